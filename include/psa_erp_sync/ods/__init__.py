@@ -1,0 +1,3 @@
+"""The operational data store (PostgreSQL): migrations and repositories, one module per schema."""
+
+from __future__ import annotations

