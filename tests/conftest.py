@@ -16,6 +16,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Airflow reads these at import: keep tests off ~/airflow and away from example DAGs.
+os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".local" / "test-airflow"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))
+
 
 def _server_dsn() -> str:
     """DSN of a PostgreSQL server to create test databases on.

@@ -77,7 +77,16 @@ def start(data: Path, port: int = DEFAULT_PORT, timeout: float = 60.0) -> str:
         _prepare_permissions(data, user)
     if not (data / "PG_VERSION").exists():
         subprocess.run(
-            [str(_bin("initdb")), "-D", str(data), "--auth=trust", "--encoding=UTF8", "--no-locale", "-U", "postgres"],
+            [
+                str(_bin("initdb")),
+                "-D",
+                str(data),
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "-U",
+                "postgres",
+            ],
             check=True,
             user=user,
             stdout=subprocess.DEVNULL,
@@ -91,7 +100,19 @@ def start(data: Path, port: int = DEFAULT_PORT, timeout: float = 60.0) -> str:
         "-c synchronous_commit=off -c full_page_writes=off -c shared_buffers=256MB"
     )
     subprocess.run(
-        [str(_bin("pg_ctl")), "-D", str(data), "-o", opts, "-l", str(data / "server.log"), "-w", "-t", str(int(timeout)), "start"],
+        [
+            str(_bin("pg_ctl")),
+            "-D",
+            str(data),
+            "-o",
+            opts,
+            "-l",
+            str(data / "server.log"),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "start",
+        ],
         check=True,
         user=user,
         stdout=subprocess.DEVNULL,
@@ -139,7 +160,9 @@ def destroy(data: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("action", choices=["start", "stop", "status", "destroy"])
     parser.add_argument("--data", type=Path, default=Path(".local/pg"))
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)

@@ -73,6 +73,7 @@ CREATE TABLE canonical.time_entry (
     currency        char(3)      NOT NULL,
     approved        boolean      NOT NULL,
     is_deleted      boolean      NOT NULL DEFAULT false,
+    fingerprint     text         NOT NULL,       -- hash of (user, date, project, task, hours, notes): duplicate detection
     source_updated_at timestamptz NOT NULL,
     validated_at    timestamptz  NOT NULL DEFAULT now(),
     record          jsonb        NOT NULL,       -- the full canonical v1 record
@@ -80,6 +81,7 @@ CREATE TABLE canonical.time_entry (
 );
 COMMENT ON TABLE canonical.time_entry IS 'Current validated version of each PSA time entry (canonical TimeEntry v1).';
 CREATE INDEX time_entry_period_idx ON canonical.time_entry (legal_entity, spent_date);
+CREATE INDEX time_entry_fingerprint_idx ON canonical.time_entry (fingerprint);
 
 CREATE TABLE canonical.expense_entry (
     source_system   text        NOT NULL,
@@ -95,23 +97,26 @@ CREATE TABLE canonical.expense_entry (
     currency        char(3)     NOT NULL,
     approved        boolean     NOT NULL,
     is_deleted      boolean     NOT NULL DEFAULT false,
+    fingerprint     text        NOT NULL,
     source_updated_at timestamptz NOT NULL,
     validated_at    timestamptz NOT NULL DEFAULT now(),
     record          jsonb       NOT NULL,
     PRIMARY KEY (source_system, source_id)
 );
+CREATE INDEX expense_entry_fingerprint_idx ON canonical.expense_entry (fingerprint);
 COMMENT ON TABLE canonical.expense_entry IS 'Current validated version of each PSA expense line (canonical ExpenseEntry v1).';
 
 -- ledger ------------------------------------------------------------------
 CREATE TABLE ledger.posting (
-    idempotency_key  text        PRIMARY KEY,    -- sha256(record_type, source system, source id, approved version)
+    idempotency_key  text        PRIMARY KEY,    -- sha256(record type, source system, source id, approved version, action, sequence)
+    seq              bigint      GENERATED ALWAYS AS IDENTITY UNIQUE,  -- order of planning per source record
     record_type      text        NOT NULL,       -- ERP record type, e.g. timebill
     source_system    text        NOT NULL,
     source_id        text        NOT NULL,
     source_version   text        NOT NULL,
     external_id      text        NOT NULL,       -- the ERP external id the record is upserted by
     action           text        NOT NULL DEFAULT 'post' CHECK (action IN ('post', 'adjust', 'reverse')),
-    state            text        NOT NULL CHECK (state IN ('pending', 'sent', 'confirmed', 'rejected', 'ambiguous', 'resolved', 'parked')),
+    state            text        NOT NULL CHECK (state IN ('pending', 'sent', 'confirmed', 'rejected', 'ambiguous', 'resolved', 'parked', 'superseded')),
     legal_entity     text,
     period           text,                       -- ERP accounting period the posting landed in
     amount_minor     bigint,
@@ -124,7 +129,7 @@ CREATE TABLE ledger.posting (
     updated_at       timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE ledger.posting IS 'Intended ERP postings. Written before the ERP is called: pending -> sent -> confirmed | rejected | ambiguous -> resolved.';
-CREATE INDEX posting_source_idx ON ledger.posting (source_system, source_id);
+CREATE INDEX posting_source_idx ON ledger.posting (record_type, source_system, source_id, seq);
 CREATE INDEX posting_state_idx ON ledger.posting (state) WHERE state NOT IN ('confirmed', 'resolved');
 
 CREATE TABLE ledger.attempt (

@@ -1,0 +1,42 @@
+"""
+### Approved time and expenses: PSA -> ODS -> ERP
+
+**Owner:** finance-integration · **Domain:** time & expense
+
+Reads approved time entries and expenses from the PSA incrementally (an overlapping
+`updated_since` window, never a date-only filter), stages raw payloads by COPY, validates them
+into canonical records or quarantines them with a reason code and an owner, and records control
+totals: a run fails if `extracted = staged = valid + quarantined` does not hold.
+
+**Schedule:** hourly; a wider sweep (re-reading recent spent dates to catch deletions and
+unapprovals) runs when the last one is over a day old, or on demand with `mode = sweep`.
+
+**Operators:** retrying or clearing any task is safe: every step is keyed on the run and the
+record identity, never on the try number.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import dag
+
+from psa_erp_sync.flows import DEFAULT_ARGS, time_expense
+
+
+@dag(
+    dag_id="time_expense_posting",
+    schedule="@hourly",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params=time_expense.PARAMS,
+    doc_md=__doc__,
+    tags=["domain:time-expense", "psa", "erp", "financial"],
+)
+def time_expense_posting() -> None:
+    time_expense.build()
+
+
+time_expense_posting()

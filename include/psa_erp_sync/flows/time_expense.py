@@ -1,0 +1,297 @@
+"""Approved time and expenses: PSA -> staging -> canonical (or quarantine) -> control totals.
+
+Task graph (built by :func:`build`)::
+
+    extract_reference ─┐
+    extract_time ──────┼─> validate_time ────┐
+    extract_expenses ──┴─> validate_expenses ┴─> reconcile -> post_timebills -> post_expense_reports -> reconcile_erp
+
+Run keys are derived from (dag_id, run_id, endpoint), so a retried or cleared task works on the
+same staged set; every step is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Param, get_current_context, task
+
+from psa_erp_sync.flows.context import ids, run_as_of
+
+log = logging.getLogger(__name__)
+
+PSA = "psa"
+REFERENCE_ENDPOINTS = ("/v2/projects", "/v2/users", "/v2/task_assignments", "/v2/expense_categories")
+PARAMS = {
+    "mode": Param(
+        "auto",
+        enum=["auto", "incremental", "sweep"],
+        values_display={
+            "auto": "Auto (incremental; sweep when the last sweep is over a day old)",
+            "incremental": "Incremental (updated_since with overlap)",
+            "sweep": "Sweep (re-read spent dates, catches deletions)",
+        },
+        description="How to read the PSA.",
+    ),
+}
+
+
+def _progress(endpoint: str) -> Any:
+    state = {"next": 0}
+
+    def report(done: int, seconds: float) -> None:
+        if done >= state["next"]:
+            rate = done / seconds if seconds > 0 else 0.0
+            log.info("extracting %s: %d rows so far (%.0f rows/s)", endpoint, done, rate)
+            state["next"] = done + 50_000
+
+    return report
+
+
+def _extract(endpoints: tuple[str, ...], mode_param: str) -> dict[str, Any]:
+    from psa_erp_sync.config import load_config
+    from psa_erp_sync.extract import psa as psa_extract
+    from psa_erp_sync.hooks.ods import OdsHook
+    from psa_erp_sync.hooks.psa import PsaHook
+    from psa_erp_sync.ods import staging
+
+    context = get_current_context()
+    dag_id, run_id = ids(context)
+    settings = load_config().mappings.extract
+    client = PsaHook().get_client()
+    summary: dict[str, Any] = {}
+    with OdsHook().get_conn() as conn:
+        for endpoint in endpoints:
+            watermark = staging.get_watermark(conn, PSA, endpoint)
+            mode = mode_param
+            if mode == "auto":
+                last_sweep = conn.execute(
+                    "SELECT last_sweep_at FROM staging.watermark WHERE source_system = %s AND endpoint = %s",
+                    (PSA, endpoint),
+                ).fetchone()
+                as_of = run_as_of(context)
+                stale = (
+                    last_sweep is None or last_sweep[0] is None or as_of - last_sweep[0] > timedelta(days=1)
+                )
+                mode = "sweep" if stale else "incremental"
+            window = psa_extract.plan_window(
+                watermark,
+                mode=mode,  # type: ignore[arg-type]
+                as_of=run_as_of(context),
+                overlap=timedelta(minutes=settings.overlap_minutes),
+                sweep_days=settings.sweep_days_back,
+            )
+            result = psa_extract.extract_endpoint(
+                conn,
+                client,
+                endpoint=endpoint,
+                run_key=psa_extract.run_key_for(dag_id, run_id, endpoint),
+                window=window,
+                per_page=settings.per_page,
+                progress=_progress(endpoint),
+            )
+            summary[endpoint] = {
+                "mode": window.mode,
+                "extracted": result.extracted,
+                "staged": result.staged,
+                "new_versions": result.new_versions,
+                "known_versions": result.known_versions,
+                "duplicates_in_extract": result.duplicates_in_extract,
+                "rows_per_second": round(result.rows_per_second),
+            }
+    return summary
+
+
+def _validate(kind: str) -> dict[str, Any]:
+    from psa_erp_sync.config import load_config
+    from psa_erp_sync.extract.psa import run_key_for
+    from psa_erp_sync.hooks.ods import OdsHook
+    from psa_erp_sync.validation import time_expense as validation
+
+    context = get_current_context()
+    dag_id, run_id = ids(context)
+    config = load_config()
+    with OdsHook().get_conn() as conn:
+        ref = validation.PsaReference.from_staging(
+            conn, {endpoint: run_key_for(dag_id, run_id, endpoint) for endpoint in REFERENCE_ENDPOINTS}
+        )
+        with conn.transaction():
+            result = validation.validate_run(
+                conn,
+                kind=kind,  # type: ignore[arg-type]
+                run_key=run_key_for(dag_id, run_id, validation.ENDPOINTS[kind]),  # type: ignore[index]
+                ref=ref,
+                config=config,
+                as_of=run_as_of(context),
+                dag_run_id=run_id,
+            )
+            result.check()
+    log.info(
+        "validated %s: %d staged versions -> %d valid (%d unchanged), %d quarantined %s",
+        kind,
+        result.staged_versions,
+        result.valid,
+        result.unchanged,
+        result.quarantined,
+        dict(result.by_reason),
+    )
+    return result.as_dict()
+
+
+def _reconcile(extracted: dict[str, Any], validated: list[dict[str, Any]]) -> dict[str, Any]:
+    """Assert extracted = staged = valid + quarantined per record type; record control totals."""
+    from psa_erp_sync.hooks.ods import OdsHook
+    from psa_erp_sync.reconcile import control_totals as ct
+
+    context = get_current_context()
+    dag_id, run_id = ids(context)
+    by_kind = {v["kind"]: v for v in validated}
+    report: dict[str, Any] = {}
+    problems = []
+    with OdsHook().get_conn() as conn, conn.transaction():
+        for kind, endpoint in (("time_entry", "/v2/time_entries"), ("expense_entry", "/v2/expenses")):
+            ext = extracted[endpoint]
+            val = by_kind[kind]
+            identity = {
+                "extracted": ext["extracted"],
+                "staged": ext["staged"],
+                "distinct_versions": val["staged_versions"],
+                "duplicates_in_extract": ext["duplicates_in_extract"],
+                "valid": val["valid"],
+                "quarantined": val["quarantined"],
+            }
+            if not (
+                ext["extracted"] == ext["staged"] == val["staged_versions"] + ext["duplicates_in_extract"]
+                and val["staged_versions"] == val["valid"] + val["quarantined"]
+            ):
+                problems.append(f"{kind}: {identity}")
+            for stage, value in (("extracted", ext["extracted"]), ("staged", ext["staged"]),
+                                 ("valid", val["valid"]), ("quarantined", val["quarantined"])):  # fmt: skip
+                ct.record(
+                    conn, dag_id=dag_id, run_id=run_id, record_type=kind, stage=stage,
+                    totals=ct.Totals(value, ct.Decimal(0)),
+                )  # fmt: skip
+            current = ct.canonical(conn, kind, approved_only=True)
+            ct.record(
+                conn,
+                dag_id=dag_id,
+                run_id=run_id,
+                record_type=kind,
+                stage="canonical_approved",
+                totals=current,
+            )
+            report[kind] = {
+                **identity,
+                "canonical_approved": current.as_dict(),
+                "by_reason": val["by_reason"],
+            }
+        if problems:
+            conn.execute(
+                "INSERT INTO audit.change (actor, action, entity, entity_key, after, run_id)"
+                " VALUES (%s, 'control_total_mismatch', 'run', %s, %s::jsonb, %s)",
+                (f"{dag_id}.reconcile", run_id, ct.Jsonb(report), run_id),
+            )
+    if problems:
+        raise ct.ControlTotalMismatch(
+            "extracted = staged = valid + quarantined does not hold: " + "; ".join(problems)
+        )
+    return report
+
+
+EXTERNAL_ID_PREFIX = {"timebill": "psa-te-", "expensereport": "psa-ex-"}
+
+
+def _reconcile_erp() -> dict[str, Any]:
+    """PSA approved vs ODS vs ERP read-back, to the cent; a mismatch fails the run (and is audited)."""
+    from psa_erp_sync.hooks.erp import ErpHook
+    from psa_erp_sync.hooks.ods import OdsHook
+    from psa_erp_sync.reconcile import control_totals as ct
+    from psa_erp_sync.reconcile import erp_readback
+
+    context = get_current_context()
+    dag_id, run_id = ids(context)
+    report: dict[str, Any] = {}
+    problems = []
+    with ErpHook().get_client() as client, OdsHook().get_conn() as conn, conn.transaction():
+        for record_type, prefix in EXTERNAL_ID_PREFIX.items():
+            want, want_rows = erp_readback.expected(conn, record_type)
+            have, have_rows = erp_readback.actual(client, record_type, prefix)
+            ct.record(
+                conn,
+                dag_id=dag_id,
+                run_id=run_id,
+                record_type=record_type,
+                stage="expected_in_erp",
+                totals=want,
+            )
+            ct.record(
+                conn, dag_id=dag_id, run_id=run_id, record_type=record_type, stage="erp_readback", totals=have
+            )
+            diff = erp_readback.differences(want_rows, have_rows)
+            report[record_type] = {"expected": want.as_dict(), "erp": have.as_dict(), **diff}
+            try:
+                ct.assert_equal("expected", want, "erp", have)
+            except ct.ControlTotalMismatch as exc:
+                problems.append(f"{record_type}: {exc}; {diff}")
+        if problems:
+            conn.execute(
+                "INSERT INTO audit.change (actor, action, entity, entity_key, after, run_id)"
+                " VALUES (%s, 'control_total_mismatch', 'erp', %s, %s::jsonb, %s)",
+                (f"{dag_id}.reconcile_erp", run_id, ct.Jsonb(report), run_id),
+            )
+    if problems:
+        raise ct.ControlTotalMismatch("ERP does not equal the approved PSA set: " + " | ".join(problems))
+    log.info("ERP reconciles with the approved PSA set: %s", {k: v["erp"] for k, v in report.items()})
+    return report
+
+
+def build() -> None:
+    """Declare the tasks of the time & expense DAG (call inside a DAG context)."""
+
+    @task(task_id="extract_reference")
+    def extract_reference() -> dict[str, Any]:
+        """Projects, users, task assignments, expense categories: the reference a run validates against."""
+        return _extract(REFERENCE_ENDPOINTS, "full")
+
+    @task(task_id="extract_time_entries")
+    def extract_time_entries(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Time entries changed since the watermark (minus overlap), or a sweep of recent dates."""
+        return _extract(("/v2/time_entries",), (params or {}).get("mode", "auto"))
+
+    @task(task_id="extract_expenses")
+    def extract_expenses(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Expenses, same discipline as time entries."""
+        return _extract(("/v2/expenses",), (params or {}).get("mode", "auto"))
+
+    @task(task_id="validate_time_entries")
+    def validate_time_entries() -> dict[str, Any]:
+        return _validate("time_entry")
+
+    @task(task_id="validate_expenses")
+    def validate_expenses() -> dict[str, Any]:
+        return _validate("expense_entry")
+
+    @task(task_id="reconcile")
+    def reconcile(time_extract: Any, expense_extract: Any, validated: Any) -> dict[str, Any]:
+        return _reconcile({**time_extract, **expense_extract}, validated)
+
+    @task(task_id="reconcile_erp")
+    def reconcile_erp() -> dict[str, Any]:
+        return _reconcile_erp()
+
+    from psa_erp_sync.operators.posting import IdempotentPostingOperator
+
+    reference = extract_reference()
+    time_extract = extract_time_entries()
+    expense_extract = extract_expenses()
+    validated_time = validate_time_entries()
+    validated_expenses = validate_expenses()
+    [reference, time_extract] >> validated_time
+    [reference, expense_extract] >> validated_expenses
+    checked = reconcile(time_extract, expense_extract, [validated_time, validated_expenses])
+    # One after the other: each uses the ERP account's whole concurrency budget, which is shared.
+    post_time = IdempotentPostingOperator(task_id="post_timebills", record_type="timebill")
+    post_expenses = IdempotentPostingOperator(task_id="post_expense_reports", record_type="expensereport")
+    checked >> post_time >> post_expenses >> reconcile_erp()

@@ -1,0 +1,91 @@
+"""Exception queue repository: quarantined records, dead letters and other items needing an owner.
+
+One row per (kind, record, reason); a repeat sighting bumps ``occurrences`` and ``last_seen``
+instead of adding a row, so the queue never grows by re-running a task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+
+@dataclass(frozen=True)
+class Item:
+    kind: str
+    domain: str
+    source_system: str
+    record_type: str
+    source_id: str
+    reason_code: str
+    owner: str
+    source_version: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    legal_entity: str | None = None
+
+
+def quarantine_many(conn: psycopg.Connection, items: Sequence[Item], *, run_id: str) -> int:
+    """Upsert items as open exceptions; returns how many were written."""
+    if not items:
+        return 0
+    with conn.cursor() as cur:
+        cur.executemany(
+            """
+            INSERT INTO exceptions.item AS e (kind, domain, source_system, record_type, source_id, source_version,
+                                              reason_code, detail, legal_entity, owner, last_run_id)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (kind, source_system, record_type, source_id, reason_code) DO UPDATE SET
+                source_version = EXCLUDED.source_version, detail = EXCLUDED.detail,
+                legal_entity = EXCLUDED.legal_entity, owner = EXCLUDED.owner,
+                status = CASE WHEN e.status = 'ignored' THEN e.status ELSE 'open' END,
+                last_seen = now(),
+                occurrences = e.occurrences + CASE WHEN e.last_run_id IS DISTINCT FROM EXCLUDED.last_run_id THEN 1 ELSE 0 END,
+                last_run_id = EXCLUDED.last_run_id
+            """,
+            [
+                (
+                    i.kind,
+                    i.domain,
+                    i.source_system,
+                    i.record_type,
+                    i.source_id,
+                    i.source_version,
+                    i.reason_code,
+                    Jsonb(i.detail),
+                    i.legal_entity,
+                    i.owner,
+                    run_id,
+                )
+                for i in items
+            ],
+        )
+    return len(items)
+
+
+def resolve_for(
+    conn: psycopg.Connection, *, source_system: str, record_type: str, source_ids: Sequence[str], kind: str
+) -> int:
+    """Close open items of these records (they passed now); returns how many were closed."""
+    if not source_ids:
+        return 0
+    cur = conn.execute(
+        "UPDATE exceptions.item SET status = 'resolved', last_seen = now()"
+        " WHERE kind = %s AND source_system = %s AND record_type = %s AND status = 'open' AND source_id = ANY(%s)",
+        (kind, source_system, record_type, list(source_ids)),
+    )
+    return cur.rowcount
+
+
+def open_summary(conn: psycopg.Connection) -> list[tuple[str, str, str, int]]:
+    """Open items grouped by cause: (kind, reason code, owner, count), largest first."""
+    return [
+        (kind, reason, owner, int(n))
+        for kind, reason, owner, n in conn.execute(
+            "SELECT kind, reason_code, owner, count(*) FROM exceptions.item WHERE status = 'open'"
+            " GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3"
+        )
+    ]

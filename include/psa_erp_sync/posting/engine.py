@@ -1,0 +1,354 @@
+"""Send pending ledger postings to the ERP: batches of <= 100, bounded concurrency, no blind re-POST.
+
+One round: (1) resolve postings left ``sent`` or ``ambiguous`` by an earlier, interrupted attempt
+by reading the ERP by external id; (2) send pending upserts in batches through the async batch
+endpoint with a deterministic idempotency key, at most ``max_concurrency`` at a time (the ERP
+account's limit is shared by every integration, so it is configurable); (3) send reversals.
+A 429 waits ``Retry-After`` plus jitter and resends the same batch under the same key. A timeout,
+reset or 5xx after sending marks the batch ambiguous and reads it back before anything is resent.
+Rounds repeat until nothing is pending or ``max_rounds`` is reached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg
+
+from psa_erp_sync.config import Config
+from psa_erp_sync.ods import exceptions as exception_queue
+from psa_erp_sync.posting import ledger
+from psa_erp_sync.posting.planner import KINDS
+
+log = logging.getLogger(__name__)
+
+
+class ErpPort(Protocol):
+    """What the engine needs from an ERP client (``NetSuiteClient`` provides it)."""
+
+    def submit_batch(
+        self, record_type: str, items: Sequence[dict[str, Any]], idempotency_key: str
+    ) -> Any: ...
+    def suiteql(self, query: str, *, page_size: int = 1000) -> Iterator[dict[str, Any]]: ...
+    def delete(self, record_type: str, external_id: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    batch_size: int = 100
+    max_concurrency: int = 15
+    max_rounds: int = 8
+    throttle_retries: int = 20
+    progress_every_s: float = 10.0
+
+
+@dataclass
+class Outcome:
+    """Counts of what happened, by outcome (the posting-outcome lineage facet reads these)."""
+
+    record_type: str
+    total: int = 0
+    posted: int = 0
+    already_posted: int = 0
+    ambiguous_resolved: int = 0
+    reversed: int = 0
+    rejected: int = 0
+    parked: int = 0
+    still_pending: int = 0
+    erp_requests: int = 0
+    seconds: float = 0.0
+    rejected_by_code: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+class _Progress:
+    def __init__(self, total: int, every: float, label: str) -> None:
+        self.total = total
+        self.done = 0
+        self.every = every
+        self.label = label
+        self.started = time.monotonic()
+        self.last = self.started
+        self.lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.done += n
+            now = time.monotonic()
+            if now - self.last >= self.every or self.done >= self.total:
+                self.last = now
+                elapsed = now - self.started
+                rate = self.done / elapsed if elapsed > 0 else 0.0
+                eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+                log.info(
+                    "%s: %d/%d done (%.0f%%), %.0f records/s, ETA %.0f s",
+                    self.label, self.done, self.total, 100.0 * self.done / max(self.total, 1), rate, eta,
+                )  # fmt: skip
+
+
+def batch_key(postings: Sequence[ledger.Posting]) -> str:
+    """Deterministic from the exact set of postings in the batch."""
+    text = "\n".join(sorted(p.idempotency_key for p in postings))
+    return "b-" + hashlib.sha256(text.encode()).hexdigest()[:38]
+
+
+def _quote(values: Sequence[str]) -> str:
+    # External ids are validated as [A-Za-z0-9_-] by the client; quote defensively anyway.
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+class PostingEngine:
+    """Works the ledger of one ERP record type until nothing is pending."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        client: ErpPort,
+        record_type: str,
+        config: Config,
+        settings: EngineSettings,
+        dag_run_id: str,
+        task_try: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.dsn = dsn
+        self.client = client
+        self.record_type = record_type
+        self.config = config
+        self.settings = settings
+        self.dag_run_id = dag_run_id
+        self.task_try = task_try
+        self.sleep = sleep
+        self.outcome = Outcome(record_type)
+        self._lock = threading.Lock()
+        self._rng = random.Random()  # noqa: S311 - jitter, not security
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection]:
+        with psycopg.connect(self.dsn, autocommit=False) as conn:
+            yield conn
+
+    def _count(self, **delta: int) -> None:
+        with self._lock:
+            for name, value in delta.items():
+                setattr(self.outcome, name, getattr(self.outcome, name) + value)
+
+    # -- read-back ----------------------------------------------------------
+    def lookup(self, external_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """What the ERP holds for these external ids (one SuiteQL query per 100 ids)."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(external_ids), 100):
+            chunk = external_ids[start : start + 100]
+            query = (
+                f"SELECT id, externalid, memo FROM {self.record_type} WHERE externalid IN ({_quote(chunk)})"
+            )
+            self._count(erp_requests=1)
+            for row in self.client.suiteql(query):
+                found[str(row.get("externalid") or row.get("externalId"))] = row
+        return found
+
+    def resolve(self, postings: Sequence[ledger.Posting]) -> list[ledger.Posting]:
+        """Decide sent/ambiguous postings by read-back; return those that must be sent again."""
+        if not postings:
+            return []
+        held = self.lookup([p.external_id for p in postings])
+        again = []
+        with self._conn() as conn:
+            for p in postings:
+                record = held.get(p.external_id)
+                if p.action == "reverse":
+                    landed = record is None
+                else:
+                    landed = record is not None and f"key:{p.idempotency_key[:16]}" in str(
+                        record.get("memo") or ""
+                    )
+                if landed:
+                    ledger.finish(
+                        conn, p.idempotency_key, state="resolved", outcome="resolved-by-lookup",
+                        erp_internal_id=str(record["id"]) if record else None,
+                    )  # fmt: skip
+                    self._count(ambiguous_resolved=1)
+                else:
+                    ledger.finish(conn, p.idempotency_key, state="pending", outcome="not-found-on-lookup")
+                    again.append(p)
+        return again
+
+    # -- sending ------------------------------------------------------------
+    def _send_batch(self, batch: Sequence[ledger.Posting], progress: _Progress) -> None:
+        key = batch_key(batch)
+        with self._conn() as conn:
+            ledger.mark_sent(conn, batch, batch_key=key, dag_run_id=self.dag_run_id, task_try=self.task_try)
+        from psa_erp_sync.clients.erp import ErpAmbiguous, ErpRejected, ErpThrottled, ErpUnavailable
+
+        result = None
+        for attempt in range(1, self.settings.throttle_retries + 1):
+            try:
+                self._count(erp_requests=1)
+                result = self.client.submit_batch(self.record_type, [p.payload for p in batch], key)
+                break
+            except ErpThrottled as exc:
+                delay = (exc.retry_after or 1.0) + self._rng.uniform(0, min(2.0**attempt, 5.0))
+                log.info("ERP throttled a batch; waiting %.1f s (attempt %d)", delay, attempt)
+                self.sleep(delay)
+            except (ErpAmbiguous, ErpUnavailable) as exc:
+                log.warning(
+                    "batch %s outcome unknown (%s); reading back by external id", key, type(exc).__name__
+                )
+                with self._conn() as conn:
+                    for p in batch:
+                        ledger.finish(conn, p.idempotency_key, state="ambiguous", outcome="ambiguous",
+                                      detail={"error": type(exc).__name__, "status": getattr(exc, "status", None)})  # fmt: skip
+                self.resolve(batch)
+                progress.add(0)
+                return
+            except ErpRejected as exc:
+                self._reject(
+                    batch, {p.external_id: [(d.code, d.path) for d in exc.details] for p in batch}, exc.status
+                )
+                progress.add(len(batch))
+                return
+        if result is None:  # throttled every time: leave them pending for the next round
+            with self._conn() as conn:
+                ledger.set_state(conn, [p.idempotency_key for p in batch], "pending", only_from=["sent"])
+            return
+        by_external = {item.external_id: item for item in result.items}
+        rejected: dict[str, list[tuple[str, str | None]]] = {}
+        with self._conn() as conn:
+            for p in batch:
+                item = by_external.get(p.external_id)
+                if item is None:
+                    ledger.finish(conn, p.idempotency_key, state="ambiguous", outcome="missing-in-result")
+                    continue
+                if item.ok:
+                    outcome = "replayed" if result.replayed else "confirmed"
+                    ledger.finish(
+                        conn,
+                        p.idempotency_key,
+                        state="confirmed",
+                        outcome=outcome,
+                        erp_internal_id=item.id,
+                        http_status=202,
+                    )
+                    if result.replayed:
+                        self._count(already_posted=1)
+                    else:
+                        self._count(posted=1)
+                else:
+                    errors = item.errors or ([item.error] if item.error else [])
+                    rejected[p.external_id] = [(e.code, e.path) for e in errors] or [("UNKNOWN", None)]
+        if rejected:
+            self._reject([p for p in batch if p.external_id in rejected], rejected, 400)
+        leftover = [p for p in batch if p.external_id not in by_external]
+        if leftover:
+            self.resolve(leftover)
+        progress.add(len(batch))
+
+    def _reject(
+        self, postings: Sequence[ledger.Posting], errors: dict[str, list[tuple[str, str | None]]], status: int
+    ) -> None:
+        items = []
+        with self._conn() as conn:
+            for p in postings:
+                codes = errors.get(p.external_id, [("UNKNOWN", None)])
+                detail = {
+                    "erp_errors": [{"code": c, "path": path} for c, path in codes],
+                    "external_id": p.external_id,
+                }
+                ledger.finish(
+                    conn,
+                    p.idempotency_key,
+                    state="rejected",
+                    outcome="rejected",
+                    http_status=status,
+                    detail=detail,
+                )
+                code = codes[0][0]
+                with self._lock:
+                    self.outcome.rejected += 1
+                    self.outcome.rejected_by_code[code] = self.outcome.rejected_by_code.get(code, 0) + 1
+                items.append(
+                    exception_queue.Item(
+                        kind="dead_letter", domain="time_expense", source_system=p.source_system,
+                        record_type=KINDS.get(self.record_type, self.record_type), source_id=p.source_id,
+                        source_version=p.source_version, reason_code=code, detail=detail, legal_entity=p.legal_entity,
+                        owner=self.config.ownership.owner_for("time_expense", p.legal_entity),
+                    )
+                )  # fmt: skip
+            exception_queue.quarantine_many(conn, items, run_id=self.dag_run_id)
+
+    def _reverse(self, posting: ledger.Posting, progress: _Progress) -> None:
+        from psa_erp_sync.clients.erp import ErpAmbiguous, ErpRejected, ErpUnavailable
+
+        with self._conn() as conn:
+            ledger.mark_sent(
+                conn, [posting], batch_key=None, dag_run_id=self.dag_run_id, task_try=self.task_try
+            )
+        try:
+            self._count(erp_requests=1)
+            self.client.delete(self.record_type, posting.external_id)
+        except (ErpAmbiguous, ErpUnavailable):
+            self.resolve([posting])
+        except ErpRejected as exc:
+            self._reject(
+                [posting], {posting.external_id: [(d.code, d.path) for d in exc.details]}, exc.status
+            )
+        else:
+            with self._conn() as conn:
+                ledger.finish(
+                    conn, posting.idempotency_key, state="confirmed", outcome="reversed", http_status=204
+                )
+            self._count(reversed=1)
+        progress.add(1)
+
+    # -- the loop -----------------------------------------------------------
+    def run(self) -> Outcome:
+        started = time.monotonic()
+        with self._conn() as conn:
+            unfinished = ledger.in_state(conn, self.record_type, ["sent", "ambiguous"])
+        if unfinished:
+            log.info(
+                "resuming: %d postings were in flight when an earlier attempt stopped; reading them back",
+                len(unfinished),
+            )
+            self.resolve(unfinished)
+        for round_no in range(1, self.settings.max_rounds + 1):
+            with self._conn() as conn:
+                pending = ledger.in_state(conn, self.record_type, ["pending"])
+            if not pending:
+                break
+            if round_no == 1:
+                self.outcome.total = len(pending)
+            upserts = [p for p in pending if p.action != "reverse"]
+            reversals = [p for p in pending if p.action == "reverse"]
+            progress = _Progress(
+                len(pending), self.settings.progress_every_s, f"posting {self.record_type} round {round_no}"
+            )
+            batches = [
+                upserts[i : i + self.settings.batch_size]
+                for i in range(0, len(upserts), self.settings.batch_size)
+            ]
+            with ThreadPoolExecutor(
+                max_workers=self.settings.max_concurrency, thread_name_prefix="erp-post"
+            ) as pool:
+                for future in [pool.submit(self._send_batch, b, progress) for b in batches]:
+                    future.result()
+                for future in [pool.submit(self._reverse, p, progress) for p in reversals]:
+                    future.result()
+        with self._conn() as conn:
+            counts = ledger.counts(conn, self.record_type)
+        self.outcome.still_pending = sum(counts.get(s, 0) for s in ledger.UNFINISHED)
+        self.outcome.parked = counts.get("parked", 0)
+        self.outcome.seconds = time.monotonic() - started
+        return self.outcome

@@ -1,0 +1,481 @@
+"""Validate staged PSA time entries and expenses into canonical records, or quarantine them.
+
+Every staged version of a run gets exactly one verdict: valid (upserted into ``canonical``) or
+quarantined (an ``exceptions.item`` with a reason code and an owner from config). The rules
+are pure functions over the parsed payload and the run's reference data, so they are unit
+tested without a database; :func:`validate_run` streams a run's staged rows through them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import msgspec
+import psycopg
+from pydantic import ValidationError
+
+from psa_erp_sync import money
+from psa_erp_sync.clients import psa_models
+from psa_erp_sync.config import Config
+from psa_erp_sync.ods import exceptions as exception_queue
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["time_entry", "expense_entry"]
+ENDPOINTS: dict[Kind, str] = {"time_entry": "/v2/time_entries", "expense_entry": "/v2/expenses"}
+TABLES: dict[Kind, str] = {"time_entry": "canonical.time_entry", "expense_entry": "canonical.expense_entry"}
+
+
+@dataclass(frozen=True)
+class ProjectRef:
+    id: int
+    is_active: bool
+    legal_entity: str | None
+    currency: str | None
+
+
+@dataclass(frozen=True)
+class PsaReference:
+    """The PSA reference data a run validates against: projects, users, task assignments."""
+
+    projects: dict[int, ProjectRef]
+    users: dict[int, bool]
+    task_assignments: frozenset[tuple[int, int]]
+    expense_categories: frozenset[int] = frozenset()
+
+    @classmethod
+    def from_staging(
+        cls, conn: psycopg.Connection, run_keys: dict[str, str], source_system: str = "psa"
+    ) -> PsaReference:
+        """Build from the versions staged by this run's reference extracts (endpoint -> run key)."""
+
+        def rows(endpoint: str) -> list[dict[str, Any]]:
+            return [
+                r[0]
+                for r in conn.execute(
+                    "SELECT payload FROM staging.raw_record WHERE source_system = %s AND endpoint = %s AND last_run_key = %s",
+                    (source_system, endpoint, run_keys[endpoint]),
+                )
+            ]
+
+        projects = {}
+        for payload in rows("/v2/projects"):
+            project = psa_models.Project.model_validate(payload)
+            projects[project.id] = ProjectRef(
+                project.id, project.is_active, project.legal_entity, project.currency
+            )
+        users = {}
+        for payload in rows("/v2/users"):
+            user = psa_models.User.model_validate(payload)
+            users[user.id] = user.is_active
+        assignments = set()
+        for payload in rows("/v2/task_assignments"):
+            assignment = psa_models.TaskAssignment.model_validate(payload)
+            if assignment.is_active:
+                assignments.add((assignment.project.id, assignment.task.id))
+        categories: set[int] = set()
+        if "/v2/expense_categories" in run_keys:
+            for payload in rows("/v2/expense_categories"):
+                categories.add(int(payload["id"]))
+        return cls(projects, users, frozenset(assignments), frozenset(categories))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    source_id: str
+    version_hash: str
+    legal_entity: str | None
+    reason_code: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    row: dict[str, Any] | None = None  # the canonical row when valid
+
+    @property
+    def valid(self) -> bool:
+        return self.reason_code is None
+
+
+@dataclass
+class ValidationResult:
+    kind: Kind
+    run_key: str
+    staged_versions: int = 0
+    valid: int = 0
+    quarantined: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    resolved_exceptions: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def check(self) -> None:
+        """The run's accounting identity: every staged version has exactly one verdict."""
+        if self.staged_versions != self.valid + self.quarantined:
+            raise RuntimeError(
+                f"{self.kind} {self.run_key}: staged {self.staged_versions} != valid {self.valid} + quarantined {self.quarantined}"
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "staged_versions": self.staged_versions,
+            "valid": self.valid,
+            "quarantined": self.quarantined,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "resolved_exceptions": self.resolved_exceptions,
+            "by_reason": dict(sorted(self.by_reason.items())),
+        }
+
+
+def fingerprint(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
+
+
+def _local_today(as_of: datetime, config: Config, legal_entity: str) -> date:
+    tz = ZoneInfo(config.legal_entities.legal_entities[legal_entity].timezone)
+    return as_of.astimezone(tz).date()
+
+
+def _common_checks(
+    *, user_id: int, project_id: int, spent_date: date, ref: PsaReference, config: Config, as_of: datetime
+) -> tuple[str | None, dict[str, Any], ProjectRef | None]:
+    if user_id not in ref.users:
+        return "USER_UNKNOWN", {"user_id": user_id}, None
+    project = ref.projects.get(project_id)
+    if project is None:
+        return "PROJECT_UNKNOWN", {"project_id": project_id}, None
+    if not project.is_active:
+        return "PROJECT_INACTIVE", {"project_id": project_id}, project
+    entities = config.legal_entities.legal_entities
+    if project.legal_entity not in entities:
+        return (
+            "LEGAL_ENTITY_UNKNOWN",
+            {"project_id": project_id, "legal_entity": project.legal_entity},
+            project,
+        )
+    expected = entities[project.legal_entity].currency
+    if project.currency != expected:
+        return (
+            "CURRENCY_MISMATCH",
+            {"project_currency": project.currency, "legal_entity_currency": expected},
+            project,
+        )
+    if spent_date > _local_today(as_of, config, project.legal_entity):
+        return "FUTURE_DATED", {"spent_date": spent_date.isoformat()}, project
+    return None, {}, project
+
+
+def judge_time_entry(
+    payload: dict[str, Any],
+    version_hash: str,
+    *,
+    ref: PsaReference,
+    config: Config,
+    as_of: datetime,
+    source_system: str = "psa",
+) -> Verdict:
+    """One staged Harvest time entry -> a verdict (pure; no I/O)."""
+    source_id = str(payload.get("id"))
+    try:
+        entry = psa_models.TimeEntry.model_validate(payload)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
+        return Verdict(source_id, version_hash, None, "SCHEMA_INVALID", {"fields": fields})
+    reason, detail, project = _common_checks(
+        user_id=entry.user.id,
+        project_id=entry.project.id,
+        spent_date=entry.spent_date,
+        ref=ref,
+        config=config,
+        as_of=as_of,
+    )
+    legal_entity = project.legal_entity if project else None
+    if reason is None and (entry.project.id, entry.task.id) not in ref.task_assignments:
+        reason, detail = "TASK_UNKNOWN", {"project_id": entry.project.id, "task_id": entry.task.id}
+    if reason is None and entry.billable and entry.billable_rate is None:
+        reason, detail = "RATE_MISSING", {"project_id": entry.project.id, "task_id": entry.task.id}
+    if reason is not None:
+        return Verdict(source_id, version_hash, legal_entity, reason, detail)
+    assert project is not None and project.currency is not None and legal_entity is not None
+    rate = entry.billable_rate if entry.billable and entry.billable_rate is not None else Decimal(0)
+    currency = project.currency
+    row = {
+        "source_system": source_system,
+        "source_id": source_id,
+        "version_hash": version_hash,
+        "spent_date": entry.spent_date,
+        "user_ref": str(entry.user.id),
+        "project_ref": str(entry.project.id),
+        "task_ref": str(entry.task.id),
+        "legal_entity": legal_entity,
+        "hours": entry.hours,
+        "billable": entry.billable,
+        "bill_rate_minor": money.to_minor(rate, currency),
+        "amount_minor": money.line_amount_minor(entry.hours, rate, currency),
+        "currency": currency,
+        "approved": entry.is_closed,
+        "is_deleted": False,
+        "fingerprint": fingerprint(
+            entry.user.id, entry.spent_date, entry.project.id, entry.task.id, entry.hours, entry.notes or ""
+        ),
+        "source_updated_at": entry.updated_at,
+    }
+    return Verdict(source_id, version_hash, legal_entity, None, {}, row)
+
+
+def judge_expense(
+    payload: dict[str, Any],
+    version_hash: str,
+    *,
+    ref: PsaReference,
+    config: Config,
+    as_of: datetime,
+    source_system: str = "psa",
+) -> Verdict:
+    """One staged Harvest expense -> a verdict (pure; no I/O)."""
+    source_id = str(payload.get("id"))
+    try:
+        expense = psa_models.Expense.model_validate(payload)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
+        return Verdict(source_id, version_hash, None, "SCHEMA_INVALID", {"fields": fields})
+    reason, detail, project = _common_checks(
+        user_id=expense.user.id,
+        project_id=expense.project.id,
+        spent_date=expense.spent_date,
+        ref=ref,
+        config=config,
+        as_of=as_of,
+    )
+    legal_entity = project.legal_entity if project else None
+    if reason is None and expense.total_cost < 0:
+        reason, detail = "SCHEMA_INVALID", {"fields": ["total_cost"]}
+    if reason is not None:
+        return Verdict(source_id, version_hash, legal_entity, reason, detail)
+    assert project is not None and project.currency is not None and legal_entity is not None
+    row = {
+        "source_system": source_system,
+        "source_id": source_id,
+        "version_hash": version_hash,
+        "spent_date": expense.spent_date,
+        "user_ref": str(expense.user.id),
+        "project_ref": str(expense.project.id),
+        "legal_entity": legal_entity,
+        "category": str(expense.expense_category.id),
+        "billable": expense.billable,
+        "amount_minor": money.to_minor(expense.total_cost, project.currency),
+        "currency": project.currency,
+        "approved": expense.is_closed,
+        "is_deleted": False,
+        "fingerprint": fingerprint(
+            expense.user.id,
+            expense.spent_date,
+            expense.project.id,
+            expense.expense_category.id,
+            expense.total_cost,
+            expense.notes or "",
+        ),
+        "source_updated_at": expense.updated_at,
+    }
+    return Verdict(source_id, version_hash, legal_entity, None, {}, row)
+
+
+_COLUMNS: dict[Kind, tuple[str, ...]] = {
+    "time_entry": (
+        "source_system", "source_id", "version_hash", "spent_date", "user_ref", "project_ref", "task_ref",
+        "legal_entity", "hours", "billable", "bill_rate_minor", "amount_minor", "currency", "approved",
+        "is_deleted", "fingerprint", "source_updated_at",
+    ),
+    "expense_entry": (
+        "source_system", "source_id", "version_hash", "spent_date", "user_ref", "project_ref", "legal_entity",
+        "category", "billable", "amount_minor", "currency", "approved", "is_deleted", "fingerprint",
+        "source_updated_at",
+    ),
+}  # fmt: skip
+
+
+def _staged(
+    conn: psycopg.Connection, source_system: str, endpoint: str, run_key: str
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """The run's staged versions in source order (id, then update time), streamed."""
+    with conn.cursor(name="staged_versions") as cur:
+        cur.itersize = 5000
+        cur.execute(
+            "SELECT payload, payload_hash FROM staging.raw_record"
+            " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s"
+            " ORDER BY (payload->>'id')::bigint, payload->>'updated_at'",
+            (source_system, endpoint, run_key),
+        )
+        yield from cur
+
+
+def validate_run(
+    conn: psycopg.Connection,
+    *,
+    kind: Kind,
+    run_key: str,
+    ref: PsaReference,
+    config: Config,
+    as_of: datetime,
+    dag_run_id: str,
+    source_system: str = "psa",
+    chunk: int = 5000,
+) -> ValidationResult:
+    """Judge every staged version of ``run_key``; write canonical rows and quarantine items.
+
+    Idempotent: re-running for the same run key yields the same canonical state and the same
+    open exceptions (counters of occurrences grow, nothing is duplicated).
+    """
+    started = time.monotonic()
+    result = ValidationResult(kind=kind, run_key=run_key)
+    judge = judge_time_entry if kind == "time_entry" else judge_expense
+    first_with_fingerprint: dict[str, str] = {}
+    latest: dict[str, Verdict] = {}
+
+    def count(verdict: Verdict) -> None:
+        if verdict.valid:
+            result.valid += 1
+        else:
+            assert verdict.reason_code is not None
+            result.quarantined += 1
+            result.by_reason[verdict.reason_code] += 1
+
+    # A second connection streams the run's versions while this one writes.
+    with psycopg.connect(conn.info.dsn) as reader:
+        for payload, version_hash in _staged(reader, source_system, ENDPOINTS[kind], run_key):
+            verdict = judge(
+                payload, version_hash, ref=ref, config=config, as_of=as_of, source_system=source_system
+            )
+            result.staged_versions += 1
+            if verdict.valid:
+                assert verdict.row is not None
+                first = first_with_fingerprint.setdefault(verdict.row["fingerprint"], verdict.source_id)
+                if first != verdict.source_id:
+                    verdict = Verdict(
+                        verdict.source_id,
+                        version_hash,
+                        verdict.legal_entity,
+                        "DUPLICATE_SUSPECTED",
+                        {"same_as": first},
+                    )
+            superseded = latest.get(verdict.source_id)
+            if superseded is not None:  # only the newest version of a record in a run becomes current
+                count(superseded)
+            latest[verdict.source_id] = verdict
+    valid_rows = [v.row for v in latest.values() if v.valid and v.row is not None]
+    quarantine = [v for v in latest.values() if not v.valid]
+    duplicates = _duplicates_of_existing(conn, kind, valid_rows)
+    if duplicates:
+        for row in [r for r in valid_rows if r["source_id"] in duplicates]:
+            quarantine.append(
+                Verdict(
+                    row["source_id"], row["version_hash"], row["legal_entity"], "DUPLICATE_SUSPECTED",
+                    {"same_as": duplicates[row["source_id"]]},
+                )
+            )  # fmt: skip
+        valid_rows = [r for r in valid_rows if r["source_id"] not in duplicates]
+    for row in valid_rows:
+        count(Verdict(row["source_id"], row["version_hash"], row["legal_entity"], None, {}, row))
+    for verdict in quarantine:
+        count(verdict)
+    for start in range(0, len(valid_rows), chunk):
+        batch = valid_rows[start : start + chunk]
+        result.unchanged += len(batch) - _upsert_canonical(conn, kind, batch, dag_run_id)
+    owner_domain = "time_expense"
+    exception_queue.quarantine_many(
+        conn,
+        [
+            exception_queue.Item(
+                kind="quarantine",
+                domain=owner_domain,
+                source_system=source_system,
+                record_type=kind,
+                source_id=v.source_id,
+                source_version=v.version_hash,
+                reason_code=v.reason_code or "UNKNOWN",
+                detail=v.detail,
+                legal_entity=v.legal_entity,
+                owner=config.ownership.owner_for(owner_domain, v.legal_entity),
+            )
+            for v in quarantine
+        ],
+        run_id=dag_run_id,
+    )
+    # A record that is valid now closes any open quarantine item it had.
+    result.resolved_exceptions = exception_queue.resolve_for(
+        conn,
+        source_system=source_system,
+        record_type=kind,
+        source_ids=[r["source_id"] for r in valid_rows],
+        kind="quarantine",
+    )
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _duplicates_of_existing(
+    conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]]
+) -> dict[str, str]:
+    """Valid rows whose fingerprint already belongs to another (earlier) record in canonical."""
+    if not rows:
+        return {}
+    found = conn.execute(
+        f"SELECT c.fingerprint, min(c.source_id::bigint)::text FROM {TABLES[kind]} c"
+        " WHERE c.fingerprint = ANY(%s) AND NOT c.is_deleted GROUP BY c.fingerprint",
+        ([r["fingerprint"] for r in rows],),
+    ).fetchall()
+    first: dict[str, str] = dict(found)
+    return {
+        r["source_id"]: first[r["fingerprint"]]
+        for r in rows
+        if r["fingerprint"] in first and int(first[r["fingerprint"]]) < int(r["source_id"])
+    }
+
+
+def _upsert_canonical(
+    conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]], dag_run_id: str
+) -> int:
+    """Upsert rows whose version changed; audit before/after of updates. Returns rows changed."""
+    if not rows:
+        return 0
+    columns = _COLUMNS[kind]
+    table = TABLES[kind]
+    conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS tmp_{kind} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    conn.execute(f"TRUNCATE tmp_{kind}")
+    with conn.cursor() as cur, cur.copy(f"COPY tmp_{kind} ({', '.join(columns)}, record) FROM STDIN") as copy:
+        for row in rows:
+            record = msgspec.json.encode({k: row[k] for k in columns}, enc_hook=str).decode()
+            copy.write_row([row[c] for c in columns] + [record])
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in ("source_system", "source_id"))
+    changed = conn.execute(
+        f"""
+        WITH before AS (
+            SELECT t.source_id, to_jsonb(c.*) - 'record' AS image FROM tmp_{kind} t
+            JOIN {table} c USING (source_system, source_id) WHERE c.version_hash <> t.version_hash OR c.is_deleted
+        ), up AS (
+            INSERT INTO {table} ({", ".join(columns)}, record, validated_at)
+            SELECT {", ".join(columns)}, record, now() FROM tmp_{kind}
+            ON CONFLICT (source_system, source_id) DO UPDATE SET {updates}, record = EXCLUDED.record, validated_at = now()
+            WHERE {table}.version_hash <> EXCLUDED.version_hash OR {table}.is_deleted
+            RETURNING source_id, to_jsonb({table}.*) - 'record' AS image
+        ), audited AS (
+            INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)
+            SELECT 'validation', 'update', %(table)s, up.source_id, before.image, up.image, %(run_id)s
+            FROM up JOIN before USING (source_id)
+        )
+        SELECT count(*) FROM up
+        """,
+        {"table": table, "run_id": dag_run_id},
+    ).fetchone()
+    return int(changed[0]) if changed else 0
