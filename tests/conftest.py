@@ -17,7 +17,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Airflow reads these at import: keep tests off ~/airflow and away from example DAGs.
-os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".local" / "test-airflow"))
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".local" / f"test-airflow-{_WORKER}"))
+os.environ.setdefault(
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{ROOT}/.local/test-airflow-{_WORKER}/airflow.db"
+)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))
@@ -166,3 +170,20 @@ def planning_sim(simulator_factory: Callable[[str], RunningSimulator]) -> Runnin
     sim = simulator_factory("planning")
     sim.admin("POST", "/reset")
     return sim
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> str:
+    """A migrated Airflow metadata DB (SQLite) for this worker: ``dag.test()`` needs one."""
+    import subprocess
+    import sys
+
+    home = Path(os.environ["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    airflow = Path(sys.executable).parent / "airflow"
+    proc = subprocess.run(
+        [str(airflow), "db", "migrate"], capture_output=True, text=True, check=False, env=os.environ.copy()
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]

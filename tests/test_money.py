@@ -11,7 +11,13 @@ from psa_erp_sync import money
 
 @pytest.mark.parametrize(
     ("amount", "currency", "minor"),
-    [("12.345", "USD", 1234), ("12.355", "USD", 1236), ("0.005", "GBP", 0), ("0.015", "GBP", 2), ("1500", "JPY", 1500)],
+    [
+        ("12.345", "USD", 1234),
+        ("12.355", "USD", 1236),
+        ("0.005", "GBP", 0),
+        ("0.015", "GBP", 2),
+        ("1500", "JPY", 1500),
+    ],
 )
 def test_to_minor_half_even(amount: str, currency: str, minor: int) -> None:
     assert money.to_minor(Decimal(amount), currency) == minor

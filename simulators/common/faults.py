@@ -24,7 +24,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-Action = Literal["status", "status_after_commit", "latency", "drop_before_commit", "drop_after_commit", "throttle"]
+Action = Literal[
+    "status", "status_after_commit", "latency", "drop_before_commit", "drop_after_commit", "throttle"
+]
 
 
 class FaultRule(BaseModel):
@@ -53,12 +55,16 @@ class FaultState:
 
     def set_rules(self, rules: list[FaultRule]) -> None:
         with self._lock:
-            self._rules = [(r, re.compile(r.path_regex), random.Random(r.seed), {"seen": 0, "hits": 0}) for r in rules]
+            self._rules = [
+                (r, re.compile(r.path_regex), random.Random(r.seed), {"seen": 0, "hits": 0}) for r in rules
+            ]
 
     def add_rule(self, rule: FaultRule) -> None:
         with self._lock:
             self._rules = [x for x in self._rules if x[0].id != rule.id]
-            self._rules.append((rule, re.compile(rule.path_regex), random.Random(rule.seed), {"seen": 0, "hits": 0}))
+            self._rules.append(
+                (rule, re.compile(rule.path_regex), random.Random(rule.seed), {"seen": 0, "hits": 0})
+            )
 
     def clear(self) -> None:
         self.set_rules([])
@@ -107,7 +113,11 @@ async def _respond(send: Send, status: int, body: dict[str, Any], headers: list[
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *headers],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
         }
     )
     await send({"type": "http.response.body", "body": payload})

@@ -38,7 +38,12 @@ def test_every_schema_and_table_has_a_purpose_comment(pg_conn: psycopg.Connectio
         " AND obj_description(c.oid, 'pg_class') IS NULL"
     ).fetchall()
     assert rows == []
-    schemas = {r[0] for r in pg_conn.execute("SELECT nspname FROM pg_namespace WHERE obj_description(oid, 'pg_namespace') IS NOT NULL")}
+    schemas = {
+        r[0]
+        for r in pg_conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE obj_description(oid, 'pg_namespace') IS NOT NULL"
+        )
+    }
     assert {"staging", "canonical", "ledger", "inbox", "exceptions", "forecast", "audit"} <= schemas
 
 

@@ -21,17 +21,24 @@ def _pages(items: list[dict[str, object]], size: int = 2) -> list[list[dict[str,
 
 def test_stage_counts_dedupe_and_hostile_text(clean_ods: str) -> None:
     items: list[dict[str, object]] = [
-        {"id": i, "notes": note, "updated_at": f"2026-11-0{i % 9 + 1}T10:00:00Z"} for i, note in enumerate(HOSTILE)
+        {"id": i, "notes": note, "updated_at": f"2026-11-0{i % 9 + 1}T10:00:00Z"}
+        for i, note in enumerate(HOSTILE)
     ]
     with psycopg.connect(clean_ods) as conn:
-        first = staging.stage_pages(conn, _pages(items), run_key="r1", source_system="psa", endpoint="/v2/time_entries")
+        first = staging.stage_pages(
+            conn, _pages(items), run_key="r1", source_system="psa", endpoint="/v2/time_entries"
+        )
         conn.commit()
         assert (first.extracted, first.staged, first.new_versions, first.known_versions) == (6, 6, 6, 0)
-        again = staging.stage_pages(conn, _pages(items), run_key="r2", source_system="psa", endpoint="/v2/time_entries")
+        again = staging.stage_pages(
+            conn, _pages(items), run_key="r2", source_system="psa", endpoint="/v2/time_entries"
+        )
         conn.commit()
         assert (again.new_versions, again.known_versions) == (0, 6)
         changed = [dict(items[0], notes="edited")]
-        third = staging.stage_pages(conn, [changed], run_key="r3", source_system="psa", endpoint="/v2/time_entries")
+        third = staging.stage_pages(
+            conn, [changed], run_key="r3", source_system="psa", endpoint="/v2/time_entries"
+        )
         conn.commit()
         assert third.new_versions == 1
         stored = dict(

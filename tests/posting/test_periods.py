@@ -28,7 +28,11 @@ def test_open_period_posts_in_place() -> None:
 
 def test_closed_period_moves_to_first_open_when_policy_says_so() -> None:
     decision = _book().decide("LE-US1", date(2026, 9, 15), "timebill", "post_to_first_open")
-    assert (decision.outcome, decision.period, decision.original_period) == ("moved", "LE-US1-2026-11", "LE-US1-2026-09")
+    assert (decision.outcome, decision.period, decision.original_period) == (
+        "moved",
+        "LE-US1-2026-11",
+        "LE-US1-2026-09",
+    )
 
 
 def test_closed_period_parks_when_policy_says_so() -> None:
@@ -44,4 +48,7 @@ def test_ap_lock_blocks_expenses_but_not_time() -> None:
 
 
 def test_unknown_entity_or_date_parks() -> None:
-    assert _book().decide("LE-XX", date(2026, 11, 2), "timebill", "post_to_first_open").reason == "PERIOD_UNKNOWN"
+    assert (
+        _book().decide("LE-XX", date(2026, 11, 2), "timebill", "post_to_first_open").reason
+        == "PERIOD_UNKNOWN"
+    )

@@ -142,7 +142,8 @@ def summarize(dsn: str) -> dict[str, Any]:
             ),
         }
         ledger: dict[str, int] = {
-            state: int(n) for state, n in conn.execute("SELECT state, count(*) FROM ledger.posting GROUP BY 1 ORDER BY 1")
+            state: int(n)
+            for state, n in conn.execute("SELECT state, count(*) FROM ledger.posting GROUP BY 1 ORDER BY 1")
         }
     return {
         "extracted": extracted,

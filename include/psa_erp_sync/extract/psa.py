@@ -38,26 +38,41 @@ class Window:
     to_date: date | None
     window_to: datetime
 
-    def params(self, per_page: int) -> dict[str, Any]:
-        params: dict[str, Any] = {"per_page": per_page}
+    def queries(self, per_page: int) -> list[dict[str, Any]]:
+        """The reads this window needs. A sweep is the incremental read *plus* a re-read of recent
+        spent dates: the PSA ANDs its filters, so one query could not do both."""
+        queries: list[dict[str, Any]] = []
+        if self.mode == "full":
+            return [{"per_page": per_page}]
         if self.updated_since is not None:
-            params["updated_since"] = self.updated_since.strftime("%Y-%m-%dT%H:%M:%SZ")
-        if self.from_date is not None:
-            params["from"] = self.from_date.isoformat()
-        if self.to_date is not None:
-            params["to"] = self.to_date.isoformat()
-        return params
+            queries.append(
+                {"per_page": per_page, "updated_since": self.updated_since.strftime("%Y-%m-%dT%H:%M:%SZ")}
+            )
+        if self.mode == "sweep" and self.from_date is not None:
+            query: dict[str, Any] = {"per_page": per_page, "from": self.from_date.isoformat()}
+            if self.to_date is not None:
+                query["to"] = self.to_date.isoformat()
+            queries.append(query)
+        return queries
+
+    @property
+    def deletion_horizon(self) -> date | None:
+        """Spent dates from which absence in this read means "deleted at the source"."""
+        if self.mode == "full":
+            return date.min
+        return self.from_date if self.mode == "sweep" else None
 
 
 def plan_window(
     watermark: datetime | None, *, mode: Mode, as_of: datetime, overlap: timedelta, sweep_days: int
 ) -> Window:
-    """Decide what to read. A first incremental run (no watermark) becomes a sweep."""
-    if mode == "full":
+    """Decide what to read. The first run of an endpoint (no watermark) reads everything."""
+    if mode == "full" or watermark is None:
         return Window("full", None, None, None, as_of)
-    if mode == "sweep" or watermark is None:
-        return Window("sweep", None, as_of.date() - timedelta(days=sweep_days), None, as_of)
-    return Window("incremental", watermark - overlap, None, None, as_of)
+    since = watermark - overlap
+    if mode == "sweep":
+        return Window("sweep", since, as_of.date() - timedelta(days=sweep_days), None, as_of)
+    return Window("incremental", since, None, None, as_of)
 
 
 def run_key_for(dag_id: str, run_id: str, endpoint: str) -> str:
@@ -77,11 +92,12 @@ def extract_endpoint(
     progress: Callable[[int, float], None] | None = None,
 ) -> staging.StageResult:
     """Stream one endpoint into staging and advance its watermark, in one transaction."""
-    params = window.params(per_page) if endpoint in TRANSACTIONAL else {"per_page": per_page}
+    queries = window.queries(per_page) if endpoint in TRANSACTIONAL else [{"per_page": per_page}]
+    pages = (page for params in queries for page in client.iter_pages(endpoint, params))
     with conn.transaction():
         result = staging.stage_pages(
             conn,
-            client.iter_pages(endpoint, params),
+            pages,
             run_key=run_key,
             source_system=source_system,
             endpoint=endpoint,
@@ -95,10 +111,11 @@ def extract_endpoint(
             mode=window.mode if endpoint in TRANSACTIONAL else "full",
             window_from=window.updated_since,
             window_to=window.window_to,
+            sweep_from=window.deletion_horizon if endpoint in TRANSACTIONAL else None,
         )
         if endpoint in TRANSACTIONAL:
             staging.advance_watermark(
-                conn, source_system, endpoint, result.max_updated_at, swept=window.mode == "sweep"
+                conn, source_system, endpoint, result.max_updated_at, swept=window.mode in ("sweep", "full")
             )
     log.info(
         "staged %s %s: extracted %d, new versions %d, known %d (%.0f rows/s)",

@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 import msgspec
 import psycopg
@@ -160,21 +160,23 @@ def record_extract_run(
     mode: str,
     window_from: datetime | None,
     window_to: datetime,
+    sweep_from: date | None = None,
 ) -> None:
     conn.execute(
         """
-        INSERT INTO staging.extract_run (run_key, source_system, endpoint, window_from, window_to, mode,
+        INSERT INTO staging.extract_run (run_key, source_system, endpoint, window_from, sweep_from, window_to, mode,
                                          extracted, staged_new, staged_unchanged, finished_at)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
         ON CONFLICT (run_key) DO UPDATE SET extracted = EXCLUDED.extracted, staged_new = EXCLUDED.staged_new,
             staged_unchanged = EXCLUDED.staged_unchanged, window_from = EXCLUDED.window_from,
-            window_to = EXCLUDED.window_to, finished_at = now()
+            sweep_from = EXCLUDED.sweep_from, window_to = EXCLUDED.window_to, mode = EXCLUDED.mode, finished_at = now()
         """,
         (
             result.run_key,
             source_system,
             endpoint,
             window_from,
+            sweep_from,
             window_to,
             mode,
             result.extracted,
@@ -182,3 +184,12 @@ def record_extract_run(
             result.known_versions,
         ),
     )
+
+
+def sweep_of(conn: psycopg.Connection, run_key: str) -> date | None:
+    """The first spent date a sweep extract re-read, or None when the run was not a sweep."""
+    row = conn.execute(
+        "SELECT sweep_from FROM staging.extract_run WHERE run_key = %s AND mode IN ('sweep', 'full')",
+        (run_key,),
+    ).fetchone()
+    return row[0] if row else None

@@ -27,6 +27,7 @@ from psa_erp_sync import money
 from psa_erp_sync.clients import psa_models
 from psa_erp_sync.config import Config
 from psa_erp_sync.ods import exceptions as exception_queue
+from psa_erp_sync.ods import staging
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class PsaReference:
         assignments = set()
         for payload in rows("/v2/task_assignments"):
             assignment = psa_models.TaskAssignment.model_validate(payload)
-            if assignment.is_active:
+            if assignment.is_active and assignment.project is not None and assignment.task is not None:
                 assignments.add((assignment.project.id, assignment.task.id))
         categories: set[int] = set()
         if "/v2/expense_categories" in run_keys:
@@ -410,6 +411,16 @@ def validate_run(
         ],
         run_id=dag_run_id,
     )
+    sweep_from = staging.sweep_of(conn, run_key)
+    if sweep_from is not None:
+        result.deleted = _mark_deleted(
+            conn,
+            kind,
+            source_system=source_system,
+            run_key=run_key,
+            sweep_from=sweep_from,
+            dag_run_id=dag_run_id,
+        )
     # A record that is valid now closes any open quarantine item it had.
     result.resolved_exceptions = exception_queue.resolve_for(
         conn,
@@ -420,6 +431,63 @@ def validate_run(
     )
     result.seconds = time.monotonic() - started
     return result
+
+
+class MassDeletionRefused(RuntimeError):
+    """A sweep would mark an implausible share of records deleted: the source is suspect, not the data."""
+
+
+def _mark_deleted(
+    conn: psycopg.Connection,
+    kind: Kind,
+    *,
+    source_system: str,
+    run_key: str,
+    sweep_from: date,
+    dag_run_id: str,
+    max_share: float = 0.2,
+    min_refuse: int = 50,
+) -> int:
+    """Records in the swept date range that the sweep no longer returned were deleted at the source
+    (Harvest has no deleted feed). Refuses when the share is implausible, e.g. an empty answer."""
+    table = TABLES[kind]
+    params = {"system": source_system, "from": sweep_from, "endpoint": ENDPOINTS[kind], "run_key": run_key}
+    gone_sql = f"""
+        SELECT c.source_id FROM {table} c
+        WHERE c.source_system = %(system)s AND NOT c.is_deleted AND c.spent_date >= %(from)s
+          AND NOT EXISTS (SELECT 1 FROM staging.raw_record r WHERE r.source_system = c.source_system
+                          AND r.endpoint = %(endpoint)s AND r.source_id = c.source_id AND r.last_run_key = %(run_key)s)
+    """
+    gone = [r[0] for r in conn.execute(gone_sql, params)]
+    if not gone:
+        return 0
+    in_window = conn.execute(
+        f"SELECT count(*) FROM {table} WHERE source_system = %(system)s AND NOT is_deleted AND spent_date >= %(from)s",
+        params,
+    ).fetchone()
+    total = int(in_window[0]) if in_window else 0
+    if len(gone) >= min_refuse and len(gone) > max_share * total:
+        raise MassDeletionRefused(
+            f"the sweep of {ENDPOINTS[kind]} no longer returns {len(gone)} of {total} records since {sweep_from}; "
+            "refusing to treat them as deleted. Check the PSA answer; rerun the sweep when it is healthy."
+        )
+    conn.execute(
+        f"""
+        WITH del AS (
+            UPDATE {table} c SET is_deleted = true, validated_at = now()
+            WHERE c.source_system = %(system)s AND c.source_id = ANY(%(ids)s)
+            RETURNING c.source_id, to_jsonb(c.*) - 'record' AS image
+        )
+        INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)
+        SELECT 'validation.sweep', 'deleted_at_source', %(table)s, source_id, image - 'is_deleted',
+               jsonb_build_object('is_deleted', true), %(run_id)s FROM del
+        """,
+        {**params, "ids": gone, "table": table, "run_id": dag_run_id},
+    )
+    log.info(
+        "sweep: %d %s records no longer at the source since %s: marked deleted", len(gone), kind, sweep_from
+    )
+    return len(gone)
 
 
 def _duplicates_of_existing(

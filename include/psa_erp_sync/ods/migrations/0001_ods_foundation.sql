@@ -21,7 +21,8 @@ CREATE TABLE staging.extract_run (
     run_key          text PRIMARY KEY,          -- "{dag_id}/{run_id}/{endpoint}": stable across task retries
     source_system    text        NOT NULL,
     endpoint         text        NOT NULL,
-    window_from      timestamptz,
+    window_from      timestamptz,                -- updated_since sent (incremental)
+    sweep_from       date,                       -- first spent date re-read (sweep): absence there means deleted
     window_to        timestamptz NOT NULL,
     mode             text        NOT NULL CHECK (mode IN ('incremental', 'sweep', 'full')),
     extracted        integer     NOT NULL DEFAULT 0,

@@ -1,0 +1,301 @@
+"""Harvest API v2 client: authenticated, paginated, rate-limit aware reads of the PSA.
+
+Pure Python on httpx (no Airflow). Pagination follows ``links.next`` only (never page
+arithmetic), so a cursor-paginated server is walked exactly as it intends; a ``next`` link to
+another origin is refused so the token never leaves the configured host. GETs are safe to
+retry: 429 waits for ``Retry-After``, 5xx, timeouts and connection errors back off with full
+jitter (:class:`~psa_erp_sync.clients.http.RetryPolicy`). Any other 4xx raises
+:class:`PsaApiError` naming the status and endpoint. Items are yielded as raw dicts: the pipeline
+stages raw payloads and validates them later with :mod:`psa_erp_sync.clients.psa_models`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from psa_erp_sync.clients.http import RetryPolicy, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+DEFAULT_USER_AGENT = "psa-erp-sync/0.1 (ops@example.com)"
+MAX_PER_PAGE = 2000
+
+
+class PsaApiError(Exception):
+    """The PSA answered an error we will not retry (or retries ran out).
+
+    ``status`` is None when the last failure was a transport error.
+    """
+
+    def __init__(self, status: int | None, endpoint: str, message: str) -> None:
+        self.status = status
+        self.endpoint = endpoint
+        super().__init__(
+            f"PSA {endpoint} failed with {status if status is not None else 'no response'}: {message}"
+        )
+
+
+def format_since(value: datetime) -> str:
+    """UTC, second precision, floored: with Harvest's inclusive ``updated_since`` nothing is skipped."""
+    if value.tzinfo is None:
+        raise ValueError("updated_since must be timezone-aware")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase or "error"
+    if isinstance(body, dict):
+        for key in ("message", "error_description", "error"):
+            if isinstance(body.get(key), str):
+                return str(body[key])[:300]
+    return response.reason_phrase or "error"
+
+
+class HarvestClient:
+    """Reads Harvest API v2 (or the PSA simulator) page by page.
+
+    :param base_url: API root, with or without the ``/v2`` suffix (``https://api.harvestapp.com/v2``).
+    :param token: personal access token, sent as ``Authorization: Bearer``.
+    :param account_id: sent as ``Harvest-Account-Id``.
+    :param user_agent: Harvest requires one naming the application and a contact.
+    :param timeout: seconds per request.
+    :param retry: the retry policy for GETs.
+    :param transport: an httpx transport (tests, proxies).
+    :param sleep: how to wait between retries (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: str,
+        account_id: str,
+        user_agent: str = DEFAULT_USER_AGENT,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not token.strip() or not account_id.strip():
+            raise ValueError("a PSA token and account id are required")
+        root = base_url.rstrip("/")
+        self._root = root[: -len("/v2")] if root.endswith("/v2") else root
+        self._origin = urlsplit(self._root)[:2]
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._http = httpx.Client(
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Harvest-Account-Id": account_id,
+                "User-Agent": user_agent,
+                "Accept": "application/json",
+            },
+            timeout=timeout,
+            transport=transport,
+        )
+        self.requests_made = 0
+        self.pages_fetched = 0
+        self.retries = 0
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HarvestClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def url(self, path: str) -> str:
+        """``/v2/time_entries``, ``v2/time_entries`` or ``time_entries`` -> absolute URL."""
+        path = "/" + path.lstrip("/")
+        if not path.startswith("/v2/"):
+            path = "/v2" + path
+        return self._root + path
+
+    @staticmethod
+    def _endpoint(url: str) -> str:
+        return urlsplit(url).path
+
+    def _get(self, url: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
+        """One GET with retries; returns a 2xx or 404 response, raises :class:`PsaApiError` otherwise."""
+        endpoint = self._endpoint(url)
+        attempt = 0
+        while True:
+            attempt += 1
+            self.requests_made += 1
+            try:
+                response = self._http.get(url, params=params)
+            except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
+                raise PsaApiError(None, endpoint, f"request could not be sent: {type(exc).__name__}") from exc
+            except httpx.TransportError as exc:
+                if not self._retry.should_retry(attempt, None):
+                    raise PsaApiError(None, endpoint, type(exc).__name__) from exc
+                delay = self._retry.delay(attempt)
+                log.warning("PSA %s: %s, retry %d in %.2fs", endpoint, type(exc).__name__, attempt, delay)
+                self._pause(delay)
+                continue
+            status = response.status_code
+            if status < 300 or status == 404:
+                return response
+            if not self._retry.should_retry(attempt, status):
+                raise PsaApiError(status, endpoint, _error_message(response))
+            delay = self._retry.delay(attempt, status=status, retry_after=parse_retry_after(response.headers))
+            log.warning("PSA %s answered %d, retry %d in %.2fs", endpoint, status, attempt, delay)
+            self._pause(delay)
+
+    def _pause(self, seconds: float) -> None:
+        self.retries += 1
+        self._sleep(seconds)
+
+    # -- generic -----------------------------------------------------------------------------
+
+    def iter_pages(
+        self, path: str, params: Mapping[str, Any] | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Yield each page's items (the list under the endpoint's key), following ``links.next``."""
+        url = self.url(path)
+        endpoint = self._endpoint(url)
+        key = endpoint.rstrip("/").rsplit("/", 1)[-1]
+        query: Mapping[str, Any] | None = {k: v for k, v in (params or {}).items() if v is not None}
+        total = 0
+        while True:
+            response = self._get(url, query)
+            if response.status_code == 404:
+                raise PsaApiError(404, endpoint, _error_message(response))
+            body = response.json()
+            items = body.get(key) if isinstance(body, dict) else None
+            if not isinstance(items, list):
+                raise PsaApiError(response.status_code, endpoint, f"response has no list under {key!r}")
+            self.pages_fetched += 1
+            total += len(items)
+            log.info("PSA %s page %d: %d items (%d so far)", endpoint, self.pages_fetched, len(items), total)
+            yield items
+            next_url = (body.get("links") or {}).get("next")
+            if not next_url:
+                return
+            if urlsplit(next_url)[:2] != self._origin:
+                raise PsaApiError(None, endpoint, "links.next points to another origin; refusing to follow")
+            url, query = next_url, None  # the link carries every parameter, cursor included
+
+    def iter_items(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        for page in self.iter_pages(path, params):
+            yield from page
+
+    # -- typed endpoints ---------------------------------------------------------------------
+
+    @staticmethod
+    def _window(
+        updated_since: datetime | None, from_date: date | None, to_date: date | None, per_page: int
+    ) -> dict[str, Any]:
+        if not 1 <= per_page <= MAX_PER_PAGE:
+            raise ValueError(f"per_page must be 1..{MAX_PER_PAGE}")
+        params: dict[str, Any] = {"per_page": per_page}
+        if updated_since is not None:
+            params["updated_since"] = format_since(updated_since)
+        if from_date is not None:
+            params["from"] = from_date.isoformat()
+        if to_date is not None:
+            params["to"] = to_date.isoformat()
+        return params
+
+    def iter_time_entries(
+        self,
+        *,
+        updated_since: datetime | None = None,
+        from_date: date | None = None,
+        to_date: date | None = None,
+        per_page: int = MAX_PER_PAGE,
+        **filters: Any,
+    ) -> Iterator[dict[str, Any]]:
+        """Time entries; extra ``filters`` (``project_id``, ``user_id``, ``is_billed``, ...) pass through."""
+        params = self._window(updated_since, from_date, to_date, per_page) | _filters(filters)
+        return self.iter_items("/v2/time_entries", params)
+
+    def iter_expenses(
+        self,
+        *,
+        updated_since: datetime | None = None,
+        from_date: date | None = None,
+        to_date: date | None = None,
+        per_page: int = MAX_PER_PAGE,
+        **filters: Any,
+    ) -> Iterator[dict[str, Any]]:
+        params = self._window(updated_since, from_date, to_date, per_page) | _filters(filters)
+        return self.iter_items("/v2/expenses", params)
+
+    def iter_clients(self, *, updated_since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        return self.iter_items("/v2/clients", self._window(updated_since, None, None, MAX_PER_PAGE))
+
+    def iter_projects(self, *, updated_since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        return self.iter_items("/v2/projects", self._window(updated_since, None, None, MAX_PER_PAGE))
+
+    def iter_users(self, *, updated_since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        return self.iter_items("/v2/users", self._window(updated_since, None, None, MAX_PER_PAGE))
+
+    def iter_tasks(self, *, updated_since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        return self.iter_items("/v2/tasks", self._window(updated_since, None, None, MAX_PER_PAGE))
+
+    def iter_task_assignments(self, *, updated_since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        return self.iter_items("/v2/task_assignments", self._window(updated_since, None, None, MAX_PER_PAGE))
+
+    def iter_user_assignments(self, *, updated_since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        return self.iter_items("/v2/user_assignments", self._window(updated_since, None, None, MAX_PER_PAGE))
+
+    def iter_expense_categories(self) -> Iterator[dict[str, Any]]:
+        return self.iter_items("/v2/expense_categories", {"per_page": MAX_PER_PAGE})
+
+    def iter_schedule(
+        self,
+        *,
+        from_date: date | None = None,
+        to_date: date | None = None,
+        user_id: int | None = None,
+        project_id: int | None = None,
+        updated_since: datetime | None = None,
+        per_page: int = MAX_PER_PAGE,
+    ) -> Iterator[dict[str, Any]]:
+        """Extension ``/v2/x/schedule``: scheduled hours per user, project and week."""
+        params = self._window(updated_since, from_date, to_date, per_page)
+        params |= _filters({"user_id": user_id, "project_id": project_id})
+        return self.iter_items("/v2/x/schedule", params)
+
+    def iter_milestones(
+        self,
+        *,
+        project_id: int | None = None,
+        updated_since: datetime | None = None,
+        per_page: int = MAX_PER_PAGE,
+    ) -> Iterator[dict[str, Any]]:
+        """Extension ``/v2/x/milestones``."""
+        params = self._window(updated_since, None, None, per_page) | _filters({"project_id": project_id})
+        return self.iter_items("/v2/x/milestones", params)
+
+    def get_time_entry(self, entry_id: int) -> dict[str, Any] | None:
+        """One time entry, or None when the PSA no longer has it (deleted)."""
+        response = self._get(self.url(f"/v2/time_entries/{int(entry_id)}"))
+        if response.status_code == 404:
+            return None
+        body: dict[str, Any] = response.json()
+        return body
+
+
+def _filters(filters: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in filters.items():
+        if value is None:
+            continue
+        out[name] = ("true" if value else "false") if isinstance(value, bool) else value
+    return out

@@ -1,0 +1,98 @@
+"""Dead-letter replay: select rejected or parked postings by owner, reason, date range or ids, and
+release them for the normal posting path (the same planner and engine, nothing special).
+
+Releasing marks the stuck ledger row ``superseded`` and the exception item ``replayed``; the
+planner then plans a fresh posting (next sequence number, so a new idempotency key) from the
+current canonical record, built with today's master data and mappings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+
+@dataclass(frozen=True)
+class ReplayFilter:
+    record_type: str = "timebill"
+    owner: str | None = None
+    reason_code: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    source_ids: tuple[str, ...] = ()
+
+
+KIND_OF = {"timebill": "time_entry", "expensereport": "expense_entry"}
+SOURCE_OF = {"timebill": "canonical.time_entry", "expensereport": "canonical.expense_entry"}
+
+
+def select(conn: psycopg.Connection, f: ReplayFilter, limit: int = 100_000) -> list[dict[str, Any]]:
+    """Open dead letters / parked items with their stuck ledger row, matching the filter."""
+    where = [
+        "e.status = 'open'",
+        "e.kind IN ('dead_letter', 'parked')",
+        "e.record_type = %(kind)s",
+        "p.state IN ('rejected', 'parked')",
+    ]
+    params: dict[str, Any] = {"kind": KIND_OF[f.record_type], "rt": f.record_type, "limit": limit}
+    if f.owner:
+        where.append("e.owner = %(owner)s")
+        params["owner"] = f.owner
+    if f.reason_code:
+        where.append("e.reason_code = %(reason)s")
+        params["reason"] = f.reason_code
+    if f.date_from:
+        where.append("c.spent_date >= %(from)s")
+        params["from"] = f.date_from
+    if f.date_to:
+        where.append("c.spent_date <= %(to)s")
+        params["to"] = f.date_to
+    if f.source_ids:
+        where.append("e.source_id = ANY(%(ids)s)")
+        params["ids"] = list(f.source_ids)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"""
+            SELECT e.id AS exception_id, e.kind, e.reason_code, e.owner, e.legal_entity, e.source_id,
+                   p.idempotency_key, p.state, p.external_id, c.spent_date, c.amount_minor, c.currency
+            FROM exceptions.item e
+            JOIN LATERAL (
+                SELECT * FROM ledger.posting p WHERE p.record_type = %(rt)s AND p.source_system = e.source_system
+                  AND p.source_id = e.source_id ORDER BY p.seq DESC LIMIT 1
+            ) p ON true
+            LEFT JOIN {SOURCE_OF[f.record_type]} c ON c.source_system = e.source_system AND c.source_id = e.source_id
+            WHERE {" AND ".join(where)}
+            ORDER BY e.owner, e.reason_code, e.source_id
+            LIMIT %(limit)s
+            """,
+            params,
+        )
+        return cur.fetchall()
+
+
+def release(conn: psycopg.Connection, rows: list[dict[str, Any]], *, run_id: str, actor: str) -> int:
+    """Let the planner take these records again; audited. Returns how many were released."""
+    if not rows:
+        return 0
+    keys = [r["idempotency_key"] for r in rows]
+    conn.execute(
+        "UPDATE ledger.posting SET state = 'superseded', updated_at = now()"
+        " WHERE idempotency_key = ANY(%s) AND state IN ('rejected', 'parked')",
+        (keys,),
+    )
+    conn.execute(
+        "UPDATE exceptions.item SET status = 'replayed', last_seen = now(), last_run_id = %s WHERE id = ANY(%s)",
+        (run_id, [r["exception_id"] for r in rows]),
+    )
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)"
+            " VALUES (%s, 'replay', 'ledger.posting', %s, jsonb_build_object('state', %s::text, 'reason', %s::text),"
+            " jsonb_build_object('state', 'superseded'), %s)",
+            [(actor, r["idempotency_key"], r["state"], r["reason_code"], run_id) for r in rows],
+        )
+    return len(rows)

@@ -1,0 +1,3 @@
+"""CRM simulator: accounts, opportunities, change orders and a pull-based event feed."""
+
+from __future__ import annotations

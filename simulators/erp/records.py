@@ -1,0 +1,118 @@
+"""Catalog of the ERP simulator's record types: their fields, field kinds and money columns.
+
+Field names follow NetSuite's REST record shapes where the record exists in NetSuite (camelCase,
+references as objects ``{"externalId": ...}`` or, for currencies, ``{"refName": "USD"}``).
+``revenueposting`` is our name for a revenue-recognition posting (NetSuite would book it as a
+journal from a revenue arrangement); its fields are documented in ``simulators/erp/README.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+Kind = Literal["text", "decimal", "bool", "date", "ref"]
+
+EXTERNAL_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+
+FIELDS: dict[str, dict[str, Kind]] = {
+    "subsidiary": {"name": "text", "country": "text", "currency": "ref"},
+    "currency": {"symbol": "text", "name": "text"},
+    "taxcode": {"itemId": "text", "country": "text", "rate": "decimal"},
+    "employee": {"subsidiary": "ref"},
+    "customer": {"companyName": "text", "subsidiary": "ref", "currency": "ref", "taxCode": "ref"},
+    "job": {
+        "companyName": "text",
+        "parent": "ref",
+        "subsidiary": "ref",
+        "currency": "ref",
+        "billingType": "text",
+        "contractValue": "decimal",
+    },
+    "accountingperiod": {
+        "periodName": "text",
+        "startDate": "date",
+        "endDate": "date",
+        "subsidiary": "ref",
+        "closed": "bool",
+        "allLocked": "bool",
+        "arLocked": "bool",
+        "apLocked": "bool",
+    },
+    "timebill": {
+        "tranDate": "date",
+        "employee": "ref",
+        "customer": "ref",
+        "subsidiary": "ref",
+        "hours": "decimal",
+        "rate": "decimal",
+        "currency": "ref",
+        "isBillable": "bool",
+        "memo": "text",
+        "postingPeriod": "ref",
+    },
+    "expensereport": {
+        "tranDate": "date",
+        "employee": "ref",
+        "customer": "ref",
+        "subsidiary": "ref",
+        "amount": "decimal",
+        "currency": "ref",
+        "category": "text",
+        "taxCode": "ref",
+        "isBillable": "bool",
+        "memo": "text",
+        "postingPeriod": "ref",
+    },
+    "invoice": {
+        "tranId": "text",
+        "tranDate": "date",
+        "dueDate": "date",
+        "entity": "ref",
+        "job": "ref",
+        "subsidiary": "ref",
+        "currency": "ref",
+        "taxCode": "ref",
+        "total": "decimal",
+        "amountRemaining": "decimal",
+        "status": "text",
+        "memo": "text",
+        "postingPeriod": "ref",
+    },
+    "revenueposting": {
+        "tranDate": "date",
+        "job": "ref",
+        "subsidiary": "ref",
+        "currency": "ref",
+        "amount": "decimal",
+        "method": "text",
+        "memo": "text",
+        "postingPeriod": "ref",
+    },
+}
+
+RECORD_TYPES = frozenset(FIELDS)
+
+#: Which body field is copied into the NUMERIC ``amount`` column per type.
+AMOUNT_FIELD = {
+    "expensereport": "amount",
+    "invoice": "total",
+    "revenueposting": "amount",
+    "job": "contractValue",
+}
+
+#: Lower-case field name -> canonical field name, per type (SuiteQL columns are case-insensitive).
+LOWER_FIELDS = {t: {name.lower(): name for name in fields} for t, fields in FIELDS.items()}
+
+
+def ref_key(value: object) -> str | None:
+    """The key a reference object names: its ``externalId``, else ``refName``, else ``id``."""
+    if isinstance(value, dict):
+        for key in ("externalId", "refName", "id"):
+            found = value.get(key)
+            if found is not None and found != "":
+                return str(found)
+        return None
+    if isinstance(value, str) and value:
+        return value
+    return None

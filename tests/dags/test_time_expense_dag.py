@@ -1,0 +1,194 @@
+"""The time & expense DAG end to end through real Airflow (``dag.test()``), real PostgreSQL and the
+PSA and ERP simulators over loopback: extract -> stage -> validate -> post -> reconcile, then again
+with corrections (edits, unapprovals, deletions) and once more with nothing to do."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.conftest import RunningSimulator
+
+pytestmark = [pytest.mark.integration, pytest.mark.airflow]
+
+TODAY = date(2026, 11, 9)
+AS_OF = datetime(2026, 11, 9, 12, tzinfo=UTC)  # the runs' logical dates are pinned: no wall clock
+
+
+@pytest.fixture
+def wired(
+    airflow_db: str,
+    clean_ods: str,
+    psa_sim: RunningSimulator,
+    erp_sim: RunningSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, Any]:
+    from psa_erp_sync.devenv.airflow_env import psycopg_parts
+    from simulators.firm.generator import FirmSpec, generate_firm
+    from simulators.firm.load import load_firm
+
+    firm = generate_firm(
+        FirmSpec(seed=7, consultants=12, customers=10, projects=16, opportunities=5, today=TODAY)
+    )
+    load_firm(firm, psa_url=psa_sim.base_url, erp_url=erp_sim.base_url, crm_url=None)
+    psa_sim.admin("PUT", "/config", json={"rate_limit_requests": 0})
+    connections = {
+        "psa_default": {
+            "conn_type": "http",
+            "host": psa_sim.base_url,
+            "password": "t",
+            "extra": {"account_id": "1"},
+        },
+        "erp_default": {
+            "conn_type": "http",
+            "host": erp_sim.base_url,
+            "password": "t",
+            "extra": {"account_id": "A1"},
+        },
+        "ods_default": {"conn_type": "postgres", **psycopg_parts(clean_ods)},
+    }
+    for conn_id, conn in connections.items():
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    return {"firm": firm, "dsn": clean_ods, "psa": psa_sim, "erp": erp_sim}
+
+
+def _dag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.dags.conftest import DAGS
+
+    bag = DagBag(dag_folder=str(DAGS / "time_expense_posting.py"), safe_mode=False)
+    assert not bag.import_errors, bag.import_errors
+    dag = bag.get_dag("time_expense_posting")
+    for task in dag.tasks:  # a failure should fail the test now, not after minutes of backoff
+        task.retries = 0
+    return dag
+
+
+def _erp_timebills(dsn: str) -> dict[str, dict[str, Any]]:
+    with psycopg.connect(dsn) as conn:
+        return {
+            ext: body
+            for ext, body in conn.execute(
+                "SELECT external_id, body FROM sim_erp.record WHERE type = 'timebill'"
+            )
+        }
+
+
+def _approved_psa(dsn: str) -> dict[str, tuple[str, str]]:
+    with psycopg.connect(dsn) as conn:
+        return {
+            str(i): (str(h), str(d))
+            for i, h, d in conn.execute(
+                "SELECT id, hours, spent_date FROM sim_psa.time_entries WHERE is_closed"
+            )
+        }
+
+
+def test_time_expense_dag_posts_exactly_the_approved_set(wired: dict[str, Any]) -> None:
+    from simulators.firm.generator import dirt_ids
+    from simulators.firm.load import apply_mutations
+
+    dag = _dag()
+    run = dag.test(logical_date=AS_OF)
+    assert run.state == "success", run.state
+    dsn = wired["dsn"]
+    with psycopg.connect(dsn) as conn:
+        open_quarantine = {
+            r[0]
+            for r in conn.execute(
+                "SELECT source_id FROM exceptions.item WHERE kind='quarantine' AND record_type='time_entry' AND status='open'"
+            )
+        }
+        counts = dict(
+            conn.execute(
+                "SELECT stage, record_count FROM audit.control_total WHERE record_type='time_entry' AND run_id=%s",
+                (run.run_id,),
+            ).fetchall()
+        )
+    assert counts["extracted"] == counts["staged"] > 0
+    assert counts["valid"] + counts["quarantined"] == counts["staged"]
+    # Every dirty entry the generator injected is quarantined (duplicates: one of each pair).
+    ids = dirt_ids(wired["firm"])
+    expected_dirt = {
+        str(i)
+        for kind in ("inactive_project", "unknown_task", "missing_rate", "future_date", "duplicate")
+        for i in ids.get(f"time_entries.{kind}", [])
+    }
+    assert expected_dirt, "the small firm should still carry dirt"
+    assert expected_dirt <= open_quarantine, sorted(expected_dirt - open_quarantine)[:10]
+    erp = _erp_timebills(dsn)
+    assert erp, "nothing reached the ERP"
+    assert all(ext.startswith("psa-te-") for ext in erp)
+    posted_ids = {ext.removeprefix("psa-te-") for ext in erp}
+    assert posted_ids.isdisjoint(open_quarantine)
+
+    # Corrections: edits, unapprovals, deletions after posting; then the net ERP effect must follow.
+    apply_mutations(wired["firm"], wired["psa"].base_url)
+    second = dag.test(logical_date=AS_OF + timedelta(hours=1), run_conf={"mode": "sweep"})
+    assert second.state == "success"
+    erp_after = _erp_timebills(dsn)
+    approved = _approved_psa(dsn)
+    with psycopg.connect(dsn) as conn:
+        parked_or_rejected = {
+            r[0]
+            for r in conn.execute(
+                "SELECT source_id FROM ledger.posting WHERE record_type='timebill' AND state IN ('parked','rejected')"
+            )
+        }
+        quarantined = {
+            r[0]
+            for r in conn.execute(
+                "SELECT source_id FROM exceptions.item WHERE kind='quarantine' AND record_type='time_entry' AND status='open'"
+            )
+        }
+    expected = set(approved) - quarantined - parked_or_rejected
+    posted = {e.removeprefix("psa-te-") for e in erp_after}
+    if posted != expected:
+        with psycopg.connect(dsn) as conn:
+            for sid in sorted(posted ^ expected)[:6]:
+                print("DIFF", sid, "in ERP" if sid in posted else "missing", approved.get(sid))
+                print(
+                    "  psa:",
+                    conn.execute(
+                        "SELECT is_closed, hours, updated_at FROM sim_psa.time_entries WHERE id=%s",
+                        (int(sid),),
+                    ).fetchone(),
+                )
+                print(
+                    "  canonical:",
+                    conn.execute(
+                        "SELECT approved, is_deleted, hours, version_hash FROM canonical.time_entry WHERE source_id=%s",
+                        (sid,),
+                    ).fetchone(),
+                )
+                print(
+                    "  ledger:",
+                    conn.execute(
+                        "SELECT action, state, source_version FROM ledger.posting WHERE source_id=%s ORDER BY seq",
+                        (sid,),
+                    ).fetchall(),
+                )
+                print(
+                    "  staging:",
+                    conn.execute(
+                        "SELECT last_run_key, payload->>'is_closed', payload->>'updated_at' FROM staging.raw_record WHERE source_id=%s AND endpoint='/v2/time_entries'",
+                        (sid,),
+                    ).fetchall(),
+                )
+    assert posted == expected
+    for sid in expected:
+        assert f"{float(erp_after['psa-te-' + sid]['hours']):.2f}" == f"{float(approved[sid][0]):.2f}"
+
+    # Nothing changed: a third run posts nothing and the ERP is byte-for-byte the same.
+    with psycopg.connect(dsn) as conn:
+        before = conn.execute("SELECT count(*) FROM ledger.posting").fetchone()
+    third = dag.test(logical_date=AS_OF + timedelta(hours=2))
+    assert third.state == "success"
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM ledger.posting").fetchone() == before
+    assert _erp_timebills(dsn) == erp_after
