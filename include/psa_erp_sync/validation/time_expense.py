@@ -490,6 +490,31 @@ def _mark_deleted(
     return len(gone)
 
 
+def _close_quarantine_of_vanished(
+    conn: psycopg.Connection, kind: Kind, *, source_system: str, run_key: str, sweep_from: date
+) -> int:
+    """Quarantined records deleted at the source need no fix any more: close their items."""
+    cur = conn.execute(
+        """
+        UPDATE exceptions.item e SET status = 'resolved', last_seen = now()
+        WHERE e.kind = 'quarantine' AND e.source_system = %(system)s AND e.record_type = %(kind)s AND e.status = 'open'
+          AND EXISTS (SELECT 1 FROM staging.raw_record r WHERE r.source_system = e.source_system
+                      AND r.endpoint = %(endpoint)s AND r.source_id = e.source_id AND r.payload_hash = e.source_version
+                      AND (r.payload->>'spent_date')::date >= %(from)s)
+          AND NOT EXISTS (SELECT 1 FROM staging.raw_record r WHERE r.source_system = e.source_system
+                          AND r.endpoint = %(endpoint)s AND r.source_id = e.source_id AND r.last_run_key = %(run_key)s)
+        """,
+        {
+            "system": source_system,
+            "kind": kind,
+            "endpoint": ENDPOINTS[kind],
+            "from": sweep_from,
+            "run_key": run_key,
+        },
+    )
+    return cur.rowcount
+
+
 def _duplicates_of_existing(
     conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]]
 ) -> dict[str, str]:
