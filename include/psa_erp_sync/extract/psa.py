@@ -71,7 +71,10 @@ def plan_window(
         return Window("full", None, None, None, as_of)
     since = watermark - overlap
     if mode == "sweep":
-        return Window("sweep", since, as_of.date() - timedelta(days=sweep_days), None, as_of)
+        # From the first day of the month that holds (as of - sweep days): whole months, so a
+        # month still open for correction is always re-read completely.
+        horizon = (as_of.date() - timedelta(days=sweep_days)).replace(day=1)
+        return Window("sweep", since, horizon, None, as_of)
     return Window("incremental", since, None, None, as_of)
 
 
