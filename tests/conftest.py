@@ -43,7 +43,7 @@ def _server_dsn() -> str:
     data = ROOT / ".local" / "test-pg"
     data.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(data) + ".lock"):
-        return pgserver.start(data, port=54330)
+        return pgserver.start(data, port=None)
 
 
 def _with_database(dsn: str, database: str) -> str:

@@ -79,8 +79,19 @@ def is_listening(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def start(data: Path, port: int = DEFAULT_PORT, timeout: float = 60.0) -> str:
-    """Initialise ``data`` if needed and start the server; return a DSN. Idempotent."""
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start(data: Path, port: int | None = DEFAULT_PORT, timeout: float = 60.0) -> str:
+    """Initialise ``data`` if needed and start the server; return a DSN. Idempotent.
+
+    ``port=None`` means "the port this data directory used last, else the default, else any free
+    port": several checkouts can run their servers side by side.
+    """
     data = data.absolute()
     data.mkdir(parents=True, exist_ok=True)
     user = _run_as()
@@ -103,7 +114,11 @@ def start(data: Path, port: int = DEFAULT_PORT, timeout: float = 60.0) -> str:
             stdout=subprocess.DEVNULL,
         )
     if status(data):
-        return dsn_for(_port_of(data) or port)
+        return dsn_for(_port_of(data) or port or DEFAULT_PORT)
+    if port is None:
+        port = _port_of(data) or DEFAULT_PORT
+        if is_listening(port):
+            port = _free_port()
     if is_listening(port):
         raise RuntimeError(f"port {port} is taken by another process; choose another with --port")
     opts = (

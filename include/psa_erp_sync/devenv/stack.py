@@ -56,7 +56,7 @@ class Stack:
         else:
             data = LOCAL / "pg"
             was_running = pgserver.status(data)
-            self.server_dsn = pgserver.start(data, port=pgserver.DEFAULT_PORT)
+            self.server_dsn = pgserver.start(data, port=None)
             self._started_pg = not was_running
             log.info(
                 "embedded PostgreSQL %s at %s", "started" if self._started_pg else "already running", data
