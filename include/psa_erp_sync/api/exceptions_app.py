@@ -1,0 +1,50 @@
+"""Read-only view of the exception queue for operators: open items grouped by cause and owner.
+
+Mounted by ``plugins/psa_erp_sync_plugin.py`` under ``/psa-erp-sync``. Plugin apps are mounted
+without Airflow's authentication, so every route requires the plugins view permission. It reads
+the ODS through the same repository as the DAGs and returns no personal data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Depends, FastAPI
+
+
+def _ods_dsn() -> str:
+    from psa_erp_sync.hooks.ods import OdsHook
+
+    return OdsHook().dsn()
+
+
+def _guard() -> list[Any]:
+    try:
+        from airflow.api_fastapi.core_api.security import AccessView, requires_access_view
+    except ImportError:  # outside an API server (unit tests build the app with their own guard)
+        return []
+    return [Depends(requires_access_view(AccessView.PLUGINS))]
+
+
+def create_app(dependencies: list[Any] | None = None, dsn: str | None = None) -> FastAPI:
+    app = FastAPI(
+        title="psa-erp-sync",
+        description="Exception queue of the PSA -> ERP sync, grouped by cause.",
+        dependencies=_guard() if dependencies is None else dependencies,
+    )
+
+    @app.get("/exceptions/summary")
+    def exception_summary() -> dict[str, Any]:
+        """Open exception items grouped by (kind, reason code, owner), largest group first."""
+        import psycopg
+
+        from psa_erp_sync.ods import exceptions
+
+        with psycopg.connect(dsn or _ods_dsn()) as conn:
+            groups = exceptions.open_summary(conn)
+        return {
+            "groups": [{"kind": k, "reason_code": r, "owner": o, "count": n} for k, r, o, n in groups],
+            "total": sum(n for *_, n in groups),
+        }
+
+    return app
