@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -53,10 +54,21 @@ def main(argv: list[str] | None = None) -> int:
         log.info(
             "UI: http://localhost:%d  (user admin; the password is printed by airflow standalone)", args.port
         )
+        proc = subprocess.Popen([str(bin_dir / "airflow"), "standalone"], env=full_env, cwd=ROOT)
+
+        def _stop(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _stop)
         try:
-            subprocess.run([str(bin_dir / "airflow"), "standalone"], env=full_env, cwd=ROOT, check=False)
+            proc.wait()
         except KeyboardInterrupt:
-            log.info("stopping")
+            log.info("stopping Airflow, the simulators and PostgreSQL")
+            proc.send_signal(signal.SIGINT)  # standalone stops its components on SIGINT
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     return 0
 
 
