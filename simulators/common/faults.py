@@ -6,7 +6,7 @@ rule, at most ``max_hits`` times, optionally only after ``after`` matching reque
 
 ``status``              answer ``status`` (e.g. 503) before the handler runs (nothing committed)
 ``status_after_commit`` run the handler (it commits), then answer ``status`` instead of its response
-``latency``             sleep ``latency_ms`` before the handler runs
+``latency``             sleep ``latency_ms`` before the handler runs (adds to any other rule that fires)
 ``drop_before_commit``  abort the TCP connection before the handler runs
 ``drop_after_commit``   run the handler (it commits), then abort the connection without a response
 ``throttle``            answer 429 with ``Retry-After: retry_after`` (a 429 storm when probability=1)
@@ -74,9 +74,17 @@ class FaultState:
             return [{**r.model_dump(), **counters} for r, _, _, counters in self._rules]
 
     def pick(self, method: str, path: str) -> FaultRule | None:
-        """Return the first rule that fires for this request, advancing counters deterministically."""
+        """The first non-latency rule that fires for this request (see :meth:`decide`)."""
+        return self.decide(method, path)[1]
+
+    def decide(self, method: str, path: str) -> tuple[int, FaultRule | None]:
+        """Latency to add (every latency rule that fires adds up) and the first other rule that fires.
+
+        Counters advance deterministically, so the same request sequence meets the same faults.
+        """
         if path.startswith("/admin"):
-            return None
+            return 0, None
+        latency = 0
         with self._lock:
             for rule, pattern, rng, counters in self._rules:
                 if rule.method and rule.method.upper() != method.upper():
@@ -94,8 +102,11 @@ class FaultState:
                     fire = rng.random() < rule.probability
                 if fire:
                     counters["hits"] += 1
-                    return rule
-        return None
+                    if rule.action == "latency":
+                        latency += rule.latency_ms
+                        continue
+                    return latency, rule
+        return latency, None
 
 
 def _abort(receive: Receive) -> bool:
@@ -134,14 +145,13 @@ class FaultMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rule = self.state.pick(scope["method"], scope["path"])
+        latency_ms, rule = self.state.decide(scope["method"], scope["path"])
+        if latency_ms:
+            await asyncio.sleep(latency_ms / 1000)
         if rule is None:
             await self.app(scope, receive, send)
             return
-        if rule.action == "latency":
-            await asyncio.sleep(rule.latency_ms / 1000)
-            await self.app(scope, receive, send)
-        elif rule.action == "status":
+        if rule.action == "status":
             await _respond(send, rule.status, _error_body(rule.status, rule.id), [])
         elif rule.action == "throttle":
             await _respond(

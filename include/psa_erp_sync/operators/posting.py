@@ -13,11 +13,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PERIOD_QUERY = (
-    "SELECT externalid, subsidiary, startdate, enddate, closed, alllocked, arlocked, aplocked "
-    "FROM accountingperiod ORDER BY startdate"
-)
-
 
 class IdempotentPostingOperator(BaseOperator):
     """Make the ERP hold exactly the currently approved source records of one ERP record type.
@@ -62,48 +57,34 @@ class IdempotentPostingOperator(BaseOperator):
         from psa_erp_sync.config import load_config
         from psa_erp_sync.hooks.erp import ErpHook
         from psa_erp_sync.hooks.ods import OdsHook
-        from psa_erp_sync.posting import planner
-        from psa_erp_sync.posting.engine import EngineSettings, PostingEngine
-        from psa_erp_sync.posting.periods import PeriodBook
+        from psa_erp_sync.posting.engine import EngineSettings
+        from psa_erp_sync.posting.service import post_record_type
 
         if self.batch_size > 100 or self.batch_size < 1:
             raise ValueError("batch_size must be between 1 and 100 (the ERP's batch limit)")
         config = load_config()
         erp_hook = ErpHook(self.erp_conn_id)
-        ods = OdsHook(self.ods_conn_id)
         concurrency = self.max_concurrency or erp_hook.max_concurrency(
             config.mappings.posting.max_concurrency
         )
-        run_id = context["run_id"]
         ti = context["ti"]
+        state: Any = context.get("task_state_store")
+        if state is not None and state.get("outcome"):
+            self.log.info("an earlier try got this far: %s; resuming from the ledger", state.get("outcome"))
         with erp_hook.get_client() as client:
-            periods = PeriodBook.from_rows(client.suiteql(PERIOD_QUERY))
-            with ods.get_conn() as conn, conn.transaction():
-                plan = planner.plan(
-                    conn, record_type=self.record_type, config=config, periods=periods, dag_run_id=run_id
-                )
-            self.plan_summary = plan.as_dict()
-            self.log.info("planned %s", self.plan_summary)
-            state: Any = context.get("task_state_store")
-            if state is not None:
-                previous = state.get("outcome")
-                if previous:
-                    self.log.info(
-                        "an earlier try of this task got this far: %s; resuming from the ledger", previous
-                    )
-            engine = PostingEngine(
-                dsn=ods.dsn(),
+            result = post_record_type(
+                dsn=OdsHook(self.ods_conn_id).dsn(),
                 client=client,
                 record_type=self.record_type,
                 config=config,
                 settings=EngineSettings(batch_size=self.batch_size, max_concurrency=concurrency),
-                dag_run_id=run_id,
+                run_id=context["run_id"],
                 task_try=getattr(ti, "try_number", None),
             )
-            outcome = engine.run().as_dict()
-            if state is not None:
-                state.set("outcome", outcome)
-        self.outcome = outcome
+        if state is not None:
+            state.set("outcome", result.outcome)
+        self.plan_summary, self.outcome = result.plan, result.outcome
+        outcome = result.outcome
         self.log.info(
             "posted %d, already posted %d, ambiguous resolved %d, reversed %d, rejected %d, parked %d, still pending %d",
             outcome["posted"], outcome["already_posted"], outcome["ambiguous_resolved"], outcome["reversed"],
@@ -114,4 +95,4 @@ class IdempotentPostingOperator(BaseOperator):
                 f"{outcome['still_pending']} {self.record_type} postings are still pending after every round; "
                 "retrying the task resumes from the ledger"
             )
-        return {"plan": self.plan_summary, "outcome": outcome}
+        return {"plan": result.plan, "outcome": outcome}

@@ -1,0 +1,174 @@
+"""Exactly-once effect under injected faults, in the shape of Kafka's transactions system test.
+
+20,000+ approved time entries go PSA -> staging -> canonical -> ERP while the ERP simulator, driven
+only through its admin API, injects 5xx before commit, 5xx after commit, 429 storms, latency
+spikes and dropped connections (before and after commit), and the posting worker process is
+SIGKILLed three times after >= 20 % progress and then started again (a retry). Afterwards: no
+duplicate in the ERP by external id or by content, nothing missing, ERP == the approved PSA set
+less what is parked or rejected, control totals equal to the cent, and every parked or rejected
+record is in the exception queue with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, date, datetime
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import ROOT, RunningSimulator
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TODAY = date(2026, 11, 9)
+AS_OF = datetime(2026, 11, 9, 12, tzinfo=UTC)
+FAULTS: list[dict[str, Any]] = [
+    {"id": "latency", "action": "latency", "path_regex": "/batch$", "latency_ms": 120, "probability": 1.0, "seed": 1},
+    {"id": "5xx-before", "action": "status", "status": 503, "path_regex": "/batch$", "probability": 0.04, "seed": 2},
+    {"id": "5xx-after", "action": "status_after_commit", "status": 502, "path_regex": "/batch$", "probability": 0.04, "seed": 3},
+    {"id": "drop-before", "action": "drop_before_commit", "path_regex": "/batch$", "probability": 0.03, "seed": 4},
+    {"id": "drop-after", "action": "drop_after_commit", "path_regex": "/batch$", "probability": 0.03, "seed": 5},
+    {"id": "429-storm", "action": "throttle", "path_regex": "/services/", "retry_after": 1, "every_nth": 1, "after": 60, "max_hits": 40, "seed": 6},
+    {"id": "spike", "action": "latency", "path_regex": "/services/", "latency_ms": 1500, "probability": 0.01, "seed": 7},
+    {"id": "read-5xx", "action": "status", "status": 503, "path_regex": "/suiteql$", "probability": 0.05, "seed": 8},
+]  # fmt: skip
+
+
+def _prepare(dsn: str, psa: RunningSimulator, erp: RunningSimulator) -> int:
+    """Seed a firm of ~20k entries and bring it through extract and validation into canonical."""
+    from psa_erp_sync.clients.psa import HarvestClient
+    from psa_erp_sync.config import load_config
+    from psa_erp_sync.extract import psa as psa_extract
+    from psa_erp_sync.validation import time_expense as validation
+    from simulators.firm.generator import FirmSpec, generate_firm
+    from simulators.firm.load import load_firm
+
+    firm = generate_firm(
+        FirmSpec(seed=11, consultants=500, customers=60, projects=150, opportunities=5, today=TODAY)
+    )
+    load_firm(firm, psa_url=psa.base_url, erp_url=erp.base_url, crm_url=None, include_schedule=False)
+    psa.admin("PUT", "/config", json={"rate_limit_requests": 0})
+    client = HarvestClient(base_url=psa.base_url, token="t", account_id="1")
+    config = load_config()
+    keys = {}
+    with psycopg.connect(dsn) as conn:
+        window = psa_extract.plan_window(
+            None, mode="full", as_of=AS_OF, overlap=psa_extract.timedelta(hours=1), sweep_days=45
+        )
+        for endpoint in ("/v2/projects", "/v2/users", "/v2/task_assignments", "/v2/time_entries"):
+            keys[endpoint] = f"fault/{endpoint}"
+            psa_extract.extract_endpoint(
+                conn, client, endpoint=endpoint, run_key=keys[endpoint], window=window, per_page=2000
+            )
+        ref = validation.PsaReference.from_staging(conn, keys)
+        with conn.transaction():
+            result = validation.validate_run(
+                conn,
+                kind="time_entry",
+                run_key=keys["/v2/time_entries"],
+                ref=ref,
+                config=config,
+                as_of=AS_OF,
+                dag_run_id="fault",
+            )
+        result.check()
+        approved = conn.execute(
+            "SELECT count(*) FROM canonical.time_entry WHERE approved AND NOT is_deleted"
+        ).fetchone()
+    assert approved is not None
+    return int(approved[0])
+
+
+def _confirmed(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM ledger.posting WHERE state IN ('confirmed', 'resolved')"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _worker(dsn: str, erp_url: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "psa_erp_sync.posting", "--dsn", dsn, "--erp-url", erp_url, "--record-type", "timebill",
+         "--concurrency", "6", "--run-id", "fault-run", "--timeout", "10"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+def test_exactly_once_effect_under_faults_and_sigkill(
+    clean_ods: str, psa_sim: RunningSimulator, erp_sim: RunningSimulator
+) -> None:
+    from psa_erp_sync.reconcile import control_totals as ct
+    from psa_erp_sync.reconcile import erp_readback
+
+    approved = _prepare(clean_ods, psa_sim, erp_sim)
+    assert approved >= 20_000, approved
+    erp_sim.admin("PUT", "/faults", json=FAULTS)
+
+    kills = 0
+    for threshold in (0.2, 0.4, 0.6):
+        worker = _worker(clean_ods, erp_sim.base_url)
+        deadline = time.monotonic() + 300
+        while _confirmed(clean_ods) < threshold * approved:
+            assert worker.poll() is None, "the worker finished before it could be killed"
+            assert time.monotonic() < deadline, "no progress"
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        kills += 1
+    final = _worker(clean_ods, erp_sim.base_url)
+    out, _ = final.communicate(timeout=600)
+    assert final.returncode == 0, out[-2000:]
+    outcome = json.loads(out.decode().strip().splitlines()[-1])["outcome"]
+    assert kills == 3
+
+    fired = {rule["id"]: rule["hits"] for rule in erp_sim.admin("GET", "/faults")["rules"]}
+    erp_sim.admin("DELETE", "/faults")
+    for rule in ("5xx-before", "5xx-after", "drop-before", "drop-after", "429-storm", "latency"):
+        assert fired[rule] > 0, f"fault {rule} never fired: {fired}"
+
+    with psycopg.connect(clean_ods) as conn:
+        bodies = [b for (b,) in conn.execute("SELECT body FROM sim_erp.record WHERE type = 'timebill'")]
+        # 0 duplicates by content: one ERP record per PSA entry (the memo names the source id).
+        sources = Counter(b["memo"].split()[0] for b in bodies)
+        assert [s for s, n in sources.items() if n > 1] == []
+        # Nothing left in flight; every parked or rejected record has an open exception with a reason.
+        states = dict(conn.execute("SELECT state, count(*) FROM ledger.posting GROUP BY 1").fetchall())
+        assert not {"pending", "sent", "ambiguous"} & set(states), states
+        stuck = conn.execute(
+            "SELECT count(*) FROM ledger.posting p WHERE p.state IN ('parked', 'rejected') AND NOT EXISTS ("
+            " SELECT 1 FROM exceptions.item e WHERE e.source_id = p.source_id AND e.status = 'open'"
+            " AND e.kind IN ('parked', 'dead_letter') AND e.reason_code <> '')"
+        ).fetchone()
+        assert stuck == (0,)
+        want, want_rows = erp_readback.expected(conn, "timebill")
+    client_cls = __import__("psa_erp_sync.clients.erp", fromlist=["NetSuiteClient"]).NetSuiteClient
+    with client_cls(base_url=erp_sim.base_url, account_id="A", token="t") as client:
+        have, have_rows = erp_readback.actual(client, "timebill", "psa-te-")
+    assert erp_readback.differences(want_rows, have_rows)["missing_in_erp"] == 0
+    assert erp_readback.differences(want_rows, have_rows)["unexpected_in_erp"] == 0
+    ct.assert_equal("expected", want, "erp", have)  # count, hours, amounts per currency, hash total
+    assert want.count >= 0.9 * approved
+    print(f"\nfault suite: {approved} approved, kills={kills}, faults fired={fired}, final outcome={outcome}")
+
+
+def test_faults_are_driven_only_through_the_admin_api(erp_sim: RunningSimulator) -> None:
+    erp_sim.admin(
+        "PUT", "/faults", json=[{"id": "x", "action": "status", "status": 503, "path_regex": "/suiteql$"}]
+    )
+    response = httpx.post(
+        f"{erp_sim.base_url}/services/rest/query/v1/suiteql",
+        json={"q": "SELECT id FROM timebill"},
+        headers={"Authorization": "Bearer t"},
+    )
+    assert response.status_code == 503
+    erp_sim.admin("DELETE", "/faults")
