@@ -194,7 +194,7 @@ def test_reads_retry_on_5xx_and_writes_retry_on_429(
 @pytest.mark.integration
 def test_shared_concurrency_limit_is_survived_by_retrying(erp: RunningSimulator) -> None:
     erp.admin("PUT", "/config", json={"concurrency_limit": 3, "service_time_ms": 100, "retry_after_s": 0})
-    with make_client(erp.base_url, Sleeps(cap=0.05), attempts=60) as c:
+    with make_client(erp.base_url, Sleeps(cap=0.05), attempts=400) as c:
         with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
             found = list(pool.map(lambda _: c.get_record("customer", "psa-client-1"), range(12)))
         assert all(r is not None for r in found)
