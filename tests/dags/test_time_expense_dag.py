@@ -5,7 +5,11 @@ with corrections (edits, unapprovals, deletions) and once more with nothing to d
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -201,3 +205,43 @@ def test_time_expense_dag_posts_exactly_the_approved_set(wired: dict[str, Any]) 
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM ledger.posting").fetchone() == before
     assert _erp_timebills(dsn) == erp_after
+
+
+def _airflow_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    airflow = Path(sys.executable).parent / "airflow"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(
+        [str(airflow), *args], capture_output=True, text=True, env=env, check=False, timeout=300
+    )
+
+
+def test_clearing_and_rerunning_the_posting_task_has_no_duplicate_effect(wired: dict[str, Any]) -> None:
+    """What an operator does from the UI: clear a finished posting task and let it run again.
+
+    The clear goes through the Airflow CLI against the same metadata DB; the task then runs again
+    in its own process for the same DAG run (``airflow tasks test``), as a worker would.
+    """
+    dag = _dag()
+    run = dag.test(logical_date=AS_OF)
+    assert run.state == "success"
+    dsn = wired["dsn"]
+    with psycopg.connect(dsn) as conn:
+        ledger_before = conn.execute(
+            "SELECT idempotency_key, state FROM ledger.posting ORDER BY 1"
+        ).fetchall()
+        attempts_before = conn.execute("SELECT count(*) FROM ledger.attempt").fetchone()
+    erp_before = _erp_timebills(dsn)
+
+    cleared = _airflow_cli("tasks", "clear", "time_expense_posting", "-t", "^post_timebills$", "-y")
+    assert cleared.returncode == 0, cleared.stderr[-2000:]
+    rerun = _airflow_cli("tasks", "test", "time_expense_posting", "post_timebills", run.run_id)
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
+    assert "posted 0, already posted 0" in rerun.stdout + rerun.stderr
+
+    with psycopg.connect(dsn) as conn:
+        assert (
+            conn.execute("SELECT idempotency_key, state FROM ledger.posting ORDER BY 1").fetchall()
+            == ledger_before
+        )
+        assert conn.execute("SELECT count(*) FROM ledger.attempt").fetchone() == attempts_before
+    assert _erp_timebills(dsn) == erp_before
