@@ -8,7 +8,9 @@ Reads approved time entries and expenses from the PSA incrementally (an overlapp
 into canonical records or quarantines them with a reason code and an owner, and records control
 totals: a run fails if `extracted = staged = valid + quarantined` does not hold.
 
-**Schedule:** hourly; a wider sweep (re-reading recent spent dates to catch deletions and
+**Schedule:** every 15 minutes; outside month-end close windows (business days -2 .. +3 per
+country, `config/close_calendars.yaml`) the `cadence_gate` lets only the top-of-the-hour run post,
+so posting is hourly normally and every 15 minutes during close. A wider sweep (re-reading recent spent dates to catch deletions and
 unapprovals) runs when the last one is over a day old, or on demand with `mode = sweep`.
 
 **Operators:** retrying or clearing any task is safe: every step is keyed on the run and the
@@ -26,7 +28,7 @@ from psa_erp_sync.flows import DEFAULT_ARGS, time_expense
 
 @dag(
     dag_id="time_expense_posting",
-    schedule="@hourly",
+    schedule="*/15 * * * *",
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

@@ -28,6 +28,7 @@ log = logging.getLogger("demo")
 
 # Order matters where one DAG consumes another's output; DAGs not listed run after these.
 DAG_ORDER = (
+    "month_end_close",
     "master_data_sync",
     "project_setup",
     "time_expense_posting",

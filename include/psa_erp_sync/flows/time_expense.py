@@ -2,6 +2,7 @@
 
 Task graph (built by :func:`build`)::
 
+    cadence_gate -> (each extract)
     extract_reference ─┐
     extract_time ──────┼─> validate_time ────┐
     extract_expenses ──┴─> validate_expenses ┴─> reconcile -> post_timebills -> post_expense_reports -> reconcile_erp
@@ -247,8 +248,36 @@ def _reconcile_erp() -> dict[str, Any]:
     return report
 
 
+def _cadence_gate() -> bool:
+    """Post on this run? The DAG is scheduled every 15 minutes; outside a month-end close window
+    (business days -2 .. +3 of any legal entity's calendar) only the run at the top of the hour
+    proceeds, so the cadence is hourly normally and every 15 minutes during close. Manual and
+    asset-triggered runs always proceed."""
+    from psa_erp_sync.calendar import close
+    from psa_erp_sync.config import load_config
+
+    context = get_current_context()
+    run_type = str(getattr(context["dag_run"], "run_type", "")).lower()
+    if "scheduled" not in run_type:
+        return True
+    moment = run_as_of(context)
+    config = load_config()
+    for code, entity in config.legal_entities.legal_entities.items():
+        calendar = config.close_calendars.calendars[entity.close_calendar]
+        interval = close.posting_interval_minutes(moment, calendar, entity.timezone)
+        if (moment.hour * 60 + moment.minute) % interval == 0:
+            log.info("posting now: %s runs every %d minutes at %s", code, interval, moment.isoformat())
+            return True
+    log.info("no posting at %s: outside the close windows only the hourly run posts", moment.isoformat())
+    return False
+
+
 def build() -> None:
     """Declare the tasks of the time & expense DAG (call inside a DAG context)."""
+
+    @task.short_circuit(task_id="cadence_gate")
+    def cadence_gate() -> bool:
+        return _cadence_gate()
 
     @task(task_id="extract_reference")
     def extract_reference() -> dict[str, Any]:
@@ -283,9 +312,11 @@ def build() -> None:
 
     from psa_erp_sync.operators.posting import IdempotentPostingOperator
 
+    gate = cadence_gate()
     reference = extract_reference()
     time_extract = extract_time_entries()
     expense_extract = extract_expenses()
+    gate >> [reference, time_extract, expense_extract]
     validated_time = validate_time_entries()
     validated_expenses = validate_expenses()
     [reference, time_extract] >> validated_time

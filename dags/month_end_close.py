@@ -1,0 +1,39 @@
+"""
+### Month-end close: periods open, then sweep
+
+**Owner:** finance-integration · **Domain:** financial close
+
+Every morning, waits — deferred in the triggerer, holding no worker slot — until the current ERP
+accounting period of every legal entity accepts postings, then starts a sweep of
+`time_expense_posting` so entries of a newly opened month post immediately instead of being moved
+or parked. The posting cadence itself switches to every 15 minutes inside close windows (see
+`time_expense_posting`). Sensors time out after 18 hours and then fail the run: a period that is
+still closed by then needs finance's attention.
+
+**Schedule:** daily at 05:00 UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import dag
+
+from psa_erp_sync.flows import DEFAULT_ARGS, month_end
+
+
+@dag(
+    dag_id="month_end_close",
+    schedule="0 5 * * *",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    doc_md=__doc__,
+    tags=["domain:financial-close", "erp", "financial"],
+)
+def month_end_close() -> None:
+    month_end.build()
+
+
+month_end_close()
