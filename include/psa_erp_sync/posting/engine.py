@@ -225,29 +225,20 @@ class PostingEngine:
             return
         by_external = {item.external_id: item for item in result.items}
         rejected: dict[str, list[tuple[str, str | None]]] = {}
+        done: list[tuple[str, str, str, str | None, int | None]] = []
+        outcome = "replayed" if result.replayed else "confirmed"
+        for p in batch:
+            item = by_external.get(p.external_id)
+            if item is None:
+                continue
+            if item.ok:
+                done.append((p.idempotency_key, "confirmed", outcome, item.id, 202))
+            else:
+                errors = item.errors or ([item.error] if item.error else [])
+                rejected[p.external_id] = [(e.code, e.path) for e in errors] or [("UNKNOWN", None)]
         with self._conn() as conn:
-            for p in batch:
-                item = by_external.get(p.external_id)
-                if item is None:
-                    ledger.finish(conn, p.idempotency_key, state="ambiguous", outcome="missing-in-result")
-                    continue
-                if item.ok:
-                    outcome = "replayed" if result.replayed else "confirmed"
-                    ledger.finish(
-                        conn,
-                        p.idempotency_key,
-                        state="confirmed",
-                        outcome=outcome,
-                        erp_internal_id=item.id,
-                        http_status=202,
-                    )
-                    if result.replayed:
-                        self._count(already_posted=1)
-                    else:
-                        self._count(posted=1)
-                else:
-                    errors = item.errors or ([item.error] if item.error else [])
-                    rejected[p.external_id] = [(e.code, e.path) for e in errors] or [("UNKNOWN", None)]
+            ledger.finish_many(conn, done)
+        self._count(**({"already_posted": len(done)} if result.replayed else {"posted": len(done)}))
         if rejected:
             self._reject([p for p in batch if p.external_id in rejected], rejected, 400)
         leftover = [p for p in batch if p.external_id not in by_external]

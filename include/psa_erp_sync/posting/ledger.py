@@ -153,6 +153,32 @@ def finish(
     )
 
 
+def finish_many(
+    conn: psycopg.Connection, outcomes: Sequence[tuple[str, str, str, str | None, int | None]]
+) -> None:
+    """:func:`finish` for many postings at once: (key, state, outcome, ERP internal id, HTTP status)."""
+    if not outcomes:
+        return
+    keys = [o[0] for o in outcomes]
+    conn.execute(
+        """
+        UPDATE ledger.posting p SET state = o.state, erp_internal_id = coalesce(o.internal_id, p.erp_internal_id),
+               updated_at = now()
+        FROM unnest(%s::text[], %s::text[], %s::text[]) AS o(key, state, internal_id)
+        WHERE p.idempotency_key = o.key
+        """,
+        (keys, [o[1] for o in outcomes], [o[3] for o in outcomes]),
+    )
+    conn.execute(
+        """
+        UPDATE ledger.attempt a SET finished_at = now(), outcome = o.outcome, http_status = o.status
+        FROM unnest(%s::text[], %s::text[], %s::int[]) AS o(key, outcome, status)
+        WHERE a.id = (SELECT max(id) FROM ledger.attempt m WHERE m.idempotency_key = o.key)
+        """,
+        (keys, [o[2] for o in outcomes], [o[4] for o in outcomes]),
+    )
+
+
 def set_state(conn: psycopg.Connection, keys: Sequence[str], state: str, *, only_from: Sequence[str]) -> int:
     cur = conn.execute(
         "UPDATE ledger.posting SET state = %s, updated_at = now() WHERE idempotency_key = ANY(%s) AND state = ANY(%s)",
