@@ -96,3 +96,33 @@ class MonthEndWindowSensor(BaseSensorOperator):
         self.log.info("month-end condition met: %s", event)
         self.waited_for = {**self.waited_for, **(event or {})}
         return self.waited_for
+
+    # -- OpenLineage ---------------------------------------------------------------------------
+    def _erp_periods(self) -> list[Any]:
+        from psa_erp_sync.hooks.erp import ErpHook
+        from psa_erp_sync.lineage import naming
+
+        return [naming.erp_record(ErpHook(self.erp_conn_id).openlineage_namespace(), "accountingperiod")]
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        inputs = self._erp_periods() if self.wait_for == "period_open" else []
+        return OperatorLineage(inputs=inputs)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        from psa_erp_sync.lineage.facets import PeriodContextRunFacet
+
+        facet = PeriodContextRunFacet(
+            legalEntity=self.legal_entity,
+            period=self.waited_for.get("period"),
+            closeWindowEnd=self.waited_for.get("close_window_end"),
+            waitedFor=self.wait_for,
+        )
+        inputs = self._erp_periods() if self.wait_for == "period_open" else []
+        return OperatorLineage(inputs=inputs, run_facets={"periodContext": facet})
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        return self.get_openlineage_facets_on_complete(task_instance)

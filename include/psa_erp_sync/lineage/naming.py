@@ -1,0 +1,34 @@
+"""Dataset names that join into one graph across PSA, ODS, ERP and planning.
+
+- PostgreSQL (OpenLineage naming spec): namespace ``postgres://{host}:{port}``, name
+  ``{database}.{schema}.{table}``.
+- HTTP systems (project convention): namespace ``scheme://host[:port]`` of the system's base URL,
+  name = the resource path, e.g. ``/v2/time_entries`` (PSA) or
+  ``/services/rest/record/v1/timebill`` (ERP). The provider drops hook-level lineage for https
+  URIs, so operators return these datasets themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PSA_PATHS = {"time_entry": "/v2/time_entries", "expense_entry": "/v2/expenses"}
+ERP_RECORD_PATH = "/services/rest/record/v1/{record_type}"
+PLANNING_SNAPSHOTS = "/api/v1/snapshots"
+CANONICAL_TABLE = {"timebill": "time_entry", "expensereport": "expense_entry"}
+
+
+def postgres(namespace: str, database: str, schema: str, table: str) -> Any:
+    from openlineage.client.event_v2 import Dataset
+
+    return Dataset(namespace=namespace, name=f"{database}.{schema}.{table}")
+
+
+def http(namespace: str, path: str) -> Any:
+    from openlineage.client.event_v2 import Dataset
+
+    return Dataset(namespace=namespace, name=path)
+
+
+def erp_record(namespace: str, record_type: str) -> Any:
+    return http(namespace, ERP_RECORD_PATH.format(record_type=record_type))

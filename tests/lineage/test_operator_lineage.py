@@ -1,0 +1,116 @@
+"""Operators' OpenLineage: datasets named per the spec and our convention; custom facets validate
+against their JSON Schemas (which reference the official OpenLineage.json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+from psa_erp_sync.lineage import facets
+from psa_erp_sync.operators.posting import IdempotentPostingOperator
+from psa_erp_sync.sensors.month_end import MonthEndWindowSensor
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+OUTCOME = {
+    "record_type": "timebill", "posted": 10, "already_posted": 2, "ambiguous_resolved": 1, "reversed": 1,
+    "rejected": 3, "parked": 1, "still_pending": 0, "erp_requests": 7, "rejected_by_code": {"INACTIVE_RECORD": 3},
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ODS_DEFAULT",
+        json.dumps(
+            {"conn_type": "postgres", "host": "db.internal", "port": 5432, "login": "u", "schema": "ods"}
+        ),
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ERP_DEFAULT",
+        json.dumps({"conn_type": "http", "host": "https://1234.suitetalk.api.netsuite.com", "password": "x"}),
+    )
+
+
+def _names(datasets: list[Any]) -> list[tuple[str, str]]:
+    return [(d.namespace, d.name) for d in datasets]
+
+
+def _validator() -> Any:
+    spec_path = (
+        Path(__import__("os").environ.get("PSA_ERP_SYNC_SHARED_DIR", SHARED))
+        / "openlineage-spec"
+        / "OpenLineage.json"
+    )
+    if not spec_path.exists():
+        pytest.skip(f"OpenLineage spec not found at {spec_path}")
+    spec = json.loads(spec_path.read_text())
+    resources = [("https://openlineage.io/spec/2-0-2/OpenLineage.json", Resource.from_contents(spec))]
+    for path in facets.SCHEMA_DIR.glob("*.json"):
+        doc = json.loads(path.read_text())
+        resources.append((doc["$id"], Resource.from_contents(doc)))
+    return Registry().with_resources(resources)
+
+
+def _check_facet(facet: Any, registry: Any) -> None:
+    from openlineage.client.serde import Serde
+
+    body = json.loads(Serde.to_json(facet))
+    url = body["_schemaURL"]
+    assert url == facets.schema_url(type(facet).__name__)
+    name = url.rsplit("/", 1)[-1].split(".json")[0]
+    schema = {"$ref": f"{facets.DEFAULT_BASE}{name}.json#/$defs/{name}"}
+    Draft202012Validator(schema, registry=registry).validate(body)
+
+
+def test_posting_operator_lineage_on_start_and_complete() -> None:
+    op = IdempotentPostingOperator(task_id="post_timebills", record_type="timebill")
+    start = op.get_openlineage_facets_on_start()
+    assert _names(start.inputs) == [
+        ("postgres://db.internal:5432", "ods.canonical.time_entry"),
+        ("postgres://db.internal:5432", "ods.ledger.posting"),
+    ]
+    assert ("https://1234.suitetalk.api.netsuite.com", "/services/rest/record/v1/timebill") in _names(
+        start.outputs
+    )
+    assert start.run_facets == {}
+    op.outcome = OUTCOME
+    complete = op.get_openlineage_facets_on_complete(None)
+    facet = complete.run_facets["postingOutcome"]
+    assert (facet.posted, facet.alreadyPosted, facet.ambiguousResolved, facet.rejected) == (10, 2, 1, 3)
+    _check_facet(facet, _validator())
+
+
+def test_month_end_sensor_lineage() -> None:
+    sensor = MonthEndWindowSensor(
+        task_id="w", wait_for="period_open", legal_entity="LE-UK1", day="2026-12-01"
+    )
+    assert _names(sensor.get_openlineage_facets_on_start().inputs) == [
+        ("https://1234.suitetalk.api.netsuite.com", "/services/rest/record/v1/accountingperiod")
+    ]
+    sensor.waited_for = {"period": "LE-UK1-2026-12"}
+    facet = sensor.get_openlineage_facets_on_complete(None).run_facets["periodContext"]
+    assert (facet.legalEntity, facet.period, facet.waitedFor) == ("LE-UK1", "LE-UK1-2026-12", "period_open")
+    _check_facet(facet, _validator())
+
+
+def test_every_custom_facet_validates_and_holds_no_personal_data() -> None:
+    registry = _validator()
+    samples = [
+        facets.ControlTotalsRunFacet(
+            counts={"extracted": 3}, hours="7.50", amounts={"USD": "12345"}, hashTotal="99"
+        ),
+        facets.PostingOutcomeRunFacet.from_outcome(OUTCOME),
+        facets.DataQualityRunFacet(valid=2, quarantined=1, quarantinedByReason={"RATE_MISSING": 1}),
+        facets.PeriodContextRunFacet(legalEntity="LE-US1", period="LE-US1-2026-11"),
+    ]
+    for facet in samples:
+        _check_facet(facet, registry)
+    for path in facets.SCHEMA_DIR.glob("*.json"):
+        text = path.read_text().lower()
+        for personal in ('"name"', '"email"', '"notes"', '"firstname"'):
+            assert personal not in text, (path.name, personal)
