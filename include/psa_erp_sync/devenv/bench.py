@@ -250,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         outcome = posted.outcome
         sent = outcome["posted"] + outcome["rejected"]
         result["post"] = {"records_sent": sent, "seconds": round(seconds, 2), "rows_per_s": round(sent / seconds),
+                          "engine_seconds": round(outcome["seconds"], 2),
+                          "engine_rows_per_s": round(sent / max(outcome["seconds"], 1e-9)),
                           "erp_requests": requests, "outcome": {k: outcome[k] for k in ("posted", "rejected", "parked", "still_pending")}}  # fmt: skip
         # Same record count straight at the ERP: the simulator's raw capacity at this concurrency.
         httpx.post(f"{stack.url('erp')}/admin/seed", json={"jobs": [{"external_id": "bench-job", "name": "bench", "customer": "psa-client-1",
@@ -257,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         result["erp_raw_capacity"] = bare_erp_capacity(stack.url("erp"), sent, args.concurrency, args.batch)
         result["post_vs_raw_capacity"] = round(
             result["post"]["rows_per_s"] / max(result["erp_raw_capacity"]["rows_per_s"], 1), 2
+        )
+        # The engine alone (without reading periods and planning), against the same capacity.
+        result["engine_vs_raw_capacity"] = round(
+            result["post"]["engine_rows_per_s"] / max(result["erp_raw_capacity"]["rows_per_s"], 1), 2
         )
     result["peak_rss_mb"] = round(_rss_mb(), 1)
     result["peers_not_measured"] = {"dlt": "not installed in this environment yet (issue 3, deliverable 8)"}

@@ -138,6 +138,17 @@ def reconciliation(conn: psycopg.Connection, kind: str) -> dict[str, Any]:
         f"SELECT count(*), sum({hours}) FROM {canonical} c WHERE approved AND NOT is_deleted AND {latest_state} = 'rejected'",
         record_type,
     )
+    held = figure(
+        "SELECT count(*), 0 FROM (SELECT DISTINCT ON (source_id) source_id, state FROM ledger.posting"
+        " WHERE record_type = %s ORDER BY source_id, seq DESC) l WHERE l.state IN ('parked', 'rejected')"
+        " AND EXISTS (SELECT 1 FROM ledger.posting d WHERE d.record_type = %s AND d.source_id = l.source_id"
+        " AND d.state IN ('confirmed', 'resolved') AND d.action IN ('post', 'adjust') AND d.seq = ("
+        " SELECT max(seq) FROM ledger.posting m WHERE m.record_type = %s AND m.source_id = l.source_id"
+        " AND m.state IN ('confirmed', 'resolved')))",
+        record_type,
+        record_type,
+        record_type,
+    )
     totals = {
         stage: {"count": count, "hours": str(h) if h is not None else "0", "amounts": amounts}
         for stage, count, h, amounts in conn.execute(
@@ -160,10 +171,12 @@ def reconciliation(conn: psycopg.Connection, kind: str) -> dict[str, Any]:
         "ods_approved": {**ods, "amounts": amounts},
         "parked_closed_period": parked,
         "rejected_by_erp": rejected,
+        "earlier_version_kept_in_erp": held,
         "expected_in_erp": expected,
         "erp_readback": erp,
         "psa_balances": psa["count"] == ods["count"] + quarantined["count"],
-        "erp_balances": expected["count"] == ods["count"] - parked["count"] - rejected["count"]
+        "erp_balances": expected["count"]
+        == ods["count"] - parked["count"] - rejected["count"] + held["count"]
         and expected == erp,
     }
 
@@ -235,12 +248,12 @@ def write_report(report: dict[str, Any], directory: Path) -> Path:
     for kind, rec in summary["reconciliation"].items():
         lines += ["", f"## Reconciliation: {kind}", "", "| stage | count | hours |", "|---|---|---|"]
         for stage in ("psa_approved", "quarantined_approved", "ods_approved", "parked_closed_period",
-                      "rejected_by_erp", "expected_in_erp", "erp_readback"):  # fmt: skip
+                      "rejected_by_erp", "earlier_version_kept_in_erp", "expected_in_erp", "erp_readback"):  # fmt: skip
             lines.append(f"| {stage} | {rec[stage]['count']} | {rec[stage]['hours']} |")
         lines += [
             "",
             f"- PSA approved = ODS approved + quarantined: **{'yes' if rec['psa_balances'] else 'NO'}**",
-            f"- ODS approved - parked - rejected = ERP (count, hours, amounts per currency, hash total): "
+            f"- ODS approved - parked - rejected + earlier versions kept = ERP (count, hours, amounts per currency, hash total): "
             f"**{'yes' if rec['erp_balances'] else 'NO'}**",
             f"- ERP amounts (minor units): `{json.dumps(rec['erp_readback'].get('amounts', {}))}`",
         ]
@@ -355,12 +368,12 @@ def print_summary(report: dict[str, Any], path: Path) -> None:
     for kind, rec in summary["reconciliation"].items():
         print(f"  {kind} control totals (count / hours):")
         for stage in ("psa_approved", "quarantined_approved", "ods_approved", "parked_closed_period",
-                      "rejected_by_erp", "erp_readback"):  # fmt: skip
+                      "rejected_by_erp", "earlier_version_kept_in_erp", "erp_readback"):  # fmt: skip
             print(f"    {stage:<22} {rec[stage]['count']:>7} / {rec[stage]['hours']}")
         print(f"    ERP amounts (minor units) {rec['erp_readback'].get('amounts', {})}")
         print(
             f"    PSA = ODS + quarantined: {'yes' if rec['psa_balances'] else 'NO'};"
-            f"  ODS - parked - rejected = ERP: {'yes' if rec['erp_balances'] else 'NO'}"
+            f"  ODS - parked - rejected + kept = ERP: {'yes' if rec['erp_balances'] else 'NO'}"
         )
     by_kind: dict[str, int] = {}
     for row in summary["exceptions_open"]:

@@ -17,12 +17,13 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
 from psa_erp_sync.config import Config
 from psa_erp_sync.ods import exceptions as exception_queue
@@ -134,11 +135,39 @@ class PostingEngine:
         self.outcome = Outcome(record_type)
         self._lock = threading.Lock()
         self._rng = random.Random()  # noqa: S311 - jitter, not security
+        self._pool: ConnectionPool[psycopg.Connection] | None = None
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection]:
-        with psycopg.connect(self.dsn, autocommit=False) as conn:
+        """One transaction, committed when the block ends without an exception (else rolled back).
+
+        During :meth:`run` the connection comes from a pool (one per worker thread plus spare):
+        opening a connection per ledger step cost more than the step itself.
+        """
+        if self._pool is None:
+            with psycopg.connect(self.dsn, autocommit=False) as conn:
+                yield conn
+            return
+        with self._pool.connection() as conn:
             yield conn
+
+    @contextmanager
+    def _pooled(self) -> Iterator[None]:
+        pool: ConnectionPool[psycopg.Connection] = ConnectionPool(
+            self.dsn,
+            min_size=1,
+            max_size=self.settings.max_concurrency + 2,
+            kwargs={"autocommit": False},
+            name=f"posting-{self.record_type}",
+            open=False,
+        )
+        pool.open(wait=True, timeout=30.0)
+        self._pool = pool
+        try:
+            yield
+        finally:
+            self._pool = None
+            pool.close()
 
     def _count(self, **delta: int) -> None:
         with self._lock:
@@ -165,24 +194,24 @@ class PostingEngine:
             return []
         held = self.lookup([p.external_id for p in postings])
         again = []
+        decided: list[tuple[str, str, str, str | None, int | None]] = []
+        for p in postings:
+            record = held.get(p.external_id)
+            if p.action == "reverse":
+                landed = record is None
+            else:
+                landed = record is not None and f"key:{p.idempotency_key[:16]}" in str(
+                    record.get("memo") or ""
+                )
+            if landed:
+                internal_id = str(record["id"]) if record else None
+                decided.append((p.idempotency_key, "resolved", "resolved-by-lookup", internal_id, None))
+            else:
+                decided.append((p.idempotency_key, "pending", "not-found-on-lookup", None, None))
+                again.append(p)
         with self._conn() as conn:
-            for p in postings:
-                record = held.get(p.external_id)
-                if p.action == "reverse":
-                    landed = record is None
-                else:
-                    landed = record is not None and f"key:{p.idempotency_key[:16]}" in str(
-                        record.get("memo") or ""
-                    )
-                if landed:
-                    ledger.finish(
-                        conn, p.idempotency_key, state="resolved", outcome="resolved-by-lookup",
-                        erp_internal_id=str(record["id"]) if record else None,
-                    )  # fmt: skip
-                    self._count(ambiguous_resolved=1)
-                else:
-                    ledger.finish(conn, p.idempotency_key, state="pending", outcome="not-found-on-lookup")
-                    again.append(p)
+            ledger.finish_many(conn, decided)
+        self._count(ambiguous_resolved=len(postings) - len(again))
         return again
 
     # -- sending ------------------------------------------------------------
@@ -206,10 +235,12 @@ class PostingEngine:
                 log.warning(
                     "batch %s outcome unknown (%s); reading back by external id", key, type(exc).__name__
                 )
+                detail = {"error": type(exc).__name__, "status": getattr(exc, "status", None)}
                 with self._conn() as conn:
-                    for p in batch:
-                        ledger.finish(conn, p.idempotency_key, state="ambiguous", outcome="ambiguous",
-                                      detail={"error": type(exc).__name__, "status": getattr(exc, "status", None)})  # fmt: skip
+                    ledger.finish_many(
+                        conn, [(p.idempotency_key, "ambiguous", "ambiguous", None, None) for p in batch],
+                        details=[detail] * len(batch),
+                    )  # fmt: skip
                 self.resolve(batch)
                 progress.add(0)
                 return
@@ -250,33 +281,30 @@ class PostingEngine:
         self, postings: Sequence[ledger.Posting], errors: dict[str, list[tuple[str, str | None]]], status: int
     ) -> None:
         items = []
-        with self._conn() as conn:
-            for p in postings:
-                codes = errors.get(p.external_id, [("UNKNOWN", None)])
-                detail = {
-                    "erp_errors": [{"code": c, "path": path} for c, path in codes],
-                    "external_id": p.external_id,
-                }
-                ledger.finish(
-                    conn,
-                    p.idempotency_key,
-                    state="rejected",
-                    outcome="rejected",
-                    http_status=status,
-                    detail=detail,
+        finished: list[tuple[str, str, str, str | None, int | None]] = []
+        details: list[dict[str, Any] | None] = []
+        for p in postings:
+            codes = errors.get(p.external_id, [("UNKNOWN", None)])
+            detail = {
+                "erp_errors": [{"code": c, "path": path} for c, path in codes],
+                "external_id": p.external_id,
+            }
+            finished.append((p.idempotency_key, "rejected", "rejected", None, status))
+            details.append(detail)
+            code = codes[0][0]
+            with self._lock:
+                self.outcome.rejected += 1
+                self.outcome.rejected_by_code[code] = self.outcome.rejected_by_code.get(code, 0) + 1
+            items.append(
+                exception_queue.Item(
+                    kind="dead_letter", domain="time_expense", source_system=p.source_system,
+                    record_type=KINDS.get(self.record_type, self.record_type), source_id=p.source_id,
+                    source_version=p.source_version, reason_code=code, detail=detail, legal_entity=p.legal_entity,
+                    owner=self.config.ownership.owner_for("time_expense", p.legal_entity),
                 )
-                code = codes[0][0]
-                with self._lock:
-                    self.outcome.rejected += 1
-                    self.outcome.rejected_by_code[code] = self.outcome.rejected_by_code.get(code, 0) + 1
-                items.append(
-                    exception_queue.Item(
-                        kind="dead_letter", domain="time_expense", source_system=p.source_system,
-                        record_type=KINDS.get(self.record_type, self.record_type), source_id=p.source_id,
-                        source_version=p.source_version, reason_code=code, detail=detail, legal_entity=p.legal_entity,
-                        owner=self.config.ownership.owner_for("time_expense", p.legal_entity),
-                    )
-                )  # fmt: skip
+            )  # fmt: skip
+        with self._conn() as conn:
+            ledger.finish_many(conn, finished, details=details)
             exception_queue.quarantine_many(conn, items, run_id=self.dag_run_id)
 
     def _reverse(self, posting: ledger.Posting, progress: _Progress) -> None:
@@ -303,8 +331,67 @@ class PostingEngine:
             self._count(reversed=1)
         progress.add(1)
 
+    def _reverse_batch(self, batch: Sequence[ledger.Posting], progress: _Progress) -> None:
+        for posting in batch:
+            self._reverse(posting, progress)
+
     # -- the loop -----------------------------------------------------------
+    def _pending_batches(self, *, reversals: bool) -> Iterator[list[ledger.Posting]]:
+        """Pending postings in key order, a page at a time (never the whole month in memory):
+        batches of ``batch_size`` upserts, or single reversals. Each posting is yielded at most
+        once per round: the page cursor only moves forward, so one sent back to ``pending``
+        during the round waits for the next round."""
+        size = 1 if reversals else self.settings.batch_size
+        page_size = size * max(4 * self.settings.max_concurrency, 10)
+        after: str | None = None
+        while True:
+            with self._conn() as conn:
+                page = ledger.page_in_state(
+                    conn, self.record_type, ["pending"], reversals=reversals, after=after, limit=page_size
+                )
+            if not page:
+                return
+            after = page[-1].idempotency_key
+            for i in range(0, len(page), size):
+                yield page[i : i + size]
+            if len(page) < page_size:
+                return
+
+    def _work(
+        self,
+        pool: ThreadPoolExecutor,
+        batches: Iterator[list[ledger.Posting]],
+        send: Callable[[Sequence[ledger.Posting], _Progress], None],
+        progress: _Progress,
+    ) -> None:
+        """Send ``batches`` with at most ``2 x max_concurrency`` queued. As when every batch was
+        submitted up front, a failing batch does not stop the others; the first failure is raised
+        once all have been worked (what it left ``sent`` or ``ambiguous`` is read back next run)."""
+        in_flight: set[Future[None]] = set()
+        limit = 2 * self.settings.max_concurrency
+        failed: BaseException | None = None
+
+        def collect(done: set[Future[None]]) -> None:
+            nonlocal failed
+            for future in done:
+                if failed is None and future.exception() is not None:
+                    failed = future.exception()
+
+        for batch in batches:
+            if len(in_flight) >= limit:
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                collect(done)
+            in_flight.add(pool.submit(send, batch, progress))
+        done, _ = wait(in_flight)
+        collect(done)
+        if failed is not None:
+            raise failed
+
     def run(self) -> Outcome:
+        with self._pooled():
+            return self._run()
+
+    def _run(self) -> Outcome:
         started = time.monotonic()
         with self._conn() as conn:
             unfinished = ledger.in_state(conn, self.record_type, ["sent", "ambiguous"])
@@ -316,27 +403,19 @@ class PostingEngine:
             self.resolve(unfinished)
         for round_no in range(1, self.settings.max_rounds + 1):
             with self._conn() as conn:
-                pending = ledger.in_state(conn, self.record_type, ["pending"])
+                pending = ledger.count_in_state(conn, self.record_type, ["pending"])
             if not pending:
                 break
             if round_no == 1:
-                self.outcome.total = len(pending)
-            upserts = [p for p in pending if p.action != "reverse"]
-            reversals = [p for p in pending if p.action == "reverse"]
+                self.outcome.total = pending
             progress = _Progress(
-                len(pending), self.settings.progress_every_s, f"posting {self.record_type} round {round_no}"
+                pending, self.settings.progress_every_s, f"posting {self.record_type} round {round_no}"
             )
-            batches = [
-                upserts[i : i + self.settings.batch_size]
-                for i in range(0, len(upserts), self.settings.batch_size)
-            ]
             with ThreadPoolExecutor(
                 max_workers=self.settings.max_concurrency, thread_name_prefix="erp-post"
             ) as pool:
-                for future in [pool.submit(self._send_batch, b, progress) for b in batches]:
-                    future.result()
-                for future in [pool.submit(self._reverse, p, progress) for p in reversals]:
-                    future.result()
+                self._work(pool, self._pending_batches(reversals=False), self._send_batch, progress)
+                self._work(pool, self._pending_batches(reversals=True), self._reverse_batch, progress)
         with self._conn() as conn:
             counts = ledger.counts(conn, self.record_type)
         self.outcome.still_pending = sum(counts.get(s, 0) for s in ledger.UNFINISHED)

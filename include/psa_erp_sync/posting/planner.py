@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 
 from psa_erp_sync import money
 from psa_erp_sync.config import Config
@@ -50,7 +53,7 @@ class Plan:
 def _candidates(conn: psycopg.Connection, record_type: str) -> Iterator[dict[str, Any]]:
     source = SOURCES[record_type]
     with conn.cursor(name=f"plan_{record_type}", row_factory=dict_row) as cur:
-        cur.itersize = 5000
+        cur.itersize = 20_000
         cur.execute(
             f"""
             WITH led AS (
@@ -149,6 +152,7 @@ def plan(
     batch: list[ledger.Posting] = []
     parked: list[exception_queue.Item] = []
     with psycopg.connect(conn.info.dsn) as reader:
+        set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
         for cand in _candidates(reader, record_type):
             desired = cand["desired"]
             source_id = cand["source_id"]
@@ -177,8 +181,6 @@ def plan(
                 )
                 entity = desired["legal_entity"]
                 policy = entities[entity].closed_period_policy if entity in entities else "park"
-                from datetime import date
-
                 decision = periods.decide(
                     entity, date.fromisoformat(desired["spent_date"]), record_type, policy
                 )

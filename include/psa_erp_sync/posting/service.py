@@ -54,4 +54,27 @@ def post_record_type(
         dag_run_id=run_id,
         task_try=task_try,
     )
-    return PostingResult(plan.as_dict(), engine.run().as_dict())
+    outcome = engine.run().as_dict()
+    with psycopg.connect(dsn) as conn:
+        closed = close_settled_exceptions(conn, record_type)
+    if closed:
+        log.info("closed %d dead-letter / parked items whose records are now posted", closed)
+    return PostingResult(plan.as_dict(), outcome)
+
+
+def close_settled_exceptions(conn: psycopg.Connection, record_type: str) -> int:
+    """Open dead letters and parked items of records whose latest posting is now confirmed: the
+    record reached the ERP (a later version, or after a fix), so nothing is left for the owner."""
+    cur = conn.execute(
+        """
+        UPDATE exceptions.item e SET status = 'resolved', last_seen = now()
+        WHERE e.status = 'open' AND e.kind IN ('dead_letter', 'parked') AND e.record_type = %(kind)s
+          AND EXISTS (
+              SELECT 1 FROM ledger.posting p WHERE p.record_type = %(rt)s AND p.source_system = e.source_system
+                AND p.source_id = e.source_id AND p.state IN ('confirmed', 'resolved')
+                AND p.seq = (SELECT max(seq) FROM ledger.posting m WHERE m.record_type = %(rt)s
+                             AND m.source_system = e.source_system AND m.source_id = e.source_id))
+        """,
+        {"kind": planner.KINDS[record_type], "rt": record_type},
+    )
+    return cur.rowcount

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import psycopg
 
 from psa_erp_sync import money
-from psa_erp_sync.reconcile.control_totals import HASH_EXPR, Totals
+from psa_erp_sync.reconcile.control_totals import Totals
 
 SOURCE = {"timebill": "canonical.time_entry", "expensereport": "canonical.expense_entry"}
 
@@ -36,30 +36,41 @@ def hash_of(source_ids: list[str]) -> str:
 def expected(
     conn: psycopg.Connection, record_type: str
 ) -> tuple[Totals, dict[str, tuple[Decimal, int, str]]]:
+    """What the ERP should hold, per source record:
+
+    - the approved, not deleted canonical version, unless the record's latest posting is parked
+      (closed period) or rejected (dead letter);
+    - for a parked or rejected record, the version the ledger last confirmed, if any: the ERP
+      rightly keeps it until finance replays (an edit into a closed period, a refused reversal).
+    """
     source = SOURCE[record_type]
-    hours = "hours" if record_type == "timebill" else "0::numeric"
-    where = """approved AND NOT is_deleted AND NOT EXISTS (
-        SELECT 1 FROM ledger.posting l WHERE l.record_type = %(rt)s AND l.source_system = c.source_system
-          AND l.source_id = c.source_id AND l.state IN ('parked', 'rejected')
-          AND l.seq = (SELECT max(seq) FROM ledger.posting m WHERE m.record_type = %(rt)s
-                       AND m.source_system = c.source_system AND m.source_id = c.source_id))"""
-    rows = {
-        sid: (Decimal(h), int(amount), cur)
-        for sid, h, amount, cur in conn.execute(
-            f"SELECT source_id, {hours}, amount_minor, currency FROM {source} c WHERE {where}",
-            {"rt": record_type},
+    hours = "c.hours" if record_type == "timebill" else "0::numeric"
+    done_hours = "(d.payload->>'hours')::numeric" if record_type == "timebill" else "0::numeric"
+    sql = f"""
+        WITH latest AS (
+            SELECT DISTINCT ON (source_system, source_id) source_system, source_id, state
+            FROM ledger.posting WHERE record_type = %(rt)s ORDER BY source_system, source_id, seq DESC
+        ), done AS (
+            SELECT DISTINCT ON (source_system, source_id) source_system, source_id, action, payload, amount_minor, currency
+            FROM ledger.posting WHERE record_type = %(rt)s AND state IN ('confirmed', 'resolved')
+            ORDER BY source_system, source_id, seq DESC
         )
-    }
-    hash_row = conn.execute(
-        f"SELECT {HASH_EXPR.format(col='source_id')} FROM {source} c WHERE {where}", {"rt": record_type}
-    ).fetchone()
+        SELECT c.source_id, {hours}, c.amount_minor, c.currency FROM {source} c
+        LEFT JOIN latest l USING (source_system, source_id)
+        WHERE c.approved AND NOT c.is_deleted AND coalesce(l.state, '') NOT IN ('parked', 'rejected')
+        UNION ALL
+        SELECT d.source_id, {done_hours}, d.amount_minor, d.currency FROM latest l
+        JOIN done d USING (source_system, source_id)
+        WHERE l.state IN ('parked', 'rejected') AND d.action IN ('post', 'adjust')
+    """
+    rows: dict[str, tuple[Decimal, int, str]] = {}
+    for sid, h, amount, cur in conn.execute(sql, {"rt": record_type}):
+        rows[str(sid)] = (Decimal(h), int(amount), str(cur))
     amounts: dict[str, int] = {}
     for _, amount, cur in rows.values():
         amounts[cur] = amounts.get(cur, 0) + amount
     total_hours = sum((h for h, _, _ in rows.values()), Decimal(0))
-    return Totals(
-        len(rows), total_hours, dict(sorted(amounts.items())), hash_row[0] if hash_row else "0"
-    ), rows
+    return Totals(len(rows), total_hours, dict(sorted(amounts.items())), hash_of(list(rows))), rows
 
 
 def actual(
