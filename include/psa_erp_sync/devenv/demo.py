@@ -369,17 +369,20 @@ def print_summary(report: dict[str, Any], path: Path) -> None:
         print(f"  {kind} control totals (count / hours):")
         for stage in ("psa_approved", "quarantined_approved", "ods_approved", "parked_closed_period",
                       "rejected_by_erp", "earlier_version_kept_in_erp", "erp_readback"):  # fmt: skip
-            print(f"    {stage:<22} {rec[stage]['count']:>7} / {rec[stage]['hours']}")
+            print(f"    {stage:<28} {rec[stage]['count']:>7} / {rec[stage]['hours']}")
         print(f"    ERP amounts (minor units) {rec['erp_readback'].get('amounts', {})}")
         print(
             f"    PSA = ODS + quarantined: {'yes' if rec['psa_balances'] else 'NO'};"
             f"  ODS - parked - rejected + kept = ERP: {'yes' if rec['erp_balances'] else 'NO'}"
         )
     by_kind: dict[str, int] = {}
+    by_cause: dict[str, int] = {}
     for row in summary["exceptions_open"]:
         by_kind[row["kind"]] = by_kind.get(row["kind"], 0) + row["count"]
-    print(f"  open exceptions: {by_kind}; top causes: " + ", ".join(
-        f"{r['kind']}/{r['reason_code']}={r['count']}" for r in summary["exceptions_open"][:6]))  # fmt: skip
+        cause = f"{row['kind']}/{row['reason_code']}"
+        by_cause[cause] = by_cause.get(cause, 0) + row["count"]
+    top = sorted(by_cause.items(), key=lambda kv: -kv[1])[:6]
+    print(f"  open exceptions: {by_kind}; top causes: " + ", ".join(f"{c}={n}" for c, n in top))
     print(f"  canonical corrections audited: {summary['canonical_changes']}")
     print(f"  finished in {report['seconds']:.0f} s; report: {path}")
 

@@ -510,24 +510,39 @@ def _mark_deleted(
 def _close_quarantine_of_vanished(
     conn: psycopg.Connection, kind: Kind, *, source_system: str, run_key: str, sweep_from: date
 ) -> int:
-    """Quarantined records deleted at the source need no fix any more: close their items."""
+    """Quarantined records deleted at the source need no fix any more: close their items.
+
+    EXCEPT, not NOT EXISTS, for the same reason as in :func:`_mark_deleted` (stale statistics).
+    """
+    params = {
+        "system": source_system,
+        "kind": kind,
+        "endpoint": ENDPOINTS[kind],
+        "from": sweep_from,
+        "run_key": run_key,
+    }
+    vanished = [
+        r[0]
+        for r in conn.execute(
+            """
+            SELECT e.source_id FROM exceptions.item e
+            JOIN staging.raw_record r ON r.source_system = e.source_system AND r.endpoint = %(endpoint)s
+                 AND r.source_id = e.source_id AND r.payload_hash = e.source_version
+            WHERE e.kind = 'quarantine' AND e.source_system = %(system)s AND e.record_type = %(kind)s
+              AND e.status = 'open' AND (r.payload->>'spent_date')::date >= %(from)s
+            EXCEPT
+            SELECT r.source_id FROM staging.raw_record r
+            WHERE r.source_system = %(system)s AND r.endpoint = %(endpoint)s AND r.last_run_key = %(run_key)s
+            """,
+            params,
+        )
+    ]
+    if not vanished:
+        return 0
     cur = conn.execute(
-        """
-        UPDATE exceptions.item e SET status = 'resolved', last_seen = now()
-        WHERE e.kind = 'quarantine' AND e.source_system = %(system)s AND e.record_type = %(kind)s AND e.status = 'open'
-          AND EXISTS (SELECT 1 FROM staging.raw_record r WHERE r.source_system = e.source_system
-                      AND r.endpoint = %(endpoint)s AND r.source_id = e.source_id AND r.payload_hash = e.source_version
-                      AND (r.payload->>'spent_date')::date >= %(from)s)
-          AND NOT EXISTS (SELECT 1 FROM staging.raw_record r WHERE r.source_system = e.source_system
-                          AND r.endpoint = %(endpoint)s AND r.source_id = e.source_id AND r.last_run_key = %(run_key)s)
-        """,
-        {
-            "system": source_system,
-            "kind": kind,
-            "endpoint": ENDPOINTS[kind],
-            "from": sweep_from,
-            "run_key": run_key,
-        },
+        "UPDATE exceptions.item SET status = 'resolved', last_seen = now()"
+        " WHERE kind = 'quarantine' AND source_system = %s AND record_type = %s AND status = 'open' AND source_id = ANY(%s)",
+        (source_system, kind, vanished),
     )
     return cur.rowcount
 
