@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from psa_erp_sync.clients.http import RetryPolicy, parse_retry_after
+from psa_erp_sync.clients.http import RetryPolicy, send_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -197,42 +197,16 @@ class CrmClient:
                 for k, v in params.items()
                 if v is not None
             }
-        path = urlsplit(url).path
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = self._http.get(url, params=query)
-            except httpx.TransportError as exc:
-                if not self._retry.should_retry(attempt, None):
-                    raise
-                delay = self._retry.delay(attempt)
-                log.warning(
-                    "crm GET %s failed (%s); retry %d/%d in %.2fs",
-                    path,
-                    type(exc).__name__,
-                    attempt,
-                    self._retry.max_attempts - 1,
-                    delay,
-                )
-                self._sleep(delay)
-                continue
-            if response.is_success:
-                return response
-            if not self._retry.should_retry(attempt, response.status_code):
-                raise _error(response)
-            delay = self._retry.delay(
-                attempt, status=response.status_code, retry_after=parse_retry_after(response.headers)
-            )
-            log.warning(
-                "crm GET %s answered %d; retry %d/%d in %.2fs",
-                path,
-                response.status_code,
-                attempt,
-                self._retry.max_attempts - 1,
-                delay,
-            )
-            self._sleep(delay)
+        return send_with_retry(
+            self._http,
+            "GET",
+            url,
+            retry=self._retry,
+            sleep=self._sleep,
+            system="crm",
+            error=_error,
+            params=query,
+        )
 
 
 def _error(response: httpx.Response) -> CrmError:

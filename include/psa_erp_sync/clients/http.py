@@ -1,6 +1,7 @@
 """Retry policy shared by the HTTP clients: exponential backoff with full jitter, honouring ``Retry-After``.
 
-Pure functions and a frozen dataclass; no I/O and no Airflow imports. A client asks
+The policy is pure (a frozen dataclass and functions); :func:`send_with_retry` applies it to an
+idempotent httpx request for the simpler clients. No Airflow imports. A client asks
 :meth:`RetryPolicy.should_retry` whether an answer is worth another attempt, and
 :meth:`RetryPolicy.delay` how long to sleep first. Whether a request is *safe* to retry (a GET,
 or a write the server certainly did not apply) is the client's decision, not the policy's.
@@ -9,14 +10,22 @@ or a write the server certainly did not apply) is the client's decision, not the
 from __future__ import annotations
 
 import email.utils
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # Statuses whose Retry-After header is a server instruction we follow.
 _RETRY_AFTER_STATUS = frozenset({429, 503})
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -94,3 +103,49 @@ def parse_retry_after(headers: Mapping[str, str], *, now: Callable[[], float] = 
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - now())
+
+
+def send_with_retry(
+    http: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    retry: RetryPolicy,
+    sleep: Callable[[float], None],
+    system: str,
+    error: Callable[[httpx.Response], Exception],
+    **kwargs: Any,
+) -> httpx.Response:
+    """Send an idempotent request, retrying transport errors and retryable statuses per ``retry``.
+
+    Only for calls that are safe to repeat (reads, PUTs idempotent by id). A non-retryable or
+    final failing answer raises ``error(response)``; the last transport error is re-raised.
+    """
+    path = urlsplit(url).path
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            response = http.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            if not retry.should_retry(attempt, None):
+                raise
+            delay = retry.delay(attempt)
+            log.warning(
+                "%s %s %s failed (%s); retry %d/%d in %.2fs",
+                system, method, path, type(exc).__name__, attempt, retry.max_attempts - 1, delay,
+            )  # fmt: skip
+            sleep(delay)
+            continue
+        if response.is_success:
+            return response
+        if not retry.should_retry(attempt, response.status_code):
+            raise error(response)
+        delay = retry.delay(
+            attempt, status=response.status_code, retry_after=parse_retry_after(response.headers)
+        )
+        log.warning(
+            "%s %s %s answered %d; retry %d/%d in %.2fs",
+            system, method, path, response.status_code, attempt, retry.max_attempts - 1, delay,
+        )  # fmt: skip
+        sleep(delay)

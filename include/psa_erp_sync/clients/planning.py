@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from psa_erp_sync import money
-from psa_erp_sync.clients.http import RetryPolicy, parse_retry_after
+from psa_erp_sync.clients.http import RetryPolicy, send_with_retry
 
 if TYPE_CHECKING:
     from psa_erp_sync.contracts.v1 import ForecastSnapshot
@@ -177,44 +177,16 @@ class PlanningClient:
                 raise PlanningError(502, "FOREIGN_NEXT_LINK", "the next link points to another origin")
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        path = urlsplit(url).path
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = self._http.request(method, url, **kwargs)
-            except httpx.TransportError as exc:
-                if not self._retry.should_retry(attempt, None):
-                    raise
-                delay = self._retry.delay(attempt)
-                log.warning(
-                    "planning %s %s failed (%s); retry %d/%d in %.2fs",
-                    method,
-                    path,
-                    type(exc).__name__,
-                    attempt,
-                    self._retry.max_attempts - 1,
-                    delay,
-                )
-                self._sleep(delay)
-                continue
-            if response.is_success:
-                return response
-            if not self._retry.should_retry(attempt, response.status_code):
-                raise _error(response)
-            delay = self._retry.delay(
-                attempt, status=response.status_code, retry_after=parse_retry_after(response.headers)
-            )
-            log.warning(
-                "planning %s %s answered %d; retry %d/%d in %.2fs",
-                method,
-                path,
-                response.status_code,
-                attempt,
-                self._retry.max_attempts - 1,
-                delay,
-            )
-            self._sleep(delay)
+        return send_with_retry(
+            self._http,
+            method,
+            url,
+            retry=self._retry,
+            sleep=self._sleep,
+            system="planning",
+            error=_error,
+            **kwargs,
+        )
 
 
 def _error(response: httpx.Response) -> PlanningError:
