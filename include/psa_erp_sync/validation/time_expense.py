@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -176,6 +176,31 @@ def _common_checks(
     return None, {}, project
 
 
+_Parsed = TypeVar("_Parsed", psa_models.TimeEntry, psa_models.Expense)
+
+
+def _parse(model: type[_Parsed], payload: dict[str, Any], version_hash: str) -> _Parsed | Verdict:
+    """The payload as the PSA's model, or a SCHEMA_INVALID verdict naming the fields (never values)."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
+        return Verdict(str(payload.get("id")), version_hash, None, "SCHEMA_INVALID", {"fields": fields})
+
+
+def _checks_of(
+    record: psa_models.TimeEntry | psa_models.Expense, *, ref: PsaReference, config: Config, as_of: datetime
+) -> tuple[str | None, dict[str, Any], ProjectRef | None]:
+    return _common_checks(
+        user_id=record.user.id,
+        project_id=record.project.id,
+        spent_date=record.spent_date,
+        ref=ref,
+        config=config,
+        as_of=as_of,
+    )
+
+
 def judge_time_entry(
     payload: dict[str, Any],
     version_hash: str,
@@ -187,19 +212,11 @@ def judge_time_entry(
 ) -> Verdict:
     """One staged Harvest time entry -> a verdict (pure; no I/O)."""
     source_id = str(payload.get("id"))
-    try:
-        entry = psa_models.TimeEntry.model_validate(payload)
-    except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
-        return Verdict(source_id, version_hash, None, "SCHEMA_INVALID", {"fields": fields})
-    reason, detail, project = _common_checks(
-        user_id=entry.user.id,
-        project_id=entry.project.id,
-        spent_date=entry.spent_date,
-        ref=ref,
-        config=config,
-        as_of=as_of,
-    )
+    parsed = _parse(psa_models.TimeEntry, payload, version_hash)
+    if isinstance(parsed, Verdict):
+        return parsed
+    entry = parsed
+    reason, detail, project = _checks_of(entry, ref=ref, config=config, as_of=as_of)
     legal_entity = project.legal_entity if project else None
     if reason is None and (entry.project.id, entry.task.id) not in ref.task_assignments:
         reason, detail = "TASK_UNKNOWN", {"project_id": entry.project.id, "task_id": entry.task.id}
@@ -245,19 +262,11 @@ def judge_expense(
 ) -> Verdict:
     """One staged Harvest expense -> a verdict (pure; no I/O)."""
     source_id = str(payload.get("id"))
-    try:
-        expense = psa_models.Expense.model_validate(payload)
-    except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
-        return Verdict(source_id, version_hash, None, "SCHEMA_INVALID", {"fields": fields})
-    reason, detail, project = _common_checks(
-        user_id=expense.user.id,
-        project_id=expense.project.id,
-        spent_date=expense.spent_date,
-        ref=ref,
-        config=config,
-        as_of=as_of,
-    )
+    parsed = _parse(psa_models.Expense, payload, version_hash)
+    if isinstance(parsed, Verdict):
+        return parsed
+    expense = parsed
+    reason, detail, project = _checks_of(expense, ref=ref, config=config, as_of=as_of)
     legal_entity = project.legal_entity if project else None
     if reason is None and expense.total_cost < 0:
         reason, detail = "SCHEMA_INVALID", {"fields": ["total_cost"]}
