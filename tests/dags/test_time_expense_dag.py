@@ -188,6 +188,22 @@ def test_time_expense_dag_posts_exactly_the_approved_set(wired: dict[str, Any]) 
     for sid in expected:
         assert f"{float(erp_after['psa-te-' + sid]['hours']):.2f}" == f"{float(approved[sid][0]):.2f}"
 
+    # Every adjustment and reversal of a record the ERP already held is audited with before/after.
+    with psycopg.connect(dsn) as conn:
+        audited = dict(
+            conn.execute(
+                "SELECT action, count(*) FROM audit.change WHERE action IN ('erp_adjust', 'erp_reverse')"
+                " AND before IS NOT NULL GROUP BY 1"
+            ).fetchall()
+        )
+        planned = dict(
+            conn.execute(
+                "SELECT 'erp_' || action, count(*) FROM ledger.posting WHERE action IN ('adjust', 'reverse') GROUP BY 1"
+            ).fetchall()
+        )
+    assert planned, "the corrections should have produced adjustments or reversals"
+    assert audited == planned
+
     # The control totals balance: PSA approved = ODS approved + quarantined; ODS - parked - rejected = ERP.
     from psa_erp_sync.devenv.demo import reconciliation
 

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import set_json_loads
+from psycopg.types.json import Jsonb, set_json_loads
 
 from psa_erp_sync import money
 from psa_erp_sync.config import Config
@@ -151,6 +151,8 @@ def plan(
     entities = config.legal_entities.legal_entities
     batch: list[ledger.Posting] = []
     parked: list[exception_queue.Item] = []
+    # Every planned change to a record the ERP already holds: (action, external id, before, after).
+    changes: list[tuple[str, str, Any, Any]] = []
     with psycopg.connect(conn.info.dsn) as reader:
         set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
         for cand in _candidates(reader, record_type):
@@ -169,6 +171,7 @@ def plan(
                     )
                 )  # fmt: skip
                 result.planned["reverse"] += 1
+                changes.append(("erp_reverse", external_id, cand["done_payload"], None))
             else:
                 if (
                     cand["last_state"] in ("rejected", "parked")
@@ -197,6 +200,8 @@ def plan(
                     )
                 )  # fmt: skip
                 result.planned[action] += 1
+                if action == "adjust":
+                    changes.append(("erp_adjust", external_id, cand["done_payload"], payload))
                 if decision.outcome == "moved":
                     result.moved_period += 1
                 if decision.outcome == "park":
@@ -215,6 +220,22 @@ def plan(
                 batch.clear()
     ledger.insert_planned(conn, batch)
     exception_queue.quarantine_many(conn, parked, run_id=dag_run_id)
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)"
+            " VALUES ('posting.planner', %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    action,
+                    f"erp.{record_type}",
+                    external_id,
+                    Jsonb(before),
+                    Jsonb(after) if after else None,
+                    dag_run_id,
+                )
+                for action, external_id, before, after in changes
+            ],
+        )
     conn.execute(
         "INSERT INTO audit.change (actor, action, entity, entity_key, after, run_id) VALUES ('posting.planner', 'plan', %s, %s, %s::jsonb, %s)",
         ("ledger.posting", record_type, psycopg.types.json.Jsonb(result.as_dict()), dag_run_id),
