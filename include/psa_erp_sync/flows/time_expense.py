@@ -230,10 +230,23 @@ def _reconcile_erp() -> dict[str, Any]:
             ct.record(
                 conn, dag_id=dag_id, run_id=run_id, record_type=record_type, stage="erp_readback", totals=have
             )
+            # The ledger's own view of the ERP (last confirmed post/adjust per record) must agree too.
+            ledger_view = erp_readback.posted_per_ledger(conn, record_type)
+            ct.record(
+                conn,
+                dag_id=dag_id,
+                run_id=run_id,
+                record_type=record_type,
+                stage="posted",
+                totals=ledger_view,
+            )
             diff = erp_readback.differences(want_rows, have_rows)
-            report[record_type] = {"expected": want.as_dict(), "erp": have.as_dict(), **diff}
+            report[record_type] = {
+                "expected": want.as_dict(), "posted_per_ledger": ledger_view.as_dict(), "erp": have.as_dict(), **diff,
+            }  # fmt: skip
             try:
                 ct.assert_equal("expected", want, "erp", have)
+                ct.assert_equal("posted per ledger", ledger_view, "erp", have)
             except ct.ControlTotalMismatch as exc:
                 problems.append(f"{record_type}: {exc}; {diff}")
         if problems:

@@ -73,6 +73,27 @@ def expected(
     return Totals(len(rows), total_hours, dict(sorted(amounts.items())), hash_of(list(rows))), rows
 
 
+def posted_per_ledger(conn: psycopg.Connection, record_type: str) -> Totals:
+    """What the ledger says the ERP holds: per source record, its last confirmed post or adjust
+    (a confirmed reversal means nothing). Compared with the read-back, it proves the ledger true."""
+    hours = "(payload->>'hours')::numeric" if record_type == "timebill" else "0::numeric"
+    rows = conn.execute(
+        f"""
+        SELECT source_id, {hours}, amount_minor, currency FROM (
+            SELECT DISTINCT ON (source_system, source_id) source_id, action, payload, amount_minor, currency
+            FROM ledger.posting WHERE record_type = %s AND state IN ('confirmed', 'resolved')
+            ORDER BY source_system, source_id, seq DESC
+        ) done WHERE action IN ('post', 'adjust')
+        """,
+        (record_type,),
+    ).fetchall()
+    amounts: dict[str, int] = {}
+    for _, _, amount, cur in rows:
+        amounts[str(cur)] = amounts.get(str(cur), 0) + int(amount)
+    total_hours = sum((Decimal(h) for _, h, _, _ in rows), Decimal(0))
+    return Totals(len(rows), total_hours, dict(sorted(amounts.items())), hash_of([str(r[0]) for r in rows]))
+
+
 def actual(
     client: SuiteQL, record_type: str, prefix: str
 ) -> tuple[Totals, dict[str, tuple[Decimal, int, str]]]:
