@@ -37,18 +37,6 @@ class ControlTotalMismatch(RuntimeError):
     """Two stages that must agree do not."""
 
 
-def staged_time_entries(conn: psycopg.Connection, run_key: str, *, approved_only: bool) -> Totals:
-    """Totals of the PSA payloads staged by one extract run (as received)."""
-    where = " AND (payload->>'is_closed')::boolean" if approved_only else ""
-    row = conn.execute(
-        f"SELECT count(*), coalesce(sum((payload->>'hours')::numeric), 0), {HASH_EXPR.format(col='source_id')}"
-        f" FROM staging.raw_record WHERE endpoint = '/v2/time_entries' AND last_run_key = %s{where}",
-        (run_key,),
-    ).fetchone()
-    assert row is not None
-    return Totals(int(row[0]), Decimal(row[1]), {}, row[2])
-
-
 def canonical(
     conn: psycopg.Connection,
     kind: str,
