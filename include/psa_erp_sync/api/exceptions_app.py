@@ -1,4 +1,5 @@
-"""Read-only view of the exception queue for operators: open items grouped by cause and owner.
+"""Read-only views for operators: the exception queue grouped by cause and owner, and the
+per-record trace.
 
 Mounted by ``plugins/psa_erp_sync_plugin.py`` under ``/psa-erp-sync``. Plugin apps are mounted
 without Airflow's authentication, so every route requires the plugins view permission. It reads
@@ -46,5 +47,21 @@ def create_app(dependencies: list[Any] | None = None, dsn: str | None = None) ->
             "groups": [{"kind": k, "reason_code": r, "owner": o, "count": n} for k, r, o, n in groups],
             "total": sum(n for *_, n in groups),
         }
+
+    @app.get("/trace/{source_system}/{source_id}")
+    def trace_record(source_system: str, source_id: str) -> dict[str, Any]:
+        """The path of one source record (PSA id or ERP external id): staging, validation verdict,
+        ledger entries with every attempt, ERP internal id and period, forecast snapshots, and the
+        OpenLineage run id of each step."""
+        import psycopg
+        from fastapi import HTTPException
+
+        from psa_erp_sync.trace import RecordNotFound, trace
+
+        try:
+            with psycopg.connect(dsn or _ods_dsn()) as conn:
+                return {"records": trace(conn, source_system, source_id)}
+        except RecordNotFound as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from exc
 
     return app

@@ -59,10 +59,13 @@ def build() -> None:
     def select_dead_letters(params: dict[str, Any] | None = None) -> dict[str, Any]:
         """What matches the filter, grouped by cause; the dry run stops here."""
         from psa_erp_sync.hooks.ods import OdsHook
+        from psa_erp_sync.lineage.collect import report_ods
         from psa_erp_sync.posting import replay
 
         params = params or {}
-        with OdsHook().get_conn() as conn:
+        ods = OdsHook()
+        report_ods(ods, inputs=[("exceptions", "item"), ("ledger", "posting")])
+        with ods.get_conn() as conn:
             rows = replay.select(conn, _filter(params))
         groups: dict[str, int] = {}
         for row in rows:
@@ -84,11 +87,18 @@ def build() -> None:
     @task(task_id="release_for_posting")
     def release_for_posting(params: dict[str, Any] | None = None) -> int:
         from psa_erp_sync.hooks.ods import OdsHook
+        from psa_erp_sync.lineage.collect import report_ods
         from psa_erp_sync.posting import replay
 
         context = get_current_context()
         dag_id, run_id = ids(context)
-        with OdsHook().get_conn() as conn, conn.transaction():
+        ods = OdsHook()
+        report_ods(
+            ods,
+            inputs=[("exceptions", "item"), ("ledger", "posting")],
+            outputs=[("ledger", "posting"), ("exceptions", "item"), ("audit", "change")],
+        )
+        with ods.get_conn() as conn, conn.transaction():
             rows = replay.select(conn, _filter(params or {}))
             released = replay.release(conn, rows, run_id=run_id, actor=f"{dag_id}.release_for_posting")
         log.info("released %d postings for replay", released)

@@ -51,7 +51,13 @@ def _progress(endpoint: str) -> Any:
     return report
 
 
-def _extract(endpoints: tuple[str, ...], mode_param: str) -> dict[str, Any]:
+def _extract(
+    endpoints: tuple[str, ...],
+    mode_param: str,
+    *,
+    psa_conn_id: str = "psa_default",
+    ods_conn_id: str = "ods_default",
+) -> dict[str, Any]:
     from psa_erp_sync.config import load_config
     from psa_erp_sync.extract import psa as psa_extract
     from psa_erp_sync.hooks.ods import OdsHook
@@ -61,9 +67,9 @@ def _extract(endpoints: tuple[str, ...], mode_param: str) -> dict[str, Any]:
     context = get_current_context()
     dag_id, run_id = ids(context)
     settings = load_config().mappings.extract
-    client = PsaHook().get_client()
+    client = PsaHook(psa_conn_id).get_client()
     summary: dict[str, Any] = {}
-    with OdsHook().get_conn() as conn:
+    with OdsHook(ods_conn_id).get_conn() as conn:
         for endpoint in endpoints:
             watermark = staging.get_watermark(conn, PSA, endpoint)
             mode = mode_param
@@ -105,7 +111,7 @@ def _extract(endpoints: tuple[str, ...], mode_param: str) -> dict[str, Any]:
     return summary
 
 
-def _validate(kind: str) -> dict[str, Any]:
+def _validate(kind: str, *, ods_conn_id: str = "ods_default") -> dict[str, Any]:
     from psa_erp_sync.config import load_config
     from psa_erp_sync.extract.psa import run_key_for
     from psa_erp_sync.hooks.ods import OdsHook
@@ -114,7 +120,7 @@ def _validate(kind: str) -> dict[str, Any]:
     context = get_current_context()
     dag_id, run_id = ids(context)
     config = load_config()
-    with OdsHook().get_conn() as conn:
+    with OdsHook(ods_conn_id).get_conn() as conn:
         ref = validation.PsaReference.from_staging(
             conn, {endpoint: run_key_for(dag_id, run_id, endpoint) for endpoint in REFERENCE_ENDPOINTS}
         )
@@ -141,7 +147,9 @@ def _validate(kind: str) -> dict[str, Any]:
     return result.as_dict()
 
 
-def _reconcile(extracted: dict[str, Any], validated: list[dict[str, Any]]) -> dict[str, Any]:
+def _reconcile(
+    extracted: dict[str, Any], validated: list[dict[str, Any]], *, ods_conn_id: str = "ods_default"
+) -> dict[str, Any]:
     """Assert extracted = staged = valid + quarantined per record type; record control totals."""
     from psa_erp_sync.hooks.ods import OdsHook
     from psa_erp_sync.reconcile import control_totals as ct
@@ -151,7 +159,7 @@ def _reconcile(extracted: dict[str, Any], validated: list[dict[str, Any]]) -> di
     by_kind = {v["kind"]: v for v in validated}
     report: dict[str, Any] = {}
     problems = []
-    with OdsHook().get_conn() as conn, conn.transaction():
+    with OdsHook(ods_conn_id).get_conn() as conn, conn.transaction():
         for kind, endpoint in (("time_entry", "/v2/time_entries"), ("expense_entry", "/v2/expenses")):
             ext = extracted[endpoint]
             val = by_kind[kind]
@@ -204,7 +212,12 @@ def _reconcile(extracted: dict[str, Any], validated: list[dict[str, Any]]) -> di
 EXTERNAL_ID_PREFIX = {"timebill": "psa-te-", "expensereport": "psa-ex-"}
 
 
-def _reconcile_erp() -> dict[str, Any]:
+def _reconcile_erp(
+    record_types: tuple[str, ...] = ("timebill", "expensereport"),
+    *,
+    erp_conn_id: str = "erp_default",
+    ods_conn_id: str = "ods_default",
+) -> dict[str, Any]:
     """PSA approved vs ODS vs ERP read-back, to the cent; a mismatch fails the run (and is audited)."""
     from psa_erp_sync.hooks.erp import ErpHook
     from psa_erp_sync.hooks.ods import OdsHook
@@ -215,8 +228,13 @@ def _reconcile_erp() -> dict[str, Any]:
     dag_id, run_id = ids(context)
     report: dict[str, Any] = {}
     problems = []
-    with ErpHook().get_client() as client, OdsHook().get_conn() as conn, conn.transaction():
-        for record_type, prefix in EXTERNAL_ID_PREFIX.items():
+    with (
+        ErpHook(erp_conn_id).get_client() as client,
+        OdsHook(ods_conn_id).get_conn() as conn,
+        conn.transaction(),
+    ):
+        for record_type in record_types:
+            prefix = EXTERNAL_ID_PREFIX[record_type]
             want, want_rows = erp_readback.expected(conn, record_type)
             have, have_rows = erp_readback.actual(client, record_type, prefix)
             ct.record(
@@ -292,50 +310,38 @@ def build() -> None:
     def cadence_gate() -> bool:
         return _cadence_gate()
 
-    @task(task_id="extract_reference")
-    def extract_reference() -> dict[str, Any]:
-        """Projects, users, task assignments, expense categories: the reference a run validates against."""
-        return _extract(REFERENCE_ENDPOINTS, "full")
-
-    @task(task_id="extract_time_entries")
-    def extract_time_entries(params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Time entries changed since the watermark (minus overlap), or a sweep of recent dates."""
-        return _extract(("/v2/time_entries",), (params or {}).get("mode", "auto"))
-
-    @task(task_id="extract_expenses")
-    def extract_expenses(params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Expenses, same discipline as time entries."""
-        return _extract(("/v2/expenses",), (params or {}).get("mode", "auto"))
-
-    @task(task_id="validate_time_entries")
-    def validate_time_entries() -> dict[str, Any]:
-        return _validate("time_entry")
-
-    @task(task_id="validate_expenses")
-    def validate_expenses() -> dict[str, Any]:
-        return _validate("expense_entry")
-
-    @task(task_id="reconcile")
-    def reconcile(time_extract: Any, expense_extract: Any, validated: Any) -> dict[str, Any]:
-        return _reconcile({**time_extract, **expense_extract}, validated)
-
-    @task(task_id="reconcile_erp")
-    def reconcile_erp() -> dict[str, Any]:
-        return _reconcile_erp()
-
     from psa_erp_sync.operators.posting import IdempotentPostingOperator
+    from psa_erp_sync.operators.time_expense import (
+        ControlTotalsOperator,
+        ErpReconciliationOperator,
+        PsaExtractOperator,
+        StagedRecordValidationOperator,
+    )
 
     gate = cadence_gate()
-    reference = extract_reference()
-    time_extract = extract_time_entries()
-    expense_extract = extract_expenses()
+    # Projects, users, task assignments, expense categories: the reference a run validates against.
+    reference = PsaExtractOperator(
+        task_id="extract_reference", endpoints=list(REFERENCE_ENDPOINTS), mode="full"
+    )
+    # Time entries and expenses changed since the watermark (minus overlap), or a sweep of recent dates.
+    time_extract = PsaExtractOperator(
+        task_id="extract_time_entries", endpoints=["/v2/time_entries"], mode="{{ params.mode }}"
+    )
+    expense_extract = PsaExtractOperator(
+        task_id="extract_expenses", endpoints=["/v2/expenses"], mode="{{ params.mode }}"
+    )
     gate >> [reference, time_extract, expense_extract]
-    validated_time = validate_time_entries()
-    validated_expenses = validate_expenses()
+    validated_time = StagedRecordValidationOperator(task_id="validate_time_entries", kind="time_entry")
+    validated_expenses = StagedRecordValidationOperator(task_id="validate_expenses", kind="expense_entry")
     [reference, time_extract] >> validated_time
     [reference, expense_extract] >> validated_expenses
-    checked = reconcile(time_extract, expense_extract, [validated_time, validated_expenses])
+    checked = ControlTotalsOperator(
+        task_id="reconcile",
+        extracted=[time_extract.output, expense_extract.output],
+        validated=[validated_time.output, validated_expenses.output],
+    )
+    [validated_time, validated_expenses] >> checked
     # One after the other: each uses the ERP account's whole concurrency budget, which is shared.
     post_time = IdempotentPostingOperator(task_id="post_timebills", record_type="timebill")
     post_expenses = IdempotentPostingOperator(task_id="post_expense_reports", record_type="expensereport")
-    checked >> post_time >> post_expenses >> reconcile_erp()
+    checked >> post_time >> post_expenses >> ErpReconciliationOperator(task_id="reconcile_erp")

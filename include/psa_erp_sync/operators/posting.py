@@ -67,7 +67,10 @@ class IdempotentPostingOperator(BaseOperator):
         concurrency = self.max_concurrency or erp_hook.max_concurrency(
             config.mappings.posting.max_concurrency
         )
+        from psa_erp_sync.lineage import runs
+
         ti = context["ti"]
+        runs.record(OdsHook(self.ods_conn_id).dsn(), context, f"post:{self.record_type}")
         state: Any = context.get("task_state_store")
         if state is not None and state.get("outcome"):
             self.log.info("an earlier try got this far: %s; resuming from the ledger", state.get("outcome"))

@@ -1,0 +1,315 @@
+"""Operators of the time & expense flow: extract from the PSA, validate into canonical records,
+reconcile control totals, reconcile the ERP.
+
+They wrap the flow steps of :mod:`psa_erp_sync.flows.time_expense` so that each step reports its
+own OpenLineage inputs, outputs and facets: the provider drops hook-level lineage for HTTP(S)
+systems, so the PSA and ERP datasets are returned explicitly, named as in
+:mod:`psa_erp_sync.lineage.naming`. Each try also records its OpenLineage run id in
+``lineage.task_run`` for the per-record trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+CANONICAL = {"time_entry": "time_entry", "expense_entry": "expense_entry"}
+PSA_ENDPOINT_OF_KIND = {"time_entry": "/v2/time_entries", "expense_entry": "/v2/expenses"}
+
+
+class _OdsLineageMixin:
+    """Dataset helpers shared by the operators below (the ODS is PostgreSQL)."""
+
+    ods_conn_id: str
+
+    def _pg(self, schema: str, table: str) -> Any:
+        from psa_erp_sync.hooks.ods import OdsHook
+        from psa_erp_sync.lineage import naming
+
+        ods = OdsHook(self.ods_conn_id)
+        return naming.postgres(ods.openlineage_namespace(), ods.database(), schema, table)
+
+    def _record_step(self, context: Context, step: str) -> None:
+        from psa_erp_sync.hooks.ods import OdsHook
+        from psa_erp_sync.lineage import runs
+
+        runs.record(OdsHook(self.ods_conn_id).dsn(), context, step)
+
+
+class PsaExtractOperator(_OdsLineageMixin, BaseOperator):
+    """Read PSA endpoints (incremental with an overlapping window, or a sweep) into staging by COPY.
+
+    :param endpoints: PSA resource paths, e.g. ``["/v2/time_entries"]``. (templated)
+    :param mode: ``auto``, ``incremental``, ``sweep`` or ``full``. (templated)
+    :param psa_conn_id: Airflow connection of the PSA.
+    :param ods_conn_id: Airflow connection of the ODS.
+    """
+
+    template_fields: Sequence[str] = ("endpoints", "mode")
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        endpoints: Sequence[str],
+        mode: str = "auto",
+        psa_conn_id: str = "psa_default",
+        ods_conn_id: str = "ods_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.endpoints = endpoints
+        self.mode = mode
+        self.psa_conn_id = psa_conn_id
+        self.ods_conn_id = ods_conn_id
+        self.summary: dict[str, Any] | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from psa_erp_sync.flows.time_expense import _extract
+
+        self._record_step(context, "extract:" + ",".join(self.endpoints))
+        self.summary = _extract(
+            tuple(self.endpoints),
+            self.mode or "auto",
+            psa_conn_id=self.psa_conn_id,
+            ods_conn_id=self.ods_conn_id,
+        )
+        return self.summary
+
+    def _datasets(self) -> tuple[list[Any], list[Any]]:
+        from psa_erp_sync.hooks.psa import PsaHook
+        from psa_erp_sync.lineage import naming
+
+        namespace = PsaHook(self.psa_conn_id).openlineage_namespace()
+        inputs = [naming.http(namespace, endpoint) for endpoint in self.endpoints]
+        outputs = [self._pg("staging", "raw_record"), self._pg("staging", "extract_run")]
+        return inputs, outputs
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        inputs, outputs = self._datasets()
+        return OperatorLineage(inputs=inputs, outputs=outputs)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        from psa_erp_sync.lineage.facets import ControlTotalsRunFacet
+
+        inputs, outputs = self._datasets()
+        run_facets: dict[str, Any] = {}
+        if self.summary:
+            counts: dict[str, int] = {}
+            for figures in self.summary.values():
+                for key in ("extracted", "staged", "new_versions", "known_versions", "duplicates_in_extract"):
+                    counts[key] = counts.get(key, 0) + int(figures.get(key, 0))
+            run_facets["controlTotals"] = ControlTotalsRunFacet(counts=counts)
+        return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=run_facets)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        return self.get_openlineage_facets_on_complete(task_instance)
+
+
+class StagedRecordValidationOperator(_OdsLineageMixin, BaseOperator):
+    """Validate a run's staged PSA versions into canonical records; quarantine the rest with a
+    reason code and an owner. Asserts staged versions = valid + quarantined.
+
+    :param kind: ``time_entry`` or ``expense_entry``. (templated)
+    :param ods_conn_id: Airflow connection of the ODS.
+    """
+
+    template_fields: Sequence[str] = ("kind",)
+    ui_color = "#fef7e0"
+
+    def __init__(self, *, kind: str, ods_conn_id: str = "ods_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kind = kind
+        self.ods_conn_id = ods_conn_id
+        self.result: dict[str, Any] | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from psa_erp_sync.flows.time_expense import _validate
+
+        if self.kind not in CANONICAL:
+            raise ValueError(f"kind must be one of {sorted(CANONICAL)}, not {self.kind!r}")
+        self._record_step(context, f"validate:{self.kind}")
+        self.result = _validate(self.kind, ods_conn_id=self.ods_conn_id)
+        return self.result
+
+    def _datasets(self) -> tuple[list[Any], list[Any]]:
+        inputs = [self._pg("staging", "raw_record")]
+        outputs = [self._pg("canonical", CANONICAL.get(self.kind, self.kind)), self._pg("exceptions", "item")]
+        return inputs, outputs
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        inputs, outputs = self._datasets()
+        return OperatorLineage(inputs=inputs, outputs=outputs)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        from psa_erp_sync.lineage.facets import DataQualityRunFacet
+
+        inputs, outputs = self._datasets()
+        run_facets: dict[str, Any] = {}
+        if self.result:
+            run_facets["dataQuality"] = DataQualityRunFacet(
+                valid=int(self.result.get("valid", 0)),
+                quarantined=int(self.result.get("quarantined", 0)),
+                quarantinedByReason={
+                    str(k): int(v) for k, v in dict(self.result.get("by_reason", {})).items()
+                },
+            )
+        return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=run_facets)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        return self.get_openlineage_facets_on_complete(task_instance)
+
+
+def _totals_facet(report: dict[str, Any], key: str) -> Any:
+    """One ControlTotals facet from per-record-type totals (``as_dict`` of ``Totals``)."""
+    from decimal import Decimal
+
+    from psa_erp_sync.lineage.facets import ControlTotalsRunFacet
+
+    counts: dict[str, int] = {}
+    amounts: dict[str, int] = {}
+    hours = Decimal(0)
+    hash_total = 0
+    for record_type, figures in sorted(report.items()):
+        totals = figures.get(key)
+        if not isinstance(totals, dict):
+            continue
+        counts[record_type] = int(totals.get("count", 0))
+        for currency, minor in dict(totals.get("amounts_minor", {})).items():
+            amounts[currency] = amounts.get(currency, 0) + int(minor)
+        hours += Decimal(str(totals.get("hours", "0")))
+        hash_total += int(totals.get("hash_total", 0))
+    return ControlTotalsRunFacet(
+        counts=counts,
+        hours=str(hours),
+        amounts={currency: str(minor) for currency, minor in sorted(amounts.items())},
+        hashTotal=str(hash_total),
+    )
+
+
+class ControlTotalsOperator(_OdsLineageMixin, BaseOperator):
+    """Assert extracted = staged = valid + quarantined per record type and record control totals.
+
+    :param extracted: the extract summaries (XCom of the extract tasks). (templated)
+    :param validated: the validation results (XCom of the validation tasks). (templated)
+    """
+
+    template_fields: Sequence[str] = ("extracted", "validated")
+    ui_color = "#e6f4ea"
+
+    def __init__(
+        self, *, extracted: Any, validated: Any, ods_conn_id: str = "ods_default", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.extracted = extracted
+        self.validated = validated
+        self.ods_conn_id = ods_conn_id
+        self.report: dict[str, Any] | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from psa_erp_sync.flows.time_expense import _reconcile
+
+        self._record_step(context, "reconcile")
+        extracted: dict[str, Any] = {}
+        for part in self.extracted if isinstance(self.extracted, list | tuple) else [self.extracted]:
+            extracted.update(part)
+        self.report = _reconcile(extracted, list(self.validated), ods_conn_id=self.ods_conn_id)
+        return self.report
+
+    def _datasets(self) -> tuple[list[Any], list[Any]]:
+        inputs = [
+            self._pg("staging", "extract_run"),
+            self._pg("canonical", "time_entry"),
+            self._pg("canonical", "expense_entry"),
+        ]
+        return inputs, [self._pg("audit", "control_total")]
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        inputs, outputs = self._datasets()
+        return OperatorLineage(inputs=inputs, outputs=outputs)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        inputs, outputs = self._datasets()
+        run_facets = (
+            {"controlTotals": _totals_facet(self.report, "canonical_approved")} if self.report else {}
+        )
+        return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=run_facets)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        return self.get_openlineage_facets_on_complete(task_instance)
+
+
+class ErpReconciliationOperator(_OdsLineageMixin, BaseOperator):
+    """Read the ERP back by external id and prove it equals the approved PSA set to the cent.
+
+    :param record_types: ERP record types to reconcile. (templated)
+    """
+
+    template_fields: Sequence[str] = ("record_types",)
+    ui_color = "#e6f4ea"
+
+    def __init__(
+        self,
+        *,
+        record_types: Sequence[str] = ("timebill", "expensereport"),
+        erp_conn_id: str = "erp_default",
+        ods_conn_id: str = "ods_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.record_types = record_types
+        self.erp_conn_id = erp_conn_id
+        self.ods_conn_id = ods_conn_id
+        self.report: dict[str, Any] | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from psa_erp_sync.flows.time_expense import _reconcile_erp
+
+        self._record_step(context, "reconcile_erp")
+        self.report = _reconcile_erp(
+            tuple(self.record_types), erp_conn_id=self.erp_conn_id, ods_conn_id=self.ods_conn_id
+        )
+        return self.report
+
+    def _datasets(self) -> tuple[list[Any], list[Any]]:
+        from psa_erp_sync.hooks.erp import ErpHook
+        from psa_erp_sync.lineage import naming
+
+        erp_namespace = ErpHook(self.erp_conn_id).openlineage_namespace()
+        inputs = [naming.erp_record(erp_namespace, record_type) for record_type in self.record_types]
+        inputs += [self._pg("ledger", "posting")]
+        inputs += [self._pg("canonical", naming.CANONICAL_TABLE.get(rt, rt)) for rt in self.record_types]
+        return inputs, [self._pg("audit", "control_total")]
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        inputs, outputs = self._datasets()
+        return OperatorLineage(inputs=inputs, outputs=outputs)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        inputs, outputs = self._datasets()
+        run_facets = {"controlTotals": _totals_facet(self.report, "erp")} if self.report else {}
+        return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=run_facets)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        return self.get_openlineage_facets_on_complete(task_instance)
