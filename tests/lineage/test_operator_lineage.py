@@ -31,6 +31,10 @@ def connections(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
     )
     monkeypatch.setenv(
+        "AIRFLOW_CONN_PSA_DEFAULT",
+        json.dumps({"conn_type": "http", "host": "https://api.harvestapp.com", "password": "x"}),
+    )
+    monkeypatch.setenv(
         "AIRFLOW_CONN_ERP_DEFAULT",
         json.dumps({"conn_type": "http", "host": "https://1234.suitetalk.api.netsuite.com", "password": "x"}),
     )
@@ -114,3 +118,60 @@ def test_every_custom_facet_validates_and_holds_no_personal_data() -> None:
         text = path.read_text().lower()
         for personal in ('"name"', '"email"', '"notes"', '"firstname"'):
             assert personal not in text, (path.name, personal)
+
+
+ODS = "postgres://db.internal:5432"
+
+
+def test_extract_operator_lineage() -> None:
+    from psa_erp_sync.operators.time_expense import PsaExtractOperator
+
+    op = PsaExtractOperator(task_id="extract_time_entries", endpoints=["/v2/time_entries"])
+    start = op.get_openlineage_facets_on_start()
+    assert _names(start.inputs) == [("https://api.harvestapp.com", "/v2/time_entries")]
+    assert _names(start.outputs) == [(ODS, "ods.staging.raw_record"), (ODS, "ods.staging.extract_run")]
+    assert start.run_facets == {}
+    op.summary = {"/v2/time_entries": {"extracted": 5, "staged": 5, "new_versions": 4, "known_versions": 1,
+                                       "duplicates_in_extract": 0, "mode": "sweep", "rows_per_second": 9}}  # fmt: skip
+    facet = op.get_openlineage_facets_on_complete(None).run_facets["controlTotals"]
+    assert facet.counts == {"extracted": 5, "staged": 5, "new_versions": 4, "known_versions": 1,
+                            "duplicates_in_extract": 0}  # fmt: skip
+    _check_facet(facet, _validator())
+
+
+def test_validation_operator_lineage() -> None:
+    from psa_erp_sync.operators.time_expense import StagedRecordValidationOperator
+
+    op = StagedRecordValidationOperator(task_id="validate_expenses", kind="expense_entry")
+    start = op.get_openlineage_facets_on_start()
+    assert _names(start.inputs) == [(ODS, "ods.staging.raw_record")]
+    assert _names(start.outputs) == [(ODS, "ods.canonical.expense_entry"), (ODS, "ods.exceptions.item")]
+    op.result = {"kind": "expense_entry", "valid": 7, "quarantined": 2, "by_reason": {"RATE_MISSING": 2}}
+    facet = op.get_openlineage_facets_on_failure(None).run_facets["dataQuality"]
+    assert (facet.valid, facet.quarantined, facet.quarantinedByReason) == (7, 2, {"RATE_MISSING": 2})
+    _check_facet(facet, _validator())
+
+
+def test_reconcile_operators_lineage_and_control_totals() -> None:
+    from psa_erp_sync.operators.time_expense import ControlTotalsOperator, ErpReconciliationOperator
+
+    totals = {"count": 2, "hours": "3.25", "amounts_minor": {"USD": 1050, "GBP": 7}, "hash_total": "11"}
+    recon = ControlTotalsOperator(task_id="reconcile", extracted=[], validated=[])
+    assert _names(recon.get_openlineage_facets_on_start().outputs) == [(ODS, "ods.audit.control_total")]
+    recon.report = {"time_entry": {"canonical_approved": totals},
+                    "expense_entry": {"canonical_approved": {**totals, "hours": "0", "hash_total": "4"}}}  # fmt: skip
+    facet = recon.get_openlineage_facets_on_complete(None).run_facets["controlTotals"]
+    assert facet.counts == {"expense_entry": 2, "time_entry": 2}
+    assert (facet.hours, facet.amounts, facet.hashTotal) == ("3.25", {"GBP": "14", "USD": "2100"}, "15")
+    _check_facet(facet, _validator())
+
+    erp = ErpReconciliationOperator(task_id="reconcile_erp")
+    start = erp.get_openlineage_facets_on_start()
+    assert ("https://1234.suitetalk.api.netsuite.com", "/services/rest/record/v1/timebill") in _names(
+        start.inputs
+    )
+    assert ("https://1234.suitetalk.api.netsuite.com", "/services/rest/record/v1/expensereport") in _names(
+        start.inputs
+    )
+    erp.report = {"timebill": {"erp": totals}}
+    assert erp.get_openlineage_facets_on_complete(None).run_facets["controlTotals"].counts == {"timebill": 2}

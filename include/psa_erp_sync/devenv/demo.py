@@ -218,6 +218,40 @@ def summarize(dsn: str) -> dict[str, Any]:
         }
 
 
+def lineage_summary(events: Path, out: Path) -> dict[str, Any]:
+    """Validate the run's OpenLineage events against the spec, check the graph, draw it."""
+    from psa_erp_sync.lineage.graph import analyse
+
+    if not events.exists():
+        return {"error": f"no OpenLineage events at {events}"}
+    try:
+        return analyse(events, out)
+    except FileNotFoundError as exc:  # the spec is not beside the checkout
+        return {"error": str(exc)}
+
+
+def trace_examples(dsn: str) -> dict[str, str]:
+    """The trace of one posted, one reversed and one quarantined time entry, as text."""
+    from psa_erp_sync.trace import format_text, trace
+
+    queries = {
+        "posted": "SELECT source_id FROM ledger.posting WHERE record_type = 'timebill' AND action = 'post'"
+        " AND state = 'confirmed' ORDER BY seq LIMIT 1",
+        "reversed": "SELECT source_id FROM ledger.posting WHERE record_type = 'timebill' AND action = 'reverse'"
+        " AND state = 'confirmed' ORDER BY seq LIMIT 1",
+        "quarantined": "SELECT source_id FROM exceptions.item WHERE kind = 'quarantine' AND record_type = 'time_entry'"
+        " AND status = 'open' ORDER BY id LIMIT 1",
+    }
+    examples: dict[str, str] = {}
+    with psycopg.connect(dsn) as conn:
+        for label, sql in queries.items():
+            row = conn.execute(sql).fetchone()
+            if row:
+                found = [t for t in trace(conn, "psa", str(row[0])) if t["kind"] == "time_entry"]
+                examples[label] = format_text(found)
+    return examples
+
+
 def write_report(report: dict[str, Any], directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "report.json").write_text(json.dumps(report, indent=2, default=str))
@@ -277,6 +311,26 @@ def write_report(report: dict[str, Any], directory: Path) -> Path:
         json.dumps(report.get("mutations", {}), indent=2),
         "```",
     ]
+    lineage = report.get("lineage", {})
+    lines += ["", "## Lineage (OpenLineage events of this run)", ""]
+    if "error" in lineage:
+        lines.append(f"Not analysed: {lineage['error']}")
+    else:
+        validation, paths = lineage["validation"], lineage["paths"]
+        lines += [
+            f"- {validation['events']} events; schema errors against the official spec and our facet schemas: "
+            f"**{validation['error_count']}**",
+            f"- graph: {len(lineage['graph']['jobs'])} jobs, {len(lineage['graph']['datasets'])} datasets,"
+            f" {lineage['graph']['edges']} edges",
+            f"- PSA time entries -> ERP timebill: {' -> '.join(paths['psa_to_erp']) if paths['psa_to_erp'] else 'NOT CONNECTED'}",
+            f"- PSA time entries -> planning snapshots: "
+            f"{' -> '.join(paths['psa_to_planning']) if paths['psa_to_planning'] else 'NOT CONNECTED'}",
+            f"- picture: [lineage.html]({lineage['pictures']['html']}) ([svg]({lineage['pictures']['svg']}),"
+            f" [mermaid]({lineage['pictures']['mermaid']}))",
+        ]
+    for label, text in report.get("trace_examples", {}).items():
+        lines += ["", f"### Trace of a {label} time entry (`python -m psa_erp_sync.trace psa <id>`)", "", "```",
+                  text, "```"]  # fmt: skip
     lines += [
         "",
         "## Seeded firm",
@@ -314,7 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         firm, report["firm"] = seed(
             stack, seed_value=args.seed, consultants=args.consultants, today=now, mutations=False
         )
-        env = airflow_env(stack)
+        lineage_file = args.report_dir / "openlineage-events.jsonl"
+        lineage_file.unlink(missing_ok=True)  # the file transport appends; this run's events only
+        env = airflow_env(stack, lineage_file=lineage_file)
         logs = LOCAL / "logs"
         log.info("[4/5] airflow db migrate")
         code, _ = _airflow(["db", "migrate"], env, logs / "airflow-db-migrate.log")
@@ -346,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("    PSA changes after posting: %s", report["mutations"])
                 run_dag(dag_id, "after corrections", {"mode": "sweep"})
         report["summary"] = summarize(dsn)
+        report["lineage"] = lineage_summary(lineage_file, args.report_dir / "lineage")
+        report["trace_examples"] = trace_examples(dsn)
     report["seconds"] = time.monotonic() - started
     report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     path = write_report(report, args.report_dir)
@@ -384,6 +442,17 @@ def print_summary(report: dict[str, Any], path: Path) -> None:
     top = sorted(by_cause.items(), key=lambda kv: -kv[1])[:6]
     print(f"  open exceptions: {by_kind}; top causes: " + ", ".join(f"{c}={n}" for c, n in top))
     print(f"  canonical corrections audited: {summary['canonical_changes']}")
+    lineage = report.get("lineage", {})
+    if "error" in lineage:
+        print(f"  lineage: not analysed ({lineage['error']})")
+    elif lineage:
+        paths = lineage["paths"]
+        print(
+            f"  lineage: {lineage['validation']['events']} OpenLineage events, "
+            f"{lineage['validation']['error_count']} schema errors; PSA -> ERP connected: "
+            f"{'yes' if paths['psa_to_erp'] else 'NO'}; PSA -> planning connected: "
+            f"{'yes' if paths['psa_to_planning'] else 'NO'}; picture: {lineage['pictures']['html']}"
+        )
     print(f"  finished in {report['seconds']:.0f} s; report: {path}")
 
 

@@ -1,0 +1,99 @@
+"""What the OpenLineage provider actually emits when our DAGs run through Airflow, validated against
+the official JSON Schemas, and the graph those events form.
+
+The DAGs run with ``airflow dags test`` in a subprocess, with the provider configured as in the
+demo (file transport, execute_in_thread). That is the task runner and listener of a real
+deployment, but two things differ from a scheduler + executor deployment, and the assertions do not
+depend on them: there is no DAG-level START event (``dags test`` has no scheduler to emit it), and
+all tasks share one process, so hook-level lineage could leak from one task into the next (ours do
+not use hook lineage for the graph: every step that touches the PSA, ERP or planning platform is an
+operator returning its datasets explicitly).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dags.test_time_expense_dag import wired  # noqa: F401 - fixture
+
+pytestmark = [pytest.mark.integration, pytest.mark.airflow]
+
+
+def _dags_test(dag_id: str, logical_date: str, events: Path, home: str) -> None:
+    env = {
+        **os.environ,
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "psa-erp-sync-ci",
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "file", "log_file_path": str(events), "append": True}
+        ),
+        "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
+        "AIRFLOW__OPENLINEAGE__DISABLED": "False",
+    }
+    airflow = Path(sys.executable).parent / "airflow"
+    proc = subprocess.run(
+        [str(airflow), "dags", "test", dag_id, logical_date],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+def test_posting_dag_emits_spec_valid_events_forming_the_psa_to_erp_graph(
+    wired: dict[str, Any],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from psa_erp_sync.lineage.graph import LineageGraph, SpecValidator, analyse, dataset_named, load_events
+
+    events_path = tmp_path / "events.jsonl"
+    _dags_test("time_expense_posting", "2026-11-09T12:00:00+00:00", events_path, os.environ["AIRFLOW_HOME"])
+    events = load_events(events_path)
+    assert events, "the provider emitted nothing"
+
+    report = SpecValidator().validate(events)
+    assert report.errors == []
+    # Our own facets were emitted and validated against their own schemas, not just the base facet.
+    for key in ("controlTotals", "dataQuality", "postingOutcome"):
+        assert report.facets_by_schema.get(key, 0) >= 1, (key, report.as_dict())
+
+    jobs = {e["job"]["name"] for e in events}
+    for task in (
+        "extract_time_entries",
+        "validate_time_entries",
+        "reconcile",
+        "post_timebills",
+        "reconcile_erp",
+    ):
+        assert f"time_expense_posting.{task}" in jobs
+    assert {e["job"]["namespace"] for e in events} == {"psa-erp-sync-ci"}
+    # Every task emitted a START and a COMPLETE, paired by run id.
+    by_run: dict[str, set[str]] = {}
+    for e in events:
+        if e["job"]["name"].count(".") == 1:
+            by_run.setdefault(e["run"]["runId"], set()).add(e["eventType"])
+    assert by_run and all({"START", "COMPLETE"} <= types for types in by_run.values()), by_run
+
+    graph = LineageGraph.from_events(events)
+    path = graph.path(dataset_named("/v2/time_entries"), dataset_named("/services/rest/record/v1/timebill"))
+    assert path is not None, graph.as_dict()
+    names = [n[2] for n in path]
+    assert names[0] == "/v2/time_entries" and names[-1] == "/services/rest/record/v1/timebill"
+    assert any(n.endswith(".staging.raw_record") for n in names)
+    assert any(n.endswith(".canonical.time_entry") for n in names)
+    # No personal data leaves in a facet: names, emails and notes of the seeded firm never appear.
+    text = events_path.read_text()
+    firm = wired["firm"]
+    for user in firm.psa["users"][:20]:
+        for field in ("first_name", "last_name", "email"):
+            if user.get(field):
+                assert f'"{user[field]}"' not in text, field
+
+    summary = analyse(events_path, tmp_path / "pictures")
+    assert summary["paths"]["psa_to_erp"] is not None
+    svg = (tmp_path / "pictures" / "lineage.svg").read_text()
+    assert "time_expense_posting.post_timebills" in svg and "/v2/time_entries" in svg
