@@ -2,7 +2,7 @@
 job/dataset graph, check it is connected from the PSA to the planning platform, and draw it.
 
 ``python -m psa_erp_sync.lineage.graph EVENTS.jsonl --out DIR`` validates, prints a summary and
-writes ``lineage.html`` and ``lineage.svg`` (a picture for people who have no Marquez) and
+writes ``lineage.html``, ``lineage.svg`` and ``lineage.png`` (a picture for people who have no Marquez) and
 ``lineage.mmd`` (the same graph as Mermaid). The demo runs it on its file transport's events.
 
 Validation: every event against ``OpenLineage.json`` (the spec's ``RunEvent`` / ``DatasetEvent`` /
@@ -196,6 +196,11 @@ class LineageGraph:
                     queue.append(nxt)
         return None
 
+    def without_isolated(self) -> LineageGraph:
+        """The nodes that have an edge (DAG-level jobs and steps without datasets drop out)."""
+        linked = {a for a, _ in self.edges} | {b for _, b in self.edges}
+        return LineageGraph(edges=set(self.edges), nodes=linked)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "jobs": sorted(f"{ns}/{name}" for kind, ns, name in self.nodes if kind == "job"),
@@ -225,6 +230,10 @@ def _columns(graph: LineageGraph) -> dict[Node, int]:
     for node in sorted(graph.nodes):
         column.setdefault(node, 0)
     return column
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def _label(node: Node) -> tuple[str, str]:
@@ -272,11 +281,66 @@ def render_svg(graph: LineageGraph, *, title: str = "PSA -> ODS -> ERP -> foreca
         parts.append(
             f"<g><title>{html.escape(node[1])} {html.escape(node[2])}</title>"
             f'<rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="{rx}" fill="{fill}" stroke="#555"/>'
-            f'<text x="{x + 8}" y="{y + 16}" font-weight="bold">{html.escape(name[-40:])}</text>'
-            f'<text x="{x + 8}" y="{y + 31}" fill="#555">{html.escape(sub[-44:])}</text></g>'
+            f'<text x="{x + 8}" y="{y + 16}" font-weight="bold">{html.escape(_short(name, 40))}</text>'
+            f'<text x="{x + 8}" y="{y + 31}" fill="#555">{html.escape(_short(sub, 44))}</text></g>'
         )
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def _layout(graph: LineageGraph) -> dict[Node, tuple[int, int]]:
+    column = _columns(graph)
+    rows: dict[int, int] = {}
+    pos: dict[Node, tuple[int, int]] = {}
+    for node in sorted(graph.nodes, key=lambda n: (column[n], n[0], n[2])):
+        pos[node] = (column[node], rows.get(column[node], 0))
+        rows[column[node]] = rows.get(column[node], 0) + 1
+    return pos
+
+
+def render_png(graph: LineageGraph, path: Path) -> None:
+    """The same picture as :func:`render_svg`, as a PNG (matplotlib, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    pos = _layout(graph)
+    columns = max((c for c, _ in pos.values()), default=0) + 1
+    rows = max((r for _, r in pos.values()), default=0) + 1
+    fig, ax = plt.subplots(figsize=(3.4 * columns, 0.62 * rows + 1))
+    box_w, box_h = 2.9, 0.44
+    centre = {n: (c * 3.4, -r * 0.62) for n, (c, r) in pos.items()}
+    for a, b in sorted(graph.edges):
+        (x1, y1), (x2, y2) = centre[a], centre[b]
+        back = x2 <= x1
+        ax.add_patch(
+            FancyArrowPatch(
+                (x1 + box_w, y1 + box_h / 2), (x2, y2 + box_h / 2), arrowstyle="-|>", mutation_scale=8,
+                color="#c9c9c9" if back else "#888", linestyle="--" if back else "-",
+                connectionstyle="arc3,rad=-0.3" if back else "arc3,rad=0.0", linewidth=0.7,
+            )
+        )  # fmt: skip
+    for node, (x, y) in centre.items():
+        name, sub = _label(node)
+        job = node[0] == "job"
+        ax.add_patch(
+            FancyBboxPatch(
+                (x, y), box_w, box_h, boxstyle="round,pad=0.02,rounding_size=0.15" if job else "square,pad=0.02",
+                facecolor="#dbeafe" if job else "#fef3c7", edgecolor="#555", linewidth=0.6,
+            )
+        )  # fmt: skip
+        ax.text(x + 0.06, y + 0.29, _short(name, 42), fontsize=6.5, fontweight="bold", va="center")
+        ax.text(x + 0.06, y + 0.11, _short(sub, 48), fontsize=5.5, color="#555", va="center")
+    ax.set_xlim(-0.2, columns * 3.4)
+    ax.set_ylim(-rows * 0.62, 0.8)
+    ax.axis("off")
+    ax.set_title(
+        "Lineage: PSA -> ODS -> ERP -> forecast -> planning (jobs rounded, datasets square)", fontsize=9
+    )
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
 
 
 def render_mermaid(graph: LineageGraph) -> str:
@@ -293,9 +357,12 @@ def render_mermaid(graph: LineageGraph) -> str:
 
 def write_pictures(graph: LineageGraph, out: Path, summary: dict[str, Any]) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
+    graph = graph.without_isolated()
     svg = render_svg(graph)
-    paths = {"svg": out / "lineage.svg", "html": out / "lineage.html", "mermaid": out / "lineage.mmd"}
+    paths = {"svg": out / "lineage.svg", "html": out / "lineage.html", "mermaid": out / "lineage.mmd",
+             "png": out / "lineage.png"}  # fmt: skip
     paths["svg"].write_text(svg, encoding="utf-8")
+    render_png(graph, paths["png"])
     paths["mermaid"].write_text(render_mermaid(graph), encoding="utf-8")
     paths["html"].write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>psa-erp-sync lineage</title></head><body>"

@@ -204,9 +204,11 @@ def _trace_kind(conn: Cursor, source_system: str, source_id: str, kind: str) -> 
     erp: dict[str, Any] = {"external_id": f"{spec['prefix']}{source_id}", "record_type": spec["record_type"]}
     if landed:
         last = landed[-1]
+        # A reversal carries no internal id or period of its own: show those of the posting it removed.
+        placed = [p for p in landed if p["erp_internal_id"] is not None] or [last]
         erp.update(
-            internal_id=last["erp_internal_id"],
-            period=last["period"],
+            internal_id=placed[-1]["erp_internal_id"],
+            period=placed[-1]["period"],
             in_erp=last["action"] != "reverse",
             amount_minor=None if last["action"] == "reverse" else last["amount_minor"],
             currency=last["currency"],
@@ -323,7 +325,7 @@ def format_text(traces: list[dict[str, Any]]) -> str:
         e = t["erp"]
         lines.append(
             f"  4. ERP {e['record_type']} {e['external_id']}: internal id {e['internal_id']}, period {e['period']},"
-            f" {'in the ERP' if e['in_erp'] else 'not in the ERP'}"
+            f" {'in the ERP' if e['in_erp'] else 'not in the ERP' + (' (reversed)' if e.get('last_action') == 'reverse' else '')}"
         )
         lines.append("  5. forecast")
         for f in t["forecast"]:
