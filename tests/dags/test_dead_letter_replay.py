@@ -27,6 +27,19 @@ def _replay_dag() -> Any:
     return dag
 
 
+def reactivate_erp_master_data(stack: dict[str, Any]) -> None:
+    """Finance's fix for INACTIVE_RECORD dead letters: every customer and job active in the ERP."""
+    firm = stack["firm"]
+    stack["erp"].admin(
+        "POST",
+        "/seed",
+        json={
+            "customers": [dict(c, is_inactive=False) for c in firm.erp["customers"]],
+            "jobs": [dict(j, is_inactive=False) for j in firm.erp["jobs"]],
+        },
+    )
+
+
 def _dead_letters(dsn: str, status: str = "open") -> set[str]:
     with psycopg.connect(dsn) as conn:
         return {
@@ -53,15 +66,7 @@ def test_dry_run_then_replay_after_the_fix(wired: dict[str, Any]) -> None:  # no
     assert _dead_letters(dsn) == stuck
 
     # Finance reactivates the customers and jobs in the ERP (the fix), then replays for real.
-    firm = wired["firm"]
-    wired["erp"].admin(
-        "POST",
-        "/seed",
-        json={
-            "customers": [dict(c, is_inactive=False) for c in firm.erp["customers"]],
-            "jobs": [dict(j, is_inactive=False) for j in firm.erp["jobs"]],
-        },
-    )
+    reactivate_erp_master_data(wired)
     real = replay.test(run_conf={"dry_run": False, "reason_code": "INACTIVE_RECORD"})
     assert real.state == "success"
     erp_after = _erp_timebills(dsn)

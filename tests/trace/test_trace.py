@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.dags.test_dead_letter_replay import _replay_dag
+from tests.dags.test_dead_letter_replay import _replay_dag, reactivate_erp_master_data
 from tests.dags.test_time_expense_dag import AS_OF, _dag, wired  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
@@ -91,15 +91,7 @@ def test_trace_posted_quarantined_replayed_reversed(wired: dict[str, Any]) -> No
         "SELECT source_id FROM exceptions.item WHERE kind='dead_letter' AND record_type='time_entry' AND status='open'"
         " ORDER BY id LIMIT 1",
     )
-    firm = wired["firm"]
-    wired["erp"].admin(
-        "POST",
-        "/seed",
-        json={
-            "customers": [dict(c, is_inactive=False) for c in firm.erp["customers"]],
-            "jobs": [dict(j, is_inactive=False) for j in firm.erp["jobs"]],
-        },
-    )
+    reactivate_erp_master_data(wired)
     replay = _replay_dag().test(run_conf={"dry_run": False, "reason_code": "INACTIVE_RECORD"})
     assert replay.state == "success"
     r = _trace(dsn, dead)

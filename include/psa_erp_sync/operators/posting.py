@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from psa_erp_sync.operators.base import LineageReportingOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class IdempotentPostingOperator(BaseOperator):
+class IdempotentPostingOperator(LineageReportingOperator):
     """Make the ERP hold exactly the currently approved source records of one ERP record type.
 
     Plans ``post`` / ``adjust`` / ``reverse`` actions into the posting ledger (a row is written
@@ -67,10 +67,8 @@ class IdempotentPostingOperator(BaseOperator):
         concurrency = self.max_concurrency or erp_hook.max_concurrency(
             config.mappings.posting.max_concurrency
         )
-        from psa_erp_sync.lineage import runs
-
         ti = context["ti"]
-        runs.record(OdsHook(self.ods_conn_id).dsn(), context, f"post:{self.record_type}")
+        self.record_lineage_run(context, f"post:{self.record_type}")
         state: Any = context.get("task_state_store")
         if state is not None and state.get("outcome"):
             self.log.info("an earlier try got this far: %s; resuming from the ledger", state.get("outcome"))
@@ -100,42 +98,21 @@ class IdempotentPostingOperator(BaseOperator):
             )
         return {"plan": result.plan, "outcome": outcome}
 
-    # -- OpenLineage (methods found by name by the provider; imports stay inside) -------------
-    def _lineage_datasets(self) -> tuple[list[Any], list[Any]]:
+    # -- OpenLineage (the provider finds the methods of LineageReportingOperator by name) ----------
+    def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
         from psa_erp_sync.hooks.erp import ErpHook
-        from psa_erp_sync.hooks.ods import OdsHook
         from psa_erp_sync.lineage import naming
 
-        ods = OdsHook(self.ods_conn_id)
-        namespace, database = ods.openlineage_namespace(), ods.database()
         table = naming.CANONICAL_TABLE.get(self.record_type, self.record_type)
-        inputs = [
-            naming.postgres(namespace, database, "canonical", table),
-            naming.postgres(namespace, database, "ledger", "posting"),
-        ]
+        inputs = [self.ods_dataset("canonical", table), self.ods_dataset("ledger", "posting")]
         outputs = [
             naming.erp_record(ErpHook(self.erp_conn_id).openlineage_namespace(), self.record_type),
-            naming.postgres(namespace, database, "ledger", "posting"),
-            naming.postgres(namespace, database, "exceptions", "item"),
+            self.ods_dataset("ledger", "posting"),
+            self.ods_dataset("exceptions", "item"),
         ]
         return inputs, outputs
 
-    def get_openlineage_facets_on_start(self) -> Any:
-        from airflow.providers.openlineage.extractors import OperatorLineage
-
-        inputs, outputs = self._lineage_datasets()
-        return OperatorLineage(inputs=inputs, outputs=outputs)
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        from airflow.providers.openlineage.extractors import OperatorLineage
-
+    def lineage_run_facets(self) -> dict[str, Any]:
         from psa_erp_sync.lineage.facets import PostingOutcomeRunFacet
 
-        inputs, outputs = self._lineage_datasets()
-        run_facets: dict[str, Any] = {}
-        if self.outcome is not None:
-            run_facets["postingOutcome"] = PostingOutcomeRunFacet.from_outcome(self.outcome)
-        return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=run_facets)
-
-    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
-        return self.get_openlineage_facets_on_complete(task_instance)
+        return {"postingOutcome": PostingOutcomeRunFacet.from_outcome(self.outcome)} if self.outcome else {}

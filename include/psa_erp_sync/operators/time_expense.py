@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from psa_erp_sync.operators.base import LineageReportingOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -22,26 +22,7 @@ CANONICAL = {"time_entry": "time_entry", "expense_entry": "expense_entry"}
 PSA_ENDPOINT_OF_KIND = {"time_entry": "/v2/time_entries", "expense_entry": "/v2/expenses"}
 
 
-class _OdsLineageMixin:
-    """Dataset helpers shared by the operators below (the ODS is PostgreSQL)."""
-
-    ods_conn_id: str
-
-    def _pg(self, schema: str, table: str) -> Any:
-        from psa_erp_sync.hooks.ods import OdsHook
-        from psa_erp_sync.lineage import naming
-
-        ods = OdsHook(self.ods_conn_id)
-        return naming.postgres(ods.openlineage_namespace(), ods.database(), schema, table)
-
-    def _record_step(self, context: Context, step: str) -> None:
-        from psa_erp_sync.hooks.ods import OdsHook
-        from psa_erp_sync.lineage import runs
-
-        runs.record(OdsHook(self.ods_conn_id).dsn(), context, step)
-
-
-class PsaExtractOperator(_OdsLineageMixin, BaseOperator):
+class PsaExtractOperator(LineageReportingOperator):
     """Read PSA endpoints (incremental with an overlapping window, or a sweep) into staging by COPY.
 
     :param endpoints: PSA resource paths, e.g. ``["/v2/time_entries"]``. (templated)
@@ -72,7 +53,7 @@ class PsaExtractOperator(_OdsLineageMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from psa_erp_sync.flows.time_expense import _extract
 
-        self._record_step(context, "extract:" + ",".join(self.endpoints))
+        self.record_lineage_run(context, "extract:" + ",".join(self.endpoints))
         self.summary = _extract(
             tuple(self.endpoints),
             self.mode or "auto",
@@ -81,41 +62,28 @@ class PsaExtractOperator(_OdsLineageMixin, BaseOperator):
         )
         return self.summary
 
-    def _datasets(self) -> tuple[list[Any], list[Any]]:
+    def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
         from psa_erp_sync.hooks.psa import PsaHook
         from psa_erp_sync.lineage import naming
 
         namespace = PsaHook(self.psa_conn_id).openlineage_namespace()
         inputs = [naming.http(namespace, endpoint) for endpoint in self.endpoints]
-        outputs = [self._pg("staging", "raw_record"), self._pg("staging", "extract_run")]
+        outputs = [self.ods_dataset("staging", "raw_record"), self.ods_dataset("staging", "extract_run")]
         return inputs, outputs
 
-    def get_openlineage_facets_on_start(self) -> Any:
-        from airflow.providers.openlineage.extractors import OperatorLineage
-
-        inputs, outputs = self._datasets()
-        return OperatorLineage(inputs=inputs, outputs=outputs)
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        from airflow.providers.openlineage.extractors import OperatorLineage
-
+    def lineage_run_facets(self) -> dict[str, Any]:
         from psa_erp_sync.lineage.facets import ControlTotalsRunFacet
 
-        inputs, outputs = self._datasets()
-        run_facets: dict[str, Any] = {}
-        if self.summary:
-            counts: dict[str, int] = {}
-            for figures in self.summary.values():
-                for key in ("extracted", "staged", "new_versions", "known_versions", "duplicates_in_extract"):
-                    counts[key] = counts.get(key, 0) + int(figures.get(key, 0))
-            run_facets["controlTotals"] = ControlTotalsRunFacet(counts=counts)
-        return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=run_facets)
-
-    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
-        return self.get_openlineage_facets_on_complete(task_instance)
+        if not self.summary:
+            return {}
+        counts: dict[str, int] = {}
+        for figures in self.summary.values():
+            for key in ("extracted", "staged", "new_versions", "known_versions", "duplicates_in_extract"):
+                counts[key] = counts.get(key, 0) + int(figures.get(key, 0))
+        return {"controlTotals": ControlTotalsRunFacet(counts=counts)}
 
 
-class StagedRecordValidationOperator(_OdsLineageMixin, BaseOperator):
+class StagedRecordValidationOperator(LineageReportingOperator):
     """Validate a run's staged PSA versions into canonical records; quarantine the rest with a
     reason code and an owner. Asserts staged versions = valid + quarantined.
 
@@ -137,40 +105,32 @@ class StagedRecordValidationOperator(_OdsLineageMixin, BaseOperator):
 
         if self.kind not in CANONICAL:
             raise ValueError(f"kind must be one of {sorted(CANONICAL)}, not {self.kind!r}")
-        self._record_step(context, f"validate:{self.kind}")
+        self.record_lineage_run(context, f"validate:{self.kind}")
         self.result = _validate(self.kind, ods_conn_id=self.ods_conn_id)
         return self.result
 
-    def _datasets(self) -> tuple[list[Any], list[Any]]:
-        inputs = [self._pg("staging", "raw_record")]
-        outputs = [self._pg("canonical", CANONICAL.get(self.kind, self.kind)), self._pg("exceptions", "item")]
+    def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
+        inputs = [self.ods_dataset("staging", "raw_record")]
+        outputs = [
+            self.ods_dataset("canonical", CANONICAL.get(self.kind, self.kind)),
+            self.ods_dataset("exceptions", "item"),
+        ]
         return inputs, outputs
 
-    def get_openlineage_facets_on_start(self) -> Any:
-        from airflow.providers.openlineage.extractors import OperatorLineage
-
-        inputs, outputs = self._datasets()
-        return OperatorLineage(inputs=inputs, outputs=outputs)
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        from airflow.providers.openlineage.extractors import OperatorLineage
-
+    def lineage_run_facets(self) -> dict[str, Any]:
         from psa_erp_sync.lineage.facets import DataQualityRunFacet
 
-        inputs, outputs = self._datasets()
-        run_facets: dict[str, Any] = {}
-        if self.result:
-            run_facets["dataQuality"] = DataQualityRunFacet(
+        if not self.result:
+            return {}
+        return {
+            "dataQuality": DataQualityRunFacet(
                 valid=int(self.result.get("valid", 0)),
                 quarantined=int(self.result.get("quarantined", 0)),
                 quarantinedByReason={
                     str(k): int(v) for k, v in dict(self.result.get("by_reason", {})).items()
                 },
             )
-        return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=run_facets)
-
-    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
-        return self.get_openlineage_facets_on_complete(task_instance)
+        }
 
 
 def _totals_facet(report: dict[str, Any], key: str) -> Any:
@@ -200,7 +160,7 @@ def _totals_facet(report: dict[str, Any], key: str) -> Any:
     )
 
 
-class ControlTotalsOperator(_OdsLineageMixin, BaseOperator):
+class ControlTotalsOperator(LineageReportingOperator):
     """Assert extracted = staged = valid + quarantined per record type and record control totals.
 
     :param extracted: the extract summaries (XCom of the extract tasks). (templated)
@@ -222,41 +182,26 @@ class ControlTotalsOperator(_OdsLineageMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from psa_erp_sync.flows.time_expense import _reconcile
 
-        self._record_step(context, "reconcile")
+        self.record_lineage_run(context, "reconcile")
         extracted: dict[str, Any] = {}
         for part in self.extracted if isinstance(self.extracted, list | tuple) else [self.extracted]:
             extracted.update(part)
         self.report = _reconcile(extracted, list(self.validated), ods_conn_id=self.ods_conn_id)
         return self.report
 
-    def _datasets(self) -> tuple[list[Any], list[Any]]:
+    def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
         inputs = [
-            self._pg("staging", "extract_run"),
-            self._pg("canonical", "time_entry"),
-            self._pg("canonical", "expense_entry"),
+            self.ods_dataset("staging", "extract_run"),
+            self.ods_dataset("canonical", "time_entry"),
+            self.ods_dataset("canonical", "expense_entry"),
         ]
-        return inputs, [self._pg("audit", "control_total")]
+        return inputs, [self.ods_dataset("audit", "control_total")]
 
-    def get_openlineage_facets_on_start(self) -> Any:
-        from airflow.providers.openlineage.extractors import OperatorLineage
-
-        inputs, outputs = self._datasets()
-        return OperatorLineage(inputs=inputs, outputs=outputs)
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        from airflow.providers.openlineage.extractors import OperatorLineage
-
-        inputs, outputs = self._datasets()
-        run_facets = (
-            {"controlTotals": _totals_facet(self.report, "canonical_approved")} if self.report else {}
-        )
-        return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=run_facets)
-
-    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
-        return self.get_openlineage_facets_on_complete(task_instance)
+    def lineage_run_facets(self) -> dict[str, Any]:
+        return {"controlTotals": _totals_facet(self.report, "canonical_approved")} if self.report else {}
 
 
-class ErpReconciliationOperator(_OdsLineageMixin, BaseOperator):
+class ErpReconciliationOperator(LineageReportingOperator):
     """Read the ERP back by external id and prove it equals the approved PSA set to the cent.
 
     :param record_types: ERP record types to reconcile. (templated)
@@ -282,34 +227,23 @@ class ErpReconciliationOperator(_OdsLineageMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from psa_erp_sync.flows.time_expense import _reconcile_erp
 
-        self._record_step(context, "reconcile_erp")
+        self.record_lineage_run(context, "reconcile_erp")
         self.report = _reconcile_erp(
             tuple(self.record_types), erp_conn_id=self.erp_conn_id, ods_conn_id=self.ods_conn_id
         )
         return self.report
 
-    def _datasets(self) -> tuple[list[Any], list[Any]]:
+    def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
         from psa_erp_sync.hooks.erp import ErpHook
         from psa_erp_sync.lineage import naming
 
         erp_namespace = ErpHook(self.erp_conn_id).openlineage_namespace()
         inputs = [naming.erp_record(erp_namespace, record_type) for record_type in self.record_types]
-        inputs += [self._pg("ledger", "posting")]
-        inputs += [self._pg("canonical", naming.CANONICAL_TABLE.get(rt, rt)) for rt in self.record_types]
-        return inputs, [self._pg("audit", "control_total")]
+        inputs += [self.ods_dataset("ledger", "posting")]
+        inputs += [
+            self.ods_dataset("canonical", naming.CANONICAL_TABLE.get(rt, rt)) for rt in self.record_types
+        ]
+        return inputs, [self.ods_dataset("audit", "control_total")]
 
-    def get_openlineage_facets_on_start(self) -> Any:
-        from airflow.providers.openlineage.extractors import OperatorLineage
-
-        inputs, outputs = self._datasets()
-        return OperatorLineage(inputs=inputs, outputs=outputs)
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        from airflow.providers.openlineage.extractors import OperatorLineage
-
-        inputs, outputs = self._datasets()
-        run_facets = {"controlTotals": _totals_facet(self.report, "erp")} if self.report else {}
-        return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=run_facets)
-
-    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
-        return self.get_openlineage_facets_on_complete(task_instance)
+    def lineage_run_facets(self) -> dict[str, Any]:
+        return {"controlTotals": _totals_facet(self.report, "erp")} if self.report else {}
