@@ -29,7 +29,13 @@ def test_every_domain_has_authority_direction_rules_and_owner() -> None:
 
 def test_every_reason_code_has_a_documented_fix() -> None:
     codes = load_config(ROOT / "config").authority.reason_codes
-    raised = {*REASON_CODES, "REVENUE_LEAKAGE", "JOB_MISSING_IN_ERP", "PSA_CLIENT_UNMAPPED"}
+    raised = {
+        *REASON_CODES,
+        "REVENUE_LEAKAGE",
+        "JOB_MISSING_IN_ERP",
+        "PSA_CLIENT_UNMAPPED",
+        "PROVISIONING_REJECTED",
+    }
     assert raised <= set(codes), raised - set(codes)
     assert all(len(code.fix) > 20 for code in codes.values())
 

@@ -118,7 +118,14 @@ def test_closed_won_is_provisioned_once(
 ) -> None:
     _new_deal(world["crm"], 9001, world["good"])
     counts = _run(world, crm_client, erp_client, psa_client, "r1")
-    assert counts == {"erp_jobs": 1, "psa_created": 1, "psa_found": 0, "linked": 1, "rejected": 0}
+    assert counts == {
+        "erp_jobs": 1,
+        "psa_created": 1,
+        "psa_found": 0,
+        "linked": 1,
+        "rejected": 0,
+        "failed": 0,
+    }
     [job] = _jobs(world["dsn"], "crm-opp-9001")
     [(project_id, budget, rate, client_id)] = _projects(world["dsn"], "crm-opp-9001")
     assert job["custentity_psa_project_id"] == str(project_id)  # cross-reference on the ERP side
@@ -130,7 +137,7 @@ def test_closed_won_is_provisioned_once(
     assert f"psa-client-{client_id}" == world["good"]["erp_customer_external_id"]
     # Running again (the event was consumed; the id passed explicitly too) creates nothing.
     again = _run(world, crm_client, erp_client, psa_client, "r2", extra=(9001,))
-    assert again == {"erp_jobs": 0, "psa_created": 0, "psa_found": 0, "linked": 0, "rejected": 0}
+    assert again == {"erp_jobs": 0, "psa_created": 0, "psa_found": 0, "linked": 0, "rejected": 0, "failed": 0}
     assert len(_jobs(world["dsn"], "crm-opp-9001")) == 1 and len(_projects(world["dsn"], "crm-opp-9001")) == 1
 
 
@@ -192,3 +199,34 @@ def test_rejected_deal_is_not_activated_until_the_owner_fixes_the_erp(
         assert conn.execute("SELECT status FROM exceptions.item WHERE source_id = 'opp-9003'").fetchall() == [
             ("resolved",)
         ]
+
+
+def test_a_refused_create_is_quarantined_without_stopping_the_others(
+    world: dict[str, Any], crm_client: Any, erp_client: Any, psa_client: Any
+) -> None:
+    good = world["good"]
+    # A customer the ERP knows (valid) but the PSA has no client for: the PSA refuses the project.
+    erp_client.upsert(
+        "customer",
+        "psa-client-99999",
+        {"companyName": "ERP-only Co", "subsidiary": {"externalId": good["legal_entity"]},
+         "currency": {"refName": "GBP" if good["legal_entity"] == "LE-UK1" else "USD"}},
+    )  # fmt: skip
+    world["crm"].admin(
+        "POST",
+        "/seed",
+        json={"accounts": [{"id": 999, "name": "ERP-only Co", "legal_entity": good["legal_entity"],
+                            "erp_customer_external_id": "psa-client-99999"}]},
+    )  # fmt: skip
+    _new_deal(world["crm"], 9004, {**good, "id": 999})
+    _new_deal(world["crm"], 9005, good)
+    counts = _run(world, crm_client, erp_client, psa_client, "r1")
+    assert (counts["failed"], counts["linked"]) == (1, 1)
+    with psycopg.connect(world["dsn"]) as conn:
+        item = conn.execute(
+            "SELECT reason_code, detail, status FROM exceptions.item WHERE source_id = 'opp-9004'"
+        ).fetchone()
+        state = conn.execute("SELECT state FROM master.project_setup WHERE opportunity_id = 9004").fetchone()
+    assert item == ("PROVISIONING_REJECTED", {"codes": ["PSA_422"]}, "open")
+    assert state == ("erp_job",)
+    assert _projects(world["dsn"], "crm-opp-9004") == [] and len(_projects(world["dsn"], "crm-opp-9005")) == 1

@@ -29,6 +29,8 @@ import yaml
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from psa_erp_sync.clients.erp import ErpRejected
+from psa_erp_sync.clients.psa import PsaApiError, PsaWriteUncertain
 from psa_erp_sync.masterdata import validation
 from psa_erp_sync.masterdata.propagate import psa_client_id
 from psa_erp_sync.money import format_minor, to_minor
@@ -279,7 +281,9 @@ def provision(
             (state, customer, opp_id),
         )
     conn.commit()
-    counts = {"erp_jobs": 0, "psa_created": 0, "psa_found": 0, "linked": 0, "rejected": len(rows) - len(ok)}
+    counts = {
+        "erp_jobs": 0, "psa_created": 0, "psa_found": 0, "linked": 0, "rejected": len(rows) - len(ok), "failed": 0,
+    }  # fmt: skip
     work = conn.execute(
         "SELECT opportunity_id, job_external_id, state, customer_external_id, legal_entity, currency,"
         " contract_minor, spec, erp_internal_id, psa_project_id FROM master.project_setup"
@@ -287,70 +291,113 @@ def provision(
     ).fetchall()
     conn.commit()
     for opp_id, ext, state, customer, legal_entity, currency, contract_minor, spec, _erp_id, psa_id in work:
-        contract = format_minor(int(contract_minor), currency)
-        if state == "pending":
-            internal = erp.upsert(
-                "job",
-                ext,
-                {
-                    "companyName": spec["name"],
-                    "parent": {"externalId": customer},
-                    "subsidiary": {"externalId": legal_entity},
-                    "currency": {"refName": currency},
-                    "billingType": spec.get("billing_type") or "time_and_materials",
-                    "contractValue": contract,
-                    "isInactive": False,
-                },
+        try:
+            counts_step = _provision_one(
+                conn, erp, psa, rates, opp_id, ext, state, customer, legal_entity, currency, contract_minor, spec,
+                psa_id, run_id, owner_for,
+            )  # fmt: skip
+        except (ErpRejected, PsaApiError) as exc:
+            if isinstance(exc, PsaWriteUncertain) or (isinstance(exc, PsaApiError) and not _definitive(exc)):
+                raise  # outcome unknown or worth a retry: the task fails, the next try resumes
+            codes = exc.codes if isinstance(exc, ErpRejected) else [f"PSA_{exc.status}"]
+            _quarantine(
+                conn, opp_id, legal_entity, "PROVISIONING_REJECTED", run_id, owner_for, {"codes": codes}
             )
-            _advance(conn, opp_id, "erp_job", run_id, erp_internal_id=internal)
-            counts["erp_jobs"] += 1
-            state = "erp_job"
-        if state == "erp_job":
-            client_id = psa_client_id(customer)
-            if client_id is None:
-                _quarantine(conn, opp_id, legal_entity, "PSA_CLIENT_UNMAPPED", run_id, owner_for)
-                continue
-            found = [p for p in psa.iter_client_projects(client_id) if p.get("code") == ext]
-            if found:
-                psa_id = int(min(int(p["id"]) for p in found))
-                counts["psa_found"] += 1
-            else:
-                rate = rates.hourly_rate(spec.get("practice"), currency)
-                created = psa.create_project(
-                    {
-                        "client_id": client_id,
-                        "name": spec["name"],
-                        "code": ext,
-                        "is_billable": True,
-                        "is_fixed_fee": spec.get("billing_type") == "fixed_fee",
-                        "bill_by": "Project",
-                        "hourly_rate": str(rate) if rate is not None else None,
-                        "budget_by": "project_cost",
-                        "cost_budget": contract,
-                        "starts_on": spec.get("starts_on"),
-                        "billing_type": spec.get("billing_type"),
-                        "legal_entity": legal_entity,
-                        "currency": currency,
-                        "practice": spec.get("practice"),
-                    }
-                )
-                psa_id = int(created["id"])
-                counts["psa_created"] += 1
-            _advance(conn, opp_id, "psa_project", run_id, psa_project_id=psa_id, psa_client_id=client_id)
-            state = "psa_project"
-        if state == "psa_project":
-            erp.upsert("job", ext, {PSA_PROJECT_FIELD: str(psa_id)})
-            _advance(conn, opp_id, "linked", run_id)
-            exceptions.resolve_for(
-                conn,
-                source_system="crm",
-                record_type="opportunity",
-                source_ids=[key_of(int(opp_id))],
-                kind="validation",
-            )
-            conn.commit()
-            counts["linked"] += 1
+            counts["failed"] += 1
+            continue
+        for name, value in counts_step.items():
+            counts[name] += value
     log.info("project setup: %s", counts)
+    return counts
+
+
+def _definitive(exc: Any) -> bool:
+    """A 4xx other than 408/429: the PSA refused the request and will refuse it again."""
+    return exc.status is not None and 400 <= exc.status < 500 and exc.status not in (408, 429)
+
+
+def _provision_one(
+    conn: psycopg.Connection,
+    erp: ErpWriter,
+    psa: PsaProjects,
+    rates: RateCards,
+    opp_id: int,
+    ext: str,
+    state: str,
+    customer: str,
+    legal_entity: str,
+    currency: str,
+    contract_minor: int,
+    spec: dict[str, Any],
+    psa_id: int | None,
+    run_id: str,
+    owner_for: Any,
+) -> dict[str, int]:
+    """Move one setup from its state to ``linked``, committing after each external step."""
+    counts = {"erp_jobs": 0, "psa_created": 0, "psa_found": 0, "linked": 0}
+    contract = format_minor(int(contract_minor), currency)
+    if state == "pending":
+        internal = erp.upsert(
+            "job",
+            ext,
+            {
+                "companyName": spec["name"],
+                "parent": {"externalId": customer},
+                "subsidiary": {"externalId": legal_entity},
+                "currency": {"refName": currency},
+                "billingType": spec.get("billing_type") or "time_and_materials",
+                "contractValue": contract,
+                "isInactive": False,
+            },
+        )
+        _advance(conn, opp_id, "erp_job", run_id, erp_internal_id=internal)
+        counts["erp_jobs"] += 1
+        state = "erp_job"
+    if state == "erp_job":
+        client_id = psa_client_id(customer)
+        if client_id is None:
+            _quarantine(conn, opp_id, legal_entity, "PSA_CLIENT_UNMAPPED", run_id, owner_for)
+            return counts
+        found = [p for p in psa.iter_client_projects(client_id) if p.get("code") == ext]
+        if found:
+            psa_id = int(min(int(p["id"]) for p in found))
+            counts["psa_found"] += 1
+        else:
+            rate = rates.hourly_rate(spec.get("practice"), currency)
+            created = psa.create_project(
+                {
+                    "client_id": client_id,
+                    "name": spec["name"],
+                    "code": ext,
+                    "is_billable": True,
+                    "is_fixed_fee": spec.get("billing_type") == "fixed_fee",
+                    "bill_by": "Project",
+                    "hourly_rate": str(rate) if rate is not None else None,
+                    "budget_by": "project_cost",
+                    "cost_budget": contract,
+                    "starts_on": spec.get("starts_on"),
+                    "billing_type": spec.get("billing_type"),
+                    "legal_entity": legal_entity,
+                    "currency": currency,
+                    "practice": spec.get("practice"),
+                }
+            )
+            psa_id = int(created["id"])
+            counts["psa_created"] += 1
+        _advance(conn, opp_id, "psa_project", run_id, psa_project_id=psa_id, psa_client_id=client_id)
+        state = "psa_project"
+    if state == "psa_project":
+        erp.upsert("job", ext, {PSA_PROJECT_FIELD: str(psa_id)})
+        _advance(conn, opp_id, "linked", run_id)
+        exceptions.resolve_for(
+            conn,
+            source_system="crm",
+            record_type="opportunity",
+            source_ids=[key_of(int(opp_id))],
+            kind="validation",
+        )
+        conn.commit()
+        counts["linked"] += 1
     return counts
 
 
@@ -365,7 +412,13 @@ def _advance(conn: psycopg.Connection, opp_id: int, state: str, run_id: str, **c
 
 
 def _quarantine(
-    conn: psycopg.Connection, opp_id: int, legal_entity: str | None, reason: str, run_id: str, owner_for: Any
+    conn: psycopg.Connection,
+    opp_id: int,
+    legal_entity: str | None,
+    reason: str,
+    run_id: str,
+    owner_for: Any,
+    detail: dict[str, Any] | None = None,
 ) -> None:
     owner = owner_for(DOMAIN, legal_entity) if owner_for else "sales-operations"
     exceptions.quarantine_many(
@@ -380,6 +433,7 @@ def _quarantine(
                 reason_code=reason,
                 owner=owner,
                 legal_entity=legal_entity,
+                detail=detail or {},
             )
         ],
         run_id=run_id,
