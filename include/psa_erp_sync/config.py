@@ -28,12 +28,21 @@ class DomainAuthority(_Strict):
     validations: list[str] = []
 
 
+class ReasonCode(_Strict):
+    fix: str
+
+
 class AuthorityMap(_Strict):
     version: Literal[1]
     domains: dict[str, DomainAuthority]
+    # Reason codes of master-data validation, with what the owner does to clear them.
+    reason_codes: dict[str, ReasonCode] = {}
 
     def authority_of(self, domain: str) -> SystemName:
         return self.domains[domain].authority
+
+    def owner_of(self, domain: str) -> str:
+        return self.domains[domain].owner
 
 
 class LegalEntity(_Strict):
@@ -75,10 +84,6 @@ class OwnerRule(_Strict):
     domain: str
     legal_entity: str | None = None
     owner: str
-
-
-class ReasonCode(_Strict):
-    fix: str
 
 
 class Ownership(_Strict):

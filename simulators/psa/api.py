@@ -480,3 +480,146 @@ def list_milestones(request: Request) -> Response:
     if (status := request.query_params.get("status")) is not None:
         f.add("m.status = %s", status)
     return _list(request, render.MILESTONE, f)
+
+
+# --- projects and clients (writes) ---------------------------------------------------------------
+
+_BILL_BY = ("Project", "Tasks", "People", "none")
+_BUDGET_BY = ("project", "project_cost", "task", "task_fees", "person", "none")
+_BILLING_TYPES = ("time_and_materials", "fixed_fee", "milestone", "retainer")
+
+
+def _text(name: str, limit: int = 255) -> Any:
+    def convert(value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise BadRequest(422, f"{name} must be a string")
+        if len(value) > limit or "\x00" in value:
+            raise BadRequest(422, f"{name} is too long or holds a NUL character")
+        return value
+
+    return convert
+
+
+def _choice(name: str, options: tuple[str, ...]) -> Any:
+    def convert(value: Any) -> str:
+        if value not in options:
+            raise BadRequest(422, f"{name} must be one of {list(options)}")
+        return str(value)
+
+    return convert
+
+
+def _code(name: str) -> Any:
+    def convert(value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.isupper() or len(value) != 3:
+            raise BadRequest(422, f"{name} must be an ISO 4217 code")
+        return value
+
+    return convert
+
+
+PROJECT_FIELDS: dict[str, Any] = {
+    "client_id": lambda v: _int("client_id", str(v)),
+    "name": _text("name"),
+    "code": _text("code", 100),
+    "is_active": lambda v: _bool("is_active", str(v)),
+    "is_billable": lambda v: _bool("is_billable", str(v)),
+    "is_fixed_fee": lambda v: _bool("is_fixed_fee", str(v)),
+    "bill_by": _choice("bill_by", _BILL_BY),
+    "hourly_rate": lambda v: _money("hourly_rate", v),
+    "budget": lambda v: _money("budget", v),
+    "budget_by": _choice("budget_by", _BUDGET_BY),
+    "cost_budget": lambda v: _money("cost_budget", v),
+    "fee": lambda v: _money("fee", v),
+    "notes": _text("notes", 5000),
+    "starts_on": lambda v: None if v is None else _date("starts_on", str(v)),
+    "ends_on": lambda v: None if v is None else _date("ends_on", str(v)),
+    # Extensions (documented in docs/simulators.md).
+    "billing_type": lambda v: None if v is None else _choice("billing_type", _BILLING_TYPES)(v),
+    "legal_entity": _text("legal_entity", 50),
+    "currency": _code("currency"),
+    "practice": _text("practice", 100),
+}
+CLIENT_FIELDS: dict[str, Any] = {
+    "name": _text("name"),
+    "is_active": lambda v: _bool("is_active", str(v)),
+    "address": _text("address", 1000),
+    "currency": _code("currency"),
+}
+
+
+def _client_exists(conn: psycopg.Connection, client_id: int) -> bool:
+    return conn.execute("SELECT 1 FROM clients WHERE id = %s", (client_id,)).fetchone() is not None
+
+
+@v2.post("/projects", status_code=201)
+async def create_project(request: Request) -> Response:
+    """Create a project. Required (as in Harvest): ``client_id``, ``name``, ``is_billable``,
+    ``bill_by``, ``budget_by``. Harvest has no idempotency key: a retried POST creates a second
+    project, so callers look a project up by ``code`` before creating it."""
+    from starlette.concurrency import run_in_threadpool
+
+    changes = changes_of(await _json_body(request), PROJECT_FIELDS)
+    missing = {"client_id", "name", "is_billable", "bill_by", "budget_by"} - set(changes)
+    if missing or not changes.get("name"):
+        return error(
+            422,
+            f"missing required fields: {sorted(missing | ({'name'} if not changes.get('name') else set()))}",
+        )
+    return await run_in_threadpool(_create_project, request, changes)
+
+
+def _create_project(request: Request, changes: dict[str, Any]) -> Response:
+    with db_of(request).tx() as conn:
+        if not _client_exists(conn, changes["client_id"]):
+            return error(422, "client_id does not name a client")
+        cols = list(changes)
+        row = conn.execute(
+            f"INSERT INTO projects (id, {', '.join(cols)}, created_at, updated_at) "
+            f"VALUES (nextval('projects_new_id_seq'), {', '.join(['%s'] * len(cols))}, "
+            "clock_timestamp(), clock_timestamp()) RETURNING id",
+            list(changes.values()),
+        ).fetchone()
+        assert row is not None
+        body = render_one(conn, render.PROJECT, int(row[0]))
+    return Response(content=body, media_type="application/json", status_code=201)
+
+
+@v2.patch("/projects/{project_id}")
+async def update_project(request: Request, project_id: int) -> Response:
+    """Update a project's fields (the same fields as create)."""
+    from starlette.concurrency import run_in_threadpool
+
+    changes = changes_of(await _json_body(request), PROJECT_FIELDS)
+    return await run_in_threadpool(_update_project, request, project_id, changes)
+
+
+def _update_project(request: Request, project_id: int, changes: dict[str, Any]) -> Response:
+    with db_of(request).tx() as conn:
+        if "client_id" in changes and not _client_exists(conn, changes["client_id"]):
+            return error(422, "client_id does not name a client")
+        if not update_row(conn, "projects", project_id, changes):
+            return error(404, "Not found")
+        body = render_one(conn, render.PROJECT, project_id)
+    return Response(content=body, media_type="application/json")
+
+
+@v2.patch("/clients/{client_id}")
+async def update_client(request: Request, client_id: int) -> Response:
+    """Update a client: ``name``, ``is_active``, ``address``, ``currency``."""
+    from starlette.concurrency import run_in_threadpool
+
+    changes = changes_of(await _json_body(request), CLIENT_FIELDS)
+    return await run_in_threadpool(_update_client, request, client_id, changes)
+
+
+def _update_client(request: Request, client_id: int, changes: dict[str, Any]) -> Response:
+    with db_of(request).tx() as conn:
+        if not update_row(conn, "clients", client_id, changes):
+            return error(404, "Not found")
+        body = render_one(conn, render.CLIENT, client_id)
+    return Response(content=body, media_type="application/json")

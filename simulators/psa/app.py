@@ -13,6 +13,11 @@ a keyset on id keeps walks stable while rows change).
 largest ``updated_at`` it has seen re-reads that second (duplicates, absorbed by upserts) and
 never misses a row updated later in the same second.
 
+Writes (Harvest v2 shape): ``POST /v2/projects`` (required ``client_id``, ``name``, ``is_billable``,
+``bill_by``, ``budget_by``; 201 with the project; no idempotency key, as in Harvest, so a retried
+POST creates a second project), ``PATCH /v2/projects/{id}`` and ``PATCH /v2/clients/{id}``
+(absolute values; 404 for an unknown id, 422 for unknown fields or bad values).
+
 Extensions (also in docs/simulators.md, "PSA extensions"):
 
 * ``GET /v2/x/schedule``: scheduled hours per user/project/week (filters ``user_id``,

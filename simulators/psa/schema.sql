@@ -204,3 +204,7 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     delivered_at     timestamptz
 );
 CREATE INDEX IF NOT EXISTS webhook_deliveries_pending_idx ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+
+-- Ids of projects and clients created through the API (seeded ids stay below these).
+CREATE SEQUENCE IF NOT EXISTS projects_new_id_seq START 900000000;
+CREATE SEQUENCE IF NOT EXISTS clients_new_id_seq START 900000000;

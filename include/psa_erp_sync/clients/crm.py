@@ -173,6 +173,11 @@ class CrmClient:
             if not page.has_more:
                 return
 
+    def get_account(self, account_id: int) -> dict[str, Any]:
+        """One account; :class:`CrmNotFoundError` when it does not exist."""
+        body: dict[str, Any] = self._get(f"/api/v1/accounts/{int(account_id)}", {}).json()
+        return body
+
     # --- transport --------------------------------------------------------------------------
 
     def _paginate(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:

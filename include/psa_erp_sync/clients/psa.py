@@ -291,6 +291,77 @@ class HarvestClient:
         body: dict[str, Any] = response.json()
         return body
 
+    # -- writes (project setup and master-data propagation) ------------------------------------
+
+    def _write(self, method: str, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """One POST/PATCH. Harvest has no idempotency key, so a write is retried only when it
+        certainly never reached the PSA (connection refused, or a 429 before the handler); any
+        other failure raises :class:`PsaWriteUncertain` or :class:`PsaApiError` and the caller
+        looks the record up before trying again."""
+        url = self.url(path)
+        endpoint = self._endpoint(url)
+        attempt = 0
+        while True:
+            attempt += 1
+            self.requests_made += 1
+            try:
+                response = self._http.request(method, url, json=dict(body))
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                if not self._retry.should_retry(attempt, None):
+                    raise PsaApiError(None, endpoint, type(exc).__name__) from exc
+                self._pause(self._retry.delay(attempt))
+                continue
+            except httpx.TransportError as exc:
+                raise PsaWriteUncertain(None, endpoint, f"outcome unknown: {type(exc).__name__}") from exc
+            status = response.status_code
+            if status < 300:
+                result: dict[str, Any] = response.json()
+                return result
+            if status == 429 and self._retry.should_retry(attempt, status):
+                self._pause(
+                    self._retry.delay(attempt, status=status, retry_after=parse_retry_after(response.headers))
+                )
+                continue
+            if status >= 500:
+                raise PsaWriteUncertain(status, endpoint, _error_message(response))
+            raise PsaApiError(status, endpoint, _error_message(response))
+
+    def create_project(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /v2/projects``; returns the created project. Not idempotent: look up by code first."""
+        return self._write("POST", "/v2/projects", fields)
+
+    def update_project(self, project_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """``PATCH /v2/projects/{id}`` with absolute values (so a repeat is harmless)."""
+        return self._write("PATCH", f"/v2/projects/{int(project_id)}", fields)
+
+    def update_client(self, client_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """``PATCH /v2/clients/{id}`` with absolute values (so a repeat is harmless)."""
+        return self._write("PATCH", f"/v2/clients/{int(client_id)}", fields)
+
+    def get_project(self, project_id: int) -> dict[str, Any] | None:
+        """One project, or None when the PSA has none with this id."""
+        response = self._get(self.url(f"/v2/projects/{int(project_id)}"))
+        if response.status_code == 404:
+            return None
+        body: dict[str, Any] = response.json()
+        return body
+
+    def get_client(self, client_id: int) -> dict[str, Any] | None:
+        """One client, or None when the PSA has none with this id."""
+        response = self._get(self.url(f"/v2/clients/{int(client_id)}"))
+        if response.status_code == 404:
+            return None
+        body: dict[str, Any] = response.json()
+        return body
+
+    def iter_client_projects(self, client_id: int) -> Iterator[dict[str, Any]]:
+        """Every project (active or archived) of one client."""
+        return self.iter_items("/v2/projects", {"client_id": int(client_id), "per_page": MAX_PER_PAGE})
+
+
+class PsaWriteUncertain(PsaApiError):
+    """A write reached the PSA (or may have) and its outcome is unknown: look it up before retrying."""
+
 
 def _filters(filters: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}

@@ -1,0 +1,143 @@
+"""Project setup and change orders: CRM closed-won -> ERP validation -> ERP job -> PSA project.
+
+Task graph (built by :func:`build`)::
+
+    collect_closed_won -> validate_in_erp (ERPValidationOperator) -> provision_projects
+        -> apply_change_orders -> reconcile_change_orders (outlet: the PROJECT_DATA asset)
+
+Every step is keyed on the opportunity (and the run id for audit), never on the try number:
+retrying or clearing a task resumes from ``master.project_setup`` and creates nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Param, get_current_context, task
+
+from psa_erp_sync.flows.context import ids
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "sales-operations",
+    "retries": 3,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+PARAMS = {
+    "opportunity_ids": Param(
+        [],
+        type="array",
+        items={"type": "integer"},
+        examples=[],
+        description="Also (re)provision these won opportunities, e.g. after an owner fixed a validation failure.",
+    ),
+}
+
+
+def _collect(extra_ids: list[int]) -> list[dict[str, Any]]:
+    from psa_erp_sync.hooks.crm import CrmHook
+    from psa_erp_sync.hooks.ods import OdsHook
+    from psa_erp_sync.masterdata import setup
+
+    _, run_id = ids(get_current_context())
+    with CrmHook().get_client() as crm, OdsHook().get_conn() as conn:
+        return setup.collect(conn, crm, run_id=run_id, extra_ids=[int(i) for i in extra_ids])
+
+
+def _provision(validated: dict[str, Any] | None) -> dict[str, Any]:
+    from psa_erp_sync.config import load_config
+    from psa_erp_sync.hooks.erp import ErpHook
+    from psa_erp_sync.hooks.ods import OdsHook
+    from psa_erp_sync.hooks.psa import PsaHook
+    from psa_erp_sync.masterdata import setup
+
+    _, run_id = ids(get_current_context())
+    ownership = load_config().ownership
+    with ErpHook().get_client() as erp, PsaHook().get_client() as psa, OdsHook().get_conn() as conn:
+        return setup.provision(
+            conn,
+            erp,
+            psa,
+            run_id=run_id,
+            verdicts=(validated or {}).get("verdicts", []),
+            owner_for=ownership.owner_for,
+        )
+
+
+def _apply_change_orders() -> dict[str, Any]:
+    from psa_erp_sync.hooks.crm import CrmHook
+    from psa_erp_sync.hooks.erp import ErpHook
+    from psa_erp_sync.hooks.ods import OdsHook
+    from psa_erp_sync.hooks.psa import PsaHook
+    from psa_erp_sync.masterdata import change_orders
+
+    _, run_id = ids(get_current_context())
+    with (
+        CrmHook().get_client() as crm,
+        ErpHook().get_client() as erp,
+        PsaHook().get_client() as psa,
+        OdsHook().get_conn() as conn,
+    ):
+        return change_orders.apply_approved(conn, crm, erp, psa, run_id=run_id)
+
+
+def _reconcile_change_orders() -> dict[str, Any]:
+    from psa_erp_sync.config import load_config
+    from psa_erp_sync.hooks.crm import CrmHook
+    from psa_erp_sync.hooks.erp import ErpHook
+    from psa_erp_sync.hooks.ods import OdsHook
+    from psa_erp_sync.masterdata import change_orders
+
+    _, run_id = ids(get_current_context())
+    owner = load_config().authority.owner_of("change_order")
+    with CrmHook().get_client() as crm, ErpHook().get_client() as erp, OdsHook().get_conn() as conn:
+        report = change_orders.reconcile(conn, crm, erp, run_id=run_id, owner=owner)
+    log.info(
+        "revenue leakage this run: %d change orders, %s; won opportunities without an ERP job: %d",
+        report["leaked_change_orders"],
+        report["leaked_amount"],
+        report["jobs_missing"],
+    )
+    return report
+
+
+def build() -> None:
+    """Declare the tasks of the project-setup DAG (call inside a DAG context)."""
+    from psa_erp_sync.assets import PROJECT_DATA
+    from psa_erp_sync.operators.erp_validation import ERPValidationOperator
+
+    @task(task_id="collect_closed_won")
+    def collect_closed_won(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Closed-won events since the cursor, requested ids, and setups not yet complete."""
+        return _collect(list((params or {}).get("opportunity_ids") or []))
+
+    @task(task_id="provision_projects")
+    def provision_projects(validated: Any) -> dict[str, Any]:
+        """ERP job by external id, then PSA project (found by code or created), then the links."""
+        return _provision(validated)
+
+    @task(task_id="apply_change_orders")
+    def apply_change_orders() -> dict[str, Any]:
+        """Approved change orders -> ERP contract value and PSA budget (absolute values)."""
+        return _apply_change_orders()
+
+    @task(task_id="reconcile_change_orders", outlets=[PROJECT_DATA])
+    def reconcile_change_orders() -> dict[str, Any]:
+        """Revenue leakage: approved change orders absent from the ERP (count and amount)."""
+        return _reconcile_change_orders()
+
+    candidates = collect_closed_won()
+    validate = ERPValidationOperator(
+        task_id="validate_in_erp",
+        records=candidates,
+        domain="project_setup",
+        record_type="opportunity",
+        source_system="crm",
+    )
+    provisioned = provision_projects(validate.output)
+    provisioned >> apply_change_orders() >> reconcile_change_orders()

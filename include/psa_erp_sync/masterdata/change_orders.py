@@ -1,0 +1,310 @@
+"""Change orders: carry approved CRM change orders to the ERP contract value and the PSA budget,
+and reconcile what the ERP holds against the CRM to report revenue leakage.
+
+Applying is absolute, not incremental: the contract value written is the opportunity's amount plus
+every approved change order's delta, recomputed from the CRM each time, so applying twice (a
+retried task, a redelivered event) cannot add a delta twice. The ERP job also records which change
+orders it includes (``custentity_change_orders``), so reconciliation can name the missing ones
+exactly; for jobs that predate us, the missing ones are inferred from the gap (the smallest set of
+approved deltas that explains it) and marked as inferred.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated, Any, Protocol
+
+import psycopg
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from psa_erp_sync.masterdata.setup import CrmReader, advance_cursor, cursor, read_feed
+from psa_erp_sync.money import format_minor, from_minor, to_minor
+from psa_erp_sync.ods import exceptions
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "change_orders"
+APPROVED = "change_order.approved"
+APPLIED_FIELD = "custentity_change_orders"
+MAX_INFERENCE = 12  # approved change orders per opportunity we search subsets of
+
+
+def _no_float(value: Any) -> Any:
+    if isinstance(value, float):
+        raise ValueError("money must be a decimal string, not a float")
+    return value
+
+
+Money = Annotated[Decimal, BeforeValidator(_no_float)]
+
+
+class ChangeOrder(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: int = Field(ge=1)
+    opportunity_id: int = Field(ge=1)
+    amount_delta: Money
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    status: str
+
+
+class WonOpportunity(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: int = Field(ge=1)
+    amount: Money
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    psa_project_id: int | None = None
+    is_won: bool
+
+
+class CrmChangeOrders(CrmReader, Protocol):
+    def iter_change_orders(self, *, opportunity_id: int | None = None, status: str | None = None) -> Any: ...
+    def iter_opportunities(self, *, is_won: bool | None = None) -> Any: ...
+
+
+class ErpJobs(Protocol):
+    def upsert(self, record_type: str, external_id: str, body: dict[str, Any]) -> str: ...
+    def suiteql(self, query: str, *, page_size: int = 1000) -> Any: ...
+
+
+class PsaBudget(Protocol):
+    def update_project(self, project_id: int, fields: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def job_of(conn: psycopg.Connection, opportunity: WonOpportunity) -> tuple[str | None, int | None]:
+    """(ERP job external id, PSA project id) of a won opportunity: ours from project setup, else the
+    cross-reference a pre-existing project carries (``psa-project-{id}``)."""
+    row = conn.execute(
+        "SELECT job_external_id, psa_project_id FROM master.project_setup WHERE opportunity_id = %s"
+        " AND state IN ('erp_job', 'psa_project', 'linked')",
+        (opportunity.id,),
+    ).fetchone()
+    if row:
+        return str(row[0]), (int(row[1]) if row[1] is not None else None)
+    if opportunity.psa_project_id is not None:
+        return f"psa-project-{opportunity.psa_project_id}", opportunity.psa_project_id
+    return None, None
+
+
+def apply_approved(
+    conn: psycopg.Connection, crm: CrmChangeOrders, erp: ErpJobs, psa: PsaBudget, *, run_id: str
+) -> dict[str, Any]:
+    """Apply the change orders approved since the last run (from the CRM event feed)."""
+    after = cursor(conn, CONSUMER)
+    events, position = read_feed(crm, after=after, event_type=APPROVED)
+    opportunity_ids = sorted({int(e["change_order"]["opportunity_id"]) for e in events})
+    applied = 0
+    no_job = 0
+    for opp_id in opportunity_ids:
+        opportunity = WonOpportunity.model_validate(crm.get_opportunity(opp_id))
+        if not opportunity.is_won:
+            continue
+        job, psa_project = job_of(conn, opportunity)
+        if job is None:
+            no_job += 1  # not provisioned yet: reconciliation reports it until it is
+            continue
+        orders = [
+            ChangeOrder.model_validate(c)
+            for c in crm.iter_change_orders(opportunity_id=opp_id, status="approved")
+        ]
+        contract = opportunity.amount + sum((c.amount_delta for c in orders), Decimal(0))
+        contract_minor = to_minor(contract, opportunity.currency)
+        contract_text = format_minor(contract_minor, opportunity.currency)
+        erp.upsert(
+            "job",
+            job,
+            {
+                "contractValue": contract_text,
+                APPLIED_FIELD: ",".join(str(c.id) for c in sorted(orders, key=lambda c: c.id)),
+            },
+        )
+        if psa_project is not None:
+            psa.update_project(psa_project, {"cost_budget": contract_text})
+        with conn.cursor() as cur:
+            cur.executemany(
+                """
+                INSERT INTO master.change_order (change_order_id, opportunity_id, amount_delta_minor, currency,
+                    job_external_id, contract_minor, applied_run_id)
+                VALUES (%s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (change_order_id) DO UPDATE SET contract_minor = EXCLUDED.contract_minor,
+                    applied_run_id = EXCLUDED.applied_run_id, applied_at = now()
+                """,
+                [
+                    (
+                        c.id,
+                        opp_id,
+                        to_minor(c.amount_delta, c.currency),
+                        c.currency,
+                        job,
+                        contract_minor,
+                        run_id,
+                    )
+                    for c in orders
+                ],
+            )
+        conn.commit()
+        applied += 1
+    advance_cursor(conn, CONSUMER, position)
+    conn.commit()
+    result = {"events": len(events), "opportunities_updated": applied, "without_job": no_job}
+    log.info("change orders applied: %s", result)
+    return result
+
+
+@dataclass(frozen=True)
+class Leak:
+    change_order_id: int | None  # None: a gap no set of change orders explains
+    opportunity_id: int
+    job: str
+    amount_minor: int
+    currency: str
+    attribution: str  # exact | inferred | unexplained
+
+
+def _explain(gap: int, orders: Sequence[tuple[int, int]]) -> list[tuple[int, int]] | None:
+    """The smallest set of (id, delta) whose deltas sum to ``gap``; ties go to the latest ids."""
+    if len(orders) > MAX_INFERENCE:
+        return None
+    for size in range(1, len(orders) + 1):
+        fits = [combo for combo in itertools.combinations(orders, size) if sum(d for _, d in combo) == gap]
+        if fits:
+            return list(max(fits, key=lambda combo: sorted(i for i, _ in combo)))
+    return None
+
+
+def reconcile(
+    conn: psycopg.Connection, crm: CrmChangeOrders, erp: ErpJobs, *, run_id: str, owner: str
+) -> dict[str, Any]:
+    """Compare each won opportunity's CRM contract value (amount + approved change orders) with its
+    ERP job. Approved change orders missing from the ERP are revenue leakage: reported with count
+    and amount per currency, and queued as ``leakage`` exception items (resolved when they clear)."""
+    opportunities = [WonOpportunity.model_validate(o) for o in crm.iter_opportunities(is_won=True)]
+    orders: dict[int, list[ChangeOrder]] = defaultdict(list)
+    for raw in crm.iter_change_orders(status="approved"):
+        order = ChangeOrder.model_validate(raw)
+        orders[order.opportunity_id].append(order)
+    jobs = {
+        str(r["externalid"]): r
+        for r in erp.suiteql(f"SELECT externalid, contractvalue, {APPLIED_FIELD} FROM job ORDER BY id")
+    }
+    leaks: list[Leak] = []
+    missing_jobs: list[WonOpportunity] = []
+    for opportunity in opportunities:
+        approved = orders.get(opportunity.id, [])
+        job_key, _ = job_of(conn, opportunity)
+        job = jobs.get(job_key) if job_key else None
+        if job is None:
+            missing_jobs.append(opportunity)
+            continue
+        assert job_key is not None
+        currency = opportunity.currency
+        expected = to_minor(
+            opportunity.amount + sum((c.amount_delta for c in approved), Decimal(0)), currency
+        )
+        have = to_minor(Decimal(str(job.get("contractvalue") or "0")), currency)
+        applied_text = job.get(APPLIED_FIELD.lower())
+        if applied_text:  # we applied change orders to this job: we know exactly which
+            included = {int(i) for i in str(applied_text).split(",") if i.strip().isdigit()}
+            for c in approved:
+                if c.id not in included:
+                    leaks.append(
+                        Leak(
+                            c.id,
+                            opportunity.id,
+                            job_key,
+                            to_minor(c.amount_delta, currency),
+                            currency,
+                            "exact",
+                        )
+                    )
+            continue
+        gap = expected - have
+        if gap == 0:
+            continue
+        found = _explain(gap, [(c.id, to_minor(c.amount_delta, currency)) for c in approved])
+        if found is None:
+            leaks.append(Leak(None, opportunity.id, job_key, gap, currency, "unexplained"))
+        else:
+            leaks.extend(Leak(i, opportunity.id, job_key, d, currency, "inferred") for i, d in found)
+
+    items = [
+        exceptions.Item(
+            kind="leakage",
+            domain="change_order",
+            source_system="crm",
+            record_type="change_order" if leak.change_order_id is not None else "opportunity",
+            source_id=str(leak.change_order_id)
+            if leak.change_order_id is not None
+            else str(leak.opportunity_id),
+            reason_code="REVENUE_LEAKAGE",
+            owner=owner,
+            detail={
+                "opportunity_id": leak.opportunity_id,
+                "job": leak.job,
+                "amount": format_minor(leak.amount_minor, leak.currency),
+                "currency": leak.currency,
+                "attribution": leak.attribution,
+            },
+        )
+        for leak in leaks
+    ]
+    items += [
+        exceptions.Item(
+            kind="reconciliation",
+            domain="change_order",
+            source_system="crm",
+            record_type="opportunity",
+            source_id=str(o.id),
+            reason_code="JOB_MISSING_IN_ERP",
+            owner=owner,
+            detail={"amount": str(o.amount), "currency": o.currency},
+        )
+        for o in missing_jobs
+    ]
+    amounts: dict[str, int] = defaultdict(int)
+    for leak in leaks:
+        amounts[leak.currency] += leak.amount_minor
+    report = {
+        "opportunities_checked": len(opportunities),
+        "leaked_change_orders": len(leaks),
+        "leaked_amount": {cur: format_minor(minor, cur) for cur, minor in sorted(amounts.items())},
+        "jobs_missing": len(missing_jobs),
+        "by_attribution": {
+            kind: sum(1 for leak in leaks if leak.attribution == kind)
+            for kind in ("exact", "inferred", "unexplained")
+        },
+    }
+    with conn.transaction():
+        exceptions.quarantine_many(conn, items, run_id=run_id)
+        for kind, reason in (("leakage", "REVENUE_LEAKAGE"), ("reconciliation", "JOB_MISSING_IN_ERP")):
+            current = [(i.record_type, i.source_id) for i in items if i.kind == kind]
+            conn.execute(
+                """
+                UPDATE exceptions.item SET status = 'resolved', last_seen = now()
+                WHERE kind = %s AND reason_code = %s AND domain = 'change_order' AND status = 'open'
+                  AND (record_type, source_id) NOT IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+                """,
+                (kind, reason, [c[0] for c in current], [c[1] for c in current]),
+            )
+        conn.execute(
+            """
+            INSERT INTO master.leakage_run (run_id, leaked_count, amounts, jobs_missing) VALUES (%s, %s, %s, %s)
+            ON CONFLICT (run_id) DO UPDATE SET leaked_count = EXCLUDED.leaked_count, amounts = EXCLUDED.amounts,
+                jobs_missing = EXCLUDED.jobs_missing, recorded_at = now()
+            """,
+            (run_id, len(leaks), Jsonb(report["leaked_amount"]), len(missing_jobs)),
+        )
+    log.info(
+        "revenue leakage: %d change orders, %s; %d won opportunities without an ERP job",
+        len(leaks),
+        {cur: str(from_minor(m, cur)) for cur, m in amounts.items()},
+        len(missing_jobs),
+    )
+    return report

@@ -1,0 +1,245 @@
+"""Incremental ERP -> ODS sync of master data, and detection of ERP-owned changes for the PSA.
+
+Same discipline as the PSA extracts (:mod:`psa_erp_sync.extract.psa`): each record type is read
+with SuiteQL ``lastmodifieddate >= high watermark - overlap`` (never a strict ``>``: the ERP stamps
+``lastModifiedDate`` at write time, not commit time, so a record committed late would slip past
+a strict bound); rows are staged in ``staging.raw_record`` deduplicated by (id, content hash), so
+the overlap's re-reads are harmless; the watermark advances in the same transaction as the rows.
+The current version of each record lands in ``master.erp_record``; a customer or job whose name,
+status or merge target changed queues a ``master.propagation`` row for the PSA.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from psa_erp_sync.masterdata.validation import SuiteQLSource
+from psa_erp_sync.money import to_minor
+from psa_erp_sync.ods import staging
+
+log = logging.getLogger(__name__)
+
+ERP = "erp"
+#: Read order: references before the records that point at them.
+RECORD_TYPES = ("subsidiary", "currency", "taxcode", "customer", "job", "accountingperiod")
+PROPAGATED = ("customer", "job")
+MERGED_INTO = "custentity_merged_into"  # NetSuite keeps a merged customer inactive; we record where it went
+
+
+def _no_float(value: Any) -> Any:
+    if isinstance(value, float):
+        raise ValueError("money must be a decimal string, not a float")
+    return value
+
+
+def _flag(value: Any) -> Any:
+    if isinstance(value, str) and value.upper() in ("T", "F"):
+        return value.upper() == "T"
+    return value
+
+
+class MasterRow(BaseModel):
+    """A SuiteQL row of a master record (lower-case keys, references flattened, ``T``/``F`` flags)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: Annotated[str, BeforeValidator(str)]
+    externalid: str = Field(min_length=1, max_length=255)
+    lastmodifieddate: datetime
+    isinactive: Annotated[bool, BeforeValidator(_flag)] = False
+    companyname: str | None = None
+    name: str | None = None
+    periodname: str | None = None
+    itemid: str | None = None
+    symbol: str | None = None
+    subsidiary: str | None = None
+    currency: str | None = None
+    taxcode: str | None = None
+    parent: str | None = None
+    country: str | None = None
+    contractvalue: Annotated[Decimal, BeforeValidator(_no_float)] | None = None
+    custentity_merged_into: str | None = None
+
+    @property
+    def display_name(self) -> str | None:
+        return self.companyname or self.name or self.periodname or self.itemid or self.symbol
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    record_type: str
+    mode: str
+    extracted: int
+    new_versions: int
+    known_versions: int
+    changes_queued: int
+    watermark: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "extracted": self.extracted,
+            "new_versions": self.new_versions,
+            "known_versions": self.known_versions,
+            "changes_queued": self.changes_queued,
+            "watermark": self.watermark.isoformat() if self.watermark else None,
+        }
+
+
+def query_for(record_type: str, since: datetime | None) -> str:
+    """The SuiteQL of one read: inclusive lower bound, ordered so paging is stable."""
+    if record_type not in RECORD_TYPES:
+        raise ValueError(f"not a master record type: {record_type!r}")
+    where = ""
+    if since is not None:
+        where = f" WHERE lastmodifieddate >= '{since.astimezone(UTC).isoformat()}'"
+    return f"SELECT * FROM {record_type}{where} ORDER BY lastmodifieddate, id"
+
+
+def _change(previous: tuple[Any, ...] | None, row: MasterRow) -> str | None:
+    """Which ERP-owned change the PSA must follow, if any."""
+    merged = row.custentity_merged_into
+    if previous is None:  # first sight: only a state the PSA may not have yet
+        if merged:
+            return "merge"
+        return "deactivate" if row.isinactive else None
+    name, inactive, merged_before = previous
+    if merged and merged != merged_before:
+        return "merge"
+    if row.isinactive and not inactive:
+        return "deactivate"
+    if not row.isinactive and inactive:
+        return "reactivate"
+    if row.display_name != name:
+        return "rename"
+    return None
+
+
+def sync_record_type(
+    conn: psycopg.Connection,
+    client: SuiteQLSource,
+    *,
+    record_type: str,
+    run_key: str,
+    run_id: str,
+    as_of: datetime,
+    overlap: timedelta,
+) -> SyncResult:
+    """Read one record type incrementally into staging and ``master.erp_record``; queue changes."""
+    watermark = staging.get_watermark(conn, ERP, record_type)
+    since = watermark - overlap if watermark is not None else None
+    raw = list(client.suiteql(query_for(record_type, since)))
+    rows = [MasterRow.model_validate(r) for r in raw]
+    queued = 0
+    with conn.transaction():
+        result = staging.stage_pages(conn, [raw], run_key=run_key, source_system=ERP, endpoint=record_type)
+        previous = {
+            ext: (name, inactive, merged)
+            for ext, name, inactive, merged in conn.execute(
+                "SELECT external_id, name, is_inactive, merged_into FROM master.erp_record"
+                " WHERE record_type = %s AND external_id = ANY(%s)",
+                (record_type, [r.externalid for r in rows]),
+            )
+        }
+        changed: list[tuple[MasterRow, dict[str, Any], str]] = []
+        with conn.cursor() as cur:
+            for row, payload in zip(rows, raw, strict=True):
+                cur.execute(
+                    """
+                    INSERT INTO master.erp_record AS m (record_type, external_id, internal_id, version_hash, name,
+                        subsidiary, currency, tax_code, parent, country, merged_into, contract_minor, is_inactive,
+                        last_modified, body, last_run_id)
+                    VALUES (%(type)s, %(ext)s, %(id)s, encode(sha256(convert_to(%(body)s::jsonb::text, 'UTF8')), 'hex'),
+                        %(name)s, %(sub)s, %(cur)s, %(tax)s, %(parent)s, %(country)s, %(merged)s, %(contract)s,
+                        %(inactive)s, %(modified)s, %(body)s, %(run)s)
+                    ON CONFLICT (record_type, external_id) DO UPDATE SET internal_id = EXCLUDED.internal_id,
+                        version_hash = EXCLUDED.version_hash, name = EXCLUDED.name, subsidiary = EXCLUDED.subsidiary,
+                        currency = EXCLUDED.currency, tax_code = EXCLUDED.tax_code, parent = EXCLUDED.parent,
+                        country = EXCLUDED.country, merged_into = EXCLUDED.merged_into,
+                        contract_minor = EXCLUDED.contract_minor, is_inactive = EXCLUDED.is_inactive,
+                        last_modified = EXCLUDED.last_modified, body = EXCLUDED.body, synced_at = now(),
+                        last_run_id = EXCLUDED.last_run_id
+                    WHERE m.version_hash IS DISTINCT FROM EXCLUDED.version_hash
+                    RETURNING version_hash
+                    """,
+                    {
+                        "type": record_type,
+                        "ext": row.externalid,
+                        "id": row.id,
+                        "body": Jsonb(payload),
+                        "name": row.display_name,
+                        "sub": row.subsidiary,
+                        "cur": row.currency,
+                        "tax": row.taxcode,
+                        "parent": row.parent,
+                        "country": row.country,
+                        "merged": row.custentity_merged_into,
+                        "contract": (
+                            to_minor(row.contractvalue, row.currency or "USD")
+                            if row.contractvalue is not None
+                            else None
+                        ),
+                        "inactive": row.isinactive,
+                        "modified": row.lastmodifieddate,
+                        "run": run_id,
+                    },
+                )
+                written = cur.fetchone()
+                if written is None or record_type not in PROPAGATED:
+                    continue  # unchanged version (an overlap re-read), or not propagated
+                change = _change(previous.get(row.externalid), row)
+                if change is not None:
+                    changed.append((row, {"version": written[0]}, change))
+            for row, info, change in changed:
+                cur.execute(
+                    """
+                    INSERT INTO master.propagation (record_type, external_id, change, version_hash, detail, created_run_id)
+                    VALUES (%s, %s, %s, %s, %s, %s)
+                    ON CONFLICT (record_type, external_id, change, version_hash) DO NOTHING
+                    """,
+                    (
+                        record_type,
+                        row.externalid,
+                        change,
+                        info["version"],
+                        Jsonb({"merged_into": row.custentity_merged_into} if change == "merge" else {}),
+                        run_id,
+                    ),
+                )
+                queued += cur.rowcount
+        staging.record_extract_run(
+            conn,
+            result,
+            source_system=ERP,
+            endpoint=record_type,
+            mode="incremental" if since is not None else "full",
+            window_from=since,
+            window_to=as_of,
+        )
+        newest = max((r.lastmodifieddate for r in rows), default=None)
+        staging.advance_watermark(conn, ERP, record_type, newest)
+    log.info(
+        "synced ERP %s: read %d, new versions %d, known %d, changes for the PSA %d",
+        record_type,
+        result.extracted,
+        result.new_versions,
+        result.known_versions,
+        queued,
+    )
+    return SyncResult(
+        record_type=record_type,
+        mode="incremental" if since is not None else "full",
+        extracted=result.extracted,
+        new_versions=result.new_versions,
+        known_versions=result.known_versions,
+        changes_queued=queued,
+        watermark=newest or watermark,
+    )
