@@ -130,6 +130,30 @@ def test_time_expense_dag_posts_exactly_the_approved_set(wired: dict[str, Any]) 
     assert all(ext.startswith("psa-te-") for ext in erp)
     posted_ids = {ext.removeprefix("psa-te-") for ext in erp}
     assert posted_ids.isdisjoint(open_quarantine)
+    # The pre-check named every blocked project the run uses (inactive ERP job or customer), with an
+    # owner, and only those; every ERP rejection of an entry is for one of those projects.
+    with psycopg.connect(dsn) as conn:
+        flagged = {
+            r[0].split("|", 1)[0]: r[1]
+            for r in conn.execute(
+                "SELECT source_id, owner FROM exceptions.item WHERE kind='validation' AND record_type='project'"
+                " AND status='open'"
+            )
+        }
+        used = {
+            r[0] for r in conn.execute("SELECT DISTINCT project_ref FROM canonical.time_entry WHERE approved")
+        }
+        rejected_projects = {
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT c.project_ref FROM ledger.posting p JOIN canonical.time_entry c"
+                " ON c.source_id = p.source_id WHERE p.record_type='timebill' AND p.state='rejected'"
+            )
+        }
+    blocked = {str(p) for p in wired["firm"].erp_blocked_projects} & used
+    assert blocked and set(flagged) == blocked
+    assert all(owner.startswith("finance-ops-") for owner in flagged.values())
+    assert rejected_projects <= blocked
 
     # Corrections: edits, unapprovals, deletions after posting; then the net ERP effect must follow.
     apply_mutations(wired["firm"], wired["psa"].base_url)

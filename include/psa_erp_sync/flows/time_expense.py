@@ -5,7 +5,8 @@ Task graph (built by :func:`build`)::
     cadence_gate -> (each extract)
     extract_reference ─┐
     extract_time ──────┼─> validate_time ────┐
-    extract_expenses ──┴─> validate_expenses ┴─> reconcile -> post_timebills -> post_expense_reports -> reconcile_erp
+    extract_expenses ──┴─> validate_expenses ┴─> reconcile -> precheck_projects -> post_timebills
+        -> post_expense_reports -> reconcile_erp
 
 Run keys are derived from (dag_id, run_id, endpoint), so a retried or cleared task works on the
 same staged set; every step is idempotent.
@@ -310,6 +311,7 @@ def build() -> None:
     def cadence_gate() -> bool:
         return _cadence_gate()
 
+    from psa_erp_sync.operators.erp_validation import ProjectPrecheckOperator
     from psa_erp_sync.operators.posting import IdempotentPostingOperator
     from psa_erp_sync.operators.time_expense import (
         ControlTotalsOperator,
@@ -344,4 +346,7 @@ def build() -> None:
     # One after the other: each uses the ERP account's whole concurrency budget, which is shared.
     post_time = IdempotentPostingOperator(task_id="post_timebills", record_type="timebill")
     post_expenses = IdempotentPostingOperator(task_id="post_expense_reports", record_type="expensereport")
-    checked >> post_time >> post_expenses >> ErpReconciliationOperator(task_id="reconcile_erp")
+    # Blocked projects (inactive job or customer, wrong subsidiary or currency) are named, with an
+    # owner, before the ERP rejects their entries one by one.
+    precheck = ProjectPrecheckOperator(task_id="precheck_projects")
+    checked >> precheck >> post_time >> post_expenses >> ErpReconciliationOperator(task_id="reconcile_erp")

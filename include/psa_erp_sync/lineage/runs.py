@@ -39,7 +39,9 @@ def ol_job_namespace() -> str | None:
 def record(dsn: str, context: Any, step: str) -> str | None:
     """Store (dag, run, task, try) -> OpenLineage run id and step on its own connection; idempotent
     per try. Returns the run id."""
-    ti = context["ti"]
+    ti = context.get("ti") if hasattr(context, "get") else None
+    if ti is None:  # called outside a task run (e.g. a unit test calling execute directly)
+        return None
     dag_id, task_id = ti.dag_id, ti.task_id
     map_index = getattr(ti, "map_index", None)
     try_number = int(getattr(ti, "try_number", None) or 1)

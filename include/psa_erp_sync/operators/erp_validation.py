@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from psa_erp_sync.operators.base import LineageReportingOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 LOOKED_UP = ("customer", "subsidiary", "currency", "taxcode", "job")
 
 
-class ERPValidationOperator(BaseOperator):
+class ERPValidationOperator(LineageReportingOperator):
     """Validate customer, legal entity, contract, project code, tax code and currency of a batch.
 
     Bulk SuiteQL look-ups and a per-run cache (never one call per record); a verdict per record
@@ -64,6 +64,7 @@ class ERPValidationOperator(BaseOperator):
         from psa_erp_sync.hooks.ods import OdsHook
         from psa_erp_sync.masterdata import validation
 
+        self.record_lineage_run(context, f"erp_validation:{self.domain}")
         candidates = [validation.Candidate.model_validate(r) for r in (self.records or [])]
         ownership = load_config().ownership
         with ErpHook(self.erp_conn_id).get_client() as client:
@@ -89,42 +90,107 @@ class ERPValidationOperator(BaseOperator):
             raise ValueError(f"{summary['invalid']} records failed ERP validation: {summary['by_reason']}")
         return {**summary, "verdicts": [v.as_dict() for v in verdicts]}
 
-    # -- OpenLineage (found by name by the provider; imports stay inside) ----------------------
-    def _lineage_datasets(self) -> tuple[list[Any], list[Any]]:
+    # -- OpenLineage (methods of LineageReportingOperator, found by name by the provider) -------
+    def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
+        return _validation_datasets(self, LOOKED_UP)
+
+    def lineage_run_facets(self) -> dict[str, Any]:
+        return _data_quality(self.summary)
+
+
+def _validation_datasets(op: Any, looked_up: Sequence[str]) -> tuple[list[Any], list[Any]]:
+    from psa_erp_sync.hooks.erp import ErpHook
+    from psa_erp_sync.lineage import naming
+
+    erp_namespace = ErpHook(op.erp_conn_id).openlineage_namespace()
+    inputs = [naming.erp_record(erp_namespace, record_type) for record_type in looked_up]
+    outputs = [op.ods_dataset("exceptions", "item"), op.ods_dataset("master", "validation_verdict")]
+    return inputs, outputs
+
+
+def _data_quality(summary: dict[str, Any] | None) -> dict[str, Any]:
+    from psa_erp_sync.lineage.facets import DataQualityRunFacet
+
+    if summary is None:
+        return {}
+    return {
+        "dataQuality": DataQualityRunFacet(
+            valid=int(summary["valid"]),
+            quarantined=int(summary["invalid"]),
+            quarantinedByReason={str(k): int(v) for k, v in summary["by_reason"].items()},
+        )
+    }
+
+
+class ProjectPrecheckOperator(LineageReportingOperator):
+    """Posting pre-check: validate, in bulk against the ERP, every project the approved canonical
+    time and expenses use (job exists and is active, customer active, subsidiary and currency match).
+
+    Each blocked project becomes one ``validation`` exception item per reason, owned per legal
+    entity, and is resolved by the first run after the fix. The pre-check reports; it does not hold
+    entries back: the ERP stays the final judge, and an entry it rejects follows the single recovery
+    path of dead letters and replay. An ERP outage fails the task (retried by Airflow): never a pass.
+
+    :param erp_conn_id: Airflow connection of the ERP.
+    :param ods_conn_id: Airflow connection of the ODS.
+    """
+
+    template_fields: Sequence[str] = ()
+    ui_color = "#fde9d9"
+
+    def __init__(
+        self, *, erp_conn_id: str = "erp_default", ods_conn_id: str = "ods_default", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.erp_conn_id = erp_conn_id
+        self.ods_conn_id = ods_conn_id
+        self.summary: dict[str, Any] | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from psa_erp_sync.config import load_config
         from psa_erp_sync.hooks.erp import ErpHook
         from psa_erp_sync.hooks.ods import OdsHook
-        from psa_erp_sync.lineage import naming
+        from psa_erp_sync.masterdata import precheck, validation
 
-        ods = OdsHook(self.ods_conn_id)
-        namespace, database = ods.openlineage_namespace(), ods.database()
-        erp_namespace = ErpHook(self.erp_conn_id).openlineage_namespace()
-        inputs = [naming.erp_record(erp_namespace, record_type) for record_type in LOOKED_UP]
-        outputs = [
-            naming.postgres(namespace, database, "exceptions", "item"),
-            naming.postgres(namespace, database, "master", "validation_verdict"),
-        ]
-        return inputs, outputs
-
-    def get_openlineage_facets_on_start(self) -> Any:
-        from airflow.providers.openlineage.extractors import OperatorLineage
-
-        inputs, outputs = self._lineage_datasets()
-        return OperatorLineage(inputs=inputs, outputs=outputs)
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        from airflow.providers.openlineage.extractors import OperatorLineage
-
-        from psa_erp_sync.lineage.facets import DataQualityRunFacet
-
-        inputs, outputs = self._lineage_datasets()
-        run_facets: dict[str, Any] = {}
-        if self.summary is not None:
-            run_facets["dataQuality"] = DataQualityRunFacet(
-                valid=int(self.summary["valid"]),
-                quarantined=int(self.summary["invalid"]),
-                quarantinedByReason={str(k): int(v) for k, v in self.summary["by_reason"].items()},
+        self.record_lineage_run(context, "precheck:projects")
+        with OdsHook(self.ods_conn_id).get_conn() as conn:
+            uses = [
+                precheck.ProjectUse(str(project), str(entity), str(currency).strip())
+                for project, entity, currency in conn.execute(
+                    "SELECT DISTINCT project_ref, legal_entity, currency FROM canonical.time_entry"
+                    " WHERE approved AND NOT is_deleted"
+                    " UNION SELECT DISTINCT project_ref, legal_entity, currency FROM canonical.expense_entry"
+                    " WHERE approved AND NOT is_deleted"
+                )
+            ]
+        with ErpHook(self.erp_conn_id).get_client() as client:
+            lookup = validation.ErpLookup(client)
+            verdicts = precheck.precheck_projects(uses, lookup)
+        ownership = load_config().ownership
+        with OdsHook(self.ods_conn_id).get_conn() as conn, conn.transaction():
+            written = validation.record_verdicts(
+                conn,
+                list(verdicts.values()),
+                domain="time_expense",
+                record_type="project",
+                source_system="psa",
+                owner_for=ownership.owner_for,
+                run_id=context["run_id"],
             )
-        return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=run_facets)
+        blocked = precheck.blocked_projects(verdicts)
+        self.summary = (
+            validation.summarize(list(verdicts.values())) | written | {"erp_queries": lookup.queries}
+        )
+        self.log.info(
+            "pre-checked %d projects with %d ERP queries: %d blocked %s",
+            len(verdicts), lookup.queries, len(blocked), self.summary["by_reason"],
+        )  # fmt: skip
+        return {**self.summary, "blocked_projects": {k: list(v) for k, v in sorted(blocked.items())}}
 
-    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
-        return self.get_openlineage_facets_on_complete(task_instance)
+    def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
+        inputs, outputs = _validation_datasets(self, ("job", "customer", "subsidiary", "currency"))
+        return [self.ods_dataset("canonical", "time_entry"), self.ods_dataset("canonical", "expense_entry"),
+                *inputs], outputs  # fmt: skip
+
+    def lineage_run_facets(self) -> dict[str, Any]:
+        return _data_quality(self.summary)
