@@ -179,21 +179,23 @@ class ForecastResult:
     totals: dict[str, Any] = field(default_factory=dict)
 
 
-def empty_inputs(as_of: date) -> ForecastInputs:
-    """Inputs with every frame empty but typed (a firm with nothing yet)."""
+def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
+    """A typed, empty frame with ``columns`` (name -> dtype)."""
     import pandas as pd
 
-    def frame(columns: dict[str, str]) -> pd.DataFrame:
-        return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
 
+
+def empty_inputs(as_of: date) -> ForecastInputs:
+    """Inputs with every frame empty but typed (a firm with nothing yet)."""
     return ForecastInputs(
         as_of=as_of,
-        projects=frame(PROJECT_COLUMNS),
-        actuals=frame(ACTUAL_COLUMNS),
-        schedule=frame(SCHEDULE_COLUMNS),
-        capacity=frame(CAPACITY_COLUMNS),
-        milestones=frame(MILESTONE_COLUMNS),
-        opportunities=frame(OPPORTUNITY_COLUMNS),
+        projects=empty_frame(PROJECT_COLUMNS),
+        actuals=empty_frame(ACTUAL_COLUMNS),
+        schedule=empty_frame(SCHEDULE_COLUMNS),
+        capacity=empty_frame(CAPACITY_COLUMNS),
+        milestones=empty_frame(MILESTONE_COLUMNS),
+        opportunities=empty_frame(OPPORTUNITY_COLUMNS),
     )
 
 
