@@ -24,7 +24,12 @@ def seed_posted_actuals(dsn: str, firm: Any) -> int:
     for chunk in iter_time_entries(firm):
         for te in chunk:
             project = projects.get(te["project_id"])
-            if not te["is_closed"] or project is None or not project["is_active"] or te["billable_rate"] is None:
+            if (
+                not te["is_closed"]
+                or project is None
+                or not project["is_active"]
+                or te["billable_rate"] is None
+            ):
                 continue
             if te["spent_date"] > AS_OF.isoformat():
                 continue
@@ -64,7 +69,9 @@ def seeded(
     from simulators.firm.generator import FirmSpec, generate_firm
     from simulators.firm.load import load_firm
 
-    firm = generate_firm(FirmSpec(seed=11, consultants=20, customers=12, projects=24, opportunities=12, today=TODAY))
+    firm = generate_firm(
+        FirmSpec(seed=11, consultants=20, customers=12, projects=24, opportunities=12, today=TODAY)
+    )
     load_firm(firm, psa_url=psa_sim.base_url, erp_url=None, crm_url=crm_sim.base_url)
     psa_sim.admin("PUT", "/config", json={"rate_limit_requests": 0})
     posted = seed_posted_actuals(clean_ods, firm)
@@ -75,4 +82,10 @@ def seeded(
     ):
         extracted = inputs.extract_psa(conn, psa, run_id="seed", config=load_config())
         extracted |= inputs.extract_crm(conn, crm, run_id="seed")
-    return {"firm": firm, "dsn": clean_ods, "posted": posted, "extracted": extracted, "planning": planning_sim}
+    return {
+        "firm": firm,
+        "dsn": clean_ods,
+        "posted": posted,
+        "extracted": extracted,
+        "planning": planning_sim,
+    }

@@ -41,7 +41,13 @@ def test_extract_validates_and_versions_the_inputs(seeded: dict[str, Any]) -> No
     with psycopg.connect(seeded["dsn"]) as conn:
         sources = dict(conn.execute("SELECT source, row_count FROM forecast.extract").fetchall())
         people = conn.execute("SELECT * FROM forecast.src_person LIMIT 1").fetchone()
-    assert set(sources) >= {"psa.projects", "psa.users", "psa.schedule", "psa.milestones", "crm.opportunities"}
+    assert set(sources) >= {
+        "psa.projects",
+        "psa.users",
+        "psa.schedule",
+        "psa.milestones",
+        "crm.opportunities",
+    }
     assert people is not None and not any("@" in str(v) for v in people)  # ids and rates, no personal data
 
 

@@ -323,6 +323,7 @@ def build() -> None:
     def reconcile_erp() -> dict[str, Any]:
         return _reconcile_erp()
 
+    from psa_erp_sync import assets
     from psa_erp_sync.operators.posting import IdempotentPostingOperator
 
     gate = cadence_gate()
@@ -337,5 +338,7 @@ def build() -> None:
     checked = reconcile(time_extract, expense_extract, [validated_time, validated_expenses])
     # One after the other: each uses the ERP account's whole concurrency budget, which is shared.
     post_time = IdempotentPostingOperator(task_id="post_timebills", record_type="timebill")
-    post_expenses = IdempotentPostingOperator(task_id="post_expense_reports", record_type="expensereport")
+    post_expenses = IdempotentPostingOperator(
+        task_id="post_expense_reports", record_type="expensereport", outlets=[assets.POSTING]
+    )
     checked >> post_time >> post_expenses >> reconcile_erp()
