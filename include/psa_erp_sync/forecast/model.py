@@ -405,7 +405,7 @@ def compute(inputs: ForecastInputs, settings: ForecastSettings, scenario: str) -
     )["amount_minor"].sum()
     lines = lines[lines["amount_minor"] != 0].reset_index(drop=True)
     lines["amount_minor"] = lines["amount_minor"].astype("int64")
-    lines["reporting_amount_minor"] = _reporting(lines["amount_minor"], lines["currency"], settings)
+    lines["reporting_amount_minor"] = reporting_amounts(lines["amount_minor"], lines["currency"], settings)
     lines = lines[LINE_COLUMNS]
 
     prior = (
@@ -519,7 +519,7 @@ def _pipeline(
     )
 
 
-def _reporting(amounts: pd.Series, currencies: pd.Series, settings: ForecastSettings) -> Any:
+def reporting_amounts(amounts: pd.Series, currencies: pd.Series, settings: ForecastSettings) -> Any:
     import numpy as np
 
     factors = {cur: fx_factor(cur, settings) for cur in currencies.unique()}
