@@ -131,7 +131,9 @@ def build_world(months: int, seed: int, settings: ForecastSettings, first: date 
             if kind == "fixed_fee":
                 noise += 0.05  # fixed-fee work overruns on average
             real_hours = max(0, int(hours * (1 + noise)))
-            revenue = real_hours * bill_rate // 100 * realization // PPM if kind == "time_and_materials" else 0
+            revenue = (
+                real_hours * bill_rate // 100 * realization // PPM if kind == "time_and_materials" else 0
+            )
             real_rows.append((ref, m, real_hours, revenue, real_hours * cost_rate // 100))
         if kind == "milestone":
             count = int(rng.integers(2, 5))
@@ -185,8 +187,12 @@ def build_world(months: int, seed: int, settings: ForecastSettings, first: date 
         start=m_start,
         projects=pd.DataFrame(projects),
         plan=pd.DataFrame(plan_rows, columns=["project_ref", "month", "hours_centi"]),
-        real=pd.DataFrame(real_rows, columns=["project_ref", "month", "hours_centi", "revenue_minor", "cost_minor"]),
-        milestones=pd.DataFrame(milestone_rows, columns=["project_ref", "amount_minor", "due_month", "done_month"]),
+        real=pd.DataFrame(
+            real_rows, columns=["project_ref", "month", "hours_centi", "revenue_minor", "cost_minor"]
+        ),
+        milestones=pd.DataFrame(
+            milestone_rows, columns=["project_ref", "amount_minor", "due_month", "done_month"]
+        ),
         opportunities=pd.DataFrame(opp_rows),
     )
 
@@ -249,7 +255,9 @@ def bias(actual: Any, forecast: Any) -> float:
     return float((f - a).sum() / a.sum())
 
 
-def run(months: int = 24, seed: int = 7, horizons: int = 6, settings: ForecastSettings | None = None) -> dict[str, Any]:
+def run(
+    months: int = 24, seed: int = 7, horizons: int = 6, settings: ForecastSettings | None = None
+) -> dict[str, Any]:
     """Backtest ``months`` as-of dates; WAPE and bias per level and horizon, model vs naive."""
     import pandas as pd
 
@@ -274,7 +282,9 @@ def run(months: int = 24, seed: int = 7, horizons: int = 6, settings: ForecastSe
     for m in range(world.start + 1, last_t + horizons):
         delta = cum[m + 1].sub(cum[m], fill_value=0).astype("int64")
         delta = delta[delta != 0]
-        truth_rows.append(pd.DataFrame({"project_ref": delta.index, "month": m, "amount_minor": delta.to_numpy()}))
+        truth_rows.append(
+            pd.DataFrame({"project_ref": delta.index, "month": m, "amount_minor": delta.to_numpy()})
+        )
     truth = pd.concat(truth_rows, ignore_index=True).join(meta, on="project_ref")
     truth["reporting"] = model.reporting_amounts(truth["amount_minor"], truth["currency"], settings)
     fc = pd.concat(forecasts, ignore_index=True)
@@ -288,7 +298,8 @@ def run(months: int = 24, seed: int = 7, horizons: int = 6, settings: ForecastSe
         rows = []
         for t in range(first_t, last_t + 1):
             for g in groups:
-                def a(m: int, g: Any = g) -> int:
+
+                def a(m: int, g: Any = g, actual: Any = actual) -> int:
                     return int(actual.get(m if g is None else (g, m), 0))
 
                 naive = sum(a(m) for m in (t - 3, t - 2, t - 1)) / 3
@@ -308,7 +319,9 @@ def run(months: int = 24, seed: int = 7, horizons: int = 6, settings: ForecastSe
             }  # fmt: skip
         report["levels"][level] = per_h
     firm = report["levels"]["firm"]
-    report["beats_naive_at_firm_h1_3"] = all(firm[h]["model_wape"] < firm[h]["naive_wape"] for h in (1, 2, 3) if h in firm)
+    report["beats_naive_at_firm_h1_3"] = all(
+        firm[h]["model_wape"] < firm[h]["naive_wape"] for h in (1, 2, 3) if h in firm
+    )
     return report
 
 
@@ -323,12 +336,16 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{level:<14}{h:>3}{r['model_wape']:>12.1%}{r['naive_wape']:>12.1%}"
                 f"{r['wape_improvement_points']:>9.1f}pp{r['model_bias']:>+12.1%}{r['naive_bias']:>+12.1%}"
             )
-    lines.append(f"beats the naive baseline at firm level, horizons 1-3: {report['beats_naive_at_firm_h1_3']}")
+    lines.append(
+        f"beats the naive baseline at firm level, horizons 1-3: {report['beats_naive_at_firm_h1_3']}"
+    )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--months", type=int, default=24, help="as-of months to backtest")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--horizons", type=int, default=6)
