@@ -223,258 +223,337 @@ OPPORTUNITY_COLUMNS = {
 # --- the vectorised model ---------------------------------------------------------------------
 
 
-def _capped_burn(frame: pd.DataFrame, remaining: pd.Series) -> pd.Series:
-    """Cap each project's cumulative future burn at its remaining transaction price."""
+def _group_starts(keys: np.ndarray) -> np.ndarray:
+    """Boolean mask of the first row of each run of equal ``keys`` (rows sorted by key)."""
     import numpy as np
 
-    frame = frame.sort_values(["project_ref", "month"], kind="stable")
-    cum = frame.groupby("project_ref", sort=False)["amount_minor"].cumsum().to_numpy()
-    cap = remaining.reindex(frame["project_ref"]).fillna(0).to_numpy(dtype=np.int64)
-    capped = np.minimum(cum, cap)
-    prev = np.minimum(cum - frame["amount_minor"].to_numpy(), cap)
-    return pd_series(capped - prev, frame.index)
+    if not len(keys):
+        return np.zeros(0, dtype=bool)
+    return np.r_[True, keys[1:] != keys[:-1]]
 
 
-def pd_series(values: Any, index: Any) -> pd.Series:
+def _group_cumsum(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Cumulative sum of ``values`` within runs of equal ``keys`` (exact, int64)."""
+    import numpy as np
+
+    if not len(values):
+        return values.astype(np.int64)
+    total = np.cumsum(values, dtype=np.int64)
+    starts = np.flatnonzero(_group_starts(keys))
+    counts = np.diff(np.r_[starts, len(values)])
+    return total - np.repeat(total[starts] - values[starts], counts)
+
+
+def _capped(pi: np.ndarray, amount: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """Cap each project's cumulative burn (rows sorted by project, then month) at ``cap[pi]``."""
+    import numpy as np
+
+    cum = _group_cumsum(pi, amount)
+    limit = cap[pi]
+    return np.minimum(cum, limit) - np.minimum(cum - amount, limit)
+
+
+def _sum_by(pi: Any, month: Any, *values: Any) -> tuple[np.ndarray, ...]:
+    """Exact int64 sums of ``values`` per (project position, month), sorted by both."""
+    import numpy as np
     import pandas as pd
 
-    return pd.Series(values, index=index, dtype="int64")
+    frame = pd.DataFrame({"pi": pi, "month": month, **{f"v{i}": v for i, v in enumerate(values)}})
+    summed = frame.groupby(["pi", "month"], sort=True).sum()
+    out = [
+        summed.index.get_level_values(0).to_numpy(np.int64),
+        summed.index.get_level_values(1).to_numpy(np.int64),
+    ]
+    return (*out, *(summed[f"v{i}"].to_numpy(np.int64) for i in range(len(values))))
+
+
+def _codes(values: Any, lookup: dict[str, int]) -> np.ndarray:
+    """Map a column of labels to integers through ``lookup`` (factorised: one dict hit per label)."""
+    import numpy as np
+    import pandas as pd
+
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+    table = np.array([lookup[str(u)] for u in uniques], dtype=np.int64)
+    return table[codes] if len(codes) else np.zeros(0, dtype=np.int64)
+
+
+@dataclass
+class _Prepared:
+    """Everything a scenario does not change, computed once per refresh."""
+
+    m0: int
+    m_end: int
+    m_first_actual: int
+    projects: pd.DataFrame
+    actual: tuple[np.ndarray, np.ndarray, np.ndarray]  # pi, month, amount
+    tm: tuple[np.ndarray, np.ndarray, np.ndarray]  # pi, month, realized value before the scenario factor
+    ff: tuple[np.ndarray, np.ndarray, np.ndarray]  # pi, month, cost-to-cost period revenue
+    milestones: tuple[np.ndarray, np.ndarray, np.ndarray]  # pi, due month (>= m0), amount
+    retainers: tuple[np.ndarray, np.ndarray, np.ndarray]
+    remaining: np.ndarray
+    balances: pd.DataFrame
+    capacity: pd.DataFrame
+
+
+def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
+    """Actuals, cost-to-cost, contract balances, the capacity check and the scenario-free burn."""
+    import numpy as np
+    import pandas as pd
+
+    m0 = month_index(inputs.as_of)
+    m_end = m0 + settings.horizon_months  # exclusive
+    m_first_actual = m0 - settings.actual_months
+    projects = inputs.projects.reset_index(drop=True)
+    n = len(projects)
+    ref_index = pd.Index(projects["project_ref"])
+    kind = projects["billing_type"].to_numpy(dtype=object)
+    is_tm, is_ff = kind == "time_and_materials", kind == "fixed_fee"
+    is_ms, is_ret = kind == "milestone", kind == "retainer"
+    price = projects["price_minor"].to_numpy(np.int64)
+    rate_ppm = {cur: ppm(rate) for cur, rate in settings.fx_rates.items()}
+
+    # Resource plan rows in each project's currency.
+    sched = inputs.schedule
+    s_pi = ref_index.get_indexer(sched["project_ref"])
+    keep = s_pi >= 0
+    s_pi, s_month = s_pi[keep], sched["month"].to_numpy(np.int64)[keep]
+    hours = sched["hours_centi"].to_numpy(np.int64)[keep]
+    from_rate = _codes(sched["cost_currency"].to_numpy()[keep], rate_ppm)
+    to_rate = _codes(projects["currency"].to_numpy(), rate_ppm)[s_pi] if n else np.zeros(0, dtype=np.int64)
+    cost_rate = rdiv(muldiv(sched["cost_rate_minor"].to_numpy(np.int64)[keep], from_rate, 1), to_rate)
+    planned_cost = muldiv(hours, cost_rate, 100)
+    planned_value = muldiv(hours, projects["bill_rate_minor"].to_numpy(np.int64)[s_pi], 100)
+
+    # Actuals up to the as-of date, per project and month.
+    acts = inputs.actuals[inputs.actuals["month"] <= m0]
+    a_pi = ref_index.get_indexer(acts["project_ref"])
+    keep = a_pi >= 0
+    a_pi, a_month, a_rev, a_cost = _sum_by(
+        a_pi[keep], acts["month"].to_numpy(np.int64)[keep],
+        acts["revenue_minor"].to_numpy(np.int64)[keep], acts["cost_minor"].to_numpy(np.int64)[keep],
+    )  # fmt: skip
+    cost_to_date = np.zeros(n, dtype=np.int64)
+    np.add.at(cost_to_date, a_pi, a_cost)
+    tm_to_date = np.zeros(n, dtype=np.int64)
+    np.add.at(tm_to_date, a_pi, a_rev)
+    etc = np.zeros(n, dtype=np.int64)
+    np.add.at(etc, s_pi, planned_cost)
+    eac = cost_to_date + etc
+
+    ff_cum = np.zeros(n, dtype=np.int64)
+    has_eac = (eac > 0) & is_ff
+    if has_eac.any():
+        ff_cum[has_eac] = muldiv(np.minimum(cost_to_date, eac)[has_eac], price[has_eac], eac[has_eac])
+
+    ms = inputs.milestones
+    m_pi = ref_index.get_indexer(ms["project_ref"])
+    keep = m_pi >= 0
+    m_pi, m_amount = m_pi[keep], ms["amount_minor"].to_numpy(np.int64)[keep]
+    m_status = ms["status"].to_numpy(dtype=object)[keep]
+    m_due, m_done = ms["due_month"].to_numpy(np.int64)[keep], ms["done_month"].to_numpy(np.int64)[keep]
+    done = (m_status != "planned") & (m_done >= 0) & (m_done <= m0)
+    ms_cum = np.zeros(n, dtype=np.int64)
+    np.add.at(ms_cum, m_pi[done], m_amount[done])
+    signed = np.zeros(n, dtype=np.int64)
+    np.add.at(signed, m_pi[m_status == "signed_off"], m_amount[m_status == "signed_off"])
+
+    start, end = projects["start_month"].to_numpy(np.int64), projects["end_month"].to_numpy(np.int64)
+    term = np.maximum(end - start + 1, 1)
+    elapsed = np.clip(m0 - start, 0, term)
+    ret_cum = muldiv(price, elapsed, term) if n else np.zeros(0, dtype=np.int64)
+    # Retainers are billed monthly in advance: the as-of month is billed, not yet earned.
+    ret_billed = muldiv(price, np.minimum(elapsed + 1, term), term) if n else np.zeros(0, dtype=np.int64)
+
+    cum_rev = np.select([is_tm, is_ff, is_ms, is_ret], [tm_to_date, ff_cum, ms_cum, ret_cum], 0).astype(
+        np.int64
+    )
+    billed = np.select([is_ms, is_ret], [signed, ret_billed], projects["billed_minor"].to_numpy(np.int64))
+    remaining = np.maximum(price - cum_rev, 0)
+
+    # Actual layer: T&M as posted; fixed fee spread by each month's share of cost (a cumulative
+    # allocation, so the months sum exactly to the cost-to-cost revenue); milestones when done.
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    tm_rows = is_tm[a_pi] if len(a_pi) else np.zeros(0, dtype=bool)
+    parts.append((a_pi[tm_rows], a_month[tm_rows], a_rev[tm_rows]))
+    ff_rows = is_ff[a_pi] if len(a_pi) else np.zeros(0, dtype=bool)
+    f_pi, f_month, f_cost = a_pi[ff_rows], a_month[ff_rows], a_cost[ff_rows]
+    cum_cost = _group_cumsum(f_pi, f_cost)
+    total = cost_to_date[f_pi]
+    alloc = np.zeros(len(f_pi), dtype=np.int64)
+    ok = total > 0
+    if ok.any():
+        alloc[ok] = muldiv(ff_cum[f_pi][ok], cum_cost[ok], total[ok])
+    prev = np.r_[0, alloc[:-1]] if len(alloc) else alloc.copy()
+    prev[_group_starts(f_pi)] = 0
+    parts.append((f_pi, f_month, alloc - prev))
+    parts.append(_sum_by(m_pi[done], m_done[done], m_amount[done]))  # type: ignore[arg-type]
+    parts.append(_retainer_months(price, start, end, term, np.flatnonzero(is_ret), m_first_actual, m0))
+    actual = tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+    # Contracted, before the scenario factor: T&M value x realization; fixed fee through cost-to-cost.
+    tm_sched = is_tm[s_pi] if len(s_pi) else np.zeros(0, dtype=bool)
+    t_pi, t_month, t_value = _sum_by(s_pi[tm_sched], s_month[tm_sched], planned_value[tm_sched])
+    realization = {
+        str(p): ppm(settings.realization.for_practice(str(p))) for p in projects["practice"].unique()
+    }
+    real_ppm = _codes(projects["practice"].to_numpy(), realization) if n else np.zeros(0, dtype=np.int64)
+    t_value = muldiv(t_value, real_ppm[t_pi], PPM) if len(t_pi) else t_value
+    ff_sched = is_ff[s_pi] if len(s_pi) else np.zeros(0, dtype=bool)
+    g_pi, g_month, g_cost = _sum_by(s_pi[ff_sched], s_month[ff_sched], planned_cost[ff_sched])
+    g_cum_cost = cost_to_date[g_pi] + _group_cumsum(g_pi, g_cost)
+    g_eac = eac[g_pi]
+    g_cum = muldiv(np.minimum(g_cum_cost, g_eac), price[g_pi], np.maximum(g_eac, 1)) if len(g_pi) else g_cost
+    g_prev = np.r_[0, g_cum[:-1]] if len(g_cum) else g_cum.copy()
+    starts = _group_starts(g_pi)
+    g_prev[starts] = ff_cum[g_pi[starts]]
+    planned = m_status == "planned"
+    milestones = _sum_by(m_pi[planned], np.maximum(m_due[planned], m0), m_amount[planned])
+    retainers = _retainer_months(price, start, end, term, np.flatnonzero(is_ret), m0, m_end)
+
+    balances = pd.DataFrame(
+        {
+            "project_ref": projects["project_ref"].to_numpy(),
+            "billing_type": kind,
+            "legal_entity": projects["legal_entity"].to_numpy(),
+            "currency": projects["currency"].to_numpy(),
+            "transaction_price_minor": price,
+            "cost_to_date_minor": cost_to_date,
+            "etc_minor": etc,
+            "eac_minor": eac,
+            "cum_revenue_minor": cum_rev,
+            "cum_billed_minor": billed,
+            "contract_asset_minor": np.maximum(cum_rev - billed, 0),
+            "contract_liability_minor": np.maximum(billed - cum_rev, 0),
+            "expected_loss_minor": np.where(is_ff, np.maximum(eac - price, 0), 0).astype(np.int64),
+            "backlog_minor": remaining,
+        }
+    )
+    return _Prepared(
+        m0=m0, m_end=m_end, m_first_actual=m_first_actual, projects=projects, actual=actual,  # type: ignore[arg-type]
+        tm=(t_pi, t_month, t_value), ff=(g_pi, g_month, g_cum - g_prev), milestones=milestones,  # type: ignore[arg-type]
+        retainers=retainers, remaining=remaining, balances=balances,
+        capacity=capacity_check(inputs.schedule, inputs.capacity),
+    )  # fmt: skip
 
 
 def compute(inputs: ForecastInputs, settings: ForecastSettings, scenario: str) -> ForecastResult:
     """The forecast of one scenario: lines per project, layer and month; balances; capacity."""
+    return compute_scenarios(inputs, settings, (scenario,))[0]
+
+
+def compute_scenarios(
+    inputs: ForecastInputs,
+    settings: ForecastSettings,
+    scenarios: tuple[str, ...],
+    priors: dict[str, pd.DataFrame | None] | None = None,
+) -> list[ForecastResult]:
+    """Each scenario's forecast; the scenario-free work is done once. ``priors`` (per scenario)
+    override ``inputs.prior`` for the catch-up against that scenario's previous snapshot."""
     import numpy as np
     import pandas as pd
 
-    adj = settings.scenarios[scenario]  # type: ignore[index]
-    contracted_ppm, pipeline_ppm = ppm(adj.contracted), ppm(adj.pipeline)
-    m0 = month_index(inputs.as_of)
-    m_end = m0 + settings.horizon_months  # exclusive
-    m_first_actual = m0 - settings.actual_months
-
-    projects = inputs.projects.set_index("project_ref", drop=False)
-    projects.index.name = None  # the column stays the join key
-    kind = projects["billing_type"]
-    price = projects["price_minor"].astype("int64")
-
-    # Cost rates in each project's currency (cross rates through the reporting currency).
-    rate_ppm = {cur: ppm(rate) for cur, rate in settings.fx_rates.items()}
-    sched = inputs.schedule.merge(
-        projects[["project_ref", "currency", "bill_rate_minor", "practice", "billing_type"]],
-        on="project_ref",
-        how="inner",
-    )
-    if len(sched):
-        from_rate = sched["cost_currency"].map(rate_ppm).to_numpy(dtype=np.int64)
-        to_rate = sched["currency"].map(rate_ppm).to_numpy(dtype=np.int64)
-        cost_rate = muldiv(sched["cost_rate_minor"].to_numpy(), from_rate, 1)
-        cost_rate = rdiv(cost_rate, to_rate)
-        hours = sched["hours_centi"].to_numpy(dtype=np.int64)
-        sched = sched.assign(
-            planned_cost=muldiv(hours, cost_rate, 100),
-            planned_value=muldiv(hours, sched["bill_rate_minor"].to_numpy(dtype=np.int64), 100),
+    base = prepare(inputs, settings)
+    projects = base.projects
+    refs = projects["project_ref"].to_numpy(dtype=object)
+    practice = projects["practice"].to_numpy(dtype=object)
+    entity = projects["legal_entity"].to_numpy(dtype=object)
+    currency = projects["currency"].to_numpy(dtype=object)
+    results = []
+    for scenario in scenarios:
+        adj = settings.scenarios[scenario]  # type: ignore[index]
+        factor = ppm(adj.contracted)
+        tm_pi, tm_month, tm_value = base.tm
+        ff_pi, ff_month, ff_value = base.ff
+        tm_amount = _capped(tm_pi, muldiv(tm_value, np.full(len(tm_value), factor), PPM), base.remaining)
+        ff_amount = _capped(ff_pi, muldiv(ff_value, np.full(len(ff_value), factor), PPM), base.remaining)
+        ms_pi, ms_month, ms_amount = base.milestones
+        contracted = [
+            (tm_pi, tm_month, tm_amount),
+            (ff_pi, ff_month, ff_amount),
+            (ms_pi, ms_month + adj.milestone_delay_months, ms_amount),
+            base.retainers,
+        ]
+        a_pi, a_month, a_amount = base.actual
+        a_keep = (a_month >= base.m_first_actual) & (a_month <= base.m0) & (a_amount != 0)
+        c_pi, c_month, c_amount = (np.concatenate([p[i] for p in contracted]) for i in range(3))
+        c_keep = (c_month >= base.m0) & (c_month < base.m_end) & (c_amount != 0)
+        pi = np.concatenate([a_pi[a_keep], c_pi[c_keep]])
+        layer = np.repeat(
+            np.array(["actual", "contracted"], dtype=object), [int(a_keep.sum()), int(c_keep.sum())]
         )
-    else:
-        sched = sched.assign(planned_cost=pd.Series(dtype="int64"), planned_value=pd.Series(dtype="int64"))
-
-    # --- actuals and cumulative revenue to date ------------------------------------------------
-    actuals = inputs.actuals[inputs.actuals["month"] <= m0]
-    by_project = actuals.groupby("project_ref")[["revenue_minor", "cost_minor"]].sum()
-    cost_to_date = by_project["cost_minor"].reindex(projects.index, fill_value=0).astype("int64")
-    tm_to_date = by_project["revenue_minor"].reindex(projects.index, fill_value=0).astype("int64")
-    etc = sched.groupby("project_ref")["planned_cost"].sum().reindex(projects.index, fill_value=0)
-    eac = (cost_to_date + etc).astype("int64")
-
-    is_tm, is_ff = kind == "time_and_materials", kind == "fixed_fee"
-    is_ms, is_ret = kind == "milestone", kind == "retainer"
-
-    ff_cum = np.zeros(len(projects), dtype=np.int64)
-    has_eac = (eac > 0).to_numpy() & is_ff.to_numpy()
-    if has_eac.any():
-        ff_cum[has_eac] = muldiv(
-            np.minimum(cost_to_date.to_numpy()[has_eac], eac.to_numpy()[has_eac]),
-            price.to_numpy()[has_eac],
-            eac.to_numpy()[has_eac],
+        lines = pd.DataFrame(
+            {
+                "project_ref": refs[pi],
+                "practice": practice[pi],
+                "legal_entity": entity[pi],
+                "layer": layer,
+                "month": np.concatenate([a_month[a_keep], c_month[c_keep]]),
+                "currency": currency[pi],
+                "amount_minor": np.concatenate([a_amount[a_keep], c_amount[c_keep]]),
+            }
         )
-    ms = inputs.milestones.merge(projects[["project_ref"]], on="project_ref", how="inner")
-    done = ms[(ms["status"] != "planned") & (ms["done_month"] >= 0) & (ms["done_month"] <= m0)]
-    ms_cum = done.groupby("project_ref")["amount_minor"].sum().reindex(projects.index, fill_value=0)
-    signed = ms[ms["status"] == "signed_off"].groupby("project_ref")["amount_minor"].sum()
-    signed = signed.reindex(projects.index, fill_value=0)
-
-    term = (projects["end_month"] - projects["start_month"] + 1).clip(lower=1).astype("int64")
-    monthly = pd_series(np.asarray(price.to_numpy() // term.to_numpy(), dtype=np.int64), projects.index)
-    elapsed = (m0 - projects["start_month"]).clip(lower=0).clip(upper=term).astype("int64")
-    ret_cum = _retainer_cum(price, term, elapsed)
-    # Retainers are billed monthly in advance: the as-of month is billed, not yet earned.
-    ret_billed = _retainer_cum(price, term, (elapsed + 1).clip(upper=term))
-
-    cum_rev = pd_series(
-        np.select(
-            [is_tm.to_numpy(), is_ff.to_numpy(), is_ms.to_numpy(), is_ret.to_numpy()],
-            [tm_to_date.to_numpy(), ff_cum, ms_cum.to_numpy(), ret_cum.to_numpy()],
-            0,
-        ),
-        projects.index,
-    )
-    billed = pd_series(
-        np.select(
-            [is_ms.to_numpy(), is_ret.to_numpy()],
-            [signed.to_numpy(), ret_billed.to_numpy()],
-            projects["billed_minor"].to_numpy(dtype=np.int64),
-        ),
-        projects.index,
-    )
-    remaining = (price - cum_rev).clip(lower=0)
-
-    parts: list[pd.DataFrame] = []
-    # Actual layer: T&M per month as posted; fixed fee spread by each month's cost share (the
-    # cumulative allocation keeps the months summing exactly to the cost-to-cost revenue).
-    tm_actual = actuals[actuals["project_ref"].isin(projects.index[is_tm])]
-    parts.append(tm_actual.assign(layer="actual", amount_minor=tm_actual["revenue_minor"]))
-    ff_actual = actuals[actuals["project_ref"].isin(projects.index[is_ff])].sort_values(
-        ["project_ref", "month"]
-    )
-    if len(ff_actual):
-        cum_cost = ff_actual.groupby("project_ref")["cost_minor"].cumsum().to_numpy(dtype=np.int64)
-        refs = ff_actual["project_ref"]
-        total_cost = cost_to_date.reindex(refs).to_numpy(dtype=np.int64)
-        cum_ff = ff_cum[projects.index.get_indexer(refs)]
-        ok = total_cost > 0
-        alloc = np.zeros(len(ff_actual), dtype=np.int64)
-        alloc[ok] = muldiv(cum_ff[ok], cum_cost[ok], total_cost[ok])
-        ff_actual = ff_actual.assign(cum=alloc)
-        ff_actual["amount_minor"] = ff_actual["cum"] - ff_actual.groupby("project_ref")["cum"].shift(
-            1, fill_value=0
+        pipeline = _pipeline(inputs.opportunities, settings, ppm(adj.pipeline), adj.pipeline_delay_months)
+        pipeline = pipeline[
+            (pipeline["month"] >= base.m0)
+            & (pipeline["month"] < base.m_end)
+            & (pipeline["amount_minor"] != 0)
+        ]
+        if len(pipeline):
+            lines = pd.concat([lines, pipeline[lines.columns]], ignore_index=True)
+        lines = lines.astype({"month": "int64", "amount_minor": "int64"})
+        lines["reporting_amount_minor"] = reporting_amounts(
+            lines["amount_minor"], lines["currency"], settings
         )
-        parts.append(ff_actual.assign(layer="actual"))
-    parts.append(done[["project_ref", "amount_minor"]].assign(month=done["done_month"], layer="actual"))
-    parts.append(_retainer_months(projects[is_ret], monthly, term, m_first_actual, m0, "actual"))
+        lines = lines[LINE_COLUMNS]
 
-    # Contracted layer.
-    tm_sched = sched[sched["billing_type"] == "time_and_materials"]
-    if len(tm_sched):
-        per_month = tm_sched.groupby(["project_ref", "month"], as_index=False)["planned_value"].sum()
-        practice = projects["practice"].reindex(per_month["project_ref"])
-        real = practice.map(lambda p: ppm(settings.realization.for_practice(str(p)))).to_numpy(dtype=np.int64)
-        value = muldiv(per_month["planned_value"].to_numpy(), real, PPM)
-        value = muldiv(value, np.full(len(value), contracted_ppm, dtype=np.int64), PPM)
-        per_month = per_month.assign(amount_minor=value)
-        per_month["amount_minor"] = _capped_burn(per_month, remaining)
-        parts.append(per_month.assign(layer="contracted"))
-    ff_sched = sched[sched["billing_type"] == "fixed_fee"]
-    if len(ff_sched):
-        per_month = ff_sched.groupby(["project_ref", "month"], as_index=False)["planned_cost"].sum()
-        per_month = per_month.sort_values(["project_ref", "month"])
-        refs = per_month["project_ref"]
-        base = cost_to_date.reindex(refs).to_numpy(dtype=np.int64)
-        cum_cost = base + per_month.groupby("project_ref")["planned_cost"].cumsum().to_numpy(dtype=np.int64)
-        eac_rows = eac.reindex(refs).to_numpy(dtype=np.int64)
-        cum_now = muldiv(
-            np.minimum(cum_cost, eac_rows), price.reindex(refs).to_numpy(), np.maximum(eac_rows, 1)
+        balances = base.balances.copy()
+        prior_frame = (priors or {}).get(scenario, inputs.prior) if priors is not None else inputs.prior
+        if prior_frame is not None and len(prior_frame):
+            prior = prior_frame.set_index("project_ref")["cum_revenue_minor"].reindex(balances["project_ref"])
+            balances["prior_cum_revenue_minor"] = prior.astype("Int64").to_numpy()
+        else:
+            balances["prior_cum_revenue_minor"] = pd.array([pd.NA] * len(balances), dtype="Int64")
+        balances["catch_up_minor"] = (
+            balances["cum_revenue_minor"] - balances["prior_cum_revenue_minor"].fillna(0).astype("int64")
+        ).astype("int64")
+        results.append(
+            ForecastResult(
+                scenario=scenario,
+                as_of=inputs.as_of,
+                lines=lines,
+                balances=balances,
+                capacity=base.capacity,
+                totals=totals_of(lines, balances, base.capacity, settings),
+            )
         )
-        per_month = per_month.assign(cum=cum_now)
-        prev = per_month.groupby("project_ref")["cum"].shift(1)
-        start = pd_series(ff_cum[projects.index.get_indexer(refs)], per_month.index)
-        period = per_month["cum"] - prev.fillna(start).astype("int64")
-        value = muldiv(period.to_numpy(), np.full(len(period), contracted_ppm, dtype=np.int64), PPM)
-        per_month = per_month.assign(amount_minor=value)
-        per_month["amount_minor"] = _capped_burn(per_month, remaining)
-        parts.append(per_month.assign(layer="contracted"))
-    planned = ms[ms["status"] == "planned"]
-    parts.append(
-        planned[["project_ref", "amount_minor"]].assign(
-            month=planned["due_month"].clip(lower=m0) + adj.milestone_delay_months, layer="contracted"
-        )
-    )
-    parts.append(_retainer_months(projects[is_ret], monthly, term, m0, m_end, "contracted"))
-
-    lines = pd.concat(
-        [p[["project_ref", "month", "layer", "amount_minor"]] for p in parts], ignore_index=True
-    )
-    lines = lines.merge(projects[["project_ref", "practice", "legal_entity", "currency"]], on="project_ref")
-    lines = pd.concat(
-        [lines, _pipeline(inputs.opportunities, settings, pipeline_ppm, adj.pipeline_delay_months)]
-    )
-    lines = lines[
-        ((lines["layer"] == "actual") & (lines["month"] >= m_first_actual) & (lines["month"] <= m0))
-        | ((lines["layer"] != "actual") & (lines["month"] >= m0) & (lines["month"] < m_end))
-    ]
-    lines = lines.groupby(
-        ["project_ref", "layer", "month", "practice", "legal_entity", "currency"], as_index=False, sort=True
-    )["amount_minor"].sum()
-    lines = lines[lines["amount_minor"] != 0].reset_index(drop=True)
-    lines["amount_minor"] = lines["amount_minor"].astype("int64")
-    lines["reporting_amount_minor"] = reporting_amounts(lines["amount_minor"], lines["currency"], settings)
-    lines = lines[LINE_COLUMNS]
-
-    prior = (
-        inputs.prior.set_index("project_ref")["cum_revenue_minor"].reindex(projects.index)
-        if inputs.prior is not None and len(inputs.prior)
-        else pd.Series(np.nan, index=projects.index)
-    )
-    loss = (eac - price).clip(lower=0).where(is_ff, 0).astype("int64")
-    balance = cum_rev - billed
-    balances = pd.DataFrame(
-        {
-            "project_ref": projects["project_ref"].to_numpy(),
-            "billing_type": kind.to_numpy(),
-            "legal_entity": projects["legal_entity"].to_numpy(),
-            "currency": projects["currency"].to_numpy(),
-            "transaction_price_minor": price.to_numpy(),
-            "cost_to_date_minor": cost_to_date.to_numpy(),
-            "etc_minor": etc.to_numpy(dtype=np.int64),
-            "eac_minor": eac.to_numpy(),
-            "cum_revenue_minor": cum_rev.to_numpy(),
-            "prior_cum_revenue_minor": prior.to_numpy(),
-            "cum_billed_minor": billed.to_numpy(),
-            "contract_asset_minor": balance.clip(lower=0).to_numpy(),
-            "contract_liability_minor": (-balance).clip(lower=0).to_numpy(),
-            "expected_loss_minor": loss.to_numpy(),
-            "backlog_minor": remaining.to_numpy(),
-        }
-    )
-    balances["catch_up_minor"] = (
-        balances["cum_revenue_minor"] - balances["prior_cum_revenue_minor"].fillna(0)
-    ).astype("int64")
-    balances["prior_cum_revenue_minor"] = balances["prior_cum_revenue_minor"].astype("Int64")
-
-    capacity = capacity_check(inputs.schedule, inputs.capacity)
-    return ForecastResult(
-        scenario=scenario,
-        as_of=inputs.as_of,
-        lines=lines,
-        balances=balances,
-        capacity=capacity,
-        totals=totals_of(lines, balances, capacity, settings),
-    )
-
-
-def _retainer_cum(price: pd.Series, term: pd.Series, months: pd.Series) -> pd.Series:
-    """Revenue of a stand-ready retainer after ``months`` of its ``term``: even, exact at the end."""
-    return pd_series(muldiv(price.to_numpy(), months.to_numpy(), term.to_numpy()), price.index)
+    return results
 
 
 def _retainer_months(
-    retainers: pd.DataFrame, monthly: pd.Series, term: pd.Series, first: int, end: int, layer: str
-) -> pd.DataFrame:
-    """One row per retainer month in ``[first, end)`` within its term (cumulative allocation)."""
+    price: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    term: np.ndarray,
+    which: np.ndarray,
+    first: int,
+    stop: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pi, month, amount) per month in ``[first, stop)`` of each retainer's term: even, the
+    cumulative allocation ``price x k / term`` keeps the months summing exactly to the price."""
     import numpy as np
-    import pandas as pd
 
-    if not len(retainers):
-        return pd.DataFrame({"project_ref": [], "month": [], "layer": [], "amount_minor": []})
-    lo = np.maximum(retainers["start_month"].to_numpy(), first)
-    hi = np.minimum(retainers["end_month"].to_numpy() + 1, end)
+    lo = np.maximum(start[which], first)
+    hi = np.minimum(end[which] + 1, stop)
     counts = np.clip(hi - lo, 0, None)
-    refs = np.repeat(retainers["project_ref"].to_numpy(), counts)
+    pi = np.repeat(which, counts)
     offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     months = np.repeat(lo, counts) + offsets
-    k = months - np.repeat(retainers["start_month"].to_numpy(), counts)  # months already elapsed
-    price = np.repeat(retainers["price_minor"].to_numpy(dtype=np.int64), counts)
-    terms = np.repeat(term.reindex(retainers.index).to_numpy(dtype=np.int64), counts)
-    amount = muldiv(price, k + 1, terms) - muldiv(price, k, terms)
-    return pd.DataFrame({"project_ref": refs, "month": months, "layer": layer, "amount_minor": amount})
+    if not len(pi):
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    k = months - start[pi]
+    amount = muldiv(price[pi], k + 1, term[pi]) - muldiv(price[pi], k, term[pi])
+    return pi.astype(np.int64), months.astype(np.int64), amount
 
 
 def _pipeline(
@@ -520,12 +599,22 @@ def _pipeline(
 
 
 def reporting_amounts(amounts: pd.Series, currencies: pd.Series, settings: ForecastSettings) -> Any:
+    """Amounts in minor units of their currencies -> reporting minor units (half-even)."""
     import numpy as np
 
-    factors = {cur: fx_factor(cur, settings) for cur in currencies.unique()}
-    num = currencies.map({c: f[0] for c, f in factors.items()}).to_numpy(dtype=np.int64)
-    den = currencies.map({c: f[1] for c, f in factors.items()}).to_numpy(dtype=np.int64)
-    return muldiv(amounts.to_numpy(dtype=np.int64), num, den)
+    codes, uniques = pd_factorize(currencies)
+    num = np.array([fx_factor(str(c), settings)[0] for c in uniques], dtype=np.int64)
+    den = np.array([fx_factor(str(c), settings)[1] for c in uniques], dtype=np.int64)
+    if not len(codes):
+        return np.zeros(0, dtype=np.int64)
+    return muldiv(amounts.to_numpy(dtype=np.int64), num[codes], den[codes])
+
+
+def pd_factorize(values: Any) -> tuple[np.ndarray, Any]:
+    import numpy as np
+    import pandas as pd
+
+    return pd.factorize(np.asarray(values, dtype=object))
 
 
 def capacity_check(schedule: pd.DataFrame, capacity: pd.DataFrame) -> pd.DataFrame:

@@ -58,7 +58,7 @@ def refresh(
 ) -> RefreshOutcome:
     versions = forecast_inputs.data_versions(conn, settings)
     outcome = RefreshOutcome(as_of=as_of, data_versions=versions)
-    loaded: model.ForecastInputs | None = None
+    todo: dict[str, str] = {}
     for scenario in scenarios:
         snap_id = store.snapshot_id(scenario, as_of, versions)
         if store.exists(conn, snap_id):
@@ -75,23 +75,24 @@ def refresh(
             log.info(
                 "snapshot %s exists (same scenario, as-of and input versions): nothing to write", snap_id
             )
-            continue
-        prior_id = forecast_inputs.previous_snapshot(conn, scenario, snap_id)
-        if loaded is None:
-            loaded = forecast_inputs.load_inputs(conn, as_of=as_of, settings=settings, prior_snapshot_id=None)
-        scenario_inputs = model.ForecastInputs(
-            **{**loaded.__dict__, "prior": _prior(conn, prior_id)},
-        )
-        result = model.compute(scenario_inputs, settings, scenario)
-        written = store.write_snapshot(
-            conn, result, snap_id=snap_id, run_id=run_id, data_versions=versions,
-            reporting_currency=settings.reporting_currency,
-        )  # fmt: skip
-        outcome.snapshots[scenario] = {
-            "snapshot_id": snap_id, "written": written, "lines": len(result.lines), "totals": result.totals,
-            "previous_snapshot_id": prior_id,
-        }  # fmt: skip
-        log.info("snapshot %s: %d lines, written %s", snap_id, len(result.lines), written)
+        else:
+            todo[scenario] = snap_id
+    if todo:
+        loaded = forecast_inputs.load_inputs(conn, as_of=as_of, settings=settings, prior_snapshot_id=None)
+        prior_ids = {s: forecast_inputs.previous_snapshot(conn, s, snap_id) for s, snap_id in todo.items()}
+        priors = {s: _prior(conn, prior_id) for s, prior_id in prior_ids.items()}
+        for result in model.compute_scenarios(loaded, settings, tuple(todo), priors):
+            snap_id = todo[result.scenario]
+            written = store.write_snapshot(
+                conn, result, snap_id=snap_id, run_id=run_id, data_versions=versions,
+                reporting_currency=settings.reporting_currency,
+            )  # fmt: skip
+            outcome.snapshots[result.scenario] = {
+                "snapshot_id": snap_id, "written": written, "lines": len(result.lines), "totals": result.totals,
+                "previous_snapshot_id": prior_ids[result.scenario],
+            }  # fmt: skip
+            log.info("snapshot %s: %d lines, written %s", snap_id, len(result.lines), written)
+    outcome.snapshots = {s: outcome.snapshots[s] for s in scenarios}
     if planning is not None:
         for info in outcome.snapshots.values():
             receipt = publish.push(conn, planning, info["snapshot_id"], run_id=run_id)

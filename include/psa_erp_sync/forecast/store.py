@@ -38,10 +38,14 @@ def snapshot_id(scenario: str, as_of: date, data_versions: dict[str, str]) -> st
 
 
 def lines_hash(lines: pd.DataFrame) -> str:
-    """sha256 of the lines in key order (what the snapshot says, independent of row order)."""
-    ordered = lines.sort_values(["project_ref", "layer", "month"])[model.LINE_COLUMNS]
-    payload = ordered.to_csv(index=False, lineterminator="\n")
-    return hashlib.sha256(payload.encode()).hexdigest()
+    """A digest of the lines independent of their order: the line count and the wrapping sum
+    of a 64-bit hash per line (pandas' row hash), hashed once more with sha256."""
+    import numpy as np
+    import pandas as pd
+
+    rows = pd.util.hash_pandas_object(lines[model.LINE_COLUMNS], index=False).to_numpy(np.uint64)
+    total = int(rows.sum(dtype=np.uint64)) if len(rows) else 0
+    return hashlib.sha256(f"{len(rows)}:{total}".encode()).hexdigest()
 
 
 def exists(conn: psycopg.Connection, snap_id: str) -> bool:
