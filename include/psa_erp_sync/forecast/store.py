@@ -110,16 +110,19 @@ def _copy(
     columns: list[str],
     month_columns: tuple[str, ...] = (),
 ) -> None:
-    import pandas as pd
+    """COPY the frame as CSV (one buffer, no per-row Python objects); empty cells are NULL."""
+    import io
 
     data = frame[columns].copy()
     for column in month_columns:
-        months = data[column].to_numpy()
-        data[column] = [model.month_start(int(m)).isoformat() for m in months] if len(data) else []
-    data = data.astype(object).where(pd.notna(data), None)
-    with conn.cursor().copy(f"COPY forecast.{table} (snapshot_id, {', '.join(columns)}) FROM STDIN") as copy:
-        for row in data.itertuples(index=False, name=None):
-            copy.write_row((snap_id, *row))
+        labels = {int(m): model.month_start(int(m)).isoformat() for m in data[column].unique()}
+        data[column] = data[column].map(labels)
+    data.insert(0, "snapshot_id", snap_id)
+    buffer = io.StringIO()
+    data.to_csv(buffer, index=False, header=False, lineterminator="\n")
+    sql = f"COPY forecast.{table} (snapshot_id, {', '.join(columns)}) FROM STDIN WITH (FORMAT csv)"
+    with conn.cursor().copy(sql) as copy:
+        copy.write(buffer.getvalue())
 
 
 def read_lines(conn: psycopg.Connection, snap_id: str) -> list[dict[str, Any]]:
