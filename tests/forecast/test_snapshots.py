@@ -169,3 +169,27 @@ def test_contract_balances_are_per_contract_never_netted(seeded: dict[str, Any])
     kinds_with_liability = {k for k, _, liability, _ in rows if liability > 0}
     assert "retainer" in kinds_with_liability  # billed in advance
     assert any(asset > 0 for _, asset, _, _ in rows)
+
+
+def test_rollup_from_project_to_firm_adds_up(seeded: dict[str, Any]) -> None:
+    outcome = _refresh(seeded["dsn"], "run-1")
+    base_id = outcome.snapshots["base"]["snapshot_id"]
+    with psycopg.connect(seeded["dsn"]) as conn:
+        levels = dict(
+            conn.execute(
+                "SELECT level, sum(reporting_amount_minor) FROM forecast.rollup WHERE snapshot_id = %s GROUP BY level",
+                (base_id,),
+            ).fetchall()
+        )
+        total = conn.execute(
+            "SELECT sum(reporting_amount_minor) FROM forecast.line WHERE snapshot_id = %s", (base_id,)
+        ).fetchone()
+        firm_usd = conn.execute(
+            "SELECT sum(amount_minor) FROM forecast.rollup WHERE snapshot_id = %s AND level = 'firm' AND currency = 'USD'",
+            (base_id,),
+        ).fetchone()
+    assert set(levels) == {"project", "practice", "legal_entity", "firm"}
+    assert total is not None and len(set(levels.values()) | {total[0]}) == 1  # every level sums to the lines
+    assert firm_usd is not None and firm_usd[0] > 0
+    layers = outcome.snapshots["base"]["totals"]["reporting_minor_by_layer"]
+    assert sum(layers.values()) == total[0]

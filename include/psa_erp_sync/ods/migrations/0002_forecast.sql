@@ -26,6 +26,7 @@ CREATE TABLE forecast.src_project (
     fee_minor         bigint,
     budget_minor      bigint                   -- T&M: budget hours x hourly rate
 );
+COMMENT ON TABLE forecast.src_project IS 'PSA projects as the forecast needs them: billing type, dates, rates, fee, legal entity.';
 
 CREATE TABLE forecast.src_person (
     user_ref                 text    PRIMARY KEY,
@@ -44,6 +45,7 @@ CREATE TABLE forecast.src_schedule (
     week_start   date         NOT NULL,
     hours        numeric(9,2) NOT NULL CHECK (hours >= 0)
 );
+COMMENT ON TABLE forecast.src_schedule IS 'PSA resource schedule: hours per person, project and week.';
 CREATE INDEX src_schedule_project_idx ON forecast.src_schedule (project_ref, week_start);
 
 CREATE TABLE forecast.src_milestone (
@@ -54,6 +56,7 @@ CREATE TABLE forecast.src_milestone (
     status        text    NOT NULL CHECK (status IN ('planned', 'completed', 'signed_off')),
     completed_on  date
 );
+COMMENT ON TABLE forecast.src_milestone IS 'PSA milestones: amount, due date, status and completion date.';
 
 CREATE TABLE forecast.src_opportunity (
     opportunity_id   text    PRIMARY KEY,
@@ -69,6 +72,7 @@ CREATE TABLE forecast.src_opportunity (
     is_closed        boolean NOT NULL,
     is_won           boolean NOT NULL
 );
+COMMENT ON TABLE forecast.src_opportunity IS 'CRM opportunities: open pipeline by stage and the won contract values.';
 
 CREATE TABLE forecast.src_change_order (
     change_order_id   text    PRIMARY KEY,
@@ -78,6 +82,7 @@ CREATE TABLE forecast.src_change_order (
     status            text    NOT NULL,
     effective_date    date
 );
+COMMENT ON TABLE forecast.src_change_order IS 'CRM change orders; approved ones add to the contract value.';
 
 -- Snapshots: more metadata on the 0001 table, and the per-contract and capacity outputs. ------
 ALTER TABLE forecast.snapshot
@@ -185,3 +190,16 @@ LEFT JOIN forecast.monthly latest
 LEFT JOIN forecast.monthly prev
        ON prev.snapshot_id = q.previous_snapshot_id AND prev.legal_entity = m.legal_entity AND prev.month = m.month;
 COMMENT ON VIEW forecast.forecast_vs_actual IS 'Per snapshot, legal entity and month: forecast (contracted + pipeline), the actual as later recognized, and the previous snapshot''s forecast.';
+
+CREATE VIEW forecast.rollup AS
+SELECT l.snapshot_id, l.layer, l.month, l.currency,
+       CASE WHEN grouping(l.project_ref) = 0 THEN 'project'
+            WHEN grouping(l.practice) = 0 THEN 'practice'
+            WHEN grouping(l.legal_entity) = 0 THEN 'legal_entity'
+            ELSE 'firm' END AS level,
+       l.legal_entity, l.practice, l.project_ref,
+       sum(l.amount_minor)::bigint AS amount_minor,
+       sum(l.reporting_amount_minor)::bigint AS reporting_amount_minor
+FROM forecast.line l
+GROUP BY l.snapshot_id, l.layer, l.month, l.currency, ROLLUP (l.legal_entity, l.practice, l.project_ref);
+COMMENT ON VIEW forecast.rollup IS 'Project -> practice -> legal entity -> firm totals per snapshot, layer, month and currency (amount in the currency and in the reporting currency).';
