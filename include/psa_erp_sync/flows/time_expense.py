@@ -311,6 +311,7 @@ def build() -> None:
     def cadence_gate() -> bool:
         return _cadence_gate()
 
+    from psa_erp_sync import assets
     from psa_erp_sync.operators.erp_validation import ProjectPrecheckOperator
     from psa_erp_sync.operators.posting import IdempotentPostingOperator
     from psa_erp_sync.operators.time_expense import (
@@ -349,4 +350,7 @@ def build() -> None:
     # Blocked projects (inactive job or customer, wrong subsidiary or currency) are named, with an
     # owner, before the ERP rejects their entries one by one.
     precheck = ProjectPrecheckOperator(task_id="precheck_projects")
-    checked >> precheck >> post_time >> post_expenses >> ErpReconciliationOperator(task_id="reconcile_erp")
+    # The posting asset (the forecast refreshes on it) is published once the ERP is proven to equal
+    # the approved PSA set.
+    reconcile_erp = ErpReconciliationOperator(task_id="reconcile_erp", outlets=[assets.POSTING])
+    checked >> precheck >> post_time >> post_expenses >> reconcile_erp

@@ -1,0 +1,176 @@
+"""Forecast refresh benchmark: 50,000 projects x 12 months, target <= 20 s on a 2-core machine.
+
+Synthetic inputs in the model's shapes (a mix of T&M, fixed fee, milestone and retainer
+projects, three people planned on each for 12 months, a year of actuals, an open pipeline) are
+generated first (not timed); then the refresh is timed: the three scenarios computed by the
+vectorised model and, with a database, written as immutable snapshots (COPY).
+
+    python -m psa_erp_sync.devenv.bench_forecast                      # compute only
+    python -m psa_erp_sync.devenv.bench_forecast --with-db            # + write to the embedded PostgreSQL
+    python -m psa_erp_sync.devenv.bench_forecast --dsn postgresql://...  # + write to that database
+
+``run(...)`` returns the figures as a dict (``make bench`` merges it into its JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+from datetime import date
+from typing import Any
+
+TARGET_SECONDS = 20.0
+
+
+def synthetic_inputs(projects: int, months: int, as_of: date, seed: int = 1) -> Any:
+    """Model inputs for ``projects`` projects planned over ``months`` months (vectorised)."""
+    import numpy as np
+    import pandas as pd
+
+    from psa_erp_sync.forecast import model
+
+    rng = np.random.default_rng(seed)
+    m0 = model.month_index(as_of)
+    refs = np.array([f"p{i}" for i in range(projects)], dtype=object)
+    kinds = rng.choice(
+        ["time_and_materials", "fixed_fee", "milestone", "retainer"], projects, p=[0.45, 0.25, 0.15, 0.15]
+    )
+    entities = rng.choice(["LE-US1", "LE-US2", "LE-UK1"], projects)
+    currency = np.where(entities == "LE-UK1", "GBP", "USD")
+    practices = rng.choice(
+        ["Strategy", "Technology", "Finance Transformation", "Data & Analytics", "Operations"], projects
+    )
+    start = m0 - rng.integers(1, 18, projects)
+    end = m0 + rng.integers(1, months + 6, projects)
+    rate = rng.integers(150, 300, projects) * 100
+    price = rng.integers(50, 2_000, projects) * 100_000
+    project_frame = pd.DataFrame(
+        {"project_ref": refs, "practice": practices, "legal_entity": entities, "currency": currency,
+         "billing_type": kinds, "price_minor": price, "bill_rate_minor": rate, "start_month": start,
+         "end_month": end, "billed_minor": 0}
+    ).astype(model.PROJECT_COLUMNS)  # fmt: skip
+    people = 3
+    rows = projects * people * months
+    sched_ref = np.repeat(refs, people * months)
+    user = np.repeat(rng.integers(0, max(1, projects // 3), projects * people), months)
+    month = np.tile(np.arange(m0, m0 + months), projects * people)
+    schedule = pd.DataFrame(
+        {"project_ref": sched_ref, "user_ref": np.char.add("u", user.astype(str)).astype(object),
+         "month": month, "hours_centi": rng.integers(0, 8_000, rows),
+         "cost_rate_minor": np.repeat(rate * 45 // 100, people * months),
+         "cost_currency": np.repeat(currency, people * months)}
+    ).astype(model.SCHEDULE_COLUMNS)  # fmt: skip
+    hist = np.arange(m0 - 12, m0)
+    actuals = pd.DataFrame(
+        {"project_ref": np.repeat(refs, 12), "month": np.tile(hist, projects),
+         "revenue_minor": rng.integers(0, 3_000_000, projects * 12), "cost_minor": rng.integers(0, 1_500_000, projects * 12)}
+    ).astype(model.ACTUAL_COLUMNS)  # fmt: skip
+    users = np.unique(schedule["user_ref"].to_numpy())
+    capacity = pd.DataFrame(
+        {"user_ref": np.repeat(users, months), "month": np.tile(np.arange(m0, m0 + months), len(users)),
+         "available_centi": 16_000}
+    ).astype(model.CAPACITY_COLUMNS)  # fmt: skip
+    ms_refs = refs[kinds == "milestone"]
+    milestones = pd.DataFrame(
+        {"project_ref": np.repeat(ms_refs, 4), "amount_minor": 2_500_000,
+         "status": np.tile(["signed_off", "completed", "planned", "planned"], len(ms_refs)),
+         "due_month": np.tile([m0 - 2, m0 - 1, m0 + 1, m0 + 4], len(ms_refs)),
+         "done_month": np.tile([m0 - 2, m0 - 1, -1, -1], len(ms_refs))}
+    ).astype(model.MILESTONE_COLUMNS)  # fmt: skip
+    n_opps = projects // 5
+    opportunities = pd.DataFrame(
+        {"opp_ref": [f"opp-{i}" for i in range(n_opps)], "practice": rng.choice(practices, n_opps),
+         "legal_entity": rng.choice(["LE-US1", "LE-US2"], n_opps), "currency": "USD",
+         "stage": rng.choice(["Prospecting", "Qualification", "Proposal", "Negotiation"], n_opps),
+         "amount_minor": rng.integers(10, 500, n_opps) * 1_000_000, "start_month": m0 + rng.integers(1, 9, n_opps),
+         "duration_months": rng.integers(3, 13, n_opps)}
+    ).astype(model.OPPORTUNITY_COLUMNS)  # fmt: skip
+    return model.ForecastInputs(as_of, project_frame, actuals, schedule, capacity, milestones, opportunities)
+
+
+def run(projects: int = 50_000, months: int = 12, dsn: str | None = None) -> dict[str, Any]:
+    """Time a refresh of ``projects`` x ``months``: three scenarios computed (and written with ``dsn``)."""
+    import psycopg
+
+    from psa_erp_sync.forecast import model, store
+    from psa_erp_sync.forecast.settings import SCENARIOS, load_forecast_settings
+
+    settings = load_forecast_settings()
+    if months > settings.horizon_months:
+        raise ValueError(f"months must be at most the configured horizon ({settings.horizon_months})")
+    as_of = date(2026, 11, 1)
+    started = time.perf_counter()
+    inputs = synthetic_inputs(projects, months, as_of)
+    generate_s = time.perf_counter() - started
+    timings: dict[str, float] = {}
+    results = []
+    t0 = time.perf_counter()
+    results = model.compute_scenarios(inputs, settings, SCENARIOS)
+    compute_s = time.perf_counter() - t0
+    s0 = time.perf_counter()
+    model.compute(inputs, settings, "base")
+    timings["compute_base_only_s"] = round(time.perf_counter() - s0, 2)
+    write_s = None
+    if dsn is not None:
+        w0 = time.perf_counter()
+        versions = {"bench": f"{projects}x{months}:{time.time_ns()}"}
+        with psycopg.connect(dsn) as conn:
+            for result in results:
+                snap = store.snapshot_id(result.scenario, as_of, versions)
+                store.write_snapshot(
+                    conn, result, snap_id=snap, run_id="bench", data_versions=versions,
+                    reporting_currency=settings.reporting_currency,
+                )  # fmt: skip
+        write_s = time.perf_counter() - w0
+    refresh_s = compute_s + (write_s or 0.0)
+    return {
+        "forecast_refresh": {
+            "projects": projects,
+            "months": months,
+            "schedule_rows": len(inputs.schedule),
+            "actual_rows": len(inputs.actuals),
+            "opportunities": len(inputs.opportunities),
+            "lines_per_scenario": [len(r.lines) for r in results],
+            "engine": "pandas/numpy int64 (DuckDB and polars not installed; not measured)",
+            "generate_inputs_s": round(generate_s, 2),
+            **timings,
+            "compute_3_scenarios_s": round(compute_s, 2),
+            "write_3_snapshots_s": round(write_s, 2) if write_s is not None else None,
+            "refresh_s": round(refresh_s, 2),
+            "target_s": TARGET_SECONDS,
+            "met": refresh_s <= TARGET_SECONDS,
+            "includes_db_write": write_s is not None,
+            "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "cpus": __import__("os").cpu_count(),
+            "python": platform.python_version(),
+        }
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--projects", type=int, default=50_000)
+    parser.add_argument("--months", type=int, default=12)
+    parser.add_argument("--dsn", help="write the snapshots to this (migrated) ODS database too")
+    parser.add_argument(
+        "--with-db", action="store_true", help="write to a fresh database on the embedded PostgreSQL"
+    )
+    args = parser.parse_args(argv)
+    if args.with_db and not args.dsn:
+        from psa_erp_sync.devenv.stack import Stack
+
+        with Stack(database="psa_erp_sync_bench_forecast", fresh=True) as stack:
+            result = run(args.projects, args.months, stack.start_postgres())
+    else:
+        result = run(args.projects, args.months, args.dsn)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

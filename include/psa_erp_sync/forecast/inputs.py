@@ -1,0 +1,426 @@
+"""Forecast inputs: extract PSA/CRM planning data into ``forecast.src_*`` and read the model's
+inputs (plus their data versions) from the ODS.
+
+Extracts are full reads, validated with pydantic at the boundary and replaced atomically per
+source; each records a content hash in ``forecast.extract``: the data version a snapshot cites.
+Actuals come from what the posting flow wrote: posted, approved time and expenses (the last
+confirmed ``post``/``adjust`` in ``ledger.posting``) joined with their canonical records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
+
+from psa_erp_sync import money
+from psa_erp_sync.clients import psa_models
+from psa_erp_sync.forecast import model
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import psycopg
+
+    from psa_erp_sync.config import Config
+    from psa_erp_sync.forecast.settings import ForecastSettings
+
+log = logging.getLogger(__name__)
+
+BILLING_TYPES = ("time_and_materials", "fixed_fee", "milestone", "retainer")
+
+
+class InputError(ValueError):
+    """An extracted record failed validation; names the source and record id, never values."""
+
+
+# --- CRM boundary models (the CRM's contract, not ours: unknown fields are ignored) ------------
+
+
+class CrmOpportunity(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: StrictInt
+    stage: str
+    amount: Decimal
+    currency: str
+    expected_start: date | None = None
+    duration_months: StrictInt
+    legal_entity: str
+    practice: str
+    billing_type: str | None = None
+    psa_project_id: StrictInt | None = None
+    is_won: StrictBool
+    is_closed: StrictBool
+
+
+class CrmChangeOrder(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: StrictInt
+    opportunity_id: StrictInt
+    amount_delta: Decimal
+    currency: str
+    status: str
+    effective_date: date | None = None
+
+
+def _validated(source: str, cls: type[Any], items: Iterable[dict[str, Any]]) -> Iterator[Any]:
+    for item in items:
+        try:
+            yield cls.model_validate(item)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors()[:5])
+            raise InputError(f"{source} record {item.get('id')!r}: invalid fields {fields}") from None
+
+
+def _replace(
+    conn: psycopg.Connection,
+    source: str,
+    table: str,
+    columns: tuple[str, ...],
+    rows: list[tuple[Any, ...]],
+    run_id: str,
+) -> dict[str, Any]:
+    """Swap the table's rows for ``rows`` and record the content hash, in one transaction."""
+    rows.sort(key=lambda r: str(r[0]))
+    digest = hashlib.sha256(json.dumps(rows, default=str, separators=(",", ":")).encode()).hexdigest()
+    with conn.transaction():
+        conn.execute(f"DELETE FROM forecast.{table}")
+        with conn.cursor().copy(f"COPY forecast.{table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.execute(
+            "INSERT INTO forecast.extract (source, content_hash, row_count, run_id) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (source) DO UPDATE SET content_hash = EXCLUDED.content_hash, "
+            "row_count = EXCLUDED.row_count, run_id = EXCLUDED.run_id, extracted_at = now()",
+            (source, digest, len(rows), run_id),
+        )
+    return {"rows": len(rows), "content_hash": digest}
+
+
+def extract_psa(conn: psycopg.Connection, client: Any, *, run_id: str, config: Config) -> dict[str, Any]:
+    """Projects, people (capacity, cost rate), the resource schedule and milestones from the PSA."""
+    entities = config.legal_entities.legal_entities
+    summary: dict[str, Any] = {}
+    projects: list[tuple[Any, ...]] = []
+    currency_of: dict[int, str] = {}
+    skipped = 0
+    for p in _validated("psa.projects", psa_models.Project, client.iter_projects()):
+        currency = p.currency or (p.client.currency if p.client else None)
+        if not (p.legal_entity and currency and p.billing_type and p.practice):
+            skipped += 1  # not forecastable without these; the master-data flow reports them
+            continue
+        currency_of[p.id] = currency
+        rate = money.to_minor(p.hourly_rate or Decimal(0), currency)
+        budget = money.to_minor(p.budget * (p.hourly_rate or Decimal(0)), currency) if p.budget else None
+        fee = money.to_minor(p.fee, currency) if p.fee is not None else None
+        projects.append(
+            (str(p.id), p.practice, p.legal_entity, currency, p.billing_type, p.is_active,
+             p.starts_on, p.ends_on, rate, fee, budget)
+        )  # fmt: skip
+    summary["psa.projects"] = _replace(
+        conn, "psa.projects", "src_project",
+        ("project_ref", "practice", "legal_entity", "currency", "billing_type", "is_active", "starts_on",
+         "ends_on", "hourly_rate_minor", "fee_minor", "budget_minor"),
+        projects, run_id,
+    ) | {"skipped": skipped}  # fmt: skip
+
+    people = []
+    for u in _validated("psa.users", psa_models.User, client.iter_users()):
+        le = u.legal_entity
+        currency = entities[le].currency if le in entities else config.legal_entities.reporting_currency
+        people.append(
+            (str(u.id), le or "", currency, u.is_active, u.weekly_capacity or 0,
+             money.to_minor(u.cost_rate or Decimal(0), currency))
+        )  # fmt: skip
+    summary["psa.users"] = _replace(
+        conn, "psa.users", "src_person",
+        ("user_ref", "legal_entity", "currency", "is_active", "weekly_capacity_seconds", "cost_rate_minor"),
+        people, run_id,
+    )  # fmt: skip
+
+    schedule = [
+        (str(s.id), str(s.user.id), str(s.project.id), s.week_start, s.hours)
+        for s in _validated("psa.schedule", psa_models.ScheduleEntry, client.iter_schedule())
+    ]
+    summary["psa.schedule"] = _replace(
+        conn, "psa.schedule", "src_schedule",
+        ("schedule_id", "user_ref", "project_ref", "week_start", "hours"), schedule, run_id,
+    )  # fmt: skip
+
+    milestones = []
+    for m in _validated("psa.milestones", psa_models.Milestone, client.iter_milestones()):
+        currency = m.currency or currency_of.get(m.project.id)
+        if currency is None or m.amount is None:
+            continue
+        done = m.completed_at.date() if m.completed_at else None
+        milestones.append(
+            (str(m.id), str(m.project.id), m.due_date, money.to_minor(m.amount, currency), m.status, done)
+        )
+    summary["psa.milestones"] = _replace(
+        conn, "psa.milestones", "src_milestone",
+        ("milestone_id", "project_ref", "due_date", "amount_minor", "status", "completed_on"),
+        milestones, run_id,
+    )  # fmt: skip
+    return summary
+
+
+def extract_crm(conn: psycopg.Connection, client: Any, *, run_id: str) -> dict[str, Any]:
+    """Opportunities (open pipeline and won contracts) and change orders from the CRM."""
+    opportunities = [
+        (str(o.id), o.stage, money.to_minor(o.amount, o.currency), o.currency, o.expected_start,
+         o.duration_months, o.legal_entity, o.practice, o.billing_type,
+         str(o.psa_project_id) if o.psa_project_id is not None else None, o.is_closed, o.is_won)
+        for o in _validated("crm.opportunities", CrmOpportunity, client.iter_opportunities())
+    ]  # fmt: skip
+    summary = {
+        "crm.opportunities": _replace(
+            conn, "crm.opportunities", "src_opportunity",
+            ("opportunity_id", "stage", "amount_minor", "currency", "expected_start", "duration_months",
+             "legal_entity", "practice", "billing_type", "project_ref", "is_closed", "is_won"),
+            opportunities, run_id,
+        )
+    }  # fmt: skip
+    change_orders = [
+        (str(c.id), str(c.opportunity_id), money.to_minor(c.amount_delta, c.currency), c.currency,
+         c.status, c.effective_date)
+        for c in _validated("crm.change_orders", CrmChangeOrder, client.iter_change_orders())
+    ]  # fmt: skip
+    summary["crm.change_orders"] = _replace(
+        conn, "crm.change_orders", "src_change_order",
+        ("change_order_id", "opportunity_id", "amount_delta_minor", "currency", "status", "effective_date"),
+        change_orders, run_id,
+    )  # fmt: skip
+    return summary
+
+
+# --- reading the model's inputs -----------------------------------------------------------------
+
+_POSTED = """
+    SELECT DISTINCT ON (source_system, source_id) source_system, source_id, action, amount_minor
+    FROM ledger.posting WHERE record_type = %s AND state IN ('confirmed', 'resolved')
+    ORDER BY source_system, source_id, seq DESC
+"""
+
+ODS_INPUTS = (
+    ("canonical", "time_entry"),
+    ("canonical", "expense_entry"),
+    ("ledger", "posting"),
+    ("forecast", "src_project"),
+    ("forecast", "src_person"),
+    ("forecast", "src_schedule"),
+    ("forecast", "src_milestone"),
+    ("forecast", "src_opportunity"),
+    ("forecast", "src_change_order"),
+)
+"""Every ODS table a refresh reads (its OpenLineage inputs)."""
+
+
+def data_versions(conn: psycopg.Connection, settings: ForecastSettings) -> dict[str, str]:
+    """What a refresh would read, as versions: extract hashes, ODS watermarks, the config digest."""
+    versions: dict[str, str] = {}
+    for source, digest, count in conn.execute(
+        "SELECT source, content_hash, row_count FROM forecast.extract ORDER BY source"
+    ):
+        versions[str(source)] = f"{count}:{str(digest)[:16]}"
+    for table in ("time_entry", "expense_entry"):
+        count, last = conn.execute(
+            f"SELECT count(*), max(validated_at) FROM canonical.{table}"
+        ).fetchone() or (0, None)
+        versions[f"canonical.{table}"] = f"{count}:{last.isoformat() if last else '-'}"
+    count, seq, last = conn.execute(
+        "SELECT count(*), max(seq), max(updated_at) FROM ledger.posting"
+    ).fetchone() or (0, None, None)
+    versions["ledger.posting"] = f"{count}:{seq or 0}:{last.isoformat() if last else '-'}"
+    versions["config.forecast"] = settings.digest[:16]
+    return versions
+
+
+def _frame(conn: psycopg.Connection, sql: str, params: Any, columns: dict[str, str]) -> pd.DataFrame:
+    import pandas as pd
+
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    frame = pd.DataFrame(rows, columns=list(columns))
+    return frame.astype(columns) if len(frame) else model.empty_frame(columns)
+
+
+def load_inputs(
+    conn: psycopg.Connection, *, as_of: date, settings: ForecastSettings, prior_snapshot_id: str | None
+) -> model.ForecastInputs:
+    """The model's inputs as known at ``as_of``: actuals up to it, plans and pipeline after it."""
+    import numpy as np
+    import pandas as pd
+
+    m0 = model.month_index(as_of)
+    m_year = "(extract(year FROM {d})::int * 12 + extract(month FROM {d})::int - 1)"
+    # Contract value from the CRM (its system of authority) when the project came from a won
+    # opportunity: amount + approved change orders; else the PSA's fee (or T&M budget).
+    projects = _frame(
+        conn,
+        f"""
+        WITH won AS (
+            SELECT o.project_ref, o.amount_minor + coalesce(sum(c.amount_delta_minor)
+                   FILTER (WHERE c.status = 'approved'), 0) AS value
+            FROM forecast.src_opportunity o
+            LEFT JOIN forecast.src_change_order c ON c.opportunity_id = o.opportunity_id
+            WHERE o.is_won AND o.project_ref IS NOT NULL
+            GROUP BY o.opportunity_id, o.project_ref, o.amount_minor
+        )
+        SELECT p.project_ref, p.practice, p.legal_entity, p.currency, p.billing_type,
+               coalesce(w.value, p.fee_minor, p.budget_minor, 0),
+               p.hourly_rate_minor,
+               coalesce({m_year.format(d="p.starts_on")}, %(m0)s),
+               coalesce({m_year.format(d="p.ends_on")}, %(m0)s),
+               0
+        FROM forecast.src_project p LEFT JOIN won w ON w.project_ref = p.project_ref
+        ORDER BY p.project_ref
+        """,
+        {"m0": m0},
+        model.PROJECT_COLUMNS,
+    )
+    posted_time = _frame(
+        conn,
+        f"""
+        SELECT t.project_ref, {m_year.format(d="t.spent_date")}, coalesce(sum(p.amount_minor) FILTER (WHERE t.billable), 0)
+        FROM canonical.time_entry t
+        JOIN ({_POSTED}) p ON p.source_system = t.source_system AND p.source_id = t.source_id
+        WHERE p.action IN ('post', 'adjust') AND t.approved AND NOT t.is_deleted AND t.spent_date <= %(as_of)s
+        GROUP BY 1, 2
+        """.replace("%s", "%(time)s"),
+        {"time": "timebill", "as_of": as_of},
+        {"project_ref": "object", "month": "int64", "revenue_minor": "int64"},
+    )
+    posted_expenses = _frame(
+        conn,
+        f"""
+        SELECT e.project_ref, {m_year.format(d="e.spent_date")}, coalesce(sum(p.amount_minor), 0)
+        FROM canonical.expense_entry e
+        JOIN ({_POSTED}) p ON p.source_system = e.source_system AND p.source_id = e.source_id
+        WHERE p.action IN ('post', 'adjust') AND e.approved AND e.billable AND NOT e.is_deleted
+              AND e.spent_date <= %(as_of)s
+        GROUP BY 1, 2
+        """.replace("%s", "%(expense)s"),
+        {"expense": "expensereport", "as_of": as_of},
+        {"project_ref": "object", "month": "int64", "revenue_minor": "int64"},
+    )
+    # Cost to date: approved time x the person's cost rate (centi-hours x rate / 100, half-even).
+    cost = _frame(
+        conn,
+        f"""
+        SELECT t.project_ref, {m_year.format(d="t.spent_date")}, p.currency,
+               sum(round(t.hours * 100)::bigint * p.cost_rate_minor)
+        FROM canonical.time_entry t JOIN forecast.src_person p ON p.user_ref = t.user_ref
+        WHERE t.approved AND NOT t.is_deleted AND t.spent_date <= %(as_of)s
+        GROUP BY 1, 2, 3
+        """,
+        {"as_of": as_of},
+        {"project_ref": "object", "month": "int64", "cost_currency": "object", "cost_centi": "int64"},
+    )
+    currency_of = projects.set_index("project_ref")["currency"]
+    cost = cost[cost["project_ref"].isin(currency_of.index)]
+    if len(cost):
+        rate = {c: model.fx_factor(c, settings)[0] for c in settings.fx_rates}
+        src = cost["cost_currency"].map(rate).to_numpy(dtype=np.int64)
+        dst = cost["project_ref"].map(currency_of).map(rate).to_numpy(dtype=np.int64)
+        cost = cost.assign(cost_minor=model.muldiv(cost["cost_centi"].to_numpy(), src, dst * 100))
+    else:
+        cost = cost.assign(cost_minor=pd.Series(dtype="int64"))
+    revenue = (
+        pd.concat([posted_time, posted_expenses]).groupby(["project_ref", "month"])["revenue_minor"].sum()
+    )
+    costs = cost.groupby(["project_ref", "month"])["cost_minor"].sum()
+    actuals = pd.concat([revenue, costs], axis=1).fillna(0).astype("int64").reset_index()
+    actuals.columns = list(model.ACTUAL_COLUMNS)
+
+    schedule = _frame(
+        conn,
+        f"""
+        SELECT s.project_ref, s.user_ref, {m_year.format(d="s.week_start")}, round(s.hours * 100)::bigint,
+               p.cost_rate_minor, p.currency
+        FROM forecast.src_schedule s JOIN forecast.src_person p ON p.user_ref = s.user_ref
+        WHERE s.week_start >= %(as_of)s
+        """,
+        {"as_of": as_of},
+        model.SCHEDULE_COLUMNS,
+    )
+    capacity = _capacity(conn, as_of, settings.horizon_months)
+    milestones = _frame(
+        conn,
+        f"""
+        SELECT project_ref, amount_minor, status, coalesce({m_year.format(d="due_date")}, %(m0)s),
+               coalesce({m_year.format(d="completed_on")}, -1)
+        FROM forecast.src_milestone
+        """,
+        {"m0": m0},
+        model.MILESTONE_COLUMNS,
+    )
+    opportunities = _frame(
+        conn,
+        f"""
+        SELECT 'opp-' || opportunity_id, practice, legal_entity, currency, stage, amount_minor,
+               greatest(coalesce({m_year.format(d="expected_start")}, %(m0)s), %(m0)s), duration_months
+        FROM forecast.src_opportunity WHERE NOT is_closed
+        """,
+        {"m0": m0},
+        model.OPPORTUNITY_COLUMNS,
+    )
+    prior = None
+    if prior_snapshot_id is not None:
+        prior = _frame(
+            conn,
+            "SELECT project_ref, cum_revenue_minor FROM forecast.contract_balance WHERE snapshot_id = %(id)s",
+            {"id": prior_snapshot_id},
+            {"project_ref": "object", "cum_revenue_minor": "int64"},
+        )
+    return model.ForecastInputs(
+        as_of, projects, actuals, schedule, capacity, milestones, opportunities, prior
+    )
+
+
+def _capacity(conn: psycopg.Connection, as_of: date, horizon: int) -> pd.DataFrame:
+    """Available centi-hours per active person and month: weekly capacity x the plan's weeks
+    (Mondays on or after ``as_of``) starting in that month, the same bucketing as the schedule."""
+    import pandas as pd
+
+    first = as_of + timedelta(days=(7 - as_of.weekday()) % 7)
+    end = model.month_start(model.month_index(as_of) + horizon)
+    weeks: dict[int, int] = {}
+    day = first
+    while day < end:
+        weeks[model.month_index(day)] = weeks.get(model.month_index(day), 0) + 1
+        day += timedelta(days=7)
+    people = _frame(
+        conn,
+        "SELECT user_ref, weekly_capacity_seconds FROM forecast.src_person WHERE is_active",
+        None,
+        {"user_ref": "object", "seconds": "int64"},
+    )
+    if not len(people) or not weeks:
+        return model.empty_frame(model.CAPACITY_COLUMNS)
+    months = pd.DataFrame({"month": list(weeks), "weeks": list(weeks.values())})
+    grid = people.merge(months, how="cross")
+    # seconds / 3600 h x 100 = centi-hours: seconds / 36 (weekly capacities are whole minutes).
+    grid["available_centi"] = grid["seconds"] * grid["weeks"] // 36
+    return grid[list(model.CAPACITY_COLUMNS)].astype(model.CAPACITY_COLUMNS)
+
+
+def previous_snapshot(conn: psycopg.Connection, scenario: str, exclude: str) -> str | None:
+    """The latest snapshot of ``scenario`` other than ``exclude`` (for the catch-up and the chart)."""
+    row = conn.execute(
+        "SELECT snapshot_id FROM forecast.snapshot WHERE scenario = %s AND snapshot_id <> %s "
+        "ORDER BY as_of DESC, created_at DESC, snapshot_id DESC LIMIT 1",
+        (scenario, exclude),
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def as_date(value: datetime | date) -> date:
+    return value.date() if isinstance(value, datetime) else value

@@ -1,0 +1,653 @@
+"""The revenue forecast model: pure, vectorised (pandas/numpy) on integer minor units.
+
+Monthly buckets are integer month indexes (``year * 12 + month - 1``); ``m0`` is the month of
+the as-of date. Three layers per project and month:
+
+- ``actual``: revenue recognized up to the as-of date (ASC 606 / IFRS 15, see docs/forecast.md):
+  T&M = posted billable time + billable expenses (right to invoice); fixed fee by cost-to-cost
+  (``p = cost_to_date / EAC``, ``EAC = cost_to_date + ETC``, ``cum = min(p, 1) x price``);
+  milestones when completed; retainers evenly over the term.
+- ``contracted``: backlog burned by the resource plan after the as-of date: scheduled hours x
+  bill rate x realization (T&M), planned cost through cost-to-cost (fixed fee), planned
+  milestones at their due month, the retainer's remaining months; T&M and fixed fee are capped by
+  the remaining transaction price.
+- ``pipeline``: open opportunities x stage probability, spread from the expected start by the
+  burn profile; a separate, lower-confidence layer.
+
+Every product of two amounts goes through :func:`muldiv` (exact, half-even, int64 with a
+Python-int fallback when a product could overflow), so no float ever touches money.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from psa_erp_sync import money
+from psa_erp_sync.forecast.settings import PPM, ForecastSettings, ppm
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+LAYERS = ("actual", "contracted", "pipeline")
+LINE_COLUMNS = [
+    "project_ref", "practice", "legal_entity", "layer", "month", "currency", "amount_minor",
+    "reporting_amount_minor",
+]  # fmt: skip
+_INT64_SAFE = 2**62
+
+
+# --- months and integer arithmetic -------------------------------------------------------------
+
+
+def month_index(day: date) -> int:
+    return day.year * 12 + day.month - 1
+
+
+def month_start(index: int) -> date:
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def rdiv(num: Any, den: Any) -> Any:
+    """``num / den`` rounded half-even, element-wise on integer arrays (``den`` > 0)."""
+    import numpy as np
+
+    num = np.asarray(num)
+    den = np.asarray(den)
+    q = num // den
+    r = num - q * den
+    twice = 2 * r
+    up = (twice > den) | ((twice == den) & (q % 2 != 0))
+    return q + up.astype(q.dtype)
+
+
+def muldiv(a: Any, b: Any, den: Any) -> np.ndarray:
+    """``a x b / den`` exactly, rounded half-even once; int64 unless a product could overflow."""
+    import numpy as np
+
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    den_arr = np.asarray(den, dtype=np.int64)
+    if np.any(den_arr <= 0):
+        raise ValueError("muldiv needs positive denominators")
+    max_a = int(np.abs(a).max()) if a.size else 0
+    max_b = int(np.abs(b).max()) if b.size else 0
+    if max_a * max_b < _INT64_SAFE:
+        return np.asarray(rdiv(a * b, den_arr), dtype=np.int64)
+    # Rare: amounts large enough to overflow int64. Exact Python integers, element-wise.
+    big = rdiv(a.astype(object) * b.astype(object), den_arr.astype(object))
+    return np.asarray(big, dtype=np.int64)
+
+
+# --- the formulas, one contract at a time (what the vectorised code computes) ---------------
+
+
+@dataclass(frozen=True)
+class CostToCost:
+    """Cost-to-cost measure of progress for one fixed-fee contract, in minor units."""
+
+    eac_minor: int
+    cum_revenue_minor: int
+    expected_loss_minor: int
+
+
+def cost_to_cost(cost_to_date_minor: int, etc_minor: int, price_minor: int) -> CostToCost:
+    """``EAC = cost_to_date + ETC``; ``cum_rev = min(cost_to_date / EAC, 1) x price``;
+    expected loss = ``EAC - price`` when positive (recognised in full, at once)."""
+    eac = cost_to_date_minor + etc_minor
+    if eac <= 0:
+        return CostToCost(eac, 0, 0)
+    cum = int(muldiv([min(cost_to_date_minor, eac)], [price_minor], eac)[0])
+    return CostToCost(eac, cum, max(0, eac - price_minor))
+
+
+def catch_up(cum_revenue_now_minor: int, cum_revenue_prior_minor: int) -> int:
+    """Period revenue under the input method: the cumulative catch-up ``cum_t - cum_{t-1}``."""
+    return cum_revenue_now_minor - cum_revenue_prior_minor
+
+
+def contract_balance(cum_revenue_minor: int, cum_billed_minor: int) -> tuple[int, int]:
+    """(contract asset, contract liability) of one contract: never netted across contracts."""
+    balance = cum_revenue_minor - cum_billed_minor
+    return (balance, 0) if balance >= 0 else (0, -balance)
+
+
+def to_reporting(amount_minor: int, currency: str, settings: ForecastSettings) -> int:
+    """One amount converted with the configured rate, half-even."""
+    num, den = fx_factor(currency, settings)
+    return int(muldiv([amount_minor], [num], den)[0])
+
+
+def fx_factor(currency: str, settings: ForecastSettings) -> tuple[int, int]:
+    """(numerator, denominator) turning minor units of ``currency`` into reporting minor units."""
+    if currency not in settings.fx_rates:
+        raise KeyError(f"no FX rate configured for {currency}")
+    shift = money.exponent(settings.reporting_currency) - money.exponent(currency)
+    num = ppm(settings.fx_rates[currency]) * (10 ** max(shift, 0))
+    return num, PPM * (10 ** max(-shift, 0))
+
+
+def burn_weights(duration_months: int, profile_ppm: list[int]) -> list[int]:
+    """Weights of each month of a ``duration_months`` engagement: the profile stretched to fit."""
+    n, size = max(1, duration_months), len(profile_ppm)
+    return [profile_ppm[k * size // n] for k in range(n)]
+
+
+# --- inputs and outputs -----------------------------------------------------------------------
+
+
+@dataclass
+class ForecastInputs:
+    """What the model needs, already typed; every amount in integer minor units.
+
+    - ``projects``: project_ref, practice, legal_entity, currency, billing_type, price_minor,
+      bill_rate_minor, start_month, end_month (month indexes), billed_minor (invoiced to date,
+      T&M and fixed fee; milestone and retainer billing follow their schedules).
+    - ``actuals``: project_ref, month, revenue_minor (posted billable time + billable expenses),
+      cost_minor (approved time x cost rate, in the project currency); months up to the as-of date.
+    - ``schedule``: project_ref, user_ref, month, hours_centi (hundredths of an hour),
+      cost_rate_minor (per hour, in ``cost_currency``), cost_currency; work after the as-of date.
+    - ``capacity``: user_ref, month, available_centi.
+    - ``milestones``: project_ref, amount_minor, status (planned|completed|signed_off), due_month,
+      done_month (-1 when not done).
+    - ``opportunities``: opp_ref, practice, legal_entity, currency, stage, amount_minor,
+      start_month, duration_months (open ones; closed are ignored by stage).
+    - ``prior``: project_ref, cum_revenue_minor of the previous snapshot (for the catch-up).
+    """
+
+    as_of: date
+    projects: pd.DataFrame
+    actuals: pd.DataFrame
+    schedule: pd.DataFrame
+    capacity: pd.DataFrame
+    milestones: pd.DataFrame
+    opportunities: pd.DataFrame
+    prior: pd.DataFrame | None = None
+
+
+@dataclass
+class ForecastResult:
+    """One scenario's lines, contract balances, capacity check and totals."""
+
+    scenario: str
+    as_of: date
+    lines: pd.DataFrame
+    balances: pd.DataFrame
+    capacity: pd.DataFrame
+    totals: dict[str, Any] = field(default_factory=dict)
+
+
+def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
+    """A typed, empty frame with ``columns`` (name -> dtype)."""
+    import pandas as pd
+
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
+
+
+def empty_inputs(as_of: date) -> ForecastInputs:
+    """Inputs with every frame empty but typed (a firm with nothing yet)."""
+    return ForecastInputs(
+        as_of=as_of,
+        projects=empty_frame(PROJECT_COLUMNS),
+        actuals=empty_frame(ACTUAL_COLUMNS),
+        schedule=empty_frame(SCHEDULE_COLUMNS),
+        capacity=empty_frame(CAPACITY_COLUMNS),
+        milestones=empty_frame(MILESTONE_COLUMNS),
+        opportunities=empty_frame(OPPORTUNITY_COLUMNS),
+    )
+
+
+PROJECT_COLUMNS = {
+    "project_ref": "object", "practice": "object", "legal_entity": "object", "currency": "object",
+    "billing_type": "object", "price_minor": "int64", "bill_rate_minor": "int64", "start_month": "int64",
+    "end_month": "int64", "billed_minor": "int64",
+}  # fmt: skip
+ACTUAL_COLUMNS = {"project_ref": "object", "month": "int64", "revenue_minor": "int64", "cost_minor": "int64"}
+SCHEDULE_COLUMNS = {
+    "project_ref": "object", "user_ref": "object", "month": "int64", "hours_centi": "int64",
+    "cost_rate_minor": "int64", "cost_currency": "object",
+}  # fmt: skip
+CAPACITY_COLUMNS = {"user_ref": "object", "month": "int64", "available_centi": "int64"}
+MILESTONE_COLUMNS = {
+    "project_ref": "object", "amount_minor": "int64", "status": "object", "due_month": "int64",
+    "done_month": "int64",
+}  # fmt: skip
+OPPORTUNITY_COLUMNS = {
+    "opp_ref": "object", "practice": "object", "legal_entity": "object", "currency": "object",
+    "stage": "object", "amount_minor": "int64", "start_month": "int64", "duration_months": "int64",
+}  # fmt: skip
+
+
+# --- the vectorised model ---------------------------------------------------------------------
+
+
+def _group_starts(keys: np.ndarray) -> np.ndarray:
+    """Boolean mask of the first row of each run of equal ``keys`` (rows sorted by key)."""
+    import numpy as np
+
+    if not len(keys):
+        return np.zeros(0, dtype=bool)
+    return np.r_[True, keys[1:] != keys[:-1]]
+
+
+def _group_cumsum(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Cumulative sum of ``values`` within runs of equal ``keys`` (exact, int64)."""
+    import numpy as np
+
+    if not len(values):
+        return values.astype(np.int64)
+    total = np.cumsum(values, dtype=np.int64)
+    starts = np.flatnonzero(_group_starts(keys))
+    counts = np.diff(np.r_[starts, len(values)])
+    return total - np.repeat(total[starts] - values[starts], counts)
+
+
+def _capped(pi: np.ndarray, amount: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """Cap each project's cumulative burn (rows sorted by project, then month) at ``cap[pi]``."""
+    import numpy as np
+
+    cum = _group_cumsum(pi, amount)
+    limit = cap[pi]
+    return np.minimum(cum, limit) - np.minimum(cum - amount, limit)
+
+
+def _sum_by(pi: Any, month: Any, *values: Any) -> tuple[np.ndarray, ...]:
+    """Exact int64 sums of ``values`` per (project position, month), sorted by both."""
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.DataFrame({"pi": pi, "month": month, **{f"v{i}": v for i, v in enumerate(values)}})
+    summed = frame.groupby(["pi", "month"], sort=True).sum()
+    out = [
+        summed.index.get_level_values(0).to_numpy(np.int64),
+        summed.index.get_level_values(1).to_numpy(np.int64),
+    ]
+    return (*out, *(summed[f"v{i}"].to_numpy(np.int64) for i in range(len(values))))
+
+
+def _codes(values: Any, lookup: dict[str, int]) -> np.ndarray:
+    """Map a column of labels to integers through ``lookup`` (factorised: one dict hit per label)."""
+    import numpy as np
+    import pandas as pd
+
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+    table = np.array([lookup[str(u)] for u in uniques], dtype=np.int64)
+    return table[codes] if len(codes) else np.zeros(0, dtype=np.int64)
+
+
+@dataclass
+class _Prepared:
+    """Everything a scenario does not change, computed once per refresh."""
+
+    m0: int
+    m_end: int
+    m_first_actual: int
+    projects: pd.DataFrame
+    actual: tuple[np.ndarray, np.ndarray, np.ndarray]  # pi, month, amount
+    tm: tuple[np.ndarray, np.ndarray, np.ndarray]  # pi, month, realized value before the scenario factor
+    ff: tuple[np.ndarray, np.ndarray, np.ndarray]  # pi, month, cost-to-cost period revenue
+    milestones: tuple[np.ndarray, np.ndarray, np.ndarray]  # pi, due month (>= m0), amount
+    retainers: tuple[np.ndarray, np.ndarray, np.ndarray]
+    remaining: np.ndarray
+    balances: pd.DataFrame
+    capacity: pd.DataFrame
+
+
+def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
+    """Actuals, cost-to-cost, contract balances, the capacity check and the scenario-free burn."""
+    import numpy as np
+    import pandas as pd
+
+    m0 = month_index(inputs.as_of)
+    m_end = m0 + settings.horizon_months  # exclusive
+    m_first_actual = m0 - settings.actual_months
+    projects = inputs.projects.reset_index(drop=True)
+    n = len(projects)
+    ref_index = pd.Index(projects["project_ref"])
+    kind = projects["billing_type"].to_numpy(dtype=object)
+    is_tm, is_ff = kind == "time_and_materials", kind == "fixed_fee"
+    is_ms, is_ret = kind == "milestone", kind == "retainer"
+    price = projects["price_minor"].to_numpy(np.int64)
+    rate_ppm = {cur: ppm(rate) for cur, rate in settings.fx_rates.items()}
+
+    # Resource plan rows in each project's currency.
+    sched = inputs.schedule
+    s_pi = ref_index.get_indexer(sched["project_ref"])
+    keep = s_pi >= 0
+    s_pi, s_month = s_pi[keep], sched["month"].to_numpy(np.int64)[keep]
+    hours = sched["hours_centi"].to_numpy(np.int64)[keep]
+    from_rate = _codes(sched["cost_currency"].to_numpy()[keep], rate_ppm)
+    to_rate = _codes(projects["currency"].to_numpy(), rate_ppm)[s_pi] if n else np.zeros(0, dtype=np.int64)
+    cost_rate = rdiv(muldiv(sched["cost_rate_minor"].to_numpy(np.int64)[keep], from_rate, 1), to_rate)
+    planned_cost = muldiv(hours, cost_rate, 100)
+    planned_value = muldiv(hours, projects["bill_rate_minor"].to_numpy(np.int64)[s_pi], 100)
+
+    # Actuals up to the as-of date, per project and month.
+    acts = inputs.actuals[inputs.actuals["month"] <= m0]
+    a_pi = ref_index.get_indexer(acts["project_ref"])
+    keep = a_pi >= 0
+    a_pi, a_month, a_rev, a_cost = _sum_by(
+        a_pi[keep], acts["month"].to_numpy(np.int64)[keep],
+        acts["revenue_minor"].to_numpy(np.int64)[keep], acts["cost_minor"].to_numpy(np.int64)[keep],
+    )  # fmt: skip
+    cost_to_date = np.zeros(n, dtype=np.int64)
+    np.add.at(cost_to_date, a_pi, a_cost)
+    tm_to_date = np.zeros(n, dtype=np.int64)
+    np.add.at(tm_to_date, a_pi, a_rev)
+    etc = np.zeros(n, dtype=np.int64)
+    np.add.at(etc, s_pi, planned_cost)
+    eac = cost_to_date + etc
+
+    ff_cum = np.zeros(n, dtype=np.int64)
+    has_eac = (eac > 0) & is_ff
+    if has_eac.any():
+        ff_cum[has_eac] = muldiv(np.minimum(cost_to_date, eac)[has_eac], price[has_eac], eac[has_eac])
+
+    ms = inputs.milestones
+    m_pi = ref_index.get_indexer(ms["project_ref"])
+    keep = m_pi >= 0
+    m_pi, m_amount = m_pi[keep], ms["amount_minor"].to_numpy(np.int64)[keep]
+    m_status = ms["status"].to_numpy(dtype=object)[keep]
+    m_due, m_done = ms["due_month"].to_numpy(np.int64)[keep], ms["done_month"].to_numpy(np.int64)[keep]
+    done = (m_status != "planned") & (m_done >= 0) & (m_done <= m0)
+    ms_cum = np.zeros(n, dtype=np.int64)
+    np.add.at(ms_cum, m_pi[done], m_amount[done])
+    signed = np.zeros(n, dtype=np.int64)
+    np.add.at(signed, m_pi[m_status == "signed_off"], m_amount[m_status == "signed_off"])
+
+    start, end = projects["start_month"].to_numpy(np.int64), projects["end_month"].to_numpy(np.int64)
+    term = np.maximum(end - start + 1, 1)
+    elapsed = np.clip(m0 - start, 0, term)
+    ret_cum = muldiv(price, elapsed, term) if n else np.zeros(0, dtype=np.int64)
+    # Retainers are billed monthly in advance: the as-of month is billed, not yet earned.
+    ret_billed = muldiv(price, np.minimum(elapsed + 1, term), term) if n else np.zeros(0, dtype=np.int64)
+
+    cum_rev = np.select([is_tm, is_ff, is_ms, is_ret], [tm_to_date, ff_cum, ms_cum, ret_cum], 0).astype(
+        np.int64
+    )
+    billed = np.select([is_ms, is_ret], [signed, ret_billed], projects["billed_minor"].to_numpy(np.int64))
+    remaining = np.maximum(price - cum_rev, 0)
+
+    # Actual layer: T&M as posted; fixed fee spread by each month's share of cost (a cumulative
+    # allocation, so the months sum exactly to the cost-to-cost revenue); milestones when done.
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    tm_rows = is_tm[a_pi] if len(a_pi) else np.zeros(0, dtype=bool)
+    parts.append((a_pi[tm_rows], a_month[tm_rows], a_rev[tm_rows]))
+    ff_rows = is_ff[a_pi] if len(a_pi) else np.zeros(0, dtype=bool)
+    f_pi, f_month, f_cost = a_pi[ff_rows], a_month[ff_rows], a_cost[ff_rows]
+    cum_cost = _group_cumsum(f_pi, f_cost)
+    total = cost_to_date[f_pi]
+    alloc = np.zeros(len(f_pi), dtype=np.int64)
+    ok = total > 0
+    if ok.any():
+        alloc[ok] = muldiv(ff_cum[f_pi][ok], cum_cost[ok], total[ok])
+    prev = np.r_[0, alloc[:-1]] if len(alloc) else alloc.copy()
+    prev[_group_starts(f_pi)] = 0
+    parts.append((f_pi, f_month, alloc - prev))
+    parts.append(_sum_by(m_pi[done], m_done[done], m_amount[done]))  # type: ignore[arg-type]
+    parts.append(_retainer_months(price, start, end, term, np.flatnonzero(is_ret), m_first_actual, m0))
+    actual = tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+    # Contracted, before the scenario factor: T&M value x realization; fixed fee through cost-to-cost.
+    tm_sched = is_tm[s_pi] if len(s_pi) else np.zeros(0, dtype=bool)
+    t_pi, t_month, t_value = _sum_by(s_pi[tm_sched], s_month[tm_sched], planned_value[tm_sched])
+    realization = {
+        str(p): ppm(settings.realization.for_practice(str(p))) for p in projects["practice"].unique()
+    }
+    real_ppm = _codes(projects["practice"].to_numpy(), realization) if n else np.zeros(0, dtype=np.int64)
+    t_value = muldiv(t_value, real_ppm[t_pi], PPM) if len(t_pi) else t_value
+    ff_sched = is_ff[s_pi] if len(s_pi) else np.zeros(0, dtype=bool)
+    g_pi, g_month, g_cost = _sum_by(s_pi[ff_sched], s_month[ff_sched], planned_cost[ff_sched])
+    g_cum_cost = cost_to_date[g_pi] + _group_cumsum(g_pi, g_cost)
+    g_eac = eac[g_pi]
+    g_cum = muldiv(np.minimum(g_cum_cost, g_eac), price[g_pi], np.maximum(g_eac, 1)) if len(g_pi) else g_cost
+    g_prev = np.r_[0, g_cum[:-1]] if len(g_cum) else g_cum.copy()
+    starts = _group_starts(g_pi)
+    g_prev[starts] = ff_cum[g_pi[starts]]
+    planned = m_status == "planned"
+    milestones = _sum_by(m_pi[planned], np.maximum(m_due[planned], m0), m_amount[planned])
+    retainers = _retainer_months(price, start, end, term, np.flatnonzero(is_ret), m0, m_end)
+
+    balances = pd.DataFrame(
+        {
+            "project_ref": projects["project_ref"].to_numpy(),
+            "billing_type": kind,
+            "legal_entity": projects["legal_entity"].to_numpy(),
+            "currency": projects["currency"].to_numpy(),
+            "transaction_price_minor": price,
+            "cost_to_date_minor": cost_to_date,
+            "etc_minor": etc,
+            "eac_minor": eac,
+            "cum_revenue_minor": cum_rev,
+            "cum_billed_minor": billed,
+            "contract_asset_minor": np.maximum(cum_rev - billed, 0),
+            "contract_liability_minor": np.maximum(billed - cum_rev, 0),
+            "expected_loss_minor": np.where(is_ff, np.maximum(eac - price, 0), 0).astype(np.int64),
+            "backlog_minor": remaining,
+        }
+    )
+    return _Prepared(
+        m0=m0, m_end=m_end, m_first_actual=m_first_actual, projects=projects, actual=actual,  # type: ignore[arg-type]
+        tm=(t_pi, t_month, t_value), ff=(g_pi, g_month, g_cum - g_prev), milestones=milestones,  # type: ignore[arg-type]
+        retainers=retainers, remaining=remaining, balances=balances,
+        capacity=capacity_check(inputs.schedule, inputs.capacity),
+    )  # fmt: skip
+
+
+def compute(inputs: ForecastInputs, settings: ForecastSettings, scenario: str) -> ForecastResult:
+    """The forecast of one scenario: lines per project, layer and month; balances; capacity."""
+    return compute_scenarios(inputs, settings, (scenario,))[0]
+
+
+def compute_scenarios(
+    inputs: ForecastInputs,
+    settings: ForecastSettings,
+    scenarios: tuple[str, ...],
+    priors: dict[str, pd.DataFrame | None] | None = None,
+) -> list[ForecastResult]:
+    """Each scenario's forecast; the scenario-free work is done once. ``priors`` (per scenario)
+    override ``inputs.prior`` for the catch-up against that scenario's previous snapshot."""
+    import numpy as np
+    import pandas as pd
+
+    base = prepare(inputs, settings)
+    projects = base.projects
+    refs = projects["project_ref"].to_numpy(dtype=object)
+    practice = projects["practice"].to_numpy(dtype=object)
+    entity = projects["legal_entity"].to_numpy(dtype=object)
+    currency = projects["currency"].to_numpy(dtype=object)
+    results = []
+    for scenario in scenarios:
+        adj = settings.scenarios[scenario]  # type: ignore[index]
+        factor = ppm(adj.contracted)
+        tm_pi, tm_month, tm_value = base.tm
+        ff_pi, ff_month, ff_value = base.ff
+        tm_amount = _capped(tm_pi, muldiv(tm_value, np.full(len(tm_value), factor), PPM), base.remaining)
+        ff_amount = _capped(ff_pi, muldiv(ff_value, np.full(len(ff_value), factor), PPM), base.remaining)
+        ms_pi, ms_month, ms_amount = base.milestones
+        contracted = [
+            (tm_pi, tm_month, tm_amount),
+            (ff_pi, ff_month, ff_amount),
+            (ms_pi, ms_month + adj.milestone_delay_months, ms_amount),
+            base.retainers,
+        ]
+        a_pi, a_month, a_amount = base.actual
+        a_keep = (a_month >= base.m_first_actual) & (a_month <= base.m0) & (a_amount != 0)
+        c_pi, c_month, c_amount = (np.concatenate([p[i] for p in contracted]) for i in range(3))
+        c_keep = (c_month >= base.m0) & (c_month < base.m_end) & (c_amount != 0)
+        pi = np.concatenate([a_pi[a_keep], c_pi[c_keep]])
+        layer = np.repeat(
+            np.array(["actual", "contracted"], dtype=object), [int(a_keep.sum()), int(c_keep.sum())]
+        )
+        lines = pd.DataFrame(
+            {
+                "project_ref": refs[pi],
+                "practice": practice[pi],
+                "legal_entity": entity[pi],
+                "layer": layer,
+                "month": np.concatenate([a_month[a_keep], c_month[c_keep]]),
+                "currency": currency[pi],
+                "amount_minor": np.concatenate([a_amount[a_keep], c_amount[c_keep]]),
+            }
+        )
+        pipeline = _pipeline(inputs.opportunities, settings, ppm(adj.pipeline), adj.pipeline_delay_months)
+        pipeline = pipeline[
+            (pipeline["month"] >= base.m0)
+            & (pipeline["month"] < base.m_end)
+            & (pipeline["amount_minor"] != 0)
+        ]
+        if len(pipeline):
+            lines = pd.concat([lines, pipeline[lines.columns]], ignore_index=True)
+        lines = lines.astype({"month": "int64", "amount_minor": "int64"})
+        lines["reporting_amount_minor"] = reporting_amounts(
+            lines["amount_minor"], lines["currency"], settings
+        )
+        lines = lines[LINE_COLUMNS]
+
+        balances = base.balances.copy()
+        prior_frame = (priors or {}).get(scenario, inputs.prior) if priors is not None else inputs.prior
+        if prior_frame is not None and len(prior_frame):
+            prior = prior_frame.set_index("project_ref")["cum_revenue_minor"].reindex(balances["project_ref"])
+            balances["prior_cum_revenue_minor"] = prior.astype("Int64").to_numpy()
+        else:
+            balances["prior_cum_revenue_minor"] = pd.array([pd.NA] * len(balances), dtype="Int64")
+        balances["catch_up_minor"] = (
+            balances["cum_revenue_minor"] - balances["prior_cum_revenue_minor"].fillna(0).astype("int64")
+        ).astype("int64")
+        results.append(
+            ForecastResult(
+                scenario=scenario,
+                as_of=inputs.as_of,
+                lines=lines,
+                balances=balances,
+                capacity=base.capacity,
+                totals=totals_of(lines, balances, base.capacity, settings),
+            )
+        )
+    return results
+
+
+def _retainer_months(
+    price: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    term: np.ndarray,
+    which: np.ndarray,
+    first: int,
+    stop: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pi, month, amount) per month in ``[first, stop)`` of each retainer's term: even, the
+    cumulative allocation ``price x k / term`` keeps the months summing exactly to the price."""
+    import numpy as np
+
+    lo = np.maximum(start[which], first)
+    hi = np.minimum(end[which] + 1, stop)
+    counts = np.clip(hi - lo, 0, None)
+    pi = np.repeat(which, counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    months = np.repeat(lo, counts) + offsets
+    if not len(pi):
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    k = months - start[pi]
+    amount = muldiv(price[pi], k + 1, term[pi]) - muldiv(price[pi], k, term[pi])
+    return pi.astype(np.int64), months.astype(np.int64), amount
+
+
+def _pipeline(
+    opportunities: pd.DataFrame, settings: ForecastSettings, pipeline_ppm: int, delay: int
+) -> pd.DataFrame:
+    """Weighted pipeline: amount x P(stage) x scenario factor, spread by the burn profile."""
+    import numpy as np
+    import pandas as pd
+
+    probability = {stage: ppm(p) for stage, p in settings.stage_probabilities.items()}
+    opps = opportunities[opportunities["stage"].isin(list(probability))]
+    columns = ["project_ref", "month", "layer", "amount_minor", "practice", "legal_entity", "currency"]
+    if not len(opps):
+        return pd.DataFrame(
+            {c: pd.Series(dtype="int64" if c in ("month", "amount_minor") else "object") for c in columns}
+        )
+    prob = opps["stage"].map(probability).to_numpy(dtype=np.int64)
+    weighted = muldiv(opps["amount_minor"].to_numpy(), prob, PPM)
+    weighted = muldiv(weighted, np.full(len(weighted), pipeline_ppm, dtype=np.int64), PPM)
+    profile = np.array([ppm(w) for w in settings.burn_profile], dtype=np.int64)
+    n = np.clip(opps["duration_months"].to_numpy(dtype=np.int64), 1, None)
+    refs_idx = np.repeat(np.arange(len(opps)), n)
+    k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    nn = np.repeat(n, n)
+    w = profile[k * len(profile) // nn]
+    frame = pd.DataFrame({"i": refs_idx, "w": w})
+    cum_w = frame.groupby("i")["w"].cumsum().to_numpy(dtype=np.int64)
+    total_w = frame.groupby("i")["w"].transform("sum").to_numpy(dtype=np.int64)
+    weighted_rows = weighted[refs_idx]
+    cum_amount = muldiv(weighted_rows, cum_w, total_w)
+    prev_amount = muldiv(weighted_rows, cum_w - w, total_w)
+    return pd.DataFrame(
+        {
+            "project_ref": opps["opp_ref"].to_numpy()[refs_idx],
+            "month": opps["start_month"].to_numpy(dtype=np.int64)[refs_idx] + delay + k,
+            "layer": "pipeline",
+            "amount_minor": cum_amount - prev_amount,
+            "practice": opps["practice"].to_numpy()[refs_idx],
+            "legal_entity": opps["legal_entity"].to_numpy()[refs_idx],
+            "currency": opps["currency"].to_numpy()[refs_idx],
+        }
+    )
+
+
+def reporting_amounts(amounts: pd.Series, currencies: pd.Series, settings: ForecastSettings) -> Any:
+    """Amounts in minor units of their currencies -> reporting minor units (half-even)."""
+    import numpy as np
+
+    codes, uniques = pd_factorize(currencies)
+    num = np.array([fx_factor(str(c), settings)[0] for c in uniques], dtype=np.int64)
+    den = np.array([fx_factor(str(c), settings)[1] for c in uniques], dtype=np.int64)
+    if not len(codes):
+        return np.zeros(0, dtype=np.int64)
+    return muldiv(amounts.to_numpy(dtype=np.int64), num[codes], den[codes])
+
+
+def pd_factorize(values: Any) -> tuple[np.ndarray, Any]:
+    import numpy as np
+    import pandas as pd
+
+    return pd.factorize(np.asarray(values, dtype=object))
+
+
+def capacity_check(schedule: pd.DataFrame, capacity: pd.DataFrame) -> pd.DataFrame:
+    """Scheduled vs available hours per person and month; ``over_allocated`` when scheduled > available."""
+    scheduled = schedule.groupby(["user_ref", "month"], as_index=False)["hours_centi"].sum()
+    out = scheduled.merge(capacity, on=["user_ref", "month"], how="outer").fillna(
+        {"hours_centi": 0, "available_centi": 0}
+    )
+    out = out.rename(columns={"hours_centi": "scheduled_centi"}).astype(
+        {"scheduled_centi": "int64", "available_centi": "int64", "month": "int64"}
+    )
+    out["over_allocated"] = out["scheduled_centi"] > out["available_centi"]
+    return out.sort_values(["user_ref", "month"]).reset_index(drop=True)
+
+
+def totals_of(
+    lines: pd.DataFrame, balances: pd.DataFrame, capacity: pd.DataFrame, settings: ForecastSettings
+) -> dict[str, Any]:
+    """Control totals: line count, reporting amount per layer, contract balances, over-allocation."""
+    by_layer = lines.groupby("layer")["reporting_amount_minor"].sum()
+    by_currency = lines.groupby("currency")["amount_minor"].sum()
+    return {
+        "lines": len(lines),
+        "projects": int(lines["project_ref"].nunique()),
+        "reporting_currency": settings.reporting_currency,
+        "reporting_minor_by_layer": {str(k): int(v) for k, v in by_layer.items()},
+        "amount_minor_by_currency": {str(k): int(v) for k, v in by_currency.items()},
+        "contract_asset_minor_by_currency": {
+            str(k): int(v) for k, v in balances.groupby("currency")["contract_asset_minor"].sum().items()
+        },
+        "contract_liability_minor_by_currency": {
+            str(k): int(v) for k, v in balances.groupby("currency")["contract_liability_minor"].sum().items()
+        },
+        "loss_contracts": int((balances["expected_loss_minor"] > 0).sum()),
+        "over_allocated_person_months": int(capacity["over_allocated"].sum()),
+    }

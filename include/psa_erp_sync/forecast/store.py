@@ -1,0 +1,147 @@
+"""Immutable, versioned forecast snapshots in the ``forecast`` schema.
+
+A snapshot's id is derived from (scenario, as-of date, input data versions), so refreshing
+again on unchanged inputs finds the snapshot already written and writes nothing: idempotent per
+(scenario, as-of, input data versions). Rows are never updated or deleted (triggers refuse it);
+changed inputs give a new id and a new snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from psycopg.types.json import Jsonb
+
+from psa_erp_sync.forecast import model
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import psycopg
+
+
+def snapshot_version(scenario: str, as_of: date, data_versions: dict[str, str]) -> str:
+    """16 hex digits of sha256 over (scenario, as-of, data versions)."""
+    canonical = json.dumps(
+        {"scenario": scenario, "as_of": as_of.isoformat(), "data_versions": data_versions},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def snapshot_id(scenario: str, as_of: date, data_versions: dict[str, str]) -> str:
+    """``fc-{scenario}-{yyyymmdd}-{version}``: deterministic, valid for the planning API."""
+    return f"fc-{scenario}-{as_of:%Y%m%d}-{snapshot_version(scenario, as_of, data_versions)}"
+
+
+def lines_hash(lines: pd.DataFrame) -> str:
+    """A digest of the lines independent of their order: the line count and the wrapping sum
+    of a 64-bit hash per line (pandas' row hash), hashed once more with sha256."""
+    import numpy as np
+    import pandas as pd
+
+    rows = pd.util.hash_pandas_object(lines[model.LINE_COLUMNS], index=False).to_numpy(np.uint64)
+    total = int(rows.sum(dtype=np.uint64)) if len(rows) else 0
+    return hashlib.sha256(f"{len(rows)}:{total}".encode()).hexdigest()
+
+
+def exists(conn: psycopg.Connection, snap_id: str) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM forecast.snapshot WHERE snapshot_id = %s", (snap_id,)).fetchone()
+        is not None
+    )
+
+
+def write_snapshot(
+    conn: psycopg.Connection,
+    result: model.ForecastResult,
+    *,
+    snap_id: str,
+    run_id: str,
+    data_versions: dict[str, str],
+    reporting_currency: str,
+) -> bool:
+    """Write the snapshot once; True if written now, False if it already existed (no change)."""
+    with conn.transaction():
+        inserted = conn.execute(
+            "INSERT INTO forecast.snapshot (snapshot_id, scenario, as_of, run_id, data_versions, "
+            "reporting_currency, version, content_hash, line_count, totals) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (snapshot_id) DO NOTHING "
+            "RETURNING snapshot_id",
+            (
+                snap_id,
+                result.scenario,
+                result.as_of,
+                run_id,
+                Jsonb(data_versions),
+                reporting_currency,
+                snap_id.rsplit("-", 1)[-1],
+                lines_hash(result.lines),
+                len(result.lines),
+                Jsonb(result.totals),
+            ),
+        ).fetchone()
+        if inserted is None:
+            return False
+        _copy(conn, "line", snap_id, result.lines, model.LINE_COLUMNS, month_columns=("month",))
+        balance_columns = [
+            "project_ref", "billing_type", "legal_entity", "currency", "transaction_price_minor",
+            "cost_to_date_minor", "etc_minor", "eac_minor", "cum_revenue_minor", "prior_cum_revenue_minor",
+            "catch_up_minor", "cum_billed_minor", "contract_asset_minor", "contract_liability_minor",
+            "expected_loss_minor", "backlog_minor",
+        ]  # fmt: skip
+        _copy(conn, "contract_balance", snap_id, result.balances, balance_columns)
+        _copy(
+            conn, "capacity", snap_id, result.capacity,
+            ["user_ref", "month", "scheduled_centi", "available_centi", "over_allocated"],
+            month_columns=("month",),
+        )  # fmt: skip
+    return True
+
+
+def _copy(
+    conn: psycopg.Connection,
+    table: str,
+    snap_id: str,
+    frame: pd.DataFrame,
+    columns: list[str],
+    month_columns: tuple[str, ...] = (),
+) -> None:
+    """COPY the frame as CSV (one buffer, no per-row Python objects); empty cells are NULL."""
+    import io
+
+    data = frame[columns].copy()
+    for column in month_columns:
+        labels = {int(m): model.month_start(int(m)).isoformat() for m in data[column].unique()}
+        data[column] = data[column].map(labels)
+    data.insert(0, "snapshot_id", snap_id)
+    buffer = io.StringIO()
+    data.to_csv(buffer, index=False, header=False, lineterminator="\n")
+    sql = f"COPY forecast.{table} (snapshot_id, {', '.join(columns)}) FROM STDIN WITH (FORMAT csv)"
+    with conn.cursor().copy(sql) as copy:
+        copy.write(buffer.getvalue())
+
+
+def read_lines(conn: psycopg.Connection, snap_id: str) -> list[dict[str, Any]]:
+    """The snapshot's lines in key order, as stored."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT project_ref, practice, legal_entity, layer, month, currency, amount_minor, "
+            "reporting_amount_minor FROM forecast.line WHERE snapshot_id = %s ORDER BY project_ref, layer, month",
+            (snap_id,),
+        )
+        names = [d.name for d in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def monthly_totals(conn: psycopg.Connection, snap_id: str) -> list[tuple[str, date, str, int]]:
+    """(legal entity, month, layer, reporting minor) of one snapshot, for charts and reports."""
+    rows = conn.execute(
+        "SELECT legal_entity, month, layer, sum(reporting_amount_minor)::bigint FROM forecast.line "
+        "WHERE snapshot_id = %s GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        (snap_id,),
+    ).fetchall()
+    return [(str(le), month, str(layer), int(total)) for le, month, layer, total in rows]
