@@ -15,8 +15,6 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from airflow.sdk import task
-
 from psa_erp_sync import assets
 
 log = logging.getLogger(__name__)
@@ -63,17 +61,30 @@ def _extract(system: str) -> dict[str, Any]:
 
 def build() -> None:
     """Declare the tasks of the forecast DAG (call inside a DAG context)."""
+    from psa_erp_sync.lineage.refs import crm, ods, psa
     from psa_erp_sync.operators.forecast import ForecastRefreshOperator
+    from psa_erp_sync.operators.python import ReportingPythonOperator
 
-    @task(task_id="extract_psa_plans")
-    def extract_psa_plans() -> dict[str, Any]:
-        """Projects, people (capacity, cost rates), the resource schedule and milestones."""
-        return _extract("psa")
-
-    @task(task_id="extract_crm_pipeline")
-    def extract_crm_pipeline() -> dict[str, Any]:
-        """Opportunities (open pipeline, won contract values) and change orders."""
-        return _extract("crm")
-
+    # Projects, people (capacity, cost rates), the resource schedule and milestones.
+    psa_plans = ReportingPythonOperator(
+        task_id="extract_psa_plans",
+        python_callable=_extract,
+        op_args=["psa"],
+        inputs=[psa("/v2/projects"), psa("/v2/users"), psa("/v2/x/schedule"), psa("/v2/x/milestones")],
+        outputs=[
+            ods("forecast.src_project"),
+            ods("forecast.src_person"),
+            ods("forecast.src_schedule"),
+            ods("forecast.src_milestone"),
+        ],
+    )
+    # Opportunities (open pipeline, won contract values) and change orders.
+    crm_pipeline = ReportingPythonOperator(
+        task_id="extract_crm_pipeline",
+        python_callable=_extract,
+        op_args=["crm"],
+        inputs=[crm("/api/v1/opportunities"), crm("/api/v1/change_orders")],
+        outputs=[ods("forecast.src_opportunity"), ods("forecast.src_change_order")],
+    )
     refresh = ForecastRefreshOperator(task_id="refresh_forecast", outlets=[assets.FORECAST])
-    [extract_psa_plans(), extract_crm_pipeline()] >> refresh
+    [psa_plans, crm_pipeline] >> refresh

@@ -78,31 +78,44 @@ def _propagate() -> dict[str, Any]:
 def build() -> None:
     """Declare the tasks of the master-data DAG (call inside a DAG context)."""
     from psa_erp_sync.assets import MASTER_DATA
+    from psa_erp_sync.lineage.refs import erp, ods, psa
     from psa_erp_sync.masterdata.sync import RECORD_TYPES
+    from psa_erp_sync.operators.python import ReportingPythonOperator
 
     previous = None
     for record_type in RECORD_TYPES:
-
-        @task(task_id=f"sync_{record_type}")
-        def sync_one(record_type: str = record_type) -> dict[str, Any]:
-            return _sync(record_type)
-
-        current = sync_one()
+        # ERP (SuiteQL, lastmodifieddate >= watermark - overlap) -> ODS master records and the
+        # changes to propagate to the PSA.
+        current = ReportingPythonOperator(
+            task_id=f"sync_{record_type}",
+            python_callable=_sync,
+            op_kwargs={"record_type": record_type},
+            inputs=[erp(record_type)],
+            outputs=[
+                ods("master.erp_record"),
+                ods("master.propagation"),
+                ods("staging.raw_record"),
+                ods("staging.watermark"),
+            ],
+            step=f"master_sync:{record_type}",
+        )
         if previous is not None:
             previous >> current
         previous = current
 
-    @task(task_id="propagate_to_psa")
-    def propagate_to_psa() -> dict[str, Any]:
-        """Renames, merges and deactivations the ERP made, applied to PSA clients and projects."""
-        return _propagate()
+    # Renames, merges and deactivations the ERP made, applied to PSA clients and projects.
+    propagated = ReportingPythonOperator(
+        task_id="propagate_to_psa",
+        python_callable=_propagate,
+        inputs=[ods("master.propagation"), ods("master.erp_record")],
+        outputs=[psa("/v2/clients"), psa("/v2/projects"), ods("master.propagation")],
+    )
 
     @task(task_id="publish_master_data", outlets=[MASTER_DATA])
     def publish_master_data(propagated: Any) -> dict[str, Any]:
         """Mark the master data as refreshed: downstream DAGs scheduled on the asset start."""
         return {"propagated": propagated}
 
-    propagated = propagate_to_psa()
     assert previous is not None
     previous >> propagated
-    publish_master_data(propagated)
+    publish_master_data(propagated.output)

@@ -15,7 +15,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Param, get_current_context, task
+from airflow.sdk import Param, get_current_context
 
 from psa_erp_sync.flows.context import ids
 
@@ -106,38 +106,52 @@ def _reconcile_change_orders() -> dict[str, Any]:
     return report
 
 
+def _collect_task(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Closed-won events since the cursor, requested ids, and setups not yet complete."""
+    return _collect(list((params or {}).get("opportunity_ids") or []))
+
+
 def build() -> None:
     """Declare the tasks of the project-setup DAG (call inside a DAG context)."""
     from psa_erp_sync.assets import PROJECT_DATA
+    from psa_erp_sync.lineage.refs import crm, erp, ods, psa
     from psa_erp_sync.operators.erp_validation import ERPValidationOperator
+    from psa_erp_sync.operators.python import ReportingPythonOperator
 
-    @task(task_id="collect_closed_won")
-    def collect_closed_won(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Closed-won events since the cursor, requested ids, and setups not yet complete."""
-        return _collect(list((params or {}).get("opportunity_ids") or []))
-
-    @task(task_id="provision_projects")
-    def provision_projects(validated: Any) -> dict[str, Any]:
-        """ERP job by external id, then PSA project (found by code or created), then the links."""
-        return _provision(validated)
-
-    @task(task_id="apply_change_orders")
-    def apply_change_orders() -> dict[str, Any]:
-        """Approved change orders -> ERP contract value and PSA budget (absolute values)."""
-        return _apply_change_orders()
-
-    @task(task_id="reconcile_change_orders", outlets=[PROJECT_DATA])
-    def reconcile_change_orders() -> dict[str, Any]:
-        """Revenue leakage: approved change orders absent from the ERP (count and amount)."""
-        return _reconcile_change_orders()
-
-    candidates = collect_closed_won()
+    candidates = ReportingPythonOperator(
+        task_id="collect_closed_won",
+        python_callable=_collect_task,
+        inputs=[crm("/api/v1/events"), crm("/api/v1/opportunities"), ods("master.crm_cursor")],
+        outputs=[ods("master.project_setup"), ods("master.crm_cursor")],
+    )
     validate = ERPValidationOperator(
         task_id="validate_in_erp",
-        records=candidates,
+        records=candidates.output,
         domain="project_setup",
         record_type="opportunity",
         source_system="crm",
     )
-    provisioned = provision_projects(validate.output)
-    provisioned >> apply_change_orders() >> reconcile_change_orders()
+    # ERP job by external id, then PSA project (found by code or created), then the links.
+    provisioned = ReportingPythonOperator(
+        task_id="provision_projects",
+        python_callable=_provision,
+        op_kwargs={"validated": validate.output},
+        inputs=[ods("master.project_setup"), ods("master.validation_verdict")],
+        outputs=[erp("job"), psa("/v2/projects"), ods("master.project_setup"), ods("exceptions.item")],
+    )
+    # Approved change orders -> ERP contract value and PSA budget (absolute values).
+    applied = ReportingPythonOperator(
+        task_id="apply_change_orders",
+        python_callable=_apply_change_orders,
+        inputs=[crm("/api/v1/events"), crm("/api/v1/change_orders"), ods("master.project_setup")],
+        outputs=[erp("job"), psa("/v2/projects"), ods("master.change_order")],
+    )
+    # Revenue leakage: approved change orders absent from the ERP (count and amount).
+    reconciled = ReportingPythonOperator(
+        task_id="reconcile_change_orders",
+        python_callable=_reconcile_change_orders,
+        inputs=[crm("/api/v1/change_orders"), erp("job"), ods("master.change_order")],
+        outputs=[ods("master.leakage_run"), ods("exceptions.item")],
+        outlets=[PROJECT_DATA],
+    )
+    provisioned >> applied >> reconciled

@@ -1,0 +1,101 @@
+"""Declarative dataset references, resolved to OpenLineage datasets only when lineage is asked for.
+
+A flow declares what a step reads and writes at DAG-definition time without touching any
+connection (nothing runs at parse time)::
+
+    inputs=[psa("/v2/projects"), ods("master.propagation")]
+
+:func:`resolve` turns them into datasets named as in :mod:`psa_erp_sync.lineage.naming`, reading
+the namespace (``scheme://host[:port]`` or ``postgres://host:port``) from the Airflow connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+SYSTEMS = ("psa", "erp", "crm", "planning", "ods")
+DEFAULT_CONN_IDS = {s: f"{s}_default" for s in SYSTEMS}
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    system: str  # psa, erp, crm, planning or ods
+    name: str  # resource path; ERP record type; ODS "schema.table"
+
+    def __post_init__(self) -> None:
+        if self.system not in SYSTEMS:
+            raise ValueError(f"unknown system {self.system!r}; expected one of {SYSTEMS}")
+        if self.system == "ods" and self.name.count(".") != 1:
+            raise ValueError(f"an ODS dataset is 'schema.table', not {self.name!r}")
+
+
+def psa(path: str) -> DatasetRef:
+    return DatasetRef("psa", path)
+
+
+def erp(record_type: str) -> DatasetRef:
+    return DatasetRef("erp", record_type)
+
+
+def crm(path: str) -> DatasetRef:
+    return DatasetRef("crm", path)
+
+
+def planning(path: str) -> DatasetRef:
+    return DatasetRef("planning", path)
+
+
+def ods(schema_table: str) -> DatasetRef:
+    return DatasetRef("ods", schema_table)
+
+
+def _namespace(system: str, conn_id: str) -> str:
+    if system == "ods":
+        from psa_erp_sync.hooks.ods import OdsHook
+
+        return OdsHook(conn_id).openlineage_namespace()
+    if system == "psa":
+        from psa_erp_sync.hooks.psa import PsaHook
+
+        return PsaHook(conn_id).openlineage_namespace()
+    if system == "erp":
+        from psa_erp_sync.hooks.erp import ErpHook
+
+        return ErpHook(conn_id).openlineage_namespace()
+    if system == "crm":
+        from psa_erp_sync.hooks.crm import CrmHook
+
+        return CrmHook(conn_id).openlineage_namespace()
+    from psa_erp_sync.hooks.planning import PlanningHook
+
+    return PlanningHook(conn_id).openlineage_namespace()
+
+
+def resolve(
+    refs: list[DatasetRef] | tuple[DatasetRef, ...], conn_ids: Mapping[str, str] | None = None
+) -> list[Any]:
+    """OpenLineage datasets for ``refs`` (one connection lookup per system)."""
+    from psa_erp_sync.lineage import naming
+
+    ids = {**DEFAULT_CONN_IDS, **(conn_ids or {})}
+    namespaces: dict[str, str] = {}
+    database: str | None = None
+    out = []
+    for ref in refs:
+        if ref.system not in namespaces:
+            namespaces[ref.system] = _namespace(ref.system, ids[ref.system])
+        namespace = namespaces[ref.system]
+        if ref.system == "ods":
+            if database is None:
+                from psa_erp_sync.hooks.ods import OdsHook
+
+                database = OdsHook(ids["ods"]).database()
+            schema, table = ref.name.split(".")
+            out.append(naming.postgres(namespace, database, schema, table))
+        elif ref.system == "erp":
+            out.append(naming.erp_record(namespace, ref.name))
+        else:
+            out.append(naming.http(namespace, ref.name))
+    return out
