@@ -48,7 +48,8 @@ class ErpPort(Protocol):
 @dataclass(frozen=True)
 class EngineSettings:
     batch_size: int = 100
-    max_concurrency: int = 15
+    max_concurrency: int = 15  # ERP requests in flight at once (the account's limit is shared)
+    workers_per_slot: int = 2  # threads per ERP slot: ledger writes overlap other batches' ERP calls
     max_rounds: int = 8
     throttle_retries: int = 20
     progress_every_s: float = 10.0
@@ -143,6 +144,8 @@ class PostingEngine:
         self._lock = threading.Lock()
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         self._pool: ConnectionPool[psycopg.Connection] | None = None
+        # At most max_concurrency ERP requests at once, whatever the number of worker threads.
+        self._erp_slots = threading.BoundedSemaphore(settings.max_concurrency)
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection]:
@@ -163,7 +166,7 @@ class PostingEngine:
         pool: ConnectionPool[psycopg.Connection] = ConnectionPool(
             self.dsn,
             min_size=1,
-            max_size=self.settings.max_concurrency + 2,
+            max_size=self._workers + 2,
             kwargs={"autocommit": False},
             configure=_decode_json_fast,
             name=f"posting-{self.record_type}",
@@ -176,6 +179,10 @@ class PostingEngine:
         finally:
             self._pool = None
             pool.close()
+
+    @property
+    def _workers(self) -> int:
+        return self.settings.max_concurrency * max(1, self.settings.workers_per_slot)
 
     def _count(self, **delta: int) -> None:
         with self._lock:
@@ -192,7 +199,9 @@ class PostingEngine:
                 f"SELECT id, externalid, memo FROM {self.record_type} WHERE externalid IN ({_quote(chunk)})"
             )
             self._count(erp_requests=1)
-            for row in self.client.suiteql(query):
+            with self._erp_slots:
+                rows = list(self.client.suiteql(query))
+            for row in rows:
                 found[str(row.get("externalid") or row.get("externalId"))] = row
         return found
 
@@ -235,7 +244,8 @@ class PostingEngine:
         for attempt in range(1, self.settings.throttle_retries + 1):
             try:
                 self._count(erp_requests=1)
-                result = self.client.submit_batch(self.record_type, [p.payload for p in batch], key)
+                with self._erp_slots:
+                    result = self.client.submit_batch(self.record_type, [p.payload for p in batch], key)
                 break
             except ErpThrottled as exc:
                 delay = (exc.retry_after or 1.0) + self._rng.uniform(0, min(2.0**attempt, 5.0))
@@ -341,7 +351,8 @@ class PostingEngine:
             )
         try:
             self._count(erp_requests=1)
-            self.client.delete(self.record_type, posting.external_id)
+            with self._erp_slots:
+                self.client.delete(self.record_type, posting.external_id)
         except (ErpAmbiguous, ErpUnavailable):
             self.resolve([posting])
         except ErpRejected as exc:
@@ -367,7 +378,7 @@ class PostingEngine:
         once per round: the page cursor only moves forward, so one sent back to ``pending``
         during the round waits for the next round."""
         size = 1 if reversals else self.settings.batch_size
-        page_size = size * max(4 * self.settings.max_concurrency, 10)
+        page_size = size * max(4 * self._workers, 10)
         after: str | None = None
         while True:
             with self._conn() as conn:
@@ -389,11 +400,11 @@ class PostingEngine:
         send: Callable[[Sequence[ledger.Posting], _Progress], None],
         progress: _Progress,
     ) -> None:
-        """Send ``batches`` with at most ``2 x max_concurrency`` queued. As when every batch was
+        """Send ``batches`` with at most ``2 x workers`` queued. As when every batch was
         submitted up front, a failing batch does not stop the others; the first failure is raised
         once all have been worked (what it left ``sent`` or ``ambiguous`` is read back next run)."""
         in_flight: set[Future[None]] = set()
-        limit = 2 * self.settings.max_concurrency
+        limit = 2 * self._workers
         failed: BaseException | None = None
 
         def collect(done: set[Future[None]]) -> None:
@@ -436,9 +447,7 @@ class PostingEngine:
             progress = _Progress(
                 pending, self.settings.progress_every_s, f"posting {self.record_type} round {round_no}"
             )
-            with ThreadPoolExecutor(
-                max_workers=self.settings.max_concurrency, thread_name_prefix="erp-post"
-            ) as pool:
+            with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="erp-post") as pool:
                 self._work(pool, self._pending_batches(reversals=False), self._send_batch, progress)
                 self._work(pool, self._pending_batches(reversals=True), self._reverse_batch, progress)
         with self._conn() as conn:

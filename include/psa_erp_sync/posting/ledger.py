@@ -92,12 +92,13 @@ def insert_planned(conn: psycopg.Connection, postings: Sequence[Posting]) -> int
         INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,
                                     external_id, action, state, payload, legal_entity, period, amount_minor, currency)
         SELECT k, rt, ss, sid, sv, ext, act, st, pl::jsonb, le, per, amt, cur
-        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-                    %s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[])
+        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                    %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[])
              WITH ORDINALITY AS u(k, rt, ss, sid, sv, ext, act, st, pl, le, per, amt, cur, ord)
         ORDER BY ord
         ON CONFLICT (idempotency_key) DO NOTHING
-        """,
+        """,  # %b: binary arrays. As text, psycopg escapes every quote of every JSON payload by a
+        # regular expression (half the planner's time).
         (
             [p.idempotency_key for p in postings],
             [p.record_type for p in postings],
@@ -113,9 +114,6 @@ def insert_planned(conn: psycopg.Connection, postings: Sequence[Posting]) -> int
             [p.amount_minor for p in postings],
             [p.currency for p in postings],
         ),
-        # Binary arrays: in text form psycopg escapes every quote of every JSON payload by a
-        # regular expression (half the planner's time).
-        binary=True,
     )
     return cur.rowcount if cur.rowcount >= 0 else len(postings)
 
@@ -243,7 +241,7 @@ def finish_many(
             SELECT u.key, u.state, u.internal_id, u.outcome, u.status, u.detail::jsonb AS detail,
                    coalesce(u.attempt_id,
                             (SELECT max(m.id) FROM ledger.attempt m WHERE m.idempotency_key = u.key)) AS attempt_id
-            FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::bigint[])
+            FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::bigint[])
                  AS u(key, state, internal_id, outcome, status, detail, attempt_id)
         ), posting AS (
             UPDATE ledger.posting p SET state = o.state, erp_internal_id = coalesce(o.internal_id, p.erp_internal_id),
@@ -263,7 +261,6 @@ def finish_many(
             detail_values if detail_values is not None else [None] * len(outcomes),
             [ids.get(o[0]) for o in outcomes],
         ),
-        binary=True,  # as in insert_planned: no escaping of the JSON details
     )
 
 
