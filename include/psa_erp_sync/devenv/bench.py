@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from datetime import UTC, date, datetime, timedelta
 from multiprocessing import get_context
 from pathlib import Path
@@ -155,6 +155,81 @@ def bare_erp_capacity(
         "rows_per_s": round(sent["n"] / seconds),
         "requests": sent["requests"],
         "throttled": sent["throttled"],
+    }
+
+
+def same_records_capacity(dsn: str, erp_url: str, record_type: str, concurrency: int) -> dict[str, Any]:
+    """The batches the engine sent, sent again straight to the batch endpoint under new external ids
+    (so they are inserts, as the engine's were), each job's result read: what the ERP simulator can
+    do for exactly this work, without ledger, planning or Python-side payload handling."""
+    client = httpx.Client(base_url=erp_url, headers={"Authorization": "Bearer bench"}, timeout=60)
+    lock = threading.Lock()
+    sent = {"n": 0, "requests": 0}
+
+    def one(batch_key: str, items: list[dict[str, Any]]) -> None:
+        requests = 0
+        path = f"/services/rest/record/v1/{record_type}/batch"
+        for _ in range(50):
+            requests += 1
+            response = client.post(
+                path, json={"items": items}, headers={"X-NetSuite-idempotency-key": batch_key}
+            )
+            if response.status_code != 429:
+                break
+            time.sleep(0.05)
+        if response.status_code == 202:
+            for _ in range(50):
+                requests += 1
+                result = client.get(f"/services/rest/async/v1/job/{response.json()['jobId']}/result")
+                if result.status_code != 429:
+                    break
+                time.sleep(0.05)
+        with lock:
+            sent["n"] += len(items)
+            sent["requests"] += requests
+
+    def batches() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        # The engine's own batches (by the batch key of their first attempt), streamed.
+        with psycopg.connect(dsn) as conn, conn.cursor(name="same_records") as cur:
+            cur.itersize = 5000
+            cur.execute(
+                "SELECT a.batch_key, p.payload::text FROM ledger.posting p"
+                " JOIN ledger.attempt a ON a.idempotency_key = p.idempotency_key AND a.attempt_no = 1"
+                " WHERE p.record_type = %s AND p.action <> 'reverse' AND a.batch_key IS NOT NULL"
+                " ORDER BY a.batch_key",
+                (record_type,),
+            )
+            key: str | None = None
+            items: list[dict[str, Any]] = []
+            for batch_key, text in cur:
+                if batch_key != key and items:
+                    yield f"same-{key}", items
+                    items = []
+                key = batch_key
+                item = msgspec.json.decode(text)
+                item["externalId"] = "same-" + item["externalId"]
+                items.append(item)
+            if items:
+                yield f"same-{key}", items
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        in_flight: set[Any] = set()
+        for batch_key, items in batches():
+            if len(in_flight) >= 2 * concurrency:
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()
+            in_flight.add(pool.submit(one, batch_key, items))
+        for future in in_flight:
+            future.result()
+    seconds = time.monotonic() - started
+    client.close()
+    return {
+        "records": sent["n"],
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(sent["n"] / seconds),
+        "requests": sent["requests"],
     }
 
 
@@ -427,14 +502,25 @@ def main(argv: list[str] | None = None) -> int:
         with_results = bare_erp_capacity(
             stack.url("erp"), sent, args.concurrency, args.batch, read_results=True, tag="bench-r"
         )
+        same: dict[str, Any] = {"records": 0, "seconds": 0.0, "requests": 0}
+        for _, (_, record_type) in TRANSACTIONAL.items():
+            one_type = same_records_capacity(dsn, stack.url("erp"), record_type, args.concurrency)
+            for k in same:
+                same[k] += one_type[k]
+        same["rows_per_s"] = round(same["records"] / max(same["seconds"], 1e-9))
+        same["seconds"] = round(same["seconds"], 2)
         result["erp_raw_capacity"] = raw
         result["erp_raw_capacity_reading_results"] = with_results
+        result["erp_capacity_same_records"] = same
         capacity = max(raw["rows_per_s"], 1)
         result["post_vs_raw_capacity"] = round(result["post"]["rows_per_s"] / capacity, 2)
         # The engine alone (without reading periods and planning), against the same capacity.
         result["engine_vs_raw_capacity"] = round(result["post"]["engine_rows_per_s"] / capacity, 2)
         result["engine_vs_raw_capacity_reading_results"] = round(
             result["post"]["engine_rows_per_s"] / max(with_results["rows_per_s"], 1), 2
+        )
+        result["engine_vs_capacity_same_records"] = round(
+            result["post"]["engine_rows_per_s"] / max(same["rows_per_s"], 1), 2
         )
     result["peak_rss_mb"] = round(_rss_mb(), 1)
     result["wall_seconds"] = round(time.monotonic() - started_all, 1)
