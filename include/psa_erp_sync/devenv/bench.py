@@ -342,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=15)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--no-peers", action="store_true", help="skip the pandas and dlt peers")
+    parser.add_argument("--database", default="psa_erp_sync_bench", help="dropped and recreated")
     parser.add_argument(
         "--port-offset", type=int, default=0, help="move the simulators' ports (another stack runs)"
     )
@@ -373,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale": {"consultants": args.consultants, "concurrency": args.concurrency, "batch": args.batch},
     }
     with (
-        Stack(database="psa_erp_sync_bench", port_offset=args.port_offset) as stack,
+        Stack(database=args.database, port_offset=args.port_offset) as stack,
         tempfile.TemporaryDirectory(prefix="bench-") as tmp,
     ):
         dsn = stack.start_postgres()
