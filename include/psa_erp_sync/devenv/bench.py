@@ -335,6 +335,8 @@ def _target(value: float, target: float, *, at_most: bool = False) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from psa_erp_sync.posting.engine import EngineSettings
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -342,7 +344,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=15)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--no-peers", action="store_true", help="skip the pandas and dlt peers")
+    parser.add_argument(
+        "--workers-per-slot",
+        type=int,
+        default=EngineSettings.workers_per_slot,
+        help="engine threads per ERP slot",
+    )
     parser.add_argument("--database", default="psa_erp_sync_bench", help="dropped and recreated")
+    parser.add_argument(
+        "--erp-service-ms",
+        type=int,
+        default=0,
+        help="simulated ERP service time per request (a remote ERP's latency; 0: none)",
+    )
     parser.add_argument(
         "--port-offset", type=int, default=0, help="move the simulators' ports (another stack runs)"
     )
@@ -357,7 +371,6 @@ def main(argv: list[str] | None = None) -> int:
     from psa_erp_sync.devenv.stack import LOCAL
     from psa_erp_sync.extract import psa as psa_extract
     from psa_erp_sync.ods import staging
-    from psa_erp_sync.posting.engine import EngineSettings
     from psa_erp_sync.posting.service import post_record_type
     from psa_erp_sync.validation import time_expense as validation
 
@@ -371,7 +384,13 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "load_average_at_start": _load(),
         },
-        "scale": {"consultants": args.consultants, "concurrency": args.concurrency, "batch": args.batch},
+        "scale": {
+            "consultants": args.consultants,
+            "concurrency": args.concurrency,
+            "batch": args.batch,
+            "erp_service_ms": args.erp_service_ms,
+            "workers_per_slot": args.workers_per_slot,
+        },
     }
     with (
         Stack(database=args.database, port_offset=args.port_offset) as stack,
@@ -383,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         result["seed"] = _in_child(seed_firm, args.consultants, today, stack.url("psa"), stack.url("erp"))
         httpx.put(f"{stack.url('psa')}/admin/config", json={"rate_limit_requests": 0}).raise_for_status()
         httpx.put(
-            f"{stack.url('erp')}/admin/config", json={"concurrency_limit": args.concurrency}
+            f"{stack.url('erp')}/admin/config",
+            json={"concurrency_limit": args.concurrency, "service_time_ms": args.erp_service_ms},
         ).raise_for_status()
         config = load_config()
         psa = HarvestClient(base_url=stack.url("psa"), token="bench", account_id="1")
@@ -478,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.monotonic()
                 posted = post_record_type(
                     dsn=dsn, client=erp, record_type=record_type, config=config,
-                    settings=EngineSettings(batch_size=args.batch, max_concurrency=args.concurrency), run_id="bench",
+                    settings=EngineSettings(batch_size=args.batch, max_concurrency=args.concurrency,
+                                            workers_per_slot=args.workers_per_slot), run_id="bench",
                 )  # fmt: skip
                 outcome = posted.outcome
                 posts[record_type] = {
