@@ -1,11 +1,23 @@
 """``make bench``: throughput of each stage of the posting path, printed as JSON.
 
 Measured in one run, on one machine, against baselines measured in the same run (these machines
-are shared and noisy): extract -> stage (COPY) vs pandas ``to_sql`` of the same rows into the same
-PostgreSQL; post (planner + engine at the configured concurrency and batch size) vs a bare load
-generator sending the same number of records straight to the ERP simulator's batch endpoint.
+are shared and noisy; the load average is reported with the figures):
 
-    python -m psa_erp_sync.devenv.bench                    # ~100k time entries (2,000 consultants)
+- extract -> stage: end to end from the PSA simulator's HTTP API, then staging alone (the same
+  rows, streamed from a spool file through ``COPY`` + dedupe by content hash) against a bare
+  ``COPY`` of the same rows into an unindexed table (the ceiling of this PostgreSQL on this
+  machine), pandas ``to_sql`` and dlt ``merge`` of the same rows (peers);
+- validate: staged versions -> canonical rows or quarantine items;
+- post (periods + planner + engine at the configured concurrency and batch size) against a bare
+  load generator sending the same number of records straight to the ERP simulator's batch
+  endpoint at the same concurrency (the ERP's raw capacity; also measured with each job's result
+  read back, which any client of an async batch API must do to learn the outcome);
+- peak RSS of the pipeline process. Seeding and the peers run in child processes (their memory
+  is theirs, reported apart), so the figure is that of extract, stage, validate and post.
+
+The ``targets`` section compares each measured value with its target and says whether it is met.
+
+    python -m psa_erp_sync.devenv.bench                      # ~100k time entries (2,000 consultants)
     python -m psa_erp_sync.devenv.bench --consultants 10000  # the month-end peak (~600k entries)
 """
 
@@ -14,52 +26,123 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import resource
 import sys
+import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from datetime import UTC, date, datetime, timedelta
+from multiprocessing import get_context
+from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import psycopg
 
 from psa_erp_sync.devenv.stack import Stack
 
 log = logging.getLogger("bench")
 
+TARGETS = {
+    "stage_rows_per_s": 150_000,  # COPY of raw PSA payloads into staging incl. dedupe
+    "post_vs_raw_capacity": 0.80,  # posting throughput / the ERP's raw capacity, same run
+    "peak_rss_mb": 1024,  # the whole pipeline process
+}
+TRANSACTIONAL = {
+    "/v2/time_entries": ("time_entry", "timebill"),
+    "/v2/expenses": ("expense_entry", "expensereport"),
+}
+REFERENCE = ("/v2/projects", "/v2/users", "/v2/task_assignments", "/v2/expense_categories")
+PAGE = 2000
+
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bare_erp_capacity(erp_url: str, records: int, concurrency: int, batch: int) -> dict[str, Any]:
-    """Synthetic timebills straight to the batch endpoint: the ERP simulator's raw capacity."""
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _in_child(fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` in a fresh process (spawned: nothing of ours is inherited)."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def seed_firm(consultants: int, today: date, psa_url: str, erp_url: str) -> dict[str, Any]:
+    """Generate the firm and push it into the simulators (run in a child process)."""
+    from simulators.firm.generator import FirmSpec, generate_firm
+    from simulators.firm.load import load_firm
+
+    started = time.monotonic()
+    firm = generate_firm(
+        FirmSpec(seed=5, consultants=consultants, customers=200, projects=600, opportunities=5, today=today)
+    )
+    counts = load_firm(firm, psa_url=psa_url, erp_url=erp_url, crm_url=None, include_schedule=False)
+    return {
+        "seconds": round(time.monotonic() - started, 1),
+        "time_entries": counts.get("psa.time_entries", 0),
+        "expenses": counts.get("psa.expenses", 0),
+        "child_peak_rss_mb": round(_rss_mb(), 1),
+    }
+
+
+def bare_erp_capacity(
+    erp_url: str,
+    records: int,
+    concurrency: int,
+    batch: int,
+    *,
+    read_results: bool = False,
+    tag: str = "bench",
+) -> dict[str, Any]:
+    """Synthetic timebills straight to the batch endpoint: the ERP simulator's raw capacity.
+
+    With ``read_results`` each job's result is read as well (one more request per batch), which
+    is the least a client must do to learn the outcome of an async batch.
+    """
     client = httpx.Client(base_url=erp_url, headers={"Authorization": "Bearer bench"}, timeout=60)
     lock = threading.Lock()
-    sent = {"n": 0, "throttled": 0}
+    sent = {"n": 0, "throttled": 0, "requests": 0}
 
     def one(start: int) -> None:
         items = [
-            {"externalId": f"bench-{i}", "tranDate": "2026-11-02", "employee": {"externalId": "psa-user-1"},
+            {"externalId": f"{tag}-{i}", "tranDate": "2026-11-02", "employee": {"externalId": "psa-user-1"},
              "customer": {"externalId": "bench-job"}, "subsidiary": {"externalId": "LE-US1"}, "hours": "1.00",
              "rate": "100.00", "currency": {"refName": "USD"}, "isBillable": True, "memo": "bench"}
             for i in range(start, min(start + batch, records))
         ]  # fmt: skip
+        requests = 0
         for _ in range(50):
+            requests += 1
             response = client.post(
                 "/services/rest/record/v1/timebill/batch", json={"items": items},
-                headers={"X-NetSuite-idempotency-key": f"bench-{start}"},
+                headers={"X-NetSuite-idempotency-key": f"{tag}-{start}"},
             )  # fmt: skip
             if response.status_code != 429:
                 break
             with lock:
                 sent["throttled"] += 1
             time.sleep(0.05)
+        if read_results and response.status_code == 202:
+            job = response.json()["jobId"]
+            for _ in range(50):
+                requests += 1
+                result = client.get(f"/services/rest/async/v1/job/{job}/result")
+                if result.status_code != 429:
+                    break
+                with lock:
+                    sent["throttled"] += 1
+                time.sleep(0.05)
         with lock:
             sent["n"] += len(items)
+            sent["requests"] += requests
 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
@@ -70,12 +153,88 @@ def bare_erp_capacity(erp_url: str, records: int, concurrency: int, batch: int) 
         "records": sent["n"],
         "seconds": round(seconds, 2),
         "rows_per_s": round(sent["n"] / seconds),
+        "requests": sent["requests"],
         "throttled": sent["throttled"],
     }
 
 
+def same_records_capacity(dsn: str, erp_url: str, record_type: str, concurrency: int) -> dict[str, Any]:
+    """The batches the engine sent, sent again straight to the batch endpoint under new external ids
+    (so they are inserts, as the engine's were), each job's result read: what the ERP simulator can
+    do for exactly this work, without ledger, planning or Python-side payload handling."""
+    client = httpx.Client(base_url=erp_url, headers={"Authorization": "Bearer bench"}, timeout=60)
+    lock = threading.Lock()
+    sent = {"n": 0, "requests": 0}
+
+    def one(batch_key: str, items: list[dict[str, Any]]) -> None:
+        requests = 0
+        path = f"/services/rest/record/v1/{record_type}/batch"
+        for _ in range(50):
+            requests += 1
+            response = client.post(
+                path, json={"items": items}, headers={"X-NetSuite-idempotency-key": batch_key}
+            )
+            if response.status_code != 429:
+                break
+            time.sleep(0.05)
+        if response.status_code == 202:
+            for _ in range(50):
+                requests += 1
+                result = client.get(f"/services/rest/async/v1/job/{response.json()['jobId']}/result")
+                if result.status_code != 429:
+                    break
+                time.sleep(0.05)
+        with lock:
+            sent["n"] += len(items)
+            sent["requests"] += requests
+
+    def batches() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        # The engine's own batches (by the batch key of their first attempt), streamed.
+        with psycopg.connect(dsn) as conn, conn.cursor(name="same_records") as cur:
+            cur.itersize = 5000
+            cur.execute(
+                "SELECT a.batch_key, p.payload::text FROM ledger.posting p"
+                " JOIN ledger.attempt a ON a.idempotency_key = p.idempotency_key AND a.attempt_no = 1"
+                " WHERE p.record_type = %s AND p.action <> 'reverse' AND a.batch_key IS NOT NULL"
+                " ORDER BY a.batch_key",
+                (record_type,),
+            )
+            key: str | None = None
+            items: list[dict[str, Any]] = []
+            for batch_key, text in cur:
+                if batch_key != key and items:
+                    yield f"same-{key}", items
+                    items = []
+                key = batch_key
+                item = msgspec.json.decode(text)
+                item["externalId"] = "same-" + item["externalId"]
+                items.append(item)
+            if items:
+                yield f"same-{key}", items
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        in_flight: set[Any] = set()
+        for batch_key, items in batches():
+            if len(in_flight) >= 2 * concurrency:
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()
+            in_flight.add(pool.submit(one, batch_key, items))
+        for future in in_flight:
+            future.result()
+    seconds = time.monotonic() - started
+    client.close()
+    return {
+        "records": sent["n"],
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(sent["n"] / seconds),
+        "requests": sent["requests"],
+    }
+
+
 def pandas_to_sql(dsn: str, rows: int) -> dict[str, Any]:
-    """The same staged payloads loaded by pandas ``to_sql`` (the common DIY baseline)."""
+    """The same staged payloads loaded by pandas ``to_sql`` (the common DIY baseline); in a child."""
     import pandas as pd
     import sqlalchemy
 
@@ -106,174 +265,293 @@ def pandas_to_sql(dsn: str, rows: int) -> dict[str, Any]:
     )
     seconds = time.monotonic() - started
     engine.dispose()
-    return {"records": len(frame), "seconds": round(seconds, 2), "rows_per_s": round(len(frame) / seconds)}
+    return {
+        "records": len(frame),
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(len(frame) / seconds),
+        "child_peak_rss_mb": round(_rss_mb(), 1),
+    }
+
+
+def _dlt_in_child(dsn: str, limit: int, workdir: str) -> dict[str, Any]:
+    from psa_erp_sync.devenv.bench_peers import dlt_merge
+
+    return dlt_merge(dsn, limit, Path(workdir)) | {"child_peak_rss_mb": round(_rss_mb(), 1)}
+
+
+def spool(conn: psycopg.Connection, endpoint: str, path: Path) -> int:
+    """The staged payloads of ``endpoint`` as JSON lines in a file (streamed, never in memory)."""
+    n = 0
+    with path.open("wb") as out, conn.cursor(name=f"spool_{abs(hash(endpoint))}") as cur:
+        cur.itersize = 5000
+        cur.execute("SELECT payload::text FROM staging.raw_record WHERE endpoint = %s", (endpoint,))
+        for (text,) in cur:
+            out.write(text.encode() + b"\n")
+            n += 1
+    return n
+
+
+def spooled_pages(path: Path) -> Iterator[list[dict[str, Any]]]:
+    """Pages of ``PAGE`` items from a spool file, decoded as the PSA client would hand them over."""
+    decoder = msgspec.json.Decoder(list[dict[str, Any]])
+    with path.open("rb") as lines:
+        page: list[bytes] = []
+        for line in lines:
+            page.append(line.rstrip(b"\n"))
+            if len(page) == PAGE:
+                yield decoder.decode(b"[" + b",".join(page) + b"]")
+                page = []
+        if page:
+            yield decoder.decode(b"[" + b",".join(page) + b"]")
+
+
+def bare_copy(conn: psycopg.Connection, path: Path) -> dict[str, Any]:
+    """The same rows by a bare ``COPY`` into an unindexed temporary jsonb table: no hash, no dedupe.
+
+    What this PostgreSQL can ingest on this machine at best; staging cannot be faster.
+    """
+    conn.execute("CREATE TEMP TABLE bench_bare_copy (payload jsonb NOT NULL)")
+    n = 0
+    started = time.monotonic()
+    with (
+        conn.cursor() as cur,
+        cur.copy("COPY bench_bare_copy (payload) FROM STDIN") as copy,
+        path.open("rb") as f,
+    ):
+        while chunk := f.read(4 << 20):
+            if not chunk.endswith(b"\n"):
+                chunk += f.readline()
+            copy.write(chunk.replace(b"\\", b"\\\\"))
+            n += chunk.count(b"\n")
+    seconds = time.monotonic() - started
+    conn.execute("DROP TABLE bench_bare_copy")
+    conn.commit()
+    return {"records": n, "seconds": round(seconds, 2), "rows_per_s": round(n / seconds)}
+
+
+def _target(value: float, target: float, *, at_most: bool = False) -> dict[str, Any]:
+    met = value <= target if at_most else value >= target
+    return {"measured": value, "target": target, "comparison": "<=" if at_most else ">=", "met": met}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from psa_erp_sync.posting.engine import EngineSettings
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--consultants", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=15)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--no-peers", action="store_true", help="skip the pandas and dlt peers")
+    parser.add_argument(
+        "--workers-per-slot",
+        type=int,
+        default=EngineSettings.workers_per_slot,
+        help="engine threads per ERP slot",
+    )
+    parser.add_argument("--database", default="psa_erp_sync_bench", help="dropped and recreated")
+    parser.add_argument(
+        "--erp-service-ms",
+        type=int,
+        default=0,
+        help="simulated ERP service time per request (a remote ERP's latency; 0: none)",
+    )
+    parser.add_argument(
+        "--port-offset", type=int, default=0, help="move the simulators' ports (another stack runs)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("psa_erp_sync.clients.psa").setLevel(logging.WARNING)
 
     from psa_erp_sync.clients.erp import NetSuiteClient
     from psa_erp_sync.clients.psa import HarvestClient
     from psa_erp_sync.config import load_config
+    from psa_erp_sync.devenv.stack import LOCAL
     from psa_erp_sync.extract import psa as psa_extract
-    from psa_erp_sync.posting.engine import EngineSettings
+    from psa_erp_sync.ods import staging
     from psa_erp_sync.posting.service import post_record_type
     from psa_erp_sync.validation import time_expense as validation
-    from simulators.firm.generator import FirmSpec, generate_firm
-    from simulators.firm.load import load_firm
 
     today = date(2026, 11, 9)
     as_of = datetime(2026, 11, 9, 12, tzinfo=UTC)
+    started_all = time.monotonic()
     result: dict[str, Any] = {
         "machine": {
-            "cpus": __import__("os").cpu_count(),
+            "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "load_average_at_start": _load(),
         },
-        "scale": {"consultants": args.consultants, "concurrency": args.concurrency, "batch": args.batch},
+        "scale": {
+            "consultants": args.consultants,
+            "concurrency": args.concurrency,
+            "batch": args.batch,
+            "erp_service_ms": args.erp_service_ms,
+            "workers_per_slot": args.workers_per_slot,
+        },
     }
-    with Stack(database="psa_erp_sync_bench") as stack:
+    with (
+        Stack(database=args.database, port_offset=args.port_offset) as stack,
+        tempfile.TemporaryDirectory(prefix="bench-") as tmp,
+    ):
         dsn = stack.start_postgres()
         stack.start_simulators()
-        log.info("seeding %d consultants", args.consultants)
-        firm = generate_firm(
-            FirmSpec(
-                seed=5,
-                consultants=args.consultants,
-                customers=200,
-                projects=600,
-                opportunities=5,
-                today=today,
-            )
-        )
-        started = time.monotonic()
-        load_firm(
-            firm, psa_url=stack.url("psa"), erp_url=stack.url("erp"), crm_url=None, include_schedule=False
-        )
-        result["seed_seconds"] = round(time.monotonic() - started, 1)
+        log.info("seeding %d consultants (child process)", args.consultants)
+        result["seed"] = _in_child(seed_firm, args.consultants, today, stack.url("psa"), stack.url("erp"))
         httpx.put(f"{stack.url('psa')}/admin/config", json={"rate_limit_requests": 0}).raise_for_status()
         httpx.put(
-            f"{stack.url('erp')}/admin/config", json={"concurrency_limit": args.concurrency}
+            f"{stack.url('erp')}/admin/config",
+            json={"concurrency_limit": args.concurrency, "service_time_ms": args.erp_service_ms},
         ).raise_for_status()
         config = load_config()
         psa = HarvestClient(base_url=stack.url("psa"), token="bench", account_id="1")
         window = psa_extract.plan_window(
             None, mode="full", as_of=as_of, overlap=timedelta(hours=1), sweep_days=45
         )
-        keys = {}
+        keys = {endpoint: f"bench/{endpoint}" for endpoint in (*REFERENCE, *TRANSACTIONAL)}
+        spools = {endpoint: Path(tmp) / f"{endpoint.rsplit('/', 1)[-1]}.jsonl" for endpoint in TRANSACTIONAL}
         with psycopg.connect(dsn) as conn:
-            for endpoint in ("/v2/projects", "/v2/users", "/v2/task_assignments"):
-                keys[endpoint] = f"bench/{endpoint}"
+            for endpoint in REFERENCE:
                 psa_extract.extract_endpoint(
-                    conn, psa, endpoint=endpoint, run_key=keys[endpoint], window=window, per_page=2000
+                    conn, psa, endpoint=endpoint, run_key=keys[endpoint], window=window, per_page=PAGE
                 )
-            keys["/v2/time_entries"] = "bench//v2/time_entries"
-            started = time.monotonic()
-            staged = psa_extract.extract_endpoint(
-                conn,
-                psa,
-                endpoint="/v2/time_entries",
-                run_key=keys["/v2/time_entries"],
-                window=window,
-                per_page=2000,
-            )
-            extract_seconds = time.monotonic() - started
+            # 1. extract -> stage, end to end (PSA HTTP API included)
+            extracted = {}
+            for endpoint in TRANSACTIONAL:
+                started = time.monotonic()
+                staged = psa_extract.extract_endpoint(
+                    conn, psa, endpoint=endpoint, run_key=keys[endpoint], window=window, per_page=PAGE
+                )
+                extracted[endpoint] = {"records": staged.staged, "seconds": time.monotonic() - started}
+            records = sum(e["records"] for e in extracted.values())
+            seconds = sum(e["seconds"] for e in extracted.values())
             result["extract_and_stage"] = {
-                "records": staged.staged, "seconds": round(extract_seconds, 2),
-                "rows_per_s_end_to_end": round(staged.staged / extract_seconds),
+                "records": records, "seconds": round(seconds, 2), "rows_per_s_end_to_end": round(records / seconds),
+                "by_endpoint": {k: v["records"] for k, v in extracted.items()},
                 "note": "includes reading the PSA simulator's HTTP API; staging alone is measured below",
             }  # fmt: skip
-            # Staging alone: the same rows through COPY again, from memory, into a fresh run key.
-            payloads = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT payload FROM staging.raw_record WHERE endpoint = '/v2/time_entries'"
-                )
-            ]
-            # measure inserting new versions, as at month end
-            conn.execute("DELETE FROM staging.raw_record WHERE endpoint = %s", ("/v2/time_entries",))
+            # 2. staging alone: the same rows again, streamed from a spool file, as new versions
+            # (as at month end) into the same run keys
+            for endpoint, path in spools.items():
+                spool(conn, endpoint, path)
+            result["bare_copy_same_rows"] = bare_copy(conn, spools["/v2/time_entries"])
+            conn.execute("DELETE FROM staging.raw_record WHERE endpoint = ANY(%s)", (list(TRANSACTIONAL),))
             conn.commit()
-            pages = [payloads[i : i + 2000] for i in range(0, len(payloads), 2000)]
-            from psa_erp_sync.ods import staging
-
-            started = time.monotonic()
-            with conn.transaction():
-                again = staging.stage_pages(
-                    conn,
-                    pages,
-                    run_key=keys["/v2/time_entries"],
-                    source_system="psa",
-                    endpoint="/v2/time_entries",
-                )
-            seconds = time.monotonic() - started
+            stage_records, stage_seconds = 0, 0.0
+            for endpoint, path in spools.items():
+                started = time.monotonic()
+                with conn.transaction():
+                    again = staging.stage_pages(
+                        conn,
+                        spooled_pages(path),
+                        run_key=keys[endpoint],
+                        source_system="psa",
+                        endpoint=endpoint,
+                    )
+                stage_seconds += time.monotonic() - started
+                stage_records += again.staged
             result["stage_copy"] = {
-                "records": again.staged,
-                "seconds": round(seconds, 2),
-                "rows_per_s": round(again.staged / seconds),
+                "records": stage_records,
+                "seconds": round(stage_seconds, 2),
+                "rows_per_s": round(stage_records / stage_seconds),
+                "note": "COPY + content hash + dedupe into staging.raw_record, from pages of decoded items",
             }
-            del payloads, pages
+            result["stage_vs_bare_copy"] = round(
+                result["stage_copy"]["rows_per_s"] / result["bare_copy_same_rows"]["rows_per_s"], 2
+            )
+            # 3. validate
             started = time.monotonic()
             ref = validation.PsaReference.from_staging(conn, keys)
-            with conn.transaction():
-                checked = validation.validate_run(
-                    conn,
-                    kind="time_entry",
-                    run_key=keys["/v2/time_entries"],
-                    ref=ref,
-                    config=config,
-                    as_of=as_of,
-                    dag_run_id="bench",
-                )
+            checked_total, quarantined = 0, 0
+            for endpoint, (kind, _) in TRANSACTIONAL.items():
+                with conn.transaction():
+                    checked = validation.validate_run(
+                        conn, kind=kind, run_key=keys[endpoint], ref=ref, config=config, as_of=as_of,  # type: ignore[arg-type]
+                        dag_run_id="bench",
+                    )  # fmt: skip
+                checked_total += checked.staged_versions
+                quarantined += checked.quarantined
             seconds = time.monotonic() - started
-            result["validate"] = {"records": checked.staged_versions, "seconds": round(seconds, 2),
-                                  "rows_per_s": round(checked.staged_versions / seconds), "quarantined": checked.quarantined}  # fmt: skip
-        result["pandas_to_sql_same_rows"] = pandas_to_sql(dsn, result["stage_copy"]["records"])
-        from psa_erp_sync.devenv.bench_peers import dlt_merge
-        from psa_erp_sync.devenv.stack import LOCAL
-
-        # dlt is slow enough that a sample of at most 50k rows gives its rate.
-        sample = min(result["stage_copy"]["records"], 50_000)
-        result["dlt_merge_same_rows"] = dlt_merge(dsn, sample, LOCAL / "dlt")
-        result["stage_vs_dlt"] = round(
-            result["stage_copy"]["rows_per_s"] / result["dlt_merge_same_rows"]["rows_per_s"], 1
-        )
-        result["stage_vs_pandas"] = round(
-            result["stage_copy"]["rows_per_s"] / result["pandas_to_sql_same_rows"]["rows_per_s"], 1
-        )
+            result["validate"] = {"records": checked_total, "seconds": round(seconds, 2),
+                                  "rows_per_s": round(checked_total / seconds), "quarantined": quarantined}  # fmt: skip
+        result["rss_mb_after_validate"] = round(_rss_mb(), 1)
+        # 4. peers, on the same rows in the same PostgreSQL (child processes: their memory is theirs)
+        if not args.no_peers:
+            time_entries = extracted["/v2/time_entries"]["records"]
+            result["pandas_to_sql_same_rows"] = _in_child(pandas_to_sql, dsn, time_entries)
+            # dlt is slow enough that a sample of at most 50k rows gives its rate.
+            result["dlt_merge_same_rows"] = _in_child(
+                _dlt_in_child, dsn, min(time_entries, 50_000), str(LOCAL / "dlt")
+            )
+            for peer, name in (
+                ("dlt_merge_same_rows", "stage_vs_dlt"),
+                ("pandas_to_sql_same_rows", "stage_vs_pandas"),
+            ):
+                result[name] = round(result["stage_copy"]["rows_per_s"] / result[peer]["rows_per_s"], 1)
+        # 5. post, then the ERP's raw capacity for the same number of records
+        posts: dict[str, Any] = {}
         with NetSuiteClient(base_url=stack.url("erp"), account_id="bench", token="bench") as erp:
-            started = time.monotonic()
-            posted = post_record_type(
-                dsn=dsn, client=erp, record_type="timebill", config=config,
-                settings=EngineSettings(batch_size=args.batch, max_concurrency=args.concurrency), run_id="bench",
-            )  # fmt: skip
-            seconds = time.monotonic() - started
-            requests = erp.requests_made
-        outcome = posted.outcome
-        sent = outcome["posted"] + outcome["rejected"]
-        result["post"] = {"records_sent": sent, "seconds": round(seconds, 2), "rows_per_s": round(sent / seconds),
-                          "engine_seconds": round(outcome["seconds"], 2),
-                          "engine_rows_per_s": round(sent / max(outcome["seconds"], 1e-9)),
-                          "erp_requests": requests, "outcome": {k: outcome[k] for k in ("posted", "rejected", "parked", "still_pending")}}  # fmt: skip
-        # Same record count straight at the ERP: the simulator's raw capacity at this concurrency.
+            for _, (_, record_type) in TRANSACTIONAL.items():
+                before = erp.requests_made
+                started = time.monotonic()
+                posted = post_record_type(
+                    dsn=dsn, client=erp, record_type=record_type, config=config,
+                    settings=EngineSettings(batch_size=args.batch, max_concurrency=args.concurrency,
+                                            workers_per_slot=args.workers_per_slot), run_id="bench",
+                )  # fmt: skip
+                outcome = posted.outcome
+                posts[record_type] = {
+                    "seconds": time.monotonic() - started, "engine_seconds": outcome["seconds"],
+                    "sent": outcome["posted"] + outcome["rejected"], "erp_requests": erp.requests_made - before,
+                    "outcome": {k: outcome[k] for k in ("posted", "rejected", "parked", "still_pending")},
+                }  # fmt: skip
+        sent = sum(p["sent"] for p in posts.values())
+        seconds = sum(p["seconds"] for p in posts.values())
+        engine_seconds = sum(p["engine_seconds"] for p in posts.values())
+        requests = sum(p["erp_requests"] for p in posts.values())
+        result["post"] = {
+            "records_sent": sent, "seconds": round(seconds, 2), "rows_per_s": round(sent / seconds),
+            "engine_seconds": round(engine_seconds, 2), "engine_rows_per_s": round(sent / max(engine_seconds, 1e-9)),
+            "erp_requests": requests, "erp_requests_per_batch": round(requests / max(1, -(-sent // args.batch)), 2),
+            "by_record_type": {k: {**v, "seconds": round(v["seconds"], 2), "engine_seconds": round(v["engine_seconds"], 2)}
+                               for k, v in posts.items()},
+        }  # fmt: skip
         httpx.post(f"{stack.url('erp')}/admin/seed", json={"jobs": [{"external_id": "bench-job", "name": "bench", "customer": "psa-client-1",
                    "subsidiary": "LE-US1", "currency": "USD", "billing_type": "time_and_materials", "contract_value": "1.00", "is_inactive": False}]})  # fmt: skip
-        result["erp_raw_capacity"] = bare_erp_capacity(stack.url("erp"), sent, args.concurrency, args.batch)
-        result["post_vs_raw_capacity"] = round(
-            result["post"]["rows_per_s"] / max(result["erp_raw_capacity"]["rows_per_s"], 1), 2
+        raw = bare_erp_capacity(stack.url("erp"), sent, args.concurrency, args.batch)
+        with_results = bare_erp_capacity(
+            stack.url("erp"), sent, args.concurrency, args.batch, read_results=True, tag="bench-r"
         )
+        same: dict[str, Any] = {"records": 0, "seconds": 0.0, "requests": 0}
+        for _, (_, record_type) in TRANSACTIONAL.items():
+            one_type = same_records_capacity(dsn, stack.url("erp"), record_type, args.concurrency)
+            for k in same:
+                same[k] += one_type[k]
+        same["rows_per_s"] = round(same["records"] / max(same["seconds"], 1e-9))
+        same["seconds"] = round(same["seconds"], 2)
+        result["erp_raw_capacity"] = raw
+        result["erp_raw_capacity_reading_results"] = with_results
+        result["erp_capacity_same_records"] = same
+        capacity = max(raw["rows_per_s"], 1)
+        result["post_vs_raw_capacity"] = round(result["post"]["rows_per_s"] / capacity, 2)
         # The engine alone (without reading periods and planning), against the same capacity.
-        result["engine_vs_raw_capacity"] = round(
-            result["post"]["engine_rows_per_s"] / max(result["erp_raw_capacity"]["rows_per_s"], 1), 2
+        result["engine_vs_raw_capacity"] = round(result["post"]["engine_rows_per_s"] / capacity, 2)
+        result["engine_vs_raw_capacity_reading_results"] = round(
+            result["post"]["engine_rows_per_s"] / max(with_results["rows_per_s"], 1), 2
+        )
+        result["engine_vs_capacity_same_records"] = round(
+            result["post"]["engine_rows_per_s"] / max(same["rows_per_s"], 1), 2
         )
     result["peak_rss_mb"] = round(_rss_mb(), 1)
+    result["wall_seconds"] = round(time.monotonic() - started_all, 1)
+    result["machine"]["load_average_at_end"] = _load()
+    result["targets"] = {
+        "stage_rows_per_s": _target(result["stage_copy"]["rows_per_s"], TARGETS["stage_rows_per_s"]),
+        "post_vs_raw_capacity": _target(result["post_vs_raw_capacity"], TARGETS["post_vs_raw_capacity"]),
+        "peak_rss_mb": _target(result["peak_rss_mb"], TARGETS["peak_rss_mb"], at_most=True),
+    }
     print(json.dumps(result, indent=2))
     return 0
 

@@ -22,7 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
 import psycopg
+from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool
 
 from psa_erp_sync.config import Config
@@ -46,7 +48,8 @@ class ErpPort(Protocol):
 @dataclass(frozen=True)
 class EngineSettings:
     batch_size: int = 100
-    max_concurrency: int = 15
+    max_concurrency: int = 15  # ERP requests in flight at once (the account's limit is shared)
+    workers_per_slot: int = 2  # threads per ERP slot: ledger writes overlap other batches' ERP calls
     max_rounds: int = 8
     throttle_retries: int = 20
     progress_every_s: float = 10.0
@@ -104,6 +107,11 @@ def batch_key(postings: Sequence[ledger.Posting]) -> str:
     return "b-" + hashlib.sha256(text.encode()).hexdigest()[:38]
 
 
+def _decode_json_fast(conn: psycopg.Connection) -> None:
+    # Payloads of a page of postings: msgspec decodes them several times faster than json.loads.
+    set_json_loads(msgspec.json.decode, conn)
+
+
 def _quote(values: Sequence[str]) -> str:
     # External ids are validated as [A-Za-z0-9_-] by the client; quote defensively anyway.
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
@@ -136,6 +144,8 @@ class PostingEngine:
         self._lock = threading.Lock()
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         self._pool: ConnectionPool[psycopg.Connection] | None = None
+        # At most max_concurrency ERP requests at once, whatever the number of worker threads.
+        self._erp_slots = threading.BoundedSemaphore(settings.max_concurrency)
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection]:
@@ -156,8 +166,9 @@ class PostingEngine:
         pool: ConnectionPool[psycopg.Connection] = ConnectionPool(
             self.dsn,
             min_size=1,
-            max_size=self.settings.max_concurrency + 2,
+            max_size=self._workers + 2,
             kwargs={"autocommit": False},
+            configure=_decode_json_fast,
             name=f"posting-{self.record_type}",
             open=False,
         )
@@ -168,6 +179,10 @@ class PostingEngine:
         finally:
             self._pool = None
             pool.close()
+
+    @property
+    def _workers(self) -> int:
+        return self.settings.max_concurrency * max(1, self.settings.workers_per_slot)
 
     def _count(self, **delta: int) -> None:
         with self._lock:
@@ -184,7 +199,9 @@ class PostingEngine:
                 f"SELECT id, externalid, memo FROM {self.record_type} WHERE externalid IN ({_quote(chunk)})"
             )
             self._count(erp_requests=1)
-            for row in self.client.suiteql(query):
+            with self._erp_slots:
+                rows = list(self.client.suiteql(query))
+            for row in rows:
                 found[str(row.get("externalid") or row.get("externalId"))] = row
         return found
 
@@ -218,14 +235,17 @@ class PostingEngine:
     def _send_batch(self, batch: Sequence[ledger.Posting], progress: _Progress) -> None:
         key = batch_key(batch)
         with self._conn() as conn:
-            ledger.mark_sent(conn, batch, batch_key=key, dag_run_id=self.dag_run_id, task_try=self.task_try)
+            attempt_ids = ledger.mark_sent(
+                conn, batch, batch_key=key, dag_run_id=self.dag_run_id, task_try=self.task_try
+            )
         from psa_erp_sync.clients.erp import ErpAmbiguous, ErpRejected, ErpThrottled, ErpUnavailable
 
         result = None
         for attempt in range(1, self.settings.throttle_retries + 1):
             try:
                 self._count(erp_requests=1)
-                result = self.client.submit_batch(self.record_type, [p.payload for p in batch], key)
+                with self._erp_slots:
+                    result = self.client.submit_batch(self.record_type, [p.payload for p in batch], key)
                 break
             except ErpThrottled as exc:
                 delay = (exc.retry_after or 1.0) + self._rng.uniform(0, min(2.0**attempt, 5.0))
@@ -239,15 +259,14 @@ class PostingEngine:
                 with self._conn() as conn:
                     ledger.finish_many(
                         conn, [(p.idempotency_key, "ambiguous", "ambiguous", None, None) for p in batch],
-                        details=[detail] * len(batch),
+                        details=[detail] * len(batch), attempt_ids=attempt_ids,
                     )  # fmt: skip
                 self.resolve(batch)
                 progress.add(0)
                 return
             except ErpRejected as exc:
-                self._reject(
-                    batch, {p.external_id: [(d.code, d.path) for d in exc.details] for p in batch}, exc.status
-                )
+                codes = [(d.code, d.path) for d in exc.details]
+                self._reject(batch, {p.external_id: codes for p in batch}, exc.status, attempt_ids)
                 progress.add(len(batch))
                 return
         if result is None:  # throttled every time: leave them pending for the next round
@@ -267,19 +286,25 @@ class PostingEngine:
             else:
                 errors = item.errors or ([item.error] if item.error else [])
                 rejected[p.external_id] = [(e.code, e.path) for e in errors] or [("UNKNOWN", None)]
+        # The whole outcome of the batch (confirmed, rejected, dead letters) in one transaction.
+        finished, details, letters = self._rejections(
+            [p for p in batch if p.external_id in rejected], rejected, 400
+        )
         with self._conn() as conn:
-            ledger.finish_many(conn, done)
+            ledger.finish_many(
+                conn, done + finished, details=[None] * len(done) + details, attempt_ids=attempt_ids
+            )
+            exception_queue.quarantine_many(conn, letters, run_id=self.dag_run_id)
         self._count(**({"already_posted": len(done)} if result.replayed else {"posted": len(done)}))
-        if rejected:
-            self._reject([p for p in batch if p.external_id in rejected], rejected, 400)
         leftover = [p for p in batch if p.external_id not in by_external]
         if leftover:
             self.resolve(leftover)
         progress.add(len(batch))
 
-    def _reject(
+    def _rejections(
         self, postings: Sequence[ledger.Posting], errors: dict[str, list[tuple[str, str | None]]], status: int
-    ) -> None:
+    ) -> tuple[list[tuple[str, str, str, str | None, int | None]], list[dict[str, Any] | None], list[exception_queue.Item]]:  # fmt: skip
+        """Ledger outcomes, their details and the dead letters for postings the ERP refused."""
         items = []
         finished: list[tuple[str, str, str, str | None, int | None]] = []
         details: list[dict[str, Any] | None] = []
@@ -303,8 +328,18 @@ class PostingEngine:
                     owner=self.config.ownership.owner_for("time_expense", p.legal_entity),
                 )
             )  # fmt: skip
+        return finished, details, items
+
+    def _reject(
+        self,
+        postings: Sequence[ledger.Posting],
+        errors: dict[str, list[tuple[str, str | None]]],
+        status: int,
+        attempt_ids: dict[str, int] | None = None,
+    ) -> None:
+        finished, details, items = self._rejections(postings, errors, status)
         with self._conn() as conn:
-            ledger.finish_many(conn, finished, details=details)
+            ledger.finish_many(conn, finished, details=details, attempt_ids=attempt_ids)
             exception_queue.quarantine_many(conn, items, run_id=self.dag_run_id)
 
     def _reverse(self, posting: ledger.Posting, progress: _Progress) -> None:
@@ -316,7 +351,8 @@ class PostingEngine:
             )
         try:
             self._count(erp_requests=1)
-            self.client.delete(self.record_type, posting.external_id)
+            with self._erp_slots:
+                self.client.delete(self.record_type, posting.external_id)
         except (ErpAmbiguous, ErpUnavailable):
             self.resolve([posting])
         except ErpRejected as exc:
@@ -342,7 +378,7 @@ class PostingEngine:
         once per round: the page cursor only moves forward, so one sent back to ``pending``
         during the round waits for the next round."""
         size = 1 if reversals else self.settings.batch_size
-        page_size = size * max(4 * self.settings.max_concurrency, 10)
+        page_size = size * max(4 * self._workers, 10)
         after: str | None = None
         while True:
             with self._conn() as conn:
@@ -364,11 +400,11 @@ class PostingEngine:
         send: Callable[[Sequence[ledger.Posting], _Progress], None],
         progress: _Progress,
     ) -> None:
-        """Send ``batches`` with at most ``2 x max_concurrency`` queued. As when every batch was
+        """Send ``batches`` with at most ``2 x workers`` queued. As when every batch was
         submitted up front, a failing batch does not stop the others; the first failure is raised
         once all have been worked (what it left ``sent`` or ``ambiguous`` is read back next run)."""
         in_flight: set[Future[None]] = set()
-        limit = 2 * self.settings.max_concurrency
+        limit = 2 * self._workers
         failed: BaseException | None = None
 
         def collect(done: set[Future[None]]) -> None:
@@ -411,9 +447,7 @@ class PostingEngine:
             progress = _Progress(
                 pending, self.settings.progress_every_s, f"posting {self.record_type} round {round_no}"
             )
-            with ThreadPoolExecutor(
-                max_workers=self.settings.max_concurrency, thread_name_prefix="erp-post"
-            ) as pool:
+            with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="erp-post") as pool:
                 self._work(pool, self._pending_batches(reversals=False), self._send_batch, progress)
                 self._work(pool, self._pending_batches(reversals=True), self._reverse_batch, progress)
         with self._conn() as conn:

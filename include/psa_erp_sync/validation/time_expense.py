@@ -345,12 +345,19 @@ def validate_run(
 
     Idempotent: re-running for the same run key yields the same canonical state and the same
     open exceptions (counters of occurrences grow, nothing is duplicated).
+
+    Streams: versions arrive ordered by source id, so only the previous record's verdict is held
+    until the next record shows it was the newest; verdicts are written ``chunk`` records at a
+    time. Memory is one chunk plus the fingerprints seen in the run (for in-run duplicates).
     """
     started = time.monotonic()
     result = ValidationResult(kind=kind, run_key=run_key)
     judge = judge_time_entry if kind == "time_entry" else judge_expense
-    first_with_fingerprint: dict[str, str] = {}
-    latest: dict[str, Verdict] = {}
+    # fingerprint digest -> the first source id that had it in this run (ids arrive ascending)
+    first_with_fingerprint: dict[bytes, str] = {}
+    valid_rows: list[dict[str, Any]] = []
+    quarantine: list[Verdict] = []
+    owner_domain = "time_expense"
 
     def count(verdict: Verdict) -> None:
         if verdict.valid:
@@ -360,6 +367,72 @@ def validate_run(
             result.quarantined += 1
             result.by_reason[verdict.reason_code] += 1
 
+    def flush() -> None:
+        """Write the newest verdicts of the records seen since the last flush."""
+        rows, held = list(valid_rows), list(quarantine)
+        valid_rows.clear()
+        quarantine.clear()
+        duplicates = _duplicates_of_existing(conn, kind, rows)
+        if duplicates:
+            for row in [r for r in rows if r["source_id"] in duplicates]:
+                held.append(
+                    Verdict(
+                        row["source_id"], row["version_hash"], row["legal_entity"], "DUPLICATE_SUSPECTED",
+                        {"same_as": duplicates[row["source_id"]]},
+                    )
+                )  # fmt: skip
+            rows = [r for r in rows if r["source_id"] not in duplicates]
+        result.valid += len(rows)
+        for verdict in held:
+            count(verdict)
+        result.unchanged += len(rows) - _upsert_canonical(conn, kind, rows, dag_run_id)
+        exception_queue.quarantine_many(
+            conn,
+            [
+                exception_queue.Item(
+                    kind="quarantine",
+                    domain=owner_domain,
+                    source_system=source_system,
+                    record_type=kind,
+                    source_id=v.source_id,
+                    source_version=v.version_hash,
+                    reason_code=v.reason_code or "UNKNOWN",
+                    detail=v.detail,
+                    legal_entity=v.legal_entity,
+                    owner=config.ownership.owner_for(owner_domain, v.legal_entity),
+                )
+                for v in held
+            ],
+            run_id=dag_run_id,
+        )
+        # A record's newest verdict replaces its older ones.
+        exception_queue.close_other_reasons(
+            conn,
+            kind="quarantine",
+            source_system=source_system,
+            record_type=kind,
+            verdicts=[(v.source_id, v.reason_code or "UNKNOWN") for v in held],
+        )
+        # A record that is valid now closes any open quarantine item it had.
+        result.resolved_exceptions += exception_queue.resolve_for(
+            conn,
+            source_system=source_system,
+            record_type=kind,
+            source_ids=[r["source_id"] for r in rows],
+            kind="quarantine",
+        )
+
+    def settle(verdict: Verdict) -> None:
+        """``verdict`` is the newest version of its record in this run."""
+        if verdict.valid:
+            assert verdict.row is not None
+            valid_rows.append(verdict.row)
+        else:
+            quarantine.append(verdict)
+        if len(valid_rows) + len(quarantine) >= chunk:
+            flush()
+
+    previous: Verdict | None = None
     # A second connection streams the run's versions while this one writes.
     with psycopg.connect(conn.info.dsn) as reader:
         set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
@@ -370,7 +443,8 @@ def validate_run(
             result.staged_versions += 1
             if verdict.valid:
                 assert verdict.row is not None
-                first = first_with_fingerprint.setdefault(verdict.row["fingerprint"], verdict.source_id)
+                digest = bytes.fromhex(verdict.row["fingerprint"])
+                first = first_with_fingerprint.setdefault(digest, verdict.source_id)
                 if first != verdict.source_id:
                     verdict = Verdict(
                         verdict.source_id,
@@ -379,57 +453,15 @@ def validate_run(
                         "DUPLICATE_SUSPECTED",
                         {"same_as": first},
                     )
-            superseded = latest.get(verdict.source_id)
-            if superseded is not None:  # only the newest version of a record in a run becomes current
-                count(superseded)
-            latest[verdict.source_id] = verdict
-    valid_rows = [v.row for v in latest.values() if v.valid and v.row is not None]
-    quarantine = [v for v in latest.values() if not v.valid]
-    duplicates = _duplicates_of_existing(conn, kind, valid_rows)
-    if duplicates:
-        for row in [r for r in valid_rows if r["source_id"] in duplicates]:
-            quarantine.append(
-                Verdict(
-                    row["source_id"], row["version_hash"], row["legal_entity"], "DUPLICATE_SUSPECTED",
-                    {"same_as": duplicates[row["source_id"]]},
-                )
-            )  # fmt: skip
-        valid_rows = [r for r in valid_rows if r["source_id"] not in duplicates]
-    for row in valid_rows:
-        count(Verdict(row["source_id"], row["version_hash"], row["legal_entity"], None, {}, row))
-    for verdict in quarantine:
-        count(verdict)
-    for start in range(0, len(valid_rows), chunk):
-        batch = valid_rows[start : start + chunk]
-        result.unchanged += len(batch) - _upsert_canonical(conn, kind, batch, dag_run_id)
-    owner_domain = "time_expense"
-    exception_queue.quarantine_many(
-        conn,
-        [
-            exception_queue.Item(
-                kind="quarantine",
-                domain=owner_domain,
-                source_system=source_system,
-                record_type=kind,
-                source_id=v.source_id,
-                source_version=v.version_hash,
-                reason_code=v.reason_code or "UNKNOWN",
-                detail=v.detail,
-                legal_entity=v.legal_entity,
-                owner=config.ownership.owner_for(owner_domain, v.legal_entity),
-            )
-            for v in quarantine
-        ],
-        run_id=dag_run_id,
-    )
-    # A record's newest verdict replaces its older ones.
-    exception_queue.close_other_reasons(
-        conn,
-        kind="quarantine",
-        source_system=source_system,
-        record_type=kind,
-        verdicts=[(v.source_id, v.reason_code or "UNKNOWN") for v in quarantine],
-    )
+            if previous is not None:
+                if previous.source_id == verdict.source_id:
+                    count(previous)  # superseded: only the newest version of a record becomes current
+                else:
+                    settle(previous)
+            previous = verdict
+    if previous is not None:
+        settle(previous)
+    flush()
     sweep_from = staging.sweep_of(conn, run_key)
     if sweep_from is not None:
         result.deleted = _mark_deleted(
@@ -443,14 +475,6 @@ def validate_run(
         _close_quarantine_of_vanished(
             conn, kind, source_system=source_system, run_key=run_key, sweep_from=sweep_from
         )
-    # A record that is valid now closes any open quarantine item it had.
-    result.resolved_exceptions = exception_queue.resolve_for(
-        conn,
-        source_system=source_system,
-        record_type=kind,
-        source_ids=[r["source_id"] for r in valid_rows],
-        kind="quarantine",
-    )
     result.seconds = time.monotonic() - started
     return result
 

@@ -1,0 +1,58 @@
+"""Ledger writes of the engine: one statement to mark a batch sent, one to record its outcome."""
+
+from __future__ import annotations
+
+import psycopg
+
+from psa_erp_sync.posting import ledger
+
+
+def _posting(n: int) -> ledger.Posting:
+    key = ledger.idempotency_key("timebill", "psa", str(n), "v1", "post", 0)
+    payload = {"externalId": f"psa-te-{n}", "memo": 'quote " and back\\slash', "hours": "1.50"}
+    return ledger.Posting(key, "timebill", "psa", str(n), "v1", f"psa-te-{n}", "post", "pending", payload)
+
+
+def _attempts(conn: psycopg.Connection, key: str) -> list[tuple[int, str | None, int | None]]:
+    return conn.execute(
+        "SELECT attempt_no, outcome, http_status FROM ledger.attempt WHERE idempotency_key = %s ORDER BY attempt_no",
+        (key,),
+    ).fetchall()
+
+
+def test_sent_then_outcome_per_attempt(clean_ods: str) -> None:
+    batch = [_posting(n) for n in range(3)]
+    keys = [p.idempotency_key for p in batch]
+    with psycopg.connect(clean_ods) as conn:
+        assert ledger.insert_planned(conn, batch) == 3
+        first = ledger.mark_sent(conn, batch, batch_key="b-1", dag_run_id="run", task_try=1)
+        assert sorted(first) == sorted(keys)
+        # A second attempt (say, after a read-back found nothing): new attempt rows, new ids.
+        second = ledger.mark_sent(conn, batch[:1], batch_key="b-2", dag_run_id="run", task_try=2)
+        assert second[keys[0]] != first[keys[0]]
+        ledger.finish_many(
+            conn,
+            [(keys[0], "confirmed", "confirmed", "901", 202), (keys[1], "rejected", "rejected", None, 400)],
+            details=[None, {"erp_errors": [{"code": "INVALID_KEY_OR_REF", "path": "employee"}]}],
+            attempt_ids=second | {keys[1]: first[keys[1]]},
+        )
+        # Without a known attempt id the latest attempt of the key is completed.
+        ledger.finish_many(conn, [(keys[2], "ambiguous", "ambiguous", None, None)], details=[{"error": "x"}])
+        states = dict(conn.execute("SELECT idempotency_key, state FROM ledger.posting").fetchall())
+        assert states == {keys[0]: "confirmed", keys[1]: "rejected", keys[2]: "ambiguous"}
+        assert _attempts(conn, keys[0]) == [(1, None, None), (2, "confirmed", 202)]
+        assert _attempts(conn, keys[1]) == [(1, "rejected", 400)]
+        assert _attempts(conn, keys[2]) == [(1, "ambiguous", None)]
+        internal, error = conn.execute(
+            "SELECT erp_internal_id, last_error FROM ledger.posting WHERE idempotency_key = %s", (keys[1],)
+        ).fetchone() or (None, None)
+        assert internal is None
+        assert error == {"erp_errors": [{"code": "INVALID_KEY_OR_REF", "path": "employee"}]}
+        # Payloads with quotes and backslashes survive the binary arrays byte for byte.
+        stored = conn.execute(
+            "SELECT payload FROM ledger.posting WHERE idempotency_key = %s", (keys[0],)
+        ).fetchone()
+        assert stored is not None and stored[0] == batch[0].payload
+        assert conn.execute(
+            "SELECT erp_internal_id FROM ledger.posting WHERE idempotency_key = %s", (keys[0],)
+        ).fetchone() == ("901",)
