@@ -175,3 +175,83 @@ def test_reconcile_operators_lineage_and_control_totals() -> None:
     )
     erp.report = {"timebill": {"erp": totals}}
     assert erp.get_openlineage_facets_on_complete(None).run_facets["controlTotals"].counts == {"timebill": 2}
+
+
+def test_reporting_python_operator_resolves_declared_datasets() -> None:
+    from psa_erp_sync.lineage.facets import ControlTotalsRunFacet
+    from psa_erp_sync.lineage.refs import erp, ods, psa
+    from psa_erp_sync.operators.python import ReportingPythonOperator
+
+    op = ReportingPythonOperator(
+        task_id="propagate_to_psa",
+        python_callable=lambda: {"applied": 3},
+        inputs=[ods("master.propagation"), erp("customer")],
+        outputs=[psa("/v2/clients")],
+        run_facets=lambda result: {"controlTotals": ControlTotalsRunFacet(counts=result)},
+    )
+    start = op.get_openlineage_facets_on_start()
+    assert _names(start.inputs) == [
+        (ODS, "ods.master.propagation"),
+        ("https://1234.suitetalk.api.netsuite.com", "/services/rest/record/v1/customer"),
+    ]
+    assert _names(start.outputs) == [("https://api.harvestapp.com", "/v2/clients")]
+    assert start.run_facets == {}
+    op.result = {"applied": 3}
+    assert op.get_openlineage_facets_on_complete(None).run_facets["controlTotals"].counts == {"applied": 3}
+    with pytest.raises(ValueError, match=r"schema\.table"):
+        ods("propagation")
+
+
+def test_every_operator_and_sensor_reports_lineage() -> None:
+    """Every custom operator and sensor has the provider's three methods, and no flow step that calls
+    an HTTP system is a plain ``@task`` (the provider would drop its datasets)."""
+    import ast
+    import importlib
+    import inspect
+    import pkgutil
+
+    from airflow.sdk import BaseOperator
+
+    import psa_erp_sync.operators
+    import psa_erp_sync.sensors
+
+    classes = []
+    for package in (psa_erp_sync.operators, psa_erp_sync.sensors):
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            classes += [c for _, c in inspect.getmembers(module, inspect.isclass)
+                        if issubclass(c, BaseOperator) and c.__module__ == module.__name__]  # fmt: skip
+    assert len(classes) >= 9, classes
+    for cls in classes:
+        for method in ("get_openlineage_facets_on_start", "get_openlineage_facets_on_complete",
+                       "get_openlineage_facets_on_failure"):  # fmt: skip
+            assert callable(getattr(cls, method, None)), (cls.__name__, method)
+
+    flows = Path(psa_erp_sync.operators.__file__).parents[1] / "flows"
+    for path in flows.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and any(
+                "task" in ast.unparse(d) for d in node.decorator_list
+            ):
+                assert not _calls_http(node, functions, {node.name}), (
+                    f"{path.name}: @task {node.name} calls an HTTP system"
+                )
+
+
+HTTP_HOOKS = {"PsaHook", "ErpHook", "CrmHook", "PlanningHook"}
+
+
+def _calls_http(node: Any, functions: dict[str, Any], seen: set[str]) -> bool:
+    """Does this function (or a module function it calls, transitively) build an HTTP hook?"""
+    import ast
+
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and sub.id in HTTP_HOOKS:
+            return True
+        if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id in functions:
+            name = sub.func.id
+            if name not in seen and _calls_http(functions[name], functions, seen | {name}):
+                return True
+    return False
