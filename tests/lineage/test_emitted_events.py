@@ -21,9 +21,45 @@ from typing import Any
 
 import pytest
 
-from tests.dags.test_time_expense_dag import wired  # noqa: F401 - fixture
+from tests.conftest import RunningSimulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
+
+
+@pytest.fixture
+def wired(
+    airflow_db: str,
+    clean_ods: str,
+    psa_sim: RunningSimulator,
+    erp_sim: RunningSimulator,
+    crm_sim: RunningSimulator,
+    planning_sim: RunningSimulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, Any]:
+    """A small seeded firm in all four simulators, and the connections of a deployment."""
+    from psa_erp_sync.devenv.airflow_env import psycopg_parts
+    from simulators.firm.generator import FirmSpec, generate_firm
+    from simulators.firm.load import load_firm
+    from tests.dags.test_time_expense_dag import TODAY
+
+    firm = generate_firm(
+        FirmSpec(seed=7, consultants=12, customers=10, projects=16, opportunities=6, today=TODAY)
+    )
+    load_firm(firm, psa_url=psa_sim.base_url, erp_url=erp_sim.base_url, crm_url=crm_sim.base_url)
+    psa_sim.admin("PUT", "/config", json={"rate_limit_requests": 0})
+    http = {"conn_type": "http", "password": "t"}
+    connections = {
+        "psa_default": {**http, "host": psa_sim.base_url, "extra": {"account_id": "1"}},
+        "erp_default": {**http, "host": erp_sim.base_url, "extra": {"account_id": "A1"}},
+        "crm_default": {**http, "host": crm_sim.base_url},
+        "planning_default": {**http, "host": planning_sim.base_url},
+        "ods_default": {"conn_type": "postgres", **psycopg_parts(clean_ods)},
+    }
+    for conn_id, conn in connections.items():
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    monkeypatch.setenv("PSA_ERP_SYNC_FORECAST_DIR", str(tmp_path / "forecast"))
+    return {"firm": firm, "dsn": clean_ods}
 
 
 def _dags_test(dag_id: str, logical_date: str, events: Path, home: str) -> None:
@@ -44,14 +80,17 @@ def _dags_test(dag_id: str, logical_date: str, events: Path, home: str) -> None:
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
 
 
-def test_posting_dag_emits_spec_valid_events_forming_the_psa_to_erp_graph(
-    wired: dict[str, Any],  # noqa: F811
+def test_dags_emit_spec_valid_events_forming_the_psa_to_planning_graph(
+    wired: dict[str, Any],
     tmp_path: Path,
 ) -> None:
     from psa_erp_sync.lineage.graph import LineageGraph, SpecValidator, analyse, dataset_named, load_events
 
     events_path = tmp_path / "events.jsonl"
     _dags_test("time_expense_posting", "2026-11-09T12:00:00+00:00", events_path, os.environ["AIRFLOW_HOME"])
+    _dags_test(
+        "revenue_forecast_refresh", "2026-11-09T13:00:00+00:00", events_path, os.environ["AIRFLOW_HOME"]
+    )
     events = load_events(events_path)
     assert events, "the provider emitted nothing"
 
@@ -93,7 +132,40 @@ def test_posting_dag_emits_spec_valid_events_forming_the_psa_to_erp_graph(
             if user.get(field):
                 assert f'"{user[field]}"' not in text, field
 
+    # ... and on from the ERP postings to the forecast snapshot and the planning platform.
+    full = graph.path(dataset_named("/v2/time_entries"), dataset_named("/api/v1/snapshots"))
+    assert full is not None, graph.as_dict()
+    full_names = [n[2] for n in full]
+    assert any(n.endswith(".forecast.snapshot") for n in full_names) or any(
+        n == "revenue_forecast_refresh.refresh_forecast" for n in full_names
+    )
+    erp_to_planning = graph.path(
+        dataset_named("/services/rest/record/v1/timebill"), dataset_named("/api/v1/snapshots")
+    )
+    assert erp_to_planning is not None
+    assert [n[2] for n in erp_to_planning][1] == "revenue_forecast_refresh.refresh_forecast"
+
     summary = analyse(events_path, tmp_path / "pictures")
-    assert summary["paths"]["psa_to_erp"] is not None
+    assert summary["paths"]["psa_to_erp"] is not None and summary["paths"]["psa_to_planning"] is not None
     svg = (tmp_path / "pictures" / "lineage.svg").read_text()
     assert "time_expense_posting.post_timebills" in svg and "/v2/time_entries" in svg
+    assert (tmp_path / "pictures" / "lineage.png").stat().st_size > 10_000
+
+    # The trace of a posted entry names the forecast snapshots that used it, with their lineage run.
+    import psycopg
+
+    from psa_erp_sync.trace import trace
+
+    with psycopg.connect(wired["dsn"]) as conn:
+        row = conn.execute(
+            "SELECT source_id FROM ledger.posting WHERE record_type = 'timebill' AND state = 'confirmed'"
+            " ORDER BY seq LIMIT 1"
+        ).fetchone()
+        assert row is not None
+        (record,) = [t for t in trace(conn, "psa", str(row[0])) if t["kind"] == "time_entry"]
+    assert {f["scenario"] for f in record["forecast"]} == {"base", "best", "worst"}
+    forecast_runs = {r["ol_run_id"] for f in record["forecast"] for r in f["lineage"]}
+    refresh_runs = {
+        e["run"]["runId"] for e in events if e["job"]["name"] == "revenue_forecast_refresh.refresh_forecast"
+    }
+    assert forecast_runs and forecast_runs <= refresh_runs
