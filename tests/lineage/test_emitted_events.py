@@ -132,18 +132,20 @@ def test_dags_emit_spec_valid_events_forming_the_psa_to_planning_graph(
             if user.get(field):
                 assert f'"{user[field]}"' not in text, field
 
-    # ... and on from the ERP postings to the forecast snapshot and the planning platform.
-    full = graph.path(dataset_named("/v2/time_entries"), dataset_named("/api/v1/snapshots"))
+    # ... and on from the ERP postings to the forecast snapshot and the planning platform, in order.
+    from psa_erp_sync.lineage.graph import PSA_TO_PLANNING
+
+    full = graph.path_through([dataset_named(w) for w in PSA_TO_PLANNING])
     assert full is not None, graph.as_dict()
-    full_names = [n[2] for n in full]
-    assert any(n.endswith(".forecast.snapshot") for n in full_names) or any(
-        n == "revenue_forecast_refresh.refresh_forecast" for n in full_names
-    )
-    erp_to_planning = graph.path(
-        dataset_named("/services/rest/record/v1/timebill"), dataset_named("/api/v1/snapshots")
-    )
-    assert erp_to_planning is not None
-    assert [n[2] for n in erp_to_planning][1] == "revenue_forecast_refresh.refresh_forecast"
+    datasets = [n[2] for n in full if n[0] == "dataset"]
+    assert datasets[0] == "/v2/time_entries" and datasets[-1] == "/api/v1/snapshots"
+    assert [n[2] for n in full if n[0] == "job"] == [
+        "time_expense_posting.extract_time_entries",
+        "time_expense_posting.validate_time_entries",
+        "time_expense_posting.post_timebills",
+        "revenue_forecast_refresh.refresh_forecast",
+        "revenue_forecast_refresh.refresh_forecast",
+    ]
 
     summary = analyse(events_path, tmp_path / "pictures")
     assert summary["paths"]["psa_to_erp"] is not None and summary["paths"]["psa_to_planning"] is not None

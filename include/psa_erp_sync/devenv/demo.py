@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 
 from psa_erp_sync.devenv.airflow_env import airflow_env
@@ -218,6 +219,53 @@ def summarize(dsn: str) -> dict[str, Any]:
         }
 
 
+def domains_summary(dsn: str) -> dict[str, Any]:
+    """Master data, project setup, change orders and the forecast, as the DAGs left them."""
+
+    def rows(conn: psycopg.Connection, sql: str) -> list[tuple[Any, ...]]:
+        try:
+            return list(conn.execute(sql).fetchall())
+        except psycopg.errors.UndefinedTable:
+            conn.rollback()
+            return []
+
+    from psa_erp_sync.operators.forecast import default_chart_dir
+
+    with psycopg.connect(dsn) as conn:
+        out: dict[str, Any] = {
+            "master_records": dict(rows(conn, "SELECT record_type, count(*) FROM master.erp_record GROUP BY 1 ORDER BY 1")),
+            "propagated_to_psa": dict(rows(conn, "SELECT change, count(*) FROM master.propagation WHERE status = 'applied' GROUP BY 1 ORDER BY 1")),
+            "project_setup": dict(rows(conn, "SELECT state, count(*) FROM master.project_setup GROUP BY 1 ORDER BY 1")),
+            "validation_failures": dict(rows(conn, "SELECT domain || '/' || reason_code, count(*) FROM exceptions.item WHERE kind = 'validation' AND status = 'open' GROUP BY 1 ORDER BY 2 DESC")),
+        }  # fmt: skip
+        leakage = rows(
+            conn,
+            "SELECT leaked_count, amounts, jobs_missing FROM master.leakage_run ORDER BY recorded_at DESC LIMIT 1",
+        )
+        if leakage:
+            out["revenue_leakage"] = {"change_orders": leakage[0][0], "amounts": leakage[0][1], "won_without_erp_job": leakage[0][2]}  # fmt: skip
+        snapshots = rows(
+            conn,
+            "SELECT s.scenario, s.snapshot_id, s.as_of::text, s.reporting_currency,"
+            " sum(l.reporting_amount_minor) FILTER (WHERE l.layer = 'actual'),"
+            " sum(l.reporting_amount_minor) FILTER (WHERE l.layer = 'contracted'),"
+            " sum(l.reporting_amount_minor) FILTER (WHERE l.layer = 'pipeline')"
+            " FROM forecast.snapshot_sequence q JOIN forecast.snapshot s USING (snapshot_id)"
+            " JOIN forecast.line l USING (snapshot_id) WHERE q.is_latest GROUP BY 1, 2, 3, 4 ORDER BY 1",
+        )
+        out["forecast_latest"] = {
+            scenario: {"snapshot_id": sid, "as_of": as_of, "currency": cur,
+                       "actual_minor": int(a or 0), "contracted_minor": int(c or 0), "pipeline_minor": int(p or 0)}
+            for scenario, sid, as_of, cur, a, c, p in snapshots
+        }  # fmt: skip
+        out["forecast_snapshots"] = (
+            int(rows(conn, "SELECT count(*) FROM forecast.snapshot")[0][0]) if snapshots else 0
+        )
+    charts = sorted(default_chart_dir().glob("*/forecast.html"), key=lambda p: p.stat().st_mtime)
+    out["forecast_chart"] = str(charts[-1]) if charts else None
+    return out
+
+
 def lineage_summary(events: Path, out: Path) -> dict[str, Any]:
     """Validate the run's OpenLineage events against the spec, check the graph, draw it."""
     from psa_erp_sync.lineage.graph import analyse
@@ -311,6 +359,17 @@ def write_report(report: dict[str, Any], directory: Path) -> Path:
         json.dumps(report.get("mutations", {}), indent=2),
         "```",
     ]
+    domains = report.get("domains", {})
+    lines += ["", "## Master data, project setup and change orders", "", "```json",
+              json.dumps({k: v for k, v in domains.items() if not k.startswith("forecast")}, indent=2, default=str),
+              "```", "", "## Revenue forecast", ""]  # fmt: skip
+    for scenario, snap in domains.get("forecast_latest", {}).items():
+        lines.append(
+            f"- {scenario}: snapshot `{snap['snapshot_id']}` as of {snap['as_of']}, {snap['currency']} minor units:"
+            f" actual {snap['actual_minor']}, contracted {snap['contracted_minor']}, pipeline {snap['pipeline_minor']}"
+        )
+    if domains.get("forecast_chart"):
+        lines.append(f"- chart (firm and per legal entity): [forecast.html]({domains['forecast_chart']})")
     lineage = report.get("lineage", {})
     lines += ["", "## Lineage (OpenLineage events of this run)", ""]
     if "error" in lineage:
@@ -391,6 +450,18 @@ def main(argv: list[str] | None = None) -> int:
             log.info("    %s (%s): %s in %.1f s", dag_id, label, state, seconds)
 
         for dag_id in discover_dags():
+            if dag_id == "project_setup":
+                # Sales closes a deal: project setup must validate it in the ERP and provision
+                # the ERP job and the PSA project, once.
+                deal = next(
+                    (o for o in firm.crm["opportunities"] if o["stage"] not in ("Closed Won", "Closed Lost")),
+                    None,
+                )
+                if deal is not None:
+                    httpx.post(
+                        f"{stack.url('crm')}/admin/opportunities/{deal['id']}/close_won", json={}, timeout=30
+                    )
+                    report["closed_won_in_demo"] = deal["id"]
             run_dag(dag_id, "first run")
             if dag_id == "time_expense_posting":
                 # The rest of the month happens in the PSA: late approvals, edits after posting,
@@ -402,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("    PSA changes after posting: %s", report["mutations"])
                 run_dag(dag_id, "after corrections", {"mode": "sweep"})
         report["summary"] = summarize(dsn)
+        report["domains"] = domains_summary(dsn)
         report["lineage"] = lineage_summary(lineage_file, args.report_dir / "lineage")
         report["trace_examples"] = trace_examples(dsn)
     report["seconds"] = time.monotonic() - started
@@ -442,6 +514,15 @@ def print_summary(report: dict[str, Any], path: Path) -> None:
     top = sorted(by_cause.items(), key=lambda kv: -kv[1])[:6]
     print(f"  open exceptions: {by_kind}; top causes: " + ", ".join(f"{c}={n}" for c, n in top))
     print(f"  canonical corrections audited: {summary['canonical_changes']}")
+    domains = report.get("domains", {})
+    print(f"  master data: {domains.get('master_records')}; project setup: {domains.get('project_setup')}")
+    print(f"  revenue leakage: {domains.get('revenue_leakage')}")
+    base = domains.get("forecast_latest", {}).get("base")
+    if base:
+        print(
+            f"  forecast (base, {base['currency']} minor units): actual {base['actual_minor']}, contracted"
+            f" {base['contracted_minor']}, pipeline {base['pipeline_minor']}; chart: {domains.get('forecast_chart')}"
+        )
     lineage = report.get("lineage", {})
     if "error" in lineage:
         print(f"  lineage: not analysed ({lineage['error']})")

@@ -196,6 +196,18 @@ class LineageGraph:
                     queue.append(nxt)
         return None
 
+    def path_through(self, waypoints: list[Callable[[Node], bool]]) -> list[Node] | None:
+        """A directed path visiting the waypoints in order (shortest between each pair)."""
+        full: list[Node] = []
+        start = waypoints[0]
+        for goal in waypoints[1:]:
+            leg = self.path(start, goal)
+            if leg is None:
+                return None
+            full += leg if not full else leg[1:]
+            start = _is(leg[-1])
+        return full
+
     def without_isolated(self) -> LineageGraph:
         """The nodes that have an edge (DAG-level jobs and steps without datasets drop out)."""
         linked = {a for a, _ in self.edges} | {b for _, b in self.edges}
@@ -211,6 +223,20 @@ class LineageGraph:
 
 def dataset_named(suffix: str) -> Callable[[Node], bool]:
     return lambda node: node[0] == "dataset" and node[2].endswith(suffix)
+
+
+def _is(target: Node) -> Callable[[Node], bool]:
+    return lambda node: node == target
+
+
+#: The chain the lineage must show for time: PSA -> ODS staging -> ODS canonical -> ERP -> forecast -> planning.
+PSA_TO_ERP = [
+    "/v2/time_entries",
+    ".staging.raw_record",
+    ".canonical.time_entry",
+    "/services/rest/record/v1/timebill",
+]
+PSA_TO_PLANNING = [*PSA_TO_ERP, ".forecast.snapshot", "/api/v1/snapshots"]
 
 
 # -- pictures ---------------------------------------------------------------------------------
@@ -380,8 +406,8 @@ def analyse(events_path: Path, out: Path | None = None, spec_dir: Path | None = 
     validation = SpecValidator(spec_dir).validate(events)
     graph = LineageGraph.from_events(events)
     chain = {
-        "psa_to_erp": graph.path(dataset_named("/v2/time_entries"), dataset_named("/record/v1/timebill")),
-        "psa_to_planning": graph.path(dataset_named("/v2/time_entries"), dataset_named("/snapshots")),
+        "psa_to_erp": graph.path_through([dataset_named(w) for w in PSA_TO_ERP]),
+        "psa_to_planning": graph.path_through([dataset_named(w) for w in PSA_TO_PLANNING]),
     }
     summary = {
         "validation": validation.as_dict(),

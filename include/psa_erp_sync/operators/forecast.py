@@ -119,6 +119,9 @@ class ForecastRefreshOperator(LineageReportingOperator):
         erp_namespace = ErpHook(self.erp_conn_id).openlineage_namespace()
         inputs = [naming.erp_record(erp_namespace, rt) for rt in ("timebill", "expensereport")]
         inputs += [self.ods_dataset(schema, table) for schema, table in ODS_INPUTS]
+        # Stored snapshots are read back: the previous one of each scenario for the cumulative
+        # catch-up, and this run's for the planning push (built from the stored lines).
+        inputs += [self.ods_dataset("forecast", "snapshot"), self.ods_dataset("forecast", "line")]
         outputs = [self.ods_dataset("forecast", table) for table in SNAPSHOT_TABLES]
         if self.planning_conn_id:
             planning = PlanningHook(self.planning_conn_id).openlineage_namespace()
