@@ -381,3 +381,46 @@ def test_the_psa_simulators_signed_webhooks_land_in_the_inbox(
     assert sorted(r[3] for r in rows) == sorted(str(i) for i in ids)
     assert {r[2] for r in rows} == {"time_entry.approved"}
     assert quarantine_rows(clean_ods) == []
+
+
+def test_rotating_the_secret_in_the_psa_loses_nothing_during_the_overlap(
+    server: RunningSimulator,
+    clean_ods: str,
+    psa_sim: RunningSimulator,
+    secrets_state: dict[str, ingress.Secrets],
+) -> None:
+    """docs/streaming.md's procedure: (1) our side accepts new + old, (2) the PSA switches to the
+    new secret, (3) the old one expires. Deliveries keep landing through every step."""
+    from simulators.psa import sample
+
+    psa_sim.admin("POST", "/seed", json=sample.build())
+    with psycopg.connect(clean_ods) as conn:
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM sim_psa.time_entries WHERE NOT is_closed ORDER BY id LIMIT 3"
+            )
+        ]
+    hook = psa_sim.admin(
+        "POST",
+        "/webhooks",
+        json={"url": f"{server.base_url}/psa/events", "secret": SECRET, "events": ["time_entry.approved"]},
+    )
+
+    def approve_and_wait(entry_id: int, expected: int) -> None:
+        psa_sim.admin("POST", f"/time_entries/{entry_id}/approve")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(inbox_rows(clean_ods)) < expected:
+            time.sleep(0.05)
+        assert len(inbox_rows(clean_ods)) == expected
+
+    secrets_state["psa"] = ingress.Secrets(
+        b"rotated", SECRET.encode(), datetime.now(UTC) + timedelta(hours=1)
+    )
+    approve_and_wait(ids[0], 1)  # still signed with the old secret: accepted in the overlap
+    psa_sim.admin("PATCH", f"/webhooks/{hook['id']}", json={"secret": "rotated"})
+    approve_and_wait(ids[1], 2)
+    secrets_state["psa"] = ingress.Secrets(b"rotated")
+    approve_and_wait(ids[2], 3)
+    deliveries = psa_sim.admin("GET", "/webhooks/deliveries")["deliveries"]
+    assert all(d["attempts"] == 1 and d["last_status"] == 202 for d in deliveries), deliveries
