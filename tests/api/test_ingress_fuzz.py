@@ -300,4 +300,6 @@ def test_the_fuzzing_reached_every_outcome(harness: Harness) -> None:
     """Runs after the fuzz tests above (same module-scoped harness): they were not vacuous."""
     assert {200, 202, 400, 401, 413, 415, 422} <= set(harness.statuses), harness.statuses
     assert len(harness.accepted) > 10, harness.statuses
-    print("ingress fuzz outcomes:", dict(sorted(harness.statuses.items())), "accepted:", len(harness.accepted))
+    print(
+        "ingress fuzz outcomes:", dict(sorted(harness.statuses.items())), "accepted:", len(harness.accepted)
+    )

@@ -42,6 +42,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger(__name__)
 
@@ -387,7 +388,10 @@ def create_app(
         content_type = request.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
             return _reject(415, "Content-Type must be application/json", "UNSUPPORTED_MEDIA_TYPE")
-        body = await _read_capped(request, max_body_bytes)
+        try:
+            body = await _read_capped(request, max_body_bytes)
+        except ClientDisconnect:
+            return _reject(400, "client disconnected before the body was read", "DISCONNECTED")
         if body is None:
             return _reject(413, f"body larger than {max_body_bytes} bytes", "TOO_LARGE")
         missing = [

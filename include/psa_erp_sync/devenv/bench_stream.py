@@ -272,7 +272,7 @@ def _collect(stack: Stack, airflow: Airflow, ids: list[int]) -> list[dict[str, A
     with psycopg.connect(stack.dsn) as conn:
         events = conn.execute(
             """
-            SELECT e.seq, e.source_id, e.received_at, e.claimed_by,
+            SELECT e.seq, e.source_id, e.received_at, e.claimed_by, e.claimed_at,
                    (SELECT min(a.finished_at) FROM ledger.posting p JOIN ledger.attempt a USING (idempotency_key)
                      WHERE p.record_type = 'timebill' AND p.source_id = e.source_id AND a.outcome = 'confirmed'
                        AND a.finished_at >= e.received_at) AS confirmed_at
@@ -296,7 +296,7 @@ def _collect(stack: Stack, airflow: Airflow, ids: list[int]) -> list[dict[str, A
             )
         }
     rows = []
-    for seq, source_id, received, run_id, confirmed in events:
+    for seq, source_id, received, run_id, claimed, confirmed in events:
         detected = next((ts for max_seq, ts in detections if max_seq >= seq and ts >= received), None)
         queued, task_start = runs.get(run_id, (None, None))
         rows.append(
@@ -307,51 +307,57 @@ def _collect(stack: Stack, airflow: Airflow, ids: list[int]) -> list[dict[str, A
                 "detected": detected,
                 "queued": queued,
                 "task_start": task_start,
+                "claimed": claimed,
                 "confirmed": confirmed,
             }
         )
     return rows
 
 
-def _seconds(later: datetime | None, earlier: datetime | None) -> float | None:
-    if later is None or earlier is None:
-        return None
-    return (later - earlier).total_seconds()
+STAGES = ("trigger_detection", "dag_run_creation", "task_start", "worker_startup_and_claim", "posting")
 
 
 def breakdown(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """End-to-end latency and its stages over the events whose posting was confirmed."""
+    """End-to-end latency and its stages over the events whose posting was confirmed.
+
+    The timeline of an event is received -> detected (asset event) -> run queued -> task started
+    -> claimed (inside the task, after the worker parsed the DAG and imported the code) ->
+    confirmed (re-read, stage, validate, post). Each point is clamped to be no earlier than the
+    one before: an event claimed by a run already on its way (it "rode" that run) spends nothing
+    in run creation or task start, and its wait shows in the claim stage.
+    """
     done = [r for r in rows if r["confirmed"] is not None]
-    total = [_seconds(r["confirmed"], r["received"]) for r in done]
-    stages: dict[str, list[float]] = {
-        "trigger_detection": [],
-        "dag_run_creation": [],
-        "task_start": [],
-        "posting": [],
-    }
+    total = [(r["confirmed"] - r["received"]).total_seconds() for r in done]
+    stages: dict[str, list[float]] = {name: [] for name in STAGES}
     rode = 0
     for r in done:
-        detected = r["detected"] or r["received"]
-        queued = r["queued"] or detected
-        start = r["task_start"] or queued
-        if queued < detected:
+        if r["queued"] is not None and r["detected"] is not None and r["queued"] < r["detected"]:
             rode += 1
-        points = [
-            r["received"],
-            detected,
-            max(queued, detected),
-            max(start, queued, detected),
-            r["confirmed"],
-        ]
-        for name, (a, b) in zip(stages, itertools.pairwise(points), strict=True):
-            stages[name].append(max(0.0, (b - a).total_seconds()))
+        points = [r["received"]]
+        for key in ("detected", "queued", "task_start", "claimed", "confirmed"):
+            value = r[key] if r[key] is not None else points[-1]
+            points.append(max(value, points[-1]))
+        for name, (a, b) in zip(STAGES, itertools.pairwise(points), strict=True):
+            stages[name].append((b - a).total_seconds())
     return {
         "events_measured": len(done),
         "events_not_posted": len(rows) - len(done),
         "events_riding_an_earlier_run": rode,
-        "end_to_end_s": summary([t for t in total if t is not None]),
+        "end_to_end_s": summary(total),
         "stages_s": {name: summary(values) for name, values in stages.items()},
     }
+
+
+def _wait_runs_idle(airflow: Airflow, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(airflow.meta_dsn) as meta:
+            row = meta.execute(
+                "SELECT count(*) FROM dag_run WHERE dag_id = %s AND state IN ('queued', 'running')", (DAG_ID,)
+            ).fetchone()
+        if row is not None and row[0] == 0:
+            return
+        time.sleep(1.0)
 
 
 def run(
@@ -411,6 +417,7 @@ def run(
             result["approval_seconds"] = round(_approve(stack.url("psa"), measured, rate, seed + 1), 1)
             load_during = os.getloadavg()
             _wait_drained(stack, airflow, measured, timeout=drain_timeout)
+            _wait_runs_idle(airflow)
             rows = _collect(stack, airflow, measured)
             with psycopg.connect(airflow.meta_dsn) as meta:
                 runs = meta.execute(

@@ -74,7 +74,8 @@ def _process() -> dict[str, Any]:
 def build() -> None:
     """Declare the stream DAG's task (call inside a DAG context)."""
 
-    @task(task_id="process_inbox")
+    # One XCom, not one per key (a dict return would otherwise push each key: a round trip each).
+    @task(task_id="process_inbox", multiple_outputs=False)
     def process_inbox() -> dict[str, Any]:
         """Claim pending time & expense events; re-read, stage, validate and post the records."""
         return _process()

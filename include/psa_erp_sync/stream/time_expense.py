@@ -139,6 +139,51 @@ def latest_reference_keys(conn: psycopg.Connection, max_age: timedelta) -> dict[
     return keys if len(keys) == len(REFERENCE_ENDPOINTS) else None
 
 
+def reference_for(conn: psycopg.Connection, run_keys: dict[str, str], records: list[dict[str, Any]]) -> Any:
+    """Like ``PsaReference.from_staging`` for the same run keys, but only the projects, users and
+    task assignments the announced records refer to: a handful of rows instead of the firm's
+    whole reference, parsed by the same models (this sits on the latency path)."""
+    from psa_erp_sync.clients import psa_models
+    from psa_erp_sync.validation.time_expense import ProjectRef, PsaReference
+
+    project_ids = sorted({str((r.get("project") or {}).get("id")) for r in records})
+    user_ids = sorted({str((r.get("user") or {}).get("id")) for r in records})
+
+    def rows(endpoint: str, where: str, ids: list[str]) -> list[dict[str, Any]]:
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT payload FROM staging.raw_record WHERE source_system = %s AND endpoint = %s"
+                f" AND last_run_key = %s AND {where} = ANY(%s)",
+                (SOURCE, endpoint, run_keys[endpoint], ids),
+            )
+        ]
+
+    projects = {}
+    for payload in rows("/v2/projects", "source_id", project_ids):
+        project = psa_models.Project.model_validate(payload)
+        projects[project.id] = ProjectRef(
+            project.id, project.is_active, project.legal_entity, project.currency
+        )
+    users = {}
+    for payload in rows("/v2/users", "source_id", user_ids):
+        user = psa_models.User.model_validate(payload)
+        users[user.id] = user.is_active
+    assignments = set()
+    for payload in rows("/v2/task_assignments", "payload->'project'->>'id'", project_ids):
+        assignment = psa_models.TaskAssignment.model_validate(payload)
+        if assignment.is_active and assignment.project is not None and assignment.task is not None:
+            assignments.add((assignment.project.id, assignment.task.id))
+    categories = {
+        int(r[0])
+        for r in conn.execute(
+            "SELECT source_id FROM staging.raw_record WHERE source_system = %s AND endpoint = %s AND last_run_key = %s",
+            (SOURCE, "/v2/expense_categories", run_keys["/v2/expense_categories"]),
+        )
+    }
+    return PsaReference(projects, users, frozenset(assignments), frozenset(categories))
+
+
 def _covers(ref: Any, records: Iterable[dict[str, Any]]) -> bool:
     for record in records:
         project = (record.get("project") or {}).get("id")
@@ -165,7 +210,7 @@ def reference(
 
     keys = latest_reference_keys(conn, max_age)
     if keys is not None:
-        ref = PsaReference.from_staging(conn, keys)
+        ref = reference_for(conn, keys, records)
         if _covers(ref, records):
             return ref, False
     keys = {}
