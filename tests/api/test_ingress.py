@@ -218,6 +218,12 @@ def test_oversized_bodies_are_refused_before_reading_them_whole(
         (lambda did: b"[" * 5000 + b"]" * 5000, "INVALID_JSON"),
         (lambda did: b'{"delivery_id": "\xff\xfe"}', "INVALID_UTF8"),
         (lambda did: psa_body(str(uuid.uuid4())), "HEADER_BODY_MISMATCH"),
+        (
+            lambda did: psa_body(
+                did,
+            ).replace(b'"hours": 1.5', b'"notes": "a\\u0000b"'),
+            "UNSTORABLE_JSON",
+        ),
     ],
 )
 def test_authentic_but_malformed_events_are_quarantined_never_dropped(

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import psycopg
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -442,14 +443,15 @@ def create_app(
                 detail = _error_detail(exc)
         if parsed is not None and (parsed.delivery_id != delivery_id or parsed.event != event):
             reason, detail = "HEADER_BODY_MISMATCH", {"fields": ["delivery_id", "event"]}
-        if reason is not None or parsed is None:
+
+        async def quarantine(reason_code: str, detail: dict[str, Any]) -> JSONResponse:
             try:
                 await run_in_threadpool(
                     lambda: writer.quarantine(
                         delivery_id=delivery_id,
                         source_system=source,
                         event_type=event,
-                        reason_code=reason or "SCHEMA",
+                        reason_code=reason_code,
                         detail=detail,
                         body=body,
                         content_type=content_type[:100],
@@ -458,11 +460,18 @@ def create_app(
             except Exception:
                 log.exception("webhook %s: quarantine write failed", source)
                 return _reject(503, "inbox unavailable; retry later", "INBOX_UNAVAILABLE")
-            log.info("webhook %s: delivery %s quarantined (%s)", source, _sha(delivery_id), reason)
+            log.info("webhook %s: delivery %s quarantined (%s)", source, _sha(delivery_id), reason_code)
             return JSONResponse(
-                {"status": "quarantined", "error": "authentic but malformed event", "reason_code": reason},
+                {
+                    "status": "quarantined",
+                    "error": "authentic but malformed event",
+                    "reason_code": reason_code,
+                },
                 status_code=422,
             )
+
+        if reason is not None or parsed is None:
+            return await quarantine(reason or "SCHEMA", detail)
         record_id = str(parsed.data.id)
         try:
             new = await run_in_threadpool(
@@ -475,6 +484,8 @@ def create_app(
                     body=body,
                 )
             )
+        except psycopg.DataError as exc:  # valid JSON that jsonb cannot hold (e.g. a \u0000 escape)
+            return await quarantine("UNSTORABLE_JSON", {"error": type(exc).__name__})
         except Exception:
             log.exception("webhook %s: inbox write failed", source)
             return _reject(503, "inbox unavailable; retry later", "INBOX_UNAVAILABLE")

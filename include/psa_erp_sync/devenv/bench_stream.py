@@ -364,7 +364,7 @@ def run(
     *,
     events: int = 500,
     rate: float = 2.0,
-    consultants: int = 40,
+    consultants: int = 130,
     seed: int = 5,
     port: int = 18180,
     port_offset: int = 900,
@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--events", type=int, default=500)
     parser.add_argument("--rate", type=float, default=2.0, help="mean approvals per second (Poisson)")
-    parser.add_argument("--consultants", type=int, default=40)
+    parser.add_argument("--consultants", type=int, default=130)
     parser.add_argument("--port", type=int, default=18180, help="Airflow API server port")
     args = parser.parse_args(argv)
     logging.basicConfig(
