@@ -134,10 +134,10 @@ def test_schemathesis_no_5xx_clear_4xx_nothing_lost(case: Any, harness: Harness)
     raw = _raw(case)
     prefix = f"X-{source.upper()}"
     delivery_id = str((case.headers or {}).get(f"{prefix}-Delivery-Id") or "")
-    if not ingress._DELIVERY_ID.match(delivery_id):
+    if not ingress._DELIVERY_ID.fullmatch(delivery_id):
         delivery_id = str(uuid.uuid4())
     event = str((case.headers or {}).get(f"{prefix}-Event") or "time_entry.approved")
-    if not ingress._EVENT.match(event):
+    if not ingress._EVENT.fullmatch(event):
         event = "time_entry.approved"
     # The same case signed properly: the body's own shape decides (accepted, duplicate or quarantined).
     source = case.path.split("/")[1]
@@ -146,10 +146,10 @@ def test_schemathesis_no_5xx_clear_4xx_nothing_lost(case: Any, harness: Harness)
     )
     prefix = f"X-{source.upper()}"
     delivery_id = str((case.headers or {}).get(f"{prefix}-Delivery-Id") or "")
-    if not ingress._DELIVERY_ID.match(delivery_id):
+    if not ingress._DELIVERY_ID.fullmatch(delivery_id):
         delivery_id = str(uuid.uuid4())
     event = str((case.headers or {}).get(f"{prefix}-Event") or "time_entry.approved")
-    if not ingress._EVENT.match(event):
+    if not ingress._EVENT.fullmatch(event):
         event = "time_entry.approved"
     harness.send(source, raw, signed(source, raw, delivery_id=delivery_id, event=event))
 

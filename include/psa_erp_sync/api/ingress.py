@@ -198,7 +198,7 @@ def signature_of(secret: bytes, timestamp: str, body: bytes) -> str:
 
 def verify(secrets: Secrets, timestamp: str, body: bytes, signature: str, now: datetime) -> bool:
     """Constant-time comparison against every valid secret (all are computed, none short-circuits)."""
-    match = _SIGNATURE.match(signature)
+    match = _SIGNATURE.fullmatch(signature)
     if match is None:
         return False
     given = match.group(1).encode()
@@ -384,7 +384,7 @@ def create_app(
     ) -> JSONResponse:
         prefix = f"X-{source.upper()}"
         declared = request.headers.get("content-length")
-        if declared is not None and (not _DIGITS.match(declared) or int(declared) > max_body_bytes):
+        if declared is not None and (not _DIGITS.fullmatch(declared) or int(declared) > max_body_bytes):
             return _reject(413, f"body larger than {max_body_bytes} bytes", "TOO_LARGE")
         content_type = request.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
@@ -408,11 +408,11 @@ def create_app(
         if missing:
             return _reject(400, f"missing headers: {', '.join(f'{prefix}-{m}' for m in missing)}", "HEADERS")
         assert delivery_id and event and timestamp and signature
-        if not _DELIVERY_ID.match(delivery_id):
+        if not _DELIVERY_ID.fullmatch(delivery_id):
             return _reject(400, f"{prefix}-Delivery-Id must match {_DELIVERY_ID.pattern}", "HEADERS")
-        if not _EVENT.match(event):
+        if not _EVENT.fullmatch(event):
             return _reject(400, f"{prefix}-Event is not an event name", "HEADERS")
-        if not _DIGITS.match(timestamp) or len(timestamp) > 12:
+        if not _DIGITS.fullmatch(timestamp) or len(timestamp) > 12:
             return _reject(400, f"{prefix}-Timestamp must be Unix seconds", "HEADERS")
         try:
             keys = await run_in_threadpool(cache.get, source)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
+if TYPE_CHECKING:  # the DAG file imports the event types from here: no driver import at parse time
+    import psycopg
 
 CHANNEL = "psa_erp_sync_inbox"
 TIME_EXPENSE_EVENTS = (
