@@ -18,9 +18,11 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,15 +62,31 @@ def subscribe_psa_webhook(psa_url: str, ingress_url: str, secret: str) -> int:
         return int(created.raise_for_status().json()["id"])
 
 
-def unpause_when_parsed(airflow: Path, env: dict[str, str], dag_id: str, stop: threading.Event) -> None:
-    """``airflow dags unpause`` as soon as the DAG processor has serialized the DAG."""
+def _paused(metadata_db: Path, dag_id: str) -> bool | None:
+    """The DAG's pause flag in the local (SQLite) metadata DB; None until the DAG is serialized."""
+    if not metadata_db.exists():
+        return None
+    with closing(sqlite3.connect(metadata_db)) as db:
+        row = db.execute("SELECT is_paused FROM dag WHERE dag_id = ?", (dag_id,)).fetchone()
+    return None if row is None else bool(row[0])
+
+
+def unpause_when_parsed(
+    airflow: Path, env: dict[str, str], metadata_db: Path, dag_id: str, stop: threading.Event
+) -> None:
+    """``airflow dags unpause`` once the DAG processor has serialized the DAG, until it sticks."""
     while not stop.wait(5.0):
-        done = subprocess.run(
-            [str(airflow), "dags", "unpause", dag_id], env=env, capture_output=True, check=False
-        )
-        if done.returncode == 0:
-            log.info("%s unpaused: PSA webhooks now start event-driven runs", dag_id)
+        try:
+            paused = _paused(metadata_db, dag_id)
+        except sqlite3.Error:
+            continue  # the DB is being migrated or written: try again
+        if paused is False:
+            log.info("%s is active: PSA webhooks now start event-driven runs", dag_id)
             return
+        if paused is True:
+            subprocess.run(
+                [str(airflow), "dags", "unpause", dag_id], env=env, capture_output=True, check=False
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         stop_unpause = threading.Event()
         threading.Thread(
             target=unpause_when_parsed,
-            args=(bin_dir / "airflow", full_env, STREAM_DAG, stop_unpause),
+            args=(bin_dir / "airflow", full_env, home / "airflow.db", STREAM_DAG, stop_unpause),
             name="unpause-stream",
             daemon=True,
         ).start()
