@@ -290,8 +290,12 @@ def test_hypothesis_headers_and_payloads_never_5xx_and_nothing_accepted_is_lost(
         "missing_header": {400},
         "tampered": {401},
     }[fault]
+    if fault in ("none", "replay") and (b"Infinity" in body or b"NaN" in body):
+        expected = {422}  # not JSON by RFC 8259 (PostgreSQL refuses it): quarantined as UNSTORABLE_JSON
     assert code in expected, (fault, code, response.text[:200])
-    if fault == "replay":  # the same signed delivery again: acknowledged, stored once
+    if (
+        code == 202
+    ):  # every accepted delivery, sent again: acknowledged (200), stored once  # the same signed delivery again: acknowledged, stored once
         again = harness.send(source, body, headers)
         assert again.status_code == 200
 

@@ -54,6 +54,8 @@ SOURCES = ("psa", "erp")
 CONN_IDS = {"psa": "psa_webhook", "erp": "erp_webhook"}
 _DELIVERY_ID = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 _SIGNATURE = re.compile(r"^sha256=([0-9a-f]{64})$")
+_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")  # a \u0000 escape that is not itself escaped
+_SAFE_LOC = re.compile(r"[^A-Za-z0-9_.-]")  # field paths may hold the sender's keys: keep them inert
 _DIGITS = re.compile(r"^[0-9]{1,19}$")
 _EVENT = re.compile(r"^[a-z_]{1,40}\.[a-z_]{1,40}$")
 
@@ -248,6 +250,8 @@ class InboxWriter:
         body: bytes,
     ) -> bool:
         """True if new. The row is committed when this returns (autocommit, one statement)."""
+        if b"\\u0000" in body:  # jsonb cannot hold U+0000: keep it as the literal text, as staging does
+            body = _NUL_ESCAPE.sub(rb"\1\\\\u0000", body)
         with self._conn() as conn:
             row = conn.execute(
                 "INSERT INTO inbox.event (delivery_id, source_system, event_type, source_id, occurred_at, payload)"
@@ -293,7 +297,7 @@ def _error_detail(exc: ValidationError) -> dict[str, Any]:
     """Where and what kind of error, never the offending values (they may be personal data)."""
     return {
         "errors": [
-            {"loc": [str(p) for p in e["loc"]][:8], "type": e["type"]}
+            {"loc": [_SAFE_LOC.sub("?", str(p))[:64] for p in e["loc"]][:8], "type": e["type"]}
             for e in exc.errors(include_input=False)
         ][:20]
     }
@@ -484,7 +488,9 @@ def create_app(
                     body=body,
                 )
             )
-        except psycopg.DataError as exc:  # valid JSON that jsonb cannot hold (e.g. a \u0000 escape)
+        except (
+            psycopg.DataError
+        ) as exc:  # parsed, but PostgreSQL refuses it (Infinity, NaN): kept, in quarantine
             return await quarantine("UNSTORABLE_JSON", {"error": type(exc).__name__})
         except Exception:
             log.exception("webhook %s: inbox write failed", source)
