@@ -1,16 +1,25 @@
-"""Airflow plugin entry point: mounts psa-erp-sync's HTTP app on the API server.
+"""Airflow plugin entry point: mounts psa-erp-sync's HTTP apps on the API server.
 
-Only wiring lives here; the app is ``psa_erp_sync.api.exceptions_app``. Building the app does no
-I/O (the ODS is reached per request).
+Only wiring lives here:
+
+- ``/psa-erp-sync``: ``psa_erp_sync.api.exceptions_app`` (exception queue; Airflow auth);
+- ``/ingress``: ``psa_erp_sync.api.ingress`` (signed PSA / ERP webhooks into the inbox; the HMAC
+  signature is the authentication, OpenAPI at ``/ingress/openapi.json``).
+
+Building the apps does no I/O (the ODS and the webhook secrets are reached per request).
 """
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from psa_erp_sync.api import ingress
 from psa_erp_sync.api.exceptions_app import create_app
 
 
 class PsaErpSyncPlugin(AirflowPlugin):
     name = "psa_erp_sync"
-    fastapi_apps = [{"app": create_app(), "url_prefix": "/psa-erp-sync", "name": "psa-erp-sync"}]
+    fastapi_apps = [
+        {"app": create_app(), "url_prefix": "/psa-erp-sync", "name": "psa-erp-sync"},
+        {"app": ingress.create_app(), "url_prefix": "/ingress", "name": "psa-erp-sync-ingress"},
+    ]

@@ -96,3 +96,8 @@ def psycopg_parts(dsn: str) -> dict[str, object]:
         "password": info.get("password") or "",
         "schema": info.get("dbname") or "postgres",
     }
+
+
+def psa_webhook_secret(home: Path) -> str:
+    """The local PSA webhook signing secret (generated once per checkout, like the JWT secret)."""
+    return _secret(home / ".psa_webhook_secret", "token")

@@ -1,0 +1,544 @@
+"""Signed webhook ingress: PSA and ERP events into the durable ``inbox`` (issue 7).
+
+Mounted by ``plugins/psa_erp_sync_plugin.py`` on the Airflow API server under ``/ingress``
+(``POST /ingress/psa/events``, ``POST /ingress/erp/events``, OpenAPI at ``/ingress/openapi.json``).
+Webhooks authenticate with their signature, not with Airflow's auth. Per request, in this order:
+
+1. body size: ``Content-Length`` and the bytes actually read are capped (413);
+2. content type must be ``application/json`` (415);
+3. headers ``X-<SRC>-Delivery-Id``, ``-Event``, ``-Timestamp``, ``-Signature`` present and well formed (400);
+4. ``X-<SRC>-Signature: sha256=<hex>`` = HMAC-SHA256(secret, timestamp + "." + raw body), compared
+   in constant time against the current secret and, during a rotation, the previous one (401),
+   before the body is parsed at all;
+5. timestamp within +-300 s of the server clock (401): a captured request cannot be replayed later;
+6. the body is parsed and validated strictly (pydantic); an authentic but malformed event is
+   written to ``inbox.quarantine`` with a reason and answered 422, never dropped;
+7. ``INSERT ... ON CONFLICT (delivery_id) DO NOTHING`` into ``inbox.event``; the answer (202 new,
+   200 duplicate) is sent only after that transaction committed.
+
+Secrets come from the Airflow connections ``psa_webhook`` / ``erp_webhook`` (password = current
+secret; extra ``previous_secret`` and ``previous_valid_until`` for the rotation overlap), with the
+environment variables ``PSA_ERP_SYNC_WEBHOOK_SECRET_PSA`` / ``_ERP`` as a fallback for tests. They
+are never logged. Nothing here does I/O when the app is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import psycopg
+from fastapi import FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+TIMESTAMP_TOLERANCE_S = 300
+SECRET_CACHE_S = 30.0
+SOURCES = ("psa", "erp")
+CONN_IDS = {"psa": "psa_webhook", "erp": "erp_webhook"}
+_DELIVERY_ID = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
+_SIGNATURE = re.compile(r"^sha256=([0-9a-f]{64})$")
+_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")  # a \u0000 escape that is not itself escaped
+_SAFE_LOC = re.compile(r"[^A-Za-z0-9_.-]")  # field paths may hold the sender's keys: keep them inert
+_DIGITS = re.compile(r"^[0-9]{1,19}$")
+_EVENT = re.compile(r"^[a-z_]{1,40}\.[a-z_]{1,40}$")
+
+PSA_EVENTS = (
+    "time_entry.approved",
+    "time_entry.updated",
+    "time_entry.unapproved",
+    "time_entry.deleted",
+    "expense.approved",
+    "milestone.completed",
+)
+ERP_EVENTS = ("invoice.created", "invoice.paid", "accountingperiod.closed")
+
+
+# -- payload contracts (strict; the envelope is ours, the record inside is the sender's shape) --
+
+
+class PsaRecordRef(BaseModel):
+    """The announced PSA record. Only its identity is trusted: the stream re-reads it by id."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    id: StrictInt = Field(gt=0, le=2**53)
+    updated_at: datetime | None = None
+
+
+class PsaEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    delivery_id: StrictStr = Field(pattern=_DELIVERY_ID.pattern)
+    event: Literal[
+        "time_entry.approved",
+        "time_entry.updated",
+        "time_entry.unapproved",
+        "time_entry.deleted",
+        "expense.approved",
+        "milestone.completed",
+    ]
+    occurred_at: datetime
+    data: PsaRecordRef
+
+
+class ErpRecordRef(BaseModel):
+    """An ERP record: internal id and, where it has one, our external id."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    id: StrictStr = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    externalId: StrictStr | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,128}$")
+
+
+class ErpEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    delivery_id: StrictStr = Field(pattern=_DELIVERY_ID.pattern)
+    event: Literal["invoice.created", "invoice.paid", "accountingperiod.closed"]
+    occurred_at: datetime
+    data: ErpRecordRef
+
+
+MODELS: dict[str, type[PsaEvent] | type[ErpEvent]] = {"psa": PsaEvent, "erp": ErpEvent}
+
+
+class Accepted(BaseModel):
+    status: Literal["accepted", "duplicate"]
+    delivery_id: str
+
+
+class Rejected(BaseModel):
+    status: Literal["rejected", "quarantined"]
+    error: str
+    reason_code: str | None = None
+
+
+# -- secrets ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Secrets:
+    current: bytes
+    previous: bytes | None = None
+    previous_valid_until: datetime | None = None
+
+    def candidates(self, now: datetime) -> list[bytes]:
+        keys = [self.current]
+        if self.previous and (self.previous_valid_until is None or now <= self.previous_valid_until):
+            keys.append(self.previous)
+        return keys
+
+
+class SecretUnavailable(RuntimeError):
+    """No secret is configured for a source: the ingress refuses rather than accepts unsigned."""
+
+
+def secrets_from_airflow(source: str) -> Secrets:
+    """Current (and previous) signing secret of ``source``: Airflow connection, else environment."""
+    conn_id = CONN_IDS[source]
+    try:
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(conn_id)
+    except Exception:  # not defined (or no Airflow here): the documented env fallback applies
+        conn = None
+    if conn is not None and conn.password:
+        extra = dict(conn.extra_dejson)
+        until = extra.get("previous_valid_until")
+        return Secrets(
+            conn.password.encode(),
+            str(extra["previous_secret"]).encode() if extra.get("previous_secret") else None,
+            datetime.fromisoformat(until) if until else None,
+        )
+    value = os.environ.get(f"PSA_ERP_SYNC_WEBHOOK_SECRET_{source.upper()}")
+    if not value:
+        raise SecretUnavailable(f"no webhook secret configured for {source} (connection {conn_id})")
+    previous = os.environ.get(f"PSA_ERP_SYNC_WEBHOOK_PREVIOUS_SECRET_{source.upper()}")
+    return Secrets(value.encode(), previous.encode() if previous else None)
+
+
+class _SecretCache:
+    """Secrets looked up at most every ``SECRET_CACHE_S`` seconds (a rotation shows within that)."""
+
+    def __init__(self, lookup: Callable[[str], Secrets]) -> None:
+        self._lookup = lookup
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, Secrets]] = {}
+
+    def get(self, source: str) -> Secrets:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(source)
+            if hit is not None and now - hit[0] < SECRET_CACHE_S:
+                return hit[1]
+        secrets = self._lookup(source)
+        with self._lock:
+            self._cache[source] = (now, secrets)
+        return secrets
+
+
+def signature_of(secret: bytes, timestamp: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def verify(secrets: Secrets, timestamp: str, body: bytes, signature: str, now: datetime) -> bool:
+    """Constant-time comparison against every valid secret (all are computed, none short-circuits)."""
+    match = _SIGNATURE.fullmatch(signature)
+    if match is None:
+        return False
+    given = match.group(1).encode()
+    ok = False
+    for key in secrets.candidates(now):
+        expected = hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest().encode()
+        ok |= hmac.compare_digest(expected, given)
+    return ok
+
+
+# -- the inbox repository --------------------------------------------------------------------
+
+
+class InboxWriter:
+    """Commits accepted events and quarantined deliveries; a small pool, opened on first use."""
+
+    def __init__(self, dsn: str | Callable[[], str]) -> None:
+        self._dsn = dsn
+        self._pool: Any = None
+        self._lock = threading.Lock()
+
+    def _conn(self) -> Any:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    from psycopg_pool import ConnectionPool
+
+                    dsn = self._dsn() if callable(self._dsn) else self._dsn
+                    self._pool = ConnectionPool(
+                        dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=True
+                    )
+        return self._pool.connection()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def accept(
+        self,
+        *,
+        delivery_id: str,
+        source_system: str,
+        event_type: str,
+        source_id: str,
+        occurred_at: datetime,
+        body: bytes,
+    ) -> bool:
+        """True if new. The row is committed when this returns (autocommit, one statement)."""
+        if b"\\u0000" in body:  # jsonb cannot hold U+0000: keep it as the literal text, as staging does
+            body = _NUL_ESCAPE.sub(rb"\1\\\\u0000", body)
+        with self._conn() as conn:
+            row = conn.execute(
+                "INSERT INTO inbox.event (delivery_id, source_system, event_type, source_id, occurred_at, payload)"
+                " VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (delivery_id) DO NOTHING RETURNING seq",
+                (delivery_id, source_system, event_type, source_id, occurred_at, body.decode()),
+            ).fetchone()
+        return row is not None
+
+    def quarantine(
+        self,
+        *,
+        delivery_id: str,
+        source_system: str,
+        event_type: str | None,
+        reason_code: str,
+        detail: dict[str, Any],
+        body: bytes,
+        content_type: str | None,
+    ) -> None:
+        from psycopg.types.json import Jsonb
+
+        with self._conn() as conn:
+            conn.execute(
+                "INSERT INTO inbox.quarantine (delivery_id, source_system, event_type, reason_code, detail, body,"
+                " content_type) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (delivery_id) DO UPDATE SET occurrences = inbox.quarantine.occurrences + 1,"
+                " last_seen = now(), reason_code = EXCLUDED.reason_code, detail = EXCLUDED.detail,"
+                " body = EXCLUDED.body",
+                (delivery_id, source_system, event_type, reason_code, Jsonb(detail), body, content_type),
+            )
+
+
+# -- the app -----------------------------------------------------------------------------------
+
+
+def _reject(status: int, error: str, reason_code: str | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"status": "rejected", "error": error, "reason_code": reason_code}, status_code=status
+    )
+
+
+def _error_detail(exc: ValidationError) -> dict[str, Any]:
+    """Where and what kind of error, never the offending values (they may be personal data)."""
+    return {
+        "errors": [
+            {"loc": [_SAFE_LOC.sub("?", str(p))[:64] for p in e["loc"]][:8], "type": e["type"]}
+            for e in exc.errors(include_input=False)
+        ][:20]
+    }
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it exceeds ``limit`` bytes (read stops there)."""
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > limit:
+            return None
+    return bytes(chunks)
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON Schema with its ``$defs`` inlined: the body is documented by hand (it is
+    read raw, to verify the signature first), so the schema must stand alone."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def create_app(
+    *,
+    dsn: str | Callable[[], str] | None = None,
+    secrets: Callable[[str], Secrets] | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    """Build the ingress app. ``dsn``: the ODS (default: the ``ods_default`` connection, resolved
+    on the first request); ``secrets``: lookup per source (default: Airflow connection / env)."""
+
+    def ods_dsn() -> str:
+        from psa_erp_sync.hooks.ods import OdsHook
+
+        return OdsHook().dsn()
+
+    writer = InboxWriter(dsn if dsn is not None else ods_dsn)
+    cache = _SecretCache(secrets or secrets_from_airflow)
+    app = FastAPI(
+        title="psa-erp-sync webhook ingress",
+        version="1.0.0",
+        description=__doc__,
+        responses={
+            400: {"model": Rejected, "description": "missing or malformed headers"},
+            401: {"model": Rejected, "description": "bad signature or stale timestamp"},
+            413: {"model": Rejected, "description": "body too large"},
+            415: {"model": Rejected, "description": "not application/json"},
+            422: {"model": Rejected, "description": "authentic but malformed: quarantined"},
+            503: {"model": Rejected, "description": "no secret configured, or the inbox is unavailable"},
+        },
+    )
+    app.state.inbox_writer = writer
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Framework-level refusals (unknown path, wrong method) in the same shape as ours.
+        return _reject(exc.status_code, str(exc.detail), "HTTP")
+
+    @app.exception_handler(RequestValidationError)
+    async def request_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _reject(400, "malformed request", "HEADERS")
+
+    async def receive(
+        source: str,
+        request: Request,
+        delivery_id: str | None,
+        event: str | None,
+        timestamp: str | None,
+        signature: str | None,
+    ) -> JSONResponse:
+        prefix = f"X-{source.upper()}"
+        declared = request.headers.get("content-length")
+        if declared is not None and (not _DIGITS.fullmatch(declared) or int(declared) > max_body_bytes):
+            return _reject(413, f"body larger than {max_body_bytes} bytes", "TOO_LARGE")
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            return _reject(415, "Content-Type must be application/json", "UNSUPPORTED_MEDIA_TYPE")
+        try:
+            body = await _read_capped(request, max_body_bytes)
+        except ClientDisconnect:
+            return _reject(400, "client disconnected before the body was read", "DISCONNECTED")
+        if body is None:
+            return _reject(413, f"body larger than {max_body_bytes} bytes", "TOO_LARGE")
+        missing = [
+            name
+            for name, value in (
+                ("Delivery-Id", delivery_id),
+                ("Event", event),
+                ("Timestamp", timestamp),
+                ("Signature", signature),
+            )
+            if not value
+        ]
+        if missing:
+            return _reject(400, f"missing headers: {', '.join(f'{prefix}-{m}' for m in missing)}", "HEADERS")
+        assert delivery_id and event and timestamp and signature
+        if not _DELIVERY_ID.fullmatch(delivery_id):
+            return _reject(400, f"{prefix}-Delivery-Id must match {_DELIVERY_ID.pattern}", "HEADERS")
+        if not _EVENT.fullmatch(event):
+            return _reject(400, f"{prefix}-Event is not an event name", "HEADERS")
+        if not _DIGITS.fullmatch(timestamp) or len(timestamp) > 12:
+            return _reject(400, f"{prefix}-Timestamp must be Unix seconds", "HEADERS")
+        try:
+            keys = await run_in_threadpool(cache.get, source)
+        except SecretUnavailable:
+            log.error("webhook ingress: no secret configured for %s; refusing deliveries", source)
+            return _reject(503, "ingress not configured for this source", "NOT_CONFIGURED")
+        now = clock()
+        if not verify(keys, timestamp, body, signature, datetime.fromtimestamp(now, UTC)):
+            log.warning("webhook %s: bad signature (delivery %s)", source, _sha(delivery_id))
+            return _reject(401, "signature does not match", "BAD_SIGNATURE")
+        if abs(now - int(timestamp)) > TIMESTAMP_TOLERANCE_S:
+            return _reject(401, f"timestamp outside +-{TIMESTAMP_TOLERANCE_S} s", "STALE_TIMESTAMP")
+        # Authentic from here on: a delivery that does not parse is quarantined, never dropped.
+        model = MODELS[source]
+        reason: str | None = None
+        detail: dict[str, Any] = {}
+        parsed: PsaEvent | ErpEvent | None = None
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            reason = "INVALID_UTF8"
+        if reason is None:
+            try:
+                parsed = model.model_validate_json(body)
+            except ValidationError as exc:
+                json_error = any(e["type"] in ("json_invalid", "recursion_loop") for e in exc.errors())
+                reason = "INVALID_JSON" if json_error else "SCHEMA"
+                detail = _error_detail(exc)
+        if parsed is not None and (parsed.delivery_id != delivery_id or parsed.event != event):
+            reason, detail = "HEADER_BODY_MISMATCH", {"fields": ["delivery_id", "event"]}
+
+        async def quarantine(reason_code: str, detail: dict[str, Any]) -> JSONResponse:
+            try:
+                await run_in_threadpool(
+                    lambda: writer.quarantine(
+                        delivery_id=delivery_id,
+                        source_system=source,
+                        event_type=event,
+                        reason_code=reason_code,
+                        detail=detail,
+                        body=body,
+                        content_type=content_type[:100],
+                    )
+                )
+            except Exception:
+                log.exception("webhook %s: quarantine write failed", source)
+                return _reject(503, "inbox unavailable; retry later", "INBOX_UNAVAILABLE")
+            log.info("webhook %s: delivery %s quarantined (%s)", source, _sha(delivery_id), reason_code)
+            return JSONResponse(
+                {
+                    "status": "quarantined",
+                    "error": "authentic but malformed event",
+                    "reason_code": reason_code,
+                },
+                status_code=422,
+            )
+
+        if reason is not None or parsed is None:
+            return await quarantine(reason or "SCHEMA", detail)
+        record_id = str(parsed.data.id)
+        try:
+            new = await run_in_threadpool(
+                lambda: writer.accept(
+                    delivery_id=delivery_id,
+                    source_system=source,
+                    event_type=parsed.event,
+                    source_id=record_id,
+                    occurred_at=parsed.occurred_at,
+                    body=body,
+                )
+            )
+        except (
+            psycopg.DataError
+        ) as exc:  # parsed, but PostgreSQL refuses it (Infinity, NaN): kept, in quarantine
+            return await quarantine("UNSTORABLE_JSON", {"error": type(exc).__name__})
+        except Exception:
+            log.exception("webhook %s: inbox write failed", source)
+            return _reject(503, "inbox unavailable; retry later", "INBOX_UNAVAILABLE")
+        return JSONResponse(
+            {"status": "accepted" if new else "duplicate", "delivery_id": delivery_id},
+            status_code=202 if new else 200,
+        )
+
+    def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
+        return {
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": inline_schema(model)}},
+            }
+        }
+
+    @app.post(
+        "/psa/events",
+        status_code=202,
+        responses={200: {"model": Accepted, "description": "duplicate delivery id"}},
+        openapi_extra=_body_doc(PsaEvent),
+    )
+    async def psa_events(
+        request: Request,
+        x_psa_delivery_id: Annotated[str | None, Header(alias="X-PSA-Delivery-Id")] = None,
+        x_psa_event: Annotated[str | None, Header(alias="X-PSA-Event")] = None,
+        x_psa_timestamp: Annotated[str | None, Header(alias="X-PSA-Timestamp")] = None,
+        x_psa_signature: Annotated[str | None, Header(alias="X-PSA-Signature")] = None,
+    ) -> JSONResponse:
+        """A PSA event: time entry approved / updated / unapproved / deleted, expense approved,
+        milestone completed. Accepted (202) once committed to the inbox; a repeated delivery id 200."""
+        return await receive("psa", request, x_psa_delivery_id, x_psa_event, x_psa_timestamp, x_psa_signature)
+
+    @app.post(
+        "/erp/events",
+        status_code=202,
+        responses={200: {"model": Accepted, "description": "duplicate delivery id"}},
+        openapi_extra=_body_doc(ErpEvent),
+    )
+    async def erp_events(
+        request: Request,
+        x_erp_delivery_id: Annotated[str | None, Header(alias="X-ERP-Delivery-Id")] = None,
+        x_erp_event: Annotated[str | None, Header(alias="X-ERP-Event")] = None,
+        x_erp_timestamp: Annotated[str | None, Header(alias="X-ERP-Timestamp")] = None,
+        x_erp_signature: Annotated[str | None, Header(alias="X-ERP-Signature")] = None,
+    ) -> JSONResponse:
+        """An ERP event: invoice created / paid, accounting period closed."""
+        return await receive("erp", request, x_erp_delivery_id, x_erp_event, x_erp_timestamp, x_erp_signature)
+
+    return app

@@ -1,0 +1,464 @@
+"""Stream latency benchmark: webhook accepted -> ERP posting confirmed, through real Airflow.
+
+Starts PostgreSQL (embedded), the simulators, an Airflow metadata DB on the same server, and the
+Airflow components as **separate processes**: ``api-server`` (which serves the webhook ingress
+plugin), ``scheduler`` (LocalExecutor), ``triggerer`` (runs the inbox ``AssetWatcher``) and
+``dag-processor``. The PSA simulator is subscribed to the ingress; the benchmark approves time
+entries one at a time at a Poisson rate, the PSA signs and delivers its webhooks, and every
+approval travels ingress -> inbox -> trigger -> asset event -> DAG run -> task -> ERP.
+
+Per event: ``received`` (inbox row committed) -> ``detected`` (the asset event whose payload
+covers the event's inbox seq) -> ``run queued`` (the run that claimed it) -> ``task start`` ->
+``confirmed`` (the ERP posting's confirming ledger attempt). Stages are clamped at 0 where an
+event rode a run that was already on its way. The ingress itself is measured separately with
+direct signed POSTs to the API server. The load average is recorded next to the figures.
+
+    python -m psa_erp_sync.devenv.bench_stream                    # 500 events at 2/s
+    python -m psa_erp_sync.devenv.bench_stream --events 100 --rate 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from psa_erp_sync.devenv.airflow_env import airflow_env, psycopg_parts
+from psa_erp_sync.devenv.stack import LOCAL, ROOT, Stack
+
+log = logging.getLogger("bench-stream")
+
+GOAL_P95_S = 5.0
+COMPONENTS = ("api-server", "scheduler", "triggerer", "dag-processor")
+DAG_ID = "time_expense_stream"
+WEBHOOK_SECRET = "bench-stream-webhook-secret"  # noqa: S105 (a throwaway secret of a throwaway local stack)
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return round(ordered[k], 3)
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return {
+        "n": len(values),
+        "p50": _pct(values, 50),
+        "p95": _pct(values, 95),
+        "p99": _pct(values, 99),
+        "max": round(max(values), 3) if values else None,
+    }
+
+
+def _sign(timestamp: str, body: bytes) -> str:
+    return (
+        "sha256="
+        + hmac.new(WEBHOOK_SECRET.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    )
+
+
+class Airflow:
+    """The four Airflow components as separate processes against a PostgreSQL metadata DB."""
+
+    def __init__(self, stack: Stack, *, port: int) -> None:
+        self.stack = stack
+        self.port = port
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.home = LOCAL / "airflow-bench-stream"
+        self.dags = Path(tempfile.mkdtemp(prefix="bench-stream-dags-"))
+        (self.dags / f"{DAG_ID}.py").symlink_to(ROOT / "dags" / f"{DAG_ID}.py")
+        self.meta_db = "airflow_bench_stream"
+        with psycopg.connect(stack.server_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.meta_db}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{self.meta_db}"')
+        parts = psycopg_parts(stack.server_dsn)
+        self.meta_dsn = psycopg.conninfo.make_conninfo(stack.server_dsn, dbname=self.meta_db)
+        env = airflow_env(stack, home=self.home, lineage_file=LOCAL / "openlineage" / "bench-stream.jsonl")
+        env.update(
+            {
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
+                    f"postgresql+psycopg2://{parts['login']}:{parts['password']}@{parts['host']}:{parts['port']}/{self.meta_db}"
+                ),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags),
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__API__PORT": str(port),
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW_CONN_PSA_WEBHOOK": json.dumps({"conn_type": "generic", "password": WEBHOOK_SECRET}),
+            }
+        )
+        bin_dir = Path(sys.executable).parent
+        self.env = {**os.environ, **env, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        self.airflow = str(bin_dir / "airflow")
+
+    def migrate(self) -> float:
+        started = time.monotonic()
+        out = self.stack.logs / "bench-stream-db-migrate.log"
+        with out.open("wb") as fh:
+            subprocess.run(
+                [self.airflow, "db", "migrate"],
+                env=self.env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                check=True,
+                timeout=600,
+            )
+        return time.monotonic() - started
+
+    def start(self) -> None:
+        for name in COMPONENTS:
+            args = [name, "--port", str(self.port)] if name == "api-server" else [name]
+            out = (self.stack.logs / f"bench-stream-{name}.log").open("ab")
+            self.procs[name] = subprocess.Popen(
+                [self.airflow, *args],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                start_new_session=True,
+            )
+
+    def alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"airflow {name} exited ({proc.returncode}); see .local/logs/bench-stream-{name}.log"
+                )
+
+    def wait_ready(self, timeout: float = 300) -> float:
+        """Until the API server answers and the triggerer runs the inbox watcher."""
+        started = time.monotonic()
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            self.alive()
+            try:
+                ok = (
+                    httpx.get(f"http://127.0.0.1:{self.port}/api/v2/monitor/health", timeout=2).status_code
+                    == 200
+                )
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                with psycopg.connect(self.meta_dsn) as conn:
+                    row = conn.execute(
+                        "SELECT count(*) FROM trigger t JOIN asset_watcher w ON w.trigger_id = t.id"
+                        " WHERE t.triggerer_id IS NOT NULL"
+                    ).fetchone()
+                if row and row[0]:
+                    return time.monotonic() - started
+            time.sleep(1.0)
+        raise TimeoutError("Airflow did not become ready (API server + inbox watcher in the triggerer)")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                log.warning("airflow %s did not stop on SIGTERM; killing it", name)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        self.procs.clear()
+
+
+def _prepare_reference(stack: Stack) -> None:
+    """One complete reference extract, as the batch DAG would have left it."""
+    from datetime import timedelta
+
+    from psa_erp_sync.clients.psa import HarvestClient
+    from psa_erp_sync.extract import psa as psa_extract
+    from psa_erp_sync.stream.time_expense import REFERENCE_ENDPOINTS
+
+    window = psa_extract.plan_window(
+        None, mode="full", as_of=datetime.now(UTC), overlap=timedelta(0), sweep_days=0
+    )
+    with (
+        HarvestClient(base_url=stack.url("psa"), token="bench", account_id="1") as client,
+        psycopg.connect(stack.dsn, autocommit=True) as conn,
+    ):
+        for endpoint in REFERENCE_ENDPOINTS:
+            psa_extract.extract_endpoint(
+                conn,
+                client,
+                endpoint=endpoint,
+                run_key=f"bench_stream/reference{endpoint}",
+                window=window,
+                per_page=2000,
+            )
+
+
+def _ingress_roundtrips(port: int, n: int) -> list[float]:
+    """Direct signed POSTs (an event type no DAG watches): accepted = committed to the inbox."""
+    times = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        for i in range(n):
+            did = str(uuid.uuid4())
+            body = json.dumps(
+                {
+                    "delivery_id": did,
+                    "event": "milestone.completed",
+                    "occurred_at": datetime.now(UTC).isoformat(),
+                    "data": {"id": 10_000_000 + i},
+                }
+            ).encode()
+            ts = str(int(time.time()))
+            headers = {
+                "Content-Type": "application/json",
+                "X-PSA-Delivery-Id": did,
+                "X-PSA-Event": "milestone.completed",
+                "X-PSA-Timestamp": ts,
+                "X-PSA-Signature": _sign(ts, body),
+            }
+            started = time.perf_counter()
+            response = client.post("/ingress/psa/events", content=body, headers=headers)
+            times.append(time.perf_counter() - started)
+            if response.status_code != 202:
+                raise RuntimeError(f"ingress answered {response.status_code}: {response.text[:200]}")
+    return times
+
+
+def _approve(psa_url: str, ids: list[int], rate: float, seed: int) -> float:
+    rng = random.Random(seed)  # noqa: S311 (arrival times, not cryptography)
+    started = time.monotonic()
+    with httpx.Client(base_url=psa_url, timeout=30) as client:
+        for entry_id in ids:
+            client.post(f"/admin/time_entries/{entry_id}/approve").raise_for_status()
+            time.sleep(rng.expovariate(rate))
+    return time.monotonic() - started
+
+
+def _wait_drained(stack: Stack, airflow: Airflow, ids: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        airflow.alive()
+        with psycopg.connect(stack.dsn) as conn:
+            row = conn.execute(
+                "SELECT count(*) FILTER (WHERE status <> 'processed'), count(*) FROM inbox.event"
+                " WHERE event_type = 'time_entry.approved' AND source_id = ANY(%s)",
+                ([str(i) for i in ids],),
+            ).fetchone()
+        assert row is not None
+        if row[1] >= len(ids) and row[0] == 0:
+            return
+        time.sleep(1.0)
+    log.warning("not every approval was processed within %.0f s; measuring what was", timeout)
+
+
+def _collect(stack: Stack, airflow: Airflow, ids: list[int]) -> list[dict[str, Any]]:
+    with psycopg.connect(stack.dsn) as conn:
+        events = conn.execute(
+            """
+            SELECT e.seq, e.source_id, e.received_at, e.claimed_by, e.claimed_at,
+                   (SELECT min(a.finished_at) FROM ledger.posting p JOIN ledger.attempt a USING (idempotency_key)
+                     WHERE p.record_type = 'timebill' AND p.source_id = e.source_id AND a.outcome = 'confirmed'
+                       AND a.finished_at >= e.received_at) AS confirmed_at
+            FROM inbox.event e
+            WHERE e.event_type = 'time_entry.approved' AND e.source_id = ANY(%s) ORDER BY e.seq
+            """,
+            ([str(i) for i in ids],),
+        ).fetchall()
+    with psycopg.connect(airflow.meta_dsn) as meta:
+        detections = [
+            (int((extra or {}).get("payload", {}).get("max_seq", 0)), ts)
+            for extra, ts in meta.execute("SELECT extra, timestamp FROM asset_event ORDER BY timestamp")
+        ]
+        runs = {
+            run_id: (queued, started)
+            for run_id, queued, started in meta.execute(
+                "SELECT r.run_id, r.queued_at, ti.start_date FROM dag_run r LEFT JOIN task_instance ti"
+                " ON ti.dag_id = r.dag_id AND ti.run_id = r.run_id AND ti.task_id = 'process_inbox'"
+                " WHERE r.dag_id = %s",
+                (DAG_ID,),
+            )
+        }
+    rows = []
+    for seq, source_id, received, run_id, claimed, confirmed in events:
+        detected = next((ts for max_seq, ts in detections if max_seq >= seq and ts >= received), None)
+        queued, task_start = runs.get(run_id, (None, None))
+        rows.append(
+            {
+                "seq": seq,
+                "source_id": source_id,
+                "received": received,
+                "detected": detected,
+                "queued": queued,
+                "task_start": task_start,
+                "claimed": claimed,
+                "confirmed": confirmed,
+            }
+        )
+    return rows
+
+
+STAGES = ("trigger_detection", "dag_run_creation", "task_start", "worker_startup_and_claim", "posting")
+
+
+def breakdown(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """End-to-end latency and its stages over the events whose posting was confirmed.
+
+    The timeline of an event is received -> detected (asset event) -> run queued -> task started
+    -> claimed (inside the task, after the worker parsed the DAG and imported the code) ->
+    confirmed (re-read, stage, validate, post). Each point is clamped to be no earlier than the
+    one before: an event claimed by a run already on its way (it "rode" that run) spends nothing
+    in run creation or task start, and its wait shows in the claim stage.
+    """
+    done = [r for r in rows if r["confirmed"] is not None]
+    total = [(r["confirmed"] - r["received"]).total_seconds() for r in done]
+    stages: dict[str, list[float]] = {name: [] for name in STAGES}
+    rode = 0
+    for r in done:
+        if r["queued"] is not None and r["detected"] is not None and r["queued"] < r["detected"]:
+            rode += 1
+        points = [r["received"]]
+        for key in ("detected", "queued", "task_start", "claimed", "confirmed"):
+            value = r[key] if r[key] is not None else points[-1]
+            points.append(max(value, points[-1]))
+        for name, (a, b) in zip(STAGES, itertools.pairwise(points), strict=True):
+            stages[name].append((b - a).total_seconds())
+    return {
+        "events_measured": len(done),
+        "events_not_posted": len(rows) - len(done),
+        "events_riding_an_earlier_run": rode,
+        "end_to_end_s": summary(total),
+        "stages_s": {name: summary(values) for name, values in stages.items()},
+    }
+
+
+def _wait_runs_idle(airflow: Airflow, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(airflow.meta_dsn) as meta:
+            row = meta.execute(
+                "SELECT count(*) FROM dag_run WHERE dag_id = %s AND state IN ('queued', 'running')", (DAG_ID,)
+            ).fetchone()
+        if row is not None and row[0] == 0:
+            return
+        time.sleep(1.0)
+
+
+def run(
+    *,
+    events: int = 500,
+    rate: float = 2.0,
+    consultants: int = 130,
+    seed: int = 5,
+    port: int = 18180,
+    port_offset: int = 900,
+    ingress_samples: int = 200,
+    drain_timeout: float = 600.0,
+) -> dict[str, Any]:
+    """Run the benchmark and return its figures (see the module docstring)."""
+    from psa_erp_sync.devenv.demo import seed as seed_firm
+
+    load_before = os.getloadavg()
+    result: dict[str, Any] = {"benchmark": "stream_latency", "goal_p95_s": GOAL_P95_S, "rate_per_s": rate}
+    with Stack(database="psa_erp_sync_bench_stream", fresh=True, port_offset=port_offset) as stack:
+        stack.start_postgres()
+        stack.start_simulators()
+        seed_firm(stack, seed_value=seed, consultants=consultants, today=datetime.now(UTC), mutations=False)
+        _prepare_reference(stack)
+        with psycopg.connect(stack.dsn) as conn:
+            pending = [
+                r[0]
+                for r in conn.execute("SELECT id FROM sim_psa.time_entries WHERE NOT is_closed ORDER BY id")
+            ]
+        want = int(events * 1.2) + 5  # some approvals are quarantined or parked, never posted
+        if len(pending) < want:
+            raise RuntimeError(f"only {len(pending)} unapproved entries; raise --consultants")
+        random.Random(seed).shuffle(pending)  # noqa: S311
+        warmup, measured = pending[:5], pending[5:want]
+        httpx.post(
+            f"{stack.url('psa')}/admin/webhooks",
+            json={
+                "url": f"http://127.0.0.1:{port}/ingress/psa/events",
+                "secret": WEBHOOK_SECRET,
+                "events": [
+                    "time_entry.approved",
+                    "time_entry.updated",
+                    "time_entry.unapproved",
+                    "expense.approved",
+                ],
+            },
+            timeout=30,
+        ).raise_for_status()
+        airflow = Airflow(stack, port=port)
+        try:
+            result["airflow_db_migrate_s"] = round(airflow.migrate(), 1)
+            airflow.start()
+            result["airflow_ready_s"] = round(airflow.wait_ready(), 1)
+            result["ingress_roundtrip_s"] = summary(_ingress_roundtrips(port, ingress_samples))
+            _approve(stack.url("psa"), warmup, rate, seed)
+            _wait_drained(stack, airflow, warmup, timeout=180)
+            result["approvals"] = len(measured)
+            result["approval_seconds"] = round(_approve(stack.url("psa"), measured, rate, seed + 1), 1)
+            load_during = os.getloadavg()
+            _wait_drained(stack, airflow, measured, timeout=drain_timeout)
+            _wait_runs_idle(airflow)
+            rows = _collect(stack, airflow, measured)
+            with psycopg.connect(airflow.meta_dsn) as meta:
+                runs = meta.execute(
+                    "SELECT count(*), count(*) FILTER (WHERE state = 'success') FROM dag_run WHERE dag_id = %s",
+                    (DAG_ID,),
+                ).fetchone()
+            assert runs is not None
+            result["dag_runs"] = {"total": runs[0], "success": runs[1]}
+        finally:
+            airflow.stop()
+    figures = breakdown(rows)
+    result.update(figures)
+    p95 = figures["end_to_end_s"]["p95"]
+    result["goal_met"] = bool(
+        p95 is not None and p95 <= GOAL_P95_S and figures["events_measured"] >= min(events, 500)
+    )
+    result["load_average"] = {
+        "before": [round(x, 2) for x in load_before],
+        "during": [round(x, 2) for x in load_during],
+        "after": [round(x, 2) for x in os.getloadavg()],
+    }
+    result["cpus"] = os.cpu_count()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=500)
+    parser.add_argument("--rate", type=float, default=2.0, help="mean approvals per second (Poisson)")
+    parser.add_argument("--consultants", type=int, default=130)
+    parser.add_argument("--port", type=int, default=18180, help="Airflow API server port")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
+    figures = run(events=args.events, rate=args.rate, consultants=args.consultants, port=args.port)
+    print(json.dumps(figures, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Event-driven time & expense: the inbox asset, its watcher, and the task that drains the inbox.
+
+The asset is updated by :class:`~psa_erp_sync.triggers.inbox.InboxArrivalTrigger` running in
+the triggerer (via ``AssetWatcher``); each asset event starts a run of ``time_expense_stream``,
+whose one task claims the pending inbox batch and processes it through the same staging,
+validation and idempotent posting as the batch DAG (:mod:`psa_erp_sync.stream.time_expense`).
+One task, not several: every task start costs seconds of scheduler latency, and the whole
+point of this DAG is latency.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.sdk import Asset, AssetWatcher, get_current_context, task
+
+from psa_erp_sync.flows.context import ids, run_as_of
+from psa_erp_sync.ods.inbox import TIME_EXPENSE_EVENTS
+
+log = logging.getLogger(__name__)
+
+ASSET_NAME = "psa_erp_sync.inbox.time_expense"
+POLL_SECONDS = 5.0  # LISTEN/NOTIFY wakes the trigger at once; polling is only the fallback
+
+
+def inbox_asset() -> Asset:
+    """The asset the stream DAG is scheduled on (no I/O: the trigger only connects in the triggerer)."""
+    from psa_erp_sync.triggers.inbox import InboxArrivalTrigger
+
+    trigger = InboxArrivalTrigger(
+        ods_conn_id="ods_default",
+        source_system="psa",
+        event_types=list(TIME_EXPENSE_EVENTS),
+        poll_seconds=POLL_SECONDS,
+    )
+    return Asset(
+        name=ASSET_NAME,
+        uri="psa-erp-sync://ods/inbox/time_expense",
+        watchers=[AssetWatcher(name="inbox_time_expense_arrivals", trigger=trigger)],
+    )
+
+
+def _process() -> dict[str, Any]:
+    from psa_erp_sync.config import load_config
+    from psa_erp_sync.hooks.erp import ErpHook
+    from psa_erp_sync.hooks.ods import OdsHook
+    from psa_erp_sync.hooks.psa import PsaHook
+    from psa_erp_sync.posting.engine import EngineSettings
+    from psa_erp_sync.stream.time_expense import process_inbox
+
+    context = get_current_context()
+    dag_id, run_id = ids(context)
+    config = load_config()
+    erp_hook = ErpHook()
+    settings = EngineSettings(
+        max_concurrency=erp_hook.max_concurrency(config.mappings.posting.max_concurrency),
+        progress_every_s=60.0,
+    )
+    with PsaHook().get_client() as psa, erp_hook.get_client() as erp:
+        result = process_inbox(
+            dsn=OdsHook().dsn(),
+            psa_client=psa,
+            erp_client=erp,
+            config=config,
+            run_id=run_id,
+            run_key_prefix=f"{dag_id}/{run_id}",
+            as_of=run_as_of(context),
+            engine_settings=settings,
+        )
+    return result.as_dict()
+
+
+def build() -> None:
+    """Declare the stream DAG's task (call inside a DAG context)."""
+
+    # One XCom, not one per key (a dict return would otherwise push each key: a round trip each).
+    @task(task_id="process_inbox", multiple_outputs=False)
+    def process_inbox() -> dict[str, Any]:
+        """Claim pending time & expense events; re-read, stage, validate and post the records."""
+        return _process()
+
+    process_inbox()

@@ -1,0 +1,106 @@
+"""Inbox repository: claim pending webhook events for a run, and settle them.
+
+Claims use ``FOR UPDATE SKIP LOCKED`` so concurrent runs never take the same event. A claim
+belongs to a DAG run (``claimed_by`` = run id): a retried task of the same run takes its own
+claims back, and claims of a run that died are taken over once their lease expires.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the DAG file imports the event types from here: no driver import at parse time
+    import psycopg
+
+CHANNEL = "psa_erp_sync_inbox"
+TIME_EXPENSE_EVENTS = (
+    "time_entry.approved",
+    "time_entry.updated",
+    "time_entry.unapproved",
+    "time_entry.deleted",
+    "expense.approved",
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    delivery_id: str
+    source_system: str
+    event_type: str
+    source_id: str
+    occurred_at: datetime | None
+    received_at: datetime
+
+
+def claim(
+    conn: psycopg.Connection,
+    *,
+    run_id: str,
+    source_system: str,
+    event_types: tuple[str, ...] | list[str],
+    limit: int = 5000,
+    lease: timedelta = timedelta(minutes=10),
+) -> list[Event]:
+    """Claim pending events (and this run's own, and expired claims) in arrival order; commits."""
+    with conn.transaction():
+        rows = conn.execute(
+            """
+            WITH c AS (
+                SELECT delivery_id FROM inbox.event
+                WHERE source_system = %(system)s AND event_type = ANY(%(types)s)
+                  AND (status = 'pending'
+                       OR (status = 'claimed' AND (claimed_by = %(run_id)s OR claimed_at < now() - %(lease)s)))
+                ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+            )
+            UPDATE inbox.event e SET status = 'claimed', claimed_by = %(run_id)s, claimed_at = now(),
+                                     attempts = e.attempts + 1
+            FROM c WHERE e.delivery_id = c.delivery_id
+            RETURNING e.seq, e.delivery_id, e.source_system, e.event_type, e.source_id, e.occurred_at,
+                      e.received_at
+            """,
+            {
+                "system": source_system,
+                "types": list(event_types),
+                "run_id": run_id,
+                "lease": lease,
+                "limit": limit,
+            },
+        ).fetchall()
+    return sorted((Event(*r) for r in rows), key=lambda e: e.seq)
+
+
+def settle(conn: psycopg.Connection, outcomes: dict[str, str], *, run_id: str) -> int:
+    """Mark claimed events processed with their outcome (only this run's claims); commits."""
+    if not outcomes:
+        return 0
+    with conn.transaction():
+        cur = conn.execute(
+            """
+            UPDATE inbox.event e SET status = 'processed', processed_at = now(), outcome = o.outcome
+            FROM unnest(%s::text[], %s::text[]) AS o(delivery_id, outcome)
+            WHERE e.delivery_id = o.delivery_id AND e.claimed_by = %s AND e.status = 'claimed'
+            """,
+            (list(outcomes), list(outcomes.values()), run_id),
+        )
+        return cur.rowcount
+
+
+def pending_after(
+    conn: psycopg.Connection, *, source_system: str, event_types: list[str], after_seq: int
+) -> int | None:
+    """The highest seq of a pending event newer than ``after_seq``, or None: what a trigger watches."""
+    row = conn.execute(
+        "SELECT max(seq) FROM inbox.event WHERE source_system = %s AND event_type = ANY(%s)"
+        " AND status = 'pending' AND seq > %s",
+        (source_system, event_types, after_seq),
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def counts(conn: psycopg.Connection) -> dict[str, Any]:
+    rows = conn.execute("SELECT status, count(*) FROM inbox.event GROUP BY status").fetchall()
+    quarantined = conn.execute("SELECT count(*) FROM inbox.quarantine").fetchone()
+    return {"events": {s: int(n) for s, n in rows}, "quarantined": int(quarantined[0]) if quarantined else 0}

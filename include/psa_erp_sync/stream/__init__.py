@@ -1,0 +1,1 @@
+"""Event-driven (webhook-announced) processing: the stream half of batch-plus-stream."""

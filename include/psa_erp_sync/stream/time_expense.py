@@ -1,0 +1,391 @@
+"""Event-driven processing of announced time entries and expenses (issue 7).
+
+A run claims the pending inbox batch, then for each announced record, in source order (first
+announcement first), re-reads the record from the PSA by id: the webhook body is only a hint,
+the PSA is the authority, so a dropped, duplicated or reordered webhook cannot put a stale
+version in the ERP. New versions go to staging under the run's key, are validated by the same
+``validation.validate_run`` as the batch DAG and posted by the same
+``posting.service.post_record_type``; the idempotent ledger makes a record that both paths see
+post exactly once. A record the PSA answers 404 for was deleted there: it is marked deleted in
+canonical (audited) so its posting is reversed. The batch sweep stays the safety net for
+everything a webhook never announced.
+
+No Airflow imports: the flow hands in clients, a DSN and the run id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+import psycopg
+
+from psa_erp_sync.config import Config
+from psa_erp_sync.ods import inbox
+
+log = logging.getLogger(__name__)
+
+SOURCE = "psa"
+REFERENCE_ENDPOINTS = ("/v2/projects", "/v2/users", "/v2/task_assignments", "/v2/expense_categories")
+KIND_OF_EVENT = {"time_entry": "time_entry", "expense": "expense_entry"}
+ENDPOINT_OF_KIND = {"time_entry": "/v2/time_entries", "expense_entry": "/v2/expenses"}
+RECORD_TYPE_OF_KIND = {"time_entry": "timebill", "expense_entry": "expensereport"}
+_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+@dataclass
+class StreamResult:
+    claimed: int = 0
+    records: int = 0
+    new_versions: int = 0
+    already_staged: int = 0
+    gone_at_source: int = 0
+    reference_refreshed: bool = False
+    validated: dict[str, Any] = field(default_factory=dict)
+    posted: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _announced(events: Iterable[inbox.Event]) -> list[tuple[str, str]]:
+    """Distinct (kind, source id), ordered by each record's first announcement (source order)."""
+    first: dict[tuple[str, str], tuple[datetime | None, int]] = {}
+    for event in events:
+        kind = KIND_OF_EVENT[event.event_type.split(".", 1)[0]]
+        key = (kind, event.source_id)
+        first.setdefault(key, (event.occurred_at, event.seq))
+    return sorted(first, key=lambda k: (first[k][0] is None, first[k][0] or datetime.max, first[k][1]))
+
+
+def reread(client: Any, kind: str, source_id: str) -> dict[str, Any] | None:
+    """The record as the PSA holds it now, or None when it is gone (404)."""
+    if kind == "time_entry":
+        entry: dict[str, Any] | None = client.get_time_entry(int(source_id))
+        return entry
+    # The client has no typed single-expense read; its retrying GET is the same path.
+    response = client._get(client.url(f"/v2/expenses/{int(source_id)}"))
+    if response.status_code == 404:
+        return None
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def stage_new_versions(
+    conn: psycopg.Connection, records: list[dict[str, Any]], *, run_key: str, endpoint: str
+) -> tuple[int, int]:
+    """Stage versions staging has never seen, under ``run_key``; (new, already staged).
+
+    Versions already staged keep their run key (``ON CONFLICT DO NOTHING``): a batch run that
+    staged the same version validates it under its own key, so its control totals stay exact
+    when both paths run at once. The content hash is computed exactly as ``ods.staging`` does.
+    """
+    if not records:
+        return 0, 0
+    lines = []
+    for item in records:
+        payload = msgspec.json.encode(item)
+        if b"\\u0000" in payload:  # jsonb cannot hold U+0000: keep it as text, as staging does
+            payload = _NUL_ESCAPE.sub(rb"\1\\\\u0000", payload)
+        lines.append((str(item["id"]), payload.decode()))
+    row = conn.execute(
+        """
+        WITH src AS (
+            SELECT s.source_id, s.payload::jsonb AS payload
+            FROM unnest(%(ids)s::text[], %(payloads)s::text[]) AS s(source_id, payload)
+        ), ins AS (
+            INSERT INTO staging.raw_record
+                (source_system, endpoint, source_id, payload_hash, payload, fetched_at, first_run_key, last_run_key)
+            SELECT %(system)s, %(endpoint)s, source_id,
+                   encode(sha256(convert_to(payload::text, 'UTF8')), 'hex'), payload, now(), %(run_key)s, %(run_key)s
+            FROM src
+            ON CONFLICT (source_system, endpoint, source_id, payload_hash) DO NOTHING
+            RETURNING 1
+        )
+        SELECT count(*) FROM ins
+        """,
+        {
+            "ids": [i for i, _ in lines],
+            "payloads": [p for _, p in lines],
+            "system": SOURCE,
+            "endpoint": endpoint,
+            "run_key": run_key,
+        },
+    ).fetchone()
+    new = int(row[0]) if row else 0
+    return new, len(records) - new
+
+
+def latest_reference_keys(conn: psycopg.Connection, max_age: timedelta) -> dict[str, str] | None:
+    """Run keys of the newest complete reference extracts, if all are younger than ``max_age``."""
+    rows = conn.execute(
+        """
+        SELECT DISTINCT ON (endpoint) endpoint, run_key, finished_at >= now() - %s
+        FROM staging.extract_run
+        WHERE source_system = %s AND endpoint = ANY(%s) AND finished_at IS NOT NULL AND mode = 'full'
+        ORDER BY endpoint, finished_at DESC
+        """,
+        (max_age, SOURCE, list(REFERENCE_ENDPOINTS)),
+    ).fetchall()
+    keys = {endpoint: key for endpoint, key, fresh in rows if fresh}
+    return keys if len(keys) == len(REFERENCE_ENDPOINTS) else None
+
+
+def reference_for(conn: psycopg.Connection, run_keys: dict[str, str], records: list[dict[str, Any]]) -> Any:
+    """Like ``PsaReference.from_staging`` for the same run keys, but only the projects, users and
+    task assignments the announced records refer to: a handful of rows instead of the firm's
+    whole reference, parsed by the same models (this sits on the latency path)."""
+    from psa_erp_sync.clients import psa_models
+    from psa_erp_sync.validation.time_expense import ProjectRef, PsaReference
+
+    project_ids = sorted({str((r.get("project") or {}).get("id")) for r in records})
+    user_ids = sorted({str((r.get("user") or {}).get("id")) for r in records})
+
+    def rows(endpoint: str, where: str, ids: list[str]) -> list[dict[str, Any]]:
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT payload FROM staging.raw_record WHERE source_system = %s AND endpoint = %s"
+                f" AND last_run_key = %s AND {where} = ANY(%s)",
+                (SOURCE, endpoint, run_keys[endpoint], ids),
+            )
+        ]
+
+    projects = {}
+    for payload in rows("/v2/projects", "source_id", project_ids):
+        project = psa_models.Project.model_validate(payload)
+        projects[project.id] = ProjectRef(
+            project.id, project.is_active, project.legal_entity, project.currency
+        )
+    users = {}
+    for payload in rows("/v2/users", "source_id", user_ids):
+        user = psa_models.User.model_validate(payload)
+        users[user.id] = user.is_active
+    assignments = set()
+    for payload in rows("/v2/task_assignments", "payload->'project'->>'id'", project_ids):
+        assignment = psa_models.TaskAssignment.model_validate(payload)
+        if assignment.is_active and assignment.project is not None and assignment.task is not None:
+            assignments.add((assignment.project.id, assignment.task.id))
+    categories = {
+        int(r[0])
+        for r in conn.execute(
+            "SELECT source_id FROM staging.raw_record WHERE source_system = %s AND endpoint = %s AND last_run_key = %s",
+            (SOURCE, "/v2/expense_categories", run_keys["/v2/expense_categories"]),
+        )
+    }
+    return PsaReference(projects, users, frozenset(assignments), frozenset(categories))
+
+
+def _covers(ref: Any, records: Iterable[dict[str, Any]]) -> bool:
+    for record in records:
+        project = (record.get("project") or {}).get("id")
+        user = (record.get("user") or {}).get("id")
+        if project not in ref.projects or user not in ref.users:
+            return False
+    return True
+
+
+def reference(
+    conn: psycopg.Connection,
+    client: Any,
+    *,
+    records: list[dict[str, Any]],
+    run_key_prefix: str,
+    as_of: datetime,
+    per_page: int,
+    max_age: timedelta,
+) -> tuple[Any, bool]:
+    """The reference to validate against: the newest complete extract when fresh and covering
+    every announced record's project and user, else a fresh extract under this run. (ref, refreshed)"""
+    from psa_erp_sync.extract import psa as psa_extract
+    from psa_erp_sync.validation.time_expense import PsaReference
+
+    keys = latest_reference_keys(conn, max_age)
+    if keys is not None:
+        ref = reference_for(conn, keys, records)
+        if _covers(ref, records):
+            return ref, False
+    keys = {}
+    for endpoint in REFERENCE_ENDPOINTS:
+        key = f"{run_key_prefix}{endpoint}"
+        window = psa_extract.plan_window(None, mode="full", as_of=as_of, overlap=timedelta(0), sweep_days=0)
+        psa_extract.extract_endpoint(
+            conn, client, endpoint=endpoint, run_key=key, window=window, per_page=per_page
+        )
+        keys[endpoint] = key
+    return PsaReference.from_staging(conn, keys), True
+
+
+def mark_gone(conn: psycopg.Connection, kind: str, source_ids: list[str], *, run_id: str) -> int:
+    """Records the PSA answers 404 for were deleted at the source: mark them deleted in canonical
+    (audited before/after, as the sweep does), so the planner reverses what the ERP holds."""
+    if not source_ids:
+        return 0
+    table = {"time_entry": "canonical.time_entry", "expense_entry": "canonical.expense_entry"}[kind]
+    row = conn.execute(
+        f"""
+        WITH del AS (
+            UPDATE {table} c SET is_deleted = true, validated_at = now()
+            WHERE c.source_system = %(system)s AND c.source_id = ANY(%(ids)s) AND NOT c.is_deleted
+            RETURNING c.source_id, to_jsonb(c.*) - 'record' AS image
+        ), audited AS (
+            INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)
+            SELECT 'stream.reread', 'deleted_at_source', %(table)s, source_id, image - 'is_deleted',
+                   jsonb_build_object('is_deleted', true), %(run_id)s FROM del
+        )
+        SELECT count(*) FROM del
+        """,
+        {"system": SOURCE, "ids": source_ids, "table": table, "run_id": run_id},
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@contextmanager
+def posting_lock(dsn: str, record_type: str) -> Iterator[None]:
+    """One posting pass per record type at a time, across stream runs (session advisory lock)."""
+    with psycopg.connect(dsn, autocommit=True) as lock_conn:
+        lock_conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"psa_erp_sync.posting.{record_type}",))
+        try:
+            yield
+        finally:
+            lock_conn.execute(
+                "SELECT pg_advisory_unlock(hashtext(%s))", (f"psa_erp_sync.posting.{record_type}",)
+            )
+
+
+def process_inbox(
+    *,
+    dsn: str,
+    psa_client: Any,
+    erp_client: Any,
+    config: Config,
+    run_id: str,
+    run_key_prefix: str,
+    as_of: datetime,
+    engine_settings: Any = None,
+    reference_max_age: timedelta = timedelta(minutes=15),
+    limit: int = 5000,
+    clock: Callable[[], float] = time.monotonic,
+) -> StreamResult:
+    """Claim the pending time & expense events and bring the ERP up to date with what they announce.
+
+    ``run_key_prefix`` is ``"{dag_id}/{run_id}"``: staging keys become ``{prefix}{endpoint}``.
+    Idempotent per run: a retry re-claims this run's events and redoes the same steps.
+    """
+    from psa_erp_sync.posting.engine import EngineSettings
+    from psa_erp_sync.posting.service import post_record_type
+    from psa_erp_sync.validation import time_expense as validation
+
+    result = StreamResult()
+    started = clock()
+    # Autocommit: each ``conn.transaction()`` below is a real transaction that commits, never a
+    # savepoint inside an implicit one (validation reads staging on a second connection).
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        events = inbox.claim(
+            conn, run_id=run_id, source_system=SOURCE, event_types=inbox.TIME_EXPENSE_EVENTS, limit=limit
+        )
+        result.claimed = len(events)
+        result.seconds["claim"] = round(clock() - started, 3)
+        if not events:
+            return result
+        announced = _announced(events)
+        result.records = len(announced)
+        t = clock()
+        current: dict[str, list[dict[str, Any]]] = {"time_entry": [], "expense_entry": []}
+        gone: set[tuple[str, str]] = set()
+        for kind, source_id in announced:
+            record = reread(psa_client, kind, source_id)
+            if record is None:
+                gone.add((kind, source_id))
+            else:
+                current[kind].append(record)
+        result.gone_at_source = len(gone)
+        result.seconds["reread"] = round(clock() - t, 3)
+        t = clock()
+        all_records = current["time_entry"] + current["expense_entry"]
+        ref, result.reference_refreshed = reference(
+            conn,
+            psa_client,
+            records=all_records,
+            run_key_prefix=run_key_prefix,
+            as_of=as_of,
+            per_page=config.mappings.extract.per_page,
+            max_age=reference_max_age,
+        )
+        result.seconds["reference"] = round(clock() - t, 3)
+        t = clock()
+        kinds_to_post = []
+        for kind, records in current.items():
+            gone_ids = sorted(sid for k, sid in gone if k == kind)
+            if gone_ids:
+                with conn.transaction():
+                    mark_gone(conn, kind, gone_ids, run_id=run_id)
+                kinds_to_post.append(kind)
+            if not records:
+                continue
+            endpoint = ENDPOINT_OF_KIND[kind]
+            run_key = f"{run_key_prefix}{endpoint}"
+            with conn.transaction():  # committed first: validation streams staging on its own connection
+                new, known = stage_new_versions(conn, records, run_key=run_key, endpoint=endpoint)
+            result.new_versions += new
+            result.already_staged += known
+            with conn.transaction():
+                verdicts = validation.validate_run(
+                    conn,
+                    kind=kind,  # type: ignore[arg-type]
+                    run_key=run_key,
+                    ref=ref,
+                    config=config,
+                    as_of=as_of,
+                    dag_run_id=run_id,
+                )
+                verdicts.check()
+            result.validated[kind] = verdicts.as_dict()
+            if kind not in kinds_to_post:
+                kinds_to_post.append(kind)
+        result.seconds["stage_validate"] = round(clock() - t, 3)
+    t = clock()
+    settings = engine_settings or EngineSettings(max_concurrency=4, progress_every_s=60.0)
+    for kind in kinds_to_post:
+        record_type = RECORD_TYPE_OF_KIND[kind]
+        with posting_lock(dsn, record_type):
+            posted = post_record_type(
+                dsn=dsn,
+                client=erp_client,
+                record_type=record_type,
+                config=config,
+                settings=settings,
+                run_id=run_id,
+            )
+        result.posted[record_type] = posted.outcome
+        if posted.outcome.get("still_pending"):
+            raise RuntimeError(
+                f"{posted.outcome['still_pending']} {record_type} postings still pending; a retry resumes"
+            )
+    result.seconds["post"] = round(clock() - t, 3)
+    outcomes = {}
+    for event in events:
+        kind = KIND_OF_EVENT[event.event_type.split(".", 1)[0]]
+        outcomes[event.delivery_id] = (
+            "gone_at_source" if (kind, event.source_id) in gone else f"synced:{RECORD_TYPE_OF_KIND[kind]}"
+        )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        inbox.settle(conn, outcomes, run_id=run_id)
+    result.seconds["total"] = round(clock() - started, 3)
+    log.info(
+        "inbox: %d events, %d records (%d new versions, %d gone at source), posted %s",
+        result.claimed,
+        result.records,
+        result.new_versions,
+        result.gone_at_source,
+        {rt: o.get("posted") for rt, o in result.posted.items()},
+    )
+    return result

@@ -1,0 +1,47 @@
+"""The stream's targeted reference equals the batch's full reference, restricted to what the
+announced records refer to (real PSA simulator, real staging)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from tests.conftest import RunningSimulator
+
+pytestmark = pytest.mark.integration
+
+
+def test_targeted_reference_matches_the_full_reference(clean_ods: str, psa_sim: RunningSimulator) -> None:
+    from psa_erp_sync.clients.psa import HarvestClient
+    from psa_erp_sync.extract import psa as psa_extract
+    from psa_erp_sync.stream import time_expense as stream
+    from psa_erp_sync.validation.time_expense import PsaReference
+    from simulators.psa import sample
+
+    psa_sim.admin("POST", "/seed", json=sample.build())
+    psa_sim.admin("PUT", "/config", json={"rate_limit_requests": 0})
+    window = psa_extract.plan_window(
+        None, mode="full", as_of=datetime.now(UTC), overlap=timedelta(0), sweep_days=0
+    )
+    keys = {endpoint: f"test/ref{endpoint}" for endpoint in stream.REFERENCE_ENDPOINTS}
+    with (
+        HarvestClient(base_url=psa_sim.base_url, token="t", account_id="1") as client,
+        psycopg.connect(clean_ods, autocommit=True) as conn,
+    ):
+        for endpoint, key in keys.items():
+            psa_extract.extract_endpoint(
+                conn, client, endpoint=endpoint, run_key=key, window=window, per_page=100
+            )
+        assert stream.latest_reference_keys(conn, timedelta(minutes=5)) == keys
+        records = list(client.iter_items("/v2/time_entries", {"per_page": 100}))[:7]
+        full = PsaReference.from_staging(conn, keys)
+        targeted = stream.reference_for(conn, keys, records)
+    projects = {r["project"]["id"] for r in records}
+    users = {r["user"]["id"] for r in records}
+    assert targeted.projects == {p: ref for p, ref in full.projects.items() if p in projects}
+    assert targeted.users == {u: active for u, active in full.users.items() if u in users}
+    assert targeted.task_assignments == {a for a in full.task_assignments if a[0] in projects}
+    assert targeted.expense_categories == full.expense_categories
+    assert stream._covers(targeted, records)
