@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from airflow.sdk import Asset, AssetWatcher, get_current_context, task
+from airflow.sdk import Asset, AssetWatcher, get_current_context
 
 from psa_erp_sync.flows.context import ids, run_as_of
 from psa_erp_sync.ods.inbox import TIME_EXPENSE_EVENTS
@@ -73,11 +73,18 @@ def _process() -> dict[str, Any]:
 
 def build() -> None:
     """Declare the stream DAG's task (call inside a DAG context)."""
+    from psa_erp_sync.lineage.refs import erp, ods, psa
+    from psa_erp_sync.operators.python import ReportingPythonOperator
 
-    # One XCom, not one per key (a dict return would otherwise push each key: a round trip each).
-    @task(task_id="process_inbox", multiple_outputs=False)
-    def process_inbox() -> dict[str, Any]:
-        """Claim pending time & expense events; re-read, stage, validate and post the records."""
-        return _process()
-
-    process_inbox()
+    # Claim pending time & expense events; re-read, stage, validate and post the records (the
+    # return value is one XCom, as PythonOperator pushes it whole).
+    ReportingPythonOperator(
+        task_id="process_inbox",
+        python_callable=_process,
+        step="stream",
+        inputs=[ods("inbox.event"), psa("/v2/time_entries"), psa("/v2/expenses"), ods("staging.raw_record"),
+                ods("canonical.time_entry"), ods("canonical.expense_entry"), ods("ledger.posting")],
+        outputs=[ods("inbox.event"), ods("staging.raw_record"), ods("canonical.time_entry"),
+                 ods("canonical.expense_entry"), ods("exceptions.item"), ods("ledger.posting"),
+                 erp("timebill"), erp("expensereport")],
+    )  # fmt: skip

@@ -7,6 +7,8 @@ line (``python -m psa_erp_sync.posting``), so both take exactly the same path.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,19 @@ class PostingResult:
     outcome: dict[str, Any]
 
 
+@contextmanager
+def posting_lock(dsn: str, record_type: str) -> Iterator[None]:
+    """One posting pass per ERP record type at a time, whoever runs it: the batch DAG, a replay, the
+    stream, the command line (a session advisory lock, released if the process dies)."""
+    key = f"psa_erp_sync.posting.{record_type}"
+    with psycopg.connect(dsn, autocommit=True) as lock_conn:
+        lock_conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+        try:
+            yield
+        finally:
+            lock_conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+
 def post_record_type(
     *,
     dsn: str,
@@ -40,6 +55,23 @@ def post_record_type(
     settings: EngineSettings,
     run_id: str,
     task_try: int | None = None,
+) -> PostingResult:
+    with posting_lock(dsn, record_type):
+        return _post_locked(
+            dsn=dsn, client=client, record_type=record_type, config=config, settings=settings, run_id=run_id,
+            task_try=task_try,
+        )  # fmt: skip
+
+
+def _post_locked(
+    *,
+    dsn: str,
+    client: Any,
+    record_type: str,
+    config: Config,
+    settings: EngineSettings,
+    run_id: str,
+    task_try: int | None,
 ) -> PostingResult:
     periods = PeriodBook.from_rows(client.suiteql(PERIOD_QUERY))
     with psycopg.connect(dsn) as conn, conn.transaction():

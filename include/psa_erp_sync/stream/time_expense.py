@@ -18,8 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -248,19 +247,6 @@ def mark_gone(conn: psycopg.Connection, kind: str, source_ids: list[str], *, run
     return int(row[0]) if row else 0
 
 
-@contextmanager
-def posting_lock(dsn: str, record_type: str) -> Iterator[None]:
-    """One posting pass per record type at a time, across stream runs (session advisory lock)."""
-    with psycopg.connect(dsn, autocommit=True) as lock_conn:
-        lock_conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"psa_erp_sync.posting.{record_type}",))
-        try:
-            yield
-        finally:
-            lock_conn.execute(
-                "SELECT pg_advisory_unlock(hashtext(%s))", (f"psa_erp_sync.posting.{record_type}",)
-            )
-
-
 def process_inbox(
     *,
     dsn: str,
@@ -356,15 +342,15 @@ def process_inbox(
     settings = engine_settings or EngineSettings(max_concurrency=4, progress_every_s=60.0)
     for kind in kinds_to_post:
         record_type = RECORD_TYPE_OF_KIND[kind]
-        with posting_lock(dsn, record_type):
-            posted = post_record_type(
-                dsn=dsn,
-                client=erp_client,
-                record_type=record_type,
-                config=config,
-                settings=settings,
-                run_id=run_id,
-            )
+        # post_record_type takes the per-record-type posting lock (shared with the batch DAG).
+        posted = post_record_type(
+            dsn=dsn,
+            client=erp_client,
+            record_type=record_type,
+            config=config,
+            settings=settings,
+            run_id=run_id,
+        )
         result.posted[record_type] = posted.outcome
         if posted.outcome.get("still_pending"):
             raise RuntimeError(
