@@ -33,6 +33,7 @@ DAG_ORDER = (
     "master_data_sync",
     "project_setup",
     "time_expense_posting",
+    "time_expense_stream",
     "dead_letter_replay",
     "revenue_forecast_refresh",
 )
