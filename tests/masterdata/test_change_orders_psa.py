@@ -265,3 +265,37 @@ def test_hostile_and_unreadable_psa_payloads(
         )
     _reconcile(world, crm_client, erp_client, psa_client, "r2")
     assert _psa_items(world["dsn"], "reconciliation")[str(projects[9402])][0] == "resolved"
+
+
+def test_linked_projects_that_cannot_be_compared_are_reported_not_skipped(
+    world: dict[str, Any], crm_client: Any, erp_client: Any, psa_client: Any
+) -> None:
+    projects = _provision(world, crm_client, erp_client, psa_client, 9501, 9502)
+    other = "EUR" if world["currency"] != "EUR" else "USD"
+    for pid in projects.values():
+        psa_client.update_project(pid, {"cost_budget": "150000.00"})
+    with psycopg.connect(world["dsn"]) as conn:
+        # 9501's project is gone from the PSA; 9502's is kept in another currency than the deal.
+        conn.execute("DELETE FROM sim_psa.projects WHERE id = %s", (projects[9501],))
+        conn.execute("UPDATE sim_psa.projects SET currency = %s WHERE id = %s", (other, projects[9502]))
+    report = _reconcile(world, crm_client, erp_client, psa_client, "r1")
+    assert report["psa_projects_checked"] == 0 and report["psa_leaked_projects"] == 0
+    assert report["psa_unchecked"] == {
+        "PSA_PROJECT_MISSING": 1,
+        "PSA_PROJECT_INVALID": 0,
+        "PSA_CURRENCY_MISMATCH": 1,
+    }
+    items = _psa_items(world["dsn"], "reconciliation")
+    assert {k: v[:3] for k, v in items.items()} == {
+        str(projects[9501]): ("open", "PSA_PROJECT_MISSING", _owner()),
+        str(projects[9502]): ("open", "PSA_CURRENCY_MISMATCH", _owner()),
+    }
+    # Back in the deal's currency, 9502 compares again: its mismatch resolves and its leak shows.
+    with psycopg.connect(world["dsn"]) as conn:
+        conn.execute(
+            "UPDATE sim_psa.projects SET currency = %s WHERE id = %s", (world["currency"], projects[9502])
+        )
+    again = _reconcile(world, crm_client, erp_client, psa_client, "r2")
+    assert again["psa_leaked_projects"] == 1 and again["psa_leaked_amount"] == {world["currency"]: "30000.00"}
+    assert _psa_items(world["dsn"], "reconciliation")[str(projects[9502])][0] == "resolved"
+    assert _psa_items(world["dsn"], "reconciliation")[str(projects[9501])][0] == "open"
