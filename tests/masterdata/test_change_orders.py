@@ -65,11 +65,15 @@ def _open_leaks(dsn: str) -> set[str]:
         }
 
 
-def test_leakage_matches_the_injected_dirt(world: dict[str, Any], crm_client: Any, erp_client: Any) -> None:
+def test_leakage_matches_the_injected_dirt(
+    world: dict[str, Any], crm_client: Any, erp_client: Any, psa_client: Any
+) -> None:
     ids, amounts = _expected_leakage(world["firm"])
     assert ids, "seed 11 must leak at least one change order"
     with psycopg.connect(world["dsn"]) as conn:
-        report = change_orders.reconcile(conn, crm_client, erp_client, run_id="r1", owner="sales-operations")
+        report = change_orders.reconcile(
+            conn, crm_client, erp_client, psa_client, run_id="r1", owner="sales-operations"
+        )
     assert report["leaked_change_orders"] == len(ids)
     assert report["leaked_amount"] == {cur: f"{amount:.2f}" for cur, amount in sorted(amounts.items())}
     assert report["by_attribution"]["unexplained"] == 0
@@ -130,6 +134,8 @@ def test_approved_change_order_updates_erp_and_psa_once_and_clears_leakage(
     assert again["events"] == 1 and Decimal(body2["contractValue"]) == expected
     # The leaked change order of that opportunity is now in the ERP: its leakage item resolves.
     with psycopg.connect(world["dsn"]) as conn:
-        report = change_orders.reconcile(conn, crm_client, erp_client, run_id="r3", owner="sales-operations")
+        report = change_orders.reconcile(
+            conn, crm_client, erp_client, psa_client, run_id="r3", owner="sales-operations"
+        )
     assert str(leaked["id"]) not in _open_leaks(world["dsn"])
     assert report["leaked_change_orders"] == len(leaked_ids - {co["id"] for co in approved})

@@ -91,16 +91,25 @@ def _reconcile_change_orders() -> dict[str, Any]:
     from psa_erp_sync.hooks.crm import CrmHook
     from psa_erp_sync.hooks.erp import ErpHook
     from psa_erp_sync.hooks.ods import OdsHook
+    from psa_erp_sync.hooks.psa import PsaHook
     from psa_erp_sync.masterdata import change_orders
 
     _, run_id = ids(get_current_context())
     owner = load_config().authority.owner_of("change_order")
-    with CrmHook().get_client() as crm, ErpHook().get_client() as erp, OdsHook().get_conn() as conn:
-        report = change_orders.reconcile(conn, crm, erp, run_id=run_id, owner=owner)
+    with (
+        CrmHook().get_client() as crm,
+        ErpHook().get_client() as erp,
+        PsaHook().get_client() as psa,
+        OdsHook().get_conn() as conn,
+    ):
+        report = change_orders.reconcile(conn, crm, erp, psa, run_id=run_id, owner=owner)
     log.info(
-        "revenue leakage this run: %d change orders, %s; won opportunities without an ERP job: %d",
+        "revenue leakage this run: CRM %d change orders, %s; PSA %d projects over the ERP contract value, %s;"
+        " won opportunities without an ERP job: %d",
         report["leaked_change_orders"],
         report["leaked_amount"],
+        report["psa_leaked_projects"],
+        report["psa_leaked_amount"],
         report["jobs_missing"],
     )
     return report
@@ -146,11 +155,19 @@ def build() -> None:
         inputs=[crm("/api/v1/events"), crm("/api/v1/change_orders"), ods("master.project_setup")],
         outputs=[erp("job"), psa("/v2/projects"), ods("master.change_order")],
     )
-    # Revenue leakage: approved change orders absent from the ERP (count and amount).
+    # Revenue leakage: approved change orders absent from the ERP, and PSA budgets above the ERP
+    # contract value that no approved change order explains (count and amount, by source system).
     reconciled = ReportingPythonOperator(
         task_id="reconcile_change_orders",
         python_callable=_reconcile_change_orders,
-        inputs=[crm("/api/v1/change_orders"), erp("job"), ods("master.change_order")],
+        inputs=[
+            crm("/api/v1/opportunities"),
+            crm("/api/v1/change_orders"),
+            erp("job"),
+            psa("/v2/projects"),
+            ods("master.change_order"),
+            ods("master.project_setup"),
+        ],
         outputs=[ods("master.leakage_run"), ods("exceptions.item")],
         outlets=[PROJECT_DATA],
     )

@@ -7,6 +7,13 @@ retried task, a redelivered event) cannot add a delta twice. The ERP job also re
 orders it includes (``custentity_change_orders``), so reconciliation can name the missing ones
 exactly; for jobs that predate us, the missing ones are inferred from the gap (the smallest set of
 approved deltas that explains it) and marked as inferred.
+
+The PSA has no change-order object: a change agreed in delivery shows up there as a project's money
+budget (``cost_budget`` of a ``budget_by='project_cost'`` project) raised above the ERP contract
+value. For the projects we set up (``master.project_setup``), a PSA budget above both the ERP
+contract value and the CRM contract value (amount + approved change orders) is leakage too, with
+``source_system='psa'`` and attribution ``psa_budget``: the excess no approved CRM change order
+explains (the part a CRM change order explains is the CRM side's leakage, never counted twice).
 """
 
 from __future__ import annotations
@@ -14,17 +21,18 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Protocol
 
 import psycopg
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from psa_erp_sync.clients.psa_models import Project as PsaProject
 from psa_erp_sync.masterdata.setup import CrmReader, advance_cursor, cursor, read_feed
-from psa_erp_sync.money import format_minor, from_minor, to_minor
+from psa_erp_sync.money import format_minor, to_minor
 from psa_erp_sync.ods import exceptions
 
 log = logging.getLogger(__name__)
@@ -76,6 +84,10 @@ class ErpJobs(Protocol):
 
 class PsaBudget(Protocol):
     def update_project(self, project_id: int, fields: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class PsaProjects(Protocol):
+    def iter_projects(self, *, updated_since: Any = None) -> Any: ...
 
 
 def job_of(conn: psycopg.Connection, opportunity: WonOpportunity) -> tuple[str | None, int | None]:
@@ -168,6 +180,110 @@ class Leak:
     attribution: str  # exact | inferred | unexplained
 
 
+@dataclass(frozen=True)
+class PsaLeak:
+    """A PSA project budget above the ERP contract value beyond what approved CRM change orders explain."""
+
+    psa_project_id: int
+    opportunity_id: int
+    job: str
+    amount_minor: int  # budget - max(ERP contract, CRM contract)
+    budget_minor: int
+    erp_contract_minor: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class PsaProblem:
+    """A linked PSA project we could not compare: gone, unreadable, or in another currency."""
+
+    psa_project_id: int
+    reason_code: str  # PSA_PROJECT_MISSING | PSA_PROJECT_INVALID | PSA_CURRENCY_MISMATCH
+    detail: dict[str, Any]
+
+
+PSA_PROBLEMS = ("PSA_PROJECT_MISSING", "PSA_PROJECT_INVALID", "PSA_CURRENCY_MISMATCH")
+
+
+def psa_budget_leaks(
+    conn: psycopg.Connection,
+    psa: PsaProjects,
+    *,
+    jobs: Mapping[str, Mapping[str, Any]],
+    crm_contract: Mapping[int, tuple[int, str]],
+) -> tuple[list[PsaLeak], list[PsaProblem], int]:
+    """Compare the money budget of every PSA project we set up with its ERP job's contract value.
+
+    ``jobs`` is the ERP jobs by external id, ``crm_contract`` the CRM contract value (amount +
+    approved change orders, minor units) and currency by opportunity id. The PSA projects are read
+    in one paginated list call. Only ``budget_by='project_cost'`` projects have a money budget
+    (``cost_budget``); hour budgets and projects without a budget are not compared. Returns the
+    leaks, the projects that could not be compared, and how many were compared."""
+    links = conn.execute(
+        "SELECT psa_project_id, opportunity_id, job_external_id, currency FROM master.project_setup"
+        " WHERE state IN ('psa_project', 'linked') AND psa_project_id IS NOT NULL ORDER BY psa_project_id"
+    ).fetchall()
+    wanted = {int(r[0]): (int(r[1]), str(r[2]), str(r[3])) for r in links}
+    if not wanted:
+        return [], [], 0
+    projects: dict[int, PsaProject] = {}
+    problems: list[PsaProblem] = []
+    for raw in psa.iter_projects():
+        pid = raw.get("id") if isinstance(raw, dict) else None
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid not in wanted:
+            continue  # not one of ours: never looked at
+        try:
+            projects[pid] = PsaProject.model_validate(raw)
+        except ValidationError as exc:  # field names and error types only, never the values
+            errors = [
+                {"field": ".".join(str(part) for part in e["loc"]), "type": e["type"]} for e in exc.errors()
+            ]
+            problems.append(PsaProblem(pid, "PSA_PROJECT_INVALID", {"errors": errors}))
+    unreadable = {p.psa_project_id for p in problems}
+    leaks: list[PsaLeak] = []
+    checked = 0
+    for pid, (opp_id, job_key, currency) in sorted(wanted.items()):
+        project = projects.get(pid)
+        if project is None:
+            if pid not in unreadable:
+                problems.append(
+                    PsaProblem(pid, "PSA_PROJECT_MISSING", {"opportunity_id": opp_id, "job": job_key})
+                )
+            continue
+        if project.budget_by != "project_cost" or project.cost_budget is None:
+            continue  # no money budget to compare
+        job = jobs.get(job_key)
+        if job is None:
+            continue  # the CRM side reports the missing job (JOB_MISSING_IN_ERP)
+        if project.currency is not None and project.currency != currency:
+            problems.append(
+                PsaProblem(
+                    pid,
+                    "PSA_CURRENCY_MISMATCH",
+                    {"opportunity_id": opp_id, "job": job_key, "currency": currency},
+                )
+            )
+            continue
+        checked += 1
+        budget = to_minor(project.cost_budget, currency)
+        erp_contract = to_minor(Decimal(str(job.get("contractvalue") or "0")), currency)
+        ceiling = erp_contract
+        crm = crm_contract.get(opp_id)
+        if crm is not None and crm[1] == currency:
+            ceiling = max(ceiling, crm[0])  # up to the CRM value, approved change orders explain it
+        if budget > ceiling:
+            leaks.append(PsaLeak(pid, opp_id, job_key, budget - ceiling, budget, erp_contract, currency))
+    return leaks, problems, checked
+
+
+def _amounts(pairs: Sequence[tuple[int, str]]) -> dict[str, str]:
+    """Sum (minor, currency) pairs per currency, as decimal strings."""
+    totals: dict[str, int] = defaultdict(int)
+    for minor, currency in pairs:
+        totals[currency] += minor
+    return {cur: format_minor(minor, cur) for cur, minor in sorted(totals.items())}
+
+
 def _explain(gap: int, orders: Sequence[tuple[int, int]]) -> list[tuple[int, int]] | None:
     """The smallest set of (id, delta) whose deltas sum to ``gap``; ties go to the latest ids."""
     if len(orders) > MAX_INFERENCE:
@@ -180,11 +296,20 @@ def _explain(gap: int, orders: Sequence[tuple[int, int]]) -> list[tuple[int, int
 
 
 def reconcile(
-    conn: psycopg.Connection, crm: CrmChangeOrders, erp: ErpJobs, *, run_id: str, owner: str
+    conn: psycopg.Connection,
+    crm: CrmChangeOrders,
+    erp: ErpJobs,
+    psa: PsaProjects,
+    *,
+    run_id: str,
+    owner: str,
 ) -> dict[str, Any]:
     """Compare each won opportunity's CRM contract value (amount + approved change orders) with its
-    ERP job. Approved change orders missing from the ERP are revenue leakage: reported with count
-    and amount per currency, and queued as ``leakage`` exception items (resolved when they clear)."""
+    ERP job, and the PSA budget of each project we set up with its ERP job (:func:`psa_budget_leaks`).
+    Approved change orders missing from the ERP, and PSA budgets above the ERP contract value that no
+    approved change order explains, are revenue leakage: reported with count and amount per
+    currency, split by source system, and queued as ``leakage`` exception items (resolved when
+    they clear)."""
     opportunities = [WonOpportunity.model_validate(o) for o in crm.iter_opportunities(is_won=True)]
     orders: dict[int, list[ChangeOrder]] = defaultdict(list)
     for raw in crm.iter_change_orders(status="approved"):
@@ -196,18 +321,20 @@ def reconcile(
     }
     leaks: list[Leak] = []
     missing_jobs: list[WonOpportunity] = []
+    crm_contract: dict[int, tuple[int, str]] = {}
     for opportunity in opportunities:
         approved = orders.get(opportunity.id, [])
+        currency = opportunity.currency
+        expected = to_minor(
+            opportunity.amount + sum((c.amount_delta for c in approved), Decimal(0)), currency
+        )
+        crm_contract[opportunity.id] = (expected, currency)
         job_key, _ = job_of(conn, opportunity)
         job = jobs.get(job_key) if job_key else None
         if job is None:
             missing_jobs.append(opportunity)
             continue
         assert job_key is not None
-        currency = opportunity.currency
-        expected = to_minor(
-            opportunity.amount + sum((c.amount_delta for c in approved), Decimal(0)), currency
-        )
         have = to_minor(Decimal(str(job.get("contractvalue") or "0")), currency)
         applied_text = job.get(APPLIED_FIELD.lower())
         if applied_text:  # we applied change orders to this job: we know exactly which
@@ -268,22 +395,68 @@ def reconcile(
         )
         for o in missing_jobs
     ]
-    amounts: dict[str, int] = defaultdict(int)
-    for leak in leaks:
-        amounts[leak.currency] += leak.amount_minor
+    psa_leaks, psa_problems, psa_checked = psa_budget_leaks(conn, psa, jobs=jobs, crm_contract=crm_contract)
+    items += [
+        exceptions.Item(
+            kind="leakage",
+            domain="change_order",
+            source_system="psa",
+            record_type="project",
+            source_id=str(leak.psa_project_id),
+            reason_code="REVENUE_LEAKAGE",
+            owner=owner,
+            detail={
+                "opportunity_id": leak.opportunity_id,
+                "job": leak.job,
+                "amount": format_minor(leak.amount_minor, leak.currency),
+                "currency": leak.currency,
+                "attribution": "psa_budget",
+                "psa_budget": format_minor(leak.budget_minor, leak.currency),
+                "erp_contract_value": format_minor(leak.erp_contract_minor, leak.currency),
+            },
+        )
+        for leak in psa_leaks
+    ]
+    items += [
+        exceptions.Item(
+            kind="reconciliation",
+            domain="change_order",
+            source_system="psa",
+            record_type="project",
+            source_id=str(problem.psa_project_id),
+            reason_code=problem.reason_code,
+            owner=owner,
+            detail=problem.detail,
+        )
+        for problem in psa_problems
+    ]
+    crm_amount = _amounts([(leak.amount_minor, leak.currency) for leak in leaks])
+    psa_amount = _amounts([(leak.amount_minor, leak.currency) for leak in psa_leaks])
     report = {
         "opportunities_checked": len(opportunities),
         "leaked_change_orders": len(leaks),
-        "leaked_amount": {cur: format_minor(minor, cur) for cur, minor in sorted(amounts.items())},
+        "leaked_amount": crm_amount,
         "jobs_missing": len(missing_jobs),
         "by_attribution": {
             kind: sum(1 for leak in leaks if leak.attribution == kind)
             for kind in ("exact", "inferred", "unexplained")
         },
+        "psa_projects_checked": psa_checked,
+        "psa_leaked_projects": len(psa_leaks),
+        "psa_leaked_amount": psa_amount,
+        "psa_unchecked": {
+            reason: sum(1 for p in psa_problems if p.reason_code == reason) for reason in PSA_PROBLEMS
+        },
+        "by_source": {
+            "crm": {"count": len(leaks), "amount": crm_amount},
+            "psa": {"count": len(psa_leaks), "amount": psa_amount},
+        },
     }
+    resolvable = [("leakage", "REVENUE_LEAKAGE"), ("reconciliation", "JOB_MISSING_IN_ERP")]
+    resolvable += [("reconciliation", reason) for reason in PSA_PROBLEMS]
     with conn.transaction():
         exceptions.quarantine_many(conn, items, run_id=run_id)
-        for kind, reason in (("leakage", "REVENUE_LEAKAGE"), ("reconciliation", "JOB_MISSING_IN_ERP")):
+        for kind, reason in resolvable:
             current = [(i.record_type, i.source_id) for i in items if i.kind == kind]
             conn.execute(
                 """
@@ -295,16 +468,23 @@ def reconcile(
             )
         conn.execute(
             """
-            INSERT INTO master.leakage_run (run_id, leaked_count, amounts, jobs_missing) VALUES (%s, %s, %s, %s)
+            INSERT INTO master.leakage_run (run_id, leaked_count, amounts, jobs_missing, psa_leaked_count, psa_amounts)
+            VALUES (%s, %s, %s, %s, %s, %s)
             ON CONFLICT (run_id) DO UPDATE SET leaked_count = EXCLUDED.leaked_count, amounts = EXCLUDED.amounts,
-                jobs_missing = EXCLUDED.jobs_missing, recorded_at = now()
+                jobs_missing = EXCLUDED.jobs_missing, psa_leaked_count = EXCLUDED.psa_leaked_count,
+                psa_amounts = EXCLUDED.psa_amounts, recorded_at = now()
             """,
-            (run_id, len(leaks), Jsonb(report["leaked_amount"]), len(missing_jobs)),
+            (run_id, len(leaks), Jsonb(crm_amount), len(missing_jobs), len(psa_leaks), Jsonb(psa_amount)),
         )
     log.info(
-        "revenue leakage: %d change orders, %s; %d won opportunities without an ERP job",
+        "revenue leakage: CRM %d change orders, %s; PSA %d of %d projects over the ERP contract value, %s;"
+        " %d won opportunities without an ERP job; %d PSA projects not compared",
         len(leaks),
-        {cur: str(from_minor(m, cur)) for cur, m in amounts.items()},
+        crm_amount,
+        len(psa_leaks),
+        psa_checked,
+        psa_amount,
         len(missing_jobs),
+        len(psa_problems),
     )
     return report
