@@ -86,7 +86,10 @@ def write_snapshot(
         ).fetchone()
         if inserted is None:
             return False
-        _copy(conn, "line", snap_id, result.lines, model.LINE_COLUMNS, month_columns=("month",))
+        _copy(
+            conn, "line_series", snap_id, line_series(result.lines), SERIES_COLUMNS,
+            month_columns=("first_month",),
+        )  # fmt: skip
         balance_columns = [
             "project_ref", "billing_type", "legal_entity", "currency", "transaction_price_minor",
             "cost_to_date_minor", "etc_minor", "eac_minor", "cum_revenue_minor", "prior_cum_revenue_minor",
@@ -100,6 +103,68 @@ def write_snapshot(
             month_columns=("month",),
         )  # fmt: skip
     return True
+
+
+SERIES_COLUMNS = [
+    "project_ref", "layer", "practice", "legal_entity", "currency", "first_month", "amount_minor",
+    "reporting_amount_minor",
+]  # fmt: skip
+
+
+def line_series(lines: pd.DataFrame) -> pd.DataFrame:
+    """The lines as ``forecast.line_series`` rows: one per (project, layer), with the amounts of
+    the months ``first_month ..`` as PostgreSQL array literals (``NULL`` for a month without a
+    line). Vectorised: no Python loop over lines or series."""
+    import numpy as np
+    import pandas as pd
+
+    if not len(lines):
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in SERIES_COLUMNS}).astype(
+            {"first_month": "int64"}
+        )
+    project_code, _ = pd.factorize(lines["project_ref"].to_numpy(dtype=object))
+    layer_code, _ = pd.factorize(lines["layer"].to_numpy(dtype=object))
+    month = lines["month"].to_numpy(dtype=np.int64)
+    key = project_code.astype(np.int64) * (int(layer_code.max()) + 1) + layer_code
+    order = np.lexsort((month, key))
+    key, month = key[order], month[order]
+    new_series = np.empty(len(key), dtype=bool)
+    new_series[0] = True
+    np.not_equal(key[1:], key[:-1], out=new_series[1:])
+    if np.any(~new_series[1:] & (month[1:] == month[:-1])):
+        raise ValueError("two lines for the same project, layer and month")
+    group = np.cumsum(new_series) - 1
+    starts = np.flatnonzero(new_series)
+    ends = np.append(starts[1:], len(key)) - 1
+    first = month[starts]
+    width = month[ends] - first + 1
+    offset = month - first[group]
+    picked = lines.iloc[order[starts]]
+    out = pd.DataFrame(
+        {
+            "project_ref": picked["project_ref"].to_numpy(dtype=object),
+            "layer": picked["layer"].to_numpy(dtype=object),
+        }
+    )
+    for column in ("practice", "legal_entity", "currency"):
+        values = lines[column].to_numpy(dtype=object)
+        head = values[order[starts]]
+        if not np.array_equal(values[order], head[group]):
+            raise ValueError(f"{column} differs between the months of a project and layer")
+        out[column] = head
+    out["first_month"] = first
+    shape = (len(starts), int(width.max()))
+    text_type = np.dtypes.StringDType()
+    separators = np.where(np.arange(shape[1]) < width[:, None], ",", "").astype(text_type).T
+    for column in ("amount_minor", "reporting_amount_minor"):
+        # Month j of a series: its amount, NULL in a gap, "" after its last month.
+        cells = np.where(np.arange(shape[1]) < width[:, None], "NULL", "").astype(text_type)
+        cells[group, offset] = lines[column].to_numpy(dtype=np.int64)[order].astype(text_type)
+        text = np.strings.add("{", cells[:, 0])
+        for j in range(1, shape[1]):
+            text = np.strings.add(np.strings.add(text, separators[j]), cells[:, j])
+        out[column] = np.strings.add(text, "}").astype(object)
+    return out[SERIES_COLUMNS]
 
 
 def _copy(
