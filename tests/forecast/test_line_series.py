@@ -97,6 +97,8 @@ _VIEW_ROWS = (
 
 
 def test_series_hold_each_project_and_layer_once_with_gaps_as_null() -> None:
+    import pandas as pd
+
     series = store.line_series(_lines(HAND_LINES))
     assert len(series) == SERIES_ROWS
     by_key = {(r.project_ref, r.layer): r for r in series.itertuples()}
@@ -106,6 +108,8 @@ def test_series_hold_each_project_and_layer_once_with_gaps_as_null() -> None:
     contracted = by_key[("p-1", "contracted")]
     assert contracted.amount_minor == "{700000" + ",NULL" * 10 + ",900}"
     assert by_key[("p-2", "contracted")].reporting_amount_minor == "{317500}"
+    assert by_key[("p-2", "actual")].reporting_amount_minor == "{127}"
+    assert pd.isna(actual.reporting_amount_minor)  # USD, the reporting currency: no copy stored
     assert (by_key[("opp-7", "pipeline")].practice, by_key[("opp-7", "pipeline")].currency) == (
         "Strategy",
         "USD",
@@ -284,7 +288,9 @@ def test_migration_moves_the_existing_lines(db_before_0007: str) -> None:
     assert migrate.apply(db_before_0007) == ["0007_forecast_line_series.sql"]
     with psycopg.connect(db_before_0007) as conn:
         assert conn.execute(_VIEW_ROWS, (snap,)).fetchall() == _expected(HAND_LINES)
-        assert conn.execute("SELECT count(*) FROM forecast.line_series").fetchone() == (SERIES_ROWS,)
+        assert conn.execute(
+            "SELECT count(*), count(reporting_amount_minor) FROM forecast.line_series"
+        ).fetchone() == (SERIES_ROWS, 2)  # only the GBP series keep their own reporting amounts
         kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = 'forecast.line'::regclass").fetchone()
         assert kind == ("v",)
         # New snapshots land next to the moved one, and the views see both.

@@ -86,10 +86,7 @@ def write_snapshot(
         ).fetchone()
         if inserted is None:
             return False
-        _copy(
-            conn, "line_series", snap_id, line_series(result.lines), SERIES_COLUMNS,
-            month_columns=("first_month",),
-        )  # fmt: skip
+        _copy_series(conn, snap_id, line_series(result.lines))
         balance_columns = [
             "project_ref", "billing_type", "legal_entity", "currency", "transaction_price_minor",
             "cost_to_date_minor", "etc_minor", "eac_minor", "cum_revenue_minor", "prior_cum_revenue_minor",
@@ -114,7 +111,9 @@ SERIES_COLUMNS = [
 def line_series(lines: pd.DataFrame) -> pd.DataFrame:
     """The lines as ``forecast.line_series`` rows: one per (project, layer), with the amounts of
     the months ``first_month ..`` as PostgreSQL array literals (``NULL`` for a month without a
-    line). Vectorised: no Python loop over lines or series."""
+    line). ``reporting_amount_minor`` is None when it equals ``amount_minor`` month by month (a
+    series in the reporting currency); the view ``forecast.line`` then repeats the amount.
+    Vectorised: no Python loop over lines or series."""
     import numpy as np
     import pandas as pd
 
@@ -133,38 +132,89 @@ def line_series(lines: pd.DataFrame) -> pd.DataFrame:
     np.not_equal(key[1:], key[:-1], out=new_series[1:])
     if np.any(~new_series[1:] & (month[1:] == month[:-1])):
         raise ValueError("two lines for the same project, layer and month")
-    group = np.cumsum(new_series) - 1
+    series = np.cumsum(new_series) - 1  # the series of each (sorted) line
     starts = np.flatnonzero(new_series)
     ends = np.append(starts[1:], len(key)) - 1
     first = month[starts]
     width = month[ends] - first + 1
-    offset = month - first[group]
-    picked = lines.iloc[order[starts]]
-    out = pd.DataFrame(
-        {
-            "project_ref": picked["project_ref"].to_numpy(dtype=object),
-            "layer": picked["layer"].to_numpy(dtype=object),
-        }
-    )
+    offset = month - first[series]
+    out = pd.DataFrame({c: lines[c].to_numpy(dtype=object)[order[starts]] for c in ("project_ref", "layer")})
     for column in ("practice", "legal_entity", "currency"):
-        values = lines[column].to_numpy(dtype=object)
-        head = values[order[starts]]
-        if not np.array_equal(values[order], head[group]):
+        values = lines[column].to_numpy(dtype=object)[order]
+        head = values[starts]
+        if not np.array_equal(values, head[series]):
             raise ValueError(f"{column} differs between the months of a project and layer")
         out[column] = head
     out["first_month"] = first
-    shape = (len(starts), int(width.max()))
-    text_type = np.dtypes.StringDType()
-    separators = np.where(np.arange(shape[1]) < width[:, None], ",", "").astype(text_type).T
-    for column in ("amount_minor", "reporting_amount_minor"):
-        # Month j of a series: its amount, NULL in a gap, "" after its last month.
-        cells = np.where(np.arange(shape[1]) < width[:, None], "NULL", "").astype(text_type)
-        cells[group, offset] = lines[column].to_numpy(dtype=np.int64)[order].astype(text_type)
-        text = np.strings.add("{", cells[:, 0])
-        for j in range(1, shape[1]):
-            text = np.strings.add(np.strings.add(text, separators[j]), cells[:, j])
-        out[column] = np.strings.add(text, "}").astype(object)
+    amount = lines["amount_minor"].to_numpy(dtype=np.int64)[order]
+    reporting = lines["reporting_amount_minor"].to_numpy(dtype=np.int64)[order]
+    out["amount_minor"] = _array_literals(amount, series, offset, width)
+    differs = np.bincount(series, weights=amount != reporting, minlength=len(starts)) > 0
+    column = np.full(len(starts), None, dtype=object)
+    if differs.any():
+        # Renumber the series that need their own reporting amounts 0..k-1.
+        kept = differs[series]
+        renumbered = np.cumsum(differs) - 1
+        column[differs] = _array_literals(
+            reporting[kept], renumbered[series[kept]], offset[kept], width[differs]
+        )
+    out["reporting_amount_minor"] = column
     return out[SERIES_COLUMNS]
+
+
+def _array_literals(values: Any, series: Any, offset: Any, width: Any) -> Any:
+    """``{v0,NULL,v2}`` per series: ``values[i]`` at position ``offset[i]`` of series
+    ``series[i]``, which has ``width[s]`` months; months without a value are NULL."""
+    import numpy as np
+
+    text_type = np.dtypes.StringDType()
+    months = np.arange(int(width.max()))
+    inside = months < width[:, None]
+    cells = np.where(inside, "NULL", "").astype(text_type)
+    cells[series, offset] = values.astype(text_type)
+    separators = np.where(inside, ",", "").astype(text_type)
+    text = np.strings.add("{", cells[:, 0])
+    for j in months[1:]:
+        text = np.strings.add(np.strings.add(text, separators[:, j]), cells[:, j])
+    return np.strings.add(text, "}").astype(object)
+
+
+def _copy_series(conn: psycopg.Connection, snap_id: str, series: pd.DataFrame) -> None:
+    """COPY the series as CSV built column-wise with numpy strings (faster than ``to_csv`` at
+    this size): text fields quoted, an absent reporting array an empty (NULL) field."""
+    import numpy as np
+    import pandas as pd
+
+    if not len(series):
+        return
+    text_type = np.dtypes.StringDType()
+
+    def quoted(values: Any) -> Any:
+        text = np.asarray(values, dtype=object).astype(text_type)
+        return np.strings.add(np.strings.add('"', np.strings.replace(text, '"', '""')), '"')
+
+    unique_months, month_of = np.unique(series["first_month"].to_numpy(dtype=np.int64), return_inverse=True)
+    labels = np.array([model.month_start(int(m)).isoformat() for m in unique_months], dtype=object)
+    reporting = series["reporting_amount_minor"].to_numpy(dtype=object)
+    absent = pd.isna(reporting)
+    reporting_field = np.where(absent, "", quoted(np.where(absent, "", reporting)))
+    fields = [
+        quoted(series["project_ref"]),
+        quoted(series["layer"]),
+        quoted(series["practice"]),
+        quoted(series["legal_entity"]),
+        quoted(series["currency"]),
+        labels[month_of].astype(text_type),
+        quoted(series["amount_minor"]),
+        reporting_field.astype(text_type),
+    ]
+    row = quoted(np.full(len(series), snap_id, dtype=object))
+    for field in fields:
+        row = np.strings.add(np.strings.add(row, ","), field)
+    payload = "\n".join(row.tolist()) + "\n"
+    sql = f"COPY forecast.line_series (snapshot_id, {', '.join(SERIES_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
+    with conn.cursor().copy(sql) as copy:
+        copy.write(payload)
 
 
 def _copy(

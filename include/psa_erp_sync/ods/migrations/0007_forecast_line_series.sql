@@ -3,7 +3,8 @@
 --
 -- forecast.line (one row per snapshot x project x layer x month, with a per-row foreign key) becomes
 -- forecast.line_series: one row per snapshot x project x layer holding the monthly amounts as
--- bigint[] from first_month on (a NULL element is a month without a line). A view named
+-- bigint[] from first_month on (a NULL element is a month without a line; the reporting amounts
+-- are NULL when they equal the amounts, i.e. in the reporting currency). A view named
 -- forecast.line unnests it and exposes exactly the old columns, so existing readers
 -- (forecast.monthly, forecast.rollup, forecast.forecast_vs_actual, the per-record trace, the planning
 -- push, the chart) keep working. The existing rows are moved, not dropped.
@@ -23,11 +24,12 @@ CREATE TABLE forecast.line_series (
     currency                char(3)  NOT NULL,
     first_month             date     NOT NULL CHECK (extract(day FROM first_month) = 1),
     amount_minor            bigint[] NOT NULL,  -- element i: month first_month + i - 1; NULL: no line
-    reporting_amount_minor  bigint[] NOT NULL,
+    reporting_amount_minor  bigint[],           -- NULL: equal to amount_minor (reporting currency)
     PRIMARY KEY (snapshot_id, project_ref, layer),
     CHECK (array_ndims(amount_minor) = 1 AND array_lower(amount_minor, 1) = 1),
-    CHECK (array_ndims(reporting_amount_minor) = 1 AND array_lower(reporting_amount_minor, 1) = 1),
-    CHECK (cardinality(amount_minor) = cardinality(reporting_amount_minor))
+    CHECK (reporting_amount_minor IS NULL
+           OR (array_ndims(reporting_amount_minor) = 1 AND array_lower(reporting_amount_minor, 1) = 1
+               AND cardinality(reporting_amount_minor) = cardinality(amount_minor)))
 );
 COMMENT ON TABLE forecast.line_series IS 'Forecast lines, compact: the monthly amounts of one project and layer within a snapshot as arrays from first_month. Read through the view forecast.line.';
 
@@ -35,7 +37,9 @@ COMMENT ON TABLE forecast.line_series IS 'Forecast lines, compact: the monthly a
 INSERT INTO forecast.line_series (snapshot_id, project_ref, layer, practice, legal_entity, currency,
                                   first_month, amount_minor, reporting_amount_minor)
 SELECT k.snapshot_id, k.project_ref, k.layer, k.practice, k.legal_entity, k.currency, k.first_month,
-       array_agg(l.amount_minor ORDER BY m.i), array_agg(l.reporting_amount_minor ORDER BY m.i)
+       array_agg(l.amount_minor ORDER BY m.i),
+       CASE WHEN bool_and(l.reporting_amount_minor IS NOT DISTINCT FROM l.amount_minor) THEN NULL
+            ELSE array_agg(l.reporting_amount_minor ORDER BY m.i) END
 FROM (
     SELECT snapshot_id, project_ref, layer, practice, legal_entity, currency,
            min(month) AS first_month, max(month) AS last_month
@@ -68,7 +72,7 @@ DROP TABLE forecast.line;
 CREATE VIEW forecast.line AS
 SELECT s.snapshot_id, s.project_ref, s.practice, s.legal_entity, s.layer,
        (s.first_month + make_interval(months => (u.i - 1)::int))::date AS month,
-       s.currency, u.amount_minor, u.reporting_amount_minor
+       s.currency, u.amount_minor, coalesce(u.reporting_amount_minor, u.amount_minor) AS reporting_amount_minor
 FROM forecast.line_series s
 CROSS JOIN LATERAL unnest(s.amount_minor, s.reporting_amount_minor)
     WITH ORDINALITY AS u(amount_minor, reporting_amount_minor, i)
