@@ -150,15 +150,15 @@ def line_series(lines: pd.DataFrame) -> pd.DataFrame:
     reporting = lines["reporting_amount_minor"].to_numpy(dtype=np.int64)[order]
     out["amount_minor"] = _array_literals(amount, series, offset, width)
     differs = np.bincount(series, weights=amount != reporting, minlength=len(starts)) > 0
-    column = np.full(len(starts), None, dtype=object)
+    own_reporting = np.full(len(starts), None, dtype=object)
     if differs.any():
         # Renumber the series that need their own reporting amounts 0..k-1.
         kept = differs[series]
         renumbered = np.cumsum(differs) - 1
-        column[differs] = _array_literals(
+        own_reporting[differs] = _array_literals(
             reporting[kept], renumbered[series[kept]], offset[kept], width[differs]
         )
-    out["reporting_amount_minor"] = column
+    out["reporting_amount_minor"] = own_reporting
     return out[SERIES_COLUMNS]
 
 
