@@ -134,6 +134,24 @@ def test_series_refuse_what_the_old_primary_key_refused() -> None:
     assert store.line_series(_lines([])).empty
 
 
+def test_capacity_series_per_person_with_gaps_as_null() -> None:
+    import pandas as pd
+
+    capacity = pd.DataFrame(
+        {"user_ref": ["u2", "u1", "u1", "u1"], "month": [M0, M0 + 3, M0, M0 + 1],
+         "scheduled_centi": [0, 9_000, 4_000, 20_000], "available_centi": [16_000, 8_000, 16_000, 16_000]}
+    )  # fmt: skip
+    capacity["over_allocated"] = capacity["scheduled_centi"] > capacity["available_centi"]
+    series = store.capacity_series(capacity).set_index("user_ref")
+    assert series.loc["u1", "first_month"] == M0
+    assert series.loc["u1", "scheduled_centi"] == "{4000,20000,NULL,9000}"
+    assert series.loc["u1", "available_centi"] == "{16000,16000,NULL,8000}"
+    assert series.loc["u2", "scheduled_centi"] == "{0}"
+    capacity.loc[0, "over_allocated"] = True  # the view derives the flag: a contradicting one is refused
+    with pytest.raises(ValueError, match="over_allocated"):
+        store.capacity_series(capacity)
+
+
 # --- real PostgreSQL ------------------------------------------------------------------------
 
 pg = pytest.mark.integration
@@ -163,6 +181,15 @@ def test_view_gives_back_exactly_the_hand_built_lines(clean_ods: str) -> None:
             (snap,),
         ).fetchone()
         assert firm == (sum(r[7] for r in HAND_LINES),)
+        capacity = conn.execute(
+            "SELECT user_ref, month, scheduled_centi, available_centi, over_allocated FROM forecast.capacity "
+            "WHERE snapshot_id = %s ORDER BY 1, 2",
+            (snap,),
+        ).fetchall()
+        assert capacity == [
+            ("u1", model.month_start(M0), 4_000, 16_000, False),
+            ("u1", model.month_start(M0 + 1), 20_000, 16_000, True),
+        ]
         # The per-record trace's lookup: one project's actual in one month.
         trace_row = conn.execute(
             "SELECT l.currency, l.amount_minor FROM forecast.snapshot s JOIN forecast.line l ON l.snapshot_id = s.snapshot_id "
@@ -181,6 +208,9 @@ def test_line_storage_is_immutable(clean_ods: str) -> None:
             "DELETE FROM forecast.line_series WHERE snapshot_id = %s",
             "UPDATE forecast.line SET amount_minor = 0 WHERE snapshot_id = %s",
             "DELETE FROM forecast.line WHERE snapshot_id = %s",
+            "UPDATE forecast.capacity_series SET scheduled_centi = '{0,0}' WHERE snapshot_id = %s",
+            "DELETE FROM forecast.capacity_series WHERE snapshot_id = %s",
+            "UPDATE forecast.capacity SET scheduled_centi = 0 WHERE snapshot_id = %s",
             "DELETE FROM forecast.capacity WHERE snapshot_id = %s",
         ):
             with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="immutable"):
@@ -195,7 +225,7 @@ def test_rows_must_name_an_existing_snapshot(clean_ods: str) -> None:
         snap, _ = _write(conn, _result(HAND_LINES), {"t": "fk"})
         for statement in (
             "INSERT INTO forecast.line_series VALUES (%s, 'p-9', 'actual', 'x', 'LE-US1', 'USD', '2026-01-01', '{1}', '{1}')",
-            "INSERT INTO forecast.capacity VALUES (%s, 'u9', '2026-01-01', 1, 1, false)",
+            "INSERT INTO forecast.capacity_series VALUES (%s, 'u9', '2026-01-01', '{1}', '{1}')",
             "INSERT INTO forecast.contract_balance VALUES (%s, 'p-9', 'fixed_fee', 'LE-US1', 'USD', 1, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0)",
         ):
             with pytest.raises(psycopg.errors.ForeignKeyViolation, match="does not exist"):
@@ -279,6 +309,10 @@ def test_migration_moves_the_existing_lines(db_before_0007: str) -> None:
             "VALUES (%s, 'base', %s, 'old-run', '{}', 'USD')",
             (snap, AS_OF),
         )
+        conn.execute(
+            "INSERT INTO forecast.capacity VALUES (%s, 'u1', %s, 4000, 16000, false), (%s, 'u1', %s, 9000, 8000, true)",
+            (snap, model.month_start(M0), snap, model.month_start(M0 + 2)),
+        )
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO forecast.line VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -291,8 +325,19 @@ def test_migration_moves_the_existing_lines(db_before_0007: str) -> None:
         assert conn.execute(
             "SELECT count(*), count(reporting_amount_minor) FROM forecast.line_series"
         ).fetchone() == (SERIES_ROWS, 2)  # only the GBP series keep their own reporting amounts
-        kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = 'forecast.line'::regclass").fetchone()
-        assert kind == ("v",)
+        kinds = conn.execute(
+            "SELECT relname, relkind::text FROM pg_class WHERE oid IN ('forecast.line'::regclass, 'forecast.capacity'::regclass)"
+        ).fetchall()
+        assert dict(kinds) == {"line": "v", "capacity": "v"}
+        assert conn.execute(
+            "SELECT month, scheduled_centi, available_centi, over_allocated FROM forecast.capacity ORDER BY month"
+        ).fetchall() == [
+            (model.month_start(M0), 4000, 16000, False),
+            (model.month_start(M0 + 2), 9000, 8000, True),
+        ]
+        assert conn.execute("SELECT scheduled_centi::text FROM forecast.capacity_series").fetchall() == [
+            ("{4000,NULL,9000}",)
+        ]
         # New snapshots land next to the moved one, and the views see both.
         new_snap, written = _write(conn, _result(HAND_LINES[:3], scenario="best"), {"t": "after"})
         assert written

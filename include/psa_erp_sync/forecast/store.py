@@ -95,9 +95,8 @@ def write_snapshot(
         ]  # fmt: skip
         _copy(conn, "contract_balance", snap_id, result.balances, balance_columns)
         _copy(
-            conn, "capacity", snap_id, result.capacity,
-            ["user_ref", "month", "scheduled_centi", "available_centi", "over_allocated"],
-            month_columns=("month",),
+            conn, "capacity_series", snap_id, capacity_series(result.capacity), CAPACITY_SERIES_COLUMNS,
+            month_columns=("first_month",),
         )  # fmt: skip
     return True
 
@@ -121,23 +120,12 @@ def line_series(lines: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in SERIES_COLUMNS}).astype(
             {"first_month": "int64"}
         )
-    project_code, _ = pd.factorize(lines["project_ref"].to_numpy(dtype=object))
-    layer_code, _ = pd.factorize(lines["layer"].to_numpy(dtype=object))
-    month = lines["month"].to_numpy(dtype=np.int64)
+    project_code, _ = pd.factorize(lines["project_ref"].to_numpy(dtype=object), use_na_sentinel=False)
+    layer_code, _ = pd.factorize(lines["layer"].to_numpy(dtype=object), use_na_sentinel=False)
     key = project_code.astype(np.int64) * (int(layer_code.max()) + 1) + layer_code
-    order = np.lexsort((month, key))
-    key, month = key[order], month[order]
-    new_series = np.empty(len(key), dtype=bool)
-    new_series[0] = True
-    np.not_equal(key[1:], key[:-1], out=new_series[1:])
-    if np.any(~new_series[1:] & (month[1:] == month[:-1])):
-        raise ValueError("two lines for the same project, layer and month")
-    series = np.cumsum(new_series) - 1  # the series of each (sorted) line
-    starts = np.flatnonzero(new_series)
-    ends = np.append(starts[1:], len(key)) - 1
-    first = month[starts]
-    width = month[ends] - first + 1
-    offset = month - first[series]
+    order, series, starts, first, width, offset = _month_runs(
+        key, lines["month"].to_numpy(dtype=np.int64), "lines for the same project, layer and month"
+    )
     out = pd.DataFrame({c: lines[c].to_numpy(dtype=object)[order[starts]] for c in ("project_ref", "layer")})
     for column in ("practice", "legal_entity", "currency"):
         values = lines[column].to_numpy(dtype=object)[order]
@@ -160,6 +148,60 @@ def line_series(lines: pd.DataFrame) -> pd.DataFrame:
         )
     out["reporting_amount_minor"] = own_reporting
     return out[SERIES_COLUMNS]
+
+
+def _month_runs(key: Any, month: Any, duplicate: str) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """Group rows by ``key`` into runs of months: the sort order, each sorted row's run, the
+    runs' first rows, first months and widths (first to last month), each row's offset in its run."""
+    import numpy as np
+
+    order = np.lexsort((month, key))
+    key, month = key[order], month[order]
+    new_run = np.empty(len(key), dtype=bool)
+    new_run[0] = True
+    np.not_equal(key[1:], key[:-1], out=new_run[1:])
+    if np.any(~new_run[1:] & (month[1:] == month[:-1])):
+        raise ValueError(f"two {duplicate}")
+    run = np.cumsum(new_run) - 1
+    starts = np.flatnonzero(new_run)
+    ends = np.append(starts[1:], len(key)) - 1
+    first = month[starts]
+    return order, run, starts, first, month[ends] - first + 1, month - first[run]
+
+
+CAPACITY_SERIES_COLUMNS = ["user_ref", "first_month", "scheduled_centi", "available_centi"]
+
+
+def capacity_series(capacity: pd.DataFrame) -> pd.DataFrame:
+    """The capacity check as ``forecast.capacity_series`` rows: one per person, with scheduled
+    and available centi-hours per month from ``first_month`` as array literals. The view
+    ``forecast.capacity`` derives ``over_allocated`` (scheduled > available), so a row whose flag
+    says otherwise is refused."""
+    import numpy as np
+    import pandas as pd
+
+    if not len(capacity):
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in CAPACITY_SERIES_COLUMNS}).astype(
+            {"first_month": "int64"}
+        )
+    scheduled = capacity["scheduled_centi"].to_numpy(dtype=np.int64)
+    available = capacity["available_centi"].to_numpy(dtype=np.int64)
+    if not np.array_equal(capacity["over_allocated"].to_numpy(dtype=bool), scheduled > available):
+        raise ValueError("over_allocated must be scheduled > available")
+    user_code, users = pd.factorize(capacity["user_ref"].to_numpy(dtype=object), use_na_sentinel=False)
+    order, run, starts, first, width, offset = _month_runs(
+        user_code.astype(np.int64),
+        capacity["month"].to_numpy(dtype=np.int64),
+        "capacity rows for the same person and month",
+    )
+    return pd.DataFrame(
+        {
+            "user_ref": np.asarray(users, dtype=object)[user_code[order[starts]]],
+            "first_month": first,
+            "scheduled_centi": _array_literals(scheduled[order], run, offset, width),
+            "available_centi": _array_literals(available[order], run, offset, width),
+        }
+    )
 
 
 def _array_literals(values: Any, series: Any, offset: Any, width: Any) -> Any:

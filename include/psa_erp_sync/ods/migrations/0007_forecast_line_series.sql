@@ -9,6 +9,9 @@
 -- (forecast.monthly, forecast.rollup, forecast.forecast_vs_actual, the per-record trace, the planning
 -- push, the chart) keep working. The existing rows are moved, not dropped.
 --
+-- forecast.capacity becomes forecast.capacity_series (one row per snapshot x person, months as
+-- arrays) behind a view of the same name and columns, for the same reason.
+--
 -- The per-row foreign keys of the snapshot children (line, contract_balance, capacity) become one
 -- statement-level check per INSERT: every inserted row must name an existing snapshot. The store
 -- writes a snapshot's header and its rows in one transaction, so the header commits with them.
@@ -148,6 +151,70 @@ ALTER TABLE forecast.contract_balance DROP CONSTRAINT contract_balance_snapshot_
 CREATE TRIGGER contract_balance_snapshot_exists AFTER INSERT ON forecast.contract_balance
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION forecast.check_snapshot_exists();
 
-ALTER TABLE forecast.capacity DROP CONSTRAINT capacity_snapshot_id_fkey;
-CREATE TRIGGER capacity_snapshot_exists AFTER INSERT ON forecast.capacity
+-- The capacity check, compact the same way: one row per snapshot x person with the monthly
+-- scheduled and available hours as arrays; the view forecast.capacity gives the old rows and
+-- derives over_allocated (scheduled > available), which is how the model sets it.
+CREATE TABLE forecast.capacity_series (
+    snapshot_id      text     NOT NULL,
+    user_ref         text     NOT NULL,
+    first_month      date     NOT NULL CHECK (extract(day FROM first_month) = 1),
+    scheduled_centi  bigint[] NOT NULL,        -- hundredths of an hour; NULL element: no row that month
+    available_centi  bigint[] NOT NULL,
+    PRIMARY KEY (snapshot_id, user_ref),
+    CHECK (array_ndims(scheduled_centi) = 1 AND array_lower(scheduled_centi, 1) = 1),
+    CHECK (array_ndims(available_centi) = 1 AND array_lower(available_centi, 1) = 1
+           AND cardinality(available_centi) = cardinality(scheduled_centi))
+);
+COMMENT ON TABLE forecast.capacity_series IS 'Capacity check, compact: scheduled and available hours per person and month from first_month, as arrays. Read through the view forecast.capacity.';
+
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM forecast.capacity WHERE over_allocated <> (scheduled_centi > available_centi)) THEN
+        RAISE EXCEPTION 'forecast.capacity: over_allocated differs from scheduled > available; not moved';
+    END IF;
+END;
+$$;
+
+INSERT INTO forecast.capacity_series (snapshot_id, user_ref, first_month, scheduled_centi, available_centi)
+SELECT k.snapshot_id, k.user_ref, k.first_month,
+       array_agg(c.scheduled_centi ORDER BY m.i), array_agg(c.available_centi ORDER BY m.i)
+FROM (
+    SELECT snapshot_id, user_ref, min(month) AS first_month, max(month) AS last_month
+    FROM forecast.capacity
+    GROUP BY snapshot_id, user_ref
+) k
+CROSS JOIN LATERAL generate_series(
+    0, (extract(year FROM age(k.last_month, k.first_month)) * 12 + extract(month FROM age(k.last_month, k.first_month)))::int
+) AS m(i)
+LEFT JOIN forecast.capacity c
+       ON c.snapshot_id = k.snapshot_id AND c.user_ref = k.user_ref
+      AND c.month = (k.first_month + make_interval(months => m.i))::date
+GROUP BY k.snapshot_id, k.user_ref, k.first_month;
+
+DO $$
+BEGIN
+    IF (SELECT count(*) FROM forecast.capacity)
+       <> (SELECT count(*) FROM forecast.capacity_series s, unnest(s.scheduled_centi) AS a WHERE a IS NOT NULL) THEN
+        RAISE EXCEPTION 'forecast.capacity -> forecast.capacity_series: row counts differ';
+    END IF;
+END;
+$$;
+
+DROP TABLE forecast.capacity;
+
+CREATE VIEW forecast.capacity AS
+SELECT s.snapshot_id, s.user_ref,
+       (s.first_month + make_interval(months => (u.i - 1)::int))::date AS month,
+       u.scheduled_centi, u.available_centi, u.scheduled_centi > u.available_centi AS over_allocated
+FROM forecast.capacity_series s
+CROSS JOIN LATERAL unnest(s.scheduled_centi, s.available_centi)
+    WITH ORDINALITY AS u(scheduled_centi, available_centi, i)
+WHERE u.scheduled_centi IS NOT NULL;
+COMMENT ON VIEW forecast.capacity IS 'Scheduled vs available hours per person and month at snapshot time (one row per month, from forecast.capacity_series).';
+
+CREATE TRIGGER capacity_series_immutable BEFORE UPDATE OR DELETE ON forecast.capacity_series
+    FOR EACH ROW EXECUTE FUNCTION forecast.refuse_change();
+CREATE TRIGGER capacity_immutable INSTEAD OF UPDATE OR DELETE ON forecast.capacity
+    FOR EACH ROW EXECUTE FUNCTION forecast.refuse_change();
+CREATE TRIGGER capacity_series_snapshot_exists AFTER INSERT ON forecast.capacity_series
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION forecast.check_snapshot_exists();
