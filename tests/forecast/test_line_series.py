@@ -273,6 +273,32 @@ def test_rewriting_the_same_snapshot_writes_nothing(clean_ods: str) -> None:
     assert counts == (1, SERIES_ROWS, 2)
 
 
+@pg
+def test_scenarios_written_in_parallel_each_whole_and_only_once(clean_ods: str) -> None:
+    versions = {"t": "parallel"}
+    results = [_result(HAND_LINES, scenario) for scenario in ("base", "best", "worst")]
+    results[2] = _result(HAND_LINES[:4], "worst")
+    ids = {r.scenario: store.snapshot_id(r.scenario, AS_OF, versions) for r in results}
+
+    def write_all() -> dict[str, bool]:
+        with psycopg.connect(clean_ods) as conn:
+            return store.write_snapshots(
+                conn, results, snap_ids=ids, run_id="run-p", data_versions=versions, reporting_currency="USD"
+            )
+
+    assert write_all() == {"base": True, "best": True, "worst": True}
+    assert write_all() == {"base": False, "best": False, "worst": False}
+    with psycopg.connect(clean_ods) as conn:
+        for result in results:
+            rows = conn.execute(_VIEW_ROWS, (ids[result.scenario],)).fetchall()
+            assert rows == sorted(tuple(r.values()) for r in store.read_lines(conn, ids[result.scenario]))
+            assert rows == _expected(HAND_LINES[:4] if result.scenario == "worst" else HAND_LINES)
+        assert conn.execute("SELECT count(*), count(DISTINCT run_id) FROM forecast.snapshot").fetchone() == (
+            3,
+            1,
+        )
+
+
 # --- the migration moves lines stored before it ---------------------------------------------
 
 

@@ -95,7 +95,9 @@ def synthetic_inputs(projects: int, months: int, as_of: date, seed: int = 1) -> 
     return model.ForecastInputs(as_of, project_frame, actuals, schedule, capacity, milestones, opportunities)
 
 
-def run(projects: int = 50_000, months: int = 12, dsn: str | None = None) -> dict[str, Any]:
+def run(
+    projects: int = 50_000, months: int = 12, dsn: str | None = None, *, parallel: bool = True
+) -> dict[str, Any]:
     """Time a refresh of ``projects`` x ``months``: the three scenarios computed and, with ``dsn``
     (a migrated ODS), durably written as snapshots. The refresh figure is the wall time of both in
     one run; compute-only and write-only are reported next to it. Without ``dsn`` the refresh is
@@ -117,49 +119,42 @@ def run(projects: int = 50_000, months: int = 12, dsn: str | None = None) -> dic
     rerun_s: float | None = None
     written: list[bool] = []
     series_rows: int | None = None
+    capacity_series_rows: int | None = None
     t0 = time.perf_counter()
     results = model.compute_scenarios(inputs, settings, SCENARIOS)
     compute_s = time.perf_counter() - t0
     if dsn is not None:
         with psycopg.connect(dsn) as conn:
             w0 = time.perf_counter()
-            for result in results:
-                snap = store.snapshot_id(result.scenario, as_of, versions)
-                written.append(
-                    store.write_snapshot(
-                        conn,
-                        result,
-                        snap_id=snap,
-                        run_id="bench",
-                        data_versions=versions,
-                        reporting_currency=settings.reporting_currency,
-                    )
-                )
+            snap_ids = {r.scenario: store.snapshot_id(r.scenario, as_of, versions) for r in results}
+            written = list(
+                store.write_snapshots(
+                    conn, results, snap_ids=snap_ids, run_id="bench", data_versions=versions,
+                    reporting_currency=settings.reporting_currency, parallel=parallel,
+                ).values()
+            )  # fmt: skip
             write_s = time.perf_counter() - w0
     refresh_s = time.perf_counter() - t0
     if dsn is not None:
         with psycopg.connect(dsn) as conn:
             # Idempotency: the same scenario, as-of and data versions write nothing.
             r0 = time.perf_counter()
-            again = [
-                store.write_snapshot(
-                    conn,
-                    result,
-                    snap_id=store.snapshot_id(result.scenario, as_of, versions),
-                    run_id="bench-again",
-                    data_versions=versions,
-                    reporting_currency=settings.reporting_currency,
-                )
-                for result in results
-            ]
+            again = store.write_snapshots(
+                conn, results, snap_ids=snap_ids, run_id="bench-again", data_versions=versions,
+                reporting_currency=settings.reporting_currency, parallel=parallel,
+            ).values()  # fmt: skip
             rerun_s = time.perf_counter() - r0
             if any(again):
                 raise RuntimeError("re-running the refresh on unchanged inputs wrote a snapshot")
-            ids = [store.snapshot_id(r.scenario, as_of, versions) for r in results]
+            ids = list(snap_ids.values())
             row = conn.execute(
                 "SELECT count(*) FROM forecast.line_series WHERE snapshot_id = ANY(%s)", (ids,)
             ).fetchone()
             series_rows = int(row[0]) if row else 0
+            row = conn.execute(
+                "SELECT count(*) FROM forecast.capacity_series WHERE snapshot_id = ANY(%s)", (ids,)
+            ).fetchone()
+            capacity_series_rows = int(row[0]) if row else 0
     s0 = time.perf_counter()
     model.compute(inputs, settings, "base")
     compute_base_s = time.perf_counter() - s0
@@ -173,14 +168,19 @@ def run(projects: int = 50_000, months: int = 12, dsn: str | None = None) -> dic
             "lines_per_scenario": [len(r.lines) for r in results],
             "line_series_rows_3_scenarios": series_rows,
             "capacity_rows_per_scenario": [len(r.capacity) for r in results],
+            "capacity_series_rows_3_scenarios": capacity_series_rows,
             "engine": "pandas/numpy int64 (DuckDB and polars not installed; not measured)",
-            "storage": "forecast.line_series (bigint[] per snapshot x project x layer), CSV COPY, one transaction per snapshot",
+            "storage": (
+                "forecast.line_series (bigint[] per snapshot x project x layer) and forecast.capacity_series "
+                "(per snapshot x person), CSV COPY, one transaction per snapshot"
+            ),
             "generate_inputs_s": round(generate_s, 2),
             "compute_base_only_s": round(compute_base_s, 2),
             "compute_3_scenarios_s": round(compute_s, 2),
             "write_3_snapshots_s": round(write_s, 2) if write_s is not None else None,
             "rerun_unchanged_s": round(rerun_s, 2) if rerun_s is not None else None,
             "written": written,
+            "parallel_writes": parallel,
             "refresh_s": round(refresh_s, 2),
             "target_s": TARGET_SECONDS,
             "includes_db_write": write_s is not None,
@@ -203,16 +203,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compute-only", action="store_true", help="no database: time the model only (target not met)"
     )
+    parser.add_argument(
+        "--sequential-writes",
+        action="store_true",
+        help="write the snapshots one after the other on one connection",
+    )
     args = parser.parse_args(argv)
+    parallel = not args.sequential_writes
     if args.compute_only:
-        result = run(args.projects, args.months, None)
+        result = run(args.projects, args.months, None, parallel=parallel)
     elif args.dsn:
-        result = run(args.projects, args.months, args.dsn)
+        result = run(args.projects, args.months, args.dsn, parallel=parallel)
     else:
         from psa_erp_sync.devenv.stack import Stack
 
         with Stack(database="psa_erp_sync_bench_forecast", fresh=True) as stack:
-            result = run(args.projects, args.months, stack.start_postgres())
+            result = run(args.projects, args.months, stack.start_postgres(), parallel=parallel)
     print(json.dumps(result, indent=2))
     return 0
 

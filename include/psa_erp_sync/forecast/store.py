@@ -55,6 +55,44 @@ def exists(conn: psycopg.Connection, snap_id: str) -> bool:
     )
 
 
+def write_snapshots(
+    conn: psycopg.Connection,
+    results: list[model.ForecastResult],
+    *,
+    snap_ids: dict[str, str],
+    run_id: str,
+    data_versions: dict[str, str],
+    reporting_currency: str,
+    parallel: bool = True,
+) -> dict[str, bool]:
+    """Write each scenario's snapshot once (see :func:`write_snapshot`); scenario -> written now.
+
+    With ``parallel`` and more than one snapshot, each is written on its own connection to the
+    same database (opened from ``conn``'s parameters), in its own thread and transaction: the
+    server parses and indexes one snapshot while Python prepares the next. Each snapshot still
+    commits with all its rows or not at all; a failure in one leaves the others written, and a
+    re-run writes only the missing ones."""
+    import psycopg
+
+    def one(result: model.ForecastResult, target: psycopg.Connection) -> bool:
+        return write_snapshot(
+            target, result, snap_id=snap_ids[result.scenario], run_id=run_id, data_versions=data_versions,
+            reporting_currency=reporting_currency,
+        )  # fmt: skip
+
+    if not parallel or len(results) < 2:
+        return {r.scenario: one(r, conn) for r in results}
+    from concurrent.futures import ThreadPoolExecutor
+
+    def own(result: model.ForecastResult) -> bool:
+        with psycopg.connect(conn.info.dsn, password=conn.info.password) as target:
+            return one(result, target)
+
+    with ThreadPoolExecutor(max_workers=len(results), thread_name_prefix="forecast-write") as pool:
+        written = list(pool.map(own, results))
+    return {r.scenario: w for r, w in zip(results, written, strict=True)}
+
+
 def write_snapshot(
     conn: psycopg.Connection,
     result: model.ForecastResult,
@@ -66,6 +104,8 @@ def write_snapshot(
 ) -> bool:
     """Write the snapshot once; True if written now, False if it already existed (no change)."""
     with conn.transaction():
+        if exists(conn, snap_id):
+            return False  # written before: nothing to hash or write
         inserted = conn.execute(
             "INSERT INTO forecast.snapshot (snapshot_id, scenario, as_of, run_id, data_versions, "
             "reporting_currency, version, content_hash, line_count, totals) "
