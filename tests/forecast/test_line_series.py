@@ -274,8 +274,9 @@ def test_rewriting_the_same_snapshot_writes_nothing(clean_ods: str) -> None:
 
 
 @pg
-def test_scenarios_written_in_parallel_each_whole_and_only_once(clean_ods: str) -> None:
-    versions = {"t": "parallel"}
+@pytest.mark.parametrize("parallel", [False, True], ids=["one-connection", "parallel-connections"])
+def test_scenarios_written_each_whole_and_only_once(clean_ods: str, parallel: bool) -> None:
+    versions = {"t": f"parallel={parallel}"}
     results = [_result(HAND_LINES, scenario) for scenario in ("base", "best", "worst")]
     results[2] = _result(HAND_LINES[:4], "worst")
     ids = {r.scenario: store.snapshot_id(r.scenario, AS_OF, versions) for r in results}
@@ -283,8 +284,9 @@ def test_scenarios_written_in_parallel_each_whole_and_only_once(clean_ods: str) 
     def write_all() -> dict[str, bool]:
         with psycopg.connect(clean_ods) as conn:
             return store.write_snapshots(
-                conn, results, snap_ids=ids, run_id="run-p", data_versions=versions, reporting_currency="USD"
-            )
+                conn, results, snap_ids=ids, run_id="run-p", data_versions=versions, reporting_currency="USD",
+                parallel=parallel,
+            )  # fmt: skip
 
     assert write_all() == {"base": True, "best": True, "worst": True}
     assert write_all() == {"base": False, "best": False, "worst": False}

@@ -55,15 +55,7 @@ def refresh(
     planning: PlanningClient | None = None,
     chart_dir: Path | None = None,
     scenarios: tuple[str, ...] = SCENARIOS,
-    parallel_writes: bool = True,
 ) -> RefreshOutcome:
-    """One refresh. With ``parallel_writes`` the scenarios' snapshots are written on their own
-    connections at once (:func:`store.write_snapshots`), each committed with all its rows; if the
-    caller has a transaction open on ``conn``, they are written in it, one after the other."""
-    import psycopg
-
-    # Other connections can only write in parallel if the caller left nothing uncommitted here.
-    parallel_writes = parallel_writes and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     versions = forecast_inputs.data_versions(conn, settings)
     outcome = RefreshOutcome(as_of=as_of, data_versions=versions)
     todo: dict[str, str] = {}
@@ -89,15 +81,12 @@ def refresh(
         loaded = forecast_inputs.load_inputs(conn, as_of=as_of, settings=settings, prior_snapshot_id=None)
         prior_ids = {s: forecast_inputs.previous_snapshot(conn, s, snap_id) for s, snap_id in todo.items()}
         priors = {s: _prior(conn, prior_id) for s, prior_id in prior_ids.items()}
-        results = model.compute_scenarios(loaded, settings, tuple(todo), priors)
-        if parallel_writes:
-            conn.commit()  # ends this refresh's own read-only transaction
-        written_now = store.write_snapshots(
-            conn, results, snap_ids=todo, run_id=run_id, data_versions=versions,
-            reporting_currency=settings.reporting_currency, parallel=parallel_writes,
-        )  # fmt: skip
-        for result in results:
-            snap_id, written = todo[result.scenario], written_now[result.scenario]
+        for result in model.compute_scenarios(loaded, settings, tuple(todo), priors):
+            snap_id = todo[result.scenario]
+            written = store.write_snapshot(
+                conn, result, snap_id=snap_id, run_id=run_id, data_versions=versions,
+                reporting_currency=settings.reporting_currency,
+            )  # fmt: skip
             outcome.snapshots[result.scenario] = {
                 "snapshot_id": snap_id, "written": written, "lines": len(result.lines), "totals": result.totals,
                 "previous_snapshot_id": prior_ids[result.scenario],
