@@ -347,7 +347,7 @@ def test_migration_moves_the_existing_lines(db_before_0007: str) -> None:
                 [(snap, p, pr, le, layer, model.month_start(m), cur_, a, r) for p, pr, le, layer, m, cur_, a, r in HAND_LINES],
             )  # fmt: skip
         conn.commit()
-    assert migrate.apply(db_before_0007) == ["0007_forecast_line_series.sql"]
+    assert migrate.apply(db_before_0007)[0] == "0007_forecast_line_series.sql"
     with psycopg.connect(db_before_0007) as conn:
         assert conn.execute(_VIEW_ROWS, (snap,)).fetchall() == _expected(HAND_LINES)
         assert conn.execute(

@@ -41,7 +41,7 @@ def test_lineage_on_start_names_inputs_and_outputs() -> None:
     # actuals are the ERP's postings (read through the reconciled ledger)
     assert ("https://1234.suitetalk.api.netsuite.com", "/services/rest/record/v1/timebill") in inputs
     outputs = _names(start.outputs)
-    assert (ODS, "ods.forecast.snapshot") in outputs and (ODS, "ods.forecast.line") in outputs
+    assert (ODS, "ods.forecast.snapshot") in outputs and (ODS, "ods.forecast.line_series") in outputs
     assert ("https://plan.example.com", "/api/v1/snapshots") in outputs
     assert start.run_facets == {}
 

@@ -35,6 +35,9 @@ def test_every_reason_code_has_a_documented_fix() -> None:
         "JOB_MISSING_IN_ERP",
         "PSA_CLIENT_UNMAPPED",
         "PROVISIONING_REJECTED",
+        "PSA_PROJECT_MISSING",
+        "PSA_PROJECT_INVALID",
+        "PSA_CURRENCY_MISMATCH",
     }
     assert raised <= set(codes), raised - set(codes)
     assert all(len(code.fix) > 20 for code in codes.values())

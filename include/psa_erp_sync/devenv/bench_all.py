@@ -2,7 +2,7 @@
 
 - ``posting``: ``python -m psa_erp_sync.devenv.bench`` (extract -> stage -> validate -> post, with
   same-run baselines: bare COPY, pandas ``to_sql``, dlt, the ERP's raw capacity);
-- ``forecast``: ``python -m psa_erp_sync.devenv.bench_forecast --with-db`` (50,000 projects x 12
+- ``forecast``: ``python -m psa_erp_sync.devenv.bench_forecast`` (50,000 projects x 12
   months, computed and written to PostgreSQL);
 - ``stream``: ``python -m psa_erp_sync.devenv.bench_stream`` (webhook accepted -> ERP posting
   confirmed, with a real API server, scheduler, triggerer and DAG processor).
@@ -24,7 +24,7 @@ from typing import Any
 
 BENCHES: dict[str, list[str]] = {
     "posting": ["-m", "psa_erp_sync.devenv.bench"],
-    "forecast": ["-m", "psa_erp_sync.devenv.bench_forecast", "--with-db"],
+    "forecast": ["-m", "psa_erp_sync.devenv.bench_forecast"],
     "stream": ["-m", "psa_erp_sync.devenv.bench_stream"],
 }
 

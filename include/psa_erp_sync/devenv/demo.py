@@ -241,10 +241,15 @@ def domains_summary(dsn: str) -> dict[str, Any]:
         }  # fmt: skip
         leakage = rows(
             conn,
-            "SELECT leaked_count, amounts, jobs_missing FROM master.leakage_run ORDER BY recorded_at DESC LIMIT 1",
+            "SELECT leaked_count, amounts, jobs_missing, psa_leaked_count, psa_amounts FROM master.leakage_run"
+            " ORDER BY recorded_at DESC LIMIT 1",
         )
         if leakage:
-            out["revenue_leakage"] = {"change_orders": leakage[0][0], "amounts": leakage[0][1], "won_without_erp_job": leakage[0][2]}  # fmt: skip
+            out["revenue_leakage"] = {
+                "crm_change_orders_missing_in_erp": leakage[0][0], "crm_amounts": leakage[0][1],
+                "won_without_erp_job": leakage[0][2], "psa_budgets_above_erp": leakage[0][3],
+                "psa_amounts": leakage[0][4],
+            }  # fmt: skip
         snapshots = rows(
             conn,
             "SELECT s.scenario, s.snapshot_id, s.as_of::text, s.reporting_currency,"

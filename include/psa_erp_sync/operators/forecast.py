@@ -13,7 +13,12 @@ from psa_erp_sync.operators.base import LineageReportingOperator
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-SNAPSHOT_TABLES = ("snapshot", "line", "contract_balance", "capacity")
+SNAPSHOT_TABLES = (
+    "snapshot",
+    "line_series",
+    "contract_balance",
+    "capacity_series",
+)  # written (line, capacity: views)
 
 
 def default_chart_dir() -> Path:
