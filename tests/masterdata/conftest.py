@@ -4,6 +4,7 @@ simulators over loopback, and a small hand-made ERP master data set with deliber
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import psycopg
@@ -12,6 +13,7 @@ import pytest
 from tests.conftest import RunningSimulator
 
 HOSTILE_NAME = "O'Brien'); DROP TABLE record;--"
+TODAY = date(2026, 11, 9)
 UNICODE_NAME = "Ünïcødé Ståhl 株式会社 Ltd"
 
 
@@ -96,3 +98,21 @@ MASTER = {
 def erp_master(erp_sim: RunningSimulator) -> dict[str, Any]:
     erp_sim.admin("POST", "/seed", json=MASTER)
     return MASTER
+
+
+def seeded_firm(
+    psa_sim: RunningSimulator, erp_sim: RunningSimulator, crm_sim: RunningSimulator, **spec: Any
+) -> Any:
+    """A small generated firm loaded into the PSA, ERP and CRM simulators (no resource schedule)."""
+    from simulators.firm.generator import FirmSpec, generate_firm
+    from simulators.firm.load import load_firm
+
+    firm = generate_firm(FirmSpec(consultants=6, opportunities=3, today=TODAY, **spec))
+    load_firm(
+        firm,
+        psa_url=psa_sim.base_url,
+        erp_url=erp_sim.base_url,
+        crm_url=crm_sim.base_url,
+        include_schedule=False,
+    )
+    return firm

@@ -15,6 +15,7 @@ import pytest
 
 from psa_erp_sync.masterdata import change_orders
 from tests.conftest import RunningSimulator
+from tests.masterdata.conftest import seeded_firm
 
 pytestmark = pytest.mark.integration
 
@@ -25,19 +26,7 @@ TODAY = date(2026, 11, 9)
 def world(
     erp_sim: RunningSimulator, psa_sim: RunningSimulator, crm_sim: RunningSimulator, clean_master: str
 ) -> dict[str, Any]:
-    from simulators.firm.generator import FirmSpec, generate_firm
-    from simulators.firm.load import load_firm
-
-    firm = generate_firm(
-        FirmSpec(seed=11, consultants=6, customers=12, projects=40, opportunities=3, today=TODAY)
-    )
-    load_firm(
-        firm,
-        psa_url=psa_sim.base_url,
-        erp_url=erp_sim.base_url,
-        crm_url=crm_sim.base_url,
-        include_schedule=False,
-    )
+    firm = seeded_firm(psa_sim, erp_sim, crm_sim, seed=11, customers=12, projects=40)
     return {"firm": firm, "dsn": clean_master, "crm": crm_sim}
 
 

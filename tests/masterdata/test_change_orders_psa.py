@@ -15,7 +15,7 @@ import pytest
 from psa_erp_sync.masterdata import change_orders, setup
 from psa_erp_sync.masterdata.validation import Candidate, ErpLookup, record_verdicts, validate_batch
 from tests.conftest import RunningSimulator
-from tests.masterdata.conftest import HOSTILE_NAME, UNICODE_NAME
+from tests.masterdata.conftest import HOSTILE_NAME, UNICODE_NAME, seeded_firm
 
 pytestmark = pytest.mark.integration
 
@@ -26,19 +26,7 @@ TODAY = date(2026, 11, 9)
 def world(
     erp_sim: RunningSimulator, psa_sim: RunningSimulator, crm_sim: RunningSimulator, clean_master: str
 ) -> dict[str, Any]:
-    from simulators.firm.generator import FirmSpec, generate_firm
-    from simulators.firm.load import load_firm
-
-    firm = generate_firm(
-        FirmSpec(seed=7, consultants=6, customers=8, projects=12, opportunities=3, today=TODAY)
-    )
-    load_firm(
-        firm,
-        psa_url=psa_sim.base_url,
-        erp_url=erp_sim.base_url,
-        crm_url=crm_sim.base_url,
-        include_schedule=False,
-    )
+    firm = seeded_firm(psa_sim, erp_sim, crm_sim, seed=7, customers=8, projects=12)
     bad = set(firm.master_dirt["erp.customer_inactive"]) | set(firm.master_dirt["erp.customer_unknown"])
     good = next(
         a for a in firm.crm["accounts"] if int(a["erp_customer_external_id"].split("-")[-1]) not in bad
