@@ -40,7 +40,7 @@ airflow: install
 
 ## make bench: performance figures as JSON
 bench: install
-	$(BIN)/python -m psa_erp_sync.devenv.bench_all
+	@$(BIN)/python -m psa_erp_sync.devenv.bench_all
 
 ## make contracts: re-export the canonical JSON Schemas after a deliberate model change
 contracts: install
