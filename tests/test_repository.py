@@ -35,6 +35,8 @@ def test_docker_compose_parses_and_wires_every_component() -> None:
     env = services["airflow-scheduler"]["environment"]
     for conn in ("ODS", "PSA", "CRM", "ERP", "PLANNING"):
         assert f"AIRFLOW_CONN_{conn}_DEFAULT" in env
+    for conn in ("PSA", "ERP"):  # the webhook ingress's signing secrets, never in the file itself
+        assert "${" in env[f"AIRFLOW_CONN_{conn}_WEBHOOK"]
     assert '"type": "http"' in env["AIRFLOW__OPENLINEAGE__TRANSPORT"]
     # Every Airflow component must share the same secrets (Airflow 3 fails otherwise).
     assert env["AIRFLOW__API_AUTH__JWT_SECRET"].startswith("${")
