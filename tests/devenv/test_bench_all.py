@@ -25,3 +25,19 @@ def test_targets_are_normalised() -> None:
     }  # fmt: skip
     stream = {"end_to_end_s": {"p95": 1.9}, "goal_p95_s": 5.0, "goal_met": True}
     assert targets_of("stream", stream)["stream.end_to_end_p95_s"]["met"] is True
+
+
+def test_stream_latency_table_lists_every_stage() -> None:
+    from psa_erp_sync.devenv.bench_stream import latency_table
+
+    figures = {
+        "ingress_roundtrip_s": {"p50": 0.002, "p95": 0.003, "p99": 0.004},
+        "stages_s": {"trigger_detection": {"p50": 0.5, "p95": 0.97, "p99": 1.0}, "posting": {"p50": 0.05}},
+        "end_to_end_s": {"p50": 0.66, "p95": 1.5, "p99": 1.84},
+        "events_measured": 521, "goal_p95_s": 5.0, "goal_met": True,
+    }  # fmt: skip
+    table = latency_table(figures)
+    for name in ("ingress round trip", "trigger_detection", "posting", "end to end"):
+        assert name in table
+    assert "1.5" in table and "goal p95 <= 5.0 s met: True" in table
+    assert table.splitlines()[-1].count("-") == 0 and "      -" in table  # missing p95/p99 shown as '-'

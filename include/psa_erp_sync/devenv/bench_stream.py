@@ -456,8 +456,29 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
     figures = run(events=args.events, rate=args.rate, consultants=args.consultants, port=args.port)
+    sys.stderr.write(latency_table(figures))
     print(json.dumps(figures, indent=2, default=str))
     return 0
+
+
+def latency_table(figures: dict[str, Any]) -> str:
+    """The breakdown as a text table: webhook accepted -> ERP posting confirmed, per stage."""
+    lines = [f"\n{'stage (s)':<28}{'p50':>8}{'p95':>8}{'p99':>8}"]
+    rows = [
+        ("ingress round trip", figures.get("ingress_roundtrip_s", {})),
+        *figures.get("stages_s", {}).items(),
+        ("end to end", figures.get("end_to_end_s", {})),
+    ]
+    for name, stats in rows:
+        cells = "".join(
+            f"{stats.get(q) if stats.get(q) is not None else '-':>8}" for q in ("p50", "p95", "p99")
+        )
+        lines.append(f"{name:<28}{cells}")
+    lines.append(
+        f"events measured: {figures.get('events_measured')}; goal p95 <= {figures.get('goal_p95_s')} s met: "
+        f"{figures.get('goal_met')}\n"
+    )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
