@@ -143,6 +143,10 @@ def test_dags_emit_spec_valid_events_forming_the_psa_to_planning_graph(
     svg = (tmp_path / "pictures" / "lineage.svg").read_text()
     assert "time_expense_posting.post_timebills" in svg and "/v2/time_entries" in svg
     assert (tmp_path / "pictures" / "lineage.png").stat().st_size > 10_000
+    chain_svg = (tmp_path / "pictures" / "lineage-chain.svg").read_text()
+    for name in ("/v2/time_entries", "staging.raw_record", "canonical.time_entry", "/services/rest/record/v1/timebill",
+                 "forecast.snapshot", "/api/v1/snapshots", "revenue_forecast_refresh.refresh_forecast"):  # fmt: skip
+        assert name in chain_svg, name
 
     # The trace of a posted entry names the forecast snapshots that used it, with their lineage run.
     import psycopg

@@ -391,7 +391,8 @@ def write_report(report: dict[str, Any], directory: Path) -> Path:
             f"- PSA time entries -> planning snapshots: "
             f"{' -> '.join(paths['psa_to_planning']) if paths['psa_to_planning'] else 'NOT CONNECTED'}",
             f"- picture: [lineage.html]({lineage['pictures']['html']}) ([svg]({lineage['pictures']['svg']}),"
-            f" [mermaid]({lineage['pictures']['mermaid']}))",
+            f" [mermaid]({lineage['pictures']['mermaid']}), [png]({lineage['pictures']['png']}));"
+            f" the PSA -> planning chain alone: [png]({lineage['pictures'].get('chain_png')})",
         ]
     for label, text in report.get("trace_examples", {}).items():
         lines += ["", f"### Trace of a {label} time entry (`python -m psa_erp_sync.trace psa <id>`)", "", "```",

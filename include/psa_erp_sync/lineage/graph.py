@@ -19,7 +19,7 @@ import html
 import json
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,6 +258,38 @@ def _columns(graph: LineageGraph) -> dict[Node, int]:
     return column
 
 
+def _longest_columns(graph: LineageGraph) -> dict[Node, int]:
+    """Column of each node: the longest path to it once the edges that close a cycle (a job reading
+    back a table it writes) are set aside, so data flows left to right. For small graphs (a chain):
+    on the whole run's graph the chains get too long to read."""
+    succ = graph.successors()
+    forward: dict[Node, list[Node]] = {n: [] for n in graph.nodes}
+    state: dict[Node, int] = {}  # 1: on the DFS stack, 2: done
+    order: list[Node] = []
+    for root in sorted(graph.nodes):
+        if root in state:
+            continue
+        state[root] = 1
+        stack: list[tuple[Node, Iterator[Node]]] = [(root, iter(succ[root]))]
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                state[node] = 2
+                order.append(node)
+                stack.pop()
+            elif state.get(child) != 1:  # not a back edge
+                forward[node].append(child)
+                if child not in state:
+                    state[child] = 1
+                    stack.append((child, iter(succ[child])))
+    column = dict.fromkeys(graph.nodes, 0)
+    for node in reversed(order):  # a topological order of the forward edges
+        for child in forward[node]:
+            column[child] = max(column[child], column[node] + 1)
+    return column
+
+
 def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
@@ -267,8 +299,13 @@ def _label(node: Node) -> tuple[str, str]:
     return (name, "job") if kind == "job" else (name, namespace)
 
 
-def render_svg(graph: LineageGraph, *, title: str = "PSA -> ODS -> ERP -> forecast -> planning") -> str:
-    column = _columns(graph)
+def render_svg(
+    graph: LineageGraph,
+    *,
+    title: str = "PSA -> ODS -> ERP -> forecast -> planning",
+    columns: Callable[[LineageGraph], dict[Node, int]] = _columns,
+) -> str:
+    column = columns(graph)
     by_column: dict[int, list[Node]] = {}
     for node in sorted(graph.nodes, key=lambda n: (column[n], n[0], n[2])):
         by_column.setdefault(column[node], []).append(node)
@@ -314,8 +351,10 @@ def render_svg(graph: LineageGraph, *, title: str = "PSA -> ODS -> ERP -> foreca
     return "\n".join(parts)
 
 
-def _layout(graph: LineageGraph) -> dict[Node, tuple[int, int]]:
-    column = _columns(graph)
+def _layout(
+    graph: LineageGraph, columns: Callable[[LineageGraph], dict[Node, int]] = _columns
+) -> dict[Node, tuple[int, int]]:
+    column = columns(graph)
     rows: dict[int, int] = {}
     pos: dict[Node, tuple[int, int]] = {}
     for node in sorted(graph.nodes, key=lambda n: (column[n], n[0], n[2])):
@@ -324,7 +363,9 @@ def _layout(graph: LineageGraph) -> dict[Node, tuple[int, int]]:
     return pos
 
 
-def render_png(graph: LineageGraph, path: Path) -> None:
+def render_png(
+    graph: LineageGraph, path: Path, columns: Callable[[LineageGraph], dict[Node, int]] = _columns
+) -> None:
     """The same picture as :func:`render_svg`, as a PNG (matplotlib, no display needed)."""
     import matplotlib
 
@@ -332,10 +373,10 @@ def render_png(graph: LineageGraph, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-    pos = _layout(graph)
-    columns = max((c for c, _ in pos.values()), default=0) + 1
+    pos = _layout(graph, columns)
+    n_columns = max((c for c, _ in pos.values()), default=0) + 1
     rows = max((r for _, r in pos.values()), default=0) + 1
-    fig, ax = plt.subplots(figsize=(3.4 * columns, 0.62 * rows + 1))
+    fig, ax = plt.subplots(figsize=(3.4 * n_columns, 0.62 * rows + 1))
     box_w, box_h = 2.9, 0.44
     centre = {n: (c * 3.4, -r * 0.62) for n, (c, r) in pos.items()}
     for a, b in sorted(graph.edges):
@@ -359,7 +400,7 @@ def render_png(graph: LineageGraph, path: Path) -> None:
         )  # fmt: skip
         ax.text(x + 0.06, y + 0.29, _short(name, 42), fontsize=6.5, fontweight="bold", va="center")
         ax.text(x + 0.06, y + 0.11, _short(sub, 48), fontsize=5.5, color="#555", va="center")
-    ax.set_xlim(-0.2, columns * 3.4)
+    ax.set_xlim(-0.2, n_columns * 3.4)
     ax.set_ylim(-rows * 0.62, 0.8)
     ax.axis("off")
     ax.set_title(
@@ -381,12 +422,30 @@ def render_mermaid(graph: LineageGraph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_pictures(graph: LineageGraph, out: Path, summary: dict[str, Any]) -> dict[str, Path]:
+def write_pictures(
+    graph: LineageGraph, out: Path, summary: dict[str, Any], chain: list[Node] | None = None
+) -> dict[str, Path]:
+    """The whole graph (HTML with SVG, SVG, PNG, Mermaid) and, given the PSA -> planning chain, a
+    picture of that chain alone (every job and dataset on it and the edges between them)."""
     out.mkdir(parents=True, exist_ok=True)
     graph = graph.without_isolated()
+    chain_svg = ""
+    if chain:
+        paths_extra = {"chain_svg": out / "lineage-chain.svg", "chain_png": out / "lineage-chain.png"}
+        members = set(chain)
+        sub = LineageGraph(
+            edges={(a, b) for a, b in graph.edges if a in members and b in members}, nodes=members
+        )
+        chain_svg = render_svg(
+            sub, title="PSA time entries -> ODS -> ERP -> forecast -> planning", columns=_longest_columns
+        )
+        (out / "lineage-chain.svg").write_text(chain_svg, encoding="utf-8")
+        render_png(sub, out / "lineage-chain.png", _longest_columns)
     svg = render_svg(graph)
     paths = {"svg": out / "lineage.svg", "html": out / "lineage.html", "mermaid": out / "lineage.mmd",
              "png": out / "lineage.png"}  # fmt: skip
+    if chain:
+        paths.update(paths_extra)
     paths["svg"].write_text(svg, encoding="utf-8")
     render_png(graph, paths["png"])
     paths["mermaid"].write_text(render_mermaid(graph), encoding="utf-8")
@@ -394,6 +453,7 @@ def write_pictures(graph: LineageGraph, out: Path, summary: dict[str, Any]) -> d
         "<!doctype html><html><head><meta charset='utf-8'><title>psa-erp-sync lineage</title></head><body>"
         "<h1>Lineage of the demo run</h1><p>Rounded boxes are jobs (<code>{dag_id}.{task_id}</code>), square"
         " boxes datasets (name, then namespace). Dashed edges point back to a dataset a job also reads.</p>"
+        f"{'<h2>PSA to planning</h2>' + chain_svg if chain_svg else ''}<h2>Everything the run touched</h2>"
         f"{svg}<h2>Summary</h2><pre>{html.escape(json.dumps(summary, indent=2))}</pre></body></html>",
         encoding="utf-8",
     )
@@ -415,7 +475,8 @@ def analyse(events_path: Path, out: Path | None = None, spec_dir: Path | None = 
         "paths": {k: [f"{n[0]}:{n[2]}" for n in v] if v else None for k, v in chain.items()},
     }
     if out is not None:
-        summary["pictures"] = {k: str(v) for k, v in write_pictures(graph, out, summary).items()}
+        pictures = write_pictures(graph, out, summary, chain["psa_to_planning"] or chain["psa_to_erp"])
+        summary["pictures"] = {k: str(v) for k, v in pictures.items()}
     return summary
 
 
