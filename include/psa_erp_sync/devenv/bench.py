@@ -18,7 +18,7 @@ are shared and noisy; the load average is reported with the figures):
 The ``targets`` section compares each measured value with its target and says whether it is met.
 
     python -m psa_erp_sync.devenv.bench                      # ~100k time entries (2,000 consultants)
-    python -m psa_erp_sync.devenv.bench --consultants 10000  # the month-end peak (~600k entries)
+    python -m psa_erp_sync.devenv.bench --consultants 12500  # the month-end peak (~598k time entries + ~82k expenses)
 """
 
 from __future__ import annotations
