@@ -361,18 +361,22 @@ def reconcile(
         else:
             leaks.extend(Leak(i, opportunity.id, job_key, d, currency, "inferred") for i, d in found)
 
+    def item(
+        kind: str, system: str, record_type: str, source_id: object, reason: str, detail: dict[str, Any]
+    ) -> Any:
+        return exceptions.Item(
+            kind=kind, domain="change_order", source_system=system, record_type=record_type,
+            source_id=str(source_id), reason_code=reason, owner=owner, detail=detail,
+        )  # fmt: skip
+
     items = [
-        exceptions.Item(
-            kind="leakage",
-            domain="change_order",
-            source_system="crm",
-            record_type="change_order" if leak.change_order_id is not None else "opportunity",
-            source_id=str(leak.change_order_id)
-            if leak.change_order_id is not None
-            else str(leak.opportunity_id),
-            reason_code="REVENUE_LEAKAGE",
-            owner=owner,
-            detail={
+        item(
+            "leakage",
+            "crm",
+            "change_order" if leak.change_order_id is not None else "opportunity",
+            leak.change_order_id if leak.change_order_id is not None else leak.opportunity_id,
+            "REVENUE_LEAKAGE",
+            {
                 "opportunity_id": leak.opportunity_id,
                 "job": leak.job,
                 "amount": format_minor(leak.amount_minor, leak.currency),
@@ -383,29 +387,25 @@ def reconcile(
         for leak in leaks
     ]
     items += [
-        exceptions.Item(
-            kind="reconciliation",
-            domain="change_order",
-            source_system="crm",
-            record_type="opportunity",
-            source_id=str(o.id),
-            reason_code="JOB_MISSING_IN_ERP",
-            owner=owner,
-            detail={"amount": str(o.amount), "currency": o.currency},
+        item(
+            "reconciliation",
+            "crm",
+            "opportunity",
+            o.id,
+            "JOB_MISSING_IN_ERP",
+            {"amount": str(o.amount), "currency": o.currency},
         )
         for o in missing_jobs
     ]
     psa_leaks, psa_problems, psa_checked = psa_budget_leaks(conn, psa, jobs=jobs, crm_contract=crm_contract)
     items += [
-        exceptions.Item(
-            kind="leakage",
-            domain="change_order",
-            source_system="psa",
-            record_type="project",
-            source_id=str(leak.psa_project_id),
-            reason_code="REVENUE_LEAKAGE",
-            owner=owner,
-            detail={
+        item(
+            "leakage",
+            "psa",
+            "project",
+            leak.psa_project_id,
+            "REVENUE_LEAKAGE",
+            {
                 "opportunity_id": leak.opportunity_id,
                 "job": leak.job,
                 "amount": format_minor(leak.amount_minor, leak.currency),
@@ -418,16 +418,7 @@ def reconcile(
         for leak in psa_leaks
     ]
     items += [
-        exceptions.Item(
-            kind="reconciliation",
-            domain="change_order",
-            source_system="psa",
-            record_type="project",
-            source_id=str(problem.psa_project_id),
-            reason_code=problem.reason_code,
-            owner=owner,
-            detail=problem.detail,
-        )
+        item("reconciliation", "psa", "project", problem.psa_project_id, problem.reason_code, problem.detail)
         for problem in psa_problems
     ]
     crm_amount = _amounts([(leak.amount_minor, leak.currency) for leak in leaks])
