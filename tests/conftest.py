@@ -187,3 +187,19 @@ def airflow_db() -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+
+
+def connect_airflow(monkeypatch: pytest.MonkeyPatch, dsn: str, **sims: RunningSimulator) -> None:
+    """Airflow connections ``{system}_default`` to the given simulators and ``ods_default`` to ``dsn``,
+    as environment variables (what a deployment's secrets backend would hold)."""
+    import json
+
+    from psa_erp_sync.devenv.airflow_env import psycopg_parts
+
+    extras = {"psa": {"account_id": "1"}, "erp": {"account_id": "A1"}}
+    for name, sim in sims.items():
+        conn = {"conn_type": "http", "host": sim.base_url, "password": "t", "extra": extras.get(name, {})}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{name.upper()}_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ODS_DEFAULT", json.dumps({"conn_type": "postgres", **psycopg_parts(dsn)})
+    )

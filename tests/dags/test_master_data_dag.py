@@ -4,14 +4,13 @@ nothing new, and the published asset that ``project_setup`` is scheduled on."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.conftest import RunningSimulator
+from tests.conftest import RunningSimulator, connect_airflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
@@ -25,18 +24,6 @@ def truncate_master(dsn: str) -> None:
             "SELECT 'master.' || quote_ident(tablename) FROM pg_tables WHERE schemaname = 'master'"
         )
         conn.execute("TRUNCATE " + ", ".join(r[0] for r in rows) + " RESTART IDENTITY CASCADE")
-
-
-def connect_airflow(monkeypatch: pytest.MonkeyPatch, dsn: str, **sims: RunningSimulator) -> None:
-    from psa_erp_sync.devenv.airflow_env import psycopg_parts
-
-    extras = {"psa": {"account_id": "1"}, "erp": {"account_id": "A1"}, "crm": {}}
-    for name, sim in sims.items():
-        conn = {"conn_type": "http", "host": sim.base_url, "password": "t", "extra": extras[name]}
-        monkeypatch.setenv(f"AIRFLOW_CONN_{name.upper()}_DEFAULT", json.dumps(conn))
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_ODS_DEFAULT", json.dumps({"conn_type": "postgres", **psycopg_parts(dsn)})
-    )
 
 
 def load_dag(file: str, dag_id: str) -> Any:

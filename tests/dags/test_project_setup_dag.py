@@ -12,8 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import RunningSimulator
-from tests.dags.test_master_data_dag import connect_airflow, load_dag, truncate_master
+from tests.conftest import RunningSimulator, connect_airflow
+from tests.dags.test_master_data_dag import load_dag, truncate_master
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 

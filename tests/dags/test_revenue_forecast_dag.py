@@ -4,7 +4,6 @@ a second run on unchanged inputs writes nothing new."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import RunningSimulator
+from tests.conftest import RunningSimulator, connect_airflow
 from tests.forecast.conftest import TODAY, seed_posted_actuals
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
@@ -30,7 +29,6 @@ def wired(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, Any]:
-    from psa_erp_sync.devenv.airflow_env import psycopg_parts
     from simulators.firm.generator import FirmSpec, generate_firm
     from simulators.firm.load import load_firm
 
@@ -40,19 +38,7 @@ def wired(
     load_firm(firm, psa_url=psa_sim.base_url, erp_url=None, crm_url=crm_sim.base_url)
     psa_sim.admin("PUT", "/config", json={"rate_limit_requests": 0})
     seed_posted_actuals(clean_ods, firm)
-    connections = {
-        "psa_default": {
-            "conn_type": "http",
-            "host": psa_sim.base_url,
-            "password": "t",
-            "extra": {"account_id": "1"},
-        },
-        "crm_default": {"conn_type": "http", "host": crm_sim.base_url, "password": "t"},
-        "planning_default": {"conn_type": "http", "host": planning_sim.base_url, "password": "t"},
-        "ods_default": {"conn_type": "postgres", **psycopg_parts(clean_ods)},
-    }
-    for conn_id, conn in connections.items():
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    connect_airflow(monkeypatch, clean_ods, psa=psa_sim, crm=crm_sim, planning=planning_sim)
     monkeypatch.setenv("PSA_ERP_SYNC_FORECAST_DIR", str(tmp_path))
     return {"firm": firm, "dsn": clean_ods, "planning": planning_sim, "charts": tmp_path}
 

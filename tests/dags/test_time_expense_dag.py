@@ -4,7 +4,6 @@ with corrections (edits, unapprovals, deletions) and once more with nothing to d
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import RunningSimulator
+from tests.conftest import RunningSimulator, connect_airflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
@@ -31,7 +30,6 @@ def wired(
     erp_sim: RunningSimulator,
     monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, Any]:
-    from psa_erp_sync.devenv.airflow_env import psycopg_parts
     from simulators.firm.generator import FirmSpec, generate_firm
     from simulators.firm.load import load_firm
 
@@ -40,23 +38,7 @@ def wired(
     )
     load_firm(firm, psa_url=psa_sim.base_url, erp_url=erp_sim.base_url, crm_url=None)
     psa_sim.admin("PUT", "/config", json={"rate_limit_requests": 0})
-    connections = {
-        "psa_default": {
-            "conn_type": "http",
-            "host": psa_sim.base_url,
-            "password": "t",
-            "extra": {"account_id": "1"},
-        },
-        "erp_default": {
-            "conn_type": "http",
-            "host": erp_sim.base_url,
-            "password": "t",
-            "extra": {"account_id": "A1"},
-        },
-        "ods_default": {"conn_type": "postgres", **psycopg_parts(clean_ods)},
-    }
-    for conn_id, conn in connections.items():
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    connect_airflow(monkeypatch, clean_ods, psa=psa_sim, erp=erp_sim)
     return {"firm": firm, "dsn": clean_ods, "psa": psa_sim, "erp": erp_sim}
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningSimulator
+from tests.conftest import RunningSimulator, connect_airflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
@@ -38,7 +38,6 @@ def wired(
     monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, Any]:
     """A small seeded firm in all four simulators, and the connections of a deployment."""
-    from psa_erp_sync.devenv.airflow_env import psycopg_parts
     from simulators.firm.generator import FirmSpec, generate_firm
     from simulators.firm.load import load_firm
     from tests.dags.test_time_expense_dag import TODAY
@@ -48,16 +47,7 @@ def wired(
     )
     load_firm(firm, psa_url=psa_sim.base_url, erp_url=erp_sim.base_url, crm_url=crm_sim.base_url)
     psa_sim.admin("PUT", "/config", json={"rate_limit_requests": 0})
-    http = {"conn_type": "http", "password": "t"}
-    connections = {
-        "psa_default": {**http, "host": psa_sim.base_url, "extra": {"account_id": "1"}},
-        "erp_default": {**http, "host": erp_sim.base_url, "extra": {"account_id": "A1"}},
-        "crm_default": {**http, "host": crm_sim.base_url},
-        "planning_default": {**http, "host": planning_sim.base_url},
-        "ods_default": {"conn_type": "postgres", **psycopg_parts(clean_ods)},
-    }
-    for conn_id, conn in connections.items():
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    connect_airflow(monkeypatch, clean_ods, psa=psa_sim, erp=erp_sim, crm=crm_sim, planning=planning_sim)
     monkeypatch.setenv("PSA_ERP_SYNC_FORECAST_DIR", str(tmp_path / "forecast"))
     return {"firm": firm, "dsn": clean_ods}
 
