@@ -384,7 +384,7 @@ def write_report(report: dict[str, Any], directory: Path) -> Path:
         validation, paths = lineage["validation"], lineage["paths"]
         lines += [
             f"- {validation['events']} events; schema errors against the official spec and our facet schemas: "
-            f"**{validation['error_count']}**",
+            f"**{validation['error_count'] if validation['error_count'] is not None else 'not validated: ' + validation['not_validated']}**",
             f"- graph: {len(lineage['graph']['jobs'])} jobs, {len(lineage['graph']['datasets'])} datasets,"
             f" {lineage['graph']['edges']} edges",
             f"- PSA time entries -> ERP timebill: {' -> '.join(paths['psa_to_erp']) if paths['psa_to_erp'] else 'NOT CONNECTED'}",
@@ -537,7 +537,8 @@ def print_summary(report: dict[str, Any], path: Path) -> None:
         paths = lineage["paths"]
         print(
             f"  lineage: {lineage['validation']['events']} OpenLineage events, "
-            f"{lineage['validation']['error_count']} schema errors; PSA -> ERP connected: "
+            f"{lineage['validation']['error_count'] if lineage['validation']['error_count'] is not None else 'not validated (spec not found):'}"
+            f" schema errors; PSA -> ERP connected: "
             f"{'yes' if paths['psa_to_erp'] else 'NO'}; PSA -> planning connected: "
             f"{'yes' if paths['psa_to_planning'] else 'NO'}; picture: {lineage['pictures']['html']}"
         )

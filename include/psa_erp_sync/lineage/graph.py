@@ -43,7 +43,10 @@ def default_spec_dir() -> Path:
     for candidate in candidates:
         if (candidate / "OpenLineage.json").exists():
             return candidate
-    raise FileNotFoundError("the OpenLineage spec (shared/openlineage-spec/OpenLineage.json) was not found")
+    raise FileNotFoundError(
+        "the OpenLineage spec (shared/openlineage-spec/OpenLineage.json) was not found beside the checkout;"
+        " set PSA_ERP_SYNC_SHARED_DIR to the folder holding openlineage-spec/"
+    )
 
 
 def load_events(path: Path) -> list[dict[str, Any]]:
@@ -463,14 +466,17 @@ def write_pictures(
 def analyse(events_path: Path, out: Path | None = None, spec_dir: Path | None = None) -> dict[str, Any]:
     """Validate, build the graph, look for the PSA -> planning path; optionally draw it."""
     events = load_events(events_path)
-    validation = SpecValidator(spec_dir).validate(events)
+    try:
+        validation: dict[str, Any] = SpecValidator(spec_dir).validate(events).as_dict()
+    except FileNotFoundError as exc:  # the spec is not beside the checkout: say so, draw anyway
+        validation = {"events": len(events), "error_count": None, "not_validated": str(exc)}
     graph = LineageGraph.from_events(events)
     chain = {
         "psa_to_erp": graph.path_through([dataset_named(w) for w in PSA_TO_ERP]),
         "psa_to_planning": graph.path_through([dataset_named(w) for w in PSA_TO_PLANNING]),
     }
     summary = {
-        "validation": validation.as_dict(),
+        "validation": validation,
         "graph": graph.as_dict(),
         "paths": {k: [f"{n[0]}:{n[2]}" for n in v] if v else None for k, v in chain.items()},
     }
