@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+import pytest
 
 from psa_erp_sync.posting import ledger
 
@@ -24,7 +25,7 @@ def test_sent_then_outcome_per_attempt(clean_ods: str) -> None:
     batch = [_posting(n) for n in range(3)]
     keys = [p.idempotency_key for p in batch]
     with psycopg.connect(clean_ods) as conn:
-        assert ledger.insert_planned(conn, batch) == 3
+        assert len(ledger.insert_planned(conn, batch)) == 3
         first = ledger.mark_sent(conn, batch, batch_key="b-1", dag_run_id="run", task_try=1)
         assert sorted(first) == sorted(keys)
         # A second attempt (say, after a read-back found nothing): new attempt rows, new ids.
@@ -56,3 +57,16 @@ def test_sent_then_outcome_per_attempt(clean_ods: str) -> None:
         assert conn.execute(
             "SELECT erp_internal_id FROM ledger.posting WHERE idempotency_key = %s", (keys[0],)
         ).fetchone() == ("901",)
+
+
+def test_the_ledger_is_append_only(clean_ods: str) -> None:
+    """Postings and attempts are never deleted (what the attempt -> posting key used to guard)."""
+    with psycopg.connect(clean_ods) as conn:
+        ledger.insert_planned(conn, [_posting(7)])
+        ledger.mark_sent(conn, [_posting(7)], batch_key="b-7", dag_run_id="run", task_try=1)
+        conn.commit()
+        for table in ("ledger.attempt", "ledger.posting"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                conn.execute(f"DELETE FROM {table}")
+            conn.rollback()
+        assert conn.execute("SELECT count(*) FROM ledger.attempt").fetchone() == (1,)

@@ -674,3 +674,45 @@ def test_quarantine_is_closed_when_the_entry_is_deleted(
             (str(MISSING_RATE),),
         ).fetchall()
     assert items == [("RATE_MISSING", "resolved")], items  # found: still "open"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_planner_failing_mid_plan_fails_the_pass_and_the_next_pass_completes(
+    clean_ods: str, psa_sim: RunningSimulator, erp_sim: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The planner commits chunk by chunk while the engine sends what committed. A planner that
+    dies part-way fails the pass (after the engine finished what it had), leaves nothing in flight
+    and nothing pending that it did not also send, and the next pass posts the rest exactly once."""
+    from psa_erp_sync.posting import planner
+    from psa_erp_sync.posting.engine import EngineSettings
+    from psa_erp_sync.posting.service import post_record_type
+
+    PostingMachine.dsn = clean_ods
+    PostingMachine.psa = psa_sim
+    PostingMachine.erp = erp_sim
+    machine = PostingMachine()
+    machine._extract_and_validate("plan-dies")
+    real_payload = planner.erp_payload
+    calls = {"n": 0}
+
+    def dies_on_the_fifth(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("planner died")
+        return real_payload(*args, **kwargs)
+
+    monkeypatch.setattr(planner, "erp_payload", dies_on_the_fifth)
+    with machine._client() as client, pytest.raises(RuntimeError, match="planner died"):
+        post_record_type(
+            dsn=clean_ods, client=client, record_type="timebill", config=machine.config,
+            settings=EngineSettings(batch_size=2, max_concurrency=2, progress_every_s=3600, plan_chunk=2),
+            run_id="plan-dies", task_try=1,
+        )  # fmt: skip
+    with psycopg.connect(clean_ods) as conn:
+        states = dict(conn.execute("SELECT state, count(*) FROM ledger.posting GROUP BY 1").fetchall())
+    # Two chunks of two committed before the fifth record; the engine sent all four.
+    assert sum(states.values()) == 4, states
+    assert not {s for s in states if s in ("pending", "sent", "ambiguous")}, states
+    monkeypatch.setattr(planner, "erp_payload", real_payload)
+    machine.post()  # checks ERP == approved set, nothing twice, nothing left in flight

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import msgspec
 from pydantic import ValidationError
 
 from psa_erp_sync.clients.erp_models import (
@@ -156,6 +157,7 @@ class NetSuiteClient:
         self.job_poll_timeout = job_poll_timeout
         self._lock = threading.Lock()
         self._requests = 0
+        self._request_seconds = 0.0
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={
@@ -177,6 +179,12 @@ class NetSuiteClient:
     def requests_made(self) -> int:
         """HTTP requests sent so far (every attempt counts, retries included)."""
         return self._requests
+
+    @property
+    def request_seconds(self) -> float:
+        """Time spent waiting for the ERP, summed over requests: divided by a wall time, the mean
+        number of requests in flight (how well a caller keeps the account's concurrency busy)."""
+        return self._request_seconds
 
     def close(self) -> None:
         self._http.close()
@@ -204,13 +212,26 @@ class NetSuiteClient:
         external_ids: Sequence[str] = (),
     ) -> httpx.Response:
         """Send with retries; returns responses whose status is in ``expect`` or ``pass_through``."""
+        # Encoded once, by msgspec (a batch of 100 records: several times faster than httpx's json=).
+        content = None if json is None else msgspec.json.encode(json, enc_hook=str)
+        send_headers = dict(headers or {})
+        if content is not None:
+            send_headers["Content-Type"] = "application/json"
         attempt = 0
         while True:
             attempt += 1
             with self._lock:
                 self._requests += 1
             try:
-                response = self._http.request(method, path, json=json, params=params, headers=headers)
+                sent_at = time.monotonic()
+                try:
+                    response = self._http.request(
+                        method, path, content=content, params=params, headers=send_headers
+                    )
+                finally:
+                    waited = time.monotonic() - sent_at
+                    with self._lock:
+                        self._request_seconds += waited
             except _NOT_SENT as exc:
                 if attempt < self.retry.max_attempts:
                     self._pause(attempt, None, None, "connection failed", method, path)
@@ -348,7 +369,7 @@ class NetSuiteClient:
                 raise ErpRejected(409, body.details)
             log.info("ERP batch key reused: reading the earlier job %s", body.job_id)
             return self.batch_result(body.job_id).model_copy(update={"replayed": True})
-        accepted = BatchAccepted.model_validate(response.json())
+        accepted = BatchAccepted.model_validate_json(response.content)
         return self.batch_result(accepted.job_id)
 
     def batch_result(self, job_id: str) -> BatchResult:
@@ -359,7 +380,7 @@ class NetSuiteClient:
         attempt = 0
         while True:
             response = self._send("GET", f"/services/rest/async/v1/job/{job_id}/result", write=False)
-            result = BatchResult.model_validate(response.json())
+            result = BatchResult.model_validate_json(response.content)
             if result.status in FINISHED_JOB_STATES:
                 return result
             if time.monotonic() > deadline:
@@ -388,7 +409,7 @@ class NetSuiteClient:
                 params={"limit": page_size, "offset": offset},
                 headers={"Prefer": "transient"},
             )
-            page = SuiteQLPage.model_validate(response.json())
+            page = SuiteQLPage.model_validate_json(response.content)
             for item in page.items:
                 item.pop("links", None)
                 yield item

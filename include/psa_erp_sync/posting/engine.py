@@ -16,7 +16,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,6 +53,7 @@ class EngineSettings:
     max_rounds: int = 8
     throttle_retries: int = 20
     progress_every_s: float = 10.0
+    plan_chunk: int = 5000  # records planned per committed chunk, handed to the engine as it commits
 
 
 @dataclass
@@ -115,6 +116,9 @@ def _decode_json_fast(conn: psycopg.Connection) -> None:
 def _quote(values: Sequence[str]) -> str:
     # External ids are validated as [A-Za-z0-9_-] by the client; quote defensively anyway.
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+_Send = Callable[[Sequence[ledger.Posting], "_Progress"], None]
 
 
 class PostingEngine:
@@ -393,16 +397,38 @@ class PostingEngine:
             if len(page) < page_size:
                 return
 
+    def _fed_batches(
+        self, feed: Iterable[Sequence[ledger.Posting]], progress: _Progress
+    ) -> Iterator[tuple[_Send, list[ledger.Posting]]]:
+        """Work from postings as the planner commits them: upserts in batches of ``batch_size``
+        (a chunk's remainder waits for the next chunk), reversals one at a time."""
+        size = self.settings.batch_size
+        upserts: list[ledger.Posting] = []
+        for chunk in feed:
+            with progress.lock:
+                progress.total += len(chunk)
+            self.outcome.total += len(chunk)
+            for posting in chunk:
+                if posting.action == "reverse":
+                    yield self._reverse_batch, [posting]
+                else:
+                    upserts.append(posting)
+                    if len(upserts) == size:
+                        yield self._send_batch, upserts
+                        upserts = []
+        if upserts:
+            yield self._send_batch, upserts
+
     def _work(
         self,
         pool: ThreadPoolExecutor,
-        batches: Iterator[list[ledger.Posting]],
-        send: Callable[[Sequence[ledger.Posting], _Progress], None],
+        batches: Iterable[tuple[_Send, list[ledger.Posting]]],
         progress: _Progress,
     ) -> None:
         """Send ``batches`` with at most ``2 x workers`` queued. As when every batch was
         submitted up front, a failing batch does not stop the others; the first failure is raised
-        once all have been worked (what it left ``sent`` or ``ambiguous`` is read back next run)."""
+        once all have been worked (what it left ``sent`` or ``ambiguous`` is read back next run).
+        A failure of the iterator itself (the planner feeding it) is raised the same way."""
         in_flight: set[Future[None]] = set()
         limit = 2 * self._workers
         failed: BaseException | None = None
@@ -413,21 +439,33 @@ class PostingEngine:
                 if failed is None and future.exception() is not None:
                     failed = future.exception()
 
-        for batch in batches:
-            if len(in_flight) >= limit:
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                collect(done)
-            in_flight.add(pool.submit(send, batch, progress))
+        try:
+            for send, batch in batches:
+                if len(in_flight) >= limit:
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    collect(done)
+                in_flight.add(pool.submit(send, batch, progress))
+        except BaseException as exc:  # the feed failed: finish what is in flight, then raise
+            failed = exc
         done, _ = wait(in_flight)
         collect(done)
         if failed is not None:
             raise failed
 
-    def run(self) -> Outcome:
-        with self._pooled():
-            return self._run()
+    def run(
+        self, feed: Iterable[Sequence[ledger.Posting]] | None = None, *, already_pending: int = 0
+    ) -> Outcome:
+        """Work the ledger until nothing is pending.
 
-    def _run(self) -> Outcome:
+        With ``feed`` (the planner's committed chunks, see :func:`~psa_erp_sync.posting.planner.plan`),
+        the first round sends those postings as they arrive, while the rest is still being planned;
+        later rounds page through the ledger for whatever is still pending (throttled batches,
+        postings left pending by an earlier run: ``already_pending`` of them, for the totals).
+        """
+        with self._pooled():
+            return self._run(feed, already_pending)
+
+    def _run(self, feed: Iterable[Sequence[ledger.Posting]] | None, already_pending: int) -> Outcome:
         started = time.monotonic()
         with self._conn() as conn:
             unfinished = ledger.in_state(conn, self.record_type, ["sent", "ambiguous"])
@@ -437,7 +475,16 @@ class PostingEngine:
                 len(unfinished),
             )
             self.resolve(unfinished)
-        for round_no in range(1, self.settings.max_rounds + 1):
+        first_round = 1
+        if feed is not None:
+            self.outcome.total = already_pending
+            progress = _Progress(
+                0, self.settings.progress_every_s, f"posting {self.record_type} as planned (round 1)"
+            )
+            with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="erp-post") as pool:
+                self._work(pool, self._fed_batches(feed, progress), progress)
+            first_round = 2
+        for round_no in range(first_round, self.settings.max_rounds + 1):
             with self._conn() as conn:
                 pending = ledger.count_in_state(conn, self.record_type, ["pending"])
             if not pending:
@@ -448,8 +495,12 @@ class PostingEngine:
                 pending, self.settings.progress_every_s, f"posting {self.record_type} round {round_no}"
             )
             with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="erp-post") as pool:
-                self._work(pool, self._pending_batches(reversals=False), self._send_batch, progress)
-                self._work(pool, self._pending_batches(reversals=True), self._reverse_batch, progress)
+                self._work(
+                    pool, ((self._send_batch, b) for b in self._pending_batches(reversals=False)), progress
+                )
+                self._work(
+                    pool, ((self._reverse_batch, b) for b in self._pending_batches(reversals=True)), progress
+                )
         with self._conn() as conn:
             counts = ledger.counts(conn, self.record_type)
         self.outcome.still_pending = sum(counts.get(s, 0) for s in ledger.UNFINISHED)

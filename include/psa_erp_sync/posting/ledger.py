@@ -80,14 +80,14 @@ _COLUMNS = (
 )
 
 
-def insert_planned(conn: psycopg.Connection, postings: Sequence[Posting]) -> int:
-    """Insert pending (or parked) rows; an existing key is left alone. Returns rows inserted.
+def insert_planned(conn: psycopg.Connection, postings: Sequence[Posting]) -> set[str]:
+    """Insert pending (or parked) rows; an existing key is left alone. Returns the keys inserted.
 
     One statement over arrays (in list order, so ``seq`` follows the order of ``postings``).
     """
     if not postings:
-        return 0
-    cur = conn.execute(
+        return set()
+    rows = conn.execute(
         """
         INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,
                                     external_id, action, state, payload, legal_entity, period, amount_minor, currency)
@@ -97,6 +97,7 @@ def insert_planned(conn: psycopg.Connection, postings: Sequence[Posting]) -> int
              WITH ORDINALITY AS u(k, rt, ss, sid, sv, ext, act, st, pl, le, per, amt, cur, ord)
         ORDER BY ord
         ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING idempotency_key
         """,  # %b: binary arrays. As text, psycopg escapes every quote of every JSON payload by a
         # regular expression (half the planner's time).
         (
@@ -114,8 +115,8 @@ def insert_planned(conn: psycopg.Connection, postings: Sequence[Posting]) -> int
             [p.amount_minor for p in postings],
             [p.currency for p in postings],
         ),
-    )
-    return cur.rowcount if cur.rowcount >= 0 else len(postings)
+    ).fetchall()
+    return {key for (key,) in rows}
 
 
 def _json_text(value: Any) -> str:

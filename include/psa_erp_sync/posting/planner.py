@@ -10,7 +10,7 @@ to the engine; rejected or parked ones wait for replay. Set-based SQL, then a st
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -143,10 +143,23 @@ def plan(
     periods: PeriodBook,
     dag_run_id: str,
     chunk: int = 5000,
+    on_chunk: Callable[[list[ledger.Posting]], None] | None = None,
 ) -> Plan:
-    """Insert pending ledger rows for every record whose ERP state differs from the approved set."""
+    """Insert pending ledger rows for every record whose ERP state differs from the approved set.
+
+    Works ``chunk`` records at a time: each chunk's ledger rows, parked items and audit rows are
+    written in one transaction (a savepoint when the caller holds a transaction, which then decides
+    for all of them). When ``conn`` is not in a transaction, each chunk commits on its own and
+    ``on_chunk`` receives the pending postings it inserted, so the engine can send them while the
+    next chunk is planned. A plan interrupted between chunks is safe: what committed is pending in
+    the ledger (the next plan leaves those records to the engine), the rest is planned again.
+    """
+    if on_chunk is not None and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        # Postings handed on before their transaction commits could be sent without a ledger row.
+        raise ValueError("plan(on_chunk=...) commits each chunk: call it outside a transaction")
     result = Plan(record_type)
-    result.superseded = supersede_stale(conn, record_type)
+    with conn.transaction():
+        result.superseded = supersede_stale(conn, record_type)
     ext_kind = "timebill" if record_type == "timebill" else "expensereport"
     entities = config.legal_entities.legal_entities
     batch: list[ledger.Posting] = []
@@ -216,28 +229,51 @@ def plan(
                         )
                     )  # fmt: skip
             if len(batch) >= chunk:
-                ledger.insert_planned(conn, batch)
-                batch.clear()
-    ledger.insert_planned(conn, batch)
-    exception_queue.quarantine_many(conn, parked, run_id=dag_run_id)
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)"
-            " VALUES ('posting.planner', %s, %s, %s, %s, %s, %s)",
-            [
-                (
-                    action,
-                    f"erp.{record_type}",
-                    external_id,
-                    Jsonb(before),
-                    Jsonb(after) if after else None,
-                    dag_run_id,
-                )
-                for action, external_id, before, after in changes
-            ],
+                _flush(conn, record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
+    _flush(conn, record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO audit.change (actor, action, entity, entity_key, after, run_id) VALUES ('posting.planner', 'plan', %s, %s, %s::jsonb, %s)",
+            ("ledger.posting", record_type, psycopg.types.json.Jsonb(result.as_dict()), dag_run_id),
         )
-    conn.execute(
-        "INSERT INTO audit.change (actor, action, entity, entity_key, after, run_id) VALUES ('posting.planner', 'plan', %s, %s, %s::jsonb, %s)",
-        ("ledger.posting", record_type, psycopg.types.json.Jsonb(result.as_dict()), dag_run_id),
-    )
     return result
+
+
+def _flush(
+    conn: psycopg.Connection,
+    record_type: str,
+    batch: list[ledger.Posting],
+    parked: list[exception_queue.Item],
+    changes: list[tuple[str, str, Any, Any]],
+    *,
+    dag_run_id: str,
+    on_chunk: Callable[[list[ledger.Posting]], None] | None,
+) -> None:
+    """Write one chunk of the plan in one transaction, then hand its pending postings on."""
+    with conn.transaction():
+        inserted = ledger.insert_planned(conn, batch)
+        exception_queue.quarantine_many(conn, parked, run_id=dag_run_id)
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)"
+                " VALUES ('posting.planner', %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        action,
+                        f"erp.{record_type}",
+                        external_id,
+                        Jsonb(before),
+                        Jsonb(after) if after else None,
+                        dag_run_id,
+                    )
+                    for action, external_id, before, after in changes
+                ],
+            )
+    if on_chunk is not None:
+        # Only what this plan inserted, as committed: a key that already existed is not ours to send.
+        fresh = [p for p in batch if p.state == "pending" and p.idempotency_key in inserted]
+        if fresh:
+            on_chunk(fresh)
+    batch.clear()
+    parked.clear()
+    changes.clear()
