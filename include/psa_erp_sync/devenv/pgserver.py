@@ -66,7 +66,10 @@ def _prepare_permissions(data: Path, user: str) -> None:
     ensure_folder_permissions(Path(POSTGRES_BIN_PATH).parent / "share", 0o444)
     entry = pwd.getpwnam(user)
     for path in [data, *data.rglob("*")]:
-        os.chown(path, entry.pw_uid, entry.pw_gid)
+        try:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        except FileNotFoundError:  # a server's temporary file, gone since the listing
+            continue
 
 
 def dsn_for(port: int, database: str = "postgres") -> str:
@@ -93,6 +96,8 @@ def start(data: Path, port: int | None = DEFAULT_PORT, timeout: float = 60.0) ->
     port": several checkouts can run their servers side by side.
     """
     data = data.absolute()
+    if (data / "PG_VERSION").exists() and status(data):
+        return dsn_for(_port_of(data) or port or DEFAULT_PORT)
     data.mkdir(parents=True, exist_ok=True)
     user = _run_as()
     if user:
@@ -124,6 +129,10 @@ def start(data: Path, port: int | None = DEFAULT_PORT, timeout: float = 60.0) ->
     opts = (
         f"-h 127.0.0.1 -p {port} -k {data} -c max_connections=200 -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off -c shared_buffers=256MB"
+        # Statistics follow bulk loads within seconds, not a minute: a plan made while a table was
+        # near empty (the ERP simulator's records at the start of a posting pass) can scan the
+        # whole table per lookup until the next ANALYZE.
+        " -c autovacuum_naptime=5s"
     )
     subprocess.run(
         [
