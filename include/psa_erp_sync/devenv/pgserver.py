@@ -118,7 +118,7 @@ def start(data: Path, port: int | None = DEFAULT_PORT, timeout: float = 60.0) ->
             user=user,
             stdout=subprocess.DEVNULL,
         )
-    if status(data):
+    if status(data):  # running, but not visible to the check above before ownership was set
         return dsn_for(_port_of(data) or port or DEFAULT_PORT)
     if port is None:
         port = _port_of(data) or DEFAULT_PORT

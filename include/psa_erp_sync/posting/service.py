@@ -95,8 +95,9 @@ def _post_locked(
         outcome = engine.run(planning.chunks(), already_pending=already_pending).as_dict()
     finally:
         planning.stop()
-    assert planning.plan is not None  # chunks() raised otherwise
     plan = planning.plan
+    if plan is None:  # the engine consumed the feed to its end, so the planner finished or raised
+        raise RuntimeError(f"planning {record_type} ended without a plan")
     log.info("planned %s", plan.as_dict())
     with psycopg.connect(dsn) as conn:
         closed = close_settled_exceptions(conn, record_type)
