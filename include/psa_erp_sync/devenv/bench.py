@@ -600,8 +600,7 @@ def main(argv: list[str] | None = None) -> int:
                 result[name] = round(result["stage_copy"]["rows_per_s"] / result[peer]["rows_per_s"], 1)
         # 5. post, then the ERP's raw capacity for the same number of records
         posts: dict[str, Any] = {}
-        erp_proc = stack._procs.get("erp")
-        meter = CpuMeter(erp_proc.pid if erp_proc else None)
+        meter = CpuMeter(stack.pid("erp"))
         meter.start()
         with NetSuiteClient(base_url=stack.url("erp"), account_id="bench", token="bench") as erp:
             for _, (_, record_type) in TRANSACTIONAL.items():

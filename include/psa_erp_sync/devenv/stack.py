@@ -110,6 +110,11 @@ class Stack:
                 time.sleep(0.2)
         return {name: self.url(name) for name in SIMULATORS}
 
+    def pid(self, name: str) -> int | None:
+        """Process id of a simulator this stack started (None when it did not start it)."""
+        proc = self._procs.get(name)
+        return proc.pid if proc is not None else None
+
     def _healthy(self, name: str) -> bool:
         try:
             return httpx.get(f"{self.url(name)}/admin/health", timeout=1.0).status_code == 200
