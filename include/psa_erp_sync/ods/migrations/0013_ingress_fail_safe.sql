@@ -35,7 +35,8 @@ COMMENT ON COLUMN inbox.quarantine.last_delivery_id IS 'Delivery-id header of th
 COMMENT ON COLUMN inbox.quarantine.body_sha256 IS 'sha256 of the raw body: the key, and the exception item''s source id.';
 COMMENT ON COLUMN inbox.quarantine.body_purged_at IS
     'Set by the retention job when the body was dropped (body is then empty; hash, reason and dates stay).';
-CREATE INDEX quarantine_received_idx ON inbox.quarantine (received_at) WHERE body_purged_at IS NULL;
-CREATE INDEX event_retention_idx ON inbox.event (received_at)
-    WHERE status = 'processed' AND payload_pseudonymised_at IS NULL;
+-- What the retention job scans (include/psa_erp_sync/ods/retention.py).
+CREATE INDEX quarantine_retention_idx ON inbox.quarantine (last_seen) WHERE body_purged_at IS NULL;
+CREATE INDEX event_retention_idx ON inbox.event (received_at) WHERE payload_pseudonymised_at IS NULL;
+CREATE INDEX raw_record_fetched_idx ON staging.raw_record (source_system, endpoint, fetched_at);
 
