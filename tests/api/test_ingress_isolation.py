@@ -148,3 +148,16 @@ def test_ingress_failures_carry_retry_after(blackhole_dsn: str) -> None:
     assert response.status_code == 503 and response.json()["reason_code"] == "INBOX_UNAVAILABLE"
     assert response.headers["Retry-After"] == str(ingress.RETRY_AFTER_S)
     assert time.monotonic() - started < ingress.POOL_TIMEOUT_S + 1.5
+
+
+def test_the_ingress_pool_bounds_every_wait(clean_ods: str) -> None:
+    pool = ingress.open_pool(clean_ods)
+    try:
+        with pool.connection() as conn:
+            assert conn.execute("SHOW statement_timeout").fetchone() == (
+                f"{ingress.STATEMENT_TIMEOUT_MS // 1000}s",
+            )
+            assert conn.info.get_parameters()["connect_timeout"] == str(ingress.CONNECT_TIMEOUT_S)
+        assert pool.timeout == ingress.POOL_TIMEOUT_S and pool.max_size == ingress.POOL_MAX_SIZE
+    finally:
+        pool.close()

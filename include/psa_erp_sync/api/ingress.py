@@ -269,6 +269,10 @@ def verify(secrets: Secrets, timestamp: str, body: bytes, signature: str, now: d
 # -- the inbox repository --------------------------------------------------------------------
 
 
+def _limit_statements(conn: Any) -> None:
+    conn.execute(f"SET statement_timeout = {int(STATEMENT_TIMEOUT_MS)}")
+
+
 def open_pool(conninfo: str) -> Any:
     """The ingress's own small pool. Every wait is bounded so a slow or unreachable ODS turns into
     a quick 503 (the sender retries) instead of held threads: a connection is waited for at most
@@ -284,9 +288,10 @@ def open_pool(conninfo: str) -> Any:
         kwargs={
             "autocommit": True,
             "connect_timeout": CONNECT_TIMEOUT_S,
-            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
             "application_name": "psa-erp-sync-ingress",
         },
+        # SET, not an ``options`` parameter: that would replace any options of the connection.
+        configure=_limit_statements,
         name="psa-erp-sync-ingress",
         open=True,
     )
