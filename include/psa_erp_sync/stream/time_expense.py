@@ -79,13 +79,20 @@ def reread(client: Any, kind: str, source_id: str) -> dict[str, Any] | None:
 
 
 def stage_new_versions(
-    conn: psycopg.Connection, records: list[dict[str, Any]], *, run_key: str, endpoint: str
+    conn: psycopg.Connection,
+    records: list[dict[str, Any]],
+    *,
+    run_key: str,
+    endpoint: str,
+    read_at: datetime | None = None,
 ) -> tuple[int, int]:
     """Stage versions staging has never seen, under ``run_key``; (new, already staged).
 
-    Versions already staged keep their run key (``ON CONFLICT DO NOTHING``): a batch run that
-    staged the same version validates it under its own key, so its control totals stay exact
-    when both paths run at once. The content hash is computed exactly as ``ods.staging`` does.
+    Versions already staged keep their run key: a batch run that staged the same version
+    validates it under its own key, so its control totals stay exact when both paths run at
+    once. Their ``fetched_at`` moves forward to ``read_at`` (when the re-reads began; default
+    now), so a sweep that began before this read does not take the record for deleted. The
+    content hash is computed exactly as ``ods.staging`` does.
     """
     if not records:
         return 0, 0
@@ -104,12 +111,14 @@ def stage_new_versions(
             INSERT INTO staging.raw_record
                 (source_system, endpoint, source_id, payload_hash, payload, fetched_at, first_run_key, last_run_key)
             SELECT %(system)s, %(endpoint)s, source_id,
-                   encode(sha256(convert_to(payload::text, 'UTF8')), 'hex'), payload, now(), %(run_key)s, %(run_key)s
+                   encode(sha256(convert_to(payload::text, 'UTF8')), 'hex'), payload,
+                   coalesce(%(read_at)s, now()), %(run_key)s, %(run_key)s
             FROM src
-            ON CONFLICT (source_system, endpoint, source_id, payload_hash) DO NOTHING
-            RETURNING 1
+            ON CONFLICT (source_system, endpoint, source_id, payload_hash)
+            DO UPDATE SET fetched_at = greatest(staging.raw_record.fetched_at, EXCLUDED.fetched_at)
+            RETURNING (xmax = 0) AS is_new
         )
-        SELECT count(*) FROM ins
+        SELECT count(*) FILTER (WHERE is_new) FROM ins
         """,
         {
             "ids": [i for i, _ in lines],
@@ -117,6 +126,7 @@ def stage_new_versions(
             "system": SOURCE,
             "endpoint": endpoint,
             "run_key": run_key,
+            "read_at": read_at,
         },
     ).fetchone()
     new = int(row[0]) if row else 0
@@ -223,28 +233,61 @@ def reference(
     return PsaReference.from_staging(conn, keys), True
 
 
-def mark_gone(conn: psycopg.Connection, kind: str, source_ids: list[str], *, run_id: str) -> int:
-    """Records the PSA answers 404 for were deleted at the source: mark them deleted in canonical
-    (audited before/after, as the sweep does), so the planner reverses what the ERP holds."""
+def mark_gone(
+    conn: psycopg.Connection,
+    kind: str,
+    source_ids: list[str],
+    *,
+    run_id: str,
+    read_at: datetime | None = None,
+) -> int:
+    """Records the PSA answers "record not found" for were deleted at the source: mark them deleted
+    in canonical (audited before/after, as the sweep does), so the planner reverses what the ERP
+    holds. ``read_at`` is when the re-reads began (default now): a record some read saw at or after
+    that moment is left alone, and the deletion carries it as ``source_read_at``, so only a read
+    that began later brings the record back (docs/streaming.md, "Ordering")."""
     if not source_ids:
         return 0
     table = {"time_entry": "canonical.time_entry", "expense_entry": "canonical.expense_entry"}[kind]
+    endpoint = ENDPOINT_OF_KIND[kind]
     row = conn.execute(
         f"""
-        WITH del AS (
-            UPDATE {table} c SET is_deleted = true, validated_at = now()
+        WITH moment AS (SELECT coalesce(%(read_at)s, now()) AS read_at),
+        del AS (
+            UPDATE {table} c SET is_deleted = true, source_read_at = m.read_at, validated_at = now()
+            FROM moment m
             WHERE c.source_system = %(system)s AND c.source_id = ANY(%(ids)s) AND NOT c.is_deleted
+              AND coalesce(c.source_read_at, '-infinity') < m.read_at
+              AND NOT EXISTS (
+                  SELECT 1 FROM staging.raw_record r
+                  WHERE r.source_system = c.source_system AND r.endpoint = %(endpoint)s
+                    AND r.source_id = c.source_id AND r.fetched_at >= m.read_at)
             RETURNING c.source_id, to_jsonb(c.*) - 'record' AS image
         ), audited AS (
             INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)
-            SELECT 'stream.reread', 'deleted_at_source', %(table)s, source_id, image - 'is_deleted',
-                   jsonb_build_object('is_deleted', true), %(run_id)s FROM del
+            SELECT 'stream.reread', 'deleted_at_source', %(table)s, source_id, image - 'is_deleted' - 'source_read_at',
+                   jsonb_build_object('is_deleted', true, 'source_read_at', image->'source_read_at'), %(run_id)s
+            FROM del
         )
         SELECT count(*) FROM del
         """,
-        {"system": SOURCE, "ids": source_ids, "table": table, "run_id": run_id},
+        {
+            "system": SOURCE,
+            "ids": source_ids,
+            "table": table,
+            "run_id": run_id,
+            "read_at": read_at,
+            "endpoint": endpoint,
+        },
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+def _db_now(conn: psycopg.Connection) -> datetime:
+    row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    now: datetime = row[0]
+    return now
 
 
 def process_inbox(
@@ -285,6 +328,8 @@ def process_inbox(
         announced = _announced(events)
         result.records = len(announced)
         t = clock()
+        # Every re-read below begins after this moment (the ODS's clock, as the batch's extracts use).
+        read_at = _db_now(conn)
         current: dict[str, list[dict[str, Any]]] = {"time_entry": [], "expense_entry": []}
         gone: set[tuple[str, str]] = set()
         for kind, source_id in announced:
@@ -313,14 +358,16 @@ def process_inbox(
             gone_ids = sorted(sid for k, sid in gone if k == kind)
             if gone_ids:
                 with conn.transaction():
-                    mark_gone(conn, kind, gone_ids, run_id=run_id)
+                    mark_gone(conn, kind, gone_ids, run_id=run_id, read_at=read_at)
                 kinds_to_post.append(kind)
             if not records:
                 continue
             endpoint = ENDPOINT_OF_KIND[kind]
             run_key = f"{run_key_prefix}{endpoint}"
             with conn.transaction():  # committed first: validation streams staging on its own connection
-                new, known = stage_new_versions(conn, records, run_key=run_key, endpoint=endpoint)
+                new, known = stage_new_versions(
+                    conn, records, run_key=run_key, endpoint=endpoint, read_at=read_at
+                )
             result.new_versions += new
             result.already_staged += known
             with conn.transaction():
