@@ -35,6 +35,7 @@ SOURCE = "psa"
 REFERENCE_ENDPOINTS = ("/v2/projects", "/v2/users", "/v2/task_assignments", "/v2/expense_categories")
 KIND_OF_EVENT = {"time_entry": "time_entry", "expense": "expense_entry"}
 ENDPOINT_OF_KIND = {"time_entry": "/v2/time_entries", "expense_entry": "/v2/expenses"}
+TABLE_OF_KIND = {"time_entry": "canonical.time_entry", "expense_entry": "canonical.expense_entry"}
 RECORD_TYPE_OF_KIND = {"time_entry": "timebill", "expense_entry": "expensereport"}
 _NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
@@ -66,16 +67,74 @@ def _announced(events: Iterable[inbox.Event]) -> list[tuple[str, str]]:
 
 
 def reread(client: Any, kind: str, source_id: str) -> dict[str, Any] | None:
-    """The record as the PSA holds it now, or None when it is gone (404)."""
+    """The record as the PSA holds it now, or None when the PSA says it has no such record.
+
+    Any other 404 (wrong base URL or route) raises ``PsaEndpointNotFound``: it is never a deletion.
+    """
+    record: dict[str, Any] | None
     if kind == "time_entry":
-        entry: dict[str, Any] | None = client.get_time_entry(int(source_id))
-        return entry
-    # The client has no typed single-expense read; its retrying GET is the same path.
-    response = client._get(client.url(f"/v2/expenses/{int(source_id)}"))
-    if response.status_code == 404:
-        return None
-    body: dict[str, Any] = response.json()
-    return body
+        record = client.get_time_entry(int(source_id))
+    else:
+        record = client.get_expense(int(source_id))
+    return record
+
+
+def check_deletions(
+    conn: psycopg.Connection,
+    client: Any,
+    kind: str,
+    gone_ids: list[str],
+    *,
+    answered: int,
+    controls: int = 3,
+) -> int:
+    """Refuse (``MassDeletionRefused``) deletions that are not plausible; returns how many of
+    ``gone_ids`` canonical holds live (the ones a deletion would reverse).
+
+    1. When no re-read of ``kind`` in this run returned a record (``answered`` = 0), up to
+       ``controls`` live canonical records (most recently validated first) are re-read: a PSA that
+       says "not found" for records it has (a wrong account id) reverses nothing.
+    2. The share rule of the sweep (:func:`~psa_erp_sync.validation.time_expense.implausible_deletions`):
+       the live records since the earliest gone record's spent date are the whole.
+    """
+    from psa_erp_sync.validation.time_expense import MassDeletionRefused, implausible_deletions
+
+    table = TABLE_OF_KIND[kind]
+    live = conn.execute(
+        f"SELECT count(*), min(spent_date) FROM {table}"
+        " WHERE source_system = %s AND source_id = ANY(%s) AND NOT is_deleted",
+        (SOURCE, gone_ids),
+    ).fetchone()
+    if live is None or not live[0]:
+        return 0
+    gone, since = int(live[0]), live[1]
+    if answered == 0:
+        probes = [
+            r[0]
+            for r in conn.execute(
+                f"SELECT source_id FROM {table} WHERE source_system = %s AND NOT is_deleted"
+                " AND NOT (source_id = ANY(%s)) ORDER BY validated_at DESC, source_id LIMIT %s",
+                (SOURCE, gone_ids, controls),
+            )
+        ]
+        if probes and all(reread(client, kind, sid) is None for sid in probes):
+            raise MassDeletionRefused(
+                f"the PSA answers 'not found' for all {len(gone_ids)} announced {ENDPOINT_OF_KIND[kind]}"
+                f" and for {len(probes)} records known to exist: wrong account id or base URL?"
+                " Refusing to treat them as deleted; fix the psa connection and clear the run."
+            )
+    row = conn.execute(
+        f"SELECT count(*) FROM {table} WHERE source_system = %s AND NOT is_deleted AND spent_date >= %s",
+        (SOURCE, since),
+    ).fetchone()
+    total = int(row[0]) if row else 0
+    if implausible_deletions(gone, total):
+        raise MassDeletionRefused(
+            f"the PSA no longer has {gone} of {total} {ENDPOINT_OF_KIND[kind]} records since {since}"
+            " announced in one stream run; refusing to treat them as deleted. Check the PSA; the sweep"
+            " applies the same rule."
+        )
+    return gone
 
 
 def stage_new_versions(
@@ -248,7 +307,7 @@ def mark_gone(
     that began later brings the record back (docs/streaming.md, "Ordering")."""
     if not source_ids:
         return 0
-    table = {"time_entry": "canonical.time_entry", "expense_entry": "canonical.expense_entry"}[kind]
+    table = TABLE_OF_KIND[kind]
     endpoint = ENDPOINT_OF_KIND[kind]
     row = conn.execute(
         f"""
@@ -339,6 +398,10 @@ def process_inbox(
             else:
                 current[kind].append(record)
         result.gone_at_source = len(gone)
+        for kind in current:
+            gone_ids = sorted(sid for k, sid in gone if k == kind)
+            if gone_ids:
+                check_deletions(conn, psa_client, kind, gone_ids, answered=len(current[kind]))
         result.seconds["reread"] = round(clock() - t, 3)
         t = clock()
         all_records = current["time_entry"] + current["expense_entry"]

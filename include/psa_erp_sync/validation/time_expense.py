@@ -487,7 +487,20 @@ def validate_run(
 
 
 class MassDeletionRefused(RuntimeError):
-    """A sweep would mark an implausible share of records deleted: the source is suspect, not the data."""
+    """A sweep or the stream would mark an implausible share of records deleted: the source is
+    suspect, not the data."""
+
+
+MAX_DELETED_SHARE = 0.2
+MIN_DELETIONS_REFUSED = 50
+
+
+def implausible_deletions(
+    gone: int, total: int, *, max_share: float = MAX_DELETED_SHARE, min_refuse: int = MIN_DELETIONS_REFUSED
+) -> bool:
+    """``gone`` of ``total`` live records at once: at least ``min_refuse`` and over ``max_share``.
+    The one rule for the sweep and the stream (a misrouted or empty answer looks like this)."""
+    return gone >= min_refuse and gone > max_share * total
 
 
 def _mark_deleted(
@@ -498,8 +511,8 @@ def _mark_deleted(
     run_key: str,
     sweep_from: date,
     dag_run_id: str,
-    max_share: float = 0.2,
-    min_refuse: int = 50,
+    max_share: float = MAX_DELETED_SHARE,
+    min_refuse: int = MIN_DELETIONS_REFUSED,
 ) -> int:
     """Records in the swept date range that the sweep no longer returned were deleted at the source
     (Harvest has no deleted feed). Refuses when the share is implausible, e.g. an empty answer."""
@@ -544,7 +557,7 @@ def _mark_deleted(
         params,
     ).fetchone()
     total = int(in_window[0]) if in_window else 0
-    if len(gone) >= min_refuse and len(gone) > max_share * total:
+    if implausible_deletions(len(gone), total, max_share=max_share, min_refuse=min_refuse):
         raise MassDeletionRefused(
             f"the sweep of {ENDPOINTS[kind]} no longer returns {len(gone)} of {total} records since {sweep_from}; "
             "refusing to treat them as deleted. Check the PSA answer; rerun the sweep when it is healthy."
