@@ -195,6 +195,13 @@ def replan_closed(
             payload["postingPeriod"] = {"externalId": decision.period}
         else:
             payload.pop("postingPeriod", None)
+    refused = held if posting.action == "reverse" else held_period(posting.payload)
+    if decision.outcome != "park" and decision.period == refused:
+        # The periods just read still show the refused period open: sending the same action again
+        # would only be refused again. Finance decides (the ERP and its periods disagree).
+        decision = PeriodDecision("park", None, refused, "PERIOD_CLOSED")
+        if posting.action != "reverse":
+            payload.pop("postingPeriod", None)
     state = "parked" if decision.outcome == "park" else "pending"
     fresh = ledger.Posting(
         key, rt, posting.source_system, posting.source_id, posting.source_version, posting.external_id,
