@@ -277,10 +277,11 @@ def open_pool(conninfo: str) -> Any:
     """The ingress's own small pool. Every wait is bounded so a slow or unreachable ODS turns into
     a quick 503 (the sender retries) instead of held threads: a connection is waited for at most
     ``POOL_TIMEOUT_S``, a connection attempt lasts at most ``CONNECT_TIMEOUT_S``, a statement at
-    most ``STATEMENT_TIMEOUT_MS``. Opening does not wait for the first connection."""
-    from psycopg_pool import ConnectionPool
+    most ``STATEMENT_TIMEOUT_MS``. Opening does not wait for the first connection. The pool comes
+    from ``ods.connections`` (every extra ODS connection opens from the full parameters)."""
+    from psa_erp_sync.ods import connections
 
-    return ConnectionPool(
+    return connections.pool(
         conninfo,
         min_size=1,
         max_size=POOL_MAX_SIZE,
