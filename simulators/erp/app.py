@@ -672,6 +672,8 @@ def _seed_record(kind: str, row: dict[str, Any]) -> tuple[str, str, dict[str, An
             "allLocked": bool(row.get("all_locked", False)),
             "arLocked": bool(row.get("ar_locked", False)),
             "apLocked": bool(row.get("ap_locked", False)),
+            "isQuarter": bool(row.get("is_quarter", False)),
+            "isYear": bool(row.get("is_year", False)),
         }
         return "accountingperiod", need("external_id"), body
     # ``records``: any record type in REST shape, unvalidated ({"type", "externalId", ...fields}).

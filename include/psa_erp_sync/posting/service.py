@@ -19,14 +19,9 @@ import psycopg
 from psa_erp_sync.config import Config
 from psa_erp_sync.posting import budget, ledger, planner
 from psa_erp_sync.posting.engine import EngineSettings, PostingEngine
-from psa_erp_sync.posting.periods import PeriodBook
+from psa_erp_sync.posting.periods import PERIOD_QUERY, PeriodBook
 
 log = logging.getLogger(__name__)
-
-PERIOD_QUERY = (
-    "SELECT externalid, subsidiary, startdate, enddate, closed, alllocked, arlocked, aplocked "
-    "FROM accountingperiod ORDER BY startdate"
-)
 
 
 @dataclass(frozen=True)
