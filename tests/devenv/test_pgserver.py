@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
@@ -37,7 +36,9 @@ def test_embedded_server_uses_scram_and_a_kept_password(
         parts = psycopg.conninfo.conninfo_to_dict(dsn)
         parts.pop("password")
         with pytest.raises(psycopg.OperationalError, match="password"):
-            psycopg.connect(psycopg.conninfo.make_conninfo("", **parts, passfile=os.devnull)).close()
+            psycopg.connect(
+                psycopg.conninfo.make_conninfo("", **parts, passfile="/nonexistent/pgpass")
+            ).close()
 
         pgserver.stop(data)
         assert pgserver.start(data, port=None) == dsn  # the same data dir keeps its password
@@ -68,6 +69,8 @@ def test_a_data_dir_made_with_trust_auth_is_converted_on_start(
         parts = psycopg.conninfo.conninfo_to_dict(converted)
         parts.pop("password")
         with pytest.raises(psycopg.OperationalError, match="password"):
-            psycopg.connect(psycopg.conninfo.make_conninfo("", **parts, passfile=os.devnull)).close()
+            psycopg.connect(
+                psycopg.conninfo.make_conninfo("", **parts, passfile="/nonexistent/pgpass")
+            ).close()
     finally:
         pgserver.destroy(data)
