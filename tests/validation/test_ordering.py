@@ -79,8 +79,10 @@ def test_an_older_updated_at_never_overwrites_a_newer_version(
         _stage(conn, "stale", [_entry(1, hours=1.0, updated_at=V1)], t0)
         _stage(conn, "fresh", [_entry(1, hours=2.0, updated_at=V2)], t0 + timedelta(seconds=5))
         order = ["fresh", "stale"] if stale_commits_last else ["stale", "fresh"]
-        for run_key in order:
-            _validate(conn, run_key)
+        results = {run_key: _validate(conn, run_key) for run_key in order}
+        # The late stale version is counted as such (and as valid: the accounting identity holds).
+        assert results["stale"].stale == (1 if stale_commits_last else 0)
+        assert results["stale"].valid == 1
         hours, updated_at, deleted = _current(conn, 1) or (None, None, None)
         assert (float(hours), updated_at.isoformat(), deleted) == (2.0, "2026-11-03T11:00:00+00:00", False)
         # No audited update ever moved the row back in time.
