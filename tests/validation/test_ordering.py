@@ -169,3 +169,37 @@ def test_a_sweep_deletes_only_what_was_read_before_its_extract_began(
             assert (row[2], result.deleted) == (False, 0)
         else:
             assert (row[2], result.deleted) == (True, 1)
+
+
+def test_a_stream_reread_of_an_already_staged_version_undoes_an_earlier_sweep_deletion(
+    clean_ods: str,
+) -> None:
+    """The sweep found entry 9 missing and marked it deleted; a stream re-read that began later gets
+    the very version staging already holds (so the stream validates nothing new). The record
+    exists after all: the later read wins and it is live again."""
+    others = [_entry(i) for i in range(1, 6)]
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        _stage(conn, "baseline", [*others, _entry(9)], _now(conn))
+        _validate(conn, "baseline")
+        _sweep(conn, "sweep", others)
+        assert _validate(conn, "sweep").deleted == 1
+        with conn.transaction():
+            new, known = stream.stage_new_versions(
+                conn, [_entry(9)], run_key="stream", endpoint=ENDPOINT, read_at=_now(conn)
+            )
+        assert (new, known) == (0, 1)
+        row = _current(conn, 9)
+        assert row is not None and row[2] is False, "a later read of the record left it deleted"
+        # A read that began before the sweep's deletion changes nothing.
+        _sweep(conn, "sweep-2", others)
+        assert _validate(conn, "sweep-2").deleted == 1
+        with conn.transaction():
+            stream.stage_new_versions(
+                conn,
+                [_entry(9)],
+                run_key="stream-old",
+                endpoint=ENDPOINT,
+                read_at=_now(conn) - timedelta(hours=1),
+            )
+        row = _current(conn, 9)
+        assert row is not None and row[2] is True
