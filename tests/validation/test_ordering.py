@@ -203,3 +203,21 @@ def test_a_stream_reread_of_an_already_staged_version_undoes_an_earlier_sweep_de
             )
         row = _current(conn, 9)
         assert row is not None and row[2] is True
+
+
+def test_a_stream_reread_of_a_known_version_after_the_sweep_began_keeps_the_record(clean_ods: str) -> None:
+    """The stream re-reads entry 9 (a version staging already holds) after the sweep's extract
+    began: its read moves the version's fetched_at forward, so the sweep's absence proves nothing."""
+    others = [_entry(i) for i in range(1, 6)]
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        _stage(conn, "baseline", [*others, _entry(9)], _now(conn) - timedelta(minutes=5))
+        _validate(conn, "baseline")
+        _sweep(conn, "sweep", others)
+        with conn.transaction():
+            new, known = stream.stage_new_versions(
+                conn, [_entry(9)], run_key="stream", endpoint=ENDPOINT, read_at=_now(conn)
+            )
+        assert (new, known) == (0, 1)
+        assert _validate(conn, "sweep").deleted == 0
+        row = _current(conn, 9)
+        assert row is not None and row[2] is False
