@@ -1,0 +1,84 @@
+"""Re-applying the period policy after the ERP answered PERIOD_CLOSED (pure: no ERP, no database)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from psa_erp_sync.config import Config, load_config
+from psa_erp_sync.posting import ledger
+from psa_erp_sync.posting.periods import PeriodBook
+from psa_erp_sync.posting.planner import replan_closed
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    return load_config()
+
+
+def _book(entity: str, october_closed: bool) -> PeriodBook:
+    rows = []
+    for month in (10, 11):
+        end = date(2026, month + 1, 1).toordinal() - 1
+        closed = "T" if month == 10 and october_closed else "F"
+        rows.append(
+            {"externalid": f"{entity}-2026-{month}", "subsidiary": entity, "startdate": f"2026-{month}-01",
+             "enddate": str(date.fromordinal(end)), "closed": closed, "alllocked": closed, "arlocked": "F",
+             "aplocked": "F"}
+        )  # fmt: skip
+    return PeriodBook.from_rows(rows)
+
+
+def _refused(entity: str, action: ledger.Action = "post") -> ledger.Posting:
+    key = ledger.idempotency_key("timebill", "psa", "7", "v1", action, 0)
+    payload = {"externalId": "psa-te-7", "tranDate": "2026-10-20", "memo": f"psa:7 v:v1 key:{key[:16]}",
+               "postingPeriod": {"externalId": f"{entity}-2026-10"}, "subsidiary": {"externalId": entity}}  # fmt: skip
+    if action == "reverse":
+        payload = {"externalId": "psa-te-7", "reverses": payload}
+    return ledger.Posting(key, "timebill", "psa", "7", "v1", "psa-te-7", action, "sent", payload, entity,
+                          f"{entity}-2026-10", 100, "USD")  # fmt: skip
+
+
+def test_post_to_first_open_moves_the_refused_posting_under_a_new_key(config: Config) -> None:
+    refused = _refused("LE-US1")
+    fresh, item, decision = replan_closed(
+        refused, periods=_book("LE-US1", october_closed=True), config=config, seq=1, held=None
+    )
+    assert (decision.outcome, fresh.state, item) == ("moved", "pending", None)
+    assert fresh.payload["postingPeriod"] == {"externalId": "LE-US1-2026-11"}
+    assert fresh.idempotency_key == ledger.idempotency_key("timebill", "psa", "7", "v1", "post", 1)
+    assert fresh.idempotency_key != refused.idempotency_key
+    assert fresh.payload["memo"] == (
+        f"psa:7 v:v1 key:{fresh.idempotency_key[:16]} orig-date:2026-10-20 orig-period:LE-US1-2026-10"
+    )
+
+
+def test_park_policy_parks_with_an_item_for_finance(config: Config) -> None:
+    fresh, item, decision = replan_closed(
+        _refused("LE-UK1"), periods=_book("LE-UK1", october_closed=True), config=config, seq=1, held=None
+    )
+    assert (decision.outcome, fresh.state) == ("park", "parked")
+    assert item is not None and (item.kind, item.reason_code) == ("parked", "PERIOD_CLOSED")
+    assert "postingPeriod" not in fresh.payload
+
+
+def test_periods_still_showing_the_refused_period_open_park_instead_of_repeating(config: Config) -> None:
+    """The ERP refused October, but the periods read again still say October is open."""
+    stale = _book("LE-US1", october_closed=False)
+    fresh, item, decision = replan_closed(_refused("LE-US1"), periods=stale, config=config, seq=1, held=None)
+    assert (decision.outcome, fresh.state) == ("park", "parked")
+    assert item is not None
+    reverse = _refused("LE-US1", "reverse")
+    fresh, item, decision = replan_closed(reverse, periods=stale, config=config, seq=1, held="LE-US1-2026-10")
+    assert (decision.outcome, fresh.state) == ("park", "parked")
+    assert item is not None and item.detail["correction"] is True
+
+
+def test_a_reversal_of_a_record_held_in_a_closed_period_is_parked(config: Config) -> None:
+    fresh, item, decision = replan_closed(
+        _refused("LE-US1", "reverse"), periods=_book("LE-US1", october_closed=True), config=config, seq=2,
+        held="LE-US1-2026-10",
+    )  # fmt: skip
+    assert (decision.outcome, fresh.state, fresh.action) == ("park", "parked", "reverse")
+    assert item is not None and item.detail["action"] == "reverse"
