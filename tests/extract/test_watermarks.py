@@ -197,7 +197,7 @@ def test_the_upgrade_repairs_poisoned_watermarks(old_ods: str) -> None:
         # the read no longer fails on what is stored, before and after the upgrade
         assert staging.get_watermark(conn, "psa", "/v2/expenses") is None
 
-    assert migrate.apply(old_ods) == ["0009_bad_input.sql"]
+    assert "0009_bad_input.sql" in migrate.apply(old_ods)
 
     with psycopg.connect(old_ods) as conn:
         assert staging.get_watermark(conn, "psa", "/v2/expenses") is None  # read everything again
