@@ -68,7 +68,7 @@ def stage_pages(
     """
     started = time.monotonic()
     extracted = 0
-    newest: datetime | None = None
+    newest: datetime | None = None  # computed here: a SQL cast of a hostile value would abort the COPY
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS tmp_stage (source_id text NOT NULL, payload jsonb NOT NULL) ON COMMIT DELETE ROWS"
     )
