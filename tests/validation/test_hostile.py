@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import random
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -294,3 +294,25 @@ def test_every_time_expense_reason_code_has_an_owner_and_a_documented_fix() -> N
     documented = set(config.authority.reason_codes) & set(config.ownership.reason_codes)
     assert set(validation.REASON_CODES) <= documented, set(validation.REASON_CODES) - documented
     assert all(config.ownership.owner_for("time_expense", le) for le in (None, "LE-US1"))
+
+
+def test_a_sweep_survives_a_quarantined_record_whose_date_is_not_a_date(clean_ods: str) -> None:
+    """The sweep's clean-up of vanished quarantine items reads staged spent dates: never by a cast
+    that a hostile value fails."""
+    items = [*_good("time_entry", 2), te(id=77, spent_date="2026-13-45"), te(id=78, spent_date=20261102)]
+    with psycopg.connect(clean_ods) as conn:
+        result = staging.stage_pages(
+            conn, [items], run_key="sweep-1", source_system="psa", endpoint="/v2/time_entries"
+        )
+        staging.record_extract_run(
+            conn, result, source_system="psa", endpoint="/v2/time_entries", mode="sweep",
+            window_from=None, window_to=AS_OF, sweep_from=date(2026, 11, 1),
+        )  # fmt: skip
+        conn.commit()
+        with conn.transaction():
+            verdicts = validation.validate_run(
+                conn, kind="time_entry", run_key="sweep-1", ref=REF, config=load_config(), as_of=AS_OF,
+                dag_run_id="run-sweep",
+            )  # fmt: skip
+    assert (verdicts.valid, verdicts.quarantined) == (2, 2)
+    assert verdicts.by_reason == {"SCHEMA_INVALID": 2}
