@@ -191,7 +191,7 @@ HOSTILE_IDS = (
 
 @st.composite
 def hostile_payload(draw: st.DrawFn, template: dict[str, Any]) -> dict[str, Any]:
-    if draw(st.integers(0, 4)) == 0:  # anything at all, as long as it has an id
+    if draw(st.integers(0, 4)) == 0:  # any object at all
         payload = draw(st.dictionaries(st.text(max_size=10), JSON, max_size=6))
     else:  # the template with some fields replaced or removed
         payload = copy.deepcopy(template)
@@ -200,11 +200,22 @@ def hostile_payload(draw: st.DrawFn, template: dict[str, Any]) -> dict[str, Any]
                 payload[name] = draw(JSON)
             else:
                 payload.pop(name)
-    payload["id"] = draw(HOSTILE_IDS)
+    choice = draw(st.integers(0, 9))
+    if choice == 0:
+        payload.pop("id", None)  # no id at all
+    elif choice == 1:
+        payload["id"] = None
+    else:
+        payload["id"] = draw(HOSTILE_IDS)
     return payload
 
 
-def _stage_and_validate(dsn: str, kind: validation.Kind, items: list[dict[str, Any]]) -> tuple[Any, Any]:
+def hostile_item(template: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """Mostly payloads shaped like the template; now and then not even an object."""
+    return st.one_of(hostile_payload(template), hostile_payload(template), hostile_payload(template), JSON)
+
+
+def _stage_and_validate(dsn: str, kind: validation.Kind, items: list[Any]) -> tuple[Any, Any]:
     run_key = f"hyp-{uuid.uuid4()}"
     with psycopg.connect(dsn) as conn:
         for table in TABLES.split(", "):  # small tables: DELETE is much faster than TRUNCATE
@@ -235,7 +246,7 @@ def _good(kind: validation.Kind, n: int) -> list[dict[str, Any]]:
 def test_hostile_payloads_never_stop_a_run(pg_dsn: str, kind: validation.Kind, data: st.DataObject) -> None:
     template = ENTRY if kind == "time_entry" else EXPENSE
     good = _good(kind, data.draw(st.integers(1, 4)))
-    hostile = data.draw(st.lists(hostile_payload(template), min_size=1, max_size=8))
+    hostile = data.draw(st.lists(hostile_item(template), min_size=1, max_size=8))
     items = good + hostile
     random.Random(data.draw(st.integers(0, 2**16))).shuffle(items)
 

@@ -6,6 +6,7 @@ is canonical (sorted keys, normalised whitespace), so the same content always ha
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -52,6 +53,13 @@ def _copy_line(source_id: str, item: object) -> bytes:
     return key + b"\t" + payload + b"\n"
 
 
+def missing_id_key(item: object) -> str:
+    """The source id an item without one is staged under: derived from its content, so it is kept
+    (validation quarantines it, ``SCHEMA_INVALID``) rather than stopping the run, and the same
+    content keeps the same key."""
+    return "missing-id:" + hashlib.sha256(msgspec.json.encode(item)).hexdigest()[:32]
+
+
 def stage_pages(
     conn: psycopg.Connection,
     pages: Iterable[list[dict[str, object]]],
@@ -63,7 +71,7 @@ def stage_pages(
 ) -> StageResult:
     """COPY every item of ``pages`` into staging in one transaction and return the counts.
 
-    Items must carry an ``id``. Memory is bounded by one page: pages stream into an open COPY.
+    An item without an ``id`` (or not an object) is staged under :func:`missing_id_key`. Memory is bounded by one page: pages stream into an open COPY.
     The caller commits (so the watermark can advance in the same transaction).
     """
     started = time.monotonic()
@@ -77,11 +85,10 @@ def stage_pages(
         for page in pages:
             buffer = bytearray()
             for item in page:
-                source_id = item.get("id")
-                if source_id is None:
-                    raise ValueError(f"{source_system}{endpoint}: an item without an id cannot be staged")
-                buffer += _copy_line(str(source_id), item)
-                seen = source_timestamp(item.get("updated_at"))
+                source_id = item.get("id") if isinstance(item, dict) else None
+                key = str(source_id) if source_id is not None else missing_id_key(item)
+                buffer += _copy_line(key, item)
+                seen = source_timestamp(item.get("updated_at")) if isinstance(item, dict) else None
                 if seen is not None and (newest is None or seen > newest):
                     newest = seen
             copy.write(bytes(buffer))
