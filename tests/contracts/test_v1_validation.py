@@ -78,7 +78,7 @@ def test_round_trips_through_json_and_jsonb() -> None:
 
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "include" / "psa_erp_sync" / "ods" / "migrations"
-ODS_ONLY_COLUMNS = {"validated_at", "record"}  # written by the ODS, not part of the record
+ODS_ONLY_COLUMNS = {"validated_at", "record", "source_read_at"}  # written by the ODS, not part of the record
 
 
 def table_columns(table: str) -> set[str]:

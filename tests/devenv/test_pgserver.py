@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
@@ -37,10 +36,41 @@ def test_embedded_server_uses_scram_and_a_kept_password(
         parts = psycopg.conninfo.conninfo_to_dict(dsn)
         parts.pop("password")
         with pytest.raises(psycopg.OperationalError, match="password"):
-            psycopg.connect(psycopg.conninfo.make_conninfo("", **parts, passfile=os.devnull)).close()
+            psycopg.connect(
+                psycopg.conninfo.make_conninfo("", **parts, passfile="/nonexistent/pgpass")
+            ).close()
 
         pgserver.stop(data)
         assert pgserver.start(data, port=None) == dsn  # the same data dir keeps its password
     finally:
         pgserver.destroy(data)
     assert not pgserver.password_file(data).exists()
+
+
+def test_a_data_dir_made_with_trust_auth_is_converted_on_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    data = tmp_path / "pg"
+    try:
+        dsn = pgserver.start(data, port=None)
+        with psycopg.connect(dsn, autocommit=True) as conn:  # as a cluster from before passwords
+            conn.execute("ALTER ROLE postgres PASSWORD NULL")
+        pgserver.stop(data)
+        trust = "local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n"
+        pgserver._write_private(data / "pg_hba.conf", trust, owner=pgserver._run_as())
+        pgserver.password_file(data).unlink()
+
+        converted = pgserver.start(data, port=None)
+        password = pgserver.password_file(data).read_text().strip()
+        assert psycopg.conninfo.conninfo_to_dict(converted)["password"] == password
+        with psycopg.connect(converted) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        parts = psycopg.conninfo.conninfo_to_dict(converted)
+        parts.pop("password")
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(
+                psycopg.conninfo.make_conninfo("", **parts, passfile="/nonexistent/pgpass")
+            ).close()
+    finally:
+        pgserver.destroy(data)

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 def _without_password(conninfo: str) -> str:
     parts = psycopg.conninfo.conninfo_to_dict(conninfo)
     parts.pop("password", None)
-    parts["passfile"] = os.devnull  # no ~/.pgpass either
+    parts["passfile"] = "/nonexistent/pgpass"  # no ~/.pgpass either
     return psycopg.conninfo.make_conninfo("", **parts)
 
 

@@ -79,8 +79,10 @@ def test_an_older_updated_at_never_overwrites_a_newer_version(
         _stage(conn, "stale", [_entry(1, hours=1.0, updated_at=V1)], t0)
         _stage(conn, "fresh", [_entry(1, hours=2.0, updated_at=V2)], t0 + timedelta(seconds=5))
         order = ["fresh", "stale"] if stale_commits_last else ["stale", "fresh"]
-        for run_key in order:
-            _validate(conn, run_key)
+        results = {run_key: _validate(conn, run_key) for run_key in order}
+        # The late stale version is counted as such (and as valid: the accounting identity holds).
+        assert results["stale"].stale == (1 if stale_commits_last else 0)
+        assert results["stale"].valid == 1
         hours, updated_at, deleted = _current(conn, 1) or (None, None, None)
         assert (float(hours), updated_at.isoformat(), deleted) == (2.0, "2026-11-03T11:00:00+00:00", False)
         # No audited update ever moved the row back in time.
@@ -167,3 +169,55 @@ def test_a_sweep_deletes_only_what_was_read_before_its_extract_began(
             assert (row[2], result.deleted) == (False, 0)
         else:
             assert (row[2], result.deleted) == (True, 1)
+
+
+def test_a_stream_reread_of_an_already_staged_version_undoes_an_earlier_sweep_deletion(
+    clean_ods: str,
+) -> None:
+    """The sweep found entry 9 missing and marked it deleted; a stream re-read that began later gets
+    the very version staging already holds (so the stream validates nothing new). The record
+    exists after all: the later read wins and it is live again."""
+    others = [_entry(i) for i in range(1, 6)]
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        _stage(conn, "baseline", [*others, _entry(9)], _now(conn))
+        _validate(conn, "baseline")
+        _sweep(conn, "sweep", others)
+        assert _validate(conn, "sweep").deleted == 1
+        with conn.transaction():
+            new, known = stream.stage_new_versions(
+                conn, [_entry(9)], run_key="stream", endpoint=ENDPOINT, read_at=_now(conn)
+            )
+        assert (new, known) == (0, 1)
+        row = _current(conn, 9)
+        assert row is not None and row[2] is False, "a later read of the record left it deleted"
+        # A read that began before the sweep's deletion changes nothing.
+        _sweep(conn, "sweep-2", others)
+        assert _validate(conn, "sweep-2").deleted == 1
+        with conn.transaction():
+            stream.stage_new_versions(
+                conn,
+                [_entry(9)],
+                run_key="stream-old",
+                endpoint=ENDPOINT,
+                read_at=_now(conn) - timedelta(hours=1),
+            )
+        row = _current(conn, 9)
+        assert row is not None and row[2] is True
+
+
+def test_a_stream_reread_of_a_known_version_after_the_sweep_began_keeps_the_record(clean_ods: str) -> None:
+    """The stream re-reads entry 9 (a version staging already holds) after the sweep's extract
+    began: its read moves the version's fetched_at forward, so the sweep's absence proves nothing."""
+    others = [_entry(i) for i in range(1, 6)]
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        _stage(conn, "baseline", [*others, _entry(9)], _now(conn) - timedelta(minutes=5))
+        _validate(conn, "baseline")
+        _sweep(conn, "sweep", others)
+        with conn.transaction():
+            new, known = stream.stage_new_versions(
+                conn, [_entry(9)], run_key="stream", endpoint=ENDPOINT, read_at=_now(conn)
+            )
+        assert (new, known) == (0, 1)
+        assert _validate(conn, "sweep").deleted == 0
+        row = _current(conn, 9)
+        assert row is not None and row[2] is False

@@ -35,7 +35,9 @@ class OdsHook(BaseHook):
         return psycopg.conninfo.make_conninfo("", **parts)
 
     def get_conn(self) -> psycopg.Connection:
-        return psycopg.connect(self.dsn(), application_name="psa-erp-sync")
+        from psa_erp_sync.ods import connections
+
+        return connections.connect(self.dsn(), application_name="psa-erp-sync")
 
     def openlineage_namespace(self) -> str:
         parts = self._parts()

@@ -149,9 +149,12 @@ def stage_new_versions(
 
     Versions already staged keep their run key: a batch run that staged the same version
     validates it under its own key, so its control totals stay exact when both paths run at
-    once. Their ``fetched_at`` moves forward to ``read_at`` (when the re-reads began; default
-    now), so a sweep that began before this read does not take the record for deleted. The
-    content hash is computed exactly as ``ods.staging`` does.
+    once. Their ``fetched_at`` moves forward to ``read_at`` (when the re-reads began; rows a
+    batch extract holds locked are skipped, never waited for), so a sweep that began before this
+    read does not take the record for deleted; and a
+    canonical row a deletion marked *before* ``read_at`` whose version this read got again is
+    live again (audited): nothing else would validate that version. The content hash is computed
+    exactly as ``ods.staging`` does.
     """
     if not records:
         return 0, 0
@@ -173,11 +176,10 @@ def stage_new_versions(
                    encode(sha256(convert_to(payload::text, 'UTF8')), 'hex'), payload,
                    coalesce(%(read_at)s, now()), %(run_key)s, %(run_key)s
             FROM src
-            ON CONFLICT (source_system, endpoint, source_id, payload_hash)
-            DO UPDATE SET fetched_at = greatest(staging.raw_record.fetched_at, EXCLUDED.fetched_at)
-            RETURNING (xmax = 0) AS is_new
+            ON CONFLICT (source_system, endpoint, source_id, payload_hash) DO NOTHING
+            RETURNING 1
         )
-        SELECT count(*) FILTER (WHERE is_new) FROM ins
+        SELECT count(*) FROM ins
         """,
         {
             "ids": [i for i, _ in lines],
@@ -189,7 +191,72 @@ def stage_new_versions(
         },
     ).fetchone()
     new = int(row[0]) if row else 0
+    if read_at is not None and new < len(records):
+        # Never wait for a batch extract that holds these rows (its transaction can last minutes):
+        # rows it has locked are being re-read by it anyway.
+        conn.execute(
+            """
+            WITH src AS (
+                SELECT s.source_id, encode(sha256(convert_to(s.payload::jsonb::text, 'UTF8')), 'hex') AS payload_hash
+                FROM unnest(%(ids)s::text[], %(payloads)s::text[]) AS s(source_id, payload)
+            ), free AS (
+                SELECT r.source_id, r.payload_hash FROM staging.raw_record r JOIN src USING (source_id, payload_hash)
+                WHERE r.source_system = %(system)s AND r.endpoint = %(endpoint)s AND r.fetched_at < %(read_at)s
+                FOR UPDATE OF r SKIP LOCKED
+            )
+            UPDATE staging.raw_record r SET fetched_at = %(read_at)s FROM free
+            WHERE r.source_system = %(system)s AND r.endpoint = %(endpoint)s
+              AND r.source_id = free.source_id AND r.payload_hash = free.payload_hash
+            """,
+            {
+                "ids": [i for i, _ in lines],
+                "payloads": [p for _, p in lines],
+                "system": SOURCE,
+                "endpoint": endpoint,
+                "read_at": read_at,
+            },
+        )
+        _undelete_reread(conn, lines, endpoint=endpoint, read_at=read_at, run_key=run_key)
     return new, len(records) - new
+
+
+def _undelete_reread(
+    conn: psycopg.Connection, lines: list[tuple[str, str]], *, endpoint: str, read_at: datetime, run_key: str
+) -> int:
+    """Canonical rows marked deleted by a read that began before ``read_at``, whose very version
+    the PSA has just answered: the record exists (the later read wins, as in validation)."""
+    table = {v: TABLE_OF_KIND[k] for k, v in ENDPOINT_OF_KIND.items()}[endpoint]
+    row = conn.execute(
+        f"""
+        WITH src AS (
+            SELECT s.source_id, encode(sha256(convert_to(s.payload::jsonb::text, 'UTF8')), 'hex') AS payload_hash
+            FROM unnest(%(ids)s::text[], %(payloads)s::text[]) AS s(source_id, payload)
+        ), back AS (
+            UPDATE {table} c SET is_deleted = false, source_read_at = %(read_at)s, validated_at = now()
+            FROM src
+            WHERE c.source_system = %(system)s AND c.source_id = src.source_id AND c.is_deleted
+              AND c.version_hash = src.payload_hash AND coalesce(c.source_read_at, '-infinity') < %(read_at)s
+            RETURNING c.source_id, to_jsonb(c.*) - 'record' AS image
+        ), audited AS (
+            INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)
+            SELECT 'stream.reread', 'present_at_source', %(table)s, source_id,
+                   jsonb_build_object('is_deleted', true), image, %(run_key)s FROM back
+        )
+        SELECT count(*) FROM back
+        """,
+        {
+            "ids": [i for i, _ in lines],
+            "payloads": [p for _, p in lines],
+            "system": SOURCE,
+            "read_at": read_at,
+            "table": table,
+            "run_key": run_key,
+        },
+    ).fetchone()
+    restored = int(row[0]) if row else 0
+    if restored:
+        log.info("stream: %d records marked deleted earlier were read again: live again", restored)
+    return restored
 
 
 def latest_reference_keys(conn: psycopg.Connection, max_age: timedelta) -> dict[str, str] | None:
@@ -487,7 +554,7 @@ def process_inbox(
             "gone_at_source" if (kind, event.source_id) in gone else f"synced:{RECORD_TYPE_OF_KIND[kind]}"
         )
     with psycopg.connect(dsn, autocommit=True) as conn:
-        inbox.settle(conn, outcomes, run_id=run_id)
+        inbox.settle(conn, outcomes, run_id=run_id, source_system=SOURCE)
     result.seconds["total"] = round(clock() - started, 3)
     log.info(
         "inbox: %d events, %d records (%d new versions, %d gone at source), posted %s",

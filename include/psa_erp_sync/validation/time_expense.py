@@ -487,7 +487,9 @@ def validate_run(
     """Judge every staged version of ``run_key``; write canonical rows and quarantine items.
 
     Idempotent: re-running for the same run key yields the same canonical state and the same
-    open exceptions (counters of occurrences grow, nothing is duplicated).
+    open exceptions (counters of occurrences grow, nothing is duplicated). Commit order does not
+    matter: canonical keeps the newest version by (source updated_at, start of the read), so a
+    run that read an older version and commits last changes nothing (counted as ``stale``).
 
     Streams: versions arrive ordered by source id, so only the previous record's verdict is held
     until the next record shows it was the newest; verdicts are written ``chunk`` records at a
@@ -712,23 +714,28 @@ def _mark_deleted(
             f"the sweep of {ENDPOINTS[kind]} no longer returns {len(gone)} of {total} records since {sweep_from}; "
             "refusing to treat them as deleted. Check the PSA answer; rerun the sweep when it is healthy."
         )
-    conn.execute(
+    # The read-time condition again in the UPDATE: it is re-checked on the row's latest committed
+    # version, so a newer read committed since the query above wins.
+    marked = conn.execute(
         f"""
         WITH del AS (
             UPDATE {table} c SET is_deleted = true, source_read_at = %(started)s, validated_at = now()
-            WHERE c.source_system = %(system)s AND c.source_id = ANY(%(ids)s)
+            WHERE c.source_system = %(system)s AND c.source_id = ANY(%(ids)s) AND NOT c.is_deleted
+              AND coalesce(c.source_read_at, '-infinity') < %(started)s
             RETURNING c.source_id, to_jsonb(c.*) - 'record' AS image
+        ), audited AS (
+            INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)
+            SELECT 'validation.sweep', 'deleted_at_source', %(table)s, source_id, image - 'is_deleted' - 'source_read_at',
+                   jsonb_build_object('is_deleted', true, 'source_read_at', image->'source_read_at'), %(run_id)s
+            FROM del
         )
-        INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)
-        SELECT 'validation.sweep', 'deleted_at_source', %(table)s, source_id, image - 'is_deleted' - 'source_read_at',
-               jsonb_build_object('is_deleted', true, 'source_read_at', image->'source_read_at'), %(run_id)s FROM del
+        SELECT count(*) FROM del
         """,
         {**params, "ids": gone, "table": table, "run_id": dag_run_id},
-    )
-    log.info(
-        "sweep: %d %s records no longer at the source since %s: marked deleted", len(gone), kind, sweep_from
-    )
-    return len(gone)
+    ).fetchone()
+    count = int(marked[0]) if marked else 0
+    log.info("sweep: %d %s records no longer at the source since %s: marked deleted", count, kind, sweep_from)
+    return count
 
 
 def _close_quarantine_of_vanished(
