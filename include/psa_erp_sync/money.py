@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
 
+#: The largest amount in minor units a ``bigint`` column (canonical, ledger) holds.
+MAX_MINOR = 2**63 - 1
+
 # Minor-unit exponents for the currencies we meet; ISO 4217 default is 2.
 _EXPONENT = {"JPY": 0, "KRW": 0, "BHD": 3, "KWD": 3}
 
@@ -21,6 +24,26 @@ def to_minor(amount: Decimal, currency: str) -> int:
         raise TypeError(f"money must be Decimal, not {type(amount).__name__}")
     scaled = (amount * (Decimal(10) ** exponent(currency))).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
     return int(scaled)
+
+
+class AmountOutOfRange(ValueError):
+    """An amount that cannot be held in integer minor units (not finite, or beyond ``MAX_MINOR``)."""
+
+
+def to_minor_checked(amount: Decimal, currency: str) -> int:
+    """:func:`to_minor` for amounts from outside: :class:`AmountOutOfRange` instead of a
+    ``decimal.InvalidOperation`` or a number no ``bigint`` column can hold."""
+    if not isinstance(amount, Decimal):
+        raise TypeError(f"money must be Decimal, not {type(amount).__name__}")
+    if not amount.is_finite() or abs(amount) > Decimal(MAX_MINOR).scaleb(-exponent(currency)):
+        raise AmountOutOfRange(f"{currency} amount beyond {MAX_MINOR} minor units")
+    try:
+        minor = to_minor(amount, currency)
+    except ArithmeticError as exc:  # decimal.InvalidOperation and friends
+        raise AmountOutOfRange(f"{currency} amount cannot be converted to minor units") from exc
+    if abs(minor) > MAX_MINOR:
+        raise AmountOutOfRange(f"{currency} amount beyond {MAX_MINOR} minor units")
+    return minor
 
 
 def from_minor(minor: int, currency: str) -> Decimal:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import psycopg
-import pytest
 
 from psa_erp_sync.ods import staging
 
@@ -55,9 +54,16 @@ def test_stage_counts_dedupe_and_hostile_text(clean_ods: str) -> None:
     assert first.max_updated_at == datetime(2026, 11, 6, 10, tzinfo=UTC)
 
 
-def test_an_item_without_id_fails_loudly(clean_ods: str) -> None:
-    with psycopg.connect(clean_ods) as conn, pytest.raises(ValueError, match="without an id"):
-        staging.stage_pages(conn, [[{"notes": "x"}]], run_key="r", source_system="psa", endpoint="/v2/x")
+def test_an_item_without_an_id_is_staged_under_a_content_key(clean_ods: str) -> None:
+    """One id-less item (or one that is not an object) must not stop the extract (issue 13): it is
+    kept under a key derived from its content, for validation to quarantine."""
+    items: list[object] = [{"notes": "x"}, {"id": None, "notes": "y"}, "not an object", {"id": 1}]
+    with psycopg.connect(clean_ods) as conn:
+        result = staging.stage_pages(conn, [items], run_key="r", source_system="psa", endpoint="/v2/x")  # type: ignore[list-item]
+        ids = {r[0] for r in conn.execute("SELECT source_id FROM staging.raw_record")}
+    assert (result.extracted, result.staged, result.new_versions) == (4, 4, 4)
+    assert "1" in ids
+    assert {staging.missing_id_key(i) for i in items[:3]} == ids - {"1"}
 
 
 def test_watermark_never_moves_backwards(clean_ods: str) -> None:

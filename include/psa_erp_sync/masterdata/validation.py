@@ -7,6 +7,11 @@ cache does not hold with one SuiteQL query per record type and chunk of keys (sm
 subsidiaries, currencies, tax codes - in one query each), then judges each record without another
 call: a :class:`Verdict` per record, ``ok`` or the reason codes that block it.
 
+Currency: a deal's currency must match its legal entity's and its customer's. A posting on an
+existing job (the candidate names ``project_code``) is judged as the ERP judges the transaction:
+the job's currency binds, else the posting subsidiary's; the customer's currency plays no part, so no
+``CURRENCY_MISMATCH`` is raised for postings the ERP accepts.
+
 The ERP being down is never a pass: the client retries with backoff, then
 :class:`ErpValidationUnavailable` names how many records were left unvalidated. No Airflow here.
 """
@@ -185,6 +190,16 @@ def _valid_ref(value: str | None) -> bool:
     return value is None or bool(EXTERNAL_ID.match(value))
 
 
+def _bound_currency(job: Mapping[str, Any], sub: Mapping[str, Any] | None) -> str | None:
+    """The currency the ERP requires of a transaction on ``job``: the job's own, else the posting
+    subsidiary's (the candidate's legal entity). None when nothing binds."""
+    if job.get("currency") not in (None, ""):
+        return str(job["currency"])
+    if sub is None or sub.get("currency") in (None, ""):
+        return None
+    return str(sub["currency"])
+
+
 def judge(candidate: Candidate, lookup: ErpLookup) -> Verdict:
     """The verdict on one record, from the cache alone (call :func:`prefetch` first)."""
     reasons: list[str] = []
@@ -225,9 +240,18 @@ def judge(candidate: Candidate, lookup: ErpLookup) -> Verdict:
         if candidate.legal_entity is not None and customer.get("subsidiary") != candidate.legal_entity:
             reasons.append("LEGAL_ENTITY_MISMATCH")
 
+    job = None
+    if candidate.project_code is not None and _valid_ref(candidate.project_code):
+        job = lookup.by_external_ids("job", [candidate.project_code]).get(candidate.project_code)
+
     if candidate.currency is not None:
         if not CURRENCY.match(candidate.currency) or candidate.currency not in currencies:
             reasons.append("CURRENCY_UNKNOWN")
+        elif job is not None:
+            # A posting on a job: judged as the ERP judges the transaction. The job's currency
+            # binds; a job without one takes its subsidiary's. The customer's does not count.
+            if _bound_currency(job, sub) not in (None, candidate.currency):
+                reasons.append("CURRENCY_MISMATCH")
         elif (sub is not None and sub.get("currency") != candidate.currency) or (
             customer is not None and customer.get("currency") not in (None, "", candidate.currency)
         ):
@@ -244,7 +268,6 @@ def judge(candidate: Candidate, lookup: ErpLookup) -> Verdict:
             reasons.append("TAX_CODE_MISMATCH")
 
     if candidate.project_code is not None and _valid_ref(candidate.project_code):
-        job = lookup.by_external_ids("job", [candidate.project_code]).get(candidate.project_code)
         if job is None:
             reasons.append("PROJECT_UNKNOWN")
         elif _inactive(job):

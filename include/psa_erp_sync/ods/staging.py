@@ -6,12 +6,13 @@ is canonical (sorted keys, normalised whitespace), so the same content always ha
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import msgspec
 import psycopg
@@ -46,7 +47,17 @@ def _copy_line(source_id: str, item: object) -> bytes:
     if b"\\u0000" in payload:
         payload = _NUL_ESCAPE.sub(rb"\1\\\\u0000", payload)
     payload = payload.replace(b"\\", b"\\\\")
-    return source_id.encode().replace(b"\\", b"\\\\").replace(b"\t", b"\\t") + b"\t" + payload + b"\n"
+    key = source_id.encode().replace(b"\\", b"\\\\").replace(b"\t", b"\\t")
+    # An id may hold anything the source sent; text cannot hold U+0000 (kept as visible text).
+    key = key.replace(b"\n", b"\\n").replace(b"\r", b"\\r").replace(b"\x00", b"\\\\u0000")
+    return key + b"\t" + payload + b"\n"
+
+
+def missing_id_key(item: object) -> str:
+    """The source id an item without one is staged under: derived from its content, so it is kept
+    (validation quarantines it, ``SCHEMA_INVALID``) rather than stopping the run, and the same
+    content keeps the same key."""
+    return "missing-id:" + hashlib.sha256(msgspec.json.encode(item)).hexdigest()[:32]
 
 
 def stage_pages(
@@ -60,11 +71,12 @@ def stage_pages(
 ) -> StageResult:
     """COPY every item of ``pages`` into staging in one transaction and return the counts.
 
-    Items must carry an ``id``. Memory is bounded by one page: pages stream into an open COPY.
+    An item without an ``id`` (or not an object) is staged under :func:`missing_id_key`. Memory is bounded by one page: pages stream into an open COPY.
     The caller commits (so the watermark can advance in the same transaction).
     """
     started = time.monotonic()
     extracted = 0
+    newest: datetime | None = None  # computed here: a SQL cast of a hostile value would abort the COPY
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS tmp_stage (source_id text NOT NULL, payload jsonb NOT NULL) ON COMMIT DELETE ROWS"
     )
@@ -73,10 +85,12 @@ def stage_pages(
         for page in pages:
             buffer = bytearray()
             for item in page:
-                source_id = item.get("id")
-                if source_id is None:
-                    raise ValueError(f"{source_system}{endpoint}: an item without an id cannot be staged")
-                buffer += _copy_line(str(source_id), item)
+                source_id = item.get("id") if isinstance(item, dict) else None
+                key = str(source_id) if source_id is not None else missing_id_key(item)
+                buffer += _copy_line(key, item)
+                seen = source_timestamp(item.get("updated_at")) if isinstance(item, dict) else None
+                if seen is not None and (newest is None or seen > newest):
+                    newest = seen
             copy.write(bytes(buffer))
             extracted += len(page)
             if progress is not None:
@@ -99,13 +113,12 @@ def stage_pages(
         )
         SELECT (SELECT count(*) FROM tmp_stage),
                (SELECT count(*) FROM upsert WHERE is_new),
-               (SELECT count(*) FROM upsert WHERE NOT is_new),
-               (SELECT max((payload->>'updated_at')::timestamptz) FROM tmp_stage)
+               (SELECT count(*) FROM upsert WHERE NOT is_new)
         """,
         {"system": source_system, "endpoint": endpoint, "run_key": run_key},
     ).fetchone()
     assert row is not None
-    staged, new_versions, known_versions, max_updated_at = row
+    staged, new_versions, known_versions = row
     result = StageResult(
         run_key=run_key,
         extracted=extracted,
@@ -113,7 +126,7 @@ def stage_pages(
         new_versions=new_versions,
         known_versions=known_versions,
         duplicates_in_extract=staged - new_versions - known_versions,
-        max_updated_at=max_updated_at,
+        max_updated_at=newest,
         seconds=time.monotonic() - started,
     )
     if result.staged != result.extracted:
@@ -123,9 +136,33 @@ def stage_pages(
     return result
 
 
+def source_timestamp(value: object) -> datetime | None:
+    """An ISO 8601 timestamp with a zone as the source sent it, or None when it is anything else.
+
+    Parsed as the PSA models parse it (``datetime.fromisoformat``), so a value validation calls
+    ``TIMESTAMP_INVALID`` never moves a watermark, and a hostile one never aborts the staging
+    transaction (a SQL cast of it would).
+    """
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            return None
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
 def get_watermark(conn: psycopg.Connection, source_system: str, endpoint: str) -> datetime | None:
+    """The high watermark, or None when there is none: "read everything".
+
+    A non-finite value (the ``-infinity`` that empty first runs stored before migration 0009)
+    reads as None rather than failing every later run with ``timestamp too small``.
+    """
     row = conn.execute(
-        "SELECT high_watermark FROM staging.watermark WHERE source_system = %s AND endpoint = %s",
+        "SELECT CASE WHEN isfinite(high_watermark) THEN high_watermark END"
+        " FROM staging.watermark WHERE source_system = %s AND endpoint = %s",
         (source_system, endpoint),
     ).fetchone()
     return row[0] if row else None
@@ -134,13 +171,28 @@ def get_watermark(conn: psycopg.Connection, source_system: str, endpoint: str) -
 def advance_watermark(
     conn: psycopg.Connection, source_system: str, endpoint: str, seen: datetime | None, *, swept: bool = False
 ) -> None:
-    """Move the high watermark forward to the newest ``updated_at`` seen; never backwards."""
-    if seen is None and not swept:
+    """Move the high watermark forward to the newest ``updated_at`` seen; never backwards, never
+    past the start of the writing transaction (the extract's start: extracts stage and advance in
+    one transaction), and never to a value that was not seen.
+
+    The cap keeps one record stamped in the future (a PSA clock error, a year 2099 typo) from
+    pinning the watermark there, which would make every later incremental read come back empty;
+    a record re-read because of the cap is harmless (staging dedupes by content). Nothing seen
+    (an empty first run) stores no watermark, so the next run reads everything again; a sweep
+    still records when it ran.
+    """
+    if seen is None:
+        if swept:
+            conn.execute(
+                "UPDATE staging.watermark SET last_sweep_at = now(), updated_at = now()"
+                " WHERE source_system = %s AND endpoint = %s",
+                (source_system, endpoint),
+            )
         return
     conn.execute(
         """
         INSERT INTO staging.watermark AS w (source_system, endpoint, high_watermark, last_sweep_at)
-        VALUES (%(system)s, %(endpoint)s, coalesce(%(seen)s, '-infinity'::timestamptz),
+        VALUES (%(system)s, %(endpoint)s, least(%(seen)s::timestamptz, now()),
                 CASE WHEN %(swept)s THEN now() END)
         ON CONFLICT (source_system, endpoint) DO UPDATE SET
             high_watermark = greatest(w.high_watermark, EXCLUDED.high_watermark),

@@ -281,8 +281,8 @@ def reference_for(conn: psycopg.Connection, run_keys: dict[str, str], records: l
     from psa_erp_sync.clients import psa_models
     from psa_erp_sync.validation.time_expense import ProjectRef, PsaReference
 
-    project_ids = sorted({str((r.get("project") or {}).get("id")) for r in records})
-    user_ids = sorted({str((r.get("user") or {}).get("id")) for r in records})
+    project_ids = sorted({str(_ref_id(r, "project")) for r in records})
+    user_ids = sorted({str(_ref_id(r, "user")) for r in records})
 
     def rows(endpoint: str, where: str, ids: list[str]) -> list[dict[str, Any]]:
         return [
@@ -319,11 +319,24 @@ def reference_for(conn: psycopg.Connection, run_keys: dict[str, str], records: l
     return PsaReference(projects, users, frozenset(assignments), frozenset(categories))
 
 
+def _ref_id(record: Any, name: str) -> Any:
+    """``record[name]["id"]``, or None when the (hostile) record has no such object: validation
+    quarantines it; the reference step must not fail on it."""
+    ref = record.get(name) if isinstance(record, dict) else None
+    return ref.get("id") if isinstance(ref, dict) else None
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _covers(ref: Any, records: Iterable[dict[str, Any]]) -> bool:
     for record in records:
-        project = (record.get("project") or {}).get("id")
-        user = (record.get("user") or {}).get("id")
-        if project not in ref.projects or user not in ref.users:
+        project = _ref_id(record, "project")
+        user = _ref_id(record, "user")
+        # An id that is not an integer cannot be in any reference: validation quarantines the
+        # record (SCHEMA_INVALID), and refreshing the whole reference for it would not help.
+        if (_is_id(project) and project not in ref.projects) or (_is_id(user) and user not in ref.users):
             return False
     return True
 

@@ -8,14 +8,16 @@ tested without a database; :func:`validate_run` streams a run's staged rows thro
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -35,6 +37,39 @@ log = logging.getLogger(__name__)
 Kind = Literal["time_entry", "expense_entry"]
 ENDPOINTS: dict[Kind, str] = {"time_entry": "/v2/time_entries", "expense_entry": "/v2/expenses"}
 TABLES: dict[Kind, str] = {"time_entry": "canonical.time_entry", "expense_entry": "canonical.expense_entry"}
+
+#: Every reason code a verdict can carry (each has an owner and a documented fix in config/).
+REASON_CODES = (
+    "ID_OUT_OF_RANGE",
+    "TIMESTAMP_INVALID",
+    "UPDATED_AT_IN_FUTURE",
+    "SCHEMA_INVALID",
+    "HOURS_INVALID",
+    "RATE_INVALID",
+    "USER_UNKNOWN",
+    "PROJECT_UNKNOWN",
+    "PROJECT_INACTIVE",
+    "LEGAL_ENTITY_UNKNOWN",
+    "CURRENCY_MISMATCH",
+    "FUTURE_DATED",
+    "TASK_UNKNOWN",
+    "RATE_MISSING",
+    "AMOUNT_OUT_OF_RANGE",
+    "DUPLICATE_SUSPECTED",
+)
+#: Ids are stored and compared as ``bigint``: 1 .. 2**63 - 1.
+MAX_ID = 2**63 - 1
+#: Hours of one time entry: at most a day.
+MAX_HOURS = Decimal(24)
+#: Hours are rounded to this before any amount is computed: ``canonical.hours`` is numeric(9,2)
+#: and that rounded value is what the ERP receives and multiplies by the rate.
+HOURS_QUANTUM = Decimal("0.01")
+#: Source timestamps before this are not plausible PSA timestamps.
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+#: An ``updated_at`` later than the fetch of its record by more than this is a clock error (a
+#: PSA clock or an import stamped in the future): quarantined, never trusted. Smaller leads
+#: (clock skew) are accepted; the watermark is capped at the extract's start regardless.
+FUTURE_TOLERANCE = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -181,6 +216,49 @@ def _common_checks(
 _Parsed = TypeVar("_Parsed", psa_models.TimeEntry, psa_models.Expense)
 
 
+def _out_of_range_ids(payload: dict[str, Any], nested: tuple[str, ...]) -> list[str]:
+    """Integer ids outside 1 .. 2**63 - 1 (the record's and its references'), by field name."""
+    ids: dict[str, Any] = {"id": payload.get("id")}
+    for name in nested:
+        ref = payload.get(name)
+        ids[f"{name}.id"] = ref.get("id") if isinstance(ref, dict) else None
+    return sorted(
+        name
+        for name, value in ids.items()
+        if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= MAX_ID
+    )
+
+
+def _screen(
+    payload: Any, version_hash: str, *, nested: tuple[str, ...], fetched_at: datetime | None
+) -> Verdict | None:
+    """Checks that come before the model: ids that no ``bigint`` holds, timestamps that do not
+    parse (or are implausible), an ``updated_at`` in the future. None when the payload passes."""
+    if not isinstance(payload, dict):
+        return Verdict("None", version_hash, None, "SCHEMA_INVALID", {"fields": ["(record)"]})
+    source_id = str(payload.get("id"))
+    out_of_range = _out_of_range_ids(payload, nested)
+    if out_of_range:
+        return Verdict(source_id, version_hash, None, "ID_OUT_OF_RANGE", {"fields": out_of_range})
+    invalid = [
+        name
+        for name in ("created_at", "updated_at")
+        if (parsed := staging.source_timestamp(payload.get(name))) is None or parsed < EARLIEST_TIMESTAMP
+    ]
+    if invalid:
+        return Verdict(source_id, version_hash, None, "TIMESTAMP_INVALID", {"fields": invalid})
+    updated_at = staging.source_timestamp(payload["updated_at"])
+    if fetched_at is not None and updated_at is not None and updated_at > fetched_at + FUTURE_TOLERANCE:
+        return Verdict(
+            source_id,
+            version_hash,
+            None,
+            "UPDATED_AT_IN_FUTURE",
+            {"updated_at": updated_at.isoformat(), "fetched_at": fetched_at.astimezone(UTC).isoformat()},
+        )
+    return None
+
+
 def _parse(model: type[_Parsed], payload: dict[str, Any], version_hash: str) -> _Parsed | Verdict:
     """The payload as the PSA's model, or a SCHEMA_INVALID verdict naming the fields (never values)."""
     try:
@@ -188,6 +266,13 @@ def _parse(model: type[_Parsed], payload: dict[str, Any], version_hash: str) -> 
     except ValidationError as exc:
         fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
         return Verdict(str(payload.get("id")), version_hash, None, "SCHEMA_INVALID", {"fields": fields})
+
+
+def round_hours(hours: Decimal) -> Decimal:
+    """Hours at the precision canonical stores and the ERP receives: two places, half up (as
+    PostgreSQL rounds numeric). Values already that precise are returned unchanged."""
+    rounded = hours.quantize(HOURS_QUANTUM, rounding=ROUND_HALF_UP)
+    return hours if rounded == hours else rounded
 
 
 def _checks_of(
@@ -211,13 +296,30 @@ def judge_time_entry(
     config: Config,
     as_of: datetime,
     source_system: str = "psa",
+    fetched_at: datetime | None = None,
 ) -> Verdict:
-    """One staged Harvest time entry -> a verdict (pure; no I/O)."""
+    """One staged Harvest time entry -> a verdict (pure; no I/O).
+
+    ``fetched_at`` (when staging received this version) enables the ``UPDATED_AT_IN_FUTURE`` check.
+    Amounts are computed from the hours and rate exactly as the ERP receives them: hours rounded
+    to two places (:func:`round_hours`), the rate to the currency's minor unit.
+    """
+    screened = _screen(payload, version_hash, nested=("user", "project", "task"), fetched_at=fetched_at)
+    if screened is not None:
+        return screened
     source_id = str(payload.get("id"))
     parsed = _parse(psa_models.TimeEntry, payload, version_hash)
     if isinstance(parsed, Verdict):
         return parsed
     entry = parsed
+    if not Decimal(0) <= entry.hours <= MAX_HOURS:
+        return Verdict(
+            source_id, version_hash, None, "HOURS_INVALID", {"field": "hours", "allowed": "0 to 24"}
+        )
+    if entry.billable_rate is not None and entry.billable_rate < 0:
+        return Verdict(
+            source_id, version_hash, None, "RATE_INVALID", {"field": "billable_rate", "allowed": ">= 0"}
+        )
     reason, detail, project = _checks_of(entry, ref=ref, config=config, as_of=as_of)
     legal_entity = project.legal_entity if project else None
     if reason is None and (entry.project.id, entry.task.id) not in ref.task_assignments:
@@ -229,6 +331,15 @@ def judge_time_entry(
     assert project is not None and project.currency is not None and legal_entity is not None
     rate = entry.billable_rate if entry.billable and entry.billable_rate is not None else Decimal(0)
     currency = project.currency
+    hours = round_hours(entry.hours)
+    try:
+        bill_rate_minor = money.to_minor_checked(rate, currency)
+        amount_minor = money.to_minor_checked(hours * money.from_minor(bill_rate_minor, currency), currency)
+    except money.AmountOutOfRange:
+        return Verdict(
+            source_id, version_hash, legal_entity, "AMOUNT_OUT_OF_RANGE",
+            {"fields": ["hours", "billable_rate"], "max_minor": money.MAX_MINOR},
+        )  # fmt: skip
     row = {
         "source_system": source_system,
         "source_id": source_id,
@@ -238,10 +349,10 @@ def judge_time_entry(
         "project_ref": str(entry.project.id),
         "task_ref": str(entry.task.id),
         "legal_entity": legal_entity,
-        "hours": entry.hours,
+        "hours": hours,
         "billable": entry.billable,
-        "bill_rate_minor": money.to_minor(rate, currency),
-        "amount_minor": money.line_amount_minor(entry.hours, rate, currency),
+        "bill_rate_minor": bill_rate_minor,
+        "amount_minor": amount_minor,
         "currency": currency,
         "approved": entry.is_closed,
         "is_deleted": False,
@@ -261,8 +372,14 @@ def judge_expense(
     config: Config,
     as_of: datetime,
     source_system: str = "psa",
+    fetched_at: datetime | None = None,
 ) -> Verdict:
     """One staged Harvest expense -> a verdict (pure; no I/O)."""
+    screened = _screen(
+        payload, version_hash, nested=("user", "project", "expense_category"), fetched_at=fetched_at
+    )
+    if screened is not None:
+        return screened
     source_id = str(payload.get("id"))
     parsed = _parse(psa_models.Expense, payload, version_hash)
     if isinstance(parsed, Verdict):
@@ -275,6 +392,13 @@ def judge_expense(
     if reason is not None:
         return Verdict(source_id, version_hash, legal_entity, reason, detail)
     assert project is not None and project.currency is not None and legal_entity is not None
+    try:
+        amount_minor = money.to_minor_checked(expense.total_cost, project.currency)
+    except money.AmountOutOfRange:
+        return Verdict(
+            source_id, version_hash, legal_entity, "AMOUNT_OUT_OF_RANGE",
+            {"fields": ["total_cost"], "max_minor": money.MAX_MINOR},
+        )  # fmt: skip
     row = {
         "source_system": source_system,
         "source_id": source_id,
@@ -285,7 +409,7 @@ def judge_expense(
         "legal_entity": legal_entity,
         "category": str(expense.expense_category.id),
         "billable": expense.billable,
-        "amount_minor": money.to_minor(expense.total_cost, project.currency),
+        "amount_minor": amount_minor,
         "currency": project.currency,
         "approved": expense.is_closed,
         "is_deleted": False,
@@ -318,18 +442,34 @@ _COLUMNS: dict[Kind, tuple[str, ...]] = {
 
 def _staged(
     conn: psycopg.Connection, source_system: str, endpoint: str, run_key: str
-) -> Iterator[tuple[dict[str, Any], str, datetime]]:
-    """The run's staged versions in source order (id, then update time), streamed, each with the
-    start of the latest read that saw it (``fetched_at``: the ordering tiebreak)."""
+) -> Iterator[tuple[Any, str, str, datetime]]:
+    """The run's staged versions in source order (id, then update time), streamed:
+    (payload, payload hash, staged source id, fetched at). ``fetched_at`` is the start of the
+    latest read that saw the version: the ordering tiebreak, and the reference for
+    ``UPDATED_AT_IN_FUTURE``.
+
+    The order never casts what a hostile payload may hold: numeric ids in numeric order, anything
+    else after them; the versions of one source id stay together either way.
+    """
     with conn.cursor(name="staged_versions") as cur:
         cur.itersize = 5000
         cur.execute(
-            "SELECT payload, payload_hash, fetched_at FROM staging.raw_record"
+            "SELECT payload, payload_hash, source_id, fetched_at FROM staging.raw_record"
             " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s"
-            " ORDER BY (payload->>'id')::bigint, payload->>'updated_at'",
+            " ORDER BY CASE WHEN jsonb_typeof(payload->'id') = 'number' THEN (payload->'id')::numeric END"
+            " NULLS LAST, source_id, payload->>'updated_at'",
             (source_system, endpoint, run_key),
         )
         yield from cur
+
+
+def _json_loads(data: bytes | str) -> Any:
+    """msgspec (several times faster than json.loads), falling back to json for what it refuses
+    (a number beyond a double, e.g. 1e400 with a fraction): such a payload is then judged, not fatal."""
+    try:
+        return msgspec.json.decode(data)
+    except msgspec.MsgspecError:
+        return json.loads(data)
 
 
 def validate_run(
@@ -443,11 +583,21 @@ def validate_run(
     previous: Verdict | None = None
     # A second connection streams the run's versions while this one writes.
     with connections.connect_like(conn) as reader:
-        set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
-        for payload, version_hash, read_at in _staged(reader, source_system, ENDPOINTS[kind], run_key):
+        set_json_loads(_json_loads, reader)
+        for payload, version_hash, staged_id, read_at in _staged(
+            reader, source_system, ENDPOINTS[kind], run_key
+        ):
             verdict = judge(
-                payload, version_hash, ref=ref, config=config, as_of=as_of, source_system=source_system
+                payload,
+                version_hash,
+                ref=ref,
+                config=config,
+                as_of=as_of,
+                source_system=source_system,
+                fetched_at=read_at,
             )
+            if verdict.source_id != staged_id:  # an id JSON cannot round-trip (1.0, 1e400): the staged one
+                verdict = dataclasses.replace(verdict, source_id=staged_id)
             result.staged_versions += 1
             if verdict.valid:
                 assert verdict.row is not None
@@ -610,7 +760,7 @@ def _close_quarantine_of_vanished(
             JOIN staging.raw_record r ON r.source_system = e.source_system AND r.endpoint = %(endpoint)s
                  AND r.source_id = e.source_id AND r.payload_hash = e.source_version
             WHERE e.kind = 'quarantine' AND e.source_system = %(system)s AND e.record_type = %(kind)s
-              AND e.status = 'open' AND (r.payload->>'spent_date')::date >= %(from)s
+              AND e.status = 'open' AND staging.try_date(r.payload->>'spent_date') >= %(from)s
             EXCEPT
             SELECT r.source_id FROM staging.raw_record r
             WHERE r.source_system = %(system)s AND r.endpoint = %(endpoint)s AND r.last_run_key = %(run_key)s
