@@ -22,7 +22,7 @@ import psycopg
 
 from psa_erp_sync.config import load_config
 from psa_erp_sync.posting.engine import EngineSettings
-from psa_erp_sync.posting.service import PostingLockBusy, PostingLockLost, post_record_type
+from psa_erp_sync.posting.service import LockSettings, PostingLockBusy, PostingLockLost, post_record_type
 
 EXIT_STILL_PENDING = 3
 EXIT_ODS = 4
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="records per batch (default: posting.batch_size)")
     parser.add_argument("--run-id", default="cli")
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--lock-wait", type=float, default=LockSettings.wait_s, help="seconds to wait for the posting lock"
+    )
     args = parser.parse_args(argv)
     if not args.dsn:
         parser.error("give --dsn or set PSA_ERP_SYNC_DSN")
@@ -53,9 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     from psa_erp_sync.clients.erp import ErpError, NetSuiteClient
 
     config = load_config()
-    settings = EngineSettings.from_config(
-        config, batch_size=args.batch_size, max_concurrency=args.concurrency
-    )
+    try:
+        settings = EngineSettings.from_config(
+            config, batch_size=args.batch_size, max_concurrency=args.concurrency
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     what = f"posting {args.record_type} failed"
     try:
         with NetSuiteClient(
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         ) as client:
             result = post_record_type(
                 dsn=args.dsn, client=client, record_type=args.record_type, config=config, settings=settings,
-                run_id=args.run_id,
+                run_id=args.run_id, lock_settings=LockSettings(wait_s=args.lock_wait),
             )  # fmt: skip
     except (PostingLockBusy, PostingLockLost) as exc:
         return _fail(f"{what}: {exc}", EXIT_LOCK)
