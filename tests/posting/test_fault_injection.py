@@ -3,7 +3,9 @@
 20,000+ approved time entries go PSA -> staging -> canonical -> ERP while the ERP simulator, driven
 only through its admin API, injects 5xx before commit, 5xx after commit, 429 storms, latency
 spikes and dropped connections (before and after commit), and the posting worker process is
-SIGKILLed three times after >= 20 % progress and then started again (a retry). Afterwards: no
+SIGKILLed three times after >= 20 % progress and then started again (a retry). A second test
+terminates the backend of the worker's posting-lock connection mid-pass: the pass stops, and the
+next pass completes the month. Afterwards: no
 duplicate in the ERP by external id or by content, nothing missing, ERP == the approved PSA set
 less what is parked or rejected, control totals equal to the cent, and every parked or rejected
 record is in the exception queue with a reason.
@@ -43,8 +45,9 @@ FAULTS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
-def _prepare(dsn: str, psa: RunningSimulator, erp: RunningSimulator) -> int:
-    """Seed a firm of ~20k entries and bring it through extract and validation into canonical."""
+def _prepare(dsn: str, psa: RunningSimulator, erp: RunningSimulator, consultants: int = 500) -> int:
+    """Seed a firm (~40 entries per consultant: ~20k for 500) and bring it through extract and
+    validation into canonical."""
     from psa_erp_sync.clients.psa import HarvestClient
     from psa_erp_sync.config import load_config
     from psa_erp_sync.extract import psa as psa_extract
@@ -53,7 +56,7 @@ def _prepare(dsn: str, psa: RunningSimulator, erp: RunningSimulator) -> int:
     from simulators.firm.load import load_firm
 
     firm = generate_firm(
-        FirmSpec(seed=11, consultants=500, customers=60, projects=150, opportunities=5, today=TODAY)
+        FirmSpec(seed=11, consultants=consultants, customers=60, projects=150, opportunities=5, today=TODAY)
     )
     load_firm(firm, psa_url=psa.base_url, erp_url=erp.base_url, crm_url=None, include_schedule=False)
     psa.admin("PUT", "/config", json={"rate_limit_requests": 0})
@@ -96,20 +99,17 @@ def _confirmed(dsn: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _worker(dsn: str, erp_url: str) -> subprocess.Popen[bytes]:
+def _worker(dsn: str, erp_url: str, *extra: str, stderr: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "psa_erp_sync.posting", "--dsn", dsn, "--erp-url", erp_url, "--record-type", "timebill",
-         "--concurrency", "6", "--run-id", "fault-run", "--timeout", "10"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+         "--concurrency", "6", "--run-id", "fault-run", "--timeout", "10", *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
 
 
 def test_exactly_once_effect_under_faults_and_sigkill(
     clean_ods: str, psa_sim: RunningSimulator, erp_sim: RunningSimulator
 ) -> None:
-    from psa_erp_sync.reconcile import control_totals as ct
-    from psa_erp_sync.reconcile import erp_readback
-
     approved = _prepare(clean_ods, psa_sim, erp_sim)
     assert approved >= 20_000, approved
     erp_sim.admin("PUT", "/faults", json=FAULTS)
@@ -135,6 +135,15 @@ def test_exactly_once_effect_under_faults_and_sigkill(
     erp_sim.admin("DELETE", "/faults")
     for rule in ("5xx-before", "5xx-after", "drop-before", "drop-after", "429-storm", "latency"):
         assert fired[rule] > 0, f"fault {rule} never fired: {fired}"
+    _assert_exactly_once(clean_ods, erp_sim, approved)
+    print(f"\nfault suite: {approved} approved, kills={kills}, faults fired={fired}, final outcome={outcome}")
+
+
+def _assert_exactly_once(clean_ods: str, erp_sim: RunningSimulator, approved: int) -> None:
+    """0 duplicates, 0 missing, nothing in flight, every parked or rejected record in the exception
+    queue, and the ERP equal to the approved set to the cent."""
+    from psa_erp_sync.reconcile import control_totals as ct
+    from psa_erp_sync.reconcile import erp_readback
 
     with psycopg.connect(clean_ods) as conn:
         bodies = [b for (b,) in conn.execute("SELECT body FROM sim_erp.record WHERE type = 'timebill'")]
@@ -158,7 +167,59 @@ def test_exactly_once_effect_under_faults_and_sigkill(
     assert erp_readback.differences(want_rows, have_rows)["unexpected_in_erp"] == 0
     ct.assert_equal("expected", want, "erp", have)  # count, hours, amounts per currency, hash total
     assert want.count >= 0.9 * approved
-    print(f"\nfault suite: {approved} approved, kills={kills}, faults fired={fired}, final outcome={outcome}")
+
+
+def _lock_holder(dsn: str) -> int | None:
+    """The backend holding a posting lock in this database (the worker's lock connection)."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()"
+            " AND a.application_name = 'psa_erp_sync posting lock'"
+        ).fetchone()
+    return int(row[0]) if row else None
+
+
+def test_lock_connection_killed_mid_pass_stops_it_and_the_next_pass_completes(
+    clean_ods: str, psa_sim: RunningSimulator, erp_sim: RunningSimulator
+) -> None:
+    approved = _prepare(clean_ods, psa_sim, erp_sim, consultants=100)
+    assert approved >= 3_000, approved
+    erp_sim.admin(
+        "PUT",
+        "/faults",
+        json=[{"id": "slow", "action": "latency", "path_regex": "/batch$", "latency_ms": 300}],
+    )
+    # Batches of 20, two at a time, 0.3 s each: the pass needs ~30 s, the kill comes at 20 %.
+    worker = _worker(
+        clean_ods, erp_sim.base_url, "--batch-size", "20", "--concurrency", "2", stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while _confirmed(clean_ods) < 0.2 * approved:
+        assert worker.poll() is None, "the worker finished before the kill"
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.05)
+    holder = _lock_holder(clean_ods)
+    assert holder is not None, "no posting lock held mid-pass"
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        assert conn.execute("SELECT pg_terminate_backend(%s)", (holder,)).fetchone() == (True,)
+    killed_at = time.monotonic()
+    _, err = worker.communicate(timeout=60)
+    stopped_after = time.monotonic() - killed_at
+    erp_sim.admin("DELETE", "/faults")
+    assert worker.returncode == 75, err.decode()[-2000:]
+    assert "posting lock" in err.decode() and "lost" in err.decode().splitlines()[-1]
+    assert stopped_after < 15, stopped_after  # heartbeat 5 s, then the next batch's check
+    at_stop = _confirmed(clean_ods)
+    assert at_stop < approved, "the pass did not stop: it posted everything"
+
+    final = _worker(clean_ods, erp_sim.base_url)
+    out, _ = final.communicate(timeout=300)
+    assert final.returncode == 0, out[-2000:]
+    outcome = json.loads(out.decode().strip().splitlines()[-1])["outcome"]
+    assert outcome["posted"] + outcome["already_posted"] + outcome["ambiguous_resolved"] > 0
+    _assert_exactly_once(clean_ods, erp_sim, approved)
+    print(f"\nlock kill: {approved} approved, {at_stop} confirmed when the pass stopped, then {outcome}")
 
 
 def test_faults_are_driven_only_through_the_admin_api(erp_sim: RunningSimulator) -> None:
