@@ -115,6 +115,7 @@ class ExtractSettings(_Strict):
 class PostingSettings(_Strict):
     batch_size: int = Field(ge=1, le=100)
     max_concurrency: int = Field(ge=1)
+    lock_wait_seconds: float = Field(gt=0, le=3600)
 
 
 class Mappings(_Strict):

@@ -49,6 +49,38 @@ def test_posting_tasks_of_the_batch_and_replay_dags_defer_to_the_config() -> Non
 
 
 @pytest.mark.integration
+def test_a_busy_lock_fails_the_operator_retryably_within_posting_lock_wait_seconds(
+    tmp_path: Path, clean_ods: str, erp_sim: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not AirflowFailException or a skip: a plain exception, so Airflow retries the task."""
+    import time
+
+    from airflow.exceptions import AirflowFailException, AirflowSkipException
+
+    from psa_erp_sync.operators.posting import IdempotentPostingOperator
+    from psa_erp_sync.posting.service import PostingLockBusy
+
+    config_dir = _config_dir(tmp_path, 100)
+    mappings = yaml.safe_load((config_dir / "mappings.yaml").read_text())
+    mappings["posting"]["lock_wait_seconds"] = 1
+    (config_dir / "mappings.yaml").write_text(yaml.safe_dump(mappings))
+    connect_airflow(monkeypatch, clean_ods, erp=erp_sim)
+    monkeypatch.setenv("PSA_ERP_SYNC_CONFIG_DIR", str(config_dir))
+    load_config.cache_clear()
+    op = IdempotentPostingOperator(task_id="post_timebills", record_type="timebill")
+    try:
+        with psycopg.connect(clean_ods, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(hashtext('psa_erp_sync.posting.timebill'))")
+            started = time.monotonic()
+            with pytest.raises(PostingLockBusy, match="posting lock busy") as busy:
+                op.execute({"ti": None, "run_id": "busy"})  # type: ignore[arg-type]
+            assert time.monotonic() - started < 5
+    finally:
+        load_config.cache_clear()
+    assert not isinstance(busy.value, (AirflowFailException, AirflowSkipException))
+
+
+@pytest.mark.integration
 def test_the_operator_posts_in_batches_of_posting_batch_size(
     tmp_path: Path,
     clean_ods: str,

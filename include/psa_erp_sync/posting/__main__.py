@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", default="cli")
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument(
-        "--lock-wait", type=float, default=LockSettings.wait_s, help="seconds to wait for the posting lock"
+        "--lock-wait",
+        type=float,
+        help="seconds to wait for the posting lock (default: posting.lock_wait_seconds)",
     )
     args = parser.parse_args(argv)
     if not args.dsn:
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         ) as client:
             result = post_record_type(
                 dsn=args.dsn, client=client, record_type=args.record_type, config=config, settings=settings,
-                run_id=args.run_id, lock_settings=LockSettings(wait_s=args.lock_wait),
+                run_id=args.run_id, lock_settings=LockSettings(wait_s=args.lock_wait) if args.lock_wait else None,
             )  # fmt: skip
     except (PostingLockBusy, PostingLockLost) as exc:
         return _fail(f"{what}: {exc}", EXIT_LOCK)

@@ -203,8 +203,10 @@ def post_record_type(
     task_try: int | None = None,
     lock_settings: LockSettings | None = None,
 ) -> PostingResult:
-    """Raises :class:`PostingLockBusy` when another pass holds the lock past the wait bound, and
+    """Raises :class:`PostingLockBusy` when another pass holds the lock past the wait bound
+    (``posting.lock_wait_seconds`` unless ``lock_settings`` say otherwise), and
     :class:`PostingLockLost` when the lock goes mid-pass; both are retryable."""
+    lock_settings = lock_settings or LockSettings(wait_s=config.mappings.posting.lock_wait_seconds)
     with posting_lock(dsn, record_type, lock_settings) as lock:
         return _post_locked(
             dsn=dsn, client=client, record_type=record_type, config=config, settings=settings, run_id=run_id,
