@@ -40,6 +40,7 @@ ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     "ambiguous": ("sent",),
     "resolved": ("sent", "ambiguous"),
     "pending": ("sent", "ambiguous"),
+    "parked": ("sent",),  # the ERP refused a closed period (nothing written) and the policy parks
 }
 
 
