@@ -165,6 +165,7 @@ def posting_lock(dsn: str, record_type: str, settings: LockSettings | None = Non
             if time.monotonic() >= deadline:
                 holder = conn.execute(
                     "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                     " AND objid = (hashtext(%s)::bigint & 4294967295)::oid LIMIT 1",
                     (key,),
                 ).fetchone()
