@@ -91,7 +91,7 @@ CONSUMERS: dict[str, str] = {
     "mappings.yaml:extract.sweep_days_back": f"{E}.flows.time_expense:_extract",
     "mappings.yaml:extract.per_page": f"{E}.flows.time_expense:_extract",
     "mappings.yaml:posting.batch_size": f"{E}.posting.engine:EngineSettings.from_config",
-    "mappings.yaml:posting.max_concurrency": f"{E}.posting.engine:EngineSettings.from_config",
+    "mappings.yaml:posting.max_concurrency": f"{E}.posting.budget:account_limit",
     "mappings.yaml:posting.lock_wait_seconds": f"{E}.posting.service:post_record_type",
     # forecast.yaml
     "forecast.yaml:version": VERSION,

@@ -38,6 +38,8 @@ FIELDS: dict[str, dict[str, Kind]] = {
         "allLocked": "bool",
         "arLocked": "bool",
         "apLocked": "bool",
+        "isQuarter": "bool",
+        "isYear": "bool",
     },
     "timebill": {
         "tranDate": "date",

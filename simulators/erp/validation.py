@@ -312,6 +312,10 @@ def shape_errors(record_type: str, body: dict[str, Any]) -> list[ErrorDetail]:
     return errors
 
 
+def _is_summary(period: Row) -> bool:
+    return period.body.get("isQuarter") is True or period.body.get("isYear") is True
+
+
 def period_for(lookup: Lookup, body: dict[str, Any]) -> tuple[Row | None, str, ErrorDetail | None]:
     """The accounting period a transaction posts to, the field that chose it, or the reason none does."""
     subsidiary = _ref_ext(body.get("subsidiary"))
@@ -322,6 +326,16 @@ def period_for(lookup: Lookup, body: dict[str, Any]) -> tuple[Row | None, str, E
                 None,
                 "postingPeriod",
                 ErrorDetail("INVALID_KEY_OR_REF", "postingPeriod", "Invalid postingPeriod reference key."),
+            )
+        if _is_summary(period):
+            return (
+                None,
+                "postingPeriod",
+                ErrorDetail(
+                    "INVALID_FLD_VALUE",
+                    "postingPeriod",
+                    "The posting period is a summary period (a quarter or a year); post to one of its months.",
+                ),
             )
         if subsidiary is not None and _ref_ext(period.body.get("subsidiary")) != subsidiary:
             return (
@@ -337,6 +351,8 @@ def period_for(lookup: Lookup, body: dict[str, Any]) -> tuple[Row | None, str, E
         return None, "tranDate", None  # already reported by the shape checks
     best: Row | None = None
     for period in lookup.periods.get(subsidiary, []):
+        if _is_summary(period):
+            continue  # quarters and years roll up their months and take no posting themselves
         start, end = _date(period.body.get("startDate")), _date(period.body.get("endDate"))
         if (
             start is not None

@@ -52,3 +52,58 @@ def test_unknown_entity_or_date_parks() -> None:
         _book().decide("LE-XX", date(2026, 11, 2), "timebill", "post_to_first_open").reason
         == "PERIOD_UNKNOWN"
     )
+
+
+def _with_summaries(closed_months: tuple[int, ...]) -> PeriodBook:
+    """A year, its Q4 (both open) and months 10-12 (some closed): summaries sort first by start date."""
+    rows = [
+        {"externalid": "LE-US1-FY2026", "subsidiary": "LE-US1", "startdate": "2026-01-01", "enddate": "2026-12-31",
+         "closed": "F", "alllocked": "F", "arlocked": "F", "aplocked": "F", "isquarter": "F", "isyear": "T"},
+        {"externalid": "LE-US1-2026-Q4", "subsidiary": "LE-US1", "startdate": "2026-10-01", "enddate": "2026-12-31",
+         "closed": "F", "alllocked": "F", "arlocked": "F", "aplocked": "F", "isquarter": "T", "isyear": None},
+    ]  # fmt: skip
+    for month in (10, 11, 12):
+        end = date(2026, month + 1, 1) if month < 12 else date(2027, 1, 1)
+        closed = "T" if month in closed_months else "F"
+        rows.append(
+            {
+                "externalid": f"LE-US1-2026-{month:02d}", "subsidiary": "LE-US1",
+                "startdate": f"2026-{month:02d}-01", "enddate": str(date.fromordinal(end.toordinal() - 1)),
+                "closed": closed, "alllocked": "F", "arlocked": "F", "aplocked": "F",
+            }
+        )  # fmt: skip
+    return PeriodBook.from_rows(rows)
+
+
+def test_summary_periods_are_never_a_posting_period() -> None:
+    book = _with_summaries(closed_months=())
+    assert book.decide("LE-US1", date(2026, 10, 1), "timebill", "park").period == "LE-US1-2026-10"
+    # Closed month: the first open period after it is the next month, not the open quarter or year.
+    book = _with_summaries(closed_months=(10,))
+    moved = book.decide("LE-US1", date(2026, 10, 1), "timebill", "post_to_first_open")
+    assert (moved.outcome, moved.period, moved.original_period) == (
+        "moved",
+        "LE-US1-2026-11",
+        "LE-US1-2026-10",
+    )
+    parked = book.decide("LE-US1", date(2026, 10, 1), "timebill", "park")
+    assert (parked.outcome, parked.original_period) == ("park", "LE-US1-2026-10")
+    # Every month closed: the open year does not take the posting either.
+    book = _with_summaries(closed_months=(10, 11, 12))
+    assert book.decide("LE-US1", date(2026, 12, 31), "timebill", "post_to_first_open").outcome == "park"
+    assert book.get("LE-US1-FY2026") is not None  # still known by id
+
+
+def test_a_correction_of_a_record_held_in_a_closed_period_is_parked() -> None:
+    book = _book()  # September and October closed
+    for policy in ("park", "post_to_first_open"):
+        decision = book.decide_correction("LE-US1-2026-10", "timebill", policy)
+        assert decision is not None
+        assert (decision.outcome, decision.original_period, decision.reason) == (
+            "park",
+            "LE-US1-2026-10",
+            "PERIOD_CLOSED",
+        )
+    assert book.decide_correction("LE-US1-2026-11", "timebill", "park") is None  # open: goes ahead
+    assert book.decide_correction("LE-US1-2026-11", "expensereport", "park") is not None  # AP-locked
+    assert book.decide_correction(None, "timebill", "park") is None  # nothing held

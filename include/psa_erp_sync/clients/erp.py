@@ -10,6 +10,13 @@ Pure Python on httpx (no Airflow). Retries are deliberately asymmetric, because 
   ERP may have committed. The caller resolves it by reading the record by external id, or, for a
   batch, by submitting the same items again under the same idempotency key (the ERP answers
   ``IDEMPOTENCY_ERROR`` and :meth:`NetSuiteClient.submit_batch` returns the earlier job's result).
+
+Every answer is classified (the table is in ``docs/posting.md``): 401/403 raise
+:class:`ErpAuthFailed` (our credentials: fail the task, retry later); a 4xx on a request is
+:class:`ErpRejected` (nothing written; :attr:`ErpRejected.per_record` says whether it is a business
+rejection of the record, with an ``o:errorDetails`` code, or a refusal of the request itself); and
+once a batch has been accepted (202, or 409 naming the earlier job), *any* failure to read its
+result is :class:`ErpAmbiguous` carrying the ``job_id``: the items may have landed.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 from urllib.parse import quote
 
@@ -63,6 +71,37 @@ class ErpRejected(ErpError):
     def codes(self) -> list[str]:
         return [d.code for d in self.details]
 
+    @property
+    def per_record(self) -> bool:
+        """A business rejection of the record (validation, closed period, missing reference), as
+        opposed to a refusal of the request itself (no error code, 404 route, 405, 413, 415...)."""
+        return self.status in BUSINESS_REJECTION_STATUS and any(
+            d.code and d.code != "UNKNOWN" for d in self.details
+        )
+
+
+# A 4xx with an error code in ``o:errorDetails`` under these statuses is NetSuite's refusal of the
+# record itself (validation, period, references): a business rejection, a dead letter for its owner.
+BUSINESS_REJECTION_STATUS = frozenset({400, 422})
+AUTH_STATUS = frozenset({401, 403})
+
+
+class ErpAuthFailed(ErpError):
+    """401/403: the token is expired, revoked or lacks a permission. Nothing was written by the
+    refused request; the task should fail (and be retried once the credentials are fixed).
+
+    ``job_id`` is set when the refusal came while reading the result of a batch the ERP had already
+    accepted: those items may have landed and must be read back before anything is resent.
+    """
+
+    def __init__(self, status: int, details: Sequence[ErrorDetail], *, job_id: str | None = None) -> None:
+        self.status = status
+        self.details = list(details)
+        self.job_id = job_id
+        codes = ", ".join(d.code for d in self.details) or "no details"
+        where = f" while reading accepted job {job_id}" if job_id else ""
+        super().__init__(f"ERP refused our credentials ({status}: {codes}){where}")
+
 
 class ErpThrottled(ErpError):
     """429 / ``SSS_REQUEST_LIMIT_EXCEEDED`` after every retry; ``retry_after`` in seconds if given."""
@@ -96,12 +135,14 @@ class ErpAmbiguous(ErpError):
         status: int | None = None,
         idempotency_key: str | None = None,
         external_ids: Sequence[str] = (),
+        job_id: str | None = None,
     ) -> None:
         self.method = method
         self.path = path
         self.status = status
         self.idempotency_key = idempotency_key
         self.external_ids = list(external_ids)
+        self.job_id = job_id  # a batch the ERP accepted whose result could not be read
         super().__init__(message)
 
 
@@ -135,6 +176,9 @@ class NetSuiteClient:
     :param transport: an httpx transport (tests).
     :param sleep: how to wait between attempts (tests pass a recorder).
     :param job_poll_timeout: seconds to wait for an async job to finish.
+    :param concurrency_limit: the account's limit of requests in flight, shared by every process
+        that sends to the account (None: the configured default, see
+        :func:`psa_erp_sync.posting.budget.account_limit`).
     """
 
     def __init__(
@@ -148,10 +192,15 @@ class NetSuiteClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         job_poll_timeout: float = 300.0,
+        concurrency_limit: int | None = None,
     ) -> None:
         if not token:
             raise ValueError("an ERP token is required")
         self.account_id = account_id
+        self.concurrency_limit = concurrency_limit
+        # Taken around each HTTP request when set: the account's budget shared across processes
+        # (psa_erp_sync.posting.budget). A plain client has none.
+        self.request_slot: Callable[[], AbstractContextManager[Any]] | None = None
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self.job_poll_timeout = job_poll_timeout
@@ -223,15 +272,16 @@ class NetSuiteClient:
             with self._lock:
                 self._requests += 1
             try:
-                sent_at = time.monotonic()
-                try:
-                    response = self._http.request(
-                        method, path, content=content, params=params, headers=send_headers
-                    )
-                finally:
-                    waited = time.monotonic() - sent_at
-                    with self._lock:
-                        self._request_seconds += waited
+                with self.request_slot() if self.request_slot is not None else nullcontext():
+                    sent_at = time.monotonic()
+                    try:
+                        response = self._http.request(
+                            method, path, content=content, params=params, headers=send_headers
+                        )
+                    finally:
+                        waited = time.monotonic() - sent_at
+                        with self._lock:
+                            self._request_seconds += waited
             except _NOT_SENT as exc:
                 if attempt < self.retry.max_attempts:
                     self._pause(attempt, None, None, "connection failed", method, path)
@@ -277,6 +327,8 @@ class NetSuiteClient:
                     continue
                 raise ErpUnavailable(f"ERP answered HTTP {status} to {method} {path}", status)
             body = _error_details(response)
+            if status in AUTH_STATUS:
+                raise ErpAuthFailed(status, body.details)
             raise ErpRejected(status, body.details)
 
     def _pause(
@@ -329,7 +381,14 @@ class NetSuiteClient:
         response = self._send(
             "DELETE", path, write=True, expect=(200, 204), pass_through=(404,), external_ids=[external_id]
         )
-        return response.status_code != 404
+        if response.status_code == 404:
+            body = _error_details(response)
+            # Only NetSuite's "no such record" proves the record is gone; a 404 for the record
+            # type or from a gateway says nothing about the record.
+            if "NONEXISTENT_ID" not in [d.code for d in body.details]:
+                raise ErpRejected(404, body.details)
+            return False
+        return True
 
     # -- async batches
 
@@ -368,9 +427,35 @@ class NetSuiteClient:
             if "IDEMPOTENCY_ERROR" not in [d.code for d in body.details] or not body.job_id:
                 raise ErpRejected(409, body.details)
             log.info("ERP batch key reused: reading the earlier job %s", body.job_id)
-            return self.batch_result(body.job_id).model_copy(update={"replayed": True})
-        accepted = BatchAccepted.model_validate_json(response.content)
-        return self.batch_result(accepted.job_id)
+            replayed = self._accepted_result(body.job_id, idempotency_key, external_ids)
+            return replayed.model_copy(update={"replayed": True})
+        try:
+            accepted = BatchAccepted.model_validate_json(response.content)
+        except ValidationError as exc:  # a 202 we cannot read: the ERP took the batch, we lost its id
+            raise ErpAmbiguous(
+                f"batch accepted (202) with an unreadable answer: {exc.errors()[0]['msg']}",
+                method="POST", path=f"/services/rest/record/v1/{record_type}/batch", status=202,
+                idempotency_key=idempotency_key, external_ids=external_ids,
+            ) from exc  # fmt: skip
+        return self._accepted_result(accepted.job_id, idempotency_key, external_ids)
+
+    def _accepted_result(self, job_id: str, idempotency_key: str, external_ids: Sequence[str]) -> BatchResult:
+        """The result of a job the ERP accepted. Whatever goes wrong while reading it (401/403,
+        404, 429 after every retry, 5xx, a timeout, a body we cannot read) leaves the items'
+        outcome unknown: :class:`ErpAmbiguous` (or :class:`ErpAuthFailed` with ``job_id`` set),
+        never a rejection and never a reason to re-POST without a read-back."""
+        path = f"/services/rest/async/v1/job/{job_id}/result"
+        try:
+            return self.batch_result(job_id)
+        except ErpAuthFailed as exc:
+            raise ErpAuthFailed(exc.status, exc.details, job_id=job_id) from exc
+        except (ErpError, ValidationError, ValueError) as exc:
+            status = getattr(exc, "status", None)
+            raise ErpAmbiguous(
+                f"batch accepted as job {job_id}, its result unknown: {type(exc).__name__}: {exc}",
+                method="GET", path=path, status=status if isinstance(status, int) else None,
+                idempotency_key=idempotency_key, external_ids=external_ids, job_id=job_id,
+            ) from exc  # fmt: skip
 
     def batch_result(self, job_id: str) -> BatchResult:
         """The per-item result of an async job, polling while it is still pending."""

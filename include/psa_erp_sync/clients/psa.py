@@ -44,6 +44,37 @@ class PsaApiError(Exception):
         )
 
 
+class PsaEndpointNotFound(PsaApiError):
+    """A 404 that is not the PSA saying "no such record": a wrong base URL or route, a proxy's page.
+
+    Never read as a deletion. See :func:`is_record_not_found`.
+    """
+
+
+def is_record_not_found(response: httpx.Response) -> bool:
+    """Is this 404 the PSA's answer for a missing record?
+
+    Harvest answers a missing record with 404 and its ``Error`` schema, ``{"code": 404, "message":
+    "..."}`` (contracts/harvest-openapi.yaml). Anything else (a framework's ``{"detail": ...}``, an
+    HTML page, an empty body, another API's error shape) comes from something that is not the
+    PSA's record lookup, so it proves nothing about the record.
+    """
+    if response.status_code != 404:
+        return False
+    if "json" not in response.headers.get("content-type", ""):
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return (
+        isinstance(body, dict)
+        and type(body.get("code")) is int
+        and body["code"] == 404
+        and isinstance(body.get("message"), str)
+    )
+
+
 def format_since(value: datetime) -> str:
     """UTC, second precision, floored: with Harvest's inclusive ``updated_since`` nothing is skipped."""
     if value.tzinfo is None:
@@ -290,13 +321,40 @@ class HarvestClient:
         params = self._window(updated_since, None, None, per_page) | _filters({"project_id": project_id})
         return self.iter_items("/v2/x/milestones", params)
 
-    def get_time_entry(self, entry_id: int) -> dict[str, Any] | None:
-        """One time entry, or None when the PSA no longer has it (deleted)."""
-        response = self._get(self.url(f"/v2/time_entries/{int(entry_id)}"))
+    def _get_one(self, path: str) -> dict[str, Any] | None:
+        """One record by id: the record, or None when the PSA says it has no such record.
+
+        Raises :class:`PsaEndpointNotFound` for a 404 in any other words (see
+        :func:`is_record_not_found`) and for a record that comes back under another id.
+        """
+        url = self.url(path)
+        endpoint = self._endpoint(url)
+        response = self._get(url)
         if response.status_code == 404:
-            return None
-        body: dict[str, Any] = response.json()
+            if is_record_not_found(response):
+                return None
+            raise PsaEndpointNotFound(
+                404, endpoint, "not the PSA's answer for a missing record (wrong base URL or route?)"
+            )
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise PsaApiError(response.status_code, endpoint, "response is not valid JSON") from exc
+        wanted = endpoint.rstrip("/").rsplit("/", 1)[-1]
+        if not isinstance(body, dict) or str(body.get("id")) != wanted:
+            got = body.get("id") if isinstance(body, dict) else None
+            raise PsaEndpointNotFound(
+                response.status_code, endpoint, f"answered a record with id {got}, not {wanted}"
+            )
         return body
+
+    def get_time_entry(self, entry_id: int) -> dict[str, Any] | None:
+        """One time entry, or None when the PSA says it has none (deleted)."""
+        return self._get_one(f"/v2/time_entries/{int(entry_id)}")
+
+    def get_expense(self, expense_id: int) -> dict[str, Any] | None:
+        """One expense, or None when the PSA says it has none (deleted)."""
+        return self._get_one(f"/v2/expenses/{int(expense_id)}")
 
     # -- writes (project setup and master-data propagation) ------------------------------------
 
@@ -347,19 +405,11 @@ class HarvestClient:
 
     def get_project(self, project_id: int) -> dict[str, Any] | None:
         """One project, or None when the PSA has none with this id."""
-        response = self._get(self.url(f"/v2/projects/{int(project_id)}"))
-        if response.status_code == 404:
-            return None
-        body: dict[str, Any] = response.json()
-        return body
+        return self._get_one(f"/v2/projects/{int(project_id)}")
 
     def get_client(self, client_id: int) -> dict[str, Any] | None:
         """One client, or None when the PSA has none with this id."""
-        response = self._get(self.url(f"/v2/clients/{int(client_id)}"))
-        if response.status_code == 404:
-            return None
-        body: dict[str, Any] = response.json()
-        return body
+        return self._get_one(f"/v2/clients/{int(client_id)}")
 
     def iter_client_projects(self, client_id: int) -> Iterator[dict[str, Any]]:
         """Every project (active or archived) of one client."""

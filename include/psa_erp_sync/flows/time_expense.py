@@ -312,6 +312,7 @@ def build() -> None:
         return _cadence_gate()
 
     from psa_erp_sync import assets
+    from psa_erp_sync.hooks.erp import account_pool
     from psa_erp_sync.operators.erp_validation import ProjectPrecheckOperator
     from psa_erp_sync.operators.posting import IdempotentPostingOperator
     from psa_erp_sync.operators.time_expense import (
@@ -344,9 +345,13 @@ def build() -> None:
         validated=[validated_time.output, validated_expenses.output],
     )
     [validated_time, validated_expenses] >> checked
-    # One after the other: each uses the ERP account's whole concurrency budget, which is shared.
-    post_time = IdempotentPostingOperator(task_id="post_timebills", record_type="timebill")
-    post_expenses = IdempotentPostingOperator(task_id="post_expense_reports", record_type="expensereport")
+    # One after the other: each uses the ERP account's whole concurrency budget, which is shared
+    # (with the stream and replays too: the account's pool and request budget, docs/posting.md).
+    pool = account_pool()
+    post_time = IdempotentPostingOperator(task_id="post_timebills", record_type="timebill", pool=pool)
+    post_expenses = IdempotentPostingOperator(
+        task_id="post_expense_reports", record_type="expensereport", pool=pool
+    )
     # Blocked projects (inactive job or customer, wrong subsidiary or currency) are named, with an
     # owner, before the ERP rejects their entries one by one.
     precheck = ProjectPrecheckOperator(task_id="precheck_projects")

@@ -7,7 +7,8 @@ The batch size and ERP concurrency default to ``posting`` in ``config/mappings.y
 
 Exit codes: 0 done; 3 postings still pending after every round (run again); 4 the ODS is
 unreachable; 5 the ERP is unreachable or failed; 75 the posting lock is busy or was lost (another
-pass runs: run again later). Failures print one line on stderr, never a traceback.
+pass runs), or the ERP account's request budget had no free slot: run again later. Failures print
+one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--account-id", default="TSTDRV100001")
     parser.add_argument("--record-type", default="timebill", choices=["timebill", "expensereport"])
     parser.add_argument(
-        "--concurrency", type=int, help="ERP requests in flight (default: posting.max_concurrency)"
+        "--concurrency",
+        type=int,
+        default=None,
+        help="the ERP account's limit of requests in flight, shared with every other process posting to it"
+        " (default: posting.max_concurrency in config/mappings.yaml)",
     )
     parser.add_argument("--batch-size", type=int, help="records per batch (default: posting.batch_size)")
     parser.add_argument("--run-id", default="cli")
@@ -56,24 +61,28 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from psa_erp_sync.clients.erp import ErpError, NetSuiteClient
+    from psa_erp_sync.posting.budget import BudgetExhausted, account_limit
 
     config = load_config()
+    limit = args.concurrency or account_limit()
     try:
-        settings = EngineSettings.from_config(
-            config, batch_size=args.batch_size, max_concurrency=args.concurrency
-        )
+        settings = EngineSettings.from_config(config, batch_size=args.batch_size, max_concurrency=limit)
     except ValueError as exc:
         parser.error(str(exc))
     what = f"posting {args.record_type} failed"
     try:
         with NetSuiteClient(
-            base_url=args.erp_url, account_id=args.account_id, token=args.erp_token, timeout=args.timeout
+            base_url=args.erp_url,
+            account_id=args.account_id,
+            token=args.erp_token,
+            timeout=args.timeout,
+            concurrency_limit=limit,
         ) as client:
             result = post_record_type(
                 dsn=args.dsn, client=client, record_type=args.record_type, config=config, settings=settings,
                 run_id=args.run_id, lock_settings=LockSettings(wait_s=args.lock_wait) if args.lock_wait else None,
             )  # fmt: skip
-    except (PostingLockBusy, PostingLockLost) as exc:
+    except (PostingLockBusy, PostingLockLost, BudgetExhausted) as exc:
         return _fail(f"{what}: {exc}", EXIT_LOCK)
     except psycopg.OperationalError as exc:
         return _fail(

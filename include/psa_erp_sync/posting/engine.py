@@ -7,6 +7,11 @@ account's limit is shared by every integration, so it is configurable); (3) send
 A 429 waits ``Retry-After`` plus jitter and resends the same batch under the same key. A timeout,
 reset or 5xx after sending marks the batch ambiguous and reads it back before anything is resent.
 Rounds repeat until nothing is pending or ``max_rounds`` is reached.
+
+Answers are classified as in ``docs/posting.md``: only a per-record business rejection is a dead
+letter. 401/403 and refusals of the request itself put the postings back to ``pending`` (nothing
+was written) and fail the pass; anything after the ERP accepted a batch is ambiguous and read back;
+a ``PERIOD_CLOSED`` answer re-reads the periods and applies the entity's policy again.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool
 
 from psa_erp_sync.config import Config
+from psa_erp_sync.ods import connections
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.posting import ledger
-from psa_erp_sync.posting.planner import KINDS
+from psa_erp_sync.posting.periods import PERIOD_QUERY, PeriodBook
+from psa_erp_sync.posting.planner import KINDS, replan_closed
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +103,8 @@ class Outcome:
     erp_requests: int = 0
     seconds: float = 0.0
     rejected_by_code: dict[str, int] = field(default_factory=dict)
+    period_closed_replanned: int = 0  # answered PERIOD_CLOSED during the pass, policy applied again
+    parked_after_period_closed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -144,6 +153,24 @@ def _quote(values: Sequence[str]) -> str:
 
 _Send = Callable[[Sequence[ledger.Posting], "_Progress"], None]
 
+PERIOD_CLOSED = "PERIOD_CLOSED"
+
+
+@dataclass
+class _Replanned:
+    """What re-applying the period policy produced: the refused rows' outcomes, the records' next
+    ledger rows and the exception items of those now parked."""
+
+    finished: list[tuple[str, str, str, str | None, int | None]] = field(default_factory=list)
+    details: list[dict[str, Any] | None] = field(default_factory=list)
+    postings: list[ledger.Posting] = field(default_factory=list)
+    items: list[exception_queue.Item] = field(default_factory=list)
+
+    def write(self, conn: psycopg.Connection, *, run_id: str) -> None:
+        """In the caller's transaction, after the refused rows were finished."""
+        ledger.insert_planned(conn, self.postings)
+        exception_queue.quarantine_many(conn, self.items, run_id=run_id)
+
 
 class PostingEngine:
     """Works the ledger of one ERP record type until nothing is pending."""
@@ -177,6 +204,10 @@ class PostingEngine:
         self._pool: ConnectionPool[psycopg.Connection] | None = None
         # At most max_concurrency ERP requests at once, whatever the number of worker threads.
         self._erp_slots = threading.BoundedSemaphore(settings.max_concurrency)
+        # Set by the first failure that makes further sends pointless (credentials refused, a
+        # request the ERP cannot take): the remaining batches stay pending and the pass fails.
+        self._halted: BaseException | None = None
+        self._periods_lock = threading.Lock()
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection]:
@@ -186,7 +217,7 @@ class PostingEngine:
         opening a connection per ledger step cost more than the step itself.
         """
         if self._pool is None:
-            with psycopg.connect(self.dsn, autocommit=False) as conn:
+            with connections.connect(self.dsn, autocommit=False) as conn:
                 yield conn
             return
         with self._pool.connection() as conn:
@@ -194,7 +225,7 @@ class PostingEngine:
 
     @contextmanager
     def _pooled(self) -> Iterator[None]:
-        pool: ConnectionPool[psycopg.Connection] = ConnectionPool(
+        pool: ConnectionPool[psycopg.Connection] = connections.pool(
             self.dsn,
             min_size=1,
             max_size=self._workers + 2,
@@ -227,7 +258,8 @@ class PostingEngine:
         for start in range(0, len(external_ids), 100):
             chunk = external_ids[start : start + 100]
             query = (
-                f"SELECT id, externalid, memo FROM {self.record_type} WHERE externalid IN ({_quote(chunk)})"
+                f"SELECT id, externalid, memo, postingperiod FROM {self.record_type}"
+                f" WHERE externalid IN ({_quote(chunk)})"
             )
             self._count(erp_requests=1)
             with self._erp_slots:
@@ -263,7 +295,23 @@ class PostingEngine:
         return again
 
     # -- sending ------------------------------------------------------------
+    def _halt(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._halted is None:
+                self._halted = exc
+
+    def _back_to_pending(self, postings: Sequence[ledger.Posting], detail: dict[str, Any]) -> None:
+        """The ERP certainly wrote nothing (the request was refused before any processing)."""
+        keys = [p.idempotency_key for p in postings]
+        with self._conn() as conn:  # sent -> pending, the attempt's outcome `refused` (one statement)
+            ledger.finish_many(
+                conn, [(k, "pending", "refused", None, detail.get("status")) for k in keys],
+                details=[detail] * len(keys),
+            )  # fmt: skip
+
     def _send_batch(self, batch: Sequence[ledger.Posting], progress: _Progress) -> None:
+        if self._halted is not None:
+            return  # left pending: the pass fails with the first failure
         self.lock_check()
         key = batch_key(batch)
         with self._conn() as conn:
@@ -277,7 +325,13 @@ class PostingEngine:
         if not batch:
             progress.add(0)
             return
-        from psa_erp_sync.clients.erp import ErpAmbiguous, ErpRejected, ErpThrottled, ErpUnavailable
+        from psa_erp_sync.clients.erp import (
+            ErpAmbiguous,
+            ErpAuthFailed,
+            ErpRejected,
+            ErpThrottled,
+            ErpUnavailable,
+        )
 
         result = None
         for attempt in range(1, self.settings.throttle_retries + 1):
@@ -294,26 +348,39 @@ class PostingEngine:
                 log.warning(
                     "batch %s outcome unknown (%s); reading back by external id", key, type(exc).__name__
                 )
-                detail = {"error": type(exc).__name__, "status": getattr(exc, "status", None)}
-                with self._conn() as conn:
-                    ledger.finish_many(
-                        conn, [(p.idempotency_key, "ambiguous", "ambiguous", None, None) for p in batch],
-                        details=[detail] * len(batch), attempt_ids=attempt_ids,
-                    )  # fmt: skip
+                self._mark_ambiguous(batch, exc, attempt_ids)
                 self.resolve(batch)
                 progress.add(0)
                 return
+            except ErpAuthFailed as exc:
+                # Our credentials: the task fails and is retried. Refused on the POST, nothing was
+                # written; refused while reading an accepted job, the items may have landed.
+                self._halt(exc)
+                if exc.job_id is not None:
+                    self._mark_ambiguous(batch, exc, attempt_ids)
+                else:
+                    self._back_to_pending(batch, {"error": "ErpAuthFailed", "status": exc.status})
+                raise
             except ErpRejected as exc:
-                codes = [(d.code, d.path) for d in exc.details]
-                self._reject(batch, {p.external_id: codes for p in batch}, exc.status, attempt_ids)
-                progress.add(len(batch))
-                return
+                # The whole submission refused (no per-record answer exists): nothing was written,
+                # and it is no record's fault. Fail the pass with the batch pending, never a dead letter.
+                self._halt(exc)
+                self._back_to_pending(
+                    batch,
+                    {
+                        "error": "ErpRejected",
+                        "status": exc.status,
+                        "erp_errors": [d.code for d in exc.details],
+                    },
+                )
+                raise
         if result is None:  # throttled every time: leave them pending for the next round
             with self._conn() as conn:
                 ledger.set_state(conn, [p.idempotency_key for p in batch], "pending", only_from=["sent"])
             return
         by_external = {item.external_id: item for item in result.items}
         rejected: dict[str, list[tuple[str, str | None]]] = {}
+        closed: dict[str, list[tuple[str, str | None]]] = {}
         done: list[tuple[str, str, str, str | None, int | None]] = []
         outcome = "replayed" if result.replayed else "confirmed"
         for p in batch:
@@ -324,16 +391,23 @@ class PostingEngine:
                 done.append((p.idempotency_key, "confirmed", outcome, item.id, 202))
             else:
                 errors = item.errors or ([item.error] if item.error else [])
-                rejected[p.external_id] = [(e.code, e.path) for e in errors] or [("UNKNOWN", None)]
+                codes = [(e.code, e.path) for e in errors] or [("UNKNOWN", None)]
+                if any(code == PERIOD_CLOSED for code, _ in codes):
+                    closed[p.external_id] = codes
+                else:
+                    rejected[p.external_id] = codes
         # The whole outcome of the batch (confirmed, rejected, dead letters) in one transaction.
         finished, details, letters = self._rejections(
             [p for p in batch if p.external_id in rejected], rejected, 400
         )
+        replanned = self._replan_closed([p for p in batch if p.external_id in closed], closed)
         with self._conn() as conn:
             ledger.finish_many(
-                conn, done + finished, details=[None] * len(done) + details, attempt_ids=attempt_ids
-            )
+                conn, done + finished + replanned.finished,
+                details=[None] * len(done) + details + replanned.details, attempt_ids=attempt_ids,
+            )  # fmt: skip
             exception_queue.quarantine_many(conn, letters, run_id=self.dag_run_id)
+            replanned.write(conn, run_id=self.dag_run_id)
         self._count(**({"already_posted": len(done)} if result.replayed else {"posted": len(done)}))
         leftover = [p for p in batch if p.external_id not in by_external]
         if leftover:
@@ -355,7 +429,7 @@ class PostingEngine:
             }
             finished.append((p.idempotency_key, "rejected", "rejected", None, status))
             details.append(detail)
-            code = codes[0][0]
+            code = codes[0][0] if codes else "UNKNOWN"
             with self._lock:
                 self.outcome.rejected += 1
                 self.outcome.rejected_by_code[code] = self.outcome.rejected_by_code.get(code, 0) + 1
@@ -382,8 +456,16 @@ class PostingEngine:
             exception_queue.quarantine_many(conn, items, run_id=self.dag_run_id)
 
     def _reverse(self, posting: ledger.Posting, progress: _Progress) -> None:
-        from psa_erp_sync.clients.erp import ErpAmbiguous, ErpRejected, ErpUnavailable
+        from psa_erp_sync.clients.erp import (
+            ErpAmbiguous,
+            ErpAuthFailed,
+            ErpRejected,
+            ErpThrottled,
+            ErpUnavailable,
+        )
 
+        if self._halted is not None:
+            return
         self.lock_check()
         with self._conn() as conn:
             attempt_ids = ledger.mark_sent(
@@ -396,13 +478,33 @@ class PostingEngine:
             self._count(erp_requests=1)
             with self._erp_slots:
                 self.client.delete(self.record_type, posting.external_id)
-        except (ErpAmbiguous, ErpUnavailable):
+        except (ErpAmbiguous, ErpUnavailable) as exc:
+            self._mark_ambiguous([posting], exc, None)
             self.resolve([posting])
+        except ErpThrottled as exc:  # refused by the governor: nothing done, the next round sends it
+            self._back_to_pending(
+                [posting], {"error": "ErpThrottled", "status": 429, "retry_after": exc.retry_after}
+            )
+        except ErpAuthFailed as exc:
+            self._halt(exc)
+            self._back_to_pending([posting], {"error": "ErpAuthFailed", "status": exc.status})
+            raise
         except ErpRejected as exc:
-            self._reject(
-                [posting], {posting.external_id: [(d.code, d.path) for d in exc.details]}, exc.status,
-                attempt_ids,
-            )  # fmt: skip
+            codes = [(d.code, d.path) for d in exc.details]
+            if not exc.per_record:
+                self._halt(exc)
+                self._back_to_pending(
+                    [posting],
+                    {"error": "ErpRejected", "status": exc.status, "erp_errors": [c for c, _ in codes]},
+                )
+                raise
+            if any(code == PERIOD_CLOSED for code, _ in codes):
+                replanned = self._replan_closed([posting], {posting.external_id: codes})
+                with self._conn() as conn:
+                    ledger.finish_many(conn, replanned.finished, details=replanned.details)
+                    replanned.write(conn, run_id=self.dag_run_id)
+            else:
+                self._reject([posting], {posting.external_id: codes}, exc.status, attempt_ids)
         else:
             with self._conn() as conn:
                 ledger.finish_many(
@@ -412,6 +514,74 @@ class PostingEngine:
                 )
             self._count(reversed=1)
         progress.add(1)
+
+    def _mark_ambiguous(
+        self, postings: Sequence[ledger.Posting], exc: BaseException, attempt_ids: dict[str, int] | None
+    ) -> None:
+        detail = {
+            "error": type(exc).__name__,
+            "status": getattr(exc, "status", None),
+            "job_id": getattr(exc, "job_id", None),
+        }
+        with self._conn() as conn:
+            ledger.finish_many(
+                conn, [(p.idempotency_key, "ambiguous", "ambiguous", None, None) for p in postings],
+                details=[detail] * len(postings), attempt_ids=attempt_ids,
+            )  # fmt: skip
+
+    # -- periods that close during the pass -----------------------------------
+    def read_periods(self) -> PeriodBook:
+        """The ERP's accounting periods as they are now (one SuiteQL read)."""
+        with self._periods_lock:
+            self._count(erp_requests=1)
+            with self._erp_slots:
+                rows = list(self.client.suiteql(PERIOD_QUERY))
+        return PeriodBook.from_rows(rows)
+
+    def _replan_closed(
+        self, postings: Sequence[ledger.Posting], errors: dict[str, list[tuple[str, str | None]]]
+    ) -> _Replanned:
+        """Postings the ERP answered ``PERIOD_CLOSED`` (a period closed after the plan read it):
+        read the periods again and apply each entity's policy again. The refused row ends
+        ``rejected`` (outcome ``period-closed``, no dead letter); the record's next row, planned
+        here, is ``pending`` in the period the policy chooses or ``parked`` for finance."""
+        out = _Replanned()
+        if not postings:
+            return out
+        book = self.read_periods()
+        held = {
+            ext: row.get("postingperiod")
+            for ext, row in self.lookup([p.external_id for p in postings]).items()
+        }
+        with self._conn() as conn:
+            seqs = ledger.next_seqs(conn, postings)
+        for p in postings:
+            codes = errors.get(p.external_id, [])
+            detail = {
+                "erp_errors": [{"code": c, "path": path} for c, path in codes],
+                "external_id": p.external_id,
+                "replanned": "period closed during the pass: periods re-read, policy applied again",
+            }
+            out.finished.append((p.idempotency_key, "rejected", "period-closed", None, 400))
+            out.details.append(detail)
+            held_period = held.get(p.external_id)
+            fresh, item, decision = replan_closed(
+                p, periods=book, config=self.config, seq=seqs[p.idempotency_key],
+                held=str(held_period) if held_period else None,
+            )  # fmt: skip
+            out.postings.append(fresh)
+            if item is not None:
+                out.items.append(item)
+            log.info(
+                "ERP answered PERIOD_CLOSED for %s: %s (period %s)",
+                p.external_id,
+                decision.outcome,
+                decision.period,
+            )
+        with self._lock:
+            self.outcome.period_closed_replanned += len(postings)
+            self.outcome.parked_after_period_closed += len(out.items)
+        return out
 
     def _reverse_batch(self, batch: Sequence[ledger.Posting], progress: _Progress) -> None:
         for posting in batch:
@@ -475,11 +645,16 @@ class PostingEngine:
         limit = 2 * self._workers
         failed: BaseException | None = None
 
+        from psa_erp_sync.clients.erp import ErpAuthFailed
+
         def collect(done: set[Future[None]]) -> None:
             nonlocal failed
             for future in done:
-                if failed is None and future.exception() is not None:
-                    failed = future.exception()
+                error = future.exception()
+                if isinstance(error, ErpAuthFailed):
+                    self._halt(error)  # e.g. a read-back refused: no point sending the rest
+                if failed is None and error is not None:
+                    failed = error
 
         try:
             for send, batch in batches:

@@ -40,7 +40,6 @@ ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     "ambiguous": ("sent",),
     "resolved": ("sent", "ambiguous"),
     "pending": ("sent", "ambiguous"),
-    "parked": ("sent",),  # the ERP refused a closed period (nothing written) and the policy parks
 }
 
 
@@ -323,6 +322,27 @@ def set_state(conn: psycopg.Connection, keys: Sequence[str], state: str, *, only
             "/".join(only_from),
         )  # fmt: skip
     return cur.rowcount
+
+
+def next_seqs(conn: psycopg.Connection, postings: Sequence[Posting]) -> dict[str, int]:
+    """Per posting (by idempotency key), the sequence number of its record's next action: the
+    number of ledger rows the record has, as the planner counts it for a new key."""
+    if not postings:
+        return {}
+    rows = conn.execute(
+        """
+        SELECT u.key, (SELECT count(*) FROM ledger.posting p WHERE p.record_type = u.rt
+                         AND p.source_system = u.ss AND p.source_id = u.sid)
+        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS u(key, rt, ss, sid)
+        """,
+        (
+            [p.idempotency_key for p in postings],
+            [p.record_type for p in postings],
+            [p.source_system for p in postings],
+            [p.source_id for p in postings],
+        ),
+    ).fetchall()
+    return {key: int(n) for key, n in rows}
 
 
 def counts(conn: psycopg.Connection, record_type: str | None = None) -> dict[str, int]:

@@ -3,7 +3,12 @@
 Period membership uses the legal entity's local date (a PSA ``spent_date`` is already local).
 An entry dated in a closed or locked period is never posted there: per legal entity (config),
 it goes to the first open period after it, keeping its original date in the memo and the audit,
-or it is parked in the exception queue for finance.
+or it is parked in the exception queue for finance. Summary periods (a quarter or a year, NetSuite's
+``isQuarter`` / ``isYear``) only roll up their months: they are never chosen as a posting period.
+
+Corrections (an adjustment or a reversal of a record the ERP holds) follow the same rule for the
+period the ERP holds the record in (:meth:`PeriodBook.decide_correction`): that period is closed,
+so the record cannot be changed there, and the correction is parked for finance.
 """
 
 from __future__ import annotations
@@ -14,6 +19,13 @@ from datetime import date
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: The periods the posting path reads from the ERP (SuiteQL), before planning and again whenever
+#: the ERP answers ``PERIOD_CLOSED`` during a pass.
+PERIOD_QUERY = (
+    "SELECT externalid, subsidiary, startdate, enddate, closed, alllocked, arlocked, aplocked, "
+    "isquarter, isyear FROM accountingperiod ORDER BY startdate"
+)
 
 
 class AccountingPeriod(BaseModel):
@@ -29,14 +41,23 @@ class AccountingPeriod(BaseModel):
     all_locked: bool = Field(default=False, alias="alllocked")
     ar_locked: bool = Field(default=False, alias="arlocked")
     ap_locked: bool = Field(default=False, alias="aplocked")
+    is_quarter: bool = Field(default=False, alias="isquarter")
+    is_year: bool = Field(default=False, alias="isyear")
 
-    @field_validator("closed", "all_locked", "ar_locked", "ap_locked", mode="before")
+    @field_validator("closed", "all_locked", "ar_locked", "ap_locked", "is_quarter", "is_year", mode="before")
     @classmethod
     def _netsuite_bool(cls, value: Any) -> Any:
-        # SuiteQL answers booleans as "T" / "F".
+        # SuiteQL answers booleans as "T" / "F", and null for a flag the record does not carry.
+        if value is None:
+            return False
         if isinstance(value, str) and value in ("T", "F"):
             return value == "T"
         return value
+
+    @property
+    def is_summary(self) -> bool:
+        """A quarter or a year: it rolls up its months and never takes a posting itself."""
+        return self.is_quarter or self.is_year
 
     def blocks(self, record_type: str) -> bool:
         if self.closed or self.all_locked:
@@ -61,7 +82,11 @@ class PeriodBook:
 
     def __init__(self, periods: Iterable[AccountingPeriod]) -> None:
         self._by_entity: dict[str, list[AccountingPeriod]] = {}
+        self._by_id: dict[str, AccountingPeriod] = {}
         for period in periods:
+            self._by_id[period.external_id] = period
+            if period.is_summary:
+                continue
             self._by_entity.setdefault(period.subsidiary, []).append(period)
         for periods_of in self._by_entity.values():
             periods_of.sort(key=lambda p: p.start_date)
@@ -69,6 +94,10 @@ class PeriodBook:
     @classmethod
     def from_rows(cls, rows: Iterable[dict[str, Any]]) -> PeriodBook:
         return cls(AccountingPeriod.model_validate({k.lower(): v for k, v in row.items()}) for row in rows)
+
+    def get(self, external_id: str) -> AccountingPeriod | None:
+        """The period with this external id (summary periods included)."""
+        return self._by_id.get(external_id)
 
     def containing(self, legal_entity: str, day: date) -> AccountingPeriod | None:
         for period in self._by_entity.get(legal_entity, []):
@@ -95,3 +124,22 @@ class PeriodBook:
             if target is not None:
                 return PeriodDecision("moved", target.external_id, period.external_id)
         return PeriodDecision("park", None, period.external_id, "PERIOD_CLOSED")
+
+    def decide_correction(
+        self, held_period: str | None, record_type: str, policy: str
+    ) -> PeriodDecision | None:
+        """For an adjustment or reversal of a record the ERP holds in ``held_period``: a park
+        decision when that period is closed or locked (the ERP refuses to change or delete a
+        transaction there, so sending would only earn a ``PERIOD_CLOSED``), else None (the
+        correction goes ahead, its own date decided by :meth:`decide`).
+
+        Both policies park: a reversing posting in the first open period would need the ERP to
+        hold a second, negative record of the same PSA entry, which timebills cannot carry
+        (hours are positive) and the reconciliation does not model yet (``docs/posting.md``).
+        """
+        if held_period is None:
+            return None
+        period = self.get(held_period)
+        if period is None or not period.blocks(record_type):
+            return None
+        return PeriodDecision("park", None, held_period, "PERIOD_CLOSED")

@@ -22,9 +22,10 @@ from psycopg.types.json import Jsonb, set_json_loads
 
 from psa_erp_sync import money
 from psa_erp_sync.config import Config
+from psa_erp_sync.ods import connections
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.posting import ledger
-from psa_erp_sync.posting.periods import PeriodBook
+from psa_erp_sync.posting.periods import PeriodBook, PeriodDecision
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,98 @@ def erp_payload(record_type: str, row: dict[str, Any], *, external_id: str, key:
     return body
 
 
+def held_period(payload: dict[str, Any] | None) -> str | None:
+    """The posting period of a payload the ERP confirmed (where the ERP holds the record)."""
+    if not payload:
+        return None
+    ref = payload.get("postingPeriod") or {}
+    value = ref.get("externalId") if isinstance(ref, dict) else ref
+    return str(value) if value else None
+
+
+def correction_parked(
+    config: Config, record_type: str, source_system: str, source_id: str, version: str, entity: str | None,
+    action: str, period: str | None, policy: str,
+) -> exception_queue.Item:  # fmt: skip
+    """The exception item of a correction parked because the ERP holds the record in a closed period."""
+    return exception_queue.Item(
+        kind="parked", domain="time_expense", source_system=source_system, record_type=KINDS[record_type],
+        source_id=source_id, source_version=version, reason_code="PERIOD_CLOSED",
+        detail={"period": period, "policy": policy, "action": action, "correction": True},
+        legal_entity=entity, owner=config.ownership.owner_for("time_expense", entity),
+    )  # fmt: skip
+
+
+def replan_closed(
+    posting: ledger.Posting,
+    *,
+    periods: PeriodBook,
+    config: Config,
+    seq: int,
+    held: str | None,
+) -> tuple[ledger.Posting, exception_queue.Item | None, PeriodDecision]:
+    """The next posting of a record after the ERP answered ``PERIOD_CLOSED`` to ``posting``
+    (a period closed during the pass): the entity's policy applied again on freshly read
+    ``periods``. A new ledger row (sequence ``seq``, so a new idempotency key): ``pending`` in the
+    period the policy chooses, or ``parked`` with its exception item. ``held`` is the period the
+    ERP holds the record in (corrections of a record in a closed period are parked).
+    """
+    rt = posting.record_type
+    entity = posting.legal_entity
+    entities = config.legal_entities.legal_entities
+    policy = entities[entity].closed_period_policy if entity in entities else "park"
+    decision = None
+    if posting.action in ("adjust", "reverse"):
+        decision = periods.decide_correction(held, rt, policy)
+    payload = dict(posting.payload)
+    if decision is None and posting.action == "reverse":
+        decision = PeriodDecision("post", held, held)
+    elif decision is None:
+        decision = periods.decide(entity or "", date.fromisoformat(str(payload["tranDate"])), rt, policy)
+    key = ledger.idempotency_key(
+        rt, posting.source_system, posting.source_id, posting.source_version, posting.action, seq
+    )
+    if posting.action != "reverse":
+        memo = f"psa:{posting.source_id} v:{posting.source_version[:12]} key:{key[:16]}"
+        if decision.period and decision.original_period and decision.period != decision.original_period:
+            memo += f" orig-date:{payload['tranDate']} orig-period:{decision.original_period}"
+        payload["memo"] = memo
+        if decision.period:
+            payload["postingPeriod"] = {"externalId": decision.period}
+        else:
+            payload.pop("postingPeriod", None)
+    refused = held if posting.action == "reverse" else held_period(posting.payload)
+    if decision.outcome != "park" and decision.period == refused:
+        # The periods just read still show the refused period open: sending the same action again
+        # would only be refused again. Finance decides (the ERP and its periods disagree).
+        decision = PeriodDecision("park", None, refused, "PERIOD_CLOSED")
+        if posting.action != "reverse":
+            payload.pop("postingPeriod", None)
+    state = "parked" if decision.outcome == "park" else "pending"
+    fresh = ledger.Posting(
+        key, rt, posting.source_system, posting.source_id, posting.source_version, posting.external_id,
+        posting.action, state, payload, entity, decision.period or decision.original_period,
+        posting.amount_minor, posting.currency,
+    )  # fmt: skip
+    item = None
+    if state == "parked":
+        if posting.action == "post":
+            item = exception_queue.Item(
+                kind="parked", domain="time_expense", source_system=posting.source_system, record_type=KINDS[rt],
+                source_id=posting.source_id, source_version=posting.source_version,
+                reason_code=decision.reason or "PERIOD_CLOSED",
+                detail={"period": decision.original_period, "spent_date": payload.get("tranDate"), "policy": policy,
+                        "action": posting.action, "closed_during_pass": True},
+                legal_entity=entity, owner=config.ownership.owner_for("time_expense", entity),
+            )  # fmt: skip
+        else:
+            item = correction_parked(
+                config, rt, posting.source_system, posting.source_id, posting.source_version, entity,
+                posting.action, decision.original_period, policy,
+            )  # fmt: skip
+    return fresh, item, decision
+
+
 def plan(
     conn: psycopg.Connection,
     *,
@@ -166,7 +259,7 @@ def plan(
     parked: list[exception_queue.Item] = []
     # Every planned change to a record the ERP already holds: (action, external id, before, after).
     changes: list[tuple[str, str, Any, Any]] = []
-    with psycopg.connect(conn.info.dsn) as reader:
+    with connections.connect_like(conn) as reader:
         set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
         for cand in _candidates(reader, record_type):
             desired = cand["desired"]
@@ -174,17 +267,33 @@ def plan(
             external_id = config.mappings.external_id(ext_kind, source_id)
             seq = int(cand["n"])
             if desired is None:  # unapproved or deleted after posting
+                if cand["last_state"] in ("rejected", "parked") and cand["last_action"] == "reverse":
+                    continue  # a reversal that was refused or parked: waits for replay
                 key = ledger.idempotency_key(
                     record_type, cand["source_system"], source_id, cand["done_version"], "reverse", seq
                 )
+                entity = cand["done_payload"].get("subsidiary", {}).get("externalId")
+                policy = entities[entity].closed_period_policy if entity in entities else "park"
+                held = held_period(cand["done_payload"])
+                blocked = periods.decide_correction(held, record_type, policy)
                 batch.append(
                     ledger.Posting(
                         key, record_type, cand["source_system"], source_id, cand["done_version"], external_id, "reverse",
-                        "pending", {"externalId": external_id, "reverses": cand["done_payload"]},
+                        "parked" if blocked else "pending", {"externalId": external_id, "reverses": cand["done_payload"]},
+                        entity, held,
                     )
                 )  # fmt: skip
                 result.planned["reverse"] += 1
-                changes.append(("erp_reverse", external_id, cand["done_payload"], None))
+                if blocked:
+                    result.parked += 1
+                    parked.append(
+                        correction_parked(
+                            config, record_type, cand["source_system"], source_id, cand["done_version"], entity,
+                            "reverse", held, policy,
+                        )
+                    )  # fmt: skip
+                else:
+                    changes.append(("erp_reverse", external_id, cand["done_payload"], None))
             else:
                 if (
                     cand["last_state"] in ("rejected", "parked")
@@ -197,9 +306,15 @@ def plan(
                 )
                 entity = desired["legal_entity"]
                 policy = entities[entity].closed_period_policy if entity in entities else "park"
-                decision = periods.decide(
-                    entity, date.fromisoformat(desired["spent_date"]), record_type, policy
-                )
+                decision = None
+                if action == "adjust":  # the ERP holds the record: can it still be changed there?
+                    decision = periods.decide_correction(
+                        held_period(cand["done_payload"]), record_type, policy
+                    )
+                if decision is None:
+                    decision = periods.decide(
+                        entity, date.fromisoformat(desired["spent_date"]), record_type, policy
+                    )
                 state = "parked" if decision.outcome == "park" else "pending"
                 payload = erp_payload(
                     record_type, desired, external_id=external_id, key=key, config=config,
@@ -224,7 +339,8 @@ def plan(
                             kind="parked", domain="time_expense", source_system=cand["source_system"],
                             record_type=KINDS[record_type], source_id=source_id, source_version=desired["version_hash"],
                             reason_code=decision.reason or "PERIOD_CLOSED",
-                            detail={"period": decision.original_period, "spent_date": desired["spent_date"], "policy": policy},
+                            detail={"period": decision.original_period, "spent_date": desired["spent_date"], "policy": policy,
+                                    "action": action},
                             legal_entity=entity, owner=config.ownership.owner_for("time_expense", entity),
                         )
                     )  # fmt: skip

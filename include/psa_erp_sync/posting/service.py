@@ -18,16 +18,11 @@ from typing import Any
 import psycopg
 
 from psa_erp_sync.config import Config
-from psa_erp_sync.posting import ledger, planner
+from psa_erp_sync.posting import budget, ledger, planner
 from psa_erp_sync.posting.engine import EngineSettings, PostingEngine
-from psa_erp_sync.posting.periods import PeriodBook
+from psa_erp_sync.posting.periods import PERIOD_QUERY, PeriodBook
 
 log = logging.getLogger(__name__)
-
-PERIOD_QUERY = (
-    "SELECT externalid, subsidiary, startdate, enddate, closed, alllocked, arlocked, aplocked "
-    "FROM accountingperiod ORDER BY startdate"
-)
 
 
 @dataclass(frozen=True)
@@ -208,7 +203,8 @@ def post_record_type(
     (``posting.lock_wait_seconds`` unless ``lock_settings`` say otherwise), and
     :class:`PostingLockLost` when the lock goes mid-pass; both are retryable."""
     lock_settings = lock_settings or LockSettings(wait_s=config.mappings.posting.lock_wait_seconds)
-    with posting_lock(dsn, record_type, lock_settings) as lock:
+    # The lock first: a pass waiting for it holds none of the account's request slots.
+    with posting_lock(dsn, record_type, lock_settings) as lock, budget.shared_by_processes(client, dsn):
         return _post_locked(
             dsn=dsn, client=client, record_type=record_type, config=config, settings=settings, run_id=run_id,
             task_try=task_try, lock=lock,

@@ -35,6 +35,7 @@ SOURCE = "psa"
 REFERENCE_ENDPOINTS = ("/v2/projects", "/v2/users", "/v2/task_assignments", "/v2/expense_categories")
 KIND_OF_EVENT = {"time_entry": "time_entry", "expense": "expense_entry"}
 ENDPOINT_OF_KIND = {"time_entry": "/v2/time_entries", "expense_entry": "/v2/expenses"}
+TABLE_OF_KIND = {"time_entry": "canonical.time_entry", "expense_entry": "canonical.expense_entry"}
 RECORD_TYPE_OF_KIND = {"time_entry": "timebill", "expense_entry": "expensereport"}
 _NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
@@ -66,26 +67,91 @@ def _announced(events: Iterable[inbox.Event]) -> list[tuple[str, str]]:
 
 
 def reread(client: Any, kind: str, source_id: str) -> dict[str, Any] | None:
-    """The record as the PSA holds it now, or None when it is gone (404)."""
+    """The record as the PSA holds it now, or None when the PSA says it has no such record.
+
+    Any other 404 (wrong base URL or route) raises ``PsaEndpointNotFound``: it is never a deletion.
+    """
+    record: dict[str, Any] | None
     if kind == "time_entry":
-        entry: dict[str, Any] | None = client.get_time_entry(int(source_id))
-        return entry
-    # The client has no typed single-expense read; its retrying GET is the same path.
-    response = client._get(client.url(f"/v2/expenses/{int(source_id)}"))
-    if response.status_code == 404:
-        return None
-    body: dict[str, Any] = response.json()
-    return body
+        record = client.get_time_entry(int(source_id))
+    else:
+        record = client.get_expense(int(source_id))
+    return record
+
+
+def check_deletions(
+    conn: psycopg.Connection,
+    client: Any,
+    kind: str,
+    gone_ids: list[str],
+    *,
+    answered: int,
+    controls: int = 3,
+) -> int:
+    """Refuse (``MassDeletionRefused``) deletions that are not plausible; returns how many of
+    ``gone_ids`` canonical holds live (the ones a deletion would reverse).
+
+    1. When no re-read of ``kind`` in this run returned a record (``answered`` = 0), up to
+       ``controls`` live canonical records (most recently validated first) are re-read: a PSA that
+       says "not found" for records it has (a wrong account id) reverses nothing.
+    2. The share rule of the sweep (:func:`~psa_erp_sync.validation.time_expense.implausible_deletions`):
+       the live records since the earliest gone record's spent date are the whole.
+    """
+    from psa_erp_sync.validation.time_expense import MassDeletionRefused, implausible_deletions
+
+    table = TABLE_OF_KIND[kind]
+    live = conn.execute(
+        f"SELECT count(*), min(spent_date) FROM {table}"
+        " WHERE source_system = %s AND source_id = ANY(%s) AND NOT is_deleted",
+        (SOURCE, gone_ids),
+    ).fetchone()
+    if live is None or not live[0]:
+        return 0
+    gone, since = int(live[0]), live[1]
+    if answered == 0:
+        probes = [
+            r[0]
+            for r in conn.execute(
+                f"SELECT source_id FROM {table} WHERE source_system = %s AND NOT is_deleted"
+                " AND NOT (source_id = ANY(%s)) ORDER BY validated_at DESC, source_id LIMIT %s",
+                (SOURCE, gone_ids, controls),
+            )
+        ]
+        if probes and all(reread(client, kind, sid) is None for sid in probes):
+            raise MassDeletionRefused(
+                f"the PSA answers 'not found' for all {len(gone_ids)} announced {ENDPOINT_OF_KIND[kind]}"
+                f" and for {len(probes)} records known to exist: wrong account id or base URL?"
+                " Refusing to treat them as deleted; fix the psa connection and clear the run."
+            )
+    row = conn.execute(
+        f"SELECT count(*) FROM {table} WHERE source_system = %s AND NOT is_deleted AND spent_date >= %s",
+        (SOURCE, since),
+    ).fetchone()
+    total = int(row[0]) if row else 0
+    if implausible_deletions(gone, total):
+        raise MassDeletionRefused(
+            f"the PSA no longer has {gone} of {total} {ENDPOINT_OF_KIND[kind]} records since {since}"
+            " announced in one stream run; refusing to treat them as deleted. Check the PSA; the sweep"
+            " applies the same rule."
+        )
+    return gone
 
 
 def stage_new_versions(
-    conn: psycopg.Connection, records: list[dict[str, Any]], *, run_key: str, endpoint: str
+    conn: psycopg.Connection,
+    records: list[dict[str, Any]],
+    *,
+    run_key: str,
+    endpoint: str,
+    read_at: datetime | None = None,
 ) -> tuple[int, int]:
     """Stage versions staging has never seen, under ``run_key``; (new, already staged).
 
-    Versions already staged keep their run key (``ON CONFLICT DO NOTHING``): a batch run that
-    staged the same version validates it under its own key, so its control totals stay exact
-    when both paths run at once. The content hash is computed exactly as ``ods.staging`` does.
+    Versions already staged keep their run key: a batch run that staged the same version
+    validates it under its own key, so its control totals stay exact when both paths run at
+    once. Their ``fetched_at`` moves forward to ``read_at`` (when the re-reads began; default
+    now), so a sweep that began before this read does not take the record for deleted. The
+    content hash is computed exactly as ``ods.staging`` does.
     """
     if not records:
         return 0, 0
@@ -104,12 +170,14 @@ def stage_new_versions(
             INSERT INTO staging.raw_record
                 (source_system, endpoint, source_id, payload_hash, payload, fetched_at, first_run_key, last_run_key)
             SELECT %(system)s, %(endpoint)s, source_id,
-                   encode(sha256(convert_to(payload::text, 'UTF8')), 'hex'), payload, now(), %(run_key)s, %(run_key)s
+                   encode(sha256(convert_to(payload::text, 'UTF8')), 'hex'), payload,
+                   coalesce(%(read_at)s, now()), %(run_key)s, %(run_key)s
             FROM src
-            ON CONFLICT (source_system, endpoint, source_id, payload_hash) DO NOTHING
-            RETURNING 1
+            ON CONFLICT (source_system, endpoint, source_id, payload_hash)
+            DO UPDATE SET fetched_at = greatest(staging.raw_record.fetched_at, EXCLUDED.fetched_at)
+            RETURNING (xmax = 0) AS is_new
         )
-        SELECT count(*) FROM ins
+        SELECT count(*) FILTER (WHERE is_new) FROM ins
         """,
         {
             "ids": [i for i, _ in lines],
@@ -117,6 +185,7 @@ def stage_new_versions(
             "system": SOURCE,
             "endpoint": endpoint,
             "run_key": run_key,
+            "read_at": read_at,
         },
     ).fetchone()
     new = int(row[0]) if row else 0
@@ -223,28 +292,61 @@ def reference(
     return PsaReference.from_staging(conn, keys), True
 
 
-def mark_gone(conn: psycopg.Connection, kind: str, source_ids: list[str], *, run_id: str) -> int:
-    """Records the PSA answers 404 for were deleted at the source: mark them deleted in canonical
-    (audited before/after, as the sweep does), so the planner reverses what the ERP holds."""
+def mark_gone(
+    conn: psycopg.Connection,
+    kind: str,
+    source_ids: list[str],
+    *,
+    run_id: str,
+    read_at: datetime | None = None,
+) -> int:
+    """Records the PSA answers "record not found" for were deleted at the source: mark them deleted
+    in canonical (audited before/after, as the sweep does), so the planner reverses what the ERP
+    holds. ``read_at`` is when the re-reads began (default now): a record some read saw at or after
+    that moment is left alone, and the deletion carries it as ``source_read_at``, so only a read
+    that began later brings the record back (docs/streaming.md, "Ordering")."""
     if not source_ids:
         return 0
-    table = {"time_entry": "canonical.time_entry", "expense_entry": "canonical.expense_entry"}[kind]
+    table = TABLE_OF_KIND[kind]
+    endpoint = ENDPOINT_OF_KIND[kind]
     row = conn.execute(
         f"""
-        WITH del AS (
-            UPDATE {table} c SET is_deleted = true, validated_at = now()
+        WITH moment AS (SELECT coalesce(%(read_at)s, now()) AS read_at),
+        del AS (
+            UPDATE {table} c SET is_deleted = true, source_read_at = m.read_at, validated_at = now()
+            FROM moment m
             WHERE c.source_system = %(system)s AND c.source_id = ANY(%(ids)s) AND NOT c.is_deleted
+              AND coalesce(c.source_read_at, '-infinity') < m.read_at
+              AND NOT EXISTS (
+                  SELECT 1 FROM staging.raw_record r
+                  WHERE r.source_system = c.source_system AND r.endpoint = %(endpoint)s
+                    AND r.source_id = c.source_id AND r.fetched_at >= m.read_at)
             RETURNING c.source_id, to_jsonb(c.*) - 'record' AS image
         ), audited AS (
             INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)
-            SELECT 'stream.reread', 'deleted_at_source', %(table)s, source_id, image - 'is_deleted',
-                   jsonb_build_object('is_deleted', true), %(run_id)s FROM del
+            SELECT 'stream.reread', 'deleted_at_source', %(table)s, source_id, image - 'is_deleted' - 'source_read_at',
+                   jsonb_build_object('is_deleted', true, 'source_read_at', image->'source_read_at'), %(run_id)s
+            FROM del
         )
         SELECT count(*) FROM del
         """,
-        {"system": SOURCE, "ids": source_ids, "table": table, "run_id": run_id},
+        {
+            "system": SOURCE,
+            "ids": source_ids,
+            "table": table,
+            "run_id": run_id,
+            "read_at": read_at,
+            "endpoint": endpoint,
+        },
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+def _db_now(conn: psycopg.Connection) -> datetime:
+    row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    now: datetime = row[0]
+    return now
 
 
 def process_inbox(
@@ -285,6 +387,8 @@ def process_inbox(
         announced = _announced(events)
         result.records = len(announced)
         t = clock()
+        # Every re-read below begins after this moment (the ODS's clock, as the batch's extracts use).
+        read_at = _db_now(conn)
         current: dict[str, list[dict[str, Any]]] = {"time_entry": [], "expense_entry": []}
         gone: set[tuple[str, str]] = set()
         for kind, source_id in announced:
@@ -294,6 +398,10 @@ def process_inbox(
             else:
                 current[kind].append(record)
         result.gone_at_source = len(gone)
+        for kind in current:
+            gone_ids = sorted(sid for k, sid in gone if k == kind)
+            if gone_ids:
+                check_deletions(conn, psa_client, kind, gone_ids, answered=len(current[kind]))
         result.seconds["reread"] = round(clock() - t, 3)
         t = clock()
         all_records = current["time_entry"] + current["expense_entry"]
@@ -313,14 +421,16 @@ def process_inbox(
             gone_ids = sorted(sid for k, sid in gone if k == kind)
             if gone_ids:
                 with conn.transaction():
-                    mark_gone(conn, kind, gone_ids, run_id=run_id)
+                    mark_gone(conn, kind, gone_ids, run_id=run_id, read_at=read_at)
                 kinds_to_post.append(kind)
             if not records:
                 continue
             endpoint = ENDPOINT_OF_KIND[kind]
             run_key = f"{run_key_prefix}{endpoint}"
             with conn.transaction():  # committed first: validation streams staging on its own connection
-                new, known = stage_new_versions(conn, records, run_key=run_key, endpoint=endpoint)
+                new, known = stage_new_versions(
+                    conn, records, run_key=run_key, endpoint=endpoint, read_at=read_at
+                )
             result.new_versions += new
             result.already_staged += known
             with conn.transaction():

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
@@ -27,8 +27,8 @@ from pydantic import ValidationError
 from psa_erp_sync import money
 from psa_erp_sync.clients import psa_models
 from psa_erp_sync.config import Config
+from psa_erp_sync.ods import connections, staging
 from psa_erp_sync.ods import exceptions as exception_queue
-from psa_erp_sync.ods import staging
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ class ValidationResult:
     valid: int = 0
     quarantined: int = 0
     unchanged: int = 0
+    stale: int = 0  # valid, but canonical already holds a newer version (or a later deletion)
     deleted: int = 0
     resolved_exceptions: int = 0
     by_reason: Counter[str] = field(default_factory=Counter)
@@ -132,6 +133,7 @@ class ValidationResult:
             "valid": self.valid,
             "quarantined": self.quarantined,
             "unchanged": self.unchanged,
+            "stale": self.stale,
             "deleted": self.deleted,
             "resolved_exceptions": self.resolved_exceptions,
             "by_reason": dict(sorted(self.by_reason.items())),
@@ -316,12 +318,13 @@ _COLUMNS: dict[Kind, tuple[str, ...]] = {
 
 def _staged(
     conn: psycopg.Connection, source_system: str, endpoint: str, run_key: str
-) -> Iterator[tuple[dict[str, Any], str]]:
-    """The run's staged versions in source order (id, then update time), streamed."""
+) -> Iterator[tuple[dict[str, Any], str, datetime]]:
+    """The run's staged versions in source order (id, then update time), streamed, each with the
+    start of the latest read that saw it (``fetched_at``: the ordering tiebreak)."""
     with conn.cursor(name="staged_versions") as cur:
         cur.itersize = 5000
         cur.execute(
-            "SELECT payload, payload_hash FROM staging.raw_record"
+            "SELECT payload, payload_hash, fetched_at FROM staging.raw_record"
             " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s"
             " ORDER BY (payload->>'id')::bigint, payload->>'updated_at'",
             (source_system, endpoint, run_key),
@@ -385,7 +388,10 @@ def validate_run(
         result.valid += len(rows)
         for verdict in held:
             count(verdict)
-        result.unchanged += len(rows) - _upsert_canonical(conn, kind, rows, dag_run_id)
+        changed, stale = _upsert_canonical(conn, kind, rows, dag_run_id)
+        result.unchanged += len(rows) - changed - len(stale)
+        result.stale += len(stale)
+        rows = [r for r in rows if r["source_id"] not in stale]  # a stale verdict resolves nothing
         exception_queue.quarantine_many(
             conn,
             [
@@ -434,15 +440,16 @@ def validate_run(
 
     previous: Verdict | None = None
     # A second connection streams the run's versions while this one writes.
-    with psycopg.connect(conn.info.dsn) as reader:
+    with connections.connect_like(conn) as reader:
         set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
-        for payload, version_hash in _staged(reader, source_system, ENDPOINTS[kind], run_key):
+        for payload, version_hash, read_at in _staged(reader, source_system, ENDPOINTS[kind], run_key):
             verdict = judge(
                 payload, version_hash, ref=ref, config=config, as_of=as_of, source_system=source_system
             )
             result.staged_versions += 1
             if verdict.valid:
                 assert verdict.row is not None
+                verdict.row["source_read_at"] = read_at
                 digest = bytes.fromhex(verdict.row["fingerprint"])
                 first = first_with_fingerprint.setdefault(digest, verdict.source_id)
                 if first != verdict.source_id:
@@ -480,7 +487,20 @@ def validate_run(
 
 
 class MassDeletionRefused(RuntimeError):
-    """A sweep would mark an implausible share of records deleted: the source is suspect, not the data."""
+    """A sweep or the stream would mark an implausible share of records deleted: the source is
+    suspect, not the data."""
+
+
+MAX_DELETED_SHARE = 0.2
+MIN_DELETIONS_REFUSED = 50
+
+
+def implausible_deletions(
+    gone: int, total: int, *, max_share: float = MAX_DELETED_SHARE, min_refuse: int = MIN_DELETIONS_REFUSED
+) -> bool:
+    """``gone`` of ``total`` live records at once: at least ``min_refuse`` and over ``max_share``.
+    The one rule for the sweep and the stream (a misrouted or empty answer looks like this)."""
+    return gone >= min_refuse and gone > max_share * total
 
 
 def _mark_deleted(
@@ -491,8 +511,8 @@ def _mark_deleted(
     run_key: str,
     sweep_from: date,
     dag_run_id: str,
-    max_share: float = 0.2,
-    min_refuse: int = 50,
+    max_share: float = MAX_DELETED_SHARE,
+    min_refuse: int = MIN_DELETIONS_REFUSED,
 ) -> int:
     """Records in the swept date range that the sweep no longer returned were deleted at the source
     (Harvest has no deleted feed). Refuses when the share is implausible, e.g. an empty answer."""
@@ -501,14 +521,35 @@ def _mark_deleted(
     # EXCEPT (a hashed or sorted set operation) rather than NOT EXISTS: right after staging the
     # statistics of raw_record are stale and the anti-join was planned as a nested loop over the
     # run's rows for every canonical row (quadratic; 14 s at 19k records).
+    # The sweep's extract began reading at ``started`` (extract_run.started_at, the transaction
+    # start its staged rows carry as fetched_at). A record read after that by anyone (the stream,
+    # an overlapping run) may be newer than the sweep's page: its absence proves nothing.
+    row = conn.execute("SELECT started_at FROM staging.extract_run WHERE run_key = %s", (run_key,)).fetchone()
+    params["started"] = row[0] if row else datetime.max.replace(tzinfo=UTC)
     gone_sql = f"""
         SELECT c.source_id FROM {table} c
         WHERE c.source_system = %(system)s AND NOT c.is_deleted AND c.spent_date >= %(from)s
+          AND coalesce(c.source_read_at, '-infinity') < %(started)s
         EXCEPT
         SELECT r.source_id FROM staging.raw_record r
         WHERE r.source_system = %(system)s AND r.endpoint = %(endpoint)s AND r.last_run_key = %(run_key)s
     """
     gone = [r[0] for r in conn.execute(gone_sql, params)]
+    if gone:
+        read_since = {
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT source_id FROM staging.raw_record WHERE source_system = %(system)s"
+                " AND endpoint = %(endpoint)s AND source_id = ANY(%(ids)s) AND fetched_at >= %(started)s",
+                {**params, "ids": gone},
+            )
+        }
+        if read_since:
+            log.info(
+                "sweep: %d absent records were read after the sweep began: left for the next sweep",
+                len(read_since),
+            )
+            gone = [g for g in gone if g not in read_since]
     if not gone:
         return 0
     in_window = conn.execute(
@@ -516,7 +557,7 @@ def _mark_deleted(
         params,
     ).fetchone()
     total = int(in_window[0]) if in_window else 0
-    if len(gone) >= min_refuse and len(gone) > max_share * total:
+    if implausible_deletions(len(gone), total, max_share=max_share, min_refuse=min_refuse):
         raise MassDeletionRefused(
             f"the sweep of {ENDPOINTS[kind]} no longer returns {len(gone)} of {total} records since {sweep_from}; "
             "refusing to treat them as deleted. Check the PSA answer; rerun the sweep when it is healthy."
@@ -524,13 +565,13 @@ def _mark_deleted(
     conn.execute(
         f"""
         WITH del AS (
-            UPDATE {table} c SET is_deleted = true, validated_at = now()
+            UPDATE {table} c SET is_deleted = true, source_read_at = %(started)s, validated_at = now()
             WHERE c.source_system = %(system)s AND c.source_id = ANY(%(ids)s)
             RETURNING c.source_id, to_jsonb(c.*) - 'record' AS image
         )
         INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)
-        SELECT 'validation.sweep', 'deleted_at_source', %(table)s, source_id, image - 'is_deleted',
-               jsonb_build_object('is_deleted', true), %(run_id)s FROM del
+        SELECT 'validation.sweep', 'deleted_at_source', %(table)s, source_id, image - 'is_deleted' - 'source_read_at',
+               jsonb_build_object('is_deleted', true, 'source_read_at', image->'source_read_at'), %(run_id)s FROM del
         """,
         {**params, "ids": gone, "table": table, "run_id": dag_run_id},
     )
@@ -599,34 +640,63 @@ def _duplicates_of_existing(
     }
 
 
+# Does the incoming version t replace the current row c? The newest wins, whatever the commit
+# order: by the source's updated_at, then by the start of the read that saw it (Harvest's
+# updated_at has whole seconds). A deleted row comes back only for a read that began after the
+# deletion was seen (its source_read_at); an earlier read is older than the deletion.
+def _newer(new: str) -> str:
+    """SQL: the row ``new`` replaces the current canonical row ``c``."""
+    return f"""
+    CASE WHEN c.is_deleted
+         THEN {new}.source_read_at > coalesce(c.source_read_at, '-infinity')
+         ELSE c.version_hash <> {new}.version_hash
+              AND ({new}.source_updated_at, {new}.source_read_at)
+                  > (c.source_updated_at, coalesce(c.source_read_at, '-infinity'))
+    END"""
+
+
 def _upsert_canonical(
     conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]], dag_run_id: str
-) -> int:
-    """Upsert rows whose version changed; audit before/after of updates. Returns rows changed."""
+) -> tuple[int, set[str]]:
+    """Upsert rows that are newer than canonical (:func:`_newer`); audit before/after of updates.
+
+    Returns (rows changed, source ids refused as stale: canonical already holds a newer version or
+    a later deletion)."""
     if not rows:
-        return 0
+        return 0, set()
     columns = _COLUMNS[kind]
     table = TABLES[kind]
     conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS tmp_{kind} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
     conn.execute(f"TRUNCATE tmp_{kind}")
-    with conn.cursor() as cur, cur.copy(f"COPY tmp_{kind} ({', '.join(columns)}, record) FROM STDIN") as copy:
+    copied = f"{', '.join(columns)}, source_read_at, record"
+    with conn.cursor() as cur, cur.copy(f"COPY tmp_{kind} ({copied}) FROM STDIN") as copy:
         for row in rows:
             record = msgspec.json.encode({k: row[k] for k in columns}, enc_hook=str).decode()
-            copy.write_row([row[c] for c in columns] + [record])
+            copy.write_row([row[c] for c in columns] + [row["source_read_at"], record])
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in ("source_system", "source_id"))
+    stale = {
+        r[0]
+        for r in conn.execute(
+            f"""
+            SELECT t.source_id FROM tmp_{kind} t JOIN {table} c USING (source_system, source_id)
+            WHERE (c.version_hash <> t.version_hash OR c.is_deleted) AND NOT ({_newer("t")})
+            """
+        )
+    }
     changed = conn.execute(
         f"""
         WITH before AS (
             SELECT t.source_id, to_jsonb(c.*) - 'record' AS image FROM tmp_{kind} t
-            JOIN {table} c USING (source_system, source_id) WHERE c.version_hash <> t.version_hash OR c.is_deleted
+            JOIN {table} c USING (source_system, source_id) WHERE {_newer("t")}
         ), up AS (
-            INSERT INTO {table} ({", ".join(columns)}, record, validated_at)
-            SELECT {", ".join(columns)}, record, now() FROM tmp_{kind}
-            ON CONFLICT (source_system, source_id) DO UPDATE SET {updates}, record = EXCLUDED.record, validated_at = now()
-            WHERE {table}.version_hash <> EXCLUDED.version_hash OR {table}.is_deleted
-            RETURNING source_id, to_jsonb({table}.*) - 'record' AS image
+            INSERT INTO {table} AS c ({copied}, validated_at)
+            SELECT {copied}, now() FROM tmp_{kind}
+            ON CONFLICT (source_system, source_id) DO UPDATE SET {updates},
+                source_read_at = EXCLUDED.source_read_at, record = EXCLUDED.record, validated_at = now()
+            WHERE {_newer("EXCLUDED")}
+            RETURNING c.source_id, to_jsonb(c.*) - 'record' AS image
         ), audited AS (
             INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)
             SELECT 'validation', 'update', %(table)s, up.source_id, before.image, up.image, %(run_id)s
@@ -636,4 +706,6 @@ def _upsert_canonical(
         """,
         {"table": table, "run_id": dag_run_id},
     ).fetchone()
-    return int(changed[0]) if changed else 0
+    if stale:
+        log.info("%d %s versions older than canonical's were not applied (stale reads)", len(stale), kind)
+    return (int(changed[0]) if changed else 0), stale
