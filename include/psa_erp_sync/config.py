@@ -160,6 +160,28 @@ class Config(_Strict):
         return None
 
 
+class StagingRetention(_Strict):
+    source_system: SystemName
+    endpoint: str = Field(pattern=r"^/[A-Za-z0-9_/]+$")
+    days: int = Field(ge=1)
+    # Only "drop": a pseudonymised staged version would be handed to validation again when the
+    # same content is re-read (staging deduplicates by the original content's hash).
+    action: Literal["drop"]
+
+
+class InboxRetention(_Strict):
+    event_days: int = Field(ge=1)
+    quarantine_days: int = Field(ge=1)
+
+
+class Retention(_Strict):
+    """``config/retention.yaml``: how long personal data in staging and the inbox is kept."""
+
+    version: Literal[1]
+    staging: list[StagingRetention]
+    inbox: InboxRetention
+
+
 def default_config_dir() -> Path:
     env = os.environ.get("PSA_ERP_SYNC_CONFIG_DIR")
     if env:
@@ -185,3 +207,9 @@ def load_config(config_dir: Path | None = None) -> Config:
             "mappings": _read(base / "mappings.yaml"),
         }
     )
+
+
+@functools.cache
+def load_retention(config_dir: Path | None = None) -> Retention:
+    """``retention.yaml`` of ``config_dir`` (default: the repo's ``config/``), validated."""
+    return Retention.model_validate(_read((config_dir or default_config_dir()) / "retention.yaml"))

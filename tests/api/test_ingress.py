@@ -17,6 +17,8 @@ import psycopg
 import pytest
 
 from psa_erp_sync.api import ingress
+from psa_erp_sync.config import load_config
+from psa_erp_sync.ods import exceptions
 from tests.conftest import RunningSimulator
 
 pytestmark = pytest.mark.integration
@@ -167,7 +169,9 @@ def test_a_tampered_body_fails_the_signature(server: RunningSimulator, clean_ods
 
 
 def test_timestamps_outside_five_minutes_are_refused(server: RunningSimulator, clean_ods: str) -> None:
-    for offset in (-301, 301, -10_000):
+    # 302, not 301: the header is whole seconds (int() drops up to 1 s) and the request takes time,
+    # so +301 could land exactly on the 300 s boundary on a loaded machine.
+    for offset in (-302, 302, -10_000):
         did = str(uuid.uuid4())
         body = psa_body(did)
         stale = sign_headers(body, delivery_id=did, event="time_entry.approved", ts=int(time.time()) + offset)
@@ -220,14 +224,15 @@ def test_oversized_bodies_are_refused_before_reading_them_whole(
         (lambda did: psa_body(str(uuid.uuid4())), "HEADER_BODY_MISMATCH"),
     ],
 )
-def test_authentic_but_malformed_events_are_quarantined_never_dropped(
+def test_authentic_but_malformed_events_are_acknowledged_quarantined_and_owned(
     server: RunningSimulator, clean_ods: str, body_of: Any, reason: str
 ) -> None:
+    """2xx so the sender does not retry-storm; the body is kept and an owner sees it in the queue."""
     did = str(uuid.uuid4())
     body = body_of(did)
     headers = sign_headers(body, delivery_id=did, event="time_entry.approved")
     response = post(server, body, headers)
-    assert response.status_code == 422, response.text
+    assert response.status_code == 202, response.text
     assert response.json() == {
         "status": "quarantined",
         "error": "authentic but malformed event",
@@ -235,12 +240,125 @@ def test_authentic_but_malformed_events_are_quarantined_never_dropped(
     }
     assert inbox_rows(clean_ods) == []
     # A retry of the same delivery counts as another occurrence of the same quarantined item.
-    post(server, body, sign_headers(body, delivery_id=did, event="time_entry.approved"))
+    again = post(server, body, sign_headers(body, delivery_id=did, event="time_entry.approved"))
+    assert again.status_code == 200 and again.json()["status"] == "quarantined"
     assert quarantine_rows(clean_ods) == [(did, reason, 2)]
     with psycopg.connect(clean_ods) as conn:
-        stored = conn.execute("SELECT body, detail::text FROM inbox.quarantine").fetchone()
+        stored = conn.execute("SELECT body, detail::text, body_sha256 FROM inbox.quarantine").fetchone()
+        items = conn.execute(
+            "SELECT kind, domain, source_system, record_type, source_id, reason_code, owner, status,"
+            " detail->>'delivery_id' FROM exceptions.item"
+        ).fetchall()
     assert stored is not None and bytes(stored[0]) == body
     assert "hours" not in stored[1] and "1.5" not in stored[1]  # paths and error types, never values
+    owner = load_config().ownership.owner_for(ingress.EXCEPTION_DOMAIN)
+    assert owner == "finance-integration"
+    assert items == [
+        ("quarantine", "webhook_ingress", "psa", "webhook_delivery", stored[2], f"WEBHOOK_{reason}", owner,
+         "open", did)
+    ]  # fmt: skip
+    with psycopg.connect(clean_ods) as conn:
+        assert ("quarantine", f"WEBHOOK_{reason}", owner, 1) in exceptions.open_summary(conn)
+
+
+def test_delivery_ids_deduplicate_per_source_not_globally(server: RunningSimulator, clean_ods: str) -> None:
+    did = str(uuid.uuid4())
+    psa = psa_body(did)
+    erp = json.dumps(
+        {
+            "delivery_id": did,
+            "event": "invoice.paid",
+            "occurred_at": "2026-11-09T10:00:00Z",
+            "data": {"id": "7"},
+        }
+    ).encode()
+    assert (
+        post(server, psa, sign_headers(psa, delivery_id=did, event="time_entry.approved")).status_code == 202
+    )
+    erp_headers = sign_headers(erp, delivery_id=did, event="invoice.paid", secret="erp-secret", source="ERP")
+    first = post(server, erp, erp_headers, "erp")
+    assert first.status_code == 202 and first.json()["status"] == "accepted", first.text
+    assert post(server, erp, erp_headers, "erp").json()["status"] == "duplicate"
+    assert sorted(r[:2] for r in inbox_rows(clean_ods)) == [(did, "erp"), (did, "psa")]
+
+
+def test_quarantine_is_keyed_by_the_signed_body_and_never_overwritten(
+    server: RunningSimulator, clean_ods: str
+) -> None:
+    """The delivery-id header is not signed: a second, different body under the same delivery id
+    (a sender bug, or a replayed signed body with a forged header) must not replace the first."""
+    did = str(uuid.uuid4())
+    first = psa_body(did, unexpected="first")
+    second = psa_body(did, unexpected="second")
+    for body in (first, second):
+        response = post(server, body, sign_headers(body, delivery_id=did, event="time_entry.approved"))
+        assert response.status_code == 202 and response.json()["status"] == "quarantined", response.text
+    # The first body again under another delivery id: the same quarantined item, seen once more.
+    other = str(uuid.uuid4())
+    post(server, first, sign_headers(first, delivery_id=other, event="time_entry.approved"))
+    with psycopg.connect(clean_ods) as conn:
+        rows = conn.execute(
+            "SELECT body, delivery_id, last_delivery_id, occurrences FROM inbox.quarantine ORDER BY received_at"
+        ).fetchall()
+    assert [(bytes(b), d, last, n) for b, d, last, n in rows] == [
+        (first, did, other, 2),
+        (second, did, did, 1),
+    ]
+
+
+def test_a_malformed_rotation_setting_answers_503_with_a_logged_configuration_error(
+    clean_ods: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
+) -> None:
+    """previous_valid_until without a UTC offset (naive vs aware) or not a time at all: every
+    delivery used to be a 500. Now the setting is validated when read and the ingress refuses."""
+    from fastapi.testclient import TestClient
+
+    ingress.SECRET_CACHE_S = 0.0
+    monkeypatch.delenv("AIRFLOW_CONN_PSA_WEBHOOK", raising=False)
+    monkeypatch.setenv("PSA_ERP_SYNC_WEBHOOK_SECRET_PSA", SECRET)
+    ingress.secrets_from_airflow("psa")  # Airflow replaces the root log handlers on first use
+    ingress_log = logging.getLogger(ingress.__name__)
+    ingress_log.addHandler(caplog.handler)
+    request.addfinalizer(lambda: ingress_log.removeHandler(caplog.handler))
+    caplog.set_level(logging.INFO)
+    app = ingress.create_app(dsn=clean_ods)
+    with TestClient(app, raise_server_exceptions=False) as client:
+
+        def send() -> httpx.Response:
+            did = str(uuid.uuid4())
+            body = psa_body(did)
+            return client.post(
+                "/psa/events",
+                content=body,
+                headers=sign_headers(body, delivery_id=did, event="time_entry.approved"),
+            )
+
+        for until in ("2026-12-31T00:00:00", "next tuesday", "2026-13-45T00:00:00+00:00", "1"):
+            monkeypatch.setenv(
+                "AIRFLOW_CONN_PSA_WEBHOOK",
+                json.dumps({"conn_type": "generic", "password": SECRET,
+                            "extra": {"previous_secret": "old-secret-123", "previous_valid_until": until}}),
+            )  # fmt: skip
+            caplog.clear()
+            response = send()
+            assert response.status_code == 503, (until, response.text)
+            assert response.json()["reason_code"] == "MISCONFIGURED"
+            assert "configuration error" in caplog.text and "previous_valid_until" in caplog.text
+            assert SECRET not in caplog.text and "old-secret-123" not in caplog.text
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_PSA_WEBHOOK",
+            json.dumps({"conn_type": "generic", "password": SECRET,
+                        "extra": {"previous_secret": "old-secret-123",
+                                  "previous_valid_until": "2026-12-31T00:00:00+01:00"}}),
+        )  # fmt: skip
+        assert send().status_code == 202
+    app.state.inbox_writer.close()
+    # A lookup of our own that hands over a naive time is refused the same way.
+    with pytest.raises(ingress.SecretMisconfigured, match="UTC offset"):
+        ingress.Secrets(b"k", b"old", datetime(2026, 12, 31))
 
 
 def test_a_nul_escape_is_accepted_and_kept_as_text(server: RunningSimulator, clean_ods: str) -> None:

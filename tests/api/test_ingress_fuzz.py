@@ -45,19 +45,28 @@ class Harness:
         self.app = ingress.create_app(dsn=dsn, secrets=lambda source: ingress.Secrets(SECRET.encode()))
         self.client = TestClient(self.app, raise_server_exceptions=False)
         self.accepted: set[str] = set()
-        self.statuses: dict[int, int] = {}
+        self.quarantined = 0  # answers that kept a new body in quarantine (202 quarantined)
+        self.statuses: dict[str, int] = {}  # outcome label ("202", "quarantined", "401", ...) -> count
 
     def send(self, source: str, body: bytes, headers: dict[str, str]) -> Any:
         response = self.client.post(f"/{source}/events", content=body, headers=headers)
         self.check(response)
         return response
 
+    @staticmethod
+    def label(response: Any) -> str:
+        return "quarantined" if response.json().get("status") == "quarantined" else str(response.status_code)
+
     def check(self, response: Any) -> None:
         code = response.status_code
-        self.statuses[code] = self.statuses.get(code, 0) + 1
         assert code < 500, (code, response.text[:300])
+        label = self.label(response)
+        self.statuses[label] = self.statuses.get(label, 0) + 1
         payload = response.json()
-        if code in (200, 202):
+        if label == "quarantined":  # authentic but malformed: acknowledged, kept
+            assert code in (200, 202) and payload["reason_code"] and payload["error"]
+            self.quarantined += code == 202
+        elif code in (200, 202):
             assert payload["status"] == ("accepted" if code == 202 else "duplicate")
             if code == 202:
                 assert payload["delivery_id"] not in self.accepted
@@ -65,11 +74,13 @@ class Harness:
             else:
                 assert payload["delivery_id"] in self.accepted
         else:
-            assert 400 <= code < 500 and payload["status"] in ("rejected", "quarantined") and payload["error"]
-        # Nothing accepted is lost: acknowledged deliveries == inbox rows, always.
+            assert 400 <= code < 500 and payload["status"] == "rejected" and payload["error"]
+        # Nothing acknowledged is lost: accepted deliveries == inbox rows, new quarantines == rows.
         with psycopg.connect(self.dsn) as conn:
             stored = {r[0] for r in conn.execute("SELECT delivery_id FROM inbox.event")}
+            kept = conn.execute("SELECT count(*) FROM inbox.quarantine").fetchone()
         assert stored == self.accepted
+        assert kept == (self.quarantined,)
 
 
 @pytest.fixture(scope="module")
@@ -275,25 +286,27 @@ def test_hypothesis_headers_and_payloads_never_5xx_and_nothing_accepted_is_lost(
     source, body, headers, fault = request_
     response = harness.send(source, body, headers)
     code = response.status_code
+    outcome = harness.label(response)
     expected = {
-        "none": {202},
-        "replay": {202},
-        "bad_signature": {400, 401},
-        "wrong_secret": {401},
-        "stale": {401},
-        "future": {401},
-        "oversized": {413},
-        "content_type": {415},
-        "nested": {422},
-        "invalid_utf8": {422},
-        "garbage_json": {422},
-        "random_json": {422},
-        "missing_header": {400},
-        "tampered": {401},
+        "none": {"202"},
+        "replay": {"202"},
+        "bad_signature": {"400", "401"},
+        "wrong_secret": {"401"},
+        "stale": {"401"},
+        "future": {"401"},
+        "oversized": {"413"},
+        "content_type": {"415"},
+        "nested": {"quarantined"},
+        "invalid_utf8": {"quarantined"},
+        "garbage_json": {"quarantined"},
+        "random_json": {"quarantined"},
+        "missing_header": {"400"},
+        "tampered": {"401"},
     }[fault]
     if fault in ("none", "replay") and (b"Infinity" in body or b"NaN" in body):
-        expected = {422}  # not JSON by RFC 8259 (PostgreSQL refuses it): quarantined as UNSTORABLE_JSON
-    assert code in expected, (fault, code, response.text[:200])
+        # not JSON by RFC 8259 (PostgreSQL refuses it): quarantined as UNSTORABLE_JSON
+        expected = {"quarantined"}
+    assert outcome in expected, (fault, code, response.text[:200])
     if (
         code == 202
     ):  # every accepted delivery, sent again: acknowledged (200), stored once  # the same signed delivery again: acknowledged, stored once
@@ -303,7 +316,9 @@ def test_hypothesis_headers_and_payloads_never_5xx_and_nothing_accepted_is_lost(
 
 def test_the_fuzzing_reached_every_outcome(harness: Harness) -> None:
     """Runs after the fuzz tests above (same module-scoped harness): they were not vacuous."""
-    assert {200, 202, 400, 401, 413, 415, 422} <= set(harness.statuses), harness.statuses
+    assert {"200", "202", "400", "401", "413", "415", "quarantined"} <= set(harness.statuses), (
+        harness.statuses
+    )
     assert len(harness.accepted) > 10, harness.statuses
     print(
         "ingress fuzz outcomes:", dict(sorted(harness.statuses.items())), "accepted:", len(harness.accepted)

@@ -12,9 +12,18 @@ Webhooks authenticate with their signature, not with Airflow's auth. Per request
    before the body is parsed at all;
 5. timestamp within +-300 s of the server clock (401): a captured request cannot be replayed later;
 6. the body is parsed and validated strictly (pydantic); an authentic but malformed event is
-   written to ``inbox.quarantine`` with a reason and answered 422, never dropped;
-7. ``INSERT ... ON CONFLICT (delivery_id) DO NOTHING`` into ``inbox.event``; the answer (202 new,
-   200 duplicate) is sent only after that transaction committed.
+   written to ``inbox.quarantine`` keyed by (source, sha256 of the signed body), never overwriting
+   a stored body, with an item in the exception queue for its owner, and acknowledged (202, 200
+   when that body was quarantined before) so the sender does not retry it for ever;
+7. ``INSERT ... ON CONFLICT (source_system, delivery_id) DO NOTHING`` into ``inbox.event`` (delivery
+   ids are unique per sender); the answer (202 new, 200 duplicate) is sent only after that
+   transaction committed.
+
+Failing safe: signing settings are validated when read (``previous_valid_until`` must carry a UTC
+offset), and a bad one answers 503 with a logged configuration error. Database work runs on the
+ingress's own few threads (``IngressThreads``) with bounded waits (``open_pool``), so a slow or
+unreachable ODS gives quick 503s (with ``Retry-After``) and never starves the API server's other
+routes.
 
 Secrets come from the Airflow connections ``psa_webhook`` / ``erp_webhook`` (password = current
 secret; extra ``previous_secret`` and ``previous_valid_until`` for the rotation overlap), with the
@@ -34,23 +43,34 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import psycopg
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_BODY_BYTES = 64 * 1024
 TIMESTAMP_TOLERANCE_S = 300
 SECRET_CACHE_S = 30.0
 SOURCES = ("psa", "erp")
+# The ODS may be slow or unreachable; the ingress then answers 503 quickly and holds no more than
+# its own threads (docs/streaming.md, "Failing safe").
+INGRESS_THREADS = 8
+POOL_MAX_SIZE = 4
+POOL_TIMEOUT_S = 2.0
+CONNECT_TIMEOUT_S = 3
+STATEMENT_TIMEOUT_MS = 5000
+RETRY_AFTER_S = 10
+# Quarantined deliveries in the exception queue: domain (owner via config/ownership.yaml), record type.
+EXCEPTION_DOMAIN = "webhook_ingress"
+EXCEPTION_RECORD_TYPE = "webhook_delivery"
 CONN_IDS = {"psa": "psa_webhook", "erp": "erp_webhook"}
 _DELIVERY_ID = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 _SIGNATURE = re.compile(r"^sha256=([0-9a-f]{64})$")
@@ -133,21 +153,49 @@ class Rejected(BaseModel):
 # -- secrets ------------------------------------------------------------------------------------
 
 
+class SecretUnavailable(RuntimeError):
+    """No secret is configured for a source: the ingress refuses rather than accepts unsigned."""
+
+
+class SecretMisconfigured(SecretUnavailable):
+    """The signing settings of a source are present but invalid (e.g. ``previous_valid_until``
+    without a UTC offset): the ingress refuses (503) and logs the configuration error."""
+
+
+def parse_valid_until(value: object, where: str) -> datetime:
+    """``previous_valid_until``: an ISO 8601 time *with* a UTC offset (a naive time is ambiguous
+    and cannot be compared with the aware clock). The value itself is not echoed."""
+    if not isinstance(value, str):
+        raise SecretMisconfigured(
+            f"{where}: previous_valid_until must be an ISO 8601 string with a UTC offset"
+        )
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise SecretMisconfigured(
+            f"{where}: previous_valid_until is not an ISO 8601 time (e.g. 2026-12-07T12:00:00+00:00)"
+        ) from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise SecretMisconfigured(f"{where}: previous_valid_until has no UTC offset (e.g. +00:00 or Z)")
+    return parsed
+
+
 @dataclass(frozen=True)
 class Secrets:
     current: bytes
     previous: bytes | None = None
     previous_valid_until: datetime | None = None
 
+    def __post_init__(self) -> None:
+        until = self.previous_valid_until
+        if until is not None and (until.tzinfo is None or until.utcoffset() is None):
+            raise SecretMisconfigured("previous_valid_until has no UTC offset")
+
     def candidates(self, now: datetime) -> list[bytes]:
         keys = [self.current]
         if self.previous and (self.previous_valid_until is None or now <= self.previous_valid_until):
             keys.append(self.previous)
         return keys
-
-
-class SecretUnavailable(RuntimeError):
-    """No secret is configured for a source: the ingress refuses rather than accepts unsigned."""
 
 
 def secrets_from_airflow(source: str) -> Secrets:
@@ -165,7 +213,7 @@ def secrets_from_airflow(source: str) -> Secrets:
         return Secrets(
             conn.password.encode(),
             str(extra["previous_secret"]).encode() if extra.get("previous_secret") else None,
-            datetime.fromisoformat(until) if until else None,
+            parse_valid_until(until, f"connection {conn_id}") if until else None,
         )
     value = os.environ.get(f"PSA_ERP_SYNC_WEBHOOK_SECRET_{source.upper()}")
     if not value:
@@ -180,18 +228,25 @@ class _SecretCache:
     def __init__(self, lookup: Callable[[str], Secrets]) -> None:
         self._lookup = lookup
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, Secrets]] = {}
+        self._cache: dict[str, tuple[float, Secrets | SecretMisconfigured]] = {}
 
     def get(self, source: str) -> Secrets:
+        """The secrets, or ``SecretUnavailable`` / ``SecretMisconfigured``. A misconfiguration is
+        cached like a result, so a broken setting does not cost a lookup per delivery."""
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(source)
-            if hit is not None and now - hit[0] < SECRET_CACHE_S:
-                return hit[1]
-        secrets = self._lookup(source)
-        with self._lock:
-            self._cache[source] = (now, secrets)
-        return secrets
+        if hit is None or now - hit[0] >= SECRET_CACHE_S:
+            try:
+                result: Secrets | SecretMisconfigured = self._lookup(source)
+            except SecretMisconfigured as exc:
+                result = exc
+            hit = (now, result)
+            with self._lock:
+                self._cache[source] = hit
+        if isinstance(hit[1], SecretMisconfigured):
+            raise SecretMisconfigured(str(hit[1]))
+        return hit[1]
 
 
 def signature_of(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -214,6 +269,35 @@ def verify(secrets: Secrets, timestamp: str, body: bytes, signature: str, now: d
 # -- the inbox repository --------------------------------------------------------------------
 
 
+def _limit_statements(conn: Any) -> None:
+    conn.execute(f"SET statement_timeout = {int(STATEMENT_TIMEOUT_MS)}")
+
+
+def open_pool(conninfo: str) -> Any:
+    """The ingress's own small pool. Every wait is bounded so a slow or unreachable ODS turns into
+    a quick 503 (the sender retries) instead of held threads: a connection is waited for at most
+    ``POOL_TIMEOUT_S``, a connection attempt lasts at most ``CONNECT_TIMEOUT_S``, a statement at
+    most ``STATEMENT_TIMEOUT_MS``. Opening does not wait for the first connection. The pool comes
+    from ``ods.connections`` (every extra ODS connection opens from the full parameters)."""
+    from psa_erp_sync.ods import connections
+
+    return connections.pool(
+        conninfo,
+        min_size=1,
+        max_size=POOL_MAX_SIZE,
+        timeout=POOL_TIMEOUT_S,
+        kwargs={
+            "autocommit": True,
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "application_name": "psa-erp-sync-ingress",
+        },
+        # SET, not an ``options`` parameter: that would replace any options of the connection.
+        configure=_limit_statements,
+        name="psa-erp-sync-ingress",
+        open=True,
+    )
+
+
 class InboxWriter:
     """Commits accepted events and quarantined deliveries; a small pool, opened on first use."""
 
@@ -221,23 +305,27 @@ class InboxWriter:
         self._dsn = dsn
         self._pool: Any = None
         self._lock = threading.Lock()
+        self._owner: str | None = None
 
     def _conn(self) -> Any:
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
-                    from psa_erp_sync.ods import connections
-
-                    dsn = self._dsn() if callable(self._dsn) else self._dsn
-                    self._pool = connections.pool(
-                        dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=True
-                    )
+                    self._pool = open_pool(self._dsn() if callable(self._dsn) else self._dsn)
         return self._pool.connection()
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+
+    def owner(self) -> str:
+        """Who owns quarantined deliveries in the exception queue (``config/ownership.yaml``)."""
+        if self._owner is None:
+            from psa_erp_sync.config import load_config
+
+            self._owner = load_config().ownership.owner_for(EXCEPTION_DOMAIN)
+        return self._owner
 
     def accept(
         self,
@@ -255,7 +343,8 @@ class InboxWriter:
         with self._conn() as conn:
             row = conn.execute(
                 "INSERT INTO inbox.event (delivery_id, source_system, event_type, source_id, occurred_at, payload)"
-                " VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (delivery_id) DO NOTHING RETURNING seq",
+                " VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (source_system, delivery_id) DO NOTHING"
+                " RETURNING seq",
                 (delivery_id, source_system, event_type, source_id, occurred_at, body.decode()),
             ).fetchone()
         return row is not None
@@ -270,18 +359,90 @@ class InboxWriter:
         detail: dict[str, Any],
         body: bytes,
         content_type: str | None,
-    ) -> None:
+    ) -> bool:
+        """Keep an authentic but malformed delivery, keyed by (source, sha256 of the signed body),
+        and open (or see again) its item in the exception queue, in one transaction. A stored body
+        is never overwritten. True if this body was not quarantined before."""
         from psycopg.types.json import Jsonb
 
-        with self._conn() as conn:
-            conn.execute(
-                "INSERT INTO inbox.quarantine (delivery_id, source_system, event_type, reason_code, detail, body,"
-                " content_type) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (delivery_id) DO UPDATE SET occurrences = inbox.quarantine.occurrences + 1,"
-                " last_seen = now(), reason_code = EXCLUDED.reason_code, detail = EXCLUDED.detail,"
-                " body = EXCLUDED.body",
-                (delivery_id, source_system, event_type, reason_code, Jsonb(detail), body, content_type),
+        from psa_erp_sync.ods import exceptions
+
+        body_sha256 = hashlib.sha256(body).hexdigest()
+        owner = self.owner()
+        with self._conn() as conn, conn.transaction():
+            row = conn.execute(
+                "INSERT INTO inbox.quarantine AS q (delivery_id, last_delivery_id, source_system, event_type,"
+                " reason_code, detail, body, body_sha256, content_type)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (source_system, body_sha256) DO UPDATE SET occurrences = q.occurrences + 1,"
+                " last_seen = now(), last_delivery_id = EXCLUDED.last_delivery_id,"
+                # a body the retention job dropped may be kept again; a stored body is never replaced
+                " body = CASE WHEN q.body_purged_at IS NULL THEN q.body ELSE EXCLUDED.body END,"
+                " body_purged_at = NULL"
+                " RETURNING (xmax = 0)",
+                (
+                    delivery_id,
+                    delivery_id,
+                    source_system,
+                    event_type,
+                    reason_code,
+                    Jsonb(detail),
+                    body,
+                    body_sha256,
+                    content_type,
+                ),
+            ).fetchone()
+            exceptions.quarantine_many(
+                conn,
+                [
+                    exceptions.Item(
+                        kind="quarantine",
+                        domain=EXCEPTION_DOMAIN,
+                        source_system=source_system,
+                        record_type=EXCEPTION_RECORD_TYPE,
+                        source_id=body_sha256,
+                        reason_code=f"WEBHOOK_{reason_code}",
+                        owner=owner,
+                        detail={"delivery_id": delivery_id, "event_type": event_type, **detail},
+                    )
+                ],
+                run_id=f"webhook:{delivery_id}",
             )
+        return bool(row and row[0])
+
+
+class IngressBusy(RuntimeError):
+    """Every ingress thread is taken (the ODS is slow): refuse quickly rather than queue."""
+
+
+class IngressThreads:
+    """The ingress's own worker threads, apart from the API server's shared pool (anyio's default
+    limiter, 40 threads, which also runs the API server's synchronous routes such as task
+    heartbeats). At most ``limit`` blocking calls run at once; a request waits at most ``wait_s``
+    for one of them, then gets ``IngressBusy``. Limiters are made on first use, inside the loop."""
+
+    def __init__(self, limit: int, wait_s: float) -> None:
+        self.limit = limit
+        self.wait_s = wait_s
+        self._admission: Any = None
+        self._threads: Any = None
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        import anyio
+        import anyio.to_thread
+
+        if self._admission is None:
+            self._admission = anyio.CapacityLimiter(self.limit)
+            self._threads = anyio.CapacityLimiter(self.limit)
+        try:
+            with anyio.fail_after(self.wait_s):
+                await self._admission.acquire()
+        except TimeoutError:
+            raise IngressBusy(f"all {self.limit} ingress threads busy for {self.wait_s} s") from None
+        try:
+            return await anyio.to_thread.run_sync(fn, limiter=self._threads)
+        finally:
+            self._admission.release()
 
 
 # -- the app -----------------------------------------------------------------------------------
@@ -289,7 +450,9 @@ class InboxWriter:
 
 def _reject(status: int, error: str, reason_code: str | None = None) -> JSONResponse:
     return JSONResponse(
-        {"status": "rejected", "error": error, "reason_code": reason_code}, status_code=status
+        {"status": "rejected", "error": error, "reason_code": reason_code},
+        status_code=status,
+        headers={"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None,
     )
 
 
@@ -343,9 +506,12 @@ def create_app(
     secrets: Callable[[str], Secrets] | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     clock: Callable[[], float] = time.time,
+    max_threads: int = INGRESS_THREADS,
+    wait_s: float = POOL_TIMEOUT_S,
 ) -> FastAPI:
     """Build the ingress app. ``dsn``: the ODS (default: the ``ods_default`` connection, resolved
-    on the first request); ``secrets``: lookup per source (default: Airflow connection / env)."""
+    on the first request); ``secrets``: lookup per source (default: Airflow connection / env);
+    ``max_threads`` / ``wait_s``: the ingress's own threads and how long a request waits for one."""
 
     def ods_dsn() -> str:
         from psa_erp_sync.hooks.ods import OdsHook
@@ -354,6 +520,7 @@ def create_app(
 
     writer = InboxWriter(dsn if dsn is not None else ods_dsn)
     cache = _SecretCache(secrets or secrets_from_airflow)
+    threads = IngressThreads(max_threads, wait_s)
     app = FastAPI(
         title="psa-erp-sync webhook ingress",
         version="1.0.0",
@@ -363,8 +530,11 @@ def create_app(
             401: {"model": Rejected, "description": "bad signature or stale timestamp"},
             413: {"model": Rejected, "description": "body too large"},
             415: {"model": Rejected, "description": "not application/json"},
-            422: {"model": Rejected, "description": "authentic but malformed: quarantined"},
-            503: {"model": Rejected, "description": "no secret configured, or the inbox is unavailable"},
+            503: {
+                "model": Rejected,
+                "description": "no secret configured, signing settings invalid, the inbox is unavailable"
+                " or the ingress is busy (Retry-After)",
+            },
         },
     )
     app.state.inbox_writer = writer
@@ -419,10 +589,15 @@ def create_app(
         if not _DIGITS.fullmatch(timestamp) or len(timestamp) > 12:
             return _reject(400, f"{prefix}-Timestamp must be Unix seconds", "HEADERS")
         try:
-            keys = await run_in_threadpool(cache.get, source)
+            keys = await threads.run(lambda: cache.get(source))
+        except SecretMisconfigured as exc:
+            log.error("webhook ingress: configuration error for %s: %s; refusing deliveries", source, exc)
+            return _reject(503, "ingress misconfigured for this source", "MISCONFIGURED")
         except SecretUnavailable:
             log.error("webhook ingress: no secret configured for %s; refusing deliveries", source)
             return _reject(503, "ingress not configured for this source", "NOT_CONFIGURED")
+        except IngressBusy:
+            return _reject(503, "ingress busy; retry later", "BUSY")
         now = clock()
         if not verify(keys, timestamp, body, signature, datetime.fromtimestamp(now, UTC)):
             log.warning("webhook %s: bad signature (delivery %s)", source, _sha(delivery_id))
@@ -450,7 +625,7 @@ def create_app(
 
         async def quarantine(reason_code: str, detail: dict[str, Any]) -> JSONResponse:
             try:
-                await run_in_threadpool(
+                new = await threads.run(
                     lambda: writer.quarantine(
                         delivery_id=delivery_id,
                         source_system=source,
@@ -461,24 +636,27 @@ def create_app(
                         content_type=content_type[:100],
                     )
                 )
+            except IngressBusy:
+                return _reject(503, "ingress busy; retry later", "BUSY")
             except Exception:
                 log.exception("webhook %s: quarantine write failed", source)
                 return _reject(503, "inbox unavailable; retry later", "INBOX_UNAVAILABLE")
             log.info("webhook %s: delivery %s quarantined (%s)", source, _sha(delivery_id), reason_code)
+            # Acknowledged: the sender cannot fix it by retrying, and the body is kept with an owner.
             return JSONResponse(
                 {
                     "status": "quarantined",
                     "error": "authentic but malformed event",
                     "reason_code": reason_code,
                 },
-                status_code=422,
+                status_code=202 if new else 200,
             )
 
         if reason is not None or parsed is None:
             return await quarantine(reason or "SCHEMA", detail)
         record_id = str(parsed.data.id)
         try:
-            new = await run_in_threadpool(
+            new = await threads.run(
                 lambda: writer.accept(
                     delivery_id=delivery_id,
                     source_system=source,
@@ -492,8 +670,11 @@ def create_app(
             psycopg.DataError
         ) as exc:  # parsed, but PostgreSQL refuses it (Infinity, NaN): kept, in quarantine
             return await quarantine("UNSTORABLE_JSON", {"error": type(exc).__name__})
-        except Exception:
-            log.exception("webhook %s: inbox write failed", source)
+        except IngressBusy:
+            return _reject(503, "ingress busy; retry later", "BUSY")
+        except Exception as exc:
+            # Pool timeouts are expected while the ODS is away: one line, not a traceback each.
+            log.error("webhook %s: inbox write failed (%s)", source, type(exc).__name__)
             return _reject(503, "inbox unavailable; retry later", "INBOX_UNAVAILABLE")
         return JSONResponse(
             {"status": "accepted" if new else "duplicate", "delivery_id": delivery_id},
@@ -511,7 +692,10 @@ def create_app(
     @app.post(
         "/psa/events",
         status_code=202,
-        responses={200: {"model": Accepted, "description": "duplicate delivery id"}},
+        responses={
+            200: {"model": Accepted, "description": "duplicate delivery id (or body already quarantined)"},
+            202: {"description": "accepted (committed), or authentic but malformed: quarantined"},
+        },
         openapi_extra=_body_doc(PsaEvent),
     )
     async def psa_events(
@@ -528,7 +712,10 @@ def create_app(
     @app.post(
         "/erp/events",
         status_code=202,
-        responses={200: {"model": Accepted, "description": "duplicate delivery id"}},
+        responses={
+            200: {"model": Accepted, "description": "duplicate delivery id (or body already quarantined)"},
+            202: {"description": "accepted (committed), or authentic but malformed: quarantined"},
+        },
         openapi_extra=_body_doc(ErpEvent),
     )
     async def erp_events(

@@ -37,6 +37,7 @@ class HttpSystemHook(BaseHook):
 
     def openlineage_namespace(self) -> str:
         """OpenLineage dataset namespace of the system: ``scheme://host[:port]`` (docs/lineage.md)."""
+        from psa_erp_sync.lineage.naming import http_namespace
+
         conn = self.get_connection(self.conn_id)
-        parts = urlsplit(base_url_of(conn.host, conn.schema, conn.port))
-        return f"{parts.scheme}://{parts.netloc}"
+        return http_namespace(base_url_of(conn.host, conn.schema, conn.port))

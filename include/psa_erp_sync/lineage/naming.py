@@ -2,8 +2,9 @@
 
 - PostgreSQL (OpenLineage naming spec): namespace ``postgres://{host}:{port}``, name
   ``{database}.{schema}.{table}``.
-- HTTP systems (project convention): namespace ``scheme://host[:port]`` of the system's base URL,
-  name = the resource path, e.g. ``/v2/time_entries`` (PSA) or
+- HTTP systems (project convention): namespace ``scheme://host[:port]`` of the system's base URL
+  (``http_namespace``: user info such as ``user:password@`` never reaches the namespace, and scheme
+  and host are lower-cased), name = the resource path, e.g. ``/v2/time_entries`` (PSA) or
   ``/services/rest/record/v1/timebill`` (ERP). The provider drops hook-level lineage for https
   URIs, so operators return these datasets themselves.
 """
@@ -11,11 +12,21 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 PSA_PATHS = {"time_entry": "/v2/time_entries", "expense_entry": "/v2/expenses"}
 ERP_RECORD_PATH = "/services/rest/record/v1/{record_type}"
 PLANNING_SNAPSHOTS = "/api/v1/snapshots"
 CANONICAL_TABLE = {"timebill": "time_entry", "expensereport": "expense_entry"}
+
+
+def http_namespace(base_url: str) -> str:
+    """``scheme://host[:port]`` of ``base_url``: no user info, no path, no query."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{parts.scheme.lower()}://{host}{f':{parts.port}' if parts.port else ''}"
 
 
 def postgres(namespace: str, database: str, schema: str, table: str) -> Any:

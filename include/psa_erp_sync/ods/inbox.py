@@ -49,7 +49,7 @@ def claim(
         rows = conn.execute(
             """
             WITH c AS (
-                SELECT delivery_id FROM inbox.event
+                SELECT seq FROM inbox.event
                 WHERE source_system = %(system)s AND event_type = ANY(%(types)s)
                   AND (status = 'pending'
                        OR (status = 'claimed' AND (claimed_by = %(run_id)s OR claimed_at < now() - %(lease)s)))
@@ -57,7 +57,7 @@ def claim(
             )
             UPDATE inbox.event e SET status = 'claimed', claimed_by = %(run_id)s, claimed_at = now(),
                                      attempts = e.attempts + 1
-            FROM c WHERE e.delivery_id = c.delivery_id
+            FROM c WHERE e.seq = c.seq
             RETURNING e.seq, e.delivery_id, e.source_system, e.event_type, e.source_id, e.occurred_at,
                       e.received_at
             """,
@@ -72,8 +72,9 @@ def claim(
     return sorted((Event(*r) for r in rows), key=lambda e: e.seq)
 
 
-def settle(conn: psycopg.Connection, outcomes: dict[str, str], *, run_id: str) -> int:
-    """Mark claimed events processed with their outcome (only this run's claims); commits."""
+def settle(conn: psycopg.Connection, outcomes: dict[str, str], *, run_id: str, source_system: str) -> int:
+    """Mark claimed events of ``source_system`` processed with their outcome, keyed by delivery id
+    (unique per source only); only this run's claims. Commits."""
     if not outcomes:
         return 0
     with conn.transaction():
@@ -81,9 +82,10 @@ def settle(conn: psycopg.Connection, outcomes: dict[str, str], *, run_id: str) -
             """
             UPDATE inbox.event e SET status = 'processed', processed_at = now(), outcome = o.outcome
             FROM unnest(%s::text[], %s::text[]) AS o(delivery_id, outcome)
-            WHERE e.delivery_id = o.delivery_id AND e.claimed_by = %s AND e.status = 'claimed'
+            WHERE e.source_system = %s AND e.delivery_id = o.delivery_id AND e.claimed_by = %s
+              AND e.status = 'claimed'
             """,
-            (list(outcomes), list(outcomes.values()), run_id),
+            (list(outcomes), list(outcomes.values()), source_system, run_id),
         )
         return cur.rowcount
 

@@ -474,7 +474,7 @@ def process_inbox(
             "gone_at_source" if (kind, event.source_id) in gone else f"synced:{RECORD_TYPE_OF_KIND[kind]}"
         )
     with psycopg.connect(dsn, autocommit=True) as conn:
-        inbox.settle(conn, outcomes, run_id=run_id)
+        inbox.settle(conn, outcomes, run_id=run_id, source_system=SOURCE)
     result.seconds["total"] = round(clock() - started, 3)
     log.info(
         "inbox: %d events, %d records (%d new versions, %d gone at source), posted %s",
