@@ -46,6 +46,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "mappings.yaml": cfg.Mappings,
     "forecast.yaml": ForecastSettings,
     "rate_cards.yaml": RateCards,
+    "retention.yaml": cfg.Retention,
 }
 # Files no loader of this branch reads yet, and why (each must name the change that reads it).
 PENDING: dict[str, str] = {
@@ -111,6 +112,14 @@ CONSUMERS: dict[str, str] = {
     "rate_cards.yaml:version": VERSION,
     "rate_cards.yaml:default": f"{E}.masterdata.setup:RateCards.hourly_rate",
     "rate_cards.yaml:practices": f"{E}.masterdata.setup:RateCards.hourly_rate",
+    # retention.yaml
+    "retention.yaml:version": VERSION,
+    "retention.yaml:staging[].source_system": f"{E}.ods.retention:enforce",
+    "retention.yaml:staging[].endpoint": f"{E}.ods.retention:enforce",
+    "retention.yaml:staging[].days": f"{E}.ods.retention:enforce",
+    "retention.yaml:staging[].action": f"{E}.ods.retention:enforce",
+    "retention.yaml:inbox.event_days": f"{E}.ods.retention:enforce",
+    "retention.yaml:inbox.quarantine_days": f"{E}.ods.retention:enforce",
 }
 
 
