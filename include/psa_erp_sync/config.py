@@ -25,7 +25,6 @@ class DomainAuthority(_Strict):
     authority: SystemName
     propagation: str = Field(pattern=r"^[a-z]+_to_[a-z_]+$")
     owner: str = Field(min_length=1)
-    validations: list[str] = []
 
 
 class ReasonCode(_Strict):
@@ -43,6 +42,10 @@ class AuthorityMap(_Strict):
 
     def owner_of(self, domain: str) -> str:
         return self.domains[domain].owner
+
+    def flows_from(self, domain: str) -> str:
+        """The system changes of ``domain`` propagate from (``erp`` for ``erp_to_psa``)."""
+        return self.domains[domain].propagation.partition("_to_")[0]
 
 
 class LegalEntity(_Strict):
@@ -112,12 +115,12 @@ class ExtractSettings(_Strict):
 class PostingSettings(_Strict):
     batch_size: int = Field(ge=1, le=100)
     max_concurrency: int = Field(ge=1)
+    lock_wait_seconds: float = Field(gt=0, le=3600)
 
 
 class Mappings(_Strict):
     version: Literal[1]
     external_ids: dict[str, str]
-    record_types: dict[str, str]
     extract: ExtractSettings
     posting: PostingSettings
 
@@ -137,10 +140,24 @@ class Config(_Strict):
         for code, entity in self.legal_entities.legal_entities.items():
             if entity.close_calendar not in self.close_calendars.calendars:
                 raise ValueError(f"legal entity {code} uses unknown close calendar {entity.close_calendar}")
+            holidays = self.close_calendars.calendars[entity.close_calendar].holidays_country
+            if holidays != entity.country:
+                raise ValueError(
+                    f"legal entity {code} is in {entity.country} but its close calendar {entity.close_calendar}"
+                    f" counts the holidays of {holidays}"
+                )
         for rule in self.ownership.owners:
             if rule.legal_entity and rule.legal_entity not in self.legal_entities.legal_entities:
                 raise ValueError(f"ownership rule names unknown legal entity {rule.legal_entity}")
         return self
+
+    def fix_for(self, reason_code: str) -> str | None:
+        """What the owner does to clear an exception with ``reason_code`` (``ownership.yaml`` for
+        time and expense codes, then ``systems_of_authority.yaml`` for master data)."""
+        for codes in (self.ownership.reason_codes, self.authority.reason_codes):
+            if reason_code in codes:
+                return codes[reason_code].fix
+        return None
 
 
 class StagingRetention(_Strict):

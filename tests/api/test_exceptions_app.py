@@ -42,7 +42,9 @@ def test_summary_groups_open_items_by_cause(clean_ods: str) -> None:
         "reason_code": "RATE_MISSING",
         "owner": "finance-ops-uk",
         "count": 3,
+        "fix": "Set the bill rate on the project's rate card in the PSA.",  # config/ownership.yaml
     }
+    assert body["groups"][1]["fix"].startswith("Finance decides")  # PERIOD_CLOSED
 
 
 def test_plugin_guards_its_routes_with_airflow_auth() -> None:

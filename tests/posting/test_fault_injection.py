@@ -11,7 +11,9 @@ record is in the exception queue with a reason.
 Smaller firms then meet one answer class each (docs/posting.md, "How ERP answers are classified"):
 401 on the job poll after a 202 (the task fails and its retry reads back), 429 on the job poll
 until the client gives up (read back, never re-POSTed), and a period that closes in the ERP while
-the pass is sending (the periods are read again and the entity's policy applied).
+the pass is sending (the periods are read again and the entity's policy applied). And the
+backend of the worker's posting-lock connection is terminated mid-pass: the pass stops, and the
+next pass completes the month.
 """
 
 from __future__ import annotations
@@ -101,11 +103,11 @@ def _confirmed(dsn: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _worker(dsn: str, erp_url: str) -> subprocess.Popen[bytes]:
+def _worker(dsn: str, erp_url: str, *extra: str, stderr: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "psa_erp_sync.posting", "--dsn", dsn, "--erp-url", erp_url, "--record-type", "timebill",
-         "--concurrency", "6", "--run-id", "fault-run", "--timeout", "10"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+         "--concurrency", "6", "--run-id", "fault-run", "--timeout", "10", *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
 
 
@@ -354,6 +356,60 @@ def test_a_period_closing_mid_pass_gets_the_entity_policy(
     again = _post(clean_ods, erp_sim, "close-mid-pass")
     assert again["posted"] == again["period_closed_replanned"] == again["rejected"] == 0
     _assert_exactly_once(clean_ods, erp_sim)
+
+
+def _lock_holder(dsn: str) -> int | None:
+    """The backend holding the posting lock in this database (the worker's lock connection)."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()"
+            " AND a.application_name = 'psa_erp_sync posting lock'"
+        ).fetchone()
+    return int(row[0]) if row else None
+
+
+def test_lock_connection_killed_mid_pass_stops_it_and_the_next_pass_completes(
+    clean_ods: str, psa_sim: RunningSimulator, erp_sim: RunningSimulator
+) -> None:
+    approved = _prepare(clean_ods, psa_sim, erp_sim, consultants=60)
+    assert approved >= 2_000, approved
+    erp_sim.admin(
+        "PUT",
+        "/faults",
+        json=[{"id": "slow", "action": "latency", "path_regex": "/batch$", "latency_ms": 300}],
+    )
+    # Batches of 20, two at a time, 0.3 s each: the pass needs ~20 s, the kill comes at 20 %.
+    worker = _worker(
+        clean_ods, erp_sim.base_url, "--batch-size", "20", "--concurrency", "2", stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while _confirmed(clean_ods) < 0.2 * approved:
+        assert worker.poll() is None, "the worker finished before the kill"
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.05)
+    holder = _lock_holder(clean_ods)
+    assert holder is not None, "no posting lock held mid-pass"
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        assert conn.execute("SELECT pg_terminate_backend(%s)", (holder,)).fetchone() == (True,)
+    killed_at = time.monotonic()
+    _, err = worker.communicate(timeout=60)
+    stopped_after = time.monotonic() - killed_at
+    erp_sim.admin("DELETE", "/faults")
+    assert worker.returncode == 75, err.decode()[-2000:]
+    assert "posting lock" in err.decode() and "lost" in err.decode().splitlines()[-1]
+    assert stopped_after < 15, stopped_after  # heartbeat 5 s, then the next batch's check
+    at_stop = _confirmed(clean_ods)
+    assert at_stop < approved, "the pass did not stop: it posted everything"
+
+    final = _worker(clean_ods, erp_sim.base_url)
+    out, _ = final.communicate(timeout=300)
+    assert final.returncode == 0, out[-2000:]
+    outcome = json.loads(out.decode().strip().splitlines()[-1])["outcome"]
+    assert outcome["posted"] + outcome["already_posted"] + outcome["ambiguous_resolved"] > 0
+    want = _assert_exactly_once(clean_ods, erp_sim)
+    assert want.count >= 0.9 * approved
+    print(f"\nlock kill: {approved} approved, {at_stop} confirmed when the pass stopped, then {outcome}")
 
 
 def test_faults_are_driven_only_through_the_admin_api(erp_sim: RunningSimulator) -> None:

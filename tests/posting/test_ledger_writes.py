@@ -28,7 +28,8 @@ def test_sent_then_outcome_per_attempt(clean_ods: str) -> None:
         assert len(ledger.insert_planned(conn, batch)) == 3
         first = ledger.mark_sent(conn, batch, batch_key="b-1", dag_run_id="run", task_try=1)
         assert sorted(first) == sorted(keys)
-        # A second attempt (say, after a read-back found nothing): new attempt rows, new ids.
+        # A second attempt after a read-back found nothing (sent -> pending): new attempt rows, new ids.
+        ledger.finish_many(conn, [(keys[0], "pending", "not-found-on-lookup", None, None)])
         second = ledger.mark_sent(conn, batch[:1], batch_key="b-2", dag_run_id="run", task_try=2)
         assert second[keys[0]] != first[keys[0]]
         ledger.finish_many(
@@ -41,7 +42,7 @@ def test_sent_then_outcome_per_attempt(clean_ods: str) -> None:
         ledger.finish_many(conn, [(keys[2], "ambiguous", "ambiguous", None, None)], details=[{"error": "x"}])
         states = dict(conn.execute("SELECT idempotency_key, state FROM ledger.posting").fetchall())
         assert states == {keys[0]: "confirmed", keys[1]: "rejected", keys[2]: "ambiguous"}
-        assert _attempts(conn, keys[0]) == [(1, None, None), (2, "confirmed", 202)]
+        assert _attempts(conn, keys[0]) == [(1, "not-found-on-lookup", None), (2, "confirmed", 202)]
         assert _attempts(conn, keys[1]) == [(1, "rejected", 400)]
         assert _attempts(conn, keys[2]) == [(1, "ambiguous", None)]
         internal, error = conn.execute(

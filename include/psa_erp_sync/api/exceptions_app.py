@@ -36,15 +36,21 @@ def create_app(dependencies: list[Any] | None = None, dsn: str | None = None) ->
 
     @app.get("/exceptions/summary")
     def exception_summary() -> dict[str, Any]:
-        """Open exception items grouped by (kind, reason code, owner), largest group first."""
+        """Open exception items grouped by (kind, reason code, owner), largest group first, each
+        with what the owner does to clear it (``fix``, from the reason codes in ``config/``)."""
         import psycopg
 
+        from psa_erp_sync.config import load_config
         from psa_erp_sync.ods import exceptions
 
         with psycopg.connect(dsn or _ods_dsn()) as conn:
             groups = exceptions.open_summary(conn)
+        config = load_config()
         return {
-            "groups": [{"kind": k, "reason_code": r, "owner": o, "count": n} for k, r, o, n in groups],
+            "groups": [
+                {"kind": k, "reason_code": r, "owner": o, "count": n, "fix": config.fix_for(r)}
+                for k, r, o, n in groups
+            ],
             "total": sum(n for *_, n in groups),
         }
 

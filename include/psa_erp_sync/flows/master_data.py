@@ -31,14 +31,16 @@ DEFAULT_ARGS: dict[str, Any] = {
 
 
 def _authority_check() -> None:
-    """The DAG runs only while the configuration says the ERP owns these domains."""
+    """The DAG runs only while the configuration says the ERP owns these domains and their
+    changes propagate from the ERP."""
     from psa_erp_sync.config import load_config
 
     authority = load_config().authority
     for domain in ("customer", "legal_entity", "currency", "tax_code", "accounting_period"):
-        if authority.authority_of(domain) != "erp":
+        if authority.authority_of(domain) != "erp" or authority.flows_from(domain) != "erp":
             raise ValueError(
-                f"{domain} is not ERP-owned in config/systems_of_authority.yaml; refusing to sync it"
+                f"{domain} is not ERP-owned, or does not propagate from the ERP, in"
+                " config/systems_of_authority.yaml; refusing to sync it"
             )
 
 

@@ -53,7 +53,8 @@ def _process() -> dict[str, Any]:
     dag_id, run_id = ids(context)
     config = load_config()
     erp_hook = ErpHook()
-    settings = EngineSettings(
+    settings = EngineSettings.from_config(
+        config,
         max_concurrency=erp_hook.max_concurrency(),
         progress_every_s=60.0,
     )

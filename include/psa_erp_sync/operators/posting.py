@@ -30,7 +30,8 @@ class IdempotentPostingOperator(LineageReportingOperator):
         connection's ``max_concurrency`` extra, else configuration); every request also takes a slot
         of the account's budget shared by all processes (:mod:`psa_erp_sync.posting.budget`). Run
         the task in the account's pool (:func:`psa_erp_sync.hooks.erp.account_pool`).
-    :param batch_size: records per batch call (at most 100).
+    :param batch_size: records per batch call (at most 100); default: ``posting.batch_size`` of
+        ``config/mappings.yaml``.
     """
 
     template_fields: Sequence[str] = ("record_type",)
@@ -43,7 +44,7 @@ class IdempotentPostingOperator(LineageReportingOperator):
         erp_conn_id: str = "erp_default",
         ods_conn_id: str = "ods_default",
         max_concurrency: int | None = None,
-        batch_size: int = 100,
+        batch_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -62,7 +63,7 @@ class IdempotentPostingOperator(LineageReportingOperator):
         from psa_erp_sync.posting.engine import EngineSettings
         from psa_erp_sync.posting.service import post_record_type
 
-        if self.batch_size > 100 or self.batch_size < 1:
+        if self.batch_size is not None and not 1 <= self.batch_size <= 100:
             raise ValueError("batch_size must be between 1 and 100 (the ERP's batch limit)")
         config = load_config()
         erp_hook = ErpHook(self.erp_conn_id)
@@ -80,7 +81,9 @@ class IdempotentPostingOperator(LineageReportingOperator):
                 client=client,
                 record_type=self.record_type,
                 config=config,
-                settings=EngineSettings(batch_size=self.batch_size, max_concurrency=concurrency),
+                settings=EngineSettings.from_config(
+                    config, batch_size=self.batch_size, max_concurrency=concurrency
+                ),
                 run_id=context["run_id"],
                 task_try=getattr(ti, "try_number", None),
             )

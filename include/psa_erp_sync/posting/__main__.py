@@ -3,6 +3,12 @@
     python -m psa_erp_sync.posting --dsn $DSN --erp-url http://127.0.0.1:18103 --record-type timebill
 
 Same path as the operator: periods, planner, ledger, engine. Prints the outcome as JSON.
+The batch size and ERP concurrency default to ``posting`` in ``config/mappings.yaml``.
+
+Exit codes: 0 done; 3 postings still pending after every round (run again); 4 the ODS is
+unreachable; 5 the ERP is unreachable or failed; 75 the posting lock is busy or was lost (another
+pass runs), or the ERP account's request budget had no free slot: run again later. Failures print
+one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,9 +19,16 @@ import logging
 import os
 import sys
 
+import psycopg
+
 from psa_erp_sync.config import load_config
 from psa_erp_sync.posting.engine import EngineSettings
-from psa_erp_sync.posting.service import post_record_type
+from psa_erp_sync.posting.service import LockSettings, PostingLockBusy, PostingLockLost, post_record_type
+
+EXIT_STILL_PENDING = 3
+EXIT_ODS = 4
+EXIT_ERP = 5
+EXIT_LOCK = 75  # EX_TEMPFAIL: try again later
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,35 +47,63 @@ def main(argv: list[str] | None = None) -> int:
         help="the ERP account's limit of requests in flight, shared with every other process posting to it"
         " (default: posting.max_concurrency in config/mappings.yaml)",
     )
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, help="records per batch (default: posting.batch_size)")
     parser.add_argument("--run-id", default="cli")
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--lock-wait",
+        type=float,
+        help="seconds to wait for the posting lock (default: posting.lock_wait_seconds)",
+    )
     args = parser.parse_args(argv)
     if not args.dsn:
         parser.error("give --dsn or set PSA_ERP_SYNC_DSN")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    from psa_erp_sync.clients.erp import NetSuiteClient
-    from psa_erp_sync.posting.budget import account_limit
+    from psa_erp_sync.clients.erp import ErpError, NetSuiteClient
+    from psa_erp_sync.posting.budget import BudgetExhausted, account_limit
 
+    config = load_config()
     limit = args.concurrency or account_limit()
-    with NetSuiteClient(
-        base_url=args.erp_url,
-        account_id=args.account_id,
-        token=args.erp_token,
-        timeout=args.timeout,
-        concurrency_limit=limit,
-    ) as client:
-        result = post_record_type(
-            dsn=args.dsn,
-            client=client,
-            record_type=args.record_type,
-            config=load_config(),
-            settings=EngineSettings(batch_size=args.batch_size, max_concurrency=limit),
-            run_id=args.run_id,
+    try:
+        settings = EngineSettings.from_config(config, batch_size=args.batch_size, max_concurrency=limit)
+    except ValueError as exc:
+        parser.error(str(exc))
+    what = f"posting {args.record_type} failed"
+    try:
+        with NetSuiteClient(
+            base_url=args.erp_url,
+            account_id=args.account_id,
+            token=args.erp_token,
+            timeout=args.timeout,
+            concurrency_limit=limit,
+        ) as client:
+            result = post_record_type(
+                dsn=args.dsn, client=client, record_type=args.record_type, config=config, settings=settings,
+                run_id=args.run_id, lock_settings=LockSettings(wait_s=args.lock_wait) if args.lock_wait else None,
+            )  # fmt: skip
+    except (PostingLockBusy, PostingLockLost, BudgetExhausted) as exc:
+        return _fail(f"{what}: {exc}", EXIT_LOCK)
+    except psycopg.OperationalError as exc:
+        return _fail(
+            f"{what}: the ODS is unreachable or dropped the connection ({_first_line(exc)})", EXIT_ODS
+        )
+    except ErpError as exc:
+        return _fail(
+            f"{what}: the ERP at {args.erp_url} did not answer usefully ({_first_line(exc)})", EXIT_ERP
         )
     print(json.dumps({"plan": result.plan, "outcome": result.outcome}))
-    return 0 if not result.outcome["still_pending"] else 3
+    return 0 if not result.outcome["still_pending"] else EXIT_STILL_PENDING
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no detail'}"
+
+
+def _fail(message: str, code: int) -> int:
+    print(message, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

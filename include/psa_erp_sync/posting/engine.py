@@ -62,6 +62,30 @@ class EngineSettings:
     progress_every_s: float = 10.0
     plan_chunk: int = 5000  # records planned per committed chunk, handed to the engine as it commits
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= 100:
+            raise ValueError(
+                f"batch_size must be between 1 and 100 (the ERP's batch limit), not {self.batch_size}"
+            )
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        batch_size: int | None = None,
+        max_concurrency: int | None = None,
+        **other: Any,
+    ) -> EngineSettings:
+        """``posting.batch_size`` and ``posting.max_concurrency`` of ``config/mappings.yaml``, unless
+        given here (every posting path builds its settings this way: operator, stream, replay, CLI)."""
+        posting = config.mappings.posting
+        return cls(
+            batch_size=batch_size or posting.batch_size,
+            max_concurrency=max_concurrency or posting.max_concurrency,
+            **other,
+        )
+
 
 @dataclass
 class Outcome:
@@ -162,6 +186,7 @@ class PostingEngine:
         dag_run_id: str,
         task_try: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        lock_check: Callable[[], None] | None = None,
     ) -> None:
         self.dsn = dsn
         self.client = client
@@ -171,6 +196,8 @@ class PostingEngine:
         self.dag_run_id = dag_run_id
         self.task_try = task_try
         self.sleep = sleep
+        # Raises when the pass's posting lock is gone; called before every batch and round.
+        self.lock_check = lock_check or (lambda: None)
         self.outcome = Outcome(record_type)
         self._lock = threading.Lock()
         self._rng = random.Random()  # noqa: S311 - jitter, not security
@@ -276,21 +303,28 @@ class PostingEngine:
     def _back_to_pending(self, postings: Sequence[ledger.Posting], detail: dict[str, Any]) -> None:
         """The ERP certainly wrote nothing (the request was refused before any processing)."""
         keys = [p.idempotency_key for p in postings]
-        with self._conn() as conn:
+        with self._conn() as conn:  # sent -> pending, the attempt's outcome `refused` (one statement)
             ledger.finish_many(
-                conn, [(k, "sent", "refused", None, detail.get("status")) for k in keys],
+                conn, [(k, "pending", "refused", None, detail.get("status")) for k in keys],
                 details=[detail] * len(keys),
             )  # fmt: skip
-            ledger.set_state(conn, keys, "pending", only_from=["sent"])
 
     def _send_batch(self, batch: Sequence[ledger.Posting], progress: _Progress) -> None:
         if self._halted is not None:
             return  # left pending: the pass fails with the first failure
+        self.lock_check()
         key = batch_key(batch)
         with self._conn() as conn:
             attempt_ids = ledger.mark_sent(
                 conn, batch, batch_key=key, dag_run_id=self.dag_run_id, task_try=self.task_try
             )
+            if len(attempt_ids) < len(batch):  # some left `pending` meanwhile: send only the rest
+                batch = [p for p in batch if p.idempotency_key in attempt_ids]
+                key = batch_key(batch) if batch else key
+                ledger.rekey_attempts(conn, list(attempt_ids.values()), key)
+        if not batch:
+            progress.add(0)
+            return
         from psa_erp_sync.clients.erp import (
             ErpAmbiguous,
             ErpAuthFailed,
@@ -432,10 +466,14 @@ class PostingEngine:
 
         if self._halted is not None:
             return
+        self.lock_check()
         with self._conn() as conn:
-            ledger.mark_sent(
+            attempt_ids = ledger.mark_sent(
                 conn, [posting], batch_key=None, dag_run_id=self.dag_run_id, task_try=self.task_try
             )
+        if not attempt_ids:  # no longer pending (see ledger.mark_sent): nothing to send
+            progress.add(1)
+            return
         try:
             self._count(erp_requests=1)
             with self._erp_slots:
@@ -466,11 +504,13 @@ class PostingEngine:
                     ledger.finish_many(conn, replanned.finished, details=replanned.details)
                     replanned.write(conn, run_id=self.dag_run_id)
             else:
-                self._reject([posting], {posting.external_id: codes}, exc.status)
+                self._reject([posting], {posting.external_id: codes}, exc.status, attempt_ids)
         else:
             with self._conn() as conn:
-                ledger.finish(
-                    conn, posting.idempotency_key, state="confirmed", outcome="reversed", http_status=204
+                ledger.finish_many(
+                    conn,
+                    [(posting.idempotency_key, "confirmed", "reversed", None, 204)],
+                    attempt_ids=attempt_ids,
                 )
             self._count(reversed=1)
         progress.add(1)
@@ -618,6 +658,7 @@ class PostingEngine:
 
         try:
             for send, batch in batches:
+                self.lock_check()
                 if len(in_flight) >= limit:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     collect(done)
@@ -662,6 +703,7 @@ class PostingEngine:
                 self._work(pool, self._fed_batches(feed, progress), progress)
             first_round = 2
         for round_no in range(first_round, self.settings.max_rounds + 1):
+            self.lock_check()
             with self._conn() as conn:
                 pending = ledger.count_in_state(conn, self.record_type, ["pending"])
             if not pending:

@@ -8,12 +8,18 @@ States::
                                  -> pending      read back found nothing: safe to send again
     pending -> parked                            closed period and the entity's policy is "park"
     pending -> superseded                        a newer approved version replaced it before sending
-    rejected | parked -> pending                 replay, after master data or a mapping was fixed
+    rejected | parked -> superseded              replay, after master data or a mapping was fixed
+
+Every transition names the states it may leave (:data:`ALLOWED_FROM`, and ``pending`` only for
+:func:`mark_sent`): a transition asked of a posting in any other state changes nothing and is
+logged. An outcome also completes only the attempt that is still the posting's latest, so a pass
+that lost its lock cannot overwrite what a newer attempt decided.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,11 +27,20 @@ from typing import Any, Literal
 import msgspec
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+
+log = logging.getLogger(__name__)
 
 Action = Literal["post", "adjust", "reverse"]
 DONE = ("confirmed", "resolved")
 UNFINISHED = ("pending", "sent", "ambiguous")
+# The states an outcome (:func:`finish_many`) may move a posting out of, per target state.
+ALLOWED_FROM: dict[str, tuple[str, ...]] = {
+    "confirmed": ("sent",),
+    "rejected": ("sent",),
+    "ambiguous": ("sent",),
+    "resolved": ("sent", "ambiguous"),
+    "pending": ("sent", "ambiguous"),
+}
 
 
 def idempotency_key(
@@ -170,16 +185,19 @@ def mark_sent(
     dag_run_id: str | None,
     task_try: int | None,
 ) -> dict[str, int]:
-    """Before the ERP is called: state -> sent and an attempt row per posting, committed first.
+    """Before the ERP is called: ``pending`` -> ``sent`` and an attempt row per posting, committed first.
 
     One statement. Returns the new attempt's id per idempotency key, so :func:`finish_many` can
-    record the outcome by primary key.
+    record the outcome by primary key. A posting no longer ``pending`` (superseded, confirmed, sent
+    by another pass) is left alone and has no id in the result: the caller must not send it.
     """
+    if not postings:
+        return {}
     rows = conn.execute(
         """
         WITH sent AS (
             UPDATE ledger.posting SET state = 'sent', attempts = attempts + 1, updated_at = now()
-            WHERE idempotency_key = ANY(%s) RETURNING idempotency_key, attempts
+            WHERE idempotency_key = ANY(%s) AND state = 'pending' RETURNING idempotency_key, attempts
         )
         INSERT INTO ledger.attempt (idempotency_key, attempt_no, batch_key, dag_run_id, task_try)
         SELECT idempotency_key, attempts, %s, %s, %s FROM sent
@@ -187,7 +205,19 @@ def mark_sent(
         """,
         ([p.idempotency_key for p in postings], batch_key, dag_run_id, task_try),
     ).fetchall()
+    if len(rows) < len(postings):
+        log.warning(
+            "mark_sent: %d of %d postings were no longer pending and were left alone (not sent)",
+            len(postings) - len(rows), len(postings),
+        )  # fmt: skip
     return {key: int(attempt_id) for key, attempt_id in rows}
+
+
+def rekey_attempts(conn: psycopg.Connection, attempt_ids: Sequence[int], batch_key: str) -> None:
+    """Name the batch actually sent on its attempt rows (after :func:`mark_sent` left some out)."""
+    conn.execute(
+        "UPDATE ledger.attempt SET batch_key = %s WHERE id = ANY(%s)", (batch_key, list(attempt_ids))
+    )
 
 
 def finish(
@@ -199,19 +229,11 @@ def finish(
     erp_internal_id: str | None = None,
     http_status: int | None = None,
     detail: dict[str, Any] | None = None,
-) -> None:
-    """Record the outcome of the latest attempt and move the posting to ``state``."""
-    conn.execute(
-        "UPDATE ledger.posting SET state = %s, erp_internal_id = coalesce(%s, erp_internal_id),"
-        " last_error = CASE WHEN %s IN ('rejected', 'ambiguous') THEN %s ELSE last_error END, updated_at = now()"
-        " WHERE idempotency_key = %s",
-        (state, erp_internal_id, state, Jsonb(detail) if detail else None, key),
-    )
-    conn.execute(
-        "UPDATE ledger.attempt SET finished_at = now(), outcome = %s, http_status = %s, detail = %s"
-        " WHERE id = (SELECT max(id) FROM ledger.attempt WHERE idempotency_key = %s)",
-        (outcome, http_status, Jsonb(detail) if detail else None, key),
-    )
+) -> bool:
+    """Record the outcome of the latest attempt and move the posting to ``state`` (guarded as in
+    :func:`finish_many`). Returns whether the posting moved."""
+    moved = finish_many(conn, [(key, state, outcome, erp_internal_id, http_status)], details=[detail])
+    return key in moved
 
 
 def finish_many(
@@ -220,38 +242,51 @@ def finish_many(
     *,
     details: Sequence[dict[str, Any] | None] | None = None,
     attempt_ids: Mapping[str, int] | None = None,
-) -> None:
-    """:func:`finish` for many postings at once: (key, state, outcome, ERP internal id, HTTP status),
-    with an optional ``detail`` per posting (same order), stored as in :func:`finish`.
+) -> set[str]:
+    """Outcomes for many postings at once: (key, state, outcome, ERP internal id, HTTP status),
+    with an optional ``detail`` per posting (same order), kept as ``last_error`` for ``rejected``
+    and ``ambiguous``. Returns the keys whose posting moved.
 
     One statement. ``attempt_ids`` (from :func:`mark_sent`) name the attempt rows to complete;
-    a key without one completes its latest attempt.
+    a key without one completes its latest attempt. Guards: the posting must be in a state
+    :data:`ALLOWED_FROM` lists for the target, and a named attempt must still be its latest;
+    otherwise neither the posting nor the attempt changes, and the skip is logged.
     """
     if not outcomes:
-        return
+        return set()
     if details is not None and len(details) != len(outcomes):
         raise ValueError("one detail per outcome")
+    unknown = {o[1] for o in outcomes} - set(ALLOWED_FROM)
+    if unknown:
+        raise ValueError(f"no ledger transition leads to {sorted(unknown)}")
     ids = attempt_ids or {}
     detail_values = [_json_text(d) if d else None for d in details] if details is not None else None
     # The latest attempt of a key without a known id is looked up key by key through the
     # (idempotency_key, attempt_no) index (MATERIALIZED): joining on a correlated max() made
     # PostgreSQL hash every attempt ever made, once per batch.
-    conn.execute(
+    rows = conn.execute(
         """
         WITH o AS MATERIALIZED (
             SELECT u.key, u.state, u.internal_id, u.outcome, u.status, u.detail::jsonb AS detail,
+                   string_to_array(u.allowed, ',') AS allowed, u.attempt_id IS NOT NULL AS named,
                    coalesce(u.attempt_id,
                             (SELECT max(m.id) FROM ledger.attempt m WHERE m.idempotency_key = u.key)) AS attempt_id
-            FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::bigint[])
-                 AS u(key, state, internal_id, outcome, status, detail, attempt_id)
-        ), posting AS (
+            FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::bigint[], %b::text[])
+                 AS u(key, state, internal_id, outcome, status, detail, attempt_id, allowed)
+        ), moved AS (
             UPDATE ledger.posting p SET state = o.state, erp_internal_id = coalesce(o.internal_id, p.erp_internal_id),
                    last_error = CASE WHEN o.state IN ('rejected', 'ambiguous') THEN o.detail ELSE p.last_error END,
                    updated_at = now()
-            FROM o WHERE p.idempotency_key = o.key
+            FROM o WHERE p.idempotency_key = o.key AND p.state = ANY(o.allowed)
+              AND (NOT o.named OR EXISTS (SELECT 1 FROM ledger.attempt l WHERE l.id = o.attempt_id
+                                          AND l.idempotency_key = o.key AND l.attempt_no = p.attempts))
+            RETURNING p.idempotency_key
+        ), finished AS (
+            UPDATE ledger.attempt a SET finished_at = now(), outcome = o.outcome, http_status = o.status, detail = o.detail
+            FROM o JOIN moved ON moved.idempotency_key = o.key WHERE a.id = o.attempt_id
+            RETURNING a.id
         )
-        UPDATE ledger.attempt a SET finished_at = now(), outcome = o.outcome, http_status = o.status, detail = o.detail
-        FROM o WHERE a.id = o.attempt_id
+        SELECT idempotency_key FROM moved
         """,
         (
             [o[0] for o in outcomes],
@@ -261,15 +296,31 @@ def finish_many(
             [o[4] for o in outcomes],
             detail_values if detail_values is not None else [None] * len(outcomes),
             [ids.get(o[0]) for o in outcomes],
+            [",".join(ALLOWED_FROM[o[1]]) for o in outcomes],
         ),
-    )
+    ).fetchall()
+    moved = {key for (key,) in rows}
+    if len(moved) < len(outcomes):
+        skipped = [o for o in outcomes if o[0] not in moved]
+        log.warning(
+            "ledger: %d of %d outcomes not applied (posting no longer in a state they may leave, or a newer"
+            " attempt exists), e.g. %s -> %s",
+            len(skipped), len(outcomes), skipped[0][0], skipped[0][1],
+        )  # fmt: skip
+    return moved
 
 
 def set_state(conn: psycopg.Connection, keys: Sequence[str], state: str, *, only_from: Sequence[str]) -> int:
+    """Move postings in one of ``only_from`` to ``state``; the others are left alone (logged)."""
     cur = conn.execute(
         "UPDATE ledger.posting SET state = %s, updated_at = now() WHERE idempotency_key = ANY(%s) AND state = ANY(%s)",
         (state, list(keys), list(only_from)),
     )
+    if cur.rowcount < len(keys):
+        log.warning(
+            "ledger: %d of %d postings not moved to %s (not in %s)", len(keys) - cur.rowcount, len(keys), state,
+            "/".join(only_from),
+        )  # fmt: skip
     return cur.rowcount
 
 

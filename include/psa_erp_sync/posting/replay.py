@@ -8,12 +8,15 @@ current canonical record, built with today's master data and mappings.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,11 +82,17 @@ def release(conn: psycopg.Connection, rows: list[dict[str, Any]], *, run_id: str
     if not rows:
         return 0
     keys = [r["idempotency_key"] for r in rows]
-    conn.execute(
+    moved = conn.execute(
         "UPDATE ledger.posting SET state = 'superseded', updated_at = now()"
         " WHERE idempotency_key = ANY(%s) AND state IN ('rejected', 'parked')",
         (keys,),
     )
+    if moved.rowcount < len(keys):  # the guard: only rejected or parked postings are released
+        log.warning(
+            "replay: %d of %d postings were no longer rejected or parked",
+            len(keys) - moved.rowcount,
+            len(keys),
+        )
     conn.execute(
         "UPDATE exceptions.item SET status = 'replayed', last_seen = now(), last_run_id = %s WHERE id = ANY(%s)",
         (run_id, [r["exception_id"] for r in rows]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,17 +31,161 @@ class PostingResult:
     outcome: dict[str, Any]
 
 
+class PostingLockBusy(RuntimeError):
+    """Another pass holds the posting lock of this record type past the wait bound. Nothing was
+    done; retrying later (the Airflow task's retry) is the remedy."""
+
+
+class PostingLockLost(RuntimeError):
+    """The lock connection died or its session ended mid-pass: another pass may now run, so this
+    one stopped between batches. What it left ``sent`` is read back by the next pass."""
+
+
+@dataclass(frozen=True)
+class LockSettings:
+    """How the posting lock is waited for and kept (docs/posting.md, "The posting lock")."""
+
+    wait_s: float = 60.0  # give up ("posting lock busy") after this long
+    poll_s: float = 0.5  # between pg_try_advisory_lock attempts while waiting
+    heartbeat_s: float = 5.0  # the lock session is verified this often, in a thread of its own
+    lease_s: float = 30.0  # idle_session_timeout of the lock session: a frozen holder loses it
+    connect_timeout_s: int = 10
+    keepalives_idle_s: int = 10  # TCP keepalives on both ends of the lock connection
+    keepalives_interval_s: int = 5
+    keepalives_count: int = 3
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_s * 2 > self.lease_s:
+            raise ValueError("heartbeat_s must be at most half of lease_s, or a live holder loses its lease")
+
+
+class PostingLock:
+    """A held posting lock: a session advisory lock on a connection of its own, kept alive by a
+    heartbeat thread. :meth:`check` (called by the engine between batches) raises
+    :class:`PostingLockLost` once the heartbeat found the lock gone or could not confirm it within
+    the lease."""
+
+    def __init__(self, conn: psycopg.Connection, key: str, settings: LockSettings) -> None:
+        self.conn = conn
+        self.key = key
+        self.settings = settings
+        self._confirmed_at = time.monotonic()
+        self._lost: str | None = None
+        self._stop = threading.Event()
+        self._io = threading.Lock()
+        self._thread = threading.Thread(target=self._beat, name=f"lock-{key}", daemon=True)
+
+    def _held(self) -> bool:
+        with self._io:
+            row = self.conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()"
+            ).fetchone()
+        return bool(row and row[0])
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_s):
+            try:
+                held = self._held()
+            except psycopg.Error as exc:
+                self._lost = f"the lock connection failed ({type(exc).__name__}: {str(exc).strip()[:200]})"
+                return
+            if not held:
+                self._lost = "the lock session no longer holds the advisory lock"
+                return
+            self._confirmed_at = time.monotonic()
+
+    def check(self) -> None:
+        """Raise :class:`PostingLockLost` if this pass may no longer hold the lock."""
+        if self._lost is None and time.monotonic() - self._confirmed_at > self.settings.lease_s:
+            self._lost = f"the lock was not confirmed for {self.settings.lease_s:.0f} s (lease)"
+        if self._lost is not None:
+            raise PostingLockLost(
+                f"posting lock {self.key} lost: {self._lost}; the pass stopped between batches"
+            )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _lock_connection(dsn: str, settings: LockSettings) -> psycopg.Connection:
+    conn = psycopg.connect(
+        dsn,
+        autocommit=True,
+        connect_timeout=settings.connect_timeout_s,
+        application_name="psa_erp_sync posting lock",
+        # Client side: a dead server or network is noticed within idle + interval x count seconds.
+        keepalives=1,
+        keepalives_idle=settings.keepalives_idle_s,
+        keepalives_interval=settings.keepalives_interval_s,
+        keepalives_count=settings.keepalives_count,
+        tcp_user_timeout=int(
+            1000 * (settings.keepalives_idle_s + settings.keepalives_interval_s * settings.keepalives_count)
+        ),
+    )
+    # Server side: a vanished client's session ends (and its lock with it) as quickly; a frozen
+    # client, whose kernel still answers keepalives, loses the session after the lease, because
+    # only its heartbeat keeps the session from being idle.
+    conn.execute(
+        "SELECT set_config('tcp_keepalives_idle', %s, false), set_config('tcp_keepalives_interval', %s, false),"
+        " set_config('tcp_keepalives_count', %s, false), set_config('idle_session_timeout', %s, false),"
+        " set_config('statement_timeout', %s, false)",
+        (
+            str(settings.keepalives_idle_s), str(settings.keepalives_interval_s), str(settings.keepalives_count),
+            f"{int(settings.lease_s * 1000)}ms", f"{int(settings.lease_s * 1000)}ms",
+        ),
+    )  # fmt: skip
+    return conn
+
+
 @contextmanager
-def posting_lock(dsn: str, record_type: str) -> Iterator[None]:
+def posting_lock(dsn: str, record_type: str, settings: LockSettings | None = None) -> Iterator[PostingLock]:
     """One posting pass per ERP record type at a time, whoever runs it: the batch DAG, a replay, the
-    stream, the command line (a session advisory lock, released if the process dies)."""
+    stream, the command line (a session advisory lock, released if the process or its session dies).
+
+    Waits at most ``settings.wait_s`` (then :class:`PostingLockBusy`); the yielded
+    :class:`PostingLock` is checked between batches."""
+    settings = settings or LockSettings()
     key = f"psa_erp_sync.posting.{record_type}"
-    with psycopg.connect(dsn, autocommit=True) as lock_conn:
-        lock_conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+    conn = _lock_connection(dsn, settings)
+    try:
+        deadline = time.monotonic() + settings.wait_s
+        while True:
+            row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
+            if row and row[0]:
+                break
+            if time.monotonic() >= deadline:
+                holder = conn.execute(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                    " AND objid = (hashtext(%s)::bigint & 4294967295)::oid LIMIT 1",
+                    (key,),
+                ).fetchone()
+                raise PostingLockBusy(
+                    f"posting lock busy: another {record_type} pass (backend pid {holder[0] if holder else '?'})"
+                    f" held {key} for the whole wait of {settings.wait_s:g} s; nothing was posted, retry later"
+                )
+            time.sleep(settings.poll_s)
+        lock = PostingLock(conn, key, settings)
+        lock.start()
         try:
-            yield
+            yield lock
         finally:
-            lock_conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+            lock.stop()
+            try:
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+            except psycopg.Error as exc:  # the session is gone, and its lock with it
+                log.warning(
+                    "posting lock %s: unlock failed (%s); the session already ended", key, type(exc).__name__
+                )
+    finally:
+        try:
+            conn.close()
+        except psycopg.Error:
+            log.warning("posting lock %s: closing the lock connection failed", key)
 
 
 def post_record_type(
@@ -52,12 +197,17 @@ def post_record_type(
     settings: EngineSettings,
     run_id: str,
     task_try: int | None = None,
+    lock_settings: LockSettings | None = None,
 ) -> PostingResult:
+    """Raises :class:`PostingLockBusy` when another pass holds the lock past the wait bound
+    (``posting.lock_wait_seconds`` unless ``lock_settings`` say otherwise), and
+    :class:`PostingLockLost` when the lock goes mid-pass; both are retryable."""
+    lock_settings = lock_settings or LockSettings(wait_s=config.mappings.posting.lock_wait_seconds)
     # The lock first: a pass waiting for it holds none of the account's request slots.
-    with posting_lock(dsn, record_type), budget.shared_by_processes(client, dsn):
+    with posting_lock(dsn, record_type, lock_settings) as lock, budget.shared_by_processes(client, dsn):
         return _post_locked(
             dsn=dsn, client=client, record_type=record_type, config=config, settings=settings, run_id=run_id,
-            task_try=task_try,
+            task_try=task_try, lock=lock,
         )  # fmt: skip
 
 
@@ -70,6 +220,7 @@ def _post_locked(
     settings: EngineSettings,
     run_id: str,
     task_try: int | None,
+    lock: PostingLock,
 ) -> PostingResult:
     periods = PeriodBook.from_rows(client.suiteql(PERIOD_QUERY))
     with psycopg.connect(dsn) as conn:
@@ -82,6 +233,7 @@ def _post_locked(
         settings=settings,
         dag_run_id=run_id,
         task_try=task_try,
+        lock_check=lock.check,
     )
     planning = _PlanningThread(
         dsn, record_type=record_type, config=config, periods=periods, run_id=run_id, chunk=settings.plan_chunk

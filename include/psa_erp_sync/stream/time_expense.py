@@ -529,7 +529,7 @@ def process_inbox(
                 kinds_to_post.append(kind)
         result.seconds["stage_validate"] = round(clock() - t, 3)
     t = clock()
-    settings = engine_settings or EngineSettings(max_concurrency=4, progress_every_s=60.0)
+    settings = engine_settings or EngineSettings.from_config(config, max_concurrency=4, progress_every_s=60.0)
     for kind in kinds_to_post:
         record_type = RECORD_TYPE_OF_KIND[kind]
         # post_record_type takes the per-record-type posting lock (shared with the batch DAG).
