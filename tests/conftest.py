@@ -25,6 +25,7 @@ os.environ.setdefault(
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))
+os.environ.setdefault("PSA_ERP_SYNC_ENV", "dev")  # config/environments/dev.yaml
 
 
 def _server_dsn() -> str:

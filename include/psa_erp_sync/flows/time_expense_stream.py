@@ -54,7 +54,7 @@ def _process() -> dict[str, Any]:
     config = load_config()
     erp_hook = ErpHook()
     settings = EngineSettings(
-        max_concurrency=erp_hook.max_concurrency(config.mappings.posting.max_concurrency),
+        max_concurrency=erp_hook.max_concurrency(),
         progress_every_s=60.0,
     )
     with PsaHook().get_client() as psa, erp_hook.get_client() as erp:

@@ -10,8 +10,8 @@ from psa_erp_sync.hooks.base import HttpSystemHook
 class ErpHook(HttpSystemHook):
     """Builds a :class:`~psa_erp_sync.clients.erp.NetSuiteClient` from a connection.
 
-    Connection: host = REST base URL, password = token, extra ``account_id`` and optionally
-    ``max_concurrency`` (the account's concurrency limit, shared by all its integrations).
+    Connection: host = REST base URL, password = token, extra ``account_id``. The account's
+    concurrency limit (shared by all its integrations) is per environment, not per connection.
     """
 
     conn_name_attr = "erp_conn_id"
@@ -32,6 +32,10 @@ class ErpHook(HttpSystemHook):
             timeout=timeout,
         )
 
-    def max_concurrency(self, default: int = 15) -> int:
+    def max_concurrency(self) -> int:
+        """The ERP account's concurrency limit in the current environment (``erp.concurrency`` of
+        ``config/environments/<env>.yaml``), for the connection's ``account_id``."""
+        from psa_erp_sync.config import erp_concurrency_limit
+
         _, _, extra = self.connection_parts()
-        return int(extra.get("max_concurrency", default))
+        return erp_concurrency_limit(str(extra.get("account_id", "default")))

@@ -26,8 +26,9 @@ class IdempotentPostingOperator(LineageReportingOperator):
     :param record_type: ERP record type, ``timebill`` or ``expensereport``. (templated)
     :param erp_conn_id: Airflow connection of the ERP.
     :param ods_conn_id: Airflow connection of the ODS.
-    :param max_concurrency: concurrent ERP requests; default: the connection's ``max_concurrency``
-        extra (the account's limit, shared by every integration of the account).
+    :param max_concurrency: concurrent ERP requests; default: the account's limit in the current
+        environment (``erp.concurrency`` in ``config/environments/<env>.yaml``), shared by every
+        integration of the account.
     :param batch_size: records per batch call (at most 100).
     """
 
@@ -64,9 +65,7 @@ class IdempotentPostingOperator(LineageReportingOperator):
             raise ValueError("batch_size must be between 1 and 100 (the ERP's batch limit)")
         config = load_config()
         erp_hook = ErpHook(self.erp_conn_id)
-        concurrency = self.max_concurrency or erp_hook.max_concurrency(
-            config.mappings.posting.max_concurrency
-        )
+        concurrency = self.max_concurrency or erp_hook.max_concurrency()
         ti = context["ti"]
         self.record_lineage_run(context, f"post:{self.record_type}")
         state: Any = context.get("task_state_store")
