@@ -5,14 +5,18 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: install demo test lint typecheck unit airflow bench lock contracts clean
+.PHONY: install demo test lint typecheck unit airflow bench lock contracts deploy-check clean
 
-$(STAMP): requirements.txt pyproject.toml
+# The development install: the dev lock (runtime lock + tools, hashes required), the package
+# editable, and the checkout on sys.path for the development tooling (simulators/, devtools/),
+# which the wheel and the image never contain.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -r requirements.txt
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --require-hashes -r requirements-dev.txt
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
+	@$(BIN)/python -c 'import sysconfig, pathlib; pathlib.Path(sysconfig.get_path("purelib"), "psa_erp_sync_devtools.pth").write_text("$(CURDIR)\n")'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -46,9 +50,18 @@ bench: install
 contracts: install
 	$(BIN)/python -m psa_erp_sync.contracts.export
 
-## make lock: re-resolve requirements.in into the pinned requirements.txt
+## make lock: requirements.in -> requirements.txt (runtime lock, what the image installs), then
+## requirements-dev.in -> requirements-dev.txt on top of it (same pins); both with hashes. Pins
+## already in a lock are kept unless `make lock LOCK_ARGS=--upgrade`.
+LOCK_FLAGS := --python-version 3.11 --generate-hashes --no-header --annotation-style line $(LOCK_ARGS)
 lock: install
-	$(BIN)/uv pip compile requirements.in --python-version 3.11 --no-header --annotation-style line -o requirements.txt
+	$(BIN)/uv pip compile requirements.in $(LOCK_FLAGS) -o requirements.txt
+	$(BIN)/uv pip compile requirements-dev.in -c requirements.txt $(LOCK_FLAGS) -o requirements-dev.txt
+
+## make deploy-check: what a deployment pipeline runs (runtime-only venv, import errors,
+## reserialize, DAG policy, documented connections); docs/deploying.md
+deploy-check: install
+	$(BIN)/python -m devtools.deploy_check
 
 clean:
 	-$(BIN)/python -m psa_erp_sync.devenv.pgserver stop --data .local/pg
