@@ -5,7 +5,7 @@
    development-only package (one in ``requirements-dev.txt`` but not in the runtime lock);
 2. ``airflow dags list-import-errors --local`` in that venv: every DAG (and the plugin) imports
    with the runtime dependencies only;
-3. ``airflow db migrate`` + ``airflow dags reserialize`` in that venv (a throw-away SQLite DB);
+3. ``airflow dags reserialize`` in that venv (after ``airflow db migrate`` of a throw-away SQLite DB);
 4. the DAG policy and integrity tests, the Dockerfile / lock checks and the check that every
    connection id the DAGs use is documented in ``config/connections.example.json`` (pytest, in
    the development venv).
@@ -136,6 +136,8 @@ def main() -> int:
     home.mkdir(parents=True)
     env = airflow_env(home)
     airflow = str(venv / "bin" / "airflow")
+    _step("airflow db migrate (a throw-away SQLite metadata DB)")
+    _run([airflow, "db", "migrate"], env=env, capture=True)
     _step("airflow dags list-import-errors (runtime dependencies only)")
     out = _run([airflow, "dags", "list-import-errors", "--local", "-o", "json"], env=env, capture=True)
     errors = _json_tail(out)
@@ -144,8 +146,7 @@ def main() -> int:
             print(f"{error.get('filepath')}: {error.get('error')}")
         raise SystemExit(f"deploy-check failed: {len(errors)} DAG import error(s) with the runtime lock")
     print("no import errors")
-    _step("airflow db migrate + airflow dags reserialize")
-    _run([airflow, "db", "migrate"], env=env, capture=True)
+    _step("airflow dags reserialize")
     _run([airflow, "dags", "reserialize"], env=env, capture=True)
     print("reserialized")
     _step("DAG policy tests, lock and Dockerfile checks, documented connection ids")
