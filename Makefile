@@ -23,12 +23,12 @@ install: $(STAMP)
 
 ## make demo: PostgreSQL + simulators + a seeded month + every DAG through real Airflow + report
 demo: install
-	$(BIN)/python -m psa_erp_sync.devenv.demo
+	$(BIN)/python -m devtools.demo
 
 ## make test: lint, types, unit, integration (real PostgreSQL, simulators, Airflow)
 test: install lint typecheck
 	@rc=0; $(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS) || rc=$$?; \
-	  $(BIN)/python -m psa_erp_sync.devenv.pgserver stop --data .local/test-pg >/dev/null 2>&1 || true; \
+	  $(BIN)/python -m devtools.pgserver stop --data .local/test-pg >/dev/null 2>&1 || true; \
 	  exit $$rc
 
 lint: install
@@ -40,15 +40,15 @@ typecheck: install
 
 ## make airflow: a local Airflow (UI on :8080) wired to the simulators and the ODS
 airflow: install
-	$(BIN)/python -m psa_erp_sync.devenv.local_airflow
+	$(BIN)/python -m devtools.local_airflow
 
 ## make bench: performance figures as JSON
 bench: install
-	@$(BIN)/python -m psa_erp_sync.devenv.bench_all
+	@$(BIN)/python -m devtools.bench_all
 
 ## make contracts: re-export the canonical JSON Schemas after a deliberate model change
 contracts: install
-	$(BIN)/python -m psa_erp_sync.contracts.export
+	$(BIN)/python -m devtools.contracts_export
 
 ## make lock: requirements.in -> requirements.txt (runtime lock, what the image installs), then
 ## requirements-dev.in -> requirements-dev.txt on top of it (same pins); both with hashes. Pins
@@ -64,6 +64,6 @@ deploy-check: install
 	$(BIN)/python -m devtools.deploy_check
 
 clean:
-	-$(BIN)/python -m psa_erp_sync.devenv.pgserver stop --data .local/pg
-	-$(BIN)/python -m psa_erp_sync.devenv.pgserver stop --data .local/test-pg
+	-$(BIN)/python -m devtools.pgserver stop --data .local/pg
+	-$(BIN)/python -m devtools.pgserver stop --data .local/test-pg
 	rm -rf .local .mypy_cache .ruff_cache

@@ -39,7 +39,7 @@ def _server_dsn() -> str:
         return dsn
     from filelock import FileLock
 
-    from psa_erp_sync.devenv import pgserver
+    from devtools import pgserver
 
     data = ROOT / ".local" / "test-pg"
     data.parent.mkdir(parents=True, exist_ok=True)
@@ -195,7 +195,7 @@ def connect_airflow(monkeypatch: pytest.MonkeyPatch, dsn: str, **sims: RunningSi
     as environment variables (what a deployment's secrets backend would hold)."""
     import json
 
-    from psa_erp_sync.devenv.airflow_env import psycopg_parts
+    from devtools.airflow_env import psycopg_parts
 
     extras = {"psa": {"account_id": "1"}, "erp": {"account_id": "A1"}}
     for name, sim in sims.items():

@@ -12,7 +12,7 @@ import os
 import secrets
 from pathlib import Path
 
-from psa_erp_sync.devenv.stack import LOCAL, ROOT, Stack
+from devtools.stack import LOCAL, ROOT, Stack
 
 
 def _secret(path: Path, make: str) -> str:

@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from psa_erp_sync.devenv.airflow_env import airflow_env
-from psa_erp_sync.devenv.stack import LOCAL, ROOT, Stack
+from devtools.airflow_env import airflow_env
+from devtools.stack import LOCAL, ROOT, Stack
 
 log = logging.getLogger("demo")
 
@@ -371,7 +371,7 @@ def domains_summary(dsn: str) -> dict[str, Any]:
 
 def lineage_summary(events: Path, out: Path) -> dict[str, Any]:
     """Validate the run's OpenLineage events against the spec, check the graph, draw it."""
-    from psa_erp_sync.lineage.graph import analyse
+    from devtools.lineage_graph import analyse
 
     if not events.exists():
         return {"error": f"no OpenLineage events at {events}"}

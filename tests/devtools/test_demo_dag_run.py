@@ -71,7 +71,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 @pytest.mark.airflow
 @pytest.mark.slow
 def test_a_failing_task_stops_the_run_at_once_with_its_error(airflow_db: str, tmp_path: Path) -> None:
-    from psa_erp_sync.devenv.demo import run_dag_test
+    from devtools.demo import run_dag_test
 
     started = time.monotonic()
     result = run_dag_test("demo_failing_task", _env(tmp_path), tmp_path / "run.log", timeout=500)
@@ -91,7 +91,7 @@ def test_a_failing_task_stops_the_run_at_once_with_its_error(airflow_db: str, tm
 @pytest.mark.airflow
 @pytest.mark.slow
 def test_a_passing_run_reports_success(airflow_db: str, tmp_path: Path) -> None:
-    from psa_erp_sync.devenv.demo import run_dag_test
+    from devtools.demo import run_dag_test
 
     result = run_dag_test("demo_passing", _env(tmp_path), tmp_path / "run.log", timeout=500)
     assert result.state == "success", (tmp_path / "run.log").read_text()[-3000:]

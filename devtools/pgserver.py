@@ -7,8 +7,8 @@ namespaces are ``postgres://host:port``) and so start/stop are explicit commands
 
 Usage::
 
-    python -m psa_erp_sync.devenv.pgserver start --data .local/pg --port 54329
-    python -m psa_erp_sync.devenv.pgserver stop --data .local/pg
+    python -m devtools.pgserver start --data .local/pg --port 54329
+    python -m devtools.pgserver stop --data .local/pg
 """
 
 from __future__ import annotations
