@@ -32,6 +32,7 @@ POLICY_TESTS = [
     "tests/dags/test_dag_integrity.py",
     "tests/dags/test_connections_documented.py",
     "tests/test_deploy.py",
+    "tests/test_wheel.py",
 ]
 
 

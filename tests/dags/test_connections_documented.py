@@ -10,7 +10,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "include" / "psa_erp_sync"
-DEV_TOOLING = {"devenv"}  # not deployed; its connections are the demo's own
 
 
 def _string(node: ast.AST | None) -> str | None:
@@ -21,7 +20,7 @@ def connection_ids_in_code() -> set[str]:
     """Conn ids written in the deployable code: ``*conn_id`` defaults and keywords, hooks'
     ``default_conn_name``, and the webhook ingress's ``CONN_IDS``."""
     found: set[str] = set()
-    files = [p for p in PACKAGE.rglob("*.py") if not DEV_TOOLING & set(p.relative_to(PACKAGE).parts)]
+    files = list(PACKAGE.rglob("*.py"))  # devtools/ is outside: its connections are the demo's own
     files += list((ROOT / "dags").glob("*.py")) + list((ROOT / "plugins").glob("*.py"))
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
