@@ -5,26 +5,30 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: install demo test lint typecheck unit airflow bench lock contracts clean
+.PHONY: install demo test lint typecheck unit airflow bench lock contracts deploy-check clean
 
-$(STAMP): requirements.txt pyproject.toml
+# The development install: the dev lock (runtime lock + tools, hashes required), the package
+# editable, and the checkout on sys.path for the development tooling (simulators/, devtools/),
+# which the wheel and the image never contain.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -r requirements.txt
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --require-hashes -r requirements-dev.txt
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
+	@$(BIN)/python -c 'import sysconfig, pathlib; pathlib.Path(sysconfig.get_path("purelib"), "psa_erp_sync_devtools.pth").write_text("$(CURDIR)\n")'
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 ## make demo: PostgreSQL + simulators + a seeded month + every DAG through real Airflow + report
 demo: install
-	$(BIN)/python -m psa_erp_sync.devenv.demo
+	$(BIN)/python -m devtools.demo
 
 ## make test: lint, types, unit, integration (real PostgreSQL, simulators, Airflow)
 test: install lint typecheck
 	@rc=0; $(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS) || rc=$$?; \
-	  $(BIN)/python -m psa_erp_sync.devenv.pgserver stop --data .local/test-pg >/dev/null 2>&1 || true; \
+	  $(BIN)/python -m devtools.pgserver stop --data .local/test-pg >/dev/null 2>&1 || true; \
 	  exit $$rc
 
 lint: install
@@ -36,21 +40,30 @@ typecheck: install
 
 ## make airflow: a local Airflow (UI on :8080) wired to the simulators and the ODS
 airflow: install
-	$(BIN)/python -m psa_erp_sync.devenv.local_airflow
+	$(BIN)/python -m devtools.local_airflow
 
 ## make bench: performance figures as JSON
 bench: install
-	@$(BIN)/python -m psa_erp_sync.devenv.bench_all
+	@$(BIN)/python -m devtools.bench_all
 
 ## make contracts: re-export the canonical JSON Schemas after a deliberate model change
 contracts: install
-	$(BIN)/python -m psa_erp_sync.contracts.export
+	$(BIN)/python -m devtools.contracts_export
 
-## make lock: re-resolve requirements.in into the pinned requirements.txt
+## make lock: requirements.in -> requirements.txt (runtime lock, what the image installs), then
+## requirements-dev.in -> requirements-dev.txt on top of it (same pins); both with hashes. Pins
+## already in a lock are kept unless `make lock LOCK_ARGS=--upgrade`.
+LOCK_FLAGS := --python-version 3.11 --generate-hashes --no-header --annotation-style line $(LOCK_ARGS)
 lock: install
-	$(BIN)/uv pip compile requirements.in --python-version 3.11 --no-header --annotation-style line -o requirements.txt
+	$(BIN)/uv pip compile requirements.in $(LOCK_FLAGS) -o requirements.txt
+	$(BIN)/uv pip compile requirements-dev.in -c requirements.txt $(LOCK_FLAGS) -o requirements-dev.txt
+
+## make deploy-check: what a deployment pipeline runs (runtime-only venv, import errors,
+## reserialize, DAG policy, documented connections); docs/deploying.md
+deploy-check: install
+	$(BIN)/python -m devtools.deploy_check
 
 clean:
-	-$(BIN)/python -m psa_erp_sync.devenv.pgserver stop --data .local/pg
-	-$(BIN)/python -m psa_erp_sync.devenv.pgserver stop --data .local/test-pg
+	-$(BIN)/python -m devtools.pgserver stop --data .local/pg
+	-$(BIN)/python -m devtools.pgserver stop --data .local/test-pg
 	rm -rf .local .mypy_cache .ruff_cache

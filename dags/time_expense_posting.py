@@ -10,7 +10,8 @@ totals: a run fails if `extracted = staged = valid + quarantined` does not hold.
 
 **Schedule:** every 15 minutes; outside month-end close windows (business days -2 .. +3 per
 country, `config/close_calendars.yaml`) the `cadence_gate` lets only the top-of-the-hour run post,
-so posting is hourly normally and every 15 minutes during close. A wider sweep (re-reading recent spent dates to catch deletions and
+so posting is hourly normally and every 15 minutes during close (the cadence is per environment:
+`posting.cadence_minutes` in `config/environments/<env>.yaml`). A wider sweep (re-reading recent spent dates to catch deletions and
 unapprovals) runs when the last one is over a day old, or on demand with `mode = sweep`.
 
 **Operators:** retrying or clearing any task is safe: every step is keyed on the run and the

@@ -25,6 +25,7 @@ os.environ.setdefault(
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))
+os.environ.setdefault("PSA_ERP_SYNC_ENV", "dev")  # config/environments/dev.yaml
 
 
 def _server_dsn() -> str:
@@ -38,7 +39,7 @@ def _server_dsn() -> str:
         return dsn
     from filelock import FileLock
 
-    from psa_erp_sync.devenv import pgserver
+    from devtools import pgserver
 
     data = ROOT / ".local" / "test-pg"
     data.parent.mkdir(parents=True, exist_ok=True)
@@ -194,7 +195,7 @@ def connect_airflow(monkeypatch: pytest.MonkeyPatch, dsn: str, **sims: RunningSi
     as environment variables (what a deployment's secrets backend would hold)."""
     import json
 
-    from psa_erp_sync.devenv.airflow_env import psycopg_parts
+    from devtools.airflow_env import psycopg_parts
 
     extras = {"psa": {"account_id": "1"}, "erp": {"account_id": "A1"}}
     for name, sim in sims.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -67,15 +67,9 @@ class CloseWindow(_Strict):
     end_business_day: int = Field(ge=1)
 
 
-class PostingInterval(_Strict):
-    normal: int = Field(gt=0)
-    close: int = Field(gt=0)
-
-
 class CloseCalendar(_Strict):
     holidays_country: str
     close_window: CloseWindow
-    posting_interval_minutes: PostingInterval
 
 
 class CloseCalendars(_Strict):
@@ -114,7 +108,6 @@ class ExtractSettings(_Strict):
 
 class PostingSettings(_Strict):
     batch_size: int = Field(ge=1, le=100)
-    max_concurrency: int = Field(ge=1)
     lock_wait_seconds: float = Field(gt=0, le=3600)
 
 
@@ -213,3 +206,183 @@ def load_config(config_dir: Path | None = None) -> Config:
 def load_retention(config_dir: Path | None = None) -> Retention:
     """``retention.yaml`` of ``config_dir`` (default: the repo's ``config/``), validated."""
     return Retention.model_validate(_read((config_dir or default_config_dir()) / "retention.yaml"))
+
+
+# --- Environments -------------------------------------------------------------------------------
+
+ENV_VAR = "PSA_ERP_SYNC_ENV"
+# The time_expense_posting DAG is scheduled every POSTING_TICK_MINUTES; its cadence gate lets a
+# run post when the environment's cadence says so, so every cadence is a multiple of the tick.
+POSTING_TICK_MINUTES = 15
+
+
+class EnvironmentConfigError(ValueError):
+    """The environment is not selected, unknown, or its file does not validate."""
+
+
+class UnknownEnvironment(EnvironmentConfigError):
+    pass
+
+
+class AirflowSettings(_Strict):
+    executor: Literal["LocalExecutor", "CeleryExecutor", "KubernetesExecutor"]
+    load_examples: Literal[False]
+
+
+class OpenLineageTransport(BaseModel):
+    """An OpenLineage transport as the provider takes it in ``[openlineage] transport``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: Literal["file", "http", "console", "kafka", "composite"]
+
+
+class OpenLineageSettings(_Strict):
+    namespace: str = Field(min_length=1)
+    transport: OpenLineageTransport
+
+
+class PostingCadence(_Strict):
+    """Minutes between posting runs outside (``normal``) and inside (``close``) a close window."""
+
+    normal: int = Field(gt=0, le=1440)
+    close: int = Field(gt=0, le=1440)
+
+    @model_validator(mode="after")
+    def _on_the_tick(self) -> PostingCadence:
+        for name, minutes in (("normal", self.normal), ("close", self.close)):
+            if minutes % POSTING_TICK_MINUTES or 1440 % minutes:
+                raise ValueError(
+                    f"posting cadence {name}={minutes}: must be a multiple of the DAG's "
+                    f"{POSTING_TICK_MINUTES}-minute schedule and divide a day"
+                )
+        return self
+
+
+class PostingEnvSettings(_Strict):
+    cadence_minutes: PostingCadence
+
+
+class ErpConcurrency(_Strict):
+    default: int = Field(ge=1)
+    accounts: dict[str, int] = {}
+
+    @model_validator(mode="after")
+    def _positive(self) -> ErpConcurrency:
+        for account, limit in self.accounts.items():
+            if limit < 1:
+                raise ValueError(f"erp.concurrency.accounts.{account}: must be at least 1, got {limit}")
+        return self
+
+
+class ErpEnvSettings(_Strict):
+    concurrency: ErpConcurrency
+
+
+class Environment(_Strict):
+    """One deployment environment (``config/environments/<name>.yaml``). Never holds secrets."""
+
+    name: str
+    airflow: AirflowSettings
+    openlineage: OpenLineageSettings
+    posting: PostingEnvSettings
+    erp: ErpEnvSettings
+
+    def openlineage_transport(self, root: Path | None = None) -> dict[str, Any]:
+        """The transport as ``AIRFLOW__OPENLINEAGE__TRANSPORT`` takes it (JSON object); a relative
+        file path is resolved against ``root`` (default: the directory above ``config/``)."""
+        transport = self.openlineage.transport.model_dump()
+        if transport["type"] == "file" and not Path(transport["log_file_path"]).is_absolute():
+            base = root or default_config_dir().resolve().parent
+            transport["log_file_path"] = str(base / transport["log_file_path"])
+        return transport
+
+
+def environment_names(config_dir: Path | None = None) -> list[str]:
+    """The valid environment names: one per ``environments/*.yaml`` file."""
+    base = config_dir or default_config_dir()
+    return sorted(p.stem for p in (base / "environments").glob("*.yaml"))
+
+
+def load_environment(name: str | None = None, config_dir: Path | None = None) -> Environment:
+    """The environment ``name`` (default: ``$PSA_ERP_SYNC_ENV``), validated.
+
+    Raises :class:`UnknownEnvironment` naming the valid environments when the name is missing or
+    has no file, so a misconfigured deployment fails at start instead of running with the wrong
+    cadence, lineage target or ERP concurrency.
+    """
+    base = config_dir or default_config_dir()
+    valid = environment_names(base)
+    chosen = name if name is not None else os.environ.get(ENV_VAR, "")
+    if not chosen.strip():
+        raise UnknownEnvironment(
+            f"no environment selected: set {ENV_VAR} to one of {', '.join(valid)} "
+            f"(files in {base / 'environments'})"
+        )
+    if chosen not in valid:
+        raise UnknownEnvironment(
+            f"unknown environment {chosen!r} in {ENV_VAR}: valid environments are {', '.join(valid)} "
+            f"(files in {base / 'environments'})"
+        )
+    return _load_environment(chosen, base)
+
+
+@functools.cache
+def _load_environment(name: str, base: Path) -> Environment:
+    data = _read(base / "environments" / f"{name}.yaml")
+    if not isinstance(data, dict):
+        raise EnvironmentConfigError(f"{base / 'environments' / f'{name}.yaml'}: expected a mapping")
+    return Environment.model_validate({"name": name, **data})
+
+
+def erp_concurrency_limit(account_id: str) -> int:
+    """ERP requests in flight at once for ``account_id`` in the current environment: the account's
+    own limit if the environment names it, else the environment's default."""
+    concurrency = load_environment().erp.concurrency
+    return concurrency.accounts.get(account_id, concurrency.default)
+
+
+def posting_cadence() -> PostingCadence:
+    """The posting cadence in force in the current environment."""
+    return load_environment().posting.cadence_minutes
+
+
+def airflow_environment_variables(environment: Environment, root: Path | None = None) -> dict[str, str]:
+    """The Airflow settings an environment fixes, as the ``AIRFLOW__*`` variables that set them
+    (what ``make airflow``, the demo, compose and a Helm chart's ``env`` put into Airflow)."""
+    import json
+
+    return {
+        "AIRFLOW__CORE__EXECUTOR": environment.airflow.executor,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": str(environment.airflow.load_examples),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": environment.openlineage.namespace,
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            environment.openlineage_transport(root), sort_keys=True
+        ),
+    }
+
+
+def environment_mismatches(
+    environment: Environment, *, transport: str | None, namespace: str | None, root: Path | None = None
+) -> list[str]:
+    """Where Airflow's running OpenLineage settings differ from the environment file (empty: none).
+
+    ``transport`` and ``namespace`` are what Airflow's ``[openlineage]`` section holds; no
+    transport means OpenLineage is off entirely, which is a mismatch too."""
+    import json
+
+    problems = []
+    expected = environment.openlineage_transport(root)
+    try:
+        actual = json.loads(transport) if transport else None
+    except ValueError:
+        actual = transport
+    if actual != expected:
+        problems.append(
+            f"[openlineage] transport is {actual!r}, environment {environment.name!r} says {expected!r}"
+        )
+    if namespace != environment.openlineage.namespace:
+        problems.append(
+            f"[openlineage] namespace is {namespace!r}, environment {environment.name!r} says "
+            f"{environment.openlineage.namespace!r}"
+        )
+    return problems

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from psa_erp_sync.calendar import close
-from psa_erp_sync.config import load_config
+from psa_erp_sync.config import PostingCadence, load_config
 
 
 def _calendar(name: str):  # type: ignore[no-untyped-def]
@@ -24,15 +24,30 @@ def test_gb_december_window_skips_christmas_and_new_year() -> None:
     assert close.close_window(2026, 12, _calendar("GB")) == (date(2026, 12, 30), date(2027, 1, 6))
 
 
+CADENCE = PostingCadence(normal=60, close=15)
+
+
 def test_cadence_switches_inside_the_window() -> None:
     us = _calendar("US")
     assert (
-        close.posting_interval_minutes(datetime(2026, 11, 27, 15, tzinfo=UTC), us, "America/New_York") == 15
+        close.posting_interval_minutes(
+            datetime(2026, 11, 27, 15, tzinfo=UTC), us, "America/New_York", CADENCE
+        )
+        == 15
     )
-    assert close.posting_interval_minutes(datetime(2026, 12, 3, 15, tzinfo=UTC), us, "America/New_York") == 15
-    assert close.posting_interval_minutes(datetime(2026, 12, 4, 15, tzinfo=UTC), us, "America/New_York") == 60
     assert (
-        close.posting_interval_minutes(datetime(2026, 11, 18, 15, tzinfo=UTC), us, "America/New_York") == 60
+        close.posting_interval_minutes(datetime(2026, 12, 3, 15, tzinfo=UTC), us, "America/New_York", CADENCE)
+        == 15
+    )
+    assert (
+        close.posting_interval_minutes(datetime(2026, 12, 4, 15, tzinfo=UTC), us, "America/New_York", CADENCE)
+        == 60
+    )
+    assert (
+        close.posting_interval_minutes(
+            datetime(2026, 11, 18, 15, tzinfo=UTC), us, "America/New_York", CADENCE
+        )
+        == 60
     )
 
 

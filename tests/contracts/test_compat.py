@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from psa_erp_sync.contracts import export, v1
+from devtools import contracts_export as export
+from psa_erp_sync.contracts import v1
 from psa_erp_sync.contracts.compat import Break, breaking_changes
 
 

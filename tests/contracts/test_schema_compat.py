@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from psa_erp_sync.contracts import compat, export, v1
+from devtools import contracts_export as export
+from psa_erp_sync.contracts import compat, v1
 
 SCHEMA_DIR = export.SCHEMA_ROOT / v1.VERSION
 
 
 def test_exported_files_equal_the_models() -> None:
-    """A model change without ``python -m psa_erp_sync.contracts.export`` fails here."""
+    """A model change without ``python -m devtools.contracts_export`` fails here."""
     assert export.differences(SCHEMA_DIR, export.expected_files()) == []
 
 

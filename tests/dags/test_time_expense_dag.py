@@ -211,7 +211,7 @@ def test_time_expense_dag_posts_exactly_the_approved_set(wired: dict[str, Any]) 
     assert audited == planned
 
     # The control totals balance: PSA approved = ODS approved + quarantined; ODS - parked - rejected = ERP.
-    from psa_erp_sync.devenv.demo import reconciliation
+    from devtools.demo import reconciliation
 
     with psycopg.connect(dsn) as conn:
         for kind in ("time_entry", "expense_entry"):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from psa_erp_sync.forecast import backtest, model
+from devtools import forecast_backtest as backtest
+from psa_erp_sync.forecast import model
 from psa_erp_sync.forecast.settings import load_forecast_settings
 
 

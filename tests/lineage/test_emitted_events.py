@@ -75,7 +75,7 @@ def test_dags_emit_spec_valid_events_forming_the_psa_to_planning_graph(
     wired: dict[str, Any],
     tmp_path: Path,
 ) -> None:
-    from psa_erp_sync.lineage.graph import LineageGraph, SpecValidator, analyse, dataset_named, load_events
+    from devtools.lineage_graph import LineageGraph, SpecValidator, analyse, dataset_named, load_events
 
     events_path = tmp_path / "events.jsonl"
     logs = _dags_test(

@@ -72,7 +72,7 @@ def test_lineage_on_start_and_complete(monkeypatch: pytest.MonkeyPatch) -> None:
 def wired(
     erp_sim: RunningSimulator, erp_master: dict[str, Any], clean_master: str, monkeypatch: pytest.MonkeyPatch
 ) -> str:
-    from psa_erp_sync.devenv.airflow_env import psycopg_parts
+    from devtools.airflow_env import psycopg_parts
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_ERP_DEFAULT",

@@ -66,7 +66,7 @@ def scram_ods(
     role, password = _make_role(server)
     started: Path | None = None
     if not _requires_password(server, role, password):
-        from psa_erp_sync.devenv import pgserver
+        from devtools import pgserver
 
         started = tmp_path_factory.mktemp("scram") / "pg"
         server = pgserver.start(started, port=None)
@@ -85,7 +85,7 @@ def scram_ods(
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
     if started is not None:
-        from psa_erp_sync.devenv import pgserver
+        from devtools import pgserver
 
         pgserver.destroy(started)
 
@@ -154,8 +154,8 @@ def test_ingress_pool_connects_from_the_airflow_connection(
 ) -> None:
     import json
 
+    from devtools.airflow_env import psycopg_parts
     from psa_erp_sync.api import ingress
-    from psa_erp_sync.devenv.airflow_env import psycopg_parts
     from psa_erp_sync.hooks.ods import OdsHook
 
     monkeypatch.setenv(

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from psa_erp_sync.config import load_config
+from psa_erp_sync.posting.budget import account_limit
 from psa_erp_sync.posting.engine import EngineSettings
 from tests.conftest import ROOT, RunningSimulator, connect_airflow
 
@@ -27,7 +28,7 @@ def _config_dir(tmp_path: Path, batch_size: int) -> Path:
 def test_engine_settings_take_posting_batch_size_unless_given(tmp_path: Path) -> None:
     config = load_config(_config_dir(tmp_path, 7))
     assert EngineSettings.from_config(config).batch_size == 7
-    assert EngineSettings.from_config(config).max_concurrency == config.mappings.posting.max_concurrency
+    assert EngineSettings.from_config(config).max_concurrency == account_limit()
     assert EngineSettings.from_config(config, batch_size=3, max_concurrency=2).batch_size == 3
     with pytest.raises(ValueError, match="between 1 and 100"):
         EngineSettings(batch_size=101)

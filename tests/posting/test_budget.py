@@ -107,14 +107,12 @@ def test_a_killed_holder_gives_its_slots_back(pg_dsn: str) -> None:
         waiting.close()
 
 
-def test_account_limit_comes_from_the_connection_else_the_configuration() -> None:
-    from psa_erp_sync.config import load_config
+def test_account_limit_comes_from_the_environment_only() -> None:
+    from psa_erp_sync.config import erp_concurrency_limit
 
-    assert account_limit({"max_concurrency": 4}) == 4
-    assert account_limit({"account_id": "A1"}) == load_config().mappings.posting.max_concurrency
-    assert account_limit(None) == load_config().mappings.posting.max_concurrency
-    with pytest.raises(ValueError, match="at least 1"):
-        account_limit({"max_concurrency": 0})
+    # A connection cannot override the account's limit: every process must use the same number.
+    assert account_limit({"account_id": "A1", "max_concurrency": 999}) == erp_concurrency_limit("A1")
+    assert account_limit(None) == erp_concurrency_limit("default")
 
 
 def test_the_client_takes_a_slot_around_each_request_only_while_governed() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from psa_erp_sync.devenv.airflow_env import psycopg_parts
+from devtools.airflow_env import psycopg_parts
 from psa_erp_sync.triggers.inbox import InboxArrivalTrigger
 
 pytestmark = pytest.mark.integration

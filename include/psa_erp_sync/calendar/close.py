@@ -12,7 +12,7 @@ import functools
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from psa_erp_sync.config import CloseCalendar
+from psa_erp_sync.config import CloseCalendar, PostingCadence
 
 
 @functools.cache
@@ -61,10 +61,12 @@ def in_close(moment: datetime, calendar: CloseCalendar, timezone: str) -> bool:
     return window_containing(moment.astimezone(ZoneInfo(timezone)).date(), calendar) is not None
 
 
-def posting_interval_minutes(moment: datetime, calendar: CloseCalendar, timezone: str) -> int:
-    """How often to post at ``moment``: the close cadence inside a close window, else normal."""
-    intervals = calendar.posting_interval_minutes
-    return intervals.close if in_close(moment, calendar, timezone) else intervals.normal
+def posting_interval_minutes(
+    moment: datetime, calendar: CloseCalendar, timezone: str, cadence_minutes: PostingCadence
+) -> int:
+    """How often to post at ``moment``: the environment's close cadence inside a close window, else
+    its normal cadence."""
+    return cadence_minutes.close if in_close(moment, calendar, timezone) else cadence_minutes.normal
 
 
 def window_end(moment: datetime, calendar: CloseCalendar, timezone: str) -> datetime | None:

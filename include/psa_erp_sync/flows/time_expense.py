@@ -283,10 +283,11 @@ def _reconcile_erp(
 def _cadence_gate() -> bool:
     """Post on this run? The DAG is scheduled every 15 minutes; outside a month-end close window
     (business days -2 .. +3 of any legal entity's calendar) only the run at the top of the hour
-    proceeds, so the cadence is hourly normally and every 15 minutes during close. Manual and
+    proceeds, so the cadence is hourly normally and every 15 minutes during close (the environment's
+    ``posting.cadence_minutes``). Manual and
     asset-triggered runs always proceed."""
     from psa_erp_sync.calendar import close
-    from psa_erp_sync.config import load_config
+    from psa_erp_sync.config import load_config, posting_cadence
 
     context = get_current_context()
     run_type = str(getattr(context["dag_run"], "run_type", "")).lower()
@@ -294,9 +295,10 @@ def _cadence_gate() -> bool:
         return True
     moment = run_as_of(context)
     config = load_config()
+    cadence = posting_cadence()  # per environment (config/environments/*.yaml)
     for code, entity in config.legal_entities.legal_entities.items():
         calendar = config.close_calendars.calendars[entity.close_calendar]
-        interval = close.posting_interval_minutes(moment, calendar, entity.timezone)
+        interval = close.posting_interval_minutes(moment, calendar, entity.timezone, cadence)
         if (moment.hour * 60 + moment.minute) % interval == 0:
             log.info("posting now: %s runs every %d minutes at %s", code, interval, moment.isoformat())
             return True

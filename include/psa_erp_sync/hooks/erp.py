@@ -10,9 +10,9 @@ from psa_erp_sync.hooks.base import HttpSystemHook
 class ErpHook(HttpSystemHook):
     """Builds a :class:`~psa_erp_sync.clients.erp.NetSuiteClient` from a connection.
 
-    Connection: host = REST base URL, password = token, extra ``account_id`` and optionally
-    ``max_concurrency`` (the account's concurrency limit, shared by all its integrations; see
-    :func:`psa_erp_sync.posting.budget.account_limit`). One connection per ERP account: its posting
+    Connection: host = REST base URL, password = token, extra ``account_id``. The account's
+    concurrency limit (shared by all its integrations) is per environment, not per connection
+    (:func:`psa_erp_sync.posting.budget.account_limit`). One connection per ERP account: its posting
     tasks run in the Airflow pool :func:`account_pool` names.
     """
 
@@ -36,7 +36,7 @@ class ErpHook(HttpSystemHook):
         )
 
     def max_concurrency(self) -> int:
-        """The account's limit of requests in flight (connection extra, else configuration)."""
+        """The account's limit of requests in flight in the current environment."""
         from psa_erp_sync.posting.budget import account_limit
 
         _, _, extra = self.connection_parts()

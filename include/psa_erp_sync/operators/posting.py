@@ -26,10 +26,11 @@ class IdempotentPostingOperator(LineageReportingOperator):
     :param record_type: ERP record type, ``timebill`` or ``expensereport``. (templated)
     :param erp_conn_id: Airflow connection of the ERP.
     :param ods_conn_id: Airflow connection of the ODS.
-    :param max_concurrency: this task's ERP requests in flight, at most the account's limit (the
-        connection's ``max_concurrency`` extra, else configuration); every request also takes a slot
-        of the account's budget shared by all processes (:mod:`psa_erp_sync.posting.budget`). Run
-        the task in the account's pool (:func:`psa_erp_sync.hooks.erp.account_pool`).
+    :param max_concurrency: this task's ERP requests in flight, at most the account's limit in the
+        current environment (``erp.concurrency`` in ``config/environments/<env>.yaml``, through
+        :func:`psa_erp_sync.posting.budget.account_limit`); every request also takes a slot of the
+        account's budget shared by all processes (:mod:`psa_erp_sync.posting.budget`). Run the task
+        in the account's pool (:func:`psa_erp_sync.hooks.erp.account_pool`).
     :param batch_size: records per batch call (at most 100); default: ``posting.batch_size`` of
         ``config/mappings.yaml``.
     """

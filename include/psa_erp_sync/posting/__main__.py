@@ -3,7 +3,8 @@
     python -m psa_erp_sync.posting --dsn $DSN --erp-url http://127.0.0.1:18103 --record-type timebill
 
 Same path as the operator: periods, planner, ledger, engine. Prints the outcome as JSON.
-The batch size and ERP concurrency default to ``posting`` in ``config/mappings.yaml``.
+The batch size defaults to ``posting.batch_size`` in ``config/mappings.yaml``, the ERP concurrency to
+the account's limit in ``config/environments/<env>.yaml``.
 
 Exit codes: 0 done; 3 postings still pending after every round (run again); 4 the ODS is
 unreachable; 5 the ERP is unreachable or failed; 75 the posting lock is busy or was lost (another
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="the ERP account's limit of requests in flight, shared with every other process posting to it"
-        " (default: posting.max_concurrency in config/mappings.yaml)",
+        " (default: the ERP account's limit in config/environments/<env>.yaml, erp.concurrency)",
     )
     parser.add_argument("--batch-size", type=int, help="records per batch (default: posting.batch_size)")
     parser.add_argument("--run-id", default="cli")

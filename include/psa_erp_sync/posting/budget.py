@@ -46,15 +46,15 @@ class BudgetExhausted(RuntimeError):
 def account_limit(connection_extra: Mapping[str, Any] | None = None) -> int:
     """The ERP account's limit of requests in flight: the one place it is decided.
 
-    The ERP connection's extra ``max_concurrency`` when set, else ``posting.max_concurrency`` in
-    ``config/mappings.yaml``. Every process posting to an account must use the same number.
+    The limit of the connection's ``account_id`` in the current environment (``erp.concurrency`` of
+    ``config/environments/<env>.yaml``: the account's own entry, else the environment's default).
+    Every process posting to an account must use the same number, so no connection or task overrides
+    it.
     """
-    if connection_extra and connection_extra.get("max_concurrency") is not None:
-        limit = int(connection_extra["max_concurrency"])
-    else:
-        from psa_erp_sync.config import load_config
+    from psa_erp_sync.config import erp_concurrency_limit
 
-        limit = load_config().mappings.posting.max_concurrency
+    account = str((connection_extra or {}).get("account_id") or "default")
+    limit = erp_concurrency_limit(account)
     if limit < 1:
         raise ValueError(f"an ERP account's concurrency limit must be at least 1, not {limit}")
     return limit

@@ -77,12 +77,15 @@ class EngineSettings:
         max_concurrency: int | None = None,
         **other: Any,
     ) -> EngineSettings:
-        """``posting.batch_size`` and ``posting.max_concurrency`` of ``config/mappings.yaml``, unless
-        given here (every posting path builds its settings this way: operator, stream, replay, CLI)."""
+        """``posting.batch_size`` of ``config/mappings.yaml`` and the ERP account's limit in the
+        current environment (:func:`psa_erp_sync.posting.budget.account_limit`), unless given here
+        (every posting path builds its settings this way: operator, stream, replay, CLI)."""
+        from psa_erp_sync.posting.budget import account_limit
+
         posting = config.mappings.posting
         return cls(
             batch_size=batch_size or posting.batch_size,
-            max_concurrency=max_concurrency or posting.max_concurrency,
+            max_concurrency=max_concurrency or account_limit(),
             **other,
         )
 

@@ -13,8 +13,8 @@ covers the event's inbox seq) -> ``run queued`` (the run that claimed it) -> ``t
 event rode a run that was already on its way. The ingress itself is measured separately with
 direct signed POSTs to the API server. The load average is recorded next to the figures.
 
-    python -m psa_erp_sync.devenv.bench_stream                    # 500 events at 2/s
-    python -m psa_erp_sync.devenv.bench_stream --events 100 --rate 1
+    python -m devtools.bench_stream                    # 500 events at 2/s
+    python -m devtools.bench_stream --events 100 --rate 1
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from psa_erp_sync.devenv.airflow_env import airflow_env, psycopg_parts
-from psa_erp_sync.devenv.stack import LOCAL, ROOT, Stack
+from devtools.airflow_env import airflow_env, psycopg_parts
+from devtools.stack import LOCAL, ROOT, Stack
 
 log = logging.getLogger("bench-stream")
 
@@ -372,7 +372,7 @@ def run(
     drain_timeout: float = 600.0,
 ) -> dict[str, Any]:
     """Run the benchmark and return its figures (see the module docstring)."""
-    from psa_erp_sync.devenv.demo import seed as seed_firm
+    from devtools.demo import seed as seed_firm
 
     load_before = os.getloadavg()
     result: dict[str, Any] = {"benchmark": "stream_latency", "goal_p95_s": GOAL_P95_S, "rate_per_s": rate}

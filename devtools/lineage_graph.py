@@ -1,7 +1,7 @@
 """Read emitted OpenLineage events back: validate them against the official JSON Schemas, build the
 job/dataset graph, check it is connected from the PSA to the planning platform, and draw it.
 
-``python -m psa_erp_sync.lineage.graph EVENTS.jsonl --out DIR`` validates, prints a summary and
+``python -m devtools.lineage_graph EVENTS.jsonl --out DIR`` validates, prints a summary and
 writes ``lineage.html``, ``lineage.svg`` and ``lineage.png`` (a picture for people who have no Marquez) and
 ``lineage.mmd`` (the same graph as Mermaid). The demo runs it on its file transport's events.
 
@@ -488,7 +488,7 @@ def analyse(events_path: Path, out: Path | None = None, spec_dir: Path | None = 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m psa_erp_sync.lineage.graph", description=__doc__.split("\n")[0]
+        prog="python -m devtools.lineage_graph", description=__doc__.split("\n")[0]
     )
     parser.add_argument("events", type=Path, help="a file transport's events (JSON lines)")
     parser.add_argument("--out", type=Path, help="directory for lineage.html / .svg / .mmd")

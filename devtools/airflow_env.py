@@ -12,7 +12,7 @@ import os
 import secrets
 from pathlib import Path
 
-from psa_erp_sync.devenv.stack import LOCAL, ROOT, Stack
+from devtools.stack import LOCAL, ROOT, Stack
 
 
 def _secret(path: Path, make: str) -> str:
@@ -49,7 +49,7 @@ def airflow_env(
             "conn_type": "http",
             "host": stack.url("erp"),
             "password": "local-erp-token",
-            "extra": {"account_id": "TSTDRV100001", "max_concurrency": 15},
+            "extra": {"account_id": "TSTDRV100001"},
         },
         "planning_default": {
             "conn_type": "http",
@@ -58,8 +58,19 @@ def airflow_env(
         },
         "ods_default": {"conn_type": "postgres", **parts},
     }
-    lineage_file = lineage_file or LOCAL / "openlineage" / "events.jsonl"
-    lineage_file.parent.mkdir(parents=True, exist_ok=True)
+    from psa_erp_sync.config import airflow_environment_variables, load_environment
+
+    # The environment file decides the OpenLineage transport and namespace (dev unless chosen).
+    name = os.environ.get("PSA_ERP_SYNC_ENV") or "dev"
+    environment = load_environment(name, ROOT / "config")
+    settings = airflow_environment_variables(environment, ROOT)
+    if lineage_file is not None:  # the demo keeps this run's events beside its report
+        settings["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(
+            {"type": "file", "log_file_path": str(lineage_file), "append": True}
+        )
+    transport = json.loads(settings["AIRFLOW__OPENLINEAGE__TRANSPORT"])
+    if transport["type"] == "file":
+        Path(transport["log_file_path"]).parent.mkdir(parents=True, exist_ok=True)
     env = {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
@@ -70,12 +81,11 @@ def airflow_env(
         "AIRFLOW__CORE__FERNET_KEY": _secret(home / ".fernet_key", "fernet"),
         "AIRFLOW__API_AUTH__JWT_SECRET": _secret(home / ".jwt_secret", "token"),
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "AIRFLOW__OPENLINEAGE__NAMESPACE": "psa-erp-sync-local",
-        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
-            {"type": "file", "log_file_path": str(lineage_file), "append": True}
-        ),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": settings["AIRFLOW__OPENLINEAGE__NAMESPACE"],
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": settings["AIRFLOW__OPENLINEAGE__TRANSPORT"],
         "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
         "PSA_ERP_SYNC_CONFIG_DIR": str(ROOT / "config"),
+        "PSA_ERP_SYNC_ENV": environment.name,
         "PYTHONPATH": os.pathsep.join(
             filter(None, [str(ROOT / "include"), os.environ.get("PYTHONPATH", "")])
         ),

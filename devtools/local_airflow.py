@@ -29,9 +29,9 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from psa_erp_sync.devenv.airflow_env import airflow_env, psa_webhook_secret
-from psa_erp_sync.devenv.demo import seed
-from psa_erp_sync.devenv.stack import LOCAL, ROOT, Stack
+from devtools.airflow_env import airflow_env, psa_webhook_secret
+from devtools.demo import seed
+from devtools.stack import LOCAL, ROOT, Stack
 
 log = logging.getLogger("airflow-local")
 

@@ -9,12 +9,16 @@ with the ODS migrations -> start the four simulators -> seed a month of the defa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,10 +26,15 @@ from typing import Any
 import httpx
 import psycopg
 
-from psa_erp_sync.devenv.airflow_env import airflow_env
-from psa_erp_sync.devenv.stack import LOCAL, ROOT, Stack
+from devtools.airflow_env import airflow_env
+from devtools.stack import LOCAL, ROOT, Stack
 
 log = logging.getLogger("demo")
+
+
+class DemoStopped(RuntimeError):
+    """A DAG run of the demo failed; the message holds the failed task's error."""
+
 
 # Order matters where one DAG consumes another's output; DAGs not listed run after these.
 DAG_ORDER = (
@@ -76,12 +85,100 @@ def _airflow(args: list[str], env: dict[str, str], log_path: Path, timeout: floa
     return proc.returncode, time.monotonic() - started
 
 
-def _dag_state(log_path: Path) -> str:
-    text = log_path.read_text(errors="replace")
-    for marker in ("state=success", "state=failed"):
-        if marker in text:
-            return marker.split("=")[1]
-    return "unknown"
+@dataclass(frozen=True)
+class DagTestResult:
+    """One ``airflow dags test`` run: its state, and the first failed task's error, if any."""
+
+    state: str  # success, failed or unknown
+    seconds: float
+    failed_task: str | None = None
+    error: str | None = None
+
+
+_LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+_TASK_STARTING = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
+
+
+def run_dag_test(
+    dag_id: str,
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    conf: dict[str, Any] | None = None,
+    timeout: float = 600,
+) -> DagTestResult:
+    """``airflow dags test DAG_ID`` that stops at the first failed task try.
+
+    ``dags test`` honours retries: after a failure it waits out the retry delay, logging "No tasks
+    to run" every second. The demo's runs are meant to pass, so the first failure is the answer:
+    the process is stopped at once and the task's error (exception and traceback) is returned.
+    Everything Airflow printed stays in ``log_path``.
+    """
+    argv = [str(Path(sys.executable).parent / "airflow"), "dags", "test", dag_id]
+    if conf:
+        argv += ["--conf", json.dumps(conf)]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        argv,
+        env={
+            **os.environ,
+            **env,
+            "PYTHONUNBUFFERED": "1",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        start_new_session=True,  # so the whole process group can be stopped
+    )
+    timer = threading.Timer(timeout, _stop, (proc,))
+    timer.start()
+    task: str | None = None
+    error: list[str] | None = None
+    failed: tuple[str | None, str] | None = None
+    state = "unknown"
+    try:
+        assert proc.stdout is not None
+        with log_path.open("w", encoding="utf-8") as out:
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", errors="replace")
+                out.write(line)
+                if match := _TASK_STARTING.search(line):
+                    task, error = match.group(1), None
+                if error is not None and not _LOG_LINE.match(line):
+                    error.append(line)
+                elif "Task failed with exception" in line:
+                    error = []
+                elif error is not None and ("new_state=up_for_retry" in line or "new_state=failed" in line):
+                    failed = (task, "".join(error).strip() or line.strip())
+                    out.write(f"\n[demo] {task} failed; stopping instead of waiting for its retries\n")
+                    _stop(proc)
+                    break
+                elif "state=success" in line or "state=failed" in line:
+                    state = "success" if "state=success" in line else "failed"
+    finally:
+        timer.cancel()
+        code = proc.wait()
+    seconds = time.monotonic() - started
+    if failed is not None:
+        return DagTestResult("failed", seconds, failed[0], failed[1])
+    if code != 0:
+        return DagTestResult("failed", seconds, None, f"airflow dags test exited {code}; see {log_path}")
+    return DagTestResult(state, seconds)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop ``proc`` and its children (``dags test`` starts task processes of its own)."""
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def seed(
@@ -274,7 +371,7 @@ def domains_summary(dsn: str) -> dict[str, Any]:
 
 def lineage_summary(events: Path, out: Path) -> dict[str, Any]:
     """Validate the run's OpenLineage events against the spec, check the graph, draw it."""
-    from psa_erp_sync.lineage.graph import analyse
+    from devtools.lineage_graph import analyse
 
     if not events.exists():
         return {"error": f"no OpenLineage events at {events}"}
@@ -425,64 +522,84 @@ def main(argv: list[str] | None = None) -> int:
     now = datetime.now(UTC)
     report: dict[str, Any] = {"dags": []}
     failed = False
-    with Stack() as stack:
-        log.info("[1/5] PostgreSQL and ODS")
-        dsn = stack.start_postgres()
-        log.info("[2/5] simulators")
-        stack.start_simulators()
-        log.info("[3/5] seeding %d consultants (seed %d)", args.consultants, args.seed)
-        firm, report["firm"] = seed(
-            stack, seed_value=args.seed, consultants=args.consultants, today=now, mutations=False
-        )
-        lineage_file = args.report_dir / "openlineage-events.jsonl"
-        lineage_file.unlink(missing_ok=True)  # the file transport appends; this run's events only
-        env = airflow_env(stack, lineage_file=lineage_file)
-        logs = LOCAL / "logs"
-        log.info("[4/5] airflow db migrate")
-        code, _ = _airflow(["db", "migrate"], env, logs / "airflow-db-migrate.log")
-        if code != 0:
-            raise SystemExit(f"airflow db migrate failed; see {logs / 'airflow-db-migrate.log'}")
-
-        def run_dag(dag_id: str, label: str, conf: dict[str, Any] | None = None) -> None:
-            nonlocal failed
-            log.info("[5/5] airflow dags test %s (%s)", dag_id, label)
-            log_path = logs / f"dag-{dag_id}-{label.replace(' ', '-')}.log"
-            argv = ["dags", "test", dag_id] + (["--conf", json.dumps(conf)] if conf else [])
-            code, seconds = _airflow(argv, env, log_path)
-            state = _dag_state(log_path) if code == 0 else "failed"
-            failed |= state != "success"
-            report["dags"].append(
-                {"dag_id": dag_id, "run": label, "state": state, "seconds": seconds, "log": str(log_path)}
+    try:
+        with Stack() as stack:
+            log.info("[1/5] PostgreSQL and ODS")
+            dsn = stack.start_postgres()
+            log.info("[2/5] simulators")
+            stack.start_simulators()
+            log.info("[3/5] seeding %d consultants (seed %d)", args.consultants, args.seed)
+            firm, report["firm"] = seed(
+                stack, seed_value=args.seed, consultants=args.consultants, today=now, mutations=False
             )
-            log.info("    %s (%s): %s in %.1f s", dag_id, label, state, seconds)
+            lineage_file = args.report_dir / "openlineage-events.jsonl"
+            lineage_file.unlink(missing_ok=True)  # the file transport appends; this run's events only
+            env = airflow_env(stack, lineage_file=lineage_file)
+            logs = LOCAL / "logs"
+            log.info("[4/5] airflow db migrate")
+            code, _ = _airflow(["db", "migrate"], env, logs / "airflow-db-migrate.log")
+            if code != 0:
+                raise SystemExit(f"airflow db migrate failed; see {logs / 'airflow-db-migrate.log'}")
 
-        for dag_id in discover_dags():
-            if dag_id == "project_setup":
-                # Sales closes a deal: project setup must validate it in the ERP and provision
-                # the ERP job and the PSA project, once.
-                deal = next(
-                    (o for o in firm.crm["opportunities"] if o["stage"] not in ("Closed Won", "Closed Lost")),
-                    None,
+            def run_dag(dag_id: str, label: str, conf: dict[str, Any] | None = None) -> None:
+                nonlocal failed
+                log.info("[5/5] airflow dags test %s (%s)", dag_id, label)
+                log_path = logs / f"dag-{dag_id}-{label.replace(' ', '-')}.log"
+                result = run_dag_test(dag_id, env, log_path, conf=conf)
+                failed |= result.state != "success"
+                report["dags"].append(
+                    {
+                        "dag_id": dag_id,
+                        "run": label,
+                        "state": result.state,
+                        "seconds": result.seconds,
+                        "log": str(log_path),
+                    }
                 )
-                if deal is not None:
-                    httpx.post(
-                        f"{stack.url('crm')}/admin/opportunities/{deal['id']}/close_won", json={}, timeout=30
+                log.info("    %s (%s): %s in %.1f s", dag_id, label, result.state, result.seconds)
+                if result.state != "success":
+                    # Stop the demo here: later DAGs would only fail for the same reason.
+                    raise DemoStopped(
+                        f"{dag_id} ({label}): task {result.failed_task or '?'} failed"
+                        f"\n{result.error or 'no error text; see the log'}\nfull log: {log_path}"
                     )
-                    report["closed_won_in_demo"] = deal["id"]
-            run_dag(dag_id, "first run")
-            if dag_id == "time_expense_posting":
-                # The rest of the month happens in the PSA: late approvals, edits after posting,
-                # unapprovals and deletions. The next run (a sweep) must turn them into adjustments
-                # and reversals, so that the ERP again equals the approved PSA set.
-                from simulators.firm.load import apply_mutations
 
-                report["mutations"] = apply_mutations(firm, psa_url=stack.url("psa"))
-                log.info("    PSA changes after posting: %s", report["mutations"])
-                run_dag(dag_id, "after corrections", {"mode": "sweep"})
-        report["summary"] = summarize(dsn)
-        report["domains"] = domains_summary(dsn)
-        report["lineage"] = lineage_summary(lineage_file, args.report_dir / "lineage")
-        report["trace_examples"] = trace_examples(dsn)
+            for dag_id in discover_dags():
+                if dag_id == "project_setup":
+                    # Sales closes a deal: project setup must validate it in the ERP and provision
+                    # the ERP job and the PSA project, once.
+                    deal = next(
+                        (
+                            o
+                            for o in firm.crm["opportunities"]
+                            if o["stage"] not in ("Closed Won", "Closed Lost")
+                        ),
+                        None,
+                    )
+                    if deal is not None:
+                        httpx.post(
+                            f"{stack.url('crm')}/admin/opportunities/{deal['id']}/close_won",
+                            json={},
+                            timeout=30,
+                        )
+                        report["closed_won_in_demo"] = deal["id"]
+                run_dag(dag_id, "first run")
+                if dag_id == "time_expense_posting":
+                    # The rest of the month happens in the PSA: late approvals, edits after posting,
+                    # unapprovals and deletions. The next run (a sweep) must turn them into adjustments
+                    # and reversals, so that the ERP again equals the approved PSA set.
+                    from simulators.firm.load import apply_mutations
+
+                    report["mutations"] = apply_mutations(firm, psa_url=stack.url("psa"))
+                    log.info("    PSA changes after posting: %s", report["mutations"])
+                    run_dag(dag_id, "after corrections", {"mode": "sweep"})
+            report["summary"] = summarize(dsn)
+            report["domains"] = domains_summary(dsn)
+            report["lineage"] = lineage_summary(lineage_file, args.report_dir / "lineage")
+            report["trace_examples"] = trace_examples(dsn)
+    except DemoStopped as exc:
+        print(f"\n=== demo stopped: {exc}", file=sys.stderr)
+        return 1
     report["seconds"] = time.monotonic() - started
     report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     path = write_report(report, args.report_dir)

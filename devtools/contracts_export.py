@@ -1,4 +1,4 @@
-"""Export the JSON Schema of every v1 contract: ``python -m psa_erp_sync.contracts.export [--check]``.
+"""Export the JSON Schema of every v1 contract: ``python -m devtools.contracts_export [--check]``.
 
 Writes ``schemas/v1/<Model>.json`` next to this module, one file per model, with sorted keys and
 a trailing newline so the output is byte-stable and reviewable. ``--check`` writes nothing and
@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from psa_erp_sync.contracts import compat, v1
 
-SCHEMA_ROOT = Path(__file__).resolve().parent / "schemas"
+SCHEMA_ROOT = Path(__file__).resolve().parents[1] / "include" / "psa_erp_sync" / "contracts" / "schemas"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             out.write(problem + "\n")
         if problems:
-            out.write("schemas differ from the models; run: python -m psa_erp_sync.contracts.export\n")
+            out.write("schemas differ from the models; run: python -m devtools.contracts_export\n")
         return 1 if problems else 0
 
     breaks = published_breaks(directory, expected)

@@ -3,7 +3,7 @@ what was known then, report WAPE and bias per level and horizon next to a naive 
 
 Usage::
 
-    python -m psa_erp_sync.forecast.backtest --months 24 [--seed 7] [--json]
+    python -m devtools.forecast_backtest --months 24 [--seed 7] [--json]
 
 The synthetic firm (deterministic per seed) is built to be honest about what a plan knows:
 

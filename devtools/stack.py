@@ -17,12 +17,12 @@ from types import TracebackType
 import httpx
 import psycopg
 
-from psa_erp_sync.devenv import pgserver
+from devtools import pgserver
 from psa_erp_sync.ods import migrate
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / ".local"
 SIMULATORS = ("psa", "crm", "erp", "planning")
 SIM_PORTS = {"psa": 18101, "crm": 18102, "erp": 18103, "planning": 18104}

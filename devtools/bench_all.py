@@ -1,10 +1,10 @@
 """``make bench``: every benchmark in its own process, one JSON document with all targets.
 
-- ``posting``: ``python -m psa_erp_sync.devenv.bench`` (extract -> stage -> validate -> post, with
+- ``posting``: ``python -m devtools.bench`` (extract -> stage -> validate -> post, with
   same-run baselines: bare COPY, pandas ``to_sql``, dlt, the ERP's raw capacity);
-- ``forecast``: ``python -m psa_erp_sync.devenv.bench_forecast`` (50,000 projects x 12
+- ``forecast``: ``python -m devtools.bench_forecast`` (50,000 projects x 12
   months, computed and written to PostgreSQL);
-- ``stream``: ``python -m psa_erp_sync.devenv.bench_stream`` (webhook accepted -> ERP posting
+- ``stream``: ``python -m devtools.bench_stream`` (webhook accepted -> ERP posting
   confirmed, with a real API server, scheduler, triggerer and DAG processor).
 
 Each runs in a fresh process, one after the other, so one's memory and CPU do not colour the
@@ -23,9 +23,9 @@ import time
 from typing import Any
 
 BENCHES: dict[str, list[str]] = {
-    "posting": ["-m", "psa_erp_sync.devenv.bench"],
-    "forecast": ["-m", "psa_erp_sync.devenv.bench_forecast"],
-    "stream": ["-m", "psa_erp_sync.devenv.bench_stream"],
+    "posting": ["-m", "devtools.bench"],
+    "forecast": ["-m", "devtools.bench_forecast"],
+    "stream": ["-m", "devtools.bench_stream"],
 }
 
 

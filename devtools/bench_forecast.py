@@ -8,9 +8,9 @@ snapshot). A refresh is only done when its snapshots are stored, so the figure c
 target includes the write; compute-only and write-only are reported too, and a re-run on the same
 inputs must write nothing.
 
-    python -m psa_erp_sync.devenv.bench_forecast                  # fresh database on the embedded PostgreSQL
-    python -m psa_erp_sync.devenv.bench_forecast --dsn postgresql://...  # that (migrated) database
-    python -m psa_erp_sync.devenv.bench_forecast --compute-only   # no database: "met" is false
+    python -m devtools.bench_forecast                  # fresh database on the embedded PostgreSQL
+    python -m devtools.bench_forecast --dsn postgresql://...  # that (migrated) database
+    python -m devtools.bench_forecast --compute-only   # no database: "met" is false
 
 ``run(...)`` returns the figures as a dict (``make bench`` merges it into its JSON).
 """
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.dsn:
         result = run(args.projects, args.months, args.dsn, parallel=parallel)
     else:
-        from psa_erp_sync.devenv.stack import Stack
+        from devtools.stack import Stack
 
         with Stack(database="psa_erp_sync_bench_forecast", fresh=True) as stack:
             result = run(args.projects, args.months, stack.start_postgres(), parallel=parallel)

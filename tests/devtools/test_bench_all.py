@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from psa_erp_sync.devenv.bench_all import parse_output, targets_of
+from devtools.bench_all import parse_output, targets_of
 
 
 def test_parse_output_skips_logs_and_reads_the_last_document() -> None:
@@ -28,7 +28,7 @@ def test_targets_are_normalised() -> None:
 
 
 def test_stream_latency_table_lists_every_stage() -> None:
-    from psa_erp_sync.devenv.bench_stream import latency_table
+    from devtools.bench_stream import latency_table
 
     figures = {
         "ingress_roundtrip_s": {"p50": 0.002, "p95": 0.003, "p99": 0.004},

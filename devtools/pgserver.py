@@ -13,8 +13,8 @@ converted on its next start.
 
 Usage::
 
-    python -m psa_erp_sync.devenv.pgserver start --data .local/pg --port 54329
-    python -m psa_erp_sync.devenv.pgserver stop --data .local/pg
+    python -m devtools.pgserver start --data .local/pg --port 54329
+    python -m devtools.pgserver stop --data .local/pg
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from psa_erp_sync.devenv import pgserver
+from devtools import pgserver
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ are shared and noisy; the load average is reported with the figures):
 
 The ``targets`` section compares each measured value with its target and says whether it is met.
 
-    python -m psa_erp_sync.devenv.bench                      # ~100k time entries (2,000 consultants)
-    python -m psa_erp_sync.devenv.bench --consultants 12500  # the month-end peak (~598k time entries + ~82k expenses)
+    python -m devtools.bench                      # ~100k time entries (2,000 consultants)
+    python -m devtools.bench --consultants 12500  # the month-end peak (~598k time entries + ~82k expenses)
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import httpx
 import msgspec
 import psycopg
 
-from psa_erp_sync.devenv.stack import Stack
+from devtools.stack import Stack
 
 log = logging.getLogger("bench")
 
@@ -325,7 +325,7 @@ def pandas_to_sql(dsn: str, rows: int) -> dict[str, Any]:
 
 
 def _dlt_in_child(dsn: str, limit: int, workdir: str) -> dict[str, Any]:
-    from psa_erp_sync.devenv.bench_peers import dlt_merge
+    from devtools.bench_peers import dlt_merge
 
     return dlt_merge(dsn, limit, Path(workdir)) | {"child_peak_rss_mb": round(_rss_mb(), 1)}
 
@@ -464,10 +464,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("psa_erp_sync.clients.psa").setLevel(logging.WARNING)
 
+    from devtools.stack import LOCAL
     from psa_erp_sync.clients.erp import NetSuiteClient
     from psa_erp_sync.clients.psa import HarvestClient
     from psa_erp_sync.config import load_config
-    from psa_erp_sync.devenv.stack import LOCAL
     from psa_erp_sync.extract import psa as psa_extract
     from psa_erp_sync.ods import staging
     from psa_erp_sync.posting.service import post_record_type
