@@ -287,6 +287,21 @@ class InboxWriter:
 # -- the app -----------------------------------------------------------------------------------
 
 
+INGRESS_CONN_ID = "ods_ingress"
+
+
+def ingress_conn_id() -> str:
+    """The ODS connection the ingress writes with: ``ods_ingress`` (a role that may only insert into
+    the inbox, migration 0015) when the deployment defines it, else ``ods_default``."""
+    try:
+        from airflow.sdk import BaseHook
+
+        BaseHook.get_connection(INGRESS_CONN_ID)
+    except Exception:  # not defined (AirflowNotFoundException), or no Airflow here: the ODS's own
+        return "ods_default"
+    return INGRESS_CONN_ID
+
+
 def _reject(status: int, error: str, reason_code: str | None = None) -> JSONResponse:
     return JSONResponse(
         {"status": "rejected", "error": error, "reason_code": reason_code}, status_code=status
@@ -344,13 +359,13 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
-    """Build the ingress app. ``dsn``: the ODS (default: the ``ods_default`` connection, resolved
-    on the first request); ``secrets``: lookup per source (default: Airflow connection / env)."""
+    """Build the ingress app. ``dsn``: the ODS (default: the ``ods_ingress`` connection, else
+    ``ods_default``, resolved on the first request); ``secrets``: lookup per source (default: Airflow connection / env)."""
 
     def ods_dsn() -> str:
         from psa_erp_sync.hooks.ods import OdsHook
 
-        return OdsHook().dsn()
+        return OdsHook(ingress_conn_id()).dsn()
 
     writer = InboxWriter(dsn if dsn is not None else ods_dsn)
     cache = _SecretCache(secrets or secrets_from_airflow)

@@ -210,6 +210,10 @@ def _reconcile(
     return report
 
 
+# A posting try lost with its worker (heartbeat timeout) resumes soon: the ledger makes a retry
+# safe, and month-end close runs every 15 minutes. Backoff still doubles from here.
+POSTING_RETRY_DELAY = timedelta(seconds=10)
+
 EXTERNAL_ID_PREFIX = {"timebill": "psa-te-", "expensereport": "psa-ex-"}
 
 
@@ -345,8 +349,12 @@ def build() -> None:
     )
     [validated_time, validated_expenses] >> checked
     # One after the other: each uses the ERP account's whole concurrency budget, which is shared.
-    post_time = IdempotentPostingOperator(task_id="post_timebills", record_type="timebill")
-    post_expenses = IdempotentPostingOperator(task_id="post_expense_reports", record_type="expensereport")
+    post_time = IdempotentPostingOperator(
+        task_id="post_timebills", record_type="timebill", retry_delay=POSTING_RETRY_DELAY
+    )
+    post_expenses = IdempotentPostingOperator(
+        task_id="post_expense_reports", record_type="expensereport", retry_delay=POSTING_RETRY_DELAY
+    )
     # Blocked projects (inactive job or customer, wrong subsidiary or currency) are named, with an
     # owner, before the ERP rejects their entries one by one.
     precheck = ProjectPrecheckOperator(task_id="precheck_projects")
