@@ -112,6 +112,17 @@ def compose_airflow_env(variables: Mapping[str, str]) -> dict[str, str]:
     return {key: interpolate(str(value), variables) for key, value in common.items()}
 
 
+def compose_pools() -> list[list[str]]:
+    """The ``airflow pools set NAME SLOTS DESCRIPTION`` calls of compose's ``airflow-init``."""
+    import shlex
+
+    script = " ".join(str(part) for part in load_compose()["services"]["airflow-init"]["command"])
+    return [
+        shlex.split(match.group(1))[:3]
+        for match in re.finditer(r"airflow pools set ((?:[^&;\n\"]|\"[^\"]*\")+)", script)
+    ]
+
+
 def localize(env: Mapping[str, str], ports: Mapping[str, int], opt_airflow: Path) -> dict[str, str]:
     """Compose service addresses -> 127.0.0.1 and this run's ports; ``/opt/airflow`` -> a work dir.
 
@@ -182,7 +193,10 @@ class Topology:
         self.logs = work / "logs"
         self.opt_airflow = work / "opt-airflow"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.ports: dict[str, int] = {}
+        # Every loopback port up front: the init step derives the environment while services start.
+        self.ports: dict[str, int] = {
+            service: free_port() for service in COMPOSE_PORTS if service not in ("postgres", "marquez")
+        }
         self.pg_data = work / "pg"
         self.pg_started = False
         self.lineage: LineageReceiver | None = None
@@ -296,8 +310,7 @@ class Topology:
 
     # -- Redis --------------------------------------------------------------------------------------
     def start_redis(self, redis_server: str) -> None:
-        port = free_port()
-        self.ports["redis"] = port
+        port = self.ports["redis"]
         self._spawn(
             "redis",
             [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -320,8 +333,6 @@ class Topology:
     # -- simulators ----------------------------------------------------------------------------------
     def start_simulators(self) -> None:
         sim_env = load_compose()["x-simulator"]["environment"]
-        for name in SIMULATORS:
-            self.ports[f"sim-{name}"] = free_port()
         env = {
             **os.environ,
             **localize(
@@ -359,7 +370,6 @@ class Topology:
         if self.lineage is None:
             self.lineage = LineageReceiver()
         self.ports["marquez"] = self.lineage.port
-        self.ports["airflow-apiserver"] = self.ports.get("airflow-apiserver") or free_port()
         env = localize(compose_airflow_env(self.variables), self._all_ports(), self.opt_airflow)
         image = {  # the Dockerfile's layout: AIRFLOW_HOME, dags, plugins, config, the package
             "AIRFLOW_HOME": str(self.opt_airflow),
@@ -394,6 +404,16 @@ class Topology:
                 check=True,
                 timeout=600,
             )
+            for pool in compose_pools():  # the pools compose's init creates (ERP account budget)
+                subprocess.run(
+                    [str(BIN / "airflow"), "pools", "set", *pool],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                    check=True,
+                    timeout=300,
+                )
             subprocess.run(
                 [sys.executable, "-m", "psa_erp_sync.ods.migrate", "--dsn", self.ods_dsn],
                 env=env,
