@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.topology import COMPOSE_PORTS, compose_airflow_env, interpolate, localize
+from tests.e2e.topology import COMPOSE_PORTS, compose_airflow_env, compose_pools, interpolate, localize
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW_SERVICES = (
@@ -87,6 +87,10 @@ def test_init_migrates_and_creates_the_admin_user(compose: dict[str, Any]) -> No
     passwords_file = env_of(init)["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
     assert passwords_file in script and "AIRFLOW_ADMIN_PASSWORD" in script
     assert init.get("restart") == "no"
+    # The ERP account's pool the posting tasks run in (docs/posting.md): without it they never start.
+    from psa_erp_sync.hooks.erp import account_pool
+
+    assert [pool[0] for pool in compose_pools()] == [account_pool()]
 
 
 def test_one_jwt_secret_and_fernet_key_everywhere_and_no_secret_defaults(compose: dict[str, Any]) -> None:

@@ -10,16 +10,17 @@ Routes (all under ``/services/rest``, all requiring ``Authorization: Bearer <any
   ``GET /async/v1/job/{id}`` and ``GET /async/v1/job/{id}/result``;
 - ``POST /query/v1/suiteql`` (the subset in :mod:`simulators.erp.suiteql`).
 
-The account's concurrency limit is shared by every client: over it a request is answered 429
-``SSS_REQUEST_LIMIT_EXCEEDED`` with ``Retry-After``. ``PUT /admin/config`` sets the limit and a
-simulated per-request service time. See ``simulators/erp/README.md`` for fields and error codes.
+The account's concurrency limit is shared by every client of the account (``X-NetSuite-Account``):
+over it a request is answered 429 ``SSS_REQUEST_LIMIT_EXCEEDED`` with ``Retry-After``.
+``PUT /admin/config`` sets the limit and a simulated per-request service time;
+``GET /admin/concurrency`` reports the highest number of requests in flight per account. See ``simulators/erp/README.md`` for fields and error codes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,22 +53,64 @@ class ErpConfig:
 
 
 @dataclass
-class Governor:
-    """In-flight request accounting for the whole account (the event loop serialises updates)."""
+class AccountLoad:
+    """Requests of one account (``X-NetSuite-Account``) since the last reset.
 
-    config: ErpConfig
+    ``max_in_flight`` counts admitted requests (never above the limit); ``max_requested`` counts
+    every request at the moment it arrived, including the one answered 429: above the limit means
+    the account's clients together sent more at once than the account allows.
+    """
+
     in_flight: int = 0
     max_in_flight: int = 0
+    max_requested: int = 0
     requests: int = 0
     throttled: int = 0
 
+
+@dataclass
+class Governor:
+    """In-flight request accounting per account (the event loop serialises updates)."""
+
+    config: ErpConfig
+    accounts: dict[str, AccountLoad] = field(default_factory=dict)
+
     def reset(self) -> None:
         self.config = ErpConfig()
-        self.in_flight = self.max_in_flight = self.requests = self.throttled = 0
+        self.reset_load()
+
+    def reset_load(self) -> None:
+        # Requests still in flight stay counted: they decrement the same counter when they end.
+        for load in self.accounts.values():
+            load.max_in_flight = load.max_requested = load.in_flight
+            load.requests = load.throttled = 0
+
+    def load(self, account: str) -> AccountLoad:
+        found = self.accounts.get(account)
+        if found is None:
+            found = self.accounts[account] = AccountLoad()
+        return found
+
+    def total(self, name: str) -> int:
+        return sum(getattr(load, name) for load in self.accounts.values())
+
+
+DEFAULT_ACCOUNT = "default"
+
+
+def _account_of(scope: Scope) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == b"x-netsuite-account":
+            return str(value.decode("latin-1")) or DEFAULT_ACCOUNT
+    return DEFAULT_ACCOUNT
 
 
 class ConcurrencyLimit:
-    """ASGI middleware: at most ``concurrency_limit`` API requests in flight, else 429."""
+    """ASGI middleware: at most ``concurrency_limit`` API requests in flight per account, else 429.
+
+    The account is the ``X-NetSuite-Account`` header (NetSuite reads it from the host name,
+    ``<account>.suitetalk.api.netsuite.com``); requests without it share the account ``default``.
+    """
 
     def __init__(self, app: ASGIApp, governor: Governor) -> None:
         self.app = app
@@ -78,9 +121,11 @@ class ConcurrencyLimit:
             await self.app(scope, receive, send)
             return
         gov = self.governor
-        gov.requests += 1
-        if gov.in_flight >= gov.config.concurrency_limit:
-            gov.throttled += 1
+        load = gov.load(_account_of(scope))
+        load.requests += 1
+        load.max_requested = max(load.max_requested, load.in_flight + 1)
+        if load.in_flight >= gov.config.concurrency_limit:
+            load.throttled += 1
             error = NetSuiteError(
                 429,
                 [
@@ -106,14 +151,14 @@ class ConcurrencyLimit:
             )
             await send({"type": "http.response.body", "body": payload})
             return
-        gov.in_flight += 1
-        gov.max_in_flight = max(gov.max_in_flight, gov.in_flight)
+        load.in_flight += 1
+        load.max_in_flight = max(load.max_in_flight, load.in_flight)
         try:
             if gov.config.service_time_ms:
                 await asyncio.sleep(gov.config.service_time_ms / 1000)
             await self.app(scope, receive, send)
         finally:
-            gov.in_flight -= 1
+            load.in_flight -= 1
 
 
 # --------------------------------------------------------------------------- helpers
@@ -496,12 +541,31 @@ def stats(request: Request) -> dict[str, Any]:
         "amounts": {t: str(a) for t, _, _, a in rows if a is not None},
         "batch_jobs": int(jobs[0]) if jobs else 0,
         "batch_items": int(jobs[1]) if jobs else 0,
-        "requests": gov.requests,
-        "throttled": gov.throttled,
-        "in_flight": gov.in_flight,
-        "max_in_flight": gov.max_in_flight,
+        # Sums over accounts (one account in most tests); per account: GET /admin/concurrency.
+        "requests": gov.total("requests"),
+        "throttled": gov.total("throttled"),
+        "in_flight": gov.total("in_flight"),
+        "max_in_flight": max((load.max_in_flight for load in gov.accounts.values()), default=0),
         "config": asdict(gov.config),
     }
+
+
+@admin.get("/concurrency")
+def concurrency(request: Request) -> dict[str, Any]:
+    """Per account: requests in flight now, the highest admitted and the highest requested at once
+    (including requests answered 429), requests and 429s, since the last reset."""
+    gov = _governor(request)
+    return {
+        "concurrency_limit": gov.config.concurrency_limit,
+        "accounts": {name: asdict(load) for name, load in sorted(gov.accounts.items())},
+    }
+
+
+@admin.post("/concurrency/reset")
+def reset_concurrency(request: Request) -> dict[str, Any]:
+    """Start counting afresh (records and config stay)."""
+    _governor(request).reset_load()
+    return concurrency(request)
 
 
 @admin.get("/records/{record_type}")

@@ -216,7 +216,6 @@ class Topology:
             "PSA_WEBHOOK_SECRET": token(16),
             "ERP_WEBHOOK_SECRET": token(16),
         }
-        self.superuser_password = token(12)
         self.env: dict[str, str] = {}
 
     # -- helpers -------------------------------------------------------------------------------
@@ -261,7 +260,11 @@ class Topology:
 
     # -- PostgreSQL ------------------------------------------------------------------------------
     def start_postgres(self) -> None:
-        """A fresh server, initialised as the ``postgres`` image does, then compose's init script."""
+        """A fresh server, initialised as the ``postgres`` image does, then compose's init script.
+
+        The embedded server already authenticates every connection with scram-sha-256 (its
+        superuser's password is generated); the image's ``POSTGRES_USER`` / ``POSTGRES_PASSWORD`` /
+        ``POSTGRES_DB`` are created on top of it."""
         from psa_erp_sync.devenv import pgserver
 
         pgserver.destroy(self.pg_data)
@@ -277,21 +280,6 @@ class Topology:
                 )
             )
             conn.execute("CREATE DATABASE airflow OWNER airflow")
-            conn.execute(
-                psycopg.sql.SQL("ALTER ROLE postgres PASSWORD {}").format(
-                    psycopg.sql.Literal(self.superuser_password)
-                )
-            )
-            hba = conn.execute("SHOW hba_file").fetchone()
-            assert hba is not None
-            # POSTGRES_HOST_AUTH_METHOD / POSTGRES_INITDB_ARGS: scram-sha-256 for every connection.
-            Path(hba[0]).write_text(
-                "local all all scram-sha-256\n"
-                "host all all 127.0.0.1/32 scram-sha-256\n"
-                "host all all ::1/128 scram-sha-256\n"
-            )
-            conn.execute("SELECT pg_reload_conf()")
-        time.sleep(0.5)
         psql = shutil.which("psql") or str(pgserver._bin("psql"))
         env = {
             **os.environ,

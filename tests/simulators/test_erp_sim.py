@@ -663,3 +663,28 @@ def test_seed_is_an_upsert_and_state_lives_in_postgres(erp: RunningSimulator, pg
     assert str(row[1]) == "100000.00"
     dump = erp.admin("GET", "/records/job", params={"limit": 2})
     assert (dump["count"], dump["totalResults"]) == (2, 4)
+
+
+def test_concurrency_is_counted_and_limited_per_account(erp: RunningSimulator) -> None:
+    erp.admin("PUT", "/config", json={"concurrency_limit": 2, "service_time_ms": 300})
+    erp.admin("POST", "/concurrency/reset")
+
+    def call(account: str) -> int:
+        headers = AUTH | {"X-NetSuite-Account": account}
+        return httpx.get(
+            f"{erp.base_url}{REC}/customer/eid:psa-client-1", headers=headers, timeout=30
+        ).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        codes = list(pool.map(call, ["BUSY"] * 6 + ["QUIET"] * 2))
+    seen = erp.admin("GET", "/concurrency")
+    busy, quiet = seen["accounts"]["BUSY"], seen["accounts"]["QUIET"]
+    assert seen["concurrency_limit"] == 2
+    assert codes[6:] == [200, 200]  # the other account's limit is its own
+    assert busy["throttled"] == codes[:6].count(429) > 0
+    assert busy["max_in_flight"] == 2 < busy["max_requested"] <= 6
+    assert quiet["max_requested"] <= 2 and (quiet["throttled"], quiet["requests"]) == (0, 2)
+    assert busy["in_flight"] == quiet["in_flight"] == 0
+
+    after = erp.admin("POST", "/concurrency/reset")["accounts"]["BUSY"]
+    assert after == {"in_flight": 0, "max_in_flight": 0, "max_requested": 0, "requests": 0, "throttled": 0}

@@ -226,10 +226,10 @@ class InboxWriter:
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
-                    from psycopg_pool import ConnectionPool
+                    from psa_erp_sync.ods import connections
 
                     dsn = self._dsn() if callable(self._dsn) else self._dsn
-                    self._pool = ConnectionPool(
+                    self._pool = connections.pool(
                         dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=True
                     )
         return self._pool.connection()

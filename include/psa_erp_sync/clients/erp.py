@@ -19,6 +19,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 from urllib.parse import quote
 
@@ -135,6 +136,9 @@ class NetSuiteClient:
     :param transport: an httpx transport (tests).
     :param sleep: how to wait between attempts (tests pass a recorder).
     :param job_poll_timeout: seconds to wait for an async job to finish.
+    :param concurrency_limit: the account's limit of requests in flight, shared by every process
+        that sends to the account (None: the configured default, see
+        :func:`psa_erp_sync.posting.budget.account_limit`).
     """
 
     def __init__(
@@ -148,10 +152,15 @@ class NetSuiteClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         job_poll_timeout: float = 300.0,
+        concurrency_limit: int | None = None,
     ) -> None:
         if not token:
             raise ValueError("an ERP token is required")
         self.account_id = account_id
+        self.concurrency_limit = concurrency_limit
+        # Taken around each HTTP request when set: the account's budget shared across processes
+        # (psa_erp_sync.posting.budget). A plain client has none.
+        self.request_slot: Callable[[], AbstractContextManager[Any]] | None = None
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self.job_poll_timeout = job_poll_timeout
@@ -223,15 +232,16 @@ class NetSuiteClient:
             with self._lock:
                 self._requests += 1
             try:
-                sent_at = time.monotonic()
-                try:
-                    response = self._http.request(
-                        method, path, content=content, params=params, headers=send_headers
-                    )
-                finally:
-                    waited = time.monotonic() - sent_at
-                    with self._lock:
-                        self._request_seconds += waited
+                with self.request_slot() if self.request_slot is not None else nullcontext():
+                    sent_at = time.monotonic()
+                    try:
+                        response = self._http.request(
+                            method, path, content=content, params=params, headers=send_headers
+                        )
+                    finally:
+                        waited = time.monotonic() - sent_at
+                        with self._lock:
+                            self._request_seconds += waited
             except _NOT_SENT as exc:
                 if attempt < self.retry.max_attempts:
                     self._pause(attempt, None, None, "connection failed", method, path)

@@ -74,12 +74,24 @@ def _paused(metadata_db: Path, dag_id: str) -> bool | None:
 def unpause_when_parsed(
     airflow: Path, env: dict[str, str], metadata_db: Path, dag_id: str, stop: threading.Event
 ) -> None:
-    """``airflow dags unpause`` once the DAG processor has serialized the DAG, until it sticks."""
+    """``airflow dags unpause`` once the DAG processor has serialized the DAG, until it sticks.
+
+    Also creates the ERP account's pool the posting tasks run in (docs/posting.md), once the
+    metadata DB is migrated: without it the scheduler never starts them."""
+    from psa_erp_sync.hooks.erp import account_pool
+
+    pool_made = False
     while not stop.wait(5.0):
         try:
             paused = _paused(metadata_db, dag_id)
         except sqlite3.Error:
             continue  # the DB is being migrated or written: try again
+        if paused is not None and not pool_made:
+            made = subprocess.run(
+                [str(airflow), "pools", "set", account_pool(), "2", "ERP account: posting tasks"],
+                env=env, capture_output=True, check=False,
+            )  # fmt: skip
+            pool_made = made.returncode == 0
         if paused is False:
             log.info("%s is active: PSA webhooks now start event-driven runs", dag_id)
             return

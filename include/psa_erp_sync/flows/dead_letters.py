@@ -53,6 +53,7 @@ def _filter(params: dict[str, Any]) -> Any:
 def build() -> None:
     from airflow.providers.standard.operators.python import ShortCircuitOperator
 
+    from psa_erp_sync.hooks.erp import account_pool
     from psa_erp_sync.operators.posting import IdempotentPostingOperator
 
     @task(task_id="select_dead_letters")
@@ -110,5 +111,7 @@ def build() -> None:
         python_callable=lambda matched: (not matched["dry_run"]) and matched["matched"] > 0,
         op_args=[selected],
     )
-    post = IdempotentPostingOperator(task_id="post_replayed", record_type="{{ params.record_type }}")
+    post = IdempotentPostingOperator(
+        task_id="post_replayed", record_type="{{ params.record_type }}", pool=account_pool()
+    )
     unless_dry_run >> release_for_posting() >> post

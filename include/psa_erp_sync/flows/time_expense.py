@@ -316,6 +316,7 @@ def build() -> None:
         return _cadence_gate()
 
     from psa_erp_sync import assets
+    from psa_erp_sync.hooks.erp import account_pool
     from psa_erp_sync.operators.erp_validation import ProjectPrecheckOperator
     from psa_erp_sync.operators.posting import IdempotentPostingOperator
     from psa_erp_sync.operators.time_expense import (
@@ -348,12 +349,17 @@ def build() -> None:
         validated=[validated_time.output, validated_expenses.output],
     )
     [validated_time, validated_expenses] >> checked
-    # One after the other: each uses the ERP account's whole concurrency budget, which is shared.
+    # One after the other: each uses the ERP account's whole concurrency budget, which is shared
+    # (with the stream and replays too: the account's pool and request budget, docs/posting.md).
+    pool = account_pool()
     post_time = IdempotentPostingOperator(
-        task_id="post_timebills", record_type="timebill", retry_delay=POSTING_RETRY_DELAY
+        task_id="post_timebills", record_type="timebill", pool=pool, retry_delay=POSTING_RETRY_DELAY
     )
     post_expenses = IdempotentPostingOperator(
-        task_id="post_expense_reports", record_type="expensereport", retry_delay=POSTING_RETRY_DELAY
+        task_id="post_expense_reports",
+        record_type="expensereport",
+        pool=pool,
+        retry_delay=POSTING_RETRY_DELAY,
     )
     # Blocked projects (inactive job or customer, wrong subsidiary or currency) are named, with an
     # owner, before the ERP rejects their entries one by one.

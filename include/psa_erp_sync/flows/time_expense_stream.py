@@ -54,7 +54,7 @@ def _process() -> dict[str, Any]:
     config = load_config()
     erp_hook = ErpHook()
     settings = EngineSettings(
-        max_concurrency=erp_hook.max_concurrency(config.mappings.posting.max_concurrency),
+        max_concurrency=erp_hook.max_concurrency(),
         progress_every_s=60.0,
     )
     with PsaHook().get_client() as psa, erp_hook.get_client() as erp:
@@ -73,6 +73,7 @@ def _process() -> dict[str, Any]:
 
 def build() -> None:
     """Declare the stream DAG's task (call inside a DAG context)."""
+    from psa_erp_sync.hooks.erp import account_pool
     from psa_erp_sync.lineage.refs import erp, ods, psa
     from psa_erp_sync.operators.python import ReportingPythonOperator
 
@@ -81,6 +82,7 @@ def build() -> None:
     ReportingPythonOperator(
         task_id="process_inbox",
         python_callable=_process,
+        pool=account_pool(),  # it posts: one of the ERP account's posting tasks
         step="stream",
         inputs=[ods("inbox.event"), psa("/v2/time_entries"), psa("/v2/expenses"), ods("staging.raw_record"),
                 ods("canonical.time_entry"), ods("canonical.expense_entry"), ods("ledger.posting")],

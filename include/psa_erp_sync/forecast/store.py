@@ -72,7 +72,6 @@ def write_snapshots(
     snapshot still commits with all its rows or not at all; a failure in one leaves the others
     written, and a re-run writes only the missing ones. Off by default: on the shared 2-core
     machine it did not measurably win and took 40 % more memory (docs/forecast.md)."""
-    import psycopg
 
     def one(result: model.ForecastResult, target: psycopg.Connection) -> bool:
         return write_snapshot(
@@ -84,8 +83,10 @@ def write_snapshots(
         return {r.scenario: one(r, conn) for r in results}
     from concurrent.futures import ThreadPoolExecutor
 
+    from psa_erp_sync.ods import connections
+
     def own(result: model.ForecastResult) -> bool:
-        with psycopg.connect(conn.info.dsn, password=conn.info.password) as target:
+        with connections.connect_like(conn) as target:
             return one(result, target)
 
     with ThreadPoolExecutor(max_workers=len(results), thread_name_prefix="forecast-write") as pool:

@@ -11,7 +11,9 @@ class ErpHook(HttpSystemHook):
     """Builds a :class:`~psa_erp_sync.clients.erp.NetSuiteClient` from a connection.
 
     Connection: host = REST base URL, password = token, extra ``account_id`` and optionally
-    ``max_concurrency`` (the account's concurrency limit, shared by all its integrations).
+    ``max_concurrency`` (the account's concurrency limit, shared by all its integrations; see
+    :func:`psa_erp_sync.posting.budget.account_limit`). One connection per ERP account: its posting
+    tasks run in the Airflow pool :func:`account_pool` names.
     """
 
     conn_name_attr = "erp_conn_id"
@@ -30,8 +32,22 @@ class ErpHook(HttpSystemHook):
             account_id=str(extra.get("account_id", "default")),
             token=token,
             timeout=timeout,
+            concurrency_limit=self.max_concurrency(),
         )
 
-    def max_concurrency(self, default: int = 15) -> int:
+    def max_concurrency(self) -> int:
+        """The account's limit of requests in flight (connection extra, else configuration)."""
+        from psa_erp_sync.posting.budget import account_limit
+
         _, _, extra = self.connection_parts()
-        return int(extra.get("max_concurrency", default))
+        return account_limit(extra)
+
+
+def account_pool(erp_conn_id: str = ErpHook.default_conn_name) -> str:
+    """The Airflow pool of the posting tasks of the ERP account behind ``erp_conn_id``.
+
+    Named after the connection, not the account id inside it: DAG files are parsed without reading
+    connections, and each ERP account has exactly one connection. The platform team creates it once
+    per account (docs/posting.md): ``airflow pools set erp_account__erp_default 4 "..."``.
+    """
+    return f"erp_account__{erp_conn_id}"

@@ -26,8 +26,10 @@ class IdempotentPostingOperator(LineageReportingOperator):
     :param record_type: ERP record type, ``timebill`` or ``expensereport``. (templated)
     :param erp_conn_id: Airflow connection of the ERP.
     :param ods_conn_id: Airflow connection of the ODS.
-    :param max_concurrency: concurrent ERP requests; default: the connection's ``max_concurrency``
-        extra (the account's limit, shared by every integration of the account).
+    :param max_concurrency: this task's ERP requests in flight, at most the account's limit (the
+        connection's ``max_concurrency`` extra, else configuration); every request also takes a slot
+        of the account's budget shared by all processes (:mod:`psa_erp_sync.posting.budget`). Run
+        the task in the account's pool (:func:`psa_erp_sync.hooks.erp.account_pool`).
     :param batch_size: records per batch call (at most 100).
     """
 
@@ -64,9 +66,9 @@ class IdempotentPostingOperator(LineageReportingOperator):
             raise ValueError("batch_size must be between 1 and 100 (the ERP's batch limit)")
         config = load_config()
         erp_hook = ErpHook(self.erp_conn_id)
-        concurrency = self.max_concurrency or erp_hook.max_concurrency(
-            config.mappings.posting.max_concurrency
-        )
+        # This task's requests in flight; every process posting to the account shares its limit.
+        limit = erp_hook.max_concurrency()
+        concurrency = min(self.max_concurrency or limit, limit)
         ti = context["ti"]
         self.record_lineage_run(context, f"post:{self.record_type}")
         state: Any = context.get("task_state_store")

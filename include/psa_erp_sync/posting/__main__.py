@@ -27,7 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--erp-token", default=os.environ.get("ERP_TOKEN", "local-erp-token"))
     parser.add_argument("--account-id", default="TSTDRV100001")
     parser.add_argument("--record-type", default="timebill", choices=["timebill", "expensereport"])
-    parser.add_argument("--concurrency", type=int, default=15)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="the ERP account's limit of requests in flight, shared with every other process posting to it"
+        " (default: posting.max_concurrency in config/mappings.yaml)",
+    )
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--run-id", default="cli")
     parser.add_argument("--timeout", type=float, default=30.0)
@@ -37,16 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from psa_erp_sync.clients.erp import NetSuiteClient
+    from psa_erp_sync.posting.budget import account_limit
 
+    limit = args.concurrency or account_limit()
     with NetSuiteClient(
-        base_url=args.erp_url, account_id=args.account_id, token=args.erp_token, timeout=args.timeout
+        base_url=args.erp_url,
+        account_id=args.account_id,
+        token=args.erp_token,
+        timeout=args.timeout,
+        concurrency_limit=limit,
     ) as client:
         result = post_record_type(
             dsn=args.dsn,
             client=client,
             record_type=args.record_type,
             config=load_config(),
-            settings=EngineSettings(batch_size=args.batch_size, max_concurrency=args.concurrency),
+            settings=EngineSettings(batch_size=args.batch_size, max_concurrency=limit),
             run_id=args.run_id,
         )
     print(json.dumps({"plan": result.plan, "outcome": result.outcome}))

@@ -28,6 +28,7 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool
 
 from psa_erp_sync.config import Config
+from psa_erp_sync.ods import connections
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.posting import ledger
 from psa_erp_sync.posting.planner import KINDS
@@ -159,7 +160,7 @@ class PostingEngine:
         opening a connection per ledger step cost more than the step itself.
         """
         if self._pool is None:
-            with psycopg.connect(self.dsn, autocommit=False) as conn:
+            with connections.connect(self.dsn, autocommit=False) as conn:
                 yield conn
             return
         with self._pool.connection() as conn:
@@ -167,7 +168,7 @@ class PostingEngine:
 
     @contextmanager
     def _pooled(self) -> Iterator[None]:
-        pool: ConnectionPool[psycopg.Connection] = ConnectionPool(
+        pool: ConnectionPool[psycopg.Connection] = connections.pool(
             self.dsn,
             min_size=1,
             max_size=self._workers + 2,

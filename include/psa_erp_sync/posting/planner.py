@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb, set_json_loads
 
 from psa_erp_sync import money
 from psa_erp_sync.config import Config
+from psa_erp_sync.ods import connections
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.posting import ledger
 from psa_erp_sync.posting.periods import PeriodBook
@@ -166,7 +167,7 @@ def plan(
     parked: list[exception_queue.Item] = []
     # Every planned change to a record the ERP already holds: (action, external id, before, after).
     changes: list[tuple[str, str, Any, Any]] = []
-    with psycopg.connect(conn.info.dsn) as reader:
+    with connections.connect_like(conn) as reader:
         set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
         for cand in _candidates(reader, record_type):
             desired = cand["desired"]

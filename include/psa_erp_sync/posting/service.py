@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from psa_erp_sync.config import Config
-from psa_erp_sync.posting import ledger, planner
+from psa_erp_sync.posting import budget, ledger, planner
 from psa_erp_sync.posting.engine import EngineSettings, PostingEngine
 from psa_erp_sync.posting.periods import PeriodBook
 
@@ -58,7 +58,8 @@ def post_record_type(
     run_id: str,
     task_try: int | None = None,
 ) -> PostingResult:
-    with posting_lock(dsn, record_type):
+    # The lock first: a pass waiting for it holds none of the account's request slots.
+    with posting_lock(dsn, record_type), budget.shared_by_processes(client, dsn):
         return _post_locked(
             dsn=dsn, client=client, record_type=record_type, config=config, settings=settings, run_id=run_id,
             task_try=task_try,

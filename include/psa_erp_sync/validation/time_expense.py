@@ -27,8 +27,8 @@ from pydantic import ValidationError
 from psa_erp_sync import money
 from psa_erp_sync.clients import psa_models
 from psa_erp_sync.config import Config
+from psa_erp_sync.ods import connections, staging
 from psa_erp_sync.ods import exceptions as exception_queue
-from psa_erp_sync.ods import staging
 
 log = logging.getLogger(__name__)
 
@@ -434,7 +434,7 @@ def validate_run(
 
     previous: Verdict | None = None
     # A second connection streams the run's versions while this one writes.
-    with psycopg.connect(conn.info.dsn) as reader:
+    with connections.connect_like(conn) as reader:
         set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
         for payload, version_hash in _staged(reader, source_system, ENDPOINTS[kind], run_key):
             verdict = judge(

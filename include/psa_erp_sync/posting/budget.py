@@ -1,0 +1,175 @@
+"""The ERP account's concurrency budget, shared by every process that posts to the account.
+
+A NetSuite account's request limit holds for all its integrations together. Airflow's pool per
+account (:func:`psa_erp_sync.hooks.erp.account_pool`) bounds how many posting tasks run at once;
+this budget bounds the requests they send, whatever the number of tasks, threads and workers: the
+batch passes, the stream, a replay and the command line all take a slot before each request.
+
+Slots are PostgreSQL **session-level advisory locks** in the ODS, one lock per slot: key
+(``hashtext('psa_erp_sync.erp_account.' || account)``, slot number). A lock lives exactly as long
+as the session holding it, so a holder that is SIGKILLed, OOM-killed or loses its worker releases
+its slots the moment the server notices the connection is gone; no lease to expire, no clock to
+trust, no sweeper. (Leases in a table would need a duration longer than the slowest request and
+would keep a dead holder's slots for that long.) See docs/posting.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from psa_erp_sync.ods import connections
+
+log = logging.getLogger(__name__)
+
+_KEY_PREFIX = "psa_erp_sync.erp_account."
+# The first free slot not held by this process; OFFSET 0 keeps the filter on held slots below the
+# lock call, so a slot this session already holds is never locked twice (advisory locks nest).
+_TAKE = """
+SELECT s FROM (SELECT s FROM generate_series(0, %(n)s - 1) AS s WHERE s <> ALL(%(held)s) OFFSET 0) free
+WHERE pg_try_advisory_lock(hashtext(%(key)s), s) LIMIT 1
+"""
+_GIVE = "SELECT pg_advisory_unlock(hashtext(%(key)s), %(slot)s)"
+
+
+class BudgetExhausted(RuntimeError):
+    """No slot of the account's budget came free within the wait (nothing was sent)."""
+
+
+def account_limit(connection_extra: Mapping[str, Any] | None = None) -> int:
+    """The ERP account's limit of requests in flight: the one place it is decided.
+
+    The ERP connection's extra ``max_concurrency`` when set, else ``posting.max_concurrency`` in
+    ``config/mappings.yaml``. Every process posting to an account must use the same number.
+    """
+    if connection_extra and connection_extra.get("max_concurrency") is not None:
+        limit = int(connection_extra["max_concurrency"])
+    else:
+        from psa_erp_sync.config import load_config
+
+        limit = load_config().mappings.posting.max_concurrency
+    if limit < 1:
+        raise ValueError(f"an ERP account's concurrency limit must be at least 1, not {limit}")
+    return limit
+
+
+class AccountBudget:
+    """``limit`` request slots of ERP account ``account``, shared through the ODS at ``dsn``.
+
+    Thread-safe: one connection per process holds this process's slots; each thread takes a slot
+    around one HTTP request (:meth:`slot`) and gives it back right after.
+    """
+
+    def __init__(
+        self, dsn: str, account: str, limit: int, *, max_wait: float = 600.0, poll: float = 0.005
+    ) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        self.dsn = dsn
+        self.account = account
+        self.limit = limit
+        self.max_wait = max_wait
+        self.poll = poll
+        self._key = _KEY_PREFIX + account
+        self._conn: psycopg.Connection[Any] | None = None
+        self._held: set[int] = set()
+        self._lock = threading.Lock()
+        self._rng = random.Random()  # noqa: S311 - jitter, not security
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = connections.connect(
+                self.dsn, autocommit=True, application_name=f"psa-erp-sync erp budget {self.account}"
+            )
+            self._held.clear()  # locks of a lost session are gone with it
+        return self._conn
+
+    def _try_take(self) -> int | None:
+        with self._lock:
+            if len(self._held) >= self.limit:
+                return None
+            conn = self._connection()
+            try:
+                row = conn.execute(
+                    _TAKE, {"n": self.limit, "held": list(self._held), "key": self._key}
+                ).fetchone()
+            except psycopg.OperationalError:
+                conn.close()  # its locks die with it; the next attempt opens a new session
+                raise
+            if row is None:
+                return None
+            slot = int(row[0])
+            self._held.add(slot)
+            return slot
+
+    def _give(self, slot: int) -> None:
+        with self._lock:
+            if slot not in self._held:
+                return  # the session that held it is gone, and the lock with it
+            self._held.discard(slot)
+            try:
+                self._connection().execute(_GIVE, {"key": self._key, "slot": slot})
+            except psycopg.OperationalError:
+                if self._conn is not None:
+                    self._conn.close()
+                log.warning("ERP budget of %s: connection lost while giving back a slot", self.account)
+
+    def acquire(self) -> int:
+        """Wait for a free slot and hold it; raises :class:`BudgetExhausted` after ``max_wait``."""
+        started = time.monotonic()
+        delay = self.poll
+        while True:
+            slot = self._try_take()
+            if slot is not None:
+                return slot
+            waited = time.monotonic() - started
+            if waited >= self.max_wait:
+                raise BudgetExhausted(
+                    f"no request slot of ERP account {self.account} (limit {self.limit}) came free in {waited:.0f}s"
+                )
+            time.sleep(delay * (0.5 + self._rng.random()))
+            delay = min(delay * 1.5, 0.1)
+
+    @contextmanager
+    def slot(self) -> Iterator[int]:
+        """Hold one of the account's slots for the duration of the block (one HTTP request)."""
+        slot = self.acquire()
+        try:
+            yield slot
+        finally:
+            self._give(slot)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()  # releases every slot still held
+                self._conn = None
+            self._held.clear()
+
+
+@contextmanager
+def shared_by_processes(client: Any, dsn: str) -> Iterator[AccountBudget | None]:
+    """Make every request ``client`` sends in this block take a slot of its account's budget.
+
+    ``client`` is a :class:`~psa_erp_sync.clients.erp.NetSuiteClient` (its ``account_id`` and
+    ``concurrency_limit``); a client already governed (an outer block) keeps its budget. Other
+    clients (test doubles without ``request_slot``) are left as they are.
+    """
+    if not hasattr(client, "request_slot") or client.request_slot is not None:
+        yield None
+        return
+    limit = client.concurrency_limit or account_limit()
+    budget = AccountBudget(dsn, str(client.account_id), limit)
+    client.request_slot = budget.slot
+    try:
+        yield budget
+    finally:
+        client.request_slot = None
+        budget.close()
