@@ -219,6 +219,7 @@ def _run(topo: Topology, redis_server: str, log: Timeline) -> None:
         return int(stats["in_flight"]) > 0 and int(stats["requests"]) > requests_before
 
     wait_for("post_timebills requests in flight at the ERP", in_flight, topo, timeout=300, every=0.2)
+    killed_at = datetime.now(UTC)
     pids = topo.kill_tree(victim)
     log("SIGKILLed %s (%d processes) while post_timebills try %d posted", victim, len(pids), killed_try)
     erp.put("/admin/config", json={"service_time_ms": 0}).raise_for_status()
@@ -228,10 +229,12 @@ def _run(topo: Topology, redis_server: str, log: Timeline) -> None:
         rows = meta_rows(
             topo,
             "SELECT hostname, try_number FROM task_instance WHERE dag_id = 'time_expense_posting'"
-            " AND run_id = %s AND task_id = 'post_timebills' AND try_number > %s AND hostname IS NOT NULL"
-            " AND hostname <> ''",
+            " AND run_id = %s AND task_id = 'post_timebills' AND try_number > %s"
+            # Until the next try starts, the row keeps the killed try's host name.
+            " AND state IN ('running', 'success') AND start_date > %s",
             killed_run,
             killed_try,
+            killed_at,
         )
         return (str(rows[0][0]), int(rows[0][1])) if rows else None
 
