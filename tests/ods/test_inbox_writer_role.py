@@ -88,3 +88,17 @@ def test_the_ingress_writes_with_the_insert_only_role(ingress_dsn: str, clean_od
 def test_everything_else_is_refused(ingress_dsn: str, statement: str) -> None:
     with psycopg.connect(ingress_dsn) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute(statement)
+
+
+def test_the_ingress_uses_its_own_connection_when_the_deployment_defines_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from psa_erp_sync.api.ingress import ingress_conn_id
+
+    monkeypatch.delenv("AIRFLOW_CONN_ODS_INGRESS", raising=False)
+    assert ingress_conn_id() == "ods_default"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ODS_INGRESS",
+        '{"conn_type": "postgres", "host": "127.0.0.1", "login": "ods_ingress", "password": "x", "schema": "ods"}',
+    )
+    assert ingress_conn_id() == "ods_ingress"
