@@ -288,10 +288,18 @@ def _run(topo: Topology, redis_server: str, log: Timeline) -> None:
         return row[1] >= len(pending) and row[0] == row[1]
 
     wait_for("the stream to process the approvals", streamed, topo, timeout=RUN_TIMEOUT, every=2)
-    stream_runs = meta_rows(
-        topo, "SELECT count(*) FROM dag_run WHERE dag_id = 'time_expense_stream' AND state = 'success'"
-    )[0][0]
-    log("time_expense_stream processed them (%d successful run(s) so far)", stream_runs)
+    with psycopg.connect(topo.ods_dsn) as conn:
+        stream_runs = sorted(
+            str(r[0])
+            for r in conn.execute(
+                "SELECT DISTINCT claimed_by FROM inbox.event WHERE event_type = 'time_entry.approved'"
+                " AND source_id = ANY(%s)",
+                ([str(i) for i in pending],),
+            )
+        )
+    for stream_run in stream_runs:  # the event-driven runs that claimed them end green
+        wait_run(topo, "time_expense_stream", stream_run, timeout=RUN_TIMEOUT)
+    log("time_expense_stream posted them in %d event-driven run(s)", len(stream_runs))
 
     # -- the month's books, the workers, the ingress role, lineage ----------------------------------------
     _assert_books(topo, erp, pending)
