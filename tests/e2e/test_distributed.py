@@ -92,6 +92,11 @@ def trigger(api: httpx.Client, dag_id: str, conf: dict[str, Any] | None = None) 
     return str(response.json()["dag_run_id"])
 
 
+def wait_success_after(topo: Topology, dag_id: str, after: datetime) -> str:
+    """Until a run of ``dag_id`` queued after ``after`` (scheduled, asset-triggered or manual) succeeded."""
+    return wait_for(dag_id, lambda: successful_run_after(topo, dag_id, after), topo, RUN_TIMEOUT, every=2)
+
+
 def successful_run_after(topo: Topology, dag_id: str, after: datetime) -> str | None:
     rows = meta_rows(
         topo,
@@ -175,21 +180,9 @@ def _run(topo: Topology, redis_server: str, log: Timeline) -> None:
     for dag_id in ("master_data_sync", "project_setup", "time_expense_stream"):
         unpause(api, dag_id)
     log("master_data_sync unpaused: its latest scheduled run starts")
-    wait_for(
-        "master_data_sync",
-        lambda: successful_run_after(topo, "master_data_sync", started),
-        topo,
-        timeout=RUN_TIMEOUT,
-        every=2,
-    )
+    wait_success_after(topo, "master_data_sync", started)
     log("master_data_sync succeeded; waiting for project_setup (scheduled on ods_master_data)")
-    wait_for(
-        "project_setup",
-        lambda: successful_run_after(topo, "project_setup", started),
-        topo,
-        timeout=RUN_TIMEOUT,
-        every=2,
-    )
+    wait_success_after(topo, "project_setup", started)
     log("project_setup succeeded")
 
     # -- posting, with a worker SIGKILLed mid-flight ----------------------------------------------------
@@ -252,13 +245,7 @@ def _run(topo: Topology, redis_server: str, log: Timeline) -> None:
 
     # -- the forecast, on the posting and master data assets ---------------------------------------------
     unpause(api, "revenue_forecast_refresh")
-    wait_for(
-        "revenue_forecast_refresh after posting",
-        lambda: successful_run_after(topo, "revenue_forecast_refresh", posting_started),
-        topo,
-        timeout=RUN_TIMEOUT,
-        every=2,
-    )
+    wait_success_after(topo, "revenue_forecast_refresh", posting_started)
     log("revenue_forecast_refresh succeeded")
 
     # -- signed PSA webhooks -> ingress -> inbox -> time_expense_stream ------------------------------------
