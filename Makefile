@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: install demo test lint typecheck unit airflow bench lock contracts deploy-check clean
+.PHONY: install demo test e2e lint typecheck unit airflow bench lock contracts deploy-check clean
 
 # The development install: the dev lock (runtime lock + tools, hashes required), the package
 # editable, and the checkout on sys.path for the development tooling (simulators/, devtools/),
@@ -29,6 +29,13 @@ demo: install
 test: install lint typecheck
 	@rc=0; $(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS) || rc=$$?; \
 	  $(BIN)/python -m devtools.pgserver stop --data .local/test-pg >/dev/null 2>&1 || true; \
+	  exit $$rc
+
+## make e2e: docker-compose.yaml's topology as processes (Celery workers, Redis, password auth), a
+## seeded month through it, a worker SIGKILLed mid-posting (tests/e2e; needs redis-server)
+e2e: install
+	@rc=0; $(BIN)/pytest -p no:cacheprovider -m e2e tests/e2e -s $(PYTEST_ARGS) || rc=$$?; \
+	  $(BIN)/python -m devtools.pgserver stop --data .local/e2e/pg >/dev/null 2>&1 || true; \
 	  exit $$rc
 
 lint: install

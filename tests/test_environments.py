@@ -166,7 +166,7 @@ def test_openlineage_transport_and_the_check_against_airflow() -> None:
 
 def test_compose_uses_an_environment_and_its_lineage_settings() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
-    env = compose["x-airflow-env"]
+    env = compose["x-airflow-common-env"]
     environment = load_environment(env["PSA_ERP_SYNC_ENV"], CONFIG)
     assert isinstance(environment, Environment)
     assert (

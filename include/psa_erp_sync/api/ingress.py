@@ -379,7 +379,9 @@ class InboxWriter:
                 # a body the retention job dropped may be kept again; a stored body is never replaced
                 " body = CASE WHEN q.body_purged_at IS NULL THEN q.body ELSE EXCLUDED.body END,"
                 " body_purged_at = NULL"
-                " RETURNING (xmax = 0)",
+                # occurrences is 1 only for a new row (reading xmax would need table-wide SELECT,
+                # which the ingress's insert-only role does not have: migration 0015)
+                " RETURNING occurrences",
                 (
                     delivery_id,
                     delivery_id,
@@ -408,7 +410,7 @@ class InboxWriter:
                 ],
                 run_id=f"webhook:{delivery_id}",
             )
-        return bool(row and row[0])
+        return bool(row and row[0] == 1)
 
 
 class IngressBusy(RuntimeError):
@@ -446,6 +448,21 @@ class IngressThreads:
 
 
 # -- the app -----------------------------------------------------------------------------------
+
+
+INGRESS_CONN_ID = "ods_ingress"
+
+
+def ingress_conn_id() -> str:
+    """The ODS connection the ingress writes with: ``ods_ingress`` (a role that may only insert into
+    the inbox, migration 0015) when the deployment defines it, else ``ods_default``."""
+    try:
+        from airflow.sdk import BaseHook
+
+        BaseHook.get_connection(INGRESS_CONN_ID)
+    except Exception:  # not defined (AirflowNotFoundException), or no Airflow here: the ODS's own
+        return "ods_default"
+    return INGRESS_CONN_ID
 
 
 def _reject(status: int, error: str, reason_code: str | None = None) -> JSONResponse:
@@ -509,14 +526,15 @@ def create_app(
     max_threads: int = INGRESS_THREADS,
     wait_s: float = POOL_TIMEOUT_S,
 ) -> FastAPI:
-    """Build the ingress app. ``dsn``: the ODS (default: the ``ods_default`` connection, resolved
-    on the first request); ``secrets``: lookup per source (default: Airflow connection / env);
-    ``max_threads`` / ``wait_s``: the ingress's own threads and how long a request waits for one."""
+    """Build the ingress app. ``dsn``: the ODS (default: the ``ods_ingress`` connection, else
+    ``ods_default``, resolved on the first request); ``secrets``: lookup per source (default:
+    Airflow connection / env); ``max_threads`` / ``wait_s``: the ingress's own threads and how long
+    a request waits for one."""
 
     def ods_dsn() -> str:
         from psa_erp_sync.hooks.ods import OdsHook
 
-        return OdsHook().dsn()
+        return OdsHook(ingress_conn_id()).dsn()
 
     writer = InboxWriter(dsn if dsn is not None else ods_dsn)
     cache = _SecretCache(secrets or secrets_from_airflow)

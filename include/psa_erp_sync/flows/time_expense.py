@@ -210,6 +210,10 @@ def _reconcile(
     return report
 
 
+# A posting try lost with its worker (heartbeat timeout) resumes soon: the ledger makes a retry
+# safe, and month-end close runs every 15 minutes. Backoff still doubles from here.
+POSTING_RETRY_DELAY = timedelta(seconds=10)
+
 EXTERNAL_ID_PREFIX = {"timebill": "psa-te-", "expensereport": "psa-ex-"}
 
 
@@ -350,9 +354,14 @@ def build() -> None:
     # One after the other: each uses the ERP account's whole concurrency budget, which is shared
     # (with the stream and replays too: the account's pool and request budget, docs/posting.md).
     pool = account_pool()
-    post_time = IdempotentPostingOperator(task_id="post_timebills", record_type="timebill", pool=pool)
+    post_time = IdempotentPostingOperator(
+        task_id="post_timebills", record_type="timebill", pool=pool, retry_delay=POSTING_RETRY_DELAY
+    )
     post_expenses = IdempotentPostingOperator(
-        task_id="post_expense_reports", record_type="expensereport", pool=pool
+        task_id="post_expense_reports",
+        record_type="expensereport",
+        pool=pool,
+        retry_delay=POSTING_RETRY_DELAY,
     )
     # Blocked projects (inactive job or customer, wrong subsidiary or currency) are named, with an
     # owner, before the ERP rejects their entries one by one.
