@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from psa_erp_sync.config import load_config
+from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.ods import staging
 from psa_erp_sync.validation import time_expense as validation
 from tests.validation.test_rules import AS_OF, ENTRY
@@ -150,6 +151,17 @@ def test_a_fixed_reference_record_resolves_its_item(clean_ods: str) -> None:
                 conn, kind="time_entry", run_key="r1/te", ref=validation.PsaReference.from_staging(conn, keys),
                 config=load_config(), as_of=AS_OF, dag_run_id="r1",
             )  # fmt: skip
+        # an item of another rule on the same project stays open: it is not this rule's to close
+        exception_queue.quarantine_many(
+            conn,
+            [
+                exception_queue.Item(
+                    kind="quarantine", domain="time_expense", source_system="psa", record_type="project",
+                    source_id="1", reason_code="LEGAL_ENTITY_UNKNOWN", owner="someone",
+                )
+            ],
+            run_id="other",
+        )  # fmt: skip
         fixed = {e: list(GOOD_REFERENCE[e]) for e in REFERENCE_ENDPOINTS}
         fixed["/v2/projects"] = [*fixed["/v2/projects"], project(2)]
         keys = stage_reference(conn, "r2", fixed)
@@ -162,10 +174,12 @@ def test_a_fixed_reference_record_resolves_its_item(clean_ods: str) -> None:
                 conn, kind="time_entry", run_key="r2/te", ref=validation.PsaReference.from_staging(conn, keys),
                 config=load_config(), as_of=AS_OF, dag_run_id="r2",
             )  # fmt: skip
-        status = conn.execute(
-            "SELECT status FROM exceptions.item WHERE record_type = 'project' AND source_id = '2'"
-        ).fetchone()
-    assert status == ("resolved",)
+        status = dict(
+            conn.execute(
+                "SELECT source_id, status FROM exceptions.item WHERE record_type = 'project'"
+            ).fetchall()
+        )
+    assert status == {"2": "resolved", "1": "open"}
 
 
 @pytest.mark.parametrize(

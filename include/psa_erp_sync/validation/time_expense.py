@@ -801,13 +801,14 @@ def _quarantine_invalid_references(
     )
     invalid_ids = {(bad.record_type, bad.source_id) for bad in ref.invalid}
     for record_type, source_ids in ref.passed.items():
-        exception_queue.resolve_for(
-            conn,
-            source_system=source_system,
-            record_type=record_type,
-            source_ids=sorted(sid for sid in source_ids if (record_type, sid) not in invalid_ids),
-            kind="quarantine",
-        )
+        fixed = sorted(sid for sid in source_ids if (record_type, sid) not in invalid_ids)
+        if fixed:  # only this rule's items: other checks (e.g. the ERP pre-check) own theirs
+            conn.execute(
+                "UPDATE exceptions.item SET status = 'resolved', last_seen = now()"
+                " WHERE kind = 'quarantine' AND source_system = %s AND record_type = %s"
+                " AND reason_code = 'REFERENCE_INVALID' AND status = 'open' AND source_id = ANY(%s)",
+                (source_system, record_type, fixed),
+            )
     return len(ref.invalid)
 
 
