@@ -327,3 +327,96 @@ def test_a_sweep_survives_a_quarantined_record_whose_date_is_not_a_date(clean_od
             )  # fmt: skip
     assert (verdicts.valid, verdicts.quarantined) == (2, 2)
     assert verdicts.by_reason == {"SCHEMA_INVALID": 2}
+
+
+# ----------------------------------------------------------------- hostile reference payloads
+GOOD_PROJECT, GOOD_USER, GOOD_TASK, GOOD_CATEGORY = 10**6 + 50, 10**6 + 51, 10**6 + 52, 10**6 + 53
+DEPENDENT_PROJECTS = range(500, 506)  # hostile projects that entries refer to
+REFERENCE_TEMPLATES: dict[str, dict[str, Any]] = {
+    "/v2/projects": {
+        "id": GOOD_PROJECT, "name": "p", "code": "P1", "is_active": True, "is_billable": True,
+        "legal_entity": "LE-US1", "currency": "USD", "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-02T00:00:00Z",
+    },
+    "/v2/users": {"id": GOOD_USER, "first_name": "a", "last_name": "b", "is_active": True, "is_contractor": False},
+    "/v2/task_assignments": {
+        "id": GOOD_TASK + 1000, "project": {"id": GOOD_PROJECT, "name": "p"}, "task": {"id": GOOD_TASK, "name": "t"},
+        "is_active": True,
+    },
+    "/v2/expense_categories": {"id": GOOD_CATEGORY, "name": "Hotel"},
+}  # fmt: skip
+
+
+def _entry_on(project_id: int, n: int) -> dict[str, Any]:
+    return te(
+        id=2 * 10**6 + n,
+        project={"id": project_id, "name": "p"},
+        user={"id": GOOD_USER, "name": "u"},
+        task={"id": GOOD_TASK, "name": "t"},
+        notes=f"entry {n} 5c1e",
+    )
+
+
+@pytest.mark.slow
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_hostile_reference_payloads_never_stop_a_run(pg_dsn: str, data: st.DataObject) -> None:
+    """Hostile projects, users, task assignments and expense categories mixed with good ones: the
+    run completes; every malformed reference record has its REFERENCE_INVALID item; an entry on a
+    malformed project is quarantined REFERENCE_INVALID; entries on the good references are canonical."""
+    reference: dict[str, list[Any]] = {}
+    for endpoint, template in REFERENCE_TEMPLATES.items():
+        hostile = data.draw(st.lists(hostile_item(template), max_size=4), label=endpoint)
+        reference[endpoint] = [copy.deepcopy(template), *hostile]
+    # some hostile projects under ids that entries refer to
+    dependent = data.draw(st.lists(hostile_payload(REFERENCE_TEMPLATES["/v2/projects"]), max_size=3))
+    for project_id, payload in zip(DEPENDENT_PROJECTS, dependent, strict=False):
+        payload["id"] = project_id
+        reference["/v2/projects"].append(payload)
+    entries = [_entry_on(GOOD_PROJECT, i) for i in range(2)]
+    entries += [_entry_on(pid, 10 + i) for i, pid in enumerate(DEPENDENT_PROJECTS[: len(dependent)])]
+    with psycopg.connect(pg_dsn) as conn:
+        for table in TABLES.split(", "):
+            conn.execute(f"DELETE FROM {table}")
+        keys = {}
+        for endpoint, items in reference.items():
+            keys[endpoint] = f"hyp-ref{endpoint}"
+            staging.stage_pages(conn, [items], run_key=keys[endpoint], source_system="psa", endpoint=endpoint)
+        staging.stage_pages(
+            conn, [entries], run_key="hyp-ref/te", source_system="psa", endpoint="/v2/time_entries"
+        )
+        conn.commit()
+        ref = validation.PsaReference.from_staging(conn, keys)
+        with conn.transaction():
+            result = validation.validate_run(
+                conn, kind="time_entry", run_key="hyp-ref/te", ref=ref, config=load_config(), as_of=AS_OF,
+                dag_run_id="run-hyp-ref",
+            )  # fmt: skip
+            result.check()
+        staged_reference = {
+            (validation.REFERENCE_RECORD_TYPES[r[0]], r[1])
+            for r in conn.execute(
+                "SELECT endpoint, source_id FROM staging.raw_record WHERE endpoint <> '/v2/time_entries'"
+            )
+        }
+        items = {
+            (r[0], r[1]): r[2]
+            for r in conn.execute(
+                "SELECT record_type, source_id, reason_code FROM exceptions.item WHERE status = 'open'"
+            )
+        }
+        canonical = {r[0] for r in conn.execute("SELECT source_id FROM canonical.time_entry")}
+    assert set(result.by_reason) <= set(validation.REASON_CODES)
+    # every staged reference record is either used or flagged
+    flagged = {(bad.record_type, bad.source_id) for bad in ref.invalid}
+    passed = {(record_type, sid) for record_type, ids in ref.passed.items() for sid in ids}
+    assert passed | flagged == staged_reference
+    assert {k for k, reason in items.items() if k[0] != "time_entry"} == flagged
+    assert all(items[k] == "REFERENCE_INVALID" for k in flagged)
+    assert {str(e["id"]) for e in entries[:2]} <= canonical
+    for project_id, entry in zip(DEPENDENT_PROJECTS, entries[2:], strict=False):
+        if project_id in ref.invalid_projects:
+            assert ("project", str(project_id)) in flagged
+            assert items[("time_entry", str(entry["id"]))] == "REFERENCE_INVALID"
+        else:  # a hostile project that still matches the contract: judged as any other
+            assert project_id in ref.projects

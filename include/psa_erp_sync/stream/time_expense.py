@@ -27,7 +27,7 @@ import msgspec
 import psycopg
 
 from psa_erp_sync.config import Config
-from psa_erp_sync.ods import inbox
+from psa_erp_sync.ods import inbox, staging
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def stage_new_versions(
         payload = msgspec.json.encode(item)
         if b"\\u0000" in payload:  # jsonb cannot hold U+0000: keep it as text, as staging does
             payload = _NUL_ESCAPE.sub(rb"\1\\\\u0000", payload)
-        lines.append((str(item["id"]), payload.decode()))
+        lines.append((_staged_key(item), payload.decode()))
     row = conn.execute(
         """
         WITH src AS (
@@ -218,6 +218,16 @@ def stage_new_versions(
         )
         _undelete_reread(conn, lines, endpoint=endpoint, read_at=read_at, run_key=run_key)
     return new, len(records) - new
+
+
+def _staged_key(item: Any) -> str:
+    """The source id a re-read record is staged under, exactly as ``ods.staging`` keys it: a record
+    without an id (or not an object) under its content-derived key, for validation to quarantine
+    (``SCHEMA_INVALID``) instead of failing the step. Text cannot hold U+0000: it is kept as
+    visible ``\\u0000``, as the batch's COPY stores it."""
+    source_id = item.get("id") if isinstance(item, dict) else None
+    key = str(source_id) if source_id is not None else staging.missing_id_key(item)
+    return key.replace("\x00", "\\u0000")
 
 
 def _undelete_reread(
@@ -277,46 +287,32 @@ def latest_reference_keys(conn: psycopg.Connection, max_age: timedelta) -> dict[
 def reference_for(conn: psycopg.Connection, run_keys: dict[str, str], records: list[dict[str, Any]]) -> Any:
     """Like ``PsaReference.from_staging`` for the same run keys, but only the projects, users and
     task assignments the announced records refer to: a handful of rows instead of the firm's
-    whole reference, parsed by the same models (this sits on the latency path)."""
-    from psa_erp_sync.clients import psa_models
-    from psa_erp_sync.validation.time_expense import ProjectRef, PsaReference
+    whole reference, built by the same ``PsaReference.from_rows`` (this sits on the latency path),
+    so a malformed reference record is flagged here exactly as in the batch."""
+    from psa_erp_sync.validation.time_expense import PsaReference
 
     project_ids = sorted({str(_ref_id(r, "project")) for r in records})
     user_ids = sorted({str(_ref_id(r, "user")) for r in records})
 
-    def rows(endpoint: str, where: str, ids: list[str]) -> list[dict[str, Any]]:
+    def rows(endpoint: str, where: str, ids: list[str] | None) -> list[tuple[str, str, Any]]:
+        selected = f" AND {where} = ANY(%s)" if ids is not None else ""
         return [
-            r[0]
+            (r[0], r[1], r[2])
             for r in conn.execute(
-                "SELECT payload FROM staging.raw_record WHERE source_system = %s AND endpoint = %s"
-                f" AND last_run_key = %s AND {where} = ANY(%s)",
-                (SOURCE, endpoint, run_keys[endpoint], ids),
+                "SELECT source_id, payload_hash, payload FROM staging.raw_record"
+                " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s" + selected,
+                (SOURCE, endpoint, run_keys[endpoint], *([ids] if ids is not None else [])),
             )
         ]
 
-    projects = {}
-    for payload in rows("/v2/projects", "source_id", project_ids):
-        project = psa_models.Project.model_validate(payload)
-        projects[project.id] = ProjectRef(
-            project.id, project.is_active, project.legal_entity, project.currency
-        )
-    users = {}
-    for payload in rows("/v2/users", "source_id", user_ids):
-        user = psa_models.User.model_validate(payload)
-        users[user.id] = user.is_active
-    assignments = set()
-    for payload in rows("/v2/task_assignments", "payload->'project'->>'id'", project_ids):
-        assignment = psa_models.TaskAssignment.model_validate(payload)
-        if assignment.is_active and assignment.project is not None and assignment.task is not None:
-            assignments.add((assignment.project.id, assignment.task.id))
-    categories = {
-        int(r[0])
-        for r in conn.execute(
-            "SELECT source_id FROM staging.raw_record WHERE source_system = %s AND endpoint = %s AND last_run_key = %s",
-            (SOURCE, "/v2/expense_categories", run_keys["/v2/expense_categories"]),
-        )
-    }
-    return PsaReference(projects, users, frozenset(assignments), frozenset(categories))
+    return PsaReference.from_rows(
+        {
+            "/v2/projects": rows("/v2/projects", "source_id", project_ids),
+            "/v2/users": rows("/v2/users", "source_id", user_ids),
+            "/v2/task_assignments": rows("/v2/task_assignments", "payload->'project'->>'id'", project_ids),
+            "/v2/expense_categories": rows("/v2/expense_categories", "source_id", None),
+        }
+    )
 
 
 def _ref_id(record: Any, name: str) -> Any:
@@ -336,7 +332,11 @@ def _covers(ref: Any, records: Iterable[dict[str, Any]]) -> bool:
         user = _ref_id(record, "user")
         # An id that is not an integer cannot be in any reference: validation quarantines the
         # record (SCHEMA_INVALID), and refreshing the whole reference for it would not help.
-        if (_is_id(project) and project not in ref.projects) or (_is_id(user) and user not in ref.users):
+        # A malformed project or user is known too (as invalid): validation quarantines its
+        # entries, and a refresh on every run until the PSA admin fixes it would not help.
+        if (_is_id(project) and project not in ref.projects and project not in ref.invalid_projects) or (
+            _is_id(user) and user not in ref.users and user not in ref.invalid_users
+        ):
             return False
     return True
 

@@ -56,6 +56,7 @@ REASON_CODES = (
     "RATE_MISSING",
     "AMOUNT_OUT_OF_RANGE",
     "DUPLICATE_SUSPECTED",
+    "REFERENCE_INVALID",
 )
 #: Ids are stored and compared as ``bigint``: 1 .. 2**63 - 1.
 MAX_ID = 2**63 - 1
@@ -80,14 +81,140 @@ class ProjectRef:
     currency: str | None
 
 
+#: Reference endpoint -> the record type its quarantine items carry.
+REFERENCE_RECORD_TYPES = {
+    "/v2/projects": "project",
+    "/v2/users": "user",
+    "/v2/task_assignments": "task_assignment",
+    "/v2/expense_categories": "expense_category",
+}
+
+
+@dataclass(frozen=True)
+class InvalidReference:
+    """A reference record that does not match its contract: quarantined ``REFERENCE_INVALID``."""
+
+    record_type: str
+    source_id: str  # as staged
+    version_hash: str
+    fields: tuple[str, ...]
+
+
+def _id_of(source_id: str) -> int | None:
+    """The integer id a staged source id names, if it is one a reference can be looked up by."""
+    if source_id.isascii() and source_id.isdigit() and 1 <= int(source_id) <= MAX_ID:
+        return int(source_id)
+    return None
+
+
+def _nested_id(payload: Any, name: str) -> int | None:
+    ref = payload.get(name) if isinstance(payload, dict) else None
+    value = ref.get("id") if isinstance(ref, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID:
+        return value
+    return None
+
+
+def _invalid_fields(exc: ValidationError) -> tuple[str, ...]:
+    return tuple(sorted({".".join(str(p) for p in err["loc"]) or "(record)" for err in exc.errors()}))
+
+
 @dataclass(frozen=True)
 class PsaReference:
-    """The PSA reference data a run validates against: projects, users, task assignments."""
+    """The PSA reference data a run validates against: projects, users, task assignments.
+
+    Reference records that do not match their contract are kept aside (``invalid``) instead of
+    stopping the run; entries on an invalid project or user, or on a project one of whose task
+    assignments is invalid, cannot be judged and are quarantined ``REFERENCE_INVALID``.
+    """
 
     projects: dict[int, ProjectRef]
     users: dict[int, bool]
     task_assignments: frozenset[tuple[int, int]]
     expense_categories: frozenset[int] = frozenset()
+    invalid: tuple[InvalidReference, ...] = ()
+    invalid_projects: frozenset[int] = frozenset()
+    invalid_users: frozenset[int] = frozenset()
+    #: projects with at least one invalid task assignment (its task cannot be known)
+    projects_with_invalid_assignments: frozenset[int] = frozenset()
+    #: record type -> source ids of reference records that passed (their old items are resolved)
+    passed: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(cls, rows: dict[str, list[tuple[str, str, Any]]]) -> PsaReference:
+        """Build from staged reference rows, endpoint -> [(source id, payload hash, payload)]."""
+        invalid: list[InvalidReference] = []
+        passed: dict[str, set[str]] = {t: set() for t in REFERENCE_RECORD_TYPES.values()}
+
+        def reject(endpoint: str, source_id: str, version_hash: str, fields: tuple[str, ...]) -> None:
+            invalid.append(
+                InvalidReference(REFERENCE_RECORD_TYPES[endpoint], source_id, version_hash, fields)
+            )
+
+        projects: dict[int, ProjectRef] = {}
+        bad_projects: set[int] = set()
+        for source_id, version_hash, payload in rows.get("/v2/projects", []):
+            try:
+                project = psa_models.Project.model_validate(payload)
+            except ValidationError as exc:
+                reject("/v2/projects", source_id, version_hash, _invalid_fields(exc))
+                if (pid := _id_of(source_id)) is not None:
+                    bad_projects.add(pid)
+                continue
+            passed["project"].add(source_id)
+            projects[project.id] = ProjectRef(
+                project.id, project.is_active, project.legal_entity, project.currency
+            )
+        users: dict[int, bool] = {}
+        bad_users: set[int] = set()
+        for source_id, version_hash, payload in rows.get("/v2/users", []):
+            try:
+                user = psa_models.User.model_validate(payload)
+            except ValidationError as exc:
+                reject("/v2/users", source_id, version_hash, _invalid_fields(exc))
+                if (uid := _id_of(source_id)) is not None:
+                    bad_users.add(uid)
+                continue
+            passed["user"].add(source_id)
+            users[user.id] = user.is_active
+        assignments: set[tuple[int, int]] = set()
+        bad_assignment_projects: set[int] = set()
+        for source_id, version_hash, payload in rows.get("/v2/task_assignments", []):
+            try:
+                assignment = psa_models.TaskAssignment.model_validate(payload)
+            except ValidationError as exc:
+                reject("/v2/task_assignments", source_id, version_hash, _invalid_fields(exc))
+                if (pid := _nested_id(payload, "project")) is not None:
+                    bad_assignment_projects.add(pid)
+                continue
+            passed["task_assignment"].add(source_id)
+            if assignment.is_active and assignment.project is not None and assignment.task is not None:
+                assignments.add((assignment.project.id, assignment.task.id))
+        categories: set[int] = set()
+        for source_id, version_hash, payload in rows.get("/v2/expense_categories", []):
+            category_id = payload.get("id") if isinstance(payload, dict) else None
+            if not (
+                isinstance(category_id, int)
+                and not isinstance(category_id, bool)
+                and 1 <= category_id <= MAX_ID
+            ):
+                reject("/v2/expense_categories", source_id, version_hash, ("id",))
+                continue
+            passed["expense_category"].add(source_id)
+            categories.add(category_id)
+        # A record with a valid version in this run is known by it; its invalid versions still
+        # get their items, but do not make entries on it unjudgeable.
+        return cls(
+            projects,
+            users,
+            frozenset(assignments),
+            frozenset(categories),
+            invalid=tuple(invalid),
+            invalid_projects=frozenset(bad_projects - projects.keys()),
+            invalid_users=frozenset(bad_users - users.keys()),
+            projects_with_invalid_assignments=frozenset(bad_assignment_projects),
+            passed={t: frozenset(ids) for t, ids in passed.items()},
+        )
 
     @classmethod
     def from_staging(
@@ -95,35 +222,19 @@ class PsaReference:
     ) -> PsaReference:
         """Build from the versions staged by this run's reference extracts (endpoint -> run key)."""
 
-        def rows(endpoint: str) -> list[dict[str, Any]]:
+        def rows(endpoint: str) -> list[tuple[str, str, Any]]:
             return [
-                r[0]
+                (r[0], r[1], r[2])
                 for r in conn.execute(
-                    "SELECT payload FROM staging.raw_record WHERE source_system = %s AND endpoint = %s AND last_run_key = %s",
+                    "SELECT source_id, payload_hash, payload FROM staging.raw_record"
+                    " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s",
                     (source_system, endpoint, run_keys[endpoint]),
                 )
             ]
 
-        projects = {}
-        for payload in rows("/v2/projects"):
-            project = psa_models.Project.model_validate(payload)
-            projects[project.id] = ProjectRef(
-                project.id, project.is_active, project.legal_entity, project.currency
-            )
-        users = {}
-        for payload in rows("/v2/users"):
-            user = psa_models.User.model_validate(payload)
-            users[user.id] = user.is_active
-        assignments = set()
-        for payload in rows("/v2/task_assignments"):
-            assignment = psa_models.TaskAssignment.model_validate(payload)
-            if assignment.is_active and assignment.project is not None and assignment.task is not None:
-                assignments.add((assignment.project.id, assignment.task.id))
-        categories: set[int] = set()
-        if "/v2/expense_categories" in run_keys:
-            for payload in rows("/v2/expense_categories"):
-                categories.add(int(payload["id"]))
-        return cls(projects, users, frozenset(assignments), frozenset(categories))
+        return cls.from_rows(
+            {endpoint: rows(endpoint) for endpoint in REFERENCE_RECORD_TYPES if endpoint in run_keys}
+        )
 
 
 @dataclass(frozen=True)
@@ -151,6 +262,7 @@ class ValidationResult:
     stale: int = 0  # valid, but canonical already holds a newer version (or a later deletion)
     deleted: int = 0
     resolved_exceptions: int = 0
+    reference_invalid: int = 0  # reference records (projects, users, ...) quarantined: not entries
     by_reason: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
 
@@ -171,6 +283,7 @@ class ValidationResult:
             "stale": self.stale,
             "deleted": self.deleted,
             "resolved_exceptions": self.resolved_exceptions,
+            "reference_invalid": self.reference_invalid,
             "by_reason": dict(sorted(self.by_reason.items())),
         }
 
@@ -184,12 +297,21 @@ def _local_today(as_of: datetime, config: Config, legal_entity: str) -> date:
     return as_of.astimezone(tz).date()
 
 
+def _depends_on(record_type: str, ref_id: int) -> dict[str, Any]:
+    """Detail of an entry that cannot be judged: the invalid reference record it depends on."""
+    return {"depends_on": {"record_type": record_type, "source_id": str(ref_id)}}
+
+
 def _common_checks(
     *, user_id: int, project_id: int, spent_date: date, ref: PsaReference, config: Config, as_of: datetime
 ) -> tuple[str | None, dict[str, Any], ProjectRef | None]:
+    if user_id in ref.invalid_users:
+        return "REFERENCE_INVALID", _depends_on("user", user_id), None
     if user_id not in ref.users:
         return "USER_UNKNOWN", {"user_id": user_id}, None
     project = ref.projects.get(project_id)
+    if project is None and project_id in ref.invalid_projects:
+        return "REFERENCE_INVALID", _depends_on("project", project_id), None
     if project is None:
         return "PROJECT_UNKNOWN", {"project_id": project_id}, None
     if not project.is_active:
@@ -312,17 +434,28 @@ def judge_time_entry(
     if isinstance(parsed, Verdict):
         return parsed
     entry = parsed
-    if not Decimal(0) <= entry.hours <= MAX_HOURS:
+    # The ERP refuses hours <= 0 of what it receives (the hours rounded to two places).
+    if not Decimal(0) < entry.hours <= MAX_HOURS or round_hours(entry.hours) <= 0:
         return Verdict(
-            source_id, version_hash, None, "HOURS_INVALID", {"field": "hours", "allowed": "0 to 24"}
-        )
+            source_id, version_hash, None, "HOURS_INVALID",
+            {"field": "hours", "allowed": "over 0 (at least 0.005, which rounds to 0.01) to 24"},
+        )  # fmt: skip
     if entry.billable_rate is not None and entry.billable_rate < 0:
         return Verdict(
             source_id, version_hash, None, "RATE_INVALID", {"field": "billable_rate", "allowed": ">= 0"}
         )
     reason, detail, project = _checks_of(entry, ref=ref, config=config, as_of=as_of)
     legal_entity = project.legal_entity if project else None
-    if reason is None and (entry.project.id, entry.task.id) not in ref.task_assignments:
+    assigned = (entry.project.id, entry.task.id) in ref.task_assignments
+    if reason is None and not assigned and entry.project.id in ref.projects_with_invalid_assignments:
+        reason, detail = (
+            "REFERENCE_INVALID",
+            {
+                "depends_on": {"record_type": "task_assignment", "project_id": str(entry.project.id)},
+                "task_id": entry.task.id,
+            },
+        )
+    if reason is None and not assigned:
         reason, detail = "TASK_UNKNOWN", {"project_id": entry.project.id, "task_id": entry.task.id}
     if reason is None and entry.billable and entry.billable_rate is None:
         reason, detail = "RATE_MISSING", {"project_id": entry.project.id, "task_id": entry.task.id}
@@ -580,6 +713,9 @@ def validate_run(
         if len(valid_rows) + len(quarantine) >= chunk:
             flush()
 
+    result.reference_invalid = _quarantine_invalid_references(
+        conn, ref, config=config, source_system=source_system, dag_run_id=dag_run_id
+    )
     previous: Verdict | None = None
     # A second connection streams the run's versions while this one writes.
     with connections.connect_like(conn) as reader:
@@ -636,6 +772,44 @@ def validate_run(
         )
     result.seconds = time.monotonic() - started
     return result
+
+
+def _quarantine_invalid_references(
+    conn: psycopg.Connection, ref: PsaReference, *, config: Config, source_system: str, dag_run_id: str
+) -> int:
+    """Write the run's invalid reference records as ``REFERENCE_INVALID`` items (idempotent per
+    run: both kinds' validations write the same items) and resolve the items of reference records
+    that passed now. Returns how many are invalid."""
+    domain = "time_expense"
+    exception_queue.quarantine_many(
+        conn,
+        [
+            exception_queue.Item(
+                kind="quarantine",
+                domain=domain,
+                source_system=source_system,
+                record_type=bad.record_type,
+                source_id=bad.source_id,
+                source_version=bad.version_hash,
+                reason_code="REFERENCE_INVALID",
+                detail={"fields": list(bad.fields)},
+                owner=config.ownership.owner_for(domain, None),
+            )
+            for bad in ref.invalid
+        ],
+        run_id=dag_run_id,
+    )
+    invalid_ids = {(bad.record_type, bad.source_id) for bad in ref.invalid}
+    for record_type, source_ids in ref.passed.items():
+        fixed = sorted(sid for sid in source_ids if (record_type, sid) not in invalid_ids)
+        if fixed:  # only this rule's items: other checks (e.g. the ERP pre-check) own theirs
+            conn.execute(
+                "UPDATE exceptions.item SET status = 'resolved', last_seen = now()"
+                " WHERE kind = 'quarantine' AND source_system = %s AND record_type = %s"
+                " AND reason_code = 'REFERENCE_INVALID' AND status = 'open' AND source_id = ANY(%s)",
+                (source_system, record_type, fixed),
+            )
+    return len(ref.invalid)
 
 
 class MassDeletionRefused(RuntimeError):
