@@ -78,6 +78,12 @@ def scram_ods(
         conn.execute(
             sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(role))
         )
+        # Roles are per server: a deployment creates the ingress's group role before migrating as
+        # a role that may not create roles (migration 0015; compose/postgres-init.sh does the same).
+        conn.execute(
+            "DO $$ BEGIN CREATE ROLE psa_erp_sync_inbox_writer NOLOGIN;"
+            " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
     conninfo = psycopg.conninfo.make_conninfo(server, user=role, password=password, dbname=database)
     migrate.apply(conninfo)
     yield conninfo

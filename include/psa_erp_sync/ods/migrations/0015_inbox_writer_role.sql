@@ -16,8 +16,13 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'psa_erp_sync_inbox_writer') THEN
         CREATE ROLE psa_erp_sync_inbox_writer NOLOGIN;
     END IF;
-EXCEPTION WHEN duplicate_object OR unique_violation THEN
-    NULL;  -- another database of the same server created it concurrently
+EXCEPTION
+    WHEN duplicate_object OR unique_violation THEN
+        NULL;  -- another database of the same server created it concurrently
+    WHEN insufficient_privilege THEN
+        RAISE EXCEPTION 'role psa_erp_sync_inbox_writer does not exist and % may not create it', current_user
+            USING HINT = 'create it once per server before migrating, as a superuser or CREATEROLE role: '
+                         'CREATE ROLE psa_erp_sync_inbox_writer NOLOGIN (compose/postgres-init.sh does)';
 END $$;
 
 GRANT USAGE ON SCHEMA inbox TO psa_erp_sync_inbox_writer;
