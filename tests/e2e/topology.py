@@ -54,6 +54,13 @@ COMPOSE_PORTS = {
     "marquez": 5000,
 }
 SIMULATORS = ("psa", "crm", "erp", "planning")
+# The PostgreSQL logins the compose file creates: (role, the .env variable of its password, database).
+LOGINS = {
+    "meta": ("airflow", "AIRFLOW_DB_PASSWORD", "airflow"),
+    "ods": ("ods", "ODS_PASSWORD", "ods"),
+    "ingress": ("ods_ingress", "ODS_INGRESS_PASSWORD", "ods"),
+    "sim": ("simulators", "SIMULATORS_DB_PASSWORD", "simulators"),
+}
 
 # What the e2e changes on top of compose, and why: a killed worker's task must be detected within
 # seconds, not compose's two minutes; one API worker on a 2-core machine.
@@ -225,21 +232,10 @@ class Topology:
             parts["password"] = password
         return psycopg.conninfo.make_conninfo("", **parts)
 
-    @property
-    def meta_dsn(self) -> str:
-        return self.dsn("airflow", self.variables["AIRFLOW_DB_PASSWORD"], "airflow")
-
-    @property
-    def ods_dsn(self) -> str:
-        return self.dsn("ods", self.variables["ODS_PASSWORD"], "ods")
-
-    @property
-    def ingress_dsn(self) -> str:
-        return self.dsn("ods_ingress", self.variables["ODS_INGRESS_PASSWORD"], "ods")
-
-    @property
-    def sim_dsn(self) -> str:
-        return self.dsn("simulators", self.variables["SIMULATORS_DB_PASSWORD"], "simulators")
+    def login_dsn(self, login: str) -> str:
+        """The DSN of one of the topology's PostgreSQL logins (``LOGINS``), with its password."""
+        role, password_variable, database = LOGINS[login]
+        return self.dsn(role, self.variables[password_variable], database)
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
@@ -403,7 +399,7 @@ class Topology:
                     timeout=300,
                 )
             subprocess.run(
-                [sys.executable, "-m", "psa_erp_sync.ods.migrate", "--dsn", self.ods_dsn],
+                [sys.executable, "-m", "psa_erp_sync.ods.migrate", "--dsn", self.login_dsn("ods")],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
