@@ -379,32 +379,17 @@ class Topology:
         passwords.write_text(json.dumps({"admin": self.variables["AIRFLOW_ADMIN_PASSWORD"]}) + "\n")
         passwords.chmod(0o600)
         with (self.logs / "airflow-init.log").open("wb") as out:
-            subprocess.run(
-                [str(BIN / "airflow"), "db", "migrate"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                check=True,
-                timeout=600,
-            )
-            for pool in compose_pools():  # the pools compose's init creates (ERP account budget)
+
+            def step(argv: list[str], timeout: float) -> None:
                 subprocess.run(
-                    [str(BIN / "airflow"), "pools", "set", *pool],
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                    check=True,
-                    timeout=300,
+                    argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, check=True, timeout=timeout
                 )
-            subprocess.run(
+
+            step([str(BIN / "airflow"), "db", "migrate"], timeout=600)
+            for pool in compose_pools():  # the pools compose's init creates (ERP account budget)
+                step([str(BIN / "airflow"), "pools", "set", *pool], timeout=300)
+            step(
                 [sys.executable, "-m", "psa_erp_sync.ods.migrate", "--dsn", self.login_dsn("ods")],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                check=True,
                 timeout=300,
             )
 
