@@ -173,6 +173,22 @@ def planning_sim(simulator_factory: Callable[[str], RunningSimulator]) -> Runnin
     return sim
 
 
+@pytest.fixture
+def psa_client(psa_sim: RunningSimulator) -> Iterator[Any]:
+    """A PSA client of the simulator (no rate limit there), retrying quickly."""
+    from psa_erp_sync.clients.http import RetryPolicy
+    from psa_erp_sync.clients.psa import HarvestClient
+
+    psa_sim.admin("PUT", "/config", json={"rate_limit_requests": 0})
+    with HarvestClient(
+        base_url=psa_sim.base_url,
+        token="t",
+        account_id="1",
+        retry=RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05),
+    ) as client:
+        yield client
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> str:
     """A migrated Airflow metadata DB (SQLite) for this worker: ``dag.test()`` needs one."""

@@ -14,15 +14,28 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from psa_erp_sync.config import Environment
+
+
+def _load_environment(name: str | None) -> Environment | None:
+    """The named (or selected) environment; None, with the reason on stderr, when it cannot be loaded."""
+    from psa_erp_sync.config import EnvironmentConfigError, load_environment
+
+    try:
+        return load_environment(name)
+    except EnvironmentConfigError as exc:
+        print(f"psa-erp-sync: {exc}", file=sys.stderr)
+        return None
 
 
 def _env_check(args: argparse.Namespace) -> int:
-    from psa_erp_sync.config import EnvironmentConfigError, environment_mismatches, load_environment
+    from psa_erp_sync.config import environment_mismatches
 
-    try:
-        environment = load_environment(args.name)
-    except EnvironmentConfigError as exc:
-        print(f"psa-erp-sync: {exc}", file=sys.stderr)
+    environment = _load_environment(args.name)
+    if environment is None:
         return 2
     if args.airflow:
         from airflow.configuration import conf
@@ -41,12 +54,10 @@ def _env_check(args: argparse.Namespace) -> int:
 
 
 def _env_show(args: argparse.Namespace) -> int:
-    from psa_erp_sync.config import EnvironmentConfigError, airflow_environment_variables, load_environment
+    from psa_erp_sync.config import airflow_environment_variables
 
-    try:
-        environment = load_environment(args.name)
-    except EnvironmentConfigError as exc:
-        print(f"psa-erp-sync: {exc}", file=sys.stderr)
+    environment = _load_environment(args.name)
+    if environment is None:
         return 2
     print(f"# environment {environment.name}: {environment.model_dump_json(exclude={'name'})}")
     for key, value in airflow_environment_variables(environment).items():

@@ -58,7 +58,7 @@ def wait_for(
 
 
 def meta_rows(topo: Topology, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(topo.meta_dsn) as conn:
+    with psycopg.connect(topo.login_dsn("meta")) as conn:
         return list(conn.execute(sql, args).fetchall())
 
 
@@ -249,7 +249,7 @@ def _run(topo: Topology, redis_server: str, log: Timeline) -> None:
     log("revenue_forecast_refresh succeeded")
 
     # -- signed PSA webhooks -> ingress -> inbox -> time_expense_stream ------------------------------------
-    with psycopg.connect(topo.sim_dsn) as conn:
+    with psycopg.connect(topo.login_dsn("sim")) as conn:
         pending = [
             int(r[0])
             for r in conn.execute(
@@ -265,7 +265,7 @@ def _run(topo: Topology, redis_server: str, log: Timeline) -> None:
     log("approved %d time entries in the PSA; its webhooks go to %s", len(pending), ingress_url)
 
     def streamed() -> bool:
-        with psycopg.connect(topo.ods_dsn) as conn:
+        with psycopg.connect(topo.login_dsn("ods")) as conn:
             row = conn.execute(
                 "SELECT count(*) FILTER (WHERE status = 'processed'), count(*) FROM inbox.event"
                 " WHERE event_type = 'time_entry.approved' AND source_id = ANY(%s)",
@@ -275,7 +275,7 @@ def _run(topo: Topology, redis_server: str, log: Timeline) -> None:
         return row[1] >= len(pending) and row[0] == row[1]
 
     wait_for("the stream to process the approvals", streamed, topo, timeout=RUN_TIMEOUT, every=2)
-    with psycopg.connect(topo.ods_dsn) as conn:
+    with psycopg.connect(topo.login_dsn("ods")) as conn:
         stream_runs = sorted(
             str(r[0])
             for r in conn.execute(
@@ -320,7 +320,7 @@ def _assert_books(topo: Topology, erp: httpx.Client, streamed_ids: list[int]) ->
 
     prefixes = {"timebill": "psa-te-", "expensereport": "psa-ex-"}
     with (
-        psycopg.connect(topo.ods_dsn) as conn,
+        psycopg.connect(topo.login_dsn("ods")) as conn,
         NetSuiteClient(base_url=topo.url("sim-erp"), account_id="TSTDRV100001", token="e2e") as client,
     ):
         for record_type, prefix in prefixes.items():
@@ -345,7 +345,7 @@ def _assert_books(topo: Topology, erp: httpx.Client, streamed_ids: list[int]) ->
         assert streamed & set(timebills), "no streamed approval reached the ERP"
         assert streamed <= set(timebills) | held, sorted(streamed - set(timebills) - held)
         # The approved PSA set: every approved PSA entry is canonical-approved or quarantined (open).
-        with psycopg.connect(topo.sim_dsn) as sim:
+        with psycopg.connect(topo.login_dsn("sim")) as sim:
             psa = {
                 str(r[0]): Decimal(r[1])
                 for r in sim.execute("SELECT id, hours FROM sim_psa.time_entries WHERE is_closed")
@@ -396,7 +396,7 @@ def _assert_both_workers(topo: Topology, victim: str, killed_run: str, killed_tr
 
 def _assert_ingress_role(topo: Topology) -> None:
     """The ingress wrote with ods_ingress, which may insert into the inbox and do nothing else."""
-    with psycopg.connect(topo.ods_dsn) as conn:
+    with psycopg.connect(topo.login_dsn("ods")) as conn:
         users = {
             str(r[0])
             for r in conn.execute(
@@ -404,7 +404,7 @@ def _assert_ingress_role(topo: Topology) -> None:
             )
         }
     assert "ods_ingress" in users, f"the ingress does not hold an ods_ingress connection: {users}"
-    with psycopg.connect(topo.ingress_dsn) as conn:
+    with psycopg.connect(topo.login_dsn("ingress")) as conn:
         with conn.transaction(force_rollback=True):
             conn.execute(
                 "INSERT INTO inbox.event (delivery_id, source_system, event_type, source_id, payload)"

@@ -54,6 +54,13 @@ COMPOSE_PORTS = {
     "marquez": 5000,
 }
 SIMULATORS = ("psa", "crm", "erp", "planning")
+# The PostgreSQL logins the compose file creates: (role, the .env variable of its password, database).
+LOGINS = {
+    "meta": ("airflow", "AIRFLOW_DB_PASSWORD", "airflow"),
+    "ods": ("ods", "ODS_PASSWORD", "ods"),
+    "ingress": ("ods_ingress", "ODS_INGRESS_PASSWORD", "ods"),
+    "sim": ("simulators", "SIMULATORS_DB_PASSWORD", "simulators"),
+}
 
 # What the e2e changes on top of compose, and why: a killed worker's task must be detected within
 # seconds, not compose's two minutes; one API worker on a 2-core machine.
@@ -225,21 +232,10 @@ class Topology:
             parts["password"] = password
         return psycopg.conninfo.make_conninfo("", **parts)
 
-    @property
-    def meta_dsn(self) -> str:
-        return self.dsn("airflow", self.variables["AIRFLOW_DB_PASSWORD"], "airflow")
-
-    @property
-    def ods_dsn(self) -> str:
-        return self.dsn("ods", self.variables["ODS_PASSWORD"], "ods")
-
-    @property
-    def ingress_dsn(self) -> str:
-        return self.dsn("ods_ingress", self.variables["ODS_INGRESS_PASSWORD"], "ods")
-
-    @property
-    def sim_dsn(self) -> str:
-        return self.dsn("simulators", self.variables["SIMULATORS_DB_PASSWORD"], "simulators")
+    def login_dsn(self, login: str) -> str:
+        """The DSN of one of the topology's PostgreSQL logins (``LOGINS``), with its password."""
+        role, password_variable, database = LOGINS[login]
+        return self.dsn(role, self.variables[password_variable], database)
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
@@ -383,32 +379,17 @@ class Topology:
         passwords.write_text(json.dumps({"admin": self.variables["AIRFLOW_ADMIN_PASSWORD"]}) + "\n")
         passwords.chmod(0o600)
         with (self.logs / "airflow-init.log").open("wb") as out:
-            subprocess.run(
-                [str(BIN / "airflow"), "db", "migrate"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                check=True,
-                timeout=600,
-            )
-            for pool in compose_pools():  # the pools compose's init creates (ERP account budget)
+
+            def step(argv: list[str], timeout: float) -> None:
                 subprocess.run(
-                    [str(BIN / "airflow"), "pools", "set", *pool],
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                    check=True,
-                    timeout=300,
+                    argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, check=True, timeout=timeout
                 )
-            subprocess.run(
-                [sys.executable, "-m", "psa_erp_sync.ods.migrate", "--dsn", self.ods_dsn],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                check=True,
+
+            step([str(BIN / "airflow"), "db", "migrate"], timeout=600)
+            for pool in compose_pools():  # the pools compose's init creates (ERP account budget)
+                step([str(BIN / "airflow"), "pools", "set", *pool], timeout=300)
+            step(
+                [sys.executable, "-m", "psa_erp_sync.ods.migrate", "--dsn", self.login_dsn("ods")],
                 timeout=300,
             )
 

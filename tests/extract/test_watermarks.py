@@ -25,21 +25,6 @@ REFERENCE = ("/v2/projects", "/v2/users", "/v2/task_assignments", "/v2/expense_c
 TRANSACTIONAL = ("/v2/time_entries", "/v2/expenses")
 
 
-@pytest.fixture
-def psa_client(psa_sim: RunningSimulator) -> Iterator[Any]:
-    from psa_erp_sync.clients.http import RetryPolicy
-    from psa_erp_sync.clients.psa import HarvestClient
-
-    psa_sim.admin("PUT", "/config", json={"rate_limit_requests": 0})
-    with HarvestClient(
-        base_url=psa_sim.base_url,
-        token="t",
-        account_id="1",
-        retry=RetryPolicy(max_attempts=3, base_delay_s=0.01),
-    ) as client:
-        yield client
-
-
 def _run(dsn: str, client: Any, run: str, mode: psa_extract.Mode) -> dict[str, staging.StageResult]:
     """Every endpoint the time & expense DAG extracts, planned from the stored watermarks as its
     extract task plans them."""

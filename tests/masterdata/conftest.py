@@ -42,21 +42,6 @@ def erp_client(erp_sim: RunningSimulator) -> Iterator[Any]:
 
 
 @pytest.fixture
-def psa_client(psa_sim: RunningSimulator) -> Iterator[Any]:
-    from psa_erp_sync.clients.http import RetryPolicy
-    from psa_erp_sync.clients.psa import HarvestClient
-
-    psa_sim.admin("PUT", "/config", json={"rate_limit_requests": 0})
-    with HarvestClient(
-        base_url=psa_sim.base_url,
-        token="t",
-        account_id="1",
-        retry=RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05),
-    ) as client:
-        yield client
-
-
-@pytest.fixture
 def crm_client(crm_sim: RunningSimulator) -> Iterator[Any]:
     from psa_erp_sync.clients.crm import CrmClient
     from psa_erp_sync.clients.http import RetryPolicy

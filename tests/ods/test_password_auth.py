@@ -123,20 +123,11 @@ def test_planner_opens_its_reader_with_the_password(scram_ods: str) -> None:
 
 
 def test_validation_opens_its_reader_with_the_password(scram_ods: str) -> None:
-    from psa_erp_sync.ods import staging
-    from psa_erp_sync.validation import time_expense as validation
-    from tests.validation.test_rules import AS_OF, ENTRY, REF
+    from tests.validation.helpers import stage_and_validate_time_entries
+    from tests.validation.test_rules import ENTRY
 
     with psycopg.connect(scram_ods) as conn:
-        staging.stage_pages(
-            conn, [[ENTRY]], run_key="scram", source_system="psa", endpoint="/v2/time_entries"
-        )
-        conn.commit()
-        with conn.transaction():
-            result = validation.validate_run(
-                conn, kind="time_entry", run_key="scram", ref=REF, config=load_config(), as_of=AS_OF,
-                dag_run_id="scram-run",
-            )  # fmt: skip
+        result = stage_and_validate_time_entries(conn, [ENTRY], run_key="scram", dag_run_id="scram-run")
     assert (result.staged_versions, result.valid) == (1, 1)
 
 

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from tests.conftest import RunningSimulator
-from tests.posting.test_stateful import AS_OF, ENDPOINTS, ERP_SEED, PSA_SEED, UK, US
+from tests.posting.test_stateful import AS_OF, ERP_SEED, PSA_SEED, UK, US, extract_and_validate
 
 pytestmark = pytest.mark.integration
 
@@ -67,34 +67,18 @@ class Pipeline:
         self, *, extract: bool = True, stale_periods: list[dict[str, Any]] | None = None
     ) -> dict[str, Any]:
         from psa_erp_sync.clients.erp import NetSuiteClient
-        from psa_erp_sync.clients.psa import HarvestClient
-        from psa_erp_sync.extract import psa as psa_extract
-        from psa_erp_sync.ods import staging
         from psa_erp_sync.posting.engine import EngineSettings
         from psa_erp_sync.posting.service import post_record_type
-        from psa_erp_sync.validation import time_expense as validation
 
         self.runs += 1
         run_id = f"corr-{self.runs}"
         as_of = AS_OF + timedelta(minutes=self.runs)
         if extract:
-            client = HarvestClient(base_url=self.psa.base_url, token="t", account_id="1")
-            keys = {e: psa_extract.run_key_for("corrections", run_id, e) for e in ENDPOINTS}
             with psycopg.connect(self.dsn, autocommit=True) as conn:
-                for endpoint in ENDPOINTS:
-                    window = psa_extract.plan_window(
-                        staging.get_watermark(conn, "psa", endpoint), mode="sweep", as_of=as_of,
-                        overlap=timedelta(hours=1), sweep_days=45,
-                    )  # fmt: skip
-                    psa_extract.extract_endpoint(
-                        conn, client, endpoint=endpoint, run_key=keys[endpoint], window=window, per_page=2000
-                    )
-                ref = validation.PsaReference.from_staging(conn, keys)
-                with conn.transaction():
-                    validation.validate_run(
-                        conn, kind="time_entry", run_key=keys["/v2/time_entries"], ref=ref, config=self.config,
-                        as_of=as_of, dag_run_id=run_id,
-                    ).check()  # fmt: skip
+                extract_and_validate(
+                    conn, psa_url=self.psa.base_url, config=self.config, dag="corrections", run_id=run_id,
+                    as_of=as_of,
+                )  # fmt: skip
         with NetSuiteClient(base_url=self.erp.base_url, account_id="A", token="t", timeout=10) as erp:
             client: Any = erp if stale_periods is None else StalePeriodsOnce(erp, stale_periods)
             result = post_record_type(

@@ -160,6 +160,34 @@ def _seen(what: str) -> None:
     SEEN[what] += 1
 
 
+def extract_and_validate(
+    conn: psycopg.Connection, *, psa_url: str, config: Any, dag: str, run_id: str, as_of: datetime
+) -> None:
+    """Sweep-extract ``ENDPOINTS`` from the PSA simulator under run keys of ``dag``/``run_id``, then
+    validate the time entries (``conn`` in autocommit: each step commits on its own, as tasks do)."""
+    from psa_erp_sync.clients.psa import HarvestClient
+    from psa_erp_sync.extract import psa as psa_extract
+    from psa_erp_sync.ods import staging
+    from psa_erp_sync.validation import time_expense as validation
+
+    client = HarvestClient(base_url=psa_url, token="t", account_id="1")
+    keys = {endpoint: psa_extract.run_key_for(dag, run_id, endpoint) for endpoint in ENDPOINTS}
+    for endpoint in ENDPOINTS:
+        window = psa_extract.plan_window(
+            staging.get_watermark(conn, "psa", endpoint), mode="sweep", as_of=as_of,
+            overlap=timedelta(hours=1), sweep_days=45,
+        )  # fmt: skip
+        psa_extract.extract_endpoint(
+            conn, client, endpoint=endpoint, run_key=keys[endpoint], window=window, per_page=2000
+        )
+    ref = validation.PsaReference.from_staging(conn, keys)
+    with conn.transaction():
+        validation.validate_run(
+            conn, kind="time_entry", run_key=keys["/v2/time_entries"], ref=ref, config=config,
+            as_of=as_of, dag_run_id=run_id,
+        ).check()  # fmt: skip
+
+
 class SimulatedCrash(Exception):
     """The posting worker died (not an ERP error: nothing in the engine may catch it)."""
 
@@ -293,31 +321,18 @@ class PostingMachine(RuleBasedStateMachine):
 
     # -- the pipeline --------------------------------------------------------------------------
     def _extract_and_validate(self, run_id: str) -> None:
-        from psa_erp_sync.clients.psa import HarvestClient
-        from psa_erp_sync.extract import psa as psa_extract
-        from psa_erp_sync.ods import staging
-        from psa_erp_sync.validation import time_expense as validation
-
         as_of = AS_OF + timedelta(minutes=self.runs)
-        client = HarvestClient(base_url=self.psa.base_url, token="t", account_id="1")
-        keys = {endpoint: psa_extract.run_key_for("stateful", run_id, endpoint) for endpoint in ENDPOINTS}
         # Autocommit: every extract and the validation commit on their own, as separate tasks do
         # (validation streams the staged rows through a second connection).
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            for endpoint in ENDPOINTS:
-                window = psa_extract.plan_window(
-                    staging.get_watermark(conn, "psa", endpoint), mode="sweep", as_of=as_of,
-                    overlap=timedelta(hours=1), sweep_days=45,
-                )  # fmt: skip
-                psa_extract.extract_endpoint(
-                    conn, client, endpoint=endpoint, run_key=keys[endpoint], window=window, per_page=2000
-                )
-            ref = validation.PsaReference.from_staging(conn, keys)
-            with conn.transaction():
-                validation.validate_run(
-                    conn, kind="time_entry", run_key=keys["/v2/time_entries"], ref=ref, config=self.config,
-                    as_of=as_of, dag_run_id=run_id,
-                ).check()  # fmt: skip
+            extract_and_validate(
+                conn,
+                psa_url=self.psa.base_url,
+                config=self.config,
+                dag="stateful",
+                run_id=run_id,
+                as_of=as_of,
+            )
             # What the PSA held when it was read (nothing changes it between the read and now).
             self.psa_changed = False
             self.extracted = {

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -22,7 +21,8 @@ from psa_erp_sync.clients.http import RetryPolicy
 from psa_erp_sync.clients.psa import HarvestClient, PsaEndpointNotFound
 from psa_erp_sync.validation.time_expense import MassDeletionRefused
 from tests.conftest import RunningSimulator
-from tests.dags.test_time_expense_dag import AS_OF, TODAY
+from tests.dags.test_time_expense_dag import TODAY
+from tests.stream.helpers import process_as_triggered
 
 pytestmark = pytest.mark.integration
 
@@ -63,20 +63,9 @@ def _announce(dsn: str, event: str, ids: list[str]) -> None:
 
 def _run(dsn: str, psa: HarvestClient, erp_sim: RunningSimulator, name: str) -> Any:
     from psa_erp_sync.clients.erp import NetSuiteClient
-    from psa_erp_sync.config import load_config
-    from psa_erp_sync.stream.time_expense import process_inbox
 
-    run_id = f"asset_triggered__{name}"
     with psa, NetSuiteClient(base_url=erp_sim.base_url, account_id="A1", token="t") as erp:
-        return process_inbox(
-            dsn=dsn,
-            psa_client=psa,
-            erp_client=erp,
-            config=load_config(),
-            run_id=run_id,
-            run_key_prefix=f"time_expense_stream/{run_id}",
-            as_of=AS_OF + timedelta(minutes=30),
-        )
+        return process_as_triggered(dsn, psa, erp, name)
 
 
 def _live(dsn: str) -> list[str]:

@@ -5,12 +5,13 @@ staging of new versions, validation) and is quarantined; the good record beside 
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 
 from tests.conftest import RunningSimulator
+from tests.stream.helpers import extract_sample_reference
 
 pytestmark = pytest.mark.integration
 
@@ -18,25 +19,14 @@ pytestmark = pytest.mark.integration
 def test_hostile_records_through_the_stream_steps(clean_ods: str, psa_sim: RunningSimulator) -> None:
     from psa_erp_sync.clients.psa import HarvestClient
     from psa_erp_sync.config import load_config
-    from psa_erp_sync.extract import psa as psa_extract
     from psa_erp_sync.stream import time_expense as stream
     from psa_erp_sync.validation import time_expense as validation
-    from simulators.psa import sample
 
-    psa_sim.admin("POST", "/seed", json=sample.build())
-    psa_sim.admin("PUT", "/config", json={"rate_limit_requests": 0})
-    window = psa_extract.plan_window(
-        None, mode="full", as_of=datetime.now(UTC), overlap=timedelta(0), sweep_days=0
-    )
-    keys = {endpoint: f"test/ref{endpoint}" for endpoint in stream.REFERENCE_ENDPOINTS}
     with (
         HarvestClient(base_url=psa_sim.base_url, token="t", account_id="1") as client,
         psycopg.connect(clean_ods, autocommit=True) as conn,
     ):
-        for endpoint, key in keys.items():
-            psa_extract.extract_endpoint(
-                conn, client, endpoint=endpoint, run_key=key, window=window, per_page=100
-            )
+        keys = extract_sample_reference(psa_sim, conn, client)
         good = next(iter(client.iter_items("/v2/time_entries", {"per_page": 100})))
         hostile = [
             dict(copy.deepcopy(good), id=8_000_001, project="not an object", user=[1]),

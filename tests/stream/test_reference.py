@@ -3,37 +3,27 @@ announced records refer to (real PSA simulator, real staging)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import psycopg
 import pytest
 
 from tests.conftest import RunningSimulator
+from tests.stream.helpers import extract_sample_reference
 
 pytestmark = pytest.mark.integration
 
 
 def test_targeted_reference_matches_the_full_reference(clean_ods: str, psa_sim: RunningSimulator) -> None:
     from psa_erp_sync.clients.psa import HarvestClient
-    from psa_erp_sync.extract import psa as psa_extract
     from psa_erp_sync.stream import time_expense as stream
     from psa_erp_sync.validation.time_expense import PsaReference
-    from simulators.psa import sample
 
-    psa_sim.admin("POST", "/seed", json=sample.build())
-    psa_sim.admin("PUT", "/config", json={"rate_limit_requests": 0})
-    window = psa_extract.plan_window(
-        None, mode="full", as_of=datetime.now(UTC), overlap=timedelta(0), sweep_days=0
-    )
-    keys = {endpoint: f"test/ref{endpoint}" for endpoint in stream.REFERENCE_ENDPOINTS}
     with (
         HarvestClient(base_url=psa_sim.base_url, token="t", account_id="1") as client,
         psycopg.connect(clean_ods, autocommit=True) as conn,
     ):
-        for endpoint, key in keys.items():
-            psa_extract.extract_endpoint(
-                conn, client, endpoint=endpoint, run_key=key, window=window, per_page=100
-            )
+        keys = extract_sample_reference(psa_sim, conn, client)
         assert stream.latest_reference_keys(conn, timedelta(minutes=5)) == keys
         records = list(client.iter_items("/v2/time_entries", {"per_page": 100}))[:7]
         full = PsaReference.from_staging(conn, keys)

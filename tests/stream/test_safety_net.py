@@ -19,6 +19,7 @@ import pytest
 from psa_erp_sync.api import ingress
 from tests.conftest import RunningSimulator
 from tests.dags.test_time_expense_dag import AS_OF, _approved_psa, _dag, _erp_timebills, wired  # noqa: F401
+from tests.stream.helpers import process_as_triggered
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
@@ -39,8 +40,6 @@ def _drain(dsn: str, psa_url: str, erp_url: str, rounds: int = 5) -> list[dict[s
     """Run the stream's processing until the inbox holds nothing pending (as triggered runs would)."""
     from psa_erp_sync.clients.erp import NetSuiteClient
     from psa_erp_sync.clients.psa import HarvestClient
-    from psa_erp_sync.config import load_config
-    from psa_erp_sync.stream.time_expense import process_inbox
 
     results = []
     for n in range(rounds):
@@ -48,16 +47,7 @@ def _drain(dsn: str, psa_url: str, erp_url: str, rounds: int = 5) -> list[dict[s
             HarvestClient(base_url=psa_url, token="t", account_id="1") as psa,
             NetSuiteClient(base_url=erp_url, account_id="A1", token="t") as erp,
         ):
-            run_id = f"asset_triggered__stream_{n}"
-            result = process_inbox(
-                dsn=dsn,
-                psa_client=psa,
-                erp_client=erp,
-                config=load_config(),
-                run_id=run_id,
-                run_key_prefix=f"time_expense_stream/{run_id}",
-                as_of=AS_OF + timedelta(minutes=30),
-            )
+            result = process_as_triggered(dsn, psa, erp, f"stream_{n}")
         if not result.claimed:
             break
         results.append(result.as_dict())

@@ -22,6 +22,7 @@ from psa_erp_sync.config import load_config
 from psa_erp_sync.ods import staging
 from psa_erp_sync.validation import time_expense as validation
 from psa_erp_sync.validation.time_expense import judge_expense, judge_time_entry
+from tests.validation.helpers import stage_and_validate_time_entries, validate_time_entries
 from tests.validation.test_rules import AS_OF, ENTRY, REF
 
 EXPENSE: dict[str, Any] = {
@@ -129,15 +130,7 @@ def test_hours_are_rounded_before_the_amount_is_computed(
     canonical ones) by the rate, and reconcile_erp compares that with the ledger's amount."""
     payload = te(id=501, hours=hours, billable_rate=100.0)
     with psycopg.connect(clean_ods) as conn:
-        staging.stage_pages(
-            conn, [[payload]], run_key="r-hours", source_system="psa", endpoint="/v2/time_entries"
-        )
-        conn.commit()
-        with conn.transaction():
-            result = validation.validate_run(
-                conn, kind="time_entry", run_key="r-hours", ref=REF, config=load_config(), as_of=AS_OF,
-                dag_run_id="run-hours",
-            )  # fmt: skip
+        result = stage_and_validate_time_entries(conn, [payload], run_key="r-hours", dag_run_id="run-hours")
         row = conn.execute(
             "SELECT hours, bill_rate_minor, amount_minor, currency FROM canonical.time_entry"
         ).fetchone()
@@ -320,11 +313,7 @@ def test_a_sweep_survives_a_quarantined_record_whose_date_is_not_a_date(clean_od
             window_from=None, window_to=AS_OF, sweep_from=date(2026, 11, 1),
         )  # fmt: skip
         conn.commit()
-        with conn.transaction():
-            verdicts = validation.validate_run(
-                conn, kind="time_entry", run_key="sweep-1", ref=REF, config=load_config(), as_of=AS_OF,
-                dag_run_id="run-sweep",
-            )  # fmt: skip
+        verdicts = validate_time_entries(conn, run_key="sweep-1", dag_run_id="run-sweep")
     assert (verdicts.valid, verdicts.quarantined) == (2, 2)
     assert verdicts.by_reason == {"SCHEMA_INVALID": 2}
 

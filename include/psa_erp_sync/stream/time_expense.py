@@ -137,6 +137,12 @@ def check_deletions(
     return gone
 
 
+def _lines_params(lines: list[tuple[str, str]], **extra: Any) -> dict[str, Any]:
+    """Query parameters for (source id, payload) lines of the PSA: ``ids`` and ``payloads`` in
+    step (unnested together), the source system, and ``extra``."""
+    return {"ids": [i for i, _ in lines], "payloads": [p for _, p in lines], "system": SOURCE, **extra}
+
+
 def stage_new_versions(
     conn: psycopg.Connection,
     records: list[dict[str, Any]],
@@ -181,14 +187,7 @@ def stage_new_versions(
         )
         SELECT count(*) FROM ins
         """,
-        {
-            "ids": [i for i, _ in lines],
-            "payloads": [p for _, p in lines],
-            "system": SOURCE,
-            "endpoint": endpoint,
-            "run_key": run_key,
-            "read_at": read_at,
-        },
+        _lines_params(lines, endpoint=endpoint, run_key=run_key, read_at=read_at),
     ).fetchone()
     new = int(row[0]) if row else 0
     if read_at is not None and new < len(records):
@@ -208,13 +207,7 @@ def stage_new_versions(
             WHERE r.source_system = %(system)s AND r.endpoint = %(endpoint)s
               AND r.source_id = free.source_id AND r.payload_hash = free.payload_hash
             """,
-            {
-                "ids": [i for i, _ in lines],
-                "payloads": [p for _, p in lines],
-                "system": SOURCE,
-                "endpoint": endpoint,
-                "read_at": read_at,
-            },
+            _lines_params(lines, endpoint=endpoint, read_at=read_at),
         )
         _undelete_reread(conn, lines, endpoint=endpoint, read_at=read_at, run_key=run_key)
     return new, len(records) - new
@@ -254,14 +247,7 @@ def _undelete_reread(
         )
         SELECT count(*) FROM back
         """,
-        {
-            "ids": [i for i, _ in lines],
-            "payloads": [p for _, p in lines],
-            "system": SOURCE,
-            "read_at": read_at,
-            "table": table,
-            "run_key": run_key,
-        },
+        _lines_params(lines, read_at=read_at, table=table, run_key=run_key),
     ).fetchone()
     restored = int(row[0]) if row else 0
     if restored:
@@ -385,6 +371,8 @@ def mark_gone(
     holds. ``read_at`` is when the re-reads began (default now): a record some read saw at or after
     that moment is left alone, and the deletion carries it as ``source_read_at``, so only a read
     that began later brings the record back (docs/streaming.md, "Ordering")."""
+    from psa_erp_sync.validation.time_expense import DELETION_AUDIT_SQL
+
     if not source_ids:
         return 0
     table = TABLE_OF_KIND[kind]
@@ -402,15 +390,10 @@ def mark_gone(
                   WHERE r.source_system = c.source_system AND r.endpoint = %(endpoint)s
                     AND r.source_id = c.source_id AND r.fetched_at >= m.read_at)
             RETURNING c.source_id, to_jsonb(c.*) - 'record' AS image
-        ), audited AS (
-            INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)
-            SELECT 'stream.reread', 'deleted_at_source', %(table)s, source_id, image - 'is_deleted' - 'source_read_at',
-                   jsonb_build_object('is_deleted', true, 'source_read_at', image->'source_read_at'), %(run_id)s
-            FROM del
-        )
-        SELECT count(*) FROM del
+        ), {DELETION_AUDIT_SQL}
         """,
         {
+            "actor": "stream.reread",
             "system": SOURCE,
             "ids": source_ids,
             "table": table,

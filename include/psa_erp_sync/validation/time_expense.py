@@ -829,6 +829,19 @@ def implausible_deletions(
     return gone >= min_refuse and gone > max_share * total
 
 
+# The tail of a statement whose CTE ``del`` marks canonical rows deleted at the source and returns
+# (source_id, image): one audit row per deletion (before/after images), then the count. Shared by
+# the sweep here and the stream's re-read (``stream.time_expense.mark_gone``); the statement
+# supplies ``actor``, ``table`` and ``run_id``.
+DELETION_AUDIT_SQL = """audited AS (
+            INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)
+            SELECT %(actor)s, 'deleted_at_source', %(table)s, source_id, image - 'is_deleted' - 'source_read_at',
+                   jsonb_build_object('is_deleted', true, 'source_read_at', image->'source_read_at'), %(run_id)s
+            FROM del
+        )
+        SELECT count(*) FROM del"""
+
+
 def _mark_deleted(
     conn: psycopg.Connection,
     kind: Kind,
@@ -897,15 +910,9 @@ def _mark_deleted(
             WHERE c.source_system = %(system)s AND c.source_id = ANY(%(ids)s) AND NOT c.is_deleted
               AND coalesce(c.source_read_at, '-infinity') < %(started)s
             RETURNING c.source_id, to_jsonb(c.*) - 'record' AS image
-        ), audited AS (
-            INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)
-            SELECT 'validation.sweep', 'deleted_at_source', %(table)s, source_id, image - 'is_deleted' - 'source_read_at',
-                   jsonb_build_object('is_deleted', true, 'source_read_at', image->'source_read_at'), %(run_id)s
-            FROM del
-        )
-        SELECT count(*) FROM del
+        ), {DELETION_AUDIT_SQL}
         """,
-        {**params, "ids": gone, "table": table, "run_id": dag_run_id},
+        {**params, "ids": gone, "table": table, "run_id": dag_run_id, "actor": "validation.sweep"},
     ).fetchone()
     count = int(marked[0]) if marked else 0
     log.info("sweep: %d %s records no longer at the source since %s: marked deleted", count, kind, sweep_from)
