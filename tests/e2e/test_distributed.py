@@ -12,7 +12,6 @@ Run with ``make e2e`` (about 5-8 minutes on 2 cores); progress is printed as a t
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 import time
@@ -365,13 +364,17 @@ def _assert_books(topo: Topology, erp: httpx.Client, streamed_ids: list[int]) ->
         }
         assert set(psa) <= canonical | quarantined, sorted(set(psa) - canonical - quarantined)[:10]
         assert canonical <= set(psa), sorted(canonical - set(psa))[:10]
-    # One ERP account, one concurrency budget across both workers: the account's limit is the ERP
-    # connection's max_concurrency; the simulator counts every request that arrived at once (429s too).
-    account = json.loads(topo.env["AIRFLOW_CONN_ERP_DEFAULT"])["extra"]
+    # One ERP account, one concurrency budget across both workers: the account's limit is the one
+    # compose's environment (PSA_ERP_SYNC_ENV) sets in config/environments/<env>.yaml; the
+    # simulator counts every request that arrived at once (429s too).
+    from psa_erp_sync.config import load_environment
+
+    concurrency = load_environment(topo.env["PSA_ERP_SYNC_ENV"]).erp.concurrency
     load = erp.get("/admin/concurrency").json()["accounts"]
     assert load, "the ERP simulator saw no account"
     for name, seen in load.items():
-        assert int(seen["max_requested"]) <= int(account["max_concurrency"]), (name, seen)
+        limit = concurrency.accounts.get(name, concurrency.default)
+        assert int(seen["max_requested"]) <= limit, (name, seen, limit)
 
 
 def _assert_both_workers(topo: Topology, victim: str, killed_run: str, killed_try: int) -> None:
