@@ -294,7 +294,8 @@ def _run(topo: Topology, redis_server: str, log: Timeline) -> None:
     _assert_ingress_role(topo)
     assert topo.lineage is not None
     namespaces = {e.get("job", {}).get("namespace") for e in topo.lineage.events}
-    assert "psa-erp-sync-compose" in namespaces, f"no OpenLineage events over HTTP: {namespaces}"
+    expected = topo.env["AIRFLOW__OPENLINEAGE__NAMESPACE"]  # compose's, the environment's namespace
+    assert expected in namespaces, f"no OpenLineage events over HTTP in {expected}: {namespaces}"
     log("OpenLineage over HTTP: %d events received", len(topo.lineage.events))
 
 
