@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 import psycopg
 from psycopg.types.json import set_json_loads
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from psa_erp_sync import money
 from psa_erp_sync.clients import psa_models
@@ -82,6 +82,7 @@ class ProjectRef:
 
 
 #: Reference endpoint -> the record type its quarantine items carry.
+ModelT = TypeVar("ModelT", bound=BaseModel)
 REFERENCE_RECORD_TYPES = {
     "/v2/projects": "project",
     "/v2/users": "user",
@@ -151,43 +152,40 @@ class PsaReference:
                 InvalidReference(REFERENCE_RECORD_TYPES[endpoint], source_id, version_hash, fields)
             )
 
+        def parsed(
+            endpoint: str, model: type[ModelT], bad_id: Callable[[str, Any], int | None], bad: set[int]
+        ) -> Iterator[ModelT]:
+            """The endpoint's records that pass ``model``; each that does not is rejected and its
+            id (``bad_id``) noted in ``bad``."""
+            for source_id, version_hash, payload in rows.get(endpoint, []):
+                try:
+                    record = model.model_validate(payload)
+                except ValidationError as exc:
+                    reject(endpoint, source_id, version_hash, _invalid_fields(exc))
+                    if (rid := bad_id(source_id, payload)) is not None:
+                        bad.add(rid)
+                    continue
+                passed[REFERENCE_RECORD_TYPES[endpoint]].add(source_id)
+                yield record
+
         projects: dict[int, ProjectRef] = {}
         bad_projects: set[int] = set()
-        for source_id, version_hash, payload in rows.get("/v2/projects", []):
-            try:
-                project = psa_models.Project.model_validate(payload)
-            except ValidationError as exc:
-                reject("/v2/projects", source_id, version_hash, _invalid_fields(exc))
-                if (pid := _id_of(source_id)) is not None:
-                    bad_projects.add(pid)
-                continue
-            passed["project"].add(source_id)
+        for project in parsed("/v2/projects", psa_models.Project, lambda sid, _: _id_of(sid), bad_projects):
             projects[project.id] = ProjectRef(
                 project.id, project.is_active, project.legal_entity, project.currency
             )
         users: dict[int, bool] = {}
         bad_users: set[int] = set()
-        for source_id, version_hash, payload in rows.get("/v2/users", []):
-            try:
-                user = psa_models.User.model_validate(payload)
-            except ValidationError as exc:
-                reject("/v2/users", source_id, version_hash, _invalid_fields(exc))
-                if (uid := _id_of(source_id)) is not None:
-                    bad_users.add(uid)
-                continue
-            passed["user"].add(source_id)
+        for user in parsed("/v2/users", psa_models.User, lambda sid, _: _id_of(sid), bad_users):
             users[user.id] = user.is_active
         assignments: set[tuple[int, int]] = set()
         bad_assignment_projects: set[int] = set()
-        for source_id, version_hash, payload in rows.get("/v2/task_assignments", []):
-            try:
-                assignment = psa_models.TaskAssignment.model_validate(payload)
-            except ValidationError as exc:
-                reject("/v2/task_assignments", source_id, version_hash, _invalid_fields(exc))
-                if (pid := _nested_id(payload, "project")) is not None:
-                    bad_assignment_projects.add(pid)
-                continue
-            passed["task_assignment"].add(source_id)
+        for assignment in parsed(
+            "/v2/task_assignments",
+            psa_models.TaskAssignment,
+            lambda _, payload: _nested_id(payload, "project"),
+            bad_assignment_projects,
+        ):
             if assignment.is_active and assignment.project is not None and assignment.task is not None:
                 assignments.add((assignment.project.id, assignment.task.id))
         categories: set[int] = set()
