@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from psa_erp_sync.posting.budget import BudgetExhausted, account_limit
 
     config = load_config()
-    limit = args.concurrency or account_limit()
+    limit = args.concurrency or account_limit({"account_id": args.account_id})
     try:
         settings = EngineSettings.from_config(config, batch_size=args.batch_size, max_concurrency=limit)
     except ValueError as exc:

@@ -165,7 +165,7 @@ def shared_by_processes(client: Any, dsn: str) -> Iterator[AccountBudget | None]
     if not hasattr(client, "request_slot") or client.request_slot is not None:
         yield None
         return
-    limit = client.concurrency_limit or account_limit()
+    limit = client.concurrency_limit or account_limit({"account_id": client.account_id})
     budget = AccountBudget(dsn, str(client.account_id), limit)
     client.request_slot = budget.slot
     try:
