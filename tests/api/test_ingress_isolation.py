@@ -1,29 +1,35 @@
 """A slow or unreachable ODS must not take the API server down with the ingress (issue 13.10).
 
-The ingress is mounted, as Airflow mounts plugin apps, on a parent FastAPI app next to a
-synchronous route that stands for the API server's own (the execution API's task heartbeat is a
-plain ``def`` route, so it runs on anyio's shared default thread pool of 40). The ingress's ODS is
-a local socket that accepts connections and never answers, so every connection attempt hangs.
-Many concurrent deliveries must then fail fast with 503 while the heartbeat keeps answering.
+A real ``airflow api-server`` process is started with the plugin (so the ingress is mounted exactly
+as in a deployment) and its ``ods_ingress`` connection pointing at a local socket that accepts
+connections and never answers, so every connection attempt of the ingress hangs. Many concurrent
+deliveries must then fail fast with 503 while Airflow's own execution API keeps answering task
+heartbeats: the real ``PUT /execution/task-instances/{id}/heartbeat`` route, with a real task
+token, is a plain ``def`` route that runs on anyio's shared thread pool of 40 and queries the
+metadata DB (an unknown task instance: 404 after the query).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from psa_erp_sync.api import ingress
-from tests.conftest import RunningSimulator
 
 pytestmark = pytest.mark.integration
 
@@ -75,63 +81,122 @@ def _delivery() -> tuple[bytes, dict[str, str]]:
     return body, headers
 
 
-def test_heartbeats_answer_while_the_ingress_database_is_unreachable(blackhole_dsn: str) -> None:
-    app = FastAPI()
+@pytest.fixture
+def api_server(airflow_db: str, blackhole_dsn: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A real ``airflow api-server`` (one worker) with the plugin; its ingress's ODS is the black
+    hole. Yields (base URL, a task token for the execution API)."""
+    from airflow.api_fastapi.auth.tokens import JWTGenerator
+    from airflow.configuration import conf
 
-    @app.get("/execution/heartbeat")
-    def heartbeat() -> dict[str, bool]:  # sync, like the api-server's: anyio's shared thread pool
-        return {"ok": True}
+    from tests.conftest import free_port
 
-    webhook_app = ingress.create_app(
-        dsn=blackhole_dsn, secrets=lambda source: ingress.Secrets(SECRET.encode())
+    port = free_port()
+    jwt_secret = uuid.uuid4().hex * 2
+    host, dbport = re.search(r"host=(\S+) port=(\d+)", blackhole_dsn).groups()  # type: ignore[union-attr]
+    env = {
+        **os.environ,
+        "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
+        "AIRFLOW_CONN_ODS_INGRESS": f"postgresql://postgres@{host}:{dbport}/ods",
+        "PSA_ERP_SYNC_WEBHOOK_SECRET_PSA": SECRET,
+    }
+    log = (tmp_path / "api-server.log").open("w")
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "airflow"),
+            "api-server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
-    app.mount("/ingress", webhook_app)
-    server = RunningSimulator("api-server", app).start()
+    base_url = f"http://127.0.0.1:{port}"
     try:
-        heartbeat_s: list[float] = []
-        answers: list[tuple[int, str, float]] = []
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{base_url}/execution/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"api-server did not start:\n{(tmp_path / 'api-server.log').read_text()[-3000:]}"
+                )
+            time.sleep(0.5)
+        audience = conf.get_mandatory_list_value("execution_api", "jwt_audience")[0]
+        ti_id = str(uuid.uuid4())
+        token = JWTGenerator(secret_key=jwt_secret, audience=audience, valid_for=600).generate({"sub": ti_id})
+        yield base_url, f"{ti_id}:{token}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
 
-        async def deliver(client: httpx.AsyncClient) -> None:
-            body, headers = _delivery()
+
+def test_heartbeats_answer_while_the_ingress_database_is_unreachable(api_server: tuple[str, str]) -> None:
+    base_url, ti_token = api_server
+    ti_id, token = ti_token.split(":", 1)
+    heartbeat_path = f"/execution/task-instances/{ti_id}/heartbeat"
+    heartbeat_body = {"hostname": "worker-1", "pid": 4242}
+    heartbeat_headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base_url, timeout=10) as client:  # the route is really there
+        first = client.put(heartbeat_path, json=heartbeat_body, headers=heartbeat_headers)
+        assert first.status_code == 404, first.text  # the query ran: no such task instance
+
+    heartbeat_s: list[float] = []
+    answers: list[tuple[int, str, float]] = []
+
+    async def deliver(client: httpx.AsyncClient) -> None:
+        body, headers = _delivery()
+        started = time.monotonic()
+        try:
+            response = await client.post("/ingress/psa/events", content=body, headers=headers)
+            answers.append((response.status_code, response.json()["reason_code"], time.monotonic() - started))
+        except httpx.TimeoutException:
+            answers.append((0, "CLIENT_TIMEOUT", time.monotonic() - started))
+
+    async def beat(client: httpx.AsyncClient) -> None:
+        await asyncio.sleep(0.5)  # the deliveries are in flight (and hanging) by now
+        for _ in range(6):
             started = time.monotonic()
             try:
-                response = await client.post("/ingress/psa/events", content=body, headers=headers)
-                answers.append(
-                    (response.status_code, response.json()["reason_code"], time.monotonic() - started)
+                response = await client.put(
+                    heartbeat_path, json=heartbeat_body, headers=heartbeat_headers, timeout=5.0
                 )
+                assert response.status_code == 404, response.text
+                heartbeat_s.append(time.monotonic() - started)
             except httpx.TimeoutException:
-                answers.append((0, "CLIENT_TIMEOUT", time.monotonic() - started))
+                heartbeat_s.append(float("inf"))
+            await asyncio.sleep(0.25)
 
-        async def beat(client: httpx.AsyncClient) -> None:
-            await asyncio.sleep(0.5)  # the deliveries are in flight (and hanging) by now
-            for _ in range(6):
-                started = time.monotonic()
-                try:
-                    response = await client.get("/execution/heartbeat", timeout=3.0)
-                    assert response.status_code == 200
-                    heartbeat_s.append(time.monotonic() - started)
-                except httpx.TimeoutException:
-                    heartbeat_s.append(float("inf"))
-                await asyncio.sleep(0.25)
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=CONCURRENT_DELIVERIES + 10)
+        async with httpx.AsyncClient(base_url=base_url, timeout=15.0, limits=limits) as client:
+            await asyncio.gather(beat(client), *(deliver(client) for _ in range(CONCURRENT_DELIVERIES)))
 
-        async def main() -> None:
-            limits = httpx.Limits(max_connections=CONCURRENT_DELIVERIES + 10)
-            async with httpx.AsyncClient(base_url=server.base_url, timeout=15.0, limits=limits) as client:
-                await asyncio.gather(beat(client), *(deliver(client) for _ in range(CONCURRENT_DELIVERIES)))
-
-        asyncio.run(main())
-        assert max(heartbeat_s) < 1.0, heartbeat_s
-        assert len(answers) == CONCURRENT_DELIVERIES
-        assert {(status, reason) for status, reason, _ in answers} <= {
-            (503, "INBOX_UNAVAILABLE"),
-            (503, "BUSY"),
-        }, sorted({a[:2] for a in answers})
-        # Fail fast: the pool wait (2 s) plus at most one wait for an ingress thread (2 s).
-        slowest = max(seconds for *_, seconds in answers)
-        assert slowest < ingress.POOL_TIMEOUT_S * 2 + 1.5, slowest
-    finally:
-        server.stop()
-        webhook_app.state.inbox_writer.close()
+    asyncio.run(main())
+    # Each heartbeat is a real metadata-DB query on a loaded machine: well under the task's
+    # heartbeat timeout, and never stuck behind the hanging ingress.
+    assert max(heartbeat_s) < 2.0, heartbeat_s
+    assert len(answers) == CONCURRENT_DELIVERIES
+    assert {(status, reason) for status, reason, _ in answers} <= {
+        (503, "INBOX_UNAVAILABLE"),
+        (503, "BUSY"),
+    }, sorted({a[:2] for a in answers})
+    # Fail fast: the pool wait (2 s) plus at most one wait for an ingress thread (2 s).
+    slowest = max(seconds for *_, seconds in answers)
+    assert slowest < ingress.POOL_TIMEOUT_S * 2 + 2.5, slowest
 
 
 def test_ingress_failures_carry_retry_after(blackhole_dsn: str) -> None:
