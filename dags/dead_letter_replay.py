@@ -18,7 +18,7 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
-from psa_erp_sync.flows import DEFAULT_ARGS, dead_letters
+from psa_erp_sync.flows import DEFAULT_ARGS, dead_letters, owner_digest
 
 
 @dag(
@@ -30,6 +30,7 @@ from psa_erp_sync.flows import DEFAULT_ARGS, dead_letters
     default_args=DEFAULT_ARGS,
     params=dead_letters.PARAMS,
     doc_md=__doc__,
+    **owner_digest(),  # each owner of new exception items gets one digest per run
     tags=["domain:time-expense", "exceptions", "erp", "financial"],
 )
 def dead_letter_replay() -> None:

@@ -24,7 +24,7 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
-from psa_erp_sync.flows import master_data
+from psa_erp_sync.flows import master_data, owner_digest
 
 
 @dag(
@@ -35,6 +35,7 @@ from psa_erp_sync.flows import master_data
     max_active_runs=1,
     default_args=master_data.DEFAULT_ARGS,
     doc_md=__doc__,
+    **owner_digest(),  # each owner of new exception items gets one digest per run
     tags=["domain:master-data", "erp", "psa"],
 )
 def master_data_sync() -> None:

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
-from psa_erp_sync.flows import DEFAULT_ARGS, month_end
+from psa_erp_sync.flows import DEFAULT_ARGS, month_end, owner_digest
 
 
 @dag(
@@ -30,6 +30,7 @@ from psa_erp_sync.flows import DEFAULT_ARGS, month_end
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
+    **owner_digest(),  # each owner of new exception items gets one digest per run
     tags=["domain:financial-close", "erp", "financial"],
 )
 def month_end_close() -> None:

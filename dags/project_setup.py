@@ -28,6 +28,7 @@ from datetime import datetime
 from airflow.sdk import dag
 
 from psa_erp_sync.assets import MASTER_DATA
+from psa_erp_sync.flows import owner_digest
 from psa_erp_sync.flows import project_setup as flow
 
 
@@ -40,6 +41,7 @@ from psa_erp_sync.flows import project_setup as flow
     default_args=flow.DEFAULT_ARGS,
     params=flow.PARAMS,
     doc_md=__doc__,
+    **owner_digest(),  # each owner of new exception items gets one digest per run
     tags=["domain:project-setup", "crm", "erp", "psa", "financial"],
 )
 def project_setup() -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from airflow.sdk import dag
 
-from psa_erp_sync.flows import DEFAULT_ARGS, forecast
+from psa_erp_sync.flows import DEFAULT_ARGS, forecast, owner_digest
 
 
 @dag(
@@ -32,6 +32,7 @@ from psa_erp_sync.flows import DEFAULT_ARGS, forecast
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
+    **owner_digest(),  # each owner of new exception items gets one digest per run
     tags=["domain:forecast", "psa", "crm", "planning", "financial"],
 )
 def revenue_forecast_refresh() -> None:

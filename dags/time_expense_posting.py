@@ -24,7 +24,7 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
-from psa_erp_sync.flows import DEFAULT_ARGS, time_expense
+from psa_erp_sync.flows import DEFAULT_ARGS, owner_digest, time_expense
 
 
 @dag(
@@ -36,6 +36,7 @@ from psa_erp_sync.flows import DEFAULT_ARGS, time_expense
     default_args=DEFAULT_ARGS,
     params=time_expense.PARAMS,
     doc_md=__doc__,
+    **owner_digest(),  # each owner of new exception items gets one digest per run
     tags=["domain:time-expense", "psa", "erp", "financial"],
 )
 def time_expense_posting() -> None:

@@ -24,7 +24,7 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
-from psa_erp_sync.flows import DEFAULT_ARGS, time_expense_stream
+from psa_erp_sync.flows import DEFAULT_ARGS, owner_digest, time_expense_stream
 
 
 @dag(
@@ -35,6 +35,7 @@ from psa_erp_sync.flows import DEFAULT_ARGS, time_expense_stream
     max_active_runs=3,
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
+    **owner_digest(),  # each owner of new exception items gets one digest per run
     tags=["domain:time-expense", "psa", "erp", "financial", "stream"],
 )
 def time_expense_stream_dag() -> None:

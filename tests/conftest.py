@@ -220,3 +220,54 @@ def connect_airflow(monkeypatch: pytest.MonkeyPatch, dsn: str, **sims: RunningSi
     monkeypatch.setenv(
         "AIRFLOW_CONN_ODS_DEFAULT", json.dumps({"conn_type": "postgres", **psycopg_parts(dsn)})
     )
+
+
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) on a loopback port; ``messages`` holds what it received,
+    parsed (``email.message.EmailMessage``), with the envelope recipients in ``rcpt``."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[Any] = []
+        self.port = free_port()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        import email
+        import email.policy
+
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        message["X-Test-Rcpt"] = ", ".join(envelope.rcpt_tos)
+        self.messages.append(message)
+        return "250 OK"
+
+    def start(self) -> SmtpSink:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller.loop.is_running():
+            self._controller.stop()
+
+    def connection(self) -> str:
+        """An Airflow SMTP connection (JSON) to this server: plain SMTP, no TLS, no login."""
+        import json
+
+        return json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": self.port,
+                "extra": {"disable_ssl": True, "disable_tls": True, "timeout": 10, "retry_limit": 0},
+            }
+        )
+
+
+@pytest.fixture
+def smtp_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpSink]:
+    """A running SMTP sink wired as the ``smtp_default`` Airflow connection."""
+    sink = SmtpSink().start()
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", sink.connection())
+    yield sink
+    sink.stop()

@@ -47,6 +47,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "forecast.yaml": ForecastSettings,
     "rate_cards.yaml": RateCards,
     "retention.yaml": cfg.Retention,
+    "notifications.yaml": cfg.Notifications,
 }
 # Files no loader reads yet, and why (each must name the change that reads it).
 PENDING: dict[str, str] = {}
@@ -118,6 +119,13 @@ CONSUMERS: dict[str, str] = {
     "retention.yaml:staging[].action": f"{E}.ods.retention:enforce",
     "retention.yaml:inbox.event_days": f"{E}.ods.retention:enforce",
     "retention.yaml:inbox.quarantine_days": f"{E}.ods.retention:enforce",
+    # notifications.yaml
+    "notifications.yaml:version": VERSION,
+    "notifications.yaml:console_url": f"{E}.notifications.owner_digest:send_digests",
+    "notifications.yaml:email.conn_id": f"{E}.notifications.owner_digest:_send_email",
+    "notifications.yaml:email.sender": f"{E}.notifications.owner_digest:_send_email",
+    "notifications.yaml:recipients.default.email": f"{E}.config:Recipients.channels",
+    "notifications.yaml:recipients.owners.*.email": f"{E}.config:Recipients.channels",
 }
 # environments/<name>.yaml: every environment file has the same keys and the same readers
 for _env_file in ENVIRONMENT_FILES:

@@ -175,6 +175,46 @@ class Retention(_Strict):
     inbox: InboxRetention
 
 
+class EmailChannel(_Strict):
+    conn_id: str = Field(min_length=1)
+    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+
+
+class Recipients(_Strict):
+    """Where one owner's digest goes: e-mail addresses and chat webhooks (Airflow connection ids)."""
+
+    email: list[str] = Field(default_factory=list)
+    slack: list[str] = Field(default_factory=list)
+    teams: list[str] = Field(default_factory=list)
+
+    def channels(self) -> dict[str, list[str]]:
+        """Per channel, where the digest goes: e-mail addresses; Slack / Teams connection ids."""
+        return {"email": self.email, "slack": self.slack, "teams": self.teams}
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> Recipients:
+        if not (self.email or self.slack or self.teams):
+            raise ValueError("an owner's recipients need at least one e-mail address or webhook")
+        return self
+
+
+class RecipientMap(_Strict):
+    default: Recipients
+    owners: dict[str, Recipients] = Field(default_factory=dict)
+
+
+class Notifications(_Strict):
+    """``config/notifications.yaml``: where owner digests of new exception items go."""
+
+    version: Literal[1]
+    console_url: str = Field(pattern=r"^https?://")
+    email: EmailChannel
+    recipients: RecipientMap
+
+    def recipients_of(self, owner: str) -> Recipients:
+        return self.recipients.owners.get(owner, self.recipients.default)
+
+
 def default_config_dir() -> Path:
     env = os.environ.get("PSA_ERP_SYNC_CONFIG_DIR")
     if env:
@@ -206,6 +246,12 @@ def load_config(config_dir: Path | None = None) -> Config:
 def load_retention(config_dir: Path | None = None) -> Retention:
     """``retention.yaml`` of ``config_dir`` (default: the repo's ``config/``), validated."""
     return Retention.model_validate(_read((config_dir or default_config_dir()) / "retention.yaml"))
+
+
+@functools.cache
+def load_notifications(config_dir: Path | None = None) -> Notifications:
+    """``notifications.yaml`` of ``config_dir`` (default: the repo's ``config/``), validated."""
+    return Notifications.model_validate(_read((config_dir or default_config_dir()) / "notifications.yaml"))
 
 
 # --- Environments -------------------------------------------------------------------------------

@@ -41,6 +41,15 @@ def connection_ids_in_code() -> set[str]:
     return found
 
 
+def connection_ids_in_config() -> set[str]:
+    """Conn ids named in ``config/``: the owner digests' SMTP and chat-webhook connections."""
+    from psa_erp_sync.config import load_notifications
+
+    settings = load_notifications()
+    recipients = [settings.recipients.default, *settings.recipients.owners.values()]
+    return {settings.email.conn_id} | {c for r in recipients for c in r.slack + r.teams}
+
+
 def connection_ids_of_tasks(parse_times: dict[str, tuple[float, list[str], dict[str, Any]]]) -> set[str]:
     found = set()
     for _, _, dags in parse_times.values():
@@ -71,7 +80,7 @@ def test_the_scan_finds_the_known_connections() -> None:
 def test_every_connection_id_in_use_is_documented(
     parse_times: dict[str, tuple[float, list[str], dict[str, Any]]],
 ) -> None:
-    used = connection_ids_in_code() | connection_ids_of_tasks(parse_times)
+    used = connection_ids_in_code() | connection_ids_of_tasks(parse_times) | connection_ids_in_config()
     missing = used - documented()
     assert not missing, f"add to config/connections.example.json (no secrets): {sorted(missing)}"
     stale = documented() - used

@@ -42,3 +42,24 @@ def test_schedule_and_catchup_are_explicit(dag_files: list[Path], keyword: str) 
 def test_max_active_runs_bounded(parse_times: dict[str, tuple[float, list[str], dict[str, Any]]]) -> None:
     for name, dag in _dags(parse_times):
         assert dag.max_active_runs <= 3, f"{name}: unbounded concurrent runs of a financial DAG"
+
+
+# DAGs that never open exception items (so there is nothing to tell an owner about).
+NO_EXCEPTION_ITEMS = {"ods_retention"}
+
+
+def test_owners_are_notified_when_a_run_ends(
+    parse_times: dict[str, tuple[float, list[str], dict[str, Any]]],
+) -> None:
+    """Every DAG that can open exception items sends owner digests whether the run succeeds or fails."""
+    from psa_erp_sync.notifications.owner_digest import OwnerDigestNotifier
+
+    for name, dag in _dags(parse_times):
+        if dag.dag_id in NO_EXCEPTION_ITEMS:
+            continue
+        for callback in ("on_success_callback", "on_failure_callback"):
+            callbacks = getattr(dag, callback) or []
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert any(isinstance(c, OwnerDigestNotifier) for c in callbacks), (
+                f"{name}: {callback} lacks the owner digest"
+            )

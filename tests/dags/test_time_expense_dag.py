@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import RunningSimulator, connect_airflow
+from tests.conftest import RunningSimulator, SmtpSink, connect_airflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
@@ -75,7 +75,24 @@ def _approved_psa(dsn: str) -> dict[str, tuple[str, str]]:
         }
 
 
-def test_time_expense_dag_posts_exactly_the_approved_set(wired: dict[str, Any]) -> None:
+def _announced_once(dsn: str) -> dict[str, int]:
+    """Owner digests sent so far (the DAG's on_success_callback): every open item was announced,
+    and no item was announced twice (the digests' item counts add up to the announced items)."""
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM exceptions.item WHERE status = 'open' AND notified_at IS NULL"
+        ).fetchone() == (0,)
+        announced = conn.execute(
+            "SELECT count(*) FROM exceptions.item WHERE notified_at IS NOT NULL"
+        ).fetchone()
+        digests = conn.execute("SELECT coalesce(sum(items), 0) FROM exceptions.notification").fetchone()
+        assert announced == digests, (announced, digests)
+        return dict(
+            conn.execute("SELECT owner, sum(items) FROM exceptions.notification GROUP BY owner").fetchall()
+        )
+
+
+def test_time_expense_dag_posts_exactly_the_approved_set(wired: dict[str, Any], smtp_sink: SmtpSink) -> None:
     from simulators.firm.generator import dirt_ids
     from simulators.firm.load import apply_mutations
 
@@ -136,11 +153,19 @@ def test_time_expense_dag_posts_exactly_the_approved_set(wired: dict[str, Any]) 
     assert blocked and set(flagged) == blocked
     assert all(owner.startswith("finance-ops-") for owner in flagged.values())
     assert rejected_projects <= blocked
+    # Each owner of the items the run left got one e-mail digest, parsed as the SMTP server got it.
+    per_owner = _announced_once(dsn)
+    assert per_owner and len(smtp_sink.messages) == len(per_owner)
+    for message in smtp_sink.messages:
+        owner = message["X-PSA-ERP-Sync-Owner"]
+        assert message["Subject"].startswith(f"[psa-erp-sync] {per_owner[owner]} new exception item")
+        assert message["X-PSA-ERP-Sync-Run"] == f"time_expense_posting/{run.run_id}"
 
     # Corrections: edits, unapprovals, deletions after posting; then the net ERP effect must follow.
     apply_mutations(wired["firm"], wired["psa"].base_url)
     second = dag.test(logical_date=AS_OF + timedelta(hours=1), run_conf={"mode": "sweep"})
     assert second.state == "success"
+    _announced_once(dsn)  # the second run's digests hold only items the first did not announce
     erp_after = _erp_timebills(dsn)
     approved = _approved_psa(dsn)
     with psycopg.connect(dsn) as conn:

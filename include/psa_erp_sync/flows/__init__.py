@@ -16,3 +16,13 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
 }
+
+
+def owner_digest() -> dict[str, Any]:
+    """DAG arguments that send each owner of new exception items one digest when a run ends,
+    successful or failed (:class:`~psa_erp_sync.notifications.owner_digest.OwnerDigestNotifier`).
+    Building it does no I/O."""
+    from psa_erp_sync.notifications.owner_digest import OwnerDigestNotifier
+
+    notifier = OwnerDigestNotifier()
+    return {"on_success_callback": notifier, "on_failure_callback": notifier}

@@ -112,3 +112,64 @@ def close_other_reasons(
         ([v[0] for v in verdicts], [v[1] for v in verdicts], kind, source_system, record_type),
     )
     return cur.rowcount
+
+
+@dataclass(frozen=True)
+class Unnotified:
+    """An open exception item not yet announced to its owner, with the amount at stake when the
+    record is known (canonical time or expense entry, or ``detail.amount_minor``)."""
+
+    id: int
+    owner: str
+    kind: str
+    reason_code: str
+    record_type: str
+    legal_entity: str | None
+    amount_minor: int | None
+    currency: str | None
+
+
+def lock_unnotified(conn: psycopg.Connection) -> list[Unnotified]:
+    """Open items never announced, locked until the caller's transaction ends (a concurrent
+    digest skips them, so no item is announced twice), ordered by owner."""
+    rows = conn.execute(
+        """
+        SELECT i.id, i.owner, i.kind, i.reason_code, i.record_type, i.legal_entity,
+               COALESCE(t.amount_minor, x.amount_minor,
+                        CASE WHEN i.detail->>'amount_minor' ~ '^-?[0-9]{1,18}$'
+                             THEN (i.detail->>'amount_minor')::bigint END),
+               COALESCE(t.currency, x.currency,
+                        CASE WHEN i.detail->>'currency' ~ '^[A-Z]{3}$' THEN i.detail->>'currency' END)
+        FROM exceptions.item i
+        LEFT JOIN canonical.time_entry t
+               ON i.record_type = 'time_entry' AND t.source_system = i.source_system AND t.source_id = i.source_id
+        LEFT JOIN canonical.expense_entry x
+               ON i.record_type = 'expense_entry' AND x.source_system = i.source_system AND x.source_id = i.source_id
+        WHERE i.status = 'open' AND i.notified_at IS NULL
+        ORDER BY i.owner, i.id
+        FOR UPDATE OF i SKIP LOCKED
+        """
+    ).fetchall()
+    return [Unnotified(*row) for row in rows]
+
+
+def mark_notified(
+    conn: psycopg.Connection,
+    *,
+    owner: str,
+    item_ids: Sequence[int],
+    dag_id: str,
+    run_id: str,
+    channels: Sequence[str],
+    summary: dict[str, Any],
+) -> None:
+    """Record a sent digest and mark its items announced (same transaction as the lock)."""
+    conn.execute(
+        "UPDATE exceptions.item SET notified_at = now() WHERE id = ANY(%s) AND notified_at IS NULL",
+        (list(item_ids),),
+    )
+    conn.execute(
+        "INSERT INTO exceptions.notification (owner, dag_id, run_id, channels, items, summary)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (owner, dag_id, run_id, list(channels), len(item_ids), Jsonb(summary)),
+    )

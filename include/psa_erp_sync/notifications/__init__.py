@@ -1,0 +1,1 @@
+"""Airflow notifiers (``airflow.sdk.BaseNotifier``) of psa-erp-sync."""
