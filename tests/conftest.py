@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +272,54 @@ def smtp_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpSink]:
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", sink.connection())
     yield sink
     sink.stop()
+
+
+@contextmanager
+def airflow_api_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """A real ``airflow api-server`` process (one worker, the plugin mounted) on a loopback port,
+    with ``os.environ`` plus ``env``; yields its base URL once ``/execution/health`` answers."""
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    port = free_port()
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "airflow"),
+            "api-server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            "1",
+        ],
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{base_url}/execution/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"api-server did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield base_url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()

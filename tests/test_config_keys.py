@@ -93,6 +93,8 @@ CONSUMERS: dict[str, str] = {
     "mappings.yaml:extract.per_page": f"{E}.flows.time_expense:_extract",
     "mappings.yaml:posting.batch_size": f"{E}.posting.engine:EngineSettings.from_config",
     "mappings.yaml:posting.lock_wait_seconds": f"{E}.posting.service:post_record_type",
+    "mappings.yaml:replay.approval_above_count": f"{E}.config:ReplaySettings.needs_approval",
+    "mappings.yaml:replay.approval_above_amount": f"{E}.config:ReplaySettings.needs_approval",
     # forecast.yaml
     "forecast.yaml:version": VERSION,
     "forecast.yaml:reporting_currency": f"{E}.forecast.model:fx_factor",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,11 +112,36 @@ class PostingSettings(_Strict):
     lock_wait_seconds: float = Field(gt=0, le=3600)
 
 
+class ReplaySettings(_Strict):
+    """When a dead-letter replay waits for a finance approval before anything is released."""
+
+    approval_above_count: int = Field(ge=0)
+    # Per currency, a decimal amount in major units ("50000.00"). A replay holding any amount in a
+    # currency not listed here needs an approval.
+    approval_above_amount: dict[str, Decimal]
+
+    def needs_approval(self, count: int, amounts_minor: dict[str, int]) -> list[str]:
+        """Why a replay of ``count`` records worth ``amounts_minor`` needs an approval ([] if not)."""
+        from psa_erp_sync.money import to_minor
+
+        reasons = []
+        if count > self.approval_above_count:
+            reasons.append(f"{count} records > {self.approval_above_count}")
+        for currency, minor in sorted(amounts_minor.items()):
+            limit = self.approval_above_amount.get(currency)
+            if limit is None:
+                reasons.append(f"{currency}: no approval limit configured")
+            elif abs(minor) > to_minor(limit, currency):
+                reasons.append(f"{currency} amount over {limit}")
+        return reasons
+
+
 class Mappings(_Strict):
     version: Literal[1]
     external_ids: dict[str, str]
     extract: ExtractSettings
     posting: PostingSettings
+    replay: ReplaySettings
 
     def external_id(self, kind: str, source_id: str | int) -> str:
         return self.external_ids[kind].format(id=source_id)

@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -84,64 +80,24 @@ def _delivery() -> tuple[bytes, dict[str, str]]:
 @pytest.fixture
 def api_server(airflow_db: str, blackhole_dsn: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A real ``airflow api-server`` (one worker) with the plugin; its ingress's ODS is the black
-    hole. Yields (base URL, a task token for the execution API)."""
+    hole. Yields (base URL, "<task instance id>:<its execution API token>")."""
     from airflow.api_fastapi.auth.tokens import JWTGenerator
     from airflow.configuration import conf
 
-    from tests.conftest import free_port
+    from tests.conftest import airflow_api_server
 
-    port = free_port()
     jwt_secret = uuid.uuid4().hex * 2
     host, dbport = re.search(r"host=(\S+) port=(\d+)", blackhole_dsn).groups()  # type: ignore[union-attr]
     env = {
-        **os.environ,
         "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
         "AIRFLOW_CONN_ODS_INGRESS": f"postgresql://postgres@{host}:{dbport}/ods",
         "PSA_ERP_SYNC_WEBHOOK_SECRET_PSA": SECRET,
     }
-    log = (tmp_path / "api-server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "airflow"),
-            "api-server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-w",
-            "1",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{base_url}/execution/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"api-server did not start:\n{(tmp_path / 'api-server.log').read_text()[-3000:]}"
-                )
-            time.sleep(0.5)
+    with airflow_api_server(env, tmp_path / "api-server.log") as base_url:
         audience = conf.get_mandatory_list_value("execution_api", "jwt_audience")[0]
         ti_id = str(uuid.uuid4())
         token = JWTGenerator(secret_key=jwt_secret, audience=audience, valid_for=600).generate({"sub": ti_id})
         yield base_url, f"{ti_id}:{token}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def test_heartbeats_answer_while_the_ingress_database_is_unreachable(api_server: tuple[str, str]) -> None:

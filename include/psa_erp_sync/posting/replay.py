@@ -105,3 +105,67 @@ def release(conn: psycopg.Connection, rows: list[dict[str, Any]], *, run_id: str
             [(actor, r["idempotency_key"], r["state"], r["reason_code"], run_id) for r in rows],
         )
     return len(rows)
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts by owner and reason, and amounts per currency (minor units and as text) of a selection."""
+    from psa_erp_sync.money import format_minor
+
+    groups: dict[str, int] = {}
+    amounts: dict[str, int] = {}
+    for row in rows:
+        key = f"{row['owner']}/{row['reason_code']}"
+        groups[key] = groups.get(key, 0) + 1
+        if row.get("amount_minor") is not None and row.get("currency"):
+            amounts[row["currency"]] = amounts.get(row["currency"], 0) + int(row["amount_minor"])
+    return {
+        "matched": len(rows),
+        "by_owner_and_reason": groups,
+        "amounts_minor": amounts,
+        "amounts": {c: format_minor(m, c) for c, m in sorted(amounts.items())},
+    }
+
+
+class SelectionGrew(RuntimeError):
+    """The records to release now exceed what was selected (and approved) earlier in the run."""
+
+
+def check_within(now: dict[str, Any], approved: dict[str, Any]) -> None:
+    """Release no more than was selected (and, for a large replay, approved): more records, or a
+    larger amount in any currency, fails; fewer (some were fixed meanwhile) is fine."""
+    if now["matched"] > approved["matched"]:
+        raise SelectionGrew(
+            f"{now['matched']} records match now, {approved['matched']} were selected: trigger again"
+        )
+    for currency, minor in now["amounts_minor"].items():
+        if abs(minor) > abs(approved["amounts_minor"].get(currency, 0)):
+            raise SelectionGrew(f"the {currency} amount grew since the selection: trigger again")
+
+
+def approver_of(approval: Any) -> str | None:
+    """Who approved, from the approval task's result (``ApprovalOperator``): the user id, or None
+    when there is no approval or it was not "Approve"."""
+    if not isinstance(approval, dict) or approval.get("chosen_options") != ["Approve"]:
+        return None
+    user = approval.get("responded_by_user") or {}
+    return str(user.get("id") or user.get("name") or "") or None
+
+
+def record_approval(
+    conn: psycopg.Connection, *, approver: str, summary: dict[str, Any], run_id: str, dag_id: str
+) -> None:
+    """The approval in the audit trail: who, for which run, what was approved (counts, amounts)."""
+    from psycopg.types.json import Jsonb
+
+    conn.execute(
+        "INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)"
+        " VALUES (%s, 'replay_approved', 'dead_letter_replay', %s, NULL, %s, %s)",
+        (
+            approver,
+            f"{dag_id}/{run_id}",
+            Jsonb(
+                {k: summary[k] for k in ("matched", "amounts_minor", "by_owner_and_reason", "needs_approval")}
+            ),
+            run_id,
+        ),
+    )
