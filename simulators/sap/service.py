@@ -383,7 +383,9 @@ def post_timesheet(conn: psycopg.Connection, ctx: Context, payload: dict[str, An
     if payload.get("PersonWorkAgreement") not in (None, "", agreement[0]):
         raise bad_request("PersonWorkAgreement does not match PersonWorkAgreementExternalID")
     if not payload.get("TimeSheetIsExecutedInTestRun", False):
-        return _apply(conn, payload, operation, pwa, company, agreement[0])
+        reply = _apply(conn, payload, operation, pwa, company, agreement[0])
+        reply.headers["location"] = f"{ctx.root}{TIMESHEET}/{reply.headers['location']}"
+        return reply
     # A dry run: every check and every write, then a rollback; the answer says what would be stored.
     with conn.transaction():
         reply = _apply(conn, payload, operation, pwa, company, agreement[0])

@@ -207,6 +207,33 @@ def test_ambiguous_change_is_resolved_by_the_change_tag(client: S4HanaClient, sa
     assert sorted(r["TimeSheetStatus"] for r in stored(sap)) == ["20", "50"]
 
 
+def test_ambiguous_delete_is_resolved_by_reading_the_record(
+    client: S4HanaClient, sap: RunningSimulator
+) -> None:
+    created = client.create_timesheet(work(), idempotency_key="te-9")
+    fault(
+        sap,
+        id="drop",
+        action="drop_after_commit",
+        method="POST",
+        path_regex="TimeSheetEntryCollection$",
+        max_hits=1,
+    )
+    assert client.delete_timesheet(created).TimeSheetStatus == "60"
+    fault(
+        sap,
+        id="early",
+        action="status",
+        status=503,
+        method="POST",
+        path_regex="TimeSheetEntryCollection$",
+        max_hits=1,
+    )
+    other = client.create_timesheet(work("1.00"), idempotency_key="te-10")
+    assert client.delete_timesheet(other).TimeSheetStatus == "60"  # did not land: sent again, once
+    assert sorted(r["TimeSheetStatus"] for r in stored(sap)) == ["60", "60"]
+
+
 def test_dry_run_create_writes_nothing(client: S4HanaClient, sap: RunningSimulator) -> None:
     dry = client.create_timesheet(work(), idempotency_key="te-dry", test_run=True)
     assert dry.TimeSheetIsExecutedInTestRun is True
@@ -252,8 +279,11 @@ def test_batch_second_changeset_failing_rolls_back_only_itself(
 
 def test_ambiguous_batch_is_resolved_record_by_record(client: S4HanaClient, sap: RunningSimulator) -> None:
     fault(sap, id="lost", action="drop_after_commit", method="POST", path_regex=r"\$batch$", max_hits=1)
-    results = client.create_timesheets([("d-1", work("1.00")), ("d-2", work("2.00"))])
-    assert all(isinstance(r, TimeSheetEntry) for r in results)
+    results = client.create_timesheets(
+        [("d-1", work("1.00")), ("d-2", work("2.00", day=JUNE_2)), ("d-3", work("3.00"))]
+    )
+    assert isinstance(results[0], TimeSheetEntry) and isinstance(results[2], TimeSheetEntry)
+    assert isinstance(results[1], SapRejected) and results[1].period_closed  # still a rejection, not a crash
     assert len(stored(sap)) == 2  # committed by the lost $batch, found by tag, not sent again
 
 

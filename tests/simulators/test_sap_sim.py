@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import RunningSimulator
+from tests.conftest import ROOT, RunningSimulator, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -180,8 +183,9 @@ def test_create_answers_the_published_shape(s: Session) -> None:
     assert d["TimeSheetPredecessorRecord"] == ""
     assert d["TimeSheetDataFields"]["RecordedHours"] == "7.50"
     assert d["TimeSheetDataFields"]["TimeSheetNoteText"] == "[psa:k1] design"
-    read = s.get(response.headers["location"] if response.headers["location"].startswith("/") else
-                 f"{TS}/{response.headers['location']}")  # fmt: skip
+    location = response.headers["location"]
+    assert location.startswith(f"{s.sim.base_url}{TS}/TimeSheetEntryCollection(")
+    read = s.http.get(location)
     assert read.status_code == 200 and read.json()["d"]["TimeSheetRecord"] == d["TimeSheetRecord"]
     assert read.json()["d"]["__metadata"]["type"] == "API_MANAGE_WORKFORCE_TIMESHEET.TimeSheetEntry"
 
@@ -473,3 +477,24 @@ def test_5xx_after_commit_leaves_the_record(s: Session) -> None:
     )
     throttled = s.get(TS + "/TimeSheetEntryCollection")
     assert throttled.status_code == 429 and throttled.headers["retry-after"] == "2"
+
+
+def test_run_starts_it_like_the_other_simulators(pg_dsn: str) -> None:
+    """``python -m simulators.run sap`` (what devtools/stack.py starts) serves the app."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulators.run", "sap", "--port", str(port), "--dsn", pg_dsn], cwd=ROOT
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/admin/health", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        assert health == {"status": "ok", "simulator": "sap"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -471,15 +471,11 @@ class S4HanaClient:
             )
         return live[0] if live else None
 
-    def create_timesheet(
-        self, entry: TimeSheetInput, *, idempotency_key: str, test_run: bool = False
+    def _tagged_write(
+        self, body: Mapping[str, Any], entry: TimeSheetInput, idempotency_key: str, *, test_run: bool
     ) -> TimeSheetEntry:
-        """Create a record tagged with ``idempotency_key``; exactly once in effect.
-
-        An ambiguous outcome is resolved by reading the day back: the tagged record is the answer,
-        and only when none exists is the create sent again. A dry run (``test_run``) writes nothing.
-        """
-        body = entry.payload(operation="C", note=_tagged_note(idempotency_key, entry.note), test_run=test_run)
+        """POST a tagged create or change; after an ambiguous outcome, the tagged record is the
+        answer, and only when SAP has none is the POST sent again (after a backoff)."""
         path = f"{TIMESHEET_SERVICE}/{TIMESHEETS}"
         for attempt in range(1, self.retry.max_attempts + 1):
             try:
@@ -490,15 +486,26 @@ class S4HanaClient:
                 found = self._resolve(entry, idempotency_key)
                 if found is not None:
                     log.info(
-                        "SAP create was ambiguous (%s); the tagged record %s exists",
+                        "SAP write was ambiguous (%s); the tagged record %s exists",
                         exc,
                         found.TimeSheetRecord,
                     )
                     return found
                 if attempt == self.retry.max_attempts:
                     raise
-                log.warning("SAP create was ambiguous (%s) and did not land; sending it again", exc)
+                self._pause(attempt, exc.status, None, "ambiguous, did not land", "POST", path)
         raise AssertionError("unreachable")
+
+    def create_timesheet(
+        self, entry: TimeSheetInput, *, idempotency_key: str, test_run: bool = False
+    ) -> TimeSheetEntry:
+        """Create a record tagged with ``idempotency_key``; exactly once in effect.
+
+        An ambiguous outcome is resolved by reading the day back: the tagged record is the answer,
+        and only when none exists is the create sent again. A dry run (``test_run``) writes nothing.
+        """
+        body = entry.payload(operation="C", note=_tagged_note(idempotency_key, entry.note), test_run=test_run)
+        return self._tagged_write(body, entry, idempotency_key, test_run=test_run)
 
     def ensure_timesheet(self, entry: TimeSheetInput, *, idempotency_key: str) -> TimeSheetEntry:
         """The live record tagged with ``idempotency_key``, created only when SAP has none.
@@ -511,7 +518,7 @@ class S4HanaClient:
     def change_timesheet(
         self, current: TimeSheetEntry, entry: TimeSheetInput, *, idempotency_key: str, test_run: bool = False
     ) -> TimeSheetEntry:
-        """Change a record (``TimeSheetOperation`` U) and tag it with the change's key.
+        """Change a record (``TimeSheetOperation`` U) and tag it with the change's own key.
 
         SAP changes a record in place unless it is approved: then the original becomes 50 and the
         answer is a successor naming it in ``TimeSheetPredecessorRecord``. Either way the record
@@ -523,15 +530,7 @@ class S4HanaClient:
             record=current.TimeSheetRecord,
             test_run=test_run,
         )
-        try:
-            return TimeSheetEntry.model_validate(self._post(f"{TIMESHEET_SERVICE}/{TIMESHEETS}", body))
-        except SapAmbiguous:
-            if test_run:
-                raise
-            found = self._resolve(entry, idempotency_key)
-            if found is None:
-                raise
-            return found
+        return self._tagged_write(body, entry, idempotency_key, test_run=test_run)
 
     def delete_timesheet(self, current: TimeSheetEntry, *, test_run: bool = False) -> TimeSheetEntry:
         """Cancel a record (``TimeSheetOperation`` D): SAP keeps it with status 60."""
@@ -542,20 +541,25 @@ class S4HanaClient:
             "TimeSheetIsExecutedInTestRun": test_run,
             "TimeSheetOperation": "D",
         }
-        try:
-            return TimeSheetEntry.model_validate(self._post(f"{TIMESHEET_SERVICE}/{TIMESHEETS}", body))
-        except SapAmbiguous:
-            if test_run:
-                raise
-            again = {
-                e.TimeSheetRecord: e
-                for e in self.timesheets(
-                    current.PersonWorkAgreementExternalID, current.CompanyCode, day=current.TimeSheetDate
-                )
-            }.get(current.TimeSheetRecord)
-            if again is None or again.TimeSheetStatus != "60":
-                raise
-            return again
+        path = f"{TIMESHEET_SERVICE}/{TIMESHEETS}"
+        for attempt in range(1, self.retry.max_attempts + 1):
+            try:
+                return TimeSheetEntry.model_validate(self._post(path, body))
+            except SapAmbiguous as exc:
+                if test_run:
+                    raise
+                again = {
+                    e.TimeSheetRecord: e
+                    for e in self.timesheets(
+                        current.PersonWorkAgreementExternalID, current.CompanyCode, day=current.TimeSheetDate
+                    )
+                }.get(current.TimeSheetRecord)
+                if again is not None and again.TimeSheetStatus == "60":
+                    return again
+                if attempt == self.retry.max_attempts:
+                    raise
+                self._pause(attempt, exc.status, None, "ambiguous, did not land", "POST", path)
+        raise AssertionError("unreachable")
 
     # -- $batch
 
@@ -594,7 +598,7 @@ class S4HanaClient:
         """Create many records in one ``$batch``, one changeset each (a rejection stays its own).
 
         Returns, per ``(idempotency_key, entry)``, the created record or SAP's rejection.
-        An ambiguous ``$batch`` is resolved entry by entry through :meth:`create_timesheet`.
+        An ambiguous ``$batch`` is resolved entry by entry through :meth:`ensure_timesheet`.
         """
         changesets = [
             [
@@ -612,7 +616,13 @@ class S4HanaClient:
             if test_run:
                 raise
             log.warning("SAP $batch outcome unknown; resolving %d creates by tag", len(entries))
-            return [self.ensure_timesheet(e, idempotency_key=k) for k, e in entries]
+            resolved: list[TimeSheetEntry | SapRejected] = []
+            for key, entry in entries:
+                try:
+                    resolved.append(self.ensure_timesheet(entry, idempotency_key=key))
+                except SapRejected as rejected:
+                    resolved.append(rejected)
+            return resolved
         out: list[TimeSheetEntry | SapRejected] = []
         for result in results:
             if result.error is not None:
@@ -663,6 +673,9 @@ class S4HanaClient:
                     return found[0]
                 if attempt == self.retry.max_attempts:
                     raise
+                self._pause(
+                    attempt, exc.status, None, "ambiguous, did not land", "POST", "JournalEntryCollection"
+                )
         raise AssertionError("unreachable")
 
     def posting_periods(self, company_code: str, fiscal_year: int) -> list[PostingPeriod]:
