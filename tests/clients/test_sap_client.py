@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from typing import Any
+from urllib.parse import unquote
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
@@ -145,10 +147,22 @@ def test_an_ambiguous_create_is_resolved_by_its_tag(
     assert created.TimeSheetDataFields.TimeSheetNoteText.startswith(timesheet_tag("te-amb"))
 
 
-def test_read_back_pages_without_orderby_count_or_date_ranges(
-    client: S4HanaClient, sap: RunningSimulator
-) -> None:
+class Recording(httpx.HTTPTransport):
+    """A real transport that remembers every URL it sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.urls.append(unquote(str(request.url)))
+        return super().handle_request(request)
+
+
+def test_read_back_pages_without_orderby_count_or_date_ranges(sap: RunningSimulator) -> None:
     sap.admin("PUT", "/config", json={"page_size": 3})
+    recording = Recording()
+    client = S4HanaClient(base_url=sap.base_url, user="U", password="p", transport=recording)
     for n in range(7):
         client.create_timesheet(work(f"{n + 1}.00"), idempotency_key=f"k-{n}")
     client.create_timesheet(work("1.00", day=MAY_6), idempotency_key="k-next-day")
@@ -162,6 +176,11 @@ def test_read_back_pages_without_orderby_count_or_date_ranges(
     # A key is not a prefix of another: k-1 does not find k-1x.
     client.create_timesheet(work("9.00"), idempotency_key="k-1x")
     assert len(client.find_timesheets_by_tag("EMP-100", "1010", MAY_5, "k-1")) == 1
+    reads = [u for u in recording.urls if "TimeSheetEntryCollection?" in u]
+    assert any("$skiptoken=" in u for u in reads)  # it followed __next
+    for quirk in ("$orderby", "$inlinecount", "$count", " gt ", " lt ", " ge ", " le "):
+        assert not any(quirk in u for u in reads), quirk
+    client.close()
 
 
 def test_approved_record_changes_through_a_successor(client: S4HanaClient, sap: RunningSimulator) -> None:
