@@ -159,6 +159,33 @@ class Recording(httpx.HTTPTransport):
         return super().handle_request(request)
 
 
+class Garbling(httpx.HTTPTransport):
+    """A real transport that garbles the body of the first 201 it receives (a broken proxy)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.garbled = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if response.status_code == 201 and not self.garbled:
+            self.garbled += 1
+            response.read()
+            return httpx.Response(
+                201, headers={"content-type": "application/json"}, content=b'{"d": {"oops": 1}}'
+            )
+        return response
+
+
+def test_an_unreadable_201_is_resolved_by_read_back(sap: RunningSimulator) -> None:
+    garbling = Garbling()
+    with S4HanaClient(base_url=sap.base_url, user="U", password="p", transport=garbling) as client:
+        created = client.create_timesheet(work(), idempotency_key="te-garbled")
+        assert garbling.garbled == 1
+        assert created.TimeSheetDataFields.TimeSheetNoteText.startswith("[psa:te-garbled]")
+        assert len(stored(sap)) == 1
+
+
 def test_read_back_pages_without_orderby_count_or_date_ranges(sap: RunningSimulator) -> None:
     sap.admin("PUT", "/config", json={"page_size": 3})
     recording = Recording()

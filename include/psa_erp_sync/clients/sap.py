@@ -34,10 +34,10 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from psa_erp_sync.clients.http import RetryPolicy, parse_retry_after
 from psa_erp_sync.clients.sap_models import (
@@ -52,6 +52,7 @@ from psa_erp_sync.clients.sap_models import (
 )
 
 log = logging.getLogger(__name__)
+_M = TypeVar("_M", bound=BaseModel)
 
 TIMESHEET_SERVICE = "/sap/opu/odata/sap/API_MANAGE_WORKFORCE_TIMESHEET"
 JOURNAL_SERVICE = "/sap/opu/odata/sap/ZPSA_JOURNALENTRY_SRV"
@@ -406,9 +407,21 @@ class S4HanaClient:
         log.warning("SAP %s %s: %s, retry %d in %.2fs", method, path, reason, attempt, delay)
         self._sleep(delay)
 
-    def _post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def _post(self, path: str, body: Mapping[str, Any], model: type[_M]) -> _M:
+        """POST an entity and read SAP's 201 answer as ``model``.
+
+        An answer we cannot read comes after SAP committed: :class:`SapAmbiguous`, resolved by read-back.
+        """
         response = self._send("POST", path, write=True, content=json.dumps(body).encode(), expect=(201,))
-        return Single.model_validate_json(response.content).d
+        try:
+            return model.model_validate(Single.model_validate_json(response.content).d)
+        except ValidationError as exc:
+            raise SapAmbiguous(
+                f"POST {path} answered 201 with an unreadable body: {exc.errors()[0]['msg']}",
+                method="POST",
+                path=path,
+                status=201,
+            ) from exc
 
     def _collection(self, path: str, params: Mapping[str, str]) -> Iterator[dict[str, Any]]:
         """Every entity of a collection: follow ``__next`` to the end (no ``__count`` to trust)."""
@@ -479,7 +492,7 @@ class S4HanaClient:
         path = f"{TIMESHEET_SERVICE}/{TIMESHEETS}"
         for attempt in range(1, self.retry.max_attempts + 1):
             try:
-                return TimeSheetEntry.model_validate(self._post(path, body))
+                return self._post(path, body, TimeSheetEntry)
             except SapAmbiguous as exc:
                 if test_run:
                     raise
@@ -544,7 +557,7 @@ class S4HanaClient:
         path = f"{TIMESHEET_SERVICE}/{TIMESHEETS}"
         for attempt in range(1, self.retry.max_attempts + 1):
             try:
-                return TimeSheetEntry.model_validate(self._post(path, body))
+                return self._post(path, body, TimeSheetEntry)
             except SapAmbiguous as exc:
                 if test_run:
                     raise
@@ -659,9 +672,7 @@ class S4HanaClient:
         body = entry.payload(journal_reference(idempotency_key))
         for attempt in range(1, self.retry.max_attempts + 1):
             try:
-                return JournalEntry.model_validate(
-                    self._post(f"{JOURNAL_SERVICE}/JournalEntryCollection", body)
-                )
+                return self._post(f"{JOURNAL_SERVICE}/JournalEntryCollection", body, JournalEntry)
             except SapAmbiguous as exc:
                 found = self.find_journal_entries(entry.company_code, idempotency_key)
                 if found:
