@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
@@ -109,6 +110,23 @@ def test_csrf_is_fetched_once_and_refreshed_when_it_expires_mid_run(
     assert third.TimeSheetRecord != first.TimeSheetRecord
     assert len(stored(sap)) == 3
     assert sap.admin("GET", "/stats")["counters"]["csrf_refused"] == 1  # the one write it refused
+
+
+@pytest.mark.parametrize("login", ["COMM_USER", ""])
+def test_the_hook_builds_a_client_from_a_connection(
+    sap: RunningSimulator, monkeypatch: pytest.MonkeyPatch, login: str
+) -> None:
+    from psa_erp_sync.hooks.sap import SapHook
+
+    conn = {"conn_type": "http", "host": sap.base_url, "login": login, "password": "secret-or-token"}
+    monkeypatch.setenv("AIRFLOW_CONN_SAP_HOOKTEST", json.dumps(conn))
+    with SapHook("sap_hooktest").get_client() as client:
+        assert isinstance(client, S4HanaClient)
+        assert ("authorization" in client._http.headers) is (not login)  # bearer header or basic auth
+        assert (
+            client.create_timesheet(work(), idempotency_key=f"hook-{login or 'oauth'}").TimeSheetStatus
+            == "20"
+        )
 
 
 def test_bearer_token_authentication(sap: RunningSimulator) -> None:
