@@ -58,6 +58,13 @@ def airflow_env(
         },
         "ods_default": {"conn_type": "postgres", **parts},
     }
+    if "sap" in stack.simulators:
+        connections["sap_default"] = {
+            "conn_type": "http",
+            "host": stack.url("sap"),
+            "login": "PSA_COMM_USER",
+            "password": "local-sap-password",
+        }
     from psa_erp_sync.config import airflow_environment_variables, load_environment
 
     # The environment file decides the OpenLineage transport and namespace (dev unless chosen).

@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / ".local"
 SIMULATORS = ("psa", "crm", "erp", "planning")
-SIM_PORTS = {"psa": 18101, "crm": 18102, "erp": 18103, "planning": 18104}
+# Started only when asked for (``Stack(simulators=(*SIMULATORS, "sap"))``): no demo flow uses it yet.
+OPTIONAL_SIMULATORS = ("sap",)
+SIM_PORTS = {"psa": 18101, "crm": 18102, "erp": 18103, "planning": 18104, "sap": 18105}
 
 
 def _with_db(dsn: str, database: str) -> str:
@@ -36,8 +38,17 @@ class Stack:
     """PostgreSQL + ODS database + simulators for the demo and ``make airflow``."""
 
     def __init__(
-        self, *, database: str = "psa_erp_sync_demo", fresh: bool = True, port_offset: int = 0
+        self,
+        *,
+        database: str = "psa_erp_sync_demo",
+        fresh: bool = True,
+        port_offset: int = 0,
+        simulators: tuple[str, ...] = SIMULATORS,
     ) -> None:
+        unknown = set(simulators) - set(SIM_PORTS)
+        if unknown:
+            raise ValueError(f"unknown simulators: {sorted(unknown)}")
+        self.simulators = simulators
         self.database = database
         self.fresh = fresh
         self.ports = {name: port + port_offset for name, port in SIM_PORTS.items()}
@@ -79,7 +90,7 @@ class Stack:
 
     def start_simulators(self) -> dict[str, str]:
         self.logs.mkdir(parents=True, exist_ok=True)
-        for name in SIMULATORS:
+        for name in self.simulators:
             if self._healthy(name):
                 raise RuntimeError(
                     f"port {self.ports[name]} already serves a {name} simulator; stop it (or another `make demo`) first"
@@ -101,14 +112,14 @@ class Stack:
                 cwd=ROOT,
             )
         deadline = time.monotonic() + 60
-        for name in SIMULATORS:
+        for name in self.simulators:
             while not self._healthy(name):
                 if self._procs[name].poll() is not None:
                     raise RuntimeError(f"simulator {name} exited; see {self.logs / f'sim-{name}.log'}")
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"simulator {name} did not become healthy")
                 time.sleep(0.2)
-        return {name: self.url(name) for name in SIMULATORS}
+        return {name: self.url(name) for name in self.simulators}
 
     def pid(self, name: str) -> int | None:
         """Process id of a simulator this stack started (None when it did not start it)."""

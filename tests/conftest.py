@@ -130,7 +130,7 @@ class RunningSimulator:
 
 @pytest.fixture(scope="session")
 def simulator_factory(pg_dsn: str) -> Iterator[Callable[[str], RunningSimulator]]:
-    """Start simulators by name (``psa``, ``crm``, ``erp``, ``planning``), once per session."""
+    """Start simulators by name (``psa``, ``crm``, ``erp``, ``planning``, ``sap``), once per session."""
     import importlib
 
     running: dict[str, RunningSimulator] = {}
@@ -170,6 +170,13 @@ def crm_sim(simulator_factory: Callable[[str], RunningSimulator]) -> RunningSimu
 @pytest.fixture
 def planning_sim(simulator_factory: Callable[[str], RunningSimulator]) -> RunningSimulator:
     sim = simulator_factory("planning")
+    sim.admin("POST", "/reset")
+    return sim
+
+
+@pytest.fixture
+def sap_sim(simulator_factory: Callable[[str], RunningSimulator]) -> RunningSimulator:
+    sim = simulator_factory("sap")
     sim.admin("POST", "/reset")
     return sim
 

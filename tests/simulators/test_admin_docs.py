@@ -18,6 +18,7 @@ from simulators.crm.app import create as create_crm
 from simulators.erp.app import create as create_erp
 from simulators.planning.app import create as create_planning
 from simulators.psa.app import create as create_psa
+from simulators.sap.app import create as create_sap
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "simulators.md"
 SIMULATORS: dict[str, Callable[..., FastAPI]] = {
@@ -25,6 +26,7 @@ SIMULATORS: dict[str, Callable[..., FastAPI]] = {
     "crm": create_crm,
     "erp": create_erp,
     "planning": create_planning,
+    "sap": create_sap,
 }
 _PARAM = re.compile(r"\{[^}]*\}")
 
