@@ -222,7 +222,6 @@ def test_the_trigger_form_offers_owners_and_reason_codes_as_dropdowns(airflow_db
     params = ParamsDict(dead_letters.PARAMS)
     with pytest.raises(Exception, match="INACTIVE_RECROD"):  # a typo no longer silently matches nothing
         params.update({"reason_code": "INACTIVE_RECROD"})
-        params.validate()
     with pytest.raises(Exception, match="unknown-owner"):
         _replay_dag().test(run_conf={"owner": "unknown-owner"})
 

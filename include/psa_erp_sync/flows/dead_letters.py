@@ -172,7 +172,7 @@ def build() -> None:
         return {**summary, "dry_run": bool(params.get("dry_run", True)), "needs_approval": approval}
 
     @task.branch(task_id="route")
-    def route(selected: dict[str, Any]) -> list[str]:
+    def route(selected: Any) -> list[str]:  # the selection (an XComArg when wired)
         """Dry run or nothing matched: stop. Over the approval limits: ask finance. Else: release."""
         if selected["dry_run"] or selected["matched"] == 0:
             return []
