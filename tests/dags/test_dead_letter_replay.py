@@ -134,46 +134,52 @@ def test_a_large_replay_waits_for_a_finance_approval_in_the_ui(
         "AIRFLOW__API_AUTH__JWT_SECRET": "replay-approval-test-secret-0123456789abcdef",
     }
     with airflow_api_server(env, tmp_path / "api-server.log") as base_url:
-        outcome: dict[str, Any] = {}
+        seen: dict[str, Any] = {}
 
-        def run() -> None:
+        def finance_approves() -> None:
+            """In the UI's place: wait for the approval request, look at it, approve it."""
             try:
-                outcome["run"] = _replay_dag().test(
-                    run_conf={"dry_run": False, "reason_code": "INACTIVE_RECORD"}
+                token = httpx.post(
+                    f"{base_url}/auth/token",
+                    json={"username": "finance-approver", "password": "approve-me"},
+                    timeout=30,
+                ).json()["access_token"]
+                api = httpx.Client(
+                    base_url=f"{base_url}/api/v2", headers={"Authorization": f"Bearer {token}"}, timeout=30
                 )
-            except BaseException as exc:  # surfaced by the assertion below
-                outcome["error"] = exc
+                deadline = time.monotonic() + 300
+                waiting: list[dict[str, Any]] = []
+                while not waiting and time.monotonic() < deadline:
+                    listed = api.get("/dags/dead_letter_replay/dagRuns/~/hitlDetails")
+                    waiting = [
+                        d for d in listed.json().get("hitl_details", []) if not d.get("response_received")
+                    ]
+                    time.sleep(1)
+                detail = waiting[0]
+                seen["subject"] = detail["subject"]
+                # Waiting for finance: nothing was released or sent yet.
+                seen["stuck_while_waiting"] = _dead_letters(dsn)
+                seen["erp_while_waiting"] = _erp_timebills(dsn)
+                ti = detail["task_instance"]
+                answered = api.patch(
+                    f"/dags/dead_letter_replay/dagRuns/{ti['dag_run_id']}/taskInstances/finance_approval/-1/hitlDetails",
+                    json={"chosen_options": ["Approve"], "params_input": {}},
+                )
+                seen["answer"] = (answered.status_code, answered.text)
+            except BaseException as exc:  # surfaced by the assertions below
+                seen["error"] = repr(exc)
 
-        runner = threading.Thread(target=run, daemon=True)
-        runner.start()
-        token = httpx.post(
-            f"{base_url}/auth/token",
-            json={"username": "finance-approver", "password": "approve-me"},
-            timeout=30,
-        ).json()["access_token"]
-        api = httpx.Client(
-            base_url=f"{base_url}/api/v2", headers={"Authorization": f"Bearer {token}"}, timeout=30
-        )
-        deadline = time.monotonic() + 240
-        waiting: list[dict[str, Any]] = []
-        while not waiting:
-            assert time.monotonic() < deadline and runner.is_alive(), outcome
-            listed = api.get("/dags/dead_letter_replay/dagRuns/~/hitlDetails")
-            waiting = [d for d in listed.json().get("hitl_details", []) if not d.get("response_received")]
-            time.sleep(1)
-        detail = waiting[0]
-        assert detail["subject"].startswith(f"Approve a dead-letter replay of {len(stuck)} timebill records")
-        # Waiting for finance: nothing was released or sent.
-        assert _dead_letters(dsn) == stuck and _erp_timebills(dsn) == erp_before
-        ti = detail["task_instance"]
-        answered = api.patch(
-            f"/dags/dead_letter_replay/dagRuns/{ti['dag_run_id']}/taskInstances/finance_approval/-1/hitlDetails",
-            json={"chosen_options": ["Approve"], "params_input": {}},
-        )
-        assert answered.status_code == 200, answered.text
-        runner.join(timeout=300)
-    assert "error" not in outcome, outcome
-    assert outcome["run"].state == "success"
+        approver = threading.Thread(target=finance_approves, daemon=True)
+        approver.start()
+        # dag.test() runs in this (main) thread: task timeouts need signals. It parks the approval
+        # task in AWAITING_INPUT until the API's answer flips it back.
+        run = _replay_dag().test(run_conf={"dry_run": False, "reason_code": "INACTIVE_RECORD"})
+        approver.join(timeout=30)
+    assert "error" not in seen, seen
+    assert seen["subject"].startswith(f"Approve a dead-letter replay of {len(stuck)} timebill records"), seen
+    assert seen["stuck_while_waiting"] == stuck and seen["erp_while_waiting"] == erp_before
+    assert seen["answer"][0] == 200, seen["answer"]
+    assert run.state == "success"
     replayed = {e.removeprefix("psa-te-") for e in _erp_timebills(dsn)} - {
         e.removeprefix("psa-te-") for e in erp_before
     }
