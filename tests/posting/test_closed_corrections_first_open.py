@@ -249,6 +249,22 @@ def test_later_corrections_stack_and_never_double_count(
     firm.post()
     firm.assert_erp_equals_psa()
     assert firm.latest(ADJUSTED)[2] == f"{PREFIX[record_type]}{ADJUSTED}"
+    # The trace shows the record in closed October and each correcting journal, with the total.
+    from psa_erp_sync.trace import format_text, trace
+
+    kind = "time_entry" if record_type == "timebill" else "expense_entry"
+    with psycopg.connect(clean_ods) as conn:
+        (found,) = [t for t in trace(conn, "psa", ADJUSTED) if t["kind"] == kind]
+    erp = found["erp"]
+    assert erp["period"] == "LE-US1-2026-10" and erp["in_erp"]
+    assert [c["external_id"] for c in erp["corrections"]] == sorted(
+        (e for e in firm.records("journalentry") if e.startswith(f"{PREFIX[record_type]}{ADJUSTED}-c")),
+        key=lambda e: int(e.rsplit("-c", 1)[1]),
+    )
+    assert erp["amount_minor"] == firm.approved()[ADJUSTED][1]
+    text = format_text([found])
+    assert f"correcting journal {PREFIX[record_type]}{ADJUSTED}-c" in text
+    assert f"ERP total of the entry (record + corrections): {firm.approved()[ADJUSTED][1]}" in text
     # Nothing posts twice when the pass runs again.
     result = firm.post()
     assert sum(result.plan["planned"].values()) == 0
