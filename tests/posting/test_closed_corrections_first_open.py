@@ -231,14 +231,21 @@ def test_later_corrections_stack_and_never_double_count(
         lambda: firm.unapprove(ADJUSTED),  # reverse after the adjusts: minus the net
         lambda: firm.put(ADJUSTED, adjusted),  # approved again: the whole value, one more journal
     ]
+    periods = []
     for n, step in enumerate(steps, start=1):
+        if n == 3:  # the first open period that took the earlier journals closes too: December next
+            firm.close(US, "2026-11")
         step()
         firm.post()
         firm.assert_erp_equals_psa()
-        journals = [
-            e for e in firm.records("journalentry") if e.startswith(f"{PREFIX[record_type]}{ADJUSTED}-c")
-        ]
+        journals = {
+            e: j
+            for e, j in firm.records("journalentry").items()
+            if e.startswith(f"{PREFIX[record_type]}{ADJUSTED}-c")
+        }
         assert len(journals) == n
+        periods.append(journals[max(journals, key=lambda e: int(e.rsplit("-c", 1)[1]))]["postingPeriod"])
+    assert [p["externalId"] for p in periods] == ["LE-US1-2026-11"] * 2 + ["LE-US1-2026-12"] * 2
     assert firm.records(record_type)[f"{PREFIX[record_type]}{ADJUSTED}"]["postingPeriod"] == {
         "externalId": "LE-US1-2026-10"
     }

@@ -673,6 +673,47 @@ def test_readback_expects_the_posted_version_of_a_parked_adjustment(
 
 @pytest.mark.integration
 @pytest.mark.slow
+def test_corrections_of_a_closed_period_stack_as_journals_through_crashes(
+    clean_ods: str, psa_sim: RunningSimulator, erp_sim: RunningSimulator
+) -> None:
+    """LE-US1 (post_to_first_open): corrections of entries held in closed October become correcting
+    journals; a crash right after the ERP committed one, a second correction, a reversal after an
+    adjust, the first open period closing and October reopening all keep the invariant (the ERP's
+    record + journals per entry = the approved PSA set, the product's read-back agrees)."""
+    PostingMachine.dsn = clean_ods
+    PostingMachine.psa = psa_sim
+    PostingMachine.erp = erp_sim
+    machine = PostingMachine()
+    machine.post()
+    machine.close_period(US, "2026-10")
+    machine.edit(1, 11)  # 1.00 -> 2.75 hours: journal +1.75 in November
+    machine.crash("after_send", 0)  # the journal is committed, the worker dies
+    with psycopg.connect(clean_ods) as conn:
+        in_flight = conn.execute(
+            "SELECT external_id FROM ledger.posting WHERE state IN ('sent', 'ambiguous') AND corrects IS NOT NULL"
+        ).fetchall()
+    assert [e for (e,) in in_flight if e.startswith("psa-te-1-c")], in_flight
+    machine.retry()  # read back, not resent; checks the invariant
+    machine.edit(1, 2)  # a second correction: 0.50 h, journal -2.25
+    machine.unapprove(2)  # a reversal: journal -2.50
+    machine.post()
+    machine.close_period(US, "2026-11")  # the first open period closes: December next
+    machine.unapprove(1)  # reverse after the adjusts: journal -0.50
+    machine.post()
+    machine.approve(1)
+    machine.post()
+    machine.open_period(US, "2026-10")  # corrected entries stay corrected by journals
+    machine.edit(1, 4)
+    machine.post()
+    assert machine._erp_timebills()["1"] == Decimal("1.00")
+    journals = erp_sim.admin("GET", "/records/journalentry", params={"limit": 1000})["items"]
+    mine = [j["externalId"] for j in journals if j["externalId"].startswith("psa-te-1-c")]
+    assert len(mine) == len(set(mine)) == 5  # +1.75, -2.25, -0.50, +0.50 (approved again), +0.50
+    assert len(journals) == len({j["externalId"] for j in journals})
+
+
+@pytest.mark.integration
+@pytest.mark.slow
 def test_dead_letter_is_closed_when_a_later_version_posts(
     clean_ods: str, psa_sim: RunningSimulator, erp_sim: RunningSimulator
 ) -> None:

@@ -14,6 +14,11 @@ Every transition names the states it may leave (:data:`ALLOWED_FROM`, and ``pend
 :func:`mark_sent`): a transition asked of a posting in any other state changes nothing and is
 logged. An outcome also completes only the attempt that is still the posting's latest, so a pass
 that lost its lock cannot overwrite what a newer attempt decided.
+
+A correcting record (``corrects`` set, migration 0016) is a row like any other: a journal entry
+with the difference of a correction of a record held in a closed period (docs/posting.md "Closed
+periods"). What the ERP holds for a PSA entry is its record plus its confirmed corrections
+(:data:`HELD_COLUMNS`, :class:`Held`).
 """
 
 from __future__ import annotations
