@@ -81,6 +81,17 @@ FIELDS: dict[str, dict[str, Kind]] = {
         "memo": "text",
         "postingPeriod": "ref",
     },
+    # A journal entry, simplified: one signed net ``amount`` stands for its balanced debit and
+    # credit lines. The integration books the difference of a correction of a transaction held in a
+    # closed period as one (custom ``custbody_psa_*`` fields name the record it corrects).
+    "journalentry": {
+        "tranDate": "date",
+        "subsidiary": "ref",
+        "currency": "ref",
+        "amount": "decimal",
+        "memo": "text",
+        "postingPeriod": "ref",
+    },
     "revenueposting": {
         "tranDate": "date",
         "job": "ref",
@@ -100,6 +111,7 @@ AMOUNT_FIELD = {
     "expensereport": "amount",
     "invoice": "total",
     "revenueposting": "amount",
+    "journalentry": "amount",
     "job": "contractValue",
 }
 

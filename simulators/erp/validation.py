@@ -34,6 +34,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "expensereport": ("tranDate", "employee", "customer", "subsidiary", "amount", "currency", "category"),
     "invoice": ("tranDate", "entity", "subsidiary", "currency", "total"),
     "revenueposting": ("tranDate", "job", "subsidiary", "currency", "amount"),
+    "journalentry": ("tranDate", "subsidiary", "currency", "amount"),
 }
 
 #: Reference field -> record types it may name, per record type (first match wins).
@@ -72,6 +73,11 @@ REF_TARGETS: dict[str, dict[str, tuple[str, ...]]] = {
         "currency": ("currency",),
         "postingPeriod": ("accountingperiod",),
     },
+    "journalentry": {
+        "subsidiary": ("subsidiary",),
+        "currency": ("currency",),
+        "postingPeriod": ("accountingperiod",),
+    },
 }
 
 #: Transaction types and the period lock flags (besides ``closed`` and ``allLocked``) that block them.
@@ -80,6 +86,7 @@ POSTING_LOCKS: dict[str, tuple[str, ...]] = {
     "expensereport": ("apLocked",),
     "invoice": ("arLocked",),
     "revenueposting": (),
+    "journalentry": (),  # a journal is blocked by closed and allLocked, not by the AR or AP locks
 }
 
 #: Fields checked for "inactive" (and the job's parent customer through them).

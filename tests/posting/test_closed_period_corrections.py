@@ -1,10 +1,12 @@
 """Corrections (adjustments, reversals) of records the ERP holds in a period that has since closed.
 
 Real path against the PSA and ERP simulators: post, close the period in the ERP (admin API),
-change the records in the PSA, post again. The corrections follow the entity's period policy (they
-are parked for finance, docs/posting.md) instead of being sent to the ERP and dead-lettered as
-``PERIOD_CLOSED``; a replay while the period is still closed parks them again without calling the
-ERP; once the period reopens, a replay posts them.
+change the records in the PSA, post again. The corrections follow the entity's period policy
+(docs/posting.md) instead of being sent to the ERP and dead-lettered as ``PERIOD_CLOSED``: LE-UK1's
+(``park``) are parked for finance, a replay while the period is still closed parks them again
+without calling the ERP, and once the period reopens a replay posts them; LE-US1's
+(``post_to_first_open``) become a correcting journal in the first open period
+(``tests/posting/test_closed_corrections_first_open.py`` covers those in depth).
 """
 
 from __future__ import annotations
@@ -137,37 +139,39 @@ def test_corrections_in_a_closed_period_are_parked_not_dead_lettered(
         erp_sim.admin("POST", f"/periods/{entity}-2026-10", json={"closed": True, "allLocked": True})
     pipe.psa_admin("PATCH", f"/time_entries/{ADJUSTED}", json={"hours": "2.75"})
     pipe.psa_admin("POST", f"/time_entries/{REVERSED}/unapprove")
-    sent_before = (pipe.attempts(ADJUSTED), pipe.attempts(REVERSED))
+    sent_before = pipe.attempts(REVERSED)
 
     pipe.run()
-    assert pipe.latest(ADJUSTED) == ("adjust", "parked")
+    # LE-US1 (post_to_first_open): a correcting journal in November carries the difference.
+    assert pipe.latest(ADJUSTED) == ("adjust", "confirmed")
+    journals = pipe.erp.admin("GET", "/records/journalentry")["items"]
+    assert [
+        (j["custbody_psa_corrects"], j["custbody_psa_hours"], j["postingPeriod"]["externalId"])
+        for j in journals
+    ] == [(f"psa-te-{ADJUSTED}", "1.75", f"{US}-2026-11")]
+    # LE-UK1 (park): parked for finance, the ERP not asked.
     assert pipe.latest(REVERSED) == ("reverse", "parked")
-    assert pipe.open_items() == [
-        (str(ADJUSTED), "parked", "PERIOD_CLOSED"),
-        (str(REVERSED), "parked", "PERIOD_CLOSED"),
-    ]
-    assert (pipe.attempts(ADJUSTED), pipe.attempts(REVERSED)) == sent_before  # the ERP was not asked
+    assert pipe.open_items() == [(str(REVERSED), "parked", "PERIOD_CLOSED")]
+    assert pipe.attempts(REVERSED) == sent_before  # the ERP was not asked
     held = pipe.held()
     assert held[f"psa-te-{ADJUSTED}"] == Decimal("1.00")  # the closed period keeps what it had
     assert f"psa-te-{REVERSED}" in held
 
-    # A replay while October is still closed parks them again, without a refused ERP call.
-    assert pipe.replay() >= 2  # with the seed's own parked and rejected entries
+    # A replay while October is still closed parks it again, without a refused ERP call.
+    assert pipe.replay() >= 1  # with the seed's own parked and rejected entries
     pipe.run(extract=False)
-    assert pipe.latest(ADJUSTED) == ("adjust", "parked")
     assert pipe.latest(REVERSED) == ("reverse", "parked")
-    assert [kind for _, kind, _ in pipe.open_items()] == ["parked", "parked"]
-    assert (pipe.attempts(ADJUSTED), pipe.attempts(REVERSED)) == sent_before
+    assert [kind for _, kind, _ in pipe.open_items()] == ["parked"]
+    assert pipe.attempts(REVERSED) == sent_before
 
-    # Finance reopens October and replays: the corrections reach the ERP.
+    # Finance reopens October and replays: the reversal reaches the ERP.
     for entity in (US, UK):
         erp_sim.admin("POST", f"/periods/{entity}-2026-10", json={"closed": False, "allLocked": False})
-    assert pipe.replay() >= 2  # with the seed's own parked and rejected entries
+    assert pipe.replay() >= 1  # with the seed's own parked and rejected entries
     pipe.run(extract=False)
-    assert pipe.latest(ADJUSTED) == ("adjust", "confirmed")
     assert pipe.latest(REVERSED) == ("reverse", "confirmed")
     held = pipe.held()
-    assert held[f"psa-te-{ADJUSTED}"] == Decimal("2.75")
+    assert held[f"psa-te-{ADJUSTED}"] == Decimal("1.00")  # + its journal: 2.75 h in the ERP
     assert f"psa-te-{REVERSED}" not in held
     assert pipe.open_items() == []
 

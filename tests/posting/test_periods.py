@@ -94,16 +94,47 @@ def test_summary_periods_are_never_a_posting_period() -> None:
     assert book.get("LE-US1-FY2026") is not None  # still known by id
 
 
-def test_a_correction_of_a_record_held_in_a_closed_period_is_parked() -> None:
+def test_a_correction_of_a_record_held_in_a_closed_period_is_parked_under_the_park_policy() -> None:
     book = _book()  # September and October closed
-    for policy in ("park", "post_to_first_open"):
-        decision = book.decide_correction("LE-US1-2026-10", "timebill", policy)
-        assert decision is not None
-        assert (decision.outcome, decision.original_period, decision.reason) == (
-            "park",
-            "LE-US1-2026-10",
-            "PERIOD_CLOSED",
-        )
+    decision = book.decide_correction("LE-US1-2026-10", "timebill", "park")
+    assert decision is not None
+    assert (decision.outcome, decision.original_period, decision.reason) == (
+        "park",
+        "LE-US1-2026-10",
+        "PERIOD_CLOSED",
+    )
     assert book.decide_correction("LE-US1-2026-11", "timebill", "park") is None  # open: goes ahead
     assert book.decide_correction("LE-US1-2026-11", "expensereport", "park") is not None  # AP-locked
     assert book.decide_correction(None, "timebill", "park") is None  # nothing held
+
+
+def test_a_correction_of_a_record_held_in_a_closed_period_is_a_correcting_record_in_the_first_open_one() -> (
+    None
+):
+    book = _book()  # September and October closed, November AP-locked
+    decision = book.decide_correction("LE-US1-2026-10", "timebill", "post_to_first_open")
+    assert decision is not None
+    assert (decision.outcome, decision.period, decision.original_period) == (
+        "correct",
+        "LE-US1-2026-11",
+        "LE-US1-2026-10",
+    )
+    expense = book.decide_correction("LE-US1-2026-09", "expensereport", "post_to_first_open")
+    assert expense is not None and (expense.outcome, expense.period) == ("correct", "LE-US1-2026-12")
+    # Held in an open period, no correction yet: an ordinary upsert or DELETE.
+    assert book.decide_correction("LE-US1-2026-11", "timebill", "post_to_first_open") is None
+    # Once the entry has correcting records, every change is one (here into its own, open period).
+    again = book.decide_correction("LE-US1-2026-11", "timebill", "post_to_first_open", corrected=True)
+    assert again is not None and (again.outcome, again.period) == ("correct", "LE-US1-2026-11")
+
+
+def test_a_correction_with_no_open_period_after_it_is_parked() -> None:
+    summaries = _with_summaries(closed_months=(10,)).decide_correction(
+        "LE-US1-2026-10", "timebill", "post_to_first_open"
+    )
+    assert summaries is not None and summaries.period == "LE-US1-2026-11"  # never the open quarter or year
+    book = _with_summaries(closed_months=(10, 11, 12))
+    decision = book.decide_correction("LE-US1-2026-10", "timebill", "post_to_first_open")
+    assert decision is not None and (decision.outcome, decision.reason) == ("park", "PERIOD_CLOSED")
+    unknown = book.decide_correction("LE-US1-2031-01", "timebill", "post_to_first_open", corrected=True)
+    assert unknown is not None and unknown.outcome == "park"  # a period nobody knows: finance decides

@@ -33,6 +33,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from psycopg.rows import dict_row
 
 from tests.conftest import RunningSimulator
 
@@ -489,7 +490,8 @@ class PostingMachine(RuleBasedStateMachine):
         self._erp_timebills()
 
     def _erp_timebills(self) -> dict[str, Decimal]:
-        """ERP timebills by PSA id (hours); fails on a duplicate external id or PSA id."""
+        """ERP hours by PSA id: the timebill plus its correcting journals (LE-US1's corrections of
+        a record in a closed period); fails on a duplicate external id or PSA id."""
         items = self.erp.admin("GET", "/records/timebill", params={"limit": 10000})["items"]
         held: dict[str, Decimal] = {}
         for item in items:
@@ -500,9 +502,28 @@ class PostingMachine(RuleBasedStateMachine):
             assert memo_source == f"psa:{source_id}", item
             assert source_id not in held, f"the ERP holds PSA entry {source_id} twice"
             held[source_id] = Decimal(str(item["hours"]))
+        journals = self.erp.admin("GET", "/records/journalentry", params={"limit": 10000})["items"]
+        last_action: dict[str, tuple[int, str]] = {}
+        for item in journals:
+            corrected = str(item["custbody_psa_corrects"])
+            source_id = corrected.removeprefix("psa-te-")
+            base, _, seq = str(item["externalId"]).rpartition("-c")
+            assert base == corrected and str(item.get("memo") or "").startswith(f"psa:{source_id} "), item
+            assert source_id in held, f"a correcting journal of {corrected}, which the ERP does not hold"
+            _seen("correcting journal in the ERP")
+            held[source_id] += Decimal(str(item["custbody_psa_hours"]))
+            last_action[source_id] = max(
+                last_action.get(source_id, (-1, "")), (int(seq), item["custbody_psa_action"])
+            )
+        for source_id, (_, action) in last_action.items():
+            if action == "reverse":
+                assert held[source_id] == 0, (source_id, held[source_id])
+                del held[source_id]
         return held
 
     def check_erp_equals_approved_set(self) -> None:
+        from psa_erp_sync.posting import ledger
+
         assert self.extracted is not None
         held = self._erp_timebills()
         with psycopg.connect(self.dsn) as conn:
@@ -518,17 +539,21 @@ class PostingMachine(RuleBasedStateMachine):
                 )
             }
             latest: dict[str, tuple[str, Decimal | None]] = {}
-            for sid, state, done_action, done_hours in conn.execute(
-                """
-                SELECT source_id,
-                       (array_agg(state ORDER BY seq DESC))[1],
-                       (array_agg(action ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1],
-                       (array_agg(payload->>'hours' ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1]
-                FROM ledger.posting WHERE record_type = 'timebill' GROUP BY 1
-                """
-            ):
-                confirmed = Decimal(done_hours) if done_action in ("post", "adjust") else None
-                latest[sid] = (state, confirmed)
+            with conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(
+                    f"""
+                    SELECT source_id,
+                           (array_agg(state ORDER BY seq DESC))[1] AS state,
+                           (array_agg(action ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_action,
+                           {ledger.HELD_COLUMNS}
+                    FROM ledger.posting WHERE record_type = 'timebill' GROUP BY 1
+                    """
+                )
+                for row in cur.fetchall():
+                    # What the ledger last confirmed: the record plus its correcting journals.
+                    net = ledger.Held.from_row(row)
+                    confirmed = net.hours if row["done_action"] in ("post", "adjust") else None
+                    latest[row["source_id"]] = (row["state"], confirmed)
             with_item = {
                 sid
                 for (sid,) in conn.execute(
@@ -644,6 +669,47 @@ def test_readback_expects_the_posted_version_of_a_parked_adjustment(
     assert latest == ("adjust", "parked")
     assert machine._erp_timebills()["5"] == Decimal("1.50")
     machine.check_product_readback()  # unexpected_in_erp: ['5']
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_corrections_of_a_closed_period_stack_as_journals_through_crashes(
+    clean_ods: str, psa_sim: RunningSimulator, erp_sim: RunningSimulator
+) -> None:
+    """LE-US1 (post_to_first_open): corrections of entries held in closed October become correcting
+    journals; a crash right after the ERP committed one, a second correction, a reversal after an
+    adjust, the first open period closing and October reopening all keep the invariant (the ERP's
+    record + journals per entry = the approved PSA set, the product's read-back agrees)."""
+    PostingMachine.dsn = clean_ods
+    PostingMachine.psa = psa_sim
+    PostingMachine.erp = erp_sim
+    machine = PostingMachine()
+    machine.post()
+    machine.close_period(US, "2026-10")
+    machine.edit(1, 11)  # 1.00 -> 2.75 hours: journal +1.75 in November
+    machine.crash("after_send", 0)  # the journal is committed, the worker dies
+    with psycopg.connect(clean_ods) as conn:
+        in_flight = conn.execute(
+            "SELECT external_id FROM ledger.posting WHERE state IN ('sent', 'ambiguous') AND corrects IS NOT NULL"
+        ).fetchall()
+    assert [e for (e,) in in_flight if e.startswith("psa-te-1-c")], in_flight
+    machine.retry()  # read back, not resent; checks the invariant
+    machine.edit(1, 2)  # a second correction: 0.50 h, journal -2.25
+    machine.unapprove(2)  # a reversal: journal -2.50
+    machine.post()
+    machine.close_period(US, "2026-11")  # the first open period closes: December next
+    machine.unapprove(1)  # reverse after the adjusts: journal -0.50
+    machine.post()
+    machine.approve(1)
+    machine.post()
+    machine.open_period(US, "2026-10")  # corrected entries stay corrected by journals
+    machine.edit(1, 4)
+    machine.post()
+    assert machine._erp_timebills()["1"] == Decimal("1.00")
+    journals = erp_sim.admin("GET", "/records/journalentry", params={"limit": 1000})["items"]
+    mine = [j["externalId"] for j in journals if j["externalId"].startswith("psa-te-1-c")]
+    assert len(mine) == len(set(mine)) == 5  # +1.75, -2.25, -0.50, +0.50 (approved again), +0.50
+    assert len(journals) == len({j["externalId"] for j in journals})
 
 
 @pytest.mark.integration

@@ -255,13 +255,16 @@ class PostingEngine:
                 setattr(self.outcome, name, getattr(self.outcome, name) + value)
 
     # -- read-back ----------------------------------------------------------
-    def lookup(self, external_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """What the ERP holds for these external ids (one SuiteQL query per 100 ids)."""
+    def lookup(
+        self, external_ids: Sequence[str], record_type: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """What the ERP holds for these external ids (one SuiteQL query per 100 ids), of
+        ``record_type`` (the pass's own by default; correcting records are journal entries)."""
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(external_ids), 100):
             chunk = external_ids[start : start + 100]
             query = (
-                f"SELECT id, externalid, memo, postingperiod FROM {self.record_type}"
+                f"SELECT id, externalid, memo, postingperiod FROM {record_type or self.record_type}"
                 f" WHERE externalid IN ({_quote(chunk)})"
             )
             self._count(erp_requests=1)
@@ -275,12 +278,15 @@ class PostingEngine:
         """Decide sent/ambiguous postings by read-back; return those that must be sent again."""
         if not postings:
             return []
-        held = self.lookup([p.external_id for p in postings])
+        held: dict[tuple[str, str], dict[str, Any]] = {}
+        for erp_type in sorted({p.erp_type for p in postings}):
+            ids = [p.external_id for p in postings if p.erp_type == erp_type]
+            held.update(((erp_type, ext), row) for ext, row in self.lookup(ids, erp_type).items())
         again = []
         decided: list[tuple[str, str, str, str | None, int | None]] = []
         for p in postings:
-            record = held.get(p.external_id)
-            if p.action == "reverse":
+            record = held.get((p.erp_type, p.external_id))
+            if p.deletes:
                 landed = record is None
             else:
                 landed = record is not None and f"key:{p.idempotency_key[:16]}" in str(
@@ -341,7 +347,8 @@ class PostingEngine:
             try:
                 self._count(erp_requests=1)
                 with self._erp_slots:
-                    result = self.client.submit_batch(self.record_type, [p.payload for p in batch], key)
+                    # One ERP record type per batch: the pass's own, or correcting journals.
+                    result = self.client.submit_batch(batch[0].erp_type, [p.payload for p in batch], key)
                 break
             except ErpThrottled as exc:
                 delay = (exc.retry_after or 1.0) + self._rng.uniform(0, min(2.0**attempt, 5.0))
@@ -554,10 +561,11 @@ class PostingEngine:
         book = self.read_periods()
         held = {
             ext: row.get("postingperiod")
-            for ext, row in self.lookup([p.external_id for p in postings]).items()
+            for ext, row in self.lookup([p.external_id for p in postings if not p.corrects]).items()
         }
         with self._conn() as conn:
             seqs = ledger.next_seqs(conn, postings)
+            entries = ledger.held_of(conn, postings)
         for p in postings:
             codes = errors.get(p.external_id, [])
             detail = {
@@ -570,7 +578,7 @@ class PostingEngine:
             held_period = held.get(p.external_id)
             fresh, item, decision = replan_closed(
                 p, periods=book, config=self.config, seq=seqs[p.idempotency_key],
-                held=str(held_period) if held_period else None,
+                held=str(held_period) if held_period else None, entry=entries[p.idempotency_key],
             )  # fmt: skip
             out.postings.append(fresh)
             if item is not None:
@@ -607,8 +615,10 @@ class PostingEngine:
             if not page:
                 return
             after = page[-1].idempotency_key
-            for i in range(0, len(page), size):
-                yield page[i : i + size]
+            for erp_type in sorted({p.erp_type for p in page}):  # a batch holds one ERP record type
+                same = [p for p in page if p.erp_type == erp_type]
+                for i in range(0, len(same), size):
+                    yield same[i : i + size]
             if len(page) < page_size:
                 return
 
@@ -618,21 +628,23 @@ class PostingEngine:
         """Work from postings as the planner commits them: upserts in batches of ``batch_size``
         (a chunk's remainder waits for the next chunk), reversals one at a time."""
         size = self.settings.batch_size
-        upserts: list[ledger.Posting] = []
+        upserts: dict[str, list[ledger.Posting]] = {}  # per ERP record type (correcting journals apart)
         for chunk in feed:
             with progress.lock:
                 progress.total += len(chunk)
             self.outcome.total += len(chunk)
             for posting in chunk:
-                if posting.action == "reverse":
+                if posting.deletes:
                     yield self._reverse_batch, [posting]
                 else:
-                    upserts.append(posting)
-                    if len(upserts) == size:
-                        yield self._send_batch, upserts
-                        upserts = []
-        if upserts:
-            yield self._send_batch, upserts
+                    same = upserts.setdefault(posting.erp_type, [])
+                    same.append(posting)
+                    if len(same) == size:
+                        yield self._send_batch, list(same)
+                        same.clear()
+        for same in upserts.values():
+            if same:
+                yield self._send_batch, same
 
     def _work(
         self,

@@ -14,6 +14,11 @@ Every transition names the states it may leave (:data:`ALLOWED_FROM`, and ``pend
 :func:`mark_sent`): a transition asked of a posting in any other state changes nothing and is
 logged. An outcome also completes only the attempt that is still the posting's latest, so a pass
 that lost its lock cannot overwrite what a newer attempt decided.
+
+A correcting record (``corrects`` set, migration 0016) is a row like any other: a journal entry
+with the difference of a correction of a record held in a closed period (docs/posting.md "Closed
+periods"). What the ERP holds for a PSA entry is its record plus its confirmed corrections
+(:data:`HELD_COLUMNS`, :class:`Held`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
@@ -31,6 +37,10 @@ from psycopg.rows import dict_row
 log = logging.getLogger(__name__)
 
 Action = Literal["post", "adjust", "reverse"]
+#: The ERP record type of a correcting record (docs/posting.md "Closed periods"): NetSuite keeps a
+#: transaction in a closed period unchangeable and a time entry's hours positive, so the
+#: difference of a correction is booked as a journal entry in the first open period.
+CORRECTION_TYPE = "journalentry"
 DONE = ("confirmed", "resolved")
 UNFINISHED = ("pending", "sent", "ambiguous")
 # The states an outcome (:func:`finish_many`) may move a posting out of, per target state.
@@ -68,6 +78,19 @@ class Posting:
     amount_minor: int | None = None
     currency: str | None = None
     attempts: int = 0
+    #: For a correcting record (a journal entry in an open period, see :data:`CORRECTION_TYPE`):
+    #: the external id of the ERP record it corrects. None for the record itself.
+    corrects: str | None = None
+
+    @property
+    def erp_type(self) -> str:
+        """The ERP record type this posting writes: the record's own, or the correcting journal."""
+        return CORRECTION_TYPE if self.corrects else self.record_type
+
+    @property
+    def deletes(self) -> bool:
+        """A reversal of the record itself (a DELETE); a correcting reversal is a journal upsert."""
+        return self.action == "reverse" and not self.corrects
 
 
 def _posting(row: dict[str, Any]) -> Posting:
@@ -86,12 +109,13 @@ def _posting(row: dict[str, Any]) -> Posting:
         amount_minor=row["amount_minor"],
         currency=row["currency"],
         attempts=row["attempts"],
+        corrects=row["corrects"],
     )
 
 
 _COLUMNS = (
     "idempotency_key, record_type, source_system, source_id, source_version, external_id, action, state,"
-    " payload, legal_entity, period, amount_minor, currency, attempts"
+    " payload, legal_entity, period, amount_minor, currency, attempts, corrects"
 )
 
 
@@ -105,11 +129,12 @@ def insert_planned(conn: psycopg.Connection, postings: Sequence[Posting]) -> set
     rows = conn.execute(
         """
         INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,
-                                    external_id, action, state, payload, legal_entity, period, amount_minor, currency)
-        SELECT k, rt, ss, sid, sv, ext, act, st, pl::jsonb, le, per, amt, cur
+                                    external_id, action, state, payload, legal_entity, period, amount_minor, currency,
+                                    corrects)
+        SELECT k, rt, ss, sid, sv, ext, act, st, pl::jsonb, le, per, amt, cur, cor
         FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                    %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[])
-             WITH ORDINALITY AS u(k, rt, ss, sid, sv, ext, act, st, pl, le, per, amt, cur, ord)
+                    %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[])
+             WITH ORDINALITY AS u(k, rt, ss, sid, sv, ext, act, st, pl, le, per, amt, cur, cor, ord)
         ORDER BY ord
         ON CONFLICT (idempotency_key) DO NOTHING
         RETURNING idempotency_key
@@ -129,6 +154,7 @@ def insert_planned(conn: psycopg.Connection, postings: Sequence[Posting]) -> set
             [p.period for p in postings],
             [p.amount_minor for p in postings],
             [p.currency for p in postings],
+            [p.corrects for p in postings],
         ),
     ).fetchall()
     return {key for (key,) in rows}
@@ -158,12 +184,14 @@ def page_in_state(
     limit: int,
 ) -> list[Posting]:
     """Up to ``limit`` postings in ``states`` with a key after ``after``, in key order: reversals
-    or the other actions. Paging through these keeps memory bounded by one page."""
-    op = "=" if reversals else "<>"
+    (DELETEs of the record itself) or the other postings (upserts, correcting journals). Paging
+    through these keeps memory bounded by one page."""
+    deletes = "(action = 'reverse' AND corrects IS NULL)"
+    which = deletes if reversals else f"NOT {deletes}"
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             f"SELECT {_COLUMNS} FROM ledger.posting WHERE record_type = %s AND state = ANY(%s)"
-            f" AND action {op} 'reverse' AND idempotency_key > %s ORDER BY idempotency_key LIMIT %s",
+            f" AND {which} AND idempotency_key > %s ORDER BY idempotency_key LIMIT %s",
             (record_type, list(states), after or "", limit),
         )
         return [_posting(r) for r in cur.fetchall()]
@@ -343,6 +371,75 @@ def next_seqs(conn: psycopg.Connection, postings: Sequence[Posting]) -> dict[str
         ),
     ).fetchall()
     return {key: int(n) for key, n in rows}
+
+
+_DONE_BASE = "state IN ('confirmed', 'resolved') AND corrects IS NULL"
+_DONE_CORR = "state IN ('confirmed', 'resolved') AND corrects IS NOT NULL"
+#: Aggregates over one PSA entry's ledger rows (``GROUP BY source_system, source_id``): what the
+#: ERP holds for it per the ledger. The record itself (its last confirmed row that is not a
+#: correction) and the sum of its confirmed correcting journals (signed amount and hours).
+HELD_COLUMNS = f"""
+    (array_agg(action ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_action,
+    (array_agg(payload ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_payload,
+    (array_agg(external_id ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_external_id,
+    (array_agg(amount_minor ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_amount,
+    count(*) FILTER (WHERE {_DONE_CORR}) AS corrections,
+    coalesce(sum(amount_minor) FILTER (WHERE {_DONE_CORR}), 0) AS corrected_amount,
+    coalesce(sum((payload->>'custbody_psa_hours')::numeric) FILTER (WHERE {_DONE_CORR}), 0) AS corrected_hours
+"""
+
+
+@dataclass(frozen=True)
+class Held:
+    """What the ERP holds for one PSA entry, per the ledger: the record itself (``base_*``, its
+    last confirmed posting) plus its confirmed correcting journals, summed (``hours``,
+    ``amount_minor``: the net the ERP holds for the entry)."""
+
+    base_external_id: str | None
+    base_payload: dict[str, Any] | None
+    base_present: bool  # the record itself is in the ERP (last confirmed: post or adjust)
+    corrections: int
+    hours: Decimal
+    amount_minor: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Held:
+        present = row.get("base_action") in ("post", "adjust")
+        payload = row.get("base_payload")
+        base_hours = Decimal(str(payload.get("hours") or 0)) if present and payload else Decimal(0)
+        base_amount = int(row.get("base_amount") or 0) if present else 0
+        return cls(
+            base_external_id=row.get("base_external_id"),
+            base_payload=payload,
+            base_present=present,
+            corrections=int(row.get("corrections") or 0),
+            hours=base_hours + Decimal(str(row.get("corrected_hours") or 0)),
+            amount_minor=base_amount + int(row.get("corrected_amount") or 0),
+        )
+
+
+def held_of(conn: psycopg.Connection, postings: Sequence[Posting]) -> dict[str, Held]:
+    """Per posting (by idempotency key), what the ERP holds for its PSA entry (:class:`Held`)."""
+    if not postings:
+        return {}
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"""
+            SELECT source_system, source_id, {HELD_COLUMNS}
+            FROM ledger.posting
+            WHERE record_type = %s AND (source_system, source_id) IN (
+                SELECT * FROM unnest(%s::text[], %s::text[]))
+            GROUP BY 1, 2
+            """,
+            (
+                postings[0].record_type,
+                [p.source_system for p in postings],
+                [p.source_id for p in postings],
+            ),
+        )
+        by_entry = {(r["source_system"], r["source_id"]): Held.from_row(r) for r in cur.fetchall()}
+    empty = Held(None, None, False, 0, Decimal(0), 0)
+    return {p.idempotency_key: by_entry.get((p.source_system, p.source_id), empty) for p in postings}
 
 
 def counts(conn: psycopg.Connection, record_type: str | None = None) -> dict[str, int]:

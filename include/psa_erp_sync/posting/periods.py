@@ -7,8 +7,10 @@ or it is parked in the exception queue for finance. Summary periods (a quarter o
 ``isQuarter`` / ``isYear``) only roll up their months: they are never chosen as a posting period.
 
 Corrections (an adjustment or a reversal of a record the ERP holds) follow the same rule for the
-period the ERP holds the record in (:meth:`PeriodBook.decide_correction`): that period is closed,
-so the record cannot be changed there, and the correction is parked for finance.
+period the ERP holds the record in (:meth:`PeriodBook.decide_correction`): when that period is
+closed the record cannot be changed there, so the correction becomes a correcting record (a
+journal entry carrying the difference) in the first open period for ``post_to_first_open``
+entities, or is parked for finance (``park``).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class AccountingPeriod(BaseModel):
 
 @dataclass(frozen=True)
 class PeriodDecision:
-    outcome: Literal["post", "moved", "park"]
+    outcome: Literal["post", "moved", "park", "correct"]
     period: str | None
     original_period: str | None
     reason: str | None = None
@@ -126,20 +128,25 @@ class PeriodBook:
         return PeriodDecision("park", None, period.external_id, "PERIOD_CLOSED")
 
     def decide_correction(
-        self, held_period: str | None, record_type: str, policy: str
+        self, held_period: str | None, record_type: str, policy: str, *, corrected: bool = False
     ) -> PeriodDecision | None:
-        """For an adjustment or reversal of a record the ERP holds in ``held_period``: a park
-        decision when that period is closed or locked (the ERP refuses to change or delete a
-        transaction there, so sending would only earn a ``PERIOD_CLOSED``), else None (the
-        correction goes ahead, its own date decided by :meth:`decide`).
+        """For an adjustment or reversal of a record the ERP holds in ``held_period``:
 
-        Both policies park: a reversing posting in the first open period would need the ERP to
-        hold a second, negative record of the same PSA entry, which timebills cannot carry
-        (hours are positive) and the reconciliation does not model yet (``docs/posting.md``).
+        - None when the record can still be changed there (its period is open and it has no
+          correcting records): the correction is an ordinary upsert or DELETE;
+        - ``correct`` in ``period`` (``original_period`` = ``held_period``): a correcting record
+          (a journal entry with the difference) in the first open period from ``held_period`` on,
+          when the policy is ``post_to_first_open``. ``corrected``: the entry already has
+          correcting records; every later change is a correcting record too (an upsert of the
+          record itself would count the earlier corrections twice), even once its period reopens;
+        - ``park`` (``PERIOD_CLOSED``) for the ``park`` policy, or when no open period follows.
         """
-        if held_period is None:
+        period = self.get(held_period) if held_period is not None else None
+        blocked = period is not None and period.blocks(record_type)
+        if not blocked and not corrected:
             return None
-        period = self.get(held_period)
-        if period is None or not period.blocks(record_type):
-            return None
+        if policy == "post_to_first_open" and period is not None:
+            target = self.first_open_after(period.subsidiary, period, record_type) if blocked else period
+            if target is not None:
+                return PeriodDecision("correct", target.external_id, held_period)
         return PeriodDecision("park", None, held_period, "PERIOD_CLOSED")

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -38,6 +39,7 @@ class Plan:
     record_type: str
     planned: dict[str, int] = field(default_factory=lambda: {"post": 0, "adjust": 0, "reverse": 0})
     moved_period: int = 0
+    corrected: int = 0  # corrections planned as correcting journals in the first open period
     parked: int = 0
     superseded: int = 0
 
@@ -46,6 +48,7 @@ class Plan:
             "record_type": self.record_type,
             "planned": dict(self.planned),
             "moved_to_open_period": self.moved_period,
+            "corrected_in_open_period": self.corrected,
             "parked": self.parked,
             "superseded": self.superseded,
         }
@@ -64,7 +67,8 @@ def _candidates(conn: psycopg.Connection, record_type: str) -> Iterator[dict[str
                        (array_agg(action ORDER BY seq DESC))[1] AS last_action,
                        (array_agg(source_version ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_version,
                        (array_agg(action ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_action,
-                       (array_agg(payload ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_payload
+                       (array_agg(payload ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_payload,
+                       {ledger.HELD_COLUMNS}
                 FROM ledger.posting WHERE record_type = %(rt)s GROUP BY 1, 2
             ), desired AS (
                 SELECT * FROM {source} WHERE approved AND NOT is_deleted
@@ -73,7 +77,9 @@ def _candidates(conn: psycopg.Connection, record_type: str) -> Iterator[dict[str
                    coalesce(d.source_id, led.source_id) AS source_id,
                    to_jsonb(d.*) - 'record' AS desired,
                    coalesce(led.n, 0) AS n, led.last_state, led.last_version, led.last_action,
-                   led.done_version, led.done_action, led.done_payload
+                   led.done_version, led.done_action, led.done_payload,
+                   led.base_action, led.base_payload, led.base_external_id, led.base_amount,
+                   led.corrections, led.corrected_amount, led.corrected_hours
             FROM desired d FULL JOIN led USING (source_system, source_id)
             WHERE (led.last_state IS NULL OR led.last_state NOT IN ('pending', 'sent', 'ambiguous'))
               AND (
@@ -145,6 +151,74 @@ def held_period(payload: dict[str, Any] | None) -> str | None:
     return str(value) if value else None
 
 
+def correction_decision(
+    periods: PeriodBook, held: ledger.Held, record_type: str, policy: str
+) -> PeriodDecision | None:
+    """How a change of an entry the ERP holds must reach it (:meth:`PeriodBook.decide_correction`
+    for the period the record itself is held in); None when nothing of it is in the ERP."""
+    if not held.base_present:
+        return None
+    return periods.decide_correction(
+        held_period(held.base_payload), record_type, policy, corrected=held.corrections > 0
+    )
+
+
+def correcting_posting(
+    *,
+    record_type: str,
+    source_system: str,
+    source_id: str,
+    version: str,
+    action: ledger.Action,
+    seq: int,
+    held: ledger.Held,
+    want_hours: Decimal,
+    want_amount_minor: int,
+    currency: str,
+    decision: PeriodDecision,
+    periods: PeriodBook,
+) -> ledger.Posting:
+    """The correcting record of an entry the ERP holds in a closed period: a journal entry
+    (:data:`ledger.CORRECTION_TYPE`) in ``decision.period`` carrying the difference between what
+    should be held (``want_*``; 0 for a reversal) and what the ERP holds for the entry (the record
+    plus its earlier corrections). Its external id is the record's plus ``-c<seq>`` (deterministic:
+    a retry or a read-back finds the same one); the original date, period and external id are in
+    its memo and custom fields."""
+    base_ext = held.base_external_id or ""
+    base = held.base_payload or {}
+    key = ledger.idempotency_key(record_type, source_system, source_id, version, action, seq)
+    orig_date = str(base.get("tranDate") or "")
+    orig_period = decision.original_period or ""
+    target = periods.get(decision.period or "")
+    delta_amount = want_amount_minor - held.amount_minor
+    entity = (base.get("subsidiary") or {}).get("externalId")
+    payload: dict[str, Any] = {
+        "externalId": f"{base_ext}-c{seq}",
+        "tranDate": str(target.start_date) if target is not None else orig_date,
+        "subsidiary": {"externalId": entity},
+        "currency": {"refName": currency},
+        "postingPeriod": {"externalId": decision.period},
+        "amount": money.format_minor(delta_amount, currency),
+        "memo": f"psa:{source_id} v:{version[:12]} key:{key[:16]} corrects:{base_ext}"
+        f" orig-date:{orig_date} orig-period:{orig_period}",
+        "custbody_psa_corrects": base_ext,
+        "custbody_psa_action": action,
+        "custbody_psa_orig_date": orig_date,
+        "custbody_psa_orig_period": orig_period,
+    }
+    if record_type == "timebill":
+        payload["custbody_psa_hours"] = f"{want_hours - held.hours:.2f}"
+    return ledger.Posting(
+        key, record_type, source_system, source_id, version, payload["externalId"], action, "pending", payload,
+        entity, decision.period, delta_amount, currency, corrects=base_ext,
+    )  # fmt: skip
+
+
+def _hours(value: Any) -> Decimal:
+    # canonical hours are numeric(9,2); to_jsonb hands them over as a JSON number
+    return Decimal(f"{value:.2f}") if not isinstance(value, str) else Decimal(value)
+
+
 def correction_parked(
     config: Config, record_type: str, source_system: str, source_id: str, version: str, entity: str | None,
     action: str, period: str | None, policy: str,
@@ -165,20 +239,57 @@ def replan_closed(
     config: Config,
     seq: int,
     held: str | None,
+    entry: ledger.Held | None = None,
 ) -> tuple[ledger.Posting, exception_queue.Item | None, PeriodDecision]:
     """The next posting of a record after the ERP answered ``PERIOD_CLOSED`` to ``posting``
     (a period closed during the pass): the entity's policy applied again on freshly read
     ``periods``. A new ledger row (sequence ``seq``, so a new idempotency key): ``pending`` in the
     period the policy chooses, or ``parked`` with its exception item. ``held`` is the period the
-    ERP holds the record in (corrections of a record in a closed period are parked).
+    ERP holds the record in; ``entry`` what the ERP holds for the PSA entry per the ledger (record
+    and corrections). A correction of a record in a closed period becomes a correcting record in
+    the first open period (``post_to_first_open``) or is parked; a refused correcting record moves
+    on to the next open period, with the same difference.
     """
     rt = posting.record_type
     entity = posting.legal_entity
     entities = config.legal_entities.legal_entities
     policy = entities[entity].closed_period_policy if entity in entities else "park"
     decision = None
-    if posting.action in ("adjust", "reverse"):
+    if posting.action in ("adjust", "reverse") and entry is not None and entry.base_present:
+        if posting.corrects:  # the correcting record's own period closed: the same difference, later
+            decision = periods.decide_correction(
+                held_period(entry.base_payload) or held, rt, policy, corrected=True
+            )
+        else:
+            decision = periods.decide_correction(held, rt, policy, corrected=entry.corrections > 0)
+        refused_again = decision is not None and decision.period == posting.period and bool(posting.corrects)
+        if decision is not None and decision.outcome == "correct" and refused_again:
+            # The periods just read still show the refused period open: the ERP and its periods
+            # disagree, finance decides.
+            decision = PeriodDecision("park", None, decision.original_period, "PERIOD_CLOSED")
+        if decision is not None and decision.outcome == "correct":
+            if posting.corrects:
+                want_hours = entry.hours + Decimal(str(posting.payload.get("custbody_psa_hours") or 0))
+                want_amount = entry.amount_minor + int(posting.amount_minor or 0)
+            elif posting.action == "reverse":
+                want_hours, want_amount = Decimal(0), 0
+            else:
+                want_hours = Decimal(str(posting.payload.get("hours") or 0))
+                want_amount = int(posting.amount_minor or 0)
+            currency = posting.currency or str(
+                ((entry.base_payload or {}).get("currency") or {}).get("refName")
+            )
+            fix = correcting_posting(
+                record_type=rt, source_system=posting.source_system, source_id=posting.source_id,
+                version=posting.source_version, action=posting.action, seq=seq, held=entry,
+                want_hours=want_hours, want_amount_minor=want_amount, currency=currency,
+                decision=decision, periods=periods,
+            )  # fmt: skip
+            return fix, None, decision
+    elif posting.action in ("adjust", "reverse"):
         decision = periods.decide_correction(held, rt, policy)
+        if decision is not None and decision.outcome == "correct":  # nothing of the entry is held
+            decision = None
     payload = dict(posting.payload)
     if decision is None and posting.action == "reverse":
         decision = PeriodDecision("post", held, held)
@@ -207,7 +318,7 @@ def replan_closed(
     fresh = ledger.Posting(
         key, rt, posting.source_system, posting.source_id, posting.source_version, posting.external_id,
         posting.action, state, payload, entity, decision.period or decision.original_period,
-        posting.amount_minor, posting.currency,
+        posting.amount_minor, posting.currency, corrects=posting.corrects,
     )  # fmt: skip
     item = None
     if state == "parked":
@@ -262,10 +373,13 @@ def plan(
     with connections.connect_like(conn) as reader:
         set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
         for cand in _candidates(reader, record_type):
+            if len(batch) >= chunk:  # a chunk a correcting record filled (it skips the check below)
+                _flush(conn, record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
             desired = cand["desired"]
             source_id = cand["source_id"]
             external_id = config.mappings.external_id(ext_kind, source_id)
             seq = int(cand["n"])
+            held_entry = ledger.Held.from_row(cand)
             if desired is None:  # unapproved or deleted after posting
                 if cand["last_state"] in ("rejected", "parked") and cand["last_action"] == "reverse":
                     continue  # a reversal that was refused or parked: waits for replay
@@ -274,8 +388,21 @@ def plan(
                 )
                 entity = cand["done_payload"].get("subsidiary", {}).get("externalId")
                 policy = entities[entity].closed_period_policy if entity in entities else "park"
-                held = held_period(cand["done_payload"])
-                blocked = periods.decide_correction(held, record_type, policy)
+                held = held_period(held_entry.base_payload or cand["done_payload"])
+                blocked = correction_decision(periods, held_entry, record_type, policy)
+                if blocked is not None and blocked.outcome == "correct":
+                    fix = correcting_posting(
+                        record_type=record_type, source_system=cand["source_system"], source_id=source_id,
+                        version=cand["done_version"], action="reverse", seq=seq, held=held_entry,
+                        want_hours=Decimal(0), want_amount_minor=0,
+                        currency=str((cand["done_payload"].get("currency") or {}).get("refName")),
+                        decision=blocked, periods=periods,
+                    )  # fmt: skip
+                    batch.append(fix)
+                    result.planned["reverse"] += 1
+                    result.corrected += 1
+                    changes.append(("erp_correct", fix.external_id, cand["done_payload"], fix.payload))
+                    continue
                 batch.append(
                     ledger.Posting(
                         key, record_type, cand["source_system"], source_id, cand["done_version"], external_id, "reverse",
@@ -306,10 +433,30 @@ def plan(
                 )
                 entity = desired["legal_entity"]
                 policy = entities[entity].closed_period_policy if entity in entities else "park"
-                decision = None
-                if action == "adjust":  # the ERP holds the record: can it still be changed there?
-                    decision = periods.decide_correction(
-                        held_period(cand["done_payload"]), record_type, policy
+                # The ERP holds the record: can it still be changed there? (Also a "post" after a
+                # correcting reversal: the record itself is still held, so it is corrected again.)
+                decision = correction_decision(periods, held_entry, record_type, policy)
+                if decision is not None and decision.outcome == "correct":
+                    action = "adjust"
+                    key = ledger.idempotency_key(
+                        record_type, cand["source_system"], source_id, desired["version_hash"], action, seq
+                    )
+                    fix = correcting_posting(
+                        record_type=record_type, source_system=cand["source_system"], source_id=source_id,
+                        version=desired["version_hash"], action=action, seq=seq, held=held_entry,
+                        want_hours=_hours(desired["hours"]) if record_type == "timebill" else Decimal(0),
+                        want_amount_minor=int(desired["amount_minor"]), currency=desired["currency"],
+                        decision=decision, periods=periods,
+                    )  # fmt: skip
+                    batch.append(fix)
+                    result.planned[action] += 1
+                    result.corrected += 1
+                    changes.append(("erp_correct", fix.external_id, cand["done_payload"], fix.payload))
+                    continue
+                if decision is not None and action == "post":
+                    action = "adjust"  # parked: the record is held, it is a correction
+                    key = ledger.idempotency_key(
+                        record_type, cand["source_system"], source_id, desired["version_hash"], action, seq
                     )
                 if decision is None:
                     decision = periods.decide(

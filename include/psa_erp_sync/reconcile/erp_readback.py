@@ -5,11 +5,19 @@ rejected (dead letters) whose latest ledger row says so. Actual = the ERP's reco
 external-id namespace. Count, hours, amount per currency (hours x rate, half-even once per
 record, exactly as canonical amounts are computed) and the hash total of source ids must agree;
 the differences are listed by external id so nothing is "close enough".
+
+**Correcting records** (docs/posting.md "Closed periods"): a correction of a record held in a closed
+period is a journal entry in an open period, external id ``<record's external id>-c<seq>``, with the
+signed difference (amount, and hours in ``custbody_psa_hours``). Both sides count per PSA entry:
+the ERP's record plus its correcting journals, summed; the ledger's record (its last confirmed
+posting) plus its confirmed correcting rows. An entry whose latest correcting journal is a reversal
+is not held (its sum must then be zero to the cent, else it is listed as unexpected).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any, Protocol
@@ -17,6 +25,7 @@ from typing import Any, Protocol
 import psycopg
 
 from psa_erp_sync import money
+from psa_erp_sync.posting import ledger
 from psa_erp_sync.reconcile.control_totals import Totals
 
 SOURCE = {"timebill": "canonical.time_entry", "expensereport": "canonical.expense_entry"}
@@ -33,6 +42,25 @@ def hash_of(source_ids: list[str]) -> str:
     )
 
 
+def _net(record_type: str) -> str:
+    """Per PSA entry, what the ERP holds for it per the ledger (``ledger.HELD_COLUMNS``): ``present``
+    (the last confirmed posting, correction or not, is a post or an adjust), net hours and amount."""
+    base_hours = "(base_payload->>'hours')::numeric" if record_type == "timebill" else "0::numeric"
+    return f"""
+        SELECT source_system, source_id, coalesce(done_action IN ('post', 'adjust'), false) AS present,
+               CASE WHEN base_action IN ('post', 'adjust') THEN {base_hours} ELSE 0 END + corrected_hours AS hours,
+               CASE WHEN base_action IN ('post', 'adjust') THEN base_amount ELSE 0 END + corrected_amount AS amount_minor,
+               coalesce(done_currency, base_currency) AS currency
+        FROM (
+            SELECT source_system, source_id, {ledger.HELD_COLUMNS},
+                   (array_agg(action ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_action,
+                   (array_agg(currency ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_currency,
+                   (array_agg(currency ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved') AND corrects IS NULL))[1] AS base_currency
+            FROM ledger.posting WHERE record_type = %(rt)s GROUP BY 1, 2
+        ) held
+    """
+
+
 def expected(
     conn: psycopg.Connection, record_type: str
 ) -> tuple[Totals, dict[str, tuple[Decimal, int, str]]]:
@@ -40,28 +68,24 @@ def expected(
 
     - the approved, not deleted canonical version, unless the record's latest posting is parked
       (closed period) or rejected (dead letter);
-    - for a parked or rejected record, the version the ledger last confirmed, if any: the ERP
+    - for a parked or rejected record, what the ledger last confirmed, if anything: the ERP
       rightly keeps it until finance replays (an edit into a closed period, a refused reversal).
+      That is the record plus its confirmed correcting records, summed.
     """
     source = SOURCE[record_type]
     hours = "c.hours" if record_type == "timebill" else "0::numeric"
-    done_hours = "(d.payload->>'hours')::numeric" if record_type == "timebill" else "0::numeric"
     sql = f"""
         WITH latest AS (
             SELECT DISTINCT ON (source_system, source_id) source_system, source_id, state
             FROM ledger.posting WHERE record_type = %(rt)s ORDER BY source_system, source_id, seq DESC
-        ), done AS (
-            SELECT DISTINCT ON (source_system, source_id) source_system, source_id, action, payload, amount_minor, currency
-            FROM ledger.posting WHERE record_type = %(rt)s AND state IN ('confirmed', 'resolved')
-            ORDER BY source_system, source_id, seq DESC
-        )
+        ), held AS ({_net(record_type)})
         SELECT c.source_id, {hours}, c.amount_minor, c.currency FROM {source} c
         LEFT JOIN latest l USING (source_system, source_id)
         WHERE c.approved AND NOT c.is_deleted AND coalesce(l.state, '') NOT IN ('parked', 'rejected')
         UNION ALL
-        SELECT d.source_id, {done_hours}, d.amount_minor, d.currency FROM latest l
-        JOIN done d USING (source_system, source_id)
-        WHERE l.state IN ('parked', 'rejected') AND d.action IN ('post', 'adjust')
+        SELECT h.source_id, h.hours, h.amount_minor, h.currency FROM latest l
+        JOIN held h USING (source_system, source_id)
+        WHERE l.state IN ('parked', 'rejected') AND h.present
     """
     rows: dict[str, tuple[Decimal, int, str]] = {}
     for sid, h, amount, cur in conn.execute(sql, {"rt": record_type}):
@@ -75,17 +99,11 @@ def expected(
 
 def posted_per_ledger(conn: psycopg.Connection, record_type: str) -> Totals:
     """What the ledger says the ERP holds: per source record, its last confirmed post or adjust
-    (a confirmed reversal means nothing). Compared with the read-back, it proves the ledger true."""
-    hours = "(payload->>'hours')::numeric" if record_type == "timebill" else "0::numeric"
+    plus its confirmed correcting records (a confirmed reversal, of the record or by a correcting
+    record, means nothing). Compared with the read-back, it proves the ledger true."""
     rows = conn.execute(
-        f"""
-        SELECT source_id, {hours}, amount_minor, currency FROM (
-            SELECT DISTINCT ON (source_system, source_id) source_id, action, payload, amount_minor, currency
-            FROM ledger.posting WHERE record_type = %s AND state IN ('confirmed', 'resolved')
-            ORDER BY source_system, source_id, seq DESC
-        ) done WHERE action IN ('post', 'adjust')
-        """,
-        (record_type,),
+        f"SELECT source_id, hours, amount_minor, currency FROM ({_net(record_type)}) n WHERE present",
+        {"rt": record_type},
     ).fetchall()
     amounts: dict[str, int] = {}
     for _, _, amount, cur in rows:
@@ -94,10 +112,43 @@ def posted_per_ledger(conn: psycopg.Connection, record_type: str) -> Totals:
     return Totals(len(rows), total_hours, dict(sorted(amounts.items())), hash_of([str(r[0]) for r in rows]))
 
 
+_CORRECTION_SUFFIX = re.compile(r"^(?P<base>.+)-c(?P<seq>\d+)$")
+
+
+def corrections(client: SuiteQL, prefix: str) -> dict[str, list[tuple[int, Decimal, int, str, str]]]:
+    """The ERP's correcting journals of records whose external id starts with ``prefix``, per
+    corrected external id: (seq, hours, amount in minor units, currency, action), in seq order."""
+    found: dict[str, list[tuple[int, Decimal, int, str, str]]] = {}
+    query = (
+        f"SELECT externalid, amount, currency, custbody_psa_corrects, custbody_psa_hours, custbody_psa_action"
+        f" FROM {ledger.CORRECTION_TYPE} ORDER BY id"
+    )
+    for item in client.suiteql(query):
+        external_id = str(item.get("externalid") or "")
+        corrected = str(item.get("custbody_psa_corrects") or "")
+        match = _CORRECTION_SUFFIX.match(external_id)
+        if not corrected.startswith(prefix) or match is None or match.group("base") != corrected:
+            continue
+        currency = str(item.get("currency"))
+        found.setdefault(corrected, []).append(
+            (
+                int(match.group("seq")),
+                Decimal(str(item.get("custbody_psa_hours") or 0)),
+                money.to_minor(Decimal(str(item.get("amount"))), currency),
+                currency,
+                str(item.get("custbody_psa_action") or ""),
+            )
+        )
+    for entries in found.values():
+        entries.sort()
+    return found
+
+
 def actual(
     client: SuiteQL, record_type: str, prefix: str
 ) -> tuple[Totals, dict[str, tuple[Decimal, int, str]]]:
-    """The ERP's records whose external id starts with ``prefix`` (e.g. ``psa-te-``)."""
+    """The ERP's records whose external id starts with ``prefix`` (e.g. ``psa-te-``), each plus its
+    correcting journals (summed per PSA entry)."""
     columns = (
         "externalid, hours, rate, currency" if record_type == "timebill" else "externalid, amount, currency"
     )
@@ -117,6 +168,15 @@ def actual(
         if source_id in rows:
             raise AssertionError(f"the ERP holds {external_id} twice")
         rows[source_id] = (hours, amount, currency)
+    for corrected, entries in corrections(client, prefix).items():
+        source_id = corrected[len(prefix) :]
+        hours, amount, currency = rows.get(source_id, (Decimal(0), 0, entries[-1][3]))
+        hours += sum((e[1] for e in entries), Decimal(0))
+        amount += sum(e[2] for e in entries)
+        if entries[-1][4] == "reverse" and hours == 0 and amount == 0:
+            rows.pop(source_id, None)  # corrected to nothing: the entry is reversed
+        else:
+            rows[source_id] = (hours, amount, currency)
     amounts: dict[str, int] = {}
     for _, amount, cur in rows.values():
         amounts[cur] = amounts.get(cur, 0) + amount

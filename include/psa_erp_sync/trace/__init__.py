@@ -120,7 +120,7 @@ def _trace_kind(conn: Cursor, source_system: str, source_id: str, kind: str) -> 
         """
         SELECT idempotency_key, seq, action, state, source_version, external_id, legal_entity, period,
                amount_minor, currency, erp_internal_id, attempts, last_error->>'code' AS last_error_code,
-               created_at, updated_at
+               created_at, updated_at, corrects, payload->>'custbody_psa_hours' AS hours_delta
         FROM ledger.posting WHERE record_type = %s AND source_system = %s AND source_id = %s ORDER BY seq
         """,
         (spec["record_type"], source_system, source_id),
@@ -205,20 +205,36 @@ def _trace_kind(conn: Cursor, source_system: str, source_id: str, kind: str) -> 
 
     landed = [p for p in postings if p["state"] in ("confirmed", "resolved")]
     erp: dict[str, Any] = {"external_id": f"{spec['prefix']}{source_id}", "record_type": spec["record_type"]}
+    own = [p for p in landed if p["corrects"] is None]  # the record itself
+    # Correcting journals (a correction of the record while its period was closed): each carries a
+    # difference; the entry's ERP total is the record plus all of them (docs/posting.md).
+    fixes = [p for p in landed if p["corrects"] is not None]
     if landed:
         last = landed[-1]
         # A reversal carries no internal id or period of its own: show those of the posting it removed.
-        placed = [p for p in landed if p["erp_internal_id"] is not None] or [last]
+        placed = [p for p in own if p["erp_internal_id"] is not None] or own[-1:] or [last]
+        base = own[-1] if own else None
+        base_amount = base["amount_minor"] if base is not None and base["action"] != "reverse" else 0
         erp.update(
             internal_id=placed[-1]["erp_internal_id"],
             period=placed[-1]["period"],
             in_erp=last["action"] != "reverse",
-            amount_minor=None if last["action"] == "reverse" else last["amount_minor"],
+            amount_minor=None
+            if last["action"] == "reverse"
+            else (base_amount or 0) + sum(int(f["amount_minor"] or 0) for f in fixes),
             currency=last["currency"],
             last_action=last["action"],
         )
     else:
         erp.update(internal_id=None, period=None, in_erp=False)
+    erp["corrections"] = [
+        {
+            "record_type": "journalentry", "external_id": f["external_id"], "corrects": f["corrects"],
+            "internal_id": f["erp_internal_id"], "period": f["period"], "action": f["action"],
+            "amount_minor": f["amount_minor"], "hours": f["hours_delta"], "currency": f["currency"],
+        }
+        for f in fixes
+    ]  # fmt: skip
 
     audit = conn.execute(
         """
@@ -315,7 +331,8 @@ def format_text(traces: list[dict[str, Any]]) -> str:
         lines.append("  3. posting ledger")
         for p in t["ledger"]:
             lines.append(
-                f"     {p['action']} {p['idempotency_key'][:16]} state={p['state']} period={p['period']}"
+                f"     {p['action']}{' (correcting ' + p['external_id'] + ')' if p.get('corrects') else ''}"
+                f" {p['idempotency_key'][:16]} state={p['state']} period={p['period']}"
                 f" amount={p['amount_minor']} {p['currency']} erp_id={p['erp_internal_id']}"
             )
             for a in p["attempts"]:
@@ -330,6 +347,16 @@ def format_text(traces: list[dict[str, Any]]) -> str:
             f"  4. ERP {e['record_type']} {e['external_id']}: internal id {e['internal_id']}, period {e['period']},"
             f" {'in the ERP' if e['in_erp'] else 'not in the ERP' + (' (reversed)' if e.get('last_action') == 'reverse' else '')}"
         )
+        for c in e.get("corrections", []):
+            lines.append(
+                f"     correcting journal {c['external_id']} ({c['action']}): internal id {c['internal_id']},"
+                f" period {c['period']}, {c['amount_minor']} {c['currency']} minor units"
+                + (f", {c['hours']} h" if c["hours"] is not None else "")
+            )
+        if e.get("corrections") and e["in_erp"]:
+            lines.append(
+                f"     ERP total of the entry (record + corrections): {e['amount_minor']} minor units"
+            )
         lines.append("  5. forecast")
         for f in t["forecast"]:
             lines.append(
