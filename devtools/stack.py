@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / ".local"
-SIMULATORS = ("psa", "crm", "erp", "planning")
-SIM_PORTS = {"psa": 18101, "crm": 18102, "erp": 18103, "planning": 18104}
+SIMULATORS = ("psa", "crm", "erp", "planning", "workday")
+SIM_PORTS = {"psa": 18101, "crm": 18102, "erp": 18103, "planning": 18104, "workday": 18107}
 
 
 def _with_db(dsn: str, database: str) -> str:

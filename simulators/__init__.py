@@ -1,4 +1,4 @@
-"""Simulators of the real systems (PSA, CRM, ERP, planning platform) for demos, tests and benchmarks.
+"""Simulators of the real systems (PSA, CRM, ERP, planning platform, Workday HR) for demos, tests and benchmarks.
 
 They stand outside the product: they speak the real systems' shapes (Harvest API v2, NetSuite
 SuiteTalk REST), keep their state in PostgreSQL (one schema each) and never import
@@ -7,5 +7,11 @@ SuiteTalk REST), keep their state in PostgreSQL (one schema each) and never impo
 
 from __future__ import annotations
 
-PORTS = {"psa": 18101, "crm": 18102, "erp": 18103, "planning": 18104}
-SCHEMAS = {"psa": "sim_psa", "crm": "sim_crm", "erp": "sim_erp", "planning": "sim_planning"}
+PORTS = {"psa": 18101, "crm": 18102, "erp": 18103, "planning": 18104, "workday": 18107}
+SCHEMAS = {
+    "psa": "sim_psa",
+    "crm": "sim_crm",
+    "erp": "sim_erp",
+    "planning": "sim_planning",
+    "workday": "sim_workday",
+}
