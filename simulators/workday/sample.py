@@ -53,6 +53,11 @@ def from_psa_users(
                 }
             )
             rates.append(
-                {"employee_id": emp, "effective_date": raise_on.isoformat(), "cost_rate": str(cost), "currency": currency}
+                {
+                    "employee_id": emp,
+                    "effective_date": raise_on.isoformat(),
+                    "cost_rate": str(cost),
+                    "currency": currency,
+                }
             )
     return {"workers": workers, "cost_rates": rates}

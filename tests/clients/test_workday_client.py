@@ -92,7 +92,13 @@ def test_backs_off_on_429_with_retry_after(workday_sim: RunningSimulator, make_c
     workday_sim.admin(
         "POST",
         "/faults",
-        json={"id": "storm", "action": "throttle", "path_regex": "/workers$", "every_nth": 2, "retry_after": 3},
+        json={
+            "id": "storm",
+            "action": "throttle",
+            "path_regex": "/workers$",
+            "every_nth": 2,
+            "retry_after": 3,
+        },
     )
     client = make_client(page_size=2)
     assert len(list(client.iter_workers())) == 5

@@ -113,7 +113,9 @@ def test_worker_detail_and_cost_rate_report(workday_sim: RunningSimulator) -> No
         {"Employee_ID": "E1", "Effective_Date": "2026-01-01", "Cost_Rate": "85.50", "Currency": "USD"},
     ]
     other = httpx.get(
-        workday_sim.base_url + "/ccx/service/customreport2/acme/ISU/Other", params={"format": "json"}, headers=auth
+        workday_sim.base_url + "/ccx/service/customreport2/acme/ISU/Other",
+        params={"format": "json"},
+        headers=auth,
     )
     assert other.status_code == 404
 
@@ -123,7 +125,9 @@ def test_token_expiry_and_throttling(workday_sim: RunningSimulator) -> None:
     assert workday_sim.admin("POST", "/oauth/expire") == {"expired": 1}
     assert httpx.get(workday_sim.base_url + WORKERS, headers=auth).status_code == 401
     auth = bearer(workday_sim)
-    workday_sim.admin("PUT", "/config", json={"rate_limit_requests": 2, "rate_limit_window_s": 60, "retry_after_s": 7})
+    workday_sim.admin(
+        "PUT", "/config", json={"rate_limit_requests": 2, "rate_limit_window_s": 60, "retry_after_s": 7}
+    )
     answers = [httpx.get(workday_sim.base_url + WORKERS, headers=auth) for _ in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 429]
     assert answers[2].headers["Retry-After"] == "7"
