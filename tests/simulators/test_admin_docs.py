@@ -18,6 +18,7 @@ from simulators.crm.app import create as create_crm
 from simulators.erp.app import create as create_erp
 from simulators.planning.app import create as create_planning
 from simulators.psa.app import create as create_psa
+from simulators.workday.app import create as create_workday
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "simulators.md"
 SIMULATORS: dict[str, Callable[..., FastAPI]] = {
@@ -25,6 +26,7 @@ SIMULATORS: dict[str, Callable[..., FastAPI]] = {
     "crm": create_crm,
     "erp": create_erp,
     "planning": create_planning,
+    "workday": create_workday,
 }
 _PARAM = re.compile(r"\{[^}]*\}")
 
