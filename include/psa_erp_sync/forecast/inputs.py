@@ -238,6 +238,12 @@ def data_versions(conn: psycopg.Connection, settings: ForecastSettings) -> dict[
         "SELECT count(*), max(seq), max(updated_at) FROM ledger.posting"
     ).fetchone() or (0, None, None)
     versions["ledger.posting"] = f"{count}:{seq or 0}:{last.isoformat() if last else '-'}"
+    # Cost rates come from HR where it has them (hr.psa_user_cost_rate_on): a new rate or mapping is new input.
+    count, last, mapped = conn.execute(
+        "SELECT (SELECT count(*) FROM hr.cost_rate), (SELECT max(read_at) FROM hr.cost_rate),"
+        " (SELECT count(psa_user_id) FROM hr.worker)"
+    ).fetchone() or (0, None, 0)
+    versions["hr.cost_rate"] = f"{count}:{mapped}:{last.isoformat() if last else '-'}"
     versions["config.forecast"] = settings.digest[:16]
     return versions
 
