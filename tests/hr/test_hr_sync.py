@@ -191,3 +191,36 @@ def test_psa_edit_of_hr_owned_fields_is_overwritten_and_reported(
         assert hr.psa_user_rate_on(conn, "202", date(2026, 10, 31)) == (9000, "USD")
         assert hr.psa_user_rate_on(conn, "202", date(2026, 11, 1)) == (9750, "USD")
         assert hr.psa_user_rate_on(conn, "999", date(2026, 11, 1)) is None
+
+
+def test_the_firm_seeds_workday_with_the_psa_people(
+    hr_dsn: str,
+    psa_sim: RunningSimulator,
+    workday_sim: RunningSimulator,
+    erp_sim: RunningSimulator,
+    workday_client: Any,
+    psa_client: Any,
+    erp_client: Any,
+) -> None:
+    """The demo's data: every Workday worker is a PSA user already (same Employee_ID), so the first
+    run creates nothing, reports no edit and only fills in the ERP employees."""
+    from psa_erp_sync.hr.propagate import propagate_to_erp
+    from simulators.firm.generator import FirmSpec, generate_firm
+    from simulators.firm.load import load_firm
+
+    firm = generate_firm(
+        FirmSpec(seed=5, consultants=12, customers=4, projects=4, opportunities=2, today=NOV_9)
+    )
+    counts = load_firm(
+        firm, psa_url=None, erp_url=erp_sim.base_url, crm_url=None, workday_url=workday_sim.base_url
+    )
+    psa_sim.admin("POST", "/seed", json={"users": firm.psa["users"]})
+    assert counts["workday.workers"] == 12
+    with psycopg.connect(hr_dsn) as conn:
+        synced = sync(conn, workday_client, NOV_9, "r1")
+        assert synced["workers"]["read"] == 12 and synced["workers"]["invalid"] == 0
+        result = to_psa(conn, psa_client, NOV_9, "r1")
+        assert (result["created"], result["failed"], result["psa_edits_overwritten"]) == (0, 0, 0)
+        assert result["unchanged"] == 12
+        erp = propagate_to_erp(conn, lambda _: erp_client, as_of=NOV_9, run_id="r1", config=_config())
+        assert erp.as_dict()["upserted"] == 12 and erp.failed == 0

@@ -218,6 +218,8 @@ ODS_INPUTS = (
     ("forecast", "src_milestone"),
     ("forecast", "src_opportunity"),
     ("forecast", "src_change_order"),
+    ("hr", "worker"),
+    ("hr", "cost_rate"),
 )
 """Every ODS table a refresh reads (its OpenLineage inputs)."""
 
