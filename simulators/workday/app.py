@@ -26,7 +26,7 @@ Workday behaviour reproduced (also in docs/simulators.md, "Workday"):
 
 Admin: ``POST /admin/seed`` (``workers``, ``cost_rates``; upsert by Employee_ID and by
 (Employee_ID, Effective_Date)), ``PATCH /admin/workers/{employee_id}`` (hire, terminate, move
-company or cost centre), ``GET|PUT /admin/config`` (tenant, refresh tokens, token lifetime, rate
+company or cost centre), ``DELETE /admin/workers/{employee_id}``, ``GET|PUT /admin/config`` (tenant, refresh tokens, token lifetime, rate
 limit), ``POST /admin/oauth/expire`` (every issued access token expires now), ``GET /admin/stats``.
 ``POST /admin/reset`` also restores the default config.
 """
@@ -394,6 +394,17 @@ def change_worker(request: Request, employee_id: str, change: WorkerChange) -> R
         if cur.fetchone() is None:
             return _error(404, "not_found", "no worker with this Employee_ID")
     return JSONResponse({"employee_id": employee_id, "changed": sorted(fields)})
+
+
+@admin.delete("/workers/{employee_id}")
+def delete_worker(request: Request, employee_id: str) -> Response:
+    """Remove a worker (a rescinded hire, a data purge) and its cost rates; 404 when unknown."""
+    with db_of(request).tx() as conn:
+        gone = conn.execute("DELETE FROM workers WHERE employee_id = %s", (employee_id,)).rowcount
+        conn.execute("DELETE FROM cost_rates WHERE employee_id = %s", (employee_id,))
+    if not gone:
+        return _error(404, "not_found", "no worker with this Employee_ID")
+    return JSONResponse({"deleted": employee_id})
 
 
 @admin.get("/config")

@@ -115,3 +115,20 @@ def test_revoked_refresh_token_is_not_retried(workday_sim: RunningSimulator, mak
         list(client.iter_workers())
     assert client.requests_made == 1
     assert workday_sim.admin("GET", "/stats")["token_refusals"] == 1
+
+
+def test_a_worker_deleted_mid_walk_makes_the_client_walk_again(
+    workday_sim: RunningSimulator, make_client: Any
+) -> None:
+    seed(workday_sim, 5)
+    client = make_client(page_size=2)
+    walk = client.iter_workers()
+    first_page = [next(walk), next(walk)]
+    # The first worker in WID order goes: offset 2 now starts one row later, skipping a worker.
+    gone = client.get_worker(first_page[0]["id"])["workerId"]
+    workday_sim.admin("DELETE", f"/workers/{gone}")
+    rest = list(walk)
+    ids = [w["id"] for w in first_page + rest]
+    assert len(ids) == len(set(ids)) == 5  # the 4 still there, plus the one yielded before it went
+    # token, first walk (offsets 0 and 2: total now 4), the detail read, second walk (0 and 2)
+    assert client.requests_made == 1 + 2 + 1 + 2

@@ -8,8 +8,8 @@ refresh (``invalid_grant``: the refresh token was revoked) raises :class:`Workda
 retrying cannot help, a person must issue a new refresh token.
 
 Lists are paged with ``limit`` (at most 100, Workday refuses more) and ``offset`` until ``offset``
-reaches the ``total`` the last page reported; a page that comes back empty before that raises
-:class:`WorkdayApiError` (a shrinking list would otherwise end the walk silently short). Every call
+reaches the ``total`` the last page reported. Offset paging loses a row when an earlier row is
+deleted mid-walk, so a walk that saw ``total`` change is walked again (new rows only). Every call
 is a read, so 429 (honouring ``Retry-After``), 5xx and transport errors are retried with the shared
 :class:`~psa_erp_sync.clients.http.RetryPolicy`.
 """
@@ -30,6 +30,7 @@ from psa_erp_sync.clients.workday_models import WorkersPage
 log = logging.getLogger(__name__)
 
 MAX_LIMIT = 100
+MAX_WALKS = 3
 COST_RATE_REPORT = "Worker_Cost_Rates"
 _REFRESH_EARLY_S = 60.0  # refresh this long before the token's stated expiry
 
@@ -205,26 +206,43 @@ class WorkdayClient:
             self._sleep(delay)
 
     def iter_workers(self) -> Iterator[dict[str, Any]]:
-        """Every worker summary (``id``, ``descriptor``, ...), page by page up to ``total``."""
+        """Every worker summary (``id``, ``descriptor``, ...), page by page up to ``total``.
+
+        Offset paging skips a row when an earlier one is deleted mid-walk. So a walk whose ``total``
+        changed (or that met an empty page before ``total``) is walked again from offset 0, yielding
+        only workers not yielded yet, until one walk sees a stable list (at most ``MAX_WALKS``).
+        """
         path = f"/ccx/api/v1/{self._tenant}/workers"
-        offset, total, seen = 0, None, set()
-        while total is None or offset < total:
-            raw = self._get(path, {"limit": self._page_size, "offset": offset})
-            if raw is None:
-                raise WorkdayApiError(404, path, "the workers resource is missing")
-            page = WorkersPage.model_validate(raw)
-            total = page.total
-            if not page.data and offset < total:
-                raise WorkdayApiError(
-                    200, path, f"empty page at offset {offset} of {total}: the list shrank mid-walk"
-                )
-            for item in page.data:
-                key = item.get("id")
-                if key in seen:
-                    continue  # a worker added before our offset shifts the list: skip the repeat
-                seen.add(key)
-                yield item
-            offset += len(page.data)
+        seen: set[Any] = set()
+        for walk in range(1, MAX_WALKS + 1):
+            offset, total, first_total, stable = 0, None, None, True
+            while total is None or offset < total:
+                raw = self._get(path, {"limit": self._page_size, "offset": offset})
+                if raw is None:
+                    raise WorkdayApiError(404, path, "the workers resource is missing")
+                page = WorkersPage.model_validate(raw)
+                first_total = page.total if first_total is None else first_total
+                stable = stable and page.total == first_total
+                total = page.total
+                if not page.data:
+                    stable = stable and offset >= total
+                    break
+                for item in page.data:
+                    key = item.get("id")
+                    if key in seen:
+                        continue  # a worker added before our offset shifts the list: skip the repeat
+                    seen.add(key)
+                    yield item
+                offset += len(page.data)
+            if stable:
+                return
+            log.warning(
+                "Workday workers changed during walk %d (total %s -> %s); walking again",
+                walk,
+                first_total,
+                total,
+            )
+        raise WorkdayApiError(200, path, f"the worker list kept changing during {MAX_WALKS} walks")
 
     def get_worker(self, worker_id: str) -> dict[str, Any] | None:
         """The worker's detail, or None when Workday has no such worker."""
