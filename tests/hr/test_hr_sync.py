@@ -118,7 +118,8 @@ def test_termination_deactivates_the_psa_user_on_its_date_and_future_hire_waits(
         assert second["deactivated"] == 1
         assert psa_user(conn, 201)["is_active"] is False
         assert to_erp(conn, date(2026, 11, 15), "r2") == {
-            "upserted": 1, "unchanged": 2, "not_in_psa": 1, "failed": 0, "by_target": {"erp_default": 1}
+            "upserted": 1, "unchanged": 2, "not_in_psa": 1, "legal_entity_unknown": 0, "failed": 0,
+            "by_target": {"erp_default": 1},
         }  # fmt: skip
         employee = erp_client.get_record("employee", "psa-user-201")
         assert employee["isInactive"] is True and employee["releaseDate"] == "2026-11-15"
@@ -224,3 +225,28 @@ def test_the_firm_seeds_workday_with_the_psa_people(
         assert result["unchanged"] == 12
         erp = propagate_to_erp(conn, lambda _: erp_client, as_of=NOV_9, run_id="r1", config=_config())
         assert erp.as_dict()["upserted"] == 12 and erp.failed == 0
+
+
+def test_a_worker_in_an_unknown_legal_entity_is_held_back_until_hr_fixes_it(
+    hr_dsn: str, people: dict[str, Any], workday_client: Any, workday_sim: RunningSimulator, psa_client: Any
+) -> None:
+    workday_sim.admin("PATCH", "/workers/E202", json={"company": "LE-XX9"})
+    with psycopg.connect(hr_dsn) as conn:
+        sync(conn, workday_client, NOV_9, "r1")
+        first = to_psa(conn, psa_client, NOV_9, "r1")
+        assert first["legal_entity_unknown"] == 1
+        assert psa_user(conn, 202)["legal_entity"] == "LE-US1"  # nothing flowed
+        item = conn.execute(
+            "SELECT kind, reason_code, owner, status FROM exceptions.item WHERE source_system = 'hr'"
+            " AND record_type = 'worker' AND source_id = 'E202'"
+        ).fetchone()
+        assert item == ("validation", "HOME_LEGAL_ENTITY_UNKNOWN", "people-operations", "open")
+        workday_sim.admin("PATCH", "/workers/E202", json={"company": "LE-UK1"})
+        sync(conn, workday_client, NOV_9, "r2")
+        second = to_psa(conn, psa_client, NOV_9, "r2")
+        assert second["legal_entity_unknown"] == 0 and second["updated"] == 1
+        assert psa_user(conn, 202)["legal_entity"] == "LE-UK1"
+        status = conn.execute(
+            "SELECT status FROM exceptions.item WHERE reason_code = 'HOME_LEGAL_ENTITY_UNKNOWN' AND source_id = 'E202'"
+        ).fetchone()
+        assert status == ("resolved",)

@@ -4,6 +4,8 @@ HR is the authority for people (name, home legal entity, employment status) and 
 (``config/systems_of_authority.yaml``: domains ``resource`` and ``cost_rate``). For each worker in
 ``hr.worker``, on the run's ``as_of`` date:
 
+* a worker whose legal entity is not in ``config/legal_entities.yaml`` is held back with a
+  ``validation`` item (``HOME_LEGAL_ENTITY_UNKNOWN``), resolved when HR corrects the company;
 * a future hire (hire date after ``as_of``) is left alone: no PSA user yet;
 * a worker with no PSA user (matched by ``employee_id``, else by email) is created, unless already
   terminated;
@@ -48,6 +50,7 @@ OWNED_FIELDS: dict[str, tuple[str, ...]] = {
 EDITED_IN_PSA = "HR_FIELD_EDITED_IN_PSA"
 PSA_WRITE_FAILED = "PSA_WRITE_FAILED"
 ERP_WRITE_FAILED = "ERP_WRITE_FAILED"
+HOME_LEGAL_ENTITY_UNKNOWN = "HOME_LEGAL_ENTITY_UNKNOWN"
 DEFAULT_ERP = "erp_default"
 
 
@@ -100,6 +103,7 @@ class PsaPropagation:
     deactivated: int = 0
     unchanged: int = 0
     future_hires: int = 0
+    legal_entity_unknown: int = 0
     terminated_never_created: int = 0
     psa_edits_overwritten: int = 0
     rates_missing: int = 0
@@ -160,9 +164,30 @@ def propagate_to_psa(
     users = {int(u["id"]): u for u in psa.iter_users()}
     by_employee = {str(u["employee_id"]): uid for uid, u in users.items() if u.get("employee_id")}
     by_email = {str(u["email"]).lower(): uid for uid, u in users.items() if u.get("email")}
+    known_entities = config.legal_entities.legal_entities
+    valid: list[str] = []
     for worker in hr.workers(conn):
         employee_id = worker["employee_id"]
         owner = config.ownership.owner_for(DOMAIN, worker["legal_entity"])
+        if worker["legal_entity"] not in known_entities:
+            # The authority map's rule for resources: the home legal entity must exist. Nothing
+            # flows until HR corrects the company (or the entity is configured).
+            result.legal_entity_unknown += 1
+            item = Item(
+                kind="validation",
+                domain=DOMAIN,
+                source_system="hr",
+                record_type="worker",
+                source_id=employee_id,
+                reason_code=HOME_LEGAL_ENTITY_UNKNOWN,
+                owner=owner,
+                legal_entity=worker["legal_entity"],
+                detail={"legal_entity": worker["legal_entity"]},
+            )
+            exceptions.quarantine_many(conn, [item], run_id=run_id)
+            conn.commit()
+            continue
+        valid.append(employee_id)
         if worker["hire_date"] > as_of:
             result.future_hires += 1
             continue
@@ -233,6 +258,8 @@ def propagate_to_psa(
                 run_id=run_id,
             )
             conn.commit()
+    exceptions.resolve_for(conn, source_system="hr", record_type="worker", source_ids=valid, kind="validation")
+    conn.commit()
     log.info("propagated HR to PSA users: %s", result.as_dict())
     return result
 
@@ -255,6 +282,7 @@ class ErpPropagation:
     upserted: int = 0
     unchanged: int = 0
     not_in_psa: int = 0
+    legal_entity_unknown: int = 0
     failed: int = 0
     by_target: dict[str, int] = field(default_factory=dict)
 
@@ -278,6 +306,9 @@ def propagate_to_erp(
     for worker in hr.workers(conn):
         if worker["psa_user_id"] is None:
             result.not_in_psa += 1  # future hire, or never provisioned: no employee key yet
+            continue
+        if worker["legal_entity"] not in config.legal_entities.legal_entities:
+            result.legal_entity_unknown += 1  # reported by propagate_to_psa; nothing flows
             continue
         target = target_erp(worker["legal_entity"])
         body = erp_employee(worker, as_of=as_of)
