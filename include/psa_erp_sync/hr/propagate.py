@@ -258,7 +258,9 @@ def propagate_to_psa(
                 run_id=run_id,
             )
             conn.commit()
-    exceptions.resolve_for(conn, source_system="hr", record_type="worker", source_ids=valid, kind="validation")
+    exceptions.resolve_for(
+        conn, source_system="hr", record_type="worker", source_ids=valid, kind="validation"
+    )
     conn.commit()
     log.info("propagated HR to PSA users: %s", result.as_dict())
     return result
