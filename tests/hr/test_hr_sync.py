@@ -85,6 +85,13 @@ def test_effective_dated_rates_and_worker_versions(
         third = sync(conn, workday_client, date(2026, 11, 20), "r3")
         assert third["workers"]["new_versions"] == 0 and third["workers"]["changed"] == 0
         assert third["rates"]["written"] == 0 and third["rates"]["removed"] == 0
+        assert third["workers"]["not_listed"] == 0
+
+        # A rescinded hire disappears from Workday: counted, its rows kept, its rates gone.
+        workday_sim.admin("DELETE", "/workers/E900")
+        fourth = sync(conn, workday_client, date(2026, 11, 21), "r4")
+        assert fourth["workers"]["read"] == 3 and fourth["workers"]["not_listed"] == 1
+        assert fourth["rates"]["removed"] == 1 and hr.rate_on(conn, "E900", date(2026, 12, 20)) is None
 
 
 def test_termination_deactivates_the_psa_user_on_its_date_and_future_hire_waits(

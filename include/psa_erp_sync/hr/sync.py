@@ -44,6 +44,7 @@ class WorkerSyncResult:
     terminated: int = 0
     invalid: int = 0
     missing: int = 0
+    not_listed: int = 0
     invalid_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -118,7 +119,15 @@ def sync_workers(
     exceptions.resolve_for(
         conn, source_system=SOURCE, record_type="worker", source_ids=valid_ids, kind="quarantine"
     )
+    # Workers we hold that this complete walk did not list (a rescinded hire, a purge): counted and
+    # logged, and left as they are; HR deletes nothing through us (docs/multi-erp.md).
+    row = conn.execute(
+        "SELECT count(*) FROM hr.worker WHERE last_run_id IS DISTINCT FROM %s", (run_id,)
+    ).fetchone()
+    result.not_listed = int(row[0]) if row else 0
     conn.commit()
+    if result.not_listed:
+        log.warning("%d workers held in hr.worker are no longer listed by Workday", result.not_listed)
     log.info("synced Workday workers: %s", result.as_dict())
     return result
 
