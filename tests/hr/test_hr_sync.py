@@ -257,3 +257,29 @@ def test_a_worker_in_an_unknown_legal_entity_is_held_back_until_hr_fixes_it(
             "SELECT status FROM exceptions.item WHERE reason_code = 'HOME_LEGAL_ENTITY_UNKNOWN' AND source_id = 'E202'"
         ).fetchone()
         assert status == ("resolved",)
+
+
+def test_a_psa_refusal_is_reported_and_resolved_when_the_next_run_succeeds(
+    hr_dsn: str, people: dict[str, Any], workday_client: Any, workday_sim: RunningSimulator, psa_client: Any
+) -> None:
+    # The new hire's work email is taken by another person's PSA user: never matched to that user.
+    workday_sim.admin("PATCH", "/workers/E900", json={"email": "ADA@example.com"})
+    day = date(2026, 12, 15)
+    with psycopg.connect(hr_dsn) as conn:
+        sync(conn, workday_client, day, "r1")
+        first = to_psa(conn, psa_client, day, "r1")
+        assert first["failed"] == 1 and first["created"] == 0
+        assert psa_user(conn, 201)["employee_id"] == "E201"  # Ada's user was not taken over
+        item = conn.execute(
+            "SELECT reason_code, owner, detail->>'status', status FROM exceptions.item"
+            " WHERE source_id = 'employee-E900'"
+        ).fetchone()
+        assert item == ("PSA_WRITE_FAILED", "people-operations", "422", "open")
+        workday_sim.admin("PATCH", "/workers/E900", json={"email": "katherine@example.com"})
+        sync(conn, workday_client, day, "r2")
+        second = to_psa(conn, psa_client, day, "r2")
+        assert second["created"] == 1 and second["failed"] == 0
+        status = conn.execute(
+            "SELECT status FROM exceptions.item WHERE source_id = 'employee-E900'"
+        ).fetchone()
+        assert status == ("resolved",)

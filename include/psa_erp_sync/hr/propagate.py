@@ -163,6 +163,8 @@ def propagate_to_psa(
     owned = hr_owned_fields(config)
     users = {int(u["id"]): u for u in psa.iter_users()}
     by_employee = {str(u["employee_id"]): uid for uid, u in users.items() if u.get("employee_id")}
+    # An email matches only a user no other worker claims (a user with another employee_id is
+    # someone else, even when HR and the PSA disagree on an address).
     by_email = {str(u["email"]).lower(): uid for uid, u in users.items() if u.get("email")}
     known_entities = config.legal_entities.legal_entities
     valid: list[str] = []
@@ -192,7 +194,11 @@ def propagate_to_psa(
             result.future_hires += 1
             continue
         uid = worker["psa_user_id"] if worker["psa_user_id"] in users else None
-        uid = uid or by_employee.get(employee_id) or by_email.get(str(worker["email"] or "").lower())
+        uid = uid or by_employee.get(employee_id)
+        if uid is None:
+            by_mail = by_email.get(str(worker["email"] or "").lower())
+            if by_mail is not None and users[by_mail].get("employee_id") in (None, "", employee_id):
+                uid = by_mail
         want = desired_user(conn, worker, as_of=as_of, owned=owned)
         if "cost_rate" in owned and "cost_rate" not in want:
             result.rates_missing += 1
@@ -207,6 +213,7 @@ def propagate_to_psa(
                 result.psa_writes += 1
                 result.created += 1
                 hr.record_psa(conn, employee_id, psa_user_id=int(created["id"]), applied=want)
+                hr.resolve_reason(conn, "psa", "user", [f"employee-{employee_id}"], PSA_WRITE_FAILED)
                 conn.commit()
                 continue
             user = users[uid]
@@ -243,6 +250,7 @@ def propagate_to_psa(
                     run_id=run_id,
                 )
             hr.record_psa(conn, employee_id, psa_user_id=uid, applied=want)
+            hr.resolve_reason(conn, "psa", "user", [f"employee-{employee_id}", str(uid)], PSA_WRITE_FAILED)
             conn.commit()
         except (PsaApiError, ValueError) as exc:
             conn.rollback()

@@ -202,3 +202,21 @@ def record_erp(
 
 def employee_ids(conn: psycopg.Connection) -> Iterable[str]:
     return [r[0] for r in conn.execute("SELECT employee_id FROM hr.worker ORDER BY 1")]
+
+
+def resolve_reason(
+    conn: psycopg.Connection,
+    source_system: str,
+    record_type: str,
+    source_ids: Sequence[str],
+    reason_code: str,
+) -> int:
+    """Resolve the open ``propagation`` items of one reason for these records (a write that failed
+    and now succeeded); other reasons of the same record stay as they are."""
+    cur = conn.execute(
+        "UPDATE exceptions.item SET status = 'resolved', last_seen = now() WHERE kind = 'propagation'"
+        " AND source_system = %s AND record_type = %s AND reason_code = %s AND status = 'open'"
+        " AND source_id = ANY(%s)",
+        (source_system, record_type, reason_code, list(source_ids)),
+    )
+    return cur.rowcount
