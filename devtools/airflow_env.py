@@ -56,6 +56,13 @@ def airflow_env(
             "host": stack.url("planning"),
             "password": "local-planning-token",
         },
+        "workday_default": {
+            "conn_type": "http",
+            "host": stack.url("workday"),
+            "login": "local-workday-client",
+            "password": "local-workday-secret",
+            "extra": {"tenant": "acme", "refresh_token": "local-workday-refresh-token"},
+        },
         "ods_default": {"conn_type": "postgres", **parts},
     }
     if "sap" in stack.simulators:

@@ -40,6 +40,7 @@ class DemoStopped(RuntimeError):
 DAG_ORDER = (
     "month_end_close",
     "master_data_sync",
+    "hr_sync",
     "project_setup",
     "time_expense_posting",
     "time_expense_stream",
@@ -190,7 +191,13 @@ def seed(
     from simulators.firm.load import apply_mutations, load_firm
 
     firm = generate_firm(FirmSpec(seed=seed_value, consultants=consultants, today=today.date()))
-    load_firm(firm, psa_url=stack.url("psa"), erp_url=stack.url("erp"), crm_url=stack.url("crm"))
+    load_firm(
+        firm,
+        psa_url=stack.url("psa"),
+        erp_url=stack.url("erp"),
+        crm_url=stack.url("crm"),
+        workday_url=stack.url("workday"),
+    )
     if mutations:
         apply_mutations(firm, psa_url=stack.url("psa"))
     return firm, firm_summary(firm)

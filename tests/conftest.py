@@ -182,6 +182,13 @@ def sap_sim(simulator_factory: Callable[[str], RunningSimulator]) -> RunningSimu
 
 
 @pytest.fixture
+def workday_sim(simulator_factory: Callable[[str], RunningSimulator]) -> RunningSimulator:
+    sim = simulator_factory("workday")
+    sim.admin("POST", "/reset")
+    return sim
+
+
+@pytest.fixture
 def psa_client(psa_sim: RunningSimulator) -> Iterator[Any]:
     """A PSA client of the simulator (no rate limit there), retrying quickly."""
     from psa_erp_sync.clients.http import RetryPolicy
@@ -221,9 +228,19 @@ def connect_airflow(monkeypatch: pytest.MonkeyPatch, dsn: str, **sims: RunningSi
 
     from devtools.airflow_env import psycopg_parts
 
-    extras = {"psa": {"account_id": "1"}, "erp": {"account_id": "A1"}}
+    extras = {
+        "psa": {"account_id": "1"},
+        "erp": {"account_id": "A1"},
+        "workday": {"tenant": "acme", "refresh_token": "local-workday-refresh-token"},
+    }
     for name, sim in sims.items():
-        conn = {"conn_type": "http", "host": sim.base_url, "password": "t", "extra": extras.get(name, {})}
+        conn = {
+            "conn_type": "http",
+            "host": sim.base_url,
+            "login": "client",
+            "password": "t",
+            "extra": extras.get(name, {}),
+        }
         monkeypatch.setenv(f"AIRFLOW_CONN_{name.upper()}_DEFAULT", json.dumps(conn))
     monkeypatch.setenv(
         "AIRFLOW_CONN_ODS_DEFAULT", json.dumps({"conn_type": "postgres", **psycopg_parts(dsn)})

@@ -19,7 +19,13 @@ FIELDS: dict[str, dict[str, Kind]] = {
     "subsidiary": {"name": "text", "country": "text", "currency": "ref"},
     "currency": {"symbol": "text", "name": "text"},
     "taxcode": {"itemId": "text", "country": "text", "rate": "decimal"},
-    "employee": {"subsidiary": "ref"},
+    "employee": {
+        "subsidiary": "ref",
+        "firstName": "text",
+        "lastName": "text",
+        "hireDate": "date",
+        "releaseDate": "date",
+    },
     "customer": {"companyName": "text", "subsidiary": "ref", "currency": "ref", "taxCode": "ref"},
     "job": {
         "companyName": "text",

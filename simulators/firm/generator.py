@@ -448,6 +448,7 @@ def generate_firm(spec: FirmSpec) -> Firm:
                 "legal_entity": le,
                 "practice": rng.choice(PRACTICES),
                 "timezone": tz,
+                "employee_id": f"E{uid}",  # the Workday Employee_ID (simulators/workday/sample.py)
             }
         )
         user_grade[uid] = grade

@@ -96,10 +96,11 @@ def load_firm(
     chunk_size: int = 20_000,
     client: httpx.Client | None = None,
     include_schedule: bool = True,
+    workday_url: str | None = None,
 ) -> dict[str, int]:
     """Seed the ERP, then the CRM, then the PSA (master data, schedule, time entries, expenses).
 
-    A ``None`` URL skips that system. Returns the number of rows sent per ``system.list``.
+    A ``None`` URL skips that system; ``workday_url`` seeds Workday with the PSA's people. Returns the number of rows sent per ``system.list``.
     """
     own = client is None
     http = client or httpx.Client(timeout=httpx.Timeout(300.0, connect=10.0))
@@ -122,6 +123,13 @@ def load_firm(
                 http, psa_url, "time_entries", iter_time_entries(firm, chunk_size), "psa"
             )
             counts["psa.expenses"] = _seed(http, psa_url, "expenses", iter_expenses(firm, chunk_size), "psa")
+        if workday_url:  # the same people as the PSA users, by Employee_ID
+            from simulators.workday.sample import from_psa_users
+
+            seeded = from_psa_users(firm.psa["users"])
+            _request(http, "POST", f"{workday_url}/admin/seed", seeded).raise_for_status()
+            counts["workday.workers"] = len(seeded["workers"])
+            counts["workday.cost_rates"] = len(seeded["cost_rates"])
     finally:
         if own:
             http.close()

@@ -623,3 +623,68 @@ def _update_client(request: Request, client_id: int, changes: dict[str, Any]) ->
             return error(404, "Not found")
         body = render_one(conn, render.CLIENT, client_id)
     return Response(content=body, media_type="application/json")
+
+
+# --- users (writes) ------------------------------------------------------------------------------
+
+USER_FIELDS: dict[str, Any] = {
+    "first_name": _text("first_name"),
+    "last_name": _text("last_name"),
+    "email": _text("email"),
+    "timezone": _text("timezone", 64),
+    "is_contractor": lambda v: _bool("is_contractor", str(v)),
+    "is_active": lambda v: _bool("is_active", str(v)),
+    "weekly_capacity": lambda v: _int("weekly_capacity", str(v)),
+    "default_hourly_rate": lambda v: _money("default_hourly_rate", v),
+    "cost_rate": lambda v: _money("cost_rate", v),
+    # Extensions (documented in docs/simulators.md).
+    "legal_entity": _text("legal_entity", 50),
+    "practice": _text("practice", 100),
+    "employee_id": _text("employee_id", 64),
+}
+
+
+@v2.post("/users", status_code=201)
+async def create_user(request: Request) -> Response:
+    """Create a user. Required (as in Harvest): ``first_name``, ``last_name``, ``email``; an email
+    already in use is 422. No idempotency key: callers look a user up (by ``employee_id``) first."""
+    from starlette.concurrency import run_in_threadpool
+
+    changes = changes_of(await _json_body(request), USER_FIELDS)
+    missing = sorted(k for k in ("first_name", "last_name", "email") if not changes.get(k))
+    if missing:
+        return error(422, f"missing required fields: {missing}")
+    return await run_in_threadpool(_create_user, request, changes)
+
+
+def _create_user(request: Request, changes: dict[str, Any]) -> Response:
+    with db_of(request).tx() as conn:
+        if conn.execute("SELECT 1 FROM users WHERE lower(email) = lower(%s)", (changes["email"],)).fetchone():
+            return error(422, "Email has already been taken")
+        cols = list(changes)
+        row = conn.execute(
+            f"INSERT INTO users (id, {', '.join(cols)}, created_at, updated_at) "
+            f"VALUES (nextval('users_new_id_seq'), {', '.join(['%s'] * len(cols))}, "
+            "clock_timestamp(), clock_timestamp()) RETURNING id",
+            list(changes.values()),
+        ).fetchone()
+        assert row is not None
+        body = render_one(conn, render.USER, int(row[0]))
+    return Response(content=body, media_type="application/json", status_code=201)
+
+
+@v2.patch("/users/{user_id}")
+async def update_user(request: Request, user_id: int) -> Response:
+    """Update a user (the same fields as create); ``is_active: false`` archives the user, as in Harvest."""
+    from starlette.concurrency import run_in_threadpool
+
+    changes = changes_of(await _json_body(request), USER_FIELDS)
+    return await run_in_threadpool(_update_user, request, user_id, changes)
+
+
+def _update_user(request: Request, user_id: int, changes: dict[str, Any]) -> Response:
+    with db_of(request).tx() as conn:
+        if not update_row(conn, "users", user_id, changes):
+            return error(404, "Not found")
+        body = render_one(conn, render.USER, user_id)
+    return Response(content=body, media_type="application/json")

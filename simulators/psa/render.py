@@ -209,7 +209,7 @@ USER = Kind(
     'default_hourly_rate', u.default_hourly_rate, 'cost_rate', u.cost_rate,
     'roles', json_build_array(), 'access_roles', json_build_array('member'), 'avatar_url', NULL,
     'created_at', {ts("u.created_at")}, 'updated_at', {ts("u.updated_at")},
-    'legal_entity', u.legal_entity, 'practice', u.practice)""",
+    'legal_entity', u.legal_entity, 'practice', u.practice, 'employee_id', u.employee_id)""",
 )
 
 TASK = Kind(

@@ -24,9 +24,11 @@ CREATE TABLE IF NOT EXISTS users (
     legal_entity        text,
     practice            text,
     timezone            text        NOT NULL DEFAULT 'Etc/UTC',
+    employee_id         text,       -- extension: the HR system's Employee_ID (Workday)
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE users ADD COLUMN IF NOT EXISTS employee_id text;
 
 CREATE TABLE IF NOT EXISTS tasks (
     id                  bigint PRIMARY KEY,
@@ -205,6 +207,7 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
 );
 CREATE INDEX IF NOT EXISTS webhook_deliveries_pending_idx ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 
--- Ids of projects and clients created through the API (seeded ids stay below these).
+-- Ids of projects, clients and users created through the API (seeded ids stay below these).
 CREATE SEQUENCE IF NOT EXISTS projects_new_id_seq START 900000000;
 CREATE SEQUENCE IF NOT EXISTS clients_new_id_seq START 900000000;
+CREATE SEQUENCE IF NOT EXISTS users_new_id_seq START 900000000;

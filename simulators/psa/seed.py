@@ -39,6 +39,7 @@ TABLES: dict[str, list[Column]] = {
         ("legal_entity", "text", None),
         ("practice", "text", None),
         ("timezone", "text", "'Etc/UTC'"),
+        ("employee_id", "text", None),
     ],
     "tasks": [
         ("id", "bigint", None),

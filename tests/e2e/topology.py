@@ -51,9 +51,10 @@ COMPOSE_PORTS = {
     "sim-crm": 18102,
     "sim-erp": 18103,
     "sim-planning": 18104,
+    "sim-workday": 18107,
     "marquez": 5000,
 }
-SIMULATORS = ("psa", "crm", "erp", "planning")
+SIMULATORS = ("psa", "crm", "erp", "planning", "workday")
 # The PostgreSQL logins the compose file creates: (role, the .env variable of its password, database).
 LOGINS = {
     "meta": ("airflow", "AIRFLOW_DB_PASSWORD", "airflow"),

@@ -36,7 +36,8 @@ def test_lineage_on_start_names_inputs_and_outputs() -> None:
     start = op.get_openlineage_facets_on_start()
     inputs = _names(start.inputs)
     for table in ("canonical.time_entry", "canonical.expense_entry", "ledger.posting", "forecast.src_project",
-                  "forecast.src_schedule", "forecast.src_milestone", "forecast.src_opportunity"):  # fmt: skip
+                  "forecast.src_schedule", "forecast.src_milestone", "forecast.src_opportunity",
+                  "hr.cost_rate", "hr.worker"):  # fmt: skip
         assert (ODS, f"ods.{table}") in inputs
     # actuals are the ERP's postings (read through the reconciled ledger)
     assert ("https://1234.suitetalk.api.netsuite.com", "/services/rest/record/v1/timebill") in inputs

@@ -19,6 +19,7 @@ from simulators.erp.app import create as create_erp
 from simulators.planning.app import create as create_planning
 from simulators.psa.app import create as create_psa
 from simulators.sap.app import create as create_sap
+from simulators.workday.app import create as create_workday
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "simulators.md"
 SIMULATORS: dict[str, Callable[..., FastAPI]] = {
@@ -27,6 +28,7 @@ SIMULATORS: dict[str, Callable[..., FastAPI]] = {
     "erp": create_erp,
     "planning": create_planning,
     "sap": create_sap,
+    "workday": create_workday,
 }
 _PARAM = re.compile(r"\{[^}]*\}")
 

@@ -403,6 +403,14 @@ class HarvestClient:
         """``PATCH /v2/clients/{id}`` with absolute values (so a repeat is harmless)."""
         return self._write("PATCH", f"/v2/clients/{int(client_id)}", fields)
 
+    def create_user(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /v2/users``; returns the created user. Not idempotent: look up by employee id first."""
+        return self._write("POST", "/v2/users", fields)
+
+    def update_user(self, user_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """``PATCH /v2/users/{id}`` with absolute values; ``is_active: false`` archives the user."""
+        return self._write("PATCH", f"/v2/users/{int(user_id)}", fields)
+
     def get_project(self, project_id: int) -> dict[str, Any] | None:
         """One project, or None when the PSA has none with this id."""
         return self._get_one(f"/v2/projects/{int(project_id)}")

@@ -252,6 +252,7 @@ class User(_Model):
     # extensions of our PSA
     legal_entity: str | None = None
     practice: str | None = None
+    employee_id: str | None = None  # the HR system's Employee_ID
 
 
 class Task(_Model):

@@ -218,6 +218,8 @@ ODS_INPUTS = (
     ("forecast", "src_milestone"),
     ("forecast", "src_opportunity"),
     ("forecast", "src_change_order"),
+    ("hr", "worker"),
+    ("hr", "cost_rate"),
 )
 """Every ODS table a refresh reads (its OpenLineage inputs)."""
 
@@ -238,6 +240,12 @@ def data_versions(conn: psycopg.Connection, settings: ForecastSettings) -> dict[
         "SELECT count(*), max(seq), max(updated_at) FROM ledger.posting"
     ).fetchone() or (0, None, None)
     versions["ledger.posting"] = f"{count}:{seq or 0}:{last.isoformat() if last else '-'}"
+    # Cost rates come from HR where it has them (hr.psa_user_cost_rate_on): a new rate or mapping is new input.
+    count, last, mapped = conn.execute(
+        "SELECT (SELECT count(*) FROM hr.cost_rate), (SELECT max(read_at) FROM hr.cost_rate),"
+        " (SELECT count(psa_user_id) FROM hr.worker)"
+    ).fetchone() or (0, None, 0)
+    versions["hr.cost_rate"] = f"{count}:{mapped}:{last.isoformat() if last else '-'}"
     versions["config.forecast"] = settings.digest[:16]
     return versions
 
@@ -312,12 +320,15 @@ def load_inputs(
         {"project_ref": "object", "month": "int64", "revenue_minor": "int64"},
     )
     # Cost to date: approved time x the person's cost rate (centi-hours x rate / 100, half-even).
+    # The rate is HR's, effective on the entry date (hr.psa_user_cost_rate_on); where HR has none
+    # (no worker mapped to the PSA user, or a date before the first HR rate) the PSA user's rate.
     cost = _frame(
         conn,
         f"""
-        SELECT t.project_ref, {m_year.format(d="t.spent_date")}, p.currency,
-               sum(round(t.hours * 100)::bigint * p.cost_rate_minor)
+        SELECT t.project_ref, {m_year.format(d="t.spent_date")}, coalesce(h.currency, p.currency),
+               sum(round(t.hours * 100)::bigint * coalesce(h.rate_minor, p.cost_rate_minor))
         FROM canonical.time_entry t JOIN forecast.src_person p ON p.user_ref = t.user_ref
+        LEFT JOIN LATERAL hr.psa_user_cost_rate_on(t.user_ref, t.spent_date) h ON TRUE
         WHERE t.approved AND NOT t.is_deleted AND t.spent_date <= %(as_of)s
         GROUP BY 1, 2, 3
         """,
@@ -344,8 +355,9 @@ def load_inputs(
         conn,
         f"""
         SELECT s.project_ref, s.user_ref, {m_year.format(d="s.week_start")}, round(s.hours * 100)::bigint,
-               p.cost_rate_minor, p.currency
+               coalesce(h.rate_minor, p.cost_rate_minor), coalesce(h.currency, p.currency)
         FROM forecast.src_schedule s JOIN forecast.src_person p ON p.user_ref = s.user_ref
+        LEFT JOIN LATERAL hr.psa_user_cost_rate_on(s.user_ref, s.week_start) h ON TRUE
         WHERE s.week_start >= %(as_of)s
         """,
         {"as_of": as_of},

@@ -15,13 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-SYSTEMS = ("psa", "erp", "crm", "planning", "ods")
+SYSTEMS = ("psa", "erp", "crm", "planning", "workday", "ods")
 DEFAULT_CONN_IDS = {s: f"{s}_default" for s in SYSTEMS}
 
 
 @dataclass(frozen=True)
 class DatasetRef:
-    system: str  # psa, erp, crm, planning or ods
+    system: str  # psa, erp, crm, planning, workday or ods
     name: str  # resource path; ERP record type; ODS "schema.table"
 
     def __post_init__(self) -> None:
@@ -47,6 +47,10 @@ def planning(path: str) -> DatasetRef:
     return DatasetRef("planning", path)
 
 
+def workday(path: str) -> DatasetRef:
+    return DatasetRef("workday", path)
+
+
 def ods(schema_table: str) -> DatasetRef:
     return DatasetRef("ods", schema_table)
 
@@ -68,6 +72,10 @@ def _namespace(system: str, conn_id: str) -> str:
         from psa_erp_sync.hooks.crm import CrmHook
 
         return CrmHook(conn_id).openlineage_namespace()
+    if system == "workday":
+        from psa_erp_sync.hooks.workday import WorkdayHook
+
+        return WorkdayHook(conn_id).openlineage_namespace()
     from psa_erp_sync.hooks.planning import PlanningHook
 
     return PlanningHook(conn_id).openlineage_namespace()
