@@ -45,13 +45,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from simulators.common.app import create_app
+from simulators.common.webhooks import WEBHOOK_SQL, webhook_admin_router
 from simulators.psa.admin import router as admin_router
-from simulators.psa.api import v2
+from simulators.psa.api import error, v2
 from simulators.psa.guard import HarvestGuard
 from simulators.psa.paging import BadRequest
 from simulators.psa.state import PsaState
+from simulators.psa.webhooks import EVENTS
 
-SCHEMA_SQL = (Path(__file__).with_name("schema.sql")).read_text()
+SCHEMA_SQL = (Path(__file__).with_name("schema.sql")).read_text() + "\n" + WEBHOOK_SQL
 
 
 def _on_reset(app: FastAPI) -> None:
@@ -74,6 +76,7 @@ def create(dsn: str | None = None) -> FastAPI:
     app.add_middleware(HarvestGuard, limiter=state.limiter)
     app.include_router(v2)
     app.include_router(admin_router)
+    app.include_router(webhook_admin_router(EVENTS, error))
 
     @app.exception_handler(BadRequest)
     async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
