@@ -339,7 +339,7 @@ def shape_errors(record_type: str, body: dict[str, Any]) -> list[ErrorDetail]:
             if _date(value) is None:
                 errors.append(ErrorDetail("INVALID_FLD_VALUE", name, f"{name} must be a date YYYY-MM-DD."))
         elif kind == "lines":
-            errors.extend(line_errors(record_type, name, value))
+            errors.extend(line_errors(record_type, name, value, _ref_ext(body.get("currency")) or ""))
         elif kind == "bool":
             if not isinstance(value, bool):
                 errors.append(ErrorDetail("INVALID_FLD_VALUE", name, f"{name} must be true or false."))
@@ -416,7 +416,7 @@ def _money_value(value: Any, path: str, errors: list[ErrorDetail]) -> Decimal | 
     return number
 
 
-def line_errors(record_type: str, name: str, value: Any) -> list[ErrorDetail]:
+def line_errors(record_type: str, name: str, value: Any, currency: str = "") -> list[ErrorDetail]:
     """Shape of a sublist ``{"items": [...]}``: fields, required fields, money, sources, balance."""
     errors: list[ErrorDetail] = []
     items = value.get("items") if isinstance(value, dict) else None
@@ -504,16 +504,16 @@ def line_errors(record_type: str, name: str, value: Any) -> list[ErrorDetail]:
                     )
                 )
                 continue
-            currency = _ref_ext(line.get("currency")) or ""
+            line_currency = _ref_ext(line.get("currency")) or currency
             if debit is not None:
-                debits[currency] = debits.get(currency, Decimal(0)) + debit
+                debits[line_currency] = debits.get(line_currency, Decimal(0)) + debit
             if credit is not None:
-                credits[currency] = credits.get(currency, Decimal(0)) + credit
+                credits[line_currency] = credits.get(line_currency, Decimal(0)) + credit
     if name == "line" and not errors:
-        for currency in sorted(set(debits) | set(credits)):
-            debit_sum, credit_sum = debits.get(currency, Decimal(0)), credits.get(currency, Decimal(0))
+        for key in sorted(set(debits) | set(credits)):
+            debit_sum, credit_sum = debits.get(key, Decimal(0)), credits.get(key, Decimal(0))
             if debit_sum != credit_sum:
-                label = currency or "the journal currency"
+                label = key or "the journal currency"
                 errors.append(
                     ErrorDetail(
                         "UNBALANCED_JOURNAL",

@@ -49,6 +49,7 @@ from simulators.common.webhooks import WEBHOOK_SQL, webhook_admin_router
 from simulators.psa.admin import router as admin_router
 from simulators.psa.api import error, v2
 from simulators.psa.guard import HarvestGuard
+from simulators.psa.invoices import router as invoices_router
 from simulators.psa.paging import BadRequest
 from simulators.psa.state import PsaState
 from simulators.psa.webhooks import EVENTS
@@ -75,6 +76,7 @@ def create(dsn: str | None = None) -> FastAPI:
     app.state.psa = state
     app.add_middleware(HarvestGuard, limiter=state.limiter)
     app.include_router(v2)
+    app.include_router(invoices_router)
     app.include_router(admin_router)
     app.include_router(webhook_admin_router(EVENTS, error))
 

@@ -182,3 +182,54 @@ CREATE INDEX IF NOT EXISTS schedule_week_idx ON schedule (week_start);
 -- Ids of projects and clients created through the API (seeded ids stay below these).
 CREATE SEQUENCE IF NOT EXISTS projects_new_id_seq START 900000000;
 CREATE SEQUENCE IF NOT EXISTS clients_new_id_seq START 900000000;
+
+-- Invoices (Harvest v2 shape). Created through POST /v2/invoices, which marks the imported time
+-- entries and expenses billed; payments move due_amount and, at zero, the state to paid.
+CREATE TABLE IF NOT EXISTS invoices (
+    id              bigserial PRIMARY KEY,
+    client_id       bigint         NOT NULL,
+    number          text           NOT NULL UNIQUE,
+    purchase_order  text,
+    subject         text,
+    notes           text,
+    currency        text           NOT NULL,
+    state           text           NOT NULL DEFAULT 'draft'
+                    CHECK (state IN ('draft', 'open', 'paid', 'closed')),
+    amount          numeric(18, 2) NOT NULL,
+    due_amount      numeric(18, 2) NOT NULL,
+    issue_date      date           NOT NULL,
+    due_date        date,
+    period_start    date,
+    period_end      date,
+    sent_at         timestamptz,
+    paid_at         timestamptz,
+    paid_date       date,
+    closed_at       timestamptz,
+    created_at      timestamptz    NOT NULL DEFAULT clock_timestamp(),
+    updated_at      timestamptz    NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS invoices_updated_idx ON invoices (updated_at);
+
+CREATE TABLE IF NOT EXISTS invoice_line_items (
+    id           bigserial PRIMARY KEY,
+    invoice_id   bigint         NOT NULL,
+    project_id   bigint,
+    kind         text           NOT NULL,
+    description  text,
+    quantity     numeric        NOT NULL,
+    unit_price   numeric        NOT NULL,
+    amount       numeric(18, 2) NOT NULL
+);
+CREATE INDEX IF NOT EXISTS invoice_line_items_invoice_idx ON invoice_line_items (invoice_id);
+
+CREATE TABLE IF NOT EXISTS invoice_payments (
+    id          bigserial PRIMARY KEY,
+    invoice_id  bigint         NOT NULL,
+    amount      numeric(18, 2) NOT NULL,
+    paid_at     timestamptz    NOT NULL,
+    paid_date   date           NOT NULL,
+    notes       text,
+    created_at  timestamptz    NOT NULL DEFAULT clock_timestamp(),
+    updated_at  timestamptz    NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS invoice_payments_invoice_idx ON invoice_payments (invoice_id);
