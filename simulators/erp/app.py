@@ -8,7 +8,14 @@ Routes (all under ``/services/rest``, all requiring ``Authorization: Bearer <any
 - ``POST /record/v1/{type}/batch`` with ``X-NetSuite-idempotency-key``: our stand-in for NetSuite's
   async bulk (at most 100 items, each validated and upserted on its own), then
   ``GET /async/v1/job/{id}`` and ``GET /async/v1/job/{id}/result``;
-- ``POST /query/v1/suiteql`` (the subset in :mod:`simulators.erp.suiteql`).
+- ``POST /query/v1/suiteql`` (the subset in :mod:`simulators.erp.suiteql`), over every record type
+  and the read-only ``transactionline`` (lines of invoices, credit memos, payments and journals).
+
+Billing (``docs/simulators.md``, "ERP billing side"): ``invoice``/``creditmemo`` lines name their
+source, ``customerpayment`` applies to invoices, ``journalentry`` must balance per currency,
+``currencyrate``; signed outbound webhooks ``invoice.created``, ``invoice.paid`` and
+``accountingperiod.closed`` (:mod:`simulators.common.webhooks`, headers ``X-ERP-*``); admin
+``POST /admin/invoices/{id}/payments`` and ``/void``.
 
 The account's concurrency limit is shared by every client of the account (``X-NetSuite-Account``):
 over it a request is answered 429 ``SSS_REQUEST_LIMIT_EXCEEDED`` with ``Retry-After``.

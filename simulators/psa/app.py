@@ -24,7 +24,10 @@ Extensions (also in docs/simulators.md, "PSA extensions"):
   ``project_id``, ``from``/``to`` on ``week_start``, ``updated_since``), paginated the same way.
 * ``GET /v2/x/milestones``: filters ``project_id``, ``status``, ``updated_since``.
 * Projects carry ``billing_type, legal_entity, currency, practice``; users ``legal_entity, practice``.
-* Outbound webhooks (``simulators.psa.webhooks``): ``POST /admin/webhooks`` registers
+* Invoices (``simulators.psa.invoices``): ``GET|POST /v2/invoices``, ``GET|DELETE /v2/invoices/{id}``,
+  ``POST /v2/invoices/{id}/messages``, ``GET|POST /v2/invoices/{id}/payments``; creating one with
+  ``line_items_import`` marks the entries billed.
+* Outbound webhooks (``simulators.psa.webhooks`` on ``simulators.common.webhooks``): ``POST /admin/webhooks`` registers
   ``{url, secret, events}``; events ``time_entry.approved|updated|unapproved|deleted``,
   ``expense.approved``, ``milestone.completed``; signed, delivered at least once with retries,
   with seeded drop/duplicate/reorder faults.

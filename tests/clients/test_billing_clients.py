@@ -91,6 +91,34 @@ def test_invoices_post_through_the_batch_and_read_back(client: NetSuiteClient) -
         )
 
 
+def test_the_posting_engines_read_back_finds_billing_records(client: NetSuiteClient) -> None:
+    """The engine resolves an ambiguous batch with ``SELECT id, externalid, memo, postingperiod
+    FROM <type> WHERE externalid IN (...)`` and looks for its key in the memo: billing types answer it."""
+    invoice = an_invoice("inv-eng", "3.00").model_copy(update={"memo": "key:0123456789abcdef"})
+    journal = JournalEntryIn(
+        external_id="je-eng",
+        tran_date=dt.date(2026, 11, 15),
+        subsidiary="LE-US1",
+        currency="USD",
+        memo="key:fedcba9876543210",
+        lines=[
+            JournalLineIn(account="1", debit=Decimal("1.00")),
+            JournalLineIn(account="2", credit=Decimal("1.00")),
+        ],
+    )
+    for record, key in ((invoice, "0123456789abcdef"), (journal, "fedcba9876543210")):
+        client.post_billing([record], f"eng-{key}")
+        rtype = type(record).RECORD_TYPE
+        rows = list(
+            client.suiteql(
+                f"SELECT id, externalid, memo, postingperiod FROM {rtype} WHERE externalid IN ('{record.external_id}')"
+            )
+        )
+        assert len(rows) == 1 and f"key:{key}" in rows[0]["memo"]
+        assert client.delete(rtype, record.external_id) is True  # a reversal, as the engine sends it
+        assert client.read_billing(rtype, record.external_id) is None
+
+
 def test_closed_period_is_a_per_record_rejection(client: NetSuiteClient) -> None:
     result = client.post_billing([an_invoice("inv-oct", "1.00", day="2026-10-15")], "oct")
     assert result.failed[0].error is not None and result.failed[0].error.code == "PERIOD_CLOSED"
