@@ -14,7 +14,8 @@ messages, payments.
   ``invoice: {id, number}``, ``updated_at`` moves and ``time_entry.updated`` is queued. The invoice
   starts as ``draft``.
 - ``POST /v2/invoices/{id}/messages`` ``{"event_type": "send" | "close" | "re-open" | "draft"}``
-  moves the state (draft->open, open->closed, closed->open, open->draft) as Harvest's "mark as".
+  moves the state (draft->open, open->closed, closed->open, open->draft) as Harvest's "mark as";
+  answers 201 with the invoice message (Harvest's ``InvoiceMessage``, no recipients).
 - ``POST /v2/invoices/{id}/payments`` ``{"amount", "paid_at"?, "paid_date"?, "notes"?}`` on an open
   invoice lowers ``due_amount``; at zero the state is ``paid`` with ``paid_at``/``paid_date``.
   Over-payment answers 422. ``GET /v2/invoices/{id}/payments`` lists them.
@@ -302,7 +303,12 @@ async def invoice_message(request: Request, invoice_id: int) -> Response:
                 WHERE id = %s""",
             (target, event, event, event, invoice_id),
         )
-        rendered = render_one(conn, render.INVOICE, invoice_id)
+        message = conn.execute(
+            "INSERT INTO invoice_messages (invoice_id, event_type) VALUES (%s, %s) RETURNING id",
+            (invoice_id, event),
+        ).fetchone()
+        assert message is not None
+        rendered = render_one(conn, render.INVOICE_MESSAGE, int(message[0]))
     return Response(content=rendered, media_type="application/json", status_code=201)
 
 
@@ -391,6 +397,7 @@ def delete_invoice(request: Request, invoice_id: int) -> Response:
             if table == "time_entries":
                 released = [int(r[0]) for r in ids]
         conn.execute("DELETE FROM invoice_line_items WHERE invoice_id = %s", (invoice_id,))
+        conn.execute("DELETE FROM invoice_messages WHERE invoice_id = %s", (invoice_id,))
         conn.execute("DELETE FROM invoices WHERE id = %s", (invoice_id,))
         enqueue(conn, render.TIME_ENTRY, "time_entry.updated", released)
     psa_of(request).dispatcher.wake()

@@ -317,7 +317,7 @@ INVOICE = Kind(
     'period_end', to_char(inv.period_end, 'YYYY-MM-DD'),
     'issue_date', to_char(inv.issue_date, 'YYYY-MM-DD'),
     'due_date', to_char(inv.due_date, 'YYYY-MM-DD'),
-    'payment_term', 'custom',
+    'payment_term', 'custom', 'payment_options', '[]'::json,
     'sent_at', CASE WHEN inv.sent_at IS NULL THEN NULL ELSE {ts("inv.sent_at")} END,
     'paid_at', CASE WHEN inv.paid_at IS NULL THEN NULL ELSE {ts("inv.paid_at")} END,
     'paid_date', to_char(inv.paid_date, 'YYYY-MM-DD'),
@@ -337,4 +337,17 @@ INVOICE_PAYMENT = Kind(
     'recorded_by', NULL, 'recorded_by_email', NULL, 'notes', ip.notes,
     'transaction_id', NULL, 'payment_gateway', NULL,
     'created_at', {ts("ip.created_at")}, 'updated_at', {ts("ip.updated_at")})""",
+)
+
+INVOICE_MESSAGE = Kind(
+    key="invoice_messages",
+    table="invoice_messages",
+    alias="im",
+    joins="LEFT JOIN invoices inv ON inv.id = im.invoice_id",
+    json=f"""json_build_object(
+    'id', im.id, 'sent_by', NULL, 'sent_by_email', NULL, 'sent_from', NULL, 'sent_from_email', NULL,
+    'include_link_to_client_invoice', FALSE, 'send_me_a_copy', FALSE, 'thank_you', FALSE,
+    'reminder', FALSE, 'send_reminder_on', NULL, 'attach_pdf', FALSE, 'event_type', im.event_type,
+    'recipients', '[]'::json, 'subject', 'Invoice #' || inv.number, 'body', NULL,
+    'created_at', {ts("im.created_at")}, 'updated_at', {ts("im.updated_at")})""",
 )

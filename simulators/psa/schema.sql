@@ -233,3 +233,12 @@ CREATE TABLE IF NOT EXISTS invoice_payments (
     updated_at  timestamptz    NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS invoice_payments_invoice_idx ON invoice_payments (invoice_id);
+
+-- State changes of invoices (Harvest: invoice messages with an event_type).
+CREATE TABLE IF NOT EXISTS invoice_messages (
+    id          bigserial PRIMARY KEY,
+    invoice_id  bigint      NOT NULL,
+    event_type  text        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);

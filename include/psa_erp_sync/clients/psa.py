@@ -481,12 +481,18 @@ class HarvestClient:
 
     def mark_invoice(self, invoice_id: int, event_type: str) -> Invoice:
         """``POST /v2/invoices/{id}/messages`` with ``send`` (draft->open), ``close``, ``re-open``
-        or ``draft``; returns the invoice in its new state."""
+        or ``draft`` (Harvest answers the message); returns the invoice read back in its new state."""
         if event_type not in ("send", "close", "re-open", "draft"):
             raise ValueError(f"unknown invoice event {event_type!r}")
-        return Invoice.model_validate(
-            self._write("POST", f"/v2/invoices/{int(invoice_id)}/messages", {"event_type": event_type})
-        )
+        message = self._write("POST", f"/v2/invoices/{int(invoice_id)}/messages", {"event_type": event_type})
+        if message.get("event_type") != event_type:
+            raise PsaApiError(
+                None, "/v2/invoices/{id}/messages", f"answered event {message.get('event_type')!r}"
+            )
+        found = self.get_invoice(invoice_id)
+        if found is None:
+            raise PsaApiError(404, f"/v2/invoices/{int(invoice_id)}", "invoice gone after its message")
+        return found
 
     def record_invoice_payment(
         self, invoice_id: int, amount: Decimal, *, paid_date: date | None = None, notes: str | None = None
