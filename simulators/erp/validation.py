@@ -567,6 +567,22 @@ def application_errors(
                     "INVALID_FLD_VALUE", "total", f"total {total} differs from the sum of the lines {lines}."
                 )
             )
+    if record_type == "invoice" and existing is not None:
+        if existing.get("voided") is True:
+            errors.append(ErrorDetail("INVALID_FLD_VALUE", "status", "A voided invoice cannot be changed."))
+        old_total = parse_decimal(existing.get("total"))
+        old_remaining = parse_decimal(existing.get("amountRemaining"))
+        new_total = parse_decimal(body.get("total"))
+        if old_total is not None and old_remaining is not None and new_total is not None:
+            settled = old_total - old_remaining
+            if new_total < settled:
+                errors.append(
+                    ErrorDetail(
+                        "INVALID_FLD_VALUE",
+                        "total",
+                        f"total {new_total} is below the {settled} already paid or credited on this invoice.",
+                    )
+                )
     if record_type == "customerpayment":
         applied = line_total(record_type, body)
         payment = parse_decimal(body.get("payment"))

@@ -9,15 +9,23 @@ from typing import Any
 
 
 class HookReceiver:
-    def __init__(self) -> None:
+    def __init__(self, fail_first: bool = False) -> None:
+        """``fail_first``: answer 500 to the first delivery of each delivery id."""
         self.received: list[tuple[dict[str, str], bytes]] = []
+        self.failed: set[str] = set()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(200)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                delivery = next((v for k, v in headers.items() if k.endswith("-delivery-id")), "")
+                status = 200
+                if fail_first and delivery not in receiver.failed:
+                    receiver.failed.add(delivery)
+                    status = 500
+                receiver.received.append((headers, body))
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -283,6 +283,7 @@ def test_void_and_dependent_records(http: httpx.Client, erp: RunningSimulator) -
     assert voided["status"] == "Voided" and voided["amountRemaining"] == "0.00"
     refused = httpx.post(f"{erp.base_url}/admin/invoices/eid:inv-v/payments", json={"amount": "1.00"})
     assert refused.status_code == 400
+    assert codes(put(http, "invoice", "inv-v", {"memo": "changed"})) == [("INVALID_FLD_VALUE", "status")]
     assert put(http, "invoice", "inv-w", invoice("inv-w", "50.00")).status_code == 204
     erp.admin("POST", "/invoices/eid:inv-w/payments", json={"amount": "5.00"})
     assert (
@@ -290,9 +291,13 @@ def test_void_and_dependent_records(http: httpx.Client, erp: RunningSimulator) -
         == "DEPENDENT_RECORDS"
     )
     assert codes(http.delete(f"{REC}/invoice/eid:inv-w")) == [("DEPENDENT_RECORDS", "id")]
+    # Lowering the total below what was paid is refused; above it, the remaining amount follows.
+    assert codes(put(http, "invoice", "inv-w", invoice("inv-w", "4.00"))) == [("INVALID_FLD_VALUE", "total")]
+    assert put(http, "invoice", "inv-w", invoice("inv-w", "60.00")).status_code == 204
+    assert get(http, "invoice", "inv-w")["amountRemaining"] == "55.00"
     # Deleting the payment releases the invoice.
     assert http.delete(f"{REC}/customerpayment/eid:pay-inv-w-1").status_code == 204
-    assert get(http, "invoice", "inv-w")["amountRemaining"] == "50.00"
+    assert get(http, "invoice", "inv-w")["amountRemaining"] == "60.00"
 
 
 def test_currency_rates_are_records_suiteql_reads_for_a_date(http: httpx.Client) -> None:
@@ -370,3 +375,26 @@ def test_a_fault_after_commit_leaves_the_invoice_readable_once(
     assert len(suiteql(http, "SELECT id FROM invoice WHERE externalid = 'inv-f'")) == 1
     assert len(suiteql(http, "SELECT id FROM transactionline WHERE transactionexternalid = 'inv-f'")) == 1
     time.sleep(0)  # nothing asynchronous to wait for: the upsert committed before the 503
+
+
+def test_a_refused_delivery_is_redelivered_with_the_same_id_and_body(
+    http: httpx.Client, erp: RunningSimulator
+) -> None:
+    failing = HookReceiver(fail_first=True)
+    try:
+        erp.admin(
+            "POST", "/webhooks", json={"url": failing.url, "secret": SECRET, "events": ["invoice.created"]}
+        )
+        assert put(http, "invoice", "inv-retry", invoice("inv-retry", "1.00")).status_code == 204
+        deliveries = settle(erp)
+        assert [(d["status"], d["attempts"]) for d in deliveries] == [("delivered", 2)]
+        assert len(failing.received) == 2
+        (h1, b1), (h2, b2) = failing.received
+        assert h1["x-erp-delivery-id"] == h2["x-erp-delivery-id"] and b1 == b2
+        now = datetime.now(UTC)
+        assert all(
+            verify(Secrets(SECRET.encode()), h["x-erp-timestamp"], b, h["x-erp-signature"], now)
+            for h, b in failing.received
+        )
+    finally:
+        failing.close()
