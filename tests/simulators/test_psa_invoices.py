@@ -3,6 +3,7 @@ payments move its state, and the list pages like every other endpoint."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from simulators.psa import sample
+from tests.simulators.receiver import HookReceiver, settle
 
 pytestmark = pytest.mark.integration
 
@@ -161,3 +163,25 @@ def test_invoice_list_pages_by_cursor(psa: Any) -> None:
             break
         page = httpx.get(page["links"]["next"], headers=HEADERS, timeout=30).json()
     assert seen == made
+
+
+def test_billing_announces_the_entries_as_updated(psa: Any) -> None:
+    receiver = HookReceiver()
+    try:
+        psa.admin(
+            "POST", "/webhooks", json={"url": receiver.url, "secret": "k", "events": ["time_entry.updated"]}
+        )
+        client = SAMPLE["clients"][0]["id"]
+        picked = [e["id"] for e in billable_entries(psa, client)[:2]]
+        inv = call(
+            psa,
+            "POST",
+            "/invoices",
+            json={"client_id": client, "line_items_import": {"time_entry_ids": picked}},
+        ).json()
+        settle(psa)
+        data = [json.loads(body)["data"] for _, body in receiver.received]
+        assert sorted(d["id"] for d in data) == sorted(picked)
+        assert all(d["is_billed"] and d["invoice"]["id"] == inv["id"] for d in data)
+    finally:
+        receiver.close()
