@@ -67,6 +67,9 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 def enqueue_bodies(conn: psycopg.Connection, event: str, datas: Iterable[dict[str, Any]]) -> int:
     """Queue ``event`` once per ``data`` object (rendered by the caller) to every subscriber of it."""
+    datas = list(datas)
+    if not datas:
+        return 0
     subs = [
         int(r[0])
         for r in conn.execute(

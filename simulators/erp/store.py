@@ -302,16 +302,18 @@ def delete_one(conn: psycopg.Connection, record_type: str, ident: str) -> None:
     if errors:
         raise NetSuiteError(400, errors)
     conn.execute("DELETE FROM record WHERE id = %s", (existing.id,))
-    conn.execute("DELETE FROM record_line WHERE transaction_id = %s", (existing.id,))
-    released = conn.execute(
-        "DELETE FROM application WHERE source_id = %s RETURNING invoice_id", (existing.id,)
-    ).fetchall()
-    refresh_invoices(conn, [int(r[0]) for r in released])
+    if record_type in _BILLING:
+        conn.execute("DELETE FROM record_line WHERE transaction_id = %s", (existing.id,))
+        released = conn.execute(
+            "DELETE FROM application WHERE source_id = %s RETURNING invoice_id", (existing.id,)
+        ).fetchall()
+        refresh_invoices(conn, [int(r[0]) for r in released])
 
 
 # --------------------------------------------------------------------------- lines, applications, invoice state
 
 INVOICE_OPEN, INVOICE_PAID, INVOICE_VOIDED = "Open", "Paid In Full", "Voided"
+_BILLING = frozenset({"invoice", "creditmemo", "customerpayment", "journalentry"})
 
 
 def _applied_ids(conn: psycopg.Connection, invoice_ids: list[int]) -> list[int]:
@@ -351,8 +353,8 @@ def after_write(
 ) -> None:
     """After an upsert: rewrite the records' lines and applications, recompute the state of the
     invoices they touch, and queue ``invoice.created`` / ``invoice.paid`` (same transaction)."""
-    if not written:
-        return
+    if not written or record_type not in _BILLING:
+        return  # timebills, expenses and master data: one upsert statement, nothing more
     ids = [rid for rid, _ in written.values()]
     sublist = SUBLIST.get(record_type)
     lines: list[tuple[int, str, dict[str, Any]]] = []
