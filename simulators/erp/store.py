@@ -325,8 +325,12 @@ def _applied_ids(conn: psycopg.Connection, invoice_ids: list[int]) -> list[int]:
 
 def _invoice_ids(conn: psycopg.Connection, refs: list[Any]) -> list[int | None]:
     """Internal ids of the invoices named by reference objects (None where none exists)."""
-    exts = sorted({str(ref_key(r)) for r in refs if isinstance(r, dict) and "id" not in r and ref_key(r)})
-    ids = sorted({int(r["id"]) for r in refs if isinstance(r, dict) and str(r.get("id") or "").isdigit()})
+
+    def by_id(ref: Any) -> bool:
+        return isinstance(ref, dict) and str(ref.get("id") or "").isdigit()
+
+    exts = sorted({key for r in refs if not by_id(r) and (key := ref_key(r)) is not None})
+    ids = sorted({int(r["id"]) for r in refs if by_id(r)})
     by_ext: dict[str, int] = {}
     known: set[int] = set()
     for rid, ext in conn.execute(
@@ -337,7 +341,7 @@ def _invoice_ids(conn: psycopg.Connection, refs: list[Any]) -> list[int | None]:
         known.add(int(rid))
     out: list[int | None] = []
     for ref in refs:
-        if isinstance(ref, dict) and str(ref.get("id") or "").isdigit():
+        if by_id(ref):
             out.append(int(ref["id"]) if int(ref["id"]) in known else None)
         else:
             key = ref_key(ref)

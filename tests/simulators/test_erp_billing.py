@@ -398,3 +398,26 @@ def test_a_refused_delivery_is_redelivered_with_the_same_id_and_body(
         )
     finally:
         failing.close()
+
+
+def test_a_payment_upserted_by_external_id_applies_to_the_invoice_it_names(http: httpx.Client) -> None:
+    assert put(http, "invoice", "inv-x", invoice("inv-x", "80.00")).status_code == 204
+    payment = {
+        "tranDate": "2026-11-30",
+        "customer": {"externalId": "psa-client-1"},
+        "subsidiary": {"externalId": "LE-US1"},
+        "currency": {"refName": "USD"},
+        # A reference as NetSuite renders it back: an internal id that is null and the external id.
+        "apply": {"items": [{"doc": {"id": None, "externalId": "inv-x"}, "amount": "30.00"}]},
+    }
+    for _ in range(2):  # an upsert repeated applies once
+        assert put(http, "customerpayment", "pay-x", payment).status_code == 204
+        assert get(http, "invoice", "inv-x")["amountRemaining"] == "50.00"
+    assert get(http, "customerpayment", "pay-x")["payment"] == "30.00"  # from the applied lines
+    changed = {**payment, "apply": {"items": [{"doc": {"externalId": "inv-x"}, "amount": "80.00"}]}}
+    assert put(http, "customerpayment", "pay-x", changed).status_code == 204
+    assert get(http, "invoice", "inv-x")["status"] == "Paid In Full"
+    unknown = {**payment, "apply": {"items": [{"doc": {"externalId": "nope"}, "amount": "1.00"}]}}
+    assert codes(put(http, "customerpayment", "pay-y", unknown)) == [
+        ("INVALID_KEY_OR_REF", "apply.items[0].doc")
+    ]
