@@ -8,7 +8,14 @@ Routes (all under ``/services/rest``, all requiring ``Authorization: Bearer <any
 - ``POST /record/v1/{type}/batch`` with ``X-NetSuite-idempotency-key``: our stand-in for NetSuite's
   async bulk (at most 100 items, each validated and upserted on its own), then
   ``GET /async/v1/job/{id}`` and ``GET /async/v1/job/{id}/result``;
-- ``POST /query/v1/suiteql`` (the subset in :mod:`simulators.erp.suiteql`).
+- ``POST /query/v1/suiteql`` (the subset in :mod:`simulators.erp.suiteql`), over every record type
+  and the read-only ``transactionline`` (lines of invoices, credit memos, payments and journals).
+
+Billing (``docs/simulators.md``, "ERP billing side"): ``invoice``/``creditmemo`` lines name their
+source, ``customerpayment`` applies to invoices, ``journalentry`` must balance per currency,
+``currencyrate``; signed outbound webhooks ``invoice.created``, ``invoice.paid`` and
+``accountingperiod.closed`` (:mod:`simulators.common.webhooks`, headers ``X-ERP-*``); admin
+``POST /admin/invoices/{id}/payments`` and ``/void``.
 
 The account's concurrency limit is shared by every client of the account (``X-NetSuite-Account``):
 over it a request is answered 429 ``SSS_REQUEST_LIMIT_EXCEEDED`` with ``Retry-After``.
@@ -20,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -32,13 +41,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simulators.common.app import create_app, db_of
+from simulators.common.webhooks import (
+    WEBHOOK_SQL,
+    Dispatcher,
+    WebhookConfig,
+    enqueue_bodies,
+    webhook_admin_router,
+)
 from simulators.erp import store
-from simulators.erp.records import FIELDS, RECORD_TYPES, ref_key
+from simulators.erp.records import RECORD_TYPES, catalog, ref_key
 from simulators.erp.store import NetSuiteError, bad_request, iso, not_found
 from simulators.erp.suiteql import QueryError, order_sql, parse_q, parse_suiteql, where_sql
-from simulators.erp.validation import ErrorDetail, parse_decimal
+from simulators.erp.validation import ErrorDetail, existing_period_errors, load_lookup, parse_decimal
 
-SCHEMA_SQL = (Path(__file__).parent / "schema.sql").read_text()
+SCHEMA_SQL = (Path(__file__).parent / "schema.sql").read_text() + "\n" + WEBHOOK_SQL
+#: Outbound webhook events (signed with ``X-ERP-Signature``; ``simulators.common.webhooks``).
+EVENTS = frozenset({"invoice.created", "invoice.paid", "accountingperiod.closed"})
 MAX_PAGE = 1000
 
 
@@ -205,6 +223,12 @@ def _object(body: Any) -> dict[str, Any]:
     return body
 
 
+def _wake(request: Request) -> None:
+    """Let the webhook dispatcher deliver what the committed write queued (it also polls)."""
+    dispatcher: Dispatcher = request.app.state.dispatcher
+    dispatcher.wake()
+
+
 def _page_args(limit: int, offset: int) -> tuple[int, int]:
     if not 1 <= limit <= MAX_PAGE:
         raise bad_request("INVALID_PARAMETER", "limit", f"limit must be between 1 and {MAX_PAGE}.")
@@ -283,6 +307,7 @@ def upsert_record(request: Request, record_type: str, ident: str, body: Body) ->
         )
     with db_of(request).tx() as conn:
         rid, _ = store.upsert_one(conn, rtype, ident[4:], _object(body))
+    _wake(request)
     return Response(
         status_code=204, headers={"Location": f"{base_url(request)}/services/rest/record/v1/{rtype}/{rid}"}
     )
@@ -293,6 +318,7 @@ def patch_record(request: Request, record_type: str, ident: str, body: Body) -> 
     rtype = record_type_of(record_type)
     with db_of(request).tx() as conn:
         updated = store.patch_one(conn, rtype, ident, _object(body))
+    _wake(request)
     return Response(
         status_code=204,
         headers={"Location": f"{base_url(request)}/services/rest/record/v1/{rtype}/{updated.id}"},
@@ -304,6 +330,7 @@ def delete_record(request: Request, record_type: str, ident: str) -> Response:
     rtype = record_type_of(record_type)
     with db_of(request).tx() as conn:
         store.delete_one(conn, rtype, ident)
+    _wake(request)
     return Response(status_code=204)
 
 
@@ -349,6 +376,7 @@ def submit_batch(
             ],
             extra={"jobId": str(conflict.job_id), "links": _job_links(base, conflict.job_id)},
         ) from None
+    _wake(request)
     return JSONResponse(
         status_code=202,
         content={"jobId": str(job.id), "links": _job_links(base, job.id)},
@@ -403,7 +431,7 @@ def job_result(request: Request, job_id: str) -> dict[str, Any]:
 
 
 def _suiteql_value(record_type: str, name: str, value: Any) -> Any:
-    kind = FIELDS[record_type].get(name)
+    kind = catalog(record_type).get(name)
     if kind == "ref" or isinstance(value, dict):
         return ref_key(value)
     if isinstance(value, bool):
@@ -430,12 +458,13 @@ def suiteql(
     except QueryError as exc:
         raise bad_request("INVALID_PARAMETER", "q", f"Invalid search query: {exc}") from exc
     rtype = parsed.record_type
+    table = "record_line" if rtype == "transactionline" else "record"
     with db_of(request).tx() as conn:
         try:
-            total = conn.execute(f"SELECT count(*) FROM record r WHERE {where}", where_params).fetchone()
+            total = conn.execute(f"SELECT count(*) FROM {table} r WHERE {where}", where_params).fetchone()
             rows = conn.execute(
                 f"SELECT r.id, r.external_id, r.body, r.is_inactive, r.created_at, r.last_modified "
-                f"FROM record r WHERE {where} ORDER BY {order} LIMIT %s OFFSET %s",
+                f"FROM {table} r WHERE {where} ORDER BY {order} LIMIT %s OFFSET %s",
                 [*where_params, *order_params, limit, offset],
             ).fetchall()
         except psycopg.DataError as exc:  # e.g. a malformed timestamp literal
@@ -477,6 +506,14 @@ class ConfigUpdate(BaseModel):
     concurrency_limit: int | None = Field(default=None, ge=1, le=1000)
     service_time_ms: int | None = Field(default=None, ge=0, le=60_000)
     retry_after_s: int | None = Field(default=None, ge=0, le=3600)
+    # Outbound webhook faults and retries (simulators.common.webhooks.WebhookConfig).
+    webhook_drop_rate: float | None = Field(default=None, ge=0, le=1)
+    webhook_duplicate_rate: float | None = Field(default=None, ge=0, le=1)
+    webhook_reorder_window: int | None = Field(default=None, ge=0, le=1000)
+    webhook_seed: int | None = None
+    webhook_max_attempts: int | None = Field(default=None, ge=1, le=100)
+    webhook_retry_base_s: float | None = Field(default=None, ge=0, le=60)
+    webhook_timeout_s: float | None = Field(default=None, gt=0, le=60)
 
 
 class PeriodUpdate(BaseModel):
@@ -495,23 +532,30 @@ def _governor(request: Request) -> Governor:
     return gov
 
 
+def _webhook_config(request: Request) -> WebhookConfig:
+    config: WebhookConfig = request.app.state.webhook_config
+    return config
+
+
 @admin.get("/config")
 def get_config(request: Request) -> dict[str, Any]:
-    return asdict(_governor(request).config)
+    return {**asdict(_governor(request).config), **_webhook_config(request).model_dump()}
 
 
 @admin.put("/config")
 def put_config(request: Request, update: ConfigUpdate) -> dict[str, Any]:
     config = _governor(request).config
+    hooks = _webhook_config(request)
     for name, value in update.model_dump(exclude_none=True).items():
-        setattr(config, name, value)
-    return asdict(config)
+        setattr(hooks if name.startswith("webhook_") else config, name, value)
+    return get_config(request)
 
 
 @admin.post("/periods/{external_id}")
 def set_period_state(request: Request, external_id: str, update: PeriodUpdate) -> dict[str, Any]:
     flags = update.model_dump(exclude_none=True)
     with db_of(request).tx() as conn:
+        before = store.get(conn, "accountingperiod", "eid:" + external_id, for_update=True)
         row = conn.execute(
             """
             UPDATE record SET body = body || %s::jsonb, last_modified = clock_timestamp()
@@ -523,8 +567,100 @@ def set_period_state(request: Request, external_id: str, update: PeriodUpdate) -
         if row is None:
             raise not_found("accountingperiod", external_id)
         found = store.get(conn, "accountingperiod", str(row[0]))
-    assert found is not None
+        assert found is not None and before is not None
+        if found.body.get("closed") is True and before.body.get("closed") is not True:
+            enqueue_bodies(conn, "accountingperiod.closed", [_period_event(found)])
+    _wake(request)
     return found.as_json(base_url(request))
+
+
+def _period_event(period: store.Stored) -> dict[str, Any]:
+    return {
+        "id": str(period.id),
+        "externalId": period.external_id,
+        "recordType": "accountingperiod",
+        "periodName": period.body.get("periodName"),
+        "startDate": period.body.get("startDate"),
+        "endDate": period.body.get("endDate"),
+        "subsidiary": ref_key(period.body.get("subsidiary")),
+    }
+
+
+class PaymentIn(BaseModel):
+    """``POST /admin/invoices/{id}/payments``: the customer pays (all that remains by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Decimal | None = Field(default=None, gt=0, decimal_places=2)
+    tranDate: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    externalId: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,255}$")
+    memo: str | None = None
+
+
+def _invoice(conn: psycopg.Connection, ident: str) -> store.Stored:
+    found = store.get(conn, "invoice", ident, for_update=True)
+    if found is None:
+        raise not_found("invoice", ident)
+    return found
+
+
+@admin.post("/invoices/{ident}/payments")
+def record_payment(request: Request, ident: str, payment: PaymentIn) -> dict[str, Any]:
+    """Record a customer payment applied to one invoice (a ``customerpayment`` record, validated like
+    any other): the invoice's amountRemaining drops, at zero it is Paid In Full and ``invoice.paid``
+    is queued."""
+    base = base_url(request)
+    with db_of(request).tx() as conn:
+        invoice = _invoice(conn, ident)
+        remaining = parse_decimal(invoice.body.get("amountRemaining"))
+        amount = payment.amount if payment.amount is not None else remaining
+        if amount is None or amount <= 0:
+            raise bad_request("INVALID_FLD_VALUE", "amount", "The invoice has nothing left to pay.")
+        count = conn.execute(
+            "SELECT count(*) FROM application WHERE invoice_id = %s", (invoice.id,)
+        ).fetchone()
+        ext = payment.externalId or f"pay-{invoice.external_id}-{int(count[0]) + 1 if count else 1}"
+        body: dict[str, Any] = {
+            "tranDate": payment.tranDate or invoice.body.get("tranDate"),
+            "customer": invoice.body.get("entity"),
+            "subsidiary": invoice.body.get("subsidiary"),
+            "currency": invoice.body.get("currency"),
+            "payment": str(amount),
+            "apply": {"items": [{"doc": {"id": str(invoice.id)}, "amount": str(amount)}]},
+        }
+        if payment.memo is not None:
+            body["memo"] = payment.memo
+        rid, _ = store.upsert_one(conn, "customerpayment", ext, body)
+        paid = store.get(conn, "customerpayment", str(rid))
+        after = store.get(conn, "invoice", str(invoice.id))
+    _wake(request)
+    assert paid is not None and after is not None
+    return {"payment": paid.as_json(base), "invoice": after.as_json(base)}
+
+
+@admin.post("/invoices/{ident}/void")
+def void_invoice(request: Request, ident: str) -> dict[str, Any]:
+    """Void an invoice: status Voided, amountRemaining 0. Refused when payments or credits are
+    applied (``DEPENDENT_RECORDS``) or its period is closed or AR-locked (``PERIOD_CLOSED``)."""
+    with db_of(request).tx() as conn:
+        invoice = _invoice(conn, ident)
+        old = {**invoice.body, "isInactive": invoice.is_inactive}
+        errors = existing_period_errors("invoice", old, load_lookup(conn, "invoice", [old]))
+        if conn.execute("SELECT 1 FROM application WHERE invoice_id = %s LIMIT 1", (invoice.id,)).fetchone():
+            errors.append(
+                ErrorDetail("DEPENDENT_RECORDS", "id", "The invoice has payments or credits applied.")
+            )
+        if errors:
+            raise NetSuiteError(400, errors)
+        conn.execute(
+            """UPDATE record SET body = body || '{"voided": true}'::jsonb, last_modified = clock_timestamp()
+                WHERE id = %s""",
+            (invoice.id,),
+        )
+        store.refresh_invoices(conn, [invoice.id])
+        after = store.get(conn, "invoice", str(invoice.id))
+    assert after is not None
+    return after.as_json(base_url(request))
 
 
 @admin.get("/stats")
@@ -703,7 +839,8 @@ def seed(request: Request, body: Body) -> dict[str, Any]:
     counts: dict[str, int] = {}
     with db_of(request).tx() as conn:
         for rtype, rows in grouped.items():
-            store.upsert_rows(conn, rtype, list(rows.items()))
+            written = store.upsert_rows(conn, rtype, list(rows.items()))
+            store.after_write(conn, rtype, written, rows)
             counts[rtype] = len(rows)
     return {"upserted": counts}
 
@@ -713,6 +850,7 @@ def seed(request: Request, body: Body) -> dict[str, Any]:
 
 def _on_reset(app: FastAPI) -> None:
     app.state.governor.reset()
+    app.state.webhook_config = WebhookConfig()
 
 
 def create(dsn: str | None = None) -> FastAPI:
@@ -734,6 +872,32 @@ def create(dsn: str | None = None) -> FastAPI:
     async def netsuite_error(request: Request, exc: NetSuiteError) -> JSONResponse:
         return JSONResponse(status_code=exc.status, content=exc.as_json(), headers=exc.headers)
 
+    app.state.webhook_config = WebhookConfig()
+    dispatcher = Dispatcher(
+        lambda: getattr(app.state, "db", None), lambda: app.state.webhook_config, source="ERP"
+    )
+    app.state.dispatcher = dispatcher
     app.include_router(api)
     app.include_router(admin)
+    app.include_router(webhook_admin_router(EVENTS, _admin_error))
+
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
+        async with inner(app_):
+            dispatcher.start()
+            try:
+                yield
+            finally:
+                dispatcher.stop()
+
+    app.router.lifespan_context = lifespan
     return app
+
+
+def _admin_error(status: int, message: str) -> Response:
+    code = "NONEXISTENT_ID" if status == 404 else "INVALID_FLD_VALUE"
+    return JSONResponse(
+        status_code=status, content=NetSuiteError(status, [ErrorDetail(code, "", message)]).as_json()
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-Kind = Literal["text", "decimal", "bool", "date", "ref"]
+Kind = Literal["text", "decimal", "bool", "date", "ref", "lines"]
 
 EXTERNAL_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 
@@ -86,17 +86,54 @@ FIELDS: dict[str, dict[str, Kind]] = {
         "status": "text",
         "memo": "text",
         "postingPeriod": "ref",
+        "voided": "bool",
+        "item": "lines",
     },
-    # A journal entry, simplified: one signed net ``amount`` stands for its balanced debit and
-    # credit lines. The integration books the difference of a correction of a transaction held in a
-    # closed period as one (custom ``custbody_psa_*`` fields name the record it corrects).
+    "creditmemo": {
+        "tranId": "text",
+        "tranDate": "date",
+        "entity": "ref",
+        "job": "ref",
+        "subsidiary": "ref",
+        "currency": "ref",
+        "taxCode": "ref",
+        "createdFrom": "ref",
+        "total": "decimal",
+        "status": "text",
+        "memo": "text",
+        "postingPeriod": "ref",
+        "item": "lines",
+    },
+    "customerpayment": {
+        "tranId": "text",
+        "tranDate": "date",
+        "customer": "ref",
+        "subsidiary": "ref",
+        "currency": "ref",
+        "payment": "decimal",
+        "memo": "text",
+        "postingPeriod": "ref",
+        "apply": "lines",
+    },
+    # Balanced debit and credit lines per currency. ``amount`` is optional: the signed net effect
+    # the integration reads back (a custom body field in a real account). The integration books the
+    # difference of a correction of a transaction held in a closed period as one (custom
+    # ``custbody_psa_*`` fields name the record it corrects).
     "journalentry": {
+        "tranId": "text",
         "tranDate": "date",
         "subsidiary": "ref",
         "currency": "ref",
         "amount": "decimal",
         "memo": "text",
         "postingPeriod": "ref",
+        "line": "lines",
+    },
+    "currencyrate": {
+        "baseCurrency": "ref",
+        "transactionCurrency": "ref",
+        "exchangeRate": "decimal",
+        "effectiveDate": "date",
     },
     "revenueposting": {
         "tranDate": "date",
@@ -110,19 +147,53 @@ FIELDS: dict[str, dict[str, Kind]] = {
     },
 }
 
+#: Columns of the read-only SuiteQL table ``transactionline``: one row per line of a transaction's
+#: sublist (invoice/creditmemo ``item``, customerpayment ``apply``, journalentry ``line``).
+LINE_FIELDS: dict[str, Kind] = {
+    "transaction": "text",
+    "transactionType": "text",
+    "transactionExternalId": "text",
+    "lineSequenceNumber": "decimal",
+    "description": "text",
+    "quantity": "decimal",
+    "rate": "decimal",
+    "amount": "decimal",
+    "debit": "decimal",
+    "credit": "decimal",
+    "account": "ref",
+    "currency": "ref",
+    "sourceType": "text",
+    "sourceId": "text",
+    "appliedTo": "text",
+    "memo": "text",
+}
+
+#: Record types answered by the REST record API (``transactionline`` is SuiteQL only).
 RECORD_TYPES = frozenset(FIELDS)
+QUERY_TYPES = RECORD_TYPES | {"transactionline"}
+
+#: The sublist (``{"items": [...]}``) of each transaction type that has lines.
+SUBLIST = {"invoice": "item", "creditmemo": "item", "customerpayment": "apply", "journalentry": "line"}
+
+#: Sources an invoice or credit memo line may bill (``sourceType``; ``sourceId`` is its external id).
+LINE_SOURCES = frozenset({"timebill", "expensereport", "milestone", "retainerperiod"})
 
 #: Which body field is copied into the NUMERIC ``amount`` column per type.
 AMOUNT_FIELD = {
     "expensereport": "amount",
     "invoice": "total",
+    "creditmemo": "total",
+    "customerpayment": "payment",
     "revenueposting": "amount",
     "journalentry": "amount",
     "job": "contractValue",
 }
 
 #: Lower-case field name -> canonical field name, per type (SuiteQL columns are case-insensitive).
-LOWER_FIELDS = {t: {name.lower(): name for name in fields} for t, fields in FIELDS.items()}
+LOWER_FIELDS = {
+    t: {name.lower(): name for name in fields}
+    for t, fields in {**FIELDS, "transactionline": LINE_FIELDS}.items()
+}
 
 
 def ref_key(value: object) -> str | None:
@@ -136,3 +207,8 @@ def ref_key(value: object) -> str | None:
     if isinstance(value, str) and value:
         return value
     return None
+
+
+def catalog(record_type: str) -> dict[str, Kind]:
+    """The fields of a record type, or of the SuiteQL table ``transactionline``."""
+    return LINE_FIELDS if record_type == "transactionline" else FIELDS[record_type]

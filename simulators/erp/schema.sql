@@ -36,3 +36,29 @@ CREATE TABLE IF NOT EXISTS batch_job (
     completed_at    timestamptz,
     CONSTRAINT batch_job_idempotency_key_key UNIQUE (idempotency_key)
 );
+
+-- Lines of transactions with a sublist (invoice/creditmemo "item", customerpayment "apply",
+-- journalentry "line"), rewritten with their transaction; read by SuiteQL as ``transactionline``.
+-- Same columns as ``record`` so the SuiteQL builder reads both.
+CREATE TABLE IF NOT EXISTS record_line (
+    id             bigserial PRIMARY KEY,
+    transaction_id bigint      NOT NULL,
+    type           text        NOT NULL DEFAULT 'transactionline',
+    external_id    text        NOT NULL,
+    body           jsonb       NOT NULL,
+    is_inactive    boolean     NOT NULL DEFAULT false,
+    created_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    last_modified  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS record_line_transaction ON record_line (transaction_id);
+CREATE INDEX IF NOT EXISTS record_line_last_modified ON record_line (last_modified, id);
+
+-- What each customer payment (apply lines) or credit memo (createdFrom) applies to which invoice;
+-- an invoice's amountRemaining is its total minus these.
+CREATE TABLE IF NOT EXISTS application (
+    source_id  bigint         NOT NULL,
+    invoice_id bigint         NOT NULL,
+    amount     numeric(18, 2) NOT NULL,
+    PRIMARY KEY (source_id, invoice_id)
+);
+CREATE INDEX IF NOT EXISTS application_invoice ON application (invoice_id);

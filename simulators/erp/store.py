@@ -15,13 +15,17 @@ from typing import Any
 
 import psycopg
 
-from simulators.erp.records import AMOUNT_FIELD, EXTERNAL_ID, FIELDS
+from simulators.common.webhooks import enqueue_bodies
+from simulators.erp.records import AMOUNT_FIELD, EXTERNAL_ID, FIELDS, SUBLIST, ref_key
 from simulators.erp.validation import (
     READ_ONLY,
+    SYSTEM_MANAGED,
     ErrorDetail,
     existing_period_errors,
+    line_total,
     load_lookup,
     parse_decimal,
+    sublist_items,
     validate,
 )
 
@@ -131,15 +135,54 @@ def get(conn: psycopg.Connection, record_type: str, ident: str, *, for_update: b
 def normalize(record_type: str, body: dict[str, Any]) -> dict[str, Any]:
     """Drop read-only fields and keep decimal fields as decimal strings (never floats)."""
     out: dict[str, Any] = {}
+    managed = SYSTEM_MANAGED.get(record_type, ())
     for name, value in body.items():
-        if name in READ_ONLY:
+        if name in READ_ONLY or name in managed:
             continue
-        if FIELDS[record_type].get(name) == "decimal" and not isinstance(value, str):
+        if FIELDS[record_type].get(name) == "lines" and isinstance(value, dict):
+            out[name] = _normalize_lines(value)
+        elif FIELDS[record_type].get(name) == "decimal" and not isinstance(value, str):
             number = parse_decimal(value)
             out[name] = str(number) if number is not None else value
         else:
             out[name] = value
     return out
+
+
+def _normalize_lines(value: dict[str, Any]) -> dict[str, Any]:
+    """A sublist with JSON numbers turned into decimal strings (kept exact, never floats)."""
+    items = value.get("items")
+    if not isinstance(items, list):
+        return value
+    lines = []
+    for line in items:
+        if isinstance(line, dict):
+            line = {
+                k: (
+                    str(v) if isinstance(v, (int, Decimal)) and not isinstance(v, bool) and k != "line" else v
+                )
+                for k, v in line.items()
+            }
+        lines.append(line)
+    return {**value, "items": lines}
+
+
+def derive(record_type: str, given: dict[str, Any], merged: dict[str, Any]) -> dict[str, Any]:
+    """Fill a transaction's total (``payment`` for a payment) from its lines when the caller sent
+    lines without it, as NetSuite computes the total of an invoice from its items."""
+    total_field = {"invoice": "total", "creditmemo": "total", "customerpayment": "payment"}.get(record_type)
+    sublist = SUBLIST.get(record_type)
+    if (
+        total_field is None
+        or sublist is None
+        or sublist not in given
+        or given.get(total_field) not in (None, "")
+    ):
+        return merged
+    total = line_total(record_type, merged)
+    if total is not None:
+        merged = {**merged, total_field: str(total)}
+    return merged
 
 
 def _dumps(body: dict[str, Any]) -> str:
@@ -217,13 +260,15 @@ def upsert_one(
         raise bad_request("INVALID_FLD_VALUE", "externalId", "externalId in the body differs from the URL.")
     body = normalize(record_type, body)
     existing = get(conn, record_type, "eid:" + external_id, for_update=True)
-    merged = _merged(existing, body)
+    merged = derive(record_type, body, _merged(existing, body))
     old = _existing_body(existing) if existing is not None else None
     lookup = load_lookup(conn, record_type, [merged, *([old] if old else [])])
     errors = validate(record_type, merged, lookup, old)
     if errors:
         raise NetSuiteError(400, errors)
-    return upsert_rows(conn, record_type, [(external_id, merged)])[external_id]
+    written = upsert_rows(conn, record_type, [(external_id, merged)])
+    after_write(conn, record_type, written, {external_id: merged})
+    return written[external_id]
 
 
 def patch_one(conn: psycopg.Connection, record_type: str, ident: str, body: dict[str, Any]) -> Stored:
@@ -246,9 +291,190 @@ def delete_one(conn: psycopg.Connection, record_type: str, ident: str) -> None:
         raise not_found(record_type, ident)
     old = _existing_body(existing)
     errors = existing_period_errors(record_type, old, load_lookup(conn, record_type, [old]))
+    if record_type == "invoice" and _applied_ids(conn, [existing.id]):
+        errors.append(
+            ErrorDetail(
+                "DEPENDENT_RECORDS",
+                "id",
+                "This invoice has payments or credits applied; delete or change those first.",
+            )
+        )
     if errors:
         raise NetSuiteError(400, errors)
     conn.execute("DELETE FROM record WHERE id = %s", (existing.id,))
+    if record_type in _BILLING:
+        conn.execute("DELETE FROM record_line WHERE transaction_id = %s", (existing.id,))
+        released = conn.execute(
+            "DELETE FROM application WHERE source_id = %s RETURNING invoice_id", (existing.id,)
+        ).fetchall()
+        refresh_invoices(conn, [int(r[0]) for r in released])
+
+
+# --------------------------------------------------------------------------- lines, applications, invoice state
+
+INVOICE_OPEN, INVOICE_PAID, INVOICE_VOIDED = "Open", "Paid In Full", "Voided"
+_BILLING = frozenset({"invoice", "creditmemo", "customerpayment", "journalentry"})
+
+
+def _applied_ids(conn: psycopg.Connection, invoice_ids: list[int]) -> list[int]:
+    rows = conn.execute(
+        "SELECT DISTINCT invoice_id FROM application WHERE invoice_id = ANY(%s)", (invoice_ids,)
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def _invoice_ids(conn: psycopg.Connection, refs: list[Any]) -> list[int | None]:
+    """Internal ids of the invoices named by reference objects (None where none exists)."""
+
+    def by_id(ref: Any) -> bool:
+        return isinstance(ref, dict) and str(ref.get("id") or "").isdigit()
+
+    exts = sorted({key for r in refs if not by_id(r) and (key := ref_key(r)) is not None})
+    ids = sorted({int(r["id"]) for r in refs if by_id(r)})
+    by_ext: dict[str, int] = {}
+    known: set[int] = set()
+    for rid, ext in conn.execute(
+        "SELECT id, external_id FROM record WHERE type = 'invoice' AND (external_id = ANY(%s) OR id = ANY(%s))",
+        (exts, ids),
+    ).fetchall():
+        by_ext[ext] = int(rid)
+        known.add(int(rid))
+    out: list[int | None] = []
+    for ref in refs:
+        if by_id(ref):
+            out.append(int(ref["id"]) if int(ref["id"]) in known else None)
+        else:
+            key = ref_key(ref)
+            out.append(by_ext.get(key) if key is not None else None)
+    return out
+
+
+def after_write(
+    conn: psycopg.Connection,
+    record_type: str,
+    written: dict[str, tuple[int, bool]],
+    bodies: dict[str, dict[str, Any]],
+) -> None:
+    """After an upsert: rewrite the records' lines and applications, recompute the state of the
+    invoices they touch, and queue ``invoice.created`` / ``invoice.paid`` (same transaction)."""
+    if not written or record_type not in _BILLING:
+        return  # timebills, expenses and master data: one upsert statement, nothing more
+    ids = [rid for rid, _ in written.values()]
+    sublist = SUBLIST.get(record_type)
+    lines: list[tuple[int, str, dict[str, Any]]] = []
+    docs: list[Any] = []
+    if sublist is not None:
+        conn.execute("DELETE FROM record_line WHERE transaction_id = ANY(%s)", (ids,))
+        for ext, (rid, _) in written.items():
+            body = bodies[ext]
+            for number, line in enumerate(sublist_items(record_type, body), start=1):
+                row = {
+                    **line,
+                    "transaction": str(rid),
+                    "transactionType": record_type,
+                    "transactionExternalId": ext,
+                    "lineSequenceNumber": number,
+                }
+                row.setdefault("currency", body.get("currency"))
+                lines.append((rid, f"{ext}:{number}", row))
+                docs.append(line.get("doc"))
+    affected: set[int] = set()
+    if record_type in ("customerpayment", "creditmemo"):
+        released = conn.execute(
+            "DELETE FROM application WHERE source_id = ANY(%s) RETURNING invoice_id", (ids,)
+        ).fetchall()
+        affected.update(int(r[0]) for r in released)
+        applied: dict[tuple[int, int], Decimal] = {}
+        if record_type == "customerpayment":
+            for (rid, _, row), invoice in zip(lines, _invoice_ids(conn, docs), strict=True):
+                amount = parse_decimal(row.get("amount"))
+                if invoice is not None and amount is not None and row.get("apply", True) is not False:
+                    row["appliedTo"] = str(invoice)
+                    applied[(rid, invoice)] = applied.get((rid, invoice), Decimal(0)) + amount
+        else:
+            sources = [
+                (rid, bodies[ext]) for ext, (rid, _) in written.items() if bodies[ext].get("createdFrom")
+            ]
+            targets = _invoice_ids(conn, [b.get("createdFrom") for _, b in sources])
+            for (rid, body), invoice in zip(sources, targets, strict=True):
+                amount = parse_decimal(body.get("total"))
+                if invoice is not None and amount is not None:
+                    applied[(rid, invoice)] = amount
+        if applied:
+            conn.execute(
+                """INSERT INTO application (source_id, invoice_id, amount)
+                   SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[])""",
+                ([k[0] for k in applied], [k[1] for k in applied], [str(v) for v in applied.values()]),
+            )
+            affected.update(k[1] for k in applied)
+    if lines:
+        conn.execute(
+            """INSERT INTO record_line (transaction_id, external_id, body)
+               SELECT * FROM unnest(%s::bigint[], %s::text[], %s::jsonb[])""",
+            ([r[0] for r in lines], [r[1] for r in lines], [_dumps(r[2]) for r in lines]),
+        )
+    if record_type == "invoice":
+        affected.update(ids)
+    paid = refresh_invoices(conn, sorted(affected))
+    if record_type == "invoice":
+        created = sorted(rid for rid, inserted in written.values() if inserted)
+        enqueue_bodies(conn, "invoice.created", invoice_events(conn, created))
+    enqueue_bodies(conn, "invoice.paid", invoice_events(conn, paid))
+
+
+def refresh_invoices(conn: psycopg.Connection, invoice_ids: list[int]) -> list[int]:
+    """Recompute ``amountRemaining`` and ``status`` of invoices; the ids that became paid in full."""
+    if not invoice_ids:
+        return []
+    rows = conn.execute(
+        """SELECT r.id, r.amount, r.body ->> 'status', r.body ->> 'amountRemaining',
+                  coalesce((r.body ->> 'voided')::boolean, false),
+                  coalesce((SELECT sum(a.amount) FROM application a WHERE a.invoice_id = r.id), 0)
+             FROM record r WHERE r.type = 'invoice' AND r.id = ANY(%s) ORDER BY r.id FOR UPDATE""",
+        (invoice_ids,),
+    ).fetchall()
+    became_paid: list[int] = []
+    for rid, total, status, remaining, voided, applied in rows:
+        if voided:
+            new_remaining, new_status = Decimal("0.00"), INVOICE_VOIDED
+        else:
+            new_remaining = max((total or Decimal(0)) - applied, Decimal(0)).quantize(Decimal("0.01"))
+            new_status = INVOICE_PAID if new_remaining == 0 else INVOICE_OPEN
+        if status == new_status and remaining == str(new_remaining):
+            continue
+        conn.execute(
+            """UPDATE record SET body = body || jsonb_build_object('status', %s::text, 'amountRemaining', %s::text),
+                      last_modified = clock_timestamp()
+                WHERE id = %s""",
+            (new_status, str(new_remaining), rid),
+        )
+        if new_status == INVOICE_PAID and status != INVOICE_PAID:
+            became_paid.append(int(rid))
+    return became_paid
+
+
+def invoice_events(conn: psycopg.Connection, invoice_ids: list[int]) -> list[dict[str, Any]]:
+    """The ``data`` of an invoice webhook: identity plus the state a receiver shows."""
+    if not invoice_ids:
+        return []
+    rows = conn.execute(
+        "SELECT id, external_id, body FROM record WHERE type = 'invoice' AND id = ANY(%s) ORDER BY id",
+        (invoice_ids,),
+    ).fetchall()
+    return [
+        {
+            "id": str(rid),
+            "externalId": ext,
+            "recordType": "invoice",
+            "tranId": body.get("tranId"),
+            "entity": ref_key(body.get("entity")),
+            "currency": ref_key(body.get("currency")),
+            "total": body.get("total"),
+            "amountRemaining": body.get("amountRemaining"),
+            "status": body.get("status"),
+        }
+        for rid, ext, body in rows
+    ]
 
 
 # --------------------------------------------------------------------------- async batch jobs
@@ -344,7 +570,10 @@ def run_batch(conn: psycopg.Connection, record_type: str, key: str, items: list[
         ).fetchall():
             stored = _stored(values)
             existing[stored.external_id] = stored
-    merged = [(index, ext, _merged(existing.get(ext), body)) for index, ext, body in candidates]
+    merged = [
+        (index, ext, derive(record_type, body, _merged(existing.get(ext), body)))
+        for index, ext, body in candidates
+    ]
     olds = {ext: _existing_body(s) for ext, s in existing.items()}
     lookup = load_lookup(conn, record_type, [m for _, _, m in merged] + list(olds.values()))
     valid: list[tuple[int, str, dict[str, Any]]] = []
@@ -355,6 +584,7 @@ def run_batch(conn: psycopg.Connection, record_type: str, key: str, items: list[
         else:
             valid.append((index, ext, body))
     written = upsert_rows(conn, record_type, [(ext, body) for _, ext, body in valid])
+    after_write(conn, record_type, written, {ext: body for _, ext, body in valid})
     for index, ext, _ in valid:
         rid, inserted = written[ext]
         results[index] = {

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulators.erp.records import FIELDS, LOWER_FIELDS, RECORD_TYPES, Kind
+from simulators.erp.records import LOWER_FIELDS, QUERY_TYPES, Kind, catalog
 
 
 class QueryError(ValueError):
@@ -153,7 +153,7 @@ def parse_suiteql(text: str) -> Query:
             raise QueryError("expected a column list")
     cur.word("FROM")
     record_type = cur.ident()
-    if record_type not in RECORD_TYPES:
+    if record_type not in QUERY_TYPES:
         raise QueryError(f"unknown record type {record_type!r}")
     query = Query(record_type=record_type, columns=columns)
     if cur.accept_word("WHERE"):
@@ -259,7 +259,7 @@ def column_sql(record_type: str, column: str) -> tuple[str, list[Any], str]:
             [column],
             "text",
         )
-    field_kind: Kind = FIELDS[record_type][name]
+    field_kind: Kind = catalog(record_type)[name]
     if field_kind == "ref":
         return (
             "COALESCE(r.body -> %s ->> 'externalId', r.body -> %s ->> 'refName', r.body -> %s ->> 'id')",

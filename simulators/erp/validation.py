@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from simulators.erp.records import EXTERNAL_ID, FIELDS
+from simulators.erp.records import EXTERNAL_ID, FIELDS, LINE_SOURCES, SUBLIST
 
 #: Fields every record may carry besides its catalog fields (read-only ones are dropped on write).
 SYSTEM_FIELDS = {"externalId", "id", "links", "isInactive", "lastModifiedDate", "dateCreated", "refName"}
@@ -33,8 +33,11 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "timebill": ("tranDate", "employee", "customer", "subsidiary", "hours", "currency"),
     "expensereport": ("tranDate", "employee", "customer", "subsidiary", "amount", "currency", "category"),
     "invoice": ("tranDate", "entity", "subsidiary", "currency", "total"),
+    "creditmemo": ("tranDate", "entity", "subsidiary", "currency", "total"),
+    "customerpayment": ("tranDate", "customer", "subsidiary", "currency", "payment", "apply"),
+    "journalentry": ("tranDate", "subsidiary", "currency", "line"),
+    "currencyrate": ("baseCurrency", "transactionCurrency", "exchangeRate", "effectiveDate"),
     "revenueposting": ("tranDate", "job", "subsidiary", "currency", "amount"),
-    "journalentry": ("tranDate", "subsidiary", "currency", "amount"),
 }
 
 #: Reference field -> record types it may name, per record type (first match wins).
@@ -67,13 +70,29 @@ REF_TARGETS: dict[str, dict[str, tuple[str, ...]]] = {
         "taxCode": ("taxcode",),
         "postingPeriod": ("accountingperiod",),
     },
-    "revenueposting": {
+    "creditmemo": {
+        "entity": ("customer",),
         "job": ("job",),
+        "subsidiary": ("subsidiary",),
+        "currency": ("currency",),
+        "taxCode": ("taxcode",),
+        "createdFrom": ("invoice",),
+        "postingPeriod": ("accountingperiod",),
+    },
+    "customerpayment": {
+        "customer": ("customer",),
         "subsidiary": ("subsidiary",),
         "currency": ("currency",),
         "postingPeriod": ("accountingperiod",),
     },
     "journalentry": {
+        "subsidiary": ("subsidiary",),
+        "currency": ("currency",),
+        "postingPeriod": ("accountingperiod",),
+    },
+    "currencyrate": {"baseCurrency": ("currency",), "transactionCurrency": ("currency",)},
+    "revenueposting": {
+        "job": ("job",),
         "subsidiary": ("subsidiary",),
         "currency": ("currency",),
         "postingPeriod": ("accountingperiod",),
@@ -85,6 +104,8 @@ POSTING_LOCKS: dict[str, tuple[str, ...]] = {
     "timebill": (),
     "expensereport": ("apLocked",),
     "invoice": ("arLocked",),
+    "creditmemo": ("arLocked",),
+    "customerpayment": ("arLocked",),
     "revenueposting": (),
     "journalentry": (),  # a journal is blocked by closed and allLocked, not by the AR or AP locks
 }
@@ -93,7 +114,24 @@ POSTING_LOCKS: dict[str, tuple[str, ...]] = {
 INACTIVE_CHECKED = ("employee", "customer", "entity", "job")
 
 #: Maximum decimal places per decimal field (so NUMERIC columns never round silently).
-SCALE = {"hours": 4, "rate": 4, "amount": 2, "total": 2, "amountRemaining": 2, "contractValue": 2}
+SCALE = {
+    "hours": 4,
+    "rate": 4,
+    "amount": 2,
+    "total": 2,
+    "amountRemaining": 2,
+    "contractValue": 2,
+    "payment": 2,
+    "debit": 2,
+    "credit": 2,
+    "exchangeRate": 10,
+}
+
+#: Fields the ERP keeps itself: what a client sends for them is ignored (NetSuite: read-only).
+SYSTEM_MANAGED: dict[str, tuple[str, ...]] = {
+    "invoice": ("status", "amountRemaining", "voided"),
+    "creditmemo": ("status",),
+}
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -181,6 +219,12 @@ def load_lookup(conn: psycopg.Connection, record_type: str, bodies: Iterable[dic
             ext = _ref_ext(value)
             if ext is not None:
                 keys.update((t, ext) for t in types)
+        for line in sublist_items(record_type, body):
+            doc = line.get("doc")
+            if isinstance(doc, dict) and str(doc.get("id") or "").isdigit():
+                ids.add(int(doc["id"]))
+            elif (ext := _ref_ext(doc)) is not None:
+                keys.add(("invoice", ext))
         if record_type in POSTING_LOCKS:
             sub = _ref_ext(body.get("subsidiary"))
             if sub is not None:
@@ -294,6 +338,8 @@ def shape_errors(record_type: str, body: dict[str, Any]) -> list[ErrorDetail]:
         elif kind == "date":
             if _date(value) is None:
                 errors.append(ErrorDetail("INVALID_FLD_VALUE", name, f"{name} must be a date YYYY-MM-DD."))
+        elif kind == "lines":
+            errors.extend(line_errors(record_type, name, value, _ref_ext(body.get("currency")) or ""))
         elif kind == "bool":
             if not isinstance(value, bool):
                 errors.append(ErrorDetail("INVALID_FLD_VALUE", name, f"{name} must be true or false."))
@@ -316,6 +362,283 @@ def shape_errors(record_type: str, body: dict[str, Any]) -> list[ErrorDetail]:
         )
     if "isInactive" in body and not isinstance(body["isInactive"], bool):
         errors.append(ErrorDetail("INVALID_FLD_VALUE", "isInactive", "isInactive must be true or false."))
+    return errors
+
+
+def sublist_items(record_type: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The lines of a transaction's sublist (``{"items": [...]}``); [] when absent or malformed."""
+    name = SUBLIST.get(record_type)
+    value = body.get(name) if name else None
+    items = value.get("items") if isinstance(value, dict) else None
+    if not isinstance(items, list):
+        return []
+    return [item for item in items if isinstance(item, dict)]
+
+
+_LINE_FIELDS: dict[str, dict[str, str]] = {
+    "item": {
+        "line": "int",
+        "description": "text",
+        "quantity": "decimal",
+        "rate": "decimal",
+        "amount": "decimal",
+        "sourceType": "text",
+        "sourceId": "text",
+        "memo": "text",
+    },
+    "apply": {"line": "int", "doc": "ref", "amount": "decimal", "apply": "bool"},
+    "line": {
+        "line": "int",
+        "account": "ref",
+        "debit": "decimal",
+        "credit": "decimal",
+        "currency": "ref",
+        "entity": "ref",
+        "memo": "text",
+    },
+}
+_LINE_REQUIRED = {
+    "item": ("amount", "sourceType", "sourceId"),
+    "apply": ("doc", "amount"),
+    "line": ("account",),
+}
+
+
+def _money_value(value: Any, path: str, errors: list[ErrorDetail]) -> Decimal | None:
+    number = parse_decimal(value)
+    if number is None:
+        errors.append(ErrorDetail("INVALID_FLD_VALUE", path, f"{path} must be a decimal string."))
+        return None
+    exponent = number.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -2:
+        errors.append(ErrorDetail("INVALID_FLD_VALUE", path, f"{path} has more than 2 decimal places."))
+        return None
+    return number
+
+
+def line_errors(record_type: str, name: str, value: Any, currency: str = "") -> list[ErrorDetail]:
+    """Shape of a sublist ``{"items": [...]}``: fields, required fields, money, sources, balance."""
+    errors: list[ErrorDetail] = []
+    items = value.get("items") if isinstance(value, dict) else None
+    if not isinstance(items, list) or not items:
+        return [
+            ErrorDetail(
+                "INVALID_FLD_VALUE", name, f'{name} must be {{"items": [...]}} with at least one line.'
+            )
+        ]
+    fields = _LINE_FIELDS[name]
+    debits: dict[str, Decimal] = {}
+    credits: dict[str, Decimal] = {}
+    for index, line in enumerate(items):
+        where = f"{name}.items[{index}]"
+        if not isinstance(line, dict):
+            errors.append(ErrorDetail("INVALID_FLD_VALUE", where, "Each line must be an object."))
+            continue
+        for key in line:
+            if key not in fields and not key.startswith("cust"):
+                errors.append(
+                    ErrorDetail("INVALID_FIELD", f"{where}.{key}", f"The {name} sublist has no field {key}.")
+                )
+        for key in _LINE_REQUIRED[name]:
+            if line.get(key) in (None, "", {}):
+                errors.append(
+                    ErrorDetail(
+                        "MISSING_REQUIRED_FIELD", f"{where}.{key}", f"Please enter value(s) for: {key}."
+                    )
+                )
+        for key, kind in fields.items():
+            field_value = line.get(key)
+            if field_value in (None, ""):
+                continue
+            if kind == "decimal" and key in ("amount", "debit", "credit"):
+                _money_value(field_value, f"{where}.{key}", errors)
+            elif kind == "decimal" and parse_decimal(field_value) is None:
+                errors.append(
+                    ErrorDetail("INVALID_FLD_VALUE", f"{where}.{key}", f"{key} must be a decimal string.")
+                )
+            elif (
+                kind == "ref"
+                and _ref_ext(field_value) is None
+                and not (isinstance(field_value, dict) and str(field_value.get("id") or "").isdigit())
+            ):
+                errors.append(
+                    ErrorDetail(
+                        "INVALID_KEY_OR_REF",
+                        f"{where}.{key}",
+                        f"{key} must be an object with externalId, refName or id.",
+                    )
+                )
+            elif kind == "text" and not isinstance(field_value, str):
+                errors.append(ErrorDetail("INVALID_FLD_VALUE", f"{where}.{key}", f"{key} must be a string."))
+        if (
+            name == "item"
+            and line.get("sourceType") not in (None, "")
+            and line.get("sourceType") not in LINE_SOURCES
+        ):
+            errors.append(
+                ErrorDetail(
+                    "INVALID_FLD_VALUE",
+                    f"{where}.sourceType",
+                    f"sourceType must be one of {', '.join(sorted(LINE_SOURCES))}.",
+                )
+            )
+        if name == "apply":
+            amount = parse_decimal(line.get("amount"))
+            if amount is not None and amount <= 0:
+                errors.append(
+                    ErrorDetail("INVALID_FLD_VALUE", f"{where}.amount", "An applied amount must be positive.")
+                )
+        if name == "line":
+            debit = parse_decimal(line.get("debit")) if line.get("debit") not in (None, "") else None
+            credit = parse_decimal(line.get("credit")) if line.get("credit") not in (None, "") else None
+            if (
+                (debit is None) == (credit is None)
+                or (debit is not None and debit < 0)
+                or (credit is not None and credit < 0)
+            ):
+                errors.append(
+                    ErrorDetail(
+                        "INVALID_FLD_VALUE",
+                        where,
+                        "A journal line has either a debit or a credit, not negative.",
+                    )
+                )
+                continue
+            line_currency = _ref_ext(line.get("currency")) or currency
+            if debit is not None:
+                debits[line_currency] = debits.get(line_currency, Decimal(0)) + debit
+            if credit is not None:
+                credits[line_currency] = credits.get(line_currency, Decimal(0)) + credit
+    if name == "line" and not errors:
+        for key in sorted(set(debits) | set(credits)):
+            debit_sum, credit_sum = debits.get(key, Decimal(0)), credits.get(key, Decimal(0))
+            if debit_sum != credit_sum:
+                label = key or "the journal currency"
+                errors.append(
+                    ErrorDetail(
+                        "UNBALANCED_JOURNAL",
+                        "line",
+                        f"The journal entry is out of balance in {label}: debits {debit_sum} and credits "
+                        f"{credit_sum} must be equal.",
+                    )
+                )
+    return errors
+
+
+def line_total(record_type: str, body: dict[str, Any]) -> Decimal | None:
+    """Σ amount of the lines of an invoice/credit memo/payment (None without valid lines)."""
+    items = sublist_items(record_type, body)
+    amounts = [parse_decimal(line.get("amount")) for line in items]
+    if not items or any(a is None for a in amounts):
+        return None
+    return sum((a for a in amounts if a is not None), Decimal(0))
+
+
+def _applied_to(lookup: Lookup, record_type: str, body: dict[str, Any] | None) -> dict[int, Decimal]:
+    """Invoice internal id -> amount this payment or credit memo body applies to it."""
+    out: dict[int, Decimal] = {}
+    if body is None:
+        return out
+    if record_type == "customerpayment":
+        for line in sublist_items(record_type, body):
+            invoice = lookup.resolve(line.get("doc"), ("invoice",))
+            amount = parse_decimal(line.get("amount"))
+            if invoice is not None and amount is not None and line.get("apply", True) is not False:
+                out[invoice.id] = out.get(invoice.id, Decimal(0)) + amount
+    elif record_type == "creditmemo" and body.get("createdFrom") not in (None, "", {}):
+        invoice = lookup.resolve(body.get("createdFrom"), ("invoice",))
+        amount = parse_decimal(body.get("total"))
+        if invoice is not None and amount is not None:
+            out[invoice.id] = amount
+    return out
+
+
+def application_errors(
+    record_type: str, body: dict[str, Any], lookup: Lookup, existing: dict[str, Any] | None
+) -> list[ErrorDetail]:
+    """Totals against lines, and payments/credits against the invoices they apply to."""
+    errors: list[ErrorDetail] = []
+    if record_type in ("invoice", "creditmemo") and sublist_items(record_type, body):
+        lines = line_total(record_type, body)
+        total = parse_decimal(body.get("total"))
+        if lines is not None and total is not None and lines != total:
+            errors.append(
+                ErrorDetail(
+                    "INVALID_FLD_VALUE", "total", f"total {total} differs from the sum of the lines {lines}."
+                )
+            )
+    if record_type == "invoice" and existing is not None:
+        if existing.get("voided") is True:
+            errors.append(ErrorDetail("INVALID_FLD_VALUE", "status", "A voided invoice cannot be changed."))
+        old_total = parse_decimal(existing.get("total"))
+        old_remaining = parse_decimal(existing.get("amountRemaining"))
+        new_total = parse_decimal(body.get("total"))
+        if old_total is not None and old_remaining is not None and new_total is not None:
+            settled = old_total - old_remaining
+            if new_total < settled:
+                errors.append(
+                    ErrorDetail(
+                        "INVALID_FLD_VALUE",
+                        "total",
+                        f"total {new_total} is below the {settled} already paid or credited on this invoice.",
+                    )
+                )
+    if record_type == "customerpayment":
+        applied = line_total(record_type, body)
+        payment = parse_decimal(body.get("payment"))
+        if applied is not None and payment is not None and applied > payment:
+            errors.append(
+                ErrorDetail(
+                    "INVALID_FLD_VALUE",
+                    "apply",
+                    f"The applied amounts {applied} exceed the payment {payment}.",
+                )
+            )
+        for index, line in enumerate(sublist_items(record_type, body)):
+            if (
+                line.get("doc") not in (None, "", {})
+                and lookup.resolve(line.get("doc"), ("invoice",)) is None
+            ):
+                errors.append(
+                    ErrorDetail(
+                        "INVALID_KEY_OR_REF", f"apply.items[{index}].doc", "Invalid doc reference key."
+                    )
+                )
+    if record_type not in ("customerpayment", "creditmemo") or errors:
+        return errors
+    before = _applied_to(lookup, record_type, existing)
+    payer = _ref_ext(body.get("customer" if record_type == "customerpayment" else "entity"))
+    currency = _ref_ext(body.get("currency"))
+    for invoice_id, amount in _applied_to(lookup, record_type, body).items():
+        invoice = lookup.by_id[invoice_id]
+        path = "apply" if record_type == "customerpayment" else "createdFrom"
+        if invoice.body.get("voided") is True:
+            errors.append(ErrorDetail("INVALID_FLD_VALUE", path, f"Invoice {invoice.external_id} is voided."))
+            continue
+        if payer is not None and _ref_ext(invoice.body.get("entity")) != payer:
+            errors.append(
+                ErrorDetail(
+                    "INVALID_KEY_OR_REF", path, f"Invoice {invoice.external_id} belongs to another customer."
+                )
+            )
+        if currency is not None and _ref_ext(invoice.body.get("currency")) != currency:
+            errors.append(
+                ErrorDetail(
+                    "CURRENCY_MISMATCH", path, f"Invoice {invoice.external_id} is in another currency."
+                )
+            )
+        remaining = parse_decimal(invoice.body.get("amountRemaining"))
+        if remaining is None:
+            remaining = parse_decimal(invoice.body.get("total")) or Decimal(0)
+        available = remaining + before.get(invoice_id, Decimal(0))
+        if amount > available:
+            errors.append(
+                ErrorDetail(
+                    "INVALID_FLD_VALUE",
+                    path,
+                    f"{amount} exceeds the amount remaining {available} of invoice {invoice.external_id}.",
+                )
+            )
     return errors
 
 
@@ -431,7 +754,8 @@ def validate(
                             f"The customer {parent.external_id} of the job is inactive.",
                         )
                     )
-        errors.extend(_currency_errors(record_type, resolved))
+        if record_type != "journalentry":  # a journal's lines may be in several currencies
+            errors.extend(_currency_errors(record_type, resolved))
     if "taxCode" in resolved:
         tax = resolved["taxCode"]
         sub = resolved.get("subsidiary")
@@ -461,6 +785,8 @@ def validate(
                 errors.append(locked)
     if record_type in POSTING_LOCKS and existing is not None:
         errors.extend(existing_period_errors(record_type, existing, lookup))
+    if not any(e.code in ("MISSING_REQUIRED_FIELD", "INVALID_FLD_VALUE") for e in errors):
+        errors.extend(application_errors(record_type, body, lookup, existing))
     return errors
 
 

@@ -216,15 +216,6 @@ def get_expense_category(request: Request, category_id: int) -> Response:
     return _one(request, render.EXPENSE_CATEGORY, category_id)
 
 
-@v2.get("/invoices")
-def list_invoices(request: Request) -> Response:
-    """Invoices: the simulator issues none, so the list is always empty (paging fields present)."""
-    f = Filters(request, "c")
-    f.add("FALSE")
-    kind = Kind(key="invoices", table="clients", alias="c", joins="", json="json_build_object('id', c.id)")
-    return _list(request, kind, f)
-
-
 # --- time entries ------------------------------------------------------------------------------
 
 

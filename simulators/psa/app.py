@@ -24,7 +24,10 @@ Extensions (also in docs/simulators.md, "PSA extensions"):
   ``project_id``, ``from``/``to`` on ``week_start``, ``updated_since``), paginated the same way.
 * ``GET /v2/x/milestones``: filters ``project_id``, ``status``, ``updated_since``.
 * Projects carry ``billing_type, legal_entity, currency, practice``; users ``legal_entity, practice``.
-* Outbound webhooks (``simulators.psa.webhooks``): ``POST /admin/webhooks`` registers
+* Invoices (``simulators.psa.invoices``): ``GET|POST /v2/invoices``, ``GET|DELETE /v2/invoices/{id}``,
+  ``POST /v2/invoices/{id}/messages``, ``GET|POST /v2/invoices/{id}/payments``; creating one with
+  ``line_items_import`` marks the entries billed.
+* Outbound webhooks (``simulators.psa.webhooks`` on ``simulators.common.webhooks``): ``POST /admin/webhooks`` registers
   ``{url, secret, events}``; events ``time_entry.approved|updated|unapproved|deleted``,
   ``expense.approved``, ``milestone.completed``; signed, delivered at least once with retries,
   with seeded drop/duplicate/reorder faults.
@@ -45,13 +48,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from simulators.common.app import create_app
+from simulators.common.webhooks import WEBHOOK_SQL, webhook_admin_router
 from simulators.psa.admin import router as admin_router
-from simulators.psa.api import v2
+from simulators.psa.api import error, v2
 from simulators.psa.guard import HarvestGuard
+from simulators.psa.invoices import router as invoices_router
 from simulators.psa.paging import BadRequest
 from simulators.psa.state import PsaState
+from simulators.psa.webhooks import EVENTS
 
-SCHEMA_SQL = (Path(__file__).with_name("schema.sql")).read_text()
+SCHEMA_SQL = (Path(__file__).with_name("schema.sql")).read_text() + "\n" + WEBHOOK_SQL
 
 
 def _on_reset(app: FastAPI) -> None:
@@ -73,7 +79,9 @@ def create(dsn: str | None = None) -> FastAPI:
     app.state.psa = state
     app.add_middleware(HarvestGuard, limiter=state.limiter)
     app.include_router(v2)
+    app.include_router(invoices_router)
     app.include_router(admin_router)
+    app.include_router(webhook_admin_router(EVENTS, error))
 
     @app.exception_handler(BadRequest)
     async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:

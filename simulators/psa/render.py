@@ -285,3 +285,69 @@ SCHEDULE = Kind(
     'week_start', to_char(s.week_start, 'YYYY-MM-DD'), 'hours', s.hours,
     'created_at', {ts("s.created_at")}, 'updated_at', {ts("s.updated_at")})""",
 )
+
+INVOICE = Kind(
+    key="invoices",
+    table="invoices",
+    alias="inv",
+    joins="""LEFT JOIN clients c ON c.id = inv.client_id
+    LEFT JOIN LATERAL (
+        SELECT coalesce(json_agg(json_build_object(
+                   'id', li.id,
+                   'project', CASE WHEN p.id IS NULL THEN NULL
+                                   ELSE json_build_object('id', p.id, 'name', p.name, 'code', p.code) END,
+                   'kind', li.kind, 'description', li.description, 'quantity', li.quantity,
+                   'unit_price', li.unit_price, 'amount', li.amount, 'taxed', FALSE, 'taxed2', FALSE)
+                 ORDER BY li.id), '[]'::json) AS j
+          FROM invoice_line_items li LEFT JOIN projects p ON p.id = li.project_id
+         WHERE li.invoice_id = inv.id) lines ON TRUE
+    """,
+    json=f"""json_build_object(
+    'id', inv.id,
+    'client', json_build_object('id', inv.client_id, 'name', c.name),
+    'line_items', lines.j,
+    'estimate', NULL, 'retainer', NULL, 'creator', NULL,
+    'client_key', md5('invoice-' || inv.id),
+    'number', inv.number, 'purchase_order', inv.purchase_order,
+    'amount', inv.amount, 'due_amount', inv.due_amount,
+    'tax', NULL, 'tax_amount', 0.0, 'tax2', NULL, 'tax2_amount', 0.0,
+    'discount', NULL, 'discount_amount', 0.0,
+    'subject', inv.subject, 'notes', inv.notes, 'currency', inv.currency, 'state', inv.state,
+    'period_start', to_char(inv.period_start, 'YYYY-MM-DD'),
+    'period_end', to_char(inv.period_end, 'YYYY-MM-DD'),
+    'issue_date', to_char(inv.issue_date, 'YYYY-MM-DD'),
+    'due_date', to_char(inv.due_date, 'YYYY-MM-DD'),
+    'payment_term', 'custom', 'payment_options', '[]'::json,
+    'sent_at', CASE WHEN inv.sent_at IS NULL THEN NULL ELSE {ts("inv.sent_at")} END,
+    'paid_at', CASE WHEN inv.paid_at IS NULL THEN NULL ELSE {ts("inv.paid_at")} END,
+    'paid_date', to_char(inv.paid_date, 'YYYY-MM-DD'),
+    'closed_at', CASE WHEN inv.closed_at IS NULL THEN NULL ELSE {ts("inv.closed_at")} END,
+    'recurring_invoice_id', NULL,
+    'created_at', {ts("inv.created_at")}, 'updated_at', {ts("inv.updated_at")})""",
+)
+
+INVOICE_PAYMENT = Kind(
+    key="invoice_payments",
+    table="invoice_payments",
+    alias="ip",
+    joins="",
+    json=f"""json_build_object(
+    'id', ip.id, 'amount', ip.amount,
+    'paid_at', {ts("ip.paid_at")}, 'paid_date', to_char(ip.paid_date, 'YYYY-MM-DD'),
+    'recorded_by', NULL, 'recorded_by_email', NULL, 'notes', ip.notes,
+    'transaction_id', NULL, 'payment_gateway', NULL,
+    'created_at', {ts("ip.created_at")}, 'updated_at', {ts("ip.updated_at")})""",
+)
+
+INVOICE_MESSAGE = Kind(
+    key="invoice_messages",
+    table="invoice_messages",
+    alias="im",
+    joins="LEFT JOIN invoices inv ON inv.id = im.invoice_id",
+    json=f"""json_build_object(
+    'id', im.id, 'sent_by', NULL, 'sent_by_email', NULL, 'sent_from', NULL, 'sent_from_email', NULL,
+    'include_link_to_client_invoice', FALSE, 'send_me_a_copy', FALSE, 'thank_you', FALSE,
+    'reminder', FALSE, 'send_reminder_on', NULL, 'attach_pdf', FALSE, 'event_type', im.event_type,
+    'recipients', '[]'::json, 'subject', 'Invoice #' || inv.number, 'body', NULL,
+    'created_at', {ts("im.created_at")}, 'updated_at', {ts("im.updated_at")})""",
+)

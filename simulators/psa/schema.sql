@@ -179,35 +179,69 @@ CREATE TABLE IF NOT EXISTS schedule (
 );
 CREATE INDEX IF NOT EXISTS schedule_week_idx ON schedule (week_start);
 
-CREATE TABLE IF NOT EXISTS webhook_subscriptions (
-    id          bigserial PRIMARY KEY,
-    url         text        NOT NULL,
-    secret      text        NOT NULL,
-    events      text[]      NOT NULL,
-    is_active   boolean     NOT NULL DEFAULT true,
-    created_at  timestamptz NOT NULL DEFAULT now()
-);
-
--- The outbox: one row per (event, subscription); a background thread delivers pending rows.
-CREATE TABLE IF NOT EXISTS webhook_deliveries (
-    seq              bigserial PRIMARY KEY,
-    delivery_id      uuid        NOT NULL UNIQUE,
-    subscription_id  bigint      NOT NULL,
-    event            text        NOT NULL,
-    body             text        NOT NULL,
-    status           text        NOT NULL DEFAULT 'pending'
-                     CHECK (status IN ('pending', 'delivered', 'dropped', 'failed')),
-    attempts         integer     NOT NULL DEFAULT 0,
-    sends            integer     NOT NULL DEFAULT 0,
-    last_status      integer,
-    last_error       text,
-    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
-    created_at       timestamptz NOT NULL DEFAULT now(),
-    delivered_at     timestamptz
-);
-CREATE INDEX IF NOT EXISTS webhook_deliveries_pending_idx ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+-- The webhook tables are in simulators/common/webhooks.sql (shared with the ERP simulator).
 
 -- Ids of projects, clients and users created through the API (seeded ids stay below these).
 CREATE SEQUENCE IF NOT EXISTS projects_new_id_seq START 900000000;
 CREATE SEQUENCE IF NOT EXISTS clients_new_id_seq START 900000000;
 CREATE SEQUENCE IF NOT EXISTS users_new_id_seq START 900000000;
+
+-- Invoices (Harvest v2 shape). Created through POST /v2/invoices, which marks the imported time
+-- entries and expenses billed; payments move due_amount and, at zero, the state to paid.
+CREATE TABLE IF NOT EXISTS invoices (
+    id              bigserial PRIMARY KEY,
+    client_id       bigint         NOT NULL,
+    number          text           NOT NULL UNIQUE,
+    purchase_order  text,
+    subject         text,
+    notes           text,
+    currency        text           NOT NULL,
+    state           text           NOT NULL DEFAULT 'draft'
+                    CHECK (state IN ('draft', 'open', 'paid', 'closed')),
+    amount          numeric(18, 2) NOT NULL,
+    due_amount      numeric(18, 2) NOT NULL,
+    issue_date      date           NOT NULL,
+    due_date        date,
+    period_start    date,
+    period_end      date,
+    sent_at         timestamptz,
+    paid_at         timestamptz,
+    paid_date       date,
+    closed_at       timestamptz,
+    created_at      timestamptz    NOT NULL DEFAULT clock_timestamp(),
+    updated_at      timestamptz    NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS invoices_updated_idx ON invoices (updated_at);
+
+CREATE TABLE IF NOT EXISTS invoice_line_items (
+    id           bigserial PRIMARY KEY,
+    invoice_id   bigint         NOT NULL,
+    project_id   bigint,
+    kind         text           NOT NULL,
+    description  text,
+    quantity     numeric        NOT NULL,
+    unit_price   numeric        NOT NULL,
+    amount       numeric(18, 2) NOT NULL
+);
+CREATE INDEX IF NOT EXISTS invoice_line_items_invoice_idx ON invoice_line_items (invoice_id);
+
+CREATE TABLE IF NOT EXISTS invoice_payments (
+    id          bigserial PRIMARY KEY,
+    invoice_id  bigint         NOT NULL,
+    amount      numeric(18, 2) NOT NULL,
+    paid_at     timestamptz    NOT NULL,
+    paid_date   date           NOT NULL,
+    notes       text,
+    created_at  timestamptz    NOT NULL DEFAULT clock_timestamp(),
+    updated_at  timestamptz    NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS invoice_payments_invoice_idx ON invoice_payments (invoice_id);
+
+-- State changes of invoices (Harvest: invoice messages with an event_type).
+CREATE TABLE IF NOT EXISTS invoice_messages (
+    id          bigserial PRIMARY KEY,
+    invoice_id  bigint      NOT NULL,
+    event_type  text        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);

@@ -512,6 +512,54 @@ def test_the_psa_simulators_signed_webhooks_land_in_the_inbox(
     assert quarantine_rows(clean_ods) == []
 
 
+def test_the_erp_simulators_signed_webhooks_land_in_the_inbox_once(
+    server: RunningSimulator, clean_ods: str, erp_sim: RunningSimulator
+) -> None:
+    """ERP billing events (every delivery sent twice) verify with the ERP secret and are stored once."""
+    import copy
+
+    from tests.simulators.test_erp_sim import BASE_SEED
+
+    erp_sim.admin("POST", "/seed", json=copy.deepcopy(BASE_SEED))
+    erp_sim.admin("PUT", "/config", json={"webhook_duplicate_rate": 1.0})
+    events = ["invoice.created", "invoice.paid", "accountingperiod.closed"]
+    erp_sim.admin(
+        "POST",
+        "/webhooks",
+        json={"url": f"{server.base_url}/erp/events", "secret": "erp-secret", "events": events},
+    )
+    invoice = {
+        "tranDate": "2026-11-30",
+        "entity": {"externalId": "psa-client-1"},
+        "subsidiary": {"externalId": "LE-US1"},
+        "currency": {"refName": "USD"},
+        "item": {"items": [{"amount": "10.00", "sourceType": "milestone", "sourceId": "psa-ms-1"}]},
+    }
+    put = httpx.put(
+        f"{erp_sim.base_url}/services/rest/record/v1/invoice/eid:inv-ingress",
+        json=invoice,
+        headers={"Authorization": "Bearer t"},
+    )
+    assert put.status_code == 204, put.text
+    erp_sim.admin("POST", "/invoices/eid:inv-ingress/payments", json={})
+    erp_sim.admin("POST", "/periods/LE-US1-2026-11", json={"closed": True})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(inbox_rows(clean_ods)) < 3:
+        time.sleep(0.1)
+    time.sleep(0.3)  # the duplicates arrive right behind: they must not add rows
+    rows = inbox_rows(clean_ods)
+    assert [(r[1], r[2]) for r in rows] == [
+        ("erp", "invoice.created"),
+        ("erp", "invoice.paid"),
+        ("erp", "accountingperiod.closed"),
+    ]
+    deliveries = erp_sim.admin("GET", "/webhooks/deliveries")["deliveries"]
+    assert [d["sends"] for d in deliveries] == [2, 2, 2] and {d["status"] for d in deliveries} == {
+        "delivered"
+    }
+    assert quarantine_rows(clean_ods) == []
+
+
 def test_rotating_the_secret_in_the_psa_loses_nothing_during_the_overlap(
     server: RunningSimulator,
     clean_ods: str,

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +23,7 @@ import httpx
 import msgspec
 
 from psa_erp_sync.clients.http import RetryPolicy, parse_retry_after
+from psa_erp_sync.clients.psa_models import Invoice, InvoicePayment
 
 log = logging.getLogger(__name__)
 
@@ -196,12 +198,13 @@ class HarvestClient:
     # -- generic -----------------------------------------------------------------------------
 
     def iter_pages(
-        self, path: str, params: Mapping[str, Any] | None = None
+        self, path: str, params: Mapping[str, Any] | None = None, *, key: str | None = None
     ) -> Iterator[list[dict[str, Any]]]:
-        """Yield each page's items (the list under the endpoint's key), following ``links.next``."""
+        """Yield each page's items (the list under ``key``, by default the endpoint's last path
+        segment), following ``links.next``."""
         url = self.url(path)
         endpoint = self._endpoint(url)
-        key = endpoint.rstrip("/").rsplit("/", 1)[-1]
+        key = key or endpoint.rstrip("/").rsplit("/", 1)[-1]
         query: Mapping[str, Any] | None = {k: v for k, v in (params or {}).items() if v is not None}
         total = 0
         while True:
@@ -422,6 +425,104 @@ class HarvestClient:
     def iter_client_projects(self, client_id: int) -> Iterator[dict[str, Any]]:
         """Every project (active or archived) of one client."""
         return self.iter_items("/v2/projects", {"client_id": int(client_id), "per_page": MAX_PER_PAGE})
+
+    # -- invoices (billing) ---------------------------------------------------------------------
+
+    def iter_invoices(
+        self,
+        *,
+        updated_since: datetime | None = None,
+        state: str | None = None,
+        client_id: int | None = None,
+        per_page: int = MAX_PER_PAGE,
+    ) -> Iterator[Invoice]:
+        """``GET /v2/invoices``, each validated as :class:`Invoice`."""
+        params = self._window(updated_since, None, None, per_page) | _filters(
+            {"state": state, "client_id": client_id}
+        )
+        for item in self.iter_items("/v2/invoices", params):
+            yield Invoice.model_validate(item)
+
+    def get_invoice(self, invoice_id: int) -> Invoice | None:
+        found = self._get_one(f"/v2/invoices/{int(invoice_id)}")
+        return None if found is None else Invoice.model_validate(found)
+
+    def create_invoice(
+        self,
+        *,
+        client_id: int,
+        number: str,
+        time_entry_ids: Sequence[int] = (),
+        expense_ids: Sequence[int] = (),
+        line_items: Sequence[Mapping[str, Any]] = (),
+        issue_date: date | None = None,
+        due_date: date | None = None,
+        currency: str | None = None,
+        subject: str | None = None,
+    ) -> Invoice:
+        """``POST /v2/invoices`` billing exactly these time entries and expenses (they become
+        ``is_billed`` with ``invoice: {id, number}``). Not idempotent (Harvest has no key): on
+        :class:`PsaWriteUncertain`, look for the ``number`` with :meth:`find_invoice` first."""
+        body: dict[str, Any] = {"client_id": int(client_id), "number": number}
+        if time_entry_ids or expense_ids:
+            body["line_items_import"] = {
+                "time_entry_ids": [int(i) for i in time_entry_ids],
+                "expense_ids": [int(i) for i in expense_ids],
+            }
+        if line_items:
+            body["line_items"] = [dict(item) for item in line_items]
+        for name, value in (("issue_date", issue_date), ("due_date", due_date)):
+            if value is not None:
+                body[name] = value.isoformat()
+        if currency is not None:
+            body["currency"] = currency
+        if subject is not None:
+            body["subject"] = subject
+        return Invoice.model_validate(self._write("POST", "/v2/invoices", body))
+
+    def find_invoice(self, number: str, *, client_id: int | None = None) -> Invoice | None:
+        """The invoice with this number (to resolve an uncertain :meth:`create_invoice`)."""
+        for invoice in self.iter_invoices(client_id=client_id):
+            if invoice.number == number:
+                return invoice
+        return None
+
+    def mark_invoice(self, invoice_id: int, event_type: str) -> Invoice:
+        """``POST /v2/invoices/{id}/messages`` with ``send`` (draft->open), ``close``, ``re-open``
+        or ``draft`` (Harvest answers the message); returns the invoice read back in its new state."""
+        if event_type not in ("send", "close", "re-open", "draft"):
+            raise ValueError(f"unknown invoice event {event_type!r}")
+        message = self._write("POST", f"/v2/invoices/{int(invoice_id)}/messages", {"event_type": event_type})
+        if message.get("event_type") != event_type:
+            raise PsaApiError(
+                None, "/v2/invoices/{id}/messages", f"answered event {message.get('event_type')!r}"
+            )
+        found = self.get_invoice(invoice_id)
+        if found is None:
+            raise PsaApiError(404, f"/v2/invoices/{int(invoice_id)}", "invoice gone after its message")
+        return found
+
+    def record_invoice_payment(
+        self, invoice_id: int, amount: Decimal, *, paid_date: date | None = None, notes: str | None = None
+    ) -> InvoicePayment:
+        """``POST /v2/invoices/{id}/payments``; the invoice becomes ``paid`` when nothing is due.
+        Not idempotent: on :class:`PsaWriteUncertain`, compare :meth:`iter_invoice_payments`."""
+        if not isinstance(amount, Decimal) or amount <= 0:
+            raise ValueError("amount must be a positive Decimal")
+        body: dict[str, Any] = {"amount": str(amount)}
+        if paid_date is not None:
+            body["paid_date"] = paid_date.isoformat()
+        if notes is not None:
+            body["notes"] = notes
+        return InvoicePayment.model_validate(
+            self._write("POST", f"/v2/invoices/{int(invoice_id)}/payments", body)
+        )
+
+    def iter_invoice_payments(self, invoice_id: int) -> Iterator[InvoicePayment]:
+        path = f"/v2/invoices/{int(invoice_id)}/payments"
+        for page in self.iter_pages(path, {"per_page": MAX_PER_PAGE}, key="invoice_payments"):
+            for item in page:
+                yield InvoicePayment.model_validate(item)
 
 
 class PsaWriteUncertain(PsaApiError):

@@ -301,3 +301,51 @@ class Milestone(_Model):
     completed_at: Timestamp | None = None
     created_at: Timestamp | None = None
     updated_at: Timestamp
+
+
+class InvoiceLineItem(_Model):
+    id: StrictInt
+    project: ProjectRef | None = None
+    kind: str
+    description: str | None = None
+    quantity: Hours
+    unit_price: Money
+    amount: Money
+    taxed: StrictBool = False
+    taxed2: StrictBool = False
+
+
+class Invoice(_Model):
+    """A Harvest invoice; ``state`` draft -> open (sent) -> paid or closed."""
+
+    id: StrictInt
+    client: IdName
+    number: str
+    purchase_order: str | None = None
+    amount: Money
+    due_amount: Money
+    currency: str
+    state: Literal["draft", "open", "paid", "closed"]
+    subject: str | None = None
+    notes: str | None = None
+    period_start: IsoDate | None = None
+    period_end: IsoDate | None = None
+    issue_date: IsoDate | None = None
+    due_date: IsoDate | None = None
+    sent_at: Timestamp | None = None
+    paid_at: Timestamp | None = None
+    paid_date: IsoDate | None = None
+    closed_at: Timestamp | None = None
+    line_items: list[InvoiceLineItem] = []
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class InvoicePayment(_Model):
+    id: StrictInt
+    amount: Money
+    paid_at: Timestamp
+    paid_date: IsoDate | None = None
+    notes: str | None = None
+    created_at: Timestamp
+    updated_at: Timestamp

@@ -163,6 +163,23 @@ def correction_decision(
     )
 
 
+# The accounts a correcting journal moves the difference between (external ids in the ERP's chart
+# of accounts): services revenue against unbilled receivables, as the original time or expense
+# posting did when it was recognised.
+CORRECTION_ACCOUNTS = {"revenue": "psa-services-revenue", "receivable": "psa-unbilled-receivable"}
+
+
+def correction_lines(delta_minor: int, currency: str) -> list[dict[str, Any]]:
+    """The balanced lines of a correcting journal for a signed difference: more revenue debits
+    the receivable and credits revenue; less revenue the other way round (never a negative line)."""
+    amount = money.format_minor(abs(delta_minor), currency)
+    debit, credit = ("receivable", "revenue") if delta_minor >= 0 else ("revenue", "receivable")
+    return [
+        {"account": {"externalId": CORRECTION_ACCOUNTS[debit]}, "debit": amount},
+        {"account": {"externalId": CORRECTION_ACCOUNTS[credit]}, "credit": amount},
+    ]
+
+
 def correcting_posting(
     *,
     record_type: str,
@@ -199,6 +216,7 @@ def correcting_posting(
         "currency": {"refName": currency},
         "postingPeriod": {"externalId": decision.period},
         "amount": money.format_minor(delta_amount, currency),
+        "line": {"items": correction_lines(delta_amount, currency)},
         "memo": f"psa:{source_id} v:{version[:12]} key:{key[:16]} corrects:{base_ext}"
         f" orig-date:{orig_date} orig-period:{orig_period}",
         "custbody_psa_corrects": base_ext,
