@@ -77,11 +77,11 @@ class ForecastRefreshOperator(LineageReportingOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from contextlib import nullcontext
 
-        from psa_erp_sync.flows.context import run_as_of
         from psa_erp_sync.forecast.refresh import refresh
         from psa_erp_sync.forecast.settings import SCENARIOS, load_forecast_settings
         from psa_erp_sync.hooks.ods import OdsHook
         from psa_erp_sync.hooks.planning import PlanningHook
+        from psa_erp_sync.operators.context import run_as_of
 
         self.record_lineage_run(context, "forecast")
         unknown = set(self.scenarios) - set(SCENARIOS)

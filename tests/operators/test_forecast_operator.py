@@ -8,7 +8,7 @@ import json
 import pytest
 
 from psa_erp_sync.operators.forecast import ForecastRefreshOperator
-from tests.lineage.test_operator_lineage import _check_facet, _names, _validator
+from tests.operators.test_operator_lineage import _check_facet, _names, _validator
 
 ODS = "postgres://db.internal:5432"
 
