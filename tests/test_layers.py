@@ -107,3 +107,31 @@ def test_dags_and_plugins_import_only_their_entry_points(folder: str, allowed: t
             if top in DEV_TOOLING or (top == "psa_erp_sync" and not module.startswith(allowed)):
                 offending.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
     assert not offending, f"{folder}/ may import only {allowed} of ours:\n" + "\n".join(offending)
+
+
+PACKAGE = ROOT / "include" / "psa_erp_sync"
+SQL_START = ("SELECT ", "INSERT ", "UPDATE ", "DELETE ", "WITH ", "CREATE ", "ALTER ")
+
+
+def test_operators_sensors_and_triggers_read_only_their_own_context() -> None:
+    """Every operator takes what it needs from its own ``execute(context)`` and passes it on as
+    arguments: none fetches the Airflow context again (what the operators calling a flow's private
+    functions used to do)."""
+    offending = []
+    for folder in ("operators", "sensors", "triggers"):
+        for path in sorted((PACKAGE / folder).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.Name | ast.Attribute) and "get_current_context" in ast.unparse(node):
+                    offending.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offending, "get_current_context in an operator, sensor or trigger:\n" + "\n".join(offending)
+
+
+def test_flows_hold_no_sql() -> None:
+    """flows/ is wiring: SQL lives in the domain packages and ods/."""
+    offending = []
+    for path in sorted((PACKAGE / "flows").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            text = node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else ""
+            if text.lstrip().upper().startswith(SQL_START):
+                offending.append(f"{path.relative_to(ROOT)}:{node.lineno}: {text.strip()[:60]}")
+    assert not offending, "SQL in flows/:\n" + "\n".join(offending)
