@@ -4,7 +4,7 @@ A flow module is wiring: it declares the tasks of one DAG and their order. A ste
 :mod:`psa_erp_sync.operators` (which reads ids and as-of from its own ``execute(context)``, builds
 its hooks and calls domain functions with explicit arguments), or a ``@task`` for an ODS-only step.
 No SQL and no business rules here (``tests/test_layers.py``); return values stay XCom-sized.
-``time_expense`` is shaped so; the other flows still wrap small functions of their own in
+``time_expense`` and ``forecast`` are shaped so; the other flows still wrap small functions of their own in
 ``ReportingPythonOperator`` (calls into domain code, no SQL), to become operators likewise.
 """
 
