@@ -88,9 +88,9 @@ CONSUMERS: dict[str, str] = {
     # mappings.yaml
     "mappings.yaml:version": VERSION,
     "mappings.yaml:external_ids": f"{E}.posting.planner:erp_payload",
-    "mappings.yaml:extract.overlap_minutes": f"{E}.flows.time_expense:_extract",
-    "mappings.yaml:extract.sweep_days_back": f"{E}.flows.time_expense:_extract",
-    "mappings.yaml:extract.per_page": f"{E}.flows.time_expense:_extract",
+    "mappings.yaml:extract.overlap_minutes": f"{E}.extract.time_expense:extract_endpoints",
+    "mappings.yaml:extract.sweep_days_back": f"{E}.extract.time_expense:extract_endpoints",
+    "mappings.yaml:extract.per_page": f"{E}.extract.time_expense:extract_endpoints",
     "mappings.yaml:posting.batch_size": f"{E}.posting.engine:EngineSettings.from_config",
     "mappings.yaml:posting.lock_wait_seconds": f"{E}.posting.service:post_record_type",
     "mappings.yaml:replay.approval_above_count": f"{E}.config:ReplaySettings.needs_approval",

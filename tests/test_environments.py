@@ -92,30 +92,6 @@ def test_erp_concurrency_comes_from_the_environment_file(
     assert erp_concurrency_limit("TSTDRV100001") == 15
 
 
-def test_erp_hook_takes_the_account_limit_of_the_environment(
-    config_copy: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from psa_erp_sync.hooks.erp import ErpHook
-
-    path = config_copy / "environments" / "prod.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["erp"]["concurrency"] = {"default": 4, "accounts": {"ACCT9": 9}}
-    path.write_text(yaml.safe_dump(data))
-    monkeypatch.setenv(ENV_VAR, "prod")
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_ERP_ENVTEST",
-        json.dumps(
-            {
-                "conn_type": "http",
-                "host": "http://127.0.0.1:1",
-                "password": "t",
-                "extra": {"account_id": "ACCT9"},
-            }
-        ),
-    )
-    assert ErpHook("erp_envtest").max_concurrency() == 9
-
-
 def test_posting_cadence_comes_from_the_environment_file(
     config_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,7 +1,11 @@
 """Task wiring per data domain, used by the thin DAG files in ``dags/``.
 
-A flow module turns domain logic into Airflow tasks: it reads the run's context, builds clients
-through hooks, calls the domain functions and returns small summaries (XCom-sized).
+A flow module is wiring: it declares the tasks of one DAG and their order. A step is an operator of
+:mod:`psa_erp_sync.operators` (which reads ids and as-of from its own ``execute(context)``, builds
+its hooks and calls domain functions with explicit arguments), or a ``@task`` for an ODS-only step.
+No SQL and no business rules here (``tests/test_layers.py``); return values stay XCom-sized.
+``time_expense`` and ``forecast`` are shaped so; the other flows still wrap small functions of their own in
+``ReportingPythonOperator`` (calls into domain code, no SQL), to become operators likewise.
 """
 
 from __future__ import annotations

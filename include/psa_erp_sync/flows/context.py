@@ -1,24 +1,8 @@
-"""Reading what a task needs from the Airflow context, the same way in every flow."""
+"""Reading what a task needs from the Airflow context: kept here for the flows' imports; it lives
+in :mod:`psa_erp_sync.operators.context` so that operators read it without importing a flow."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from psa_erp_sync.operators.context import ids, is_scheduled, run_as_of
 
-
-def run_as_of(context: Any) -> datetime:
-    """The instant a run is "as of": its data interval end, else when it was due to run.
-
-    Never the wall clock and never ``logical_date`` (None for manual runs in Airflow 3).
-    """
-    end = context.get("data_interval_end")
-    if end is not None:
-        return end.astimezone(UTC)
-    dag_run = context["dag_run"]
-    run_after = getattr(dag_run, "run_after", None) or dag_run.start_date
-    return run_after.astimezone(UTC)
-
-
-def ids(context: Any) -> tuple[str, str]:
-    """(dag_id, run_id) of the running task."""
-    return context["dag"].dag_id, context["run_id"]
+__all__ = ["ids", "is_scheduled", "run_as_of"]

@@ -1,7 +1,10 @@
 """Operators of the time & expense flow: extract from the PSA, validate into canonical records,
 reconcile control totals, reconcile the ERP.
 
-They wrap the flow steps of :mod:`psa_erp_sync.flows.time_expense` so that each step reports its
+Each takes what it needs from its own ``execute(context)`` (DAG and run ids, the run's as-of),
+builds its hooks there, and calls a domain function with explicit arguments
+(:mod:`psa_erp_sync.extract.time_expense`, :mod:`psa_erp_sync.validation.run_step`,
+:mod:`psa_erp_sync.reconcile.time_expense`); none imports a flow. Each step reports its
 own OpenLineage inputs, outputs and facets: the provider drops hook-level lineage for HTTP(S)
 systems, so the PSA and ERP datasets are returned explicitly, named as in
 :mod:`psa_erp_sync.lineage.naming`. Each try also records its OpenLineage run id in
@@ -51,15 +54,25 @@ class PsaExtractOperator(LineageReportingOperator):
         self.summary: dict[str, Any] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from psa_erp_sync.flows.time_expense import _extract
+        from psa_erp_sync.config import load_config
+        from psa_erp_sync.extract.time_expense import extract_endpoints
+        from psa_erp_sync.hooks.ods import OdsHook
+        from psa_erp_sync.hooks.psa import PsaHook
+        from psa_erp_sync.operators.context import ids, run_as_of
 
         self.record_lineage_run(context, "extract:" + ",".join(self.endpoints))
-        self.summary = _extract(
-            tuple(self.endpoints),
-            self.mode or "auto",
-            psa_conn_id=self.psa_conn_id,
-            ods_conn_id=self.ods_conn_id,
-        )
+        dag_id, run_id = ids(context)
+        with PsaHook(self.psa_conn_id).get_client() as client, OdsHook(self.ods_conn_id).get_conn() as conn:
+            self.summary = extract_endpoints(
+                conn,
+                client,
+                endpoints=list(self.endpoints),
+                mode=self.mode or "auto",
+                dag_id=dag_id,
+                run_id=run_id,
+                as_of=run_as_of(context),
+                config=load_config(),
+            )
         return self.summary
 
     def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
@@ -101,12 +114,20 @@ class StagedRecordValidationOperator(LineageReportingOperator):
         self.result: dict[str, Any] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from psa_erp_sync.flows.time_expense import _validate
+        from psa_erp_sync.config import load_config
+        from psa_erp_sync.hooks.ods import OdsHook
+        from psa_erp_sync.operators.context import ids, run_as_of
+        from psa_erp_sync.validation.run_step import validate_staged
 
         if self.kind not in CANONICAL:
             raise ValueError(f"kind must be one of {sorted(CANONICAL)}, not {self.kind!r}")
         self.record_lineage_run(context, f"validate:{self.kind}")
-        self.result = _validate(self.kind, ods_conn_id=self.ods_conn_id)
+        dag_id, run_id = ids(context)
+        with OdsHook(self.ods_conn_id).get_conn() as conn:
+            self.result = validate_staged(
+                conn, kind=self.kind, dag_id=dag_id, run_id=run_id, as_of=run_as_of(context),
+                config=load_config(),
+            )  # fmt: skip
         return self.result
 
     def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
@@ -180,13 +201,19 @@ class ControlTotalsOperator(LineageReportingOperator):
         self.report: dict[str, Any] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from psa_erp_sync.flows.time_expense import _reconcile
+        from psa_erp_sync.hooks.ods import OdsHook
+        from psa_erp_sync.operators.context import ids
+        from psa_erp_sync.reconcile.time_expense import reconcile_run
 
         self.record_lineage_run(context, "reconcile")
+        dag_id, run_id = ids(context)
         extracted: dict[str, Any] = {}
         for part in self.extracted if isinstance(self.extracted, list | tuple) else [self.extracted]:
             extracted.update(part)
-        self.report = _reconcile(extracted, list(self.validated), ods_conn_id=self.ods_conn_id)
+        with OdsHook(self.ods_conn_id).get_conn() as conn:
+            self.report = reconcile_run(
+                conn, dag_id=dag_id, run_id=run_id, extracted=extracted, validated=list(self.validated)
+            )
         return self.report
 
     def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
@@ -225,12 +252,17 @@ class ErpReconciliationOperator(LineageReportingOperator):
         self.report: dict[str, Any] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from psa_erp_sync.flows.time_expense import _reconcile_erp
+        from psa_erp_sync.hooks.erp import ErpHook
+        from psa_erp_sync.hooks.ods import OdsHook
+        from psa_erp_sync.operators.context import ids
+        from psa_erp_sync.reconcile.time_expense import reconcile_erp
 
         self.record_lineage_run(context, "reconcile_erp")
-        self.report = _reconcile_erp(
-            tuple(self.record_types), erp_conn_id=self.erp_conn_id, ods_conn_id=self.ods_conn_id
-        )
+        dag_id, run_id = ids(context)
+        with ErpHook(self.erp_conn_id).get_client() as client, OdsHook(self.ods_conn_id).get_conn() as conn:
+            self.report = reconcile_erp(
+                conn, client, dag_id=dag_id, run_id=run_id, record_types=tuple(self.record_types)
+            )
         return self.report
 
     def lineage_datasets(self) -> tuple[list[Any], list[Any]]:

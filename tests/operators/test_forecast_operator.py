@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from psa_erp_sync.operators.forecast import ForecastRefreshOperator
-from tests.lineage.test_operator_lineage import _check_facet, _names, _validator
+from psa_erp_sync.operators.forecast import ForecastRefreshOperator, ForecastSourceExtractOperator
+from tests.operators.test_operator_lineage import _check_facet, _names, _validator
 
 ODS = "postgres://db.internal:5432"
 
@@ -24,6 +24,12 @@ def connections(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "AIRFLOW_CONN_ERP_DEFAULT",
         json.dumps({"conn_type": "http", "host": "https://1234.suitetalk.api.netsuite.com", "password": "x"}),
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PSA_DEFAULT", json.dumps({"conn_type": "http", "host": "https://psa.example.com"})
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CRM_DEFAULT", json.dumps({"conn_type": "http", "host": "https://crm.example.com"})
     )
     monkeypatch.setenv(
         "AIRFLOW_CONN_PLANNING_DEFAULT",
@@ -81,3 +87,28 @@ def test_constructor_does_no_work() -> None:
     op = ForecastRefreshOperator(task_id="t", as_of="{{ ds }}", chart_dir="/tmp/x")
     assert op.template_fields == ("as_of", "chart_dir")
     assert op.outcome is None
+
+
+def test_source_extracts_name_what_they_read_and_write() -> None:
+    psa = ForecastSourceExtractOperator(
+        task_id="extract_psa_plans", system="psa"
+    ).get_openlineage_facets_on_start()
+    assert _names(psa.inputs) == [("https://psa.example.com", p)
+                                  for p in ("/v2/projects", "/v2/users", "/v2/x/schedule", "/v2/x/milestones")]  # fmt: skip
+    assert _names(psa.outputs) == [(ODS, f"ods.forecast.{t}")
+                                   for t in ("src_project", "src_person", "src_schedule", "src_milestone")]  # fmt: skip
+    crm = ForecastSourceExtractOperator(
+        task_id="extract_crm_pipeline", system="crm"
+    ).get_openlineage_facets_on_start()
+    assert _names(crm.inputs) == [
+        ("https://crm.example.com", "/api/v1/opportunities"), ("https://crm.example.com", "/api/v1/change_orders"),
+    ]  # fmt: skip
+    assert _names(crm.outputs) == [
+        (ODS, "ods.forecast.src_opportunity"),
+        (ODS, "ods.forecast.src_change_order"),
+    ]
+
+
+def test_a_source_extract_refuses_an_unknown_system() -> None:
+    with pytest.raises(ValueError, match="system must be one of"):
+        ForecastSourceExtractOperator(task_id="x", system="erp").execute({"run_id": "r"})  # type: ignore[arg-type]

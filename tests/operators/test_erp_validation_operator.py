@@ -31,7 +31,7 @@ def _op() -> ERPValidationOperator:
 
 
 def test_lineage_on_start_and_complete(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.lineage.test_operator_lineage import _check_facet, _validator
+    from tests.operators.test_operator_lineage import _check_facet, _validator
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_ODS_DEFAULT",

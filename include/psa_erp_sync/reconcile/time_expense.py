@@ -1,0 +1,175 @@
+"""The reconciliation steps of the time & expense run.
+
+- :func:`reconcile_run`: extracted = staged = valid + quarantined per record type, and the control
+  totals of each stage recorded in ``audit.control_total``;
+- :func:`reconcile_erp`: the approved PSA set (per the ODS) vs the ledger's view vs an ERP
+  read-back by external id, to the cent. A mismatch is audited and fails the run with a message
+  that names the first differing records.
+
+Arguments are explicit (DAG and run ids, an open connection, an ERP client); the operators read
+them from their Airflow context (:mod:`psa_erp_sync.operators.time_expense`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from psa_erp_sync.reconcile import control_totals as ct
+from psa_erp_sync.reconcile import erp_readback
+
+log = logging.getLogger(__name__)
+
+#: PSA endpoint of each canonical kind, as the extract summaries are keyed.
+ENDPOINT_OF_KIND = {"time_entry": "/v2/time_entries", "expense_entry": "/v2/expenses"}
+#: Our external-id namespace in the ERP, per record type.
+EXTERNAL_ID_PREFIX = {"timebill": "psa-te-", "expensereport": "psa-ex-"}
+#: How many differing records a failure message names.
+FIRST_DIFFERENCES = 5
+
+Row = tuple[Decimal, int, str]
+
+
+def _audit_mismatch(
+    conn: psycopg.Connection, *, actor: str, entity: str, run_id: str, report: dict[str, Any]
+) -> None:
+    conn.execute(
+        "INSERT INTO audit.change (actor, action, entity, entity_key, after, run_id)"
+        " VALUES (%s, 'control_total_mismatch', %s, %s, %s::jsonb, %s)",
+        (actor, entity, run_id, Jsonb(report), run_id),
+    )
+
+
+def reconcile_run(
+    conn: psycopg.Connection,
+    *,
+    dag_id: str,
+    run_id: str,
+    extracted: dict[str, Any],
+    validated: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
+    """Assert extracted = staged = valid + quarantined per record type; record control totals.
+
+    ``extracted``: the extract summaries by endpoint; ``validated``: the validation results."""
+    by_kind = {v["kind"]: v for v in validated}
+    report: dict[str, Any] = {}
+    problems = []
+    with conn.transaction():
+        for kind, endpoint in ENDPOINT_OF_KIND.items():
+            ext = extracted[endpoint]
+            val = by_kind[kind]
+            identity = {
+                "extracted": ext["extracted"],
+                "staged": ext["staged"],
+                "distinct_versions": val["staged_versions"],
+                "duplicates_in_extract": ext["duplicates_in_extract"],
+                "valid": val["valid"],
+                "quarantined": val["quarantined"],
+            }
+            if not (
+                ext["extracted"] == ext["staged"] == val["staged_versions"] + ext["duplicates_in_extract"]
+                and val["staged_versions"] == val["valid"] + val["quarantined"]
+            ):
+                problems.append(f"{kind}: {identity}")
+            for stage, value in (("extracted", ext["extracted"]), ("staged", ext["staged"]),
+                                 ("valid", val["valid"]), ("quarantined", val["quarantined"])):  # fmt: skip
+                ct.record(
+                    conn, dag_id=dag_id, run_id=run_id, record_type=kind, stage=stage,
+                    totals=ct.Totals(value, Decimal(0)),
+                )  # fmt: skip
+            current = ct.canonical(conn, kind, approved_only=True)
+            ct.record(
+                conn,
+                dag_id=dag_id,
+                run_id=run_id,
+                record_type=kind,
+                stage="canonical_approved",
+                totals=current,
+            )
+            report[kind] = {
+                **identity,
+                "canonical_approved": current.as_dict(),
+                "by_reason": val["by_reason"],
+            }
+        if problems:
+            _audit_mismatch(conn, actor=f"{dag_id}.reconcile", entity="run", run_id=run_id, report=report)
+    if problems:
+        raise ct.ControlTotalMismatch(
+            "extracted = staged = valid + quarantined does not hold: " + "; ".join(problems)
+        )
+    return report
+
+
+def _describe(row: Row | None, record_type: str) -> str:
+    if row is None:
+        return "nothing"
+    hours, amount_minor, currency = row
+    shown = f"{amount_minor} {currency} (minor units)"
+    return f"{hours} h, {shown}" if record_type == "timebill" else shown
+
+
+def first_differences(
+    want: dict[str, Row], have: dict[str, Row], *, record_type: str, limit: int = FIRST_DIFFERENCES
+) -> list[str]:
+    """The first ``limit`` records (by source id) that differ between what the ERP should hold and
+    what it holds: missing, unexpected or different, each with both sides."""
+    prefix = EXTERNAL_ID_PREFIX.get(record_type, "")
+    differing = sorted(
+        (k for k in set(want) | set(have) if want.get(k) != have.get(k)), key=lambda k: (len(k), k)
+    )
+    return [
+        f"{prefix}{source_id}: expected {_describe(want.get(source_id), record_type)},"
+        f" ERP has {_describe(have.get(source_id), record_type)}"
+        for source_id in differing[:limit]
+    ]
+
+
+def reconcile_erp(
+    conn: psycopg.Connection,
+    client: erp_readback.SuiteQL,
+    *,
+    dag_id: str,
+    run_id: str,
+    record_types: Sequence[str] = ("timebill", "expensereport"),
+) -> dict[str, Any]:
+    """PSA approved vs ODS vs ERP read-back, to the cent; a mismatch is audited and raises
+    :class:`~psa_erp_sync.reconcile.control_totals.ControlTotalMismatch` naming the first
+    differing records."""
+    report: dict[str, Any] = {}
+    problems = []
+    with conn.transaction():
+        for record_type in record_types:
+            prefix = EXTERNAL_ID_PREFIX[record_type]
+            want, want_rows = erp_readback.expected(conn, record_type)
+            have, have_rows = erp_readback.actual(client, record_type, prefix)
+            # The ledger's own view of the ERP (last confirmed post/adjust per record) must agree too.
+            ledger_view = erp_readback.posted_per_ledger(conn, record_type)
+            for stage, totals in (("expected_in_erp", want), ("erp_readback", have), ("posted", ledger_view)):
+                ct.record(
+                    conn, dag_id=dag_id, run_id=run_id, record_type=record_type, stage=stage, totals=totals
+                )
+            diff = erp_readback.differences(want_rows, have_rows)
+            report[record_type] = {
+                "expected": want.as_dict(), "posted_per_ledger": ledger_view.as_dict(), "erp": have.as_dict(), **diff,
+            }  # fmt: skip
+            try:
+                ct.assert_equal("expected", want, "erp", have)
+                ct.assert_equal("posted per ledger", ledger_view, "erp", have)
+            except ct.ControlTotalMismatch as exc:
+                first = first_differences(want_rows, have_rows, record_type=record_type)
+                named = "; first differing records: " + " | ".join(first) if first else ""
+                problems.append(
+                    f"{record_type}: {exc} ({diff['missing_in_erp']} missing in the ERP,"
+                    f" {diff['unexpected_in_erp']} unexpected, {diff['different_in_erp']} different){named}"
+                )
+        if problems:
+            _audit_mismatch(conn, actor=f"{dag_id}.reconcile_erp", entity="erp", run_id=run_id, report=report)
+    if problems:
+        raise ct.ControlTotalMismatch("ERP does not equal the approved PSA set: " + " || ".join(problems))
+    log.info("ERP reconciles with the approved PSA set: %s", {k: v["erp"] for k, v in report.items()})
+    return report
