@@ -23,7 +23,6 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 import psycopg
-from psycopg.types.json import set_json_loads
 from pydantic import BaseModel, ValidationError
 
 from psa_erp_sync import money
@@ -379,6 +378,58 @@ def _screen(
     return None
 
 
+#: The nested references whose ids are screened, by kind (the order of ``ID_OUT_OF_RANGE`` fields).
+_NESTED: dict[Kind, tuple[str, ...]] = {
+    "time_entry": ("user", "project", "task"),
+    "expense_entry": ("user", "project", "expense_category"),
+}
+
+
+def _utc(value: datetime) -> datetime | None:
+    """``value`` in UTC as :func:`staging.source_timestamp` has it (None where that gives None)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        return None
+    try:
+        return value.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _screen_parsed(
+    record: psa_models.TimeEntry | psa_models.Expense,
+    version_hash: str,
+    *,
+    nested: tuple[str, ...],
+    fetched_at: datetime | None,
+) -> Verdict | None:
+    """:func:`_screen` of a payload that passed its model, from the model's values: the model's
+    ids are the payload's integers and its timestamps ``datetime.fromisoformat`` of the payload's
+    strings with a zone, so the checks and their details are the same."""
+    source_id = str(record.id)
+    ids = {"id": record.id, **{f"{name}.id": getattr(record, name).id for name in nested}}
+    out_of_range = sorted(name for name, value in ids.items() if not 1 <= value <= MAX_ID)
+    if out_of_range:
+        return Verdict(source_id, version_hash, None, "ID_OUT_OF_RANGE", {"fields": out_of_range})
+    created_at, updated_at = _utc(record.created_at), _utc(record.updated_at)
+    invalid = [
+        name
+        for name, parsed in (("created_at", created_at), ("updated_at", updated_at))
+        if parsed is None or parsed < EARLIEST_TIMESTAMP
+    ]
+    if invalid:
+        return Verdict(source_id, version_hash, None, "TIMESTAMP_INVALID", {"fields": invalid})
+    assert updated_at is not None
+    if fetched_at is not None and updated_at > fetched_at + FUTURE_TOLERANCE:
+        return Verdict(
+            source_id,
+            version_hash,
+            None,
+            "UPDATED_AT_IN_FUTURE",
+            {"updated_at": updated_at.isoformat(), "fetched_at": fetched_at.astimezone(UTC).isoformat()},
+        )
+    return None
+
+
 def _parse(model: type[_Parsed], payload: dict[str, Any], version_hash: str) -> _Parsed | Verdict:
     """The payload as the PSA's model, or a SCHEMA_INVALID verdict naming the fields (never values)."""
     try:
@@ -424,14 +475,28 @@ def judge_time_entry(
     Amounts are computed from the hours and rate exactly as the ERP receives them: hours rounded
     to two places (:func:`round_hours`), the rate to the currency's minor unit.
     """
-    screened = _screen(payload, version_hash, nested=("user", "project", "task"), fetched_at=fetched_at)
+    screened = _screen(payload, version_hash, nested=_NESTED["time_entry"], fetched_at=fetched_at)
     if screened is not None:
         return screened
-    source_id = str(payload.get("id"))
     parsed = _parse(psa_models.TimeEntry, payload, version_hash)
     if isinstance(parsed, Verdict):
         return parsed
-    entry = parsed
+    return _time_entry_verdict(
+        parsed, version_hash, ref=ref, config=config, as_of=as_of, source_system=source_system
+    )
+
+
+def _time_entry_verdict(
+    entry: psa_models.TimeEntry,
+    version_hash: str,
+    *,
+    ref: PsaReference,
+    config: Config,
+    as_of: datetime,
+    source_system: str,
+) -> Verdict:
+    """The rules of a time entry that passed the screen and its model."""
+    source_id = str(entry.id)
     # The ERP refuses hours <= 0 of what it receives (the hours rounded to two places).
     if not Decimal(0) < entry.hours <= MAX_HOURS or round_hours(entry.hours) <= 0:
         return Verdict(
@@ -506,16 +571,28 @@ def judge_expense(
     fetched_at: datetime | None = None,
 ) -> Verdict:
     """One staged Harvest expense -> a verdict (pure; no I/O)."""
-    screened = _screen(
-        payload, version_hash, nested=("user", "project", "expense_category"), fetched_at=fetched_at
-    )
+    screened = _screen(payload, version_hash, nested=_NESTED["expense_entry"], fetched_at=fetched_at)
     if screened is not None:
         return screened
-    source_id = str(payload.get("id"))
     parsed = _parse(psa_models.Expense, payload, version_hash)
     if isinstance(parsed, Verdict):
         return parsed
-    expense = parsed
+    return _expense_verdict(
+        parsed, version_hash, ref=ref, config=config, as_of=as_of, source_system=source_system
+    )
+
+
+def _expense_verdict(
+    expense: psa_models.Expense,
+    version_hash: str,
+    *,
+    ref: PsaReference,
+    config: Config,
+    as_of: datetime,
+    source_system: str,
+) -> Verdict:
+    """The rules of an expense that passed the screen and its model."""
+    source_id = str(expense.id)
     reason, detail, project = _checks_of(expense, ref=ref, config=config, as_of=as_of)
     legal_entity = project.legal_entity if project else None
     if reason is None and expense.total_cost < 0:
@@ -573,11 +650,12 @@ _COLUMNS: dict[Kind, tuple[str, ...]] = {
 
 def _staged(
     conn: psycopg.Connection, source_system: str, endpoint: str, run_key: str
-) -> Iterator[tuple[Any, str, str, datetime]]:
+) -> Iterator[tuple[str, str, str, datetime]]:
     """The run's staged versions in source order (id, then update time), streamed:
-    (payload, payload hash, staged source id, fetched at). ``fetched_at`` is the start of the
-    latest read that saw the version: the ordering tiebreak, and the reference for
-    ``UPDATED_AT_IN_FUTURE``.
+    (payload as JSON text, payload hash, staged source id, fetched at). ``fetched_at`` is the
+    start of the latest read that saw the version: the ordering tiebreak, and the reference for
+    ``UPDATED_AT_IN_FUTURE``. The payload comes as text, decoded once, by the model
+    (:func:`judge_staged`).
 
     The order never casts what a hostile payload may hold: numeric ids in numeric order, anything
     else after them; the versions of one source id stay together either way.
@@ -585,7 +663,7 @@ def _staged(
     with conn.cursor(name="staged_versions") as cur:
         cur.itersize = 5000
         cur.execute(
-            "SELECT payload, payload_hash, source_id, fetched_at FROM staging.raw_record"
+            "SELECT payload::text, payload_hash, source_id, fetched_at FROM staging.raw_record"
             " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s"
             " ORDER BY CASE WHEN jsonb_typeof(payload->'id') = 'number' THEN (payload->'id')::numeric END"
             " NULLS LAST, source_id, payload->>'updated_at'",
@@ -601,6 +679,176 @@ def _json_loads(data: bytes | str) -> Any:
         return msgspec.json.decode(data)
     except msgspec.MsgspecError:
         return json.loads(data)
+
+
+_MODELS: dict[Kind, type[psa_models.TimeEntry] | type[psa_models.Expense]] = {
+    "time_entry": psa_models.TimeEntry,
+    "expense_entry": psa_models.Expense,
+}
+
+
+def judge_staged(
+    kind: Kind,
+    text: str | bytes,
+    version_hash: str,
+    *,
+    ref: PsaReference,
+    config: Config,
+    as_of: datetime,
+    source_system: str = "psa",
+    fetched_at: datetime | None = None,
+) -> Verdict:
+    """A staged version from its JSON text -> the verdict :func:`judge_time_entry` or
+    :func:`judge_expense` gives its decoded payload.
+
+    The text is validated by the model straight from JSON (decoded once, by pydantic), then
+    screened on the model's values; only a payload the model refuses (rare: it is quarantined) is
+    decoded into Python and judged by the per-payload path, so its verdict and the fields it names
+    come from the same checks in the same order as ever.
+    """
+    try:
+        record = _MODELS[kind].model_validate_json(text)
+    except ValueError:  # a ValidationError, or JSON pydantic does not read: the payload path decides
+        judge = judge_time_entry if kind == "time_entry" else judge_expense
+        return judge(
+            _json_loads(text), version_hash, ref=ref, config=config, as_of=as_of,
+            source_system=source_system, fetched_at=fetched_at,
+        )  # fmt: skip
+    screened = _screen_parsed(record, version_hash, nested=_NESTED[kind], fetched_at=fetched_at)
+    if screened is not None:
+        return screened
+    if isinstance(record, psa_models.TimeEntry):
+        return _time_entry_verdict(
+            record, version_hash, ref=ref, config=config, as_of=as_of, source_system=source_system
+        )
+    return _expense_verdict(
+        record, version_hash, ref=ref, config=config, as_of=as_of, source_system=source_system
+    )
+
+
+@dataclass
+class _Run:
+    """One validation run between its chunks: the verdicts held until written, the counts, and
+    the fingerprints seen (for in-run duplicates). Its methods are the steps of :func:`validate_run`."""
+
+    conn: psycopg.Connection
+    kind: Kind
+    config: Config
+    dag_run_id: str
+    source_system: str
+    chunk: int
+    result: ValidationResult
+    #: fingerprint digest -> the first source id that had it in this run (ids arrive ascending)
+    first_with_fingerprint: dict[bytes, str] = field(default_factory=dict)
+    valid_rows: list[dict[str, Any]] = field(default_factory=list)
+    quarantine: list[Verdict] = field(default_factory=list)
+
+    def count(self, verdict: Verdict) -> None:
+        if verdict.valid:
+            self.result.valid += 1
+        else:
+            assert verdict.reason_code is not None
+            self.result.quarantined += 1
+            self.result.by_reason[verdict.reason_code] += 1
+
+    def settle(self, verdict: Verdict) -> None:
+        """``verdict`` is the newest version of its record in this run."""
+        if verdict.valid:
+            assert verdict.row is not None
+            self.valid_rows.append(verdict.row)
+        else:
+            self.quarantine.append(verdict)
+        if len(self.valid_rows) + len(self.quarantine) >= self.chunk:
+            self.flush()
+
+    def first_of_fingerprint(self, verdict: Verdict, read_at: datetime) -> Verdict:
+        """A valid verdict as it stands in the run: its read time noted, or ``DUPLICATE_SUSPECTED``
+        of the first record of the run with the same fingerprint."""
+        assert verdict.row is not None
+        verdict.row["source_read_at"] = read_at
+        digest = bytes.fromhex(verdict.row["fingerprint"])
+        first = self.first_with_fingerprint.setdefault(digest, verdict.source_id)
+        if first == verdict.source_id:
+            return verdict
+        return Verdict(
+            verdict.source_id,
+            verdict.version_hash,
+            verdict.legal_entity,
+            "DUPLICATE_SUSPECTED",
+            {"same_as": first},
+        )
+
+    def flush(self) -> None:
+        """Write the newest verdicts of the records seen since the last flush."""
+        rows, held = self.valid_rows, self.quarantine
+        self.valid_rows, self.quarantine = [], []
+        duplicates = _duplicates_of_existing(self.conn, self.kind, rows)
+        if duplicates:
+            for row in [r for r in rows if r["source_id"] in duplicates]:
+                held.append(
+                    Verdict(
+                        row["source_id"], row["version_hash"], row["legal_entity"], "DUPLICATE_SUSPECTED",
+                        {"same_as": duplicates[row["source_id"]]},
+                    )
+                )  # fmt: skip
+            rows = [r for r in rows if r["source_id"] not in duplicates]
+        self.result.valid += len(rows)
+        for verdict in held:
+            self.count(verdict)
+        changed, stale = _upsert_canonical(self.conn, self.kind, rows, self.dag_run_id)
+        self.result.unchanged += len(rows) - changed - len(stale)
+        self.result.stale += len(stale)
+        self.write_quarantine(held)
+        # A record that is valid now closes any open quarantine item it had (a stale verdict
+        # resolves nothing).
+        self.result.resolved_exceptions += exception_queue.resolve_for(
+            self.conn,
+            source_system=self.source_system,
+            record_type=self.kind,
+            source_ids=[r["source_id"] for r in rows if r["source_id"] not in stale],
+            kind="quarantine",
+        )
+
+    def write_quarantine(self, held: list[Verdict]) -> None:
+        """Upsert the items of ``held``; each record's newest verdict replaces its older ones."""
+        owner_domain = "time_expense"
+        exception_queue.quarantine_many(
+            self.conn,
+            [
+                exception_queue.Item(
+                    kind="quarantine", domain=owner_domain, source_system=self.source_system,
+                    record_type=self.kind, source_id=v.source_id, source_version=v.version_hash,
+                    reason_code=v.reason_code or "UNKNOWN", detail=v.detail, legal_entity=v.legal_entity,
+                    owner=self.config.ownership.owner_for(owner_domain, v.legal_entity),
+                )
+                for v in held
+            ],
+            run_id=self.dag_run_id,
+        )  # fmt: skip
+        exception_queue.close_other_reasons(
+            self.conn,
+            kind="quarantine",
+            source_system=self.source_system,
+            record_type=self.kind,
+            verdicts=[(v.source_id, v.reason_code or "UNKNOWN") for v in held],
+        )
+
+
+def _verdicts(
+    reader: psycopg.Connection, run: _Run, *, run_key: str, ref: PsaReference, as_of: datetime
+) -> Iterator[Verdict]:
+    """The verdict of each staged version of the run, in source order, counted as staged."""
+    for text, version_hash, staged_id, read_at in _staged(
+        reader, run.source_system, ENDPOINTS[run.kind], run_key
+    ):
+        verdict = judge_staged(
+            run.kind, text, version_hash, ref=ref, config=run.config, as_of=as_of,
+            source_system=run.source_system, fetched_at=read_at,
+        )  # fmt: skip
+        if verdict.source_id != staged_id:  # an id JSON cannot round-trip (1.0, 1e400): the staged one
+            verdict = dataclasses.replace(verdict, source_id=staged_id)
+        run.result.staged_versions += 1
+        yield run.first_of_fingerprint(verdict, read_at) if verdict.valid else verdict
 
 
 def validate_run(
@@ -627,149 +875,36 @@ def validate_run(
     time. Memory is one chunk plus the fingerprints seen in the run (for in-run duplicates).
     """
     started = time.monotonic()
-    result = ValidationResult(kind=kind, run_key=run_key)
-    judge = judge_time_entry if kind == "time_entry" else judge_expense
-    # fingerprint digest -> the first source id that had it in this run (ids arrive ascending)
-    first_with_fingerprint: dict[bytes, str] = {}
-    valid_rows: list[dict[str, Any]] = []
-    quarantine: list[Verdict] = []
-    owner_domain = "time_expense"
-
-    def count(verdict: Verdict) -> None:
-        if verdict.valid:
-            result.valid += 1
-        else:
-            assert verdict.reason_code is not None
-            result.quarantined += 1
-            result.by_reason[verdict.reason_code] += 1
-
-    def flush() -> None:
-        """Write the newest verdicts of the records seen since the last flush."""
-        rows, held = list(valid_rows), list(quarantine)
-        valid_rows.clear()
-        quarantine.clear()
-        duplicates = _duplicates_of_existing(conn, kind, rows)
-        if duplicates:
-            for row in [r for r in rows if r["source_id"] in duplicates]:
-                held.append(
-                    Verdict(
-                        row["source_id"], row["version_hash"], row["legal_entity"], "DUPLICATE_SUSPECTED",
-                        {"same_as": duplicates[row["source_id"]]},
-                    )
-                )  # fmt: skip
-            rows = [r for r in rows if r["source_id"] not in duplicates]
-        result.valid += len(rows)
-        for verdict in held:
-            count(verdict)
-        changed, stale = _upsert_canonical(conn, kind, rows, dag_run_id)
-        result.unchanged += len(rows) - changed - len(stale)
-        result.stale += len(stale)
-        rows = [r for r in rows if r["source_id"] not in stale]  # a stale verdict resolves nothing
-        exception_queue.quarantine_many(
-            conn,
-            [
-                exception_queue.Item(
-                    kind="quarantine",
-                    domain=owner_domain,
-                    source_system=source_system,
-                    record_type=kind,
-                    source_id=v.source_id,
-                    source_version=v.version_hash,
-                    reason_code=v.reason_code or "UNKNOWN",
-                    detail=v.detail,
-                    legal_entity=v.legal_entity,
-                    owner=config.ownership.owner_for(owner_domain, v.legal_entity),
-                )
-                for v in held
-            ],
-            run_id=dag_run_id,
-        )
-        # A record's newest verdict replaces its older ones.
-        exception_queue.close_other_reasons(
-            conn,
-            kind="quarantine",
-            source_system=source_system,
-            record_type=kind,
-            verdicts=[(v.source_id, v.reason_code or "UNKNOWN") for v in held],
-        )
-        # A record that is valid now closes any open quarantine item it had.
-        result.resolved_exceptions += exception_queue.resolve_for(
-            conn,
-            source_system=source_system,
-            record_type=kind,
-            source_ids=[r["source_id"] for r in rows],
-            kind="quarantine",
-        )
-
-    def settle(verdict: Verdict) -> None:
-        """``verdict`` is the newest version of its record in this run."""
-        if verdict.valid:
-            assert verdict.row is not None
-            valid_rows.append(verdict.row)
-        else:
-            quarantine.append(verdict)
-        if len(valid_rows) + len(quarantine) >= chunk:
-            flush()
-
-    result.reference_invalid = _quarantine_invalid_references(
+    run = _Run(
+        conn, kind, config, dag_run_id, source_system, chunk, ValidationResult(kind=kind, run_key=run_key)
+    )
+    run.result.reference_invalid = _quarantine_invalid_references(
         conn, ref, config=config, source_system=source_system, dag_run_id=dag_run_id
     )
     previous: Verdict | None = None
     # A second connection streams the run's versions while this one writes.
     with connections.connect_like(conn) as reader:
-        set_json_loads(_json_loads, reader)
-        for payload, version_hash, staged_id, read_at in _staged(
-            reader, source_system, ENDPOINTS[kind], run_key
-        ):
-            verdict = judge(
-                payload,
-                version_hash,
-                ref=ref,
-                config=config,
-                as_of=as_of,
-                source_system=source_system,
-                fetched_at=read_at,
-            )
-            if verdict.source_id != staged_id:  # an id JSON cannot round-trip (1.0, 1e400): the staged one
-                verdict = dataclasses.replace(verdict, source_id=staged_id)
-            result.staged_versions += 1
-            if verdict.valid:
-                assert verdict.row is not None
-                verdict.row["source_read_at"] = read_at
-                digest = bytes.fromhex(verdict.row["fingerprint"])
-                first = first_with_fingerprint.setdefault(digest, verdict.source_id)
-                if first != verdict.source_id:
-                    verdict = Verdict(
-                        verdict.source_id,
-                        version_hash,
-                        verdict.legal_entity,
-                        "DUPLICATE_SUSPECTED",
-                        {"same_as": first},
-                    )
+        for verdict in _verdicts(reader, run, run_key=run_key, ref=ref, as_of=as_of):
             if previous is not None:
                 if previous.source_id == verdict.source_id:
-                    count(previous)  # superseded: only the newest version of a record becomes current
+                    run.count(previous)  # superseded: only the newest version of a record becomes current
                 else:
-                    settle(previous)
+                    run.settle(previous)
             previous = verdict
     if previous is not None:
-        settle(previous)
-    flush()
+        run.settle(previous)
+    run.flush()
     sweep_from = staging.sweep_of(conn, run_key)
     if sweep_from is not None:
-        result.deleted = _mark_deleted(
-            conn,
-            kind,
-            source_system=source_system,
-            run_key=run_key,
-            sweep_from=sweep_from,
+        run.result.deleted = _mark_deleted(
+            conn, kind, source_system=source_system, run_key=run_key, sweep_from=sweep_from,
             dag_run_id=dag_run_id,
-        )
+        )  # fmt: skip
         _close_quarantine_of_vanished(
             conn, kind, source_system=source_system, run_key=run_key, sweep_from=sweep_from
         )
-    result.seconds = time.monotonic() - started
-    return result
+    run.result.seconds = time.monotonic() - started
+    return run.result
 
 
 def _quarantine_invalid_references(
