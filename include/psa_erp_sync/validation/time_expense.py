@@ -15,6 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -406,26 +407,31 @@ def _screen_parsed(
     ids are the payload's integers and its timestamps ``datetime.fromisoformat`` of the payload's
     strings with a zone, so the checks and their details are the same."""
     source_id = str(record.id)
-    ids = {"id": record.id, **{f"{name}.id": getattr(record, name).id for name in nested}}
-    out_of_range = sorted(name for name, value in ids.items() if not 1 <= value <= MAX_ID)
-    if out_of_range:
+    refs = [getattr(record, name).id for name in nested]
+    if not (1 <= record.id <= MAX_ID and all(1 <= ref_id <= MAX_ID for ref_id in refs)):
+        ids = {"id": record.id, **{f"{name}.id": ref_id for name, ref_id in zip(nested, refs, strict=True)}}
+        out_of_range = sorted(name for name, value in ids.items() if not 1 <= value <= MAX_ID)
         return Verdict(source_id, version_hash, None, "ID_OUT_OF_RANGE", {"fields": out_of_range})
-    created_at, updated_at = _utc(record.created_at), _utc(record.updated_at)
-    invalid = [
-        name
-        for name, parsed in (("created_at", created_at), ("updated_at", updated_at))
-        if parsed is None or parsed < EARLIEST_TIMESTAMP
-    ]
-    if invalid:
-        return Verdict(source_id, version_hash, None, "TIMESTAMP_INVALID", {"fields": invalid})
-    assert updated_at is not None
+    created_at, updated_at = record.created_at, record.updated_at
+    # Aware datetimes compare as instants; only in the years 1 and 9999 may one not be in UTC.
+    if {created_at.year, updated_at.year} & {1, 9999} or min(created_at, updated_at) < EARLIEST_TIMESTAMP:
+        invalid = [
+            name
+            for name, value in (("created_at", created_at), ("updated_at", updated_at))
+            if (parsed := _utc(value)) is None or parsed < EARLIEST_TIMESTAMP
+        ]
+        if invalid:
+            return Verdict(source_id, version_hash, None, "TIMESTAMP_INVALID", {"fields": invalid})
     if fetched_at is not None and updated_at > fetched_at + FUTURE_TOLERANCE:
         return Verdict(
             source_id,
             version_hash,
             None,
             "UPDATED_AT_IN_FUTURE",
-            {"updated_at": updated_at.isoformat(), "fetched_at": fetched_at.astimezone(UTC).isoformat()},
+            {
+                "updated_at": updated_at.astimezone(UTC).isoformat(),
+                "fetched_at": fetched_at.astimezone(UTC).isoformat(),
+            },
         )
     return None
 
@@ -726,10 +732,25 @@ def judge_staged(
     )
 
 
+def _count(result: ValidationResult, verdict: Verdict) -> None:
+    if verdict.valid:
+        result.valid += 1
+    else:
+        assert verdict.reason_code is not None
+        result.quarantined += 1
+        result.by_reason[verdict.reason_code] += 1
+
+
 @dataclass
 class _Run:
     """One validation run between its chunks: the verdicts held until written, the counts, and
-    the fingerprints seen (for in-run duplicates). Its methods are the steps of :func:`validate_run`."""
+    the fingerprints seen (for in-run duplicates). Its methods are the steps of :func:`validate_run`.
+
+    Chunks are written by ``writer`` (one thread, on ``conn``) while the next chunk is judged:
+    one write at a time, in order, each after the previous one finished (so a chunk's duplicate
+    check sees the rows of the chunks before it). A write returns its counts, added to ``result``
+    by this thread only.
+    """
 
     conn: psycopg.Connection
     kind: Kind
@@ -738,18 +759,12 @@ class _Run:
     source_system: str
     chunk: int
     result: ValidationResult
+    writer: ThreadPoolExecutor
     #: fingerprint digest -> the first source id that had it in this run (ids arrive ascending)
     first_with_fingerprint: dict[bytes, str] = field(default_factory=dict)
     valid_rows: list[dict[str, Any]] = field(default_factory=list)
     quarantine: list[Verdict] = field(default_factory=list)
-
-    def count(self, verdict: Verdict) -> None:
-        if verdict.valid:
-            self.result.valid += 1
-        else:
-            assert verdict.reason_code is not None
-            self.result.quarantined += 1
-            self.result.by_reason[verdict.reason_code] += 1
+    writing: Future[ValidationResult] | None = None
 
     def settle(self, verdict: Verdict) -> None:
         """``verdict`` is the newest version of its record in this run."""
@@ -779,9 +794,25 @@ class _Run:
         )
 
     def flush(self) -> None:
-        """Write the newest verdicts of the records seen since the last flush."""
+        """Hand the newest verdicts of the records seen since the last flush to the writer."""
         rows, held = self.valid_rows, self.quarantine
         self.valid_rows, self.quarantine = [], []
+        self.wait()
+        self.writing = self.writer.submit(self.write, rows, held)
+
+    def wait(self) -> None:
+        """Wait for the write in progress (its error is raised here) and add its counts."""
+        if self.writing is None:
+            return
+        writing, self.writing = self.writing, None
+        written = writing.result()
+        for name in ("valid", "quarantined", "unchanged", "stale", "resolved_exceptions"):
+            setattr(self.result, name, getattr(self.result, name) + getattr(written, name))
+        self.result.by_reason.update(written.by_reason)
+
+    def write(self, rows: list[dict[str, Any]], held: list[Verdict]) -> ValidationResult:
+        """Write one chunk's verdicts (in the writer thread); returns their counts."""
+        written = ValidationResult(kind=self.kind, run_key=self.result.run_key)
         duplicates = _duplicates_of_existing(self.conn, self.kind, rows)
         if duplicates:
             for row in [r for r in rows if r["source_id"] in duplicates]:
@@ -792,22 +823,23 @@ class _Run:
                     )
                 )  # fmt: skip
             rows = [r for r in rows if r["source_id"] not in duplicates]
-        self.result.valid += len(rows)
+        written.valid += len(rows)
         for verdict in held:
-            self.count(verdict)
+            _count(written, verdict)
         changed, stale = _upsert_canonical(self.conn, self.kind, rows, self.dag_run_id)
-        self.result.unchanged += len(rows) - changed - len(stale)
-        self.result.stale += len(stale)
+        written.unchanged += len(rows) - changed - len(stale)
+        written.stale += len(stale)
         self.write_quarantine(held)
         # A record that is valid now closes any open quarantine item it had (a stale verdict
         # resolves nothing).
-        self.result.resolved_exceptions += exception_queue.resolve_for(
+        written.resolved_exceptions += exception_queue.resolve_for(
             self.conn,
             source_system=self.source_system,
             record_type=self.kind,
             source_ids=[r["source_id"] for r in rows if r["source_id"] not in stale],
             kind="quarantine",
         )
+        return written
 
     def write_quarantine(self, held: list[Verdict]) -> None:
         """Upsert the items of ``held``; each record's newest verdict replaces its older ones."""
@@ -875,36 +907,41 @@ def validate_run(
     time. Memory is one chunk plus the fingerprints seen in the run (for in-run duplicates).
     """
     started = time.monotonic()
-    run = _Run(
-        conn, kind, config, dag_run_id, source_system, chunk, ValidationResult(kind=kind, run_key=run_key)
-    )
-    run.result.reference_invalid = _quarantine_invalid_references(
+    result = ValidationResult(kind=kind, run_key=run_key)
+    result.reference_invalid = _quarantine_invalid_references(
         conn, ref, config=config, source_system=source_system, dag_run_id=dag_run_id
     )
     previous: Verdict | None = None
-    # A second connection streams the run's versions while this one writes.
-    with connections.connect_like(conn) as reader:
+    # A second connection streams the run's versions while a writer thread writes on this one.
+    with (
+        connections.connect_like(conn) as reader,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-writer") as writer,
+    ):
+        run = _Run(conn, kind, config, dag_run_id, source_system, chunk, result, writer)
+        # On an error the executor's exit waits for a write in progress (its own error, if any, is
+        # dropped: the first error is the one raised) before the caller rolls back.
         for verdict in _verdicts(reader, run, run_key=run_key, ref=ref, as_of=as_of):
             if previous is not None:
                 if previous.source_id == verdict.source_id:
-                    run.count(previous)  # superseded: only the newest version of a record becomes current
+                    _count(result, previous)  # superseded: only the newest version becomes current
                 else:
                     run.settle(previous)
             previous = verdict
-    if previous is not None:
-        run.settle(previous)
-    run.flush()
+        if previous is not None:
+            run.settle(previous)
+        run.flush()
+        run.wait()
     sweep_from = staging.sweep_of(conn, run_key)
     if sweep_from is not None:
-        run.result.deleted = _mark_deleted(
+        result.deleted = _mark_deleted(
             conn, kind, source_system=source_system, run_key=run_key, sweep_from=sweep_from,
             dag_run_id=dag_run_id,
         )  # fmt: skip
         _close_quarantine_of_vanished(
             conn, kind, source_system=source_system, run_key=run_key, sweep_from=sweep_from
         )
-    run.result.seconds = time.monotonic() - started
-    return run.result
+    result.seconds = time.monotonic() - started
+    return result
 
 
 def _quarantine_invalid_references(
