@@ -287,7 +287,7 @@ class ValidationResult:
 
 
 def fingerprint(*parts: object) -> str:
-    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()
 
 
 def _local_today(as_of: datetime, config: Config, legal_entity: str) -> date:
@@ -904,7 +904,8 @@ def validate_run(
 
     Streams: versions arrive ordered by source id, so only the previous record's verdict is held
     until the next record shows it was the newest; verdicts are written ``chunk`` records at a
-    time. Memory is one chunk plus the fingerprints seen in the run (for in-run duplicates).
+    time, by a writer thread while the next chunk is judged. Memory is two chunks plus the
+    fingerprints seen in the run (for in-run duplicates).
     """
     started = time.monotonic()
     result = ValidationResult(kind=kind, run_key=run_key)
