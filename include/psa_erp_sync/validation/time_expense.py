@@ -1134,20 +1134,33 @@ def _close_quarantine_of_vanished(
     return cur.rowcount
 
 
+# Lookups in canonical during a run probe its indexes once per row of a chunk: never a scan of the
+# table, which grows through the run without statistics while a month is loaded (a join or
+# ``= ANY(array)`` was planned as a scan of the whole table per chunk: quadratic in the month).
+def _first_with_fingerprints(table: str) -> str:
+    """SQL: for each fingerprint of the array parameter, the smallest id of a live row of ``table``
+    with it (one probe of the fingerprint index each: the aggregate keeps the subquery per row)."""
+    return (
+        "SELECT k.fingerprint, f.first FROM unnest(%s::text[]) AS k(fingerprint)"
+        f" CROSS JOIN LATERAL (SELECT min(c.source_id::bigint)::text AS first FROM {table} c"
+        "  WHERE c.fingerprint = k.fingerprint AND NOT c.is_deleted) f WHERE f.first IS NOT NULL"
+    )
+
+
+def _current_of(table: str) -> str:
+    """SQL for ``CROSS JOIN LATERAL``: the row of ``table`` with the key of row ``t`` (one probe
+    of the primary key: OFFSET 0 keeps the subquery per row)."""
+    return f"SELECT * FROM {table} c0 WHERE c0.source_system = t.source_system AND c0.source_id = t.source_id OFFSET 0"
+
+
 def _duplicates_of_existing(
     conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]]
 ) -> dict[str, str]:
     """Valid rows whose fingerprint already belongs to another (earlier) record in canonical."""
     if not rows:
         return {}
-    # One probe of the fingerprint index per row (the aggregate keeps the subquery per row): never
-    # a scan of the table, which grows through the run (``fingerprint = ANY(array)`` was planned
-    # as one per chunk while the table has no statistics: quadratic in the month).
     found = conn.execute(
-        f"SELECT k.fingerprint, f.first FROM unnest(%s::text[]) AS k(fingerprint)"
-        f" CROSS JOIN LATERAL (SELECT min(c.source_id::bigint)::text AS first FROM {TABLES[kind]} c"
-        "  WHERE c.fingerprint = k.fingerprint AND NOT c.is_deleted) f WHERE f.first IS NOT NULL",
-        ([r["fingerprint"] for r in rows],),
+        _first_with_fingerprints(TABLES[kind]), ([r["fingerprint"] for r in rows],)
     ).fetchall()
     first: dict[str, str] = dict(found)
     return {
@@ -1193,10 +1206,7 @@ def _upsert_canonical(
             record = msgspec.json.encode({k: row[k] for k in columns}, enc_hook=str).decode()
             copy.write_row([row[c] for c in columns] + [row["source_read_at"], record])
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in ("source_system", "source_id"))
-    # Each row's current version by one probe of the primary key (OFFSET 0 keeps the subquery per
-    # row): a join was planned as a scan of the whole table per chunk while the table grows
-    # through the run without statistics (quadratic in the month).
-    current = f"SELECT * FROM {table} c0 WHERE c0.source_system = t.source_system AND c0.source_id = t.source_id OFFSET 0"
+    current = _current_of(table)
     stale = {
         r[0]
         for r in conn.execute(
