@@ -576,6 +576,9 @@ def main(argv: list[str] | None = None) -> int:
             seconds = time.monotonic() - started
             result["validate"] = {"records": checked_total, "seconds": round(seconds, 2),
                                   "rows_per_s": round(checked_total / seconds), "quarantined": quarantined}  # fmt: skip
+            from devtools.bench_validation import beside_baseline  # bare pydantic, same payloads, same run
+
+            result["validate"] = beside_baseline(conn, keys, result["validate"])
         result["rss_mb_after_validate"] = round(_rss_mb(), 1)
         # Settle the database before posting: the month's bulk writes (staging, canonical rows) leave
         # autovacuum a VACUUM ANALYZE of each table, which otherwise runs during whichever stage

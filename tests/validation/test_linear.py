@@ -1,0 +1,55 @@
+"""Validation's lookups in canonical stay per row while a month is loaded (issue 16): on a table
+with no statistics at all (a month bulk-loaded into it within the run's transaction) each lookup
+of a chunk probes an index; none scans the table, whose size grows with the month."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from psa_erp_sync.validation import time_expense as validation
+
+ROWS, CHUNK = 20_000, 2_000
+
+
+@pytest.fixture
+def unanalyzed(pg_dsn: str) -> psycopg.Connection:
+    """A copy of canonical.time_entry's shape and indexes, never analysed, holding ROWS rows, and
+    a chunk of CHUNK rows in ``t`` (the run's temporary table of a chunk)."""
+    conn = psycopg.connect(pg_dsn)
+    conn.execute("CREATE TEMP TABLE month (LIKE canonical.time_entry INCLUDING ALL)")
+    conn.execute(
+        """
+        INSERT INTO month (source_system, source_id, version_hash, spent_date, user_ref, project_ref,
+                           task_ref, legal_entity, hours, billable, bill_rate_minor, amount_minor,
+                           currency, approved, fingerprint, source_updated_at, record)
+        SELECT 'psa', i::text, md5(i::text), DATE '2026-11-02', '1', '2', '3', 'LE-US1', 1, true, 100,
+               100, 'USD', true, encode(sha256(i::text::bytea), 'hex'), now(), '{}'
+        FROM generate_series(1, %s) AS i
+        """,
+        (ROWS,),
+    )
+    conn.execute("CREATE TEMP TABLE t (LIKE month INCLUDING DEFAULTS)")
+    conn.execute("INSERT INTO t SELECT * FROM month WHERE source_id::int %% %s = 0", (ROWS // CHUNK,))
+    yield conn
+    conn.rollback()
+    conn.close()
+
+
+def _plan(conn: psycopg.Connection, sql: str, params: tuple[object, ...] | None = None) -> str:
+    return "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params))
+
+
+def test_the_duplicate_lookup_probes_the_fingerprint_index(unanalyzed: psycopg.Connection) -> None:
+    fingerprints = [r[0] for r in unanalyzed.execute("SELECT fingerprint FROM t")]
+    plan = _plan(unanalyzed, validation._first_with_fingerprints("month"), (fingerprints,))
+    assert "Seq Scan on month" not in plan, plan
+    assert "month_fingerprint_idx" in plan, plan
+
+
+def test_the_current_row_of_each_chunk_row_is_one_primary_key_probe(unanalyzed: psycopg.Connection) -> None:
+    plan = _plan(
+        unanalyzed, f"SELECT t.source_id FROM t CROSS JOIN LATERAL ({validation._current_of('month')}) c"
+    )
+    assert "Seq Scan on month" not in plan, plan
+    assert "month_pkey" in plan, plan
