@@ -1,0 +1,271 @@
+"""Recognized revenue of one contract, period by period, in integer minor units.
+
+Periods are calendar months, as integer month indexes (``year * 12 + month - 1``). Every amount
+is an integer in minor units of the contract's currency. The rules (``/work/shared/DOMAIN.md``):
+
+- **time and materials** (right to invoice): cumulative revenue = value delivered to date, capped
+  at the transaction price when the contract has one (a not-to-exceed);
+- **fixed fee** (input method, cost to cost): ``cum = min(cost_to_date / EAC, 1) x price`` with
+  the estimate (EAC) as known at the end of each period, so a change of estimate or price is a
+  cumulative catch-up in the period it becomes known. When ``EAC > price`` the whole expected
+  loss ``EAC - price`` is recognized at once (ASC 605-35): the part not already in the margin to
+  date (``cost_to_date - cum``) is held as a loss provision, released as the work is done;
+- **milestone**: a milestone's amount when the customer signs it off (value delivered);
+- **retainer** (stand-ready): ratably over the term, by time elapsed. A full month counts 1; a
+  partial first or last month counts its days in the term over the days of the month;
+- **transaction price** in a period = contract value + approved change orders effective on or
+  before the period's end (never below zero).
+
+Contract balance per contract: ``cum - cum_billed`` is a contract asset when positive and a
+contract liability when negative. Contracts are never netted against each other.
+
+**Rounding.** Each *cumulative* figure is computed exactly (``fractions.Fraction``) and rounded
+once, half-even, to the minor unit. Period amounts are differences of rounded cumulatives, so the
+periods of a contract always sum to its rounded cumulative: totals tie to the cent.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from fractions import Fraction
+from typing import Literal
+
+BillingType = Literal["time_and_materials", "fixed_fee", "milestone", "retainer"]
+BILLING_TYPES: tuple[BillingType, ...] = ("time_and_materials", "fixed_fee", "milestone", "retainer")
+
+
+def month_index(day: date) -> int:
+    return day.year * 12 + day.month - 1
+
+
+def month_start(index: int) -> date:
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def month_end(index: int) -> date:
+    first = month_start(index)
+    return date(first.year, first.month, calendar.monthrange(first.year, first.month)[1])
+
+
+def round_half_even(value: Fraction) -> int:
+    """An exact fraction rounded to an integer, ties to even (``round`` on a Fraction does that)."""
+    return round(value)
+
+
+@dataclass(frozen=True)
+class ChangeOrder:
+    """An approved change order: ``amount_minor`` (may be negative) from ``effective_month`` on."""
+
+    amount_minor: int
+    effective_month: int
+
+
+@dataclass(frozen=True)
+class Milestone:
+    milestone_id: str
+    amount_minor: int
+    signed_off_month: int | None = None  # None: not signed off (no revenue yet)
+
+
+@dataclass(frozen=True)
+class ContractInputs:
+    """Everything the calculation needs about one contract (one project in one legal entity).
+
+    Per-month mappings (month index -> minor units) hold what happened *in* that month:
+    ``cost_minor`` (cost incurred), ``delivered_minor`` (T&M value delivered), ``billed_minor``
+    (invoiced; zero until billing exists). ``estimated_total_cost_minor`` holds the EAC as known
+    at the end of a month; it holds for later months until a newer estimate replaces it.
+    ``contract_value_minor`` None means no price (a T&M contract without a not-to-exceed).
+    """
+
+    project_ref: str
+    legal_entity: str
+    currency: str
+    billing_type: BillingType
+    contract_value_minor: int | None
+    change_orders: tuple[ChangeOrder, ...] = ()
+    cost_minor: Mapping[int, int] = field(default_factory=dict)
+    estimated_total_cost_minor: Mapping[int, int] = field(default_factory=dict)
+    delivered_minor: Mapping[int, int] = field(default_factory=dict)
+    milestones: tuple[Milestone, ...] = ()
+    retainer_start: date | None = None
+    retainer_end: date | None = None
+    billed_minor: Mapping[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.billing_type not in BILLING_TYPES:
+            raise ValueError(f"contract {self.project_ref}: unknown billing type {self.billing_type!r}")
+        if self.billing_type != "time_and_materials" and self.contract_value_minor is None:
+            raise ValueError(f"contract {self.project_ref}: a {self.billing_type} contract needs a value")
+        if self.billing_type == "retainer" and (self.retainer_start is None or self.retainer_end is None):
+            raise ValueError(f"contract {self.project_ref}: a retainer needs its term (start and end)")
+        if self.retainer_start and self.retainer_end and self.retainer_end < self.retainer_start:
+            raise ValueError(f"contract {self.project_ref}: retainer ends before it starts")
+
+    def first_month(self) -> int | None:
+        """The earliest month anything happens in (None: nothing yet)."""
+        months = [
+            *self.cost_minor, *self.delivered_minor, *self.billed_minor, *self.estimated_total_cost_minor,
+            *(m.signed_off_month for m in self.milestones if m.signed_off_month is not None),
+        ]  # fmt: skip
+        if self.billing_type == "retainer" and self.retainer_start is not None:
+            months.append(month_index(self.retainer_start))
+        return min(months) if months else None
+
+    def price_at(self, month: int) -> int | None:
+        """Transaction price at the end of ``month``: value + change orders effective by then."""
+        if self.contract_value_minor is None:
+            return None
+        orders = sum(c.amount_minor for c in self.change_orders if c.effective_month <= month)
+        return max(0, self.contract_value_minor + orders)
+
+    def inputs_hash(self) -> str:
+        """sha256 of the inputs in a canonical form (what a stored recognition was computed from)."""
+        data = asdict(self)
+        for key in ("cost_minor", "estimated_total_cost_minor", "delivered_minor", "billed_minor"):
+            data[key] = sorted((int(k), int(v)) for k, v in data[key].items())
+        text = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """One contract at the end of one period. Cumulative figures are to date; ``period_*`` are
+    the movements of this period (cumulative now - cumulative at the end of the previous one)."""
+
+    project_ref: str
+    legal_entity: str
+    currency: str
+    billing_type: BillingType
+    period: int
+    transaction_price_minor: int | None
+    cost_to_date_minor: int
+    estimated_total_cost_minor: int
+    cum_revenue_minor: int
+    period_revenue_minor: int
+    cum_billed_minor: int
+    contract_asset_minor: int
+    contract_liability_minor: int
+    expected_loss_minor: int
+    loss_provision_minor: int
+
+
+def _to_date(amounts: Mapping[int, int], month: int) -> int:
+    return sum(v for m, v in amounts.items() if m <= month)
+
+
+def _estimate_at(contract: ContractInputs, month: int) -> int | None:
+    known = [m for m in contract.estimated_total_cost_minor if m <= month]
+    return contract.estimated_total_cost_minor[max(known)] if known else None
+
+
+def _retainer_units(start: date, end: date, month: int) -> Fraction:
+    """The share of ``month`` inside the term ``[start, end]``: 1 for a full month."""
+    first, last = max(start, month_start(month)), min(end, month_end(month))
+    if last < first:
+        return Fraction(0)
+    return Fraction((last - first).days + 1, month_end(month).day)
+
+
+def _retainer_progress(start: date, end: date, month: int) -> Fraction:
+    """Time elapsed in the term at the end of ``month``, as a fraction of the whole term."""
+    total = sum(
+        (_retainer_units(start, end, m) for m in range(month_index(start), month_index(end) + 1)), Fraction(0)
+    )
+    done = sum(
+        (_retainer_units(start, end, m) for m in range(month_index(start), min(month, month_index(end)) + 1)),
+        Fraction(0),
+    )
+    return done / total
+
+
+@dataclass(frozen=True)
+class _Cumulative:
+    price: int | None
+    cost: int
+    eac: int
+    revenue: int
+    billed: int
+    expected_loss: int
+    provision: int
+
+
+def _cumulative(contract: ContractInputs, month: int) -> _Cumulative:
+    price = contract.price_at(month)
+    cost = _to_date(contract.cost_minor, month)
+    billed = _to_date(contract.billed_minor, month)
+    estimate = _estimate_at(contract, month)
+    # An estimate below what is already spent is stale: EAC is at least the cost to date.
+    eac = max(estimate if estimate is not None else cost, cost)
+    loss = provision = 0
+    kind = contract.billing_type
+    if kind == "time_and_materials":
+        revenue = _to_date(contract.delivered_minor, month)
+    elif kind == "fixed_fee":
+        assert price is not None
+        revenue = round_half_even(Fraction(price * min(cost, eac), eac)) if eac > 0 else 0
+        loss = max(0, eac - price)
+        # The whole loss is recognized now: what the margin to date does not yet show is provided.
+        if loss > 0:
+            provision = min(loss, max(0, loss - (min(cost, eac) - revenue)))
+    elif kind == "milestone":
+        revenue = sum(
+            m.amount_minor
+            for m in contract.milestones
+            if m.signed_off_month is not None and m.signed_off_month <= month
+        )
+    else:
+        assert price is not None and contract.retainer_start and contract.retainer_end
+        progress = _retainer_progress(contract.retainer_start, contract.retainer_end, month)
+        revenue = round_half_even(price * progress)
+    if price is not None:
+        revenue = min(revenue, price)
+    return _Cumulative(price, cost, eac, revenue, billed, loss, provision)
+
+
+def recognize(contract: ContractInputs, through: int, *, since: int | None = None) -> list[Recognition]:
+    """The contract's recognition for every month from its first activity (or ``since``, if
+    earlier) through ``through``; empty when nothing has happened by then."""
+    first = contract.first_month()
+    if since is not None:
+        first = since if first is None else min(first, since)
+    if first is None or first > through:
+        return []
+    out: list[Recognition] = []
+    prev_revenue = 0
+    for month in range(first, through + 1):
+        cum = _cumulative(contract, month)
+        balance = cum.revenue - cum.billed
+        out.append(
+            Recognition(
+                project_ref=contract.project_ref,
+                legal_entity=contract.legal_entity,
+                currency=contract.currency,
+                billing_type=contract.billing_type,
+                period=month,
+                transaction_price_minor=cum.price,
+                cost_to_date_minor=cum.cost,
+                estimated_total_cost_minor=cum.eac,
+                cum_revenue_minor=cum.revenue,
+                period_revenue_minor=cum.revenue - prev_revenue,
+                cum_billed_minor=cum.billed,
+                contract_asset_minor=max(balance, 0),
+                contract_liability_minor=max(-balance, 0),
+                expected_loss_minor=cum.expected_loss,
+                loss_provision_minor=cum.provision,
+            )
+        )
+        prev_revenue = cum.revenue
+    return out
+
+
+def recognize_period(contract: ContractInputs, period: int) -> tuple[Recognition | None, Recognition | None]:
+    """(the previous period's recognition, this period's): what a period's journal moves between."""
+    rows = recognize(contract, period, since=period - 1)
+    by_period = {r.period: r for r in rows}
+    return by_period.get(period - 1), by_period.get(period)
