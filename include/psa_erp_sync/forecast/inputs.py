@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationErr
 from psa_erp_sync import money
 from psa_erp_sync.clients import psa_models
 from psa_erp_sync.forecast import model
+from psa_erp_sync.revenue import source as revenue_source
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -218,6 +219,7 @@ ODS_INPUTS = (
     ("forecast", "src_milestone"),
     ("forecast", "src_opportunity"),
     ("forecast", "src_change_order"),
+    ("revenue", "recognition"),
 )
 """Every ODS table a refresh reads (its OpenLineage inputs)."""
 
@@ -238,6 +240,8 @@ def data_versions(conn: psycopg.Connection, settings: ForecastSettings) -> dict[
         "SELECT count(*), max(seq), max(updated_at) FROM ledger.posting"
     ).fetchone() or (0, None, None)
     versions["ledger.posting"] = f"{count}:{seq or 0}:{last.isoformat() if last else '-'}"
+    count, seq = conn.execute("SELECT count(*), max(seq) FROM revenue.recognition").fetchone() or (0, None)
+    versions["revenue.recognition"] = f"{count}:{seq or 0}"
     versions["config.forecast"] = settings.digest[:16]
     return versions
 
@@ -380,9 +384,12 @@ def load_inputs(
             {"id": prior_snapshot_id},
             {"project_ref": "object", "cum_revenue_minor": "int64"},
         )
+    # Recognition as the revenue journals do it: past periods with the estimate they were
+    # recognized with, change orders from their effective month, retainers over their dates.
     return model.ForecastInputs(
-        as_of, projects, actuals, schedule, capacity, milestones, opportunities, prior
-    )
+        as_of, projects, actuals, schedule, capacity, milestones, opportunities, prior,
+        estimates=revenue_source.estimate_history(conn, m0), contract_terms=revenue_source.contract_terms(conn),
+    )  # fmt: skip
 
 
 def _capacity(conn: psycopg.Connection, as_of: date, horizon: int) -> pd.DataFrame:

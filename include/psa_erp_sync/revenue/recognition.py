@@ -155,15 +155,6 @@ class Recognition:
     loss_provision_minor: int
 
 
-def _to_date(amounts: Mapping[int, int], month: int) -> int:
-    return sum(v for m, v in amounts.items() if m <= month)
-
-
-def _estimate_at(contract: ContractInputs, month: int) -> int | None:
-    known = [m for m in contract.estimated_total_cost_minor if m <= month]
-    return contract.estimated_total_cost_minor[max(known)] if known else None
-
-
 def _retainer_units(start: date, end: date, month: int) -> Fraction:
     """The share of ``month`` inside the term ``[start, end]``: 1 for a full month."""
     first, last = max(start, month_start(month)), min(end, month_end(month))
@@ -172,100 +163,99 @@ def _retainer_units(start: date, end: date, month: int) -> Fraction:
     return Fraction((last - first).days + 1, month_end(month).day)
 
 
-def _retainer_progress(start: date, end: date, month: int) -> Fraction:
-    """Time elapsed in the term at the end of ``month``, as a fraction of the whole term."""
-    total = sum(
-        (_retainer_units(start, end, m) for m in range(month_index(start), month_index(end) + 1)), Fraction(0)
-    )
-    done = sum(
-        (_retainer_units(start, end, m) for m in range(month_index(start), min(month, month_index(end)) + 1)),
-        Fraction(0),
-    )
-    return done / total
-
-
-@dataclass(frozen=True)
-class _Cumulative:
-    price: int | None
-    cost: int
-    eac: int
-    revenue: int
-    billed: int
-    expected_loss: int
-    provision: int
-
-
-def _cumulative(contract: ContractInputs, month: int) -> _Cumulative:
-    price = contract.price_at(month)
-    cost = _to_date(contract.cost_minor, month)
-    billed = _to_date(contract.billed_minor, month)
-    estimate = _estimate_at(contract, month)
-    # An estimate below what is already spent is stale: EAC is at least the cost to date.
-    eac = max(estimate if estimate is not None else cost, cost)
-    loss = provision = 0
-    kind = contract.billing_type
-    if kind == "time_and_materials":
-        revenue = _to_date(contract.delivered_minor, month)
-    elif kind == "fixed_fee":
-        assert price is not None
-        revenue = round_half_even(Fraction(price * min(cost, eac), eac)) if eac > 0 else 0
-        loss = max(0, eac - price)
-        # The whole loss is recognized now: what the margin to date does not yet show is provided.
-        if loss > 0:
-            provision = min(loss, max(0, loss - (min(cost, eac) - revenue)))
-    elif kind == "milestone":
-        revenue = sum(
-            m.amount_minor
-            for m in contract.milestones
-            if m.signed_off_month is not None and m.signed_off_month <= month
-        )
-    else:
-        assert price is not None and contract.retainer_start and contract.retainer_end
-        progress = _retainer_progress(contract.retainer_start, contract.retainer_end, month)
-        revenue = round_half_even(price * progress)
-    if price is not None:
-        revenue = min(revenue, price)
-    return _Cumulative(price, cost, eac, revenue, billed, loss, provision)
+def _retainer_term(start: date, end: date) -> Fraction:
+    """The whole term in months (partial months as fractions)."""
+    units = (_retainer_units(start, end, m) for m in range(month_index(start), month_index(end) + 1))
+    return sum(units, Fraction(0))
 
 
 def recognize(contract: ContractInputs, through: int, *, since: int | None = None) -> list[Recognition]:
     """The contract's recognition for every month from its first activity (or ``since``, if
-    earlier) through ``through``; empty when nothing has happened by then."""
+    earlier) through ``through``; empty when nothing has happened by then.
+
+    One pass over the months with running totals: each month's cumulative figures are computed
+    from the totals to date, so a month's result never depends on how the months are grouped."""
     first = contract.first_month()
     if since is not None:
         first = since if first is None else min(first, since)
     if first is None or first > through:
         return []
+    kind = contract.billing_type
+    signed: dict[int, int] = {}
+    for m in contract.milestones:
+        if m.signed_off_month is not None:
+            signed[m.signed_off_month] = signed.get(m.signed_off_month, 0) + m.amount_minor
+    # Amounts dated before the first reported month count in it (totals to date).
+    cost = sum(v for m, v in contract.cost_minor.items() if m < first)
+    delivered = sum(v for m, v in contract.delivered_minor.items() if m < first)
+    billed = sum(v for m, v in contract.billed_minor.items() if m < first)
+    earned = sum(v for m, v in signed.items() if m < first)
+    known = [m for m in contract.estimated_total_cost_minor if m < first]
+    estimate = contract.estimated_total_cost_minor[max(known)] if known else None
+    term = elapsed = Fraction(0)
+    if kind == "retainer":
+        assert contract.retainer_start is not None and contract.retainer_end is not None
+        term = _retainer_term(contract.retainer_start, contract.retainer_end)
+        elapsed = sum(
+            (_retainer_units(contract.retainer_start, contract.retainer_end, m)
+             for m in range(month_index(contract.retainer_start), first)),
+            Fraction(0),
+        )  # fmt: skip
     out: list[Recognition] = []
     prev_revenue = 0
     for month in range(first, through + 1):
-        cum = _cumulative(contract, month)
-        balance = cum.revenue - cum.billed
+        cost += contract.cost_minor.get(month, 0)
+        delivered += contract.delivered_minor.get(month, 0)
+        billed += contract.billed_minor.get(month, 0)
+        earned += signed.get(month, 0)
+        estimate = contract.estimated_total_cost_minor.get(month, estimate)
+        price = contract.price_at(month)
+        # An estimate below what is already spent is stale: EAC is at least the cost to date.
+        eac = max(estimate if estimate is not None else cost, cost)
+        loss = provision = 0
+        if kind == "time_and_materials":
+            revenue = delivered
+        elif kind == "fixed_fee":
+            assert price is not None
+            revenue = round_half_even(Fraction(price * min(cost, eac), eac)) if eac > 0 else 0
+            loss = max(0, eac - price)
+            if loss > 0:
+                # The whole loss is recognized now: what the margin to date does not show is provided.
+                provision = min(loss, max(0, loss - (min(cost, eac) - revenue)))
+        elif kind == "milestone":
+            revenue = earned
+        else:
+            assert price is not None and contract.retainer_start and contract.retainer_end
+            elapsed += _retainer_units(contract.retainer_start, contract.retainer_end, month)
+            revenue = round_half_even(price * elapsed / term)
+        if price is not None:
+            revenue = min(revenue, price)
+        balance = revenue - billed
         out.append(
             Recognition(
                 project_ref=contract.project_ref,
                 legal_entity=contract.legal_entity,
                 currency=contract.currency,
-                billing_type=contract.billing_type,
+                billing_type=kind,
                 period=month,
-                transaction_price_minor=cum.price,
-                cost_to_date_minor=cum.cost,
-                estimated_total_cost_minor=cum.eac,
-                cum_revenue_minor=cum.revenue,
-                period_revenue_minor=cum.revenue - prev_revenue,
-                cum_billed_minor=cum.billed,
+                transaction_price_minor=price,
+                cost_to_date_minor=cost,
+                estimated_total_cost_minor=eac,
+                cum_revenue_minor=revenue,
+                period_revenue_minor=revenue - prev_revenue,
+                cum_billed_minor=billed,
                 contract_asset_minor=max(balance, 0),
                 contract_liability_minor=max(-balance, 0),
-                expected_loss_minor=cum.expected_loss,
-                loss_provision_minor=cum.provision,
+                expected_loss_minor=loss,
+                loss_provision_minor=provision,
             )
         )
-        prev_revenue = cum.revenue
+        prev_revenue = revenue
     return out
 
 
 def recognize_period(contract: ContractInputs, period: int) -> tuple[Recognition | None, Recognition | None]:
     """(the previous period's recognition, this period's): what a period's journal moves between."""
-    rows = recognize(contract, period, since=period - 1)
-    by_period = {r.period: r for r in rows}
+    rows = recognize(contract, period)
+    by_period = {r.period: r for r in rows[-2:]}
     return by_period.get(period - 1), by_period.get(period)
