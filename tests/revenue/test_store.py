@@ -129,3 +129,32 @@ def test_forecast_actuals_equal_the_recognized_revenue_of_every_closed_month(fir
             (ref, SEP if period.endswith("09") else OCT): amount
             for (ref, period), amount in journaled.items()
         }
+
+
+def test_forecast_shows_a_moved_delta_where_the_erp_holds_it(firm: str) -> None:
+    """A late September cost after September closed: the delta goes to October in the ERP, and
+    the forecast's September and October are what the ERP holds; the months still add up."""
+    with psycopg.connect(firm) as conn:
+        _run(conn, SEP)
+        _run(conn, OCT)
+        with conn.transaction():
+            period_row(conn, 9, closed=True)
+            time_entry(conn, "5", "FF1", date(2026, 9, 28), 10)
+        _run(conn, SEP, run_id="r2")  # +83,333 for September, planned in October
+        _run(conn, OCT, run_id="r2")  # October: 555,556 - 333,333 = 222,223, 27,777 less than planned
+        journaled = store.journal_revenue_by_posting_period(conn)
+        assert (journaled[("FF1", "US1-2026-09")], journaled[("FF1", "US1-2026-10")]) == (
+            250_000, 250_000 + 83_333 - 27_777,
+        )  # fmt: skip
+        settings = load_forecast_settings()
+        inputs = forecast_inputs.load_inputs(
+            conn, as_of=date(2026, 11, 9), settings=settings, prior_snapshot_id=None
+        )
+        result = model.compute(inputs, settings, "base")
+        lines = result.lines
+        ff = lines[(lines.project_ref == "FF1") & (lines.layer == "actual")].set_index("month")[
+            "amount_minor"
+        ]
+        assert (ff[SEP], ff[OCT]) == (250_000, 305_556)  # the ERP's months, not the recomputed ones
+        cum = result.balances.set_index("project_ref").loc["FF1", "cum_revenue_minor"]
+        assert ff.sum() == cum  # November takes the rest: totals still tie

@@ -220,6 +220,8 @@ ODS_INPUTS = (
     ("forecast", "src_opportunity"),
     ("forecast", "src_change_order"),
     ("revenue", "recognition"),
+    ("revenue", "journal"),
+    ("revenue", "journal_line"),
 )
 """Every ODS table a refresh reads (its OpenLineage inputs)."""
 
@@ -242,6 +244,8 @@ def data_versions(conn: psycopg.Connection, settings: ForecastSettings) -> dict[
     versions["ledger.posting"] = f"{count}:{seq or 0}:{last.isoformat() if last else '-'}"
     count, seq = conn.execute("SELECT count(*), max(seq) FROM revenue.recognition").fetchone() or (0, None)
     versions["revenue.recognition"] = f"{count}:{seq or 0}"
+    (journals,) = conn.execute("SELECT count(*) FROM revenue.journal").fetchone() or (0,)
+    versions["revenue.journal"] = str(journals)
     versions["config.forecast"] = settings.digest[:16]
     return versions
 
@@ -389,6 +393,7 @@ def load_inputs(
     return model.ForecastInputs(
         as_of, projects, actuals, schedule, capacity, milestones, opportunities, prior,
         estimates=revenue_source.estimate_history(conn, m0), contract_terms=revenue_source.contract_terms(conn),
+        journaled=revenue_source.journaled_revenue(conn, m0),
     )  # fmt: skip
 
 

@@ -161,6 +161,8 @@ class ForecastInputs:
     - ``estimates``: project_ref -> {month: EAC as known at that month's end} (the stored
       revenue recognitions), so past months are recognized as they were.
     - ``contract_terms``: project_ref -> base value, dated change orders, term dates (ODS).
+    - ``journaled``: project_ref -> {posting month: revenue} of the planned revenue journals
+      before the as-of month: those months are shown as the ERP holds them.
     """
 
     as_of: date
@@ -173,6 +175,7 @@ class ForecastInputs:
     prior: pd.DataFrame | None = None
     estimates: dict[str, dict[int, int]] | None = None
     contract_terms: dict[str, revenue_frames.ContractTerms] | None = None
+    journaled: dict[str, dict[int, int]] | None = None
 
 
 @dataclass
@@ -373,7 +376,7 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
     billed = np.select([is_ms, is_ret], [signed, ret_billed], projects["billed_minor"].to_numpy(np.int64))
     remaining = np.maximum(price - cum_rev, 0)
 
-    frame = revenue_frames.recognized_frame(recognized, m_first_actual)
+    frame = revenue_frames.recognized_frame(recognized, m_first_actual, inputs.journaled)
     r_pi = ref_index.get_indexer(frame["project_ref"])
     actual = (
         r_pi.astype(np.int64),

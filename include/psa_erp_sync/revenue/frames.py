@@ -124,15 +124,40 @@ def recognize_all(contracts_: list[ContractInputs], through: int) -> dict[str, l
     return {c.project_ref: recognize(c, through) for c in contracts_}
 
 
-def recognized_frame(recognized: Mapping[str, list[Recognition]], first: int) -> pd.DataFrame:
-    """(project_ref, month, revenue_minor) per month from ``first`` on, zero months left out."""
+def as_journaled(rows: list[Recognition], journaled: Mapping[int, int]) -> list[tuple[int, int]]:
+    """(month, revenue) of one contract as the ERP holds it: the journaled months as journaled
+    (a delta moved out of a closed month is in the month it was posted to); the first month after
+    them takes the rest of the cumulative (as ``post_to_first_open`` would); other months as
+    computed. The months still sum to the cumulative revenue."""
+    if not journaled or not rows:
+        return [(r.period, r.period_revenue_minor) for r in rows]
+    first, last = min(journaled), max(journaled)
+    before = next((r.cum_revenue_minor for r in rows if r.period == first - 1), 0)
+    out = []
+    for r in rows:
+        if r.period < first or r.period > last + 1:
+            out.append((r.period, r.period_revenue_minor))
+        elif r.period <= last:
+            out.append((r.period, journaled.get(r.period, 0)))
+        else:
+            out.append((r.period, r.cum_revenue_minor - before - sum(journaled.values())))
+    return out
+
+
+def recognized_frame(
+    recognized: Mapping[str, list[Recognition]],
+    first: int,
+    journaled: Mapping[str, Mapping[int, int]] | None = None,
+) -> pd.DataFrame:
+    """(project_ref, month, revenue_minor) per month from ``first`` on, zero months left out;
+    with ``journaled`` (project -> posting month -> revenue), months as the ERP holds them."""
     import pandas as pd
 
     rows: list[tuple[Any, ...]] = [
-        (r.project_ref, r.period, r.period_revenue_minor)
-        for rows_ in recognized.values()
-        for r in rows_
-        if r.period >= first and r.period_revenue_minor != 0
+        (ref, month, amount)
+        for ref, rows_ in recognized.items()
+        for month, amount in as_journaled(rows_, (journaled or {}).get(ref, {}))
+        if month >= first and amount != 0
     ]
     frame = pd.DataFrame(rows, columns=["project_ref", "month", "revenue_minor"])
     return frame.astype({"project_ref": "object", "month": "int64", "revenue_minor": "int64"})

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from psa_erp_sync.posting.periods import PeriodBook
-from psa_erp_sync.revenue.recognition import Recognition, month_end
+from psa_erp_sync.revenue.recognition import Recognition, month_end, month_index
 
 ROLES = ("revenue", "contract_asset", "contract_liability", "loss_expense", "loss_provision")
 RECORD_TYPE = "journalentry"
@@ -139,9 +139,12 @@ class Placement:
     posting_period: str | None  # the ERP period's external id
     recognition_period: str | None
     reason: str | None = None
+    posting_month: int | None = None  # the posting period's month (None when parked)
 
 
 def place(journal: Journal, periods: PeriodBook, policy: str) -> Placement:
     """The closed-period policy applied to a delta journal (dated the last day of its period)."""
     decision = periods.decide(journal.legal_entity, month_end(journal.period), RECORD_TYPE, policy)
-    return Placement(decision.outcome, decision.period, decision.original_period, decision.reason)
+    target = periods.get(decision.period) if decision.period else None
+    month = month_index(target.start_date) if target else None
+    return Placement(decision.outcome, decision.period, decision.original_period, decision.reason, month)

@@ -4,6 +4,7 @@ already reads projects, contract values, cost, delivered T&M and milestones):
 - contract terms: the CRM's won amount (system of authority for contract value) and its approved
   change orders with their effective dates, or the PSA's fee (T&M: budget); the PSA's term dates;
 - the estimate (EAC) each past period was recognized with (``revenue.recognition_latest``);
+- the revenue the planned journals put in each posting month (``revenue.journal``);
 - the ERP's accounting periods as the master-data sync last read them (``master.erp_record``).
 """
 
@@ -62,6 +63,23 @@ def estimate_history(conn: psycopg.Connection, before: int) -> dict[str, dict[in
         (month_start(before),),
     ):
         out.setdefault(str(ref), {})[month_index(period)] = int(eac)
+    return out
+
+
+def journaled_revenue(conn: psycopg.Connection, before: int) -> dict[str, dict[int, int]]:
+    """Per project, the revenue the planned journals credit in each ERP posting month before
+    ``before`` (credit - debit of the revenue lines): what the ERP's books will hold."""
+    out: dict[str, dict[int, int]] = {}
+    for ref, month, amount in conn.execute(
+        """
+        SELECT j.project_ref, j.posting_month, sum(l.credit_minor - l.debit_minor)
+        FROM revenue.journal j JOIN revenue.journal_line l ON l.idempotency_key = j.idempotency_key
+        WHERE l.role = 'revenue' AND j.state = 'planned' AND j.posting_month < %s
+        GROUP BY 1, 2
+        """,
+        (month_start(before),),
+    ):
+        out.setdefault(str(ref), {})[month_index(month)] = int(amount)
     return out
 
 

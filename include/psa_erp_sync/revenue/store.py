@@ -109,14 +109,16 @@ def insert_journal(
     row = conn.execute(
         """
         INSERT INTO revenue.journal (idempotency_key, external_id, project_ref, legal_entity, period_month,
-            currency, seq, inputs_hash, state, posting_period, recognition_period, reason, debit_minor,
-            credit_minor, run_id)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            currency, seq, inputs_hash, state, posting_period, posting_month, recognition_period, reason,
+            debit_minor, credit_minor, run_id)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key
         """,
         (key, external_id(identity, seq), journal.project_ref, journal.legal_entity, month_start(journal.period),
          journal.currency, seq, inputs_hash, "parked" if parked else "planned",
-         None if parked else placement.posting_period, placement.recognition_period, placement.reason,
+         None if parked else placement.posting_period,
+         None if parked or placement.posting_month is None else month_start(placement.posting_month),
+         placement.recognition_period, placement.reason,
          journal.debits, journal.credits, run_id),
     ).fetchone()  # fmt: skip
     if row is None:

@@ -49,6 +49,7 @@ CREATE TABLE revenue.journal (
     inputs_hash         text        NOT NULL,
     state               text        NOT NULL CHECK (state IN ('planned', 'parked')),
     posting_period      text,                            -- ERP period external id; NULL when parked
+    posting_month       date,                            -- that period's first day; NULL when parked
     recognition_period  text,                            -- ERP period the revenue belongs to
     reason              text,                            -- why parked (PERIOD_CLOSED, PERIOD_UNKNOWN)
     debit_minor         bigint      NOT NULL CHECK (debit_minor > 0),
@@ -57,6 +58,7 @@ CREATE TABLE revenue.journal (
     created_at          timestamptz NOT NULL DEFAULT now(),
     CHECK (debit_minor = credit_minor),
     CHECK ((state = 'parked') = (posting_period IS NULL)),
+    CHECK ((state = 'parked') = (posting_month IS NULL)),
     UNIQUE (project_ref, legal_entity, period_month, currency, seq)
 );
 COMMENT ON TABLE revenue.journal IS 'Planned revenue recognition journals (deltas against what was already planned for the period); posted to the ERP by the posting ledger (next step).';
