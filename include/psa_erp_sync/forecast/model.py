@@ -353,7 +353,7 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
         dict(zip(projects["project_ref"].tolist(), etc.tolist(), strict=True)), m0,
         estimates=inputs.estimates, contract_terms=inputs.contract_terms,
     )  # fmt: skip
-    recognized = revenue_frames.recognize_all(contracts, m0)
+    recognized = revenue_frames.recognize_all(contracts, m0, window_from=m_first_actual)
     cum_by_ref = {ref: rows[-1].cum_revenue_minor for ref, rows in recognized.items() if rows}
     cum_rev = projects["project_ref"].map(cum_by_ref).fillna(0).to_numpy(np.int64)
 

@@ -119,9 +119,12 @@ def contracts(
     return out
 
 
-def recognize_all(contracts_: list[ContractInputs], through: int) -> dict[str, list[Recognition]]:
-    """Every contract's recognition through ``through`` (project_ref -> months in order)."""
-    return {c.project_ref: recognize(c, through) for c in contracts_}
+def recognize_all(
+    contracts_: list[ContractInputs], through: int, *, window_from: int | None = None
+) -> dict[str, list[Recognition]]:
+    """Every contract's recognition through ``through`` (project_ref -> months in order), listing
+    the months from ``window_from`` on when given."""
+    return {c.project_ref: recognize(c, through, window_from=window_from) for c in contracts_}
 
 
 def as_journaled(rows: list[Recognition], journaled: Mapping[int, int]) -> list[tuple[int, int]]:
@@ -129,7 +132,9 @@ def as_journaled(rows: list[Recognition], journaled: Mapping[int, int]) -> list[
     (a delta moved out of a closed month is in the month it was posted to); the first month after
     them takes the rest of the cumulative (as ``post_to_first_open`` would); other months as
     computed. The months still sum to the cumulative revenue."""
-    if not journaled or not rows:
+    # Only journaled months inside the listed ones: the cumulative before them must be known.
+    journaled = {m: v for m, v in journaled.items() if rows and m > rows[0].period}
+    if not journaled:
         return [(r.period, r.period_revenue_minor) for r in rows]
     first, last = min(journaled), max(journaled)
     before = next((r.cum_revenue_minor for r in rows if r.period == first - 1), 0)

@@ -27,13 +27,14 @@ periods of a contract always sum to its rounded cumulative: totals tie to the ce
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, NamedTuple
 
 BillingType = Literal["time_and_materials", "fixed_fee", "milestone", "retainer"]
 BILLING_TYPES: tuple[BillingType, ...] = ("time_and_materials", "fixed_fee", "milestone", "retainer")
@@ -55,6 +56,13 @@ def month_end(index: int) -> date:
 def round_half_even(value: Fraction) -> int:
     """An exact fraction rounded to an integer, ties to even (``round`` on a Fraction does that)."""
     return round(value)
+
+
+def div_half_even(num: int, den: int) -> int:
+    """``num / den`` (``den`` > 0) rounded to an integer, ties to even: integers only, no Fraction."""
+    q, r = divmod(num, den)
+    twice = 2 * r
+    return q + 1 if twice > den or (twice == den and q % 2) else q
 
 
 @dataclass(frozen=True)
@@ -133,10 +141,10 @@ class ContractInputs:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-@dataclass(frozen=True)
-class Recognition:
+class Recognition(NamedTuple):
     """One contract at the end of one period. Cumulative figures are to date; ``period_*`` are
-    the movements of this period (cumulative now - cumulative at the end of the previous one)."""
+    the movements of this period (cumulative now - cumulative at the end of the previous one).
+    (A NamedTuple: the forecast builds one per contract and month, hundreds of thousands.)"""
 
     project_ref: str
     legal_entity: str
@@ -155,12 +163,20 @@ class Recognition:
     loss_provision_minor: int
 
 
+@functools.lru_cache(maxsize=4096)
+def _month_bounds(month: int) -> tuple[date, date, int]:
+    """(first day, last day, number of days) of a month index."""
+    last = month_end(month)
+    return month_start(month), last, last.day
+
+
 def _retainer_units(start: date, end: date, month: int) -> Fraction:
     """The share of ``month`` inside the term ``[start, end]``: 1 for a full month."""
-    first, last = max(start, month_start(month)), min(end, month_end(month))
+    m_first, m_last, days = _month_bounds(month)
+    first, last = max(start, m_first), min(end, m_last)
     if last < first:
         return Fraction(0)
-    return Fraction((last - first).days + 1, month_end(month).day)
+    return Fraction((last - first).days + 1, days)
 
 
 def _retainer_term(start: date, end: date) -> Fraction:
@@ -169,9 +185,13 @@ def _retainer_term(start: date, end: date) -> Fraction:
     return sum(units, Fraction(0))
 
 
-def recognize(contract: ContractInputs, through: int, *, since: int | None = None) -> list[Recognition]:
+def recognize(
+    contract: ContractInputs, through: int, *, since: int | None = None, window_from: int | None = None
+) -> list[Recognition]:
     """The contract's recognition for every month from its first activity (or ``since``, if
-    earlier) through ``through``; empty when nothing has happened by then.
+    earlier) through ``through``; empty when nothing has happened by then. With ``window_from``,
+    only the months from then on are returned (earlier ones are summed, not listed: the same
+    figures, less work).
 
     One pass over the months with running totals: each month's cumulative figures are computed
     from the totals to date, so a month's result never depends on how the months are grouped."""
@@ -181,75 +201,73 @@ def recognize(contract: ContractInputs, through: int, *, since: int | None = Non
     if first is None or first > through:
         return []
     kind = contract.billing_type
+    start = first if window_from is None else max(first, window_from - 1)
     signed: dict[int, int] = {}
     for m in contract.milestones:
         if m.signed_off_month is not None:
             signed[m.signed_off_month] = signed.get(m.signed_off_month, 0) + m.amount_minor
-    # Amounts dated before the first reported month count in it (totals to date).
-    cost = sum(v for m, v in contract.cost_minor.items() if m < first)
-    delivered = sum(v for m, v in contract.delivered_minor.items() if m < first)
-    billed = sum(v for m, v in contract.billed_minor.items() if m < first)
-    earned = sum(v for m, v in signed.items() if m < first)
-    known = [m for m in contract.estimated_total_cost_minor if m < first]
+    # Amounts dated before the first month looped over count in it (totals to date).
+    cost = sum(v for m, v in contract.cost_minor.items() if m < start)
+    delivered = sum(v for m, v in contract.delivered_minor.items() if m < start)
+    billed = sum(v for m, v in contract.billed_minor.items() if m < start)
+    earned = sum(v for m, v in signed.items() if m < start)
+    known = [m for m in contract.estimated_total_cost_minor if m < start]
     estimate = contract.estimated_total_cost_minor[max(known)] if known else None
+    ret_start, ret_end = contract.retainer_start, contract.retainer_end
     term = elapsed = Fraction(0)
     if kind == "retainer":
-        assert contract.retainer_start is not None and contract.retainer_end is not None
-        term = _retainer_term(contract.retainer_start, contract.retainer_end)
+        assert ret_start is not None and ret_end is not None
+        term = _retainer_term(ret_start, ret_end)
         elapsed = sum(
-            (_retainer_units(contract.retainer_start, contract.retainer_end, m)
-             for m in range(month_index(contract.retainer_start), first)),
-            Fraction(0),
-        )  # fmt: skip
+            (_retainer_units(ret_start, ret_end, m) for m in range(month_index(ret_start), start)), Fraction(0)
+        )
+    fixed_price = contract.price_at(through) if not contract.change_orders else None
+    costs, deliveries, bills, estimates = (
+        contract.cost_minor, contract.delivered_minor, contract.billed_minor, contract.estimated_total_cost_minor,
+    )  # fmt: skip
     out: list[Recognition] = []
-    prev_revenue = 0
-    for month in range(first, through + 1):
-        cost += contract.cost_minor.get(month, 0)
-        delivered += contract.delivered_minor.get(month, 0)
-        billed += contract.billed_minor.get(month, 0)
+    prev_revenue = None
+    for month in range(start, through + 1):
+        cost += costs.get(month, 0)
+        delivered += deliveries.get(month, 0)
+        billed += bills.get(month, 0)
         earned += signed.get(month, 0)
-        estimate = contract.estimated_total_cost_minor.get(month, estimate)
-        price = contract.price_at(month)
-        # An estimate below what is already spent is stale: EAC is at least the cost to date.
-        eac = max(estimate if estimate is not None else cost, cost)
+        estimate = estimates.get(month, estimate)
+        price = fixed_price if fixed_price is not None else contract.price_at(month)
         loss = provision = 0
         if kind == "time_and_materials":
             revenue = delivered
+            eac = max(estimate if estimate is not None else cost, cost)
         elif kind == "fixed_fee":
             assert price is not None
-            revenue = round_half_even(Fraction(price * min(cost, eac), eac)) if eac > 0 else 0
+            # An estimate below what is already spent is stale: EAC is at least the cost to date.
+            eac = max(estimate if estimate is not None else cost, cost)
+            revenue = div_half_even(price * min(cost, eac), eac) if eac > 0 else 0
             loss = max(0, eac - price)
             if loss > 0:
                 # The whole loss is recognized now: what the margin to date does not show is provided.
                 provision = min(loss, max(0, loss - (min(cost, eac) - revenue)))
         elif kind == "milestone":
             revenue = earned
+            eac = max(estimate if estimate is not None else cost, cost)
         else:
-            assert price is not None and contract.retainer_start and contract.retainer_end
-            elapsed += _retainer_units(contract.retainer_start, contract.retainer_end, month)
-            revenue = round_half_even(price * elapsed / term)
-        if price is not None:
-            revenue = min(revenue, price)
+            assert price is not None and ret_start is not None and ret_end is not None
+            elapsed += _retainer_units(ret_start, ret_end, month)
+            revenue = div_half_even(price * elapsed.numerator * term.denominator,
+                                    elapsed.denominator * term.numerator)  # fmt: skip
+            eac = max(estimate if estimate is not None else cost, cost)
+        if price is not None and revenue > price:
+            revenue = price
+        if prev_revenue is None and month > first:
+            prev_revenue = revenue  # the month before the window: only its cumulative is needed
+            continue
         balance = revenue - billed
         out.append(
             Recognition(
-                project_ref=contract.project_ref,
-                legal_entity=contract.legal_entity,
-                currency=contract.currency,
-                billing_type=kind,
-                period=month,
-                transaction_price_minor=price,
-                cost_to_date_minor=cost,
-                estimated_total_cost_minor=eac,
-                cum_revenue_minor=revenue,
-                period_revenue_minor=revenue - prev_revenue,
-                cum_billed_minor=billed,
-                contract_asset_minor=max(balance, 0),
-                contract_liability_minor=max(-balance, 0),
-                expected_loss_minor=loss,
-                loss_provision_minor=provision,
+                contract.project_ref, contract.legal_entity, contract.currency, kind, month, price, cost, eac,
+                revenue, revenue - (prev_revenue or 0), billed, max(balance, 0), max(-balance, 0), loss, provision,
             )
-        )
+        )  # fmt: skip
         prev_revenue = revenue
     return out
 
