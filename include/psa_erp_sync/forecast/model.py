@@ -27,12 +27,11 @@ from typing import TYPE_CHECKING, Any
 from psa_erp_sync import money
 from psa_erp_sync.forecast.settings import PPM, ForecastSettings, ppm
 from psa_erp_sync.revenue import frames as revenue_frames
+from psa_erp_sync.revenue import grid as revenue_grid
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
-
-    from psa_erp_sync.revenue.recognition import ContractInputs, Recognition
 
 LAYERS = ("actual", "contracted", "pipeline")
 LINE_COLUMNS = [
@@ -304,8 +303,7 @@ class _Prepared:
     remaining: np.ndarray
     balances: pd.DataFrame
     capacity: pd.DataFrame
-    contracts: list[ContractInputs] = field(default_factory=list)
-    recognized: dict[str, list[Recognition]] = field(default_factory=dict)
+    etc: np.ndarray | None = None  # estimate to complete per project (planned cost), project currency
 
 
 def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
@@ -347,15 +345,13 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
     np.add.at(etc, s_pi, planned_cost)
     eac = cost_to_date + etc
 
-    # Recognized revenue through the as-of month: the revenue recognition calculation itself.
-    contracts = revenue_frames.contracts(
-        projects, inputs.actuals, inputs.milestones,
-        dict(zip(projects["project_ref"].tolist(), etc.tolist(), strict=True)), m0,
+    # Recognized revenue through the as-of month: the revenue recognition calculation itself,
+    # on the whole firm at once (``revenue/grid.py``, equal to ``recognition.recognize``).
+    cum_grid = revenue_grid.cumulative(
+        projects, inputs.actuals, inputs.milestones, etc, m0, m_first_actual - 1,
         estimates=inputs.estimates, contract_terms=inputs.contract_terms,
     )  # fmt: skip
-    recognized = revenue_frames.recognize_all(contracts, m0, window_from=m_first_actual)
-    cum_by_ref = {ref: rows[-1].cum_revenue_minor for ref, rows in recognized.items() if rows}
-    cum_rev = projects["project_ref"].map(cum_by_ref).fillna(0).to_numpy(np.int64)
+    cum_rev = cum_grid[:, -1] if n else np.zeros(0, dtype=np.int64)
 
     ms = inputs.milestones
     m_pi = ref_index.get_indexer(ms["project_ref"])
@@ -376,13 +372,7 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
     billed = np.select([is_ms, is_ret], [signed, ret_billed], projects["billed_minor"].to_numpy(np.int64))
     remaining = np.maximum(price - cum_rev, 0)
 
-    frame = revenue_frames.recognized_frame(recognized, m_first_actual, inputs.journaled)
-    r_pi = ref_index.get_indexer(frame["project_ref"])
-    actual = (
-        r_pi.astype(np.int64),
-        frame["month"].to_numpy(np.int64),
-        frame["revenue_minor"].to_numpy(np.int64),
-    )
+    actual = revenue_grid.monthly(projects, cum_grid, m_first_actual - 1, inputs.journaled)
 
     # Contracted, before the scenario factor: T&M value x realization; fixed fee through cost-to-cost.
     tm_sched = is_tm[s_pi] if len(s_pi) else np.zeros(0, dtype=bool)
@@ -426,7 +416,7 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
         m0=m0, m_end=m_end, m_first_actual=m_first_actual, projects=projects, actual=actual,
         tm=(t_pi, t_month, t_value), ff=(g_pi, g_month, g_cum - g_prev), milestones=milestones,  # type: ignore[arg-type]
         retainers=retainers, remaining=remaining, balances=balances,
-        capacity=capacity_check(inputs.schedule, inputs.capacity), contracts=contracts, recognized=recognized,
+        capacity=capacity_check(inputs.schedule, inputs.capacity), etc=etc,
     )  # fmt: skip
 
 

@@ -1,9 +1,9 @@
 """The recognition calculation on the forecast's input frames: one :class:`ContractInputs` per
 project, recognized month by month with :func:`recognition.recognize`.
 
-Both the revenue service (``service.py``, through ``source.py``) and the forecast's ``actual``
-layer (``forecast/model.py``) call :func:`recognize_frames`, so the forecast's actuals are the
-figures the revenue journals carry.
+The revenue service (``service.py``) recognizes these contracts; the forecast's ``actual`` layer
+(``forecast/model.py``) computes the same figures for the whole firm at once with ``grid.py``
+(checked equal, month by month, in ``tests/revenue/test_grid.py``).
 
 - **Price.** With ``contract_terms`` (read from the ODS): the CRM's won amount with its approved
   change orders effective-dated, or the PSA's fee/budget. Without: the frame's ``price_minor``
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from psa_erp_sync.revenue.recognition import (
     ChangeOrder,
@@ -125,44 +125,3 @@ def recognize_all(
     """Every contract's recognition through ``through`` (project_ref -> months in order), listing
     the months from ``window_from`` on when given."""
     return {c.project_ref: recognize(c, through, window_from=window_from) for c in contracts_}
-
-
-def as_journaled(rows: list[Recognition], journaled: Mapping[int, int]) -> list[tuple[int, int]]:
-    """(month, revenue) of one contract as the ERP holds it: the journaled months as journaled
-    (a delta moved out of a closed month is in the month it was posted to); the first month after
-    them takes the rest of the cumulative (as ``post_to_first_open`` would); other months as
-    computed. The months still sum to the cumulative revenue."""
-    # Only journaled months inside the listed ones: the cumulative before them must be known.
-    journaled = {m: v for m, v in journaled.items() if rows and m > rows[0].period}
-    if not journaled:
-        return [(r.period, r.period_revenue_minor) for r in rows]
-    first, last = min(journaled), max(journaled)
-    before = next((r.cum_revenue_minor for r in rows if r.period == first - 1), 0)
-    out = []
-    for r in rows:
-        if r.period < first or r.period > last + 1:
-            out.append((r.period, r.period_revenue_minor))
-        elif r.period <= last:
-            out.append((r.period, journaled.get(r.period, 0)))
-        else:
-            out.append((r.period, r.cum_revenue_minor - before - sum(journaled.values())))
-    return out
-
-
-def recognized_frame(
-    recognized: Mapping[str, list[Recognition]],
-    first: int,
-    journaled: Mapping[str, Mapping[int, int]] | None = None,
-) -> pd.DataFrame:
-    """(project_ref, month, revenue_minor) per month from ``first`` on, zero months left out;
-    with ``journaled`` (project -> posting month -> revenue), months as the ERP holds them."""
-    import pandas as pd
-
-    rows: list[tuple[Any, ...]] = [
-        (ref, month, amount)
-        for ref, rows_ in recognized.items()
-        for month, amount in as_journaled(rows_, (journaled or {}).get(ref, {}))
-        if month >= first and amount != 0
-    ]
-    frame = pd.DataFrame(rows, columns=["project_ref", "month", "revenue_minor"])
-    return frame.astype({"project_ref": "object", "month": "int64", "revenue_minor": "int64"})

@@ -219,7 +219,8 @@ def recognize(
         assert ret_start is not None and ret_end is not None
         term = _retainer_term(ret_start, ret_end)
         elapsed = sum(
-            (_retainer_units(ret_start, ret_end, m) for m in range(month_index(ret_start), start)), Fraction(0)
+            (_retainer_units(ret_start, ret_end, m) for m in range(month_index(ret_start), start)),
+            Fraction(0),
         )
     fixed_price = contract.price_at(through) if not contract.change_orders else None
     costs, deliveries, bills, estimates = (

@@ -2,9 +2,10 @@
 legal entity and period, and the delta journals still to post. Plain Python taking a connection:
 the DAG's task adapts it to Airflow, and the posting of the journals to the ERP comes next.
 
-The inputs are the forecast's own (``forecast.inputs.load_inputs`` as of the period's last day)
-and the calculation is the one the forecast's ``actual`` layer runs (``forecast.model.prepare``),
-so the two cannot disagree.
+The inputs are the forecast's own (``forecast.inputs.load_inputs`` as of the period's last day,
+with the ETC ``forecast.model.prepare`` computes) and the contracts are built the same way
+(``frames.contracts``); the forecast's ``actual`` layer computes the same figures vectorised
+(``grid.py``), checked equal to this calculation in ``tests/revenue/test_grid.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from psa_erp_sync.revenue import journals, source, store
+from psa_erp_sync.revenue import frames, journals, source, store
 from psa_erp_sync.revenue.recognition import month_end, month_start
 
 if TYPE_CHECKING:
@@ -76,11 +77,18 @@ def compute_and_store_period(
         inputs = forecast_inputs.load_inputs(
             conn, as_of=month_end(period), settings=settings, prior_snapshot_id=None
         )
-        prepared = model.prepare(inputs, settings)
+        etc = model.prepare(inputs, settings).etc
+        assert etc is not None
+        contracts = frames.contracts(
+            inputs.projects, inputs.actuals, inputs.milestones,
+            dict(zip(inputs.projects["project_ref"].tolist(), etc.tolist(), strict=True)), period,
+            estimates=inputs.estimates, contract_terms=inputs.contract_terms,
+        )  # fmt: skip
+        recognized = frames.recognize_all(contracts, period, window_from=period - 1)
         planned = store.planned_for_period(conn, period)
         stored: list[tuple[Any, str]] = []
-        for contract in prepared.contracts:
-            rows = prepared.recognized.get(contract.project_ref, [])
+        for contract in contracts:
+            rows = recognized.get(contract.project_ref, [])
             if not rows or rows[-1].period != period:
                 continue
             cur = rows[-1]
