@@ -158,3 +158,9 @@ def test_forecast_shows_a_moved_delta_where_the_erp_holds_it(firm: str) -> None:
         assert (ff[SEP], ff[OCT]) == (250_000, 305_556)  # the ERP's months, not the recomputed ones
         cum = result.balances.set_index("project_ref").loc["FF1", "cum_revenue_minor"]
         assert ff.sum() == cum  # November takes the rest: totals still tie
+
+
+def test_an_empty_ods_recognizes_nothing(clean_ods: str) -> None:
+    with psycopg.connect(clean_ods) as conn:
+        outcome = _run(conn, OCT)
+    assert outcome.as_dict()["contracts"] == 0 and outcome.journals == {"post": 0, "moved": 0, "park": 0}

@@ -183,8 +183,9 @@ def monthly(
     journaled: Mapping[str, Mapping[int, int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(project position, month, revenue) per month ``first + 1 .. through`` from the cumulative
-    grid, zero months left out; projects with journals as the ERP holds them
-    (:func:`frames.as_journaled`, the same rule)."""
+    grid, zero months left out. A project's journaled months (posting month -> revenue) are shown
+    as the ERP holds them; the month after the last of them takes the rest of the cumulative (as
+    ``post_to_first_open`` does), so the months still sum to the cumulative revenue."""
     import numpy as np
 
     period = np.diff(cum, axis=1)
