@@ -164,3 +164,21 @@ def test_an_empty_ods_recognizes_nothing(clean_ods: str) -> None:
     with psycopg.connect(clean_ods) as conn:
         outcome = _run(conn, OCT)
     assert outcome.as_dict()["contracts"] == 0 and outcome.journals == {"post": 0, "moved": 0, "park": 0}
+
+
+def test_no_known_period_parks_the_journal_for_finance(firm: str) -> None:
+    with psycopg.connect(firm) as conn:
+        with conn.transaction():
+            conn.execute("DELETE FROM master.erp_record WHERE record_type = 'accountingperiod'")
+        outcome = _run(conn, SEP)
+        assert outcome.journals == {"post": 0, "moved": 0, "park": 3}
+        items = conn.execute(
+            "SELECT kind, domain, record_type, reason_code, detail->>'project_ref' FROM exceptions.item"
+            " ORDER BY 5"
+        ).fetchall()
+        assert items == [
+            ("parked", "revenue", "journalentry", "PERIOD_UNKNOWN", ref) for ref in ("FF1", "RET1", "TM1")
+        ]
+        # A parked journal counts as planned: the recompute parks nothing new.
+        assert _run(conn, SEP, run_id="r2").journals == {"post": 0, "moved": 0, "park": 0}
+        assert conn.execute("SELECT count(*) FROM revenue.journal WHERE state = 'parked'").fetchone() == (3,)

@@ -79,5 +79,7 @@ def build() -> None:
             ods("canonical.time_entry"), ods("canonical.expense_entry"), ods("ledger.posting"),
             ods("master.erp_record"),
         ],
-        outputs=[ods("revenue.recognition"), ods("revenue.journal"), ods("revenue.journal_line")],
+        outputs=[
+            ods("revenue.recognition"), ods("revenue.journal"), ods("revenue.journal_line"), ods("exceptions.item"),
+        ],
     )  # fmt: skip

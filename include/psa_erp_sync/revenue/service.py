@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from psa_erp_sync.ods import exceptions
 from psa_erp_sync.revenue import frames, journals, source, store
 from psa_erp_sync.revenue.recognition import month_end, month_start
 
@@ -48,6 +49,29 @@ class PeriodOutcome:
             "journals": dict(self.journals),
             "revenue_minor_by_currency": dict(self.revenue_minor_by_currency),
         }
+
+
+def _parked_item(
+    config: Config, journal: journals.Journal, placement: journals.Placement, key: str
+) -> exceptions.Item:
+    """The exception-queue item of a parked journal: finance decides where it goes."""
+    return exceptions.Item(
+        kind="parked",
+        domain="revenue",
+        source_system=store.SOURCE_SYSTEM,
+        record_type=journals.RECORD_TYPE,
+        source_id=key,
+        reason_code=placement.reason or "PERIOD_CLOSED",
+        owner=config.ownership.owner_for("revenue", journal.legal_entity),
+        detail={
+            "project_ref": journal.project_ref,
+            "period": f"{month_start(journal.period):%Y-%m}",
+            "recognition_period": placement.recognition_period,
+            "currency": journal.currency,
+            "debit_minor": journal.debits,
+        },
+        legal_entity=journal.legal_entity,
+    )
 
 
 def compute_and_store_period(
@@ -87,6 +111,7 @@ def compute_and_store_period(
         recognized = frames.recognize_all(contracts, period, window_from=period - 1)
         planned = store.planned_for_period(conn, period)
         stored: list[tuple[Any, str]] = []
+        parked: list[exceptions.Item] = []
         for contract in contracts:
             rows = recognized.get(contract.project_ref, [])
             if not rows or rows[-1].period != period:
@@ -118,6 +143,9 @@ def compute_and_store_period(
             if key is not None:
                 outcome.journals[placement.outcome] += 1
                 outcome.journal_keys.append(key)
+                if placement.outcome == "park":
+                    parked.append(_parked_item(config, delta, placement, key))
+        exceptions.quarantine_many(conn, parked, run_id=run_id)
         outcome.recognitions_written = store.insert_recognitions(conn, stored, run_id)
     log.info(
         "revenue %s: %d contracts, %d recognitions written, %d journals planned, %d moved, %d parked",
