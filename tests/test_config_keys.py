@@ -73,6 +73,11 @@ CONSUMERS: dict[str, str] = {
     "legal_entities.yaml:legal_entities.*.timezone": f"{E}.validation.time_expense:_local_today",
     "legal_entities.yaml:legal_entities.*.close_calendar": f"{E}.sensors.month_end:MonthEndWindowSensor.execute",
     "legal_entities.yaml:legal_entities.*.closed_period_policy": f"{E}.posting.planner:plan",
+    "legal_entities.yaml:revenue_accounts.revenue": f"{E}.config:RevenueAccounts.by_role",
+    "legal_entities.yaml:revenue_accounts.contract_asset": f"{E}.config:RevenueAccounts.by_role",
+    "legal_entities.yaml:revenue_accounts.contract_liability": f"{E}.config:RevenueAccounts.by_role",
+    "legal_entities.yaml:revenue_accounts.loss_expense": f"{E}.config:RevenueAccounts.by_role",
+    "legal_entities.yaml:revenue_accounts.loss_provision": f"{E}.config:RevenueAccounts.by_role",
     # close_calendars.yaml
     "close_calendars.yaml:version": VERSION,
     "close_calendars.yaml:calendars.*.holidays_country": f"{E}.calendar.close:close_window",

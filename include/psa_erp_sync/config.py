@@ -57,10 +57,30 @@ class LegalEntity(_Strict):
     closed_period_policy: Literal["post_to_first_open", "park"]
 
 
+class RevenueAccounts(_Strict):
+    """GL accounts of revenue recognition journals (``revenue/journals.py``), one per role."""
+
+    revenue: str = Field(min_length=1)
+    contract_asset: str = Field(min_length=1)
+    contract_liability: str = Field(min_length=1)
+    loss_expense: str = Field(min_length=1)
+    loss_provision: str = Field(min_length=1)
+
+    def by_role(self) -> dict[str, str]:
+        return {
+            "revenue": self.revenue,
+            "contract_asset": self.contract_asset,
+            "contract_liability": self.contract_liability,
+            "loss_expense": self.loss_expense,
+            "loss_provision": self.loss_provision,
+        }
+
+
 class LegalEntities(_Strict):
     version: Literal[1]
     reporting_currency: str = Field(pattern=r"^[A-Z]{3}$")
     legal_entities: dict[str, LegalEntity]
+    revenue_accounts: RevenueAccounts
 
 
 class CloseWindow(_Strict):

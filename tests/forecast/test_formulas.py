@@ -215,27 +215,39 @@ def test_loss_contract_in_the_model() -> None:
     assert result.totals["loss_contracts"] == 1
 
 
-def test_milestones_and_contract_asset() -> None:
+def test_milestones_on_sign_off() -> None:
+    """Revenue on the customer's sign-off (psa_erp_sync.revenue): a milestone completed but not
+    signed off is not yet revenue; it stays in the contracted layer, expected in the as-of month.
+    (Before issue 14 the forecast recognized it on completion.)"""
     result = model.compute(_inputs(), SETTINGS, "base")
     lines = _amounts(result)
     assert lines[("MS1", "actual", OCT)] == 100_000
-    assert lines[("MS1", "actual", NOV)] == 100_000  # completed, not yet signed off: earned, not billed
+    assert ("MS1", "actual", NOV) not in lines
+    assert lines[("MS1", "contracted", NOV)] == 100_000  # completed, awaiting sign-off
     assert lines[("MS1", "contracted", DEC)] == 100_000
     ms = result.balances.set_index("project_ref").loc["MS1"]
-    assert (ms.cum_revenue_minor, ms.cum_billed_minor, ms.contract_asset_minor) == (200_000, 100_000, 100_000)
+    assert (ms.cum_revenue_minor, ms.cum_billed_minor, ms.contract_asset_minor) == (100_000, 100_000, 0)
 
 
-def test_retainer_even_and_billed_in_advance_is_a_liability() -> None:
-    result = model.compute(_inputs(), SETTINGS, "base")
+def test_retainer_ratable_through_the_as_of_month_and_balances_never_netted() -> None:
+    """The retainer earns its as-of month at the period's end, as the revenue journals do (before
+    issue 14 the forecast left that month in the contracted layer)."""
+    inputs = _inputs()
+    inputs.projects.loc[inputs.projects.project_ref == "TM1", "billed_minor"] = 300_000
+    result = model.compute(inputs, SETTINGS, "base")
     lines = _amounts(result)
-    assert lines[("RET1", "actual", SEP)] == lines[("RET1", "actual", OCT)] == 100_000
-    assert all(lines[("RET1", "contracted", m)] == 100_000 for m in (NOV, DEC, JAN))
-    ret = result.balances.set_index("project_ref").loc["RET1"]
-    assert (ret.cum_revenue_minor, ret.cum_billed_minor) == (400_000, 500_000)
-    assert (ret.contract_asset_minor, ret.contract_liability_minor) == (0, 100_000)
+    assert lines[("RET1", "actual", SEP)] == lines[("RET1", "actual", OCT)] == lines[("RET1", "actual", NOV)]
+    assert lines[("RET1", "actual", NOV)] == 100_000
+    assert ("RET1", "contracted", NOV) not in lines
+    assert all(lines[("RET1", "contracted", m)] == 100_000 for m in (DEC, JAN))
+    balances = result.balances.set_index("project_ref")
+    ret = balances.loc["RET1"]
+    assert (ret.cum_revenue_minor, ret.cum_billed_minor) == (500_000, 500_000)  # billed monthly in advance
+    tm = balances.loc["TM1"]
+    assert (tm.contract_asset_minor, tm.contract_liability_minor) == (0, 50_000)  # billed 300,000 > 250,000
     # Never netted: the firm shows both an asset and a liability in USD.
-    assert result.totals["contract_asset_minor_by_currency"]["USD"] > 0
-    assert result.totals["contract_liability_minor_by_currency"]["USD"] == 100_000
+    assert result.totals["contract_asset_minor_by_currency"]["USD"] == 50_000  # LOSS1
+    assert result.totals["contract_liability_minor_by_currency"]["USD"] == 50_000
 
 
 def test_weighted_pipeline_spread_and_closed_ignored() -> None:

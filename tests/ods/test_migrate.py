@@ -34,7 +34,7 @@ def test_versions_are_unique_and_ordered() -> None:
 def test_every_schema_and_table_has_a_purpose_comment(pg_conn: psycopg.Connection) -> None:
     rows = pg_conn.execute(
         "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE c.relkind = 'r' AND n.nspname IN ('staging','canonical','ledger','inbox','exceptions','forecast','audit')"
+        " WHERE c.relkind = 'r' AND n.nspname IN ('staging','canonical','ledger','inbox','exceptions','forecast','audit','revenue')"
         " AND obj_description(c.oid, 'pg_class') IS NULL"
     ).fetchall()
     assert rows == []
@@ -44,13 +44,22 @@ def test_every_schema_and_table_has_a_purpose_comment(pg_conn: psycopg.Connectio
             "SELECT nspname FROM pg_namespace WHERE obj_description(oid, 'pg_namespace') IS NOT NULL"
         )
     }
-    assert {"staging", "canonical", "ledger", "inbox", "exceptions", "forecast", "audit"} <= schemas
+    assert {
+        "staging",
+        "canonical",
+        "ledger",
+        "inbox",
+        "exceptions",
+        "forecast",
+        "audit",
+        "revenue",
+    } <= schemas
 
 
 def test_no_floating_point_columns(pg_conn: psycopg.Connection) -> None:
     rows = pg_conn.execute(
         "SELECT table_schema, table_name, column_name FROM information_schema.columns"
-        " WHERE table_schema IN ('staging','canonical','ledger','inbox','exceptions','forecast','audit')"
+        " WHERE table_schema IN ('staging','canonical','ledger','inbox','exceptions','forecast','audit','revenue')"
         " AND data_type IN ('real', 'double precision', 'money')"
     ).fetchall()
     assert rows == []

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationErr
 from psa_erp_sync import money
 from psa_erp_sync.clients import psa_models
 from psa_erp_sync.forecast import model
+from psa_erp_sync.revenue import source as revenue_source
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -220,6 +221,9 @@ ODS_INPUTS = (
     ("forecast", "src_change_order"),
     ("hr", "worker"),
     ("hr", "cost_rate"),
+    ("revenue", "recognition"),
+    ("revenue", "journal"),
+    ("revenue", "journal_line"),
 )
 """Every ODS table a refresh reads (its OpenLineage inputs)."""
 
@@ -246,6 +250,10 @@ def data_versions(conn: psycopg.Connection, settings: ForecastSettings) -> dict[
         " (SELECT count(psa_user_id) FROM hr.worker)"
     ).fetchone() or (0, None, 0)
     versions["hr.cost_rate"] = f"{count}:{mapped}:{last.isoformat() if last else '-'}"
+    count, seq = conn.execute("SELECT count(*), max(seq) FROM revenue.recognition").fetchone() or (0, None)
+    versions["revenue.recognition"] = f"{count}:{seq or 0}"
+    (journals,) = conn.execute("SELECT count(*) FROM revenue.journal").fetchone() or (0,)
+    versions["revenue.journal"] = str(journals)
     versions["config.forecast"] = settings.digest[:16]
     return versions
 
@@ -392,9 +400,13 @@ def load_inputs(
             {"id": prior_snapshot_id},
             {"project_ref": "object", "cum_revenue_minor": "int64"},
         )
+    # Recognition as the revenue journals do it: past periods with the estimate they were
+    # recognized with, change orders from their effective month, retainers over their dates.
     return model.ForecastInputs(
-        as_of, projects, actuals, schedule, capacity, milestones, opportunities, prior
-    )
+        as_of, projects, actuals, schedule, capacity, milestones, opportunities, prior,
+        estimates=revenue_source.estimate_history(conn, m0), contract_terms=revenue_source.contract_terms(conn),
+        journaled=revenue_source.journaled_revenue(conn, m0),
+    )  # fmt: skip
 
 
 def _capacity(conn: psycopg.Connection, as_of: date, horizon: int) -> pd.DataFrame:

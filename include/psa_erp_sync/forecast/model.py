@@ -3,14 +3,14 @@
 Monthly buckets are integer month indexes (``year * 12 + month - 1``); ``m0`` is the month of
 the as-of date. Three layers per project and month:
 
-- ``actual``: revenue recognized up to the as-of date (ASC 606 / IFRS 15, see docs/forecast.md):
-  T&M = posted billable time + billable expenses (right to invoice); fixed fee by cost-to-cost
-  (``p = cost_to_date / EAC``, ``EAC = cost_to_date + ETC``, ``cum = min(p, 1) x price``);
-  milestones when completed; retainers evenly over the term.
+- ``actual``: revenue recognized up to the as-of month, by the revenue recognition calculation
+  itself (``psa_erp_sync.revenue``: T&M as delivered, fixed fee by cost-to-cost with cumulative
+  catch-up, milestones on sign-off, retainers ratably), so the forecast's actuals are the figures
+  the revenue journals carry.
 - ``contracted``: backlog burned by the resource plan after the as-of date: scheduled hours x
-  bill rate x realization (T&M), planned cost through cost-to-cost (fixed fee), planned
-  milestones at their due month, the retainer's remaining months; T&M and fixed fee are capped by
-  the remaining transaction price.
+  bill rate x realization (T&M), planned cost through cost-to-cost (fixed fee), milestones not yet
+  signed off at their due month (at the earliest the as-of month), the retainer's months after the
+  as-of month; T&M and fixed fee are capped by the remaining transaction price.
 - ``pipeline``: open opportunities x stage probability, spread from the expected start by the
   burn profile; a separate, lower-confidence layer.
 
@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from psa_erp_sync import money
 from psa_erp_sync.forecast.settings import PPM, ForecastSettings, ppm
+from psa_erp_sync.revenue import frames as revenue_frames
+from psa_erp_sync.revenue import grid as revenue_grid
 
 if TYPE_CHECKING:
     import numpy as np
@@ -155,6 +157,11 @@ class ForecastInputs:
     - ``opportunities``: opp_ref, practice, legal_entity, currency, stage, amount_minor,
       start_month, duration_months (open ones; closed are ignored by stage).
     - ``prior``: project_ref, cum_revenue_minor of the previous snapshot (for the catch-up).
+    - ``estimates``: project_ref -> {month: EAC as known at that month's end} (the stored
+      revenue recognitions), so past months are recognized as they were.
+    - ``contract_terms``: project_ref -> base value, dated change orders, term dates (ODS).
+    - ``journaled``: project_ref -> {posting month: revenue} of the planned revenue journals
+      before the as-of month: those months are shown as the ERP holds them.
     """
 
     as_of: date
@@ -165,6 +172,9 @@ class ForecastInputs:
     milestones: pd.DataFrame
     opportunities: pd.DataFrame
     prior: pd.DataFrame | None = None
+    estimates: dict[str, dict[int, int]] | None = None
+    contract_terms: dict[str, revenue_frames.ContractTerms] | None = None
+    journaled: dict[str, dict[int, int]] | None = None
 
 
 @dataclass
@@ -293,6 +303,7 @@ class _Prepared:
     remaining: np.ndarray
     balances: pd.DataFrame
     capacity: pd.DataFrame
+    etc: np.ndarray | None = None  # estimate to complete per project (planned cost), project currency
 
 
 def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
@@ -328,22 +339,19 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
     acts = inputs.actuals[inputs.actuals["month"] <= m0]
     a_pi = ref_index.get_indexer(acts["project_ref"])
     keep = a_pi >= 0
-    a_pi, a_month, a_rev, a_cost = _sum_by(
-        a_pi[keep], acts["month"].to_numpy(np.int64)[keep],
-        acts["revenue_minor"].to_numpy(np.int64)[keep], acts["cost_minor"].to_numpy(np.int64)[keep],
-    )  # fmt: skip
     cost_to_date = np.zeros(n, dtype=np.int64)
-    np.add.at(cost_to_date, a_pi, a_cost)
-    tm_to_date = np.zeros(n, dtype=np.int64)
-    np.add.at(tm_to_date, a_pi, a_rev)
+    np.add.at(cost_to_date, a_pi[keep], acts["cost_minor"].to_numpy(np.int64)[keep])
     etc = np.zeros(n, dtype=np.int64)
     np.add.at(etc, s_pi, planned_cost)
     eac = cost_to_date + etc
 
-    ff_cum = np.zeros(n, dtype=np.int64)
-    has_eac = (eac > 0) & is_ff
-    if has_eac.any():
-        ff_cum[has_eac] = muldiv(np.minimum(cost_to_date, eac)[has_eac], price[has_eac], eac[has_eac])
+    # Recognized revenue through the as-of month: the revenue recognition calculation itself,
+    # on the whole firm at once (``revenue/grid.py``, equal to ``recognition.recognize``).
+    cum_grid = revenue_grid.cumulative(
+        projects, inputs.actuals, inputs.milestones, etc, m0, m_first_actual - 1,
+        estimates=inputs.estimates, contract_terms=inputs.contract_terms,
+    )  # fmt: skip
+    cum_rev = cum_grid[:, -1] if n else np.zeros(0, dtype=np.int64)
 
     ms = inputs.milestones
     m_pi = ref_index.get_indexer(ms["project_ref"])
@@ -351,44 +359,20 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
     m_pi, m_amount = m_pi[keep], ms["amount_minor"].to_numpy(np.int64)[keep]
     m_status = ms["status"].to_numpy(dtype=object)[keep]
     m_due, m_done = ms["due_month"].to_numpy(np.int64)[keep], ms["done_month"].to_numpy(np.int64)[keep]
-    done = (m_status != "planned") & (m_done >= 0) & (m_done <= m0)
-    ms_cum = np.zeros(n, dtype=np.int64)
-    np.add.at(ms_cum, m_pi[done], m_amount[done])
+    signed_off = (m_status == "signed_off") & (m_done >= 0) & (m_done <= m0)
     signed = np.zeros(n, dtype=np.int64)
-    np.add.at(signed, m_pi[m_status == "signed_off"], m_amount[m_status == "signed_off"])
+    np.add.at(signed, m_pi[signed_off], m_amount[signed_off])
 
     start, end = projects["start_month"].to_numpy(np.int64), projects["end_month"].to_numpy(np.int64)
     term = np.maximum(end - start + 1, 1)
-    elapsed = np.clip(m0 - start, 0, term)
-    ret_cum = muldiv(price, elapsed, term) if n else np.zeros(0, dtype=np.int64)
-    # Retainers are billed monthly in advance: the as-of month is billed, not yet earned.
-    ret_billed = muldiv(price, np.minimum(elapsed + 1, term), term) if n else np.zeros(0, dtype=np.int64)
+    elapsed = np.clip(m0 - start + 1, 0, term)
+    # Retainers are billed monthly in advance: billed through the as-of month.
+    ret_billed = muldiv(price, elapsed, term) if n else np.zeros(0, dtype=np.int64)
 
-    cum_rev = np.select([is_tm, is_ff, is_ms, is_ret], [tm_to_date, ff_cum, ms_cum, ret_cum], 0).astype(
-        np.int64
-    )
     billed = np.select([is_ms, is_ret], [signed, ret_billed], projects["billed_minor"].to_numpy(np.int64))
     remaining = np.maximum(price - cum_rev, 0)
 
-    # Actual layer: T&M as posted; fixed fee spread by each month's share of cost (a cumulative
-    # allocation, so the months sum exactly to the cost-to-cost revenue); milestones when done.
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    tm_rows = is_tm[a_pi] if len(a_pi) else np.zeros(0, dtype=bool)
-    parts.append((a_pi[tm_rows], a_month[tm_rows], a_rev[tm_rows]))
-    ff_rows = is_ff[a_pi] if len(a_pi) else np.zeros(0, dtype=bool)
-    f_pi, f_month, f_cost = a_pi[ff_rows], a_month[ff_rows], a_cost[ff_rows]
-    cum_cost = _group_cumsum(f_pi, f_cost)
-    total = cost_to_date[f_pi]
-    alloc = np.zeros(len(f_pi), dtype=np.int64)
-    ok = total > 0
-    if ok.any():
-        alloc[ok] = muldiv(ff_cum[f_pi][ok], cum_cost[ok], total[ok])
-    prev = np.r_[0, alloc[:-1]] if len(alloc) else alloc.copy()
-    prev[_group_starts(f_pi)] = 0
-    parts.append((f_pi, f_month, alloc - prev))
-    parts.append(_sum_by(m_pi[done], m_done[done], m_amount[done]))  # type: ignore[arg-type]
-    parts.append(_retainer_months(price, start, end, term, np.flatnonzero(is_ret), m_first_actual, m0))
-    actual = tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+    actual = revenue_grid.monthly(projects, cum_grid, m_first_actual - 1, inputs.journaled)
 
     # Contracted, before the scenario factor: T&M value x realization; fixed fee through cost-to-cost.
     tm_sched = is_tm[s_pi] if len(s_pi) else np.zeros(0, dtype=bool)
@@ -405,10 +389,10 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
     g_cum = muldiv(np.minimum(g_cum_cost, g_eac), price[g_pi], np.maximum(g_eac, 1)) if len(g_pi) else g_cost
     g_prev = np.r_[0, g_cum[:-1]] if len(g_cum) else g_cum.copy()
     starts = _group_starts(g_pi)
-    g_prev[starts] = ff_cum[g_pi[starts]]
-    planned = m_status == "planned"
-    milestones = _sum_by(m_pi[planned], np.maximum(m_due[planned], m0), m_amount[planned])
-    retainers = _retainer_months(price, start, end, term, np.flatnonzero(is_ret), m0, m_end)
+    g_prev[starts] = cum_rev[g_pi[starts]]
+    pending = ~signed_off
+    milestones = _sum_by(m_pi[pending], np.maximum(m_due[pending], m0), m_amount[pending])
+    retainers = _retainer_months(price, start, end, term, np.flatnonzero(is_ret), m0 + 1, m_end)
 
     balances = pd.DataFrame(
         {
@@ -429,10 +413,10 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
         }
     )
     return _Prepared(
-        m0=m0, m_end=m_end, m_first_actual=m_first_actual, projects=projects, actual=actual,  # type: ignore[arg-type]
+        m0=m0, m_end=m_end, m_first_actual=m_first_actual, projects=projects, actual=actual,
         tm=(t_pi, t_month, t_value), ff=(g_pi, g_month, g_cum - g_prev), milestones=milestones,  # type: ignore[arg-type]
         retainers=retainers, remaining=remaining, balances=balances,
-        capacity=capacity_check(inputs.schedule, inputs.capacity),
+        capacity=capacity_check(inputs.schedule, inputs.capacity), etc=etc,
     )  # fmt: skip
 
 
