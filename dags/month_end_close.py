@@ -19,7 +19,7 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
-from psa_erp_sync.flows import DEFAULT_ARGS, month_end, owner_digest
+from psa_erp_sync.flows import DEFAULT_ARGS, close_deadlines, month_end, owner_digest
 
 
 @dag(
@@ -31,6 +31,7 @@ from psa_erp_sync.flows import DEFAULT_ARGS, month_end, owner_digest
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     **owner_digest(),  # each owner of new exception items gets one digest per run
+    **close_deadlines("month_end_close"),  # per legal entity: a missed close deadline alerts its owner
     tags=["domain:financial-close", "erp", "financial"],
 )
 def month_end_close() -> None:

@@ -24,7 +24,7 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
-from psa_erp_sync.flows import DEFAULT_ARGS, owner_digest, time_expense
+from psa_erp_sync.flows import DEFAULT_ARGS, close_deadlines, owner_digest, time_expense
 
 
 @dag(
@@ -37,6 +37,7 @@ from psa_erp_sync.flows import DEFAULT_ARGS, owner_digest, time_expense
     params=time_expense.PARAMS,
     doc_md=__doc__,
     **owner_digest(),  # each owner of new exception items gets one digest per run
+    **close_deadlines("time_expense_posting"),  # per legal entity: a missed close deadline alerts its owner
     tags=["domain:time-expense", "psa", "erp", "financial"],
 )
 def time_expense_posting() -> None:

@@ -26,3 +26,12 @@ def owner_digest() -> dict[str, Any]:
 
     notifier = OwnerDigestNotifier()
     return {"on_success_callback": notifier, "on_failure_callback": notifier}
+
+
+def close_deadlines(dag_id: str) -> dict[str, Any]:
+    """DAG arguments that alert the owner of each legal entity when a run misses its close
+    deadline (``config/close_deadlines.yaml``; :mod:`psa_erp_sync.notifications.deadlines`).
+    Building it reads that validated file and nothing else."""
+    from psa_erp_sync.notifications.deadlines import close_deadline_alerts
+
+    return {"deadline": close_deadline_alerts(dag_id)}
