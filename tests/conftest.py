@@ -282,16 +282,17 @@ def smtp_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpSink]:
 
 
 @contextmanager
-def airflow_api_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """A real ``airflow api-server`` process (one worker, the plugin mounted) on a loopback port,
-    with ``os.environ`` plus ``env``; yields its base URL once ``/execution/health`` answers."""
+def airflow_api_server(env: dict[str, str], log_path: Path, port: int | None = None) -> Iterator[str]:
+    """A real ``airflow api-server`` process (one worker, the plugin mounted) on a loopback port
+    (``port``, else a free one), with ``os.environ`` plus ``env``; yields its base URL once
+    ``/execution/health`` answers."""
     import signal
     import subprocess
     import sys
 
     import httpx
 
-    port = free_port()
+    port = port or free_port()
     log = log_path.open("w")
     proc = subprocess.Popen(
         [
