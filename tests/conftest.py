@@ -27,6 +27,9 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))
 os.environ.setdefault("PSA_ERP_SYNC_ENV", "dev")  # config/environments/dev.yaml
+# dag.test() of a DAG with Deadline Alerts crashes in Airflow 3.3.2 (psa_erp_sync.flows.DEADLINE_ALERTS_VAR);
+# tests/notifications/test_deadline_alerts.py runs them under a real scheduler instead.
+os.environ.setdefault("PSA_ERP_SYNC_DEADLINE_ALERTS", "off")
 
 
 def _server_dsn() -> str:

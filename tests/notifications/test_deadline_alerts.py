@@ -174,6 +174,7 @@ def test_a_missed_close_deadline_alerts_the_owner_and_the_run_can_be_cleared(
             "AIRFLOW__API_AUTH__JWT_SECRET": "deadline-alert-test-secret-0123456789abcdef",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            "PSA_ERP_SYNC_DEADLINE_ALERTS": "on",  # a real scheduler: the alerts are wired
         }
         with logs[0].open("w") as out:
             done = subprocess.run(

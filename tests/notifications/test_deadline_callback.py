@@ -80,8 +80,10 @@ def test_an_alert_no_channel_takes_fails_the_callback(
     assert smtp_sink.messages == []
 
 
-def test_the_close_dags_carry_one_close_deadline_per_legal_entity() -> None:
+def test_the_close_dags_carry_one_close_deadline_per_legal_entity(monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("PSA_ERP_SYNC_DEADLINE_ALERTS", "on")  # tests/conftest.py turns them off
 
     entities = sorted(cfg.load_config().legal_entities.legal_entities)
     for dag_id in ("time_expense_posting", "month_end_close"):
@@ -111,3 +113,12 @@ def test_the_reference_round_trips_through_airflow_with_the_plugin() -> None:
     assert close_deadline("time_expense_posting", "LE-US1", datetime(2026, 3, 2, 15, tzinfo=UTC)) == datetime(
         2026, 3, 4, 1, tzinfo=UTC
     )
+
+
+def test_the_alerts_can_be_turned_off_for_dag_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    from psa_erp_sync.flows import close_deadlines
+
+    monkeypatch.setenv("PSA_ERP_SYNC_DEADLINE_ALERTS", "off")
+    assert close_deadlines("time_expense_posting") == {}
+    monkeypatch.setenv("PSA_ERP_SYNC_DEADLINE_ALERTS", "on")
+    assert len(close_deadlines("time_expense_posting")["deadline"]) == 3
