@@ -6,7 +6,7 @@ its run starts; its only task sleeps longer. The scheduler marks the deadline mi
 triggerer runs ``notify_deadline_missed``, and the owner's alert arrives at a real SMTP server.
 Then the run is cleared through the REST API (``dry_run`` false): it answers 200; the same clear
 of a control DAG whose deadline uses ``DAGRUN_QUEUED_AT`` answers 500 (apache/airflow#70368), so
-the test tells the two apart. About 100 s on a loaded 2-core machine.
+the test tells the two apart. 100-165 s measured on the loaded, shared 2-core machine.
 """
 
 from __future__ import annotations
