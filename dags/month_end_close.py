@@ -10,6 +10,9 @@ or parked. The posting cadence itself switches to every 15 minutes inside close 
 `time_expense_posting`). Sensors time out after 18 hours and then fail the run: a period that is
 still closed by then needs finance's attention.
 
+**Deadline alerts:** per legal entity, the run is done by 18:00 local that business day, else
+the entity's owner is alerted (`config/close_deadlines.yaml`, docs/operations.md "Deadline alerts").
+
 **Schedule:** daily at 05:00 UTC.
 """
 

@@ -14,6 +14,10 @@ so posting is hourly normally and every 15 minutes during close (the cadence is 
 `posting.cadence_minutes` in `config/environments/<env>.yaml`). A wider sweep (re-reading recent spent dates to catch deletions and
 unapprovals) runs when the last one is over a day old, or on demand with `mode = sweep`.
 
+**Deadline alerts:** per legal entity, entries approved by 18:00 local on a business day are in the
+ERP by 20:00 local the next business day; a run that misses it alerts the entity's owner
+(`config/close_deadlines.yaml`, docs/operations.md "Deadline alerts").
+
 **Operators:** retrying or clearing any task is safe: every step is keyed on the run and the
 record identity, never on the try number.
 """
