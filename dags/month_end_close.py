@@ -10,6 +10,9 @@ or parked. The posting cadence itself switches to every 15 minutes inside close 
 `time_expense_posting`). Sensors time out after 18 hours and then fail the run: a period that is
 still closed by then needs finance's attention.
 
+**Deadline alerts:** per legal entity, the run is done by 18:00 local that business day, else
+the entity's owner is alerted (`config/close_deadlines.yaml`, docs/operations.md "Deadline alerts").
+
 **Schedule:** daily at 05:00 UTC.
 """
 
@@ -19,7 +22,7 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
-from psa_erp_sync.flows import DEFAULT_ARGS, month_end, owner_digest
+from psa_erp_sync.flows import DEFAULT_ARGS, close_deadlines, month_end, owner_digest
 
 
 @dag(
@@ -31,6 +34,7 @@ from psa_erp_sync.flows import DEFAULT_ARGS, month_end, owner_digest
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     **owner_digest(),  # each owner of new exception items gets one digest per run
+    **close_deadlines("month_end_close"),  # per legal entity: a missed close deadline alerts its owner
     tags=["domain:financial-close", "erp", "financial"],
 )
 def month_end_close() -> None:

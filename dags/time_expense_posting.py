@@ -14,6 +14,10 @@ so posting is hourly normally and every 15 minutes during close (the cadence is 
 `posting.cadence_minutes` in `config/environments/<env>.yaml`). A wider sweep (re-reading recent spent dates to catch deletions and
 unapprovals) runs when the last one is over a day old, or on demand with `mode = sweep`.
 
+**Deadline alerts:** per legal entity, entries approved by 18:00 local on a business day are in the
+ERP by 20:00 local the next business day; a run that misses it alerts the entity's owner
+(`config/close_deadlines.yaml`, docs/operations.md "Deadline alerts").
+
 **Operators:** retrying or clearing any task is safe: every step is keyed on the run and the
 record identity, never on the try number.
 """
@@ -24,7 +28,7 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
-from psa_erp_sync.flows import DEFAULT_ARGS, owner_digest, time_expense
+from psa_erp_sync.flows import DEFAULT_ARGS, close_deadlines, owner_digest, time_expense
 
 
 @dag(
@@ -37,6 +41,7 @@ from psa_erp_sync.flows import DEFAULT_ARGS, owner_digest, time_expense
     params=time_expense.PARAMS,
     doc_md=__doc__,
     **owner_digest(),  # each owner of new exception items gets one digest per run
+    **close_deadlines("time_expense_posting"),  # per legal entity: a missed close deadline alerts its owner
     tags=["domain:time-expense", "psa", "erp", "financial"],
 )
 def time_expense_posting() -> None:

@@ -6,6 +6,10 @@ Only wiring lives here:
 - ``/ingress``: ``psa_erp_sync.api.ingress`` (signed PSA / ERP webhooks into the inbox; the HMAC
   signature is the authentication, OpenAPI at ``/ingress/openapi.json``).
 
+It also registers the custom deadline reference of the close-path Deadline Alerts
+(``psa_erp_sync.notifications.deadlines.CloseDeadline``), which the scheduler and API server look
+up here when they create a run's deadlines.
+
 Building the apps does no I/O (the ODS and the webhook secrets are reached per request).
 """
 
@@ -15,6 +19,7 @@ from airflow.plugins_manager import AirflowPlugin
 
 from psa_erp_sync.api import ingress
 from psa_erp_sync.api.exceptions_app import create_app
+from psa_erp_sync.notifications.deadlines import CloseDeadline
 
 
 class PsaErpSyncPlugin(AirflowPlugin):
@@ -23,3 +28,4 @@ class PsaErpSyncPlugin(AirflowPlugin):
         {"app": create_app(), "url_prefix": "/psa-erp-sync", "name": "psa-erp-sync"},
         {"app": ingress.create_app(), "url_prefix": "/ingress", "name": "psa-erp-sync-ingress"},
     ]
+    deadline_references = [CloseDeadline]

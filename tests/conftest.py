@@ -27,6 +27,9 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))
 os.environ.setdefault("PSA_ERP_SYNC_ENV", "dev")  # config/environments/dev.yaml
+# dag.test() of a DAG with Deadline Alerts crashes in Airflow 3.3.2 (psa_erp_sync.flows.DEADLINE_ALERTS_VAR);
+# tests/notifications/test_deadline_alerts.py runs them under a real scheduler instead.
+os.environ.setdefault("PSA_ERP_SYNC_DEADLINE_ALERTS", "off")
 
 
 def _server_dsn() -> str:
@@ -299,16 +302,17 @@ def smtp_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpSink]:
 
 
 @contextmanager
-def airflow_api_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """A real ``airflow api-server`` process (one worker, the plugin mounted) on a loopback port,
-    with ``os.environ`` plus ``env``; yields its base URL once ``/execution/health`` answers."""
+def airflow_api_server(env: dict[str, str], log_path: Path, port: int | None = None) -> Iterator[str]:
+    """A real ``airflow api-server`` process (one worker, the plugin mounted) on a loopback port
+    (``port``, else a free one), with ``os.environ`` plus ``env``; yields its base URL once
+    ``/execution/health`` answers."""
     import signal
     import subprocess
     import sys
 
     import httpx
 
-    port = free_port()
+    port = port or free_port()
     log = log_path.open("w")
     proc = subprocess.Popen(
         [

@@ -48,6 +48,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "rate_cards.yaml": RateCards,
     "retention.yaml": cfg.Retention,
     "notifications.yaml": cfg.Notifications,
+    "close_deadlines.yaml": cfg.CloseDeadlines,
 }
 # Files no loader reads yet, and why (each must name the change that reads it).
 PENDING: dict[str, str] = {}
@@ -126,6 +127,12 @@ CONSUMERS: dict[str, str] = {
     "retention.yaml:staging[].action": f"{E}.ods.retention:enforce",
     "retention.yaml:inbox.event_days": f"{E}.ods.retention:enforce",
     "retention.yaml:inbox.quarantine_days": f"{E}.ods.retention:enforce",
+    # close_deadlines.yaml
+    "close_deadlines.yaml:version": VERSION,
+    "close_deadlines.yaml:dags.*.legal_entities.*.approved_by": f"{E}.calendar.deadlines:approval_day",
+    "close_deadlines.yaml:dags.*.legal_entities.*.business_days_after": f"{E}.calendar.deadlines:deadline_for",
+    "close_deadlines.yaml:dags.*.legal_entities.*.in_erp_by": f"{E}.calendar.deadlines:deadline_for",
+    "close_deadlines.yaml:dags.*.legal_entities.*.owner": f"{E}.notifications.deadlines:_notify",
     # notifications.yaml
     "notifications.yaml:version": VERSION,
     "notifications.yaml:console_url": f"{E}.notifications.owner_digest:send_digests",

@@ -261,6 +261,55 @@ class Notifications(_Strict):
         return self.recipients.owners.get(owner, self.recipients.default)
 
 
+_CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class CloseDeadlineRule(_Strict):
+    """One legal entity's deadline for one DAG (``config/close_deadlines.yaml``): a run whose
+    ``run_after`` is at or before ``approved_by`` (local time) on business day D must have finished
+    by ``in_erp_by`` (local time) on business day D + ``business_days_after``."""
+
+    approved_by: str = Field(pattern=_CLOCK)
+    business_days_after: int = Field(ge=0, le=10)
+    in_erp_by: str = Field(pattern=_CLOCK)
+    close_window_only: bool = False
+    owner: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _after_approval(self) -> CloseDeadlineRule:
+        if self.business_days_after == 0 and self.in_erp_by <= self.approved_by:
+            raise ValueError("on the same business day, in_erp_by must be later than approved_by")
+        return self
+
+    def describe(self) -> str:
+        """The rule in words (for the alert): times are the legal entity's local time."""
+        day = (
+            "the same business day"
+            if self.business_days_after == 0
+            else f"business day +{self.business_days_after}"
+        )
+        window = " (close windows only)" if self.close_window_only else ""
+        return f"approved by {self.approved_by} local, in the ERP by {self.in_erp_by} local on {day}{window}"
+
+
+class DagCloseDeadlines(_Strict):
+    legal_entities: dict[str, CloseDeadlineRule]
+
+
+class CloseDeadlines(_Strict):
+    """``config/close_deadlines.yaml``: per DAG and legal entity, the deadline rule and its owner."""
+
+    version: Literal[1]
+    dags: dict[str, DagCloseDeadlines]
+
+    def rules_of(self, dag_id: str) -> dict[str, CloseDeadlineRule]:
+        dag = self.dags.get(dag_id)
+        return dag.legal_entities if dag else {}
+
+    def rule(self, dag_id: str, legal_entity: str) -> CloseDeadlineRule | None:
+        return self.rules_of(dag_id).get(legal_entity)
+
+
 def default_config_dir() -> Path:
     env = os.environ.get("PSA_ERP_SYNC_CONFIG_DIR")
     if env:
@@ -298,6 +347,19 @@ def load_retention(config_dir: Path | None = None) -> Retention:
 def load_notifications(config_dir: Path | None = None) -> Notifications:
     """``notifications.yaml`` of ``config_dir`` (default: the repo's ``config/``), validated."""
     return Notifications.model_validate(_read((config_dir or default_config_dir()) / "notifications.yaml"))
+
+
+@functools.cache
+def load_close_deadlines(config_dir: Path | None = None) -> CloseDeadlines:
+    """``close_deadlines.yaml`` of ``config_dir`` (default: the repo's ``config/``), validated;
+    every legal entity it names must exist in ``legal_entities.yaml``."""
+    directory = config_dir or default_config_dir()
+    deadlines = CloseDeadlines.model_validate(_read(directory / "close_deadlines.yaml"))
+    known = LegalEntities.model_validate(_read(directory / "legal_entities.yaml")).legal_entities
+    for dag_id, dag in deadlines.dags.items():
+        if unknown := sorted(set(dag.legal_entities) - set(known)):
+            raise ValueError(f"close_deadlines.yaml: {dag_id} names unknown legal entities {unknown}")
+    return deadlines
 
 
 # --- Environments -------------------------------------------------------------------------------

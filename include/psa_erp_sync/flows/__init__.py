@@ -30,3 +30,25 @@ def owner_digest() -> dict[str, Any]:
 
     notifier = OwnerDigestNotifier()
     return {"on_success_callback": notifier, "on_failure_callback": notifier}
+
+
+# Set to "off" where DAGs run under ``dag.test()`` / ``airflow dags test`` (tests/conftest.py,
+# devtools/demo.py): in Airflow 3.3.2 a DAG with Deadline Alerts crashes there when its run
+# succeeds (``DagRun.update_state`` looks the alerts up by id, but ``dag.test()``'s DAG holds them
+# serialized, not as ids). Scheduler deployments are unaffected. Default: on.
+DEADLINE_ALERTS_VAR = "PSA_ERP_SYNC_DEADLINE_ALERTS"
+
+
+def close_deadlines(dag_id: str) -> dict[str, Any]:
+    """DAG arguments that alert the owner of each legal entity when a run misses its close
+    deadline (``config/close_deadlines.yaml``; :mod:`psa_erp_sync.notifications.deadlines`).
+    Building it reads that validated file and nothing else; nothing when
+    ``$PSA_ERP_SYNC_DEADLINE_ALERTS`` is ``off``."""
+    import os
+
+    from psa_erp_sync.notifications.deadlines import close_deadline_alerts
+
+    if os.environ.get(DEADLINE_ALERTS_VAR, "on") == "off":
+        return {}
+
+    return {"deadline": close_deadline_alerts(dag_id)}
