@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from airflow.sdk import dag
 
-from psa_erp_sync.flows import DEFAULT_ARGS, owner_digest, revenue
+from psa_erp_sync.flows import DEFAULT_ARGS, close_deadlines, owner_digest, revenue
 
 
 @dag(
@@ -37,6 +37,7 @@ from psa_erp_sync.flows import DEFAULT_ARGS, owner_digest, revenue
     params=revenue.PARAMS,
     doc_md=__doc__,
     **owner_digest(),  # each owner of new exception items gets one digest per run
+    **close_deadlines("revenue_recognition"),  # per legal entity: a missed close deadline alerts its owner
     tags=["domain:revenue", "erp", "financial"],
 )
 def revenue_recognition() -> None:

@@ -23,7 +23,9 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 BOTTOM = ("ods", "clients", "contracts", "config", "money")
 # What a DAG file may import from the package: its flow, and the assets it is scheduled on.
 DAG_IMPORTS = ("psa_erp_sync.flows", "psa_erp_sync.assets")
-PLUGIN_IMPORTS = ("psa_erp_sync.api",)
+# The plugin registers Airflow extension points only: the HTTP apps (api) and the deadline
+# reference the scheduler must know (notifications.deadlines).
+PLUGIN_IMPORTS = ("psa_erp_sync.api", "psa_erp_sync.notifications")
 DEV_TOOLING = ("simulators", "devtools")
 
 
