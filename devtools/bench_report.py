@@ -134,36 +134,42 @@ def run_line(name: str, doc: dict[str, Any]) -> str:
 
 
 def chart(doc: dict[str, Any], path: Path) -> Path:
-    """One PNG: per stage, horizontal bars of rows/s (log scale) for ours, ceilings and peers."""
+    """One PNG: a panel per stage, bars of rows/s (linear, from 0) for ours, its same-run
+    ceilings and its peers. Stages the run did not measure are left out."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bars: list[tuple[str, float, str]] = []
+    panels: list[tuple[str, list[tuple[str, float, str]]]] = []
     for stage, items in CHART_STAGES:
-        present = [(label, lookup(doc, p), kind) for label, p, kind in items]
-        present = [
-            (label, float(v), kind) for label, v, kind in present if isinstance(v, (int, float)) and v > 0
-        ]
-        bars += [(f"{stage}: {label}", value, kind) for label, value, kind in present]
-    fig, ax = plt.subplots(figsize=(9, 0.38 * max(len(bars), 3) + 1.4))
-    if bars:
+        found = [(label, lookup(doc, p), kind) for label, p, kind in items]
+        bars = [(label, float(v), kind) for label, v, kind in found if isinstance(v, (int, float)) and v > 0]
+        if bars:
+            panels.append((stage, bars))
+    heights = [len(bars) + 1.2 for _, bars in panels] or [1.0]
+    fig, axes = plt.subplots(
+        len(heights), 1, figsize=(9, 0.32 * sum(heights) + 1.2), gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )  # fmt: skip
+    for ax, (stage, bars) in zip(axes[:, 0], panels, strict=False):
         ys = list(range(len(bars)))[::-1]
         ax.barh(ys, [b[1] for b in bars], color=[COLOURS[b[2]] for b in bars])
         ax.set_yticks(ys, [b[0] for b in bars], fontsize=8)
-        ax.set_xscale("log")
+        ax.set_title(stage, fontsize=9, loc="left")
+        ax.set_xlim(0, max(b[1] for b in bars) * 1.18)
+        ax.tick_params(axis="x", labelsize=7)
         for y, (_, value, _) in zip(ys, bars, strict=True):
             ax.text(value, y, f" {value:,.0f}", va="center", fontsize=7)
-    ax.set_xlabel("rows/s (log scale)")
+    axes[-1, 0].set_xlabel("rows/s (same run)")
     m = doc.get("machine", {})
-    ax.set_title(
-        f"make bench {doc.get('started_at', '')[:16]} - {m.get('cpus')} cores, load "
-        f"{(m.get('load_average_at_start') or ['?'])[0]} -> {(m.get('load_average_at_end') or ['?'])[0]}",
-        fontsize=9,
-    )
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in COLOURS.values()]
-    ax.legend(handles, ["ours", "same-run ceiling", "peer"], fontsize=7, loc="lower right")
+    fig.legend(handles, ["ours", "same-run ceiling", "peer"], fontsize=7, loc="upper right", ncol=3)
+    fig.suptitle(
+        f"make bench {str(doc.get('started_at', ''))[:16]} UTC - {m.get('cpus')} cores, load "
+        f"{(m.get('load_average_at_start') or ['?'])[0]} -> {(m.get('load_average_at_end') or ['?'])[0]}",
+        fontsize=9, x=0.02, ha="left",
+    )  # fmt: skip
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
