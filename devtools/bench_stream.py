@@ -135,6 +135,14 @@ class Airflow:
                 check=True,
                 timeout=600,
             )
+            # The posting tasks run in their ERP account's pool (docs/posting.md); without it the
+            # scheduler never schedules them. Two slots, as compose and make airflow create it.
+            from psa_erp_sync.hooks.erp import account_pool
+
+            subprocess.run(
+                [self.airflow, "pools", "set", account_pool(), "2", "ERP account: posting tasks"],
+                env=self.env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, check=True, timeout=300,
+            )  # fmt: skip
         return time.monotonic() - started
 
     def start(self) -> None:

@@ -160,6 +160,7 @@ def test_forecast_benchmark_runs_on_any_day(
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.parametrize("day", DAYS, ids=str)
 def test_stream_benchmark_seeds_what_it_approves_on_any_day(day: date, bench_server: Any) -> None:
     """The stream benchmark's calendar-dependent part: seeding the month and picking unapproved
