@@ -93,7 +93,12 @@ def _fmt(value: float | None, unit: str = "") -> str:
 def _cells(row: dict[str, Any]) -> list[str]:
     unit = row["unit"]
     measured = "not measured" if row["measured"] is None else f"{_fmt(row['measured'], unit)} {unit}"
-    against = f"{row['against_label']} {_fmt(row['against'], unit)}" if row["against_label"] else "-"
+    if not row["against_label"]:
+        against = "-"
+    elif row["against"] is None:
+        against = f"{row['against_label']}: not measured"
+    else:
+        against = f"{row['against_label']} {_fmt(row['against'], unit)}"
     ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "-"
     target = f"{row['comparison']} {row['target']:g}{'x' if row['against_label'] else ' ' + unit}"
     met = {True: "yes", False: "no", None: "not measured"}[row["met"]]
@@ -119,6 +124,10 @@ def markdown_table(doc: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _minutes(seconds: Any) -> str:
+    return f"{seconds / 60:.0f} min" if isinstance(seconds, (int, float)) else "?"
+
+
 def run_line(name: str, doc: dict[str, Any]) -> str:
     """Where and under what load a run was measured, in one line."""
     m = doc.get("machine", {})
@@ -129,7 +138,7 @@ def run_line(name: str, doc: dict[str, Any]) -> str:
     return (
         f"`docs/bench/{name}.json`: started {doc.get('started_at', '?')}, as of {doc.get('as_of', '?')}; "
         f"host {m.get('host', '?')} ({m.get('cpu_model', '?')}, {m.get('cpus', '?')} cores{mem}), "
-        f"Python {m.get('python', '?')}; {load}; wall time {doc.get('wall_s', '?')} s"
+        f"Python {m.get('python', '?')}; {load}; wall time {_minutes(doc.get('wall_s'))}"
     )
 
 
