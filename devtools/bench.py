@@ -128,14 +128,15 @@ def _in_child(fn: Any, *args: Any) -> Any:
         return pool.submit(fn, *args).result()
 
 
-def seed_firm(consultants: int, month: date, psa_url: str, erp_url: str) -> dict[str, Any]:
-    """Generate the firm of ``month`` and push it into the simulators (run in a child process)."""
+def seed_firm(consultants: int, today: date, psa_url: str, erp_url: str) -> dict[str, Any]:
+    """Generate the firm of the month before ``today`` and push it into the simulators (run in a
+    child process). ``today`` is the month's settled day (see ``main``)."""
     from simulators.firm.generator import FirmSpec, generate_firm
     from simulators.firm.load import load_firm
 
     started = time.monotonic()
     firm = generate_firm(
-        FirmSpec(seed=5, consultants=consultants, customers=200, projects=600, opportunities=5, month=month)
+        FirmSpec(seed=5, consultants=consultants, customers=200, projects=600, opportunities=5, today=today)
     )
     counts = load_firm(firm, psa_url=psa_url, erp_url=erp_url, crm_url=None, include_schedule=False)
     return {
@@ -503,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         dsn = stack.start_postgres()
         stack.start_simulators()
         log.info("seeding %d consultants (child process)", args.consultants)
-        result["seed"] = _in_child(seed_firm, args.consultants, month, stack.url("psa"), stack.url("erp"))
+        result["seed"] = _in_child(seed_firm, args.consultants, today, stack.url("psa"), stack.url("erp"))
         httpx.put(f"{stack.url('psa')}/admin/config", json={"rate_limit_requests": 0}).raise_for_status()
         httpx.put(
             f"{stack.url('erp')}/admin/config",

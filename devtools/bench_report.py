@@ -41,7 +41,7 @@ CHART_STAGES: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
     )),
     ("validation", (
         ("validation", "posting.validate.rows_per_s", "ours"),
-        ("bare pydantic-core", "posting.validation_baseline.rows_per_s", "ceiling"),
+        ("bare pydantic-core", "posting.validate.bare_pydantic_same_payloads.rows_per_s", "ceiling"),
     )),
     ("post, local ERP", (
         ("post (periods + planner + engine)", "posting.post.rows_per_s", "ours"),

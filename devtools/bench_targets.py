@@ -38,7 +38,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         "validation_vs_pydantic_core", "validation vs bare pydantic-core, same payloads",
         "posting.validate.rows_per_s", ">=", 0.5,
-        against="posting.validation_baseline.rows_per_s", against_label="bare pydantic-core", unit="rows/s",
+        against="posting.validate.bare_pydantic_same_payloads.rows_per_s", against_label="bare pydantic-core", unit="rows/s",
     ),
     Target(
         "stage_vs_durable_copy", "staging vs durable keyed COPY, same rows",
