@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: install demo test e2e lint typecheck unit airflow bench lock contracts deploy-check clean
+.PHONY: install demo test e2e lint typecheck unit airflow bench bench-check bench-doc lock contracts deploy-check clean
 
 # The development install: the dev lock (runtime lock + tools, hashes required), the package
 # editable, and the checkout on sys.path for the development tooling (simulators/, devtools/),
@@ -49,9 +49,22 @@ typecheck: install
 airflow: install
 	$(BIN)/python -m devtools.local_airflow
 
-## make bench: performance figures as JSON
+## make bench-check: every benchmark at a tiny scale as of the 1st, the 6th and the last day of a
+## month (tests/devtools/test_bench_anyday.py, marker `bench`): the benchmarks work on any day
+bench-check: install
+	@rc=0; $(BIN)/pytest -p no:cacheprovider -m bench tests/devtools/test_bench_anyday.py $(PYTEST_ARGS) || rc=$$?; \
+	  $(BIN)/python -m devtools.pgserver stop --data .local/test-pg >/dev/null 2>&1 || true; \
+	  exit $$rc
+
+## make bench: performance figures as JSON, then a table of the targets; saves
+## docs/bench/YYYY-MM-DD.json and .png (AS_OF=YYYY-MM-DD runs as of that date; default today)
 bench: install
-	@$(BIN)/python -m devtools.bench_all
+	@$(BIN)/python -m devtools.bench_all $(if $(AS_OF),--as-of $(AS_OF))
+
+## make bench-doc: the newest docs/bench/*.json's table (and every run's machine and load) into
+## docs/performance.md, between its markers
+bench-doc: install
+	@$(BIN)/python -m devtools.bench_report
 
 ## make contracts: re-export the canonical JSON Schemas after a deliberate model change
 contracts: install

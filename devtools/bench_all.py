@@ -4,11 +4,16 @@
   same-run baselines: bare COPY, pandas ``to_sql``, dlt, the ERP's raw capacity);
 - ``forecast``: ``python -m devtools.bench_forecast`` (50,000 projects x 12
   months, computed and written to PostgreSQL);
+- ``posting_remote``: the same with the ERP simulator taking 250 ms per request, at a quarter
+  of the scale, without peers;
 - ``stream``: ``python -m devtools.bench_stream`` (webhook accepted -> ERP posting
   confirmed, with a real API server, scheduler, triggerer and DAG processor).
 
 Each runs in a fresh process, one after the other, so one's memory and CPU do not colour the
-next. Progress goes to stderr, the JSON to stdout, and a table of the targets to stderr at the end.
+next, all with the same ``--as-of`` (default today). Progress goes to stderr; the JSON, then a
+table of every target (``devtools/bench_targets.py``), to stdout. The document (with the
+machine, and the load average at start and end) and a chart are written to
+``docs/bench/YYYY-MM-DD.json`` / ``.png`` (``devtools/bench_report.py``).
 ``--only posting,forecast`` runs a subset; each module takes more options when run alone.
 """
 
@@ -20,13 +25,24 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from devtools.bench_report import BENCH_DIR, machine, save, text_table
+from devtools.bench_targets import add_as_of, evaluate
 
 BENCHES: dict[str, list[str]] = {
     "posting": ["-m", "devtools.bench"],
+    # The same path against an ERP that takes 250 ms per request (a remote ERP), at a quarter of
+    # the scale (the figure is a ratio to the bare client at the same service time).
+    "posting_remote": [
+        "-m", "devtools.bench", "--erp-service-ms", "250", "--consultants", "500", "--no-peers",
+        "--database", "psa_erp_sync_bench_remote",
+    ],
     "forecast": ["-m", "devtools.bench_forecast"],
     "stream": ["-m", "devtools.bench_stream"],
-}
+}  # fmt: skip
 
 
 def parse_output(stdout: str) -> dict[str, Any]:
@@ -43,26 +59,8 @@ def parse_output(stdout: str) -> dict[str, Any]:
     raise ValueError("the benchmark printed no JSON object")
 
 
-def targets_of(name: str, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each benchmark's targets in one shape: measured, target, comparison, met."""
-    if name == "posting":
-        return {f"posting.{k}": v for k, v in result.get("targets", {}).items()}
-    if name == "forecast":
-        fr = result["forecast_refresh"]
-        return {
-            "forecast.refresh_s": {
-                "measured": fr["refresh_s"], "target": fr["target_s"], "comparison": "<=", "met": fr["met"],
-                "includes_db_write": fr.get("includes_db_write"),
-            }
-        }  # fmt: skip
-    if name == "stream":
-        return {
-            "stream.end_to_end_p95_s": {
-                "measured": result["end_to_end_s"]["p95"], "target": result["goal_p95_s"], "comparison": "<=",
-                "met": result["goal_met"],
-            }
-        }  # fmt: skip
-    return {}
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,22 +70,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", default=",".join(BENCHES), help="comma-separated subset of " + ", ".join(BENCHES)
     )
+    parser.add_argument(
+        "--out-dir", type=Path, default=BENCH_DIR, help="where the run's JSON and chart are written"
+    )
+    parser.add_argument("--no-save", action="store_true", help="print only; write no file")
+    add_as_of(parser)
     args = parser.parse_args(argv)
     chosen = [b.strip() for b in args.only.split(",") if b.strip()]
     unknown = [b for b in chosen if b not in BENCHES]
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; known: {list(BENCHES)}")
-    out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
-                                       "load_average_before": [round(x, 2) for x in os.getloadavg()]}}  # fmt: skip
-    targets: dict[str, dict[str, Any]] = {}
+    started_all = time.monotonic()
+    out: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "as_of": args.as_of.isoformat(),
+        "machine": {**machine(), "load_average_at_start": _load()},
+    }
     failed = False
     for name in chosen:
-        sys.stderr.write(f"=== bench {name}: python {' '.join(BENCHES[name])}\n")
+        command = [*BENCHES[name], "--as-of", args.as_of.isoformat()]
+        sys.stderr.write(f"=== bench {name}: python {' '.join(command)}\n")
         sys.stderr.flush()
         started = time.monotonic()
-        proc = subprocess.run(
-            [sys.executable, *BENCHES[name]], stdout=subprocess.PIPE, text=True, check=False
-        )
+        proc = subprocess.run([sys.executable, *command], stdout=subprocess.PIPE, text=True, check=False)
         seconds = round(time.monotonic() - started, 1)
         try:
             result = parse_output(proc.stdout)
@@ -97,14 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         out[name] = result
         if proc.returncode != 0 or "error" in result:
             failed = True
-            continue
-        targets.update(targets_of(name, result))
-    out["targets"] = targets
-    sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
-    sys.stderr.write("\n target                                   measured      target   met\n")
-    for key, t in targets.items():
-        sys.stderr.write(
-            f" {key:<40} {t['measured']!s:>10} {t['comparison']} {t['target']!s:<8} {t['met']}\n"
+    out["machine"]["load_average_at_end"] = _load()
+    out["wall_s"] = round(time.monotonic() - started_all, 1)
+    out["targets"] = {row["key"]: row for row in evaluate(out)}
+    sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n\n")
+    sys.stdout.write(text_table(out))
+    if not args.no_save:
+        json_path, chart_path = save(out, args.out_dir)
+        sys.stdout.write(
+            f"\nsaved {json_path} and {chart_path}; make bench-doc puts the table in docs/performance.md\n"
         )
     return 1 if failed else 0
 

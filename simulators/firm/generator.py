@@ -337,6 +337,23 @@ class Firm:
         return max(self.month_end, self.today) + timedelta(days=1)
 
 
+SETTLED_DAYS = 7  # a month's "today" when only the month is given: its end + 7 days (the 7th)
+
+
+def settled_month(as_of: date) -> date:
+    """The month a firm seeded "as of" ``as_of`` holds, so that nothing seeded depends on the day.
+
+    It is the latest month whose settled day (its end + ``SETTLED_DAYS``, the 7th of the next
+    month, the ``today`` that :func:`resolve_dates` gives ``FirmSpec(month=...)``) is on or before
+    ``as_of``: the previous month from the 7th on, the month before it on the 1st to the 6th.
+    Seeded with ``today`` = as_of instead, the approvals stamped after as_of would be left out
+    (still pending), so the counts of approved and pending rows moved with the day of the month.
+    Now they depend only on the month's calendar, and nothing seeded lies after ``as_of``.
+    """
+    back = 1 if as_of.day >= SETTLED_DAYS else 2
+    return _add_months(as_of.replace(day=1), -back)
+
+
 def resolve_dates(spec: FirmSpec) -> tuple[date, date, date]:
     """(today, month start, month end) from the spec; raises when neither date is given."""
     if spec.month is None and spec.today is None:
@@ -347,7 +364,7 @@ def resolve_dates(spec: FirmSpec) -> tuple[date, date, date]:
         assert spec.today is not None
         start = _add_months(spec.today.replace(day=1), -1)
     end = _month_end(start)
-    today = spec.today if spec.today is not None else end + timedelta(days=7)
+    today = spec.today if spec.today is not None else end + timedelta(days=SETTLED_DAYS)
     return today, start, end
 
 
