@@ -136,8 +136,8 @@ CONSUMERS: dict[str, str] = {
     # notifications.yaml
     "notifications.yaml:version": VERSION,
     "notifications.yaml:console_url": f"{E}.notifications.owner_digest:send_digests",
-    "notifications.yaml:email.conn_id": f"{E}.notifications.owner_digest:_send_email",
-    "notifications.yaml:email.sender": f"{E}.notifications.owner_digest:_send_email",
+    "notifications.yaml:email.conn_id": f"{E}.notifications.channels:send_email",
+    "notifications.yaml:email.sender": f"{E}.notifications.channels:send_email",
     "notifications.yaml:recipients.default.email": f"{E}.config:Recipients.channels",
     "notifications.yaml:recipients.owners.*.email": f"{E}.config:Recipients.channels",
 }

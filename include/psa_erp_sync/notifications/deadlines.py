@@ -31,7 +31,6 @@ from airflow.sdk.definitions.deadline import BaseDeadlineReference, DeadlineAler
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from psa_erp_sync.config import Notifications
 
 log = logging.getLogger(__name__)
 
@@ -147,53 +146,27 @@ async def notify_deadline_missed(*, dag_id: str, legal_entity: str, context: dic
 
 
 def _notify(dag_id: str, legal_entity: str, context: dict[str, Any]) -> list[str]:
+    from html import escape
+
     from psa_erp_sync.config import load_close_deadlines, load_notifications
-    from psa_erp_sync.notifications.owner_digest import _email_configured, _post_webhook
+    from psa_erp_sync.notifications.channels import Message, email_configured, tell_owner
 
     settings = load_notifications()
     rule = load_close_deadlines().rule(dag_id, legal_entity)
     owner = rule.owner if rule else "default"
     subject, body = alert_text(dag_id, legal_entity, context)
     run_id = (context.get("dag_run") or {}).get("dag_run_id", "?")
-    targets = settings.recipients_of(owner).channels()
-    sent: list[str] = []
-    failed: list[str] = []
-
-    def attempt(channel: str, send: Any) -> None:
-        try:
-            send()
-        except Exception as exc:
-            log.exception("deadline alert for %s not sent over %s", owner, channel)
-            failed.append(f"{channel}: {type(exc).__name__}: {exc}")
-        else:
-            sent.append(channel)
-
-    if targets["email"] and _email_configured(settings):
-        attempt(
-            "email", lambda: _send_email(settings, targets["email"], subject, body, owner, dag_id, run_id)
-        )
-    for kind in ("slack", "teams"):
-        for conn_id in targets[kind]:
-            attempt(f"{kind}:{conn_id}", lambda c=conn_id: _post_webhook(c, {"text": f"{subject}\n{body}"}))
+    chat = {"text": f"{subject}\n{body}"}
+    message = Message(
+        owner=owner,
+        subject=subject,
+        html="".join(f"<p>{escape(line)}</p>" for line in body.splitlines()),
+        slack=chat,
+        teams=chat,
+        run_ref=f"{dag_id}/{run_id}",
+    )
+    sent, failed = tell_owner(message, settings, email=email_configured(settings, what="deadline alert"))
     log.warning("deadline missed: %s; told %s over %s", subject, owner, ", ".join(sent) or "nothing")
     if not sent:
         raise DeadlineAlertNotSent(f"{subject}: not sent to {owner}; {'; '.join(failed) or 'no channel'}")
     return sent
-
-
-def _send_email(
-    settings: Notifications, to: list[str], subject: str, body: str, owner: str, dag_id: str, run_id: str
-) -> None:
-    from html import escape
-
-    from airflow.providers.smtp.hooks.smtp import SmtpHook
-
-    html = "".join(f"<p>{escape(line)}</p>" for line in body.splitlines())
-    with SmtpHook(smtp_conn_id=settings.email.conn_id) as smtp:
-        smtp.send_email_smtp(
-            to=to,
-            subject=subject,
-            html_content=html,
-            from_email=settings.email.sender,
-            custom_headers={"X-PSA-ERP-Sync-Owner": owner, "X-PSA-ERP-Sync-Run": f"{dag_id}/{run_id}"},
-        )

@@ -122,71 +122,25 @@ def send_digests(
 def _email_configured(settings: Notifications) -> bool:
     """Without the SMTP connection, digests are off (a development setup): say so, send nothing,
     and leave the items unannounced, so they are announced once the connection exists."""
-    from airflow.sdk import BaseHook
+    from psa_erp_sync.notifications.channels import email_configured
 
-    try:
-        BaseHook.get_connection(settings.email.conn_id)
-    except Exception:
-        log.warning(
-            "owner digests are off: no Airflow connection %r (config/notifications.yaml email.conn_id);"
-            " new exception items stay unannounced until it exists",
-            settings.email.conn_id,
-        )
-        return False
-    return True
+    return email_configured(
+        settings, what="owner digests are off; new exception items stay unannounced until it exists"
+    )
 
 
 def _deliver(d: Digest, settings: Notifications) -> tuple[list[str], list[str]]:
     """Send ``d`` on each of its owner's channels; returns (channels that took it, failures).
     One channel failing does not stop the others."""
     from psa_erp_sync import digest as digests
+    from psa_erp_sync.notifications.channels import Message, tell_owner
 
-    targets = settings.recipients_of(d.owner).channels()
-    sent: list[str] = []
-    failed: list[str] = []
-
-    def attempt(channel: str, send: Any) -> None:
-        try:
-            send()
-        except Exception as exc:
-            log.exception("digest for %s not sent over %s", d.owner, channel)
-            failed.append(f"{channel}: {type(exc).__name__}: {exc}")
-        else:
-            sent.append(channel)
-
-    if targets["email"]:
-        attempt("email", lambda: _send_email(d, settings, targets["email"]))
-    for kind, payload in (("slack", digests.render_slack), ("teams", digests.render_teams)):
-        for conn_id in targets[kind]:
-            attempt(f"{kind}:{conn_id}", lambda c=conn_id, p=payload: _post_webhook(c, p(d)))
-    return sent, failed
-
-
-def _send_email(d: Digest, settings: Notifications, to: list[str]) -> None:
-    from airflow.providers.smtp.hooks.smtp import SmtpHook
-
-    from psa_erp_sync import digest as digests
-
-    with SmtpHook(smtp_conn_id=settings.email.conn_id) as smtp:
-        smtp.send_email_smtp(
-            to=to,
-            subject=d.subject(),
-            html_content=digests.render_html(d),
-            from_email=settings.email.sender,
-            custom_headers={"X-PSA-ERP-Sync-Owner": d.owner, "X-PSA-ERP-Sync-Run": f"{d.dag_id}/{d.run_id}"},
-        )
-
-
-def _post_webhook(conn_id: str, body: dict[str, Any]) -> None:
-    """POST to an incoming webhook: the connection's host is the full URL (its password, if any,
-    a bearer token)."""
-    import httpx
-    from airflow.sdk import BaseHook
-
-    conn = BaseHook.get_connection(conn_id)
-    url = conn.host or ""
-    if not url.startswith(("http://", "https://")):
-        url = f"https://{url}"
-    headers = {"Authorization": f"Bearer {conn.password}"} if conn.password else {}
-    response = httpx.post(url, json=body, headers=headers, timeout=15.0)
-    response.raise_for_status()
+    message = Message(
+        owner=d.owner,
+        subject=d.subject(),
+        html=digests.render_html(d),
+        slack=digests.render_slack(d),
+        teams=digests.render_teams(d),
+        run_ref=f"{d.dag_id}/{d.run_id}",
+    )
+    return tell_owner(message, settings)
