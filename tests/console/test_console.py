@@ -1,0 +1,94 @@
+"""The exceptions console's pages against a real ODS (unguarded app: Airflow's auth is tested
+on a real api-server in test_console_auth.py)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from psa_erp_sync.api.exceptions_app import create_app
+from tests.console.conftest import assert_no_personal_data
+
+
+def _client(dsn: str) -> TestClient:
+    return TestClient(create_app(dependencies=[], dsn=dsn))
+
+
+def _items(page: str) -> list[str]:
+    return re.findall(r'href="/console/trace/psa/(\d+)"', page)
+
+
+def test_queue_filters_groups_and_amounts(seeded: dict[str, Any]) -> None:
+    client = _client(seeded["dsn"])
+    page = client.get("/console/").text
+    assert sorted(_items(page)) == ["101", "102", "103", "104", "105", "106"]
+    assert "Open items by cause: 6" in page
+    # 125050 + 10000 + 5000 USD minor units; 40000 + 7500 + 2500 GBP
+    assert "<td>USD</td><td class=num>3</td><td class=num>1400.50</td>" in page
+    assert "<td>GBP</td><td class=num>3</td><td class=num>500.00</td>" in page
+    by_owner = client.get("/console/", params={"owner": seeded["uk"]}).text
+    assert sorted(_items(by_owner)) == ["104", "105", "106"]
+    by_reason_le = client.get(
+        "/console/", params={"reason_code": "INACTIVE_RECORD", "legal_entity": "LE-US1"}
+    ).text
+    assert sorted(_items(by_reason_le)) == ["101", "102", "103"]
+    assert "GBP" not in by_reason_le.split("Amounts per currency")[1].split("</table>")[0]
+    period = client.get("/console/", params={"date_from": "2026-11-01", "date_to": "2026-11-04"}).text
+    assert sorted(_items(period)) == ["101", "102", "104"]
+    aged = client.get("/console/", params={"min_age_days": 7}).text
+    assert _items(aged) == ["106"]
+    parked = client.get("/console/", params={"kind": "parked", "record_type": "time_entry"}).text
+    assert _items(parked) == ["105"]
+    assert client.get("/console/", params={"min_age_days": -1}).status_code == 422
+    for text in (page, by_owner, period):
+        assert_no_personal_data(text)
+
+
+def test_every_filter_control_has_a_label(seeded: dict[str, Any]) -> None:
+    client = _client(seeded["dsn"])
+    for path in ("/console/", "/console/replay?preview=true&reason_code=INACTIVE_RECORD"):
+        page = client.get(path).text
+        controls = re.findall(r'<(?:select|input)[^>]*\bid="([^"]+)"', page)
+        assert controls
+        for control in controls:
+            assert f'<label for="{control}">' in page, f"{path}: no label for {control}"
+
+
+def test_trace_page_shows_the_path_without_personal_data(seeded: dict[str, Any]) -> None:
+    client = _client(seeded["dsn"])
+    page = client.get("/console/trace/psa/101").text
+    assert "Trace of psa 101" in page and "rejected" in page and "psa-te-101" in page
+    assert_no_personal_data(page)
+    assert "Record not found" in client.get("/console/trace/psa/999999").text
+    assert_no_personal_data(client.get("/trace/psa/101").text)  # the JSON view too
+    assert_no_personal_data(client.get("/exceptions/summary").text)
+
+
+def test_replay_dry_run_lists_what_the_dag_would_release(seeded: dict[str, Any]) -> None:
+    client = _client(seeded["dsn"])
+    page = client.get(
+        "/console/replay", params={"preview": "true", "reason_code": "INACTIVE_RECORD", "owner": seeded["us"]}
+    ).text
+    assert "<strong>3</strong> postings would be released" in page
+    assert sorted(_items(page)) == ["101", "102", "103"]
+    assert "amounts: USD 1400.50." in page
+    assert 'name="mode" value="replay"' in page  # the confirm button
+    assert 'id="replay_everything"' not in page  # filtered: no "everything" tick box
+    unfiltered = client.get("/console/replay", params={"preview": "true"}).text
+    assert sorted(_items(unfiltered)) == ["101", "102", "103", "104", "105"]  # not the quarantined 106
+    assert 'id="replay_everything"' in unfiltered
+    assert_no_personal_data(page + unfiltered)
+    # Nothing changed: the dry run reads only.
+    assert sorted(_items(client.get("/console/").text)) == ["101", "102", "103", "104", "105", "106"]
+
+
+def test_a_cross_site_replay_post_is_refused(seeded: dict[str, Any]) -> None:
+    client = _client(seeded["dsn"])
+    answer = client.post(
+        "/console/replay",
+        data={"record_type": "timebill", "mode": "replay", "reason_code": "INACTIVE_RECORD"},
+        headers={"Origin": "https://evil.example", "Authorization": "Bearer x"},
+    )
+    assert answer.status_code == 403
