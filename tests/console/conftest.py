@@ -5,6 +5,7 @@ payload, the exception detail)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
@@ -102,3 +103,59 @@ def seeded(clean_ods: str) -> dict[str, Any]:
 def assert_no_personal_data(text: str) -> None:
     for value in (*PERSONAL, "vandersloot", "dentist"):
         assert value.lower() not in text.lower(), f"personal data on a page: {value!r}"
+
+
+USERS = {"ops-user": ("user", "ops-user-pass"), "ops-viewer": ("viewer", "ops-viewer-pass")}
+
+
+def replay_dag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.dags.conftest import DAGS
+
+    bag = DagBag(dag_folder=str(DAGS / "dead_letter_replay.py"), safe_mode=False)
+    assert not bag.import_errors, bag.import_errors
+    dag = bag.get_dag("dead_letter_replay")
+    for task in dag.tasks:
+        task.retries = 0
+    return dag
+
+
+@pytest.fixture(scope="session")
+def console_server(
+    airflow_db: str, pg_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """A real ``airflow api-server`` with the plugin (SimpleAuthManager users ``ops-user``, role
+    user, and ``ops-viewer``, role viewer), its ODS connection on this worker's test database,
+    and ``dead_letter_replay`` in the metadata DB (one dry run through ``dag.test()``, which
+    syncs the DAG bundle), so the REST API can trigger it."""
+    import json
+
+    from devtools.airflow_env import psycopg_parts
+    from tests.conftest import airflow_api_server
+
+    tmp = tmp_path_factory.mktemp("console-server")
+    passwords = tmp / "passwords.json"
+    passwords.write_text(json.dumps({name: password for name, (_, password) in USERS.items()}))
+    ods = json.dumps({"conn_type": "postgres", **psycopg_parts(pg_dsn)})
+    env = {
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{n}:{role}" for n, (role, _) in USERS.items()),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API_AUTH__JWT_SECRET": "console-test-secret-0123456789abcdef0123",
+        "AIRFLOW_CONN_ODS_DEFAULT": ods,
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW_CONN_ODS_DEFAULT", ods)
+        assert replay_dag().test(run_conf={"dry_run": True}).state == "success"
+        with airflow_api_server(env, tmp / "api-server.log") as base_url:
+            yield {"base_url": base_url, "log": tmp / "api-server.log"}
+
+
+def token(base_url: str, user: str) -> str:
+    import httpx
+
+    answer = httpx.post(
+        f"{base_url}/auth/token", json={"username": user, "password": USERS[user][1]}, timeout=30
+    )
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["access_token"])
