@@ -92,3 +92,14 @@ def test_a_cross_site_replay_post_is_refused(seeded: dict[str, Any]) -> None:
         headers={"Origin": "https://evil.example", "Authorization": "Bearer x"},
     )
     assert answer.status_code == 403
+
+
+def test_blank_form_fields_are_no_filter(seeded: dict[str, Any]) -> None:
+    """A browser submits empty date and number fields as "" (found by the browser test)."""
+    client = _client(seeded["dsn"])
+    blank = client.get("/console/", params={"owner": "", "date_from": "", "date_to": "", "min_age_days": ""})
+    assert blank.status_code == 200 and len(_items(blank.text)) == 6
+    replay = client.get("/console/replay", params={"preview": "true", "date_from": "", "date_to": ""})
+    assert replay.status_code == 200 and len(_items(replay.text)) == 5
+    assert client.get("/console/", params={"date_from": "yesterday"}).status_code == 422
+    assert client.get("/console/", params={"min_age_days": "-1"}).status_code == 422

@@ -33,7 +33,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode, urlparse
 
 import psycopg
-from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from psycopg.rows import dict_row
 
@@ -113,6 +113,24 @@ def _table(
     return (
         f"<table><caption>{_e(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     )
+
+
+def _date(value: str | None, name: str) -> date | None:
+    """A form's date field: blank (the browser sends ``""`` for an empty field) is no filter."""
+    if not value or not value.strip():
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=f"{name}: not a date (YYYY-MM-DD)") from exc
+
+
+def _days(value: str | None) -> int | None:
+    if not value or not value.strip():
+        return None
+    if not value.strip().isdigit() or int(value) > 3650:
+        raise HTTPException(status_code=422, detail="min_age_days: a whole number of days, 0 to 3650")
+    return int(value)
 
 
 def _money(minor: int | None, currency: str | None) -> str:
@@ -307,20 +325,21 @@ def create_router(
         legal_entity: str | None = None,
         record_type: str | None = None,
         kind: str | None = None,
-        date_from: Annotated[date | None, Query()] = None,
-        date_to: Annotated[date | None, Query()] = None,
-        min_age_days: Annotated[int | None, Query(ge=0, le=3650)] = None,
+        date_from: str | None = None,
+        date_to: str | None = None,
+        min_age_days: str | None = None,
     ) -> HTMLResponse:
         base = _base(request)
+        since, until, age = _date(date_from, "date_from"), _date(date_to, "date_to"), _days(min_age_days)
         filters = {
             "owner": owner or None,
             "reason_code": reason_code or None,
             "legal_entity": legal_entity or None,
             "record_type": record_type or None,
             "kind": kind or None,
-            "date_from": date_from,
-            "date_to": date_to,
-            "min_age_days": min_age_days,
+            "date_from": since,
+            "date_to": until,
+            "min_age_days": age,
         }
         with connect() as conn:
             q = queue(conn, **filters)
@@ -331,8 +350,8 @@ def create_router(
             + _select("legal_entity", "Legal entity", ((le, le) for le in q["legal_entities"]), legal_entity)
             + _select("record_type", "Record type", ((r, r) for r in ITEM_RECORD_TYPES), record_type)
             + _select("kind", "Kind", ((k, k) for k in KINDS), kind)
-            + _input("date_from", "Entry date from", date_from or "", kind="date")
-            + _input("date_to", "Entry date to", date_to or "", kind="date")
+            + _input("date_from", "Entry date from", since or "", kind="date")
+            + _input("date_to", "Entry date to", until or "", kind="date")
             + _input(
                 "min_age_days",
                 "Older than (days)",
@@ -397,14 +416,15 @@ def create_router(
         record_type: str = "timebill",
         owner: str | None = None,
         reason_code: str | None = None,
-        date_from: Annotated[date | None, Query()] = None,
-        date_to: Annotated[date | None, Query()] = None,
+        date_from: str | None = None,
+        date_to: str | None = None,
         preview: bool = False,
     ) -> HTMLResponse:
         from psa_erp_sync.config import load_config
         from psa_erp_sync.posting import replay
 
         base = _base(request)
+        since, until = _date(date_from, "date_from"), _date(date_to, "date_to")
         if record_type not in RECORD_TYPES:
             raise HTTPException(status_code=422, detail=f"record_type must be one of {sorted(RECORD_TYPES)}")
         with connect() as conn:
@@ -416,8 +436,8 @@ def create_router(
             + _select("record_type", "Record type", RECORD_TYPES.items(), record_type, blank="")
             + _select("owner", "Owner", ((o, o) for o in q["owners"]), owner)
             + _select("reason_code", "Reason", ((r, r) for r in q["reasons"]), reason_code)
-            + _input("date_from", "Entry date from", date_from or "", kind="date")
-            + _input("date_to", "Entry date to", date_to or "", kind="date")
+            + _input("date_from", "Entry date from", since or "", kind="date")
+            + _input("date_to", "Entry date to", until or "", kind="date")
             + '<input type="hidden" name="preview" value="true">'
             + '<div><button type="submit">Dry run: list what would be replayed</button></div></form>'
         )
@@ -425,7 +445,7 @@ def create_router(
             return _page(request, "Replay dead letters", form)
         f = replay.ReplayFilter(
             record_type=record_type, owner=owner or None, reason_code=reason_code or None,
-            date_from=date_from, date_to=date_to,
+            date_from=since, date_to=until,
         )  # fmt: skip
         with connect() as conn:
             rows = replay.select(conn, f)
@@ -460,11 +480,11 @@ def create_router(
                 + "</p>"
             )
         if rows:
-            unfiltered = not (owner or reason_code or date_from or date_to)
+            unfiltered = not (owner or reason_code or since or until)
             hidden = "".join(
                 f'<input type="hidden" name="{k}" value="{_e(v)}">'
                 for k, v in (("record_type", record_type), ("owner", owner or ""), ("reason_code", reason_code or ""),
-                             ("date_from", date_from or ""), ("date_to", date_to or ""))
+                             ("date_from", since or ""), ("date_to", until or ""))
             )  # fmt: skip
             everything = (
                 '<div><input id="replay_everything" name="replay_everything" type="checkbox" value="true" required>'
@@ -486,16 +506,17 @@ def create_router(
         mode: Annotated[str, Form()],
         owner: Annotated[str, Form()] = "",
         reason_code: Annotated[str, Form()] = "",
-        date_from: Annotated[date | None, Form()] = None,
-        date_to: Annotated[date | None, Form()] = None,
+        date_from: Annotated[str, Form()] = "",
+        date_to: Annotated[str, Form()] = "",
         replay_everything: Annotated[bool, Form()] = False,
     ) -> Any:
         _same_origin(request)
         if record_type not in RECORD_TYPES or mode not in ("replay", "dry_run"):
             raise HTTPException(status_code=422, detail="unknown record type or mode")
         conf = replay_conf(
-            record_type=record_type, owner=owner, reason_code=reason_code, date_from=date_from,
-            date_to=date_to, dry_run=mode == "dry_run", replay_everything=replay_everything,
+            record_type=record_type, owner=owner, reason_code=reason_code,
+            date_from=_date(date_from, "date_from"), date_to=_date(date_to, "date_to"),
+            dry_run=mode == "dry_run", replay_everything=replay_everything,
         )  # fmt: skip
         with airflow(request) as api:
             answer = api.post(f"/dags/{REPLAY_DAG}/dagRuns", json={"logical_date": None, "conf": conf})
