@@ -52,6 +52,14 @@ def test_an_authenticated_user_sees_the_console_and_triggers_as_themselves(
             answer = client.get(path, headers=user)
             assert answer.status_code == 200, (path, answer.text[:300])
             assert_no_personal_data(answer.text)
+        # Linked into the UI: navigation entries and a DAG tab, relative to the UI's base URL.
+        plugins = client.get("/api/v2/plugins", headers=user).json()["plugins"]
+        views = next(p for p in plugins if p["name"] == "psa_erp_sync")["external_views"]
+        assert {(v["name"], v["destination"], v["href"]) for v in views} == {
+            ("Exceptions console", "nav", "psa-erp-sync/console/"),
+            ("Replay dead letters", "nav", "psa-erp-sync/console/replay"),
+            ("Exceptions", "dag", "psa-erp-sync/console/"),
+        }
         # The UI's session cookie works the same (the iframe sends it).
         assert (
             client.get("/psa-erp-sync/console/", cookies={"_token": user["Authorization"][7:]}).status_code

@@ -64,7 +64,9 @@ def test_console_in_the_airflow_ui(
     page.wait_for_url(lambda url: "login" not in url)
 
     # The console is in the UI's navigation (Browse menu) and opens in an iframe.
-    page.goto(f"{base}/plugin/psa-erp-sync-console")
+    page.get_by_role("button", name="Browse").click()
+    page.get_by_text("Exceptions console", exact=True).click()
+    page.wait_for_url("**/plugin/psa-erp-sync-console")
     frame = page.frame_locator("iframe")
     expect(frame.get_by_role("heading", name="Exception queue")).to_be_visible()
     expect(frame.get_by_text("Open items by cause: 6")).to_be_visible()
