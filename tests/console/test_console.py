@@ -103,3 +103,45 @@ def test_blank_form_fields_are_no_filter(seeded: dict[str, Any]) -> None:
     assert replay.status_code == 200 and len(_items(replay.text)) == 5
     assert client.get("/console/", params={"date_from": "yesterday"}).status_code == 422
     assert client.get("/console/", params={"min_age_days": "-1"}).status_code == 422
+
+
+def test_month_end_view(seeded: dict[str, Any]) -> None:
+    from datetime import UTC, datetime
+
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    from psa_erp_sync.api.console import month_end
+
+    with psycopg.connect(seeded["dsn"]) as conn:
+        for run, stage, count, amounts in (
+            ("r1", "posted", 2, {"USD": "10.00"}),
+            ("r2", "posted", 3, {"USD": "1400.50"}),
+            ("r2", "erp_readback", 3, {"USD": "1400.50"}),
+        ):
+            conn.execute(
+                "INSERT INTO audit.control_total (dag_id, run_id, record_type, stage, record_count, amounts,"
+                " recorded_at) VALUES ('time_expense_sync', %s, 'timebill', %s, %s, %s, now() + %s * interval '1 s')",
+                (run, stage, count, Jsonb(amounts), int(run[1])),
+            )
+        mid = {
+            e["legal_entity"]: e for e in month_end(conn, datetime(2026, 11, 16, 15, tzinfo=UTC))["entities"]
+        }
+        end = month_end(conn, datetime(2026, 11, 30, 15, tzinfo=UTC))
+    # Monday 16 November: mid-month, normal cadence; the UK's 11th business day (no November holidays),
+    # the US's 10th (Veterans Day, 11 November).
+    assert (mid["LE-UK1"]["business_day"], mid["LE-US1"]["business_day"]) == (11, 10)
+    assert not mid["LE-UK1"]["in_close"] and mid["LE-UK1"]["cadence_minutes"] == 60
+    # Monday 30 November: the last business day, inside the close window, the close cadence.
+    uk = {e["legal_entity"]: e for e in end["entities"]}["LE-UK1"]
+    assert uk["in_close"] and uk["cadence_minutes"] == 15
+    assert [(p["n"], p["minor"], p["currency"]) for p in uk["parked"]] == [(1, 7_500, "GBP")]  # 105
+    assert {(t["run_id"], t["stage"]) for t in end["control_totals"]} == {
+        ("r2", "posted"),
+        ("r2", "erp_readback"),
+    }
+
+    page = _client(seeded["dsn"]).get("/console/month-end").text
+    assert "LE-UK1" in page and "1 (75.00 GBP, oldest 2026-10-30)" in page
+    assert "timebill: posted vs ERP read-back reconciled" in page
+    assert_no_personal_data(page)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode, urlparse
 
@@ -77,7 +77,8 @@ def _page(request: Request, title: str, body: str, *, refresh: int | None = None
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{_e(title)} - psa-erp-sync</title><style>{CSS}</style></head><body>
 <a class="skip" href="#main">Skip to content</a>
-<nav aria-label="Console"><a href="{base}/">Exception queue</a><a href="{base}/replay">Replay dead letters</a></nav>
+<nav aria-label="Console"><a href="{base}/">Exception queue</a><a href="{base}/replay">Replay dead letters</a>
+<a href="{base}/month-end">Month-end</a></nav>
 <main id="main"><h1>{_e(title)}</h1>{body}</main></body></html>"""
     )
 
@@ -298,6 +299,53 @@ def replay_conf(
         "source_ids": [],
         "replay_everything": replay_everything,
     }
+
+
+def month_end(conn: psycopg.Connection, now: datetime) -> dict[str, Any]:
+    """Per legal entity: local date, business day of the month, this month's close window, whether
+    it is in close now, the posting cadence in force, and what is parked waiting for a period
+    (count and amounts per currency); plus the latest run's control totals by stage."""
+    from zoneinfo import ZoneInfo
+
+    from psa_erp_sync.calendar import close
+    from psa_erp_sync.config import load_config, posting_cadence
+
+    config = load_config()
+    cadence = posting_cadence()
+    parked: dict[str, list[dict[str, Any]]] = {}
+    with conn.cursor(row_factory=dict_row) as cur:
+        for row in cur.execute(
+            f"SELECT {_LEGAL_ENTITY} AS le, {_CURRENCY} AS currency, count(*) AS n, sum({_AMOUNT}) AS minor,"
+            f" min({_ENTRY_DATE}) AS oldest {_FROM} WHERE i.status = 'open' AND i.kind = 'parked'"
+            " GROUP BY 1, 2 ORDER BY 1, 2"
+        ):
+            parked.setdefault(row["le"] or "", []).append(row)
+        latest = cur.execute(
+            "SELECT dag_id, run_id, record_type, stage, record_count, amounts, recorded_at FROM audit.control_total"
+            " WHERE (dag_id, run_id) = (SELECT dag_id, run_id FROM audit.control_total"
+            " ORDER BY recorded_at DESC, id DESC LIMIT 1) ORDER BY record_type, id"
+        ).fetchall()
+    entities = []
+    for code, le in sorted(config.legal_entities.legal_entities.items()):
+        calendar = config.close_calendars.calendars[le.close_calendar]
+        today = now.astimezone(ZoneInfo(le.timezone)).date()
+        days = close.business_days(today.year, today.month, le.country)
+        start, end = close.close_window(today.year, today.month, calendar)
+        in_close = close.in_close(now, calendar, le.timezone)
+        entities.append(
+            {
+                "legal_entity": code,
+                "timezone": le.timezone,
+                "today": today,
+                "business_day": days.index(today) + 1 if today in days else None,
+                "close_window": (start, end),
+                "in_close": in_close,
+                "cadence_minutes": cadence.close if in_close else cadence.normal,
+                "closed_period_policy": le.closed_period_policy,
+                "parked": parked.get(code, []),
+            }
+        )
+    return {"entities": entities, "control_totals": latest}
 
 
 def create_router(
@@ -591,6 +639,60 @@ def create_router(
                 numeric=[1],
             )
         return _page(request, "Replay run", body, refresh=None if state in TERMINAL else 2)
+
+    @router.get("/month-end", response_class=HTMLResponse)
+    def month_end_page(request: Request) -> HTMLResponse:
+        with connect() as conn:
+            m = month_end(conn, datetime.now(UTC))
+        entities = _table(
+            ["Legal entity", "Local date", "Business day", "Close window", "In close", "Posting every (min)",
+             "Closed period policy", "Parked, waiting for a period"],
+            (
+                [_e(e["legal_entity"]), _e(e["today"]), _e(e["business_day"] or "not a business day"),
+                 f"{_e(e['close_window'][0])} to {_e(e['close_window'][1])}", "yes" if e["in_close"] else "no",
+                 str(e["cadence_minutes"]), _e(e["closed_period_policy"]),
+                 "; ".join(f"{p['n']} ({_money(p['minor'], p['currency'])} {_e(p['currency'])}, oldest {_e(p['oldest'])})"
+                           for p in e["parked"]) or "none"]
+                for e in m["entities"]
+            ),
+            "Legal entities",
+            numeric=[5],
+        )  # fmt: skip
+        totals = m["control_totals"]
+        caption = (
+            f"Latest control totals: {totals[0]['dag_id']} {totals[0]['run_id']}"
+            if totals
+            else "No control totals yet"
+        )
+        stages = _table(
+            ["Record type", "Stage", "Records", "Amounts"],
+            ([_e(t["record_type"]), _e(t["stage"]), str(t["record_count"]), _e(", ".join(f"{c} {a}" for c, a in sorted(t["amounts"].items())))]
+             for t in totals),
+            caption,
+            numeric=[2],
+        )  # fmt: skip
+        by_stage = {(t["record_type"], t["stage"]): t for t in totals}
+        checks = []
+        for record_type in sorted({t["record_type"] for t in totals}):
+            posted, readback = (
+                by_stage.get((record_type, "posted")),
+                by_stage.get((record_type, "erp_readback")),
+            )
+            if posted and readback:
+                same = (posted["record_count"], posted["amounts"]) == (
+                    readback["record_count"],
+                    readback["amounts"],
+                )
+                checks.append(
+                    f"<li>{_e(record_type)}: posted vs ERP read-back {'reconciled' if same else 'DIFFERS'}</li>"
+                )
+            else:
+                checks.append(f"<li>{_e(record_type)}: no ERP read-back in this run</li>")
+        note = (
+            '<p class="note">ERP periods (open or closed) are not shown: they live in the ERP, and these pages read'
+            " the ODS only.</p>"
+        )
+        return _page(request, "Month-end", entities + stages + f"<ul>{''.join(checks)}</ul>" + note)
 
     return router
 
