@@ -1,7 +1,7 @@
 """The exceptions console in a real browser: Playwright drives headless Chromium (Debian's
 ``chromium`` package) against a real ``airflow api-server`` with the plugin. Log in through
 Airflow's login page, open the console from the navigation (an iframe in the UI), filter the
-queue with the keyboard, open a trace, list a replay dry run, confirm a dry run through Airflow
+queue with the keyboard, open a trace and the month-end view, list a replay dry run, confirm a dry run through Airflow
 and see a finished run's outcome. Screenshots go to ``.local/artifacts/console/``."""
 
 from __future__ import annotations
@@ -110,6 +110,12 @@ def test_console_in_the_airflow_ui(
     assert_no_personal_data(frame.locator("body").inner_text())
     _shot(page, "04-trace")
 
+    # The month-end view.
+    frame.get_by_role("link", name="Month-end").click()
+    expect(frame.get_by_role("heading", name="Month-end")).to_be_visible()
+    expect(frame.get_by_text("LE-UK1")).to_be_visible()
+    _shot(page, "05-month-end")
+
     # Replay: the dry-run list, then a dry run confirmed through Airflow.
     frame.get_by_role("link", name="Replay dead letters").click()
     frame.get_by_label("Owner", exact=True).select_option(seeded["us"])
@@ -118,11 +124,11 @@ def test_console_in_the_airflow_ui(
     expect(frame.get_by_role("status")).to_contain_text("3 postings would be released")
     expect(frame.get_by_role("status")).to_contain_text("USD 1400.50")
     assert_no_personal_data(frame.locator("body").inner_text())
-    _shot(page, "05-replay-dry-run-list")
+    _shot(page, "06-replay-dry-run-list")
     frame.get_by_role("button", name="Dry run in Airflow").click()
     expect(frame.get_by_role("heading", name="Replay run")).to_be_visible()
     expect(frame.locator("#run-state")).to_have_text("queued")
-    _shot(page, "06-replay-triggered")
+    _shot(page, "07-replay-triggered")
 
     # No scheduler runs in this test: the same request runs through dag.test(), and the run page
     # shows a finished run's outcome.
@@ -137,4 +143,4 @@ def test_console_in_the_airflow_ui(
     page.goto(f"{base}/psa-erp-sync/console/replay/run?{urlencode({'run_id': run.run_id})}")
     expect(page.locator("#run-state")).to_have_text("success")
     expect(page.get_by_text("matched")).to_be_visible()
-    _shot(page, "07-replay-run-finished")
+    _shot(page, "08-replay-run-finished")
