@@ -142,7 +142,7 @@ def test_each_owner_gets_one_digest_with_counts_amounts_and_a_link(
     assert "USD 1350.50" in body  # 1,250.50 + 100.00 of the two canonical entries
     assert "1 item(s) without a known amount" in body  # the quarantined record never became canonical
     assert "Reactivate the project" in body  # the fix for PROJECT_INACTIVE, from config/ownership.yaml
-    assert "http://localhost:8080/psa-erp-sync/exceptions?owner=finance-ops-us-east&amp;status=open" in body
+    assert "http://localhost:8080/psa-erp-sync/console/?owner=finance-ops-us-east&amp;status=open" in body
     uk = _html(by_owner["finance-ops-uk"])
     assert "GBP 450.00" in uk  # 400.00 canonical + 50.00 from the item's own detail
     for message in smtp_sink.messages:
