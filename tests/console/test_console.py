@@ -124,6 +124,28 @@ def test_month_end_view(seeded: dict[str, Any]) -> None:
                 " recorded_at) VALUES ('time_expense_sync', %s, 'timebill', %s, %s, %s, now() + %s * interval '1 s')",
                 (run, stage, count, Jsonb(amounts), int(run[1])),
             )
+        # ERP periods as master_data_sync stores them (the SuiteQL row: "T"/"F" flags): the quarter
+        # rolls up and is not shown; only the latest three months are.
+        for ext, start, end, flags in (
+            ("LE-UK1-2026-08", "2026-08-01", "2026-08-31", {"closed": "T"}),
+            ("LE-UK1-2026-09", "2026-09-01", "2026-09-30", {"closed": "T"}),
+            ("LE-UK1-2026-10", "2026-10-01", "2026-10-31", {"arlocked": "T", "aplocked": "T"}),
+            ("LE-UK1-2026-11", "2026-11-01", "2026-11-30", {}),
+            ("LE-UK1-2026-Q4", "2026-10-01", "2026-12-31", {"isquarter": "T"}),
+        ):
+            body = {
+                "externalid": ext,
+                "startdate": start,
+                "enddate": end,
+                "closed": "F",
+                "alllocked": "F",
+                **flags,
+            }
+            conn.execute(
+                "INSERT INTO master.erp_record (record_type, external_id, internal_id, version_hash, subsidiary,"
+                " is_inactive, body) VALUES ('accountingperiod', %s, %s, 'v1', 'LE-UK1', false, %s)",
+                (ext, ext, Jsonb(body)),
+            )
         mid = {
             e["legal_entity"]: e for e in month_end(conn, datetime(2026, 11, 16, 15, tzinfo=UTC))["entities"]
         }
@@ -136,6 +158,12 @@ def test_month_end_view(seeded: dict[str, Any]) -> None:
     uk = {e["legal_entity"]: e for e in end["entities"]}["LE-UK1"]
     assert uk["in_close"] and uk["cadence_minutes"] == 15
     assert [(p["n"], p["minor"], p["currency"]) for p in uk["parked"]] == [(1, 7_500, "GBP")]  # 105
+    assert [(p["period"], p["status"]) for p in uk["erp_periods"]] == [
+        ("LE-UK1-2026-11", "open"),
+        ("LE-UK1-2026-10", "open (AR, AP locked)"),
+        ("LE-UK1-2026-09", "closed"),
+    ]
+    assert mid["LE-US1"]["erp_periods"] == []
     assert {(t["run_id"], t["stage"]) for t in end["control_totals"]} == {
         ("r2", "posted"),
         ("r2", "erp_readback"),
@@ -144,4 +172,6 @@ def test_month_end_view(seeded: dict[str, Any]) -> None:
     page = _client(seeded["dsn"]).get("/console/month-end").text
     assert "LE-UK1" in page and "1 (75.00 GBP, oldest 2026-10-30)" in page
     assert "timebill: posted vs ERP read-back reconciled" in page
+    assert "LE-UK1-2026-11: open; LE-UK1-2026-10: open (AR, AP locked); LE-UK1-2026-09: closed" in page
+    assert "not read yet" in page  # the US entities: master data not synced in this test
     assert_no_personal_data(page)

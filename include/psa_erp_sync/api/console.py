@@ -301,10 +301,54 @@ def replay_conf(
     }
 
 
+PERIODS_SHOWN = 3  # the latest posting periods per legal entity on the month-end view
+
+
+def erp_periods(conn: psycopg.Connection) -> dict[str, list[dict[str, Any]]]:
+    """Per legal entity, its latest ERP posting periods (months; quarters and years roll up and
+    never take a posting) as ``master_data_sync`` last read them from the ERP: open, closed or which
+    lock, and when they were read."""
+    from pydantic import ValidationError
+
+    from psa_erp_sync.posting.periods import AccountingPeriod
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    rows = conn.execute(
+        "SELECT subsidiary, body, synced_at FROM master.erp_record WHERE record_type = 'accountingperiod'"
+    ).fetchall()
+    periods = []
+    for subsidiary, body, synced_at in rows:
+        try:
+            period = AccountingPeriod.model_validate(
+                {"subsidiary": subsidiary, **{k.lower(): v for k, v in body.items()}}
+            )
+        except ValidationError:
+            continue  # a row without dates is no posting period
+        if not period.is_summary:
+            periods.append((period, synced_at))
+    for period, synced_at in sorted(periods, key=lambda ps: ps[0].start_date, reverse=True):
+        shown = out.setdefault(period.subsidiary, [])
+        if len(shown) < PERIODS_SHOWN:
+            locks = [name for name, on in (("AR", period.ar_locked), ("AP", period.ap_locked)) if on]
+            status = "open" + (f" ({', '.join(locks)} locked)" if locks else "")
+            if period.closed or period.all_locked:
+                status = "closed" if period.closed else "all locked"
+            shown.append(
+                {
+                    "period": period.external_id,
+                    "start": period.start_date,
+                    "status": status,
+                    "read_at": synced_at,
+                }
+            )
+    return out
+
+
 def month_end(conn: psycopg.Connection, now: datetime) -> dict[str, Any]:
     """Per legal entity: local date, business day of the month, this month's close window, whether
-    it is in close now, the posting cadence in force, and what is parked waiting for a period
-    (count and amounts per currency); plus the latest run's control totals by stage."""
+    it is in close now, the posting cadence in force, its latest ERP periods (open or closed, as last
+    synced), and what is parked waiting for a period (count and amounts per currency); plus the
+    latest run's control totals by stage."""
     from zoneinfo import ZoneInfo
 
     from psa_erp_sync.calendar import close
@@ -312,6 +356,7 @@ def month_end(conn: psycopg.Connection, now: datetime) -> dict[str, Any]:
 
     config = load_config()
     cadence = posting_cadence()
+    periods = erp_periods(conn)
     parked: dict[str, list[dict[str, Any]]] = {}
     with conn.cursor(row_factory=dict_row) as cur:
         for row in cur.execute(
@@ -342,6 +387,7 @@ def month_end(conn: psycopg.Connection, now: datetime) -> dict[str, Any]:
                 "in_close": in_close,
                 "cadence_minutes": cadence.close if in_close else cadence.normal,
                 "closed_period_policy": le.closed_period_policy,
+                "erp_periods": periods.get(code, []),
                 "parked": parked.get(code, []),
             }
         )
@@ -646,11 +692,13 @@ def create_router(
             m = month_end(conn, datetime.now(UTC))
         entities = _table(
             ["Legal entity", "Local date", "Business day", "Close window", "In close", "Posting every (min)",
-             "Closed period policy", "Parked, waiting for a period"],
+             "ERP periods (as last read)", "Closed period policy", "Parked, waiting for a period"],
             (
                 [_e(e["legal_entity"]), _e(e["today"]), _e(e["business_day"] or "not a business day"),
                  f"{_e(e['close_window'][0])} to {_e(e['close_window'][1])}", "yes" if e["in_close"] else "no",
-                 str(e["cadence_minutes"]), _e(e["closed_period_policy"]),
+                 str(e["cadence_minutes"]),
+                 "; ".join(f"{_e(p['period'])}: {_e(p['status'])}" for p in e["erp_periods"]) or "not read yet",
+                 _e(e["closed_period_policy"]),
                  "; ".join(f"{p['n']} ({_money(p['minor'], p['currency'])} {_e(p['currency'])}, oldest {_e(p['oldest'])})"
                            for p in e["parked"]) or "none"]
                 for e in m["entities"]
@@ -688,9 +736,11 @@ def create_router(
                 )
             else:
                 checks.append(f"<li>{_e(record_type)}: no ERP read-back in this run</li>")
+        read = [p["read_at"] for e in m["entities"] for p in e["erp_periods"]]
         note = (
-            '<p class="note">ERP periods (open or closed) are not shown: they live in the ERP, and these pages read'
-            " the ODS only.</p>"
+            '<p class="note">ERP periods are as <code>master_data_sync</code> last read them from the ERP'
+            + (f" ({_e(max(read).astimezone(UTC).strftime('%Y-%m-%d %H:%M UTC'))})" if read else "")
+            + "; the posting path reads them again before every pass.</p>"
         )
         return _page(request, "Month-end", entities + stages + f"<ul>{''.join(checks)}</ul>" + note)
 
