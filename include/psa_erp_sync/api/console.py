@@ -458,13 +458,17 @@ def create_router(
         groups = _table(
             ["Kind", "Reason", "Owner", "Items"],
             (
-                [_e(g["kind"]), _e(g["reason_code"]), _e(g["owner"]),
-                 f'<a href="{base}/?{_e(urlencode({**_qs(filters), "owner": g["owner"], "reason_code": g["reason_code"], "kind": g["kind"]}))}">{g["n"]}</a>']
+                [
+                    _e(g["kind"]),
+                    _e(g["reason_code"]),
+                    _e(g["owner"]),
+                    f'<a href="{base}/?{_e(urlencode({**_qs(filters), "owner": g["owner"], "reason_code": g["reason_code"], "kind": g["kind"]}))}">{g["n"]}</a>',
+                ]
                 for g in q["groups"]
             ),
             f"Open items by cause: {q['total']}",
             numeric=[3],
-        )  # fmt: skip
+        )
         amounts = _table(
             ["Currency", "Items with an amount", "Amount"],
             ([_e(a["currency"]), str(a["n"]), _money(a["minor"], a["currency"])] for a in q["amounts"]),
@@ -473,18 +477,39 @@ def create_router(
         )
         shown = len(q["items"])
         items = _table(
-            ["Record", "System", "Type", "Kind", "Reason", "Owner", "Legal entity", "Entry date", "Amount",
-             "Age (days)", "Seen"],
+            [
+                "Record",
+                "System",
+                "Type",
+                "Kind",
+                "Reason",
+                "Owner",
+                "Legal entity",
+                "Entry date",
+                "Amount",
+                "Age (days)",
+                "Seen",
+            ],
             (
-                [_trace_link(base, i["source_system"], i["source_id"]), _e(i["source_system"]), _e(i["record_type"]),
-                 _e(i["kind"]), _e(i["reason_code"]), _e(i["owner"]), _e(i["legal_entity"]), _e(i["entry_date"]),
-                 _money(i["amount_minor"], i["currency"]), str(i["age_days"]), str(i["occurrences"])]
+                [
+                    _trace_link(base, i["source_system"], i["source_id"]),
+                    _e(i["source_system"]),
+                    _e(i["record_type"]),
+                    _e(i["kind"]),
+                    _e(i["reason_code"]),
+                    _e(i["owner"]),
+                    _e(i["legal_entity"]),
+                    _e(i["entry_date"]),
+                    _money(i["amount_minor"], i["currency"]),
+                    str(i["age_days"]),
+                    str(i["occurrences"]),
+                ]
                 for i in q["items"]
             ),
             f"Items, oldest first ({shown} shown"
             + (f" of {q['total']}, narrow the filter to see the rest)" if shown < q["total"] else ")"),
             numeric=[8, 9, 10],
-        )  # fmt: skip
+        )
         return _page(request, "Exception queue", form + groups + amounts + items)
 
     @router.get("/trace/{source_system}/{source_id}", response_class=HTMLResponse)
@@ -522,9 +547,21 @@ def create_router(
         if record_type not in RECORD_TYPES:
             raise HTTPException(status_code=422, detail=f"record_type must be one of {sorted(RECORD_TYPES)}")
         with connect() as conn:
-            q = queue(conn, **dict.fromkeys(
-                ("owner", "reason_code", "legal_entity", "record_type", "kind", "date_from", "date_to", "min_age_days")
-            ))  # fmt: skip
+            q = queue(
+                conn,
+                **dict.fromkeys(
+                    (
+                        "owner",
+                        "reason_code",
+                        "legal_entity",
+                        "record_type",
+                        "kind",
+                        "date_from",
+                        "date_to",
+                        "min_age_days",
+                    )
+                ),
+            )
         form = (
             f'<form class="filters" method="get" action="{base}/replay" aria-label="Replay filter">'
             + _select("record_type", "Record type", RECORD_TYPES.items(), record_type, blank="")
@@ -538,9 +575,12 @@ def create_router(
         if not preview:
             return _page(request, "Replay dead letters", form)
         f = replay.ReplayFilter(
-            record_type=record_type, owner=owner or None, reason_code=reason_code or None,
-            date_from=since, date_to=until,
-        )  # fmt: skip
+            record_type=record_type,
+            owner=owner or None,
+            reason_code=reason_code or None,
+            date_from=since,
+            date_to=until,
+        )
         with connect() as conn:
             rows = replay.select(conn, f)
         summary = replay.summarize(rows)
@@ -556,17 +596,33 @@ def create_router(
                 numeric=[1],
             )
             + _table(
-                ["Record", "Owner", "Reason", "Legal entity", "Entry date", "Amount", "Ledger state", "ERP external id"],
+                [
+                    "Record",
+                    "Owner",
+                    "Reason",
+                    "Legal entity",
+                    "Entry date",
+                    "Amount",
+                    "Ledger state",
+                    "ERP external id",
+                ],
                 (
-                    [_trace_link(base, "psa", r["source_id"]), _e(r["owner"]), _e(r["reason_code"]),
-                     _e(r["legal_entity"]), _e(r["spent_date"]), _money(r["amount_minor"], r["currency"]),
-                     _e(r["state"]), _e(r["external_id"])]
+                    [
+                        _trace_link(base, "psa", r["source_id"]),
+                        _e(r["owner"]),
+                        _e(r["reason_code"]),
+                        _e(r["legal_entity"]),
+                        _e(r["spent_date"]),
+                        _money(r["amount_minor"], r["currency"]),
+                        _e(r["state"]),
+                        _e(r["external_id"]),
+                    ]
                     for r in rows[:DRY_RUN_LIMIT]
                 ),
                 f"What would be replayed ({min(len(rows), DRY_RUN_LIMIT)} of {len(rows)} shown)",
                 numeric=[5],
             )
-        )  # fmt: skip
+        )
         if approval:
             result += (
                 '<p class="note">A confirmed replay of this selection waits for a finance approval in Airflow: '
@@ -577,9 +633,14 @@ def create_router(
             unfiltered = not (owner or reason_code or since or until)
             hidden = "".join(
                 f'<input type="hidden" name="{k}" value="{_e(v)}">'
-                for k, v in (("record_type", record_type), ("owner", owner or ""), ("reason_code", reason_code or ""),
-                             ("date_from", since or ""), ("date_to", until or ""))
-            )  # fmt: skip
+                for k, v in (
+                    ("record_type", record_type),
+                    ("owner", owner or ""),
+                    ("reason_code", reason_code or ""),
+                    ("date_from", since or ""),
+                    ("date_to", until or ""),
+                )
+            )
             everything = (
                 '<div><input id="replay_everything" name="replay_everything" type="checkbox" value="true" required>'
                 '<label for="replay_everything">No filter: replay every open dead letter and parked posting</label></div>'
@@ -608,10 +669,14 @@ def create_router(
         if record_type not in RECORD_TYPES or mode not in ("replay", "dry_run"):
             raise HTTPException(status_code=422, detail="unknown record type or mode")
         conf = replay_conf(
-            record_type=record_type, owner=owner, reason_code=reason_code,
-            date_from=_date(date_from, "date_from"), date_to=_date(date_to, "date_to"),
-            dry_run=mode == "dry_run", replay_everything=replay_everything,
-        )  # fmt: skip
+            record_type=record_type,
+            owner=owner,
+            reason_code=reason_code,
+            date_from=_date(date_from, "date_from"),
+            date_to=_date(date_to, "date_to"),
+            dry_run=mode == "dry_run",
+            replay_everything=replay_everything,
+        )
         with airflow(request) as api:
             answer = api.post(f"/dags/{REPLAY_DAG}/dagRuns", json={"logical_date": None, "conf": conf})
         if answer.status_code not in (200, 201):
@@ -691,21 +756,39 @@ def create_router(
         with connect() as conn:
             m = month_end(conn, datetime.now(UTC))
         entities = _table(
-            ["Legal entity", "Local date", "Business day", "Close window", "In close", "Posting every (min)",
-             "ERP periods (as last read)", "Closed period policy", "Parked, waiting for a period"],
+            [
+                "Legal entity",
+                "Local date",
+                "Business day",
+                "Close window",
+                "In close",
+                "Posting every (min)",
+                "ERP periods (as last read)",
+                "Closed period policy",
+                "Parked, waiting for a period",
+            ],
             (
-                [_e(e["legal_entity"]), _e(e["today"]), _e(e["business_day"] or "not a business day"),
-                 f"{_e(e['close_window'][0])} to {_e(e['close_window'][1])}", "yes" if e["in_close"] else "no",
-                 str(e["cadence_minutes"]),
-                 "; ".join(f"{_e(p['period'])}: {_e(p['status'])}" for p in e["erp_periods"]) or "not read yet",
-                 _e(e["closed_period_policy"]),
-                 "; ".join(f"{p['n']} ({_money(p['minor'], p['currency'])} {_e(p['currency'])}, oldest {_e(p['oldest'])})"
-                           for p in e["parked"]) or "none"]
+                [
+                    _e(e["legal_entity"]),
+                    _e(e["today"]),
+                    _e(e["business_day"] or "not a business day"),
+                    f"{_e(e['close_window'][0])} to {_e(e['close_window'][1])}",
+                    "yes" if e["in_close"] else "no",
+                    str(e["cadence_minutes"]),
+                    "; ".join(f"{_e(p['period'])}: {_e(p['status'])}" for p in e["erp_periods"])
+                    or "not read yet",
+                    _e(e["closed_period_policy"]),
+                    "; ".join(
+                        f"{p['n']} ({_money(p['minor'], p['currency'])} {_e(p['currency'])}, oldest {_e(p['oldest'])})"
+                        for p in e["parked"]
+                    )
+                    or "none",
+                ]
                 for e in m["entities"]
             ),
             "Legal entities",
             numeric=[5],
-        )  # fmt: skip
+        )
         totals = m["control_totals"]
         caption = (
             f"Latest control totals: {totals[0]['dag_id']} {totals[0]['run_id']}"
@@ -714,11 +797,18 @@ def create_router(
         )
         stages = _table(
             ["Record type", "Stage", "Records", "Amounts"],
-            ([_e(t["record_type"]), _e(t["stage"]), str(t["record_count"]), _e(", ".join(f"{c} {a}" for c, a in sorted(t["amounts"].items())))]
-             for t in totals),
+            (
+                [
+                    _e(t["record_type"]),
+                    _e(t["stage"]),
+                    str(t["record_count"]),
+                    _e(", ".join(f"{c} {a}" for c, a in sorted(t["amounts"].items()))),
+                ]
+                for t in totals
+            ),
             caption,
             numeric=[2],
-        )  # fmt: skip
+        )
         by_stage = {(t["record_type"], t["stage"]): t for t in totals}
         checks = []
         for record_type in sorted({t["record_type"] for t in totals}):

@@ -441,9 +441,12 @@ class NetSuiteClient:
         except ValidationError as exc:  # a 202 we cannot read: the ERP took the batch, we lost its id
             raise ErpAmbiguous(
                 f"batch accepted (202) with an unreadable answer: {exc.errors()[0]['msg']}",
-                method="POST", path=f"/services/rest/record/v1/{record_type}/batch", status=202,
-                idempotency_key=idempotency_key, external_ids=external_ids,
-            ) from exc  # fmt: skip
+                method="POST",
+                path=f"/services/rest/record/v1/{record_type}/batch",
+                status=202,
+                idempotency_key=idempotency_key,
+                external_ids=external_ids,
+            ) from exc
         return self._accepted_result(accepted.job_id, idempotency_key, external_ids)
 
     def _accepted_result(self, job_id: str, idempotency_key: str, external_ids: Sequence[str]) -> BatchResult:
@@ -460,9 +463,13 @@ class NetSuiteClient:
             status = getattr(exc, "status", None)
             raise ErpAmbiguous(
                 f"batch accepted as job {job_id}, its result unknown: {type(exc).__name__}: {exc}",
-                method="GET", path=path, status=status if isinstance(status, int) else None,
-                idempotency_key=idempotency_key, external_ids=external_ids, job_id=job_id,
-            ) from exc  # fmt: skip
+                method="GET",
+                path=path,
+                status=status if isinstance(status, int) else None,
+                idempotency_key=idempotency_key,
+                external_ids=external_ids,
+                job_id=job_id,
+            ) from exc
 
     def batch_result(self, job_id: str) -> BatchResult:
         """The per-item result of an async job, polling while it is still pending."""

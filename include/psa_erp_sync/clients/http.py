@@ -133,8 +133,14 @@ def send_with_retry(
             delay = retry.delay(attempt)
             log.warning(
                 "%s %s %s failed (%s); retry %d/%d in %.2fs",
-                system, method, path, type(exc).__name__, attempt, retry.max_attempts - 1, delay,
-            )  # fmt: skip
+                system,
+                method,
+                path,
+                type(exc).__name__,
+                attempt,
+                retry.max_attempts - 1,
+                delay,
+            )
             sleep(delay)
             continue
         if response.is_success:
@@ -146,6 +152,12 @@ def send_with_retry(
         )
         log.warning(
             "%s %s %s answered %d; retry %d/%d in %.2fs",
-            system, method, path, response.status_code, attempt, retry.max_attempts - 1, delay,
-        )  # fmt: skip
+            system,
+            method,
+            path,
+            response.status_code,
+            attempt,
+            retry.max_attempts - 1,
+            delay,
+        )
         sleep(delay)

@@ -595,14 +595,20 @@ class S4HanaClient:
         try:
             parts = parse_batch(response.headers.get("content-type", ""), response.content)
         except (ValueError, ValidationError) as exc:
-            raise SapAmbiguous(f"$batch accepted (202) with an unreadable answer: {exc}", method="POST",
-                               path=f"{service}/$batch", status=202) from exc  # fmt: skip
+            raise SapAmbiguous(
+                f"$batch accepted (202) with an unreadable answer: {exc}",
+                method="POST",
+                path=f"{service}/$batch",
+                status=202,
+            ) from exc
         results = [p for p in parts if isinstance(p, ChangesetResult)]
         if len(results) != len(changesets):
             raise SapAmbiguous(
                 f"$batch answered {len(results)} changesets for {len(changesets)}",
-                method="POST", path=f"{service}/$batch", status=202,
-            )  # fmt: skip
+                method="POST",
+                path=f"{service}/$batch",
+                status=202,
+            )
         return results
 
     def create_timesheets(

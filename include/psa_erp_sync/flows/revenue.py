@@ -74,12 +74,21 @@ def build() -> None:
         task_id="recognize_revenue",
         python_callable=_recognize,
         inputs=[
-            ods("forecast.src_project"), ods("forecast.src_opportunity"), ods("forecast.src_change_order"),
-            ods("forecast.src_milestone"), ods("forecast.src_schedule"), ods("forecast.src_person"),
-            ods("canonical.time_entry"), ods("canonical.expense_entry"), ods("ledger.posting"),
+            ods("forecast.src_project"),
+            ods("forecast.src_opportunity"),
+            ods("forecast.src_change_order"),
+            ods("forecast.src_milestone"),
+            ods("forecast.src_schedule"),
+            ods("forecast.src_person"),
+            ods("canonical.time_entry"),
+            ods("canonical.expense_entry"),
+            ods("ledger.posting"),
             ods("master.erp_record"),
         ],
         outputs=[
-            ods("revenue.recognition"), ods("revenue.journal"), ods("revenue.journal_line"), ods("exceptions.item"),
+            ods("revenue.recognition"),
+            ods("revenue.journal"),
+            ods("revenue.journal_line"),
+            ods("exceptions.item"),
         ],
-    )  # fmt: skip
+    )

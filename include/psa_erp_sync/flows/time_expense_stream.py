@@ -85,9 +85,23 @@ def build() -> None:
         python_callable=_process,
         pool=account_pool(),  # it posts: one of the ERP account's posting tasks
         step="stream",
-        inputs=[ods("inbox.event"), psa("/v2/time_entries"), psa("/v2/expenses"), ods("staging.raw_record"),
-                ods("canonical.time_entry"), ods("canonical.expense_entry"), ods("ledger.posting")],
-        outputs=[ods("inbox.event"), ods("staging.raw_record"), ods("canonical.time_entry"),
-                 ods("canonical.expense_entry"), ods("exceptions.item"), ods("ledger.posting"),
-                 erp("timebill"), erp("expensereport")],
-    )  # fmt: skip
+        inputs=[
+            ods("inbox.event"),
+            psa("/v2/time_entries"),
+            psa("/v2/expenses"),
+            ods("staging.raw_record"),
+            ods("canonical.time_entry"),
+            ods("canonical.expense_entry"),
+            ods("ledger.posting"),
+        ],
+        outputs=[
+            ods("inbox.event"),
+            ods("staging.raw_record"),
+            ods("canonical.time_entry"),
+            ods("canonical.expense_entry"),
+            ods("exceptions.item"),
+            ods("ledger.posting"),
+            erp("timebill"),
+            erp("expensereport"),
+        ],
+    )

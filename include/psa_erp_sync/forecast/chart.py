@@ -81,17 +81,34 @@ def write_charts(
         ax.bar(x, actual, color="#2f4b7c", label="actual (recognized)")
         ax.bar(x, contracted, bottom=actual, color="#5fa2dd", label="contracted backlog")
         stacked = [a + c for a, c in zip(actual, contracted, strict=True)]
-        ax.bar(x, pipeline, bottom=stacked, color="#f3c77a", hatch="//", edgecolor="#c89a3a",
-               label="weighted pipeline")  # fmt: skip
+        ax.bar(
+            x,
+            pipeline,
+            bottom=stacked,
+            color="#f3c77a",
+            hatch="//",
+            edgecolor="#c89a3a",
+            label="weighted pipeline",
+        )
         if prev:
             prev_data = prev.get(entity, {})
-            ax.plot(x, [_forecast(prev_data.get(m)) / scale for m in months], "k--", marker="o", ms=3,
-                    label="previous snapshot (forecast)")  # fmt: skip
+            ax.plot(
+                x,
+                [_forecast(prev_data.get(m)) / scale for m in months],
+                "k--",
+                marker="o",
+                ms=3,
+                label="previous snapshot (forecast)",
+            )
         for name, style in (("best", "g:"), ("worst", "r:")):
             other = others[name].get(entity, {})
             if other:
-                ax.plot(x, [(_forecast(other.get(m)) + other.get(m, {}).get("actual", 0)) / scale for m in months],
-                        style, label=f"{name} scenario (total)")  # fmt: skip
+                ax.plot(
+                    x,
+                    [(_forecast(other.get(m)) + other.get(m, {}).get("actual", 0)) / scale for m in months],
+                    style,
+                    label=f"{name} scenario (total)",
+                )
         ax.set_xticks(x, [m.strftime("%b %y") for m in months], rotation=45, ha="right")
         ax.set_ylabel(f"{reporting_currency} thousands")
         ax.set_title(f"Revenue forecast: {entity} (base scenario)")

@@ -122,38 +122,76 @@ def extract_psa(conn: psycopg.Connection, client: Any, *, run_id: str, config: C
         budget = money.to_minor(p.budget * (p.hourly_rate or Decimal(0)), currency) if p.budget else None
         fee = money.to_minor(p.fee, currency) if p.fee is not None else None
         projects.append(
-            (str(p.id), p.practice, p.legal_entity, currency, p.billing_type, p.is_active,
-             p.starts_on, p.ends_on, rate, fee, budget)
-        )  # fmt: skip
+            (
+                str(p.id),
+                p.practice,
+                p.legal_entity,
+                currency,
+                p.billing_type,
+                p.is_active,
+                p.starts_on,
+                p.ends_on,
+                rate,
+                fee,
+                budget,
+            )
+        )
     summary["psa.projects"] = _replace(
-        conn, "psa.projects", "src_project",
-        ("project_ref", "practice", "legal_entity", "currency", "billing_type", "is_active", "starts_on",
-         "ends_on", "hourly_rate_minor", "fee_minor", "budget_minor"),
-        projects, run_id,
-    ) | {"skipped": skipped}  # fmt: skip
+        conn,
+        "psa.projects",
+        "src_project",
+        (
+            "project_ref",
+            "practice",
+            "legal_entity",
+            "currency",
+            "billing_type",
+            "is_active",
+            "starts_on",
+            "ends_on",
+            "hourly_rate_minor",
+            "fee_minor",
+            "budget_minor",
+        ),
+        projects,
+        run_id,
+    ) | {"skipped": skipped}
 
     people = []
     for u in _validated("psa.users", psa_models.User, client.iter_users()):
         le = u.legal_entity
         currency = entities[le].currency if le in entities else config.legal_entities.reporting_currency
         people.append(
-            (str(u.id), le or "", currency, u.is_active, u.weekly_capacity or 0,
-             money.to_minor(u.cost_rate or Decimal(0), currency))
-        )  # fmt: skip
+            (
+                str(u.id),
+                le or "",
+                currency,
+                u.is_active,
+                u.weekly_capacity or 0,
+                money.to_minor(u.cost_rate or Decimal(0), currency),
+            )
+        )
     summary["psa.users"] = _replace(
-        conn, "psa.users", "src_person",
+        conn,
+        "psa.users",
+        "src_person",
         ("user_ref", "legal_entity", "currency", "is_active", "weekly_capacity_seconds", "cost_rate_minor"),
-        people, run_id,
-    )  # fmt: skip
+        people,
+        run_id,
+    )
 
     schedule = [
         (str(s.id), str(s.user.id), str(s.project.id), s.week_start, s.hours)
         for s in _validated("psa.schedule", psa_models.ScheduleEntry, client.iter_schedule())
     ]
     summary["psa.schedule"] = _replace(
-        conn, "psa.schedule", "src_schedule",
-        ("schedule_id", "user_ref", "project_ref", "week_start", "hours"), schedule, run_id,
-    )  # fmt: skip
+        conn,
+        "psa.schedule",
+        "src_schedule",
+        ("schedule_id", "user_ref", "project_ref", "week_start", "hours"),
+        schedule,
+        run_id,
+    )
 
     milestones = []
     for m in _validated("psa.milestones", psa_models.Milestone, client.iter_milestones()):
@@ -165,39 +203,77 @@ def extract_psa(conn: psycopg.Connection, client: Any, *, run_id: str, config: C
             (str(m.id), str(m.project.id), m.due_date, money.to_minor(m.amount, currency), m.status, done)
         )
     summary["psa.milestones"] = _replace(
-        conn, "psa.milestones", "src_milestone",
+        conn,
+        "psa.milestones",
+        "src_milestone",
         ("milestone_id", "project_ref", "due_date", "amount_minor", "status", "completed_on"),
-        milestones, run_id,
-    )  # fmt: skip
+        milestones,
+        run_id,
+    )
     return summary
 
 
 def extract_crm(conn: psycopg.Connection, client: Any, *, run_id: str) -> dict[str, Any]:
     """Opportunities (open pipeline and won contracts) and change orders from the CRM."""
     opportunities = [
-        (str(o.id), o.stage, money.to_minor(o.amount, o.currency), o.currency, o.expected_start,
-         o.duration_months, o.legal_entity, o.practice, o.billing_type,
-         str(o.psa_project_id) if o.psa_project_id is not None else None, o.is_closed, o.is_won)
+        (
+            str(o.id),
+            o.stage,
+            money.to_minor(o.amount, o.currency),
+            o.currency,
+            o.expected_start,
+            o.duration_months,
+            o.legal_entity,
+            o.practice,
+            o.billing_type,
+            str(o.psa_project_id) if o.psa_project_id is not None else None,
+            o.is_closed,
+            o.is_won,
+        )
         for o in _validated("crm.opportunities", CrmOpportunity, client.iter_opportunities())
-    ]  # fmt: skip
+    ]
     summary = {
         "crm.opportunities": _replace(
-            conn, "crm.opportunities", "src_opportunity",
-            ("opportunity_id", "stage", "amount_minor", "currency", "expected_start", "duration_months",
-             "legal_entity", "practice", "billing_type", "project_ref", "is_closed", "is_won"),
-            opportunities, run_id,
+            conn,
+            "crm.opportunities",
+            "src_opportunity",
+            (
+                "opportunity_id",
+                "stage",
+                "amount_minor",
+                "currency",
+                "expected_start",
+                "duration_months",
+                "legal_entity",
+                "practice",
+                "billing_type",
+                "project_ref",
+                "is_closed",
+                "is_won",
+            ),
+            opportunities,
+            run_id,
         )
-    }  # fmt: skip
+    }
     change_orders = [
-        (str(c.id), str(c.opportunity_id), money.to_minor(c.amount_delta, c.currency), c.currency,
-         c.status, c.effective_date)
+        (
+            str(c.id),
+            str(c.opportunity_id),
+            money.to_minor(c.amount_delta, c.currency),
+            c.currency,
+            c.status,
+            c.effective_date,
+        )
         for c in _validated("crm.change_orders", CrmChangeOrder, client.iter_change_orders())
-    ]  # fmt: skip
+    ]
     summary["crm.change_orders"] = _replace(
-        conn, "crm.change_orders", "src_change_order",
+        conn,
+        "crm.change_orders",
+        "src_change_order",
         ("change_order_id", "opportunity_id", "amount_delta_minor", "currency", "status", "effective_date"),
-        change_orders, run_id,
-    )  # fmt: skip
+        change_orders,
+        run_id,
+    )
     return summary
 
 
@@ -403,10 +479,18 @@ def load_inputs(
     # Recognition as the revenue journals do it: past periods with the estimate they were
     # recognized with, change orders from their effective month, retainers over their dates.
     return model.ForecastInputs(
-        as_of, projects, actuals, schedule, capacity, milestones, opportunities, prior,
-        estimates=revenue_source.estimate_history(conn, m0), contract_terms=revenue_source.contract_terms(conn),
+        as_of,
+        projects,
+        actuals,
+        schedule,
+        capacity,
+        milestones,
+        opportunities,
+        prior,
+        estimates=revenue_source.estimate_history(conn, m0),
+        contract_terms=revenue_source.contract_terms(conn),
         journaled=revenue_source.journaled_revenue(conn, m0),
-    )  # fmt: skip
+    )
 
 
 def _capacity(conn: psycopg.Connection, as_of: date, horizon: int) -> pd.DataFrame:

@@ -35,9 +35,15 @@ if TYPE_CHECKING:
 
 LAYERS = ("actual", "contracted", "pipeline")
 LINE_COLUMNS = [
-    "project_ref", "practice", "legal_entity", "layer", "month", "currency", "amount_minor",
+    "project_ref",
+    "practice",
+    "legal_entity",
+    "layer",
+    "month",
+    "currency",
+    "amount_minor",
     "reporting_amount_minor",
-]  # fmt: skip
+]
 _INT64_SAFE = 2**62
 
 
@@ -210,24 +216,44 @@ def empty_inputs(as_of: date) -> ForecastInputs:
 
 
 PROJECT_COLUMNS = {
-    "project_ref": "object", "practice": "object", "legal_entity": "object", "currency": "object",
-    "billing_type": "object", "price_minor": "int64", "bill_rate_minor": "int64", "start_month": "int64",
-    "end_month": "int64", "billed_minor": "int64",
-}  # fmt: skip
+    "project_ref": "object",
+    "practice": "object",
+    "legal_entity": "object",
+    "currency": "object",
+    "billing_type": "object",
+    "price_minor": "int64",
+    "bill_rate_minor": "int64",
+    "start_month": "int64",
+    "end_month": "int64",
+    "billed_minor": "int64",
+}
 ACTUAL_COLUMNS = {"project_ref": "object", "month": "int64", "revenue_minor": "int64", "cost_minor": "int64"}
 SCHEDULE_COLUMNS = {
-    "project_ref": "object", "user_ref": "object", "month": "int64", "hours_centi": "int64",
-    "cost_rate_minor": "int64", "cost_currency": "object",
-}  # fmt: skip
+    "project_ref": "object",
+    "user_ref": "object",
+    "month": "int64",
+    "hours_centi": "int64",
+    "cost_rate_minor": "int64",
+    "cost_currency": "object",
+}
 CAPACITY_COLUMNS = {"user_ref": "object", "month": "int64", "available_centi": "int64"}
 MILESTONE_COLUMNS = {
-    "project_ref": "object", "amount_minor": "int64", "status": "object", "due_month": "int64",
+    "project_ref": "object",
+    "amount_minor": "int64",
+    "status": "object",
+    "due_month": "int64",
     "done_month": "int64",
-}  # fmt: skip
+}
 OPPORTUNITY_COLUMNS = {
-    "opp_ref": "object", "practice": "object", "legal_entity": "object", "currency": "object",
-    "stage": "object", "amount_minor": "int64", "start_month": "int64", "duration_months": "int64",
-}  # fmt: skip
+    "opp_ref": "object",
+    "practice": "object",
+    "legal_entity": "object",
+    "currency": "object",
+    "stage": "object",
+    "amount_minor": "int64",
+    "start_month": "int64",
+    "duration_months": "int64",
+}
 
 
 # --- the vectorised model ---------------------------------------------------------------------
@@ -348,9 +374,15 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
     # Recognized revenue through the as-of month: the revenue recognition calculation itself,
     # on the whole firm at once (``revenue/grid.py``, equal to ``recognition.recognize``).
     cum_grid = revenue_grid.cumulative(
-        projects, inputs.actuals, inputs.milestones, etc, m0, m_first_actual - 1,
-        estimates=inputs.estimates, contract_terms=inputs.contract_terms,
-    )  # fmt: skip
+        projects,
+        inputs.actuals,
+        inputs.milestones,
+        etc,
+        m0,
+        m_first_actual - 1,
+        estimates=inputs.estimates,
+        contract_terms=inputs.contract_terms,
+    )
     cum_rev = cum_grid[:, -1] if n else np.zeros(0, dtype=np.int64)
 
     ms = inputs.milestones
@@ -413,11 +445,20 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
         }
     )
     return _Prepared(
-        m0=m0, m_end=m_end, m_first_actual=m_first_actual, projects=projects, actual=actual,
-        tm=(t_pi, t_month, t_value), ff=(g_pi, g_month, g_cum - g_prev), milestones=milestones,  # type: ignore[arg-type]
-        retainers=retainers, remaining=remaining, balances=balances,
-        capacity=capacity_check(inputs.schedule, inputs.capacity), etc=etc,
-    )  # fmt: skip
+        m0=m0,
+        m_end=m_end,
+        m_first_actual=m_first_actual,
+        projects=projects,
+        actual=actual,
+        tm=(t_pi, t_month, t_value),
+        ff=(g_pi, g_month, g_cum - g_prev),
+        milestones=milestones,  # type: ignore[arg-type]
+        retainers=retainers,
+        remaining=remaining,
+        balances=balances,
+        capacity=capacity_check(inputs.schedule, inputs.capacity),
+        etc=etc,
+    )
 
 
 def compute(inputs: ForecastInputs, settings: ForecastSettings, scenario: str) -> ForecastResult:

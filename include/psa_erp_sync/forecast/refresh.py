@@ -84,13 +84,20 @@ def refresh(
         for result in model.compute_scenarios(loaded, settings, tuple(todo), priors):
             snap_id = todo[result.scenario]
             written = store.write_snapshot(
-                conn, result, snap_id=snap_id, run_id=run_id, data_versions=versions,
+                conn,
+                result,
+                snap_id=snap_id,
+                run_id=run_id,
+                data_versions=versions,
                 reporting_currency=settings.reporting_currency,
-            )  # fmt: skip
+            )
             outcome.snapshots[result.scenario] = {
-                "snapshot_id": snap_id, "written": written, "lines": len(result.lines), "totals": result.totals,
+                "snapshot_id": snap_id,
+                "written": written,
+                "lines": len(result.lines),
+                "totals": result.totals,
                 "previous_snapshot_id": prior_ids[result.scenario],
-            }  # fmt: skip
+            }
             log.info("snapshot %s: %d lines, written %s", snap_id, len(result.lines), written)
     outcome.snapshots = {s: outcome.snapshots[s] for s in scenarios}
     if planning is not None:
@@ -103,9 +110,12 @@ def refresh(
         from psa_erp_sync.forecast import chart
 
         files = chart.write_charts(
-            conn, snapshots=ids, previous=previous, out_dir=chart_dir / ids["base"],
+            conn,
+            snapshots=ids,
+            previous=previous,
+            out_dir=chart_dir / ids["base"],
             reporting_currency=settings.reporting_currency,
-        )  # fmt: skip
+        )
         outcome.chart_html = str(files.html)
         outcome.chart_pngs = {k: str(v) for k, v in files.pngs.items()}
     return outcome

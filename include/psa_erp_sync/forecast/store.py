@@ -75,9 +75,13 @@ def write_snapshots(
 
     def one(result: model.ForecastResult, target: psycopg.Connection) -> bool:
         return write_snapshot(
-            target, result, snap_id=snap_ids[result.scenario], run_id=run_id, data_versions=data_versions,
+            target,
+            result,
+            snap_id=snap_ids[result.scenario],
+            run_id=run_id,
+            data_versions=data_versions,
             reporting_currency=reporting_currency,
-        )  # fmt: skip
+        )
 
     if not parallel or len(results) < 2:
         return {r.scenario: one(r, conn) for r in results}
@@ -129,23 +133,45 @@ def write_snapshot(
             return False
         _copy_series(conn, snap_id, line_series(result.lines))
         balance_columns = [
-            "project_ref", "billing_type", "legal_entity", "currency", "transaction_price_minor",
-            "cost_to_date_minor", "etc_minor", "eac_minor", "cum_revenue_minor", "prior_cum_revenue_minor",
-            "catch_up_minor", "cum_billed_minor", "contract_asset_minor", "contract_liability_minor",
-            "expected_loss_minor", "backlog_minor",
-        ]  # fmt: skip
+            "project_ref",
+            "billing_type",
+            "legal_entity",
+            "currency",
+            "transaction_price_minor",
+            "cost_to_date_minor",
+            "etc_minor",
+            "eac_minor",
+            "cum_revenue_minor",
+            "prior_cum_revenue_minor",
+            "catch_up_minor",
+            "cum_billed_minor",
+            "contract_asset_minor",
+            "contract_liability_minor",
+            "expected_loss_minor",
+            "backlog_minor",
+        ]
         _copy(conn, "contract_balance", snap_id, result.balances, balance_columns)
         _copy(
-            conn, "capacity_series", snap_id, capacity_series(result.capacity), CAPACITY_SERIES_COLUMNS,
+            conn,
+            "capacity_series",
+            snap_id,
+            capacity_series(result.capacity),
+            CAPACITY_SERIES_COLUMNS,
             month_columns=("first_month",),
-        )  # fmt: skip
+        )
     return True
 
 
 SERIES_COLUMNS = [
-    "project_ref", "layer", "practice", "legal_entity", "currency", "first_month", "amount_minor",
+    "project_ref",
+    "layer",
+    "practice",
+    "legal_entity",
+    "currency",
+    "first_month",
+    "amount_minor",
     "reporting_amount_minor",
-]  # fmt: skip
+]
 
 
 def line_series(lines: pd.DataFrame) -> pd.DataFrame:

@@ -55,8 +55,14 @@ def _fields(exc: ValidationError) -> list[dict[str, str]]:
     return [{"field": ".".join(str(p) for p in e["loc"]), "type": e["type"]} for e in exc.errors()]
 
 
-def _quarantine(conn: psycopg.Connection, config: Config, record_type: str, source_id: str,
-                errors: list[dict[str, str]], run_id: str) -> None:  # fmt: skip
+def _quarantine(
+    conn: psycopg.Connection,
+    config: Config,
+    record_type: str,
+    source_id: str,
+    errors: list[dict[str, str]],
+    run_id: str,
+) -> None:
     item = exceptions.Item(
         kind="quarantine",
         domain=DOMAIN,

@@ -56,9 +56,18 @@ def record(dsn: str, context: Any, step: str) -> str | None:
                 ON CONFLICT (dag_id, run_id, task_id, map_index, try_number)
                 DO UPDATE SET step = EXCLUDED.step, ol_run_id = EXCLUDED.ol_run_id
                 """,
-                (dag_id, context["run_id"], task_id, -1 if map_index is None else int(map_index), try_number,
-                 step, run, ol_job_namespace(), f"{dag_id}.{task_id}"),
-            )  # fmt: skip
+                (
+                    dag_id,
+                    context["run_id"],
+                    task_id,
+                    -1 if map_index is None else int(map_index),
+                    try_number,
+                    step,
+                    run,
+                    ol_job_namespace(),
+                    f"{dag_id}.{task_id}",
+                ),
+            )
     except psycopg.Error:
         log.warning("could not record the lineage run of %s.%s", dag_id, task_id, exc_info=True)
     return run

@@ -365,9 +365,15 @@ def reconcile(
         kind: str, system: str, record_type: str, source_id: object, reason: str, detail: dict[str, Any]
     ) -> Any:
         return exceptions.Item(
-            kind=kind, domain="change_order", source_system=system, record_type=record_type,
-            source_id=str(source_id), reason_code=reason, owner=owner, detail=detail,
-        )  # fmt: skip
+            kind=kind,
+            domain="change_order",
+            source_system=system,
+            record_type=record_type,
+            source_id=str(source_id),
+            reason_code=reason,
+            owner=owner,
+            detail=detail,
+        )
 
     items = [
         item(

@@ -282,8 +282,13 @@ def provision(
         )
     conn.commit()
     counts = {
-        "erp_jobs": 0, "psa_created": 0, "psa_found": 0, "linked": 0, "rejected": len(rows) - len(ok), "failed": 0,
-    }  # fmt: skip
+        "erp_jobs": 0,
+        "psa_created": 0,
+        "psa_found": 0,
+        "linked": 0,
+        "rejected": len(rows) - len(ok),
+        "failed": 0,
+    }
     work = conn.execute(
         "SELECT opportunity_id, job_external_id, state, customer_external_id, legal_entity, currency,"
         " contract_minor, spec, erp_internal_id, psa_project_id FROM master.project_setup"
@@ -293,9 +298,22 @@ def provision(
     for opp_id, ext, state, customer, legal_entity, currency, contract_minor, spec, _erp_id, psa_id in work:
         try:
             counts_step = _provision_one(
-                conn, erp, psa, rates, opp_id, ext, state, customer, legal_entity, currency, contract_minor, spec,
-                psa_id, run_id, owner_for,
-            )  # fmt: skip
+                conn,
+                erp,
+                psa,
+                rates,
+                opp_id,
+                ext,
+                state,
+                customer,
+                legal_entity,
+                currency,
+                contract_minor,
+                spec,
+                psa_id,
+                run_id,
+                owner_for,
+            )
         except (ErpRejected, PsaApiError) as exc:
             if isinstance(exc, PsaWriteUncertain) or (isinstance(exc, PsaApiError) and not _definitive(exc)):
                 raise  # outcome unknown or worth a retry: the task fails, the next try resumes

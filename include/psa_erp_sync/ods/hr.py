@@ -35,8 +35,12 @@ class WorkerRecord:
 
     def effective_hash(self) -> str:
         """Hash of the effective-dated attributes (a new version when it changes)."""
-        key = [self.legal_entity, self.cost_center, self.hire_date.isoformat(),
-               self.termination_date.isoformat() if self.termination_date else None]  # fmt: skip
+        key = [
+            self.legal_entity,
+            self.cost_center,
+            self.hire_date.isoformat(),
+            self.termination_date.isoformat() if self.termination_date else None,
+        ]
         return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
     def version_hash(self) -> str:
@@ -75,9 +79,20 @@ def upsert_worker(conn: psycopg.Connection, w: WorkerRecord, *, as_of: date, run
             hire_date = EXCLUDED.hire_date, termination_date = EXCLUDED.termination_date,
             version_hash = EXCLUDED.version_hash, last_read_at = now(), last_run_id = EXCLUDED.last_run_id
         """,
-        (w.employee_id, w.worker_wid, w.first_name, w.last_name, w.email, w.legal_entity, w.cost_center,
-         w.hire_date, w.termination_date, w.version_hash(), run_id),
-    )  # fmt: skip
+        (
+            w.employee_id,
+            w.worker_wid,
+            w.first_name,
+            w.last_name,
+            w.email,
+            w.legal_entity,
+            w.cost_center,
+            w.hire_date,
+            w.termination_date,
+            w.version_hash(),
+            run_id,
+        ),
+    )
     effective = w.effective_hash()
     current = conn.execute(
         "SELECT version_hash FROM hr.worker_version WHERE employee_id = %s ORDER BY valid_from DESC LIMIT 1",

@@ -84,8 +84,12 @@ class ERPValidationOperator(LineageReportingOperator):
         self.summary = summary
         self.log.info(
             "validated %d records with %d ERP queries: %d valid, %d invalid %s",
-            len(verdicts), lookup.queries, summary["valid"], summary["invalid"], summary["by_reason"],
-        )  # fmt: skip
+            len(verdicts),
+            lookup.queries,
+            summary["valid"],
+            summary["invalid"],
+            summary["by_reason"],
+        )
         if self.fail_on_invalid and summary["invalid"]:
             raise ValueError(f"{summary['invalid']} records failed ERP validation: {summary['by_reason']}")
         return {**summary, "verdicts": [v.as_dict() for v in verdicts]}
@@ -183,14 +187,20 @@ class ProjectPrecheckOperator(LineageReportingOperator):
         )
         self.log.info(
             "pre-checked %d projects with %d ERP queries: %d blocked %s",
-            len(verdicts), lookup.queries, len(blocked), self.summary["by_reason"],
-        )  # fmt: skip
+            len(verdicts),
+            lookup.queries,
+            len(blocked),
+            self.summary["by_reason"],
+        )
         return {**self.summary, "blocked_projects": {k: list(v) for k, v in sorted(blocked.items())}}
 
     def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
         inputs, outputs = _validation_datasets(self, ("job", "customer", "subsidiary", "currency"))
-        return [self.ods_dataset("canonical", "time_entry"), self.ods_dataset("canonical", "expense_entry"),
-                *inputs], outputs  # fmt: skip
+        return [
+            self.ods_dataset("canonical", "time_entry"),
+            self.ods_dataset("canonical", "expense_entry"),
+            *inputs,
+        ], outputs
 
     def lineage_run_facets(self) -> dict[str, Any]:
         return _data_quality(self.summary)

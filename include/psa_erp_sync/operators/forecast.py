@@ -171,23 +171,33 @@ class ForecastRefreshOperator(LineageReportingOperator):
         chart_dir = Path(self.chart_dir) if self.chart_dir else default_chart_dir()
         with OdsHook(self.ods_conn_id).get_conn() as conn, planning or nullcontext():
             outcome = refresh(
-                conn, as_of=as_of, run_id=context["run_id"], settings=settings, planning=planning,
-                chart_dir=chart_dir, scenarios=self.scenarios,
-            )  # fmt: skip
+                conn,
+                as_of=as_of,
+                run_id=context["run_id"],
+                settings=settings,
+                planning=planning,
+                chart_dir=chart_dir,
+                scenarios=self.scenarios,
+            )
         self.outcome = outcome.as_dict()
         for scenario, info in outcome.snapshots.items():
             self.log.info(
-                "%s: snapshot %s, %d lines, %s", scenario, info["snapshot_id"], info["lines"],
+                "%s: snapshot %s, %d lines, %s",
+                scenario,
+                info["snapshot_id"],
+                info["lines"],
                 "written" if info["written"] else "already existed",
-            )  # fmt: skip
+            )
         self.log.info("chart: %s", outcome.chart_html)
         return {
             "as_of": as_of.isoformat(),
-            "snapshots": {k: {"snapshot_id": v["snapshot_id"], "written": v["written"], "lines": v["lines"]}
-                          for k, v in outcome.snapshots.items()},
+            "snapshots": {
+                k: {"snapshot_id": v["snapshot_id"], "written": v["written"], "lines": v["lines"]}
+                for k, v in outcome.snapshots.items()
+            },
             "published": outcome.published,
             "chart_html": outcome.chart_html,
-        }  # fmt: skip
+        }
 
     # -- OpenLineage (methods of LineageReportingOperator, found by name by the provider) -------
     def lineage_datasets(self) -> tuple[list[Any], list[Any]]:

@@ -94,9 +94,14 @@ class IdempotentPostingOperator(LineageReportingOperator):
         outcome = result.outcome
         self.log.info(
             "posted %d, already posted %d, ambiguous resolved %d, reversed %d, rejected %d, parked %d, still pending %d",
-            outcome["posted"], outcome["already_posted"], outcome["ambiguous_resolved"], outcome["reversed"],
-            outcome["rejected"], outcome["parked"], outcome["still_pending"],
-        )  # fmt: skip
+            outcome["posted"],
+            outcome["already_posted"],
+            outcome["ambiguous_resolved"],
+            outcome["reversed"],
+            outcome["rejected"],
+            outcome["parked"],
+            outcome["still_pending"],
+        )
         if outcome["still_pending"]:
             raise RuntimeError(
                 f"{outcome['still_pending']} {self.record_type} postings are still pending after every round; "

@@ -125,9 +125,13 @@ class StagedRecordValidationOperator(LineageReportingOperator):
         dag_id, run_id = ids(context)
         with OdsHook(self.ods_conn_id).get_conn() as conn:
             self.result = validate_staged(
-                conn, kind=self.kind, dag_id=dag_id, run_id=run_id, as_of=run_as_of(context),
+                conn,
+                kind=self.kind,
+                dag_id=dag_id,
+                run_id=run_id,
+                as_of=run_as_of(context),
                 config=load_config(),
-            )  # fmt: skip
+            )
         return self.result
 
     def lineage_datasets(self) -> tuple[list[Any], list[Any]]:

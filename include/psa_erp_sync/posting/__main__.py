@@ -80,9 +80,14 @@ def main(argv: list[str] | None = None) -> int:
             concurrency_limit=limit,
         ) as client:
             result = post_record_type(
-                dsn=args.dsn, client=client, record_type=args.record_type, config=config, settings=settings,
-                run_id=args.run_id, lock_settings=LockSettings(wait_s=args.lock_wait) if args.lock_wait else None,
-            )  # fmt: skip
+                dsn=args.dsn,
+                client=client,
+                record_type=args.record_type,
+                config=config,
+                settings=settings,
+                run_id=args.run_id,
+                lock_settings=LockSettings(wait_s=args.lock_wait) if args.lock_wait else None,
+            )
     except (PostingLockBusy, PostingLockLost, BudgetExhausted) as exc:
         return _fail(f"{what}: {exc}", EXIT_LOCK)
     except psycopg.OperationalError as exc:

@@ -134,8 +134,13 @@ class _Progress:
                 eta = (self.total - self.done) / rate if rate > 0 else float("inf")
                 log.info(
                     "%s: %d/%d done (%.0f%%), %.0f records/s, ETA %.0f s",
-                    self.label, self.done, self.total, 100.0 * self.done / max(self.total, 1), rate, eta,
-                )  # fmt: skip
+                    self.label,
+                    self.done,
+                    self.total,
+                    100.0 * self.done / max(self.total, 1),
+                    rate,
+                    eta,
+                )
 
 
 def batch_key(postings: Sequence[ledger.Posting]) -> str:
@@ -314,9 +319,10 @@ class PostingEngine:
         keys = [p.idempotency_key for p in postings]
         with self._conn() as conn:  # sent -> pending, the attempt's outcome `refused` (one statement)
             ledger.finish_many(
-                conn, [(k, "pending", "refused", None, detail.get("status")) for k in keys],
+                conn,
+                [(k, "pending", "refused", None, detail.get("status")) for k in keys],
                 details=[detail] * len(keys),
-            )  # fmt: skip
+            )
 
     def _send_batch(self, batch: Sequence[ledger.Posting], progress: _Progress) -> None:
         if self._halted is not None:
@@ -413,9 +419,11 @@ class PostingEngine:
         replanned = self._replan_closed([p for p in batch if p.external_id in closed], closed)
         with self._conn() as conn:
             ledger.finish_many(
-                conn, done + finished + replanned.finished,
-                details=[None] * len(done) + details + replanned.details, attempt_ids=attempt_ids,
-            )  # fmt: skip
+                conn,
+                done + finished + replanned.finished,
+                details=[None] * len(done) + details + replanned.details,
+                attempt_ids=attempt_ids,
+            )
             exception_queue.quarantine_many(conn, letters, run_id=self.dag_run_id)
             replanned.write(conn, run_id=self.dag_run_id)
         self._count(**({"already_posted": len(done)} if result.replayed else {"posted": len(done)}))
@@ -426,7 +434,11 @@ class PostingEngine:
 
     def _rejections(
         self, postings: Sequence[ledger.Posting], errors: dict[str, list[tuple[str, str | None]]], status: int
-    ) -> tuple[list[tuple[str, str, str, str | None, int | None]], list[dict[str, Any] | None], list[exception_queue.Item]]:  # fmt: skip
+    ) -> tuple[
+        list[tuple[str, str, str, str | None, int | None]],
+        list[dict[str, Any] | None],
+        list[exception_queue.Item],
+    ]:
         """Ledger outcomes, their details and the dead letters for postings the ERP refused."""
         items = []
         finished: list[tuple[str, str, str, str | None, int | None]] = []
@@ -445,12 +457,18 @@ class PostingEngine:
                 self.outcome.rejected_by_code[code] = self.outcome.rejected_by_code.get(code, 0) + 1
             items.append(
                 exception_queue.Item(
-                    kind="dead_letter", domain="time_expense", source_system=p.source_system,
-                    record_type=KINDS.get(self.record_type, self.record_type), source_id=p.source_id,
-                    source_version=p.source_version, reason_code=code, detail=detail, legal_entity=p.legal_entity,
+                    kind="dead_letter",
+                    domain="time_expense",
+                    source_system=p.source_system,
+                    record_type=KINDS.get(self.record_type, self.record_type),
+                    source_id=p.source_id,
+                    source_version=p.source_version,
+                    reason_code=code,
+                    detail=detail,
+                    legal_entity=p.legal_entity,
                     owner=self.config.ownership.owner_for("time_expense", p.legal_entity),
                 )
-            )  # fmt: skip
+            )
         return finished, details, items
 
     def _reject(
@@ -535,9 +553,11 @@ class PostingEngine:
         }
         with self._conn() as conn:
             ledger.finish_many(
-                conn, [(p.idempotency_key, "ambiguous", "ambiguous", None, None) for p in postings],
-                details=[detail] * len(postings), attempt_ids=attempt_ids,
-            )  # fmt: skip
+                conn,
+                [(p.idempotency_key, "ambiguous", "ambiguous", None, None) for p in postings],
+                details=[detail] * len(postings),
+                attempt_ids=attempt_ids,
+            )
 
     # -- periods that close during the pass -----------------------------------
     def read_periods(self) -> PeriodBook:
@@ -577,9 +597,13 @@ class PostingEngine:
             out.details.append(detail)
             held_period = held.get(p.external_id)
             fresh, item, decision = replan_closed(
-                p, periods=book, config=self.config, seq=seqs[p.idempotency_key],
-                held=str(held_period) if held_period else None, entry=entries[p.idempotency_key],
-            )  # fmt: skip
+                p,
+                periods=book,
+                config=self.config,
+                seq=seqs[p.idempotency_key],
+                held=str(held_period) if held_period else None,
+                entry=entries[p.idempotency_key],
+            )
             out.postings.append(fresh)
             if item is not None:
                 out.items.append(item)

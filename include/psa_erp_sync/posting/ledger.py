@@ -236,8 +236,9 @@ def mark_sent(
     if len(rows) < len(postings):
         log.warning(
             "mark_sent: %d of %d postings were no longer pending and were left alone (not sent)",
-            len(postings) - len(rows), len(postings),
-        )  # fmt: skip
+            len(postings) - len(rows),
+            len(postings),
+        )
     return {key: int(attempt_id) for key, attempt_id in rows}
 
 
@@ -333,8 +334,11 @@ def finish_many(
         log.warning(
             "ledger: %d of %d outcomes not applied (posting no longer in a state they may leave, or a newer"
             " attempt exists), e.g. %s -> %s",
-            len(skipped), len(outcomes), skipped[0][0], skipped[0][1],
-        )  # fmt: skip
+            len(skipped),
+            len(outcomes),
+            skipped[0][0],
+            skipped[0][1],
+        )
     return moved
 
 
@@ -346,9 +350,12 @@ def set_state(conn: psycopg.Connection, keys: Sequence[str], state: str, *, only
     )
     if cur.rowcount < len(keys):
         log.warning(
-            "ledger: %d of %d postings not moved to %s (not in %s)", len(keys) - cur.rowcount, len(keys), state,
+            "ledger: %d of %d postings not moved to %s (not in %s)",
+            len(keys) - cur.rowcount,
+            len(keys),
+            state,
             "/".join(only_from),
-        )  # fmt: skip
+        )
     return cur.rowcount
 
 

@@ -113,8 +113,16 @@ def supersede_stale(conn: psycopg.Connection, record_type: str) -> int:
     return cur.rowcount
 
 
-def erp_payload(record_type: str, row: dict[str, Any], *, external_id: str, key: str, config: Config, period: str | None,
-                original_period: str | None) -> dict[str, Any]:  # fmt: skip
+def erp_payload(
+    record_type: str,
+    row: dict[str, Any],
+    *,
+    external_id: str,
+    key: str,
+    config: Config,
+    period: str | None,
+    original_period: str | None,
+) -> dict[str, Any]:
     """The ERP record for a canonical row. The memo carries our key, so a read-back can prove the
     ERP holds exactly this version (no names or notes: memos are visible to many people)."""
     ext = config.mappings.external_ids
@@ -227,9 +235,21 @@ def correcting_posting(
     if record_type == "timebill":
         payload["custbody_psa_hours"] = f"{want_hours - held.hours:.2f}"
     return ledger.Posting(
-        key, record_type, source_system, source_id, version, payload["externalId"], action, "pending", payload,
-        entity, decision.period, delta_amount, currency, corrects=base_ext,
-    )  # fmt: skip
+        key,
+        record_type,
+        source_system,
+        source_id,
+        version,
+        payload["externalId"],
+        action,
+        "pending",
+        payload,
+        entity,
+        decision.period,
+        delta_amount,
+        currency,
+        corrects=base_ext,
+    )
 
 
 def _hours(value: Any) -> Decimal:
@@ -238,16 +258,29 @@ def _hours(value: Any) -> Decimal:
 
 
 def correction_parked(
-    config: Config, record_type: str, source_system: str, source_id: str, version: str, entity: str | None,
-    action: str, period: str | None, policy: str,
-) -> exception_queue.Item:  # fmt: skip
+    config: Config,
+    record_type: str,
+    source_system: str,
+    source_id: str,
+    version: str,
+    entity: str | None,
+    action: str,
+    period: str | None,
+    policy: str,
+) -> exception_queue.Item:
     """The exception item of a correction parked because the ERP holds the record in a closed period."""
     return exception_queue.Item(
-        kind="parked", domain="time_expense", source_system=source_system, record_type=KINDS[record_type],
-        source_id=source_id, source_version=version, reason_code="PERIOD_CLOSED",
+        kind="parked",
+        domain="time_expense",
+        source_system=source_system,
+        record_type=KINDS[record_type],
+        source_id=source_id,
+        source_version=version,
+        reason_code="PERIOD_CLOSED",
         detail={"period": period, "policy": policy, "action": action, "correction": True},
-        legal_entity=entity, owner=config.ownership.owner_for("time_expense", entity),
-    )  # fmt: skip
+        legal_entity=entity,
+        owner=config.ownership.owner_for("time_expense", entity),
+    )
 
 
 def replan_closed(
@@ -298,11 +331,19 @@ def replan_closed(
                 ((entry.base_payload or {}).get("currency") or {}).get("refName")
             )
             fix = correcting_posting(
-                record_type=rt, source_system=posting.source_system, source_id=posting.source_id,
-                version=posting.source_version, action=posting.action, seq=seq, held=entry,
-                want_hours=want_hours, want_amount_minor=want_amount, currency=currency,
-                decision=decision, periods=periods,
-            )  # fmt: skip
+                record_type=rt,
+                source_system=posting.source_system,
+                source_id=posting.source_id,
+                version=posting.source_version,
+                action=posting.action,
+                seq=seq,
+                held=entry,
+                want_hours=want_hours,
+                want_amount_minor=want_amount,
+                currency=currency,
+                decision=decision,
+                periods=periods,
+            )
             return fix, None, decision
     elif posting.action in ("adjust", "reverse"):
         decision = periods.decide_correction(held, rt, policy)
@@ -334,26 +375,54 @@ def replan_closed(
             payload.pop("postingPeriod", None)
     state = "parked" if decision.outcome == "park" else "pending"
     fresh = ledger.Posting(
-        key, rt, posting.source_system, posting.source_id, posting.source_version, posting.external_id,
-        posting.action, state, payload, entity, decision.period or decision.original_period,
-        posting.amount_minor, posting.currency, corrects=posting.corrects,
-    )  # fmt: skip
+        key,
+        rt,
+        posting.source_system,
+        posting.source_id,
+        posting.source_version,
+        posting.external_id,
+        posting.action,
+        state,
+        payload,
+        entity,
+        decision.period or decision.original_period,
+        posting.amount_minor,
+        posting.currency,
+        corrects=posting.corrects,
+    )
     item = None
     if state == "parked":
         if posting.action == "post":
             item = exception_queue.Item(
-                kind="parked", domain="time_expense", source_system=posting.source_system, record_type=KINDS[rt],
-                source_id=posting.source_id, source_version=posting.source_version,
+                kind="parked",
+                domain="time_expense",
+                source_system=posting.source_system,
+                record_type=KINDS[rt],
+                source_id=posting.source_id,
+                source_version=posting.source_version,
                 reason_code=decision.reason or "PERIOD_CLOSED",
-                detail={"period": decision.original_period, "spent_date": payload.get("tranDate"), "policy": policy,
-                        "action": posting.action, "closed_during_pass": True},
-                legal_entity=entity, owner=config.ownership.owner_for("time_expense", entity),
-            )  # fmt: skip
+                detail={
+                    "period": decision.original_period,
+                    "spent_date": payload.get("tranDate"),
+                    "policy": policy,
+                    "action": posting.action,
+                    "closed_during_pass": True,
+                },
+                legal_entity=entity,
+                owner=config.ownership.owner_for("time_expense", entity),
+            )
         else:
             item = correction_parked(
-                config, rt, posting.source_system, posting.source_id, posting.source_version, entity,
-                posting.action, decision.original_period, policy,
-            )  # fmt: skip
+                config,
+                rt,
+                posting.source_system,
+                posting.source_id,
+                posting.source_version,
+                entity,
+                posting.action,
+                decision.original_period,
+                policy,
+            )
     return fresh, item, decision
 
 
@@ -410,12 +479,19 @@ def plan(
                 blocked = correction_decision(periods, held_entry, record_type, policy)
                 if blocked is not None and blocked.outcome == "correct":
                     fix = correcting_posting(
-                        record_type=record_type, source_system=cand["source_system"], source_id=source_id,
-                        version=cand["done_version"], action="reverse", seq=seq, held=held_entry,
-                        want_hours=Decimal(0), want_amount_minor=0,
+                        record_type=record_type,
+                        source_system=cand["source_system"],
+                        source_id=source_id,
+                        version=cand["done_version"],
+                        action="reverse",
+                        seq=seq,
+                        held=held_entry,
+                        want_hours=Decimal(0),
+                        want_amount_minor=0,
                         currency=str((cand["done_payload"].get("currency") or {}).get("refName")),
-                        decision=blocked, periods=periods,
-                    )  # fmt: skip
+                        decision=blocked,
+                        periods=periods,
+                    )
                     batch.append(fix)
                     result.planned["reverse"] += 1
                     result.corrected += 1
@@ -423,20 +499,35 @@ def plan(
                     continue
                 batch.append(
                     ledger.Posting(
-                        key, record_type, cand["source_system"], source_id, cand["done_version"], external_id, "reverse",
-                        "parked" if blocked else "pending", {"externalId": external_id, "reverses": cand["done_payload"]},
-                        entity, held,
+                        key,
+                        record_type,
+                        cand["source_system"],
+                        source_id,
+                        cand["done_version"],
+                        external_id,
+                        "reverse",
+                        "parked" if blocked else "pending",
+                        {"externalId": external_id, "reverses": cand["done_payload"]},
+                        entity,
+                        held,
                     )
-                )  # fmt: skip
+                )
                 result.planned["reverse"] += 1
                 if blocked:
                     result.parked += 1
                     parked.append(
                         correction_parked(
-                            config, record_type, cand["source_system"], source_id, cand["done_version"], entity,
-                            "reverse", held, policy,
+                            config,
+                            record_type,
+                            cand["source_system"],
+                            source_id,
+                            cand["done_version"],
+                            entity,
+                            "reverse",
+                            held,
+                            policy,
                         )
-                    )  # fmt: skip
+                    )
                 else:
                     changes.append(("erp_reverse", external_id, cand["done_payload"], None))
             else:
@@ -460,12 +551,19 @@ def plan(
                         record_type, cand["source_system"], source_id, desired["version_hash"], action, seq
                     )
                     fix = correcting_posting(
-                        record_type=record_type, source_system=cand["source_system"], source_id=source_id,
-                        version=desired["version_hash"], action=action, seq=seq, held=held_entry,
+                        record_type=record_type,
+                        source_system=cand["source_system"],
+                        source_id=source_id,
+                        version=desired["version_hash"],
+                        action=action,
+                        seq=seq,
+                        held=held_entry,
                         want_hours=_hours(desired["hours"]) if record_type == "timebill" else Decimal(0),
-                        want_amount_minor=int(desired["amount_minor"]), currency=desired["currency"],
-                        decision=decision, periods=periods,
-                    )  # fmt: skip
+                        want_amount_minor=int(desired["amount_minor"]),
+                        currency=desired["currency"],
+                        decision=decision,
+                        periods=periods,
+                    )
                     batch.append(fix)
                     result.planned[action] += 1
                     result.corrected += 1
@@ -482,16 +580,31 @@ def plan(
                     )
                 state = "parked" if decision.outcome == "park" else "pending"
                 payload = erp_payload(
-                    record_type, desired, external_id=external_id, key=key, config=config,
-                    period=decision.period, original_period=decision.original_period,
-                )  # fmt: skip
+                    record_type,
+                    desired,
+                    external_id=external_id,
+                    key=key,
+                    config=config,
+                    period=decision.period,
+                    original_period=decision.original_period,
+                )
                 batch.append(
                     ledger.Posting(
-                        key, record_type, cand["source_system"], source_id, desired["version_hash"], external_id, action,
-                        state, payload, entity, decision.period or decision.original_period,
-                        int(desired["amount_minor"]), desired["currency"],
+                        key,
+                        record_type,
+                        cand["source_system"],
+                        source_id,
+                        desired["version_hash"],
+                        external_id,
+                        action,
+                        state,
+                        payload,
+                        entity,
+                        decision.period or decision.original_period,
+                        int(desired["amount_minor"]),
+                        desired["currency"],
                     )
-                )  # fmt: skip
+                )
                 result.planned[action] += 1
                 if action == "adjust":
                     changes.append(("erp_adjust", external_id, cand["done_payload"], payload))
@@ -501,14 +614,23 @@ def plan(
                     result.parked += 1
                     parked.append(
                         exception_queue.Item(
-                            kind="parked", domain="time_expense", source_system=cand["source_system"],
-                            record_type=KINDS[record_type], source_id=source_id, source_version=desired["version_hash"],
+                            kind="parked",
+                            domain="time_expense",
+                            source_system=cand["source_system"],
+                            record_type=KINDS[record_type],
+                            source_id=source_id,
+                            source_version=desired["version_hash"],
                             reason_code=decision.reason or "PERIOD_CLOSED",
-                            detail={"period": decision.original_period, "spent_date": desired["spent_date"], "policy": policy,
-                                    "action": action},
-                            legal_entity=entity, owner=config.ownership.owner_for("time_expense", entity),
+                            detail={
+                                "period": decision.original_period,
+                                "spent_date": desired["spent_date"],
+                                "policy": policy,
+                                "action": action,
+                            },
+                            legal_entity=entity,
+                            owner=config.ownership.owner_for("time_expense", entity),
                         )
-                    )  # fmt: skip
+                    )
             if len(batch) >= chunk:
                 _flush(conn, record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
     _flush(conn, record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)

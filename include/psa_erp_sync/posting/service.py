@@ -134,10 +134,13 @@ def _lock_connection(dsn: str, settings: LockSettings) -> psycopg.Connection:
         " set_config('tcp_keepalives_count', %s, false), set_config('idle_session_timeout', %s, false),"
         " set_config('statement_timeout', %s, false)",
         (
-            str(settings.keepalives_idle_s), str(settings.keepalives_interval_s), str(settings.keepalives_count),
-            f"{int(settings.lease_s * 1000)}ms", f"{int(settings.lease_s * 1000)}ms",
+            str(settings.keepalives_idle_s),
+            str(settings.keepalives_interval_s),
+            str(settings.keepalives_count),
+            f"{int(settings.lease_s * 1000)}ms",
+            f"{int(settings.lease_s * 1000)}ms",
         ),
-    )  # fmt: skip
+    )
     return conn
 
 
@@ -206,9 +209,15 @@ def post_record_type(
     # The lock first: a pass waiting for it holds none of the account's request slots.
     with posting_lock(dsn, record_type, lock_settings) as lock, budget.shared_by_processes(client, dsn):
         return _post_locked(
-            dsn=dsn, client=client, record_type=record_type, config=config, settings=settings, run_id=run_id,
-            task_try=task_try, lock=lock,
-        )  # fmt: skip
+            dsn=dsn,
+            client=client,
+            record_type=record_type,
+            config=config,
+            settings=settings,
+            run_id=run_id,
+            task_try=task_try,
+            lock=lock,
+        )
 
 
 def _post_locked(
@@ -295,9 +304,14 @@ class _PlanningThread:
         try:
             with psycopg.connect(self.dsn) as conn:
                 self.plan = planner.plan(
-                    conn, record_type=self.record_type, config=self.config, periods=self.periods,
-                    dag_run_id=self.run_id, chunk=self.chunk, on_chunk=self._put,
-                )  # fmt: skip
+                    conn,
+                    record_type=self.record_type,
+                    config=self.config,
+                    periods=self.periods,
+                    dag_run_id=self.run_id,
+                    chunk=self.chunk,
+                    on_chunk=self._put,
+                )
         except _Stopped:
             return
         except BaseException as exc:  # handed to the engine's thread, which raises it

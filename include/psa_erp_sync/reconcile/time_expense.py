@@ -76,12 +76,20 @@ def reconcile_run(
                 and val["staged_versions"] == val["valid"] + val["quarantined"]
             ):
                 problems.append(f"{kind}: {identity}")
-            for stage, value in (("extracted", ext["extracted"]), ("staged", ext["staged"]),
-                                 ("valid", val["valid"]), ("quarantined", val["quarantined"])):  # fmt: skip
+            for stage, value in (
+                ("extracted", ext["extracted"]),
+                ("staged", ext["staged"]),
+                ("valid", val["valid"]),
+                ("quarantined", val["quarantined"]),
+            ):
                 ct.record(
-                    conn, dag_id=dag_id, run_id=run_id, record_type=kind, stage=stage,
+                    conn,
+                    dag_id=dag_id,
+                    run_id=run_id,
+                    record_type=kind,
+                    stage=stage,
                     totals=ct.Totals(value, Decimal(0)),
-                )  # fmt: skip
+                )
             current = ct.canonical(conn, kind, approved_only=True)
             ct.record(
                 conn,
@@ -155,8 +163,11 @@ def reconcile_erp(
                 )
             diff = erp_readback.differences(want_rows, have_rows)
             report[record_type] = {
-                "expected": want.as_dict(), "posted_per_ledger": ledger_view.as_dict(), "erp": have.as_dict(), **diff,
-            }  # fmt: skip
+                "expected": want.as_dict(),
+                "posted_per_ledger": ledger_view.as_dict(),
+                "erp": have.as_dict(),
+                **diff,
+            }
             try:
                 ct.assert_equal("expected", want, "erp", have)
                 ct.assert_equal("posted per ledger", ledger_view, "erp", have)

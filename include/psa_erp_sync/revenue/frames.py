@@ -60,9 +60,12 @@ def contracts(
     delivered: dict[str, dict[int, int]] = {}
     acts = actuals[actuals["month"] <= through]
     for ref, month, revenue, cost in zip(
-        acts["project_ref"].tolist(), acts["month"].tolist(), acts["revenue_minor"].tolist(),
-        acts["cost_minor"].tolist(), strict=True,
-    ):  # fmt: skip
+        acts["project_ref"].tolist(),
+        acts["month"].tolist(),
+        acts["revenue_minor"].tolist(),
+        acts["cost_minor"].tolist(),
+        strict=True,
+    ):
         if cost:
             c = costs.setdefault(ref, {})
             c[month] = c.get(month, 0) + cost
@@ -83,10 +86,15 @@ def contracts(
             signed.setdefault(ref, []).append(Milestone(str(i), amount, month))
     out = []
     for ref, entity, currency, kind, price, start, end in zip(
-        projects["project_ref"].tolist(), projects["legal_entity"].tolist(), projects["currency"].tolist(),
-        projects["billing_type"].tolist(), projects["price_minor"].tolist(), projects["start_month"].tolist(),
-        projects["end_month"].tolist(), strict=True,
-    ):  # fmt: skip
+        projects["project_ref"].tolist(),
+        projects["legal_entity"].tolist(),
+        projects["currency"].tolist(),
+        projects["billing_type"].tolist(),
+        projects["price_minor"].tolist(),
+        projects["start_month"].tolist(),
+        projects["end_month"].tolist(),
+        strict=True,
+    ):
         terms = (contract_terms or {}).get(ref)
         value: int | None = terms.value_minor if terms else price
         orders = terms.change_orders if terms else ()
@@ -104,18 +112,22 @@ def contracts(
                 legal_entity=entity,
                 currency=currency,
                 billing_type=kind,
-                contract_value_minor=value if value is not None else (0 if kind != "time_and_materials" else None),
+                contract_value_minor=value
+                if value is not None
+                else (0 if kind != "time_and_materials" else None),
                 change_orders=orders,
                 cost_minor=cost,
                 estimated_total_cost_minor=estimate if kind == "fixed_fee" else {},
                 delivered_minor=delivered.get(ref, {}) if kind == "time_and_materials" else {},
                 milestones=tuple(signed.get(ref, ())) if kind == "milestone" else (),
                 retainer_start=(terms.starts_on if terms and terms.starts_on else month_start(start))
-                if kind == "retainer" else None,
+                if kind == "retainer"
+                else None,
                 retainer_end=(terms.ends_on if terms and terms.ends_on else month_end(end))
-                if kind == "retainer" else None,
+                if kind == "retainer"
+                else None,
             )
-        )  # fmt: skip
+        )
     return out
 
 

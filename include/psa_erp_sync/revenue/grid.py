@@ -119,11 +119,15 @@ def cumulative(
     done = milestones[(milestones["status"] == "signed_off") & (milestones["done_month"] >= 0)]
     signed = np.cumsum(
         _dense(
-            index.get_indexer(done["project_ref"]), done["done_month"].to_numpy(np.int64),
-            done["amount_minor"].to_numpy(np.int64), n, first, width,
+            index.get_indexer(done["project_ref"]),
+            done["done_month"].to_numpy(np.int64),
+            done["amount_minor"].to_numpy(np.int64),
+            n,
+            first,
+            width,
         ),
         axis=1,
-    )  # fmt: skip
+    )
 
     cum = np.zeros((n, width), dtype=np.int64)
     cum[is_tm] = delivered[is_tm]
@@ -163,10 +167,14 @@ def cumulative(
     if slow.any():
         which = projects[slow]
         contracts = frames.contracts(
-            which, actuals, milestones,
-            dict(zip(which["project_ref"].tolist(), etc_minor[slow].tolist(), strict=True)), through,
-            estimates=estimates, contract_terms=contract_terms,
-        )  # fmt: skip
+            which,
+            actuals,
+            milestones,
+            dict(zip(which["project_ref"].tolist(), etc_minor[slow].tolist(), strict=True)),
+            through,
+            estimates=estimates,
+            contract_terms=contract_terms,
+        )
         rows = frames.recognize_all(contracts, through, window_from=first)
         for pos, contract in zip(np.flatnonzero(slow), contracts, strict=True):
             cum[pos, :] = 0

@@ -118,9 +118,12 @@ class ContractInputs:
     def first_month(self) -> int | None:
         """The earliest month anything happens in (None: nothing yet)."""
         months = [
-            *self.cost_minor, *self.delivered_minor, *self.billed_minor, *self.estimated_total_cost_minor,
+            *self.cost_minor,
+            *self.delivered_minor,
+            *self.billed_minor,
+            *self.estimated_total_cost_minor,
             *(m.signed_off_month for m in self.milestones if m.signed_off_month is not None),
-        ]  # fmt: skip
+        ]
         if self.billing_type == "retainer" and self.retainer_start is not None:
             months.append(month_index(self.retainer_start))
         return min(months) if months else None
@@ -224,8 +227,11 @@ def recognize(
         )
     fixed_price = contract.price_at(through) if not contract.change_orders else None
     costs, deliveries, bills, estimates = (
-        contract.cost_minor, contract.delivered_minor, contract.billed_minor, contract.estimated_total_cost_minor,
-    )  # fmt: skip
+        contract.cost_minor,
+        contract.delivered_minor,
+        contract.billed_minor,
+        contract.estimated_total_cost_minor,
+    )
     out: list[Recognition] = []
     prev_revenue = None
     for month in range(start, through + 1):
@@ -254,8 +260,9 @@ def recognize(
         else:
             assert price is not None and ret_start is not None and ret_end is not None
             elapsed += _retainer_units(ret_start, ret_end, month)
-            revenue = div_half_even(price * elapsed.numerator * term.denominator,
-                                    elapsed.denominator * term.numerator)  # fmt: skip
+            revenue = div_half_even(
+                price * elapsed.numerator * term.denominator, elapsed.denominator * term.numerator
+            )
             eac = max(estimate if estimate is not None else cost, cost)
         if price is not None and revenue > price:
             revenue = price
@@ -265,10 +272,23 @@ def recognize(
         balance = revenue - billed
         out.append(
             Recognition(
-                contract.project_ref, contract.legal_entity, contract.currency, kind, month, price, cost, eac,
-                revenue, revenue - (prev_revenue or 0), billed, max(balance, 0), max(-balance, 0), loss, provision,
+                contract.project_ref,
+                contract.legal_entity,
+                contract.currency,
+                kind,
+                month,
+                price,
+                cost,
+                eac,
+                revenue,
+                revenue - (prev_revenue or 0),
+                billed,
+                max(balance, 0),
+                max(-balance, 0),
+                loss,
+                provision,
             )
-        )  # fmt: skip
+        )
         prev_revenue = revenue
     return out
 

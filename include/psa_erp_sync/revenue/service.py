@@ -104,10 +104,14 @@ def compute_and_store_period(
         etc = model.prepare(inputs, settings).etc
         assert etc is not None
         contracts = frames.contracts(
-            inputs.projects, inputs.actuals, inputs.milestones,
-            dict(zip(inputs.projects["project_ref"].tolist(), etc.tolist(), strict=True)), period,
-            estimates=inputs.estimates, contract_terms=inputs.contract_terms,
-        )  # fmt: skip
+            inputs.projects,
+            inputs.actuals,
+            inputs.milestones,
+            dict(zip(inputs.projects["project_ref"].tolist(), etc.tolist(), strict=True)),
+            period,
+            estimates=inputs.estimates,
+            contract_terms=inputs.contract_terms,
+        )
         recognized = frames.recognize_all(contracts, period, window_from=period - 1)
         planned = store.planned_for_period(conn, period)
         stored: list[tuple[Any, str]] = []
@@ -149,7 +153,11 @@ def compute_and_store_period(
         outcome.recognitions_written = store.insert_recognitions(conn, stored, run_id)
     log.info(
         "revenue %s: %d contracts, %d recognitions written, %d journals planned, %d moved, %d parked",
-        outcome.period, outcome.contracts, outcome.recognitions_written, outcome.journals["post"],
-        outcome.journals["moved"], outcome.journals["park"],
-    )  # fmt: skip
+        outcome.period,
+        outcome.contracts,
+        outcome.recognitions_written,
+        outcome.journals["post"],
+        outcome.journals["moved"],
+        outcome.journals["park"],
+    )
     return outcome

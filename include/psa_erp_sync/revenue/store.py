@@ -58,11 +58,26 @@ def insert_recognitions(
                 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (project_ref, legal_entity, period_month, currency, inputs_hash) DO NOTHING
                 """,
-                (r.project_ref, r.legal_entity, month_start(r.period), r.currency, digest, r.billing_type,
-                 r.transaction_price_minor, r.cost_to_date_minor, r.estimated_total_cost_minor,
-                 r.cum_revenue_minor, r.period_revenue_minor, r.cum_billed_minor, r.contract_asset_minor,
-                 r.contract_liability_minor, r.expected_loss_minor, r.loss_provision_minor, run_id),
-            )  # fmt: skip
+                (
+                    r.project_ref,
+                    r.legal_entity,
+                    month_start(r.period),
+                    r.currency,
+                    digest,
+                    r.billing_type,
+                    r.transaction_price_minor,
+                    r.cost_to_date_minor,
+                    r.estimated_total_cost_minor,
+                    r.cum_revenue_minor,
+                    r.period_revenue_minor,
+                    r.cum_billed_minor,
+                    r.contract_asset_minor,
+                    r.contract_liability_minor,
+                    r.expected_loss_minor,
+                    r.loss_provision_minor,
+                    run_id,
+                ),
+            )
             written += cur.rowcount
     return written
 
@@ -114,13 +129,25 @@ def insert_journal(
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key
         """,
-        (key, external_id(identity, seq), journal.project_ref, journal.legal_entity, month_start(journal.period),
-         journal.currency, seq, inputs_hash, "parked" if parked else "planned",
-         None if parked else placement.posting_period,
-         None if parked or placement.posting_month is None else month_start(placement.posting_month),
-         placement.recognition_period, placement.reason,
-         journal.debits, journal.credits, run_id),
-    ).fetchone()  # fmt: skip
+        (
+            key,
+            external_id(identity, seq),
+            journal.project_ref,
+            journal.legal_entity,
+            month_start(journal.period),
+            journal.currency,
+            seq,
+            inputs_hash,
+            "parked" if parked else "planned",
+            None if parked else placement.posting_period,
+            None if parked or placement.posting_month is None else month_start(placement.posting_month),
+            placement.recognition_period,
+            placement.reason,
+            journal.debits,
+            journal.credits,
+            run_id,
+        ),
+    ).fetchone()
     if row is None:
         return None
     with conn.cursor() as cur:

@@ -21,11 +21,19 @@ from psycopg.rows import dict_row
 Cursor = psycopg.Cursor[dict[str, Any]]
 
 KINDS = {
-    "time_entry": {"endpoint": "/v2/time_entries", "table": "canonical.time_entry", "record_type": "timebill",
-                   "prefix": "psa-te-"},
-    "expense_entry": {"endpoint": "/v2/expenses", "table": "canonical.expense_entry", "record_type": "expensereport",
-                      "prefix": "psa-ex-"},
-}  # fmt: skip
+    "time_entry": {
+        "endpoint": "/v2/time_entries",
+        "table": "canonical.time_entry",
+        "record_type": "timebill",
+        "prefix": "psa-te-",
+    },
+    "expense_entry": {
+        "endpoint": "/v2/expenses",
+        "table": "canonical.expense_entry",
+        "record_type": "expensereport",
+        "prefix": "psa-ex-",
+    },
+}
 _EXTERNAL_ID = re.compile(r"^psa-(te|ex)-(\d+)$")
 
 
@@ -229,12 +237,18 @@ def _trace_kind(conn: Cursor, source_system: str, source_id: str, kind: str) -> 
         erp.update(internal_id=None, period=None, in_erp=False)
     erp["corrections"] = [
         {
-            "record_type": "journalentry", "external_id": f["external_id"], "corrects": f["corrects"],
-            "internal_id": f["erp_internal_id"], "period": f["period"], "action": f["action"],
-            "amount_minor": f["amount_minor"], "hours": f["hours_delta"], "currency": f["currency"],
+            "record_type": "journalentry",
+            "external_id": f["external_id"],
+            "corrects": f["corrects"],
+            "internal_id": f["erp_internal_id"],
+            "period": f["period"],
+            "action": f["action"],
+            "amount_minor": f["amount_minor"],
+            "hours": f["hours_delta"],
+            "currency": f["currency"],
         }
         for f in fixes
-    ]  # fmt: skip
+    ]
 
     audit = conn.execute(
         """

@@ -506,9 +506,12 @@ def _time_entry_verdict(
     # The ERP refuses hours <= 0 of what it receives (the hours rounded to two places).
     if not Decimal(0) < entry.hours <= MAX_HOURS or round_hours(entry.hours) <= 0:
         return Verdict(
-            source_id, version_hash, None, "HOURS_INVALID",
+            source_id,
+            version_hash,
+            None,
+            "HOURS_INVALID",
             {"field": "hours", "allowed": "over 0 (at least 0.005, which rounds to 0.01) to 24"},
-        )  # fmt: skip
+        )
     if entry.billable_rate is not None and entry.billable_rate < 0:
         return Verdict(
             source_id, version_hash, None, "RATE_INVALID", {"field": "billable_rate", "allowed": ">= 0"}
@@ -539,9 +542,12 @@ def _time_entry_verdict(
         amount_minor = money.to_minor_checked(hours * money.from_minor(bill_rate_minor, currency), currency)
     except money.AmountOutOfRange:
         return Verdict(
-            source_id, version_hash, legal_entity, "AMOUNT_OUT_OF_RANGE",
+            source_id,
+            version_hash,
+            legal_entity,
+            "AMOUNT_OUT_OF_RANGE",
             {"fields": ["hours", "billable_rate"], "max_minor": money.MAX_MINOR},
-        )  # fmt: skip
+        )
     row = {
         "source_system": source_system,
         "source_id": source_id,
@@ -610,9 +616,12 @@ def _expense_verdict(
         amount_minor = money.to_minor_checked(expense.total_cost, project.currency)
     except money.AmountOutOfRange:
         return Verdict(
-            source_id, version_hash, legal_entity, "AMOUNT_OUT_OF_RANGE",
+            source_id,
+            version_hash,
+            legal_entity,
+            "AMOUNT_OUT_OF_RANGE",
             {"fields": ["total_cost"], "max_minor": money.MAX_MINOR},
-        )  # fmt: skip
+        )
     row = {
         "source_system": source_system,
         "source_id": source_id,
@@ -642,16 +651,42 @@ def _expense_verdict(
 
 _COLUMNS: dict[Kind, tuple[str, ...]] = {
     "time_entry": (
-        "source_system", "source_id", "version_hash", "spent_date", "user_ref", "project_ref", "task_ref",
-        "legal_entity", "hours", "billable", "bill_rate_minor", "amount_minor", "currency", "approved",
-        "is_deleted", "fingerprint", "source_updated_at",
-    ),
-    "expense_entry": (
-        "source_system", "source_id", "version_hash", "spent_date", "user_ref", "project_ref", "legal_entity",
-        "category", "billable", "amount_minor", "currency", "approved", "is_deleted", "fingerprint",
+        "source_system",
+        "source_id",
+        "version_hash",
+        "spent_date",
+        "user_ref",
+        "project_ref",
+        "task_ref",
+        "legal_entity",
+        "hours",
+        "billable",
+        "bill_rate_minor",
+        "amount_minor",
+        "currency",
+        "approved",
+        "is_deleted",
+        "fingerprint",
         "source_updated_at",
     ),
-}  # fmt: skip
+    "expense_entry": (
+        "source_system",
+        "source_id",
+        "version_hash",
+        "spent_date",
+        "user_ref",
+        "project_ref",
+        "legal_entity",
+        "category",
+        "billable",
+        "amount_minor",
+        "currency",
+        "approved",
+        "is_deleted",
+        "fingerprint",
+        "source_updated_at",
+    ),
+}
 
 
 def _staged(
@@ -717,9 +752,14 @@ def judge_staged(
     except ValueError:  # a ValidationError, or JSON pydantic does not read: the payload path decides
         judge = judge_time_entry if kind == "time_entry" else judge_expense
         return judge(
-            _json_loads(text), version_hash, ref=ref, config=config, as_of=as_of,
-            source_system=source_system, fetched_at=fetched_at,
-        )  # fmt: skip
+            _json_loads(text),
+            version_hash,
+            ref=ref,
+            config=config,
+            as_of=as_of,
+            source_system=source_system,
+            fetched_at=fetched_at,
+        )
     screened = _screen_parsed(record, version_hash, nested=_NESTED[kind], fetched_at=fetched_at)
     if screened is not None:
         return screened
@@ -818,10 +858,13 @@ class _Run:
             for row in [r for r in rows if r["source_id"] in duplicates]:
                 held.append(
                     Verdict(
-                        row["source_id"], row["version_hash"], row["legal_entity"], "DUPLICATE_SUSPECTED",
+                        row["source_id"],
+                        row["version_hash"],
+                        row["legal_entity"],
+                        "DUPLICATE_SUSPECTED",
                         {"same_as": duplicates[row["source_id"]]},
                     )
-                )  # fmt: skip
+                )
             rows = [r for r in rows if r["source_id"] not in duplicates]
         written.valid += len(rows)
         for verdict in held:
@@ -848,15 +891,21 @@ class _Run:
             self.conn,
             [
                 exception_queue.Item(
-                    kind="quarantine", domain=owner_domain, source_system=self.source_system,
-                    record_type=self.kind, source_id=v.source_id, source_version=v.version_hash,
-                    reason_code=v.reason_code or "UNKNOWN", detail=v.detail, legal_entity=v.legal_entity,
+                    kind="quarantine",
+                    domain=owner_domain,
+                    source_system=self.source_system,
+                    record_type=self.kind,
+                    source_id=v.source_id,
+                    source_version=v.version_hash,
+                    reason_code=v.reason_code or "UNKNOWN",
+                    detail=v.detail,
+                    legal_entity=v.legal_entity,
                     owner=self.config.ownership.owner_for(owner_domain, v.legal_entity),
                 )
                 for v in held
             ],
             run_id=self.dag_run_id,
-        )  # fmt: skip
+        )
         exception_queue.close_other_reasons(
             self.conn,
             kind="quarantine",
@@ -874,9 +923,15 @@ def _verdicts(
         reader, run.source_system, ENDPOINTS[run.kind], run_key
     ):
         verdict = judge_staged(
-            run.kind, text, version_hash, ref=ref, config=run.config, as_of=as_of,
-            source_system=run.source_system, fetched_at=read_at,
-        )  # fmt: skip
+            run.kind,
+            text,
+            version_hash,
+            ref=ref,
+            config=run.config,
+            as_of=as_of,
+            source_system=run.source_system,
+            fetched_at=read_at,
+        )
         if verdict.source_id != staged_id:  # an id JSON cannot round-trip (1.0, 1e400): the staged one
             verdict = dataclasses.replace(verdict, source_id=staged_id)
         run.result.staged_versions += 1
@@ -939,9 +994,13 @@ def validate_run(
     sweep_from = staging.sweep_of(conn, run_key)
     if sweep_from is not None:
         result.deleted = _mark_deleted(
-            conn, kind, source_system=source_system, run_key=run_key, sweep_from=sweep_from,
+            conn,
+            kind,
+            source_system=source_system,
+            run_key=run_key,
+            sweep_from=sweep_from,
             dag_run_id=dag_run_id,
-        )  # fmt: skip
+        )
         _close_quarantine_of_vanished(
             conn, kind, source_system=source_system, run_key=run_key, sweep_from=sweep_from
         )
