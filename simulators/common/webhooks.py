@@ -6,7 +6,7 @@ SQL-rendering enqueue): one outbox row per interested subscription, whose body
 background thread, POSTs pending rows with the headers ``X-<SRC>-Delivery-Id`` (the same on every
 redelivery), ``X-<SRC>-Event``, ``X-<SRC>-Timestamp`` and
 ``X-<SRC>-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + raw body)>`` (``<SRC>`` is
-``PSA`` or ``ERP``: the scheme ``include/psa_erp_sync/api/ingress.py`` verifies). A non-2xx answer or
+``PSA`` or ``ERP``: the scheme ``include/psa_erp_sync/api/ingress/signing.py`` verifies). A non-2xx answer or
 a transport error is retried with exponential backoff until ``webhook_max_attempts``.
 
 Faults, decided per delivery from ``random.Random(f"{webhook_seed}:{seq}")`` so a run replays:

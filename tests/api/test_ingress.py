@@ -65,7 +65,7 @@ def secrets_state() -> dict[str, ingress.Secrets]:
 
 @pytest.fixture
 def server(clean_ods: str, secrets_state: dict[str, ingress.Secrets]) -> Iterator[RunningSimulator]:
-    ingress.SECRET_CACHE_S = 0.0  # rotation tests change secrets between requests
+    ingress.signing.SECRET_CACHE_S = 0.0  # rotation tests change secrets between requests
     app = ingress.create_app(dsn=clean_ods, secrets=lambda source: secrets_state[source])
     running = RunningSimulator("ingress", app).start()
     yield running
@@ -316,7 +316,7 @@ def test_a_malformed_rotation_setting_answers_503_with_a_logged_configuration_er
     delivery used to be a 500. Now the setting is validated when read and the ingress refuses."""
     from fastapi.testclient import TestClient
 
-    ingress.SECRET_CACHE_S = 0.0
+    ingress.signing.SECRET_CACHE_S = 0.0
     monkeypatch.delenv("AIRFLOW_CONN_PSA_WEBHOOK", raising=False)
     monkeypatch.setenv("PSA_ERP_SYNC_WEBHOOK_SECRET_PSA", SECRET)
     ingress.secrets_from_airflow("psa")  # Airflow replaces the root log handlers on first use

@@ -87,7 +87,7 @@ class Harness:
 def harness(pg_dsn: str) -> Iterator[Harness]:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE inbox.event, inbox.quarantine")
-    ingress.SECRET_CACHE_S = 0.0
+    ingress.signing.SECRET_CACHE_S = 0.0
     h = Harness(pg_dsn)
     yield h
     h.client.close()

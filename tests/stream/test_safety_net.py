@@ -79,7 +79,7 @@ def test_dropped_duplicated_reordered_webhooks_then_the_sweep_give_the_approved_
     assert baseline.state == "success"
 
     # The PSA announces every change through its (lossy) webhooks to our ingress.
-    ingress.SECRET_CACHE_S = 0.0
+    ingress.signing.SECRET_CACHE_S = 0.0
     app = ingress.create_app(dsn=dsn, secrets=lambda source: ingress.Secrets(SECRET.encode()))
     server = RunningSimulator("ingress", app).start()
     try:

@@ -193,7 +193,7 @@ def test_stream_and_batch_on_the_same_changing_month_end_with_the_approved_set_p
         ]
     assert len(entries) > 100
 
-    ingress.SECRET_CACHE_S = 0.0
+    ingress.signing.SECRET_CACHE_S = 0.0
     app = ingress.create_app(dsn=dsn, secrets=lambda source: ingress.Secrets(SECRET.encode()))
     server = RunningSimulator("ingress", app).start()
     stop = threading.Event()

@@ -1,4 +1,5 @@
-"""Inbox repository: claim pending webhook events for a run, and settle them.
+"""Inbox repository: the ingress's two writes (an accepted event, a quarantined delivery), claim
+pending webhook events for a run, and settle them.
 
 Claims use ``FOR UPDATE SKIP LOCKED`` so concurrent runs never take the same event. A claim
 belongs to a DAG run (``claimed_by`` = run id): a retried task of the same run takes its own
@@ -7,6 +8,7 @@ claims back, and claims of a run that died are taken over once their lease expir
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -15,6 +17,7 @@ if TYPE_CHECKING:  # the DAG file imports the event types from here: no driver i
     import psycopg
 
 CHANNEL = "psa_erp_sync_inbox"
+_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")  # a \u0000 escape that is not itself escaped
 TIME_EXPENSE_EVENTS = (
     "time_entry.approved",
     "time_entry.updated",
@@ -33,6 +36,72 @@ class Event:
     source_id: str
     occurred_at: datetime | None
     received_at: datetime
+
+
+def insert_event(
+    conn: psycopg.Connection,
+    *,
+    delivery_id: str,
+    source_system: str,
+    event_type: str,
+    source_id: str,
+    occurred_at: datetime,
+    body: bytes,
+) -> bool:
+    """Store an accepted event unless its (source, delivery id) is already stored: True if new.
+    One statement (the caller's autocommit connection commits it)."""
+    if b"\\u0000" in body:  # jsonb cannot hold U+0000: keep it as the literal text, as staging does
+        body = _NUL_ESCAPE.sub(rb"\1\\\\u0000", body)
+    row = conn.execute(
+        "INSERT INTO inbox.event (delivery_id, source_system, event_type, source_id, occurred_at, payload)"
+        " VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (source_system, delivery_id) DO NOTHING"
+        " RETURNING seq",
+        (delivery_id, source_system, event_type, source_id, occurred_at, body.decode()),
+    ).fetchone()
+    return row is not None
+
+
+def upsert_quarantine(
+    conn: psycopg.Connection,
+    *,
+    delivery_id: str,
+    source_system: str,
+    event_type: str | None,
+    reason_code: str,
+    detail: dict[str, Any],
+    body: bytes,
+    body_sha256: str,
+    content_type: str | None,
+) -> bool:
+    """Keep an authentic but malformed delivery keyed by (source, sha256 of the body); seen again,
+    count it. A stored body is never overwritten. True if this body was not quarantined before."""
+    from psycopg.types.json import Jsonb
+
+    row = conn.execute(
+        "INSERT INTO inbox.quarantine AS q (delivery_id, last_delivery_id, source_system, event_type,"
+        " reason_code, detail, body, body_sha256, content_type)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (source_system, body_sha256) DO UPDATE SET occurrences = q.occurrences + 1,"
+        " last_seen = now(), last_delivery_id = EXCLUDED.last_delivery_id,"
+        # a body the retention job dropped may be kept again; a stored body is never replaced
+        " body = CASE WHEN q.body_purged_at IS NULL THEN q.body ELSE EXCLUDED.body END,"
+        " body_purged_at = NULL"
+        # occurrences is 1 only for a new row (reading xmax would need table-wide SELECT,
+        # which the ingress's insert-only role does not have: migration 0015)
+        " RETURNING occurrences",
+        (
+            delivery_id,
+            delivery_id,
+            source_system,
+            event_type,
+            reason_code,
+            Jsonb(detail),
+            body,
+            body_sha256,
+            content_type,
+        ),
+    ).fetchone()
+    return bool(row and row[0] == 1)
 
 
 def claim(
