@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
@@ -278,7 +278,20 @@ def requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str], str]:
     return source, body, headers, fault
 
 
+# Drawn at random, "oversized" (1 fault in 14, 60 examples) can be missed: a run did (413 never
+# answered), and test_the_fuzzing_reached_every_outcome failed for want of it. Always try it once.
+_OVERSIZED = b'{"pad": "' + b"x" * (ingress.MAX_BODY_BYTES + 1) + b'"}'
+
+
 @given(request_=requests())
+@example(
+    request_=(
+        "psa",
+        _OVERSIZED,
+        signed("psa", _OVERSIZED, delivery_id="oversized-0001", event="time_entry.approved"),
+        "oversized",
+    )
+)
 @FUZZ
 def test_hypothesis_headers_and_payloads_never_5xx_and_nothing_accepted_is_lost(
     harness: Harness, request_: tuple[str, bytes, dict[str, str], str]
