@@ -1,0 +1,83 @@
+"""docs/architecture.md stays true: its layers picture is the one the import graph draws today, and
+every file the docs (docs/*.md, README.md) name by repository path exists."""
+
+from __future__ import annotations
+
+import glob
+import re
+from pathlib import Path
+
+from devtools import layers_picture
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = sorted([*(ROOT / "docs").glob("*.md"), ROOT / "README.md"])
+# A backticked text that starts with one of the repository's top folders is a repository path.
+REPO_PATH = re.compile(r"`((?:include|tests|devtools|config|dags|simulators|docs|plugins|compose)/[^`\s]*)`")
+
+
+def test_the_layers_picture_is_drawn_from_todays_imports() -> None:
+    doc = layers_picture.DOC.read_text()
+    assert layers_picture.BEGIN in doc and layers_picture.END in doc
+    assert layers_picture.render(doc) == doc, (
+        "docs/architecture.md's layers picture is stale: run .venv/bin/python -m devtools.layers_picture"
+    )
+
+
+def test_the_picture_has_every_package_and_every_layer() -> None:
+    picture = layers_picture.mermaid()
+    for text, members in layers_picture.contract_layers():
+        assert text in picture
+        for name in members:
+            assert f'n_{name}["{name}"]' in picture
+    # an import the package really has, with its count: ten DAG files import their flow
+    assert re.search(r"n_dags -- \d+ --> n_flows", picture)
+    assert layers_picture.UNLAYERED not in picture, "a package of include/psa_erp_sync is in no layer"
+
+
+def test_a_stale_picture_is_caught() -> None:
+    doc = layers_picture.DOC.read_text()
+    stale = doc.replace("n_dags -- ", "n_dags -- 999", 1)
+    assert layers_picture.render(stale) != stale
+
+
+def _as_glob(path: str) -> str:
+    """`NNNN_*.sql`, `YYYY-MM-DD.json`, `<domain>.py`, `{a,b}` and `file.py::test_name` name patterns."""
+    path = path.split("::")[0].rstrip(".,;:")
+    path = path.replace("NNNN", "[0-9][0-9][0-9][0-9]").replace("YYYY-MM-DD", "*")
+    path = re.sub(r"<[^>]+>", "*", path).replace("...", "*")
+    return path
+
+
+def _exists(path: str) -> bool:
+    pattern = _as_glob(path)
+    alternatives = re.fullmatch(r"(.*)\{([^}]*)\}(.*)", pattern)
+    if alternatives:
+        head, options, tail = alternatives.groups()
+        return all(_exists(head + option + tail) for option in options.split(","))
+    return bool(glob.glob(str(ROOT / pattern)))
+
+
+def test_every_repository_path_in_the_docs_exists() -> None:
+    missing = []
+    for doc in DOCS:
+        for number, line in enumerate(doc.read_text().splitlines(), 1):
+            missing += [
+                f"{doc.relative_to(ROOT)}:{number}: {p}" for p in REPO_PATH.findall(line) if not _exists(p)
+            ]
+    assert not missing, "the docs name files that do not exist:\n" + "\n".join(missing)
+
+
+def test_the_docs_name_no_absolute_or_machine_paths() -> None:
+    found = []
+    for doc in DOCS:
+        for number, line in enumerate(doc.read_text().splitlines(), 1):
+            if re.search(r"/work/|/home/|/Users/|[A-Z]:\\\\", line):
+                found.append(f"{doc.relative_to(ROOT)}:{number}: {line.strip()[:80]}")
+    assert not found, "\n".join(found)
+
+
+def test_the_path_check_can_fail() -> None:
+    assert _exists("include/psa_erp_sync/ods/migrations/NNNN_*.sql")
+    assert _exists("include/psa_erp_sync/{extract,posting}")
+    assert not _exists("include/psa_erp_sync/{extract,nonexistent}")
+    assert not _exists("include/psa_erp_sync/ledger.py")
