@@ -67,6 +67,24 @@ def test_every_repository_path_in_the_docs_exists() -> None:
     assert not missing, "the docs name files that do not exist:\n" + "\n".join(missing)
 
 
+PACKAGE_DIRS = sorted(p.name for p in (ROOT / "include" / "psa_erp_sync").iterdir() if p.is_dir())
+# `posting/ledger.py` or `psa_erp_sync/posting/ledger.py`: a file named from inside the package.
+PACKAGE_RELATIVE = re.compile(r"`((?:(?:psa_erp_sync|include)/)?(?:" + "|".join(PACKAGE_DIRS) + r")/[^`\s]*)`")
+
+
+def test_the_docs_name_package_files_by_repository_path() -> None:
+    """`include/psa_erp_sync/posting/ledger.py`, not `posting/ledger.py` (which folder is that?)."""
+    found = []
+    for doc in DOCS:
+        for number, line in enumerate(doc.read_text().splitlines(), 1):
+            found += [
+                f"{doc.relative_to(ROOT)}:{number}: {p}"
+                for p in PACKAGE_RELATIVE.findall(line)
+                if not p.startswith("include/psa_erp_sync/")
+            ]
+    assert not found, "name these by their repository path (include/psa_erp_sync/...):\n" + "\n".join(found)
+
+
 def test_the_docs_name_no_absolute_or_machine_paths() -> None:
     found = []
     for doc in DOCS:
