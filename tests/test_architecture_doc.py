@@ -69,7 +69,9 @@ def test_every_repository_path_in_the_docs_exists() -> None:
 
 PACKAGE_DIRS = sorted(p.name for p in (ROOT / "include" / "psa_erp_sync").iterdir() if p.is_dir())
 # `posting/ledger.py` or `psa_erp_sync/posting/ledger.py`: a file named from inside the package.
-PACKAGE_RELATIVE = re.compile(r"`((?:(?:psa_erp_sync|include)/)?(?:" + "|".join(PACKAGE_DIRS) + r")/[^`\s]*)`")
+PACKAGE_RELATIVE = re.compile(
+    r"`((?:(?:psa_erp_sync|include)/)?(?:" + "|".join(PACKAGE_DIRS) + r")/[^`\s]*)`"
+)
 
 
 def test_the_docs_name_package_files_by_repository_path() -> None:
