@@ -3,6 +3,7 @@ every file the docs (docs/*.md, README.md) name by repository path exists."""
 
 from __future__ import annotations
 
+import ast
 import glob
 import re
 from pathlib import Path
@@ -101,3 +102,77 @@ def test_the_path_check_can_fail() -> None:
     assert _exists("include/psa_erp_sync/{extract,posting}")
     assert not _exists("include/psa_erp_sync/{extract,nonexistent}")
     assert not _exists("include/psa_erp_sync/ledger.py")
+
+
+DOTTED = re.compile(r"`((?:psa_erp_sync|devtools|simulators)(?:\.[A-Za-z_]\w*)+)`")
+
+
+def _module_file(parts: list[str]) -> Path | None:
+    base = ROOT / "include" if parts[0] == "psa_erp_sync" else ROOT
+    path = base.joinpath(*parts)
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _defined_names(body: list[ast.stmt]) -> dict[str, list[ast.stmt]]:
+    """Names a module or class body binds (def, class, assignment, import), with a class's body."""
+    names: dict[str, list[ast.stmt]] = {}
+    for node in body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            names[node.name] = []
+        elif isinstance(node, ast.ClassDef):
+            names[node.name] = node.body
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update({(a.asname or a.name).split(".")[0]: [] for a in node.names})
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update({t.id: [] for t in targets if isinstance(t, ast.Name)})
+        elif isinstance(node, ast.If | ast.Try):
+            names.update(_defined_names(node.body))
+    return names
+
+
+def _resolves(dotted: str) -> bool:
+    """`psa_erp_sync.posting.service.post_record_type`: the longest module prefix that is a file of
+    the repository, then names defined in it (read with ast: nothing is imported)."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        path = _module_file(parts[:i])
+        if path is None:
+            continue
+        body: list[ast.stmt] = ast.parse(path.read_text()).body
+        for name in parts[i:]:
+            names = _defined_names(body)
+            if name not in names:
+                return False
+            body = names[name]
+        return True
+    return False
+
+
+def _a_name_the_code_uses(dotted: str) -> bool:
+    """An asset or lock name such as `psa_erp_sync.inbox.time_expense` is a string in the code."""
+    quoted = (f'"{dotted}"', f"'{dotted}'")
+    sources = [*(ROOT / "include").rglob("*.py"), *(ROOT / "dags").glob("*.py")]
+    return any(q in path.read_text() for path in sources for q in quoted)
+
+
+def test_every_module_the_docs_name_exists() -> None:
+    stale = []
+    for doc in DOCS:
+        for number, line in enumerate(doc.read_text().splitlines(), 1):
+            stale += [
+                f"{doc.relative_to(ROOT)}:{number}: {d}"
+                for d in DOTTED.findall(line)
+                if not _resolves(d) and not _a_name_the_code_uses(d)
+            ]
+    assert not stale, "the docs name modules or attributes that do not exist:\n" + "\n".join(stale)
+
+
+def test_the_module_check_can_fail() -> None:
+    assert _resolves("psa_erp_sync.posting.service.post_record_type")
+    assert not _resolves("psa_erp_sync.posting.service.no_such_function")
+    assert not _resolves("psa_erp_sync.no_such_package")
+    assert _a_name_the_code_uses("psa_erp_sync.inbox.time_expense")
