@@ -42,14 +42,19 @@ def test_a_stale_picture_is_caught() -> None:
 
 
 def _as_glob(path: str) -> str:
-    """`NNNN_*.sql`, `YYYY-MM-DD.json`, `<domain>.py`, `{a,b}` and `file.py::test_name` name patterns."""
-    path = path.split("::")[0].rstrip(".,;:")
+    """`NNNN_*.sql`, `YYYY-MM-DD.json`, `<domain>.py` and `{a,b}` name patterns."""
+    path = path.rstrip(".,;:")
     path = path.replace("NNNN", "[0-9][0-9][0-9][0-9]").replace("YYYY-MM-DD", "*")
     path = re.sub(r"<[^>]+>", "*", path).replace("...", "*")
     return path
 
 
 def _exists(path: str) -> bool:
+    if "::" in path:  # `tests/x/test_y.py::test_z` (or `::test_z_...`): the test is in the file
+        file, test = path.split("::", 1)
+        test = test.removesuffix("...").split("[")[0]
+        target = ROOT / file
+        return target.is_file() and f"def {test}" in target.read_text()
     pattern = _as_glob(path)
     alternatives = re.fullmatch(r"(.*)\{([^}]*)\}(.*)", pattern)
     if alternatives:
@@ -102,6 +107,9 @@ def test_the_path_check_can_fail() -> None:
     assert _exists("include/psa_erp_sync/{extract,posting}")
     assert not _exists("include/psa_erp_sync/{extract,nonexistent}")
     assert not _exists("include/psa_erp_sync/ledger.py")
+    assert _exists("tests/test_layers.py::test_the_import_contracts_hold")
+    assert _exists("tests/test_layers.py::test_the_import_...")
+    assert not _exists("tests/test_layers.py::test_that_was_renamed")
 
 
 DOTTED = re.compile(r"`((?:psa_erp_sync|devtools|simulators)(?:\.[A-Za-z_]\w*)+)`")
