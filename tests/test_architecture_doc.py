@@ -1,5 +1,6 @@
-"""docs/architecture.md stays true: its layers picture is the one the import graph draws today, and
-every file the docs (docs/*.md, README.md) name by repository path exists."""
+"""docs/architecture.md stays true: its layers picture is the one the import graph draws today. And the
+docs (docs/*.md, README.md) speak of this repository: every file they name by repository path exists
+(tests by name too), package files are named by that path, and every module they name exists."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def test_the_picture_has_every_package_and_every_layer() -> None:
         assert text in picture
         for name in members:
             assert f'n_{name}["{name}"]' in picture
-    # an import the package really has, with its count: ten DAG files import their flow
+    # an import the code really has, with its count: the DAG files import their flows
     assert re.search(r"n_dags -- \d+ --> n_flows", picture)
     assert layers_picture.UNLAYERED not in picture, "a package of include/psa_erp_sync is in no layer"
 
