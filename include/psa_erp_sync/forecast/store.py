@@ -181,13 +181,16 @@ def _line_series_parts(lines: pd.DataFrame) -> tuple[pd.DataFrame, pgbinary.Int8
     order, series, starts, first, width, offset = _month_runs(
         key, lines["month"].to_numpy(dtype=np.int64), "lines for the same project, layer and month"
     )
-    out = pd.DataFrame({c: lines[c].to_numpy(dtype=object)[order[starts]] for c in ("project_ref", "layer")})
+    first_rows = order[starts]
+    out = pd.DataFrame({c: lines[c].to_numpy(dtype=object)[first_rows] for c in ("project_ref", "layer")})
     for column in ("practice", "legal_entity", "currency"):
-        values = lines[column].to_numpy(dtype=object)[order]
-        head = values[starts]
-        if not np.array_equal(values, head[series]):
+        # Compared as integer codes: the same within each series, or refused.
+        codes, uniques = pd.factorize(lines[column].to_numpy(dtype=object), use_na_sentinel=False)
+        codes = codes[order]
+        head = codes[starts]
+        if not np.array_equal(codes, head[series]):
             raise ValueError(f"{column} differs between the months of a project and layer")
-        out[column] = head
+        out[column] = np.asarray(uniques, dtype=object)[head]
     out["first_month"] = first
     amount = lines["amount_minor"].to_numpy(dtype=np.int64)[order]
     reporting = lines["reporting_amount_minor"].to_numpy(dtype=np.int64)[order]
