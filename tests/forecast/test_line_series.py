@@ -426,3 +426,25 @@ def test_binary_copy_round_trips_every_column_kind(clean_ods: str, monkeypatch: 
                     .astype(object).where(balances.notna(), None).itertuples(index=False)]  # fmt: skip
         assert stored == expected
         assert stored[0][4 + money.index("prior_cum_revenue_minor")] is None
+
+
+def test_content_hash_is_pandas_row_hash_of_the_lines() -> None:
+    """``lines_hash`` hashes the text columns through their codes (factorized once for the
+    series too); the digest must stay the one over pandas' plain row hashes, order-free."""
+    import hashlib
+
+    import numpy as np
+    import pandas as pd
+
+    def plain(lines: Any) -> str:
+        rows = pd.util.hash_pandas_object(lines[model.LINE_COLUMNS], index=False).to_numpy(np.uint64)
+        total = int(rows.sum(dtype=np.uint64)) if len(rows) else 0
+        return hashlib.sha256(f"{len(rows)}:{total}".encode()).hexdigest()
+
+    rows = [*HAND_LINES, ("p-3", "Données", "LE-UK1", "actual", M0, "GBP", -(2**63), 2**63 - 1)]
+    lines = _lines(rows)
+    assert store.lines_hash(lines) == plain(lines)
+    assert store.lines_hash(_lines(list(reversed(rows)))) == plain(lines)
+    assert store.lines_hash(_lines([])) == plain(_lines([]))
+    changed = _lines([*rows[:-1], ("p-3", "Données", "LE-UK1", "actual", M0, "GBP", -(2**63), 0)])
+    assert store.lines_hash(changed) != plain(lines)

@@ -37,13 +37,39 @@ def snapshot_id(scenario: str, as_of: date, data_versions: dict[str, str]) -> st
     return f"fc-{scenario}-{as_of:%Y%m%d}-{snapshot_version(scenario, as_of, data_versions)}"
 
 
-def lines_hash(lines: pd.DataFrame) -> str:
+TEXT_LINE_COLUMNS = ("project_ref", "layer", "practice", "legal_entity", "currency")
+
+
+def _coded(lines: pd.DataFrame) -> dict[str, tuple[Any, Any]]:
+    """Integer codes and distinct values of the lines' text columns, factorized once for both
+    the content hash and the series."""
+    import pandas as pd
+
+    return {
+        c: pd.factorize(lines[c].to_numpy(dtype=object), use_na_sentinel=False) for c in TEXT_LINE_COLUMNS
+    }
+
+
+def lines_hash(lines: pd.DataFrame, coded: dict[str, tuple[Any, Any]] | None = None) -> str:
     """A digest of the lines independent of their order: the line count and the wrapping sum
-    of a 64-bit hash per line (pandas' row hash), hashed once more with sha256."""
+    of a 64-bit hash per line (pandas' row hash), hashed once more with sha256. The text
+    columns are hashed as categoricals of their codes, which pandas hashes exactly like the
+    strings (one hash per distinct value instead of factorizing again)."""
     import numpy as np
     import pandas as pd
 
-    rows = pd.util.hash_pandas_object(lines[model.LINE_COLUMNS], index=False).to_numpy(np.uint64)
+    coded = _coded(lines) if coded is None else coded
+    frame = pd.DataFrame(
+        {
+            c: pd.Categorical.from_codes(
+                coded[c][0], pd.Index(np.asarray(coded[c][1], dtype=object), dtype=object)
+            )
+            if c in coded
+            else lines[c].to_numpy()
+            for c in model.LINE_COLUMNS
+        }
+    )
+    rows = pd.util.hash_pandas_object(frame, index=False).to_numpy(np.uint64)
     total = int(rows.sum(dtype=np.uint64)) if len(rows) else 0
     return hashlib.sha256(f"{len(rows)}:{total}".encode()).hexdigest()
 
@@ -111,6 +137,7 @@ def write_snapshot(
     with conn.transaction():
         if exists(conn, snap_id):
             return False  # written before: nothing to hash or write
+        coded = _coded(result.lines)
         inserted = conn.execute(
             "INSERT INTO forecast.snapshot (snapshot_id, scenario, as_of, run_id, data_versions, "
             "reporting_currency, version, content_hash, line_count, totals) "
@@ -124,14 +151,14 @@ def write_snapshot(
                 Jsonb(data_versions),
                 reporting_currency,
                 snap_id.rsplit("-", 1)[-1],
-                lines_hash(result.lines),
+                lines_hash(result.lines, coded),
                 len(result.lines),
                 Jsonb(result.totals),
             ),
         ).fetchone()
         if inserted is None:
             return False
-        _copy_series(conn, snap_id, result.lines)
+        _copy_series(conn, snap_id, result.lines, coded)
         _copy_balances(conn, snap_id, result.balances)
         _copy_capacity(conn, snap_id, result.capacity)
     return True
@@ -163,7 +190,9 @@ def line_series(lines: pd.DataFrame) -> pd.DataFrame:
     return out[SERIES_COLUMNS]
 
 
-def _line_series_parts(lines: pd.DataFrame) -> tuple[pd.DataFrame, pgbinary.Int8Array, pgbinary.Int8Array]:
+def _line_series_parts(
+    lines: pd.DataFrame, coded: dict[str, tuple[Any, Any]] | None = None
+) -> tuple[pd.DataFrame, pgbinary.Int8Array, pgbinary.Int8Array]:
     """The series' key columns (``first_month`` as a month index), their amounts and their own
     reporting amounts (absent where equal to the amounts) as month matrices. Vectorised."""
     import numpy as np
@@ -175,8 +204,8 @@ def _line_series_parts(lines: pd.DataFrame) -> tuple[pd.DataFrame, pgbinary.Int8
         )
         empty = pgbinary.Int8Array(np.zeros((0, 1), np.int64), np.zeros((0, 1), bool), np.zeros(0, np.int64))
         return keys, empty, empty
-    project_code, _ = pd.factorize(lines["project_ref"].to_numpy(dtype=object), use_na_sentinel=False)
-    layer_code, _ = pd.factorize(lines["layer"].to_numpy(dtype=object), use_na_sentinel=False)
+    coded = _coded(lines) if coded is None else coded
+    project_code, layer_code = coded["project_ref"][0], coded["layer"][0]
     key = project_code.astype(np.int64) * (int(layer_code.max()) + 1) + layer_code
     order, series, starts, first, width, offset = _month_runs(
         key, lines["month"].to_numpy(dtype=np.int64), "lines for the same project, layer and month"
@@ -185,7 +214,7 @@ def _line_series_parts(lines: pd.DataFrame) -> tuple[pd.DataFrame, pgbinary.Int8
     out = pd.DataFrame({c: lines[c].to_numpy(dtype=object)[first_rows] for c in ("project_ref", "layer")})
     for column in ("practice", "legal_entity", "currency"):
         # Compared as integer codes: the same within each series, or refused.
-        codes, uniques = pd.factorize(lines[column].to_numpy(dtype=object), use_na_sentinel=False)
+        codes, uniques = coded[column]
         codes = codes[order]
         head = codes[starts]
         if not np.array_equal(codes, head[series]):
@@ -311,9 +340,14 @@ def _days_since_2000(months: Any) -> Any:
     return days[inverse].astype(np.int64) if len(unique) else np.zeros(0, dtype=np.int64)
 
 
-def _copy_series(conn: psycopg.Connection, snap_id: str, lines: pd.DataFrame) -> None:
+def _copy_series(
+    conn: psycopg.Connection,
+    snap_id: str,
+    lines: pd.DataFrame,
+    coded: dict[str, tuple[Any, Any]] | None = None,
+) -> None:
     """Binary COPY of the lines' series (:mod:`pgbinary`): one statement, no text parsing."""
-    keys, amount, reporting = _line_series_parts(lines)
+    keys, amount, reporting = _line_series_parts(lines, coded)
     if not len(keys):
         return
     text_columns = {
