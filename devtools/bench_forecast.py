@@ -3,7 +3,7 @@
 Synthetic inputs in the model's shapes (a mix of T&M, fixed fee, milestone and retainer
 projects, three people planned on each for 12 months, a year of actuals, an open pipeline) are
 generated first (not timed); then the refresh is timed: the three scenarios computed by the
-vectorised model and durably written as immutable snapshots (COPY, one committed transaction per
+vectorised model and durably written as immutable snapshots (binary COPY, one committed transaction per
 snapshot). A refresh is only done when its snapshots are stored, so the figure compared with the
 target includes the write; compute-only and write-only are reported too, and a re-run on the same
 inputs must write nothing.
@@ -181,7 +181,7 @@ def run(
             "engine": "pandas/numpy int64 (DuckDB and polars not installed; not measured)",
             "storage": (
                 "forecast.line_series (bigint[] per snapshot x project x layer) and forecast.capacity_series "
-                "(per snapshot x person), CSV COPY, one transaction per snapshot"
+                "(per snapshot x person), binary COPY built with numpy, one transaction per snapshot"
             ),
             "generate_inputs_s": round(generate_s, 2),
             "compute_base_only_s": round(compute_base_s, 2),

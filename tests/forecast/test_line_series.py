@@ -377,3 +377,74 @@ def test_migration_moves_the_existing_lines(db_before_0007: str) -> None:
         return len({(le, m) for _, _, le, _, m, *_ in rows})
 
     assert dict(months) == {new_snap: entity_months(HAND_LINES[:3]), snap: entity_months(HAND_LINES)}
+
+
+@pg
+def test_binary_copy_round_trips_every_column_kind(clean_ods: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store writes by binary COPY (store/pgbinary): non-ASCII and NULL text, int64 extremes,
+    NULL array elements, NULL bigint, empty text, and rows split over several COPY chunks."""
+    import pandas as pd
+
+    from psa_erp_sync.forecast import pgbinary
+
+    monkeypatch.setattr(pgbinary, "CHUNK_ROWS", 2)  # 5 series, 3 balances: more than one chunk each
+    big = 2**63 - 1
+    rows = [
+        *HAND_LINES,
+        ("p-3", "Données & Analytique", "LE-UK1", "actual", M0 - 1, "GBP", -big, big),
+        ("p-3", "Données & Analytique", "LE-UK1", "actual", M0 + 1, "GBP", 0, 0),
+    ]
+    result = _result(rows)
+    money = [c for c in store.BALANCE_MONEY_COLUMNS]
+    balances = pd.DataFrame(
+        {"project_ref": ["p-1", "p-2", "p-3"], "billing_type": ["fixed_fee", "milestone", "retainer"],
+         "legal_entity": ["LE-US1", "LE-UK1", "LE-UK1"], "currency": ["USD", "GBP", "GBP"]}
+    )  # fmt: skip
+    for i, column in enumerate(money):
+        balances[column] = [0, i, -big if column == "backlog_minor" else i * 1_000]
+    balances["prior_cum_revenue_minor"] = pd.array([None, 5, big], dtype="Int64")
+    balances["contract_liability_minor"] = 0
+    result = model.ForecastResult(
+        scenario=result.scenario, as_of=AS_OF, lines=result.lines, balances=balances,
+        capacity=result.capacity, totals=result.totals,
+    )  # fmt: skip
+    with psycopg.connect(clean_ods) as conn:
+        snap, written = _write(conn, result, {"t": "binary"})
+        assert written
+        assert conn.execute(_VIEW_ROWS, (snap,)).fetchall() == _expected(rows)
+        assert conn.execute(
+            "SELECT amount_minor, reporting_amount_minor, first_month FROM forecast.line_series "
+            "WHERE snapshot_id = %s AND project_ref = 'p-3'",
+            (snap,),
+        ).fetchone() == ([-big, None, 0], [big, None, 0], model.month_start(M0 - 1))
+        stored = conn.execute(
+            f"SELECT project_ref, billing_type, legal_entity, currency::text, {', '.join(money)} "
+            "FROM forecast.contract_balance WHERE snapshot_id = %s ORDER BY project_ref",
+            (snap,),
+        ).fetchall()
+        expected = [tuple(r) for r in balances[["project_ref", "billing_type", "legal_entity", "currency", *money]]
+                    .astype(object).where(balances.notna(), None).itertuples(index=False)]  # fmt: skip
+        assert stored == expected
+        assert stored[0][4 + money.index("prior_cum_revenue_minor")] is None
+
+
+def test_content_hash_is_pandas_row_hash_of_the_lines() -> None:
+    """``lines_hash`` hashes the text columns through their codes (factorized once for the
+    series too); the digest must stay the one over pandas' plain row hashes, order-free."""
+    import hashlib
+
+    import numpy as np
+    import pandas as pd
+
+    def plain(lines: Any) -> str:
+        rows = pd.util.hash_pandas_object(lines[model.LINE_COLUMNS], index=False).to_numpy(np.uint64)
+        total = int(rows.sum(dtype=np.uint64)) if len(rows) else 0
+        return hashlib.sha256(f"{len(rows)}:{total}".encode()).hexdigest()
+
+    rows = [*HAND_LINES, ("p-3", "Données", "LE-UK1", "actual", M0, "GBP", -(2**63), 2**63 - 1)]
+    lines = _lines(rows)
+    assert store.lines_hash(lines) == plain(lines)
+    assert store.lines_hash(_lines(list(reversed(rows)))) == plain(lines)
+    assert store.lines_hash(_lines([])) == plain(_lines([]))
+    changed = _lines([*rows[:-1], ("p-3", "Données", "LE-UK1", "actual", M0, "GBP", -(2**63), 0)])
+    assert store.lines_hash(changed) != plain(lines)

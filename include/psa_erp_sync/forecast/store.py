@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
-from psa_erp_sync.forecast import model
+from psa_erp_sync.forecast import model, pgbinary
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,13 +37,39 @@ def snapshot_id(scenario: str, as_of: date, data_versions: dict[str, str]) -> st
     return f"fc-{scenario}-{as_of:%Y%m%d}-{snapshot_version(scenario, as_of, data_versions)}"
 
 
-def lines_hash(lines: pd.DataFrame) -> str:
+TEXT_LINE_COLUMNS = ("project_ref", "layer", "practice", "legal_entity", "currency")
+
+
+def _coded(lines: pd.DataFrame) -> dict[str, tuple[Any, Any]]:
+    """Integer codes and distinct values of the lines' text columns, factorized once for both
+    the content hash and the series."""
+    import pandas as pd
+
+    return {
+        c: pd.factorize(lines[c].to_numpy(dtype=object), use_na_sentinel=False) for c in TEXT_LINE_COLUMNS
+    }
+
+
+def lines_hash(lines: pd.DataFrame, coded: dict[str, tuple[Any, Any]] | None = None) -> str:
     """A digest of the lines independent of their order: the line count and the wrapping sum
-    of a 64-bit hash per line (pandas' row hash), hashed once more with sha256."""
+    of a 64-bit hash per line (pandas' row hash), hashed once more with sha256. The text
+    columns are hashed as categoricals of their codes, which pandas hashes exactly like the
+    strings (one hash per distinct value instead of factorizing again)."""
     import numpy as np
     import pandas as pd
 
-    rows = pd.util.hash_pandas_object(lines[model.LINE_COLUMNS], index=False).to_numpy(np.uint64)
+    coded = _coded(lines) if coded is None else coded
+    frame = pd.DataFrame(
+        {
+            c: pd.Categorical.from_codes(
+                coded[c][0], pd.Index(np.asarray(coded[c][1], dtype=object), dtype=object)
+            )
+            if c in coded
+            else lines[c].to_numpy()
+            for c in model.LINE_COLUMNS
+        }
+    )
+    rows = pd.util.hash_pandas_object(frame, index=False).to_numpy(np.uint64)
     total = int(rows.sum(dtype=np.uint64)) if len(rows) else 0
     return hashlib.sha256(f"{len(rows)}:{total}".encode()).hexdigest()
 
@@ -111,6 +137,7 @@ def write_snapshot(
     with conn.transaction():
         if exists(conn, snap_id):
             return False  # written before: nothing to hash or write
+        coded = _coded(result.lines)
         inserted = conn.execute(
             "INSERT INTO forecast.snapshot (snapshot_id, scenario, as_of, run_id, data_versions, "
             "reporting_currency, version, content_hash, line_count, totals) "
@@ -124,41 +151,16 @@ def write_snapshot(
                 Jsonb(data_versions),
                 reporting_currency,
                 snap_id.rsplit("-", 1)[-1],
-                lines_hash(result.lines),
+                lines_hash(result.lines, coded),
                 len(result.lines),
                 Jsonb(result.totals),
             ),
         ).fetchone()
         if inserted is None:
             return False
-        _copy_series(conn, snap_id, line_series(result.lines))
-        balance_columns = [
-            "project_ref",
-            "billing_type",
-            "legal_entity",
-            "currency",
-            "transaction_price_minor",
-            "cost_to_date_minor",
-            "etc_minor",
-            "eac_minor",
-            "cum_revenue_minor",
-            "prior_cum_revenue_minor",
-            "catch_up_minor",
-            "cum_billed_minor",
-            "contract_asset_minor",
-            "contract_liability_minor",
-            "expected_loss_minor",
-            "backlog_minor",
-        ]
-        _copy(conn, "contract_balance", snap_id, result.balances, balance_columns)
-        _copy(
-            conn,
-            "capacity_series",
-            snap_id,
-            capacity_series(result.capacity),
-            CAPACITY_SERIES_COLUMNS,
-            month_columns=("first_month",),
-        )
+        _copy_series(conn, snap_id, result.lines, coded)
+        _copy_balances(conn, snap_id, result.balances)
+        _copy_capacity(conn, snap_id, result.capacity)
     return True
 
 
@@ -172,49 +174,73 @@ SERIES_COLUMNS = [
     "amount_minor",
     "reporting_amount_minor",
 ]
+KEY_COLUMNS = SERIES_COLUMNS[:6]
 
 
 def line_series(lines: pd.DataFrame) -> pd.DataFrame:
-    """The lines as ``forecast.line_series`` rows: one per (project, layer), with the amounts of
-    the months ``first_month ..`` as PostgreSQL array literals (``NULL`` for a month without a
-    line). ``reporting_amount_minor`` is None when it equals ``amount_minor`` month by month (a
-    series in the reporting currency); the view ``forecast.line`` then repeats the amount.
-    Vectorised: no Python loop over lines or series."""
+    """The lines as ``forecast.line_series`` rows, readable: one per (project, layer), with the
+    amounts of the months ``first_month ..`` as PostgreSQL array literals (``NULL`` for a month
+    without a line). ``reporting_amount_minor`` is None when it equals ``amount_minor`` month by
+    month (a series in the reporting currency); the view ``forecast.line`` then repeats the
+    amount. The store writes the same rows (:func:`_line_series_parts`) in binary."""
+    keys, amount, reporting = _line_series_parts(lines)
+    out = keys.copy()
+    out["amount_minor"] = _array_literals(amount)
+    out["reporting_amount_minor"] = _array_literals(reporting)
+    return out[SERIES_COLUMNS]
+
+
+def _line_series_parts(
+    lines: pd.DataFrame, coded: dict[str, tuple[Any, Any]] | None = None
+) -> tuple[pd.DataFrame, pgbinary.Int8Array, pgbinary.Int8Array]:
+    """The series' key columns (``first_month`` as a month index), their amounts and their own
+    reporting amounts (absent where equal to the amounts) as month matrices. Vectorised."""
     import numpy as np
     import pandas as pd
 
     if not len(lines):
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in SERIES_COLUMNS}).astype(
+        keys = pd.DataFrame({c: pd.Series(dtype="object") for c in KEY_COLUMNS}).astype(
             {"first_month": "int64"}
         )
-    project_code, _ = pd.factorize(lines["project_ref"].to_numpy(dtype=object), use_na_sentinel=False)
-    layer_code, _ = pd.factorize(lines["layer"].to_numpy(dtype=object), use_na_sentinel=False)
+        empty = pgbinary.Int8Array(np.zeros((0, 1), np.int64), np.zeros((0, 1), bool), np.zeros(0, np.int64))
+        return keys, empty, empty
+    coded = _coded(lines) if coded is None else coded
+    project_code, layer_code = coded["project_ref"][0], coded["layer"][0]
     key = project_code.astype(np.int64) * (int(layer_code.max()) + 1) + layer_code
     order, series, starts, first, width, offset = _month_runs(
         key, lines["month"].to_numpy(dtype=np.int64), "lines for the same project, layer and month"
     )
-    out = pd.DataFrame({c: lines[c].to_numpy(dtype=object)[order[starts]] for c in ("project_ref", "layer")})
+    first_rows = order[starts]
+    out = pd.DataFrame({c: lines[c].to_numpy(dtype=object)[first_rows] for c in ("project_ref", "layer")})
     for column in ("practice", "legal_entity", "currency"):
-        values = lines[column].to_numpy(dtype=object)[order]
-        head = values[starts]
-        if not np.array_equal(values, head[series]):
+        # Compared as integer codes: the same within each series, or refused.
+        codes, uniques = coded[column]
+        codes = codes[order]
+        head = codes[starts]
+        if not np.array_equal(codes, head[series]):
             raise ValueError(f"{column} differs between the months of a project and layer")
-        out[column] = head
+        out[column] = np.asarray(uniques, dtype=object)[head]
     out["first_month"] = first
     amount = lines["amount_minor"].to_numpy(dtype=np.int64)[order]
     reporting = lines["reporting_amount_minor"].to_numpy(dtype=np.int64)[order]
-    out["amount_minor"] = _array_literals(amount, series, offset, width)
     differs = np.bincount(series, weights=amount != reporting, minlength=len(starts)) > 0
-    own_reporting = np.full(len(starts), None, dtype=object)
-    if differs.any():
-        # Renumber the series that need their own reporting amounts 0..k-1.
-        kept = differs[series]
-        renumbered = np.cumsum(differs) - 1
-        own_reporting[differs] = _array_literals(
-            reporting[kept], renumbered[series[kept]], offset[kept], width[differs]
-        )
-    out["reporting_amount_minor"] = own_reporting
-    return out[SERIES_COLUMNS]
+    return (
+        out,
+        _matrix(amount, series, offset, width),
+        _matrix(reporting, series, offset, width, absent=~differs),
+    )
+
+
+def _matrix(values: Any, series: Any, offset: Any, width: Any, absent: Any = None) -> pgbinary.Int8Array:
+    """``values[i]`` at month ``offset[i]`` of series ``series[i]``, as a month matrix."""
+    import numpy as np
+
+    shape = (len(width), int(width.max()))
+    matrix = np.zeros(shape, dtype=np.int64)
+    present = np.zeros(shape, dtype=bool)
+    matrix[series, offset] = values
+    present[series, offset] = True
+    return pgbinary.Int8Array(matrix, present, width, absent)
 
 
 def _month_runs(key: Any, month: Any, duplicate: str) -> tuple[Any, Any, Any, Any, Any, Any]:
@@ -240,17 +266,32 @@ CAPACITY_SERIES_COLUMNS = ["user_ref", "first_month", "scheduled_centi", "availa
 
 
 def capacity_series(capacity: pd.DataFrame) -> pd.DataFrame:
-    """The capacity check as ``forecast.capacity_series`` rows: one per person, with scheduled
-    and available centi-hours per month from ``first_month`` as array literals. The view
-    ``forecast.capacity`` derives ``over_allocated`` (scheduled > available), so a row whose flag
-    says otherwise is refused."""
+    """The capacity check as ``forecast.capacity_series`` rows, readable: one per person, with
+    scheduled and available centi-hours per month from ``first_month`` as array literals. The
+    view ``forecast.capacity`` derives ``over_allocated`` (scheduled > available), so a row whose
+    flag says otherwise is refused. The store writes the same rows (:func:`_capacity_parts`) in binary."""
+    users, first, scheduled, available = _capacity_parts(capacity)
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "user_ref": users,
+            "first_month": first,
+            "scheduled_centi": _array_literals(scheduled),
+            "available_centi": _array_literals(available),
+        },
+        columns=CAPACITY_SERIES_COLUMNS,
+    ).astype({"first_month": "int64"})
+
+
+def _capacity_parts(capacity: pd.DataFrame) -> tuple[Any, Any, pgbinary.Int8Array, pgbinary.Int8Array]:
+    """Per person: user_ref, first month index, scheduled and available month matrices."""
     import numpy as np
     import pandas as pd
 
     if not len(capacity):
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in CAPACITY_SERIES_COLUMNS}).astype(
-            {"first_month": "int64"}
-        )
+        empty = pgbinary.Int8Array(np.zeros((0, 1), np.int64), np.zeros((0, 1), bool), np.zeros(0, np.int64))
+        return np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), empty, empty
     scheduled = capacity["scheduled_centi"].to_numpy(dtype=np.int64)
     available = capacity["available_centi"].to_numpy(dtype=np.int64)
     if not np.array_equal(capacity["over_allocated"].to_numpy(dtype=bool), scheduled > available):
@@ -261,92 +302,142 @@ def capacity_series(capacity: pd.DataFrame) -> pd.DataFrame:
         capacity["month"].to_numpy(dtype=np.int64),
         "capacity rows for the same person and month",
     )
-    return pd.DataFrame(
-        {
-            "user_ref": np.asarray(users, dtype=object)[user_code[order[starts]]],
-            "first_month": first,
-            "scheduled_centi": _array_literals(scheduled[order], run, offset, width),
-            "available_centi": _array_literals(available[order], run, offset, width),
-        }
+    return (
+        np.asarray(users, dtype=object)[user_code[order[starts]]],
+        first,
+        _matrix(scheduled[order], run, offset, width),
+        _matrix(available[order], run, offset, width),
     )
 
 
-def _array_literals(values: Any, series: Any, offset: Any, width: Any) -> Any:
-    """``{v0,NULL,v2}`` per series: ``values[i]`` at position ``offset[i]`` of series
-    ``series[i]``, which has ``width[s]`` months; months without a value are NULL."""
+def _array_literals(column: pgbinary.Int8Array) -> Any:
+    """``{v0,NULL,v2}`` per row of the month matrix; None where the array is absent."""
     import numpy as np
 
+    n = len(column.width)
+    if not n:
+        return np.zeros(0, dtype=object)
     text_type = np.dtypes.StringDType()
-    months = np.arange(int(width.max()))
-    inside = months < width[:, None]
+    inside = np.arange(column.values.shape[1]) < column.width[:, None]
     cells = np.where(inside, "NULL", "").astype(text_type)
-    cells[series, offset] = values.astype(text_type)
+    cells[column.present] = column.values[column.present].astype(text_type)
     separators = np.where(inside, ",", "").astype(text_type)
     text = np.strings.add("{", cells[:, 0])
-    for j in months[1:]:
+    for j in range(1, column.values.shape[1]):
         text = np.strings.add(np.strings.add(text, separators[:, j]), cells[:, j])
-    return np.strings.add(text, "}").astype(object)
+    out = np.strings.add(text, "}").astype(object)
+    if column.absent is not None:
+        out[np.asarray(column.absent, dtype=bool)] = None
+    return out
 
 
-def _copy_series(conn: psycopg.Connection, snap_id: str, series: pd.DataFrame) -> None:
-    """COPY the series as CSV built column-wise with numpy strings (faster than ``to_csv`` at
-    this size): text fields quoted, an absent reporting array an empty (NULL) field."""
+def _days_since_2000(months: Any) -> Any:
+    """PostgreSQL date values (days since 2000-01-01) of the first days of month indexes."""
+    import numpy as np
+
+    unique, inverse = np.unique(np.asarray(months, dtype=np.int64), return_inverse=True)
+    days = np.array([model.month_start(int(m)).toordinal() - pgbinary.PG_EPOCH_ORDINAL for m in unique])
+    return days[inverse].astype(np.int64) if len(unique) else np.zeros(0, dtype=np.int64)
+
+
+def _copy_series(
+    conn: psycopg.Connection,
+    snap_id: str,
+    lines: pd.DataFrame,
+    coded: dict[str, tuple[Any, Any]] | None = None,
+) -> None:
+    """Binary COPY of the lines' series (:mod:`pgbinary`): one statement, no text parsing."""
+    keys, amount, reporting = _line_series_parts(lines, coded)
+    if not len(keys):
+        return
+    text_columns = {
+        c: keys[c].to_numpy(dtype=object)
+        for c in ("project_ref", "layer", "practice", "legal_entity", "currency")
+    }
+    days = _days_since_2000(keys["first_month"].to_numpy())
+
+    def fields(part: slice) -> list[list[tuple[Any, Any]]]:
+        return [
+            pgbinary.constant_text(snap_id, part.stop - part.start),
+            *(pgbinary.text(text_columns[c][part]) for c in KEY_COLUMNS[:5]),
+            pgbinary.dates(days[part]),
+            pgbinary.int8_array(_rows_of(amount, part)),
+            pgbinary.int8_array(_rows_of(reporting, part)),
+        ]
+
+    pgbinary.copy(conn, "forecast.line_series", ["snapshot_id", *SERIES_COLUMNS], len(keys), fields)
+
+
+def _copy_capacity(conn: psycopg.Connection, snap_id: str, capacity: pd.DataFrame) -> None:
+    users, first, scheduled, available = _capacity_parts(capacity)
+    if not len(users):
+        return
+    days = _days_since_2000(first)
+
+    def fields(part: slice) -> list[list[tuple[Any, Any]]]:
+        return [
+            pgbinary.constant_text(snap_id, part.stop - part.start),
+            pgbinary.text(users[part]),
+            pgbinary.dates(days[part]),
+            pgbinary.int8_array(_rows_of(scheduled, part)),
+            pgbinary.int8_array(_rows_of(available, part)),
+        ]
+
+    pgbinary.copy(
+        conn, "forecast.capacity_series", ["snapshot_id", *CAPACITY_SERIES_COLUMNS], len(users), fields
+    )
+
+
+def _rows_of(column: pgbinary.Int8Array, part: slice) -> pgbinary.Int8Array:
+    absent = None if column.absent is None else column.absent[part]
+    return pgbinary.Int8Array(column.values[part], column.present[part], column.width[part], absent)
+
+
+BALANCE_TEXT_COLUMNS = ["project_ref", "billing_type", "legal_entity", "currency"]
+BALANCE_MONEY_COLUMNS = [
+    "transaction_price_minor",
+    "cost_to_date_minor",
+    "etc_minor",
+    "eac_minor",
+    "cum_revenue_minor",
+    "prior_cum_revenue_minor",
+    "catch_up_minor",
+    "cum_billed_minor",
+    "contract_asset_minor",
+    "contract_liability_minor",
+    "expected_loss_minor",
+    "backlog_minor",
+]
+
+
+def _copy_balances(conn: psycopg.Connection, snap_id: str, balances: pd.DataFrame) -> None:
+    """Binary COPY of the contract balances; a missing (NA) amount is NULL."""
     import numpy as np
     import pandas as pd
 
-    if not len(series):
+    if not len(balances):
         return
-    text_type = np.dtypes.StringDType()
+    texts = {c: balances[c].to_numpy(dtype=object) for c in BALANCE_TEXT_COLUMNS}
+    nulls = {c: pd.isna(balances[c]).to_numpy() for c in BALANCE_MONEY_COLUMNS}
+    money = {c: pd.to_numeric(balances[c]).fillna(0).to_numpy(dtype=np.int64) for c in BALANCE_MONEY_COLUMNS}
 
-    def quoted(values: Any) -> Any:
-        text = np.asarray(values, dtype=object).astype(text_type)
-        return np.strings.add(np.strings.add('"', np.strings.replace(text, '"', '""')), '"')
+    def fields(part: slice) -> list[list[tuple[Any, Any]]]:
+        return [
+            pgbinary.constant_text(snap_id, part.stop - part.start),
+            *(pgbinary.text(texts[c][part]) for c in BALANCE_TEXT_COLUMNS),
+            *(
+                pgbinary.int8(money[c][part], nulls[c][part] if nulls[c].any() else None)
+                for c in BALANCE_MONEY_COLUMNS
+            ),
+        ]
 
-    unique_months, month_of = np.unique(series["first_month"].to_numpy(dtype=np.int64), return_inverse=True)
-    labels = np.array([model.month_start(int(m)).isoformat() for m in unique_months], dtype=object)
-    reporting = series["reporting_amount_minor"].to_numpy(dtype=object)
-    absent = pd.isna(reporting)
-    reporting_field = np.where(absent, "", quoted(np.where(absent, "", reporting)))
-    fields = [
-        quoted(series["project_ref"]),
-        quoted(series["layer"]),
-        quoted(series["practice"]),
-        quoted(series["legal_entity"]),
-        quoted(series["currency"]),
-        labels[month_of].astype(text_type),
-        quoted(series["amount_minor"]),
-        reporting_field.astype(text_type),
-    ]
-    row = quoted(np.full(len(series), snap_id, dtype=object))
-    for field in fields:
-        row = np.strings.add(np.strings.add(row, ","), field)
-    payload = "\n".join(row.tolist()) + "\n"
-    sql = f"COPY forecast.line_series (snapshot_id, {', '.join(SERIES_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
-    with conn.cursor().copy(sql) as copy:
-        copy.write(payload)
-
-
-def _copy(
-    conn: psycopg.Connection,
-    table: str,
-    snap_id: str,
-    frame: pd.DataFrame,
-    columns: list[str],
-    month_columns: tuple[str, ...] = (),
-) -> None:
-    """COPY the frame as CSV (one buffer, no per-row Python objects); empty cells are NULL."""
-    import io
-
-    data = frame[columns].copy()
-    for column in month_columns:
-        labels = {int(m): model.month_start(int(m)).isoformat() for m in data[column].unique()}
-        data[column] = data[column].map(labels)
-    data.insert(0, "snapshot_id", snap_id)
-    buffer = io.StringIO()
-    data.to_csv(buffer, index=False, header=False, lineterminator="\n")
-    sql = f"COPY forecast.{table} (snapshot_id, {', '.join(columns)}) FROM STDIN WITH (FORMAT csv)"
-    with conn.cursor().copy(sql) as copy:
-        copy.write(buffer.getvalue())
+    pgbinary.copy(
+        conn,
+        "forecast.contract_balance",
+        ["snapshot_id", *BALANCE_TEXT_COLUMNS, *BALANCE_MONEY_COLUMNS],
+        len(balances),
+        fields,
+    )
 
 
 def read_lines(conn: psycopg.Connection, snap_id: str) -> list[dict[str, Any]]:
