@@ -28,7 +28,7 @@ from psa_erp_sync.flows import DEFAULT_ARGS, dead_letters, owner_digest
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
-    params=dead_letters.PARAMS,
+    params=dead_letters.params(),
     doc_md=__doc__,
     **owner_digest(),  # each owner of new exception items gets one digest per run
     tags=["domain:time-expense", "exceptions", "erp", "financial"],

@@ -39,7 +39,7 @@ from psa_erp_sync.flows import project_setup as flow
     catchup=False,
     max_active_runs=1,
     default_args=flow.DEFAULT_ARGS,
-    params=flow.PARAMS,
+    params=flow.params(),
     doc_md=__doc__,
     **owner_digest(),  # each owner of new exception items gets one digest per run
     tags=["domain:project-setup", "crm", "erp", "psa", "financial"],

@@ -38,7 +38,7 @@ from psa_erp_sync.flows import DEFAULT_ARGS, close_deadlines, owner_digest, time
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
-    params=time_expense.PARAMS,
+    params=time_expense.params(),
     doc_md=__doc__,
     **owner_digest(),  # each owner of new exception items gets one digest per run
     **close_deadlines("time_expense_posting"),  # per legal entity: a missed close deadline alerts its owner

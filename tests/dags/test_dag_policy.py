@@ -63,3 +63,17 @@ def test_owners_are_notified_when_a_run_ends(
             assert any(isinstance(c, OwnerDigestNotifier) for c in callbacks), (
                 f"{name}: {callback} lacks the owner digest"
             )
+
+
+def test_trigger_params_are_not_shared_between_dag_objects(dag_files: list[Path]) -> None:
+    """Airflow writes a run's conf into the ``Param`` objects of the DAG (``ParamsDict.__setitem__``):
+    a module-level dict of Params shared by every parse of a DAG file would carry one run's values
+    (``dry_run: false``, a replay filter, ``mode: sweep``) into the next run in the same process."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    for path in dag_files:
+        first, second = (DagBag(dag_folder=str(path), safe_mode=False) for _ in range(2))
+        for dag_id, dag in first.dags.items():
+            other = second.dags[dag_id]
+            shared = [k for k in dag.params if dag.params.get_param(k) is other.params.get_param(k)]
+            assert not shared, f"{path.name}: Param objects shared between parses: {shared}"

@@ -221,11 +221,11 @@ def test_the_trigger_form_offers_owners_and_reason_codes_as_dropdowns(airflow_db
 
     from psa_erp_sync.flows import dead_letters
 
-    owners = dead_letters.PARAMS["owner"].schema["enum"]
-    reasons = dead_letters.PARAMS["reason_code"].schema["enum"]
+    owners = dead_letters.params()["owner"].schema["enum"]
+    reasons = dead_letters.params()["reason_code"].schema["enum"]
     assert owners[0] is None and {"finance-ops-uk", "finance-integration", "sales-operations"} <= set(owners)
     assert {None, "INACTIVE_RECORD", "PERIOD_CLOSED", "PROJECT_INACTIVE", "HOURS_INVALID"} <= set(reasons)
-    params = ParamsDict(dead_letters.PARAMS)
+    params = ParamsDict(dead_letters.params())
     with pytest.raises(Exception, match="INACTIVE_RECROD"):  # a typo no longer silently matches nothing
         params.update({"reason_code": "INACTIVE_RECROD"})
     with pytest.raises(Exception, match="unknown-owner"):

@@ -48,7 +48,10 @@ def _choices() -> tuple[list[str], dict[str, str]]:
     return owners, dict(sorted(reasons.items()))
 
 
-def _params() -> dict[str, Param]:
+def params() -> dict[str, Param]:
+    """The trigger form's parameters, built afresh for each DAG: Airflow writes a run's conf into
+    the Param objects it is given, so objects shared between DAGs would carry one run's values
+    (a filter, ``dry_run: false``) into the next."""
     owners, reasons = _choices()
     return {
         "dry_run": Param(
@@ -90,9 +93,6 @@ def _params() -> dict[str, Param]:
             " posting of the record type).",
         ),
     }
-
-
-PARAMS = _params()
 
 
 class ReplayRequestRefused(AirflowFailException):

@@ -28,15 +28,20 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
 }
-PARAMS = {
-    "opportunity_ids": Param(
-        [],
-        type="array",
-        items={"type": "integer"},
-        examples=[],
-        description="Also (re)provision these won opportunities, e.g. after an owner fixed a validation failure.",
-    ),
-}
+
+
+def params() -> dict[str, Param]:
+    """The trigger form's parameters, built afresh for each DAG (Airflow writes a run's conf into the
+    Param objects it is given)."""
+    return {
+        "opportunity_ids": Param(
+            [],
+            type="array",
+            items={"type": "integer"},
+            examples=[],
+            description="Also (re)provision these won opportunities, e.g. after an owner fixed a validation failure.",
+        ),
+    }
 
 
 def _collect(extra_ids: list[int]) -> list[dict[str, Any]]:

@@ -24,18 +24,23 @@ from airflow.sdk import Param, get_current_context, task
 
 from psa_erp_sync.flows.context import is_scheduled, run_as_of
 
-PARAMS = {
-    "mode": Param(
-        "auto",
-        enum=["auto", "incremental", "sweep"],
-        values_display={
-            "auto": "Auto (incremental; sweep when the last sweep is over a day old)",
-            "incremental": "Incremental (updated_since with overlap)",
-            "sweep": "Sweep (re-read spent dates, catches deletions)",
-        },
-        description="How to read the PSA.",
-    ),
-}
+
+def params() -> dict[str, Param]:
+    """The trigger form's parameters, built afresh for each DAG: Airflow writes a run's conf into
+    the Param objects it is given, so objects shared between DAGs would carry one run's values
+    into the next."""
+    return {
+        "mode": Param(
+            "auto",
+            enum=["auto", "incremental", "sweep"],
+            values_display={
+                "auto": "Auto (incremental; sweep when the last sweep is over a day old)",
+                "incremental": "Incremental (updated_since with overlap)",
+                "sweep": "Sweep (re-read spent dates, catches deletions)",
+            },
+            description="How to read the PSA.",
+        ),
+    }
 
 
 # A posting try lost with its worker (heartbeat timeout) resumes soon: the ledger makes a retry
