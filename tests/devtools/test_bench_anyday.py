@@ -93,10 +93,11 @@ def test_as_of_after_today_is_refused() -> None:
 
 
 def _server() -> str:
-    dsn = os.environ.get("PSA_ERP_SYNC_TEST_DSN")
-    if not dsn:
-        pytest.skip("PSA_ERP_SYNC_TEST_DSN not set")
-    return dsn
+    """The test PostgreSQL server: ``PSA_ERP_SYNC_TEST_DSN``, else the embedded one every test
+    uses (tests/conftest.py), so `make bench-check` runs on a machine without a PostgreSQL service."""
+    from tests.conftest import _server_dsn
+
+    return _server_dsn()
 
 
 def _json_of(out: str) -> dict[str, Any]:
