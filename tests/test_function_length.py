@@ -30,7 +30,6 @@ ALLOWED: dict[str, str] = {
     "revenue/recognition.py:recognize": _LATER,
     "revenue/service.py:compute_and_store_period": _LATER,
     "revenue/frames.py:contracts": _LATER,
-    "masterdata/setup.py:_provision_one": _LATER,
     "flows/dead_letters.py:build": _LATER,
     "clients/erp.py:NetSuiteClient._send": _LATER,
 }
