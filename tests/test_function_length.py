@@ -28,7 +28,6 @@ ALLOWED: dict[str, str] = {
     "posting/engine.py:PostingEngine._send_batch": _LATER,
     "forecast/model.py:compute_scenarios": _LATER,
     "revenue/recognition.py:recognize": _LATER,
-    "revenue/frames.py:contracts": _LATER,
     "flows/dead_letters.py:build": _LATER,
     "clients/erp.py:NetSuiteClient._send": _LATER,
 }
