@@ -538,6 +538,23 @@ def compute(inputs: ForecastInputs, settings: ForecastSettings, scenario: str) -
     return compute_scenarios(inputs, settings, (scenario,))[0]
 
 
+def _with_catch_up(base_balances: pd.DataFrame, prior_frame: pd.DataFrame | None) -> pd.DataFrame:
+    """For :func:`compute_scenarios`: the contract balances with the prior snapshot's cumulative
+    revenue and the catch-up against it."""
+    import pandas as pd
+
+    balances = base_balances.copy()
+    if prior_frame is not None and len(prior_frame):
+        prior = prior_frame.set_index("project_ref")["cum_revenue_minor"].reindex(balances["project_ref"])
+        balances["prior_cum_revenue_minor"] = prior.astype("Int64").to_numpy()
+    else:
+        balances["prior_cum_revenue_minor"] = pd.array([pd.NA] * len(balances), dtype="Int64")
+    balances["catch_up_minor"] = (
+        balances["cum_revenue_minor"] - balances["prior_cum_revenue_minor"].fillna(0).astype("int64")
+    ).astype("int64")
+    return balances
+
+
 def compute_scenarios(
     inputs: ForecastInputs,
     settings: ForecastSettings,
@@ -603,16 +620,8 @@ def compute_scenarios(
         )
         lines = lines[LINE_COLUMNS]
 
-        balances = base.balances.copy()
         prior_frame = (priors or {}).get(scenario, inputs.prior) if priors is not None else inputs.prior
-        if prior_frame is not None and len(prior_frame):
-            prior = prior_frame.set_index("project_ref")["cum_revenue_minor"].reindex(balances["project_ref"])
-            balances["prior_cum_revenue_minor"] = prior.astype("Int64").to_numpy()
-        else:
-            balances["prior_cum_revenue_minor"] = pd.array([pd.NA] * len(balances), dtype="Int64")
-        balances["catch_up_minor"] = (
-            balances["cum_revenue_minor"] - balances["prior_cum_revenue_minor"].fillna(0).astype("int64")
-        ).astype("int64")
+        balances = _with_catch_up(base.balances, prior_frame)
         results.append(
             ForecastResult(
                 scenario=scenario,
