@@ -26,7 +26,6 @@ ALLOWED: dict[str, str] = {
     "api/console.py:create_router.queue_page": _LATER,
     "api/console.py:create_router.month_end_page": _LATER,
     "posting/engine.py:PostingEngine._send_batch": _LATER,
-    "flows/dead_letters.py:build": _LATER,
 }
 
 
