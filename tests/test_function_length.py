@@ -24,7 +24,6 @@ ALLOWED: dict[str, str] = {
     "api/console.py:create_router": _LATER,
     "api/console.py:create_router.replay_page": _LATER,
     "api/console.py:create_router.queue_page": _LATER,
-    "api/console.py:create_router.month_end_page": _LATER,
 }
 
 
