@@ -809,23 +809,7 @@ def create_router(
             caption,
             numeric=[2],
         )
-        by_stage = {(t["record_type"], t["stage"]): t for t in totals}
-        checks = []
-        for record_type in sorted({t["record_type"] for t in totals}):
-            posted, readback = (
-                by_stage.get((record_type, "posted")),
-                by_stage.get((record_type, "erp_readback")),
-            )
-            if posted and readback:
-                same = (posted["record_count"], posted["amounts"]) == (
-                    readback["record_count"],
-                    readback["amounts"],
-                )
-                checks.append(
-                    f"<li>{_e(record_type)}: posted vs ERP read-back {'reconciled' if same else 'DIFFERS'}</li>"
-                )
-            else:
-                checks.append(f"<li>{_e(record_type)}: no ERP read-back in this run</li>")
+        checks = _readback_checks(totals)
         read = [p["read_at"] for e in m["entities"] for p in e["erp_periods"]]
         note = (
             '<p class="note">ERP periods are as <code>master_data_sync</code> last read them from the ERP'
@@ -835,6 +819,28 @@ def create_router(
         return _page(request, "Month-end", entities + stages + f"<ul>{''.join(checks)}</ul>" + note)
 
     return router
+
+
+def _readback_checks(totals: list[dict[str, Any]]) -> list[str]:
+    """For the month-end page: per record type, whether the posted totals equal the ERP read-back."""
+    by_stage = {(t["record_type"], t["stage"]): t for t in totals}
+    checks = []
+    for record_type in sorted({t["record_type"] for t in totals}):
+        posted, readback = (
+            by_stage.get((record_type, "posted")),
+            by_stage.get((record_type, "erp_readback")),
+        )
+        if posted and readback:
+            same = (posted["record_count"], posted["amounts"]) == (
+                readback["record_count"],
+                readback["amounts"],
+            )
+            checks.append(
+                f"<li>{_e(record_type)}: posted vs ERP read-back {'reconciled' if same else 'DIFFERS'}</li>"
+            )
+        else:
+            checks.append(f"<li>{_e(record_type)}: no ERP read-back in this run</li>")
+    return checks
 
 
 def _qs(filters: dict[str, Any]) -> dict[str, str]:

@@ -253,6 +253,26 @@ class NetSuiteClient:
 
     # -- the one place requests are sent
 
+    def _request(
+        self,
+        method: str,
+        path: str,
+        content: bytes | None,
+        params: Mapping[str, Any] | None,
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        """One request (counted and timed), in a request slot when the client has them."""
+        with self._lock:
+            self._requests += 1
+        with self.request_slot() if self.request_slot is not None else nullcontext():
+            sent_at = time.monotonic()
+            try:
+                return self._http.request(method, path, content=content, params=params, headers=headers)
+            finally:
+                waited = time.monotonic() - sent_at
+                with self._lock:
+                    self._request_seconds += waited
+
     def _send(
         self,
         method: str,
@@ -276,19 +296,8 @@ class NetSuiteClient:
         attempt = 0
         while True:
             attempt += 1
-            with self._lock:
-                self._requests += 1
             try:
-                with self.request_slot() if self.request_slot is not None else nullcontext():
-                    sent_at = time.monotonic()
-                    try:
-                        response = self._http.request(
-                            method, path, content=content, params=params, headers=send_headers
-                        )
-                    finally:
-                        waited = time.monotonic() - sent_at
-                        with self._lock:
-                            self._request_seconds += waited
+                response = self._request(method, path, content, params, send_headers)
             except _NOT_SENT as exc:
                 if attempt < self.retry.max_attempts:
                     self._pause(attempt, None, None, "connection failed", method, path)

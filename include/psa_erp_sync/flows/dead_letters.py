@@ -129,6 +129,41 @@ def check_request(params: dict[str, Any]) -> Any:
     return f
 
 
+def _select_dead_letters(params: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``select_dead_letters`` task: what matches the filter, grouped by cause, with amounts."""
+    from psa_erp_sync.config import load_config
+    from psa_erp_sync.hooks.ods import OdsHook
+    from psa_erp_sync.lineage.collect import report_ods
+    from psa_erp_sync.posting import replay
+
+    params = params or {}
+    f = check_request(params)
+    ods = OdsHook()
+    report_ods(ods, inputs=[("exceptions", "item"), ("ledger", "posting")])
+    with ods.get_conn() as conn:
+        rows = replay.select(conn, f)
+    summary = replay.summarize(rows)
+    for row in rows[:200]:
+        log.info(
+            "would replay %s %s (%s, %s, %s)",
+            row["external_id"],
+            row["reason_code"],
+            row["owner"],
+            row["spent_date"],
+            row["state"],
+        )
+    approval = load_config().mappings.replay.needs_approval(summary["matched"], summary["amounts_minor"])
+    log.info(
+        "%d items match: %s; amounts %s",
+        summary["matched"],
+        summary["by_owner_and_reason"],
+        summary["amounts"],
+    )
+    if approval:
+        log.info("a real replay of this selection waits for a finance approval: %s", "; ".join(approval))
+    return {**summary, "dry_run": bool(params.get("dry_run", True)), "needs_approval": approval}
+
+
 def build() -> None:
     from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -139,37 +174,7 @@ def build() -> None:
     @task(task_id="select_dead_letters")
     def select_dead_letters(params: dict[str, Any] | None = None) -> dict[str, Any]:
         """What matches the filter, grouped by cause, with amounts; the dry run stops here."""
-        from psa_erp_sync.config import load_config
-        from psa_erp_sync.hooks.ods import OdsHook
-        from psa_erp_sync.lineage.collect import report_ods
-        from psa_erp_sync.posting import replay
-
-        params = params or {}
-        f = check_request(params)
-        ods = OdsHook()
-        report_ods(ods, inputs=[("exceptions", "item"), ("ledger", "posting")])
-        with ods.get_conn() as conn:
-            rows = replay.select(conn, f)
-        summary = replay.summarize(rows)
-        for row in rows[:200]:
-            log.info(
-                "would replay %s %s (%s, %s, %s)",
-                row["external_id"],
-                row["reason_code"],
-                row["owner"],
-                row["spent_date"],
-                row["state"],
-            )
-        approval = load_config().mappings.replay.needs_approval(summary["matched"], summary["amounts_minor"])
-        log.info(
-            "%d items match: %s; amounts %s",
-            summary["matched"],
-            summary["by_owner_and_reason"],
-            summary["amounts"],
-        )
-        if approval:
-            log.info("a real replay of this selection waits for a finance approval: %s", "; ".join(approval))
-        return {**summary, "dry_run": bool(params.get("dry_run", True)), "needs_approval": approval}
+        return _select_dead_letters(params)
 
     @task.branch(task_id="route")
     def route(selected: Any) -> list[str]:  # the selection (an XComArg when wired)

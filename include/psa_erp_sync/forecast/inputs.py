@@ -105,10 +105,11 @@ def _replace(
     return {"rows": len(rows), "content_hash": digest}
 
 
-def extract_psa(conn: psycopg.Connection, client: Any, *, run_id: str, config: Config) -> dict[str, Any]:
-    """Projects, people (capacity, cost rate), the resource schedule and milestones from the PSA."""
-    entities = config.legal_entities.legal_entities
-    summary: dict[str, Any] = {}
+def _extract_psa_projects(
+    conn: psycopg.Connection, client: Any, *, run_id: str
+) -> tuple[dict[str, Any], dict[int, str]]:
+    """The PSA's forecastable projects into ``forecast.src_project``; the summary and each
+    project's currency."""
     projects: list[tuple[Any, ...]] = []
     currency_of: dict[int, str] = {}
     skipped = 0
@@ -136,7 +137,7 @@ def extract_psa(conn: psycopg.Connection, client: Any, *, run_id: str, config: C
                 budget,
             )
         )
-    summary["psa.projects"] = _replace(
+    summary = _replace(
         conn,
         "psa.projects",
         "src_project",
@@ -156,7 +157,14 @@ def extract_psa(conn: psycopg.Connection, client: Any, *, run_id: str, config: C
         projects,
         run_id,
     ) | {"skipped": skipped}
+    return summary, currency_of
 
+
+def _extract_psa_people(
+    conn: psycopg.Connection, client: Any, *, run_id: str, config: Config
+) -> dict[str, Any]:
+    """The PSA's users (capacity, cost rate) into ``forecast.src_person``."""
+    entities = config.legal_entities.legal_entities
     people = []
     for u in _validated("psa.users", psa_models.User, client.iter_users()):
         le = u.legal_entity
@@ -171,7 +179,7 @@ def extract_psa(conn: psycopg.Connection, client: Any, *, run_id: str, config: C
                 money.to_minor(u.cost_rate or Decimal(0), currency),
             )
         )
-    summary["psa.users"] = _replace(
+    return _replace(
         conn,
         "psa.users",
         "src_person",
@@ -179,6 +187,13 @@ def extract_psa(conn: psycopg.Connection, client: Any, *, run_id: str, config: C
         people,
         run_id,
     )
+
+
+def extract_psa(conn: psycopg.Connection, client: Any, *, run_id: str, config: Config) -> dict[str, Any]:
+    """Projects, people (capacity, cost rate), the resource schedule and milestones from the PSA."""
+    summary: dict[str, Any] = {}
+    summary["psa.projects"], currency_of = _extract_psa_projects(conn, client, run_id=run_id)
+    summary["psa.users"] = _extract_psa_people(conn, client, run_id=run_id, config=config)
 
     schedule = [
         (str(s.id), str(s.user.id), str(s.project.id), s.week_start, s.hours)
@@ -334,6 +349,10 @@ def data_versions(conn: psycopg.Connection, settings: ForecastSettings) -> dict[
     return versions
 
 
+# The month index (year * 12 + month - 1) of a date column, as SQL: _M_YEAR.format(d="column").
+_M_YEAR = "(extract(year FROM {d})::int * 12 + extract(month FROM {d})::int - 1)"
+
+
 def _frame(conn: psycopg.Connection, sql: str, params: Any, columns: dict[str, str]) -> pd.DataFrame:
     import pandas as pd
 
@@ -344,17 +363,11 @@ def _frame(conn: psycopg.Connection, sql: str, params: Any, columns: dict[str, s
     return frame.astype(columns) if len(frame) else model.empty_frame(columns)
 
 
-def load_inputs(
-    conn: psycopg.Connection, *, as_of: date, settings: ForecastSettings, prior_snapshot_id: str | None
-) -> model.ForecastInputs:
-    """The model's inputs as known at ``as_of``: actuals up to it, plans and pipeline after it."""
-    import numpy as np
-    import pandas as pd
-
-    m0 = model.month_index(as_of)
-    m_year = "(extract(year FROM {d})::int * 12 + extract(month FROM {d})::int - 1)"
-    # Contract value from the CRM (its system of authority) when the project came from a won
-    # opportunity: amount + approved change orders; else the PSA's fee (or T&M budget).
+def _projects(conn: psycopg.Connection, m0: int) -> pd.DataFrame:
+    """Every project with its contract value. Contract value from the CRM (its system of authority)
+    when the project came from a won opportunity: amount + approved change orders; else the PSA's
+    fee (or T&M budget)."""
+    m_year = _M_YEAR
     projects = _frame(
         conn,
         f"""
@@ -378,31 +391,17 @@ def load_inputs(
         {"m0": m0},
         model.PROJECT_COLUMNS,
     )
-    posted_time = _frame(
-        conn,
-        f"""
-        SELECT t.project_ref, {m_year.format(d="t.spent_date")}, coalesce(sum(p.amount_minor) FILTER (WHERE t.billable), 0)
-        FROM canonical.time_entry t
-        JOIN ({_POSTED}) p ON p.source_system = t.source_system AND p.source_id = t.source_id
-        WHERE p.action IN ('post', 'adjust') AND t.approved AND NOT t.is_deleted AND t.spent_date <= %(as_of)s
-        GROUP BY 1, 2
-        """.replace("%s", "%(time)s"),
-        {"time": "timebill", "as_of": as_of},
-        {"project_ref": "object", "month": "int64", "revenue_minor": "int64"},
-    )
-    posted_expenses = _frame(
-        conn,
-        f"""
-        SELECT e.project_ref, {m_year.format(d="e.spent_date")}, coalesce(sum(p.amount_minor), 0)
-        FROM canonical.expense_entry e
-        JOIN ({_POSTED}) p ON p.source_system = e.source_system AND p.source_id = e.source_id
-        WHERE p.action IN ('post', 'adjust') AND e.approved AND e.billable AND NOT e.is_deleted
-              AND e.spent_date <= %(as_of)s
-        GROUP BY 1, 2
-        """.replace("%s", "%(expense)s"),
-        {"expense": "expensereport", "as_of": as_of},
-        {"project_ref": "object", "month": "int64", "revenue_minor": "int64"},
-    )
+    return projects
+
+
+def _cost(
+    conn: psycopg.Connection, as_of: date, projects: pd.DataFrame, settings: ForecastSettings
+) -> pd.DataFrame:
+    """Cost to date per project and month, in the project's currency."""
+    import numpy as np
+    import pandas as pd
+
+    m_year = _M_YEAR
     # Cost to date: approved time x the person's cost rate (centi-hours x rate / 100, half-even).
     # The rate is HR's, effective on the entry date (hr.psa_user_cost_rate_on); where HR has none
     # (no worker mapped to the PSA user, or a date before the first HR rate) the PSA user's rate.
@@ -428,12 +427,59 @@ def load_inputs(
         cost = cost.assign(cost_minor=model.muldiv(cost["cost_centi"].to_numpy(), src, dst * 100))
     else:
         cost = cost.assign(cost_minor=pd.Series(dtype="int64"))
+    return cost
+
+
+def _actuals(
+    conn: psycopg.Connection, as_of: date, projects: pd.DataFrame, settings: ForecastSettings
+) -> pd.DataFrame:
+    """Posted revenue and cost to date per project and month."""
+    import pandas as pd
+
+    m_year = _M_YEAR
+    posted_time = _frame(
+        conn,
+        f"""
+        SELECT t.project_ref, {m_year.format(d="t.spent_date")}, coalesce(sum(p.amount_minor) FILTER (WHERE t.billable), 0)
+        FROM canonical.time_entry t
+        JOIN ({_POSTED}) p ON p.source_system = t.source_system AND p.source_id = t.source_id
+        WHERE p.action IN ('post', 'adjust') AND t.approved AND NOT t.is_deleted AND t.spent_date <= %(as_of)s
+        GROUP BY 1, 2
+        """.replace("%s", "%(time)s"),
+        {"time": "timebill", "as_of": as_of},
+        {"project_ref": "object", "month": "int64", "revenue_minor": "int64"},
+    )
+    posted_expenses = _frame(
+        conn,
+        f"""
+        SELECT e.project_ref, {m_year.format(d="e.spent_date")}, coalesce(sum(p.amount_minor), 0)
+        FROM canonical.expense_entry e
+        JOIN ({_POSTED}) p ON p.source_system = e.source_system AND p.source_id = e.source_id
+        WHERE p.action IN ('post', 'adjust') AND e.approved AND e.billable AND NOT e.is_deleted
+              AND e.spent_date <= %(as_of)s
+        GROUP BY 1, 2
+        """.replace("%s", "%(expense)s"),
+        {"expense": "expensereport", "as_of": as_of},
+        {"project_ref": "object", "month": "int64", "revenue_minor": "int64"},
+    )
+    cost = _cost(conn, as_of, projects, settings)
     revenue = (
         pd.concat([posted_time, posted_expenses]).groupby(["project_ref", "month"])["revenue_minor"].sum()
     )
     costs = cost.groupby(["project_ref", "month"])["cost_minor"].sum()
     actuals = pd.concat([revenue, costs], axis=1).fillna(0).astype("int64").reset_index()
     actuals.columns = list(model.ACTUAL_COLUMNS)
+    return actuals
+
+
+def load_inputs(
+    conn: psycopg.Connection, *, as_of: date, settings: ForecastSettings, prior_snapshot_id: str | None
+) -> model.ForecastInputs:
+    """The model's inputs as known at ``as_of``: actuals up to it, plans and pipeline after it."""
+    m0 = model.month_index(as_of)
+    m_year = _M_YEAR
+    projects = _projects(conn, m0)
+    actuals = _actuals(conn, as_of, projects, settings)
 
     schedule = _frame(
         conn,

@@ -332,6 +332,128 @@ class _Prepared:
     etc: np.ndarray | None = None  # estimate to complete per project (planned cost), project currency
 
 
+def _plan_rows(
+    sched: pd.DataFrame, projects: pd.DataFrame, ref_index: pd.Index, rate_ppm: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For :func:`prepare`: the resource plan rows (project position, month, cost, value) in each
+    project's currency."""
+    import numpy as np
+
+    n = len(projects)
+    s_pi = ref_index.get_indexer(sched["project_ref"])
+    keep = s_pi >= 0
+    s_pi, s_month = s_pi[keep], sched["month"].to_numpy(np.int64)[keep]
+    hours = sched["hours_centi"].to_numpy(np.int64)[keep]
+    from_rate = _codes(sched["cost_currency"].to_numpy()[keep], rate_ppm)
+    to_rate = _codes(projects["currency"].to_numpy(), rate_ppm)[s_pi] if n else np.zeros(0, dtype=np.int64)
+    cost_rate = rdiv(muldiv(sched["cost_rate_minor"].to_numpy(np.int64)[keep], from_rate, 1), to_rate)
+    planned_cost = muldiv(hours, cost_rate, 100)
+    planned_value = muldiv(hours, projects["bill_rate_minor"].to_numpy(np.int64)[s_pi], 100)
+    return s_pi, s_month, planned_cost, planned_value
+
+
+def _tm_contracted(
+    projects: pd.DataFrame,
+    settings: ForecastSettings,
+    is_tm: np.ndarray,
+    s_pi: np.ndarray,
+    s_month: np.ndarray,
+    planned_value: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For :func:`prepare`: T&M planned value x the practice's realization, per project and month."""
+    import numpy as np
+
+    n = len(projects)
+    tm_sched = is_tm[s_pi] if len(s_pi) else np.zeros(0, dtype=bool)
+    t_pi, t_month, t_value = _sum_by(s_pi[tm_sched], s_month[tm_sched], planned_value[tm_sched])
+    realization = {
+        str(p): ppm(settings.realization.for_practice(str(p))) for p in projects["practice"].unique()
+    }
+    real_ppm = _codes(projects["practice"].to_numpy(), realization) if n else np.zeros(0, dtype=np.int64)
+    t_value = muldiv(t_value, real_ppm[t_pi], PPM) if len(t_pi) else t_value
+    return t_pi, t_month, t_value
+
+
+def _ff_contracted(
+    is_ff: np.ndarray,
+    s_pi: np.ndarray,
+    s_month: np.ndarray,
+    planned_cost: np.ndarray,
+    cost_to_date: np.ndarray,
+    eac: np.ndarray,
+    price: np.ndarray,
+    cum_rev: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For :func:`prepare`: fixed-fee revenue per project and month through cost-to-cost."""
+    import numpy as np
+
+    ff_sched = is_ff[s_pi] if len(s_pi) else np.zeros(0, dtype=bool)
+    g_pi, g_month, g_cost = _sum_by(s_pi[ff_sched], s_month[ff_sched], planned_cost[ff_sched])
+    g_cum_cost = cost_to_date[g_pi] + _group_cumsum(g_pi, g_cost)
+    g_eac = eac[g_pi]
+    g_cum = muldiv(np.minimum(g_cum_cost, g_eac), price[g_pi], np.maximum(g_eac, 1)) if len(g_pi) else g_cost
+    g_prev = np.r_[0, g_cum[:-1]] if len(g_cum) else g_cum.copy()
+    starts = _group_starts(g_pi)
+    g_prev[starts] = cum_rev[g_pi[starts]]
+    return g_pi, g_month, g_cum - g_prev
+
+
+def _balances(
+    projects: pd.DataFrame,
+    price: np.ndarray,
+    cost_to_date: np.ndarray,
+    etc: np.ndarray,
+    cum_rev: np.ndarray,
+    billed: np.ndarray,
+    remaining: np.ndarray,
+) -> pd.DataFrame:
+    """For :func:`prepare`: each project's contract balance at the as-of date."""
+    import numpy as np
+    import pandas as pd
+
+    kind = projects["billing_type"].to_numpy(dtype=object)
+    is_ff = kind == "fixed_fee"
+    eac = cost_to_date + etc
+    return pd.DataFrame(
+        {
+            "project_ref": projects["project_ref"].to_numpy(),
+            "billing_type": kind,
+            "legal_entity": projects["legal_entity"].to_numpy(),
+            "currency": projects["currency"].to_numpy(),
+            "transaction_price_minor": price,
+            "cost_to_date_minor": cost_to_date,
+            "etc_minor": etc,
+            "eac_minor": eac,
+            "cum_revenue_minor": cum_rev,
+            "cum_billed_minor": billed,
+            "contract_asset_minor": np.maximum(cum_rev - billed, 0),
+            "contract_liability_minor": np.maximum(billed - cum_rev, 0),
+            "expected_loss_minor": np.where(is_ff, np.maximum(eac - price, 0), 0).astype(np.int64),
+            "backlog_minor": remaining,
+        }
+    )
+
+
+def _milestones(
+    ms: pd.DataFrame, ref_index: pd.Index, n: int, m0: int
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """For :func:`prepare`: each project's signed-off milestone amount through the as-of month,
+    and the pending milestones summed per project and month (due in the past: the as-of month)."""
+    import numpy as np
+
+    m_pi = ref_index.get_indexer(ms["project_ref"])
+    keep = m_pi >= 0
+    m_pi, m_amount = m_pi[keep], ms["amount_minor"].to_numpy(np.int64)[keep]
+    m_status = ms["status"].to_numpy(dtype=object)[keep]
+    m_due, m_done = ms["due_month"].to_numpy(np.int64)[keep], ms["done_month"].to_numpy(np.int64)[keep]
+    signed_off = (m_status == "signed_off") & (m_done >= 0) & (m_done <= m0)
+    signed = np.zeros(n, dtype=np.int64)
+    np.add.at(signed, m_pi[signed_off], m_amount[signed_off])
+    pending = ~signed_off
+    milestones = _sum_by(m_pi[pending], np.maximum(m_due[pending], m0), m_amount[pending])
+    return signed, milestones
+
+
 def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
     """Actuals, cost-to-cost, contract balances, the capacity check and the scenario-free burn."""
     import numpy as np
@@ -349,17 +471,7 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
     price = projects["price_minor"].to_numpy(np.int64)
     rate_ppm = {cur: ppm(rate) for cur, rate in settings.fx_rates.items()}
 
-    # Resource plan rows in each project's currency.
-    sched = inputs.schedule
-    s_pi = ref_index.get_indexer(sched["project_ref"])
-    keep = s_pi >= 0
-    s_pi, s_month = s_pi[keep], sched["month"].to_numpy(np.int64)[keep]
-    hours = sched["hours_centi"].to_numpy(np.int64)[keep]
-    from_rate = _codes(sched["cost_currency"].to_numpy()[keep], rate_ppm)
-    to_rate = _codes(projects["currency"].to_numpy(), rate_ppm)[s_pi] if n else np.zeros(0, dtype=np.int64)
-    cost_rate = rdiv(muldiv(sched["cost_rate_minor"].to_numpy(np.int64)[keep], from_rate, 1), to_rate)
-    planned_cost = muldiv(hours, cost_rate, 100)
-    planned_value = muldiv(hours, projects["bill_rate_minor"].to_numpy(np.int64)[s_pi], 100)
+    s_pi, s_month, planned_cost, planned_value = _plan_rows(inputs.schedule, projects, ref_index, rate_ppm)
 
     # Actuals up to the as-of date, per project and month.
     acts = inputs.actuals[inputs.actuals["month"] <= m0]
@@ -385,15 +497,7 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
     )
     cum_rev = cum_grid[:, -1] if n else np.zeros(0, dtype=np.int64)
 
-    ms = inputs.milestones
-    m_pi = ref_index.get_indexer(ms["project_ref"])
-    keep = m_pi >= 0
-    m_pi, m_amount = m_pi[keep], ms["amount_minor"].to_numpy(np.int64)[keep]
-    m_status = ms["status"].to_numpy(dtype=object)[keep]
-    m_due, m_done = ms["due_month"].to_numpy(np.int64)[keep], ms["done_month"].to_numpy(np.int64)[keep]
-    signed_off = (m_status == "signed_off") & (m_done >= 0) & (m_done <= m0)
-    signed = np.zeros(n, dtype=np.int64)
-    np.add.at(signed, m_pi[signed_off], m_amount[signed_off])
+    signed, milestones = _milestones(inputs.milestones, ref_index, n, m0)
 
     start, end = projects["start_month"].to_numpy(np.int64), projects["end_month"].to_numpy(np.int64)
     term = np.maximum(end - start + 1, 1)
@@ -407,51 +511,19 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
     actual = revenue_grid.monthly(projects, cum_grid, m_first_actual - 1, inputs.journaled)
 
     # Contracted, before the scenario factor: T&M value x realization; fixed fee through cost-to-cost.
-    tm_sched = is_tm[s_pi] if len(s_pi) else np.zeros(0, dtype=bool)
-    t_pi, t_month, t_value = _sum_by(s_pi[tm_sched], s_month[tm_sched], planned_value[tm_sched])
-    realization = {
-        str(p): ppm(settings.realization.for_practice(str(p))) for p in projects["practice"].unique()
-    }
-    real_ppm = _codes(projects["practice"].to_numpy(), realization) if n else np.zeros(0, dtype=np.int64)
-    t_value = muldiv(t_value, real_ppm[t_pi], PPM) if len(t_pi) else t_value
-    ff_sched = is_ff[s_pi] if len(s_pi) else np.zeros(0, dtype=bool)
-    g_pi, g_month, g_cost = _sum_by(s_pi[ff_sched], s_month[ff_sched], planned_cost[ff_sched])
-    g_cum_cost = cost_to_date[g_pi] + _group_cumsum(g_pi, g_cost)
-    g_eac = eac[g_pi]
-    g_cum = muldiv(np.minimum(g_cum_cost, g_eac), price[g_pi], np.maximum(g_eac, 1)) if len(g_pi) else g_cost
-    g_prev = np.r_[0, g_cum[:-1]] if len(g_cum) else g_cum.copy()
-    starts = _group_starts(g_pi)
-    g_prev[starts] = cum_rev[g_pi[starts]]
-    pending = ~signed_off
-    milestones = _sum_by(m_pi[pending], np.maximum(m_due[pending], m0), m_amount[pending])
+    tm = _tm_contracted(projects, settings, is_tm, s_pi, s_month, planned_value)
+    ff = _ff_contracted(is_ff, s_pi, s_month, planned_cost, cost_to_date, eac, price, cum_rev)
     retainers = _retainer_months(price, start, end, term, np.flatnonzero(is_ret), m0 + 1, m_end)
 
-    balances = pd.DataFrame(
-        {
-            "project_ref": projects["project_ref"].to_numpy(),
-            "billing_type": kind,
-            "legal_entity": projects["legal_entity"].to_numpy(),
-            "currency": projects["currency"].to_numpy(),
-            "transaction_price_minor": price,
-            "cost_to_date_minor": cost_to_date,
-            "etc_minor": etc,
-            "eac_minor": eac,
-            "cum_revenue_minor": cum_rev,
-            "cum_billed_minor": billed,
-            "contract_asset_minor": np.maximum(cum_rev - billed, 0),
-            "contract_liability_minor": np.maximum(billed - cum_rev, 0),
-            "expected_loss_minor": np.where(is_ff, np.maximum(eac - price, 0), 0).astype(np.int64),
-            "backlog_minor": remaining,
-        }
-    )
+    balances = _balances(projects, price, cost_to_date, etc, cum_rev, billed, remaining)
     return _Prepared(
         m0=m0,
         m_end=m_end,
         m_first_actual=m_first_actual,
         projects=projects,
         actual=actual,
-        tm=(t_pi, t_month, t_value),
-        ff=(g_pi, g_month, g_cum - g_prev),
+        tm=tm,
+        ff=ff,
         milestones=milestones,  # type: ignore[arg-type]
         retainers=retainers,
         remaining=remaining,
@@ -464,6 +536,23 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
 def compute(inputs: ForecastInputs, settings: ForecastSettings, scenario: str) -> ForecastResult:
     """The forecast of one scenario: lines per project, layer and month; balances; capacity."""
     return compute_scenarios(inputs, settings, (scenario,))[0]
+
+
+def _with_catch_up(base_balances: pd.DataFrame, prior_frame: pd.DataFrame | None) -> pd.DataFrame:
+    """For :func:`compute_scenarios`: the contract balances with the prior snapshot's cumulative
+    revenue and the catch-up against it."""
+    import pandas as pd
+
+    balances = base_balances.copy()
+    if prior_frame is not None and len(prior_frame):
+        prior = prior_frame.set_index("project_ref")["cum_revenue_minor"].reindex(balances["project_ref"])
+        balances["prior_cum_revenue_minor"] = prior.astype("Int64").to_numpy()
+    else:
+        balances["prior_cum_revenue_minor"] = pd.array([pd.NA] * len(balances), dtype="Int64")
+    balances["catch_up_minor"] = (
+        balances["cum_revenue_minor"] - balances["prior_cum_revenue_minor"].fillna(0).astype("int64")
+    ).astype("int64")
+    return balances
 
 
 def compute_scenarios(
@@ -531,16 +620,8 @@ def compute_scenarios(
         )
         lines = lines[LINE_COLUMNS]
 
-        balances = base.balances.copy()
         prior_frame = (priors or {}).get(scenario, inputs.prior) if priors is not None else inputs.prior
-        if prior_frame is not None and len(prior_frame):
-            prior = prior_frame.set_index("project_ref")["cum_revenue_minor"].reindex(balances["project_ref"])
-            balances["prior_cum_revenue_minor"] = prior.astype("Int64").to_numpy()
-        else:
-            balances["prior_cum_revenue_minor"] = pd.array([pd.NA] * len(balances), dtype="Int64")
-        balances["catch_up_minor"] = (
-            balances["cum_revenue_minor"] - balances["prior_cum_revenue_minor"].fillna(0).astype("int64")
-        ).astype("int64")
+        balances = _with_catch_up(base.balances, prior_frame)
         results.append(
             ForecastResult(
                 scenario=scenario,

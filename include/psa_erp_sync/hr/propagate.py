@@ -153,6 +153,73 @@ def _item(
     )
 
 
+def _entity_unknown(worker: dict[str, Any], owner: str) -> Item:
+    """The validation item of a worker whose home legal entity is not configured."""
+    return Item(
+        kind="validation",
+        domain=DOMAIN,
+        source_system="hr",
+        record_type="worker",
+        source_id=worker["employee_id"],
+        reason_code=HOME_LEGAL_ENTITY_UNKNOWN,
+        owner=owner,
+        legal_entity=worker["legal_entity"],
+        detail={"legal_entity": worker["legal_entity"]},
+    )
+
+
+def _update_user(
+    conn: psycopg.Connection,
+    psa: PsaUsers,
+    worker: dict[str, Any],
+    uid: int,
+    user: dict[str, Any],
+    want: dict[str, Any],
+    *,
+    owner: str,
+    result: PsaPropagation,
+    run_id: str,
+) -> None:
+    """Converge an existing PSA user to HR; queue the HR-owned fields edited in the PSA since our
+    last write (overwritten)."""
+    employee_id = worker["employee_id"]
+    applied: dict[str, Any] = worker["psa_applied"] or {}
+    diff = {k: v for k, v in want.items() if _norm(k, user.get(k)) != _norm(k, v)}
+    edited = sorted(k for k in diff if k in applied and _norm(k, user.get(k)) != _norm(k, applied[k]))
+    patch = dict(diff)
+    if user.get("employee_id") != employee_id:
+        patch["employee_id"] = employee_id
+    if patch:
+        psa.update_user(uid, patch)
+        result.psa_writes += 1
+        if diff.get("is_active") is False:
+            result.deactivated += 1
+        else:
+            result.updated += 1
+        for name in diff:
+            result.by_field[name] = result.by_field.get(name, 0) + 1
+    else:
+        result.unchanged += 1
+    if edited:
+        result.psa_edits_overwritten += 1
+        exceptions.quarantine_many(
+            conn,
+            [
+                _item(
+                    worker,
+                    uid,
+                    EDITED_IN_PSA,
+                    owner,
+                    {"fields": edited, "overwritten": True, "authority": "hr"},
+                )
+            ],
+            run_id=run_id,
+        )
+    hr.record_psa(conn, employee_id, psa_user_id=uid, applied=want)
+    hr.resolve_reason(conn, "psa", "user", [f"employee-{employee_id}", str(uid)], PSA_WRITE_FAILED)
+    conn.commit()
+
+
 def propagate_to_psa(
     conn: psycopg.Connection, psa: PsaUsers, *, as_of: date, run_id: str, config: Config
 ) -> PsaPropagation:
@@ -175,18 +242,7 @@ def propagate_to_psa(
             # The authority map's rule for resources: the home legal entity must exist. Nothing
             # flows until HR corrects the company (or the entity is configured).
             result.legal_entity_unknown += 1
-            item = Item(
-                kind="validation",
-                domain=DOMAIN,
-                source_system="hr",
-                record_type="worker",
-                source_id=employee_id,
-                reason_code=HOME_LEGAL_ENTITY_UNKNOWN,
-                owner=owner,
-                legal_entity=worker["legal_entity"],
-                detail={"legal_entity": worker["legal_entity"]},
-            )
-            exceptions.quarantine_many(conn, [item], run_id=run_id)
+            exceptions.quarantine_many(conn, [_entity_unknown(worker, owner)], run_id=run_id)
             conn.commit()
             continue
         valid.append(employee_id)
@@ -216,42 +272,7 @@ def propagate_to_psa(
                 hr.resolve_reason(conn, "psa", "user", [f"employee-{employee_id}"], PSA_WRITE_FAILED)
                 conn.commit()
                 continue
-            user = users[uid]
-            applied: dict[str, Any] = worker["psa_applied"] or {}
-            diff = {k: v for k, v in want.items() if _norm(k, user.get(k)) != _norm(k, v)}
-            edited = sorted(k for k in diff if k in applied and _norm(k, user.get(k)) != _norm(k, applied[k]))
-            patch = dict(diff)
-            if user.get("employee_id") != employee_id:
-                patch["employee_id"] = employee_id
-            if patch:
-                psa.update_user(uid, patch)
-                result.psa_writes += 1
-                if diff.get("is_active") is False:
-                    result.deactivated += 1
-                else:
-                    result.updated += 1
-                for name in diff:
-                    result.by_field[name] = result.by_field.get(name, 0) + 1
-            else:
-                result.unchanged += 1
-            if edited:
-                result.psa_edits_overwritten += 1
-                exceptions.quarantine_many(
-                    conn,
-                    [
-                        _item(
-                            worker,
-                            uid,
-                            EDITED_IN_PSA,
-                            owner,
-                            {"fields": edited, "overwritten": True, "authority": "hr"},
-                        )
-                    ],
-                    run_id=run_id,
-                )
-            hr.record_psa(conn, employee_id, psa_user_id=uid, applied=want)
-            hr.resolve_reason(conn, "psa", "user", [f"employee-{employee_id}", str(uid)], PSA_WRITE_FAILED)
-            conn.commit()
+            _update_user(conn, psa, worker, uid, users[uid], want, owner=owner, result=result, run_id=run_id)
         except (PsaApiError, ValueError) as exc:
             conn.rollback()
             result.failed += 1

@@ -295,30 +295,14 @@ def _explain(gap: int, orders: Sequence[tuple[int, int]]) -> list[tuple[int, int
     return None
 
 
-def reconcile(
+def _crm_leaks(
     conn: psycopg.Connection,
-    crm: CrmChangeOrders,
-    erp: ErpJobs,
-    psa: PsaProjects,
-    *,
-    run_id: str,
-    owner: str,
-) -> dict[str, Any]:
-    """Compare each won opportunity's CRM contract value (amount + approved change orders) with its
-    ERP job, and the PSA budget of each project we set up with its ERP job (:func:`psa_budget_leaks`).
-    Approved change orders missing from the ERP, and PSA budgets above the ERP contract value that no
-    approved change order explains, are revenue leakage: reported with count and amount per
-    currency, split by source system, and queued as ``leakage`` exception items (resolved when
-    they clear)."""
-    opportunities = [WonOpportunity.model_validate(o) for o in crm.iter_opportunities(is_won=True)]
-    orders: dict[int, list[ChangeOrder]] = defaultdict(list)
-    for raw in crm.iter_change_orders(status="approved"):
-        order = ChangeOrder.model_validate(raw)
-        orders[order.opportunity_id].append(order)
-    jobs = {
-        str(r["externalid"]): r
-        for r in erp.suiteql(f"SELECT externalid, contractvalue, {APPLIED_FIELD} FROM job ORDER BY id")
-    }
+    opportunities: Sequence[WonOpportunity],
+    orders: dict[int, list[ChangeOrder]],
+    jobs: dict[str, Any],
+) -> tuple[list[Leak], list[WonOpportunity], dict[int, tuple[int, str]]]:
+    """Each won opportunity's CRM contract value against its ERP job: the leaked approved change
+    orders, the opportunities without an ERP job, and each opportunity's CRM contract value."""
     leaks: list[Leak] = []
     missing_jobs: list[WonOpportunity] = []
     crm_contract: dict[int, tuple[int, str]] = {}
@@ -360,23 +344,43 @@ def reconcile(
             leaks.append(Leak(None, opportunity.id, job_key, gap, currency, "unexplained"))
         else:
             leaks.extend(Leak(i, opportunity.id, job_key, d, currency, "inferred") for i, d in found)
+    return leaks, missing_jobs, crm_contract
 
-    def item(
-        kind: str, system: str, record_type: str, source_id: object, reason: str, detail: dict[str, Any]
-    ) -> Any:
-        return exceptions.Item(
-            kind=kind,
-            domain="change_order",
-            source_system=system,
-            record_type=record_type,
-            source_id=str(source_id),
-            reason_code=reason,
-            owner=owner,
-            detail=detail,
-        )
 
+def _item(
+    kind: str,
+    system: str,
+    record_type: str,
+    source_id: object,
+    reason: str,
+    detail: dict[str, Any],
+    *,
+    owner: str,
+) -> Any:
+    return exceptions.Item(
+        kind=kind,
+        domain="change_order",
+        source_system=system,
+        record_type=record_type,
+        source_id=str(source_id),
+        reason_code=reason,
+        owner=owner,
+        detail=detail,
+    )
+
+
+def _items(
+    leaks: Sequence[Leak],
+    missing_jobs: Sequence[WonOpportunity],
+    psa_leaks: Sequence[PsaLeak],
+    psa_problems: Sequence[PsaProblem],
+    *,
+    owner: str,
+) -> list[Any]:
+    """The exception items of one reconciliation: CRM and PSA leakage, missing jobs, unchecked
+    PSA projects."""
     items = [
-        item(
+        _item(
             "leakage",
             "crm",
             "change_order" if leak.change_order_id is not None else "opportunity",
@@ -389,23 +393,24 @@ def reconcile(
                 "currency": leak.currency,
                 "attribution": leak.attribution,
             },
+            owner=owner,
         )
         for leak in leaks
     ]
     items += [
-        item(
+        _item(
             "reconciliation",
             "crm",
             "opportunity",
             o.id,
             "JOB_MISSING_IN_ERP",
             {"amount": str(o.amount), "currency": o.currency},
+            owner=owner,
         )
         for o in missing_jobs
     ]
-    psa_leaks, psa_problems, psa_checked = psa_budget_leaks(conn, psa, jobs=jobs, crm_contract=crm_contract)
     items += [
-        item(
+        _item(
             "leakage",
             "psa",
             "project",
@@ -420,35 +425,37 @@ def reconcile(
                 "psa_budget": format_minor(leak.budget_minor, leak.currency),
                 "erp_contract_value": format_minor(leak.erp_contract_minor, leak.currency),
             },
+            owner=owner,
         )
         for leak in psa_leaks
     ]
     items += [
-        item("reconciliation", "psa", "project", problem.psa_project_id, problem.reason_code, problem.detail)
+        _item(
+            "reconciliation",
+            "psa",
+            "project",
+            problem.psa_project_id,
+            problem.reason_code,
+            problem.detail,
+            owner=owner,
+        )
         for problem in psa_problems
     ]
-    crm_amount = _amounts([(leak.amount_minor, leak.currency) for leak in leaks])
-    psa_amount = _amounts([(leak.amount_minor, leak.currency) for leak in psa_leaks])
-    report = {
-        "opportunities_checked": len(opportunities),
-        "leaked_change_orders": len(leaks),
-        "leaked_amount": crm_amount,
-        "jobs_missing": len(missing_jobs),
-        "by_attribution": {
-            kind: sum(1 for leak in leaks if leak.attribution == kind)
-            for kind in ("exact", "inferred", "unexplained")
-        },
-        "psa_projects_checked": psa_checked,
-        "psa_leaked_projects": len(psa_leaks),
-        "psa_leaked_amount": psa_amount,
-        "psa_unchecked": {
-            reason: sum(1 for p in psa_problems if p.reason_code == reason) for reason in PSA_PROBLEMS
-        },
-        "by_source": {
-            "crm": {"count": len(leaks), "amount": crm_amount},
-            "psa": {"count": len(psa_leaks), "amount": psa_amount},
-        },
-    }
+    return items
+
+
+def _store(
+    conn: psycopg.Connection,
+    items: Sequence[Any],
+    *,
+    run_id: str,
+    leaked_count: int,
+    crm_amount: dict[str, str],
+    jobs_missing: int,
+    psa_leaked_count: int,
+    psa_amount: dict[str, str],
+) -> None:
+    """Queue this run's items, resolve the open ones that cleared, and record the run's totals."""
     resolvable = [("leakage", "REVENUE_LEAKAGE"), ("reconciliation", "JOB_MISSING_IN_ERP")]
     resolvable += [("reconciliation", reason) for reason in PSA_PROBLEMS]
     with conn.transaction():
@@ -471,8 +478,69 @@ def reconcile(
                 jobs_missing = EXCLUDED.jobs_missing, psa_leaked_count = EXCLUDED.psa_leaked_count,
                 psa_amounts = EXCLUDED.psa_amounts, recorded_at = now()
             """,
-            (run_id, len(leaks), Jsonb(crm_amount), len(missing_jobs), len(psa_leaks), Jsonb(psa_amount)),
+            (run_id, leaked_count, Jsonb(crm_amount), jobs_missing, psa_leaked_count, Jsonb(psa_amount)),
         )
+
+
+def reconcile(
+    conn: psycopg.Connection,
+    crm: CrmChangeOrders,
+    erp: ErpJobs,
+    psa: PsaProjects,
+    *,
+    run_id: str,
+    owner: str,
+) -> dict[str, Any]:
+    """Compare each won opportunity's CRM contract value (amount + approved change orders) with its
+    ERP job, and the PSA budget of each project we set up with its ERP job (:func:`psa_budget_leaks`).
+    Approved change orders missing from the ERP, and PSA budgets above the ERP contract value that no
+    approved change order explains, are revenue leakage: reported with count and amount per
+    currency, split by source system, and queued as ``leakage`` exception items (resolved when
+    they clear)."""
+    opportunities = [WonOpportunity.model_validate(o) for o in crm.iter_opportunities(is_won=True)]
+    orders: dict[int, list[ChangeOrder]] = defaultdict(list)
+    for raw in crm.iter_change_orders(status="approved"):
+        order = ChangeOrder.model_validate(raw)
+        orders[order.opportunity_id].append(order)
+    jobs = {
+        str(r["externalid"]): r
+        for r in erp.suiteql(f"SELECT externalid, contractvalue, {APPLIED_FIELD} FROM job ORDER BY id")
+    }
+    leaks, missing_jobs, crm_contract = _crm_leaks(conn, opportunities, orders, jobs)
+    psa_leaks, psa_problems, psa_checked = psa_budget_leaks(conn, psa, jobs=jobs, crm_contract=crm_contract)
+    items = _items(leaks, missing_jobs, psa_leaks, psa_problems, owner=owner)
+    crm_amount = _amounts([(leak.amount_minor, leak.currency) for leak in leaks])
+    psa_amount = _amounts([(leak.amount_minor, leak.currency) for leak in psa_leaks])
+    report = {
+        "opportunities_checked": len(opportunities),
+        "leaked_change_orders": len(leaks),
+        "leaked_amount": crm_amount,
+        "jobs_missing": len(missing_jobs),
+        "by_attribution": {
+            kind: sum(1 for leak in leaks if leak.attribution == kind)
+            for kind in ("exact", "inferred", "unexplained")
+        },
+        "psa_projects_checked": psa_checked,
+        "psa_leaked_projects": len(psa_leaks),
+        "psa_leaked_amount": psa_amount,
+        "psa_unchecked": {
+            reason: sum(1 for p in psa_problems if p.reason_code == reason) for reason in PSA_PROBLEMS
+        },
+        "by_source": {
+            "crm": {"count": len(leaks), "amount": crm_amount},
+            "psa": {"count": len(psa_leaks), "amount": psa_amount},
+        },
+    }
+    _store(
+        conn,
+        items,
+        run_id=run_id,
+        leaked_count=len(leaks),
+        crm_amount=crm_amount,
+        jobs_missing=len(missing_jobs),
+        psa_leaked_count=len(psa_leaks),
+        psa_amount=psa_amount,
+    )
     log.info(
         "revenue leakage: CRM %d change orders, %s; PSA %d of %d projects over the ERP contract value, %s;"
         " %d won opportunities without an ERP job; %d PSA projects not compared",

@@ -334,6 +334,34 @@ def _definitive(exc: Any) -> bool:
     return exc.status is not None and 400 <= exc.status < 500 and exc.status not in (408, 429)
 
 
+def _psa_project(
+    spec: dict[str, Any],
+    ext: str,
+    client_id: int,
+    rate: Decimal | None,
+    contract: str,
+    legal_entity: str,
+    currency: str,
+) -> dict[str, Any]:
+    """For :func:`_provision_one`: the PSA project to create for a won opportunity's ERP job."""
+    return {
+        "client_id": client_id,
+        "name": spec["name"],
+        "code": ext,
+        "is_billable": True,
+        "is_fixed_fee": spec.get("billing_type") == "fixed_fee",
+        "bill_by": "Project",
+        "hourly_rate": str(rate) if rate is not None else None,
+        "budget_by": "project_cost",
+        "cost_budget": contract,
+        "starts_on": spec.get("starts_on"),
+        "billing_type": spec.get("billing_type"),
+        "legal_entity": legal_entity,
+        "currency": currency,
+        "practice": spec.get("practice"),
+    }
+
+
 def _provision_one(
     conn: psycopg.Connection,
     erp: ErpWriter,
@@ -383,22 +411,7 @@ def _provision_one(
         else:
             rate = rates.hourly_rate(spec.get("practice"), currency)
             created = psa.create_project(
-                {
-                    "client_id": client_id,
-                    "name": spec["name"],
-                    "code": ext,
-                    "is_billable": True,
-                    "is_fixed_fee": spec.get("billing_type") == "fixed_fee",
-                    "bill_by": "Project",
-                    "hourly_rate": str(rate) if rate is not None else None,
-                    "budget_by": "project_cost",
-                    "cost_budget": contract,
-                    "starts_on": spec.get("starts_on"),
-                    "billing_type": spec.get("billing_type"),
-                    "legal_entity": legal_entity,
-                    "currency": currency,
-                    "practice": spec.get("practice"),
-                }
+                _psa_project(spec, ext, client_id, rate, contract, legal_entity, currency)
             )
             psa_id = int(created["id"])
             counts["psa_created"] += 1

@@ -123,6 +123,81 @@ def _change(previous: tuple[Any, ...] | None, row: MasterRow) -> str | None:
     return None
 
 
+def _upsert(
+    cur: psycopg.Cursor[Any], record_type: str, row: MasterRow, payload: dict[str, Any], *, run_id: str
+) -> Any:
+    """Write one ERP master record into ``master.erp_record``; its version hash when it changed
+    (a new record or a new version), else None."""
+    cur.execute(
+        """
+        INSERT INTO master.erp_record AS m (record_type, external_id, internal_id, version_hash, name,
+            subsidiary, currency, tax_code, parent, country, merged_into, contract_minor, is_inactive,
+            last_modified, body, last_run_id)
+        VALUES (%(type)s, %(ext)s, %(id)s, encode(sha256(convert_to(%(body)s::jsonb::text, 'UTF8')), 'hex'),
+            %(name)s, %(sub)s, %(cur)s, %(tax)s, %(parent)s, %(country)s, %(merged)s, %(contract)s,
+            %(inactive)s, %(modified)s, %(body)s, %(run)s)
+        ON CONFLICT (record_type, external_id) DO UPDATE SET internal_id = EXCLUDED.internal_id,
+            version_hash = EXCLUDED.version_hash, name = EXCLUDED.name, subsidiary = EXCLUDED.subsidiary,
+            currency = EXCLUDED.currency, tax_code = EXCLUDED.tax_code, parent = EXCLUDED.parent,
+            country = EXCLUDED.country, merged_into = EXCLUDED.merged_into,
+            contract_minor = EXCLUDED.contract_minor, is_inactive = EXCLUDED.is_inactive,
+            last_modified = EXCLUDED.last_modified, body = EXCLUDED.body, synced_at = now(),
+            last_run_id = EXCLUDED.last_run_id
+        WHERE m.version_hash IS DISTINCT FROM EXCLUDED.version_hash
+        RETURNING version_hash
+        """,
+        {
+            "type": record_type,
+            "ext": row.externalid,
+            "id": row.id,
+            "body": Jsonb(payload),
+            "name": row.display_name,
+            "sub": row.subsidiary,
+            "cur": row.currency,
+            "tax": row.taxcode,
+            "parent": row.parent,
+            "country": row.country,
+            "merged": row.custentity_merged_into,
+            "contract": (
+                to_minor(row.contractvalue, row.currency or "USD") if row.contractvalue is not None else None
+            ),
+            "inactive": row.isinactive,
+            "modified": row.lastmodifieddate,
+            "run": run_id,
+        },
+    )
+    return cur.fetchone()
+
+
+def _queue_changes(
+    cur: psycopg.Cursor[Any],
+    record_type: str,
+    changed: list[tuple[MasterRow, dict[str, Any], str]],
+    *,
+    run_id: str,
+) -> int:
+    """Queue each change for the PSA in ``master.propagation``; how many were new."""
+    queued = 0
+    for row, info, change in changed:
+        cur.execute(
+            """
+            INSERT INTO master.propagation (record_type, external_id, change, version_hash, detail, created_run_id)
+            VALUES (%s, %s, %s, %s, %s, %s)
+            ON CONFLICT (record_type, external_id, change, version_hash) DO NOTHING
+            """,
+            (
+                record_type,
+                row.externalid,
+                change,
+                info["version"],
+                Jsonb({"merged_into": row.custentity_merged_into} if change == "merge" else {}),
+                run_id,
+            ),
+        )
+        queued += cur.rowcount
+    return queued
+
+
 def sync_record_type(
     conn: psycopg.Connection,
     client: SuiteQLSource,
@@ -138,7 +213,6 @@ def sync_record_type(
     since = watermark - overlap if watermark is not None else None
     raw = list(client.suiteql(query_for(record_type, since)))
     rows = [MasterRow.model_validate(r) for r in raw]
-    queued = 0
     with conn.transaction():
         result = staging.stage_pages(conn, [raw], run_key=run_key, source_system=ERP, endpoint=record_type)
         previous = {
@@ -152,69 +226,13 @@ def sync_record_type(
         changed: list[tuple[MasterRow, dict[str, Any], str]] = []
         with conn.cursor() as cur:
             for row, payload in zip(rows, raw, strict=True):
-                cur.execute(
-                    """
-                    INSERT INTO master.erp_record AS m (record_type, external_id, internal_id, version_hash, name,
-                        subsidiary, currency, tax_code, parent, country, merged_into, contract_minor, is_inactive,
-                        last_modified, body, last_run_id)
-                    VALUES (%(type)s, %(ext)s, %(id)s, encode(sha256(convert_to(%(body)s::jsonb::text, 'UTF8')), 'hex'),
-                        %(name)s, %(sub)s, %(cur)s, %(tax)s, %(parent)s, %(country)s, %(merged)s, %(contract)s,
-                        %(inactive)s, %(modified)s, %(body)s, %(run)s)
-                    ON CONFLICT (record_type, external_id) DO UPDATE SET internal_id = EXCLUDED.internal_id,
-                        version_hash = EXCLUDED.version_hash, name = EXCLUDED.name, subsidiary = EXCLUDED.subsidiary,
-                        currency = EXCLUDED.currency, tax_code = EXCLUDED.tax_code, parent = EXCLUDED.parent,
-                        country = EXCLUDED.country, merged_into = EXCLUDED.merged_into,
-                        contract_minor = EXCLUDED.contract_minor, is_inactive = EXCLUDED.is_inactive,
-                        last_modified = EXCLUDED.last_modified, body = EXCLUDED.body, synced_at = now(),
-                        last_run_id = EXCLUDED.last_run_id
-                    WHERE m.version_hash IS DISTINCT FROM EXCLUDED.version_hash
-                    RETURNING version_hash
-                    """,
-                    {
-                        "type": record_type,
-                        "ext": row.externalid,
-                        "id": row.id,
-                        "body": Jsonb(payload),
-                        "name": row.display_name,
-                        "sub": row.subsidiary,
-                        "cur": row.currency,
-                        "tax": row.taxcode,
-                        "parent": row.parent,
-                        "country": row.country,
-                        "merged": row.custentity_merged_into,
-                        "contract": (
-                            to_minor(row.contractvalue, row.currency or "USD")
-                            if row.contractvalue is not None
-                            else None
-                        ),
-                        "inactive": row.isinactive,
-                        "modified": row.lastmodifieddate,
-                        "run": run_id,
-                    },
-                )
-                written = cur.fetchone()
+                written = _upsert(cur, record_type, row, payload, run_id=run_id)
                 if written is None or record_type not in PROPAGATED:
                     continue  # unchanged version (an overlap re-read), or not propagated
                 change = _change(previous.get(row.externalid), row)
                 if change is not None:
                     changed.append((row, {"version": written[0]}, change))
-            for row, info, change in changed:
-                cur.execute(
-                    """
-                    INSERT INTO master.propagation (record_type, external_id, change, version_hash, detail, created_run_id)
-                    VALUES (%s, %s, %s, %s, %s, %s)
-                    ON CONFLICT (record_type, external_id, change, version_hash) DO NOTHING
-                    """,
-                    (
-                        record_type,
-                        row.externalid,
-                        change,
-                        info["version"],
-                        Jsonb({"merged_into": row.custentity_merged_into} if change == "merge" else {}),
-                        run_id,
-                    ),
-                )
-                queued += cur.rowcount
+            queued = _queue_changes(cur, record_type, changed, run_id=run_id)
         staging.record_extract_run(
             conn,
             result,

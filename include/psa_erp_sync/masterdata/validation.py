@@ -200,6 +200,31 @@ def _bound_currency(job: Mapping[str, Any], sub: Mapping[str, Any] | None) -> st
     return str(sub["currency"])
 
 
+def _customer(candidate: Candidate, lookup: ErpLookup, reasons: list[str]) -> dict[str, Any] | None:
+    """For :func:`judge`: the candidate's ERP customer (by external id, else by an unambiguous
+    name), adding the reasons it fails on."""
+    customer = None
+    if candidate.customer is not None:
+        if _valid_ref(candidate.customer):
+            customer = lookup.by_external_ids("customer", [candidate.customer]).get(candidate.customer)
+            if customer is None:
+                reasons.append("CUSTOMER_UNKNOWN")
+    elif candidate.customer_name is not None and not _CONTROL.search(candidate.customer_name):
+        matches = lookup.customers_named([candidate.customer_name]).get(candidate.customer_name, [])
+        if not matches:
+            reasons.append("CUSTOMER_UNKNOWN")
+        elif len(matches) > 1:
+            reasons.append("CUSTOMER_AMBIGUOUS")  # never guess between same-named customers
+        else:
+            customer = matches[0]
+    if customer is not None:
+        if _inactive(customer):
+            reasons.append("CUSTOMER_INACTIVE")
+        if candidate.legal_entity is not None and customer.get("subsidiary") != candidate.legal_entity:
+            reasons.append("LEGAL_ENTITY_MISMATCH")
+    return customer
+
+
 def judge(candidate: Candidate, lookup: ErpLookup) -> Verdict:
     """The verdict on one record, from the cache alone (call :func:`prefetch` first)."""
     reasons: list[str] = []
@@ -220,25 +245,7 @@ def judge(candidate: Candidate, lookup: ErpLookup) -> Verdict:
         elif _inactive(sub):
             reasons.append("LEGAL_ENTITY_INACTIVE")
 
-    customer = None
-    if candidate.customer is not None:
-        if _valid_ref(candidate.customer):
-            customer = lookup.by_external_ids("customer", [candidate.customer]).get(candidate.customer)
-            if customer is None:
-                reasons.append("CUSTOMER_UNKNOWN")
-    elif candidate.customer_name is not None and not _CONTROL.search(candidate.customer_name):
-        matches = lookup.customers_named([candidate.customer_name]).get(candidate.customer_name, [])
-        if not matches:
-            reasons.append("CUSTOMER_UNKNOWN")
-        elif len(matches) > 1:
-            reasons.append("CUSTOMER_AMBIGUOUS")  # never guess between same-named customers
-        else:
-            customer = matches[0]
-    if customer is not None:
-        if _inactive(customer):
-            reasons.append("CUSTOMER_INACTIVE")
-        if candidate.legal_entity is not None and customer.get("subsidiary") != candidate.legal_entity:
-            reasons.append("LEGAL_ENTITY_MISMATCH")
+    customer = _customer(candidate, lookup, reasons)
 
     job = None
     if candidate.project_code is not None and _valid_ref(candidate.project_code):

@@ -324,10 +324,9 @@ class PostingEngine:
                 details=[detail] * len(keys),
             )
 
-    def _send_batch(self, batch: Sequence[ledger.Posting], progress: _Progress) -> None:
-        if self._halted is not None:
-            return  # left pending: the pass fails with the first failure
-        self.lock_check()
+    def _mark_sent(self, batch: Sequence[ledger.Posting]) -> tuple[Sequence[ledger.Posting], str, Any]:
+        """Mark the batch ``sent`` with its attempts; the postings still to send (some may have
+        left ``pending`` meanwhile), their batch key and attempt ids."""
         key = batch_key(batch)
         with self._conn() as conn:
             attempt_ids = ledger.mark_sent(
@@ -337,16 +336,17 @@ class PostingEngine:
                 batch = [p for p in batch if p.idempotency_key in attempt_ids]
                 key = batch_key(batch) if batch else key
                 ledger.rekey_attempts(conn, list(attempt_ids.values()), key)
+        return batch, key, attempt_ids
+
+    def _send_batch(self, batch: Sequence[ledger.Posting], progress: _Progress) -> None:
+        if self._halted is not None:
+            return  # left pending: the pass fails with the first failure
+        self.lock_check()
+        batch, key, attempt_ids = self._mark_sent(batch)
         if not batch:
             progress.add(0)
             return
-        from psa_erp_sync.clients.erp import (
-            ErpAmbiguous,
-            ErpAuthFailed,
-            ErpRejected,
-            ErpThrottled,
-            ErpUnavailable,
-        )
+        from psa_erp_sync.clients import erp
 
         result = None
         for attempt in range(1, self.settings.throttle_retries + 1):
@@ -356,11 +356,11 @@ class PostingEngine:
                     # One ERP record type per batch: the pass's own, or correcting journals.
                     result = self.client.submit_batch(batch[0].erp_type, [p.payload for p in batch], key)
                 break
-            except ErpThrottled as exc:
+            except erp.ErpThrottled as exc:
                 delay = (exc.retry_after or 1.0) + self._rng.uniform(0, min(2.0**attempt, 5.0))
                 log.info("ERP throttled a batch; waiting %.1f s (attempt %d)", delay, attempt)
                 self.sleep(delay)
-            except (ErpAmbiguous, ErpUnavailable) as exc:
+            except (erp.ErpAmbiguous, erp.ErpUnavailable) as exc:
                 log.warning(
                     "batch %s outcome unknown (%s); reading back by external id", key, type(exc).__name__
                 )
@@ -368,7 +368,7 @@ class PostingEngine:
                 self.resolve(batch)
                 progress.add(0)
                 return
-            except ErpAuthFailed as exc:
+            except erp.ErpAuthFailed as exc:
                 # Our credentials: the task fails and is retried. Refused on the POST, nothing was
                 # written; refused while reading an accepted job, the items may have landed.
                 self._halt(exc)
@@ -377,7 +377,7 @@ class PostingEngine:
                 else:
                     self._back_to_pending(batch, {"error": "ErpAuthFailed", "status": exc.status})
                 raise
-            except ErpRejected as exc:
+            except erp.ErpRejected as exc:
                 # The whole submission refused (no per-record answer exists): nothing was written,
                 # and it is no record's fault. Fail the pass with the batch pending, never a dead letter.
                 self._halt(exc)
@@ -395,23 +395,7 @@ class PostingEngine:
                 ledger.set_state(conn, [p.idempotency_key for p in batch], "pending", only_from=["sent"])
             return
         by_external = {item.external_id: item for item in result.items}
-        rejected: dict[str, list[tuple[str, str | None]]] = {}
-        closed: dict[str, list[tuple[str, str | None]]] = {}
-        done: list[tuple[str, str, str, str | None, int | None]] = []
-        outcome = "replayed" if result.replayed else "confirmed"
-        for p in batch:
-            item = by_external.get(p.external_id)
-            if item is None:
-                continue
-            if item.ok:
-                done.append((p.idempotency_key, "confirmed", outcome, item.id, 202))
-            else:
-                errors = item.errors or ([item.error] if item.error else [])
-                codes = [(e.code, e.path) for e in errors] or [("UNKNOWN", None)]
-                if any(code == PERIOD_CLOSED for code, _ in codes):
-                    closed[p.external_id] = codes
-                else:
-                    rejected[p.external_id] = codes
+        done, rejected, closed = _classify(batch, by_external, "replayed" if result.replayed else "confirmed")
         # The whole outcome of the batch (confirmed, rejected, dead letters) in one transaction.
         finished, details, letters = self._rejections(
             [p for p in batch if p.external_id in rejected], rejected, 400
@@ -765,3 +749,31 @@ class PostingEngine:
         self.outcome.parked = counts.get("parked", 0)
         self.outcome.seconds = time.monotonic() - started
         return self.outcome
+
+
+def _classify(
+    batch: Sequence[ledger.Posting], by_external: dict[str, Any], outcome: str
+) -> tuple[
+    list[tuple[str, str, str, str | None, int | None]],
+    dict[str, list[tuple[str, str | None]]],
+    dict[str, list[tuple[str, str | None]]],
+]:
+    """The ERP's per-record answers to a batch: the confirmed postings, and the error codes of the
+    rejected ones and of those refused for a closed period."""
+    rejected: dict[str, list[tuple[str, str | None]]] = {}
+    closed: dict[str, list[tuple[str, str | None]]] = {}
+    done: list[tuple[str, str, str, str | None, int | None]] = []
+    for p in batch:
+        item = by_external.get(p.external_id)
+        if item is None:
+            continue
+        if item.ok:
+            done.append((p.idempotency_key, "confirmed", outcome, item.id, 202))
+        else:
+            errors = item.errors or ([item.error] if item.error else [])
+            codes = [(e.code, e.path) for e in errors] or [("UNKNOWN", None)]
+            if any(code == PERIOD_CLOSED for code, _ in codes):
+                closed[p.external_id] = codes
+            else:
+                rejected[p.external_id] = codes
+    return done, rejected, closed

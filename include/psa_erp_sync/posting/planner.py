@@ -283,28 +283,19 @@ def correction_parked(
     )
 
 
-def replan_closed(
+def _replan_correction(
     posting: ledger.Posting,
     *,
     periods: PeriodBook,
-    config: Config,
-    seq: int,
     held: str | None,
-    entry: ledger.Held | None = None,
-) -> tuple[ledger.Posting, exception_queue.Item | None, PeriodDecision]:
-    """The next posting of a record after the ERP answered ``PERIOD_CLOSED`` to ``posting``
-    (a period closed during the pass): the entity's policy applied again on freshly read
-    ``periods``. A new ledger row (sequence ``seq``, so a new idempotency key): ``pending`` in the
-    period the policy chooses, or ``parked`` with its exception item. ``held`` is the period the
-    ERP holds the record in; ``entry`` what the ERP holds for the PSA entry per the ledger (record
-    and corrections). A correction of a record in a closed period becomes a correcting record in
-    the first open period (``post_to_first_open``) or is parked; a refused correcting record moves
-    on to the next open period, with the same difference.
-    """
+    entry: ledger.Held | None,
+    policy: str,
+    seq: int,
+) -> tuple[PeriodDecision | None, ledger.Posting | None]:
+    """For :func:`replan_closed`: the decision on a refused correction (an adjustment or reversal)
+    of a record the ERP holds, and the correcting posting when the policy corrects; (None, None)
+    for a post."""
     rt = posting.record_type
-    entity = posting.legal_entity
-    entities = config.legal_entities.legal_entities
-    policy = entities[entity].closed_period_policy if entity in entities else "park"
     decision = None
     if posting.action in ("adjust", "reverse") and entry is not None and entry.base_present:
         if posting.corrects:  # the correcting record's own period closed: the same difference, later
@@ -344,11 +335,79 @@ def replan_closed(
                 decision=decision,
                 periods=periods,
             )
-            return fix, None, decision
+            return decision, fix
     elif posting.action in ("adjust", "reverse"):
         decision = periods.decide_correction(held, rt, policy)
         if decision is not None and decision.outcome == "correct":  # nothing of the entry is held
             decision = None
+    return decision, None
+
+
+def _replan_parked(
+    posting: ledger.Posting, config: Config, decision: PeriodDecision, policy: str
+) -> exception_queue.Item:
+    """For :func:`replan_closed`: the exception item of a posting it parks."""
+    entity = posting.legal_entity
+    if posting.action == "post":
+        return exception_queue.Item(
+            kind="parked",
+            domain="time_expense",
+            source_system=posting.source_system,
+            record_type=KINDS[posting.record_type],
+            source_id=posting.source_id,
+            source_version=posting.source_version,
+            reason_code=decision.reason or "PERIOD_CLOSED",
+            detail={
+                "period": decision.original_period,
+                "spent_date": posting.payload.get("tranDate"),
+                "policy": policy,
+                "action": posting.action,
+                "closed_during_pass": True,
+            },
+            legal_entity=entity,
+            owner=config.ownership.owner_for("time_expense", entity),
+        )
+    return correction_parked(
+        config,
+        posting.record_type,
+        posting.source_system,
+        posting.source_id,
+        posting.source_version,
+        entity,
+        posting.action,
+        decision.original_period,
+        policy,
+    )
+
+
+def replan_closed(
+    posting: ledger.Posting,
+    *,
+    periods: PeriodBook,
+    config: Config,
+    seq: int,
+    held: str | None,
+    entry: ledger.Held | None = None,
+) -> tuple[ledger.Posting, exception_queue.Item | None, PeriodDecision]:
+    """The next posting of a record after the ERP answered ``PERIOD_CLOSED`` to ``posting``
+    (a period closed during the pass): the entity's policy applied again on freshly read
+    ``periods``. A new ledger row (sequence ``seq``, so a new idempotency key): ``pending`` in the
+    period the policy chooses, or ``parked`` with its exception item. ``held`` is the period the
+    ERP holds the record in; ``entry`` what the ERP holds for the PSA entry per the ledger (record
+    and corrections). A correction of a record in a closed period becomes a correcting record in
+    the first open period (``post_to_first_open``) or is parked; a refused correcting record moves
+    on to the next open period, with the same difference.
+    """
+    rt = posting.record_type
+    entity = posting.legal_entity
+    entities = config.legal_entities.legal_entities
+    policy = entities[entity].closed_period_policy if entity in entities else "park"
+    decision, fix = _replan_correction(
+        posting, periods=periods, held=held, entry=entry, policy=policy, seq=seq
+    )
+    if fix is not None:
+        assert decision is not None  # the correcting posting's decision
+        return fix, None, decision
     payload = dict(posting.payload)
     if decision is None and posting.action == "reverse":
         decision = PeriodDecision("post", held, held)
@@ -390,40 +449,208 @@ def replan_closed(
         posting.currency,
         corrects=posting.corrects,
     )
-    item = None
-    if state == "parked":
-        if posting.action == "post":
-            item = exception_queue.Item(
-                kind="parked",
-                domain="time_expense",
-                source_system=posting.source_system,
-                record_type=KINDS[rt],
-                source_id=posting.source_id,
-                source_version=posting.source_version,
-                reason_code=decision.reason or "PERIOD_CLOSED",
-                detail={
-                    "period": decision.original_period,
-                    "spent_date": payload.get("tranDate"),
-                    "policy": policy,
-                    "action": posting.action,
-                    "closed_during_pass": True,
-                },
-                legal_entity=entity,
-                owner=config.ownership.owner_for("time_expense", entity),
-            )
-        else:
-            item = correction_parked(
-                config,
-                rt,
-                posting.source_system,
-                posting.source_id,
-                posting.source_version,
+    item = _replan_parked(posting, config, decision, policy) if state == "parked" else None
+    return fresh, item, decision
+
+
+@dataclass
+class _Planning:
+    """One plan's settings and what it gathered for the chunk being planned."""
+
+    record_type: str
+    config: Config
+    periods: PeriodBook
+    result: Plan
+    batch: list[ledger.Posting] = field(default_factory=list)
+    parked: list[exception_queue.Item] = field(default_factory=list)
+    # Every planned change to a record the ERP already holds: (action, external id, before, after).
+    changes: list[tuple[str, str, Any, Any]] = field(default_factory=list)
+
+    def policy(self, entity: str | None) -> str:
+        entities = self.config.legal_entities.legal_entities
+        return entities[entity].closed_period_policy if entity in entities else "park"
+
+    def external_id(self, source_id: str) -> str:
+        kind = "timebill" if self.record_type == "timebill" else "expensereport"
+        return self.config.mappings.external_id(kind, source_id)
+
+    def correct(self, cand: dict[str, Any], fix: ledger.Posting) -> None:
+        """Add a correcting journal (the record's period is closed, the policy corrects)."""
+        self.batch.append(fix)
+        self.result.planned[fix.action] += 1
+        self.result.corrected += 1
+        self.changes.append(("erp_correct", fix.external_id, cand["done_payload"], fix.payload))
+
+
+def _plan_reverse(pl: _Planning, cand: dict[str, Any]) -> bool:
+    """Plan the reversal of a record unapproved or deleted after posting (a correcting journal
+    when its period is closed and the policy corrects). False when nothing is planned, or a
+    correcting posting was (the chunk check then waits for the next record)."""
+    record_type, source_id, seq = pl.record_type, cand["source_id"], int(cand["n"])
+    external_id = pl.external_id(source_id)
+    held_entry = ledger.Held.from_row(cand)
+    if cand["last_state"] in ("rejected", "parked") and cand["last_action"] == "reverse":
+        return False  # a reversal that was refused or parked: waits for replay
+    key = ledger.idempotency_key(
+        record_type, cand["source_system"], source_id, cand["done_version"], "reverse", seq
+    )
+    entity = cand["done_payload"].get("subsidiary", {}).get("externalId")
+    policy = pl.policy(entity)
+    held = held_period(held_entry.base_payload or cand["done_payload"])
+    blocked = correction_decision(pl.periods, held_entry, record_type, policy)
+    if blocked is not None and blocked.outcome == "correct":
+        fix = correcting_posting(
+            record_type=record_type,
+            source_system=cand["source_system"],
+            source_id=source_id,
+            version=cand["done_version"],
+            action="reverse",
+            seq=seq,
+            held=held_entry,
+            want_hours=Decimal(0),
+            want_amount_minor=0,
+            currency=str((cand["done_payload"].get("currency") or {}).get("refName")),
+            decision=blocked,
+            periods=pl.periods,
+        )
+        pl.correct(cand, fix)
+        return False
+    pl.batch.append(
+        ledger.Posting(
+            key,
+            record_type,
+            cand["source_system"],
+            source_id,
+            cand["done_version"],
+            external_id,
+            "reverse",
+            "parked" if blocked else "pending",
+            {"externalId": external_id, "reverses": cand["done_payload"]},
+            entity,
+            held,
+        )
+    )
+    pl.result.planned["reverse"] += 1
+    if blocked:
+        pl.result.parked += 1
+        pl.parked.append(
+            correction_parked(
+                pl.config,
+                record_type,
+                cand["source_system"],
+                source_id,
+                cand["done_version"],
                 entity,
-                posting.action,
-                decision.original_period,
+                "reverse",
+                held,
                 policy,
             )
-    return fresh, item, decision
+        )
+    else:
+        pl.changes.append(("erp_reverse", external_id, cand["done_payload"], None))
+    return True
+
+
+def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
+    """Plan the post or adjustment of an approved record version (a correcting journal, a moved
+    period or a parked item when its period is closed). False when nothing is planned, or a
+    correcting posting was (the chunk check then waits for the next record)."""
+    desired = cand["desired"]
+    record_type, source_id, seq = pl.record_type, cand["source_id"], int(cand["n"])
+    external_id = pl.external_id(source_id)
+    held_entry = ledger.Held.from_row(cand)
+    if cand["last_state"] in ("rejected", "parked") and cand["last_version"] == desired["version_hash"]:
+        return False  # a dead letter or parked record: waits for replay
+    action: ledger.Action = "adjust" if cand["done_action"] in ("post", "adjust") else "post"
+    entity = desired["legal_entity"]
+    policy = pl.policy(entity)
+    # The ERP holds the record: can it still be changed there? (Also a "post" after a
+    # correcting reversal: the record itself is still held, so it is corrected again.)
+    decision = correction_decision(pl.periods, held_entry, record_type, policy)
+    if decision is not None and decision.outcome == "correct":
+        fix = correcting_posting(
+            record_type=record_type,
+            source_system=cand["source_system"],
+            source_id=source_id,
+            version=desired["version_hash"],
+            action="adjust",
+            seq=seq,
+            held=held_entry,
+            want_hours=_hours(desired["hours"]) if record_type == "timebill" else Decimal(0),
+            want_amount_minor=int(desired["amount_minor"]),
+            currency=desired["currency"],
+            decision=decision,
+            periods=pl.periods,
+        )
+        pl.correct(cand, fix)
+        return False
+    if decision is not None and action == "post":
+        action = "adjust"  # parked: the record is held, it is a correction
+    key = ledger.idempotency_key(
+        record_type, cand["source_system"], source_id, desired["version_hash"], action, seq
+    )
+    if decision is None:
+        decision = pl.periods.decide(entity, date.fromisoformat(desired["spent_date"]), record_type, policy)
+    payload = erp_payload(
+        record_type,
+        desired,
+        external_id=external_id,
+        key=key,
+        config=pl.config,
+        period=decision.period,
+        original_period=decision.original_period,
+    )
+    pl.batch.append(
+        ledger.Posting(
+            key,
+            record_type,
+            cand["source_system"],
+            source_id,
+            desired["version_hash"],
+            external_id,
+            action,
+            "parked" if decision.outcome == "park" else "pending",
+            payload,
+            entity,
+            decision.period or decision.original_period,
+            int(desired["amount_minor"]),
+            desired["currency"],
+        )
+    )
+    pl.result.planned[action] += 1
+    if action == "adjust":
+        pl.changes.append(("erp_adjust", external_id, cand["done_payload"], payload))
+    if decision.outcome == "moved":
+        pl.result.moved_period += 1
+    if decision.outcome == "park":
+        pl.result.parked += 1
+        pl.parked.append(_period_parked(pl, cand, decision, policy, action))
+    return True
+
+
+def _period_parked(
+    pl: _Planning, cand: dict[str, Any], decision: PeriodDecision, policy: str, action: ledger.Action
+) -> exception_queue.Item:
+    """The ``parked`` item of an approved version whose period is closed (the policy parks)."""
+    desired = cand["desired"]
+    entity = desired["legal_entity"]
+    return exception_queue.Item(
+        kind="parked",
+        domain="time_expense",
+        source_system=cand["source_system"],
+        record_type=KINDS[pl.record_type],
+        source_id=cand["source_id"],
+        source_version=desired["version_hash"],
+        reason_code=decision.reason or "PERIOD_CLOSED",
+        detail={
+            "period": decision.original_period,
+            "spent_date": desired["spent_date"],
+            "policy": policy,
+            "action": action,
+        },
+        legal_entity=entity,
+        owner=pl.config.ownership.owner_for("time_expense", entity),
+    )
 
 
 def plan(
@@ -451,187 +678,15 @@ def plan(
     result = Plan(record_type)
     with conn.transaction():
         result.superseded = supersede_stale(conn, record_type)
-    ext_kind = "timebill" if record_type == "timebill" else "expensereport"
-    entities = config.legal_entities.legal_entities
-    batch: list[ledger.Posting] = []
-    parked: list[exception_queue.Item] = []
-    # Every planned change to a record the ERP already holds: (action, external id, before, after).
-    changes: list[tuple[str, str, Any, Any]] = []
+    pl = _Planning(record_type, config, periods, result)
+    batch, parked, changes = pl.batch, pl.parked, pl.changes  # _flush empties them in place
     with connections.connect_like(conn) as reader:
         set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
         for cand in _candidates(reader, record_type):
             if len(batch) >= chunk:  # a chunk a correcting record filled (it skips the check below)
                 _flush(conn, record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
-            desired = cand["desired"]
-            source_id = cand["source_id"]
-            external_id = config.mappings.external_id(ext_kind, source_id)
-            seq = int(cand["n"])
-            held_entry = ledger.Held.from_row(cand)
-            if desired is None:  # unapproved or deleted after posting
-                if cand["last_state"] in ("rejected", "parked") and cand["last_action"] == "reverse":
-                    continue  # a reversal that was refused or parked: waits for replay
-                key = ledger.idempotency_key(
-                    record_type, cand["source_system"], source_id, cand["done_version"], "reverse", seq
-                )
-                entity = cand["done_payload"].get("subsidiary", {}).get("externalId")
-                policy = entities[entity].closed_period_policy if entity in entities else "park"
-                held = held_period(held_entry.base_payload or cand["done_payload"])
-                blocked = correction_decision(periods, held_entry, record_type, policy)
-                if blocked is not None and blocked.outcome == "correct":
-                    fix = correcting_posting(
-                        record_type=record_type,
-                        source_system=cand["source_system"],
-                        source_id=source_id,
-                        version=cand["done_version"],
-                        action="reverse",
-                        seq=seq,
-                        held=held_entry,
-                        want_hours=Decimal(0),
-                        want_amount_minor=0,
-                        currency=str((cand["done_payload"].get("currency") or {}).get("refName")),
-                        decision=blocked,
-                        periods=periods,
-                    )
-                    batch.append(fix)
-                    result.planned["reverse"] += 1
-                    result.corrected += 1
-                    changes.append(("erp_correct", fix.external_id, cand["done_payload"], fix.payload))
-                    continue
-                batch.append(
-                    ledger.Posting(
-                        key,
-                        record_type,
-                        cand["source_system"],
-                        source_id,
-                        cand["done_version"],
-                        external_id,
-                        "reverse",
-                        "parked" if blocked else "pending",
-                        {"externalId": external_id, "reverses": cand["done_payload"]},
-                        entity,
-                        held,
-                    )
-                )
-                result.planned["reverse"] += 1
-                if blocked:
-                    result.parked += 1
-                    parked.append(
-                        correction_parked(
-                            config,
-                            record_type,
-                            cand["source_system"],
-                            source_id,
-                            cand["done_version"],
-                            entity,
-                            "reverse",
-                            held,
-                            policy,
-                        )
-                    )
-                else:
-                    changes.append(("erp_reverse", external_id, cand["done_payload"], None))
-            else:
-                if (
-                    cand["last_state"] in ("rejected", "parked")
-                    and cand["last_version"] == desired["version_hash"]
-                ):
-                    continue  # a dead letter or parked record: waits for replay
-                action: ledger.Action = "adjust" if cand["done_action"] in ("post", "adjust") else "post"
-                key = ledger.idempotency_key(
-                    record_type, cand["source_system"], source_id, desired["version_hash"], action, seq
-                )
-                entity = desired["legal_entity"]
-                policy = entities[entity].closed_period_policy if entity in entities else "park"
-                # The ERP holds the record: can it still be changed there? (Also a "post" after a
-                # correcting reversal: the record itself is still held, so it is corrected again.)
-                decision = correction_decision(periods, held_entry, record_type, policy)
-                if decision is not None and decision.outcome == "correct":
-                    action = "adjust"
-                    key = ledger.idempotency_key(
-                        record_type, cand["source_system"], source_id, desired["version_hash"], action, seq
-                    )
-                    fix = correcting_posting(
-                        record_type=record_type,
-                        source_system=cand["source_system"],
-                        source_id=source_id,
-                        version=desired["version_hash"],
-                        action=action,
-                        seq=seq,
-                        held=held_entry,
-                        want_hours=_hours(desired["hours"]) if record_type == "timebill" else Decimal(0),
-                        want_amount_minor=int(desired["amount_minor"]),
-                        currency=desired["currency"],
-                        decision=decision,
-                        periods=periods,
-                    )
-                    batch.append(fix)
-                    result.planned[action] += 1
-                    result.corrected += 1
-                    changes.append(("erp_correct", fix.external_id, cand["done_payload"], fix.payload))
-                    continue
-                if decision is not None and action == "post":
-                    action = "adjust"  # parked: the record is held, it is a correction
-                    key = ledger.idempotency_key(
-                        record_type, cand["source_system"], source_id, desired["version_hash"], action, seq
-                    )
-                if decision is None:
-                    decision = periods.decide(
-                        entity, date.fromisoformat(desired["spent_date"]), record_type, policy
-                    )
-                state = "parked" if decision.outcome == "park" else "pending"
-                payload = erp_payload(
-                    record_type,
-                    desired,
-                    external_id=external_id,
-                    key=key,
-                    config=config,
-                    period=decision.period,
-                    original_period=decision.original_period,
-                )
-                batch.append(
-                    ledger.Posting(
-                        key,
-                        record_type,
-                        cand["source_system"],
-                        source_id,
-                        desired["version_hash"],
-                        external_id,
-                        action,
-                        state,
-                        payload,
-                        entity,
-                        decision.period or decision.original_period,
-                        int(desired["amount_minor"]),
-                        desired["currency"],
-                    )
-                )
-                result.planned[action] += 1
-                if action == "adjust":
-                    changes.append(("erp_adjust", external_id, cand["done_payload"], payload))
-                if decision.outcome == "moved":
-                    result.moved_period += 1
-                if decision.outcome == "park":
-                    result.parked += 1
-                    parked.append(
-                        exception_queue.Item(
-                            kind="parked",
-                            domain="time_expense",
-                            source_system=cand["source_system"],
-                            record_type=KINDS[record_type],
-                            source_id=source_id,
-                            source_version=desired["version_hash"],
-                            reason_code=decision.reason or "PERIOD_CLOSED",
-                            detail={
-                                "period": decision.original_period,
-                                "spent_date": desired["spent_date"],
-                                "policy": policy,
-                                "action": action,
-                            },
-                            legal_entity=entity,
-                            owner=config.ownership.owner_for("time_expense", entity),
-                        )
-                    )
-            if len(batch) >= chunk:
+            planned = _plan_reverse(pl, cand) if cand["desired"] is None else _plan_change(pl, cand)
+            if planned and len(batch) >= chunk:
                 _flush(conn, record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
     _flush(conn, record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
     with conn.transaction():

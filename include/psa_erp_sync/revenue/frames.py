@@ -45,17 +45,10 @@ class ContractTerms:
     ends_on: date | None = None
 
 
-def contracts(
-    projects: pd.DataFrame,
-    actuals: pd.DataFrame,
-    milestones: pd.DataFrame,
-    etc_minor: Mapping[str, int],
-    through: int,
-    *,
-    estimates: Mapping[str, Mapping[int, int]] | None = None,
-    contract_terms: Mapping[str, ContractTerms] | None = None,
-) -> list[ContractInputs]:
-    """One contract per project row, with the actuals and milestones up to ``through``."""
+def _actuals_by_month(
+    actuals: pd.DataFrame, through: int
+) -> tuple[dict[str, dict[int, int]], dict[str, dict[int, int]]]:
+    """For :func:`contracts`: cost and delivered revenue per project and month, up to ``through``."""
     costs: dict[str, dict[int, int]] = {}
     delivered: dict[str, dict[int, int]] = {}
     acts = actuals[actuals["month"] <= through]
@@ -72,6 +65,11 @@ def contracts(
         if revenue:
             d = delivered.setdefault(ref, {})
             d[month] = d.get(month, 0) + revenue
+    return costs, delivered
+
+
+def _signed_milestones(milestones: pd.DataFrame, through: int) -> dict[str, list[Milestone]]:
+    """For :func:`contracts`: the milestones signed off by ``through``, per project."""
     signed: dict[str, list[Milestone]] = {}
     done = milestones[(milestones["status"] == "signed_off") & (milestones["done_month"] >= 0)]
     for i, (ref, amount, month) in enumerate(
@@ -84,6 +82,22 @@ def contracts(
     ):
         if month <= through:
             signed.setdefault(ref, []).append(Milestone(str(i), amount, month))
+    return signed
+
+
+def contracts(
+    projects: pd.DataFrame,
+    actuals: pd.DataFrame,
+    milestones: pd.DataFrame,
+    etc_minor: Mapping[str, int],
+    through: int,
+    *,
+    estimates: Mapping[str, Mapping[int, int]] | None = None,
+    contract_terms: Mapping[str, ContractTerms] | None = None,
+) -> list[ContractInputs]:
+    """One contract per project row, with the actuals and milestones up to ``through``."""
+    costs, delivered = _actuals_by_month(actuals, through)
+    signed = _signed_milestones(milestones, through)
     out = []
     for ref, entity, currency, kind, price, start, end in zip(
         projects["project_ref"].tolist(),

@@ -61,31 +61,91 @@ def _dense(
     return out
 
 
-def cumulative(
-    projects: pd.DataFrame,
+def _fixed_fee(
+    cum: np.ndarray,
+    is_ff: np.ndarray,
+    cost: np.ndarray,
+    etc_minor: np.ndarray,
+    price: np.ndarray,
+    index: pd.Index,
+    first: int,
+    through: int,
+    estimates: Mapping[str, Mapping[int, int]] | None,
+) -> None:
+    """For :func:`cumulative`: the fixed-fee rows of ``cum`` (percentage of completion on cost)."""
+    import numpy as np
+
+    # EAC per month: the estimate known then (forward-filled), cost to date + ETC now before
+    # the first one and in the last month; never below the cost to date.
+    eac_now = cost[:, -1] + etc_minor
+    eac = np.tile(eac_now[:, None], (1, through - first + 1))
+    for ref, history in (estimates or {}).items():
+        i = index.get_indexer([ref])[0]
+        if i < 0 or not is_ff[i]:
+            continue
+        before = [m for m in history if m < first]
+        if before:
+            eac[i, :] = history[max(before)]
+        for m in sorted(m for m in history if first <= m < through):
+            eac[i, m - first :] = history[m]
+        eac[i, -1] = eac_now[i]
+    eac = np.maximum(eac, cost)
+    ff = np.flatnonzero(is_ff)
+    num = np.minimum(cost[ff], eac[ff])
+    den = eac[ff]
+    positive = den > 0
+    value = np.zeros_like(num)
+    p = np.broadcast_to(price[ff][:, None], num.shape)
+    value[positive] = _mul_div(num[positive], p[positive], den[positive])
+    cum[ff] = value
+
+
+def _recognize_slow(
+    cum: np.ndarray,
+    which: pd.DataFrame,
+    slow: np.ndarray,
     actuals: pd.DataFrame,
     milestones: pd.DataFrame,
     etc_minor: np.ndarray,
     through: int,
     first: int,
     *,
-    estimates: Mapping[str, Mapping[int, int]] | None = None,
-    contract_terms: Mapping[str, frames.ContractTerms] | None = None,
-) -> np.ndarray:
-    """Cumulative recognized revenue, shape (projects, months ``first .. through``), in the
-    projects' order, with the same inputs and rules as :func:`frames.contracts`."""
+    estimates: Mapping[str, Mapping[int, int]] | None,
+    contract_terms: Mapping[str, frames.ContractTerms] | None,
+) -> None:
+    """For :func:`cumulative`: the rows of ``cum`` whose terms (change orders, partial retainer
+    months) need the per-contract rules of :func:`frames.recognize_all`."""
     import numpy as np
-    import pandas as pd
 
-    n, width = len(projects), through - first + 1
-    refs = projects["project_ref"].to_numpy(dtype=object)
-    index = pd.Index(projects["project_ref"])
-    kind = projects["billing_type"].to_numpy(dtype=object)
+    contracts = frames.contracts(
+        which,
+        actuals,
+        milestones,
+        dict(zip(which["project_ref"].tolist(), etc_minor[slow].tolist(), strict=True)),
+        through,
+        estimates=estimates,
+        contract_terms=contract_terms,
+    )
+    rows = frames.recognize_all(contracts, through, window_from=first)
+    for pos, contract in zip(np.flatnonzero(slow), contracts, strict=True):
+        cum[pos, :] = 0
+        for row in rows.get(contract.project_ref, []):
+            if row.period >= first:
+                cum[pos, row.period - first :] = row.cum_revenue_minor
+
+
+def _terms(
+    projects: pd.DataFrame, kind: np.ndarray, contract_terms: Mapping[str, frames.ContractTerms] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For :func:`cumulative`: each project's price, whether it has a value, whether it needs the
+    per-contract rules (``slow``), and its first and last month, after its contract terms."""
+    import numpy as np
+
     terms = contract_terms or {}
-    term_of = [terms.get(str(r)) for r in refs]
+    term_of = [terms.get(str(r)) for r in projects["project_ref"].to_numpy(dtype=object)]
     price = projects["price_minor"].to_numpy(np.int64).copy()
-    has_value = np.ones(n, dtype=bool)
-    slow = np.zeros(n, dtype=bool)
+    has_value = np.ones(len(projects), dtype=bool)
+    slow = np.zeros(len(projects), dtype=bool)
     start = projects["start_month"].to_numpy(np.int64).copy()
     end = projects["end_month"].to_numpy(np.int64).copy()
     for i, t in enumerate(term_of):
@@ -105,6 +165,29 @@ def cumulative(
                 t.ends_on is not None and t.ends_on != month_end(month_index(t.ends_on))
             )
             slow[i] = slow[i] or partial
+    return price, has_value, slow, start, end
+
+
+def cumulative(
+    projects: pd.DataFrame,
+    actuals: pd.DataFrame,
+    milestones: pd.DataFrame,
+    etc_minor: np.ndarray,
+    through: int,
+    first: int,
+    *,
+    estimates: Mapping[str, Mapping[int, int]] | None = None,
+    contract_terms: Mapping[str, frames.ContractTerms] | None = None,
+) -> np.ndarray:
+    """Cumulative recognized revenue, shape (projects, months ``first .. through``), in the
+    projects' order, with the same inputs and rules as :func:`frames.contracts`."""
+    import numpy as np
+    import pandas as pd
+
+    n, width = len(projects), through - first + 1
+    index = pd.Index(projects["project_ref"])
+    kind = projects["billing_type"].to_numpy(dtype=object)
+    price, has_value, slow, start, end = _terms(projects, kind, contract_terms)
     is_tm, is_ff = kind == "time_and_materials", kind == "fixed_fee"
     is_ms, is_ret = kind == "milestone", kind == "retainer"
     capped = ~(is_tm & ((price == 0) | ~has_value))  # a T&M contract without a value has no cap
@@ -133,29 +216,7 @@ def cumulative(
     cum[is_tm] = delivered[is_tm]
     cum[is_ms] = signed[is_ms]
     if is_ff.any():
-        # EAC per month: the estimate known then (forward-filled), cost to date + ETC now before
-        # the first one and in the last month; never below the cost to date.
-        eac_now = cost[:, -1] + etc_minor
-        eac = np.tile(eac_now[:, None], (1, width))
-        for ref, history in (estimates or {}).items():
-            i = index.get_indexer([ref])[0]
-            if i < 0 or not is_ff[i]:
-                continue
-            before = [m for m in history if m < first]
-            if before:
-                eac[i, :] = history[max(before)]
-            for m in sorted(m for m in history if first <= m < through):
-                eac[i, m - first :] = history[m]
-            eac[i, -1] = eac_now[i]
-        eac = np.maximum(eac, cost)
-        ff = np.flatnonzero(is_ff)
-        num = np.minimum(cost[ff], eac[ff])
-        den = eac[ff]
-        positive = den > 0
-        value = np.zeros_like(num)
-        p = np.broadcast_to(price[ff][:, None], num.shape)
-        value[positive] = _mul_div(num[positive], p[positive], den[positive])
-        cum[ff] = value
+        _fixed_fee(cum, is_ff, cost, etc_minor, price, index, first, through, estimates)
     if is_ret.any():
         r = np.flatnonzero(is_ret)
         months = np.arange(first, through + 1, dtype=np.int64)[None, :]
@@ -165,22 +226,18 @@ def cumulative(
     cum = np.where(capped[:, None], np.minimum(cum, price[:, None]), cum)
 
     if slow.any():
-        which = projects[slow]
-        contracts = frames.contracts(
-            which,
+        _recognize_slow(
+            cum,
+            projects[slow],
+            slow,
             actuals,
             milestones,
-            dict(zip(which["project_ref"].tolist(), etc_minor[slow].tolist(), strict=True)),
+            etc_minor,
             through,
+            first,
             estimates=estimates,
             contract_terms=contract_terms,
         )
-        rows = frames.recognize_all(contracts, through, window_from=first)
-        for pos, contract in zip(np.flatnonzero(slow), contracts, strict=True):
-            cum[pos, :] = 0
-            for row in rows.get(contract.project_ref, []):
-                if row.period >= first:
-                    cum[pos, row.period - first :] = row.cum_revenue_minor
     return cum
 
 

@@ -188,6 +188,59 @@ def _retainer_term(start: date, end: date) -> Fraction:
     return sum(units, Fraction(0))
 
 
+def _signed_by_month(contract: ContractInputs) -> dict[int, int]:
+    """For :func:`recognize`: the contract's signed-off milestone amounts per month."""
+    signed: dict[int, int] = {}
+    for m in contract.milestones:
+        if m.signed_off_month is not None:
+            signed[m.signed_off_month] = signed.get(m.signed_off_month, 0) + m.amount_minor
+    return signed
+
+
+def _opening(
+    contract: ContractInputs, signed: dict[int, int], start: int
+) -> tuple[int, int, int, int, int | None]:
+    """For :func:`recognize`: the totals to date before ``start`` (cost, delivered, billed, signed
+    off) and the estimate known then. Amounts dated before the first month looped over count in it."""
+    cost = sum(v for m, v in contract.cost_minor.items() if m < start)
+    delivered = sum(v for m, v in contract.delivered_minor.items() if m < start)
+    billed = sum(v for m, v in contract.billed_minor.items() if m < start)
+    earned = sum(v for m, v in signed.items() if m < start)
+    known = [m for m in contract.estimated_total_cost_minor if m < start]
+    estimate = contract.estimated_total_cost_minor[max(known)] if known else None
+    return cost, delivered, billed, earned, estimate
+
+
+def _retainer_opening(
+    contract: ContractInputs, start: int
+) -> tuple[date | None, date | None, Fraction, Fraction]:
+    """For :func:`recognize`: a retainer's first and last day, its term and the part of it elapsed
+    before ``start`` (zero for other contracts)."""
+    ret_start, ret_end = contract.retainer_start, contract.retainer_end
+    term = elapsed = Fraction(0)
+    if contract.billing_type == "retainer":
+        assert ret_start is not None and ret_end is not None
+        term = _retainer_term(ret_start, ret_end)
+        elapsed = sum(
+            (_retainer_units(ret_start, ret_end, m) for m in range(month_index(ret_start), start)),
+            Fraction(0),
+        )
+    return ret_start, ret_end, term, elapsed
+
+
+def _fixed_fee_month(price: int, cost: int, estimate: int | None) -> tuple[int, int, int, int]:
+    """For :func:`recognize`: a fixed-fee month's cumulative revenue, EAC, loss and provision."""
+    # An estimate below what is already spent is stale: EAC is at least the cost to date.
+    eac = max(estimate if estimate is not None else cost, cost)
+    revenue = div_half_even(price * min(cost, eac), eac) if eac > 0 else 0
+    loss = max(0, eac - price)
+    provision = 0
+    if loss > 0:
+        # The whole loss is recognized now: what the margin to date does not show is provided.
+        provision = min(loss, max(0, loss - (min(cost, eac) - revenue)))
+    return revenue, eac, loss, provision
+
+
 def recognize(
     contract: ContractInputs, through: int, *, since: int | None = None, window_from: int | None = None
 ) -> list[Recognition]:
@@ -205,26 +258,9 @@ def recognize(
         return []
     kind = contract.billing_type
     start = first if window_from is None else max(first, window_from - 1)
-    signed: dict[int, int] = {}
-    for m in contract.milestones:
-        if m.signed_off_month is not None:
-            signed[m.signed_off_month] = signed.get(m.signed_off_month, 0) + m.amount_minor
-    # Amounts dated before the first month looped over count in it (totals to date).
-    cost = sum(v for m, v in contract.cost_minor.items() if m < start)
-    delivered = sum(v for m, v in contract.delivered_minor.items() if m < start)
-    billed = sum(v for m, v in contract.billed_minor.items() if m < start)
-    earned = sum(v for m, v in signed.items() if m < start)
-    known = [m for m in contract.estimated_total_cost_minor if m < start]
-    estimate = contract.estimated_total_cost_minor[max(known)] if known else None
-    ret_start, ret_end = contract.retainer_start, contract.retainer_end
-    term = elapsed = Fraction(0)
-    if kind == "retainer":
-        assert ret_start is not None and ret_end is not None
-        term = _retainer_term(ret_start, ret_end)
-        elapsed = sum(
-            (_retainer_units(ret_start, ret_end, m) for m in range(month_index(ret_start), start)),
-            Fraction(0),
-        )
+    signed = _signed_by_month(contract)
+    cost, delivered, billed, earned, estimate = _opening(contract, signed, start)
+    ret_start, ret_end, term, elapsed = _retainer_opening(contract, start)
     fixed_price = contract.price_at(through) if not contract.change_orders else None
     costs, deliveries, bills, estimates = (
         contract.cost_minor,
@@ -247,13 +283,7 @@ def recognize(
             eac = max(estimate if estimate is not None else cost, cost)
         elif kind == "fixed_fee":
             assert price is not None
-            # An estimate below what is already spent is stale: EAC is at least the cost to date.
-            eac = max(estimate if estimate is not None else cost, cost)
-            revenue = div_half_even(price * min(cost, eac), eac) if eac > 0 else 0
-            loss = max(0, eac - price)
-            if loss > 0:
-                # The whole loss is recognized now: what the margin to date does not show is provided.
-                provision = min(loss, max(0, loss - (min(cost, eac) - revenue)))
+            revenue, eac, loss, provision = _fixed_fee_month(price, cost, estimate)
         elif kind == "milestone":
             revenue = earned
             eac = max(estimate if estimate is not None else cost, cost)

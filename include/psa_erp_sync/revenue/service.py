@@ -74,6 +74,30 @@ def _parked_item(
     )
 
 
+def _contracts(
+    conn: psycopg.Connection, period: int, settings: ForecastSettings
+) -> list[frames.ContractInputs]:
+    """For :func:`compute_and_store_period`: every project's contract as known at the end of
+    ``period``, with the forecast's inputs and its estimate to complete."""
+    from psa_erp_sync.forecast import inputs as forecast_inputs
+    from psa_erp_sync.forecast import model
+
+    inputs = forecast_inputs.load_inputs(
+        conn, as_of=month_end(period), settings=settings, prior_snapshot_id=None
+    )
+    etc = model.prepare(inputs, settings).etc
+    assert etc is not None
+    return frames.contracts(
+        inputs.projects,
+        inputs.actuals,
+        inputs.milestones,
+        dict(zip(inputs.projects["project_ref"].tolist(), etc.tolist(), strict=True)),
+        period,
+        estimates=inputs.estimates,
+        contract_terms=inputs.contract_terms,
+    )
+
+
 def compute_and_store_period(
     conn: psycopg.Connection,
     *,
@@ -89,29 +113,13 @@ def compute_and_store_period(
     ``periods`` defaults to the ERP's accounting periods in the ODS (``master.erp_record``). A
     delta for a closed period goes per the legal entity's closed-period policy; an entity with no
     known period parks it (``PERIOD_UNKNOWN``)."""
-    from psa_erp_sync.forecast import inputs as forecast_inputs
-    from psa_erp_sync.forecast import model
-
     accounts = config.legal_entities.revenue_accounts.by_role()
     entities = config.legal_entities.legal_entities
     outcome = PeriodOutcome(period=f"{month_start(period):%Y-%m}")
     with conn.transaction():
         store.lock_period(conn, period)
         book = periods if periods is not None else source.accounting_periods(conn)
-        inputs = forecast_inputs.load_inputs(
-            conn, as_of=month_end(period), settings=settings, prior_snapshot_id=None
-        )
-        etc = model.prepare(inputs, settings).etc
-        assert etc is not None
-        contracts = frames.contracts(
-            inputs.projects,
-            inputs.actuals,
-            inputs.milestones,
-            dict(zip(inputs.projects["project_ref"].tolist(), etc.tolist(), strict=True)),
-            period,
-            estimates=inputs.estimates,
-            contract_terms=inputs.contract_terms,
-        )
+        contracts = _contracts(conn, period, settings)
         recognized = frames.recognize_all(contracts, period, window_from=period - 1)
         planned = store.planned_for_period(conn, period)
         stored: list[tuple[Any, str]] = []

@@ -412,6 +412,134 @@ def _db_now(conn: psycopg.Connection) -> datetime:
     return now
 
 
+def _reread_announced(
+    conn: psycopg.Connection, psa_client: Any, announced: list[tuple[str, str]]
+) -> tuple[dict[str, list[dict[str, Any]]], set[tuple[str, str]]]:
+    """Each announced record as the PSA has it now, per kind, and the ones gone at the source
+    (their deletion checked)."""
+    current: dict[str, list[dict[str, Any]]] = {"time_entry": [], "expense_entry": []}
+    gone: set[tuple[str, str]] = set()
+    for kind, source_id in announced:
+        record = reread(psa_client, kind, source_id)
+        if record is None:
+            gone.add((kind, source_id))
+        else:
+            current[kind].append(record)
+    for kind in current:
+        gone_ids = sorted(sid for k, sid in gone if k == kind)
+        if gone_ids:
+            check_deletions(conn, psa_client, kind, gone_ids, answered=len(current[kind]))
+    return current, gone
+
+
+def _stage_and_validate(
+    conn: psycopg.Connection,
+    current: dict[str, list[dict[str, Any]]],
+    gone: set[tuple[str, str]],
+    *,
+    ref: Any,
+    config: Config,
+    run_id: str,
+    run_key_prefix: str,
+    as_of: datetime,
+    read_at: datetime,
+    result: StreamResult,
+) -> list[str]:
+    """Mark the records gone at the source, stage and validate the re-read ones; the kinds whose
+    postings to plan and send."""
+    from psa_erp_sync.validation import time_expense as validation
+
+    kinds_to_post = []
+    for kind, records in current.items():
+        gone_ids = sorted(sid for k, sid in gone if k == kind)
+        if gone_ids:
+            with conn.transaction():
+                mark_gone(conn, kind, gone_ids, run_id=run_id, read_at=read_at)
+            kinds_to_post.append(kind)
+        if not records:
+            continue
+        endpoint = ENDPOINT_OF_KIND[kind]
+        run_key = f"{run_key_prefix}{endpoint}"
+        with conn.transaction():  # committed first: validation streams staging on its own connection
+            new, known = stage_new_versions(
+                conn, records, run_key=run_key, endpoint=endpoint, read_at=read_at
+            )
+        result.new_versions += new
+        result.already_staged += known
+        with conn.transaction():
+            verdicts = validation.validate_run(
+                conn,
+                kind=kind,  # type: ignore[arg-type]
+                run_key=run_key,
+                ref=ref,
+                config=config,
+                as_of=as_of,
+                dag_run_id=run_id,
+            )
+            verdicts.check()
+        result.validated[kind] = verdicts.as_dict()
+        if kind not in kinds_to_post:
+            kinds_to_post.append(kind)
+    return kinds_to_post
+
+
+def _post_kinds(
+    kinds_to_post: list[str],
+    *,
+    dsn: str,
+    erp_client: Any,
+    config: Config,
+    engine_settings: Any,
+    run_id: str,
+    result: StreamResult,
+) -> None:
+    """Plan and send the postings of each kind (raises while some are still pending)."""
+    from psa_erp_sync.posting.engine import EngineSettings
+    from psa_erp_sync.posting.service import post_record_type
+
+    settings = engine_settings or EngineSettings.from_config(config, max_concurrency=4, progress_every_s=60.0)
+
+    for kind in kinds_to_post:
+        record_type = RECORD_TYPE_OF_KIND[kind]
+        # post_record_type takes the per-record-type posting lock (shared with the batch DAG).
+        posted = post_record_type(
+            dsn=dsn,
+            client=erp_client,
+            record_type=record_type,
+            config=config,
+            settings=settings,
+            run_id=run_id,
+        )
+        result.posted[record_type] = posted.outcome
+        if posted.outcome.get("still_pending"):
+            raise RuntimeError(
+                f"{posted.outcome['still_pending']} {record_type} postings still pending; a retry resumes"
+            )
+
+
+def _settle(dsn: str, events: list[inbox.Event], gone: set[tuple[str, str]], *, run_id: str) -> None:
+    """Mark each claimed event done: synced, or its record gone at the source."""
+    outcomes = {}
+    for event in events:
+        kind = KIND_OF_EVENT[event.event_type.split(".", 1)[0]]
+        outcomes[event.delivery_id] = (
+            "gone_at_source" if (kind, event.source_id) in gone else f"synced:{RECORD_TYPE_OF_KIND[kind]}"
+        )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        inbox.settle(conn, outcomes, run_id=run_id, source_system=SOURCE)
+
+
+def _log(result: StreamResult) -> None:
+    log.info(
+        "inbox: %d events, %d records (%d new versions, %d gone at source), posted %s",
+        result.claimed,
+        result.records,
+        result.new_versions,
+        result.gone_at_source,
+        {rt: o.get("posted") for rt, o in result.posted.items()},
+    )
+
+
 def process_inbox(
     *,
     dsn: str,
@@ -431,10 +559,6 @@ def process_inbox(
     ``run_key_prefix`` is ``"{dag_id}/{run_id}"``: staging keys become ``{prefix}{endpoint}``.
     Idempotent per run: a retry re-claims this run's events and redoes the same steps.
     """
-    from psa_erp_sync.posting.engine import EngineSettings
-    from psa_erp_sync.posting.service import post_record_type
-    from psa_erp_sync.validation import time_expense as validation
-
     result = StreamResult()
     started = clock()
     # Autocommit: each ``conn.transaction()`` below is a real transaction that commits, never a
@@ -452,19 +576,8 @@ def process_inbox(
         t = clock()
         # Every re-read below begins after this moment (the ODS's clock, as the batch's extracts use).
         read_at = _db_now(conn)
-        current: dict[str, list[dict[str, Any]]] = {"time_entry": [], "expense_entry": []}
-        gone: set[tuple[str, str]] = set()
-        for kind, source_id in announced:
-            record = reread(psa_client, kind, source_id)
-            if record is None:
-                gone.add((kind, source_id))
-            else:
-                current[kind].append(record)
+        current, gone = _reread_announced(conn, psa_client, announced)
         result.gone_at_source = len(gone)
-        for kind in current:
-            gone_ids = sorted(sid for k, sid in gone if k == kind)
-            if gone_ids:
-                check_deletions(conn, psa_client, kind, gone_ids, answered=len(current[kind]))
         result.seconds["reread"] = round(clock() - t, 3)
         t = clock()
         all_records = current["time_entry"] + current["expense_entry"]
@@ -479,72 +592,31 @@ def process_inbox(
         )
         result.seconds["reference"] = round(clock() - t, 3)
         t = clock()
-        kinds_to_post = []
-        for kind, records in current.items():
-            gone_ids = sorted(sid for k, sid in gone if k == kind)
-            if gone_ids:
-                with conn.transaction():
-                    mark_gone(conn, kind, gone_ids, run_id=run_id, read_at=read_at)
-                kinds_to_post.append(kind)
-            if not records:
-                continue
-            endpoint = ENDPOINT_OF_KIND[kind]
-            run_key = f"{run_key_prefix}{endpoint}"
-            with conn.transaction():  # committed first: validation streams staging on its own connection
-                new, known = stage_new_versions(
-                    conn, records, run_key=run_key, endpoint=endpoint, read_at=read_at
-                )
-            result.new_versions += new
-            result.already_staged += known
-            with conn.transaction():
-                verdicts = validation.validate_run(
-                    conn,
-                    kind=kind,  # type: ignore[arg-type]
-                    run_key=run_key,
-                    ref=ref,
-                    config=config,
-                    as_of=as_of,
-                    dag_run_id=run_id,
-                )
-                verdicts.check()
-            result.validated[kind] = verdicts.as_dict()
-            if kind not in kinds_to_post:
-                kinds_to_post.append(kind)
+        kinds_to_post = _stage_and_validate(
+            conn,
+            current,
+            gone,
+            ref=ref,
+            config=config,
+            run_id=run_id,
+            run_key_prefix=run_key_prefix,
+            as_of=as_of,
+            read_at=read_at,
+            result=result,
+        )
         result.seconds["stage_validate"] = round(clock() - t, 3)
     t = clock()
-    settings = engine_settings or EngineSettings.from_config(config, max_concurrency=4, progress_every_s=60.0)
-    for kind in kinds_to_post:
-        record_type = RECORD_TYPE_OF_KIND[kind]
-        # post_record_type takes the per-record-type posting lock (shared with the batch DAG).
-        posted = post_record_type(
-            dsn=dsn,
-            client=erp_client,
-            record_type=record_type,
-            config=config,
-            settings=settings,
-            run_id=run_id,
-        )
-        result.posted[record_type] = posted.outcome
-        if posted.outcome.get("still_pending"):
-            raise RuntimeError(
-                f"{posted.outcome['still_pending']} {record_type} postings still pending; a retry resumes"
-            )
-    result.seconds["post"] = round(clock() - t, 3)
-    outcomes = {}
-    for event in events:
-        kind = KIND_OF_EVENT[event.event_type.split(".", 1)[0]]
-        outcomes[event.delivery_id] = (
-            "gone_at_source" if (kind, event.source_id) in gone else f"synced:{RECORD_TYPE_OF_KIND[kind]}"
-        )
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        inbox.settle(conn, outcomes, run_id=run_id, source_system=SOURCE)
-    result.seconds["total"] = round(clock() - started, 3)
-    log.info(
-        "inbox: %d events, %d records (%d new versions, %d gone at source), posted %s",
-        result.claimed,
-        result.records,
-        result.new_versions,
-        result.gone_at_source,
-        {rt: o.get("posted") for rt, o in result.posted.items()},
+    _post_kinds(
+        kinds_to_post,
+        dsn=dsn,
+        erp_client=erp_client,
+        config=config,
+        engine_settings=engine_settings,
+        run_id=run_id,
+        result=result,
     )
+    result.seconds["post"] = round(clock() - t, 3)
+    _settle(dsn, events, gone, run_id=run_id)
+    result.seconds["total"] = round(clock() - started, 3)
+    _log(result)
     return result
