@@ -146,10 +146,17 @@ def test_month_end_view(seeded: dict[str, Any]) -> None:
                 " is_inactive, body) VALUES ('accountingperiod', %s, %s, 'v1', 'LE-UK1', false, %s)",
                 (ext, ext, Jsonb(body)),
             )
-        mid = {
-            e["legal_entity"]: e for e in month_end(conn, datetime(2026, 11, 16, 15, tzinfo=UTC))["entities"]
-        }
-        end = month_end(conn, datetime(2026, 11, 30, 15, tzinfo=UTC))
+        conn.commit()
+        try:
+            mid = {
+                e["legal_entity"]: e
+                for e in month_end(conn, datetime(2026, 11, 16, 15, tzinfo=UTC))["entities"]
+            }
+            end = month_end(conn, datetime(2026, 11, 30, 15, tzinfo=UTC))
+            page = _client(seeded["dsn"]).get("/console/month-end").text
+        finally:  # master data outlives clean_ods: leave no periods behind for later tests
+            conn.execute("DELETE FROM master.erp_record WHERE record_type = 'accountingperiod'")
+            conn.commit()
     # Monday 16 November: mid-month, normal cadence; the UK's 11th business day (no November holidays),
     # the US's 10th (Veterans Day, 11 November).
     assert (mid["LE-UK1"]["business_day"], mid["LE-US1"]["business_day"]) == (11, 10)
@@ -169,7 +176,6 @@ def test_month_end_view(seeded: dict[str, Any]) -> None:
         ("r2", "erp_readback"),
     }
 
-    page = _client(seeded["dsn"]).get("/console/month-end").text
     assert "LE-UK1" in page and "1 (75.00 GBP, oldest 2026-10-30)" in page
     assert "timebill: posted vs ERP read-back reconciled" in page
     assert "LE-UK1-2026-11: open; LE-UK1-2026-10: open (AR, AP locked); LE-UK1-2026-09: closed" in page

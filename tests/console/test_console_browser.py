@@ -115,7 +115,7 @@ def test_console_in_the_airflow_ui(
     # The month-end view.
     frame.get_by_role("link", name="Month-end").click()
     expect(frame.get_by_role("heading", name="Month-end")).to_be_visible()
-    expect(frame.get_by_text("LE-UK1")).to_be_visible()
+    expect(frame.get_by_role("cell", name="LE-UK1", exact=True)).to_be_visible()
     _shot(page, "05-month-end")
 
     # Replay: the dry-run list, then a dry run confirmed through Airflow.
