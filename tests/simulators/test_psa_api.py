@@ -6,17 +6,16 @@ import hashlib
 import hmac
 import json
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 
 from simulators.psa import sample
+from tests.simulators.receiver import HookReceiver, settle
 
 pytestmark = pytest.mark.integration
 
@@ -289,40 +288,8 @@ def test_v2_create_update_delete_time_entry(psa: Any) -> None:
 
 # --- webhooks ----------------------------------------------------------------------------------
 
-
-class Receiver:
-    """A loopback HTTP server recording webhook deliveries; ``fail_first`` answers 500 once per id."""
-
-    def __init__(self, fail_first: bool = False) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.fail_first = fail_first
-        self._failed: set[str] = set()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                delivery = headers["x-psa-delivery-id"]
-                status = 200
-                if receiver.fail_first and delivery not in receiver._failed:
-                    receiver._failed.add(delivery)
-                    status = 500
-                receiver.received.append((headers, body))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+# The receiver and the settle helper are shared with the ERP's webhook tests (tests/simulators/receiver.py).
+Receiver = HookReceiver
 
 
 @pytest.fixture
@@ -330,17 +297,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
-
-
-def settle(sim: Any, timeout: float = 10) -> list[dict[str, Any]]:
-    """Wait until no delivery is pending; return the outbox."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        deliveries: list[dict[str, Any]] = sim.admin("GET", "/webhooks/deliveries")["deliveries"]
-        if deliveries and all(d["status"] != "pending" for d in deliveries):
-            return deliveries
-        time.sleep(0.05)
-    raise AssertionError("webhook deliveries did not settle")
 
 
 def verify(headers: dict[str, str], body: bytes, secret: str) -> dict[str, Any]:
