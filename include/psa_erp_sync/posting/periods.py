@@ -66,7 +66,7 @@ class AccountingPeriod(BaseModel):
             return True
         if record_type == "expensereport":
             return self.ap_locked
-        if record_type == "invoice":
+        if record_type in ("invoice", "creditmemo"):  # receivables: the AR lock blocks both
             return self.ar_locked
         return False
 

@@ -353,7 +353,7 @@ def _replan_parked(
             kind="parked",
             domain="time_expense",
             source_system=posting.source_system,
-            record_type=KINDS[posting.record_type],
+            record_type=KINDS.get(posting.record_type, posting.record_type),  # invoices: their own
             source_id=posting.source_id,
             source_version=posting.source_version,
             reason_code=decision.reason or "PERIOD_CLOSED",

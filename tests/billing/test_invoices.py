@@ -1,0 +1,142 @@
+"""Invoices and credit memos from billing events, through the posting ledger and engine, against the
+ERP simulator over loopback (docs/billing.md "Invoices exactly once")."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.billing.invoicing import (
+    Firm,
+    assert_billed_exactly_once,
+    clean_billing,
+    correct,
+    erp_documents,
+    insert_events,
+    run_pass,
+)
+from tests.conftest import RunningSimulator
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def billing_ods(clean_ods: str) -> str:
+    clean_billing(clean_ods)
+    return clean_ods
+
+
+def _ours(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in ("amountRemaining", "status", "lastModifiedDate")}
+
+
+def test_document_refs_and_keys_are_deterministic() -> None:
+    from psa_erp_sync.billing import invoices
+    from psa_erp_sync.config import load_config
+    from psa_erp_sync.posting.periods import PeriodBook
+
+    firm = Firm()
+    events = [
+        e | {"credits_document": None, "credits_event": None, "credits_line": None} for e in firm.events(5)
+    ]
+    periods = PeriodBook.from_rows(
+        [
+            {
+                "externalid": "LE-US2-2026-10",
+                "subsidiary": "LE-US2",
+                "startdate": "2026-10-01",
+                "enddate": "2026-10-31",
+            }
+        ]
+    )
+    group = [e for e in events if e["group_key"] == events[0]["group_key"]]
+    one = invoices.plan_document(load_config(), periods, "invoice", group)
+    two = invoices.plan_document(load_config(), periods, "invoice", list(reversed(group)))
+    assert (
+        one.document_ref
+        == two.document_ref
+        == invoices.document_ref("invoice", [e["event_ref"] for e in group])
+    )
+    assert one.posting.idempotency_key == two.posting.idempotency_key
+    assert (
+        one.document_ref.startswith("inv-")
+        and f"key:{one.posting.idempotency_key[:16]}" in one.posting.payload["memo"]
+    )
+    other = invoices.plan_document(load_config(), periods, "invoice", group + [events[1]])
+    assert other.document_ref != one.document_ref  # other members, another document
+
+
+def test_invoices_then_credit_memo_after_a_correction_and_reruns_change_nothing(
+    billing_ods: str, erp_sim: RunningSimulator
+) -> None:
+    firm = Firm(customers=3, projects=4)
+    firm.seed_erp(erp_sim)
+    insert_events(billing_ods, firm.events(60))
+    first = run_pass(billing_ods, erp_sim, "inv-1")
+    assert first.still_pending == 0 and first.documents == {
+        "posted": first.plan["invoice"]["documents"]["invoice"]
+    }
+    figures = assert_billed_exactly_once(billing_ods)
+    assert figures["lines"] == 60 and figures["credit_memos"] == 0
+    sent = {d["externalId"]: _ours(d) for d in erp_documents(billing_ods, "invoice")}
+
+    again = run_pass(billing_ods, erp_sim, "inv-2")  # a rerun: nothing new, nothing sent
+    assert (
+        again.plan["invoice"]["documents"]["invoice"] == 0 and again.outcome["invoice"]["erp_requests"] == 0
+    )
+
+    # One invoiced line corrected, one unapproved: credit lines (and the new version) are billed
+    # without touching the sent invoices.
+    with psycopg.connect(billing_ods) as conn:
+        a, b = (r for (r,) in conn.execute("SELECT event_ref FROM billing.event ORDER BY event_ref LIMIT 2"))
+    correct(billing_ods, a, 4242)
+    correct(billing_ods, b, None)
+    third = run_pass(billing_ods, erp_sim, "inv-3")
+    assert third.plan["creditmemo"]["lines"]["creditmemo"] == 2
+    assert third.plan["invoice"]["lines"]["invoice"] == 1  # the corrected line's new version
+    # the sent invoices are unchanged (only the ERP's own fields move: amount remaining, status)
+    assert {
+        d["externalId"]: _ours(d) for d in erp_documents(billing_ods, "invoice") if d["externalId"] in sent
+    } == sent
+    memos = erp_documents(billing_ods, "creditmemo")
+    assert memos and all(float(m["total"]) > 0 and m["createdFrom"] for m in memos)
+    credited = {line["custcol_psa_credits_event"] for m in memos for line in m["item"]["items"]}
+    assert credited == {a, b}
+    figures = assert_billed_exactly_once(billing_ods)
+    assert figures["credit_memos"] == len(memos)
+
+
+def test_closed_period_moves_or_parks_per_entity_policy(billing_ods: str, erp_sim: RunningSimulator) -> None:
+    firm = Firm(customers=4, projects=4)  # customers 1..4: LE-US1, LE-US2, LE-UK1 (GBP), LE-UK1 (EUR)
+    firm.seed_erp(erp_sim)
+    for entity in ("LE-US1", "LE-UK1"):
+        erp_sim.admin("POST", f"/periods/{entity}-2026-10", json={"closed": True, "arLocked": True})
+    insert_events(
+        billing_ods,
+        [
+            firm.event(str(n), p, date(2026, 10, 5), amount=1000 * n)
+            for n, p in enumerate(sorted(firm.projects), 1)
+        ],
+    )
+    result = run_pass(billing_ods, erp_sim, "closed")
+    with psycopg.connect(billing_ods) as conn:
+        docs = dict(
+            conn.execute(
+                "SELECT legal_entity || ':' || currency, state || '@' || coalesce(period, '') FROM billing.document"
+            )
+        )
+        parked = conn.execute(
+            "SELECT count(*) FROM exceptions.item WHERE kind = 'parked' AND domain = 'billing' AND reason_code = 'PERIOD_CLOSED'"
+        ).fetchone()
+    assert docs == {
+        "LE-US1:USD": "posted@LE-US1-2026-11",  # post_to_first_open: the first open period
+        "LE-US2:USD": "posted@LE-US2-2026-10",
+        "LE-UK1:GBP": "parked@LE-UK1-2026-10",  # park: finance decides
+        "LE-UK1:EUR": "parked@LE-UK1-2026-10",
+    }, docs
+    assert parked == (2,) and result.plan["invoice"]["parked"] == 2
+    moved = [d for d in erp_documents(billing_ods, "invoice") if d["subsidiary"]["externalId"] == "LE-US1"]
+    assert "orig-period:LE-US1-2026-10" in moved[0]["memo"]
