@@ -76,7 +76,7 @@ class Firm:
             if kind == "time":
                 quantity = rng.choice([1, 2, 4, 7.5, 8])
                 rate = rng.choice([12000, 15000, 17550])
-                amount = int(round(quantity * rate))
+                amount = round(quantity * rate)
             else:
                 quantity, rate, amount = None, None, rng.randrange(1000, 500000)
             out.append(
@@ -214,7 +214,7 @@ def assert_billed_exactly_once(dsn: str) -> dict[str, int]:
     for sign, docs in ((1, invoices), (-1, memos)):
         for d in docs:
             key = (d["job"]["externalId"].removeprefix("psa-project-"), d["currency"]["refName"])
-            have[key] += sign * int((_cents(d["total"])))
+            have[key] += sign * int(_cents(d["total"]))
     assert dict(have) == dict(want)
     ext = [d["externalId"] for d in invoices + memos]
     assert len(ext) == len(set(ext))

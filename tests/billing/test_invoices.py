@@ -65,7 +65,7 @@ def test_document_refs_and_keys_are_deterministic() -> None:
         one.document_ref.startswith("inv-")
         and f"key:{one.posting.idempotency_key[:16]}" in one.posting.payload["memo"]
     )
-    other = invoices.plan_document(load_config(), periods, "invoice", group + [events[1]])
+    other = invoices.plan_document(load_config(), periods, "invoice", [*group, events[1]])
     assert other.document_ref != one.document_ref  # other members, another document
 
 
