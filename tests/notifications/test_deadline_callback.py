@@ -86,7 +86,7 @@ def test_the_close_dags_carry_one_close_deadline_per_legal_entity(monkeypatch: p
     monkeypatch.setenv("PSA_ERP_SYNC_DEADLINE_ALERTS", "on")  # tests/conftest.py turns them off
 
     entities = sorted(cfg.load_config().legal_entities.legal_entities)
-    for dag_id in ("time_expense_posting", "month_end_close", "revenue_recognition"):
+    for dag_id in ("time_expense_posting", "month_end_close", "revenue_recognition", "billing"):
         bag = DagBag(str(ROOT / "dags" / f"{dag_id}.py"))
         assert bag.import_errors == {}
         alerts = bag.dags[dag_id].deadline

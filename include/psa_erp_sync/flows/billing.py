@@ -1,0 +1,33 @@
+"""Billing: ready billing events -> ERP invoices and credit memos.
+
+Task graph (built by :func:`build`)::
+
+    invoice  (InvoicePostingOperator: invoices, then credit memos, through the posting ledger)
+
+The event-building task (``billing.events``) goes in front of ``invoice``. Retrying or clearing
+the task is safe: documents are keyed by their member events and resumed from the ledger.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+DAILY_CRON = "0 7 * * *"  # after the night's approvals are in; invoices go out in the morning
+START_DATE = datetime(2026, 1, 1)
+POSTING_RETRY_DELAY = timedelta(seconds=30)
+
+
+def schedule() -> Any:
+    from airflow.sdk import CronTriggerTimetable
+
+    return CronTriggerTimetable(DAILY_CRON, timezone="UTC")
+
+
+def build() -> Any:
+    """Declare the tasks of the billing DAG (call inside a DAG context); returns the invoice task."""
+    from psa_erp_sync.hooks.erp import account_pool
+    from psa_erp_sync.operators.billing import InvoicePostingOperator
+
+    # In the ERP account's pool: its request limit is shared with every other posting path.
+    return InvoicePostingOperator(task_id="invoice", pool=account_pool(), retry_delay=POSTING_RETRY_DELAY)
