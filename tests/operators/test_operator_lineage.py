@@ -89,6 +89,26 @@ def test_posting_operator_lineage_on_start_and_complete() -> None:
     _check_facet(facet, _validator())
 
 
+def test_invoice_operator_lineage() -> None:
+    from psa_erp_sync.operators.billing import InvoicePostingOperator
+
+    op = InvoicePostingOperator(task_id="invoice")
+    start = op.get_openlineage_facets_on_start()
+    assert _names(start.inputs) == [
+        ("postgres://db.internal:5432", "ods.billing.event"),
+        ("postgres://db.internal:5432", "ods.ledger.posting"),
+    ]
+    erp = "https://1234.suitetalk.api.netsuite.com"
+    outputs = _names(start.outputs)
+    assert (erp, "/services/rest/record/v1/invoice") in outputs
+    assert (erp, "/services/rest/record/v1/creditmemo") in outputs
+    assert ("postgres://db.internal:5432", "ods.billing.document") in outputs
+    op.outcome = OUTCOME | {"record_type": "invoice"}
+    facet = op.get_openlineage_facets_on_complete(None).run_facets["postingOutcome"]
+    assert facet.recordType == "invoice"
+    _check_facet(facet, _validator())
+
+
 def test_month_end_sensor_lineage() -> None:
     sensor = MonthEndWindowSensor(
         task_id="w", wait_for="period_open", legal_entity="LE-UK1", day="2026-12-01"
