@@ -140,3 +140,23 @@ def test_closed_period_moves_or_parks_per_entity_policy(billing_ods: str, erp_si
     assert parked == (2,) and result.plan["invoice"]["parked"] == 2
     moved = [d for d in erp_documents(billing_ods, "invoice") if d["subsidiary"]["externalId"] == "LE-US1"]
     assert "orig-period:LE-US1-2026-10" in moved[0]["memo"]
+
+
+def test_a_document_the_erp_refuses_is_a_billing_dead_letter(
+    billing_ods: str, erp_sim: RunningSimulator
+) -> None:
+    firm = Firm(customers=2, projects=2)
+    firm.seed_erp(erp_sim)
+    firm.projects["999"] = ("1", "LE-US1", "USD")  # no such job in the ERP
+    insert_events(billing_ods, [firm.event("1", "101", date(2026, 10, 5), amount=5000),
+                                firm.event("2", "999", date(2026, 10, 6), amount=7000)])  # fmt: skip
+    result = run_pass(billing_ods, erp_sim, "refused")
+    assert result.outcome["invoice"]["rejected"] == 1 and result.still_pending == 0
+    assert result.documents == {"posted": 1, "rejected": 1}
+    with psycopg.connect(billing_ods) as conn:
+        letters = conn.execute(
+            "SELECT domain, record_type, reason_code FROM exceptions.item WHERE kind = 'dead_letter'"
+        ).fetchall()
+        states = conn.execute("SELECT DISTINCT state FROM billing.event").fetchall()
+    assert letters == [("billing", "invoice", "INVALID_KEY_OR_REF")]
+    assert states == [("invoiced",)]  # the refused document keeps its line: it is billed once, later

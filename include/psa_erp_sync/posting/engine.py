@@ -162,6 +162,8 @@ def _quote(values: Sequence[str]) -> str:
 _Send = Callable[[Sequence[ledger.Posting], "_Progress"], None]
 
 PERIOD_CLOSED = "PERIOD_CLOSED"
+#: The exception domain of a dead letter, per ERP record type (time and expenses otherwise).
+DOMAINS = {"invoice": "billing", "creditmemo": "billing"}
 
 
 @dataclass
@@ -442,7 +444,7 @@ class PostingEngine:
             items.append(
                 exception_queue.Item(
                     kind="dead_letter",
-                    domain="time_expense",
+                    domain=DOMAINS.get(self.record_type, "time_expense"),
                     source_system=p.source_system,
                     record_type=KINDS.get(self.record_type, self.record_type),
                     source_id=p.source_id,
@@ -450,7 +452,9 @@ class PostingEngine:
                     reason_code=code,
                     detail=detail,
                     legal_entity=p.legal_entity,
-                    owner=self.config.ownership.owner_for("time_expense", p.legal_entity),
+                    owner=self.config.ownership.owner_for(
+                        DOMAINS.get(self.record_type, "time_expense"), p.legal_entity
+                    ),
                 )
             )
         return finished, details, items
