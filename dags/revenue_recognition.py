@@ -13,8 +13,9 @@ never netted across contracts. A recompute plans only the delta against what is 
 for the period; a closed period's delta goes to the first open period or is parked, per the legal
 entity's policy. The month before is recomputed first (`periods_back`) to catch late changes.
 
-**Not yet:** posting the planned journals (`revenue.journal`) to the ERP as `journalentry`
-records through the posting ledger comes next session, with the ERP simulator's journal entries.
+**Posting:** `post_journals` then sends every planned journal (`revenue.journal`, state `planned`)
+to the ERP as a `journalentry` through the posting ledger and engine (ledger row first, read-back
+before any resend); parked journals wait for finance.
 
 **Schedule:** monthly, the 1st at 06:00 UTC; trigger manually with `period` for an open month.
 Idempotent: same inputs write nothing new. See docs/billing.md, "Revenue recognition".

@@ -10,8 +10,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import connect_airflow
+from tests.conftest import RunningSimulator, connect_airflow
 from tests.revenue.conftest import seed_firm
+from tests.revenue.test_journal_posting import erp_periods
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
@@ -36,10 +37,11 @@ def test_schedule_is_monthly() -> None:
 
 
 def test_dag_recognizes_the_month_that_ended(
-    airflow_db: str, clean_ods: str, monkeypatch: pytest.MonkeyPatch
+    airflow_db: str, clean_ods: str, erp_sim: RunningSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seed_firm(clean_ods)
-    connect_airflow(monkeypatch, clean_ods)
+    erp_periods(erp_sim)
+    connect_airflow(monkeypatch, clean_ods, erp=erp_sim)
     dag = _dag()
     run = dag.test(logical_date=datetime(2026, 11, 1, 6, tzinfo=UTC))
     assert run.state == "success", run.state
@@ -53,6 +55,13 @@ def test_dag_recognizes_the_month_that_ended(
         assert conn.execute("SELECT count(*), count(DISTINCT run_id) FROM revenue.journal").fetchone() == (
             7,
             1,
+        )
+        # ... and posted: every planned journal is an ERP journal entry, confirmed in the ledger.
+        assert conn.execute(
+            "SELECT count(*) FROM ledger.posting WHERE record_type = 'journalentry' AND state = 'confirmed'"
+        ).fetchone() == (7,)
+        assert conn.execute("SELECT count(*) FROM sim_erp.record WHERE type = 'journalentry'").fetchone() == (
+            7,
         )
 
     again = dag.test(logical_date=datetime(2026, 11, 1, 7, tzinfo=UTC))

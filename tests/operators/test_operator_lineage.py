@@ -109,6 +109,16 @@ def test_invoice_operator_lineage() -> None:
     _check_facet(facet, _validator())
 
 
+def test_journal_operator_lineage() -> None:
+    from psa_erp_sync.operators.revenue import JournalPostingOperator
+
+    start = JournalPostingOperator(task_id="post_journals").get_openlineage_facets_on_start()
+    assert ("postgres://db.internal:5432", "ods.revenue.journal") in _names(start.inputs)
+    assert ("https://1234.suitetalk.api.netsuite.com", "/services/rest/record/v1/journalentry") in _names(
+        start.outputs
+    )
+
+
 def test_month_end_sensor_lineage() -> None:
     sensor = MonthEndWindowSensor(
         task_id="w", wait_for="period_open", legal_entity="LE-UK1", day="2026-12-01"

@@ -20,7 +20,7 @@ from tests.revenue.conftest import seed_firm
 pytestmark = pytest.mark.integration
 
 
-def _erp_periods(erp: RunningSimulator) -> None:
+def erp_periods(erp: RunningSimulator) -> None:
     erp.admin("POST", "/seed", json={
         "subsidiaries": [{"external_id": "LE-US1", "name": "US1", "country": "US", "currency": "USD", "is_inactive": False}],
         "currencies": [{"symbol": "USD", "name": "US Dollar"}],
@@ -47,7 +47,7 @@ def _post(dsn: str, erp: RunningSimulator, run_id: str) -> dict[str, object]:
 
 def test_planned_journals_reach_the_erp_once(clean_ods: str, erp_sim: RunningSimulator) -> None:
     seed_firm(clean_ods)
-    _erp_periods(erp_sim)
+    erp_periods(erp_sim)
     with psycopg.connect(clean_ods) as conn:
         for month in (9, 10):
             service.compute_and_store_period(

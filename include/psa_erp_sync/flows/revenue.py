@@ -3,6 +3,7 @@
 Task graph (built by :func:`build`)::
 
     recognize_revenue  (one task: the previous period again, then the period)
+      >> post_journals (JournalPostingOperator: planned journals -> ERP journal entries, via the ledger)
 
 The period is the month before the run's as-of date (the month that just ended), or the
 ``period`` param (``YYYY-MM``) for an on-demand run of an open period. The month before it is
@@ -67,10 +68,12 @@ def _recognize() -> dict[str, Any]:
 
 def build() -> None:
     """Declare the tasks of the revenue recognition DAG (call inside a DAG context)."""
+    from psa_erp_sync.hooks.erp import account_pool
     from psa_erp_sync.lineage.refs import ods
     from psa_erp_sync.operators.python import ReportingPythonOperator
+    from psa_erp_sync.operators.revenue import JournalPostingOperator
 
-    ReportingPythonOperator(
+    recognize = ReportingPythonOperator(
         task_id="recognize_revenue",
         python_callable=_recognize,
         inputs=[
@@ -92,3 +95,5 @@ def build() -> None:
             ods("exceptions.item"),
         ],
     )
+    # In the ERP account's pool: its request limit is shared with every other posting path.
+    recognize >> JournalPostingOperator(task_id="post_journals", pool=account_pool())
