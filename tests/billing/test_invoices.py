@@ -160,3 +160,60 @@ def test_a_document_the_erp_refuses_is_a_billing_dead_letter(
         states = conn.execute("SELECT DISTINCT state FROM billing.event").fetchall()
     assert letters == [("billing", "invoice", "INVALID_KEY_OR_REF")]
     assert states == [("invoiced",)]  # the refused document keeps its line: it is billed once, later
+
+
+def test_a_period_closing_mid_pass_gets_the_entity_policy(
+    billing_ods: str, erp_sim: RunningSimulator
+) -> None:
+    import threading
+    import time
+
+    firm = Firm(customers=4, projects=8)  # LE-US1 (moves to the first open period) and LE-UK1 (parks)
+    firm.seed_erp(erp_sim)
+    insert_events(billing_ods, firm.events(600, months=("2026-10",)))
+    erp_sim.admin(
+        "PUT",
+        "/faults",
+        json=[{"id": "slow", "action": "latency", "path_regex": "/batch$", "latency_ms": 150}],
+    )
+    closed_at: list[int] = []
+
+    def close_when_under_way() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with psycopg.connect(billing_ods) as conn:
+                row = conn.execute("SELECT count(*) FROM ledger.posting WHERE state = 'confirmed'").fetchone()
+            if row and row[0] >= 6:
+                break
+            time.sleep(0.02)
+        closed_at.append(1)
+        for entity in ("LE-US1", "LE-US2", "LE-UK1"):
+            erp_sim.admin("POST", f"/periods/{entity}-2026-10", json={"closed": True, "arLocked": True})
+
+    closer = threading.Thread(target=close_when_under_way)
+    closer.start()
+    result = run_pass(billing_ods, erp_sim, "close-mid-pass", batch_size=2, max_lines=10)
+    closer.join()
+    erp_sim.admin("DELETE", "/faults")
+    assert closed_at and result.outcome["invoice"]["period_closed_replanned"] > 0, result.outcome
+    assert result.still_pending == 0
+    with psycopg.connect(billing_ods) as conn:
+        rows = conn.execute(
+            "SELECT d.legal_entity, d.state, d.period, n.payload->>'memo' FROM billing.document d"
+            " JOIN ledger.attempt a ON a.outcome = 'period-closed'"
+            " JOIN ledger.posting r ON r.idempotency_key = a.idempotency_key AND r.source_id = d.document_ref"
+            " JOIN LATERAL (SELECT * FROM ledger.posting m WHERE m.source_id = d.document_ref"
+            "               ORDER BY seq DESC LIMIT 1) n ON true"
+        ).fetchall()
+        letters = conn.execute("SELECT count(*) FROM exceptions.item WHERE kind = 'dead_letter'").fetchone()
+    assert len(rows) == result.outcome["invoice"]["period_closed_replanned"]
+    for entity, state, period, memo in rows:
+        if entity == "LE-UK1":  # policy: park
+            assert state == "parked", (entity, state)
+        else:  # post_to_first_open: in the ERP in November, the original period in the memo
+            assert (state, period) == (
+                "posted",
+                f"{entity}-2026-11",
+            ) and f"orig-period:{entity}-2026-10" in memo
+    assert {e for e, *_ in rows} >= {"LE-UK1"} and len({e for e, *_ in rows}) >= 2, rows
+    assert letters == (0,)  # a closed period is never a dead letter
