@@ -25,9 +25,12 @@ install: $(STAMP)
 demo: install
 	$(BIN)/python -m devtools.demo
 
-## make test: lint, types, unit, integration (real PostgreSQL, simulators, Airflow)
+## make test: lint, types, unit, integration (real PostgreSQL, simulators, Airflow), on
+## TEST_WORKERS pytest-xdist workers (default 2; each has its own database and Airflow home; whole
+## files per worker, so a module's fixtures stay in one process). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: install lint typecheck
-	@rc=0; $(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; $(BIN)/pytest -p no:cacheprovider $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) --durations=15 $(PYTEST_ARGS) || rc=$$?; \
 	  $(BIN)/python -m devtools.pgserver stop --data .local/test-pg >/dev/null 2>&1 || true; \
 	  exit $$rc
 
