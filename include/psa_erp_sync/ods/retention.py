@@ -15,6 +15,7 @@ transaction, and is idempotent (a second run the same day changes nothing):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     import psycopg
 
     from psa_erp_sync.config import Retention
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,20 @@ def enforce(conn: psycopg.Connection, policy: Retention, *, as_of: datetime) -> 
             (as_of, as_of - timedelta(days=policy.inbox.quarantine_days)),
         ).rowcount
     return RetentionResult(staged, events, bodies)
+
+
+def enforce_configured(conn: psycopg.Connection, *, as_of: datetime) -> dict[str, Any]:
+    """Apply ``config/retention.yaml`` as of ``as_of`` (the retention DAG's step); logs and returns
+    what was dropped or pseudonymised."""
+    from psa_erp_sync.config import load_retention
+
+    result = enforce(conn, load_retention(), as_of=as_of)
+    log.info(
+        "retention as of %s: staged versions dropped %s, webhook events pseudonymised %d,"
+        " quarantined bodies dropped %d",
+        as_of.isoformat(),
+        result.staged_dropped,
+        result.events_pseudonymised,
+        result.quarantine_bodies_dropped,
+    )
+    return result.as_dict()
