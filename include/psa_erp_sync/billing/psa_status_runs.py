@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INVOICE_EVENTS = ("invoice.created", "invoice.paid")
+INVOICE_EVENTS = inbox.ERP_INVOICE_EVENTS
 SWEEP_NAME = "erp_invoices"
 DEFAULT_OVERLAP = timedelta(hours=2)
 
