@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 
 from psa_erp_sync.api import ingress
 from psa_erp_sync.billing import psa_status_runs as runs
-from psa_erp_sync.billing.psa_status import target_of
+from psa_erp_sync.billing.psa_status import mirror_invoice, target_of
 from psa_erp_sync.clients.erp import NetSuiteClient
 from psa_erp_sync.clients.psa import HarvestClient, PsaApiError
 from tests.conftest import RunningSimulator
@@ -219,6 +219,18 @@ def test_duplicated_and_reordered_webhooks_change_nothing(
     assert again.outcomes == {"unchanged": 1}
     assert psa_invoice(psa, "inv-st-2").state == "paid"
     assert len(list(psa.iter_invoices(client_id=100))) == 1
+    # A read of the ERP older than the one mirrored (an open invoice, before its payment) is ignored.
+    current = erp.get_invoice(invoice_id)
+    assert current is not None and current.last_modified_date is not None
+    older = current.model_copy(
+        update={
+            "status": "Open",
+            "amount_remaining": current.total,
+            "last_modified_date": current.last_modified_date - timedelta(minutes=5),
+        }
+    )
+    assert mirror_invoice(ods, psa, older, paid=Decimal(0), run_id="late-read") == "stale"
+    assert psa_invoice(psa, "inv-st-2").state == "paid"
 
 
 def test_a_dropped_webhook_is_fixed_by_the_sweep_and_a_void_closes(
@@ -236,6 +248,9 @@ def test_a_dropped_webhook_is_fixed_by_the_sweep_and_a_void_closes(
     assert partial.outcomes == {"updated": 1}
     shown = psa_invoice(psa, "inv-st-3")
     assert shown.state == "open" and shown.amount - shown.due_amount == Decimal("50.00")
+    # The overlap window reads it again: the payment is not recorded twice.
+    runs.sweep(ods, psa, erp, run_id="scheduled__2b", as_of=datetime.now(UTC))
+    assert [p.amount for p in psa.iter_invoice_payments(shown.id)] == [Decimal("50.00")]
     erp_sim.admin("POST", "/invoices/eid:inv-st-3/payments", json={})
     runs.sweep(ods, psa, erp, run_id="scheduled__3", as_of=datetime.now(UTC))
     assert psa_invoice(psa, "inv-st-3").state == "paid"
@@ -253,3 +268,32 @@ def test_a_dropped_webhook_is_fixed_by_the_sweep_and_a_void_closes(
 
 def _milestone_line() -> dict[str, str]:
     return {"amount": "2500.00", "sourceType": "milestone", "sourceId": "psa-ms-800"}
+
+
+def test_a_psa_refusal_opens_an_exception_item_and_a_later_success_resolves_it(
+    ods: psycopg.Connection,
+    psa: HarvestClient,
+    erp: NetSuiteClient,
+    erp_sim: RunningSimulator,
+) -> None:
+    put_invoice(erp_sim, psa, "inv-st-5")
+    runs.sweep(ods, psa, erp, run_id="scheduled__1", as_of=datetime.now(UTC))
+    # A second ERP invoice bills an entry the PSA already shows billed: the PSA refuses (422).
+    line = {"amount": "10.00", "sourceType": "timebill", "sourceId": f"psa-te-{TIME_IDS[0]}"}
+    put_invoice(erp_sim, psa, "inv-st-6", item={"items": [line]})
+    internal_id = erp.read_billing("invoice", "inv-st-6").id
+    ods.execute(
+        "INSERT INTO inbox.event (delivery_id, source_system, event_type, source_id, payload)"
+        " VALUES ('refused-1', 'erp', 'invoice.created', %s, '{}'::jsonb)",
+        (internal_id,),
+    )
+    result = runs.process_events(ods, psa, erp, run_id="asset_triggered__refused")  # does not raise
+    assert result.outcomes == {"rejected": 1} and psa_invoice(psa, "inv-st-6") is None
+    item = "SELECT status, owner, kind FROM exceptions.item WHERE reason_code = 'PSA_INVOICE_REFUSED' AND source_id = 'inv-st-6'"
+    assert ods.execute(item).fetchone() == ("open", "finance-integration", "propagation")
+    assert ods.execute("SELECT status, outcome FROM inbox.event").fetchone() == ("processed", "rejected")
+    # Finance voids the wrong ERP invoice: the sweep finds nothing to bill and resolves the item.
+    erp_sim.admin("POST", "/invoices/eid:inv-st-6/void", json={})
+    swept = runs.sweep(ods, psa, erp, run_id="scheduled__2", as_of=datetime.now(UTC))
+    assert swept.outcomes["voided_unmirrored"] == 1
+    assert ods.execute(item).fetchone() == ("resolved", "finance-integration", "propagation")

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from psa_erp_sync.billing import psa_status_store as store
 from psa_erp_sync.billing.psa_status import mirror_invoice
 from psa_erp_sync.clients.erp import ErpError
-from psa_erp_sync.clients.psa import PsaApiError
-from psa_erp_sync.ods import inbox
+from psa_erp_sync.clients.psa import PsaApiError, PsaEndpointNotFound, PsaWriteUncertain
+from psa_erp_sync.ods import exceptions, inbox
 
 if TYPE_CHECKING:
     import psycopg
@@ -54,6 +54,37 @@ class StatusSyncFailed(RuntimeError):
     """Some invoices could not be mirrored; the others were. A retry (or the sweep) redoes them."""
 
 
+EXCEPTION_DOMAIN = "billing"
+EXCEPTION_KIND = "propagation"  # a write into the PSA the PSA refused
+REFUSED = "PSA_INVOICE_REFUSED"
+
+
+def _refused(exc: PsaApiError) -> bool:
+    """A PSA answer that a retry will not change (4xx but 429; never an uncertain write)."""
+    return (
+        not isinstance(exc, (PsaWriteUncertain, PsaEndpointNotFound))
+        and exc.status is not None
+        and 400 <= exc.status < 500
+        and exc.status != 429
+    )
+
+
+def _report_refusal(
+    conn: psycopg.Connection, external_id: str, exc: PsaApiError, run_id: str, owner: str
+) -> None:
+    item = exceptions.Item(
+        kind=EXCEPTION_KIND,
+        domain=EXCEPTION_DOMAIN,
+        source_system="erp",
+        record_type="invoice",
+        source_id=external_id,
+        reason_code=REFUSED,
+        owner=owner,
+        detail={"psa_status": exc.status, "endpoint": exc.endpoint, "error": str(exc)[:500]},
+    )
+    exceptions.quarantine_many(conn, [item], run_id=run_id)
+
+
 def _mirror_ids(
     conn: psycopg.Connection,
     psa: HarvestClient,
@@ -62,18 +93,39 @@ def _mirror_ids(
     run_id: str,
     result: StatusResult,
 ) -> dict[str, str]:
-    """Re-read each ERP invoice by internal id and mirror it; the outcome per id."""
+    """Re-read each ERP invoice by internal id and mirror it; the outcome per id. A PSA refusal
+    opens an exception item for the billing owner (``rejected``); a later success resolves it."""
+    from psa_erp_sync.config import load_config
+
     outcomes: dict[str, str] = {}
     paid = erp.payments_applied(internal_ids) if internal_ids else {}
+    owner = load_config().ownership.owner_for(EXCEPTION_DOMAIN) if internal_ids else ""
     for internal_id in internal_ids:
+        external_id = internal_id
         try:
             invoice = erp.get_invoice(internal_id)
             if invoice is None:
                 outcome = "gone"
             else:
+                external_id = str(invoice.external_id or internal_id)
                 outcome = mirror_invoice(conn, psa, invoice, paid=paid[internal_id], run_id=run_id)
-        except (PsaApiError, ErpError) as exc:
-            log.warning("ERP invoice %s not mirrored: %s", internal_id, exc)
+                exceptions.resolve_for(
+                    conn,
+                    source_system="erp",
+                    record_type="invoice",
+                    source_ids=[external_id],
+                    kind=EXCEPTION_KIND,
+                )
+        except PsaApiError as exc:
+            log.warning("ERP invoice %s not mirrored: %s", external_id, exc)
+            if _refused(exc):
+                _report_refusal(conn, external_id, exc, run_id, owner)
+                outcome = "rejected"
+            else:
+                result.failures.append(f"{internal_id}: {exc}")
+                outcome = "failed"
+        except ErpError as exc:
+            log.warning("ERP invoice %s not read: %s", internal_id, exc)
             result.failures.append(f"{internal_id}: {exc}")
             outcome = "failed"
         outcomes[internal_id] = outcome
@@ -88,8 +140,9 @@ def process_events(
     """Claim the pending ERP invoice events, mirror each announced invoice once (duplicates and
     reorders collapse: the ERP is re-read), and settle the events. ``conn`` in autocommit.
 
-    :raises StatusSyncFailed: after settling the rest, when some invoice failed (its events stay
-        claimed by this run: a retry takes them back; the sweep is the safety net)."""
+    :raises StatusSyncFailed: after settling the rest, when some invoice failed for a reason a retry
+        may fix (its events stay claimed by this run: a retry takes them back; the sweep is the
+        safety net). A PSA refusal is settled ``rejected`` with an exception item instead."""
     result = StatusResult()
     events = inbox.claim(conn, run_id=run_id, source_system="erp", event_types=INVOICE_EVENTS)
     result.events = len(events)
