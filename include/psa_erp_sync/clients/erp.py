@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -581,6 +582,33 @@ class NetSuiteClient:
             raise ValueError("record_type is invoice or creditmemo")
         for row in self._modified(record_type, modified_since, overlap):
             yield ErpInvoice.model_validate(row)
+
+    def get_invoice(self, internal_id: str) -> ErpInvoice | None:
+        """An invoice (with its lines) read by internal id, the id ERP webhooks announce; None when
+        the ERP has none."""
+        if not str(internal_id).isdigit():
+            raise ValueError("internal ids are digits")
+        path = f"/services/rest/record/v1/invoice/{internal_id}"
+        response = self._send("GET", path, write=False, pass_through=(404,))
+        if response.status_code == 404:
+            return None
+        return ErpInvoice.model_validate_json(response.content)
+
+    def payments_applied(self, invoice_ids: Sequence[str]) -> dict[str, Decimal]:
+        """Per invoice internal id, the sum that customer payments apply to it (credit memos not
+        included): SuiteQL ``transactionline`` rows whose ``appliedto`` is the invoice."""
+        ids = [str(i) for i in invoice_ids]
+        if not all(i.isdigit() for i in ids):
+            raise ValueError("internal ids are digits")
+        out = {i: Decimal(0) for i in ids}
+        for start in range(0, len(ids), 500):
+            chunk = ", ".join(f"'{i}'" for i in ids[start : start + 500])
+            query = f"SELECT * FROM transactionline WHERE appliedto IN ({chunk}) ORDER BY id"
+            for row in self.suiteql(query):
+                line = TransactionLine.model_validate(row)
+                if line.transaction_type == "customerpayment" and line.applied_to in out:
+                    out[line.applied_to] += line.amount or Decimal(0)
+        return out
 
     def iter_customer_payments(
         self, *, modified_since: dt.datetime | None = None, overlap: dt.timedelta = dt.timedelta(minutes=15)

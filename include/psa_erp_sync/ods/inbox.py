@@ -25,6 +25,7 @@ TIME_EXPENSE_EVENTS = (
     "time_entry.deleted",
     "expense.approved",
 )
+ERP_INVOICE_EVENTS = ("invoice.created", "invoice.paid")  # consumed by billing_status_stream
 
 
 @dataclass(frozen=True)
