@@ -70,7 +70,10 @@ def client(erp: RunningSimulator) -> Iterator[Any]:
     from psa_erp_sync.clients.http import RetryPolicy
 
     with NetSuiteClient(
-        base_url=erp.base_url, account_id="A1", token="t", retry=RetryPolicy(max_attempts=2, base_delay_s=0.01)
+        base_url=erp.base_url,
+        account_id="A1",
+        token="t",
+        retry=RetryPolicy(max_attempts=2, base_delay_s=0.01),
     ) as netsuite:
         yield netsuite
 
@@ -109,11 +112,30 @@ def journal(amount: str) -> dict[str, Any]:
 
 
 def seed_billing(http: httpx.Client, erp: RunningSimulator) -> None:
-    put(http, "invoice", "inv-1", invoice(("1125.00", "timebill", "psa-te-1"), ("80.50", "expensereport", "psa-ex-7")))
-    put(http, "invoice", "inv-2", invoice(("5000.00", "milestone", "ms-3"), job="psa-project-4",
-                                           entity={"externalId": "psa-client-3"},
-                                           subsidiary={"externalId": "LE-UK1"}, currency={"refName": "GBP"}))
-    put(http, "creditmemo", "cm-1", invoice(("80.50", "expensereport", "psa-ex-7")) | {"createdFrom": {"externalId": "inv-1"}})
+    put(
+        http,
+        "invoice",
+        "inv-1",
+        invoice(("1125.00", "timebill", "psa-te-1"), ("80.50", "expensereport", "psa-ex-7")),
+    )
+    put(
+        http,
+        "invoice",
+        "inv-2",
+        invoice(
+            ("5000.00", "milestone", "ms-3"),
+            job="psa-project-4",
+            entity={"externalId": "psa-client-3"},
+            subsidiary={"externalId": "LE-UK1"},
+            currency={"refName": "GBP"},
+        ),
+    )
+    put(
+        http,
+        "creditmemo",
+        "cm-1",
+        invoice(("80.50", "expensereport", "psa-ex-7")) | {"createdFrom": {"externalId": "inv-1"}},
+    )
     erp.admin("POST", "/invoices/eid:inv-1/payments", json={"amount": "500.00", "tranDate": "2026-12-05"})
     put(http, "journalentry", "je-1", journal("1205.50"))
 
@@ -140,10 +162,49 @@ def test_read_back_lands_every_record_with_lines_in_minor_units(
         " FROM billing.erp_invoice ORDER BY record_type, external_id"
     ).fetchall()
     assert invoices == [
-        ("creditmemo", "cm-1", "psa-client-1", "psa-project-1", "1", "LE-US1", "USD", 8050, None, None, False, "inv-1"),
+        (
+            "creditmemo",
+            "cm-1",
+            "psa-client-1",
+            "psa-project-1",
+            "1",
+            "LE-US1",
+            "USD",
+            8050,
+            None,
+            None,
+            False,
+            "inv-1",
+        ),
         # 1205.50 - 80.50 credited - 500.00 paid
-        ("invoice", "inv-1", "psa-client-1", "psa-project-1", "1", "LE-US1", "USD", 120550, 62500, "Open", False, None),
-        ("invoice", "inv-2", "psa-client-3", "psa-project-4", "4", "LE-UK1", "GBP", 500000, 500000, "Open", False, None),
+        (
+            "invoice",
+            "inv-1",
+            "psa-client-1",
+            "psa-project-1",
+            "1",
+            "LE-US1",
+            "USD",
+            120550,
+            62500,
+            "Open",
+            False,
+            None,
+        ),
+        (
+            "invoice",
+            "inv-2",
+            "psa-client-3",
+            "psa-project-4",
+            "4",
+            "LE-UK1",
+            "GBP",
+            500000,
+            500000,
+            "Open",
+            False,
+            None,
+        ),
     ]
     lines = ods.execute(
         "SELECT i.external_id, l.line_no, l.source_type, l.source_id, l.amount_minor, l.currency"
@@ -167,7 +228,9 @@ def test_read_back_lands_every_record_with_lines_in_minor_units(
         " JOIN billing.erp_journal_line l ON l.journal_internal_id = j.internal_id ORDER BY l.line_no"
     ).fetchall()
     assert journal_lines == [("je-1", "1300", 120550, None), ("je-1", "4000", None, 120550)]
-    marks = dict(ods.execute("SELECT record_type, high_watermark IS NOT NULL FROM billing.erp_readback_watermark"))
+    marks = dict(
+        ods.execute("SELECT record_type, high_watermark IS NOT NULL FROM billing.erp_readback_watermark")
+    )
     assert marks == dict.fromkeys(readback.RECORD_TYPES, True)
 
 
@@ -176,7 +239,9 @@ def test_rerun_rereads_the_overlap_and_changes_nothing_then_takes_the_last_versi
 ) -> None:
     seed_billing(http, erp)
     read(ods, client)
-    before = ods.execute("SELECT internal_id, version_hash, read_at FROM billing.erp_invoice ORDER BY 1").fetchall()
+    before = ods.execute(
+        "SELECT internal_id, version_hash, read_at FROM billing.erp_invoice ORDER BY 1"
+    ).fetchall()
     again = read(ods, client)
     # Everything is inside the overlap window: read again, written never.
     assert {t: (r["mode"], r["read"], r["changed"]) for t, r in again.items()} == {
@@ -185,14 +250,38 @@ def test_rerun_rereads_the_overlap_and_changes_nothing_then_takes_the_last_versi
         "customerpayment": ("incremental", 1, 0),
         "journalentry": ("incremental", 1, 0),
     }
-    assert ods.execute("SELECT internal_id, version_hash, read_at FROM billing.erp_invoice ORDER BY 1").fetchall() == before
+    assert (
+        ods.execute(
+            "SELECT internal_id, version_hash, read_at FROM billing.erp_invoice ORDER BY 1"
+        ).fetchall()
+        == before
+    )
     # inv-2 modified twice between reads, inv-3 created and voided, inv-1 paid in full.
-    put(http, "invoice", "inv-2", invoice(("4000.00", "milestone", "ms-3"), job="psa-project-4",
-                                           entity={"externalId": "psa-client-3"},
-                                           subsidiary={"externalId": "LE-UK1"}, currency={"refName": "GBP"}))
-    put(http, "invoice", "inv-2", invoice(("4500.00", "milestone", "ms-3"), ("10.00", "milestone", "ms-4"),
-                                           job="psa-project-4", entity={"externalId": "psa-client-3"},
-                                           subsidiary={"externalId": "LE-UK1"}, currency={"refName": "GBP"}))
+    put(
+        http,
+        "invoice",
+        "inv-2",
+        invoice(
+            ("4000.00", "milestone", "ms-3"),
+            job="psa-project-4",
+            entity={"externalId": "psa-client-3"},
+            subsidiary={"externalId": "LE-UK1"},
+            currency={"refName": "GBP"},
+        ),
+    )
+    put(
+        http,
+        "invoice",
+        "inv-2",
+        invoice(
+            ("4500.00", "milestone", "ms-3"),
+            ("10.00", "milestone", "ms-4"),
+            job="psa-project-4",
+            entity={"externalId": "psa-client-3"},
+            subsidiary={"externalId": "LE-UK1"},
+            currency={"refName": "GBP"},
+        ),
+    )
     put(http, "invoice", "inv-3", invoice(("99.00", "timebill", "psa-te-9")))
     erp.admin("POST", "/invoices/eid:inv-3/void")
     erp.admin("POST", "/invoices/eid:inv-1/payments", json={"tranDate": "2026-12-20"})
@@ -245,11 +334,17 @@ def test_overlap_catches_a_record_stamped_before_the_watermark(
     ).fetchone() == (2000,)
 
 
-def test_a_float_amount_is_refused_naming_the_record() -> None:
+def test_a_float_amount_is_refused_naming_the_record(ods: psycopg.Connection) -> None:
     class Rows:
         def suiteql(self, query: str, *, page_size: int = 1000) -> Iterator[dict[str, Any]]:
-            yield {"id": "7", "lastmodifieddate": "2026-11-30T10:00:00Z", "trandate": "2026-11-30",
-                   "currency": "USD", "total": 12.5}
+            yield {
+                "id": "7",
+                "lastmodifieddate": "2026-11-30T10:00:00Z",
+                "trandate": "2026-11-30",
+                "currency": "USD",
+                "total": 12.5,
+            }
 
     with pytest.raises(readback.ReadbackError, match="invoice '7': invalid fields total"):
-        readback.read_back_type(None, Rows(), record_type="invoice", run_id="r", overlap=OVERLAP, jobs=JOBS)  # type: ignore[arg-type]
+        readback.read_back_type(ods, Rows(), record_type="invoice", run_id="r", overlap=OVERLAP, jobs=JOBS)
+    assert ods.execute("SELECT count(*) FROM billing.erp_readback_watermark").fetchone() == (0,)

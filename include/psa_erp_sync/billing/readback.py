@@ -328,7 +328,12 @@ def _write_payment(
         "INSERT INTO billing.erp_payment_application (payment_internal_id, line_no, invoice_internal_id,"
         " amount_minor) VALUES (%s, %s, %s, %s)",
         [
-            (head.id, line.linesequencenumber, line.appliedto, _minor(line.amount or Decimal(0), head.currency))
+            (
+                head.id,
+                line.linesequencenumber,
+                line.appliedto,
+                _minor(line.amount or Decimal(0), head.currency),
+            )
             for line, _ in lines
         ],
     )
