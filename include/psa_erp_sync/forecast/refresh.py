@@ -12,8 +12,8 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from psa_erp_sync.forecast import billing_kpis, model, publish, store
 from psa_erp_sync.forecast import inputs as forecast_inputs
-from psa_erp_sync.forecast import model, publish, store
 from psa_erp_sync.forecast.settings import SCENARIOS, ForecastSettings
 
 if TYPE_CHECKING:
@@ -55,7 +55,13 @@ def refresh(
     planning: PlanningClient | None = None,
     chart_dir: Path | None = None,
     scenarios: tuple[str, ...] = SCENARIOS,
+    job_external_id: str | None = None,
 ) -> RefreshOutcome:
+    """Refresh the forecast as of ``as_of``.
+
+    :param job_external_id: the ERP job external id format (``config/mappings.yaml``
+        ``external_ids.job``) the billing KPIs find a project's customer by; default: the config's.
+    """
     versions = forecast_inputs.data_versions(conn, settings)
     outcome = RefreshOutcome(as_of=as_of, data_versions=versions)
     todo: dict[str, str] = {}
@@ -81,8 +87,14 @@ def refresh(
         loaded = forecast_inputs.load_inputs(conn, as_of=as_of, settings=settings, prior_snapshot_id=None)
         prior_ids = {s: forecast_inputs.previous_snapshot(conn, s, snap_id) for s, snap_id in todo.items()}
         priors = {s: _prior(conn, prior_id) for s, prior_id in prior_ids.items()}
+        if job_external_id is None:
+            from psa_erp_sync.config import load_config
+
+            job_external_id = load_config().mappings.external_ids["job"]
+        kpis = billing_kpis.compute(conn, as_of=as_of, settings=settings, job_external_id=job_external_id)
         for result in model.compute_scenarios(loaded, settings, tuple(todo), priors):
             snap_id = todo[result.scenario]
+            result.billing_kpis = kpis
             written = store.write_snapshot(
                 conn,
                 result,
