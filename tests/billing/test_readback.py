@@ -42,12 +42,19 @@ BILLING_TABLES = (
 )
 
 
+def truncate_billing(dsn: str) -> None:
+    """Empty the read-back tables (``clean_ods`` leaves the billing schema alone): a read-back left
+    behind would switch later forecast tests to billing from the ERP."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {BILLING_TABLES}")
+
+
 @pytest.fixture
 def ods(clean_ods: str) -> Iterator[psycopg.Connection]:
+    truncate_billing(clean_ods)
     with psycopg.connect(clean_ods) as conn:
-        conn.execute(f"TRUNCATE {BILLING_TABLES}")
-        conn.commit()
         yield conn
+    truncate_billing(clean_ods)
 
 
 @pytest.fixture

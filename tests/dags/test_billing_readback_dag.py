@@ -11,7 +11,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.billing.test_readback import BILLING_TABLES, DECEMBER, seed_billing
+from tests.billing.test_readback import DECEMBER, seed_billing, truncate_billing
 from tests.conftest import RunningSimulator, connect_airflow
 from tests.dags.test_master_data_dag import load_dag
 from tests.simulators.test_erp_sim import BASE_SEED
@@ -29,8 +29,7 @@ def test_billing_readback_dag(
     erp_sim.admin("POST", "/seed", json=seed)
     with httpx.Client(base_url=erp_sim.base_url, headers={"Authorization": "Bearer t"}, timeout=30) as http:
         seed_billing(http, erp_sim)
-    with psycopg.connect(clean_ods, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {BILLING_TABLES}")
+    truncate_billing(clean_ods)
     connect_airflow(monkeypatch, clean_ods, erp=erp_sim)
     dag = load_dag("billing_readback.py", "billing_readback")
     first = dag.test(logical_date=AS_OF)
@@ -45,6 +44,7 @@ def test_billing_readback_dag(
             conn.execute("SELECT record_type, last_changed FROM billing.erp_readback_watermark").fetchall()
         )
         runs = {r[0] for r in conn.execute("SELECT DISTINCT read_run_id FROM billing.erp_invoice")}
+    truncate_billing(clean_ods)
     assert held == {"invoice": 2, "creditmemo": 1}
     assert marks == {"invoice": 0, "creditmemo": 0, "customerpayment": 0, "journalentry": 0}
     assert runs == {first.run_id}
