@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 UNMAPPED = "unmapped"
 
-# Signed amount of a line or document: credit memos reduce what was billed.
+# Signed amount of a line or document: credit memos reduce what was billed (whatever sign the
+# ERP gives their lines).
 _SIGNED = "CASE WHEN i.record_type = 'invoice' THEN {amount} ELSE -abs({amount}) END"
 
 # Each invoice / credit memo line (not voided, dated <= as_of) with the project it bills.
@@ -168,7 +169,9 @@ _WORK = f"""
         LEFT JOIN billed b ON b.source_type = w.kind AND b.entry_id = w.source_id
         LEFT JOIN master.erp_record j
                ON j.record_type = 'job' AND j.external_id = %(job_prefix)s || w.project_ref || %(job_suffix)s
-        LEFT JOIN master.project_setup s ON s.psa_project_id::text = w.project_ref
+        LEFT JOIN (SELECT DISTINCT ON (psa_project_id) psa_project_id::text AS project_ref, customer_external_id
+                   FROM master.project_setup WHERE psa_project_id IS NOT NULL
+                   ORDER BY psa_project_id, updated_at DESC) s ON s.project_ref = w.project_ref
     ), aged AS (
         SELECT e.*, %(as_of)s::date - e.approved_on AS age FROM entry e WHERE e.approved_on <= %(as_of)s
     )

@@ -20,7 +20,7 @@ CREATE TABLE billing.erp_invoice (
     project_ref          text,                       -- the PSA project the job maps to (NULL: unmapped)
     legal_entity         text,                       -- subsidiary external id
     currency             char(3)     NOT NULL,
-    total_minor          bigint      NOT NULL CHECK (total_minor >= 0),
+    total_minor          bigint      NOT NULL,       -- as the ERP holds it (a credit memo is positive)
     amount_remaining_minor bigint,                   -- invoice only
     status               text,                       -- Open | Paid In Full | Voided (invoice)
     voided               boolean     NOT NULL DEFAULT false,
