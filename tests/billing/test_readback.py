@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -355,3 +355,15 @@ def test_a_float_amount_is_refused_naming_the_record(ods: psycopg.Connection) ->
     with pytest.raises(readback.ReadbackError, match="invoice '7': invalid fields total"):
         readback.read_back_type(ods, Rows(), record_type="invoice", run_id="r", overlap=OVERLAP, jobs=JOBS)
     assert ods.execute("SELECT count(*) FROM billing.erp_readback_watermark").fetchone() == (0,)
+
+
+def test_job_mapping_and_query_shape() -> None:
+    assert JOBS.project_of("psa-project-42") == "42"
+    assert JOBS.project_of("crm-opp-7") is None and JOBS.project_of("psa-project-") is None
+    assert readback.JobMapping("{id}-job").project_of("9-job") == "9"
+    since = datetime(2026, 11, 30, 10, tzinfo=UTC)
+    assert readback.query_for("creditmemo", since) == (
+        "SELECT * FROM creditmemo WHERE lastmodifieddate >= '2026-11-30T10:00:00+00:00' ORDER BY id"
+    )
+    with pytest.raises(ValueError, match="not a billing record type"):
+        readback.query_for("customer", None)

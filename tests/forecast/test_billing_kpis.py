@@ -250,3 +250,25 @@ def test_dso_wip_ageing_and_leakage_per_customer_and_legal_entity(seeded: str) -
     # The KPIs are part of the snapshot: immutable.
     with psycopg.connect(seeded) as conn, pytest.raises(psycopg.errors.IntegrityConstraintViolation):
         conn.execute("UPDATE forecast.billing_kpi SET leakage_minor = 0")
+
+
+def test_billed_from_erp_replaces_the_schedule_assumptions_for_every_contract_type() -> None:
+    """Pure model: with ``billed_from_erp`` the ERP's net billing is taken as is for milestones and
+    retainers too (no longer their signed-off / billed-in-advance schedule)."""
+    from psa_erp_sync.forecast import model
+    from tests.forecast.test_formulas import SETTINGS, _inputs
+
+    inputs = _inputs()
+    legacy = model.compute(inputs, SETTINGS, "base").balances.set_index("project_ref")
+    assert (legacy.loc["MS1"].cum_billed_minor, legacy.loc["RET1"].cum_billed_minor) == (100_000, 500_000)
+    inputs.projects["billed_minor"] = 0
+    inputs.projects.loc[inputs.projects.project_ref == "MS1", "billed_minor"] = 150_000
+    inputs.billed_from_erp = True
+    real = model.compute(inputs, SETTINGS, "base").balances.set_index("project_ref")
+    ms, ret = real.loc["MS1"], real.loc["RET1"]
+    assert (ms.cum_revenue_minor, ms.cum_billed_minor, ms.contract_liability_minor) == (
+        100_000,
+        150_000,
+        50_000,
+    )
+    assert (ret.cum_revenue_minor, ret.cum_billed_minor, ret.contract_asset_minor) == (500_000, 0, 500_000)
