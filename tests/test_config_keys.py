@@ -115,6 +115,8 @@ CONSUMERS: dict[str, str] = {
     "forecast.yaml:scenarios.*.pipeline": f"{E}.forecast.model:compute_scenarios",
     "forecast.yaml:scenarios.*.pipeline_delay_months": f"{E}.forecast.model:compute_scenarios",
     "forecast.yaml:scenarios.*.milestone_delay_months": f"{E}.forecast.model:compute_scenarios",
+    "forecast.yaml:billing_kpis.dso_period_days": f"{E}.forecast.billing_kpis:compute",
+    "forecast.yaml:billing_kpis.leakage_days": f"{E}.forecast.billing_kpis:compute",
     # rate_cards.yaml
     "rate_cards.yaml:version": VERSION,
     "rate_cards.yaml:default": f"{E}.masterdata.setup:RateCards.hourly_rate",

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationErr
 
 from psa_erp_sync import money
 from psa_erp_sync.clients import psa_models
-from psa_erp_sync.forecast import model
+from psa_erp_sync.forecast import billing_kpis, model
 from psa_erp_sync.revenue import source as revenue_source
 
 if TYPE_CHECKING:
@@ -315,6 +315,10 @@ ODS_INPUTS = (
     ("revenue", "recognition"),
     ("revenue", "journal"),
     ("revenue", "journal_line"),
+    ("billing", "erp_invoice"),
+    ("billing", "erp_invoice_line"),
+    ("billing", "erp_payment"),
+    ("master", "erp_record"),
 )
 """Every ODS table a refresh reads (its OpenLineage inputs)."""
 
@@ -345,6 +349,7 @@ def data_versions(conn: psycopg.Connection, settings: ForecastSettings) -> dict[
     versions["revenue.recognition"] = f"{count}:{seq or 0}"
     (journals,) = conn.execute("SELECT count(*) FROM revenue.journal").fetchone() or (0,)
     versions["revenue.journal"] = str(journals)
+    versions["billing.erp"] = billing_kpis.data_version(conn)
     versions["config.forecast"] = settings.digest[:16]
     return versions
 
@@ -479,6 +484,11 @@ def load_inputs(
     m0 = model.month_index(as_of)
     m_year = _M_YEAR
     projects = _projects(conn, m0)
+    # Billed to date from the ERP's invoices and credit memos once they are read back; before
+    # that billing is unknown and the model keeps its schedule-based assumptions.
+    billed_from_erp = billing_kpis.has_readback(conn)
+    if billed_from_erp:
+        projects["billed_minor"] = billing_kpis.billed_per_project(conn, as_of, projects, settings).to_numpy()
     actuals = _actuals(conn, as_of, projects, settings)
 
     schedule = _frame(
@@ -536,6 +546,7 @@ def load_inputs(
         estimates=revenue_source.estimate_history(conn, m0),
         contract_terms=revenue_source.contract_terms(conn),
         journaled=revenue_source.journaled_revenue(conn, m0),
+        billed_from_erp=billed_from_erp,
     )
 
 

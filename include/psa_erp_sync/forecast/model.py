@@ -168,6 +168,9 @@ class ForecastInputs:
     - ``contract_terms``: project_ref -> base value, dated change orders, term dates (ODS).
     - ``journaled``: project_ref -> {posting month: revenue} of the planned revenue journals
       before the as-of month: those months are shown as the ERP holds them.
+    - ``billed_from_erp``: ``projects.billed_minor`` is the ERP's net billing (invoices - credit
+      memos read back) for every contract type; when False (no read-back yet) milestone and
+      retainer billing follow their schedules and T&M / fixed fee take ``billed_minor`` as given.
     """
 
     as_of: date
@@ -181,6 +184,7 @@ class ForecastInputs:
     estimates: dict[str, dict[int, int]] | None = None
     contract_terms: dict[str, revenue_frames.ContractTerms] | None = None
     journaled: dict[str, dict[int, int]] | None = None
+    billed_from_erp: bool = False
 
 
 @dataclass
@@ -193,6 +197,8 @@ class ForecastResult:
     balances: pd.DataFrame
     capacity: pd.DataFrame
     totals: dict[str, Any] = field(default_factory=dict)
+    # forecast.billing_kpi rows (psa_erp_sync.forecast.billing_kpis.BillingKpiRow), set by the refresh
+    billing_kpis: list[Any] = field(default_factory=list)
 
 
 def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
@@ -505,7 +511,9 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
     # Retainers are billed monthly in advance: billed through the as-of month.
     ret_billed = muldiv(price, elapsed, term) if n else np.zeros(0, dtype=np.int64)
 
-    billed = np.select([is_ms, is_ret], [signed, ret_billed], projects["billed_minor"].to_numpy(np.int64))
+    billed = projects["billed_minor"].to_numpy(np.int64)
+    if not inputs.billed_from_erp:
+        billed = np.select([is_ms, is_ret], [signed, ret_billed], billed)
     remaining = np.maximum(price - cum_rev, 0)
 
     actual = revenue_grid.monthly(projects, cum_grid, m_first_actual - 1, inputs.journaled)

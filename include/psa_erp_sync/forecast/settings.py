@@ -58,6 +58,13 @@ class Scenario(_Strict):
     milestone_delay_months: int = Field(ge=0, le=12)
 
 
+class BillingKpis(_Strict):
+    """The cash KPIs from the ERP billing read back (``psa_erp_sync.forecast.billing_kpis``)."""
+
+    dso_period_days: int = Field(default=90, ge=1, le=366)
+    leakage_days: int = Field(default=30, ge=1, le=366)
+
+
 class ForecastSettings(_Strict):
     version: Literal[1]
     reporting_currency: str = Field(pattern=r"^[A-Z]{3}$")
@@ -68,6 +75,7 @@ class ForecastSettings(_Strict):
     stage_probabilities: dict[str, Ratio]
     burn_profile: list[Ratio] = Field(min_length=1, max_length=36)
     scenarios: dict[Literal["base", "best", "worst"], Scenario]
+    billing_kpis: BillingKpis = BillingKpis()
     digest: str = ""  # sha256 of the file: part of every snapshot's data versions
 
     @model_validator(mode="after")

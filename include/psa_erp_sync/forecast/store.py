@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
-from psa_erp_sync.forecast import model, pgbinary
+from psa_erp_sync.forecast import billing_kpis, model, pgbinary
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -161,6 +161,7 @@ def write_snapshot(
         _copy_series(conn, snap_id, result.lines, coded)
         _copy_balances(conn, snap_id, result.balances)
         _copy_capacity(conn, snap_id, result.capacity)
+        billing_kpis.write(conn, snap_id, result.billing_kpis)
     return True
 
 

@@ -1,0 +1,82 @@
+"""Billing read-back: ERP invoices, credit memos, payments and journals -> ODS (``billing.erp_*``).
+
+Task graph (built by :func:`build`)::
+
+    read_back_invoice -> read_back_creditmemo -> read_back_customerpayment -> read_back_journalentry
+
+Each task reads ``lastmodifieddate >= watermark - overlap`` (the overlap of every extract,
+``config/mappings.yaml`` ``extract.overlap_minutes``) and upserts what changed
+(:mod:`psa_erp_sync.billing.readback`); a retried or cleared task re-reads harmlessly.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import get_current_context
+
+from psa_erp_sync.flows.context import ids
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "billing",
+    "retries": 3,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+def _read_back(record_type: str) -> dict[str, Any]:
+    from psa_erp_sync.billing import readback
+    from psa_erp_sync.config import load_config
+    from psa_erp_sync.hooks.erp import ErpHook
+    from psa_erp_sync.hooks.ods import OdsHook
+
+    _, run_id = ids(get_current_context())
+    config = load_config()
+    if config.authority.authority_of("invoice") != "erp":
+        raise ValueError(
+            "invoices are not ERP-owned in config/systems_of_authority.yaml; refusing to read them back"
+        )
+    mappings = config.mappings
+    with ErpHook().get_client() as client, OdsHook().get_conn() as conn:
+        result = readback.read_back_type(
+            conn,
+            client,
+            record_type=record_type,
+            run_id=run_id,
+            overlap=timedelta(minutes=mappings.extract.overlap_minutes),
+            jobs=readback.JobMapping(mappings.external_ids["job"]),
+        )
+    return result.as_dict()
+
+
+def build() -> None:
+    """Declare the read-back tasks, one per ERP billing record type (call inside a DAG context)."""
+    from psa_erp_sync.billing.readback import RECORD_TYPES
+    from psa_erp_sync.lineage.refs import erp, ods
+    from psa_erp_sync.operators.python import ReportingPythonOperator
+
+    tables = {
+        "invoice": ["billing.erp_invoice", "billing.erp_invoice_line"],
+        "creditmemo": ["billing.erp_invoice", "billing.erp_invoice_line"],
+        "customerpayment": ["billing.erp_payment", "billing.erp_payment_application"],
+        "journalentry": ["billing.erp_journal", "billing.erp_journal_line"],
+    }
+    previous = None
+    for record_type in RECORD_TYPES:
+        current = ReportingPythonOperator(
+            task_id=f"read_back_{record_type}",
+            python_callable=_read_back,
+            op_kwargs={"record_type": record_type},
+            inputs=[erp(record_type), erp("transactionline")],
+            outputs=[ods(t) for t in [*tables[record_type], "billing.erp_readback_watermark"]],
+            step=f"billing_readback:{record_type}",
+        )
+        if previous is not None:
+            previous >> current
+        previous = current
