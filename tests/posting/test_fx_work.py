@@ -159,6 +159,28 @@ class Firm:
         with psycopg.connect(self.dsn) as conn, self.client() as erp:
             return reconcile_erp(conn, erp, dag_id="fx", run_id=run_id, functional_currency=functional)
 
+    def forecast_actuals(self) -> dict[str, int]:
+        """November revenue per project in the reporting currency, as the forecast consolidates it."""
+        from psa_erp_sync.forecast import inputs, model
+        from psa_erp_sync.forecast.settings import load_forecast_settings
+
+        settings = load_forecast_settings()
+        with psycopg.connect(self.dsn) as conn:
+            for project, currency in ((USD_PROJECT, "USD"), (JPY_PROJECT, "JPY")):
+                conn.execute(
+                    "INSERT INTO forecast.src_project (project_ref, practice, legal_entity, currency, billing_type,"
+                    " is_active) VALUES (%s, 'Data', %s, %s, 'time_and_materials', true)",
+                    (str(project), DE, currency),
+                )
+            conn.execute("INSERT INTO forecast.src_person VALUES ('3', %s, 'EUR', true, 144000, 5000)", (DE,))
+            loaded = inputs.load_inputs(conn, as_of=AS_OF.date(), settings=settings, prior_snapshot_id=None)
+        november = model.month_index(AS_OF.date())
+        actuals = loaded.actuals[loaded.actuals["month"] == november]
+        revenue = {str(r.project_ref): int(r.revenue_minor) for r in actuals.itertuples()}
+        # In the reporting currency: USD as it is; JPY at the forecast's 0.0067 (112500 JPY = 753.75 USD).
+        assert model.to_reporting(revenue[str(JPY_PROJECT)], "JPY", settings) == 75375
+        return revenue
+
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.dsn) as conn:
             return conn.execute(sql, params).fetchall()
@@ -240,6 +262,11 @@ def test_fx_work_is_quarantined_without_a_rate_then_posted_and_reconciled_in_bot
     )
     assert ledger["301"] == ("confirmed", 99998, "USD", 92344, "EUR", RATES["USD"])
     assert ledger["303"] == ("confirmed", 112500, "JPY", 68625, "EUR", RATES["JPY"])
+
+    # The forecast: posted FX work is a project's actuals in its (transaction) currency, consolidated
+    # into the reporting currency by the forecast's rates (config/forecast.yaml), as every project is.
+    revenue = firm.forecast_actuals()
+    assert revenue == {str(USD_PROJECT): 99998 + 12499 + 21245, str(JPY_PROJECT): 112500}
 
     # Reconciled in both currencies, per legal entity, period and currency.
     report = firm.reconcile("rec-1")
