@@ -214,10 +214,12 @@ def test_fx_work_is_quarantined_without_a_rate_then_posted_and_reconciled_in_bot
     firm.post("timebill", "post-0")
     assert firm.erp.admin("GET", "/records/timebill", params={"limit": 100})["items"] == []
 
-    # Treasury enters the rates in the ERP; the next read of the entries (a sweep) validates them.
+    # Treasury enters the rates in the ERP; the next run's sweep reads the unchanged entries again
+    # (a new run key for the same versions) and validates them with the rates just synced.
     for currency, rate in RATES.items():
         firm.add_rate(currency, rate)
-    second = firm.validate("fx/run-1")
+    firm.stage("fx/run-2")
+    second = firm.validate("fx/run-2")
     assert second["time_entry"]["valid"] == 3 and second["expense_entry"]["valid"] == 1
     assert firm.rows(
         "SELECT count(*) FROM exceptions.item WHERE reason_code = 'FX_RATE_MISSING' AND status = 'open'"
@@ -272,6 +274,22 @@ def test_fx_work_is_quarantined_without_a_rate_then_posted_and_reconciled_in_bot
     report = firm.reconcile("rec-1")
     groups = report["timebill"]["both_currencies"]
     assert groups["differing"] == [] and groups["groups"] == 2  # (LE-DE1, 2026-11, USD) and (.., JPY)
+    # Control totals in both currencies: transaction per currency, functional per functional currency.
+    stages = dict(
+        firm.rows(
+            "SELECT stage, amounts FROM audit.control_total WHERE run_id = 'rec-1' AND record_type = 'timebill'"
+        )
+    )
+    assert stages["erp_readback"] == {"JPY": "112500", "USD": str(99998 + 12499)}
+    assert (
+        stages["erp_readback_functional"]
+        == stages["expected_in_erp_functional"]
+        == {"EUR": str(92344 + 11542 + 68625)}
+    )
+    from psa_erp_sync.reconcile import control_totals as ct
+
+    with psycopg.connect(firm.dsn) as conn:
+        assert ct.canonical_functional(conn, "expense_entry").amounts == {"EUR": 19619}
 
     # Broken on purpose: the ERP's rate of one timebill changed (same transaction amount, so only
     # the functional amounts differ): the run fails naming the group and the record.

@@ -216,4 +216,15 @@ def reconcile(
     want = {k: v for k, v in expected(conn, record_type).items() if k not in skip}
     lines = {k: v for k, v in actual(client, record_type, prefix).items() if k not in skip}
     have = booked_in_erp(lines, want, functional_currency)
-    return compare(want, have, prefix=prefix) | {"skipped": len(skip)}
+    return compare(want, have, prefix=prefix) | {
+        "skipped": len(skip),
+        "counts": {"expected": len(want), "erp": len(have)},
+        "functional": {"expected": _functional_sums(want), "erp": _functional_sums(have)},
+    }
+
+
+def _functional_sums(rows: Mapping[str, Booked]) -> dict[str, int]:
+    sums: dict[str, int] = {}
+    for row in rows.values():
+        sums[row.functional_currency] = sums.get(row.functional_currency, 0) + row.functional_minor
+    return dict(sorted(sums.items()))

@@ -100,9 +100,19 @@ def reconcile_run(
                 stage="canonical_approved",
                 totals=current,
             )
+            functional = ct.canonical_functional(conn, kind)
+            ct.record(
+                conn,
+                dag_id=dag_id,
+                run_id=run_id,
+                record_type=kind,
+                stage="canonical_approved_functional",
+                totals=functional,
+            )
             report[kind] = {
                 **identity,
                 "canonical_approved": current.as_dict(),
+                "canonical_approved_functional": functional.as_dict(),
                 "by_reason": val["by_reason"],
             }
         if problems:
@@ -149,9 +159,13 @@ def _check_both_currencies(
     client: erp_readback.SuiteQL,
     record_type: str,
     functional_currency: Mapping[str, str],
+    *,
+    dag_id: str,
+    run_id: str,
 ) -> tuple[dict[str, Any], str | None]:
-    """The both-currency report of ``record_type`` (:mod:`psa_erp_sync.reconcile.fx`) and the
-    problem it names, if any: the differing groups, each with its first differing records."""
+    """The both-currency report of ``record_type`` (:mod:`psa_erp_sync.reconcile.fx`), its functional
+    control totals recorded (both sides), and the problem it names, if any: the differing groups,
+    each with its first differing records."""
     fx = both_currencies.reconcile(
         conn,
         client,
@@ -159,6 +173,15 @@ def _check_both_currencies(
         prefix=EXTERNAL_ID_PREFIX[record_type],
         functional_currency=functional_currency,
     )
+    for stage, side in (("expected_in_erp_functional", "expected"), ("erp_readback_functional", "erp")):
+        ct.record(
+            conn,
+            dag_id=dag_id,
+            run_id=run_id,
+            record_type=record_type,
+            stage=stage,
+            totals=ct.Totals(fx["counts"][side], Decimal(0), fx["functional"][side]),
+        )
     if not fx["differing"]:
         return fx, None
     groups = [
@@ -214,7 +237,7 @@ def reconcile_erp(
                     f" {diff['unexpected_in_erp']} unexpected, {diff['different_in_erp']} different){named}"
                 )
             report[record_type]["both_currencies"], fx_problem = _check_both_currencies(
-                conn, client, record_type, functional
+                conn, client, record_type, functional, dag_id=dag_id, run_id=run_id
             )
             # Named when the transaction amounts agree (a functional amount or a rate differs);
             # otherwise the differences above name the records, and the report holds both.
