@@ -358,11 +358,16 @@ class _Fx:
     source: str | None
 
     def row(self, amount_minor: int, currency: str) -> dict[str, Any]:
-        """The canonical row's functional columns for ``amount_minor`` of ``currency``."""
+        """The canonical row's functional columns for ``amount_minor`` of ``currency``.
+
+        :raises money.AmountOutOfRange: the functional amount does not fit a ``bigint``."""
+        functional_minor = money.convert_minor(amount_minor, currency, self.rate, self.functional_currency)
+        if abs(functional_minor) > money.MAX_MINOR:
+            raise money.AmountOutOfRange(
+                f"{self.functional_currency} amount beyond {money.MAX_MINOR} minor units"
+            )
         return {
-            "functional_amount_minor": money.convert_minor(
-                amount_minor, currency, self.rate, self.functional_currency
-            ),
+            "functional_amount_minor": functional_minor,
             "functional_currency": self.functional_currency,
             "fx_rate": self.rate,
             "fx_rate_date": self.rate_date,
@@ -599,17 +604,10 @@ def _time_entry_verdict(
     try:
         bill_rate_minor = money.to_minor_checked(rate, currency)
         amount_minor = money.to_minor_checked(hours * money.from_minor(bill_rate_minor, currency), currency)
-        functional = fx.row(amount_minor, currency)
-        if abs(functional["functional_amount_minor"]) > money.MAX_MINOR:
-            raise money.AmountOutOfRange("functional amount beyond a bigint")
+        functional = fx.row(amount_minor, currency)  # both amounts: the transaction's and the entity's
     except money.AmountOutOfRange:
-        return Verdict(
-            source_id,
-            version_hash,
-            legal_entity,
-            "AMOUNT_OUT_OF_RANGE",
-            {"fields": ["hours", "billable_rate"], "max_minor": money.MAX_MINOR},
-        )
+        out_of_range = {"fields": ["hours", "billable_rate"], "max_minor": money.MAX_MINOR}
+        return Verdict(source_id, version_hash, legal_entity, "AMOUNT_OUT_OF_RANGE", out_of_range)
     row = {
         "source_system": source_system,
         "source_id": source_id,
@@ -681,8 +679,6 @@ def _expense_verdict(
     try:
         amount_minor = money.to_minor_checked(expense.total_cost, project.currency)
         functional = fx.row(amount_minor, project.currency)
-        if abs(functional["functional_amount_minor"]) > money.MAX_MINOR:
-            raise money.AmountOutOfRange("functional amount beyond a bigint")
     except money.AmountOutOfRange:
         return Verdict(
             source_id,
