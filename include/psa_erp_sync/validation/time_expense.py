@@ -361,7 +361,12 @@ class _Fx:
         """The canonical row's functional columns for ``amount_minor`` of ``currency``.
 
         :raises money.AmountOutOfRange: the functional amount does not fit a ``bigint``."""
-        functional_minor = money.convert_minor(amount_minor, currency, self.rate, self.functional_currency)
+        if self.rate_date is None:  # same currency: the amount itself (no Decimal work per row)
+            functional_minor = amount_minor
+        else:
+            functional_minor = money.convert_minor(
+                amount_minor, currency, self.rate, self.functional_currency
+            )
         if abs(functional_minor) > money.MAX_MINOR:
             raise money.AmountOutOfRange(
                 f"{self.functional_currency} amount beyond {money.MAX_MINOR} minor units"
