@@ -94,6 +94,8 @@ class Firm:
     def __init__(self, dsn: str, erp: RunningSimulator) -> None:
         self.dsn, self.erp, self.config = dsn, erp, _config()
         erp.admin("POST", "/seed", json=copy.deepcopy(ERP_SEED))
+        with psycopg.connect(dsn, autocommit=True) as conn:  # master data outlives clean_ods
+            conn.execute("TRUNCATE master.currency_rate")
 
     def client(self) -> Any:
         from psa_erp_sync.clients.erp import NetSuiteClient

@@ -3,8 +3,9 @@ work is validated and posted with (:mod:`psa_erp_sync.validation.fx`).
 
 NetSuite keeps its rates as ``currencyrate`` records (1 transaction currency = ``exchangeRate``
 base currency from ``effectiveDate`` on). They are few (a handful of pairs, one a day at most), so
-every sync reads them all through SuiteQL and replaces what changed in one statement; a rate the
-ERP corrected overwrites the old one (entries already validated keep the rate they were booked at).
+every sync reads them all through SuiteQL and mirrors them in two statements: a rate the ERP
+corrected overwrites the old one, a rate it no longer has is removed (entries already validated
+keep the rate they were booked at).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ class SuiteQLSource(Protocol):
 
 def sync_currency_rates(conn: psycopg.Connection, client: SuiteQLSource) -> dict[str, int]:
     """Read every ERP currency rate into ``master.currency_rate`` (validated at the boundary; a
-    malformed one is skipped and counted). Returns counts: read, written (new or changed), invalid."""
+    malformed one is skipped and counted). Returns counts: read, written (new or changed), removed,
+    invalid."""
     rows: list[tuple[str, str, Any, str, str | None]] = []
     invalid = 0
     for item in client.suiteql(QUERY):
@@ -64,5 +66,25 @@ def sync_currency_rates(conn: psycopg.Connection, client: SuiteQLSource) -> dict
                 [r[4] for r in rows],
             ),
         ).rowcount
-    log.info("ERP currency rates: read %d, new or changed %d, invalid %d", len(rows), written, invalid)
-    return {"read": len(rows), "written": written, "invalid": invalid}
+        # The table mirrors the ERP: a rate the ERP no longer has goes (never on an empty answer,
+        # which is more likely a fault than an ERP without rates).
+        removed = (
+            conn.execute(
+                """
+                DELETE FROM master.currency_rate r WHERE r.source = %s AND NOT EXISTS (
+                    SELECT 1 FROM unnest(%s::text[], %s::text[], %s::date[]) AS u(b, t, d)
+                    WHERE u.b = r.base_currency AND u.t = r.transaction_currency AND u.d = r.effective_date)
+                """,
+                (ERP_SOURCE, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
+            ).rowcount
+            if rows
+            else 0
+        )
+    log.info(
+        "ERP currency rates: read %d, new or changed %d, removed %d, invalid %d",
+        len(rows),
+        written,
+        removed,
+        invalid,
+    )
+    return {"read": len(rows), "written": written, "removed": removed, "invalid": invalid}
