@@ -58,3 +58,12 @@ def line_amount_minor(quantity: Decimal, unit_price: Decimal, currency: str) -> 
 def format_minor(minor: int, currency: str) -> str:
     """``1234, "USD"`` -> ``"12.34"``: the decimal string we put in payloads and reports."""
     return f"{from_minor(minor, currency):.{exponent(currency)}f}"
+
+
+def convert_minor(amount_minor: int, currency: str, rate: Decimal, to_currency: str) -> int:
+    """``amount_minor`` of ``currency`` at ``rate`` (1 ``currency`` = ``rate`` ``to_currency``) in
+    minor units of ``to_currency``, rounded half-even once (as an ERP books a foreign-currency
+    line in its subsidiary's currency). Minor-unit exponents may differ (JPY 0, USD 2)."""
+    if not isinstance(rate, Decimal):
+        raise TypeError(f"rate must be Decimal, not {type(rate).__name__}")
+    return to_minor(from_minor(amount_minor, currency) * rate, to_currency)

@@ -110,6 +110,12 @@ POSTING_LOCKS: dict[str, tuple[str, ...]] = {
     "journalentry": (),  # a journal is blocked by closed and allLocked, not by the AR or AP locks
 }
 
+#: Transactions booked in a currency and at an exchange rate to their subsidiary's base currency
+#: (NetSuite's ``currency`` + ``exchangeRate``): a rate the client leaves out is the rate table's
+#: for ``tranDate`` (1 in the base currency). NetSuite lets a client override the rate on a
+#: transaction, so a given rate is kept as sent (no tolerance against the table).
+FX_TRANSACTIONS = ("timebill", "expensereport")
+
 #: Fields checked for "inactive" (and the job's parent customer through them).
 INACTIVE_CHECKED = ("employee", "customer", "entity", "job")
 
@@ -162,10 +168,16 @@ class Lookup:
     by_key: dict[tuple[str, str], Row] = field(default_factory=dict)
     by_id: dict[int, Row] = field(default_factory=dict)
     periods: dict[str, list[Row]] = field(default_factory=dict)
+    #: currency rates, (transaction currency, base currency) -> their records
+    rates: dict[tuple[str, str], list[Row]] = field(default_factory=dict)
 
     def add(self, row: Row) -> None:
         self.by_key[(row.type, row.external_id)] = row
         self.by_id[row.id] = row
+        if row.type == "currencyrate":
+            pair = (_ref_ext(row.body.get("transactionCurrency")), _ref_ext(row.body.get("baseCurrency")))
+            if pair[0] is not None and pair[1] is not None:
+                self.rates.setdefault((pair[0], pair[1]), []).append(row)
         if row.type == "accountingperiod":
             sub = _ref_ext(row.body.get("subsidiary"))
             if sub is not None:
@@ -211,7 +223,8 @@ def load_lookup(conn: psycopg.Connection, record_type: str, bodies: Iterable[dic
     ids: set[int] = set()
     subsidiaries: set[str] = set()
     targets = REF_TARGETS.get(record_type, {})
-    for body in bodies:
+    bodies_list = list(bodies)
+    for body in bodies_list:
         for name, types in targets.items():
             value = body.get(name)
             if isinstance(value, dict) and str(value.get("id") or "").isdigit():
@@ -232,6 +245,11 @@ def load_lookup(conn: psycopg.Connection, record_type: str, bodies: Iterable[dic
     lookup = Lookup()
     if not keys and not ids:
         return lookup
+    currencies = sorted(
+        {c for body in bodies_list if (c := _ref_ext(body.get("currency"))) is not None}
+        if record_type in FX_TRANSACTIONS
+        else set()
+    )
     key_types = [k[0] for k in keys]
     key_ids = [k[1] for k in keys]
     rows = conn.execute(
@@ -247,8 +265,14 @@ def load_lookup(conn: psycopg.Connection, record_type: str, bodies: Iterable[dic
         SELECT r.id, r.type, r.external_id, r.body, r.is_inactive
           FROM record r
          WHERE r.type = 'accountingperiod' AND r.body -> 'subsidiary' ->> 'externalId' = ANY(%s::text[])
+        UNION
+        SELECT r.id, r.type, r.external_id, r.body, r.is_inactive
+          FROM record r
+         WHERE r.type = 'currencyrate' AND NOT r.is_inactive
+           AND COALESCE(r.body -> 'transactionCurrency' ->> 'refName', r.body -> 'transactionCurrency' ->> 'externalId')
+               = ANY(%s::text[])
         """,
-        (key_types, key_ids, sorted(ids), sorted(subsidiaries)),
+        (key_types, key_ids, sorted(ids), sorted(subsidiaries), currencies),
     ).fetchall()
     for values in rows:
         lookup.add(_row_from_db(values))
@@ -756,6 +780,8 @@ def validate(
                     )
         if record_type != "journalentry":  # a journal's lines may be in several currencies
             errors.extend(_currency_errors(record_type, resolved))
+        if record_type in FX_TRANSACTIONS and not any(e.path in ("currency", "exchangeRate") for e in errors):
+            errors.extend(_exchange_rate(body, resolved, lookup))
     if "taxCode" in resolved:
         tax = resolved["taxCode"]
         sub = resolved.get("subsidiary")
@@ -822,4 +848,48 @@ def _currency_errors(record_type: str, resolved: dict[str, Row]) -> list[ErrorDe
                 f"Currency {currency.external_id} differs from {expected} of {source.type} {source.external_id}.",
             )
         ]
+    return []
+
+
+def rate_on(lookup: Lookup, transaction: str, base: str, day: dt.date) -> Decimal | None:
+    """The table's rate in force on ``day`` (latest ``effectiveDate`` not after it), or None."""
+    best: tuple[dt.date, Decimal] | None = None
+    for row in lookup.rates.get((transaction, base), []):
+        effective = _date(row.body.get("effectiveDate"))
+        rate = parse_decimal(row.body.get("exchangeRate"))
+        if effective is None or rate is None or effective > day:
+            continue
+        if best is None or effective > best[0]:
+            best = (effective, rate)
+    return best[1] if best is not None else None
+
+
+def _exchange_rate(body: dict[str, Any], resolved: dict[str, Row], lookup: Lookup) -> list[ErrorDetail]:
+    """NetSuite's ``exchangeRate`` of a transaction: kept as sent (it must be positive); when left
+    out, 1 in the subsidiary's base currency, else the table's rate for ``tranDate`` (written into
+    ``body``, as NetSuite fills the field). No rate for a foreign currency: refused."""
+    given = body.get("exchangeRate")
+    if given not in (None, ""):
+        rate = parse_decimal(given)
+        if rate is not None and rate <= 0:
+            return [ErrorDetail("INVALID_FLD_VALUE", "exchangeRate", "exchangeRate must be greater than 0.")]
+        return []
+    currency, subsidiary = resolved.get("currency"), resolved.get("subsidiary")
+    day = _date(body.get("tranDate"))
+    if currency is None or subsidiary is None or day is None:
+        return []
+    base = _ref_ext(subsidiary.body.get("currency"))
+    if base is None or base == currency.external_id:
+        body["exchangeRate"] = "1"
+        return []
+    found = rate_on(lookup, currency.external_id, base, day)
+    if found is None:
+        return [
+            ErrorDetail(
+                "INVALID_FLD_VALUE",
+                "exchangeRate",
+                f"No exchange rate of {currency.external_id} to {base} on {day.isoformat()}.",
+            )
+        ]
+    body["exchangeRate"] = str(found)
     return []

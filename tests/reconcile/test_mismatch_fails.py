@@ -102,7 +102,13 @@ def test_an_erp_that_differs_from_the_ledger_fails_the_run_naming_the_first_diff
             ).fetchall()
         )
     assert audited == [("time_expense_posting.reconcile_erp", "1")]
-    assert stages == {"expected_in_erp": 3, "erp_readback": 3, "posted": 3}
+    assert stages == {
+        "expected_in_erp": 3,
+        "erp_readback": 3,
+        "posted": 3,
+        "expected_in_erp_functional": 3,  # both currencies (docs/billing.md, "Foreign currency")
+        "erp_readback_functional": 3,
+    }
 
 
 def test_an_erp_equal_to_the_ledger_reconciles(

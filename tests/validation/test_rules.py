@@ -17,10 +17,11 @@ REF = PsaReference(
         1: ProjectRef(1, True, "LE-US1", "USD"),
         2: ProjectRef(2, False, "LE-US1", "USD"),
         3: ProjectRef(3, True, "LE-XX9", "USD"),
-        4: ProjectRef(4, True, "LE-UK1", "USD"),
+        4: ProjectRef(4, True, "LE-UK1", "USD"),  # foreign-currency work: REF has no rates
+        5: ProjectRef(5, True, "LE-US1", None),
     },
     users={7: True},
-    task_assignments=frozenset({(1, 10), (2, 10), (3, 10), (4, 10)}),
+    task_assignments=frozenset({(1, 10), (2, 10), (3, 10), (4, 10), (5, 10)}),
 )
 ENTRY: dict[str, Any] = {
     "id": 101, "spent_date": "2026-11-02", "user": {"id": 7, "name": "x"}, "client": {"id": 5, "name": "c", "currency": "USD"},
@@ -63,7 +64,8 @@ def test_a_clean_entry_becomes_a_canonical_row_with_money_in_minor_units() -> No
         ({"project": {"id": 42, "name": "p"}}, "PROJECT_UNKNOWN"),
         ({"project": {"id": 2, "name": "p"}}, "PROJECT_INACTIVE"),
         ({"project": {"id": 3, "name": "p"}}, "LEGAL_ENTITY_UNKNOWN"),
-        ({"project": {"id": 4, "name": "p"}}, "CURRENCY_MISMATCH"),
+        ({"project": {"id": 4, "name": "p"}}, "FX_RATE_MISSING"),
+        ({"project": {"id": 5, "name": "p"}}, "CURRENCY_MISMATCH"),
         ({"spent_date": "2026-11-10"}, "FUTURE_DATED"),
         ({"task": {"id": 11, "name": "t"}}, "TASK_UNKNOWN"),
         ({"billable_rate": None}, "RATE_MISSING"),

@@ -3,7 +3,10 @@
 Task graph (built by :func:`build`)::
 
     sync_subsidiary -> sync_currency -> sync_taxcode -> sync_customer -> sync_job -> sync_accountingperiod
-        -> propagate_to_psa -> publish_master_data (outlet: the MASTER_DATA asset)
+        -> sync_currencyrate -> propagate_to_psa -> publish_master_data (outlet: the MASTER_DATA asset)
+
+``sync_currencyrate`` reads every ERP currency rate into ``master.currency_rate``: the rates
+foreign-currency time and expenses are validated and posted with (docs/billing.md, "Foreign currency").
 
 Each sync reads ``lastmodifieddate >= watermark - overlap``; a retried or cleared task re-reads
 harmlessly (staging dedupes by id and content hash). Propagation applies each pending change once.
@@ -67,6 +70,16 @@ def _sync(record_type: str) -> dict[str, Any]:
     return result.as_dict()
 
 
+def _sync_currency_rates() -> dict[str, Any]:
+    from psa_erp_sync.hooks.erp import ErpHook
+    from psa_erp_sync.hooks.ods import OdsHook
+    from psa_erp_sync.masterdata import fx
+
+    _authority_check()
+    with ErpHook().get_client() as client, OdsHook().get_conn() as conn:
+        return fx.sync_currency_rates(conn, client)
+
+
 def _propagate() -> dict[str, Any]:
     from psa_erp_sync.hooks.ods import OdsHook
     from psa_erp_sync.hooks.psa import PsaHook
@@ -104,6 +117,18 @@ def build() -> None:
         if previous is not None:
             previous >> current
         previous = current
+
+    # The ERP's currency rates (all of them: a few per day and pair) for foreign-currency work.
+    rates = ReportingPythonOperator(
+        task_id="sync_currencyrate",
+        python_callable=_sync_currency_rates,
+        inputs=[erp("currencyrate")],
+        outputs=[ods("master.currency_rate")],
+        step="master_sync:currencyrate",
+    )
+    assert previous is not None
+    previous >> rates
+    previous = rates
 
     # Renames, merges and deactivations the ERP made, applied to PSA clients and projects.
     propagated = ReportingPythonOperator(

@@ -81,6 +81,12 @@ class Posting:
     #: For a correcting record (a journal entry in an open period, see :data:`CORRECTION_TYPE`):
     #: the external id of the ERP record it corrects. None for the record itself.
     corrects: str | None = None
+    #: Both amounts (migration 0023): the transaction amount above, and the amount in the legal
+    #: entity's functional currency at ``fx_rate`` (the ERP's rate the payload carries as
+    #: ``exchangeRate``). None for reversals and correcting journals.
+    functional_amount_minor: int | None = None
+    functional_currency: str | None = None
+    fx_rate: Decimal | None = None
 
     @property
     def erp_type(self) -> str:
@@ -110,12 +116,16 @@ def _posting(row: dict[str, Any]) -> Posting:
         currency=row["currency"],
         attempts=row["attempts"],
         corrects=row["corrects"],
+        functional_amount_minor=row["functional_amount_minor"],
+        functional_currency=row["functional_currency"],
+        fx_rate=row["fx_rate"],
     )
 
 
 _COLUMNS = (
     "idempotency_key, record_type, source_system, source_id, source_version, external_id, action, state,"
-    " payload, legal_entity, period, amount_minor, currency, attempts, corrects"
+    " payload, legal_entity, period, amount_minor, currency, attempts, corrects,"
+    " functional_amount_minor, functional_currency, fx_rate"
 )
 
 
@@ -130,11 +140,12 @@ def insert_planned(conn: psycopg.Connection, postings: Sequence[Posting]) -> set
         """
         INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,
                                     external_id, action, state, payload, legal_entity, period, amount_minor, currency,
-                                    corrects)
-        SELECT k, rt, ss, sid, sv, ext, act, st, pl::jsonb, le, per, amt, cur, cor
+                                    corrects, functional_amount_minor, functional_currency, fx_rate)
+        SELECT k, rt, ss, sid, sv, ext, act, st, pl::jsonb, le, per, amt, cur, cor, famt, fcur, fx::numeric
         FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                    %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[])
-             WITH ORDINALITY AS u(k, rt, ss, sid, sv, ext, act, st, pl, le, per, amt, cur, cor, ord)
+                    %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[],
+                    %b::bigint[], %b::text[], %b::text[])
+             WITH ORDINALITY AS u(k, rt, ss, sid, sv, ext, act, st, pl, le, per, amt, cur, cor, famt, fcur, fx, ord)
         ORDER BY ord
         ON CONFLICT (idempotency_key) DO NOTHING
         RETURNING idempotency_key
@@ -155,6 +166,9 @@ def insert_planned(conn: psycopg.Connection, postings: Sequence[Posting]) -> set
             [p.amount_minor for p in postings],
             [p.currency for p in postings],
             [p.corrects for p in postings],
+            [p.functional_amount_minor for p in postings],
+            [p.functional_currency for p in postings],
+            [None if p.fx_rate is None else str(p.fx_rate) for p in postings],
         ),
     ).fetchall()
     return {key for (key,) in rows}

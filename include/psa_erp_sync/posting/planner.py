@@ -75,7 +75,10 @@ def _candidates(conn: psycopg.Connection, record_type: str) -> Iterator[dict[str
             )
             SELECT coalesce(d.source_system, led.source_system) AS source_system,
                    coalesce(d.source_id, led.source_id) AS source_id,
-                   to_jsonb(d.*) - 'record' AS desired,
+                   CASE WHEN d.source_id IS NOT NULL
+                        -- the rate as text: JSON numbers would be decoded as floats
+                        THEN (to_jsonb(d.*) - 'record') || jsonb_build_object('fx_rate', d.fx_rate::text)
+                   END AS desired,
                    coalesce(led.n, 0) AS n, led.last_state, led.last_version, led.last_action,
                    led.done_version, led.done_action, led.done_payload,
                    led.base_action, led.base_payload, led.base_external_id, led.base_amount,
@@ -141,6 +144,9 @@ def erp_payload(
     }
     if period:
         body["postingPeriod"] = {"externalId": period}
+    fx = foreign_rate(row)
+    if fx is not None:  # foreign-currency work: the ERP's rate for the date, as validated
+        body["exchangeRate"] = format(fx, "f")
     if record_type == "timebill":
         body["hours"] = f"{row['hours']:.2f}" if not isinstance(row["hours"], str) else row["hours"]
         body["rate"] = money.format_minor(int(row["bill_rate_minor"]), row["currency"])
@@ -148,6 +154,33 @@ def erp_payload(
         body["amount"] = money.format_minor(int(row["amount_minor"]), row["currency"])
         body["category"] = row["category"]
     return body
+
+
+def foreign_rate(row: dict[str, Any]) -> Decimal | None:
+    """The exchange rate of a canonical row in a currency other than its functional currency
+    (``fx_rate`` as text, see :func:`_candidates`), trailing zeros dropped; None for same-currency
+    work and rows validated before migration 0023."""
+    functional, rate = row.get("functional_currency"), row.get("fx_rate")
+    if not functional or rate is None or functional == row["currency"]:
+        return None
+    value = Decimal(str(rate)).normalize()
+    return value.quantize(Decimal(1)) if value == value.to_integral() else value
+
+
+def functional_of(row: dict[str, Any]) -> dict[str, Any]:
+    """The ledger's functional columns of a posting of canonical ``row`` (the transaction amount at
+    rate 1 for rows validated before migration 0023)."""
+    if row.get("functional_currency") is None:
+        return {
+            "functional_amount_minor": int(row["amount_minor"]),
+            "functional_currency": row["currency"],
+            "fx_rate": Decimal(1),
+        }
+    return {
+        "functional_amount_minor": int(row["functional_amount_minor"]),
+        "functional_currency": row["functional_currency"],
+        "fx_rate": Decimal(str(row["fx_rate"])),
+    }
 
 
 def held_period(payload: dict[str, Any] | None) -> str | None:
@@ -448,6 +481,9 @@ def replan_closed(
         posting.amount_minor,
         posting.currency,
         corrects=posting.corrects,
+        functional_amount_minor=posting.functional_amount_minor,
+        functional_currency=posting.functional_currency,
+        fx_rate=posting.fx_rate,
     )
     item = _replan_parked(posting, config, decision, policy) if state == "parked" else None
     return fresh, item, decision
@@ -615,6 +651,7 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
             decision.period or decision.original_period,
             int(desired["amount_minor"]),
             desired["currency"],
+            **functional_of(desired),
         )
     )
     pl.result.planned[action] += 1

@@ -65,6 +65,22 @@ def canonical(
     return Totals(int(row[0]), Decimal(row[1]), amounts, row[2])
 
 
+def canonical_functional(conn: psycopg.Connection, kind: str) -> Totals:
+    """:func:`canonical` (approved, not deleted) with the amounts in each record's functional
+    currency (``functional_amount_minor``, migration 0023; the transaction amount for rows validated
+    before it): the second currency of foreign-currency work."""
+    table = {"time_entry": "canonical.time_entry", "expense_entry": "canonical.expense_entry"}[kind]
+    base = canonical(conn, kind)
+    amounts = {
+        cur.strip(): int(total)
+        for cur, total in conn.execute(
+            f"SELECT coalesce(functional_currency, currency), sum(coalesce(functional_amount_minor, amount_minor))"
+            f" FROM {table} WHERE NOT is_deleted AND approved GROUP BY 1 ORDER BY 1"
+        )
+    }
+    return Totals(base.count, base.hours, amounts, base.hash_total)
+
+
 def record(
     conn: psycopg.Connection, *, dag_id: str, run_id: str, record_type: str, stage: str, totals: Totals
 ) -> None:

@@ -13,7 +13,7 @@ them from their Airflow context (:mod:`psa_erp_sync.operators.time_expense`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from psa_erp_sync.reconcile import control_totals as ct
 from psa_erp_sync.reconcile import erp_readback
+from psa_erp_sync.reconcile import fx as both_currencies
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +100,19 @@ def reconcile_run(
                 stage="canonical_approved",
                 totals=current,
             )
+            functional = ct.canonical_functional(conn, kind)
+            ct.record(
+                conn,
+                dag_id=dag_id,
+                run_id=run_id,
+                record_type=kind,
+                stage="canonical_approved_functional",
+                totals=functional,
+            )
             report[kind] = {
                 **identity,
                 "canonical_approved": current.as_dict(),
+                "canonical_approved_functional": functional.as_dict(),
                 "by_reason": val["by_reason"],
             }
         if problems:
@@ -137,6 +148,50 @@ def first_differences(
     ]
 
 
+def _functional_currencies() -> dict[str, str]:
+    from psa_erp_sync.config import load_config
+
+    return {name: le.currency for name, le in load_config().legal_entities.legal_entities.items()}
+
+
+def _check_both_currencies(
+    conn: psycopg.Connection,
+    client: erp_readback.SuiteQL,
+    record_type: str,
+    functional_currency: Mapping[str, str],
+    *,
+    dag_id: str,
+    run_id: str,
+) -> tuple[dict[str, Any], str | None]:
+    """The both-currency report of ``record_type`` (:mod:`psa_erp_sync.reconcile.fx`), its functional
+    control totals recorded (both sides), and the problem it names, if any: the differing groups,
+    each with its first differing records."""
+    fx = both_currencies.reconcile(
+        conn,
+        client,
+        record_type,
+        prefix=EXTERNAL_ID_PREFIX[record_type],
+        functional_currency=functional_currency,
+    )
+    for stage, side in (("expected_in_erp_functional", "expected"), ("erp_readback_functional", "erp")):
+        ct.record(
+            conn,
+            dag_id=dag_id,
+            run_id=run_id,
+            record_type=record_type,
+            stage=stage,
+            totals=ct.Totals(fx["counts"][side], Decimal(0), fx["functional"][side]),
+        )
+    if not fx["differing"]:
+        return fx, None
+    groups = [
+        f"{g['legal_entity']} {g['period']} {g['currency']}: expected {g['expected']}, ERP {g['erp']};"
+        f" records: {' | '.join(g['records'])}"
+        for g in fx["differing"]
+    ]
+    return fx, f"{record_type} in both currencies: " + " || ".join(groups)
+
+
 def reconcile_erp(
     conn: psycopg.Connection,
     client: erp_readback.SuiteQL,
@@ -144,10 +199,13 @@ def reconcile_erp(
     dag_id: str,
     run_id: str,
     record_types: Sequence[str] = ("timebill", "expensereport"),
+    functional_currency: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """PSA approved vs ODS vs ERP read-back, to the cent; a mismatch is audited and raises
+    """PSA approved vs ODS vs ERP read-back, to the cent, in the transaction currency and (per
+    legal entity, period and currency) in both currencies; a mismatch is audited and raises
     :class:`~psa_erp_sync.reconcile.control_totals.ControlTotalMismatch` naming the first
-    differing records."""
+    differing records. ``functional_currency``: legal entity -> its currency (default: config)."""
+    functional = functional_currency if functional_currency is not None else _functional_currencies()
     report: dict[str, Any] = {}
     problems = []
     with conn.transaction():
@@ -178,6 +236,13 @@ def reconcile_erp(
                     f"{record_type}: {exc} ({diff['missing_in_erp']} missing in the ERP,"
                     f" {diff['unexpected_in_erp']} unexpected, {diff['different_in_erp']} different){named}"
                 )
+            report[record_type]["both_currencies"], fx_problem = _check_both_currencies(
+                conn, client, record_type, functional, dag_id=dag_id, run_id=run_id
+            )
+            # Named when the transaction amounts agree (a functional amount or a rate differs);
+            # otherwise the differences above name the records, and the report holds both.
+            if fx_problem is not None and not (problems and problems[-1].startswith(f"{record_type}: ")):
+                problems.append(fx_problem)
         if problems:
             _audit_mismatch(conn, actor=f"{dag_id}.reconcile_erp", entity="erp", run_id=run_id, report=report)
     if problems:

@@ -275,6 +275,7 @@ def reference_for(conn: psycopg.Connection, run_keys: dict[str, str], records: l
     task assignments the announced records refer to: a handful of rows instead of the firm's
     whole reference, built by the same ``PsaReference.from_rows`` (this sits on the latency path),
     so a malformed reference record is flagged here exactly as in the batch."""
+    from psa_erp_sync.validation.fx import RateBook
     from psa_erp_sync.validation.time_expense import PsaReference
 
     project_ids = sorted({str(_ref_id(r, "project")) for r in records})
@@ -297,7 +298,8 @@ def reference_for(conn: psycopg.Connection, run_keys: dict[str, str], records: l
             "/v2/users": rows("/v2/users", "source_id", user_ids),
             "/v2/task_assignments": rows("/v2/task_assignments", "payload->'project'->>'id'", project_ids),
             "/v2/expense_categories": rows("/v2/expense_categories", "source_id", None),
-        }
+        },
+        RateBook.from_ods(conn),
     )
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from psa_erp_sync.clients import psa_models
 from psa_erp_sync.config import Config
 from psa_erp_sync.ods import connections, staging
 from psa_erp_sync.ods import exceptions as exception_queue
+from psa_erp_sync.validation.fx import RateBook
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ REASON_CODES = (
     "AMOUNT_OUT_OF_RANGE",
     "DUPLICATE_SUSPECTED",
     "REFERENCE_INVALID",
+    "FX_RATE_MISSING",
 )
 #: Ids are stored and compared as ``bigint``: 1 .. 2**63 - 1.
 MAX_ID = 2**63 - 1
@@ -140,10 +143,15 @@ class PsaReference:
     projects_with_invalid_assignments: frozenset[int] = frozenset()
     #: record type -> source ids of reference records that passed (their old items are resolved)
     passed: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: the ERP's exchange rates (``master.currency_rate``): foreign-currency work needs one
+    fx_rates: RateBook = field(default_factory=RateBook)
 
     @classmethod
-    def from_rows(cls, rows: dict[str, list[tuple[str, str, Any]]]) -> PsaReference:
-        """Build from staged reference rows, endpoint -> [(source id, payload hash, payload)]."""
+    def from_rows(
+        cls, rows: dict[str, list[tuple[str, str, Any]]], fx_rates: RateBook | None = None
+    ) -> PsaReference:
+        """Build from staged reference rows, endpoint -> [(source id, payload hash, payload)], and
+        the ERP's exchange rates (none: foreign-currency entries are quarantined ``FX_RATE_MISSING``)."""
         invalid: list[InvalidReference] = []
         passed: dict[str, set[str]] = {t: set() for t in REFERENCE_RECORD_TYPES.values()}
 
@@ -212,6 +220,7 @@ class PsaReference:
             invalid_users=frozenset(bad_users - users.keys()),
             projects_with_invalid_assignments=frozenset(bad_assignment_projects),
             passed={t: frozenset(ids) for t, ids in passed.items()},
+            fx_rates=fx_rates or RateBook(),
         )
 
     @classmethod
@@ -231,7 +240,8 @@ class PsaReference:
             ]
 
         return cls.from_rows(
-            {endpoint: rows(endpoint) for endpoint in REFERENCE_RECORD_TYPES if endpoint in run_keys}
+            {endpoint: rows(endpoint) for endpoint in REFERENCE_RECORD_TYPES if endpoint in run_keys},
+            RateBook.from_ods(conn),
         )
 
 
@@ -322,7 +332,8 @@ def _common_checks(
             project,
         )
     expected = entities[project.legal_entity].currency
-    if project.currency != expected:
+    if project.currency is None or not _ISO_CURRENCY.match(project.currency):
+        # Not a currency at all: foreign-currency work in a real currency is valid (:func:`_fx_of`).
         return (
             "CURRENCY_MISMATCH",
             {"project_currency": project.currency, "legal_entity_currency": expected},
@@ -334,6 +345,61 @@ def _common_checks(
 
 
 _Parsed = TypeVar("_Parsed", psa_models.TimeEntry, psa_models.Expense)
+_ISO_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+@dataclass(frozen=True)
+class _Fx:
+    """How an entry's transaction amount becomes its functional amount."""
+
+    functional_currency: str
+    rate: Decimal
+    rate_date: date | None  # None: same currency (rate 1)
+    source: str | None
+
+    def row(self, amount_minor: int, currency: str) -> dict[str, Any]:
+        """The canonical row's functional columns for ``amount_minor`` of ``currency``.
+
+        :raises money.AmountOutOfRange: the functional amount does not fit a ``bigint``."""
+        if self.rate_date is None:  # same currency: the amount itself (no Decimal work per row)
+            functional_minor = amount_minor
+        else:
+            functional_minor = money.convert_minor(
+                amount_minor, currency, self.rate, self.functional_currency
+            )
+        if abs(functional_minor) > money.MAX_MINOR:
+            raise money.AmountOutOfRange(
+                f"{self.functional_currency} amount beyond {money.MAX_MINOR} minor units"
+            )
+        return {
+            "functional_amount_minor": functional_minor,
+            "functional_currency": self.functional_currency,
+            "fx_rate": self.rate,
+            "fx_rate_date": self.rate_date,
+            "fx_rate_source": self.source,
+        }
+
+
+def _fx_of(
+    project: ProjectRef, spent_date: date, *, ref: PsaReference, config: Config
+) -> _Fx | tuple[str, dict[str, Any]]:
+    """The conversion of a valid entry's amount into its legal entity's functional currency, or
+    ``FX_RATE_MISSING`` when the project's currency is foreign and the ERP has no rate by then."""
+    assert project.currency is not None and project.legal_entity is not None
+    functional = config.legal_entities.legal_entities[project.legal_entity].currency
+    if project.currency == functional:
+        return _Fx(functional, Decimal(1), None, None)
+    rate = ref.fx_rates.rate_on(project.currency, functional, spent_date)
+    if rate is None:
+        return (
+            "FX_RATE_MISSING",
+            {
+                "transaction_currency": project.currency,
+                "functional_currency": functional,
+                "spent_date": spent_date.isoformat(),
+            },
+        )
+    return _Fx(functional, rate.rate, rate.effective_date, rate.source)
 
 
 def _out_of_range_ids(payload: dict[str, Any], nested: tuple[str, ...]) -> list[str]:
@@ -534,20 +600,19 @@ def _time_entry_verdict(
     if reason is not None:
         return Verdict(source_id, version_hash, legal_entity, reason, detail)
     assert project is not None and project.currency is not None and legal_entity is not None
+    fx = _fx_of(project, entry.spent_date, ref=ref, config=config)
+    if not isinstance(fx, _Fx):
+        return Verdict(source_id, version_hash, legal_entity, fx[0], fx[1])
     rate = entry.billable_rate if entry.billable and entry.billable_rate is not None else Decimal(0)
     currency = project.currency
     hours = round_hours(entry.hours)
     try:
         bill_rate_minor = money.to_minor_checked(rate, currency)
         amount_minor = money.to_minor_checked(hours * money.from_minor(bill_rate_minor, currency), currency)
+        functional = fx.row(amount_minor, currency)  # both amounts: the transaction's and the entity's
     except money.AmountOutOfRange:
-        return Verdict(
-            source_id,
-            version_hash,
-            legal_entity,
-            "AMOUNT_OUT_OF_RANGE",
-            {"fields": ["hours", "billable_rate"], "max_minor": money.MAX_MINOR},
-        )
+        out_of_range = {"fields": ["hours", "billable_rate"], "max_minor": money.MAX_MINOR}
+        return Verdict(source_id, version_hash, legal_entity, "AMOUNT_OUT_OF_RANGE", out_of_range)
     row = {
         "source_system": source_system,
         "source_id": source_id,
@@ -568,6 +633,7 @@ def _time_entry_verdict(
             entry.user.id, entry.spent_date, entry.project.id, entry.task.id, entry.hours, entry.notes or ""
         ),
         "source_updated_at": entry.updated_at,
+        **functional,
     }
     return Verdict(source_id, version_hash, legal_entity, None, {}, row)
 
@@ -612,8 +678,12 @@ def _expense_verdict(
     if reason is not None:
         return Verdict(source_id, version_hash, legal_entity, reason, detail)
     assert project is not None and project.currency is not None and legal_entity is not None
+    fx = _fx_of(project, expense.spent_date, ref=ref, config=config)
+    if not isinstance(fx, _Fx):
+        return Verdict(source_id, version_hash, legal_entity, fx[0], fx[1])
     try:
         amount_minor = money.to_minor_checked(expense.total_cost, project.currency)
+        functional = fx.row(amount_minor, project.currency)
     except money.AmountOutOfRange:
         return Verdict(
             source_id,
@@ -645,6 +715,7 @@ def _expense_verdict(
             expense.notes or "",
         ),
         "source_updated_at": expense.updated_at,
+        **functional,
     }
     return Verdict(source_id, version_hash, legal_entity, None, {}, row)
 
@@ -687,6 +758,11 @@ _COLUMNS: dict[Kind, tuple[str, ...]] = {
         "source_updated_at",
     ),
 }
+
+
+#: Both amounts of an entry beyond the transaction amount (migration 0023): written to canonical
+#: beside :data:`_COLUMNS`, not part of the canonical v1 ``record`` (its contract forbids unknown fields).
+_FX_COLUMNS = ("functional_amount_minor", "functional_currency", "fx_rate", "fx_rate_date", "fx_rate_source")
 
 
 def _staged(
@@ -1259,12 +1335,18 @@ def _upsert_canonical(
         f"CREATE TEMP TABLE IF NOT EXISTS tmp_{kind} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
     conn.execute(f"TRUNCATE tmp_{kind}")
-    copied = f"{', '.join(columns)}, source_read_at, record"
+    copied = f"{', '.join(columns)}, {', '.join(_FX_COLUMNS)}, source_read_at, record"
     with conn.cursor() as cur, cur.copy(f"COPY tmp_{kind} ({copied}) FROM STDIN") as copy:
         for row in rows:
             record = msgspec.json.encode({k: row[k] for k in columns}, enc_hook=str).decode()
-            copy.write_row([row[c] for c in columns] + [row["source_read_at"], record])
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in ("source_system", "source_id"))
+            copy.write_row(
+                [row[c] for c in columns]
+                + [row.get(c) for c in _FX_COLUMNS]
+                + [row["source_read_at"], record]
+            )
+    updates = ", ".join(
+        f"{c} = EXCLUDED.{c}" for c in (*columns, *_FX_COLUMNS) if c not in ("source_system", "source_id")
+    )
     current = _current_of(table)
     stale = {
         r[0]
