@@ -244,3 +244,29 @@ def test_adapter_for_picks_the_adapter_by_erp_name(sap: RunningSimulator) -> Non
             adapter_for("sap", client)
     with pytest.raises(ValueError, match="no ERP adapter"):
         adapter_for("oracle", netsuite)
+
+
+def test_the_sap_hook_builds_the_adapter_from_its_connection(
+    clean_ods: str, sap: RunningSimulator, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``IdempotentPostingOperator(erp="sap")`` does: the mapping comes from the connection."""
+    import json
+
+    from psa_erp_sync.hooks.sap import SapHook
+
+    conn = {"conn_type": "http", "host": sap.base_url, "login": "PSA_COMM", "password": "secret",
+            "extra": {"company_codes": {"LE-US1": "1010"}, "activity_type": "T001"}}  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_CONN_SAP_ADAPTERTEST", json.dumps(conn))
+    hook = SapHook("sap_adaptertest")
+    with hook.get_client() as client:
+        adapter = hook.adapter(client)
+        assert isinstance(adapter, SapAdapter)
+        assert adapter.mapping.company_codes == {"LE-US1": "1010"} and adapter.mapping.activity_type == "T001"
+        with psycopg.connect(clean_ods) as db:
+            ledger.insert_planned(db, [_time(1)])
+        outcome = PostingEngine(
+            dsn=clean_ods, client=adapter, record_type="timebill", config=config,
+            settings=EngineSettings(batch_size=10, max_concurrency=1), dag_run_id="hook", sleep=lambda _: None,
+        ).run()  # fmt: skip
+    assert outcome.posted == 1
+    assert _live(sap)["1"]["TimeSheetDataFields"]["ActivityType"] == "T001"
