@@ -333,13 +333,9 @@ class PostingEngine:
         if not batch:
             progress.add(0)
             return
-        refused = self.adapter.validate(batch)
-        if refused:  # the adapter's pre-flight: dead letters without a call
-            self._reject([p for p in batch if p.external_id in refused], refused, 400, attempt_ids)
-            batch = [p for p in batch if p.external_id not in refused]
-            progress.add(len(refused))
-            if not batch:
-                return
+        batch = self._preflight(batch, attempt_ids, progress)
+        if not batch:
+            return
         from psa_erp_sync.clients import erp
 
         result = None
@@ -405,14 +401,22 @@ class PostingEngine:
             exception_queue.quarantine_many(conn, letters, run_id=self.dag_run_id)
             replanned.write(conn, run_id=self.dag_run_id)
         self._count(**({"already_posted": len(done)} if result.replayed else {"posted": len(done)}))
-        leftover = [
-            p
-            for p in batch
-            if p.external_id not in by_external or by_external[p.external_id].status == "ambiguous"
-        ]
+        leftover = [p for p in batch if _unanswered(by_external.get(p.external_id))]
         if leftover:
             self.resolve(leftover)
         progress.add(len(batch))
+
+    def _preflight(
+        self, batch: Sequence[ledger.Posting], attempt_ids: dict[str, int], progress: _Progress
+    ) -> Sequence[ledger.Posting]:
+        """The adapter's pre-flight (:meth:`~psa_erp_sync.posting.adapter.ErpAdapter.validate`):
+        what it refuses is rejected with dead letters, without a call; the rest is returned."""
+        refused = self.adapter.validate(batch)
+        if not refused:
+            return batch
+        self._reject([p for p in batch if p.external_id in refused], refused, 400, attempt_ids)
+        progress.add(len(refused))
+        return [p for p in batch if p.external_id not in refused]
 
     def _rejections(
         self, postings: Sequence[ledger.Posting], errors: dict[str, list[tuple[str, str | None]]], status: int
@@ -747,6 +751,11 @@ class PostingEngine:
         self.outcome.parked = counts.get("parked", 0)
         self.outcome.seconds = time.monotonic() - started
         return self.outcome
+
+
+def _unanswered(item: RecordOutcome | None) -> bool:
+    """No answer for the record, or an ambiguous one: the record is read back."""
+    return item is None or item.status == "ambiguous"
 
 
 def _classify(
