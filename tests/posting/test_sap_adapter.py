@@ -270,3 +270,32 @@ def test_the_sap_hook_builds_the_adapter_from_its_connection(
         ).run()  # fmt: skip
     assert outcome.posted == 1
     assert _live(sap)["1"]["TimeSheetDataFields"]["ActivityType"] == "T001"
+
+
+def test_a_journal_batch_failing_midway_is_read_back_never_resent(
+    clean_ods: str, sap: RunningSimulator, config: Config
+) -> None:
+    """SAP takes a second document with the same reference: after the first entry of a batch
+    landed, a throttled second one must not make the engine resend the batch."""
+    sap.admin("POST", "/faults", json={"id": "429", "action": "throttle", "method": "POST", "retry_after": 0,
+                                       "path_regex": "JournalEntryCollection$", "after": 1, "max_hits": 3})  # fmt: skip
+    expenses = [_expense(n) for n in (1, 2, 3)]
+    with _client(sap) as client:
+        outcome = _run(clean_ods, client, config, expenses, "expensereport")
+        assert sap.admin("GET", "/faults")["rules"][0]["hits"] == 3  # the client gave up on the second
+        assert outcome.posted == 3 and outcome.rejected == 0
+        docs = [client.find_journal_entries("1010", e.idempotency_key) for e in expenses]
+    assert [len(d) for d in docs] == [1, 1, 1]  # one document per expense
+    assert sap.admin("GET", "/stats")["journal_entries"] == 3
+    assert _states(clean_ods, "expensereport") == {"confirmed": 3}
+
+
+def test_an_expense_adjustment_is_refused_before_any_call(
+    clean_ods: str, sap: RunningSimulator, config: Config
+) -> None:
+    adjust = _expense(1)
+    adjust = ledger.Posting(**{**adjust.__dict__, "action": "adjust"})
+    with _client(sap) as client:
+        outcome = _run(clean_ods, client, config, [adjust], "expensereport")
+    assert outcome.rejected_by_code == {"SAP_EXPENSE_ADJUST_UNSUPPORTED": 1}
+    assert sap.admin("GET", "/stats")["journal_entries"] == 0

@@ -335,6 +335,11 @@ class SapAdapter:
             if p.corrects or p.erp_type == CORRECTION_TYPE:
                 refused[p.external_id] = [("SAP_CORRECTION_UNSUPPORTED", None)]
                 continue
+            if p.record_type == "expensereport" and p.action == "adjust":
+                # A second journal entry would count the expense twice; the planner gives no
+                # earlier version to mirror. Finance reverses and posts it (follow-up).
+                refused[p.external_id] = [("SAP_EXPENSE_ADJUST_UNSUPPORTED", None)]
+                continue
             payload = p.payload.get("reverses") if p.action == "reverse" else p.payload
             try:
                 if p.record_type == "expensereport":
@@ -431,7 +436,7 @@ class SapAdapter:
     # -- writes
     def post_batch(self, erp_type: str, postings: Sequence[Posting], batch_key: str) -> BatchOutcome:
         if erp_type == "expensereport":
-            return BatchOutcome([self._post_journal(p, mirrored=False) for p in postings])
+            return self._post_journals(postings)
         with self._translated():
             live = self._live([p for p in postings if p.action == "adjust"])
             changesets = [[self._timesheet_request(p, live)] for p in postings]
@@ -468,6 +473,21 @@ class SapAdapter:
             # before anything is sent again, as after any ambiguous answer.
             return RecordOutcome(p.external_id, "ambiguous")
         return RecordOutcome(p.external_id, "rejected", errors=[(_code(result.error), None)])
+
+    def _post_journals(self, postings: Sequence[Posting]) -> BatchOutcome:
+        """One journal entry per posting, in order. SAP takes a second document with the same
+        reference, so a batch is never resent once one entry landed: after a failure of the whole
+        request, the rest of the batch is answered ``ambiguous`` and the engine reads it back."""
+        items: list[RecordOutcome] = []
+        for n, p in enumerate(postings):
+            try:
+                items.append(self._post_journal(p, mirrored=False))
+            except ns.ErpError:
+                if n == 0:
+                    raise  # nothing of this batch was written by this call: the engine decides
+                items.extend(RecordOutcome(q.external_id, "ambiguous") for q in postings[n:])
+                break
+        return BatchOutcome(items)
 
     def _post_journal(self, p: Posting, *, mirrored: bool) -> RecordOutcome:
         payload = p.payload.get("reverses") if mirrored else p.payload
