@@ -299,3 +299,32 @@ def test_an_expense_adjustment_is_refused_before_any_call(
         outcome = _run(clean_ods, client, config, [adjust], "expensereport")
     assert outcome.rejected_by_code == {"SAP_EXPENSE_ADJUST_UNSUPPORTED": 1}
     assert sap.admin("GET", "/stats")["journal_entries"] == 0
+
+
+def test_the_posting_operator_posts_to_sap_when_told(
+    clean_ods: str, psa_sim: RunningSimulator, sap_sim: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``IdempotentPostingOperator(erp="sap")``: planner, ledger and engine as for NetSuite, the SAP
+    hook and adapter from the connection."""
+    import json
+
+    from psa_erp_sync.operators.posting import IdempotentPostingOperator
+    from tests.conftest import connect_airflow
+    from tests.posting.sap_worker import COMPANY_CODES
+    from tests.posting.test_sap_fault_injection import _prepare
+
+    approved = _prepare(clean_ods, psa_sim, sap_sim, consultants=4)
+    connect_airflow(monkeypatch, clean_ods)
+    conn = {"conn_type": "http", "host": sap_sim.base_url, "login": "PSA_COMM", "password": "secret",
+            "extra": {"company_codes": COMPANY_CODES, "activity_type": "T001"}}  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_CONN_SAP_OPTEST", json.dumps(conn))
+    op = IdempotentPostingOperator(
+        task_id="post_timebills", record_type="timebill", erp="sap", erp_conn_id="sap_optest"
+    )
+    result = op.execute({"ti": None, "run_id": "sap-operator"})  # type: ignore[arg-type]
+    outcome = result["outcome"]
+    assert outcome["still_pending"] == 0 and outcome["posted"] > 0, outcome
+    assert len(_live(sap_sim)) == outcome["posted"]
+    assert outcome["posted"] + outcome["rejected"] + outcome["parked"] == approved
+    _inputs, outputs = op.lineage_datasets()
+    assert outputs[0].namespace == f"http://127.0.0.1:{sap_sim.port}"  # the SAP system, not NetSuite
