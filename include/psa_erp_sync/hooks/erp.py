@@ -35,6 +35,12 @@ class ErpHook(HttpSystemHook):
             concurrency_limit=self.max_concurrency(),
         )
 
+    def adapter(self, client: Any) -> Any:
+        """The posting engine's adapter over ``client`` (:class:`~psa_erp_sync.posting.adapter.NetSuiteAdapter`)."""
+        from psa_erp_sync.posting.adapter import adapter_for
+
+        return adapter_for("netsuite", client)
+
     def max_concurrency(self) -> int:
         """The account's limit of requests in flight in the current environment."""
         from psa_erp_sync.posting.budget import account_limit

@@ -23,6 +23,7 @@ class SapHook(HttpSystemHook):
         super().__init__(sap_conn_id, **kwargs)
 
     def get_client(self, *, timeout: float = 60.0) -> Any:
+        """A new :class:`~psa_erp_sync.clients.sap.S4HanaClient` (close it, or use it in ``with``)."""
         from psa_erp_sync.clients.sap import S4HanaClient
 
         base_url, secret, _ = self.connection_parts()
@@ -30,3 +31,31 @@ class SapHook(HttpSystemHook):
         if login:
             return S4HanaClient(base_url=base_url, user=login, password=secret, timeout=timeout)
         return S4HanaClient(base_url=base_url, token=secret, timeout=timeout)
+
+    def sap_mapping(self) -> Any:
+        """The :class:`~psa_erp_sync.posting.adapter.SapMapping` in the connection's extra:
+        ``company_codes`` (legal entity -> company code), optional ``activity_type``,
+        ``expense_account``, ``payable_account``."""
+        from psa_erp_sync.posting.adapter import SapMapping
+
+        _, _, extra = self.connection_parts()
+        defaults = SapMapping(company_codes={})
+        return SapMapping(
+            company_codes={str(k): str(v) for k, v in dict(extra.get("company_codes") or {}).items()},
+            activity_type=str(extra.get("activity_type", defaults.activity_type)),
+            expense_account=str(extra.get("expense_account", defaults.expense_account)),
+            payable_account=str(extra.get("payable_account", defaults.payable_account)),
+        )
+
+    def adapter(self, client: Any) -> Any:
+        """The posting engine's adapter of this SAP system over ``client``."""
+        from psa_erp_sync.posting.adapter import adapter_for
+
+        return adapter_for("sap", client, sap_mapping=self.sap_mapping())
+
+    def max_concurrency(self) -> int:
+        """The system's limit of requests in flight in the current environment (as for an ERP account)."""
+        from psa_erp_sync.posting.budget import account_limit
+
+        _, _, extra = self.connection_parts()
+        return account_limit(extra)

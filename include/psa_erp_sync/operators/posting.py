@@ -24,6 +24,8 @@ class IdempotentPostingOperator(LineageReportingOperator):
     after any ambiguous failure. A retried or cleared task resumes from the ledger.
 
     :param record_type: ERP record type, ``timebill`` or ``expensereport``. (templated)
+    :param erp: the target ERP, ``netsuite`` or ``sap``: picks the hook of ``erp_conn_id`` and the
+        posting adapter (:func:`psa_erp_sync.posting.adapter.adapter_for`). (templated)
     :param erp_conn_id: Airflow connection of the ERP.
     :param ods_conn_id: Airflow connection of the ODS.
     :param max_concurrency: this task's ERP requests in flight, at most the account's limit in the
@@ -35,13 +37,14 @@ class IdempotentPostingOperator(LineageReportingOperator):
         ``config/mappings.yaml``.
     """
 
-    template_fields: Sequence[str] = ("record_type",)
+    template_fields: Sequence[str] = ("record_type", "erp")
     ui_color = "#d9f2e6"
 
     def __init__(
         self,
         *,
         record_type: str,
+        erp: str = "netsuite",
         erp_conn_id: str = "erp_default",
         ods_conn_id: str = "ods_default",
         max_concurrency: int | None = None,
@@ -50,6 +53,7 @@ class IdempotentPostingOperator(LineageReportingOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.record_type = record_type
+        self.erp = erp
         self.erp_conn_id = erp_conn_id
         self.ods_conn_id = ods_conn_id
         self.max_concurrency = max_concurrency
@@ -59,7 +63,6 @@ class IdempotentPostingOperator(LineageReportingOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from psa_erp_sync.config import load_config
-        from psa_erp_sync.hooks.erp import ErpHook
         from psa_erp_sync.hooks.ods import OdsHook
         from psa_erp_sync.posting.engine import EngineSettings
         from psa_erp_sync.posting.service import post_record_type
@@ -67,7 +70,7 @@ class IdempotentPostingOperator(LineageReportingOperator):
         if self.batch_size is not None and not 1 <= self.batch_size <= 100:
             raise ValueError("batch_size must be between 1 and 100 (the ERP's batch limit)")
         config = load_config()
-        erp_hook = ErpHook(self.erp_conn_id)
+        erp_hook = self._erp_hook()
         # This task's requests in flight; every process posting to the account shares its limit.
         limit = erp_hook.max_concurrency()
         concurrency = min(self.max_concurrency or limit, limit)
@@ -79,7 +82,7 @@ class IdempotentPostingOperator(LineageReportingOperator):
         with erp_hook.get_client() as client:
             result = post_record_type(
                 dsn=OdsHook(self.ods_conn_id).dsn(),
-                client=client,
+                client=erp_hook.adapter(client),
                 record_type=self.record_type,
                 config=config,
                 settings=EngineSettings.from_config(
@@ -109,15 +112,24 @@ class IdempotentPostingOperator(LineageReportingOperator):
             )
         return {"plan": result.plan, "outcome": outcome}
 
+    def _erp_hook(self) -> Any:
+        """The hook of the target ERP's connection (both build a client and its posting adapter)."""
+        if self.erp.strip().lower() == "sap":
+            from psa_erp_sync.hooks.sap import SapHook
+
+            return SapHook(self.erp_conn_id)
+        from psa_erp_sync.hooks.erp import ErpHook
+
+        return ErpHook(self.erp_conn_id)
+
     # -- OpenLineage (the provider finds the methods of LineageReportingOperator by name) ----------
     def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
-        from psa_erp_sync.hooks.erp import ErpHook
         from psa_erp_sync.lineage import naming
 
         table = naming.CANONICAL_TABLE.get(self.record_type, self.record_type)
         inputs = [self.ods_dataset("canonical", table), self.ods_dataset("ledger", "posting")]
         outputs = [
-            naming.erp_record(ErpHook(self.erp_conn_id).openlineage_namespace(), self.record_type),
+            naming.erp_record(self._erp_hook().openlineage_namespace(), self.record_type),
             self.ods_dataset("ledger", "posting"),
             self.ods_dataset("exceptions", "item"),
         ]

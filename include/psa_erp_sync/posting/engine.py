@@ -36,14 +36,16 @@ from psa_erp_sync.config import Config
 from psa_erp_sync.ods import connections
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.posting import ledger
-from psa_erp_sync.posting.periods import PERIOD_QUERY, PeriodBook
+from psa_erp_sync.posting.adapter import ErpAdapter, Held, RecordOutcome, as_adapter
+from psa_erp_sync.posting.periods import PeriodBook
 from psa_erp_sync.posting.planner import KINDS, replan_closed
 
 log = logging.getLogger(__name__)
 
 
 class ErpPort(Protocol):
-    """What the engine needs from an ERP client (``NetSuiteClient`` provides it)."""
+    """A bare NetSuite client (``NetSuiteClient``), wrapped in a
+    :class:`~psa_erp_sync.posting.adapter.NetSuiteAdapter` when given instead of an adapter."""
 
     def submit_batch(
         self, record_type: str, items: Sequence[dict[str, Any]], idempotency_key: str
@@ -154,11 +156,6 @@ def _decode_json_fast(conn: psycopg.Connection) -> None:
     set_json_loads(msgspec.json.decode, conn)
 
 
-def _quote(values: Sequence[str]) -> str:
-    # External ids are validated as [A-Za-z0-9_-] by the client; quote defensively anyway.
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
-
-
 _Send = Callable[[Sequence[ledger.Posting], "_Progress"], None]
 
 PERIOD_CLOSED = "PERIOD_CLOSED"
@@ -189,7 +186,7 @@ class PostingEngine:
         self,
         *,
         dsn: str,
-        client: ErpPort,
+        client: ErpPort | ErpAdapter,
         record_type: str,
         config: Config,
         settings: EngineSettings,
@@ -200,6 +197,8 @@ class PostingEngine:
     ) -> None:
         self.dsn = dsn
         self.client = client
+        # The engine talks to the ERP only through its adapter (a bare NetSuite client is wrapped).
+        self.adapter: ErpAdapter = as_adapter(client)
         self.record_type = record_type
         self.config = config
         self.settings = settings
@@ -262,45 +261,33 @@ class PostingEngine:
                 setattr(self.outcome, name, getattr(self.outcome, name) + value)
 
     # -- read-back ----------------------------------------------------------
-    def lookup(
-        self, external_ids: Sequence[str], record_type: str | None = None
-    ) -> dict[str, dict[str, Any]]:
-        """What the ERP holds for these external ids (one SuiteQL query per 100 ids), of
-        ``record_type`` (the pass's own by default; correcting records are journal entries)."""
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(external_ids), 100):
-            chunk = external_ids[start : start + 100]
-            query = (
-                f"SELECT id, externalid, memo, postingperiod FROM {record_type or self.record_type}"
-                f" WHERE externalid IN ({_quote(chunk)})"
-            )
-            self._count(erp_requests=1)
-            with self._erp_slots:
-                rows = list(self.client.suiteql(query))
-            for row in rows:
-                found[str(row.get("externalid") or row.get("externalId"))] = row
+    def lookup(self, postings: Sequence[ledger.Posting]) -> dict[str, Held]:
+        """What the ERP holds for these postings' external ids, by idempotency key: the adapter's
+        read-back (:meth:`~psa_erp_sync.posting.adapter.ErpAdapter.read_back`), 100 postings of
+        one ERP record type per call (NetSuite: one SuiteQL query per call)."""
+        found: dict[str, Held] = {}
+        for erp_type in sorted({p.erp_type for p in postings}):
+            same = [p for p in postings if p.erp_type == erp_type]
+            for start in range(0, len(same), 100):
+                self._count(erp_requests=1)
+                with self._erp_slots:
+                    found.update(self.adapter.read_back(same[start : start + 100]))
         return found
 
     def resolve(self, postings: Sequence[ledger.Posting]) -> list[ledger.Posting]:
         """Decide sent/ambiguous postings by read-back; return those that must be sent again."""
         if not postings:
             return []
-        held: dict[tuple[str, str], dict[str, Any]] = {}
-        for erp_type in sorted({p.erp_type for p in postings}):
-            ids = [p.external_id for p in postings if p.erp_type == erp_type]
-            held.update(((erp_type, ext), row) for ext, row in self.lookup(ids, erp_type).items())
+        held = self.lookup(postings)
         again = []
         decided: list[tuple[str, str, str, str | None, int | None]] = []
         for p in postings:
-            record = held.get((p.erp_type, p.external_id))
-            if p.deletes:
-                landed = record is None
-            else:
-                landed = record is not None and f"key:{p.idempotency_key[:16]}" in str(
-                    record.get("memo") or ""
-                )
+            record = held.get(p.idempotency_key)
+            # A reversal landed when nothing is held; anything else when the record proves it holds
+            # exactly this version (NetSuite: the key in the memo; SAP: the tag or the reference).
+            landed = record is None if p.deletes else record is not None and record.carries(p.idempotency_key)
             if landed:
-                internal_id = str(record["id"]) if record else None
+                internal_id = record.erp_id if record else None
                 decided.append((p.idempotency_key, "resolved", "resolved-by-lookup", internal_id, None))
             else:
                 decided.append((p.idempotency_key, "pending", "not-found-on-lookup", None, None))
@@ -348,6 +335,9 @@ class PostingEngine:
         if not batch:
             progress.add(0)
             return
+        batch = self._preflight(batch, attempt_ids, progress)
+        if not batch:
+            return
         from psa_erp_sync.clients import erp
 
         result = None
@@ -356,7 +346,7 @@ class PostingEngine:
                 self._count(erp_requests=1)
                 with self._erp_slots:
                     # One ERP record type per batch: the pass's own, or correcting journals.
-                    result = self.client.submit_batch(batch[0].erp_type, [p.payload for p in batch], key)
+                    result = self.adapter.post_batch(batch[0].erp_type, batch, key)
                 break
             except erp.ErpThrottled as exc:
                 delay = (exc.retry_after or 1.0) + self._rng.uniform(0, min(2.0**attempt, 5.0))
@@ -413,10 +403,22 @@ class PostingEngine:
             exception_queue.quarantine_many(conn, letters, run_id=self.dag_run_id)
             replanned.write(conn, run_id=self.dag_run_id)
         self._count(**({"already_posted": len(done)} if result.replayed else {"posted": len(done)}))
-        leftover = [p for p in batch if p.external_id not in by_external]
+        leftover = [p for p in batch if _unanswered(by_external.get(p.external_id))]
         if leftover:
             self.resolve(leftover)
         progress.add(len(batch))
+
+    def _preflight(
+        self, batch: Sequence[ledger.Posting], attempt_ids: dict[str, int], progress: _Progress
+    ) -> Sequence[ledger.Posting]:
+        """The adapter's pre-flight (:meth:`~psa_erp_sync.posting.adapter.ErpAdapter.validate`):
+        what it refuses is rejected with dead letters, without a call; the rest is returned."""
+        refused = self.adapter.validate(batch)
+        if not refused:
+            return batch
+        self._reject([p for p in batch if p.external_id in refused], refused, 400, attempt_ids)
+        progress.add(len(refused))
+        return [p for p in batch if p.external_id not in refused]
 
     def _rejections(
         self, postings: Sequence[ledger.Posting], errors: dict[str, list[tuple[str, str | None]]], status: int
@@ -493,7 +495,7 @@ class PostingEngine:
         try:
             self._count(erp_requests=1)
             with self._erp_slots:
-                self.client.delete(self.record_type, posting.external_id)
+                self.adapter.reverse(posting)
         except (ErpAmbiguous, ErpUnavailable) as exc:
             self._mark_ambiguous([posting], exc, None)
             self.resolve([posting])
@@ -553,7 +555,7 @@ class PostingEngine:
         with self._periods_lock:
             self._count(erp_requests=1)
             with self._erp_slots:
-                rows = list(self.client.suiteql(PERIOD_QUERY))
+                rows = self.adapter.read_periods()
         return PeriodBook.from_rows(rows)
 
     def _replan_closed(
@@ -567,9 +569,9 @@ class PostingEngine:
         if not postings:
             return out
         book = self.read_periods()
+        found = self.lookup([p for p in postings if not p.corrects])
         held = {
-            ext: row.get("postingperiod")
-            for ext, row in self.lookup([p.external_id for p in postings if not p.corrects]).items()
+            p.external_id: found[p.idempotency_key].period for p in postings if p.idempotency_key in found
         }
         with self._conn() as conn:
             seqs = ledger.next_seqs(conn, postings)
@@ -755,8 +757,13 @@ class PostingEngine:
         return self.outcome
 
 
+def _unanswered(item: RecordOutcome | None) -> bool:
+    """No answer for the record, or an ambiguous one: the record is read back."""
+    return item is None or item.status == "ambiguous"
+
+
 def _classify(
-    batch: Sequence[ledger.Posting], by_external: dict[str, Any], outcome: str
+    batch: Sequence[ledger.Posting], by_external: dict[str, RecordOutcome], outcome: str
 ) -> tuple[
     list[tuple[str, str, str, str | None, int | None]],
     dict[str, list[tuple[str, str | None]]],
@@ -769,13 +776,12 @@ def _classify(
     done: list[tuple[str, str, str, str | None, int | None]] = []
     for p in batch:
         item = by_external.get(p.external_id)
-        if item is None:
+        if item is None or item.status == "ambiguous":  # read back by the caller
             continue
-        if item.ok:
-            done.append((p.idempotency_key, "confirmed", outcome, item.id, 202))
+        if item.status == "confirmed":
+            done.append((p.idempotency_key, "confirmed", outcome, item.erp_id, 202))
         else:
-            errors = item.errors or ([item.error] if item.error else [])
-            codes = [(e.code, e.path) for e in errors] or [("UNKNOWN", None)]
+            codes = item.errors or [("UNKNOWN", None)]
             if any(code == PERIOD_CLOSED for code, _ in codes):
                 closed[p.external_id] = codes
             else:

@@ -19,8 +19,9 @@ import psycopg
 
 from psa_erp_sync.config import Config
 from psa_erp_sync.posting import budget, ledger, planner
+from psa_erp_sync.posting.adapter import as_adapter
 from psa_erp_sync.posting.engine import EngineSettings, PostingEngine
-from psa_erp_sync.posting.periods import PERIOD_QUERY, PeriodBook
+from psa_erp_sync.posting.periods import PeriodBook
 
 log = logging.getLogger(__name__)
 
@@ -202,15 +203,22 @@ def post_record_type(
     task_try: int | None = None,
     lock_settings: LockSettings | None = None,
 ) -> PostingResult:
-    """Raises :class:`PostingLockBusy` when another pass holds the lock past the wait bound
+    """``client`` is the target ERP's adapter (:func:`psa_erp_sync.posting.adapter.adapter_for`),
+    or a bare NetSuite client (wrapped in a ``NetSuiteAdapter``).
+
+    Raises :class:`PostingLockBusy` when another pass holds the lock past the wait bound
     (``posting.lock_wait_seconds`` unless ``lock_settings`` say otherwise), and
     :class:`PostingLockLost` when the lock goes mid-pass; both are retryable."""
     lock_settings = lock_settings or LockSettings(wait_s=config.mappings.posting.lock_wait_seconds)
+    adapter = as_adapter(client)
     # The lock first: a pass waiting for it holds none of the account's request slots.
-    with posting_lock(dsn, record_type, lock_settings) as lock, budget.shared_by_processes(client, dsn):
+    with (
+        posting_lock(dsn, record_type, lock_settings) as lock,
+        budget.shared_by_processes(getattr(adapter, "client", client), dsn),
+    ):
         return _post_locked(
             dsn=dsn,
-            client=client,
+            client=adapter,
             record_type=record_type,
             config=config,
             settings=settings,
@@ -231,7 +239,7 @@ def _post_locked(
     task_try: int | None,
     lock: PostingLock,
 ) -> PostingResult:
-    periods = PeriodBook.from_rows(client.suiteql(PERIOD_QUERY))
+    periods = PeriodBook.from_rows(client.read_periods())
     with psycopg.connect(dsn) as conn:
         already_pending = ledger.count_in_state(conn, record_type, ["pending"])
     engine = PostingEngine(
