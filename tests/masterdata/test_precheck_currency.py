@@ -68,6 +68,10 @@ def test_currency_mismatch_only_when_the_erp_refuses_the_posting(
     erp_sim: RunningSimulator, erp_client: Any
 ) -> None:
     erp_sim.admin("POST", "/seed", json=SEED)
+    # the ERP books a GBP timebill in the USD subsidiary at its rate for the date (issue 14, FX work)
+    rate = {"baseCurrency": {"refName": "USD"}, "transactionCurrency": {"refName": "GBP"},
+            "exchangeRate": "1.27", "effectiveDate": "2026-11-01"}  # fmt: skip
+    erp_client.upsert("currencyrate", "GBP-USD-2026-11-01", rate)
     verdicts = precheck_projects(
         [ProjectUse(project, "LE-US1", currency) for project, currency, _ in CASES], ErpLookup(erp_client)
     )
