@@ -5,8 +5,11 @@ payload, the exception detail)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -159,3 +162,34 @@ def token(base_url: str, user: str) -> str:
     )
     assert answer.status_code == 201, answer.text
     return str(answer.json()["access_token"])
+
+
+# Screenshots of the browser tests (test artifacts; .local/ is not committed).
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".local" / "artifacts" / "console"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def browser_page(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A page of headless Chromium (Debian's ``chromium``) driven by Playwright; on teardown,
+    pass or fail, a full-page screenshot ``last-<test>.png`` is saved with the others."""
+    if CHROMIUM is None:
+        why = "no chromium on PATH: `apt-get install -y chromium` (Debian's package) to run the browser tests"
+        if os.environ.get("CI") == "true":  # .ci/run installs it: in CI a missing browser is a failure
+            pytest.fail(why)
+        pytest.skip(why)
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        try:
+            yield page
+        finally:
+            page.screenshot(path=str(ARTIFACTS / f"last-{request.node.name}.png"), full_page=True)
+            browser.close()
+
+
+def shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)

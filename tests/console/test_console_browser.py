@@ -6,44 +6,14 @@ and see a finished run's outcome. Screenshots go to ``.local/artifacts/console/`
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
-from tests.console.conftest import USERS, assert_no_personal_data, replay_dag
+from tests.console.conftest import USERS, assert_no_personal_data, replay_dag, shot
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / ".local" / "artifacts" / "console"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture
-def browser_page() -> Any:
-    if CHROMIUM is None:
-        why = "no chromium on PATH: `apt-get install -y chromium` (Debian's package) to run the browser tests"
-        if os.environ.get("CI") == "true":  # .ci/run installs it: in CI a missing browser is a failure
-            pytest.fail(why)
-        pytest.skip(why)
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        try:
-            yield page
-        finally:
-            page.screenshot(path=str(ARTIFACTS / "last.png"), full_page=True)
-            browser.close()
-
-
-def _shot(page: Any, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def test_console_in_the_airflow_ui(
@@ -61,7 +31,7 @@ def test_console_in_the_airflow_ui(
     page.wait_for_url("**/login**")
     page.get_by_label("Username").fill("ops-user")
     page.get_by_label("Password").fill(USERS["ops-user"][1])
-    _shot(page, "01-login")
+    shot(page, "01-login")
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(lambda url: "login" not in url)
 
@@ -72,7 +42,7 @@ def test_console_in_the_airflow_ui(
     frame = page.frame_locator("iframe")
     expect(frame.get_by_role("heading", name="Exception queue")).to_be_visible()
     expect(frame.get_by_text("Open items by cause: 6")).to_be_visible()
-    _shot(page, "02-queue")
+    shot(page, "02-queue")
 
     # Every filter has a label; the filters are operable with the keyboard alone.
     for label in ("Owner", "Reason", "Legal entity", "Record type", "Kind", "Entry date from", "Entry date to",
@@ -104,19 +74,19 @@ def test_console_in_the_airflow_ui(
     ], tab_stops  # fmt: skip
     page.keyboard.press("Enter")
     expect(frame.get_by_text("Open items by cause: 3")).to_be_visible()
-    _shot(page, "03-queue-filtered")
+    shot(page, "03-queue-filtered")
 
     # A trace.
     frame.get_by_role("link", name="104", exact=True).click()
     expect(frame.get_by_role("heading", name="Trace of psa 104")).to_be_visible()
     assert_no_personal_data(frame.locator("body").inner_text())
-    _shot(page, "04-trace")
+    shot(page, "04-trace")
 
     # The month-end view.
     frame.get_by_role("link", name="Month-end").click()
     expect(frame.get_by_role("heading", name="Month-end")).to_be_visible()
     expect(frame.get_by_role("cell", name="LE-UK1", exact=True)).to_be_visible()
-    _shot(page, "05-month-end")
+    shot(page, "05-month-end")
 
     # Replay: the dry-run list, then a dry run confirmed through Airflow.
     frame.get_by_role("link", name="Replay dead letters").click()
@@ -126,11 +96,11 @@ def test_console_in_the_airflow_ui(
     expect(frame.get_by_role("status")).to_contain_text("3 postings would be released")
     expect(frame.get_by_role("status")).to_contain_text("USD 1400.50")
     assert_no_personal_data(frame.locator("body").inner_text())
-    _shot(page, "06-replay-dry-run-list")
+    shot(page, "06-replay-dry-run-list")
     frame.get_by_role("button", name="Dry run in Airflow").click()
     expect(frame.get_by_role("heading", name="Replay run")).to_be_visible()
     expect(frame.locator("#run-state")).to_have_text("queued")
-    _shot(page, "07-replay-triggered")
+    shot(page, "07-replay-triggered")
 
     # No scheduler runs in this test: the same request runs through dag.test(), and the run page
     # shows a finished run's outcome.
@@ -145,4 +115,4 @@ def test_console_in_the_airflow_ui(
     page.goto(f"{base}/psa-erp-sync/console/replay/run?{urlencode({'run_id': run.run_id})}")
     expect(page.locator("#run-state")).to_have_text("success")
     expect(page.get_by_text("matched")).to_be_visible()
-    _shot(page, "08-replay-run-finished")
+    shot(page, "08-replay-run-finished")

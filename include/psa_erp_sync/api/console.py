@@ -17,7 +17,8 @@ control has a label, the tab order is the document order. Pages:
   ``dead_letter_replay`` through Airflow's REST API with the same filter, on behalf of the
   logged-in user (their own token: Airflow checks their permission to trigger);
 - ``/console/replay/run``: follows that run (the page refreshes itself until the run ends) and shows
-  its outcome: task states, what was selected and released, and the ledger state of the records.
+  its outcome: task states, what was selected, released and posted (``post_replayed``'s counts),
+  and each replayed record as the ledger holds it now (state, ERP external and internal id).
 
 No personal data is shown: ids, codes, owner teams (``config/ownership.yaml``), dates, amounts and
 states; never ``exceptions.item.detail``, staging payloads, user references or notes.
@@ -394,6 +395,105 @@ def month_end(conn: psycopg.Connection, now: datetime) -> dict[str, Any]:
     return {"entities": entities, "control_totals": latest}
 
 
+REPLAY_TASKS_WITH_RESULTS = ("select_dead_letters", "release_for_posting", "post_replayed")
+REPLAYED_SHOWN = 200  # replayed records listed on a run's page
+POSTING_OUTCOME = (
+    ("posted", "posted"),
+    ("already_posted", "already in the ERP"),
+    ("ambiguous_resolved", "resolved by read-back"),
+    ("rejected", "rejected again"),
+    ("parked", "parked"),
+    ("still_pending", "still pending"),
+)
+
+
+def _xcom_value(value: Any) -> Any:
+    """An XCom value as the REST API gives it: native JSON, or (older rows) a JSON string."""
+    if isinstance(value, str):
+        import json
+
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def replayed_records(conn: psycopg.Connection, run_id: str) -> list[dict[str, Any]]:
+    """The records a replay run released, each with its latest ledger posting now: state, ERP
+    external and internal id, amount (ids, states and amounts only; no personal data)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            """SELECT e.source_system, e.source_id, e.reason_code, p.state, p.external_id, p.erp_internal_id,
+                      p.amount_minor, p.currency
+               FROM exceptions.item e
+               JOIN LATERAL (SELECT state, external_id, erp_internal_id, amount_minor, currency
+                             FROM ledger.posting p
+                             WHERE p.source_system = e.source_system AND p.source_id = e.source_id
+                               AND p.record_type = CASE e.record_type WHEN 'time_entry' THEN 'timebill'
+                                                   WHEN 'expense_entry' THEN 'expensereport' END
+                             ORDER BY p.seq DESC LIMIT 1) p ON true
+               WHERE e.last_run_id = %s AND e.status = 'replayed'
+               ORDER BY e.source_system, e.source_id""",
+            (run_id,),
+        ).fetchall()
+
+
+def _run_results_html(outcome: dict[str, Any]) -> str:
+    """What the run's tasks returned: the selection, how many were released, what was posted."""
+    body = ""
+    selected = outcome.get("select_dead_letters")
+    if isinstance(selected, dict):
+        body += "<h2>Selected</h2>" + _render(
+            {
+                k: selected.get(k)
+                for k in ("matched", "amounts", "by_owner_and_reason", "needs_approval", "dry_run")
+            }
+        )
+    if "release_for_posting" in outcome:
+        body += f'<h2>Released</h2><p id="released">{_e(outcome["release_for_posting"])} postings released for posting.</p>'
+    posted = outcome.get("post_replayed")
+    counts = posted.get("outcome") if isinstance(posted, dict) else None
+    if isinstance(counts, dict):
+        parts = ", ".join(f"{int(counts.get(k) or 0)} {text}" for k, text in POSTING_OUTCOME)
+        body += f'<h2>Posted to the ERP</h2><p id="posted">{_e(parts)}.</p>'
+    return body
+
+
+def _ledger_outcome_html(base: str, records: list[dict[str, Any]]) -> str:
+    """A finished run's replayed records as the ledger holds them now: counts per state, then each
+    record with its ERP ids."""
+    states: dict[str, int] = {}
+    for r in records:
+        states[r["state"]] = states.get(r["state"], 0) + 1
+    shown = records[:REPLAYED_SHOWN]
+    return (
+        "<h2>Outcome in the ledger</h2>"
+        + _table(
+            ["Ledger state now", "Records"],
+            ([_e(s), str(n)] for s, n in sorted(states.items())),
+            "Replayed records",
+            numeric=[1],
+        )
+        + _table(
+            ["Record", "Reason", "Ledger state now", "ERP external id", "ERP internal id", "Amount"],
+            (
+                [
+                    _trace_link(base, r["source_system"], r["source_id"]),
+                    _e(r["reason_code"]),
+                    _e(r["state"]),
+                    _e(r["external_id"]),
+                    _e(r["erp_internal_id"]),
+                    _money(r["amount_minor"], r["currency"]),
+                ]
+                for r in shown
+            ),
+            f"Replayed records and their ERP ids ({len(shown)} of {len(records)} shown)",
+            numeric=[5],
+        )
+    )
+
+
 def create_router(
     connect: Callable[[], AbstractContextManager[psycopg.Connection]],
     *,
@@ -705,10 +805,10 @@ def create_router(
             state = run.json().get("state")
             tis = api.get(f"{run_path}/taskInstances").json().get("task_instances", [])
             outcome: dict[str, Any] = {}
-            for task_id in ("select_dead_letters", "release_for_posting"):
+            for task_id in REPLAY_TASKS_WITH_RESULTS:
                 xcom = api.get(f"{run_path}/taskInstances/{task_id}/xcomEntries/return_value")
                 if xcom.status_code == 200:
-                    outcome[task_id] = xcom.json().get("value")
+                    outcome[task_id] = _xcom_value(xcom.json().get("value"))
         conf = run.json().get("conf") or {}
         body = (
             f'<p role="status" aria-live="polite">Run <code>{_e(run_id)}</code>: <strong id="run-state">{_e(state)}</strong>'
@@ -723,32 +823,12 @@ def create_router(
                 "Tasks",
             )
             + _render({"filter": conf})
+            + _run_results_html(outcome)
         )
-        selected = outcome.get("select_dead_letters")
-        if isinstance(selected, dict):
-            body += "<h2>Selected</h2>" + _render(
-                {
-                    k: selected.get(k)
-                    for k in ("matched", "amounts", "by_owner_and_reason", "needs_approval", "dry_run")
-                }
-            )
-        if "release_for_posting" in outcome:
-            body += f'<h2>Released</h2><p id="released">{_e(outcome["release_for_posting"])} postings released for posting.</p>'
         if state in TERMINAL:
             with connect() as conn:
-                ledger = conn.execute(
-                    """SELECT p.state, count(*) FROM exceptions.item e
-                       JOIN LATERAL (SELECT state FROM ledger.posting p WHERE p.source_system = e.source_system
-                                     AND p.source_id = e.source_id ORDER BY p.seq DESC LIMIT 1) p ON true
-                       WHERE e.last_run_id = %s AND e.status = 'replayed' GROUP BY 1 ORDER BY 1""",
-                    (run_id,),
-                ).fetchall()
-            body += "<h2>Outcome in the ledger</h2>" + _table(
-                ["Ledger state now", "Records"],
-                ([_e(s), str(n)] for s, n in ledger),
-                "Replayed records",
-                numeric=[1],
-            )
+                records = replayed_records(conn, run_id)
+            body += _ledger_outcome_html(_base(request), records)
         return _page(request, "Replay run", body, refresh=None if state in TERMINAL else 2)
 
     @router.get("/month-end", response_class=HTMLResponse)
