@@ -5,13 +5,18 @@ with what the ledger knows the ERP holds (its last confirmed action), and plans 
 ``adjust`` (a new approved version of a posted record: upsert by the same external id, audited)
 or ``reverse`` (unapproved or deleted after posting). Records with unfinished postings are left
 to the engine; rejected or parked ones wait for replay. Set-based SQL, then a streamed pass.
+
+Every posting is stamped with its route (:mod:`psa_erp_sync.routing`): the ERP and account of its
+legal entity on its posting date (the entry's date, or the first day of the period the closed-period
+policy moves it to), never the processing time. A correction of a record the ERP holds goes where
+the record is held, unless a cutover lies between (:meth:`~psa_erp_sync.routing.route.Router.routes_for_correction`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -27,6 +32,8 @@ from psa_erp_sync.ods import connections
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.posting import ledger
 from psa_erp_sync.posting.periods import PeriodBook, PeriodDecision
+from psa_erp_sync.routing.route import Route, RouteNotFound, Router
+from psa_erp_sync.routing.route import router as default_router
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +86,8 @@ def _candidates(conn: psycopg.Connection, record_type: str) -> Iterator[dict[str
                    coalesce(led.n, 0) AS n, led.last_state, led.last_version, led.last_action,
                    led.done_version, led.done_action, led.done_payload,
                    led.base_action, led.base_payload, led.base_external_id, led.base_amount,
-                   led.corrections, led.corrected_amount, led.corrected_hours
+                   led.corrections, led.corrected_amount, led.corrected_hours,
+                   led.base_target_erp, led.base_erp_account, led.base_route_version
             FROM desired d FULL JOIN led USING (source_system, source_id)
             WHERE (led.last_state IS NULL OR led.last_state NOT IN ('pending', 'sent', 'ambiguous'))
               AND (
@@ -407,7 +415,7 @@ def replan_closed(
     )
     if fix is not None:
         assert decision is not None  # the correcting posting's decision
-        return fix, None, decision
+        return _same_route(fix, posting), None, decision
     payload = dict(posting.payload)
     if decision is None and posting.action == "reverse":
         decision = PeriodDecision("post", held, held)
@@ -450,7 +458,17 @@ def replan_closed(
         corrects=posting.corrects,
     )
     item = _replan_parked(posting, config, decision, policy) if state == "parked" else None
-    return fresh, item, decision
+    return _same_route(fresh, posting), item, decision
+
+
+def _same_route(posting: ledger.Posting, refused: ledger.Posting) -> ledger.Posting:
+    """A re-planned posting goes where the refused one went (a period closed during the pass)."""
+    return replace(
+        posting,
+        target_erp=refused.target_erp,
+        erp_account=refused.erp_account,
+        route_version=refused.route_version,
+    )
 
 
 @dataclass
@@ -461,6 +479,7 @@ class _Planning:
     config: Config
     periods: PeriodBook
     result: Plan
+    router: Router
     batch: list[ledger.Posting] = field(default_factory=list)
     parked: list[exception_queue.Item] = field(default_factory=list)
     # Every planned change to a record the ERP already holds: (action, external id, before, after).
@@ -475,11 +494,90 @@ class _Planning:
         return self.config.mappings.external_id(kind, source_id)
 
     def correct(self, cand: dict[str, Any], fix: ledger.Posting) -> None:
-        """Add a correcting journal (the record's period is closed, the policy corrects)."""
+        """Add a correcting journal (the record's period is closed, the policy corrects), routed
+        by the first day of the period it is booked in."""
+        fix = self.routed(cand, fix, date.fromisoformat(str(fix.payload["tranDate"])))
         self.batch.append(fix)
         self.result.planned[fix.action] += 1
         self.result.corrected += 1
-        self.changes.append(("erp_correct", fix.external_id, cand["done_payload"], fix.payload))
+        if fix.state != "parked":
+            self.changes.append(("erp_correct", fix.external_id, cand["done_payload"], fix.payload))
+
+    def posting_day(self, decision: PeriodDecision, entry_date: date) -> date:
+        """The posting date a route is decided by: the entry's date, or the first day of the
+        period the closed-period policy moved it to."""
+        if decision.outcome == "moved" and decision.period:
+            target = self.periods.get(decision.period)
+            if target is not None:
+                return target.start_date
+        return entry_date
+
+    def routed(self, cand: dict[str, Any], posting: ledger.Posting, day: date) -> ledger.Posting:
+        """``posting`` stamped with its route; parked (with its exception item) when its legal
+        entity has no route on ``day``, or when a correction crosses a cutover whose policy is
+        ``reverse_and_repost`` (that needs both ERPs' adapters: finance replays it then)."""
+        entity = posting.legal_entity or ""
+        held = (
+            _held_route(self.router, cand, entity) if posting.action != "post" or posting.corrects else None
+        )
+        reason, detail = None, {}
+        try:
+            if held is None:
+                route = self.router.route(entity, day)
+            elif posting.action == "reverse":
+                route = held  # a deleted or unapproved record is reversed where it is held
+            else:
+                actions = self.router.routes_for_correction(held, day)
+                route = actions[0][1]
+                if len(actions) > 1 or not route.same_target(held):
+                    detail = {"held": held.as_dict(), "actions": [[a, r.as_dict()] for a, r in actions]}
+                    self.changes.append(("erp_route", posting.external_id, held.as_dict(), detail))
+                if len(actions) > 1:
+                    reason = "ROUTE_CUTOVER_CORRECTION"
+        except RouteNotFound as exc:
+            route, reason, detail = None, "NO_ERP_ROUTE", {"posting_date": day.isoformat(), "error": str(exc)}
+        if route is not None:
+            posting = replace(
+                posting, target_erp=route.erp, erp_account=route.account, route_version=route.version
+            )
+        if reason is None or posting.state == "parked":  # parked already: its item is written
+            return posting
+        self.parked.append(_route_parked(self, posting, reason, detail))
+        self.result.parked += 1
+        return replace(posting, state="parked")
+
+
+def _held_route(router: Router, cand: dict[str, Any], entity: str) -> Route | None:
+    """Where the ERP holds the record (its last confirmed posting), per the ledger."""
+    erp = cand.get("base_target_erp")
+    if erp is None:
+        return None
+    known = router.routing.erps
+    return Route(
+        entity,
+        erp,
+        cand.get("base_erp_account"),
+        int(cand.get("base_route_version") or 0),
+        known[erp].connection if erp in known else "",
+    )
+
+
+def _route_parked(
+    pl: _Planning, posting: ledger.Posting, reason: str, detail: dict[str, Any]
+) -> exception_queue.Item:
+    """The ``parked`` item of a posting routing could not send anywhere by itself."""
+    return exception_queue.Item(
+        kind="parked",
+        domain="time_expense",
+        source_system=posting.source_system,
+        record_type=KINDS[pl.record_type],
+        source_id=posting.source_id,
+        source_version=posting.source_version,
+        reason_code=reason,
+        detail={"action": posting.action, **detail},
+        legal_entity=posting.legal_entity,
+        owner=pl.config.ownership.owner_for("time_expense", posting.legal_entity),
+    )
 
 
 def _plan_reverse(pl: _Planning, cand: dict[str, Any]) -> bool:
@@ -515,21 +613,21 @@ def _plan_reverse(pl: _Planning, cand: dict[str, Any]) -> bool:
         )
         pl.correct(cand, fix)
         return False
-    pl.batch.append(
-        ledger.Posting(
-            key,
-            record_type,
-            cand["source_system"],
-            source_id,
-            cand["done_version"],
-            external_id,
-            "reverse",
-            "parked" if blocked else "pending",
-            {"externalId": external_id, "reverses": cand["done_payload"]},
-            entity,
-            held,
-        )
+    reversal = ledger.Posting(
+        key,
+        record_type,
+        cand["source_system"],
+        source_id,
+        cand["done_version"],
+        external_id,
+        "reverse",
+        "parked" if blocked else "pending",
+        {"externalId": external_id, "reverses": cand["done_payload"]},
+        entity,
+        held,
     )
+    held_date = str(cand["done_payload"].get("tranDate") or "")
+    pl.batch.append(pl.routed(cand, reversal, date.fromisoformat(held_date) if held_date else date.min))
     pl.result.planned["reverse"] += 1
     if blocked:
         pl.result.parked += 1
@@ -600,23 +698,23 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
         period=decision.period,
         original_period=decision.original_period,
     )
-    pl.batch.append(
-        ledger.Posting(
-            key,
-            record_type,
-            cand["source_system"],
-            source_id,
-            desired["version_hash"],
-            external_id,
-            action,
-            "parked" if decision.outcome == "park" else "pending",
-            payload,
-            entity,
-            decision.period or decision.original_period,
-            int(desired["amount_minor"]),
-            desired["currency"],
-        )
+    planned = ledger.Posting(
+        key,
+        record_type,
+        cand["source_system"],
+        source_id,
+        desired["version_hash"],
+        external_id,
+        action,
+        "parked" if decision.outcome == "park" else "pending",
+        payload,
+        entity,
+        decision.period or decision.original_period,
+        int(desired["amount_minor"]),
+        desired["currency"],
     )
+    day = pl.posting_day(decision, date.fromisoformat(desired["spent_date"]))
+    pl.batch.append(pl.routed(cand, planned, day))
     pl.result.planned[action] += 1
     if action == "adjust":
         pl.changes.append(("erp_adjust", external_id, cand["done_payload"], payload))
@@ -662,6 +760,7 @@ def plan(
     dag_run_id: str,
     chunk: int = 5000,
     on_chunk: Callable[[list[ledger.Posting]], None] | None = None,
+    router: Router | None = None,
 ) -> Plan:
     """Insert pending ledger rows for every record whose ERP state differs from the approved set.
 
@@ -678,7 +777,7 @@ def plan(
     result = Plan(record_type)
     with conn.transaction():
         result.superseded = supersede_stale(conn, record_type)
-    pl = _Planning(record_type, config, periods, result)
+    pl = _Planning(record_type, config, periods, result, router or default_router())
     batch, parked, changes = pl.batch, pl.parked, pl.changes  # _flush empties them in place
     with connections.connect_like(conn) as reader:
         set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
