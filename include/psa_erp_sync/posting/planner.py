@@ -529,7 +529,7 @@ class _Planning:
             else:
                 actions = self.router.routes_for_correction(held, day)
                 route = actions[0][1]
-                if len(actions) > 1 or not route.same_target(held):
+                if not self.router.route(entity, day).same_target(held):  # a cutover lies between
                     detail = {"held": held.as_dict(), "actions": [[a, r.as_dict()] for a, r in actions]}
                     self.changes.append(("erp_route", posting.external_id, held.as_dict(), detail))
                 if len(actions) > 1:
