@@ -480,6 +480,7 @@ class _Planning:
     periods: PeriodBook
     result: Plan
     router: Router
+    routes: dict[tuple[str, date], Route] = field(default_factory=dict)
     batch: list[ledger.Posting] = field(default_factory=list)
     parked: list[exception_queue.Item] = field(default_factory=list)
     # Every planned change to a record the ERP already holds: (action, external id, before, after).
@@ -512,39 +513,70 @@ class _Planning:
                 return target.start_date
         return entry_date
 
-    def routed(self, cand: dict[str, Any], posting: ledger.Posting, day: date) -> ledger.Posting:
-        """``posting`` stamped with its route; parked (with its exception item) when its legal
-        entity has no route on ``day``, or when a correction crosses a cutover whose policy is
-        ``reverse_and_repost`` (that needs both ERPs' adapters: finance replays it then)."""
+    def route(self, entity: str, day: date) -> Route:
+        """:meth:`Router.route`, remembered per entity and day for this plan."""
+        key = (entity, day)
+        found = self.routes.get(key)
+        if found is None:
+            found = self.routes[key] = self.router.route(entity, day)
+        return found
+
+    def decide_route(
+        self, cand: dict[str, Any], posting: ledger.Posting | _Draft, day: date
+    ) -> tuple[Route | None, str | None, dict[str, Any]]:
+        """Where ``posting`` goes, by ``day``: (route, None, {}); or a reason to park it:
+        ``NO_ERP_ROUTE`` (no range covers the day), ``ROUTE_CUTOVER_CORRECTION`` (a correction
+        across a cutover whose policy is ``reverse_and_repost``: it needs both ERPs' adapters)."""
         entity = posting.legal_entity or ""
-        held = (
-            _held_route(self.router, cand, entity) if posting.action != "post" or posting.corrects else None
-        )
-        reason, detail = None, {}
         try:
+            if posting.action == "post" and not posting.corrects:
+                return self.route(entity, day), None, {}
+            held = _held_route(self.router, cand, entity)
             if held is None:
-                route = self.router.route(entity, day)
-            elif posting.action == "reverse":
-                route = held  # a deleted or unapproved record is reversed where it is held
-            else:
-                actions = self.router.routes_for_correction(held, day)
-                route = actions[0][1]
-                if not self.router.route(entity, day).same_target(held):  # a cutover lies between
-                    detail = {"held": held.as_dict(), "actions": [[a, r.as_dict()] for a, r in actions]}
-                    self.changes.append(("erp_route", posting.external_id, held.as_dict(), detail))
-                if len(actions) > 1:
-                    reason = "ROUTE_CUTOVER_CORRECTION"
+                return self.route(entity, day), None, {}
+            if posting.action == "reverse":
+                return held, None, {}  # a deleted or unapproved record is reversed where it is held
+            actions = self.router.routes_for_correction(held, day)
+            if self.route(entity, day).same_target(held):
+                return actions[0][1], None, {}
+            detail = {"held": held.as_dict(), "actions": [[a, r.as_dict()] for a, r in actions]}
+            self.changes.append(("erp_route", posting.external_id, held.as_dict(), detail))  # the audit
+            return actions[0][1], ("ROUTE_CUTOVER_CORRECTION" if len(actions) > 1 else None), detail
         except RouteNotFound as exc:
-            route, reason, detail = None, "NO_ERP_ROUTE", {"posting_date": day.isoformat(), "error": str(exc)}
+            return None, "NO_ERP_ROUTE", {"posting_date": day.isoformat(), "error": str(exc)}
+
+    def routed(self, cand: dict[str, Any], posting: ledger.Posting, day: date) -> ledger.Posting:
+        """``posting`` stamped with its route (:meth:`decide_route`); parked, with its exception
+        item, when it has none of its own."""
+        route, reason, detail = self.decide_route(cand, posting, day)
         if route is not None:
-            posting = replace(
-                posting, target_erp=route.erp, erp_account=route.account, route_version=route.version
-            )
+            posting = replace(posting, **_route_fields(route))
         if reason is None or posting.state == "parked":  # parked already: its item is written
             return posting
+        self.park_unrouted(posting, reason, detail)
+        return replace(posting, state="parked")
+
+    def park_unrouted(self, posting: ledger.Posting, reason: str, detail: dict[str, Any]) -> None:
         self.parked.append(_route_parked(self, posting, reason, detail))
         self.result.parked += 1
-        return replace(posting, state="parked")
+
+
+def _route_fields(route: Route | None) -> dict[str, Any]:
+    """A posting's route columns (an unrouted posting keeps the defaults: it is parked)."""
+    if route is None:
+        return {}
+    return {"target_erp": route.erp, "erp_account": route.account, "route_version": route.version}
+
+
+@dataclass(frozen=True)
+class _Draft:
+    """What :meth:`_Planning.decide_route` needs of a posting not built yet (the hot path builds
+    the posting once, with its route)."""
+
+    action: ledger.Action
+    legal_entity: str | None
+    external_id: str
+    corrects: str | None = None
 
 
 def _held_route(router: Router, cand: dict[str, Any], entity: str) -> Route | None:
@@ -698,6 +730,8 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
         period=decision.period,
         original_period=decision.original_period,
     )
+    day = pl.posting_day(decision, date.fromisoformat(desired["spent_date"]))
+    route, unrouted, route_detail = pl.decide_route(cand, _Draft(action, entity, external_id), day)
     planned = ledger.Posting(
         key,
         record_type,
@@ -706,15 +740,17 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
         desired["version_hash"],
         external_id,
         action,
-        "parked" if decision.outcome == "park" else "pending",
+        "parked" if decision.outcome == "park" or unrouted else "pending",
         payload,
         entity,
         decision.period or decision.original_period,
         int(desired["amount_minor"]),
         desired["currency"],
+        **_route_fields(route),
     )
-    day = pl.posting_day(decision, date.fromisoformat(desired["spent_date"]))
-    pl.batch.append(pl.routed(cand, planned, day))
+    pl.batch.append(planned)
+    if unrouted and decision.outcome != "park":  # a period-parked posting has its item already
+        pl.park_unrouted(planned, unrouted, route_detail)
     pl.result.planned[action] += 1
     if action == "adjust":
         pl.changes.append(("erp_adjust", external_id, cand["done_payload"], payload))
