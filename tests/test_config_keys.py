@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 from psa_erp_sync import config as cfg
 from psa_erp_sync.forecast.settings import ForecastSettings
 from psa_erp_sync.masterdata.setup import RateCards
+from psa_erp_sync.routing.settings import ErpRouting
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config"
@@ -49,6 +50,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "retention.yaml": cfg.Retention,
     "notifications.yaml": cfg.Notifications,
     "close_deadlines.yaml": cfg.CloseDeadlines,
+    "erp_routing.yaml": ErpRouting,
 }
 # Files no loader reads yet, and why (each must name the change that reads it).
 PENDING: dict[str, str] = {}
@@ -142,6 +144,16 @@ CONSUMERS: dict[str, str] = {
     "notifications.yaml:email.sender": f"{E}.notifications.channels:send_email",
     "notifications.yaml:recipients.default.email": f"{E}.config:Recipients.channels",
     "notifications.yaml:recipients.owners.*.email": f"{E}.config:Recipients.channels",
+    # erp_routing.yaml (the optional keys after_gap, correction_policy and parallel_run.* have no
+    # entry while the default file routes every entity to NetSuite: this test only registers keys
+    # a file has; their readers are Router.routes_for_correction and Router.parallel_targets)
+    "erp_routing.yaml:version": VERSION,
+    "erp_routing.yaml:erps.*.connection": f"{E}.routing.settings:ErpRouting.connection_of",
+    "erp_routing.yaml:versions[].version": f"{E}.routing.settings:ErpRouting.active",
+    "erp_routing.yaml:versions[].legal_entities.*.effective[].first_day": f"{E}.routing.settings:EffectiveRange.covers",
+    "erp_routing.yaml:versions[].legal_entities.*.effective[].last_day": f"{E}.routing.settings:EffectiveRange.covers",
+    "erp_routing.yaml:versions[].legal_entities.*.effective[].erp": f"{E}.routing.route:Router._route",
+    "erp_routing.yaml:versions[].legal_entities.*.effective[].account": f"{E}.routing.route:Router._route",
 }
 # environments/<name>.yaml: every environment file has the same keys and the same readers
 for _env_file in ENVIRONMENT_FILES:

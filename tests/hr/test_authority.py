@@ -26,7 +26,11 @@ def test_hr_owns_people_legal_entity_and_cost_rate() -> None:
     ):
         assert code in codes and len(codes[code].fix) > 20, code
     assert config.ownership.owner_for("hr") == "people-operations"
-    assert propagate.target_erp("LE-UK1") == "erp_default"
+    from datetime import date
+
+    from psa_erp_sync.routing.route import route
+
+    assert route("LE-UK1", date(2026, 12, 6)).connection == "erp_default"  # the routing file's default
 
 
 def test_a_domain_the_map_gives_to_another_system_is_not_overwritten(tmp_path: Path) -> None:

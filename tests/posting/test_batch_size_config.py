@@ -71,7 +71,7 @@ def test_a_busy_lock_fails_the_operator_retryably_within_posting_lock_wait_secon
     op = IdempotentPostingOperator(task_id="post_timebills", record_type="timebill")
     try:
         with psycopg.connect(clean_ods, autocommit=True) as holder:
-            holder.execute("SELECT pg_advisory_lock(hashtext('psa_erp_sync.posting.timebill'))")
+            holder.execute("SELECT pg_advisory_lock(hashtext('psa_erp_sync.posting.netsuite.A1.timebill'))")
             started = time.monotonic()
             with pytest.raises(PostingLockBusy, match="posting lock busy") as busy:
                 op.execute({"ti": None, "run_id": "busy"})  # type: ignore[arg-type]

@@ -125,8 +125,8 @@ def test_the_client_takes_a_slot_around_each_request_only_while_governed() -> No
         return httpx.Response(200, json={"count": 0, "items": [], "hasMore": False})
 
     class Recorder:
-        def __init__(self, dsn: str, account: str, limit: int) -> None:
-            assert (account, limit) == ("A9", 3)
+        def __init__(self, dsn: str, account: str, limit: int, *, erp: str) -> None:
+            assert (erp, account, limit) == ("netsuite", "A9", 3)
 
         @contextmanager
         def slot(self) -> Any:

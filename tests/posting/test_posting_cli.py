@@ -50,7 +50,9 @@ def test_an_unreachable_erp_is_one_line_and_exit_5(clean_ods: str) -> None:
 
 def test_a_busy_posting_lock_is_one_line_and_exit_75(clean_ods: str, erp_sim: RunningSimulator) -> None:
     with psycopg.connect(clean_ods, autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(hashtext('psa_erp_sync.posting.timebill'))")
+        holder.execute(
+            "SELECT pg_advisory_lock(hashtext('psa_erp_sync.posting.netsuite.TSTDRV100001.timebill'))"
+        )
         done = _cli("--dsn", clean_ods, "--erp-url", erp_sim.base_url, "--lock-wait", "0.5")
     assert done.returncode == 75, done.stderr
     assert "posting lock busy" in _last_line(done.stderr)

@@ -21,7 +21,8 @@ from tests.conftest import RunningSimulator
 pytestmark = [pytest.mark.integration]
 
 FAST = LockSettings(wait_s=1.0, poll_s=0.1, heartbeat_s=0.2, lease_s=3.0)
-LOCK_KEY = "psa_erp_sync.posting.timebill"
+LOCK_KEY = "psa_erp_sync.posting.netsuite.A.timebill"  # the client's account "A"
+A = ledger.Target("netsuite", "A")
 
 
 def _posting(n: int) -> ledger.Posting:
@@ -138,10 +139,12 @@ def test_a_held_lock_makes_a_second_pass_give_up_within_the_bound(
         elapsed = time.monotonic() - started
         assert FAST.wait_s <= elapsed < FAST.wait_s + 2.0, elapsed
         assert str(holder_pid) in str(busy.value)
-        # Another record type has a lock of its own.
-        with posting_lock(clean_ods, "expensereport", FAST):
+        # Another record type has a lock of its own, and so has another ERP account.
+        with posting_lock(clean_ods, "expensereport", FAST, target=A):
             pass
-    with posting_lock(clean_ods, "timebill", FAST):  # released with the holder's session
+        with posting_lock(clean_ods, "timebill", FAST, target=ledger.Target("netsuite", "B")):
+            pass
+    with posting_lock(clean_ods, "timebill", FAST, target=A):  # released with the holder's session
         pass
 
 

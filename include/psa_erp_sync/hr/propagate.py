@@ -38,6 +38,8 @@ from psa_erp_sync.config import Config
 from psa_erp_sync.money import format_minor
 from psa_erp_sync.ods import exceptions, hr
 from psa_erp_sync.ods.exceptions import Item
+from psa_erp_sync.routing.route import RouteNotFound, Router
+from psa_erp_sync.routing.route import router as default_router
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,6 @@ EDITED_IN_PSA = "HR_FIELD_EDITED_IN_PSA"
 PSA_WRITE_FAILED = "PSA_WRITE_FAILED"
 ERP_WRITE_FAILED = "ERP_WRITE_FAILED"
 HOME_LEGAL_ENTITY_UNKNOWN = "HOME_LEGAL_ENTITY_UNKNOWN"
-DEFAULT_ERP = "erp_default"
 
 
 class PsaUsers(Protocol):
@@ -62,14 +63,6 @@ class PsaUsers(Protocol):
 
 class ErpEmployees(Protocol):
     def upsert(self, record_type: str, external_id: str, body: dict[str, Any]) -> str: ...
-
-
-def target_erp(legal_entity: str) -> str:
-    """The Airflow connection id of the ERP a legal entity's employees live in.
-
-    One ERP today; routing legal entities to a second ERP is added here (and only here).
-    """
-    return DEFAULT_ERP
 
 
 def hr_owned_fields(config: Config) -> tuple[str, ...]:
@@ -328,9 +321,12 @@ def propagate_to_erp(
     as_of: date,
     run_id: str,
     config: Config,
+    router: Router | None = None,
 ) -> ErpPropagation:
     """Upsert each provisioned worker's employee record (``psa-user-{id}``) in the ERP its legal
-    entity routes to (:func:`target_erp`); only when HR's values changed since the last write."""
+    entity routes to on ``as_of`` (``config/erp_routing.yaml``, :meth:`Router.route`: the ERP
+    connection); only when HR's values changed since the last write."""
+    router = router or default_router()
     from psa_erp_sync.clients.erp import ErpError
 
     result = ErpPropagation()
@@ -341,7 +337,12 @@ def propagate_to_erp(
         if worker["legal_entity"] not in config.legal_entities.legal_entities:
             result.legal_entity_unknown += 1  # reported by propagate_to_psa; nothing flows
             continue
-        target = target_erp(worker["legal_entity"])
+        try:
+            target = router.route(worker["legal_entity"], as_of).connection
+        except RouteNotFound as exc:  # a gap in the routing file: finance amends it
+            log.warning("employee of a worker not written: %s", exc)
+            result.failed += 1
+            continue
         body = erp_employee(worker, as_of=as_of)
         if worker["erp_applied"] == body and worker["erp_target"] == target:
             result.unchanged += 1

@@ -7,6 +7,11 @@ a strict bound); rows are staged in ``staging.raw_record`` deduplicated by (id, 
 the overlap's re-reads are harmless; the watermark advances in the same transaction as the rows.
 The current version of each record lands in ``master.erp_record``; a customer or job whose name,
 status or merge target changed queues a ``master.propagation`` row for the PSA.
+
+Each new version of a customer or job of a legal entity is also written to NetSuite's
+cross-reference (``routing.xref``, :mod:`psa_erp_sync.routing.xref`): after the entity's cutover
+away from NetSuite, a changed or new mapping there is refused (``XrefFrozen``) and the sync fails
+with that error, so the old ERP's mappings stay what its records were posted with.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from psa_erp_sync.masterdata.validation import SuiteQLSource
 from psa_erp_sync.money import to_minor
 from psa_erp_sync.ods import staging
+from psa_erp_sync.routing import xref
+from psa_erp_sync.routing.route import Router
+from psa_erp_sync.routing.route import router as default_router
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +39,9 @@ ERP = "erp"
 #: Read order: references before the records that point at them.
 RECORD_TYPES = ("subsidiary", "currency", "taxcode", "customer", "job", "accountingperiod")
 PROPAGATED = ("customer", "job")
+#: The ERP this sync reads (a name of ``erps`` in ``config/erp_routing.yaml``), whose
+#: cross-reference the customers and jobs of each legal entity are.
+XREF_ERP = "netsuite"
 MERGED_INTO = "custentity_merged_into"  # NetSuite keeps a merged customer inactive; we record where it went
 
 
@@ -198,6 +209,30 @@ def _queue_changes(
     return queued
 
 
+def _record_xref(
+    conn: psycopg.Connection,
+    router: Router,
+    record_type: str,
+    row: MasterRow,
+    *,
+    as_of: datetime,
+    run_id: str,
+) -> None:
+    """Write a new version's NetSuite id to the entity's cross-reference (refused after cutover)."""
+    if row.subsidiary:
+        xref.record(
+            conn,
+            router,
+            target_erp=XREF_ERP,
+            legal_entity=row.subsidiary,
+            kind=record_type,
+            our_id=row.externalid,
+            erp_id=row.id,
+            as_of=as_of.date(),
+            run_id=run_id,
+        )
+
+
 def sync_record_type(
     conn: psycopg.Connection,
     client: SuiteQLSource,
@@ -207,8 +242,14 @@ def sync_record_type(
     run_id: str,
     as_of: datetime,
     overlap: timedelta,
+    router: Router | None = None,
 ) -> SyncResult:
-    """Read one record type incrementally into staging and ``master.erp_record``; queue changes."""
+    """Read one record type incrementally into staging and ``master.erp_record``; queue changes.
+
+    Raises :class:`~psa_erp_sync.routing.xref.XrefFrozen` (nothing of the page is kept) when a
+    customer or job of a legal entity that left NetSuite at a cutover on or before ``as_of`` maps
+    to a new NetSuite id."""
+    router = router or default_router()
     watermark = staging.get_watermark(conn, ERP, record_type)
     since = watermark - overlap if watermark is not None else None
     raw = list(client.suiteql(query_for(record_type, since)))
@@ -229,6 +270,7 @@ def sync_record_type(
                 written = _upsert(cur, record_type, row, payload, run_id=run_id)
                 if written is None or record_type not in PROPAGATED:
                     continue  # unchanged version (an overlap re-read), or not propagated
+                _record_xref(conn, router, record_type, row, as_of=as_of, run_id=run_id)
                 change = _change(previous.get(row.externalid), row)
                 if change is not None:
                     changed.append((row, {"version": written[0]}, change))

@@ -1,12 +1,16 @@
 """The ERP account's concurrency budget, shared by every process that posts to the account.
 
+One budget per ERP account, keyed by ERP name and account id (NetSuite account ``A1`` and SAP
+account ``A1`` are two budgets): passes for different accounts never wait for each other's slots,
+while each account's limit holds across all the processes posting to it.
+
 A NetSuite account's request limit holds for all its integrations together. Airflow's pool per
 account (:func:`psa_erp_sync.hooks.erp.account_pool`) bounds how many posting tasks run at once;
 this budget bounds the requests they send, whatever the number of tasks, threads and workers: the
 batch passes, the stream, a replay and the command line all take a slot before each request.
 
 Slots are PostgreSQL **session-level advisory locks** in the ODS, one lock per slot: key
-(``hashtext('psa_erp_sync.erp_account.' || account)``, slot number). A lock lives exactly as long
+(``hashtext('psa_erp_sync.erp_account.' || erp || '.' || account)``, slot number). A lock lives exactly as long
 as the session holding it, so a holder that is SIGKILLed, OOM-killed or loses its worker releases
 its slots the moment the server notices the connection is gone; no lease to expire, no clock to
 trust, no sweeper. (Leases in a table would need a duration longer than the slowest request and
@@ -60,24 +64,37 @@ def account_limit(connection_extra: Mapping[str, Any] | None = None) -> int:
     return limit
 
 
+def budget_key(erp: str, account: str) -> str:
+    """The advisory-lock name of one ERP account's slots."""
+    return f"{_KEY_PREFIX}{erp}.{account}"
+
+
 class AccountBudget:
-    """``limit`` request slots of ERP account ``account``, shared through the ODS at ``dsn``.
+    """``limit`` request slots of account ``account`` of ERP ``erp``, shared through the ODS at ``dsn``.
 
     Thread-safe: one connection per process holds this process's slots; each thread takes a slot
     around one HTTP request (:meth:`slot`) and gives it back right after.
     """
 
     def __init__(
-        self, dsn: str, account: str, limit: int, *, max_wait: float = 600.0, poll: float = 0.005
+        self,
+        dsn: str,
+        account: str,
+        limit: int,
+        *,
+        erp: str = "netsuite",
+        max_wait: float = 600.0,
+        poll: float = 0.005,
     ) -> None:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
         self.dsn = dsn
         self.account = account
+        self.erp = erp
         self.limit = limit
         self.max_wait = max_wait
         self.poll = poll
-        self._key = _KEY_PREFIX + account
+        self._key = budget_key(erp, account)
         self._conn: psycopg.Connection[Any] | None = None
         self._held: set[int] = set()
         self._lock = threading.Lock()
@@ -86,7 +103,9 @@ class AccountBudget:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = connections.connect(
-                self.dsn, autocommit=True, application_name=f"psa-erp-sync erp budget {self.account}"
+                self.dsn,
+                autocommit=True,
+                application_name=f"psa-erp-sync erp budget {self.erp}.{self.account}",
             )
             self._held.clear()  # locks of a lost session are gone with it
         return self._conn
@@ -132,7 +151,8 @@ class AccountBudget:
             waited = time.monotonic() - started
             if waited >= self.max_wait:
                 raise BudgetExhausted(
-                    f"no request slot of ERP account {self.account} (limit {self.limit}) came free in {waited:.0f}s"
+                    f"no request slot of {self.erp} account {self.account} (limit {self.limit})"
+                    f" came free in {waited:.0f}s"
                 )
             time.sleep(delay * (0.5 + self._rng.random()))
             delay = min(delay * 1.5, 0.025)  # a freed slot idles at most ~25 ms
@@ -159,14 +179,15 @@ def shared_by_processes(client: Any, dsn: str) -> Iterator[AccountBudget | None]
     """Make every request ``client`` sends in this block take a slot of its account's budget.
 
     ``client`` is a :class:`~psa_erp_sync.clients.erp.NetSuiteClient` (its ``account_id`` and
-    ``concurrency_limit``); a client already governed (an outer block) keeps its budget. Other
+    ``concurrency_limit``; an ``erp_name`` when it is not NetSuite); a client already governed (an outer block) keeps its budget. Other
     clients (test doubles without ``request_slot``) are left as they are.
     """
     if not hasattr(client, "request_slot") or client.request_slot is not None:
         yield None
         return
     limit = client.concurrency_limit or account_limit({"account_id": client.account_id})
-    budget = AccountBudget(dsn, str(client.account_id), limit)
+    erp = str(getattr(client, "erp_name", None) or "netsuite")
+    budget = AccountBudget(dsn, str(client.account_id), limit, erp=erp)
     client.request_slot = budget.slot
     try:
         yield budget

@@ -194,8 +194,11 @@ class PostingEngine:
         task_try: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
         lock_check: Callable[[], None] | None = None,
+        target: ledger.Target | None = None,
     ) -> None:
         self.dsn = dsn
+        # The ERP account this pass works for (None: every ledger row of the record type).
+        self.target = target
         self.client = client
         # The engine talks to the ERP only through its adapter (a bare NetSuite client is wrapped).
         self.adapter: ErpAdapter = as_adapter(client)
@@ -624,7 +627,13 @@ class PostingEngine:
         while True:
             with self._conn() as conn:
                 page = ledger.page_in_state(
-                    conn, self.record_type, ["pending"], reversals=reversals, after=after, limit=page_size
+                    conn,
+                    self.record_type,
+                    ["pending"],
+                    reversals=reversals,
+                    after=after,
+                    limit=page_size,
+                    target=self.target,
                 )
             if not page:
                 return
@@ -643,7 +652,9 @@ class PostingEngine:
         (a chunk's remainder waits for the next chunk), reversals one at a time."""
         size = self.settings.batch_size
         upserts: dict[str, list[ledger.Posting]] = {}  # per ERP record type (correcting journals apart)
-        for chunk in feed:
+        for planned in feed:
+            # Rows routed to another ERP account wait for that account's pass.
+            chunk = [p for p in planned if self.target is None or self.target.holds(p)]
             with progress.lock:
                 progress.total += len(chunk)
             self.outcome.total += len(chunk)
@@ -715,7 +726,7 @@ class PostingEngine:
     def _run(self, feed: Iterable[Sequence[ledger.Posting]] | None, already_pending: int) -> Outcome:
         started = time.monotonic()
         with self._conn() as conn:
-            unfinished = ledger.in_state(conn, self.record_type, ["sent", "ambiguous"])
+            unfinished = ledger.in_state(conn, self.record_type, ["sent", "ambiguous"], target=self.target)
         if unfinished:
             log.info(
                 "resuming: %d postings were in flight when an earlier attempt stopped; reading them back",
@@ -734,7 +745,7 @@ class PostingEngine:
         for round_no in range(first_round, self.settings.max_rounds + 1):
             self.lock_check()
             with self._conn() as conn:
-                pending = ledger.count_in_state(conn, self.record_type, ["pending"])
+                pending = ledger.count_in_state(conn, self.record_type, ["pending"], target=self.target)
             if not pending:
                 break
             if round_no == 1:
@@ -750,7 +761,7 @@ class PostingEngine:
                     pool, ((self._reverse_batch, b) for b in self._pending_batches(reversals=True)), progress
                 )
         with self._conn() as conn:
-            counts = ledger.counts(conn, self.record_type)
+            counts = ledger.counts(conn, self.record_type, target=self.target)
         self.outcome.still_pending = sum(counts.get(s, 0) for s in ledger.UNFINISHED)
         self.outcome.parked = counts.get("parked", 0)
         self.outcome.seconds = time.monotonic() - started

@@ -87,6 +87,11 @@ class Posting:
     functional_amount_minor: int | None = None
     functional_currency: str | None = None
     fx_rate: Decimal | None = None
+    #: Where it goes (migration 0026, :mod:`psa_erp_sync.routing`): the ERP, its account (None: the
+    #: ERP connection's own) and the version of ``config/erp_routing.yaml`` that routed it.
+    target_erp: str = "netsuite"
+    erp_account: str | None = None
+    route_version: int | None = None
 
     @property
     def erp_type(self) -> str:
@@ -119,14 +124,37 @@ def _posting(row: dict[str, Any]) -> Posting:
         functional_amount_minor=row["functional_amount_minor"],
         functional_currency=row["functional_currency"],
         fx_rate=row["fx_rate"],
+        target_erp=row["target_erp"],
+        erp_account=row["erp_account"],
+        route_version=row["route_version"],
     )
 
 
 _COLUMNS = (
     "idempotency_key, record_type, source_system, source_id, source_version, external_id, action, state,"
     " payload, legal_entity, period, amount_minor, currency, attempts, corrects,"
-    " functional_amount_minor, functional_currency, fx_rate"
+    " functional_amount_minor, functional_currency, fx_rate, target_erp, erp_account, route_version"
 )
+
+
+@dataclass(frozen=True)
+class Target:
+    """One ERP account a posting pass works for: the rows routed to ``erp`` and ``account``, and
+    the rows of ``erp`` routed to no particular account (``erp_account`` NULL: the connection's own)."""
+
+    erp: str
+    account: str
+
+    def sql(self) -> tuple[str, tuple[str, str]]:
+        """A WHERE fragment selecting this target's ledger rows, and its parameters."""
+        return " AND target_erp = %s AND (erp_account IS NULL OR erp_account = %s)", (self.erp, self.account)
+
+    def holds(self, posting: Posting) -> bool:
+        return posting.target_erp == self.erp and posting.erp_account in (None, self.account)
+
+
+def _where(target: Target | None) -> tuple[str, tuple[str, ...]]:
+    return target.sql() if target is not None else ("", ())
 
 
 def insert_planned(conn: psycopg.Connection, postings: Sequence[Posting]) -> set[str]:
@@ -140,12 +168,14 @@ def insert_planned(conn: psycopg.Connection, postings: Sequence[Posting]) -> set
         """
         INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,
                                     external_id, action, state, payload, legal_entity, period, amount_minor, currency,
-                                    corrects, functional_amount_minor, functional_currency, fx_rate)
-        SELECT k, rt, ss, sid, sv, ext, act, st, pl::jsonb, le, per, amt, cur, cor, famt, fcur, fx::numeric
+                                    corrects, functional_amount_minor, functional_currency, fx_rate,
+                                    target_erp, erp_account, route_version)
+        SELECT k, rt, ss, sid, sv, ext, act, st, pl::jsonb, le, per, amt, cur, cor, famt, fcur, fx::numeric, te, ea, rv
         FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
                     %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[],
-                    %b::bigint[], %b::text[], %b::text[])
-             WITH ORDINALITY AS u(k, rt, ss, sid, sv, ext, act, st, pl, le, per, amt, cur, cor, famt, fcur, fx, ord)
+                    %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[])
+             WITH ORDINALITY AS u(k, rt, ss, sid, sv, ext, act, st, pl, le, per, amt, cur, cor, famt, fcur, fx,
+                                  te, ea, rv, ord)
         ORDER BY ord
         ON CONFLICT (idempotency_key) DO NOTHING
         RETURNING idempotency_key
@@ -169,6 +199,9 @@ def insert_planned(conn: psycopg.Connection, postings: Sequence[Posting]) -> set
             [p.functional_amount_minor for p in postings],
             [p.functional_currency for p in postings],
             [None if p.fx_rate is None else str(p.fx_rate) for p in postings],
+            [p.target_erp for p in postings],
+            [p.erp_account for p in postings],
+            [p.route_version for p in postings],
         ),
     ).fetchall()
     return {key for (key,) in rows}
@@ -179,11 +212,15 @@ def _json_text(value: Any) -> str:
     return msgspec.json.encode(value, enc_hook=str).decode()
 
 
-def in_state(conn: psycopg.Connection, record_type: str, states: Sequence[str]) -> list[Posting]:
+def in_state(
+    conn: psycopg.Connection, record_type: str, states: Sequence[str], *, target: Target | None = None
+) -> list[Posting]:
+    where, params = _where(target)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            f"SELECT {_COLUMNS} FROM ledger.posting WHERE record_type = %s AND state = ANY(%s) ORDER BY idempotency_key",
-            (record_type, list(states)),
+            f"SELECT {_COLUMNS} FROM ledger.posting WHERE record_type = %s AND state = ANY(%s){where}"
+            " ORDER BY idempotency_key",
+            (record_type, list(states), *params),
         )
         return [_posting(r) for r in cur.fetchall()]
 
@@ -196,25 +233,30 @@ def page_in_state(
     reversals: bool,
     after: str | None,
     limit: int,
+    target: Target | None = None,
 ) -> list[Posting]:
     """Up to ``limit`` postings in ``states`` with a key after ``after``, in key order: reversals
     (DELETEs of the record itself) or the other postings (upserts, correcting journals). Paging
     through these keeps memory bounded by one page."""
     deletes = "(action = 'reverse' AND corrects IS NULL)"
     which = deletes if reversals else f"NOT {deletes}"
+    where, params = _where(target)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             f"SELECT {_COLUMNS} FROM ledger.posting WHERE record_type = %s AND state = ANY(%s)"
-            f" AND {which} AND idempotency_key > %s ORDER BY idempotency_key LIMIT %s",
-            (record_type, list(states), after or "", limit),
+            f" AND {which}{where} AND idempotency_key > %s ORDER BY idempotency_key LIMIT %s",
+            (record_type, list(states), *params, after or "", limit),
         )
         return [_posting(r) for r in cur.fetchall()]
 
 
-def count_in_state(conn: psycopg.Connection, record_type: str, states: Sequence[str]) -> int:
+def count_in_state(
+    conn: psycopg.Connection, record_type: str, states: Sequence[str], *, target: Target | None = None
+) -> int:
+    where, params = _where(target)
     row = conn.execute(
-        "SELECT count(*) FROM ledger.posting WHERE record_type = %s AND state = ANY(%s)",
-        (record_type, list(states)),
+        f"SELECT count(*) FROM ledger.posting WHERE record_type = %s AND state = ANY(%s){where}",
+        (record_type, list(states), *params),
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -406,7 +448,10 @@ HELD_COLUMNS = f"""
     (array_agg(amount_minor ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_amount,
     count(*) FILTER (WHERE {_DONE_CORR}) AS corrections,
     coalesce(sum(amount_minor) FILTER (WHERE {_DONE_CORR}), 0) AS corrected_amount,
-    coalesce(sum((payload->>'custbody_psa_hours')::numeric) FILTER (WHERE {_DONE_CORR}), 0) AS corrected_hours
+    coalesce(sum((payload->>'custbody_psa_hours')::numeric) FILTER (WHERE {_DONE_CORR}), 0) AS corrected_hours,
+    (array_agg(target_erp ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_target_erp,
+    (array_agg(erp_account ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_erp_account,
+    (array_agg(route_version ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_route_version
 """
 
 
@@ -463,9 +508,12 @@ def held_of(conn: psycopg.Connection, postings: Sequence[Posting]) -> dict[str, 
     return {p.idempotency_key: by_entry.get((p.source_system, p.source_id), empty) for p in postings}
 
 
-def counts(conn: psycopg.Connection, record_type: str | None = None) -> dict[str, int]:
-    where = "WHERE record_type = %s" if record_type else ""
-    params = (record_type,) if record_type else ()
+def counts(
+    conn: psycopg.Connection, record_type: str | None = None, *, target: Target | None = None
+) -> dict[str, int]:
+    extra, extra_params = _where(target)
+    where = ("WHERE record_type = %s" if record_type else "WHERE true") + extra
+    params = ((record_type,) if record_type else ()) + extra_params
     return {
         s: int(n)
         for s, n in conn.execute(f"SELECT state, count(*) FROM ledger.posting {where} GROUP BY 1", params)

@@ -5,13 +5,18 @@ with what the ledger knows the ERP holds (its last confirmed action), and plans 
 ``adjust`` (a new approved version of a posted record: upsert by the same external id, audited)
 or ``reverse`` (unapproved or deleted after posting). Records with unfinished postings are left
 to the engine; rejected or parked ones wait for replay. Set-based SQL, then a streamed pass.
+
+Every posting is stamped with its route (:mod:`psa_erp_sync.routing`): the ERP and account of its
+legal entity on its posting date (the entry's date, or the first day of the period the closed-period
+policy moves it to), never the processing time. A correction of a record the ERP holds goes where
+the record is held, unless a cutover lies between (:meth:`~psa_erp_sync.routing.route.Router.routes_for_correction`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -27,6 +32,8 @@ from psa_erp_sync.ods import connections
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.posting import ledger
 from psa_erp_sync.posting.periods import PeriodBook, PeriodDecision
+from psa_erp_sync.routing.route import Route, RouteNotFound, Router
+from psa_erp_sync.routing.route import router as default_router
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +89,8 @@ def _candidates(conn: psycopg.Connection, record_type: str) -> Iterator[dict[str
                    coalesce(led.n, 0) AS n, led.last_state, led.last_version, led.last_action,
                    led.done_version, led.done_action, led.done_payload,
                    led.base_action, led.base_payload, led.base_external_id, led.base_amount,
-                   led.corrections, led.corrected_amount, led.corrected_hours
+                   led.corrections, led.corrected_amount, led.corrected_hours,
+                   led.base_target_erp, led.base_erp_account, led.base_route_version
             FROM desired d FULL JOIN led USING (source_system, source_id)
             WHERE (led.last_state IS NULL OR led.last_state NOT IN ('pending', 'sent', 'ambiguous'))
               AND (
@@ -440,7 +448,7 @@ def replan_closed(
     )
     if fix is not None:
         assert decision is not None  # the correcting posting's decision
-        return fix, None, decision
+        return _same_route(fix, posting), None, decision
     payload = dict(posting.payload)
     if decision is None and posting.action == "reverse":
         decision = PeriodDecision("post", held, held)
@@ -486,7 +494,17 @@ def replan_closed(
         fx_rate=posting.fx_rate,
     )
     item = _replan_parked(posting, config, decision, policy) if state == "parked" else None
-    return fresh, item, decision
+    return _same_route(fresh, posting), item, decision
+
+
+def _same_route(posting: ledger.Posting, refused: ledger.Posting) -> ledger.Posting:
+    """A re-planned posting goes where the refused one went (a period closed during the pass)."""
+    return replace(
+        posting,
+        target_erp=refused.target_erp,
+        erp_account=refused.erp_account,
+        route_version=refused.route_version,
+    )
 
 
 @dataclass
@@ -497,6 +515,8 @@ class _Planning:
     config: Config
     periods: PeriodBook
     result: Plan
+    router: Router
+    routes: dict[tuple[str, date], Route] = field(default_factory=dict)
     batch: list[ledger.Posting] = field(default_factory=list)
     parked: list[exception_queue.Item] = field(default_factory=list)
     # Every planned change to a record the ERP already holds: (action, external id, before, after).
@@ -511,11 +531,121 @@ class _Planning:
         return self.config.mappings.external_id(kind, source_id)
 
     def correct(self, cand: dict[str, Any], fix: ledger.Posting) -> None:
-        """Add a correcting journal (the record's period is closed, the policy corrects)."""
+        """Add a correcting journal (the record's period is closed, the policy corrects), routed
+        by the first day of the period it is booked in."""
+        fix = self.routed(cand, fix, date.fromisoformat(str(fix.payload["tranDate"])))
         self.batch.append(fix)
         self.result.planned[fix.action] += 1
         self.result.corrected += 1
-        self.changes.append(("erp_correct", fix.external_id, cand["done_payload"], fix.payload))
+        if fix.state != "parked":
+            self.changes.append(("erp_correct", fix.external_id, cand["done_payload"], fix.payload))
+
+    def posting_day(self, decision: PeriodDecision, entry_date: date) -> date:
+        """The posting date a route is decided by: the entry's date, or the first day of the
+        period the closed-period policy moved it to."""
+        if decision.outcome == "moved" and decision.period:
+            target = self.periods.get(decision.period)
+            if target is not None:
+                return target.start_date
+        return entry_date
+
+    def route(self, entity: str, day: date) -> Route:
+        """:meth:`Router.route`, remembered per entity and day for this plan."""
+        key = (entity, day)
+        found = self.routes.get(key)
+        if found is None:
+            found = self.routes[key] = self.router.route(entity, day)
+        return found
+
+    def decide_route(
+        self, cand: dict[str, Any], posting: ledger.Posting | _Draft, day: date
+    ) -> tuple[Route | None, str | None, dict[str, Any]]:
+        """Where ``posting`` goes, by ``day``: (route, None, {}); or a reason to park it:
+        ``NO_ERP_ROUTE`` (no range covers the day), ``ROUTE_CUTOVER_CORRECTION`` (a correction
+        across a cutover whose policy is ``reverse_and_repost``: it needs both ERPs' adapters)."""
+        entity = posting.legal_entity or ""
+        try:
+            if posting.action == "post" and not posting.corrects:
+                return self.route(entity, day), None, {}
+            held = _held_route(self.router, cand, entity)
+            if held is None:
+                return self.route(entity, day), None, {}
+            if posting.action == "reverse":
+                return held, None, {}  # a deleted or unapproved record is reversed where it is held
+            actions = self.router.routes_for_correction(held, day)
+            if self.route(entity, day).same_target(held):
+                return actions[0][1], None, {}
+            detail = {"held": held.as_dict(), "actions": [[a, r.as_dict()] for a, r in actions]}
+            self.changes.append(("erp_route", posting.external_id, held.as_dict(), detail))  # the audit
+            return actions[0][1], ("ROUTE_CUTOVER_CORRECTION" if len(actions) > 1 else None), detail
+        except RouteNotFound as exc:
+            return None, "NO_ERP_ROUTE", {"posting_date": day.isoformat(), "error": str(exc)}
+
+    def routed(self, cand: dict[str, Any], posting: ledger.Posting, day: date) -> ledger.Posting:
+        """``posting`` stamped with its route (:meth:`decide_route`); parked, with its exception
+        item, when it has none of its own."""
+        route, reason, detail = self.decide_route(cand, posting, day)
+        if route is not None:
+            posting = replace(posting, **_route_fields(route))
+        if reason is None or posting.state == "parked":  # parked already: its item is written
+            return posting
+        self.park_unrouted(posting, reason, detail)
+        return replace(posting, state="parked")
+
+    def park_unrouted(self, posting: ledger.Posting, reason: str, detail: dict[str, Any]) -> None:
+        self.parked.append(_route_parked(self, posting, reason, detail))
+        self.result.parked += 1
+
+
+def _route_fields(route: Route | None) -> dict[str, Any]:
+    """A posting's route columns (an unrouted posting keeps the defaults: it is parked)."""
+    if route is None:
+        return {}
+    return {"target_erp": route.erp, "erp_account": route.account, "route_version": route.version}
+
+
+@dataclass(frozen=True)
+class _Draft:
+    """What :meth:`_Planning.decide_route` needs of a posting not built yet (the hot path builds
+    the posting once, with its route)."""
+
+    action: ledger.Action
+    legal_entity: str | None
+    external_id: str
+    corrects: str | None = None
+
+
+def _held_route(router: Router, cand: dict[str, Any], entity: str) -> Route | None:
+    """Where the ERP holds the record (its last confirmed posting), per the ledger."""
+    erp = cand.get("base_target_erp")
+    if erp is None:
+        return None
+    known = router.routing.erps
+    return Route(
+        entity,
+        erp,
+        cand.get("base_erp_account"),
+        int(cand.get("base_route_version") or 0),
+        known[erp].connection if erp in known else "",
+    )
+
+
+def _route_parked(
+    pl: _Planning, posting: ledger.Posting, reason: str, detail: dict[str, Any]
+) -> exception_queue.Item:
+    """The ``parked`` item of a posting routing could not send anywhere by itself."""
+    return exception_queue.Item(
+        kind="parked",
+        domain="time_expense",
+        source_system=posting.source_system,
+        record_type=KINDS[pl.record_type],
+        source_id=posting.source_id,
+        source_version=posting.source_version,
+        reason_code=reason,
+        detail={"action": posting.action, **detail},
+        legal_entity=posting.legal_entity,
+        owner=pl.config.ownership.owner_for("time_expense", posting.legal_entity),
+    )
 
 
 def _plan_reverse(pl: _Planning, cand: dict[str, Any]) -> bool:
@@ -551,21 +681,21 @@ def _plan_reverse(pl: _Planning, cand: dict[str, Any]) -> bool:
         )
         pl.correct(cand, fix)
         return False
-    pl.batch.append(
-        ledger.Posting(
-            key,
-            record_type,
-            cand["source_system"],
-            source_id,
-            cand["done_version"],
-            external_id,
-            "reverse",
-            "parked" if blocked else "pending",
-            {"externalId": external_id, "reverses": cand["done_payload"]},
-            entity,
-            held,
-        )
+    reversal = ledger.Posting(
+        key,
+        record_type,
+        cand["source_system"],
+        source_id,
+        cand["done_version"],
+        external_id,
+        "reverse",
+        "parked" if blocked else "pending",
+        {"externalId": external_id, "reverses": cand["done_payload"]},
+        entity,
+        held,
     )
+    held_date = str(cand["done_payload"].get("tranDate") or "")
+    pl.batch.append(pl.routed(cand, reversal, date.fromisoformat(held_date) if held_date else date.min))
     pl.result.planned["reverse"] += 1
     if blocked:
         pl.result.parked += 1
@@ -636,24 +766,28 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
         period=decision.period,
         original_period=decision.original_period,
     )
-    pl.batch.append(
-        ledger.Posting(
-            key,
-            record_type,
-            cand["source_system"],
-            source_id,
-            desired["version_hash"],
-            external_id,
-            action,
-            "parked" if decision.outcome == "park" else "pending",
-            payload,
-            entity,
-            decision.period or decision.original_period,
-            int(desired["amount_minor"]),
-            desired["currency"],
-            **functional_of(desired),
-        )
+    day = pl.posting_day(decision, date.fromisoformat(desired["spent_date"]))
+    route, unrouted, route_detail = pl.decide_route(cand, _Draft(action, entity, external_id), day)
+    planned = ledger.Posting(
+        key,
+        record_type,
+        cand["source_system"],
+        source_id,
+        desired["version_hash"],
+        external_id,
+        action,
+        "parked" if decision.outcome == "park" or unrouted else "pending",
+        payload,
+        entity,
+        decision.period or decision.original_period,
+        int(desired["amount_minor"]),
+        desired["currency"],
+        **functional_of(desired),
+        **_route_fields(route),
     )
+    pl.batch.append(planned)
+    if unrouted and decision.outcome != "park":  # a period-parked posting has its item already
+        pl.park_unrouted(planned, unrouted, route_detail)
     pl.result.planned[action] += 1
     if action == "adjust":
         pl.changes.append(("erp_adjust", external_id, cand["done_payload"], payload))
@@ -699,6 +833,7 @@ def plan(
     dag_run_id: str,
     chunk: int = 5000,
     on_chunk: Callable[[list[ledger.Posting]], None] | None = None,
+    router: Router | None = None,
 ) -> Plan:
     """Insert pending ledger rows for every record whose ERP state differs from the approved set.
 
@@ -715,7 +850,7 @@ def plan(
     result = Plan(record_type)
     with conn.transaction():
         result.superseded = supersede_stale(conn, record_type)
-    pl = _Planning(record_type, config, periods, result)
+    pl = _Planning(record_type, config, periods, result, router or default_router())
     batch, parked, changes = pl.batch, pl.parked, pl.changes  # _flush empties them in place
     with connections.connect_like(conn) as reader:
         set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads

@@ -33,8 +33,8 @@ class PostingResult:
 
 
 class PostingLockBusy(RuntimeError):
-    """Another pass holds the posting lock of this record type past the wait bound. Nothing was
-    done; retrying later (the Airflow task's retry) is the remedy."""
+    """Another pass holds the posting lock of this record type and ERP account past the wait
+    bound. Nothing was done; retrying later (the Airflow task's retry) is the remedy."""
 
 
 class PostingLockLost(RuntimeError):
@@ -145,15 +145,39 @@ def _lock_connection(dsn: str, settings: LockSettings) -> psycopg.Connection:
     return conn
 
 
+#: The ERP account of a pass that names none: NetSuite's default connection.
+DEFAULT_TARGET = ledger.Target("netsuite", "default")
+
+
+def target_of(client: Any) -> ledger.Target:
+    """The ERP account ``client`` posts to. ``client`` is an adapter (its ``name``, and the
+    ``account_id`` of the client it wraps) or a bare client (its ``erp_name``, NetSuite when it has
+    none, and ``account_id``)."""
+    inner = getattr(client, "client", None)
+    erp = getattr(client, "erp_name", None) or (getattr(client, "name", None) if inner is not None else None)
+    account = getattr(client, "account_id", None) or getattr(inner, "account_id", None)
+    return ledger.Target(str(erp or DEFAULT_TARGET.erp), str(account or DEFAULT_TARGET.account))
+
+
+def lock_key(record_type: str, target: ledger.Target) -> str:
+    """The advisory lock of one record type's passes for one ERP account."""
+    return f"psa_erp_sync.posting.{target.erp}.{target.account}.{record_type}"
+
+
 @contextmanager
-def posting_lock(dsn: str, record_type: str, settings: LockSettings | None = None) -> Iterator[PostingLock]:
-    """One posting pass per ERP record type at a time, whoever runs it: the batch DAG, a replay, the
-    stream, the command line (a session advisory lock, released if the process or its session dies).
+def posting_lock(
+    dsn: str, record_type: str, settings: LockSettings | None = None, *, target: ledger.Target | None = None
+) -> Iterator[PostingLock]:
+    """One posting pass per ERP record type and ERP account at a time, whoever runs it: the batch
+    DAG, a replay, the stream, the command line (a session advisory lock, released if the process or
+    its session dies). Passes for different accounts (``target``, default :data:`DEFAULT_TARGET`)
+    run at the same time; each works only its account's ledger rows.
 
     Waits at most ``settings.wait_s`` (then :class:`PostingLockBusy`); the yielded
     :class:`PostingLock` is checked between batches."""
     settings = settings or LockSettings()
-    key = f"psa_erp_sync.posting.{record_type}"
+    target = target or DEFAULT_TARGET
+    key = lock_key(record_type, target)
     conn = _lock_connection(dsn, settings)
     try:
         deadline = time.monotonic() + settings.wait_s
@@ -169,7 +193,8 @@ def posting_lock(dsn: str, record_type: str, settings: LockSettings | None = Non
                     (key,),
                 ).fetchone()
                 raise PostingLockBusy(
-                    f"posting lock busy: another {record_type} pass (backend pid {holder[0] if holder else '?'})"
+                    f"posting lock busy: another {record_type} pass for {target.erp} account {target.account}"
+                    f" (backend pid {holder[0] if holder else '?'})"
                     f" held {key} for the whole wait of {settings.wait_s:g} s; nothing was posted, retry later"
                 )
             time.sleep(settings.poll_s)
@@ -211,10 +236,12 @@ def post_record_type(
     :class:`PostingLockLost` when the lock goes mid-pass; both are retryable."""
     lock_settings = lock_settings or LockSettings(wait_s=config.mappings.posting.lock_wait_seconds)
     adapter = as_adapter(client)
+    erp_client = getattr(adapter, "client", client)
+    target = target_of(adapter)
     # The lock first: a pass waiting for it holds none of the account's request slots.
     with (
-        posting_lock(dsn, record_type, lock_settings) as lock,
-        budget.shared_by_processes(getattr(adapter, "client", client), dsn),
+        posting_lock(dsn, record_type, lock_settings, target=target) as lock,
+        budget.shared_by_processes(erp_client, dsn),
     ):
         return _post_locked(
             dsn=dsn,
@@ -225,6 +252,7 @@ def post_record_type(
             run_id=run_id,
             task_try=task_try,
             lock=lock,
+            target=target,
         )
 
 
@@ -238,10 +266,11 @@ def _post_locked(
     run_id: str,
     task_try: int | None,
     lock: PostingLock,
+    target: ledger.Target,
 ) -> PostingResult:
     periods = PeriodBook.from_rows(client.read_periods())
     with psycopg.connect(dsn) as conn:
-        already_pending = ledger.count_in_state(conn, record_type, ["pending"])
+        already_pending = ledger.count_in_state(conn, record_type, ["pending"], target=target)
     engine = PostingEngine(
         dsn=dsn,
         client=client,
@@ -251,6 +280,7 @@ def _post_locked(
         dag_run_id=run_id,
         task_try=task_try,
         lock_check=lock.check,
+        target=target,
     )
     planning = _PlanningThread(
         dsn, record_type=record_type, config=config, periods=periods, run_id=run_id, chunk=settings.plan_chunk
