@@ -12,6 +12,9 @@ are shared and noisy; the load average is reported with the figures):
   load generator sending the same number of records straight to the ERP simulator's batch
   endpoint at the same concurrency (the ERP's raw capacity; also measured with each job's result
   read back, which any client of an async batch API must do to learn the outcome);
+- billing (``devtools/bench_billing.py``; ``--no-billing`` skips it): the posted time entries ->
+  billing events -> invoice documents planned -> posted to the ERP simulator, each step's rows/s,
+  ERP requests per invoice, against a bare client sending the same invoice batches in the same run;
 - peak RSS of the pipeline process. Seeding and the peers run in child processes (their memory
   is theirs, reported apart), so the figure is that of extract, stage, validate and post.
 
@@ -442,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--no-peers", action="store_true", help="skip the pandas and dlt peers")
     parser.add_argument(
+        "--no-billing", action="store_true", help="skip billing the posted time (devtools/bench_billing.py)"
+    )
+    parser.add_argument(
         "--workers-per-slot",
         type=int,
         default=EngineSettings.workers_per_slot,
@@ -676,6 +682,15 @@ def main(argv: list[str] | None = None) -> int:
         result["engine_vs_capacity_same_records"] = round(
             result["post"]["engine_rows_per_s"] / max(same["rows_per_s"], 1), 2
         )
+        # 6. billing: the posted time entries -> events -> invoices -> the ERP, beside the bare
+        # client's capacity for the same invoice payloads (devtools/bench_billing.py)
+        if not args.no_billing:
+            from devtools.bench_billing import measure_billing
+
+            result["billing"] = measure_billing(
+                dsn=dsn, erp_url=stack.url("erp"), erp_pid=stack.pid("erp"), concurrency=args.concurrency,
+                batch=args.batch, workers_per_slot=args.workers_per_slot,
+            )  # fmt: skip
     result["peak_rss_mb"] = round(_rss_mb(), 1)
     result["wall_seconds"] = round(time.monotonic() - started_all, 1)
     result["machine"]["load_average_at_end"] = _load()

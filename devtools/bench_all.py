@@ -1,11 +1,13 @@
 """``make bench``: every benchmark in its own process, one JSON document with all targets.
 
 - ``posting``: ``python -m devtools.bench`` (extract -> stage -> validate -> post, with
-  same-run baselines: bare COPY, pandas ``to_sql``, dlt, the ERP's raw capacity);
+  same-run baselines: bare COPY, pandas ``to_sql``, dlt, the ERP's raw capacity; then billing of
+  the posted time: events -> invoices -> ERP against a bare client's capacity for the same
+  invoices, ``devtools/bench_billing.py``);
 - ``forecast``: ``python -m devtools.bench_forecast`` (50,000 projects x 12
   months, computed and written to PostgreSQL);
 - ``posting_remote``: the same with the ERP simulator taking 250 ms per request, at a quarter
-  of the scale, without peers;
+  of the scale, without peers and billing;
 - ``stream``: ``python -m devtools.bench_stream`` (webhook accepted -> ERP posting
   confirmed, with a real API server, scheduler, triggerer and DAG processor).
 
@@ -37,7 +39,7 @@ BENCHES: dict[str, list[str]] = {
     # The same path against an ERP that takes 250 ms per request (a remote ERP), at a quarter of
     # the scale (the figure is a ratio to the bare client at the same service time).
     "posting_remote": [
-        "-m", "devtools.bench", "--erp-service-ms", "250", "--consultants", "500", "--no-peers",
+        "-m", "devtools.bench", "--erp-service-ms", "250", "--consultants", "500", "--no-peers", "--no-billing",
         "--database", "psa_erp_sync_bench_remote",
     ],
     "forecast": ["-m", "devtools.bench_forecast"],

@@ -50,6 +50,11 @@ CHART_STAGES: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
         ("bare client + results", "posting.erp_raw_capacity_reading_results.rows_per_s", "ceiling"),
         ("same records, bare", "posting.erp_capacity_same_records.rows_per_s", "ceiling"),
     )),
+    ("billing: invoices to the local ERP (invoices/s)", (
+        ("post (the billing pass)", "posting.billing.post.documents_per_s", "ours"),
+        ("engine alone", "posting.billing.post.engine_documents_per_s", "ours"),
+        ("same invoices, bare", "posting.billing.bare_invoice_capacity.documents_per_s", "ceiling"),
+    )),
     ("post, ERP 250 ms/request", (
         ("post (periods + planner + engine)", "posting_remote.post.rows_per_s", "ours"),
         ("bare client", "posting_remote.erp_raw_capacity.rows_per_s", "ceiling"),
@@ -169,8 +174,8 @@ def chart(doc: dict[str, Any], path: Path) -> Path:
         ax.set_xlim(0, max(b[1] for b in bars) * 1.18)
         ax.tick_params(axis="x", labelsize=7)
         for y, (_, value, _) in zip(ys, bars, strict=True):
-            ax.text(value, y, f" {value:,.0f}", va="center", fontsize=7)
-    axes[-1, 0].set_xlabel("rows/s (same run)")
+            ax.text(value, y, f" {value:,.0f}" if value >= 100 else f" {value:.1f}", va="center", fontsize=7)
+    axes[-1, 0].set_xlabel("rows/s (same run; the billing panel: invoices/s)")
     m = doc.get("machine", {})
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in COLOURS.values()]
     fig.legend(handles, ["ours", "same-run ceiling", "peer"], fontsize=7, loc="upper right", ncol=3)

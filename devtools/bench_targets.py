@@ -70,6 +70,12 @@ TARGETS: tuple[Target, ...] = (
         "post_slots_busy_remote", "ERP slots busy while posting (of 15), ERP 250 ms/request",
         "posting_remote.post.erp_mean_requests_in_flight", ">=", 14.0, unit="slots",
     ),
+    Target(
+        "billing_post_vs_bare_invoices", "billing post vs bare invoice capacity, same invoices, local ERP",
+        "posting.billing.post.documents_per_s", ">=", 0.85,
+        against="posting.billing.bare_invoice_capacity.documents_per_s", against_label="bare client",
+        unit="invoices/s",
+    ),
     Target("peak_rss_mb", "peak RSS of the pipeline process", "posting.peak_rss_mb", "<=", 1024.0, unit="MB"),
     Target("stream_p95_s", "stream webhook -> ERP, p95", "stream.end_to_end_s.p95", "<=", 1.5, unit="s"),
     Target("stream_p99_s", "stream webhook -> ERP, p99", "stream.end_to_end_s.p99", "<=", 2.5, unit="s"),

@@ -144,6 +144,16 @@ def test_posting_benchmark_runs_on_any_day(
     assert result["post"]["records_sent"] > 100
     targets = result["targets"]
     assert {"stage_vs_durable_copy", "post_vs_bare_client", "peak_rss_mb"} <= set(targets)
+    # billing of the posted time: every posted billable T&M entry is an event on an invoice in the ERP
+    billing = result["billing"]
+    assert billing["events"]["events"] > 10
+    assert billing["plan"]["lines"] == billing["events"]["events"] and billing["plan"]["documents"] > 0
+    assert billing["post"]["outcome"] == {
+        "posted": billing["plan"]["documents"], "rejected": 0, "parked": 0, "still_pending": 0,
+    }  # fmt: skip
+    assert billing["post"]["documents_by_state"] == {"posted": billing["plan"]["documents"]}
+    assert billing["bare_invoice_capacity"]["records"] == billing["plan"]["documents"]
+    assert targets["billing_post_vs_bare_invoices"]["ratio"] > 0
     if day == DAYS[-1]:
         assert targets["stage_vs_dlt"]["ratio"] > 0 and targets["stage_vs_pandas"]["ratio"] > 0
 

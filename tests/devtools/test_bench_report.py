@@ -30,6 +30,7 @@ def _doc() -> dict[str, Any]:
             "post": {"rows_per_s": 2_000, "engine_rows_per_s": 2_500},
             "erp_raw_capacity": {"rows_per_s": 4_000},
             "peak_rss_mb": 250.0,
+            "billing": {"post": {"documents_per_s": 45.0}, "bare_invoice_capacity": {"documents_per_s": 50.0}},
         },
         "stream": {"end_to_end_s": {"p95": 1.2, "p99": 3.0}},
         "forecast": {"forecast_refresh": {"refresh_s": 4.0}},
@@ -46,6 +47,7 @@ def test_issue_16_targets_are_in_one_table() -> None:
     assert threshold("post_slots_busy_remote") == 14
     assert threshold("stream_p95_s") == 1.5 and threshold("stream_p99_s") == 2.5
     assert threshold("forecast_refresh_s") == 5
+    assert threshold("billing_post_vs_bare_invoices") == 0.85
     assert len({t.key for t in TARGETS}) == len(TARGETS)
 
 
@@ -58,6 +60,8 @@ def test_targets_are_ratios_to_the_same_run_and_missing_figures_are_not_measured
     assert rows["stream_p95_s"]["met"] is True and rows["stream_p99_s"]["met"] is False
     assert rows["forecast_refresh_s"]["met"] is True and rows["forecast_refresh_s"]["ratio"] is None
     assert rows["peak_rss_mb"]["met"] is True
+    billing = rows["billing_post_vs_bare_invoices"]
+    assert billing["ratio"] == 0.9 and billing["met"] is True and billing["unit"] == "invoices/s"
     # no baseline or no run: never "met"
     for key in ("validation_vs_pydantic_core", "post_vs_bare_client_remote", "post_slots_busy_remote"):
         assert rows[key]["met"] is None
