@@ -116,6 +116,16 @@ def test_a_journal_missing_in_the_erp_is_named(clean_ods: str) -> None:
     ]
 
 
+def test_an_unapproved_entry_still_in_the_erp_is_named(clean_ods: str) -> None:
+    seed_month(clean_ods)
+    with psycopg.connect(clean_ods) as conn:
+        conn.execute("UPDATE canonical.time_entry SET approved = false WHERE source_id = '202'")
+    report = _report(clean_ods)
+    assert _area(report, "time", "EUR").first_differences == [
+        "psa-te-202: psa nothing, ledger 10000 EUR, erp 10000 EUR (minor units)"
+    ]
+
+
 def test_the_step_stores_writes_and_fails(clean_ods: str, tmp_path: Path) -> None:
     from types import SimpleNamespace
 

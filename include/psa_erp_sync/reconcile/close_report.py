@@ -305,8 +305,9 @@ def _ods_work(
     conn: psycopg.Connection, record_type: str, legal_entity: str, period: str
 ) -> tuple[Side, Side, Side, set[str], set[str]]:
     """PSA side (what the ERP should hold), functional PSA side, ledger side, the keys in scope,
-    and the keys left out of the both-currency check (held for a parked, rejected or in-flight
-    record: the ledger's last confirmed amount, as :func:`.erp_readback.expected`)."""
+    and the keys left out of the both-currency check. What the ERP should hold: the approved, not
+    deleted version when its latest posting is confirmed; for a parked, rejected or in-flight
+    record, the ledger's last confirmed amount (as :func:`.erp_readback.expected`)."""
     start, end = month_bounds(period)
     sql = _WORK.format(source=SOURCE[record_type], held=erp_readback._net(record_type))
     psa: Side = {}
@@ -320,9 +321,10 @@ def _ods_work(
         scope.add(key)
         if present:
             ledger_side[key] = (str(hcur).strip(), int(hamount))
-        if live and state in ("confirmed", "resolved"):
-            psa[key] = (str(cur).strip(), int(amount))
-            functional[key] = (str(fcur).strip(), int(famount))
+        if state in ("confirmed", "resolved"):
+            if live:  # else (unapproved or deleted, nothing reversed): the ERP should hold nothing
+                psa[key] = (str(cur).strip(), int(amount))
+                functional[key] = (str(fcur).strip(), int(famount))
         elif present:
             psa[key] = ledger_side[key]
             held_only.add(key)
