@@ -10,6 +10,12 @@ or parked. The posting cadence itself switches to every 15 minutes inside close 
 `time_expense_posting`). Sensors time out after 18 hours and then fail the run: a period that is
 still closed by then needs finance's attention.
 
+**Close report:** beside the waits, `close_report` computes per legal entity the report of the
+month before the run (revenue recognized vs billed, WIP and deferred balances, postings by state,
+reconciliation to the cent of time, expenses, invoices and journals, open exceptions, leakage),
+stores it in `close.report`, writes HTML and JSON (`PSA_ERP_SYNC_CLOSE_REPORT_DIR`), and fails
+naming the first differing records when anything does not reconcile (docs/billing.md).
+
 **Deadline alerts:** per legal entity, the run is done by 18:00 local that business day, else
 the entity's owner is alerted (`config/close_deadlines.yaml`, docs/operations.md "Deadline alerts").
 

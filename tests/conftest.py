@@ -84,7 +84,7 @@ def clean_ods(pg_dsn: str) -> str:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables "
-            "WHERE schemaname IN ('staging','canonical','ledger','inbox','exceptions','forecast','audit','revenue','billing','routing')"
+            "WHERE schemaname IN ('staging','canonical','ledger','inbox','exceptions','forecast','audit','revenue','billing','routing','close')"
         ).fetchall()
         conn.execute("TRUNCATE " + ", ".join(r[0] for r in rows) + " RESTART IDENTITY CASCADE")
     return pg_dsn
