@@ -161,6 +161,7 @@ def test_trace_command_prints_billing_in_text_and_json(billed: dict[str, Any]) -
     assert "creditmemo cm-" in text and f"crediting {billed['invoice']}" in text
     assert "PSA invoice INV-9001" in text and "7. revenue journals of project 102" in text
     assert billed["journal"] in text and "4000 revenue: debit 0 credit 150000" in text
+    assert "status Open, total 180000, remaining 60000; this entry's ERP lines: #1 120000" in text
     doc = json.loads(
         subprocess.run(
             [*command, "--json"], capture_output=True, text=True, env=env, timeout=60, check=True

@@ -176,9 +176,12 @@ def format_billing(part: dict[str, Any]) -> list[str]:
             lines.append(f"       line {line['line_no']}: {line['event_ref']} {line['amount_minor']}")
         if d["erp"] is not None:
             r = d["erp"]
+            number = f" {r['tran_id']}" if r["tran_id"] else ""
             lines.append(
-                f"       ERP read-back: {r['tran_id']} status {r['status']}{' (voided)' if r['voided'] else ''},"
-                f" total {r['total_minor']}, remaining {r['amount_remaining_minor']}"
+                f"       ERP read-back{number}: {r['record_type']} {r['internal_id']} status {r['status']}"
+                f"{' (voided)' if r['voided'] else ''}, total {r['total_minor']},"
+                f" remaining {r['amount_remaining_minor']}; this entry's ERP lines: "
+                + (", ".join(f"#{x['line_no']} {x['amount_minor']}" for x in d["erp_lines"]) or "-")
             )
     for p in part["psa_invoices"]:
         lines.append(
