@@ -240,6 +240,15 @@ PSA_TO_ERP = [
     "/services/rest/record/v1/timebill",
 ]
 PSA_TO_PLANNING = [*PSA_TO_ERP, ".forecast.snapshot", "/api/v1/snapshots"]
+#: The chain for billing: canonical time entry -> billing event -> ERP invoice -> ERP revenue journal
+#: (through the read-back and the recognition) -> forecast snapshot (docs/lineage.md).
+TIME_TO_FORECAST_VIA_BILLING = [
+    ".canonical.time_entry",
+    ".billing.event",
+    "/services/rest/record/v1/invoice",
+    "/services/rest/record/v1/journalentry",
+    ".forecast.snapshot",
+]
 
 
 # -- pictures ---------------------------------------------------------------------------------
@@ -474,6 +483,7 @@ def analyse(events_path: Path, out: Path | None = None, spec_dir: Path | None = 
     chain = {
         "psa_to_erp": graph.path_through([dataset_named(w) for w in PSA_TO_ERP]),
         "psa_to_planning": graph.path_through([dataset_named(w) for w in PSA_TO_PLANNING]),
+        "billing": graph.path_through([dataset_named(w) for w in TIME_TO_FORECAST_VIA_BILLING]),
     }
     summary = {
         "validation": validation,

@@ -84,6 +84,10 @@ def test_dags_emit_spec_valid_events_forming_the_psa_to_planning_graph(
     logs += _dags_test(
         "revenue_forecast_refresh", "2026-11-09T13:00:00+00:00", events_path, os.environ["AIRFLOW_HOME"]
     )
+    # The billing DAG through the provider too: its invoice task's datasets and invoiceTotals facet
+    # (no billing events in this firm: zero documents; the full billing chain is
+    # tests/lineage/test_billing_lineage.py).
+    logs += _dags_test("billing", "2026-11-10T07:00:00+00:00", events_path, os.environ["AIRFLOW_HOME"])
     events = load_events(events_path)
     assert events, "the provider emitted nothing"
 
@@ -95,7 +99,7 @@ def test_dags_emit_spec_valid_events_forming_the_psa_to_planning_graph(
         report = validator.validate(events)
         assert report.errors == []
         # Our own facets were emitted and validated against their own schemas, not just the base facet.
-        for key in ("controlTotals", "dataQuality", "postingOutcome"):
+        for key in ("controlTotals", "dataQuality", "postingOutcome", "invoiceTotals"):
             assert report.facets_by_schema.get(key, 0) >= 1, (key, report.as_dict())
 
     jobs = {e["job"]["name"] for e in events}
@@ -116,6 +120,8 @@ def test_dags_emit_spec_valid_events_forming_the_psa_to_planning_graph(
     assert by_run and all({"START", "COMPLETE"} <= types for types in by_run.values()), by_run
 
     graph = LineageGraph.from_events(events)
+    billed = graph.path(dataset_named(".billing.event"), dataset_named("/services/rest/record/v1/invoice"))
+    assert billed is not None and [n[2] for n in billed if n[0] == "job"] == ["billing.invoice"], billed
     path = graph.path(dataset_named("/v2/time_entries"), dataset_named("/services/rest/record/v1/timebill"))
     assert path is not None, graph.as_dict()
     names = [n[2] for n in path]

@@ -94,11 +94,14 @@ def test_invoice_operator_lineage() -> None:
 
     op = InvoicePostingOperator(task_id="invoice")
     start = op.get_openlineage_facets_on_start()
+    erp = "https://1234.suitetalk.api.netsuite.com"
     assert _names(start.inputs) == [
         ("postgres://db.internal:5432", "ods.billing.event"),
+        ("postgres://db.internal:5432", "ods.billing.document"),
+        ("postgres://db.internal:5432", "ods.billing.document_line"),
         ("postgres://db.internal:5432", "ods.ledger.posting"),
+        (erp, "/services/rest/record/v1/accountingperiod"),
     ]
-    erp = "https://1234.suitetalk.api.netsuite.com"
     outputs = _names(start.outputs)
     assert (erp, "/services/rest/record/v1/invoice") in outputs
     assert (erp, "/services/rest/record/v1/creditmemo") in outputs
@@ -107,6 +110,25 @@ def test_invoice_operator_lineage() -> None:
     facet = op.get_openlineage_facets_on_complete(None).run_facets["postingOutcome"]
     assert facet.recordType == "invoice"
     _check_facet(facet, _validator())
+    assert "invoiceTotals" not in op.get_openlineage_facets_on_complete(None).run_facets  # before execute
+    op.totals = {
+        "documents": {"invoice": 3, "creditmemo": 1},
+        "lines": {"invoice": 40, "creditmemo": 2},
+        "totals": {"USD": {"invoiced": 1234567, "credited": 4500}, "JPY": {"invoiced": 90000, "credited": 0}},
+        "by_state": {"posted": 3, "parked": 1},
+    }
+    totals = op.get_openlineage_facets_on_complete(None).run_facets["invoiceTotals"]
+    assert (totals.invoices, totals.creditMemos, totals.invoiceLines, totals.creditMemoLines) == (3, 1, 40, 2)
+    assert totals.totals["USD"] == {"invoiced": "1234567", "credited": "4500", "net": "1230067"}
+    _check_facet(totals, _validator())
+    from jsonschema import ValidationError
+    from openlineage.client.serde import Serde
+
+    ref = {"$ref": f"{facets.DEFAULT_BASE}InvoiceTotalsRunFacet.json#/$defs/InvoiceTotalsRunFacet"}
+    for bad in ({"USD": {"invoiced": 12.5, "credited": "0", "net": "0"}}, {"usd": totals.totals["USD"]}):
+        body = json.loads(Serde.to_json(totals)) | {"totals": bad}  # a float amount, a lower-case code
+        with pytest.raises(ValidationError):
+            Draft202012Validator(ref, registry=_validator()).validate(body)
 
 
 def test_journal_operator_lineage() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from psa_erp_sync.billing import invoices
@@ -34,6 +34,7 @@ class InvoicingResult:
     plan: dict[str, Any]
     outcome: dict[str, dict[str, Any]]  # per document type, the engine's outcome
     documents: dict[str, int]  # billing.document per state after the pass
+    totals: dict[str, Any] = field(default_factory=dict)  # invoices.run_totals of the run (lineage facet)
 
     @property
     def still_pending(self) -> int:
@@ -85,8 +86,9 @@ def invoice_ready_events(
             outcome[doc_type] = engine.run().as_dict()
         with connections.connect(dsn, autocommit=True) as conn:
             documents = invoices.sync_documents(conn)
+            totals = invoices.run_totals(conn, run_id)
     log.info("invoicing planned %s; documents now %s", plan, documents)
-    return InvoicingResult(plan, outcome, documents)
+    return InvoicingResult(plan, outcome, documents, totals)
 
 
 def _checker(locks: list[PostingLock]) -> Any:

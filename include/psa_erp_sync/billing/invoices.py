@@ -379,3 +379,28 @@ def sync_documents(conn: psycopg.Connection) -> dict[str, int]:
         (SOURCE_SYSTEM,),
     )
     return {s: int(n) for s, n in conn.execute("SELECT state, count(*) FROM billing.document GROUP BY 1")}
+
+
+def run_totals(conn: psycopg.Connection, run_id: str) -> dict[str, Any]:
+    """The documents a run planned (every try of it), for the ``invoiceTotals`` lineage facet:
+    documents and lines per type, totals per currency in minor units (credit memos positive, as
+    sent), and all documents per state after the run. Counts, codes and amounts only."""
+    out: dict[str, Any] = {
+        "documents": {"invoice": 0, "creditmemo": 0},
+        "lines": {"invoice": 0, "creditmemo": 0},
+        "totals": {},
+    }
+    rows = conn.execute(
+        "SELECT doc_type, currency, count(*), coalesce(sum(line_count), 0), coalesce(sum(total_minor), 0)"
+        " FROM billing.document WHERE run_id = %s GROUP BY 1, 2 ORDER BY 1, 2",
+        (run_id,),
+    ).fetchall()
+    for doc_type, currency, documents, lines, total in rows:
+        out["documents"][doc_type] += int(documents)
+        out["lines"][doc_type] += int(lines)
+        per = out["totals"].setdefault(str(currency).strip(), {"invoiced": 0, "credited": 0})
+        per["invoiced" if doc_type == "invoice" else "credited"] += int(total)
+    out["by_state"] = {
+        str(s): int(n) for s, n in conn.execute("SELECT state, count(*) FROM billing.document GROUP BY 1")
+    }
+    return out

@@ -4,8 +4,10 @@ Task graph (built by :func:`build`)::
 
     invoice  (InvoicePostingOperator: invoices, then credit memos, through the posting ledger)
 
-The event-building task (``billing.events``) goes in front of ``invoice``. Retrying or clearing
-the task is safe: documents are keyed by their member events and resumed from the ledger.
+The event-building task (``billing.events``) goes in front of ``invoice``, declaring
+:func:`event_lineage` as its inputs and outputs so the lineage graph reads canonical time entry ->
+``billing.event`` -> ERP invoice. Retrying or clearing the task is safe: documents are keyed by
+their member events and resumed from the ledger.
 """
 
 from __future__ import annotations
@@ -22,6 +24,26 @@ def schedule() -> Any:
     from airflow.sdk import CronTriggerTimetable
 
     return CronTriggerTimetable(DAILY_CRON, timezone="UTC")
+
+
+def event_lineage() -> tuple[list[Any], list[Any]]:
+    """(inputs, outputs) of the billing events builder as :mod:`psa_erp_sync.lineage.refs`: the
+    canonical time and expense entries whose posting the ERP confirmed (``ledger.posting``), signed-off
+    milestones, the project list and customers; it writes ``billing.event``."""
+    from psa_erp_sync.lineage.refs import ods
+
+    inputs = [
+        ods("canonical.time_entry"),
+        ods("canonical.expense_entry"),
+        ods("ledger.posting"),
+        ods("forecast.src_project"),
+        ods("forecast.src_milestone"),
+        ods("forecast.extract"),
+        ods("billing.milestone_read"),
+        ods("master.erp_record"),
+        ods("billing.event"),
+    ]
+    return inputs, [ods("billing.event")]
 
 
 def build() -> Any:

@@ -67,13 +67,15 @@ def build() -> None:
         "customerpayment": ["billing.erp_payment", "billing.erp_payment_application"],
         "journalentry": ["billing.erp_journal", "billing.erp_journal_line"],
     }
+    # Invoices and credit memos map their ERP job to a PSA project (master.project_setup).
+    mapping = {t: [ods("master.project_setup")] for t in ("invoice", "creditmemo")}
     previous = None
     for record_type in RECORD_TYPES:
         current = ReportingPythonOperator(
             task_id=f"read_back_{record_type}",
             python_callable=_read_back,
             op_kwargs={"record_type": record_type},
-            inputs=[erp(record_type), erp("transactionline")],
+            inputs=[erp(record_type), erp("transactionline"), *mapping.get(record_type, [])],
             outputs=[ods(t) for t in [*tables[record_type], "billing.erp_readback_watermark"]],
             step=f"billing_readback:{record_type}",
         )

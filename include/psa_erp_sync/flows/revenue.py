@@ -87,6 +87,15 @@ def build() -> None:
             ods("canonical.expense_entry"),
             ods("ledger.posting"),
             ods("master.erp_record"),
+            ods("hr.worker"),
+            ods("hr.cost_rate"),
+            # billed per contract: the ERP invoices and credit memos as read back (billing_readback)
+            ods("billing.erp_invoice"),
+            ods("billing.erp_invoice_line"),
+            # the previous recognition and the journals already planned (delta against posted)
+            ods("revenue.recognition"),
+            ods("revenue.journal"),
+            ods("revenue.journal_line"),
         ],
         outputs=[
             ods("revenue.recognition"),

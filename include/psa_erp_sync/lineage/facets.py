@@ -96,3 +96,40 @@ class PeriodContextRunFacet(RunFacet):
     @staticmethod
     def _get_schema() -> str:
         return schema_url("PeriodContextRunFacet")
+
+
+@attr.define
+class InvoiceTotalsRunFacet(RunFacet):
+    """What an invoicing run planned: documents and lines per type, totals per currency in minor
+    units (as strings; credit memos positive, as the ERP holds them), documents per state after it."""
+
+    invoices: int = 0
+    creditMemos: int = 0
+    invoiceLines: int = 0
+    creditMemoLines: int = 0
+    totals: dict[str, dict[str, str]] = attr.field(factory=dict)
+    documentsByState: dict[str, int] = attr.field(factory=dict)
+
+    @staticmethod
+    def _get_schema() -> str:
+        return schema_url("InvoiceTotalsRunFacet")
+
+    @classmethod
+    def from_totals(cls, totals: dict[str, Any]) -> InvoiceTotalsRunFacet:
+        """From :func:`psa_erp_sync.billing.invoices.run_totals`."""
+        documents, lines = dict(totals.get("documents", {})), dict(totals.get("lines", {}))
+        return cls(
+            invoices=int(documents.get("invoice", 0)),
+            creditMemos=int(documents.get("creditmemo", 0)),
+            invoiceLines=int(lines.get("invoice", 0)),
+            creditMemoLines=int(lines.get("creditmemo", 0)),
+            totals={
+                str(currency): {
+                    "invoiced": str(int(t["invoiced"])),
+                    "credited": str(int(t["credited"])),
+                    "net": str(int(t["invoiced"]) - int(t["credited"])),
+                }
+                for currency, t in sorted(dict(totals.get("totals", {})).items())
+            },
+            documentsByState={str(k): int(v) for k, v in dict(totals.get("by_state", {})).items()},
+        )

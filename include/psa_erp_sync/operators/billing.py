@@ -49,6 +49,7 @@ class InvoicePostingOperator(IdempotentPostingOperator):
         )
         self.max_lines = max_lines
         self.outcomes: dict[str, dict[str, Any]] | None = None
+        self.totals: dict[str, Any] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         from psa_erp_sync.billing import invoices
@@ -75,7 +76,7 @@ class InvoicePostingOperator(IdempotentPostingOperator):
                 task_try=getattr(context["ti"], "try_number", None),
                 max_lines=self.max_lines or invoices.MAX_LINES,
             )
-        self.plan_summary, self.outcomes = result.plan, result.outcome
+        self.plan_summary, self.outcomes, self.totals = result.plan, result.outcome, result.totals
         self.outcome = result.outcome["invoice"]
         for doc_type, outcome in result.outcome.items():
             self.log.info(
@@ -93,18 +94,40 @@ class InvoicePostingOperator(IdempotentPostingOperator):
                 f"{result.still_pending} billing documents are still pending after every round; "
                 "retrying the task resumes from the ledger"
             )
-        return {"plan": result.plan, "outcome": result.outcome, "documents": result.documents}
+        return {
+            "plan": result.plan,
+            "outcome": result.outcome,
+            "documents": result.documents,
+            "totals": result.totals,
+        }
+
+    def lineage_run_facets(self) -> dict[str, Any]:
+        from psa_erp_sync.lineage.facets import InvoiceTotalsRunFacet
+
+        facets = super().lineage_run_facets()
+        if self.totals is not None:
+            facets["invoiceTotals"] = InvoiceTotalsRunFacet.from_totals(self.totals)
+        return facets
 
     def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
         from psa_erp_sync.hooks.erp import ErpHook
         from psa_erp_sync.lineage import naming
 
         namespace = ErpHook(self.erp_conn_id).openlineage_namespace()
-        inputs = [self.ods_dataset("billing", "event"), self.ods_dataset("ledger", "posting")]
+        # The graph reads canonical time entry -> billing.event (the events builder) -> this task ->
+        # ERP invoice / creditmemo; credit memos read the documents they credit; periods from the ERP.
+        inputs = [
+            self.ods_dataset("billing", "event"),
+            self.ods_dataset("billing", "document"),
+            self.ods_dataset("billing", "document_line"),
+            self.ods_dataset("ledger", "posting"),
+            naming.erp_record(namespace, "accountingperiod"),
+        ]
         outputs = [
             naming.erp_record(namespace, "invoice"),
             naming.erp_record(namespace, "creditmemo"),
             self.ods_dataset("billing", "document"),
+            self.ods_dataset("billing", "document_line"),
             self.ods_dataset("billing", "event"),
             self.ods_dataset("ledger", "posting"),
             self.ods_dataset("exceptions", "item"),

@@ -210,7 +210,13 @@ class ForecastRefreshOperator(LineageReportingOperator):
         # posting DAG's reconcile_erp proved equal to an ERP read-back before publishing the
         # posting asset this DAG runs on. So the ERP record types are inputs, next to the ledger.
         erp_namespace = ErpHook(self.erp_conn_id).openlineage_namespace()
-        inputs = [naming.erp_record(erp_namespace, rt) for rt in ("timebill", "expensereport")]
+        # Likewise billing and revenue: billed per contract and the cash KPIs are the ERP's invoices and
+        # credit memos as read back (billing.erp_*), and the months with revenue journals show the
+        # ERP's journal entries (revenue.journal, posted through the ledger by post_journals).
+        inputs = [
+            naming.erp_record(erp_namespace, rt)
+            for rt in ("timebill", "expensereport", "invoice", "creditmemo", "journalentry")
+        ]
         inputs += [self.ods_dataset(schema, table) for schema, table in ODS_INPUTS]
         # Stored snapshots are read back: the previous one of each scenario for the cumulative
         # catch-up, and this run's for the planning push (built from the stored lines).

@@ -1,11 +1,13 @@
 """Per-record trace: the path of one PSA record through staging, validation, the posting ledger,
-the ERP and the forecast, with the OpenLineage run id of every step.
+the ERP, the forecast and billing (events, invoices and credit memos, the PSA invoice, the revenue
+journals of its project and period), with the OpenLineage run id of every step.
 
 ``python -m psa_erp_sync.trace psa 12345`` (or ``psa psa-te-12345``) prints it; the Airflow plugin
 serves the same as JSON at ``/psa-erp-sync/trace/{source_system}/{source_id}``. Everything comes
-from the ODS (``staging``, ``canonical``, ``exceptions``, ``ledger``, ``audit``, ``forecast`` and
-``lineage.task_run``); nothing is read from the source systems, so a trace shows what we did, not
-what the PSA says now. No personal data is printed: ids, hashes, dates, amounts, codes and states.
+from the ODS (``staging``, ``canonical``, ``exceptions``, ``ledger``, ``audit``, ``forecast``,
+``billing``, ``revenue`` and ``lineage.task_run``); nothing is read from the source systems, so a
+trace shows what we did, not what the PSA says now. No personal data is printed: ids, hashes, dates,
+amounts, codes and states.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from psa_erp_sync.trace import parts
+from psa_erp_sync.trace import billing, parts
 from psa_erp_sync.trace.common import Cursor
 
 KINDS = {
@@ -52,7 +54,8 @@ def parse_source_id(source_id: str) -> tuple[str, list[str]]:
 def _trace_kind(conn: Cursor, source_system: str, source_id: str, kind: str) -> dict[str, Any] | None:
     spec = KINDS[kind]
     staging, canonical, exceptions, postings = parts.fetch_rows(conn, source_system, source_id, kind, spec)
-    if not (staging or canonical or exceptions or postings):
+    events = billing.fetch_events(conn, kind, source_system, source_id)
+    if not (staging or canonical or exceptions or postings or events):
         return None
     staging_out = parts.staging_part(conn, staging, spec)
     landed = [p for p in postings if p["state"] in ("confirmed", "resolved")]
@@ -67,6 +70,7 @@ def _trace_kind(conn: Cursor, source_system: str, source_id: str, kind: str) -> 
         "erp": parts.erp_part(landed, spec, source_id),
         "forecast": parts.forecast(conn, canonical, landed),
         "audit": parts.audit_part(conn, spec, source_id),
+        "billing": billing.billing_part(conn, events, canonical, f"{spec['prefix']}{source_id}"),
     }
 
 
@@ -151,5 +155,6 @@ def format_text(traces: list[dict[str, Any]]) -> str:
             )
         if not t["forecast"]:
             lines.append("     (no forecast snapshot has used it yet)")
+        lines.extend(billing.format_billing(t["billing"]))
         lines.append("  audit: " + ", ".join(f"{a['action']} by {a['actor']}" for a in t["audit"]) or "-")
     return "\n".join(lines)

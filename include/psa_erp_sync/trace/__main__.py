@@ -15,7 +15,7 @@ from psa_erp_sync.trace import RecordNotFound, format_text, trace
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m psa_erp_sync.trace",
-        description="Print the path of one source record: staging, validation, ledger, ERP, forecast, lineage runs.",
+        description="Print the path of one source record: staging, validation, ledger, ERP, forecast, billing, lineage runs.",
     )
     parser.add_argument("source_system", help="e.g. psa")
     parser.add_argument("source_id", help="the source id (12345) or the ERP external id (psa-te-12345)")
