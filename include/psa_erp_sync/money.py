@@ -6,6 +6,9 @@ Conversions round half-even (banker's rounding), the convention ERPs use for lin
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
 
 #: The largest amount in minor units a ``bigint`` column (canonical, ledger) holds.
 MAX_MINOR = 2**63 - 1
@@ -67,3 +70,15 @@ def convert_minor(amount_minor: int, currency: str, rate: Decimal, to_currency: 
     if not isinstance(rate, Decimal):
         raise TypeError(f"rate must be Decimal, not {type(rate).__name__}")
     return to_minor(from_minor(amount_minor, currency) * rate, to_currency)
+
+
+def no_float(value: Any) -> Any:
+    """Refuse a float where an external payload should carry money as a decimal string (or an
+    integer): a binary float has already lost the cents it was meant to carry."""
+    if isinstance(value, float):
+        raise ValueError("money must be a decimal string, not a float")
+    return value
+
+
+#: A money amount read from an external payload (pydantic field type): a decimal, never a float.
+Money = Annotated[Decimal, BeforeValidator(no_float)]

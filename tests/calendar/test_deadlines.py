@@ -109,7 +109,12 @@ def test_the_repository_config_covers_the_close_path_with_known_owners() -> None
     deadlines = load_close_deadlines()
     notifications = load_notifications()
     entities = set(load_config().legal_entities.legal_entities)
-    assert set(deadlines.dags) == {"time_expense_posting", "billing", "month_end_close", "revenue_recognition"}
+    assert set(deadlines.dags) == {
+        "time_expense_posting",
+        "billing",
+        "month_end_close",
+        "revenue_recognition",
+    }
     for dag in deadlines.dags.values():
         assert set(dag.legal_entities) == entities
         for rule in dag.legal_entities.values():

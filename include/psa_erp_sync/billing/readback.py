@@ -29,7 +29,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from psa_erp_sync.money import to_minor_checked
+from psa_erp_sync.clients.erp_models import Flag
+from psa_erp_sync.money import Money, to_minor_checked
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +47,12 @@ class ReadbackError(ValueError):
     """An ERP row failed validation; names the record type and internal id, never values."""
 
 
-def _no_float(value: Any) -> Any:
-    if isinstance(value, float):
-        raise ValueError("money must be a decimal string, not a float")
-    return value
-
-
-def _flag(value: Any) -> Any:
-    if isinstance(value, str) and value.upper() in ("T", "F"):
-        return value.upper() == "T"
-    return value
-
-
 def _integer(value: Any) -> Any:
     if isinstance(value, str):
         return int(Decimal(value))
     return value
 
 
-Money = Annotated[Decimal, BeforeValidator(_no_float)]
-Flag = Annotated[bool, BeforeValidator(_flag)]
 Text = Annotated[str, BeforeValidator(str)]
 
 

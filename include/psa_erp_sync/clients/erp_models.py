@@ -18,11 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-
-def _no_float(value: Any) -> Any:
-    if isinstance(value, float):
-        raise ValueError("money must be a decimal string, not a float")
-    return value
+from psa_erp_sync.money import Money
 
 
 def _flag(value: Any) -> Any:
@@ -37,7 +33,6 @@ def _ref(value: Any) -> Any:
     return value
 
 
-Money = Annotated[Decimal, BeforeValidator(_no_float)]
 Flag = Annotated[bool, BeforeValidator(_flag)]
 
 

@@ -24,15 +24,15 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
 import psycopg
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from psa_erp_sync.clients.psa_models import Project as PsaProject
 from psa_erp_sync.masterdata.setup import CrmReader, advance_cursor, cursor, read_feed
-from psa_erp_sync.money import format_minor, to_minor
+from psa_erp_sync.money import Money, format_minor, to_minor
 from psa_erp_sync.ods import exceptions
 
 log = logging.getLogger(__name__)
@@ -41,15 +41,6 @@ CONSUMER = "change_orders"
 APPROVED = "change_order.approved"
 APPLIED_FIELD = "custentity_change_orders"
 MAX_INFERENCE = 12  # approved change orders per opportunity we search subsets of
-
-
-def _no_float(value: Any) -> Any:
-    if isinstance(value, float):
-        raise ValueError("money must be a decimal string, not a float")
-    return value
-
-
-Money = Annotated[Decimal, BeforeValidator(_no_float)]
 
 
 class ChangeOrder(BaseModel):

@@ -33,7 +33,7 @@ from psa_erp_sync.clients.erp import ErpRejected
 from psa_erp_sync.clients.psa import PsaApiError, PsaWriteUncertain
 from psa_erp_sync.masterdata import validation
 from psa_erp_sync.masterdata.propagate import psa_client_id
-from psa_erp_sync.money import format_minor, to_minor
+from psa_erp_sync.money import Money, format_minor, to_minor
 from psa_erp_sync.ods import exceptions
 
 log = logging.getLogger(__name__)
@@ -43,15 +43,6 @@ CONSUMER = "project_setup"
 CLOSED_WON = "opportunity.closed_won"
 JOB_EXTERNAL_ID = "crm-opp-{id}"
 PSA_PROJECT_FIELD = "custentity_psa_project_id"  # the ERP-side cross-reference
-
-
-def _no_float(value: Any) -> Any:
-    if isinstance(value, float):
-        raise ValueError("money must be a decimal string, not a float")
-    return value
-
-
-Money = Annotated[Decimal, BeforeValidator(_no_float)]
 
 
 def key_of(opportunity_id: int) -> str:

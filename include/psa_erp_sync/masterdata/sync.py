@@ -19,15 +19,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Annotated, Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from psa_erp_sync.clients.erp_models import Flag
 from psa_erp_sync.masterdata.validation import SuiteQLSource
-from psa_erp_sync.money import to_minor
+from psa_erp_sync.money import Money, to_minor
 from psa_erp_sync.ods import staging
 from psa_erp_sync.routing import xref
 from psa_erp_sync.routing.route import Router
@@ -45,18 +45,6 @@ XREF_ERP = "netsuite"
 MERGED_INTO = "custentity_merged_into"  # NetSuite keeps a merged customer inactive; we record where it went
 
 
-def _no_float(value: Any) -> Any:
-    if isinstance(value, float):
-        raise ValueError("money must be a decimal string, not a float")
-    return value
-
-
-def _flag(value: Any) -> Any:
-    if isinstance(value, str) and value.upper() in ("T", "F"):
-        return value.upper() == "T"
-    return value
-
-
 class MasterRow(BaseModel):
     """A SuiteQL row of a master record (lower-case keys, references flattened, ``T``/``F`` flags)."""
 
@@ -65,7 +53,7 @@ class MasterRow(BaseModel):
     id: Annotated[str, BeforeValidator(str)]
     externalid: str = Field(min_length=1, max_length=255)
     lastmodifieddate: datetime
-    isinactive: Annotated[bool, BeforeValidator(_flag)] = False
+    isinactive: Flag = False
     companyname: str | None = None
     name: str | None = None
     periodname: str | None = None
@@ -76,7 +64,7 @@ class MasterRow(BaseModel):
     taxcode: str | None = None
     parent: str | None = None
     country: str | None = None
-    contractvalue: Annotated[Decimal, BeforeValidator(_no_float)] | None = None
+    contractvalue: Money | None = None
     custentity_merged_into: str | None = None
 
     @property

@@ -22,12 +22,12 @@ import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
 import psycopg
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from psa_erp_sync.money import Money
 from psa_erp_sync.ods import exceptions
 
 log = logging.getLogger(__name__)
@@ -64,12 +64,6 @@ class SuiteQLSource(Protocol):
     def suiteql(self, query: str, *, page_size: int = 1000) -> Iterator[dict[str, Any]]: ...
 
 
-def _no_float(value: Any) -> Any:
-    if isinstance(value, float):
-        raise ValueError("money must be a decimal string, not a float")
-    return value
-
-
 class Candidate(BaseModel):
     """One record to validate. References are ERP external ids; ``customer_name`` is used only
     when the source carries no customer external id (and must then match exactly one customer)."""
@@ -83,7 +77,7 @@ class Candidate(BaseModel):
     currency: str | None = None
     tax_code: str | None = None
     project_code: str | None = None
-    contract_value: Annotated[Decimal, BeforeValidator(_no_float)] | None = None
+    contract_value: Money | None = None
 
 
 @dataclass(frozen=True)
