@@ -59,10 +59,12 @@ def params() -> dict[str, Param]:
         ),
         "record_type": Param(
             "timebill",
-            enum=["timebill", "expensereport"],
+            enum=["timebill", "expensereport", "invoice", "creditmemo"],
             values_display={
                 "timebill": "Time entries (timebill)",
                 "expensereport": "Expenses (expensereport)",
+                "invoice": "Invoices (billing documents)",
+                "creditmemo": "Credit memos (billing documents)",
             },
         ),
         "owner": Param(
