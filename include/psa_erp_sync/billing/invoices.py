@@ -436,7 +436,7 @@ _RELEASED_MEMBERS = """
     JOIN billing.document_line l ON l.document_ref = d.document_ref
     JOIN billing.event e ON e.event_ref = l.event_ref
     LEFT JOIN billing.document_line ol ON ol.event_ref = e.credits_ref
-    WHERE d.doc_type = %s AND d.state IN ('rejected', 'parked')
+    WHERE d.doc_type = %s
     ORDER BY d.document_ref, l.line_no
 """
 
@@ -515,8 +515,12 @@ _CREDITED_INVOICES = """
     UNION
     SELECT d.document_ref, d.erp_internal_id, d.currency FROM billing.document m
     JOIN billing.document d ON d.document_ref = m.credits_document
-    WHERE m.state IN ('parked', 'rejected') AND d.erp_internal_id IS NOT NULL
+    WHERE m.doc_type = 'creditmemo' AND m.state <> 'posted' AND d.erp_internal_id IS NOT NULL
 """
+
+
+def refs_of(doc: Document) -> list[str]:
+    return [str(m["event_ref"]) for m in doc.members]
 
 
 def remaining_on_credited(conn: psycopg.Connection, client: Any) -> dict[str, int]:
@@ -583,6 +587,14 @@ def plan_documents(
         if not write_document(conn, config, doc, run_id=run_id):
             result.skipped_changed += 1
             continue
+        if doc_type == "creditmemo":  # the credit goes ahead: its item, if any, is done
+            exception_queue.resolve_for(
+                conn,
+                source_system=SOURCE_SYSTEM,
+                record_type="creditmemo",
+                source_ids=refs_of(doc),
+                kind="parked",
+            )
         if remaining is not None and doc.credits_document and doc.applied:
             remaining[doc.credits_document] = remaining.get(doc.credits_document, 0) - doc.total_minor
         result.documents[doc_type] += 1
