@@ -15,7 +15,6 @@ import pytest
 from tests.billing.invoicing import (
     EUR_GBP,
     Firm,
-    add_rate,
     clean_billing,
     correct,
     erp_documents,
@@ -40,12 +39,6 @@ def _replay(dsn: str, record_type: str, **filters: Any) -> int:
     with psycopg.connect(dsn) as conn, conn.transaction():
         rows = replay.select(conn, replay.ReplayFilter(record_type=record_type, **filters))
         return replay.release(conn, rows, run_id=f"replay-{record_type}", actor="test")
-
-
-def _eur_firm(erp: RunningSimulator) -> Firm:
-    firm = Firm(customers=4, projects=4)  # customer 4 / project 104: LE-UK1 (GBP) billing in EUR
-    firm.seed_erp(erp)
-    return firm
 
 
 def test_foreign_currency_invoice_parks_without_a_rate_then_posts_at_the_erp_rate(
