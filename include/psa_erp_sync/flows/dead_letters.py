@@ -87,7 +87,12 @@ def params() -> dict[str, Param]:
         "date_to": Param(
             None, type=["null", "string"], format="date", description="Entries dated on or before."
         ),
-        "source_ids": Param([], type="array", items={"type": "string"}, description="Only these PSA ids."),
+        "source_ids": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            description="Only these PSA ids (billing documents: their document refs, inv-... / cm-...).",
+        ),
         "replay_everything": Param(
             False,
             type="boolean",
