@@ -114,7 +114,7 @@ POSTING_LOCKS: dict[str, tuple[str, ...]] = {
 #: (NetSuite's ``currency`` + ``exchangeRate``): a rate the client leaves out is the rate table's
 #: for ``tranDate`` (1 in the base currency). NetSuite lets a client override the rate on a
 #: transaction, so a given rate is kept as sent (no tolerance against the table).
-FX_TRANSACTIONS = ("timebill", "expensereport")
+FX_TRANSACTIONS = ("timebill", "expensereport", "invoice", "creditmemo")
 
 #: Fields checked for "inactive" (and the job's parent customer through them).
 INACTIVE_CHECKED = ("employee", "customer", "entity", "job")

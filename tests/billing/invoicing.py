@@ -20,6 +20,27 @@ BOOKS = [("LE-US1", "USD"), ("LE-US2", "USD"), ("LE-UK1", "GBP"), ("LE-UK1", "EU
 MONTHS = ("2026-09", "2026-10", "2026-11", "2026-12")
 COUNTRY = {"LE-US1": "US", "LE-US2": "US", "LE-UK1": "GB"}
 HOME = {"LE-US1": "USD", "LE-US2": "USD", "LE-UK1": "GBP"}
+# The ERP's rate for the UK entity's EUR customer (1 EUR = 0.865 GBP from 2026-08-01): in the
+# simulator's rate table and in master.currency_rate, as master_data_sync leaves it.
+EUR_GBP = ("EUR", "GBP", date(2026, 8, 1), "0.865")
+
+
+def add_rate(erp: RunningSimulator, dsn: str | None, rate: tuple[str, str, date, str] = EUR_GBP) -> None:
+    """One ERP currency rate, in the simulator and (``dsn``) in ``master.currency_rate``."""
+    from psa_erp_sync.clients.erp import NetSuiteClient
+
+    currency, base, day, value = rate
+    body = {"baseCurrency": {"refName": base}, "transactionCurrency": {"refName": currency},
+            "exchangeRate": value, "effectiveDate": day.isoformat()}  # fmt: skip
+    with NetSuiteClient(base_url=erp.base_url, account_id="A", token="t", timeout=10) as client:
+        client.upsert("currencyrate", f"{currency}-{base}-{day}", body)
+    if dsn is not None:
+        with psycopg.connect(dsn) as conn:
+            conn.execute(
+                "INSERT INTO master.currency_rate (base_currency, transaction_currency, effective_date, exchange_rate)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (base, currency, day, value),
+            )
 
 
 def _period(entity: str, month: str, closed: bool = False) -> dict[str, Any]:
@@ -62,6 +83,8 @@ class Firm:
             ],
             "accounting_periods": [_period(e, m) for e in COUNTRY for m in MONTHS],
         })  # fmt: skip
+        if any(cur != HOME[e] for _c, e, cur in self.projects.values()):
+            add_rate(erp, None)
 
     def events(self, lines: int, *, seed: int = 7, months: tuple[str, ...] = ("2026-10", "2026-11")) -> list[dict[str, Any]]:  # fmt: skip
         """``lines`` ready billable events: mostly time, some expenses and milestones."""
@@ -153,6 +176,13 @@ def correct(dsn: str, event_ref: str, new_amount: int | None) -> None:
 def clean_billing(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE billing.document_line, billing.document, billing.event CASCADE")
+        conn.execute("TRUNCATE master.currency_rate")
+        currency, base, day, value = EUR_GBP
+        conn.execute(
+            "INSERT INTO master.currency_rate (base_currency, transaction_currency, effective_date, exchange_rate)"
+            " VALUES (%s, %s, %s, %s)",
+            (base, currency, day, value),
+        )
 
 
 def run_pass(

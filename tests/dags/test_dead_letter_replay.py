@@ -261,3 +261,34 @@ def test_the_approval_limits_and_the_release_guard() -> None:
     )
     assert approver_of({"chosen_options": ["Reject"], "responded_by_user": {"id": "u7"}}) is None
     assert approver_of(None) is None
+
+
+def test_a_rejected_invoice_is_replayed_by_the_dag(
+    airflow_db: str, clean_ods: str, erp_sim: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A billing dead letter (inactive customer) replayed with the same form: released, then the
+    ``post_replayed`` task runs the invoicing pass, which sends the same document once."""
+    from datetime import date
+
+    from tests.billing.invoicing import Firm, clean_billing, erp_documents, insert_events, run_pass
+    from tests.conftest import connect_airflow
+
+    _approval_limits(monkeypatch, 10**6, "1000000000.00")
+    clean_billing(clean_ods)
+    firm = Firm(customers=2, projects=2)
+    firm.seed_erp(erp_sim)
+    customer = {"external_id": "psa-client-1", "company_name": "Customer 1", "subsidiary": "LE-US1",
+                "currency": "USD", "is_inactive": True}  # fmt: skip
+    erp_sim.admin("POST", "/seed", json={"customers": [customer]})
+    insert_events(clean_ods, [firm.event("1", "101", date(2026, 10, 5), amount=5000)])
+    assert run_pass(clean_ods, erp_sim, "refused").documents == {"rejected": 1}
+    erp_sim.admin("POST", "/seed", json={"customers": [customer | {"is_inactive": False}]})
+    connect_airflow(monkeypatch, clean_ods, erp=erp_sim)
+    conf = {"dry_run": False, "record_type": "invoice", "reason_code": "INACTIVE_RECORD"}
+    assert _replay_dag().test(run_conf=conf).state == "success"
+    assert _replay_dag().test(run_conf=conf).state == "success"  # nothing left to replay
+    assert len(erp_documents(clean_ods, "invoice")) == 1
+    with psycopg.connect(clean_ods) as conn:
+        states = conn.execute("SELECT state FROM ledger.posting ORDER BY seq").fetchall()
+        status = conn.execute("SELECT status FROM exceptions.item WHERE kind = 'dead_letter'").fetchall()
+    assert states == [("superseded",), ("confirmed",)] and status == [("replayed",)]

@@ -23,6 +23,7 @@ from psa_erp_sync.posting import budget
 from psa_erp_sync.posting.engine import EngineSettings, PostingEngine
 from psa_erp_sync.posting.periods import PERIOD_QUERY, PeriodBook
 from psa_erp_sync.posting.service import LockSettings, PostingLock, posting_lock
+from psa_erp_sync.validation.fx import RateBook
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,17 @@ def invoice_ready_events(
         for doc_type in DOC_TYPES:
             with connections.connect(dsn, autocommit=True) as conn:
                 invoices.sync_documents(conn)  # a credit memo needs its invoice `posted`
+                rates = RateBook.from_ods(conn)
+                remaining = invoices.remaining_on_credited(conn, client) if doc_type == "creditmemo" else None
+                replayed = invoices.replan_released(
+                    conn,
+                    doc_type=doc_type,
+                    config=config,
+                    periods=periods,
+                    rates=rates,
+                    run_id=run_id,
+                    remaining=remaining,
+                )
                 plan[doc_type] = invoices.plan_documents(
                     conn,
                     doc_type=doc_type,
@@ -72,7 +84,9 @@ def invoice_ready_events(
                     periods=periods,
                     run_id=run_id,
                     max_lines=max_lines,
-                ).as_dict()
+                    rates=rates,
+                    remaining=remaining,
+                ).as_dict() | {"replayed": replayed}
             engine = PostingEngine(
                 dsn=dsn,
                 client=client,

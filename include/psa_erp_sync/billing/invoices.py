@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
+from decimal import Decimal
 from typing import Any, Literal
 
 import psycopg
@@ -30,6 +31,7 @@ from psa_erp_sync.config import Config
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.posting import ledger
 from psa_erp_sync.posting.periods import PeriodBook, PeriodDecision
+from psa_erp_sync.validation.fx import RateBook
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,49 @@ class Document:
     posting: ledger.Posting
     decision: PeriodDecision
     credits_document: str | None = None
+    fx: Fx | None = None
+    applied: bool = True  # a credit memo applied to its invoice (createdFrom), else stand-alone
+
+
+@dataclass(frozen=True)
+class Fx:
+    """A document's functional side: the legal entity's currency, the ERP's rate for the document
+    date (1 for same-currency documents; None when the ERP has none: the document is parked
+    ``FX_RATE_MISSING``) and the total at that rate, half-even once."""
+
+    functional_currency: str
+    rate: Decimal | None
+    rate_date: date | None
+    functional_total_minor: int | None
+
+    @property
+    def foreign(self) -> bool:
+        return self.rate is not None and self.rate_date is not None
+
+
+def document_fx(
+    config: Config, rates: RateBook | None, entity: str, currency: str, day: date, total: int
+) -> Fx:
+    """The functional currency of ``entity`` and the ERP's rate in force on ``day`` (as
+    validation does for time and expenses, :class:`~psa_erp_sync.validation.fx.RateBook`)."""
+    entities = config.legal_entities.legal_entities
+    functional = entities[entity].currency if entity in entities else currency
+    if functional == currency:
+        return Fx(functional, Decimal(1), None, total)
+    found = rates.rate_on(currency, functional, day) if rates is not None else None
+    if found is None:
+        return Fx(functional, None, None, None)
+    return Fx(
+        functional,
+        found.rate,
+        found.effective_date,
+        money.convert_minor(total, currency, found.rate, functional),
+    )
+
+
+def _rate_text(rate: Decimal) -> str:
+    value = rate.normalize()
+    return format(value.quantize(Decimal(1)) if value == value.to_integral() else value, "f")
 
 
 @dataclass
@@ -172,6 +217,7 @@ def erp_payload(
     doc_date: date,
     decision: PeriodDecision,
     credits_document: str | None,
+    fx: Fx | None = None,
 ) -> dict[str, Any]:
     """The ERP invoice or credit memo. The memo carries our key (a read-back proves the ERP holds
     exactly this document); no names or notes."""
@@ -198,25 +244,43 @@ def erp_payload(
         body["postingPeriod"] = {"externalId": decision.period}
     if credits_document is not None:
         body["createdFrom"] = {"externalId": credits_document}
+    if fx is not None and fx.foreign and fx.rate is not None:  # the ERP's rate for the date, as planned
+        body["exchangeRate"] = _rate_text(fx.rate)
     return body
 
 
 def plan_document(
-    config: Config, periods: PeriodBook, doc_type: DocType, members: Sequence[dict[str, Any]]
+    config: Config,
+    periods: PeriodBook,
+    doc_type: DocType,
+    members: Sequence[dict[str, Any]],
+    *,
+    rates: RateBook | None = None,
+    seq: int = 0,
+    remaining: dict[str, int] | None = None,
 ) -> Document:
     """The document a group of ready events makes, with its ledger posting (``pending`` in the
-    period the legal entity's closed-period policy chooses, or ``parked``)."""
+    period the legal entity's closed-period policy chooses, or ``parked``; ``parked``
+    ``FX_RATE_MISSING`` too when the document is in a foreign currency the ERP has no rate for on
+    its date). ``seq`` is the ledger sequence (0 when first planned, more for a replay);
+    ``remaining`` the amount still due on credited invoices (a credit memo larger than that is
+    sent stand-alone, not applied)."""
     refs = [m["event_ref"] for m in members]
     mhash = members_hash(refs)
     ref = document_ref(doc_type, refs)
     head = {k: members[0][k] for k in _GROUP}
-    entity = str(head["legal_entity"])
+    entity, currency = str(head["legal_entity"]), str(head["currency"])
     entities = config.legal_entities.legal_entities
     policy = entities[entity].closed_period_policy if entity in entities else "park"
     doc_date = max(m["event_date"] for m in members)
+    total = sum(abs(int(m["amount_minor"])) for m in members)
     decision = periods.decide(entity, doc_date, doc_type, policy)
-    key = ledger.idempotency_key(doc_type, SOURCE_SYSTEM, ref, mhash, "post", 0)
+    fx = document_fx(config, rates, entity, currency, doc_date, total)
+    if fx.rate is None and decision.outcome != "park":
+        decision = replace(decision, outcome="park", reason="FX_RATE_MISSING")
+    key = ledger.idempotency_key(doc_type, SOURCE_SYSTEM, ref, mhash, "post", seq)
     credits_document = members[0]["credits_document"] if doc_type == "creditmemo" else None
+    applied = credits_document is None or remaining is None or total <= remaining.get(credits_document, total)
     payload = erp_payload(
         config,
         doc_type,
@@ -225,9 +289,11 @@ def plan_document(
         key=key,
         doc_date=doc_date,
         decision=decision,
-        credits_document=credits_document,
+        credits_document=credits_document if applied else None,
+        fx=fx,
     )
-    total = sum(abs(int(m["amount_minor"])) for m in members)
+    if not applied:  # NetSuite applies no more than is due: a stand-alone memo naming the invoice
+        payload["memo"] += f" credits:{credits_document} unapplied"
     posting = ledger.Posting(
         key,
         doc_type,
@@ -241,15 +307,36 @@ def plan_document(
         entity,
         decision.period or decision.original_period,
         total,
-        str(head["currency"]),
+        currency,
+        functional_amount_minor=fx.functional_total_minor,
+        functional_currency=fx.functional_currency if fx.rate is not None else None,
+        fx_rate=fx.rate,
     )
     return Document(
-        doc_type, ref, tuple(members), mhash, head, doc_date, total, posting, decision, credits_document
+        doc_type,
+        ref,
+        tuple(members),
+        mhash,
+        head,
+        doc_date,
+        total,
+        posting,
+        decision,
+        credits_document,
+        fx,
+        applied,
     )
 
 
 def _parked_item(config: Config, doc: Document) -> exception_queue.Item:
     entity = str(doc.head["legal_entity"])
+    detail: dict[str, Any] = {
+        "period": doc.decision.original_period,
+        "doc_date": str(doc.doc_date),
+        "lines": len(doc.members),
+    }
+    if doc.decision.reason == "FX_RATE_MISSING" and doc.fx is not None:
+        detail |= {"currency": doc.head["currency"], "functional_currency": doc.fx.functional_currency}
     return exception_queue.Item(
         kind="parked",
         domain="billing",
@@ -258,13 +345,50 @@ def _parked_item(config: Config, doc: Document) -> exception_queue.Item:
         source_id=doc.document_ref,
         source_version=doc.members_hash,
         reason_code=doc.decision.reason or "PERIOD_CLOSED",
-        detail={
-            "period": doc.decision.original_period,
-            "doc_date": str(doc.doc_date),
-            "lines": len(doc.members),
-        },
+        detail=detail,
         legal_entity=entity,
         owner=config.ownership.owner_for("billing", entity),
+    )
+
+
+def _fx_columns(doc: Document) -> tuple[Any, ...]:
+    fx = doc.fx
+    if fx is None:
+        return (None, None, None, None)
+    return (fx.functional_currency, fx.functional_total_minor, fx.rate, fx.rate_date)
+
+
+def _insert_document(conn: psycopg.Connection, doc: Document, *, run_id: str) -> None:
+    head = doc.head
+    conn.execute(
+        """
+        INSERT INTO billing.document (document_ref, doc_type, group_key, customer_ref, project_ref,
+            legal_entity, currency, cycle, credits_document, doc_date, period, total_minor, line_count,
+            members_hash, idempotency_key, state, run_id, functional_currency, functional_total_minor,
+            fx_rate, fx_rate_date, applied)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        """,
+        (
+            doc.document_ref,
+            doc.doc_type,
+            head["group_key"],
+            head["customer_ref"],
+            head["project_ref"],
+            head["legal_entity"],
+            head["currency"],
+            head["cycle"],
+            doc.credits_document,
+            doc.doc_date,
+            doc.posting.period,
+            doc.total_minor,
+            len(doc.members),
+            doc.members_hash,
+            doc.posting.idempotency_key,
+            "parked" if doc.posting.state == "parked" else "planned",
+            run_id,
+            *_fx_columns(doc),
+            doc.applied,
+        ),
     )
 
 
@@ -273,38 +397,11 @@ def write_document(conn: psycopg.Connection, config: Config, doc: Document, *, r
     savepoint inside the caller's). False, and nothing written, when a member is no longer
     ``ready`` (withdrawn or invoiced meanwhile) or the document exists already."""
     refs = [m["event_ref"] for m in doc.members]
-    head = doc.head
     try:
         with conn.transaction():
             if not ledger.insert_planned(conn, [doc.posting]):
                 raise _Changed
-            conn.execute(
-                """
-                INSERT INTO billing.document (document_ref, doc_type, group_key, customer_ref, project_ref,
-                    legal_entity, currency, cycle, credits_document, doc_date, period, total_minor, line_count,
-                    members_hash, idempotency_key, state, run_id)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                """,
-                (
-                    doc.document_ref,
-                    doc.doc_type,
-                    head["group_key"],
-                    head["customer_ref"],
-                    head["project_ref"],
-                    head["legal_entity"],
-                    head["currency"],
-                    head["cycle"],
-                    doc.credits_document,
-                    doc.doc_date,
-                    doc.posting.period,
-                    doc.total_minor,
-                    len(refs),
-                    doc.members_hash,
-                    doc.posting.idempotency_key,
-                    "parked" if doc.posting.state == "parked" else "planned",
-                    run_id,
-                ),
-            )
+            _insert_document(conn, doc, run_id=run_id)
             conn.execute(
                 "INSERT INTO billing.document_line (document_ref, line_no, event_ref, amount_minor)"
                 " SELECT %s, n, ref, amt FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY AS u(ref, amt, n)",
@@ -325,8 +422,142 @@ def write_document(conn: psycopg.Connection, config: Config, doc: Document, *, r
     return True
 
 
+# Documents released by a dead-letter replay (posting/replay.py): the latest ledger row of a
+# rejected or parked document is now ``superseded``. Their frozen members, as planning reads them.
+_RELEASED_MEMBERS = """
+    SELECT d.document_ref, e.event_ref, e.kind, e.source_system, e.source_id, e.event_date, e.quantity,
+           e.rate_minor, e.amount_minor, e.group_key, e.customer_ref, e.project_ref, e.legal_entity,
+           e.currency, e.cycle, ol.document_ref AS credits_document, e.credits_ref AS credits_event,
+           ol.line_no AS credits_line, n.rows AS seq
+    FROM billing.document d
+    JOIN LATERAL (SELECT count(*) AS rows, (array_agg(state ORDER BY seq DESC))[1] AS last_state
+                  FROM ledger.posting p WHERE p.record_type = d.doc_type AND p.source_system = %s
+                    AND p.source_id = d.document_ref) n ON n.last_state = 'superseded'
+    JOIN billing.document_line l ON l.document_ref = d.document_ref
+    JOIN billing.event e ON e.event_ref = l.event_ref
+    LEFT JOIN billing.document_line ol ON ol.event_ref = e.credits_ref
+    WHERE d.doc_type = %s
+    ORDER BY d.document_ref, l.line_no
+"""
+
+
+def replan_released(
+    conn: psycopg.Connection,
+    *,
+    doc_type: DocType,
+    config: Config,
+    periods: PeriodBook,
+    rates: RateBook | None,
+    run_id: str,
+    remaining: dict[str, int] | None = None,
+) -> int:
+    """Plan the next ledger row of every document a dead-letter replay released: the same document
+    (external id, members) rebuilt with today's mappings, periods and rates, under the next
+    sequence number (a new idempotency key). The engine then sends it once, like any posting."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_RELEASED_MEMBERS, (SOURCE_SYSTEM, doc_type)).fetchall()
+    by_doc: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_doc.setdefault(row["document_ref"], []).append(row)
+    for members in by_doc.values():
+        doc = plan_document(
+            config,
+            periods,
+            doc_type,
+            members,
+            rates=rates,
+            seq=int(members[0]["seq"]),
+            remaining=remaining,
+        )
+        with conn.transaction():
+            if not ledger.insert_planned(conn, [doc.posting]):
+                continue
+            conn.execute(
+                "UPDATE billing.document SET idempotency_key = %s, state = %s, period = %s, run_id = %s,"
+                " functional_currency = %s, functional_total_minor = %s, fx_rate = %s, fx_rate_date = %s,"
+                " applied = %s, updated_at = now() WHERE document_ref = %s",
+                (
+                    doc.posting.idempotency_key,
+                    "parked" if doc.posting.state == "parked" else "planned",
+                    doc.posting.period,
+                    run_id,
+                    *_fx_columns(doc),
+                    doc.applied,
+                    doc.document_ref,
+                ),
+            )
+            if doc.posting.state == "parked":
+                exception_queue.quarantine_many(conn, [_parked_item(config, doc)], run_id=run_id)
+    return len(by_doc)
+
+
 class _Changed(Exception):
     pass
+
+
+# Credit lines whose credited invoice never reached the ERP (parked or rejected): they cannot be
+# credited (nothing to apply to) and must not wait silently (docs/billing.md, "Credit memos").
+_STUCK_CREDIT_LINES = """
+    SELECT c.event_ref, c.legal_entity, d.document_ref, d.state
+    FROM billing.event c
+    JOIN billing.event o ON o.event_ref = c.credits_ref AND o.state = 'invoiced'
+    JOIN billing.document d ON d.document_ref = o.document_ref AND d.state IN ('parked', 'rejected')
+    WHERE c.state = 'ready' AND c.credits_ref IS NOT NULL
+    ORDER BY c.event_ref
+"""
+# The credited invoices of ready credit lines and of released credit memos, with their ERP ids.
+_CREDITED_INVOICES = """
+    SELECT DISTINCT d.document_ref, d.erp_internal_id, d.currency
+    FROM billing.event c
+    JOIN billing.event o ON o.event_ref = c.credits_ref AND o.state = 'invoiced'
+    JOIN billing.document d ON d.document_ref = o.document_ref AND d.state = 'posted'
+    WHERE c.state = 'ready' AND d.erp_internal_id IS NOT NULL
+    UNION
+    SELECT d.document_ref, d.erp_internal_id, d.currency FROM billing.document m
+    JOIN billing.document d ON d.document_ref = m.credits_document
+    WHERE m.doc_type = 'creditmemo' AND m.state <> 'posted' AND d.erp_internal_id IS NOT NULL
+"""
+
+
+def refs_of(doc: Document) -> list[str]:
+    return [str(m["event_ref"]) for m in doc.members]
+
+
+def remaining_on_credited(conn: psycopg.Connection, client: Any) -> dict[str, int]:
+    """Per credited invoice (document ref), the amount the ERP still has due on it, in minor units:
+    one read by internal id per invoice that ready credit lines (or released memos) credit."""
+    out: dict[str, int] = {}
+    for ref, internal_id, currency in conn.execute(_CREDITED_INVOICES).fetchall():
+        invoice = client.get_invoice(str(internal_id))
+        if invoice is None:
+            continue
+        due = invoice.amount_remaining if invoice.amount_remaining is not None else invoice.total
+        out[str(ref)] = money.to_minor(due, str(currency).strip())
+    return out
+
+
+def flag_stuck_credits(conn: psycopg.Connection, config: Config, *, run_id: str) -> int:
+    """An exception item per credit line whose credited invoice is parked or rejected, naming both:
+    the credit waits for finance to replay (or withdraw) that invoice."""
+    items = [
+        exception_queue.Item(
+            kind="parked",
+            domain="billing",
+            source_system=SOURCE_SYSTEM,
+            record_type="creditmemo",
+            source_id=str(event_ref),
+            source_version=str(document),
+            reason_code="CREDITED_INVOICE_NOT_SENT",
+            detail={"credit_event": event_ref, "invoice": document, "invoice_state": state},
+            legal_entity=str(entity),
+            owner=config.ownership.owner_for("billing", str(entity)),
+        )
+        for event_ref, entity, document, state in conn.execute(_STUCK_CREDIT_LINES).fetchall()
+    ]
+    if items:
+        with conn.transaction():
+            exception_queue.quarantine_many(conn, items, run_id=run_id)
+    return len(items)
 
 
 def plan_documents(
@@ -337,23 +568,41 @@ def plan_documents(
     periods: PeriodBook,
     run_id: str,
     max_lines: int = MAX_LINES,
+    rates: RateBook | None = None,
+    remaining: dict[str, int] | None = None,
 ) -> InvoicePlan:
     """Plan a document for every group of ready events (``invoice``: billable lines;
     ``creditmemo``: credit lines whose credited invoice is in the ERP). ``conn`` in autocommit:
-    each document commits on its own, so an interrupted plan leaves whole documents only."""
+    each document commits on its own, so an interrupted plan leaves whole documents only.
+    ``rates`` default to ``master.currency_rate``; ``remaining`` is what is due per credited
+    invoice (a credit memo beyond it is stand-alone)."""
     result = InvoicePlan()
+    rates = rates if rates is not None else RateBook.from_ods(conn)
+    remaining = dict(remaining) if remaining is not None else None
     query = _READY_INVOICE_LINES if doc_type == "invoice" else _READY_CREDIT_LINES
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query).fetchall()
     for members in _groups(iter(rows), credit=doc_type == "creditmemo", max_lines=max_lines):
-        doc = plan_document(config, periods, doc_type, members)
+        doc = plan_document(config, periods, doc_type, members, rates=rates, remaining=remaining)
         if not write_document(conn, config, doc, run_id=run_id):
             result.skipped_changed += 1
             continue
+        if doc_type == "creditmemo":  # the credit goes ahead: its item, if any, is done
+            exception_queue.resolve_for(
+                conn,
+                source_system=SOURCE_SYSTEM,
+                record_type="creditmemo",
+                source_ids=refs_of(doc),
+                kind="parked",
+            )
+        if remaining is not None and doc.credits_document and doc.applied:
+            remaining[doc.credits_document] = remaining.get(doc.credits_document, 0) - doc.total_minor
         result.documents[doc_type] += 1
         result.lines[doc_type] += len(members)
         result.moved_period += doc.decision.outcome == "moved"
         result.parked += doc.posting.state == "parked"
+    if doc_type == "creditmemo":
+        flag_stuck_credits(conn, config, run_id=run_id)
     return result
 
 

@@ -59,10 +59,12 @@ def params() -> dict[str, Param]:
         ),
         "record_type": Param(
             "timebill",
-            enum=["timebill", "expensereport"],
+            enum=["timebill", "expensereport", "invoice", "creditmemo"],
             values_display={
                 "timebill": "Time entries (timebill)",
                 "expensereport": "Expenses (expensereport)",
+                "invoice": "Invoices (billing documents)",
+                "creditmemo": "Credit memos (billing documents)",
             },
         ),
         "owner": Param(
@@ -85,7 +87,12 @@ def params() -> dict[str, Param]:
         "date_to": Param(
             None, type=["null", "string"], format="date", description="Entries dated on or before."
         ),
-        "source_ids": Param([], type="array", items={"type": "string"}, description="Only these PSA ids."),
+        "source_ids": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            description="Only these PSA ids (billing documents: their document refs, inv-... / cm-...).",
+        ),
         "replay_everything": Param(
             False,
             type="boolean",

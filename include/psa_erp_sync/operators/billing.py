@@ -52,54 +52,9 @@ class InvoicePostingOperator(IdempotentPostingOperator):
         self.totals: dict[str, Any] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from psa_erp_sync.billing import invoices
-        from psa_erp_sync.billing.invoice_pass import invoice_ready_events
-        from psa_erp_sync.config import load_config
-        from psa_erp_sync.hooks.erp import ErpHook
-        from psa_erp_sync.hooks.ods import OdsHook
-        from psa_erp_sync.posting.engine import EngineSettings
+        from psa_erp_sync.operators.invoicing import run_invoicing
 
-        config = load_config()
-        erp_hook = ErpHook(self.erp_conn_id)
-        limit = erp_hook.max_concurrency()
-        concurrency = min(self.max_concurrency or limit, limit)
-        self.record_lineage_run(context, "invoice")
-        with erp_hook.get_client() as client:
-            result = invoice_ready_events(
-                dsn=OdsHook(self.ods_conn_id).dsn(),
-                client=client,
-                config=config,
-                settings=EngineSettings.from_config(
-                    config, batch_size=self.batch_size, max_concurrency=concurrency
-                ),
-                run_id=context["run_id"],
-                task_try=getattr(context["ti"], "try_number", None),
-                max_lines=self.max_lines or invoices.MAX_LINES,
-            )
-        self.plan_summary, self.outcomes, self.totals = result.plan, result.outcome, result.totals
-        self.outcome = result.outcome["invoice"]
-        for doc_type, outcome in result.outcome.items():
-            self.log.info(
-                "%s: posted %d, already posted %d, ambiguous resolved %d, rejected %d, parked %d, still pending %d",
-                doc_type,
-                outcome["posted"],
-                outcome["already_posted"],
-                outcome["ambiguous_resolved"],
-                outcome["rejected"],
-                outcome["parked"],
-                outcome["still_pending"],
-            )
-        if result.still_pending:
-            raise RuntimeError(
-                f"{result.still_pending} billing documents are still pending after every round; "
-                "retrying the task resumes from the ledger"
-            )
-        return {
-            "plan": result.plan,
-            "outcome": result.outcome,
-            "documents": result.documents,
-            "totals": result.totals,
-        }
+        return run_invoicing(self, context, max_lines=self.max_lines)
 
     def lineage_run_facets(self) -> dict[str, Any]:
         from psa_erp_sync.lineage.facets import InvoiceTotalsRunFacet

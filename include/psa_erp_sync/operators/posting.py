@@ -23,7 +23,8 @@ class IdempotentPostingOperator(LineageReportingOperator):
     bounded concurrency, 429 ``Retry-After`` with backoff and jitter, and read-back by external id
     after any ambiguous failure. A retried or cleared task resumes from the ledger.
 
-    :param record_type: ERP record type, ``timebill`` or ``expensereport``. (templated)
+    :param record_type: ERP record type, ``timebill`` or ``expensereport``; ``invoice`` or
+        ``creditmemo`` runs the invoicing pass (a dead-letter replay of billing documents). (templated)
     :param erp: the target ERP, ``netsuite`` or ``sap``: picks the hook of ``erp_conn_id`` and the
         posting adapter (:func:`psa_erp_sync.posting.adapter.adapter_for`). (templated)
     :param erp_conn_id: Airflow connection of the ERP.
@@ -64,9 +65,12 @@ class IdempotentPostingOperator(LineageReportingOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from psa_erp_sync.config import load_config
         from psa_erp_sync.hooks.ods import OdsHook
+        from psa_erp_sync.operators.invoicing import BILLING_TYPES, run_invoicing
         from psa_erp_sync.posting.engine import EngineSettings
         from psa_erp_sync.posting.service import post_record_type
 
+        if self.record_type in BILLING_TYPES:  # billing documents a dead-letter replay released
+            return run_invoicing(self, context, max_lines=None)
         if self.batch_size is not None and not 1 <= self.batch_size <= 100:
             raise ValueError("batch_size must be between 1 and 100 (the ERP's batch limit)")
         config = load_config()

@@ -1,5 +1,7 @@
 """Dead-letter replay: select rejected or parked postings by owner, reason, date range or ids, and
 release them for the normal posting path (the same planner and engine, nothing special).
+Billing documents (``invoice``, ``creditmemo``) are released the same way; the invoicing pass
+then plans the same document's next ledger row (:func:`psa_erp_sync.billing.invoices.replan_released`).
 
 Releasing marks the stuck ledger row ``superseded`` and the exception item ``replayed``; the
 planner then plans a fresh posting (next sequence number, so a new idempotency key) from the
@@ -29,8 +31,23 @@ class ReplayFilter:
     source_ids: tuple[str, ...] = ()
 
 
-KIND_OF = {"timebill": "time_entry", "expensereport": "expense_entry"}
-SOURCE_OF = {"timebill": "canonical.time_entry", "expensereport": "canonical.expense_entry"}
+KIND_OF = {
+    "timebill": "time_entry",
+    "expensereport": "expense_entry",
+    "invoice": "invoice",
+    "creditmemo": "creditmemo",
+}
+# A billing document (docs/billing.md) is its own source: dated, totalled and in its currency.
+_DOCUMENTS = (
+    "(SELECT 'billing'::text AS source_system, document_ref AS source_id, doc_date AS spent_date,"
+    " total_minor AS amount_minor, currency::text AS currency FROM billing.document WHERE doc_type = '{}')"
+)
+SOURCE_OF = {
+    "timebill": "canonical.time_entry",
+    "expensereport": "canonical.expense_entry",
+    "invoice": _DOCUMENTS.format("invoice"),
+    "creditmemo": _DOCUMENTS.format("creditmemo"),
+}
 
 
 def select(conn: psycopg.Connection, f: ReplayFilter, limit: int = 100_000) -> list[dict[str, Any]]:
