@@ -531,7 +531,7 @@ def _screen_parsed(
     strings with a zone, so the checks and their details are the same."""
     source_id = str(record.id)
     refs = [getattr(record, name).id for name in nested]
-    if not (1 <= record.id <= MAX_ID and 1 <= min(refs) and max(refs) <= MAX_ID):
+    if not (1 <= record.id <= MAX_ID and min(refs) >= 1 and max(refs) <= MAX_ID):
         ids = {"id": record.id, **{f"{name}.id": ref_id for name, ref_id in zip(nested, refs, strict=True)}}
         out_of_range = sorted(name for name, value in ids.items() if not 1 <= value <= MAX_ID)
         return Verdict(source_id, version_hash, None, "ID_OUT_OF_RANGE", {"fields": out_of_range})
