@@ -840,8 +840,10 @@ def _staged(
     The order never casts what a hostile payload may hold: numeric ids in numeric order, anything
     else after them; the versions of one source id stay together either way.
     """
-    with conn.cursor(name="staged_versions") as cur:
-        cur.itersize = 5000
+    with (
+        conn.cursor(name="staged_versions") as cur,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-reader") as fetcher,
+    ):
         cur.execute(
             "SELECT payload::text, payload_hash, source_id, fetched_at FROM staging.raw_record"
             " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s"
@@ -849,7 +851,16 @@ def _staged(
             " NULLS LAST, source_id, payload->>'updated_at'",
             (source_system, endpoint, run_key),
         )
-        yield from cur
+        # Read ahead: the next batch is fetched (the server's work and the transfer, outside the
+        # GIL) while this one is judged. Only the fetcher thread uses ``conn`` from here on.
+        fetching = fetcher.submit(cur.fetchmany, _READ_BATCH)
+        while batch := fetching.result():
+            fetching = fetcher.submit(cur.fetchmany, _READ_BATCH)
+            yield from batch
+
+
+#: Staged versions per fetch of :func:`_staged`.
+_READ_BATCH = 5000
 
 
 def _json_loads(data: bytes | str) -> Any:
