@@ -9,6 +9,7 @@ tested without a database; :func:`validate_run` streams a run's staged rows thro
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -65,6 +66,7 @@ REASON_CODES = (
 MAX_ID = 2**63 - 1
 #: Hours of one time entry: at most a day.
 MAX_HOURS = Decimal(24)
+_ZERO = Decimal(0)
 #: Hours are rounded to this before any amount is computed: ``canonical.hours`` is numeric(9,2)
 #: and that rounded value is what the ERP receives and multiplies by the rate.
 HOURS_QUANTUM = Decimal("0.01")
@@ -301,8 +303,53 @@ def fingerprint(*parts: object) -> str:
 
 
 def _local_today(as_of: datetime, config: Config, legal_entity: str) -> date:
-    tz = ZoneInfo(config.legal_entities.legal_entities[legal_entity].timezone)
-    return as_of.astimezone(tz).date()
+    return _today_in(as_of, config.legal_entities.legal_entities[legal_entity].timezone)
+
+
+@functools.lru_cache(maxsize=256)
+def _today_in(as_of: datetime, timezone: str) -> date:
+    """The date at ``as_of`` in ``timezone`` (a run asks for the same few, once per entry)."""
+    return as_of.astimezone(ZoneInfo(timezone)).date()
+
+
+#: Minor units by (amount, currency) and by (hours, rate in minor units, currency): a month's
+#: entries repeat a few rates and hours, and each conversion is Decimal work in Python. The
+#: result depends on the values only (equal Decimals of any exponent give the same int), so a hit
+#: is exact. Bounded: emptied when full. Conversions that fail are not kept.
+_MINOR_OF: dict[tuple[Any, ...], int] = {}
+_MINOR_OF_MAX = 65536
+
+
+def _to_minor(amount: Decimal, currency: str) -> int:
+    """:func:`money.to_minor_checked`, memoised (:data:`_MINOR_OF`).
+
+    :raises money.AmountOutOfRange: as :func:`money.to_minor_checked`."""
+    key = (amount, currency)
+    try:
+        return _MINOR_OF[key]
+    except KeyError:
+        pass
+    except TypeError:  # a signalling NaN is not hashable: never a valid amount anyway
+        return money.to_minor_checked(amount, currency)
+    minor = money.to_minor_checked(amount, currency)
+    if len(_MINOR_OF) >= _MINOR_OF_MAX:
+        _MINOR_OF.clear()
+    _MINOR_OF[key] = minor
+    return minor
+
+
+def _time_amount_minor(hours: Decimal, bill_rate_minor: int, currency: str) -> int:
+    """The amount of ``hours`` at ``bill_rate_minor``, as the ERP computes it (memoised).
+
+    :raises money.AmountOutOfRange: the amount does not fit a ``bigint``."""
+    key = (hours, bill_rate_minor, currency)
+    minor = _MINOR_OF.get(key)
+    if minor is None:
+        minor = money.to_minor_checked(hours * money.from_minor(bill_rate_minor, currency), currency)
+        if len(_MINOR_OF) >= _MINOR_OF_MAX:
+            _MINOR_OF.clear()
+        _MINOR_OF[key] = minor
+    return minor
 
 
 def _depends_on(record_type: str, ref_id: int) -> dict[str, Any]:
@@ -380,6 +427,12 @@ class _Fx:
         }
 
 
+@functools.lru_cache(maxsize=64)
+def _same_currency(functional: str) -> _Fx:
+    """The conversion of an amount already in its entity's functional currency (one per currency)."""
+    return _Fx(functional, Decimal(1), None, None)
+
+
 def _fx_of(
     project: ProjectRef, spent_date: date, *, ref: PsaReference, config: Config
 ) -> _Fx | tuple[str, dict[str, Any]]:
@@ -388,7 +441,7 @@ def _fx_of(
     assert project.currency is not None and project.legal_entity is not None
     functional = config.legal_entities.legal_entities[project.legal_entity].currency
     if project.currency == functional:
-        return _Fx(functional, Decimal(1), None, None)
+        return _same_currency(functional)
     rate = ref.fx_rates.rate_on(project.currency, functional, spent_date)
     if rate is None:
         return (
@@ -462,6 +515,10 @@ def _utc(value: datetime) -> datetime | None:
         return None
 
 
+#: Years in which an aware datetime may not be expressible in UTC (checked the slow way).
+_EDGE_YEARS = frozenset((1, 9999))
+
+
 def _screen_parsed(
     record: psa_models.TimeEntry | psa_models.Expense,
     version_hash: str,
@@ -474,13 +531,18 @@ def _screen_parsed(
     strings with a zone, so the checks and their details are the same."""
     source_id = str(record.id)
     refs = [getattr(record, name).id for name in nested]
-    if not (1 <= record.id <= MAX_ID and all(1 <= ref_id <= MAX_ID for ref_id in refs)):
+    if not (1 <= record.id <= MAX_ID and min(refs) >= 1 and max(refs) <= MAX_ID):
         ids = {"id": record.id, **{f"{name}.id": ref_id for name, ref_id in zip(nested, refs, strict=True)}}
         out_of_range = sorted(name for name, value in ids.items() if not 1 <= value <= MAX_ID)
         return Verdict(source_id, version_hash, None, "ID_OUT_OF_RANGE", {"fields": out_of_range})
     created_at, updated_at = record.created_at, record.updated_at
     # Aware datetimes compare as instants; only in the years 1 and 9999 may one not be in UTC.
-    if {created_at.year, updated_at.year} & {1, 9999} or min(created_at, updated_at) < EARLIEST_TIMESTAMP:
+    if (
+        created_at.year in _EDGE_YEARS
+        or updated_at.year in _EDGE_YEARS
+        or created_at < EARLIEST_TIMESTAMP
+        or updated_at < EARLIEST_TIMESTAMP
+    ):
         invalid = [
             name
             for name, value in (("created_at", created_at), ("updated_at", updated_at))
@@ -569,8 +631,10 @@ def _time_entry_verdict(
 ) -> Verdict:
     """The rules of a time entry that passed the screen and its model."""
     source_id = str(entry.id)
-    # The ERP refuses hours <= 0 of what it receives (the hours rounded to two places).
-    if not Decimal(0) < entry.hours <= MAX_HOURS or round_hours(entry.hours) <= 0:
+    # The ERP refuses hours <= 0 of what it receives (the hours rounded to two places; hours out of
+    # range are not rounded: a huge exponent does not quantize).
+    hours = round_hours(entry.hours) if _ZERO < entry.hours <= MAX_HOURS else _ZERO
+    if hours <= _ZERO:
         return Verdict(
             source_id,
             version_hash,
@@ -578,7 +642,7 @@ def _time_entry_verdict(
             "HOURS_INVALID",
             {"field": "hours", "allowed": "over 0 (at least 0.005, which rounds to 0.01) to 24"},
         )
-    if entry.billable_rate is not None and entry.billable_rate < 0:
+    if entry.billable_rate is not None and entry.billable_rate < _ZERO:
         return Verdict(
             source_id, version_hash, None, "RATE_INVALID", {"field": "billable_rate", "allowed": ">= 0"}
         )
@@ -603,12 +667,11 @@ def _time_entry_verdict(
     fx = _fx_of(project, entry.spent_date, ref=ref, config=config)
     if not isinstance(fx, _Fx):
         return Verdict(source_id, version_hash, legal_entity, fx[0], fx[1])
-    rate = entry.billable_rate if entry.billable and entry.billable_rate is not None else Decimal(0)
+    rate = entry.billable_rate if entry.billable and entry.billable_rate is not None else _ZERO
     currency = project.currency
-    hours = round_hours(entry.hours)
     try:
-        bill_rate_minor = money.to_minor_checked(rate, currency)
-        amount_minor = money.to_minor_checked(hours * money.from_minor(bill_rate_minor, currency), currency)
+        bill_rate_minor = _to_minor(rate, currency)
+        amount_minor = _time_amount_minor(hours, bill_rate_minor, currency)
         functional = fx.row(amount_minor, currency)  # both amounts: the transaction's and the entity's
     except money.AmountOutOfRange:
         out_of_range = {"fields": ["hours", "billable_rate"], "max_minor": money.MAX_MINOR}
@@ -682,7 +745,7 @@ def _expense_verdict(
     if not isinstance(fx, _Fx):
         return Verdict(source_id, version_hash, legal_entity, fx[0], fx[1])
     try:
-        amount_minor = money.to_minor_checked(expense.total_cost, project.currency)
+        amount_minor = _to_minor(expense.total_cost, project.currency)
         functional = fx.row(amount_minor, project.currency)
     except money.AmountOutOfRange:
         return Verdict(
@@ -777,8 +840,10 @@ def _staged(
     The order never casts what a hostile payload may hold: numeric ids in numeric order, anything
     else after them; the versions of one source id stay together either way.
     """
-    with conn.cursor(name="staged_versions") as cur:
-        cur.itersize = 5000
+    with (
+        conn.cursor(name="staged_versions") as cur,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-reader") as fetcher,
+    ):
         cur.execute(
             "SELECT payload::text, payload_hash, source_id, fetched_at FROM staging.raw_record"
             " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s"
@@ -786,7 +851,16 @@ def _staged(
             " NULLS LAST, source_id, payload->>'updated_at'",
             (source_system, endpoint, run_key),
         )
-        yield from cur
+        # Read ahead: the next batch is fetched (the server's work and the transfer, outside the
+        # GIL) while this one is judged. Only the fetcher thread uses ``conn`` from here on.
+        fetching = fetcher.submit(cur.fetchmany, _READ_BATCH)
+        while batch := fetching.result():
+            fetching = fetcher.submit(cur.fetchmany, _READ_BATCH)
+            yield from batch
+
+
+#: Staged versions per fetch of :func:`_staged`.
+_READ_BATCH = 5000
 
 
 def _json_loads(data: bytes | str) -> Any:
@@ -1357,6 +1431,8 @@ def _upsert_canonical(
             """
         )
     }
+    # The after-image only of updated rows (an inserted row's xmax is 0 and it has no before-image
+    # to audit): building it for every inserted row was ~40 % of the statement.
     changed = conn.execute(
         f"""
         WITH before AS (
@@ -1368,7 +1444,7 @@ def _upsert_canonical(
             ON CONFLICT (source_system, source_id) DO UPDATE SET {updates},
                 source_read_at = EXCLUDED.source_read_at, record = EXCLUDED.record, validated_at = now()
             WHERE {_newer("EXCLUDED")}
-            RETURNING c.source_id, to_jsonb(c.*) - 'record' AS image
+            RETURNING c.source_id, CASE WHEN c.xmax::text <> '0' THEN to_jsonb(c.*) - 'record' END AS image
         ), audited AS (
             INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)
             SELECT 'validation', 'update', %(table)s, up.source_id, before.image, up.image, %(run_id)s
