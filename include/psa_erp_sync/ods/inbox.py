@@ -25,6 +25,8 @@ TIME_EXPENSE_EVENTS = (
     "time_entry.deleted",
     "expense.approved",
 )
+# Signed-off milestones become billing events within seconds (psa_erp_sync.billing.milestones).
+MILESTONE_EVENTS = ("milestone.completed",)
 
 
 @dataclass(frozen=True)
