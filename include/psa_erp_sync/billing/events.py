@@ -123,16 +123,24 @@ def build_billing_events(
         _load_sources(conn, config, as_of, params)
         outcome.withdrawn = _tally(conn.execute(_WITHDRAW, params).fetchall())
         outcome.credited = _tally(conn.execute(_credit_sql(), params).fetchall())
-        # The sources with an outstanding event, as a table of the run: the planner's statistics of
-        # billing.event may lag a bulk insert, and a misjudged anti-join over it is quadratic.
+        # The sources with an outstanding event and the versions billed before, as tables of the
+        # run: billing.event's statistics may lag a bulk insert, and a plan that scans it per row
+        # while the insert grows it is quadratic (600k entries never finished).
         conn.execute(
             f"CREATE TEMP TABLE billing_outstanding ON COMMIT DROP AS"
             f" SELECT DISTINCT e.kind, e.source_system, e.source_id FROM billing.event e"
             f" WHERE e.kind = ANY(%(kinds)s) AND {_OUTSTANDING}",
             params,
         )
-        conn.execute("CREATE INDEX ON billing_outstanding (kind, source_system, source_id)")
-        conn.execute("ANALYZE billing_outstanding")
+        conn.execute(
+            "CREATE TEMP TABLE billing_prior ON COMMIT DROP AS"
+            " SELECT kind, source_system, source_id, source_version, count(*) AS prior FROM billing.event"
+            " WHERE kind = ANY(%(kinds)s) AND credits_ref IS NULL GROUP BY 1, 2, 3, 4",
+            params,
+        )
+        for table in ("billing_outstanding", "billing_prior"):
+            conn.execute(f"CREATE INDEX ON {table} (kind, source_system, source_id)")
+            conn.execute(f"ANALYZE {table}")
         outcome.created = _tally(conn.execute(_create_sql(), params).fetchall())
         for kind, status, n in conn.execute("SELECT kind, status, count(*) FROM billing_src GROUP BY 1, 2"):
             if status == "hold":
@@ -168,7 +176,7 @@ def _prepare(conn: psycopg.Connection, config: BillingSettings) -> None:
     their customer, and the sources."""
     conn.execute(
         "DROP TABLE IF EXISTS pg_temp.billing_cycle, pg_temp.billing_project, pg_temp.billing_src,"
-        " pg_temp.billing_outstanding"
+        " pg_temp.billing_outstanding, pg_temp.billing_prior"
     )
     conn.execute("CREATE TEMP TABLE billing_cycle (scope text, key text, cycle text) ON COMMIT DROP")
     overrides = [("legal_entity", k, v) for k, v in config.cycles.legal_entities.items()]
@@ -261,6 +269,8 @@ def _load_sources(
 ) -> None:
     """Fill ``billing_src`` with the current version of every source of the run's kinds."""
     conn.execute(_PROJECTS, params)
+    conn.execute("CREATE UNIQUE INDEX ON billing_project (project_ref)")
+    conn.execute("ANALYZE billing_project")  # a temporary table has no statistics until analyzed
     kinds = params["kinds"]
     if "time" in kinds:
         sql = _ENTRY_SOURCES.format(
@@ -375,15 +385,14 @@ def _create_sql() -> str:
     INSERT INTO billing.event (event_ref, kind, source_system, source_id, source_version, billing_type,
         customer_ref, project_ref, legal_entity, currency, cycle, event_date, quantity, rate_minor,
         amount_minor, state, group_key, run_id)
-    SELECT {base} || CASE WHEN n.prior = 0 THEN '' ELSE ':r' || n.prior END,
+    SELECT {base} || CASE WHEN n.prior IS NULL THEN '' ELSE ':r' || n.prior END,
            s.kind, s.source_system, s.source_id, s.source_version, s.billing_type, s.customer_ref,
            s.project_ref, s.legal_entity, s.currency, {cycle}, s.event_date, s.quantity, s.rate_minor,
            s.amount_minor, 'ready', {_GROUP_KEY.format(row="s", cycle=cycle)}, %(run_id)s
     FROM billing_src s
-    CROSS JOIN LATERAL (
-        SELECT count(*) AS prior FROM billing.event e
-        WHERE {_SAME_SOURCE} AND e.source_version = s.source_version AND e.credits_ref IS NULL
-    ) n
+    LEFT JOIN billing_prior n
+           ON n.kind = s.kind AND n.source_system = s.source_system AND n.source_id = s.source_id
+          AND n.source_version = s.source_version
     WHERE s.status = 'billable'
       AND NOT EXISTS (SELECT 1 FROM billing_outstanding e WHERE {_SAME_SOURCE})
     ON CONFLICT (event_ref) DO NOTHING
