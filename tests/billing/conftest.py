@@ -152,7 +152,23 @@ def milestone(
 
 
 def invoice(conn: psycopg.Connection, document: str = "INV-1", *, where: str = "true") -> int:
-    """What the invoicing step does: ready events become lines of a document."""
+    """What the invoicing step does: ready events become lines of a document. Where the invoicing
+    migration (billing.document, which billing.event.document_ref references) is applied, a
+    stand-in document row is written first."""
+    if conn.execute("SELECT to_regclass('billing.document')").fetchone() != (None,):
+        conn.execute(
+            "INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,"
+            " external_id, state, payload) VALUES (%s, 'invoice', 'billing', %s, 'x', %s, 'confirmed', '{}'::jsonb)"
+            " ON CONFLICT DO NOTHING",
+            (f"doc:{document}", document, document),
+        )
+        conn.execute(
+            "INSERT INTO billing.document (document_ref, doc_type, group_key, customer_ref, project_ref, legal_entity,"
+            " currency, cycle, doc_date, total_minor, line_count, members_hash, idempotency_key)"
+            " VALUES (%s, 'invoice', 'g', 'c', 'p', 'LE-US1', 'USD', 'c', '2026-11-30', 0, 1, 'x', %s)"
+            " ON CONFLICT DO NOTHING",
+            (document, f"doc:{document}"),
+        )
     cur = conn.execute(
         f"UPDATE billing.event SET state = 'invoiced', document_ref = %s WHERE state = 'ready' AND {where}",
         (document,),

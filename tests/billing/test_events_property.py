@@ -34,7 +34,7 @@ def _invoiced(conn: psycopg.Connection) -> dict[str, tuple[Any, ...]]:
 @given(steps=st.lists(step, max_size=12))
 def test_invoiced_lines_sum_to_the_current_billable_amount(ods: psycopg.Connection, steps: list[Any]) -> None:
     ods.execute(
-        "TRUNCATE billing.event, canonical.time_entry, ledger.posting, forecast.src_project, master.erp_record"
+        "TRUNCATE billing.event, canonical.time_entry, ledger.posting, forecast.src_project, master.erp_record CASCADE"
     )
     project(ods, "10")
     config = billing_settings()
