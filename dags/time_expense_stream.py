@@ -8,7 +8,9 @@ Signed PSA webhooks land in the ODS `inbox` through the ingress on the API serve
 polling fallback, in the triggerer) updates the asset `psa_erp_sync.inbox.time_expense` when
 events arrive, and each update starts a run here. The run claims the pending batch
 (`FOR UPDATE SKIP LOCKED`), re-reads every announced record from the PSA by id, and stages,
-validates and posts it through the same idempotent ledger as `time_expense_posting`.
+validates and posts it through the same idempotent ledger as `time_expense_posting`. Beside it,
+`bill_milestones` claims `milestone.completed` events, re-reads each milestone and turns a
+signed-off one into a billing event (`docs/billing.md`, "Billing events").
 
 **Schedule:** on the inbox asset (event-driven). Webhooks can be lost, duplicated or
 reordered, so this DAG only makes the ERP current sooner: the scheduled

@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from psa_erp_sync import config as cfg
+from psa_erp_sync.billing.settings import BillingSettings
 from psa_erp_sync.forecast.settings import ForecastSettings
 from psa_erp_sync.masterdata.setup import RateCards
 from psa_erp_sync.routing.settings import ErpRouting
@@ -51,6 +52,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "notifications.yaml": cfg.Notifications,
     "close_deadlines.yaml": cfg.CloseDeadlines,
     "erp_routing.yaml": ErpRouting,
+    "billing.yaml": BillingSettings,
 }
 # Files no loader reads yet, and why (each must name the change that reads it).
 PENDING: dict[str, str] = {}
@@ -68,6 +70,17 @@ CONSUMERS: dict[str, str] = {
     "systems_of_authority.yaml:domains.*.propagation": f"{E}.config:AuthorityMap.flows_from",
     "systems_of_authority.yaml:domains.*.owner": f"{E}.config:AuthorityMap.owner_of",
     "systems_of_authority.yaml:reason_codes.*.fix": f"{E}.config:Config.fix_for",
+    # billing.yaml
+    "billing.yaml:version": VERSION,
+    "billing.yaml:cycles.default": f"{E}.billing.events:_params",
+    "billing.yaml:cycles.legal_entities": f"{E}.billing.events:_prepare",
+    "billing.yaml:cycles.customers": f"{E}.billing.events:_prepare",
+    "billing.yaml:grouping": f"{E}.billing.settings:BillingSettings.group_fields",
+    "billing.yaml:retainers.*.amount_minor": f"{E}.billing.events:retainer_periods",
+    "billing.yaml:retainers.*.currency": f"{E}.billing.events:retainer_periods",
+    "billing.yaml:retainers.*.period": f"{E}.billing.events:retainer_periods",
+    "billing.yaml:retainers.*.starts_on": f"{E}.billing.events:retainer_periods",
+    "billing.yaml:retainers.*.ends_on": f"{E}.billing.events:retainer_periods",
     # legal_entities.yaml
     "legal_entities.yaml:version": VERSION,
     "legal_entities.yaml:reporting_currency": f"{E}.forecast.inputs:_extract_psa_people",

@@ -253,3 +253,23 @@ def complete_milestone(request: Request, milestone_id: int) -> Response:
         enqueue(conn, render.MILESTONE, "milestone.completed", changed)
     psa_of(request).dispatcher.wake()
     return JSONResponse({"id": milestone_id, "changed": bool(changed)})
+
+
+@router.post("/milestones/{milestone_id}/sign-off")
+def sign_off_milestone(request: Request, milestone_id: int) -> Response:
+    """The customer signs a milestone off (``status`` = signed_off; ``completed_at`` = now unless it
+    was completed before); fires ``milestone.completed`` (the one milestone event the PSA sends)."""
+    with db_of(request).tx() as conn:
+        if conn.execute("SELECT 1 FROM milestones WHERE id = %s", (milestone_id,)).fetchone() is None:
+            return error(404, "Not found")
+        changed = [
+            int(r[0])
+            for r in conn.execute(
+                "UPDATE milestones SET status = 'signed_off', completed_at = coalesce(completed_at, clock_timestamp()),"
+                " updated_at = clock_timestamp() WHERE id = %s AND status <> 'signed_off' RETURNING id",
+                (milestone_id,),
+            ).fetchall()
+        ]
+        enqueue(conn, render.MILESTONE, "milestone.completed", changed)
+    psa_of(request).dispatcher.wake()
+    return JSONResponse({"id": milestone_id, "changed": bool(changed)})

@@ -473,6 +473,12 @@ def list_milestones(request: Request) -> Response:
     return _list(request, render.MILESTONE, f)
 
 
+@v2.get("/x/milestones/{milestone_id}")
+def get_milestone(request: Request, milestone_id: int) -> Response:
+    """Extension: one milestone (what a ``milestone.completed`` webhook announces)."""
+    return _one(request, render.MILESTONE, milestone_id)
+
+
 # --- projects and clients (writes) ---------------------------------------------------------------
 
 _BILL_BY = ("Project", "Tasks", "People", "none")

@@ -22,7 +22,7 @@ Extensions (also in docs/simulators.md, "PSA extensions"):
 
 * ``GET /v2/x/schedule``: scheduled hours per user/project/week (filters ``user_id``,
   ``project_id``, ``from``/``to`` on ``week_start``, ``updated_since``), paginated the same way.
-* ``GET /v2/x/milestones``: filters ``project_id``, ``status``, ``updated_since``.
+* ``GET /v2/x/milestones``: filters ``project_id``, ``status``, ``updated_since``; ``GET /v2/x/milestones/{id}``.
 * Projects carry ``billing_type, legal_entity, currency, practice``; users ``legal_entity, practice``.
 * Invoices (``simulators.psa.invoices``): ``GET|POST /v2/invoices``, ``GET|DELETE /v2/invoices/{id}``,
   ``POST /v2/invoices/{id}/messages``, ``GET|POST /v2/invoices/{id}/payments``; creating one with
@@ -34,7 +34,7 @@ Extensions (also in docs/simulators.md, "PSA extensions"):
 * Admin: ``GET|PUT /admin/config`` (rate limit and webhook faults), ``POST /admin/seed``,
   ``GET /admin/stats``, ``POST /admin/time_entries/{id}/approve|unapprove``,
   ``PATCH|DELETE /admin/time_entries/{id}``, ``POST /admin/time_entries/bulk``, the same for
-  expenses, ``POST /admin/milestones/{id}/complete``, ``GET /admin/webhooks/deliveries``.
+  expenses, ``POST /admin/milestones/{id}/complete|sign-off``, ``GET /admin/webhooks/deliveries``.
   ``POST /admin/reset`` also restores the default config.
 """
 

@@ -359,6 +359,10 @@ class HarvestClient:
         """One expense, or None when the PSA says it has none (deleted)."""
         return self._get_one(f"/v2/expenses/{int(expense_id)}")
 
+    def get_milestone(self, milestone_id: int) -> dict[str, Any] | None:
+        """One milestone (extension ``/v2/x/milestones/{id}``), or None when the PSA has none."""
+        return self._get_one(f"/v2/x/milestones/{int(milestone_id)}")
+
     # -- writes (project setup and master-data propagation) ------------------------------------
 
     def _write(self, method: str, path: str, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,10 +2,13 @@
 
 The asset is updated by :class:`~psa_erp_sync.triggers.inbox.InboxArrivalTrigger` running in
 the triggerer (via ``AssetWatcher``); each asset event starts a run of ``time_expense_stream``,
-whose one task claims the pending inbox batch and processes it through the same staging,
-validation and idempotent posting as the batch DAG (:mod:`psa_erp_sync.stream.time_expense`).
-One task, not several: every task start costs seconds of scheduler latency, and the whole
-point of this DAG is latency.
+whose task ``process_inbox`` claims the pending time and expense batch and processes it through
+the same staging, validation and idempotent posting as the batch DAG
+(:mod:`psa_erp_sync.stream.time_expense`). Beside it, not after it, ``bill_milestones`` claims the
+``milestone.completed`` events and turns signed-off milestones into billing events
+(:mod:`psa_erp_sync.billing.milestones`): neither waits for nor fails with the other. No more
+tasks than that: every task start costs seconds of scheduler latency, and the whole point of this
+DAG is latency.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 from airflow.sdk import Asset, AssetWatcher, get_current_context
 
 from psa_erp_sync.flows.context import ids, run_as_of
-from psa_erp_sync.ods.inbox import TIME_EXPENSE_EVENTS
+from psa_erp_sync.ods.inbox import MILESTONE_EVENTS, TIME_EXPENSE_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ def inbox_asset() -> Asset:
     trigger = InboxArrivalTrigger(
         ods_conn_id="ods_default",
         source_system="psa",
-        event_types=list(TIME_EXPENSE_EVENTS),
+        event_types=[*TIME_EXPENSE_EVENTS, *MILESTONE_EVENTS],
         poll_seconds=POLL_SECONDS,
     )
     return Asset(
@@ -72,6 +75,21 @@ def _process() -> dict[str, Any]:
     return result.as_dict()
 
 
+def _bill_milestones() -> dict[str, Any]:
+    from psa_erp_sync.billing.milestones import process_milestone_inbox
+    from psa_erp_sync.billing.settings import load_billing_settings
+    from psa_erp_sync.hooks.ods import OdsHook
+    from psa_erp_sync.hooks.psa import PsaHook
+
+    context = get_current_context()
+    _dag_id, run_id = ids(context)
+    with PsaHook().get_client() as psa, OdsHook().get_conn() as conn:
+        result = process_milestone_inbox(
+            conn, psa, config=load_billing_settings(), as_of=run_as_of(context).date(), run_id=run_id
+        )
+    return result.as_dict()
+
+
 def build() -> None:
     """Declare the stream DAG's task (call inside a DAG context)."""
     from psa_erp_sync.hooks.erp import account_pool
@@ -104,4 +122,19 @@ def build() -> None:
             erp("timebill"),
             erp("expensereport"),
         ],
+    )
+    # Signed-off milestones -> billing events (PSA and ODS only: no ERP call, no posting pool).
+    ReportingPythonOperator(
+        task_id="bill_milestones",
+        python_callable=_bill_milestones,
+        step="stream",
+        inputs=[
+            ods("inbox.event"),
+            psa("/v2/x/milestones"),
+            ods("forecast.src_milestone"),
+            ods("forecast.src_project"),
+            ods("master.erp_record"),
+            ods("billing.milestone_read"),
+        ],
+        outputs=[ods("inbox.event"), ods("billing.milestone_read"), ods("billing.event")],
     )

@@ -26,6 +26,8 @@ TIME_EXPENSE_EVENTS = (
     "expense.approved",
 )
 ERP_INVOICE_EVENTS = ("invoice.created", "invoice.paid")  # consumed by billing_status_stream
+# Signed-off milestones become billing events within seconds (psa_erp_sync.billing.milestones).
+MILESTONE_EVENTS = ("milestone.completed",)
 
 
 @dataclass(frozen=True)
