@@ -46,12 +46,13 @@ log = logging.getLogger("bench.billing")
 
 RUN_ID = "bench-billing"
 
-# The event builder's rule for time entries (on the billing-events branch), set based; the
-# event_ref has the builder's shape (kind:system:id:version).
+# The event builder's rule for time entries (psa_erp_sync.billing.events), set based, without the
+# master data and forecast project tables the builder reads (the benchmark does not fill them); the
+# event_ref has the builder's shape (kind:system:id:version), customer_ref the ERP customer's external id.
 SEED_TIME_EVENTS = """
 WITH project AS (
     SELECT DISTINCT ON (source_id) source_id AS project_ref,
-           payload -> 'client' ->> 'id' AS customer_ref,
+           'psa-client-' || (payload -> 'client' ->> 'id') AS customer_ref,  -- the ERP customer's external id
            coalesce(payload ->> 'billing_type',
                     CASE WHEN (payload ->> 'is_fixed_fee')::boolean THEN 'fixed_fee'
                          ELSE 'time_and_materials' END) AS billing_type

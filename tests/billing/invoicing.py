@@ -125,7 +125,7 @@ class Firm:
             "event_ref": f"{kind}:psa:{source_id}:{version}", "kind": kind, "source_system": "psa",
             "source_id": source_id, "source_version": version,
             "billing_type": "time_and_materials" if kind in ("time", "expense") else "milestone",
-            "customer_ref": customer, "project_ref": project, "legal_entity": entity, "currency": currency,
+            "customer_ref": f"psa-client-{customer}", "project_ref": project, "legal_entity": entity, "currency": currency,
             "cycle": cycle, "event_date": day, "quantity": quantity, "rate_minor": rate, "amount_minor": amount,
             "credits_ref": None, "group_key": f"{customer}|{project}|{entity}|{currency}|{cycle}",
         }  # fmt: skip

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+import logging
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,8 @@ KINDS = ("time", "expense", "milestone", "retainer")
 SOURCE_SYSTEM = "psa"
 RETAINER_SOURCE = "config"  # retainers come from config/billing.yaml, not from a source system
 _LOCK = "psa_erp_sync.billing.event"
+
+log = logging.getLogger(__name__)
 
 # The event's billed content: a difference is a new version to withdraw or credit.
 _SAME_CONTENT = """
@@ -148,6 +151,17 @@ def build_billing_events(
             else:
                 outcome.unchanged[kind] = int(n) - outcome.created.get(kind, 0)
     return outcome
+
+
+def build_events_step(conn: psycopg.Connection, *, as_of: datetime, run_id: str) -> dict[str, dict[str, int]]:
+    """The billing DAG's first step: :func:`build_billing_events` with ``config/billing.yaml`` as of
+    the run's day; returns the counts per state and kind (the task's XCom)."""
+    from psa_erp_sync.billing.settings import load_billing_settings
+
+    outcome = build_billing_events(conn, config=load_billing_settings(), as_of=as_of.date(), run_id=run_id)
+    counts = outcome.counts()
+    log.info("billing events as of %s: %s", as_of.date().isoformat(), counts)
+    return counts
 
 
 def _params(config: BillingSettings, as_of: date, run_id: str, kinds: Collection[str]) -> dict[str, Any]:

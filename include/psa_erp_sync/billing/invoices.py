@@ -231,7 +231,8 @@ def erp_payload(
     body: dict[str, Any] = {
         "externalId": ref,
         "tranDate": str(doc_date),
-        "entity": {"externalId": config.mappings.external_id("customer", head["customer_ref"])},
+        # billing.event.customer_ref is the ERP customer's external id (a merged customer's survivor)
+        "entity": {"externalId": head["customer_ref"]},
         "job": {"externalId": config.mappings.external_id("job", head["project_ref"])},
         "subsidiary": {"externalId": head["legal_entity"]},
         "currency": {"refName": currency},

@@ -2,12 +2,13 @@
 
 Task graph (built by :func:`build`)::
 
-    invoice  (InvoicePostingOperator: invoices, then credit memos, through the posting ledger)
+    build_billing_events (DomainStepOperator: billing.events.build_events_step)
+        -> invoice  (InvoicePostingOperator: invoices, then credit memos, through the posting ledger)
 
-The event-building task (``billing.events``) goes in front of ``invoice``, declaring
-:func:`event_lineage` as its inputs and outputs so the lineage graph reads canonical time entry ->
-``billing.event`` -> ERP invoice. Retrying or clearing the task is safe: documents are keyed by
-their member events and resumed from the ledger.
+``build_billing_events`` declares :func:`event_lineage` as its inputs and outputs, so the lineage
+graph reads canonical time entry -> ``billing.event`` -> ERP invoice. Retrying or clearing either
+task is safe: events are keyed by source and version, documents by their member events and resumed
+from the ledger.
 """
 
 from __future__ import annotations
@@ -48,8 +49,20 @@ def event_lineage() -> tuple[list[Any], list[Any]]:
 
 def build() -> Any:
     """Declare the tasks of the billing DAG (call inside a DAG context); returns the invoice task."""
+    from psa_erp_sync.billing import events
     from psa_erp_sync.hooks.erp import account_pool
     from psa_erp_sync.operators.billing import InvoicePostingOperator
+    from psa_erp_sync.operators.step import DomainStepOperator
 
+    inputs, outputs = event_lineage()
+    built = DomainStepOperator(
+        task_id="build_billing_events",
+        call=events.build_events_step,
+        step="billing.events",
+        inputs=inputs,
+        outputs=outputs,
+    )
     # In the ERP account's pool: its request limit is shared with every other posting path.
-    return InvoicePostingOperator(task_id="invoice", pool=account_pool(), retry_delay=POSTING_RETRY_DELAY)
+    invoice = InvoicePostingOperator(task_id="invoice", pool=account_pool(), retry_delay=POSTING_RETRY_DELAY)
+    built >> invoice
+    return invoice
