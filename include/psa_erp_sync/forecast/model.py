@@ -199,6 +199,21 @@ class ForecastResult:
     totals: dict[str, Any] = field(default_factory=dict)
     # forecast.billing_kpi rows (psa_erp_sync.forecast.billing_kpis.BillingKpiRow), set by the refresh
     billing_kpis: list[Any] = field(default_factory=list)
+    # The text columns of ``lines`` as computed, factorized: column -> (int codes, unique values),
+    # ``uniques[codes]`` equal to the column (see :func:`line_codes`). The store uses them instead
+    # of factorizing 1 M strings again; None (a result built by hand) makes it factorize.
+    codes: dict[str, tuple[Any, Any]] | None = field(default=None, repr=False, compare=False)
+
+
+TEXT_LINE_COLUMNS = ("project_ref", "layer", "practice", "legal_entity", "currency")
+
+
+def line_codes(result: ForecastResult) -> dict[str, tuple[Any, Any]] | None:
+    """The result's factorized text columns if they still describe its lines (same length)."""
+    codes = result.codes
+    if codes is None or any(len(codes[c][0]) != len(result.lines) for c in TEXT_LINE_COLUMNS):
+        return None
+    return codes
 
 
 def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
@@ -580,6 +595,20 @@ def compute_scenarios(
     practice = projects["practice"].to_numpy(dtype=object)
     entity = projects["legal_entity"].to_numpy(dtype=object)
     currency = projects["currency"].to_numpy(dtype=object)
+    # Text codes over projects then opportunities, factorized once: a line's code is its
+    # project's (or opportunity's), so the lines' 1 M strings are never factorized again.
+    text_codes = {
+        column: pd.factorize(
+            np.concatenate([values, inputs.opportunities[opp_column].to_numpy(dtype=object)]),
+            use_na_sentinel=False,
+        )
+        for column, values, opp_column in (
+            ("project_ref", refs, "opp_ref"),
+            ("practice", practice, "practice"),
+            ("legal_entity", entity, "legal_entity"),
+            ("currency", currency, "currency"),
+        )
+    }
     results = []
     for scenario in scenarios:
         adj = settings.scenarios[scenario]  # type: ignore[index]
@@ -620,11 +649,17 @@ def compute_scenarios(
             & (pipeline["month"] < base.m_end)
             & (pipeline["amount_minor"] != 0)
         ]
+        rows = np.concatenate([pi, len(refs) + pipeline["opp_pos"].to_numpy(dtype=np.int64)])
+        codes = {c: (text_codes[c][0][rows], text_codes[c][1]) for c in text_codes}
+        codes["layer"] = (
+            np.repeat(np.arange(3, dtype=np.int64), [int(a_keep.sum()), int(c_keep.sum()), len(pipeline)]),
+            np.array(LAYERS, dtype=object),
+        )
         if len(pipeline):
             lines = pd.concat([lines, pipeline[lines.columns]], ignore_index=True)
         lines = lines.astype({"month": "int64", "amount_minor": "int64"})
         lines["reporting_amount_minor"] = reporting_amounts(
-            lines["amount_minor"], lines["currency"], settings
+            lines["amount_minor"], lines["currency"], settings, codes["currency"]
         )
         lines = lines[LINE_COLUMNS]
 
@@ -637,7 +672,8 @@ def compute_scenarios(
                 lines=lines,
                 balances=balances,
                 capacity=base.capacity,
-                totals=totals_of(lines, balances, base.capacity, settings),
+                totals=totals_of(lines, balances, base.capacity, settings, codes),
+                codes=codes,
             )
         )
     return results
@@ -673,16 +709,21 @@ def _retainer_months(
 def _pipeline(
     opportunities: pd.DataFrame, settings: ForecastSettings, pipeline_ppm: int, delay: int
 ) -> pd.DataFrame:
-    """Weighted pipeline: amount x P(stage) x scenario factor, spread by the burn profile."""
+    """Weighted pipeline: amount x P(stage) x scenario factor, spread by the burn profile.
+    ``opp_pos`` is each row's opportunity's position in ``opportunities``."""
     import numpy as np
     import pandas as pd
 
     probability = {stage: ppm(p) for stage, p in settings.stage_probabilities.items()}
-    opps = opportunities[opportunities["stage"].isin(list(probability))]
+    kept = opportunities["stage"].isin(list(probability)).to_numpy(dtype=bool)
+    opps = opportunities[kept]
     columns = ["project_ref", "month", "layer", "amount_minor", "practice", "legal_entity", "currency"]
     if not len(opps):
         return pd.DataFrame(
-            {c: pd.Series(dtype="int64" if c in ("month", "amount_minor") else "object") for c in columns}
+            {
+                c: pd.Series(dtype="int64" if c in ("month", "amount_minor", "opp_pos") else "object")
+                for c in [*columns, "opp_pos"]
+            }
         )
     prob = opps["stage"].map(probability).to_numpy(dtype=np.int64)
     weighted = muldiv(opps["amount_minor"].to_numpy(), prob, PPM)
@@ -708,19 +749,28 @@ def _pipeline(
             "practice": opps["practice"].to_numpy()[refs_idx],
             "legal_entity": opps["legal_entity"].to_numpy()[refs_idx],
             "currency": opps["currency"].to_numpy()[refs_idx],
+            "opp_pos": np.flatnonzero(kept)[refs_idx],
         }
     )
 
 
-def reporting_amounts(amounts: pd.Series, currencies: pd.Series, settings: ForecastSettings) -> Any:
-    """Amounts in minor units of their currencies -> reporting minor units (half-even)."""
+def reporting_amounts(
+    amounts: pd.Series,
+    currencies: pd.Series,
+    settings: ForecastSettings,
+    coded: tuple[Any, Any] | None = None,
+) -> Any:
+    """Amounts in minor units of their currencies -> reporting minor units (half-even).
+    ``coded``: the currencies already factorized (codes, uniques)."""
     import numpy as np
 
-    codes, uniques = pd_factorize(currencies)
-    num = np.array([fx_factor(str(c), settings)[0] for c in uniques], dtype=np.int64)
-    den = np.array([fx_factor(str(c), settings)[1] for c in uniques], dtype=np.int64)
+    codes, uniques = pd_factorize(currencies) if coded is None else coded
     if not len(codes):
         return np.zeros(0, dtype=np.int64)
+    used = np.bincount(codes, minlength=len(uniques)) > 0  # only currencies that occur need a rate
+    factors = [fx_factor(str(c), settings) if u else (1, 1) for c, u in zip(uniques, used, strict=True)]
+    num = np.array([f[0] for f in factors], dtype=np.int64)
+    den = np.array([f[1] for f in factors], dtype=np.int64)
     return muldiv(amounts.to_numpy(dtype=np.int64), num[codes], den[codes])
 
 
@@ -744,18 +794,47 @@ def capacity_check(schedule: pd.DataFrame, capacity: pd.DataFrame) -> pd.DataFra
     return out.sort_values(["user_ref", "month"]).reset_index(drop=True)
 
 
+def _sums_by(lines: pd.DataFrame, column: str, amount: str, coded: tuple[Any, Any] | None) -> dict[str, int]:
+    """``lines.groupby(column)[amount].sum()`` as {value: int} in value order; from the codes
+    when given (exact int64 sums per code, no factorization of the strings)."""
+    import numpy as np
+
+    if coded is None:
+        return {str(k): int(v) for k, v in lines.groupby(column)[amount].sum().items()}
+    import pandas as pd
+
+    codes, uniques = coded
+    sums = np.zeros(len(uniques), dtype=np.int64)
+    np.add.at(sums, codes, lines[amount].to_numpy(dtype=np.int64))
+    used = (np.bincount(codes, minlength=len(uniques)) > 0) & ~pd.isna(uniques)  # groupby drops NA keys
+    return {str(uniques[i]): int(sums[i]) for i in sorted(np.flatnonzero(used), key=lambda i: uniques[i])}
+
+
 def totals_of(
-    lines: pd.DataFrame, balances: pd.DataFrame, capacity: pd.DataFrame, settings: ForecastSettings
+    lines: pd.DataFrame,
+    balances: pd.DataFrame,
+    capacity: pd.DataFrame,
+    settings: ForecastSettings,
+    codes: dict[str, tuple[Any, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Control totals: line count, reporting amount per layer, contract balances, over-allocation."""
-    by_layer = lines.groupby("layer")["reporting_amount_minor"].sum()
-    by_currency = lines.groupby("currency")["amount_minor"].sum()
+    """Control totals: line count, reporting amount per layer, contract balances, over-allocation.
+    ``codes``: the lines' factorized text columns (:attr:`ForecastResult.codes`), if known."""
+    import numpy as np
+    import pandas as pd
+
+    codes = codes or {}
+    project = codes.get("project_ref")
+    projects = (
+        int(lines["project_ref"].nunique())
+        if project is None
+        else int(((np.bincount(project[0], minlength=len(project[1])) > 0) & ~pd.isna(project[1])).sum())
+    )
     return {
         "lines": len(lines),
-        "projects": int(lines["project_ref"].nunique()),
+        "projects": projects,
         "reporting_currency": settings.reporting_currency,
-        "reporting_minor_by_layer": {str(k): int(v) for k, v in by_layer.items()},
-        "amount_minor_by_currency": {str(k): int(v) for k, v in by_currency.items()},
+        "reporting_minor_by_layer": _sums_by(lines, "layer", "reporting_amount_minor", codes.get("layer")),
+        "amount_minor_by_currency": _sums_by(lines, "currency", "amount_minor", codes.get("currency")),
         "contract_asset_minor_by_currency": {
             str(k): int(v) for k, v in balances.groupby("currency")["contract_asset_minor"].sum().items()
         },
