@@ -586,83 +586,15 @@ def compute_scenarios(
 ) -> list[ForecastResult]:
     """Each scenario's forecast; the scenario-free work is done once. ``priors`` (per scenario)
     override ``inputs.prior`` for the catch-up against that scenario's previous snapshot."""
-    import numpy as np
-    import pandas as pd
-
     base = prepare(inputs, settings)
-    projects = base.projects
-    refs = projects["project_ref"].to_numpy(dtype=object)
-    practice = projects["practice"].to_numpy(dtype=object)
-    entity = projects["legal_entity"].to_numpy(dtype=object)
-    currency = projects["currency"].to_numpy(dtype=object)
-    # Text codes over projects then opportunities, factorized once: a line's code is its
-    # project's (or opportunity's), so the lines' 1 M strings are never factorized again.
-    text_codes = {
-        column: pd.factorize(
-            np.concatenate([values, inputs.opportunities[opp_column].to_numpy(dtype=object)]),
-            use_na_sentinel=False,
-        )
-        for column, values, opp_column in (
-            ("project_ref", refs, "opp_ref"),
-            ("practice", practice, "practice"),
-            ("legal_entity", entity, "legal_entity"),
-            ("currency", currency, "currency"),
-        )
-    }
+    text_codes = _text_codes(base.projects, inputs.opportunities)
     results = []
     for scenario in scenarios:
         adj = settings.scenarios[scenario]  # type: ignore[index]
-        factor = ppm(adj.contracted)
-        tm_pi, tm_month, tm_value = base.tm
-        ff_pi, ff_month, ff_value = base.ff
-        tm_amount = _capped(tm_pi, muldiv(tm_value, np.full(len(tm_value), factor), PPM), base.remaining)
-        ff_amount = _capped(ff_pi, muldiv(ff_value, np.full(len(ff_value), factor), PPM), base.remaining)
-        ms_pi, ms_month, ms_amount = base.milestones
-        contracted = [
-            (tm_pi, tm_month, tm_amount),
-            (ff_pi, ff_month, ff_amount),
-            (ms_pi, ms_month + adj.milestone_delay_months, ms_amount),
-            base.retainers,
-        ]
-        a_pi, a_month, a_amount = base.actual
-        a_keep = (a_month >= base.m_first_actual) & (a_month <= base.m0) & (a_amount != 0)
-        c_pi, c_month, c_amount = (np.concatenate([p[i] for p in contracted]) for i in range(3))
-        c_keep = (c_month >= base.m0) & (c_month < base.m_end) & (c_amount != 0)
-        pi = np.concatenate([a_pi[a_keep], c_pi[c_keep]])
-        layer = np.repeat(
-            np.array(["actual", "contracted"], dtype=object), [int(a_keep.sum()), int(c_keep.sum())]
+        shifts = _Shifts(
+            ppm(adj.contracted), adj.milestone_delay_months, ppm(adj.pipeline), adj.pipeline_delay_months
         )
-        lines = pd.DataFrame(
-            {
-                "project_ref": refs[pi],
-                "practice": practice[pi],
-                "legal_entity": entity[pi],
-                "layer": layer,
-                "month": np.concatenate([a_month[a_keep], c_month[c_keep]]),
-                "currency": currency[pi],
-                "amount_minor": np.concatenate([a_amount[a_keep], c_amount[c_keep]]),
-            }
-        )
-        pipeline = _pipeline(inputs.opportunities, settings, ppm(adj.pipeline), adj.pipeline_delay_months)
-        pipeline = pipeline[
-            (pipeline["month"] >= base.m0)
-            & (pipeline["month"] < base.m_end)
-            & (pipeline["amount_minor"] != 0)
-        ]
-        rows = np.concatenate([pi, len(refs) + pipeline["opp_pos"].to_numpy(dtype=np.int64)])
-        codes = {c: (text_codes[c][0][rows], text_codes[c][1]) for c in text_codes}
-        codes["layer"] = (
-            np.repeat(np.arange(3, dtype=np.int64), [int(a_keep.sum()), int(c_keep.sum()), len(pipeline)]),
-            np.array(LAYERS, dtype=object),
-        )
-        if len(pipeline):
-            lines = pd.concat([lines, pipeline[lines.columns]], ignore_index=True)
-        lines = lines.astype({"month": "int64", "amount_minor": "int64"})
-        lines["reporting_amount_minor"] = reporting_amounts(
-            lines["amount_minor"], lines["currency"], settings, codes["currency"]
-        )
-        lines = lines[LINE_COLUMNS]
-
+        lines, codes = _scenario_lines(base, inputs, settings, shifts, text_codes)
         prior_frame = (priors or {}).get(scenario, inputs.prior) if priors is not None else inputs.prior
         balances = _with_catch_up(base.balances, prior_frame)
         results.append(
@@ -677,6 +609,97 @@ def compute_scenarios(
             )
         )
     return results
+
+
+@dataclass(frozen=True)
+class _Shifts:
+    """A scenario's adjustments: contracted and pipeline factors (ppm), delays in months."""
+
+    contracted_ppm: int
+    milestone_delay_months: int
+    pipeline_ppm: int
+    pipeline_delay_months: int
+
+
+_OPPORTUNITY_TEXT = {"project_ref": "opp_ref", "practice": "practice", "legal_entity": "legal_entity"}
+
+
+def _text_codes(projects: pd.DataFrame, opportunities: pd.DataFrame) -> dict[str, tuple[Any, Any]]:
+    """The text columns of the projects then the opportunities, factorized once: a line's code
+    is its project's (or opportunity's), so the lines' 1 M strings are never factorized again."""
+    import numpy as np
+    import pandas as pd
+
+    out = {}
+    for column in ("project_ref", "practice", "legal_entity", "currency"):
+        both = np.concatenate(
+            [
+                projects[column].to_numpy(dtype=object),
+                opportunities[_OPPORTUNITY_TEXT.get(column, column)].to_numpy(dtype=object),
+            ]
+        )
+        codes, uniques = pd.factorize(both, use_na_sentinel=False)
+        out[column] = (codes.astype(np.int32), uniques)  # int32: 3 scenarios x 1 M lines keep them
+    return out
+
+
+def _scenario_lines(
+    base: _Prepared,
+    inputs: ForecastInputs,
+    settings: ForecastSettings,
+    adj: _Shifts,
+    text_codes: dict[str, tuple[Any, Any]],
+) -> tuple[pd.DataFrame, dict[str, tuple[Any, Any]]]:
+    """One scenario's lines (actual, contracted, pipeline) and their text columns' codes."""
+    import numpy as np
+    import pandas as pd
+
+    factor = adj.contracted_ppm
+    tm_pi, tm_month, tm_value = base.tm
+    ff_pi, ff_month, ff_value = base.ff
+    tm_amount = _capped(tm_pi, muldiv(tm_value, np.full(len(tm_value), factor), PPM), base.remaining)
+    ff_amount = _capped(ff_pi, muldiv(ff_value, np.full(len(ff_value), factor), PPM), base.remaining)
+    ms_pi, ms_month, ms_amount = base.milestones
+    contracted = [
+        (tm_pi, tm_month, tm_amount),
+        (ff_pi, ff_month, ff_amount),
+        (ms_pi, ms_month + adj.milestone_delay_months, ms_amount),
+        base.retainers,
+    ]
+    a_pi, a_month, a_amount = base.actual
+    a_keep = (a_month >= base.m_first_actual) & (a_month <= base.m0) & (a_amount != 0)
+    c_pi, c_month, c_amount = (np.concatenate([p[i] for p in contracted]) for i in range(3))
+    c_keep = (c_month >= base.m0) & (c_month < base.m_end) & (c_amount != 0)
+    pi = np.concatenate([a_pi[a_keep], c_pi[c_keep]])
+    counts = [int(a_keep.sum()), int(c_keep.sum())]
+    lines = pd.DataFrame(
+        {
+            "project_ref": base.projects["project_ref"].to_numpy(dtype=object)[pi],
+            "practice": base.projects["practice"].to_numpy(dtype=object)[pi],
+            "legal_entity": base.projects["legal_entity"].to_numpy(dtype=object)[pi],
+            "layer": np.repeat(np.array(["actual", "contracted"], dtype=object), counts),
+            "month": np.concatenate([a_month[a_keep], c_month[c_keep]]),
+            "currency": base.projects["currency"].to_numpy(dtype=object)[pi],
+            "amount_minor": np.concatenate([a_amount[a_keep], c_amount[c_keep]]),
+        }
+    )
+    pipeline = _pipeline(inputs.opportunities, settings, adj.pipeline_ppm, adj.pipeline_delay_months)
+    pipeline = pipeline[
+        (pipeline["month"] >= base.m0) & (pipeline["month"] < base.m_end) & (pipeline["amount_minor"] != 0)
+    ]
+    rows = np.concatenate([pi, len(base.projects) + pipeline["opp_pos"].to_numpy(dtype=np.int64)])
+    codes = {c: (text_codes[c][0][rows], text_codes[c][1]) for c in text_codes}
+    codes["layer"] = (
+        np.repeat(np.arange(3, dtype=np.int32), [*counts, len(pipeline)]),
+        np.array(LAYERS, dtype=object),
+    )
+    if len(pipeline):
+        lines = pd.concat([lines, pipeline[lines.columns]], ignore_index=True)
+    lines = lines.astype({"month": "int64", "amount_minor": "int64"})
+    lines["reporting_amount_minor"] = reporting_amounts(
+        lines["amount_minor"], lines["currency"], settings, codes["currency"]
+    )
+    return lines[LINE_COLUMNS], codes
 
 
 def _retainer_months(
