@@ -98,6 +98,17 @@ def synthetic_inputs(projects: int, months: int, as_of: date, seed: int = 1) -> 
     return model.ForecastInputs(as_of, project_frame, actuals, schedule, capacity, milestones, opportunities)
 
 
+def _backend_cpu_s(conn: Any) -> float | None:
+    """CPU seconds (user + system) of ``conn``'s PostgreSQL backend so far, when it runs on this
+    machine (``/proc``); None otherwise. Unlike wall time, it hardly moves with the load."""
+    try:
+        with open(f"/proc/{conn.info.backend_pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(
     projects: int = 50_000,
     months: int = 12,
@@ -128,11 +139,17 @@ def run(
     written: list[bool] = []
     series_rows: int | None = None
     capacity_series_rows: int | None = None
+    write_cpu_s: float | None = None
+    server_cpu_s: float | None = None
     t0 = time.perf_counter()
+    c0 = time.process_time()
     results = model.compute_scenarios(inputs, settings, SCENARIOS)
     compute_s = time.perf_counter() - t0
+    compute_cpu_s = time.process_time() - c0
     if dsn is not None:
         with psycopg.connect(dsn) as conn:
+            server0 = _backend_cpu_s(conn)
+            c0 = time.process_time()
             w0 = time.perf_counter()
             snap_ids = {r.scenario: store.snapshot_id(r.scenario, as_of, versions) for r in results}
             written = list(
@@ -142,6 +159,10 @@ def run(
                 ).values()
             )  # fmt: skip
             write_s = time.perf_counter() - w0
+            write_cpu_s = time.process_time() - c0
+            server1 = _backend_cpu_s(conn)
+            if server0 is not None and server1 is not None:
+                server_cpu_s = server1 - server0
     refresh_s = time.perf_counter() - t0
     if dsn is not None:
         with psycopg.connect(dsn) as conn:
@@ -187,6 +208,11 @@ def run(
             "compute_base_only_s": round(compute_base_s, 2),
             "compute_3_scenarios_s": round(compute_s, 2),
             "write_3_snapshots_s": round(write_s, 2) if write_s is not None else None,
+            # CPU seconds per phase (this process; the PostgreSQL backend of the write): what the
+            # refresh costs whatever the load; wall time on a busy shared machine is a multiple.
+            "compute_cpu_s": round(compute_cpu_s, 2),
+            "write_client_cpu_s": round(write_cpu_s, 2) if write_cpu_s is not None else None,
+            "write_server_cpu_s": round(server_cpu_s, 2) if server_cpu_s is not None else None,
             "rerun_unchanged_s": round(rerun_s, 2) if rerun_s is not None else None,
             "written": written,
             "parallel_writes": parallel,

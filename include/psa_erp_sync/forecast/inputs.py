@@ -354,6 +354,24 @@ def data_versions(conn: psycopg.Connection, settings: ForecastSettings) -> dict[
     return versions
 
 
+# HR cost rates as intervals per PSA user: what ``hr.psa_user_cost_rate_on(user_ref, day)`` returns
+# for a day in [effective_from, next_from), set-based. Joined by user_ref (a hash join), the day
+# picks the one interval holding it (an employee's effective dates are unique, one worker per PSA
+# user). Calling the function per row instead scanned hr.worker for each row (its
+# ``psa_user_id::text`` cannot use the index): 10.8 ms a row with 16,666 workers, 217 s for
+# 20,000 schedule rows.
+_HR_RATES = """
+    SELECT w.psa_user_id::text AS user_ref, r.effective_from, r.rate_minor, r.currency,
+           lead(r.effective_from) OVER (PARTITION BY r.employee_id ORDER BY r.effective_from) AS next_from
+    FROM hr.worker w JOIN hr.cost_rate r ON r.employee_id = w.employee_id
+    WHERE w.psa_user_id IS NOT NULL
+"""
+# The join of a row (user column ``u``, day column ``d``) to the HR rate effective that day.
+_HR_RATE_ON = (
+    "LEFT JOIN ({rates}) h ON h.user_ref = {u} AND h.effective_from <= {d}"
+    " AND (h.next_from IS NULL OR {d} < h.next_from)"
+)
+
 # The month index (year * 12 + month - 1) of a date column, as SQL: _M_YEAR.format(d="column").
 _M_YEAR = "(extract(year FROM {d})::int * 12 + extract(month FROM {d})::int - 1)"
 
@@ -416,7 +434,7 @@ def _cost(
         SELECT t.project_ref, {m_year.format(d="t.spent_date")}, coalesce(h.currency, p.currency),
                sum(round(t.hours * 100)::bigint * coalesce(h.rate_minor, p.cost_rate_minor))
         FROM canonical.time_entry t JOIN forecast.src_person p ON p.user_ref = t.user_ref
-        LEFT JOIN LATERAL hr.psa_user_cost_rate_on(t.user_ref, t.spent_date) h ON TRUE
+        {_HR_RATE_ON.format(rates=_HR_RATES, u="t.user_ref", d="t.spent_date")}
         WHERE t.approved AND NOT t.is_deleted AND t.spent_date <= %(as_of)s
         GROUP BY 1, 2, 3
         """,
@@ -497,7 +515,7 @@ def load_inputs(
         SELECT s.project_ref, s.user_ref, {m_year.format(d="s.week_start")}, round(s.hours * 100)::bigint,
                coalesce(h.rate_minor, p.cost_rate_minor), coalesce(h.currency, p.currency)
         FROM forecast.src_schedule s JOIN forecast.src_person p ON p.user_ref = s.user_ref
-        LEFT JOIN LATERAL hr.psa_user_cost_rate_on(s.user_ref, s.week_start) h ON TRUE
+        {_HR_RATE_ON.format(rates=_HR_RATES, u="s.user_ref", d="s.week_start")}
         WHERE s.week_start >= %(as_of)s
         """,
         {"as_of": as_of},

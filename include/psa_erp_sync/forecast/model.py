@@ -199,6 +199,21 @@ class ForecastResult:
     totals: dict[str, Any] = field(default_factory=dict)
     # forecast.billing_kpi rows (psa_erp_sync.forecast.billing_kpis.BillingKpiRow), set by the refresh
     billing_kpis: list[Any] = field(default_factory=list)
+    # The text columns of ``lines`` as computed, factorized: column -> (int codes, unique values),
+    # ``uniques[codes]`` equal to the column (see :func:`line_codes`). The store uses them instead
+    # of factorizing 1 M strings again; None (a result built by hand) makes it factorize.
+    codes: dict[str, tuple[Any, Any]] | None = field(default=None, repr=False, compare=False)
+
+
+TEXT_LINE_COLUMNS = ("project_ref", "layer", "practice", "legal_entity", "currency")
+
+
+def line_codes(result: ForecastResult) -> dict[str, tuple[Any, Any]] | None:
+    """The result's factorized text columns if they still describe its lines (same length)."""
+    codes = result.codes
+    if codes is None or any(len(codes[c][0]) != len(result.lines) for c in TEXT_LINE_COLUMNS):
+        return None
+    return codes
 
 
 def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
@@ -571,63 +586,15 @@ def compute_scenarios(
 ) -> list[ForecastResult]:
     """Each scenario's forecast; the scenario-free work is done once. ``priors`` (per scenario)
     override ``inputs.prior`` for the catch-up against that scenario's previous snapshot."""
-    import numpy as np
-    import pandas as pd
-
     base = prepare(inputs, settings)
-    projects = base.projects
-    refs = projects["project_ref"].to_numpy(dtype=object)
-    practice = projects["practice"].to_numpy(dtype=object)
-    entity = projects["legal_entity"].to_numpy(dtype=object)
-    currency = projects["currency"].to_numpy(dtype=object)
+    text_codes = _text_codes(base.projects, inputs.opportunities)
     results = []
     for scenario in scenarios:
         adj = settings.scenarios[scenario]  # type: ignore[index]
-        factor = ppm(adj.contracted)
-        tm_pi, tm_month, tm_value = base.tm
-        ff_pi, ff_month, ff_value = base.ff
-        tm_amount = _capped(tm_pi, muldiv(tm_value, np.full(len(tm_value), factor), PPM), base.remaining)
-        ff_amount = _capped(ff_pi, muldiv(ff_value, np.full(len(ff_value), factor), PPM), base.remaining)
-        ms_pi, ms_month, ms_amount = base.milestones
-        contracted = [
-            (tm_pi, tm_month, tm_amount),
-            (ff_pi, ff_month, ff_amount),
-            (ms_pi, ms_month + adj.milestone_delay_months, ms_amount),
-            base.retainers,
-        ]
-        a_pi, a_month, a_amount = base.actual
-        a_keep = (a_month >= base.m_first_actual) & (a_month <= base.m0) & (a_amount != 0)
-        c_pi, c_month, c_amount = (np.concatenate([p[i] for p in contracted]) for i in range(3))
-        c_keep = (c_month >= base.m0) & (c_month < base.m_end) & (c_amount != 0)
-        pi = np.concatenate([a_pi[a_keep], c_pi[c_keep]])
-        layer = np.repeat(
-            np.array(["actual", "contracted"], dtype=object), [int(a_keep.sum()), int(c_keep.sum())]
+        shifts = _Shifts(
+            ppm(adj.contracted), adj.milestone_delay_months, ppm(adj.pipeline), adj.pipeline_delay_months
         )
-        lines = pd.DataFrame(
-            {
-                "project_ref": refs[pi],
-                "practice": practice[pi],
-                "legal_entity": entity[pi],
-                "layer": layer,
-                "month": np.concatenate([a_month[a_keep], c_month[c_keep]]),
-                "currency": currency[pi],
-                "amount_minor": np.concatenate([a_amount[a_keep], c_amount[c_keep]]),
-            }
-        )
-        pipeline = _pipeline(inputs.opportunities, settings, ppm(adj.pipeline), adj.pipeline_delay_months)
-        pipeline = pipeline[
-            (pipeline["month"] >= base.m0)
-            & (pipeline["month"] < base.m_end)
-            & (pipeline["amount_minor"] != 0)
-        ]
-        if len(pipeline):
-            lines = pd.concat([lines, pipeline[lines.columns]], ignore_index=True)
-        lines = lines.astype({"month": "int64", "amount_minor": "int64"})
-        lines["reporting_amount_minor"] = reporting_amounts(
-            lines["amount_minor"], lines["currency"], settings
-        )
-        lines = lines[LINE_COLUMNS]
-
+        lines, codes = _scenario_lines(base, inputs, settings, shifts, text_codes)
         prior_frame = (priors or {}).get(scenario, inputs.prior) if priors is not None else inputs.prior
         balances = _with_catch_up(base.balances, prior_frame)
         results.append(
@@ -637,10 +604,102 @@ def compute_scenarios(
                 lines=lines,
                 balances=balances,
                 capacity=base.capacity,
-                totals=totals_of(lines, balances, base.capacity, settings),
+                totals=totals_of(lines, balances, base.capacity, settings, codes),
+                codes=codes,
             )
         )
     return results
+
+
+@dataclass(frozen=True)
+class _Shifts:
+    """A scenario's adjustments: contracted and pipeline factors (ppm), delays in months."""
+
+    contracted_ppm: int
+    milestone_delay_months: int
+    pipeline_ppm: int
+    pipeline_delay_months: int
+
+
+_OPPORTUNITY_TEXT = {"project_ref": "opp_ref", "practice": "practice", "legal_entity": "legal_entity"}
+
+
+def _text_codes(projects: pd.DataFrame, opportunities: pd.DataFrame) -> dict[str, tuple[Any, Any]]:
+    """The text columns of the projects then the opportunities, factorized once: a line's code
+    is its project's (or opportunity's), so the lines' 1 M strings are never factorized again."""
+    import numpy as np
+    import pandas as pd
+
+    out = {}
+    for column in ("project_ref", "practice", "legal_entity", "currency"):
+        both = np.concatenate(
+            [
+                projects[column].to_numpy(dtype=object),
+                opportunities[_OPPORTUNITY_TEXT.get(column, column)].to_numpy(dtype=object),
+            ]
+        )
+        codes, uniques = pd.factorize(both, use_na_sentinel=False)
+        out[column] = (codes.astype(np.int32), uniques)  # int32: 3 scenarios x 1 M lines keep them
+    return out
+
+
+def _scenario_lines(
+    base: _Prepared,
+    inputs: ForecastInputs,
+    settings: ForecastSettings,
+    adj: _Shifts,
+    text_codes: dict[str, tuple[Any, Any]],
+) -> tuple[pd.DataFrame, dict[str, tuple[Any, Any]]]:
+    """One scenario's lines (actual, contracted, pipeline) and their text columns' codes."""
+    import numpy as np
+    import pandas as pd
+
+    factor = adj.contracted_ppm
+    tm_pi, tm_month, tm_value = base.tm
+    ff_pi, ff_month, ff_value = base.ff
+    tm_amount = _capped(tm_pi, muldiv(tm_value, np.full(len(tm_value), factor), PPM), base.remaining)
+    ff_amount = _capped(ff_pi, muldiv(ff_value, np.full(len(ff_value), factor), PPM), base.remaining)
+    ms_pi, ms_month, ms_amount = base.milestones
+    contracted = [
+        (tm_pi, tm_month, tm_amount),
+        (ff_pi, ff_month, ff_amount),
+        (ms_pi, ms_month + adj.milestone_delay_months, ms_amount),
+        base.retainers,
+    ]
+    a_pi, a_month, a_amount = base.actual
+    a_keep = (a_month >= base.m_first_actual) & (a_month <= base.m0) & (a_amount != 0)
+    c_pi, c_month, c_amount = (np.concatenate([p[i] for p in contracted]) for i in range(3))
+    c_keep = (c_month >= base.m0) & (c_month < base.m_end) & (c_amount != 0)
+    pi = np.concatenate([a_pi[a_keep], c_pi[c_keep]])
+    counts = [int(a_keep.sum()), int(c_keep.sum())]
+    lines = pd.DataFrame(
+        {
+            "project_ref": base.projects["project_ref"].to_numpy(dtype=object)[pi],
+            "practice": base.projects["practice"].to_numpy(dtype=object)[pi],
+            "legal_entity": base.projects["legal_entity"].to_numpy(dtype=object)[pi],
+            "layer": np.repeat(np.array(["actual", "contracted"], dtype=object), counts),
+            "month": np.concatenate([a_month[a_keep], c_month[c_keep]]),
+            "currency": base.projects["currency"].to_numpy(dtype=object)[pi],
+            "amount_minor": np.concatenate([a_amount[a_keep], c_amount[c_keep]]),
+        }
+    )
+    pipeline = _pipeline(inputs.opportunities, settings, adj.pipeline_ppm, adj.pipeline_delay_months)
+    pipeline = pipeline[
+        (pipeline["month"] >= base.m0) & (pipeline["month"] < base.m_end) & (pipeline["amount_minor"] != 0)
+    ]
+    rows = np.concatenate([pi, len(base.projects) + pipeline["opp_pos"].to_numpy(dtype=np.int64)])
+    codes = {c: (text_codes[c][0][rows], text_codes[c][1]) for c in text_codes}
+    codes["layer"] = (
+        np.repeat(np.arange(3, dtype=np.int32), [*counts, len(pipeline)]),
+        np.array(LAYERS, dtype=object),
+    )
+    if len(pipeline):
+        lines = pd.concat([lines, pipeline[lines.columns]], ignore_index=True)
+    lines = lines.astype({"month": "int64", "amount_minor": "int64"})
+    lines["reporting_amount_minor"] = reporting_amounts(
+        lines["amount_minor"], lines["currency"], settings, codes["currency"]
+    )
+    return lines[LINE_COLUMNS], codes
 
 
 def _retainer_months(
@@ -673,16 +732,21 @@ def _retainer_months(
 def _pipeline(
     opportunities: pd.DataFrame, settings: ForecastSettings, pipeline_ppm: int, delay: int
 ) -> pd.DataFrame:
-    """Weighted pipeline: amount x P(stage) x scenario factor, spread by the burn profile."""
+    """Weighted pipeline: amount x P(stage) x scenario factor, spread by the burn profile.
+    ``opp_pos`` is each row's opportunity's position in ``opportunities``."""
     import numpy as np
     import pandas as pd
 
     probability = {stage: ppm(p) for stage, p in settings.stage_probabilities.items()}
-    opps = opportunities[opportunities["stage"].isin(list(probability))]
+    kept = opportunities["stage"].isin(list(probability)).to_numpy(dtype=bool)
+    opps = opportunities[kept]
     columns = ["project_ref", "month", "layer", "amount_minor", "practice", "legal_entity", "currency"]
     if not len(opps):
         return pd.DataFrame(
-            {c: pd.Series(dtype="int64" if c in ("month", "amount_minor") else "object") for c in columns}
+            {
+                c: pd.Series(dtype="int64" if c in ("month", "amount_minor", "opp_pos") else "object")
+                for c in [*columns, "opp_pos"]
+            }
         )
     prob = opps["stage"].map(probability).to_numpy(dtype=np.int64)
     weighted = muldiv(opps["amount_minor"].to_numpy(), prob, PPM)
@@ -708,19 +772,28 @@ def _pipeline(
             "practice": opps["practice"].to_numpy()[refs_idx],
             "legal_entity": opps["legal_entity"].to_numpy()[refs_idx],
             "currency": opps["currency"].to_numpy()[refs_idx],
+            "opp_pos": np.flatnonzero(kept)[refs_idx],
         }
     )
 
 
-def reporting_amounts(amounts: pd.Series, currencies: pd.Series, settings: ForecastSettings) -> Any:
-    """Amounts in minor units of their currencies -> reporting minor units (half-even)."""
+def reporting_amounts(
+    amounts: pd.Series,
+    currencies: pd.Series,
+    settings: ForecastSettings,
+    coded: tuple[Any, Any] | None = None,
+) -> Any:
+    """Amounts in minor units of their currencies -> reporting minor units (half-even).
+    ``coded``: the currencies already factorized (codes, uniques)."""
     import numpy as np
 
-    codes, uniques = pd_factorize(currencies)
-    num = np.array([fx_factor(str(c), settings)[0] for c in uniques], dtype=np.int64)
-    den = np.array([fx_factor(str(c), settings)[1] for c in uniques], dtype=np.int64)
+    codes, uniques = pd_factorize(currencies) if coded is None else coded
     if not len(codes):
         return np.zeros(0, dtype=np.int64)
+    used = np.bincount(codes, minlength=len(uniques)) > 0  # only currencies that occur need a rate
+    factors = [fx_factor(str(c), settings) if u else (1, 1) for c, u in zip(uniques, used, strict=True)]
+    num = np.array([f[0] for f in factors], dtype=np.int64)
+    den = np.array([f[1] for f in factors], dtype=np.int64)
     return muldiv(amounts.to_numpy(dtype=np.int64), num[codes], den[codes])
 
 
@@ -744,18 +817,47 @@ def capacity_check(schedule: pd.DataFrame, capacity: pd.DataFrame) -> pd.DataFra
     return out.sort_values(["user_ref", "month"]).reset_index(drop=True)
 
 
+def _sums_by(lines: pd.DataFrame, column: str, amount: str, coded: tuple[Any, Any] | None) -> dict[str, int]:
+    """``lines.groupby(column)[amount].sum()`` as {value: int} in value order; from the codes
+    when given (exact int64 sums per code, no factorization of the strings)."""
+    import numpy as np
+
+    if coded is None:
+        return {str(k): int(v) for k, v in lines.groupby(column)[amount].sum().items()}
+    import pandas as pd
+
+    codes, uniques = coded
+    sums = np.zeros(len(uniques), dtype=np.int64)
+    np.add.at(sums, codes, lines[amount].to_numpy(dtype=np.int64))
+    used = (np.bincount(codes, minlength=len(uniques)) > 0) & ~pd.isna(uniques)  # groupby drops NA keys
+    return {str(uniques[i]): int(sums[i]) for i in sorted(np.flatnonzero(used), key=lambda i: uniques[i])}
+
+
 def totals_of(
-    lines: pd.DataFrame, balances: pd.DataFrame, capacity: pd.DataFrame, settings: ForecastSettings
+    lines: pd.DataFrame,
+    balances: pd.DataFrame,
+    capacity: pd.DataFrame,
+    settings: ForecastSettings,
+    codes: dict[str, tuple[Any, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Control totals: line count, reporting amount per layer, contract balances, over-allocation."""
-    by_layer = lines.groupby("layer")["reporting_amount_minor"].sum()
-    by_currency = lines.groupby("currency")["amount_minor"].sum()
+    """Control totals: line count, reporting amount per layer, contract balances, over-allocation.
+    ``codes``: the lines' factorized text columns (:attr:`ForecastResult.codes`), if known."""
+    import numpy as np
+    import pandas as pd
+
+    codes = codes or {}
+    project = codes.get("project_ref")
+    projects = (
+        int(lines["project_ref"].nunique())
+        if project is None
+        else int(((np.bincount(project[0], minlength=len(project[1])) > 0) & ~pd.isna(project[1])).sum())
+    )
     return {
         "lines": len(lines),
-        "projects": int(lines["project_ref"].nunique()),
+        "projects": projects,
         "reporting_currency": settings.reporting_currency,
-        "reporting_minor_by_layer": {str(k): int(v) for k, v in by_layer.items()},
-        "amount_minor_by_currency": {str(k): int(v) for k, v in by_currency.items()},
+        "reporting_minor_by_layer": _sums_by(lines, "layer", "reporting_amount_minor", codes.get("layer")),
+        "amount_minor_by_currency": _sums_by(lines, "currency", "amount_minor", codes.get("currency")),
         "contract_asset_minor_by_currency": {
             str(k): int(v) for k, v in balances.groupby("currency")["contract_asset_minor"].sum().items()
         },

@@ -135,9 +135,14 @@ def rows(fields: list[list[tuple[Any, Any]]], n: int) -> bytes:
 
 def copy(conn: psycopg.Connection, table: str, columns: list[str], n: int, fields_of: Any) -> None:
     """``COPY table (columns) FROM STDIN (FORMAT binary)`` in chunks of rows;
-    ``fields_of(slice)`` gives the fields (see :func:`rows`) of those rows."""
+    ``fields_of(slice)`` gives the fields (see :func:`rows`) of those rows. Chunks are sent by a
+    writer thread while the next one is built."""
+    from psycopg.copy import QueuedLibpqWriter
+
     sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT binary)"
-    with conn.cursor().copy(sql) as copier:
+    # The queued writer sends each chunk from its own thread (the GIL is released while the
+    # socket waits on the server), so the next chunk is built while the server parses this one.
+    with conn.cursor() as cur, cur.copy(sql, writer=QueuedLibpqWriter(cur)) as copier:
         copier.write(HEADER)
         for start in range(0, n, CHUNK_ROWS):
             part = slice(start, min(n, start + CHUNK_ROWS))

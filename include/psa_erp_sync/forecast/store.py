@@ -37,7 +37,7 @@ def snapshot_id(scenario: str, as_of: date, data_versions: dict[str, str]) -> st
     return f"fc-{scenario}-{as_of:%Y%m%d}-{snapshot_version(scenario, as_of, data_versions)}"
 
 
-TEXT_LINE_COLUMNS = ("project_ref", "layer", "practice", "legal_entity", "currency")
+TEXT_LINE_COLUMNS = model.TEXT_LINE_COLUMNS
 
 
 def _coded(lines: pd.DataFrame) -> dict[str, tuple[Any, Any]]:
@@ -137,7 +137,7 @@ def write_snapshot(
     with conn.transaction():
         if exists(conn, snap_id):
             return False  # written before: nothing to hash or write
-        coded = _coded(result.lines)
+        coded = model.line_codes(result) or _coded(result.lines)
         inserted = conn.execute(
             "INSERT INTO forecast.snapshot (snapshot_id, scenario, as_of, run_id, data_versions, "
             "reporting_currency, version, content_hash, line_count, totals) "
