@@ -74,6 +74,32 @@ def test_reconciliation_in_both_currencies(clean_ods: str) -> None:
     assert headline["postings"]["unplanned"] == 1
 
 
+def test_foreign_currency_invoices_reconcile_in_the_functional_currency(clean_ods: str) -> None:
+    """USD documents of the EUR entity carry their functional total at the ERP's rate; the ERP's
+    records are converted at the rate they were booked with (``exchangeRate`` as read back)."""
+    seed_month(clean_ods)
+    with psycopg.connect(clean_ods) as conn:
+        conn.execute(
+            "UPDATE billing.document SET functional_currency = 'EUR', fx_rate = 0.92, fx_rate_date = '2026-11-01',"
+            " functional_total_minor = round(total_minor * 0.92)"
+        )  # 62500 -> 57500, 12500 -> 11500
+        conn.execute('UPDATE billing.erp_invoice SET body = \'{"exchangerate": "0.92"}\'::jsonb')
+    report = _report(clean_ods)
+    assert _area(report, "invoices_functional", "EUR").sides == {"document": 46000, "erp": 46000}
+    assert report.reconciled, report.mismatches()
+
+    with psycopg.connect(clean_ods) as conn:  # the ERP booked inv-1 at another rate
+        conn.execute(
+            "UPDATE billing.erp_invoice SET body = '{\"exchangerate\": \"0.93\"}'::jsonb WHERE external_id = 'inv-1'"
+        )
+    report = _report(clean_ods)
+    assert not report.reconciled
+    assert _area(report, "invoices_functional", "EUR").first_differences == [
+        "inv-1: document 57500 EUR, erp 58125 EUR (minor units)"
+    ]
+    assert _area(report, "invoices", "USD").differing == 0  # the transaction currency still agrees
+
+
 def test_a_mismatch_names_the_first_differing_records(clean_ods: str) -> None:
     seed_month(clean_ods)
     rows = erp_rows()

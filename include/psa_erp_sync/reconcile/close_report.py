@@ -27,6 +27,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -89,7 +90,7 @@ class CurrencyFigures(_Model):
 class Reconciliation(_Model):
     """One area in one currency: each side's sum, and the first records whose sides differ."""
 
-    area: str  # time, time_functional, expenses, expenses_functional, invoices, journals
+    area: str  # time, time_functional, expenses, expenses_functional, invoices, invoices_functional, journals
     currency: str
     sides: dict[str, int]
     records: int
@@ -423,6 +424,50 @@ _ERP_INVOICES = """
 """
 
 
+_DOCUMENTS_FUNCTIONAL = """
+    SELECT d.document_ref, d.currency, coalesce(d.functional_currency, d.currency),
+           CASE d.doc_type WHEN 'creditmemo' THEN -1 ELSE 1 END * coalesce(d.functional_total_minor, d.total_minor),
+           d.state
+    FROM billing.document d
+    WHERE d.legal_entity = %(le)s AND d.doc_date >= %(start)s AND d.doc_date < %(end)s
+"""
+_ERP_INVOICES_FUNCTIONAL = """
+    SELECT external_id, currency, CASE record_type WHEN 'creditmemo' THEN -total_minor ELSE total_minor END,
+           coalesce(body ->> 'exchangerate', body ->> 'exchangeRate')
+    FROM billing.erp_invoice
+    WHERE external_id = ANY(%(refs)s) AND NOT voided
+"""
+
+
+def reconcile_invoices_functional(
+    conn: psycopg.Connection, *, legal_entity: str, period: str
+) -> list[Reconciliation]:
+    """The same documents in the legal entity's functional currency: our document's functional total
+    (at the ERP's rate for its date, issue 14 "Foreign currency") vs the ERP's record at the rate it
+    booked (``exchangeRate`` as read back). A same-currency document is its total on both sides."""
+    start, end = month_bounds(period)
+    args: dict[str, Any] = {"le": legal_entity, "start": start, "end": end}
+    ours: Side = {}
+    functional_of: dict[str, str] = {}
+    unposted: set[str] = set()
+    for ref, _currency, functional, total, state in conn.execute(_DOCUMENTS_FUNCTIONAL, args):
+        functional_of[str(ref)] = str(functional).strip()
+        ours[str(ref)] = (functional_of[str(ref)], int(total))
+        if state != "posted":
+            unposted.add(str(ref))
+    erp: Side = {}
+    for ref, cur, total, rate in conn.execute(_ERP_INVOICES_FUNCTIONAL, {"refs": list(ours)}):
+        functional, currency = functional_of[str(ref)], str(cur).strip()
+        if currency == functional or rate in (None, ""):
+            erp[str(ref)] = (functional, int(total))
+        else:
+            erp[str(ref)] = (
+                functional,
+                money.convert_minor(int(total), currency, Decimal(str(rate)), functional),
+            )
+    return compare("invoices_functional", {"document": ours, "erp": erp}, not_expected={"erp": unposted})
+
+
 def reconcile_invoices(conn: psycopg.Connection, *, legal_entity: str, period: str) -> list[Reconciliation]:
     """Invoices and credit memos dated in the month (signed: a credit memo counts negative): the
     invoiced billing events of each document vs its total vs the ERP's record read back. A document
@@ -519,6 +564,7 @@ def compute(
             functional_currency=functional_currency,
         )
     reconciliation += reconcile_invoices(conn, legal_entity=legal_entity, period=period)
+    reconciliation += reconcile_invoices_functional(conn, legal_entity=legal_entity, period=period)
     reconciliation += reconcile_journals(conn, legal_entity=legal_entity, period=period)
     return CloseReport(
         legal_entity=legal_entity,
