@@ -94,7 +94,8 @@ def test_the_same_version_twice_in_one_extract_falls_back_to_the_sorted_upsert(c
             "SELECT source_id, first_run_key, last_run_key FROM staging.raw_record ORDER BY source_id"
         ).fetchall()
         watermark = staging.get_watermark(conn, "psa", "/v2/time_entries")
-    assert (result.staged, result.new_versions, result.known_versions, result.duplicates_in_extract) == (5, 1, 1, 3)
+    counts = (result.staged, result.new_versions, result.known_versions, result.duplicates_in_extract)
+    assert counts == (5, 1, 1, 3)
     assert rows == [("1", "r1", "r1"), ("2", "r0", "r1")]
     assert watermark == datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -103,7 +104,9 @@ def test_nothing_is_staged_unless_the_caller_commits(clean_ods: str) -> None:
     """Staging and the watermark share the caller's transaction: a crash before the commit loses
     both, so the watermark never moves past rows that are not durably staged."""
     with psycopg.connect(clean_ods) as conn:
-        staging.stage_pages(conn, [[{"id": 1}, {"id": 1}]], run_key="r", source_system="psa", endpoint="/v2/x")
+        staging.stage_pages(
+            conn, [[{"id": 1}, {"id": 1}]], run_key="r", source_system="psa", endpoint="/v2/x"
+        )
         staging.advance_watermark(conn, "psa", "/v2/x", datetime(2026, 11, 1, tzinfo=UTC))
         conn.rollback()
         assert conn.execute("SELECT count(*) FROM staging.raw_record").fetchone() == (0,)

@@ -51,9 +51,9 @@ def _upsert(conn: psycopg.Connection, params: dict[str, str]) -> tuple[int, int,
     within the extract makes PostgreSQL refuse it (nothing written), and then it runs with it."""
     try:
         with conn.transaction():
-            row = conn.execute(_UPSERT.format(rows="src"), params).fetchone()  # type: ignore[arg-type]
+            row = conn.execute(_UPSERT.format(rows="src"), params).fetchone()
     except psycopg.errors.CardinalityViolation:
-        row = conn.execute(_UPSERT.format(rows=_DISTINCT), params).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(_UPSERT.format(rows=_DISTINCT), params).fetchone()
     assert row is not None
     return row[0], row[1], row[2]
 
