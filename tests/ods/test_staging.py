@@ -74,3 +74,40 @@ def test_watermark_never_moves_backwards(clean_ods: str) -> None:
         staging.advance_watermark(conn, "psa", "/v2/time_entries", earlier)
         staging.advance_watermark(conn, "psa", "/v2/time_entries", None)
         assert staging.get_watermark(conn, "psa", "/v2/time_entries") == later
+
+
+def test_the_same_version_twice_in_one_extract_falls_back_to_the_sorted_upsert(clean_ods: str) -> None:
+    """Without duplicates the upsert skips the ``DISTINCT ON`` sort; a version that appears twice
+    (a page re-read while the source changed) makes PostgreSQL refuse that statement, and the sorted
+    one runs inside the caller's transaction: same counts as before, nothing staged twice, and the
+    caller's earlier work in the transaction (the extract run row, the watermark) is kept."""
+    a, b = {"id": 1, "notes": "a"}, {"id": 2, "notes": "b"}
+    with psycopg.connect(clean_ods) as conn:
+        staging.stage_pages(conn, [[b]], run_key="r0", source_system="psa", endpoint="/v2/time_entries")
+        conn.commit()
+        staging.advance_watermark(conn, "psa", "/v2/time_entries", datetime(2026, 11, 1, tzinfo=UTC))
+        result = staging.stage_pages(
+            conn, [[a, b], [a, dict(a)], [b]], run_key="r1", source_system="psa", endpoint="/v2/time_entries"
+        )
+        conn.commit()
+        rows = conn.execute(
+            "SELECT source_id, first_run_key, last_run_key FROM staging.raw_record ORDER BY source_id"
+        ).fetchall()
+        watermark = staging.get_watermark(conn, "psa", "/v2/time_entries")
+    counts = (result.staged, result.new_versions, result.known_versions, result.duplicates_in_extract)
+    assert counts == (5, 1, 1, 3)
+    assert rows == [("1", "r1", "r1"), ("2", "r0", "r1")]
+    assert watermark == datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def test_nothing_is_staged_unless_the_caller_commits(clean_ods: str) -> None:
+    """Staging and the watermark share the caller's transaction: a crash before the commit loses
+    both, so the watermark never moves past rows that are not durably staged."""
+    with psycopg.connect(clean_ods) as conn:
+        staging.stage_pages(
+            conn, [[{"id": 1}, {"id": 1}]], run_key="r", source_system="psa", endpoint="/v2/x"
+        )
+        staging.advance_watermark(conn, "psa", "/v2/x", datetime(2026, 11, 1, tzinfo=UTC))
+        conn.rollback()
+        assert conn.execute("SELECT count(*) FROM staging.raw_record").fetchone() == (0,)
+        assert staging.get_watermark(conn, "psa", "/v2/x") is None

@@ -23,6 +23,41 @@ log = logging.getLogger(__name__)
 _NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 
+# One set-based statement over the COPYed rows. ``{rows}`` is ``src`` (the fast path: no sort) or,
+# when the extract holds the same version twice (ON CONFLICT DO UPDATE cannot touch one row twice in
+# a statement), ``DISTINCT ON`` over it, which sorts every payload (~1.2 s per 100k rows).
+_UPSERT = """
+WITH src AS (
+    SELECT source_id, payload, encode(sha256(convert_to(payload::text, 'UTF8')), 'hex') AS payload_hash
+    FROM tmp_stage
+), upsert AS (
+    INSERT INTO staging.raw_record AS r
+        (source_system, endpoint, source_id, payload_hash, payload, fetched_at, first_run_key, last_run_key)
+    SELECT %(system)s, %(endpoint)s, source_id, payload_hash, payload, now(), %(run_key)s, %(run_key)s
+    FROM {rows}
+    ON CONFLICT (source_system, endpoint, source_id, payload_hash)
+    DO UPDATE SET last_run_key = EXCLUDED.last_run_key, fetched_at = EXCLUDED.fetched_at
+    RETURNING (xmax = 0) AS is_new
+)
+SELECT (SELECT count(*) FROM tmp_stage),
+       (SELECT count(*) FROM upsert WHERE is_new),
+       (SELECT count(*) FROM upsert WHERE NOT is_new)
+"""
+_DISTINCT = "(SELECT DISTINCT ON (source_id, payload_hash) source_id, payload_hash, payload FROM src) AS d"
+
+
+def _upsert(conn: psycopg.Connection, params: dict[str, str]) -> tuple[int, int, int]:
+    """Staged, new and known versions. Tries the statement without the sort first; a duplicate
+    within the extract makes PostgreSQL refuse it (nothing written), and then it runs with it."""
+    try:
+        with conn.transaction():
+            row = conn.execute(_UPSERT.format(rows="src"), params).fetchone()
+    except psycopg.errors.CardinalityViolation:
+        row = conn.execute(_UPSERT.format(rows=_DISTINCT), params).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
 @dataclass(frozen=True)
 class StageResult:
     run_key: str
@@ -39,17 +74,27 @@ class StageResult:
         return self.staged / self.seconds if self.seconds > 0 else 0.0
 
 
-def _copy_line(source_id: str, item: object) -> bytes:
+_encode = msgspec.json.Encoder().encode
+
+
+def _copy_key(source_id: object) -> bytes:
+    """The source id as a COPY text field: an integer id (the usual case) needs no escaping."""
+    if type(source_id) is int:
+        return str(source_id).encode()
+    key = str(source_id).encode().replace(b"\\", b"\\\\").replace(b"\t", b"\\t")
+    # An id may hold anything the source sent; text cannot hold U+0000 (kept as visible text).
+    return key.replace(b"\n", b"\\n").replace(b"\r", b"\\r").replace(b"\x00", b"\\\\u0000")
+
+
+def _copy_line(key: bytes, item: object) -> bytes:
     # jsonb cannot hold U+0000; keep such a record (as the literal text "\u0000") rather than fail the
     # whole extract. Then escape for COPY text format, whose escape character is the backslash
     # (JSON never holds raw tabs or newlines).
-    payload = msgspec.json.encode(item)
-    if b"\\u0000" in payload:
-        payload = _NUL_ESCAPE.sub(rb"\1\\\\u0000", payload)
-    payload = payload.replace(b"\\", b"\\\\")
-    key = source_id.encode().replace(b"\\", b"\\\\").replace(b"\t", b"\\t")
-    # An id may hold anything the source sent; text cannot hold U+0000 (kept as visible text).
-    key = key.replace(b"\n", b"\\n").replace(b"\r", b"\\r").replace(b"\x00", b"\\\\u0000")
+    payload = _encode(item)
+    if b"\\" in payload:
+        if b"\\u0000" in payload:
+            payload = _NUL_ESCAPE.sub(rb"\1\\\\u0000", payload)
+        payload = payload.replace(b"\\", b"\\\\")
     return key + b"\t" + payload + b"\n"
 
 
@@ -85,40 +130,21 @@ def stage_pages(
         for page in pages:
             buffer = bytearray()
             for item in page:
-                source_id = item.get("id") if isinstance(item, dict) else None
-                key = str(source_id) if source_id is not None else missing_id_key(item)
+                is_dict = isinstance(item, dict)
+                source_id = item.get("id") if is_dict else None
+                key = _copy_key(source_id) if source_id is not None else missing_id_key(item).encode()
                 buffer += _copy_line(key, item)
-                seen = source_timestamp(item.get("updated_at")) if isinstance(item, dict) else None
-                if seen is not None and (newest is None or seen > newest):
-                    newest = seen
+                if is_dict:
+                    seen = source_timestamp(item.get("updated_at"))
+                    if seen is not None and (newest is None or seen > newest):
+                        newest = seen
             copy.write(bytes(buffer))
             extracted += len(page)
             if progress is not None:
                 progress(extracted, time.monotonic() - started)
-    row = conn.execute(
-        """
-        WITH src AS (
-            SELECT source_id, payload, encode(sha256(convert_to(payload::text, 'UTF8')), 'hex') AS payload_hash
-            FROM tmp_stage
-        ), distinct_src AS (
-            SELECT DISTINCT ON (source_id, payload_hash) source_id, payload_hash, payload FROM src
-        ), upsert AS (
-            INSERT INTO staging.raw_record AS r
-                (source_system, endpoint, source_id, payload_hash, payload, fetched_at, first_run_key, last_run_key)
-            SELECT %(system)s, %(endpoint)s, source_id, payload_hash, payload, now(), %(run_key)s, %(run_key)s
-            FROM distinct_src
-            ON CONFLICT (source_system, endpoint, source_id, payload_hash)
-            DO UPDATE SET last_run_key = EXCLUDED.last_run_key, fetched_at = EXCLUDED.fetched_at
-            RETURNING (xmax = 0) AS is_new
-        )
-        SELECT (SELECT count(*) FROM tmp_stage),
-               (SELECT count(*) FROM upsert WHERE is_new),
-               (SELECT count(*) FROM upsert WHERE NOT is_new)
-        """,
-        {"system": source_system, "endpoint": endpoint, "run_key": run_key},
-    ).fetchone()
-    assert row is not None
-    staged, new_versions, known_versions = row
+    staged, new_versions, known_versions = _upsert(
+        conn, {"system": source_system, "endpoint": endpoint, "run_key": run_key}
+    )
     result = StageResult(
         run_key=run_key,
         extracted=extracted,
