@@ -17,11 +17,14 @@ What the function receives is chosen by the names of its parameters, from this f
 
 =================  ==============================================================
 ``conn``           an ODS connection (``ods_conn_id``)
+``dsn``            that connection's DSN, for a step that opens its own connections
 ``psa``, ``erp``,  the client of that system, from its hook (``{system}_default`` or
 ``crm``,           ``conn_ids[system]``)
 ``planning``,
 ``sap``,
 ``workday``
+``erp_for``        a function ``conn_id -> ERP client`` for steps that write to several ERP
+                   accounts (each client opened once, on first use, closed after the step)
 ``run_id``,        the run's ids
 ``dag_id``
 ``as_of``          the run's as-of instant (:func:`~psa_erp_sync.operators.context.run_as_of`)
@@ -49,7 +52,7 @@ if TYPE_CHECKING:
 
 SYSTEMS = ("psa", "erp", "crm", "planning", "sap", "workday")
 CONTEXT_ARGS = ("run_id", "dag_id", "as_of", "config", "params")
-PROVIDED = frozenset({"conn", *SYSTEMS, *CONTEXT_ARGS})
+PROVIDED = frozenset({"conn", "dsn", "erp_for", *SYSTEMS, *CONTEXT_ARGS})
 
 
 def _client_of(system: str, conn_id: str) -> Any:
@@ -70,6 +73,18 @@ def _client_of(system: str, conn_id: str) -> Any:
         "workday": WorkdayHook,
     }
     return hooks[system](conn_id).get_client()
+
+
+def _erp_factory(stack: ExitStack) -> Callable[[str], Any]:
+    """``conn_id -> ERP client``: each client opened on first use and closed when ``stack`` is."""
+    clients: dict[str, Any] = {}
+
+    def erp_for(conn_id: str) -> Any:
+        if conn_id not in clients:
+            clients[conn_id] = stack.enter_context(_client_of("erp", conn_id))
+        return clients[conn_id]
+
+    return erp_for
 
 
 class DomainStepOperator(LineageReportingOperator):
@@ -152,6 +167,12 @@ class DomainStepOperator(LineageReportingOperator):
                     from psa_erp_sync.hooks.ods import OdsHook
 
                     arguments[name] = stack.enter_context(OdsHook(self.ods_conn_id).get_conn())
+                elif name == "dsn":
+                    from psa_erp_sync.hooks.ods import OdsHook
+
+                    arguments[name] = OdsHook(self.ods_conn_id).dsn()
+                elif name == "erp_for":
+                    arguments[name] = _erp_factory(stack)
                 elif name in SYSTEMS:
                     conn_id = self.conn_ids.get(name, f"{name}_default")
                     arguments[name] = stack.enter_context(_client_of(name, conn_id))
