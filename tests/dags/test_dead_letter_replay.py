@@ -205,7 +205,7 @@ def test_a_large_replay_waits_for_a_finance_approval_in_the_ui(
 def test_requests_that_make_no_sense_are_refused_before_anything_is_read(
     airflow_db: str, conf: dict[str, Any], refusal: str
 ) -> None:
-    from psa_erp_sync.flows.dead_letters import ReplayRequestRefused, check_request
+    from psa_erp_sync.posting.replay_steps import ReplayRequestRefused, check_request
 
     with pytest.raises(ReplayRequestRefused, match=refusal):
         check_request(conf)
@@ -233,7 +233,7 @@ def test_the_trigger_form_offers_owners_and_reason_codes_as_dropdowns(airflow_db
 
 
 def test_check_request_allows_an_unfiltered_dry_run_and_an_explicit_replay_everything() -> None:
-    from psa_erp_sync.flows.dead_letters import ReplayRequestRefused, check_request
+    from psa_erp_sync.posting.replay_steps import ReplayRequestRefused, check_request
 
     assert check_request({"dry_run": True}).owner is None
     assert check_request({"dry_run": False, "replay_everything": True}).record_type == "timebill"

@@ -229,14 +229,14 @@ def test_reconcile_operators_lineage_and_control_totals() -> None:
     assert erp.get_openlineage_facets_on_complete(None).run_facets["controlTotals"].counts == {"timebill": 2}
 
 
-def test_reporting_python_operator_resolves_declared_datasets() -> None:
+def test_domain_step_operator_resolves_declared_datasets() -> None:
     from psa_erp_sync.lineage.facets import ControlTotalsRunFacet
     from psa_erp_sync.lineage.refs import erp, ods, psa
-    from psa_erp_sync.operators.python import ReportingPythonOperator
+    from psa_erp_sync.operators.step import DomainStepOperator
 
-    op = ReportingPythonOperator(
+    op = DomainStepOperator(
         task_id="propagate_to_psa",
-        python_callable=lambda: {"applied": 3},
+        call=lambda: {"applied": 3},
         inputs=[ods("master.propagation"), erp("customer")],
         outputs=[psa("/v2/clients")],
         run_facets=lambda result: {"controlTotals": ControlTotalsRunFacet(counts=result)},

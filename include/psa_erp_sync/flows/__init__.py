@@ -4,8 +4,9 @@ A flow module is wiring: it declares the tasks of one DAG and their order. A ste
 :mod:`psa_erp_sync.operators` (which reads ids and as-of from its own ``execute(context)``, builds
 its hooks and calls domain functions with explicit arguments), or a ``@task`` for an ODS-only step.
 No SQL and no business rules here (``tests/test_layers.py``); return values stay XCom-sized.
-``time_expense`` and ``forecast`` are shaped so; the other flows still wrap small functions of their own in
-``ReportingPythonOperator`` (calls into domain code, no SQL), to become operators likewise.
+A step that calls one domain function is a :class:`~psa_erp_sync.operators.step.DomainStepOperator`
+line: ``call=`` a plain function of the domain package (``masterdata/steps.py``, ``hr/steps.py``,
+``billing/steps.py``, ...) and the datasets it touches.
 """
 
 from __future__ import annotations

@@ -11,15 +11,8 @@ Each task reads ``lastmodifieddate >= watermark - overlap`` (the overlap of ever
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 from typing import Any
-
-from airflow.sdk import get_current_context
-
-from psa_erp_sync.flows.context import ids
-
-log = logging.getLogger(__name__)
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "billing",
@@ -30,36 +23,12 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 
-def _read_back(record_type: str) -> dict[str, Any]:
-    from psa_erp_sync.billing import readback
-    from psa_erp_sync.config import load_config
-    from psa_erp_sync.hooks.erp import ErpHook
-    from psa_erp_sync.hooks.ods import OdsHook
-
-    _, run_id = ids(get_current_context())
-    config = load_config()
-    if config.authority.authority_of("invoice") != "erp":
-        raise ValueError(
-            "invoices are not ERP-owned in config/systems_of_authority.yaml; refusing to read them back"
-        )
-    mappings = config.mappings
-    with ErpHook().get_client() as client, OdsHook().get_conn() as conn:
-        result = readback.read_back_type(
-            conn,
-            client,
-            record_type=record_type,
-            run_id=run_id,
-            overlap=timedelta(minutes=mappings.extract.overlap_minutes),
-            jobs=readback.JobMapping(mappings.external_ids["job"]),
-        )
-    return result.as_dict()
-
-
 def build() -> None:
     """Declare the read-back tasks, one per ERP billing record type (call inside a DAG context)."""
+    from psa_erp_sync.billing import steps
     from psa_erp_sync.billing.readback import RECORD_TYPES
     from psa_erp_sync.lineage.refs import erp, ods
-    from psa_erp_sync.operators.python import ReportingPythonOperator
+    from psa_erp_sync.operators.step import DomainStepOperator
 
     tables = {
         "invoice": ["billing.erp_invoice", "billing.erp_invoice_line"],
@@ -71,9 +40,9 @@ def build() -> None:
     mapping = {t: [ods("master.project_setup")] for t in ("invoice", "creditmemo")}
     previous = None
     for record_type in RECORD_TYPES:
-        current = ReportingPythonOperator(
+        current = DomainStepOperator(
             task_id=f"read_back_{record_type}",
-            python_callable=_read_back,
+            call=steps.read_back_step,
             op_kwargs={"record_type": record_type},
             inputs=[erp(record_type), erp("transactionline"), *mapping.get(record_type, [])],
             outputs=[ods(t) for t in [*tables[record_type], "billing.erp_readback_watermark"]],

@@ -14,15 +14,10 @@ harmlessly (staging dedupes by id and content hash). Propagation applies each pe
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import get_current_context, task
-
-from psa_erp_sync.flows.context import ids, run_as_of
-
-log = logging.getLogger(__name__)
+from airflow.sdk import task
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "finance-master-data",
@@ -33,77 +28,21 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 
-def _authority_check() -> None:
-    """The DAG runs only while the configuration says the ERP owns these domains and their
-    changes propagate from the ERP."""
-    from psa_erp_sync.config import load_config
-
-    authority = load_config().authority
-    for domain in ("customer", "legal_entity", "currency", "tax_code", "accounting_period"):
-        if authority.authority_of(domain) != "erp" or authority.flows_from(domain) != "erp":
-            raise ValueError(
-                f"{domain} is not ERP-owned, or does not propagate from the ERP, in"
-                " config/systems_of_authority.yaml; refusing to sync it"
-            )
-
-
-def _sync(record_type: str) -> dict[str, Any]:
-    from psa_erp_sync.config import load_config
-    from psa_erp_sync.hooks.erp import ErpHook
-    from psa_erp_sync.hooks.ods import OdsHook
-    from psa_erp_sync.masterdata import sync
-
-    _authority_check()
-    context = get_current_context()
-    dag_id, run_id = ids(context)
-    overlap = timedelta(minutes=load_config().mappings.extract.overlap_minutes)
-    with ErpHook().get_client() as client, OdsHook().get_conn() as conn:
-        result = sync.sync_record_type(
-            conn,
-            client,
-            record_type=record_type,
-            run_key=f"{dag_id}/{run_id}/{record_type}",
-            run_id=run_id,
-            as_of=run_as_of(context),
-            overlap=overlap,
-        )
-    return result.as_dict()
-
-
-def _sync_currency_rates() -> dict[str, Any]:
-    from psa_erp_sync.hooks.erp import ErpHook
-    from psa_erp_sync.hooks.ods import OdsHook
-    from psa_erp_sync.masterdata import fx
-
-    _authority_check()
-    with ErpHook().get_client() as client, OdsHook().get_conn() as conn:
-        return fx.sync_currency_rates(conn, client)
-
-
-def _propagate() -> dict[str, Any]:
-    from psa_erp_sync.hooks.ods import OdsHook
-    from psa_erp_sync.hooks.psa import PsaHook
-    from psa_erp_sync.masterdata import propagate
-
-    _, run_id = ids(get_current_context())
-    with PsaHook().get_client() as psa, OdsHook().get_conn() as conn:
-        return propagate.propagate_pending(conn, psa, run_id=run_id).as_dict()
-
-
 def build() -> None:
     """Declare the tasks of the master-data DAG (call inside a DAG context)."""
     from psa_erp_sync.assets import MASTER_DATA
     from psa_erp_sync.lineage.refs import erp, ods, psa
+    from psa_erp_sync.masterdata import steps
     from psa_erp_sync.masterdata.sync import RECORD_TYPES
-    from psa_erp_sync.operators.python import ReportingPythonOperator
+    from psa_erp_sync.operators.step import DomainStepOperator
 
     previous = None
     for record_type in RECORD_TYPES:
         # ERP (SuiteQL, lastmodifieddate >= watermark - overlap) -> ODS master records and the
         # changes to propagate to the PSA.
-        current = ReportingPythonOperator(
+        current = DomainStepOperator(
             task_id=f"sync_{record_type}",
-            python_callable=_sync,
+            call=steps.sync_record_type_step,
             op_kwargs={"record_type": record_type},
             inputs=[erp(record_type)],
             outputs=[
@@ -119,9 +58,9 @@ def build() -> None:
         previous = current
 
     # The ERP's currency rates (all of them: a few per day and pair) for foreign-currency work.
-    rates = ReportingPythonOperator(
+    rates = DomainStepOperator(
         task_id="sync_currencyrate",
-        python_callable=_sync_currency_rates,
+        call=steps.sync_currency_rates_step,
         inputs=[erp("currencyrate")],
         outputs=[ods("master.currency_rate")],
         step="master_sync:currencyrate",
@@ -131,9 +70,9 @@ def build() -> None:
     previous = rates
 
     # Renames, merges and deactivations the ERP made, applied to PSA clients and projects.
-    propagated = ReportingPythonOperator(
+    propagated = DomainStepOperator(
         task_id="propagate_to_psa",
-        python_callable=_propagate,
+        call=steps.propagate_step,
         inputs=[ods("master.propagation"), ods("master.erp_record")],
         outputs=[psa("/v2/clients"), psa("/v2/projects"), ods("master.propagation")],
     )

@@ -14,11 +14,8 @@ their inputs' hash and journals by their idempotency key.
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 MONTHLY_CRON = "0 6 1 * *"  # the 1st at 06:00 UTC: the month that just ended
 START_DATE = datetime(2026, 1, 1)
@@ -31,51 +28,17 @@ def schedule() -> Any:
     return CronTriggerTimetable(MONTHLY_CRON, timezone="UTC")
 
 
-def target_period(context: Any) -> int:
-    """The month index to recognize: the ``period`` param, else the month before the as-of date."""
-    from psa_erp_sync.flows.context import run_as_of
-    from psa_erp_sync.revenue.recognition import month_index
-
-    wanted = str((context.get("params") or {}).get("period") or "")
-    if wanted:
-        year, month = (int(part) for part in wanted.split("-"))
-        return year * 12 + month - 1
-    return month_index(run_as_of(context).date()) - 1
-
-
-def _recognize() -> dict[str, Any]:
-    from airflow.sdk import get_current_context
-
-    from psa_erp_sync.config import load_config
-    from psa_erp_sync.forecast.settings import load_forecast_settings
-    from psa_erp_sync.hooks.ods import OdsHook
-    from psa_erp_sync.revenue import service
-
-    context = get_current_context()
-    period = target_period(context)
-    back = int((context.get("params") or {}).get("periods_back", 1))
-    config, settings = load_config(), load_forecast_settings()
-    outcomes = []
-    with OdsHook().get_conn() as conn:
-        for p in range(period - back, period + 1):
-            outcome = service.compute_and_store_period(
-                conn, period=p, run_id=context["run_id"], settings=settings, config=config
-            )
-            outcomes.append(outcome.as_dict())
-    log.info("recognized %d periods through %s", len(outcomes), outcomes[-1]["period"])
-    return {"periods": outcomes}
-
-
 def build() -> None:
     """Declare the tasks of the revenue recognition DAG (call inside a DAG context)."""
     from psa_erp_sync.hooks.erp import account_pool
     from psa_erp_sync.lineage.refs import ods
-    from psa_erp_sync.operators.python import ReportingPythonOperator
     from psa_erp_sync.operators.revenue import JournalPostingOperator
+    from psa_erp_sync.operators.step import DomainStepOperator
+    from psa_erp_sync.revenue import steps
 
-    recognize = ReportingPythonOperator(
+    recognize = DomainStepOperator(
         task_id="recognize_revenue",
-        python_callable=_recognize,
+        call=steps.recognize_step,
         inputs=[
             ods("forecast.src_project"),
             ods("forecast.src_opportunity"),

@@ -13,15 +13,9 @@ DAG is latency.
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from airflow.sdk import Asset, AssetWatcher
 
-from airflow.sdk import Asset, AssetWatcher, get_current_context
-
-from psa_erp_sync.flows.context import ids, run_as_of
 from psa_erp_sync.ods.inbox import MILESTONE_EVENTS, TIME_EXPENSE_EVENTS
-
-log = logging.getLogger(__name__)
 
 ASSET_NAME = "psa_erp_sync.inbox.time_expense"
 POLL_SECONDS = 5.0  # LISTEN/NOTIFY wakes the trigger at once; polling is only the fallback
@@ -44,63 +38,19 @@ def inbox_asset() -> Asset:
     )
 
 
-def _process() -> dict[str, Any]:
-    from psa_erp_sync.config import load_config
-    from psa_erp_sync.hooks.erp import ErpHook
-    from psa_erp_sync.hooks.ods import OdsHook
-    from psa_erp_sync.hooks.psa import PsaHook
-    from psa_erp_sync.posting.engine import EngineSettings
-    from psa_erp_sync.stream.time_expense import process_inbox
-
-    context = get_current_context()
-    dag_id, run_id = ids(context)
-    config = load_config()
-    erp_hook = ErpHook()
-    settings = EngineSettings.from_config(
-        config,
-        max_concurrency=erp_hook.max_concurrency(),
-        progress_every_s=60.0,
-    )
-    with PsaHook().get_client() as psa, erp_hook.get_client() as erp:
-        result = process_inbox(
-            dsn=OdsHook().dsn(),
-            psa_client=psa,
-            erp_client=erp,
-            config=config,
-            run_id=run_id,
-            run_key_prefix=f"{dag_id}/{run_id}",
-            as_of=run_as_of(context),
-            engine_settings=settings,
-        )
-    return result.as_dict()
-
-
-def _bill_milestones() -> dict[str, Any]:
-    from psa_erp_sync.billing.milestones import process_milestone_inbox
-    from psa_erp_sync.billing.settings import load_billing_settings
-    from psa_erp_sync.hooks.ods import OdsHook
-    from psa_erp_sync.hooks.psa import PsaHook
-
-    context = get_current_context()
-    _dag_id, run_id = ids(context)
-    with PsaHook().get_client() as psa, OdsHook().get_conn() as conn:
-        result = process_milestone_inbox(
-            conn, psa, config=load_billing_settings(), as_of=run_as_of(context).date(), run_id=run_id
-        )
-    return result.as_dict()
-
-
 def build() -> None:
     """Declare the stream DAG's task (call inside a DAG context)."""
+    from psa_erp_sync.billing import steps as billing_steps
     from psa_erp_sync.hooks.erp import account_pool
     from psa_erp_sync.lineage.refs import erp, ods, psa
-    from psa_erp_sync.operators.python import ReportingPythonOperator
+    from psa_erp_sync.operators.step import DomainStepOperator
+    from psa_erp_sync.stream import steps as stream_steps
 
     # Claim pending time & expense events; re-read, stage, validate and post the records (the
-    # return value is one XCom, as PythonOperator pushes it whole).
-    ReportingPythonOperator(
+    # return value is one XCom).
+    DomainStepOperator(
         task_id="process_inbox",
-        python_callable=_process,
+        call=stream_steps.process_inbox_step,
         pool=account_pool(),  # it posts: one of the ERP account's posting tasks
         step="stream",
         inputs=[
@@ -124,9 +74,9 @@ def build() -> None:
         ],
     )
     # Signed-off milestones -> billing events (PSA and ODS only: no ERP call, no posting pool).
-    ReportingPythonOperator(
+    DomainStepOperator(
         task_id="bill_milestones",
-        python_callable=_bill_milestones,
+        call=billing_steps.bill_milestones_step,
         step="stream",
         inputs=[
             ods("inbox.event"),

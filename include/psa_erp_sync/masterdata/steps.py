@@ -1,15 +1,20 @@
-"""The project-setup DAG's steps as plain functions: each takes the ODS connection, the clients and
-the run facts it needs as explicit arguments (``DomainStepOperator`` supplies them by name) and
-calls :mod:`~psa_erp_sync.masterdata.setup` or :mod:`~psa_erp_sync.masterdata.change_orders`."""
+"""The project-setup and master-data DAGs' steps as plain functions: each takes the ODS connection,
+the clients and the run facts it needs as explicit arguments (``DomainStepOperator`` supplies them
+by name) and calls :mod:`~psa_erp_sync.masterdata.setup`, :mod:`~psa_erp_sync.masterdata.change_orders`,
+:mod:`~psa_erp_sync.masterdata.sync`, :mod:`~psa_erp_sync.masterdata.fx` or
+:mod:`~psa_erp_sync.masterdata.propagate`."""
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from psa_erp_sync.masterdata import change_orders, setup
+from psa_erp_sync.masterdata import change_orders, fx, propagate, setup, sync
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import psycopg
 
     from psa_erp_sync.config import Config
@@ -64,3 +69,54 @@ def reconcile_change_orders(
         report["jobs_missing"],
     )
     return report
+
+
+ERP_OWNED_DOMAINS = ("customer", "legal_entity", "currency", "tax_code", "accounting_period")
+
+
+def check_erp_authority(config: Config) -> None:
+    """The master-data DAG runs only while the configuration says the ERP owns these domains and
+    their changes propagate from the ERP."""
+    authority = config.authority
+    for domain in ERP_OWNED_DOMAINS:
+        if authority.authority_of(domain) != "erp" or authority.flows_from(domain) != "erp":
+            raise ValueError(
+                f"{domain} is not ERP-owned, or does not propagate from the ERP, in"
+                " config/systems_of_authority.yaml; refusing to sync it"
+            )
+
+
+def sync_record_type_step(
+    conn: psycopg.Connection,
+    erp: Any,
+    *,
+    record_type: str,
+    dag_id: str,
+    run_id: str,
+    as_of: datetime,
+    config: Config,
+) -> dict[str, Any]:
+    """ERP (SuiteQL, ``lastmodifieddate >= watermark - overlap``) -> ODS master records and the
+    changes to propagate to the PSA, for one record type."""
+    check_erp_authority(config)
+    result = sync.sync_record_type(
+        conn,
+        erp,
+        record_type=record_type,
+        run_key=f"{dag_id}/{run_id}/{record_type}",
+        run_id=run_id,
+        as_of=as_of,
+        overlap=timedelta(minutes=config.mappings.extract.overlap_minutes),
+    )
+    return result.as_dict()
+
+
+def sync_currency_rates_step(conn: psycopg.Connection, erp: Any, *, config: Config) -> dict[str, Any]:
+    """Every ERP currency rate into ``master.currency_rate``."""
+    check_erp_authority(config)
+    return dict(fx.sync_currency_rates(conn, erp))
+
+
+def propagate_step(conn: psycopg.Connection, psa: Any, *, run_id: str) -> dict[str, Any]:
+    """Renames, merges and deactivations the ERP made, applied to PSA clients and projects."""
+    return propagate.propagate_pending(conn, psa, run_id=run_id).as_dict()

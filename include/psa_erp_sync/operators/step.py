@@ -17,11 +17,14 @@ What the function receives is chosen by the names of its parameters, from this f
 
 =================  ==============================================================
 ``conn``           an ODS connection (``ods_conn_id``)
+``dsn``            that connection's DSN, for a step that opens its own connections
 ``psa``, ``erp``,  the client of that system, from its hook (``{system}_default`` or
 ``crm``,           ``conn_ids[system]``)
 ``planning``,
 ``sap``,
 ``workday``
+``erp_for``        a function ``conn_id -> ERP client`` for steps that write to several ERP
+                   accounts (each client opened once, on first use, closed after the step)
 ``run_id``,        the run's ids
 ``dag_id``
 ``as_of``          the run's as-of instant (:func:`~psa_erp_sync.operators.context.run_as_of`)
@@ -29,8 +32,14 @@ What the function receives is chosen by the names of its parameters, from this f
 ``params``         the run's trigger-form parameters (a plain dict)
 =================  ==============================================================
 
-and ``op_kwargs`` (templated, so it may hold XComArgs of upstream tasks). A parameter outside the
-set and without a default is a mistake in the flow: the DAG fails to parse with that name.
+and ``op_kwargs`` (templated, so it may hold XComArgs of upstream tasks), and ``pull``: keyword ->
+task id whose return value the step receives, pulled from XCom at run time *without* making that
+task a direct upstream (an XComArg would: it matters behind a branch). A parameter outside the set
+and without a default is a mistake in the flow: the DAG fails to parse with that name.
+
+``check_params`` runs first, before any connection is opened, on the run's trigger-form parameters;
+an exception of a type in ``no_retry_on``, raised by it or by the call, fails the task at once,
+without retries (a request that makes no sense does not get better by waiting).
 """
 
 from __future__ import annotations
@@ -49,7 +58,7 @@ if TYPE_CHECKING:
 
 SYSTEMS = ("psa", "erp", "crm", "planning", "sap", "workday")
 CONTEXT_ARGS = ("run_id", "dag_id", "as_of", "config", "params")
-PROVIDED = frozenset({"conn", *SYSTEMS, *CONTEXT_ARGS})
+PROVIDED = frozenset({"conn", "dsn", "erp_for", *SYSTEMS, *CONTEXT_ARGS})
 
 
 def _client_of(system: str, conn_id: str) -> Any:
@@ -72,6 +81,18 @@ def _client_of(system: str, conn_id: str) -> Any:
     return hooks[system](conn_id).get_client()
 
 
+def _erp_factory(stack: ExitStack) -> Callable[[str], Any]:
+    """``conn_id -> ERP client``: each client opened on first use and closed when ``stack`` is."""
+    clients: dict[str, Any] = {}
+
+    def erp_for(conn_id: str) -> Any:
+        if conn_id not in clients:
+            clients[conn_id] = stack.enter_context(_client_of("erp", conn_id))
+        return clients[conn_id]
+
+    return erp_for
+
+
 class DomainStepOperator(LineageReportingOperator):
     """Call one domain function with the systems and run facts it names; report its datasets.
 
@@ -82,6 +103,9 @@ class DomainStepOperator(LineageReportingOperator):
     :param step: the step recorded with this try's OpenLineage run id (default: the task id).
     :param run_facets: builds OpenLineage run facets from the function's return value.
     :param conn_ids: connection id per system (``ods``, ``psa``, ...) when not ``{system}_default``.
+    :param pull: keyword -> upstream task id whose XCom the function receives (no dependency made).
+    :param check_params: checks the run's trigger-form parameters before anything is opened.
+    :param no_retry_on: exception types that fail the task at once instead of being retried.
     """
 
     template_fields: Sequence[str] = ("op_kwargs",)
@@ -97,10 +121,16 @@ class DomainStepOperator(LineageReportingOperator):
         step: str | None = None,
         run_facets: Callable[[Any], dict[str, Any]] | None = None,
         conn_ids: Mapping[str, str] | None = None,
+        pull: Mapping[str, str] | None = None,
+        check_params: Callable[[dict[str, Any]], Any] | None = None,
+        no_retry_on: Sequence[type[Exception]] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.call = call
+        self.pull = dict(pull or {})
+        self.check_params = check_params
+        self.no_retry_on = tuple(no_retry_on)
         self.op_kwargs = dict(op_kwargs or {})
         self.lineage_inputs = tuple(inputs)
         self.lineage_outputs = tuple(outputs)
@@ -108,7 +138,7 @@ class DomainStepOperator(LineageReportingOperator):
         self.run_facets_of = run_facets
         self.conn_ids = dict(conn_ids or {})
         self.ods_conn_id = self.conn_ids.get("ods", "ods_default")
-        self.wanted = self._wanted_arguments(call, set(self.op_kwargs))
+        self.wanted = self._wanted_arguments(call, {*self.op_kwargs, *self.pull})
         self.result: Any = None
 
     @staticmethod
@@ -128,10 +158,24 @@ class DomainStepOperator(LineageReportingOperator):
         return tuple(wanted)
 
     def execute(self, context: Context) -> Any:
-        self.record_lineage_run(context, self.step or self.task_id)
-        with self._arguments(context) as arguments:
-            self.result = self.call(**arguments, **self.op_kwargs)
+        with self._failing_at_once():
+            if self.check_params is not None:
+                self.check_params(dict(context.get("params") or {}))
+            self.record_lineage_run(context, self.step or self.task_id)
+            pulled = {name: context["ti"].xcom_pull(task_ids=task_id) for name, task_id in self.pull.items()}
+            with self._arguments(context) as arguments:
+                self.result = self.call(**arguments, **pulled, **self.op_kwargs)
         return self.result
+
+    @contextmanager
+    def _failing_at_once(self) -> Iterator[None]:
+        """An exception of a ``no_retry_on`` type becomes ``AirflowFailException`` (no retries)."""
+        try:
+            yield
+        except self.no_retry_on as refused:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(str(refused)) from refused
 
     @contextmanager
     def _arguments(self, context: Context) -> Iterator[dict[str, Any]]:
@@ -152,6 +196,12 @@ class DomainStepOperator(LineageReportingOperator):
                     from psa_erp_sync.hooks.ods import OdsHook
 
                     arguments[name] = stack.enter_context(OdsHook(self.ods_conn_id).get_conn())
+                elif name == "dsn":
+                    from psa_erp_sync.hooks.ods import OdsHook
+
+                    arguments[name] = OdsHook(self.ods_conn_id).dsn()
+                elif name == "erp_for":
+                    arguments[name] = _erp_factory(stack)
                 elif name in SYSTEMS:
                     conn_id = self.conn_ids.get(name, f"{name}_default")
                     arguments[name] = stack.enter_context(_client_of(name, conn_id))

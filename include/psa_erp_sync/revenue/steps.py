@@ -1,0 +1,48 @@
+"""The revenue-recognition DAG's step as a plain function: it takes the ODS connection and the run
+facts it needs as explicit arguments (``DomainStepOperator`` supplies them by name) and calls
+:func:`~psa_erp_sync.revenue.service.compute_and_store_period`."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from psa_erp_sync.revenue import service
+from psa_erp_sync.revenue.recognition import month_index
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    import psycopg
+
+    from psa_erp_sync.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def target_period(params: dict[str, Any], as_of: datetime) -> int:
+    """The month index to recognize: the ``period`` param, else the month before the as-of date."""
+    wanted = str(params.get("period") or "")
+    if wanted:
+        year, month = (int(part) for part in wanted.split("-"))
+        return year * 12 + month - 1
+    return month_index(as_of.date()) - 1
+
+
+def recognize_step(
+    conn: psycopg.Connection, *, run_id: str, as_of: datetime, params: dict[str, Any], config: Config
+) -> dict[str, Any]:
+    """The previous ``periods_back`` periods again, then the target period: computed and stored."""
+    from psa_erp_sync.forecast.settings import load_forecast_settings
+
+    period = target_period(params, as_of)
+    back = int(params.get("periods_back", 1))
+    settings = load_forecast_settings()
+    outcomes = []
+    for p in range(period - back, period + 1):
+        outcome = service.compute_and_store_period(
+            conn, period=p, run_id=run_id, settings=settings, config=config
+        )
+        outcomes.append(outcome.as_dict())
+    log.info("recognized %d periods through %s", len(outcomes), outcomes[-1]["period"])
+    return {"periods": outcomes}
