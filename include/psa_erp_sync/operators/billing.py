@@ -59,7 +59,7 @@ class InvoicePostingOperator(IdempotentPostingOperator):
         from psa_erp_sync.posting.engine import EngineSettings
 
         config = load_config()
-        erp_hook = ErpHook(self.erp_conn_id)
+        erp_hook = ErpHook(self.erp_conn_id or "erp_default")
         limit = erp_hook.max_concurrency()
         concurrency = min(self.max_concurrency or limit, limit)
         self.record_lineage_run(context, "invoice")
@@ -99,7 +99,7 @@ class InvoicePostingOperator(IdempotentPostingOperator):
         from psa_erp_sync.hooks.erp import ErpHook
         from psa_erp_sync.lineage import naming
 
-        namespace = ErpHook(self.erp_conn_id).openlineage_namespace()
+        namespace = ErpHook(self.erp_conn_id or "erp_default").openlineage_namespace()
         inputs = [self.ods_dataset("billing", "event"), self.ods_dataset("ledger", "posting")]
         outputs = [
             naming.erp_record(namespace, "invoice"),
