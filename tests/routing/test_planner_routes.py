@@ -166,3 +166,33 @@ def test_rows_planned_before_routing_read_as_netsuite(clean_ods: str) -> None:
             "SELECT target_erp, erp_account, route_version FROM ledger.posting WHERE idempotency_key = 'old'"
         ).fetchone()
     assert row == ("netsuite", None, None)
+
+
+def test_a_change_across_the_cutover_reverses_in_the_old_erp_and_posts_in_the_new(clean_ods: str) -> None:
+    """reverse_and_repost, the record's own period still open: an entry posted to NetSuite is moved
+    to a January date, which routes to SAP. The plan reverses it in NetSuite (where the ledger says
+    it is held) and posts the new version in SAP, in that order; nothing is parked."""
+    router = router_of(**{"LE-US1": uk_cutover("reverse_and_repost")})
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        _entry(conn, 8, "LE-US1", date(2026, 12, 20), "e1", 5_000)
+        _plan(conn, router, _periods(), "r1")
+        _confirm_all(conn)
+        _entry(conn, 8, "LE-US1", date(2026, 12, 20), "e2", 6_000)
+        conn.execute("UPDATE canonical.time_entry SET spent_date = '2027-01-05' WHERE source_id = '8'")
+        plan = _plan(conn, router, _periods(), "r2")
+        rows = conn.execute(
+            "SELECT seq, action, state, target_erp, erp_account, source_version, amount_minor, period"
+            " FROM ledger.posting WHERE source_id = '8' ORDER BY seq"
+        ).fetchall()
+        items = conn.execute("SELECT reason_code FROM exceptions.item WHERE source_id = '8'").fetchall()
+        audit = conn.execute(
+            "SELECT after FROM audit.change WHERE action = 'erp_route' AND run_id = 'r2'"
+        ).fetchall()
+    assert [r[1:] for r in rows] == [
+        ("post", "confirmed", "netsuite", None, "e1", 5_000, "LE-US1-2026-12"),
+        ("reverse", "pending", "netsuite", None, "e1", None, "LE-US1-2026-12"),
+        ("post", "pending", "sap", "UK10", "e2", 6_000, "LE-US1-2027-01"),
+    ]
+    assert plan["planned"] == {"post": 1, "adjust": 0, "reverse": 1} and plan["parked"] == 0
+    assert items == []
+    assert [(a, r["erp"]) for a, r in audit[0][0]["actions"]] == [("reverse", "netsuite"), ("post", "sap")]

@@ -562,7 +562,9 @@ class _Planning:
     ) -> tuple[Route | None, str | None, dict[str, Any]]:
         """Where ``posting`` goes, by ``day``: (route, None, {}); or a reason to park it:
         ``NO_ERP_ROUTE`` (no range covers the day), ``ROUTE_CUTOVER_CORRECTION`` (a correction
-        across a cutover whose policy is ``reverse_and_repost``: it needs both ERPs' adapters)."""
+        across a cutover whose policy is ``reverse_and_repost``: :func:`_plan_change` turns it into a
+        reversal in the old ERP and a post in the new one; a correcting journal across the cutover,
+        the record's period being closed, stays parked with it)."""
         entity = posting.legal_entity or ""
         try:
             if posting.action == "post" and not posting.corrects:
@@ -752,22 +754,16 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
         return False
     if decision is not None and action == "post":
         action = "adjust"  # parked: the record is held, it is a correction
-    key = ledger.idempotency_key(
-        record_type, cand["source_system"], source_id, desired["version_hash"], action, seq
-    )
     if decision is None:
         decision = pl.periods.decide(entity, date.fromisoformat(desired["spent_date"]), record_type, policy)
-    payload = erp_payload(
-        record_type,
-        desired,
-        external_id=external_id,
-        key=key,
-        config=pl.config,
-        period=decision.period,
-        original_period=decision.original_period,
-    )
+    key, payload = _keyed_payload(pl, cand, decision, action, seq)
     day = pl.posting_day(decision, date.fromisoformat(desired["spent_date"]))
     route, unrouted, route_detail = pl.decide_route(cand, _Draft(action, entity, external_id), day)
+    if unrouted == "ROUTE_CUTOVER_CORRECTION" and decision.outcome != "park":
+        # reverse_and_repost: reverse where the record is held, post the new version where it now goes.
+        route, seq = _plan_cutover_reversal(pl, cand, entity, day), seq + 1
+        action, unrouted = "post", None
+        key, payload = _keyed_payload(pl, cand, decision, action, seq)
     planned = ledger.Posting(
         key,
         record_type,
@@ -797,6 +793,58 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
         pl.result.parked += 1
         pl.parked.append(_period_parked(pl, cand, decision, policy, action))
     return True
+
+
+def _keyed_payload(
+    pl: _Planning, cand: dict[str, Any], decision: PeriodDecision, action: ledger.Action, seq: int
+) -> tuple[str, dict[str, Any]]:
+    """The idempotency key and ERP payload of ``action`` on the approved version of ``cand``."""
+    desired = cand["desired"]
+    key = ledger.idempotency_key(
+        pl.record_type, cand["source_system"], cand["source_id"], desired["version_hash"], action, seq
+    )
+    payload = erp_payload(
+        pl.record_type,
+        desired,
+        external_id=pl.external_id(cand["source_id"]),
+        key=key,
+        config=pl.config,
+        period=decision.period,
+        original_period=decision.original_period,
+    )
+    return key, payload
+
+
+def _plan_cutover_reversal(pl: _Planning, cand: dict[str, Any], entity: str, day: date) -> Route:
+    """The first half of a ``reverse_and_repost`` correction across a cutover: the reversal of the
+    record where the ledger says it is held (the old ERP), planned before the post in the new ERP
+    (its ledger ``seq`` is the lower). Returns the new ERP's route for the post."""
+    held = _held_route(pl.router, cand, entity)
+    assert held is not None  # decide_route found the record held across the cutover
+    actions = dict(pl.router.routes_for_correction(held, day))
+    record_type, source_id = pl.record_type, cand["source_id"]
+    external_id = pl.external_id(source_id)
+    key = ledger.idempotency_key(
+        record_type, cand["source_system"], source_id, cand["done_version"], "reverse", int(cand["n"])
+    )
+    reversal = ledger.Posting(
+        key,
+        record_type,
+        cand["source_system"],
+        source_id,
+        cand["done_version"],
+        external_id,
+        "reverse",
+        "pending",
+        {"externalId": external_id, "reverses": cand["done_payload"]},
+        entity,
+        held_period(cand.get("base_payload") or cand["done_payload"]),
+        **_route_fields(actions["reverse"]),
+    )
+    pl.batch.append(reversal)
+    pl.result.planned["reverse"] += 1
+    pl.changes.append(("erp_reverse", external_id, cand["done_payload"], None))
+    return actions["post"]
 
 
 def _period_parked(
