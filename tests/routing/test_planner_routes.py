@@ -196,3 +196,26 @@ def test_a_change_across_the_cutover_reverses_in_the_old_erp_and_posts_in_the_ne
     assert plan["planned"] == {"post": 1, "adjust": 0, "reverse": 1} and plan["parked"] == 0
     assert items == []
     assert [(a, r["erp"]) for a, r in audit[0][0]["actions"]] == [("reverse", "netsuite"), ("post", "sap")]
+
+
+def test_the_closed_period_decision_reads_the_periods_of_the_routes_erp(clean_ods: str) -> None:
+    """NetSuite closed LE-UK1's January (the entity left it); SAP's January is open. A January
+    entry routes to SAP and is decided by SAP's periods: posted in January, not moved or parked by
+    NetSuite's book. A December entry held in NetSuite is decided by NetSuite's periods."""
+    router = router_of(**{"LE-UK1": uk_cutover()})
+    netsuite = _periods(closed={"LE-UK1-2027-01"})
+    books = {"netsuite": netsuite, "sap": _periods()}
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        _entry(conn, 9, "LE-UK1", date(2027, 1, 5), "f1", 4_000)
+        _entry(conn, 10, "LE-UK1", date(2026, 12, 5), "f2", 4_000)
+        planner.plan(conn, record_type="timebill", config=load_config(), periods=netsuite, dag_run_id="r1",
+                     router=router, periods_by_erp=books)  # fmt: skip
+        latest = _latest(conn)
+        # Without the SAP book, NetSuite's closed January parks the SAP entry (LE-UK1's policy).
+        _entry(conn, 11, "LE-UK1", date(2027, 1, 5), "f3", 4_000)
+        planner.plan(conn, record_type="timebill", config=load_config(), periods=netsuite, dag_run_id="r2",
+                     router=router)  # fmt: skip
+        without = _latest(conn)
+    assert latest["9"][:4] == ("post", "pending", "sap", "UK10") and latest["9"][6] == "LE-UK1-2027-01"
+    assert latest["10"][:4] == ("post", "pending", "netsuite", None) and latest["10"][6] == "LE-UK1-2026-12"
+    assert without["11"][1] == "parked"

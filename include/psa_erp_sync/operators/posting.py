@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from psa_erp_sync.operators.base import LineageReportingOperator
@@ -68,6 +69,7 @@ class IdempotentPostingOperator(LineageReportingOperator):
         from psa_erp_sync.config import load_config
         from psa_erp_sync.hooks.ods import OdsHook
         from psa_erp_sync.posting.engine import EngineSettings
+        from psa_erp_sync.posting.periods import PeriodBook
         from psa_erp_sync.posting.service import post_record_type
 
         if self.batch_size is not None and not 1 <= self.batch_size <= 100:
@@ -79,14 +81,24 @@ class IdempotentPostingOperator(LineageReportingOperator):
         if state is not None and state.get("outcome"):
             self.log.info("an earlier try got this far: %s; resuming from the ledger", state.get("outcome"))
         results: dict[str, Any] = {}
-        for erp, erp_hook in self._erp_hooks():
-            # This task's requests in flight; every process posting to the account shares its limit.
-            limit = erp_hook.max_concurrency()
-            concurrency = min(self.max_concurrency or limit, limit)
-            with erp_hook.get_client() as client:
+        with ExitStack() as stack:
+            adapters = {
+                erp: (hook, hook.adapter(stack.enter_context(hook.get_client())))
+                for erp, hook in self._erp_hooks()
+            }
+            # Every ERP's own periods: a record is planned against the periods of the ERP it goes to.
+            books = (
+                {erp: PeriodBook.from_rows(adapter.read_periods()) for erp, (_, adapter) in adapters.items()}
+                if len(adapters) > 1
+                else {}
+            )
+            for erp, (erp_hook, adapter) in adapters.items():
+                # This task's requests in flight; every process posting to the account shares its limit.
+                limit = erp_hook.max_concurrency()
+                concurrency = min(self.max_concurrency or limit, limit)
                 results[erp] = post_record_type(
                     dsn=OdsHook(self.ods_conn_id).dsn(),
-                    client=erp_hook.adapter(client),
+                    client=adapter,
                     record_type=self.record_type,
                     config=config,
                     settings=EngineSettings.from_config(
@@ -94,6 +106,7 @@ class IdempotentPostingOperator(LineageReportingOperator):
                     ),
                     run_id=context["run_id"],
                     task_try=getattr(ti, "try_number", None),
+                    periods_by_erp=books,
                 )
         plan, outcome = merge_results(results)
         if state is not None:
