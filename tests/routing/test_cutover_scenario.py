@@ -96,6 +96,13 @@ def _post(run_id: str) -> dict[str, Any]:
     return result["outcome"]  # type: ignore[no-any-return]
 
 
+def _lineage_outputs() -> list[tuple[str, str]]:
+    from psa_erp_sync.operators.posting import IdempotentPostingOperator
+
+    _inputs, outputs = IdempotentPostingOperator(task_id="t", record_type="timebill").lineage_datasets()
+    return [(d.namespace, d.name) for d in outputs]
+
+
 def _netsuite(sim: RunningSimulator) -> dict[str, tuple[Decimal, Decimal]]:
     """Live timebills by PSA source id: (hours, amount)."""
     items = sim.admin("GET", "/records/timebill", params={"limit": 100})["items"]
@@ -170,3 +177,19 @@ def test_a_month_across_the_cutover_posts_each_side_to_its_erp(
     assert items == (0,)
     # The ERP totals per side, to the hour and the penny: NetSuite 0, SAP 5.75 h = GBP 575.00.
     assert sum(_sap(sap_sim).values()) == Decimal("5.75")
+
+    # The trace shows the ERP of each posting and where the record now is.
+    from psa_erp_sync.trace import format_text, trace
+
+    with psycopg.connect(clean_ods) as conn:
+        (record,) = [t for t in trace(conn, "psa", "2") if t["kind"] == "time_entry"]
+    assert [(p["action"], p["target_erp"]) for p in record["ledger"]] == [
+        ("post", "netsuite"), ("reverse", "netsuite"), ("post", "sap"),
+    ]  # fmt: skip
+    assert (record["erp"]["erp"], record["erp"]["in_erp"]) == ("sap", True)
+    assert "4. ERP sap timebill psa-te-2" in format_text([record])
+    # OpenLineage: one ERP dataset per ERP posted to, each in its own namespace.
+    erp_outputs = [o for o in _lineage_outputs() if not o[0].startswith("postgres")]
+    assert sorted(ns for ns, _ in erp_outputs) == sorted(
+        [f"http://127.0.0.1:{erp_sim.port}", f"http://127.0.0.1:{sap_sim.port}"]
+    ), erp_outputs
