@@ -146,3 +146,11 @@ def test_an_unrouted_entity_is_a_route_not_found_never_a_key_error() -> None:
         router.cutovers("LE-DE1")
     with pytest.raises(RouteNotFound, match="LE-DE1"):
         router.parallel_targets("LE-DE1", CUTOVER)
+
+
+def test_a_routed_account_no_connection_posts_as_is_named() -> None:
+    """A route to SAP account UK10 is worked only by a pass whose connection is that account."""
+    router = router_of(**{"LE-UK1": uk_cutover()})
+    assert router.accounts_not_worked("sap", "default") == ["UK10"]
+    assert router.accounts_not_worked("sap", "UK10") == []
+    assert router.accounts_not_worked(NS, "A1") == []  # account: null is the connection's own

@@ -92,6 +92,7 @@ class IdempotentPostingOperator(LineageReportingOperator):
                 if len(adapters) > 1
                 else {}
             )
+            _check_accounts(adapters)
             for erp, (erp_hook, adapter) in adapters.items():
                 # This task's requests in flight; every process posting to the account shares its limit.
                 limit = erp_hook.max_concurrency()
@@ -169,6 +170,22 @@ class IdempotentPostingOperator(LineageReportingOperator):
         from psa_erp_sync.lineage.facets import PostingOutcomeRunFacet
 
         return {"postingOutcome": PostingOutcomeRunFacet.from_outcome(self.outcome)} if self.outcome else {}
+
+
+def _check_accounts(adapters: dict[str, tuple[Any, Any]]) -> None:
+    """Refuse a routing file naming an ERP account no pass of this task works: its rows would
+    stay pending for ever (one connection per ERP; its account is the pass's)."""
+    from psa_erp_sync.posting.service import target_of
+    from psa_erp_sync.routing.route import router
+
+    for erp, (_, adapter) in adapters.items():
+        account = target_of(adapter).account
+        unworked = router().accounts_not_worked(erp, account)
+        if unworked:
+            raise ValueError(
+                f"config/erp_routing.yaml routes to {erp} accounts {unworked}, but the {erp} connection posts"
+                f" as account {account!r}: set the connection's account_id, or route with account: null"
+            )
 
 
 def merge_results(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

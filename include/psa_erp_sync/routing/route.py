@@ -139,6 +139,17 @@ class Router:
                     named.update((r.parallel_run.primary, r.parallel_run.secondary))
         return [erp for erp in self.routing.erps if erp in named]
 
+    def accounts_not_worked(self, erp: str, account: str) -> list[str]:
+        """The accounts of ``erp`` the version in force routes to that a pass through a connection of
+        ``account`` would never send (a route's ``account`` must be its connection's; None is)."""
+        named = {
+            r.account
+            for entity in self.active.legal_entities.values()
+            for r in entity.effective
+            if r.erp == erp and r.account is not None
+        }
+        return sorted(named - {account})
+
     def cutovers(self, legal_entity: str) -> list[tuple[date, Route, Route]]:
         """``(first day, from, to)`` of each cutover of ``legal_entity``, oldest first."""
         if legal_entity not in self.active.legal_entities:
