@@ -4,7 +4,8 @@ Real path: Harvest payloads staged in a real PostgreSQL ODS, ``validate_run`` wi
 read into ``master.currency_rate`` by ``masterdata.fx.sync_currency_rates``, the planner and engine
 (``post_record_type``) against the ERP simulator over loopback, and the product's reconciliation
 (``reconcile_erp``) in both currencies. The EUR entity LE-DE1 is added to a copy of the repository's
-config (config/legal_entities.yaml holds no EUR entity).
+config (config/legal_entities.yaml holds no EUR entity), and routed to NetSuite in that copy's
+erp_routing.yaml (a legal entity without a route is refused when the routing file is loaded).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import copy
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -74,25 +76,28 @@ ENTRIES = [
 EXPENSES = [_expense(401, "212.45")]  # fmt: skip
 
 
-def _config() -> Any:
-    from psa_erp_sync.config import LegalEntity, load_config
+DE_ENTITY = {"country": "DE", "currency": "EUR", "timezone": "Europe/Berlin", "close_calendar": "DE",
+             "closed_period_policy": "post_to_first_open"}  # fmt: skip
 
-    config = load_config()
-    entities = dict(config.legal_entities.legal_entities)
-    entities[DE] = LegalEntity(
-        country="DE", currency="EUR", timezone="Europe/Berlin", close_calendar="GB",
-        closed_period_policy="post_to_first_open",
-    )  # fmt: skip
-    return config.model_copy(
-        update={"legal_entities": config.legal_entities.model_copy(update={"legal_entities": entities})}
-    )
+
+def _config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """The repository's config with LE-DE1 added and routed (to NetSuite, as every entity)."""
+    from psa_erp_sync.config import load_config
+    from tests.routed_config import route_to
+
+    config_dir = route_to(monkeypatch, tmp_path / "config", "netsuite", extra_entities={DE: DE_ENTITY})
+    with (config_dir / "close_calendars.yaml").open("a", encoding="utf-8") as calendars:
+        calendars.write(
+            "  DE:\n    holidays_country: DE\n    close_window: {start_business_day: -2, end_business_day: 3}\n"
+        )
+    return load_config(config_dir)
 
 
 class Firm:
     """One test's ODS, ERP simulator and config."""
 
-    def __init__(self, dsn: str, erp: RunningSimulator) -> None:
-        self.dsn, self.erp, self.config = dsn, erp, _config()
+    def __init__(self, dsn: str, erp: RunningSimulator, config: Any) -> None:
+        self.dsn, self.erp, self.config = dsn, erp, config
         erp.admin("POST", "/seed", json=copy.deepcopy(ERP_SEED))
         with psycopg.connect(dsn, autocommit=True) as conn:  # master data outlives clean_ods
             conn.execute("TRUNCATE master.currency_rate")
@@ -189,8 +194,8 @@ class Firm:
 
 
 @pytest.fixture
-def firm(clean_ods: str, erp_sim: RunningSimulator) -> Firm:
-    return Firm(clean_ods, erp_sim)
+def firm(clean_ods: str, erp_sim: RunningSimulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Firm:
+    return Firm(clean_ods, erp_sim, _config(monkeypatch, tmp_path))
 
 
 def test_fx_work_is_quarantined_without_a_rate_then_posted_and_reconciled_in_both_currencies(

@@ -7,6 +7,7 @@ SAP's alike); the engine, the ledger and the exception queue are the real ones i
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -302,11 +303,19 @@ def test_an_expense_adjustment_is_refused_before_any_call(
 
 
 def test_the_posting_operator_posts_to_sap_when_told(
-    clean_ods: str, psa_sim: RunningSimulator, sap_sim: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+    clean_ods: str,
+    psa_sim: RunningSimulator,
+    sap_sim: RunningSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     """``IdempotentPostingOperator(erp="sap")``: planner, ledger and engine as for NetSuite, the SAP
-    hook and adapter from the connection."""
+    hook and adapter from the connection; the entities are routed to SAP (the routing file)."""
     import json
+
+    from tests.routed_config import route_to
+
+    route_to(monkeypatch, tmp_path / "config", "sap")
 
     from psa_erp_sync.operators.posting import IdempotentPostingOperator
     from tests.conftest import connect_airflow

@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -31,6 +32,7 @@ import pytest
 
 from tests.conftest import ROOT, RunningSimulator
 from tests.posting.sap_worker import COMPANY_CODES
+from tests.routed_config import route_to
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -150,8 +152,13 @@ class _CsrfExpirer(threading.Thread):
 
 
 def test_sap_exactly_once_effect_under_faults_and_sigkill(
-    clean_ods: str, psa_sim: RunningSimulator, sap_sim: RunningSimulator
+    clean_ods: str,
+    psa_sim: RunningSimulator,
+    sap_sim: RunningSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    route_to(monkeypatch, tmp_path / "config", "sap")  # every entity posts to SAP (workers inherit it)
     started = time.monotonic()
     approved = _prepare(clean_ods, psa_sim, sap_sim, consultants=80)
     assert approved >= 2_000, approved

@@ -166,3 +166,56 @@ def test_rows_planned_before_routing_read_as_netsuite(clean_ods: str) -> None:
             "SELECT target_erp, erp_account, route_version FROM ledger.posting WHERE idempotency_key = 'old'"
         ).fetchone()
     assert row == ("netsuite", None, None)
+
+
+def test_a_change_across_the_cutover_reverses_in_the_old_erp_and_posts_in_the_new(clean_ods: str) -> None:
+    """reverse_and_repost, the record's own period still open: an entry posted to NetSuite is moved
+    to a January date, which routes to SAP. The plan reverses it in NetSuite (where the ledger says
+    it is held) and posts the new version in SAP, in that order; nothing is parked."""
+    router = router_of(**{"LE-US1": uk_cutover("reverse_and_repost")})
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        _entry(conn, 8, "LE-US1", date(2026, 12, 20), "e1", 5_000)
+        _plan(conn, router, _periods(), "r1")
+        _confirm_all(conn)
+        _entry(conn, 8, "LE-US1", date(2026, 12, 20), "e2", 6_000)
+        conn.execute("UPDATE canonical.time_entry SET spent_date = '2027-01-05' WHERE source_id = '8'")
+        plan = _plan(conn, router, _periods(), "r2")
+        rows = conn.execute(
+            "SELECT seq, action, state, target_erp, erp_account, source_version, amount_minor, period"
+            " FROM ledger.posting WHERE source_id = '8' ORDER BY seq"
+        ).fetchall()
+        items = conn.execute("SELECT reason_code FROM exceptions.item WHERE source_id = '8'").fetchall()
+        audit = conn.execute(
+            "SELECT after FROM audit.change WHERE action = 'erp_route' AND run_id = 'r2'"
+        ).fetchall()
+    assert [r[1:] for r in rows] == [
+        ("post", "confirmed", "netsuite", None, "e1", 5_000, "LE-US1-2026-12"),
+        ("reverse", "pending", "netsuite", None, "e1", None, "LE-US1-2026-12"),
+        ("post", "pending", "sap", "UK10", "e2", 6_000, "LE-US1-2027-01"),
+    ]
+    assert plan["planned"] == {"post": 1, "adjust": 0, "reverse": 1} and plan["parked"] == 0
+    assert items == []
+    assert [(a, r["erp"]) for a, r in audit[0][0]["actions"]] == [("reverse", "netsuite"), ("post", "sap")]
+
+
+def test_the_closed_period_decision_reads_the_periods_of_the_routes_erp(clean_ods: str) -> None:
+    """NetSuite closed LE-UK1's January (the entity left it); SAP's January is open. A January
+    entry routes to SAP and is decided by SAP's periods: posted in January, not moved or parked by
+    NetSuite's book. A December entry held in NetSuite is decided by NetSuite's periods."""
+    router = router_of(**{"LE-UK1": uk_cutover()})
+    netsuite = _periods(closed={"LE-UK1-2027-01"})
+    books = {"netsuite": netsuite, "sap": _periods()}
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        _entry(conn, 9, "LE-UK1", date(2027, 1, 5), "f1", 4_000)
+        _entry(conn, 10, "LE-UK1", date(2026, 12, 5), "f2", 4_000)
+        planner.plan(conn, record_type="timebill", config=load_config(), periods=netsuite, dag_run_id="r1",
+                     router=router, periods_by_erp=books)  # fmt: skip
+        latest = _latest(conn)
+        # Without the SAP book, NetSuite's closed January parks the SAP entry (LE-UK1's policy).
+        _entry(conn, 11, "LE-UK1", date(2027, 1, 5), "f3", 4_000)
+        planner.plan(conn, record_type="timebill", config=load_config(), periods=netsuite, dag_run_id="r2",
+                     router=router)  # fmt: skip
+        without = _latest(conn)
+    assert latest["9"][:4] == ("post", "pending", "sap", "UK10") and latest["9"][6] == "LE-UK1-2027-01"
+    assert latest["10"][:4] == ("post", "pending", "netsuite", None) and latest["10"][6] == "LE-UK1-2026-12"
+    assert without["11"][1] == "parked"

@@ -130,3 +130,27 @@ def test_the_loader_checks_entities_against_legal_entities_yaml(tmp_path: Path) 
     with pytest.raises(ValueError, match=r"routes no ERP for \['LE-US2'\]"):
         load_routing(tmp_path)
     load_routing.cache_clear()
+
+
+def test_the_erps_in_force_are_those_the_version_in_force_sends_to() -> None:
+    """What a posting task without ``erp=`` works: one pass per ERP routed to, in ``erps`` order."""
+    assert router_of().erps_in_force() == [NS]
+    assert router_of(**{"LE-UK1": uk_cutover()}).erps_in_force() == [NS, "sap"]
+
+
+def test_an_unrouted_entity_is_a_route_not_found_never_a_key_error() -> None:
+    router = router_of()
+    with pytest.raises(RouteNotFound, match="LE-DE1"):
+        router.route("LE-DE1", CUTOVER)
+    with pytest.raises(RouteNotFound, match="LE-DE1"):
+        router.cutovers("LE-DE1")
+    with pytest.raises(RouteNotFound, match="LE-DE1"):
+        router.parallel_targets("LE-DE1", CUTOVER)
+
+
+def test_a_routed_account_no_connection_posts_as_is_named() -> None:
+    """A route to SAP account UK10 is worked only by a pass whose connection is that account."""
+    router = router_of(**{"LE-UK1": uk_cutover()})
+    assert router.accounts_not_worked("sap", "default") == ["UK10"]
+    assert router.accounts_not_worked("sap", "UK10") == []
+    assert router.accounts_not_worked(NS, "A1") == []  # account: null is the connection's own

@@ -68,7 +68,7 @@ class InvoicePostingOperator(IdempotentPostingOperator):
         from psa_erp_sync.hooks.erp import ErpHook
         from psa_erp_sync.lineage import naming
 
-        namespace = ErpHook(self.erp_conn_id).openlineage_namespace()
+        namespace = ErpHook(self.erp_conn_id or "erp_default").openlineage_namespace()
         # The graph reads canonical time entry -> billing.event (the events builder) -> this task ->
         # ERP invoice / creditmemo; credit memos read the documents they credit; periods from the ERP.
         inputs = [

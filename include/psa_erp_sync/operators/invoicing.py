@@ -23,7 +23,7 @@ def run_invoicing(op: Any, context: Context, *, max_lines: int | None) -> dict[s
     from psa_erp_sync.posting.engine import EngineSettings
 
     config = load_config()
-    erp_hook = ErpHook(op.erp_conn_id)
+    erp_hook = ErpHook(op.erp_conn_id or "erp_default")
     limit = erp_hook.max_concurrency()
     concurrency = min(op.max_concurrency or limit, limit)
     op.record_lineage_run(context, "invoice")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from psa_erp_sync.operators.base import LineageReportingOperator
@@ -25,9 +26,12 @@ class IdempotentPostingOperator(LineageReportingOperator):
 
     :param record_type: ERP record type, ``timebill`` or ``expensereport``; ``invoice`` or
         ``creditmemo`` runs the invoicing pass (a dead-letter replay of billing documents). (templated)
-    :param erp: the target ERP, ``netsuite`` or ``sap``: picks the hook of ``erp_conn_id`` and the
-        posting adapter (:func:`psa_erp_sync.posting.adapter.adapter_for`). (templated)
-    :param erp_conn_id: Airflow connection of the ERP.
+    :param erp: None (default): every ERP the routing file in force sends anything to
+        (``config/erp_routing.yaml``, :meth:`psa_erp_sync.routing.route.Router.erps_in_force`), one
+        pass each through the connection the file names, so each ledger row reaches the ERP its
+        route names (the first pass plans every route; each pass sends its ERP account's rows).
+        ``netsuite`` or ``sap``: that ERP only. (templated)
+    :param erp_conn_id: Airflow connection of ``erp`` (default: the one the routing file names).
     :param ods_conn_id: Airflow connection of the ODS.
     :param max_concurrency: this task's ERP requests in flight, at most the account's limit in the
         current environment (``erp.concurrency`` in ``config/environments/<env>.yaml``, through
@@ -45,8 +49,8 @@ class IdempotentPostingOperator(LineageReportingOperator):
         self,
         *,
         record_type: str,
-        erp: str = "netsuite",
-        erp_conn_id: str = "erp_default",
+        erp: str | None = None,
+        erp_conn_id: str | None = None,
         ods_conn_id: str = "ods_default",
         max_concurrency: int | None = None,
         batch_size: int | None = None,
@@ -67,6 +71,7 @@ class IdempotentPostingOperator(LineageReportingOperator):
         from psa_erp_sync.hooks.ods import OdsHook
         from psa_erp_sync.operators.invoicing import BILLING_TYPES, run_invoicing
         from psa_erp_sync.posting.engine import EngineSettings
+        from psa_erp_sync.posting.periods import PeriodBook
         from psa_erp_sync.posting.service import post_record_type
 
         if self.record_type in BILLING_TYPES:  # billing documents a dead-letter replay released
@@ -74,31 +79,44 @@ class IdempotentPostingOperator(LineageReportingOperator):
         if self.batch_size is not None and not 1 <= self.batch_size <= 100:
             raise ValueError("batch_size must be between 1 and 100 (the ERP's batch limit)")
         config = load_config()
-        erp_hook = self._erp_hook()
-        # This task's requests in flight; every process posting to the account shares its limit.
-        limit = erp_hook.max_concurrency()
-        concurrency = min(self.max_concurrency or limit, limit)
         ti = context["ti"]
         self.record_lineage_run(context, f"post:{self.record_type}")
         state: Any = context.get("task_state_store")
         if state is not None and state.get("outcome"):
             self.log.info("an earlier try got this far: %s; resuming from the ledger", state.get("outcome"))
-        with erp_hook.get_client() as client:
-            result = post_record_type(
-                dsn=OdsHook(self.ods_conn_id).dsn(),
-                client=erp_hook.adapter(client),
-                record_type=self.record_type,
-                config=config,
-                settings=EngineSettings.from_config(
-                    config, batch_size=self.batch_size, max_concurrency=concurrency
-                ),
-                run_id=context["run_id"],
-                task_try=getattr(ti, "try_number", None),
+        results: dict[str, Any] = {}
+        with ExitStack() as stack:
+            adapters = {
+                erp: (hook, hook.adapter(stack.enter_context(hook.get_client())))
+                for erp, hook in self._erp_hooks()
+            }
+            # Every ERP's own periods: a record is planned against the periods of the ERP it goes to.
+            books = (
+                {erp: PeriodBook.from_rows(adapter.read_periods()) for erp, (_, adapter) in adapters.items()}
+                if len(adapters) > 1
+                else {}
             )
+            _check_accounts(adapters)
+            for erp, (erp_hook, adapter) in adapters.items():
+                # This task's requests in flight; every process posting to the account shares its limit.
+                limit = erp_hook.max_concurrency()
+                concurrency = min(self.max_concurrency or limit, limit)
+                results[erp] = post_record_type(
+                    dsn=OdsHook(self.ods_conn_id).dsn(),
+                    client=adapter,
+                    record_type=self.record_type,
+                    config=config,
+                    settings=EngineSettings.from_config(
+                        config, batch_size=self.batch_size, max_concurrency=concurrency
+                    ),
+                    run_id=context["run_id"],
+                    task_try=getattr(ti, "try_number", None),
+                    periods_by_erp=books,
+                )
+        plan, outcome = merge_results(results)
         if state is not None:
-            state.set("outcome", result.outcome)
-        self.plan_summary, self.outcome = result.plan, result.outcome
-        outcome = result.outcome
+            state.set("outcome", outcome)
+        self.plan_summary, self.outcome = plan, outcome
         self.log.info(
             "posted %d, already posted %d, ambiguous resolved %d, reversed %d, rejected %d, parked %d, still pending %d",
             outcome["posted"],
@@ -114,17 +132,26 @@ class IdempotentPostingOperator(LineageReportingOperator):
                 f"{outcome['still_pending']} {self.record_type} postings are still pending after every round; "
                 "retrying the task resumes from the ledger"
             )
-        return {"plan": result.plan, "outcome": outcome}
+        return {"plan": plan, "outcome": outcome}
 
-    def _erp_hook(self) -> Any:
-        """The hook of the target ERP's connection (both build a client and its posting adapter)."""
-        if self.erp.strip().lower() == "sap":
-            from psa_erp_sync.hooks.sap import SapHook
+    def _erps(self) -> list[tuple[str, str]]:
+        """(ERP, connection) of each pass: ``erp`` alone, or every ERP routed to."""
+        from psa_erp_sync.routing.route import router
 
-            return SapHook(self.erp_conn_id)
+        routing = router()
+        if self.erp:
+            erp = self.erp.strip().lower()
+            known = routing.routing.erps
+            default = known[erp].connection if erp in known else "erp_default"
+            return [(erp, self.erp_conn_id or default)]
+        return [(erp, routing.routing.connection_of(erp)) for erp in routing.erps_in_force()]
+
+    def _erp_hooks(self) -> list[tuple[str, Any]]:
+        """The hook of each target ERP's connection (both build a client and its posting adapter)."""
         from psa_erp_sync.hooks.erp import ErpHook
+        from psa_erp_sync.hooks.sap import SapHook
 
-        return ErpHook(self.erp_conn_id)
+        return [(erp, SapHook(conn) if erp == "sap" else ErpHook(conn)) for erp, conn in self._erps()]
 
     # -- OpenLineage (the provider finds the methods of LineageReportingOperator by name) ----------
     def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
@@ -132,8 +159,12 @@ class IdempotentPostingOperator(LineageReportingOperator):
 
         table = naming.CANONICAL_TABLE.get(self.record_type, self.record_type)
         inputs = [self.ods_dataset("canonical", table), self.ods_dataset("ledger", "posting")]
+        # One dataset per ERP posted to, each in that ERP's own namespace.
         outputs = [
-            naming.erp_record(self._erp_hook().openlineage_namespace(), self.record_type),
+            *(
+                naming.erp_record(hook.openlineage_namespace(), self.record_type)
+                for _, hook in self._erp_hooks()
+            ),
             self.ods_dataset("ledger", "posting"),
             self.ods_dataset("exceptions", "item"),
         ]
@@ -143,3 +174,41 @@ class IdempotentPostingOperator(LineageReportingOperator):
         from psa_erp_sync.lineage.facets import PostingOutcomeRunFacet
 
         return {"postingOutcome": PostingOutcomeRunFacet.from_outcome(self.outcome)} if self.outcome else {}
+
+
+def _check_accounts(adapters: dict[str, tuple[Any, Any]]) -> None:
+    """Refuse a routing file naming an ERP account no pass of this task works: its rows would
+    stay pending for ever (one connection per ERP; its account is the pass's)."""
+    from psa_erp_sync.posting.service import target_of
+    from psa_erp_sync.routing.route import router
+
+    for erp, (_, adapter) in adapters.items():
+        account = target_of(adapter).account
+        unworked = router().accounts_not_worked(erp, account)
+        if unworked:
+            raise ValueError(
+                f"config/erp_routing.yaml routes to {erp} accounts {unworked}, but the {erp} connection posts"
+                f" as account {account!r}: set the connection's account_id, or route with account: null"
+            )
+
+
+def merge_results(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One plan and outcome of a task's passes (one per ERP): counts summed, each ERP's outcome
+    under ``by_erp``. The first pass plans every route; later passes plan what changed since."""
+    plan: dict[str, Any] = {}
+    outcome: dict[str, Any] = {}
+    for result in results.values():
+        _add(plan, result.plan)
+        _add(outcome, result.outcome)
+    outcome["by_erp"] = {erp: result.outcome for erp, result in results.items()}
+    return plan, outcome
+
+
+def _add(into: dict[str, Any], more: dict[str, Any]) -> None:
+    for key, value in more.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | dict):
+            into.setdefault(key, value)
+        elif isinstance(value, dict):
+            _add(into.setdefault(key, {}), value)
+        else:
+            into[key] = into.get(key, 0) + value

@@ -52,7 +52,7 @@ class JournalPostingOperator(IdempotentPostingOperator):
         from psa_erp_sync.revenue.posting import post_planned_journals
 
         config = load_config()
-        erp_hook = ErpHook(self.erp_conn_id)
+        erp_hook = ErpHook(self.erp_conn_id or "erp_default")
         limit = erp_hook.max_concurrency()
         self.record_lineage_run(context, "post:journalentry")
         with erp_hook.get_client() as client:
@@ -90,7 +90,9 @@ class JournalPostingOperator(IdempotentPostingOperator):
 
         inputs = [self.ods_dataset("revenue", "journal"), self.ods_dataset("revenue", "journal_line")]
         outputs = [
-            naming.erp_record(ErpHook(self.erp_conn_id).openlineage_namespace(), "journalentry"),
+            naming.erp_record(
+                ErpHook(self.erp_conn_id or "erp_default").openlineage_namespace(), "journalentry"
+            ),
             self.ods_dataset("ledger", "posting"),
             self.ods_dataset("exceptions", "item"),
         ]

@@ -516,11 +516,25 @@ class _Planning:
     periods: PeriodBook
     result: Plan
     router: Router
+    #: Each ERP's own periods (``read_periods`` of its adapter); ``periods`` for an ERP not in it.
+    books: dict[str, PeriodBook] = field(default_factory=dict)
     routes: dict[tuple[str, date], Route] = field(default_factory=dict)
     batch: list[ledger.Posting] = field(default_factory=list)
     parked: list[exception_queue.Item] = field(default_factory=list)
     # Every planned change to a record the ERP already holds: (action, external id, before, after).
     changes: list[tuple[str, str, Any, Any]] = field(default_factory=list)
+
+    def book(self, erp: str | None) -> PeriodBook:
+        """The periods of ``erp`` (the pass's own periods when they were not read for it)."""
+        return self.books.get(erp or "", self.periods)
+
+    def book_on(self, entity: str, day: date) -> PeriodBook:
+        """The periods of the ERP ``entity`` routes a record dated ``day`` to: a closed-period
+        decision is the book of record's, not the ERP of the pass's."""
+        try:
+            return self.book(self.route(entity, day).erp)
+        except RouteNotFound:
+            return self.periods  # parked NO_ERP_ROUTE by decide_route anyway
 
     def policy(self, entity: str | None) -> str:
         entities = self.config.legal_entities.legal_entities
@@ -540,11 +554,11 @@ class _Planning:
         if fix.state != "parked":
             self.changes.append(("erp_correct", fix.external_id, cand["done_payload"], fix.payload))
 
-    def posting_day(self, decision: PeriodDecision, entry_date: date) -> date:
+    def posting_day(self, decision: PeriodDecision, entry_date: date, book: PeriodBook | None = None) -> date:
         """The posting date a route is decided by: the entry's date, or the first day of the
         period the closed-period policy moved it to."""
         if decision.outcome == "moved" and decision.period:
-            target = self.periods.get(decision.period)
+            target = (book or self.periods).get(decision.period)
             if target is not None:
                 return target.start_date
         return entry_date
@@ -562,7 +576,9 @@ class _Planning:
     ) -> tuple[Route | None, str | None, dict[str, Any]]:
         """Where ``posting`` goes, by ``day``: (route, None, {}); or a reason to park it:
         ``NO_ERP_ROUTE`` (no range covers the day), ``ROUTE_CUTOVER_CORRECTION`` (a correction
-        across a cutover whose policy is ``reverse_and_repost``: it needs both ERPs' adapters)."""
+        across a cutover whose policy is ``reverse_and_repost``: :func:`_plan_change` turns it into a
+        reversal in the old ERP and a post in the new one; a correcting journal across the cutover,
+        the record's period being closed, stays parked with it)."""
         entity = posting.legal_entity or ""
         try:
             if posting.action == "post" and not posting.corrects:
@@ -663,7 +679,8 @@ def _plan_reverse(pl: _Planning, cand: dict[str, Any]) -> bool:
     entity = cand["done_payload"].get("subsidiary", {}).get("externalId")
     policy = pl.policy(entity)
     held = held_period(held_entry.base_payload or cand["done_payload"])
-    blocked = correction_decision(pl.periods, held_entry, record_type, policy)
+    held_book = pl.book(cand.get("base_target_erp"))  # the periods of the ERP holding the record
+    blocked = correction_decision(held_book, held_entry, record_type, policy)
     if blocked is not None and blocked.outcome == "correct":
         fix = correcting_posting(
             record_type=record_type,
@@ -677,7 +694,7 @@ def _plan_reverse(pl: _Planning, cand: dict[str, Any]) -> bool:
             want_amount_minor=0,
             currency=str((cand["done_payload"].get("currency") or {}).get("refName")),
             decision=blocked,
-            periods=pl.periods,
+            periods=held_book,
         )
         pl.correct(cand, fix)
         return False
@@ -732,7 +749,8 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
     policy = pl.policy(entity)
     # The ERP holds the record: can it still be changed there? (Also a "post" after a
     # correcting reversal: the record itself is still held, so it is corrected again.)
-    decision = correction_decision(pl.periods, held_entry, record_type, policy)
+    held_book = pl.book(cand.get("base_target_erp"))  # the periods of the ERP holding the record
+    decision = correction_decision(held_book, held_entry, record_type, policy)
     if decision is not None and decision.outcome == "correct":
         fix = correcting_posting(
             record_type=record_type,
@@ -746,28 +764,24 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
             want_amount_minor=int(desired["amount_minor"]),
             currency=desired["currency"],
             decision=decision,
-            periods=pl.periods,
+            periods=held_book,
         )
         pl.correct(cand, fix)
         return False
     if decision is not None and action == "post":
         action = "adjust"  # parked: the record is held, it is a correction
-    key = ledger.idempotency_key(
-        record_type, cand["source_system"], source_id, desired["version_hash"], action, seq
-    )
+    spent = date.fromisoformat(desired["spent_date"])
+    book = pl.book_on(entity, spent)  # the periods of the ERP the entry's date routes to
     if decision is None:
-        decision = pl.periods.decide(entity, date.fromisoformat(desired["spent_date"]), record_type, policy)
-    payload = erp_payload(
-        record_type,
-        desired,
-        external_id=external_id,
-        key=key,
-        config=pl.config,
-        period=decision.period,
-        original_period=decision.original_period,
-    )
-    day = pl.posting_day(decision, date.fromisoformat(desired["spent_date"]))
+        decision = book.decide(entity, spent, record_type, policy)
+    key, payload = _keyed_payload(pl, cand, decision, action, seq)
+    day = pl.posting_day(decision, spent, book)
     route, unrouted, route_detail = pl.decide_route(cand, _Draft(action, entity, external_id), day)
+    if unrouted == "ROUTE_CUTOVER_CORRECTION" and decision.outcome != "park":
+        # reverse_and_repost: reverse where the record is held, post the new version where it now goes.
+        route, seq = _plan_cutover_reversal(pl, cand, entity, day), seq + 1
+        action, unrouted = "post", None
+        key, payload = _keyed_payload(pl, cand, decision, action, seq)
     planned = ledger.Posting(
         key,
         record_type,
@@ -797,6 +811,58 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
         pl.result.parked += 1
         pl.parked.append(_period_parked(pl, cand, decision, policy, action))
     return True
+
+
+def _keyed_payload(
+    pl: _Planning, cand: dict[str, Any], decision: PeriodDecision, action: ledger.Action, seq: int
+) -> tuple[str, dict[str, Any]]:
+    """The idempotency key and ERP payload of ``action`` on the approved version of ``cand``."""
+    desired = cand["desired"]
+    key = ledger.idempotency_key(
+        pl.record_type, cand["source_system"], cand["source_id"], desired["version_hash"], action, seq
+    )
+    payload = erp_payload(
+        pl.record_type,
+        desired,
+        external_id=pl.external_id(cand["source_id"]),
+        key=key,
+        config=pl.config,
+        period=decision.period,
+        original_period=decision.original_period,
+    )
+    return key, payload
+
+
+def _plan_cutover_reversal(pl: _Planning, cand: dict[str, Any], entity: str, day: date) -> Route:
+    """The first half of a ``reverse_and_repost`` correction across a cutover: the reversal of the
+    record where the ledger says it is held (the old ERP), planned before the post in the new ERP
+    (its ledger ``seq`` is the lower). Returns the new ERP's route for the post."""
+    held = _held_route(pl.router, cand, entity)
+    assert held is not None  # decide_route found the record held across the cutover
+    actions = dict(pl.router.routes_for_correction(held, day))
+    record_type, source_id = pl.record_type, cand["source_id"]
+    external_id = pl.external_id(source_id)
+    key = ledger.idempotency_key(
+        record_type, cand["source_system"], source_id, cand["done_version"], "reverse", int(cand["n"])
+    )
+    reversal = ledger.Posting(
+        key,
+        record_type,
+        cand["source_system"],
+        source_id,
+        cand["done_version"],
+        external_id,
+        "reverse",
+        "pending",
+        {"externalId": external_id, "reverses": cand["done_payload"]},
+        entity,
+        held_period(cand.get("base_payload") or cand["done_payload"]),
+        **_route_fields(actions["reverse"]),
+    )
+    pl.batch.append(reversal)
+    pl.result.planned["reverse"] += 1
+    pl.changes.append(("erp_reverse", external_id, cand["done_payload"], None))
+    return actions["post"]
 
 
 def _period_parked(
@@ -834,6 +900,7 @@ def plan(
     chunk: int = 5000,
     on_chunk: Callable[[list[ledger.Posting]], None] | None = None,
     router: Router | None = None,
+    periods_by_erp: dict[str, PeriodBook] | None = None,
 ) -> Plan:
     """Insert pending ledger rows for every record whose ERP state differs from the approved set.
 
@@ -850,7 +917,9 @@ def plan(
     result = Plan(record_type)
     with conn.transaction():
         result.superseded = supersede_stale(conn, record_type)
-    pl = _Planning(record_type, config, periods, result, router or default_router())
+    pl = _Planning(
+        record_type, config, periods, result, router or default_router(), dict(periods_by_erp or {})
+    )
     batch, parked, changes = pl.batch, pl.parked, pl.changes  # _flush empties them in place
     with connections.connect_like(conn) as reader:
         set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads

@@ -227,9 +227,12 @@ def post_record_type(
     run_id: str,
     task_try: int | None = None,
     lock_settings: LockSettings | None = None,
+    periods_by_erp: dict[str, PeriodBook] | None = None,
 ) -> PostingResult:
     """``client`` is the target ERP's adapter (:func:`psa_erp_sync.posting.adapter.adapter_for`),
-    or a bare NetSuite client (wrapped in a ``NetSuiteAdapter``).
+    or a bare NetSuite client (wrapped in a ``NetSuiteAdapter``). ``periods_by_erp``: the other
+    ERPs' periods, so that what this pass plans for them gets their closed-period decisions (this
+    ERP's periods are read here).
 
     Raises :class:`PostingLockBusy` when another pass holds the lock past the wait bound
     (``posting.lock_wait_seconds`` unless ``lock_settings`` say otherwise), and
@@ -253,6 +256,7 @@ def post_record_type(
             task_try=task_try,
             lock=lock,
             target=target,
+            periods_by_erp=periods_by_erp or {},
         )
 
 
@@ -267,8 +271,10 @@ def _post_locked(
     task_try: int | None,
     lock: PostingLock,
     target: ledger.Target,
+    periods_by_erp: dict[str, PeriodBook],
 ) -> PostingResult:
     periods = PeriodBook.from_rows(client.read_periods())
+    books = {**periods_by_erp, target.erp: periods}
     with psycopg.connect(dsn) as conn:
         already_pending = ledger.count_in_state(conn, record_type, ["pending"], target=target)
     engine = PostingEngine(
@@ -285,6 +291,7 @@ def _post_locked(
     planning = _PlanningThread(
         dsn, record_type=record_type, config=config, periods=periods, run_id=run_id, chunk=settings.plan_chunk
     )
+    planning.books = books
     planning.start()
     try:
         outcome = engine.run(planning.chunks(), already_pending=already_pending).as_dict()
@@ -320,6 +327,7 @@ class _PlanningThread:
         self.config = config
         self.periods = periods
         self.run_id = run_id
+        self.books: dict[str, PeriodBook] = {}
         self.plan: planner.Plan | None = None
         self.error: BaseException | None = None
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=4)
@@ -349,6 +357,7 @@ class _PlanningThread:
                     dag_run_id=self.run_id,
                     chunk=self.chunk,
                     on_chunk=self._put,
+                    periods_by_erp=self.books,
                 )
         except _Stopped:
             return

@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from psa_erp_sync.routing.settings import EffectiveRange, ErpRouting, load_routing
+from psa_erp_sync.routing.settings import EffectiveRange, ErpRouting, default_config_dir, load_routing
 
 CorrectionAction = Literal["adjust", "reverse", "post"]
 
@@ -128,8 +128,34 @@ class Router:
             return [primary, self._route(legal_entity, other)]
         return [primary]
 
+    def erps_in_force(self) -> list[str]:
+        """The ERPs the version in force sends anything to (ranges and parallel runs), in the
+        order the routing file lists ``erps``: the ERPs a posting task works."""
+        named: set[str] = set()
+        for entity in self.active.legal_entities.values():
+            for r in entity.effective:
+                named.add(r.erp)
+                if r.parallel_run is not None:
+                    named.update((r.parallel_run.primary, r.parallel_run.secondary))
+        return [erp for erp in self.routing.erps if erp in named]
+
+    def accounts_not_worked(self, erp: str, account: str) -> list[str]:
+        """The accounts of ``erp`` the version in force routes to that a pass through a connection of
+        ``account`` would never send (a route's ``account`` must be its connection's; None is)."""
+        named = {
+            r.account
+            for entity in self.active.legal_entities.values()
+            for r in entity.effective
+            if r.erp == erp and r.account is not None
+        }
+        return sorted(named - {account})
+
     def cutovers(self, legal_entity: str) -> list[tuple[date, Route, Route]]:
         """``(first day, from, to)`` of each cutover of ``legal_entity``, oldest first."""
+        if legal_entity not in self.active.legal_entities:
+            raise RouteNotFound(
+                f"legal entity {legal_entity!r} has no ERP route in erp_routing.yaml version {self.active.version}"
+            )
         ranges = self.active.legal_entities[legal_entity].effective
         return [
             (after.first_day, self._route(legal_entity, before), self._route(legal_entity, after))
@@ -139,8 +165,9 @@ class Router:
 
 
 def router(config_dir: Path | None = None) -> Router:
-    """The router of ``config/erp_routing.yaml`` (or ``config_dir``'s)."""
-    return Router(load_routing(config_dir))
+    """The router of ``config/erp_routing.yaml`` (or ``config_dir``'s; default: the directory
+    ``PSA_ERP_SYNC_CONFIG_DIR`` names now, so the cached file is the one of that directory)."""
+    return Router(load_routing(config_dir or default_config_dir()))
 
 
 def route(legal_entity: str, posting_date: date, *, config_dir: Path | None = None) -> Route:

@@ -188,5 +188,9 @@ def load_routing(config_dir: Path | None = None) -> ErpRouting:
             raise ValueError(f"erp_routing.yaml version {v.version}: unknown legal entities {unknown}")
     missing = sorted(known - set(routing.active().legal_entities))
     if missing:
-        raise ValueError(f"erp_routing.yaml version {routing.active().version} routes no ERP for {missing}")
+        raise ValueError(
+            f"{base / 'erp_routing.yaml'} version {routing.active().version} routes no ERP for {missing},"
+            " which legal_entities.yaml lists: add an `effective` range for each (a new legal entity"
+            " needs its route before anything of it is posted)"
+        )
     return routing

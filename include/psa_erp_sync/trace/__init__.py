@@ -123,7 +123,8 @@ def format_text(traces: list[dict[str, Any]]) -> str:
             lines.append(
                 f"     {p['action']}{' (correcting ' + p['external_id'] + ')' if p.get('corrects') else ''}"
                 f" {p['idempotency_key'][:16]} state={p['state']} period={p['period']}"
-                f" amount={p['amount_minor']} {p['currency']} erp_id={p['erp_internal_id']}"
+                f" amount={p['amount_minor']} {p['currency']} erp={p['target_erp']}"
+                f"{'/' + p['erp_account'] if p.get('erp_account') else ''} erp_id={p['erp_internal_id']}"
             )
             for a in p["attempts"]:
                 lines.append(
@@ -134,7 +135,7 @@ def format_text(traces: list[dict[str, Any]]) -> str:
             lines.append("     (never planned for posting)")
         e = t["erp"]
         lines.append(
-            f"  4. ERP {e['record_type']} {e['external_id']}: internal id {e['internal_id']}, period {e['period']},"
+            f"  4. ERP {e.get('erp') or '-'} {e['record_type']} {e['external_id']}: internal id {e['internal_id']}, period {e['period']},"
             f" {'in the ERP' if e['in_erp'] else 'not in the ERP' + (' (reversed)' if e.get('last_action') == 'reverse' else '')}"
         )
         for c in e.get("corrections", []):

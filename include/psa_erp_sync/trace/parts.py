@@ -40,7 +40,8 @@ def fetch_rows(
         """
         SELECT idempotency_key, seq, action, state, source_version, external_id, legal_entity, period,
                amount_minor, currency, erp_internal_id, attempts, last_error->>'code' AS last_error_code,
-               created_at, updated_at, corrects, payload->>'custbody_psa_hours' AS hours_delta
+               created_at, updated_at, corrects, payload->>'custbody_psa_hours' AS hours_delta,
+               target_erp, erp_account, route_version
         FROM ledger.posting WHERE record_type = %s AND source_system = %s AND source_id = %s ORDER BY seq
         """,
         (spec["record_type"], source_system, source_id),
@@ -164,9 +165,12 @@ def erp_part(landed: list[Any], spec: dict[str, str], source_id: str) -> dict[st
             else (base_amount or 0) + sum(int(f["amount_minor"] or 0) for f in fixes),
             currency=last["currency"],
             last_action=last["action"],
+            # The ERP (and account) of the last landed posting: where the record is, or was reversed.
+            erp=last["target_erp"],
+            erp_account=last["erp_account"],
         )
     else:
-        erp.update(internal_id=None, period=None, in_erp=False)
+        erp.update(internal_id=None, period=None, in_erp=False, erp=None, erp_account=None)
     erp["corrections"] = [
         {
             "record_type": "journalentry",
