@@ -84,6 +84,25 @@ def data_version(conn: psycopg.Connection) -> str:
     return f"{invoices}:{payments}:{last.isoformat() if last else '-'}"
 
 
+def billed_by_month(conn: psycopg.Connection, as_of: date) -> dict[str, dict[date, int]] | None:
+    """Net billed per project and month (the month's first day) up to ``as_of``, in the project's
+    currency (``forecast.src_project``), from the ERP read-back: what revenue recognition takes as
+    billed. None before the first read-back (billing unknown). Lines in another currency than their
+    project's are left out (the ERP bills a project in its currency)."""
+    if not has_readback(conn):
+        return None
+    out: dict[str, dict[date, int]] = {}
+    rows = conn.execute(
+        f"SELECT b.project_ref, date_trunc('month', b.tran_date)::date, sum(b.signed_minor)::bigint"
+        f" FROM ({_BILLED_LINES}) b JOIN forecast.src_project p ON p.project_ref = b.project_ref"
+        " WHERE b.currency = p.currency GROUP BY 1, 2",
+        {"as_of": as_of},
+    )
+    for ref, month, minor in rows:
+        out.setdefault(str(ref), {})[month] = int(minor)
+    return out
+
+
 def billed_per_project(
     conn: psycopg.Connection, as_of: date, projects: pd.DataFrame, settings: ForecastSettings
 ) -> pd.Series:

@@ -94,8 +94,10 @@ def contracts(
     *,
     estimates: Mapping[str, Mapping[int, int]] | None = None,
     contract_terms: Mapping[str, ContractTerms] | None = None,
+    billed: Mapping[str, Mapping[int, int]] | None = None,
 ) -> list[ContractInputs]:
-    """One contract per project row, with the actuals and milestones up to ``through``."""
+    """One contract per project row, with the actuals and milestones up to ``through``, and what the
+    ERP billed per month (``billed``: project -> month index -> minor units; none: nothing billed)."""
     costs, delivered = _actuals_by_month(actuals, through)
     signed = _signed_milestones(milestones, through)
     out = []
@@ -133,6 +135,7 @@ def contracts(
                 cost_minor=cost,
                 estimated_total_cost_minor=estimate if kind == "fixed_fee" else {},
                 delivered_minor=delivered.get(ref, {}) if kind == "time_and_materials" else {},
+                billed_minor={m: v for m, v in (billed or {}).get(ref, {}).items() if m <= through},
                 milestones=tuple(signed.get(ref, ())) if kind == "milestone" else (),
                 retainer_start=(terms.starts_on if terms and terms.starts_on else month_start(start))
                 if kind == "retainer"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from psa_erp_sync.ods import exceptions
 from psa_erp_sync.revenue import frames, journals, source, store
-from psa_erp_sync.revenue.recognition import month_end, month_start
+from psa_erp_sync.revenue.recognition import month_end, month_index, month_start
 
 if TYPE_CHECKING:
     import psycopg
@@ -79,14 +79,15 @@ def _contracts(
 ) -> list[frames.ContractInputs]:
     """For :func:`compute_and_store_period`: every project's contract as known at the end of
     ``period``, with the forecast's inputs and its estimate to complete."""
+    from psa_erp_sync.forecast import billing_kpis, model
     from psa_erp_sync.forecast import inputs as forecast_inputs
-    from psa_erp_sync.forecast import model
 
     inputs = forecast_inputs.load_inputs(
         conn, as_of=month_end(period), settings=settings, prior_snapshot_id=None
     )
     etc = model.prepare(inputs, settings).etc
     assert etc is not None
+    billed = billing_kpis.billed_by_month(conn, month_end(period))
     return frames.contracts(
         inputs.projects,
         inputs.actuals,
@@ -95,6 +96,9 @@ def _contracts(
         period,
         estimates=inputs.estimates,
         contract_terms=inputs.contract_terms,
+        billed=None
+        if billed is None
+        else {ref: {month_index(m): v for m, v in months.items()} for ref, months in billed.items()},
     )
 
 
