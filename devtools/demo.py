@@ -39,7 +39,8 @@ class DemoStopped(RuntimeError):
 # Order matters where one DAG consumes another's output; DAGs not listed run after these.
 # Billing needs the ERP jobs and customers (master_data_sync) and the projects the forecast extract
 # stages (revenue_forecast_refresh: forecast.src_project), and bills posted time; the close report
-# (month_end_close) reconciles what billing, its read-back and revenue recognition left.
+# (month_end_close) reconciles what billing, its read-back and revenue recognition left;
+# billing_readback runs again after revenue_recognition to read the journals back.
 DAG_ORDER = (
     "master_data_sync",
     "hr_sync",
@@ -668,6 +669,10 @@ def main(argv: list[str] | None = None) -> int:
                     report["mutations"] = apply_mutations(firm, psa_url=stack.url("psa"))
                     log.info("    PSA changes after posting: %s", report["mutations"])
                     run_dag(dag_id, "after corrections", {"mode": "sweep"})
+                if dag_id == "revenue_recognition":
+                    # The close report reconciles the journals recognition just posted with the
+                    # ERP's: read them back (the first read-back gave recognition the billed amounts).
+                    run_dag("billing_readback", "journals")
             report["summary"] = summarize(dsn)
             report["domains"] = domains_summary(dsn)
             from psa_erp_sync.reconcile.close_report import previous_period
