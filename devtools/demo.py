@@ -2,8 +2,12 @@
 
 Steps: start PostgreSQL (embedded unless ``PSA_ERP_SYNC_DSN`` is set) -> fresh demo database
 with the ODS migrations -> start the four simulators -> seed a month of the default firm ->
-``airflow db migrate`` -> ``airflow dags test`` every DAG in ``dags/`` -> summary and report
-(``.local/demo/report.md`` and ``report.json``) -> stop what was started. Safe to run twice.
+``airflow db migrate`` -> ``airflow dags test`` every DAG in ``dags/`` (``DAG_ORDER``: posting,
+master data and the forecast extract, then billing, its read-back and status, revenue recognition,
+the journals' read-back, and the month-end close report of the seeded month) -> summary and report
+(``.local/demo/report.md`` and ``report.json``: control totals, the close report's headline per
+legal entity, the forecast's last-two-closed-months ratio, lineage) -> stop what was started.
+Safe to run twice.
 """
 
 from __future__ import annotations
