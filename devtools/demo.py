@@ -2,8 +2,12 @@
 
 Steps: start PostgreSQL (embedded unless ``PSA_ERP_SYNC_DSN`` is set) -> fresh demo database
 with the ODS migrations -> start the four simulators -> seed a month of the default firm ->
-``airflow db migrate`` -> ``airflow dags test`` every DAG in ``dags/`` -> summary and report
-(``.local/demo/report.md`` and ``report.json``) -> stop what was started. Safe to run twice.
+``airflow db migrate`` -> ``airflow dags test`` every DAG in ``dags/`` (``DAG_ORDER``: posting,
+master data and the forecast extract, then billing, its read-back and status, revenue recognition,
+the journals' read-back, and the month-end close report of the seeded month) -> summary and report
+(``.local/demo/report.md`` and ``report.json``: control totals, the close report's headline per
+legal entity, the forecast's last-two-closed-months ratio, lineage) -> stop what was started.
+Safe to run twice.
 """
 
 from __future__ import annotations
@@ -37,8 +41,11 @@ class DemoStopped(RuntimeError):
 
 
 # Order matters where one DAG consumes another's output; DAGs not listed run after these.
+# Billing needs the ERP jobs and customers (master_data_sync) and the projects the forecast extract
+# stages (revenue_forecast_refresh: forecast.src_project), and bills posted time; the close report
+# (month_end_close) reconciles what billing, its read-back and revenue recognition left;
+# billing_readback runs again after revenue_recognition to read the journals back.
 DAG_ORDER = (
-    "month_end_close",
     "master_data_sync",
     "hr_sync",
     "project_setup",
@@ -46,7 +53,14 @@ DAG_ORDER = (
     "time_expense_stream",
     "dead_letter_replay",
     "revenue_forecast_refresh",
+    "billing",
+    "billing_readback",
+    "billing_status",
+    "revenue_recognition",
+    "month_end_close",
 )
+#: The month over month ratio of the forecast's last two closed months that counts as plausible.
+PLAUSIBLE_MONTH_RATIO = (0.5, 2.0)
 
 
 def discover_dags() -> list[str]:
@@ -379,6 +393,59 @@ def domains_summary(dsn: str) -> dict[str, Any]:
     return out
 
 
+def close_summary(dsn: str, period: str, directory: Path) -> dict[str, Any]:
+    """The close report's headline per legal entity for ``period`` and the HTML files written."""
+    from psa_erp_sync.reconcile.close_report import latest_headlines, month_bounds
+
+    start, end = month_bounds(period)
+    with psycopg.connect(dsn) as conn:
+        try:
+            headlines = latest_headlines(conn, period)
+            documents: dict[str, dict[str, int]] = {}
+            for le, kind, n in conn.execute(
+                "SELECT legal_entity, record_type, count(*) FROM billing.erp_invoice"
+                " WHERE tran_date >= %s AND tran_date < %s AND NOT voided GROUP BY 1, 2 ORDER BY 1, 2",
+                (start, end),
+            ):
+                documents.setdefault(le, {})[kind] = int(n)
+        except psycopg.errors.UndefinedTable:
+            headlines, documents = [], {}
+    for h in headlines:
+        h["documents"] = documents.get(h["legal_entity"], {})
+    html = {h["legal_entity"]: directory / f"close_{h['legal_entity']}_{period}.html" for h in headlines}
+    return {
+        "period": period,
+        "headlines": headlines,
+        "html": {le: str(path) for le, path in html.items() if path.exists()},
+    }
+
+
+def forecast_trend(dsn: str, today: datetime) -> dict[str, Any]:
+    """Actuals of the latest base snapshot for the last two closed months, and their ratio."""
+    last = today.date().replace(day=1)
+    with psycopg.connect(dsn) as conn:
+        try:
+            rows = conn.execute(
+                "SELECT l.month, sum(l.reporting_amount_minor) FROM forecast.snapshot_sequence q"
+                " JOIN forecast.snapshot s USING (snapshot_id) JOIN forecast.line l USING (snapshot_id)"
+                " WHERE q.is_latest AND s.scenario = 'base' AND l.layer = 'actual' AND l.month < %s"
+                " GROUP BY 1 ORDER BY 1 DESC LIMIT 2",
+                (last,),
+            ).fetchall()
+        except psycopg.errors.UndefinedTable:
+            rows = []
+    if len(rows) < 2:
+        return {"months": {str(m): int(v) for m, v in rows}, "ratio": None, "plausible": False}
+    (month, value), (before, previous) = rows
+    ratio = round(int(value) / int(previous), 2) if previous else None
+    low, high = PLAUSIBLE_MONTH_RATIO
+    return {
+        "months": {str(before): int(previous), str(month): int(value)},
+        "ratio": ratio,
+        "plausible": ratio is not None and low <= ratio <= high,
+    }
+
+
 def lineage_summary(events: Path, out: Path) -> dict[str, Any]:
     """Validate the run's OpenLineage events against the spec, check the graph, draw it."""
     from devtools.lineage_graph import analyse
@@ -483,6 +550,7 @@ def write_report(report: dict[str, Any], directory: Path) -> Path:
         )
     if domains.get("forecast_chart"):
         lines.append(f"- chart (firm and per legal entity): [forecast.html]({domains['forecast_chart']})")
+    lines += ["", "## Month-end close and forecast trend", "", "```", *close_lines(report), "```"]
     lineage = report.get("lineage", {})
     lines += ["", "## Lineage (OpenLineage events of this run)", ""]
     if "error" in lineage:
@@ -545,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
             lineage_file = args.report_dir / "openlineage-events.jsonl"
             lineage_file.unlink(missing_ok=True)  # the file transport appends; this run's events only
             env = airflow_env(stack, lineage_file=lineage_file)
+            close_dir = args.report_dir / "close"
+            env["PSA_ERP_SYNC_CLOSE_REPORT_DIR"] = str(close_dir)
             logs = LOCAL / "logs"
             log.info("[4/5] airflow db migrate")
             code, _ = _airflow(["db", "migrate"], env, logs / "airflow-db-migrate.log")
@@ -603,8 +673,16 @@ def main(argv: list[str] | None = None) -> int:
                     report["mutations"] = apply_mutations(firm, psa_url=stack.url("psa"))
                     log.info("    PSA changes after posting: %s", report["mutations"])
                     run_dag(dag_id, "after corrections", {"mode": "sweep"})
+                if dag_id == "revenue_recognition":
+                    # The close report reconciles the journals recognition just posted with the
+                    # ERP's: read them back (the first read-back gave recognition the billed amounts).
+                    run_dag("billing_readback", "journals")
             report["summary"] = summarize(dsn)
             report["domains"] = domains_summary(dsn)
+            from psa_erp_sync.reconcile.close_report import previous_period
+
+            report["close"] = close_summary(dsn, previous_period(now), close_dir)
+            report["forecast_trend"] = forecast_trend(dsn, now)
             report["lineage"] = lineage_summary(lineage_file, args.report_dir / "lineage")
             report["trace_examples"] = trace_examples(dsn)
     except DemoStopped as exc:
@@ -619,7 +697,51 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not balanced:
         print("  CONTROL TOTALS DO NOT BALANCE: see the report")
-    return 1 if failed or not balanced else 0
+    closed = report["close"]["headlines"] and all(h["reconciled"] for h in report["close"]["headlines"])
+    if not closed:
+        print("  THE CLOSE REPORT IS MISSING OR DOES NOT RECONCILE: see the report")
+    if not report["forecast_trend"]["plausible"]:
+        print("  THE FORECAST'S LAST CLOSED MONTH IS NOT PLAUSIBLE AGAINST THE MONTH BEFORE: see the report")
+    return 1 if failed or not balanced or not closed else 0
+
+
+def close_lines(report: dict[str, Any]) -> list[str]:
+    """The close report's headline figures per legal entity and the forecast trend, as text lines."""
+    close = report.get("close", {})
+    lines = [f"close report {close.get('period')} (month_end_close):"]
+    if not close.get("headlines"):
+        lines.append("  no close report stored")
+    for h in close.get("headlines", []):
+        lines.append(
+            f"  {h['legal_entity']}: reconciled {'yes' if h['reconciled'] else 'NO'}"
+            + (f" (differs: {', '.join(h['mismatched_areas'])})" if h["mismatched_areas"] else "")
+            + f"; postings {h['postings']}; open exceptions {h['open_exceptions']}"
+        )
+        for currency, f in h["currencies"].items():
+            lines.append(
+                f"    {currency}: recognized {f['revenue_recognized']} vs billed {f['billed']};"
+                f" WIP {f['wip']} ({f['wip_movement']}); deferred {f['deferred']} ({f['deferred_movement']});"
+                f" leakage {f['leakage']}"
+            )
+        lines.append(
+            f"    in the ERP, dated in the period: {h.get('documents') or 'no invoices or credit memos'}"
+        )
+        if h["legal_entity"] in close.get("html", {}):
+            lines.append(f"    report: {close['html'][h['legal_entity']]}")
+    trend = report.get("forecast_trend", {})
+    if trend:
+        low, high = PLAUSIBLE_MONTH_RATIO
+        lines.append(
+            f"forecast actuals, last two closed months (base, reporting minor units): {trend['months']};"
+            f" ratio {trend['ratio']} ({'plausible' if trend['plausible'] else 'NOT plausible'},"
+            f" {low}x-{high}x)"
+        )
+    return lines
+
+
+def print_close(report: dict[str, Any]) -> None:
+    for line in close_lines(report):
+        print(f"  {line}")
 
 
 def print_summary(report: dict[str, Any], path: Path) -> None:
@@ -657,6 +779,7 @@ def print_summary(report: dict[str, Any], path: Path) -> None:
             f"  forecast (base, {base['currency']} minor units): actual {base['actual_minor']}, contracted"
             f" {base['contracted_minor']}, pipeline {base['pipeline_minor']}; chart: {domains.get('forecast_chart')}"
         )
+    print_close(report)
     lineage = report.get("lineage", {})
     if "error" in lineage:
         print(f"  lineage: not analysed ({lineage['error']})")
