@@ -26,7 +26,9 @@ def test_targeted_reference_matches_the_full_reference(clean_ods: str, psa_sim: 
         keys = extract_sample_reference(psa_sim, conn, client)
         assert stream.latest_reference_keys(conn, timedelta(minutes=5)) == keys
         records = list(client.iter_items("/v2/time_entries", {"per_page": 100}))[:7]
-        # An ERP rate synced into the ODS: both references carry it (foreign-currency work).
+        # An ERP rate synced into the ODS: both references carry it (foreign-currency work). Master
+        # data outlives clean_ods, so start from no rates (another test may have synced this one).
+        conn.execute("TRUNCATE master.currency_rate")
         conn.execute(
             "INSERT INTO master.currency_rate (base_currency, transaction_currency, effective_date, exchange_rate)"
             " VALUES ('EUR', 'USD', '2026-11-01', 0.9234567891)"
