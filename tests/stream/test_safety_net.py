@@ -21,6 +21,12 @@ from tests.conftest import RunningSimulator
 from tests.dags.test_time_expense_dag import AS_OF, _approved_psa, _dag, _erp_timebills, wired  # noqa: F401
 from tests.stream.helpers import process_as_triggered
 
+# This file's own logical dates (the same day as the DAG tests' AS_OF, other minutes): with
+# `make test` on several workers another file's run of time_expense_posting may sit in this worker's
+# Airflow database at AS_OF, and dag.test() replacing a run of the same logical date in SQLite is
+# what these tests must not depend on.
+RUN_AT = AS_OF + timedelta(minutes=7)
+
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
 SECRET = "whsec-safety-net"
@@ -75,7 +81,7 @@ def test_dropped_duplicated_reordered_webhooks_then_the_sweep_give_the_approved_
 
     dsn, psa, erp = wired["dsn"], wired["psa"], wired["erp"]
     dag = _dag()
-    baseline = dag.test(logical_date=AS_OF)
+    baseline = dag.test(logical_date=RUN_AT)
     assert baseline.state == "success"
 
     # The PSA announces every change through its (lossy) webhooks to our ingress.
@@ -145,7 +151,7 @@ def test_dropped_duplicated_reordered_webhooks_then_the_sweep_give_the_approved_
     assert set(erp_now) != expected
 
     # The batch sweep: the safety net.
-    sweep = dag.test(logical_date=AS_OF + timedelta(hours=1), run_conf={"mode": "sweep"})
+    sweep = dag.test(logical_date=RUN_AT + timedelta(hours=1), run_conf={"mode": "sweep"})
     assert sweep.state == "success"
     approved, expected = _expected(dsn)
     erp_final = {e.removeprefix("psa-te-"): body for e, body in _erp_timebills(dsn).items()}
