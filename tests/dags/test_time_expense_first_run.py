@@ -17,7 +17,9 @@ from tests.dags.test_time_expense_dag import _dag, _erp_timebills
 pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.slow]
 
 TODAY = date(2026, 11, 9)
-AS_OF = datetime(2026, 11, 9, 12, tzinfo=UTC)
+# Not the DAG tests' 12:00 (tests/dags/test_time_expense_dag.py): this file's runs must not replace
+# another file's run of the same logical date in a worker's shared Airflow database.
+AS_OF = datetime(2026, 11, 9, 12, 11, tzinfo=UTC)
 
 
 def test_an_empty_first_run_never_stops_the_month(
