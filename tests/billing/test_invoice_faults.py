@@ -25,6 +25,8 @@ import pytest
 
 from tests.billing.invoicing import Firm, assert_billed_exactly_once, clean_billing, correct, insert_events
 from tests.conftest import ROOT, RunningSimulator
+from tests.fault_rules import fired as fired_by_kind
+from tests.fault_rules import with_guaranteed_hits
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -73,7 +75,7 @@ def test_invoices_exactly_once_under_faults_and_sigkill(clean_ods: str, erp_sim:
     firm = Firm(customers=8, projects=24)
     firm.seed_erp(erp_sim)
     insert_events(clean_ods, firm.events(LINES))
-    erp_sim.admin("PUT", "/faults", json=FAULTS)
+    erp_sim.admin("PUT", "/faults", json=with_guaranteed_hits(FAULTS))
 
     kills = 0
     for threshold in (0.2, 0.4, 0.6):
@@ -103,7 +105,7 @@ def test_invoices_exactly_once_under_faults_and_sigkill(clean_ods: str, erp_sim:
     for n, ref in enumerate(refs):
         correct(clean_ods, ref, 1000 + n if n % 2 else None)
     second = _finish(clean_ods, erp_sim.base_url, "billing-fault-credits")
-    fired = {rule["id"]: rule["hits"] for rule in erp_sim.admin("GET", "/faults")["rules"]}
+    fired = fired_by_kind(erp_sim.admin("GET", "/faults")["rules"])
     erp_sim.admin("DELETE", "/faults")
     for rule in ("5xx-before", "5xx-after", "drop-before", "drop-after", "429-storm", "latency"):
         assert fired[rule] > 0, f"fault {rule} never fired: {fired}"

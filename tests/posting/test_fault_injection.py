@@ -33,6 +33,8 @@ import psycopg
 import pytest
 
 from tests.conftest import ROOT, RunningSimulator
+from tests.fault_rules import fired as fired_by_kind
+from tests.fault_rules import with_guaranteed_hits
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -116,7 +118,7 @@ def test_exactly_once_effect_under_faults_and_sigkill(
 ) -> None:
     approved = _prepare(clean_ods, psa_sim, erp_sim)
     assert approved >= 20_000, approved
-    erp_sim.admin("PUT", "/faults", json=FAULTS)
+    erp_sim.admin("PUT", "/faults", json=with_guaranteed_hits(FAULTS))
 
     kills = 0
     for threshold in (0.2, 0.4, 0.6):
@@ -135,7 +137,7 @@ def test_exactly_once_effect_under_faults_and_sigkill(
     outcome = json.loads(out.decode().strip().splitlines()[-1])["outcome"]
     assert kills == 3
 
-    fired = {rule["id"]: rule["hits"] for rule in erp_sim.admin("GET", "/faults")["rules"]}
+    fired = fired_by_kind(erp_sim.admin("GET", "/faults")["rules"])
     erp_sim.admin("DELETE", "/faults")
     for rule in ("5xx-before", "5xx-after", "drop-before", "drop-after", "429-storm", "latency"):
         assert fired[rule] > 0, f"fault {rule} never fired: {fired}"

@@ -31,6 +31,8 @@ import psycopg
 import pytest
 
 from tests.conftest import ROOT, RunningSimulator
+from tests.fault_rules import fired as fired_by_kind
+from tests.fault_rules import with_guaranteed_hits
 from tests.posting.sap_worker import COMPANY_CODES
 from tests.routed_config import route_to
 
@@ -162,7 +164,7 @@ def test_sap_exactly_once_effect_under_faults_and_sigkill(
     started = time.monotonic()
     approved = _prepare(clean_ods, psa_sim, sap_sim, consultants=80)
     assert approved >= 2_000, approved
-    sap_sim.admin("PUT", "/faults", json=FAULTS)
+    sap_sim.admin("PUT", "/faults", json=with_guaranteed_hits(FAULTS))
     sap_sim.admin("PUT", "/config", json={"fail_batch_changeset": 2, "page_size": 200})
     expirer = _CsrfExpirer(sap_sim)
     expirer.start()
@@ -191,7 +193,7 @@ def test_sap_exactly_once_effect_under_faults_and_sigkill(
         expirer.join()
     assert final.returncode == 0, err[-3000:]
     result = json.loads(out.decode().strip().splitlines()[-1])
-    fired = {rule["id"]: rule["hits"] for rule in sap_sim.admin("GET", "/faults")["rules"]}
+    fired = fired_by_kind(sap_sim.admin("GET", "/faults")["rules"])
     sap_sim.admin("DELETE", "/faults")
     sap_sim.admin("PUT", "/config", json={"fail_batch_changeset": 0})
     counters = sap_sim.admin("GET", "/stats")["counters"]
