@@ -18,12 +18,13 @@ from typing import Any, Literal, Protocol
 
 import psycopg
 
+from psa_erp_sync.contracts.kinds import TRANSACTIONAL_ENDPOINTS
 from psa_erp_sync.ods import staging
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["incremental", "sweep", "full"]
-TRANSACTIONAL = ("/v2/time_entries", "/v2/expenses")
+TRANSACTIONAL = TRANSACTIONAL_ENDPOINTS
 
 
 class PageSource(Protocol):

@@ -21,8 +21,6 @@ from psa_erp_sync.ods import staging
 log = logging.getLogger(__name__)
 
 PSA = "psa"
-#: Projects, users, task assignments, expense categories: the reference a run validates against.
-REFERENCE_ENDPOINTS = ("/v2/projects", "/v2/users", "/v2/task_assignments", "/v2/expense_categories")
 #: A sweep (re-read of recent spent dates, which catches deletions) at least this often in ``auto``.
 SWEEP_EVERY = timedelta(days=1)
 

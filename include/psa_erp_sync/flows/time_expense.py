@@ -67,7 +67,7 @@ def build() -> None:
         )
 
     from psa_erp_sync import assets
-    from psa_erp_sync.extract.time_expense import REFERENCE_ENDPOINTS
+    from psa_erp_sync.contracts.kinds import EXPENSE_ENTRY, REFERENCE_ENDPOINTS, TIME_ENTRY
     from psa_erp_sync.hooks.erp import account_pool
     from psa_erp_sync.operators.erp_validation import ProjectPrecheckOperator
     from psa_erp_sync.operators.posting import IdempotentPostingOperator
@@ -85,10 +85,10 @@ def build() -> None:
     )
     # Time entries and expenses changed since the watermark (minus overlap), or a sweep of recent dates.
     time_extract = PsaExtractOperator(
-        task_id="extract_time_entries", endpoints=["/v2/time_entries"], mode="{{ params.mode }}"
+        task_id="extract_time_entries", endpoints=[TIME_ENTRY.psa_endpoint], mode="{{ params.mode }}"
     )
     expense_extract = PsaExtractOperator(
-        task_id="extract_expenses", endpoints=["/v2/expenses"], mode="{{ params.mode }}"
+        task_id="extract_expenses", endpoints=[EXPENSE_ENTRY.psa_endpoint], mode="{{ params.mode }}"
     )
     gate >> [reference, time_extract, expense_extract]
     validated_time = StagedRecordValidationOperator(task_id="validate_time_entries", kind="time_entry")
@@ -105,11 +105,14 @@ def build() -> None:
     # (with the stream and replays too: the account's pool and request budget, docs/posting.md).
     pool = account_pool()
     post_time = IdempotentPostingOperator(
-        task_id="post_timebills", record_type="timebill", pool=pool, retry_delay=POSTING_RETRY_DELAY
+        task_id="post_timebills",
+        record_type=TIME_ENTRY.record_type,
+        pool=pool,
+        retry_delay=POSTING_RETRY_DELAY,
     )
     post_expenses = IdempotentPostingOperator(
         task_id="post_expense_reports",
-        record_type="expensereport",
+        record_type=EXPENSE_ENTRY.record_type,
         pool=pool,
         retry_delay=POSTING_RETRY_DELAY,
     )

@@ -14,10 +14,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-PSA_PATHS = {"time_entry": "/v2/time_entries", "expense_entry": "/v2/expenses"}
+from psa_erp_sync.contracts.kinds import KINDS
+
 ERP_RECORD_PATH = "/services/rest/record/v1/{record_type}"
 PLANNING_SNAPSHOTS = "/api/v1/snapshots"
-CANONICAL_TABLE = {"timebill": "time_entry", "expensereport": "expense_entry"}
+#: The canonical table (in schema ``canonical``) of each ledger record type.
+CANONICAL_TABLE = {kind.record_type: kind.table for kind in KINDS.values()}
 
 
 def http_namespace(base_url: str) -> str:

@@ -16,13 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from psa_erp_sync.contracts.kinds import KINDS
 from psa_erp_sync.operators.base import LineageReportingOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-CANONICAL = {"time_entry": "time_entry", "expense_entry": "expense_entry"}
-PSA_ENDPOINT_OF_KIND = {"time_entry": "/v2/time_entries", "expense_entry": "/v2/expenses"}
+#: The canonical table (in schema ``canonical``) of each kind.
+CANONICAL: dict[str, str] = {kind.name: kind.table for kind in KINDS.values()}
 
 
 class PsaExtractOperator(LineageReportingOperator):

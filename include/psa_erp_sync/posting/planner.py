@@ -28,6 +28,7 @@ from psycopg.types.json import Jsonb, set_json_loads
 
 from psa_erp_sync import money
 from psa_erp_sync.config import Config
+from psa_erp_sync.contracts import kinds
 from psa_erp_sync.ods import connections
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.posting import ledger
@@ -37,8 +38,8 @@ from psa_erp_sync.routing.route import router as default_router
 
 log = logging.getLogger(__name__)
 
-SOURCES = {"timebill": "canonical.time_entry", "expensereport": "canonical.expense_entry"}
-KINDS = {"timebill": "time_entry", "expensereport": "expense_entry"}
+SOURCES = {kind.record_type: kind.canonical_table for kind in kinds.KINDS.values()}
+KINDS = {kind.record_type: kind.name for kind in kinds.KINDS.values()}
 
 
 @dataclass

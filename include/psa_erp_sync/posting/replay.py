@@ -18,12 +18,14 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from psa_erp_sync.contracts.kinds import KINDS, TIME_ENTRY
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ReplayFilter:
-    record_type: str = "timebill"
+    record_type: str = TIME_ENTRY.record_type
     owner: str | None = None
     reason_code: str | None = None
     date_from: date | None = None
@@ -32,8 +34,7 @@ class ReplayFilter:
 
 
 KIND_OF = {
-    "timebill": "time_entry",
-    "expensereport": "expense_entry",
+    **{kind.record_type: kind.name for kind in KINDS.values()},
     "invoice": "invoice",
     "creditmemo": "creditmemo",
 }
@@ -43,8 +44,7 @@ _DOCUMENTS = (
     " total_minor AS amount_minor, currency::text AS currency FROM billing.document WHERE doc_type = '{}')"
 )
 SOURCE_OF = {
-    "timebill": "canonical.time_entry",
-    "expensereport": "canonical.expense_entry",
+    **{kind.record_type: kind.canonical_table for kind in KINDS.values()},
     "invoice": _DOCUMENTS.format("invoice"),
     "creditmemo": _DOCUMENTS.format("creditmemo"),
 }

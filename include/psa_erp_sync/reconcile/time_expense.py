@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from psa_erp_sync.contracts import kinds
 from psa_erp_sync.reconcile import control_totals as ct
 from psa_erp_sync.reconcile import erp_readback
 from psa_erp_sync.reconcile import fx as both_currencies
@@ -27,9 +28,9 @@ from psa_erp_sync.reconcile import fx as both_currencies
 log = logging.getLogger(__name__)
 
 #: PSA endpoint of each canonical kind, as the extract summaries are keyed.
-ENDPOINT_OF_KIND = {"time_entry": "/v2/time_entries", "expense_entry": "/v2/expenses"}
+ENDPOINT_OF_KIND = {name: kind.psa_endpoint for name, kind in kinds.KINDS.items()}
 #: Our external-id namespace in the ERP, per record type.
-EXTERNAL_ID_PREFIX = {"timebill": "psa-te-", "expensereport": "psa-ex-"}
+EXTERNAL_ID_PREFIX = {kind.record_type: kind.external_id_prefix for kind in kinds.KINDS.values()}
 #: How many differing records a failure message names.
 FIRST_DIFFERENCES = 5
 

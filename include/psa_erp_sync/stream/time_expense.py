@@ -27,16 +27,17 @@ import msgspec
 import psycopg
 
 from psa_erp_sync.config import Config
+from psa_erp_sync.contracts import kinds
+from psa_erp_sync.contracts.kinds import REFERENCE_ENDPOINTS
 from psa_erp_sync.ods import inbox, staging
 
 log = logging.getLogger(__name__)
 
 SOURCE = "psa"
-REFERENCE_ENDPOINTS = ("/v2/projects", "/v2/users", "/v2/task_assignments", "/v2/expense_categories")
-KIND_OF_EVENT = {"time_entry": "time_entry", "expense": "expense_entry"}
-ENDPOINT_OF_KIND = {"time_entry": "/v2/time_entries", "expense_entry": "/v2/expenses"}
-TABLE_OF_KIND = {"time_entry": "canonical.time_entry", "expense_entry": "canonical.expense_entry"}
-RECORD_TYPE_OF_KIND = {"time_entry": "timebill", "expense_entry": "expensereport"}
+KIND_OF_EVENT = {event: kind.name for event, kind in kinds.BY_EVENT_TYPE.items()}
+ENDPOINT_OF_KIND = {name: kind.psa_endpoint for name, kind in kinds.KINDS.items()}
+TABLE_OF_KIND = {name: kind.canonical_table for name, kind in kinds.KINDS.items()}
+RECORD_TYPE_OF_KIND = {name: kind.record_type for name, kind in kinds.KINDS.items()}
 _NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 

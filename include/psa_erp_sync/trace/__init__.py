@@ -18,24 +18,23 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from psa_erp_sync.contracts import kinds
 from psa_erp_sync.trace import billing, parts
 from psa_erp_sync.trace.common import Cursor
 
-KINDS = {
-    "time_entry": {
-        "endpoint": "/v2/time_entries",
-        "table": "canonical.time_entry",
-        "record_type": "timebill",
-        "prefix": "psa-te-",
-    },
-    "expense_entry": {
-        "endpoint": "/v2/expenses",
-        "table": "canonical.expense_entry",
-        "record_type": "expensereport",
-        "prefix": "psa-ex-",
-    },
+KINDS: dict[str, dict[str, str]] = {
+    kind.name: {
+        "endpoint": kind.psa_endpoint,
+        "table": kind.canonical_table,
+        "record_type": kind.record_type,
+        "prefix": kind.external_id_prefix,
+    }
+    for kind in kinds.KINDS.values()
 }
-_EXTERNAL_ID = re.compile(r"^psa-(te|ex)-(\d+)$")
+_EXTERNAL_ID = re.compile(
+    "^(" + "|".join(re.escape(k.external_id_prefix) for k in kinds.KINDS.values()) + r")(\d+)$"
+)
+_KIND_OF_PREFIX = {k.external_id_prefix: k.name for k in kinds.KINDS.values()}
 
 
 class RecordNotFound(LookupError):
@@ -47,7 +46,7 @@ def parse_source_id(source_id: str) -> tuple[str, list[str]]:
     record kinds to look in."""
     match = _EXTERNAL_ID.match(source_id.strip())
     if match:
-        return match.group(2), ["time_entry" if match.group(1) == "te" else "expense_entry"]
+        return match.group(2), [_KIND_OF_PREFIX[match.group(1)]]
     return source_id.strip(), list(KINDS)
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 
 from psa_erp_sync.config import Config
+from psa_erp_sync.contracts.kinds import REFERENCE_ENDPOINTS
 from psa_erp_sync.extract.psa import run_key_for
-from psa_erp_sync.extract.time_expense import REFERENCE_ENDPOINTS
 from psa_erp_sync.validation import time_expense as validation
 
 log = logging.getLogger(__name__)

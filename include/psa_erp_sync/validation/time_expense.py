@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -31,15 +31,17 @@ from pydantic import BaseModel, ValidationError
 from psa_erp_sync import money
 from psa_erp_sync.clients import psa_models
 from psa_erp_sync.config import Config
+from psa_erp_sync.contracts import kinds
+from psa_erp_sync.contracts.kinds import REFERENCE_RECORD_TYPES
 from psa_erp_sync.ods import connections, staging
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.validation.fx import RateBook
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["time_entry", "expense_entry"]
-ENDPOINTS: dict[Kind, str] = {"time_entry": "/v2/time_entries", "expense_entry": "/v2/expenses"}
-TABLES: dict[Kind, str] = {"time_entry": "canonical.time_entry", "expense_entry": "canonical.expense_entry"}
+Kind = kinds.KindName
+ENDPOINTS: dict[Kind, str] = {kind.name: kind.psa_endpoint for kind in kinds.KINDS.values()}
+TABLES: dict[Kind, str] = {kind.name: kind.canonical_table for kind in kinds.KINDS.values()}
 
 #: Every reason code a verdict can carry (each has an owner and a documented fix in config/).
 REASON_CODES = (
@@ -86,14 +88,7 @@ class ProjectRef:
     currency: str | None
 
 
-#: Reference endpoint -> the record type its quarantine items carry.
 ModelT = TypeVar("ModelT", bound=BaseModel)
-REFERENCE_RECORD_TYPES = {
-    "/v2/projects": "project",
-    "/v2/users": "user",
-    "/v2/task_assignments": "task_assignment",
-    "/v2/expense_categories": "expense_category",
-}
 
 
 @dataclass(frozen=True)
