@@ -14,13 +14,20 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-DEFAULT_ARGS: dict[str, Any] = {
-    "owner": "finance-integration",
-    "retries": 3,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=10),
-}
+
+def default_args(owner: str) -> dict[str, Any]:
+    """Every DAG's task defaults, for the team that owns it: three retries with exponential backoff
+    from 30 seconds up to 10 minutes."""
+    return {
+        "owner": owner,
+        "retries": 3,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+    }
+
+
+DEFAULT_ARGS: dict[str, Any] = default_args("finance-integration")
 
 
 def owner_digest() -> dict[str, Any]:

@@ -11,16 +11,11 @@ Each task reads ``lastmodifieddate >= watermark - overlap`` (the overlap of ever
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-DEFAULT_ARGS: dict[str, Any] = {
-    "owner": "billing",
-    "retries": 3,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=10),
-}
+from psa_erp_sync.flows import default_args
+
+DEFAULT_ARGS: dict[str, Any] = default_args("billing")
 
 
 def build() -> None:

@@ -11,16 +11,11 @@ and PATCH/PUT carry absolute values.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-DEFAULT_ARGS: dict[str, Any] = {
-    "owner": "people-operations",
-    "retries": 3,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=10),
-}
+from psa_erp_sync.flows import default_args
+
+DEFAULT_ARGS: dict[str, Any] = default_args("people-operations")
 
 
 def build() -> None:

@@ -14,18 +14,13 @@ harmlessly (staging dedupes by id and content hash). Propagation applies each pe
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import task
 
-DEFAULT_ARGS: dict[str, Any] = {
-    "owner": "finance-master-data",
-    "retries": 3,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=10),
-}
+from psa_erp_sync.flows import default_args
+
+DEFAULT_ARGS: dict[str, Any] = default_args("finance-master-data")
 
 
 def build() -> None:

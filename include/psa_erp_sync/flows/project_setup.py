@@ -11,18 +11,13 @@ retrying or clearing a task resumes from ``master.project_setup`` and creates no
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Param
 
-DEFAULT_ARGS: dict[str, Any] = {
-    "owner": "sales-operations",
-    "retries": 3,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=10),
-}
+from psa_erp_sync.flows import default_args
+
+DEFAULT_ARGS: dict[str, Any] = default_args("sales-operations")
 
 
 def params() -> dict[str, Param]:
