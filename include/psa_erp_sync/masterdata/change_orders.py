@@ -453,13 +453,8 @@ def _store(
         exceptions.quarantine_many(conn, items, run_id=run_id)
         for kind, reason in resolvable:
             current = [(i.record_type, i.source_id) for i in items if i.kind == kind]
-            conn.execute(
-                """
-                UPDATE exceptions.item SET status = 'resolved', last_seen = now()
-                WHERE kind = %s AND reason_code = %s AND domain = 'change_order' AND status = 'open'
-                  AND (record_type, source_id) NOT IN (SELECT * FROM unnest(%s::text[], %s::text[]))
-                """,
-                (kind, reason, [c[0] for c in current], [c[1] for c in current]),
+            exceptions.resolve_not_listed(
+                conn, kind=kind, reason_code=reason, domain="change_order", current=current
             )
         conn.execute(
             """

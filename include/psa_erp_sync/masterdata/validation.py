@@ -340,16 +340,13 @@ def record_verdicts(
         for reason in v.reasons
     ]
     exceptions.quarantine_many(conn, items, run_id=run_id)
-    resolved = conn.execute(
-        """
-        UPDATE exceptions.item e SET status = 'resolved', last_seen = now()
-        FROM unnest(%s::text[], %s::text[]) AS v(source_id, reasons)
-        WHERE e.kind = 'validation' AND e.source_system = %s AND e.record_type = %s AND e.status = 'open'
-          AND e.source_id = v.source_id
-          AND NOT (e.reason_code = ANY(string_to_array(v.reasons, ',')))
-        """,
-        ([v.key for v in verdicts], [",".join(v.reasons) for v in verdicts], source_system, record_type),
-    ).rowcount
+    resolved = exceptions.close_reasons_not_in(
+        conn,
+        kind="validation",
+        source_system=source_system,
+        record_type=record_type,
+        verdicts=[(v.key, v.reasons) for v in verdicts],
+    )
     with conn.cursor() as cur:
         cur.executemany(
             """

@@ -67,15 +67,97 @@ def quarantine_many(conn: psycopg.Connection, items: Sequence[Item], *, run_id: 
 
 
 def resolve_for(
-    conn: psycopg.Connection, *, source_system: str, record_type: str, source_ids: Sequence[str], kind: str
+    conn: psycopg.Connection,
+    *,
+    source_system: str,
+    record_type: str,
+    source_ids: Sequence[str],
+    kind: str,
+    reason_code: str | None = None,
 ) -> int:
-    """Close open items of these records (they passed now); returns how many were closed."""
+    """Close open items of these records (they passed now), of one reason only when ``reason_code``
+    is given (other checks own the others); returns how many were closed."""
     if not source_ids:
         return 0
+    if reason_code is None:
+        cur = conn.execute(
+            "UPDATE exceptions.item SET status = 'resolved', last_seen = now()"
+            " WHERE kind = %s AND source_system = %s AND record_type = %s AND status = 'open' AND source_id = ANY(%s)",
+            (kind, source_system, record_type, list(source_ids)),
+        )
+    else:
+        cur = conn.execute(
+            "UPDATE exceptions.item SET status = 'resolved', last_seen = now()"
+            " WHERE kind = %s AND source_system = %s AND record_type = %s"
+            " AND reason_code = %s AND status = 'open' AND source_id = ANY(%s)",
+            (kind, source_system, record_type, reason_code, list(source_ids)),
+        )
+    return cur.rowcount
+
+
+def resolve_settled(conn: psycopg.Connection, *, kind: str, record_type: str) -> int:
+    """Open dead letters and parked items of records whose latest posting of ``record_type`` is now
+    confirmed (or resolved): nothing is left for the owner. ``kind`` is the items' record type (the
+    canonical kind, e.g. ``time_entry``)."""
     cur = conn.execute(
-        "UPDATE exceptions.item SET status = 'resolved', last_seen = now()"
-        " WHERE kind = %s AND source_system = %s AND record_type = %s AND status = 'open' AND source_id = ANY(%s)",
-        (kind, source_system, record_type, list(source_ids)),
+        """
+        UPDATE exceptions.item e SET status = 'resolved', last_seen = now()
+        WHERE e.status = 'open' AND e.kind IN ('dead_letter', 'parked') AND e.record_type = %(kind)s
+          AND EXISTS (
+              SELECT 1 FROM ledger.posting p WHERE p.record_type = %(rt)s AND p.source_system = e.source_system
+                AND p.source_id = e.source_id AND p.state IN ('confirmed', 'resolved')
+                AND p.seq = (SELECT max(seq) FROM ledger.posting m WHERE m.record_type = %(rt)s
+                             AND m.source_system = e.source_system AND m.source_id = e.source_id))
+        """,
+        {"kind": kind, "rt": record_type},
+    )
+    return cur.rowcount
+
+
+def resolve_not_listed(
+    conn: psycopg.Connection, *, kind: str, reason_code: str, domain: str, current: Sequence[tuple[str, str]]
+) -> int:
+    """Close the open items of one kind, reason and domain whose (record type, source id) is not in
+    ``current`` (what this run found again stays open)."""
+    cur = conn.execute(
+        """
+        UPDATE exceptions.item SET status = 'resolved', last_seen = now()
+        WHERE kind = %s AND reason_code = %s AND domain = %s AND status = 'open'
+          AND (record_type, source_id) NOT IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+        """,
+        (kind, reason_code, domain, [c[0] for c in current], [c[1] for c in current]),
+    )
+    return cur.rowcount
+
+
+def close_reasons_not_in(
+    conn: psycopg.Connection,
+    *,
+    kind: str,
+    source_system: str,
+    record_type: str,
+    verdicts: Sequence[tuple[str, Sequence[str]]],
+) -> int:
+    """A record's newest verdict (source id, its reason codes) replaces older ones: close its open
+    items whose reason is none of the verdict's."""
+    cur = conn.execute(
+        """
+        UPDATE exceptions.item e SET status = 'resolved', last_seen = now()
+        FROM unnest(%s::text[], %s::text[]) AS v(source_id, reasons)
+        WHERE e.kind = %s AND e.source_system = %s AND e.record_type = %s AND e.status = 'open'
+          AND e.source_id = v.source_id
+          AND NOT (e.reason_code = ANY(string_to_array(v.reasons, ',')))
+        """,
+        ([v[0] for v in verdicts], [",".join(v[1]) for v in verdicts], kind, source_system, record_type),
+    )
+    return cur.rowcount
+
+
+def mark_replayed(conn: psycopg.Connection, ids: Sequence[int], *, run_id: str) -> int:
+    """Items whose postings a dead-letter replay released: ``replayed`` by this run."""
+    cur = conn.execute(
+        "UPDATE exceptions.item SET status = 'replayed', last_seen = now(), last_run_id = %s WHERE id = ANY(%s)",
+        (run_id, list(ids)),
     )
     return cur.rowcount
 

@@ -18,6 +18,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from psa_erp_sync.ods import exceptions
+
 
 @dataclass(frozen=True)
 class WorkerRecord:
@@ -228,10 +230,11 @@ def resolve_reason(
 ) -> int:
     """Resolve the open ``propagation`` items of one reason for these records (a write that failed
     and now succeeded); other reasons of the same record stay as they are."""
-    cur = conn.execute(
-        "UPDATE exceptions.item SET status = 'resolved', last_seen = now() WHERE kind = 'propagation'"
-        " AND source_system = %s AND record_type = %s AND reason_code = %s AND status = 'open'"
-        " AND source_id = ANY(%s)",
-        (source_system, record_type, reason_code, list(source_ids)),
+    return exceptions.resolve_for(
+        conn,
+        kind="propagation",
+        source_system=source_system,
+        record_type=record_type,
+        source_ids=source_ids,
+        reason_code=reason_code,
     )
-    return cur.rowcount

@@ -19,6 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from psa_erp_sync.contracts.kinds import KINDS, TIME_ENTRY
+from psa_erp_sync.ods import exceptions as exception_queue
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,7 @@ def release(conn: psycopg.Connection, rows: list[dict[str, Any]], *, run_id: str
             len(keys) - moved.rowcount,
             len(keys),
         )
-    conn.execute(
-        "UPDATE exceptions.item SET status = 'replayed', last_seen = now(), last_run_id = %s WHERE id = ANY(%s)",
-        (run_id, [r["exception_id"] for r in rows]),
-    )
+    exception_queue.mark_replayed(conn, [r["exception_id"] for r in rows], run_id=run_id)
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)"

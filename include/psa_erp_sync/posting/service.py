@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from psa_erp_sync.config import Config
+from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.posting import budget, ledger, planner
 from psa_erp_sync.posting.adapter import as_adapter
 from psa_erp_sync.posting.engine import EngineSettings, PostingEngine
@@ -390,16 +391,4 @@ class _Stopped(Exception):
 def close_settled_exceptions(conn: psycopg.Connection, record_type: str) -> int:
     """Open dead letters and parked items of records whose latest posting is now confirmed: the
     record reached the ERP (a later version, or after a fix), so nothing is left for the owner."""
-    cur = conn.execute(
-        """
-        UPDATE exceptions.item e SET status = 'resolved', last_seen = now()
-        WHERE e.status = 'open' AND e.kind IN ('dead_letter', 'parked') AND e.record_type = %(kind)s
-          AND EXISTS (
-              SELECT 1 FROM ledger.posting p WHERE p.record_type = %(rt)s AND p.source_system = e.source_system
-                AND p.source_id = e.source_id AND p.state IN ('confirmed', 'resolved')
-                AND p.seq = (SELECT max(seq) FROM ledger.posting m WHERE m.record_type = %(rt)s
-                             AND m.source_system = e.source_system AND m.source_id = e.source_id))
-        """,
-        {"kind": planner.KINDS[record_type], "rt": record_type},
-    )
-    return cur.rowcount
+    return exception_queue.resolve_settled(conn, kind=planner.KINDS[record_type], record_type=record_type)

@@ -1182,11 +1182,13 @@ def _quarantine_invalid_references(
     for record_type, source_ids in ref.passed.items():
         fixed = sorted(sid for sid in source_ids if (record_type, sid) not in invalid_ids)
         if fixed:  # only this rule's items: other checks (e.g. the ERP pre-check) own theirs
-            conn.execute(
-                "UPDATE exceptions.item SET status = 'resolved', last_seen = now()"
-                " WHERE kind = 'quarantine' AND source_system = %s AND record_type = %s"
-                " AND reason_code = 'REFERENCE_INVALID' AND status = 'open' AND source_id = ANY(%s)",
-                (source_system, record_type, fixed),
+            exception_queue.resolve_for(
+                conn,
+                kind="quarantine",
+                source_system=source_system,
+                record_type=record_type,
+                source_ids=fixed,
+                reason_code="REFERENCE_INVALID",
             )
     return len(ref.invalid)
 
@@ -1330,12 +1332,9 @@ def _close_quarantine_of_vanished(
     ]
     if not vanished:
         return 0
-    cur = conn.execute(
-        "UPDATE exceptions.item SET status = 'resolved', last_seen = now()"
-        " WHERE kind = 'quarantine' AND source_system = %s AND record_type = %s AND status = 'open' AND source_id = ANY(%s)",
-        (source_system, kind, vanished),
+    return exception_queue.resolve_for(
+        conn, kind="quarantine", source_system=source_system, record_type=kind, source_ids=vanished
     )
-    return cur.rowcount
 
 
 # Lookups in canonical during a run probe its indexes once per row of a chunk: never a scan of the
