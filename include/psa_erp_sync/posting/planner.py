@@ -24,12 +24,12 @@ from typing import Any
 import msgspec
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb, set_json_loads
+from psycopg.types.json import set_json_loads
 
 from psa_erp_sync import money
 from psa_erp_sync.config import Config
 from psa_erp_sync.contracts import kinds
-from psa_erp_sync.ods import connections
+from psa_erp_sync.ods import audit, connections
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.posting import ledger
 from psa_erp_sync.posting.periods import PeriodBook, PeriodDecision
@@ -932,9 +932,10 @@ def plan(
                 _flush(conn, record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
     _flush(conn, record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
     with conn.transaction():
-        conn.execute(
-            "INSERT INTO audit.change (actor, action, entity, entity_key, after, run_id) VALUES ('posting.planner', 'plan', %s, %s, %s::jsonb, %s)",
-            ("ledger.posting", record_type, psycopg.types.json.Jsonb(result.as_dict()), dag_run_id),
+        audit.record(
+            conn,
+            audit.Change("posting.planner", "plan", "ledger.posting", record_type, after=result.as_dict()),
+            run_id=dag_run_id,
         )
     return result
 
@@ -953,22 +954,16 @@ def _flush(
     with conn.transaction():
         inserted = ledger.insert_planned(conn, batch)
         exception_queue.quarantine_many(conn, parked, run_id=dag_run_id)
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)"
-                " VALUES ('posting.planner', %s, %s, %s, %s, %s, %s)",
-                [
-                    (
-                        action,
-                        f"erp.{record_type}",
-                        external_id,
-                        Jsonb(before),
-                        Jsonb(after) if after else None,
-                        dag_run_id,
-                    )
-                    for action, external_id, before, after in changes
-                ],
-            )
+        audit.record_many(
+            conn,
+            (
+                audit.Change(
+                    "posting.planner", action, f"erp.{record_type}", external_id, before, after or None
+                )
+                for action, external_id, before, after in changes
+            ),
+            run_id=dag_run_id,
+        )
     if on_chunk is not None:
         # Only what this plan inserted, as committed: a key that already existed is not ours to send.
         fresh = [p for p in batch if p.state == "pending" and p.idempotency_key in inserted]

@@ -19,6 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from psa_erp_sync.contracts.kinds import KINDS, TIME_ENTRY
+from psa_erp_sync.ods import audit
 from psa_erp_sync.ods import exceptions as exception_queue
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,21 @@ def release(conn: psycopg.Connection, rows: list[dict[str, Any]], *, run_id: str
             len(keys),
         )
     exception_queue.mark_replayed(conn, [r["exception_id"] for r in rows], run_id=run_id)
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)"
-            " VALUES (%s, 'replay', 'ledger.posting', %s, jsonb_build_object('state', %s::text, 'reason', %s::text),"
-            " jsonb_build_object('state', 'superseded'), %s)",
-            [(actor, r["idempotency_key"], r["state"], r["reason_code"], run_id) for r in rows],
-        )
+    audit.record_many(
+        conn,
+        (
+            audit.Change(
+                actor,
+                "replay",
+                "ledger.posting",
+                r["idempotency_key"],
+                before={"state": r["state"], "reason": r["reason_code"]},
+                after={"state": "superseded"},
+            )
+            for r in rows
+        ),
+        run_id=run_id,
+    )
     return len(rows)
 
 
@@ -170,17 +179,16 @@ def record_approval(
     conn: psycopg.Connection, *, approver: str, summary: dict[str, Any], run_id: str, dag_id: str
 ) -> None:
     """The approval in the audit trail: who, for which run, what was approved (counts, amounts)."""
-    from psycopg.types.json import Jsonb
-
-    conn.execute(
-        "INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)"
-        " VALUES (%s, 'replay_approved', 'dead_letter_replay', %s, NULL, %s, %s)",
-        (
+    audit.record(
+        conn,
+        audit.Change(
             approver,
+            "replay_approved",
+            "dead_letter_replay",
             f"{dag_id}/{run_id}",
-            Jsonb(
-                {k: summary[k] for k in ("matched", "amounts_minor", "by_owner_and_reason", "needs_approval")}
-            ),
-            run_id,
+            after={
+                k: summary[k] for k in ("matched", "amounts_minor", "by_owner_and_reason", "needs_approval")
+            },
         ),
+        run_id=run_id,
     )

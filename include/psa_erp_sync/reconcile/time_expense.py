@@ -18,9 +18,9 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from psa_erp_sync.contracts import kinds
+from psa_erp_sync.ods import audit
 from psa_erp_sync.reconcile import control_totals as ct
 from psa_erp_sync.reconcile import erp_readback
 from psa_erp_sync.reconcile import fx as both_currencies
@@ -40,10 +40,8 @@ Row = tuple[Decimal, int, str]
 def _audit_mismatch(
     conn: psycopg.Connection, *, actor: str, entity: str, run_id: str, report: dict[str, Any]
 ) -> None:
-    conn.execute(
-        "INSERT INTO audit.change (actor, action, entity, entity_key, after, run_id)"
-        " VALUES (%s, 'control_total_mismatch', %s, %s, %s::jsonb, %s)",
-        (actor, entity, run_id, Jsonb(report), run_id),
+    audit.record(
+        conn, audit.Change(actor, "control_total_mismatch", entity, run_id, after=report), run_id=run_id
     )
 
 
