@@ -8,16 +8,16 @@ claims back, and claims of a run that died are taken over once their lease expir
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+from psa_erp_sync.ods import jsonb
 
 if TYPE_CHECKING:  # the DAG file imports the event types from here: no driver import at parse time
     import psycopg
 
 CHANNEL = "psa_erp_sync_inbox"
-_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")  # a \u0000 escape that is not itself escaped
 TIME_EXPENSE_EVENTS = (
     "time_entry.approved",
     "time_entry.updated",
@@ -53,8 +53,7 @@ def insert_event(
 ) -> bool:
     """Store an accepted event unless its (source, delivery id) is already stored: True if new.
     One statement (the caller's autocommit connection commits it)."""
-    if b"\\u0000" in body:  # jsonb cannot hold U+0000: keep it as the literal text, as staging does
-        body = _NUL_ESCAPE.sub(rb"\1\\\\u0000", body)
+    body = jsonb.escape_nul(body)  # jsonb cannot hold U+0000: kept as the literal text, as staging does
     row = conn.execute(
         "INSERT INTO inbox.event (delivery_id, source_system, event_type, source_id, occurred_at, payload)"
         " VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (source_system, delivery_id) DO NOTHING"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,10 +16,9 @@ from datetime import UTC, date, datetime
 import msgspec
 import psycopg
 
-log = logging.getLogger(__name__)
+from psa_erp_sync.ods import jsonb
 
-# A JSON \u0000 escape that is not itself escaped (preceded by an even number of backslashes).
-_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+log = logging.getLogger(__name__)
 
 
 # One set-based statement over the COPYed rows. ``{rows}`` is ``src`` (the fast path: no sort) or,
@@ -92,8 +90,7 @@ def _copy_line(key: bytes, item: object) -> bytes:
     # (JSON never holds raw tabs or newlines).
     payload = _encode(item)
     if b"\\" in payload:
-        if b"\\u0000" in payload:
-            payload = _NUL_ESCAPE.sub(rb"\1\\\\u0000", payload)
+        payload = jsonb.escape_nul(payload)
         payload = payload.replace(b"\\", b"\\\\")
     return key + b"\t" + payload + b"\n"
 

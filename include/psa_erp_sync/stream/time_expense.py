@@ -16,7 +16,6 @@ No Airflow imports: the flow hands in clients, a DSN and the run id.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ import psycopg
 from psa_erp_sync.config import Config
 from psa_erp_sync.contracts import kinds
 from psa_erp_sync.contracts.kinds import REFERENCE_ENDPOINTS
-from psa_erp_sync.ods import inbox, staging
+from psa_erp_sync.ods import audit, inbox, jsonb, staging
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,6 @@ KIND_OF_EVENT = {event: kind.name for event, kind in kinds.BY_EVENT_TYPE.items()
 ENDPOINT_OF_KIND = {name: kind.psa_endpoint for name, kind in kinds.KINDS.items()}
 TABLE_OF_KIND = {name: kind.canonical_table for name, kind in kinds.KINDS.items()}
 RECORD_TYPE_OF_KIND = {name: kind.record_type for name, kind in kinds.KINDS.items()}
-_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 
 @dataclass
@@ -167,9 +165,7 @@ def stage_new_versions(
         return 0, 0
     lines = []
     for item in records:
-        payload = msgspec.json.encode(item)
-        if b"\\u0000" in payload:  # jsonb cannot hold U+0000: keep it as text, as staging does
-            payload = _NUL_ESCAPE.sub(rb"\1\\\\u0000", payload)
+        payload = jsonb.escape_nul(msgspec.json.encode(item))  # kept as text, as staging does
         lines.append((_staged_key(item), payload.decode()))
     row = conn.execute(
         """
@@ -242,7 +238,7 @@ def _undelete_reread(
               AND c.version_hash = src.payload_hash AND coalesce(c.source_read_at, '-infinity') < %(read_at)s
             RETURNING c.source_id, to_jsonb(c.*) - 'record' AS image
         ), audited AS (
-            INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)
+            {audit.INSERT_CHANGE}
             SELECT 'stream.reread', 'present_at_source', %(table)s, source_id,
                    jsonb_build_object('is_deleted', true), image, %(run_key)s FROM back
         )

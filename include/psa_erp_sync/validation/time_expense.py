@@ -33,7 +33,7 @@ from psa_erp_sync.clients import psa_models
 from psa_erp_sync.config import Config
 from psa_erp_sync.contracts import kinds
 from psa_erp_sync.contracts.kinds import REFERENCE_RECORD_TYPES
-from psa_erp_sync.ods import connections, staging
+from psa_erp_sync.ods import audit, connections, staging
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.validation.fx import RateBook
 
@@ -1214,8 +1214,8 @@ def implausible_deletions(
 # (source_id, image): one audit row per deletion (before/after images), then the count. Shared by
 # the sweep here and the stream's re-read (``stream.time_expense.mark_gone``); the statement
 # supplies ``actor``, ``table`` and ``run_id``.
-DELETION_AUDIT_SQL = """audited AS (
-            INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)
+DELETION_AUDIT_SQL = f"""audited AS (
+            {audit.INSERT_CHANGE}
             SELECT %(actor)s, 'deleted_at_source', %(table)s, source_id, image - 'is_deleted' - 'source_read_at',
                    jsonb_build_object('is_deleted', true, 'source_read_at', image->'source_read_at'), %(run_id)s
             FROM del
@@ -1440,7 +1440,7 @@ def _upsert_canonical(
             WHERE {_newer("EXCLUDED")}
             RETURNING c.source_id, CASE WHEN c.xmax::text <> '0' THEN to_jsonb(c.*) - 'record' END AS image
         ), audited AS (
-            INSERT INTO audit.change (actor, action, entity, entity_key, before, after, run_id)
+            {audit.INSERT_CHANGE}
             SELECT 'validation', 'update', %(table)s, up.source_id, before.image, up.image, %(run_id)s
             FROM up JOIN before USING (source_id)
         )
