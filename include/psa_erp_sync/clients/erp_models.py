@@ -16,7 +16,15 @@ import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from psa_erp_sync.money import Money
 
@@ -175,15 +183,37 @@ class Job(_Record):
     contract_value: Money | None = _alias("contractValue")
 
 
-class AccountingPeriod(_Record):
-    period_name: str | None = _alias("periodName")
-    start_date: dt.date = Field(validation_alias=AliasChoices("startDate", "startdate"))
-    end_date: dt.date = Field(validation_alias=AliasChoices("endDate", "enddate"))
-    subsidiary: Ref | None = _alias("subsidiary")
-    closed: Flag = Field(default=False)
-    all_locked: Flag = Field(default=False, validation_alias=AliasChoices("allLocked", "alllocked"))
-    ar_locked: Flag = Field(default=False, validation_alias=AliasChoices("arLocked", "arlocked"))
-    ap_locked: Flag = Field(default=False, validation_alias=AliasChoices("apLocked", "aplocked"))
+class AccountingPeriod(BaseModel):
+    """An ERP accounting period as the posting path and master data read it (a SuiteQL row, lower-case
+    keys; the subsidiary as its key): its dates and locks, and which postings it refuses."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    external_id: str = Field(alias="externalid")
+    subsidiary: str
+    start_date: dt.date = Field(alias="startdate")
+    end_date: dt.date = Field(alias="enddate")
+    closed: bool = False
+    all_locked: bool = Field(default=False, alias="alllocked")
+    ar_locked: bool = Field(default=False, alias="arlocked")
+    ap_locked: bool = Field(default=False, alias="aplocked")
+    is_quarter: bool = Field(default=False, alias="isquarter")
+    is_year: bool = Field(default=False, alias="isyear")
+
+    @field_validator("closed", "all_locked", "ar_locked", "ap_locked", "is_quarter", "is_year", mode="before")
+    @classmethod
+    def _netsuite_bool(cls, value: Any) -> Any:
+        # SuiteQL answers booleans as "T" / "F", and null for a flag the record does not carry.
+        if value is None:
+            return False
+        if isinstance(value, str) and value in ("T", "F"):
+            return value == "T"
+        return value
+
+    @property
+    def is_summary(self) -> bool:
+        """A quarter or a year: it rolls up its months and never takes a posting itself."""
+        return self.is_quarter or self.is_year
 
     def blocks(self, record_type: str) -> bool:
         """Whether a posting of ``record_type`` into this period is refused."""
@@ -191,7 +221,7 @@ class AccountingPeriod(_Record):
             return True
         if record_type == "expensereport":
             return self.ap_locked
-        if record_type == "invoice":
+        if record_type in ("invoice", "creditmemo"):  # receivables: the AR lock blocks both
             return self.ar_locked
         return False
 

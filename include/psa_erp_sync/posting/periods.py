@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from psa_erp_sync.clients.erp_models import AccountingPeriod
 
 #: The periods the posting path reads from the ERP (SuiteQL), before planning and again whenever
 #: the ERP answers ``PERIOD_CLOSED`` during a pass.
@@ -28,47 +28,6 @@ PERIOD_QUERY = (
     "SELECT externalid, subsidiary, startdate, enddate, closed, alllocked, arlocked, aplocked, "
     "isquarter, isyear FROM accountingperiod ORDER BY startdate"
 )
-
-
-class AccountingPeriod(BaseModel):
-    """An ERP accounting period as read from the ERP (validated at the boundary)."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    external_id: str = Field(alias="externalid")
-    subsidiary: str
-    start_date: date = Field(alias="startdate")
-    end_date: date = Field(alias="enddate")
-    closed: bool = False
-    all_locked: bool = Field(default=False, alias="alllocked")
-    ar_locked: bool = Field(default=False, alias="arlocked")
-    ap_locked: bool = Field(default=False, alias="aplocked")
-    is_quarter: bool = Field(default=False, alias="isquarter")
-    is_year: bool = Field(default=False, alias="isyear")
-
-    @field_validator("closed", "all_locked", "ar_locked", "ap_locked", "is_quarter", "is_year", mode="before")
-    @classmethod
-    def _netsuite_bool(cls, value: Any) -> Any:
-        # SuiteQL answers booleans as "T" / "F", and null for a flag the record does not carry.
-        if value is None:
-            return False
-        if isinstance(value, str) and value in ("T", "F"):
-            return value == "T"
-        return value
-
-    @property
-    def is_summary(self) -> bool:
-        """A quarter or a year: it rolls up its months and never takes a posting itself."""
-        return self.is_quarter or self.is_year
-
-    def blocks(self, record_type: str) -> bool:
-        if self.closed or self.all_locked:
-            return True
-        if record_type == "expensereport":
-            return self.ap_locked
-        if record_type in ("invoice", "creditmemo"):  # receivables: the AR lock blocks both
-            return self.ar_locked
-        return False
 
 
 @dataclass(frozen=True)
