@@ -30,6 +30,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from psa_erp_sync.clients.crm_models import Opportunity
 from psa_erp_sync.clients.psa_models import Project as PsaProject
 from psa_erp_sync.masterdata.setup import CrmReader, advance_cursor, cursor, read_feed
 from psa_erp_sync.money import Money, format_minor, to_minor
@@ -53,14 +54,8 @@ class ChangeOrder(BaseModel):
     status: str
 
 
-class WonOpportunity(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    id: int = Field(ge=1)
-    amount: Money
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
-    psa_project_id: int | None = None
-    is_won: bool
+#: A won opportunity: the CRM's opportunity, as project setup reads it too.
+WonOpportunity = Opportunity
 
 
 class CrmChangeOrders(CrmReader, Protocol):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import date
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -29,11 +28,12 @@ import yaml
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from psa_erp_sync.clients.crm_models import Opportunity
 from psa_erp_sync.clients.erp import ErpRejected
 from psa_erp_sync.clients.psa import PsaApiError, PsaWriteUncertain
 from psa_erp_sync.masterdata import validation
 from psa_erp_sync.masterdata.propagate import psa_client_id
-from psa_erp_sync.money import Money, format_minor, to_minor
+from psa_erp_sync.money import format_minor, to_minor
 from psa_erp_sync.ods import exceptions
 
 log = logging.getLogger(__name__)
@@ -54,23 +54,6 @@ def job_external_id(opportunity_id: int) -> str:
 
 
 # --- CRM payloads (validated at the boundary) -------------------------------------------------
-
-
-class Opportunity(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    id: int = Field(ge=1)
-    account_id: int = Field(ge=1)
-    name: str = Field(min_length=1, max_length=255)
-    stage: str
-    amount: Money
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
-    expected_start: date | None = None
-    duration_months: int | None = Field(default=None, ge=1)
-    legal_entity: str | None = None
-    practice: str | None = None
-    billing_type: str | None = None
-    is_won: bool
 
 
 class Account(BaseModel):
