@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -268,3 +268,73 @@ def sweep_of(conn: psycopg.Connection, run_key: str) -> date | None:
         (run_key,),
     ).fetchone()
     return row[0] if row else None
+
+
+# --- versions staged one by one (the stream's re-reads), not by the extract's COPY ---------------
+
+
+def _lines_params(source_system: str, lines: Sequence[tuple[str, str]], **extra: object) -> dict[str, object]:
+    """``ids`` and ``payloads`` of (source id, JSON text) lines, unnested together, and ``extra``."""
+    return {"ids": [i for i, _ in lines], "payloads": [p for _, p in lines], "system": source_system, **extra}
+
+
+def insert_new_versions(
+    conn: psycopg.Connection,
+    source_system: str,
+    endpoint: str,
+    lines: Sequence[tuple[str, str]],
+    *,
+    run_key: str,
+    read_at: datetime | None,
+) -> int:
+    """Stage the versions of (source id, JSON text) lines staging has never seen, under ``run_key``
+    (fetched at ``read_at``, or now); versions already staged keep theirs. How many were new. The
+    content hash is the one the extract's COPY computes (sha256 of the jsonb text)."""
+    row = conn.execute(
+        """
+        WITH src AS (
+            SELECT s.source_id, s.payload::jsonb AS payload
+            FROM unnest(%(ids)s::text[], %(payloads)s::text[]) AS s(source_id, payload)
+        ), ins AS (
+            INSERT INTO staging.raw_record
+                (source_system, endpoint, source_id, payload_hash, payload, fetched_at, first_run_key, last_run_key)
+            SELECT %(system)s, %(endpoint)s, source_id,
+                   encode(sha256(convert_to(payload::text, 'UTF8')), 'hex'), payload,
+                   coalesce(%(read_at)s, now()), %(run_key)s, %(run_key)s
+            FROM src
+            ON CONFLICT (source_system, endpoint, source_id, payload_hash) DO NOTHING
+            RETURNING 1
+        )
+        SELECT count(*) FROM ins
+        """,
+        _lines_params(source_system, lines, endpoint=endpoint, run_key=run_key, read_at=read_at),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def touch_fetched(
+    conn: psycopg.Connection,
+    source_system: str,
+    endpoint: str,
+    lines: Sequence[tuple[str, str]],
+    *,
+    read_at: datetime,
+) -> None:
+    """Move ``fetched_at`` of these already staged versions forward to ``read_at``. Rows another
+    transaction holds locked (a batch extract re-reading them anyway) are skipped, never waited for."""
+    conn.execute(
+        """
+        WITH src AS (
+            SELECT s.source_id, encode(sha256(convert_to(s.payload::jsonb::text, 'UTF8')), 'hex') AS payload_hash
+            FROM unnest(%(ids)s::text[], %(payloads)s::text[]) AS s(source_id, payload)
+        ), free AS (
+            SELECT r.source_id, r.payload_hash FROM staging.raw_record r JOIN src USING (source_id, payload_hash)
+            WHERE r.source_system = %(system)s AND r.endpoint = %(endpoint)s AND r.fetched_at < %(read_at)s
+            FOR UPDATE OF r SKIP LOCKED
+        )
+        UPDATE staging.raw_record r SET fetched_at = %(read_at)s FROM free
+        WHERE r.source_system = %(system)s AND r.endpoint = %(endpoint)s
+          AND r.source_id = free.source_id AND r.payload_hash = free.payload_hash
+        """,
+        _lines_params(source_system, lines, endpoint=endpoint, read_at=read_at),
+    )

@@ -167,45 +167,11 @@ def stage_new_versions(
     for item in records:
         payload = jsonb.escape_nul(msgspec.json.encode(item))  # kept as text, as staging does
         lines.append((_staged_key(item), payload.decode()))
-    row = conn.execute(
-        """
-        WITH src AS (
-            SELECT s.source_id, s.payload::jsonb AS payload
-            FROM unnest(%(ids)s::text[], %(payloads)s::text[]) AS s(source_id, payload)
-        ), ins AS (
-            INSERT INTO staging.raw_record
-                (source_system, endpoint, source_id, payload_hash, payload, fetched_at, first_run_key, last_run_key)
-            SELECT %(system)s, %(endpoint)s, source_id,
-                   encode(sha256(convert_to(payload::text, 'UTF8')), 'hex'), payload,
-                   coalesce(%(read_at)s, now()), %(run_key)s, %(run_key)s
-            FROM src
-            ON CONFLICT (source_system, endpoint, source_id, payload_hash) DO NOTHING
-            RETURNING 1
-        )
-        SELECT count(*) FROM ins
-        """,
-        _lines_params(lines, endpoint=endpoint, run_key=run_key, read_at=read_at),
-    ).fetchone()
-    new = int(row[0]) if row else 0
+    new = staging.insert_new_versions(conn, SOURCE, endpoint, lines, run_key=run_key, read_at=read_at)
     if read_at is not None and new < len(records):
         # Never wait for a batch extract that holds these rows (its transaction can last minutes):
         # rows it has locked are being re-read by it anyway.
-        conn.execute(
-            """
-            WITH src AS (
-                SELECT s.source_id, encode(sha256(convert_to(s.payload::jsonb::text, 'UTF8')), 'hex') AS payload_hash
-                FROM unnest(%(ids)s::text[], %(payloads)s::text[]) AS s(source_id, payload)
-            ), free AS (
-                SELECT r.source_id, r.payload_hash FROM staging.raw_record r JOIN src USING (source_id, payload_hash)
-                WHERE r.source_system = %(system)s AND r.endpoint = %(endpoint)s AND r.fetched_at < %(read_at)s
-                FOR UPDATE OF r SKIP LOCKED
-            )
-            UPDATE staging.raw_record r SET fetched_at = %(read_at)s FROM free
-            WHERE r.source_system = %(system)s AND r.endpoint = %(endpoint)s
-              AND r.source_id = free.source_id AND r.payload_hash = free.payload_hash
-            """,
-            _lines_params(lines, endpoint=endpoint, read_at=read_at),
-        )
+        staging.touch_fetched(conn, SOURCE, endpoint, lines, read_at=read_at)
         _undelete_reread(conn, lines, endpoint=endpoint, read_at=read_at, run_key=run_key)
     return new, len(records) - new
 
