@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import psycopg
+
 from psa_erp_sync.masterdata.validation import Candidate, ErpLookup, Verdict, validate_batch
 
 JOB_EXTERNAL_ID = "psa-project-{id}"
@@ -24,6 +26,19 @@ class ProjectUse:
     project_ref: str  # PSA project id
     legal_entity: str
     currency: str
+
+
+def project_uses(conn: psycopg.Connection) -> list[ProjectUse]:
+    """Every (project, legal entity, currency) the approved, live time entries and expenses use."""
+    return [
+        ProjectUse(str(project), str(entity), str(currency).strip())
+        for project, entity, currency in conn.execute(
+            "SELECT DISTINCT project_ref, legal_entity, currency FROM canonical.time_entry"
+            " WHERE approved AND NOT is_deleted"
+            " UNION SELECT DISTINCT project_ref, legal_entity, currency FROM canonical.expense_entry"
+            " WHERE approved AND NOT is_deleted"
+        )
+    ]
 
 
 def precheck_projects(uses: Iterable[ProjectUse], lookup: ErpLookup) -> dict[str, Verdict]:

@@ -158,15 +158,7 @@ class ProjectPrecheckOperator(LineageReportingOperator):
 
         self.record_lineage_run(context, "precheck:projects")
         with OdsHook(self.ods_conn_id).get_conn() as conn:
-            uses = [
-                precheck.ProjectUse(str(project), str(entity), str(currency).strip())
-                for project, entity, currency in conn.execute(
-                    "SELECT DISTINCT project_ref, legal_entity, currency FROM canonical.time_entry"
-                    " WHERE approved AND NOT is_deleted"
-                    " UNION SELECT DISTINCT project_ref, legal_entity, currency FROM canonical.expense_entry"
-                    " WHERE approved AND NOT is_deleted"
-                )
-            ]
+            uses = precheck.project_uses(conn)
         with ErpHook(self.erp_conn_id).get_client() as client:
             lookup = validation.ErpLookup(client)
             verdicts = precheck.precheck_projects(uses, lookup)
