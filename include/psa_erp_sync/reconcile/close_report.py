@@ -35,13 +35,14 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
 from psa_erp_sync import money
+from psa_erp_sync.contracts.kinds import KINDS
 from psa_erp_sync.reconcile import erp_readback
 from psa_erp_sync.reconcile import fx as both_currencies
 from psa_erp_sync.reconcile.control_totals import ControlTotalMismatch
 
 #: Our external-id namespace in the ERP, per record type (as :mod:`.time_expense`).
-EXTERNAL_ID_PREFIX = {"timebill": "psa-te-", "expensereport": "psa-ex-"}
-SOURCE = {"timebill": "canonical.time_entry", "expensereport": "canonical.expense_entry"}
+EXTERNAL_ID_PREFIX = {kind.record_type: kind.external_id_prefix for kind in KINDS.values()}
+SOURCE = {kind.record_type: kind.canonical_table for kind in KINDS.values()}
 AREA_OF = {"timebill": "time", "expensereport": "expenses"}
 #: How many differing records a reconciliation names.
 FIRST_DIFFERENCES = 5

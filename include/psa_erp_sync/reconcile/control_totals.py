@@ -14,6 +14,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from psa_erp_sync.contracts.kinds import KINDS
+
 HASH_EXPR = "coalesce(sum(('x' || substr(md5({col}), 1, 15))::bit(60)::bigint::numeric), 0)::text"
 
 
@@ -46,7 +48,7 @@ def canonical(
     params: tuple[Any, ...] = (),
 ) -> Totals:
     """Totals of current canonical records (approved, not deleted by default)."""
-    table = {"time_entry": "canonical.time_entry", "expense_entry": "canonical.expense_entry"}[kind]
+    table = KINDS[kind].canonical_table
     hours = "sum(hours)" if kind == "time_entry" else "0"
     filters = ["NOT is_deleted"] + (["approved"] if approved_only else []) + ([where] if where else [])
     clause = " AND ".join(filters)
@@ -69,7 +71,7 @@ def canonical_functional(conn: psycopg.Connection, kind: str) -> Totals:
     """:func:`canonical` (approved, not deleted) with the amounts in each record's functional
     currency (``functional_amount_minor``, migration 0023; the transaction amount for rows validated
     before it): the second currency of foreign-currency work."""
-    table = {"time_entry": "canonical.time_entry", "expense_entry": "canonical.expense_entry"}[kind]
+    table = KINDS[kind].canonical_table
     base = canonical(conn, kind)
     amounts = {
         cur.strip(): int(total)

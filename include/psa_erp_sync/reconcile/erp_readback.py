@@ -25,10 +25,11 @@ from typing import Any, Protocol
 import psycopg
 
 from psa_erp_sync import money
+from psa_erp_sync.contracts.kinds import KINDS
 from psa_erp_sync.posting import ledger
 from psa_erp_sync.reconcile.control_totals import Totals
 
-SOURCE = {"timebill": "canonical.time_entry", "expensereport": "canonical.expense_entry"}
+SOURCE = {kind.record_type: kind.canonical_table for kind in KINDS.values()}
 
 
 class SuiteQL(Protocol):

@@ -24,9 +24,10 @@ from typing import Any
 import psycopg
 
 from psa_erp_sync import money
+from psa_erp_sync.contracts.kinds import KINDS
 from psa_erp_sync.reconcile.erp_readback import SuiteQL
 
-SOURCE = {"timebill": "canonical.time_entry", "expensereport": "canonical.expense_entry"}
+SOURCE = {kind.record_type: kind.canonical_table for kind in KINDS.values()}
 
 
 @dataclass(frozen=True)
