@@ -23,6 +23,7 @@ import sys
 import psycopg
 
 from psa_erp_sync.config import load_config
+from psa_erp_sync.contracts.kinds import BY_RECORD_TYPE, TIME_ENTRY
 from psa_erp_sync.posting.engine import EngineSettings
 from psa_erp_sync.posting.service import LockSettings, PostingLockBusy, PostingLockLost, post_record_type
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--erp-url", required=True)
     parser.add_argument("--erp-token", default=os.environ.get("ERP_TOKEN", "local-erp-token"))
     parser.add_argument("--account-id", default="TSTDRV100001")
-    parser.add_argument("--record-type", default="timebill", choices=["timebill", "expensereport"])
+    parser.add_argument("--record-type", default=TIME_ENTRY.record_type, choices=list(BY_RECORD_TYPE))
     parser.add_argument(
         "--concurrency",
         type=int,
