@@ -48,6 +48,26 @@ def test_shared_tables_are_written_by_their_repository_only() -> None:
     assert not offending, "shared tables written outside their repository:\n" + "\n".join(offending)
 
 
+# A schema one package writes keeps its repository in that package (docs/architecture.md, ods/ row).
+OWNED = [
+    (re.compile(r"(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+ledger\.", re.I), PACKAGE / "posting"),
+    (re.compile(r"(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+master\.", re.I), PACKAGE / "masterdata"),
+    (re.compile(r"(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+forecast\.", re.I), PACKAGE / "forecast"),
+]
+
+
+def test_single_writer_schemas_are_written_by_their_package_only() -> None:
+    offending = []
+    for path in _sources():
+        text = "\n".join(s for _, s in _strings(path))
+        for pattern, owner in OWNED:
+            if owner not in path.parents and pattern.search(text):
+                offending.append(
+                    f"{path.relative_to(ROOT)}: {pattern.pattern} (call {owner.relative_to(ROOT)})"
+                )
+    assert not offending, "a schema written outside the package that owns it:\n" + "\n".join(offending)
+
+
 def test_operators_hold_no_sql() -> None:
     sql = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\s", re.I)
     offending = [
