@@ -38,9 +38,11 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from psycopg.rows import dict_row
 
+from psa_erp_sync.contracts import kinds
+
 REPLAY_DAG = "dead_letter_replay"
-RECORD_TYPES = {"timebill": "Time entries (timebill)", "expensereport": "Expenses (expensereport)"}
-ITEM_RECORD_TYPES = ("time_entry", "expense_entry")
+RECORD_TYPES = kinds.record_type_labels()
+ITEM_RECORD_TYPES = tuple(kinds.KINDS)
 KINDS = ("quarantine", "dead_letter", "validation", "parked", "leakage", "reconciliation")
 TERMINAL = {"success", "failed"}
 QUEUE_LIMIT = 500

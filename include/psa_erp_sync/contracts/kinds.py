@@ -33,6 +33,7 @@ class RecordKind:
     :param external_id_prefix: our namespace for it in the ERP: prefix + PSA id.
     :param owner_domain: its data domain in ``config/systems_of_authority.yaml``.
     :param event_type: the PSA webhook's event type prefix (``time_entry.updated`` -> ``time_entry``).
+    :param label: what people call it (forms, the console).
     """
 
     name: KindName
@@ -43,6 +44,7 @@ class RecordKind:
     external_id_prefix: str
     owner_domain: str
     event_type: str
+    label: str
 
     @property
     def table(self) -> str:
@@ -74,6 +76,7 @@ TIME_ENTRY = RecordKind(
     external_id_prefix="psa-te-",
     owner_domain="time_entry",
     event_type="time_entry",
+    label="Time entries",
 )
 EXPENSE_ENTRY = RecordKind(
     name="expense_entry",
@@ -84,6 +87,7 @@ EXPENSE_ENTRY = RecordKind(
     external_id_prefix="psa-ex-",
     owner_domain="expense_entry",
     event_type="expense",
+    label="Expenses",
 )
 
 #: The transactional kinds by name, in posting order.
@@ -109,6 +113,11 @@ REFERENCE_ENDPOINTS: tuple[str, ...] = tuple(r.psa_endpoint for r in REFERENCES)
 REFERENCE_RECORD_TYPES: Mapping[str, str] = MappingProxyType(
     {r.psa_endpoint: r.record_type for r in REFERENCES}
 )
+
+
+def record_type_labels() -> dict[str, str]:
+    """Each ledger record type of a kind with what people call it, e.g. ``Time entries (timebill)``."""
+    return {kind.record_type: f"{kind.label} ({kind.record_type})" for kind in KINDS.values()}
 
 
 def by_record_type(record_type: str) -> RecordKind:

@@ -8,6 +8,8 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
+from psa_erp_sync.contracts.kinds import TIME_ENTRY, record_type_labels
+
 APPROVAL_TASK = "finance_approval"
 NO_APPROVAL_TASK = "no_approval_needed"
 # How long a large replay waits for finance before the approval times out (the run then fails and
@@ -52,11 +54,10 @@ def params() -> dict[str, Param]:
             True, type="boolean", description="List what would be replayed; change nothing. Untick to replay."
         ),
         "record_type": Param(
-            "timebill",
-            enum=["timebill", "expensereport", "invoice", "creditmemo"],
+            TIME_ENTRY.record_type,
+            enum=[*record_type_labels(), "invoice", "creditmemo"],
             values_display={
-                "timebill": "Time entries (timebill)",
-                "expensereport": "Expenses (expensereport)",
+                **record_type_labels(),
                 "invoice": "Invoices (billing documents)",
                 "creditmemo": "Credit memos (billing documents)",
             },
