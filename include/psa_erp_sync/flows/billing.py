@@ -31,11 +31,11 @@ def event_lineage() -> tuple[list[Any], list[Any]]:
     """(inputs, outputs) of the billing events builder as :mod:`psa_erp_sync.lineage.refs`: the
     canonical time and expense entries whose posting the ERP confirmed (``ledger.posting``), signed-off
     milestones, the project list and customers; it writes ``billing.event``."""
+    from psa_erp_sync.contracts.kinds import KINDS
     from psa_erp_sync.lineage.refs import ods
 
     inputs = [
-        ods("canonical.time_entry"),
-        ods("canonical.expense_entry"),
+        *(ods(k.canonical_table) for k in KINDS.values()),
         ods("ledger.posting"),
         ods("forecast.src_project"),
         ods("forecast.src_milestone"),

@@ -45,6 +45,7 @@ def build() -> None:
 
 def close_report() -> None:
     """The close report task (call inside a DAG context)."""
+    from psa_erp_sync.contracts.kinds import KINDS
     from psa_erp_sync.lineage.refs import erp, ods
     from psa_erp_sync.operators.step import DomainStepOperator
     from psa_erp_sync.reconcile import close_html
@@ -54,8 +55,7 @@ def close_report() -> None:
         call=close_html.close_report_step,
         step="close_report",
         inputs=[
-            ods("canonical.time_entry"),
-            ods("canonical.expense_entry"),
+            *(ods(k.canonical_table) for k in KINDS.values()),
             ods("ledger.posting"),
             ods("revenue.recognition"),
             ods("revenue.journal"),
@@ -64,8 +64,7 @@ def close_report() -> None:
             ods("billing.erp_invoice"),
             ods("billing.erp_journal"),
             ods("exceptions.item"),
-            erp("timebill"),
-            erp("expensereport"),
+            *(erp(k.record_type) for k in KINDS.values()),
         ],
         outputs=[ods("close.report")],
     )

@@ -30,6 +30,7 @@ def schedule() -> Any:
 
 def build() -> None:
     """Declare the tasks of the revenue recognition DAG (call inside a DAG context)."""
+    from psa_erp_sync.contracts.kinds import KINDS
     from psa_erp_sync.hooks.erp import account_pool
     from psa_erp_sync.lineage.refs import ods
     from psa_erp_sync.operators.revenue import JournalPostingOperator
@@ -46,8 +47,7 @@ def build() -> None:
             ods("forecast.src_milestone"),
             ods("forecast.src_schedule"),
             ods("forecast.src_person"),
-            ods("canonical.time_entry"),
-            ods("canonical.expense_entry"),
+            *(ods(k.canonical_table) for k in KINDS.values()),
             ods("ledger.posting"),
             ods("master.erp_record"),
             ods("hr.worker"),

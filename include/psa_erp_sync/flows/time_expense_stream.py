@@ -41,6 +41,7 @@ def inbox_asset() -> Asset:
 def build() -> None:
     """Declare the stream DAG's task (call inside a DAG context)."""
     from psa_erp_sync.billing import steps as billing_steps
+    from psa_erp_sync.contracts.kinds import KINDS
     from psa_erp_sync.hooks.erp import account_pool
     from psa_erp_sync.lineage.refs import erp, ods, psa
     from psa_erp_sync.operators.step import DomainStepOperator
@@ -55,22 +56,18 @@ def build() -> None:
         step="stream",
         inputs=[
             ods("inbox.event"),
-            psa("/v2/time_entries"),
-            psa("/v2/expenses"),
+            *(psa(k.psa_endpoint) for k in KINDS.values()),
             ods("staging.raw_record"),
-            ods("canonical.time_entry"),
-            ods("canonical.expense_entry"),
+            *(ods(k.canonical_table) for k in KINDS.values()),
             ods("ledger.posting"),
         ],
         outputs=[
             ods("inbox.event"),
             ods("staging.raw_record"),
-            ods("canonical.time_entry"),
-            ods("canonical.expense_entry"),
+            *(ods(k.canonical_table) for k in KINDS.values()),
             ods("exceptions.item"),
             ods("ledger.posting"),
-            erp("timebill"),
-            erp("expensereport"),
+            *(erp(k.record_type) for k in KINDS.values()),
         ],
     )
     # Signed-off milestones -> billing events (PSA and ODS only: no ERP call, no posting pool).
