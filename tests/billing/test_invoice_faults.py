@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LINES = 5_200
 BATCH, MAX_LINES = "3", "25"  # ~220 invoices in ~75 batches: enough requests for every fault to fire
+# One fault per row, its knobs side by side: read as a table, so the formatter leaves it be.
 FAULTS: list[dict[str, Any]] = [
     {"id": "latency", "action": "latency", "path_regex": "/batch$", "latency_ms": 120, "probability": 1.0, "seed": 1},
     {"id": "5xx-before", "action": "status", "status": 503, "path_regex": "/batch$", "probability": 0.08, "seed": 2},
@@ -46,8 +47,11 @@ FAULTS: list[dict[str, Any]] = [
 def _worker(dsn: str, erp_url: str, run_id: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.billing.invoice_worker", dsn, erp_url, run_id, BATCH, MAX_LINES],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def _progress(dsn: str) -> tuple[int, int]:

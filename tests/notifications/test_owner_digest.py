@@ -41,10 +41,21 @@ def _item(
     source_id: str, reason: str, owner: str, le: str | None, kind: str = "dead_letter", **detail: Any
 ) -> Item:
     return Item(
-        kind=kind, domain="time_expense", source_system="psa", record_type="time_entry", source_id=source_id,
-        reason_code=reason, owner=owner, legal_entity=le,
-        detail={"note": PERSONAL[2], "user_name": PERSONAL[0], "email": PERSONAL[1] + "example.com", **detail},
-    )  # fmt: skip
+        kind=kind,
+        domain="time_expense",
+        source_system="psa",
+        record_type="time_entry",
+        source_id=source_id,
+        reason_code=reason,
+        owner=owner,
+        legal_entity=le,
+        detail={
+            "note": PERSONAL[2],
+            "user_name": PERSONAL[0],
+            "email": PERSONAL[1] + "example.com",
+            **detail,
+        },
+    )
 
 
 @pytest.fixture
@@ -60,10 +71,18 @@ def seeded(clean_ods: str) -> str:
                 _item("12", "PROJECT_INACTIVE", "finance-ops-us-east", "LE-US1"),
                 _item("99", "HOURS_INVALID", "finance-ops-us-east", "LE-US1", kind="quarantine"),
                 _item("13", "PERIOD_CLOSED", "finance-ops-uk", "LE-UK1", kind="parked"),
-                _item("14", "RATE_MISSING", "finance-ops-uk", "LE-UK1", kind="quarantine", amount_minor="5000", currency="GBP"),
+                _item(
+                    "14",
+                    "RATE_MISSING",
+                    "finance-ops-uk",
+                    "LE-UK1",
+                    kind="quarantine",
+                    amount_minor="5000",
+                    currency="GBP",
+                ),
             ],
             run_id="run-1",
-        )  # fmt: skip
+        )
     return clean_ods
 
 
@@ -177,10 +196,12 @@ def test_no_second_message_for_announced_items_only_for_new_ones(
     with psycopg.connect(seeded) as conn:  # the same items seen again by a later run, and one new item
         exceptions.quarantine_many(
             conn,
-            [_item("11", "PROJECT_INACTIVE", "finance-ops-us-east", "LE-US1"),
-             _item("15", "TASK_UNKNOWN", "finance-ops-us-east", "LE-US1", kind="quarantine")],
+            [
+                _item("11", "PROJECT_INACTIVE", "finance-ops-us-east", "LE-US1"),
+                _item("15", "TASK_UNKNOWN", "finance-ops-us-east", "LE-US1", kind="quarantine"),
+            ],
             run_id="run-3",
-        )  # fmt: skip
+        )
     _send(seeded, "run-3")
     assert [m["Subject"] for m in smtp_sink.messages] == [
         "[psa-erp-sync] 1 new exception item for finance-ops-us-east"
