@@ -13,10 +13,9 @@ import pytest
 from fastapi import FastAPI, Request
 
 from psa_erp_sync.config import Notifications, load_config, load_notifications
-from psa_erp_sync.digest import build
 from psa_erp_sync.notifications.owner_digest import OwnerDigestNotifier, send_digests
 from psa_erp_sync.ods import exceptions
-from psa_erp_sync.ods.exceptions import Item, Unnotified
+from psa_erp_sync.ods.exceptions import Item
 from tests.conftest import RunningSimulator, SmtpSink
 
 pytestmark = pytest.mark.integration
@@ -266,23 +265,3 @@ def test_without_an_smtp_connection_digests_are_off_and_nothing_is_marked(
         assert conn.execute("SELECT count(*) FROM exceptions.item WHERE notified_at IS NULL").fetchone() == (
             5,
         )
-
-
-def test_digests_group_per_owner_and_order_reasons_by_count() -> None:
-    items = [
-        Unnotified(1, "b", "quarantine", "X", "time_entry", "LE-1", 100, "EUR"),
-        Unnotified(2, "a", "quarantine", "Y", "time_entry", None, None, None),
-        Unnotified(3, "b", "quarantine", "Z", "time_entry", "LE-1", 250, "EUR"),
-        Unnotified(4, "b", "quarantine", "Z", "expense_entry", "LE-2", 5, "JPY"),
-    ]
-    a, b = build(items, dag_id="d", run_id="r", console_url="https://x/console")
-    assert (a.owner, a.items, a.amounts, a.without_amount, a.by_legal_entity) == (
-        "a",
-        1,
-        (),
-        1,
-        (("(none)", 1),),
-    )
-    assert b.by_reason == (("quarantine", "Z", 2), ("quarantine", "X", 1))
-    assert b.amounts == (("EUR", 350), ("JPY", 5)) and b.without_amount == 0
-    assert b.console_link == "https://x/console?owner=b&status=open"
