@@ -22,17 +22,25 @@ pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 AS_OF = datetime(2026, 12, 6, 4, 30, tzinfo=UTC)
 
 
-def test_sweep_dag_mirrors_an_unannounced_invoice_and_its_payment(
+@pytest.fixture
+def wired(
     airflow_db: str,
     clean_ods: str,
-    ods: psycopg.Connection,  # noqa: F811
-    psa: HarvestClient,  # noqa: F811
-    erp: NetSuiteClient,  # noqa: F811
     psa_sim: RunningSimulator,
     erp_sim: RunningSimulator,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> RunningSimulator:
+    """Airflow's connections point at the simulators and the clean ODS; returns the ERP simulator."""
     connect_airflow(monkeypatch, clean_ods, psa=psa_sim, erp=erp_sim)
+    return erp_sim
+
+
+def test_sweep_dag_mirrors_an_unannounced_invoice_and_its_payment(
+    wired: RunningSimulator,
+    ods: psycopg.Connection,  # noqa: F811
+    psa: HarvestClient,  # noqa: F811
+) -> None:
+    erp_sim = wired
     put_invoice(erp_sim, psa, "inv-dag-1")
     erp_sim.admin("POST", "/invoices/eid:inv-dag-1/payments", json={})  # no subscription: no webhook
     dag: Any = load_dag("billing_status.py", "billing_status")
@@ -51,17 +59,12 @@ def test_sweep_dag_mirrors_an_unannounced_invoice_and_its_payment(
 
 
 def test_stream_dag_drains_an_announced_invoice(
-    airflow_db: str,
-    clean_ods: str,
+    wired: RunningSimulator,
     ods: psycopg.Connection,  # noqa: F811
     psa: HarvestClient,  # noqa: F811
     erp: NetSuiteClient,  # noqa: F811
-    psa_sim: RunningSimulator,
-    erp_sim: RunningSimulator,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    connect_airflow(monkeypatch, clean_ods, psa=psa_sim, erp=erp_sim)
-    put_invoice(erp_sim, psa, "inv-dag-2")
+    put_invoice(wired, psa, "inv-dag-2")
     internal_id = erp.read_billing("invoice", "inv-dag-2").id
     ods.execute(
         "INSERT INTO inbox.event (delivery_id, source_system, event_type, source_id, occurred_at, payload)"
