@@ -33,23 +33,24 @@ import psycopg
 import pytest
 
 from tests.conftest import ROOT, RunningSimulator
+from tests.fault_rules import exactly_once_faults, with_guaranteed_hits
 from tests.fault_rules import fired as fired_by_kind
-from tests.fault_rules import with_guaranteed_hits
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TODAY = date(2026, 11, 9)
 AS_OF = datetime(2026, 11, 9, 12, tzinfo=UTC)
-FAULTS: list[dict[str, Any]] = [
-    {"id": "latency", "action": "latency", "path_regex": "/batch$", "latency_ms": 120, "probability": 1.0, "seed": 1},
-    {"id": "5xx-before", "action": "status", "status": 503, "path_regex": "/batch$", "probability": 0.04, "seed": 2},
-    {"id": "5xx-after", "action": "status_after_commit", "status": 502, "path_regex": "/batch$", "probability": 0.04, "seed": 3},
-    {"id": "drop-before", "action": "drop_before_commit", "path_regex": "/batch$", "probability": 0.03, "seed": 4},
-    {"id": "drop-after", "action": "drop_after_commit", "path_regex": "/batch$", "probability": 0.03, "seed": 5},
-    {"id": "429-storm", "action": "throttle", "path_regex": "/services/", "retry_after": 1, "every_nth": 1, "after": 60, "max_hits": 40, "seed": 6},
-    {"id": "spike", "action": "latency", "path_regex": "/services/", "latency_ms": 1500, "probability": 0.01, "seed": 7},
-    {"id": "read-5xx", "action": "status", "status": 503, "path_regex": "/suiteql$", "probability": 0.05, "seed": 8},
-]  # fmt: skip
+FAULTS = exactly_once_faults(
+    batch="/batch$",
+    api="/services/",
+    read="/suiteql$",
+    latency_ms=120,
+    failure=0.04,
+    drop=0.03,
+    storm=(1, 60, 40),  # Retry-After 1 s, from the 60th request, 40 refusals
+    read_failure=0.05,
+    spike=(1500, 0.01),  # 1.5 s on 1 % of the requests
+)
 
 
 def _prepare(dsn: str, psa: RunningSimulator, erp: RunningSimulator, consultants: int = 500) -> int:

@@ -31,8 +31,8 @@ import psycopg
 import pytest
 
 from tests.conftest import ROOT, RunningSimulator
+from tests.fault_rules import exactly_once_faults, with_guaranteed_hits
 from tests.fault_rules import fired as fired_by_kind
-from tests.fault_rules import with_guaranteed_hits
 from tests.posting.sap_worker import COMPANY_CODES
 from tests.routed_config import route_to
 
@@ -41,15 +41,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TODAY = date(2026, 11, 9)
 AS_OF = datetime(2026, 11, 9, 12, tzinfo=UTC)
 BATCH = r"/\$batch$"
-FAULTS: list[dict[str, Any]] = [
-    {"id": "latency", "action": "latency", "path_regex": BATCH, "latency_ms": 60, "probability": 1.0, "seed": 1},
-    {"id": "5xx-before", "action": "status", "status": 503, "path_regex": BATCH, "probability": 0.05, "seed": 2},
-    {"id": "5xx-after", "action": "status_after_commit", "status": 502, "path_regex": BATCH, "probability": 0.05, "seed": 3},
-    {"id": "drop-before", "action": "drop_before_commit", "path_regex": BATCH, "probability": 0.04, "seed": 4},
-    {"id": "drop-after", "action": "drop_after_commit", "path_regex": BATCH, "probability": 0.04, "seed": 5},
-    {"id": "429-storm", "action": "throttle", "path_regex": "/sap/opu/", "retry_after": 0, "every_nth": 1, "after": 30, "max_hits": 6, "seed": 6},
-    {"id": "read-5xx", "action": "status", "status": 503, "method": "GET", "path_regex": "TimeSheetEntryCollection", "probability": 0.03, "seed": 7},
-]  # fmt: skip
+FAULTS = exactly_once_faults(
+    batch=BATCH,
+    api="/sap/opu/",
+    read="TimeSheetEntryCollection",
+    latency_ms=60,
+    failure=0.05,
+    drop=0.04,
+    storm=(0, 30, 6),  # Retry-After 0 s, from the 30th request, 6 refusals
+    read_failure=0.03,
+    read_seed=7,
+    read_method="GET",
+)
 # Business refusals a dead letter may carry; never a fault's answer, a rolled-back changeset or a closed period.
 NOT_A_RECORDS_FAULT = {"PERIOD_CLOSED", "UNKNOWN", "SAP_HTTP_500", "/IWBEP/CM_MGW_RT/004", "SAP_HTTP_502"}
 
