@@ -41,10 +41,10 @@ def fired(rules: list[dict[str, Any]]) -> dict[str, int]:
 
 def exactly_once_faults(
     *,
-    batch: str,
-    api: str,
-    read: str,
-    latency_ms: int,
+    batch: str = "/batch$",
+    api: str = "/services/",
+    read: str = "/suiteql$",
+    latency_ms: int = 120,
     failure: float,
     drop: float,
     storm: tuple[int, int, int],
@@ -53,7 +53,8 @@ def exactly_once_faults(
     read_method: str | None = None,
     spike: tuple[int, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """The faults an exactly-once suite meets on one ERP (rules in the simulator's match order).
+    """The faults an exactly-once suite meets on one ERP (rules in the simulator's match order);
+    the paths default to the NetSuite simulator's.
 
     Every ``batch`` call slowed by ``latency_ms``; a 5xx before and after the commit (each at
     ``failure``); the connection dropped before and after it (each at ``drop``); a 429 storm over

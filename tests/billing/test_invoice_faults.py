@@ -32,16 +32,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LINES = 5_200
 BATCH, MAX_LINES = "3", "25"  # ~220 invoices in ~75 batches: enough requests for every fault to fire
-FAULTS = exactly_once_faults(
-    batch="/batch$",
-    api="/services/",
-    read="/suiteql$",
-    latency_ms=120,
-    failure=0.08,
-    drop=0.06,
-    storm=(1, 40, 30),  # Retry-After 1 s, from the 40th request, 30 refusals
-    read_failure=0.05,
-)
+# The 429 storm: Retry-After 1 s, from the 40th request, 30 refusals.
+FAULTS = exactly_once_faults(failure=0.08, drop=0.06, storm=(1, 40, 30), read_failure=0.05)
 
 
 def _worker(dsn: str, erp_url: str, run_id: str) -> subprocess.Popen[bytes]:

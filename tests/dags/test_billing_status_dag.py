@@ -17,18 +17,14 @@ from tests.billing.test_psa_status import erp, ods, psa, psa_invoice, put_invoic
 from tests.conftest import RunningSimulator, connect_airflow
 from tests.dags.test_master_data_dag import load_dag
 
-pytestmark = [pytest.mark.integration, pytest.mark.airflow]
+pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.usefixtures("airflow_db")]
 
 AS_OF = datetime(2026, 12, 6, 4, 30, tzinfo=UTC)
 
 
 @pytest.fixture
 def wired(
-    airflow_db: str,
-    clean_ods: str,
-    psa_sim: RunningSimulator,
-    erp_sim: RunningSimulator,
-    monkeypatch: pytest.MonkeyPatch,
+    clean_ods: str, psa_sim: RunningSimulator, erp_sim: RunningSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> RunningSimulator:
     """Airflow's connections point at the simulators and the clean ODS; returns the ERP simulator."""
     connect_airflow(monkeypatch, clean_ods, psa=psa_sim, erp=erp_sim)

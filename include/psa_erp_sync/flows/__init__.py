@@ -30,12 +30,12 @@ DEFAULT_ARGS: dict[str, Any] = {
 INBOX_POLL_SECONDS = 5.0
 
 
-def inbox_asset(name: str, *, inbox: str, watcher: str, source_system: str, event_types: list[str]) -> Asset:
+def inbox_asset(name: str, watcher: str, source_system: str, event_types: list[str]) -> Asset:
     """An asset a stream DAG is scheduled on, updated when events of ``event_types`` from
-    ``source_system`` arrive in the ODS inbox (an ``AssetWatcher`` with
-    :class:`~psa_erp_sync.triggers.inbox.InboxArrivalTrigger`). No I/O: the trigger only connects
-    in the triggerer."""
-    from airflow.sdk import AssetWatcher
+    ``source_system`` arrive in the ODS inbox (the ``AssetWatcher`` ``watcher`` with
+    :class:`~psa_erp_sync.triggers.inbox.InboxArrivalTrigger`). ``name`` is
+    ``psa_erp_sync.inbox.<inbox>``. No I/O: the trigger only connects in the triggerer."""
+    from airflow.sdk import Asset, AssetWatcher
 
     from psa_erp_sync.triggers.inbox import InboxArrivalTrigger
 
@@ -47,7 +47,7 @@ def inbox_asset(name: str, *, inbox: str, watcher: str, source_system: str, even
     )
     return Asset(
         name=name,
-        uri=f"psa-erp-sync://ods/inbox/{inbox}",
+        uri=f"psa-erp-sync://ods/inbox/{name.removeprefix('psa_erp_sync.inbox.')}",
         watchers=[AssetWatcher(name=watcher, trigger=trigger)],
     )
 

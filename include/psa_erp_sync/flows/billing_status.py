@@ -15,15 +15,9 @@ ASSET_NAME = "psa_erp_sync.inbox.erp_invoices"
 
 def inbox_asset() -> Asset:
     """The asset the stream DAG is scheduled on: ERP invoice events in the inbox."""
-    from psa_erp_sync.flows import inbox_asset as watched_inbox
+    from psa_erp_sync.flows import inbox_asset as watched
 
-    return watched_inbox(
-        ASSET_NAME,
-        inbox="erp_invoices",
-        watcher="inbox_erp_invoice_arrivals",
-        source_system="erp",
-        event_types=list(ERP_INVOICE_EVENTS),
-    )
+    return watched(ASSET_NAME, "inbox_erp_invoice_arrivals", "erp", list(ERP_INVOICE_EVENTS))
 
 
 def _status_task(task_id: str, call: Any, own_table: str) -> None:

@@ -22,14 +22,10 @@ ASSET_NAME = "psa_erp_sync.inbox.time_expense"
 
 def inbox_asset() -> Asset:
     """The asset the stream DAG is scheduled on: PSA time, expense and milestone events in the inbox."""
-    from psa_erp_sync.flows import inbox_asset as watched_inbox
+    from psa_erp_sync.flows import inbox_asset as watched
 
-    return watched_inbox(
-        ASSET_NAME,
-        inbox="time_expense",
-        watcher="inbox_time_expense_arrivals",
-        source_system="psa",
-        event_types=[*TIME_EXPENSE_EVENTS, *MILESTONE_EVENTS],
+    return watched(
+        ASSET_NAME, "inbox_time_expense_arrivals", "psa", [*TIME_EXPENSE_EVENTS, *MILESTONE_EVENTS]
     )
 
 

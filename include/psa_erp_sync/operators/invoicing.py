@@ -17,23 +17,11 @@ def run_invoicing(op: Any, context: Context, *, max_lines: int | None) -> dict[s
     plan and outcomes on ``op`` (for lineage) and fails while documents are still pending."""
     from psa_erp_sync.billing import invoices
     from psa_erp_sync.billing.invoice_pass import invoice_ready_events
-    from psa_erp_sync.config import load_config
-    from psa_erp_sync.hooks.ods import OdsHook
-    from psa_erp_sync.operators.single_type import erp_engine, fail_while_pending
+    from psa_erp_sync.operators.single_type import fail_while_pending, posting_pass
 
-    config = load_config()
-    erp_hook, settings = erp_engine(op, config)
-    op.record_lineage_run(context, "invoice")
-    with erp_hook.get_client() as client:
-        result = invoice_ready_events(
-            dsn=OdsHook(op.ods_conn_id).dsn(),
-            client=client,
-            config=config,
-            settings=settings,
-            run_id=context["run_id"],
-            task_try=getattr(context["ti"], "try_number", None),
-            max_lines=max_lines or invoices.MAX_LINES,
-        )
+    result = posting_pass(
+        op, context, "invoice", invoice_ready_events, max_lines=max_lines or invoices.MAX_LINES
+    )
     op.plan_summary, op.outcomes = result.plan, result.outcome
     op.totals = result.totals
     op.outcome = result.outcome["invoice"]

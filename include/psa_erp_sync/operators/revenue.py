@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from psa_erp_sync.operators.single_type import SingleTypePostingOperator, erp_engine, fail_while_pending
+from psa_erp_sync.operators.single_type import SingleTypePostingOperator, fail_while_pending, posting_pass
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -24,22 +24,9 @@ class JournalPostingOperator(SingleTypePostingOperator):
     posts_record_type = "journalentry"
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from psa_erp_sync.config import load_config
-        from psa_erp_sync.hooks.ods import OdsHook
         from psa_erp_sync.revenue.posting import post_planned_journals
 
-        config = load_config()
-        erp_hook, settings = erp_engine(self, config)
-        self.record_lineage_run(context, "post:journalentry")
-        with erp_hook.get_client() as client:
-            outcome = post_planned_journals(
-                dsn=OdsHook(self.ods_conn_id).dsn(),
-                client=client,
-                config=config,
-                settings=settings,
-                run_id=context["run_id"],
-                task_try=getattr(context["ti"], "try_number", None),
-            )
+        outcome: dict[str, Any] = posting_pass(self, context, "post:journalentry", post_planned_journals)
         self.outcome = outcome
         self.log.info(
             "revenue journals: %d new in the ledger, posted %d, already posted %d, rejected %d, still pending %d",

@@ -1,18 +1,17 @@
 """Posting operators for one fixed ERP record type on one ERP connection: the billing documents'
 :class:`~psa_erp_sync.operators.billing.InvoicePostingOperator` and the revenue journals'
 :class:`~psa_erp_sync.operators.revenue.JournalPostingOperator` share their constructor, the way
-they size the posting engine and the way they fail while records are still pending."""
+they run a posting pass and the way they fail while records are still pending."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from psa_erp_sync.operators.posting import IdempotentPostingOperator
 
 if TYPE_CHECKING:
-    from psa_erp_sync.config import Config
-    from psa_erp_sync.posting.engine import EngineSettings
+    from airflow.sdk import Context
 
 
 class SingleTypePostingOperator(IdempotentPostingOperator):
@@ -53,18 +52,34 @@ class SingleTypePostingOperator(IdempotentPostingOperator):
         return ErpHook(self.erp_conn_id or "erp_default").openlineage_namespace()
 
 
-def erp_engine(op: IdempotentPostingOperator, config: Config) -> tuple[Any, EngineSettings]:
-    """The ERP hook of ``op``'s connection and the engine settings of its pass: ``op``'s batch
-    size, its concurrency capped at the account's limit."""
+def posting_pass(
+    op: IdempotentPostingOperator, context: Context, step: str, post: Callable[..., Any], **arguments: Any
+) -> Any:
+    """Record the try's lineage run as ``step`` and call ``post`` (a domain posting pass) with the
+    ODS DSN, a client of ``op``'s ERP connection, the configuration, engine settings (``op``'s
+    batch size, its concurrency capped at the account's limit), the run id and the try number."""
+    from psa_erp_sync.config import load_config
     from psa_erp_sync.hooks.erp import ErpHook
+    from psa_erp_sync.hooks.ods import OdsHook
     from psa_erp_sync.posting.engine import EngineSettings
 
+    config = load_config()
     erp_hook = ErpHook(op.erp_conn_id or "erp_default")
     limit = erp_hook.max_concurrency()
     settings = EngineSettings.from_config(
         config, batch_size=op.batch_size, max_concurrency=min(op.max_concurrency or limit, limit)
     )
-    return erp_hook, settings
+    op.record_lineage_run(context, step)
+    with erp_hook.get_client() as client:
+        return post(
+            dsn=OdsHook(op.ods_conn_id).dsn(),
+            client=client,
+            config=config,
+            settings=settings,
+            run_id=context["run_id"],
+            task_try=getattr(context["ti"], "try_number", None),
+            **arguments,
+        )
 
 
 def fail_while_pending(still_pending: int, what: str) -> None:
