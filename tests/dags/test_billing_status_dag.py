@@ -31,6 +31,7 @@ def wired(
     return erp_sim
 
 
+@pytest.mark.usefixtures("erp")  # the ERP seeded with the PSA's client
 def test_sweep_dag_mirrors_an_unannounced_invoice_and_its_payment(
     wired: RunningSimulator,
     ods: psycopg.Connection,  # noqa: F811
