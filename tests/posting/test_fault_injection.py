@@ -35,75 +35,26 @@ import pytest
 from tests.conftest import ROOT, RunningSimulator
 from tests.fault_rules import exactly_once_faults, with_guaranteed_hits
 from tests.fault_rules import fired as fired_by_kind
+from tests.posting.staged_firm import assert_settled, confirmed, stage_firm
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TODAY = date(2026, 11, 9)
 AS_OF = datetime(2026, 11, 9, 12, tzinfo=UTC)
+# The 429 storm: Retry-After 1 s, from the 60th request, 40 refusals; a 1.5 s spike on 1 % of requests.
 FAULTS = exactly_once_faults(
-    batch="/batch$",
-    api="/services/",
-    read="/suiteql$",
-    latency_ms=120,
-    failure=0.04,
-    drop=0.03,
-    storm=(1, 60, 40),  # Retry-After 1 s, from the 60th request, 40 refusals
-    read_failure=0.05,
-    spike=(1500, 0.01),  # 1.5 s on 1 % of the requests
+    failure=0.04, drop=0.03, storm=(1, 60, 40), read_failure=0.05, spike=(1500, 0.01)
 )
 
 
 def _prepare(dsn: str, psa: RunningSimulator, erp: RunningSimulator, consultants: int = 500) -> int:
     """Seed a firm (~40 entries per consultant) and bring it through extract and validation."""
-    from psa_erp_sync.clients.psa import HarvestClient
-    from psa_erp_sync.config import load_config
-    from psa_erp_sync.extract import psa as psa_extract
-    from psa_erp_sync.validation import time_expense as validation
-    from simulators.firm.generator import FirmSpec, generate_firm
-    from simulators.firm.load import load_firm
+    from simulators.firm.generator import FirmSpec
 
-    firm = generate_firm(
-        FirmSpec(seed=11, consultants=consultants, customers=60, projects=150, opportunities=5, today=TODAY)
+    spec = FirmSpec(
+        seed=11, consultants=consultants, customers=60, projects=150, opportunities=5, today=TODAY
     )
-    load_firm(firm, psa_url=psa.base_url, erp_url=erp.base_url, crm_url=None, include_schedule=False)
-    psa.admin("PUT", "/config", json={"rate_limit_requests": 0})
-    client = HarvestClient(base_url=psa.base_url, token="t", account_id="1")
-    config = load_config()
-    keys = {}
-    with psycopg.connect(dsn) as conn:
-        window = psa_extract.plan_window(
-            None, mode="full", as_of=AS_OF, overlap=psa_extract.timedelta(hours=1), sweep_days=45
-        )
-        for endpoint in ("/v2/projects", "/v2/users", "/v2/task_assignments", "/v2/time_entries"):
-            keys[endpoint] = f"fault/{endpoint}"
-            psa_extract.extract_endpoint(
-                conn, client, endpoint=endpoint, run_key=keys[endpoint], window=window, per_page=2000
-            )
-        ref = validation.PsaReference.from_staging(conn, keys)
-        with conn.transaction():
-            result = validation.validate_run(
-                conn,
-                kind="time_entry",
-                run_key=keys["/v2/time_entries"],
-                ref=ref,
-                config=config,
-                as_of=AS_OF,
-                dag_run_id="fault",
-            )
-        result.check()
-        approved = conn.execute(
-            "SELECT count(*) FROM canonical.time_entry WHERE approved AND NOT is_deleted"
-        ).fetchone()
-    assert approved is not None
-    return int(approved[0])
-
-
-def _confirmed(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM ledger.posting WHERE state IN ('confirmed', 'resolved')"
-        ).fetchone()
-    return int(row[0]) if row else 0
+    return stage_firm(dsn, psa, spec, erp_url=erp.base_url, prefix="fault", as_of=AS_OF)
 
 
 def _worker(dsn: str, erp_url: str, *extra: str, stderr: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
@@ -125,7 +76,7 @@ def test_exactly_once_effect_under_faults_and_sigkill(
     for threshold in (0.2, 0.4, 0.6):
         worker = _worker(clean_ods, erp_sim.base_url)
         deadline = time.monotonic() + 300
-        while _confirmed(clean_ods) < threshold * approved:
+        while confirmed(clean_ods) < threshold * approved:
             assert worker.poll() is None, "the worker finished before it could be killed"
             assert time.monotonic() < deadline, "no progress"
             time.sleep(0.05)
@@ -160,15 +111,7 @@ def _assert_exactly_once(dsn: str, erp: RunningSimulator) -> Any:
         sources = Counter(b["memo"].split()[0] for b in bodies)
         assert [s for s, n in sources.items() if n > 1] == []
         # Nothing left in flight; every parked or rejected record has an open exception with a reason.
-        states = dict(conn.execute("SELECT state, count(*) FROM ledger.posting GROUP BY 1").fetchall())
-        assert not {"pending", "sent", "ambiguous"} & set(states), states
-        stuck = conn.execute(
-            "SELECT count(*) FROM ledger.posting p WHERE p.state IN ('parked', 'rejected') AND NOT EXISTS ("
-            " SELECT 1 FROM exceptions.item e WHERE e.source_id = p.source_id AND e.status = 'open'"
-            " AND e.kind IN ('parked', 'dead_letter') AND e.reason_code <> '')"
-            " AND p.seq = (SELECT max(seq) FROM ledger.posting m WHERE m.source_id = p.source_id)"
-        ).fetchone()
-        assert stuck == (0,)
+        assert_settled(conn)
         want, want_rows = erp_readback.expected(conn, "timebill")
     with NetSuiteClient(base_url=erp.base_url, account_id="A", token="t") as client:
         have, have_rows = erp_readback.actual(client, "timebill", "psa-te-")
@@ -318,9 +261,9 @@ def test_a_period_closing_mid_pass_gets_the_entity_policy(
 
     def close_when_under_way() -> None:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and _confirmed(clean_ods) < 0.2 * total:
+        while time.monotonic() < deadline and confirmed(clean_ods) < 0.2 * total:
             time.sleep(0.02)
-        closed_at.append(_confirmed(clean_ods))
+        closed_at.append(confirmed(clean_ods))
         for entity in ("LE-US1", "LE-US2", "LE-UK1"):
             erp_sim.admin("POST", f"/periods/{entity}-{month}", json={"closed": True, "allLocked": True})
 
@@ -387,7 +330,7 @@ def test_lock_connection_killed_mid_pass_stops_it_and_the_next_pass_completes(
         clean_ods, erp_sim.base_url, "--batch-size", "20", "--concurrency", "2", stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 120
-    while _confirmed(clean_ods) < 0.2 * approved:
+    while confirmed(clean_ods) < 0.2 * approved:
         assert worker.poll() is None, "the worker finished before the kill"
         assert time.monotonic() < deadline, "no progress"
         time.sleep(0.05)
@@ -402,7 +345,7 @@ def test_lock_connection_killed_mid_pass_stops_it_and_the_next_pass_completes(
     assert worker.returncode == 75, err.decode()[-2000:]
     assert "posting lock" in err.decode() and "lost" in err.decode().splitlines()[-1]
     assert stopped_after < 15, stopped_after  # heartbeat 5 s, then the next batch's check
-    at_stop = _confirmed(clean_ods)
+    at_stop = confirmed(clean_ods)
     assert at_stop < approved, "the pass did not stop: it posted everything"
 
     final = _worker(clean_ods, erp_sim.base_url)

@@ -34,6 +34,7 @@ from tests.conftest import ROOT, RunningSimulator
 from tests.fault_rules import exactly_once_faults, with_guaranteed_hits
 from tests.fault_rules import fired as fired_by_kind
 from tests.posting.sap_worker import COMPANY_CODES
+from tests.posting.staged_firm import assert_settled, confirmed, stage_firm
 from tests.routed_config import route_to
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -61,41 +62,14 @@ def _prepare(dsn: str, psa: RunningSimulator, sap: RunningSimulator, consultants
     """Seed a firm in the PSA, extract and validate it; seed SAP's company codes, periods (open
     from October 2026) and a work agreement for every consultant but a few (their entries are
     refused by SAP: business dead letters)."""
-    from psa_erp_sync.clients.psa import HarvestClient
-    from psa_erp_sync.config import load_config
-    from psa_erp_sync.extract import psa as psa_extract
-    from psa_erp_sync.validation import time_expense as validation
-    from simulators.firm.generator import FirmSpec, generate_firm
-    from simulators.firm.load import load_firm
+    from simulators.firm.generator import FirmSpec
 
-    firm = generate_firm(
-        FirmSpec(seed=11, consultants=consultants, customers=20, projects=40, opportunities=2, today=TODAY)
-    )
-    load_firm(firm, psa_url=psa.base_url, erp_url=None, crm_url=None, include_schedule=False)
-    psa.admin("PUT", "/config", json={"rate_limit_requests": 0})
-    client = HarvestClient(base_url=psa.base_url, token="t", account_id="1")
-    keys = {}
+    spec = FirmSpec(seed=11, consultants=consultants, customers=20, projects=40, opportunities=2, today=TODAY)
+    approved = stage_firm(dsn, psa, spec, erp_url=None, prefix="sapfault", as_of=AS_OF)
     with psycopg.connect(dsn) as conn:
-        window = psa_extract.plan_window(
-            None, mode="full", as_of=AS_OF, overlap=psa_extract.timedelta(hours=1), sweep_days=45
-        )
-        for endpoint in ("/v2/projects", "/v2/users", "/v2/task_assignments", "/v2/time_entries"):
-            keys[endpoint] = f"sapfault/{endpoint}"
-            psa_extract.extract_endpoint(
-                conn, client, endpoint=endpoint, run_key=keys[endpoint], window=window, per_page=2000
-            )
-        ref = validation.PsaReference.from_staging(conn, keys)
-        with conn.transaction():
-            validation.validate_run(
-                conn, kind="time_entry", run_key=keys["/v2/time_entries"], ref=ref, config=load_config(),
-                as_of=AS_OF, dag_run_id="sapfault",
-            ).check()  # fmt: skip
         users = sorted(
             int(u) for (u,) in conn.execute("SELECT DISTINCT user_ref FROM canonical.time_entry").fetchall()
         )
-        approved = conn.execute(
-            "SELECT count(*) FROM canonical.time_entry WHERE approved AND NOT is_deleted"
-        ).fetchone()
     currency = {"LE-US1": "USD", "LE-US2": "USD", "LE-UK1": "GBP"}
     sap.admin(
         "POST",
@@ -122,16 +96,7 @@ def _prepare(dsn: str, psa: RunningSimulator, sap: RunningSimulator, consultants
             ],
         },
     )
-    assert approved is not None
-    return int(approved[0])
-
-
-def _confirmed(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM ledger.posting WHERE state IN ('confirmed', 'resolved')"
-        ).fetchone()
-    return int(row[0]) if row else 0
+    return approved
 
 
 def _worker(dsn: str, sap_url: str) -> subprocess.Popen[bytes]:
@@ -176,7 +141,7 @@ def test_sap_exactly_once_effect_under_faults_and_sigkill(
         for threshold in (0.2, 0.4, 0.6):
             worker = _worker(clean_ods, sap_sim.base_url)
             deadline = time.monotonic() + 120
-            while _confirmed(clean_ods) < threshold * approved:
+            while confirmed(clean_ods) < threshold * approved:
                 if worker.poll() is not None:
                     pytest.fail(
                         f"the worker ended before it could be killed: {worker.stderr.read()[-2000:]!r}"
@@ -233,15 +198,7 @@ def _assert_exactly_once(dsn: str, sap: RunningSimulator) -> tuple[int, dict[str
         assert source not in held, f"two live records for PSA entry {source}"  # 0 duplicates by content
         held[source] = Decimal(r["TimeSheetDataFields"]["RecordedHours"])
     with psycopg.connect(dsn) as conn:
-        states = dict(conn.execute("SELECT state, count(*) FROM ledger.posting GROUP BY 1").fetchall())
-        assert not {"pending", "sent", "ambiguous"} & set(states), states
-        stuck = conn.execute(
-            "SELECT count(*) FROM ledger.posting p WHERE p.state IN ('parked', 'rejected') AND NOT EXISTS ("
-            " SELECT 1 FROM exceptions.item e WHERE e.source_id = p.source_id AND e.status = 'open'"
-            " AND e.kind IN ('parked', 'dead_letter') AND e.reason_code <> '')"
-            " AND p.seq = (SELECT max(seq) FROM ledger.posting m WHERE m.source_id = p.source_id)"
-        ).fetchone()
-        assert stuck == (0,)
+        assert_settled(conn)
         letters = dict(
             conn.execute(
                 "SELECT reason_code, count(*) FROM exceptions.item WHERE kind = 'dead_letter' GROUP BY 1"
