@@ -59,10 +59,29 @@ def _prepare(dsn: str, psa: RunningSimulator, erp: RunningSimulator, consultants
 
 def _worker(dsn: str, erp_url: str, *extra: str, stderr: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "psa_erp_sync.posting", "--dsn", dsn, "--erp-url", erp_url, "--record-type", "timebill",
-         "--concurrency", "6", "--run-id", "fault-run", "--timeout", "10", *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "psa_erp_sync.posting",
+            "--dsn",
+            dsn,
+            "--erp-url",
+            erp_url,
+            "--record-type",
+            "timebill",
+            "--concurrency",
+            "6",
+            "--run-id",
+            "fault-run",
+            "--timeout",
+            "10",
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_exactly_once_effect_under_faults_and_sigkill(
@@ -132,9 +151,13 @@ def _post(dsn: str, erp: RunningSimulator, run_id: str, *, concurrency: int = 4)
     retry = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05)
     with NetSuiteClient(base_url=erp.base_url, account_id="A", token="t", timeout=10, retry=retry) as client:
         result = post_record_type(
-            dsn=dsn, client=client, record_type="timebill", config=load_config(),
-            settings=EngineSettings(max_concurrency=concurrency, progress_every_s=3600), run_id=run_id,
-        )  # fmt: skip
+            dsn=dsn,
+            client=client,
+            record_type="timebill",
+            config=load_config(),
+            settings=EngineSettings(max_concurrency=concurrency, progress_every_s=3600),
+            run_id=run_id,
+        )
     return result.outcome
 
 
@@ -173,9 +196,18 @@ def test_401_on_the_job_poll_after_a_202_fails_the_task_and_the_retry_reads_back
     erp_sim.admin(
         "PUT",
         "/faults",
-        json=[{"id": "401-poll", "action": "status", "status": 401, "method": "GET",
-               "path_regex": r"/async/v1/job/\d+/result$", "every_nth": 5, "max_hits": 3}],
-    )  # fmt: skip
+        json=[
+            {
+                "id": "401-poll",
+                "action": "status",
+                "status": 401,
+                "method": "GET",
+                "path_regex": r"/async/v1/job/\d+/result$",
+                "every_nth": 5,
+                "max_hits": 3,
+            }
+        ],
+    )
     refused_jobs: list[str | None] = []
     ambiguous_after_failure: list[int] = []
     for _try in range(1, 8):  # Airflow's retries of the same task
@@ -212,9 +244,19 @@ def test_429_on_the_job_poll_is_read_back_never_reposted(
     erp_sim.admin(
         "PUT",
         "/faults",
-        json=[{"id": "429-poll", "action": "throttle", "retry_after": 0, "method": "GET",
-               "path_regex": r"/async/v1/job/\d+/result$", "every_nth": 1, "after": 3, "max_hits": 24}],
-    )  # fmt: skip
+        json=[
+            {
+                "id": "429-poll",
+                "action": "throttle",
+                "retry_after": 0,
+                "method": "GET",
+                "path_regex": r"/async/v1/job/\d+/result$",
+                "every_nth": 1,
+                "after": 3,
+                "max_hits": 24,
+            }
+        ],
+    )
     outcome = _post(clean_ods, erp_sim, "poll-429", concurrency=1)
     fired = {r["id"]: r["hits"] for r in erp_sim.admin("GET", "/faults")["rules"]}
     erp_sim.admin("DELETE", "/faults")

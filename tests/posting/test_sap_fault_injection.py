@@ -103,8 +103,11 @@ def _worker(dsn: str, sap_url: str) -> subprocess.Popen[bytes]:
     args = {"dsn": dsn, "sap_url": sap_url, "concurrency": 4, "batch_size": 50, "timeout": 10.0}
     return subprocess.Popen(
         [sys.executable, "-m", "tests.posting.sap_worker", json.dumps(args)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 class _CsrfExpirer(threading.Thread):
@@ -231,6 +234,11 @@ def _assert_exactly_once(dsn: str, sap: RunningSimulator) -> tuple[int, dict[str
         in_sap = (held[source] * rate).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
         assert int(in_sap) == amount, (source, in_sap, amount)
         amounts[currency] += amount
-    totals = {"count": len(held), "hours": str(sum(held.values())), "amount_minor": dict(amounts),
-              "parked_or_rejected": parked_or_rejected[0] if parked_or_rejected else None, "dead_letters": letters}  # fmt: skip
+    totals = {
+        "count": len(held),
+        "hours": str(sum(held.values())),
+        "amount_minor": dict(amounts),
+        "parked_or_rejected": parked_or_rejected[0] if parked_or_rejected else None,
+        "dead_letters": letters,
+    }
     return len(held), totals
