@@ -170,18 +170,28 @@ def bare_erp_capacity(
 
     def one(start: int) -> None:
         items = [
-            {"externalId": f"{tag}-{i}", "tranDate": "2026-11-02", "employee": {"externalId": "psa-user-1"},
-             "customer": {"externalId": "bench-job"}, "subsidiary": {"externalId": "LE-US1"}, "hours": "1.00",
-             "rate": "100.00", "currency": {"refName": "USD"}, "isBillable": True, "memo": "bench"}
+            {
+                "externalId": f"{tag}-{i}",
+                "tranDate": "2026-11-02",
+                "employee": {"externalId": "psa-user-1"},
+                "customer": {"externalId": "bench-job"},
+                "subsidiary": {"externalId": "LE-US1"},
+                "hours": "1.00",
+                "rate": "100.00",
+                "currency": {"refName": "USD"},
+                "isBillable": True,
+                "memo": "bench",
+            }
             for i in range(start, min(start + batch, records))
-        ]  # fmt: skip
+        ]
         requests = 0
         for _ in range(50):
             requests += 1
             response = client.post(
-                "/services/rest/record/v1/timebill/batch", json={"items": items},
+                "/services/rest/record/v1/timebill/batch",
+                json={"items": items},
                 headers={"X-NetSuite-idempotency-key": f"{tag}-{start}"},
-            )  # fmt: skip
+            )
             if response.status_code != 429:
                 break
             with lock:
@@ -306,9 +316,13 @@ def pandas_to_sql(dsn: str, rows: int) -> dict[str, Any]:
         )
     info = psycopg.conninfo.conninfo_to_dict(dsn)
     url = sqlalchemy.engine.URL.create(
-        "postgresql+psycopg", username=str(info.get("user") or "postgres"), password=info.get("password") or None,  # type: ignore[arg-type]
-        host=str(info.get("host") or "127.0.0.1"), port=int(info.get("port") or 5432), database=str(info.get("dbname")),
-    )  # fmt: skip
+        "postgresql+psycopg",
+        username=str(info.get("user") or "postgres"),
+        password=info.get("password") or None,  # type: ignore[arg-type]
+        host=str(info.get("host") or "127.0.0.1"),
+        port=int(info.get("port") or 5432),
+        database=str(info.get("dbname")),
+    )
     engine = sqlalchemy.create_engine(url)
     started = time.monotonic()
     frame.to_sql(
@@ -539,10 +553,12 @@ def main(argv: list[str] | None = None) -> int:
             records = sum(e["records"] for e in extracted.values())
             seconds = sum(e["seconds"] for e in extracted.values())
             result["extract_and_stage"] = {
-                "records": records, "seconds": round(seconds, 2), "rows_per_s_end_to_end": round(records / seconds),
+                "records": records,
+                "seconds": round(seconds, 2),
+                "rows_per_s_end_to_end": round(records / seconds),
                 "by_endpoint": {k: v["records"] for k, v in extracted.items()},
                 "note": "includes reading the PSA simulator's HTTP API; staging alone is measured below",
-            }  # fmt: skip
+            }
             # 2. staging alone: the same rows again, streamed from a spool file, as new versions
             # (as at month end) into the same run keys
             for endpoint, path in spools.items():
@@ -580,14 +596,23 @@ def main(argv: list[str] | None = None) -> int:
             for endpoint, (kind, _) in TRANSACTIONAL.items():
                 with conn.transaction():
                     checked = validation.validate_run(
-                        conn, kind=kind, run_key=keys[endpoint], ref=ref, config=config, as_of=as_of,  # type: ignore[arg-type]
+                        conn,
+                        kind=kind,  # type: ignore[arg-type]
+                        run_key=keys[endpoint],
+                        ref=ref,
+                        config=config,
+                        as_of=as_of,
                         dag_run_id="bench",
-                    )  # fmt: skip
+                    )
                 checked_total += checked.staged_versions
                 quarantined += checked.quarantined
             seconds = time.monotonic() - started
-            result["validate"] = {"records": checked_total, "seconds": round(seconds, 2),
-                                  "rows_per_s": round(checked_total / seconds), "quarantined": quarantined}  # fmt: skip
+            result["validate"] = {
+                "records": checked_total,
+                "seconds": round(seconds, 2),
+                "rows_per_s": round(checked_total / seconds),
+                "quarantined": quarantined,
+            }
             from devtools.bench_validation import beside_baseline  # bare pydantic, same payloads, same run
 
             result["validate"] = beside_baseline(conn, keys, result["validate"])
@@ -627,32 +652,64 @@ def main(argv: list[str] | None = None) -> int:
                 waited_before = erp.request_seconds
                 started = time.monotonic()
                 posted = post_record_type(
-                    dsn=dsn, client=erp, record_type=record_type, config=config,
-                    settings=EngineSettings(batch_size=args.batch, max_concurrency=args.concurrency,
-                                            workers_per_slot=args.workers_per_slot), run_id="bench",
-                )  # fmt: skip
+                    dsn=dsn,
+                    client=erp,
+                    record_type=record_type,
+                    config=config,
+                    settings=EngineSettings(
+                        batch_size=args.batch,
+                        max_concurrency=args.concurrency,
+                        workers_per_slot=args.workers_per_slot,
+                    ),
+                    run_id="bench",
+                )
                 outcome = posted.outcome
                 posts[record_type] = {
-                    "seconds": time.monotonic() - started, "engine_seconds": outcome["seconds"],
-                    "sent": outcome["posted"] + outcome["rejected"], "erp_requests": erp.requests_made - before,
+                    "seconds": time.monotonic() - started,
+                    "engine_seconds": outcome["seconds"],
+                    "sent": outcome["posted"] + outcome["rejected"],
+                    "erp_requests": erp.requests_made - before,
                     "erp_request_seconds": erp.request_seconds - waited_before,
                     "outcome": {k: outcome[k] for k in ("posted", "rejected", "parked", "still_pending")},
-                }  # fmt: skip
+                }
         post_cores = meter.stop()
         sent = sum(p["sent"] for p in posts.values())
         seconds = sum(p["seconds"] for p in posts.values())
         engine_seconds = sum(p["engine_seconds"] for p in posts.values())
         requests = sum(p["erp_requests"] for p in posts.values())
         result["post"] = {
-            "records_sent": sent, "seconds": round(seconds, 2), "rows_per_s": round(sent / seconds),
-            "engine_seconds": round(engine_seconds, 2), "engine_rows_per_s": round(sent / max(engine_seconds, 1e-9)),
-            "erp_requests": requests, "erp_requests_per_batch": round(requests / max(1, -(-sent // args.batch)), 2),
-            "erp_mean_requests_in_flight": round(sum(p["erp_request_seconds"] for p in posts.values()) / max(seconds, 1e-9), 1),
-            "by_record_type": {k: {**v, "seconds": round(v["seconds"], 2), "engine_seconds": round(v["engine_seconds"], 2)}
-                               for k, v in posts.items()},
-        }  # fmt: skip
-        httpx.post(f"{stack.url('erp')}/admin/seed", json={"jobs": [{"external_id": "bench-job", "name": "bench", "customer": "psa-client-1",
-                   "subsidiary": "LE-US1", "currency": "USD", "billing_type": "time_and_materials", "contract_value": "1.00", "is_inactive": False}]})  # fmt: skip
+            "records_sent": sent,
+            "seconds": round(seconds, 2),
+            "rows_per_s": round(sent / seconds),
+            "engine_seconds": round(engine_seconds, 2),
+            "engine_rows_per_s": round(sent / max(engine_seconds, 1e-9)),
+            "erp_requests": requests,
+            "erp_requests_per_batch": round(requests / max(1, -(-sent // args.batch)), 2),
+            "erp_mean_requests_in_flight": round(
+                sum(p["erp_request_seconds"] for p in posts.values()) / max(seconds, 1e-9), 1
+            ),
+            "by_record_type": {
+                k: {**v, "seconds": round(v["seconds"], 2), "engine_seconds": round(v["engine_seconds"], 2)}
+                for k, v in posts.items()
+            },
+        }
+        httpx.post(
+            f"{stack.url('erp')}/admin/seed",
+            json={
+                "jobs": [
+                    {
+                        "external_id": "bench-job",
+                        "name": "bench",
+                        "customer": "psa-client-1",
+                        "subsidiary": "LE-US1",
+                        "currency": "USD",
+                        "billing_type": "time_and_materials",
+                        "contract_value": "1.00",
+                        "is_inactive": False,
+                    }
+                ]
+            },
+        )
         result["post"]["cores_busy"] = post_cores
         meter.start()
         raw = bare_erp_capacity(stack.url("erp"), sent, args.concurrency, args.batch)
@@ -688,9 +745,13 @@ def main(argv: list[str] | None = None) -> int:
             from devtools.bench_billing import measure_billing
 
             result["billing"] = measure_billing(
-                dsn=dsn, erp_url=stack.url("erp"), erp_pid=stack.pid("erp"), concurrency=args.concurrency,
-                batch=args.batch, workers_per_slot=args.workers_per_slot,
-            )  # fmt: skip
+                dsn=dsn,
+                erp_url=stack.url("erp"),
+                erp_pid=stack.pid("erp"),
+                concurrency=args.concurrency,
+                batch=args.batch,
+                workers_per_slot=args.workers_per_slot,
+            )
     result["peak_rss_mb"] = round(_rss_mb(), 1)
     result["wall_seconds"] = round(time.monotonic() - started_all, 1)
     result["machine"]["load_average_at_end"] = _load()

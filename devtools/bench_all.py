@@ -39,12 +39,20 @@ BENCHES: dict[str, list[str]] = {
     # The same path against an ERP that takes 250 ms per request (a remote ERP), at a quarter of
     # the scale (the figure is a ratio to the bare client at the same service time).
     "posting_remote": [
-        "-m", "devtools.bench", "--erp-service-ms", "250", "--consultants", "500", "--no-peers", "--no-billing",
-        "--database", "psa_erp_sync_bench_remote",
+        "-m",
+        "devtools.bench",
+        "--erp-service-ms",
+        "250",
+        "--consultants",
+        "500",
+        "--no-peers",
+        "--no-billing",
+        "--database",
+        "psa_erp_sync_bench_remote",
     ],
     "forecast": ["-m", "devtools.bench_forecast"],
     "stream": ["-m", "devtools.bench_stream"],
-}  # fmt: skip
+}
 
 
 def parse_output(stdout: str) -> dict[str, Any]:

@@ -55,46 +55,74 @@ def synthetic_inputs(projects: int, months: int, as_of: date, seed: int = 1) -> 
     rate = rng.integers(150, 300, projects) * 100
     price = rng.integers(50, 2_000, projects) * 100_000
     project_frame = pd.DataFrame(
-        {"project_ref": refs, "practice": practices, "legal_entity": entities, "currency": currency,
-         "billing_type": kinds, "price_minor": price, "bill_rate_minor": rate, "start_month": start,
-         "end_month": end, "billed_minor": 0}
-    ).astype(model.PROJECT_COLUMNS)  # fmt: skip
+        {
+            "project_ref": refs,
+            "practice": practices,
+            "legal_entity": entities,
+            "currency": currency,
+            "billing_type": kinds,
+            "price_minor": price,
+            "bill_rate_minor": rate,
+            "start_month": start,
+            "end_month": end,
+            "billed_minor": 0,
+        }
+    ).astype(model.PROJECT_COLUMNS)
     people = 3
     rows = projects * people * months
     sched_ref = np.repeat(refs, people * months)
     user = np.repeat(rng.integers(0, max(1, projects // 3), projects * people), months)
     month = np.tile(np.arange(m0, m0 + months), projects * people)
     schedule = pd.DataFrame(
-        {"project_ref": sched_ref, "user_ref": np.char.add("u", user.astype(str)).astype(object),
-         "month": month, "hours_centi": rng.integers(0, 8_000, rows),
-         "cost_rate_minor": np.repeat(rate * 45 // 100, people * months),
-         "cost_currency": np.repeat(currency, people * months)}
-    ).astype(model.SCHEDULE_COLUMNS)  # fmt: skip
+        {
+            "project_ref": sched_ref,
+            "user_ref": np.char.add("u", user.astype(str)).astype(object),
+            "month": month,
+            "hours_centi": rng.integers(0, 8_000, rows),
+            "cost_rate_minor": np.repeat(rate * 45 // 100, people * months),
+            "cost_currency": np.repeat(currency, people * months),
+        }
+    ).astype(model.SCHEDULE_COLUMNS)
     hist = np.arange(m0 - 12, m0)
     actuals = pd.DataFrame(
-        {"project_ref": np.repeat(refs, 12), "month": np.tile(hist, projects),
-         "revenue_minor": rng.integers(0, 3_000_000, projects * 12), "cost_minor": rng.integers(0, 1_500_000, projects * 12)}
-    ).astype(model.ACTUAL_COLUMNS)  # fmt: skip
+        {
+            "project_ref": np.repeat(refs, 12),
+            "month": np.tile(hist, projects),
+            "revenue_minor": rng.integers(0, 3_000_000, projects * 12),
+            "cost_minor": rng.integers(0, 1_500_000, projects * 12),
+        }
+    ).astype(model.ACTUAL_COLUMNS)
     users = np.unique(schedule["user_ref"].to_numpy())
     capacity = pd.DataFrame(
-        {"user_ref": np.repeat(users, months), "month": np.tile(np.arange(m0, m0 + months), len(users)),
-         "available_centi": 16_000}
-    ).astype(model.CAPACITY_COLUMNS)  # fmt: skip
+        {
+            "user_ref": np.repeat(users, months),
+            "month": np.tile(np.arange(m0, m0 + months), len(users)),
+            "available_centi": 16_000,
+        }
+    ).astype(model.CAPACITY_COLUMNS)
     ms_refs = refs[kinds == "milestone"]
     milestones = pd.DataFrame(
-        {"project_ref": np.repeat(ms_refs, 4), "amount_minor": 2_500_000,
-         "status": np.tile(["signed_off", "completed", "planned", "planned"], len(ms_refs)),
-         "due_month": np.tile([m0 - 2, m0 - 1, m0 + 1, m0 + 4], len(ms_refs)),
-         "done_month": np.tile([m0 - 2, m0 - 1, -1, -1], len(ms_refs))}
-    ).astype(model.MILESTONE_COLUMNS)  # fmt: skip
+        {
+            "project_ref": np.repeat(ms_refs, 4),
+            "amount_minor": 2_500_000,
+            "status": np.tile(["signed_off", "completed", "planned", "planned"], len(ms_refs)),
+            "due_month": np.tile([m0 - 2, m0 - 1, m0 + 1, m0 + 4], len(ms_refs)),
+            "done_month": np.tile([m0 - 2, m0 - 1, -1, -1], len(ms_refs)),
+        }
+    ).astype(model.MILESTONE_COLUMNS)
     n_opps = projects // 5
     opportunities = pd.DataFrame(
-        {"opp_ref": [f"opp-{i}" for i in range(n_opps)], "practice": rng.choice(practices, n_opps),
-         "legal_entity": rng.choice(["LE-US1", "LE-US2"], n_opps), "currency": "USD",
-         "stage": rng.choice(["Prospecting", "Qualification", "Proposal", "Negotiation"], n_opps),
-         "amount_minor": rng.integers(10, 500, n_opps) * 1_000_000, "start_month": m0 + rng.integers(1, 9, n_opps),
-         "duration_months": rng.integers(3, 13, n_opps)}
-    ).astype(model.OPPORTUNITY_COLUMNS)  # fmt: skip
+        {
+            "opp_ref": [f"opp-{i}" for i in range(n_opps)],
+            "practice": rng.choice(practices, n_opps),
+            "legal_entity": rng.choice(["LE-US1", "LE-US2"], n_opps),
+            "currency": "USD",
+            "stage": rng.choice(["Prospecting", "Qualification", "Proposal", "Negotiation"], n_opps),
+            "amount_minor": rng.integers(10, 500, n_opps) * 1_000_000,
+            "start_month": m0 + rng.integers(1, 9, n_opps),
+            "duration_months": rng.integers(3, 13, n_opps),
+        }
+    ).astype(model.OPPORTUNITY_COLUMNS)
     return model.ForecastInputs(as_of, project_frame, actuals, schedule, capacity, milestones, opportunities)
 
 
@@ -154,10 +182,15 @@ def run(
             snap_ids = {r.scenario: store.snapshot_id(r.scenario, as_of, versions) for r in results}
             written = list(
                 store.write_snapshots(
-                    conn, results, snap_ids=snap_ids, run_id="bench", data_versions=versions,
-                    reporting_currency=settings.reporting_currency, parallel=parallel,
+                    conn,
+                    results,
+                    snap_ids=snap_ids,
+                    run_id="bench",
+                    data_versions=versions,
+                    reporting_currency=settings.reporting_currency,
+                    parallel=parallel,
                 ).values()
-            )  # fmt: skip
+            )
             write_s = time.perf_counter() - w0
             write_cpu_s = time.process_time() - c0
             server1 = _backend_cpu_s(conn)
@@ -169,9 +202,14 @@ def run(
             # Idempotency: the same scenario, as-of and data versions write nothing.
             r0 = time.perf_counter()
             again = store.write_snapshots(
-                conn, results, snap_ids=snap_ids, run_id="bench-again", data_versions=versions,
-                reporting_currency=settings.reporting_currency, parallel=parallel,
-            ).values()  # fmt: skip
+                conn,
+                results,
+                snap_ids=snap_ids,
+                run_id="bench-again",
+                data_versions=versions,
+                reporting_currency=settings.reporting_currency,
+                parallel=parallel,
+            ).values()
             rerun_s = time.perf_counter() - r0
             if any(again):
                 raise RuntimeError("re-running the refresh on unchanged inputs wrote a snapshot")

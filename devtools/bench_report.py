@@ -31,35 +31,54 @@ END = "<!-- bench-table:end -->"
 
 # Chart: per stage, (label, dotted path of rows/s, kind); kind "ours", "ceiling" or "peer".
 CHART_STAGES: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
-    ("staging", (
-        ("staging (COPY + hash + dedupe)", "posting.stage_copy.rows_per_s", "ours"),
-        ("bare COPY, temp jsonb", "posting.bare_copy_same_rows.rows_per_s", "ceiling"),
-        ("bare COPY, temp text", "posting.copy_ceilings_same_rows.temp_text.rows_per_s", "ceiling"),
-        ("bare COPY, durable keyed", "posting.copy_ceilings_same_rows.durable_text_keyed.rows_per_s", "ceiling"),
-        ("pandas to_sql", "posting.pandas_to_sql_same_rows.rows_per_s", "peer"),
-        ("dlt merge", "posting.dlt_merge_same_rows.rows_per_s", "peer"),
-    )),
-    ("validation", (
-        ("validation", "posting.validate.rows_per_s", "ours"),
-        ("bare pydantic-core", "posting.validate.bare_pydantic_same_payloads.rows_per_s", "ceiling"),
-    )),
-    ("post, local ERP", (
-        ("post (periods + planner + engine)", "posting.post.rows_per_s", "ours"),
-        ("engine alone", "posting.post.engine_rows_per_s", "ours"),
-        ("bare client", "posting.erp_raw_capacity.rows_per_s", "ceiling"),
-        ("bare client + results", "posting.erp_raw_capacity_reading_results.rows_per_s", "ceiling"),
-        ("same records, bare", "posting.erp_capacity_same_records.rows_per_s", "ceiling"),
-    )),
-    ("billing: invoices to the local ERP (invoices/s)", (
-        ("post (the billing pass)", "posting.billing.post.documents_per_s", "ours"),
-        ("engine alone", "posting.billing.post.engine_documents_per_s", "ours"),
-        ("same invoices, bare", "posting.billing.bare_invoice_capacity.documents_per_s", "ceiling"),
-    )),
-    ("post, ERP 250 ms/request", (
-        ("post (periods + planner + engine)", "posting_remote.post.rows_per_s", "ours"),
-        ("bare client", "posting_remote.erp_raw_capacity.rows_per_s", "ceiling"),
-    )),
-)  # fmt: skip
+    (
+        "staging",
+        (
+            ("staging (COPY + hash + dedupe)", "posting.stage_copy.rows_per_s", "ours"),
+            ("bare COPY, temp jsonb", "posting.bare_copy_same_rows.rows_per_s", "ceiling"),
+            ("bare COPY, temp text", "posting.copy_ceilings_same_rows.temp_text.rows_per_s", "ceiling"),
+            (
+                "bare COPY, durable keyed",
+                "posting.copy_ceilings_same_rows.durable_text_keyed.rows_per_s",
+                "ceiling",
+            ),
+            ("pandas to_sql", "posting.pandas_to_sql_same_rows.rows_per_s", "peer"),
+            ("dlt merge", "posting.dlt_merge_same_rows.rows_per_s", "peer"),
+        ),
+    ),
+    (
+        "validation",
+        (
+            ("validation", "posting.validate.rows_per_s", "ours"),
+            ("bare pydantic-core", "posting.validate.bare_pydantic_same_payloads.rows_per_s", "ceiling"),
+        ),
+    ),
+    (
+        "post, local ERP",
+        (
+            ("post (periods + planner + engine)", "posting.post.rows_per_s", "ours"),
+            ("engine alone", "posting.post.engine_rows_per_s", "ours"),
+            ("bare client", "posting.erp_raw_capacity.rows_per_s", "ceiling"),
+            ("bare client + results", "posting.erp_raw_capacity_reading_results.rows_per_s", "ceiling"),
+            ("same records, bare", "posting.erp_capacity_same_records.rows_per_s", "ceiling"),
+        ),
+    ),
+    (
+        "billing: invoices to the local ERP (invoices/s)",
+        (
+            ("post (the billing pass)", "posting.billing.post.documents_per_s", "ours"),
+            ("engine alone", "posting.billing.post.engine_documents_per_s", "ours"),
+            ("same invoices, bare", "posting.billing.bare_invoice_capacity.documents_per_s", "ceiling"),
+        ),
+    ),
+    (
+        "post, ERP 250 ms/request",
+        (
+            ("post (periods + planner + engine)", "posting_remote.post.rows_per_s", "ours"),
+            ("bare client", "posting_remote.erp_raw_capacity.rows_per_s", "ceiling"),
+        ),
+    ),
+)
 COLOURS = {"ours": "#1f77b4", "ceiling": "#7f7f7f", "peer": "#ff7f0e"}
 
 
@@ -163,9 +182,12 @@ def chart(doc: dict[str, Any], path: Path) -> Path:
             panels.append((stage, bars))
     heights = [len(bars) + 1.2 for _, bars in panels] or [1.0]
     fig, axes = plt.subplots(
-        len(heights), 1, figsize=(9, 0.32 * sum(heights) + 1.2), gridspec_kw={"height_ratios": heights},
+        len(heights),
+        1,
+        figsize=(9, 0.32 * sum(heights) + 1.2),
+        gridspec_kw={"height_ratios": heights},
         squeeze=False,
-    )  # fmt: skip
+    )
     for ax, (stage, bars) in zip(axes[:, 0], panels, strict=False):
         ys = list(range(len(bars)))[::-1]
         ax.barh(ys, [b[1] for b in bars], color=[COLOURS[b[2]] for b in bars])
@@ -182,8 +204,10 @@ def chart(doc: dict[str, Any], path: Path) -> Path:
     fig.suptitle(
         f"make bench {str(doc.get('started_at', ''))[:16]} UTC - {m.get('cpus')} cores, load "
         f"{(m.get('load_average_at_start') or ['?'])[0]} -> {(m.get('load_average_at_end') or ['?'])[0]}",
-        fontsize=9, x=0.02, ha="left",
-    )  # fmt: skip
+        fontsize=9,
+        x=0.02,
+        ha="left",
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

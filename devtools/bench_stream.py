@@ -141,8 +141,13 @@ class Airflow:
 
             subprocess.run(
                 [self.airflow, "pools", "set", account_pool(), "2", "ERP account: posting tasks"],
-                env=self.env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, check=True, timeout=300,
-            )  # fmt: skip
+                env=self.env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                check=True,
+                timeout=300,
+            )
         return time.monotonic() - started
 
     def start(self) -> None:
@@ -435,9 +440,13 @@ def run(
     consultants = consultants or consultants_for(events)
     load_before = os.getloadavg()
     result: dict[str, Any] = {
-        "benchmark": "stream_latency", "goal_p95_s": GOAL_P95_S, "goal_p99_s": GOAL_P99_S, "rate_per_s": rate,
-        "as_of": as_of.isoformat(), "consultants": consultants,
-    }  # fmt: skip
+        "benchmark": "stream_latency",
+        "goal_p95_s": GOAL_P95_S,
+        "goal_p99_s": GOAL_P99_S,
+        "rate_per_s": rate,
+        "as_of": as_of.isoformat(),
+        "consultants": consultants,
+    }
     with Stack(database=database, fresh=True, port_offset=port_offset) as stack:
         stack.start_postgres()
         stack.start_simulators()

@@ -143,9 +143,14 @@ def validate_once(
     for endpoint, run_key in run_keys.items():
         with conn.transaction():
             checked = validation.validate_run(
-                conn, kind=KINDS[endpoint], run_key=run_key, ref=ref, config=config, as_of=as_of,  # type: ignore[arg-type]
+                conn,
+                kind=KINDS[endpoint],  # type: ignore[arg-type]
+                run_key=run_key,
+                ref=ref,
+                config=config,
+                as_of=as_of,
                 dag_run_id="bench",
-            )  # fmt: skip
+            )
         records += checked.staged_versions
         quarantined += checked.quarantined
     if profile is not None:

@@ -355,11 +355,25 @@ def domains_summary(dsn: str) -> dict[str, Any]:
 
     with psycopg.connect(dsn) as conn:
         out: dict[str, Any] = {
-            "master_records": dict(rows(conn, "SELECT record_type, count(*) FROM master.erp_record GROUP BY 1 ORDER BY 1")),
-            "propagated_to_psa": dict(rows(conn, "SELECT change, count(*) FROM master.propagation WHERE status = 'applied' GROUP BY 1 ORDER BY 1")),
-            "project_setup": dict(rows(conn, "SELECT state, count(*) FROM master.project_setup GROUP BY 1 ORDER BY 1")),
-            "validation_failures": dict(rows(conn, "SELECT domain || '/' || reason_code, count(*) FROM exceptions.item WHERE kind = 'validation' AND status = 'open' GROUP BY 1 ORDER BY 2 DESC")),
-        }  # fmt: skip
+            "master_records": dict(
+                rows(conn, "SELECT record_type, count(*) FROM master.erp_record GROUP BY 1 ORDER BY 1")
+            ),
+            "propagated_to_psa": dict(
+                rows(
+                    conn,
+                    "SELECT change, count(*) FROM master.propagation WHERE status = 'applied' GROUP BY 1 ORDER BY 1",
+                )
+            ),
+            "project_setup": dict(
+                rows(conn, "SELECT state, count(*) FROM master.project_setup GROUP BY 1 ORDER BY 1")
+            ),
+            "validation_failures": dict(
+                rows(
+                    conn,
+                    "SELECT domain || '/' || reason_code, count(*) FROM exceptions.item WHERE kind = 'validation' AND status = 'open' GROUP BY 1 ORDER BY 2 DESC",
+                )
+            ),
+        }
         leakage = rows(
             conn,
             "SELECT leaked_count, amounts, jobs_missing, psa_leaked_count, psa_amounts FROM master.leakage_run"
@@ -367,10 +381,12 @@ def domains_summary(dsn: str) -> dict[str, Any]:
         )
         if leakage:
             out["revenue_leakage"] = {
-                "crm_change_orders_missing_in_erp": leakage[0][0], "crm_amounts": leakage[0][1],
-                "won_without_erp_job": leakage[0][2], "psa_budgets_above_erp": leakage[0][3],
+                "crm_change_orders_missing_in_erp": leakage[0][0],
+                "crm_amounts": leakage[0][1],
+                "won_without_erp_job": leakage[0][2],
+                "psa_budgets_above_erp": leakage[0][3],
                 "psa_amounts": leakage[0][4],
-            }  # fmt: skip
+            }
         snapshots = rows(
             conn,
             "SELECT s.scenario, s.snapshot_id, s.as_of::text, s.reporting_currency,"
@@ -381,10 +397,16 @@ def domains_summary(dsn: str) -> dict[str, Any]:
             " JOIN forecast.line l USING (snapshot_id) WHERE q.is_latest GROUP BY 1, 2, 3, 4 ORDER BY 1",
         )
         out["forecast_latest"] = {
-            scenario: {"snapshot_id": sid, "as_of": as_of, "currency": cur,
-                       "actual_minor": int(a or 0), "contracted_minor": int(c or 0), "pipeline_minor": int(p or 0)}
+            scenario: {
+                "snapshot_id": sid,
+                "as_of": as_of,
+                "currency": cur,
+                "actual_minor": int(a or 0),
+                "contracted_minor": int(c or 0),
+                "pipeline_minor": int(p or 0),
+            }
             for scenario, sid, as_of, cur, a, c, p in snapshots
-        }  # fmt: skip
+        }
         out["forecast_snapshots"] = (
             int(rows(conn, "SELECT count(*) FROM forecast.snapshot")[0][0]) if snapshots else 0
         )
@@ -509,8 +531,16 @@ def write_report(report: dict[str, Any], directory: Path) -> Path:
         lines.append(f"| {endpoint} | {row['extracted']} | {row['new_versions']} | {row['runs']} |")
     for kind, rec in summary["reconciliation"].items():
         lines += ["", f"## Reconciliation: {kind}", "", "| stage | count | hours |", "|---|---|---|"]
-        for stage in ("psa_approved", "quarantined_approved", "ods_approved", "parked_closed_period",
-                      "rejected_by_erp", "earlier_version_kept_in_erp", "expected_in_erp", "erp_readback"):  # fmt: skip
+        for stage in (
+            "psa_approved",
+            "quarantined_approved",
+            "ods_approved",
+            "parked_closed_period",
+            "rejected_by_erp",
+            "earlier_version_kept_in_erp",
+            "expected_in_erp",
+            "erp_readback",
+        ):
             lines.append(f"| {stage} | {rec[stage]['count']} | {rec[stage]['hours']} |")
         lines += [
             "",
@@ -540,9 +570,17 @@ def write_report(report: dict[str, Any], directory: Path) -> Path:
         "```",
     ]
     domains = report.get("domains", {})
-    lines += ["", "## Master data, project setup and change orders", "", "```json",
-              json.dumps({k: v for k, v in domains.items() if not k.startswith("forecast")}, indent=2, default=str),
-              "```", "", "## Revenue forecast", ""]  # fmt: skip
+    lines += [
+        "",
+        "## Master data, project setup and change orders",
+        "",
+        "```json",
+        json.dumps({k: v for k, v in domains.items() if not k.startswith("forecast")}, indent=2, default=str),
+        "```",
+        "",
+        "## Revenue forecast",
+        "",
+    ]
     for scenario, snap in domains.get("forecast_latest", {}).items():
         lines.append(
             f"- {scenario}: snapshot `{snap['snapshot_id']}` as of {snap['as_of']}, {snap['currency']} minor units:"
@@ -570,8 +608,14 @@ def write_report(report: dict[str, Any], directory: Path) -> Path:
             f" the PSA -> planning chain alone: [png]({lineage['pictures'].get('chain_png')})",
         ]
     for label, text in report.get("trace_examples", {}).items():
-        lines += ["", f"### Trace of a {label} time entry (`python -m psa_erp_sync.trace psa <id>`)", "", "```",
-                  text, "```"]  # fmt: skip
+        lines += [
+            "",
+            f"### Trace of a {label} time entry (`python -m psa_erp_sync.trace psa <id>`)",
+            "",
+            "```",
+            text,
+            "```",
+        ]
     lines += [
         "",
         "## Seeded firm",
@@ -753,8 +797,15 @@ def print_summary(report: dict[str, Any], path: Path) -> None:
         print(f"  extracted+staged {endpoint:<24} {row['extracted']:>8} rows in {row['runs']} runs")
     for kind, rec in summary["reconciliation"].items():
         print(f"  {kind} control totals (count / hours):")
-        for stage in ("psa_approved", "quarantined_approved", "ods_approved", "parked_closed_period",
-                      "rejected_by_erp", "earlier_version_kept_in_erp", "erp_readback"):  # fmt: skip
+        for stage in (
+            "psa_approved",
+            "quarantined_approved",
+            "ods_approved",
+            "parked_closed_period",
+            "rejected_by_erp",
+            "earlier_version_kept_in_erp",
+            "erp_readback",
+        ):
             print(f"    {stage:<28} {rec[stage]['count']:>7} / {rec[stage]['hours']}")
         print(f"    ERP amounts (minor units) {rec['erp_readback'].get('amounts', {})}")
         print(

@@ -101,8 +101,16 @@ def build_world(months: int, seed: int, settings: ForecastSettings, first: date 
         value = team_hours * bill_rate * duration
         return value * 85 // 100 if kind == "fixed_fee" else value
 
-    def new_project(ref: str, win: int, start: int, le_idx: int, practice: str, kind: str, duration: int,
-                    team: tuple[int, int] | None = None) -> int:  # fmt: skip
+    def new_project(
+        ref: str,
+        win: int,
+        start: int,
+        le_idx: int,
+        practice: str,
+        kind: str,
+        duration: int,
+        team: tuple[int, int] | None = None,
+    ) -> int:
         """Add a project; returns the deal value the CRM carried for it."""
         le, currency = ENTITIES[le_idx]
         bill_rate, team_hours = team or draw_team(le_idx)
@@ -120,11 +128,21 @@ def build_world(months: int, seed: int, settings: ForecastSettings, first: date 
             price = planned_value
         price = max(price, 100_000)
         projects.append(
-            {"project_ref": ref, "practice": practice, "legal_entity": le, "currency": currency,
-             "billing_type": kind, "price_minor": price, "bill_rate_minor": bill_rate,
-             "start_month": start, "end_month": start + duration - 1, "billed_minor": 0, "win": win,
-             "cost_rate_minor": cost_rate}
-        )  # fmt: skip
+            {
+                "project_ref": ref,
+                "practice": practice,
+                "legal_entity": le,
+                "currency": currency,
+                "billing_type": kind,
+                "price_minor": price,
+                "bill_rate_minor": bill_rate,
+                "start_month": start,
+                "end_month": start + duration - 1,
+                "billed_minor": 0,
+                "win": win,
+                "cost_rate_minor": cost_rate,
+            }
+        )
         for m, hours in plan.items():
             plan_rows.append((ref, m, hours))
             noise = drift + rng.normal(0, 0.15)
@@ -151,9 +169,15 @@ def build_world(months: int, seed: int, settings: ForecastSettings, first: date 
         counter += 1
         duration = int(rng.integers(4, 13))
         start = m_start - int(rng.integers(0, duration))
-        new_project(f"p{counter}", start - 1, start, int(rng.integers(0, 3)),
-                    PRACTICES[int(rng.integers(0, 5))], KINDS[int(rng.choice(4, p=[0.5, 0.25, 0.1, 0.15]))],
-                    duration)  # fmt: skip
+        new_project(
+            f"p{counter}",
+            start - 1,
+            start,
+            int(rng.integers(0, 3)),
+            PRACTICES[int(rng.integers(0, 5))],
+            KINDS[int(rng.choice(4, p=[0.5, 0.25, 0.1, 0.15]))],
+            duration,
+        )
     # Opportunities created each month, growing; each moves one stage a month or is lost.
     for offset in range(-4, span):
         created = m_start + offset
@@ -178,11 +202,20 @@ def build_world(months: int, seed: int, settings: ForecastSettings, first: date 
             else:  # a lost deal looks like a won one of its shape in the CRM
                 amount = contract_value(kind, *team, duration)
             opp_rows.append(
-                {"opp_ref": f"opp-{counter}", "ref": ref, "created": created, "resolved": resolved, "won": won,
-                 "practice": practice, "legal_entity": ENTITIES[le_idx][0], "currency": ENTITIES[le_idx][1],
-                 "amount_minor": max(100_000, int(amount * (1 + rng.normal(0, 0.15)))),
-                 "start_month": expected_start, "duration_months": duration}
-            )  # fmt: skip
+                {
+                    "opp_ref": f"opp-{counter}",
+                    "ref": ref,
+                    "created": created,
+                    "resolved": resolved,
+                    "won": won,
+                    "practice": practice,
+                    "legal_entity": ENTITIES[le_idx][0],
+                    "currency": ENTITIES[le_idx][1],
+                    "amount_minor": max(100_000, int(amount * (1 + rng.normal(0, 0.15)))),
+                    "start_month": expected_start,
+                    "duration_months": duration,
+                }
+            )
     return World(
         start=m_start,
         projects=pd.DataFrame(projects),
@@ -207,26 +240,41 @@ def known_at(world: World, t: int) -> model.ForecastInputs:
     plan = world.plan[world.plan["project_ref"].isin(refs) & (world.plan["month"] >= t)]
     plan = plan.merge(projects[["project_ref", "cost_rate_minor", "currency"]], on="project_ref")
     schedule = pd.DataFrame(
-        {"project_ref": plan["project_ref"], "user_ref": "team-" + plan["project_ref"], "month": plan["month"],
-         "hours_centi": plan["hours_centi"], "cost_rate_minor": plan["cost_rate_minor"],
-         "cost_currency": plan["currency"]}
-    ).astype(model.SCHEDULE_COLUMNS)  # fmt: skip
+        {
+            "project_ref": plan["project_ref"],
+            "user_ref": "team-" + plan["project_ref"],
+            "month": plan["month"],
+            "hours_centi": plan["hours_centi"],
+            "cost_rate_minor": plan["cost_rate_minor"],
+            "cost_currency": plan["currency"],
+        }
+    ).astype(model.SCHEDULE_COLUMNS)
     ms = world.milestones[world.milestones["project_ref"].isin(refs)]
     done = ms["done_month"] <= t - 1
     milestones = pd.DataFrame(
-        {"project_ref": ms["project_ref"], "amount_minor": ms["amount_minor"],
-         "status": done.map({True: "signed_off", False: "planned"}), "due_month": ms["due_month"],
-         "done_month": ms["done_month"].where(done, -1)}
-    ).astype(model.MILESTONE_COLUMNS)  # fmt: skip
+        {
+            "project_ref": ms["project_ref"],
+            "amount_minor": ms["amount_minor"],
+            "status": done.map({True: "signed_off", False: "planned"}),
+            "due_month": ms["due_month"],
+            "done_month": ms["done_month"].where(done, -1),
+        }
+    ).astype(model.MILESTONE_COLUMNS)
     opps = world.opportunities
     open_ = opps[(opps["created"] <= t - 1) & (opps["resolved"] > t - 1)]
     stage_idx = (t - 1 - open_["created"]).clip(upper=3)
     opportunities = pd.DataFrame(
-        {"opp_ref": open_["opp_ref"], "practice": open_["practice"], "legal_entity": open_["legal_entity"],
-         "currency": open_["currency"], "stage": stage_idx.map(dict(enumerate(STAGES))),
-         "amount_minor": open_["amount_minor"], "start_month": open_["start_month"].clip(lower=t),
-         "duration_months": open_["duration_months"]}
-    ).astype(model.OPPORTUNITY_COLUMNS)  # fmt: skip
+        {
+            "opp_ref": open_["opp_ref"],
+            "practice": open_["practice"],
+            "legal_entity": open_["legal_entity"],
+            "currency": open_["currency"],
+            "stage": stage_idx.map(dict(enumerate(STAGES))),
+            "amount_minor": open_["amount_minor"],
+            "start_month": open_["start_month"].clip(lower=t),
+            "duration_months": open_["duration_months"],
+        }
+    ).astype(model.OPPORTUNITY_COLUMNS)
     actuals = real[["project_ref", "month", "revenue_minor", "cost_minor"]].astype(model.ACTUAL_COLUMNS)
     return model.ForecastInputs(
         as_of=model.month_start(t),
@@ -288,8 +336,13 @@ def run(
     truth = pd.concat(truth_rows, ignore_index=True).join(meta, on="project_ref")
     truth["reporting"] = model.reporting_amounts(truth["amount_minor"], truth["currency"], settings)
     fc = pd.concat(forecasts, ignore_index=True)
-    report: dict[str, Any] = {"months": months, "seed": seed, "as_of_first": model.month_start(first_t).isoformat(),
-                              "as_of_last": model.month_start(last_t).isoformat(), "levels": {}}  # fmt: skip
+    report: dict[str, Any] = {
+        "months": months,
+        "seed": seed,
+        "as_of_first": model.month_start(first_t).isoformat(),
+        "as_of_last": model.month_start(last_t).isoformat(),
+        "levels": {},
+    }
     for level in LEVELS:
         key = [] if level == "firm" else [level]
         actual = truth.groupby([*key, "month"])["reporting"].sum()
@@ -311,12 +364,13 @@ def run(
         for h, part in frame.groupby("horizon"):
             m_wape, n_wape = wape(part["actual"], part["model"]), wape(part["actual"], part["naive"])
             per_h[int(h)] = {
-                "model_wape": round(m_wape, 4), "naive_wape": round(n_wape, 4),
+                "model_wape": round(m_wape, 4),
+                "naive_wape": round(n_wape, 4),
                 "model_bias": round(bias(part["actual"], part["model"]), 4),
                 "naive_bias": round(bias(part["actual"], part["naive"]), 4),
                 "wape_improvement_points": round((n_wape - m_wape) * 100, 2),
                 "wape_improvement_relative": round((n_wape - m_wape) / n_wape, 4) if n_wape else None,
-            }  # fmt: skip
+            }
         report["levels"][level] = per_h
     firm = report["levels"]["firm"]
     report["beats_naive_at_firm_h1_3"] = all(

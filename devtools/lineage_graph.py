@@ -104,8 +104,10 @@ class SpecValidator:
         return self._cache[ref]
 
     def _errors(self, ref: str, doc: Any) -> list[str]:
-        return [f"{'/'.join(map(str, e.absolute_path)) or '.'}: {e.message}" for e in
-                self._validator(ref).iter_errors(doc)][:5]  # fmt: skip
+        return [
+            f"{'/'.join(map(str, e.absolute_path)) or '.'}: {e.message}"
+            for e in self._validator(ref).iter_errors(doc)
+        ][:5]
 
     def validate(self, events: Iterable[dict[str, Any]]) -> ValidationReport:
         report = ValidationReport()
@@ -136,8 +138,10 @@ def _facets_of(event: dict[str, Any]) -> Iterable[tuple[str, str, Any]]:
         yield "RunFacet", key, facet
     for key, facet in (event.get("job", {}).get("facets") or {}).items():
         yield "JobFacet", key, facet
-    for side, extra, extra_kind in (("inputs", "inputFacets", "InputDatasetFacet"),
-                                    ("outputs", "outputFacets", "OutputDatasetFacet")):  # fmt: skip
+    for side, extra, extra_kind in (
+        ("inputs", "inputFacets", "InputDatasetFacet"),
+        ("outputs", "outputFacets", "OutputDatasetFacet"),
+    ):
         for dataset in event.get(side) or []:
             for key, facet in (dataset.get("facets") or {}).items():
                 yield "DatasetFacet", key, facet
@@ -396,20 +400,30 @@ def render_png(
         back = x2 <= x1
         ax.add_patch(
             FancyArrowPatch(
-                (x1 + box_w, y1 + box_h / 2), (x2, y2 + box_h / 2), arrowstyle="-|>", mutation_scale=8,
-                color="#c9c9c9" if back else "#888", linestyle="--" if back else "-",
-                connectionstyle="arc3,rad=-0.3" if back else "arc3,rad=0.0", linewidth=0.7,
+                (x1 + box_w, y1 + box_h / 2),
+                (x2, y2 + box_h / 2),
+                arrowstyle="-|>",
+                mutation_scale=8,
+                color="#c9c9c9" if back else "#888",
+                linestyle="--" if back else "-",
+                connectionstyle="arc3,rad=-0.3" if back else "arc3,rad=0.0",
+                linewidth=0.7,
             )
-        )  # fmt: skip
+        )
     for node, (x, y) in centre.items():
         name, sub = _label(node)
         job = node[0] == "job"
         ax.add_patch(
             FancyBboxPatch(
-                (x, y), box_w, box_h, boxstyle="round,pad=0.02,rounding_size=0.15" if job else "square,pad=0.02",
-                facecolor="#dbeafe" if job else "#fef3c7", edgecolor="#555", linewidth=0.6,
+                (x, y),
+                box_w,
+                box_h,
+                boxstyle="round,pad=0.02,rounding_size=0.15" if job else "square,pad=0.02",
+                facecolor="#dbeafe" if job else "#fef3c7",
+                edgecolor="#555",
+                linewidth=0.6,
             )
-        )  # fmt: skip
+        )
         ax.text(x + 0.06, y + 0.29, _short(name, 42), fontsize=6.5, fontweight="bold", va="center")
         ax.text(x + 0.06, y + 0.11, _short(sub, 48), fontsize=5.5, color="#555", va="center")
     ax.set_xlim(-0.2, n_columns * 3.4)
@@ -454,8 +468,12 @@ def write_pictures(
         (out / "lineage-chain.svg").write_text(chain_svg, encoding="utf-8")
         render_png(sub, out / "lineage-chain.png", _longest_columns)
     svg = render_svg(graph)
-    paths = {"svg": out / "lineage.svg", "html": out / "lineage.html", "mermaid": out / "lineage.mmd",
-             "png": out / "lineage.png"}  # fmt: skip
+    paths = {
+        "svg": out / "lineage.svg",
+        "html": out / "lineage.html",
+        "mermaid": out / "lineage.mmd",
+        "png": out / "lineage.png",
+    }
     if chain:
         paths.update(paths_extra)
     paths["svg"].write_text(svg, encoding="utf-8")

@@ -22,14 +22,24 @@ def test_config_loads_and_cross_checks() -> None:
 @pytest.mark.parametrize(
     ("domain", "authority"),
     [
-        ("customer", "erp"), ("legal_entity", "erp"), ("currency", "erp"), ("tax_code", "erp"),
-        ("opportunity", "crm"), ("contract_value", "crm"), ("change_order", "crm"),
-        ("project_plan", "psa"), ("resource_allocation", "psa"), ("milestone", "psa"),
-        ("time_entry", "psa"), ("expense_entry", "psa"),
-        ("invoice", "erp"), ("revenue_posting", "erp"), ("accounting_period", "erp"),
+        ("customer", "erp"),
+        ("legal_entity", "erp"),
+        ("currency", "erp"),
+        ("tax_code", "erp"),
+        ("opportunity", "crm"),
+        ("contract_value", "crm"),
+        ("change_order", "crm"),
+        ("project_plan", "psa"),
+        ("resource_allocation", "psa"),
+        ("milestone", "psa"),
+        ("time_entry", "psa"),
+        ("expense_entry", "psa"),
+        ("invoice", "erp"),
+        ("revenue_posting", "erp"),
+        ("accounting_period", "erp"),
         ("forecast_scenario", "planning"),
     ],
-)  # fmt: skip
+)
 def test_systems_of_authority_match_the_domain_brief(domain: str, authority: str) -> None:
     assert load_config(ROOT / "config").authority.authority_of(domain) == authority
 

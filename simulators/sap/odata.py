@@ -274,8 +274,17 @@ def parse_inner(part: Part) -> InnerRequest:
     return InnerRequest(pieces[0].upper(), pieces[1], headers, body.rstrip(b"\r\n"))
 
 
-_REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 500: "Internal Server Error"}  # fmt: skip
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    500: "Internal Server Error",
+}
 
 
 def http_part(status: int, headers: dict[str, str], body: bytes) -> bytes:

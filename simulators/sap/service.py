@@ -43,19 +43,51 @@ SERVICES = {
 }
 
 DATA_FIELDS = (
-    "ControllingArea", "SenderCostCenter", "ReceiverCostCenter", "InternalOrder", "ActivityType",
-    "WBSElement", "WorkItem", "BillingControlCategory", "PurchaseOrder", "PurchaseOrderItem",
-    "TimeSheetTaskType", "TimeSheetTaskLevel", "TimeSheetTaskComponent", "TimeSheetNoteText",
-    "RecordedHours", "RecordedQuantity", "HoursUnitOfMeasure", "RejectionReason", "TimeSheetWrkLocCode",
-    "TimeSheetOvertimeCategory", "SenderPubSecFund", "SendingPubSecFunctionalArea", "SenderPubSecGrant",
-    "SenderPubSecBudgetPeriod", "ReceiverPubSecFund", "ReceiverPubSecFuncnlArea", "ReceiverPubSecGrant",
+    "ControllingArea",
+    "SenderCostCenter",
+    "ReceiverCostCenter",
+    "InternalOrder",
+    "ActivityType",
+    "WBSElement",
+    "WorkItem",
+    "BillingControlCategory",
+    "PurchaseOrder",
+    "PurchaseOrderItem",
+    "TimeSheetTaskType",
+    "TimeSheetTaskLevel",
+    "TimeSheetTaskComponent",
+    "TimeSheetNoteText",
+    "RecordedHours",
+    "RecordedQuantity",
+    "HoursUnitOfMeasure",
+    "RejectionReason",
+    "TimeSheetWrkLocCode",
+    "TimeSheetOvertimeCategory",
+    "SenderPubSecFund",
+    "SendingPubSecFunctionalArea",
+    "SenderPubSecGrant",
+    "SenderPubSecBudgetPeriod",
+    "ReceiverPubSecFund",
+    "ReceiverPubSecFuncnlArea",
+    "ReceiverPubSecGrant",
     "ReceiverPubSecBudgetPeriod",
-)  # fmt: skip
-ENTRY_FIELDS = frozenset({
-    "__metadata", "PersonWorkAgreementExternalID", "CompanyCode", "TimeSheetRecord", "PersonWorkAgreement",
-    "TimeSheetDate", "TimeSheetIsReleasedOnSave", "TimeSheetPredecessorRecord", "TimeSheetStatus",
-    "TimeSheetIsExecutedInTestRun", "TimeSheetOperation", "TimeSheetDataFields",
-})  # fmt: skip
+)
+ENTRY_FIELDS = frozenset(
+    {
+        "__metadata",
+        "PersonWorkAgreementExternalID",
+        "CompanyCode",
+        "TimeSheetRecord",
+        "PersonWorkAgreement",
+        "TimeSheetDate",
+        "TimeSheetIsReleasedOnSave",
+        "TimeSheetPredecessorRecord",
+        "TimeSheetStatus",
+        "TimeSheetIsExecutedInTestRun",
+        "TimeSheetOperation",
+        "TimeSheetDataFields",
+    }
+)
 NOTE_MAX = 255
 MAX_HOURS = Decimal("24.00")
 MAX_AMOUNT = Decimal("9999999999999.99")
@@ -79,9 +111,14 @@ def not_found(resource: str) -> ODataError:
 
 
 def dispatch(
-    conn: psycopg.Connection, ctx: Context, service: str, method: str, resource: str, query: dict[str, str],
+    conn: psycopg.Connection,
+    ctx: Context,
+    service: str,
+    method: str,
+    resource: str,
+    query: dict[str, str],
     body: bytes,
-) -> Reply:  # fmt: skip
+) -> Reply:
     """Answer one OData request of ``service`` on ``resource`` (the path below the service root)."""
     if service not in SERVICES:
         raise ODataError(404, "/IWFND/MED/170", f"No service found for namespace '/SAP/', name '{service}'")
@@ -215,9 +252,13 @@ def _int_option(query: dict[str, str], name: str) -> int | None:
 
 
 def _read(
-    conn: psycopg.Connection, ctx: Context, spec: EntityQuery, keys: dict[str, str] | None,
-    query: dict[str, str], resource: str,
-) -> Reply:  # fmt: skip
+    conn: psycopg.Connection,
+    ctx: Context,
+    spec: EntityQuery,
+    keys: dict[str, str] | None,
+    query: dict[str, str],
+    resource: str,
+) -> Reply:
     expand = "to_Item" in (query.get("$expand") or "")
     if keys is not None:
         if set(keys) != set(spec.key):
@@ -377,9 +418,10 @@ def post_timesheet(conn: psycopg.Connection, ctx: Context, payload: dict[str, An
     ).fetchone()
     if agreement is None:
         raise bad_request(
-            f"Person work agreement {pwa} does not exist in company code {company}", "HRPAD00/101",
+            f"Person work agreement {pwa} does not exist in company code {company}",
+            "HRPAD00/101",
             "PersonWorkAgreementExternalID",
-        )  # fmt: skip
+        )
     if payload.get("PersonWorkAgreement") not in (None, "", agreement[0]):
         raise bad_request("PersonWorkAgreement does not match PersonWorkAgreementExternalID")
     if not payload.get("TimeSheetIsExecutedInTestRun", False):
@@ -493,13 +535,28 @@ def _created(row: dict[str, Any] | None) -> Reply:
 # --------------------------------------------------------------------------- journal entries
 
 
-HEADER_FIELDS = frozenset({
-    "CompanyCode", "AccountingDocumentType", "DocumentDate", "PostingDate", "DocumentReferenceID",
-    "DocumentHeaderText", "TransactionCurrency", "to_Item",
-})  # fmt: skip
-ITEM_FIELDS = frozenset({
-    "GLAccount", "AmountInTransactionCurrency", "DebitCreditCode", "DocumentItemText", "CostCenter", "WBSElement",
-})  # fmt: skip
+HEADER_FIELDS = frozenset(
+    {
+        "CompanyCode",
+        "AccountingDocumentType",
+        "DocumentDate",
+        "PostingDate",
+        "DocumentReferenceID",
+        "DocumentHeaderText",
+        "TransactionCurrency",
+        "to_Item",
+    }
+)
+ITEM_FIELDS = frozenset(
+    {
+        "GLAccount",
+        "AmountInTransactionCurrency",
+        "DebitCreditCode",
+        "DocumentItemText",
+        "CostCenter",
+        "WBSElement",
+    }
+)
 
 
 def journal_entity(
@@ -589,10 +646,14 @@ def post_journal_entry(conn: psycopg.Connection, ctx: Context, payload: dict[str
         balance += amount if side == "S" else -amount
         items.append(
             (
-                _text(raw, "GLAccount", 10, required=True), amount, side, _text(raw, "DocumentItemText", 50),
-                _text(raw, "CostCenter", 10), _text(raw, "WBSElement", 24),
+                _text(raw, "GLAccount", 10, required=True),
+                amount,
+                side,
+                _text(raw, "DocumentItemText", 50),
+                _text(raw, "CostCenter", 10),
+                _text(raw, "WBSElement", 24),
             )
-        )  # fmt: skip
+        )
     if balance != 0:
         raise bad_request(f"Balance in transaction currency {currency}: {balance:.2f}", "F5/702")
     period = check_period_open(conn, company, posting)
@@ -632,5 +693,8 @@ def post_journal_entry(conn: psycopg.Connection, ctx: Context, payload: dict[str
         )
     entity = journal_entity(conn, ctx, header, expand=True)
     uri = _uri(ctx, JE_QUERY, {k: str(entity[k]) for k in JE_QUERY.key})
-    return Reply(201, {"d": {"__metadata": {"id": uri, "uri": uri, "type": JE_QUERY.type_name}, **entity}},
-                 {"location": uri})  # fmt: skip
+    return Reply(
+        201,
+        {"d": {"__metadata": {"id": uri, "uri": uri, "type": JE_QUERY.type_name}, **entity}},
+        {"location": uri},
+    )

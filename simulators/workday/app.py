@@ -340,9 +340,17 @@ class WorkerChange(BaseModel):
 
 
 _WORKER_COLS = (
-    "id", "employee_id", "first_name", "last_name", "email", "business_title", "company", "cost_center",
-    "hire_date", "termination_date",
-)  # fmt: skip
+    "id",
+    "employee_id",
+    "first_name",
+    "last_name",
+    "email",
+    "business_title",
+    "company",
+    "cost_center",
+    "hire_date",
+    "termination_date",
+)
 
 
 @admin.post("/seed")

@@ -254,9 +254,18 @@ def test_authentic_but_malformed_events_are_acknowledged_quarantined_and_owned(
     owner = load_config().ownership.owner_for(ingress.EXCEPTION_DOMAIN)
     assert owner == "finance-integration"
     assert items == [
-        ("quarantine", "webhook_ingress", "psa", "webhook_delivery", stored[2], f"WEBHOOK_{reason}", owner,
-         "open", did)
-    ]  # fmt: skip
+        (
+            "quarantine",
+            "webhook_ingress",
+            "psa",
+            "webhook_delivery",
+            stored[2],
+            f"WEBHOOK_{reason}",
+            owner,
+            "open",
+            did,
+        )
+    ]
     with psycopg.connect(clean_ods) as conn:
         assert ("quarantine", f"WEBHOOK_{reason}", owner, 1) in exceptions.open_summary(conn)
 
@@ -339,9 +348,14 @@ def test_a_malformed_rotation_setting_answers_503_with_a_logged_configuration_er
         for until in ("2026-12-31T00:00:00", "next tuesday", "2026-13-45T00:00:00+00:00", "1"):
             monkeypatch.setenv(
                 "AIRFLOW_CONN_PSA_WEBHOOK",
-                json.dumps({"conn_type": "generic", "password": SECRET,
-                            "extra": {"previous_secret": "old-secret-123", "previous_valid_until": until}}),
-            )  # fmt: skip
+                json.dumps(
+                    {
+                        "conn_type": "generic",
+                        "password": SECRET,
+                        "extra": {"previous_secret": "old-secret-123", "previous_valid_until": until},
+                    }
+                ),
+            )
             caplog.clear()
             response = send()
             assert response.status_code == 503, (until, response.text)
@@ -350,10 +364,17 @@ def test_a_malformed_rotation_setting_answers_503_with_a_logged_configuration_er
             assert SECRET not in caplog.text and "old-secret-123" not in caplog.text
         monkeypatch.setenv(
             "AIRFLOW_CONN_PSA_WEBHOOK",
-            json.dumps({"conn_type": "generic", "password": SECRET,
-                        "extra": {"previous_secret": "old-secret-123",
-                                  "previous_valid_until": "2026-12-31T00:00:00+01:00"}}),
-        )  # fmt: skip
+            json.dumps(
+                {
+                    "conn_type": "generic",
+                    "password": SECRET,
+                    "extra": {
+                        "previous_secret": "old-secret-123",
+                        "previous_valid_until": "2026-12-31T00:00:00+01:00",
+                    },
+                }
+            ),
+        )
         assert send().status_code == 202
     app.state.inbox_writer.close()
     # A lookup of our own that hands over a naive time is refused the same way.

@@ -63,9 +63,13 @@ def blackhole_dsn() -> Iterator[str]:
 def _delivery() -> tuple[bytes, dict[str, str]]:
     did = str(uuid.uuid4())
     body = json.dumps(
-        {"delivery_id": did, "event": "time_entry.approved", "occurred_at": datetime.now(UTC).isoformat(),
-         "data": {"id": 101}}
-    ).encode()  # fmt: skip
+        {
+            "delivery_id": did,
+            "event": "time_entry.approved",
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "data": {"id": 101},
+        }
+    ).encode()
     stamp = str(int(time.time()))
     headers = {
         "Content-Type": "application/json",

@@ -97,9 +97,22 @@ def entry(
                 bill_rate_minor = EXCLUDED.bill_rate_minor, amount_minor = EXCLUDED.amount_minor,
                 approved = EXCLUDED.approved, is_deleted = EXCLUDED.is_deleted, project_ref = EXCLUDED.project_ref
             """,
-            (sid, version, day, project_ref, legal_entity, hours, billable, rate, amount, currency, approved,
-             deleted, fp),
-        )  # fmt: skip
+            (
+                sid,
+                version,
+                day,
+                project_ref,
+                legal_entity,
+                hours,
+                billable,
+                rate,
+                amount,
+                currency,
+                approved,
+                deleted,
+                fp,
+            ),
+        )
     else:
         conn.execute(
             """

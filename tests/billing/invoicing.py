@@ -30,8 +30,12 @@ def add_rate(erp: RunningSimulator, dsn: str | None, rate: tuple[str, str, date,
     from psa_erp_sync.clients.erp import NetSuiteClient
 
     currency, base, day, value = rate
-    body = {"baseCurrency": {"refName": base}, "transactionCurrency": {"refName": currency},
-            "exchangeRate": value, "effectiveDate": day.isoformat()}  # fmt: skip
+    body = {
+        "baseCurrency": {"refName": base},
+        "transactionCurrency": {"refName": currency},
+        "exchangeRate": value,
+        "effectiveDate": day.isoformat(),
+    }
     with NetSuiteClient(base_url=erp.base_url, account_id="A", token="t", timeout=10) as client:
         client.upsert("currencyrate", f"{currency}-{base}-{day}", body)
     if dsn is not None:
@@ -47,10 +51,16 @@ def _period(entity: str, month: str, closed: bool = False) -> dict[str, Any]:
     start = date.fromisoformat(f"{month}-01")
     end = (start.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
     return {
-        "external_id": f"{entity}-{month}", "subsidiary": entity, "period_name": f"{start:%b %Y}",
-        "start_date": start.isoformat(), "end_date": end.isoformat(), "closed": closed, "all_locked": closed,
-        "ar_locked": closed, "ap_locked": closed,
-    }  # fmt: skip
+        "external_id": f"{entity}-{month}",
+        "subsidiary": entity,
+        "period_name": f"{start:%b %Y}",
+        "start_date": start.isoformat(),
+        "end_date": end.isoformat(),
+        "closed": closed,
+        "all_locked": closed,
+        "ar_locked": closed,
+        "ap_locked": closed,
+    }
 
 
 class Firm:
@@ -65,28 +75,52 @@ class Firm:
 
     def seed_erp(self, erp: RunningSimulator) -> None:
         customers = {c: (e, cur) for c, e, cur in self.projects.values()}
-        erp.admin("POST", "/seed", json={
-            "subsidiaries": [
-                {"external_id": e, "name": e, "country": COUNTRY[e], "currency": HOME[e], "is_inactive": False}
-                for e in COUNTRY
-            ],
-            "currencies": [{"symbol": s, "name": s} for s in ("USD", "GBP", "EUR")],
-            "customers": [
-                {"external_id": f"psa-client-{c}", "company_name": f"Customer {c}", "subsidiary": e,
-                 "currency": cur, "is_inactive": False}
-                for c, (e, cur) in sorted(customers.items())
-            ],
-            "jobs": [
-                {"external_id": f"psa-project-{p}", "name": f"Project {p}", "customer": f"psa-client-{c}",
-                 "subsidiary": e, "currency": cur, "billing_type": "time_and_materials", "is_inactive": False}
-                for p, (c, e, cur) in sorted(self.projects.items())
-            ],
-            "accounting_periods": [_period(e, m) for e in COUNTRY for m in MONTHS],
-        })  # fmt: skip
+        erp.admin(
+            "POST",
+            "/seed",
+            json={
+                "subsidiaries": [
+                    {
+                        "external_id": e,
+                        "name": e,
+                        "country": COUNTRY[e],
+                        "currency": HOME[e],
+                        "is_inactive": False,
+                    }
+                    for e in COUNTRY
+                ],
+                "currencies": [{"symbol": s, "name": s} for s in ("USD", "GBP", "EUR")],
+                "customers": [
+                    {
+                        "external_id": f"psa-client-{c}",
+                        "company_name": f"Customer {c}",
+                        "subsidiary": e,
+                        "currency": cur,
+                        "is_inactive": False,
+                    }
+                    for c, (e, cur) in sorted(customers.items())
+                ],
+                "jobs": [
+                    {
+                        "external_id": f"psa-project-{p}",
+                        "name": f"Project {p}",
+                        "customer": f"psa-client-{c}",
+                        "subsidiary": e,
+                        "currency": cur,
+                        "billing_type": "time_and_materials",
+                        "is_inactive": False,
+                    }
+                    for p, (c, e, cur) in sorted(self.projects.items())
+                ],
+                "accounting_periods": [_period(e, m) for e in COUNTRY for m in MONTHS],
+            },
+        )
         if any(cur != HOME[e] for _c, e, cur in self.projects.values()):
             add_rate(erp, None)
 
-    def events(self, lines: int, *, seed: int = 7, months: tuple[str, ...] = ("2026-10", "2026-11")) -> list[dict[str, Any]]:  # fmt: skip
+    def events(
+        self, lines: int, *, seed: int = 7, months: tuple[str, ...] = ("2026-10", "2026-11")
+    ) -> list[dict[str, Any]]:
         """``lines`` ready billable events: mostly time, some expenses and milestones."""
         rng = random.Random(seed)
         projects = sorted(self.projects)
@@ -122,13 +156,24 @@ class Firm:
         customer, entity, currency = self.projects[project]
         cycle = f"monthly:{day:%Y-%m}"
         return {
-            "event_ref": f"{kind}:psa:{source_id}:{version}", "kind": kind, "source_system": "psa",
-            "source_id": source_id, "source_version": version,
+            "event_ref": f"{kind}:psa:{source_id}:{version}",
+            "kind": kind,
+            "source_system": "psa",
+            "source_id": source_id,
+            "source_version": version,
             "billing_type": "time_and_materials" if kind in ("time", "expense") else "milestone",
-            "customer_ref": f"psa-client-{customer}", "project_ref": project, "legal_entity": entity, "currency": currency,
-            "cycle": cycle, "event_date": day, "quantity": quantity, "rate_minor": rate, "amount_minor": amount,
-            "credits_ref": None, "group_key": f"{customer}|{project}|{entity}|{currency}|{cycle}",
-        }  # fmt: skip
+            "customer_ref": f"psa-client-{customer}",
+            "project_ref": project,
+            "legal_entity": entity,
+            "currency": currency,
+            "cycle": cycle,
+            "event_date": day,
+            "quantity": quantity,
+            "rate_minor": rate,
+            "amount_minor": amount,
+            "credits_ref": None,
+            "group_key": f"{customer}|{project}|{entity}|{currency}|{cycle}",
+        }
 
 
 def insert_events(dsn: str, events: list[dict[str, Any]]) -> None:
@@ -198,16 +243,24 @@ def run_pass(
     retry = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05)
     with NetSuiteClient(base_url=erp.base_url, account_id="A", token="t", timeout=10, retry=retry) as client:
         return invoice_ready_events(
-            dsn=dsn, client=client, config=load_config(), run_id=run_id, max_lines=max_lines,
+            dsn=dsn,
+            client=client,
+            config=load_config(),
+            run_id=run_id,
+            max_lines=max_lines,
             settings=EngineSettings(batch_size=batch_size, max_concurrency=3, progress_every_s=3600),
-        )  # fmt: skip
+        )
 
 
 def erp_documents(dsn: str, doc_type: str) -> list[dict[str, Any]]:
     """The simulator's stored bodies (its own schema in the test database)."""
     with psycopg.connect(dsn) as conn:
-        return [b | {"externalId": x} for b, x in conn.execute(
-            "SELECT body, external_id FROM sim_erp.record WHERE type = %s", (doc_type,))]  # fmt: skip
+        return [
+            b | {"externalId": x}
+            for b, x in conn.execute(
+                "SELECT body, external_id FROM sim_erp.record WHERE type = %s", (doc_type,)
+            )
+        ]
 
 
 def assert_billed_exactly_once(dsn: str) -> dict[str, int]:

@@ -48,8 +48,13 @@ def test_foreign_currency_invoice_parks_without_a_rate_then_posts_at_the_erp_rat
     firm.seed_erp(erp_sim)  # the simulator has the EUR rate; the ODS has not read it yet
     with psycopg.connect(billing_ods) as conn:
         conn.execute("TRUNCATE master.currency_rate")
-    insert_events(billing_ods, [firm.event("1", "104", date(2026, 10, 5), amount=123457),
-                                firm.event("2", "101", date(2026, 10, 6), amount=5000)])  # fmt: skip
+    insert_events(
+        billing_ods,
+        [
+            firm.event("1", "104", date(2026, 10, 5), amount=123457),
+            firm.event("2", "101", date(2026, 10, 6), amount=5000),
+        ],
+    )
     first = run_pass(billing_ods, erp_sim, "fx-1")
     assert first.documents == {"posted": 1, "parked": 1}
     assert [d["currency"]["refName"] for d in erp_documents(billing_ods, "invoice")] == ["USD"]
@@ -88,8 +93,13 @@ def test_a_rejected_invoice_is_replayed_through_the_ledger_exactly_once(
 ) -> None:
     firm = Firm(customers=2, projects=2)
     firm.seed_erp(erp_sim)
-    inactive = {"external_id": "psa-client-1", "company_name": "Customer 1", "subsidiary": "LE-US1",
-                "currency": "USD", "is_inactive": True}  # fmt: skip
+    inactive = {
+        "external_id": "psa-client-1",
+        "company_name": "Customer 1",
+        "subsidiary": "LE-US1",
+        "currency": "USD",
+        "is_inactive": True,
+    }
     erp_sim.admin("POST", "/seed", json={"customers": [inactive]})
     insert_events(billing_ods, [firm.event("1", "101", date(2026, 10, 5), amount=5000)])
     first = run_pass(billing_ods, erp_sim, "dl-1")
@@ -140,8 +150,15 @@ def test_a_credit_line_of_an_invoice_never_sent_raises_an_item_naming_both(
     assert items == [("CREDITED_INVOICE_NOT_SENT", "billing", f"{event_ref}:credit", invoice, "rejected")]
     assert erp_documents(billing_ods, "creditmemo") == []
     # Finance creates the job and replays the invoice: it is sent, then credited, in one pass.
-    job = {"external_id": "psa-project-999", "name": "Project 999", "customer": "psa-client-1",
-           "subsidiary": "LE-US1", "currency": "USD", "billing_type": "time_and_materials", "is_inactive": False}  # fmt: skip
+    job = {
+        "external_id": "psa-project-999",
+        "name": "Project 999",
+        "customer": "psa-client-1",
+        "subsidiary": "LE-US1",
+        "currency": "USD",
+        "billing_type": "time_and_materials",
+        "is_inactive": False,
+    }
     erp_sim.admin("POST", "/seed", json={"jobs": [job]})
     assert _replay(billing_ods, "invoice", source_ids=(invoice,)) == 1
     after = run_pass(billing_ods, erp_sim, "stuck-3")
@@ -158,8 +175,13 @@ def test_a_credit_memo_beyond_the_amount_due_is_stand_alone(
 ) -> None:
     firm = Firm(customers=2, projects=2)
     firm.seed_erp(erp_sim)
-    insert_events(billing_ods, [firm.event("1", "101", date(2026, 10, 5), amount=10000),
-                                firm.event("2", "101", date(2026, 10, 6), amount=2000)])  # fmt: skip
+    insert_events(
+        billing_ods,
+        [
+            firm.event("1", "101", date(2026, 10, 5), amount=10000),
+            firm.event("2", "101", date(2026, 10, 6), amount=2000),
+        ],
+    )
     run_pass(billing_ods, erp_sim, "over-1")
     with psycopg.connect(billing_ods) as conn:
         (internal_id,) = conn.execute("SELECT erp_internal_id FROM billing.document").fetchone()

@@ -37,8 +37,11 @@ def test_time_and_materials_bills_posted_billable_approved_time_and_expenses(ods
     t1 = rows["t1"]
     assert (t1["amount_minor"], t1["quantity"], t1["rate_minor"]) == (50000, 2.5, 20000)
     assert (t1["kind"], t1["billing_type"], t1["customer_ref"], t1["state"]) == (
-        "time", "time_and_materials", "psa-client-1", "ready",
-    )  # fmt: skip
+        "time",
+        "time_and_materials",
+        "psa-client-1",
+        "ready",
+    )
     assert t1["event_ref"] == "time:psa:t1:v1"
     assert t1["cycle"] == "monthly:2026-11"
     assert (
@@ -140,9 +143,15 @@ def test_unapproval_after_invoicing_credits_and_bills_nothing_new(
     build(ods)
     invoice(ods)
     entry(
-        ods, "t1", "10", version="v2", posted=False,
-        approved=change != "unapproved", deleted=change == "deleted", billable=change != "non_billable",
-    )  # fmt: skip
+        ods,
+        "t1",
+        "10",
+        version="v2",
+        posted=False,
+        approved=change != "unapproved",
+        deleted=change == "deleted",
+        billable=change != "non_billable",
+    )
     outcome = build(ods, run_id="r2")
     assert outcome.credited == {"time": 1} and outcome.total("created") == 0
     build(ods, run_id="r3")

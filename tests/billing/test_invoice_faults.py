@@ -25,29 +25,25 @@ import pytest
 
 from tests.billing.invoicing import Firm, assert_billed_exactly_once, clean_billing, correct, insert_events
 from tests.conftest import ROOT, RunningSimulator
+from tests.fault_rules import exactly_once_faults, with_guaranteed_hits
 from tests.fault_rules import fired as fired_by_kind
-from tests.fault_rules import with_guaranteed_hits
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LINES = 5_200
 BATCH, MAX_LINES = "3", "25"  # ~220 invoices in ~75 batches: enough requests for every fault to fire
-FAULTS: list[dict[str, Any]] = [
-    {"id": "latency", "action": "latency", "path_regex": "/batch$", "latency_ms": 120, "probability": 1.0, "seed": 1},
-    {"id": "5xx-before", "action": "status", "status": 503, "path_regex": "/batch$", "probability": 0.08, "seed": 2},
-    {"id": "5xx-after", "action": "status_after_commit", "status": 502, "path_regex": "/batch$", "probability": 0.08, "seed": 3},
-    {"id": "drop-before", "action": "drop_before_commit", "path_regex": "/batch$", "probability": 0.06, "seed": 4},
-    {"id": "drop-after", "action": "drop_after_commit", "path_regex": "/batch$", "probability": 0.06, "seed": 5},
-    {"id": "429-storm", "action": "throttle", "path_regex": "/services/", "retry_after": 1, "every_nth": 1, "after": 40, "max_hits": 30, "seed": 6},
-    {"id": "read-5xx", "action": "status", "status": 503, "path_regex": "/suiteql$", "probability": 0.05, "seed": 8},
-]  # fmt: skip
+# The 429 storm: Retry-After 1 s, from the 40th request, 30 refusals.
+FAULTS = exactly_once_faults(failure=0.08, drop=0.06, storm=(1, 40, 30), read_failure=0.05)
 
 
 def _worker(dsn: str, erp_url: str, run_id: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.billing.invoice_worker", dsn, erp_url, run_id, BATCH, MAX_LINES],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def _progress(dsn: str) -> tuple[int, int]:

@@ -148,8 +148,13 @@ def test_a_document_the_erp_refuses_is_a_billing_dead_letter(
     firm = Firm(customers=2, projects=2)
     firm.seed_erp(erp_sim)
     firm.projects["999"] = ("1", "LE-US1", "USD")  # no such job in the ERP
-    insert_events(billing_ods, [firm.event("1", "101", date(2026, 10, 5), amount=5000),
-                                firm.event("2", "999", date(2026, 10, 6), amount=7000)])  # fmt: skip
+    insert_events(
+        billing_ods,
+        [
+            firm.event("1", "101", date(2026, 10, 5), amount=5000),
+            firm.event("2", "999", date(2026, 10, 6), amount=7000),
+        ],
+    )
     result = run_pass(billing_ods, erp_sim, "refused")
     assert result.outcome["invoice"]["rejected"] == 1 and result.still_pending == 0
     assert result.documents == {"posted": 1, "rejected": 1}

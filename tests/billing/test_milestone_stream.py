@@ -32,15 +32,30 @@ def _seed_psa(psa_sim: RunningSimulator) -> None:
         json={
             "clients": [{"id": 1, "name": "Client One"}],
             "projects": [
-                {"id": 501, "client_id": 1, "name": "Fixed fee", "code": "FF-501", "is_fixed_fee": True,
-                 "fee": "100000.00", "billing_type": "fixed_fee", "legal_entity": "LE-US1", "currency": "USD"}
+                {
+                    "id": 501,
+                    "client_id": 1,
+                    "name": "Fixed fee",
+                    "code": "FF-501",
+                    "is_fixed_fee": True,
+                    "fee": "100000.00",
+                    "billing_type": "fixed_fee",
+                    "legal_entity": "LE-US1",
+                    "currency": "USD",
+                }
             ],
             "milestones": [
-                {"id": MILESTONE, "project_id": 501, "name": "Go-live", "due_date": "2026-11-30",
-                 "amount": "40000.00", "status": "planned"}
+                {
+                    "id": MILESTONE,
+                    "project_id": 501,
+                    "name": "Go-live",
+                    "due_date": "2026-11-30",
+                    "amount": "40000.00",
+                    "status": "planned",
+                }
             ],
         },
-    )  # fmt: skip
+    )
     psa_sim.admin("PUT", "/config", json={"rate_limit_requests": 0})
 
 
@@ -92,8 +107,11 @@ def test_a_signed_off_milestone_is_billed_within_seconds_of_its_webhook(
     assert result.events["created"]["milestone"] == 1
     (row,) = events(ods)
     assert (row["event_ref"].split(":")[:3], row["amount_minor"], row["billing_type"], row["event_date"]) == (
-        ["milestone", "psa", str(MILESTONE)], 4_000_000, "fixed_fee", today,
-    )  # fmt: skip
+        ["milestone", "psa", str(MILESTONE)],
+        4_000_000,
+        "fixed_fee",
+        today,
+    )
     assert row["group_key"].startswith("customer=psa-client-1|project=501|")
     assert ods.execute("SELECT status, outcome FROM inbox.event").fetchall() == [("processed", "read")]
     # The periodic build agrees while the full extract is older than the read: nothing moves.
@@ -177,9 +195,12 @@ def test_the_stream_dag_bills_an_announced_milestone(
     run = dag.test(logical_date=datetime.now(UTC))
     assert run.state == "success"
     ods.rollback()
-    assert ods.execute("SELECT status, claimed_by FROM inbox.event WHERE delivery_id = %s", (delivery,)).fetchone() == (
-        "processed", run.run_id,
-    )  # fmt: skip
+    assert ods.execute(
+        "SELECT status, claimed_by FROM inbox.event WHERE delivery_id = %s", (delivery,)
+    ).fetchone() == (
+        "processed",
+        run.run_id,
+    )
     assert [(r["kind"], r["amount_minor"], r["run_id"]) for r in events(ods)] == [
         ("milestone", 4_000_000, run.run_id)
     ]

@@ -36,8 +36,12 @@ def _error(status: int, code: str | None = "INVALID_LOGIN") -> httpx.Response:
 def _ok_result() -> httpx.Response:
     return httpx.Response(
         200,
-        json={"jobId": "77", "status": "SUCCEEDED", "items": [{"externalId": "psa-te-1", "status": "succeeded", "id": "5"}]},
-    )  # fmt: skip
+        json={
+            "jobId": "77",
+            "status": "SUCCEEDED",
+            "items": [{"externalId": "psa-te-1", "status": "succeeded", "id": "5"}],
+        },
+    )
 
 
 def _client(answer: Callable[[httpx.Request], httpx.Response], seen: list[str]) -> NetSuiteClient:

@@ -153,7 +153,13 @@ def test_an_ambiguous_create_is_resolved_by_its_tag(
     client: S4HanaClient, sap: RunningSimulator, action: str, status: int
 ) -> None:
     other = client.create_timesheet(work("2.00", note="other"), idempotency_key="te-other")
-    rule: dict[str, Any] = {"id": "amb", "action": action, "method": "POST", "path_regex": "TimeSheetEntryCollection$", "max_hits": 1}  # fmt: skip
+    rule: dict[str, Any] = {
+        "id": "amb",
+        "action": action,
+        "method": "POST",
+        "path_regex": "TimeSheetEntryCollection$",
+        "max_hits": 1,
+    }
     if status:
         rule["status"] = status
     fault(sap, **rule)
@@ -357,7 +363,15 @@ def test_ambiguous_batch_is_resolved_record_by_record(client: S4HanaClient, sap:
 def test_journal_entry_posts_once_and_reads_back_by_reference(
     client: S4HanaClient, sap: RunningSimulator
 ) -> None:
-    fault(sap, id="amb", action="status_after_commit", status=504, method="POST", path_regex="JournalEntryCollection$", max_hits=1)  # fmt: skip
+    fault(
+        sap,
+        id="amb",
+        action="status_after_commit",
+        status=504,
+        method="POST",
+        path_regex="JournalEntryCollection$",
+        max_hits=1,
+    )
     posted = client.post_journal_entry(revenue(), idempotency_key="rev-2025-05-PRJ-1")
     assert posted.DocumentReferenceID == journal_reference("rev-2025-05-PRJ-1")
     assert posted.to_Item is not None and [i.AmountInTransactionCurrency for i in posted.to_Item.results] == [
@@ -384,10 +398,15 @@ def test_closed_period_is_a_rejection_with_the_real_message(
 def test_unbalanced_entry_never_leaves_the_client() -> None:
     with pytest.raises(ValidationError, match=r"differ by 0\.01"):
         JournalEntryInput(
-            company_code="1010", document_date=MAY_5, posting_date=MAY_5, currency="EUR",
-            items=(JournalEntryItemInput(gl_account="1", amount=Decimal("1.00"), debit_credit="S"),
-                   JournalEntryItemInput(gl_account="2", amount=Decimal("0.99"), debit_credit="H")),
-        )  # fmt: skip
+            company_code="1010",
+            document_date=MAY_5,
+            posting_date=MAY_5,
+            currency="EUR",
+            items=(
+                JournalEntryItemInput(gl_account="1", amount=Decimal("1.00"), debit_credit="S"),
+                JournalEntryItemInput(gl_account="2", amount=Decimal("0.99"), debit_credit="H"),
+            ),
+        )
 
 
 def test_posting_periods(client: S4HanaClient, sap: RunningSimulator) -> None:
@@ -432,10 +451,13 @@ def test_a_5xx_on_a_write_is_ambiguous_not_retried(client: S4HanaClient, sap: Ru
 
 def test_answers_refuse_numbers_for_decimals() -> None:
     raw = {
-        "PersonWorkAgreementExternalID": "E", "CompanyCode": "1010", "TimeSheetRecord": "000000000001",
-        "TimeSheetDate": "/Date(1746403200000)/", "TimeSheetStatus": "20",
+        "PersonWorkAgreementExternalID": "E",
+        "CompanyCode": "1010",
+        "TimeSheetRecord": "000000000001",
+        "TimeSheetDate": "/Date(1746403200000)/",
+        "TimeSheetStatus": "20",
         "TimeSheetDataFields": {"RecordedHours": 7.5},
-    }  # fmt: skip
+    }
     with pytest.raises(ValidationError, match=r"Edm\.Decimal"):
         TimeSheetEntry.model_validate(raw)
     raw["TimeSheetDataFields"] = {"RecordedHours": "7.50"}

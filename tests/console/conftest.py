@@ -48,18 +48,31 @@ def _posting(
         VALUES (%s, 'timebill', 'psa', %s, 'v1', %s, %s, %s, %s, %s, %s, 1, %s)
         """,
         (
-            f"key-{source_id}", source_id, f"psa-te-{source_id}", state, le, amount_minor, currency,
-            Jsonb({"memo": PERSONAL[2], "employee": PERSONAL[0]}), Jsonb({"code": "INACTIVE_RECORD"}),
+            f"key-{source_id}",
+            source_id,
+            f"psa-te-{source_id}",
+            state,
+            le,
+            amount_minor,
+            currency,
+            Jsonb({"memo": PERSONAL[2], "employee": PERSONAL[0]}),
+            Jsonb({"code": "INACTIVE_RECORD"}),
         ),
-    )  # fmt: skip
+    )
 
 
 def _item(source_id: str, kind: str, reason: str, owner: str, le: str) -> Item:
     return Item(
-        kind=kind, domain="time_expense", source_system="psa", record_type="time_entry", source_id=source_id,
-        reason_code=reason, owner=owner, legal_entity=le,
+        kind=kind,
+        domain="time_expense",
+        source_system="psa",
+        record_type="time_entry",
+        source_id=source_id,
+        reason_code=reason,
+        owner=owner,
+        legal_entity=le,
         detail={"note": PERSONAL[2], "user_name": PERSONAL[0], "email": PERSONAL[1]},
-    )  # fmt: skip
+    )
 
 
 def seed(dsn: str) -> dict[str, Any]:

@@ -45,8 +45,16 @@ def test_console_in_the_airflow_ui(
     shot(page, "02-queue")
 
     # Every filter has a label; the filters are operable with the keyboard alone.
-    for label in ("Owner", "Reason", "Legal entity", "Record type", "Kind", "Entry date from", "Entry date to",
-                  "Older than (days)"):  # fmt: skip
+    for label in (
+        "Owner",
+        "Reason",
+        "Legal entity",
+        "Record type",
+        "Kind",
+        "Entry date from",
+        "Entry date to",
+        "Older than (days)",
+    ):
         expect(frame.get_by_label(label, exact=True)).to_have_count(1)
     owner = frame.get_by_label("Owner", exact=True)
     owner.select_option(seeded["uk"])
@@ -70,8 +78,15 @@ def test_console_in_the_airflow_ui(
         if now == "Filter":
             break
     assert tab_stops == [
-        "reason_code", "legal_entity", "record_type", "kind", "date_from", "date_to", "min_age_days", "Filter",
-    ], tab_stops  # fmt: skip
+        "reason_code",
+        "legal_entity",
+        "record_type",
+        "kind",
+        "date_from",
+        "date_to",
+        "min_age_days",
+        "Filter",
+    ], tab_stops
     page.keyboard.press("Enter")
     expect(frame.get_by_text("Open items by cause: 3")).to_be_visible()
     shot(page, "03-queue-filtered")

@@ -72,10 +72,20 @@ def _seed_canonical(dsn: str) -> None:
                 VALUES ('psa', %s, %s, %s, %s, %s, '1', %s, %s, true, %s, %s, %s, true, %s, now(), %s)
                 """,
                 (
-                    sid, f"v1-{sid}", spent, str(user), str(project), le, Decimal(hours), rate, amount, currency,
-                    f"fp-{sid}", Jsonb({"notes": "dentist appointment, left early", "user": "Ingrid Vandersloot"}),
+                    sid,
+                    f"v1-{sid}",
+                    spent,
+                    str(user),
+                    str(project),
+                    le,
+                    Decimal(hours),
+                    rate,
+                    amount,
+                    currency,
+                    f"fp-{sid}",
+                    Jsonb({"notes": "dentist appointment, left early", "user": "Ingrid Vandersloot"}),
                 ),
-            )  # fmt: skip
+            )
 
 
 def _first_pass(dsn: str, erp: RunningSimulator) -> dict[str, Any]:
@@ -87,9 +97,13 @@ def _first_pass(dsn: str, erp: RunningSimulator) -> dict[str, Any]:
 
     with NetSuiteClient(base_url=erp.base_url, account_id="A1", token="t", timeout=10) as client:
         result = post_record_type(
-            dsn=dsn, client=client, record_type="timebill", config=load_config(),
-            settings=EngineSettings(batch_size=10, max_concurrency=2, progress_every_s=3600), run_id="scheduled-1",
-        )  # fmt: skip
+            dsn=dsn,
+            client=client,
+            record_type="timebill",
+            config=load_config(),
+            settings=EngineSettings(batch_size=10, max_concurrency=2, progress_every_s=3600),
+            run_id="scheduled-1",
+        )
     return result.outcome
 
 
@@ -177,8 +191,12 @@ def replay_stack(
             with httpx.Client(base_url=f"{airflow.base_url}/api/v2", headers=admin, timeout=30) as api:
                 made = api.post("/pools", json={"name": account_pool(), "slots": 2})
                 assert made.status_code == 201, made.text
-                wait_for("the replay DAG in the API", lambda: api.get("/dags/dead_letter_replay").status_code == 200,
-                         60, airflow)  # fmt: skip
+                wait_for(
+                    "the replay DAG in the API",
+                    lambda: api.get("/dags/dead_letter_replay").status_code == 200,
+                    60,
+                    airflow,
+                )
             yield prepared["world"], airflow
     finally:
         preparing.join(timeout=120)
@@ -255,9 +273,15 @@ def test_a_confirmed_replay_posts_the_fixed_dead_letters(
         row = ids.get_by_role("row").filter(has=frame.get_by_role("link", name=sid, exact=True))
         _, _, _, _, _, hours, rate = ENTRIES[sid]
         expect(row.get_by_role("cell")).to_have_text(
-            [sid, "INACTIVE_RECORD", "confirmed", f"psa-te-{sid}", erp_after[f"psa-te-{sid}"][0],
-             format_minor(int(Decimal(hours) * rate), "USD")]
-        )  # fmt: skip
+            [
+                sid,
+                "INACTIVE_RECORD",
+                "confirmed",
+                f"psa-te-{sid}",
+                erp_after[f"psa-te-{sid}"][0],
+                format_minor(int(Decimal(hours) * rate), "USD"),
+            ]
+        )
     expect(ids.get_by_role("row")).to_have_count(1 + len(REPLAYED))
     assert_no_personal_data(frame.locator("body").inner_text())
     ids.scroll_into_view_if_needed()

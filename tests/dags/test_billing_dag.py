@@ -45,8 +45,16 @@ def _posted_month(dsn: str, firm: Firm, lines: int) -> None:
             _customer, entity, currency = firm.projects[ref]
             day = date(2026, 10 + n % 2, 1) + timedelta(days=rng.randrange(28))
             hours = rng.choice(["1.00", "2.00", "4.00", "7.50", "8.00"])
-            entry(conn, f"te-{n}", ref, day=day, hours=hours, rate=rng.choice([12000, 15000, 17550]),
-                  legal_entity=entity, currency=currency)  # fmt: skip
+            entry(
+                conn,
+                f"te-{n}",
+                ref,
+                day=day,
+                hours=hours,
+                rate=rng.choice([12000, 15000, 17550]),
+                legal_entity=entity,
+                currency=currency,
+            )
 
 
 def test_billing_dag_bills_posted_time_once(

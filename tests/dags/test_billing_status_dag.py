@@ -17,22 +17,27 @@ from tests.billing.test_psa_status import erp, ods, psa, psa_invoice, put_invoic
 from tests.conftest import RunningSimulator, connect_airflow
 from tests.dags.test_master_data_dag import load_dag
 
-pytestmark = [pytest.mark.integration, pytest.mark.airflow]
+pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.usefixtures("airflow_db")]
 
 AS_OF = datetime(2026, 12, 6, 4, 30, tzinfo=UTC)
 
 
+@pytest.fixture
+def wired(
+    clean_ods: str, psa_sim: RunningSimulator, erp_sim: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> RunningSimulator:
+    """Airflow's connections point at the simulators and the clean ODS; returns the ERP simulator."""
+    connect_airflow(monkeypatch, clean_ods, psa=psa_sim, erp=erp_sim)
+    return erp_sim
+
+
+@pytest.mark.usefixtures("erp")  # the ERP seeded with the PSA's client
 def test_sweep_dag_mirrors_an_unannounced_invoice_and_its_payment(
-    airflow_db: str,
-    clean_ods: str,
+    wired: RunningSimulator,
     ods: psycopg.Connection,  # noqa: F811
     psa: HarvestClient,  # noqa: F811
-    erp: NetSuiteClient,  # noqa: F811
-    psa_sim: RunningSimulator,
-    erp_sim: RunningSimulator,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    connect_airflow(monkeypatch, clean_ods, psa=psa_sim, erp=erp_sim)
+    erp_sim = wired
     put_invoice(erp_sim, psa, "inv-dag-1")
     erp_sim.admin("POST", "/invoices/eid:inv-dag-1/payments", json={})  # no subscription: no webhook
     dag: Any = load_dag("billing_status.py", "billing_status")
@@ -51,17 +56,12 @@ def test_sweep_dag_mirrors_an_unannounced_invoice_and_its_payment(
 
 
 def test_stream_dag_drains_an_announced_invoice(
-    airflow_db: str,
-    clean_ods: str,
+    wired: RunningSimulator,
     ods: psycopg.Connection,  # noqa: F811
     psa: HarvestClient,  # noqa: F811
     erp: NetSuiteClient,  # noqa: F811
-    psa_sim: RunningSimulator,
-    erp_sim: RunningSimulator,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    connect_airflow(monkeypatch, clean_ods, psa=psa_sim, erp=erp_sim)
-    put_invoice(erp_sim, psa, "inv-dag-2")
+    put_invoice(wired, psa, "inv-dag-2")
     internal_id = erp.read_billing("invoice", "inv-dag-2").id
     ods.execute(
         "INSERT INTO inbox.event (delivery_id, source_system, event_type, source_id, occurred_at, payload)"

@@ -277,8 +277,13 @@ def test_a_rejected_invoice_is_replayed_by_the_dag(
     clean_billing(clean_ods)
     firm = Firm(customers=2, projects=2)
     firm.seed_erp(erp_sim)
-    customer = {"external_id": "psa-client-1", "company_name": "Customer 1", "subsidiary": "LE-US1",
-                "currency": "USD", "is_inactive": True}  # fmt: skip
+    customer = {
+        "external_id": "psa-client-1",
+        "company_name": "Customer 1",
+        "subsidiary": "LE-US1",
+        "currency": "USD",
+        "is_inactive": True,
+    }
     erp_sim.admin("POST", "/seed", json={"customers": [customer]})
     insert_events(clean_ods, [firm.event("1", "101", date(2026, 10, 5), amount=5000)])
     assert run_pass(clean_ods, erp_sim, "refused").documents == {"rejected": 1}

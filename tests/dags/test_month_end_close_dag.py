@@ -36,26 +36,58 @@ def _dag() -> Any:
 
 
 def _seed_erp(erp: RunningSimulator) -> None:
-    timebill = {"type": "timebill", "tranDate": "2026-11-05", "subsidiary": {"externalId": ENTITY},
-                "isBillable": True}  # fmt: skip
-    erp.admin("POST", "/seed", json={
-        "subsidiaries": [{"external_id": e, "name": e, "country": "US" if c == "USD" else "GB", "currency": c}
-                         for e, c in ENTITIES.items()],
-        "currencies": [{"symbol": "USD", "name": "US Dollar"}, {"symbol": "GBP", "name": "Pound"}],
-        "accounting_periods": [
-            {"external_id": f"{e}-2026-12", "subsidiary": e, "period_name": "2026-12",
-             "start_date": date(2026, 12, 1).isoformat(), "end_date": (date(2027, 1, 1) - timedelta(days=1)).isoformat()}
-            for e in ENTITIES
-        ],
-        "records": [
-            timebill | {"externalId": "psa-te-201", "hours": "1.25", "rate": "100.00", "currency": {"refName": "USD"},
-                        "exchangeRate": "0.9234"},
-            timebill | {"externalId": "psa-te-202", "hours": "1.00", "rate": "100.00",
-                        "currency": {"refName": FUNCTIONAL}},
-            {"type": "expensereport", "externalId": "psa-ex-301", "tranDate": "2026-11-07", "amount": "45.50",
-             "subsidiary": {"externalId": ENTITY}, "currency": {"refName": FUNCTIONAL}},
-        ],
-    })  # fmt: skip
+    timebill = {
+        "type": "timebill",
+        "tranDate": "2026-11-05",
+        "subsidiary": {"externalId": ENTITY},
+        "isBillable": True,
+    }
+    erp.admin(
+        "POST",
+        "/seed",
+        json={
+            "subsidiaries": [
+                {"external_id": e, "name": e, "country": "US" if c == "USD" else "GB", "currency": c}
+                for e, c in ENTITIES.items()
+            ],
+            "currencies": [{"symbol": "USD", "name": "US Dollar"}, {"symbol": "GBP", "name": "Pound"}],
+            "accounting_periods": [
+                {
+                    "external_id": f"{e}-2026-12",
+                    "subsidiary": e,
+                    "period_name": "2026-12",
+                    "start_date": date(2026, 12, 1).isoformat(),
+                    "end_date": (date(2027, 1, 1) - timedelta(days=1)).isoformat(),
+                }
+                for e in ENTITIES
+            ],
+            "records": [
+                timebill
+                | {
+                    "externalId": "psa-te-201",
+                    "hours": "1.25",
+                    "rate": "100.00",
+                    "currency": {"refName": "USD"},
+                    "exchangeRate": "0.9234",
+                },
+                timebill
+                | {
+                    "externalId": "psa-te-202",
+                    "hours": "1.00",
+                    "rate": "100.00",
+                    "currency": {"refName": FUNCTIONAL},
+                },
+                {
+                    "type": "expensereport",
+                    "externalId": "psa-ex-301",
+                    "tranDate": "2026-11-07",
+                    "amount": "45.50",
+                    "subsidiary": {"externalId": ENTITY},
+                    "currency": {"refName": FUNCTIONAL},
+                },
+            ],
+        },
+    )
 
 
 def test_the_close_runs_end_to_end_and_a_mismatch_fails_it(
@@ -83,9 +115,14 @@ def test_the_close_runs_end_to_end_and_a_mismatch_fails_it(
     assert [(r[0], r[1]) for r in rows] == [("LE-UK1", True), ("LE-US1", True), ("LE-US2", True)]
     uk = rows[0][2]
     assert uk["currencies"]["USD"] == {
-        "revenue_recognized": "300.00", "billed": "500.00", "wip": "0.00", "wip_movement": "-200.00",
-        "deferred": "50.00", "deferred_movement": "50.00", "leakage": "70.00",
-    }  # fmt: skip
+        "revenue_recognized": "300.00",
+        "billed": "500.00",
+        "wip": "0.00",
+        "wip_movement": "-200.00",
+        "deferred": "50.00",
+        "deferred_movement": "50.00",
+        "leakage": "70.00",
+    }
     assert uk["postings"] == {"confirmed": 6, "parked": 1, "pending": 0, "rejected": 0, "unplanned": 1}
     assert uk["open_exceptions"] == 3
     assert (tmp_path / "close_LE-UK1_2026-11.html").exists() and (

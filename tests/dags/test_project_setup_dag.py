@@ -60,13 +60,19 @@ def _close_won(world: dict[str, Any], opp_id: int) -> None:
         json={
             "opportunities": [
                 {
-                    "id": opp_id, "account_id": account["id"], "name": f"New deal {opp_id}", "stage": "Proposal",
-                    "amount": "80000.00", "currency": "GBP" if account["legal_entity"] == "LE-UK1" else "USD",
-                    "legal_entity": account["legal_entity"], "practice": "Strategy", "billing_type": "fixed_fee",
+                    "id": opp_id,
+                    "account_id": account["id"],
+                    "name": f"New deal {opp_id}",
+                    "stage": "Proposal",
+                    "amount": "80000.00",
+                    "currency": "GBP" if account["legal_entity"] == "LE-UK1" else "USD",
+                    "legal_entity": account["legal_entity"],
+                    "practice": "Strategy",
+                    "billing_type": "fixed_fee",
                 }
             ]
         },
-    )  # fmt: skip
+    )
     world["crm"].admin("POST", f"/opportunities/{opp_id}/close_won", json={})
 
 

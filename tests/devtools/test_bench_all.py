@@ -21,8 +21,11 @@ def test_stream_latency_table_lists_every_stage() -> None:
         "ingress_roundtrip_s": {"p50": 0.002, "p95": 0.003, "p99": 0.004},
         "stages_s": {"trigger_detection": {"p50": 0.5, "p95": 0.97, "p99": 1.0}, "posting": {"p50": 0.05}},
         "end_to_end_s": {"p50": 0.66, "p95": 1.5, "p99": 1.84},
-        "events_measured": 521, "goal_p95_s": 1.5, "goal_p99_s": 2.5, "goal_met": True,
-    }  # fmt: skip
+        "events_measured": 521,
+        "goal_p95_s": 1.5,
+        "goal_p99_s": 2.5,
+        "goal_met": True,
+    }
     table = latency_table(figures)
     for name in ("ingress round trip", "trigger_detection", "posting", "end to end"):
         assert name in table

@@ -149,8 +149,11 @@ def test_posting_benchmark_runs_on_any_day(
     assert billing["events"]["events"] > 10
     assert billing["plan"]["lines"] == billing["events"]["events"] and billing["plan"]["documents"] > 0
     assert billing["post"]["outcome"] == {
-        "posted": billing["plan"]["documents"], "rejected": 0, "parked": 0, "still_pending": 0,
-    }  # fmt: skip
+        "posted": billing["plan"]["documents"],
+        "rejected": 0,
+        "parked": 0,
+        "still_pending": 0,
+    }
     assert billing["post"]["documents_by_state"] == {"posted": billing["plan"]["documents"]}
     assert billing["bare_invoice_capacity"]["records"] == billing["plan"]["documents"]
     assert targets["billing_post_vs_bare_invoices"]["ratio"] > 0
@@ -203,9 +206,15 @@ def test_stream_benchmark_end_to_end(bench_server: Any) -> None:
     from devtools.bench_stream import run
 
     figures = run(
-        events=5, rate=5.0, port=18990, port_offset=PORT_OFFSET + 10, ingress_samples=5,
-        drain_timeout=180, as_of=DAYS[0], database=bench_server("stream_e2e"),
-    )  # fmt: skip
+        events=5,
+        rate=5.0,
+        port=18990,
+        port_offset=PORT_OFFSET + 10,
+        ingress_samples=5,
+        drain_timeout=180,
+        as_of=DAYS[0],
+        database=bench_server("stream_e2e"),
+    )
     assert figures["as_of"] == DAYS[0].isoformat()
     assert figures["events_measured"] >= 4
     assert figures["end_to_end_s"]["p95"] is not None

@@ -17,24 +17,36 @@ def _doc() -> dict[str, Any]:
         "started_at": "2026-12-06T08:00:00+00:00",
         "as_of": "2026-12-06",
         "wall_s": 900.0,
-        "machine": {"host": "h", "cpu_model": "Some CPU", "cpus": 2, "memory_gib": 24.0, "python": "3.11.7",
-                    "load_average_at_start": [1.0, 2.0, 3.0], "load_average_at_end": [4.0, 5.0, 6.0]},
+        "machine": {
+            "host": "h",
+            "cpu_model": "Some CPU",
+            "cpus": 2,
+            "memory_gib": 24.0,
+            "python": "3.11.7",
+            "load_average_at_start": [1.0, 2.0, 3.0],
+            "load_average_at_end": [4.0, 5.0, 6.0],
+        },
         "posting": {
             "stage_copy": {"rows_per_s": 30_000},
             "bare_copy_same_rows": {"rows_per_s": 90_000},
-            "copy_ceilings_same_rows": {"temp_text": {"rows_per_s": 100_000},
-                                        "durable_text_keyed": {"rows_per_s": 50_000}},
+            "copy_ceilings_same_rows": {
+                "temp_text": {"rows_per_s": 100_000},
+                "durable_text_keyed": {"rows_per_s": 50_000},
+            },
             "pandas_to_sql_same_rows": {"rows_per_s": 5_000},
             "dlt_merge_same_rows": {"rows_per_s": 2_000},
             "validate": {"rows_per_s": 6_000},
             "post": {"rows_per_s": 2_000, "engine_rows_per_s": 2_500},
             "erp_raw_capacity": {"rows_per_s": 4_000},
             "peak_rss_mb": 250.0,
-            "billing": {"post": {"documents_per_s": 45.0}, "bare_invoice_capacity": {"documents_per_s": 50.0}},
+            "billing": {
+                "post": {"documents_per_s": 45.0},
+                "bare_invoice_capacity": {"documents_per_s": 50.0},
+            },
         },
         "stream": {"end_to_end_s": {"p95": 1.2, "p99": 3.0}},
         "forecast": {"forecast_refresh": {"refresh_s": 4.0}},
-    }  # fmt: skip
+    }
 
 
 def test_issue_16_targets_are_in_one_table() -> None:

@@ -25,7 +25,9 @@ def test_the_baseline_validates_the_runs_payloads_beside_validations_figure(clea
         staging.stage_pages(
             conn, [good + bad], run_key="r1", source_system="psa", endpoint="/v2/time_entries"
         )
-        staging.stage_pages(conn, [[dict(ENTRY, id=99)]], run_key="other", source_system="psa", endpoint="/v2/time_entries")  # fmt: skip
+        staging.stage_pages(
+            conn, [[dict(ENTRY, id=99)]], run_key="other", source_system="psa", endpoint="/v2/time_entries"
+        )
         conn.commit()
         figures = beside_baseline(
             conn, {"/v2/time_entries": "r1", "/v2/projects": "r1"}, {"records": 6, "rows_per_s": 100}

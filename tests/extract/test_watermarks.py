@@ -118,9 +118,14 @@ def test_a_record_stamped_in_the_future_cannot_pin_the_watermark(
         ref = validation.PsaReference.from_staging(conn, {e: f"run-1{e}" for e in REFERENCE})
         with conn.transaction():
             result = validation.validate_run(
-                conn, kind="time_entry", run_key="run-1/v2/time_entries", ref=ref, config=load_config(),
-                as_of=datetime.now(UTC), dag_run_id="run-1",
-            )  # fmt: skip
+                conn,
+                kind="time_entry",
+                run_key="run-1/v2/time_entries",
+                ref=ref,
+                config=load_config(),
+                as_of=datetime.now(UTC),
+                dag_run_id="run-1",
+            )
         item = conn.execute(
             "SELECT reason_code FROM exceptions.item WHERE source_id = '9000001' AND status = 'open'"
         ).fetchone()

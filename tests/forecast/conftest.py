@@ -44,10 +44,21 @@ def seed_posted_actuals(dsn: str, firm: Any) -> int:
                 " project_ref, task_ref, legal_entity, hours, billable, bill_rate_minor, amount_minor, currency,"
                 " approved, fingerprint, source_updated_at, record) VALUES ('psa', %s, 'v1', %s, %s, %s, %s, %s,"
                 " %s, true, %s, %s, %s, true, %s, %s, '{}'::jsonb)",
-                (sid, te["spent_date"], str(te["user_id"]), str(te["project_id"]), str(te["task_id"]),
-                 project["legal_entity"], te["hours"], int(te["billable_rate"].replace(".", "")), amount,
-                 project["currency"], f"fp{sid}", te["updated_at"]),
-            )  # fmt: skip
+                (
+                    sid,
+                    te["spent_date"],
+                    str(te["user_id"]),
+                    str(te["project_id"]),
+                    str(te["task_id"]),
+                    project["legal_entity"],
+                    te["hours"],
+                    int(te["billable_rate"].replace(".", "")),
+                    amount,
+                    project["currency"],
+                    f"fp{sid}",
+                    te["updated_at"],
+                ),
+            )
             conn.execute(
                 "INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,"
                 " external_id, action, state, legal_entity, amount_minor, currency, payload)"

@@ -76,15 +76,15 @@ def seed_erp(http: httpx.Client, erp: RunningSimulator) -> None:
 
 # (source id, kind, amount, approved, last PSA update of the approved version, posted to the ERP)
 WORK = [
-    ("1", "time", 100_000, True, "2026-11-05", True),   # invoiced 2026-11-10: 5 days
-    ("2", "time", 50_000, True, "2026-11-06", True),    # invoiced, then credited: unbilled, 55 days
-    ("3", "time", 200_000, True, "2026-12-01", True),   # invoiced 2026-12-15: 14 days
-    ("4", "time", 30_000, True, "2026-12-05", True),    # its invoice voided: unbilled, 26 days
-    ("5", "time", 70_000, True, "2026-12-25", False),   # unbilled, 6 days
-    ("6", "time", 40_000, True, "2026-08-15", False),   # unbilled, 138 days
+    ("1", "time", 100_000, True, "2026-11-05", True),  # invoiced 2026-11-10: 5 days
+    ("2", "time", 50_000, True, "2026-11-06", True),  # invoiced, then credited: unbilled, 55 days
+    ("3", "time", 200_000, True, "2026-12-01", True),  # invoiced 2026-12-15: 14 days
+    ("4", "time", 30_000, True, "2026-12-05", True),  # its invoice voided: unbilled, 26 days
+    ("5", "time", 70_000, True, "2026-12-25", False),  # unbilled, 6 days
+    ("6", "time", 40_000, True, "2026-08-15", False),  # unbilled, 138 days
     ("7", "time", 99_000, False, "2026-08-15", False),  # not approved: not WIP
     ("8", "expense", 12_345, True, "2026-10-20", False),  # unbilled, 72 days
-]  # fmt: skip
+]
 
 
 def seed_ods(conn: psycopg.Connection) -> None:
@@ -168,9 +168,13 @@ def _refresh(dsn: str) -> dict[str, Any]:
     settings = load_forecast_settings().model_copy(update={"billing_kpis": kpis})
     with psycopg.connect(dsn) as conn:
         outcome = refresh(
-            conn, as_of=AS_OF, run_id="fc-1", settings=settings, scenarios=("base",),
+            conn,
+            as_of=AS_OF,
+            run_id="fc-1",
+            settings=settings,
+            scenarios=("base",),
             job_external_id="psa-project-{id}",
-        )  # fmt: skip
+        )
         conn.commit()
     return outcome.snapshots["base"]
 

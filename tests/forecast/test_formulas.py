@@ -203,8 +203,11 @@ def test_fixed_fee_cost_to_cost_actuals_and_burn() -> None:
     assert row.reporting_amount_minor == 625_000  # GBP 5,000 x 1.25
     ff = result.balances.set_index("project_ref").loc["FF1"]
     assert (ff.eac_minor, ff.cum_revenue_minor, ff.contract_asset_minor, ff.backlog_minor) == (
-        1_000_000, 300_000, 300_000, 700_000,
-    )  # fmt: skip
+        1_000_000,
+        300_000,
+        300_000,
+        700_000,
+    )
 
 
 def test_loss_contract_in_the_model() -> None:

@@ -90,9 +90,13 @@ def test_snapshot_from_codes_is_the_snapshot_from_strings(
                 versions = {"variant": variant}
                 snap_id = store.snapshot_id(result.scenario, AS_OF, versions)
                 assert store.write_snapshot(
-                    conn, dataclasses.replace(result, codes=codes), snap_id=snap_id, run_id="t",
-                    data_versions=versions, reporting_currency="USD",
-                )  # fmt: skip
+                    conn,
+                    dataclasses.replace(result, codes=codes),
+                    snap_id=snap_id,
+                    run_id="t",
+                    data_versions=versions,
+                    reporting_currency="USD",
+                )
                 got = _stored(conn, snap_id)
                 got["balances"] = [row[1:] for row in got["balances"]]  # without the snapshot id
                 stored.append(got)

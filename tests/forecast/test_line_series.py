@@ -40,25 +40,50 @@ def _lines(rows: list[tuple[Any, ...]]) -> Any:
     return pd.DataFrame(
         rows,
         columns=[
-            "project_ref", "practice", "legal_entity", "layer", "month", "currency", "amount_minor",
+            "project_ref",
+            "practice",
+            "legal_entity",
+            "layer",
+            "month",
+            "currency",
+            "amount_minor",
             "reporting_amount_minor",
         ],
-    )[model.LINE_COLUMNS].astype({"month": "int64", "amount_minor": "int64", "reporting_amount_minor": "int64"})  # fmt: skip
+    )[model.LINE_COLUMNS].astype(
+        {"month": "int64", "amount_minor": "int64", "reporting_amount_minor": "int64"}
+    )
 
 
 def _result(rows: list[tuple[Any, ...]], scenario: str = "base") -> model.ForecastResult:
     import pandas as pd
 
     balance_columns = [
-        "project_ref", "billing_type", "legal_entity", "currency", "transaction_price_minor", "cost_to_date_minor",
-        "etc_minor", "eac_minor", "cum_revenue_minor", "prior_cum_revenue_minor", "catch_up_minor",
-        "cum_billed_minor", "contract_asset_minor", "contract_liability_minor", "expected_loss_minor",
+        "project_ref",
+        "billing_type",
+        "legal_entity",
+        "currency",
+        "transaction_price_minor",
+        "cost_to_date_minor",
+        "etc_minor",
+        "eac_minor",
+        "cum_revenue_minor",
+        "prior_cum_revenue_minor",
+        "catch_up_minor",
+        "cum_billed_minor",
+        "contract_asset_minor",
+        "contract_liability_minor",
+        "expected_loss_minor",
         "backlog_minor",
-    ]  # fmt: skip
+    ]
     capacity = pd.DataFrame(
-        {"user_ref": ["u1", "u1"], "month": [M0, M0 + 1], "scheduled_centi": [4_000, 20_000],
-         "available_centi": [16_000, 16_000], "over_allocated": [False, True]}
-    )  # fmt: skip
+        {
+            "user_ref": ["u1", "u1"],
+            "month": [M0, M0 + 1],
+            "scheduled_centi": [4_000, 20_000],
+            "available_centi": [16_000, 16_000],
+            "over_allocated": [False, True],
+        }
+    )
     return model.ForecastResult(
         scenario=scenario,
         as_of=AS_OF,
@@ -138,9 +163,13 @@ def test_capacity_series_per_person_with_gaps_as_null() -> None:
     import pandas as pd
 
     capacity = pd.DataFrame(
-        {"user_ref": ["u2", "u1", "u1", "u1"], "month": [M0, M0 + 3, M0, M0 + 1],
-         "scheduled_centi": [0, 9_000, 4_000, 20_000], "available_centi": [16_000, 8_000, 16_000, 16_000]}
-    )  # fmt: skip
+        {
+            "user_ref": ["u2", "u1", "u1", "u1"],
+            "month": [M0, M0 + 3, M0, M0 + 1],
+            "scheduled_centi": [0, 9_000, 4_000, 20_000],
+            "available_centi": [16_000, 8_000, 16_000, 16_000],
+        }
+    )
     capacity["over_allocated"] = capacity["scheduled_centi"] > capacity["available_centi"]
     series = store.capacity_series(capacity).set_index("user_ref")
     assert series.loc["u1", "first_month"] == M0
@@ -284,9 +313,14 @@ def test_scenarios_written_each_whole_and_only_once(clean_ods: str, parallel: bo
     def write_all() -> dict[str, bool]:
         with psycopg.connect(clean_ods) as conn:
             return store.write_snapshots(
-                conn, results, snap_ids=ids, run_id="run-p", data_versions=versions, reporting_currency="USD",
+                conn,
+                results,
+                snap_ids=ids,
+                run_id="run-p",
+                data_versions=versions,
+                reporting_currency="USD",
                 parallel=parallel,
-            )  # fmt: skip
+            )
 
     assert write_all() == {"base": True, "best": True, "worst": True}
     assert write_all() == {"base": False, "best": False, "worst": False}
@@ -344,8 +378,11 @@ def test_migration_moves_the_existing_lines(db_before_0007: str) -> None:
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO forecast.line VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [(snap, p, pr, le, layer, model.month_start(m), cur_, a, r) for p, pr, le, layer, m, cur_, a, r in HAND_LINES],
-            )  # fmt: skip
+                [
+                    (snap, p, pr, le, layer, model.month_start(m), cur_, a, r)
+                    for p, pr, le, layer, m, cur_, a, r in HAND_LINES
+                ],
+            )
         conn.commit()
     assert migrate.apply(db_before_0007)[0] == "0007_forecast_line_series.sql"
     with psycopg.connect(db_before_0007) as conn:
@@ -397,17 +434,25 @@ def test_binary_copy_round_trips_every_column_kind(clean_ods: str, monkeypatch: 
     result = _result(rows)
     money = [c for c in store.BALANCE_MONEY_COLUMNS]
     balances = pd.DataFrame(
-        {"project_ref": ["p-1", "p-2", "p-3"], "billing_type": ["fixed_fee", "milestone", "retainer"],
-         "legal_entity": ["LE-US1", "LE-UK1", "LE-UK1"], "currency": ["USD", "GBP", "GBP"]}
-    )  # fmt: skip
+        {
+            "project_ref": ["p-1", "p-2", "p-3"],
+            "billing_type": ["fixed_fee", "milestone", "retainer"],
+            "legal_entity": ["LE-US1", "LE-UK1", "LE-UK1"],
+            "currency": ["USD", "GBP", "GBP"],
+        }
+    )
     for i, column in enumerate(money):
         balances[column] = [0, i, -big if column == "backlog_minor" else i * 1_000]
     balances["prior_cum_revenue_minor"] = pd.array([None, 5, big], dtype="Int64")
     balances["contract_liability_minor"] = 0
     result = model.ForecastResult(
-        scenario=result.scenario, as_of=AS_OF, lines=result.lines, balances=balances,
-        capacity=result.capacity, totals=result.totals,
-    )  # fmt: skip
+        scenario=result.scenario,
+        as_of=AS_OF,
+        lines=result.lines,
+        balances=balances,
+        capacity=result.capacity,
+        totals=result.totals,
+    )
     with psycopg.connect(clean_ods) as conn:
         snap, written = _write(conn, result, {"t": "binary"})
         assert written
@@ -422,8 +467,13 @@ def test_binary_copy_round_trips_every_column_kind(clean_ods: str, monkeypatch: 
             "FROM forecast.contract_balance WHERE snapshot_id = %s ORDER BY project_ref",
             (snap,),
         ).fetchall()
-        expected = [tuple(r) for r in balances[["project_ref", "billing_type", "legal_entity", "currency", *money]]
-                    .astype(object).where(balances.notna(), None).itertuples(index=False)]  # fmt: skip
+        expected = [
+            tuple(r)
+            for r in balances[["project_ref", "billing_type", "legal_entity", "currency", *money]]
+            .astype(object)
+            .where(balances.notna(), None)
+            .itertuples(index=False)
+        ]
         assert stored == expected
         assert stored[0][4 + money.index("prior_cum_revenue_minor")] is None
 

@@ -24,9 +24,13 @@ def _refresh(dsn: str, run_id: str, planning_url: str | None = None, chart_dir: 
     try:
         with psycopg.connect(dsn) as conn:
             return refresh(
-                conn, as_of=AS_OF, run_id=run_id, settings=load_forecast_settings(), planning=planning,
+                conn,
+                as_of=AS_OF,
+                run_id=run_id,
+                settings=load_forecast_settings(),
+                planning=planning,
                 chart_dir=chart_dir,
-            )  # fmt: skip
+            )
     finally:
         if planning is not None:
             planning.close()
@@ -72,8 +76,14 @@ def test_snapshot_is_written_once_and_immutable(seeded: dict[str, Any]) -> None:
         ).fetchone()
         assert snapshot is not None
         assert snapshot[0] == "run-1" and snapshot[2] == base["lines"]
-        assert {"psa.projects", "psa.schedule", "crm.opportunities", "ledger.posting", "canonical.time_entry",
-                "config.forecast"} <= set(snapshot[1])  # fmt: skip
+        assert {
+            "psa.projects",
+            "psa.schedule",
+            "crm.opportunities",
+            "ledger.posting",
+            "canonical.time_entry",
+            "config.forecast",
+        } <= set(snapshot[1])
         assert conn.execute("SELECT count(*) FROM forecast.snapshot").fetchone() == (3,)
         for statement in (
             "UPDATE forecast.line SET amount_minor = amount_minor + 1 WHERE snapshot_id = %s",

@@ -12,13 +12,38 @@ import pytest
 from tests.conftest import RunningSimulator
 
 USERS = [
-    {"id": 201, "first_name": "Ada", "last_name": "Byron", "email": "ada@example.com", "cost_rate": "100.00",
-     "legal_entity": "LE-US1", "practice": "Strategy", "employee_id": "E201"},
-    {"id": 202, "first_name": "Alan", "last_name": "Turing", "email": "alan@example.com", "cost_rate": "90.00",
-     "legal_entity": "LE-US1", "practice": "Data", "employee_id": "E202"},
-    {"id": 203, "first_name": "Grace", "last_name": "Hopper", "email": "grace@example.com", "cost_rate": "80.00",
-     "legal_entity": "LE-UK1", "practice": "Data", "is_active": False, "employee_id": "E203"},
-]  # fmt: skip
+    {
+        "id": 201,
+        "first_name": "Ada",
+        "last_name": "Byron",
+        "email": "ada@example.com",
+        "cost_rate": "100.00",
+        "legal_entity": "LE-US1",
+        "practice": "Strategy",
+        "employee_id": "E201",
+    },
+    {
+        "id": 202,
+        "first_name": "Alan",
+        "last_name": "Turing",
+        "email": "alan@example.com",
+        "cost_rate": "90.00",
+        "legal_entity": "LE-US1",
+        "practice": "Data",
+        "employee_id": "E202",
+    },
+    {
+        "id": 203,
+        "first_name": "Grace",
+        "last_name": "Hopper",
+        "email": "grace@example.com",
+        "cost_rate": "80.00",
+        "legal_entity": "LE-UK1",
+        "practice": "Data",
+        "is_active": False,
+        "employee_id": "E203",
+    },
+]
 FUTURE_HIRE = {
     "employee_id": "E900",
     "first_name": "Katherine",

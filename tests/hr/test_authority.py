@@ -15,8 +15,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_hr_owns_people_legal_entity_and_cost_rate() -> None:
     config = load_config(ROOT / "config")
     assert propagate.hr_owned_fields(config) == (
-        "first_name", "last_name", "legal_entity", "is_active", "cost_rate"
-    )  # fmt: skip
+        "first_name",
+        "last_name",
+        "legal_entity",
+        "is_active",
+        "cost_rate",
+    )
     codes = config.authority.reason_codes
     for code in (
         propagate.EDITED_IN_PSA,

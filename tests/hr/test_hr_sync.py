@@ -125,9 +125,13 @@ def test_termination_deactivates_the_psa_user_on_its_date_and_future_hire_waits(
         assert second["deactivated"] == 1
         assert psa_user(conn, 201)["is_active"] is False
         assert to_erp(conn, date(2026, 11, 15), "r2") == {
-            "upserted": 1, "unchanged": 2, "not_in_psa": 1, "legal_entity_unknown": 0, "failed": 0,
+            "upserted": 1,
+            "unchanged": 2,
+            "not_in_psa": 1,
+            "legal_entity_unknown": 0,
+            "failed": 0,
             "by_target": {"erp_default": 1},
-        }  # fmt: skip
+        }
         employee = erp_client.get_record("employee", "psa-user-201")
         assert employee["isInactive"] is True and employee["releaseDate"] == "2026-11-15"
 
@@ -176,8 +180,12 @@ def test_psa_edit_of_hr_owned_fields_is_overwritten_and_reported(
         assert len(items) == 1
         kind, reason, owner, le, detail, status = items[0]
         assert (kind, reason, owner, le, status) == (
-            "propagation", "HR_FIELD_EDITED_IN_PSA", "people-operations", "LE-US1", "open"
-        )  # fmt: skip
+            "propagation",
+            "HR_FIELD_EDITED_IN_PSA",
+            "people-operations",
+            "LE-US1",
+            "open",
+        )
         assert detail["fields"] == ["cost_rate", "legal_entity"] and detail["employee_id"] == "E202"
         assert "Turing" not in str(detail) and "1.00" not in str(detail)  # field names only
 
@@ -185,9 +193,17 @@ def test_psa_edit_of_hr_owned_fields_is_overwritten_and_reported(
         workday_sim.admin(
             "POST",
             "/seed",
-            json={"cost_rates": [{"employee_id": "E202", "effective_date": "2026-11-01",
-                                  "cost_rate": "97.50", "currency": "USD"}]},
-        )  # fmt: skip
+            json={
+                "cost_rates": [
+                    {
+                        "employee_id": "E202",
+                        "effective_date": "2026-11-01",
+                        "cost_rate": "97.50",
+                        "currency": "USD",
+                    }
+                ]
+            },
+        )
         sync(conn, workday_client, NOV_9, "r3")
         third = to_psa(conn, psa_client, NOV_9, "r3")
         assert third["updated"] == 1 and third["psa_edits_overwritten"] == 0

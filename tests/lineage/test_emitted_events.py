@@ -65,8 +65,12 @@ def _dags_test(dag_id: str, logical_date: str, events: Path, home: str) -> str:
     airflow = Path(sys.executable).parent / "airflow"
     proc = subprocess.run(
         [str(airflow), "dags", "test", dag_id, logical_date],
-        capture_output=True, text=True, env=env, timeout=600, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout + proc.stderr
 
@@ -145,8 +149,15 @@ def test_dags_emit_spec_valid_events_forming_the_psa_to_planning_graph(
     assert "time_expense_posting.post_timebills" in svg and "/v2/time_entries" in svg
     assert (tmp_path / "pictures" / "lineage.png").stat().st_size > 10_000
     chain_svg = (tmp_path / "pictures" / "lineage-chain.svg").read_text()
-    for name in ("/v2/time_entries", "staging.raw_record", "canonical.time_entry", "/services/rest/record/v1/timebill",
-                 "forecast.snapshot", "/api/v1/snapshots", "revenue_forecast_refresh.refresh_forecast"):  # fmt: skip
+    for name in (
+        "/v2/time_entries",
+        "staging.raw_record",
+        "canonical.time_entry",
+        "/services/rest/record/v1/timebill",
+        "forecast.snapshot",
+        "/api/v1/snapshots",
+        "revenue_forecast_refresh.refresh_forecast",
+    ):
         assert name in chain_svg, name
 
     # The trace of a posted entry names the forecast snapshots that used it, with their lineage run.

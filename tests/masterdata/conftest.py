@@ -64,19 +64,77 @@ MASTER = {
         {"external_id": "TAX-GB-S20", "code": "GB-S20", "country": "GB", "rate": "20.00"},
     ],
     "customers": [
-        {"external_id": "psa-client-1", "company_name": "Good Co", "subsidiary": "LE-US1", "currency": "USD", "tax_code": "TAX-US-EXEMPT"},
-        {"external_id": "psa-client-2", "company_name": "Sleepy Co", "subsidiary": "LE-US1", "currency": "USD", "tax_code": "TAX-US-EXEMPT", "is_inactive": True},
-        {"external_id": "psa-client-3", "company_name": "Acme Ltd", "subsidiary": "LE-US1", "currency": "USD", "tax_code": "TAX-US-EXEMPT"},
-        {"external_id": "psa-client-4", "company_name": "Acme Ltd", "subsidiary": "LE-US1", "currency": "USD", "tax_code": "TAX-US-EXEMPT"},
-        {"external_id": "psa-client-5", "company_name": "Taxing Co", "subsidiary": "LE-US1", "currency": "USD", "tax_code": "TAX-GB-S20"},
-        {"external_id": "psa-client-6", "company_name": UNICODE_NAME, "subsidiary": "LE-UK1", "currency": "GBP", "tax_code": "TAX-GB-S20"},
-        {"external_id": "psa-client-7", "company_name": HOSTILE_NAME, "subsidiary": "LE-US1", "currency": "USD", "tax_code": "TAX-US-EXEMPT"},
+        {
+            "external_id": "psa-client-1",
+            "company_name": "Good Co",
+            "subsidiary": "LE-US1",
+            "currency": "USD",
+            "tax_code": "TAX-US-EXEMPT",
+        },
+        {
+            "external_id": "psa-client-2",
+            "company_name": "Sleepy Co",
+            "subsidiary": "LE-US1",
+            "currency": "USD",
+            "tax_code": "TAX-US-EXEMPT",
+            "is_inactive": True,
+        },
+        {
+            "external_id": "psa-client-3",
+            "company_name": "Acme Ltd",
+            "subsidiary": "LE-US1",
+            "currency": "USD",
+            "tax_code": "TAX-US-EXEMPT",
+        },
+        {
+            "external_id": "psa-client-4",
+            "company_name": "Acme Ltd",
+            "subsidiary": "LE-US1",
+            "currency": "USD",
+            "tax_code": "TAX-US-EXEMPT",
+        },
+        {
+            "external_id": "psa-client-5",
+            "company_name": "Taxing Co",
+            "subsidiary": "LE-US1",
+            "currency": "USD",
+            "tax_code": "TAX-GB-S20",
+        },
+        {
+            "external_id": "psa-client-6",
+            "company_name": UNICODE_NAME,
+            "subsidiary": "LE-UK1",
+            "currency": "GBP",
+            "tax_code": "TAX-GB-S20",
+        },
+        {
+            "external_id": "psa-client-7",
+            "company_name": HOSTILE_NAME,
+            "subsidiary": "LE-US1",
+            "currency": "USD",
+            "tax_code": "TAX-US-EXEMPT",
+        },
     ],
     "jobs": [
-        {"external_id": "psa-project-10", "name": "Live job", "customer": "psa-client-1", "subsidiary": "LE-US1", "currency": "USD", "contract_value": "1000.00"},
-        {"external_id": "psa-project-11", "name": "Dead job", "customer": "psa-client-1", "subsidiary": "LE-US1", "currency": "USD", "contract_value": "1000.00", "is_inactive": True},
+        {
+            "external_id": "psa-project-10",
+            "name": "Live job",
+            "customer": "psa-client-1",
+            "subsidiary": "LE-US1",
+            "currency": "USD",
+            "contract_value": "1000.00",
+        },
+        {
+            "external_id": "psa-project-11",
+            "name": "Dead job",
+            "customer": "psa-client-1",
+            "subsidiary": "LE-US1",
+            "currency": "USD",
+            "contract_value": "1000.00",
+            "is_inactive": True,
+        },
     ],
-}  # fmt: skip
+}
 
 
 @pytest.fixture

@@ -52,15 +52,22 @@ def _provision(world: dict[str, Any], crm: Any, erp: Any, psa: Any, *opp_ids: in
         json={
             "opportunities": [
                 {
-                    "id": opp_id, "account_id": account["id"], "name": f"Deal {opp_id}", "stage": "Negotiation",
-                    "amount": "120000.00", "currency": currency, "expected_start": "2026-12-01",
-                    "duration_months": 6, "legal_entity": account["legal_entity"], "practice": "Strategy",
+                    "id": opp_id,
+                    "account_id": account["id"],
+                    "name": f"Deal {opp_id}",
+                    "stage": "Negotiation",
+                    "amount": "120000.00",
+                    "currency": currency,
+                    "expected_start": "2026-12-01",
+                    "duration_months": 6,
+                    "legal_entity": account["legal_entity"],
+                    "practice": "Strategy",
                     "billing_type": "time_and_materials",
                 }
                 for opp_id in opp_ids
             ]
         },
-    )  # fmt: skip
+    )
     for opp_id in opp_ids:
         world["crm"].admin("POST", f"/opportunities/{opp_id}/close_won", json={})
     owner_for = load_config().ownership.owner_for
@@ -69,9 +76,14 @@ def _provision(world: dict[str, Any], crm: Any, erp: Any, psa: Any, *opp_ids: in
         verdicts = validate_batch([Candidate.model_validate(c) for c in candidates], ErpLookup(erp))
         with conn.transaction():
             record_verdicts(
-                conn, verdicts, domain="project_setup", record_type="opportunity", source_system="crm",
-                owner_for=owner_for, run_id="setup",
-            )  # fmt: skip
+                conn,
+                verdicts,
+                domain="project_setup",
+                record_type="opportunity",
+                source_system="crm",
+                owner_for=owner_for,
+                run_id="setup",
+            )
         counts = setup.provision(
             conn, erp, psa, run_id="setup", verdicts=[v.as_dict() for v in verdicts], owner_for=owner_for
         )

@@ -18,15 +18,21 @@ pytestmark = pytest.mark.integration
 
 def _rate(day: str, value: str) -> dict[str, Any]:
     return {
-        "baseCurrency": {"refName": "USD"}, "transactionCurrency": {"refName": "GBP"},
-        "exchangeRate": value, "effectiveDate": day,
-    }  # fmt: skip
+        "baseCurrency": {"refName": "USD"},
+        "transactionCurrency": {"refName": "GBP"},
+        "exchangeRate": value,
+        "effectiveDate": day,
+    }
 
 
 def test_rates_mirror_the_erp(clean_master: str, erp_sim: RunningSimulator, erp_client: Any) -> None:
     from psa_erp_sync.masterdata.fx import sync_currency_rates
 
-    erp_sim.admin("POST", "/seed", json={"currencies": [{"symbol": "USD", "name": "US Dollar"}, {"symbol": "GBP", "name": "Pound"}]})  # fmt: skip
+    erp_sim.admin(
+        "POST",
+        "/seed",
+        json={"currencies": [{"symbol": "USD", "name": "US Dollar"}, {"symbol": "GBP", "name": "Pound"}]},
+    )
 
     def synced() -> tuple[dict[str, int], dict[date, Decimal]]:
         with psycopg.connect(clean_master) as conn:

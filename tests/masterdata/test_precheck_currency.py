@@ -20,22 +20,59 @@ SEED: dict[str, list[dict[str, Any]]] = {
     "subsidiaries": [{"external_id": "LE-US1", "name": "US", "country": "US", "currency": "USD"}],
     "employees": [{"external_id": "psa-user-1", "subsidiary": "LE-US1"}],
     "customers": [
-        {"external_id": "psa-client-1", "company_name": "Dollar Co", "subsidiary": "LE-US1", "currency": "USD"},
-        {"external_id": "psa-client-2", "company_name": "Sterling Co", "subsidiary": "LE-US1", "currency": "GBP"},
+        {
+            "external_id": "psa-client-1",
+            "company_name": "Dollar Co",
+            "subsidiary": "LE-US1",
+            "currency": "USD",
+        },
+        {
+            "external_id": "psa-client-2",
+            "company_name": "Sterling Co",
+            "subsidiary": "LE-US1",
+            "currency": "GBP",
+        },
     ],
     "jobs": [
         # a GBP job in a USD subsidiary: the job's currency binds
-        {"external_id": "psa-project-20", "name": "GBP job", "customer": "psa-client-1", "subsidiary": "LE-US1", "currency": "GBP"},
+        {
+            "external_id": "psa-project-20",
+            "name": "GBP job",
+            "customer": "psa-client-1",
+            "subsidiary": "LE-US1",
+            "currency": "GBP",
+        },
         # a job with no currency of a GBP customer: the subsidiary's USD binds, the customer's does not count
-        {"external_id": "psa-project-21", "name": "No currency", "customer": "psa-client-2", "subsidiary": "LE-US1", "currency": None},
+        {
+            "external_id": "psa-project-21",
+            "name": "No currency",
+            "customer": "psa-client-2",
+            "subsidiary": "LE-US1",
+            "currency": None,
+        },
         # a USD job: GBP postings are refused
-        {"external_id": "psa-project-22", "name": "USD job", "customer": "psa-client-1", "subsidiary": "LE-US1", "currency": "USD"},
+        {
+            "external_id": "psa-project-22",
+            "name": "USD job",
+            "customer": "psa-client-1",
+            "subsidiary": "LE-US1",
+            "currency": "USD",
+        },
     ],
     "accounting_periods": [
-        {"external_id": "LE-US1-2026-11", "subsidiary": "LE-US1", "period_name": "Nov 2026", "start_date": "2026-11-01",
-         "end_date": "2026-11-30", "closed": False, "all_locked": False, "ar_locked": False, "ap_locked": False},
+        {
+            "external_id": "LE-US1-2026-11",
+            "subsidiary": "LE-US1",
+            "period_name": "Nov 2026",
+            "start_date": "2026-11-01",
+            "end_date": "2026-11-30",
+            "closed": False,
+            "all_locked": False,
+            "ar_locked": False,
+            "ap_locked": False,
+        },
     ],
-}  # fmt: skip
+}
 
 CASES = [  # (project, posting currency, the ERP accepts)
     ("20", "GBP", True),
@@ -69,8 +106,12 @@ def test_currency_mismatch_only_when_the_erp_refuses_the_posting(
 ) -> None:
     erp_sim.admin("POST", "/seed", json=SEED)
     # the ERP books a GBP timebill in the USD subsidiary at its rate for the date (issue 14, FX work)
-    rate = {"baseCurrency": {"refName": "USD"}, "transactionCurrency": {"refName": "GBP"},
-            "exchangeRate": "1.27", "effectiveDate": "2026-11-01"}  # fmt: skip
+    rate = {
+        "baseCurrency": {"refName": "USD"},
+        "transactionCurrency": {"refName": "GBP"},
+        "exchangeRate": "1.27",
+        "effectiveDate": "2026-11-01",
+    }
     erp_client.upsert("currencyrate", "GBP-USD-2026-11-01", rate)
     verdicts = precheck_projects(
         [ProjectUse(project, "LE-US1", currency) for project, currency, _ in CASES], ErpLookup(erp_client)

@@ -50,14 +50,21 @@ def _new_deal(crm: RunningSimulator, opp_id: int, account: dict[str, Any], amoun
         json={
             "opportunities": [
                 {
-                    "id": opp_id, "account_id": account["id"], "name": f"Deal {opp_id} \u2013 \u03a9 \u201cquoted\u201d <b>'; --",
-                    "stage": "Negotiation", "amount": amount, "currency": currency,
-                    "expected_start": "2026-12-01", "duration_months": 6, "legal_entity": account["legal_entity"],
-                    "practice": "Strategy", "billing_type": "time_and_materials",
+                    "id": opp_id,
+                    "account_id": account["id"],
+                    "name": f"Deal {opp_id} \u2013 \u03a9 \u201cquoted\u201d <b>'; --",
+                    "stage": "Negotiation",
+                    "amount": amount,
+                    "currency": currency,
+                    "expected_start": "2026-12-01",
+                    "duration_months": 6,
+                    "legal_entity": account["legal_entity"],
+                    "practice": "Strategy",
+                    "billing_type": "time_and_materials",
                 }
             ]
         },
-    )  # fmt: skip
+    )
     crm.admin("POST", f"/opportunities/{opp_id}/close_won", json={})
 
 
@@ -72,9 +79,14 @@ def _run(
         verdicts = validate_batch([Candidate.model_validate(c) for c in candidates], ErpLookup(erp))
         with conn.transaction():
             record_verdicts(
-                conn, verdicts, domain="project_setup", record_type="opportunity", source_system="crm",
-                owner_for=ownership.owner_for, run_id=run_id,
-            )  # fmt: skip
+                conn,
+                verdicts,
+                domain="project_setup",
+                record_type="opportunity",
+                source_system="crm",
+                owner_for=ownership.owner_for,
+                run_id=run_id,
+            )
         return setup.provision(
             conn,
             erp,
@@ -198,15 +210,26 @@ def test_a_refused_create_is_quarantined_without_stopping_the_others(
     erp_client.upsert(
         "customer",
         "psa-client-99999",
-        {"companyName": "ERP-only Co", "subsidiary": {"externalId": good["legal_entity"]},
-         "currency": {"refName": "GBP" if good["legal_entity"] == "LE-UK1" else "USD"}},
-    )  # fmt: skip
+        {
+            "companyName": "ERP-only Co",
+            "subsidiary": {"externalId": good["legal_entity"]},
+            "currency": {"refName": "GBP" if good["legal_entity"] == "LE-UK1" else "USD"},
+        },
+    )
     world["crm"].admin(
         "POST",
         "/seed",
-        json={"accounts": [{"id": 999, "name": "ERP-only Co", "legal_entity": good["legal_entity"],
-                            "erp_customer_external_id": "psa-client-99999"}]},
-    )  # fmt: skip
+        json={
+            "accounts": [
+                {
+                    "id": 999,
+                    "name": "ERP-only Co",
+                    "legal_entity": good["legal_entity"],
+                    "erp_customer_external_id": "psa-client-99999",
+                }
+            ]
+        },
+    )
     _new_deal(world["crm"], 9004, {**good, "id": 999})
     _new_deal(world["crm"], 9005, good)
     counts = _run(world, crm_client, erp_client, psa_client, "r1")

@@ -24,10 +24,17 @@ def seeded(psa_sim: RunningSimulator) -> None:
 
 
 FIELDS = {
-    "client_id": 1, "name": "New \u2018project\u2019 \u2013 \u00fcn\u00efcode", "code": "crm-opp-1", "is_billable": True,
-    "bill_by": "Project", "hourly_rate": "175.00", "budget_by": "project_cost", "cost_budget": "120000.00",
-    "currency": "USD", "legal_entity": "LE-US1",
-}  # fmt: skip
+    "client_id": 1,
+    "name": "New \u2018project\u2019 \u2013 \u00fcn\u00efcode",
+    "code": "crm-opp-1",
+    "is_billable": True,
+    "bill_by": "Project",
+    "hourly_rate": "175.00",
+    "budget_by": "project_cost",
+    "cost_budget": "120000.00",
+    "currency": "USD",
+    "legal_entity": "LE-US1",
+}
 
 
 def test_create_patch_and_read_back(seeded: None, psa_client: Any) -> None:

@@ -51,10 +51,13 @@ def _sync_all(dsn: str, client: Any, run_id: str) -> dict[str, sync.SyncResult]:
 def test_incremental_sync_with_overlap_and_dedupe(firm: Any, erp_client: Any, clean_master: str) -> None:
     first = _sync_all(clean_master, erp_client, "r1")
     expected = {
-        "subsidiary": len(firm.erp["subsidiaries"]), "currency": len(firm.erp["currencies"]),
-        "taxcode": len(firm.erp["tax_codes"]), "customer": len(firm.erp["customers"]),
-        "job": len(firm.erp["jobs"]), "accountingperiod": len(firm.erp["accounting_periods"]),
-    }  # fmt: skip
+        "subsidiary": len(firm.erp["subsidiaries"]),
+        "currency": len(firm.erp["currencies"]),
+        "taxcode": len(firm.erp["tax_codes"]),
+        "customer": len(firm.erp["customers"]),
+        "job": len(firm.erp["jobs"]),
+        "accountingperiod": len(firm.erp["accounting_periods"]),
+    }
     assert {t: r.extracted for t, r in first.items()} == expected
     assert all(r.mode == "full" and r.new_versions == r.extracted for r in first.values())
     with psycopg.connect(clean_master) as conn:

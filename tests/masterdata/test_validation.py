@@ -33,14 +33,21 @@ CASES: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("unknown-tax", GOOD | {"tax_code": "TAX-NOPE"}, ("TAX_CODE_UNKNOWN",)),
     ("inactive-customer", GOOD | {"customer": "psa-client-2"}, ("CUSTOMER_INACTIVE",)),
     ("unknown-customer", GOOD | {"customer": "psa-client-999"}, ("CUSTOMER_UNKNOWN",)),
-    ("duplicate-names", {k: v for k, v in GOOD.items() if k != "customer"} | {"customer_name": "Acme Ltd"},
-     ("CUSTOMER_AMBIGUOUS",)),
+    (
+        "duplicate-names",
+        {k: v for k, v in GOOD.items() if k != "customer"} | {"customer_name": "Acme Ltd"},
+        ("CUSTOMER_AMBIGUOUS",),
+    ),
     ("currency-mismatch", GOOD | {"currency": "GBP"}, ("CURRENCY_MISMATCH",)),
     ("currency-unknown", GOOD | {"currency": "EUR"}, ("CURRENCY_UNKNOWN",)),
     ("currency-malformed", GOOD | {"currency": "usd"}, ("CURRENCY_UNKNOWN",)),
     ("unicode-by-name", {"customer_name": UNICODE_NAME, "legal_entity": "LE-UK1", "currency": "GBP"}, ()),
     ("hostile-by-name", {"customer_name": HOSTILE_NAME, "legal_entity": "LE-US1", "currency": "USD"}, ()),
-    ("hostile-unknown-name", {"customer_name": "x' OR '1'='1", "legal_entity": "LE-US1"}, ("CUSTOMER_UNKNOWN",)),
+    (
+        "hostile-unknown-name",
+        {"customer_name": "x' OR '1'='1", "legal_entity": "LE-US1"},
+        ("CUSTOMER_UNKNOWN",),
+    ),
     ("hostile-ref", GOOD | {"customer": "psa-client-1' OR 1=1 --"}, ("INVALID_REFERENCE",)),
     ("control-chars", {"customer_name": "Bad\x00Name", "legal_entity": "LE-US1"}, ("INVALID_REFERENCE",)),
     ("project-ok", GOOD | {"project_code": "psa-project-10"}, ()),
@@ -48,7 +55,7 @@ CASES: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("project-inactive", GOOD | {"project_code": "psa-project-11"}, ("PROJECT_INACTIVE",)),
     ("contract-negative", GOOD | {"contract_value": "-5.00"}, ("CONTRACT_INVALID",)),
     ("contract-fraction", GOOD | {"contract_value": "10.001"}, ("CONTRACT_INVALID",)),
-]  # fmt: skip
+]
 
 
 def _candidates() -> list[Candidate]:
@@ -126,9 +133,14 @@ def test_failures_become_exception_items_with_owner_and_clear_when_fixed(
         verdicts = validate_batch(candidates, ErpLookup(erp_client))
         with psycopg.connect(clean_master) as conn, conn.transaction():
             record_verdicts(
-                conn, verdicts, domain="project_setup", record_type="opportunity", source_system="crm",
-                owner_for=ownership.owner_for, run_id=run_id,
-            )  # fmt: skip
+                conn,
+                verdicts,
+                domain="project_setup",
+                record_type="opportunity",
+                source_system="crm",
+                owner_for=ownership.owner_for,
+                run_id=run_id,
+            )
 
     def open_items() -> set[tuple[str, str, str]]:
         with psycopg.connect(clean_master) as conn:

@@ -13,10 +13,9 @@ import pytest
 from fastapi import FastAPI, Request
 
 from psa_erp_sync.config import Notifications, load_config, load_notifications
-from psa_erp_sync.digest import build
 from psa_erp_sync.notifications.owner_digest import OwnerDigestNotifier, send_digests
 from psa_erp_sync.ods import exceptions
-from psa_erp_sync.ods.exceptions import Item, Unnotified
+from psa_erp_sync.ods.exceptions import Item
 from tests.conftest import RunningSimulator, SmtpSink
 
 pytestmark = pytest.mark.integration
@@ -41,10 +40,21 @@ def _item(
     source_id: str, reason: str, owner: str, le: str | None, kind: str = "dead_letter", **detail: Any
 ) -> Item:
     return Item(
-        kind=kind, domain="time_expense", source_system="psa", record_type="time_entry", source_id=source_id,
-        reason_code=reason, owner=owner, legal_entity=le,
-        detail={"note": PERSONAL[2], "user_name": PERSONAL[0], "email": PERSONAL[1] + "example.com", **detail},
-    )  # fmt: skip
+        kind=kind,
+        domain="time_expense",
+        source_system="psa",
+        record_type="time_entry",
+        source_id=source_id,
+        reason_code=reason,
+        owner=owner,
+        legal_entity=le,
+        detail={
+            "note": PERSONAL[2],
+            "user_name": PERSONAL[0],
+            "email": PERSONAL[1] + "example.com",
+            **detail,
+        },
+    )
 
 
 @pytest.fixture
@@ -60,10 +70,18 @@ def seeded(clean_ods: str) -> str:
                 _item("12", "PROJECT_INACTIVE", "finance-ops-us-east", "LE-US1"),
                 _item("99", "HOURS_INVALID", "finance-ops-us-east", "LE-US1", kind="quarantine"),
                 _item("13", "PERIOD_CLOSED", "finance-ops-uk", "LE-UK1", kind="parked"),
-                _item("14", "RATE_MISSING", "finance-ops-uk", "LE-UK1", kind="quarantine", amount_minor="5000", currency="GBP"),
+                _item(
+                    "14",
+                    "RATE_MISSING",
+                    "finance-ops-uk",
+                    "LE-UK1",
+                    kind="quarantine",
+                    amount_minor="5000",
+                    currency="GBP",
+                ),
             ],
             run_id="run-1",
-        )  # fmt: skip
+        )
     return clean_ods
 
 
@@ -177,10 +195,12 @@ def test_no_second_message_for_announced_items_only_for_new_ones(
     with psycopg.connect(seeded) as conn:  # the same items seen again by a later run, and one new item
         exceptions.quarantine_many(
             conn,
-            [_item("11", "PROJECT_INACTIVE", "finance-ops-us-east", "LE-US1"),
-             _item("15", "TASK_UNKNOWN", "finance-ops-us-east", "LE-US1", kind="quarantine")],
+            [
+                _item("11", "PROJECT_INACTIVE", "finance-ops-us-east", "LE-US1"),
+                _item("15", "TASK_UNKNOWN", "finance-ops-us-east", "LE-US1", kind="quarantine"),
+            ],
             run_id="run-3",
-        )  # fmt: skip
+        )
     _send(seeded, "run-3")
     assert [m["Subject"] for m in smtp_sink.messages] == [
         "[psa-erp-sync] 1 new exception item for finance-ops-us-east"
@@ -245,23 +265,3 @@ def test_without_an_smtp_connection_digests_are_off_and_nothing_is_marked(
         assert conn.execute("SELECT count(*) FROM exceptions.item WHERE notified_at IS NULL").fetchone() == (
             5,
         )
-
-
-def test_digests_group_per_owner_and_order_reasons_by_count() -> None:
-    items = [
-        Unnotified(1, "b", "quarantine", "X", "time_entry", "LE-1", 100, "EUR"),
-        Unnotified(2, "a", "quarantine", "Y", "time_entry", None, None, None),
-        Unnotified(3, "b", "quarantine", "Z", "time_entry", "LE-1", 250, "EUR"),
-        Unnotified(4, "b", "quarantine", "Z", "expense_entry", "LE-2", 5, "JPY"),
-    ]
-    a, b = build(items, dag_id="d", run_id="r", console_url="https://x/console")
-    assert (a.owner, a.items, a.amounts, a.without_amount, a.by_legal_entity) == (
-        "a",
-        1,
-        (),
-        1,
-        (("(none)", 1),),
-    )
-    assert b.by_reason == (("quarantine", "Z", 2), ("quarantine", "X", 1))
-    assert b.amounts == (("EUR", 350), ("JPY", 5)) and b.without_amount == 0
-    assert b.console_link == "https://x/console?owner=b&status=open"

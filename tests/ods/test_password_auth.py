@@ -140,9 +140,14 @@ def test_forecast_store_writes_in_parallel_with_the_password(scram_ods: str) -> 
     ids = {r.scenario: store.snapshot_id(r.scenario, AS_OF, versions) for r in results}
     with psycopg.connect(scram_ods) as conn:
         written = store.write_snapshots(
-            conn, results, snap_ids=ids, run_id="scram-run", data_versions=versions, reporting_currency="USD",
+            conn,
+            results,
+            snap_ids=ids,
+            run_id="scram-run",
+            data_versions=versions,
+            reporting_currency="USD",
             parallel=True,
-        )  # fmt: skip
+        )
     assert written == {"base": True, "best": True}
 
 
@@ -162,9 +167,13 @@ def test_ingress_pool_connects_from_the_airflow_connection(
     try:
         delivery = f"scram-{secrets.token_hex(4)}"
         fresh = writer.accept(
-            delivery_id=delivery, source_system="psa", event_type="time_entry.approved", source_id="1",
-            occurred_at=datetime.now(UTC), body=b'{"data": {"id": 1}}',
-        )  # fmt: skip
+            delivery_id=delivery,
+            source_system="psa",
+            event_type="time_entry.approved",
+            source_id="1",
+            occurred_at=datetime.now(UTC),
+            body=b'{"data": {"id": 1}}',
+        )
     finally:
         writer.close()
     assert fresh

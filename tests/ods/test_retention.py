@@ -85,9 +85,11 @@ def test_retention_drops_and_pseudonymises_what_is_older_than_configured(clean_o
         )
         for did in ("d-old-pending", "d-old-processed"):
             assert json.loads(events[did]) == {
-                "delivery_id": did, "event": "time_entry.approved", "occurred_at": "2026-10-01T10:00:00Z",
+                "delivery_id": did,
+                "event": "time_entry.approved",
+                "occurred_at": "2026-10-01T10:00:00Z",
                 "data": {"id": 7},
-            }  # fmt: skip
+            }
         assert "sick leave" in events["d-fresh"]
         bodies = {
             key: (bytes(body), purged)

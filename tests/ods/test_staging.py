@@ -9,9 +9,13 @@ import psycopg
 from psa_erp_sync.ods import staging
 
 HOSTILE = [
-    "back\\slash \\N \\t \\\\", "tab\tnew\nline\r", "'; DROP TABLE staging.raw_record; --", "\u202eRTL\u202c \U0001f680",
-    "nul\x00byte", "escaped \\u0000 text",
-]  # fmt: skip
+    "back\\slash \\N \\t \\\\",
+    "tab\tnew\nline\r",
+    "'; DROP TABLE staging.raw_record; --",
+    "\u202eRTL\u202c \U0001f680",
+    "nul\x00byte",
+    "escaped \\u0000 text",
+]
 
 
 def _pages(items: list[dict[str, object]], size: int = 2) -> list[list[dict[str, object]]]:

@@ -60,8 +60,10 @@ def test_lineage_on_start_and_complete(monkeypatch: pytest.MonkeyPatch) -> None:
     complete = op.get_openlineage_facets_on_complete(None)
     facet = complete.run_facets["dataQuality"]
     assert (facet.valid, facet.quarantined, facet.quarantinedByReason) == (
-        1, 2, {"CUSTOMER_INACTIVE": 1, "LEGAL_ENTITY_UNKNOWN": 1},
-    )  # fmt: skip
+        1,
+        2,
+        {"CUSTOMER_INACTIVE": 1, "LEGAL_ENTITY_UNKNOWN": 1},
+    )
     _check_facet(facet, _validator())
     assert op.get_openlineage_facets_on_failure(None).run_facets["dataQuality"] == facet
     # No personal data: keys and codes only, never names.

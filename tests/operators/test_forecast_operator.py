@@ -41,9 +41,17 @@ def test_lineage_on_start_names_inputs_and_outputs() -> None:
     op = ForecastRefreshOperator(task_id="refresh_forecast")
     start = op.get_openlineage_facets_on_start()
     inputs = _names(start.inputs)
-    for table in ("canonical.time_entry", "canonical.expense_entry", "ledger.posting", "forecast.src_project",
-                  "forecast.src_schedule", "forecast.src_milestone", "forecast.src_opportunity",
-                  "hr.cost_rate", "hr.worker"):  # fmt: skip
+    for table in (
+        "canonical.time_entry",
+        "canonical.expense_entry",
+        "ledger.posting",
+        "forecast.src_project",
+        "forecast.src_schedule",
+        "forecast.src_milestone",
+        "forecast.src_opportunity",
+        "hr.cost_rate",
+        "hr.worker",
+    ):
         assert (ODS, f"ods.{table}") in inputs
     # actuals are the ERP's postings (read through the reconciled ledger)
     assert ("https://1234.suitetalk.api.netsuite.com", "/services/rest/record/v1/timebill") in inputs
@@ -62,12 +70,16 @@ def test_lineage_on_complete_carries_control_totals() -> None:
     op = ForecastRefreshOperator(task_id="refresh_forecast")
     op.outcome = {
         "snapshots": {
-            "base": {"snapshot_id": "fc-base-20261109-aa", "written": True, "lines": 120,
-                     "totals": {"amount_minor_by_currency": {"USD": 123456, "GBP": 789}}},
+            "base": {
+                "snapshot_id": "fc-base-20261109-aa",
+                "written": True,
+                "lines": 120,
+                "totals": {"amount_minor_by_currency": {"USD": 123456, "GBP": 789}},
+            },
             "worst": {"snapshot_id": "fc-worst-20261109-bb", "written": False, "lines": 100, "totals": {}},
         },
         "published": {"fc-base-20261109-aa": "created"},
-    }  # fmt: skip
+    }
     facet = op.get_openlineage_facets_on_complete(None).run_facets["controlTotals"]
     assert facet.counts == {
         "lines.base": 120,
@@ -93,16 +105,20 @@ def test_source_extracts_name_what_they_read_and_write() -> None:
     psa = ForecastSourceExtractOperator(
         task_id="extract_psa_plans", system="psa"
     ).get_openlineage_facets_on_start()
-    assert _names(psa.inputs) == [("https://psa.example.com", p)
-                                  for p in ("/v2/projects", "/v2/users", "/v2/x/schedule", "/v2/x/milestones")]  # fmt: skip
-    assert _names(psa.outputs) == [(ODS, f"ods.forecast.{t}")
-                                   for t in ("src_project", "src_person", "src_schedule", "src_milestone")]  # fmt: skip
+    assert _names(psa.inputs) == [
+        ("https://psa.example.com", p)
+        for p in ("/v2/projects", "/v2/users", "/v2/x/schedule", "/v2/x/milestones")
+    ]
+    assert _names(psa.outputs) == [
+        (ODS, f"ods.forecast.{t}") for t in ("src_project", "src_person", "src_schedule", "src_milestone")
+    ]
     crm = ForecastSourceExtractOperator(
         task_id="extract_crm_pipeline", system="crm"
     ).get_openlineage_facets_on_start()
     assert _names(crm.inputs) == [
-        ("https://crm.example.com", "/api/v1/opportunities"), ("https://crm.example.com", "/api/v1/change_orders"),
-    ]  # fmt: skip
+        ("https://crm.example.com", "/api/v1/opportunities"),
+        ("https://crm.example.com", "/api/v1/change_orders"),
+    ]
     assert _names(crm.outputs) == [
         (ODS, "ods.forecast.src_opportunity"),
         (ODS, "ods.forecast.src_change_order"),

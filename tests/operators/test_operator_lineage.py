@@ -17,9 +17,17 @@ from psa_erp_sync.sensors.month_end import MonthEndWindowSensor
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 OUTCOME = {
-    "record_type": "timebill", "posted": 10, "already_posted": 2, "ambiguous_resolved": 1, "reversed": 1,
-    "rejected": 3, "parked": 1, "still_pending": 0, "erp_requests": 7, "rejected_by_code": {"INACTIVE_RECORD": 3},
-}  # fmt: skip
+    "record_type": "timebill",
+    "posted": 10,
+    "already_posted": 2,
+    "ambiguous_resolved": 1,
+    "reversed": 1,
+    "rejected": 3,
+    "parked": 1,
+    "still_pending": 0,
+    "erp_requests": 7,
+    "rejected_by_code": {"INACTIVE_RECORD": 3},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -183,11 +191,25 @@ def test_extract_operator_lineage() -> None:
     assert _names(start.inputs) == [("https://api.harvestapp.com", "/v2/time_entries")]
     assert _names(start.outputs) == [(ODS, "ods.staging.raw_record"), (ODS, "ods.staging.extract_run")]
     assert start.run_facets == {}
-    op.summary = {"/v2/time_entries": {"extracted": 5, "staged": 5, "new_versions": 4, "known_versions": 1,
-                                       "duplicates_in_extract": 0, "mode": "sweep", "rows_per_second": 9}}  # fmt: skip
+    op.summary = {
+        "/v2/time_entries": {
+            "extracted": 5,
+            "staged": 5,
+            "new_versions": 4,
+            "known_versions": 1,
+            "duplicates_in_extract": 0,
+            "mode": "sweep",
+            "rows_per_second": 9,
+        }
+    }
     facet = op.get_openlineage_facets_on_complete(None).run_facets["controlTotals"]
-    assert facet.counts == {"extracted": 5, "staged": 5, "new_versions": 4, "known_versions": 1,
-                            "duplicates_in_extract": 0}  # fmt: skip
+    assert facet.counts == {
+        "extracted": 5,
+        "staged": 5,
+        "new_versions": 4,
+        "known_versions": 1,
+        "duplicates_in_extract": 0,
+    }
     _check_facet(facet, _validator())
 
 
@@ -210,8 +232,10 @@ def test_reconcile_operators_lineage_and_control_totals() -> None:
     totals = {"count": 2, "hours": "3.25", "amounts_minor": {"USD": 1050, "GBP": 7}, "hash_total": "11"}
     recon = ControlTotalsOperator(task_id="reconcile", extracted=[], validated=[])
     assert _names(recon.get_openlineage_facets_on_start().outputs) == [(ODS, "ods.audit.control_total")]
-    recon.report = {"time_entry": {"canonical_approved": totals},
-                    "expense_entry": {"canonical_approved": {**totals, "hours": "0", "hash_total": "4"}}}  # fmt: skip
+    recon.report = {
+        "time_entry": {"canonical_approved": totals},
+        "expense_entry": {"canonical_approved": {**totals, "hours": "0", "hash_total": "4"}},
+    }
     facet = recon.get_openlineage_facets_on_complete(None).run_facets["controlTotals"]
     assert facet.counts == {"expense_entry": 2, "time_entry": 2}
     assert (facet.hours, facet.amounts, facet.hashTotal) == ("3.25", {"GBP": "14", "USD": "2100"}, "15")
@@ -271,12 +295,18 @@ def test_every_operator_and_sensor_reports_lineage() -> None:
     for package in (psa_erp_sync.operators, psa_erp_sync.sensors):
         for info in pkgutil.iter_modules(package.__path__):
             module = importlib.import_module(f"{package.__name__}.{info.name}")
-            classes += [c for _, c in inspect.getmembers(module, inspect.isclass)
-                        if issubclass(c, BaseOperator) and c.__module__ == module.__name__]  # fmt: skip
+            classes += [
+                c
+                for _, c in inspect.getmembers(module, inspect.isclass)
+                if issubclass(c, BaseOperator) and c.__module__ == module.__name__
+            ]
     assert len(classes) >= 9, classes
     for cls in classes:
-        for method in ("get_openlineage_facets_on_start", "get_openlineage_facets_on_complete",
-                       "get_openlineage_facets_on_failure"):  # fmt: skip
+        for method in (
+            "get_openlineage_facets_on_start",
+            "get_openlineage_facets_on_complete",
+            "get_openlineage_facets_on_failure",
+        ):
             assert callable(getattr(cls, method, None)), (cls.__name__, method)
 
     flows = Path(psa_erp_sync.operators.__file__).parents[1] / "flows"

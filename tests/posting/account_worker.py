@@ -30,10 +30,14 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
     ) as erp:
         started = time.time()
         result = post_record_type(
-            dsn=args["dsn"], client=erp, record_type=args["record_type"], config=load_config(),
-            settings=settings, run_id=f"acct-{args['account']}-{args['record_type']}",
+            dsn=args["dsn"],
+            client=erp,
+            record_type=args["record_type"],
+            config=load_config(),
+            settings=settings,
+            run_id=f"acct-{args['account']}-{args['record_type']}",
             lock_settings=LockSettings(wait_s=2.0, poll_s=0.1),
-        )  # fmt: skip
+        )
         ended = time.time()
     return {"started": started, "ended": ended, "outcome": result.outcome}
 

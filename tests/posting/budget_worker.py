@@ -41,18 +41,38 @@ def _settings(args: dict[str, Any]) -> EngineSettings:
 def run(job: str, args: dict[str, Any]) -> dict[str, Any]:
     if job in ("timebill", "expensereport"):
         code = posting_cli.main(
-            ["--dsn", args["dsn"], "--erp-url", args["erp_url"], "--erp-token", "t", "--account-id", args["account"],
-             "--record-type", job, "--concurrency", str(args["limit"]), "--batch-size", str(args["batch_size"]),
-             "--run-id", f"budget-{job}"]
-        )  # fmt: skip
+            [
+                "--dsn",
+                args["dsn"],
+                "--erp-url",
+                args["erp_url"],
+                "--erp-token",
+                "t",
+                "--account-id",
+                args["account"],
+                "--record-type",
+                job,
+                "--concurrency",
+                str(args["limit"]),
+                "--batch-size",
+                str(args["batch_size"]),
+                "--run-id",
+                f"budget-{job}",
+            ]
+        )
         return {"exit": code}
     if job == "stream":
         with HarvestClient(base_url=args["psa_url"], token="t", account_id="1") as psa, _erp(args) as erp:
             result = process_inbox(
-                dsn=args["dsn"], psa_client=psa, erp_client=erp, config=load_config(), run_id="budget-stream",
-                run_key_prefix="time_expense_stream/budget-stream", as_of=datetime.fromisoformat(args["as_of"]),
+                dsn=args["dsn"],
+                psa_client=psa,
+                erp_client=erp,
+                config=load_config(),
+                run_id="budget-stream",
+                run_key_prefix="time_expense_stream/budget-stream",
+                as_of=datetime.fromisoformat(args["as_of"]),
                 engine_settings=_settings(args),
-            )  # fmt: skip
+            )
         return {"claimed": result.claimed, "posted": result.posted}
     if job == "replay":
         released = 0
@@ -60,15 +80,21 @@ def run(job: str, args: dict[str, Any]) -> dict[str, Any]:
         while not released and time.monotonic() < deadline:
             with connections.connect(args["dsn"]) as conn:
                 released = replay.release(
-                    conn, replay.select(conn, replay.ReplayFilter("timebill")), run_id="budget-replay",
+                    conn,
+                    replay.select(conn, replay.ReplayFilter("timebill")),
+                    run_id="budget-replay",
                     actor="budget_worker",
-                )  # fmt: skip
+                )
             time.sleep(0.05)
         with _erp(args) as erp:
             result = post_record_type(
-                dsn=args["dsn"], client=erp, record_type="timebill", config=load_config(),
-                settings=_settings(args), run_id="budget-replay",
-            )  # fmt: skip
+                dsn=args["dsn"],
+                client=erp,
+                record_type="timebill",
+                config=load_config(),
+                settings=_settings(args),
+                run_id="budget-replay",
+            )
         return {"released": released, "outcome": result.outcome}
     raise SystemExit(f"unknown job {job}")
 

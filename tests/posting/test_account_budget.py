@@ -58,10 +58,13 @@ def _announce(dsn: str) -> int:
         for kind, ids in (("time_entry", times), ("expense", expenses)):
             for source_id in ids:
                 writer.accept(
-                    delivery_id=f"budget-{kind}-{source_id}", source_system="psa", event_type=f"{kind}.approved",
-                    source_id=source_id, occurred_at=datetime.now(UTC),
+                    delivery_id=f"budget-{kind}-{source_id}",
+                    source_system="psa",
+                    event_type=f"{kind}.approved",
+                    source_id=source_id,
+                    occurred_at=datetime.now(UTC),
                     body=json.dumps({"event": f"{kind}.approved", "data": {"id": int(source_id)}}).encode(),
-                )  # fmt: skip
+                )
     finally:
         writer.close()
     return len(times) + len(expenses)
@@ -102,9 +105,14 @@ def test_four_processes_posting_to_one_account_stay_within_its_limit(
     erp.admin("POST", "/concurrency/reset")
 
     args = {
-        "dsn": dsn, "erp_url": erp.base_url, "psa_url": psa.base_url, "account": ACCOUNT, "limit": LIMIT,
-        "batch_size": 5, "as_of": AS_OF.isoformat(),
-    }  # fmt: skip
+        "dsn": dsn,
+        "erp_url": erp.base_url,
+        "psa_url": psa.base_url,
+        "account": ACCOUNT,
+        "limit": LIMIT,
+        "batch_size": 5,
+        "as_of": AS_OF.isoformat(),
+    }
     go = tmp_path / "go"
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "include")])}
     jobs = ["timebill", "expensereport", "stream", "replay"]

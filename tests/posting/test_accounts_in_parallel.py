@@ -78,8 +78,14 @@ def _start(dsn: str, erp: RunningSimulator, go: Path) -> list[subprocess.Popen[s
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "include")])}
     procs = []
     for account, record_type in JOBS:
-        args = {"dsn": dsn, "erp_url": erp.base_url, "account": account, "record_type": record_type,
-                "limit": LIMIT, "batch_size": 2}  # fmt: skip
+        args = {
+            "dsn": dsn,
+            "erp_url": erp.base_url,
+            "account": account,
+            "record_type": record_type,
+            "limit": LIMIT,
+            "batch_size": 2,
+        }
         command = [sys.executable, "-m", "tests.posting.account_worker", json.dumps(args), str(go)]
         procs.append(
             subprocess.Popen(
@@ -140,8 +146,9 @@ def test_two_accounts_post_at_once_and_each_stays_within_its_limit(
     print(
         "per-account passes (s):",
         {f"{a}/{rt}": round(r["ended"] - r["started"], 2) for (a, rt), r in results.items()},
-        "max in flight:", {a: seen[a]["max_requested"] for a in ACCOUNTS},
-    )  # fmt: skip
+        "max in flight:",
+        {a: seen[a]["max_requested"] for a in ACCOUNTS},
+    )
 
     # Each pass sent only its own account's rows, each exactly once.
     with psycopg.connect(clean_ods) as conn:

@@ -138,9 +138,12 @@ def test_the_client_takes_a_slot_around_each_request_only_while_governed() -> No
             events.append("close")
 
     client = NetSuiteClient(
-        base_url="http://erp.test", account_id="A9", token="t", concurrency_limit=3,
+        base_url="http://erp.test",
+        account_id="A9",
+        token="t",
+        concurrency_limit=3,
         transport=httpx.MockTransport(handler),
-    )  # fmt: skip
+    )
     import psa_erp_sync.posting.budget as budget_module
 
     original = budget_module.AccountBudget

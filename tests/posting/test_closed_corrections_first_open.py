@@ -42,7 +42,9 @@ class Firm:
         self.runs = 0
         erp.admin("POST", "/seed", json=copy.deepcopy(ERP_SEED))
 
-    def put(self, source_id: str, value: str, *, entity: str = US, approved: bool = True, day: str = "2026-10-05") -> None:  # fmt: skip
+    def put(
+        self, source_id: str, value: str, *, entity: str = US, approved: bool = True, day: str = "2026-10-05"
+    ) -> None:
         """A new approved (or unapproved) version of an entry: ``value`` is hours for time, the
         amount for an expense."""
         from psa_erp_sync import money
@@ -52,11 +54,20 @@ class Firm:
         currency = "USD" if entity == US else "GBP"
         user, project = ("1", "10") if entity == US else ("2", "20")
         common = {
-            "source_system": "psa", "source_id": source_id, "version_hash": f"{source_id}v{version}".ljust(16, "0"),
-            "spent_date": day, "user_ref": user, "project_ref": project, "legal_entity": entity, "billable": True,
-            "currency": currency, "approved": approved, "fingerprint": source_id,
-            "source_updated_at": datetime(2026, 11, 9, 12, version, tzinfo=UTC), "record": "{}",
-        }  # fmt: skip
+            "source_system": "psa",
+            "source_id": source_id,
+            "version_hash": f"{source_id}v{version}".ljust(16, "0"),
+            "spent_date": day,
+            "user_ref": user,
+            "project_ref": project,
+            "legal_entity": entity,
+            "billable": True,
+            "currency": currency,
+            "approved": approved,
+            "fingerprint": source_id,
+            "source_updated_at": datetime(2026, 11, 9, 12, version, tzinfo=UTC),
+            "record": "{}",
+        }
         if self.record_type == "timebill":
             hours = Decimal(value)
             rate = RATE_MINOR[entity]
@@ -91,10 +102,13 @@ class Firm:
         self.runs += 1
         with NetSuiteClient(base_url=self.erp.base_url, account_id="A", token="t", timeout=5) as erp:
             return post_record_type(
-                dsn=self.dsn, client=client(erp) if client else erp, record_type=self.record_type,
-                config=self.config, settings=EngineSettings(batch_size=10, max_concurrency=2, progress_every_s=3600),
+                dsn=self.dsn,
+                client=client(erp) if client else erp,
+                record_type=self.record_type,
+                config=self.config,
+                settings=EngineSettings(batch_size=10, max_concurrency=2, progress_every_s=3600),
                 run_id=f"corr-{self.runs}",
-            )  # fmt: skip
+            )
 
     def records(self, erp_type: str) -> dict[str, dict[str, Any]]:
         items = self.erp.admin("GET", f"/records/{erp_type}", params={"limit": 1000})["items"]
@@ -376,8 +390,13 @@ def test_a_correcting_journal_lost_after_commit_is_read_back_never_duplicated(
     firm.close(US, "2026-10")
     firm.put(ADJUSTED, adjusted)
     firm.unapprove(REVERSED)
-    rule = {"id": "lost", "action": action, "method": "POST", "path_regex": r"/record/v1/journalentry/batch$",
-            "max_hits": 1}  # fmt: skip
+    rule = {
+        "id": "lost",
+        "action": action,
+        "method": "POST",
+        "path_regex": r"/record/v1/journalentry/batch$",
+        "max_hits": 1,
+    }
     if action == "status_after_commit":
         rule["status"] = 503
     erp_sim.admin("PUT", "/faults", json=[rule])

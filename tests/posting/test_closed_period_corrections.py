@@ -78,15 +78,23 @@ class Pipeline:
         if extract:
             with psycopg.connect(self.dsn, autocommit=True) as conn:
                 extract_and_validate(
-                    conn, psa_url=self.psa.base_url, config=self.config, dag="corrections", run_id=run_id,
+                    conn,
+                    psa_url=self.psa.base_url,
+                    config=self.config,
+                    dag="corrections",
+                    run_id=run_id,
                     as_of=as_of,
-                )  # fmt: skip
+                )
         with NetSuiteClient(base_url=self.erp.base_url, account_id="A", token="t", timeout=10) as erp:
             client: Any = erp if stale_periods is None else StalePeriodsOnce(erp, stale_periods)
             result = post_record_type(
-                dsn=self.dsn, client=client, record_type="timebill", config=self.config,
-                settings=EngineSettings(batch_size=5, max_concurrency=2, progress_every_s=3600), run_id=run_id,
-            )  # fmt: skip
+                dsn=self.dsn,
+                client=client,
+                record_type="timebill",
+                config=self.config,
+                settings=EngineSettings(batch_size=5, max_concurrency=2, progress_every_s=3600),
+                run_id=run_id,
+            )
         return result.outcome
 
     def replay(self) -> int:

@@ -60,8 +60,13 @@ class FakeErp:
             results = []
             for item in items:
                 if self.item_error:
-                    results.append({"externalId": item["externalId"], "status": "failed",
-                                    "error": {"o:errorCode": self.item_error, "o:errorPath": "tranDate"}})  # fmt: skip
+                    results.append(
+                        {
+                            "externalId": item["externalId"],
+                            "status": "failed",
+                            "error": {"o:errorCode": self.item_error, "o:errorPath": "tranDate"},
+                        }
+                    )
                     continue
                 self.records[item["externalId"]] = item
                 results.append(
@@ -105,14 +110,30 @@ def _error(code: str) -> dict[str, Any]:
 
 def _posting(n: int, action: ledger.Action = "post") -> ledger.Posting:
     key = ledger.idempotency_key("timebill", "psa", str(n), "v1", action, 0)
-    payload = {"externalId": f"psa-te-{n}", "memo": f"psa:{n} v:v1 key:{key[:16]}", "tranDate": "2026-10-05",
-               "subsidiary": {"externalId": "LE-US1"}, "hours": "1.00"}  # fmt: skip
+    payload = {
+        "externalId": f"psa-te-{n}",
+        "memo": f"psa:{n} v:v1 key:{key[:16]}",
+        "tranDate": "2026-10-05",
+        "subsidiary": {"externalId": "LE-US1"},
+        "hours": "1.00",
+    }
     if action == "reverse":
         payload = {"externalId": f"psa-te-{n}", "reverses": payload}
     return ledger.Posting(
-        key, "timebill", "psa", str(n), "v1", f"psa-te-{n}", action, "pending", payload, "LE-US1", "LE-US1-2026-10",
-        100, "USD",
-    )  # fmt: skip
+        key,
+        "timebill",
+        "psa",
+        str(n),
+        "v1",
+        f"psa-te-{n}",
+        action,
+        "pending",
+        payload,
+        "LE-US1",
+        "LE-US1-2026-10",
+        100,
+        "USD",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -122,14 +143,25 @@ def config() -> Config:
 
 def _engine(dsn: str, fake: FakeErp, config: Config) -> PostingEngine:
     client = NetSuiteClient(
-        base_url="http://erp.test", account_id="A", token="t", retry=RetryPolicy(max_attempts=2, base_delay_s=0.0),
-        transport=httpx.MockTransport(fake), sleep=lambda _: None, job_poll_timeout=1.0,
-    )  # fmt: skip
+        base_url="http://erp.test",
+        account_id="A",
+        token="t",
+        retry=RetryPolicy(max_attempts=2, base_delay_s=0.0),
+        transport=httpx.MockTransport(fake),
+        sleep=lambda _: None,
+        job_poll_timeout=1.0,
+    )
     return PostingEngine(
-        dsn=dsn, client=client, record_type="timebill", config=config,
-        settings=EngineSettings(batch_size=2, max_concurrency=1, workers_per_slot=1, max_rounds=3, throttle_retries=2),
-        dag_run_id="answers", sleep=lambda _: None,
-    )  # fmt: skip
+        dsn=dsn,
+        client=client,
+        record_type="timebill",
+        config=config,
+        settings=EngineSettings(
+            batch_size=2, max_concurrency=1, workers_per_slot=1, max_rounds=3, throttle_retries=2
+        ),
+        dag_run_id="answers",
+        sleep=lambda _: None,
+    )
 
 
 def _plan(dsn: str, postings: list[ledger.Posting]) -> None:

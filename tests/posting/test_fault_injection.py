@@ -33,84 +33,55 @@ import psycopg
 import pytest
 
 from tests.conftest import ROOT, RunningSimulator
+from tests.fault_rules import exactly_once_faults, with_guaranteed_hits
 from tests.fault_rules import fired as fired_by_kind
-from tests.fault_rules import with_guaranteed_hits
+from tests.posting.staged_firm import assert_settled, confirmed, stage_firm
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TODAY = date(2026, 11, 9)
 AS_OF = datetime(2026, 11, 9, 12, tzinfo=UTC)
-FAULTS: list[dict[str, Any]] = [
-    {"id": "latency", "action": "latency", "path_regex": "/batch$", "latency_ms": 120, "probability": 1.0, "seed": 1},
-    {"id": "5xx-before", "action": "status", "status": 503, "path_regex": "/batch$", "probability": 0.04, "seed": 2},
-    {"id": "5xx-after", "action": "status_after_commit", "status": 502, "path_regex": "/batch$", "probability": 0.04, "seed": 3},
-    {"id": "drop-before", "action": "drop_before_commit", "path_regex": "/batch$", "probability": 0.03, "seed": 4},
-    {"id": "drop-after", "action": "drop_after_commit", "path_regex": "/batch$", "probability": 0.03, "seed": 5},
-    {"id": "429-storm", "action": "throttle", "path_regex": "/services/", "retry_after": 1, "every_nth": 1, "after": 60, "max_hits": 40, "seed": 6},
-    {"id": "spike", "action": "latency", "path_regex": "/services/", "latency_ms": 1500, "probability": 0.01, "seed": 7},
-    {"id": "read-5xx", "action": "status", "status": 503, "path_regex": "/suiteql$", "probability": 0.05, "seed": 8},
-]  # fmt: skip
+# The 429 storm: Retry-After 1 s, from the 60th request, 40 refusals; a 1.5 s spike on 1 % of requests.
+FAULTS = exactly_once_faults(
+    failure=0.04, drop=0.03, storm=(1, 60, 40), read_failure=0.05, spike=(1500, 0.01)
+)
 
 
 def _prepare(dsn: str, psa: RunningSimulator, erp: RunningSimulator, consultants: int = 500) -> int:
     """Seed a firm (~40 entries per consultant) and bring it through extract and validation."""
-    from psa_erp_sync.clients.psa import HarvestClient
-    from psa_erp_sync.config import load_config
-    from psa_erp_sync.extract import psa as psa_extract
-    from psa_erp_sync.validation import time_expense as validation
-    from simulators.firm.generator import FirmSpec, generate_firm
-    from simulators.firm.load import load_firm
+    from simulators.firm.generator import FirmSpec
 
-    firm = generate_firm(
-        FirmSpec(seed=11, consultants=consultants, customers=60, projects=150, opportunities=5, today=TODAY)
+    spec = FirmSpec(
+        seed=11, consultants=consultants, customers=60, projects=150, opportunities=5, today=TODAY
     )
-    load_firm(firm, psa_url=psa.base_url, erp_url=erp.base_url, crm_url=None, include_schedule=False)
-    psa.admin("PUT", "/config", json={"rate_limit_requests": 0})
-    client = HarvestClient(base_url=psa.base_url, token="t", account_id="1")
-    config = load_config()
-    keys = {}
-    with psycopg.connect(dsn) as conn:
-        window = psa_extract.plan_window(
-            None, mode="full", as_of=AS_OF, overlap=psa_extract.timedelta(hours=1), sweep_days=45
-        )
-        for endpoint in ("/v2/projects", "/v2/users", "/v2/task_assignments", "/v2/time_entries"):
-            keys[endpoint] = f"fault/{endpoint}"
-            psa_extract.extract_endpoint(
-                conn, client, endpoint=endpoint, run_key=keys[endpoint], window=window, per_page=2000
-            )
-        ref = validation.PsaReference.from_staging(conn, keys)
-        with conn.transaction():
-            result = validation.validate_run(
-                conn,
-                kind="time_entry",
-                run_key=keys["/v2/time_entries"],
-                ref=ref,
-                config=config,
-                as_of=AS_OF,
-                dag_run_id="fault",
-            )
-        result.check()
-        approved = conn.execute(
-            "SELECT count(*) FROM canonical.time_entry WHERE approved AND NOT is_deleted"
-        ).fetchone()
-    assert approved is not None
-    return int(approved[0])
-
-
-def _confirmed(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM ledger.posting WHERE state IN ('confirmed', 'resolved')"
-        ).fetchone()
-    return int(row[0]) if row else 0
+    return stage_firm(dsn, psa, spec, erp_url=erp.base_url, prefix="fault", as_of=AS_OF)
 
 
 def _worker(dsn: str, erp_url: str, *extra: str, stderr: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "psa_erp_sync.posting", "--dsn", dsn, "--erp-url", erp_url, "--record-type", "timebill",
-         "--concurrency", "6", "--run-id", "fault-run", "--timeout", "10", *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "psa_erp_sync.posting",
+            "--dsn",
+            dsn,
+            "--erp-url",
+            erp_url,
+            "--record-type",
+            "timebill",
+            "--concurrency",
+            "6",
+            "--run-id",
+            "fault-run",
+            "--timeout",
+            "10",
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_exactly_once_effect_under_faults_and_sigkill(
@@ -124,7 +95,7 @@ def test_exactly_once_effect_under_faults_and_sigkill(
     for threshold in (0.2, 0.4, 0.6):
         worker = _worker(clean_ods, erp_sim.base_url)
         deadline = time.monotonic() + 300
-        while _confirmed(clean_ods) < threshold * approved:
+        while confirmed(clean_ods) < threshold * approved:
             assert worker.poll() is None, "the worker finished before it could be killed"
             assert time.monotonic() < deadline, "no progress"
             time.sleep(0.05)
@@ -159,15 +130,7 @@ def _assert_exactly_once(dsn: str, erp: RunningSimulator) -> Any:
         sources = Counter(b["memo"].split()[0] for b in bodies)
         assert [s for s, n in sources.items() if n > 1] == []
         # Nothing left in flight; every parked or rejected record has an open exception with a reason.
-        states = dict(conn.execute("SELECT state, count(*) FROM ledger.posting GROUP BY 1").fetchall())
-        assert not {"pending", "sent", "ambiguous"} & set(states), states
-        stuck = conn.execute(
-            "SELECT count(*) FROM ledger.posting p WHERE p.state IN ('parked', 'rejected') AND NOT EXISTS ("
-            " SELECT 1 FROM exceptions.item e WHERE e.source_id = p.source_id AND e.status = 'open'"
-            " AND e.kind IN ('parked', 'dead_letter') AND e.reason_code <> '')"
-            " AND p.seq = (SELECT max(seq) FROM ledger.posting m WHERE m.source_id = p.source_id)"
-        ).fetchone()
-        assert stuck == (0,)
+        assert_settled(conn)
         want, want_rows = erp_readback.expected(conn, "timebill")
     with NetSuiteClient(base_url=erp.base_url, account_id="A", token="t") as client:
         have, have_rows = erp_readback.actual(client, "timebill", "psa-te-")
@@ -188,9 +151,13 @@ def _post(dsn: str, erp: RunningSimulator, run_id: str, *, concurrency: int = 4)
     retry = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05)
     with NetSuiteClient(base_url=erp.base_url, account_id="A", token="t", timeout=10, retry=retry) as client:
         result = post_record_type(
-            dsn=dsn, client=client, record_type="timebill", config=load_config(),
-            settings=EngineSettings(max_concurrency=concurrency, progress_every_s=3600), run_id=run_id,
-        )  # fmt: skip
+            dsn=dsn,
+            client=client,
+            record_type="timebill",
+            config=load_config(),
+            settings=EngineSettings(max_concurrency=concurrency, progress_every_s=3600),
+            run_id=run_id,
+        )
     return result.outcome
 
 
@@ -229,9 +196,18 @@ def test_401_on_the_job_poll_after_a_202_fails_the_task_and_the_retry_reads_back
     erp_sim.admin(
         "PUT",
         "/faults",
-        json=[{"id": "401-poll", "action": "status", "status": 401, "method": "GET",
-               "path_regex": r"/async/v1/job/\d+/result$", "every_nth": 5, "max_hits": 3}],
-    )  # fmt: skip
+        json=[
+            {
+                "id": "401-poll",
+                "action": "status",
+                "status": 401,
+                "method": "GET",
+                "path_regex": r"/async/v1/job/\d+/result$",
+                "every_nth": 5,
+                "max_hits": 3,
+            }
+        ],
+    )
     refused_jobs: list[str | None] = []
     ambiguous_after_failure: list[int] = []
     for _try in range(1, 8):  # Airflow's retries of the same task
@@ -268,9 +244,19 @@ def test_429_on_the_job_poll_is_read_back_never_reposted(
     erp_sim.admin(
         "PUT",
         "/faults",
-        json=[{"id": "429-poll", "action": "throttle", "retry_after": 0, "method": "GET",
-               "path_regex": r"/async/v1/job/\d+/result$", "every_nth": 1, "after": 3, "max_hits": 24}],
-    )  # fmt: skip
+        json=[
+            {
+                "id": "429-poll",
+                "action": "throttle",
+                "retry_after": 0,
+                "method": "GET",
+                "path_regex": r"/async/v1/job/\d+/result$",
+                "every_nth": 1,
+                "after": 3,
+                "max_hits": 24,
+            }
+        ],
+    )
     outcome = _post(clean_ods, erp_sim, "poll-429", concurrency=1)
     fired = {r["id"]: r["hits"] for r in erp_sim.admin("GET", "/faults")["rules"]}
     erp_sim.admin("DELETE", "/faults")
@@ -317,9 +303,9 @@ def test_a_period_closing_mid_pass_gets_the_entity_policy(
 
     def close_when_under_way() -> None:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and _confirmed(clean_ods) < 0.2 * total:
+        while time.monotonic() < deadline and confirmed(clean_ods) < 0.2 * total:
             time.sleep(0.02)
-        closed_at.append(_confirmed(clean_ods))
+        closed_at.append(confirmed(clean_ods))
         for entity in ("LE-US1", "LE-US2", "LE-UK1"):
             erp_sim.admin("POST", f"/periods/{entity}-{month}", json={"closed": True, "allLocked": True})
 
@@ -386,7 +372,7 @@ def test_lock_connection_killed_mid_pass_stops_it_and_the_next_pass_completes(
         clean_ods, erp_sim.base_url, "--batch-size", "20", "--concurrency", "2", stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 120
-    while _confirmed(clean_ods) < 0.2 * approved:
+    while confirmed(clean_ods) < 0.2 * approved:
         assert worker.poll() is None, "the worker finished before the kill"
         assert time.monotonic() < deadline, "no progress"
         time.sleep(0.05)
@@ -401,7 +387,7 @@ def test_lock_connection_killed_mid_pass_stops_it_and_the_next_pass_completes(
     assert worker.returncode == 75, err.decode()[-2000:]
     assert "posting lock" in err.decode() and "lost" in err.decode().splitlines()[-1]
     assert stopped_after < 15, stopped_after  # heartbeat 5 s, then the next batch's check
-    at_stop = _confirmed(clean_ods)
+    at_stop = confirmed(clean_ods)
     assert at_stop < approved, "the pass did not stop: it posted everything"
 
     final = _worker(clean_ods, erp_sim.base_url)

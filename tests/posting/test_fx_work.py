@@ -28,44 +28,98 @@ USD_PROJECT, JPY_PROJECT = 40, 50
 AS_OF = datetime(2026, 11, 20, 12, tzinfo=UTC)
 ERP_SEED: dict[str, list[dict[str, Any]]] = {
     "subsidiaries": [
-        {"external_id": DE, "name": "Northwind Beratung GmbH", "country": "DE", "currency": "EUR", "is_inactive": False},
+        {
+            "external_id": DE,
+            "name": "Northwind Beratung GmbH",
+            "country": "DE",
+            "currency": "EUR",
+            "is_inactive": False,
+        },
     ],
     "currencies": [{"symbol": s, "name": s} for s in ("USD", "EUR", "JPY")],
     "employees": [{"external_id": "psa-user-3", "subsidiary": DE, "is_inactive": False}],
     "customers": [
-        {"external_id": "psa-client-3", "company_name": "Acme Corp.", "subsidiary": DE, "currency": "USD", "is_inactive": False},
-        {"external_id": "psa-client-4", "company_name": "Kaisha KK", "subsidiary": DE, "currency": "JPY", "is_inactive": False},
+        {
+            "external_id": "psa-client-3",
+            "company_name": "Acme Corp.",
+            "subsidiary": DE,
+            "currency": "USD",
+            "is_inactive": False,
+        },
+        {
+            "external_id": "psa-client-4",
+            "company_name": "Kaisha KK",
+            "subsidiary": DE,
+            "currency": "JPY",
+            "is_inactive": False,
+        },
     ],
     "jobs": [
-        {"external_id": f"psa-project-{p}", "name": f"Project {p}", "customer": f"psa-client-{c}", "subsidiary": DE,
-         "currency": cur, "billing_type": "time_and_materials", "contract_value": "100000.00", "is_inactive": False}
+        {
+            "external_id": f"psa-project-{p}",
+            "name": f"Project {p}",
+            "customer": f"psa-client-{c}",
+            "subsidiary": DE,
+            "currency": cur,
+            "billing_type": "time_and_materials",
+            "contract_value": "100000.00",
+            "is_inactive": False,
+        }
         for p, c, cur in ((USD_PROJECT, 3, "USD"), (JPY_PROJECT, 4, "JPY"))
     ],
     "accounting_periods": [
-        {"external_id": f"{DE}-2026-{m}", "subsidiary": DE, "period_name": f"2026-{m}", "start_date": f"2026-{m}-01",
-         "end_date": f"2026-{m}-{d}", "closed": False, "all_locked": False, "ar_locked": False, "ap_locked": False}
+        {
+            "external_id": f"{DE}-2026-{m}",
+            "subsidiary": DE,
+            "period_name": f"2026-{m}",
+            "start_date": f"2026-{m}-01",
+            "end_date": f"2026-{m}-{d}",
+            "closed": False,
+            "all_locked": False,
+            "ar_locked": False,
+            "ap_locked": False,
+        }
         for m, d in (("10", "31"), ("11", "30"), ("12", "31"))
     ],
-}  # fmt: skip
+}
 # 1 USD = 0.9234567891 EUR from 2026-11-01; 1 JPY = 0.0061 EUR from 2026-11-01
 RATES = {"USD": Decimal("0.9234567891"), "JPY": Decimal("0.0061")}
 
 
 def _entry(sid: int, project: int, hours: str, rate: str, day: str = "2026-11-02") -> dict[str, Any]:
     return {
-        "id": sid, "spent_date": day, "user": {"id": 3, "name": "x"}, "project": {"id": project, "name": "p"},
-        "task": {"id": 10, "name": "t"}, "hours": float(hours), "notes": f"n{sid}", "is_locked": True,
-        "is_closed": True, "is_billed": False, "billable": True, "billable_rate": float(rate),
-        "created_at": "2026-11-02T10:00:00Z", "updated_at": "2026-11-03T10:00:00Z",
-    }  # fmt: skip
+        "id": sid,
+        "spent_date": day,
+        "user": {"id": 3, "name": "x"},
+        "project": {"id": project, "name": "p"},
+        "task": {"id": 10, "name": "t"},
+        "hours": float(hours),
+        "notes": f"n{sid}",
+        "is_locked": True,
+        "is_closed": True,
+        "is_billed": False,
+        "billable": True,
+        "billable_rate": float(rate),
+        "created_at": "2026-11-02T10:00:00Z",
+        "updated_at": "2026-11-03T10:00:00Z",
+    }
 
 
 def _expense(sid: int, total: str) -> dict[str, Any]:
     return {
-        "id": sid, "spent_date": "2026-11-04", "user": {"id": 3, "name": "x"}, "project": {"id": USD_PROJECT, "name": "p"},
-        "expense_category": {"id": 3, "name": "Hotel"}, "total_cost": float(total), "billable": True, "is_closed": True,
-        "is_locked": False, "is_billed": False, "created_at": "2026-11-04T10:00:00Z", "updated_at": "2026-11-04T10:00:00Z",
-    }  # fmt: skip
+        "id": sid,
+        "spent_date": "2026-11-04",
+        "user": {"id": 3, "name": "x"},
+        "project": {"id": USD_PROJECT, "name": "p"},
+        "expense_category": {"id": 3, "name": "Hotel"},
+        "total_cost": float(total),
+        "billable": True,
+        "is_closed": True,
+        "is_locked": False,
+        "is_billed": False,
+        "created_at": "2026-11-04T10:00:00Z",
+        "updated_at": "2026-11-04T10:00:00Z",
+    }
 
 
 ENTRIES = [
@@ -73,11 +127,16 @@ ENTRIES = [
     _entry(302, USD_PROJECT, "1.25", "99.99"),
     _entry(303, JPY_PROJECT, "7.5", "15000"),
 ]
-EXPENSES = [_expense(401, "212.45")]  # fmt: skip
+EXPENSES = [_expense(401, "212.45")]
 
 
-DE_ENTITY = {"country": "DE", "currency": "EUR", "timezone": "Europe/Berlin", "close_calendar": "DE",
-             "closed_period_policy": "post_to_first_open"}  # fmt: skip
+DE_ENTITY = {
+    "country": "DE",
+    "currency": "EUR",
+    "timezone": "Europe/Berlin",
+    "close_calendar": "DE",
+    "closed_period_policy": "post_to_first_open",
+}
 
 
 def _config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
@@ -108,8 +167,12 @@ class Firm:
         return NetSuiteClient(base_url=self.erp.base_url, account_id="A", token="t", timeout=5)
 
     def add_rate(self, currency: str, rate: Decimal, day: str = "2026-11-01") -> None:
-        body = {"baseCurrency": {"refName": "EUR"}, "transactionCurrency": {"refName": currency},
-                "exchangeRate": str(rate), "effectiveDate": day}  # fmt: skip
+        body = {
+            "baseCurrency": {"refName": "EUR"},
+            "transactionCurrency": {"refName": currency},
+            "exchangeRate": str(rate),
+            "effectiveDate": day,
+        }
         with self.client() as erp:
             erp.upsert("currencyrate", f"{currency}-EUR-{day}", body)
 
@@ -135,16 +198,26 @@ class Firm:
         with psycopg.connect(self.dsn) as conn, self.client() as erp:
             sync_currency_rates(conn, erp)
             ref = PsaReference(
-                projects={USD_PROJECT: ProjectRef(USD_PROJECT, True, DE, "USD"), JPY_PROJECT: ProjectRef(JPY_PROJECT, True, DE, "JPY")},
-                users={3: True}, task_assignments=frozenset({(USD_PROJECT, 10), (JPY_PROJECT, 10)}),
-                expense_categories=frozenset({3}), fx_rates=RateBook.from_ods(conn),
-            )  # fmt: skip
+                projects={
+                    USD_PROJECT: ProjectRef(USD_PROJECT, True, DE, "USD"),
+                    JPY_PROJECT: ProjectRef(JPY_PROJECT, True, DE, "JPY"),
+                },
+                users={3: True},
+                task_assignments=frozenset({(USD_PROJECT, 10), (JPY_PROJECT, 10)}),
+                expense_categories=frozenset({3}),
+                fx_rates=RateBook.from_ods(conn),
+            )
             for kind in ("time_entry", "expense_entry"):
                 with conn.transaction():
                     result = validation.validate_run(
-                        conn, kind=kind, run_key=run_key, ref=ref, config=self.config, as_of=AS_OF,
+                        conn,
+                        kind=kind,
+                        run_key=run_key,
+                        ref=ref,
+                        config=self.config,
+                        as_of=AS_OF,
                         dag_run_id=run_key,
-                    )  # fmt: skip
+                    )
                 result.check()
                 out[kind] = result.as_dict()
         return out
@@ -155,9 +228,13 @@ class Firm:
 
         with self.client() as erp:
             return post_record_type(
-                dsn=self.dsn, client=erp, record_type=record_type, config=self.config,
-                settings=EngineSettings(batch_size=10, max_concurrency=2, progress_every_s=3600), run_id=run_id,
-            )  # fmt: skip
+                dsn=self.dsn,
+                client=erp,
+                record_type=record_type,
+                config=self.config,
+                settings=EngineSettings(batch_size=10, max_concurrency=2, progress_every_s=3600),
+                run_id=run_id,
+            )
 
     def reconcile(self, run_id: str) -> dict[str, Any]:
         from psa_erp_sync.reconcile.time_expense import reconcile_erp

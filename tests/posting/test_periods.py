@@ -13,11 +13,16 @@ def _book() -> PeriodBook:
         end = date(2026, month + 1, 1) if month < 12 else date(2027, 1, 1)
         rows.append(
             {
-                "externalid": f"LE-US1-2026-{month:02d}", "subsidiary": "LE-US1",
-                "startdate": f"2026-{month:02d}-01", "enddate": str(date.fromordinal(end.toordinal() - 1)),
-                "closed": closed, "alllocked": "F", "arlocked": "F", "aplocked": "T" if month == 11 else "F",
+                "externalid": f"LE-US1-2026-{month:02d}",
+                "subsidiary": "LE-US1",
+                "startdate": f"2026-{month:02d}-01",
+                "enddate": str(date.fromordinal(end.toordinal() - 1)),
+                "closed": closed,
+                "alllocked": "F",
+                "arlocked": "F",
+                "aplocked": "T" if month == 11 else "F",
             }
-        )  # fmt: skip
+        )
     return PeriodBook.from_rows(rows)
 
 
@@ -57,21 +62,46 @@ def test_unknown_entity_or_date_parks() -> None:
 def _with_summaries(closed_months: tuple[int, ...]) -> PeriodBook:
     """A year, its Q4 (both open) and months 10-12 (some closed): summaries sort first by start date."""
     rows = [
-        {"externalid": "LE-US1-FY2026", "subsidiary": "LE-US1", "startdate": "2026-01-01", "enddate": "2026-12-31",
-         "closed": "F", "alllocked": "F", "arlocked": "F", "aplocked": "F", "isquarter": "F", "isyear": "T"},
-        {"externalid": "LE-US1-2026-Q4", "subsidiary": "LE-US1", "startdate": "2026-10-01", "enddate": "2026-12-31",
-         "closed": "F", "alllocked": "F", "arlocked": "F", "aplocked": "F", "isquarter": "T", "isyear": None},
-    ]  # fmt: skip
+        {
+            "externalid": "LE-US1-FY2026",
+            "subsidiary": "LE-US1",
+            "startdate": "2026-01-01",
+            "enddate": "2026-12-31",
+            "closed": "F",
+            "alllocked": "F",
+            "arlocked": "F",
+            "aplocked": "F",
+            "isquarter": "F",
+            "isyear": "T",
+        },
+        {
+            "externalid": "LE-US1-2026-Q4",
+            "subsidiary": "LE-US1",
+            "startdate": "2026-10-01",
+            "enddate": "2026-12-31",
+            "closed": "F",
+            "alllocked": "F",
+            "arlocked": "F",
+            "aplocked": "F",
+            "isquarter": "T",
+            "isyear": None,
+        },
+    ]
     for month in (10, 11, 12):
         end = date(2026, month + 1, 1) if month < 12 else date(2027, 1, 1)
         closed = "T" if month in closed_months else "F"
         rows.append(
             {
-                "externalid": f"LE-US1-2026-{month:02d}", "subsidiary": "LE-US1",
-                "startdate": f"2026-{month:02d}-01", "enddate": str(date.fromordinal(end.toordinal() - 1)),
-                "closed": closed, "alllocked": "F", "arlocked": "F", "aplocked": "F",
+                "externalid": f"LE-US1-2026-{month:02d}",
+                "subsidiary": "LE-US1",
+                "startdate": f"2026-{month:02d}-01",
+                "enddate": str(date.fromordinal(end.toordinal() - 1)),
+                "closed": closed,
+                "alllocked": "F",
+                "arlocked": "F",
+                "aplocked": "F",
             }
-        )  # fmt: skip
+        )
     return PeriodBook.from_rows(rows)
 
 

@@ -133,9 +133,14 @@ def test_a_held_lock_makes_a_second_pass_give_up_within_the_bound(
             pytest.raises(PostingLockBusy, match="posting lock busy") as busy,
         ):
             post_record_type(
-                dsn=clean_ods, client=client, record_type="timebill", config=load_config(),
-                settings=EngineSettings(), run_id="second", lock_settings=FAST,
-            )  # fmt: skip
+                dsn=clean_ods,
+                client=client,
+                record_type="timebill",
+                config=load_config(),
+                settings=EngineSettings(),
+                run_id="second",
+                lock_settings=FAST,
+            )
         elapsed = time.monotonic() - started
         assert FAST.wait_s <= elapsed < FAST.wait_s + 2.0, elapsed
         assert str(holder_pid) in str(busy.value)
@@ -158,9 +163,11 @@ def test_the_lock_connection_has_keepalives_and_a_lease(clean_ods: str) -> None:
         )
         params = lock.conn.info.get_parameters()
     assert settings == {
-        "tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3",
+        "tcp_keepalives_idle": "10",
+        "tcp_keepalives_interval": "5",
+        "tcp_keepalives_count": "3",
         "idle_session_timeout": "3000",
-    }  # fmt: skip
+    }
     assert (params["keepalives"], params["keepalives_idle"], params["keepalives_count"]) == ("1", "10", "3")
 
 
@@ -202,10 +209,14 @@ def test_terminating_the_lock_backend_mid_pass_stops_the_pass(
             posting_lock(clean_ods, "timebill", FAST) as lock,
         ):
             engine = PostingEngine(
-                dsn=clean_ods, client=client, record_type="timebill", config=load_config(),
+                dsn=clean_ods,
+                client=client,
+                record_type="timebill",
+                config=load_config(),
                 settings=EngineSettings(batch_size=5, max_concurrency=2, progress_every_s=3600),
-                dag_run_id="lock-kill", lock_check=lock.check,
-            )  # fmt: skip
+                dag_run_id="lock-kill",
+                lock_check=lock.check,
+            )
             lock_pid = lock.conn.info.backend_pid
 
             def kill_after_progress() -> None:

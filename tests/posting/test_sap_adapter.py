@@ -69,49 +69,102 @@ def _client(sap: RunningSimulator) -> S4HanaClient:
     )
 
 
-def _time(n: int, *, version: str = "v1", action: ledger.Action = "post", seq: int = 0, hours: str = "1.50",
-          day: str = "2026-10-05", entity: str = "LE-US1", user: str = "psa-user-1") -> ledger.Posting:  # fmt: skip
+def _time(
+    n: int,
+    *,
+    version: str = "v1",
+    action: ledger.Action = "post",
+    seq: int = 0,
+    hours: str = "1.50",
+    day: str = "2026-10-05",
+    entity: str = "LE-US1",
+    user: str = "psa-user-1",
+) -> ledger.Posting:
     key = ledger.idempotency_key("timebill", "psa", str(n), version, action, seq)
     period = f"{entity}-{day[:7]}"
     payload: dict[str, Any] = {
-        "externalId": f"psa-te-{n}", "tranDate": day, "employee": {"externalId": user},
-        "customer": {"externalId": "psa-project-7"}, "subsidiary": {"externalId": entity},
-        "currency": {"refName": "USD"}, "isBillable": True, "memo": f"psa:{n} v:{version} key:{key[:16]}",
-        "postingPeriod": {"externalId": period}, "hours": hours, "rate": "100.00",
-    }  # fmt: skip
+        "externalId": f"psa-te-{n}",
+        "tranDate": day,
+        "employee": {"externalId": user},
+        "customer": {"externalId": "psa-project-7"},
+        "subsidiary": {"externalId": entity},
+        "currency": {"refName": "USD"},
+        "isBillable": True,
+        "memo": f"psa:{n} v:{version} key:{key[:16]}",
+        "postingPeriod": {"externalId": period},
+        "hours": hours,
+        "rate": "100.00",
+    }
     if action == "reverse":
         payload = {"externalId": f"psa-te-{n}", "reverses": payload}
     return ledger.Posting(
-        key, "timebill", "psa", str(n), version, f"psa-te-{n}", action, "pending", payload, entity, period,
-        int(Decimal(hours) * 10000), "USD",
-    )  # fmt: skip
+        key,
+        "timebill",
+        "psa",
+        str(n),
+        version,
+        f"psa-te-{n}",
+        action,
+        "pending",
+        payload,
+        entity,
+        period,
+        int(Decimal(hours) * 10000),
+        "USD",
+    )
 
 
 def _expense(n: int, *, action: ledger.Action = "post") -> ledger.Posting:
     key = ledger.idempotency_key("expensereport", "psa", str(n), "v1", action, 0)
     payload: dict[str, Any] = {
-        "externalId": f"psa-ex-{n}", "tranDate": "2026-10-06", "employee": {"externalId": "psa-user-1"},
-        "customer": {"externalId": "psa-project-7"}, "subsidiary": {"externalId": "LE-US1"},
-        "currency": {"refName": "USD"}, "memo": f"psa:{n} v:v1 key:{key[:16]}",
-        "postingPeriod": {"externalId": "LE-US1-2026-10"}, "amount": "42.17", "category": "Travel",
-    }  # fmt: skip
+        "externalId": f"psa-ex-{n}",
+        "tranDate": "2026-10-06",
+        "employee": {"externalId": "psa-user-1"},
+        "customer": {"externalId": "psa-project-7"},
+        "subsidiary": {"externalId": "LE-US1"},
+        "currency": {"refName": "USD"},
+        "memo": f"psa:{n} v:v1 key:{key[:16]}",
+        "postingPeriod": {"externalId": "LE-US1-2026-10"},
+        "amount": "42.17",
+        "category": "Travel",
+    }
     if action == "reverse":
         payload = {"externalId": f"psa-ex-{n}", "reverses": payload}
     return ledger.Posting(
-        key, "expensereport", "psa", str(n), "v1", f"psa-ex-{n}", action, "pending", payload, "LE-US1",
-        "LE-US1-2026-10", 4217, "USD",
-    )  # fmt: skip
+        key,
+        "expensereport",
+        "psa",
+        str(n),
+        "v1",
+        f"psa-ex-{n}",
+        action,
+        "pending",
+        payload,
+        "LE-US1",
+        "LE-US1-2026-10",
+        4217,
+        "USD",
+    )
 
 
-def _run(dsn: str, client: S4HanaClient, config: Config, postings: list[ledger.Posting],
-         record_type: str = "timebill") -> Outcome:  # fmt: skip
+def _run(
+    dsn: str,
+    client: S4HanaClient,
+    config: Config,
+    postings: list[ledger.Posting],
+    record_type: str = "timebill",
+) -> Outcome:
     with psycopg.connect(dsn) as conn:
         ledger.insert_planned(conn, postings)
     return PostingEngine(
-        dsn=dsn, client=SapAdapter(client, MAPPING), record_type=record_type, config=config,
-        settings=EngineSettings(batch_size=10, max_concurrency=2, max_rounds=4), dag_run_id="sap-adapter",
+        dsn=dsn,
+        client=SapAdapter(client, MAPPING),
+        record_type=record_type,
+        config=config,
+        settings=EngineSettings(batch_size=10, max_concurrency=2, max_rounds=4),
+        dag_run_id="sap-adapter",
         sleep=lambda _: None,
-    ).run()  # fmt: skip
+    ).run()
 
 
 def _states(dsn: str, record_type: str = "timebill") -> dict[str, int]:
@@ -145,8 +198,12 @@ def test_post_adjust_through_a_successor_and_reverse(
         )
         sap.admin("POST", f"/timesheets/{first['TimeSheetRecord']}/approve")
         # A new approved version of 1 (an approved record changes through a successor) and 2 reversed.
-        outcome = _run(clean_ods, client, config, [_time(1, version="v2", action="adjust", seq=1, hours="2.25"),
-                                                   _time(2, action="reverse", seq=1)])  # fmt: skip
+        outcome = _run(
+            clean_ods,
+            client,
+            config,
+            [_time(1, version="v2", action="adjust", seq=1, hours="2.25"), _time(2, action="reverse", seq=1)],
+        )
         assert outcome.posted == 1 and outcome.reversed == 1
     live = _live(sap)
     assert set(live) == {"1"}
@@ -162,8 +219,17 @@ def test_post_adjust_through_a_successor_and_reverse(
 def test_an_ambiguous_batch_is_read_back_by_tag_never_resent(
     clean_ods: str, sap: RunningSimulator, config: Config
 ) -> None:
-    sap.admin("POST", "/faults", json={"id": "after", "action": "status_after_commit", "status": 502,
-                                       "path_regex": r"/\$batch$", "max_hits": 1})  # fmt: skip
+    sap.admin(
+        "POST",
+        "/faults",
+        json={
+            "id": "after",
+            "action": "status_after_commit",
+            "status": 502,
+            "path_regex": r"/\$batch$",
+            "max_hits": 1,
+        },
+    )
     with _client(sap) as client:
         outcome = _run(clean_ods, client, config, [_time(n) for n in range(1, 6)])
     assert sap.admin("GET", "/faults")["rules"][0]["hits"] == 1
@@ -188,8 +254,13 @@ def test_a_period_closed_mid_pass_gets_the_entity_policy(
     clean_ods: str, sap: RunningSimulator, config: Config
 ) -> None:
     # Planned in October while open; SAP closed October before the pass sent them (F5/201).
-    sap.admin("POST", "/periods", json=[{"company_code": c, "fiscal_year": 2026, "period": 10, "open": False}
-                                        for c in ("1010", "2010")])  # fmt: skip
+    sap.admin(
+        "POST",
+        "/periods",
+        json=[
+            {"company_code": c, "fiscal_year": 2026, "period": 10, "open": False} for c in ("1010", "2010")
+        ],
+    )
     with _client(sap) as client:
         outcome = _run(clean_ods, client, config, [_time(1), _time(2, entity="LE-UK1")])
     assert outcome.period_closed_replanned == 2 and outcome.parked_after_period_closed == 1
@@ -213,8 +284,9 @@ def test_expenses_are_journal_entries_and_a_reversal_mirrors_them(
         [doc] = client.find_journal_entries("1010", _expense(1).idempotency_key)
         assert doc.DocumentReferenceID == journal_reference(_expense(1).idempotency_key)
         assert doc.to_Item is not None
-        assert [(i.GLAccount, i.AmountInTransactionCurrency, i.DebitCreditCode) for i in doc.to_Item.results] == [
-            ("6100", Decimal("42.17"), "S"), ("2000", Decimal("42.17"), "H")]  # fmt: skip
+        assert [
+            (i.GLAccount, i.AmountInTransactionCurrency, i.DebitCreditCode) for i in doc.to_Item.results
+        ] == [("6100", Decimal("42.17"), "S"), ("2000", Decimal("42.17"), "H")]
         outcome = _run(clean_ods, client, config, [_expense(1, action="reverse")], "expensereport")
         assert outcome.reversed == 1
         [mirror] = client.find_journal_entries("1010", _expense(1, action="reverse").idempotency_key)
@@ -255,8 +327,13 @@ def test_the_sap_hook_builds_the_adapter_from_its_connection(
 
     from psa_erp_sync.hooks.sap import SapHook
 
-    conn = {"conn_type": "http", "host": sap.base_url, "login": "PSA_COMM", "password": "secret",
-            "extra": {"company_codes": {"LE-US1": "1010"}, "activity_type": "T001"}}  # fmt: skip
+    conn = {
+        "conn_type": "http",
+        "host": sap.base_url,
+        "login": "PSA_COMM",
+        "password": "secret",
+        "extra": {"company_codes": {"LE-US1": "1010"}, "activity_type": "T001"},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_SAP_ADAPTERTEST", json.dumps(conn))
     hook = SapHook("sap_adaptertest")
     with hook.get_client() as client:
@@ -266,9 +343,14 @@ def test_the_sap_hook_builds_the_adapter_from_its_connection(
         with psycopg.connect(clean_ods) as db:
             ledger.insert_planned(db, [_time(1)])
         outcome = PostingEngine(
-            dsn=clean_ods, client=adapter, record_type="timebill", config=config,
-            settings=EngineSettings(batch_size=10, max_concurrency=1), dag_run_id="hook", sleep=lambda _: None,
-        ).run()  # fmt: skip
+            dsn=clean_ods,
+            client=adapter,
+            record_type="timebill",
+            config=config,
+            settings=EngineSettings(batch_size=10, max_concurrency=1),
+            dag_run_id="hook",
+            sleep=lambda _: None,
+        ).run()
     assert outcome.posted == 1
     assert _live(sap)["1"]["TimeSheetDataFields"]["ActivityType"] == "T001"
 
@@ -278,8 +360,19 @@ def test_a_journal_batch_failing_midway_is_read_back_never_resent(
 ) -> None:
     """SAP takes a second document with the same reference: after the first entry of a batch
     landed, a throttled second one must not make the engine resend the batch."""
-    sap.admin("POST", "/faults", json={"id": "429", "action": "throttle", "method": "POST", "retry_after": 0,
-                                       "path_regex": "JournalEntryCollection$", "after": 1, "max_hits": 3})  # fmt: skip
+    sap.admin(
+        "POST",
+        "/faults",
+        json={
+            "id": "429",
+            "action": "throttle",
+            "method": "POST",
+            "retry_after": 0,
+            "path_regex": "JournalEntryCollection$",
+            "after": 1,
+            "max_hits": 3,
+        },
+    )
     expenses = [_expense(n) for n in (1, 2, 3)]
     with _client(sap) as client:
         outcome = _run(clean_ods, client, config, expenses, "expensereport")
@@ -324,8 +417,13 @@ def test_the_posting_operator_posts_to_sap_when_told(
 
     approved = _prepare(clean_ods, psa_sim, sap_sim, consultants=4)
     connect_airflow(monkeypatch, clean_ods)
-    conn = {"conn_type": "http", "host": sap_sim.base_url, "login": "PSA_COMM", "password": "secret",
-            "extra": {"company_codes": COMPANY_CODES, "activity_type": "T001"}}  # fmt: skip
+    conn = {
+        "conn_type": "http",
+        "host": sap_sim.base_url,
+        "login": "PSA_COMM",
+        "password": "secret",
+        "extra": {"company_codes": COMPANY_CODES, "activity_type": "T001"},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_SAP_OPTEST", json.dumps(conn))
     op = IdempotentPostingOperator(
         task_id="post_timebills", record_type="timebill", erp="sap", erp_conn_id="sap_optest"

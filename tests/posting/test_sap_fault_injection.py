@@ -31,9 +31,10 @@ import psycopg
 import pytest
 
 from tests.conftest import ROOT, RunningSimulator
+from tests.fault_rules import exactly_once_faults, with_guaranteed_hits
 from tests.fault_rules import fired as fired_by_kind
-from tests.fault_rules import with_guaranteed_hits
 from tests.posting.sap_worker import COMPANY_CODES
+from tests.posting.staged_firm import assert_settled, confirmed, stage_firm
 from tests.routed_config import route_to
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -41,15 +42,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TODAY = date(2026, 11, 9)
 AS_OF = datetime(2026, 11, 9, 12, tzinfo=UTC)
 BATCH = r"/\$batch$"
-FAULTS: list[dict[str, Any]] = [
-    {"id": "latency", "action": "latency", "path_regex": BATCH, "latency_ms": 60, "probability": 1.0, "seed": 1},
-    {"id": "5xx-before", "action": "status", "status": 503, "path_regex": BATCH, "probability": 0.05, "seed": 2},
-    {"id": "5xx-after", "action": "status_after_commit", "status": 502, "path_regex": BATCH, "probability": 0.05, "seed": 3},
-    {"id": "drop-before", "action": "drop_before_commit", "path_regex": BATCH, "probability": 0.04, "seed": 4},
-    {"id": "drop-after", "action": "drop_after_commit", "path_regex": BATCH, "probability": 0.04, "seed": 5},
-    {"id": "429-storm", "action": "throttle", "path_regex": "/sap/opu/", "retry_after": 0, "every_nth": 1, "after": 30, "max_hits": 6, "seed": 6},
-    {"id": "read-5xx", "action": "status", "status": 503, "method": "GET", "path_regex": "TimeSheetEntryCollection", "probability": 0.03, "seed": 7},
-]  # fmt: skip
+FAULTS = exactly_once_faults(
+    batch=BATCH,
+    api="/sap/opu/",
+    read="TimeSheetEntryCollection",
+    latency_ms=60,
+    failure=0.05,
+    drop=0.04,
+    storm=(0, 30, 6),  # Retry-After 0 s, from the 30th request, 6 refusals
+    read_failure=0.03,
+    read_seed=7,
+    read_method="GET",
+)
 # Business refusals a dead letter may carry; never a fault's answer, a rolled-back changeset or a closed period.
 NOT_A_RECORDS_FAULT = {"PERIOD_CLOSED", "UNKNOWN", "SAP_HTTP_500", "/IWBEP/CM_MGW_RT/004", "SAP_HTTP_502"}
 
@@ -58,41 +62,14 @@ def _prepare(dsn: str, psa: RunningSimulator, sap: RunningSimulator, consultants
     """Seed a firm in the PSA, extract and validate it; seed SAP's company codes, periods (open
     from October 2026) and a work agreement for every consultant but a few (their entries are
     refused by SAP: business dead letters)."""
-    from psa_erp_sync.clients.psa import HarvestClient
-    from psa_erp_sync.config import load_config
-    from psa_erp_sync.extract import psa as psa_extract
-    from psa_erp_sync.validation import time_expense as validation
-    from simulators.firm.generator import FirmSpec, generate_firm
-    from simulators.firm.load import load_firm
+    from simulators.firm.generator import FirmSpec
 
-    firm = generate_firm(
-        FirmSpec(seed=11, consultants=consultants, customers=20, projects=40, opportunities=2, today=TODAY)
-    )
-    load_firm(firm, psa_url=psa.base_url, erp_url=None, crm_url=None, include_schedule=False)
-    psa.admin("PUT", "/config", json={"rate_limit_requests": 0})
-    client = HarvestClient(base_url=psa.base_url, token="t", account_id="1")
-    keys = {}
+    spec = FirmSpec(seed=11, consultants=consultants, customers=20, projects=40, opportunities=2, today=TODAY)
+    approved = stage_firm(dsn, psa, spec, erp_url=None, prefix="sapfault", as_of=AS_OF)
     with psycopg.connect(dsn) as conn:
-        window = psa_extract.plan_window(
-            None, mode="full", as_of=AS_OF, overlap=psa_extract.timedelta(hours=1), sweep_days=45
-        )
-        for endpoint in ("/v2/projects", "/v2/users", "/v2/task_assignments", "/v2/time_entries"):
-            keys[endpoint] = f"sapfault/{endpoint}"
-            psa_extract.extract_endpoint(
-                conn, client, endpoint=endpoint, run_key=keys[endpoint], window=window, per_page=2000
-            )
-        ref = validation.PsaReference.from_staging(conn, keys)
-        with conn.transaction():
-            validation.validate_run(
-                conn, kind="time_entry", run_key=keys["/v2/time_entries"], ref=ref, config=load_config(),
-                as_of=AS_OF, dag_run_id="sapfault",
-            ).check()  # fmt: skip
         users = sorted(
             int(u) for (u,) in conn.execute("SELECT DISTINCT user_ref FROM canonical.time_entry").fetchall()
         )
-        approved = conn.execute(
-            "SELECT count(*) FROM canonical.time_entry WHERE approved AND NOT is_deleted"
-        ).fetchone()
     currency = {"LE-US1": "USD", "LE-US2": "USD", "LE-UK1": "GBP"}
     sap.admin(
         "POST",
@@ -119,24 +96,18 @@ def _prepare(dsn: str, psa: RunningSimulator, sap: RunningSimulator, consultants
             ],
         },
     )
-    assert approved is not None
-    return int(approved[0])
-
-
-def _confirmed(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM ledger.posting WHERE state IN ('confirmed', 'resolved')"
-        ).fetchone()
-    return int(row[0]) if row else 0
+    return approved
 
 
 def _worker(dsn: str, sap_url: str) -> subprocess.Popen[bytes]:
     args = {"dsn": dsn, "sap_url": sap_url, "concurrency": 4, "batch_size": 50, "timeout": 10.0}
     return subprocess.Popen(
         [sys.executable, "-m", "tests.posting.sap_worker", json.dumps(args)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 class _CsrfExpirer(threading.Thread):
@@ -173,7 +144,7 @@ def test_sap_exactly_once_effect_under_faults_and_sigkill(
         for threshold in (0.2, 0.4, 0.6):
             worker = _worker(clean_ods, sap_sim.base_url)
             deadline = time.monotonic() + 120
-            while _confirmed(clean_ods) < threshold * approved:
+            while confirmed(clean_ods) < threshold * approved:
                 if worker.poll() is not None:
                     pytest.fail(
                         f"the worker ended before it could be killed: {worker.stderr.read()[-2000:]!r}"
@@ -230,15 +201,7 @@ def _assert_exactly_once(dsn: str, sap: RunningSimulator) -> tuple[int, dict[str
         assert source not in held, f"two live records for PSA entry {source}"  # 0 duplicates by content
         held[source] = Decimal(r["TimeSheetDataFields"]["RecordedHours"])
     with psycopg.connect(dsn) as conn:
-        states = dict(conn.execute("SELECT state, count(*) FROM ledger.posting GROUP BY 1").fetchall())
-        assert not {"pending", "sent", "ambiguous"} & set(states), states
-        stuck = conn.execute(
-            "SELECT count(*) FROM ledger.posting p WHERE p.state IN ('parked', 'rejected') AND NOT EXISTS ("
-            " SELECT 1 FROM exceptions.item e WHERE e.source_id = p.source_id AND e.status = 'open'"
-            " AND e.kind IN ('parked', 'dead_letter') AND e.reason_code <> '')"
-            " AND p.seq = (SELECT max(seq) FROM ledger.posting m WHERE m.source_id = p.source_id)"
-        ).fetchone()
-        assert stuck == (0,)
+        assert_settled(conn)
         letters = dict(
             conn.execute(
                 "SELECT reason_code, count(*) FROM exceptions.item WHERE kind = 'dead_letter' GROUP BY 1"
@@ -271,6 +234,11 @@ def _assert_exactly_once(dsn: str, sap: RunningSimulator) -> tuple[int, dict[str
         in_sap = (held[source] * rate).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
         assert int(in_sap) == amount, (source, in_sap, amount)
         amounts[currency] += amount
-    totals = {"count": len(held), "hours": str(sum(held.values())), "amount_minor": dict(amounts),
-              "parked_or_rejected": parked_or_rejected[0] if parked_or_rejected else None, "dead_letters": letters}  # fmt: skip
+    totals = {
+        "count": len(held),
+        "hours": str(sum(held.values())),
+        "amount_minor": dict(amounts),
+        "parked_or_rejected": parked_or_rejected[0] if parked_or_rejected else None,
+        "dead_letters": letters,
+    }
     return len(held), totals

@@ -54,11 +54,23 @@ def _entry(
 ) -> dict[str, Any]:
     user = 2 if project == UK_PROJECT else 1
     return {
-        "id": entry_id, "spent_date": day, "user_id": user, "project_id": project, "task_id": 1,
-        "hours": hours, "notes": f"stateful entry {entry_id}", "billable": True, "billable_rate": rate,
-        "cost_rate": "50.00", "is_closed": approved, "is_locked": approved, "is_billed": False,
-        "external_reference": None, "created_at": "2026-10-01T08:00:00Z", "updated_at": "2026-10-01T08:00:00Z",
-    }  # fmt: skip
+        "id": entry_id,
+        "spent_date": day,
+        "user_id": user,
+        "project_id": project,
+        "task_id": 1,
+        "hours": hours,
+        "notes": f"stateful entry {entry_id}",
+        "billable": True,
+        "billable_rate": rate,
+        "cost_rate": "50.00",
+        "is_closed": approved,
+        "is_locked": approved,
+        "is_billed": False,
+        "external_reference": None,
+        "created_at": "2026-10-01T08:00:00Z",
+        "updated_at": "2026-10-01T08:00:00Z",
+    }
 
 
 ENTRIES = [
@@ -83,35 +95,88 @@ PSA_SEED: dict[str, list[dict[str, Any]]] = {
         {"id": 2, "name": "Beacon Ltd", "is_active": True, "currency": "GBP"},
     ],
     "users": [
-        {"id": u, "first_name": "Test", "last_name": f"User{u}", "email": f"user{u}@example.com", "is_active": True,
-         "is_contractor": False, "weekly_capacity": 144000, "default_hourly_rate": "150.00", "cost_rate": "50.00",
-         "legal_entity": le, "practice": "Technology", "timezone": tz}
+        {
+            "id": u,
+            "first_name": "Test",
+            "last_name": f"User{u}",
+            "email": f"user{u}@example.com",
+            "is_active": True,
+            "is_contractor": False,
+            "weekly_capacity": 144000,
+            "default_hourly_rate": "150.00",
+            "cost_rate": "50.00",
+            "legal_entity": le,
+            "practice": "Technology",
+            "timezone": tz,
+        }
         for u, le, tz in ((1, US, "America/New_York"), (2, UK, "Europe/London"))
     ],
-    "tasks": [{"id": 1, "name": "Consulting", "billable_by_default": True, "default_hourly_rate": "150.00", "is_active": True}],
+    "tasks": [
+        {
+            "id": 1,
+            "name": "Consulting",
+            "billable_by_default": True,
+            "default_hourly_rate": "150.00",
+            "is_active": True,
+        }
+    ],
     "projects": [
-        {"id": p, "client_id": c, "name": f"Project {p}", "code": f"P{p}", "is_active": True, "is_billable": True,
-         "is_fixed_fee": False, "bill_by": "Project", "budget": None, "budget_by": "project", "cost_budget": None,
-         "fee": None, "hourly_rate": "150.00", "starts_on": "2026-01-01", "ends_on": "2027-12-31", "notes": None,
-         "billing_type": "time_and_materials", "legal_entity": le, "currency": cur, "practice": "Technology"}
-        for p, c, le, cur in ((US_PROJECT, 1, US, "USD"), (UK_PROJECT, 2, UK, "GBP"), (NO_JOB_PROJECT, 1, US, "USD"))
+        {
+            "id": p,
+            "client_id": c,
+            "name": f"Project {p}",
+            "code": f"P{p}",
+            "is_active": True,
+            "is_billable": True,
+            "is_fixed_fee": False,
+            "bill_by": "Project",
+            "budget": None,
+            "budget_by": "project",
+            "cost_budget": None,
+            "fee": None,
+            "hourly_rate": "150.00",
+            "starts_on": "2026-01-01",
+            "ends_on": "2027-12-31",
+            "notes": None,
+            "billing_type": "time_and_materials",
+            "legal_entity": le,
+            "currency": cur,
+            "practice": "Technology",
+        }
+        for p, c, le, cur in (
+            (US_PROJECT, 1, US, "USD"),
+            (UK_PROJECT, 2, UK, "GBP"),
+            (NO_JOB_PROJECT, 1, US, "USD"),
+        )
     ],
     "task_assignments": [
-        {"id": 100 + p, "project_id": p, "task_id": 1, "is_active": True, "billable": True, "hourly_rate": "150.00",
-         "budget": None}
+        {
+            "id": 100 + p,
+            "project_id": p,
+            "task_id": 1,
+            "is_active": True,
+            "billable": True,
+            "hourly_rate": "150.00",
+            "budget": None,
+        }
         for p in (US_PROJECT, UK_PROJECT, NO_JOB_PROJECT)
     ],
     "time_entries": ENTRIES,
-}  # fmt: skip
+}
 
 
 def _job(project: int) -> dict[str, Any]:
     customer, entity, currency = (2, UK, "GBP") if project == UK_PROJECT else (1, US, "USD")
     return {
-        "external_id": f"psa-project-{project}", "name": f"Project {project}", "customer": f"psa-client-{customer}",
-        "subsidiary": entity, "currency": currency, "billing_type": "time_and_materials",
-        "contract_value": "100000.00", "is_inactive": False,
-    }  # fmt: skip
+        "external_id": f"psa-project-{project}",
+        "name": f"Project {project}",
+        "customer": f"psa-client-{customer}",
+        "subsidiary": entity,
+        "currency": currency,
+        "billing_type": "time_and_materials",
+        "contract_value": "100000.00",
+        "is_inactive": False,
+    }
 
 
 def _period(entity: str, month: str) -> dict[str, Any]:
@@ -119,31 +184,73 @@ def _period(entity: str, month: str) -> dict[str, Any]:
     end = (start.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
     closed = month in CLOSED_AT_START
     return {
-        "external_id": f"{entity}-{month}", "subsidiary": entity, "period_name": f"{start:%b %Y}",
-        "start_date": start.isoformat(), "end_date": end.isoformat(), "closed": closed, "all_locked": closed,
-        "ar_locked": closed, "ap_locked": closed,
-    }  # fmt: skip
+        "external_id": f"{entity}-{month}",
+        "subsidiary": entity,
+        "period_name": f"{start:%b %Y}",
+        "start_date": start.isoformat(),
+        "end_date": end.isoformat(),
+        "closed": closed,
+        "all_locked": closed,
+        "ar_locked": closed,
+        "ap_locked": closed,
+    }
 
 
 ERP_SEED: dict[str, list[dict[str, Any]]] = {
     "subsidiaries": [
-        {"external_id": US, "name": "Northwind Consulting LLC", "country": "US", "currency": "USD", "is_inactive": False},
-        {"external_id": UK, "name": "Northwind Consulting Ltd", "country": "GB", "currency": "GBP", "is_inactive": False},
+        {
+            "external_id": US,
+            "name": "Northwind Consulting LLC",
+            "country": "US",
+            "currency": "USD",
+            "is_inactive": False,
+        },
+        {
+            "external_id": UK,
+            "name": "Northwind Consulting Ltd",
+            "country": "GB",
+            "currency": "GBP",
+            "is_inactive": False,
+        },
     ],
     "currencies": [{"symbol": "USD", "name": "US Dollar"}, {"symbol": "GBP", "name": "British Pound"}],
     "tax_codes": [
-        {"external_id": "TAX-US-EXEMPT", "code": "US-EXEMPT", "country": "US", "rate": "0.00", "is_inactive": False},
-        {"external_id": "TAX-GB-STD", "code": "GB-STD", "country": "GB", "rate": "20.00", "is_inactive": False},
+        {
+            "external_id": "TAX-US-EXEMPT",
+            "code": "US-EXEMPT",
+            "country": "US",
+            "rate": "0.00",
+            "is_inactive": False,
+        },
+        {
+            "external_id": "TAX-GB-STD",
+            "code": "GB-STD",
+            "country": "GB",
+            "rate": "20.00",
+            "is_inactive": False,
+        },
     ],
     "employees": [
         {"external_id": "psa-user-1", "subsidiary": US, "is_inactive": False},
         {"external_id": "psa-user-2", "subsidiary": UK, "is_inactive": False},
     ],
     "customers": [
-        {"external_id": "psa-client-1", "company_name": "Acme Corp.", "subsidiary": US, "currency": "USD",
-         "tax_code": "TAX-US-EXEMPT", "is_inactive": False},
-        {"external_id": "psa-client-2", "company_name": "Beacon Ltd", "subsidiary": UK, "currency": "GBP",
-         "tax_code": "TAX-GB-STD", "is_inactive": False},
+        {
+            "external_id": "psa-client-1",
+            "company_name": "Acme Corp.",
+            "subsidiary": US,
+            "currency": "USD",
+            "tax_code": "TAX-US-EXEMPT",
+            "is_inactive": False,
+        },
+        {
+            "external_id": "psa-client-2",
+            "company_name": "Beacon Ltd",
+            "subsidiary": UK,
+            "currency": "GBP",
+            "tax_code": "TAX-GB-STD",
+            "is_inactive": False,
+        },
     ],
     "jobs": [_job(US_PROJECT), _job(UK_PROJECT)],
     "accounting_periods": [
@@ -151,7 +258,7 @@ ERP_SEED: dict[str, list[dict[str, Any]]] = {
         for entity in (US, UK)
         for month in ("2026-08", "2026-09", "2026-10", "2026-11", "2026-12")
     ],
-}  # fmt: skip
+}
 
 
 SEEN: Counter[str] = Counter()  # what the examples exercised, printed at the end (pytest -s)
@@ -175,18 +282,26 @@ def extract_and_validate(
     keys = {endpoint: psa_extract.run_key_for(dag, run_id, endpoint) for endpoint in ENDPOINTS}
     for endpoint in ENDPOINTS:
         window = psa_extract.plan_window(
-            staging.get_watermark(conn, "psa", endpoint), mode="sweep", as_of=as_of,
-            overlap=timedelta(hours=1), sweep_days=45,
-        )  # fmt: skip
+            staging.get_watermark(conn, "psa", endpoint),
+            mode="sweep",
+            as_of=as_of,
+            overlap=timedelta(hours=1),
+            sweep_days=45,
+        )
         psa_extract.extract_endpoint(
             conn, client, endpoint=endpoint, run_key=keys[endpoint], window=window, per_page=2000
         )
     ref = validation.PsaReference.from_staging(conn, keys)
     with conn.transaction():
         validation.validate_run(
-            conn, kind="time_entry", run_key=keys["/v2/time_entries"], ref=ref, config=config,
-            as_of=as_of, dag_run_id=run_id,
-        ).check()  # fmt: skip
+            conn,
+            kind="time_entry",
+            run_key=keys["/v2/time_entries"],
+            ref=ref,
+            config=config,
+            as_of=as_of,
+            dag_run_id=run_id,
+        ).check()
 
 
 class SimulatedCrash(Exception):
@@ -350,10 +465,14 @@ class PostingMachine(RuleBasedStateMachine):
         self.try_number[run_id] = self.try_number.get(run_id, 0) + 1
         self.last_run = run_id
         result = post_record_type(
-            dsn=self.dsn, client=client, record_type="timebill", config=self.config,
+            dsn=self.dsn,
+            client=client,
+            record_type="timebill",
+            config=self.config,
             settings=EngineSettings(batch_size=2, max_concurrency=concurrency, progress_every_s=3600),
-            run_id=run_id, task_try=self.try_number[run_id],
-        )  # fmt: skip
+            run_id=run_id,
+            task_try=self.try_number[run_id],
+        )
         for what, planned in (
             ("planned into the first open period", result.plan["moved_to_open_period"]),
             ("planned a parked posting", result.plan["parked"]),
@@ -368,9 +487,14 @@ class PostingMachine(RuleBasedStateMachine):
         from psa_erp_sync.clients.http import RetryPolicy
 
         return NetSuiteClient(
-            base_url=self.erp.base_url, account_id="A", token="t", timeout=10,
-            retry=RetryPolicy(max_attempts=2, base_delay_s=0.0), sleep=lambda _: None, **kwargs,
-        )  # fmt: skip
+            base_url=self.erp.base_url,
+            account_id="A",
+            token="t",
+            timeout=10,
+            retry=RetryPolicy(max_attempts=2, base_delay_s=0.0),
+            sleep=lambda _: None,
+            **kwargs,
+        )
 
     def _new_run(self, prefix: str) -> str:
         self.runs += 1
@@ -411,11 +535,23 @@ class PostingMachine(RuleBasedStateMachine):
                 "PUT",
                 "/faults",
                 json=[
-                    {"id": "drop", "action": "drop_after_commit", "path_regex": "/batch$", "every_nth": 1,
-                     "after": writes, "max_hits": 1},
-                    {"id": "read-down", "action": "status", "status": 503, "path_regex": "/suiteql$", "after": 1},
+                    {
+                        "id": "drop",
+                        "action": "drop_after_commit",
+                        "path_regex": "/batch$",
+                        "every_nth": 1,
+                        "after": writes,
+                        "max_hits": 1,
+                    },
+                    {
+                        "id": "read-down",
+                        "action": "status",
+                        "status": 503,
+                        "path_regex": "/suiteql$",
+                        "after": 1,
+                    },
                 ],
-            )  # fmt: skip
+            )
         try:
             with self._client() as inner:
                 client = (
@@ -786,10 +922,14 @@ def test_planner_failing_mid_plan_fails_the_pass_and_the_next_pass_completes(
     monkeypatch.setattr(planner, "erp_payload", dies_on_the_fifth)
     with machine._client() as client, pytest.raises(RuntimeError, match="planner died"):
         post_record_type(
-            dsn=clean_ods, client=client, record_type="timebill", config=machine.config,
+            dsn=clean_ods,
+            client=client,
+            record_type="timebill",
+            config=machine.config,
             settings=EngineSettings(batch_size=2, max_concurrency=2, progress_every_s=3600, plan_chunk=2),
-            run_id="plan-dies", task_try=1,
-        )  # fmt: skip
+            run_id="plan-dies",
+            task_try=1,
+        )
     with psycopg.connect(clean_ods) as conn:
         states = dict(conn.execute("SELECT state, count(*) FROM ledger.posting GROUP BY 1").fetchall())
     # Two chunks of two committed before the fifth record; the engine sent all four.

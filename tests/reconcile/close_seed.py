@@ -40,17 +40,37 @@ def erp_rows(entity: str = ENTITY, fcur: str = FUNCTIONAL) -> dict[str, list[dic
     """The ERP's records as SuiteQL returns them, per record type."""
     return {
         "timebill": [
-            {"externalid": "psa-te-201", "trandate": "2026-11-05", "subsidiary": entity, "currency": "USD",
-             "exchangerate": "0.9234", "hours": "1.25", "rate": "100.00"},
-            {"externalid": "psa-te-202", "trandate": "2026-11-06", "subsidiary": entity, "currency": fcur,
-             "exchangerate": "1", "hours": "1.00", "rate": "100.00"},
+            {
+                "externalid": "psa-te-201",
+                "trandate": "2026-11-05",
+                "subsidiary": entity,
+                "currency": "USD",
+                "exchangerate": "0.9234",
+                "hours": "1.25",
+                "rate": "100.00",
+            },
+            {
+                "externalid": "psa-te-202",
+                "trandate": "2026-11-06",
+                "subsidiary": entity,
+                "currency": fcur,
+                "exchangerate": "1",
+                "hours": "1.00",
+                "rate": "100.00",
+            },
         ],
         "expensereport": [
-            {"externalid": "psa-ex-301", "trandate": "2026-11-07", "subsidiary": entity, "currency": fcur,
-             "exchangerate": "1", "amount": "45.50"},
+            {
+                "externalid": "psa-ex-301",
+                "trandate": "2026-11-07",
+                "subsidiary": entity,
+                "currency": fcur,
+                "exchangerate": "1",
+                "amount": "45.50",
+            },
         ],
         "journalentry": [],
-    }  # fmt: skip
+    }
 
 
 class FakeErp:
@@ -64,15 +84,34 @@ class FakeErp:
         yield from self.rows.get(record_type, [])
 
 
-def _ledger(conn: psycopg.Connection, key: str, record_type: str, source_id: str, external_id: str,
-            state: str, amount: int, currency: str, tran_date: str, entity: str) -> None:  # fmt: skip
+def _ledger(
+    conn: psycopg.Connection,
+    key: str,
+    record_type: str,
+    source_id: str,
+    external_id: str,
+    state: str,
+    amount: int,
+    currency: str,
+    tran_date: str,
+    entity: str,
+) -> None:
     conn.execute(
         "INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,"
         " external_id, action, state, legal_entity, amount_minor, currency, payload) VALUES"
         " (%s, %s, 'psa', %s, 'v1', %s, 'post', %s, %s, %s, %s, %s::jsonb)",
-        (key, record_type, source_id, external_id, state, entity, amount, currency,
-         f'{{"tranDate": "{tran_date}"}}'),
-    )  # fmt: skip
+        (
+            key,
+            record_type,
+            source_id,
+            external_id,
+            state,
+            entity,
+            amount,
+            currency,
+            f'{{"tranDate": "{tran_date}"}}',
+        ),
+    )
 
 
 def _work(conn: psycopg.Connection, e: str, f: str) -> None:

@@ -23,9 +23,14 @@ AS_OF = datetime(2026, 12, 1, 5, tzinfo=UTC)
 def _report(dsn: str, erp: FakeErp | None = None) -> cr.CloseReport:
     with psycopg.connect(dsn) as conn:
         return cr.compute(
-            conn, erp or FakeErp(erp_rows()), legal_entity=ENTITY, period=PERIOD, functional_currency="EUR",
-            run_id="r1", as_of=AS_OF,
-        )  # fmt: skip
+            conn,
+            erp or FakeErp(erp_rows()),
+            legal_entity=ENTITY,
+            period=PERIOD,
+            functional_currency="EUR",
+            run_id="r1",
+            as_of=AS_OF,
+        )
 
 
 def _area(report: cr.CloseReport, area: str, currency: str) -> cr.Reconciliation:
@@ -105,9 +110,16 @@ def test_a_mismatch_names_the_first_differing_records(clean_ods: str) -> None:
     rows = erp_rows()
     rows["timebill"][0]["exchangerate"] = "0.95"  # the ERP booked psa-te-201 at another rate
     rows["timebill"].append(  # and holds a timebill of ours for this entity and month the ODS never had
-        {"externalid": "psa-te-999", "trandate": "2026-11-09", "subsidiary": ENTITY, "currency": "EUR",
-         "exchangerate": "1", "hours": "1.00", "rate": "10.00"}
-    )  # fmt: skip
+        {
+            "externalid": "psa-te-999",
+            "trandate": "2026-11-09",
+            "subsidiary": ENTITY,
+            "currency": "EUR",
+            "exchangerate": "1",
+            "hours": "1.00",
+            "rate": "10.00",
+        }
+    )
     with psycopg.connect(clean_ods) as conn:
         conn.execute("UPDATE billing.erp_invoice SET total_minor = 62400 WHERE external_id = 'inv-1'")
     report = _report(clean_ods, FakeErp(rows))

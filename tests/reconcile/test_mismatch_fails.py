@@ -46,8 +46,15 @@ def _seed_ods(dsn: str) -> None:
 
 
 def _timebill(sid: str, hours: str) -> dict[str, Any]:
-    return {"type": "timebill", "externalId": f"psa-te-{sid}", "tranDate": "2026-11-02", "hours": hours,
-            "rate": "100.00", "currency": {"refName": "USD"}, "isBillable": True}  # fmt: skip
+    return {
+        "type": "timebill",
+        "externalId": f"psa-te-{sid}",
+        "tranDate": "2026-11-02",
+        "hours": hours,
+        "rate": "100.00",
+        "currency": {"refName": "USD"},
+        "isBillable": True,
+    }
 
 
 @pytest.fixture

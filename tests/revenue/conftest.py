@@ -47,11 +47,14 @@ def time_entry(
 
 def period_row(conn: psycopg.Connection, month: int, *, closed: bool) -> None:
     body = {
-        "externalid": f"US1-2026-{month:02d}", "subsidiary": "LE-US1",
+        "externalid": f"US1-2026-{month:02d}",
+        "subsidiary": "LE-US1",
         "startdate": date(2026, month, 1).isoformat(),
         "enddate": (date(2026, month + 1, 1).toordinal() - 1),
-        "closed": "T" if closed else "F", "isquarter": "F", "isyear": "F",
-    }  # fmt: skip
+        "closed": "T" if closed else "F",
+        "isquarter": "F",
+        "isyear": "F",
+    }
     body["enddate"] = date.fromordinal(int(body["enddate"])).isoformat()
     conn.execute(
         "INSERT INTO master.erp_record (record_type, external_id, internal_id, version_hash, subsidiary,"

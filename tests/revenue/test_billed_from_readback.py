@@ -29,7 +29,7 @@ def _invoice(
         " legal_entity, currency, total_minor, last_modified, version_hash, body, read_run_id)"
         " VALUES (%s, %s, %s, %s, %s, 'LE-US1', 'USD', %s, now(), 'v', '{}'::jsonb, 'r')",
         (kind, internal, f"x-{internal}", day, project, minor),
-    )  # fmt: skip
+    )
     conn.execute(
         "INSERT INTO billing.erp_invoice_line (record_type, internal_id, line_no, amount_minor, currency)"
         " VALUES (%s, %s, 1, %s, 'USD')",

@@ -49,9 +49,11 @@ def firms(draw: st.DrawFn) -> dict[str, object]:
             starts = date(2026, 1, 1) if not draw(st.booleans()) else date(2025, 12, draw(st.integers(1, 28)))
             ends = date(2027, draw(st.integers(1, 12)), draw(st.sampled_from([1, 15, 28])))
             terms[ref] = frames.ContractTerms(
-                draw(st.none() | money), orders, starts if kind == "retainer" else None,
+                draw(st.none() | money),
+                orders,
+                starts if kind == "retainer" else None,
                 ends if kind == "retainer" else None,
-            )  # fmt: skip
+            )
     return {
         "projects": pd.DataFrame(projects, columns=list(model.PROJECT_COLUMNS)).astype(model.PROJECT_COLUMNS),
         "actuals": pd.DataFrame(actuals, columns=list(model.ACTUAL_COLUMNS)).astype(model.ACTUAL_COLUMNS),
@@ -70,14 +72,24 @@ def test_the_grid_equals_the_recognition_calculation(firm: dict[str, object]) ->
     projects, etc = firm["projects"], firm["etc"]
     assert isinstance(projects, pd.DataFrame) and isinstance(etc, np.ndarray)
     cum = grid.cumulative(
-        projects, firm["actuals"], firm["milestones"], etc, THROUGH, FIRST,  # type: ignore[arg-type]
-        estimates=firm["estimates"], contract_terms=firm["terms"],  # type: ignore[arg-type]
-    )  # fmt: skip
+        projects,
+        firm["actuals"],
+        firm["milestones"],
+        etc,
+        THROUGH,
+        FIRST,  # type: ignore[arg-type]
+        estimates=firm["estimates"],
+        contract_terms=firm["terms"],  # type: ignore[arg-type]
+    )
     contracts = frames.contracts(
-        projects, firm["actuals"], firm["milestones"],  # type: ignore[arg-type]
-        dict(zip(projects["project_ref"], etc.tolist(), strict=True)), THROUGH,
-        estimates=firm["estimates"], contract_terms=firm["terms"],  # type: ignore[arg-type]
-    )  # fmt: skip
+        projects,
+        firm["actuals"],
+        firm["milestones"],  # type: ignore[arg-type]
+        dict(zip(projects["project_ref"], etc.tolist(), strict=True)),
+        THROUGH,
+        estimates=firm["estimates"],
+        contract_terms=firm["terms"],  # type: ignore[arg-type]
+    )
     for i, contract in enumerate(contracts):
         by_month = {r.period: r.cum_revenue_minor for r in recognize(contract, THROUGH)}
         expected, running = [], 0
@@ -97,9 +109,15 @@ def test_monthly_amounts_sum_to_the_cumulative_with_journaled_months(
     projects = firm["projects"]
     assert isinstance(projects, pd.DataFrame)
     cum = grid.cumulative(
-        projects, firm["actuals"], firm["milestones"], firm["etc"], THROUGH, FIRST,  # type: ignore[arg-type]
-        estimates=firm["estimates"], contract_terms=firm["terms"],  # type: ignore[arg-type]
-    )  # fmt: skip
+        projects,
+        firm["actuals"],
+        firm["milestones"],
+        firm["etc"],
+        THROUGH,
+        FIRST,  # type: ignore[arg-type]
+        estimates=firm["estimates"],
+        contract_terms=firm["terms"],  # type: ignore[arg-type]
+    )
     pi, month, amount = grid.monthly(projects, cum, FIRST, {"P0": journaled})
     for i in range(len(projects)):
         assert int(amount[pi == i].sum()) == int(cum[i, -1] - cum[i, 0])

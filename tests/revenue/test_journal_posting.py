@@ -21,16 +21,32 @@ pytestmark = pytest.mark.integration
 
 
 def erp_periods(erp: RunningSimulator) -> None:
-    erp.admin("POST", "/seed", json={
-        "subsidiaries": [{"external_id": "LE-US1", "name": "US1", "country": "US", "currency": "USD", "is_inactive": False}],
-        "currencies": [{"symbol": "USD", "name": "US Dollar"}],
-        "accounting_periods": [
-            {"external_id": f"US1-2026-{m:02d}", "subsidiary": "LE-US1", "period_name": f"2026-{m:02d}",
-             "start_date": date(2026, m, 1).isoformat(),
-             "end_date": (date(2026, m + 1, 1) - timedelta(days=1)).isoformat()}
-            for m in (9, 10, 11)
-        ],
-    })  # fmt: skip
+    erp.admin(
+        "POST",
+        "/seed",
+        json={
+            "subsidiaries": [
+                {
+                    "external_id": "LE-US1",
+                    "name": "US1",
+                    "country": "US",
+                    "currency": "USD",
+                    "is_inactive": False,
+                }
+            ],
+            "currencies": [{"symbol": "USD", "name": "US Dollar"}],
+            "accounting_periods": [
+                {
+                    "external_id": f"US1-2026-{m:02d}",
+                    "subsidiary": "LE-US1",
+                    "period_name": f"2026-{m:02d}",
+                    "start_date": date(2026, m, 1).isoformat(),
+                    "end_date": (date(2026, m + 1, 1) - timedelta(days=1)).isoformat(),
+                }
+                for m in (9, 10, 11)
+            ],
+        },
+    )
 
 
 def _post(dsn: str, erp: RunningSimulator, run_id: str) -> dict[str, object]:
@@ -40,9 +56,12 @@ def _post(dsn: str, erp: RunningSimulator, run_id: str) -> dict[str, object]:
 
     with NetSuiteClient(base_url=erp.base_url, account_id="A", token="t", timeout=10) as client:
         return post_planned_journals(
-            dsn=dsn, client=client, config=load_config(), run_id=run_id,
+            dsn=dsn,
+            client=client,
+            config=load_config(),
+            run_id=run_id,
             settings=EngineSettings(batch_size=3, max_concurrency=2, progress_every_s=3600),
-        )  # fmt: skip
+        )
 
 
 def test_planned_journals_reach_the_erp_once(clean_ods: str, erp_sim: RunningSimulator) -> None:
@@ -51,9 +70,12 @@ def test_planned_journals_reach_the_erp_once(clean_ods: str, erp_sim: RunningSim
     with psycopg.connect(clean_ods) as conn:
         for month in (9, 10):
             service.compute_and_store_period(
-                conn, period=month_index(date(2026, month, 1)), run_id="rev", settings=load_forecast_settings(),
+                conn,
+                period=month_index(date(2026, month, 1)),
+                run_id="rev",
+                settings=load_forecast_settings(),
                 config=load_config(),
-            )  # fmt: skip
+            )
         conn.commit()
         planned = dict(
             conn.execute(

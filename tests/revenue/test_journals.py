@@ -45,9 +45,14 @@ def _book(closed: set[int]) -> PeriodBook:
     for entity in ("LE-US1", "LE-UK1"):
         for m in (SEP, OCT, NOV):
             rows.append(
-                {"externalid": f"{entity}-{m}", "subsidiary": entity, "startdate": month_start(m),
-                 "enddate": month_end(m), "closed": "T" if m in closed else "F"}
-            )  # fmt: skip
+                {
+                    "externalid": f"{entity}-{m}",
+                    "subsidiary": entity,
+                    "startdate": month_start(m),
+                    "enddate": month_end(m),
+                    "closed": "T" if m in closed else "F",
+                }
+            )
     return PeriodBook.from_rows(rows)
 
 
@@ -62,8 +67,9 @@ def test_a_late_cost_plans_only_the_difference() -> None:
     delta = journals.delta(target, posted, ACCOUNTS)
     assert delta is not None
     assert {(x.role, x.debit_minor, x.credit_minor) for x in delta.lines} == {
-        ("contract_asset", 50_000, 0), ("revenue", 0, 50_000),
-    }  # fmt: skip
+        ("contract_asset", 50_000, 0),
+        ("revenue", 0, 50_000),
+    }
     # Once the delta is posted too, the period is settled.
     assert journals.delta(target, (*posted, *delta.lines), ACCOUNTS) is None
 
@@ -108,9 +114,16 @@ def fixed_fee_histories(draw: st.DrawFn) -> ContractInputs:
     )
     billed = {SEP + k: draw(amounts) for k in draw(st.sets(st.integers(0, n - 1)))}
     return ContractInputs(
-        "FF", "LE-US1", "USD", "fixed_fee", draw(st.integers(0, 5_000_000)),
-        change_orders=orders, cost_minor=cost, estimated_total_cost_minor=estimate, billed_minor=billed,
-    )  # fmt: skip
+        "FF",
+        "LE-US1",
+        "USD",
+        "fixed_fee",
+        draw(st.integers(0, 5_000_000)),
+        change_orders=orders,
+        cost_minor=cost,
+        estimated_total_cost_minor=estimate,
+        billed_minor=billed,
+    )
 
 
 @st.composite

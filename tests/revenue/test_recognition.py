@@ -40,9 +40,13 @@ def _journal(contract: ContractInputs, period: int) -> set[tuple[str, int, int]]
 
 def test_time_and_materials_as_delivered_capped_by_the_not_to_exceed() -> None:
     tm = ContractInputs(
-        "TM1", "LE-US1", "USD", "time_and_materials", 220_000,
+        "TM1",
+        "LE-US1",
+        "USD",
+        "time_and_materials",
+        220_000,
         delivered_minor={OCT: 200_000, NOV: 40_000},
-    )  # fmt: skip
+    )
     # Nov delivered 40,000, but only 220,000 - 200,000 = 20,000 of the not-to-exceed is left.
     assert _by_period(tm, NOV) == {OCT: 200_000, NOV: 20_000}
     assert _journal(tm, NOV) == {(ASSET, 20_000, 0), (REV, 0, 20_000)}
@@ -51,10 +55,14 @@ def test_time_and_materials_as_delivered_capped_by_the_not_to_exceed() -> None:
 
 
 FIXED_FEE = ContractInputs(
-    "FF1", "LE-US1", "USD", "fixed_fee", 1_000_000,
+    "FF1",
+    "LE-US1",
+    "USD",
+    "fixed_fee",
+    1_000_000,
     cost_minor={SEP: 200_000, OCT: 200_000, NOV: 100_000},
     estimated_total_cost_minor={SEP: 800_000, NOV: 900_000},
-)  # fmt: skip
+)
 
 
 def test_fixed_fee_cost_to_cost_over_three_periods_with_an_estimate_increase() -> None:
@@ -67,19 +75,28 @@ def test_fixed_fee_cost_to_cost_over_three_periods_with_an_estimate_increase() -
     assert [rows[m].period_revenue_minor for m in (SEP, OCT, NOV)] == [250_000, 250_000, 55_556]
     assert rows[NOV].estimated_total_cost_minor == 900_000 and rows[NOV].expected_loss_minor == 0
     unchanged = ContractInputs(
-        "FF1", "LE-US1", "USD", "fixed_fee", 1_000_000,
-        cost_minor=dict(FIXED_FEE.cost_minor), estimated_total_cost_minor={SEP: 800_000},
-    )  # fmt: skip
+        "FF1",
+        "LE-US1",
+        "USD",
+        "fixed_fee",
+        1_000_000,
+        cost_minor=dict(FIXED_FEE.cost_minor),
+        estimated_total_cost_minor={SEP: 800_000},
+    )
     assert rows[NOV].period_revenue_minor - _by_period(unchanged, NOV)[NOV] == -69_444
     assert _journal(FIXED_FEE, NOV) == {(ASSET, 55_556, 0), (REV, 0, 55_556)}
 
 
 def test_loss_contract_recognizes_the_whole_expected_loss_at_once() -> None:
     loss = ContractInputs(
-        "LOSS1", "LE-US1", "USD", "fixed_fee", 100_000,
+        "LOSS1",
+        "LE-US1",
+        "USD",
+        "fixed_fee",
+        100_000,
         cost_minor={SEP: 60_000, OCT: 30_000, NOV: 30_000},
         estimated_total_cost_minor={SEP: 120_000},
-    )  # fmt: skip
+    )
     rows = {r.period: r for r in recognize(loss, NOV)}
     # Sep: p = 60,000 / 120,000 = 0.5 -> revenue 50,000; expected loss 120,000 - 100,000 = 20,000.
     # The margin to date already shows 50,000 - 60,000 = -10,000; the other 10,000 is provided.
@@ -106,11 +123,15 @@ def test_loss_contract_recognizes_the_whole_expected_loss_at_once() -> None:
 
 def test_mid_contract_change_order_is_a_cumulative_catch_up() -> None:
     co = ContractInputs(
-        "FF2", "LE-US1", "USD", "fixed_fee", 1_000_000,
+        "FF2",
+        "LE-US1",
+        "USD",
+        "fixed_fee",
+        1_000_000,
         change_orders=(ChangeOrder(200_000, OCT),),
         cost_minor={SEP: 300_000, OCT: 100_000},
         estimated_total_cost_minor={SEP: 1_000_000},
-    )  # fmt: skip
+    )
     rows = {r.period: r for r in recognize(co, OCT)}
     # Sep: 30 % of 1,000,000. Oct: 40 % of 1,200,000 = 480,000: 120,000 for Oct's progress plus
     # 60,000 of catch-up on Sep's 30 % at the new price.
@@ -121,17 +142,30 @@ def test_mid_contract_change_order_is_a_cumulative_catch_up() -> None:
 
 def test_milestones_on_sign_off_only() -> None:
     ms = ContractInputs(
-        "MS1", "LE-US1", "USD", "milestone", 300_000,
-        milestones=(Milestone("a", 100_000, OCT), Milestone("b", 100_000, None), Milestone("c", 100_000, DEC)),
-    )  # fmt: skip
+        "MS1",
+        "LE-US1",
+        "USD",
+        "milestone",
+        300_000,
+        milestones=(
+            Milestone("a", 100_000, OCT),
+            Milestone("b", 100_000, None),
+            Milestone("c", 100_000, DEC),
+        ),
+    )
     assert _by_period(ms, DEC) == {OCT: 100_000, NOV: 0, DEC: 100_000}  # "b" is done, not signed off
 
 
 def test_retainer_ratable_with_a_partial_first_month() -> None:
     ret = ContractInputs(
-        "RET1", "LE-US1", "USD", "retainer", 1_200_000,
-        retainer_start=date(2026, 1, 16), retainer_end=date(2027, 1, 15),
-    )  # fmt: skip
+        "RET1",
+        "LE-US1",
+        "USD",
+        "retainer",
+        1_200_000,
+        retainer_start=date(2026, 1, 16),
+        retainer_end=date(2027, 1, 15),
+    )
     rows = recognize(ret, M(date(2027, 1, 1)))
     # Term: Jan 16/31 of a month, Feb-Dec 11 months, Jan 2027 15/31: 12 months. 100,000 a month.
     # Jan: 100,000 x 16/31 = 51,612.90 -> 51,613; Feb: cum 151,612.90 -> 151,613 (+100,000);
@@ -159,9 +193,15 @@ def test_asset_when_billed_below_recognized_liability_when_above() -> None:
 def test_two_contracts_are_never_netted() -> None:
     a = ContractInputs("A", "LE-US1", "USD", "milestone", 100_000, milestones=(Milestone("m", 100_000, SEP),))
     b = ContractInputs(
-        "B", "LE-US1", "USD", "retainer", 120_000, billed_minor={SEP: 120_000},
-        retainer_start=date(2026, 9, 1), retainer_end=date(2027, 8, 31),
-    )  # fmt: skip
+        "B",
+        "LE-US1",
+        "USD",
+        "retainer",
+        120_000,
+        billed_minor={SEP: 120_000},
+        retainer_start=date(2026, 9, 1),
+        retainer_end=date(2027, 8, 31),
+    )
     ra, rb = recognize(a, SEP)[0], recognize(b, SEP)[0]
     assert (ra.contract_asset_minor, rb.contract_liability_minor) == (100_000, 110_000)
     ja, jb = journals.journal_for(None, ra, ACCOUNTS), journals.journal_for(None, rb, ACCOUNTS)

@@ -52,11 +52,14 @@ def test_periods_recognized_stored_and_journaled(firm: str) -> None:
         sep, oct_ = _run(conn, SEP), _run(conn, OCT)
         assert (sep.contracts, oct_.contracts) == (3, 4)  # MS1 has nothing before Oct
         assert _recognized(conn) == {
-            ("FF1", SEP): 250_000, ("FF1", OCT): 250_000,
-            ("TM1", SEP): 50_000, ("TM1", OCT): 70_000,
+            ("FF1", SEP): 250_000,
+            ("FF1", OCT): 250_000,
+            ("TM1", SEP): 50_000,
+            ("TM1", OCT): 70_000,
             ("MS1", OCT): 100_000,  # m2 is completed, not signed off
-            ("RET1", SEP): 100_000, ("RET1", OCT): 100_000,
-        }  # fmt: skip
+            ("RET1", SEP): 100_000,
+            ("RET1", OCT): 100_000,
+        }
         assert _journal_lines(conn, "FF1") == [
             ("2026-09", 1, "planned", "US1-2026-09", "revenue", 0, 250_000),
             ("2026-09", 1, "planned", "US1-2026-09", "contract_asset", 250_000, 0),
@@ -71,8 +74,10 @@ def test_periods_recognized_stored_and_journaled(firm: str) -> None:
         # A recompute with nothing changed writes nothing new.
         again = _run(conn, OCT, run_id="r2")
         assert (again.recognitions_written, again.journals, again.unchanged) == (
-            0, {"post": 0, "moved": 0, "park": 0}, 4,
-        )  # fmt: skip
+            0,
+            {"post": 0, "moved": 0, "park": 0},
+            4,
+        )
         assert conn.execute("SELECT count(*) FROM revenue.journal").fetchone() == (7,)
 
 
@@ -144,8 +149,9 @@ def test_forecast_shows_a_moved_delta_where_the_erp_holds_it(firm: str) -> None:
         _run(conn, OCT, run_id="r2")  # October: 555,556 - 333,333 = 222,223, 27,777 less than planned
         journaled = store.journal_revenue_by_posting_period(conn)
         assert (journaled[("FF1", "US1-2026-09")], journaled[("FF1", "US1-2026-10")]) == (
-            250_000, 250_000 + 83_333 - 27_777,
-        )  # fmt: skip
+            250_000,
+            250_000 + 83_333 - 27_777,
+        )
         settings = load_forecast_settings()
         inputs = forecast_inputs.load_inputs(
             conn, as_of=date(2026, 11, 9), settings=settings, prior_snapshot_id=None

@@ -19,11 +19,15 @@ def uk_cutover(policy: str = "reverse_and_repost", **cutover: Any) -> dict[str, 
         "effective": [
             {"first_day": None, "last_day": date(2026, 12, 31), "erp": "netsuite", "account": None},
             {
-                "first_day": CUTOVER, "last_day": None, "erp": "sap", "account": "UK10",
-                "correction_policy": policy, **cutover,
+                "first_day": CUTOVER,
+                "last_day": None,
+                "erp": "sap",
+                "account": "UK10",
+                "correction_policy": policy,
+                **cutover,
             },
         ]
-    }  # fmt: skip
+    }
 
 
 def routing_data(**entities: Any) -> dict[str, Any]:

@@ -36,38 +36,78 @@ ROUTING = {
                 UK: {
                     "effective": [
                         {"first_day": None, "last_day": "2026-12-31", "erp": "netsuite"},
-                        {"first_day": "2027-01-01", "last_day": None, "erp": "sap",
-                         "correction_policy": "reverse_and_repost"},
+                        {
+                            "first_day": "2027-01-01",
+                            "last_day": None,
+                            "erp": "sap",
+                            "correction_policy": "reverse_and_repost",
+                        },
                     ]
                 },
             },
         }
     ],
-}  # fmt: skip
+}
 MONTHS = [("2026-11", "30"), ("2026-12", "31"), ("2027-01", "31"), ("2027-02", "28")]
 NETSUITE_SEED = {
-    "subsidiaries": [{"external_id": UK, "name": "Northwind UK Ltd", "country": "GB", "currency": "GBP",
-                      "is_inactive": False}],
+    "subsidiaries": [
+        {
+            "external_id": UK,
+            "name": "Northwind UK Ltd",
+            "country": "GB",
+            "currency": "GBP",
+            "is_inactive": False,
+        }
+    ],
     "currencies": [{"symbol": "GBP", "name": "GBP"}],
     "employees": [{"external_id": "psa-user-7", "subsidiary": UK, "is_inactive": False}],
-    "customers": [{"external_id": "psa-client-1", "company_name": "Acme Ltd", "subsidiary": UK, "currency": "GBP",
-                   "is_inactive": False}],
-    "jobs": [{"external_id": "psa-project-42", "name": "Project 42", "customer": "psa-client-1", "subsidiary": UK,
-              "currency": "GBP", "billing_type": "time_and_materials", "contract_value": "100000.00",
-              "is_inactive": False}],
+    "customers": [
+        {
+            "external_id": "psa-client-1",
+            "company_name": "Acme Ltd",
+            "subsidiary": UK,
+            "currency": "GBP",
+            "is_inactive": False,
+        }
+    ],
+    "jobs": [
+        {
+            "external_id": "psa-project-42",
+            "name": "Project 42",
+            "customer": "psa-client-1",
+            "subsidiary": UK,
+            "currency": "GBP",
+            "billing_type": "time_and_materials",
+            "contract_value": "100000.00",
+            "is_inactive": False,
+        }
+    ],
     "accounting_periods": [
-        {"external_id": f"{UK}-{m}", "subsidiary": UK, "period_name": m, "start_date": f"{m}-01",
-         "end_date": f"{m}-{d}", "closed": False, "all_locked": False, "ar_locked": False, "ap_locked": False}
+        {
+            "external_id": f"{UK}-{m}",
+            "subsidiary": UK,
+            "period_name": m,
+            "start_date": f"{m}-01",
+            "end_date": f"{m}-{d}",
+            "closed": False,
+            "all_locked": False,
+            "ar_locked": False,
+            "ap_locked": False,
+        }
         for m, d in MONTHS
     ],
-}  # fmt: skip
+}
 SAP_SEED = {
     "company_codes": [{"company_code": "2010", "currency": "GBP"}],
-    "work_agreements": [{"external_id": "psa-user-7", "company_code": "2010", "person_work_agreement": "50000007"}],
-    "posting_periods": [
-        {"company_code": "2010", "fiscal_year": y, "period": m, "open": True} for y in (2026, 2027) for m in range(1, 13)
+    "work_agreements": [
+        {"external_id": "psa-user-7", "company_code": "2010", "person_work_agreement": "50000007"}
     ],
-}  # fmt: skip
+    "posting_periods": [
+        {"company_code": "2010", "fiscal_year": y, "period": m, "open": True}
+        for y in (2026, 2027)
+        for m in range(1, 13)
+    ],
+}
 
 
 def _entry(
@@ -136,8 +176,13 @@ def test_a_month_across_the_cutover_posts_each_side_to_its_erp(
     config_dir = routed_config_dir(tmp_path / "config", routing=ROUTING)
     monkeypatch.setenv("PSA_ERP_SYNC_CONFIG_DIR", str(config_dir))
     connect_airflow(monkeypatch, clean_ods, erp=erp_sim)
-    sap_conn = {"conn_type": "http", "host": sap_sim.base_url, "login": "PSA_COMM", "password": "secret",
-                "extra": {"company_codes": {UK: "2010"}, "activity_type": "T001"}}  # fmt: skip
+    sap_conn = {
+        "conn_type": "http",
+        "host": sap_sim.base_url,
+        "login": "PSA_COMM",
+        "password": "secret",
+        "extra": {"company_codes": {UK: "2010"}, "activity_type": "T001"},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_SAP_DEFAULT", json.dumps(sap_conn))
     erp_sim.admin("POST", "/seed", json=NETSUITE_SEED)
     sap_sim.admin("POST", "/seed", json=SAP_SEED)
@@ -184,8 +229,10 @@ def test_a_month_across_the_cutover_posts_each_side_to_its_erp(
     with psycopg.connect(clean_ods) as conn:
         (record,) = [t for t in trace(conn, "psa", "2") if t["kind"] == "time_entry"]
     assert [(p["action"], p["target_erp"]) for p in record["ledger"]] == [
-        ("post", "netsuite"), ("reverse", "netsuite"), ("post", "sap"),
-    ]  # fmt: skip
+        ("post", "netsuite"),
+        ("reverse", "netsuite"),
+        ("post", "sap"),
+    ]
     assert (record["erp"]["erp"], record["erp"]["in_erp"]) == ("sap", True)
     assert "4. ERP sap timebill psa-te-2" in format_text([record])
     # OpenLineage: one ERP dataset per ERP posted to, each in its own namespace.

@@ -39,10 +39,24 @@ def _posting(
     if corrects is None:
         payload["customer"] = {"externalId": project}
     return ledger.Posting(
-        key, "timebill", "psa", str(n), f"v{seq}", f"psa-te-{n}" + (f"-c{seq}" if corrects else ""),
-        action, "pending", payload, UK, period, cents, "GBP", corrects=corrects,
-        target_erp=erp, erp_account="UK10" if erp == "sap" else None, route_version=3,
-    )  # type: ignore[arg-type]  # fmt: skip
+        key,
+        "timebill",
+        "psa",
+        str(n),
+        f"v{seq}",
+        f"psa-te-{n}" + (f"-c{seq}" if corrects else ""),
+        action,
+        "pending",
+        payload,
+        UK,
+        period,
+        cents,
+        "GBP",
+        corrects=corrects,
+        target_erp=erp,
+        erp_account="UK10" if erp == "sap" else None,
+        route_version=3,
+    )  # type: ignore[arg-type]
 
 
 def _ledger(conn: psycopg.Connection) -> None:
@@ -54,15 +68,31 @@ def _ledger(conn: psycopg.Connection) -> None:
             _posting(3, erp, project="psa-project-8", day="2026-12-01", period=DEC, cents=50_001),
         ]
     # Entry 2 was adjusted in both ERPs (the latest confirmed posting of itself counts).
-    rows += [_posting(2, erp, project="psa-project-7", day="2026-11-20", period=NOV, cents=9_950,
-                      action="adjust", seq=1) for erp in ("netsuite", "sap")]  # fmt: skip
+    rows += [
+        _posting(
+            2, erp, project="psa-project-7", day="2026-11-20", period=NOV, cents=9_950, action="adjust", seq=1
+        )
+        for erp in ("netsuite", "sap")
+    ]
     # Entry 3 has a correcting journal of -1.00 in December, in both.
-    rows += [_posting(3, erp, project="", day="2026-12-01", period=DEC, cents=-100, seq=2,
-                      corrects="psa-te-3") for erp in ("netsuite", "sap")]  # fmt: skip
+    rows += [
+        _posting(3, erp, project="", day="2026-12-01", period=DEC, cents=-100, seq=2, corrects="psa-te-3")
+        for erp in ("netsuite", "sap")
+    ]
     # Entry 4 was posted and then reversed: nothing held for it.
-    rows += [_posting(4, "netsuite", project="psa-project-8", day="2026-12-05", period=DEC, cents=700),
-             _posting(4, "netsuite", project="psa-project-8", day="2026-12-05", period=DEC, cents=700,
-                      action="reverse", seq=1)]  # fmt: skip
+    rows += [
+        _posting(4, "netsuite", project="psa-project-8", day="2026-12-05", period=DEC, cents=700),
+        _posting(
+            4,
+            "netsuite",
+            project="psa-project-8",
+            day="2026-12-05",
+            period=DEC,
+            cents=700,
+            action="reverse",
+            seq=1,
+        ),
+    ]
     # Outside the window, and another entity: not part of this reconciliation.
     rows += [
         _posting(5, "netsuite", project="psa-project-7", day="2027-01-02", period="LE-UK1-2027-01", cents=1)
@@ -90,8 +120,10 @@ def test_every_difference_is_reported_to_the_cent(clean_ods: str) -> None:
         expected = ledger_amounts(
             conn, legal_entity=UK, first_day=date(2026, 11, 1), last_day=date(2026, 12, 31)
         )
-    netsuite = [Amount(UK, NOV, "psa-project-7", "netsuite", "GBP", 22_295),
-                Amount(UK, DEC, "psa-project-8", "netsuite", "GBP", 49_901)]  # fmt: skip
+    netsuite = [
+        Amount(UK, NOV, "psa-project-7", "netsuite", "GBP", 22_295),
+        Amount(UK, DEC, "psa-project-8", "netsuite", "GBP", 49_901),
+    ]
     same_in_sap = [
         Amount(UK, NOV, "psa-project-7", "sap", "GBP", 22_295),
         Amount(UK, DEC, "psa-project-8", "sap", "GBP", 49_901),

@@ -22,16 +22,26 @@ from tests.routing.conftest import router_of, uk_cutover
 
 pytestmark = pytest.mark.integration
 
-MONTHS = [(date(2026, 11, 1), date(2026, 11, 30)), (date(2026, 12, 1), date(2026, 12, 31)),
-          (date(2027, 1, 1), date(2027, 1, 31)), (date(2027, 2, 1), date(2027, 2, 28))]  # fmt: skip
+MONTHS = [
+    (date(2026, 11, 1), date(2026, 11, 30)),
+    (date(2026, 12, 1), date(2026, 12, 31)),
+    (date(2027, 1, 1), date(2027, 1, 31)),
+    (date(2027, 2, 1), date(2027, 2, 28)),
+]
 
 
 def _periods(closed: set[str] = frozenset()) -> PeriodBook:  # type: ignore[assignment]
     rows = [
-        {"externalid": f"{e}-{start:%Y-%m}", "subsidiary": e, "startdate": start, "enddate": end,
-         "closed": "T" if f"{e}-{start:%Y-%m}" in closed else "F"}
-        for e in ("LE-UK1", "LE-US1") for start, end in MONTHS
-    ]  # fmt: skip
+        {
+            "externalid": f"{e}-{start:%Y-%m}",
+            "subsidiary": e,
+            "startdate": start,
+            "enddate": end,
+            "closed": "T" if f"{e}-{start:%Y-%m}" in closed else "F",
+        }
+        for e in ("LE-UK1", "LE-US1")
+        for start, end in MONTHS
+    ]
     return PeriodBook.from_rows(rows)
 
 
@@ -208,13 +218,26 @@ def test_the_closed_period_decision_reads_the_periods_of_the_routes_erp(clean_od
     with psycopg.connect(clean_ods, autocommit=True) as conn:
         _entry(conn, 9, "LE-UK1", date(2027, 1, 5), "f1", 4_000)
         _entry(conn, 10, "LE-UK1", date(2026, 12, 5), "f2", 4_000)
-        planner.plan(conn, record_type="timebill", config=load_config(), periods=netsuite, dag_run_id="r1",
-                     router=router, periods_by_erp=books)  # fmt: skip
+        planner.plan(
+            conn,
+            record_type="timebill",
+            config=load_config(),
+            periods=netsuite,
+            dag_run_id="r1",
+            router=router,
+            periods_by_erp=books,
+        )
         latest = _latest(conn)
         # Without the SAP book, NetSuite's closed January parks the SAP entry (LE-UK1's policy).
         _entry(conn, 11, "LE-UK1", date(2027, 1, 5), "f3", 4_000)
-        planner.plan(conn, record_type="timebill", config=load_config(), periods=netsuite, dag_run_id="r2",
-                     router=router)  # fmt: skip
+        planner.plan(
+            conn,
+            record_type="timebill",
+            config=load_config(),
+            periods=netsuite,
+            dag_run_id="r2",
+            router=router,
+        )
         without = _latest(conn)
     assert latest["9"][:4] == ("post", "pending", "sap", "UK10") and latest["9"][6] == "LE-UK1-2027-01"
     assert latest["10"][:4] == ("post", "pending", "netsuite", None) and latest["10"][6] == "LE-UK1-2026-12"

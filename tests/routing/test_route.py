@@ -100,8 +100,14 @@ def test_the_file_refuses_overlaps_gaps_unknown_erps_and_cutovers_without_a_poli
     open_middle = uk_cutover()
     open_middle["effective"][0]["last_day"] = None
     _refused(open_middle, "only the last range may be open-ended")
-    bad_run = uk_cutover(parallel_run={"first_day": date(2026, 12, 1), "last_day": date(2027, 1, 31),
-                                       "primary": NS, "secondary": "sap"})  # fmt: skip
+    bad_run = uk_cutover(
+        parallel_run={
+            "first_day": date(2026, 12, 1),
+            "last_day": date(2027, 1, 31),
+            "primary": NS,
+            "secondary": "sap",
+        }
+    )
     _refused(bad_run, "must lie in the dates that route to its primary")
     ErpRouting.model_validate(routing_data(**{"LE-UK1": ok}))  # the good one passes
 

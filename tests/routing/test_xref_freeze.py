@@ -40,9 +40,16 @@ def _record(
     conn: psycopg.Connection, erp_id: str, as_of: date, entity: str = "LE-UK1", erp: str = "netsuite"
 ) -> bool:
     return xref.record(
-        conn, ROUTER, target_erp=erp, legal_entity=entity, kind="customer", our_id="psa-client-1",
-        erp_id=erp_id, as_of=as_of, run_id="t",
-    )  # fmt: skip
+        conn,
+        ROUTER,
+        target_erp=erp,
+        legal_entity=entity,
+        kind="customer",
+        our_id="psa-client-1",
+        erp_id=erp_id,
+        as_of=as_of,
+        run_id="t",
+    )
 
 
 def test_a_mapping_change_after_cutover_is_refused_with_a_clear_error(clean_xref: str) -> None:
@@ -54,9 +61,16 @@ def test_a_mapping_change_after_cutover_is_refused_with_a_clear_error(clean_xref
             _record(conn, "555", CUTOVER)
         with pytest.raises(xref.XrefFrozen, match="new mapping to 9"):
             xref.record(
-                conn, ROUTER, target_erp="netsuite", legal_entity="LE-UK1", kind="job", our_id="psa-project-9",
-                erp_id="9", as_of=date(2027, 3, 1), run_id="t",
-            )  # fmt: skip
+                conn,
+                ROUTER,
+                target_erp="netsuite",
+                legal_entity="LE-UK1",
+                kind="job",
+                our_id="psa-project-9",
+                erp_id="9",
+                as_of=date(2027, 3, 1),
+                run_id="t",
+            )
         # The new ERP's cross-reference and the entities that did not move are not frozen.
         assert _record(conn, "UK-4711", CUTOVER, erp="sap") is True
         assert _record(conn, "777", date(2027, 6, 1), entity="LE-US1") is True
@@ -75,9 +89,16 @@ def test_freeze_at_cutover_stamps_mappings_written_before_the_routing_file_had_t
 ) -> None:
     with psycopg.connect(clean_xref, autocommit=True) as conn:
         xref.record(
-            conn, router_of(), target_erp="netsuite", legal_entity="LE-UK1", kind="customer",
-            our_id="psa-client-1", erp_id="101", as_of=date(2026, 10, 1), run_id="t",
-        )  # fmt: skip
+            conn,
+            router_of(),
+            target_erp="netsuite",
+            legal_entity="LE-UK1",
+            kind="customer",
+            our_id="psa-client-1",
+            erp_id="101",
+            as_of=date(2026, 10, 1),
+            run_id="t",
+        )
         assert conn.execute("SELECT frozen_at FROM routing.xref").fetchone() == (None,)
         assert xref.freeze_at_cutover(conn, ROUTER) == 1
         assert conn.execute("SELECT frozen_at FROM routing.xref").fetchone() == (CUTOVER,)
@@ -95,9 +116,14 @@ class _Customers:
 
 def _customer(internal_id: str, modified: datetime) -> dict[str, Any]:
     return {
-        "id": internal_id, "externalid": "psa-client-1", "lastmodifieddate": modified.isoformat(),
-        "companyname": "Customer One", "subsidiary": "LE-UK1", "currency": "GBP", "isinactive": "F",
-    }  # fmt: skip
+        "id": internal_id,
+        "externalid": "psa-client-1",
+        "lastmodifieddate": modified.isoformat(),
+        "companyname": "Customer One",
+        "subsidiary": "LE-UK1",
+        "currency": "GBP",
+        "isinactive": "F",
+    }
 
 
 def test_the_master_data_sync_is_refused_when_netsuite_remaps_a_migrated_entity(clean_xref: str) -> None:
@@ -107,9 +133,15 @@ def test_the_master_data_sync_is_refused_when_netsuite_remaps_a_migrated_entity(
 
         def run(rows: list[dict[str, Any]], as_of: datetime, run_id: str) -> sync.SyncResult:
             return sync.sync_record_type(
-                conn, _Customers(rows), record_type="customer", run_key=f"x/{run_id}", run_id=run_id,
-                as_of=as_of, overlap=timedelta(minutes=60), router=ROUTER,
-            )  # fmt: skip
+                conn,
+                _Customers(rows),
+                record_type="customer",
+                run_key=f"x/{run_id}",
+                run_id=run_id,
+                as_of=as_of,
+                overlap=timedelta(minutes=60),
+                router=ROUTER,
+            )
 
         assert run([_customer("101", before)], before, "r1").new_versions == 1
         conn.commit()

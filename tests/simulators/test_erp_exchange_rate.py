@@ -20,9 +20,15 @@ pytestmark = pytest.mark.integration
 
 # A USD job of the GBP subsidiary LE-UK1 (a UK entity serving a US customer in USD).
 USD_JOB = {
-    "external_id": "psa-project-5", "name": "P5", "customer": "psa-client-3", "subsidiary": "LE-UK1",
-    "currency": "USD", "billing_type": "time_and_materials", "contract_value": None, "is_inactive": False,
-}  # fmt: skip
+    "external_id": "psa-project-5",
+    "name": "P5",
+    "customer": "psa-client-3",
+    "subsidiary": "LE-UK1",
+    "currency": "USD",
+    "billing_type": "time_and_materials",
+    "contract_value": None,
+    "is_inactive": False,
+}
 
 
 @pytest.fixture
@@ -39,18 +45,25 @@ def timebill(
 ) -> dict[str, Any]:
     employee = "psa-user-2" if sub == "LE-UK1" else "psa-user-1"
     body = {
-        "tranDate": "2026-11-12", "employee": {"externalId": employee}, "customer": {"externalId": job},
-        "subsidiary": {"externalId": sub}, "hours": "2.00", "rate": "100.00", "currency": {"refName": cur},
+        "tranDate": "2026-11-12",
+        "employee": {"externalId": employee},
+        "customer": {"externalId": job},
+        "subsidiary": {"externalId": sub},
+        "hours": "2.00",
+        "rate": "100.00",
+        "currency": {"refName": cur},
         "isBillable": True,
-    }  # fmt: skip
+    }
     return body | over
 
 
 def rate(day: str, value: str) -> dict[str, Any]:
     return {
-        "baseCurrency": {"refName": "GBP"}, "transactionCurrency": {"refName": "USD"},
-        "exchangeRate": value, "effectiveDate": day,
-    }  # fmt: skip
+        "baseCurrency": {"refName": "GBP"},
+        "transactionCurrency": {"refName": "USD"},
+        "exchangeRate": value,
+        "effectiveDate": day,
+    }
 
 
 def test_a_foreign_currency_timebill_needs_a_rate_and_takes_the_tables_for_its_date(

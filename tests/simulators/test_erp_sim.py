@@ -413,9 +413,15 @@ def test_summary_periods_take_no_posting(http: httpx.Client, erp: RunningSimulat
     """An open quarter seeded after its closed October (same start date) is not where an
     October transaction posts; a summary period named as postingPeriod is refused."""
     quarter = {
-        "external_id": "LE-US1-2026-Q4", "subsidiary": "LE-US1", "period_name": "Q4 2026", "start_date": "2026-10-01",
-        "end_date": "2026-12-31", "closed": False, "all_locked": False, "is_quarter": True,
-    }  # fmt: skip
+        "external_id": "LE-US1-2026-Q4",
+        "subsidiary": "LE-US1",
+        "period_name": "Q4 2026",
+        "start_date": "2026-10-01",
+        "end_date": "2026-12-31",
+        "closed": False,
+        "all_locked": False,
+        "is_quarter": True,
+    }
     erp.admin("POST", "/seed", json={"accounting_periods": [quarter]})
     assert codes(put(http, "timebill", timebill(40, tranDate="2026-10-15"))) == [
         ("PERIOD_CLOSED", "tranDate")

@@ -144,8 +144,23 @@ def test_apply_mutations_one_by_one(small_firm: Firm) -> None:
 
 
 def test_cli_generates_and_prints_a_json_summary(capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["--seed", "7", "--consultants", "15", "--customers", "8", "--projects", "12",
-                     "--today", "2026-11-26", "--json-summary", "--log-level", "WARNING"])  # fmt: skip
+    code = cli.main(
+        [
+            "--seed",
+            "7",
+            "--consultants",
+            "15",
+            "--customers",
+            "8",
+            "--projects",
+            "12",
+            "--today",
+            "2026-11-26",
+            "--json-summary",
+            "--log-level",
+            "WARNING",
+        ]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     firm = generate_firm(FirmSpec(seed=7, consultants=15, customers=8, projects=12, today=date(2026, 11, 26)))
@@ -166,8 +181,26 @@ def test_cli_loads_through_the_simulators(
         return real_client(transport=httpx.MockTransport(recorder))
 
     monkeypatch.setattr(load_module.httpx, "Client", fake_client)
-    code = cli.main(["--consultants", "10", "--customers", "6", "--projects", "8", "--month", "2026-10",
-                     "--psa", PSA, "--erp", ERP, "--crm", CRM, "--log-level", "WARNING"])  # fmt: skip
+    code = cli.main(
+        [
+            "--consultants",
+            "10",
+            "--customers",
+            "6",
+            "--projects",
+            "8",
+            "--month",
+            "2026-10",
+            "--psa",
+            PSA,
+            "--erp",
+            ERP,
+            "--crm",
+            CRM,
+            "--log-level",
+            "WARNING",
+        ]
+    )
     assert code == 0
     assert "psa.time_entries" in capsys.readouterr().out
     assert any(url.endswith("/bulk") for _, url, _ in recorder.calls)

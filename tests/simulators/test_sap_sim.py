@@ -148,9 +148,11 @@ def test_csrf_fetch_required_and_expiry(sap: RunningSimulator) -> None:
 
     # A token without its session cookie is refused.
     stranger = httpx.post(
-        sap.base_url + TS + "/TimeSheetEntryCollection", json=entry(), auth=("U", "p"),
+        sap.base_url + TS + "/TimeSheetEntryCollection",
+        json=entry(),
+        auth=("U", "p"),
         headers={"X-CSRF-Token": s.token},
-    )  # fmt: skip
+    )
     assert stranger.status_code == 403
 
     assert sap.admin("POST", "/csrf/expire")["expired"] >= 1
@@ -279,8 +281,10 @@ def test_dry_run_writes_nothing(s: Session) -> None:
 
 
 def test_closed_period_answers_the_real_error_body(s: Session) -> None:
-    for path, body in ((JE + "/JournalEntryCollection", journal(day=JUNE_2)),
-                       (TS + "/TimeSheetEntryCollection", entry(day=JUNE_2))):  # fmt: skip
+    for path, body in (
+        (JE + "/JournalEntryCollection", journal(day=JUNE_2)),
+        (TS + "/TimeSheetEntryCollection", entry(day=JUNE_2)),
+    ):
         response = s.post(path, body)
         assert response.status_code == 400
         error = response.json()["error"]
@@ -372,19 +376,24 @@ def statuses(response: httpx.Response) -> list[int]:
 
 def send_batch(s: Session, body: str) -> httpx.Response:
     return s.http.post(
-        TS + "/$batch", content=body.encode(),
+        TS + "/$batch",
+        content=body.encode(),
         headers={"Content-Type": "multipart/mixed; boundary=batch", "X-CSRF-Token": s.token},
-    )  # fmt: skip
+    )
 
 
 def test_batch_failing_changeset_rolls_back_only_itself(s: Session) -> None:
     body = batch_body(
-        [_request("POST", "TimeSheetEntryCollection", entry("1.00", note="a")),
-         _request("POST", "TimeSheetEntryCollection", entry("2.00", note="b"))],
-        [_request("POST", "TimeSheetEntryCollection", entry("3.00", note="c")),
-         _request("POST", "TimeSheetEntryCollection", entry("4.00", day=JUNE_2, note="d"))],
+        [
+            _request("POST", "TimeSheetEntryCollection", entry("1.00", note="a")),
+            _request("POST", "TimeSheetEntryCollection", entry("2.00", note="b")),
+        ],
+        [
+            _request("POST", "TimeSheetEntryCollection", entry("3.00", note="c")),
+            _request("POST", "TimeSheetEntryCollection", entry("4.00", day=JUNE_2, note="d")),
+        ],
         _request("GET", "TimeSheetEntryCollection?$filter=PersonWorkAgreementExternalID%20eq%20'EMP-100'"),
-    )  # fmt: skip
+    )
     response = send_batch(s, body)
     assert response.status_code == 202
     assert response.headers["content-type"].startswith("multipart/mixed; boundary=batchresponse_")
@@ -467,8 +476,18 @@ def test_server_paging_follows_next_with_skiptoken(s: Session) -> None:
 
 
 def test_5xx_after_commit_leaves_the_record(s: Session) -> None:
-    s.sim.admin("POST", "/faults", json={"id": "boom", "action": "status_after_commit", "status": 500,
-                                          "method": "POST", "path_regex": "TimeSheetEntryCollection$", "max_hits": 1})  # fmt: skip
+    s.sim.admin(
+        "POST",
+        "/faults",
+        json={
+            "id": "boom",
+            "action": "status_after_commit",
+            "status": 500,
+            "method": "POST",
+            "path_regex": "TimeSheetEntryCollection$",
+            "max_hits": 1,
+        },
+    )
     response = s.post(TS + "/TimeSheetEntryCollection", entry(note="[psa:amb-1]"))
     assert response.status_code == 500
     assert [r["TimeSheetDataFields"]["TimeSheetNoteText"] for r in records(s.sim)] == ["[psa:amb-1]"]

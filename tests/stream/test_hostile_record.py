@@ -45,9 +45,14 @@ def test_hostile_records_through_the_stream_steps(clean_ods: str, psa_sim: Runni
             )
         with conn.transaction():
             result = validation.validate_run(
-                conn, kind="time_entry", run_key=run_key, ref=ref, config=load_config(),
-                as_of=datetime.now(UTC), dag_run_id="stream-test",
-            )  # fmt: skip
+                conn,
+                kind="time_entry",
+                run_key=run_key,
+                ref=ref,
+                config=load_config(),
+                as_of=datetime.now(UTC),
+                dag_run_id="stream-test",
+            )
             result.check()
         reasons = dict(
             conn.execute(

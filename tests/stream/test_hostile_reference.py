@@ -22,9 +22,14 @@ pytestmark = pytest.mark.integration
 def _validate(conn: psycopg.Connection, run_key: str, ref: Any) -> validation.ValidationResult:
     with conn.transaction():
         result = validation.validate_run(
-            conn, kind="time_entry", run_key=run_key, ref=ref, config=load_config(), as_of=AS_OF,
+            conn,
+            kind="time_entry",
+            run_key=run_key,
+            ref=ref,
+            config=load_config(),
+            as_of=AS_OF,
             dag_run_id="stream-hostile",
-        )  # fmt: skip
+        )
         result.check()
     return result
 

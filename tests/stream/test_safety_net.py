@@ -92,16 +92,28 @@ def test_dropped_duplicated_reordered_webhooks_then_the_sweep_give_the_approved_
         psa.admin(
             "PUT",
             "/config",
-            json={"webhook_drop_rate": 0.1, "webhook_duplicate_rate": 0.1, "webhook_reorder_window": 16,
-                  "webhook_seed": 11},
-        )  # fmt: skip
+            json={
+                "webhook_drop_rate": 0.1,
+                "webhook_duplicate_rate": 0.1,
+                "webhook_reorder_window": 16,
+                "webhook_seed": 11,
+            },
+        )
         psa.admin(
             "POST",
             "/webhooks",
-            json={"url": f"{server.base_url}/psa/events", "secret": SECRET,
-                  "events": ["time_entry.approved", "time_entry.updated", "time_entry.unapproved",
-                             "time_entry.deleted", "expense.approved"]},
-        )  # fmt: skip
+            json={
+                "url": f"{server.base_url}/psa/events",
+                "secret": SECRET,
+                "events": [
+                    "time_entry.approved",
+                    "time_entry.updated",
+                    "time_entry.unapproved",
+                    "time_entry.deleted",
+                    "expense.approved",
+                ],
+            },
+        )
         applied = apply_mutations(wired["firm"], psa.base_url)
         deliveries = _settle(psa)
     finally:

@@ -75,15 +75,24 @@ def _batch_pass(dsn: str, psa_url: str, erp_url: str, run_id: str, mode: str) ->
         for kind, endpoint in KINDS.items():
             with conn.transaction():
                 validation.validate_run(
-                    conn, kind=kind, run_key=keys[endpoint], ref=ref, config=config,  # type: ignore[arg-type]
-                    as_of=AS_OF, dag_run_id=run_id,
-                ).check()  # fmt: skip
+                    conn,
+                    kind=kind,
+                    run_key=keys[endpoint],
+                    ref=ref,
+                    config=config,  # type: ignore[arg-type]
+                    as_of=AS_OF,
+                    dag_run_id=run_id,
+                ).check()
     with NetSuiteClient(base_url=erp_url, account_id="A1", token="t") as erp:
         for record_type in ("timebill", "expensereport"):
             outcome = post_record_type(
-                dsn=dsn, client=erp, record_type=record_type, config=config,
-                settings=EngineSettings(max_concurrency=4, progress_every_s=60.0), run_id=run_id,
-            ).outcome  # fmt: skip
+                dsn=dsn,
+                client=erp,
+                record_type=record_type,
+                config=config,
+                settings=EngineSettings(max_concurrency=4, progress_every_s=60.0),
+                run_id=run_id,
+            ).outcome
             assert not outcome.get("still_pending"), outcome
 
 
@@ -99,9 +108,14 @@ def _stream_run(dsn: str, psa_url: str, erp_url: str, run_id: str) -> int:
         NetSuiteClient(base_url=erp_url, account_id="A1", token="t") as erp,
     ):
         result = process_inbox(
-            dsn=dsn, psa_client=psa, erp_client=erp, config=load_config(), run_id=run_id,
-            run_key_prefix=f"time_expense_stream/{run_id}", as_of=AS_OF + timedelta(minutes=30),
-        )  # fmt: skip
+            dsn=dsn,
+            psa_client=psa,
+            erp_client=erp,
+            config=load_config(),
+            run_id=run_id,
+            run_key_prefix=f"time_expense_stream/{run_id}",
+            as_of=AS_OF + timedelta(minutes=30),
+        )
     return result.claimed
 
 
@@ -207,16 +221,30 @@ def test_stream_and_batch_on_the_same_changing_month_end_with_the_approved_set_p
     )
     try:
         psa_sim.admin(
-            "PUT", "/config",
-            json={"webhook_drop_rate": 0.05, "webhook_duplicate_rate": 0.05, "webhook_reorder_window": 8,
-                  "webhook_seed": 5},
-        )  # fmt: skip
+            "PUT",
+            "/config",
+            json={
+                "webhook_drop_rate": 0.05,
+                "webhook_duplicate_rate": 0.05,
+                "webhook_reorder_window": 8,
+                "webhook_seed": 5,
+            },
+        )
         psa_sim.admin(
-            "POST", "/webhooks",
-            json={"url": f"{server.base_url}/psa/events", "secret": SECRET,
-                  "events": ["time_entry.approved", "time_entry.updated", "time_entry.unapproved",
-                             "time_entry.deleted", "expense.approved"]},
-        )  # fmt: skip
+            "POST",
+            "/webhooks",
+            json={
+                "url": f"{server.base_url}/psa/events",
+                "secret": SECRET,
+                "events": [
+                    "time_entry.approved",
+                    "time_entry.updated",
+                    "time_entry.unapproved",
+                    "time_entry.deleted",
+                    "expense.approved",
+                ],
+            },
+        )
         stream.start()
         batch.start()
         mutations = _mutate(psa_url, entries, time.monotonic() + SOAK_SECONDS)
@@ -285,8 +313,13 @@ def test_stream_and_batch_on_the_same_changing_month_end_with_the_approved_set_p
             want, want_rows = erp_readback.expected(conn, record_type)
             have, have_rows = erp_readback.actual(erp, record_type, prefix)
             diff = erp_readback.differences(want_rows, have_rows)
-            assert (diff["missing_in_erp"], diff["unexpected_in_erp"], diff["different_in_erp"]) == (0, 0, 0), (
-                record_type, diff,
-            )  # fmt: skip
+            assert (diff["missing_in_erp"], diff["unexpected_in_erp"], diff["different_in_erp"]) == (
+                0,
+                0,
+                0,
+            ), (
+                record_type,
+                diff,
+            )
             assert want == have, (record_type, want.as_dict(), have.as_dict())
     assert posted_twice == []

@@ -121,19 +121,31 @@ def test_trace_posted_quarantined_replayed_reversed(wired: dict[str, Any]) -> No
     env = {**os.environ, "PSA_ERP_SYNC_DSN": dsn}
     out = subprocess.run(
         [sys.executable, "-m", "psa_erp_sync.trace", "psa", f"psa-te-{posted}", "--json"],
-        capture_output=True, text=True, env=env, check=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    )
     cli = json.loads(out.stdout)
     assert [p["action"] for p in cli[0]["ledger"]] == ["post", "reverse"]
     text = subprocess.run(
         [sys.executable, "-m", "psa_erp_sync.trace", "psa", posted],
-        capture_output=True, text=True, env=env, check=True, timeout=120,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    ).stdout
     assert "reverse" in text and "lineage:" in text
     missing = subprocess.run(
         [sys.executable, "-m", "psa_erp_sync.trace", "psa", "999999999"],
-        capture_output=True, text=True, env=env, check=False, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
     assert missing.returncode == 1 and "no psa record" in missing.stderr
 
     from psa_erp_sync.api.exceptions_app import create_app

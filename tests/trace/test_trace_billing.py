@@ -99,9 +99,12 @@ def billed(clean_ods: str, erp_sim: RunningSimulator) -> Iterator[dict[str, Any]
             jobs=readback.JobMapping("psa-project-{id}"),
         )
         posted = post_planned_journals(
-            dsn=clean_ods, client=client, config=load_config(), run_id="post-1",
+            dsn=clean_ods,
+            client=client,
+            config=load_config(),
+            run_id="post-1",
             settings=EngineSettings(batch_size=3, max_concurrency=2, progress_every_s=3600),
-        )  # fmt: skip
+        )
     assert posted["posted"] == 1, posted
     yield {"dsn": clean_ods, "invoice": invoice[0], "journal": journal, "events": events}
     truncate_billing(clean_ods)  # a read-back left behind switches later forecast tests to ERP billing

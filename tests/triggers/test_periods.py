@@ -31,14 +31,30 @@ def test_trigger_fires_when_finance_opens_the_period(
         "POST",
         "/seed",
         json={
-            "subsidiaries": [{"external_id": "LE-UK1", "name": "UK", "country": "GB", "currency": "GBP", "is_inactive": False}],
+            "subsidiaries": [
+                {
+                    "external_id": "LE-UK1",
+                    "name": "UK",
+                    "country": "GB",
+                    "currency": "GBP",
+                    "is_inactive": False,
+                }
+            ],
             "accounting_periods": [
-                {"external_id": "LE-UK1-2026-12", "subsidiary": "LE-UK1", "period_name": "Dec 2026",
-                 "start_date": "2026-12-01", "end_date": "2026-12-31", "closed": True, "all_locked": False,
-                 "ar_locked": False, "ap_locked": False},
+                {
+                    "external_id": "LE-UK1-2026-12",
+                    "subsidiary": "LE-UK1",
+                    "period_name": "Dec 2026",
+                    "start_date": "2026-12-01",
+                    "end_date": "2026-12-31",
+                    "closed": True,
+                    "all_locked": False,
+                    "ar_locked": False,
+                    "ap_locked": False,
+                },
             ],
         },
-    )  # fmt: skip
+    )
     conn = {"conn_type": "http", "host": erp_sim.base_url, "password": "t", "extra": {"account_id": "A"}}
     monkeypatch.setenv("AIRFLOW_CONN_ERP_TEST", json.dumps(conn))
     trigger = PeriodOpenTrigger(

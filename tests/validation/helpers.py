@@ -19,9 +19,14 @@ def validate_time_entries(
     """Validate the time entries staged under ``run_key``, in a transaction of its own."""
     with conn.transaction():
         return validation.validate_run(
-            conn, kind="time_entry", run_key=run_key, ref=REF, config=load_config(), as_of=AS_OF,
+            conn,
+            kind="time_entry",
+            run_key=run_key,
+            ref=REF,
+            config=load_config(),
+            as_of=AS_OF,
             dag_run_id=dag_run_id,
-        )  # fmt: skip
+        )
 
 
 def stage_and_validate_time_entries(

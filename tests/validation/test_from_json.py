@@ -36,18 +36,36 @@ def _both(kind: validation.Kind, text: str | bytes, fetched_at: datetime | None)
 
 BOUNDARY = [
     # the screen's checks, read from the model when the model accepts the payload
-    te(id=2**63), te(id=0), te(project={"id": 2**64, "name": "p"}), te(task={"id": -1, "name": "t"}),
-    te(user={"id": 2**63 - 1, "name": "u"}), te(id=2**63 - 1),
-    te(created_at="0001-01-01T00:00:00+14:00"), te(updated_at="9999-12-31T23:59:59-23:59"),
-    te(created_at="1969-12-31T23:59:59Z"), te(updated_at="1970-01-01T00:00:00+00:00"),
-    te(updated_at="1970-01-01T00:59:59+01:00"), te(updated_at="2026-11-09T13:00:00Z"),
-    te(updated_at="2026-11-09T13:00:01Z"), te(updated_at="2026-11-09T14:00:01+01:00"),
-    te(updated_at="2099-01-01T00:00:00Z", created_at="bad"), te(updated_at="2026-11-03T10:00:00"),
-    te(updated_at="9999-12-31T23:59:59+01:00"), te(created_at="0001-01-01T00:00:00-01:00"),
-    te(hours=_raw("1e400")), te(hours=_raw("1" + "0" * 400)), te(billable_rate="1e400"), te(hours=_raw("-0")),
-    te(hours=_raw("0.005")), te(hours=_raw("0.0049")), te(billable=True, billable_rate=None),
-    te(spent_date="2026-11-10"), te(notes=None), te(id=_raw("1.0")), te(id=True),
-]  # fmt: skip
+    te(id=2**63),
+    te(id=0),
+    te(project={"id": 2**64, "name": "p"}),
+    te(task={"id": -1, "name": "t"}),
+    te(user={"id": 2**63 - 1, "name": "u"}),
+    te(id=2**63 - 1),
+    te(created_at="0001-01-01T00:00:00+14:00"),
+    te(updated_at="9999-12-31T23:59:59-23:59"),
+    te(created_at="1969-12-31T23:59:59Z"),
+    te(updated_at="1970-01-01T00:00:00+00:00"),
+    te(updated_at="1970-01-01T00:59:59+01:00"),
+    te(updated_at="2026-11-09T13:00:00Z"),
+    te(updated_at="2026-11-09T13:00:01Z"),
+    te(updated_at="2026-11-09T14:00:01+01:00"),
+    te(updated_at="2099-01-01T00:00:00Z", created_at="bad"),
+    te(updated_at="2026-11-03T10:00:00"),
+    te(updated_at="9999-12-31T23:59:59+01:00"),
+    te(created_at="0001-01-01T00:00:00-01:00"),
+    te(hours=_raw("1e400")),
+    te(hours=_raw("1" + "0" * 400)),
+    te(billable_rate="1e400"),
+    te(hours=_raw("-0")),
+    te(hours=_raw("0.005")),
+    te(hours=_raw("0.0049")),
+    te(billable=True, billable_rate=None),
+    te(spent_date="2026-11-10"),
+    te(notes=None),
+    te(id=_raw("1.0")),
+    te(id=True),
+]
 
 
 @pytest.mark.parametrize("payload", BOUNDARY)

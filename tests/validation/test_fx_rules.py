@@ -30,9 +30,12 @@ def _config(currency: str = "EUR") -> Any:
     config = load_config()
     entities = dict(config.legal_entities.legal_entities)
     entities["LE-X"] = LegalEntity(
-        country="DE", currency=currency, timezone="Europe/Berlin", close_calendar="GB",
+        country="DE",
+        currency=currency,
+        timezone="Europe/Berlin",
+        close_calendar="GB",
         closed_period_policy="park",
-    )  # fmt: skip
+    )
     return config.model_copy(
         update={"legal_entities": config.legal_entities.model_copy(update={"legal_entities": entities})}
     )
@@ -40,22 +43,44 @@ def _config(currency: str = "EUR") -> Any:
 
 def _ref(currency: str | None, rates: RateBook = RATES) -> PsaReference:
     return PsaReference(
-        projects={1: ProjectRef(1, True, "LE-X", currency)}, users={7: True},
-        task_assignments=frozenset({(1, 10)}), expense_categories=frozenset({3}), fx_rates=rates,
-    )  # fmt: skip
+        projects={1: ProjectRef(1, True, "LE-X", currency)},
+        users={7: True},
+        task_assignments=frozenset({(1, 10)}),
+        expense_categories=frozenset({3}),
+        fx_rates=rates,
+    )
 
 
 ENTRY: dict[str, Any] = {
-    "id": 101, "spent_date": "2026-11-02", "user": {"id": 7, "name": "x"}, "project": {"id": 1, "name": "p"},
-    "task": {"id": 10, "name": "t"}, "hours": 1, "notes": "n", "is_locked": True, "is_closed": True,
-    "is_billed": False, "billable": True, "billable_rate": 100.01, "created_at": "2026-11-02T10:00:00Z",
+    "id": 101,
+    "spent_date": "2026-11-02",
+    "user": {"id": 7, "name": "x"},
+    "project": {"id": 1, "name": "p"},
+    "task": {"id": 10, "name": "t"},
+    "hours": 1,
+    "notes": "n",
+    "is_locked": True,
+    "is_closed": True,
+    "is_billed": False,
+    "billable": True,
+    "billable_rate": 100.01,
+    "created_at": "2026-11-02T10:00:00Z",
     "updated_at": "2026-11-03T10:00:00Z",
-}  # fmt: skip
+}
 EXPENSE: dict[str, Any] = {
-    "id": 5, "spent_date": "2026-11-02", "user": {"id": 7, "name": "x"}, "project": {"id": 1, "name": "p"},
-    "expense_category": {"id": 3, "name": "Hotel"}, "total_cost": 100.03, "billable": True, "is_closed": True,
-    "is_locked": False, "is_billed": False, "created_at": "2026-11-02T10:00:00Z", "updated_at": "2026-11-02T10:00:00Z",
-}  # fmt: skip
+    "id": 5,
+    "spent_date": "2026-11-02",
+    "user": {"id": 7, "name": "x"},
+    "project": {"id": 1, "name": "p"},
+    "expense_category": {"id": 3, "name": "Hotel"},
+    "total_cost": 100.03,
+    "billable": True,
+    "is_closed": True,
+    "is_locked": False,
+    "is_billed": False,
+    "created_at": "2026-11-02T10:00:00Z",
+    "updated_at": "2026-11-02T10:00:00Z",
+}
 
 
 def _time(currency: str | None, functional: str = "EUR", **changes: Any) -> Any:

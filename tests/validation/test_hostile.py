@@ -26,10 +26,19 @@ from tests.validation.helpers import stage_and_validate_time_entries, validate_t
 from tests.validation.test_rules import AS_OF, ENTRY, REF
 
 EXPENSE: dict[str, Any] = {
-    "id": 5, "spent_date": "2026-11-02", "user": {"id": 7, "name": "x"}, "project": {"id": 1, "name": "p"},
-    "expense_category": {"id": 3, "name": "Hotel"}, "total_cost": 212.4, "billable": True, "is_closed": True,
-    "is_locked": False, "is_billed": False, "created_at": "2026-11-02T10:00:00Z", "updated_at": "2026-11-02T10:00:00Z",
-}  # fmt: skip
+    "id": 5,
+    "spent_date": "2026-11-02",
+    "user": {"id": 7, "name": "x"},
+    "project": {"id": 1, "name": "p"},
+    "expense_category": {"id": 3, "name": "Hotel"},
+    "total_cost": 212.4,
+    "billable": True,
+    "is_closed": True,
+    "is_locked": False,
+    "is_billed": False,
+    "created_at": "2026-11-02T10:00:00Z",
+    "updated_at": "2026-11-02T10:00:00Z",
+}
 FETCHED = datetime(2026, 11, 9, 12, tzinfo=UTC)
 TABLES = "staging.raw_record, staging.extract_run, canonical.time_entry, canonical.expense_entry, exceptions.item, audit.change"
 
@@ -82,7 +91,7 @@ def _decoded(payload: dict[str, Any]) -> dict[str, Any]:
         ({"updated_at": "0001-01-01T00:00:00+14:00"}, "TIMESTAMP_INVALID"),
         ({"created_at": "9999-12-31T23:59:59-23:59"}, "TIMESTAMP_INVALID"),
     ],
-)  # fmt: skip
+)
 def test_each_poison_time_entry_gets_its_own_reason(changes: dict[str, Any], reason: str) -> None:
     verdict = judge_te(_decoded(te(**changes)))
     assert verdict.reason_code == reason, verdict
@@ -98,7 +107,7 @@ def test_each_poison_time_entry_gets_its_own_reason(changes: dict[str, Any], rea
         ({"expense_category": {"id": 2**63, "name": "x"}}, "ID_OUT_OF_RANGE"),
         ({"updated_at": "2026-02-30T10:00:00Z"}, "TIMESTAMP_INVALID"),
     ],
-)  # fmt: skip
+)
 def test_each_poison_expense_gets_its_own_reason(changes: dict[str, Any], reason: str) -> None:
     verdict = judge_ex(_decoded(dict(EXPENSE, **changes)))
     assert verdict.reason_code == reason, verdict
@@ -220,9 +229,15 @@ def _stage_and_validate(dsn: str, kind: validation.Kind, items: list[Any]) -> tu
         conn.commit()
         with conn.transaction():
             result = validation.validate_run(
-                conn, kind=kind, run_key=run_key, ref=REF, config=load_config(), as_of=AS_OF,
-                dag_run_id="run-hyp", chunk=4,
-            )  # fmt: skip
+                conn,
+                kind=kind,
+                run_key=run_key,
+                ref=REF,
+                config=load_config(),
+                as_of=AS_OF,
+                dag_run_id="run-hyp",
+                chunk=4,
+            )
             result.check()
     return staged, result
 
@@ -274,15 +289,24 @@ def test_hostile_payloads_never_stop_a_run(pg_dsn: str, kind: validation.Kind, d
 def test_one_poison_record_of_each_kind_in_one_run(clean_ods: str) -> None:
     """The issue's list, all in one batch with good records: the run completes, each is quarantined."""
     poison = [
-        te(id=1, hours=-1), te(id=2, hours=10**7), te(id=3, billable_rate=-3), te(id=4, billable_rate=10**30),
-        te(id=2**63), te(id=6, updated_at="not a time"), te(id=7, hours=_raw("1e400")),
-    ]  # fmt: skip
+        te(id=1, hours=-1),
+        te(id=2, hours=10**7),
+        te(id=3, billable_rate=-3),
+        te(id=4, billable_rate=10**30),
+        te(id=2**63),
+        te(id=6, updated_at="not a time"),
+        te(id=7, hours=_raw("1e400")),
+    ]
     good = _good("time_entry", 3)
     staged, result = _stage_and_validate(clean_ods, "time_entry", poison + good)
     assert (staged.staged, result.valid, result.quarantined) == (10, 3, 7)
     assert result.by_reason == {
-        "HOURS_INVALID": 3, "RATE_INVALID": 1, "AMOUNT_OUT_OF_RANGE": 1, "ID_OUT_OF_RANGE": 1, "TIMESTAMP_INVALID": 1,
-    }  # fmt: skip
+        "HOURS_INVALID": 3,
+        "RATE_INVALID": 1,
+        "AMOUNT_OUT_OF_RANGE": 1,
+        "ID_OUT_OF_RANGE": 1,
+        "TIMESTAMP_INVALID": 1,
+    }
     with psycopg.connect(clean_ods) as conn:
         reasons = dict(
             conn.execute(
@@ -309,9 +333,15 @@ def test_a_sweep_survives_a_quarantined_record_whose_date_is_not_a_date(clean_od
             conn, [items], run_key="sweep-1", source_system="psa", endpoint="/v2/time_entries"
         )
         staging.record_extract_run(
-            conn, result, source_system="psa", endpoint="/v2/time_entries", mode="sweep",
-            window_from=None, window_to=AS_OF, sweep_from=date(2026, 11, 1),
-        )  # fmt: skip
+            conn,
+            result,
+            source_system="psa",
+            endpoint="/v2/time_entries",
+            mode="sweep",
+            window_from=None,
+            window_to=AS_OF,
+            sweep_from=date(2026, 11, 1),
+        )
         conn.commit()
         verdicts = validate_time_entries(conn, run_key="sweep-1", dag_run_id="run-sweep")
     assert (verdicts.valid, verdicts.quarantined) == (2, 2)
@@ -323,17 +353,31 @@ GOOD_PROJECT, GOOD_USER, GOOD_TASK, GOOD_CATEGORY = 10**6 + 50, 10**6 + 51, 10**
 DEPENDENT_PROJECTS = range(500, 506)  # hostile projects that entries refer to
 REFERENCE_TEMPLATES: dict[str, dict[str, Any]] = {
     "/v2/projects": {
-        "id": GOOD_PROJECT, "name": "p", "code": "P1", "is_active": True, "is_billable": True,
-        "legal_entity": "LE-US1", "currency": "USD", "created_at": "2026-01-01T00:00:00Z",
+        "id": GOOD_PROJECT,
+        "name": "p",
+        "code": "P1",
+        "is_active": True,
+        "is_billable": True,
+        "legal_entity": "LE-US1",
+        "currency": "USD",
+        "created_at": "2026-01-01T00:00:00Z",
         "updated_at": "2026-01-02T00:00:00Z",
     },
-    "/v2/users": {"id": GOOD_USER, "first_name": "a", "last_name": "b", "is_active": True, "is_contractor": False},
+    "/v2/users": {
+        "id": GOOD_USER,
+        "first_name": "a",
+        "last_name": "b",
+        "is_active": True,
+        "is_contractor": False,
+    },
     "/v2/task_assignments": {
-        "id": GOOD_TASK + 1000, "project": {"id": GOOD_PROJECT, "name": "p"}, "task": {"id": GOOD_TASK, "name": "t"},
+        "id": GOOD_TASK + 1000,
+        "project": {"id": GOOD_PROJECT, "name": "p"},
+        "task": {"id": GOOD_TASK, "name": "t"},
         "is_active": True,
     },
     "/v2/expense_categories": {"id": GOOD_CATEGORY, "name": "Hotel"},
-}  # fmt: skip
+}
 
 
 def _entry_on(project_id: int, n: int) -> dict[str, Any]:
@@ -378,9 +422,14 @@ def test_hostile_reference_payloads_never_stop_a_run(pg_dsn: str, data: st.DataO
         ref = validation.PsaReference.from_staging(conn, keys)
         with conn.transaction():
             result = validation.validate_run(
-                conn, kind="time_entry", run_key="hyp-ref/te", ref=ref, config=load_config(), as_of=AS_OF,
+                conn,
+                kind="time_entry",
+                run_key="hyp-ref/te",
+                ref=ref,
+                config=load_config(),
+                as_of=AS_OF,
                 dag_run_id="run-hyp-ref",
-            )  # fmt: skip
+            )
             result.check()
         staged_reference = {
             (validation.REFERENCE_RECORD_TYPES[r[0]], r[1])

@@ -46,9 +46,14 @@ def _stage(conn: psycopg.Connection, run_key: str, items: list[dict[str, Any]], 
 def _validate(conn: psycopg.Connection, run_key: str) -> validation.ValidationResult:
     with conn.transaction():
         result = validation.validate_run(
-            conn, kind="time_entry", run_key=run_key, ref=REF, config=load_config(), as_of=AS_OF,
+            conn,
+            kind="time_entry",
+            run_key=run_key,
+            ref=REF,
+            config=load_config(),
+            as_of=AS_OF,
             dag_run_id=run_key,
-        )  # fmt: skip
+        )
         result.check()
     return result
 
@@ -134,9 +139,15 @@ def _sweep(conn: psycopg.Connection, run_key: str, items: list[dict[str, Any]]) 
     with conn.transaction():
         result = staging.stage_pages(conn, [items], run_key=run_key, source_system="psa", endpoint=ENDPOINT)
         staging.record_extract_run(
-            conn, result, source_system="psa", endpoint=ENDPOINT, mode="sweep",
-            window_from=None, window_to=AS_OF, sweep_from=AS_OF.date().replace(day=1),
-        )  # fmt: skip
+            conn,
+            result,
+            source_system="psa",
+            endpoint=ENDPOINT,
+            mode="sweep",
+            window_from=None,
+            window_to=AS_OF,
+            sweep_from=AS_OF.date().replace(day=1),
+        )
 
 
 def _stream_stage_and_validate(conn: psycopg.Connection, run_key: str, items: list[dict[str, Any]]) -> None:

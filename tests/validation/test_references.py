@@ -103,9 +103,14 @@ def test_malformed_reference_records_are_quarantined_and_the_run_completes(clean
         ref = validation.PsaReference.from_staging(conn, keys)
         with conn.transaction():
             result = validation.validate_run(
-                conn, kind="time_entry", run_key="run-ref/te", ref=ref, config=load_config(), as_of=AS_OF,
+                conn,
+                kind="time_entry",
+                run_key="run-ref/te",
+                ref=ref,
+                config=load_config(),
+                as_of=AS_OF,
                 dag_run_id="run-ref",
-            )  # fmt: skip
+            )
             result.check()
         items = {
             (record_type, source_id): (reason, detail, owner)
@@ -121,9 +126,13 @@ def test_malformed_reference_records_are_quarantined_and_the_run_completes(clean
         sid: items[("time_entry", sid)][0] for sid in ("1003", "1004", "1005", "1006", "1007", "1008")
     }
     assert entry_reasons == {
-        "1003": "REFERENCE_INVALID", "1004": "REFERENCE_INVALID", "1005": "REFERENCE_INVALID",
-        "1006": "REFERENCE_INVALID", "1007": "PROJECT_UNKNOWN", "1008": "TASK_UNKNOWN",
-    }  # fmt: skip
+        "1003": "REFERENCE_INVALID",
+        "1004": "REFERENCE_INVALID",
+        "1005": "REFERENCE_INVALID",
+        "1006": "REFERENCE_INVALID",
+        "1007": "PROJECT_UNKNOWN",
+        "1008": "TASK_UNKNOWN",
+    }
     assert items[("time_entry", "1003")][1]["depends_on"] == {"record_type": "project", "source_id": "2"}
     assert items[("time_entry", "1005")][1]["depends_on"] == {"record_type": "user", "source_id": "8"}
     assert items[("time_entry", "1006")][1]["depends_on"]["record_type"] == "task_assignment"
@@ -148,20 +157,30 @@ def test_a_fixed_reference_record_resolves_its_item(clean_ods: str) -> None:
         conn.commit()
         with conn.transaction():
             validation.validate_run(
-                conn, kind="time_entry", run_key="r1/te", ref=validation.PsaReference.from_staging(conn, keys),
-                config=load_config(), as_of=AS_OF, dag_run_id="r1",
-            )  # fmt: skip
+                conn,
+                kind="time_entry",
+                run_key="r1/te",
+                ref=validation.PsaReference.from_staging(conn, keys),
+                config=load_config(),
+                as_of=AS_OF,
+                dag_run_id="r1",
+            )
         # an item of another rule on the same project stays open: it is not this rule's to close
         exception_queue.quarantine_many(
             conn,
             [
                 exception_queue.Item(
-                    kind="quarantine", domain="time_expense", source_system="psa", record_type="project",
-                    source_id="1", reason_code="LEGAL_ENTITY_UNKNOWN", owner="someone",
+                    kind="quarantine",
+                    domain="time_expense",
+                    source_system="psa",
+                    record_type="project",
+                    source_id="1",
+                    reason_code="LEGAL_ENTITY_UNKNOWN",
+                    owner="someone",
                 )
             ],
             run_id="other",
-        )  # fmt: skip
+        )
         fixed = {e: list(GOOD_REFERENCE[e]) for e in REFERENCE_ENDPOINTS}
         fixed["/v2/projects"] = [*fixed["/v2/projects"], project(2)]
         keys = stage_reference(conn, "r2", fixed)
@@ -171,9 +190,14 @@ def test_a_fixed_reference_record_resolves_its_item(clean_ods: str) -> None:
         conn.commit()
         with conn.transaction():
             validation.validate_run(
-                conn, kind="time_entry", run_key="r2/te", ref=validation.PsaReference.from_staging(conn, keys),
-                config=load_config(), as_of=AS_OF, dag_run_id="r2",
-            )  # fmt: skip
+                conn,
+                kind="time_entry",
+                run_key="r2/te",
+                ref=validation.PsaReference.from_staging(conn, keys),
+                config=load_config(),
+                as_of=AS_OF,
+                dag_run_id="r2",
+            )
         status = dict(
             conn.execute(
                 "SELECT source_id, status FROM exceptions.item WHERE record_type = 'project'"

@@ -24,11 +24,23 @@ REF = PsaReference(
     task_assignments=frozenset({(1, 10), (2, 10), (3, 10), (4, 10), (5, 10)}),
 )
 ENTRY: dict[str, Any] = {
-    "id": 101, "spent_date": "2026-11-02", "user": {"id": 7, "name": "x"}, "client": {"id": 5, "name": "c", "currency": "USD"},
-    "project": {"id": 1, "name": "p", "code": "P1"}, "task": {"id": 10, "name": "t"}, "hours": 7.25, "notes": "n",
-    "is_locked": True, "is_closed": True, "is_billed": False, "billable": True, "billable_rate": 133.33, "cost_rate": 60.0,
-    "created_at": "2026-11-02T10:00:00Z", "updated_at": "2026-11-03T10:00:00Z",
-}  # fmt: skip
+    "id": 101,
+    "spent_date": "2026-11-02",
+    "user": {"id": 7, "name": "x"},
+    "client": {"id": 5, "name": "c", "currency": "USD"},
+    "project": {"id": 1, "name": "p", "code": "P1"},
+    "task": {"id": 10, "name": "t"},
+    "hours": 7.25,
+    "notes": "n",
+    "is_locked": True,
+    "is_closed": True,
+    "is_billed": False,
+    "billable": True,
+    "billable_rate": 133.33,
+    "cost_rate": 60.0,
+    "created_at": "2026-11-02T10:00:00Z",
+    "updated_at": "2026-11-03T10:00:00Z",
+}
 
 
 def entry(**changes: Any) -> dict[str, Any]:
@@ -70,7 +82,7 @@ def test_a_clean_entry_becomes_a_canonical_row_with_money_in_minor_units() -> No
         ({"task": {"id": 11, "name": "t"}}, "TASK_UNKNOWN"),
         ({"billable_rate": None}, "RATE_MISSING"),
     ],
-)  # fmt: skip
+)
 def test_each_rule_quarantines_with_its_reason(changes: dict[str, Any], reason: str) -> None:
     verdict = judge(entry(**changes))
     assert verdict.reason_code == reason
@@ -95,10 +107,19 @@ def test_non_billable_entries_need_no_rate_and_carry_no_amount() -> None:
 
 def test_expense_rules() -> None:
     expense = {
-        "id": 5, "spent_date": "2026-11-02", "user": {"id": 7, "name": "x"}, "project": {"id": 1, "name": "p"},
-        "expense_category": {"id": 3, "name": "Hotel"}, "total_cost": 212.4, "billable": True, "is_closed": True,
-        "is_locked": False, "is_billed": False, "created_at": "2026-11-02T10:00:00Z", "updated_at": "2026-11-02T10:00:00Z",
-    }  # fmt: skip
+        "id": 5,
+        "spent_date": "2026-11-02",
+        "user": {"id": 7, "name": "x"},
+        "project": {"id": 1, "name": "p"},
+        "expense_category": {"id": 3, "name": "Hotel"},
+        "total_cost": 212.4,
+        "billable": True,
+        "is_closed": True,
+        "is_locked": False,
+        "is_billed": False,
+        "created_at": "2026-11-02T10:00:00Z",
+        "updated_at": "2026-11-02T10:00:00Z",
+    }
     ok = judge_expense(expense, "h", ref=REF, config=load_config(), as_of=AS_OF)
     assert ok.valid
     assert ok.row["amount_minor"] == 21240

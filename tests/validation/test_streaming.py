@@ -50,9 +50,15 @@ def _state(conn: psycopg.Connection) -> tuple[Any, ...]:
 def _validate(conn: psycopg.Connection, chunk: int) -> validation.ValidationResult:
     with conn.transaction():
         return validation.validate_run(
-            conn, kind="time_entry", run_key="r1", ref=REF, config=load_config(), as_of=AS_OF,
-            dag_run_id="run-1", chunk=chunk,
-        )  # fmt: skip
+            conn,
+            kind="time_entry",
+            run_key="r1",
+            ref=REF,
+            config=load_config(),
+            as_of=AS_OF,
+            dag_run_id="run-1",
+            chunk=chunk,
+        )
 
 
 def test_chunked_validation_writes_what_one_chunk_writes(clean_ods: str) -> None:

@@ -496,6 +496,165 @@ def _ledger_outcome_html(base: str, records: list[dict[str, Any]]) -> str:
     )
 
 
+def _queue_form(base: str, q: dict[str, Any], chosen: dict[str, Any]) -> str:
+    """The queue page's filter form, showing the values ``chosen``."""
+    return (
+        f'<form class="filters" method="get" action="{base}/" aria-label="Filter the queue">'
+        + _select("owner", "Owner", ((o, o) for o in q["owners"]), chosen["owner"])
+        + _select("reason_code", "Reason", ((r, r) for r in q["reasons"]), chosen["reason_code"])
+        + _select(
+            "legal_entity", "Legal entity", ((le, le) for le in q["legal_entities"]), chosen["legal_entity"]
+        )
+        + _select("record_type", "Record type", ((r, r) for r in ITEM_RECORD_TYPES), chosen["record_type"])
+        + _select("kind", "Kind", ((k, k) for k in KINDS), chosen["kind"])
+        + _input("date_from", "Entry date from", chosen["date_from"] or "", kind="date")
+        + _input("date_to", "Entry date to", chosen["date_to"] or "", kind="date")
+        + _input(
+            "min_age_days",
+            "Older than (days)",
+            "" if chosen["min_age_days"] is None else chosen["min_age_days"],
+            kind="number",
+            extra=' min="0" max="3650"',
+        )
+        + f'<div><button type="submit">Filter</button></div><div><a href="{base}/">Clear</a></div></form>'
+    )
+
+
+def _queue_tables(base: str, q: dict[str, Any], filters: dict[str, Any]) -> str:
+    """The queue page's tables: open items by cause, amounts per currency, the items."""
+    groups = _table(
+        ["Kind", "Reason", "Owner", "Items"],
+        (
+            [
+                _e(g["kind"]),
+                _e(g["reason_code"]),
+                _e(g["owner"]),
+                f'<a href="{base}/?{_e(urlencode({**_qs(filters), "owner": g["owner"], "reason_code": g["reason_code"], "kind": g["kind"]}))}">{g["n"]}</a>',
+            ]
+            for g in q["groups"]
+        ),
+        f"Open items by cause: {q['total']}",
+        numeric=[3],
+    )
+    amounts = _table(
+        ["Currency", "Items with an amount", "Amount"],
+        ([_e(a["currency"]), str(a["n"]), _money(a["minor"], a["currency"])] for a in q["amounts"]),
+        "Amounts per currency",
+        numeric=[1, 2],
+    )
+    shown = len(q["items"])
+    items = _table(
+        [
+            "Record",
+            "System",
+            "Type",
+            "Kind",
+            "Reason",
+            "Owner",
+            "Legal entity",
+            "Entry date",
+            "Amount",
+            "Age (days)",
+            "Seen",
+        ],
+        (
+            [
+                _trace_link(base, i["source_system"], i["source_id"]),
+                _e(i["source_system"]),
+                _e(i["record_type"]),
+                _e(i["kind"]),
+                _e(i["reason_code"]),
+                _e(i["owner"]),
+                _e(i["legal_entity"]),
+                _e(i["entry_date"]),
+                _money(i["amount_minor"], i["currency"]),
+                str(i["age_days"]),
+                str(i["occurrences"]),
+            ]
+            for i in q["items"]
+        ),
+        f"Items, oldest first ({shown} shown"
+        + (f" of {q['total']}, narrow the filter to see the rest)" if shown < q["total"] else ")"),
+        numeric=[8, 9, 10],
+    )
+    return groups + amounts + items
+
+
+def _dry_run_html(base: str, rows: list[dict[str, Any]], summary: dict[str, Any], approval: list[str]) -> str:
+    """The replay page's dry run: what would be replayed, and whether it waits for an approval."""
+    amounts = ", ".join(f"{c} {a}" for c, a in summary["amounts"].items()) or "none"
+    result = (
+        f'<h2 id="dry-run">Dry run</h2><p role="status"><strong>{summary["matched"]}</strong> postings would be'
+        f" released and posted again; amounts: {_e(amounts)}.</p>"
+        + _table(
+            ["Owner / reason", "Postings"],
+            ([_e(k), str(n)] for k, n in sorted(summary["by_owner_and_reason"].items())),
+            "By owner and reason",
+            numeric=[1],
+        )
+        + _table(
+            [
+                "Record",
+                "Owner",
+                "Reason",
+                "Legal entity",
+                "Entry date",
+                "Amount",
+                "Ledger state",
+                "ERP external id",
+            ],
+            (
+                [
+                    _trace_link(base, "psa", r["source_id"]),
+                    _e(r["owner"]),
+                    _e(r["reason_code"]),
+                    _e(r["legal_entity"]),
+                    _e(r["spent_date"]),
+                    _money(r["amount_minor"], r["currency"]),
+                    _e(r["state"]),
+                    _e(r["external_id"]),
+                ]
+                for r in rows[:DRY_RUN_LIMIT]
+            ),
+            f"What would be replayed ({min(len(rows), DRY_RUN_LIMIT)} of {len(rows)} shown)",
+            numeric=[5],
+        )
+    )
+    if approval:
+        result += (
+            '<p class="note">A confirmed replay of this selection waits for a finance approval in Airflow: '
+            + _e("; ".join(approval))
+            + "</p>"
+        )
+    return result
+
+
+def _replay_confirm_form(base: str, chosen: dict[str, Any]) -> str:
+    """The form that confirms a replay of the ``chosen`` filter (a replay of everything asks twice)."""
+    unfiltered = not (chosen["owner"] or chosen["reason_code"] or chosen["date_from"] or chosen["date_to"])
+    hidden = "".join(
+        f'<input type="hidden" name="{k}" value="{_e(v)}">'
+        for k, v in (
+            ("record_type", chosen["record_type"]),
+            ("owner", chosen["owner"] or ""),
+            ("reason_code", chosen["reason_code"] or ""),
+            ("date_from", chosen["date_from"] or ""),
+            ("date_to", chosen["date_to"] or ""),
+        )
+    )
+    everything = (
+        '<div><input id="replay_everything" name="replay_everything" type="checkbox" value="true" required>'
+        '<label for="replay_everything">No filter: replay every open dead letter and parked posting</label></div>'
+        if unfiltered
+        else ""
+    )
+    return (
+        f'<form method="post" action="{base}/replay" aria-label="Confirm the replay">{hidden}{everything}'
+        '<button type="submit" name="mode" value="replay">Confirm: replay these through Airflow</button> '
+        '<button type="submit" name="mode" value="dry_run">Dry run in Airflow</button></form>'
+    )
+
+
 def create_router(
     connect: Callable[[], AbstractContextManager[psycopg.Connection]],
     *,
@@ -503,18 +662,38 @@ def create_router(
 ) -> APIRouter:
     """The console's routes; ``connect`` opens an ODS connection, ``api_base`` is Airflow's REST
     API origin (default: the origin the request came in on, i.e. this api-server)."""
+    pages = _Console(connect, api_base)
     router = APIRouter(prefix="/console", include_in_schema=False)
+    router.add_api_route("/", pages.queue_page, methods=["GET"], response_class=HTMLResponse)
+    router.add_api_route(
+        "/trace/{source_system}/{source_id}", pages.trace_page, methods=["GET"], response_class=HTMLResponse
+    )
+    router.add_api_route("/replay", pages.replay_page, methods=["GET"], response_class=HTMLResponse)
+    router.add_api_route("/replay", pages.replay_trigger, methods=["POST"])
+    router.add_api_route("/replay/run", pages.replay_run, methods=["GET"], response_class=HTMLResponse)
+    router.add_api_route("/month-end", pages.month_end_page, methods=["GET"], response_class=HTMLResponse)
+    return router
 
-    def airflow(request: Request) -> Any:
+
+class _Console:
+    """The console's pages (each method is one route of :func:`create_router`)."""
+
+    def __init__(
+        self, connect: Callable[[], AbstractContextManager[psycopg.Connection]], api_base: str | None
+    ) -> None:
+        self.connect = connect
+        self.api_base = api_base
+
+    def airflow(self, request: Request) -> Any:
         import httpx
 
-        origin = api_base or f"{request.url.scheme}://{request.url.netloc}"
+        origin = self.api_base or f"{request.url.scheme}://{request.url.netloc}"
         return httpx.Client(
             base_url=f"{origin}/api/v2", headers={"Authorization": f"Bearer {_token(request)}"}, timeout=30
         )
 
-    @router.get("/", response_class=HTMLResponse)
     def queue_page(
+        self,
         request: Request,
         owner: str | None = None,
         reason_code: str | None = None,
@@ -537,89 +716,19 @@ def create_router(
             "date_to": until,
             "min_age_days": age,
         }
-        with connect() as conn:
+        with self.connect() as conn:
             q = queue(conn, **filters)
-        form = (
-            f'<form class="filters" method="get" action="{base}/" aria-label="Filter the queue">'
-            + _select("owner", "Owner", ((o, o) for o in q["owners"]), owner)
-            + _select("reason_code", "Reason", ((r, r) for r in q["reasons"]), reason_code)
-            + _select("legal_entity", "Legal entity", ((le, le) for le in q["legal_entities"]), legal_entity)
-            + _select("record_type", "Record type", ((r, r) for r in ITEM_RECORD_TYPES), record_type)
-            + _select("kind", "Kind", ((k, k) for k in KINDS), kind)
-            + _input("date_from", "Entry date from", since or "", kind="date")
-            + _input("date_to", "Entry date to", until or "", kind="date")
-            + _input(
-                "min_age_days",
-                "Older than (days)",
-                "" if min_age_days is None else min_age_days,
-                kind="number",
-                extra=' min="0" max="3650"',
-            )
-            + f'<div><button type="submit">Filter</button></div><div><a href="{base}/">Clear</a></div></form>'
+        chosen = {**filters, "owner": owner, "reason_code": reason_code, "legal_entity": legal_entity}
+        chosen |= {"record_type": record_type, "kind": kind, "min_age_days": min_age_days}
+        return _page(
+            request, "Exception queue", _queue_form(base, q, chosen) + _queue_tables(base, q, filters)
         )
-        groups = _table(
-            ["Kind", "Reason", "Owner", "Items"],
-            (
-                [
-                    _e(g["kind"]),
-                    _e(g["reason_code"]),
-                    _e(g["owner"]),
-                    f'<a href="{base}/?{_e(urlencode({**_qs(filters), "owner": g["owner"], "reason_code": g["reason_code"], "kind": g["kind"]}))}">{g["n"]}</a>',
-                ]
-                for g in q["groups"]
-            ),
-            f"Open items by cause: {q['total']}",
-            numeric=[3],
-        )
-        amounts = _table(
-            ["Currency", "Items with an amount", "Amount"],
-            ([_e(a["currency"]), str(a["n"]), _money(a["minor"], a["currency"])] for a in q["amounts"]),
-            "Amounts per currency",
-            numeric=[1, 2],
-        )
-        shown = len(q["items"])
-        items = _table(
-            [
-                "Record",
-                "System",
-                "Type",
-                "Kind",
-                "Reason",
-                "Owner",
-                "Legal entity",
-                "Entry date",
-                "Amount",
-                "Age (days)",
-                "Seen",
-            ],
-            (
-                [
-                    _trace_link(base, i["source_system"], i["source_id"]),
-                    _e(i["source_system"]),
-                    _e(i["record_type"]),
-                    _e(i["kind"]),
-                    _e(i["reason_code"]),
-                    _e(i["owner"]),
-                    _e(i["legal_entity"]),
-                    _e(i["entry_date"]),
-                    _money(i["amount_minor"], i["currency"]),
-                    str(i["age_days"]),
-                    str(i["occurrences"]),
-                ]
-                for i in q["items"]
-            ),
-            f"Items, oldest first ({shown} shown"
-            + (f" of {q['total']}, narrow the filter to see the rest)" if shown < q["total"] else ")"),
-            numeric=[8, 9, 10],
-        )
-        return _page(request, "Exception queue", form + groups + amounts + items)
 
-    @router.get("/trace/{source_system}/{source_id}", response_class=HTMLResponse)
-    def trace_page(request: Request, source_system: str, source_id: str) -> HTMLResponse:
+    def trace_page(self, request: Request, source_system: str, source_id: str) -> HTMLResponse:
         from psa_erp_sync.trace import RecordNotFound, trace
 
         try:
-            with connect() as conn:
+            with self.connect() as conn:
                 records = trace(conn, source_system, source_id)
         except RecordNotFound as exc:
             return _page(request, "Record not found", f'<p class="error" role="alert">{_e(exc)}</p>')
@@ -631,8 +740,8 @@ def create_router(
         )
         return _page(request, f"Trace of {source_system} {source_id}", sections)
 
-    @router.get("/replay", response_class=HTMLResponse)
     def replay_page(
+        self,
         request: Request,
         record_type: str = "timebill",
         owner: str | None = None,
@@ -648,7 +757,7 @@ def create_router(
         since, until = _date(date_from, "date_from"), _date(date_to, "date_to")
         if record_type not in RECORD_TYPES:
             raise HTTPException(status_code=422, detail=f"record_type must be one of {sorted(RECORD_TYPES)}")
-        with connect() as conn:
+        with self.connect() as conn:
             q = queue(
                 conn,
                 **dict.fromkeys(
@@ -683,81 +792,18 @@ def create_router(
             date_from=since,
             date_to=until,
         )
-        with connect() as conn:
+        with self.connect() as conn:
             rows = replay.select(conn, f)
         summary = replay.summarize(rows)
         approval = load_config().mappings.replay.needs_approval(summary["matched"], summary["amounts_minor"])
-        amounts = ", ".join(f"{c} {a}" for c, a in summary["amounts"].items()) or "none"
-        result = (
-            f'<h2 id="dry-run">Dry run</h2><p role="status"><strong>{summary["matched"]}</strong> postings would be'
-            f" released and posted again; amounts: {_e(amounts)}.</p>"
-            + _table(
-                ["Owner / reason", "Postings"],
-                ([_e(k), str(n)] for k, n in sorted(summary["by_owner_and_reason"].items())),
-                "By owner and reason",
-                numeric=[1],
-            )
-            + _table(
-                [
-                    "Record",
-                    "Owner",
-                    "Reason",
-                    "Legal entity",
-                    "Entry date",
-                    "Amount",
-                    "Ledger state",
-                    "ERP external id",
-                ],
-                (
-                    [
-                        _trace_link(base, "psa", r["source_id"]),
-                        _e(r["owner"]),
-                        _e(r["reason_code"]),
-                        _e(r["legal_entity"]),
-                        _e(r["spent_date"]),
-                        _money(r["amount_minor"], r["currency"]),
-                        _e(r["state"]),
-                        _e(r["external_id"]),
-                    ]
-                    for r in rows[:DRY_RUN_LIMIT]
-                ),
-                f"What would be replayed ({min(len(rows), DRY_RUN_LIMIT)} of {len(rows)} shown)",
-                numeric=[5],
-            )
-        )
-        if approval:
-            result += (
-                '<p class="note">A confirmed replay of this selection waits for a finance approval in Airflow: '
-                + _e("; ".join(approval))
-                + "</p>"
-            )
+        result = _dry_run_html(base, rows, summary, approval)
         if rows:
-            unfiltered = not (owner or reason_code or since or until)
-            hidden = "".join(
-                f'<input type="hidden" name="{k}" value="{_e(v)}">'
-                for k, v in (
-                    ("record_type", record_type),
-                    ("owner", owner or ""),
-                    ("reason_code", reason_code or ""),
-                    ("date_from", since or ""),
-                    ("date_to", until or ""),
-                )
-            )
-            everything = (
-                '<div><input id="replay_everything" name="replay_everything" type="checkbox" value="true" required>'
-                '<label for="replay_everything">No filter: replay every open dead letter and parked posting</label></div>'
-                if unfiltered
-                else ""
-            )
-            result += (
-                f'<form method="post" action="{base}/replay" aria-label="Confirm the replay">{hidden}{everything}'
-                '<button type="submit" name="mode" value="replay">Confirm: replay these through Airflow</button> '
-                '<button type="submit" name="mode" value="dry_run">Dry run in Airflow</button></form>'
-            )
+            chosen = {"record_type": record_type, "owner": owner, "reason_code": reason_code}
+            result += _replay_confirm_form(base, {**chosen, "date_from": since, "date_to": until})
         return _page(request, "Replay dead letters", form + result)
 
-    @router.post("/replay")
     def replay_trigger(
+        self,
         request: Request,
         record_type: Annotated[str, Form()],
         mode: Annotated[str, Form()],
@@ -779,7 +825,7 @@ def create_router(
             dry_run=mode == "dry_run",
             replay_everything=replay_everything,
         )
-        with airflow(request) as api:
+        with self.airflow(request) as api:
             answer = api.post(f"/dags/{REPLAY_DAG}/dagRuns", json={"logical_date": None, "conf": conf})
         if answer.status_code not in (200, 201):
             return _page(
@@ -793,10 +839,9 @@ def create_router(
             f"{_base(request)}/replay/run?{urlencode({'run_id': run_id})}", status_code=303
         )
 
-    @router.get("/replay/run", response_class=HTMLResponse)
-    def replay_run(request: Request, run_id: str) -> HTMLResponse:
+    def replay_run(self, request: Request, run_id: str) -> HTMLResponse:
         run_path = f"/dags/{REPLAY_DAG}/dagRuns/{quote(run_id, safe='')}"
-        with airflow(request) as api:
+        with self.airflow(request) as api:
             run = api.get(run_path)
             if run.status_code != 200:
                 return _page(
@@ -828,14 +873,13 @@ def create_router(
             + _run_results_html(outcome)
         )
         if state in TERMINAL:
-            with connect() as conn:
+            with self.connect() as conn:
                 records = replayed_records(conn, run_id)
             body += _ledger_outcome_html(_base(request), records)
         return _page(request, "Replay run", body, refresh=None if state in TERMINAL else 2)
 
-    @router.get("/month-end", response_class=HTMLResponse)
-    def month_end_page(request: Request) -> HTMLResponse:
-        with connect() as conn:
+    def month_end_page(self, request: Request) -> HTMLResponse:
+        with self.connect() as conn:
             m = month_end(conn, datetime.now(UTC))
         entities = _table(
             [
@@ -899,8 +943,6 @@ def create_router(
             + "; the posting path reads them again before every pass.</p>"
         )
         return _page(request, "Month-end", entities + stages + f"<ul>{''.join(checks)}</ul>" + note)
-
-    return router
 
 
 def _readback_checks(totals: list[dict[str, Any]]) -> list[str]:

@@ -12,7 +12,7 @@ import logging
 from datetime import datetime
 
 from psa_erp_sync.calendar import close
-from psa_erp_sync.config import Config, PostingCadence
+from psa_erp_sync.config import Config, PostingCadence, posting_cadence
 
 log = logging.getLogger(__name__)
 
@@ -30,3 +30,9 @@ def posting_due(moment: datetime, *, scheduled: bool, config: Config, cadence: P
             return True
     log.info("no posting at %s: outside the close windows only the hourly run posts", moment.isoformat())
     return False
+
+
+def gate(*, as_of: datetime, scheduled: bool, config: Config) -> bool:
+    """The posting DAG's cadence gate: post on the run as of ``as_of``? The cadence is the
+    environment's ``posting.cadence_minutes``."""
+    return posting_due(as_of, scheduled=scheduled, config=config, cadence=posting_cadence())

@@ -12,7 +12,10 @@ line: ``call=`` a plain function of the domain package (``masterdata/steps.py``,
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow.sdk import Asset
 
 
 def default_args(owner: str) -> dict[str, Any]:
@@ -28,6 +31,32 @@ def default_args(owner: str) -> dict[str, Any]:
 
 
 DEFAULT_ARGS: dict[str, Any] = default_args("finance-integration")
+
+
+# LISTEN/NOTIFY wakes an inbox trigger at once; polling is only the fallback.
+INBOX_POLL_SECONDS = 5.0
+
+
+def inbox_asset(name: str, watcher: str, source_system: str, event_types: list[str]) -> Asset:
+    """An asset a stream DAG is scheduled on, updated when events of ``event_types`` from
+    ``source_system`` arrive in the ODS inbox (the ``AssetWatcher`` ``watcher`` with
+    :class:`~psa_erp_sync.triggers.inbox.InboxArrivalTrigger`). ``name`` is
+    ``psa_erp_sync.inbox.<inbox>``. No I/O: the trigger only connects in the triggerer."""
+    from airflow.sdk import Asset, AssetWatcher
+
+    from psa_erp_sync.triggers.inbox import InboxArrivalTrigger
+
+    trigger = InboxArrivalTrigger(
+        ods_conn_id="ods_default",
+        source_system=source_system,
+        event_types=event_types,
+        poll_seconds=INBOX_POLL_SECONDS,
+    )
+    return Asset(
+        name=name,
+        uri=f"psa-erp-sync://ods/inbox/{name.removeprefix('psa_erp_sync.inbox.')}",
+        watchers=[AssetWatcher(name=watcher, trigger=trigger)],
+    )
 
 
 def owner_digest() -> dict[str, Any]:

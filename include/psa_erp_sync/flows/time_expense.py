@@ -13,16 +13,14 @@ same staged set; every step is idempotent.
 
 Wiring only: each step is an operator of :mod:`psa_erp_sync.operators` that reads what it needs
 from its own context and calls domain code (extract/, validation/, reconcile/, posting/); the
-cadence gate calls :func:`psa_erp_sync.calendar.cadence.posting_due`.
+cadence gate calls :func:`psa_erp_sync.calendar.cadence.gate`.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, get_current_context, task
-
-from psa_erp_sync.flows.context import is_scheduled, run_as_of
+from airflow.sdk import Param
 
 
 def params() -> dict[str, Param]:
@@ -51,25 +49,12 @@ POSTING_RETRY_DELAY = timedelta(seconds=10)
 def build() -> None:
     """Declare the tasks of the time & expense DAG (call inside a DAG context)."""
 
-    @task.short_circuit(task_id="cadence_gate")
-    def cadence_gate() -> bool:
-        """Post on this run? Hourly outside close windows, every 15 minutes inside; manual and
-        asset-triggered runs always."""
-        from psa_erp_sync.calendar.cadence import posting_due
-        from psa_erp_sync.config import load_config, posting_cadence
-
-        context = get_current_context()
-        return posting_due(
-            run_as_of(context),
-            scheduled=is_scheduled(context),
-            config=load_config(),
-            cadence=posting_cadence(),
-        )
-
     from psa_erp_sync import assets
+    from psa_erp_sync.calendar import cadence
     from psa_erp_sync.contracts.kinds import EXPENSE_ENTRY, REFERENCE_ENDPOINTS, TIME_ENTRY
     from psa_erp_sync.hooks.erp import account_pool
     from psa_erp_sync.operators.erp_validation import ProjectPrecheckOperator
+    from psa_erp_sync.operators.gate import DomainGateOperator
     from psa_erp_sync.operators.posting import IdempotentPostingOperator
     from psa_erp_sync.operators.time_expense import (
         ControlTotalsOperator,
@@ -78,7 +63,9 @@ def build() -> None:
         StagedRecordValidationOperator,
     )
 
-    gate = cadence_gate()
+    # Post on this run? Hourly outside close windows, every 15 minutes inside; manual and
+    # asset-triggered runs always. A run that does not post skips everything after the gate.
+    gate = DomainGateOperator(task_id="cadence_gate", call=cadence.gate)
     # Projects, users, task assignments, expense categories: the reference a run validates against.
     reference = PsaExtractOperator(
         task_id="extract_reference", endpoints=list(REFERENCE_ENDPOINTS), mode="full"

@@ -13,28 +13,19 @@ DAG is latency.
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, AssetWatcher
+from airflow.sdk import Asset
 
 from psa_erp_sync.ods.inbox import MILESTONE_EVENTS, TIME_EXPENSE_EVENTS
 
 ASSET_NAME = "psa_erp_sync.inbox.time_expense"
-POLL_SECONDS = 5.0  # LISTEN/NOTIFY wakes the trigger at once; polling is only the fallback
 
 
 def inbox_asset() -> Asset:
-    """The asset the stream DAG is scheduled on (no I/O: the trigger only connects in the triggerer)."""
-    from psa_erp_sync.triggers.inbox import InboxArrivalTrigger
+    """The asset the stream DAG is scheduled on: PSA time, expense and milestone events in the inbox."""
+    from psa_erp_sync.flows import inbox_asset as watched
 
-    trigger = InboxArrivalTrigger(
-        ods_conn_id="ods_default",
-        source_system="psa",
-        event_types=[*TIME_EXPENSE_EVENTS, *MILESTONE_EVENTS],
-        poll_seconds=POLL_SECONDS,
-    )
-    return Asset(
-        name=ASSET_NAME,
-        uri="psa-erp-sync://ods/inbox/time_expense",
-        watchers=[AssetWatcher(name="inbox_time_expense_arrivals", trigger=trigger)],
+    return watched(
+        ASSET_NAME, "inbox_time_expense_arrivals", "psa", [*TIME_EXPENSE_EVENTS, *MILESTONE_EVENTS]
     )
 
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from psa_erp_sync.operators.posting import IdempotentPostingOperator
+from psa_erp_sync.operators.single_type import SingleTypePostingOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class InvoicePostingOperator(IdempotentPostingOperator):
+class InvoicePostingOperator(SingleTypePostingOperator):
     """The idempotent posting operator for billing documents: plans invoices (then credit memos
     against the invoices they credit) from ready ``billing.event`` rows into the posting ledger,
     each document and its events' move to ``invoiced`` committed before the ERP is called, and
@@ -19,34 +18,17 @@ class InvoicePostingOperator(IdempotentPostingOperator):
     the ERP account's shared budget, the posting locks of ``invoice`` and ``creditmemo``). A
     retried or cleared task resumes from the ledger. docs/billing.md, "Invoices exactly once".
 
-    :param erp_conn_id: Airflow connection of the ERP.
-    :param ods_conn_id: Airflow connection of the ODS.
-    :param max_concurrency: this task's ERP requests in flight, at most the account's limit.
-    :param batch_size: documents per batch call (at most 100); default ``posting.batch_size``.
+    Takes the connections, concurrency and batch size (documents per batch call) of
+    :class:`~psa_erp_sync.operators.single_type.SingleTypePostingOperator`, and
+
     :param max_lines: billing events per document at most (a bigger group is split in event order).
     """
 
-    template_fields: Sequence[str] = ("record_type",)
+    posts_record_type = "invoice"
     ui_color = "#e6e0f5"
 
-    def __init__(
-        self,
-        *,
-        erp_conn_id: str = "erp_default",
-        ods_conn_id: str = "ods_default",
-        max_concurrency: int | None = None,
-        batch_size: int | None = None,
-        max_lines: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            record_type="invoice",
-            erp_conn_id=erp_conn_id,
-            ods_conn_id=ods_conn_id,
-            max_concurrency=max_concurrency,
-            batch_size=batch_size,
-            **kwargs,
-        )
+    def __init__(self, *, max_lines: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.max_lines = max_lines
         self.outcomes: dict[str, dict[str, Any]] | None = None
         self.totals: dict[str, Any] | None = None
@@ -65,10 +47,9 @@ class InvoicePostingOperator(IdempotentPostingOperator):
         return facets
 
     def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
-        from psa_erp_sync.hooks.erp import ErpHook
         from psa_erp_sync.lineage import naming
 
-        namespace = ErpHook(self.erp_conn_id or "erp_default").openlineage_namespace()
+        namespace = self.erp_namespace()
         # The graph reads canonical time entry -> billing.event (the events builder) -> this task ->
         # ERP invoice / creditmemo; credit memos read the documents they credit; periods from the ERP.
         inputs = [

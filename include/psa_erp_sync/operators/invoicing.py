@@ -17,28 +17,11 @@ def run_invoicing(op: Any, context: Context, *, max_lines: int | None) -> dict[s
     plan and outcomes on ``op`` (for lineage) and fails while documents are still pending."""
     from psa_erp_sync.billing import invoices
     from psa_erp_sync.billing.invoice_pass import invoice_ready_events
-    from psa_erp_sync.config import load_config
-    from psa_erp_sync.hooks.erp import ErpHook
-    from psa_erp_sync.hooks.ods import OdsHook
-    from psa_erp_sync.posting.engine import EngineSettings
+    from psa_erp_sync.operators.single_type import fail_while_pending, posting_pass
 
-    config = load_config()
-    erp_hook = ErpHook(op.erp_conn_id or "erp_default")
-    limit = erp_hook.max_concurrency()
-    concurrency = min(op.max_concurrency or limit, limit)
-    op.record_lineage_run(context, "invoice")
-    with erp_hook.get_client() as client:
-        result = invoice_ready_events(
-            dsn=OdsHook(op.ods_conn_id).dsn(),
-            client=client,
-            config=config,
-            settings=EngineSettings.from_config(
-                config, batch_size=op.batch_size, max_concurrency=concurrency
-            ),
-            run_id=context["run_id"],
-            task_try=getattr(context["ti"], "try_number", None),
-            max_lines=max_lines or invoices.MAX_LINES,
-        )
+    result = posting_pass(
+        op, context, "invoice", invoice_ready_events, max_lines=max_lines or invoices.MAX_LINES
+    )
     op.plan_summary, op.outcomes = result.plan, result.outcome
     op.totals = result.totals
     op.outcome = result.outcome["invoice"]
@@ -53,11 +36,7 @@ def run_invoicing(op: Any, context: Context, *, max_lines: int | None) -> dict[s
             outcome["parked"],
             outcome["still_pending"],
         )
-    if result.still_pending:
-        raise RuntimeError(
-            f"{result.still_pending} billing documents are still pending after every round; "
-            "retrying the task resumes from the ledger"
-        )
+    fail_while_pending(result.still_pending, "billing documents")
     return {
         "plan": result.plan,
         "outcome": result.outcome,

@@ -28,6 +28,7 @@ What the function receives is chosen by the names of its parameters, from this f
 ``run_id``,        the run's ids
 ``dag_id``
 ``as_of``          the run's as-of instant (:func:`~psa_erp_sync.operators.context.run_as_of`)
+``scheduled``      whether the schedule started the run (not a manual or asset-triggered run)
 ``config``         the loaded configuration (:func:`psa_erp_sync.config.load_config`)
 ``params``         the run's trigger-form parameters (a plain dict)
 =================  ==============================================================
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
     from psa_erp_sync.lineage.refs import DatasetRef
 
 SYSTEMS = ("psa", "erp", "crm", "planning", "sap", "workday")
-CONTEXT_ARGS = ("run_id", "dag_id", "as_of", "config", "params")
+CONTEXT_ARGS = ("run_id", "dag_id", "as_of", "scheduled", "config", "params")
 PROVIDED = frozenset({"conn", "dsn", "erp_for", *SYSTEMS, *CONTEXT_ARGS})
 
 
@@ -179,13 +180,14 @@ class DomainStepOperator(LineageReportingOperator):
 
     @contextmanager
     def _arguments(self, context: Context) -> Iterator[dict[str, Any]]:
-        from psa_erp_sync.operators.context import ids, run_as_of
+        from psa_erp_sync.operators.context import ids, is_scheduled, run_as_of
 
         dag_id, run_id = ids(context)
         facts: dict[str, Callable[[], Any]] = {
             "run_id": lambda: run_id,
             "dag_id": lambda: dag_id,
             "as_of": lambda: run_as_of(context),
+            "scheduled": lambda: is_scheduled(context),
             "config": self._config,
             "params": lambda: dict(context.get("params") or {}),
         }
