@@ -459,6 +459,16 @@ class S4HanaClient:
                 found[entry.key] = entry
         return sorted(found.values(), key=lambda e: e.TimeSheetRecord)
 
+    def company_timesheets(self, company_code: str) -> list[TimeSheetEntry]:
+        """Every record (any status) of a company code, for a reconciliation read-back (``eq``
+        only; duplicates across pages dropped by key)."""
+        found: dict[tuple[str, str, str], TimeSheetEntry] = {}
+        params = {"$filter": f"CompanyCode eq {_literal(company_code)}"}
+        for raw in self._collection(f"{TIMESHEET_SERVICE}/{TIMESHEETS}", params):
+            entry = TimeSheetEntry.model_validate(raw)
+            found[entry.key] = entry
+        return [found[k] for k in sorted(found)]
+
     def find_timesheets_by_tag(
         self, person_work_agreement_external_id: str, company_code: str, day: date, idempotency_key: str
     ) -> list[TimeSheetEntry]:
@@ -658,6 +668,18 @@ class S4HanaClient:
             f"DocumentReferenceID eq {_literal(journal_reference(idempotency_key))}",
             "$expand": "to_Item",
         }
+        found = {
+            (e.CompanyCode, e.FiscalYear, e.AccountingDocument): e
+            for e in (
+                JournalEntry.model_validate(r)
+                for r in self._collection(f"{JOURNAL_SERVICE}/JournalEntryCollection", params)
+            )
+        }
+        return [found[k] for k in sorted(found)]
+
+    def journal_entries(self, company_code: str) -> list[JournalEntry]:
+        """Every journal entry of a company code with its items (a reconciliation read-back)."""
+        params = {"$filter": f"CompanyCode eq {_literal(company_code)}", "$expand": "to_Item"}
         found = {
             (e.CompanyCode, e.FiscalYear, e.AccountingDocument): e
             for e in (

@@ -217,6 +217,7 @@ class JournalEntryItem(_Answer):
     AmountInTransactionCurrency: SapDecimal
     TransactionCurrency: str
     DebitCreditCode: Literal["S", "H"]
+    DocumentItemText: str = ""
 
 
 class _Items(_Answer):
@@ -231,6 +232,7 @@ class JournalEntry(_Answer):
     PostingDate: SapDate
     FiscalPeriod: str = ""
     DocumentReferenceID: str = ""
+    DocumentHeaderText: str = ""
     TransactionCurrency: str = ""
     to_Item: _Items | None = None
 
