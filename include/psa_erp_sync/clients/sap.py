@@ -44,6 +44,7 @@ from psa_erp_sync.clients.sap_models import (
     ErrorBody,
     JournalEntry,
     JournalEntryInput,
+    MasterRecord,
     Page,
     PostingPeriod,
     Single,
@@ -56,6 +57,7 @@ _M = TypeVar("_M", bound=BaseModel)
 
 TIMESHEET_SERVICE = "/sap/opu/odata/sap/API_MANAGE_WORKFORCE_TIMESHEET"
 JOURNAL_SERVICE = "/sap/opu/odata/sap/ZPSA_JOURNALENTRY_SRV"
+MASTER_SERVICE = "/sap/opu/odata/sap/ZPSA_MASTERDATA_SRV"
 TIMESHEETS = "TimeSheetEntryCollection"
 NOTE_MAX = 255
 _KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -716,6 +718,28 @@ class S4HanaClient:
                     attempt, exc.status, None, "ambiguous, did not land", "POST", "JournalEntryCollection"
                 )
         raise AssertionError("unreachable")
+
+    # -- master data (our stand-in service ZPSA_MASTERDATA_SRV, docs/simulators.md)
+
+    def upsert_master(self, entity_set: str, body: Mapping[str, Any]) -> MasterRecord:
+        """Create or replace one work agreement, customer or WBS element (absolute values: a
+        repeated call changes nothing, so an ambiguous outcome is resolved by sending it again)."""
+        path = f"{MASTER_SERVICE}/{entity_set}"
+        for attempt in range(1, self.retry.max_attempts + 1):
+            try:
+                return self._post(path, body, MasterRecord)
+            except SapAmbiguous:
+                if attempt == self.retry.max_attempts:
+                    raise
+                self._pause(attempt, None, None, "ambiguous master-data write", "POST", entity_set)
+        raise AssertionError("unreachable")
+
+    def master_records(self, entity_set: str, company_code: str) -> list[MasterRecord]:
+        """Every entity of ``entity_set`` in a company code."""
+        params = {"$filter": f"CompanyCode eq {_literal(company_code)}"}
+        return [
+            MasterRecord.model_validate(r) for r in self._collection(f"{MASTER_SERVICE}/{entity_set}", params)
+        ]
 
     def posting_periods(self, company_code: str, fiscal_year: int) -> list[PostingPeriod]:
         params = {"$filter": f"CompanyCode eq {_literal(company_code)} and FiscalYear eq '{fiscal_year:04d}'"}

@@ -248,6 +248,14 @@ class JournalEntry(_Answer):
         return data
 
 
+class MasterRecord(BaseModel):
+    """An entity of the master-data service (``ZPSA_MASTERDATA_SRV``): its properties as answered."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    CompanyCode: str
+
+
 class PostingPeriod(_Answer):
     CompanyCode: str
     FiscalYear: str

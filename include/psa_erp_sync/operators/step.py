@@ -82,12 +82,24 @@ def _client_of(system: str, conn_id: str) -> Any:
 
 
 def _erp_factory(stack: ExitStack) -> Callable[[str], Any]:
-    """``conn_id -> ERP client``: each client opened on first use and closed when ``stack`` is."""
+    """``conn_id -> ERP client``: each client opened on first use and closed when ``stack`` is. The
+    connection the routing file names for SAP gives SAP's master-data writer
+    (:class:`~psa_erp_sync.masterdata.erp_targets.SapMasterWriter`: the same ``upsert`` call)."""
     clients: dict[str, Any] = {}
 
     def erp_for(conn_id: str) -> Any:
+        from psa_erp_sync.routing.route import router
+
         if conn_id not in clients:
-            clients[conn_id] = stack.enter_context(_client_of("erp", conn_id))
+            routing = router().routing
+            if "sap" in routing.erps and routing.connection_of("sap") == conn_id:
+                from psa_erp_sync.hooks.sap import SapHook
+                from psa_erp_sync.masterdata.erp_targets import SapMasterWriter
+
+                client = stack.enter_context(_client_of("sap", conn_id))
+                clients[conn_id] = SapMasterWriter(client, SapHook(conn_id).sap_mapping().company_codes)
+            else:
+                clients[conn_id] = stack.enter_context(_client_of("erp", conn_id))
         return clients[conn_id]
 
     return erp_for
