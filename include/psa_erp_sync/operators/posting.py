@@ -65,11 +65,13 @@ class IdempotentPostingOperator(LineageReportingOperator):
         self.batch_size = batch_size
         self.plan_summary: dict[str, Any] | None = None
         self.outcome: dict[str, Any] | None = None
+        self.routes: list[dict[str, Any]] = []
 
     def execute(self, context: Context) -> dict[str, Any]:
         from psa_erp_sync.config import load_config
         from psa_erp_sync.hooks.ods import OdsHook
         from psa_erp_sync.operators.invoicing import BILLING_TYPES, run_invoicing
+        from psa_erp_sync.posting import ledger
         from psa_erp_sync.posting.engine import EngineSettings
         from psa_erp_sync.posting.periods import PeriodBook
         from psa_erp_sync.posting.service import post_record_type
@@ -114,6 +116,8 @@ class IdempotentPostingOperator(LineageReportingOperator):
                     periods_by_erp=books,
                 )
         plan, outcome = merge_results(results)
+        with OdsHook(self.ods_conn_id).get_conn() as conn:
+            self.routes = ledger.routes_of_run(conn, self.record_type, context["run_id"])
         if state is not None:
             state.set("outcome", outcome)
         self.plan_summary, self.outcome = plan, outcome
@@ -162,8 +166,8 @@ class IdempotentPostingOperator(LineageReportingOperator):
         # One dataset per ERP posted to, each in that ERP's own namespace.
         outputs = [
             *(
-                naming.erp_record(hook.openlineage_namespace(), self.record_type)
-                for _, hook in self._erp_hooks()
+                naming.erp_dataset(erp, hook.openlineage_namespace(), self.record_type)
+                for erp, hook in self._erp_hooks()
             ),
             self.ods_dataset("ledger", "posting"),
             self.ods_dataset("exceptions", "item"),
@@ -171,9 +175,24 @@ class IdempotentPostingOperator(LineageReportingOperator):
         return inputs, outputs
 
     def lineage_run_facets(self) -> dict[str, Any]:
-        from psa_erp_sync.lineage.facets import PostingOutcomeRunFacet
+        from psa_erp_sync.lineage import naming
+        from psa_erp_sync.lineage.facets import ErpRoutesRunFacet, PostingOutcomeRunFacet
 
-        return {"postingOutcome": PostingOutcomeRunFacet.from_outcome(self.outcome)} if self.outcome else {}
+        if not self.outcome:
+            return {}
+        facets: dict[str, Any] = {"postingOutcome": PostingOutcomeRunFacet.from_outcome(self.outcome)}
+        # Where the records went: each ERP's dataset (its own namespace) per legal entity and dates.
+        datasets = {
+            erp: naming.erp_dataset(erp, hook.openlineage_namespace(), self.record_type)
+            for erp, hook in self._erp_hooks()
+        }
+        routes = [
+            {"namespace": datasets[r["erp"]].namespace, "name": datasets[r["erp"]].name, **r}
+            for r in self.routes
+            if r["erp"] in datasets
+        ]
+        facets["erpRoutes"] = ErpRoutesRunFacet(recordType=self.record_type, routes=routes)
+        return facets
 
 
 def _check_accounts(adapters: dict[str, tuple[Any, Any]]) -> None:

@@ -312,8 +312,8 @@ class ErpReconciliationOperator(LineageReportingOperator):
 
         # One dataset per ERP read back, each in that ERP's own namespace.
         inputs = [
-            naming.erp_record(hook.openlineage_namespace(), record_type)
-            for _, hook in self._erp_hooks()
+            naming.erp_dataset(erp, hook.openlineage_namespace(), record_type)
+            for erp, hook in self._erp_hooks()
             for record_type in self.record_types
         ]
         inputs += [self.ods_dataset("ledger", "posting")]
