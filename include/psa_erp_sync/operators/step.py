@@ -24,7 +24,10 @@ What the function receives is chosen by the names of its parameters, from this f
 ``sap``,
 ``workday``
 ``erp_for``        a function ``conn_id -> ERP client`` for steps that write to several ERP
-                   accounts (each client opened once, on first use, closed after the step)
+                   accounts (each client opened once, on first use, closed after the step;
+                   SAP's connection gives its master-data writer)
+``erp_adapters``   ERP name -> posting adapter of every ERP ``config/erp_routing.yaml`` sends
+                   anything to (NetSuite through ``erp``'s connection when it routes only there)
 ``run_id``,        the run's ids
 ``dag_id``
 ``as_of``          the run's as-of instant (:func:`~psa_erp_sync.operators.context.run_as_of`)
@@ -58,7 +61,7 @@ if TYPE_CHECKING:
 
 SYSTEMS = ("psa", "erp", "crm", "planning", "sap", "workday")
 CONTEXT_ARGS = ("run_id", "dag_id", "as_of", "config", "params")
-PROVIDED = frozenset({"conn", "dsn", "erp_for", *SYSTEMS, *CONTEXT_ARGS})
+PROVIDED = frozenset({"conn", "dsn", "erp_for", "erp_adapters", *SYSTEMS, *CONTEXT_ARGS})
 
 
 def _client_of(system: str, conn_id: str) -> Any:
@@ -103,6 +106,23 @@ def _erp_factory(stack: ExitStack) -> Callable[[str], Any]:
         return clients[conn_id]
 
     return erp_for
+
+
+def _erp_adapters(stack: ExitStack, erp_conn_id: str) -> dict[str, Any]:
+    """ERP name -> posting adapter of each ERP the routing file in force sends anything to, through
+    the connection it names (``erp_conn_id`` when it routes only to NetSuite)."""
+    from psa_erp_sync.hooks.erp import ErpHook
+    from psa_erp_sync.hooks.sap import SapHook
+    from psa_erp_sync.routing.route import router
+
+    routing = router()
+    erps = routing.erps_in_force()
+    if erps == ["netsuite"]:
+        hooks: dict[str, Any] = {"netsuite": ErpHook(erp_conn_id)}
+    else:
+        connection = routing.routing.connection_of
+        hooks = {e: SapHook(connection(e)) if e == "sap" else ErpHook(connection(e)) for e in erps}
+    return {erp: hook.adapter(stack.enter_context(hook.get_client())) for erp, hook in hooks.items()}
 
 
 class DomainStepOperator(LineageReportingOperator):
@@ -214,6 +234,8 @@ class DomainStepOperator(LineageReportingOperator):
                     arguments[name] = OdsHook(self.ods_conn_id).dsn()
                 elif name == "erp_for":
                     arguments[name] = _erp_factory(stack)
+                elif name == "erp_adapters":
+                    arguments[name] = _erp_adapters(stack, self.conn_ids.get("erp", "erp_default"))
                 elif name in SYSTEMS:
                     conn_id = self.conn_ids.get(name, f"{name}_default")
                     arguments[name] = stack.enter_context(_client_of(name, conn_id))
