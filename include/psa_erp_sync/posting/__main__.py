@@ -44,7 +44,7 @@ EXIT_ERP = 5
 EXIT_LOCK = 75  # EX_TEMPFAIL: try again later
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -76,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="seconds to wait for the posting lock (default: posting.lock_wait_seconds)",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if not args.dsn:
         parser.error("give --dsn or set PSA_ERP_SYNC_DSN")
