@@ -89,7 +89,7 @@ def test_a_migrated_entity_flows_to_netsuite_before_cutover_and_to_sap_after(
     )
     assert erp_outputs == sorted([(netsuite_ns, NETSUITE_TIMEBILLS), (sap_ns, SAP_TIMESHEETS)])
     routes = complete["run"]["facets"]["erpRoutes"]["routes"]
-    assert [(r["erp"], r["namespace"], r["name"], r["legalEntity"], r["firstDate"], r["lastDate"], r["postings"])
+    assert [(r["erp"], r["namespace"], r["dataset"], r["legalEntity"], r["firstDate"], r["lastDate"], r["postings"])
             for r in routes] == [
         ("netsuite", netsuite_ns, NETSUITE_TIMEBILLS, UK, "2026-12-30", "2026-12-31", 2),
         ("sap", sap_ns, SAP_TIMESHEETS, UK, "2027-01-01", "2027-01-04", 2),

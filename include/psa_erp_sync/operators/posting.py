@@ -175,7 +175,7 @@ class IdempotentPostingOperator(LineageReportingOperator):
             for erp, hook in self._erp_hooks()
         }
         routes = [
-            {"namespace": datasets[r["erp"]].namespace, "name": datasets[r["erp"]].name, **r}
+            {"namespace": datasets[r["erp"]].namespace, "dataset": datasets[r["erp"]].name, **r}
             for r in self.routes
             if r["erp"] in datasets
         ]
