@@ -81,3 +81,32 @@ CREATE TABLE IF NOT EXISTS journal_entry_item (
     PRIMARY KEY (company_code, fiscal_year, accounting_document, item),
     FOREIGN KEY (company_code, fiscal_year, accounting_document) REFERENCES journal_entry ON DELETE CASCADE
 );
+
+-- Master data of our stand-in service ZPSA_MASTERDATA_SRV (docs/simulators.md): work agreements
+-- (above, with the person's names and dates), customers and WBS elements per company code.
+ALTER TABLE work_agreement ADD COLUMN IF NOT EXISTS first_name text NOT NULL DEFAULT '';
+ALTER TABLE work_agreement ADD COLUMN IF NOT EXISTS last_name text NOT NULL DEFAULT '';
+ALTER TABLE work_agreement ADD COLUMN IF NOT EXISTS start_date date;
+ALTER TABLE work_agreement ADD COLUMN IF NOT EXISTS end_date date;
+ALTER TABLE work_agreement ADD COLUMN IF NOT EXISTS is_inactive boolean NOT NULL DEFAULT false;
+CREATE SEQUENCE IF NOT EXISTS work_agreement_no START 50100000;
+
+CREATE TABLE IF NOT EXISTS customer (
+    customer      text    NOT NULL,
+    company_code  text    NOT NULL REFERENCES company_code,
+    customer_name text    NOT NULL,
+    currency      text    NOT NULL,
+    is_blocked    boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (customer, company_code)
+);
+
+CREATE TABLE IF NOT EXISTS wbs_element (
+    wbs_element  text    NOT NULL,
+    company_code text    NOT NULL REFERENCES company_code,
+    description  text    NOT NULL,
+    customer     text    NOT NULL,
+    currency     text    NOT NULL,
+    is_closed    boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (wbs_element, company_code),
+    FOREIGN KEY (customer, company_code) REFERENCES customer
+);

@@ -23,6 +23,7 @@ from urllib.parse import quote, urlencode
 import psycopg
 from psycopg.rows import dict_row
 
+from simulators.sap import masterdata
 from simulators.sap.odata import (
     ODataError,
     bad_request,
@@ -40,6 +41,7 @@ JOURNAL = "ZPSA_JOURNALENTRY_SRV"
 SERVICES = {
     TIMESHEET: ["TimeSheetEntryCollection"],
     JOURNAL: ["JournalEntryCollection", "JournalEntryItemCollection", "PostingPeriodCollection"],
+    masterdata.MASTER: masterdata.SETS,
 }
 
 DATA_FIELDS = (
@@ -137,9 +139,14 @@ def dispatch(
             return _read(conn, ctx, JE_QUERY, keys, query, resource)
         if name == "JournalEntryItemCollection":
             return _read(conn, ctx, JI_QUERY, keys, query, resource)
+        if name in MASTER_QUERIES:
+            return _read(conn, ctx, MASTER_QUERIES[name], keys, query, resource)
         return _read(conn, ctx, PP_QUERY, keys, query, resource)
     if method == "POST" and keys is None:
         payload = _json(body)
+        if name in MASTER_QUERIES:
+            row = masterdata.upsert(conn, name, payload)
+            return Reply(201, {"d": _render(conn, ctx, MASTER_QUERIES[name], row, False)})
         if name == "TimeSheetEntryCollection":
             return post_timesheet(conn, ctx, payload)
         if name == "JournalEntryCollection":
@@ -242,6 +249,26 @@ PP_QUERY = EntityQuery(
 )
 
 
+MASTER_QUERIES = {
+    "WorkAgreementCollection": EntityQuery(
+        "WorkAgreementCollection", masterdata.MASTER, f"{masterdata.MASTER}.WorkAgreement",
+        "SELECT * FROM work_agreement",
+        {"PersonWorkAgreementExternalID": "external_id", "CompanyCode": "company_code"},
+        frozenset(), ("PersonWorkAgreementExternalID", "CompanyCode"), "md5(external_id || company_code)",
+    ),
+    "CustomerCollection": EntityQuery(
+        "CustomerCollection", masterdata.MASTER, f"{masterdata.MASTER}.Customer", "SELECT * FROM customer",
+        {"Customer": "customer", "CompanyCode": "company_code"},
+        frozenset(), ("Customer", "CompanyCode"), "md5(customer || company_code)",
+    ),
+    "WBSElementCollection": EntityQuery(
+        "WBSElementCollection", masterdata.MASTER, f"{masterdata.MASTER}.WBSElement", "SELECT * FROM wbs_element",
+        {"WBSElement": "wbs_element", "CompanyCode": "company_code", "Customer": "customer"},
+        frozenset(), ("WBSElement", "CompanyCode"), "md5(wbs_element || company_code)",
+    ),
+}  # fmt: skip
+
+
 def _int_option(query: dict[str, str], name: str) -> int | None:
     raw = query.get(name)
     if raw is None or raw == "":
@@ -307,6 +334,8 @@ def _render(
         entity = journal_entity(conn, ctx, row, expand)
     elif spec is JI_QUERY:
         entity = item_entity(row)
+    elif spec.service == masterdata.MASTER:
+        entity = masterdata.entity(spec.set_name, row)
     else:
         entity = {
             "CompanyCode": row["company_code"],

@@ -171,6 +171,20 @@ def test_every_custom_facet_validates_and_holds_no_personal_data() -> None:
         facets.PostingOutcomeRunFacet.from_outcome(OUTCOME),
         facets.DataQualityRunFacet(valid=2, quarantined=1, quarantinedByReason={"RATE_MISSING": 1}),
         facets.PeriodContextRunFacet(legalEntity="LE-US1", period="LE-US1-2026-11"),
+        facets.ErpRoutesRunFacet(
+            recordType="timebill",
+            routes=[
+                {
+                    "erp": "sap",
+                    "namespace": "https://sap.example",
+                    "dataset": "/sap/x",
+                    "legalEntity": "LE-UK1",
+                    "firstDate": "2027-01-01",
+                    "lastDate": "2027-01-04",
+                    "postings": 2,
+                }
+            ],
+        ),
     ]
     for facet in samples:
         _check_facet(facet, registry)

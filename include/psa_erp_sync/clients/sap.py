@@ -44,6 +44,7 @@ from psa_erp_sync.clients.sap_models import (
     ErrorBody,
     JournalEntry,
     JournalEntryInput,
+    MasterRecord,
     Page,
     PostingPeriod,
     Single,
@@ -56,6 +57,7 @@ _M = TypeVar("_M", bound=BaseModel)
 
 TIMESHEET_SERVICE = "/sap/opu/odata/sap/API_MANAGE_WORKFORCE_TIMESHEET"
 JOURNAL_SERVICE = "/sap/opu/odata/sap/ZPSA_JOURNALENTRY_SRV"
+MASTER_SERVICE = "/sap/opu/odata/sap/ZPSA_MASTERDATA_SRV"
 TIMESHEETS = "TimeSheetEntryCollection"
 NOTE_MAX = 255
 _KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -459,6 +461,16 @@ class S4HanaClient:
                 found[entry.key] = entry
         return sorted(found.values(), key=lambda e: e.TimeSheetRecord)
 
+    def company_timesheets(self, company_code: str) -> list[TimeSheetEntry]:
+        """Every record (any status) of a company code, for a reconciliation read-back (``eq``
+        only; duplicates across pages dropped by key)."""
+        found: dict[tuple[str, str, str], TimeSheetEntry] = {}
+        params = {"$filter": f"CompanyCode eq {_literal(company_code)}"}
+        for raw in self._collection(f"{TIMESHEET_SERVICE}/{TIMESHEETS}", params):
+            entry = TimeSheetEntry.model_validate(raw)
+            found[entry.key] = entry
+        return [found[k] for k in sorted(found)]
+
     def find_timesheets_by_tag(
         self, person_work_agreement_external_id: str, company_code: str, day: date, idempotency_key: str
     ) -> list[TimeSheetEntry]:
@@ -667,6 +679,18 @@ class S4HanaClient:
         }
         return [found[k] for k in sorted(found)]
 
+    def journal_entries(self, company_code: str) -> list[JournalEntry]:
+        """Every journal entry of a company code with its items (a reconciliation read-back)."""
+        params = {"$filter": f"CompanyCode eq {_literal(company_code)}", "$expand": "to_Item"}
+        found = {
+            (e.CompanyCode, e.FiscalYear, e.AccountingDocument): e
+            for e in (
+                JournalEntry.model_validate(r)
+                for r in self._collection(f"{JOURNAL_SERVICE}/JournalEntryCollection", params)
+            )
+        }
+        return [found[k] for k in sorted(found)]
+
     def post_journal_entry(self, entry: JournalEntryInput, *, idempotency_key: str) -> JournalEntry:
         """Post a balanced journal entry (expense or revenue) once in effect.
 
@@ -694,6 +718,28 @@ class S4HanaClient:
                     attempt, exc.status, None, "ambiguous, did not land", "POST", "JournalEntryCollection"
                 )
         raise AssertionError("unreachable")
+
+    # -- master data (our stand-in service ZPSA_MASTERDATA_SRV, docs/simulators.md)
+
+    def upsert_master(self, entity_set: str, body: Mapping[str, Any]) -> MasterRecord:
+        """Create or replace one work agreement, customer or WBS element (absolute values: a
+        repeated call changes nothing, so an ambiguous outcome is resolved by sending it again)."""
+        path = f"{MASTER_SERVICE}/{entity_set}"
+        for attempt in range(1, self.retry.max_attempts + 1):
+            try:
+                return self._post(path, body, MasterRecord)
+            except SapAmbiguous:
+                if attempt == self.retry.max_attempts:
+                    raise
+                self._pause(attempt, None, None, "ambiguous master-data write", "POST", entity_set)
+        raise AssertionError("unreachable")
+
+    def master_records(self, entity_set: str, company_code: str) -> list[MasterRecord]:
+        """Every entity of ``entity_set`` in a company code."""
+        params = {"$filter": f"CompanyCode eq {_literal(company_code)}"}
+        return [
+            MasterRecord.model_validate(r) for r in self._collection(f"{MASTER_SERVICE}/{entity_set}", params)
+        ]
 
     def posting_periods(self, company_code: str, fiscal_year: int) -> list[PostingPeriod]:
         params = {"$filter": f"CompanyCode eq {_literal(company_code)} and FiscalYear eq '{fiscal_year:04d}'"}

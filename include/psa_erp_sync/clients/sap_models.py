@@ -217,6 +217,7 @@ class JournalEntryItem(_Answer):
     AmountInTransactionCurrency: SapDecimal
     TransactionCurrency: str
     DebitCreditCode: Literal["S", "H"]
+    DocumentItemText: str = ""
 
 
 class _Items(_Answer):
@@ -231,6 +232,7 @@ class JournalEntry(_Answer):
     PostingDate: SapDate
     FiscalPeriod: str = ""
     DocumentReferenceID: str = ""
+    DocumentHeaderText: str = ""
     TransactionCurrency: str = ""
     to_Item: _Items | None = None
 
@@ -244,6 +246,14 @@ class JournalEntry(_Answer):
         ):
             return {k: v for k, v in data.items() if k != "to_Item"}
         return data
+
+
+class MasterRecord(BaseModel):
+    """An entity of the master-data service (``ZPSA_MASTERDATA_SRV``): its properties as answered."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    CompanyCode: str
 
 
 class PostingPeriod(_Answer):

@@ -133,3 +133,16 @@ class InvoiceTotalsRunFacet(RunFacet):
             },
             documentsByState={str(k): int(v) for k, v in dict(totals.get("by_state", {})).items()},
         )
+
+
+@attr.define
+class ErpRoutesRunFacet(RunFacet):
+    """Where a posting run's records went: per ERP dataset (namespace and name, the task's outputs)
+    and legal entity, the first and last posting date and the number of postings the ERP confirmed."""
+
+    recordType: str
+    routes: list[dict[str, Any]] = attr.field(factory=list)
+
+    @staticmethod
+    def _get_schema() -> str:
+        return schema_url("ErpRoutesRunFacet")

@@ -5,7 +5,9 @@
 - HTTP systems (project convention): namespace ``scheme://host[:port]`` of the system's base URL
   (``http_namespace``: user info such as ``user:password@`` never reaches the namespace, and scheme
   and host are lower-cased), name = the resource path, e.g. ``/v2/time_entries`` (PSA) or
-  ``/services/rest/record/v1/timebill`` (ERP). The provider drops hook-level lineage for https
+  ``/services/rest/record/v1/timebill`` (NetSuite), or SAP's entity set, e.g.
+  ``/sap/opu/odata/sap/API_MANAGE_WORKFORCE_TIMESHEET/TimeSheetEntryCollection`` (:func:`erp_dataset`:
+  each ERP's datasets in its own namespace). The provider drops hook-level lineage for https
   URIs, so operators return these datasets themselves.
 """
 
@@ -45,3 +47,18 @@ def http(namespace: str, path: str) -> Any:
 
 def erp_record(namespace: str, record_type: str) -> Any:
     return http(namespace, ERP_RECORD_PATH.format(record_type=record_type))
+
+
+#: Where SAP S/4HANA holds what we post, per ERP record type (its OData entity sets).
+SAP_RECORD_PATHS = {
+    "timebill": "/sap/opu/odata/sap/API_MANAGE_WORKFORCE_TIMESHEET/TimeSheetEntryCollection",
+    "expensereport": "/sap/opu/odata/sap/ZPSA_JOURNALENTRY_SRV/JournalEntryCollection",
+}
+
+
+def erp_dataset(erp: str, namespace: str, record_type: str) -> Any:
+    """The dataset of ``record_type`` in the ERP named ``erp``, in that ERP's own namespace:
+    NetSuite's record path, SAP's entity set (NetSuite's path for a type SAP does not take)."""
+    if erp == "sap" and record_type in SAP_RECORD_PATHS:
+        return http(namespace, SAP_RECORD_PATHS[record_type])
+    return erp_record(namespace, record_type)

@@ -10,7 +10,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from psa_erp_sync.masterdata import change_orders, fx, propagate, setup, sync
+from psa_erp_sync.masterdata import change_orders, erp_targets, fx, propagate, setup, sync
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -39,8 +39,19 @@ def provision_projects(
     run_id: str,
     config: Config,
     validated: dict[str, Any] | None,
+    erp_for: Any = None,
+    as_of: datetime | None = None,
 ) -> dict[str, Any]:
-    """ERP job by external id, then the PSA project, then the links, for every accepted verdict."""
+    """ERP job by external id, then the PSA project, then the links, for every accepted verdict.
+    During a transition (``config/erp_routing.yaml`` routes to several ERPs) each job goes to the
+    ERP its legal entity routes to on ``as_of`` (:class:`~psa_erp_sync.masterdata.erp_targets.RoutedErpWriter`)."""
+    from psa_erp_sync.routing.route import router
+
+    routing = router()
+    if erp_for is not None and as_of is not None and routing.erps_in_force() != ["netsuite"]:
+        erp = erp_targets.RoutedErpWriter(
+            routing, lambda name: erp_for(routing.routing.connection_of(name)), as_of=as_of.date()
+        )
     return setup.provision(
         conn,
         erp,

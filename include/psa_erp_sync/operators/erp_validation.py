@@ -130,12 +130,16 @@ class ProjectPrecheckOperator(LineageReportingOperator):
     """Posting pre-check: validate, in bulk against the ERP, every project the approved canonical
     time and expenses use (job exists and is active, customer active, subsidiary and currency match).
 
+    Each use is judged by the ERP its legal entity and date route to (``config/erp_routing.yaml``):
+    NetSuite as above; SAP by its company codes and posting periods
+    (:func:`psa_erp_sync.masterdata.precheck.precheck_in_sap`, docs/multi-erp.md).
+
     Each blocked project becomes one ``validation`` exception item per reason, owned per legal
     entity, and is resolved by the first run after the fix. The pre-check reports; it does not hold
     entries back: the ERP stays the final judge, and an entry it rejects follows the single recovery
     path of dead letters and replay. An ERP outage fails the task (retried by Airflow): never a pass.
 
-    :param erp_conn_id: Airflow connection of the ERP.
+    :param erp_conn_id: Airflow connection of the ERP (NetSuite's, when the routing names only it).
     :param ods_conn_id: Airflow connection of the ODS.
     """
 
@@ -152,16 +156,18 @@ class ProjectPrecheckOperator(LineageReportingOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from psa_erp_sync.config import load_config
-        from psa_erp_sync.hooks.erp import ErpHook
         from psa_erp_sync.hooks.ods import OdsHook
         from psa_erp_sync.masterdata import precheck, validation
 
         self.record_lineage_run(context, "precheck:projects")
         with OdsHook(self.ods_conn_id).get_conn() as conn:
-            uses = precheck.project_uses(conn)
-        with ErpHook(self.erp_conn_id).get_client() as client:
-            lookup = validation.ErpLookup(client)
-            verdicts = precheck.precheck_projects(uses, lookup)
+            by_erp = _uses_by_erp(conn)
+        verdicts: dict[str, validation.Verdict] = {}
+        queries = 0
+        for erp, uses in by_erp.items():
+            found, asked = _precheck(erp, uses, self.erp_conn_id)
+            verdicts.update(found)
+            queries += asked
         ownership = load_config().ownership
         with OdsHook(self.ods_conn_id).get_conn() as conn, conn.transaction():
             written = validation.record_verdicts(
@@ -174,13 +180,11 @@ class ProjectPrecheckOperator(LineageReportingOperator):
                 run_id=context["run_id"],
             )
         blocked = precheck.blocked_projects(verdicts)
-        self.summary = (
-            validation.summarize(list(verdicts.values())) | written | {"erp_queries": lookup.queries}
-        )
+        self.summary = validation.summarize(list(verdicts.values())) | written | {"erp_queries": queries}
         self.log.info(
             "pre-checked %d projects with %d ERP queries: %d blocked %s",
             len(verdicts),
-            lookup.queries,
+            queries,
             len(blocked),
             self.summary["by_reason"],
         )
@@ -196,3 +200,53 @@ class ProjectPrecheckOperator(LineageReportingOperator):
 
     def lineage_run_facets(self) -> dict[str, Any]:
         return _data_quality(self.summary)
+
+
+def _uses_by_erp(conn: Any) -> dict[str, list[tuple[Any, Any]]]:
+    """The approved entries' (project use, date) per ERP their legal entity and date route to
+    (an unrouted use is left to the posting, which parks it ``NO_ERP_ROUTE``)."""
+    from psa_erp_sync.masterdata import precheck
+    from psa_erp_sync.routing.route import RouteNotFound, router
+
+    routing = router()
+    by_erp: dict[str, list[tuple[Any, Any]]] = {}
+    for use, day in precheck.project_uses_by_day(conn):
+        try:
+            erp = routing.route(use.legal_entity, day).erp
+        except RouteNotFound:
+            continue
+        by_erp.setdefault(erp, []).append((use, day))
+    return by_erp
+
+
+def _precheck(erp: str, uses: list[tuple[Any, Any]], erp_conn_id: str) -> tuple[dict[str, Any], int]:
+    """The verdicts on ``uses`` by the ERP ``erp`` (NetSuite: ``erp_conn_id`` when the routing
+    names only NetSuite, else the connection the routing file names), and the queries it took."""
+    import dataclasses
+
+    from psa_erp_sync.hooks.erp import ErpHook
+    from psa_erp_sync.hooks.sap import SapHook
+    from psa_erp_sync.masterdata import precheck, validation
+    from psa_erp_sync.posting.adapter import adapter_for
+    from psa_erp_sync.posting.periods import PeriodBook
+    from psa_erp_sync.routing.route import router
+
+    routing = router()
+    if erp != "sap":
+        conn_id = (
+            erp_conn_id if routing.erps_in_force() == ["netsuite"] else routing.routing.connection_of(erp)
+        )
+        with ErpHook(conn_id).get_client() as client:
+            lookup = validation.ErpLookup(client)
+            return precheck.precheck_projects([u for u, _ in uses], lookup), lookup.queries
+    hook = SapHook(routing.routing.connection_of(erp))
+    with hook.get_client() as client:
+        mapping = dataclasses.replace(
+            hook.sap_mapping(), fiscal_years=tuple(sorted({d.year for _, d in uses}))
+        )
+        rows = adapter_for("sap", client, sap_mapping=mapping).read_periods()
+    entities = {str(r["subsidiary"]) for r in rows}
+    found = precheck.precheck_in_sap(
+        uses, legal_entities=entities, periods=PeriodBook.from_rows(rows), erp=erp
+    )
+    return found, len(mapping.company_codes) * len(mapping.fiscal_years)

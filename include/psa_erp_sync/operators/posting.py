@@ -65,14 +65,15 @@ class IdempotentPostingOperator(LineageReportingOperator):
         self.batch_size = batch_size
         self.plan_summary: dict[str, Any] | None = None
         self.outcome: dict[str, Any] | None = None
+        self.routes: list[dict[str, Any]] = []
 
     def execute(self, context: Context) -> dict[str, Any]:
         from psa_erp_sync.config import load_config
         from psa_erp_sync.hooks.ods import OdsHook
         from psa_erp_sync.operators.invoicing import BILLING_TYPES, run_invoicing
+        from psa_erp_sync.posting import ledger
         from psa_erp_sync.posting.engine import EngineSettings
-        from psa_erp_sync.posting.periods import PeriodBook
-        from psa_erp_sync.posting.service import post_record_type
+        from psa_erp_sync.posting.service import post_routed
 
         if self.record_type in BILLING_TYPES:  # billing documents a dead-letter replay released
             return run_invoicing(self, context, max_lines=None)
@@ -84,36 +85,27 @@ class IdempotentPostingOperator(LineageReportingOperator):
         state: Any = context.get("task_state_store")
         if state is not None and state.get("outcome"):
             self.log.info("an earlier try got this far: %s; resuming from the ledger", state.get("outcome"))
-        results: dict[str, Any] = {}
         with ExitStack() as stack:
+            hooks = dict(self._erp_hooks())
             adapters = {
-                erp: (hook, hook.adapter(stack.enter_context(hook.get_client())))
-                for erp, hook in self._erp_hooks()
+                erp: hook.adapter(stack.enter_context(hook.get_client())) for erp, hook in hooks.items()
             }
-            # Every ERP's own periods: a record is planned against the periods of the ERP it goes to.
-            books = (
-                {erp: PeriodBook.from_rows(adapter.read_periods()) for erp, (_, adapter) in adapters.items()}
-                if len(adapters) > 1
-                else {}
+            # This task's requests in flight; every process posting to the account shares its limit.
+            limits = {erp: min(self.max_concurrency or hook.max_concurrency(), hook.max_concurrency())
+                      for erp, hook in hooks.items()}  # fmt: skip
+            plan, outcome = post_routed(
+                dsn=OdsHook(self.ods_conn_id).dsn(),
+                adapters=adapters,
+                record_type=self.record_type,
+                config=config,
+                settings_for=lambda erp: EngineSettings.from_config(
+                    config, batch_size=self.batch_size, max_concurrency=limits[erp]
+                ),
+                run_id=context["run_id"],
+                task_try=getattr(ti, "try_number", None),
             )
-            _check_accounts(adapters)
-            for erp, (erp_hook, adapter) in adapters.items():
-                # This task's requests in flight; every process posting to the account shares its limit.
-                limit = erp_hook.max_concurrency()
-                concurrency = min(self.max_concurrency or limit, limit)
-                results[erp] = post_record_type(
-                    dsn=OdsHook(self.ods_conn_id).dsn(),
-                    client=adapter,
-                    record_type=self.record_type,
-                    config=config,
-                    settings=EngineSettings.from_config(
-                        config, batch_size=self.batch_size, max_concurrency=concurrency
-                    ),
-                    run_id=context["run_id"],
-                    task_try=getattr(ti, "try_number", None),
-                    periods_by_erp=books,
-                )
-        plan, outcome = merge_results(results)
+        with OdsHook(self.ods_conn_id).get_conn() as conn:
+            self.routes = ledger.routes_of_run(conn, self.record_type, context["run_id"])
         if state is not None:
             state.set("outcome", outcome)
         self.plan_summary, self.outcome = plan, outcome
@@ -162,8 +154,8 @@ class IdempotentPostingOperator(LineageReportingOperator):
         # One dataset per ERP posted to, each in that ERP's own namespace.
         outputs = [
             *(
-                naming.erp_record(hook.openlineage_namespace(), self.record_type)
-                for _, hook in self._erp_hooks()
+                naming.erp_dataset(erp, hook.openlineage_namespace(), self.record_type)
+                for erp, hook in self._erp_hooks()
             ),
             self.ods_dataset("ledger", "posting"),
             self.ods_dataset("exceptions", "item"),
@@ -171,44 +163,21 @@ class IdempotentPostingOperator(LineageReportingOperator):
         return inputs, outputs
 
     def lineage_run_facets(self) -> dict[str, Any]:
-        from psa_erp_sync.lineage.facets import PostingOutcomeRunFacet
+        from psa_erp_sync.lineage import naming
+        from psa_erp_sync.lineage.facets import ErpRoutesRunFacet, PostingOutcomeRunFacet
 
-        return {"postingOutcome": PostingOutcomeRunFacet.from_outcome(self.outcome)} if self.outcome else {}
-
-
-def _check_accounts(adapters: dict[str, tuple[Any, Any]]) -> None:
-    """Refuse a routing file naming an ERP account no pass of this task works: its rows would
-    stay pending for ever (one connection per ERP; its account is the pass's)."""
-    from psa_erp_sync.posting.service import target_of
-    from psa_erp_sync.routing.route import router
-
-    for erp, (_, adapter) in adapters.items():
-        account = target_of(adapter).account
-        unworked = router().accounts_not_worked(erp, account)
-        if unworked:
-            raise ValueError(
-                f"config/erp_routing.yaml routes to {erp} accounts {unworked}, but the {erp} connection posts"
-                f" as account {account!r}: set the connection's account_id, or route with account: null"
-            )
-
-
-def merge_results(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One plan and outcome of a task's passes (one per ERP): counts summed, each ERP's outcome
-    under ``by_erp``. The first pass plans every route; later passes plan what changed since."""
-    plan: dict[str, Any] = {}
-    outcome: dict[str, Any] = {}
-    for result in results.values():
-        _add(plan, result.plan)
-        _add(outcome, result.outcome)
-    outcome["by_erp"] = {erp: result.outcome for erp, result in results.items()}
-    return plan, outcome
-
-
-def _add(into: dict[str, Any], more: dict[str, Any]) -> None:
-    for key, value in more.items():
-        if isinstance(value, bool) or not isinstance(value, int | float | dict):
-            into.setdefault(key, value)
-        elif isinstance(value, dict):
-            _add(into.setdefault(key, {}), value)
-        else:
-            into[key] = into.get(key, 0) + value
+        if not self.outcome:
+            return {}
+        facets: dict[str, Any] = {"postingOutcome": PostingOutcomeRunFacet.from_outcome(self.outcome)}
+        # Where the records went: each ERP's dataset (its own namespace) per legal entity and dates.
+        datasets = {
+            erp: naming.erp_dataset(erp, hook.openlineage_namespace(), self.record_type)
+            for erp, hook in self._erp_hooks()
+        }
+        routes = [
+            {"namespace": datasets[r["erp"]].namespace, "dataset": datasets[r["erp"]].name, **r}
+            for r in self.routes
+            if r["erp"] in datasets
+        ]
+        facets["erpRoutes"] = ErpRoutesRunFacet(recordType=self.record_type, routes=routes)
+        return facets

@@ -24,7 +24,10 @@ What the function receives is chosen by the names of its parameters, from this f
 ``sap``,
 ``workday``
 ``erp_for``        a function ``conn_id -> ERP client`` for steps that write to several ERP
-                   accounts (each client opened once, on first use, closed after the step)
+                   accounts (each client opened once, on first use, closed after the step;
+                   SAP's connection gives its master-data writer)
+``erp_adapters``   ERP name -> posting adapter of every ERP ``config/erp_routing.yaml`` sends
+                   anything to (NetSuite through ``erp``'s connection when it routes only there)
 ``run_id``,        the run's ids
 ``dag_id``
 ``as_of``          the run's as-of instant (:func:`~psa_erp_sync.operators.context.run_as_of`)
@@ -59,7 +62,7 @@ if TYPE_CHECKING:
 
 SYSTEMS = ("psa", "erp", "crm", "planning", "sap", "workday")
 CONTEXT_ARGS = ("run_id", "dag_id", "as_of", "scheduled", "config", "params")
-PROVIDED = frozenset({"conn", "dsn", "erp_for", *SYSTEMS, *CONTEXT_ARGS})
+PROVIDED = frozenset({"conn", "dsn", "erp_for", "erp_adapters", *SYSTEMS, *CONTEXT_ARGS})
 
 
 def _client_of(system: str, conn_id: str) -> Any:
@@ -83,15 +86,44 @@ def _client_of(system: str, conn_id: str) -> Any:
 
 
 def _erp_factory(stack: ExitStack) -> Callable[[str], Any]:
-    """``conn_id -> ERP client``: each client opened on first use and closed when ``stack`` is."""
+    """``conn_id -> ERP client``: each client opened on first use and closed when ``stack`` is. The
+    connection the routing file names for SAP gives SAP's master-data writer
+    (:class:`~psa_erp_sync.masterdata.erp_targets.SapMasterWriter`: the same ``upsert`` call)."""
     clients: dict[str, Any] = {}
 
     def erp_for(conn_id: str) -> Any:
+        from psa_erp_sync.routing.route import router
+
         if conn_id not in clients:
-            clients[conn_id] = stack.enter_context(_client_of("erp", conn_id))
+            routing = router().routing
+            if "sap" in routing.erps and routing.connection_of("sap") == conn_id:
+                from psa_erp_sync.hooks.sap import SapHook
+                from psa_erp_sync.masterdata.erp_targets import SapMasterWriter
+
+                client = stack.enter_context(_client_of("sap", conn_id))
+                clients[conn_id] = SapMasterWriter(client, SapHook(conn_id).sap_mapping().company_codes)
+            else:
+                clients[conn_id] = stack.enter_context(_client_of("erp", conn_id))
         return clients[conn_id]
 
     return erp_for
+
+
+def _erp_adapters(stack: ExitStack, erp_conn_id: str) -> dict[str, Any]:
+    """ERP name -> posting adapter of each ERP the routing file in force sends anything to, through
+    the connection it names (``erp_conn_id`` when it routes only to NetSuite)."""
+    from psa_erp_sync.hooks.erp import ErpHook
+    from psa_erp_sync.hooks.sap import SapHook
+    from psa_erp_sync.routing.route import router
+
+    routing = router()
+    erps = routing.erps_in_force()
+    if erps == ["netsuite"]:
+        hooks: dict[str, Any] = {"netsuite": ErpHook(erp_conn_id)}
+    else:
+        connection = routing.routing.connection_of
+        hooks = {e: SapHook(connection(e)) if e == "sap" else ErpHook(connection(e)) for e in erps}
+    return {erp: hook.adapter(stack.enter_context(hook.get_client())) for erp, hook in hooks.items()}
 
 
 class DomainStepOperator(LineageReportingOperator):
@@ -204,6 +236,8 @@ class DomainStepOperator(LineageReportingOperator):
                     arguments[name] = OdsHook(self.ods_conn_id).dsn()
                 elif name == "erp_for":
                     arguments[name] = _erp_factory(stack)
+                elif name == "erp_adapters":
+                    arguments[name] = _erp_adapters(stack, self.conn_ids.get("erp", "erp_default"))
                 elif name in SYSTEMS:
                     conn_id = self.conn_ids.get(name, f"{name}_default")
                     arguments[name] = stack.enter_context(_client_of(name, conn_id))

@@ -234,9 +234,15 @@ class ControlTotalsOperator(LineageReportingOperator):
 
 
 class ErpReconciliationOperator(LineageReportingOperator):
-    """Read the ERP back by external id and prove it equals the approved PSA set to the cent.
+    """Read every routed ERP back and prove it equals the approved PSA set to the cent.
+
+    With one ERP in force (``config/erp_routing.yaml``) it reads ``erp_conn_id``; during a
+    transition each ERP the routing file sends anything to is read through the connection the
+    file names, and reconciled with what that ERP should hold (docs/multi-erp.md, "Downstream per
+    ERP").
 
     :param record_types: ERP record types to reconcile. (templated)
+    :param erp_conn_id: Airflow connection of the ERP when the routing names only NetSuite.
     """
 
     template_fields: Sequence[str] = ("record_types",)
@@ -256,26 +262,61 @@ class ErpReconciliationOperator(LineageReportingOperator):
         self.ods_conn_id = ods_conn_id
         self.report: dict[str, Any] | None = None
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def _erp_hooks(self) -> list[tuple[str, Any]]:
+        """(ERP, hook) of each ERP in force: ``erp_conn_id`` alone when that is only NetSuite."""
         from psa_erp_sync.hooks.erp import ErpHook
+        from psa_erp_sync.hooks.sap import SapHook
+        from psa_erp_sync.routing.route import router
+
+        routing = router()
+        erps = routing.erps_in_force()
+        if erps == ["netsuite"]:
+            return [("netsuite", ErpHook(self.erp_conn_id))]
+        conn = routing.routing.connection_of
+        return [(erp, SapHook(conn(erp)) if erp == "sap" else ErpHook(conn(erp))) for erp in erps]
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from contextlib import ExitStack
+
         from psa_erp_sync.hooks.ods import OdsHook
         from psa_erp_sync.operators.context import ids
         from psa_erp_sync.reconcile.time_expense import reconcile_erp
+        from psa_erp_sync.routing.route import RouteNotFound, router
 
         self.record_lineage_run(context, "reconcile_erp")
         dag_id, run_id = ids(context)
-        with ErpHook(self.erp_conn_id).get_client() as client, OdsHook(self.ods_conn_id).get_conn() as conn:
+        routing = router()
+
+        def route_of(legal_entity: str, day: Any) -> str | None:
+            try:
+                return routing.route(legal_entity, day).erp
+            except RouteNotFound:
+                return None
+
+        with ExitStack() as stack, OdsHook(self.ods_conn_id).get_conn() as conn:
+            erps = {
+                erp: hook.adapter(stack.enter_context(hook.get_client())) for erp, hook in self._erp_hooks()
+            }
             self.report = reconcile_erp(
-                conn, client, dag_id=dag_id, run_id=run_id, record_types=tuple(self.record_types)
+                conn,
+                None,
+                dag_id=dag_id,
+                run_id=run_id,
+                record_types=tuple(self.record_types),
+                erps=erps,
+                route_of=route_of,
             )
         return self.report
 
     def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
-        from psa_erp_sync.hooks.erp import ErpHook
         from psa_erp_sync.lineage import naming
 
-        erp_namespace = ErpHook(self.erp_conn_id).openlineage_namespace()
-        inputs = [naming.erp_record(erp_namespace, record_type) for record_type in self.record_types]
+        # One dataset per ERP read back, each in that ERP's own namespace.
+        inputs = [
+            naming.erp_dataset(erp, hook.openlineage_namespace(), record_type)
+            for erp, hook in self._erp_hooks()
+            for record_type in self.record_types
+        ]
         inputs += [self.ods_dataset("ledger", "posting")]
         inputs += [
             self.ods_dataset("canonical", naming.CANONICAL_TABLE.get(rt, rt)) for rt in self.record_types

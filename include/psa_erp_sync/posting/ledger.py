@@ -518,3 +518,27 @@ def counts(
         s: int(n)
         for s, n in conn.execute(f"SELECT state, count(*) FROM ledger.posting {where} GROUP BY 1", params)
     }
+
+
+def routes_of_run(conn: psycopg.Connection, record_type: str, dag_run_id: str) -> list[dict[str, Any]]:
+    """Where the postings a DAG run sent went: per target ERP and legal entity, the first and last
+    posting date (a reversal's: the reversed record's) and how many the ERP confirmed."""
+    rows = conn.execute(
+        """
+        SELECT p.target_erp, p.legal_entity,
+               min(coalesce(p.payload->>'tranDate', p.payload->'reverses'->>'tranDate')),
+               max(coalesce(p.payload->>'tranDate', p.payload->'reverses'->>'tranDate')),
+               count(DISTINCT p.idempotency_key)
+        FROM ledger.posting p
+        WHERE p.record_type = %s AND p.state IN ('confirmed', 'resolved') AND p.legal_entity IS NOT NULL
+          AND EXISTS (SELECT 1 FROM ledger.attempt a WHERE a.idempotency_key = p.idempotency_key
+                      AND a.dag_run_id = %s)
+        GROUP BY 1, 2 ORDER BY 1, 2
+        """,
+        (record_type, dag_run_id),
+    ).fetchall()
+    return [
+        {"erp": str(erp), "legalEntity": str(entity), "firstDate": str(first), "lastDate": str(last),
+         "postings": int(n)}
+        for erp, entity, first, last, n in rows
+    ]  # fmt: skip

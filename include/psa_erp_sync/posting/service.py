@@ -10,7 +10,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -392,3 +392,79 @@ def close_settled_exceptions(conn: psycopg.Connection, record_type: str) -> int:
     """Open dead letters and parked items of records whose latest posting is now confirmed: the
     record reached the ERP (a later version, or after a fix), so nothing is left for the owner."""
     return exception_queue.resolve_settled(conn, kind=planner.KINDS[record_type], record_type=record_type)
+
+
+def check_accounts(adapters: Mapping[str, Any]) -> None:
+    """Refuse a routing file naming an ERP account no pass works: its rows would stay pending for
+    ever (one connection per ERP; its account is the pass's)."""
+    from psa_erp_sync.routing.route import router
+
+    for erp, adapter in adapters.items():
+        account = target_of(adapter).account
+        unworked = router().accounts_not_worked(erp, account)
+        if unworked:
+            raise ValueError(
+                f"config/erp_routing.yaml routes to {erp} accounts {unworked}, but the {erp} connection posts"
+                f" as account {account!r}: set the connection's account_id, or route with account: null"
+            )
+
+
+def post_routed(
+    *,
+    dsn: str,
+    adapters: Mapping[str, Any],
+    record_type: str,
+    config: Config,
+    settings_for: Callable[[str], EngineSettings],
+    run_id: str,
+    task_try: int | None = None,
+    lock_settings: LockSettings | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One pass per ERP of ``adapters`` (ERP name -> its adapter, e.g. every ERP the routing file in
+    force sends anything to), each planned against every ERP's own periods: the batch task, the
+    stream and the command line route alike. Returns the merged plan and outcome
+    (:func:`merge_results`, each ERP's outcome under ``by_erp``)."""
+    # Every ERP's own periods: a record is planned against the periods of the ERP it goes to.
+    books = (
+        {erp: PeriodBook.from_rows(adapter.read_periods()) for erp, adapter in adapters.items()}
+        if len(adapters) > 1
+        else {}
+    )
+    check_accounts(adapters)
+    results = {
+        erp: post_record_type(
+            dsn=dsn,
+            client=adapter,
+            record_type=record_type,
+            config=config,
+            settings=settings_for(erp),
+            run_id=run_id,
+            task_try=task_try,
+            lock_settings=lock_settings,
+            periods_by_erp=books,
+        )
+        for erp, adapter in adapters.items()
+    }
+    return merge_results(results)
+
+
+def merge_results(results: Mapping[str, PostingResult]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One plan and outcome of a task's passes (one per ERP): counts summed, each ERP's outcome
+    under ``by_erp``. The first pass plans every route; later passes plan what changed since."""
+    plan: dict[str, Any] = {}
+    outcome: dict[str, Any] = {}
+    for result in results.values():
+        _add(plan, result.plan)
+        _add(outcome, result.outcome)
+    outcome["by_erp"] = {erp: result.outcome for erp, result in results.items()}
+    return plan, outcome
+
+
+def _add(into: dict[str, Any], more: dict[str, Any]) -> None:
+    for key, value in more.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | dict):
+            into.setdefault(key, value)
+        elif isinstance(value, dict):
+            _add(into.setdefault(key, {}), value)
+        else:
+            into[key] = into.get(key, 0) + value

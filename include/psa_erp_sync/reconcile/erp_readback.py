@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import date
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -43,9 +44,11 @@ def hash_of(source_ids: list[str]) -> str:
     )
 
 
-def _net(record_type: str) -> str:
+def _net(record_type: str, *, per_erp: bool = False) -> str:
     """Per PSA entry, what the ERP holds for it per the ledger (``ledger.HELD_COLUMNS``): ``present``
-    (the last confirmed posting, correction or not, is a post or an adjust), net hours and amount."""
+    (the last confirmed posting, correction or not, is a post or an adjust), net hours and amount.
+    ``per_erp``: only the ledger rows of the ERP named by the ``erp`` parameter (``target_erp``)."""
+    only = " AND target_erp = %(erp)s" if per_erp else ""
     base_hours = "(base_payload->>'hours')::numeric" if record_type == "timebill" else "0::numeric"
     return f"""
         SELECT source_system, source_id, coalesce(done_action IN ('post', 'adjust'), false) AS present,
@@ -57,13 +60,20 @@ def _net(record_type: str) -> str:
                    (array_agg(action ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_action,
                    (array_agg(currency ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_currency,
                    (array_agg(currency ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved') AND corrects IS NULL))[1] AS base_currency
-            FROM ledger.posting WHERE record_type = %(rt)s GROUP BY 1, 2
+            FROM ledger.posting WHERE record_type = %(rt)s{only} GROUP BY 1, 2
         ) held
     """
 
 
+RouteOf = Callable[[str, date], str | None]
+
+
 def expected(
-    conn: psycopg.Connection, record_type: str
+    conn: psycopg.Connection,
+    record_type: str,
+    *,
+    erp: str | None = None,
+    route_of: RouteOf | None = None,
 ) -> tuple[Totals, dict[str, tuple[Decimal, int, str]]]:
     """What the ERP should hold, per source record:
 
@@ -72,39 +82,56 @@ def expected(
     - for a parked or rejected record, what the ledger last confirmed, if anything: the ERP
       rightly keeps it until finance replays (an edit into a closed period, a refused reversal).
       That is the record plus its confirmed correcting records, summed.
+
+    ``erp`` (several ERPs, docs/multi-erp.md "Downstream per ERP"): only what that ERP should hold.
+    A canonical record belongs to the ERP its latest ledger row targets (the route the planner
+    stamped), or, never planned, to the ERP ``route_of(legal entity, date)`` names; a parked or
+    rejected record's held part is what the ledger confirmed in that ERP.
     """
     source = SOURCE[record_type]
     hours = "c.hours" if record_type == "timebill" else "0::numeric"
     sql = f"""
         WITH latest AS (
-            SELECT DISTINCT ON (source_system, source_id) source_system, source_id, state
+            SELECT DISTINCT ON (source_system, source_id) source_system, source_id, state, target_erp
             FROM ledger.posting WHERE record_type = %(rt)s ORDER BY source_system, source_id, seq DESC
-        ), held AS ({_net(record_type)})
-        SELECT c.source_id, {hours}, c.amount_minor, c.currency FROM {source} c
+        ), held AS ({_net(record_type, per_erp=erp is not None)})
+        SELECT c.source_id, {hours}, c.amount_minor, c.currency, l.target_erp, c.legal_entity, c.spent_date
+        FROM {source} c
         LEFT JOIN latest l USING (source_system, source_id)
         WHERE c.approved AND NOT c.is_deleted AND coalesce(l.state, '') NOT IN ('parked', 'rejected')
         UNION ALL
-        SELECT h.source_id, h.hours, h.amount_minor, h.currency FROM latest l
+        SELECT h.source_id, h.hours, h.amount_minor, h.currency, %(erp)s::text, NULL, NULL FROM latest l
         JOIN held h USING (source_system, source_id)
         WHERE l.state IN ('parked', 'rejected') AND h.present
     """
     rows: dict[str, tuple[Decimal, int, str]] = {}
-    for sid, h, amount, cur in conn.execute(sql, {"rt": record_type}):
+    for sid, h, amount, cur, target, entity, day in conn.execute(sql, {"rt": record_type, "erp": erp}):
+        if erp is not None and target is None:
+            target = route_of(str(entity), day) if route_of is not None else None
+        if erp is not None and target != erp:
+            continue
         rows[str(sid)] = (Decimal(h), int(amount), str(cur))
+    return totals_of(rows), rows
+
+
+def totals_of(rows: dict[str, tuple[Decimal, int, str]]) -> Totals:
+    """Count, hours, amount per currency and hash total of per-record rows."""
     amounts: dict[str, int] = {}
     for _, amount, cur in rows.values():
         amounts[cur] = amounts.get(cur, 0) + amount
     total_hours = sum((h for h, _, _ in rows.values()), Decimal(0))
-    return Totals(len(rows), total_hours, dict(sorted(amounts.items())), hash_of(list(rows))), rows
+    return Totals(len(rows), total_hours, dict(sorted(amounts.items())), hash_of(list(rows)))
 
 
-def posted_per_ledger(conn: psycopg.Connection, record_type: str) -> Totals:
+def posted_per_ledger(conn: psycopg.Connection, record_type: str, *, erp: str | None = None) -> Totals:
     """What the ledger says the ERP holds: per source record, its last confirmed post or adjust
     plus its confirmed correcting records (a confirmed reversal, of the record or by a correcting
-    record, means nothing). Compared with the read-back, it proves the ledger true."""
+    record, means nothing). Compared with the read-back, it proves the ledger true. ``erp``: what
+    the ledger says that ERP holds (its ``target_erp`` rows only)."""
+    net = _net(record_type, per_erp=erp is not None)
     rows = conn.execute(
-        f"SELECT source_id, hours, amount_minor, currency FROM ({_net(record_type)}) n WHERE present",
-        {"rt": record_type},
+        f"SELECT source_id, hours, amount_minor, currency FROM ({net}) n WHERE present",
+        {"rt": record_type, "erp": erp},
     ).fetchall()
     amounts: dict[str, int] = {}
     for _, _, amount, cur in rows:

@@ -16,7 +16,7 @@ its corrections); a record missing on either side counts in its group here too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -211,10 +211,16 @@ def reconcile(
     *,
     prefix: str,
     functional_currency: Mapping[str, str],
+    source_ids: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """The both-currency comparison of one record type (see the module docstring)."""
+    """The both-currency comparison of one record type (see the module docstring).
+    ``source_ids``: the records this ERP should hold (several ERPs); None: every approved one."""
     skip = skipped(conn, record_type)
-    want = {k: v for k, v in expected(conn, record_type).items() if k not in skip}
+    want = {
+        k: v
+        for k, v in expected(conn, record_type).items()
+        if k not in skip and (source_ids is None or k in source_ids)
+    }
     lines = {k: v for k, v in actual(client, record_type, prefix).items() if k not in skip}
     have = booked_in_erp(lines, want, functional_currency)
     return compare(want, have, prefix=prefix) | {

@@ -13,7 +13,8 @@ them from their Airflow context (:mod:`psa_erp_sync.operators.time_expense`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -161,16 +162,19 @@ def _check_both_currencies(
     *,
     dag_id: str,
     run_id: str,
+    source_ids: Collection[str] | None = None,
 ) -> tuple[dict[str, Any], str | None]:
     """The both-currency report of ``record_type`` (:mod:`psa_erp_sync.reconcile.fx`), its functional
     control totals recorded (both sides), and the problem it names, if any: the differing groups,
-    each with its first differing records."""
+    each with its first differing records. ``source_ids``: the records this ERP should hold (several
+    ERPs; None: every approved record)."""
     fx = both_currencies.reconcile(
         conn,
         client,
         record_type,
         prefix=EXTERNAL_ID_PREFIX[record_type],
         functional_currency=functional_currency,
+        source_ids=source_ids,
     )
     for stage, side in (("expected_in_erp_functional", "expected"), ("erp_readback_functional", "erp")):
         ct.record(
@@ -191,57 +195,161 @@ def _check_both_currencies(
     return fx, f"{record_type} in both currencies: " + " || ".join(groups)
 
 
+def _read_back(
+    conn: psycopg.Connection, erp: str, adapter: Any, record_type: str
+) -> tuple[ct.Totals, dict[str, Row]]:
+    """What ``erp`` holds of ``record_type`` per source id: NetSuite by SuiteQL (``adapter`` a
+    NetSuite adapter or bare client), SAP by its OData services (an SAP adapter: client and mapping)."""
+    if erp == "sap":
+        from psa_erp_sync.reconcile import sap_readback
+
+        return sap_readback.actual(conn, adapter.client, adapter.mapping, record_type)
+    client = getattr(adapter, "client", adapter)
+    return erp_readback.actual(client, record_type, EXTERNAL_ID_PREFIX[record_type])
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """One ERP of a reconciliation: its name, adapter (or bare NetSuite client), and whether the
+    run reconciles several ERPs (then each compares only what it should hold)."""
+
+    erp: str
+    adapter: Any
+    per_erp: bool
+    route_of: erp_readback.RouteOf | None = None
+
+
+Sides = tuple[ct.Totals, ct.Totals, ct.Totals]  # expected, ERP read-back, posted per ledger
+
+
+def _reconcile_one(
+    conn: psycopg.Connection, scope: _Scope, record_type: str
+) -> tuple[dict[str, Any], str | None, Sides, set[str]]:
+    """One ERP x record type: expected vs ledger vs read-back. Returns the report part, the
+    problem (None: it reconciles), the three totals and the source ids the ERP should hold."""
+    erp = scope.erp if scope.per_erp else None
+    want, want_rows = erp_readback.expected(conn, record_type, erp=erp, route_of=scope.route_of)
+    have, have_rows = _read_back(conn, scope.erp, scope.adapter, record_type)
+    # The ledger's own view of the ERP (last confirmed post/adjust per record) must agree too.
+    ledger_view = erp_readback.posted_per_ledger(conn, record_type, erp=erp)
+    diff = erp_readback.differences(want_rows, have_rows)
+    part: dict[str, Any] = {
+        "expected": want.as_dict(),
+        "posted_per_ledger": ledger_view.as_dict(),
+        "erp": have.as_dict(),
+        **diff,
+    }
+    problem = None
+    try:
+        ct.assert_equal("expected", want, "erp", have)
+        ct.assert_equal("posted per ledger", ledger_view, "erp", have)
+    except ct.ControlTotalMismatch as exc:
+        first = first_differences(want_rows, have_rows, record_type=record_type)
+        named = "; first differing records: " + " | ".join(first) if first else ""
+        where = f" in {scope.erp}" if scope.per_erp else ""
+        problem = (
+            f"{record_type}{where}: {exc} ({diff['missing_in_erp']} missing in the ERP,"
+            f" {diff['unexpected_in_erp']} unexpected, {diff['different_in_erp']} different){named}"
+        )
+    return part, problem, (want, have, ledger_view), set(want_rows)
+
+
+STAGES = ("expected_in_erp", "erp_readback", "posted")
+
+
+def _reconcile_type(
+    conn: psycopg.Connection,
+    scopes: Sequence[_Scope],
+    record_type: str,
+    functional: Mapping[str, str],
+    *,
+    dag_id: str,
+    run_id: str,
+) -> tuple[dict[str, Any], list[str]]:
+    """Every ERP of one record type: per ERP its report part and control totals (stage
+    ``<stage>:<erp>`` when several), the sums under the stage names, and the problems."""
+    parts: dict[str, dict[str, Any]] = {}
+    sides: list[Sides] = []
+    problems: list[str] = []
+    for scope in scopes:
+        part, problem, totals, want_ids = _reconcile_one(conn, scope, record_type)
+        sides.append(totals)
+        if scope.per_erp:
+            for stage, t in zip(STAGES, totals, strict=True):
+                ct.record(
+                    conn, dag_id=dag_id, run_id=run_id, record_type=record_type, stage=f"{stage}:{scope.erp}",
+                    totals=t,
+                )  # fmt: skip
+        if problem is not None:
+            problems.append(problem)
+        if scope.erp == "sap":  # SAP books in the transaction currency only (docs/multi-erp.md)
+            part["both_currencies"] = None
+        else:
+            part["both_currencies"], fx_problem = _check_both_currencies(
+                conn, getattr(scope.adapter, "client", scope.adapter), record_type, functional,
+                dag_id=dag_id, run_id=run_id, source_ids=want_ids if scope.per_erp else None,
+            )  # fmt: skip
+            # Named when the transaction amounts agree (a functional amount or a rate differs);
+            # otherwise the differences above name the records, and the report holds both.
+            if fx_problem is not None and problem is None:
+                problems.append(fx_problem)
+        parts[scope.erp] = part
+    summed = [_sum([s[i] for s in sides]) for i in range(3)]
+    for stage, t in zip(STAGES, summed, strict=True):
+        ct.record(conn, dag_id=dag_id, run_id=run_id, record_type=record_type, stage=stage, totals=t)
+    if len(scopes) == 1 and not scopes[0].per_erp:
+        return next(iter(parts.values())), problems
+    want, have, ledger_view = summed
+    report = {"expected": want.as_dict(), "posted_per_ledger": ledger_view.as_dict(), "erp": have.as_dict()}
+    return report | {"by_erp": parts}, problems
+
+
+def _sum(totals: Sequence[ct.Totals]) -> ct.Totals:
+    amounts: dict[str, int] = {}
+    for t in totals:
+        for cur, minor in t.amounts.items():
+            amounts[cur] = amounts.get(cur, 0) + minor
+    return ct.Totals(
+        sum(t.count for t in totals),
+        sum((t.hours for t in totals), Decimal(0)),
+        dict(sorted(amounts.items())),
+        str(sum(int(t.hash_total) for t in totals)),
+    )
+
+
 def reconcile_erp(
     conn: psycopg.Connection,
-    client: erp_readback.SuiteQL,
+    client: erp_readback.SuiteQL | None,
     *,
     dag_id: str,
     run_id: str,
     record_types: Sequence[str] = ("timebill", "expensereport"),
     functional_currency: Mapping[str, str] | None = None,
+    erps: Mapping[str, Any] | None = None,
+    route_of: erp_readback.RouteOf | None = None,
 ) -> dict[str, Any]:
     """PSA approved vs ODS vs ERP read-back, to the cent, in the transaction currency and (per
     legal entity, period and currency) in both currencies; a mismatch is audited and raises
     :class:`~psa_erp_sync.reconcile.control_totals.ControlTotalMismatch` naming the first
-    differing records. ``functional_currency``: legal entity -> its currency (default: config)."""
+    differing records. ``functional_currency``: legal entity -> its currency (default: config).
+
+    ``erps`` (several ERPs during a transition): ERP name -> its posting adapter. Each ERP is read
+    back and reconciled with what it should hold (the route each record's ledger rows carry, else
+    ``route_of(legal entity, date)``), control totals per ERP (stage ``<stage>:<erp>``) and summed
+    (the stage names); ``client`` is then unused. Without ``erps``: ``client`` is NetSuite's."""
     functional = functional_currency if functional_currency is not None else _functional_currencies()
+    if erps:
+        scopes = [_Scope(erp, adapter, len(erps) > 1, route_of) for erp, adapter in erps.items()]
+    else:
+        scopes = [_Scope("netsuite", client, False)]
     report: dict[str, Any] = {}
     problems = []
     with conn.transaction():
         for record_type in record_types:
-            prefix = EXTERNAL_ID_PREFIX[record_type]
-            want, want_rows = erp_readback.expected(conn, record_type)
-            have, have_rows = erp_readback.actual(client, record_type, prefix)
-            # The ledger's own view of the ERP (last confirmed post/adjust per record) must agree too.
-            ledger_view = erp_readback.posted_per_ledger(conn, record_type)
-            for stage, totals in (("expected_in_erp", want), ("erp_readback", have), ("posted", ledger_view)):
-                ct.record(
-                    conn, dag_id=dag_id, run_id=run_id, record_type=record_type, stage=stage, totals=totals
-                )
-            diff = erp_readback.differences(want_rows, have_rows)
-            report[record_type] = {
-                "expected": want.as_dict(),
-                "posted_per_ledger": ledger_view.as_dict(),
-                "erp": have.as_dict(),
-                **diff,
-            }
-            try:
-                ct.assert_equal("expected", want, "erp", have)
-                ct.assert_equal("posted per ledger", ledger_view, "erp", have)
-            except ct.ControlTotalMismatch as exc:
-                first = first_differences(want_rows, have_rows, record_type=record_type)
-                named = "; first differing records: " + " | ".join(first) if first else ""
-                problems.append(
-                    f"{record_type}: {exc} ({diff['missing_in_erp']} missing in the ERP,"
-                    f" {diff['unexpected_in_erp']} unexpected, {diff['different_in_erp']} different){named}"
-                )
-            report[record_type]["both_currencies"], fx_problem = _check_both_currencies(
-                conn, client, record_type, functional, dag_id=dag_id, run_id=run_id
+            report[record_type], found = _reconcile_type(
+                conn, scopes, record_type, functional, dag_id=dag_id, run_id=run_id
             )
-            # Named when the transaction amounts agree (a functional amount or a rate differs);
-            # otherwise the differences above name the records, and the report holds both.
-            if fx_problem is not None and not (problems and problems[-1].startswith(f"{record_type}: ")):
-                problems.append(fx_problem)
+            problems.extend(found)
         if problems:
             _audit_mismatch(conn, actor=f"{dag_id}.reconcile_erp", entity="erp", run_id=run_id, report=report)
     if problems:

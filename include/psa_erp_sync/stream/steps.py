@@ -16,10 +16,20 @@ if TYPE_CHECKING:
 
 
 def process_inbox_step(
-    dsn: str, psa: Any, erp: Any, *, dag_id: str, run_id: str, as_of: datetime, config: Config
+    dsn: str,
+    psa: Any,
+    erp: Any,
+    *,
+    dag_id: str,
+    run_id: str,
+    as_of: datetime,
+    config: Config,
+    erp_adapters: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Claim the pending time & expense events; re-read, stage, validate and post their records,
-    at most as many ERP requests in flight as the account allows (the client's limit)."""
+    at most as many ERP requests in flight as the account allows (the client's limit). During a
+    transition (``erp_adapters`` names several ERPs) each record goes to the ERP its route names,
+    one pass per ERP as in the batch task."""
     settings = EngineSettings.from_config(
         config,
         max_concurrency=erp.concurrency_limit,
@@ -28,7 +38,7 @@ def process_inbox_step(
     result = process_inbox(
         dsn=dsn,
         psa_client=psa,
-        erp_client=erp,
+        erp_client=erp_adapters if erp_adapters and len(erp_adapters) > 1 else erp,
         config=config,
         run_id=run_id,
         run_key_prefix=f"{dag_id}/{run_id}",

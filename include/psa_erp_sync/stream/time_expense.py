@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -458,27 +458,34 @@ def _post_kinds(
     run_id: str,
     result: StreamResult,
 ) -> None:
-    """Plan and send the postings of each kind (raises while some are still pending)."""
+    """Plan and send the postings of each kind (raises while some are still pending).
+
+    ``erp_client``: NetSuite's client or adapter, or a mapping ERP name -> adapter of every routed
+    ERP (a transition): one pass per ERP, as the batch task does
+    (:func:`psa_erp_sync.posting.service.post_routed`)."""
     from psa_erp_sync.posting.engine import EngineSettings
-    from psa_erp_sync.posting.service import post_record_type
+    from psa_erp_sync.posting.service import post_record_type, post_routed
 
     settings = engine_settings or EngineSettings.from_config(config, max_concurrency=4, progress_every_s=60.0)
+    adapters = dict(erp_client) if isinstance(erp_client, Mapping) else {"netsuite": erp_client}
 
     for kind in kinds_to_post:
         record_type = RECORD_TYPE_OF_KIND[kind]
-        # post_record_type takes the per-record-type posting lock (shared with the batch DAG).
-        posted = post_record_type(
-            dsn=dsn,
-            client=erp_client,
-            record_type=record_type,
-            config=config,
-            settings=settings,
-            run_id=run_id,
-        )
-        result.posted[record_type] = posted.outcome
-        if posted.outcome.get("still_pending"):
+        # Each pass takes the posting lock of its record type and ERP account (shared with the batch DAG).
+        if len(adapters) == 1:
+            outcome = post_record_type(
+                dsn=dsn, client=next(iter(adapters.values())), record_type=record_type, config=config,
+                settings=settings, run_id=run_id,
+            ).outcome  # fmt: skip
+        else:
+            _, outcome = post_routed(
+                dsn=dsn, adapters=adapters, record_type=record_type, config=config,
+                settings_for=lambda _erp: settings, run_id=run_id,
+            )  # fmt: skip
+        result.posted[record_type] = outcome
+        if outcome.get("still_pending"):
             raise RuntimeError(
-                f"{posted.outcome['still_pending']} {record_type} postings still pending; a retry resumes"
+                f"{outcome['still_pending']} {record_type} postings still pending; a retry resumes"
             )
 
 
