@@ -258,6 +258,23 @@ def _change_in_sap(source: str, hours: str) -> None:
         assert result.error is None, result.error
 
 
+def _parallel_setup(
+    dsn: str,
+    erp_sim: RunningSimulator,
+    sap_sim: RunningSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    config_dir = routed_config_dir(tmp_path / "config", routing=PARALLEL)
+    monkeypatch.setenv("PSA_ERP_SYNC_CONFIG_DIR", str(config_dir))
+    connect_airflow(monkeypatch, dsn, erp=erp_sim)
+    sap_conn = {"conn_type": "http", "host": sap_sim.base_url, "login": "PSA_COMM", "password": "secret",
+                "extra": {"company_codes": {UK: "2010"}, "activity_type": "T001"}}  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_CONN_SAP_DEFAULT", json.dumps(sap_conn))
+    erp_sim.admin("POST", "/seed", json=PARALLEL_SEED)
+    sap_sim.admin("POST", "/seed", json=SAP_SEED)
+
+
 def test_a_parallel_run_posts_both_erps_and_reconciles_them(
     clean_ods: str,
     erp_sim: RunningSimulator,
@@ -267,14 +284,7 @@ def test_a_parallel_run_posts_both_erps_and_reconciles_them(
 ) -> None:
     from psa_erp_sync.reconcile.parallel_run import ParallelRunMismatch
 
-    config_dir = routed_config_dir(tmp_path / "config", routing=PARALLEL)
-    monkeypatch.setenv("PSA_ERP_SYNC_CONFIG_DIR", str(config_dir))
-    connect_airflow(monkeypatch, clean_ods, erp=erp_sim)
-    sap_conn = {"conn_type": "http", "host": sap_sim.base_url, "login": "PSA_COMM", "password": "secret",
-                "extra": {"company_codes": {UK: "2010"}, "activity_type": "T001"}}  # fmt: skip
-    monkeypatch.setenv("AIRFLOW_CONN_SAP_DEFAULT", json.dumps(sap_conn))
-    erp_sim.admin("POST", "/seed", json=PARALLEL_SEED)
-    sap_sim.admin("POST", "/seed", json=SAP_SEED)
+    _parallel_setup(clean_ods, erp_sim, sap_sim, monkeypatch, tmp_path)
     with psycopg.connect(clean_ods, autocommit=True) as conn:
         _entry_on(conn, 5, "2026-11-20", "b5", "1.00", "42")  # before the window: NetSuite only
         _entry_on(conn, 6, "2026-12-15", "b6", "0.75", "43")  # in the window: NetSuite and SAP
@@ -354,3 +364,38 @@ def test_a_parallel_run_posts_both_erps_and_reconciles_them(
         ("ledger_vs_erp", "psa-project-43", "sap", 12_500, 12_400, -100, ["6"]),
         ("primary_vs_secondary", "psa-project-43", "sap", 12_500, 12_400, -100, ["6"]),
     ], diffs
+
+
+def test_a_crash_between_the_primary_and_the_shadow_is_safe(
+    clean_ods: str,
+    erp_sim: RunningSimulator,
+    sap_sim: RunningSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The primary pass runs alone (the task died before its SAP pass); the next full run posts the
+    shadows and nothing again to NetSuite. A shadow left ``sent`` (the process died between sending
+    and recording the answer) is read back from SAP by its key, never sent twice."""
+    from psa_erp_sync.operators.posting import IdempotentPostingOperator
+
+    _parallel_setup(clean_ods, erp_sim, sap_sim, monkeypatch, tmp_path)
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        _entry_on(conn, 1, "2026-12-30", "c1", "1.50", "42")
+        _entry_on(conn, 2, "2026-12-31", "c2", "2.00", "43")
+    primary_only = IdempotentPostingOperator(task_id="post_timebills", record_type="timebill", erp="netsuite")
+    alone = primary_only.execute({"ti": None, "run_id": "crash-1"})["outcome"]  # type: ignore[arg-type]
+    assert alone["posted"] == 2 and set(_netsuite(erp_sim)) == {"1", "2"} and _sap_lanes(sap_sim) == {}
+    full = _post("crash-2")
+    assert (full["by_erp"]["netsuite"]["posted"], full["by_erp"]["sap"]["posted"]) == (0, 2), full
+    assert _sap_lanes(sap_sim) == {"1-shadow": Decimal("1.50"), "2-shadow": Decimal("2.00")}
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        conn.execute("UPDATE ledger.posting SET state = 'sent' WHERE shadow AND source_id = '1'")
+    resumed = _post("crash-3")
+    assert resumed["ambiguous_resolved"] == 1 and resumed["posted"] == 0, resumed
+    assert _sap_lanes(sap_sim) == {"1-shadow": Decimal("1.50"), "2-shadow": Decimal("2.00")}
+    with psycopg.connect(clean_ods) as conn:
+        states = conn.execute(
+            "SELECT shadow, state, count(*) FROM ledger.posting GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+    assert states == [(False, "confirmed", 2), (True, "confirmed", 1), (True, "resolved", 1)], states
+    assert _reconcile("crash-check")["windows"][0]["reconciled"]
