@@ -344,6 +344,13 @@ def test_a_parallel_run_posts_both_erps_and_reconciles_them(
     # The ERP totals per side: NetSuite 2.25 h (GBP 225.00); SAP 5.75 h of its own, 2.25 h shadow.
     assert sum(v[1] for v in _netsuite(erp_sim).values()) == Decimal("225.00")
     assert _reconcile("parallel-check-2")["windows"][0]["reconciled"]
+    # The trace lists both lanes and places the record in its book of record.
+    from psa_erp_sync.trace import format_text, trace
+
+    with psycopg.connect(clean_ods) as conn:
+        (traced,) = [t for t in trace(conn, "psa", "6") if t["kind"] == "time_entry"]
+    assert (traced["erp"]["erp"], traced["erp"]["in_erp"]) == ("netsuite", True)
+    assert format_text([traced]).count("erp=sap") == 2 and "(parallel-run shadow)" in format_text([traced])
 
     # Someone changes the shadow of 6 in SAP: 1.25 h -> 1.24 h (GBP 1.00 less).
     _change_in_sap("6-shadow", "1.24")
