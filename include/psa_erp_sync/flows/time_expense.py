@@ -7,6 +7,7 @@ Task graph (built by :func:`build`)::
     extract_time ──────┼─> validate_time ────┐
     extract_expenses ──┴─> validate_expenses ┴─> reconcile -> precheck_projects -> post_timebills
         -> post_expense_reports -> reconcile_erp
+                                -> reconcile_parallel_run (parallel runs of erp_routing.yaml)
 
 Run keys are derived from (dag_id, run_id, endpoint), so a retried or cleared task works on the
 same staged set; every step is idempotent.
@@ -55,7 +56,7 @@ def build() -> None:
     from psa_erp_sync.hooks.erp import account_pool
     from psa_erp_sync.operators.erp_validation import ProjectPrecheckOperator
     from psa_erp_sync.operators.gate import DomainGateOperator
-    from psa_erp_sync.operators.posting import IdempotentPostingOperator
+    from psa_erp_sync.operators.posting import IdempotentPostingOperator, ParallelRunReconciliationOperator
     from psa_erp_sync.operators.time_expense import (
         ControlTotalsOperator,
         ErpReconciliationOperator,
@@ -110,3 +111,7 @@ def build() -> None:
     # the approved PSA set.
     reconcile_erp = ErpReconciliationOperator(task_id="reconcile_erp", outlets=[assets.POSTING])
     checked >> precheck >> post_time >> post_expenses >> reconcile_erp
+    # A parallel run (config/erp_routing.yaml) is reconciled from both ERPs' read-backs after both
+    # passes; a difference fails this task (docs/multi-erp.md "Parallel run"). Without a parallel
+    # run in force it calls no ERP.
+    post_expenses >> ParallelRunReconciliationOperator(task_id="reconcile_parallel_run")

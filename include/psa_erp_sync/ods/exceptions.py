@@ -98,16 +98,23 @@ def resolve_for(
 def resolve_settled(conn: psycopg.Connection, *, kind: str, record_type: str) -> int:
     """Open dead letters and parked items of records whose latest posting of ``record_type`` is now
     confirmed (or resolved): nothing is left for the owner. ``kind`` is the items' record type (the
-    canonical kind, e.g. ``time_entry``)."""
+    canonical kind, e.g. ``time_entry``). During a parallel run (``shadow`` postings to a second ERP)
+    the record's own lane must be settled and its shadow lane not refused or parked."""
     cur = conn.execute(
         """
         UPDATE exceptions.item e SET status = 'resolved', last_seen = now()
         WHERE e.status = 'open' AND e.kind IN ('dead_letter', 'parked') AND e.record_type = %(kind)s
           AND EXISTS (
               SELECT 1 FROM ledger.posting p WHERE p.record_type = %(rt)s AND p.source_system = e.source_system
-                AND p.source_id = e.source_id AND p.state IN ('confirmed', 'resolved')
+                AND p.source_id = e.source_id AND p.state IN ('confirmed', 'resolved') AND NOT p.shadow
                 AND p.seq = (SELECT max(seq) FROM ledger.posting m WHERE m.record_type = %(rt)s
-                             AND m.source_system = e.source_system AND m.source_id = e.source_id))
+                             AND m.source_system = e.source_system AND m.source_id = e.source_id
+                             AND NOT m.shadow))
+          AND NOT EXISTS (
+              SELECT 1 FROM ledger.posting s WHERE s.record_type = %(rt)s AND s.source_system = e.source_system
+                AND s.source_id = e.source_id AND s.shadow AND s.state IN ('rejected', 'parked')
+                AND s.seq = (SELECT max(seq) FROM ledger.posting m WHERE m.record_type = %(rt)s
+                             AND m.source_system = e.source_system AND m.source_id = e.source_id AND m.shadow))
         """,
         {"kind": kind, "rt": record_type},
     )

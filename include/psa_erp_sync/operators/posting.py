@@ -181,3 +181,90 @@ class IdempotentPostingOperator(LineageReportingOperator):
         ]
         facets["erpRoutes"] = ErpRoutesRunFacet(recordType=self.record_type, routes=routes)
         return facets
+
+
+class ParallelRunReconciliationOperator(LineageReportingOperator):
+    """Reconcile every parallel run of the routing file in force from both ERPs' read-backs, per
+    legal entity x period x project x ERP, to the cent (:mod:`psa_erp_sync.reconcile.parallel_run`).
+
+    Writes ``routing.parallel_check`` and a ``routing.parallel_difference`` row per difference, then
+    **fails** when there is any difference, naming each (line, amounts, records). Without a parallel
+    run in force it does nothing (no ERP is called).
+
+    :param record_types: ERP record types to reconcile. (templated)
+    :param ods_conn_id: Airflow connection of the ODS.
+    """
+
+    template_fields: Sequence[str] = ("record_types",)
+    ui_color = "#e6f4ea"
+
+    def __init__(
+        self,
+        *,
+        record_types: Sequence[str] = ("timebill", "expensereport"),
+        ods_conn_id: str = "ods_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.record_types = record_types
+        self.ods_conn_id = ods_conn_id
+        self.report: dict[str, Any] | None = None
+
+    def _hooks(self) -> list[tuple[str, Any]]:
+        """The hook of every ERP a parallel run in force names (primary and secondary)."""
+        from psa_erp_sync.hooks.erp import ErpHook
+        from psa_erp_sync.hooks.sap import SapHook
+        from psa_erp_sync.routing.route import router
+
+        routes = router()
+        erps = {r.erp for w in routes.parallel_windows() for r in (w.primary, w.secondary)}
+        return [
+            (erp, SapHook(conn) if erp == "sap" else ErpHook(conn))
+            for erp, conn in ((e, routes.routing.connection_of(e)) for e in sorted(erps))
+        ]
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from psa_erp_sync.hooks.ods import OdsHook
+        from psa_erp_sync.reconcile.parallel_run import reconcile_parallel_runs
+        from psa_erp_sync.routing.route import router
+
+        self.record_lineage_run(context, "reconcile_parallel_run")
+        windows = router().parallel_windows()
+        if not windows:
+            self.log.info("no parallel run in config/erp_routing.yaml: nothing to reconcile")
+            self.report = {"windows": []}
+            return self.report
+        with ExitStack() as stack:
+            adapters = {
+                erp: hook.adapter(stack.enter_context(hook.get_client())) for erp, hook in self._hooks()
+            }
+            conn = stack.enter_context(OdsHook(self.ods_conn_id).get_conn())
+            conn.autocommit = True
+            checks = reconcile_parallel_runs(
+                conn, windows, adapters, run_id=context["run_id"], record_types=tuple(self.record_types)
+            )
+        self.report = {"windows": [c.as_dict() for c in checks]}
+        for c in checks:
+            self.log.info(
+                "parallel run %s %s..%s: %d lines compared, reconciled",
+                c.window.legal_entity,
+                c.window.first_day,
+                c.window.last_day,
+                c.report.compared,
+            )
+        return self.report
+
+    def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
+        from psa_erp_sync.lineage import naming
+
+        inputs = [self.ods_dataset("ledger", "posting")]
+        inputs += [
+            naming.erp_record(hook.openlineage_namespace(), rt)
+            for _, hook in self._hooks()
+            for rt in self.record_types
+        ]
+        outputs = [
+            self.ods_dataset("routing", "parallel_check"),
+            self.ods_dataset("routing", "parallel_difference"),
+        ]
+        return inputs, outputs

@@ -80,6 +80,12 @@ class Held:
     erp_id: str | None
     period: str | None
     keys: tuple[str, ...] = ()
+    #: What the record holds, as the ERP reports it (None: not read, or not held by that kind of
+    #: record): its hours (time), its rate (NetSuite time) and its amount (expenses, journals), in
+    #: the transaction currency. The parallel run's reconciliation values the ERP's side with them.
+    hours: Decimal | None = None
+    rate: Decimal | None = None
+    amount: Decimal | None = None
 
     def carries(self, idempotency_key: str) -> bool:
         return any(k and idempotency_key.startswith(k) for k in self.keys)
@@ -116,6 +122,14 @@ class ErpAdapter(Protocol):
 
 _MEMO_KEY = re.compile(r"key:([0-9a-f]{16})")
 _MASTER_TABLES = {"employee": "employee", "project": "job", "legal_entity": "subsidiary"}
+
+
+#: The values a read-back reads besides the key, per NetSuite record type.
+_HELD_VALUES = {"timebill": ", hours, rate", "expensereport": ", amount"}
+
+
+def _decimal(value: Any) -> Decimal | None:
+    return None if value is None or value == "" else Decimal(str(value))
 
 
 def _quote(values: Sequence[str]) -> str:
@@ -156,7 +170,7 @@ class NetSuiteAdapter:
         for erp_type in sorted({p.erp_type for p in postings}):
             same = [p for p in postings if p.erp_type == erp_type]
             query = (
-                f"SELECT id, externalid, memo, postingperiod FROM {erp_type}"
+                f"SELECT id, externalid, memo, postingperiod{_HELD_VALUES.get(erp_type, '')} FROM {erp_type}"
                 f" WHERE externalid IN ({_quote(sorted({p.external_id for p in same}))})"
             )
             rows = {str(r.get("externalid") or r.get("externalId")): r for r in self.client.suiteql(query)}
@@ -168,6 +182,9 @@ class NetSuiteAdapter:
                         str(row["id"]) if row.get("id") is not None else None,
                         str(period) if period else None,
                         tuple(_MEMO_KEY.findall(str(row.get("memo") or ""))),
+                        hours=_decimal(row.get("hours")),
+                        rate=_decimal(row.get("rate")),
+                        amount=_decimal(row.get("amount")),
                     )
         return held
 
@@ -314,7 +331,7 @@ class SapAdapter:
         debit, credit = self.mapping.expense_account, self.mapping.payable_account
         if mirrored:
             debit, credit = credit, debit
-        text = f"psa:{posting.source_id}"[:50]
+        text = f"psa:{posting.lane_source}"[:50]
         return JournalEntryInput(
             company_code=self._company(posting, payload),
             document_date=date.fromisoformat(str(payload["tranDate"])),
@@ -383,13 +400,14 @@ class SapAdapter:
             for p in time:
                 payload = p.payload.get("reverses") if p.action == "reverse" else p.payload
                 pwa, company = _ref(payload or {}, "employee"), self._company(p, payload or {})
-                entry = live.of_source(pwa, company, p.source_id)
+                entry = live.of_source(pwa, company, p.lane_source)
                 if entry is not None:
                     tag = _TAG.match(entry.TimeSheetDataFields.TimeSheetNoteText)
                     held[p.idempotency_key] = Held(
                         entry.TimeSheetRecord,
                         self._period_of(company, entry.TimeSheetDate),
                         (tag.group(1),) if tag else (),
+                        hours=entry.TimeSheetDataFields.RecordedHours,
                     )
             for p in postings:
                 if p.record_type == "expensereport":
@@ -403,11 +421,18 @@ class SapAdapter:
         company = self._company(p, payload or {})
         docs: list[JournalEntry] = self.client.find_journal_entries(company, p.idempotency_key)
         if p.action == "reverse":  # reversed once the mirrored entry exists; held until then
-            return None if docs else Held(None, None, ())
+            return None if docs else Held(None, None, (), amount=_decimal((payload or {}).get("amount")))
         if not docs:
             return None
         doc = docs[0]
-        return Held(doc.AccountingDocument, self._period_of(company, doc.PostingDate), (p.idempotency_key,))
+        debits = [i.AmountInTransactionCurrency for i in (doc.to_Item.results if doc.to_Item else ())
+                  if i.DebitCreditCode == "S"]  # fmt: skip
+        return Held(
+            doc.AccountingDocument,
+            self._period_of(company, doc.PostingDate),
+            (p.idempotency_key,),
+            amount=sum(debits, Decimal(0)) if debits else None,
+        )
 
     def read_periods(self) -> list[dict[str, Any]]:
         years = self.mapping.fiscal_years or tuple(date.today().year + d for d in (-1, 0, 1))
@@ -447,7 +472,7 @@ class SapAdapter:
         entry = self._timesheet(p, p.payload)
         note = f"{sap.timesheet_tag(p.idempotency_key)} {entry.note}"[: sap.NOTE_MAX]
         current = (
-            live.of_source(entry.person_work_agreement_external_id, entry.company_code, p.source_id)
+            live.of_source(entry.person_work_agreement_external_id, entry.company_code, p.lane_source)
             if p.action == "adjust"
             else None
         )
@@ -517,7 +542,7 @@ class SapAdapter:
         with self._translated():
             company = self._company(posting, payload)
             live = self._live([posting])
-            current = live.of_source(_ref(payload, "employee"), company, posting.source_id)
+            current = live.of_source(_ref(payload, "employee"), company, posting.lane_source)
             if current is None:
                 return False  # nothing live: already cancelled
             self.client.delete_timesheet(current)

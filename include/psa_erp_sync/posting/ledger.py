@@ -42,6 +42,9 @@ Action = Literal["post", "adjust", "reverse"]
 #: difference of a correction is booked as a journal entry in the first open period.
 CORRECTION_TYPE = "journalentry"
 DONE = ("confirmed", "resolved")
+#: What marks a parallel run's shadow posting in the ERP (:attr:`Posting.shadow`): appended to its
+#: external id and to the source id its memo names (``psa:<source id>-shadow``).
+SHADOW_SUFFIX = "-shadow"
 UNFINISHED = ("pending", "sent", "ambiguous")
 # The states an outcome (:func:`finish_many`) may move a posting out of, per target state.
 ALLOWED_FROM: dict[str, tuple[str, ...]] = {
@@ -60,6 +63,12 @@ def idempotency_key(
     number for that record. Never from try numbers, logical dates or the wall clock."""
     text = "|".join((record_type, source_system, source_id, version, action, str(seq)))
     return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def shadow_key(key: str, erp: str) -> str:
+    """The key of a parallel run's shadow posting to ``erp`` (:attr:`Posting.shadow`) whose own
+    lane's key would be ``key``: the same action of the same version has a key per target ERP."""
+    return hashlib.sha256(f"{key}|shadow:{erp}".encode()).hexdigest()[:40]
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,15 @@ class Posting:
     target_erp: str = "netsuite"
     erp_account: str | None = None
     route_version: int | None = None
+    #: A parallel run's shadow posting (migration 0032): the record's copy to the secondary ERP of
+    #: the window. Its own lane: planned, sequenced and read back apart from the record's own rows.
+    shadow: bool = False
+
+    @property
+    def lane_source(self) -> str:
+        """The source id as the ERP record names it: a shadow's carries :data:`SHADOW_SUFFIX`, so
+        a record's shadow and its own posting never find each other in one ERP."""
+        return self.source_id + SHADOW_SUFFIX if self.shadow else self.source_id
 
     @property
     def erp_type(self) -> str:
@@ -127,13 +145,14 @@ def _posting(row: dict[str, Any]) -> Posting:
         target_erp=row["target_erp"],
         erp_account=row["erp_account"],
         route_version=row["route_version"],
+        shadow=row["shadow"],
     )
 
 
 _COLUMNS = (
     "idempotency_key, record_type, source_system, source_id, source_version, external_id, action, state,"
     " payload, legal_entity, period, amount_minor, currency, attempts, corrects,"
-    " functional_amount_minor, functional_currency, fx_rate, target_erp, erp_account, route_version"
+    " functional_amount_minor, functional_currency, fx_rate, target_erp, erp_account, route_version, shadow"
 )
 
 
@@ -169,13 +188,14 @@ def insert_planned(conn: psycopg.Connection, postings: Sequence[Posting]) -> set
         INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,
                                     external_id, action, state, payload, legal_entity, period, amount_minor, currency,
                                     corrects, functional_amount_minor, functional_currency, fx_rate,
-                                    target_erp, erp_account, route_version)
-        SELECT k, rt, ss, sid, sv, ext, act, st, pl::jsonb, le, per, amt, cur, cor, famt, fcur, fx::numeric, te, ea, rv
+                                    target_erp, erp_account, route_version, shadow)
+        SELECT k, rt, ss, sid, sv, ext, act, st, pl::jsonb, le, per, amt, cur, cor, famt, fcur, fx::numeric, te, ea, rv,
+               sh
         FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
                     %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[],
-                    %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[])
+                    %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::bool[])
              WITH ORDINALITY AS u(k, rt, ss, sid, sv, ext, act, st, pl, le, per, amt, cur, cor, famt, fcur, fx,
-                                  te, ea, rv, ord)
+                                  te, ea, rv, sh, ord)
         ORDER BY ord
         ON CONFLICT (idempotency_key) DO NOTHING
         RETURNING idempotency_key
@@ -202,6 +222,7 @@ def insert_planned(conn: psycopg.Connection, postings: Sequence[Posting]) -> set
             [p.target_erp for p in postings],
             [p.erp_account for p in postings],
             [p.route_version for p in postings],
+            [p.shadow for p in postings],
         ),
     ).fetchall()
     return {key for (key,) in rows}
@@ -417,20 +438,22 @@ def set_state(conn: psycopg.Connection, keys: Sequence[str], state: str, *, only
 
 def next_seqs(conn: psycopg.Connection, postings: Sequence[Posting]) -> dict[str, int]:
     """Per posting (by idempotency key), the sequence number of its record's next action: the
-    number of ledger rows the record has, as the planner counts it for a new key."""
+    number of ledger rows the record has in the posting's lane (its own, or its parallel-run
+    shadow), as the planner counts it for a new key."""
     if not postings:
         return {}
     rows = conn.execute(
         """
         SELECT u.key, (SELECT count(*) FROM ledger.posting p WHERE p.record_type = u.rt
-                         AND p.source_system = u.ss AND p.source_id = u.sid)
-        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS u(key, rt, ss, sid)
+                         AND p.source_system = u.ss AND p.source_id = u.sid AND p.shadow = u.sh)
+        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bool[]) AS u(key, rt, ss, sid, sh)
         """,
         (
             [p.idempotency_key for p in postings],
             [p.record_type for p in postings],
             [p.source_system for p in postings],
             [p.source_id for p in postings],
+            [p.shadow for p in postings],
         ),
     ).fetchall()
     return {key: int(n) for key, n in rows}
@@ -485,17 +508,18 @@ class Held:
 
 
 def held_of(conn: psycopg.Connection, postings: Sequence[Posting]) -> dict[str, Held]:
-    """Per posting (by idempotency key), what the ERP holds for its PSA entry (:class:`Held`)."""
+    """Per posting (by idempotency key), what the ERP holds for its PSA entry (:class:`Held`), in
+    the posting's lane (the record's own rows, or its parallel-run shadow rows)."""
     if not postings:
         return {}
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             f"""
-            SELECT source_system, source_id, {HELD_COLUMNS}
+            SELECT source_system, source_id, shadow, {HELD_COLUMNS}
             FROM ledger.posting
             WHERE record_type = %s AND (source_system, source_id) IN (
                 SELECT * FROM unnest(%s::text[], %s::text[]))
-            GROUP BY 1, 2
+            GROUP BY 1, 2, 3
             """,
             (
                 postings[0].record_type,
@@ -503,9 +527,43 @@ def held_of(conn: psycopg.Connection, postings: Sequence[Posting]) -> dict[str, 
                 [p.source_id for p in postings],
             ),
         )
-        by_entry = {(r["source_system"], r["source_id"]): Held.from_row(r) for r in cur.fetchall()}
+        by_entry = {
+            (r["source_system"], r["source_id"], r["shadow"]): Held.from_row(r) for r in cur.fetchall()
+        }
     empty = Held(None, None, False, 0, Decimal(0), 0)
-    return {p.idempotency_key: by_entry.get((p.source_system, p.source_id), empty) for p in postings}
+    return {
+        p.idempotency_key: by_entry.get((p.source_system, p.source_id, p.shadow), empty) for p in postings
+    }
+
+
+#: The date a posting is of: its own, or (a reversal) the reversed record's.
+POSTING_DATE = "coalesce(payload->>'tranDate', payload->'reverses'->>'tranDate')::date"
+
+
+def window_postings(
+    conn: psycopg.Connection, record_type: str, *, legal_entity: str, first_day: Any, last_day: Any
+) -> list[Posting]:
+    """What the ledger says each ERP holds of ``legal_entity``'s records dated ``first_day`` ..
+    ``last_day``: per record, target ERP and lane (its own or a parallel run's shadow) the latest
+    confirmed posting of the record itself (a reversal: nothing held), and every confirmed
+    correcting journal."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"""
+            WITH rows AS (
+                SELECT * FROM ledger.posting
+                WHERE record_type = %(rt)s AND legal_entity = %(le)s AND state IN ('confirmed', 'resolved')
+                  AND {POSTING_DATE} BETWEEN %(first)s AND %(last)s
+            ), base AS (
+                SELECT DISTINCT ON (source_system, source_id, target_erp, shadow) * FROM rows
+                WHERE corrects IS NULL ORDER BY source_system, source_id, target_erp, shadow, seq DESC
+            )
+            SELECT {_COLUMNS} FROM (SELECT * FROM base UNION ALL SELECT * FROM rows WHERE corrects IS NOT NULL) r
+            ORDER BY source_system, source_id, seq
+            """,
+            {"rt": record_type, "le": legal_entity, "first": first_day, "last": last_day},
+        )
+        return [_posting(r) for r in cur.fetchall()]
 
 
 def counts(

@@ -50,9 +50,11 @@ class Plan:
     corrected: int = 0  # corrections planned as correcting journals in the first open period
     parked: int = 0
     superseded: int = 0
+    #: The shadow postings of parallel runs (:func:`plan_shadows`), planned after the record's own.
+    parallel_run: Plan | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "record_type": self.record_type,
             "planned": dict(self.planned),
             "moved_to_open_period": self.moved_period,
@@ -60,10 +62,48 @@ class Plan:
             "parked": self.parked,
             "superseded": self.superseded,
         }
+        if self.parallel_run is not None:
+            shadow = self.parallel_run.as_dict()
+            shadow.pop("record_type")
+            out["parallel_run"] = shadow
+        return out
 
 
-def _candidates(conn: psycopg.Connection, record_type: str) -> Iterator[dict[str, Any]]:
+@dataclass(frozen=True)
+class ShadowScope:
+    """The parallel-run windows a shadow plan covers: per legal entity, the window's days and the
+    secondary ERP's route (:meth:`~psa_erp_sync.routing.route.Router.parallel_windows`)."""
+
+    windows: tuple[tuple[str, date, date, Route], ...]
+
+    @property
+    def secondary(self) -> dict[str, Route]:
+        return {entity: route for entity, _, _, route in self.windows}
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "entities": [w[0] for w in self.windows],
+            "firsts": [w[1] for w in self.windows],
+            "lasts": [w[2] for w in self.windows],
+        }
+
+
+def _candidates(
+    conn: psycopg.Connection, record_type: str, scope: ShadowScope | None = None
+) -> Iterator[dict[str, Any]]:
+    """Records whose ERP state differs from the approved set, with what the ledger says about them.
+    ``scope``: a parallel run's shadow lane instead of the record's own: the approved records of
+    the windows' entities dated in their windows against the shadow rows (held by the secondary)."""
     source = SOURCES[record_type]
+    lane, desired, params = "NOT shadow", f"SELECT * FROM {source} WHERE approved AND NOT is_deleted", {}
+    if scope is not None:
+        lane = "shadow AND legal_entity = ANY(%(entities)s)"
+        desired = (
+            f"SELECT d.* FROM {source} d JOIN unnest(%(entities)s::text[], %(firsts)s::date[], %(lasts)s::date[])"
+            " AS w(legal_entity, first_day, last_day) ON d.legal_entity = w.legal_entity"
+            " AND d.spent_date BETWEEN w.first_day AND w.last_day WHERE d.approved AND NOT d.is_deleted"
+        )
+        params = scope.params()
     with conn.cursor(name=f"plan_{record_type}", row_factory=dict_row) as cur:
         cur.itersize = 20_000
         cur.execute(
@@ -77,10 +117,8 @@ def _candidates(conn: psycopg.Connection, record_type: str) -> Iterator[dict[str
                        (array_agg(action ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_action,
                        (array_agg(payload ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_payload,
                        {ledger.HELD_COLUMNS}
-                FROM ledger.posting WHERE record_type = %(rt)s GROUP BY 1, 2
-            ), desired AS (
-                SELECT * FROM {source} WHERE approved AND NOT is_deleted
-            )
+                FROM ledger.posting WHERE record_type = %(rt)s AND {lane} GROUP BY 1, 2
+            ), desired AS ({desired})
             SELECT coalesce(d.source_system, led.source_system) AS source_system,
                    coalesce(d.source_id, led.source_id) AS source_id,
                    CASE WHEN d.source_id IS NOT NULL
@@ -101,26 +139,37 @@ def _candidates(conn: psycopg.Connection, record_type: str) -> Iterator[dict[str
               )
             ORDER BY 1, 2
             """,
-            {"rt": record_type},
+            {"rt": record_type, **params},
         )
         yield from cur
 
 
-def supersede_stale(conn: psycopg.Connection, record_type: str) -> int:
-    """Pending (never sent) postings whose version is no longer what should be in the ERP."""
+def supersede_stale(conn: psycopg.Connection, record_type: str, scope: ShadowScope | None = None) -> int:
+    """Pending (never sent) postings whose version is no longer what should be in the ERP: in the
+    record's own lane, or (``scope``) in a parallel run's shadow lane, where what should be in the
+    secondary ERP is the approved records dated in the windows."""
     source = SOURCES[record_type]
+    lane, wanted, params = "NOT p.shadow", "", {"rt": record_type}
+    if scope is not None:
+        lane = "p.shadow AND p.legal_entity = ANY(%(entities)s)"
+        wanted = (
+            " AND EXISTS (SELECT 1 FROM unnest(%(entities)s::text[], %(firsts)s::date[], %(lasts)s::date[])"
+            " AS w(le, first_day, last_day) WHERE d.legal_entity = w.le"
+            " AND d.spent_date BETWEEN w.first_day AND w.last_day)"
+        )
+        params.update(scope.params())
     cur = conn.execute(
         f"""
         UPDATE ledger.posting p SET state = 'superseded', updated_at = now()
-        WHERE p.record_type = %s AND p.state = 'pending' AND (
+        WHERE p.record_type = %(rt)s AND p.state = 'pending' AND {lane} AND (
               (p.action IN ('post', 'adjust') AND NOT EXISTS (
                   SELECT 1 FROM {source} d WHERE d.source_system = p.source_system AND d.source_id = p.source_id
-                    AND d.version_hash = p.source_version AND d.approved AND NOT d.is_deleted))
+                    AND d.version_hash = p.source_version AND d.approved AND NOT d.is_deleted{wanted}))
            OR (p.action = 'reverse' AND EXISTS (
                   SELECT 1 FROM {source} d WHERE d.source_system = p.source_system AND d.source_id = p.source_id
-                    AND d.approved AND NOT d.is_deleted)))
+                    AND d.approved AND NOT d.is_deleted{wanted})))
         """,
-        (record_type,),
+        params,
     )
     return cur.rowcount
 
@@ -499,12 +548,55 @@ def replan_closed(
 
 
 def _same_route(posting: ledger.Posting, refused: ledger.Posting) -> ledger.Posting:
-    """A re-planned posting goes where the refused one went (a period closed during the pass)."""
-    return replace(
+    """A re-planned posting goes where the refused one went (a period closed during the pass), in
+    the same lane (a shadow's next posting is keyed as a shadow)."""
+    posting = replace(
         posting,
         target_erp=refused.target_erp,
         erp_account=refused.erp_account,
         route_version=refused.route_version,
+    )
+    return as_shadow(posting) if refused.shadow and not posting.shadow else posting
+
+
+def _rekeyed(payload: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """``payload`` whose memo names ``new`` instead of ``old`` (the memo proves the key on read-back)."""
+    memo = payload.get("memo")
+    if not isinstance(memo, str):
+        return payload
+    return {**payload, "memo": memo.replace(f"key:{old[:16]}", f"key:{new[:16]}")}
+
+
+def _shadow_payload(payload: dict[str, Any], source_id: str) -> dict[str, Any]:
+    """A payload as the shadow lane writes it: its external id and the source id of its memo
+    suffixed (:data:`ledger.SHADOW_SUFFIX`), so the secondary ERP tells it from a posting of the
+    record's own lane (a record moved past the cutover is posted there too)."""
+    out = dict(payload)
+    suffix = ledger.SHADOW_SUFFIX
+    ext = out.get("externalId")
+    if isinstance(ext, str) and suffix not in ext:
+        out["externalId"] = ext + suffix
+    memo = out.get("memo")
+    if isinstance(memo, str) and f"psa:{source_id}{suffix} " not in memo + " ":
+        out["memo"] = memo.replace(f"psa:{source_id} ", f"psa:{source_id}{suffix} ", 1)
+    return out
+
+
+def as_shadow(posting: ledger.Posting) -> ledger.Posting:
+    """A posting planned in a parallel run's shadow lane (routed to the secondary ERP): keyed apart
+    from the record's own posting of the same action (its own key per target ERP, named in its
+    memo) and named apart in the ERP (:func:`_shadow_payload`)."""
+    key = ledger.shadow_key(posting.idempotency_key, posting.target_erp)
+    payload = _shadow_payload(_rekeyed(posting.payload, posting.idempotency_key, key), posting.source_id)
+    if isinstance(payload.get("reverses"), dict):
+        payload["reverses"] = _shadow_payload(payload["reverses"], posting.source_id)
+    ext = posting.external_id
+    return replace(
+        posting,
+        idempotency_key=key,
+        external_id=ext if ledger.SHADOW_SUFFIX in ext else ext + ledger.SHADOW_SUFFIX,
+        payload=payload,
+        shadow=True,
     )
 
 
@@ -520,6 +612,8 @@ class _Planning:
     #: Each ERP's own periods (``read_periods`` of its adapter); ``periods`` for an ERP not in it.
     books: dict[str, PeriodBook] = field(default_factory=dict)
     routes: dict[tuple[str, date], Route] = field(default_factory=dict)
+    #: A parallel run's shadow lane: every record goes to its entity's secondary ERP (this route).
+    secondary: dict[str, Route] | None = None
     batch: list[ledger.Posting] = field(default_factory=list)
     parked: list[exception_queue.Item] = field(default_factory=list)
     # Every planned change to a record the ERP already holds: (action, external id, before, after).
@@ -565,7 +659,12 @@ class _Planning:
         return entry_date
 
     def route(self, entity: str, day: date) -> Route:
-        """:meth:`Router.route`, remembered per entity and day for this plan."""
+        """:meth:`Router.route`, remembered per entity and day for this plan (in a shadow lane: the
+        entity's secondary ERP, whatever the day)."""
+        if self.secondary is not None:
+            if entity not in self.secondary:
+                raise RouteNotFound(f"{entity} has no parallel run in erp_routing.yaml")
+            return self.secondary[entity]
         key = (entity, day)
         found = self.routes.get(key)
         if found is None:
@@ -582,7 +681,7 @@ class _Planning:
         the record's period being closed, stays parked with it)."""
         entity = posting.legal_entity or ""
         try:
-            if posting.action == "post" and not posting.corrects:
+            if self.secondary is not None or (posting.action == "post" and not posting.corrects):
                 return self.route(entity, day), None, {}
             held = _held_route(self.router, cand, entity)
             if held is None:
@@ -918,19 +1017,25 @@ def plan(
     result = Plan(record_type)
     with conn.transaction():
         result.superseded = supersede_stale(conn, record_type)
-    pl = _Planning(
-        record_type, config, periods, result, router or default_router(), dict(periods_by_erp or {})
+    routes = router or default_router()
+    books = dict(periods_by_erp or {})
+    pl = _Planning(record_type, config, periods, result, routes, books)
+    _plan_lane(conn, pl, None, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk)
+    # Parallel runs: the windows' records again, to each secondary ERP whose periods this pass read.
+    scope = ShadowScope(
+        tuple(
+            (w.legal_entity, w.first_day, w.last_day, w.secondary)
+            for w in routes.parallel_windows()
+            if w.secondary.erp in books
+        )
     )
-    batch, parked, changes = pl.batch, pl.parked, pl.changes  # _flush empties them in place
-    with connections.connect_like(conn) as reader:
-        set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
-        for cand in _candidates(reader, record_type):
-            if len(batch) >= chunk:  # a chunk a correcting record filled (it skips the check below)
-                _flush(conn, record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
-            planned = _plan_reverse(pl, cand) if cand["desired"] is None else _plan_change(pl, cand)
-            if planned and len(batch) >= chunk:
-                _flush(conn, record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
-    _flush(conn, record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
+    if scope.windows:
+        shadow = Plan(record_type)
+        with conn.transaction():
+            shadow.superseded = supersede_stale(conn, record_type, scope)
+        lane = _Planning(record_type, config, periods, shadow, routes, books, secondary=scope.secondary)
+        _plan_lane(conn, lane, scope, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk)
+        result.parallel_run = shadow
     with conn.transaction():
         audit.record(
             conn,
@@ -938,6 +1043,35 @@ def plan(
             run_id=dag_run_id,
         )
     return result
+
+
+def _plan_lane(
+    conn: psycopg.Connection,
+    pl: _Planning,
+    scope: ShadowScope | None,
+    *,
+    chunk: int,
+    dag_run_id: str,
+    on_chunk: Callable[[list[ledger.Posting]], None] | None,
+) -> None:
+    """Plan every candidate of one lane (the records' own, or ``scope``'s shadow lane), a chunk at
+    a time; a shadow posting is keyed as such (:func:`as_shadow`) before it is written."""
+    batch, parked, changes = pl.batch, pl.parked, pl.changes  # _flush empties them in place
+
+    def flush() -> None:
+        if scope is not None:
+            batch[:] = [p if p.shadow else as_shadow(p) for p in batch]
+        _flush(conn, pl.record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
+
+    with connections.connect_like(conn) as reader:
+        set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
+        for cand in _candidates(reader, pl.record_type, scope):
+            if len(batch) >= chunk:  # a chunk a correcting record filled (it skips the check below)
+                flush()
+            planned = _plan_reverse(pl, cand) if cand["desired"] is None else _plan_change(pl, cand)
+            if planned and len(batch) >= chunk:
+                flush()
+    flush()
 
 
 def _flush(

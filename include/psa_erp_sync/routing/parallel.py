@@ -136,17 +136,18 @@ def reconcile(
 
 
 # What the ledger says each ERP holds, per posting's own period: each record's latest confirmed
-# posting of the record itself (when it is not a reversal) and every confirmed correcting journal,
+# posting of the record itself per ERP and lane (its own, or a parallel run's shadow; a reversal,
+# dated by the record it reverses, holds nothing) and every confirmed correcting journal,
 # with the project (the ERP customer/job) of the record's latest posting of itself.
 _LEDGER_AMOUNTS = """
 WITH rows AS (
     SELECT * FROM ledger.posting
     WHERE legal_entity = %(entity)s AND state IN ('confirmed', 'resolved')
-      AND (payload->>'tranDate')::date BETWEEN %(first)s AND %(last)s
+      AND coalesce(payload->>'tranDate', payload->'reverses'->>'tranDate')::date BETWEEN %(first)s AND %(last)s
 ), base AS (
-    SELECT DISTINCT ON (record_type, source_system, source_id, target_erp) *
+    SELECT DISTINCT ON (record_type, source_system, source_id, target_erp, shadow) *
     FROM rows WHERE corrects IS NULL
-    ORDER BY record_type, source_system, source_id, target_erp, seq DESC
+    ORDER BY record_type, source_system, source_id, target_erp, shadow, seq DESC
 ), project AS (
     SELECT DISTINCT ON (record_type, source_system, source_id)
            record_type, source_system, source_id, payload->'customer'->>'externalId' AS project

@@ -47,6 +47,18 @@ class Route:
         return (self.erp, self.account) == (other.erp, other.account)
 
 
+@dataclass(frozen=True)
+class ParallelWindow:
+    """A parallel run of ``legal_entity``: records dated ``first_day``..``last_day`` (inclusive) post
+    to ``primary`` (their route) and to ``secondary`` (the shadow, reconciled against it)."""
+
+    legal_entity: str
+    first_day: date
+    last_day: date
+    primary: Route
+    secondary: Route
+
+
 class Router:
     """Routes by the version of the routing map in force (the highest)."""
 
@@ -127,6 +139,28 @@ class Router:
             other = ranges[j - 1] if run.secondary == ranges[j - 1].erp else ranges[j]
             return [primary, self._route(legal_entity, other)]
         return [primary]
+
+    def parallel_windows(self) -> list[ParallelWindow]:
+        """Every parallel run of the version in force, by legal entity and first day."""
+        windows = []
+        for entity in sorted(self.active.legal_entities):
+            ranges = self.active.legal_entities[entity].effective
+            for j, r in enumerate(ranges):
+                run = r.parallel_run
+                if run is None or j == 0:
+                    continue
+                before, after = ranges[j - 1], r
+                primary, secondary = (before, after) if run.primary == before.erp else (after, before)
+                windows.append(
+                    ParallelWindow(
+                        entity,
+                        run.first_day,
+                        run.last_day,
+                        self._route(entity, primary),
+                        self._route(entity, secondary),
+                    )
+                )
+        return windows
 
     def erps_in_force(self) -> list[str]:
         """The ERPs the version in force sends anything to (ranges and parallel runs), in the

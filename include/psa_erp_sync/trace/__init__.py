@@ -57,7 +57,8 @@ def _trace_kind(conn: Cursor, source_system: str, source_id: str, kind: str) -> 
     if not (staging or canonical or exceptions or postings or events):
         return None
     staging_out = parts.staging_part(conn, staging, spec)
-    landed = [p for p in postings if p["state"] in ("confirmed", "resolved")]
+    # Where the record is: its own lane (a parallel run's shadow rows are listed, marked, not counted).
+    landed = [p for p in postings if p["state"] in ("confirmed", "resolved") and not p["shadow"]]
     return {
         "source_system": source_system,
         "source_id": source_id,
@@ -124,6 +125,7 @@ def format_text(traces: list[dict[str, Any]]) -> str:
                 f" {p['idempotency_key'][:16]} state={p['state']} period={p['period']}"
                 f" amount={p['amount_minor']} {p['currency']} erp={p['target_erp']}"
                 f"{'/' + p['erp_account'] if p.get('erp_account') else ''} erp_id={p['erp_internal_id']}"
+                f"{' (parallel-run shadow)' if p.get('shadow') else ''}"
             )
             for a in p["attempts"]:
                 lines.append(
