@@ -89,11 +89,12 @@ def write_config(dest: Path, cutover: date) -> Path:
     return dest
 
 
-def sap_connection(stack: Stack) -> dict[str, Any]:
-    """The ``sap_default`` connection, with the company code mapping the SAP adapter reads."""
+def sap_connection_for(url: str) -> dict[str, Any]:
+    """The ``sap_default`` connection to the SAP at ``url``, with the company code mapping the
+    SAP adapter reads from its extra."""
     return {
         "conn_type": "http",
-        "host": stack.url("sap"),
+        "host": url,
         "login": "PSA_COMM_USER",
         "password": "local-sap-password",
         "extra": {"company_codes": {ENTITY: COMPANY_CODE}, "activity_type": "T001"},
@@ -408,7 +409,7 @@ def run_second_erp(
     cutover = firm.month_end + timedelta(days=1)
     write_config(config_dir, cutover)
     env["PSA_ERP_SYNC_CONFIG_DIR"] = str(config_dir)
-    env["AIRFLOW_CONN_SAP_DEFAULT"] = json.dumps(sap_connection(stack))
+    env["AIRFLOW_CONN_SAP_DEFAULT"] = json.dumps(sap_connection_for(stack.url("sap")))
     users = [int(u["id"]) for u in firm.psa["users"]]
     currency = next(le.currency for le in firm.spec.legal_entities if le.code == ENTITY)
     years = {cutover.year - 1, cutover.year, cutover.year + 1}
