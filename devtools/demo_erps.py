@@ -388,6 +388,11 @@ def lines(phase: dict[str, Any]) -> list[str]:
                 f" {t['in_erp']['count']} records ({t['in_erp']['hours']} h, {erp_amounts}):"
                 f" {'equal' if t['reconciled'] else 'DIFFERENT ' + json.dumps(t['differences'])}"
             )
+    if phase.get("skipped_tasks"):
+        out.append(
+            f"time_expense_posting after the cutover: tasks {phase['skipped_tasks']!r} marked successful, not run"
+            " (NetSuite-only); each ERP is reconciled above instead"
+        )
     for problem in phase.get("failures", []):
         out.append(f"FAILED: {problem}")
     return out
