@@ -31,6 +31,8 @@ import httpx
 import psycopg
 
 from devtools.airflow_env import airflow_env
+from devtools.demo_erps import DEMO_SIMULATORS, run_second_erp
+from devtools.demo_erps import lines as erp_lines
 from devtools.stack import LOCAL, ROOT, Stack
 
 log = logging.getLogger("demo")
@@ -121,17 +123,21 @@ def run_dag_test(
     *,
     conf: dict[str, Any] | None = None,
     timeout: float = 600,
+    mark_success: str | None = None,
 ) -> DagTestResult:
     """``airflow dags test DAG_ID`` that stops at the first failed task try.
 
     ``dags test`` honours retries: after a failure it waits out the retry delay, logging "No tasks
     to run" every second. The demo's runs are meant to pass, so the first failure is the answer:
     the process is stopped at once and the task's error (exception and traceback) is returned.
-    Everything Airflow printed stays in ``log_path``.
+    Everything Airflow printed stays in ``log_path``. ``mark_success``: a regex of task ids marked
+    successful instead of run (``--mark-success-pattern``).
     """
     argv = [str(Path(sys.executable).parent / "airflow"), "dags", "test", dag_id]
     if conf:
         argv += ["--conf", json.dumps(conf)]
+    if mark_success:
+        argv += ["--mark-success-pattern", mark_success]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -589,6 +595,14 @@ def write_report(report: dict[str, Any], directory: Path) -> Path:
     if domains.get("forecast_chart"):
         lines.append(f"- chart (firm and per legal entity): [forecast.html]({domains['forecast_chart']})")
     lines += ["", "## Month-end close and forecast trend", "", "```", *close_lines(report), "```"]
+    lines += [
+        "",
+        "## Per ERP: LE-UK1 cut over to SAP",
+        "",
+        "```",
+        *erp_lines(report.get("second_erp", {})),
+        "```",
+    ]
     lineage = report.get("lineage", {})
     lines += ["", "## Lineage (OpenLineage events of this run)", ""]
     if "error" in lineage:
@@ -645,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"dags": []}
     failed = False
     try:
-        with Stack() as stack:
+        with Stack(simulators=DEMO_SIMULATORS) as stack:
             log.info("[1/5] PostgreSQL and ODS")
             dsn = stack.start_postgres()
             log.info("[2/5] simulators")
@@ -665,11 +679,13 @@ def main(argv: list[str] | None = None) -> int:
             if code != 0:
                 raise SystemExit(f"airflow db migrate failed; see {logs / 'airflow-db-migrate.log'}")
 
-            def run_dag(dag_id: str, label: str, conf: dict[str, Any] | None = None) -> None:
+            def run_dag(
+                dag_id: str, label: str, conf: dict[str, Any] | None = None, mark_success: str | None = None
+            ) -> None:
                 nonlocal failed
                 log.info("[5/5] airflow dags test %s (%s)", dag_id, label)
                 log_path = logs / f"dag-{dag_id}-{label.replace(' ', '-')}.log"
-                result = run_dag_test(dag_id, env, log_path, conf=conf)
+                result = run_dag_test(dag_id, env, log_path, conf=conf, mark_success=mark_success)
                 failed |= result.state != "success"
                 report["dags"].append(
                     {
@@ -729,6 +745,10 @@ def main(argv: list[str] | None = None) -> int:
             report["forecast_trend"] = forecast_trend(dsn, now)
             report["lineage"] = lineage_summary(lineage_file, args.report_dir / "lineage")
             report["trace_examples"] = trace_examples(dsn)
+            # A second ERP: LE-UK1 cuts over to SAP after the month (devtools/demo_erps.py).
+            report["second_erp"] = run_second_erp(
+                stack, firm, env, run_dag, today=now.date(), config_dir=args.report_dir / "config"
+            )
     except DemoStopped as exc:
         print(f"\n=== demo stopped: {exc}", file=sys.stderr)
         return 1
@@ -746,7 +766,9 @@ def main(argv: list[str] | None = None) -> int:
         print("  THE CLOSE REPORT IS MISSING OR DOES NOT RECONCILE: see the report")
     if not report["forecast_trend"]["plausible"]:
         print("  THE FORECAST'S LAST CLOSED MONTH IS NOT PLAUSIBLE AGAINST THE MONTH BEFORE: see the report")
-    return 1 if failed or not balanced or not closed else 0
+    for problem in report["second_erp"]["failures"]:
+        print(f"  SECOND ERP: {problem}")
+    return 1 if failed or not balanced or not closed or report["second_erp"]["failures"] else 0
 
 
 def close_lines(report: dict[str, Any]) -> list[str]:
@@ -831,6 +853,9 @@ def print_summary(report: dict[str, Any], path: Path) -> None:
             f" {base['contracted_minor']}, pipeline {base['pipeline_minor']}; chart: {domains.get('forecast_chart')}"
         )
     print_close(report)
+    print("  second ERP, per ERP after the cutover:")
+    for line in erp_lines(report.get("second_erp", {})):
+        print(f"    {line}")
     lineage = report.get("lineage", {})
     if "error" in lineage:
         print(f"  lineage: not analysed ({lineage['error']})")

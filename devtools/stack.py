@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / ".local"
 SIMULATORS = ("psa", "crm", "erp", "planning", "workday")
-# Started only when asked for (``Stack(simulators=(*SIMULATORS, "sap"))``): no demo flow uses it yet.
+# Started only when asked for (``Stack(simulators=(*SIMULATORS, "sap"))``, as ``make demo`` does).
 OPTIONAL_SIMULATORS = ("sap",)
 SIM_PORTS = {"psa": 18101, "crm": 18102, "erp": 18103, "planning": 18104, "sap": 18105, "workday": 18107}
 
