@@ -17,9 +17,9 @@ NetSuite up to the seeded month's last day and to SAP from the first day of the 
   holds, per record to the hour and the cent; the demo fails when SAP got nothing or either ERP
   does not reconcile.
 
-The posting DAG's own ``reconcile_erp`` reads NetSuite only (per-ERP reconciliation is being built
-in ``reconcile/erp_readback.py``); until it reads each ERP, that task is marked successful instead of
-run in this phase (``SKIPPED_TASKS``) and :func:`erp_section` is the proof.
+The posting DAG's own ``reconcile_erp`` reads back each routed ERP (``reconcile/erp_readback.py``
+and ``reconcile/sap_readback.py``) and runs in this phase too; :func:`erp_section` is the demo's
+own, record-by-record proof beside it.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ ENTITY = "LE-UK1"
 COMPANY_CODE = "2010"
 ERPS = ("netsuite", "sap")
 RECORD_TYPES = ("timebill", "expensereport")
-#: Tasks of time_expense_posting marked successful instead of run after the cutover (NetSuite-only).
-SKIPPED_TASKS = "^reconcile_erp$"
+#: Tasks of time_expense_posting marked successful instead of run after the cutover: none (every
+#: task, the per-ERP reconciliation included, runs).
+SKIPPED_TASKS: str | None = None
 #: New-month entries booked for the entity: at most this many time entries and expenses each.
 NEW_MONTH_ENTRIES = 40
 #: Ids of the entries booked here (far above the generator's: time 1e8+, expenses 3e8+).
