@@ -2,17 +2,26 @@
 
 The content hash is computed by PostgreSQL over ``payload::text`` of the ``jsonb`` value, which
 is canonical (sorted keys, normalised whitespace), so the same content always hashes the same.
+
+Items arrive either decoded (dicts, re-encoded here) or as the raw JSON bytes of each item as the
+source sent them (:class:`msgspec.Raw` or ``bytes``, the PSA extract's path: no decode and
+re-encode per record, only ``id`` and ``updated_at`` are read). The two hash differently where the
+source writes a number a Python float would print otherwise (``1.50`` against ``1.5``): a version
+is then new in staging, and validation keeps canonical's version when the content is the same
+(content versioning, ``validation.time_expense``), so nothing changes downstream.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
 import msgspec
 import psycopg
@@ -98,6 +107,48 @@ def _copy_line(key: bytes, item: object) -> bytes:
     return key + b"\t" + payload + b"\n"
 
 
+class _Stamp(msgspec.Struct):
+    """What staging reads of a raw item: its id and update time (any JSON value; the rest skipped)."""
+
+    id: Any = None
+    updated_at: Any = None
+
+
+_stamp_of = msgspec.json.Decoder(_Stamp).decode
+_decode_item = msgspec.json.Decoder().decode
+
+
+def _decode_raw(raw: bytes) -> object:
+    try:
+        return _decode_item(raw)
+    except msgspec.MsgspecError:  # what msgspec refuses (a number beyond a double): as json reads it
+        return json.loads(raw)
+
+
+def _raw_copy_line(raw: bytes) -> tuple[bytes, object]:
+    """The COPY line of a raw item and its ``updated_at`` (whatever JSON value it is, or None).
+
+    The key is the one the decoded item would get; an item that is not an object (or whose id is
+    missing) is decoded and keyed by its content, as :func:`missing_id_key` does for decoded items.
+    Whitespace between tokens (a pretty-printed source) becomes spaces: COPY's text format would
+    read a raw newline or tab as the end of the row or field, and valid JSON holds none inside strings.
+    """
+    try:
+        stamp = _stamp_of(raw)
+        source_id, seen = stamp.id, stamp.updated_at
+    except msgspec.MsgspecError:  # not an object: keyed by its content
+        source_id, seen = None, None
+    key = _copy_key(source_id) if source_id is not None else missing_id_key(_decode_raw(raw)).encode()
+    payload = raw
+    if b"\\" in payload:
+        if b"\\u0000" in payload:
+            payload = _NUL_ESCAPE.sub(rb"\1\\\\u0000", payload)
+        payload = payload.replace(b"\\", b"\\\\")
+    if b"\n" in payload or b"\r" in payload or b"\t" in payload:
+        payload = payload.replace(b"\n", b" ").replace(b"\r", b" ").replace(b"\t", b" ")
+    return key + b"\t" + payload + b"\n", seen
+
+
 def missing_id_key(item: object) -> str:
     """The source id an item without one is staged under: derived from its content, so it is kept
     (validation quarantines it, ``SCHEMA_INVALID``) rather than stopping the run, and the same
@@ -107,7 +158,7 @@ def missing_id_key(item: object) -> str:
 
 def stage_pages(
     conn: psycopg.Connection,
-    pages: Iterable[list[dict[str, object]]],
+    pages: Iterable[Sequence[object]],
     *,
     run_key: str,
     source_system: str,
@@ -116,7 +167,9 @@ def stage_pages(
 ) -> StageResult:
     """COPY every item of ``pages`` into staging in one transaction and return the counts.
 
-    An item without an ``id`` (or not an object) is staged under :func:`missing_id_key`. Memory is bounded by one page: pages stream into an open COPY.
+    An item is a decoded JSON value (a dict) or the raw JSON bytes of one item
+    (:class:`msgspec.Raw`, ``bytes``), staged as sent. An item without an ``id`` (or not an
+    object) is staged under :func:`missing_id_key`. Memory is bounded by one page: pages stream into an open COPY.
     The caller commits (so the watermark can advance in the same transaction).
     """
     started = time.monotonic()
@@ -130,6 +183,13 @@ def stage_pages(
         for page in pages:
             buffer = bytearray()
             for item in page:
+                if isinstance(item, msgspec.Raw | bytes):
+                    line, stamp = _raw_copy_line(bytes(item))
+                    buffer += line
+                    seen = source_timestamp(stamp)
+                    if seen is not None and (newest is None or seen > newest):
+                        newest = seen
+                    continue
                 is_dict = isinstance(item, dict)
                 source_id = item.get("id") if is_dict else None
                 key = _copy_key(source_id) if source_id is not None else missing_id_key(item).encode()

@@ -1394,6 +1394,44 @@ def _newer(new: str) -> str:
     END"""
 
 
+#: What a version of a record is, beside its keys: the columns validation derives from the payload
+#: alone. Not ``is_deleted`` (a record read again is live whatever canonical says), nor the FX
+#: columns (they derive from the rate book too: a version staged again keeps its amounts as ever).
+def _content_columns(kind: Kind) -> tuple[str, ...]:
+    return tuple(
+        c for c in _COLUMNS[kind] if c not in ("source_system", "source_id", "version_hash", "is_deleted")
+    )
+
+
+def _keep_versions_of_same_content(conn: psycopg.Connection, kind: Kind) -> int:
+    """Content versioning: a staged version whose canonical content equals the current row's takes
+    the current row's version hash, so it is no new version (nothing updated, posted or adjusted).
+
+    Staging's hash is of the payload as staged; a change of how payloads are staged or hashed (raw
+    bytes instead of re-encoded floats: ``1.50`` against ``1.5``), or an edit of a field canonical
+    does not carry with the same update time, makes a new staged version with the same content.
+    Values compare as values (``numeric`` 1.50 = 1.5). One probe of canonical's primary key per row.
+    """
+    content = ", ".join(_content_columns(kind))
+    t_content = ", ".join(f"t.{c}" for c in _content_columns(kind))
+    c_content = ", ".join(f"c.{c}" for c in _content_columns(kind))
+    cur = conn.execute(
+        f"""
+        WITH same AS (
+            SELECT t.ctid AS row_id, c.version_hash FROM tmp_{kind} t
+            CROSS JOIN LATERAL (SELECT version_hash, {content} FROM {TABLES[kind]} c0
+                                WHERE c0.source_system = t.source_system AND c0.source_id = t.source_id
+                                OFFSET 0) c
+            WHERE c.version_hash <> t.version_hash AND ({t_content}) IS NOT DISTINCT FROM ({c_content})
+        )
+        UPDATE tmp_{kind} t SET version_hash = same.version_hash,
+            record = jsonb_set(t.record, '{{version_hash}}', to_jsonb(same.version_hash))
+        FROM same WHERE t.ctid = same.row_id
+        """
+    )
+    return cur.rowcount
+
+
 def _upsert_canonical(
     conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]], dag_run_id: str
 ) -> tuple[int, set[str]]:
@@ -1422,6 +1460,7 @@ def _upsert_canonical(
         f"{c} = EXCLUDED.{c}" for c in (*columns, *_FX_COLUMNS) if c not in ("source_system", "source_id")
     )
     current = _current_of(table)
+    _keep_versions_of_same_content(conn, kind)
     stale = {
         r[0]
         for r in conn.execute(
