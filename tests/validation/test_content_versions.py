@@ -43,7 +43,9 @@ def _extract_validate(dsn: str, client: Any, run: str) -> dict[str, Any]:
     from psa_erp_sync.extract import psa as psa_extract
     from psa_erp_sync.validation import time_expense as validation
 
-    window = psa_extract.plan_window(None, mode="full", as_of=AS_OF, overlap=timedelta(hours=1), sweep_days=45)
+    window = psa_extract.plan_window(
+        None, mode="full", as_of=AS_OF, overlap=timedelta(hours=1), sweep_days=45
+    )
     keys = {e: f"rehash/{run}{e}" for e in ENDPOINTS}
     staged: dict[str, Any] = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -104,7 +106,9 @@ def test_rehashing_a_month_creates_no_new_versions_and_no_erp_adjustments(
     from simulators.firm.generator import FirmSpec, generate_firm
     from simulators.firm.load import load_firm
 
-    firm = generate_firm(FirmSpec(seed=5, consultants=6, customers=20, projects=30, opportunities=5, today=TODAY))
+    firm = generate_firm(
+        FirmSpec(seed=5, consultants=6, customers=20, projects=30, opportunities=5, today=TODAY)
+    )
     load_firm(firm, psa_url=psa_sim.base_url, erp_url=erp_sim.base_url, crm_url=None, include_schedule=False)
     psa_sim.admin("PUT", "/config", json={"rate_limit_requests": 0})
     psa = HarvestClient(base_url=psa_sim.base_url, token="t", account_id="1")

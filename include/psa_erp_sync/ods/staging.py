@@ -14,6 +14,7 @@ is then new in staging, and validation keeps canonical's version when the conten
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -125,28 +126,92 @@ def _decode_raw(raw: bytes) -> object:
         return json.loads(raw)
 
 
-def _raw_copy_line(raw: bytes) -> tuple[bytes, object]:
-    """The COPY line of a raw item and its ``updated_at`` (whatever JSON value it is, or None).
+def _raw_row(item: object) -> tuple[str, str, str, object]:
+    """(source id, content hash, payload text, ``updated_at`` as sent) of one item of a raw page.
 
-    The key is the one the decoded item would get; an item that is not an object (or whose id is
-    missing) is decoded and keyed by its content, as :func:`missing_id_key` does for decoded items.
-    Whitespace between tokens (a pretty-printed source) becomes spaces: COPY's text format would
-    read a raw newline or tab as the end of the row or field, and valid JSON holds none inside strings.
+    The key is the one the decoded item gets; an item that is not an object (or has no id) is keyed
+    by its content, as :func:`missing_id_key` keys decoded items. The hash is sha256 of the bytes as
+    sent: the same bytes are the same version (a source that re-serialises a record differently
+    makes a new staged version with the same content, which validation keeps as the same canonical
+    version). ``jsonb`` cannot hold U+0000: such an escape is kept as the visible text ``\\u0000``.
     """
+    raw = bytes(item) if isinstance(item, msgspec.Raw | bytes) else _encode(item)
     try:
         stamp = _stamp_of(raw)
         source_id, seen = stamp.id, stamp.updated_at
     except msgspec.MsgspecError:  # not an object: keyed by its content
         source_id, seen = None, None
-    key = _copy_key(source_id) if source_id is not None else missing_id_key(_decode_raw(raw)).encode()
-    payload = raw
-    if b"\\" in payload:
-        if b"\\u0000" in payload:
-            payload = _NUL_ESCAPE.sub(rb"\1\\\\u0000", payload)
-        payload = payload.replace(b"\\", b"\\\\")
-    if b"\n" in payload or b"\r" in payload or b"\t" in payload:
-        payload = payload.replace(b"\n", b" ").replace(b"\r", b" ").replace(b"\t", b" ")
-    return key + b"\t" + payload + b"\n", seen
+    if source_id is None:
+        key = missing_id_key(_decode_raw(raw))
+    elif type(source_id) is int:
+        key = str(source_id)
+    else:
+        key = str(source_id).replace("\x00", "\\u0000")  # text cannot hold U+0000 (as the COPY path)
+    digest = hashlib.sha256(raw).hexdigest()
+    if b"\\u0000" in raw:
+        raw = _NUL_ESCAPE.sub(rb"\1\\\\u0000", raw)
+    return key, digest, raw.decode(), seen
+
+
+# One statement per raw page: no temporary table, no hashing in SQL; a version is a probe of the
+# primary key. A version already touched by this transaction (the same version earlier in this
+# extract: ``fetched_at`` is the transaction's start) is left alone and not returned: a duplicate.
+_UPSERT_RAW = """
+INSERT INTO staging.raw_record AS r
+    (source_system, endpoint, source_id, payload_hash, payload, fetched_at, first_run_key, last_run_key)
+SELECT %(system)s, %(endpoint)s, k.source_id, k.payload_hash, k.payload::jsonb, now(), %(run_key)s, %(run_key)s
+FROM unnest(%(ids)b::text[], %(hashes)b::text[], %(payloads)b::text[]) AS k(source_id, payload_hash, payload)
+ON CONFLICT (source_system, endpoint, source_id, payload_hash)
+DO UPDATE SET last_run_key = EXCLUDED.last_run_key, fetched_at = EXCLUDED.fetched_at
+WHERE r.last_run_key <> EXCLUDED.last_run_key OR r.fetched_at <> EXCLUDED.fetched_at
+RETURNING (xmax = 0) AS is_new
+"""
+
+
+def _stage_raw(
+    conn: psycopg.Connection,
+    pages: Iterable[Sequence[object]],
+    *,
+    run_key: str,
+    source_system: str,
+    endpoint: str,
+    progress: Callable[[int, float], None] | None,
+    started: float,
+) -> StageResult:
+    """:func:`stage_pages` for pages of raw items: one ``INSERT ... ON CONFLICT`` per page."""
+    extracted = new_versions = known_versions = 0
+    newest: datetime | None = None
+    params: dict[str, Any] = {"system": source_system, "endpoint": endpoint, "run_key": run_key}
+    for page in pages:
+        rows: dict[tuple[str, str], str] = {}  # a version twice in one page: sent once
+        for item in page:
+            key, digest, payload, stamp = _raw_row(item)
+            rows[key, digest] = payload
+            seen = source_timestamp(stamp)
+            if seen is not None and (newest is None or seen > newest):
+                newest = seen
+        extracted += len(page)
+        if rows:
+            params["ids"] = [k for k, _ in rows]
+            params["hashes"] = [h for _, h in rows]
+            params["payloads"] = list(rows.values())
+            with conn.cursor() as cur:
+                cur.execute(_UPSERT_RAW, params)
+                for (is_new,) in cur:
+                    new_versions += is_new
+                    known_versions += not is_new
+        if progress is not None:
+            progress(extracted, time.monotonic() - started)
+    return StageResult(
+        run_key=run_key,
+        extracted=extracted,
+        staged=extracted,
+        new_versions=new_versions,
+        known_versions=known_versions,
+        duplicates_in_extract=extracted - new_versions - known_versions,
+        max_updated_at=newest,
+        seconds=time.monotonic() - started,
+    )
 
 
 def missing_id_key(item: object) -> str:
@@ -173,6 +238,14 @@ def stage_pages(
     The caller commits (so the watermark can advance in the same transaction).
     """
     started = time.monotonic()
+    pages = iter(pages)
+    first = next(pages, None)
+    if first and isinstance(first[0], msgspec.Raw | bytes):
+        return _stage_raw(
+            conn, itertools.chain([first], pages), run_key=run_key, source_system=source_system,
+            endpoint=endpoint, progress=progress, started=started,
+        )  # fmt: skip
+    pages = itertools.chain([first] if first is not None else [], pages)
     extracted = 0
     newest: datetime | None = None  # computed here: a SQL cast of a hostile value would abort the COPY
     conn.execute(
@@ -183,18 +256,10 @@ def stage_pages(
         for page in pages:
             buffer = bytearray()
             for item in page:
-                if isinstance(item, msgspec.Raw | bytes):
-                    line, stamp = _raw_copy_line(bytes(item))
-                    buffer += line
-                    seen = source_timestamp(stamp)
-                    if seen is not None and (newest is None or seen > newest):
-                        newest = seen
-                    continue
-                is_dict = isinstance(item, dict)
-                source_id = item.get("id") if is_dict else None
+                source_id = item.get("id") if isinstance(item, dict) else None
                 key = _copy_key(source_id) if source_id is not None else missing_id_key(item).encode()
                 buffer += _copy_line(key, item)
-                if is_dict:
+                if isinstance(item, dict):
                     seen = source_timestamp(item.get("updated_at"))
                     if seen is not None and (newest is None or seen > newest):
                         newest = seen
