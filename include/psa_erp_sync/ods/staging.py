@@ -240,6 +240,8 @@ def stage_pages(
     started = time.monotonic()
     pages = iter(pages)
     first = next(pages, None)
+    while first is not None and not first:  # an empty page (a sweep's first query may find nothing)
+        first = next(pages, None)
     if first and isinstance(first[0], msgspec.Raw | bytes):
         return _stage_raw(
             conn, itertools.chain([first], pages), run_key=run_key, source_system=source_system,
@@ -256,6 +258,8 @@ def stage_pages(
         for page in pages:
             buffer = bytearray()
             for item in page:
+                if isinstance(item, msgspec.Raw | bytes):  # a raw item among decoded pages
+                    item = _decode_raw(bytes(item))
                 source_id = item.get("id") if isinstance(item, dict) else None
                 key = _copy_key(source_id) if source_id is not None else missing_id_key(item).encode()
                 buffer += _copy_line(key, item)
