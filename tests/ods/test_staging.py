@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import psycopg
@@ -115,3 +116,64 @@ def test_nothing_is_staged_unless_the_caller_commits(clean_ods: str) -> None:
         conn.rollback()
         assert conn.execute("SELECT count(*) FROM staging.raw_record").fetchone() == (0,)
         assert staging.get_watermark(conn, "psa", "/v2/x") is None
+
+
+def _raw_pages(items: list[object], size: int = 2) -> list[list[bytes]]:
+    """Each item's JSON as a source would send it: pretty-printed, numbers as written (1.50)."""
+    raw = [json.dumps(i, indent=1).replace('"HOURS"', "1.50").encode() for i in items]
+    return [raw[i : i + size] for i in range(0, len(raw), size)]
+
+
+def test_raw_items_stage_as_sent_with_the_keys_counts_and_watermark_of_decoded_ones(clean_ods: str) -> None:
+    """Pages of raw items (the PSA extract's path): hostile text kept, the same keys as decoded
+    items get (id-less and non-object items by content), numbers as the source wrote them, and
+    new / known / duplicate counts as the decoded path counts them."""
+    items: list[object] = [
+        {"id": i, "notes": note, "hours": "HOURS", "updated_at": f"2026-11-0{i % 9 + 1}T10:00:00Z"}
+        for i, note in enumerate(HOSTILE)
+    ]
+    items += [
+        {"notes": "x"},
+        {"id": None},
+        "not an object",
+        {"id": "a\tb\x00c"},
+        {"id": 99, "updated_at": "garbage"},
+    ]
+    with psycopg.connect(clean_ods) as conn:
+        first = staging.stage_pages(  # a sweep's first query may answer one empty page
+            conn, [[], *_raw_pages(items)], run_key="r1", source_system="psa", endpoint="/v2/time_entries"
+        )
+        conn.commit()
+        assert (first.extracted, first.staged, first.new_versions, first.known_versions) == (11, 11, 11, 0)
+        assert first.max_updated_at == datetime(2026, 11, 6, 10, tzinfo=UTC)
+        stored = dict(conn.execute("SELECT source_id, payload FROM staging.raw_record").fetchall())
+        hours = conn.execute(
+            "SELECT payload->>'hours' FROM staging.raw_record WHERE source_id = '0'"
+        ).fetchone()
+        # the same version twice, in one page and across pages: duplicates; the rest known
+        pages = [*_raw_pages(items), _raw_pages(items[:1])[0] * 2]
+        again = staging.stage_pages(
+            conn, pages, run_key="r2", source_system="psa", endpoint="/v2/time_entries"
+        )
+        conn.commit()
+        assert (again.extracted, again.new_versions, again.known_versions, again.duplicates_in_extract) == (
+            13,
+            0,
+            11,
+            2,
+        )
+        # the same run key read again (a cleared task): known, its read time moved
+        retry = staging.stage_pages(
+            conn, _raw_pages(items[:3]), run_key="r2", source_system="psa", endpoint="/v2/time_entries"
+        )
+        conn.commit()
+        assert (retry.new_versions, retry.known_versions, retry.duplicates_in_extract) == (0, 3, 0)
+        runs = {r[0] for r in conn.execute("SELECT DISTINCT last_run_key FROM staging.raw_record")}
+    assert runs == {"r2"}
+    for i, note in enumerate(HOSTILE[:4] + HOSTILE[5:]):
+        assert stored[str(i if i < 4 else i + 1)]["notes"] == note
+    assert stored["4"]["notes"] == "nul\\u0000byte"  # jsonb cannot hold U+0000: kept as visible text
+    assert hours == ("1.50",)  # as the source wrote it (decoded items went through a float: 1.5)
+    decoded_keys = {str(i["id"]) for i in items[:6] if isinstance(i, dict)} | {"a\tb\\u0000c", "99"}
+    decoded_keys |= {staging.missing_id_key(i) for i in items[6:9]}
+    assert set(stored) == decoded_keys

@@ -30,6 +30,24 @@ log = logging.getLogger(__name__)
 DEFAULT_USER_AGENT = "psa-erp-sync/0.1 (ops@example.com)"
 MAX_PER_PAGE = 2000
 _decode = msgspec.json.Decoder().decode
+_split_body = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+_split_list = msgspec.json.Decoder(list[msgspec.Raw]).decode
+
+
+def _split_page(content: bytes) -> Any:
+    """A page's top level with each member's JSON left raw (a body that is not an object: decoded)."""
+    try:
+        return _split_body(content)
+    except msgspec.ValidationError:
+        return _decode(content)
+
+
+def _split_items(raw: msgspec.Raw) -> list[msgspec.Raw] | None:
+    """The raw JSON of each item of the list ``raw`` holds, or None when it holds no list."""
+    try:
+        return _split_list(raw)
+    except msgspec.ValidationError:
+        return None
 
 
 class PsaApiError(Exception):
@@ -202,6 +220,20 @@ class HarvestClient:
     ) -> Iterator[list[dict[str, Any]]]:
         """Yield each page's items (the list under ``key``, by default the endpoint's last path
         segment), following ``links.next``."""
+        # msgspec: the same values as json.loads (floats, ints, str), 1.5x faster on pages of
+        # 2,000 items.
+        yield from self._pages(path, params, key, _decode)
+
+    def iter_raw_pages(
+        self, path: str, params: Mapping[str, Any] | None = None, *, key: str | None = None
+    ) -> Iterator[list[msgspec.Raw]]:
+        """Like :meth:`iter_pages`, but each item is the raw JSON bytes the PSA sent for it
+        (:class:`msgspec.Raw`): the page is split, not decoded (staging keeps what was sent)."""
+        yield from self._pages(path, params, key, _split_page)
+
+    def _pages(
+        self, path: str, params: Mapping[str, Any] | None, key: str | None, decode: Callable[[bytes], Any]
+    ) -> Iterator[Any]:
         url = self.url(path)
         endpoint = self._endpoint(url)
         key = key or endpoint.rstrip("/").rsplit("/", 1)[-1]
@@ -212,19 +244,22 @@ class HarvestClient:
             if response.status_code == 404:
                 raise PsaApiError(404, endpoint, _error_message(response))
             try:
-                # msgspec: the same values as json.loads (floats, ints, str), 1.5x faster
-                # on pages of 2,000 items; the staged content hashes do not change.
-                body = _decode(response.content)
+                body = decode(response.content)
+                items = body.get(key) if isinstance(body, dict) else None
+                if isinstance(items, msgspec.Raw):
+                    items = _split_items(items)
+                links = body.get("links") if isinstance(body, dict) else None
+                if isinstance(links, msgspec.Raw):
+                    links = _decode(links)
             except msgspec.DecodeError as exc:
                 raise PsaApiError(response.status_code, endpoint, "response is not valid JSON") from exc
-            items = body.get(key) if isinstance(body, dict) else None
             if not isinstance(items, list):
                 raise PsaApiError(response.status_code, endpoint, f"response has no list under {key!r}")
             self.pages_fetched += 1
             total += len(items)
             log.info("PSA %s page %d: %d items (%d so far)", endpoint, self.pages_fetched, len(items), total)
             yield items
-            next_url = (body.get("links") or {}).get("next")
+            next_url = (links if isinstance(links, dict) else {}).get("next")
             if not next_url:
                 return
             if urlsplit(next_url)[:2] != self._origin:

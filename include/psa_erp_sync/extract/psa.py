@@ -11,11 +11,12 @@ that were not announced. The watermark advances in the same transaction as the s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
+import msgspec
 import psycopg
 
 from psa_erp_sync.contracts.kinds import TRANSACTIONAL_ENDPOINTS
@@ -27,8 +28,23 @@ Mode = Literal["incremental", "sweep", "full"]
 TRANSACTIONAL = TRANSACTIONAL_ENDPOINTS
 
 
+@runtime_checkable
 class PageSource(Protocol):
     def iter_pages(self, path: str, params: dict[str, Any]) -> Iterator[list[dict[str, Any]]]: ...
+
+
+@runtime_checkable
+class RawPageSource(PageSource, Protocol):
+    """A source that can also hand over each item's JSON as sent (``HarvestClient``): staged as is."""
+
+    def iter_raw_pages(self, path: str, params: dict[str, Any]) -> Iterator[list[msgspec.Raw]]: ...
+
+
+def _pages_of(client: PageSource, endpoint: str, params: dict[str, Any]) -> Iterator[Sequence[object]]:
+    """The raw pages when the client has them (no decode and re-encode per record), else decoded ones."""
+    if isinstance(client, RawPageSource):
+        return client.iter_raw_pages(endpoint, params)
+    return client.iter_pages(endpoint, params)
 
 
 @dataclass(frozen=True)
@@ -97,7 +113,7 @@ def extract_endpoint(
 ) -> staging.StageResult:
     """Stream one endpoint into staging and advance its watermark, in one transaction."""
     queries = window.queries(per_page) if endpoint in TRANSACTIONAL else [{"per_page": per_page}]
-    pages = (page for params in queries for page in client.iter_pages(endpoint, params))
+    pages = (page for params in queries for page in _pages_of(client, endpoint, params))
     with conn.transaction():
         result = staging.stage_pages(
             conn,

@@ -2,16 +2,26 @@
 
 The content hash is computed by PostgreSQL over ``payload::text`` of the ``jsonb`` value, which
 is canonical (sorted keys, normalised whitespace), so the same content always hashes the same.
+
+Items arrive either decoded (dicts, re-encoded here) or as the raw JSON bytes of each item as the
+source sent them (:class:`msgspec.Raw` or ``bytes``, the PSA extract's path: no decode and
+re-encode per record, only ``id`` and ``updated_at`` are read). The two hash differently where the
+source writes a number a Python float would print otherwise (``1.50`` against ``1.5``): a version
+is then new in staging, and validation keeps canonical's version when the content is the same
+(content versioning, ``validation.time_expense``), so nothing changes downstream.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
 import msgspec
 import psycopg
@@ -95,6 +105,112 @@ def _copy_line(key: bytes, item: object) -> bytes:
     return key + b"\t" + payload + b"\n"
 
 
+class _Stamp(msgspec.Struct):
+    """What staging reads of a raw item: its id and update time (any JSON value; the rest skipped)."""
+
+    id: Any = None
+    updated_at: Any = None
+
+
+_stamp_of = msgspec.json.Decoder(_Stamp).decode
+_decode_item = msgspec.json.Decoder().decode
+
+
+def _decode_raw(raw: bytes) -> object:
+    try:
+        return _decode_item(raw)
+    except msgspec.MsgspecError:  # what msgspec refuses (a number beyond a double): as json reads it
+        return json.loads(raw)
+
+
+def _raw_row(item: object) -> tuple[str, str, str, object]:
+    """(source id, content hash, payload text, ``updated_at`` as sent) of one item of a raw page.
+
+    The key is the one the decoded item gets; an item that is not an object (or has no id) is keyed
+    by its content, as :func:`missing_id_key` keys decoded items. The hash is sha256 of the bytes as
+    sent: the same bytes are the same version (a source that re-serialises a record differently
+    makes a new staged version with the same content, which validation keeps as the same canonical
+    version). ``jsonb`` cannot hold U+0000: such an escape is kept as the visible text ``\\u0000``.
+    """
+    raw = bytes(item) if isinstance(item, msgspec.Raw | bytes) else _encode(item)
+    try:
+        stamp = _stamp_of(raw)
+        source_id, seen = stamp.id, stamp.updated_at
+    except msgspec.MsgspecError:  # not an object: keyed by its content
+        source_id, seen = None, None
+    if source_id is None:
+        key = missing_id_key(_decode_raw(raw))
+    elif type(source_id) is int:
+        key = str(source_id)
+    else:
+        key = str(source_id).replace("\x00", "\\u0000")  # text cannot hold U+0000 (as the COPY path)
+    digest = hashlib.sha256(raw).hexdigest()
+    if b"\\u0000" in raw:
+        raw = _NUL_ESCAPE.sub(rb"\1\\\\u0000", raw)
+    return key, digest, raw.decode(), seen
+
+
+# One statement per raw page: no temporary table, no hashing in SQL; a version is a probe of the
+# primary key. A version already touched by this transaction (the same version earlier in this
+# extract: ``fetched_at`` is the transaction's start) is left alone and not returned: a duplicate.
+_UPSERT_RAW = """
+INSERT INTO staging.raw_record AS r
+    (source_system, endpoint, source_id, payload_hash, payload, fetched_at, first_run_key, last_run_key)
+SELECT %(system)s, %(endpoint)s, k.source_id, k.payload_hash, k.payload::jsonb, now(), %(run_key)s, %(run_key)s
+FROM unnest(%(ids)b::text[], %(hashes)b::text[], %(payloads)b::text[]) AS k(source_id, payload_hash, payload)
+ON CONFLICT (source_system, endpoint, source_id, payload_hash)
+DO UPDATE SET last_run_key = EXCLUDED.last_run_key, fetched_at = EXCLUDED.fetched_at
+WHERE r.last_run_key <> EXCLUDED.last_run_key OR r.fetched_at <> EXCLUDED.fetched_at
+RETURNING (xmax = 0) AS is_new
+"""
+
+
+def _stage_raw(
+    conn: psycopg.Connection,
+    pages: Iterable[Sequence[object]],
+    *,
+    run_key: str,
+    source_system: str,
+    endpoint: str,
+    progress: Callable[[int, float], None] | None,
+    started: float,
+) -> StageResult:
+    """:func:`stage_pages` for pages of raw items: one ``INSERT ... ON CONFLICT`` per page."""
+    extracted = new_versions = known_versions = 0
+    newest: datetime | None = None
+    params: dict[str, Any] = {"system": source_system, "endpoint": endpoint, "run_key": run_key}
+    for page in pages:
+        rows: dict[tuple[str, str], str] = {}  # a version twice in one page: sent once
+        for item in page:
+            key, digest, payload, stamp = _raw_row(item)
+            rows[key, digest] = payload
+            seen = source_timestamp(stamp)
+            if seen is not None and (newest is None or seen > newest):
+                newest = seen
+        extracted += len(page)
+        if rows:
+            params["ids"] = [k for k, _ in rows]
+            params["hashes"] = [h for _, h in rows]
+            params["payloads"] = list(rows.values())
+            with conn.cursor() as cur:
+                cur.execute(_UPSERT_RAW, params)
+                for (is_new,) in cur:
+                    new_versions += is_new
+                    known_versions += not is_new
+        if progress is not None:
+            progress(extracted, time.monotonic() - started)
+    return StageResult(
+        run_key=run_key,
+        extracted=extracted,
+        staged=extracted,
+        new_versions=new_versions,
+        known_versions=known_versions,
+        duplicates_in_extract=extracted - new_versions - known_versions,
+        max_updated_at=newest,
+        seconds=time.monotonic() - started,
+    )
+
+
 def missing_id_key(item: object) -> str:
     """The source id an item without one is staged under: derived from its content, so it is kept
     (validation quarantines it, ``SCHEMA_INVALID``) rather than stopping the run, and the same
@@ -104,7 +220,7 @@ def missing_id_key(item: object) -> str:
 
 def stage_pages(
     conn: psycopg.Connection,
-    pages: Iterable[list[dict[str, object]]],
+    pages: Iterable[Sequence[object]],
     *,
     run_key: str,
     source_system: str,
@@ -113,10 +229,22 @@ def stage_pages(
 ) -> StageResult:
     """COPY every item of ``pages`` into staging in one transaction and return the counts.
 
-    An item without an ``id`` (or not an object) is staged under :func:`missing_id_key`. Memory is bounded by one page: pages stream into an open COPY.
+    An item is a decoded JSON value (a dict) or the raw JSON bytes of one item
+    (:class:`msgspec.Raw`, ``bytes``), staged as sent. An item without an ``id`` (or not an
+    object) is staged under :func:`missing_id_key`. Memory is bounded by one page: pages stream into an open COPY.
     The caller commits (so the watermark can advance in the same transaction).
     """
     started = time.monotonic()
+    pages = iter(pages)
+    first = next(pages, None)
+    while first is not None and not first:  # an empty page (a sweep's first query may find nothing)
+        first = next(pages, None)
+    if first and isinstance(first[0], msgspec.Raw | bytes):
+        return _stage_raw(
+            conn, itertools.chain([first], pages), run_key=run_key, source_system=source_system,
+            endpoint=endpoint, progress=progress, started=started,
+        )  # fmt: skip
+    pages = itertools.chain([first] if first is not None else [], pages)
     extracted = 0
     newest: datetime | None = None  # computed here: a SQL cast of a hostile value would abort the COPY
     conn.execute(
@@ -127,11 +255,12 @@ def stage_pages(
         for page in pages:
             buffer = bytearray()
             for item in page:
-                is_dict = isinstance(item, dict)
-                source_id = item.get("id") if is_dict else None
+                if isinstance(item, msgspec.Raw | bytes):  # a raw item among decoded pages
+                    item = _decode_raw(bytes(item))
+                source_id = item.get("id") if isinstance(item, dict) else None
                 key = _copy_key(source_id) if source_id is not None else missing_id_key(item).encode()
                 buffer += _copy_line(key, item)
-                if is_dict:
+                if isinstance(item, dict):
                     seen = source_timestamp(item.get("updated_at"))
                     if seen is not None and (newest is None or seen > newest):
                         newest = seen

@@ -1388,6 +1388,50 @@ def _newer(new: str) -> str:
     END"""
 
 
+#: What a version of a record is, beside its keys: the columns validation derives from the payload
+#: alone. Not ``is_deleted`` (a record read again is live whatever canonical says), nor the FX
+#: columns (they derive from the rate book too: a version staged again keeps its amounts as ever).
+def _content_columns(kind: Kind) -> tuple[str, ...]:
+    return tuple(
+        c for c in _COLUMNS[kind] if c not in ("source_system", "source_id", "version_hash", "is_deleted")
+    )
+
+
+def _keep_same_content_find_stale(conn: psycopg.Connection, kind: Kind) -> set[str]:
+    """Content versioning, and the stale check, in one probe of canonical's primary key per row.
+
+    A staged version whose canonical content equals the current row's takes the current row's
+    version hash, so it is no new version (nothing updated, posted or adjusted). Staging's hash is
+    of the payload as staged; a change of how payloads are staged or hashed (raw bytes instead of
+    re-encoded floats: ``1.50`` against ``1.5``), or an edit of a field canonical does not carry
+    with the same update time, makes a new staged version with the same content. Values compare as
+    values (``numeric`` 1.50 = 1.5).
+
+    Returns the source ids refused as stale: canonical already holds a newer version or a later
+    deletion (:func:`_newer`, evaluated with the version each row keeps).
+    """
+    t_content = ", ".join(f"t.{c}" for c in _content_columns(kind))
+    c_content = ", ".join(f"c.{c}" for c in _content_columns(kind))
+    rows = conn.execute(
+        f"""
+        WITH probe AS MATERIALIZED (
+            SELECT t.ctid AS row_id, t.source_id, c.version_hash AS current_version,
+                   c.version_hash <> t.version_hash
+                       AND ({t_content}) IS NOT DISTINCT FROM ({c_content}) AS same_content,
+                   (c.version_hash <> t.version_hash OR c.is_deleted) AND NOT ({_newer("t")}) AS stale,
+                   c.is_deleted AND NOT (t.source_read_at > coalesce(c.source_read_at, '-infinity')) AS stale_if_kept
+            FROM tmp_{kind} t CROSS JOIN LATERAL ({_current_of(TABLES[kind])}) c
+        ), kept AS (
+            UPDATE tmp_{kind} t SET version_hash = p.current_version,
+                record = jsonb_set(t.record, '{{version_hash}}', to_jsonb(p.current_version))
+            FROM probe p WHERE p.same_content AND t.ctid = p.row_id
+        )
+        SELECT source_id FROM probe WHERE CASE WHEN same_content THEN stale_if_kept ELSE stale END
+        """
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
 def _upsert_canonical(
     conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]], dag_run_id: str
 ) -> tuple[int, set[str]]:
@@ -1416,15 +1460,7 @@ def _upsert_canonical(
         f"{c} = EXCLUDED.{c}" for c in (*columns, *_FX_COLUMNS) if c not in ("source_system", "source_id")
     )
     current = _current_of(table)
-    stale = {
-        r[0]
-        for r in conn.execute(
-            f"""
-            SELECT t.source_id FROM tmp_{kind} t CROSS JOIN LATERAL ({current}) c
-            WHERE (c.version_hash <> t.version_hash OR c.is_deleted) AND NOT ({_newer("t")})
-            """
-        )
-    }
+    stale = _keep_same_content_find_stale(conn, kind)
     # The after-image only of updated rows (an inserted row's xmax is 0 and it has no before-image
     # to audit): building it for every inserted row was ~40 % of the statement.
     changed = conn.execute(
