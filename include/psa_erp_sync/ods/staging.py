@@ -145,8 +145,7 @@ def _raw_row(item: object) -> tuple[str, str, str, object]:
     else:
         key = str(source_id).replace("\x00", "\\u0000")  # text cannot hold U+0000 (as the COPY path)
     digest = hashlib.sha256(raw).hexdigest()
-    if b"\\u0000" in raw:
-        raw = _NUL_ESCAPE.sub(rb"\1\\\\u0000", raw)
+    raw = jsonb.escape_nul(raw)
     return key, digest, raw.decode(), seen
 
 
