@@ -1390,11 +1390,17 @@ def _newer(new: str) -> str:
 
 #: What a version of a record is, beside its keys: the columns validation derives from the payload
 #: alone. Not ``is_deleted`` (a record read again is live whatever canonical says), nor the FX
-#: columns (they derive from the rate book too: a version staged again keeps its amounts as ever).
+#: columns (they derive from the rate book too: a version staged again keeps its amounts as ever),
+#: nor ``source_updated_at``: the PSA moves it for edits canonical does not carry, above all when
+#: an invoice marks the entry billed (``billing_status``), and such an edit is no new version of the
+#: work (posting it again would send the ERP an adjustment that changes only the memo). The row
+#: keeps the update time of the version it holds (the approval's, which WIP ageing reads). A staged
+#: version with other content still replaces it only when newer than that time (:func:`_newer`).
+_NOT_CONTENT = ("source_system", "source_id", "version_hash", "is_deleted", "source_updated_at")
+
+
 def _content_columns(kind: Kind) -> tuple[str, ...]:
-    return tuple(
-        c for c in _COLUMNS[kind] if c not in ("source_system", "source_id", "version_hash", "is_deleted")
-    )
+    return tuple(c for c in _COLUMNS[kind] if c not in _NOT_CONTENT)
 
 
 def _keep_same_content_find_stale(conn: psycopg.Connection, kind: Kind) -> set[str]:
