@@ -58,6 +58,7 @@ CHART_STAGES: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
     ("post, ERP 250 ms/request", (
         ("post (periods + planner + engine)", "posting_remote.post.rows_per_s", "ours"),
         ("bare client", "posting_remote.erp_raw_capacity.rows_per_s", "ceiling"),
+        ("same records, bare", "posting_remote.erp_capacity_same_records.rows_per_s", "ceiling"),
     )),
 )  # fmt: skip
 COLOURS = {"ours": "#1f77b4", "ceiling": "#7f7f7f", "peer": "#ff7f0e"}

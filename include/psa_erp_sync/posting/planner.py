@@ -921,14 +921,19 @@ def plan(
         record_type, config, periods, result, router or default_router(), dict(periods_by_erp or {})
     )
     batch, parked, changes = pl.batch, pl.parked, pl.changes  # _flush empties them in place
+    # Handed on as they commit, the first chunks are smaller (a quarter, then doubling up to
+    # ``chunk``): the engine waits for the first chunk with every ERP slot idle.
+    size = max(chunk // 4, min(chunk, 500)) if on_chunk is not None else chunk
     with connections.connect_like(conn) as reader:
         set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
         for cand in _candidates(reader, record_type):
-            if len(batch) >= chunk:  # a chunk a correcting record filled (it skips the check below)
+            if len(batch) >= size:  # a chunk a correcting record filled (it skips the check below)
                 _flush(conn, record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
+                size = min(chunk, 2 * size)
             planned = _plan_reverse(pl, cand) if cand["desired"] is None else _plan_change(pl, cand)
-            if planned and len(batch) >= chunk:
+            if planned and len(batch) >= size:
                 _flush(conn, record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
+                size = min(chunk, 2 * size)
     _flush(conn, record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
     with conn.transaction():
         conn.execute(
