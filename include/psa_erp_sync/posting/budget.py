@@ -54,12 +54,9 @@ _GIVE = "SELECT pg_advisory_unlock(hashtext(%(key)s), %(slot)s)"
 # keeps its slots between requests can tell when another one is waiting for them.
 _WAITING = "SELECT pg_advisory_lock_shared(hashtext(%(key)s), -1)"
 _DONE_WAITING = "SELECT pg_advisory_unlock_shared(hashtext(%(key)s), -1)"
-_OTHERS_WAIT = """
-SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted
-               AND classid = (hashtext(%(key)s)::bigint & 4294967295)::oid AND objid = 4294967295::oid
-               AND pid <> pg_backend_pid()
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))
-"""
+# Fails exactly when another session holds the waiting lock (a session's own locks never conflict
+# with each other); an O(1) probe, where reading pg_locks takes every lock-manager partition.
+_OTHERS_WAIT = "SELECT NOT pg_try_advisory_xact_lock(hashtext(%(key)s), -1)"
 
 
 class BudgetExhausted(RuntimeError):
