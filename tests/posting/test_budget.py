@@ -64,7 +64,7 @@ def test_threads_of_one_process_never_share_a_slot(pg_dsn: str) -> None:
         for t in threads:
             t.join()
         assert peak[0] == 3
-        # Every slot given back once idle for the linger (20 ms): nothing left locked.
+        # Every slot given back once idle for the linger (0.1 s): nothing left locked.
         deadline = time.monotonic() + 5
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             while True:

@@ -18,7 +18,7 @@ would keep a dead holder's slots for that long.) See docs/posting.md.
 
 A slot given back is kept by the process for the next request of its threads while it is young
 (``hold``, 0.25 s since it was locked) and released to PostgreSQL once it has been idle for
-``linger`` (20 ms). A slot older than ``hold`` is given back when another session waits for one
+``linger`` (0.1 s: a loaded machine delays a thread's next request by tens of milliseconds). A slot older than ``hold`` is given back when another session waits for one
 (a waiter announces itself with a shared advisory lock while it polls) and not taken again by this
 process for 50 ms, so the waiter gets it; otherwise it is kept. A busy posting pass so pays one
 short query per slot and quarter second instead of two advisory-lock round trips per HTTP request
@@ -102,7 +102,7 @@ class AccountBudget:
         max_wait: float = 600.0,
         poll: float = 0.005,
         hold: float = 0.25,
-        linger: float = 0.02,
+        linger: float = 0.1,
     ) -> None:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
@@ -174,13 +174,15 @@ class AccountBudget:
             now = time.monotonic()
             if not self._keep(slot, now):
                 return
+            first_idle = not self._idle
             self._idle[slot] = now
             if self._releaser is None:
                 self._releaser = threading.Thread(
                     target=self._release_idle, name=f"erp-budget-{self.account}", daemon=True
                 )
                 self._releaser.start()
-            self._wake.notify()
+            if first_idle:  # else the releaser is already waiting for the oldest idle slot's linger
+                self._wake.notify()
 
     def _keep(self, slot: int, now: float) -> bool:
         """Whether this process may keep a slot it holds for its next request (the caller holds
