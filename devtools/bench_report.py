@@ -76,6 +76,7 @@ CHART_STAGES: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
         (
             ("post (periods + planner + engine)", "posting_remote.post.rows_per_s", "ours"),
             ("bare client", "posting_remote.erp_raw_capacity.rows_per_s", "ceiling"),
+            ("same records, bare", "posting_remote.erp_capacity_same_records.rows_per_s", "ceiling"),
         ),
     ),
 )

@@ -37,7 +37,8 @@ def _doc() -> dict[str, Any]:
             "dlt_merge_same_rows": {"rows_per_s": 2_000},
             "validate": {"rows_per_s": 6_000},
             "post": {"rows_per_s": 2_000, "engine_rows_per_s": 2_500},
-            "erp_raw_capacity": {"rows_per_s": 4_000},
+            "erp_raw_capacity": {"rows_per_s": 8_000},
+            "erp_capacity_same_records": {"rows_per_s": 4_000},
             "peak_rss_mb": 250.0,
             "billing": {
                 "post": {"documents_per_s": 45.0},

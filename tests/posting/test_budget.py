@@ -64,11 +64,17 @@ def test_threads_of_one_process_never_share_a_slot(pg_dsn: str) -> None:
         for t in threads:
             t.join()
         assert peak[0] == 3
-        with psycopg.connect(pg_dsn) as conn:  # every slot given back: nothing left locked
-            held = conn.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            ).fetchone()
+        # Every slot given back once idle for the linger (0.1 s): nothing left locked.
+        deadline = time.monotonic() + 5
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            while True:
+                held = conn.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ).fetchone()
+                if held == (0,) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
         assert held == (0,)
     finally:
         budget.close()
@@ -156,3 +162,36 @@ def test_the_client_takes_a_slot_around_each_request_only_while_governed() -> No
         budget_module.AccountBudget = original  # type: ignore[misc]
         client.close()
     assert events == ["take", "request", "give", "close", "request"]
+
+
+@pytest.mark.integration
+def test_a_busy_process_reuses_its_slots_and_still_shares_them(pg_dsn: str) -> None:
+    """A slot given back is reused by the next request of the process while it is young (no
+    advisory-lock round trip), yet a slot held past ``hold`` goes back to PostgreSQL, so another
+    process of the account gets it while this one stays busy."""
+    account = _account()
+    busy = AccountBudget(pg_dsn, account, 1, hold=0.2)
+    other = AccountBudget(pg_dsn, account, 1, max_wait=5)
+    stop = threading.Event()
+    reused = [0]
+
+    def keep_busy() -> None:
+        while not stop.is_set():
+            with busy.slot():
+                time.sleep(0.005)
+            reused[0] += 1
+
+    thread = threading.Thread(target=keep_busy)
+    try:
+        thread.start()
+        time.sleep(0.05)
+        started = time.monotonic()
+        with other.slot():
+            waited = time.monotonic() - started
+        assert waited < 2.0  # the busy process gave its one slot back within its hold
+    finally:
+        stop.set()
+        thread.join()
+        busy.close()
+        other.close()
+    assert reused[0] > 5

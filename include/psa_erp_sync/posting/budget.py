@@ -15,6 +15,15 @@ as the session holding it, so a holder that is SIGKILLed, OOM-killed or loses it
 its slots the moment the server notices the connection is gone; no lease to expire, no clock to
 trust, no sweeper. (Leases in a table would need a duration longer than the slowest request and
 would keep a dead holder's slots for that long.) See docs/posting.md.
+
+A slot given back is kept by the process for the next request of its threads while it is young
+(``hold``, 0.25 s since it was locked) and released to PostgreSQL once it has been idle for
+``linger`` (0.1 s: a loaded machine delays a thread's next request by tens of milliseconds). A slot older than ``hold`` is given back when another session waits for one
+(a waiter announces itself with a shared advisory lock while it polls) and not taken again by this
+process for 50 ms, so the waiter gets it; otherwise it is kept. A busy posting pass so pays one
+short query per slot and quarter second instead of two advisory-lock round trips per HTTP request
+(serialised on the budget's one connection: four per batch). The limit holds as before: a slot is
+in use only while this session holds its lock.
 """
 
 from __future__ import annotations
@@ -41,6 +50,13 @@ SELECT s FROM (SELECT s FROM generate_series(0, %(n)s - 1) AS s WHERE s <> ALL(%
 WHERE pg_try_advisory_lock(hashtext(%(key)s), s) LIMIT 1
 """
 _GIVE = "SELECT pg_advisory_unlock(hashtext(%(key)s), %(slot)s)"
+# A session waiting for a slot holds a shared lock on (key, -1) while it polls, so a process that
+# keeps its slots between requests can tell when another one is waiting for them.
+_WAITING = "SELECT pg_advisory_lock_shared(hashtext(%(key)s), -1)"
+_DONE_WAITING = "SELECT pg_advisory_unlock_shared(hashtext(%(key)s), -1)"
+# Fails exactly when another session holds the waiting lock (a session's own locks never conflict
+# with each other); an O(1) probe, where reading pg_locks takes every lock-manager partition.
+_OTHERS_WAIT = "SELECT NOT pg_try_advisory_xact_lock(hashtext(%(key)s), -1)"
 
 
 class BudgetExhausted(RuntimeError):
@@ -85,6 +101,8 @@ class AccountBudget:
         erp: str = "netsuite",
         max_wait: float = 600.0,
         poll: float = 0.005,
+        hold: float = 0.25,
+        linger: float = 0.1,
     ) -> None:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
@@ -94,10 +112,21 @@ class AccountBudget:
         self.limit = limit
         self.max_wait = max_wait
         self.poll = poll
+        self.hold = hold
+        self.linger = linger
         self._key = budget_key(erp, account)
         self._conn: psycopg.Connection[Any] | None = None
-        self._held: set[int] = set()
+        self._held: set[int] = set()  # locked by this session: in use or idle
+        self._locked_at: dict[int, float] = {}
+        # Locked but not in use, with when each was given back (reused by the next request).
+        self._idle: dict[int, float] = {}
+        # Slots given back because another session waits: not locked again by this process for
+        # a moment, so the waiter (polling every <= 25 ms) gets them.
+        self._cooldown: dict[int, float] = {}
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._releaser: threading.Thread | None = None
+        self._closed = False
         self._rng = random.Random()  # noqa: S311 - jitter, not security
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -108,17 +137,23 @@ class AccountBudget:
                 application_name=f"psa-erp-sync erp budget {self.erp}.{self.account}",
             )
             self._held.clear()  # locks of a lost session are gone with it
+            self._idle.clear()
+            self._locked_at.clear()
         return self._conn
 
     def _try_take(self) -> int | None:
         with self._lock:
+            now = time.monotonic()
+            for slot in list(self._idle):
+                del self._idle[slot]
+                if self._keep(slot, now):
+                    return slot  # still ours: no round trip
             if len(self._held) >= self.limit:
                 return None
             conn = self._connection()
+            skip = self._held | {s for s, until in self._cooldown.items() if until > now}
             try:
-                row = conn.execute(
-                    _TAKE, {"n": self.limit, "held": list(self._held), "key": self._key}
-                ).fetchone()
+                row = conn.execute(_TAKE, {"n": self.limit, "held": list(skip), "key": self._key}).fetchone()
             except psycopg.OperationalError:
                 conn.close()  # its locks die with it; the next attempt opens a new session
                 raise
@@ -126,22 +161,98 @@ class AccountBudget:
                 return None
             slot = int(row[0])
             self._held.add(slot)
+            self._locked_at[slot] = time.monotonic()
             return slot
 
     def _give(self, slot: int) -> None:
         with self._lock:
             if slot not in self._held:
                 return  # the session that held it is gone, and the lock with it
-            self._held.discard(slot)
-            try:
-                self._connection().execute(_GIVE, {"key": self._key, "slot": slot})
-            except psycopg.OperationalError:
-                if self._conn is not None:
-                    self._conn.close()
-                log.warning("ERP budget of %s: connection lost while giving back a slot", self.account)
+            if self._closed:
+                self._unlock(slot)
+                return
+            now = time.monotonic()
+            if not self._keep(slot, now):
+                return
+            first_idle = not self._idle
+            self._idle[slot] = now
+            if self._releaser is None:
+                self._releaser = threading.Thread(
+                    target=self._release_idle, name=f"erp-budget-{self.account}", daemon=True
+                )
+                self._releaser.start()
+            if first_idle:  # else the releaser is already waiting for the oldest idle slot's linger
+                self._wake.notify()
+
+    def _keep(self, slot: int, now: float) -> bool:
+        """Whether this process may keep a slot it holds for its next request (the caller holds
+        ``_lock``): yes while it is younger than ``hold``; then, if another session waits for a
+        slot of the account, it is given back (and not taken again for 50 ms), else renewed."""
+        if now - self._locked_at.get(slot, now) < self.hold:
+            return True
+        try:
+            row = self._connection().execute(_OTHERS_WAIT, {"key": self._key}).fetchone()
+        except psycopg.OperationalError:
+            if self._conn is not None:
+                self._conn.close()
+            return False
+        if slot not in self._held:  # the session was lost meanwhile
+            return False
+        if row is not None and row[0]:
+            self._unlock(slot)
+            self._cooldown[slot] = now + 0.05
+            return False
+        self._locked_at[slot] = now
+        return True
+
+    def _unlock(self, slot: int) -> None:
+        """Give a slot back to PostgreSQL (the caller holds ``_lock``)."""
+        self._held.discard(slot)
+        self._idle.pop(slot, None)
+        self._locked_at.pop(slot, None)
+        try:
+            self._connection().execute(_GIVE, {"key": self._key, "slot": slot})
+        except psycopg.OperationalError:
+            if self._conn is not None:
+                self._conn.close()
+            log.warning("ERP budget of %s: connection lost while giving back a slot", self.account)
+
+    def _release_idle(self) -> None:
+        """Give back slots idle for ``linger``: an idle process keeps none of the account's slots."""
+        with self._lock:
+            while not self._closed:
+                if not self._idle:
+                    self._wake.wait()
+                    continue
+                now = time.monotonic()
+                oldest = min(self._idle.values())
+                if now - oldest < self.linger:
+                    self._wake.wait(self.linger - (now - oldest))
+                    continue
+                for slot, since in list(self._idle.items()):
+                    if now - since >= self.linger:
+                        self._unlock(slot)
 
     def acquire(self) -> int:
         """Wait for a free slot and hold it; raises :class:`BudgetExhausted` after ``max_wait``."""
+        slot = self._try_take()
+        if slot is not None:
+            return slot
+        self._waiting(True)
+        try:
+            return self._wait_for_slot()
+        finally:
+            self._waiting(False)
+
+    def _waiting(self, waiting: bool) -> None:
+        with self._lock:
+            try:
+                self._connection().execute(_WAITING if waiting else _DONE_WAITING, {"key": self._key})
+            except psycopg.OperationalError:
+                if self._conn is not None:
+                    self._conn.close()  # the marker dies with the session
+
+    def _wait_for_slot(self) -> int:
         started = time.monotonic()
         delay = self.poll
         while True:
@@ -168,10 +279,17 @@ class AccountBudget:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
+            self._wake.notify_all()
             if self._conn is not None:
                 self._conn.close()  # releases every slot still held
                 self._conn = None
             self._held.clear()
+            self._idle.clear()
+            self._locked_at.clear()
+        if self._releaser is not None:
+            self._releaser.join()
+            self._releaser = None
 
 
 @contextmanager

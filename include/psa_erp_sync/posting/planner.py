@@ -1057,19 +1057,24 @@ def _plan_lane(
     """Plan every candidate of one lane (the records' own, or ``scope``'s shadow lane), a chunk at
     a time; a shadow posting is keyed as such (:func:`as_shadow`) before it is written."""
     batch, parked, changes = pl.batch, pl.parked, pl.changes  # _flush empties them in place
+    # Handed on as they commit, the first chunks are smaller (a quarter, then doubling up to
+    # ``chunk``): the engine waits for the first chunk with every ERP slot idle.
+    size = max(chunk // 4, min(chunk, 500)) if on_chunk is not None else chunk
 
     def flush() -> None:
+        nonlocal size
         if scope is not None:
             batch[:] = [p if p.shadow else as_shadow(p) for p in batch]
         _flush(conn, pl.record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
+        size = min(chunk, 2 * size)
 
     with connections.connect_like(conn) as reader:
         set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
         for cand in _candidates(reader, pl.record_type, scope):
-            if len(batch) >= chunk:  # a chunk a correcting record filled (it skips the check below)
+            if len(batch) >= size:  # a chunk a correcting record filled (it skips the check below)
                 flush()
             planned = _plan_reverse(pl, cand) if cand["desired"] is None else _plan_change(pl, cand)
-            if planned and len(batch) >= chunk:
+            if planned and len(batch) >= size:
                 flush()
     flush()
 
