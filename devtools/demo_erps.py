@@ -67,10 +67,14 @@ def cutover_routing(current: dict[str, Any], cutover: date) -> dict[str, Any]:
     entities[ENTITY] = {
         "effective": [
             {"first_day": None, "last_day": (cutover - timedelta(days=1)).isoformat(), "erp": "netsuite"},
-            {"first_day": cutover.isoformat(), "last_day": None, "erp": "sap",
-             "correction_policy": "reverse_and_repost"},
+            {
+                "first_day": cutover.isoformat(),
+                "last_day": None,
+                "erp": "sap",
+                "correction_policy": "reverse_and_repost",
+            },
         ]
-    }  # fmt: skip
+    }
     erps = {**current["erps"], "sap": {"connection": "sap_default"}}
     version = {"version": latest["version"] + 1, "legal_entities": entities}
     return {**current, "erps": erps, "versions": [*current["versions"], version]}
@@ -106,16 +110,23 @@ def sap_connection_for(url: str) -> dict[str, Any]:
 def sap_seed(user_ids: Iterable[int], years: Iterable[int], currency: str = "GBP") -> dict[str, Any]:
     """SAP's company code for ENTITY, every period of ``years`` open, a work agreement per user."""
     return {
-        "company_codes": [{"company_code": COMPANY_CODE, "name": "Northwind Consulting Ltd", "currency": currency}],
+        "company_codes": [
+            {"company_code": COMPANY_CODE, "name": "Northwind Consulting Ltd", "currency": currency}
+        ],
         "work_agreements": [
-            {"external_id": f"psa-user-{u}", "company_code": COMPANY_CODE, "person_work_agreement": f"{50_000_000 + u % 50_000_000:08d}"}
+            {
+                "external_id": f"psa-user-{u}",
+                "company_code": COMPANY_CODE,
+                "person_work_agreement": f"{50_000_000 + u % 50_000_000:08d}",
+            }
             for u in sorted(set(user_ids))
         ],
         "posting_periods": [
             {"company_code": COMPANY_CODE, "fiscal_year": y, "period": m, "open": True}
-            for y in sorted(set(years)) for m in range(1, 13)
+            for y in sorted(set(years))
+            for m in range(1, 13)
         ],
-    }  # fmt: skip
+    }
 
 
 def new_month_rows(
@@ -131,10 +142,18 @@ def new_month_rows(
     picked = [e for e in entries if e["project_id"] in uk_projects and e.get("is_closed")][:limit]
     at = stamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return [
-        {**e, "id": id_base + i, "spent_date": days[i % len(days)].isoformat(), "is_closed": True,
-         "is_locked": True, "is_billed": False, "created_at": at, "updated_at": at}
+        {
+            **e,
+            "id": id_base + i,
+            "spent_date": days[i % len(days)].isoformat(),
+            "is_closed": True,
+            "is_locked": True,
+            "is_billed": False,
+            "created_at": at,
+            "updated_at": at,
+        }
         for i, e in enumerate(picked, start=1)
-    ]  # fmt: skip
+    ]
 
 
 def book_new_month(firm: Any, psa_url: str, cutover: date, today: date) -> dict[str, int]:
@@ -148,14 +167,20 @@ def book_new_month(firm: Any, psa_url: str, cutover: date, today: date) -> dict[
     stamp = datetime.now(UTC)
     rows = {
         "time_entries": new_month_rows(
-            [r for chunk in iter_time_entries(firm) for r in chunk], uk_projects, days,
-            id_base=TIME_ID_BASE, stamp=stamp,
+            [r for chunk in iter_time_entries(firm) for r in chunk],
+            uk_projects,
+            days,
+            id_base=TIME_ID_BASE,
+            stamp=stamp,
         ),
         "expenses": new_month_rows(
-            [r for chunk in iter_expenses(firm) for r in chunk], uk_projects, days,
-            id_base=EXPENSE_ID_BASE, stamp=stamp,
+            [r for chunk in iter_expenses(firm) for r in chunk],
+            uk_projects,
+            days,
+            id_base=EXPENSE_ID_BASE,
+            stamp=stamp,
         ),
-    }  # fmt: skip
+    }
     for name, chunk in rows.items():
         if chunk:
             httpx.post(f"{psa_url}/admin/seed", json={name: chunk}, timeout=120).raise_for_status()

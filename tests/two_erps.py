@@ -34,39 +34,78 @@ ROUTING = {
                 UK: {
                     "effective": [
                         {"first_day": None, "last_day": "2026-12-31", "erp": "netsuite"},
-                        {"first_day": "2027-01-01", "last_day": None, "erp": "sap",
-                         "correction_policy": "reverse_and_repost"},
+                        {
+                            "first_day": "2027-01-01",
+                            "last_day": None,
+                            "erp": "sap",
+                            "correction_policy": "reverse_and_repost",
+                        },
                     ]
                 },
             },
         }
     ],
-}  # fmt: skip
+}
 MONTHS = [("2026-11", "30"), ("2026-12", "31"), ("2027-01", "31"), ("2027-02", "28")]
 NETSUITE_SEED = {
-    "subsidiaries": [{"external_id": UK, "name": "Northwind UK Ltd", "country": "GB", "currency": "GBP",
-                      "is_inactive": False}],
+    "subsidiaries": [
+        {
+            "external_id": UK,
+            "name": "Northwind UK Ltd",
+            "country": "GB",
+            "currency": "GBP",
+            "is_inactive": False,
+        }
+    ],
     "currencies": [{"symbol": "GBP", "name": "GBP"}],
     "employees": [{"external_id": "psa-user-7", "subsidiary": UK, "is_inactive": False}],
-    "customers": [{"external_id": "psa-client-1", "company_name": "Acme Ltd", "subsidiary": UK, "currency": "GBP",
-                   "is_inactive": False}],
-    "jobs": [{"external_id": "psa-project-42", "name": "Project 42", "customer": "psa-client-1", "subsidiary": UK,
-              "currency": "GBP", "billing_type": "time_and_materials", "contract_value": "100000.00",
-              "is_inactive": False}],
+    "customers": [
+        {
+            "external_id": "psa-client-1",
+            "company_name": "Acme Ltd",
+            "subsidiary": UK,
+            "currency": "GBP",
+            "is_inactive": False,
+        }
+    ],
+    "jobs": [
+        {
+            "external_id": "psa-project-42",
+            "name": "Project 42",
+            "customer": "psa-client-1",
+            "subsidiary": UK,
+            "currency": "GBP",
+            "billing_type": "time_and_materials",
+            "contract_value": "100000.00",
+            "is_inactive": False,
+        }
+    ],
     "accounting_periods": [
-        {"external_id": f"{UK}-{m}", "subsidiary": UK, "period_name": m, "start_date": f"{m}-01",
-         "end_date": f"{m}-{d}", "closed": False, "all_locked": False, "ar_locked": False, "ap_locked": False}
+        {
+            "external_id": f"{UK}-{m}",
+            "subsidiary": UK,
+            "period_name": m,
+            "start_date": f"{m}-01",
+            "end_date": f"{m}-{d}",
+            "closed": False,
+            "all_locked": False,
+            "ar_locked": False,
+            "ap_locked": False,
+        }
         for m, d in MONTHS
     ],
-}  # fmt: skip
+}
 SAP_SEED = {
     "company_codes": [{"company_code": COMPANY, "currency": "GBP"}],
-    "work_agreements": [{"external_id": "psa-user-7", "company_code": COMPANY, "person_work_agreement": "50000007"}],
+    "work_agreements": [
+        {"external_id": "psa-user-7", "company_code": COMPANY, "person_work_agreement": "50000007"}
+    ],
     "posting_periods": [
-        {"company_code": COMPANY, "fiscal_year": y, "period": m, "open": True} for y in (2026, 2027)
+        {"company_code": COMPANY, "fiscal_year": y, "period": m, "open": True}
+        for y in (2026, 2027)
         for m in range(1, 13)
     ],
-}  # fmt: skip
+}
 SAP_EXTRA = {"company_codes": {UK: COMPANY}, "activity_type": "T001"}
 
 
@@ -83,8 +122,13 @@ def connect_two_erps(
     config_dir = routed_config_dir(tmp_path / "config", routing=ROUTING)
     monkeypatch.setenv("PSA_ERP_SYNC_CONFIG_DIR", str(config_dir))
     connect_airflow(monkeypatch, dsn, erp=erp_sim)
-    sap_conn = {"conn_type": "http", "host": sap_sim.base_url, "login": "PSA_COMM", "password": "secret",
-                "extra": SAP_EXTRA}  # fmt: skip
+    sap_conn = {
+        "conn_type": "http",
+        "host": sap_sim.base_url,
+        "login": "PSA_COMM",
+        "password": "secret",
+        "extra": SAP_EXTRA,
+    }
     monkeypatch.setenv("AIRFLOW_CONN_SAP_DEFAULT", json.dumps(sap_conn))
     if seed:
         erp_sim.admin("POST", "/seed", json=NETSUITE_SEED)

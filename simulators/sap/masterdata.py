@@ -29,14 +29,22 @@ MASTER = "ZPSA_MASTERDATA_SRV"
 SETS = ["WorkAgreementCollection", "CustomerCollection", "WBSElementCollection"]
 FIELDS = {
     "WorkAgreementCollection": frozenset(
-        {"PersonWorkAgreementExternalID", "CompanyCode", "PersonWorkAgreement", "FirstName", "LastName",
-         "StartDate", "EndDate", "IsInactive"}
+        {
+            "PersonWorkAgreementExternalID",
+            "CompanyCode",
+            "PersonWorkAgreement",
+            "FirstName",
+            "LastName",
+            "StartDate",
+            "EndDate",
+            "IsInactive",
+        }
     ),
     "CustomerCollection": frozenset({"Customer", "CompanyCode", "CustomerName", "Currency", "IsBlocked"}),
     "WBSElementCollection": frozenset(
         {"WBSElement", "CompanyCode", "Description", "Customer", "Currency", "IsClosed"}
     ),
-}  # fmt: skip
+}
 
 
 def entity(set_name: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -110,9 +118,14 @@ def upsert(conn: psycopg.Connection, set_name: str, payload: dict[str, Any]) -> 
                     is_blocked = EXCLUDED.is_blocked
                 RETURNING *
                 """,
-                (_text(payload, "Customer", 40), company, _text(payload, "CustomerName", 80),
-                 _text(payload, "Currency", 5), _flag(payload, "IsBlocked")),
-            ).fetchone()  # fmt: skip
+                (
+                    _text(payload, "Customer", 40),
+                    company,
+                    _text(payload, "CustomerName", 80),
+                    _text(payload, "Currency", 5),
+                    _flag(payload, "IsBlocked"),
+                ),
+            ).fetchone()
         customer = _text(payload, "Customer", 40)
         if (
             cur.execute(
@@ -130,9 +143,15 @@ def upsert(conn: psycopg.Connection, set_name: str, payload: dict[str, Any]) -> 
                 currency = EXCLUDED.currency, is_closed = EXCLUDED.is_closed
             RETURNING *
             """,
-            (_text(payload, "WBSElement", 24), company, _text(payload, "Description", 40), customer,
-             _text(payload, "Currency", 5), _flag(payload, "IsClosed")),
-        ).fetchone()  # fmt: skip
+            (
+                _text(payload, "WBSElement", 24),
+                company,
+                _text(payload, "Description", 40),
+                customer,
+                _text(payload, "Currency", 5),
+                _flag(payload, "IsClosed"),
+            ),
+        ).fetchone()
 
 
 def _work_agreement(cur: psycopg.Cursor[Any], company: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -147,10 +166,16 @@ def _work_agreement(cur: psycopg.Cursor[Any], company: str, payload: dict[str, A
             is_inactive = EXCLUDED.is_inactive
         RETURNING *
         """,
-        (external_id, company, _text(payload, "FirstName", 40, required=False),
-         _text(payload, "LastName", 40, required=False), _day(payload, "StartDate"), _day(payload, "EndDate"),
-         _flag(payload, "IsInactive")),
-    ).fetchone()  # fmt: skip
+        (
+            external_id,
+            company,
+            _text(payload, "FirstName", 40, required=False),
+            _text(payload, "LastName", 40, required=False),
+            _day(payload, "StartDate"),
+            _day(payload, "EndDate"),
+            _flag(payload, "IsInactive"),
+        ),
+    ).fetchone()
     if row is None:
         raise ODataError(500, "/IWBEP/CM_MGW_RT/000", "work agreement not stored")
     return dict(row)

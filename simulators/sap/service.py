@@ -251,22 +251,36 @@ PP_QUERY = EntityQuery(
 
 MASTER_QUERIES = {
     "WorkAgreementCollection": EntityQuery(
-        "WorkAgreementCollection", masterdata.MASTER, f"{masterdata.MASTER}.WorkAgreement",
+        "WorkAgreementCollection",
+        masterdata.MASTER,
+        f"{masterdata.MASTER}.WorkAgreement",
         "SELECT * FROM work_agreement",
         {"PersonWorkAgreementExternalID": "external_id", "CompanyCode": "company_code"},
-        frozenset(), ("PersonWorkAgreementExternalID", "CompanyCode"), "md5(external_id || company_code)",
+        frozenset(),
+        ("PersonWorkAgreementExternalID", "CompanyCode"),
+        "md5(external_id || company_code)",
     ),
     "CustomerCollection": EntityQuery(
-        "CustomerCollection", masterdata.MASTER, f"{masterdata.MASTER}.Customer", "SELECT * FROM customer",
+        "CustomerCollection",
+        masterdata.MASTER,
+        f"{masterdata.MASTER}.Customer",
+        "SELECT * FROM customer",
         {"Customer": "customer", "CompanyCode": "company_code"},
-        frozenset(), ("Customer", "CompanyCode"), "md5(customer || company_code)",
+        frozenset(),
+        ("Customer", "CompanyCode"),
+        "md5(customer || company_code)",
     ),
     "WBSElementCollection": EntityQuery(
-        "WBSElementCollection", masterdata.MASTER, f"{masterdata.MASTER}.WBSElement", "SELECT * FROM wbs_element",
+        "WBSElementCollection",
+        masterdata.MASTER,
+        f"{masterdata.MASTER}.WBSElement",
+        "SELECT * FROM wbs_element",
         {"WBSElement": "wbs_element", "CompanyCode": "company_code", "Customer": "customer"},
-        frozenset(), ("WBSElement", "CompanyCode"), "md5(wbs_element || company_code)",
+        frozenset(),
+        ("WBSElement", "CompanyCode"),
+        "md5(wbs_element || company_code)",
     ),
-}  # fmt: skip
+}
 
 
 def _int_option(query: dict[str, str], name: str) -> int | None:

@@ -75,8 +75,12 @@ def test_a_migrated_entity_flows_to_netsuite_before_cutover_and_to_sap_after(
     airflow = Path(sys.executable).parent / "airflow"
     proc = subprocess.run(
         [str(airflow), "dags", "test", DAG_ID, "2026-12-06T12:34:00+00:00"],
-        capture_output=True, text=True, env=env, timeout=600, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
 
     events = load_events(events_path)
@@ -89,11 +93,21 @@ def test_a_migrated_entity_flows_to_netsuite_before_cutover_and_to_sap_after(
     )
     assert erp_outputs == sorted([(netsuite_ns, NETSUITE_TIMEBILLS), (sap_ns, SAP_TIMESHEETS)])
     routes = complete["run"]["facets"]["erpRoutes"]["routes"]
-    assert [(r["erp"], r["namespace"], r["dataset"], r["legalEntity"], r["firstDate"], r["lastDate"], r["postings"])
-            for r in routes] == [
+    assert [
+        (
+            r["erp"],
+            r["namespace"],
+            r["dataset"],
+            r["legalEntity"],
+            r["firstDate"],
+            r["lastDate"],
+            r["postings"],
+        )
+        for r in routes
+    ] == [
         ("netsuite", netsuite_ns, NETSUITE_TIMEBILLS, UK, "2026-12-30", "2026-12-31", 2),
         ("sap", sap_ns, SAP_TIMESHEETS, UK, "2027-01-01", "2027-01-04", 2),
-    ]  # fmt: skip
+    ]
     try:
         report = SpecValidator().validate(events)
     except FileNotFoundError:  # no ../shared beside this checkout: the rest is checked

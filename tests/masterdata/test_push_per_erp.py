@@ -20,16 +20,32 @@ from tests.two_erps import COMPANY, UK, connect_two_erps
 
 pytestmark = pytest.mark.integration
 
-EMPLOYEE = {"subsidiary": {"externalId": UK}, "firstName": "Ada", "lastName": "Byron", "hireDate": "2026-06-01",
-            "releaseDate": None, "isInactive": False}  # fmt: skip
-CUSTOMER = {"companyName": "Globex Ltd", "subsidiary": {"externalId": UK}, "currency": {"refName": "GBP"},
-            "isInactive": False}  # fmt: skip
+EMPLOYEE = {
+    "subsidiary": {"externalId": UK},
+    "firstName": "Ada",
+    "lastName": "Byron",
+    "hireDate": "2026-06-01",
+    "releaseDate": None,
+    "isInactive": False,
+}
+CUSTOMER = {
+    "companyName": "Globex Ltd",
+    "subsidiary": {"externalId": UK},
+    "currency": {"refName": "GBP"},
+    "isInactive": False,
+}
 
 
 def _job(customer: str) -> dict[str, object]:
-    return {"companyName": "Project 43", "parent": {"externalId": customer}, "subsidiary": {"externalId": UK},
-            "currency": {"refName": "GBP"}, "billingType": "time_and_materials", "contractValue": "5000.00",
-            "isInactive": False}  # fmt: skip
+    return {
+        "companyName": "Project 43",
+        "parent": {"externalId": customer},
+        "subsidiary": {"externalId": UK},
+        "currency": {"refName": "GBP"},
+        "billingType": "time_and_materials",
+        "contractValue": "5000.00",
+        "isInactive": False,
+    }
 
 
 def test_master_data_is_written_to_the_erp_the_entity_routes_to(
@@ -58,9 +74,13 @@ def test_master_data_is_written_to_the_erp_the_entity_routes_to(
         before = RoutedErpWriter(routing, by_name, as_of=date(2026, 12, 15))
         before.upsert("customer", "psa-client-3", CUSTOMER)
         assert (after.sent, before.sent) == (
-            {("employee", "psa-user-8"): "sap", ("customer", "psa-client-2"): "sap", ("job", "psa-project-43"): "sap"},
+            {
+                ("employee", "psa-user-8"): "sap",
+                ("customer", "psa-client-2"): "sap",
+                ("job", "psa-project-43"): "sap",
+            },
             {("customer", "psa-client-3"): "netsuite"},
-        )  # fmt: skip
+        )
 
     with S4HanaClient(base_url=sap_sim.base_url, user="PSA_COMM", password="secret") as sap:
         agreements = {
@@ -72,11 +92,16 @@ def test_master_data_is_written_to_the_erp_the_entity_routes_to(
         # The work agreement is the one SAP books time under: a record on the new WBS element is taken.
         entry = sap.create_timesheet(
             TimeSheetInput(
-                person_work_agreement_external_id="psa-user-8", company_code=COMPANY, day=date(2027, 1, 5),
-                hours=Decimal("1.00"), activity_type="T001", wbs_element="psa-project-43", note="psa:900 v:x",
+                person_work_agreement_external_id="psa-user-8",
+                company_code=COMPANY,
+                day=date(2027, 1, 5),
+                hours=Decimal("1.00"),
+                activity_type="T001",
+                wbs_element="psa-project-43",
+                note="psa:900 v:x",
             ),
             idempotency_key="push-per-erp-1",
-        )  # fmt: skip
+        )
     assert agreements["psa-user-8"]["LastName"] == "Byron" and agreements["psa-user-8"]["IsInactive"] is False
     assert agreements["psa-user-8"]["StartDate"] == "/Date(1780272000000)/"  # 2026-06-01
     assert customers == ["psa-client-2"]

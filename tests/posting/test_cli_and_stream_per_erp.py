@@ -69,8 +69,16 @@ def test_the_command_line_and_the_stream_post_each_side_to_its_erp(
     with pytest.raises(SystemExit):
         main(base)
     capsys.readouterr()
-    sap = ["--sap-url", sap_sim.base_url, "--sap-password", "secret", "--sap-company-code", f"{UK}={COMPANY}",
-           "--sap-activity-type", "T001"]  # fmt: skip
+    sap = [
+        "--sap-url",
+        sap_sim.base_url,
+        "--sap-password",
+        "secret",
+        "--sap-company-code",
+        f"{UK}={COMPANY}",
+        "--sap-activity-type",
+        "T001",
+    ]
     assert main([*base, *sap]) == 0
     outcome = json.loads(capsys.readouterr().out)["outcome"]
     assert (outcome["by_erp"]["netsuite"]["posted"], outcome["by_erp"]["sap"]["posted"]) == (1, 1), outcome
@@ -91,9 +99,14 @@ def test_the_command_line_and_the_stream_post_each_side_to_its_erp(
             "sap": adapter_for("sap", client, sap_mapping=SapMapping({UK: COMPANY}, activity_type="T001")),
         }
         _post_kinds(
-            ["time_entry"], dsn=clean_ods, erp_client=adapters, config=load_config(), engine_settings=None,
-            run_id="stream-per-erp", result=result,
-        )  # fmt: skip
+            ["time_entry"],
+            dsn=clean_ods,
+            erp_client=adapters,
+            config=load_config(),
+            engine_settings=None,
+            run_id="stream-per-erp",
+            result=result,
+        )
     by_erp = result.posted["timebill"]["by_erp"]
     assert (by_erp["netsuite"]["posted"], by_erp["sap"]["posted"]) == (1, 1), by_erp
     assert _netsuite_ids(erp_sim) == {"psa-te-1", "psa-te-5"}

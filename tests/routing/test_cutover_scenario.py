@@ -248,8 +248,11 @@ def test_a_month_across_the_cutover_posts_each_side_to_its_erp(
 # (the ERP it moves to on 2027-01-01); then both ERPs are read back and reconciled to the cent.
 PARALLEL = copy.deepcopy(ROUTING)
 PARALLEL["versions"][0]["legal_entities"][UK]["effective"][1]["parallel_run"] = {
-    "first_day": "2026-12-01", "last_day": "2026-12-31", "primary": "netsuite", "secondary": "sap"
-}  # fmt: skip
+    "first_day": "2026-12-01",
+    "last_day": "2026-12-31",
+    "primary": "netsuite",
+    "secondary": "sap",
+}
 PARALLEL_SEED = copy.deepcopy(NETSUITE_SEED)
 PARALLEL_SEED["jobs"].append(
     {**NETSUITE_SEED["jobs"][0], "external_id": "psa-project-43", "name": "Project 43"}
@@ -291,15 +294,20 @@ def _change_in_sap(source: str, hours: str) -> None:
 
     with SapHook("sap_default").get_client() as client:
         (live,) = [
-            e for e in client.timesheets("psa-user-7", "2010")
+            e
+            for e in client.timesheets("psa-user-7", "2010")
             if e.is_live and f"psa:{source} " in e.TimeSheetDataFields.TimeSheetNoteText + " "
-        ]  # fmt: skip
+        ]
         fields = live.TimeSheetDataFields
         entry = TimeSheetInput(
-            person_work_agreement_external_id="psa-user-7", company_code="2010", day=live.TimeSheetDate,
-            hours=Decimal(hours), activity_type=fields.ActivityType, wbs_element=fields.WBSElement,
+            person_work_agreement_external_id="psa-user-7",
+            company_code="2010",
+            day=live.TimeSheetDate,
+            hours=Decimal(hours),
+            activity_type=fields.ActivityType,
+            wbs_element=fields.WBSElement,
             note=fields.TimeSheetNoteText,
-        )  # fmt: skip
+        )
         body = entry.payload(operation="U", note=fields.TimeSheetNoteText, record=live.TimeSheetRecord)
         (result,) = client.batch([[sap.BatchRequest("POST", sap.TIMESHEETS, body)]])
         assert result.error is None, result.error
@@ -315,8 +323,13 @@ def _parallel_setup(
     config_dir = routed_config_dir(tmp_path / "config", routing=PARALLEL)
     monkeypatch.setenv("PSA_ERP_SYNC_CONFIG_DIR", str(config_dir))
     connect_airflow(monkeypatch, dsn, erp=erp_sim)
-    sap_conn = {"conn_type": "http", "host": sap_sim.base_url, "login": "PSA_COMM", "password": "secret",
-                "extra": {"company_codes": {UK: "2010"}, "activity_type": "T001"}}  # fmt: skip
+    sap_conn = {
+        "conn_type": "http",
+        "host": sap_sim.base_url,
+        "login": "PSA_COMM",
+        "password": "secret",
+        "extra": {"company_codes": {UK: "2010"}, "activity_type": "T001"},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_SAP_DEFAULT", json.dumps(sap_conn))
     erp_sim.admin("POST", "/seed", json=PARALLEL_SEED)
     sap_sim.admin("POST", "/seed", json=SAP_SEED)
@@ -344,12 +357,18 @@ def test_a_parallel_run_posts_both_erps_and_reconciles_them(
     # NetSuite: 5, 6, 1, 2 (their route); SAP: 3, 4 (their route) and the shadows of 6, 1, 2.
     assert (first["by_erp"]["netsuite"]["posted"], first["by_erp"]["sap"]["posted"]) == (4, 5), first
     assert {k: v[0] for k, v in _netsuite(erp_sim).items()} == {
-        "5": Decimal("1.00"), "6": Decimal("0.75"), "1": Decimal("1.50"), "2": Decimal("2.00"),
-    }  # fmt: skip
+        "5": Decimal("1.00"),
+        "6": Decimal("0.75"),
+        "1": Decimal("1.50"),
+        "2": Decimal("2.00"),
+    }
     assert _sap_lanes(sap_sim) == {
-        "3": Decimal("3.25"), "4": Decimal("4.00"),
-        "6-shadow": Decimal("0.75"), "1-shadow": Decimal("1.50"), "2-shadow": Decimal("2.00"),
-    }  # fmt: skip
+        "3": Decimal("3.25"),
+        "4": Decimal("4.00"),
+        "6-shadow": Decimal("0.75"),
+        "1-shadow": Decimal("1.50"),
+        "2-shadow": Decimal("2.00"),
+    }
     with psycopg.connect(clean_ods) as conn:
         lanes = conn.execute(
             "SELECT target_erp, shadow, idempotency_key FROM ledger.posting WHERE source_id = '1' ORDER BY seq"
@@ -374,19 +393,23 @@ def test_a_parallel_run_posts_both_erps_and_reconciles_them(
     assert second["still_pending"] == 0 and second["rejected"] == 0, second
     assert {k: v[0] for k, v in _netsuite(erp_sim).items()} == {"5": Decimal("1.00"), "6": Decimal("1.25")}
     assert _sap_lanes(sap_sim) == {
-        "2": Decimal("2.50"), "3": Decimal("3.25"),  # SAP's own: 2 reposted past the cutover, 4 reversed
-        "6-shadow": Decimal("1.25"), "5-shadow": Decimal("1.00"),  # the shadow: 1, 2 reversed, 5 added
-    }  # fmt: skip
+        "2": Decimal("2.50"),
+        "3": Decimal("3.25"),  # SAP's own: 2 reposted past the cutover, 4 reversed
+        "6-shadow": Decimal("1.25"),
+        "5-shadow": Decimal("1.00"),  # the shadow: 1, 2 reversed, 5 added
+    }
     with psycopg.connect(clean_ods) as conn:
         rows = conn.execute(
             "SELECT action, target_erp, shadow, state FROM ledger.posting WHERE source_id = '2' ORDER BY seq"
         ).fetchall()
         items = conn.execute("SELECT count(*) FROM exceptions.item WHERE status = 'open'").fetchone()
     assert rows == [
-        ("post", "netsuite", False, "confirmed"), ("post", "sap", True, "confirmed"),
-        ("reverse", "netsuite", False, "confirmed"), ("post", "sap", False, "confirmed"),
+        ("post", "netsuite", False, "confirmed"),
+        ("post", "sap", True, "confirmed"),
+        ("reverse", "netsuite", False, "confirmed"),
+        ("post", "sap", False, "confirmed"),
         ("reverse", "sap", True, "confirmed"),
-    ], rows  # fmt: skip
+    ], rows
     assert items == (0,)
     # The ERP totals per side: NetSuite 2.25 h (GBP 225.00); SAP 5.75 h of its own, 2.25 h shadow.
     assert sum(v[1] for v in _netsuite(erp_sim).values()) == Decimal("225.00")

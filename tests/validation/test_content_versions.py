@@ -24,7 +24,14 @@ pytestmark = pytest.mark.integration
 
 TODAY = date(2026, 10, 7)  # the September 2026 month settles on 7 October
 AS_OF = datetime(2026, 10, 7, 12, tzinfo=UTC)
-ENDPOINTS = ("/v2/projects", "/v2/users", "/v2/task_assignments", "/v2/expense_categories", "/v2/time_entries", "/v2/expenses")  # fmt: skip
+ENDPOINTS = (
+    "/v2/projects",
+    "/v2/users",
+    "/v2/task_assignments",
+    "/v2/expense_categories",
+    "/v2/time_entries",
+    "/v2/expenses",
+)
 KINDS = {"/v2/time_entries": ("time_entry", "timebill"), "/v2/expenses": ("expense_entry", "expensereport")}
 
 
@@ -58,9 +65,14 @@ def _extract_validate(dsn: str, client: Any, run: str) -> dict[str, Any]:
         for endpoint, (kind, _) in KINDS.items():
             with conn.transaction():
                 staged[kind] = validation.validate_run(
-                    conn, kind=kind, run_key=keys[endpoint], ref=ref, config=load_config(), as_of=AS_OF,  # type: ignore[arg-type]
+                    conn,
+                    kind=kind,
+                    run_key=keys[endpoint],
+                    ref=ref,
+                    config=load_config(),
+                    as_of=AS_OF,  # type: ignore[arg-type]
                     dag_run_id=f"rehash-{run}",
-                )  # fmt: skip
+                )
     return staged
 
 
@@ -74,10 +86,13 @@ def _post(dsn: str, erp: RunningSimulator, run: str) -> dict[str, Any]:
     with NetSuiteClient(base_url=erp.base_url, account_id="A", token="t", timeout=30) as client:
         for _, record_type in KINDS.values():
             result = post_record_type(
-                dsn=dsn, client=client, record_type=record_type, config=load_config(),
+                dsn=dsn,
+                client=client,
+                record_type=record_type,
+                config=load_config(),
                 settings=EngineSettings(batch_size=100, max_concurrency=4, progress_every_s=3600),
                 run_id=f"rehash-{run}",
-            )  # fmt: skip
+            )
             plans[record_type] = result.plan
     return plans
 
@@ -117,7 +132,10 @@ def test_rehashing_a_month_creates_no_new_versions_and_no_erp_adjustments(
     first_plans = _post(clean_ods, erp_sim, "first")
     assert sum(sum(p["planned"].values()) for p in first_plans.values()) > 0
     posted = _state(clean_ods)
-    erp_before = {t: erp_sim.admin("GET", f"/records/{t}", params={"limit": 5000})["items"] for t in ("timebill", "expensereport")}  # fmt: skip
+    erp_before = {
+        t: erp_sim.admin("GET", f"/records/{t}", params={"limit": 5000})["items"]
+        for t in ("timebill", "expensereport")
+    }
 
     after = _extract_validate(clean_ods, psa, "raw")
     # The raw bytes hash differently (the PSA's 1.50 is no longer 1.5): new versions in staging ...
@@ -139,5 +157,8 @@ def test_rehashing_a_month_creates_no_new_versions_and_no_erp_adjustments(
     for plan in second_plans.values():
         assert all(n == 0 for n in plan["planned"].values()), plan
     assert _state(clean_ods)["ledger"] == posted["ledger"]
-    erp_after = {t: erp_sim.admin("GET", f"/records/{t}", params={"limit": 5000})["items"] for t in ("timebill", "expensereport")}  # fmt: skip
+    erp_after = {
+        t: erp_sim.admin("GET", f"/records/{t}", params={"limit": 5000})["items"]
+        for t in ("timebill", "expensereport")
+    }
     assert erp_after == erp_before

@@ -75,19 +75,32 @@ class SapMasterWriter:
             raise _refused("COMPANY_CODE_UNMAPPED", "subsidiary")
         if record_type == "employee":
             return {
-                "PersonWorkAgreementExternalID": external_id, "CompanyCode": company,
-                "FirstName": str(body.get("firstName") or ""), "LastName": str(body.get("lastName") or ""),
-                "StartDate": _sap_date(body.get("hireDate")), "EndDate": _sap_date(body.get("releaseDate")),
+                "PersonWorkAgreementExternalID": external_id,
+                "CompanyCode": company,
+                "FirstName": str(body.get("firstName") or ""),
+                "LastName": str(body.get("lastName") or ""),
+                "StartDate": _sap_date(body.get("hireDate")),
+                "EndDate": _sap_date(body.get("releaseDate")),
                 "IsInactive": bool(body.get("isInactive")),
-            }  # fmt: skip
+            }
         currency = _ref(body, "currency") or ""
         name = str(body.get("companyName") or body.get("entityId") or external_id)
         if record_type == "customer":
-            return {"Customer": external_id, "CompanyCode": company, "CustomerName": name[:80],
-                    "Currency": currency, "IsBlocked": bool(body.get("isInactive"))}  # fmt: skip
-        return {"WBSElement": external_id, "CompanyCode": company, "Description": name[:40],
-                "Customer": _ref(body, "parent") or _ref(body, "customer") or "", "Currency": currency,
-                "IsClosed": bool(body.get("isInactive"))}  # fmt: skip
+            return {
+                "Customer": external_id,
+                "CompanyCode": company,
+                "CustomerName": name[:80],
+                "Currency": currency,
+                "IsBlocked": bool(body.get("isInactive")),
+            }
+        return {
+            "WBSElement": external_id,
+            "CompanyCode": company,
+            "Description": name[:40],
+            "Customer": _ref(body, "parent") or _ref(body, "customer") or "",
+            "Currency": currency,
+            "IsClosed": bool(body.get("isInactive")),
+        }
 
     def upsert(self, record_type: str, external_id: str, body: Mapping[str, Any]) -> str:
         """Create or replace the SAP entity; its key (our external id, as SAP keys it)."""

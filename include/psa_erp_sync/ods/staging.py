@@ -240,9 +240,14 @@ def stage_pages(
         first = next(pages, None)
     if first and isinstance(first[0], msgspec.Raw | bytes):
         return _stage_raw(
-            conn, itertools.chain([first], pages), run_key=run_key, source_system=source_system,
-            endpoint=endpoint, progress=progress, started=started,
-        )  # fmt: skip
+            conn,
+            itertools.chain([first], pages),
+            run_key=run_key,
+            source_system=source_system,
+            endpoint=endpoint,
+            progress=progress,
+            started=started,
+        )
     pages = itertools.chain([first] if first is not None else [], pages)
     extracted = 0
     newest: datetime | None = None  # computed here: a SQL cast of a hostile value would abort the COPY

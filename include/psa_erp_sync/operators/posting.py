@@ -91,8 +91,10 @@ class IdempotentPostingOperator(LineageReportingOperator):
                 erp: hook.adapter(stack.enter_context(hook.get_client())) for erp, hook in hooks.items()
             }
             # This task's requests in flight; every process posting to the account shares its limit.
-            limits = {erp: min(self.max_concurrency or hook.max_concurrency(), hook.max_concurrency())
-                      for erp, hook in hooks.items()}  # fmt: skip
+            limits = {
+                erp: min(self.max_concurrency or hook.max_concurrency(), hook.max_concurrency())
+                for erp, hook in hooks.items()
+            }
             plan, outcome = post_routed(
                 dsn=OdsHook(self.ods_conn_id).dsn(),
                 adapters=adapters,

@@ -67,9 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sap-user", default=os.environ.get("SAP_USER", "PSA_COMM"))
     parser.add_argument("--sap-password", default=os.environ.get("SAP_PASSWORD", ""))
     parser.add_argument(
-        "--sap-company-code", action="append", default=[], metavar="LE=CODE",
+        "--sap-company-code",
+        action="append",
+        default=[],
+        metavar="LE=CODE",
         help="legal entity -> SAP company code (repeat per legal entity)",
-    )  # fmt: skip
+    )
     parser.add_argument("--sap-activity-type", default="")
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument(
@@ -116,16 +119,26 @@ def main(argv: list[str] | None = None) -> int:
             lock = LockSettings(wait_s=args.lock_wait) if args.lock_wait else None
             if erps == ["netsuite"]:
                 result = post_record_type(
-                    dsn=args.dsn, client=netsuite, record_type=args.record_type, config=config,
-                    settings=settings, run_id=args.run_id, lock_settings=lock,
-                )  # fmt: skip
+                    dsn=args.dsn,
+                    client=netsuite,
+                    record_type=args.record_type,
+                    config=config,
+                    settings=settings,
+                    run_id=args.run_id,
+                    lock_settings=lock,
+                )
                 plan, outcome = result.plan, result.outcome
             else:
                 adapters = _adapters(stack, args, erps, netsuite)
                 plan, outcome = post_routed(
-                    dsn=args.dsn, adapters=adapters, record_type=args.record_type, config=config,
-                    settings_for=lambda _erp: settings, run_id=args.run_id, lock_settings=lock,
-                )  # fmt: skip
+                    dsn=args.dsn,
+                    adapters=adapters,
+                    record_type=args.record_type,
+                    config=config,
+                    settings_for=lambda _erp: settings,
+                    run_id=args.run_id,
+                    lock_settings=lock,
+                )
     except (PostingLockBusy, PostingLockLost, BudgetExhausted) as exc:
         return _fail(f"{what}: {exc}", EXIT_LOCK)
     except psycopg.OperationalError as exc:

@@ -425,8 +425,11 @@ class SapAdapter:
         if not docs:
             return None
         doc = docs[0]
-        debits = [i.AmountInTransactionCurrency for i in (doc.to_Item.results if doc.to_Item else ())
-                  if i.DebitCreditCode == "S"]  # fmt: skip
+        debits = [
+            i.AmountInTransactionCurrency
+            for i in (doc.to_Item.results if doc.to_Item else ())
+            if i.DebitCreditCode == "S"
+        ]
         return Held(
             doc.AccountingDocument,
             self._period_of(company, doc.PostingDate),

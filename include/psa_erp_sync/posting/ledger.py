@@ -596,7 +596,12 @@ def routes_of_run(conn: psycopg.Connection, record_type: str, dag_run_id: str) -
         (record_type, dag_run_id),
     ).fetchall()
     return [
-        {"erp": str(erp), "legalEntity": str(entity), "firstDate": str(first), "lastDate": str(last),
-         "postings": int(n)}
+        {
+            "erp": str(erp),
+            "legalEntity": str(entity),
+            "firstDate": str(first),
+            "lastDate": str(last),
+            "postings": int(n),
+        }
         for erp, entity, first, last, n in rows
-    ]  # fmt: skip
+    ]

@@ -174,9 +174,17 @@ def record(conn: psycopg.Connection, check: WindowCheck, *, run_id: str) -> int:
     row = conn.execute(
         "INSERT INTO routing.parallel_check (run_id, legal_entity, first_day, last_day, primary_erp,"
         " secondary_erp, compared, differences) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING check_id",
-        (run_id, w.legal_entity, w.first_day, w.last_day, w.primary.erp, w.secondary.erp,
-         report.compared, len(report.differences)),
-    ).fetchone()  # fmt: skip
+        (
+            run_id,
+            w.legal_entity,
+            w.first_day,
+            w.last_day,
+            w.primary.erp,
+            w.secondary.erp,
+            report.compared,
+            len(report.differences),
+        ),
+    ).fetchone()
     assert row is not None
     check.check_id = int(row[0])
     with conn.cursor() as cur:
@@ -185,11 +193,22 @@ def record(conn: psycopg.Connection, check: WindowCheck, *, run_id: str) -> int:
             " currency, expected_minor, held_minor, difference_minor, records)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
-                (check.check_id, d.kind, d.legal_entity, d.period, d.project, d.erp, d.currency,
-                 d.expected_minor, d.held_minor, d.difference_minor, Jsonb(records))
+                (
+                    check.check_id,
+                    d.kind,
+                    d.legal_entity,
+                    d.period,
+                    d.project,
+                    d.erp,
+                    d.currency,
+                    d.expected_minor,
+                    d.held_minor,
+                    d.difference_minor,
+                    Jsonb(records),
+                )
                 for d, records in zip(report.differences, check.records, strict=True)
             ],
-        )  # fmt: skip
+        )
     return check.check_id
 
 

@@ -277,18 +277,27 @@ def _reconcile_type(
         if scope.per_erp:
             for stage, t in zip(STAGES, totals, strict=True):
                 ct.record(
-                    conn, dag_id=dag_id, run_id=run_id, record_type=record_type, stage=f"{stage}:{scope.erp}",
+                    conn,
+                    dag_id=dag_id,
+                    run_id=run_id,
+                    record_type=record_type,
+                    stage=f"{stage}:{scope.erp}",
                     totals=t,
-                )  # fmt: skip
+                )
         if problem is not None:
             problems.append(problem)
         if scope.erp == "sap":  # SAP books in the transaction currency only (docs/multi-erp.md)
             part["both_currencies"] = None
         else:
             part["both_currencies"], fx_problem = _check_both_currencies(
-                conn, getattr(scope.adapter, "client", scope.adapter), record_type, functional,
-                dag_id=dag_id, run_id=run_id, source_ids=want_ids if scope.per_erp else None,
-            )  # fmt: skip
+                conn,
+                getattr(scope.adapter, "client", scope.adapter),
+                record_type,
+                functional,
+                dag_id=dag_id,
+                run_id=run_id,
+                source_ids=want_ids if scope.per_erp else None,
+            )
             # Named when the transaction amounts agree (a functional amount or a rate differs);
             # otherwise the differences above name the records, and the report holds both.
             if fx_problem is not None and problem is None:

@@ -474,14 +474,22 @@ def _post_kinds(
         # Each pass takes the posting lock of its record type and ERP account (shared with the batch DAG).
         if len(adapters) == 1:
             outcome = post_record_type(
-                dsn=dsn, client=next(iter(adapters.values())), record_type=record_type, config=config,
-                settings=settings, run_id=run_id,
-            ).outcome  # fmt: skip
+                dsn=dsn,
+                client=next(iter(adapters.values())),
+                record_type=record_type,
+                config=config,
+                settings=settings,
+                run_id=run_id,
+            ).outcome
         else:
             _, outcome = post_routed(
-                dsn=dsn, adapters=adapters, record_type=record_type, config=config,
-                settings_for=lambda _erp: settings, run_id=run_id,
-            )  # fmt: skip
+                dsn=dsn,
+                adapters=adapters,
+                record_type=record_type,
+                config=config,
+                settings_for=lambda _erp: settings,
+                run_id=run_id,
+            )
         result.posted[record_type] = outcome
         if outcome.get("still_pending"):
             raise RuntimeError(
