@@ -8,6 +8,7 @@ SAP simulator (``sap_default``, its extra mapping LE-UK1 to company code 2010), 
 
 from __future__ import annotations
 
+import copy
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -45,6 +46,15 @@ ROUTING = {
             },
         }
     ],
+}
+# The same, with LE-UK1's December 2026 in a parallel run: NetSuite (its route) the primary, SAP the
+# secondary (shadow postings), as in tests/routing/test_cutover_scenario.py.
+PARALLEL = copy.deepcopy(ROUTING)
+PARALLEL["versions"][0]["legal_entities"][UK]["effective"][1]["parallel_run"] = {
+    "first_day": "2026-12-01",
+    "last_day": "2026-12-31",
+    "primary": "netsuite",
+    "secondary": "sap",
 }
 MONTHS = [("2026-11", "30"), ("2026-12", "31"), ("2027-01", "31"), ("2027-02", "28")]
 NETSUITE_SEED = {
@@ -117,9 +127,11 @@ def connect_two_erps(
     sap_sim: RunningSimulator,
     *,
     seed: bool = True,
+    routing: dict[str, Any] | None = None,
 ) -> Path:
-    """The routing above in a config copy, and the connections of the ODS and both ERPs."""
-    config_dir = routed_config_dir(tmp_path / "config", routing=ROUTING)
+    """The routing above (or ``routing``, e.g. :data:`PARALLEL`) in a config copy, and the
+    connections of the ODS and both ERPs."""
+    config_dir = routed_config_dir(tmp_path / "config", routing=routing or ROUTING)
     monkeypatch.setenv("PSA_ERP_SYNC_CONFIG_DIR", str(config_dir))
     connect_airflow(monkeypatch, dsn, erp=erp_sim)
     sap_conn = {

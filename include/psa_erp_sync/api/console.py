@@ -423,7 +423,9 @@ def _xcom_value(value: Any) -> Any:
 
 def replayed_records(conn: psycopg.Connection, run_id: str) -> list[dict[str, Any]]:
     """The records a replay run released, each with its latest ledger posting now: state, ERP
-    external and internal id, amount (ids, states and amounts only; no personal data)."""
+    external and internal id, amount (ids, states and amounts only; no personal data). During a
+    parallel run the record's own lane is shown (its book of record), its shadow lane only when it
+    has no row of its own."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             """SELECT e.source_system, e.source_id, e.reason_code, p.state, p.external_id, p.erp_internal_id,
@@ -434,7 +436,7 @@ def replayed_records(conn: psycopg.Connection, run_id: str) -> list[dict[str, An
                              WHERE p.source_system = e.source_system AND p.source_id = e.source_id
                                AND p.record_type = CASE e.record_type WHEN 'time_entry' THEN 'timebill'
                                                    WHEN 'expense_entry' THEN 'expensereport' END
-                             ORDER BY p.seq DESC LIMIT 1) p ON true
+                             ORDER BY p.shadow, p.seq DESC LIMIT 1) p ON true
                WHERE e.last_run_id = %s AND e.status = 'replayed'
                ORDER BY e.source_system, e.source_id""",
             (run_id,),

@@ -229,7 +229,8 @@ _ENTRY_SOURCES = """
                     SELECT 1 FROM ledger.posting l
                     WHERE l.record_type = %(record_type)s AND l.source_system = t.source_system
                       AND l.source_id = t.source_id AND l.source_version = t.version_hash
-                      AND l.action IN ('post', 'adjust') AND l.state IN ('confirmed', 'resolved'))
+                      AND l.action IN ('post', 'adjust') AND l.state IN ('confirmed', 'resolved')
+                      AND NOT l.shadow)
                 THEN 'billable' ELSE 'hold' END,
            p.billing_type, p.customer_ref, t.project_ref, t.legal_entity, t.currency, t.spent_date,
            {quantity}, {rate}, t.amount_minor

@@ -52,9 +52,9 @@ _BILLED_LINES = f"""
            i.record_type, i.tran_date, l.currency, {_SIGNED.format(amount="l.amount_minor")} AS signed_minor
     FROM billing.erp_invoice_line l
     JOIN billing.erp_invoice i USING (record_type, internal_id)
-    LEFT JOIN (SELECT DISTINCT external_id, source_id FROM ledger.posting WHERE record_type = 'timebill') pt
+    LEFT JOIN (SELECT DISTINCT external_id, source_id FROM ledger.posting WHERE record_type = 'timebill' AND NOT shadow) pt
            ON l.source_type = 'timebill' AND pt.external_id = l.source_id
-    LEFT JOIN (SELECT DISTINCT external_id, source_id FROM ledger.posting WHERE record_type = 'expensereport') pe
+    LEFT JOIN (SELECT DISTINCT external_id, source_id FROM ledger.posting WHERE record_type = 'expensereport' AND NOT shadow) pe
            ON l.source_type = 'expensereport' AND pe.external_id = l.source_id
     LEFT JOIN canonical.time_entry t
            ON l.source_type = 'timebill' AND t.source_id = coalesce(pt.source_id, l.source_id)

@@ -296,7 +296,7 @@ def extract_crm(conn: psycopg.Connection, client: Any, *, run_id: str) -> dict[s
 
 _POSTED = """
     SELECT DISTINCT ON (source_system, source_id) source_system, source_id, action, amount_minor
-    FROM ledger.posting WHERE record_type = %s AND state IN ('confirmed', 'resolved')
+    FROM ledger.posting WHERE record_type = %s AND state IN ('confirmed', 'resolved') AND NOT shadow
     ORDER BY source_system, source_id, seq DESC
 """
 

@@ -65,6 +65,13 @@ def idempotency_key(
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
+def is_shadow(name: str) -> bool:
+    """Whether an ERP record's external id or source id (read back from an ERP) names a parallel
+    run's shadow posting (:data:`SHADOW_SUFFIX`): reconciled by the parallel-run check only, never
+    as the record's own posting nor as an unexpected record of its ERP."""
+    return name.endswith(SHADOW_SUFFIX)
+
+
 def shadow_key(key: str, erp: str) -> str:
     """The key of a parallel run's shadow posting to ``erp`` (:attr:`Posting.shadow`) whose own
     lane's key would be ``key``: the same action of the same version has a key per target ERP."""

@@ -52,13 +52,33 @@ SOURCE_OF = {
 }
 
 
+# Per record, the latest row of each lane (its own, and a parallel run's shadow: migration 0032)
+# that is stuck: one row per exception item (the item is shared by both lanes), the own lane's
+# first, with ``keys`` every stuck lane's key. Releasing a shadow row lets the planner re-plan the
+# shadow lane only: the record's own lane never reads shadow rows (docs/multi-erp.md "Parallel run").
+_STUCK = """
+    SELECT (array_agg(l.idempotency_key ORDER BY l.shadow))[1] AS idempotency_key,
+           (array_agg(l.state ORDER BY l.shadow))[1] AS state,
+           (array_agg(l.external_id ORDER BY l.shadow))[1] AS external_id,
+           array_agg(l.idempotency_key ORDER BY l.shadow) AS keys,
+           array_agg(l.state ORDER BY l.shadow) AS states,
+           array_agg(l.shadow ORDER BY l.shadow) AS lanes
+    FROM (SELECT DISTINCT ON (p.shadow) p.* FROM ledger.posting p
+          WHERE p.record_type = %(rt)s AND p.source_system = e.source_system AND p.source_id = e.source_id
+          ORDER BY p.shadow, p.seq DESC) l
+    WHERE l.state IN ('rejected', 'parked')
+    HAVING count(*) > 0
+"""
+
+
 def select(conn: psycopg.Connection, f: ReplayFilter, limit: int = 100_000) -> list[dict[str, Any]]:
-    """Open dead letters / parked items with their stuck ledger row, matching the filter."""
+    """Open dead letters / parked items with their stuck ledger rows (``keys``: per lane, the
+    record's own and a parallel run's shadow, the latest row when rejected or parked), matching
+    the filter."""
     where = [
         "e.status = 'open'",
         "e.kind IN ('dead_letter', 'parked')",
         "e.record_type = %(kind)s",
-        "p.state IN ('rejected', 'parked')",
     ]
     params: dict[str, Any] = {"kind": KIND_OF[f.record_type], "rt": f.record_type, "limit": limit}
     if f.owner:
@@ -80,12 +100,10 @@ def select(conn: psycopg.Connection, f: ReplayFilter, limit: int = 100_000) -> l
         cur.execute(
             f"""
             SELECT e.id AS exception_id, e.kind, e.reason_code, e.owner, e.legal_entity, e.source_id,
-                   p.idempotency_key, p.state, p.external_id, c.spent_date, c.amount_minor, c.currency
+                   p.idempotency_key, p.state, p.external_id, p.keys, p.states, p.lanes, c.spent_date,
+                   c.amount_minor, c.currency
             FROM exceptions.item e
-            JOIN LATERAL (
-                SELECT * FROM ledger.posting p WHERE p.record_type = %(rt)s AND p.source_system = e.source_system
-                  AND p.source_id = e.source_id ORDER BY p.seq DESC LIMIT 1
-            ) p ON true
+            JOIN LATERAL ({_STUCK}) p ON true
             LEFT JOIN {SOURCE_OF[f.record_type]} c ON c.source_system = e.source_system AND c.source_id = e.source_id
             WHERE {" AND ".join(where)}
             ORDER BY e.owner, e.reason_code, e.source_id
@@ -100,7 +118,7 @@ def release(conn: psycopg.Connection, rows: list[dict[str, Any]], *, run_id: str
     """Let the planner take these records again; audited. Returns how many were released."""
     if not rows:
         return 0
-    keys = [r["idempotency_key"] for r in rows]
+    keys = [k for r in rows for k in r.get("keys") or [r["idempotency_key"]]]
     moved = conn.execute(
         "UPDATE ledger.posting SET state = 'superseded', updated_at = now()"
         " WHERE idempotency_key = ANY(%s) AND state IN ('rejected', 'parked')",
@@ -120,11 +138,17 @@ def release(conn: psycopg.Connection, rows: list[dict[str, Any]], *, run_id: str
                 actor,
                 "replay",
                 "ledger.posting",
-                r["idempotency_key"],
-                before={"state": r["state"], "reason": r["reason_code"]},
+                key,
+                before={"state": state, "reason": r["reason_code"], "shadow": shadow},
                 after={"state": "superseded"},
             )
             for r in rows
+            for key, state, shadow in zip(
+                r.get("keys") or [r["idempotency_key"]],
+                r.get("states") or [r["state"]],
+                r.get("lanes") or [False],
+                strict=True,
+            )
         ),
         run_id=run_id,
     )

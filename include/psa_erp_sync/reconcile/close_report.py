@@ -190,6 +190,7 @@ _POSTINGS = """
     SELECT record_type, state, count(*) FROM (
         SELECT DISTINCT ON (record_type, source_system, source_id) record_type, state FROM ledger.posting
         WHERE legal_entity = %(le)s AND payload->>'tranDate' >= %(start)s AND payload->>'tranDate' < %(end)s
+          AND NOT shadow
         ORDER BY record_type, source_system, source_id, seq DESC
     ) latest GROUP BY 1, 2
 """
@@ -198,7 +199,7 @@ _UNPLANNED = """
     WHERE c.legal_entity = %(le)s AND c.spent_date >= %(start)s AND c.spent_date < %(end)s
       AND c.approved AND NOT c.is_deleted
       AND NOT EXISTS (SELECT 1 FROM ledger.posting p WHERE p.record_type = %(rt)s
-                      AND p.source_system = c.source_system AND p.source_id = c.source_id)
+                      AND p.source_system = c.source_system AND p.source_id = c.source_id AND NOT p.shadow)
 """
 
 
@@ -294,7 +295,7 @@ _WORK = """
         FROM {source} WHERE legal_entity = %(le)s AND spent_date >= %(start)s AND spent_date < %(end)s
     ), latest AS (
         SELECT DISTINCT ON (source_system, source_id) source_system, source_id, state FROM ledger.posting
-        WHERE record_type = %(rt)s ORDER BY source_system, source_id, seq DESC
+        WHERE record_type = %(rt)s AND NOT shadow ORDER BY source_system, source_id, seq DESC
     ), held AS ({held})
     SELECT s.source_id, s.live, l.state, s.currency, s.amount_minor, s.fcur, s.famount,
            coalesce(h.present, false), h.currency, h.amount_minor

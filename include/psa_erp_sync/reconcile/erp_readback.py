@@ -60,7 +60,7 @@ def _net(record_type: str, *, per_erp: bool = False) -> str:
                    (array_agg(action ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_action,
                    (array_agg(currency ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_currency,
                    (array_agg(currency ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved') AND corrects IS NULL))[1] AS base_currency
-            FROM ledger.posting WHERE record_type = %(rt)s{only} GROUP BY 1, 2
+            FROM ledger.posting WHERE record_type = %(rt)s AND NOT shadow{only} GROUP BY 1, 2
         ) held
     """
 
@@ -93,7 +93,8 @@ def expected(
     sql = f"""
         WITH latest AS (
             SELECT DISTINCT ON (source_system, source_id) source_system, source_id, state, target_erp
-            FROM ledger.posting WHERE record_type = %(rt)s ORDER BY source_system, source_id, seq DESC
+            FROM ledger.posting WHERE record_type = %(rt)s AND NOT shadow
+            ORDER BY source_system, source_id, seq DESC
         ), held AS ({_net(record_type, per_erp=erp is not None)})
         SELECT c.source_id, {hours}, c.amount_minor, c.currency, l.target_erp, c.legal_entity, c.spent_date
         FROM {source} c
@@ -157,6 +158,8 @@ def corrections(client: SuiteQL, prefix: str) -> dict[str, list[tuple[int, Decim
         match = _CORRECTION_SUFFIX.match(external_id)
         if not corrected.startswith(prefix) or match is None or match.group("base") != corrected:
             continue
+        if ledger.is_shadow(corrected):  # a parallel run's shadow: reconciled by reconcile.parallel_run
+            continue
         currency = str(item.get("currency"))
         found.setdefault(corrected, []).append(
             (
@@ -183,7 +186,7 @@ def actual(
     rows: dict[str, tuple[Decimal, int, str]] = {}
     for item in client.suiteql(f"SELECT {columns} FROM {record_type} ORDER BY id"):
         external_id = str(item.get("externalid") or "")
-        if not external_id.startswith(prefix):
+        if not external_id.startswith(prefix) or ledger.is_shadow(external_id):
             continue
         source_id = external_id[len(prefix) :]
         currency = str(item.get("currency"))

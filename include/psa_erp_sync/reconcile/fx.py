@@ -25,6 +25,7 @@ import psycopg
 
 from psa_erp_sync import money
 from psa_erp_sync.contracts.kinds import KINDS
+from psa_erp_sync.posting import ledger
 from psa_erp_sync.reconcile.erp_readback import SuiteQL
 
 SOURCE = {kind.record_type: kind.canonical_table for kind in KINDS.values()}
@@ -57,10 +58,11 @@ def skipped(conn: psycopg.Connection, record_type: str) -> set[str]:
             """
             SELECT source_id FROM ledger.posting
             WHERE record_type = %(rt)s AND corrects IS NOT NULL AND state IN ('confirmed', 'resolved')
+              AND NOT shadow
             UNION
             SELECT source_id FROM (
                 SELECT DISTINCT ON (source_system, source_id) source_id, state FROM ledger.posting
-                WHERE record_type = %(rt)s ORDER BY source_system, source_id, seq DESC
+                WHERE record_type = %(rt)s AND NOT shadow ORDER BY source_system, source_id, seq DESC
             ) latest WHERE state IN ('parked', 'rejected')
             """,
             {"rt": record_type},
@@ -99,7 +101,7 @@ def actual(client: SuiteQL, record_type: str, prefix: str) -> dict[str, ErpLine]
     found: dict[str, ErpLine] = {}
     for item in client.suiteql(query):
         external_id = str(item.get("externalid") or "")
-        if not external_id.startswith(prefix):
+        if not external_id.startswith(prefix) or ledger.is_shadow(external_id):
             continue
         currency = str(item.get("currency"))
         if record_type == "timebill":

@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 
 from psa_erp_sync import money
+from psa_erp_sync.posting import ledger
 from psa_erp_sync.reconcile.control_totals import Totals
 from psa_erp_sync.reconcile.erp_readback import totals_of
 
@@ -41,7 +42,7 @@ def ledger_rates(conn: psycopg.Connection, *, erp: str = "sap") -> dict[str, tup
         SELECT DISTINCT ON (source_system, source_id) source_id, payload->>'rate',
                payload->'currency'->>'refName'
         FROM ledger.posting
-        WHERE record_type = 'timebill' AND target_erp = %s AND corrects IS NULL
+        WHERE record_type = 'timebill' AND target_erp = %s AND corrects IS NULL AND NOT shadow
           AND state IN ('confirmed', 'resolved') AND action IN ('post', 'adjust')
         ORDER BY source_system, source_id, seq DESC
         """,
@@ -58,8 +59,8 @@ def timesheets(
     for company in company_codes:
         for entry in client.company_timesheets(company):
             match = _SOURCE.match(entry.TimeSheetDataFields.TimeSheetNoteText)
-            if not entry.is_live or match is None:
-                continue
+            if not entry.is_live or match is None or ledger.is_shadow(match.group("source")):
+                continue  # a parallel run's shadow (``psa:<id>-shadow``): reconcile.parallel_run's
             source_id = match.group("source")
             if source_id in rows:
                 raise AssertionError(f"SAP holds two live timesheet records of psa-te-{source_id}")
@@ -75,7 +76,7 @@ def journals(client: Any, company_codes: list[str], expense_account: str) -> dic
     for company in company_codes:
         for doc in client.journal_entries(company):
             match = _HEADER.match(doc.DocumentHeaderText)
-            if match is None or doc.to_Item is None:
+            if match is None or doc.to_Item is None or ledger.is_shadow(match.group("source")):
                 continue
             signed = 0
             for item in doc.to_Item.results:
