@@ -1,13 +1,15 @@
 """``make demo``: the whole sync, end to end, through real Airflow, on a seeded consulting firm.
 
 Steps: start PostgreSQL (embedded unless ``PSA_ERP_SYNC_DSN`` is set) -> fresh demo database
-with the ODS migrations -> start the four simulators -> seed a month of the default firm ->
+with the ODS migrations -> start the four simulators -> seed a month of the default firm, after
+three settled months of history (``devtools/demo_history.py``) ->
 ``airflow db migrate`` -> ``airflow dags test`` every DAG in ``dags/`` (``DAG_ORDER``: posting,
 master data and the forecast extract, then billing, its read-back and status, revenue recognition,
 the journals' read-back, and the month-end close report of the seeded month) -> summary and report
 (``.local/demo/report.md`` and ``report.json``: control totals, the close report's headline per
-legal entity, the forecast's last-two-closed-months ratio, lineage) -> stop what was started.
-Safe to run twice.
+legal entity, the forecast's actuals per closed month, lineage) -> stop what was started.
+Exits 1 when a DAG fails, the control totals do not balance, the close report does not reconcile
+or the forecast's last closed month is implausible against the months before. Safe to run twice.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from devtools import demo_history
 from devtools.airflow_env import airflow_env
 from devtools.stack import LOCAL, ROOT, Stack
 
@@ -59,8 +62,6 @@ DAG_ORDER = (
     "revenue_recognition",
     "month_end_close",
 )
-#: The month over month ratio of the forecast's last two closed months that counts as plausible.
-PLAUSIBLE_MONTH_RATIO = (0.5, 2.0)
 
 
 def discover_dags() -> list[str]:
@@ -200,14 +201,28 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def seed(
-    stack: Stack, *, seed_value: int, consultants: int, today: datetime, mutations: bool = True
+    stack: Stack,
+    *,
+    seed_value: int,
+    consultants: int,
+    today: datetime,
+    mutations: bool = True,
+    history_months: int = 0,
 ) -> tuple[Any, dict[str, Any]]:
-    """Generate the firm and load it into the simulators; optionally apply the month's later changes."""
+    """Generate the firm and load it into the simulators; optionally apply the month's later changes.
+    ``history_months``: settled months seeded before the data month (``FirmSpec.history_months``)."""
     from simulators.firm.generator import FirmSpec, generate_firm
     from simulators.firm.generator import summary as firm_summary
     from simulators.firm.load import apply_mutations, load_firm
 
-    firm = generate_firm(FirmSpec(seed=seed_value, consultants=consultants, today=today.date()))
+    firm = generate_firm(
+        FirmSpec(
+            seed=seed_value,
+            consultants=consultants,
+            today=today.date(),
+            history_months=history_months,
+        )
+    )
     load_firm(
         firm,
         psa_url=stack.url("psa"),
@@ -420,32 +435,6 @@ def close_summary(dsn: str, period: str, directory: Path) -> dict[str, Any]:
     }
 
 
-def forecast_trend(dsn: str, today: datetime) -> dict[str, Any]:
-    """Actuals of the latest base snapshot for the last two closed months, and their ratio."""
-    last = today.date().replace(day=1)
-    with psycopg.connect(dsn) as conn:
-        try:
-            rows = conn.execute(
-                "SELECT l.month, sum(l.reporting_amount_minor) FROM forecast.snapshot_sequence q"
-                " JOIN forecast.snapshot s USING (snapshot_id) JOIN forecast.line l USING (snapshot_id)"
-                " WHERE q.is_latest AND s.scenario = 'base' AND l.layer = 'actual' AND l.month < %s"
-                " GROUP BY 1 ORDER BY 1 DESC LIMIT 2",
-                (last,),
-            ).fetchall()
-        except psycopg.errors.UndefinedTable:
-            rows = []
-    if len(rows) < 2:
-        return {"months": {str(m): int(v) for m, v in rows}, "ratio": None, "plausible": False}
-    (month, value), (before, previous) = rows
-    ratio = round(int(value) / int(previous), 2) if previous else None
-    low, high = PLAUSIBLE_MONTH_RATIO
-    return {
-        "months": {str(before): int(previous), str(month): int(value)},
-        "ratio": ratio,
-        "plausible": ratio is not None and low <= ratio <= high,
-    }
-
-
 def lineage_summary(events: Path, out: Path) -> dict[str, Any]:
     """Validate the run's OpenLineage events against the spec, check the graph, draw it."""
     from devtools.lineage_graph import analyse
@@ -608,7 +597,12 @@ def main(argv: list[str] | None = None) -> int:
             stack.start_simulators()
             log.info("[3/5] seeding %d consultants (seed %d)", args.consultants, args.seed)
             firm, report["firm"] = seed(
-                stack, seed_value=args.seed, consultants=args.consultants, today=now, mutations=False
+                stack,
+                seed_value=args.seed,
+                consultants=args.consultants,
+                today=now,
+                mutations=False,
+                history_months=demo_history.HISTORY_MONTHS,  # settled months before: see demo_history
             )
             lineage_file = args.report_dir / "openlineage-events.jsonl"
             lineage_file.unlink(missing_ok=True)  # the file transport appends; this run's events only
@@ -663,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
                             timeout=30,
                         )
                         report["closed_won_in_demo"] = deal["id"]
-                run_dag(dag_id, "first run")
+                run_dag(dag_id, "first run", demo_history.first_run_conf(dag_id))
                 if dag_id == "time_expense_posting":
                     # The rest of the month happens in the PSA: late approvals, edits after posting,
                     # unapprovals and deletions. The next run (a sweep) must turn them into adjustments
@@ -682,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
             from psa_erp_sync.reconcile.close_report import previous_period
 
             report["close"] = close_summary(dsn, previous_period(now), close_dir)
-            report["forecast_trend"] = forecast_trend(dsn, now)
+            report["forecast_trend"] = demo_history.forecast_trend(dsn, now)
             report["lineage"] = lineage_summary(lineage_file, args.report_dir / "lineage")
             report["trace_examples"] = trace_examples(dsn)
     except DemoStopped as exc:
@@ -700,9 +694,13 @@ def main(argv: list[str] | None = None) -> int:
     closed = report["close"]["headlines"] and all(h["reconciled"] for h in report["close"]["headlines"])
     if not closed:
         print("  THE CLOSE REPORT IS MISSING OR DOES NOT RECONCILE: see the report")
-    if not report["forecast_trend"]["plausible"]:
-        print("  THE FORECAST'S LAST CLOSED MONTH IS NOT PLAUSIBLE AGAINST THE MONTH BEFORE: see the report")
-    return 1 if failed or not balanced or not closed else 0
+    plausible = report["forecast_trend"]["plausible"]
+    if not plausible:
+        print(
+            "  THE FORECAST'S LAST CLOSED MONTH IS NOT PLAUSIBLE AGAINST THE MONTHS BEFORE:"
+            f" {report['forecast_trend'].get('reason')} (see the per-month actuals above)"
+        )
+    return 1 if failed or not balanced or not closed or not plausible else 0
 
 
 def close_lines(report: dict[str, Any]) -> list[str]:
@@ -728,15 +726,7 @@ def close_lines(report: dict[str, Any]) -> list[str]:
         )
         if h["legal_entity"] in close.get("html", {}):
             lines.append(f"    report: {close['html'][h['legal_entity']]}")
-    trend = report.get("forecast_trend", {})
-    if trend:
-        low, high = PLAUSIBLE_MONTH_RATIO
-        lines.append(
-            f"forecast actuals, last two closed months (base, reporting minor units): {trend['months']};"
-            f" ratio {trend['ratio']} ({'plausible' if trend['plausible'] else 'NOT plausible'},"
-            f" {low}x-{high}x)"
-        )
-    return lines
+    return lines + demo_history.trend_lines(report.get("forecast_trend", {}))
 
 
 def print_close(report: dict[str, Any]) -> None:
