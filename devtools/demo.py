@@ -717,7 +717,8 @@ def close_lines(report: dict[str, Any]) -> list[str]:
         )
         for currency, f in h["currencies"].items():
             lines.append(
-                f"    {currency}: recognized {f['revenue_recognized']} vs billed {f['billed']};"
+                f"    {currency}: recognized {f['revenue_recognized']} vs billed {f['billed']}"
+                f" (invoiced {f.get('invoiced', '?')}, credited {f.get('credited', '?')});"
                 f" WIP {f['wip']} ({f['wip_movement']}); deferred {f['deferred']} ({f['deferred_movement']});"
                 f" leakage {f['leakage']}"
             )

@@ -83,7 +83,8 @@ def test_the_close_runs_end_to_end_and_a_mismatch_fails_it(
     assert [(r[0], r[1]) for r in rows] == [("LE-UK1", True), ("LE-US1", True), ("LE-US2", True)]
     uk = rows[0][2]
     assert uk["currencies"]["USD"] == {
-        "revenue_recognized": "300.00", "billed": "500.00", "wip": "0.00", "wip_movement": "-200.00",
+        "revenue_recognized": "300.00", "billed": "500.00", "invoiced": "625.00", "credited": "125.00",
+        "wip": "0.00", "wip_movement": "-200.00",
         "deferred": "50.00", "deferred_movement": "50.00", "leakage": "70.00",
     }  # fmt: skip
     assert uk["postings"] == {"confirmed": 6, "parked": 1, "pending": 0, "rejected": 0, "unplanned": 1}

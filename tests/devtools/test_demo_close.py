@@ -18,6 +18,8 @@ def _report(reconciled: bool, ratio: float | None, plausible: bool) -> dict[str,
             "USD": {
                 "revenue_recognized": "USD 1,200.00",
                 "billed": "USD 1,000.00",
+                "invoiced": "USD 1,100.00",
+                "credited": "USD 100.00",
                 "wip": "USD 200.00",
                 "wip_movement": "USD 200.00",
                 "deferred": "USD 0.00",
@@ -51,7 +53,9 @@ def _report(reconciled: bool, ratio: float | None, plausible: bool) -> dict[str,
 def test_close_lines_name_each_entitys_figures_documents_and_report() -> None:
     text = "\n".join(close_lines(_report(True, 1.2, True)))
     assert "LE-US1: reconciled yes" in text
-    assert "recognized USD 1,200.00 vs billed USD 1,000.00" in text
+    assert (
+        "recognized USD 1,200.00 vs billed USD 1,000.00 (invoiced USD 1,100.00, credited USD 100.00)" in text
+    )
     assert "WIP USD 200.00" in text and "deferred USD 0.00" in text
     assert "{'invoice': 3, 'creditmemo': 1}" in text
     assert "report: /x/close_LE-US1_2026-11.html" in text
