@@ -582,6 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--consultants", type=int, default=200)
     parser.add_argument("--report-dir", type=Path, default=LOCAL / "demo")
+    parser.add_argument(
+        "--port-offset", type=int, default=0, help="added to the simulators' ports (two demos on one machine)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -590,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"dags": []}
     failed = False
     try:
-        with Stack() as stack:
+        with Stack(port_offset=args.port_offset) as stack:
             log.info("[1/5] PostgreSQL and ODS")
             dsn = stack.start_postgres()
             log.info("[2/5] simulators")
