@@ -622,7 +622,9 @@ def main(argv: list[str] | None = None) -> int:
                 nonlocal failed
                 log.info("[5/5] airflow dags test %s (%s)", dag_id, label)
                 log_path = logs / f"dag-{dag_id}-{label.replace(' ', '-')}.log"
-                result = run_dag_test(dag_id, env, log_path, conf=conf)
+                result = run_dag_test(
+                    dag_id, env, log_path, conf=conf, timeout=demo_history.dag_timeout(dag_id)
+                )
                 failed |= result.state != "success"
                 report["dags"].append(
                     {

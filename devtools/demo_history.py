@@ -33,6 +33,17 @@ PLAUSIBLE_MONTH_RATIO = (0.5, 2.0)
 PRIOR_MONTHS = HISTORY_MONTHS
 
 
+#: Seconds a demo DAG run may take (``run_dag_test``'s default: 600). ``billing_status`` mirrors
+#: every ERP invoice into the PSA, about three PSA requests per new invoice, and the PSA allows 100
+#: requests per 15 s (Harvest's limit, the simulator's too): with the history the demo bills about
+#: 1,100 invoices, which is over 8 minutes of PSA requests however fast the rest is.
+DAG_TIMEOUTS = {"billing_status": 1800.0}
+
+
+def dag_timeout(dag_id: str) -> float:
+    return DAG_TIMEOUTS.get(dag_id, 600.0)
+
+
 def first_run_conf(dag_id: str) -> dict[str, Any] | None:
     """The ``dags test`` conf of a DAG's first demo run: recognition recomputes the history too."""
     if dag_id == "revenue_recognition":

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from devtools.demo_history import PLAUSIBLE_MONTH_RATIO, first_run_conf, plausibility, trend_lines
+from devtools.demo_history import (
+    PLAUSIBLE_MONTH_RATIO,
+    dag_timeout,
+    first_run_conf,
+    plausibility,
+    trend_lines,
+)
 
 
 def test_a_steady_month_is_plausible() -> None:
@@ -41,3 +47,4 @@ def test_lines_and_conf() -> None:
     assert "  2026-10: 100" in text and "4.0x the mean" in text and "NOT plausible" in text
     assert first_run_conf("revenue_recognition") == {"periods_back": 3}
     assert first_run_conf("billing") is None
+    assert dag_timeout("billing_status") > dag_timeout("billing") == 600.0
