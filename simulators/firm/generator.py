@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import calendar
+import itertools
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ MILESTONE_BASE = 800_000
 SCHEDULE_BASE = 10_000_000
 TIME_ENTRY_BASE = 100_000_000
 EXPENSE_BASE = 300_000_000
+# Settled history (FirmSpec.history_months): ids of their own, so the data month's ids never move.
+TIME_ENTRY_HISTORY_BASE = 200_000_000
+EXPENSE_HISTORY_BASE = 400_000_000
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,12 @@ class FirmSpec:
 
     ``month`` (any day of it) is the month of the time entries; by default the calendar month
     before ``today``. ``today`` defaults to the 7th day after the month ends.
+
+    ``history_months`` (opt-in, default 0: nothing changes) seeds that many months before
+    ``month`` as settled history, as a firm that has run for a while has it: every consultant's
+    time and expenses there, clean and approved in the first days of the next month, on projects
+    that had started by then; those months' ERP periods are open, so the sync posts them in their
+    own months (the periods before them stay closed, and the closed-period dirt moves there).
     """
 
     seed: int = 42
@@ -136,6 +146,7 @@ class FirmSpec:
     month: date | None = None
     previous_month_open: bool = False
     schedule_weeks: int = 26
+    history_months: int = 0
     dirt: DirtRates = field(default_factory=DirtRates)
     workflow: WorkflowRates = field(default_factory=WorkflowRates)
 
@@ -438,6 +449,7 @@ class Firm:
     workdays: list[date]
     erp_blocked_projects: frozenset[int]  # active in the PSA, unusable in the ERP (job/customer)
     closed_month_start: date  # most recent month closed in the ERP
+    history_months: list[date] = field(default_factory=list)  # first days of the settled months
     _scan_cache: _Scan | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
@@ -487,6 +499,8 @@ def generate_firm(spec: FirmSpec) -> Firm:
     """Build the firm's master data (lists) and transaction plans (streamed later)."""
     if spec.consultants < 1 or spec.customers < 1 or spec.projects < 1 or not spec.legal_entities:
         raise ValueError("a firm needs consultants, customers, projects and legal entities")
+    if not 0 <= spec.history_months <= 11:
+        raise ValueError("history_months must be 0 to 11 (the ERP keeps 12 periods back)")
     today, month_start, month_end = resolve_dates(spec)
     rng = random.Random(f"firm:{spec.seed}")
     dirt = spec.dirt
@@ -998,6 +1012,7 @@ def generate_firm(spec: FirmSpec) -> Firm:
             }
         )
     closed_before = month_start if not spec.previous_month_open else _add_months(month_start, -1)
+    closed_before = _add_months(closed_before, -spec.history_months)  # the history was posted open
     periods: list[Row] = []
     for entity in spec.legal_entities:
         for k in range(-12, 13):
@@ -1055,6 +1070,7 @@ def generate_firm(spec: FirmSpec) -> Firm:
             )
         ),
         closed_month_start=_add_months(closed_before, -1),
+        history_months=[_add_months(month_start, -k) for k in range(spec.history_months, 0, -1)],
     )
 
 
@@ -1389,6 +1405,101 @@ def _expenses(firm: Firm, sink: _Sink) -> Iterator[list[Row]]:
         yield rows
 
 
+def _history_days(firm: Firm) -> list[tuple[list[date], str]]:
+    """Per settled month: its workdays and its approval stamp (the next month's 2nd workday)."""
+    out = []
+    for first in firm.history_months:
+        following = _add_months(first, 1)
+        approved = _workdays(following, following + timedelta(days=9))[1]
+        out.append((_workdays(first, _month_end(first)), f"{approved.isoformat()}T10:30:00Z"))
+    return out
+
+
+def _history_time_entries(firm: Firm) -> Iterator[list[Row]]:
+    """Each active consultant's settled months of time (``FirmSpec.history_months``): the data
+    month's booking pattern, clean and approved, only on days a project had started by."""
+    starts = {p["id"]: p["starts_on"] for p in firm.psa["projects"]}
+    months = _history_days(firm)
+    next_id = TIME_ENTRY_HISTORY_BASE
+    for plan in firm.plans:
+        rng = random.Random(f"te-history:{firm.spec.seed}:{plan.user_id}")
+        cost = money(plan.cost_cents)
+        weights = [6] + [2] * (len(plan.options) - 1)
+        cum = [sum(weights[: k + 1]) for k in range(len(weights))]
+        rows: list[Row] = []
+        for days, approved in months:
+            for day in days:
+                if rng.random() < 0.05:  # time off
+                    continue
+                spent = day.isoformat()
+                n = 2 if rng.random() < 0.5 else 3
+                free = 30 + int(rng.random() * 5) - 2 * n
+                cuts = sorted(int(rng.random() * (free + 1)) for _ in range(n - 1))
+                used: set[tuple[int, int]] = set()
+                for a, b in zip([0, *cuts], [*cuts, free], strict=True):
+                    option = plan.options[bisect.bisect(cum, rng.random() * cum[-1])]
+                    billable = rng.random() < plan.utilisation
+                    if billable:
+                        task_id, rate_s = option.rate_strings[int(rng.random() * len(option.rate_strings))]
+                    else:
+                        task_id, rate_s = (
+                            option.other_tasks[int(rng.random() * len(option.other_tasks))],
+                            None,
+                        )
+                    if starts[option.project_id] > spent or (option.project_id, task_id) in used:
+                        continue
+                    used.add((option.project_id, task_id))
+                    next_id += 1
+                    created = f"{spent}T17:{int(rng.random() * 60):02d}:00Z"
+                    rows.append(
+                        {
+                            "id": next_id, "spent_date": spent, "user_id": plan.user_id,
+                            "project_id": option.project_id, "task_id": task_id, "hours": HOURS[2 + b - a],
+                            "notes": f"{NOTE_VERBS[int(rng.random() * 8)]} {NOTE_OBJECTS[int(rng.random() * 10)]}",
+                            "billable": billable, "billable_rate": rate_s, "cost_rate": cost,
+                            "is_closed": True, "is_locked": True, "is_billed": False, "external_reference": None,
+                            "created_at": created, "updated_at": approved,
+                        }
+                    )  # fmt: skip
+        yield rows
+
+
+def _history_expenses(firm: Firm) -> Iterator[list[Row]]:
+    """Each active consultant's settled months of expenses (about 0.3 per working day), clean."""
+    starts = {p["id"]: p["starts_on"] for p in firm.psa["projects"]}
+    months = _history_days(firm)
+    next_id = EXPENSE_HISTORY_BASE
+    categories = [(EXPENSE_CATEGORY_BASE + i, c) for i, c in enumerate(EXPENSE_CATEGORIES, start=1)]
+    for plan in firm.plans:
+        rng = random.Random(f"ex-history:{firm.spec.seed}:{plan.user_id}")
+        rows: list[Row] = []
+        for days, approved in months:
+            for day in days:
+                if rng.random() >= 0.3:
+                    continue
+                option = plan.options[int(rng.random() * len(plan.options))]
+                cat_id, (name, _unit, price, low, high, billable) = categories[
+                    int(rng.random() * len(categories))
+                ]
+                units = rng.randint(low, high) if price is not None else None
+                total = units * price if units is not None and price is not None else rng.randint(low, high)
+                spent = day.isoformat()
+                if starts[option.project_id] > spent:
+                    continue
+                next_id += 1
+                rows.append(
+                    {
+                        "id": next_id, "spent_date": spent, "user_id": plan.user_id,
+                        "project_id": option.project_id, "expense_category_id": cat_id,
+                        "total_cost": money(total), "units": str(units) if units is not None else None,
+                        "notes": f"{name} for client work", "billable": billable,
+                        "is_closed": True, "is_locked": True, "is_billed": False,
+                        "created_at": f"{spent}T18:00:00Z", "updated_at": approved,
+                    }
+                )  # fmt: skip
+        yield rows
+
+
 def _chunked(per_user: Iterator[list[Row]], chunk_size: int) -> Iterator[list[Row]]:
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
@@ -1403,13 +1514,19 @@ def _chunked(per_user: Iterator[list[Row]], chunk_size: int) -> Iterator[list[Ro
 
 
 def iter_time_entries(firm: Firm, chunk_size: int = 20_000) -> Iterator[list[Row]]:
-    """The month's time entries as PSA seed rows, in chunks of at most ``chunk_size``."""
-    return _chunked(_time_entries(firm, _Sink(record=False)), chunk_size)
+    """The month's time entries (after the settled history, if any) as PSA seed rows, in chunks
+    of at most ``chunk_size``."""
+    return _chunked(
+        itertools.chain(_history_time_entries(firm), _time_entries(firm, _Sink(record=False))), chunk_size
+    )
 
 
 def iter_expenses(firm: Firm, chunk_size: int = 20_000) -> Iterator[list[Row]]:
-    """The month's expenses as PSA seed rows, in chunks of at most ``chunk_size``."""
-    return _chunked(_expenses(firm, _Sink(record=False)), chunk_size)
+    """The month's expenses (after the settled history, if any) as PSA seed rows, in chunks of at
+    most ``chunk_size``."""
+    return _chunked(
+        itertools.chain(_history_expenses(firm), _expenses(firm, _Sink(record=False))), chunk_size
+    )
 
 
 def iter_schedule(firm: Firm, chunk_size: int = 20_000) -> Iterator[list[Row]]:
@@ -1462,6 +1579,8 @@ def _scan(firm: Firm) -> _Scan:
         rows = {
             "time_entries": sum(len(r) for r in _time_entries(firm, sink)),
             "expenses": sum(len(r) for r in _expenses(firm, sink)),
+            "history_time_entries": sum(len(r) for r in _history_time_entries(firm)),
+            "history_expenses": sum(len(r) for r in _history_expenses(firm)),
         }
         ids: dict[str, list[int]] = {}
         for entity, kinds in (("time_entries", TIME_ENTRY_DIRT), ("expenses", EXPENSE_DIRT)):
@@ -1521,8 +1640,18 @@ def master_counts(firm: Firm) -> dict[str, int]:
 def summary(firm: Firm) -> dict[str, Any]:
     """Counts of everything generated plus the dirt report (what the CLI prints)."""
     scan = _scan(firm)
-    te, ex = scan.rows["time_entries"], scan.rows["expenses"]
+    te = scan.rows["time_entries"] + scan.rows["history_time_entries"]
+    ex = scan.rows["expenses"] + scan.rows["history_expenses"]
     sc = sum(len(c) for c in iter_schedule(firm))
+    history = {}
+    if firm.history_months:  # only then, so that the default summary keeps its keys
+        history = {
+            "history": {
+                "months": [m.isoformat() for m in firm.history_months],
+                "psa.time_entries": scan.rows["history_time_entries"],
+                "psa.expenses": scan.rows["history_expenses"],
+            }
+        }
     kinds: dict[str, int] = {}
     for m in _scan(firm).mutations:
         key = f"{m['entity']}.{m['kind']}"
@@ -1534,4 +1663,5 @@ def summary(firm: Firm) -> dict[str, Any]:
         "counts": {**master_counts(firm), "psa.time_entries": te, "psa.expenses": ex, "psa.schedule": sc},
         "mutations": dict(sorted(kinds.items())),
         "dirt": dirt_report(firm),
+        **history,
     }

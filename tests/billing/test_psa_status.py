@@ -297,3 +297,37 @@ def test_a_psa_refusal_opens_an_exception_item_and_a_later_success_resolves_it(
     swept = runs.sweep(ods, psa, erp, run_id="scheduled__2", as_of=datetime.now(UTC))
     assert swept.outcomes["voided_unmirrored"] == 1
     assert ods.execute(item).fetchone() == ("resolved", "finance-integration", "propagation")
+
+
+def test_the_sweep_lists_each_clients_psa_invoices_once(
+    ods: psycopg.Connection,
+    psa: HarvestClient,
+    erp: NetSuiteClient,
+    erp_sim: RunningSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many new ERP invoices of one client: one listing of its PSA invoices per run, not one per
+    invoice (O(n^2) before); an earlier create whose mapping was never stored is still found."""
+    n = 25
+    for k in range(n):
+        put_invoice(erp_sim, psa, f"inv-ix-{k}", item={"items": [_milestone_line()]})
+    # inv-ix-0 exists in the PSA already (a create whose mapping was never stored)
+    earlier = psa.create_invoice(
+        client_id=100,
+        number="INV-IX-0",
+        line_items=[{"kind": "Service", "description": "x", "unit_price": "2500.00"}],
+    )
+    listings: list[int | None] = []
+    real = psa.iter_invoices
+
+    def counted(**kw: Any) -> Any:
+        listings.append(kw.get("client_id"))
+        return real(**kw)
+
+    monkeypatch.setattr(psa, "iter_invoices", counted)
+    result = runs.sweep(ods, psa, erp, run_id="scheduled__ix1", as_of=datetime.now(UTC))
+    assert result.outcomes == {"created": n} and listings == [100]
+    monkeypatch.undo()
+    numbers = [i.number for i in psa.iter_invoices(client_id=100) if i.number.startswith("INV-IX-")]
+    assert sorted(numbers) == sorted(f"INV-IX-{k}" for k in range(n))  # none twice
+    assert psa_invoice(psa, "inv-ix-0").id == earlier.id

@@ -117,6 +117,8 @@ def test_the_close_runs_end_to_end_and_a_mismatch_fails_it(
     assert uk["currencies"]["USD"] == {
         "revenue_recognized": "300.00",
         "billed": "500.00",
+        "invoiced": "625.00",
+        "credited": "125.00",
         "wip": "0.00",
         "wip_movement": "-200.00",
         "deferred": "50.00",

@@ -43,6 +43,8 @@ def test_figures_to_the_cent(clean_ods: str) -> None:
     by_currency = {c.currency: c for c in report.currencies}
     usd, eur = by_currency["USD"], by_currency["EUR"]
     assert (usd.revenue_recognized_minor, usd.billed_minor) == (30000, 50000)  # 62500 - 12500 credited
+    assert (usd.invoiced_minor, usd.credited_minor) == (62500, 12500)
+    assert (eur.invoiced_minor, eur.credited_minor) == (0, 0)
     assert (usd.wip_opening_minor, usd.wip_closing_minor, usd.wip_movement_minor) == (20000, 0, -20000)
     assert (usd.deferred_opening_minor, usd.deferred_closing_minor, usd.deferred_movement_minor) == (
         0,
@@ -75,6 +77,8 @@ def test_reconciliation_in_both_currencies(clean_ods: str) -> None:
     headline = cr.headline(report)
     assert headline["reconciled"] is True
     assert headline["currencies"]["USD"]["billed"] == "500.00"
+    assert headline["currencies"]["USD"]["invoiced"] == "625.00"
+    assert headline["currencies"]["USD"]["credited"] == "125.00"
     assert headline["currencies"]["USD"]["leakage"] == "70.00"
     assert headline["postings"]["unplanned"] == 1
 
@@ -186,8 +190,13 @@ def test_the_step_stores_writes_and_fails(clean_ods: str, tmp_path: Path) -> Non
         page = (tmp_path / "close_LE-EU1_2026-11.html").read_text()
         assert "<svg" in page and "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
         assert "500.00" in page  # billed USD, formatted from the integers
+        assert "625.00" in page and "125.00" in page and "credited" in page  # invoiced, credit memos
         data = json.loads((tmp_path / "close_LE-EU1_2026-11.json").read_text())
         assert data["currencies"][1]["billed_minor"] == 50000
+        assert (data["currencies"][1]["invoiced_minor"], data["currencies"][1]["credited_minor"]) == (
+            62500,
+            12500,
+        )
         conn.execute("DELETE FROM billing.erp_journal")
         with pytest.raises(ControlTotalMismatch, match=f"journals USD.*{JOURNAL}: journal 30000 USD"):
             close_html.close_report_step(

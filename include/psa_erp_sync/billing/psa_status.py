@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
@@ -115,23 +115,70 @@ def psa_number(invoice: ErpInvoice) -> str:
     return invoice.tran_id or str(invoice.external_id)
 
 
-def _create(psa: HarvestClient, invoice: ErpInvoice, client_id: int) -> Invoice:
+@dataclass
+class InvoiceIndex:
+    """The PSA invoices of each client by number, listed once per client per run.
+
+    Before it, each ERP invoice without a stored mapping listed all of its client's PSA invoices
+    (``find_invoice``) to look for an earlier create whose mapping was never stored: a sweep over a
+    client's n invoices read n pages of up to n invoices, O(n^2). The index lists a client the first
+    time one of its invoices is looked up and adds each invoice this run creates; a failed create
+    (uncertain or refused) drops the client, so the next lookup lists it again. A hit is re-read
+    before use (its state may have moved since the listing). One index per run or batch: invoices
+    created by another process after the listing are not in it, as they were not between
+    ``find_invoice`` and the create before (the per-invoice lock and the stored mapping cover that).
+    """
+
+    _by_client: dict[int, dict[str, Invoice]] = field(default_factory=dict)
+    listings: int = 0
+
+    def find(self, psa: HarvestClient, number: str, client_id: int) -> Invoice | None:
+        known = self._by_client.get(client_id)
+        if known is None:
+            known = {}
+            for listed in psa.iter_invoices(client_id=client_id):
+                known.setdefault(listed.number, listed)  # the first, as find_invoice answers
+            self._by_client[client_id] = known
+            self.listings += 1
+        hit = known.get(number)
+        return None if hit is None else _reread(psa, hit.id)
+
+    def add(self, client_id: int, invoice: Invoice) -> None:
+        if client_id in self._by_client:
+            self._by_client[client_id].setdefault(invoice.number, invoice)
+
+    def forget(self, client_id: int) -> None:
+        self._by_client.pop(client_id, None)
+
+
+def _create(psa: HarvestClient, invoice: ErpInvoice, client_id: int, index: InvoiceIndex | None) -> Invoice:
     """Find the PSA invoice by number (an earlier create whose mapping was never stored), else create."""
     number = psa_number(invoice)
-    found = psa.find_invoice(number, client_id=client_id)
+    if index is None:
+        found = psa.find_invoice(number, client_id=client_id)
+    else:
+        found = index.find(psa, number, client_id)
     if found is not None:
         return found
     lines = source_lines(invoice)
-    return psa.create_invoice(
-        client_id=client_id,
-        number=number,
-        time_entry_ids=lines.time_entry_ids,
-        expense_ids=lines.expense_ids,
-        line_items=lines.free_items,
-        issue_date=invoice.tran_date,
-        currency=invoice.currency.key if invoice.currency else None,
-        subject=f"ERP invoice {number}",
-    )
+    try:
+        created = psa.create_invoice(
+            client_id=client_id,
+            number=number,
+            time_entry_ids=lines.time_entry_ids,
+            expense_ids=lines.expense_ids,
+            line_items=lines.free_items,
+            issue_date=invoice.tran_date,
+            currency=invoice.currency.key if invoice.currency else None,
+            subject=f"ERP invoice {number}",
+        )
+    except Exception:
+        if index is not None:
+            index.forget(client_id)  # an uncertain create may exist: list the client again next time
+        raise
+    if index is not None:
+        index.add(client_id, created)
+    return created
 
 
 def _move(psa: HarvestClient, current: Invoice, target: Target) -> Invoice:
@@ -170,10 +217,12 @@ def mirror_invoice(
     *,
     paid: Decimal,
     run_id: str,
+    index: InvoiceIndex | None = None,
 ) -> Outcome:
     """Make the PSA show ``invoice`` (an ERP invoice read with its lines; ``paid``: what customer
     payments apply to it). Idempotent. ``conn`` is in autocommit: the mapping is stored as soon as
-    the PSA invoice exists, so a failure later in the same call never loses it."""
+    the PSA invoice exists, so a failure later in the same call never loses it. ``index``: the
+    run's :class:`InvoiceIndex` (without one, each new invoice lists its client's PSA invoices)."""
     external_id = str(invoice.external_id or "")
     client_id = psa_client_id(invoice)
     if not external_id or client_id is None or invoice.id is None:
@@ -187,7 +236,7 @@ def mirror_invoice(
         if known is None:
             if invoice.status == ERP_VOIDED:
                 return "voided_unmirrored"  # voided before the PSA ever showed it: nothing to bill
-            current = _create(psa, invoice, client_id)
+            current = _create(psa, invoice, client_id, index)
             store.save(conn, store.Mirror.of(external_id, invoice, current), run_id)
             outcome: Outcome = "created"
         else:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from psa_erp_sync.billing import psa_status_store as store
-from psa_erp_sync.billing.psa_status import mirror_invoice
+from psa_erp_sync.billing.psa_status import InvoiceIndex, mirror_invoice
 from psa_erp_sync.clients.erp import ErpError
 from psa_erp_sync.clients.psa import PsaApiError, PsaEndpointNotFound, PsaWriteUncertain
 from psa_erp_sync.ods import exceptions, inbox
@@ -98,6 +98,7 @@ def _mirror_ids(
     from psa_erp_sync.config import load_config
 
     outcomes: dict[str, str] = {}
+    index = InvoiceIndex()  # each client's PSA invoices listed once for these ids, not once per id
     paid = erp.payments_applied(internal_ids) if internal_ids else {}
     owner = load_config().ownership.owner_for(EXCEPTION_DOMAIN) if internal_ids else ""
     for internal_id in internal_ids:
@@ -108,7 +109,9 @@ def _mirror_ids(
                 outcome = "gone"
             else:
                 external_id = str(invoice.external_id or internal_id)
-                outcome = mirror_invoice(conn, psa, invoice, paid=paid[internal_id], run_id=run_id)
+                outcome = mirror_invoice(
+                    conn, psa, invoice, paid=paid[internal_id], run_id=run_id, index=index
+                )
                 exceptions.resolve_for(
                     conn,
                     source_system="erp",

@@ -66,7 +66,9 @@ def _currency_section(c: cr.CurrencyFigures) -> str:
         f"{c.currency}: revenue and balances",
         [
             ("revenue recognized", c.revenue_recognized_minor),
-            ("billed", c.billed_minor),
+            ("invoiced", c.invoiced_minor),
+            ("credited", c.credited_minor),
+            ("billed (net)", c.billed_minor),
             ("WIP closing", c.wip_closing_minor),
             ("deferred closing", c.deferred_closing_minor),
             ("unbilled", c.unbilled_minor),
@@ -92,10 +94,20 @@ def _currency_section(c: cr.CurrencyFigures) -> str:
         ],
     )
     summary = _table(
-        ("revenue recognized", "billed", "unbilled", "leakage (entries)", "leakage"),
+        (
+            "revenue recognized",
+            "invoiced",
+            "credited",
+            "billed (net)",
+            "unbilled",
+            "leakage (entries)",
+            "leakage",
+        ),
         [
             (
                 fmt(c.revenue_recognized_minor),
+                fmt(c.invoiced_minor),
+                fmt(c.credited_minor),
                 fmt(c.billed_minor),
                 fmt(c.unbilled_minor),
                 c.leakage_count,

@@ -70,7 +70,9 @@ class CurrencyFigures(_Model):
 
     currency: str
     revenue_recognized_minor: int = 0
-    billed_minor: int = 0
+    billed_minor: int = 0  # net: invoiced - credited
+    invoiced_minor: int = 0  # invoices dated in the period (not voided)
+    credited_minor: int = 0  # credit memos dated in the period (not voided), positive
     wip_opening_minor: int = 0
     wip_closing_minor: int = 0
     deferred_opening_minor: int = 0
@@ -140,7 +142,8 @@ _RECOGNIZED = """
     WHERE legal_entity = %(le)s AND period_month = %(start)s GROUP BY 1
 """
 _BILLED = """
-    SELECT currency, sum(CASE record_type WHEN 'creditmemo' THEN -total_minor ELSE total_minor END)
+    SELECT currency, coalesce(sum(total_minor) FILTER (WHERE record_type <> 'creditmemo'), 0),
+           coalesce(sum(total_minor) FILTER (WHERE record_type = 'creditmemo'), 0)
     FROM billing.erp_invoice
     WHERE legal_entity = %(le)s AND tran_date >= %(start)s AND tran_date < %(end)s AND NOT voided
     GROUP BY 1
@@ -174,8 +177,13 @@ def currency_figures(
 
     for cur, amount in conn.execute(_RECOGNIZED, args):
         put(cur, revenue_recognized_minor=int(amount))
-    for cur, amount in conn.execute(_BILLED, args):
-        put(cur, billed_minor=int(amount))
+    for cur, invoiced, credited in conn.execute(_BILLED, args):
+        put(
+            cur,
+            billed_minor=int(invoiced) - int(credited),
+            invoiced_minor=int(invoiced),
+            credited_minor=int(credited),
+        )
     for cur, asset, liability in conn.execute(_BALANCES, args | {"before": start}):
         put(cur, wip_opening_minor=int(asset), deferred_opening_minor=int(liability))
     for cur, asset, liability in conn.execute(_BALANCES, args | {"before": end}):
@@ -582,7 +590,7 @@ def compute(
 
 def headline(report: CloseReport) -> dict[str, Any]:
     """The figures a reader (or ``make demo``) prints first: per currency revenue recognized,
-    billed, WIP and deferred closing balances with their movement, leakage; postings by state;
+    billed (net) with what was invoiced and what credit memos credited, WIP and deferred closing balances with their movement, leakage; postings by state;
     whether everything reconciled; open exceptions."""
     states: dict[str, int] = {}
     for counts in report.postings.values():
@@ -596,6 +604,8 @@ def headline(report: CloseReport) -> dict[str, Any]:
             c.currency: {
                 "revenue_recognized": money.format_minor(c.revenue_recognized_minor, c.currency),
                 "billed": money.format_minor(c.billed_minor, c.currency),
+                "invoiced": money.format_minor(c.invoiced_minor, c.currency),
+                "credited": money.format_minor(c.credited_minor, c.currency),
                 "wip": money.format_minor(c.wip_closing_minor, c.currency),
                 "wip_movement": money.format_minor(c.wip_movement_minor, c.currency),
                 "deferred": money.format_minor(c.deferred_closing_minor, c.currency),
