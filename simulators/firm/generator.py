@@ -1453,14 +1453,24 @@ def _history_time_entries(firm: Firm) -> Iterator[list[Row]]:
                     created = f"{spent}T17:{int(rng.random() * 60):02d}:00Z"
                     rows.append(
                         {
-                            "id": next_id, "spent_date": spent, "user_id": plan.user_id,
-                            "project_id": option.project_id, "task_id": task_id, "hours": HOURS[2 + b - a],
+                            "id": next_id,
+                            "spent_date": spent,
+                            "user_id": plan.user_id,
+                            "project_id": option.project_id,
+                            "task_id": task_id,
+                            "hours": HOURS[2 + b - a],
                             "notes": f"{NOTE_VERBS[int(rng.random() * 8)]} {NOTE_OBJECTS[int(rng.random() * 10)]}",
-                            "billable": billable, "billable_rate": rate_s, "cost_rate": cost,
-                            "is_closed": True, "is_locked": True, "is_billed": False, "external_reference": None,
-                            "created_at": created, "updated_at": approved,
+                            "billable": billable,
+                            "billable_rate": rate_s,
+                            "cost_rate": cost,
+                            "is_closed": True,
+                            "is_locked": True,
+                            "is_billed": False,
+                            "external_reference": None,
+                            "created_at": created,
+                            "updated_at": approved,
                         }
-                    )  # fmt: skip
+                    )
         yield rows
 
 
@@ -1489,14 +1499,22 @@ def _history_expenses(firm: Firm) -> Iterator[list[Row]]:
                 next_id += 1
                 rows.append(
                     {
-                        "id": next_id, "spent_date": spent, "user_id": plan.user_id,
-                        "project_id": option.project_id, "expense_category_id": cat_id,
-                        "total_cost": money(total), "units": str(units) if units is not None else None,
-                        "notes": f"{name} for client work", "billable": billable,
-                        "is_closed": True, "is_locked": True, "is_billed": False,
-                        "created_at": f"{spent}T18:00:00Z", "updated_at": approved,
+                        "id": next_id,
+                        "spent_date": spent,
+                        "user_id": plan.user_id,
+                        "project_id": option.project_id,
+                        "expense_category_id": cat_id,
+                        "total_cost": money(total),
+                        "units": str(units) if units is not None else None,
+                        "notes": f"{name} for client work",
+                        "billable": billable,
+                        "is_closed": True,
+                        "is_locked": True,
+                        "is_billed": False,
+                        "created_at": f"{spent}T18:00:00Z",
+                        "updated_at": approved,
                     }
-                )  # fmt: skip
+                )
         yield rows
 
 
