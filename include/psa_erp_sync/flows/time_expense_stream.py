@@ -34,7 +34,7 @@ def build() -> None:
     from psa_erp_sync.billing import steps as billing_steps
     from psa_erp_sync.contracts.kinds import KINDS
     from psa_erp_sync.hooks.erp import account_pool
-    from psa_erp_sync.lineage.refs import erp, ods, psa
+    from psa_erp_sync.lineage.refs import ods, psa, routed_erp
     from psa_erp_sync.operators.step import DomainStepOperator
     from psa_erp_sync.stream import steps as stream_steps
 
@@ -58,7 +58,7 @@ def build() -> None:
             *(ods(k.canonical_table) for k in KINDS.values()),
             ods("exceptions.item"),
             ods("ledger.posting"),
-            *(erp(k.record_type) for k in KINDS.values()),
+            *(routed_erp(k.record_type) for k in KINDS.values()),
         ],
     )
     # Signed-off milestones -> billing events (PSA and ODS only: no ERP call, no posting pool).

@@ -23,6 +23,7 @@ DEFAULT_CONN_IDS = {s: f"{s}_default" for s in SYSTEMS}
 class DatasetRef:
     system: str  # psa, erp, crm, planning, workday or ods
     name: str  # resource path; ERP record type; ODS "schema.table"
+    routed: bool = False  # an ERP record type in every ERP the routing posts to (:func:`routed_erp`)
 
     def __post_init__(self) -> None:
         if self.system not in SYSTEMS:
@@ -37,6 +38,13 @@ def psa(path: str) -> DatasetRef:
 
 def erp(record_type: str) -> DatasetRef:
     return DatasetRef("erp", record_type)
+
+
+def routed_erp(record_type: str) -> DatasetRef:
+    """``record_type`` in each ERP ``config/erp_routing.yaml`` routes to, each in its own namespace
+    (as the posting task declares its outputs; docs/multi-erp.md, "Lineage"). Resolved when lineage
+    is asked for, never at parse time."""
+    return DatasetRef("erp", record_type, routed=True)
 
 
 def crm(path: str) -> DatasetRef:
@@ -81,6 +89,23 @@ def _namespace(system: str, conn_id: str) -> str:
     return PlanningHook(conn_id).openlineage_namespace()
 
 
+def _routed(record_type: str, erp_conn_id: str) -> list[Any]:
+    """The dataset of ``record_type`` in each ERP in force (NetSuite alone: ``erp_conn_id``'s)."""
+    from psa_erp_sync.hooks.erp import ErpHook
+    from psa_erp_sync.hooks.sap import SapHook
+    from psa_erp_sync.lineage import naming
+    from psa_erp_sync.routing.route import router
+
+    routing = router()
+    in_force = routing.erps_in_force()
+    out = []
+    for erp in in_force:
+        conn_id = erp_conn_id if in_force == ["netsuite"] else routing.routing.connection_of(erp)
+        hook: Any = SapHook(conn_id) if erp == "sap" else ErpHook(conn_id)
+        out.append(naming.erp_dataset(erp, hook.openlineage_namespace(), record_type))
+    return out
+
+
 def resolve(
     refs: list[DatasetRef] | tuple[DatasetRef, ...], conn_ids: Mapping[str, str] | None = None
 ) -> list[Any]:
@@ -102,6 +127,8 @@ def resolve(
                 database = OdsHook(ids["ods"]).database()
             schema, table = ref.name.split(".")
             out.append(naming.postgres(namespace, database, schema, table))
+        elif ref.system == "erp" and ref.routed:
+            out.extend(_routed(ref.name, ids["erp"]))
         elif ref.system == "erp":
             out.append(naming.erp_record(namespace, ref.name))
         else:

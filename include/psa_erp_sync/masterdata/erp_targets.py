@@ -120,21 +120,36 @@ class RoutedErpWriter:
     """``upsert`` to the writer of the ERP the body's legal entity routes to on ``as_of``.
 
     :param writer_for: ERP name -> its writer (NetSuite's client, or a :class:`SapMasterWriter`).
-    A body without a legal entity (a link field) goes where this writer last sent that record,
-    else to NetSuite.
+    :param placed: (record type, external id) -> the ERP an earlier run wrote that record to (the
+        project setup's ``master.project_setup.erp_name``, else its entity's route on ``as_of``).
+    A body without a legal entity (a link field) goes where this writer last sent that record, else
+    where ``placed`` says, else to NetSuite.
     """
 
-    def __init__(self, router: Router, writer_for: Callable[[str], Any], *, as_of: date) -> None:
+    def __init__(
+        self,
+        router: Router,
+        writer_for: Callable[[str], Any],
+        *,
+        as_of: date,
+        placed: Mapping[tuple[str, str], str] | None = None,
+    ) -> None:
         self.router = router
         self.writer_for = writer_for
         self.as_of = as_of
+        self.placed = dict(placed or {})
         self.sent: dict[tuple[str, str], str] = {}
 
     def target(self, record_type: str, external_id: str, body: Mapping[str, Any]) -> str:
         entity = _ref(body, "subsidiary")
         if entity is None:
-            return self.sent.get((record_type, external_id), "netsuite")
+            key = (record_type, external_id)
+            return self.sent.get(key) or self.placed.get(key) or "netsuite"
         return self.router.route(entity, self.as_of).erp
+
+    def placed_in(self, record_type: str, external_id: str) -> str | None:
+        """The ERP this writer sent the record to in this run (None: not sent)."""
+        return self.sent.get((record_type, external_id))
 
     def upsert(self, record_type: str, external_id: str, body: Mapping[str, Any]) -> str:
         erp = self.target(record_type, external_id, body)

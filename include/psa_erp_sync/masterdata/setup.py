@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from datetime import date
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -303,6 +304,28 @@ def provision(
     return counts
 
 
+def placed_jobs(conn: psycopg.Connection, router: Any, as_of: date) -> dict[tuple[str, str], str]:
+    """(``job``, external id) -> the ERP holding the job, for each setup whose ERP job exists but
+    is not linked yet: the ERP recorded when the job was written (``erp_name``), else the one its
+    legal entity routes to on ``as_of`` (a job written before migration 0033)."""
+    from psa_erp_sync.routing.route import RouteNotFound
+
+    placed: dict[tuple[str, str], str] = {}
+    rows = conn.execute(
+        "SELECT job_external_id, erp_name, legal_entity FROM master.project_setup"
+        " WHERE state IN ('erp_job', 'psa_project')"
+    ).fetchall()
+    for ext, erp_name, legal_entity in rows:
+        if erp_name is None and legal_entity is not None:
+            try:
+                erp_name = router.route(legal_entity, as_of).erp
+            except RouteNotFound:
+                continue
+        if erp_name is not None:
+            placed[("job", str(ext))] = str(erp_name)
+    return placed
+
+
 def _definitive(exc: Any) -> bool:
     """A 4xx other than 408/429: the PSA refused the request and will refuse it again."""
     return exc.status is not None and 400 <= exc.status < 500 and exc.status not in (408, 429)
@@ -370,7 +393,9 @@ def _provision_one(
                 "isInactive": False,
             },
         )
-        _advance(conn, opp_id, "erp_job", run_id, erp_internal_id=internal)
+        placed_in = getattr(erp, "placed_in", None)  # a RoutedErpWriter: the ERP now holding the job
+        erp_name = placed_in("job", ext) if placed_in is not None else None
+        _advance(conn, opp_id, "erp_job", run_id, erp_internal_id=internal, erp_name=erp_name)
         counts["erp_jobs"] += 1
         state = "erp_job"
     if state == "erp_job":

@@ -50,7 +50,10 @@ def provision_projects(
     routing = router()
     if erp_for is not None and as_of is not None and routing.erps_in_force() != ["netsuite"]:
         erp = erp_targets.RoutedErpWriter(
-            routing, lambda name: erp_for(routing.routing.connection_of(name)), as_of=as_of.date()
+            routing,
+            lambda name: erp_for(routing.routing.connection_of(name)),
+            as_of=as_of.date(),
+            placed=setup.placed_jobs(conn, routing, as_of.date()),
         )
     return setup.provision(
         conn,

@@ -60,16 +60,14 @@ class ERPValidationOperator(LineageReportingOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from psa_erp_sync.config import load_config
-        from psa_erp_sync.hooks.erp import ErpHook
         from psa_erp_sync.hooks.ods import OdsHook
         from psa_erp_sync.masterdata import validation
+        from psa_erp_sync.operators.context import run_as_of
 
         self.record_lineage_run(context, f"erp_validation:{self.domain}")
         candidates = [validation.Candidate.model_validate(r) for r in (self.records or [])]
         ownership = load_config().ownership
-        with ErpHook(self.erp_conn_id).get_client() as client:
-            lookup = validation.ErpLookup(client)
-            verdicts = validation.validate_batch(candidates, lookup)
+        verdicts, queries = _validate_routed(candidates, self.erp_conn_id, lambda: run_as_of(context).date())
         with OdsHook(self.ods_conn_id).get_conn() as conn, conn.transaction():
             written = validation.record_verdicts(
                 conn,
@@ -80,12 +78,12 @@ class ERPValidationOperator(LineageReportingOperator):
                 owner_for=ownership.owner_for,
                 run_id=context["run_id"],
             )
-        summary = validation.summarize(verdicts) | written | {"erp_queries": lookup.queries}
+        summary = validation.summarize(verdicts) | written | {"erp_queries": queries}
         self.summary = summary
         self.log.info(
             "validated %d records with %d ERP queries: %d valid, %d invalid %s",
             len(verdicts),
-            lookup.queries,
+            queries,
             summary["valid"],
             summary["invalid"],
             summary["by_reason"],
@@ -100,6 +98,44 @@ class ERPValidationOperator(LineageReportingOperator):
 
     def lineage_run_facets(self) -> dict[str, Any]:
         return _data_quality(self.summary)
+
+
+def _validate_routed(candidates: list[Any], erp_conn_id: str, as_of: Any) -> tuple[list[Any], int]:
+    """Each candidate judged by the ERP its legal entity routes to on ``as_of()`` (NetSuite's
+    SuiteQL look-ups, or SAP's master data: :mod:`psa_erp_sync.masterdata.sap_validation`), in
+    order, and the ERP queries it took. A candidate without a route (or an entity) goes to NetSuite,
+    which judges its legal entity."""
+    from psa_erp_sync.hooks.erp import ErpHook
+    from psa_erp_sync.hooks.sap import SapHook
+    from psa_erp_sync.masterdata import sap_validation, validation
+    from psa_erp_sync.routing.route import RouteNotFound, router
+
+    routing = router()
+    only_netsuite = routing.erps_in_force() == ["netsuite"]
+    day = None if only_netsuite else as_of()  # the run's date, read only during a transition
+    by_erp: dict[str, list[int]] = {}
+    for i, candidate in enumerate(candidates):
+        try:
+            erp = "netsuite" if day is None else routing.route(candidate.legal_entity or "", day).erp
+        except RouteNotFound:
+            erp = "netsuite"
+        by_erp.setdefault(erp, []).append(i)
+    verdicts: dict[int, Any] = {}
+    queries = 0
+    for erp, indexes in sorted(by_erp.items()):
+        batch = [candidates[i] for i in indexes]
+        conn_id = erp_conn_id if only_netsuite else routing.routing.connection_of(erp)
+        if erp == "sap":
+            hook = SapHook(conn_id)
+            with hook.get_client() as client:
+                found, asked = sap_validation.validate_in_sap(batch, client, hook.sap_mapping().company_codes)
+        else:
+            with ErpHook(conn_id).get_client() as client:
+                lookup = validation.ErpLookup(client)
+                found, asked = validation.validate_batch(batch, lookup), lookup.queries
+        verdicts.update(zip(indexes, found, strict=True))
+        queries += asked
+    return [verdicts[i] for i in range(len(candidates))], queries
 
 
 def _validation_datasets(op: Any, looked_up: Sequence[str]) -> tuple[list[Any], list[Any]]:
