@@ -53,6 +53,13 @@ def test_each_erp_is_read_back_and_reconciled_to_the_cent(
         time_entry(conn, 4, "2027-01-04", "a4", "4.00", 12_345)
         expense_entry(conn, 11, "2026-12-15", 4_550)  # NetSuite
         expense_entry(conn, 12, "2027-01-15", 12_001)  # SAP
+        # Foreign-currency work in SAP: EUR 100.00 at 0.855 = GBP 85.50 (LE-UK1's functional currency).
+        expense_entry(conn, 13, "2027-01-20", 10_000)
+        conn.execute(
+            "UPDATE canonical.expense_entry SET currency = 'EUR', functional_currency = 'GBP',"
+            " functional_amount_minor = 8550, fx_rate = 0.855, fx_rate_date = '2027-01-20'"
+            " WHERE source_id = '13'"
+        )
     assert post("timebill", "per-erp-1")["still_pending"] == 0
     assert post("expensereport", "per-erp-1")["still_pending"] == 0
     # A December entry moved into January: reversed in NetSuite, posted in SAP.
@@ -71,18 +78,42 @@ def test_each_erp_is_read_back_and_reconciled_to_the_cent(
     expenses = report["expensereport"]["by_erp"]
     assert (expenses["netsuite"]["erp"]["amounts_minor"], expenses["sap"]["erp"]["amounts_minor"]) == (
         {"GBP": 4_550},
-        {"GBP": 12_001},
+        {"EUR": 10_000, "GBP": 12_001},
     )
-    assert expenses["sap"]["both_currencies"] is None  # SAP: transaction currency only
+    # Both currencies in SAP: its transaction amounts at the rates we sent it (SAP holds no
+    # functional amount) equal the functional amounts, per entity x period x currency.
+    sap_fx = expenses["sap"]["both_currencies"]
+    assert sap_fx["differing"] == [] and sap_fx["functional"]["erp"] == {"GBP": 12_001 + 8_550}
+    assert sap_fx["functional"]["expected"] == sap_fx["functional"]["erp"]
+    assert time["by_erp"]["sap"]["both_currencies"]["functional"]["erp"] == {"GBP": 106_880}
     stages = _stages(clean_ods, "per-erp-r1")
+    assert stages[("expensereport", "erp_readback_functional:sap")] == (2, {"GBP": "20551"})
+    assert stages[("expensereport", "erp_readback_functional")] == (3, {"GBP": "25101"})
     assert stages[("timebill", "erp_readback:sap")] == (3, {"GBP": "106880"})
     assert stages[("timebill", "erp_readback:netsuite")] == (1, {"GBP": "15000"})
     assert stages[("timebill", "erp_readback")] == (4, {"GBP": "121880"})
 
+    # The ODS's functional amount no longer what SAP's amount is at the rate we sent: named.
+    from psa_erp_sync.reconcile.control_totals import ControlTotalMismatch
+
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE canonical.expense_entry SET functional_amount_minor = 8551 WHERE source_id = '13'"
+        )
+    with pytest.raises(ControlTotalMismatch) as fx_failure:
+        _reconcile("per-erp-fx")
+    assert "expensereport in both currencies: LE-UK1 2027-01 EUR" in str(fx_failure.value), fx_failure.value
+    assert "psa-ex-13: expected 10000 EUR = 8551 GBP (minor units), ERP has 10000 EUR = 8550 GBP" in str(
+        fx_failure.value
+    )
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE canonical.expense_entry SET functional_amount_minor = 8550 WHERE source_id = '13'"
+        )
+
     # An entry's hours changed in SAP by someone else (cancelled, re-entered with 0.01 h more).
     from psa_erp_sync.clients.sap import S4HanaClient
     from psa_erp_sync.clients.sap_models import TimeSheetInput
-    from psa_erp_sync.reconcile.control_totals import ControlTotalMismatch
 
     with S4HanaClient(base_url=sap_sim.base_url, user="PSA_COMM", password="secret") as client:
         [live] = [

@@ -214,17 +214,20 @@ def reconcile(
     prefix: str,
     functional_currency: Mapping[str, str],
     source_ids: Collection[str] | None = None,
+    lines: Mapping[str, ErpLine] | None = None,
 ) -> dict[str, Any]:
     """The both-currency comparison of one record type (see the module docstring).
-    ``source_ids``: the records this ERP should hold (several ERPs); None: every approved one."""
+    ``source_ids``: the records this ERP should hold (several ERPs); None: every approved one.
+    ``lines``: the ERP's lines when they are not NetSuite's SuiteQL read (SAP:
+    :func:`psa_erp_sync.reconcile.sap_readback.functional_lines`); ``client`` is then unused."""
     skip = skipped(conn, record_type)
     want = {
         k: v
         for k, v in expected(conn, record_type).items()
         if k not in skip and (source_ids is None or k in source_ids)
     }
-    lines = {k: v for k, v in actual(client, record_type, prefix).items() if k not in skip}
-    have = booked_in_erp(lines, want, functional_currency)
+    read = lines if lines is not None else actual(client, record_type, prefix)
+    have = booked_in_erp({k: v for k, v in read.items() if k not in skip}, want, functional_currency)
     return compare(want, have, prefix=prefix) | {
         "skipped": len(skip),
         "counts": {"expected": len(want), "erp": len(have)},

@@ -13,6 +13,16 @@ compares both ERPs alike (docs/multi-erp.md, "Downstream per ERP"):
 - **expenses**: the journal entries whose header text is ``psa:<source id>``; per entry the sum of
   the expense account's debits less its credits (a reversal is the mirrored entry), in the
   document's currency. An entry whose documents net to zero and include a mirrored one is reversed.
+
+**Both currencies** (:func:`functional_lines`): SAP's journal items carry the transaction currency
+amount only (``AmountInTransactionCurrency``; the simulator models no ``AmountInCompanyCodeCurrency``
+and no exchange rate) and its timesheets no money at all, so SAP cannot be asked for a functional
+amount. What it has is reconciled: each read-back transaction amount converted at the exchange rate
+the ledger sent SAP with that record (``ledger.posting.fx_rate``; 1 for work in the functional
+currency), half-even once, must equal the ODS's functional amount, per legal entity x period x
+transaction currency (:mod:`psa_erp_sync.reconcile.fx`). This proves SAP holds every transaction
+amount whose conversion at our rate is the functional amount we reported; it cannot detect SAP
+converting at another rate.
 """
 
 from __future__ import annotations
@@ -49,6 +59,35 @@ def ledger_rates(conn: psycopg.Connection, *, erp: str = "sap") -> dict[str, tup
         (erp,),
     ).fetchall()
     return {str(sid): (Decimal(str(rate or 0)), str(cur or "")) for sid, rate, cur in rows}
+
+
+def functional_lines(
+    conn: psycopg.Connection, record_type: str, rows: Mapping[str, Row], *, erp: str = "sap"
+) -> dict[str, Any]:
+    """SAP's read-back ``rows`` as :class:`~psa_erp_sync.reconcile.fx.ErpLine`: the amount SAP holds,
+    at the legal entity, date and exchange rate of the latest confirmed post or adjust the ledger
+    sent ``erp`` for that record (own lane). A row the ledger never confirmed keeps rate 1."""
+    from psa_erp_sync.reconcile.fx import ErpLine
+
+    sent = {
+        str(sid): (entity, str(day or "")[:7], Decimal(str(rate)) if rate is not None else Decimal(1))
+        for sid, entity, day, rate in conn.execute(
+            """
+            SELECT DISTINCT ON (source_system, source_id) source_id, legal_entity, payload->>'tranDate',
+                   fx_rate
+            FROM ledger.posting
+            WHERE record_type = %s AND target_erp = %s AND corrects IS NULL AND NOT shadow
+              AND state IN ('confirmed', 'resolved') AND action IN ('post', 'adjust')
+            ORDER BY source_system, source_id, seq DESC
+            """,
+            (record_type, erp),
+        ).fetchall()
+    }
+    lines = {}
+    for source_id, (_hours, amount, currency) in rows.items():
+        entity, period, rate = sent.get(source_id, (None, "", Decimal(1)))
+        lines[source_id] = ErpLine(entity, period, currency, amount, rate)
+    return lines
 
 
 def timesheets(

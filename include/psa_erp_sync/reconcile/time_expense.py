@@ -23,7 +23,7 @@ import psycopg
 from psa_erp_sync.contracts import kinds
 from psa_erp_sync.ods import audit
 from psa_erp_sync.reconcile import control_totals as ct
-from psa_erp_sync.reconcile import erp_readback
+from psa_erp_sync.reconcile import erp_readback, sap_readback
 from psa_erp_sync.reconcile import fx as both_currencies
 
 log = logging.getLogger(__name__)
@@ -163,11 +163,15 @@ def _check_both_currencies(
     dag_id: str,
     run_id: str,
     source_ids: Collection[str] | None = None,
+    lines: Mapping[str, Any] | None = None,
+    erp: str | None = None,
 ) -> tuple[dict[str, Any], str | None]:
     """The both-currency report of ``record_type`` (:mod:`psa_erp_sync.reconcile.fx`), its functional
     control totals recorded (both sides), and the problem it names, if any: the differing groups,
     each with its first differing records. ``source_ids``: the records this ERP should hold (several
-    ERPs; None: every approved record)."""
+    ERPs; None: every approved record). ``lines``: SAP's read-back as fx lines (None: NetSuite's
+    SuiteQL read through ``client``). ``erp``: its functional stages are recorded as
+    ``<stage>:<erp>`` (several ERPs; their sums are recorded by the caller)."""
     fx = both_currencies.reconcile(
         conn,
         client,
@@ -175,6 +179,7 @@ def _check_both_currencies(
         prefix=EXTERNAL_ID_PREFIX[record_type],
         functional_currency=functional_currency,
         source_ids=source_ids,
+        lines=lines,
     )
     for stage, side in (("expected_in_erp_functional", "expected"), ("erp_readback_functional", "erp")):
         ct.record(
@@ -182,7 +187,7 @@ def _check_both_currencies(
             dag_id=dag_id,
             run_id=run_id,
             record_type=record_type,
-            stage=stage,
+            stage=f"{stage}:{erp}" if erp else stage,
             totals=ct.Totals(fx["counts"][side], Decimal(0), fx["functional"][side]),
         )
     if not fx["differing"]:
@@ -224,9 +229,10 @@ Sides = tuple[ct.Totals, ct.Totals, ct.Totals]  # expected, ERP read-back, poste
 
 def _reconcile_one(
     conn: psycopg.Connection, scope: _Scope, record_type: str
-) -> tuple[dict[str, Any], str | None, Sides, set[str]]:
+) -> tuple[dict[str, Any], str | None, Sides, set[str], dict[str, Row]]:
     """One ERP x record type: expected vs ledger vs read-back. Returns the report part, the
-    problem (None: it reconciles), the three totals and the source ids the ERP should hold."""
+    problem (None: it reconciles), the three totals, the source ids the ERP should hold and what
+    it holds per source id."""
     erp = scope.erp if scope.per_erp else None
     want, want_rows = erp_readback.expected(conn, record_type, erp=erp, route_of=scope.route_of)
     have, have_rows = _read_back(conn, scope.erp, scope.adapter, record_type)
@@ -251,7 +257,7 @@ def _reconcile_one(
             f"{record_type}{where}: {exc} ({diff['missing_in_erp']} missing in the ERP,"
             f" {diff['unexpected_in_erp']} unexpected, {diff['different_in_erp']} different){named}"
         )
-    return part, problem, (want, have, ledger_view), set(want_rows)
+    return part, problem, (want, have, ledger_view), set(want_rows), have_rows
 
 
 STAGES = ("expected_in_erp", "erp_readback", "posted")
@@ -271,8 +277,9 @@ def _reconcile_type(
     parts: dict[str, dict[str, Any]] = {}
     sides: list[Sides] = []
     problems: list[str] = []
+    fx_sides: list[dict[str, Any]] = []
     for scope in scopes:
-        part, problem, totals, want_ids = _reconcile_one(conn, scope, record_type)
+        part, problem, totals, want_ids, have_rows = _reconcile_one(conn, scope, record_type)
         sides.append(totals)
         if scope.per_erp:
             for stage, t in zip(STAGES, totals, strict=True):
@@ -286,31 +293,49 @@ def _reconcile_type(
                 )
         if problem is not None:
             problems.append(problem)
-        if scope.erp == "sap":  # SAP books in the transaction currency only (docs/multi-erp.md)
-            part["both_currencies"] = None
-        else:
-            part["both_currencies"], fx_problem = _check_both_currencies(
-                conn,
-                getattr(scope.adapter, "client", scope.adapter),
-                record_type,
-                functional,
-                dag_id=dag_id,
-                run_id=run_id,
-                source_ids=want_ids if scope.per_erp else None,
-            )
-            # Named when the transaction amounts agree (a functional amount or a rate differs);
-            # otherwise the differences above name the records, and the report holds both.
-            if fx_problem is not None and problem is None:
-                problems.append(fx_problem)
+        # SAP holds no functional amount: its transaction amounts at the rates we sent it
+        # (sap_readback.functional_lines; docs/multi-erp.md, "Downstream per ERP").
+        lines = sap_readback.functional_lines(conn, record_type, have_rows) if scope.erp == "sap" else None
+        part["both_currencies"], fx_problem = _check_both_currencies(
+            conn,
+            getattr(scope.adapter, "client", scope.adapter),
+            record_type,
+            functional,
+            dag_id=dag_id,
+            run_id=run_id,
+            source_ids=want_ids if scope.per_erp else None,
+            lines=lines,
+            erp=scope.erp if scope.per_erp else None,
+        )
+        fx_sides.append(part["both_currencies"])
+        # Named when the transaction amounts agree (a functional amount or a rate differs);
+        # otherwise the differences above name the records, and the report holds both.
+        if fx_problem is not None and problem is None:
+            problems.append(fx_problem)
         parts[scope.erp] = part
     summed = [_sum([s[i] for s in sides]) for i in range(3)]
     for stage, t in zip(STAGES, summed, strict=True):
         ct.record(conn, dag_id=dag_id, run_id=run_id, record_type=record_type, stage=stage, totals=t)
     if len(scopes) == 1 and not scopes[0].per_erp:
         return next(iter(parts.values())), problems
+    _record_functional_sums(conn, fx_sides, record_type, dag_id=dag_id, run_id=run_id)
     want, have, ledger_view = summed
     report = {"expected": want.as_dict(), "posted_per_ledger": ledger_view.as_dict(), "erp": have.as_dict()}
     return report | {"by_erp": parts}, problems
+
+
+def _record_functional_sums(
+    conn: psycopg.Connection, reports: Sequence[dict[str, Any]], record_type: str, *, dag_id: str, run_id: str
+) -> None:
+    """The both-currency stages summed over the ERPs, under the usual stage names."""
+    for stage, side in (("expected_in_erp_functional", "expected"), ("erp_readback_functional", "erp")):
+        amounts: dict[str, int] = {}
+        for report in reports:
+            for cur, minor in report["functional"][side].items():
+                amounts[cur] = amounts.get(cur, 0) + minor
+        count = sum(int(r["counts"][side]) for r in reports)
+        totals = ct.Totals(count, Decimal(0), dict(sorted(amounts.items())))
+        ct.record(conn, dag_id=dag_id, run_id=run_id, record_type=record_type, stage=stage, totals=totals)
 
 
 def _sum(totals: Sequence[ct.Totals]) -> ct.Totals:
