@@ -67,18 +67,27 @@ def test_entries_marked_billed_in_the_psa_post_nothing_again(
             assert invoice.number == f"INV-T{n}"
             marked += len(times[client]) + len(expenses[client])
         assert marked > 20
-        billed = sum(
-            1
+        billed_ids = {
+            str(e["id"])
             for page in psa.iter_pages("/v2/time_entries", {"is_billed": "true"})
             for e in page
             if e.get("invoice")
-        )
+        }
+        billed = len(billed_ids)
         assert billed > 0
 
         again = _extract_validate(clean_ods, psa, "billed")
-    # Staging saw the marked entries change; canonical and the ledger did not.
+    # Staging saw the marked entries change; canonical's versions and the ledger did not (no audit
+    # of a change either); the marked rows took the PSA's newer update time.
     assert again["/v2/time_entries"].new_versions >= billed
-    assert _state(clean_ods) == posted
+    now = _state(clean_ods)
+    assert now["ledger"] == posted["ledger"] and now["audit"] == posted["audit"] == (0,)
+    for table, rows in posted["canonical"].items():
+        assert [(r[0], r[1], r[4]) for r in now["canonical"][table]] == [(r[0], r[1], r[4]) for r in rows]
+    before = {r[0]: r[3] for r in posted["canonical"]["canonical.time_entry"]}
+    after = {r[0]: r[3] for r in now["canonical"]["canonical.time_entry"]}
+    in_canonical = billed_ids & set(before)
+    assert in_canonical and all(after[i] > before[i] for i in in_canonical)
     second = _post(clean_ods, erp_sim, "second")
     for plan in second.values():
         assert all(n == 0 for n in plan["planned"].values()), plan

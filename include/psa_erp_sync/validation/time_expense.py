@@ -1393,9 +1393,10 @@ def _newer(new: str) -> str:
 #: columns (they derive from the rate book too: a version staged again keeps its amounts as ever),
 #: nor ``source_updated_at``: the PSA moves it for edits canonical does not carry, above all when
 #: an invoice marks the entry billed (``billing_status``), and such an edit is no new version of the
-#: work (posting it again would send the ERP an adjustment that changes only the memo). The row
-#: keeps the update time of the version it holds (the approval's, which WIP ageing reads). A staged
-#: version with other content still replaces it only when newer than that time (:func:`_newer`).
+#: work (posting it again would send the ERP an adjustment that changes only the memo). The row keeps
+#: its version (hash and ``record``, no audit), and its ``source_updated_at`` and ``source_read_at``
+#: move to the newer read, so a staged version with other content that is older than what the PSA
+#: has since shown is still refused as stale (:func:`_newer`).
 _NOT_CONTENT = ("source_system", "source_id", "version_hash", "is_deleted", "source_updated_at")
 
 
@@ -1410,7 +1411,8 @@ def _keep_same_content_find_stale(conn: psycopg.Connection, kind: Kind) -> set[s
     version hash, so it is no new version (nothing updated, posted or adjusted). Staging's hash is
     of the payload as staged; a change of how payloads are staged or hashed (raw bytes instead of
     re-encoded floats: ``1.50`` against ``1.5``), or an edit of a field canonical does not carry
-    with the same update time, makes a new staged version with the same content. Values compare as
+    (an invoice's billed mark, notes) makes a new staged version with the same content: the row keeps
+    its version and takes the newer update and read times (:data:`_NOT_CONTENT`). Values compare as
     values (``numeric`` 1.50 = 1.5).
 
     Returns the source ids refused as stale: canonical already holds a newer version or a later
@@ -1431,6 +1433,12 @@ def _keep_same_content_find_stale(conn: psycopg.Connection, kind: Kind) -> set[s
             UPDATE tmp_{kind} t SET version_hash = p.current_version,
                 record = jsonb_set(t.record, '{{version_hash}}', to_jsonb(p.current_version))
             FROM probe p WHERE p.same_content AND t.ctid = p.row_id
+            RETURNING t.source_system, t.source_id, t.source_updated_at, t.source_read_at
+        ), seen AS (
+            UPDATE {TABLES[kind]} c SET source_updated_at = k.source_updated_at,
+                source_read_at = greatest(c.source_read_at, k.source_read_at)
+            FROM kept k WHERE c.source_system = k.source_system AND c.source_id = k.source_id
+              AND k.source_updated_at > c.source_updated_at AND NOT c.is_deleted
         )
         SELECT source_id FROM probe WHERE CASE WHEN same_content THEN stale_if_kept ELSE stale END
         """
