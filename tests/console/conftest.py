@@ -197,6 +197,9 @@ def browser_page(request: pytest.FixtureRequest) -> Iterator[Any]:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
+        # Assertions wait as long as actions: a page behind an Airflow API call (a triggered run)
+        # takes more than expect's default 5 s on a loaded two-core machine.
+        sync_api.expect.set_options(timeout=30_000)
         try:
             yield page
         finally:
