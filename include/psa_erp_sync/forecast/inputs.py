@@ -17,10 +17,11 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
+from pydantic import ValidationError
 
 from psa_erp_sync import money
 from psa_erp_sync.clients import psa_models
+from psa_erp_sync.clients.crm_models import ForecastChangeOrder, ForecastOpportunity
 from psa_erp_sync.forecast import billing_kpis, model
 from psa_erp_sync.revenue import source as revenue_source
 
@@ -38,37 +39,6 @@ BILLING_TYPES = ("time_and_materials", "fixed_fee", "milestone", "retainer")
 
 class InputError(ValueError):
     """An extracted record failed validation; names the source and record id, never values."""
-
-
-# --- CRM boundary models (the CRM's contract, not ours: unknown fields are ignored) ------------
-
-
-class CrmOpportunity(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    id: StrictInt
-    stage: str
-    amount: Decimal
-    currency: str
-    expected_start: date | None = None
-    duration_months: StrictInt
-    legal_entity: str
-    practice: str
-    billing_type: str | None = None
-    psa_project_id: StrictInt | None = None
-    is_won: StrictBool
-    is_closed: StrictBool
-
-
-class CrmChangeOrder(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    id: StrictInt
-    opportunity_id: StrictInt
-    amount_delta: Decimal
-    currency: str
-    status: str
-    effective_date: date | None = None
 
 
 def _validated(source: str, cls: type[Any], items: Iterable[dict[str, Any]]) -> Iterator[Any]:
@@ -245,7 +215,7 @@ def extract_crm(conn: psycopg.Connection, client: Any, *, run_id: str) -> dict[s
             o.is_closed,
             o.is_won,
         )
-        for o in _validated("crm.opportunities", CrmOpportunity, client.iter_opportunities())
+        for o in _validated("crm.opportunities", ForecastOpportunity, client.iter_opportunities())
     ]
     summary = {
         "crm.opportunities": _replace(
@@ -279,7 +249,7 @@ def extract_crm(conn: psycopg.Connection, client: Any, *, run_id: str) -> dict[s
             c.status,
             c.effective_date,
         )
-        for c in _validated("crm.change_orders", CrmChangeOrder, client.iter_change_orders())
+        for c in _validated("crm.change_orders", ForecastChangeOrder, client.iter_change_orders())
     ]
     summary["crm.change_orders"] = _replace(
         conn,

@@ -28,7 +28,7 @@ from psycopg.types.json import set_json_loads
 
 from psa_erp_sync import money
 from psa_erp_sync.config import Config
-from psa_erp_sync.contracts import kinds
+from psa_erp_sync.contracts import kinds, records
 from psa_erp_sync.ods import audit, connections
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.posting import ledger
@@ -104,6 +104,7 @@ def _candidates(
             " AND d.spent_date BETWEEN w.first_day AND w.last_day WHERE d.approved AND NOT d.is_deleted"
         )
         params = scope.params()
+    hours = ", 'hours', d.hours::text" if "hours" in records.FIELDS[KINDS[record_type]] else ""
     with conn.cursor(name=f"plan_{record_type}", row_factory=dict_row) as cur:
         cur.itersize = 20_000
         cur.execute(
@@ -122,8 +123,8 @@ def _candidates(
             SELECT coalesce(d.source_system, led.source_system) AS source_system,
                    coalesce(d.source_id, led.source_id) AS source_id,
                    CASE WHEN d.source_id IS NOT NULL
-                        -- the rate as text: JSON numbers would be decoded as floats
-                        THEN (to_jsonb(d.*) - 'record') || jsonb_build_object('fx_rate', d.fx_rate::text)
+                        -- the rate (and hours) as text: JSON numbers would be decoded as floats
+                        THEN (to_jsonb(d.*) - 'record') || jsonb_build_object('fx_rate', d.fx_rate::text{hours})
                    END AS desired,
                    coalesce(led.n, 0) AS n, led.last_state, led.last_version, led.last_action,
                    led.done_version, led.done_action, led.done_payload,
@@ -141,7 +142,21 @@ def _candidates(
             """,
             {"rt": record_type, **params},
         )
-        yield from cur
+        kind = KINDS[record_type]
+        for cand in cur:
+            if cand["desired"] is not None:
+                _through_contract(kind, cand)
+            yield cand
+
+
+def _through_contract(kind: str, cand: dict[str, Any]) -> None:
+    """Decode the desired canonical row of ``cand`` through its v1 contract (the msgspec twin):
+    ``cand["record"]`` is the typed record, ``cand["desired"]`` its fields as JSON values beside
+    the row's FX columns. A row the contract does not describe fails here, not in a payload."""
+    desired = cand["desired"]
+    record = records.from_row(kind, desired)
+    cand["record"] = record
+    cand["desired"] = {**desired, **records.as_json_row(record)}
 
 
 def supersede_stale(conn: psycopg.Connection, record_type: str, scope: ShadowScope | None = None) -> int:
@@ -341,11 +356,6 @@ def correcting_posting(
         currency,
         corrects=base_ext,
     )
-
-
-def _hours(value: Any) -> Decimal:
-    # canonical hours are numeric(9,2); to_jsonb hands them over as a JSON number
-    return Decimal(f"{value:.2f}") if not isinstance(value, str) else Decimal(value)
 
 
 def correction_parked(
@@ -838,14 +848,14 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
     """Plan the post or adjustment of an approved record version (a correcting journal, a moved
     period or a parked item when its period is closed). False when nothing is planned, or a
     correcting posting was (the chunk check then waits for the next record)."""
-    desired = cand["desired"]
+    desired, record = cand["desired"], cand["record"]
     record_type, source_id, seq = pl.record_type, cand["source_id"], int(cand["n"])
     external_id = pl.external_id(source_id)
     held_entry = ledger.Held.from_row(cand)
-    if cand["last_state"] in ("rejected", "parked") and cand["last_version"] == desired["version_hash"]:
+    if cand["last_state"] in ("rejected", "parked") and cand["last_version"] == record.version_hash:
         return False  # a dead letter or parked record: waits for replay
     action: ledger.Action = "adjust" if cand["done_action"] in ("post", "adjust") else "post"
-    entity = desired["legal_entity"]
+    entity = record.legal_entity
     policy = pl.policy(entity)
     # The ERP holds the record: can it still be changed there? (Also a "post" after a
     # correcting reversal: the record itself is still held, so it is corrected again.)
@@ -856,13 +866,13 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
             record_type=record_type,
             source_system=cand["source_system"],
             source_id=source_id,
-            version=desired["version_hash"],
+            version=record.version_hash,
             action="adjust",
             seq=seq,
             held=held_entry,
-            want_hours=_hours(desired["hours"]) if record_type == "timebill" else Decimal(0),
-            want_amount_minor=int(desired["amount_minor"]),
-            currency=desired["currency"],
+            want_hours=record.hours if isinstance(record, records.TimeEntry) else Decimal(0),
+            want_amount_minor=record.amount_minor,
+            currency=record.currency,
             decision=decision,
             periods=held_book,
         )
@@ -870,7 +880,7 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
         return False
     if decision is not None and action == "post":
         action = "adjust"  # parked: the record is held, it is a correction
-    spent = date.fromisoformat(desired["spent_date"])
+    spent = record.spent_date
     book = pl.book_on(entity, spent)  # the periods of the ERP the entry's date routes to
     if decision is None:
         decision = book.decide(entity, spent, record_type, policy)
@@ -887,15 +897,15 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
         record_type,
         cand["source_system"],
         source_id,
-        desired["version_hash"],
+        record.version_hash,
         external_id,
         action,
         "parked" if decision.outcome == "park" or unrouted else "pending",
         payload,
         entity,
         decision.period or decision.original_period,
-        int(desired["amount_minor"]),
-        desired["currency"],
+        record.amount_minor,
+        record.currency,
         **functional_of(desired),
         **_route_fields(route),
     )
