@@ -112,3 +112,13 @@ def as_json_row(record: Record) -> dict[str, Any]:
     out: dict[str, Any] = msgspec.to_builtins(record)
     out.pop("contract_version", None)
     return out
+
+
+def reads(kind: str, *names: str) -> tuple[str, ...]:
+    """The contract fields of ``kind`` a set-based consumer (billing's and the forecast's SQL over
+    ``canonical.*``) reads, checked when it is imported: ``KeyError`` for a name the contract lacks,
+    so a v1 rename the twin followed breaks the consumer at once, not its figures later."""
+    missing = [n for n in names if n not in FIELDS[kind]]
+    if missing:
+        raise KeyError(f"canonical {kind} has no field {', '.join(missing)} in contract v1")
+    return names

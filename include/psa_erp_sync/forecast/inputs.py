@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from psa_erp_sync import money
 from psa_erp_sync.clients import psa_models
 from psa_erp_sync.clients.crm_models import ForecastChangeOrder, ForecastOpportunity
+from psa_erp_sync.contracts import records
 from psa_erp_sync.forecast import billing_kpis, model
 from psa_erp_sync.revenue import source as revenue_source
 
@@ -33,6 +34,22 @@ if TYPE_CHECKING:
     from psa_erp_sync.forecast.settings import ForecastSettings
 
 log = logging.getLogger(__name__)
+
+_COMMON_READS = (
+    "source_system",
+    "source_id",
+    "spent_date",
+    "project_ref",
+    "billable",
+    "approved",
+    "is_deleted",
+)
+#: The canonical v1 fields the forecast's actuals and cost read (set-based SQL over ``canonical.*``),
+#: checked against the contract's twin on import (:func:`~psa_erp_sync.contracts.records.reads`).
+CANONICAL_READS = {
+    "time_entry": records.reads("time_entry", *_COMMON_READS, "hours", "user_ref"),
+    "expense_entry": records.reads("expense_entry", *_COMMON_READS),
+}
 
 BILLING_TYPES = ("time_and_materials", "fixed_fee", "milestone", "retainer")
 
