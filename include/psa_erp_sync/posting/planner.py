@@ -151,12 +151,9 @@ def _candidates(
 
 def _through_contract(kind: str, cand: dict[str, Any]) -> None:
     """Decode the desired canonical row of ``cand`` through its v1 contract (the msgspec twin):
-    ``cand["record"]`` is the typed record, ``cand["desired"]`` its fields as JSON values beside
-    the row's FX columns. A row the contract does not describe fails here, not in a payload."""
-    desired = cand["desired"]
-    record = records.from_row(kind, desired)
-    cand["record"] = record
-    cand["desired"] = {**desired, **records.as_json_row(record)}
+    ``cand["record"]`` is the typed record the plan reads; ``cand["desired"]`` stays the row, for
+    its FX columns (beside the contract). A row the contract does not describe fails here."""
+    cand["record"] = records.from_row(kind, cand["desired"])
 
 
 def supersede_stale(conn: psycopg.Connection, record_type: str, scope: ShadowScope | None = None) -> int:
@@ -191,7 +188,8 @@ def supersede_stale(conn: psycopg.Connection, record_type: str, scope: ShadowSco
 
 def erp_payload(
     record_type: str,
-    row: dict[str, Any],
+    record: records.Record,
+    fx_row: dict[str, Any],
     *,
     external_id: str,
     key: str,
@@ -199,33 +197,34 @@ def erp_payload(
     period: str | None,
     original_period: str | None,
 ) -> dict[str, Any]:
-    """The ERP record for a canonical row. The memo carries our key, so a read-back can prove the
-    ERP holds exactly this version (no names or notes: memos are visible to many people)."""
+    """The ERP record for a canonical record (its v1 contract) and the FX columns of its row
+    (:func:`foreign_rate`). The memo carries our key, so a read-back can prove the ERP holds
+    exactly this version (no names or notes: memos are visible to many people)."""
     ext = config.mappings.external_ids
-    memo = f"psa:{row['source_id']} v:{row['version_hash'][:12]} key:{key[:16]}"
+    memo = f"psa:{record.source_id} v:{record.version_hash[:12]} key:{key[:16]}"
     if original_period and period and original_period != period:
-        memo += f" orig-date:{row['spent_date']} orig-period:{original_period}"
+        memo += f" orig-date:{record.spent_date} orig-period:{original_period}"
     body: dict[str, Any] = {
         "externalId": external_id,
-        "tranDate": str(row["spent_date"]),
-        "employee": {"externalId": ext["employee"].format(id=row["user_ref"])},
-        "customer": {"externalId": ext["job"].format(id=row["project_ref"])},
-        "subsidiary": {"externalId": row["legal_entity"]},
-        "currency": {"refName": row["currency"]},
-        "isBillable": bool(row["billable"]),
+        "tranDate": record.spent_date.isoformat(),
+        "employee": {"externalId": ext["employee"].format(id=record.user_ref)},
+        "customer": {"externalId": ext["job"].format(id=record.project_ref)},
+        "subsidiary": {"externalId": record.legal_entity},
+        "currency": {"refName": record.currency},
+        "isBillable": record.billable,
         "memo": memo,
     }
     if period:
         body["postingPeriod"] = {"externalId": period}
-    fx = foreign_rate(row)
+    fx = foreign_rate(fx_row)
     if fx is not None:  # foreign-currency work: the ERP's rate for the date, as validated
         body["exchangeRate"] = format(fx, "f")
-    if record_type == "timebill":
-        body["hours"] = f"{row['hours']:.2f}" if not isinstance(row["hours"], str) else row["hours"]
-        body["rate"] = money.format_minor(int(row["bill_rate_minor"]), row["currency"])
+    if isinstance(record, records.TimeEntry):
+        body["hours"] = f"{record.hours:.2f}"
+        body["rate"] = money.format_minor(record.bill_rate_minor, record.currency)
     else:
-        body["amount"] = money.format_minor(int(row["amount_minor"]), row["currency"])
-        body["category"] = row["category"]
+        body["amount"] = money.format_minor(record.amount_minor, record.currency)
+        body["category"] = record.category
     return body
 
 
@@ -927,13 +926,14 @@ def _keyed_payload(
     pl: _Planning, cand: dict[str, Any], decision: PeriodDecision, action: ledger.Action, seq: int
 ) -> tuple[str, dict[str, Any]]:
     """The idempotency key and ERP payload of ``action`` on the approved version of ``cand``."""
-    desired = cand["desired"]
+    record: records.Record = cand["record"]
     key = ledger.idempotency_key(
-        pl.record_type, cand["source_system"], cand["source_id"], desired["version_hash"], action, seq
+        pl.record_type, cand["source_system"], cand["source_id"], record.version_hash, action, seq
     )
     payload = erp_payload(
         pl.record_type,
-        desired,
+        record,
+        cand["desired"],
         external_id=pl.external_id(cand["source_id"]),
         key=key,
         config=pl.config,
@@ -979,19 +979,19 @@ def _period_parked(
     pl: _Planning, cand: dict[str, Any], decision: PeriodDecision, policy: str, action: ledger.Action
 ) -> exception_queue.Item:
     """The ``parked`` item of an approved version whose period is closed (the policy parks)."""
-    desired = cand["desired"]
-    entity = desired["legal_entity"]
+    record: records.Record = cand["record"]
+    entity = record.legal_entity
     return exception_queue.Item(
         kind="parked",
         domain="time_expense",
         source_system=cand["source_system"],
         record_type=KINDS[pl.record_type],
         source_id=cand["source_id"],
-        source_version=desired["version_hash"],
+        source_version=record.version_hash,
         reason_code=decision.reason or "PERIOD_CLOSED",
         detail={
             "period": decision.original_period,
-            "spent_date": desired["spent_date"],
+            "spent_date": record.spent_date.isoformat(),
             "policy": policy,
             "action": action,
         },
