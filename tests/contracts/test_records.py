@@ -190,3 +190,14 @@ def test_a_renamed_field_breaks_validation_and_posting(
             planner.plan(
                 conn, record_type="timebill", config=load_config(), periods=periods, dag_run_id="seam-p"
             )
+
+
+def test_set_based_consumers_name_the_contract_fields_they_read() -> None:
+    from psa_erp_sync.billing import events
+    from psa_erp_sync.forecast import inputs
+
+    for consumer in (events, inputs):
+        for kind, names in consumer.CANONICAL_READS.items():
+            assert set(names) <= set(records.FIELDS[kind]), consumer.__name__
+    with pytest.raises(KeyError, match="worked_hours"):
+        records.reads("time_entry", "project_ref", "worked_hours")
