@@ -28,7 +28,7 @@ import msgspec
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
-class TimeEntry(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+class TimeEntry(msgspec.Struct, kw_only=True, frozen=True):
     """Twin of :class:`psa_erp_sync.contracts.v1.TimeEntry` (a row of ``canonical.time_entry``)."""
 
     contract_version: Literal["v1"] = "v1"
@@ -51,7 +51,7 @@ class TimeEntry(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields
     source_updated_at: Timestamp
 
 
-class ExpenseEntry(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+class ExpenseEntry(msgspec.Struct, kw_only=True, frozen=True):
     """Twin of :class:`psa_erp_sync.contracts.v1.ExpenseEntry` (a row of ``canonical.expense_entry``)."""
 
     contract_version: Literal["v1"] = "v1"
@@ -86,12 +86,18 @@ FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     kind: tuple(f for f in twin.__struct_fields__ if f != "contract_version") for kind, twin in TWINS.items()
 }
 
+_FIELD_SETS: Final[Mapping[str, frozenset[str]]] = {
+    kind: frozenset(twin.__struct_fields__) for kind, twin in TWINS.items()
+}
 _encoder = msgspec.json.Encoder()
 
 
 def build(kind: str, values: Mapping[str, Any]) -> Record:
     """The canonical record of ``kind`` from Python values (dates, ``Decimal`` hours, aware
     datetimes): ``msgspec.ValidationError`` for a missing field, one the contract lacks or a wrong type."""
+    unknown = values.keys() - _FIELD_SETS[kind]
+    if unknown:  # v1 is extra="forbid"; the twin reads rows with more columns, so it checks here
+        raise msgspec.ValidationError(f"fields the {kind} contract lacks: {', '.join(sorted(unknown))}")
     return msgspec.convert(values, TWINS[kind])
 
 
@@ -103,7 +109,7 @@ def encode(record: Record) -> str:
 def from_row(kind: str, row: Mapping[str, Any]) -> Record:
     """A canonical row read back (``to_jsonb``: dates, timestamps and hours as strings) as its
     contract; columns beside the contract's (FX, bookkeeping) are not read."""
-    return msgspec.convert({f: row[f] for f in FIELDS[kind] if f in row}, TWINS[kind], strict=False)
+    return msgspec.convert(row, TWINS[kind], strict=False)
 
 
 def as_json_row(record: Record) -> dict[str, Any]:
