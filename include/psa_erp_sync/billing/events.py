@@ -39,6 +39,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
 from psa_erp_sync.billing.settings import BillingSettings, Retainer
+from psa_erp_sync.contracts import records
 from psa_erp_sync.masterdata.precheck import JOB_EXTERNAL_ID
 
 if TYPE_CHECKING:
@@ -50,6 +51,17 @@ RETAINER_SOURCE = "config"  # retainers come from config/billing.yaml, not from 
 _LOCK = "psa_erp_sync.billing.event"
 
 log = logging.getLogger(__name__)
+
+_COMMON_READS: tuple[str, ...] = (
+    *("source_system", "source_id", "version_hash", "spent_date", "project_ref", "legal_entity"),
+    *("billable", "amount_minor", "currency", "approved", "is_deleted"),
+)
+#: The canonical v1 fields the billing sources read (set-based SQL, :data:`_ENTRY_SOURCES`), checked
+#: against the contract's twin on import (:func:`~psa_erp_sync.contracts.records.reads`).
+CANONICAL_READS = {
+    "time_entry": records.reads("time_entry", *_COMMON_READS, "hours", "bill_rate_minor"),
+    "expense_entry": records.reads("expense_entry", *_COMMON_READS),
+}
 
 # The event's billed content: a difference is a new version to withdraw or credit.
 _SAME_CONTENT = """

@@ -156,7 +156,10 @@ class CanonicalModel(BaseModel):
 
 
 class LegalEntity(CanonicalModel):
-    """A legal entity (ERP subsidiary): the unit that books revenue and owns accounting periods."""
+    """A legal entity (ERP subsidiary): the unit that books revenue and owns accounting periods.
+
+    Exported specification only: no code builds or reads it at runtime (docs/architecture.md, "Canonical contracts").
+    """
 
     code: LegalEntityCode
     source_system: SourceSystem
@@ -168,7 +171,10 @@ class LegalEntity(CanonicalModel):
 
 
 class Customer(CanonicalModel):
-    """A customer as the ERP (its system of authority) knows it."""
+    """A customer as the ERP (its system of authority) knows it.
+
+    Exported specification only: no code builds or reads it at runtime (docs/architecture.md, "Canonical contracts").
+    """
 
     customer_ref: Identifier = Field(description="ERP external id, e.g. psa-client-12")
     source_system: SourceSystem
@@ -181,7 +187,10 @@ class Customer(CanonicalModel):
 
 
 class Contract(CanonicalModel):
-    """The commercial agreement a project delivers: billing type and transaction price."""
+    """The commercial agreement a project delivers: billing type and transaction price.
+
+    Exported specification only: no code builds or reads it at runtime (docs/architecture.md, "Canonical contracts").
+    """
 
     contract_ref: Identifier
     source_system: SourceSystem
@@ -204,7 +213,10 @@ class Contract(CanonicalModel):
 
 
 class RateCardLine(CanonicalModel):
-    """One bill rate, for a role or a task (at least one of them)."""
+    """One bill rate, for a role or a task (at least one of them).
+
+    Exported specification only: no code builds or reads it at runtime (docs/architecture.md, "Canonical contracts").
+    """
 
     role_ref: Identifier | None = None
     task_ref: Identifier | None = None
@@ -218,7 +230,10 @@ class RateCardLine(CanonicalModel):
 
 
 class RateCard(CanonicalModel):
-    """The bill rates of one project from ``effective_from``, per role or task."""
+    """The bill rates of one project from ``effective_from``, per role or task.
+
+    Exported specification only: no code builds or reads it at runtime (docs/architecture.md, "Canonical contracts").
+    """
 
     project_ref: Identifier
     source_system: SourceSystem
@@ -233,7 +248,10 @@ class RateCard(CanonicalModel):
 
 
 class Project(CanonicalModel):
-    """A delivery project (PSA), with the legal entity and currency it bills in."""
+    """A delivery project (PSA), with the legal entity and currency it bills in.
+
+    Exported specification only: no code builds or reads it at runtime (docs/architecture.md, "Canonical contracts").
+    """
 
     project_ref: Identifier
     source_system: SourceSystem
@@ -255,7 +273,10 @@ class Project(CanonicalModel):
 
 
 class Resource(CanonicalModel):
-    """A person as a capacity and cost: no name or email, only a reference."""
+    """A person as a capacity and cost: no name or email, only a reference.
+
+    Exported specification only: no code builds or reads it at runtime (docs/architecture.md, "Canonical contracts").
+    """
 
     resource_ref: Identifier
     source_system: SourceSystem
@@ -270,7 +291,10 @@ class Resource(CanonicalModel):
 
 
 class ResourcePlan(CanonicalModel):
-    """Scheduled hours of one resource on one project in one week (starting Monday)."""
+    """Scheduled hours of one resource on one project in one week (starting Monday).
+
+    Exported specification only: no code builds or reads it at runtime (docs/architecture.md, "Canonical contracts").
+    """
 
     source_system: SourceSystem
     source_id: Identifier
@@ -288,7 +312,10 @@ class ResourcePlan(CanonicalModel):
 
 
 class Opportunity(CanonicalModel):
-    """A CRM opportunity: pipeline until won, then the origin of a contract."""
+    """A CRM opportunity: pipeline until won, then the origin of a contract.
+
+    Exported specification only: no code builds or reads it at runtime (docs/architecture.md, "Canonical contracts").
+    """
 
     opportunity_ref: Identifier
     source_system: SourceSystem
@@ -326,6 +353,8 @@ class TimeEntry(CanonicalModel):
 
     ``amount_minor`` is hours x bill rate, rounded half-even once, to the minor unit. No notes: they
     enter only the one-way ``fingerprint``.
+
+    In force: validation writes it and posting reads it through its msgspec twin in ``records.py``.
     """
 
     source_system: SourceSystem
@@ -350,7 +379,10 @@ class TimeEntry(CanonicalModel):
 
 
 class ExpenseEntry(CanonicalModel):
-    """One PSA expense line; the row of ``canonical.expense_entry``. No notes, no receipts."""
+    """One PSA expense line; the row of ``canonical.expense_entry``. No notes, no receipts.
+
+    In force: validation writes it and posting reads it through its msgspec twin in ``records.py``.
+    """
 
     source_system: SourceSystem
     source_id: Identifier
@@ -372,7 +404,10 @@ class ExpenseEntry(CanonicalModel):
 
 
 class Milestone(CanonicalModel):
-    """A billing or revenue milestone of a project; ``signed_off`` needs the customer."""
+    """A billing or revenue milestone of a project; ``signed_off`` needs the customer.
+
+    Exported specification only: no code builds or reads it at runtime (docs/architecture.md, "Canonical contracts").
+    """
 
     milestone_ref: Identifier
     source_system: SourceSystem
@@ -392,7 +427,10 @@ class Milestone(CanonicalModel):
 
 
 class BillingEvent(CanonicalModel):
-    """An amount approved for billing (Certinia-style): approved -> released -> invoiced."""
+    """An amount approved for billing (Certinia-style): approved -> released -> invoiced.
+
+    Exported specification only: no code builds or reads it at runtime (docs/architecture.md, "Canonical contracts").
+    """
 
     billing_event_ref: Identifier
     source_system: SourceSystem
@@ -415,7 +453,10 @@ class BillingEvent(CanonicalModel):
 
 
 class Invoice(CanonicalModel):
-    """An ERP invoice header, returned to the PSA for visibility."""
+    """An ERP invoice header, returned to the PSA for visibility.
+
+    Exported specification only: no code builds or reads it at runtime (docs/architecture.md, "Canonical contracts").
+    """
 
     invoice_ref: Identifier
     source_system: SourceSystem
@@ -435,7 +476,10 @@ class Invoice(CanonicalModel):
 
 
 class RevenuePosting(CanonicalModel):
-    """Revenue recognised for one contract in one accounting period (a signed amount)."""
+    """Revenue recognised for one contract in one accounting period (a signed amount).
+
+    Exported specification only: no code builds or reads it at runtime (docs/architecture.md, "Canonical contracts").
+    """
 
     posting_ref: Identifier
     source_system: SourceSystem
@@ -451,7 +495,10 @@ class RevenuePosting(CanonicalModel):
 
 
 class AccountingPeriod(CanonicalModel):
-    """An ERP accounting period of one legal entity and its locks."""
+    """An ERP accounting period of one legal entity and its locks.
+
+    Exported specification only: no code builds or reads it at runtime (docs/architecture.md, "Canonical contracts").
+    """
 
     period_ref: Identifier
     source_system: SourceSystem
@@ -476,7 +523,10 @@ class AccountingPeriod(CanonicalModel):
 
 
 class ForecastLine(CanonicalModel):
-    """One project's amount in one month and confidence layer; the row of ``forecast.line``."""
+    """One project's amount in one month and confidence layer; the row of ``forecast.line``.
+
+    Exported specification only: no code builds or reads it at runtime (docs/architecture.md, "Canonical contracts").
+    """
 
     project_ref: Identifier
     practice: PracticeCode
@@ -496,7 +546,10 @@ class ForecastLine(CanonicalModel):
 
 
 class ForecastSnapshot(CanonicalModel):
-    """An immutable forecast for one scenario as of a date; the row of ``forecast.snapshot``."""
+    """An immutable forecast for one scenario as of a date; the row of ``forecast.snapshot``.
+
+    Exported specification only: no code builds or reads it at runtime (docs/architecture.md, "Canonical contracts").
+    """
 
     snapshot_id: Identifier
     scenario: Scenario

@@ -17,10 +17,12 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
+from pydantic import ValidationError
 
 from psa_erp_sync import money
 from psa_erp_sync.clients import psa_models
+from psa_erp_sync.clients.crm_models import ForecastChangeOrder, ForecastOpportunity
+from psa_erp_sync.contracts import records
 from psa_erp_sync.forecast import billing_kpis, model
 from psa_erp_sync.revenue import source as revenue_source
 
@@ -33,42 +35,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_COMMON_READS = (
+    "source_system",
+    "source_id",
+    "spent_date",
+    "project_ref",
+    "billable",
+    "approved",
+    "is_deleted",
+)
+#: The canonical v1 fields the forecast's actuals and cost read (set-based SQL over ``canonical.*``),
+#: checked against the contract's twin on import (:func:`~psa_erp_sync.contracts.records.reads`).
+CANONICAL_READS = {
+    "time_entry": records.reads("time_entry", *_COMMON_READS, "hours", "user_ref"),
+    "expense_entry": records.reads("expense_entry", *_COMMON_READS),
+}
+
 BILLING_TYPES = ("time_and_materials", "fixed_fee", "milestone", "retainer")
 
 
 class InputError(ValueError):
     """An extracted record failed validation; names the source and record id, never values."""
-
-
-# --- CRM boundary models (the CRM's contract, not ours: unknown fields are ignored) ------------
-
-
-class CrmOpportunity(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    id: StrictInt
-    stage: str
-    amount: Decimal
-    currency: str
-    expected_start: date | None = None
-    duration_months: StrictInt
-    legal_entity: str
-    practice: str
-    billing_type: str | None = None
-    psa_project_id: StrictInt | None = None
-    is_won: StrictBool
-    is_closed: StrictBool
-
-
-class CrmChangeOrder(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    id: StrictInt
-    opportunity_id: StrictInt
-    amount_delta: Decimal
-    currency: str
-    status: str
-    effective_date: date | None = None
 
 
 def _validated(source: str, cls: type[Any], items: Iterable[dict[str, Any]]) -> Iterator[Any]:
@@ -245,7 +232,7 @@ def extract_crm(conn: psycopg.Connection, client: Any, *, run_id: str) -> dict[s
             o.is_closed,
             o.is_won,
         )
-        for o in _validated("crm.opportunities", CrmOpportunity, client.iter_opportunities())
+        for o in _validated("crm.opportunities", ForecastOpportunity, client.iter_opportunities())
     ]
     summary = {
         "crm.opportunities": _replace(
@@ -279,7 +266,7 @@ def extract_crm(conn: psycopg.Connection, client: Any, *, run_id: str) -> dict[s
             c.status,
             c.effective_date,
         )
-        for c in _validated("crm.change_orders", CrmChangeOrder, client.iter_change_orders())
+        for c in _validated("crm.change_orders", ForecastChangeOrder, client.iter_change_orders())
     ]
     summary["crm.change_orders"] = _replace(
         conn,

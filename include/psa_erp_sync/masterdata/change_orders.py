@@ -28,12 +28,12 @@ from typing import Any, Protocol
 
 import psycopg
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from psa_erp_sync.clients.crm_models import Opportunity
+from psa_erp_sync.clients.crm_models import ChangeOrder, Opportunity
 from psa_erp_sync.clients.psa_models import Project as PsaProject
 from psa_erp_sync.masterdata.setup import CrmReader, advance_cursor, cursor, read_feed
-from psa_erp_sync.money import Money, format_minor, to_minor
+from psa_erp_sync.money import format_minor, to_minor
 from psa_erp_sync.ods import exceptions
 
 log = logging.getLogger(__name__)
@@ -42,16 +42,6 @@ CONSUMER = "change_orders"
 APPROVED = "change_order.approved"
 APPLIED_FIELD = "custentity_change_orders"
 MAX_INFERENCE = 12  # approved change orders per opportunity we search subsets of
-
-
-class ChangeOrder(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    id: int = Field(ge=1)
-    opportunity_id: int = Field(ge=1)
-    amount_delta: Money
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
-    status: str
 
 
 #: A won opportunity: the CRM's opportunity, as project setup reads it too.

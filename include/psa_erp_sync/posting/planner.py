@@ -28,7 +28,7 @@ from psycopg.types.json import set_json_loads
 
 from psa_erp_sync import money
 from psa_erp_sync.config import Config
-from psa_erp_sync.contracts import kinds
+from psa_erp_sync.contracts import kinds, records
 from psa_erp_sync.ods import audit, connections
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.posting import ledger
@@ -104,6 +104,7 @@ def _candidates(
             " AND d.spent_date BETWEEN w.first_day AND w.last_day WHERE d.approved AND NOT d.is_deleted"
         )
         params = scope.params()
+    hours = ", 'hours', d.hours::text" if "hours" in records.FIELDS[KINDS[record_type]] else ""
     with conn.cursor(name=f"plan_{record_type}", row_factory=dict_row) as cur:
         cur.itersize = 20_000
         cur.execute(
@@ -122,8 +123,8 @@ def _candidates(
             SELECT coalesce(d.source_system, led.source_system) AS source_system,
                    coalesce(d.source_id, led.source_id) AS source_id,
                    CASE WHEN d.source_id IS NOT NULL
-                        -- the rate as text: JSON numbers would be decoded as floats
-                        THEN (to_jsonb(d.*) - 'record') || jsonb_build_object('fx_rate', d.fx_rate::text)
+                        -- the rate (and hours) as text: JSON numbers would be decoded as floats
+                        THEN (to_jsonb(d.*) - 'record') || jsonb_build_object('fx_rate', d.fx_rate::text{hours})
                    END AS desired,
                    coalesce(led.n, 0) AS n, led.last_state, led.last_version, led.last_action,
                    led.done_version, led.done_action, led.done_payload,
@@ -141,7 +142,18 @@ def _candidates(
             """,
             {"rt": record_type, **params},
         )
-        yield from cur
+        kind = KINDS[record_type]
+        for cand in cur:
+            if cand["desired"] is not None:
+                _through_contract(kind, cand)
+            yield cand
+
+
+def _through_contract(kind: str, cand: dict[str, Any]) -> None:
+    """Decode the desired canonical row of ``cand`` through its v1 contract (the msgspec twin):
+    ``cand["record"]`` is the typed record the plan reads; ``cand["desired"]`` stays the row, for
+    its FX columns (beside the contract). A row the contract does not describe fails here."""
+    cand["record"] = records.from_row(kind, cand["desired"])
 
 
 def supersede_stale(conn: psycopg.Connection, record_type: str, scope: ShadowScope | None = None) -> int:
@@ -176,7 +188,8 @@ def supersede_stale(conn: psycopg.Connection, record_type: str, scope: ShadowSco
 
 def erp_payload(
     record_type: str,
-    row: dict[str, Any],
+    record: records.Record,
+    fx_row: dict[str, Any],
     *,
     external_id: str,
     key: str,
@@ -184,33 +197,34 @@ def erp_payload(
     period: str | None,
     original_period: str | None,
 ) -> dict[str, Any]:
-    """The ERP record for a canonical row. The memo carries our key, so a read-back can prove the
-    ERP holds exactly this version (no names or notes: memos are visible to many people)."""
+    """The ERP record for a canonical record (its v1 contract) and the FX columns of its row
+    (:func:`foreign_rate`). The memo carries our key, so a read-back can prove the ERP holds
+    exactly this version (no names or notes: memos are visible to many people)."""
     ext = config.mappings.external_ids
-    memo = f"psa:{row['source_id']} v:{row['version_hash'][:12]} key:{key[:16]}"
+    memo = f"psa:{record.source_id} v:{record.version_hash[:12]} key:{key[:16]}"
     if original_period and period and original_period != period:
-        memo += f" orig-date:{row['spent_date']} orig-period:{original_period}"
+        memo += f" orig-date:{record.spent_date} orig-period:{original_period}"
     body: dict[str, Any] = {
         "externalId": external_id,
-        "tranDate": str(row["spent_date"]),
-        "employee": {"externalId": ext["employee"].format(id=row["user_ref"])},
-        "customer": {"externalId": ext["job"].format(id=row["project_ref"])},
-        "subsidiary": {"externalId": row["legal_entity"]},
-        "currency": {"refName": row["currency"]},
-        "isBillable": bool(row["billable"]),
+        "tranDate": record.spent_date.isoformat(),
+        "employee": {"externalId": ext["employee"].format(id=record.user_ref)},
+        "customer": {"externalId": ext["job"].format(id=record.project_ref)},
+        "subsidiary": {"externalId": record.legal_entity},
+        "currency": {"refName": record.currency},
+        "isBillable": record.billable,
         "memo": memo,
     }
     if period:
         body["postingPeriod"] = {"externalId": period}
-    fx = foreign_rate(row)
+    fx = foreign_rate(fx_row)
     if fx is not None:  # foreign-currency work: the ERP's rate for the date, as validated
         body["exchangeRate"] = format(fx, "f")
-    if record_type == "timebill":
-        body["hours"] = f"{row['hours']:.2f}" if not isinstance(row["hours"], str) else row["hours"]
-        body["rate"] = money.format_minor(int(row["bill_rate_minor"]), row["currency"])
+    if isinstance(record, records.TimeEntry):
+        body["hours"] = f"{record.hours:.2f}"
+        body["rate"] = money.format_minor(record.bill_rate_minor, record.currency)
     else:
-        body["amount"] = money.format_minor(int(row["amount_minor"]), row["currency"])
-        body["category"] = row["category"]
+        body["amount"] = money.format_minor(record.amount_minor, record.currency)
+        body["category"] = record.category
     return body
 
 
@@ -341,11 +355,6 @@ def correcting_posting(
         currency,
         corrects=base_ext,
     )
-
-
-def _hours(value: Any) -> Decimal:
-    # canonical hours are numeric(9,2); to_jsonb hands them over as a JSON number
-    return Decimal(f"{value:.2f}") if not isinstance(value, str) else Decimal(value)
 
 
 def correction_parked(
@@ -838,14 +847,14 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
     """Plan the post or adjustment of an approved record version (a correcting journal, a moved
     period or a parked item when its period is closed). False when nothing is planned, or a
     correcting posting was (the chunk check then waits for the next record)."""
-    desired = cand["desired"]
+    desired, record = cand["desired"], cand["record"]
     record_type, source_id, seq = pl.record_type, cand["source_id"], int(cand["n"])
     external_id = pl.external_id(source_id)
     held_entry = ledger.Held.from_row(cand)
-    if cand["last_state"] in ("rejected", "parked") and cand["last_version"] == desired["version_hash"]:
+    if cand["last_state"] in ("rejected", "parked") and cand["last_version"] == record.version_hash:
         return False  # a dead letter or parked record: waits for replay
     action: ledger.Action = "adjust" if cand["done_action"] in ("post", "adjust") else "post"
-    entity = desired["legal_entity"]
+    entity = record.legal_entity
     policy = pl.policy(entity)
     # The ERP holds the record: can it still be changed there? (Also a "post" after a
     # correcting reversal: the record itself is still held, so it is corrected again.)
@@ -856,13 +865,13 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
             record_type=record_type,
             source_system=cand["source_system"],
             source_id=source_id,
-            version=desired["version_hash"],
+            version=record.version_hash,
             action="adjust",
             seq=seq,
             held=held_entry,
-            want_hours=_hours(desired["hours"]) if record_type == "timebill" else Decimal(0),
-            want_amount_minor=int(desired["amount_minor"]),
-            currency=desired["currency"],
+            want_hours=record.hours if isinstance(record, records.TimeEntry) else Decimal(0),
+            want_amount_minor=record.amount_minor,
+            currency=record.currency,
             decision=decision,
             periods=held_book,
         )
@@ -870,7 +879,7 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
         return False
     if decision is not None and action == "post":
         action = "adjust"  # parked: the record is held, it is a correction
-    spent = date.fromisoformat(desired["spent_date"])
+    spent = record.spent_date
     book = pl.book_on(entity, spent)  # the periods of the ERP the entry's date routes to
     if decision is None:
         decision = book.decide(entity, spent, record_type, policy)
@@ -887,15 +896,15 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
         record_type,
         cand["source_system"],
         source_id,
-        desired["version_hash"],
+        record.version_hash,
         external_id,
         action,
         "parked" if decision.outcome == "park" or unrouted else "pending",
         payload,
         entity,
         decision.period or decision.original_period,
-        int(desired["amount_minor"]),
-        desired["currency"],
+        record.amount_minor,
+        record.currency,
         **functional_of(desired),
         **_route_fields(route),
     )
@@ -917,13 +926,14 @@ def _keyed_payload(
     pl: _Planning, cand: dict[str, Any], decision: PeriodDecision, action: ledger.Action, seq: int
 ) -> tuple[str, dict[str, Any]]:
     """The idempotency key and ERP payload of ``action`` on the approved version of ``cand``."""
-    desired = cand["desired"]
+    record: records.Record = cand["record"]
     key = ledger.idempotency_key(
-        pl.record_type, cand["source_system"], cand["source_id"], desired["version_hash"], action, seq
+        pl.record_type, cand["source_system"], cand["source_id"], record.version_hash, action, seq
     )
     payload = erp_payload(
         pl.record_type,
-        desired,
+        record,
+        cand["desired"],
         external_id=pl.external_id(cand["source_id"]),
         key=key,
         config=pl.config,
@@ -969,19 +979,19 @@ def _period_parked(
     pl: _Planning, cand: dict[str, Any], decision: PeriodDecision, policy: str, action: ledger.Action
 ) -> exception_queue.Item:
     """The ``parked`` item of an approved version whose period is closed (the policy parks)."""
-    desired = cand["desired"]
-    entity = desired["legal_entity"]
+    record: records.Record = cand["record"]
+    entity = record.legal_entity
     return exception_queue.Item(
         kind="parked",
         domain="time_expense",
         source_system=cand["source_system"],
         record_type=KINDS[pl.record_type],
         source_id=cand["source_id"],
-        source_version=desired["version_hash"],
+        source_version=record.version_hash,
         reason_code=decision.reason or "PERIOD_CLOSED",
         detail={
             "period": decision.original_period,
-            "spent_date": desired["spent_date"],
+            "spent_date": record.spent_date.isoformat(),
             "policy": policy,
             "action": action,
         },

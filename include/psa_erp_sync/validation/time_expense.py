@@ -16,7 +16,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -31,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 from psa_erp_sync import money
 from psa_erp_sync.clients import psa_models
 from psa_erp_sync.config import Config
-from psa_erp_sync.contracts import kinds
+from psa_erp_sync.contracts import kinds, records
 from psa_erp_sync.contracts.kinds import REFERENCE_RECORD_TYPES
 from psa_erp_sync.ods import audit, connections, staging
 from psa_erp_sync.ods import exceptions as exception_queue
@@ -778,44 +778,8 @@ def _expense_verdict(
     return Verdict(source_id, version_hash, legal_entity, None, {}, row)
 
 
-_COLUMNS: dict[Kind, tuple[str, ...]] = {
-    "time_entry": (
-        "source_system",
-        "source_id",
-        "version_hash",
-        "spent_date",
-        "user_ref",
-        "project_ref",
-        "task_ref",
-        "legal_entity",
-        "hours",
-        "billable",
-        "bill_rate_minor",
-        "amount_minor",
-        "currency",
-        "approved",
-        "is_deleted",
-        "fingerprint",
-        "source_updated_at",
-    ),
-    "expense_entry": (
-        "source_system",
-        "source_id",
-        "version_hash",
-        "spent_date",
-        "user_ref",
-        "project_ref",
-        "legal_entity",
-        "category",
-        "billable",
-        "amount_minor",
-        "currency",
-        "approved",
-        "is_deleted",
-        "fingerprint",
-        "source_updated_at",
-    ),
-}
+#: The canonical columns of each kind: the fields of its v1 contract (:mod:`~psa_erp_sync.contracts.records`).
+_COLUMNS: Mapping[str, tuple[str, ...]] = records.FIELDS
 
 
 #: Both amounts of an entry beyond the transaction amount (migration 0023): written to canonical
@@ -1464,11 +1428,12 @@ def _upsert_canonical(
     copied = f"{', '.join(columns)}, {', '.join(_FX_COLUMNS)}, source_read_at, record"
     with conn.cursor() as cur, cur.copy(f"COPY tmp_{kind} ({copied}) FROM STDIN") as copy:
         for row in rows:
-            record = msgspec.json.encode({k: row[k] for k in columns}, enc_hook=str).decode()
+            # through the contract: a missing field, one it lacks or a wrong type fails here
+            record = records.build(kind, {k: row[k] for k in columns})
             copy.write_row(
-                [row[c] for c in columns]
+                [getattr(record, c) for c in columns]
                 + [row.get(c) for c in _FX_COLUMNS]
-                + [row["source_read_at"], record]
+                + [row["source_read_at"], records.encode(record)]
             )
     updates = ", ".join(
         f"{c} = EXCLUDED.{c}" for c in (*columns, *_FX_COLUMNS) if c not in ("source_system", "source_id")
