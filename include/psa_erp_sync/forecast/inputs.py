@@ -506,34 +506,10 @@ def _actuals(
     return actuals
 
 
-# Session settings for the reads (whole-table joins and aggregates of the month's ledger, time
-# entries and schedule), reset afterwards. Measured at 50k projects x 12 months (docs/performance.md,
-# "Forecast refresh"): JIT compiled each query for ~0.4 s; the sorts spilled to disk at the default
-# 4 MB; parallel workers each rebuilt the whole latest-posting subquery of the hash join (three
-# sorts of 600k rows where one is needed), on 2 cores.
-_READ_SETTINGS = (("jit", "off"), ("work_mem", "64MB"), ("max_parallel_workers_per_gather", "0"))
-
-
 def load_inputs(
     conn: psycopg.Connection, *, as_of: date, settings: ForecastSettings, prior_snapshot_id: str | None
 ) -> model.ForecastInputs:
     """The model's inputs as known at ``as_of``: actuals up to it, plans and pipeline after it."""
-    import psycopg
-
-    for name, value in _READ_SETTINGS:
-        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
-    try:
-        return _load_inputs(conn, as_of=as_of, settings=settings, prior_snapshot_id=prior_snapshot_id)
-    finally:
-        # In a failed transaction the settings are rolled back with it (and RESET would fail).
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
-            for name, _ in _READ_SETTINGS:
-                conn.execute(f"RESET {name}")
-
-
-def _load_inputs(
-    conn: psycopg.Connection, *, as_of: date, settings: ForecastSettings, prior_snapshot_id: str | None
-) -> model.ForecastInputs:
     m0 = model.month_index(as_of)
     m_year = _M_YEAR
     projects = _projects(conn, m0)
