@@ -300,6 +300,45 @@ def same_records_capacity(dsn: str, erp_url: str, record_type: str, concurrency:
     }
 
 
+def ledger_growth(dsn: str) -> dict[str, Any]:
+    """What the posting pass left in the ledger: updates and how many were HOT, size on disk
+    (heap, TOAST, indexes) and the time of one per-pass scan by state (the engine's
+    ``count_in_state`` shape), read right after posting."""
+    time.sleep(1.0)  # the engine's sessions flush their table statistics when they end
+    out: dict[str, Any] = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for table in ("posting", "attempt"):
+            rows, upd, hot = conn.execute(
+                "SELECT n_live_tup, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
+                " WHERE schemaname = 'ledger' AND relname = %s",
+                (table,),
+            ).fetchone() or (0, 0, 0)
+            heap, toast, indexes = conn.execute(
+                "SELECT pg_relation_size(c.oid), coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0),"
+                " pg_indexes_size(c.oid) FROM pg_class c WHERE c.oid = %s::regclass",
+                (f"ledger.{table}",),
+            ).fetchone() or (0, 0, 0)
+            out[table] = {
+                "rows": rows,
+                "updates": upd,
+                "hot_updates": hot,
+                "hot_share": round(hot / max(upd, 1), 3),
+                "heap_mb": round(heap / 2**20, 1),
+                "toast_mb": round(toast / 2**20, 1),
+                "indexes_mb": round(indexes / 2**20, 1),
+            }
+        scans = []
+        for _ in range(3):
+            started = time.monotonic()
+            conn.execute(
+                "SELECT record_type, count(*) FROM ledger.posting WHERE state IN ('sent', 'ambiguous')"
+                " GROUP BY record_type"
+            ).fetchall()
+            scans.append(time.monotonic() - started)
+        out["scan_by_state_ms"] = round(min(scans) * 1000, 1)
+    return out
+
+
 def pandas_to_sql(dsn: str, rows: int) -> dict[str, Any]:
     """The same staged payloads loaded by pandas ``to_sql`` (the common DIY baseline); in a child."""
     import pandas as pd
@@ -712,6 +751,7 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
         result["post"]["cores_busy"] = post_cores
+        result["ledger_growth"] = ledger_growth(dsn)
         meter.start()
         raw = bare_erp_capacity(stack.url("erp"), sent, args.concurrency, args.batch)
         raw["cores_busy"] = meter.stop()
