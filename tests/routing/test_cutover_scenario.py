@@ -20,95 +20,9 @@ import pytest
 
 from tests.conftest import RunningSimulator, connect_airflow
 from tests.routed_config import routed_config_dir
+from tests.two_erps import NETSUITE_SEED, PARALLEL, ROUTING, SAP_SEED, UK
 
 pytestmark = pytest.mark.integration
-
-UK = "LE-UK1"
-NETSUITE_ONLY = {"effective": [{"erp": "netsuite"}]}
-ROUTING = {
-    "version": 1,
-    "erps": {"netsuite": {"connection": "erp_default"}, "sap": {"connection": "sap_default"}},
-    "versions": [
-        {
-            "version": 1,
-            "legal_entities": {
-                "LE-US1": NETSUITE_ONLY,
-                "LE-US2": NETSUITE_ONLY,
-                UK: {
-                    "effective": [
-                        {"first_day": None, "last_day": "2026-12-31", "erp": "netsuite"},
-                        {
-                            "first_day": "2027-01-01",
-                            "last_day": None,
-                            "erp": "sap",
-                            "correction_policy": "reverse_and_repost",
-                        },
-                    ]
-                },
-            },
-        }
-    ],
-}
-MONTHS = [("2026-11", "30"), ("2026-12", "31"), ("2027-01", "31"), ("2027-02", "28")]
-NETSUITE_SEED = {
-    "subsidiaries": [
-        {
-            "external_id": UK,
-            "name": "Northwind UK Ltd",
-            "country": "GB",
-            "currency": "GBP",
-            "is_inactive": False,
-        }
-    ],
-    "currencies": [{"symbol": "GBP", "name": "GBP"}],
-    "employees": [{"external_id": "psa-user-7", "subsidiary": UK, "is_inactive": False}],
-    "customers": [
-        {
-            "external_id": "psa-client-1",
-            "company_name": "Acme Ltd",
-            "subsidiary": UK,
-            "currency": "GBP",
-            "is_inactive": False,
-        }
-    ],
-    "jobs": [
-        {
-            "external_id": "psa-project-42",
-            "name": "Project 42",
-            "customer": "psa-client-1",
-            "subsidiary": UK,
-            "currency": "GBP",
-            "billing_type": "time_and_materials",
-            "contract_value": "100000.00",
-            "is_inactive": False,
-        }
-    ],
-    "accounting_periods": [
-        {
-            "external_id": f"{UK}-{m}",
-            "subsidiary": UK,
-            "period_name": m,
-            "start_date": f"{m}-01",
-            "end_date": f"{m}-{d}",
-            "closed": False,
-            "all_locked": False,
-            "ar_locked": False,
-            "ap_locked": False,
-        }
-        for m, d in MONTHS
-    ],
-}
-SAP_SEED = {
-    "company_codes": [{"company_code": "2010", "currency": "GBP"}],
-    "work_agreements": [
-        {"external_id": "psa-user-7", "company_code": "2010", "person_work_agreement": "50000007"}
-    ],
-    "posting_periods": [
-        {"company_code": "2010", "fiscal_year": y, "period": m, "open": True}
-        for y in (2026, 2027)
-        for m in range(1, 13)
-    ],
-}
 
 
 def _entry(
@@ -245,14 +159,8 @@ def test_a_month_across_the_cutover_posts_each_side_to_its_erp(
 
 # -- the parallel run ---------------------------------------------------------------------------
 # LE-UK1 posts December 2026 to NetSuite (its route, the book of record) and, as a shadow, to SAP
-# (the ERP it moves to on 2027-01-01); then both ERPs are read back and reconciled to the cent.
-PARALLEL = copy.deepcopy(ROUTING)
-PARALLEL["versions"][0]["legal_entities"][UK]["effective"][1]["parallel_run"] = {
-    "first_day": "2026-12-01",
-    "last_day": "2026-12-31",
-    "primary": "netsuite",
-    "secondary": "sap",
-}
+# (the ERP it moves to on 2027-01-01; the routing is tests/two_erps.PARALLEL); then both ERPs are read
+# back and reconciled to the cent.
 PARALLEL_SEED = copy.deepcopy(NETSUITE_SEED)
 PARALLEL_SEED["jobs"].append(
     {**NETSUITE_SEED["jobs"][0], "external_id": "psa-project-43", "name": "Project 43"}
