@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from devtools import demo_erps
+from tests import two_erps
 from tests.conftest import ROOT, RunningSimulator, connect_airflow
 
 CUTOVER = date(2026, 12, 1)
@@ -52,52 +53,11 @@ def test_failures_name_an_empty_sap_and_an_erp_that_does_not_reconcile() -> None
     ]
 
 
+# The two-ERP scenario's NetSuite (tests/two_erps.py), with the two months the demo's cutover spans.
 NETSUITE_SEED = {
-    "subsidiaries": [
-        {
-            "external_id": UK,
-            "name": "Northwind UK Ltd",
-            "country": "GB",
-            "currency": "GBP",
-            "is_inactive": False,
-        }
-    ],
-    "currencies": [{"symbol": "GBP", "name": "GBP"}],
-    "employees": [{"external_id": "psa-user-7", "subsidiary": UK, "is_inactive": False}],
-    "customers": [
-        {
-            "external_id": "psa-client-1",
-            "company_name": "Acme Ltd",
-            "subsidiary": UK,
-            "currency": "GBP",
-            "is_inactive": False,
-        }
-    ],
-    "jobs": [
-        {
-            "external_id": "psa-project-42",
-            "name": "Project 42",
-            "customer": "psa-client-1",
-            "subsidiary": UK,
-            "currency": "GBP",
-            "billing_type": "time_and_materials",
-            "contract_value": "100000.00",
-            "is_inactive": False,
-        }
-    ],
+    **two_erps.NETSUITE_SEED,
     "accounting_periods": [
-        {
-            "external_id": f"{UK}-{m}",
-            "subsidiary": UK,
-            "period_name": m,
-            "start_date": f"{m}-01",
-            "end_date": f"{m}-{d}",
-            "closed": False,
-            "all_locked": False,
-            "ar_locked": False,
-            "ap_locked": False,
-        }
-        for m, d in (("2026-11", "30"), ("2026-12", "31"))
+        p for p in two_erps.NETSUITE_SEED["accounting_periods"] if p["period_name"] in ("2026-11", "2026-12")
     ],
 }
 
