@@ -741,6 +741,17 @@ class S4HanaClient:
             MasterRecord.model_validate(r) for r in self._collection(f"{MASTER_SERVICE}/{entity_set}", params)
         ]
 
+    def master_page(self, entity_set: str, company_code: str, *, top: int, skip: int) -> list[dict[str, Any]]:
+        """One client-driven page (``$top``/``$skip``) of a company code's entities, as answered and
+        not validated (the caller judges each entity on its own). SAP may answer a page in several
+        responses (server paging, at most its page size each): their ``__next`` is followed."""
+        params = {
+            "$filter": f"CompanyCode eq {_literal(company_code)}",
+            "$top": str(top),
+            "$skip": str(skip),
+        }
+        return list(self._collection(f"{MASTER_SERVICE}/{entity_set}", params))
+
     def posting_periods(self, company_code: str, fiscal_year: int) -> list[PostingPeriod]:
         params = {"$filter": f"CompanyCode eq {_literal(company_code)} and FiscalYear eq '{fiscal_year:04d}'"}
         found = {

@@ -49,10 +49,15 @@ def erp_record(namespace: str, record_type: str) -> Any:
     return http(namespace, ERP_RECORD_PATH.format(record_type=record_type))
 
 
-#: Where SAP S/4HANA holds what we post, per ERP record type (its OData entity sets).
+#: Where SAP S/4HANA holds what we post and the master data we read, per (NetSuite) record type:
+#: its OData entity sets (the master data in our stand-in service ``ZPSA_MASTERDATA_SRV``).
 SAP_RECORD_PATHS = {
     "timebill": "/sap/opu/odata/sap/API_MANAGE_WORKFORCE_TIMESHEET/TimeSheetEntryCollection",
     "expensereport": "/sap/opu/odata/sap/ZPSA_JOURNALENTRY_SRV/JournalEntryCollection",
+    "customer": "/sap/opu/odata/sap/ZPSA_MASTERDATA_SRV/CustomerCollection",
+    "job": "/sap/opu/odata/sap/ZPSA_MASTERDATA_SRV/WBSElementCollection",
+    "employee": "/sap/opu/odata/sap/ZPSA_MASTERDATA_SRV/WorkAgreementCollection",
+    "accountingperiod": "/sap/opu/odata/sap/ZPSA_JOURNALENTRY_SRV/PostingPeriodCollection",
 }
 
 

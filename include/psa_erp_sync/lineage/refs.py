@@ -24,6 +24,7 @@ class DatasetRef:
     system: str  # psa, erp, crm, planning, workday or ods
     name: str  # resource path; ERP record type; ODS "schema.table"
     routed: bool = False  # an ERP record type in every ERP the routing posts to (:func:`routed_erp`)
+    only_erp: str | None = None  # routed, but in this ERP only (:func:`erp_in_force`)
 
     def __post_init__(self) -> None:
         if self.system not in SYSTEMS:
@@ -45,6 +46,13 @@ def routed_erp(record_type: str) -> DatasetRef:
     (as the posting task declares its outputs; docs/multi-erp.md, "Lineage"). Resolved when lineage
     is asked for, never at parse time."""
     return DatasetRef("erp", record_type, routed=True)
+
+
+def erp_in_force(erp_name: str, record_type: str) -> DatasetRef:
+    """``record_type`` in the ERP ``erp_name`` (e.g. ``sap``), in its own namespace, while the
+    routing file in force sends anything to it; nothing otherwise. Resolved when lineage is asked
+    for, never at parse time."""
+    return DatasetRef("erp", record_type, routed=True, only_erp=erp_name)
 
 
 def crm(path: str) -> DatasetRef:
@@ -89,8 +97,9 @@ def _namespace(system: str, conn_id: str) -> str:
     return PlanningHook(conn_id).openlineage_namespace()
 
 
-def _routed(record_type: str, erp_conn_id: str) -> list[Any]:
-    """The dataset of ``record_type`` in each ERP in force (NetSuite alone: ``erp_conn_id``'s)."""
+def _routed(record_type: str, erp_conn_id: str, only: str | None = None) -> list[Any]:
+    """The dataset of ``record_type`` in each ERP in force (NetSuite alone: ``erp_conn_id``'s), or
+    in ``only`` of them when it is in force."""
     from psa_erp_sync.hooks.erp import ErpHook
     from psa_erp_sync.hooks.sap import SapHook
     from psa_erp_sync.lineage import naming
@@ -100,6 +109,8 @@ def _routed(record_type: str, erp_conn_id: str) -> list[Any]:
     in_force = routing.erps_in_force()
     out = []
     for erp in in_force:
+        if only is not None and erp != only:
+            continue
         conn_id = erp_conn_id if in_force == ["netsuite"] else routing.routing.connection_of(erp)
         hook: Any = SapHook(conn_id) if erp == "sap" else ErpHook(conn_id)
         out.append(naming.erp_dataset(erp, hook.openlineage_namespace(), record_type))
@@ -128,7 +139,7 @@ def resolve(
             schema, table = ref.name.split(".")
             out.append(naming.postgres(namespace, database, schema, table))
         elif ref.system == "erp" and ref.routed:
-            out.extend(_routed(ref.name, ids["erp"]))
+            out.extend(_routed(ref.name, ids["erp"], ref.only_erp))
         elif ref.system == "erp":
             out.append(naming.erp_record(namespace, ref.name))
         else:

@@ -21,6 +21,9 @@ from psycopg.types.json import Jsonb
 log = logging.getLogger(__name__)
 
 _PSA_CLIENT = re.compile(r"^psa-client-(\d+)$")
+#: The PSA record each ERP record type's change applies to (NetSuite's, and SAP's:
+#: :mod:`psa_erp_sync.masterdata.sap_sync`): a client, else a project.
+PSA_KIND = {"customer": "customer", "job": "job", "sap_customer": "customer", "sap_wbs_element": "job"}
 _PSA_PROJECT = re.compile(r"^psa-project-(\d+)$")
 
 
@@ -86,7 +89,8 @@ def propagate_pending(conn: psycopg.Connection, psa: PsaWriter, *, run_id: str) 
         """
         SELECT p.id, p.record_type, p.external_id, p.change, m.name, m.is_inactive, m.merged_into
         FROM master.propagation p JOIN master.erp_record m
-          ON m.record_type = p.record_type AND m.external_id = p.external_id
+          ON m.erp = p.erp AND m.company_code = p.company_code AND m.record_type = p.record_type
+         AND m.external_id = p.external_id
         WHERE p.status = 'pending' ORDER BY p.id
         """
     ).fetchall()
@@ -97,7 +101,7 @@ def propagate_pending(conn: psycopg.Connection, psa: PsaWriter, *, run_id: str) 
     projects = {int(p["id"]): p for p in psa.iter_projects()}
     for row_id, record_type, external_id, change, name, inactive, merged_into in pending:
         result.by_change[change] = result.by_change.get(change, 0) + 1
-        if record_type == "customer":
+        if PSA_KIND.get(record_type) == "customer":
             client_id = psa_client_id(external_id)
             client = clients.get(client_id) if client_id is not None else None
             if client is None:

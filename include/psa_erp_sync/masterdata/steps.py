@@ -125,6 +125,39 @@ def sync_record_type_step(
     return result.as_dict()
 
 
+def sync_sap_step(
+    conn: psycopg.Connection,
+    erp_for: Any,
+    *,
+    dag_id: str,
+    run_id: str,
+    as_of: datetime,
+    config: Config,
+) -> dict[str, Any]:
+    """SAP -> ODS master records (customers, WBS elements, posting periods of every company code
+    a legal entity routed to SAP maps to) and their changes for the PSA; nothing, and no SAP call,
+    while the routing file in force sends nothing to SAP (:mod:`~psa_erp_sync.masterdata.sap_sync`)."""
+    from psa_erp_sync.masterdata import sap_sync
+    from psa_erp_sync.routing.route import router
+
+    check_erp_authority(config)
+    routing = router()
+    if sap_sync.ERP not in routing.erps_in_force():
+        return {"erp": sap_sync.ERP, "in_force": False}
+    writer = erp_for(routing.routing.connection_of(sap_sync.ERP))  # a SapMasterWriter: client + mapping
+    result = sap_sync.sync_sap(
+        conn,
+        writer.client,
+        writer.company_codes,
+        routing,
+        run_key=f"{dag_id}/{run_id}/sap",
+        run_id=run_id,
+        as_of=as_of,
+        owner_for=config.ownership.owner_for,
+    )
+    return {"in_force": True, **result.as_dict()}
+
+
 def sync_currency_rates_step(conn: psycopg.Connection, erp: Any, *, config: Config) -> dict[str, Any]:
     """Every ERP currency rate into ``master.currency_rate``."""
     check_erp_authority(config)

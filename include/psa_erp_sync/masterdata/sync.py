@@ -103,23 +103,32 @@ def query_for(record_type: str, since: datetime | None) -> str:
     return f"SELECT * FROM {record_type}{where} ORDER BY lastmodifieddate, id"
 
 
-def _change(previous: tuple[Any, ...] | None, row: MasterRow) -> str | None:
-    """Which ERP-owned change the PSA must follow, if any."""
-    merged = row.custentity_merged_into
+def change_between(
+    previous: tuple[Any, ...] | None, *, name: str | None, inactive: bool, merged: str | None = None
+) -> str | None:
+    """Which ERP-owned change the PSA must follow, if any, between the version held
+    (``previous`` = (name, inactive, merged into), None at first sight) and the one read. The same
+    rules for every ERP (SAP: blocked or closed is inactive; it merges nothing)."""
     if previous is None:  # first sight: only a state the PSA may not have yet
         if merged:
             return "merge"
-        return "deactivate" if row.isinactive else None
-    name, inactive, merged_before = previous
+        return "deactivate" if inactive else None
+    name_before, inactive_before, merged_before = previous
     if merged and merged != merged_before:
         return "merge"
-    if row.isinactive and not inactive:
+    if inactive and not inactive_before:
         return "deactivate"
-    if not row.isinactive and inactive:
+    if not inactive and inactive_before:
         return "reactivate"
-    if row.display_name != name:
+    if name != name_before:
         return "rename"
     return None
+
+
+def _change(previous: tuple[Any, ...] | None, row: MasterRow) -> str | None:
+    return change_between(
+        previous, name=row.display_name, inactive=row.isinactive, merged=row.custentity_merged_into
+    )
 
 
 def _upsert(
@@ -135,7 +144,7 @@ def _upsert(
         VALUES (%(type)s, %(ext)s, %(id)s, encode(sha256(convert_to(%(body)s::jsonb::text, 'UTF8')), 'hex'),
             %(name)s, %(sub)s, %(cur)s, %(tax)s, %(parent)s, %(country)s, %(merged)s, %(contract)s,
             %(inactive)s, %(modified)s, %(body)s, %(run)s)
-        ON CONFLICT (record_type, external_id) DO UPDATE SET internal_id = EXCLUDED.internal_id,
+        ON CONFLICT (erp, record_type, company_code, external_id) DO UPDATE SET internal_id = EXCLUDED.internal_id,
             version_hash = EXCLUDED.version_hash, name = EXCLUDED.name, subsidiary = EXCLUDED.subsidiary,
             currency = EXCLUDED.currency, tax_code = EXCLUDED.tax_code, parent = EXCLUDED.parent,
             country = EXCLUDED.country, merged_into = EXCLUDED.merged_into,
@@ -248,7 +257,7 @@ def sync_record_type(
             ext: (name, inactive, merged)
             for ext, name, inactive, merged in conn.execute(
                 "SELECT external_id, name, is_inactive, merged_into FROM master.erp_record"
-                " WHERE record_type = %s AND external_id = ANY(%s)",
+                " WHERE erp = 'netsuite' AND record_type = %s AND external_id = ANY(%s)",
                 (record_type, [r.externalid for r in rows]),
             )
         }

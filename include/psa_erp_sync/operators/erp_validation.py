@@ -10,8 +10,10 @@ from psa_erp_sync.operators.base import LineageReportingOperator
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-#: ERP record types the validation reads (its OpenLineage inputs).
+#: ERP record types the validation reads (its OpenLineage inputs), per ERP: NetSuite's SuiteQL
+#: look-ups; SAP's master-data reads (customers and WBS elements of each company code).
 LOOKED_UP = ("customer", "subsidiary", "currency", "taxcode", "job")
+SAP_LOOKED_UP = ("customer", "job")
 
 
 class ERPValidationOperator(LineageReportingOperator):
@@ -57,6 +59,7 @@ class ERPValidationOperator(LineageReportingOperator):
         self.erp_conn_id = erp_conn_id
         self.ods_conn_id = ods_conn_id
         self.summary: dict[str, Any] | None = None
+        self.erps_used: list[tuple[str, str]] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         from psa_erp_sync.config import load_config
@@ -67,7 +70,10 @@ class ERPValidationOperator(LineageReportingOperator):
         self.record_lineage_run(context, f"erp_validation:{self.domain}")
         candidates = [validation.Candidate.model_validate(r) for r in (self.records or [])]
         ownership = load_config().ownership
-        verdicts, queries = _validate_routed(candidates, self.erp_conn_id, lambda: run_as_of(context).date())
+        self.erps_used = []
+        verdicts, queries = _validate_routed(
+            candidates, self.erp_conn_id, lambda: run_as_of(context).date(), self.erps_used
+        )
         with OdsHook(self.ods_conn_id).get_conn() as conn, conn.transaction():
             written = validation.record_verdicts(
                 conn,
@@ -94,17 +100,19 @@ class ERPValidationOperator(LineageReportingOperator):
 
     # -- OpenLineage (methods of LineageReportingOperator, found by name by the provider) -------
     def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
-        return _validation_datasets(self, LOOKED_UP)
+        return _validation_datasets(self, LOOKED_UP, SAP_LOOKED_UP)
 
     def lineage_run_facets(self) -> dict[str, Any]:
         return _data_quality(self.summary)
 
 
-def _validate_routed(candidates: list[Any], erp_conn_id: str, as_of: Any) -> tuple[list[Any], int]:
+def _validate_routed(
+    candidates: list[Any], erp_conn_id: str, as_of: Any, used: list[tuple[str, str]] | None = None
+) -> tuple[list[Any], int]:
     """Each candidate judged by the ERP its legal entity routes to on ``as_of()`` (NetSuite's
     SuiteQL look-ups, or SAP's master data: :mod:`psa_erp_sync.masterdata.sap_validation`), in
     order, and the ERP queries it took. A candidate without a route (or an entity) goes to NetSuite,
-    which judges its legal entity."""
+    which judges its legal entity. ``used`` receives (ERP, connection) of each ERP looked up."""
     from psa_erp_sync.hooks.erp import ErpHook
     from psa_erp_sync.hooks.sap import SapHook
     from psa_erp_sync.masterdata import sap_validation, validation
@@ -125,6 +133,8 @@ def _validate_routed(candidates: list[Any], erp_conn_id: str, as_of: Any) -> tup
     for erp, indexes in sorted(by_erp.items()):
         batch = [candidates[i] for i in indexes]
         conn_id = erp_conn_id if only_netsuite else routing.routing.connection_of(erp)
+        if used is not None:
+            used.append((erp, conn_id))
         if erp == "sap":
             hook = SapHook(conn_id)
             with hook.get_client() as client:
@@ -138,12 +148,36 @@ def _validate_routed(candidates: list[Any], erp_conn_id: str, as_of: Any) -> tup
     return [verdicts[i] for i in range(len(candidates))], queries
 
 
-def _validation_datasets(op: Any, looked_up: Sequence[str]) -> tuple[list[Any], list[Any]]:
+def _erps_in_force(erp_conn_id: str) -> list[tuple[str, str]]:
+    """(ERP, connection) of each ERP the routing file in force sends anything to (``erp_conn_id``
+    when it names only NetSuite)."""
+    from psa_erp_sync.routing.route import router
+
+    routing = router()
+    in_force = routing.erps_in_force()
+    if in_force == ["netsuite"]:
+        return [("netsuite", erp_conn_id)]
+    return [(erp, routing.routing.connection_of(erp)) for erp in in_force]
+
+
+def _validation_datasets(
+    op: Any, looked_up: Sequence[str], sap_looked_up: Sequence[str]
+) -> tuple[list[Any], list[Any]]:
+    """Inputs: what each ERP was asked (once ``execute`` ran: the ERPs it looked up; before, every
+    ERP in force), each in that ERP's own namespace; resolved when lineage is asked for."""
     from psa_erp_sync.hooks.erp import ErpHook
+    from psa_erp_sync.hooks.sap import SapHook
     from psa_erp_sync.lineage import naming
 
-    erp_namespace = ErpHook(op.erp_conn_id).openlineage_namespace()
-    inputs = [naming.erp_record(erp_namespace, record_type) for record_type in looked_up]
+    erps = op.erps_used if op.erps_used else _erps_in_force(op.erp_conn_id)
+    inputs: list[Any] = []
+    for erp, conn_id in dict.fromkeys(erps):
+        if erp == "sap":
+            namespace = SapHook(conn_id).openlineage_namespace()
+            inputs += [naming.erp_dataset(erp, namespace, t) for t in sap_looked_up]
+        else:
+            namespace = ErpHook(conn_id).openlineage_namespace()
+            inputs += [naming.erp_record(namespace, t) for t in looked_up]
     outputs = [op.ods_dataset("exceptions", "item"), op.ods_dataset("master", "validation_verdict")]
     return inputs, outputs
 
@@ -189,6 +223,7 @@ class ProjectPrecheckOperator(LineageReportingOperator):
         self.erp_conn_id = erp_conn_id
         self.ods_conn_id = ods_conn_id
         self.summary: dict[str, Any] | None = None
+        self.erps_used: list[tuple[str, str]] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         from psa_erp_sync.config import load_config
@@ -200,6 +235,8 @@ class ProjectPrecheckOperator(LineageReportingOperator):
             by_erp = _uses_by_erp(conn)
         verdicts: dict[str, validation.Verdict] = {}
         queries = 0
+        in_force = dict(_erps_in_force(self.erp_conn_id))
+        self.erps_used = [(erp, in_force.get(erp, self.erp_conn_id)) for erp in by_erp]
         for erp, uses in by_erp.items():
             found, asked = _precheck(erp, uses, self.erp_conn_id)
             verdicts.update(found)
@@ -227,7 +264,9 @@ class ProjectPrecheckOperator(LineageReportingOperator):
         return {**self.summary, "blocked_projects": {k: list(v) for k, v in sorted(blocked.items())}}
 
     def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
-        inputs, outputs = _validation_datasets(self, ("job", "customer", "subsidiary", "currency"))
+        inputs, outputs = _validation_datasets(
+            self, ("job", "customer", "subsidiary", "currency"), ("accountingperiod",)
+        )
         return [
             self.ods_dataset("canonical", "time_entry"),
             self.ods_dataset("canonical", "expense_entry"),
