@@ -37,6 +37,7 @@ def test_every_reason_code_has_a_documented_fix() -> None:
         "PSA_PROJECT_MISSING",
         "PSA_PROJECT_INVALID",
         "PSA_CURRENCY_MISMATCH",
+        "SAP_MASTER_INVALID",  # psa_erp_sync.masterdata.sap_sync
     }
     assert raised <= set(codes), raised - set(codes)
     assert all(len(code.fix) > 20 for code in codes.values())
