@@ -131,7 +131,7 @@ def seed_ods(conn: psycopg.Connection) -> None:
     conn.execute(
         "INSERT INTO master.erp_record (record_type, external_id, internal_id, version_hash, parent, is_inactive,"
         " body) VALUES ('job', 'psa-project-1', '901', 'h', 'psa-client-1', false, '{}'::jsonb)"
-        " ON CONFLICT (record_type, external_id) DO UPDATE SET parent = EXCLUDED.parent"
+        " ON CONFLICT (erp, record_type, company_code, external_id) DO UPDATE SET parent = EXCLUDED.parent"
     )
     conn.commit()
 

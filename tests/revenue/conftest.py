@@ -59,7 +59,7 @@ def period_row(conn: psycopg.Connection, month: int, *, closed: bool) -> None:
     conn.execute(
         "INSERT INTO master.erp_record (record_type, external_id, internal_id, version_hash, subsidiary,"
         " is_inactive, body) VALUES ('accountingperiod', %s, %s, 'v', 'LE-US1', false, %s)"
-        " ON CONFLICT (record_type, external_id) DO UPDATE SET body = EXCLUDED.body",
+        " ON CONFLICT (erp, record_type, company_code, external_id) DO UPDATE SET body = EXCLUDED.body",
         (body["externalid"], str(month), json.dumps(body)),
     )
 
