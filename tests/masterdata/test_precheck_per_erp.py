@@ -33,7 +33,18 @@ def test_each_use_is_checked_against_its_routed_erp(
         time_entry(conn, 1, "2026-12-30", "a1", "1.50")  # NetSuite
         time_entry(conn, 2, "2027-01-04", "a2", "2.00")  # SAP, period defined
         time_entry(conn, 3, "2028-03-01", "a3", "1.00")  # SAP, no 2028 period there
-    result = ProjectPrecheckOperator(task_id="precheck").execute({"run_id": "precheck-per-erp"})  # type: ignore[arg-type]
+    op = ProjectPrecheckOperator(task_id="precheck")
+    result = op.execute({"run_id": "precheck-per-erp"})  # type: ignore[arg-type]
+    # Its declared ERP inputs: what each ERP it asked holds, in that ERP's own namespace.
+    inputs, _ = op.lineage_datasets()
+    erp_inputs = {(d.namespace, d.name) for d in inputs if not d.namespace.startswith("postgres")}
+    assert erp_inputs == {
+        *(
+            (erp_sim.base_url, f"/services/rest/record/v1/{t}")
+            for t in ("job", "customer", "subsidiary", "currency")
+        ),
+        (sap_sim.base_url, "/sap/opu/odata/sap/ZPSA_JOURNALENTRY_SRV/PostingPeriodCollection"),
+    }
     with psycopg.connect(clean_ods) as conn:
         verdicts = dict(
             conn.execute(
