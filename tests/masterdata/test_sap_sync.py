@@ -322,3 +322,29 @@ def test_sap_cross_reference_is_frozen_for_an_entity_that_left_sap(two_erps: dic
         assert conn.execute(
             "SELECT count(*) FROM master.erp_record WHERE external_id = 'psa-client-77'"
         ).fetchone() == (0,)
+
+
+def test_netsuite_changes_of_an_entity_that_left_netsuite_are_held_not_carried(
+    two_erps: dict[str, Any], erp_sim: RunningSimulator
+) -> None:
+    from tests.two_erps import NETSUITE_SEED
+
+    dsn = two_erps["dsn"]
+    _sync_netsuite(two_erps, "r1", BEFORE_CUTOVER)
+    customer = NETSUITE_SEED["customers"][0]
+    # Before the cutover NetSuite speaks for LE-UK1: a rename there is carried to the PSA.
+    erp_sim.admin("POST", "/seed", json={"customers": [dict(customer, company_name="Acme (renamed in NS)")]})
+    _sync_netsuite(two_erps, "r2", BEFORE_CUTOVER)
+    # After it, finance deactivating the migrated customer in NetSuite must not archive the PSA
+    # client SAP still holds active: the version is held, nothing is queued.
+    erp_sim.admin("POST", "/seed", json={"customers": [dict(customer, is_inactive=True)]})
+    _sync_netsuite(two_erps, "r3", AFTER_CUTOVER)
+    with psycopg.connect(dsn) as conn:
+        queued = conn.execute(
+            "SELECT erp, external_id, change FROM master.propagation ORDER BY id"
+        ).fetchall()
+        held = conn.execute(
+            "SELECT is_inactive FROM master.erp_record WHERE erp = 'netsuite' AND external_id = 'psa-client-1'"
+        ).fetchone()
+    assert queued == [("netsuite", "psa-client-1", "rename")]
+    assert held == (True,)

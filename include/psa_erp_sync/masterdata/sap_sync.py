@@ -41,17 +41,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints, ValidationError
 
-from psa_erp_sync.masterdata.sync import change_between
+from psa_erp_sync.masterdata.sync import change_between, speaks_for
 from psa_erp_sync.ods import exceptions, staging
 from psa_erp_sync.routing import xref
-from psa_erp_sync.routing.route import RouteNotFound, Router
+from psa_erp_sync.routing.route import Router
 
 log = logging.getLogger(__name__)
 
@@ -228,13 +228,6 @@ def _queue(
     return cur.rowcount
 
 
-def _routes_to_sap(router: Router, legal_entity: str, day: date) -> bool:
-    try:
-        return router.route(legal_entity, day).erp == ERP
-    except RouteNotFound:
-        return False
-
-
 @dataclass(frozen=True)
 class CompanyRead:
     """What one run reads of one company code: its legal entity, the run and who owns its items."""
@@ -339,7 +332,7 @@ def sync_company_set(
     out = SapSetResult(
         read.legal_entity, read.company_code, record_type, len(items), pages, invalid=len(invalid)
     )
-    carried = _routes_to_sap(router, read.legal_entity, read.as_of.date())
+    carried = speaks_for(router, read.legal_entity, read.as_of.date(), ERP)
     with conn.transaction():
         staged = staging.stage_pages(
             conn,

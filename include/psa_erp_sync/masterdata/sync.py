@@ -6,7 +6,9 @@ with SuiteQL ``lastmodifieddate >= high watermark - overlap`` (never a strict ``
 a strict bound); rows are staged in ``staging.raw_record`` deduplicated by (id, content hash), so
 the overlap's re-reads are harmless; the watermark advances in the same transaction as the rows.
 The current version of each record lands in ``master.erp_record``; a customer or job whose name,
-status or merge target changed queues a ``master.propagation`` row for the PSA.
+status or merge target changed queues a ``master.propagation`` row for the PSA, while its legal
+entity routes to NetSuite on the run's date (:func:`speaks_for`: after a cutover away from NetSuite
+the new ERP speaks for the PSA; the old one's versions are still held).
 
 Each new version of a customer or job of a legal entity is also written to NetSuite's
 cross-reference (``routing.xref``, :mod:`psa_erp_sync.routing.xref`): after the entity's cutover
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 import psycopg
@@ -30,7 +32,7 @@ from psa_erp_sync.masterdata.validation import SuiteQLSource
 from psa_erp_sync.money import Money, to_minor
 from psa_erp_sync.ods import staging
 from psa_erp_sync.routing import xref
-from psa_erp_sync.routing.route import Router
+from psa_erp_sync.routing.route import RouteNotFound, Router
 from psa_erp_sync.routing.route import router as default_router
 
 log = logging.getLogger(__name__)
@@ -123,6 +125,17 @@ def change_between(
     if name != name_before:
         return "rename"
     return None
+
+
+def speaks_for(router: Router, legal_entity: str | None, day: date, erp: str) -> bool:
+    """Whether ``erp``'s changes of ``legal_entity``'s records are carried to the PSA on ``day``:
+    the ERP the entity routes to that day (before a cutover, and in a parallel run, whose primary is
+    the old ERP, the old one; after it, the new one). A record without a routed entity is
+    NetSuite's, as before routing."""
+    try:
+        return router.route(legal_entity, day).erp == erp if legal_entity else erp == XREF_ERP
+    except RouteNotFound:
+        return erp == XREF_ERP
 
 
 def _change(previous: tuple[Any, ...] | None, row: MasterRow) -> str | None:
@@ -269,7 +282,7 @@ def sync_record_type(
                     continue  # unchanged version (an overlap re-read), or not propagated
                 _record_xref(conn, router, record_type, row, as_of=as_of, run_id=run_id)
                 change = _change(previous.get(row.externalid), row)
-                if change is not None:
+                if change is not None and speaks_for(router, row.subsidiary, as_of.date(), XREF_ERP):
                     changed.append((row, {"version": written[0]}, change))
             queued = _queue_changes(cur, record_type, changed, run_id=run_id)
         staging.record_extract_run(
