@@ -329,6 +329,29 @@ def _document_payload(
     return payload
 
 
+def _decide(
+    config: Config,
+    periods: PeriodBook,
+    routes: Routes,
+    doc_type: DocType,
+    head: dict[str, Any],
+    doc_date: date,
+    fx: Fx,
+) -> tuple[DocRoute | None, PeriodDecision]:
+    """The document's route and the closed-period decision of that ERP's periods and the legal
+    entity's policy; parked ``NO_ERP_ROUTE`` without a route, ``FX_RATE_MISSING`` without a rate."""
+    entity = str(head["legal_entity"])
+    entities = config.legal_entities.legal_entities
+    policy = entities[entity].closed_period_policy if entity in entities else "park"
+    route = routes.of(doc_type, entity, doc_date, head)
+    decision = routes.book(route, periods).decide(entity, doc_date, doc_type, policy)
+    if route is None:
+        decision = replace(decision, outcome="park", reason="NO_ERP_ROUTE")
+    elif fx.rate is None and decision.outcome != "park":
+        decision = replace(decision, outcome="park", reason="FX_RATE_MISSING")
+    return route, decision
+
+
 def plan_document(
     config: Config,
     periods: PeriodBook,
@@ -352,18 +375,10 @@ def plan_document(
     ref = document_ref(doc_type, refs)
     head = {k: members[0][k] for k in _GROUP}
     entity, currency = str(head["legal_entity"]), str(head["currency"])
-    entities = config.legal_entities.legal_entities
-    policy = entities[entity].closed_period_policy if entity in entities else "park"
     doc_date = max(m["event_date"] for m in members)
     total = sum(abs(int(m["amount_minor"])) for m in members)
-    routes = routes or Routes()
-    route = routes.of(doc_type, entity, doc_date, members[0])
-    decision = routes.book(route, periods).decide(entity, doc_date, doc_type, policy)
     fx = document_fx(config, rates, entity, currency, doc_date, total)
-    if route is None:
-        decision = replace(decision, outcome="park", reason="NO_ERP_ROUTE")
-    elif fx.rate is None and decision.outcome != "park":
-        decision = replace(decision, outcome="park", reason="FX_RATE_MISSING")
+    route, decision = _decide(config, periods, routes or Routes(), doc_type, members[0], doc_date, fx)
     key = ledger.idempotency_key(doc_type, SOURCE_SYSTEM, ref, mhash, "post", seq)
     credits_document = members[0]["credits_document"] if doc_type == "creditmemo" else None
     applied = credits_document is None or remaining is None or total <= remaining.get(credits_document, total)
