@@ -370,6 +370,12 @@ def test_sap_routed_invoices_credit_memos_readback_payment_and_close(
     assert (gbp.invoiced_minor, gbp.credited_minor) == (62_250, 154_250)
     assert gbp.invoiced_by_erp_minor == {"netsuite": 0, "sap": 62_250}
     assert gbp.credited_by_erp_minor == {"netsuite": 150_000, "sap": 4_250}
+    assert cr._by_erp(gbp) == {  # what the headline shows beside invoiced and credited
+        "by_erp": {
+            "netsuite": {"invoiced": "0.00", "credited": "1500.00"},
+            "sap": {"invoiced": "622.50", "credited": "42.50"},
+        }
+    }
     assert all(r.matched for r in invoices) and invoices[0].sides == {
         "events": 62_250 - 154_250,
         "document": 62_250 - 154_250,

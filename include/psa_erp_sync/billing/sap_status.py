@@ -7,7 +7,9 @@ codes (:func:`psa_erp_sync.billing.sap.read_documents`), turns each invoice into
 Full`` once its open item is cleared, amount remaining = the open amount, lines = the revenue
 items and the sources they bill) and calls :func:`psa_erp_sync.billing.psa_status.mirror_invoice`
 with what payments apply to it (credit memos not included), exactly as for NetSuite: created once,
-moved forward only. A PSA refusal opens the same exception item (``PSA_INVOICE_REFUSED``).
+moved forward only. A PSA refusal opens the same exception item (``PSA_INVOICE_REFUSED``). SAP is
+read in full each run, so an invoice the PSA already shows paid or closed is skipped without a
+PSA call.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from psa_erp_sync.billing import psa_status_store as store
 from psa_erp_sync.billing import sap
 from psa_erp_sync.billing.psa_status import InvoiceIndex, mirror_invoice
 from psa_erp_sync.billing.psa_status_runs import (
@@ -38,6 +41,9 @@ if TYPE_CHECKING:
     from psa_erp_sync.posting.adapter import SapMapping
 
 log = logging.getLogger(__name__)
+
+#: PSA invoice states nothing moves on from (:data:`psa_erp_sync.billing.psa_status.RANK`).
+FINAL = ("paid", "closed")
 
 
 def erp_invoice(mapping: SapMapping, doc: sap.SapDocument) -> ErpInvoice | None:
@@ -111,6 +117,12 @@ def sweep_sap(
             continue
         external_id = str(invoice.external_id or doc.id)
         outcome: str
+        known = store.get(conn, external_id) if invoice.external_id else None
+        if known is not None and known.psa_state in FINAL:
+            # Paid or closed in the PSA: nothing can move forward; no PSA call (SAP is read in full).
+            result.outcomes["unchanged"] += 1
+            result.invoices += 1
+            continue
         try:
             outcome = mirror_invoice(
                 conn, psa, invoice, paid=paid.get(doc.id, Decimal(0)), run_id=run_id, index=index
