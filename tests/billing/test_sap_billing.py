@@ -441,3 +441,25 @@ def test_an_ambiguous_sap_post_leaves_exactly_one_document(
     assert sorted(str(d["items"][0]["amount"]) for d in docs) == ["600.00", "90.00"]
     rerun = run_pass(dsn, erp_sim, sap, "f2")
     assert all(o["posted"] == 0 for o in rerun.outcome.values()) and len(sap_documents(dsn)) == 2
+
+
+def test_a_closed_sap_period_parks_the_sap_invoice_by_sap_periods(
+    two: tuple[str, Any], erp_sim: RunningSimulator, sap_sim: RunningSimulator
+) -> None:
+    """SAP's January closed (NetSuite's January open): LE-UK1's January invoice is decided against
+    SAP's periods and parked for finance (LE-UK1's policy is ``park``); December's goes to NetSuite."""
+    dsn, sap = two
+    sap_sim.admin(
+        "POST", "/periods", json=[{"company_code": COMPANY, "fiscal_year": 2027, "period": 1, "open": False}]
+    )
+    insert_events(dsn, [event("1", "2026-12-15", 10_000), event("2", "2027-01-05", 20_000)])
+    result = run_pass(dsn, erp_sim, sap, "p1")
+    assert result.documents == {"posted": 1, "parked": 1}, (result.plan, result.outcome)
+    assert routes(dsn) == {("invoice", "1"): "netsuite", ("invoice", "2"): "sap"}
+    assert sap_documents(dsn) == []
+    with psycopg.connect(dsn) as conn:
+        items = conn.execute(
+            "SELECT reason_code, legal_entity, detail ->> 'period' FROM exceptions.item"
+            " WHERE domain = 'billing' AND status = 'open'"
+        ).fetchall()
+    assert items == [("PERIOD_CLOSED", UK, f"{UK}-2027-01")]
