@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -414,6 +415,66 @@ def dump_timesheets(request: Request) -> dict[str, Any]:
     with db_of(request).tx() as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute("SELECT * FROM timesheet_record ORDER BY record").fetchall()
     return {"count": len(rows), "items": [service.timesheet_entity(r) for r in rows]}
+
+
+class CustomerPayment(BaseModel):
+    """A customer's incoming payment on one invoice, as accounts receivable posts it (F-28)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    company_code: str
+    fiscal_year: int = Field(ge=1990, le=2100)
+    accounting_document: str = Field(min_length=1, max_length=10)
+    amount: str | None = Field(default=None, pattern=r"^\d{1,13}(\.\d{1,2})?$")  # default: all that is open
+    posting_date: date
+    bank_account: str = Field(default="1100", min_length=1, max_length=10)
+
+
+@admin.post("/customer-payments")
+def customer_payment(request: Request, body: CustomerPayment) -> dict[str, Any]:
+    """Post a payment document (type DZ: debit the bank, credit the customer with the invoice as
+    reference). The invoice's open item is cleared once payments and credit memos cover it; a
+    smaller payment leaves it open for the rest. Answers the payment document (409: nothing open)."""
+    with db_of(request).tx() as conn, conn.cursor(row_factory=dict_row) as cur:
+        item = cur.execute(
+            f"SELECT {service.ITEMS_WITH_OPEN_AMOUNT} WHERE company_code = %s AND fiscal_year = %s"
+            " AND accounting_document = %s AND customer <> '' AND invoice_reference = '' LIMIT 1",
+            (body.company_code, body.fiscal_year, body.accounting_document),
+        ).fetchone()
+        if item is None:
+            raise ODataError(404, "SIM/ADMIN", "no customer item in that document")
+        amount = Decimal(body.amount) if body.amount is not None else Decimal(item["open_amount"])
+        if amount <= 0 or item["clearing_document"]:
+            raise ODataError(409, "SIM/ADMIN", "nothing open on that invoice")
+        text = f"payment of {body.accounting_document}"
+        payload = {
+            "CompanyCode": body.company_code,
+            "AccountingDocumentType": "DZ",
+            "DocumentDate": odata.sap_date(body.posting_date),
+            "PostingDate": odata.sap_date(body.posting_date),
+            "TransactionCurrency": item["currency"],
+            "DocumentHeaderText": text[:25],
+            "to_Item": [
+                {
+                    "GLAccount": body.bank_account,
+                    "AmountInTransactionCurrency": f"{amount:.2f}",
+                    "DebitCreditCode": "S",
+                    "DocumentItemText": text,
+                },
+                {
+                    "GLAccount": item["gl_account"],
+                    "AmountInTransactionCurrency": f"{amount:.2f}",
+                    "DebitCreditCode": "H",
+                    "DocumentItemText": text,
+                    "Customer": item["customer"],
+                    "InvoiceReference": body.accounting_document,
+                    "InvoiceReferenceFiscalYear": str(body.fiscal_year),
+                },
+            ],
+        }
+        reply = service.post_journal_entry(conn, _context(request), payload)
+    assert reply.body is not None
+    return dict(reply.body["d"])
 
 
 @admin.get("/stats")

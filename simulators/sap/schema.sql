@@ -110,3 +110,16 @@ CREATE TABLE IF NOT EXISTS wbs_element (
     PRIMARY KEY (wbs_element, company_code),
     FOREIGN KEY (customer, company_code) REFERENCES customer
 );
+
+-- Customer invoices as FI documents (docs/simulators.md, "Customer invoices and payments"): a
+-- customer (debtor) item names a customer of the company code; an item may reference the invoice
+-- it applies to (a credit memo or a payment, SAP's REBZG); an open item is cleared once what
+-- references it covers it.
+ALTER TABLE journal_entry_item ADD COLUMN IF NOT EXISTS customer text NOT NULL DEFAULT '';
+ALTER TABLE journal_entry_item ADD COLUMN IF NOT EXISTS invoice_reference text NOT NULL DEFAULT '';
+ALTER TABLE journal_entry_item ADD COLUMN IF NOT EXISTS invoice_reference_fiscal_year integer;
+ALTER TABLE journal_entry_item ADD COLUMN IF NOT EXISTS clearing_document text NOT NULL DEFAULT '';
+ALTER TABLE journal_entry_item ADD COLUMN IF NOT EXISTS clearing_date date;
+ALTER TABLE journal_entry ADD COLUMN IF NOT EXISTS changed_at timestamptz NOT NULL DEFAULT clock_timestamp();
+CREATE INDEX IF NOT EXISTS journal_entry_item_reference
+    ON journal_entry_item (company_code, invoice_reference_fiscal_year, invoice_reference);

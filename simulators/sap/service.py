@@ -32,6 +32,7 @@ from simulators.sap.odata import (
     parse_key,
     parse_sap_date,
     sap_date,
+    sap_timestamp,
     select,
     where_sql,
 )
@@ -217,17 +218,27 @@ JE_QUERY = EntityQuery(
     ("CompanyCode", "FiscalYear", "AccountingDocument"),
     "md5(company_code || accounting_document)",
 )
+#: Items with their open amount: a customer item that applies to no invoice and is not cleared is
+#: open for its amount less what the items referencing it (credit memos, payments) apply.
+ITEMS_WITH_OPEN_AMOUNT = """i.*, CASE WHEN i.customer = '' OR i.invoice_reference <> '' OR i.clearing_document <> ''
+        THEN 0 ELSE i.amount - coalesce((SELECT sum(r.amount) FROM journal_entry_item r
+            WHERE r.company_code = i.company_code AND r.invoice_reference = i.accounting_document
+              AND r.invoice_reference_fiscal_year = i.fiscal_year AND r.customer = i.customer), 0)
+        END AS open_amount
+    FROM journal_entry_item i"""
 JI_QUERY = EntityQuery(
     "JournalEntryItemCollection",
     JOURNAL,
     "ZPSA_JOURNALENTRY_SRV.JournalEntryItem",
-    "SELECT * FROM journal_entry_item",
+    f"SELECT {ITEMS_WITH_OPEN_AMOUNT}",
     {
         "CompanyCode": "company_code",
         "FiscalYear": "fiscal_year::text",
         "AccountingDocument": "accounting_document",
         "AccountingDocumentItem": "lpad(item::text, 3, '0')",
         "GLAccount": "gl_account",
+        "Customer": "customer",
+        "ClearingAccountingDocument": "clearing_document",
     },
     frozenset(),
     ("CompanyCode", "FiscalYear", "AccountingDocument", "AccountingDocumentItem"),
@@ -598,8 +609,13 @@ ITEM_FIELDS = frozenset(
         "DocumentItemText",
         "CostCenter",
         "WBSElement",
+        "Customer",
+        "InvoiceReference",
+        "InvoiceReferenceFiscalYear",
     }
 )
+#: Document types of customer documents: each needs a customer (debtor) item.
+CUSTOMER_DOCUMENT_TYPES = frozenset({"DR", "DG", "DZ"})
 
 
 def journal_entity(
@@ -616,11 +632,12 @@ def journal_entity(
         "DocumentReferenceID": row["document_reference_id"],
         "DocumentHeaderText": row["header_text"],
         "TransactionCurrency": row["currency"],
+        "LastChangeDateTime": sap_timestamp(row["changed_at"]),
     }
     if expand:
         with conn.cursor(row_factory=dict_row) as cur:
             items = cur.execute(
-                "SELECT * FROM journal_entry_item WHERE company_code = %s AND fiscal_year = %s "
+                f"SELECT {ITEMS_WITH_OPEN_AMOUNT} WHERE company_code = %s AND fiscal_year = %s "
                 "AND accounting_document = %s ORDER BY item",
                 (row["company_code"], row["fiscal_year"], row["accounting_document"]),
             ).fetchall()
@@ -644,6 +661,14 @@ def item_entity(row: dict[str, Any]) -> dict[str, Any]:
         "DocumentItemText": row["item_text"],
         "CostCenter": row["cost_center"],
         "WBSElement": row["wbs_element"],
+        "Customer": row.get("customer", ""),
+        "InvoiceReference": row.get("invoice_reference", ""),
+        "InvoiceReferenceFiscalYear": (
+            str(row["invoice_reference_fiscal_year"]) if row.get("invoice_reference_fiscal_year") else ""
+        ),
+        "ClearingAccountingDocument": row.get("clearing_document", ""),
+        "ClearingDate": sap_date(row["clearing_date"]) if row.get("clearing_date") else None,
+        "OpenAmountInTransactionCurrency": f"{row.get('open_amount') or 0:.2f}",
     }
 
 
@@ -652,6 +677,126 @@ def _text(payload: dict[str, Any], name: str, max_len: int, *, required: bool = 
     if not isinstance(value, str) or len(value) > max_len or (required and not value):
         raise bad_request(f"Property '{name}' must be a string of at most {max_len} characters", target=name)
     return value
+
+
+@dataclass(frozen=True)
+class _Item:
+    gl_account: str
+    amount: Decimal
+    side: str
+    text: str
+    cost_center: str
+    wbs: str
+    customer: str = ""
+    reference: str = ""
+    reference_year: int | None = None
+
+
+def _customer_of(conn: psycopg.Connection, company: str, customer: str) -> None:
+    """A customer item names a customer of the company code that is not blocked for posting."""
+    row = conn.execute(
+        "SELECT is_blocked FROM customer WHERE customer = %s AND company_code = %s", (customer, company)
+    ).fetchone()
+    if row is None:
+        raise bad_request(
+            f"Customer {customer} is not defined in company code {company}", "F5/351", "Customer"
+        )
+    if row[0]:
+        raise bad_request(f"Customer {customer} is blocked for posting", "F5/352", "Customer")
+
+
+def _reference(
+    conn: psycopg.Connection, company: str, raw: dict[str, Any], customer: str
+) -> tuple[str, int | None]:
+    """The invoice an item applies to (SAP's REBZG/REBZJ): an open customer item of the same
+    customer in the company code."""
+    reference = _text(raw, "InvoiceReference", 10)
+    if not reference:
+        return "", None
+    year_text = _text(raw, "InvoiceReferenceFiscalYear", 4, required=True)
+    if not customer or not year_text.isdigit():
+        raise bad_request("An invoice reference needs a Customer and InvoiceReferenceFiscalYear", "F5/808")
+    row = conn.execute(
+        "SELECT clearing_document FROM journal_entry_item WHERE company_code = %s AND fiscal_year = %s"
+        " AND accounting_document = %s AND customer = %s AND invoice_reference = '' LIMIT 1",
+        (company, int(year_text), reference, customer),
+    ).fetchone()
+    if row is None:
+        raise bad_request(
+            f"Invoice {reference} {year_text} is not an item of customer {customer}",
+            "F5/808",
+            "InvoiceReference",
+        )
+    if row[0]:
+        raise bad_request(f"Invoice {reference} {year_text} is already cleared", "F5/809", "InvoiceReference")
+    return reference, int(year_text)
+
+
+def _items(conn: psycopg.Connection, company: str, raw_items: Any) -> list[_Item]:
+    if isinstance(raw_items, dict):
+        raw_items = raw_items.get("results")
+    if not isinstance(raw_items, list) or len(raw_items) < 2:
+        raise bad_request("A journal entry needs at least two items (to_Item)", "F5/010", "to_Item")
+    items = []
+    for raw in raw_items:
+        if not isinstance(raw, dict):
+            raise bad_request("Each item of to_Item is an object", target="to_Item")
+        raw = {k: v for k, v in raw.items() if k != "__metadata"}
+        unknown = sorted(set(raw) - ITEM_FIELDS)
+        if unknown:
+            raise bad_request(f"Property '{unknown[0]}' is invalid", "/IWBEP/CM_MGW_RT/022", unknown[0])
+        amount = decimal_string(
+            raw.get("AmountInTransactionCurrency"), "AmountInTransactionCurrency", scale=2, maximum=MAX_AMOUNT
+        )
+        side = raw.get("DebitCreditCode")
+        if side not in ("S", "H"):
+            raise bad_request("DebitCreditCode must be S (debit) or H (credit)", target="DebitCreditCode")
+        customer = _text(raw, "Customer", 40)
+        if customer:
+            _customer_of(conn, company, customer)
+        reference, year = _reference(conn, company, raw, customer)
+        items.append(
+            _Item(
+                _text(raw, "GLAccount", 10, required=True),
+                amount,
+                side,
+                _text(raw, "DocumentItemText", 50),
+                _text(raw, "CostCenter", 10),
+                _text(raw, "WBSElement", 24),
+                customer,
+                reference,
+                year,
+            )
+        )
+    return items
+
+
+def _clear_referenced(
+    conn: psycopg.Connection, company: str, items: list[_Item], document: str, day: date
+) -> None:
+    """Clear each referenced invoice whose open amount the items referencing it now cover: the
+    invoice's customer item and every item referencing it get this document as clearing document."""
+    for ref, year in sorted({(i.reference, i.reference_year) for i in items if i.reference}):
+        row = conn.execute(
+            f"SELECT open_amount, customer FROM (SELECT {ITEMS_WITH_OPEN_AMOUNT}) o WHERE company_code = %s"
+            " AND fiscal_year = %s AND accounting_document = %s AND customer <> '' AND invoice_reference = ''"
+            " LIMIT 1",
+            (company, year, ref),
+        ).fetchone()
+        if row is None or row[0] > 0:
+            continue
+        conn.execute(
+            "UPDATE journal_entry_item SET clearing_document = %s, clearing_date = %s WHERE company_code = %s"
+            " AND customer = %s AND ((fiscal_year = %s AND accounting_document = %s AND invoice_reference = '')"
+            " OR (invoice_reference_fiscal_year = %s AND invoice_reference = %s)) AND clearing_document = ''",
+            (document, day, company, row[1], year, ref, year, ref),
+        )
+        conn.execute(
+            "UPDATE journal_entry SET changed_at = clock_timestamp() WHERE company_code = %s AND"
+            " (fiscal_year, accounting_document) IN (SELECT fiscal_year, accounting_document"
+            " FROM journal_entry_item WHERE company_code = %s AND clearing_document = %s)",
+            (company, company, document),
+        )
 
 
 def post_journal_entry(conn: psycopg.Connection, ctx: Context, payload: dict[str, Any]) -> Reply:
@@ -666,37 +811,10 @@ def post_journal_entry(conn: psycopg.Connection, ctx: Context, payload: dict[str
     document = parse_sap_date(payload.get("DocumentDate"), "DocumentDate")
     reference = _text(payload, "DocumentReferenceID", 16)
     header_text = _text(payload, "DocumentHeaderText", 25)
-    raw_items = payload.get("to_Item")
-    if isinstance(raw_items, dict):
-        raw_items = raw_items.get("results")
-    if not isinstance(raw_items, list) or len(raw_items) < 2:
-        raise bad_request("A journal entry needs at least two items (to_Item)", "F5/010", "to_Item")
-    items = []
-    balance = Decimal(0)
-    for raw in raw_items:
-        if not isinstance(raw, dict):
-            raise bad_request("Each item of to_Item is an object", target="to_Item")
-        raw = {k: v for k, v in raw.items() if k != "__metadata"}
-        unknown = sorted(set(raw) - ITEM_FIELDS)
-        if unknown:
-            raise bad_request(f"Property '{unknown[0]}' is invalid", "/IWBEP/CM_MGW_RT/022", unknown[0])
-        amount = decimal_string(
-            raw.get("AmountInTransactionCurrency"), "AmountInTransactionCurrency", scale=2, maximum=MAX_AMOUNT
-        )
-        side = raw.get("DebitCreditCode")
-        if side not in ("S", "H"):
-            raise bad_request("DebitCreditCode must be S (debit) or H (credit)", target="DebitCreditCode")
-        balance += amount if side == "S" else -amount
-        items.append(
-            (
-                _text(raw, "GLAccount", 10, required=True),
-                amount,
-                side,
-                _text(raw, "DocumentItemText", 50),
-                _text(raw, "CostCenter", 10),
-                _text(raw, "WBSElement", 24),
-            )
-        )
+    items = _items(conn, company, payload.get("to_Item"))
+    if doc_type in CUSTOMER_DOCUMENT_TYPES and not any(i.customer for i in items):
+        raise bad_request(f"Document type {doc_type} needs a customer item", "F5/823", "to_Item")
+    balance = sum((i.amount if i.side == "S" else -i.amount for i in items), Decimal(0))
     if balance != 0:
         raise bad_request(f"Balance in transaction currency {currency}: {balance:.2f}", "F5/702")
     period = check_period_open(conn, company, posting)
@@ -714,8 +832,9 @@ def post_journal_entry(conn: psycopg.Connection, ctx: Context, payload: dict[str
         cur.executemany(
             """
             INSERT INTO journal_entry_item (company_code, fiscal_year, accounting_document, item, gl_account,
-                amount, currency, debit_credit, item_text, cost_center, wbs_element)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                amount, currency, debit_credit, item_text, cost_center, wbs_element, customer,
+                invoice_reference, invoice_reference_fiscal_year)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             """,
             [
                 (
@@ -723,17 +842,21 @@ def post_journal_entry(conn: psycopg.Connection, ctx: Context, payload: dict[str
                     posting.year,
                     header["accounting_document"],
                     n,
-                    gl,
-                    amount,
+                    i.gl_account,
+                    i.amount,
                     currency,
-                    side,
-                    text,
-                    cc,
-                    wbs,
+                    i.side,
+                    i.text,
+                    i.cost_center,
+                    i.wbs,
+                    i.customer,
+                    i.reference,
+                    i.reference_year,
                 )
-                for n, (gl, amount, side, text, cc, wbs) in enumerate(items, start=1)
+                for n, i in enumerate(items, start=1)
             ],
         )
+    _clear_referenced(conn, company, items, header["accounting_document"], posting)
     entity = journal_entity(conn, ctx, header, expand=True)
     uri = _uri(ctx, JE_QUERY, {k: str(entity[k]) for k in JE_QUERY.key})
     return Reply(

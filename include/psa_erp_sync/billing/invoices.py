@@ -31,6 +31,7 @@ from psa_erp_sync.config import Config
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.posting import ledger
 from psa_erp_sync.posting.periods import PeriodBook, PeriodDecision
+from psa_erp_sync.routing.route import RouteNotFound, Router
 from psa_erp_sync.validation.fx import RateBook
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ _GROUP = ("group_key", "customer_ref", "project_ref", "legal_entity", "currency"
 _READY_INVOICE_LINES = """
     SELECT e.event_ref, e.kind, e.source_system, e.source_id, e.event_date, e.quantity, e.rate_minor,
            e.amount_minor, e.group_key, e.customer_ref, e.project_ref, e.legal_entity, e.currency, e.cycle,
-           NULL::text AS credits_document, NULL::text AS credits_event, NULL::int AS credits_line
+           NULL::text AS credits_document, NULL::text AS credits_event, NULL::int AS credits_line,
+           NULL::text AS credits_internal_id, NULL::text AS credits_erp, NULL::text AS credits_account,
+           NULL::int AS credits_route_version
     FROM billing.event e
     WHERE e.state = 'ready' AND e.credits_ref IS NULL
     ORDER BY e.group_key, e.customer_ref, e.project_ref, e.legal_entity, e.currency, e.cycle, e.event_ref
@@ -62,11 +65,14 @@ _READY_INVOICE_LINES = """
 _READY_CREDIT_LINES = """
     SELECT c.event_ref, c.kind, c.source_system, c.source_id, c.event_date, c.quantity, c.rate_minor,
            c.amount_minor, c.group_key, c.customer_ref, c.project_ref, c.legal_entity, c.currency, c.cycle,
-           d.document_ref AS credits_document, o.event_ref AS credits_event, l.line_no AS credits_line
+           d.document_ref AS credits_document, o.event_ref AS credits_event, l.line_no AS credits_line,
+           d.erp_internal_id AS credits_internal_id, r.target_erp AS credits_erp,
+           r.erp_account AS credits_account, r.route_version AS credits_route_version
     FROM billing.event c
     JOIN billing.event o ON o.event_ref = c.credits_ref AND o.state = 'invoiced'
     JOIN billing.document d ON d.document_ref = o.document_ref AND d.doc_type = 'invoice' AND d.state = 'posted'
     JOIN billing.document_line l ON l.event_ref = o.event_ref
+    LEFT JOIN ledger.posting r ON r.idempotency_key = d.idempotency_key
     WHERE c.state = 'ready' AND c.credits_ref IS NOT NULL
     ORDER BY c.group_key, c.customer_ref, c.project_ref, c.legal_entity, c.currency, c.cycle,
              d.document_ref, c.event_ref
@@ -250,38 +256,60 @@ def erp_payload(
     return body
 
 
-def plan_document(
+@dataclass(frozen=True)
+class DocRoute:
+    """Where a document goes: the ERP, its account (None: the connection's own) and the routing
+    version that decided it (None: no routing file consulted)."""
+
+    erp: str
+    account: str | None = None
+    version: int | None = None
+
+
+@dataclass
+class Routes:
+    """How documents are routed (docs/billing.md, "Billing on SAP"): an invoice by its legal entity
+    and its date (``config/erp_routing.yaml``, never the processing time), a credit memo to the
+    ERP of the invoice it credits (it is applied to that invoice, which only that ERP holds); each
+    decided against that ERP's own periods (``books``; ``periods`` when not read for it). Without a
+    router everything goes to NetSuite, as before routing."""
+
+    router: Router | None = None
+    books: dict[str, PeriodBook] = field(default_factory=dict)
+
+    def of(self, doc_type: DocType, entity: str, day: date, head: dict[str, Any]) -> DocRoute | None:
+        """The document's route, or None when no range of the routing file covers it."""
+        if doc_type == "creditmemo" and head.get("credits_erp"):
+            return DocRoute(
+                str(head["credits_erp"]), head.get("credits_account"), head.get("credits_route_version")
+            )
+        if self.router is None:
+            return DocRoute("netsuite")
+        try:
+            found = self.router.route(entity, day)
+        except RouteNotFound:
+            return None
+        return DocRoute(found.erp, found.account, found.version)
+
+    def book(self, route: DocRoute | None, periods: PeriodBook) -> PeriodBook:
+        return self.books.get(route.erp, periods) if route is not None else periods
+
+
+def _document_payload(
     config: Config,
-    periods: PeriodBook,
     doc_type: DocType,
+    ref: str,
     members: Sequence[dict[str, Any]],
     *,
-    rates: RateBook | None = None,
-    seq: int = 0,
-    remaining: dict[str, int] | None = None,
-) -> Document:
-    """The document a group of ready events makes, with its ledger posting (``pending`` in the
-    period the legal entity's closed-period policy chooses, or ``parked``; ``parked``
-    ``FX_RATE_MISSING`` too when the document is in a foreign currency the ERP has no rate for on
-    its date). ``seq`` is the ledger sequence (0 when first planned, more for a replay);
-    ``remaining`` the amount still due on credited invoices (a credit memo larger than that is
-    sent stand-alone, not applied)."""
-    refs = [m["event_ref"] for m in members]
-    mhash = members_hash(refs)
-    ref = document_ref(doc_type, refs)
-    head = {k: members[0][k] for k in _GROUP}
-    entity, currency = str(head["legal_entity"]), str(head["currency"])
-    entities = config.legal_entities.legal_entities
-    policy = entities[entity].closed_period_policy if entity in entities else "park"
-    doc_date = max(m["event_date"] for m in members)
-    total = sum(abs(int(m["amount_minor"])) for m in members)
-    decision = periods.decide(entity, doc_date, doc_type, policy)
-    fx = document_fx(config, rates, entity, currency, doc_date, total)
-    if fx.rate is None and decision.outcome != "park":
-        decision = replace(decision, outcome="park", reason="FX_RATE_MISSING")
-    key = ledger.idempotency_key(doc_type, SOURCE_SYSTEM, ref, mhash, "post", seq)
+    key: str,
+    doc_date: date,
+    decision: PeriodDecision,
+    fx: Fx,
+    applied: bool,
+    route: DocRoute | None,
+) -> dict[str, Any]:
+    """:func:`erp_payload`, with what an unapplied memo and an applied SAP memo add."""
     credits_document = members[0]["credits_document"] if doc_type == "creditmemo" else None
-    applied = credits_document is None or remaining is None or total <= remaining.get(credits_document, total)
     payload = erp_payload(
         config,
         doc_type,
@@ -293,8 +321,79 @@ def plan_document(
         credits_document=credits_document if applied else None,
         fx=fx,
     )
-    if not applied:  # NetSuite applies no more than is due: a stand-alone memo naming the invoice
+    if not applied:  # the ERP applies no more than is due: a stand-alone memo naming the invoice
         payload["memo"] += f" credits:{credits_document} unapplied"
+    elif credits_document is not None and route is not None and route.erp == "sap":
+        # SAP references the credited invoice by its document (REBZG), not by our external id.
+        payload["createdFrom"]["internalId"] = members[0].get("credits_internal_id")
+    return payload
+
+
+def _decide(
+    config: Config,
+    periods: PeriodBook,
+    routes: Routes,
+    doc_type: DocType,
+    head: dict[str, Any],
+    doc_date: date,
+    fx: Fx,
+) -> tuple[DocRoute | None, PeriodDecision]:
+    """The document's route and the closed-period decision of that ERP's periods and the legal
+    entity's policy; parked ``NO_ERP_ROUTE`` without a route, ``FX_RATE_MISSING`` without a rate."""
+    entity = str(head["legal_entity"])
+    entities = config.legal_entities.legal_entities
+    policy = entities[entity].closed_period_policy if entity in entities else "park"
+    route = routes.of(doc_type, entity, doc_date, head)
+    decision = routes.book(route, periods).decide(entity, doc_date, doc_type, policy)
+    if route is None:
+        decision = replace(decision, outcome="park", reason="NO_ERP_ROUTE")
+    elif fx.rate is None and decision.outcome != "park":
+        decision = replace(decision, outcome="park", reason="FX_RATE_MISSING")
+    return route, decision
+
+
+def plan_document(
+    config: Config,
+    periods: PeriodBook,
+    doc_type: DocType,
+    members: Sequence[dict[str, Any]],
+    *,
+    rates: RateBook | None = None,
+    seq: int = 0,
+    remaining: dict[str, int] | None = None,
+    routes: Routes | None = None,
+) -> Document:
+    """The document a group of ready events makes, with its ledger posting (``pending`` in the
+    period the legal entity's closed-period policy chooses, or ``parked``; ``parked``
+    ``FX_RATE_MISSING`` too when the document is in a foreign currency the ERP has no rate for on
+    its date; ``parked`` ``NO_ERP_ROUTE`` when the routing file covers no ERP for its date).
+    ``seq`` is the ledger sequence (0 when first planned, more for a replay); ``remaining`` the
+    amount still due on credited invoices (a credit memo larger than that is sent stand-alone, not
+    applied); ``routes`` where it goes (:class:`Routes`; its ledger row is stamped with it)."""
+    refs = [m["event_ref"] for m in members]
+    mhash = members_hash(refs)
+    ref = document_ref(doc_type, refs)
+    head = {k: members[0][k] for k in _GROUP}
+    entity, currency = str(head["legal_entity"]), str(head["currency"])
+    doc_date = max(m["event_date"] for m in members)
+    total = sum(abs(int(m["amount_minor"])) for m in members)
+    fx = document_fx(config, rates, entity, currency, doc_date, total)
+    route, decision = _decide(config, periods, routes or Routes(), doc_type, members[0], doc_date, fx)
+    key = ledger.idempotency_key(doc_type, SOURCE_SYSTEM, ref, mhash, "post", seq)
+    credits_document = members[0]["credits_document"] if doc_type == "creditmemo" else None
+    applied = credits_document is None or remaining is None or total <= remaining.get(credits_document, total)
+    payload = _document_payload(
+        config,
+        doc_type,
+        ref,
+        members,
+        key=key,
+        doc_date=doc_date,
+        decision=decision,
+        fx=fx,
+        applied=applied,
+        route=route,
+    )
     posting = ledger.Posting(
         key,
         doc_type,
@@ -312,6 +411,9 @@ def plan_document(
         functional_amount_minor=fx.functional_total_minor,
         functional_currency=fx.functional_currency if fx.rate is not None else None,
         fx_rate=fx.rate,
+        target_erp=route.erp if route is not None else "netsuite",
+        erp_account=route.account if route is not None else None,
+        route_version=route.version if route is not None else None,
     )
     return Document(
         doc_type,
@@ -429,7 +531,8 @@ _RELEASED_MEMBERS = """
     SELECT d.document_ref, e.event_ref, e.kind, e.source_system, e.source_id, e.event_date, e.quantity,
            e.rate_minor, e.amount_minor, e.group_key, e.customer_ref, e.project_ref, e.legal_entity,
            e.currency, e.cycle, ol.document_ref AS credits_document, e.credits_ref AS credits_event,
-           ol.line_no AS credits_line, n.rows AS seq
+           ol.line_no AS credits_line, od.erp_internal_id AS credits_internal_id, r.target_erp AS credits_erp,
+           r.erp_account AS credits_account, r.route_version AS credits_route_version, n.rows AS seq
     FROM billing.document d
     JOIN LATERAL (SELECT count(*) AS rows, (array_agg(state ORDER BY seq DESC))[1] AS last_state
                   FROM ledger.posting p WHERE p.record_type = d.doc_type AND p.source_system = %s
@@ -437,6 +540,8 @@ _RELEASED_MEMBERS = """
     JOIN billing.document_line l ON l.document_ref = d.document_ref
     JOIN billing.event e ON e.event_ref = l.event_ref
     LEFT JOIN billing.document_line ol ON ol.event_ref = e.credits_ref
+    LEFT JOIN billing.document od ON od.document_ref = ol.document_ref
+    LEFT JOIN ledger.posting r ON r.idempotency_key = od.idempotency_key
     WHERE d.doc_type = %s
     ORDER BY d.document_ref, l.line_no
 """
@@ -451,6 +556,7 @@ def replan_released(
     rates: RateBook | None,
     run_id: str,
     remaining: dict[str, int] | None = None,
+    routes: Routes | None = None,
 ) -> int:
     """Plan the next ledger row of every document a dead-letter replay released: the same document
     (external id, members) rebuilt with today's mappings, periods and rates, under the next
@@ -469,6 +575,7 @@ def replan_released(
             rates=rates,
             seq=int(members[0]["seq"]),
             remaining=remaining,
+            routes=routes,
         )
         with conn.transaction():
             if not ledger.insert_planned(conn, [doc.posting]):
@@ -508,15 +615,19 @@ _STUCK_CREDIT_LINES = """
 """
 # The credited invoices of ready credit lines and of released credit memos, with their ERP ids.
 _CREDITED_INVOICES = """
-    SELECT DISTINCT d.document_ref, d.erp_internal_id, d.currency
-    FROM billing.event c
-    JOIN billing.event o ON o.event_ref = c.credits_ref AND o.state = 'invoiced'
-    JOIN billing.document d ON d.document_ref = o.document_ref AND d.state = 'posted'
-    WHERE c.state = 'ready' AND d.erp_internal_id IS NOT NULL
-    UNION
-    SELECT d.document_ref, d.erp_internal_id, d.currency FROM billing.document m
-    JOIN billing.document d ON d.document_ref = m.credits_document
-    WHERE m.doc_type = 'creditmemo' AND m.state <> 'posted' AND d.erp_internal_id IS NOT NULL
+    SELECT * FROM (
+        SELECT DISTINCT d.document_ref, d.erp_internal_id, d.currency, d.idempotency_key
+        FROM billing.event c
+        JOIN billing.event o ON o.event_ref = c.credits_ref AND o.state = 'invoiced'
+        JOIN billing.document d ON d.document_ref = o.document_ref AND d.state = 'posted'
+        WHERE c.state = 'ready' AND d.erp_internal_id IS NOT NULL
+        UNION
+        SELECT d.document_ref, d.erp_internal_id, d.currency, d.idempotency_key FROM billing.document m
+        JOIN billing.document d ON d.document_ref = m.credits_document
+        WHERE m.doc_type = 'creditmemo' AND m.state <> 'posted' AND d.erp_internal_id IS NOT NULL
+    ) i
+    WHERE coalesce((SELECT p.target_erp FROM ledger.posting p WHERE p.idempotency_key = i.idempotency_key),
+                   'netsuite') = %s
 """
 
 
@@ -524,11 +635,12 @@ def refs_of(doc: Document) -> list[str]:
     return [str(m["event_ref"]) for m in doc.members]
 
 
-def remaining_on_credited(conn: psycopg.Connection, client: Any) -> dict[str, int]:
-    """Per credited invoice (document ref), the amount the ERP still has due on it, in minor units:
-    one read by internal id per invoice that ready credit lines (or released memos) credit."""
+def remaining_on_credited(conn: psycopg.Connection, client: Any, *, erp: str = "netsuite") -> dict[str, int]:
+    """Per credited invoice (document ref) held in ``erp``, the amount the ERP still has due on it,
+    in minor units: one read by internal id (``client.get_invoice``) per invoice that ready credit
+    lines (or released memos) credit."""
     out: dict[str, int] = {}
-    for ref, internal_id, currency in conn.execute(_CREDITED_INVOICES).fetchall():
+    for ref, internal_id, currency, _ in conn.execute(_CREDITED_INVOICES, (erp,)).fetchall():
         invoice = client.get_invoice(str(internal_id))
         if invoice is None:
             continue
@@ -571,6 +683,7 @@ def plan_documents(
     max_lines: int = MAX_LINES,
     rates: RateBook | None = None,
     remaining: dict[str, int] | None = None,
+    routes: Routes | None = None,
 ) -> InvoicePlan:
     """Plan a document for every group of ready events (``invoice``: billable lines;
     ``creditmemo``: credit lines whose credited invoice is in the ERP). ``conn`` in autocommit:
@@ -584,7 +697,9 @@ def plan_documents(
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query).fetchall()
     for members in _groups(iter(rows), credit=doc_type == "creditmemo", max_lines=max_lines):
-        doc = plan_document(config, periods, doc_type, members, rates=rates, remaining=remaining)
+        doc = plan_document(
+            config, periods, doc_type, members, rates=rates, remaining=remaining, routes=routes
+        )
         if not write_document(conn, config, doc, run_id=run_id):
             result.skipped_changed += 1
             continue

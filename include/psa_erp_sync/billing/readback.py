@@ -209,10 +209,10 @@ def _write_invoice(
         INSERT INTO billing.erp_invoice AS t (record_type, internal_id, external_id, tran_id, tran_date,
             due_date, customer_ref, job_ref, project_ref, legal_entity, currency, total_minor,
             amount_remaining_minor, status, voided, created_from_ref, last_modified, version_hash, body,
-            read_run_id)
+            read_run_id, erp)
         VALUES (%(type)s, %(id)s, %(ext)s, %(tran_id)s, %(tran_date)s, %(due)s, %(customer)s, %(job)s,
             %(project)s, %(le)s, %(currency)s, %(total)s, %(remaining)s, %(status)s, %(voided)s,
-            %(created_from)s, %(modified)s, %(hash)s, %(body)s, %(run)s)
+            %(created_from)s, %(modified)s, %(hash)s, %(body)s, %(run)s, %(erp)s)
         ON CONFLICT (record_type, internal_id) DO UPDATE SET external_id = EXCLUDED.external_id,
             tran_id = EXCLUDED.tran_id, tran_date = EXCLUDED.tran_date, due_date = EXCLUDED.due_date,
             customer_ref = EXCLUDED.customer_ref, job_ref = EXCLUDED.job_ref,
@@ -221,7 +221,7 @@ def _write_invoice(
             amount_remaining_minor = EXCLUDED.amount_remaining_minor, status = EXCLUDED.status,
             voided = EXCLUDED.voided, created_from_ref = EXCLUDED.created_from_ref,
             last_modified = EXCLUDED.last_modified, version_hash = EXCLUDED.version_hash,
-            body = EXCLUDED.body, read_run_id = EXCLUDED.read_run_id, read_at = now()
+            body = EXCLUDED.body, read_run_id = EXCLUDED.read_run_id, erp = EXCLUDED.erp, read_at = now()
         {_NEWER}
         RETURNING 1
         """,
@@ -283,15 +283,15 @@ def _write_payment(
     cur.execute(
         f"""
         INSERT INTO billing.erp_payment AS t (internal_id, external_id, tran_id, tran_date, customer_ref,
-            legal_entity, currency, payment_minor, last_modified, version_hash, body, read_run_id)
+            legal_entity, currency, payment_minor, last_modified, version_hash, body, read_run_id, erp)
         VALUES (%(id)s, %(ext)s, %(tran_id)s, %(tran_date)s, %(customer)s, %(le)s, %(currency)s,
-            %(payment)s, %(modified)s, %(hash)s, %(body)s, %(run)s)
+            %(payment)s, %(modified)s, %(hash)s, %(body)s, %(run)s, %(erp)s)
         ON CONFLICT (internal_id) DO UPDATE SET external_id = EXCLUDED.external_id,
             tran_id = EXCLUDED.tran_id, tran_date = EXCLUDED.tran_date,
             customer_ref = EXCLUDED.customer_ref, legal_entity = EXCLUDED.legal_entity,
             currency = EXCLUDED.currency, payment_minor = EXCLUDED.payment_minor,
             last_modified = EXCLUDED.last_modified, version_hash = EXCLUDED.version_hash,
-            body = EXCLUDED.body, read_run_id = EXCLUDED.read_run_id, read_at = now()
+            body = EXCLUDED.body, read_run_id = EXCLUDED.read_run_id, erp = EXCLUDED.erp, read_at = now()
         {_NEWER}
         RETURNING 1
         """,
@@ -424,6 +424,50 @@ def _project_refs(conn: psycopg.Connection, jobs: JobMapping, job_refs: set[str]
     return found
 
 
+def _store(
+    conn: psycopg.Connection,
+    *,
+    record_type: str,
+    heads: Sequence[ErpBillingRow],
+    raw: Sequence[dict[str, Any]],
+    lines: dict[str, list[tuple[ErpLineRow, dict[str, Any]]]],
+    run_id: str,
+    jobs: JobMapping,
+    erp: str,
+    watermark_key: str,
+) -> tuple[int, datetime | None]:
+    """Upsert what changed (by content hash, never an older version) and the watermark row, in one
+    transaction; the records changed and the newest modification read."""
+    projects = _project_refs(conn, jobs, {h.job for h in heads if h.job})
+    changed = 0
+    with conn.transaction(), conn.cursor() as cur:
+        for head, row in zip(heads, raw, strict=True):
+            row = {k: v for k, v in row.items() if k != "links"}
+            mine = lines.get(head.id, [])
+            meta = {
+                "hash": _hash(row, mine),
+                "body": Jsonb(row),
+                "run": run_id,
+                "project": projects.get(head.job or ""),
+                "erp": erp,
+            }
+            changed += _write(cur, record_type, head, mine, meta)
+        newest = max((h.lastmodifieddate for h in heads), default=None)
+        cur.execute(
+            """
+            INSERT INTO billing.erp_readback_watermark AS w (record_type, high_watermark, last_run_id,
+                last_read, last_changed)
+            VALUES (%s, %s, %s, %s, %s)
+            ON CONFLICT (record_type) DO UPDATE SET
+                high_watermark = greatest(w.high_watermark, EXCLUDED.high_watermark),
+                last_run_id = EXCLUDED.last_run_id, last_read = EXCLUDED.last_read,
+                last_changed = EXCLUDED.last_changed, updated_at = now()
+            """,
+            (watermark_key, newest, run_id, len(heads), changed),
+        )
+    return changed, newest
+
+
 def read_back_type(
     conn: psycopg.Connection,
     client: SuiteQLReader,
@@ -439,32 +483,17 @@ def read_back_type(
     raw = list(client.suiteql(query_for(record_type, since)))
     heads = list(_validated(record_type, ErpBillingRow, raw))
     lines = read_lines(client, record_type, [h.id for h in heads]) if heads else {}
-    projects = _project_refs(conn, jobs, {h.job for h in heads if h.job})
-    changed = 0
-    with conn.transaction(), conn.cursor() as cur:
-        for head, row in zip(heads, raw, strict=True):
-            row = {k: v for k, v in row.items() if k != "links"}
-            mine = lines.get(head.id, [])
-            meta = {
-                "hash": _hash(row, mine),
-                "body": Jsonb(row),
-                "run": run_id,
-                "project": projects.get(head.job or ""),
-            }
-            changed += _write(cur, record_type, head, mine, meta)
-        newest = max((h.lastmodifieddate for h in heads), default=None)
-        cur.execute(
-            """
-            INSERT INTO billing.erp_readback_watermark AS w (record_type, high_watermark, last_run_id,
-                last_read, last_changed)
-            VALUES (%s, %s, %s, %s, %s)
-            ON CONFLICT (record_type) DO UPDATE SET
-                high_watermark = greatest(w.high_watermark, EXCLUDED.high_watermark),
-                last_run_id = EXCLUDED.last_run_id, last_read = EXCLUDED.last_read,
-                last_changed = EXCLUDED.last_changed, updated_at = now()
-            """,
-            (record_type, newest, run_id, len(heads), changed),
-        )
+    changed, newest = _store(
+        conn,
+        record_type=record_type,
+        heads=heads,
+        raw=raw,
+        lines=lines,
+        run_id=run_id,
+        jobs=jobs,
+        erp="netsuite",
+        watermark_key=record_type,
+    )
     log.info("read back ERP %s: read %d, changed %d", record_type, len(heads), changed)
     return ReadbackResult(
         record_type=record_type,
@@ -474,6 +503,71 @@ def read_back_type(
         unchanged=len(heads) - changed,
         watermark=max(filter(None, (newest, watermark)), default=None),
     )
+
+
+#: The SAP document type read back for each billing record type (journal entries: not on SAP yet).
+SAP_DOCUMENT_TYPES = {"invoice": "DR", "creditmemo": "DG", "customerpayment": "DZ"}
+
+
+def read_back_sap_type(
+    conn: psycopg.Connection,
+    adapter: Any,
+    *,
+    record_type: str,
+    run_id: str,
+    jobs: JobMapping,
+    years: Sequence[int] | None = None,
+    page_size: int = 100,
+) -> ReadbackResult | None:
+    """Read one billing record type back from SAP (:class:`~psa_erp_sync.billing.sap.SapBillingAdapter`
+    or any adapter with ``client`` and ``mapping``) into the same tables as NetSuite's, ``erp =
+    'sap'``. SAP offers no reliable change filter, so every run reads the customer documents of
+    the fiscal years (:func:`psa_erp_sync.billing.sap.fiscal_years`) in full, page by page; a record
+    is written only when its content hash changed (re-reads write nothing). None for a record type
+    SAP does not hold here (journal entries)."""
+    from psa_erp_sync.billing import sap
+
+    doc_type = SAP_DOCUMENT_TYPES.get(record_type)
+    if doc_type is None:
+        return None
+    docs = sap.read_documents(
+        adapter.client,
+        adapter.mapping,
+        doc_type=doc_type,
+        fiscal_years=years or sap.fiscal_years(adapter.mapping),
+        page_size=page_size,
+    )
+    raw: list[dict[str, Any]] = []
+    line_rows: dict[str, list[dict[str, Any]]] = {}
+    for doc, entity in docs:
+        rows = (
+            sap.payment_rows(adapter.mapping, doc)
+            if doc_type == "DZ"
+            else sap.invoice_rows(adapter.mapping, doc)
+        )
+        if rows is None:
+            continue
+        head, lines = rows
+        raw.append(json.loads(json.dumps(head | {"sap": entity}, default=str)))
+        line_rows[doc.id] = lines
+    heads = list(_validated(record_type, ErpBillingRow, raw))
+    lines_of = {
+        i: list(zip(_validated("transactionline", ErpLineRow, rows), rows, strict=True))
+        for i, rows in line_rows.items()
+    }
+    changed, newest = _store(
+        conn,
+        record_type=record_type,
+        heads=heads,
+        raw=raw,
+        lines=lines_of,
+        run_id=run_id,
+        jobs=jobs,
+        erp="sap",
+        watermark_key=f"sap:{record_type}",
+    )
+    log.info("read back SAP %s: read %d, changed %d", record_type, len(heads), changed)
+    return ReadbackResult(record_type, "full", len(heads), changed, len(heads) - changed, newest)
 
 
 def read_back(

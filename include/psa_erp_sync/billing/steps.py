@@ -37,17 +37,37 @@ def process_invoice_events_step(
 
 
 def sweep_invoice_status_step(
-    conn: psycopg.Connection, psa: Any, erp: Any, *, run_id: str, as_of: datetime
+    conn: psycopg.Connection,
+    psa: Any,
+    erp: Any,
+    *,
+    run_id: str,
+    as_of: datetime,
+    erp_adapters: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The daily sweep: every ERP invoice changed since the last sweep, mirrored to the PSA."""
+    """The daily sweep: every ERP invoice changed since the last sweep, mirrored to the PSA; then,
+    when the routing sends anything to SAP, every SAP customer invoice (SAP sends no webhooks)."""
     conn.autocommit = True
-    return _logged("sweep", psa_status_runs.sweep(conn, psa, erp, run_id=run_id, as_of=as_of))
+    out = _logged("sweep", psa_status_runs.sweep(conn, psa, erp, run_id=run_id, as_of=as_of))
+    sap = (erp_adapters or {}).get("sap")
+    if sap is not None:
+        from psa_erp_sync.billing.sap_status import sweep_sap
+
+        out["sap"] = _logged("sweep (SAP)", sweep_sap(conn, psa, sap, run_id=run_id))
+    return out
 
 
 def read_back_step(
-    conn: psycopg.Connection, erp: Any, *, record_type: str, run_id: str, config: Config
+    conn: psycopg.Connection,
+    erp: Any,
+    *,
+    record_type: str,
+    run_id: str,
+    config: Config,
+    erp_adapters: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """ERP billing records of one type changed since the watermark (less the overlap) -> ODS."""
+    """ERP billing records of one type changed since the watermark (less the overlap) -> ODS; and,
+    when the routing sends anything to SAP, SAP's records of that type (``sap`` in the result)."""
     if config.authority.authority_of("invoice") != "erp":
         raise ValueError(
             "invoices are not ERP-owned in config/systems_of_authority.yaml; refusing to read them back"
@@ -61,7 +81,19 @@ def read_back_step(
         overlap=timedelta(minutes=mappings.extract.overlap_minutes),
         jobs=readback.JobMapping(mappings.external_ids["job"]),
     )
-    return result.as_dict()
+    out = result.as_dict()
+    sap = (erp_adapters or {}).get("sap")
+    if sap is not None:
+        sap_result = readback.read_back_sap_type(
+            conn,
+            sap,
+            record_type=record_type,
+            run_id=run_id,
+            jobs=readback.JobMapping(mappings.external_ids["job"]),
+        )
+        if sap_result is not None:
+            out["sap"] = sap_result.as_dict()
+    return out
 
 
 def bill_milestones_step(

@@ -691,6 +691,11 @@ class S4HanaClient:
         }
         return [found[k] for k in sorted(found)]
 
+    def journal_entry_rows(self, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Raw entities of ``JournalEntryCollection`` for these query options, unvalidated (the caller
+        validates them with its own models), following ``__next``: with ``$top``/``$skip`` one page."""
+        return list(self._collection(f"{JOURNAL_SERVICE}/JournalEntryCollection", params))
+
     def post_journal_entry(self, entry: JournalEntryInput, *, idempotency_key: str) -> JournalEntry:
         """Post a balanced journal entry (expense or revenue) once in effect.
 

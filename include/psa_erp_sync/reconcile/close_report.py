@@ -73,6 +73,9 @@ class CurrencyFigures(_Model):
     billed_minor: int = 0  # net: invoiced - credited
     invoiced_minor: int = 0  # invoices dated in the period (not voided)
     credited_minor: int = 0  # credit memos dated in the period (not voided), positive
+    # The same per ERP the documents were read back from (netsuite, sap): each ERP's own total.
+    invoiced_by_erp_minor: dict[str, int] = {}
+    credited_by_erp_minor: dict[str, int] = {}
     wip_opening_minor: int = 0
     wip_closing_minor: int = 0
     deferred_opening_minor: int = 0
@@ -142,11 +145,11 @@ _RECOGNIZED = """
     WHERE legal_entity = %(le)s AND period_month = %(start)s GROUP BY 1
 """
 _BILLED = """
-    SELECT currency, coalesce(sum(total_minor) FILTER (WHERE record_type <> 'creditmemo'), 0),
+    SELECT currency, erp, coalesce(sum(total_minor) FILTER (WHERE record_type <> 'creditmemo'), 0),
            coalesce(sum(total_minor) FILTER (WHERE record_type = 'creditmemo'), 0)
     FROM billing.erp_invoice
     WHERE legal_entity = %(le)s AND tran_date >= %(start)s AND tran_date < %(end)s AND NOT voided
-    GROUP BY 1
+    GROUP BY 1, 2 ORDER BY 1, 2
 """
 _BALANCES = """
     SELECT currency, sum(contract_asset_minor), sum(contract_liability_minor) FROM (
@@ -170,20 +173,23 @@ def currency_figures(
     """Revenue, billing, WIP and deferred balances, unbilled and leakage per currency."""
     start, end = month_bounds(period)
     args = {"le": legal_entity, "start": start, "end": end}
-    figures: dict[str, dict[str, int]] = {}
+    figures: dict[str, dict[str, Any]] = {}
 
     def put(currency: str, **values: int) -> None:
         figures.setdefault(currency.strip(), {}).update(values)
 
     for cur, amount in conn.execute(_RECOGNIZED, args):
         put(cur, revenue_recognized_minor=int(amount))
-    for cur, invoiced, credited in conn.execute(_BILLED, args):
-        put(
-            cur,
-            billed_minor=int(invoiced) - int(credited),
-            invoiced_minor=int(invoiced),
-            credited_minor=int(credited),
-        )
+    billed: dict[str, dict[str, dict[str, int]]] = {}
+    for cur, erp, invoiced, credited in conn.execute(_BILLED, args):
+        per = billed.setdefault(cur.strip(), {"invoiced": {}, "credited": {}})
+        per["invoiced"][str(erp)] = int(invoiced)
+        per["credited"][str(erp)] = int(credited)
+    for cur, per in billed.items():
+        invoiced, credited = sum(per["invoiced"].values()), sum(per["credited"].values())
+        put(cur, billed_minor=invoiced - credited, invoiced_minor=invoiced, credited_minor=credited)
+        figures[cur]["invoiced_by_erp_minor"] = per["invoiced"]
+        figures[cur]["credited_by_erp_minor"] = per["credited"]
     for cur, asset, liability in conn.execute(_BALANCES, args | {"before": start}):
         put(cur, wip_opening_minor=int(asset), deferred_opening_minor=int(liability))
     for cur, asset, liability in conn.execute(_BALANCES, args | {"before": end}):
@@ -602,6 +608,7 @@ def headline(report: CloseReport) -> dict[str, Any]:
         "reconciled": report.reconciled,
         "currencies": {
             c.currency: {
+                **_by_erp(c),
                 "revenue_recognized": money.format_minor(c.revenue_recognized_minor, c.currency),
                 "billed": money.format_minor(c.billed_minor, c.currency),
                 "invoiced": money.format_minor(c.invoiced_minor, c.currency),
@@ -617,6 +624,22 @@ def headline(report: CloseReport) -> dict[str, Any]:
         "postings": dict(sorted(states.items())),
         "mismatched_areas": sorted({f"{r.area} {r.currency}" for r in report.mismatches()}),
         "open_exceptions": sum(report.open_exceptions.values()),
+    }
+
+
+def _by_erp(figures: CurrencyFigures) -> dict[str, Any]:
+    """Invoiced and credited per ERP, when an ERP other than NetSuite holds any (a cutover month)."""
+    erps = sorted({*figures.invoiced_by_erp_minor, *figures.credited_by_erp_minor})
+    if not erps or erps == ["netsuite"]:
+        return {}
+    return {
+        "by_erp": {
+            erp: {
+                "invoiced": money.format_minor(figures.invoiced_by_erp_minor.get(erp, 0), figures.currency),
+                "credited": money.format_minor(figures.credited_by_erp_minor.get(erp, 0), figures.currency),
+            }
+            for erp in erps
+        }
     }
 
 
