@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from psa_erp_sync.config import load_config
-from psa_erp_sync.posting.adapter import CORRECTION_TEXT
+from psa_erp_sync.posting import ledger
+from psa_erp_sync.posting.adapter import CORRECTION_TEXT, SapAdapter, SapMapping
 from tests.conftest import RunningSimulator
 from tests.two_erps import COMPANY, UK, connect_two_erps, expense_entry, post, time_entry
 
@@ -60,17 +61,17 @@ def _reconcile(run_id: str) -> dict[str, Any]:
 
     op = ErpReconciliationOperator(task_id="reconcile_erp")
     context = {"ti": None, "run_id": run_id, "dag": SimpleNamespace(dag_id="sap_corrections_test")}
-    return op.execute(context)  # type: ignore[arg-type]
+    return op.execute(context)  # type: ignore[arg-type]  # a plain dict stands in for the task context
 
 
-def _journals(sap: RunningSimulator) -> list[dict[str, Any]]:
+def _journals(sap: RunningSimulator, company: str = COMPANY) -> list[dict[str, Any]]:
     """Every SAP journal entry with its items (the remote side, read through the OData service)."""
     from psa_erp_sync.clients.http import RetryPolicy
     from psa_erp_sync.clients.sap import S4HanaClient
 
     retry = RetryPolicy(max_attempts=3, base_delay_s=0.0, max_delay_s=0.0)
     with S4HanaClient(base_url=sap.base_url, user="PSA_COMM", password="secret", retry=retry) as client:
-        docs = client.journal_entries(COMPANY)
+        docs = client.journal_entries(company)
     return [
         {
             "header": d.DocumentHeaderText,
@@ -108,7 +109,8 @@ def _clean(report: dict[str, Any], record_type: str, erp: str) -> dict[str, Any]
     """The reconciliation of ``record_type`` in ``erp``, asserted clean (ledger = ERP = expected)."""
     part = report[record_type]["by_erp"][erp]
     assert part["erp"] == part["expected"] == part["posted_per_ledger"], part
-    return part["erp"]  # type: ignore[no-any-return]
+    erp: dict[str, Any] = part["erp"]
+    return erp
 
 
 def _open_items(dsn: str) -> list[tuple[str, str, Any]]:
@@ -303,3 +305,96 @@ def test_reverse_and_repost_across_the_cutover_with_the_old_period_closed(
     assert _live_hours(sap_sim)["2"] == Decimal("3.00")
     assert _corrections(sap_sim) == []
     _clean(_reconcile("x-r2"), "timebill", "sap")
+
+
+# -- the engine's read-back of a correcting journal (a process that died after SAP committed) ------
+MAPPING = SapMapping(company_codes={"LE-US1": "1010"}, fiscal_years=(2026,))
+
+
+def _correcting(seq: int, amount: str, hours: str, action: ledger.Action = "adjust") -> ledger.Posting:
+    """A correcting journal as the planner writes it (``planner.correcting_posting``) of psa-te-1,
+    held in a closed October, booked in November."""
+    key = ledger.idempotency_key("timebill", "psa", "1", f"v{seq}", action, seq)
+    payload = {
+        "externalId": f"psa-te-1-c{seq}",
+        "tranDate": "2026-11-01",
+        "subsidiary": {"externalId": "LE-US1"},
+        "currency": {"refName": "USD"},
+        "postingPeriod": {"externalId": "LE-US1-2026-11"},
+        "amount": amount,
+        "memo": f"psa:1 v:v{seq} key:{key[:16]} corrects:psa-te-1 orig-date:2026-10-05 orig-period:LE-US1-2026-10",
+        "custbody_psa_corrects": "psa-te-1",
+        "custbody_psa_action": action,
+        "custbody_psa_hours": hours,
+    }
+    minor = int(Decimal(amount) * 100)
+    return ledger.Posting(
+        key,
+        "timebill",
+        "psa",
+        "1",
+        f"v{seq}",
+        f"psa-te-1-c{seq}",
+        action,
+        "pending",
+        payload,
+        "LE-US1",
+        "LE-US1-2026-11",
+        minor,
+        "USD",
+        corrects="psa-te-1",
+    )
+
+
+def test_a_correcting_journal_sap_committed_before_a_crash_is_read_back_not_resent(
+    clean_ods: str, sap_sim: RunningSimulator
+) -> None:
+    """The ledger row is ``sent`` and SAP holds the journal (the process died before the answer was
+    recorded): the next pass reads the journal back by its reference and resolves the row; an
+    hours-only correction (no money) still lands in SAP, carrying its hours; nothing is sent twice."""
+    from psa_erp_sync.clients.http import RetryPolicy
+    from psa_erp_sync.clients.sap import S4HanaClient
+    from psa_erp_sync.posting.engine import EngineSettings, PostingEngine
+
+    sap_sim.admin(
+        "POST",
+        "/seed",
+        json={
+            "company_codes": [{"company_code": "1010", "currency": "USD"}],
+            "work_agreements": [],
+            "posting_periods": [
+                {"company_code": "1010", "fiscal_year": 2026, "period": m, "open": m >= 11}
+                for m in range(1, 13)
+            ],
+        },
+    )
+    crashed, hours_only = _correcting(1, "-50.00", "-0.50"), _correcting(2, "0.00", "0.25")
+    retry = RetryPolicy(max_attempts=3, base_delay_s=0.0, max_delay_s=0.0)
+    with S4HanaClient(base_url=sap_sim.base_url, user="PSA_COMM", password="secret", retry=retry) as client:
+        adapter = SapAdapter(client, MAPPING)
+        with psycopg.connect(clean_ods) as conn:
+            ledger.insert_planned(conn, [crashed, hours_only])
+            ledger.mark_sent(conn, [crashed], batch_key=None, dag_run_id="died", task_try=1)
+        assert adapter.post_batch("journalentry", [crashed], "died").items[0].status == "confirmed"
+        outcome = PostingEngine(
+            dsn=clean_ods,
+            client=adapter,
+            record_type="timebill",
+            config=load_config(),
+            settings=EngineSettings(batch_size=10, max_concurrency=1, max_rounds=3),
+            dag_run_id="resume",
+            sleep=lambda _: None,
+        ).run()
+        held = adapter.read_back([crashed, hours_only])
+    assert (outcome.ambiguous_resolved, outcome.posted) == (1, 1), outcome
+    assert held[crashed.idempotency_key].carries(crashed.idempotency_key)
+    assert held[hours_only.idempotency_key].carries(hours_only.idempotency_key)
+    texts = sorted(d["items"][0][3] for d in _journals(sap_sim, "1010"))
+    assert texts == ["psa:1 te c1 adjust h:-0.50", "psa:1 te c2 adjust h:0.25"]  # one each
+    carrier = next(d for d in _journals(sap_sim, "1010") if d["items"][0][3].endswith("h:0.25"))
+    assert [(a, amt, dc) for a, amt, dc, _ in carrier["items"]] == [
+        ("1200", Decimal("0.01"), "S"),
+        ("1200", Decimal("0.01"), "H"),
+    ]  # no money moves: one cent on and off the receivable
+    with psycopg.connect(clean_ods) as conn:
+        assert ledger.counts(conn, "timebill") == {"resolved": 1, "confirmed": 1}
