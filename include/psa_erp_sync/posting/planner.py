@@ -862,28 +862,7 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
     held_book = pl.book(cand.get("base_target_erp"))  # the periods of the ERP holding the record
     decision = correction_decision(held_book, held_entry, record_type, policy)
     if decision is not None and decision.outcome == "correct":
-        fix = correcting_posting(
-            record_type=record_type,
-            source_system=cand["source_system"],
-            source_id=source_id,
-            version=record.version_hash,
-            action="adjust",
-            seq=seq,
-            held=held_entry,
-            want_hours=record.hours if isinstance(record, records.TimeEntry) else Decimal(0),
-            want_amount_minor=record.amount_minor,
-            currency=record.currency,
-            decision=decision,
-            periods=held_book,
-        )
-        repost = _cutover_repost(pl, cand, entity, date.fromisoformat(str(fix.payload["tranDate"])))
-        if repost is None:
-            pl.correct(cand, fix)
-            return False
-        # reverse_and_repost across the cutover, the record held in a closed period of the old ERP:
-        # a correcting journal there reverses what it holds, the new version is posted in the new ERP.
-        pl.correct(cand, _reversing_journal(pl, cand, fix, held_entry, decision, held_book))
-        _plan_repost(pl, cand, repost, date.fromisoformat(str(fix.payload["tranDate"])), seq + 1)
+        _plan_correction(pl, cand, held_entry, decision, held_book)
         return False
     if decision is not None and action == "post":
         action = "adjust"  # parked: the record is held, it is a correction
@@ -971,6 +950,37 @@ def _keyed_payload(
         original_period=decision.original_period,
     )
     return key, payload
+
+
+def _plan_correction(
+    pl: _Planning, cand: dict[str, Any], held: ledger.Held, decision: PeriodDecision, held_book: PeriodBook
+) -> None:
+    """The correcting journal of an approved version whose record is held in a closed period (the
+    policy corrects). Across a cutover whose policy is ``reverse_and_repost`` (the journal's day
+    routes to another ERP): a correcting journal reversing what the old ERP holds, and the new
+    version posted in the new ERP."""
+    record: records.Record = cand["record"]
+    fix = correcting_posting(
+        record_type=pl.record_type,
+        source_system=cand["source_system"],
+        source_id=cand["source_id"],
+        version=record.version_hash,
+        action="adjust",
+        seq=int(cand["n"]),
+        held=held,
+        want_hours=record.hours if isinstance(record, records.TimeEntry) else Decimal(0),
+        want_amount_minor=record.amount_minor,
+        currency=record.currency,
+        decision=decision,
+        periods=held_book,
+    )
+    day = date.fromisoformat(str(fix.payload["tranDate"]))
+    repost = _cutover_repost(pl, cand, record.legal_entity, day)
+    if repost is None:
+        pl.correct(cand, fix)
+        return
+    pl.correct(cand, _reversing_journal(pl, cand, fix, held, decision, held_book))
+    _plan_repost(pl, cand, repost, day, int(cand["n"]) + 1)
 
 
 def _cutover_repost(pl: _Planning, cand: dict[str, Any], entity: str, day: date) -> Route | None:
