@@ -226,6 +226,11 @@ def test_an_expense_adjusted_twice_in_sap_counts_once_at_its_latest_amount(
         expense_entry(conn, 13, "2027-01-16", 5_000)
     assert post("expensereport", "e-1")["posted"] == 2
     for version, amount in (("v2", 15_000), ("v3", 9_999)):
+        if version == "v3":  # the second adjustment's document commits, then SAP answers 503
+            rule = {"id": "amb", "action": "status_after_commit", "status": 503, "method": "POST"}
+            sap_sim.admin(
+                "POST", "/faults", json={**rule, "path_regex": "JournalEntryCollection$", "max_hits": 1}
+            )
         with psycopg.connect(clean_ods, autocommit=True) as conn:
             conn.execute(
                 "UPDATE canonical.expense_entry SET version_hash = %s, amount_minor = %s WHERE source_id = '12'",
@@ -233,8 +238,9 @@ def test_an_expense_adjusted_twice_in_sap_counts_once_at_its_latest_amount(
             )
         out = post("expensereport", f"e-{version}")
         assert (out["posted"], out["rejected"]) == (1, 0), out
+    assert sap_sim.admin("GET", "/faults")["rules"][0]["hits"] == 1
     docs = [d for d in _journals(sap_sim) if d["header"] == "psa:12"]
-    assert len(docs) == 3  # the expense, then one document per adjustment
+    assert len(docs) == 3  # the expense, then one document per adjustment (the ambiguous one once)
     # The last adjustment mirrors 150.00 and books 99.99, in one document.
     assert [(a, amt, dc) for a, amt, dc, _ in docs[2]["items"]] == [
         ("2000", Decimal("150.00"), "S"),
