@@ -203,9 +203,23 @@ def actual(
     id, over the company codes of ``mapping`` (a :class:`~psa_erp_sync.posting.adapter.SapMapping`):
     each record plus its correcting journals."""
     companies = sorted(set(mapping.company_codes.values()))
+    once = _JournalsOnce(client)  # the expense documents and the correcting journals: one read
     if record_type == "timebill":
         rows = timesheets(client, companies, ledger_rates(conn))
     else:
-        rows = journals(client, companies, mapping.expense_account)
-    rows = with_corrections(rows, corrections(client, companies, mapping, record_type))
+        rows = journals(once, companies, mapping.expense_account)
+    rows = with_corrections(rows, corrections(once, companies, mapping, record_type))
     return totals_of(rows), rows
+
+
+class _JournalsOnce:
+    """``client.journal_entries`` read once per company code for one read-back."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.read: dict[str, Any] = {}
+
+    def journal_entries(self, company: str) -> Any:
+        if company not in self.read:
+            self.read[company] = self.client.journal_entries(company)
+        return self.read[company]
