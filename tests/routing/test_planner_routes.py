@@ -144,6 +144,39 @@ def test_a_correction_across_the_cutover_follows_the_policy_and_is_audited(
         assert plan["planned"]["reverse"] == 1 and plan["planned"]["post"] == 1
 
 
+def test_a_correction_parked_before_the_change_is_replayed_as_journal_and_repost(
+    clean_ods: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``ROUTE_CUTOVER_CORRECTION`` parked by the planner before it automated the case (forced
+    here) is released by replay (parked -> superseded) and re-planned: the reversing journal in
+    NetSuite and the post in SAP, on fresh keys."""
+    router = router_of(**{"LE-US1": uk_cutover("reverse_and_repost")})
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        _entry(conn, 9, "LE-US1", date(2026, 12, 10), "g1", 5_000)
+        _plan(conn, router, _periods(), "r1")
+        _confirm_all(conn)
+        _entry(conn, 9, "LE-US1", date(2026, 12, 10), "g2", 7_500)
+        with monkeypatch.context() as m:  # the planner as it was: no repost, the journal parks
+            m.setattr(planner, "_cutover_repost", lambda *_: None)
+            _plan(conn, router, _periods(closed={"LE-US1-2026-12"}), "r2")
+        parked = conn.execute("SELECT reason_code FROM exceptions.item WHERE status = 'open'").fetchall()
+        assert parked == [("ROUTE_CUTOVER_CORRECTION",)]
+        conn.execute(
+            "UPDATE ledger.posting SET state = 'superseded' WHERE state = 'parked'"
+        )  # replay.release
+        _plan(conn, router, _periods(closed={"LE-US1-2026-12"}), "r3")
+        rows = conn.execute(
+            "SELECT action, state, target_erp, corrects IS NOT NULL, amount_minor FROM ledger.posting"
+            " WHERE source_id = '9' ORDER BY seq"
+        ).fetchall()
+    assert rows == [
+        ("post", "confirmed", "netsuite", False, 5_000),
+        ("adjust", "superseded", "netsuite", True, 2_500),
+        ("reverse", "pending", "netsuite", True, -5_000),
+        ("post", "pending", "sap", False, 7_500),
+    ]
+
+
 def test_a_deleted_entry_is_reversed_where_it_is_held(clean_ods: str) -> None:
     router = router_of(**{"LE-UK1": uk_cutover()})
     with psycopg.connect(clean_ods, autocommit=True) as conn:
