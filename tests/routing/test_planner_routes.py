@@ -109,7 +109,8 @@ def test_a_correction_across_the_cutover_follows_the_policy_and_is_audited(
 ) -> None:
     """A December entry posted to NetSuite is changed after December closed: the correcting journal
     belongs in January, which routes to SAP. adjust_in_old corrects NetSuite; reverse_and_repost
-    needs both ERPs, so the correction is parked for finance with the two actions it needs."""
+    reverses it in NetSuite by a correcting journal (January, NetSuite's first open period) and
+    posts the new version in SAP (on January 1st, the correction's day), nothing parked."""
     router = router_of(**{"LE-US1": uk_cutover(policy)})
     with psycopg.connect(clean_ods, autocommit=True) as conn:
         _entry(conn, 5, "LE-US1", date(2026, 12, 10), "c1", 5_000)
@@ -118,27 +119,62 @@ def test_a_correction_across_the_cutover_follows_the_policy_and_is_audited(
         assert _latest(conn)["5"][2] == "netsuite"
         _entry(conn, 5, "LE-US1", date(2026, 12, 10), "c2", 7_500)
         plan = _plan(conn, router, _periods(closed={"LE-US1-2026-12"}), "r2")
-        action, state, erp, account, _version, corrects, period = _latest(conn)["5"]
+        rows = conn.execute(
+            "SELECT action, state, target_erp, erp_account, corrects, period, amount_minor FROM ledger.posting"
+            " WHERE source_id = '5' ORDER BY seq"
+        ).fetchall()
         audit = conn.execute(
             "SELECT before->>'erp', after FROM audit.change WHERE action = 'erp_route' AND run_id = 'r2'"
         ).fetchall()
         items = conn.execute(
             "SELECT reason_code, detail FROM exceptions.item WHERE status = 'open' AND source_id = '5'"
         ).fetchall()
-    assert corrects == "psa-te-5" and period == "LE-US1-2027-01"  # a correcting journal in January
-    assert audit and audit[0][0] == "netsuite"
-    if policy == "adjust_in_old":
-        assert (action, state, erp, account) == ("adjust", "pending", "netsuite", None)
+    assert len(audit) == 1 and audit[0][0] == "netsuite"
+    assert items == [] and plan["parked"] == 0
+    if policy == "adjust_in_old":  # a correcting journal in January, in NetSuite
+        assert rows[1:] == [("adjust", "pending", "netsuite", None, "psa-te-5", "LE-US1-2027-01", 2_500)]
         assert [a for a, _ in audit[0][1]["actions"]] == ["adjust"]
-        assert items == [] and plan["parked"] == 0
     else:
-        assert (state, erp, account) == ("parked", "netsuite", None)
         steps = [(a, r["erp"]) for a, r in audit[0][1]["actions"]]
         assert steps == [("reverse", "netsuite"), ("post", "sap")]
-        assert [(code, [a for a, _ in d["actions"]]) for code, d in items] == [
-            ("ROUTE_CUTOVER_CORRECTION", ["reverse", "post"])
+        assert rows[1:] == [
+            ("reverse", "pending", "netsuite", None, "psa-te-5", "LE-US1-2027-01", -5_000),
+            ("post", "pending", "sap", "UK10", None, "LE-US1-2027-01", 7_500),
         ]
-        assert plan["parked"] == 1
+        assert plan["planned"]["reverse"] == 1 and plan["planned"]["post"] == 1
+
+
+def test_a_correction_parked_before_the_change_is_replayed_as_journal_and_repost(
+    clean_ods: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``ROUTE_CUTOVER_CORRECTION`` parked by the planner before it automated the case (forced
+    here) is released by replay (parked -> superseded) and re-planned: the reversing journal in
+    NetSuite and the post in SAP, on fresh keys."""
+    router = router_of(**{"LE-US1": uk_cutover("reverse_and_repost")})
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        _entry(conn, 9, "LE-US1", date(2026, 12, 10), "g1", 5_000)
+        _plan(conn, router, _periods(), "r1")
+        _confirm_all(conn)
+        _entry(conn, 9, "LE-US1", date(2026, 12, 10), "g2", 7_500)
+        with monkeypatch.context() as m:  # the planner as it was: no repost, the journal parks
+            m.setattr(planner, "_cutover_repost", lambda *_: None)
+            _plan(conn, router, _periods(closed={"LE-US1-2026-12"}), "r2")
+        parked = conn.execute("SELECT reason_code FROM exceptions.item WHERE status = 'open'").fetchall()
+        assert parked == [("ROUTE_CUTOVER_CORRECTION",)]
+        conn.execute(
+            "UPDATE ledger.posting SET state = 'superseded' WHERE state = 'parked'"
+        )  # replay.release
+        _plan(conn, router, _periods(closed={"LE-US1-2026-12"}), "r3")
+        rows = conn.execute(
+            "SELECT action, state, target_erp, corrects IS NOT NULL, amount_minor FROM ledger.posting"
+            " WHERE source_id = '9' ORDER BY seq"
+        ).fetchall()
+    assert rows == [
+        ("post", "confirmed", "netsuite", False, 5_000),
+        ("adjust", "superseded", "netsuite", True, 2_500),
+        ("reverse", "pending", "netsuite", True, -5_000),
+        ("post", "pending", "sap", False, 7_500),
+    ]
 
 
 def test_a_deleted_entry_is_reversed_where_it_is_held(clean_ods: str) -> None:

@@ -45,6 +45,8 @@ class SapHook(HttpSystemHook):
             activity_type=str(extra.get("activity_type", defaults.activity_type)),
             expense_account=str(extra.get("expense_account", defaults.expense_account)),
             payable_account=str(extra.get("payable_account", defaults.payable_account)),
+            revenue_account=str(extra.get("revenue_account", defaults.revenue_account)),
+            receivable_account=str(extra.get("receivable_account", defaults.receivable_account)),
         )
 
     def adapter(self, client: Any) -> Any:

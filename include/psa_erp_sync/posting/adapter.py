@@ -212,6 +212,8 @@ class SapMapping:
     :param activity_type: ``ActivityType`` of the timesheet records.
     :param expense_account: GL account debited by an expense journal entry.
     :param payable_account: GL account credited by it.
+    :param revenue_account: GL account a time entry's correcting journal credits when its revenue
+        grows (debited when it shrinks), against ``receivable_account`` (unbilled receivables).
     :param fiscal_years: the years whose posting periods are read (default: last, this and next).
     """
 
@@ -219,6 +221,8 @@ class SapMapping:
     activity_type: str = ""
     expense_account: str = "6100"
     payable_account: str = "2000"
+    revenue_account: str = "4000"
+    receivable_account: str = "1200"
     fiscal_years: tuple[int, ...] = ()
 
     def company_code(self, legal_entity: str | None) -> str | None:
@@ -255,6 +259,19 @@ def _source_marker(source_id: str) -> str:
 
 
 _TAG = re.compile(r"^\[psa:([A-Za-z0-9_.:-]{1,64})\]")
+#: The item text of a correcting journal on SAP: the source id, the record kind (``te`` time,
+#: ``ex`` expense), the ledger ``seq`` (``<external id>-c<seq>``), the action and, for time, the
+#: signed hours it carries (SAP journal items have no quantity for them).
+CORRECTION_TEXT = re.compile(
+    r"^psa:(?P<source>\S+) (?P<kind>te|ex) c(?P<seq>\d+) (?P<action>adjust|reverse)(?: h:(?P<hours>-?\d+\.\d+))?$"
+)
+_KIND = {"timebill": "te", "expensereport": "ex"}
+_CENT = Decimal("0.01")
+
+
+def _journal_route(p: Posting) -> bool:
+    """Whether a posting goes to SAP as a journal entry: an expense, or any correcting record."""
+    return p.record_type == "expensereport" or p.corrects is not None
 
 
 @dataclass
@@ -344,27 +361,85 @@ class SapAdapter:
             ),
         )
 
+    def _entry_of(self, p: Posting, *, mirrored: bool = False) -> JournalEntryInput | None:
+        """The journal entry a posting writes: a correcting journal (None: it carries nothing), an
+        expense adjustment (the replaced version mirrored and the new one, in one document), or
+        the expense itself (``mirrored``: its reversal)."""
+        if p.corrects:
+            return self._correcting_journal(p)
+        if p.action == "adjust":
+            return self._adjusting_journal(p)
+        payload = p.payload.get("reverses") if mirrored else p.payload
+        return self._journal(p, payload or {}, mirrored=mirrored)
+
+    def _adjusting_journal(self, p: Posting) -> JournalEntryInput:
+        """An adjusted expense in one balanced document: the version SAP holds (``replaces``, which
+        the planner carries) mirrored, and the new version, dated as the new one. The expense
+        account then nets to the new amount over the record's documents, whatever was adjusted
+        before; the document's reference derives from the adjustment's key, so a read-back finds
+        both halves or neither."""
+        replaced = p.payload.get("replaces")
+        if not isinstance(replaced, dict):
+            raise _Unsupported("SAP_EXPENSE_ADJUST_UNSUPPORTED", "replaces")
+        old = self._journal(p, replaced, mirrored=True)
+        new = self._journal(p, p.payload, mirrored=False)
+        if (old.company_code, old.currency) != (new.company_code, new.currency):
+            raise _Unsupported("SAP_EXPENSE_ADJUST_UNSUPPORTED", "currency")
+        return new.model_copy(update={"items": (*old.items, *new.items)})
+
+    def _correcting_journal(self, p: Posting) -> JournalEntryInput | None:
+        """A correction of a record SAP holds in a closed period (docs/posting.md "Closed periods"):
+        a balanced journal entry in the first open period carrying the signed difference (the
+        planner's ``amount``): time moves it between unbilled receivables and revenue, expenses
+        between the expense and the payables account (as the record did). The item text names the
+        source, the kind, the seq, the action and (time) the signed hours: the read-back and the
+        reconciliation read them from SAP. A difference of hours only moves one cent on and off the
+        receivable (SAP refuses an empty item); nothing at all to carry is None (nothing is sent)."""
+        payload = p.payload
+        currency = str((payload.get("currency") or {}).get("refName") or "")
+        delta = Decimal(str(payload["amount"]))
+        hours = Decimal(str(payload.get("custbody_psa_hours") or 0))
+        if delta == 0 and hours == 0:
+            return None
+        seq = p.external_id.rsplit("-c", 1)[-1]
+        text = f"psa:{p.lane_source} {_KIND.get(p.record_type, 'te')} c{seq} {p.action}"
+        if p.record_type != "expensereport":
+            text += f" h:{hours:.2f}"
+            grows, shrinks = self.mapping.receivable_account, self.mapping.revenue_account
+        else:
+            grows, shrinks = self.mapping.expense_account, self.mapping.payable_account
+        if delta == 0:
+            grows = shrinks = self.mapping.receivable_account
+        debit, credit = (grows, shrinks) if delta >= 0 else (shrinks, grows)
+        amount = abs(delta) or _CENT
+        return JournalEntryInput(
+            company_code=self._company(p, payload),
+            document_date=date.fromisoformat(str(payload["tranDate"])),
+            posting_date=_booking_day(payload),
+            currency=currency,
+            header_text=f"psa:{p.lane_source} c{seq}"[:25],
+            items=(
+                JournalEntryItemInput(gl_account=debit, amount=amount, debit_credit="S", text=text),
+                JournalEntryItemInput(gl_account=credit, amount=amount, debit_credit="H", text=text),
+            ),
+        )
+
     def validate(self, postings: Sequence[Posting]) -> dict[str, Errors]:
         """Refuse what SAP cannot take before any call: unmapped company codes, payloads its
-        models refuse, and correcting journals (not supported on SAP yet)."""
+        models refuse, and an expense adjustment that cannot mirror the version it replaces in one
+        document (none carried, or another currency or company code: ``SAP_EXPENSE_ADJUST_UNSUPPORTED``)."""
         refused: dict[str, Errors] = {}
         for p in postings:
-            if p.corrects or p.erp_type == CORRECTION_TYPE:
-                refused[p.external_id] = [("SAP_CORRECTION_UNSUPPORTED", None)]
-                continue
-            if p.record_type == "expensereport" and p.action == "adjust":
-                # A second journal entry would count the expense twice; the planner gives no
-                # earlier version to mirror. Finance reverses and posts it (follow-up).
-                refused[p.external_id] = [("SAP_EXPENSE_ADJUST_UNSUPPORTED", None)]
-                continue
-            payload = p.payload.get("reverses") if p.action == "reverse" else p.payload
+            payload = p.payload.get("reverses") if p.deletes else p.payload
             try:
-                if p.record_type == "expensereport":
-                    self._journal(p, payload or {}, mirrored=False)
+                if _journal_route(p):
+                    self._entry_of(p, mirrored=p.deletes)
                 elif not p.deletes:
                     self._timesheet(p, payload or {})
                 elif self.mapping.company_code(p.legal_entity) is None:
                     raise KeyError("subsidiary")
+            except _Unsupported as exc:
+                refused[p.external_id] = [(exc.code, exc.field)]
             except KeyError as exc:
                 code = "COMPANY_CODE_UNMAPPED" if exc.args == ("subsidiary",) else "SAP_PAYLOAD_INVALID"
                 refused[p.external_id] = [(code, str(exc.args[0]) if exc.args else None)]
@@ -395,7 +470,7 @@ class SapAdapter:
         reference; for a reversal, the original is held until its mirrored entry exists."""
         held: dict[str, Held] = {}
         with self._translated():
-            time = [p for p in postings if p.record_type != "expensereport"]
+            time = [p for p in postings if not _journal_route(p)]
             live = self._live(time) if time else _Live()
             for p in time:
                 payload = p.payload.get("reverses") if p.action == "reverse" else p.payload
@@ -410,25 +485,34 @@ class SapAdapter:
                         hours=entry.TimeSheetDataFields.RecordedHours,
                     )
             for p in postings:
-                if p.record_type == "expensereport":
+                if _journal_route(p):
                     found = self._journal_held(p)
                     if found is not None:
                         held[p.idempotency_key] = found
         return held
 
     def _journal_held(self, p: Posting) -> Held | None:
-        payload = p.payload.get("reverses") if p.action == "reverse" else p.payload
+        """The document of the posting's key (its ``DocumentReferenceID``). A correcting journal or an
+        adjusted expense is held when it exists (the adjustment's one document holds the mirror of
+        the replaced version and the new one); a correcting journal that carries nothing is held
+        by definition (nothing was sent)."""
+        payload = p.payload.get("reverses") if p.deletes else p.payload
         company = self._company(p, payload or {})
+        if p.corrects and self._correcting_journal(p) is None:
+            return Held(None, p.period, (p.idempotency_key,), amount=Decimal(0))
         docs: list[JournalEntry] = self.client.find_journal_entries(company, p.idempotency_key)
-        if p.action == "reverse":  # reversed once the mirrored entry exists; held until then
+        if p.deletes:  # reversed once the mirrored entry exists; held until then
             return None if docs else Held(None, None, (), amount=_decimal((payload or {}).get("amount")))
         if not docs:
             return None
         doc = docs[0]
+        # What the document holds of the record: its debits of the expense account (an adjustment
+        # credits the replaced amount there and debits the new one); a correcting journal: its amount.
+        account = None if p.corrects else self.mapping.expense_account
         debits = [
             i.AmountInTransactionCurrency
             for i in (doc.to_Item.results if doc.to_Item else ())
-            if i.DebitCreditCode == "S"
+            if i.DebitCreditCode == "S" and account in (None, i.GLAccount)
         ]
         return Held(
             doc.AccountingDocument,
@@ -463,7 +547,7 @@ class SapAdapter:
 
     # -- writes
     def post_batch(self, erp_type: str, postings: Sequence[Posting], batch_key: str) -> BatchOutcome:
-        if erp_type == "expensereport":
+        if erp_type in ("expensereport", CORRECTION_TYPE):
             return self._post_journals(postings)
         with self._translated():
             live = self._live([p for p in postings if p.action == "adjust"])
@@ -518,8 +602,12 @@ class SapAdapter:
         return BatchOutcome(items)
 
     def _post_journal(self, p: Posting, *, mirrored: bool) -> RecordOutcome:
-        payload = p.payload.get("reverses") if mirrored else p.payload
-        entry = self._journal(p, payload or {}, mirrored=mirrored)
+        try:
+            entry = self._entry_of(p, mirrored=mirrored)
+        except _Unsupported as exc:
+            return RecordOutcome(p.external_id, "rejected", errors=[(exc.code, exc.field)])
+        if entry is None:  # a correcting record with nothing to carry: SAP is already right
+            return RecordOutcome(p.external_id, "confirmed", None, p.period)
         try:
             with self._translated():
                 doc = self.client.post_journal_entry(entry, idempotency_key=p.idempotency_key)
@@ -550,6 +638,14 @@ class SapAdapter:
                 return False  # nothing live: already cancelled
             self.client.delete_timesheet(current)
         return True
+
+
+class _Unsupported(Exception):
+    """A posting SAP cannot take as planned: refused before any call, with a code."""
+
+    def __init__(self, code: str, field: str | None = None) -> None:
+        super().__init__(code)
+        self.code, self.field = code, field
 
 
 def _code(error: sap.SapRejected) -> str:

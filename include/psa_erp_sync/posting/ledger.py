@@ -471,6 +471,11 @@ _DONE_CORR = "state IN ('confirmed', 'resolved') AND corrects IS NOT NULL"
 #: Aggregates over one PSA entry's ledger rows (``GROUP BY source_system, source_id``): what the
 #: ERP holds for it per the ledger. The record itself (its last confirmed row that is not a
 #: correction) and the sum of its confirmed correcting journals (signed amount and hours).
+#: ``corrections`` / ``corrected_*`` sum every ERP's correcting journals: right for a reader that
+#: selects one ERP's rows (the reconciliation, ``target_erp = ...``). Across a cutover a record has
+#: journals in the ERP it left (the one reversing it there) while the ERP it moved to holds it:
+#: ``correction_erps`` / ``_amounts`` / ``_hours`` list them per journal, and :class:`Held` counts
+#: only those of the ERP that holds the record itself (``base_target_erp``).
 HELD_COLUMNS = f"""
     (array_agg(action ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_action,
     (array_agg(payload ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_payload,
@@ -481,7 +486,11 @@ HELD_COLUMNS = f"""
     coalesce(sum((payload->>'custbody_psa_hours')::numeric) FILTER (WHERE {_DONE_CORR}), 0) AS corrected_hours,
     (array_agg(target_erp ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_target_erp,
     (array_agg(erp_account ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_erp_account,
-    (array_agg(route_version ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_route_version
+    (array_agg(route_version ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_route_version,
+    array_agg(target_erp ORDER BY seq) FILTER (WHERE {_DONE_CORR}) AS correction_erps,
+    array_agg(amount_minor ORDER BY seq) FILTER (WHERE {_DONE_CORR}) AS correction_amounts,
+    array_agg(coalesce((payload->>'custbody_psa_hours')::numeric, 0) ORDER BY seq)
+        FILTER (WHERE {_DONE_CORR}) AS correction_hours
 """
 
 
@@ -500,17 +509,33 @@ class Held:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Held:
+        """From :data:`HELD_COLUMNS`: the record's last confirmed posting plus the confirmed
+        correcting journals **of the ERP holding it** (the held amount is kept per target ERP: a
+        record moved to another ERP by ``reverse_and_repost`` leaves its old ERP's journals, the
+        reversing one included, behind). Rows without the per-journal arrays sum every journal."""
         present = row.get("base_action") in ("post", "adjust")
         payload = row.get("base_payload")
         base_hours = Decimal(str(payload.get("hours") or 0)) if present and payload else Decimal(0)
         base_amount = int(row.get("base_amount") or 0) if present else 0
+        count = int(row.get("corrections") or 0)
+        hours = Decimal(str(row.get("corrected_hours") or 0))
+        amount = int(row.get("corrected_amount") or 0)
+        erps = row.get("correction_erps")
+        if erps is not None and row.get("base_target_erp") is not None:
+            mine = [
+                i for i, erp in enumerate(erps) if erp == row["base_target_erp"]
+            ]  # the holding ERP's journals only
+            amounts, journal_hours = row.get("correction_amounts") or [], row.get("correction_hours") or []
+            count = len(mine)
+            hours = sum((Decimal(str(journal_hours[i] or 0)) for i in mine), Decimal(0))
+            amount = sum(int(amounts[i] or 0) for i in mine)
         return cls(
             base_external_id=row.get("base_external_id"),
             base_payload=payload,
             base_present=present,
-            corrections=int(row.get("corrections") or 0),
-            hours=base_hours + Decimal(str(row.get("corrected_hours") or 0)),
-            amount_minor=base_amount + int(row.get("corrected_amount") or 0),
+            corrections=count,
+            hours=base_hours + hours,
+            amount_minor=base_amount + amount,
         )
 
 

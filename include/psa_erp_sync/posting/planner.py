@@ -130,7 +130,8 @@ def _candidates(
                    led.done_version, led.done_action, led.done_payload,
                    led.base_action, led.base_payload, led.base_external_id, led.base_amount,
                    led.corrections, led.corrected_amount, led.corrected_hours,
-                   led.base_target_erp, led.base_erp_account, led.base_route_version
+                   led.base_target_erp, led.base_erp_account, led.base_route_version,
+                   led.correction_erps, led.correction_amounts, led.correction_hours
             FROM desired d FULL JOIN led USING (source_system, source_id)
             WHERE (led.last_state IS NULL OR led.last_state NOT IN ('pending', 'sent', 'ambiguous'))
               AND (
@@ -861,21 +862,7 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
     held_book = pl.book(cand.get("base_target_erp"))  # the periods of the ERP holding the record
     decision = correction_decision(held_book, held_entry, record_type, policy)
     if decision is not None and decision.outcome == "correct":
-        fix = correcting_posting(
-            record_type=record_type,
-            source_system=cand["source_system"],
-            source_id=source_id,
-            version=record.version_hash,
-            action="adjust",
-            seq=seq,
-            held=held_entry,
-            want_hours=record.hours if isinstance(record, records.TimeEntry) else Decimal(0),
-            want_amount_minor=record.amount_minor,
-            currency=record.currency,
-            decision=decision,
-            periods=held_book,
-        )
-        pl.correct(cand, fix)
+        _plan_correction(pl, cand, held_entry, decision, held_book)
         return False
     if decision is not None and action == "post":
         action = "adjust"  # parked: the record is held, it is a correction
@@ -908,7 +895,7 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
         **functional_of(desired),
         **_route_fields(route),
     )
-    pl.batch.append(planned)
+    pl.batch.append(_with_replaced(planned, held_entry))
     if unrouted and decision.outcome != "park":  # a period-parked posting has its item already
         pl.park_unrouted(planned, unrouted, route_detail)
     pl.result.planned[action] += 1
@@ -920,6 +907,28 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
         pl.result.parked += 1
         pl.parked.append(_period_parked(pl, cand, decision, policy, action))
     return True
+
+
+#: ERPs that change a record in place by its external id (an adjustment replaces it). Elsewhere
+#: (SAP's journal entries) an adjusted expense needs the version it replaces, to mirror it.
+UPSERTS_BY_EXTERNAL_ID = frozenset({"netsuite"})
+
+
+def _with_replaced(posting: ledger.Posting, held: ledger.Held) -> ledger.Posting:
+    """An expense adjustment to an ERP that cannot change a journal in place carries the version
+    the ERP holds (``payload["replaces"]``: the last confirmed payload of the record itself, its own
+    ``replaces`` left out), so the adapter mirrors it in the same document and the ERP never counts
+    the expense twice (docs/multi-erp.md, "Corrections on SAP")."""
+    if (
+        posting.action != "adjust"
+        or posting.record_type != "expensereport"
+        or posting.target_erp in UPSERTS_BY_EXTERNAL_ID
+        or not held.base_present
+        or not held.base_payload
+    ):
+        return posting
+    replaced = {k: v for k, v in held.base_payload.items() if k != "replaces"}
+    return replace(posting, payload={**posting.payload, "replaces": replaced})
 
 
 def _keyed_payload(
@@ -941,6 +950,130 @@ def _keyed_payload(
         original_period=decision.original_period,
     )
     return key, payload
+
+
+def _plan_correction(
+    pl: _Planning, cand: dict[str, Any], held: ledger.Held, decision: PeriodDecision, held_book: PeriodBook
+) -> None:
+    """The correcting journal of an approved version whose record is held in a closed period (the
+    policy corrects). Across a cutover whose policy is ``reverse_and_repost`` (the journal's day
+    routes to another ERP): a correcting journal reversing what the old ERP holds, and the new
+    version posted in the new ERP."""
+    record: records.Record = cand["record"]
+    fix = correcting_posting(
+        record_type=pl.record_type,
+        source_system=cand["source_system"],
+        source_id=cand["source_id"],
+        version=record.version_hash,
+        action="adjust",
+        seq=int(cand["n"]),
+        held=held,
+        want_hours=record.hours if isinstance(record, records.TimeEntry) else Decimal(0),
+        want_amount_minor=record.amount_minor,
+        currency=record.currency,
+        decision=decision,
+        periods=held_book,
+    )
+    day = date.fromisoformat(str(fix.payload["tranDate"]))
+    repost = _cutover_repost(pl, cand, record.legal_entity, day)
+    if repost is None:
+        pl.correct(cand, fix)
+        return
+    pl.correct(cand, _reversing_journal(pl, cand, fix, held, decision, held_book))
+    _plan_repost(pl, cand, repost, day, int(cand["n"]) + 1)
+
+
+def _cutover_repost(pl: _Planning, cand: dict[str, Any], entity: str, day: date) -> Route | None:
+    """The new ERP's route when a correcting journal booked on ``day`` would cross a cutover whose
+    policy is ``reverse_and_repost`` (the record then leaves the ERP holding it); else None. Writes
+    the ``erp_route`` audit row of the crossing (as :meth:`_Planning.decide_route` does)."""
+    if pl.secondary is not None:
+        return None  # a shadow lane goes to its secondary, whatever the day
+    held = _held_route(pl.router, cand, entity)
+    if held is None:
+        return None
+    try:
+        if pl.route(entity, day).same_target(held):
+            return None
+        actions = pl.router.routes_for_correction(held, day)
+    except RouteNotFound:
+        return None  # decide_route parks it NO_ERP_ROUTE
+    if len(actions) < 2:
+        return None  # adjust_in_old: the old ERP is corrected
+    detail = {"held": held.as_dict(), "actions": [[a, r.as_dict()] for a, r in actions]}
+    pl.changes.append(("erp_route", pl.external_id(cand["source_id"]), held.as_dict(), detail))
+    return dict(actions)["post"]
+
+
+def _reversing_journal(
+    pl: _Planning,
+    cand: dict[str, Any],
+    fix: ledger.Posting,
+    held: ledger.Held,
+    decision: PeriodDecision,
+    held_book: PeriodBook,
+) -> ledger.Posting:
+    """The correcting journal that reverses, in the ERP holding the record (its first open period),
+    everything it holds of the entry: the first half of a ``reverse_and_repost`` across a cutover
+    whose record's period is closed. Keyed as a reversal of the held version."""
+    return correcting_posting(
+        record_type=pl.record_type,
+        source_system=cand["source_system"],
+        source_id=cand["source_id"],
+        version=cand["done_version"],
+        action="reverse",
+        seq=int(cand["n"]),
+        held=held,
+        want_hours=Decimal(0),
+        want_amount_minor=0,
+        currency=str((cand["done_payload"].get("currency") or {}).get("refName") or fix.currency),
+        decision=decision,
+        periods=held_book,
+    )
+
+
+def _plan_repost(pl: _Planning, cand: dict[str, Any], route: Route, correction_day: date, seq: int) -> None:
+    """The second half of a ``reverse_and_repost`` whose first half is a correcting journal: the
+    approved version posted in the new ERP (``route``), by that ERP's periods, on the entry's date
+    when that date routes there, else on the correction's day (the first day of the open period
+    the old ERP books the reversal in, which routes to the new ERP)."""
+    record: records.Record = cand["record"]
+    entity, spent = record.legal_entity, record.spent_date
+    policy, book = pl.policy(entity), pl.book(route.erp)
+    try:
+        own = pl.route(entity, spent).same_target(route)
+    except RouteNotFound:
+        own = False
+    decision = book.decide(entity, spent if own else correction_day, pl.record_type, policy)
+    if not own and decision.outcome == "post":
+        spent_period = book.containing(entity, spent)
+        original = spent_period.external_id if spent_period is not None else decision.period
+        decision = PeriodDecision("moved", decision.period, original)
+    key, payload = _keyed_payload(pl, cand, decision, "post", seq)
+    planned = ledger.Posting(
+        key,
+        pl.record_type,
+        cand["source_system"],
+        cand["source_id"],
+        record.version_hash,
+        pl.external_id(cand["source_id"]),
+        "post",
+        "parked" if decision.outcome == "park" else "pending",
+        payload,
+        entity,
+        decision.period or decision.original_period,
+        record.amount_minor,
+        record.currency,
+        **functional_of(cand["desired"]),
+        **_route_fields(route),
+    )
+    pl.batch.append(planned)
+    pl.result.planned["post"] += 1
+    if decision.outcome == "moved":
+        pl.result.moved_period += 1
+    if decision.outcome == "park":
+        pl.result.parked += 1
+        pl.parked.append(_period_parked(pl, cand, decision, policy, "post"))
 
 
 def _plan_cutover_reversal(pl: _Planning, cand: dict[str, Any], entity: str, day: date) -> Route:

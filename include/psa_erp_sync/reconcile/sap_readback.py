@@ -11,8 +11,17 @@ compares both ERPs alike (docs/multi-erp.md, "Downstream per ERP"):
   for that entry (half-even once, as canonical amounts), so a record whose hours differ by 0.01
   differs in amount too. Two live records of one entry are a duplicate and fail the read.
 - **expenses**: the journal entries whose header text is ``psa:<source id>``; per entry the sum of
-  the expense account's debits less its credits (a reversal is the mirrored entry), in the
-  document's currency. An entry whose documents net to zero and include a mirrored one is reversed.
+  the expense account's debits less its credits (a reversal is the mirrored entry, an adjustment one
+  document mirroring the replaced version and debiting the new one), in the document's currency. An
+  entry whose documents net to zero and include a mirrored one is reversed.
+- **correcting journals** (:func:`corrections`; a correction of a record SAP holds in a closed
+  period, docs/multi-erp.md "Corrections on SAP"): the journal entries whose item text is
+  ``psa:<source id> te|ex c<seq> adjust|reverse [h:<hours>]``
+  (:data:`~psa_erp_sync.posting.adapter.CORRECTION_TEXT`), per PSA entry: the signed amount moved on
+  the unbilled receivables account (time) or the expense account (expenses), and the signed hours
+  of the text. They are added to the entry's record, as NetSuite's correcting journals are
+  (:func:`psa_erp_sync.reconcile.erp_readback.actual`): an entry whose latest journal is a reversal
+  and whose sum is zero is not held.
 
 **Both currencies** (:func:`functional_lines`): SAP's journal items carry the transaction currency
 amount only (``AmountInTransactionCurrency``; the simulator models no ``AmountInCompanyCodeCurrency``
@@ -132,14 +141,85 @@ def journals(client: Any, company_codes: list[str], expense_account: str) -> dic
     }
 
 
+Correction = tuple[int, Decimal, int, str, str]  # seq, hours, amount (minor units), currency, action
+
+
+def corrections(
+    client: Any, company_codes: list[str], mapping: Any, record_type: str
+) -> dict[str, list[Correction]]:
+    """SAP's correcting journals of ``record_type`` per source id, in seq order: (seq, signed hours,
+    signed amount in minor units, currency, action). The amount is what the journal moves on the
+    account that grows with the record (time: unbilled receivables; expenses: the expense account)."""
+    from psa_erp_sync.posting.adapter import CORRECTION_TEXT
+
+    kind = "te" if record_type == "timebill" else "ex"
+    account = mapping.receivable_account if kind == "te" else mapping.expense_account
+    found: dict[str, list[Correction]] = {}
+    for company in company_codes:
+        for doc in client.journal_entries(company):
+            items = doc.to_Item.results if doc.to_Item is not None else ()
+            match = CORRECTION_TEXT.match(items[0].DocumentItemText) if items else None
+            if match is None or match.group("kind") != kind or ledger.is_shadow(match.group("source")):
+                continue
+            signed = 0
+            for item in items:
+                if item.GLAccount == account:
+                    amount = money.to_minor(
+                        Decimal(item.AmountInTransactionCurrency), item.TransactionCurrency
+                    )
+                    signed += amount if item.DebitCreditCode == "S" else -amount
+            entry = (
+                int(match.group("seq")),
+                Decimal(match.group("hours") or 0),
+                signed,
+                doc.TransactionCurrency,
+                match.group("action"),
+            )
+            found.setdefault(match.group("source"), []).append(entry)
+    for entries in found.values():
+        entries.sort()
+    return found
+
+
+def with_corrections(rows: dict[str, Row], found: Mapping[str, list[Correction]]) -> dict[str, Row]:
+    """Each entry's record plus its correcting journals (as NetSuite's are summed); an entry whose
+    latest journal is a reversal and whose sum is zero is not held."""
+    out = dict(rows)
+    for source_id, entries in found.items():
+        hours, amount, currency = out.get(source_id, (Decimal(0), 0, entries[-1][3]))
+        hours += sum((e[1] for e in entries), Decimal(0))
+        amount += sum(e[2] for e in entries)
+        if entries[-1][4] == "reverse" and hours == 0 and amount == 0:
+            out.pop(source_id, None)
+        else:
+            out[source_id] = (hours, amount, currency)
+    return out
+
+
 def actual(
     conn: psycopg.Connection, client: Any, mapping: Any, record_type: str
 ) -> tuple[Totals, dict[str, Row]]:
     """What the SAP system holds of ``record_type`` (``timebill`` or ``expensereport``), per source
-    id, over the company codes of ``mapping`` (a :class:`~psa_erp_sync.posting.adapter.SapMapping`)."""
+    id, over the company codes of ``mapping`` (a :class:`~psa_erp_sync.posting.adapter.SapMapping`):
+    each record plus its correcting journals."""
     companies = sorted(set(mapping.company_codes.values()))
+    once = _JournalsOnce(client)  # the expense documents and the correcting journals: one read
     if record_type == "timebill":
         rows = timesheets(client, companies, ledger_rates(conn))
     else:
-        rows = journals(client, companies, mapping.expense_account)
+        rows = journals(once, companies, mapping.expense_account)
+    rows = with_corrections(rows, corrections(once, companies, mapping, record_type))
     return totals_of(rows), rows
+
+
+class _JournalsOnce:
+    """``client.journal_entries`` read once per company code for one read-back."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.read: dict[str, Any] = {}
+
+    def journal_entries(self, company: str) -> Any:
+        if company not in self.read:
+            self.read[company] = self.client.journal_entries(company)
+        return self.read[company]
