@@ -306,3 +306,48 @@ def test_a_5xx_after_sap_committed_leaves_exactly_one_document(
     again = _post(dsn, ns, sap, "post-2")
     assert (again["posted"], again["still_pending"]) == (0, 0)
     assert _sap_debits(sap) == {journal_reference(k): [r[5]] for k, r in to_sap.items()}
+
+
+def test_the_dag_s_steps_place_and_post_per_erp(
+    clean_ods: str,
+    erp_sim: RunningSimulator,
+    sap_sim: RunningSimulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``recognize_revenue`` reads SAP's periods through the routed adapters, and
+    ``JournalPostingOperator`` posts each journal through the connection of its route's ERP."""
+    from datetime import UTC, datetime
+
+    from psa_erp_sync.hooks.sap import SapHook
+    from psa_erp_sync.operators.revenue import JournalPostingOperator
+    from psa_erp_sync.revenue.steps import recognize_step
+    from tests.two_erps import connect_two_erps
+
+    connect_two_erps(monkeypatch, tmp_path, clean_ods, erp_sim, sap_sim, seed=False, routing=_routing())
+    _seed(clean_ods, erp_sim, sap_sim)
+    hook = SapHook("sap_default")
+    with hook.get_client() as client, psycopg.connect(clean_ods) as conn:
+        step = recognize_step(
+            conn,
+            run_id="rev",
+            as_of=datetime(2026, 11, 3, tzinfo=UTC),
+            params={"period": "2026-10", "periods_back": 1},
+            config=load_config(),
+            erp_adapters={"sap": hook.adapter(client)},
+        )
+        conn.commit()
+    assert [p["period"] for p in step["periods"]] == ["2026-09", "2026-10"]
+    with psycopg.connect(clean_ods) as conn:
+        placed = conn.execute(
+            "SELECT DISTINCT posting_period FROM revenue.journal WHERE legal_entity = %s AND period_month = '2026-10-01'",
+            (UK,),
+        ).fetchall()
+    assert placed == [("LE-UK1-2026-10",)]  # SAP's period, not NetSuite's UK1-2026-10
+
+    op = JournalPostingOperator(task_id="post_journals")
+    outcome = op.execute({"ti": None, "run_id": "post"})  # type: ignore[arg-type]  # a minimal Context
+    assert outcome["by_erp"]["sap"]["posted"] == 2  # TM1 and RET1's October, LE-UK1
+    assert outcome["by_erp"]["netsuite"]["posted"] == outcome["posted"] - 2
+    assert outcome["still_pending"] == 0
+    assert sap_sim.admin("GET", "/stats")["journal_entries"] == 2
