@@ -351,3 +351,28 @@ def test_the_dag_s_steps_place_and_post_per_erp(
     assert outcome["by_erp"]["netsuite"]["posted"] == outcome["posted"] - 2
     assert outcome["still_pending"] == 0
     assert sap_sim.admin("GET", "/stats")["journal_entries"] == 2
+
+    # the DAG's reconcile_journals step: each ERP against the ledger, a cent off is named
+    from psa_erp_sync.clients.erp import NetSuiteClient as _Ns
+    from psa_erp_sync.posting.adapter import NetSuiteAdapter
+    from psa_erp_sync.reconcile.control_totals import ControlTotalMismatch
+    from psa_erp_sync.revenue.steps import reconcile_journals_step
+
+    with (
+        _Ns(base_url=erp_sim.base_url, account_id="A1", token="t") as ns,
+        hook.get_client() as client,
+        psycopg.connect(clean_ods) as conn,
+    ):
+        adapters = {"netsuite": NetSuiteAdapter(ns), "sap": hook.adapter(client)}
+        totals = reconcile_journals_step(
+            conn, run_id="rec", dag_id="revenue_recognition", erp_adapters=adapters
+        )
+        assert totals["sap"]["erp"] == totals["sap"]["ledger"] and totals["sap"]["ledger"]["count"] == 2
+        assert totals["netsuite"]["erp"] == totals["netsuite"]["ledger"]
+        conn.execute(
+            "UPDATE ledger.posting SET amount_minor = amount_minor + 1 WHERE idempotency_key ="
+            " (SELECT min(idempotency_key) FROM ledger.posting WHERE target_erp = 'sap' AND record_type = 'journalentry')"
+        )
+        conn.commit()
+        with pytest.raises(ControlTotalMismatch, match=r"sap: rev-.*-LE-UK1-202610-USD-1: ledger"):
+            reconcile_journals_step(conn, run_id="rec2", dag_id="revenue_recognition", erp_adapters=adapters)

@@ -53,6 +53,8 @@ def erp_record(namespace: str, record_type: str) -> Any:
 SAP_RECORD_PATHS = {
     "timebill": "/sap/opu/odata/sap/API_MANAGE_WORKFORCE_TIMESHEET/TimeSheetEntryCollection",
     "expensereport": "/sap/opu/odata/sap/ZPSA_JOURNALENTRY_SRV/JournalEntryCollection",
+    # revenue journals (revenue.sap.RevenueSapAdapter): journal entries too
+    "journalentry": "/sap/opu/odata/sap/ZPSA_JOURNALENTRY_SRV/JournalEntryCollection",
 }
 
 

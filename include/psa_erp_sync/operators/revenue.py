@@ -56,8 +56,15 @@ class JournalPostingOperator(SingleTypePostingOperator):
         from psa_erp_sync.lineage import naming
 
         inputs = [self.ods_dataset("revenue", "journal"), self.ods_dataset("revenue", "journal_line")]
+        # NetSuite's journal entries, and every other ERP's the routing sends anything to (SAP's).
+        others = [
+            naming.erp_dataset(erp, hook.openlineage_namespace(), "journalentry")
+            for erp, hook in self._erp_hooks()
+            if erp != "netsuite"
+        ]
         outputs = [
             naming.erp_record(self.erp_namespace(), "journalentry"),
+            *others,
             self.ods_dataset("ledger", "posting"),
             self.ods_dataset("exceptions", "item"),
         ]

@@ -62,3 +62,25 @@ def recognize_step(
         outcomes.append(outcome.as_dict())
     log.info("recognized %d periods through %s", len(outcomes), outcomes[-1]["period"])
     return {"periods": outcomes}
+
+
+def reconcile_journals_step(
+    conn: psycopg.Connection, *, run_id: str, dag_id: str, erp_adapters: dict[str, Any]
+) -> dict[str, Any]:
+    """Each routed ERP's revenue journals against the ledger (NetSuite's SuiteQL read-back, SAP's
+    journal entries per mapped company code): control totals per ERP stored in
+    ``audit.control_total`` (committed first), then any difference fails the step naming the
+    journal (:mod:`psa_erp_sync.reconcile.revenue_journals`)."""
+    from psa_erp_sync.reconcile import revenue_journals
+
+    netsuite, sap = erp_adapters.get("netsuite"), erp_adapters.get("sap")
+    results = revenue_journals.reconcile(
+        conn,
+        netsuite=netsuite.client if netsuite is not None else None,
+        sap=(sap.client, list(sap.mapping.company_codes.values())) if sap is not None else None,
+        dag_id=dag_id,
+        run_id=run_id,
+    )
+    conn.commit()
+    revenue_journals.check(results)
+    return {erp: result.as_dict() for erp, result in results.items()}
