@@ -28,7 +28,7 @@ from psa_erp_sync.forecast.settings import load_forecast_settings
 from psa_erp_sync.posting.adapter import SapAdapter, SapMapping
 from psa_erp_sync.posting.engine import EngineSettings
 from psa_erp_sync.posting.periods import PeriodBook
-from psa_erp_sync.reconcile import close_report, revenue_journals
+from psa_erp_sync.reconcile import close_report, revenue_journals, sap_readback
 from psa_erp_sync.revenue import service
 from psa_erp_sync.revenue.posting import post_planned_journals
 from psa_erp_sync.revenue.recognition import month_index
@@ -182,7 +182,8 @@ def _ledger(dsn: str) -> list[tuple[str, str, str, str, date, int]]:
             (str(k), str(x), str(e), str(t), date.fromisoformat(str(d)), int(a))
             for k, x, e, t, d, a in conn.execute(
                 "SELECT idempotency_key, external_id, legal_entity, target_erp, payload->>'tranDate', amount_minor"
-                " FROM ledger.posting WHERE record_type = 'journalentry' AND state = 'confirmed' ORDER BY 2"
+                " FROM ledger.posting WHERE record_type = 'journalentry' AND state IN ('confirmed', 'resolved')"
+                " ORDER BY 2"
             )
         ]
 
@@ -240,6 +241,8 @@ def test_each_entity_s_journals_reach_the_erp_of_their_posting_date(
     assert results["sap"].held.amounts == results["sap"].ledger.amounts == {"USD": sap_total}
     assert results["netsuite"].held.amounts == {"USD": sum(r[5] for r in to_ns.values())}
     assert stages["revenue_erp:sap"] == stages["revenue_ledger:sap"] == {"USD": str(sap_total)}
+    # SAP's expense read-back (headers psa:<id>) never counts a revenue entry (headers rev:<key>)
+    assert sap_readback.journals(sap.client, [COMPANY], sap.mapping.expense_account) == {}
 
     # the close report's journals of LE-UK1's October: SAP's read-back is its ERP side
     with psycopg.connect(dsn) as conn:
@@ -376,3 +379,46 @@ def test_the_dag_s_steps_place_and_post_per_erp(
         conn.commit()
         with pytest.raises(ControlTotalMismatch, match=r"sap: rev-.*-LE-UK1-202610-USD-1: ledger"):
             reconcile_journals_step(conn, run_id="rec2", dag_id="revenue_recognition", erp_adapters=adapters)
+
+
+def test_an_unresolved_ambiguous_entry_is_read_back_by_the_engine_not_resent(
+    two_erps: tuple[str, NetSuiteClient, SapAdapter], sap_sim: RunningSimulator
+) -> None:
+    """SAP commits the first entry and answers 502; the client's own look-up fails too (503 on every
+    read it tries), so the batch is ``ambiguous``: the engine reads it back by reference
+    (``RevenueSapAdapter.read_back``) and resends only what SAP does not hold."""
+    from psa_erp_sync.clients.http import RetryPolicy
+
+    dsn, ns, adapter = two_erps
+    _recognize(dsn, adapter, 10)
+    retry = RetryPolicy(max_attempts=2, base_delay_s=0.01)
+    faults = [
+        {
+            "id": "5xx-after",
+            "action": "status_after_commit",
+            "status": 502,
+            "method": "POST",
+            "path_regex": "JournalEntryCollection$",
+            "max_hits": 1,
+        },
+        {
+            "id": "reads-down",
+            "action": "status",
+            "status": 503,
+            "method": "GET",
+            "path_regex": "JournalEntryCollection$",
+            "max_hits": retry.max_attempts,
+        },
+    ]
+    sap_sim.admin("PUT", "/faults", json=faults)
+    with S4HanaClient(
+        base_url=sap_sim.base_url, user="PSA_COMM", password="secret", timeout=10, retry=retry
+    ) as c:
+        outcome = _post(dsn, ns, SapAdapter(c, adapter.mapping), "post-1")
+    hits = {r["id"]: r["hits"] for r in sap_sim.admin("GET", "/faults")["rules"]}
+    assert hits == {"5xx-after": 1, "reads-down": retry.max_attempts}
+    assert (outcome["still_pending"], outcome["rejected"]) == (0, 0)
+    assert outcome["by_erp"]["sap"]["ambiguous_resolved"] >= 1
+    to_sap = {r[0]: r for r in _ledger(dsn) if r[3] == "sap"}
+    assert len(to_sap) == 2
+    assert _sap_debits(adapter) == {journal_reference(k): [r[5]] for k, r in to_sap.items()}  # one each
