@@ -15,7 +15,9 @@ entity's policy. The month before is recomputed first (`periods_back`) to catch 
 
 **Posting:** `post_journals` then sends every planned journal (`revenue.journal`, state `planned`)
 to the ERP as a `journalentry` through the posting ledger and engine (ledger row first, read-back
-before any resend); parked journals wait for finance.
+before any resend), each to the ERP its legal entity routes to on its posting date
+(`config/erp_routing.yaml`: NetSuite, or SAP after a cutover); parked journals wait for finance.
+`reconcile_journals` reads each routed ERP back against the ledger (control totals per ERP).
 
 **Schedule:** monthly, the 1st at 06:00 UTC; trigger manually with `period` for an open month.
 Idempotent: same inputs write nothing new. See docs/billing.md, "Revenue recognition".

@@ -7,10 +7,15 @@
   ``CSRF token validation failed``). Tokens expire (``csrf_ttl_s``; ``POST /admin/csrf/expire``).
 - ``$batch``: multipart/mixed; each changeset runs in its own transaction (atomic), retrievals on
   their own; the answer is 202 with one part per request or changeset.
+- Load: every OData request is counted while it is in flight (``GET /admin/stats`` ``load``:
+  ``in_flight``, ``max_in_flight``, ``requests``; ``DELETE /admin/load`` starts a new maximum), after
+  an optional ``service_time_ms`` (``PUT /admin/config``): how many requests the system's clients
+  sent at once, the measure of an account's concurrency budget.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -28,6 +33,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simulators.common.app import create_app, db_of
 from simulators.sap import odata, service
@@ -45,6 +51,21 @@ class SapConfig:
     page_size: int = 100
     csrf_ttl_s: int = 1800
     fail_batch_changeset: int = 0  # 1-based changeset of every $batch that fails after running; 0 = off
+    service_time_ms: int = 0  # every OData request takes at least this long (counted in flight)
+
+
+@dataclass
+class Load:
+    """OData requests in flight (the event loop serialises updates); ``max_in_flight`` since the
+    last ``DELETE /admin/load``."""
+
+    in_flight: int = 0
+    max_in_flight: int = 0
+    requests: int = 0
+
+    def reset(self) -> None:
+        self.max_in_flight = self.in_flight  # requests still in flight stay counted
+        self.requests = 0
 
 
 @dataclass
@@ -53,6 +74,7 @@ class SapState:
     sessions: dict[str, tuple[str, float]] = field(default_factory=dict)  # session -> (token, expiry)
     counters: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    load: Load = field(default_factory=Load)
 
     def count(self, name: str, n: int = 1) -> None:
         with self.lock:
@@ -63,6 +85,31 @@ class SapState:
             self.config = SapConfig()
             self.sessions.clear()
             self.counters.clear()
+            self.load.reset()
+
+
+class LoadMiddleware:
+    """Counts OData requests in flight (outside the fault middleware, so an injected latency is
+    in flight too) and holds each for the configured ``service_time_ms``."""
+
+    def __init__(self, app: ASGIApp, state: SapState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope["path"]).startswith(ROOT):
+            await self.app(scope, receive, send)
+            return
+        load = self.state.load
+        load.requests += 1
+        load.in_flight += 1
+        load.max_in_flight = max(load.max_in_flight, load.in_flight)
+        try:
+            if self.state.config.service_time_ms:
+                await asyncio.sleep(self.state.config.service_time_ms / 1000)
+            await self.app(scope, receive, send)
+        finally:
+            load.in_flight -= 1
 
 
 def _state(request: Request) -> SapState:
@@ -283,6 +330,7 @@ class ConfigUpdate(BaseModel):
     page_size: int | None = Field(default=None, ge=1, le=5000)
     csrf_ttl_s: int | None = Field(default=None, ge=0, le=86_400)
     fail_batch_changeset: int | None = Field(default=None, ge=0, le=1000)
+    service_time_ms: int | None = Field(default=None, ge=0, le=60_000)
 
 
 class CompanyCodeSeed(BaseModel):
@@ -494,7 +542,16 @@ def stats(request: Request) -> dict[str, Any]:
         "journal_entry_items": items[0] if items else 0,
         "counters": counters,
         "config": asdict(state.config),
+        "load": asdict(state.load),
     }
+
+
+@admin.delete("/load")
+def reset_load(request: Request) -> dict[str, Any]:
+    """Start a new maximum of requests in flight (the data and the configuration stay)."""
+    load = _state(request).load
+    load.reset()
+    return asdict(load)
 
 
 def _on_reset(app: FastAPI) -> None:
@@ -516,6 +573,7 @@ def create(dsn: str | None = None) -> FastAPI:
         on_reset=_on_reset,
     )
     app.state.sap = SapState()
+    app.add_middleware(LoadMiddleware, state=app.state.sap)
 
     @app.exception_handler(ODataError)
     async def odata_error(request: Request, exc: ODataError) -> JSONResponse:

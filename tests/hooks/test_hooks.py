@@ -68,3 +68,32 @@ def test_erp_hook_takes_the_account_limit_of_the_environment(
         ),
     )
     assert ErpHook("erp_envtest").max_concurrency() == 9
+
+
+def test_sap_hook_names_its_account_and_takes_its_limit_from_the_environment(
+    config_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SAP connection's account: the extra's ``account_id``, else ``sap:<host[:port]>[/<client>]``;
+    its limit: that account's entry in ``erp.concurrency`` (else the default), carried by the client
+    the budget governs (``posting.budget.shared_by_processes``)."""
+    from psa_erp_sync.hooks.sap import SapHook
+
+    path = config_copy / "environments" / "prod.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["erp"]["concurrency"] = {"default": 4, "accounts": {"sap:s4.example.com:8443/100": 3, "UK10": 7}}
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv(ENV_VAR, "prod")
+    base = {"conn_type": "http", "host": "https://s4.example.com:8443", "login": "PSA", "password": "p"}
+    for name, extra in (("derived", {"sap_client": "100"}), ("named", {"account_id": "UK10"}), ("plain", {})):
+        monkeypatch.setenv(f"AIRFLOW_CONN_SAP_{name.upper()}", json.dumps({**base, "extra": extra}))
+    derived, named, plain = SapHook("sap_derived"), SapHook("sap_named"), SapHook("sap_plain")
+    assert (derived.account_id(), derived.max_concurrency()) == ("sap:s4.example.com:8443/100", 3)
+    assert (named.account_id(), named.max_concurrency()) == ("UK10", 7)
+    assert (plain.account_id(), plain.max_concurrency()) == ("sap:s4.example.com:8443", 4)
+    with derived.get_client() as client:
+        assert (client.erp_name, client.account_id, client.concurrency_limit) == (
+            "sap",
+            "sap:s4.example.com:8443/100",
+            3,
+        )
+        assert client.request_slot is None  # governed only inside a posting pass

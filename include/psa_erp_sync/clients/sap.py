@@ -32,9 +32,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -255,6 +257,14 @@ def parse_batch(content_type: str, body: bytes) -> list[ChangesetResult | BatchA
 # --------------------------------------------------------------------------- client
 
 
+def account_name(base_url: str, sap_client: str = "") -> str:
+    """The SAP account a connection posts as, when its extra names no ``account_id``:
+    ``sap:<host[:port]>`` of the API URL, with ``/<client>`` when the SAP client (mandant) is given.
+    One name per SAP system and client: the key of its request budget (docs/multi-erp.md)."""
+    host = urlsplit(base_url).netloc or base_url.rstrip("/")
+    return f"sap:{host}/{sap_client}" if sap_client else f"sap:{host}"
+
+
 class S4HanaClient:
     """A client of one SAP S/4HANA system's OData V2 APIs, as a Communication Arrangement grants them.
 
@@ -266,7 +276,14 @@ class S4HanaClient:
     :param retry: backoff for retryable failures (exponential, full jitter, ``Retry-After``).
     :param transport: an httpx transport (tests).
     :param sleep: how to wait between attempts (tests pass a recorder).
+    :param account_id: the SAP account this client posts as (default :func:`account_name` of
+        ``base_url``): the key of the account's request budget shared by processes.
+    :param concurrency_limit: the account's limit of requests in flight (None: the configured one,
+        :func:`psa_erp_sync.posting.budget.account_limit`).
     """
+
+    #: The ERP of this client's account (the budget and the posting lock key accounts by ERP).
+    erp_name = "sap"
 
     def __init__(
         self,
@@ -279,6 +296,8 @@ class S4HanaClient:
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        account_id: str | None = None,
+        concurrency_limit: int | None = None,
     ) -> None:
         if token:
             auth: httpx.Auth | None = None
@@ -287,6 +306,11 @@ class S4HanaClient:
             auth, headers = httpx.BasicAuth(user, password), {}
         else:
             raise ValueError("SAP needs a communication user and password, or a bearer token")
+        self.account_id = account_id or account_name(base_url)
+        self.concurrency_limit = concurrency_limit
+        # Taken around each HTTP request when set: the account's budget shared across processes
+        # (psa_erp_sync.posting.budget.shared_by_processes). A plain client has none.
+        self.request_slot: Callable[[], AbstractContextManager[Any]] | None = None
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -349,9 +373,10 @@ class S4HanaClient:
             with self._lock:
                 self.requests_made += 1
             try:
-                response = self._http.request(
-                    method, path, content=content, params=params, headers=send_headers
-                )
+                with self.request_slot() if self.request_slot is not None else nullcontext():
+                    response = self._http.request(
+                        method, path, content=content, params=params, headers=send_headers
+                    )
             except _NOT_SENT as exc:
                 if self.retry.should_retry(attempt, None):
                     self._pause(attempt, None, None, type(exc).__name__, method, path)

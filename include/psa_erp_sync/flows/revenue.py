@@ -3,7 +3,9 @@
 Task graph (built by :func:`build`)::
 
     recognize_revenue  (one task: the previous period again, then the period)
-      >> post_journals (JournalPostingOperator: planned journals -> ERP journal entries, via the ledger)
+      >> post_journals (JournalPostingOperator: planned journals -> ERP journal entries, via the ledger,
+                        each to the ERP of its route)
+      >> reconcile_journals (each routed ERP read back against the ledger, control totals per ERP)
 
 The period is the month before the run's as-of date (the month that just ended), or the
 ``period`` param (``YYYY-MM``) for an on-demand run of an open period. The month before it is
@@ -32,7 +34,7 @@ def build() -> None:
     """Declare the tasks of the revenue recognition DAG (call inside a DAG context)."""
     from psa_erp_sync.contracts.kinds import KINDS
     from psa_erp_sync.hooks.erp import account_pool
-    from psa_erp_sync.lineage.refs import ods
+    from psa_erp_sync.lineage.refs import ods, routed_erp
     from psa_erp_sync.operators.revenue import JournalPostingOperator
     from psa_erp_sync.operators.step import DomainStepOperator
     from psa_erp_sync.revenue import steps
@@ -68,4 +70,12 @@ def build() -> None:
         ],
     )
     # In the ERP account's pool: its request limit is shared with every other posting path.
-    recognize >> JournalPostingOperator(task_id="post_journals", pool=account_pool())
+    post = JournalPostingOperator(task_id="post_journals", pool=account_pool())
+    # Each routed ERP's journals read back against the ledger, control totals per ERP.
+    reconcile = DomainStepOperator(
+        task_id="reconcile_journals",
+        call=steps.reconcile_journals_step,
+        inputs=[ods("ledger.posting"), routed_erp("journalentry")],
+        outputs=[ods("audit.control_total")],
+    )
+    recognize >> post >> reconcile

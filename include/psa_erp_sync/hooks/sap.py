@@ -12,7 +12,9 @@ class SapHook(HttpSystemHook):
 
     Connection: host = the system's API URL; login + password = the communication user of the
     Communication Arrangement (basic authentication), or no login and password = an OAuth 2.0
-    bearer token.
+    bearer token. Extra: the mapping (:meth:`sap_mapping`), and optionally ``account_id`` (the SAP
+    account's name; default ``sap:<host[:port]>[/<sap_client>]``, :meth:`account_id`), whose limit of
+    requests in flight is ``erp.concurrency`` of the environment, like a NetSuite account's.
     """
 
     conn_name_attr = "sap_conn_id"
@@ -28,9 +30,28 @@ class SapHook(HttpSystemHook):
 
         base_url, secret, _ = self.connection_parts()
         login = self.get_connection(self.conn_id).login or ""
+        account, limit = self.account_id(), self.max_concurrency()
         if login:
-            return S4HanaClient(base_url=base_url, user=login, password=secret, timeout=timeout)
-        return S4HanaClient(base_url=base_url, token=secret, timeout=timeout)
+            return S4HanaClient(
+                base_url=base_url,
+                user=login,
+                password=secret,
+                timeout=timeout,
+                account_id=account,
+                concurrency_limit=limit,
+            )
+        return S4HanaClient(
+            base_url=base_url, token=secret, timeout=timeout, account_id=account, concurrency_limit=limit
+        )
+
+    def account_id(self) -> str:
+        """The SAP account this connection posts as: the extra's ``account_id``, else
+        ``sap:<host[:port]>`` of the API URL (with ``/<sap_client>`` when the extra names the SAP
+        client). The key of the account's request budget and posting lock."""
+        from psa_erp_sync.clients.sap import account_name
+
+        base_url, _, extra = self.connection_parts()
+        return str(extra.get("account_id") or account_name(base_url, str(extra.get("sap_client") or "")))
 
     def sap_mapping(self) -> Any:
         """The :class:`~psa_erp_sync.posting.adapter.SapMapping` in the connection's extra:
@@ -56,8 +77,8 @@ class SapHook(HttpSystemHook):
         return adapter_for("sap", client, sap_mapping=self.sap_mapping())
 
     def max_concurrency(self) -> int:
-        """The system's limit of requests in flight in the current environment (as for an ERP account)."""
+        """The SAP account's limit of requests in flight in the current environment: the entry of
+        :meth:`account_id` in ``erp.concurrency.accounts``, else the environment's default."""
         from psa_erp_sync.posting.budget import account_limit
 
-        _, _, extra = self.connection_parts()
-        return account_limit(extra)
+        return account_limit({"account_id": self.account_id()})

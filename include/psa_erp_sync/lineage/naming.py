@@ -58,6 +58,8 @@ SAP_RECORD_PATHS = {
     "job": "/sap/opu/odata/sap/ZPSA_MASTERDATA_SRV/WBSElementCollection",
     "employee": "/sap/opu/odata/sap/ZPSA_MASTERDATA_SRV/WorkAgreementCollection",
     "accountingperiod": "/sap/opu/odata/sap/ZPSA_JOURNALENTRY_SRV/PostingPeriodCollection",
+    # revenue journals (revenue.sap.RevenueSapAdapter): journal entries too
+    "journalentry": "/sap/opu/odata/sap/ZPSA_JOURNALENTRY_SRV/JournalEntryCollection",
 }
 
 

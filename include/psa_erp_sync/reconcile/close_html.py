@@ -177,6 +177,17 @@ def write_files(report: cr.CloseReport, output_dir: Path) -> tuple[Path, Path]:
     return page, data
 
 
+def _sap_journals(conn: psycopg.Connection, adapter: Any | None) -> dict[str, tuple[str, int]] | None:
+    """The revenue journals SAP holds (external id -> currency, debits), or None without SAP."""
+    if adapter is None:
+        return None
+    from psa_erp_sync.reconcile import revenue_journals
+
+    _, keys = revenue_journals.ledger_side(conn, "sap")
+    companies = adapter.mapping.company_codes.values()
+    return revenue_journals.sap_side(adapter.client, companies, keys)
+
+
 def close_report_step(
     conn: psycopg.Connection,
     erp: SuiteQL,
@@ -188,12 +199,15 @@ def close_report_step(
     output_dir: str | None = None,
     legal_entities: Sequence[str] | None = None,
     leakage_days: int = 30,
+    erp_adapters: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The DAG step: per legal entity of ``config/legal_entities.yaml`` (or ``legal_entities``),
     the report of ``period`` (default: the month before the run's as-of) is computed, stored in
     ``close.report`` and written as HTML and JSON; then a mismatch fails the step naming the first
-    differing records. Returns the headlines."""
+    differing records. Returns the headlines. ``erp_adapters``: SAP's adapter, when the routing
+    sends anything there, reads back the revenue journals SAP holds."""
     month = period or cr.previous_period(as_of)
+    elsewhere = _sap_journals(conn, (erp_adapters or {}).get("sap"))
     entities: Mapping[str, Any] = config.legal_entities.legal_entities
     target = Path(output_dir or os.environ.get(OUTPUT_DIR_VAR) or DEFAULT_OUTPUT_DIR)
     reports = []
@@ -207,6 +221,7 @@ def close_report_step(
             run_id=run_id,
             as_of=as_of,
             leakage_days=leakage_days,
+            journals_elsewhere=elsewhere,
         )
         cr.store(conn, report)
         conn.commit()  # kept even when the check below fails the step

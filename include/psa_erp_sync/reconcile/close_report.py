@@ -509,10 +509,11 @@ def reconcile_invoices(conn: psycopg.Connection, *, legal_entity: str, period: s
 
 
 _JOURNALS = """
-    SELECT j.external_id, j.currency, j.state, j.debit_minor, p.state, p.currency, p.amount_minor
+    SELECT j.external_id, j.currency, j.state, j.debit_minor, p.state, p.currency, p.amount_minor,
+           coalesce(p.target_erp, 'netsuite')
     FROM revenue.journal j
     LEFT JOIN LATERAL (
-        SELECT state, currency, amount_minor FROM ledger.posting
+        SELECT state, currency, amount_minor, target_erp FROM ledger.posting
         WHERE record_type = 'journalentry' AND external_id = j.external_id ORDER BY seq DESC LIMIT 1
     ) p ON true
     WHERE j.legal_entity = %(le)s
@@ -528,17 +529,28 @@ _ERP_JOURNALS = """
 """
 
 
-def reconcile_journals(conn: psycopg.Connection, *, legal_entity: str, period: str) -> list[Reconciliation]:
+def reconcile_journals(
+    conn: psycopg.Connection, *, legal_entity: str, period: str, elsewhere: Side | None = None
+) -> list[Reconciliation]:
     """Revenue journals posted in the month (or parked for it): the planned debits vs the ledger's
     confirmed row vs the ERP's journal read back (sum of its debit lines). A parked journal, or one
-    whose ledger row is not confirmed yet, is not expected in the ledger's confirmed view or the ERP."""
+    whose ledger row is not confirmed yet, is not expected in the ledger's confirmed view or the ERP.
+
+    The ERP side of a journal routed to NetSuite is NetSuite's read-back in the ODS
+    (``billing.erp_journal``); of one routed to another ERP (SAP after a cutover, the ledger row's
+    ``target_erp``), that ERP's read-back ``elsewhere`` (external id -> currency, debits;
+    :func:`psa_erp_sync.reconcile.revenue_journals.sap_side`). Without it such a journal is missing
+    from the ERP side: the report cannot say SAP holds it."""
     start, end = month_bounds(period)
     args: dict[str, Any] = {"le": legal_entity, "start": start, "end": end}
     planned: Side = {}
     ledger_side: Side = {}
     in_flight: set[str] = set()
-    for ext, cur, state, debit, pstate, pcur, pamount in conn.execute(_JOURNALS, args):
+    routed_away: set[str] = set()
+    for ext, cur, state, debit, pstate, pcur, pamount, target in conn.execute(_JOURNALS, args):
         planned[str(ext)] = (str(cur).strip(), int(debit))
+        if target != "netsuite":
+            routed_away.add(str(ext))
         if pstate in ("confirmed", "resolved"):
             ledger_side[str(ext)] = (str(pcur).strip(), int(pamount))
         elif state == "parked" or pstate is None or STATE_GROUP.get(str(pstate)) != "confirmed":
@@ -547,6 +559,7 @@ def reconcile_journals(conn: psycopg.Connection, *, legal_entity: str, period: s
         str(ext): (str(cur).strip(), int(debit))
         for ext, cur, debit in conn.execute(_ERP_JOURNALS, args | {"refs": list(planned)})
     }
+    erp.update({ext: (elsewhere or {})[ext] for ext in routed_away if ext in (elsewhere or {})})
     return compare(
         "journals",
         {"journal": planned, "ledger": ledger_side, "erp": erp},
@@ -567,8 +580,10 @@ def compute(
     run_id: str,
     as_of: datetime,
     leakage_days: int = 30,
+    journals_elsewhere: Side | None = None,
 ) -> CloseReport:
-    """The close report of one legal entity and month (``YYYY-MM``)."""
+    """The close report of one legal entity and month (``YYYY-MM``); ``journals_elsewhere``: the
+    revenue journals other ERPs than NetSuite hold (:func:`reconcile_journals`)."""
     reconciliation: list[Reconciliation] = []
     for record_type in SOURCE:
         reconciliation += reconcile_work(
@@ -581,7 +596,9 @@ def compute(
         )
     reconciliation += reconcile_invoices(conn, legal_entity=legal_entity, period=period)
     reconciliation += reconcile_invoices_functional(conn, legal_entity=legal_entity, period=period)
-    reconciliation += reconcile_journals(conn, legal_entity=legal_entity, period=period)
+    reconciliation += reconcile_journals(
+        conn, legal_entity=legal_entity, period=period, elsewhere=journals_elsewhere
+    )
     return CloseReport(
         legal_entity=legal_entity,
         period=period,

@@ -11,6 +11,7 @@ with the ETC ``forecast.model.prepare`` computes) and the contracts are built th
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -102,6 +103,27 @@ def _contracts(
     )
 
 
+@dataclass(frozen=True)
+class RoutedBooks:
+    """The periods a journal is placed by: those of the ERP its legal entity routes to on the last
+    day of the recognition period (``config/erp_routing.yaml``), when given in ``by_erp``; else
+    ``default`` (NetSuite's, as ``master_data_sync`` stored them)."""
+
+    default: PeriodBook
+    by_erp: Mapping[str, PeriodBook]
+
+    def of(self, legal_entity: str, period: int) -> PeriodBook:
+        if not self.by_erp:
+            return self.default
+        from psa_erp_sync.routing.route import RouteNotFound, router
+
+        try:
+            erp = router().route(legal_entity, month_end(period)).erp
+        except RouteNotFound:
+            return self.default  # posting parks it NO_ERP_ROUTE until a route covers it
+        return self.by_erp.get(erp, self.default)
+
+
 def compute_and_store_period(
     conn: psycopg.Connection,
     *,
@@ -110,19 +132,22 @@ def compute_and_store_period(
     settings: ForecastSettings,
     config: Config,
     periods: PeriodBook | None = None,
+    periods_by_erp: Mapping[str, PeriodBook] | None = None,
 ) -> PeriodOutcome:
     """Recognize ``period`` (a month index) for every project, store the recognitions and plan the
     delta journals against what is already planned for the period, in one transaction.
 
-    ``periods`` defaults to the ERP's accounting periods in the ODS (``master.erp_record``). A
-    delta for a closed period goes per the legal entity's closed-period policy; an entity with no
-    known period parks it (``PERIOD_UNKNOWN``)."""
+    ``periods`` defaults to the ERP's accounting periods in the ODS (``master.erp_record``);
+    ``periods_by_erp`` (ERP name -> its periods, e.g. SAP's read through its adapter) places the
+    journals of an entity routed to that ERP by its periods (:class:`RoutedBooks`). A delta for a
+    closed period goes per the legal entity's closed-period policy; an entity with no known period
+    parks it (``PERIOD_UNKNOWN``)."""
     accounts = config.legal_entities.revenue_accounts.by_role()
     entities = config.legal_entities.legal_entities
     outcome = PeriodOutcome(period=f"{month_start(period):%Y-%m}")
     with conn.transaction():
         store.lock_period(conn, period)
-        book = periods if periods is not None else source.accounting_periods(conn)
+        books = RoutedBooks(periods or source.accounting_periods(conn), periods_by_erp or {})
         contracts = _contracts(conn, period, settings)
         recognized = frames.recognize_all(contracts, period, window_from=period - 1)
         planned = store.planned_for_period(conn, period)
@@ -147,6 +172,7 @@ def compute_and_store_period(
                 outcome.unchanged += 1
                 continue
             entity = entities.get(cur.legal_entity)
+            book = books.of(cur.legal_entity, period)
             placement = journals.place(delta, book, entity.closed_period_policy if entity else "park")
             key = store.insert_journal(
                 conn,
