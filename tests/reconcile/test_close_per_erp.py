@@ -145,6 +145,13 @@ def test_the_month_after_the_cutover_reconciles_against_sap(
     page = (tmp_path / "out" / f"close_{UK}_2027-01.html").read_text()
     assert "sap: 3 records, 1068.80" in page and "functional check skipped for sap" in page
 
+    with _adapters(erp_sim) as (ns, _), psycopg.connect(clean_ods) as conn:  # SAP not given: said so
+        [blind, _functional] = cr.reconcile_work(
+            conn, ns, "timebill", legal_entity=UK, period="2027-01", functional_currency="GBP"
+        )
+    assert (blind.sides["erp"], blind.erp_records) == (0, {"sap": 3})
+    assert blind.notes == ["3 records belong to sap, which was not read (no adapter)"]
+
     # Someone changes entry 3's hours in SAP; SAP holds an expense of ours the ODS never had.
     record = _sap_record_of(sap_sim, 3)
     sap_sim.admin("PUT", f"/timesheets/{record}/hours", json={"hours": "3.26"})

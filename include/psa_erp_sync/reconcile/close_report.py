@@ -531,6 +531,13 @@ def reconcile_work(
     area, prefix = AREA_OF[record_type], EXTERNAL_ID_PREFIX[record_type]
     sides = {"psa": ods.psa, "ledger": ods.ledger, "erp": erp.held}
     transaction = _per_erp(compare(area, sides, prefix=prefix), sides, erp.holder)
+    unread = sorted(set(ods.erp_of.values()) - set(reads))
+    if unread:  # e.g. SAP-routed records and no SAP adapter: their ERP side is empty, and why
+        counts = {name: sum(1 for e in ods.erp_of.values() if e == name) for name in unread}
+        said = [
+            f"{n} records belong to {name}, which was not read (no adapter)" for name, n in counts.items()
+        ]
+        transaction = [r.model_copy(update={"notes": said}) for r in transaction]
     functional_sides = {
         "psa": {k: v for k, v in ods.functional.items() if k not in skip},
         "erp": {k: v for k, v in erp.functional.items() if k not in skip},
