@@ -457,6 +457,28 @@ def reject(request: Request, record: str) -> dict[str, Any]:
     return _set_status(request, record, "40")
 
 
+class RecordedHours(BaseModel):
+    """New hours of a stored record, as someone editing it in SAP directly (not through our API)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hours: str = Field(pattern=r"^\d{1,6}(\.\d{1,2})?$")
+
+
+@admin.put("/timesheets/{record}/hours")
+def set_hours(request: Request, record: str, body: RecordedHours) -> dict[str, Any]:
+    """Change a record's recorded hours in place (any status): a change made in SAP behind the
+    integration's back, for the read-back and close-report tests. 404: no such record."""
+    with db_of(request).tx() as conn, conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "UPDATE timesheet_record SET hours = %s, changed_at = clock_timestamp() WHERE record = %s RETURNING *",
+            (Decimal(body.hours), record),
+        ).fetchone()
+        if row is None:
+            raise ODataError(404, "SIM/ADMIN", "no such record")
+    return service.timesheet_entity(row)
+
+
 @admin.get("/timesheets")
 def dump_timesheets(request: Request) -> dict[str, Any]:
     """Every stored record (any status) in record order: the remote side as tests check it."""

@@ -118,6 +118,15 @@ def _currency_section(c: cr.CurrencyFigures) -> str:
     return f"<h2>{html.escape(c.currency)}</h2>{chart}{summary}{table}"
 
 
+def _per_erp_cell(r: cr.Reconciliation) -> str:
+    """Time and expenses: the records compared with each ERP and its sum; what was skipped."""
+    compared = [
+        f"{erp}: {n} records, {money.format_minor(r.erp_sums.get(erp, 0), r.currency)}"
+        for erp, n in r.erp_records.items()
+    ]
+    return "; ".join(compared + r.notes)
+
+
 def _reconciliation_section(report: cr.CloseReport) -> str:
     rows = [
         (
@@ -125,13 +134,14 @@ def _reconciliation_section(report: cr.CloseReport) -> str:
             r.currency,
             ", ".join(f"{side} {money.format_minor(total, r.currency)}" for side, total in r.sides.items()),
             r.records,
+            _per_erp_cell(r),
             "matched" if r.matched else f"{r.differing} differing",
             "; ".join(r.first_differences),
         )
         for r in report.reconciliation
     ]
     return "<h2>Reconciliation to the cent</h2>" + _table(
-        ("area", "currency", "sums per side", "records", "status", "first differing records"), rows
+        ("area", "currency", "sums per side", "records", "per ERP", "status", "first differing records"), rows
     )
 
 
@@ -188,6 +198,22 @@ def _sap_journals(conn: psycopg.Connection, adapter: Any | None) -> dict[str, tu
     return revenue_journals.sap_side(adapter.client, companies, keys)
 
 
+def _route_of() -> Any:
+    """``route_of(legal entity, date)``: the ERP ``config/erp_routing.yaml`` routes it to (None:
+    no route)."""
+    from psa_erp_sync.routing.route import RouteNotFound, router
+
+    routing = router()
+
+    def route_of(legal_entity: str, day: Any) -> str | None:
+        try:
+            return routing.route(legal_entity, day).erp
+        except RouteNotFound:
+            return None
+
+    return route_of
+
+
 def close_report_step(
     conn: psycopg.Connection,
     erp: SuiteQL,
@@ -205,9 +231,11 @@ def close_report_step(
     the report of ``period`` (default: the month before the run's as-of) is computed, stored in
     ``close.report`` and written as HTML and JSON; then a mismatch fails the step naming the first
     differing records. Returns the headlines. ``erp_adapters``: SAP's adapter, when the routing
-    sends anything there, reads back the revenue journals SAP holds."""
+    sends anything there, reads back the revenue journals, time and expenses SAP holds; each record
+    is compared with the ERP its ledger rows target, else the route of its entity and date."""
     month = period or cr.previous_period(as_of)
     elsewhere = _sap_journals(conn, (erp_adapters or {}).get("sap"))
+    route_of = _route_of() if erp_adapters else None
     entities: Mapping[str, Any] = config.legal_entities.legal_entities
     target = Path(output_dir or os.environ.get(OUTPUT_DIR_VAR) or DEFAULT_OUTPUT_DIR)
     reports = []
@@ -222,6 +250,8 @@ def close_report_step(
             as_of=as_of,
             leakage_days=leakage_days,
             journals_elsewhere=elsewhere,
+            erp_adapters=erp_adapters,
+            route_of=route_of,
         )
         cr.store(conn, report)
         conn.commit()  # kept even when the check below fails the step

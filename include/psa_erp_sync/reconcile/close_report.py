@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -102,6 +103,10 @@ class Reconciliation(_Model):
     records: int
     differing: int
     first_differences: list[str]
+    # Per ERP (netsuite, sap): the records compared with it, and its side's sum (the ERP side).
+    erp_records: dict[str, int] = {}
+    erp_sums: dict[str, int] = {}
+    notes: list[str] = []  # what was not compared, and why
 
     @property
     def matched(self) -> bool:
@@ -305,87 +310,196 @@ _WORK = """
     WITH scope AS (
         SELECT source_system, source_id, approved AND NOT is_deleted AS live, currency, amount_minor,
                coalesce(functional_currency, currency) AS fcur,
-               coalesce(functional_amount_minor, amount_minor) AS famount
+               coalesce(functional_amount_minor, amount_minor) AS famount, spent_date
         FROM {source} WHERE legal_entity = %(le)s AND spent_date >= %(start)s AND spent_date < %(end)s
     ), latest AS (
         SELECT DISTINCT ON (source_system, source_id) source_system, source_id, state FROM ledger.posting
         WHERE record_type = %(rt)s AND NOT shadow ORDER BY source_system, source_id, seq DESC
+    ), placed AS (
+        SELECT DISTINCT ON (source_system, source_id) source_system, source_id, target_erp
+        FROM ledger.posting WHERE record_type = %(rt)s AND NOT shadow AND action IN ('post', 'adjust')
+        ORDER BY source_system, source_id, seq DESC
     ), held AS ({held})
     SELECT s.source_id, s.live, l.state, s.currency, s.amount_minor, s.fcur, s.famount,
-           coalesce(h.present, false), h.currency, h.amount_minor
+           coalesce(h.present, false), h.currency, h.amount_minor, p.target_erp, s.spent_date
     FROM scope s LEFT JOIN latest l USING (source_system, source_id)
+    LEFT JOIN placed p USING (source_system, source_id)
     LEFT JOIN held h USING (source_system, source_id)
 """
 
 
+@dataclass
+class _Ods:
+    """The ODS side of one record type, entity and month (see :func:`_ods_work`)."""
+
+    psa: Side = field(default_factory=dict)
+    functional: Side = field(default_factory=dict)
+    ledger: Side = field(default_factory=dict)
+    scope: set[str] = field(default_factory=set)
+    held_only: set[str] = field(default_factory=set)
+    erp_of: dict[str, str] = field(default_factory=dict)  # key -> the ERP that should hold it
+
+
 def _ods_work(
-    conn: psycopg.Connection, record_type: str, legal_entity: str, period: str
-) -> tuple[Side, Side, Side, set[str], set[str]]:
+    conn: psycopg.Connection,
+    record_type: str,
+    legal_entity: str,
+    period: str,
+    route_of: erp_readback.RouteOf | None = None,
+) -> _Ods:
     """PSA side (what the ERP should hold), functional PSA side, ledger side, the keys in scope,
-    and the keys left out of the both-currency check. What the ERP should hold: the approved, not
-    deleted version when its latest posting is confirmed; for a parked, rejected or in-flight
-    record, the ledger's last confirmed amount (as :func:`.erp_readback.expected`)."""
+    the keys left out of the both-currency check, and the ERP each key belongs to. What the ERP
+    should hold: the approved, not deleted version when its latest posting is confirmed; for a
+    parked, rejected or in-flight record, the ledger's last confirmed amount (as
+    :func:`.erp_readback.expected`). The ERP: the one its latest post or adjust (own lane, never a
+    shadow) targets; never posted, ``route_of(entity, date)`` (None: NetSuite)."""
     start, end = month_bounds(period)
     sql = _WORK.format(source=SOURCE[record_type], held=erp_readback._net(record_type))
-    psa: Side = {}
-    functional: Side = {}
-    ledger_side: Side = {}
-    scope: set[str] = set()
-    held_only: set[str] = set()
+    out = _Ods()
     args = {"le": legal_entity, "start": start, "end": end, "rt": record_type}
-    for sid, live, state, cur, amount, fcur, famount, present, hcur, hamount in conn.execute(sql, args):
+    for row in conn.execute(sql, args):
+        sid, live, state, cur, amount, fcur, famount, present, hcur, hamount, target, day = row
         key = str(sid)
-        scope.add(key)
+        out.scope.add(key)
+        out.erp_of[key] = str(target or (route_of(legal_entity, day) if route_of else None) or "netsuite")
         if present:
-            ledger_side[key] = (str(hcur).strip(), int(hamount))
+            out.ledger[key] = (str(hcur).strip(), int(hamount))
         if state in ("confirmed", "resolved"):
             if live:  # else (unapproved or deleted, nothing reversed): the ERP should hold nothing
-                psa[key] = (str(cur).strip(), int(amount))
-                functional[key] = (str(fcur).strip(), int(famount))
+                out.psa[key] = (str(cur).strip(), int(amount))
+                out.functional[key] = (str(fcur).strip(), int(famount))
         elif present:
-            psa[key] = ledger_side[key]
-            held_only.add(key)
-    return psa, functional, ledger_side, scope, held_only
+            out.psa[key] = out.ledger[key]
+            out.held_only.add(key)
+    return out
+
+
+@dataclass(frozen=True)
+class _ErpRead:
+    """What one ERP holds of a record type: per key its amount (with correcting journals), its
+    functional amount at the ERP's own rate (None: the ERP's read-back carries none) and the
+    legal entity and month it is booked to."""
+
+    held: Side
+    functional: Side | None
+    placed: dict[str, tuple[str, str]]
+
+
+#: Why the close report skips the functional check of SAP's records.
+SAP_FUNCTIONAL_SKIPPED = (
+    "functional check skipped for sap ({n} records): SAP's read-back carries no functional amount"
+    " (journal items: AmountInTransactionCurrency only; timesheets: hours only); reconcile_erp checks"
+    " SAP's transaction amounts at the rates the ledger sent (docs/multi-erp.md)"
+)
+
+
+def _read_netsuite(client: erp_readback.SuiteQL, record_type: str, functional_currency: str) -> _ErpRead:
+    """NetSuite's records of our namespace by SuiteQL: amounts with correcting journals, and the
+    functional amount at the record's own ``exchangeRate`` (records without corrections)."""
+    prefix = EXTERNAL_ID_PREFIX[record_type]
+    _, net = erp_readback.actual(client, record_type, prefix)
+    lines = both_currencies.actual(client, record_type, prefix)
+    return _ErpRead(
+        held={k: (cur, amount) for k, (_, amount, cur) in net.items()},
+        functional={
+            k: (
+                functional_currency,
+                money.convert_minor(
+                    line.amount_minor, line.currency, line.exchange_rate, functional_currency
+                ),
+            )
+            for k, line in lines.items()
+        },
+        placed={k: (str(line.subsidiary), line.period) for k, line in lines.items()},
+    )
+
+
+def _read_sap(conn: psycopg.Connection, adapter: Any, record_type: str) -> _ErpRead:
+    """SAP's records per source id (:func:`.sap_readback.actual`, correcting journals included),
+    in the transaction currency; no functional amounts (:data:`SAP_FUNCTIONAL_SKIPPED`)."""
+    from psa_erp_sync.reconcile import sap_readback
+
+    _, rows = sap_readback.actual(conn, adapter.client, adapter.mapping, record_type)
+    return _ErpRead(
+        held={k: (cur, amount) for k, (_, amount, cur) in rows.items()},
+        functional=None,
+        placed=sap_readback.placed(adapter.client, adapter.mapping, record_type),
+    )
+
+
+@dataclass
+class _ErpSide:
+    """The ERP side of one record type, entity and month over every ERP read."""
+
+    held: Side = field(default_factory=dict)
+    functional: Side = field(default_factory=dict)
+    holder: dict[str, str] = field(default_factory=dict)  # key -> the ERP compared with
+    skipped_functional: dict[str, set[str]] = field(default_factory=dict)  # ERP -> keys
 
 
 def _erp_work(
     conn: psycopg.Connection,
-    client: erp_readback.SuiteQL,
+    reads: Mapping[str, _ErpRead],
     record_type: str,
     *,
     legal_entity: str,
     period: str,
-    scope: set[str],
-    functional_currency: str,
-) -> tuple[Side, Side]:
-    """The ERP's records of the scope (each with its correcting journals) and the ERP records of
-    our namespace booked to this entity and month that the ODS does not know elsewhere; and their
-    functional amounts at the ERP's own rate (records without corrections)."""
-    prefix = EXTERNAL_ID_PREFIX[record_type]
-    _, net = erp_readback.actual(client, record_type, prefix)
-    lines = both_currencies.actual(client, record_type, prefix)
-    strays = [
+    ods: _Ods,
+) -> _ErpSide:
+    """Each record of the scope as the ERP it belongs to holds it; the records of our namespace an
+    ERP books to this entity and month that the ODS does not know (strays), and a record of the
+    scope held by an ERP it does not belong to (key ``<id> in <erp>``), from every ERP read."""
+    out = _ErpSide()
+    candidates = [
         k
-        for k, line in lines.items()
-        if k not in scope and line.subsidiary == legal_entity and line.period == period
+        for read in reads.values()
+        for k, at in read.placed.items()
+        if k not in ods.scope and at == (legal_entity, period)
     ]
     known = {
         str(r[0])
         for r in conn.execute(
-            f"SELECT source_id FROM {SOURCE[record_type]} WHERE source_id = ANY(%s)", (strays,)
+            f"SELECT source_id FROM {SOURCE[record_type]} WHERE source_id = ANY(%s)", (candidates,)
         )
     }
-    wanted = scope | (set(strays) - known)
-    erp: Side = {k: (cur, amount) for k, (_, amount, cur) in net.items() if k in wanted}
-    functional: Side = {
-        k: (
-            functional_currency,
-            money.convert_minor(line.amount_minor, line.currency, line.exchange_rate, functional_currency),
+    for erp, read in reads.items():
+        for key, amount in read.held.items():
+            name = f"{key} in {erp}" if key in ods.scope and ods.erp_of[key] != erp else key
+            stray = key not in known and read.placed.get(key) == (legal_entity, period)
+            if not (key in ods.scope or stray):
+                continue
+            out.held[name], out.holder[name] = amount, erp
+            if read.functional is None:
+                out.skipped_functional.setdefault(erp, set()).add(name)
+            elif key in read.functional:
+                out.functional[name] = read.functional[key]
+    for key, erp in ods.erp_of.items():  # a record its ERP lacks: compared with that ERP all the same
+        out.holder.setdefault(key, erp)
+        if erp in reads and reads[erp].functional is None:
+            out.skipped_functional.setdefault(erp, set()).add(key)
+    return out
+
+
+def _per_erp(
+    rows: list[Reconciliation], sides: Mapping[str, Side], holder: Mapping[str, str]
+) -> list[Reconciliation]:
+    """Each reconciliation with the records and ERP-side sum per ERP compared (in its currency)."""
+    out = []
+    for r in rows:
+        keys = {k for side in sides.values() for k, v in side.items() if v[0] == r.currency}
+        records: dict[str, int] = {}
+        sums: dict[str, int] = {}
+        for key in keys:
+            erp = holder.get(key, "netsuite")
+            records[erp] = records.get(erp, 0) + 1
+            if key in sides["erp"]:
+                sums[erp] = sums.get(erp, 0) + sides["erp"][key][1]
+        out.append(
+            r.model_copy(
+                update={"erp_records": dict(sorted(records.items())), "erp_sums": dict(sorted(sums.items()))}
+            )
         )
-        for k, line in lines.items()
-        if k in wanted
-    }
-    return erp, functional
+    return out
 
 
 def reconcile_work(
@@ -396,30 +510,58 @@ def reconcile_work(
     legal_entity: str,
     period: str,
     functional_currency: str,
+    erp_adapters: Mapping[str, Any] | None = None,
+    route_of: erp_readback.RouteOf | None = None,
 ) -> list[Reconciliation]:
     """Time (``timebill``) or expenses (``expensereport``) of one entity and month: PSA per the ODS
-    vs ledger vs ERP in the transaction currency, then PSA vs ERP in the functional currency."""
-    psa, psa_functional, ledger_side, scope, held_only = _ods_work(conn, record_type, legal_entity, period)
-    erp, erp_functional = _erp_work(
-        conn,
-        client,
-        record_type,
-        legal_entity=legal_entity,
-        period=period,
-        scope=scope,
-        functional_currency=functional_currency,
-    )
-    skip = held_only | both_currencies.skipped(conn, record_type)
+    vs ledger vs ERP in the transaction currency, then PSA vs ERP in the functional currency.
+
+    Each record is compared with the ERP it belongs to (:func:`_ods_work`): NetSuite through
+    ``client``; SAP (``erp_adapters["sap"]``, when given) by its read-back
+    (:func:`.sap_readback.actual`). Strays are looked for in every ERP read. SAP holds no
+    functional amount: its records are left out of the functional check, which says so."""
+    ods = _ods_work(conn, record_type, legal_entity, period, route_of)
+    reads = {"netsuite": _read_netsuite(client, record_type, functional_currency)}
+    sap = (erp_adapters or {}).get("sap")
+    if sap is not None:
+        reads["sap"] = _read_sap(conn, sap, record_type)
+    erp = _erp_work(conn, reads, record_type, legal_entity=legal_entity, period=period, ods=ods)
+    skipped_elsewhere = set().union(*erp.skipped_functional.values())
+    skip = ods.held_only | both_currencies.skipped(conn, record_type) | skipped_elsewhere
     area, prefix = AREA_OF[record_type], EXTERNAL_ID_PREFIX[record_type]
-    transaction = compare(area, {"psa": psa, "ledger": ledger_side, "erp": erp}, prefix=prefix)
-    functional = compare(
-        f"{area}_functional",
-        {
-            "psa": {k: v for k, v in psa_functional.items() if k not in skip},
-            "erp": {k: v for k, v in erp_functional.items() if k not in skip},
-        },
-        prefix=prefix,
+    sides = {"psa": ods.psa, "ledger": ods.ledger, "erp": erp.held}
+    transaction = _per_erp(compare(area, sides, prefix=prefix), sides, erp.holder)
+    unread = sorted(set(ods.erp_of.values()) - set(reads))
+    if unread:  # e.g. SAP-routed records and no SAP adapter: their ERP side is empty, and why
+        counts = {name: sum(1 for e in ods.erp_of.values() if e == name) for name in unread}
+        said = [
+            f"{n} records belong to {name}, which was not read (no adapter)" for name, n in counts.items()
+        ]
+        transaction = [r.model_copy(update={"notes": said}) for r in transaction]
+    functional_sides = {
+        "psa": {k: v for k, v in ods.functional.items() if k not in skip},
+        "erp": {k: v for k, v in erp.functional.items() if k not in skip},
+    }
+    functional = _per_erp(
+        compare(f"{area}_functional", functional_sides, prefix=prefix), functional_sides, erp.holder
     )
+    notes = [
+        SAP_FUNCTIONAL_SKIPPED.format(n=len(keys))
+        for name, keys in erp.skipped_functional.items()
+        if name == "sap"
+    ]
+    if notes:
+        functional = [r.model_copy(update={"notes": notes}) for r in functional] or [
+            Reconciliation(
+                area=f"{area}_functional",
+                currency=functional_currency,
+                sides={"psa": 0, "erp": 0},
+                records=0,
+                differing=0,
+                first_differences=[],
+                notes=notes,
+            )
+        ]
     return transaction + functional
 
 
@@ -581,9 +723,12 @@ def compute(
     as_of: datetime,
     leakage_days: int = 30,
     journals_elsewhere: Side | None = None,
+    erp_adapters: Mapping[str, Any] | None = None,
+    route_of: erp_readback.RouteOf | None = None,
 ) -> CloseReport:
     """The close report of one legal entity and month (``YYYY-MM``); ``journals_elsewhere``: the
-    revenue journals other ERPs than NetSuite hold (:func:`reconcile_journals`)."""
+    revenue journals other ERPs than NetSuite hold (:func:`reconcile_journals`); ``erp_adapters``
+    and ``route_of``: time and expenses per ERP (:func:`reconcile_work`)."""
     reconciliation: list[Reconciliation] = []
     for record_type in SOURCE:
         reconciliation += reconcile_work(
@@ -593,6 +738,8 @@ def compute(
             legal_entity=legal_entity,
             period=period,
             functional_currency=functional_currency,
+            erp_adapters=erp_adapters,
+            route_of=route_of,
         )
     reconciliation += reconcile_invoices(conn, legal_entity=legal_entity, period=period)
     reconciliation += reconcile_invoices_functional(conn, legal_entity=legal_entity, period=period)
@@ -640,7 +787,26 @@ def headline(report: CloseReport) -> dict[str, Any]:
         },
         "postings": dict(sorted(states.items())),
         "mismatched_areas": sorted({f"{r.area} {r.currency}" for r in report.mismatches()}),
+        **_compared_per_erp(report),
         "open_exceptions": sum(report.open_exceptions.values()),
+    }
+
+
+def _compared_per_erp(report: CloseReport) -> dict[str, Any]:
+    """Time and expenses: the records compared per ERP (area -> ERP -> records, over currencies),
+    and what was not compared, when an ERP other than NetSuite is involved."""
+    compared: dict[str, dict[str, int]] = {}
+    notes: list[str] = []
+    for r in report.reconciliation:
+        for erp, n in r.erp_records.items():
+            per = compared.setdefault(r.area, {})
+            per[erp] = per.get(erp, 0) + n
+        notes += [f"{r.area}: {note}" for note in r.notes if f"{r.area}: {note}" not in notes]
+    if not notes and all(set(per) <= {"netsuite"} for per in compared.values()):
+        return {}
+    return {
+        "compared_per_erp": {a: dict(sorted(p.items())) for a, p in sorted(compared.items())},
+        "notes": notes,
     }
 
 

@@ -223,3 +223,26 @@ class _JournalsOnce:
         if company not in self.read:
             self.read[company] = self.client.journal_entries(company)
         return self.read[company]
+
+
+def placed(client: Any, mapping: Any, record_type: str) -> dict[str, tuple[str, str]]:
+    """Per source id SAP holds a record of (a live timesheet record, or an expense journal entry;
+    shadows excluded), the legal entity (of its company code, per ``mapping``) and month
+    (``YYYY-MM``: the record's date, the document's posting date) it is booked to. The close report
+    finds SAP's strays with it (records of our namespace for an entity and month the ODS lacks)."""
+    entity_of = {code: entity for entity, code in sorted(mapping.company_codes.items())}
+    found: dict[str, tuple[str, str]] = {}
+    for company in sorted(set(mapping.company_codes.values())):
+        if record_type == "timebill":
+            for entry in client.company_timesheets(company):
+                match = _SOURCE.match(entry.TimeSheetDataFields.TimeSheetNoteText)
+                if entry.is_live and match is not None and not ledger.is_shadow(match.group("source")):
+                    found[match.group("source")] = (entity_of[company], entry.TimeSheetDate.strftime("%Y-%m"))
+            continue
+        for doc in client.journal_entries(company):
+            match = _HEADER.match(doc.DocumentHeaderText)
+            if match is not None and not ledger.is_shadow(match.group("source")):
+                found.setdefault(
+                    match.group("source"), (entity_of[company], doc.PostingDate.strftime("%Y-%m"))
+                )
+    return found
