@@ -254,7 +254,9 @@ class Consumer:
             self.stats.failures += 1
             if self.stats.failures >= self.settings.max_failures:
                 raise
-            pause = min(30.0, 2.0**self.stats.failures)
+            # Short: the usual cause is transient (the ODS refusing connections for a moment, an
+            # ERP hiccup) and every second here is latency; the fifth failure fails the task.
+            pause = min(5.0, 0.25 * 2.0**self.stats.failures)
             log.exception("consumer %s: burst failed; retrying its claims in %.0f s", self.claimer, pause)
             self.stop.wait(pause)
             return 0
