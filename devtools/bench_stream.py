@@ -764,12 +764,17 @@ def _wait_drained_consumer(
     while time.monotonic() < deadline:
         if consumer.poll() is not None:
             raise RuntimeError("the consumer exited; see .local/logs/bench-stream-consumer.log")
-        with psycopg.connect(stack.dsn) as conn:
-            row = conn.execute(
-                "SELECT count(*) FILTER (WHERE status <> 'processed'), count(*) FROM inbox.event"
-                " WHERE event_type = 'time_entry.approved' AND source_id = ANY(%s)",
-                ([str(i) for i in ids],),
-            ).fetchone()
+        try:
+            with psycopg.connect(stack.dsn) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FILTER (WHERE status <> 'processed'), count(*) FROM inbox.event"
+                    " WHERE event_type = 'time_entry.approved' AND source_id = ANY(%s)",
+                    ([str(i) for i in ids],),
+                ).fetchone()
+        except psycopg.OperationalError as exc:  # a shared server out of connections: look again
+            log.warning("polling the inbox failed (%s); trying again", exc)
+            time.sleep(1.0)
+            continue
         assert row is not None
         if row[1] >= len(ids) and row[0] == 0:
             return
