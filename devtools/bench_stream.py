@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, date, datetime
@@ -508,6 +509,364 @@ def run(
     return result
 
 
+# --------------------------------------------------------------------------- the consumer path
+
+INGRESS_PORT = 18110  # plus --port-offset (the simulators are 18101-18107 plus it)
+WITH_BATCH_P95_S = 3.0  # issue 16, deliverable 6: p95 with a batch posting pass running at once
+ERP_ACCOUNT = "TSTDRV100001"  # the account of the stack's ERP connection and of the posting CLI
+
+
+class Ingress:
+    """The webhook ingress app (as the API server mounts it) under uvicorn in a thread."""
+
+    def __init__(self, dsn: str, port: int) -> None:
+        import uvicorn
+        from starlette.applications import Starlette
+        from starlette.routing import Mount
+
+        from psa_erp_sync.api import ingress
+
+        app = ingress.create_app(dsn=dsn, secrets=lambda _source: ingress.Secrets(WEBHOOK_SECRET.encode()))
+        mounted = Starlette(routes=[Mount("/ingress", app=app)])  # where the API server mounts it
+        self.port = port
+        self.server = uvicorn.Server(
+            uvicorn.Config(mounted, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        )
+        self.thread = threading.Thread(target=self.server.run, name="ingress", daemon=True)
+
+    def __enter__(self) -> Ingress:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the ingress did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def _tool_env() -> dict[str, str]:
+    """The environment of the consumer and batch-pass processes (the dev environment's config)."""
+    return {**os.environ, "PSA_ERP_SYNC_ENV": os.environ.get("PSA_ERP_SYNC_ENV") or "dev"}
+
+
+def _start_consumer(stack: Stack, bursts: Path) -> subprocess.Popen[bytes]:
+    """``python -m psa_erp_sync.stream.consumer``: its own process, as on a worker."""
+    out = (stack.logs / "bench-stream-consumer.log").open("ab")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "psa_erp_sync.stream.consumer",
+            *("--dsn", stack.dsn, "--psa-url", stack.url("psa"), "--psa-account", "100001"),
+            *("--erp-url", stack.url("erp"), "--erp-account", ERP_ACCOUNT),
+            *("--name", "bench", "--lifetime", "7200", "--bursts-to", str(bursts)),
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=_tool_env(),
+        start_new_session=True,
+    )
+
+
+def _stage_month(stack: Stack) -> dict[str, Any]:
+    """Extract and validate the month's time entries, as the batch DAG does before its posting
+    step: canonical then holds the month, unposted, for the batch pass of ``--with-batch``."""
+    from datetime import timedelta
+
+    from psa_erp_sync.clients.psa import HarvestClient
+    from psa_erp_sync.config import load_config
+    from psa_erp_sync.extract import psa as psa_extract
+    from psa_erp_sync.stream.time_expense import REFERENCE_ENDPOINTS
+    from psa_erp_sync.validation import time_expense as validation
+
+    now = datetime.now(UTC)
+    window = psa_extract.plan_window(None, mode="full", as_of=now, overlap=timedelta(0), sweep_days=0)
+    with (
+        HarvestClient(base_url=stack.url("psa"), token="bench", account_id="1") as client,
+        psycopg.connect(stack.dsn, autocommit=True) as conn,
+    ):
+        psa_extract.extract_endpoint(
+            conn,
+            client,
+            endpoint="/v2/time_entries",
+            run_key="bench_stream/batch/v2/time_entries",
+            window=window,
+            per_page=2000,
+        )
+        keys = {e: f"bench_stream/reference{e}" for e in REFERENCE_ENDPOINTS}
+        with conn.transaction():
+            verdicts = validation.validate_run(
+                conn,
+                kind="time_entry",
+                run_key="bench_stream/batch/v2/time_entries",
+                ref=validation.PsaReference.from_staging(conn, keys),
+                config=load_config(),
+                as_of=now,
+                dag_run_id="bench_stream_batch",
+            )
+    return verdicts.as_dict()
+
+
+def _start_batch_pass(stack: Stack) -> subprocess.Popen[bytes]:
+    """The batch's posting pass of the month's time entries (``python -m psa_erp_sync.posting``,
+    the operator's path: the same lock, ledger and account budget as the DAG's posting task)."""
+    out = (stack.logs / "bench-stream-batch-pass.log").open("ab")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "psa_erp_sync.posting",
+            *("--dsn", stack.dsn, "--erp-url", stack.url("erp"), "--account-id", ERP_ACCOUNT),
+            *("--record-type", "timebill", "--run-id", "bench_stream_batch_pass"),
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=_tool_env(),
+        start_new_session=True,
+    )
+
+
+def _wait_batch_holds_the_lock(stack: Stack, batch: subprocess.Popen[bytes], timeout: float = 300) -> None:
+    """Until the batch pass holds its posting lock (the consumer is idle: nobody else can)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if batch.poll() is not None:
+            raise RuntimeError("the batch pass ended before the approvals began; see its log")
+        with psycopg.connect(stack.dsn) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                " WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'psa_erp_sync posting lock'"
+                " AND a.datname = current_database()"  # the server is shared with other databases
+            ).fetchone()
+        if row and row[0]:
+            return
+        time.sleep(0.2)
+    raise TimeoutError("the batch pass did not take its posting lock")
+
+
+def _collect_consumer(stack: Stack, ids: list[int]) -> list[dict[str, Any]]:
+    with psycopg.connect(stack.dsn) as conn:
+        rows = conn.execute(
+            """
+            SELECT e.received_at, e.claimed_at,
+                   (SELECT min(a.finished_at) FROM ledger.posting p JOIN ledger.attempt a USING (idempotency_key)
+                     WHERE p.record_type = 'timebill' AND p.source_id = e.source_id AND a.outcome = 'confirmed'
+                       AND a.finished_at >= e.received_at) AS confirmed_at,
+                   e.claimed_by
+            FROM inbox.event e
+            WHERE e.event_type = 'time_entry.approved' AND e.source_id = ANY(%s) ORDER BY e.seq
+            """,
+            ([str(i) for i in ids],),
+        ).fetchall()
+    return [{"received": r[0], "claimed": r[1], "confirmed": r[2], "claimed_by": r[3]} for r in rows]
+
+
+def consumer_breakdown(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """End to end and its two stages over the posted events: received (inbox commit) -> claimed
+    by the consumer (NOTIFY wake-up, or the wait for the burst before to finish) -> confirmed
+    (re-read, stage, validate, post)."""
+    done = [r for r in rows if r["confirmed"] is not None and r["claimed"] is not None]
+    claim = [max(0.0, (r["claimed"] - r["received"]).total_seconds()) for r in done]
+    post = [max(0.0, (r["confirmed"] - max(r["claimed"], r["received"])).total_seconds()) for r in done]
+    total = [(r["confirmed"] - r["received"]).total_seconds() for r in done]
+    return {
+        "events_measured": len(done),
+        "events_not_posted": len(rows) - len(done),
+        "end_to_end_s": summary(total),
+        "stages_s": {"consumer_claim": summary(claim), "posting": summary(post)},
+    }
+
+
+def _burst_figures(path: Path) -> dict[str, Any]:
+    """The consumer's own per-burst timings (its ``--bursts-to`` file)."""
+    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    parts: dict[str, list[float]] = {}
+    for line in lines:
+        for name, seconds in line["seconds"].items():
+            parts.setdefault(name, []).append(float(seconds))
+    return {
+        "bursts": len(lines),
+        "events_per_burst": summary([float(line["claimed"]) for line in lines]),
+        "seconds": {name: summary(values) for name, values in parts.items()},
+    }
+
+
+def _measure_consumer(
+    stack: Stack,
+    consumer: subprocess.Popen[bytes],
+    chosen: list[int],
+    *,
+    ingress_port: int,
+    rate: float,
+    seed: int,
+    with_batch: bool,
+    bursts: Path,
+) -> dict[str, Any]:
+    """Warm up, then approve the measured entries (with the batch pass running if asked)."""
+    warmup, measured = chosen[:5], chosen[5:]
+    result: dict[str, Any] = {"ingress_roundtrip_s": summary(_ingress_roundtrips(ingress_port, 200))}
+    _approve(stack.url("psa"), warmup, rate, seed)
+    _wait_drained_consumer(stack, consumer, warmup, timeout=180)
+    batch = None
+    if with_batch:  # the month validated now, so that the batch pass (not the consumer) posts it
+        result["batch_month_validated"] = _stage_month(stack)
+        batch = _start_batch_pass(stack)
+        _wait_batch_holds_the_lock(stack, batch)
+    batch_started = datetime.now(UTC)
+    batch_ended: list[datetime] = []
+    if batch is not None:  # when the pass ends (its lock is released then), seen from here
+
+        def watch(proc: subprocess.Popen[bytes]) -> None:
+            proc.wait()
+            batch_ended.append(datetime.now(UTC))
+
+        threading.Thread(target=watch, args=(batch,), daemon=True).start()
+    result["approvals"] = len(measured)
+    result["approval_seconds"] = round(_approve(stack.url("psa"), measured, rate, seed + 1), 1)
+    result["load_during"] = [round(x, 2) for x in os.getloadavg()]
+    _wait_drained_consumer(stack, consumer, measured, timeout=600)
+    rows = _collect_consumer(stack, measured)
+    result.update(consumer_breakdown(rows))
+    result["claimed_by"] = sorted({str(r["claimed_by"]) for r in rows})
+    if batch is not None:
+        code = batch.wait(timeout=1800)
+        with psycopg.connect(stack.dsn) as conn:
+            row = conn.execute(
+                "SELECT min(a.started_at), max(a.finished_at), count(DISTINCT a.idempotency_key)"
+                " FROM ledger.attempt a WHERE a.dag_run_id = 'bench_stream_batch_pass'"
+            ).fetchone()
+        assert row is not None
+        first, last, posted = row
+        ended = batch_ended[0] if batch_ended else datetime.now(UTC)
+        result["batch_pass"] = {
+            "exit": code,
+            "holds_lock_from_approvals_start_for_s": round((ended - batch_started).total_seconds(), 1),
+            "postings_sent": posted,
+            "started_after_s": round(((first or batch_started) - batch_started).total_seconds(), 1),
+            "seconds": round((last - first).total_seconds(), 1) if first and last else None,
+        }
+        during = [r for r in rows if r["received"] <= ended]
+        result["during_batch_pass"] = consumer_breakdown(during)
+    result["consumer_bursts"] = _burst_figures(bursts)
+    return result
+
+
+def _wait_drained_consumer(
+    stack: Stack, consumer: subprocess.Popen[bytes], ids: list[int], timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if consumer.poll() is not None:
+            raise RuntimeError("the consumer exited; see .local/logs/bench-stream-consumer.log")
+        try:
+            with psycopg.connect(stack.dsn) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FILTER (WHERE status <> 'processed'), count(*) FROM inbox.event"
+                    " WHERE event_type = 'time_entry.approved' AND source_id = ANY(%s)",
+                    ([str(i) for i in ids],),
+                ).fetchone()
+        except psycopg.OperationalError as exc:  # a shared server out of connections: look again
+            log.warning("polling the inbox failed (%s); trying again", exc)
+            time.sleep(1.0)
+            continue
+        assert row is not None
+        if row[1] >= len(ids) and row[0] == 0:
+            return
+        time.sleep(0.5)
+    log.warning("not every approval was processed within %.0f s; measuring what was", timeout)
+
+
+def run_consumer(
+    *,
+    events: int = 500,
+    rate: float = 2.0,
+    consultants: int | None = None,
+    seed: int = 5,
+    port_offset: int = 1350,
+    with_batch: bool = False,
+    as_of: date | None = None,
+    database: str = "psa_erp_sync_bench_stream",
+) -> dict[str, Any]:
+    """The consumer path: the ingress app, one consumer process, the PSA delivering webhooks; with
+    ``with_batch`` the month's batch posting pass runs while the approvals arrive."""
+    as_of = as_of or datetime.now(UTC).date()
+    consultants = consultants or consultants_for(events)
+    load_before = os.getloadavg()
+    result: dict[str, Any] = {
+        "benchmark": "stream_latency",
+        "path": "consumer",
+        "with_batch": with_batch,
+        "goal_p95_s": GOAL_P95_S,
+        "goal_p99_s": GOAL_P99_S,
+        "rate_per_s": rate,
+        "as_of": as_of.isoformat(),
+        "consultants": consultants,
+    }
+    bursts = LOCAL / "bench-stream-bursts.jsonl"
+    bursts.unlink(missing_ok=True)
+    with Stack(database=database, fresh=True, port_offset=port_offset) as stack:
+        stack.start_postgres()
+        stack.start_simulators()
+        chosen = prepare(stack, events=events, consultants=consultants, seed=seed, as_of=as_of)
+        ingress_port = INGRESS_PORT + port_offset
+        _subscribe(stack.url("psa"), ingress_port)
+        with Ingress(stack.dsn, ingress_port):
+            consumer = _start_consumer(stack, bursts)
+            try:
+                result.update(
+                    _measure_consumer(
+                        stack,
+                        consumer,
+                        chosen,
+                        ingress_port=ingress_port,
+                        rate=rate,
+                        seed=seed,
+                        with_batch=with_batch,
+                        bursts=bursts,
+                    )
+                )
+            finally:
+                consumer.terminate()
+                consumer.wait(timeout=60)
+    p95, p99 = result["end_to_end_s"]["p95"], result["end_to_end_s"]["p99"]
+    result["goal_met"] = bool(
+        p95 is not None
+        and p99 is not None
+        and (p95 <= WITH_BATCH_P95_S if with_batch else p95 <= GOAL_P95_S and p99 <= GOAL_P99_S)
+        and result["events_measured"] >= min(events, 500)
+    )
+    result["load_average"] = {
+        "before": [round(x, 2) for x in load_before],
+        "during": result.pop("load_during"),
+        "after": [round(x, 2) for x in os.getloadavg()],
+    }
+    result["cpus"] = os.cpu_count()
+    return result
+
+
+def _subscribe(psa_url: str, port: int) -> None:
+    httpx.post(
+        f"{psa_url}/admin/webhooks",
+        json={
+            "url": f"http://127.0.0.1:{port}/ingress/psa/events",
+            "secret": WEBHOOK_SECRET,
+            "events": [
+                "time_entry.approved",
+                "time_entry.updated",
+                "time_entry.unapproved",
+                "expense.approved",
+            ],
+        },
+        timeout=30,
+    ).raise_for_status()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -517,15 +876,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--consultants", type=int, default=None, help="default: enough for --events in any month"
     )
-    parser.add_argument("--port", type=int, default=18180, help="Airflow API server port")
+    parser.add_argument("--port", type=int, default=18180, help="Airflow API server port (--path airflow)")
+    parser.add_argument(
+        "--path",
+        choices=("consumer", "airflow"),
+        default="consumer",
+        help="consumer: the long-running inbox consumer (default); airflow: a DAG run per burst",
+    )
+    parser.add_argument(
+        "--with-batch",
+        action="store_true",
+        help="run the month's batch posting pass meanwhile (consumer path)",
+    )
+    parser.add_argument("--port-offset", type=int, default=None, help="added to the simulators' ports")
     add_as_of(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
-    figures = run(
-        events=args.events, rate=args.rate, consultants=args.consultants, port=args.port, as_of=args.as_of
-    )
+    if args.path == "consumer":
+        figures = run_consumer(
+            events=args.events,
+            rate=args.rate,
+            consultants=args.consultants,
+            port_offset=1350 if args.port_offset is None else args.port_offset,
+            with_batch=args.with_batch,
+            as_of=args.as_of,
+        )
+    else:
+        figures = run(
+            events=args.events,
+            rate=args.rate,
+            consultants=args.consultants,
+            port=args.port,
+            port_offset=900 if args.port_offset is None else args.port_offset,
+            as_of=args.as_of,
+        )
     sys.stderr.write(latency_table(figures))
     print(json.dumps(figures, indent=2, default=str))
     return 0

@@ -670,6 +670,8 @@ def main(argv: list[str] | None = None) -> int:
             env = airflow_env(stack, lineage_file=lineage_file)
             close_dir = args.report_dir / "close"
             env["PSA_ERP_SYNC_CLOSE_REPORT_DIR"] = str(close_dir)
+            # `dags test` of the inbox consumer runs one lifetime: a few seconds here, not 10 minutes.
+            env["AIRFLOW_VAR_PSA_ERP_SYNC_STREAM_CONSUMER_LIFETIME_S"] = "5"
             logs = LOCAL / "logs"
             log.info("[4/5] airflow db migrate")
             code, _ = _airflow(["db", "migrate"], env, logs / "airflow-db-migrate.log")

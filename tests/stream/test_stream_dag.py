@@ -39,6 +39,22 @@ def test_stream_dag_posts_an_announced_approval(wired: dict[str, Any]) -> None: 
             " VALUES (%s, 'psa', 'time_entry.approved', %s, now(), %s::jsonb)",
             (delivery, str(entry), json.dumps({"data": {"id": entry}})),
         )
+        # A fresh event is the consumer's (time_expense_stream_consumer): this run, the safety net,
+        # leaves it pending; one no consumer claimed for SAFETY_NET_DELAY_S is the run's. (The
+        # fresh one is stamped ahead: dag.test() may take longer than the delay to reach the claim.)
+        fresh = str(uuid.uuid4())
+        conn.execute(
+            "INSERT INTO inbox.event (delivery_id, source_system, event_type, source_id, occurred_at, payload)"
+            " VALUES (%s, 'psa', 'time_entry.approved', %s, now(), %s::jsonb)",
+            (fresh, str(candidates[0]), json.dumps({"data": {"id": candidates[0]}})),
+        )
+        conn.execute(
+            "UPDATE inbox.event SET received_at = now() - interval '1 minute' WHERE delivery_id = %s",
+            (delivery,),
+        )
+        conn.execute(
+            "UPDATE inbox.event SET received_at = now() + interval '1 hour' WHERE delivery_id = %s", (fresh,)
+        )
 
     bag = DagBag(dag_folder=str(DAGS / "time_expense_stream.py"), safe_mode=False)
     assert not bag.import_errors, bag.import_errors
@@ -59,7 +75,9 @@ def test_stream_dag_posts_an_announced_approval(wired: dict[str, Any]) -> None: 
         quarantined = conn.execute(
             "SELECT reason_code FROM exceptions.item WHERE source_id = %s AND status = 'open'", (str(entry),)
         ).fetchall()
+        left = conn.execute("SELECT status FROM inbox.event WHERE delivery_id = %s", (fresh,)).fetchone()
     assert status == ("processed", run.run_id, "synced:timebill")
+    assert left == ("pending",)
     assert refreshed == (4,)  # no reference was staged: the run read it from the PSA itself
     erp = _erp_timebills(dsn)
     assert quarantined or f"psa-te-{entry}" in erp, quarantined

@@ -98,3 +98,29 @@ def test_pending_events_left_over_fire_once_not_in_a_loop(
         return len(done)
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_with_a_minimum_age_it_announces_only_what_waited_that_long(
+    clean_ods: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The safety net's watcher: a fresh event (the consumer's) is not announced; once it has been
+    pending ``min_age_seconds`` it is, by the poll."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ODS_DEFAULT", json.dumps({"conn_type": "postgres", **psycopg_parts(clean_ods)})
+    )
+    trigger = InboxArrivalTrigger(event_types=TYPES, poll_seconds=0.2, min_age_seconds=2.0)
+    assert trigger.serialize()[1]["min_age_seconds"] == 2.0
+
+    async def scenario() -> float:
+        events = trigger.run()
+        first = asyncio.ensure_future(events.__anext__())
+        await asyncio.sleep(0.5)  # listening
+        started = time.monotonic()
+        await asyncio.to_thread(_insert, clean_ods)
+        await asyncio.wait_for(first, timeout=15)
+        waited = time.monotonic() - started
+        await events.aclose()
+        return waited
+
+    waited = asyncio.run(scenario())
+    assert 1.8 <= waited < 6.0, waited

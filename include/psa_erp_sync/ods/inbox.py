@@ -114,16 +114,27 @@ def claim(
     event_types: tuple[str, ...] | list[str],
     limit: int = 5000,
     lease: timedelta = timedelta(minutes=10),
+    takeover: tuple[str, timedelta] | None = None,
+    min_age: timedelta = timedelta(0),
 ) -> list[Event]:
-    """Claim pending events (and this run's own, and expired claims) in arrival order; commits."""
+    """Claim pending events (and this run's own, and expired claims) in arrival order; commits.
+
+    ``takeover`` = (prefix, lease): claims of claimers whose id starts with ``prefix`` are taken
+    over once not renewed (:func:`renew`) for that shorter lease. The stream consumers use it:
+    a live consumer renews its claims, so only a dead one's are taken (docs/streaming.md).
+    ``min_age``: pending events only once received at least this long ago (the asset-triggered
+    safety net leaves fresh ones to the consumer)."""
+    prefix, short = takeover if takeover is not None else (None, lease)
     with conn.transaction():
         rows = conn.execute(
             """
             WITH c AS (
                 SELECT seq FROM inbox.event
                 WHERE source_system = %(system)s AND event_type = ANY(%(types)s)
-                  AND (status = 'pending'
-                       OR (status = 'claimed' AND (claimed_by = %(run_id)s OR claimed_at < now() - %(lease)s)))
+                  AND ((status = 'pending'
+                        AND (%(min_age)s = interval '0' OR received_at <= clock_timestamp() - %(min_age)s))
+                       OR (status = 'claimed' AND (claimed_by = %(run_id)s OR claimed_at < now() - %(lease)s
+                           OR (starts_with(claimed_by, %(prefix)s::text) AND claimed_at < now() - %(short)s))))
                 ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED
             )
             UPDATE inbox.event e SET status = 'claimed', claimed_by = %(run_id)s, claimed_at = now(),
@@ -138,9 +149,23 @@ def claim(
                 "run_id": run_id,
                 "lease": lease,
                 "limit": limit,
+                "prefix": prefix,
+                "short": short,
+                "min_age": min_age,
             },
         ).fetchall()
     return sorted((Event(*r) for r in rows), key=lambda e: e.seq)
+
+
+def renew(conn: psycopg.Connection, *, run_id: str, source_system: str) -> int:
+    """Renew the claims ``run_id`` still holds (a live claimer's heartbeat): a claim taken over by
+    someone else, or settled, is left alone. One statement; the caller's autocommit commits it."""
+    cur = conn.execute(
+        "UPDATE inbox.event SET claimed_at = now()"
+        " WHERE source_system = %s AND claimed_by = %s AND status = 'claimed'",
+        (source_system, run_id),
+    )
+    return cur.rowcount
 
 
 def settle(conn: psycopg.Connection, outcomes: dict[str, str], *, run_id: str, source_system: str) -> int:

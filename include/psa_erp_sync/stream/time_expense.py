@@ -457,6 +457,7 @@ def _post_kinds(
     engine_settings: Any,
     run_id: str,
     result: StreamResult,
+    lock_settings: Any = None,
 ) -> None:
     """Plan and send the postings of each kind (raises while some are still pending).
 
@@ -480,6 +481,7 @@ def _post_kinds(
                 config=config,
                 settings=settings,
                 run_id=run_id,
+                lock_settings=lock_settings,
             ).outcome
         else:
             _, outcome = post_routed(
@@ -489,6 +491,7 @@ def _post_kinds(
                 config=config,
                 settings_for=lambda _erp: settings,
                 run_id=run_id,
+                lock_settings=lock_settings,
             )
         result.posted[record_type] = outcome
         if outcome.get("still_pending"):
@@ -497,7 +500,9 @@ def _post_kinds(
             )
 
 
-def _settle(dsn: str, events: list[inbox.Event], gone: set[tuple[str, str]], *, run_id: str) -> None:
+def _settle(
+    conn: psycopg.Connection, events: list[inbox.Event], gone: set[tuple[str, str]], *, run_id: str
+) -> None:
     """Mark each claimed event done: synced, or its record gone at the source."""
     outcomes = {}
     for event in events:
@@ -505,8 +510,7 @@ def _settle(dsn: str, events: list[inbox.Event], gone: set[tuple[str, str]], *, 
         outcomes[event.delivery_id] = (
             "gone_at_source" if (kind, event.source_id) in gone else f"synced:{RECORD_TYPE_OF_KIND[kind]}"
         )
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        inbox.settle(conn, outcomes, run_id=run_id, source_system=SOURCE)
+    inbox.settle(conn, outcomes, run_id=run_id, source_system=SOURCE)
 
 
 def _log(result: StreamResult) -> None:
@@ -533,70 +537,124 @@ def process_inbox(
     reference_max_age: timedelta = timedelta(minutes=15),
     limit: int = 5000,
     clock: Callable[[], float] = time.monotonic,
+    claim_min_age: timedelta = timedelta(0),
 ) -> StreamResult:
     """Claim the pending time & expense events and bring the ERP up to date with what they announce.
 
     ``run_key_prefix`` is ``"{dag_id}/{run_id}"``: staging keys become ``{prefix}{endpoint}``.
     Idempotent per run: a retry re-claims this run's events and redoes the same steps.
+    ``claim_min_age``: claim pending events only once that old (the safety net leaves fresh events
+    to the long-running consumer, :mod:`psa_erp_sync.stream.consumer`).
     """
-    result = StreamResult()
     started = clock()
     # Autocommit: each ``conn.transaction()`` below is a real transaction that commits, never a
     # savepoint inside an implicit one (validation reads staging on a second connection).
     with psycopg.connect(dsn, autocommit=True) as conn:
         events = inbox.claim(
-            conn, run_id=run_id, source_system=SOURCE, event_types=inbox.TIME_EXPENSE_EVENTS, limit=limit
-        )
-        result.claimed = len(events)
-        result.seconds["claim"] = round(clock() - started, 3)
-        if not events:
-            return result
-        announced = _announced(events)
-        result.records = len(announced)
-        t = clock()
-        # Every re-read below begins after this moment (the ODS's clock, as the batch's extracts use).
-        read_at = _db_now(conn)
-        current, gone = _reread_announced(conn, psa_client, announced)
-        result.gone_at_source = len(gone)
-        result.seconds["reread"] = round(clock() - t, 3)
-        t = clock()
-        all_records = current["time_entry"] + current["expense_entry"]
-        ref, result.reference_refreshed = reference(
             conn,
-            psa_client,
-            records=all_records,
-            run_key_prefix=run_key_prefix,
-            as_of=as_of,
-            per_page=config.mappings.extract.per_page,
-            max_age=reference_max_age,
-        )
-        result.seconds["reference"] = round(clock() - t, 3)
-        t = clock()
-        kinds_to_post = _stage_and_validate(
-            conn,
-            current,
-            gone,
-            ref=ref,
-            config=config,
             run_id=run_id,
-            run_key_prefix=run_key_prefix,
-            as_of=as_of,
-            read_at=read_at,
-            result=result,
+            source_system=SOURCE,
+            event_types=inbox.TIME_EXPENSE_EVENTS,
+            limit=limit,
+            min_age=claim_min_age,
         )
-        result.seconds["stage_validate"] = round(clock() - t, 3)
+        return process_claimed(
+            conn,
+            events,
+            Burst(
+                dsn=dsn,
+                psa_client=psa_client,
+                erp_client=erp_client,
+                config=config,
+                run_id=run_id,
+                run_key_prefix=run_key_prefix,
+                as_of=as_of,
+                engine_settings=engine_settings,
+                reference_max_age=reference_max_age,
+            ),
+            started=started,
+            clock=clock,
+        )
+
+
+@dataclass(frozen=True)
+class Burst:
+    """What processing a claimed batch needs besides the events: the run's ids, the clients (kept
+    warm by a long-running consumer) and the settings. ``run_id`` is the claimer: the events'
+    ``claimed_by``, the ledger attempts' run id."""
+
+    dsn: str
+    psa_client: Any
+    erp_client: Any
+    config: Config
+    run_id: str
+    run_key_prefix: str
+    as_of: datetime
+    engine_settings: Any = None
+    reference_max_age: timedelta = timedelta(minutes=15)
+    lock_settings: Any = None
+
+
+def process_claimed(
+    conn: psycopg.Connection,
+    events: list[inbox.Event],
+    burst: Burst,
+    *,
+    started: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> StreamResult:
+    """Re-read, stage, validate and post what ``events`` (claimed by ``burst.run_id``) announce,
+    then settle them. ``conn``: an autocommit connection (a consumer keeps one open)."""
+    result = StreamResult(claimed=len(events))
+    result.seconds["claim"] = round(clock() - started, 3)
+    if not events:
+        return result
+    announced = _announced(events)
+    result.records = len(announced)
+    t = clock()
+    # Every re-read below begins after this moment (the ODS's clock, as the batch's extracts use).
+    read_at = _db_now(conn)
+    current, gone = _reread_announced(conn, burst.psa_client, announced)
+    result.gone_at_source = len(gone)
+    result.seconds["reread"] = round(clock() - t, 3)
+    t = clock()
+    ref, result.reference_refreshed = reference(
+        conn,
+        burst.psa_client,
+        records=current["time_entry"] + current["expense_entry"],
+        run_key_prefix=burst.run_key_prefix,
+        as_of=burst.as_of,
+        per_page=burst.config.mappings.extract.per_page,
+        max_age=burst.reference_max_age,
+    )
+    result.seconds["reference"] = round(clock() - t, 3)
+    t = clock()
+    kinds_to_post = _stage_and_validate(
+        conn,
+        current,
+        gone,
+        ref=ref,
+        config=burst.config,
+        run_id=burst.run_id,
+        run_key_prefix=burst.run_key_prefix,
+        as_of=burst.as_of,
+        read_at=read_at,
+        result=result,
+    )
+    result.seconds["stage_validate"] = round(clock() - t, 3)
     t = clock()
     _post_kinds(
         kinds_to_post,
-        dsn=dsn,
-        erp_client=erp_client,
-        config=config,
-        engine_settings=engine_settings,
-        run_id=run_id,
+        dsn=burst.dsn,
+        erp_client=burst.erp_client,
+        config=burst.config,
+        engine_settings=burst.engine_settings,
+        run_id=burst.run_id,
         result=result,
+        lock_settings=burst.lock_settings,
     )
     result.seconds["post"] = round(clock() - t, 3)
-    _settle(dsn, events, gone, run_id=run_id)
+    _settle(conn, events, gone, run_id=burst.run_id)
     result.seconds["total"] = round(clock() - started, 3)
     _log(result)
     return result

@@ -22,6 +22,9 @@ class InboxArrivalTrigger(BaseEventTrigger):
     :param source_system: ``psa`` or ``erp``.
     :param event_types: event types that concern the watching DAG.
     :param poll_seconds: the polling fallback's interval.
+    :param min_age_seconds: announce only events pending at least this long (0: at once). The
+        time and expense watcher waits: the long-running consumer takes fresh events within a
+        second, and the DAG it starts is the safety net for what no consumer claimed.
     """
 
     def __init__(
@@ -31,23 +34,25 @@ class InboxArrivalTrigger(BaseEventTrigger):
         source_system: str = "psa",
         event_types: list[str] | tuple[str, ...] = (),
         poll_seconds: float = 5.0,
+        min_age_seconds: float = 0.0,
     ) -> None:
         super().__init__()
         self.ods_conn_id = ods_conn_id
         self.source_system = source_system
         self.event_types = sorted(event_types)
         self.poll_seconds = float(poll_seconds)
+        self.min_age_seconds = float(min_age_seconds)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            "psa_erp_sync.triggers.inbox.InboxArrivalTrigger",
-            {
-                "ods_conn_id": self.ods_conn_id,
-                "source_system": self.source_system,
-                "event_types": list(self.event_types),
-                "poll_seconds": self.poll_seconds,
-            },
-        )
+        kwargs: dict[str, Any] = {
+            "ods_conn_id": self.ods_conn_id,
+            "source_system": self.source_system,
+            "event_types": list(self.event_types),
+            "poll_seconds": self.poll_seconds,
+        }
+        if self.min_age_seconds:  # watchers without it keep their serialized identity
+            kwargs["min_age_seconds"] = self.min_age_seconds
+        return "psa_erp_sync.triggers.inbox.InboxArrivalTrigger", kwargs
 
     async def _dsn(self) -> str:
         from asgiref.sync import sync_to_async
@@ -81,8 +86,8 @@ class InboxArrivalTrigger(BaseEventTrigger):
     async def _newest_pending(self, conn: Any, after: int) -> int | None:
         cur = await conn.execute(
             "SELECT max(seq) FROM inbox.event WHERE source_system = %s AND event_type = ANY(%s)"
-            " AND status = 'pending' AND seq > %s",
-            (self.source_system, self.event_types, after),
+            " AND status = 'pending' AND seq > %s AND received_at <= clock_timestamp() - make_interval(secs => %s)",
+            (self.source_system, self.event_types, after, self.min_age_seconds),
         )
         row = await cur.fetchone()
         return int(row[0]) if row and row[0] is not None else None
