@@ -247,9 +247,6 @@ class PostingEngine:
             open=False,
         )
         pool.open(wait=True, timeout=30.0)
-        # The worker threads' connections are opened in the background while the planner plans its
-        # first chunk: grown on demand, the first wave of batches waited for them one by one.
-        pool.resize(min_size=self._workers, max_size=self._workers + 2)
         self._pool = pool
         try:
             yield

@@ -514,6 +514,10 @@ class Held:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Held:
+        if "base_key" in row and "base_payload" not in row:
+            # HELD_COLUMNS name the base record's key (migration 0042); without its payload the
+            # base hours would silently read as 0.
+            raise KeyError("base_payload: select ledger.BASE_PAYLOAD around ledger.HELD_COLUMNS")
         present = row.get("base_action") in ("post", "adjust")
         payload = row.get("base_payload")
         base_hours = Decimal(str(payload.get("hours") or 0)) if present and payload else Decimal(0)
