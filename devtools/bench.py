@@ -260,7 +260,7 @@ def same_records_capacity(dsn: str, erp_url: str, record_type: str, concurrency:
         with psycopg.connect(dsn) as conn, conn.cursor(name="same_records") as cur:
             cur.itersize = 5000
             cur.execute(
-                "SELECT a.batch_key, p.payload::text FROM ledger.posting p"
+                "SELECT a.batch_key, p.payload::text FROM ledger.posting_full p"
                 " JOIN ledger.attempt a ON a.idempotency_key = p.idempotency_key AND a.attempt_no = 1"
                 " WHERE p.record_type = %s AND p.action <> 'reverse' AND a.batch_key IS NOT NULL"
                 " ORDER BY a.batch_key",

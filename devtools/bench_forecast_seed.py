@@ -258,7 +258,6 @@ def _actuals(conn: Any, inputs: Any, user_of: dict[str, str]) -> None:
                 "state": "confirmed",
                 "amount_minor": a["revenue_minor"],
                 "currency": p["currency"].reindex(a["project_ref"]).to_numpy(),
-                "payload": "{}",
             }
         ),
     )

@@ -233,7 +233,7 @@ def _held_per_ledger(conn: psycopg.Connection, record_type: str, erp: str) -> Ro
     adjust, not reverse) plus its confirmed correcting records there, as ``erp_readback`` counts."""
     from psa_erp_sync.posting import ledger
 
-    hours = "(base_payload->>'hours')::numeric" if record_type == "timebill" else "0::numeric"
+    hours = f"({ledger.BASE_PAYLOAD}->>'hours')::numeric" if record_type == "timebill" else "0::numeric"
     sql = f"""
         SELECT source_id,
                CASE WHEN base_action IN ('post', 'adjust') THEN {hours} ELSE 0 END + corrected_hours,

@@ -130,8 +130,8 @@ def entry(
         record_type = "timebill" if kind == "time" else "expensereport"
         conn.execute(
             "INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,"
-            " external_id, action, state, legal_entity, amount_minor, currency, payload)"
-            " VALUES (%s, %s, 'psa', %s, %s, %s, 'post', 'confirmed', %s, %s, %s, '{}'::jsonb)"
+            " external_id, action, state, legal_entity, amount_minor, currency)"
+            " VALUES (%s, %s, 'psa', %s, %s, %s, 'post', 'confirmed', %s, %s, %s)"
             " ON CONFLICT DO NOTHING",
             (
                 f"{record_type}:{sid}:{version}",
@@ -171,7 +171,7 @@ def invoice(conn: psycopg.Connection, document: str = "INV-1", *, where: str = "
     if conn.execute("SELECT to_regclass('billing.document')").fetchone() != (None,):
         conn.execute(
             "INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,"
-            " external_id, state, payload) VALUES (%s, 'invoice', 'billing', %s, 'x', %s, 'confirmed', '{}'::jsonb)"
+            " external_id, state) VALUES (%s, 'invoice', 'billing', %s, 'x', %s, 'confirmed')"
             " ON CONFLICT DO NOTHING",
             (f"doc:{document}", document, document),
         )

@@ -66,8 +66,8 @@ def test_invoiced_lines_sum_to_the_current_billable_amount(ods: psycopg.Connecti
     ods.execute("UPDATE ledger.posting SET state = 'confirmed'")
     ods.execute(
         "INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,"
-        " external_id, state, payload) SELECT 'final', 'timebill', 'psa', source_id, version_hash, 'x', 'confirmed',"
-        " '{}'::jsonb FROM canonical.time_entry ON CONFLICT DO NOTHING"
+        " external_id, state) SELECT 'final', 'timebill', 'psa', source_id, version_hash, 'x', 'confirmed'"
+        " FROM canonical.time_entry ON CONFLICT DO NOTHING"
     )
     build_billing_events(ods, config=config, as_of=date(2026, 11, 30), run_id="final")
     invoice(ods, "INV-final")

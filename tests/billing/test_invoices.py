@@ -207,7 +207,7 @@ def test_a_period_closing_mid_pass_gets_the_entity_policy(
             "SELECT d.legal_entity, d.state, d.period, n.payload->>'memo' FROM billing.document d"
             " JOIN ledger.attempt a ON a.outcome = 'period-closed'"
             " JOIN ledger.posting r ON r.idempotency_key = a.idempotency_key AND r.source_id = d.document_ref"
-            " JOIN LATERAL (SELECT * FROM ledger.posting m WHERE m.source_id = d.document_ref"
+            " JOIN LATERAL (SELECT * FROM ledger.posting_full m WHERE m.source_id = d.document_ref"
             "               ORDER BY seq DESC LIMIT 1) n ON true"
         ).fetchall()
         letters = conn.execute("SELECT count(*) FROM exceptions.item WHERE kind = 'dead_letter'").fetchone()

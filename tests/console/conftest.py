@@ -43,9 +43,13 @@ def _posting(
 ) -> None:
     conn.execute(
         """
-        INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,
-            external_id, state, legal_entity, amount_minor, currency, payload, attempts, last_error)
-        VALUES (%s, 'timebill', 'psa', %s, 'v1', %s, %s, %s, %s, %s, %s, 1, %s)
+        WITH p AS (
+            INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,
+                external_id, state, legal_entity, amount_minor, currency, attempts, last_error)
+            VALUES (%s, 'timebill', 'psa', %s, 'v1', %s, %s, %s, %s, %s, 1, %s)
+            RETURNING idempotency_key
+        )
+        INSERT INTO ledger.posting_payload (idempotency_key, payload) SELECT idempotency_key, %s FROM p
         """,
         (
             f"key-{source_id}",
@@ -55,8 +59,8 @@ def _posting(
             le,
             amount_minor,
             currency,
-            Jsonb({"memo": PERSONAL[2], "employee": PERSONAL[0]}),
             Jsonb({"code": "INACTIVE_RECORD"}),
+            Jsonb({"memo": PERSONAL[2], "employee": PERSONAL[0]}),
         ),
     )
 

@@ -61,8 +61,8 @@ def seed_posted_actuals(dsn: str, firm: Any) -> int:
             )
             conn.execute(
                 "INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,"
-                " external_id, action, state, legal_entity, amount_minor, currency, payload)"
-                " VALUES (%s, 'timebill', 'psa', %s, 'v1', %s, 'post', 'confirmed', %s, %s, %s, '{}'::jsonb)",
+                " external_id, action, state, legal_entity, amount_minor, currency)"
+                " VALUES (%s, 'timebill', 'psa', %s, 'v1', %s, 'post', 'confirmed', %s, %s, %s)",
                 (f"k{sid}", sid, f"psa-te-{sid}", project["legal_entity"], amount, project["currency"]),
             )
     return len(rows)

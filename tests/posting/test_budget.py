@@ -195,3 +195,33 @@ def test_a_busy_process_reuses_its_slots_and_still_shares_them(pg_dsn: str) -> N
         busy.close()
         other.close()
     assert reused[0] > 5
+
+
+@pytest.mark.integration
+def test_a_busy_process_asks_whether_others_wait_once_per_probe_interval(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests longer than ``hold`` (a remote ERP): every give-back and take of an old slot used
+    to ask PostgreSQL whether another session waits, under the budget's lock. Now the answer is
+    shared by all the process's slots for ``probe_every``."""
+    budget = AccountBudget(pg_dsn, _account(), 2, hold=0.0, probe_every=10.0)
+    probes = 0
+    real = budget._connection
+
+    class Counting:
+        def __init__(self, conn: psycopg.Connection[Any]) -> None:
+            self._conn = conn
+
+        def execute(self, sql: str, params: Any = None) -> Any:
+            nonlocal probes
+            probes += "pg_try_advisory_xact_lock" in sql
+            return self._conn.execute(sql, params)
+
+    monkeypatch.setattr(budget, "_connection", lambda: Counting(real()))  # counts the SQL sent, nothing else
+    try:
+        for _ in range(50):
+            with budget.slot():
+                pass
+    finally:
+        budget.close()
+    assert probes == 1  # one probe for the 100 gives and takes of slots older than `hold`

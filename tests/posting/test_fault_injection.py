@@ -322,7 +322,7 @@ def test_a_period_closing_mid_pass_gets_the_entity_policy(
             """
             SELECT r.legal_entity, n.state, n.payload->'postingPeriod'->>'externalId', n.payload->>'memo'
             FROM ledger.posting r
-            JOIN LATERAL (SELECT * FROM ledger.posting m WHERE m.source_id = r.source_id
+            JOIN LATERAL (SELECT * FROM ledger.posting_full m WHERE m.source_id = r.source_id
                           ORDER BY seq DESC LIMIT 1) n ON true
             JOIN ledger.attempt a ON a.idempotency_key = r.idempotency_key AND a.outcome = 'period-closed'
             """

@@ -52,7 +52,7 @@ def test_sent_then_outcome_per_attempt(clean_ods: str) -> None:
         assert error == {"erp_errors": [{"code": "INVALID_KEY_OR_REF", "path": "employee"}]}
         # Payloads with quotes and backslashes survive the binary arrays byte for byte.
         stored = conn.execute(
-            "SELECT payload FROM ledger.posting WHERE idempotency_key = %s", (keys[0],)
+            "SELECT payload FROM ledger.posting_payload WHERE idempotency_key = %s", (keys[0],)
         ).fetchone()
         assert stored is not None and stored[0] == batch[0].payload
         assert conn.execute(

@@ -678,11 +678,13 @@ class PostingMachine(RuleBasedStateMachine):
             with conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(
                     f"""
-                    SELECT source_id,
-                           (array_agg(state ORDER BY seq DESC))[1] AS state,
-                           (array_agg(action ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_action,
-                           {ledger.HELD_COLUMNS}
-                    FROM ledger.posting WHERE record_type = 'timebill' GROUP BY 1
+                    SELECT held.*, {ledger.BASE_PAYLOAD} AS base_payload FROM (
+                        SELECT source_id,
+                               (array_agg(state ORDER BY seq DESC))[1] AS state,
+                               (array_agg(action ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_action,
+                               {ledger.HELD_COLUMNS}
+                        FROM ledger.posting WHERE record_type = 'timebill' GROUP BY 1
+                    ) held
                     """
                 )
                 for row in cur.fetchall():

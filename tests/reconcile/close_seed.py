@@ -97,9 +97,10 @@ def _ledger(
     entity: str,
 ) -> None:
     conn.execute(
-        "INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,"
-        " external_id, action, state, legal_entity, amount_minor, currency, payload) VALUES"
-        " (%s, %s, 'psa', %s, 'v1', %s, 'post', %s, %s, %s, %s, %s::jsonb)",
+        "WITH p AS (INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id,"
+        " source_version, external_id, action, state, legal_entity, amount_minor, currency) VALUES"
+        " (%s, %s, 'psa', %s, 'v1', %s, 'post', %s, %s, %s, %s) RETURNING idempotency_key)"
+        " INSERT INTO ledger.posting_payload (idempotency_key, payload) SELECT idempotency_key, %s::jsonb FROM p",
         (
             key,
             record_type,

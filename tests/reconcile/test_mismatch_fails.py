@@ -38,9 +38,11 @@ def _seed_ods(dsn: str) -> None:
                 (sid, hours, amount, f"fp{sid}"),
             )
             conn.execute(
-                "INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,"
-                " external_id, action, state, legal_entity, amount_minor, currency, payload) VALUES"
-                " (%s, 'timebill', 'psa', %s, 'v1', %s, 'post', 'confirmed', 'LE-US1', %s, 'USD', %s::jsonb)",
+                "WITH p AS (INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id,"
+                " source_version, external_id, action, state, legal_entity, amount_minor, currency) VALUES"
+                " (%s, 'timebill', 'psa', %s, 'v1', %s, 'post', 'confirmed', 'LE-US1', %s, 'USD')"
+                " RETURNING idempotency_key)"
+                " INSERT INTO ledger.posting_payload (idempotency_key, payload) SELECT idempotency_key, %s::jsonb FROM p",
                 (f"k{sid}", sid, f"psa-te-{sid}", amount, f'{{"hours": "{hours}"}}'),
             )
 

@@ -39,8 +39,8 @@ def time_entry(
     if amount:
         conn.execute(
             "INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,"
-            " external_id, action, state, legal_entity, amount_minor, currency, payload)"
-            " VALUES (%s, 'timebill', 'psa', %s, 'v1', %s, 'post', 'confirmed', 'LE-US1', %s, 'USD', '{}'::jsonb)",
+            " external_id, action, state, legal_entity, amount_minor, currency)"
+            " VALUES (%s, 'timebill', 'psa', %s, 'v1', %s, 'post', 'confirmed', 'LE-US1', %s, 'USD')",
             (f"k{sid}", sid, f"psa-te-{sid}", amount),
         )
 

@@ -204,8 +204,11 @@ def test_rows_planned_before_routing_read_as_netsuite(clean_ods: str) -> None:
     with psycopg.connect(clean_ods, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,"
-            " external_id, action, state, payload) VALUES ('old', 'timebill', 'psa', '99', 'v', 'psa-te-99', 'post',"
-            " 'confirmed', %s)",
+            " external_id, action, state) VALUES ('old', 'timebill', 'psa', '99', 'v', 'psa-te-99', 'post',"
+            " 'confirmed')"
+        )
+        conn.execute(
+            "INSERT INTO ledger.posting_payload (idempotency_key, payload) VALUES ('old', %s)",
             (Jsonb({"externalId": "psa-te-99"}),),
         )
         row = conn.execute(

@@ -20,10 +20,11 @@ A slot given back is kept by the process for the next request of its threads whi
 (``hold``, 0.25 s since it was locked) and released to PostgreSQL once it has been idle for
 ``linger`` (0.1 s: a loaded machine delays a thread's next request by tens of milliseconds). A slot older than ``hold`` is given back when another session waits for one
 (a waiter announces itself with a shared advisory lock while it polls) and not taken again by this
-process for 50 ms, so the waiter gets it; otherwise it is kept. A busy posting pass so pays one
-short query per slot and quarter second instead of two advisory-lock round trips per HTTP request
-(serialised on the budget's one connection: four per batch). The limit holds as before: a slot is
-in use only while this session holds its lock.
+process for 50 ms, so the waiter gets it; otherwise it is kept. Whether another session waits is
+asked at most once per ``probe_every`` (20 ms) for all the process's slots (one short query), instead
+of two advisory-lock round trips per HTTP request (serialised on the budget's one connection: four
+per batch); with requests longer than ``hold`` (a remote ERP) the probe used to run on every give and
+take. The limit holds as before: a slot is in use only while this session holds its lock.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class AccountBudget:
         poll: float = 0.005,
         hold: float = 0.25,
         linger: float = 0.1,
+        probe_every: float = 0.02,
     ) -> None:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
@@ -114,6 +116,10 @@ class AccountBudget:
         self.poll = poll
         self.hold = hold
         self.linger = linger
+        self.probe_every = probe_every
+        # The last probe for a session waiting for a slot (``_OTHERS_WAIT``): when, and its answer.
+        self._probed_at = float("-inf")
+        self._others_wait = False
         self._key = budget_key(erp, account)
         self._conn: psycopg.Connection[Any] | None = None
         self._held: set[int] = set()  # locked by this session: in use or idle
@@ -190,15 +196,20 @@ class AccountBudget:
         slot of the account, it is given back (and not taken again for 50 ms), else renewed."""
         if now - self._locked_at.get(slot, now) < self.hold:
             return True
-        try:
-            row = self._connection().execute(_OTHERS_WAIT, {"key": self._key}).fetchone()
-        except psycopg.OperationalError:
-            if self._conn is not None:
-                self._conn.close()
-            return False
+        if now - self._probed_at >= self.probe_every:
+            # One probe per ``probe_every`` for all the process's slots, not one per request: with
+            # requests longer than ``hold`` (a remote ERP) every give and take would pay it.
+            try:
+                row = self._connection().execute(_OTHERS_WAIT, {"key": self._key}).fetchone()
+            except psycopg.OperationalError:
+                if self._conn is not None:
+                    self._conn.close()
+                return False
+            self._others_wait = bool(row is not None and row[0])
+            self._probed_at = now
         if slot not in self._held:  # the session was lost meanwhile
             return False
-        if row is not None and row[0]:
+        if self._others_wait:
             self._unlock(slot)
             self._cooldown[slot] = now + 0.05
             return False

@@ -139,7 +139,8 @@ def _posting(row: dict[str, Any]) -> Posting:
         external_id=row["external_id"],
         action=row["action"],
         state=row["state"],
-        payload=row["payload"],
+        # A row without a payload row (never written by insert_planned) reads as the empty payload.
+        payload=row["payload"] if row["payload"] is not None else {},
         legal_entity=row["legal_entity"],
         period=row["period"],
         amount_minor=row["amount_minor"],
@@ -192,20 +193,27 @@ def insert_planned(conn: psycopg.Connection, postings: Sequence[Posting]) -> set
         return set()
     rows = conn.execute(
         """
-        INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,
-                                    external_id, action, state, payload, legal_entity, period, amount_minor, currency,
-                                    corrects, functional_amount_minor, functional_currency, fx_rate,
-                                    target_erp, erp_account, route_version, shadow)
-        SELECT k, rt, ss, sid, sv, ext, act, st, pl::jsonb, le, per, amt, cur, cor, famt, fcur, fx::numeric, te, ea, rv,
-               sh
-        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                    %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[],
-                    %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::bool[])
-             WITH ORDINALITY AS u(k, rt, ss, sid, sv, ext, act, st, pl, le, per, amt, cur, cor, famt, fcur, fx,
-                                  te, ea, rv, sh, ord)
-        ORDER BY ord
-        ON CONFLICT (idempotency_key) DO NOTHING
-        RETURNING idempotency_key
+        WITH u AS MATERIALIZED (
+            SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                                 %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[],
+                                 %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::bool[])
+                 WITH ORDINALITY AS u(k, rt, ss, sid, sv, ext, act, st, pl, le, per, amt, cur, cor, famt, fcur, fx,
+                                      te, ea, rv, sh, ord)
+        ), ins AS (
+            INSERT INTO ledger.posting (idempotency_key, record_type, source_system, source_id, source_version,
+                                        external_id, action, state, legal_entity, period, amount_minor, currency,
+                                        corrects, functional_amount_minor, functional_currency, fx_rate,
+                                        target_erp, erp_account, route_version, shadow)
+            SELECT k, rt, ss, sid, sv, ext, act, st, le, per, amt, cur, cor, famt, fcur, fx::numeric, te, ea, rv, sh
+            FROM u ORDER BY ord
+            ON CONFLICT (idempotency_key) DO NOTHING
+            RETURNING idempotency_key
+        ), pl AS (
+            -- Written once, with its posting (migration 0042): state updates never copy it.
+            INSERT INTO ledger.posting_payload (idempotency_key, payload)
+            SELECT DISTINCT ON (u.k) u.k, u.pl::jsonb FROM u JOIN ins ON ins.idempotency_key = u.k ORDER BY u.k, u.ord
+        )
+        SELECT idempotency_key FROM ins
         """,  # %b: binary arrays. As text, psycopg escapes every quote of every JSON payload by a
         # regular expression (half the planner's time).
         (
@@ -246,7 +254,7 @@ def in_state(
     where, params = _where(target)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            f"SELECT {_COLUMNS} FROM ledger.posting WHERE record_type = %s AND state = ANY(%s){where}"
+            f"SELECT {_COLUMNS} FROM ledger.posting_full WHERE record_type = %s AND state = ANY(%s){where}"
             " ORDER BY idempotency_key",
             (record_type, list(states), *params),
         )
@@ -271,7 +279,7 @@ def page_in_state(
     where, params = _where(target)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            f"SELECT {_COLUMNS} FROM ledger.posting WHERE record_type = %s AND state = ANY(%s)"
+            f"SELECT {_COLUMNS} FROM ledger.posting_full WHERE record_type = %s AND state = ANY(%s)"
             f" AND {which}{where} AND idempotency_key > %s ORDER BY idempotency_key LIMIT %s",
             (record_type, list(states), *params, after or "", limit),
         )
@@ -468,9 +476,11 @@ def next_seqs(conn: psycopg.Connection, postings: Sequence[Posting]) -> dict[str
 
 _DONE_BASE = "state IN ('confirmed', 'resolved') AND corrects IS NULL"
 _DONE_CORR = "state IN ('confirmed', 'resolved') AND corrects IS NOT NULL"
-#: Aggregates over one PSA entry's ledger rows (``GROUP BY source_system, source_id``): what the
-#: ERP holds for it per the ledger. The record itself (its last confirmed row that is not a
-#: correction) and the sum of its confirmed correcting journals (signed amount and hours).
+#: Aggregates over one PSA entry's ledger rows (``FROM ledger.posting ... GROUP BY source_system,
+#: source_id``, the table not aliased): what the ERP holds for it per the ledger. The record itself
+#: (its last confirmed row that is not a correction: ``base_key``, its payload read by
+#: :data:`BASE_PAYLOAD` in the query around) and the sum of its confirmed correcting journals
+#: (signed amount and hours; the hours from those rows' payloads only: FILTER is evaluated first).
 #: ``corrections`` / ``corrected_*`` sum every ERP's correcting journals: right for a reader that
 #: selects one ERP's rows (the reconciliation, ``target_erp = ...``). Across a cutover a record has
 #: journals in the ERP it left (the one reversing it there) while the ERP it moved to holds it:
@@ -478,20 +488,25 @@ _DONE_CORR = "state IN ('confirmed', 'resolved') AND corrects IS NOT NULL"
 #: only those of the ERP that holds the record itself (``base_target_erp``).
 HELD_COLUMNS = f"""
     (array_agg(action ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_action,
-    (array_agg(payload ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_payload,
+    (array_agg(idempotency_key ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_key,
     (array_agg(external_id ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_external_id,
     (array_agg(amount_minor ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_amount,
     count(*) FILTER (WHERE {_DONE_CORR}) AS corrections,
     coalesce(sum(amount_minor) FILTER (WHERE {_DONE_CORR}), 0) AS corrected_amount,
-    coalesce(sum((payload->>'custbody_psa_hours')::numeric) FILTER (WHERE {_DONE_CORR}), 0) AS corrected_hours,
+    coalesce(sum((SELECT (pp.payload->>'custbody_psa_hours')::numeric FROM ledger.posting_payload pp
+                  WHERE pp.idempotency_key = posting.idempotency_key)) FILTER (WHERE {_DONE_CORR}), 0) AS corrected_hours,
     (array_agg(target_erp ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_target_erp,
     (array_agg(erp_account ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_erp_account,
     (array_agg(route_version ORDER BY seq DESC) FILTER (WHERE {_DONE_BASE}))[1] AS base_route_version,
     array_agg(target_erp ORDER BY seq) FILTER (WHERE {_DONE_CORR}) AS correction_erps,
     array_agg(amount_minor ORDER BY seq) FILTER (WHERE {_DONE_CORR}) AS correction_amounts,
-    array_agg(coalesce((payload->>'custbody_psa_hours')::numeric, 0) ORDER BY seq)
+    array_agg(coalesce((SELECT (pp.payload->>'custbody_psa_hours')::numeric FROM ledger.posting_payload pp
+                        WHERE pp.idempotency_key = posting.idempotency_key), 0) ORDER BY seq)
         FILTER (WHERE {_DONE_CORR}) AS correction_hours
 """
+#: The payload of a :data:`HELD_COLUMNS` row's base record, in the query around it (by key: the
+#: aggregate reads no payload, migration 0042).
+BASE_PAYLOAD = "(SELECT pp.payload FROM ledger.posting_payload pp WHERE pp.idempotency_key = base_key)"
 
 
 @dataclass(frozen=True)
@@ -513,6 +528,10 @@ class Held:
         correcting journals **of the ERP holding it** (the held amount is kept per target ERP: a
         record moved to another ERP by ``reverse_and_repost`` leaves its old ERP's journals, the
         reversing one included, behind). Rows without the per-journal arrays sum every journal."""
+        if "base_key" in row and "base_payload" not in row:
+            # HELD_COLUMNS name the base record's key (migration 0042); without its payload the
+            # base hours would silently read as 0.
+            raise KeyError("base_payload: select ledger.BASE_PAYLOAD around ledger.HELD_COLUMNS")
         present = row.get("base_action") in ("post", "adjust")
         payload = row.get("base_payload")
         base_hours = Decimal(str(payload.get("hours") or 0)) if present and payload else Decimal(0)
@@ -547,11 +566,13 @@ def held_of(conn: psycopg.Connection, postings: Sequence[Posting]) -> dict[str, 
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             f"""
-            SELECT source_system, source_id, shadow, {HELD_COLUMNS}
-            FROM ledger.posting
-            WHERE record_type = %s AND (source_system, source_id) IN (
-                SELECT * FROM unnest(%s::text[], %s::text[]))
-            GROUP BY 1, 2, 3
+            SELECT held.*, {BASE_PAYLOAD} AS base_payload FROM (
+                SELECT source_system, source_id, shadow, {HELD_COLUMNS}
+                FROM ledger.posting
+                WHERE record_type = %s AND (source_system, source_id) IN (
+                    SELECT * FROM unnest(%s::text[], %s::text[]))
+                GROUP BY 1, 2, 3
+            ) held
             """,
             (
                 postings[0].record_type,
@@ -583,7 +604,7 @@ def window_postings(
         cur.execute(
             f"""
             WITH rows AS (
-                SELECT * FROM ledger.posting
+                SELECT * FROM ledger.posting_full
                 WHERE record_type = %(rt)s AND legal_entity = %(le)s AND state IN ('confirmed', 'resolved')
                   AND {POSTING_DATE} BETWEEN %(first)s AND %(last)s
             ), base AS (
@@ -619,7 +640,7 @@ def routes_of_run(conn: psycopg.Connection, record_type: str, dag_run_id: str) -
                min(coalesce(p.payload->>'tranDate', p.payload->'reverses'->>'tranDate')),
                max(coalesce(p.payload->>'tranDate', p.payload->'reverses'->>'tranDate')),
                count(DISTINCT p.idempotency_key)
-        FROM ledger.posting p
+        FROM ledger.posting_full p
         WHERE p.record_type = %s AND p.state IN ('confirmed', 'resolved') AND p.legal_entity IS NOT NULL
           AND EXISTS (SELECT 1 FROM ledger.attempt a WHERE a.idempotency_key = p.idempotency_key
                       AND a.dag_run_id = %s)

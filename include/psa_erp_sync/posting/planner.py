@@ -116,7 +116,7 @@ def _candidates(
                        (array_agg(action ORDER BY seq DESC))[1] AS last_action,
                        (array_agg(source_version ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_version,
                        (array_agg(action ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_action,
-                       (array_agg(payload ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_payload,
+                       (array_agg(idempotency_key ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_key,
                        {ledger.HELD_COLUMNS}
                 FROM ledger.posting WHERE record_type = %(rt)s AND {lane} GROUP BY 1, 2
             ), desired AS ({desired})
@@ -127,8 +127,12 @@ def _candidates(
                         THEN (to_jsonb(d.*) - 'record') || jsonb_build_object('fx_rate', d.fx_rate::text{hours})
                    END AS desired,
                    coalesce(led.n, 0) AS n, led.last_state, led.last_version, led.last_action,
-                   led.done_version, led.done_action, led.done_payload,
-                   led.base_action, led.base_payload, led.base_external_id, led.base_amount,
+                   led.done_version, led.done_action,
+                   -- the payloads by key, for the candidates only (migration 0042): the aggregate over
+                   -- the ledger reads none
+                   (SELECT pp.payload FROM ledger.posting_payload pp WHERE pp.idempotency_key = led.done_key) AS done_payload,
+                   led.base_action, (SELECT pp.payload FROM ledger.posting_payload pp WHERE pp.idempotency_key = led.base_key)
+                   AS base_payload, led.base_external_id, led.base_amount,
                    led.corrections, led.corrected_amount, led.corrected_hours,
                    led.base_target_erp, led.base_erp_account, led.base_route_version,
                    led.correction_erps, led.correction_amounts, led.correction_hours

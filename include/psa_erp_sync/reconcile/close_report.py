@@ -207,7 +207,7 @@ def currency_figures(
 
 _POSTINGS = """
     SELECT record_type, state, count(*) FROM (
-        SELECT DISTINCT ON (record_type, source_system, source_id) record_type, state FROM ledger.posting
+        SELECT DISTINCT ON (record_type, source_system, source_id) record_type, state FROM ledger.posting_full
         WHERE legal_entity = %(le)s AND payload->>'tranDate' >= %(start)s AND payload->>'tranDate' < %(end)s
           AND NOT shadow
         ORDER BY record_type, source_system, source_id, seq DESC

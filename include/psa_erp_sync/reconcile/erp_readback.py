@@ -49,7 +49,7 @@ def _net(record_type: str, *, per_erp: bool = False) -> str:
     (the last confirmed posting, correction or not, is a post or an adjust), net hours and amount.
     ``per_erp``: only the ledger rows of the ERP named by the ``erp`` parameter (``target_erp``)."""
     only = " AND target_erp = %(erp)s" if per_erp else ""
-    base_hours = "(base_payload->>'hours')::numeric" if record_type == "timebill" else "0::numeric"
+    base_hours = f"({ledger.BASE_PAYLOAD}->>'hours')::numeric" if record_type == "timebill" else "0::numeric"
     return f"""
         SELECT source_system, source_id, coalesce(done_action IN ('post', 'adjust'), false) AS present,
                CASE WHEN base_action IN ('post', 'adjust') THEN {base_hours} ELSE 0 END + corrected_hours AS hours,

@@ -60,7 +60,7 @@ def ledger_rates(conn: psycopg.Connection, *, erp: str = "sap") -> dict[str, tup
         """
         SELECT DISTINCT ON (source_system, source_id) source_id, payload->>'rate',
                payload->'currency'->>'refName'
-        FROM ledger.posting
+        FROM ledger.posting_full
         WHERE record_type = 'timebill' AND target_erp = %s AND corrects IS NULL AND NOT shadow
           AND state IN ('confirmed', 'resolved') AND action IN ('post', 'adjust')
         ORDER BY source_system, source_id, seq DESC
@@ -84,7 +84,7 @@ def functional_lines(
             """
             SELECT DISTINCT ON (source_system, source_id) source_id, legal_entity, payload->>'tranDate',
                    fx_rate
-            FROM ledger.posting
+            FROM ledger.posting_full
             WHERE record_type = %s AND target_erp = %s AND corrects IS NULL AND NOT shadow
               AND state IN ('confirmed', 'resolved') AND action IN ('post', 'adjust')
             ORDER BY source_system, source_id, seq DESC

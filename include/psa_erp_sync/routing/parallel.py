@@ -141,7 +141,7 @@ def reconcile(
 # with the project (the ERP customer/job) of the record's latest posting of itself.
 _LEDGER_AMOUNTS = """
 WITH rows AS (
-    SELECT * FROM ledger.posting
+    SELECT * FROM ledger.posting_full
     WHERE legal_entity = %(entity)s AND state IN ('confirmed', 'resolved')
       AND coalesce(payload->>'tranDate', payload->'reverses'->>'tranDate')::date BETWEEN %(first)s AND %(last)s
 ), base AS (
@@ -151,7 +151,7 @@ WITH rows AS (
 ), project AS (
     SELECT DISTINCT ON (record_type, source_system, source_id)
            record_type, source_system, source_id, payload->'customer'->>'externalId' AS project
-    FROM ledger.posting WHERE corrects IS NULL AND payload ? 'customer'
+    FROM ledger.posting_full WHERE corrects IS NULL AND payload ? 'customer'
     ORDER BY record_type, source_system, source_id, seq DESC
 ), held AS (
     SELECT record_type, source_system, source_id, period, target_erp, currency, amount_minor

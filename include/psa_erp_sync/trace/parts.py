@@ -42,7 +42,7 @@ def fetch_rows(
                amount_minor, currency, erp_internal_id, attempts, last_error->>'code' AS last_error_code,
                created_at, updated_at, corrects, payload->>'custbody_psa_hours' AS hours_delta,
                target_erp, erp_account, route_version, shadow
-        FROM ledger.posting WHERE record_type = %s AND source_system = %s AND source_id = %s ORDER BY seq
+        FROM ledger.posting_full WHERE record_type = %s AND source_system = %s AND source_id = %s ORDER BY seq
         """,
         (spec["record_type"], source_system, source_id),
     ).fetchall()
