@@ -207,7 +207,7 @@ def test_a_month_straddling_the_cutover_reconciles_each_record_with_its_erp(
     # A stray in each ERP: a timebill of ours in NetSuite, an expense of ours in SAP.
     with psycopg.connect(clean_ods) as conn:
         [payload] = conn.execute(
-            "SELECT payload FROM ledger.posting WHERE source_id = '1' AND record_type = 'timebill'"
+            "SELECT payload FROM ledger.posting_full WHERE source_id = '1' AND record_type = 'timebill'"
         ).fetchone() or [None]
     with _adapters(erp_sim) as (ns, _):
         ns.upsert("timebill", "psa-te-97", payload | {"externalId": "psa-te-97", "tranDate": "2027-01-07"})

@@ -182,7 +182,7 @@ def _ledger(dsn: str) -> list[tuple[str, str, str, str, date, int]]:
             (str(k), str(x), str(e), str(t), date.fromisoformat(str(d)), int(a))
             for k, x, e, t, d, a in conn.execute(
                 "SELECT idempotency_key, external_id, legal_entity, target_erp, payload->>'tranDate', amount_minor"
-                " FROM ledger.posting WHERE record_type = 'journalentry' AND state IN ('confirmed', 'resolved')"
+                " FROM ledger.posting_full WHERE record_type = 'journalentry' AND state IN ('confirmed', 'resolved')"
                 " ORDER BY 2"
             )
         ]
