@@ -123,3 +123,11 @@ ALTER TABLE journal_entry_item ADD COLUMN IF NOT EXISTS clearing_date date;
 ALTER TABLE journal_entry ADD COLUMN IF NOT EXISTS changed_at timestamptz NOT NULL DEFAULT clock_timestamp();
 CREATE INDEX IF NOT EXISTS journal_entry_item_reference
     ON journal_entry_item (company_code, invoice_reference_fiscal_year, invoice_reference);
+
+-- Foreign-currency documents (docs/simulators.md, "Amounts in company code currency"): the rate a
+-- document was translated at (1 transaction currency = rate company code currency; NULL when the
+-- document is in a foreign currency and the poster sent none: the simulator has no rate table) and
+-- each item's amount in the company code's currency.
+ALTER TABLE journal_entry ADD COLUMN IF NOT EXISTS exchange_rate numeric;
+ALTER TABLE journal_entry ADD COLUMN IF NOT EXISTS company_code_currency text;
+ALTER TABLE journal_entry_item ADD COLUMN IF NOT EXISTS amount_company_code numeric(23, 2);

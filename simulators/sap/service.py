@@ -598,6 +598,7 @@ HEADER_FIELDS = frozenset(
         "DocumentReferenceID",
         "DocumentHeaderText",
         "TransactionCurrency",
+        "ExchangeRate",
         "to_Item",
     }
 )
@@ -612,6 +613,7 @@ ITEM_FIELDS = frozenset(
         "Customer",
         "InvoiceReference",
         "InvoiceReferenceFiscalYear",
+        "AmountInCompanyCodeCurrency",
     }
 )
 #: Document types of customer documents: each needs a customer (debtor) item.
@@ -632,6 +634,8 @@ def journal_entity(
         "DocumentReferenceID": row["document_reference_id"],
         "DocumentHeaderText": row["header_text"],
         "TransactionCurrency": row["currency"],
+        "CompanyCodeCurrency": row.get("company_code_currency") or "",
+        "ExchangeRate": _rate_text(row.get("exchange_rate")),
         "LastChangeDateTime": sap_timestamp(row["changed_at"]),
     }
     if expand:
@@ -657,6 +661,9 @@ def item_entity(row: dict[str, Any]) -> dict[str, Any]:
         "GLAccount": row["gl_account"],
         "AmountInTransactionCurrency": f"{row['amount']:.2f}",
         "TransactionCurrency": row["currency"],
+        "AmountInCompanyCodeCurrency": (
+            f"{row['amount_company_code']:.2f}" if row.get("amount_company_code") is not None else None
+        ),
         "DebitCreditCode": row["debit_credit"],
         "DocumentItemText": row["item_text"],
         "CostCenter": row["cost_center"],
@@ -670,6 +677,14 @@ def item_entity(row: dict[str, Any]) -> dict[str, Any]:
         "ClearingDate": sap_date(row["clearing_date"]) if row.get("clearing_date") else None,
         "OpenAmountInTransactionCurrency": f"{row.get('open_amount') or 0:.2f}",
     }
+
+
+def _rate_text(rate: Decimal | None) -> str:
+    """An exchange rate as answered: its digits without trailing zeros, "" when none was recorded."""
+    if rate is None:
+        return ""
+    value = rate.normalize()
+    return format(value.quantize(Decimal(1)) if value == value.to_integral() else value, "f")
 
 
 def _text(payload: dict[str, Any], name: str, max_len: int, *, required: bool = False) -> str:
@@ -690,6 +705,7 @@ class _Item:
     customer: str = ""
     reference: str = ""
     reference_year: int | None = None
+    amount_company_code: Decimal | None = None
 
 
 def _customer_of(conn: psycopg.Connection, company: str, customer: str) -> None:
@@ -755,6 +771,7 @@ def _items(conn: psycopg.Connection, company: str, raw_items: Any) -> list[_Item
         if customer:
             _customer_of(conn, company, customer)
         reference, year = _reference(conn, company, raw, customer)
+        local = raw.get("AmountInCompanyCodeCurrency")
         items.append(
             _Item(
                 _text(raw, "GLAccount", 10, required=True),
@@ -766,9 +783,56 @@ def _items(conn: psycopg.Connection, company: str, raw_items: Any) -> list[_Item
                 customer,
                 reference,
                 year,
+                None
+                if local is None
+                else decimal_string(local, "AmountInCompanyCodeCurrency", scale=2, maximum=MAX_AMOUNT),
             )
         )
     return items
+
+
+def _in_company_code_currency(
+    payload: dict[str, Any], items: list[_Item], currency: str, local: str
+) -> tuple[Decimal | None, list[Decimal | None]]:
+    """The document's rate and each item's amount in the company code's currency ``local``.
+
+    In the company code's currency the rate is 1 and each amount its own. In another one the
+    amounts are those sent (``AmountInCompanyCodeCurrency``), else the item's amount at the
+    header's ``ExchangeRate`` (1 transaction currency = rate company code currency, half-even to
+    the cent); they must balance. Without a rate (and amounts) the simulator, which has no rate
+    table, records none (S/4HANA would translate at its own rate)."""
+    raw_rate = payload.get("ExchangeRate")
+    rate = (
+        None
+        if raw_rate in (None, "")
+        else decimal_string(raw_rate, "ExchangeRate", scale=10, maximum=Decimal("999999999"))
+    )
+    if currency == local:
+        if rate is not None and rate != 1:
+            raise bad_request(f"Exchange rate of {currency} to itself must be 1", "F5/705", "ExchangeRate")
+        if any(i.amount_company_code not in (None, i.amount) for i in items):
+            raise bad_request("Amount in company code currency differs", "F5/706", "to_Item")
+        return Decimal(1), [i.amount for i in items]
+    if rate is None and any(i.amount_company_code is None for i in items):
+        return None, [i.amount_company_code for i in items]
+    if rate is not None and rate <= 0:
+        raise bad_request("ExchangeRate must be positive", "F5/705", "ExchangeRate")
+    amounts: list[Decimal | None] = [
+        i.amount_company_code
+        if i.amount_company_code is not None
+        else (i.amount * (rate or Decimal(0))).quantize(Decimal("0.01"))
+        for i in items
+    ]
+    balance = sum(
+        (
+            (a or Decimal(0)) if i.side == "S" else -(a or Decimal(0))
+            for a, i in zip(amounts, items, strict=True)
+        ),
+        Decimal(0),
+    )
+    if balance != 0:
+        raise bad_request(f"Balance in company code currency {local}: {balance:.2f}", "F5/703", "to_Item")
+    return rate, amounts
 
 
 def _clear_referenced(
@@ -804,7 +868,7 @@ def post_journal_entry(conn: psycopg.Connection, ctx: Context, payload: dict[str
     if unknown:
         raise bad_request(f"Property '{unknown[0]}' is invalid", "/IWBEP/CM_MGW_RT/022", unknown[0])
     company = _text(payload, "CompanyCode", 4, required=True)
-    _company(conn, company)
+    local = _company(conn, company)
     currency = _text(payload, "TransactionCurrency", 5, required=True)
     doc_type = _text(payload, "AccountingDocumentType", 2, required=True)
     posting = parse_sap_date(payload.get("PostingDate"), "PostingDate")
@@ -817,24 +881,39 @@ def post_journal_entry(conn: psycopg.Connection, ctx: Context, payload: dict[str
     balance = sum((i.amount if i.side == "S" else -i.amount for i in items), Decimal(0))
     if balance != 0:
         raise bad_request(f"Balance in transaction currency {currency}: {balance:.2f}", "F5/702")
+    rate, local_amounts = _in_company_code_currency(payload, items, currency, local)
     period = check_period_open(conn, company, posting)
     with conn.cursor(row_factory=dict_row) as cur:
         header = cur.execute(
             """
             INSERT INTO journal_entry (company_code, fiscal_year, accounting_document, document_type,
-                document_date, posting_date, fiscal_period, document_reference_id, header_text, currency)
-            VALUES (%s, %s, lpad(nextval('accounting_document_no')::text, 10, '0'), %s, %s, %s, %s, %s, %s, %s)
+                document_date, posting_date, fiscal_period, document_reference_id, header_text, currency,
+                exchange_rate, company_code_currency)
+            VALUES (%s, %s, lpad(nextval('accounting_document_no')::text, 10, '0'), %s, %s, %s, %s, %s, %s, %s,
+                %s, %s)
             RETURNING *
             """,
-            (company, posting.year, doc_type, document, posting, period, reference, header_text, currency),
+            (
+                company,
+                posting.year,
+                doc_type,
+                document,
+                posting,
+                period,
+                reference,
+                header_text,
+                currency,
+                rate,
+                local,
+            ),
         ).fetchone()
         assert header is not None
         cur.executemany(
             """
             INSERT INTO journal_entry_item (company_code, fiscal_year, accounting_document, item, gl_account,
                 amount, currency, debit_credit, item_text, cost_center, wbs_element, customer,
-                invoice_reference, invoice_reference_fiscal_year)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                invoice_reference, invoice_reference_fiscal_year, amount_company_code)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             """,
             [
                 (
@@ -852,8 +931,9 @@ def post_journal_entry(conn: psycopg.Connection, ctx: Context, payload: dict[str
                     i.customer,
                     i.reference,
                     i.reference_year,
+                    amount,
                 )
-                for n, i in enumerate(items, start=1)
+                for n, (i, amount) in enumerate(zip(items, local_amounts, strict=True), start=1)
             ],
         )
     _clear_referenced(conn, company, items, header["accounting_document"], posting)

@@ -5,20 +5,22 @@ LE-UK1 moves from NetSuite to SAP (company code 2010) on 2027-01-01 (tests/two_e
 stays on NetSuite. Invoices go where their legal entity routes on their date; a credit memo goes
 where the invoice it credits is; SAP's customer documents are read back into the ODS billing
 tables beside NetSuite's, a payment cleared in SAP marks the PSA invoice paid, and the close
-report's invoiced and credited figures per ERP reconcile to the cent.
+report's invoiced and credited figures per ERP reconcile to the cent. A USD invoice of LE-UK1 on
+SAP carries its GBP amounts at the document's rate, so the close report's functional check matches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pytest
 
 from tests import two_erps
-from tests.billing.invoicing import clean_billing, correct, erp_documents, insert_events
+from tests.billing.invoicing import add_rate, clean_billing, correct, erp_documents, insert_events
 from tests.conftest import RunningSimulator
 
 pytestmark = pytest.mark.integration
@@ -463,3 +465,64 @@ def test_a_closed_sap_period_parks_the_sap_invoice_by_sap_periods(
             " WHERE domain = 'billing' AND status = 'open'"
         ).fetchall()
     assert items == [("PERIOD_CLOSED", UK, f"{UK}-2027-01")]
+
+
+USD_GBP = ("USD", "GBP", date(2026, 12, 20), "0.7913")  # 1 USD = 0.7913 GBP from 2026-12-20
+
+
+def test_a_usd_invoice_of_le_uk1_on_sap_carries_the_gbp_amounts_at_the_document_rate(
+    two: tuple[str, Any], erp_sim: RunningSimulator
+) -> None:
+    from psa_erp_sync.reconcile import close_report as cr
+
+    dsn, sap = two
+    add_rate(erp_sim, dsn, USD_GBP)
+    # Three USD lines whose GBP amounts, each translated, do not add up to the translated total.
+    insert_usd_events(dsn)
+    first = run_pass(dsn, erp_sim, sap, "fx1")
+    assert first.still_pending == 0 and first.documents == {"posted": 1}, (first.plan, first.outcome)
+    with psycopg.connect(dsn) as conn:
+        ours = conn.execute(
+            "SELECT currency, total_minor, functional_currency, functional_total_minor, fx_rate"
+            " FROM billing.document WHERE legal_entity = %s",
+            (UK,),
+        ).fetchone()
+    # 1,000.01 USD x 0.7913 = 791.307913 GBP -> 791.31 (half-even, once)
+    assert ours == ("USD", 100_001, "GBP", 79_131, Decimal("0.7913000000"))
+
+    [doc] = sap_documents(dsn)
+    assert (doc["currency"], doc["company_code_currency"], doc["exchange_rate"]) == (
+        "USD",
+        "GBP",
+        Decimal("0.7913"),
+    )
+    debtor, *lines = doc["items"]
+    assert (str(debtor["amount"]), str(debtor["amount_company_code"])) == ("1000.01", "791.31")
+    local = [i["amount_company_code"] for i in lines]
+    # each line at the rate (333.33 -> 263.76, 333.34 -> 263.77 twice), the 1p difference on the largest
+    assert [str(a) for a in local] == ["263.76", "263.78", "263.77"]
+    assert sum(local) == debtor["amount_company_code"]
+
+    read_back(dsn, erp_sim, sap, "fxrb1")
+    with psycopg.connect(dsn) as conn:
+        held = conn.execute(
+            "SELECT erp, currency, total_minor, body ->> 'exchangerate' FROM billing.erp_invoice"
+        ).fetchall()
+        functional = cr.reconcile_invoices_functional(conn, legal_entity=UK, period="2027-01")
+    assert functional and all(r.matched for r in functional), functional
+    assert functional[0].sides == {"document": 79_131, "erp": 79_131}
+    assert held == [("sap", "USD", 100_001, "0.7913")]
+
+
+def insert_usd_events(dsn: str) -> None:
+    insert_events(
+        dsn,
+        [
+            event(source, day, amount, currency="USD")
+            for source, day, amount in (
+                ("10000", "2027-01-05", 33_333),
+                ("10002", "2027-01-06", 33_334),
+                ("10004", "2027-01-07", 33_334),
+            )
+        ],
+    )

@@ -95,3 +95,54 @@ def test_customer_items_open_amounts_and_clearing(sap: Any, sap_sim: RunningSimu
     assert second.status_code == 200
     assert _open(sap, invoice.AccountingDocument) == ("0.00", second.json()["AccountingDocument"])
     assert pay(None).status_code == 409  # nothing open any more
+
+
+def test_a_foreign_currency_document_holds_company_code_amounts(sap: Any) -> None:
+    """docs/simulators.md, "Amounts in company code currency": a USD document in a GBP company code
+    is translated at the ``ExchangeRate`` sent (or takes the amounts sent), balanced in GBP too;
+    a document in the company code's currency is at rate 1."""
+    from psa_erp_sync.billing.sap import CustomerDocumentInput, CustomerItemInput
+    from psa_erp_sync.clients.sap import SapRejected
+
+    def usd(rate: str, local: tuple[str, str] | None) -> Any:
+        day = date(2027, 1, 5)
+        items = [
+            CustomerItemInput(gl_account="1200", amount=Decimal("100.01"), debit_credit="S", customer="C1"),
+            CustomerItemInput(gl_account="4000", amount=Decimal("100.01"), debit_credit="H"),
+        ]
+        if local is not None:
+            items = [
+                i.model_copy(update={"amount_company_code": Decimal(a)})
+                for i, a in zip(items, local, strict=True)
+            ]
+        return CustomerDocumentInput.model_construct(  # unvalidated: the simulator is what refuses
+            company_code=COMPANY,
+            document_type="DR",
+            document_date=day,
+            posting_date=day,
+            currency="USD",
+            header_text="",
+            items=tuple(items),
+            exchange_rate=Decimal(rate),
+        )
+
+    translated = sap.post_journal_entry(usd("0.7913", None), idempotency_key="k-fx1")
+    [row] = sap.journal_entry_rows(
+        {"$filter": f"AccountingDocument eq '{translated.AccountingDocument}'", "$expand": "to_Item"}
+    )
+    assert (row["TransactionCurrency"], row["CompanyCodeCurrency"], row["ExchangeRate"]) == (
+        "USD",
+        "GBP",
+        "0.7913",
+    )
+    # 100.01 x 0.7913 = 79.137913 -> 79.14 on both items
+    assert [i["AmountInCompanyCodeCurrency"] for i in row["to_Item"]["results"]] == ["79.14", "79.14"]
+    with pytest.raises(SapRejected) as unbalanced:
+        sap.post_journal_entry(usd("0.7913", ("79.14", "79.13")), idempotency_key="k-fx2")
+    assert unbalanced.value.code == "F5/703"
+    same = sap.post_journal_entry(_invoice("C1", "12.50"), idempotency_key="k-fx3")
+    [gbp] = sap.journal_entry_rows(
+        {"$filter": f"AccountingDocument eq '{same.AccountingDocument}'", "$expand": "to_Item"}
+    )
+    assert gbp["ExchangeRate"] == "1"
+    assert [i["AmountInCompanyCodeCurrency"] for i in gbp["to_Item"]["results"]] == ["12.50", "12.50"]

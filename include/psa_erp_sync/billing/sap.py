@@ -35,6 +35,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from psa_erp_sync import money
 from psa_erp_sync.clients import erp as ns
 from psa_erp_sync.clients.erp_models import ErrorDetail
 from psa_erp_sync.clients.sap_models import (
@@ -42,6 +43,7 @@ from psa_erp_sync.clients.sap_models import (
     JournalEntryItemInput,
     SapDate,
     SapDecimal,
+    decimal_text,
 )
 from psa_erp_sync.posting.adapter import BatchOutcome, Errors, Held, RecordOutcome, SapAdapter, SapMapping
 from psa_erp_sync.posting.ledger import Posting
@@ -96,17 +98,33 @@ class CustomerItemInput(JournalEntryItemInput):
     customer: str = Field(default="", max_length=40)
     invoice_reference: str = Field(default="", pattern=r"^\d{0,10}$")
     invoice_reference_year: int | None = Field(default=None, ge=1990, le=2100)
+    #: The amount in the company code's currency, for a document in another currency.
+    amount_company_code: Decimal | None = Field(default=None, gt=0, decimal_places=2)
 
 
 class CustomerDocumentInput(JournalEntryInput):
     """A customer invoice (``DR``) or credit memo (``DG``): balanced, exactly one customer item."""
 
     items: tuple[CustomerItemInput, ...] = Field(min_length=2)
+    #: 1 transaction currency = ``exchange_rate`` company code currency (S/4HANA's ``ExchangeRate``),
+    #: for a document in another currency than the company code's; then every item carries its
+    #: amount in the company code's currency, balanced too.
+    exchange_rate: Decimal | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _one_customer_item(self) -> CustomerDocumentInput:
         if sum(1 for i in self.items if i.customer) != 1:
             raise ValueError("a customer document has exactly one customer item")
+        if self.exchange_rate is not None:
+            local = [i.amount_company_code for i in self.items]
+            if any(a is None for a in local):
+                raise ValueError("a translated document carries every item's company code amount")
+            balance = sum(
+                ((a or Decimal(0)) if i.debit_credit == "S" else -(a or Decimal(0)))
+                for a, i in zip(local, self.items, strict=True)
+            )
+            if balance != 0:
+                raise ValueError(f"company code amounts differ by {balance}")
         return self
 
     def payload(self, reference: str) -> dict[str, Any]:
@@ -117,6 +135,10 @@ class CustomerDocumentInput(JournalEntryInput):
             if item.invoice_reference:
                 raw["InvoiceReference"] = item.invoice_reference
                 raw["InvoiceReferenceFiscalYear"] = f"{item.invoice_reference_year or 0:04d}"
+            if item.amount_company_code is not None:
+                raw["AmountInCompanyCodeCurrency"] = decimal_text(item.amount_company_code)
+        if self.exchange_rate is not None:
+            body["ExchangeRate"] = format(self.exchange_rate, "f")
         return body
 
 
@@ -133,6 +155,34 @@ def _booking_day(payload: Mapping[str, Any]) -> date:
     found = re.search(r"-(\d{4})-(\d{2})$", _ref(payload, "postingPeriod"))
     start = date(int(found.group(1)), int(found.group(2)), 1) if found else None
     return start if start is not None and start > day else day
+
+
+def _translated(
+    posting: Posting, currency: str, items: list[CustomerItemInput]
+) -> tuple[Decimal | None, list[CustomerItemInput]]:
+    """A foreign-currency document's rate and its items with their company code amounts: the
+    document's rate as planned (``exchangeRate``, the ERP's rate for its date,
+    :func:`psa_erp_sync.billing.invoices.document_fx`), the customer item at the document total
+    translated once (the functional total the close report expects), the lines each translated and
+    the rounding difference on the largest line, so the company code side balances too."""
+    text = posting.payload.get("exchangeRate")
+    functional = posting.functional_currency
+    if text in (None, "") or functional in (None, currency):
+        return None, items
+    assert functional is not None
+    rate = Decimal(str(text))
+
+    def local(item: CustomerItemInput) -> int:
+        return money.convert_minor(money.to_minor(item.amount, currency), currency, rate, functional)
+
+    customer, lines = local(items[0]), [local(i) for i in items[1:]]
+    if lines:
+        largest = max(range(len(lines)), key=lambda n: (items[n + 1].amount, -n))
+        lines[largest] += customer - sum(lines)
+    return rate, [
+        i.model_copy(update={"amount_company_code": money.from_minor(minor, functional)})
+        for i, minor in zip(items, [customer, *lines], strict=True)
+    ]
 
 
 def document_entry(
@@ -170,14 +220,17 @@ def document_entry(
         )
         for line in (payload.get("item") or {}).get("items") or []
     ]
+    currency = _ref(payload, "currency")
+    rate, items = _translated(posting, currency, [customer, *lines])
     return CustomerDocumentInput(
         company_code=company_code,
         document_type=DOCUMENT_TYPES[posting.record_type],
         document_date=date.fromisoformat(str(payload["tranDate"])),
         posting_date=_booking_day(payload),
-        currency=_ref(payload, "currency"),
+        currency=currency,
         header_text=f"psa:{posting.idempotency_key[:16]}",
-        items=(customer, *lines),
+        items=tuple(items),
+        exchange_rate=rate,
     )
 
 
@@ -233,6 +286,8 @@ class SapDocument(BaseModel):
     PostingDate: SapDate
     DocumentReferenceID: str = ""
     TransactionCurrency: str = Field(pattern=r"^[A-Z]{3}$")
+    CompanyCodeCurrency: str = ""
+    ExchangeRate: Annotated[Decimal | None, BeforeValidator(lambda v: v or None)] = None
     LastChangeDateTime: SapTimestamp
     to_Item: _Items = _Items()
 
@@ -339,6 +394,8 @@ def invoice_rows(mapping: SapMapping, doc: SapDocument) -> tuple[dict[str, Any],
         else None,
         "postingperiod": _period(mapping, doc),
     }
+    if doc.ExchangeRate is not None and doc.CompanyCodeCurrency not in ("", doc.TransactionCurrency):
+        head["exchangerate"] = format(doc.ExchangeRate, "f")  # what the close report translates at
     lines = []
     for line in doc.to_Item.results:
         if line.Customer:

@@ -22,7 +22,7 @@ def build() -> None:
     """Declare the read-back tasks, one per ERP billing record type (call inside a DAG context)."""
     from psa_erp_sync.billing import steps
     from psa_erp_sync.billing.readback import RECORD_TYPES
-    from psa_erp_sync.lineage.refs import erp, ods
+    from psa_erp_sync.lineage.refs import erp, erp_in_force, ods
     from psa_erp_sync.operators.step import DomainStepOperator
 
     tables = {
@@ -33,13 +33,21 @@ def build() -> None:
     }
     # Invoices and credit memos map their ERP job to a PSA project (master.project_setup).
     mapping = {t: [ods("master.project_setup")] for t in ("invoice", "creditmemo")}
+    # NetSuite is always read; SAP's customer documents too while the routing in force names SAP
+    # (resolved when lineage is asked for). SAP holds no journal entries of ours to read here.
+    sap = {t: [erp_in_force("sap", t)] for t in ("invoice", "creditmemo", "customerpayment")}
     previous = None
     for record_type in RECORD_TYPES:
         current = DomainStepOperator(
             task_id=f"read_back_{record_type}",
             call=steps.read_back_step,
             op_kwargs={"record_type": record_type},
-            inputs=[erp(record_type), erp("transactionline"), *mapping.get(record_type, [])],
+            inputs=[
+                erp(record_type),
+                erp("transactionline"),
+                *sap.get(record_type, []),
+                *mapping.get(record_type, []),
+            ],
             outputs=[ods(t) for t in [*tables[record_type], "billing.erp_readback_watermark"]],
             step=f"billing_readback:{record_type}",
         )

@@ -20,18 +20,21 @@ def inbox_asset() -> Asset:
     return watched(ASSET_NAME, "inbox_erp_invoice_arrivals", "erp", list(ERP_INVOICE_EVENTS))
 
 
-def _status_task(task_id: str, call: Any, own_table: str) -> None:
+def _status_task(task_id: str, call: Any, own_table: str, *, sap: bool = False) -> None:
     """One task that moves ERP invoice status to the PSA; ``own_table`` is the ODS table only it
-    reads and writes (the stream's inbox, the sweep's watermark)."""
-    from psa_erp_sync.lineage.refs import erp, ods, psa
+    reads and writes (the stream's inbox, the sweep's watermark). ``sap``: it also reads SAP's
+    customer documents (invoices and payments, one entity set) while the routing in force names
+    SAP, resolved when lineage is asked for."""
+    from psa_erp_sync.lineage.refs import erp, erp_in_force, ods, psa
     from psa_erp_sync.operators.step import DomainStepOperator
 
     shared = [ods("billing.psa_invoice"), psa("/v2/invoices")]
+    in_sap = [erp_in_force("sap", "invoice")] if sap else []
     DomainStepOperator(
         task_id=task_id,
         call=call,
         step="billing_status",
-        inputs=[ods(own_table), erp("invoice"), erp("customerpayment"), *shared],
+        inputs=[ods(own_table), erp("invoice"), erp("customerpayment"), *in_sap, *shared],
         outputs=[ods(own_table), *shared, psa("/v2/time_entries"), psa("/v2/expenses")],
     )
 
@@ -47,4 +50,6 @@ def build_sweep() -> None:
     """Declare the daily sweep's one task (call inside a DAG context)."""
     from psa_erp_sync.billing import steps
 
-    _status_task("sweep_invoice_status", steps.sweep_invoice_status_step, "billing.psa_status_sweep")
+    _status_task(
+        "sweep_invoice_status", steps.sweep_invoice_status_step, "billing.psa_status_sweep", sap=True
+    )

@@ -60,6 +60,11 @@ SAP_RECORD_PATHS = {
     "accountingperiod": "/sap/opu/odata/sap/ZPSA_JOURNALENTRY_SRV/PostingPeriodCollection",
     # revenue journals (revenue.sap.RevenueSapAdapter): journal entries too
     "journalentry": "/sap/opu/odata/sap/ZPSA_JOURNALENTRY_SRV/JournalEntryCollection",
+    # billing (billing.sap.SapBillingAdapter): customer documents DR, DG and payments DZ are FI
+    # journal entries too (docs/billing.md, "Billing on SAP")
+    "invoice": "/sap/opu/odata/sap/ZPSA_JOURNALENTRY_SRV/JournalEntryCollection",
+    "creditmemo": "/sap/opu/odata/sap/ZPSA_JOURNALENTRY_SRV/JournalEntryCollection",
+    "customerpayment": "/sap/opu/odata/sap/ZPSA_JOURNALENTRY_SRV/JournalEntryCollection",
 }
 
 

@@ -47,21 +47,23 @@ class InvoicePostingOperator(SingleTypePostingOperator):
         return facets
 
     def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
-        from psa_erp_sync.lineage import naming
+        from psa_erp_sync.lineage.refs import resolve, routed_erp
 
-        namespace = self.erp_namespace()
         # The graph reads canonical time entry -> billing.event (the events builder) -> this task ->
         # ERP invoice / creditmemo; credit memos read the documents they credit; periods from the ERP.
+        # Each ERP the routing in force sends anything to, in its own namespace (SAP: its journal
+        # entries and posting periods), resolved now, never at parse time (docs/billing.md).
+        conn_ids = {"erp": self.erp_conn_id or "erp_default"}
         inputs = [
             self.ods_dataset("billing", "event"),
             self.ods_dataset("billing", "document"),
             self.ods_dataset("billing", "document_line"),
             self.ods_dataset("ledger", "posting"),
-            naming.erp_record(namespace, "accountingperiod"),
+            *resolve([routed_erp("accountingperiod")], conn_ids),
         ]
+        documents = resolve([routed_erp("invoice"), routed_erp("creditmemo")], conn_ids)
         outputs = [
-            naming.erp_record(namespace, "invoice"),
-            naming.erp_record(namespace, "creditmemo"),
+            *{(d.namespace, d.name): d for d in documents}.values(),  # SAP: one entity set for both
             self.ods_dataset("billing", "document"),
             self.ods_dataset("billing", "document_line"),
             self.ods_dataset("billing", "event"),
