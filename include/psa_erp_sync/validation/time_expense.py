@@ -228,7 +228,7 @@ class PsaReference:
 
         def rows(endpoint: str) -> list[tuple[str, str, Any]]:
             return [
-                (r[0], r[1], r[2])
+                (r[0], r[1], staging.decode_payload(r[2]))  # the payload is text (migration 0040)
                 for r in conn.execute(
                     "SELECT source_id, payload_hash, payload FROM staging.raw_record"
                     " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s",
@@ -803,19 +803,52 @@ def _staged(
         conn.cursor(name="staged_versions") as cur,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-reader") as fetcher,
     ):
+        # The payload is text (migration 0040), never parsed here: numeric ids are told by the
+        # staged source id (the id as the source wrote it); versions of one id by update time below.
         cur.execute(
-            "SELECT payload::text, payload_hash, source_id, fetched_at FROM staging.raw_record"
+            "SELECT payload, payload_hash, source_id, fetched_at FROM staging.raw_record"
             " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s"
-            " ORDER BY CASE WHEN jsonb_typeof(payload->'id') = 'number' THEN (payload->'id')::numeric END"
-            " NULLS LAST, source_id, payload->>'updated_at'",
+            " ORDER BY CASE WHEN source_id ~ '^-?[0-9]{1,100}(\\.[0-9]{1,100})?$' THEN source_id::numeric END"
+            " NULLS LAST, source_id",
             (source_system, endpoint, run_key),
         )
         # Read ahead: the next batch is fetched (the server's work and the transfer, outside the
         # GIL) while this one is judged. Only the fetcher thread uses ``conn`` from here on.
         fetching = fetcher.submit(cur.fetchmany, _READ_BATCH)
+        group: list[tuple[str, str, str, datetime]] = []
         while batch := fetching.result():
             fetching = fetcher.submit(cur.fetchmany, _READ_BATCH)
-            yield from batch
+            for row in batch:
+                if group and row[2] != group[0][2]:
+                    yield from _in_update_order(group)
+                    group = []
+                group.append(row)
+        yield from _in_update_order(group)
+
+
+class _UpdatedAt(msgspec.Struct):
+    updated_at: Any = None
+
+
+_updated_at_of = msgspec.json.Decoder(_UpdatedAt).decode
+
+
+def _in_update_order(group: list[tuple[str, str, str, datetime]]) -> list[tuple[str, str, str, datetime]]:
+    """The staged versions of one source id ordered by ``updated_at`` as SQL's ``payload->>'updated_at'``
+    sorts (the text as sent; missing or null last). One version (the usual case) is not decoded."""
+    if len(group) < 2:
+        return group
+
+    def key(row: tuple[str, str, str, datetime]) -> tuple[bool, str]:
+        try:
+            value = _updated_at_of(row[0]).updated_at
+        except msgspec.MsgspecError:  # not an object, or what msgspec refuses: as if it had none
+            value = None
+        if value is None:
+            return True, ""
+        return False, value if isinstance(value, str) else msgspec.json.encode(value).decode()
+
+    return sorted(group, key=key)
 
 
 #: Staged versions per fetch of :func:`_staged`.
@@ -1286,7 +1319,7 @@ def _close_quarantine_of_vanished(
             JOIN staging.raw_record r ON r.source_system = e.source_system AND r.endpoint = %(endpoint)s
                  AND r.source_id = e.source_id AND r.payload_hash = e.source_version
             WHERE e.kind = 'quarantine' AND e.source_system = %(system)s AND e.record_type = %(kind)s
-              AND e.status = 'open' AND staging.try_date(r.payload->>'spent_date') >= %(from)s
+              AND e.status = 'open' AND staging.try_date(staging.try_jsonb(r.payload)->>'spent_date') >= %(from)s
             EXCEPT
             SELECT r.source_id FROM staging.raw_record r
             WHERE r.source_system = %(system)s AND r.endpoint = %(endpoint)s AND r.last_run_key = %(run_key)s
