@@ -130,3 +130,23 @@ def test_retention_of_people_still_finds_old_versions_by_index_and_time_entries_
     assert definition is not None
     assert "WHERE (endpoint <> ALL (ARRAY['/v2/time_entries'::text, '/v2/expenses'::text]))" in definition[0]
     assert "raw_record_fetched_idx" in plan
+
+
+def test_try_jsonb_over_a_table_a_parallel_plan_would_scan(clean_ods: str) -> None:
+    """``staging.try_jsonb`` catches errors (a subtransaction): a query over many staged rows, planned
+    in parallel where allowed, must not fail (the demo's and reconciliation's reads)."""
+    with psycopg.connect(clean_ods) as conn, conn.transaction(force_rollback=True):
+        for setting in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size"):
+            conn.execute(f"SET LOCAL {setting} = 0")
+        conn.execute("SET LOCAL max_parallel_workers_per_gather = 2")
+        conn.execute(
+            "INSERT INTO staging.raw_record (source_system, endpoint, source_id, payload_hash, payload, fetched_at,"
+            " first_run_key, last_run_key) SELECT 'psa', %s, i::text, 'h', json_build_object('id', i)::text, now(),"
+            " 'r', 'r' FROM generate_series(1, 20000) i",
+            (ENDPOINT,),
+        )
+        conn.execute("ANALYZE staging.raw_record")
+        row = conn.execute(
+            "SELECT count(*) FROM staging.raw_record WHERE (staging.try_jsonb(payload)->>'id')::int % 2 = 0"
+        ).fetchone()
+    assert row == (10000,)

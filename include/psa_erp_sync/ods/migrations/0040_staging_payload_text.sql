@@ -29,9 +29,11 @@ COMMENT ON COLUMN staging.raw_record.payload IS
     'The payload as received (JSON text, U+0000 escapes kept as visible text); parse on read: staging.try_jsonb(payload).';
 
 -- A staged payload as jsonb, or NULL when jsonb cannot hold it (a number beyond numeric, a hostile
--- payload): SQL over staged payloads must never fail on one record, as staging.try_date.
+-- payload): SQL over staged payloads must never fail on one record, as staging.try_date. Not
+-- parallel safe: its exception block is a subtransaction, which a parallel worker cannot start
+-- ("cannot start subtransactions during a parallel operation" on a scan of the whole table).
 CREATE FUNCTION staging.try_jsonb(value text) RETURNS jsonb
-    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS
+    LANGUAGE plpgsql IMMUTABLE PARALLEL UNSAFE AS
 $$
 BEGIN
     RETURN value::jsonb;
