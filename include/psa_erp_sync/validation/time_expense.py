@@ -35,6 +35,7 @@ from psa_erp_sync.contracts import kinds, records
 from psa_erp_sync.contracts.kinds import REFERENCE_RECORD_TYPES
 from psa_erp_sync.ods import audit, connections, staging
 from psa_erp_sync.ods import exceptions as exception_queue
+from psa_erp_sync.validation import staged_json
 from psa_erp_sync.validation.fx import RateBook
 
 log = logging.getLogger(__name__)
@@ -387,6 +388,8 @@ def _common_checks(
 
 
 _Parsed = TypeVar("_Parsed", psa_models.TimeEntry, psa_models.Expense)
+#: A parsed time entry or expense: by its model, or by the one-pass decoder (same values).
+_Record = psa_models.TimeEntry | psa_models.Expense | staged_json.ParsedTimeEntry | staged_json.ParsedExpense
 _ISO_CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -515,7 +518,7 @@ _EDGE_YEARS = frozenset((1, 9999))
 
 
 def _screen_parsed(
-    record: psa_models.TimeEntry | psa_models.Expense,
+    record: _Record,
     version_hash: str,
     *,
     nested: tuple[str, ...],
@@ -576,7 +579,7 @@ def round_hours(hours: Decimal) -> Decimal:
 
 
 def _checks_of(
-    record: psa_models.TimeEntry | psa_models.Expense, *, ref: PsaReference, config: Config, as_of: datetime
+    record: _Record, *, ref: PsaReference, config: Config, as_of: datetime
 ) -> tuple[str | None, dict[str, Any], ProjectRef | None]:
     return _common_checks(
         user_id=record.user.id,
@@ -616,7 +619,7 @@ def judge_time_entry(
 
 
 def _time_entry_verdict(
-    entry: psa_models.TimeEntry,
+    entry: psa_models.TimeEntry | staged_json.ParsedTimeEntry,
     version_hash: str,
     *,
     ref: PsaReference,
@@ -719,7 +722,7 @@ def judge_expense(
 
 
 def _expense_verdict(
-    expense: psa_models.Expense,
+    expense: psa_models.Expense | staged_json.ParsedExpense,
     version_hash: str,
     *,
     ref: PsaReference,
@@ -851,28 +854,33 @@ def judge_staged(
     """A staged version from its JSON text -> the verdict :func:`judge_time_entry` or
     :func:`judge_expense` gives its decoded payload.
 
-    The text is validated by the model straight from JSON (decoded once, by pydantic), then
-    screened on the model's values; only a payload the model refuses (rare: it is quarantined) is
-    decoded into Python and judged by the per-payload path, so its verdict and the fields it names
-    come from the same checks in the same order as ever.
+    The text is decoded in one pass into the values the rules read
+    (:func:`psa_erp_sync.validation.staged_json.decode`: msgspec, typed no laxer than the model,
+    values parsed by the model's own functions); a payload that decoder cannot vouch for is
+    validated by the model straight from JSON. Either is then screened on the parsed values; only
+    a payload the model refuses (rare: it is quarantined) is decoded into Python and judged by the
+    per-payload path, so its verdict and the fields it names come from the same checks in the same
+    order as ever.
     """
-    try:
-        record = _MODELS[kind].model_validate_json(text)
-    except ValueError:  # a ValidationError, or JSON pydantic does not read: the payload path decides
-        judge = judge_time_entry if kind == "time_entry" else judge_expense
-        return judge(
-            _json_loads(text),
-            version_hash,
-            ref=ref,
-            config=config,
-            as_of=as_of,
-            source_system=source_system,
-            fetched_at=fetched_at,
-        )
+    record: _Record | None = staged_json.decode(kind, text)
+    if record is None:  # not a payload the one-pass decoder vouches for: the model decides
+        try:
+            record = _MODELS[kind].model_validate_json(text)
+        except ValueError:  # a ValidationError, or JSON pydantic does not read: the payload path decides
+            judge = judge_time_entry if kind == "time_entry" else judge_expense
+            return judge(
+                _json_loads(text),
+                version_hash,
+                ref=ref,
+                config=config,
+                as_of=as_of,
+                source_system=source_system,
+                fetched_at=fetched_at,
+            )
     screened = _screen_parsed(record, version_hash, nested=_NESTED[kind], fetched_at=fetched_at)
     if screened is not None:
         return screened
-    if isinstance(record, psa_models.TimeEntry):
+    if isinstance(record, (psa_models.TimeEntry, staged_json.ParsedTimeEntry)):
         return _time_entry_verdict(
             record, version_hash, ref=ref, config=config, as_of=as_of, source_system=source_system
         )
