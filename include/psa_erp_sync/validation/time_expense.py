@@ -783,6 +783,8 @@ def _expense_verdict(
 
 #: The canonical columns of each kind: the fields of its v1 contract (:mod:`~psa_erp_sync.contracts.records`).
 _COLUMNS: Mapping[str, tuple[str, ...]] = records.FIELDS
+# A twin as a tuple is contract_version, then the columns in order (how the COPY rows are built).
+assert all(twin.__struct_fields__ == ("contract_version", *_COLUMNS[k]) for k, twin in records.TWINS.items())
 
 
 #: Both amounts of an entry beyond the transaction amount (migration 0023): written to canonical
@@ -801,13 +803,20 @@ def _staged(
 
     The order never casts what a hostile payload may hold: numeric ids in numeric order, anything
     else after them; the versions of one source id stay together either way.
+
+    Only the keys are sorted (each version's ``ctid`` in that order); the payloads are read a
+    batch at a time by ``ctid`` (:func:`_batch_by_ctid`), so the first batch does not wait for
+    every payload's text to be built and sorted, and the rest is read while a batch is judged. The
+    reader's transaction is ``REPEATABLE READ``: one snapshot for the sort and every batch, in
+    which a ``ctid`` names the same version throughout. ``conn`` must not be in a transaction.
     """
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     with (
         conn.cursor(name="staged_versions") as cur,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-reader") as fetcher,
     ):
         cur.execute(
-            "SELECT payload::text, payload_hash, source_id, fetched_at FROM staging.raw_record"
+            "SELECT ctid::text FROM staging.raw_record"
             " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s"
             " ORDER BY CASE WHEN jsonb_typeof(payload->'id') = 'number' THEN (payload->'id')::numeric END"
             " NULLS LAST, source_id, payload->>'updated_at'",
@@ -815,10 +824,28 @@ def _staged(
         )
         # Read ahead: the next batch is fetched (the server's work and the transfer, outside the
         # GIL) while this one is judged. Only the fetcher thread uses ``conn`` from here on.
-        fetching = fetcher.submit(cur.fetchmany, _READ_BATCH)
+        fetching = fetcher.submit(_batch_by_ctid, conn, cur)
         while batch := fetching.result():
-            fetching = fetcher.submit(cur.fetchmany, _READ_BATCH)
+            fetching = fetcher.submit(_batch_by_ctid, conn, cur)
             yield from batch
+
+
+def _batch_by_ctid(
+    conn: psycopg.Connection, keys: psycopg.Cursor[Any]
+) -> list[tuple[str, str, str, datetime]]:
+    """The next :data:`_READ_BATCH` versions of the sorted ``keys`` (ctids), in their order."""
+    ctids = [r[0] for r in keys.fetchmany(_READ_BATCH)]
+    if not ctids:
+        return []
+    found = {
+        r[0]: (r[1], r[2], r[3], r[4])
+        for r in conn.execute(
+            "SELECT ctid::text, payload::text, payload_hash, source_id, fetched_at FROM staging.raw_record"
+            " WHERE ctid = ANY(%s::tid[])",
+            (ctids,),
+        )
+    }
+    return [found[c] for c in ctids]
 
 
 #: Staged versions per fetch of :func:`_staged`.
@@ -1439,9 +1466,12 @@ def _upsert_canonical(
             # through the contract: a missing field, one it lacks or a wrong type fails here
             record = records.build(kind, {k: row[k] for k in columns})
             copy.write_row(
-                [getattr(record, c) for c in columns]
-                + [row.get(c) for c in _FX_COLUMNS]
-                + [row["source_read_at"], records.encode(record)]
+                (
+                    *msgspec.structs.astuple(record)[1:],  # the columns: the fields after contract_version
+                    *[row.get(c) for c in _FX_COLUMNS],
+                    row["source_read_at"],
+                    records.encode(record),
+                )
             )
     updates = ", ".join(
         f"{c} = EXCLUDED.{c}" for c in (*columns, *_FX_COLUMNS) if c not in ("source_system", "source_id")
