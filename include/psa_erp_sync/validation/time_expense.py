@@ -833,19 +833,20 @@ def _staged(
 def _batch_by_ctid(
     conn: psycopg.Connection, keys: psycopg.Cursor[Any]
 ) -> list[tuple[str, str, str, datetime]]:
-    """The next :data:`_READ_BATCH` versions of the sorted ``keys`` (ctids), in their order."""
+    """The next :data:`_READ_BATCH` versions of the sorted ``keys`` (ctids), in their order (one
+    TID probe each, in the snapshot the keys were sorted in)."""
     ctids = [r[0] for r in keys.fetchmany(_READ_BATCH)]
     if not ctids:
         return []
-    found = {
-        r[0]: (r[1], r[2], r[3], r[4])
-        for r in conn.execute(
-            "SELECT ctid::text, payload::text, payload_hash, source_id, fetched_at FROM staging.raw_record"
-            " WHERE ctid = ANY(%s::tid[])",
-            (ctids,),
-        )
-    }
-    return [found[c] for c in ctids]
+    rows: list[tuple[str, str, str, datetime]] = conn.execute(
+        "SELECT r.payload::text, r.payload_hash, r.source_id, r.fetched_at"
+        " FROM unnest(%s::tid[]) WITH ORDINALITY AS k(row_id, n) JOIN staging.raw_record r ON r.ctid = k.row_id"
+        " ORDER BY k.n",
+        (ctids,),
+    ).fetchall()
+    if len(rows) != len(ctids):  # cannot happen in one snapshot; never judge a run short
+        raise RuntimeError(f"{len(ctids) - len(rows)} staged versions vanished from the reader's snapshot")
+    return rows
 
 
 #: Staged versions per fetch of :func:`_staged`.
