@@ -56,8 +56,8 @@ WITH project AS (
            coalesce(payload ->> 'billing_type',
                     CASE WHEN (payload ->> 'is_fixed_fee')::boolean THEN 'fixed_fee'
                          ELSE 'time_and_materials' END) AS billing_type
-    FROM staging.raw_record
-    WHERE source_system = 'psa' AND endpoint = '/v2/projects'
+    FROM (SELECT source_id, fetched_at, staging.try_jsonb(payload) AS payload FROM staging.raw_record
+          WHERE source_system = 'psa' AND endpoint = '/v2/projects') r
     ORDER BY source_id, fetched_at DESC
 ), billable AS (
     SELECT t.source_system, t.source_id, t.version_hash, p.customer_ref, t.project_ref, t.legal_entity,

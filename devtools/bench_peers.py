@@ -13,11 +13,13 @@ from typing import Any
 
 import psycopg
 
+from psa_erp_sync.ods import staging
+
 
 def _rows(dsn: str, limit: int) -> list[dict[str, Any]]:
     with psycopg.connect(dsn) as conn:
         return [
-            {"source_id": sid, "payload_hash": h, "payload": payload}
+            {"source_id": sid, "payload_hash": h, "payload": staging.decode_payload(payload)}
             for sid, h, payload in conn.execute(
                 "SELECT source_id, payload_hash, payload FROM staging.raw_record"
                 " WHERE endpoint = '/v2/time_entries' LIMIT %s",

@@ -267,7 +267,8 @@ def reconciliation(conn: psycopg.Connection, kind: str) -> dict[str, Any]:
     psa = figure(f"SELECT count(*), sum({hours}) FROM {psa_table} WHERE is_closed")
     quarantined = figure(
         f"SELECT count(*), sum(coalesce((r.payload->>'hours')::numeric, 0) * {1 if hours == 'hours' else 0})"
-        " FROM exceptions.item e JOIN staging.raw_record r ON r.source_id = e.source_id"
+        " FROM exceptions.item e JOIN (SELECT source_id, payload_hash, endpoint, staging.try_jsonb(payload) AS payload"
+        " FROM staging.raw_record) r ON r.source_id = e.source_id"
         " AND r.payload_hash = e.source_version AND r.endpoint = %s"
         " WHERE e.kind = 'quarantine' AND e.record_type = %s AND e.status = 'open' AND (r.payload->>'is_closed')::boolean",
         endpoint,

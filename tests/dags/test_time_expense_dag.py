@@ -211,7 +211,7 @@ def test_time_expense_dag_posts_exactly_the_approved_set(wired: dict[str, Any], 
                 print(
                     "  staging:",
                     conn.execute(
-                        "SELECT last_run_key, payload->>'is_closed', payload->>'updated_at' FROM staging.raw_record WHERE source_id=%s AND endpoint='/v2/time_entries'",
+                        "SELECT last_run_key, payload::jsonb->>'is_closed', payload::jsonb->>'updated_at' FROM staging.raw_record WHERE source_id=%s AND endpoint='/v2/time_entries'",
                         (sid,),
                     ).fetchall(),
                 )

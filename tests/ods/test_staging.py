@@ -1,7 +1,8 @@
-"""Staging by COPY: nothing lost, hostile payloads kept byte-for-byte (as jsonb), dedupe by content."""
+"""Staging: nothing lost, hostile payloads kept byte-for-byte (as text, migration 0040), dedupe by content."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 
@@ -47,7 +48,7 @@ def test_stage_counts_dedupe_and_hostile_text(clean_ods: str) -> None:
         assert third.new_versions == 1
         stored = dict(
             conn.execute(
-                "SELECT source_id, payload->>'notes' FROM staging.raw_record WHERE last_run_key = 'r2' ORDER BY source_id"
+                "SELECT source_id, payload::jsonb->>'notes' FROM staging.raw_record WHERE last_run_key = 'r2' ORDER BY source_id"
             ).fetchall()
         )
     assert stored["0"] == HOSTILE[0]
@@ -146,10 +147,12 @@ def test_raw_items_stage_as_sent_with_the_keys_counts_and_watermark_of_decoded_o
         conn.commit()
         assert (first.extracted, first.staged, first.new_versions, first.known_versions) == (11, 11, 11, 0)
         assert first.max_updated_at == datetime(2026, 11, 6, 10, tzinfo=UTC)
-        stored = dict(conn.execute("SELECT source_id, payload FROM staging.raw_record").fetchall())
+        texts = dict(conn.execute("SELECT source_id, payload FROM staging.raw_record").fetchall())
+        stored = {k: json.loads(v) for k, v in texts.items()}
         hours = conn.execute(
-            "SELECT payload->>'hours' FROM staging.raw_record WHERE source_id = '0'"
+            "SELECT payload::jsonb->>'hours' FROM staging.raw_record WHERE source_id = '0'"
         ).fetchone()
+        hashes = dict(conn.execute("SELECT source_id, payload_hash FROM staging.raw_record").fetchall())
         # the same version twice, in one page and across pages: duplicates; the rest known
         pages = [*_raw_pages(items), _raw_pages(items[:1])[0] * 2]
         again = staging.stage_pages(
@@ -174,6 +177,11 @@ def test_raw_items_stage_as_sent_with_the_keys_counts_and_watermark_of_decoded_o
         assert stored[str(i if i < 4 else i + 1)]["notes"] == note
     assert stored["4"]["notes"] == "nul\\u0000byte"  # jsonb cannot hold U+0000: kept as visible text
     assert hours == ("1.50",)  # as the source wrote it (decoded items went through a float: 1.5)
+    # stored as sent (pretty-printed, never parsed on write: migration 0040), hashed over those bytes
+    sent = {json.loads(b)["id"]: b for page in _raw_pages(items[:6]) for b in page}
+    assert texts["0"].encode() == sent[0]
+    assert hashes["0"] == hashlib.sha256(sent[0]).hexdigest()
+    assert texts["4"].encode() == sent[4].replace(b"\\u0000", b"\\\\u0000")  # U+0000 as visible text
     decoded_keys = {str(i["id"]) for i in items[:6] if isinstance(i, dict)} | {"a\tb\\u0000c", "99"}
     decoded_keys |= {staging.missing_id_key(i) for i in items[6:9]}
     assert set(stored) == decoded_keys

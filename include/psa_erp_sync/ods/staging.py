@@ -1,14 +1,19 @@
-"""Staging repository: raw payloads via COPY, deduplicated by (source id, content hash), and watermarks.
+"""Staging repository: raw payloads, deduplicated by (source id, content hash), and watermarks.
 
-The content hash is computed by PostgreSQL over ``payload::text`` of the ``jsonb`` value, which
-is canonical (sorted keys, normalised whitespace), so the same content always hashes the same.
+``staging.raw_record.payload`` is ``text`` (migration 0040): the payload is stored as it arrived,
+never parsed into ``jsonb`` on the write path (that parse alone doubled the cost of a durable
+keyed write). Readers parse it when they read it (``msgspec`` in Python, ``staging.try_jsonb`` in
+SQL).
 
-Items arrive either decoded (dicts, re-encoded here) or as the raw JSON bytes of each item as the
-source sent them (:class:`msgspec.Raw` or ``bytes``, the PSA extract's path: no decode and
-re-encode per record, only ``id`` and ``updated_at`` are read). The two hash differently where the
-source writes a number a Python float would print otherwise (``1.50`` against ``1.5``): a version
-is then new in staging, and validation keeps canonical's version when the content is the same
-(content versioning, ``validation.time_expense``), so nothing changes downstream.
+Items arrive either as the raw JSON bytes of each item as the source sent them
+(:class:`msgspec.Raw` or ``bytes``, the PSA extract's path: stored and hashed (sha256 in Python)
+byte for byte, only ``id`` and ``updated_at`` are read) or decoded (dicts: master data, the
+stream's re-reads, tests). A decoded item is stored as PostgreSQL's canonical text of its
+``jsonb`` value (sorted keys, normalised whitespace) and hashed over that text, as before 0040, so
+the hashes of those paths did not change. The two paths hash differently where the source writes
+a number a Python float would print otherwise (``1.50`` against ``1.5``): a version is then new in
+staging, and validation keeps canonical's version when the content is the same (content
+versioning, ``validation.time_expense``), so nothing changes downstream.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ log = logging.getLogger(__name__)
 # a statement), ``DISTINCT ON`` over it, which sorts every payload (~1.2 s per 100k rows).
 _UPSERT = """
 WITH src AS (
-    SELECT source_id, payload, encode(sha256(convert_to(payload::text, 'UTF8')), 'hex') AS payload_hash
+    SELECT source_id, payload::text AS payload, encode(sha256(convert_to(payload::text, 'UTF8')), 'hex') AS payload_hash
     FROM tmp_stage
 ), upsert AS (
     INSERT INTO staging.raw_record AS r
@@ -116,11 +121,16 @@ _stamp_of = msgspec.json.Decoder(_Stamp).decode
 _decode_item = msgspec.json.Decoder().decode
 
 
-def _decode_raw(raw: bytes) -> object:
+def decode_payload(payload: str | bytes) -> Any:
+    """A staged payload (text since migration 0040) as Python values, as psycopg's ``jsonb`` loader
+    gave them before: ``msgspec``, or ``json`` for what it refuses (a number beyond a double)."""
     try:
-        return _decode_item(raw)
-    except msgspec.MsgspecError:  # what msgspec refuses (a number beyond a double): as json reads it
-        return json.loads(raw)
+        return _decode_item(payload)
+    except msgspec.MsgspecError:
+        return json.loads(payload)
+
+
+_decode_raw = decode_payload
 
 
 def _raw_row(item: object) -> tuple[str, str, str, object]:
@@ -130,38 +140,61 @@ def _raw_row(item: object) -> tuple[str, str, str, object]:
     by its content, as :func:`missing_id_key` keys decoded items. The hash is sha256 of the bytes as
     sent: the same bytes are the same version (a source that re-serialises a record differently
     makes a new staged version with the same content, which validation keeps as the same canonical
-    version). ``jsonb`` cannot hold U+0000: such an escape is kept as the visible text ``\\u0000``.
+    version). A ``\\u0000`` escape is kept as the visible text ``\\u0000``, as on the decoded path
+    (readers parse the payload into ``jsonb`` or Python text, neither of which may hold U+0000).
     """
-    raw = bytes(item) if isinstance(item, msgspec.Raw | bytes) else _encode(item)
+    # A Raw item is read in place (its buffer): no copy of its bytes.
+    raw = item if isinstance(item, msgspec.Raw | bytes) else _encode(item)
     try:
         stamp = _stamp_of(raw)
         source_id, seen = stamp.id, stamp.updated_at
     except msgspec.MsgspecError:  # not an object: keyed by its content
         source_id, seen = None, None
     if source_id is None:
-        key = missing_id_key(_decode_raw(raw))
+        key = missing_id_key(_decode_raw(bytes(raw)))
     elif type(source_id) is int:
         key = str(source_id)
     else:
         key = str(source_id).replace("\x00", "\\u0000")  # text cannot hold U+0000 (as the COPY path)
     digest = hashlib.sha256(raw).hexdigest()
-    raw = jsonb.escape_nul(raw)
-    return key, digest, raw.decode(), seen
+    text = str(raw, "utf-8")
+    if "\\u0000" in text:
+        text = jsonb.escape_nul(text.encode()).decode()
+    return key, digest, text, seen
 
 
-# One statement per raw page: no temporary table, no hashing in SQL; a version is a probe of the
-# primary key. A version already touched by this transaction (the same version earlier in this
-# extract: ``fetched_at`` is the transaction's start) is left alone and not returned: a duplicate.
+# One statement per raw page: no temporary table, no hashing in SQL, no JSON parse (the payload is
+# stored as text, as sent); a version is a probe of the primary key. A version already touched by
+# this transaction (the same version earlier in this extract: ``fetched_at`` is the transaction's
+# start) is left alone and not counted: a duplicate. Answers (new, known) versions of the page.
 _UPSERT_RAW = """
-INSERT INTO staging.raw_record AS r
-    (source_system, endpoint, source_id, payload_hash, payload, fetched_at, first_run_key, last_run_key)
-SELECT %(system)s, %(endpoint)s, k.source_id, k.payload_hash, k.payload::jsonb, now(), %(run_key)s, %(run_key)s
-FROM unnest(%(ids)b::text[], %(hashes)b::text[], %(payloads)b::text[]) AS k(source_id, payload_hash, payload)
-ON CONFLICT (source_system, endpoint, source_id, payload_hash)
-DO UPDATE SET last_run_key = EXCLUDED.last_run_key, fetched_at = EXCLUDED.fetched_at
-WHERE r.last_run_key <> EXCLUDED.last_run_key OR r.fetched_at <> EXCLUDED.fetched_at
-RETURNING (xmax = 0) AS is_new
+WITH up AS (
+    INSERT INTO staging.raw_record AS r
+        (source_system, endpoint, source_id, payload_hash, payload, fetched_at, first_run_key, last_run_key)
+    SELECT %(system)s, %(endpoint)s, k.source_id, k.payload_hash, k.payload, now(), %(run_key)s, %(run_key)s
+    FROM unnest(%(ids)b::text[], %(hashes)b::text[], %(payloads)b::text[]) AS k(source_id, payload_hash, payload)
+    ON CONFLICT (source_system, endpoint, source_id, payload_hash)
+    DO UPDATE SET last_run_key = EXCLUDED.last_run_key, fetched_at = EXCLUDED.fetched_at
+    WHERE r.last_run_key <> EXCLUDED.last_run_key OR r.fetched_at <> EXCLUDED.fetched_at
+    RETURNING (xmax = 0) AS is_new
+)
+SELECT count(*) FILTER (WHERE is_new), count(*) FILTER (WHERE NOT is_new) FROM up
 """
+
+
+def _page_rows(
+    page: Sequence[object], newest: datetime | None
+) -> tuple[dict[tuple[str, str], str], datetime | None]:
+    """The page's versions, (source id, hash) -> payload text (a version twice in one page: once),
+    and the newest ``updated_at`` seen so far."""
+    rows: dict[tuple[str, str], str] = {}
+    for item in page:
+        key, digest, payload, stamp = _raw_row(item)
+        rows[key, digest] = payload
+        seen = source_timestamp(stamp)
+        if seen is not None and (newest is None or seen > newest):
+            newest = seen
+    return rows, newest
 
 
 def _stage_raw(
@@ -174,30 +207,47 @@ def _stage_raw(
     progress: Callable[[int, float], None] | None,
     started: float,
 ) -> StageResult:
-    """:func:`stage_pages` for pages of raw items: one ``INSERT ... ON CONFLICT`` per page."""
+    """:func:`stage_pages` for pages of raw items: one ``INSERT ... ON CONFLICT`` per page.
+
+    Pipelined: a page's statement is sent and the next page is read and prepared (hashes, keys)
+    while PostgreSQL writes it; its counts are read after that. All in the caller's transaction.
+    """
     extracted = new_versions = known_versions = 0
     newest: datetime | None = None
-    params: dict[str, Any] = {"system": source_system, "endpoint": endpoint, "run_key": run_key}
-    for page in pages:
-        rows: dict[tuple[str, str], str] = {}  # a version twice in one page: sent once
-        for item in page:
-            key, digest, payload, stamp = _raw_row(item)
-            rows[key, digest] = payload
-            seen = source_timestamp(stamp)
-            if seen is not None and (newest is None or seen > newest):
-                newest = seen
-        extracted += len(page)
-        if rows:
-            params["ids"] = [k for k, _ in rows]
-            params["hashes"] = [h for _, h in rows]
-            params["payloads"] = list(rows.values())
-            with conn.cursor() as cur:
-                cur.execute(_UPSERT_RAW, params)
-                for (is_new,) in cur:
-                    new_versions += is_new
-                    known_versions += not is_new
-        if progress is not None:
-            progress(extracted, time.monotonic() - started)
+    sent: psycopg.Cursor[Any] | None = None
+
+    def count(cur: psycopg.Cursor[Any]) -> None:
+        nonlocal new_versions, known_versions
+        row = cur.fetchone()
+        assert row is not None
+        new_versions += row[0]
+        known_versions += row[1]
+        cur.close()
+
+    with conn.pipeline():
+        for page in pages:
+            rows, newest = _page_rows(page, newest)
+            extracted += len(page)
+            if sent is not None:
+                count(sent)
+                sent = None
+            if rows:
+                sent = conn.cursor()
+                sent.execute(
+                    _UPSERT_RAW,
+                    {
+                        "system": source_system,
+                        "endpoint": endpoint,
+                        "run_key": run_key,
+                        "ids": [k for k, _ in rows],
+                        "hashes": [h for _, h in rows],
+                        "payloads": list(rows.values()),
+                    },
+                )
+            if progress is not None:
+                progress(extracted, time.monotonic() - started)
+        if sent is not None:
+            count(sent)
     return StageResult(
         run_key=run_key,
         extracted=extracted,
@@ -432,7 +482,7 @@ def insert_new_versions(
             INSERT INTO staging.raw_record
                 (source_system, endpoint, source_id, payload_hash, payload, fetched_at, first_run_key, last_run_key)
             SELECT %(system)s, %(endpoint)s, source_id,
-                   encode(sha256(convert_to(payload::text, 'UTF8')), 'hex'), payload,
+                   encode(sha256(convert_to(payload::text, 'UTF8')), 'hex'), payload::text,
                    coalesce(%(read_at)s, now()), %(run_key)s, %(run_key)s
             FROM src
             ON CONFLICT (source_system, endpoint, source_id, payload_hash) DO NOTHING

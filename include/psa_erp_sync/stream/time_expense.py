@@ -247,7 +247,7 @@ def reference_for(conn: psycopg.Connection, run_keys: dict[str, str], records: l
     def rows(endpoint: str, where: str, ids: list[str] | None) -> list[tuple[str, str, Any]]:
         selected = f" AND {where} = ANY(%s)" if ids is not None else ""
         return [
-            (r[0], r[1], r[2])
+            (r[0], r[1], staging.decode_payload(r[2]))  # the payload is text (migration 0040)
             for r in conn.execute(
                 "SELECT source_id, payload_hash, payload FROM staging.raw_record"
                 " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s" + selected,
@@ -259,7 +259,9 @@ def reference_for(conn: psycopg.Connection, run_keys: dict[str, str], records: l
         {
             "/v2/projects": rows("/v2/projects", "source_id", project_ids),
             "/v2/users": rows("/v2/users", "source_id", user_ids),
-            "/v2/task_assignments": rows("/v2/task_assignments", "payload->'project'->>'id'", project_ids),
+            "/v2/task_assignments": rows(
+                "/v2/task_assignments", "staging.try_jsonb(payload)->'project'->>'id'", project_ids
+            ),
             "/v2/expense_categories": rows("/v2/expense_categories", "source_id", None),
         },
         RateBook.from_ods(conn),

@@ -35,6 +35,7 @@ from psa_erp_sync.contracts import kinds, records
 from psa_erp_sync.contracts.kinds import REFERENCE_RECORD_TYPES
 from psa_erp_sync.ods import audit, connections, staging
 from psa_erp_sync.ods import exceptions as exception_queue
+from psa_erp_sync.validation import staged_json
 from psa_erp_sync.validation.fx import RateBook
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ class PsaReference:
 
         def rows(endpoint: str) -> list[tuple[str, str, Any]]:
             return [
-                (r[0], r[1], r[2])
+                (r[0], r[1], staging.decode_payload(r[2]))  # the payload is text (migration 0040)
                 for r in conn.execute(
                     "SELECT source_id, payload_hash, payload FROM staging.raw_record"
                     " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s",
@@ -387,6 +388,8 @@ def _common_checks(
 
 
 _Parsed = TypeVar("_Parsed", psa_models.TimeEntry, psa_models.Expense)
+#: A parsed time entry or expense: by its model, or by the one-pass decoder (same values).
+_Record = psa_models.TimeEntry | psa_models.Expense | staged_json.ParsedTimeEntry | staged_json.ParsedExpense
 _ISO_CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -515,7 +518,7 @@ _EDGE_YEARS = frozenset((1, 9999))
 
 
 def _screen_parsed(
-    record: psa_models.TimeEntry | psa_models.Expense,
+    record: _Record,
     version_hash: str,
     *,
     nested: tuple[str, ...],
@@ -576,7 +579,7 @@ def round_hours(hours: Decimal) -> Decimal:
 
 
 def _checks_of(
-    record: psa_models.TimeEntry | psa_models.Expense, *, ref: PsaReference, config: Config, as_of: datetime
+    record: _Record, *, ref: PsaReference, config: Config, as_of: datetime
 ) -> tuple[str | None, dict[str, Any], ProjectRef | None]:
     return _common_checks(
         user_id=record.user.id,
@@ -616,7 +619,7 @@ def judge_time_entry(
 
 
 def _time_entry_verdict(
-    entry: psa_models.TimeEntry,
+    entry: psa_models.TimeEntry | staged_json.ParsedTimeEntry,
     version_hash: str,
     *,
     ref: PsaReference,
@@ -719,7 +722,7 @@ def judge_expense(
 
 
 def _expense_verdict(
-    expense: psa_models.Expense,
+    expense: psa_models.Expense | staged_json.ParsedExpense,
     version_hash: str,
     *,
     ref: PsaReference,
@@ -780,6 +783,8 @@ def _expense_verdict(
 
 #: The canonical columns of each kind: the fields of its v1 contract (:mod:`~psa_erp_sync.contracts.records`).
 _COLUMNS: Mapping[str, tuple[str, ...]] = records.FIELDS
+# A twin as a tuple is contract_version, then the columns in order (how the COPY rows are built).
+assert all(twin.__struct_fields__ == ("contract_version", *_COLUMNS[k]) for k, twin in records.TWINS.items())
 
 
 #: Both amounts of an entry beyond the transaction amount (migration 0023): written to canonical
@@ -798,24 +803,83 @@ def _staged(
 
     The order never casts what a hostile payload may hold: numeric ids in numeric order, anything
     else after them; the versions of one source id stay together either way.
+
+    Only the keys are sorted (each version's ``ctid`` in that order); the payloads are read a
+    batch at a time by ``ctid`` (:func:`_batch_by_ctid`), so the first batch does not wait for
+    every payload's text to be built and sorted, and the rest is read while a batch is judged. The
+    reader's transaction is ``REPEATABLE READ``: one snapshot for the sort and every batch, in
+    which a ``ctid`` names the same version throughout. ``conn`` must not be in a transaction.
     """
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     with (
         conn.cursor(name="staged_versions") as cur,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-reader") as fetcher,
     ):
+        # The payload is text (migration 0040), never parsed here: numeric ids are told by the
+        # staged source id (the id as the source wrote it); versions of one id by update time below.
         cur.execute(
-            "SELECT payload::text, payload_hash, source_id, fetched_at FROM staging.raw_record"
+            "SELECT ctid::text FROM staging.raw_record"
             " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s"
-            " ORDER BY CASE WHEN jsonb_typeof(payload->'id') = 'number' THEN (payload->'id')::numeric END"
-            " NULLS LAST, source_id, payload->>'updated_at'",
+            " ORDER BY CASE WHEN source_id ~ '^-?[0-9]{1,100}(\\.[0-9]{1,100})?$' THEN source_id::numeric END"
+            " NULLS LAST, source_id",
             (source_system, endpoint, run_key),
         )
         # Read ahead: the next batch is fetched (the server's work and the transfer, outside the
         # GIL) while this one is judged. Only the fetcher thread uses ``conn`` from here on.
-        fetching = fetcher.submit(cur.fetchmany, _READ_BATCH)
+        fetching = fetcher.submit(_batch_by_ctid, conn, cur)
+        group: list[tuple[str, str, str, datetime]] = []
         while batch := fetching.result():
-            fetching = fetcher.submit(cur.fetchmany, _READ_BATCH)
-            yield from batch
+            fetching = fetcher.submit(_batch_by_ctid, conn, cur)
+            for row in batch:
+                if group and row[2] != group[0][2]:
+                    yield from _in_update_order(group)
+                    group = []
+                group.append(row)
+        yield from _in_update_order(group)
+
+
+class _UpdatedAt(msgspec.Struct):
+    updated_at: Any = None
+
+
+_updated_at_of = msgspec.json.Decoder(_UpdatedAt).decode
+
+
+def _in_update_order(group: list[tuple[str, str, str, datetime]]) -> list[tuple[str, str, str, datetime]]:
+    """The staged versions of one source id ordered by ``updated_at`` as SQL's ``payload->>'updated_at'``
+    sorts (the text as sent; missing or null last). One version (the usual case) is not decoded."""
+    if len(group) < 2:
+        return group
+
+    def key(row: tuple[str, str, str, datetime]) -> tuple[bool, str]:
+        try:
+            value = _updated_at_of(row[0]).updated_at
+        except msgspec.MsgspecError:  # not an object, or what msgspec refuses: as if it had none
+            value = None
+        if value is None:
+            return True, ""
+        return False, value if isinstance(value, str) else msgspec.json.encode(value).decode()
+
+    return sorted(group, key=key)
+
+
+def _batch_by_ctid(
+    conn: psycopg.Connection, keys: psycopg.Cursor[Any]
+) -> list[tuple[str, str, str, datetime]]:
+    """The next :data:`_READ_BATCH` versions of the sorted ``keys`` (ctids), in their order (one
+    TID probe each, in the snapshot the keys were sorted in)."""
+    ctids = [r[0] for r in keys.fetchmany(_READ_BATCH)]
+    if not ctids:
+        return []
+    rows: list[tuple[str, str, str, datetime]] = conn.execute(
+        "SELECT r.payload, r.payload_hash, r.source_id, r.fetched_at"
+        " FROM unnest(%s::tid[]) WITH ORDINALITY AS k(row_id, n) JOIN staging.raw_record r ON r.ctid = k.row_id"
+        " ORDER BY k.n",
+        (ctids,),
+    ).fetchall()
+    if len(rows) != len(ctids):  # cannot happen in one snapshot; never judge a run short
+        raise RuntimeError(f"{len(ctids) - len(rows)} staged versions vanished from the reader's snapshot")
+    return rows
 
 
 #: Staged versions per fetch of :func:`_staged`.
@@ -851,28 +915,33 @@ def judge_staged(
     """A staged version from its JSON text -> the verdict :func:`judge_time_entry` or
     :func:`judge_expense` gives its decoded payload.
 
-    The text is validated by the model straight from JSON (decoded once, by pydantic), then
-    screened on the model's values; only a payload the model refuses (rare: it is quarantined) is
-    decoded into Python and judged by the per-payload path, so its verdict and the fields it names
-    come from the same checks in the same order as ever.
+    The text is decoded in one pass into the values the rules read
+    (:func:`psa_erp_sync.validation.staged_json.decode`: msgspec, typed no laxer than the model,
+    values parsed by the model's own functions); a payload that decoder cannot vouch for is
+    validated by the model straight from JSON. Either is then screened on the parsed values; only
+    a payload the model refuses (rare: it is quarantined) is decoded into Python and judged by the
+    per-payload path, so its verdict and the fields it names come from the same checks in the same
+    order as ever.
     """
-    try:
-        record = _MODELS[kind].model_validate_json(text)
-    except ValueError:  # a ValidationError, or JSON pydantic does not read: the payload path decides
-        judge = judge_time_entry if kind == "time_entry" else judge_expense
-        return judge(
-            _json_loads(text),
-            version_hash,
-            ref=ref,
-            config=config,
-            as_of=as_of,
-            source_system=source_system,
-            fetched_at=fetched_at,
-        )
+    record: _Record | None = staged_json.decode(kind, text)
+    if record is None:  # not a payload the one-pass decoder vouches for: the model decides
+        try:
+            record = _MODELS[kind].model_validate_json(text)
+        except ValueError:  # a ValidationError, or JSON pydantic does not read: the payload path decides
+            judge = judge_time_entry if kind == "time_entry" else judge_expense
+            return judge(
+                _json_loads(text),
+                version_hash,
+                ref=ref,
+                config=config,
+                as_of=as_of,
+                source_system=source_system,
+                fetched_at=fetched_at,
+            )
     screened = _screen_parsed(record, version_hash, nested=_NESTED[kind], fetched_at=fetched_at)
     if screened is not None:
         return screened
-    if isinstance(record, psa_models.TimeEntry):
+    if isinstance(record, (psa_models.TimeEntry, staged_json.ParsedTimeEntry)):
         return _time_entry_verdict(
             record, version_hash, ref=ref, config=config, as_of=as_of, source_system=source_system
         )
@@ -1286,7 +1355,7 @@ def _close_quarantine_of_vanished(
             JOIN staging.raw_record r ON r.source_system = e.source_system AND r.endpoint = %(endpoint)s
                  AND r.source_id = e.source_id AND r.payload_hash = e.source_version
             WHERE e.kind = 'quarantine' AND e.source_system = %(system)s AND e.record_type = %(kind)s
-              AND e.status = 'open' AND staging.try_date(r.payload->>'spent_date') >= %(from)s
+              AND e.status = 'open' AND staging.try_date(staging.try_jsonb(r.payload)->>'spent_date') >= %(from)s
             EXCEPT
             SELECT r.source_id FROM staging.raw_record r
             WHERE r.source_system = %(system)s AND r.endpoint = %(endpoint)s AND r.last_run_key = %(run_key)s
@@ -1431,9 +1500,12 @@ def _upsert_canonical(
             # through the contract: a missing field, one it lacks or a wrong type fails here
             record = records.build(kind, {k: row[k] for k in columns})
             copy.write_row(
-                [getattr(record, c) for c in columns]
-                + [row.get(c) for c in _FX_COLUMNS]
-                + [row["source_read_at"], records.encode(record)]
+                (
+                    *msgspec.structs.astuple(record)[1:],  # the columns: the fields after contract_version
+                    *[row.get(c) for c in _FX_COLUMNS],
+                    row["source_read_at"],
+                    records.encode(record),
+                )
             )
     updates = ", ".join(
         f"{c} = EXCLUDED.{c}" for c in (*columns, *_FX_COLUMNS) if c not in ("source_system", "source_id")
