@@ -18,9 +18,12 @@ from psa_erp_sync.clients.psa import PsaApiError, PsaEndpointNotFound, PsaWriteU
 from psa_erp_sync.ods import exceptions, inbox
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     import psycopg
 
     from psa_erp_sync.clients.erp import NetSuiteClient
+    from psa_erp_sync.clients.erp_models import ErpInvoice
     from psa_erp_sync.clients.psa import HarvestClient
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,43 @@ def _report_refusal(
     exceptions.quarantine_many(conn, [item], run_id=run_id)
 
 
+@dataclass
+class Mirror:
+    """Mirrors ERP invoices to the PSA for one run (NetSuite's and SAP's sweeps alike)."""
+
+    conn: psycopg.Connection
+    psa: HarvestClient
+    run_id: str
+    index: InvoiceIndex
+    owner: str
+    result: StatusResult
+
+    def one(self, invoice: ErpInvoice, *, paid: Decimal, erp_id: str) -> str:
+        """Mirror one ERP invoice; the outcome. A PSA refusal opens an exception item for the
+        billing owner (``rejected``); a success resolves it; another PSA error is a failure of the
+        run (``failed``, named by ``erp_id``), the other invoices still mirrored."""
+        external_id = str(invoice.external_id or erp_id)
+        try:
+            outcome = mirror_invoice(
+                self.conn, self.psa, invoice, paid=paid, run_id=self.run_id, index=self.index
+            )
+            exceptions.resolve_for(
+                self.conn,
+                source_system="erp",
+                record_type="invoice",
+                source_ids=[external_id],
+                kind=EXCEPTION_KIND,
+            )
+        except PsaApiError as exc:
+            log.warning("ERP invoice %s not mirrored: %s", external_id, exc)
+            if _refused(exc):
+                _report_refusal(self.conn, external_id, exc, self.run_id, self.owner)
+                return "rejected"
+            self.result.failures.append(f"{erp_id}: {exc}")
+            return "failed"
+        return outcome
+
+
 def _mirror_ids(
     conn: psycopg.Connection,
     psa: HarvestClient,
@@ -98,35 +138,18 @@ def _mirror_ids(
     from psa_erp_sync.config import load_config
 
     outcomes: dict[str, str] = {}
-    index = InvoiceIndex()  # each client's PSA invoices listed once for these ids, not once per id
+    # each client's PSA invoices listed once for these ids, not once per id
+    index = InvoiceIndex()
     paid = erp.payments_applied(internal_ids) if internal_ids else {}
     owner = load_config().ownership.owner_for(EXCEPTION_DOMAIN) if internal_ids else ""
+    mirror = Mirror(conn, psa, run_id=run_id, index=index, owner=owner, result=result)
     for internal_id in internal_ids:
-        external_id = internal_id
         try:
             invoice = erp.get_invoice(internal_id)
             if invoice is None:
                 outcome = "gone"
             else:
-                external_id = str(invoice.external_id or internal_id)
-                outcome = mirror_invoice(
-                    conn, psa, invoice, paid=paid[internal_id], run_id=run_id, index=index
-                )
-                exceptions.resolve_for(
-                    conn,
-                    source_system="erp",
-                    record_type="invoice",
-                    source_ids=[external_id],
-                    kind=EXCEPTION_KIND,
-                )
-        except PsaApiError as exc:
-            log.warning("ERP invoice %s not mirrored: %s", external_id, exc)
-            if _refused(exc):
-                _report_refusal(conn, external_id, exc, run_id, owner)
-                outcome = "rejected"
-            else:
-                result.failures.append(f"{internal_id}: {exc}")
-                outcome = "failed"
+                outcome = mirror.one(invoice, paid=paid[internal_id], erp_id=internal_id)
         except ErpError as exc:
             log.warning("ERP invoice %s not read: %s", internal_id, exc)
             result.failures.append(f"{internal_id}: {exc}")

@@ -45,7 +45,15 @@ from psa_erp_sync.clients.sap_models import (
     SapDecimal,
     decimal_text,
 )
-from psa_erp_sync.posting.adapter import BatchOutcome, Errors, Held, RecordOutcome, SapAdapter, SapMapping
+from psa_erp_sync.posting.adapter import (
+    BatchOutcome,
+    Errors,
+    Held,
+    RecordOutcome,
+    SapAdapter,
+    SapMapping,
+    one_by_one,
+)
 from psa_erp_sync.posting.ledger import Posting
 
 #: The FI document type of each billing document type, and back (``DZ``: a customer payment).
@@ -505,31 +513,13 @@ class SapBillingAdapter:
         """One document per posting, in order. SAP takes a second document with the same reference,
         so once one landed a failure of the whole request answers the rest ``ambiguous``: the
         engine reads them back instead of resending the batch."""
-        items: list[RecordOutcome] = []
-        for n, p in enumerate(postings):
-            try:
-                items.append(self._post(p))
-            except ns.ErpError:
-                if n == 0:
-                    raise
-                items.extend(RecordOutcome(q.external_id, "ambiguous") for q in postings[n:])
-                break
-        return BatchOutcome(items)
+        return one_by_one(postings, self._post)
 
     def _post(self, p: Posting) -> RecordOutcome:
-        entry = self.entry(p)
-        try:
-            with self.base._translated():
-                doc = self.client.post_journal_entry(entry, idempotency_key=p.idempotency_key)
-        except ns.ErpRejected as exc:
-            if exc.status >= 500:
-                raise
-            return RecordOutcome(p.external_id, "rejected", errors=[(d.code, None) for d in exc.details])
-        return RecordOutcome(
-            p.external_id,
-            "confirmed",
-            sap_id(doc.CompanyCode, doc.FiscalYear, doc.AccountingDocument),
-            self.base._period_of(entry.company_code, doc.PostingDate),
+        return self.base.send_journal(
+            p,
+            self.entry(p),
+            erp_id=lambda doc: sap_id(doc.CompanyCode, doc.FiscalYear, doc.AccountingDocument),
         )
 
     def read_back(self, postings: Sequence[Posting]) -> dict[str, Held]:

@@ -21,18 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from psa_erp_sync.billing import psa_status_store as store
 from psa_erp_sync.billing import sap
-from psa_erp_sync.billing.psa_status import InvoiceIndex, mirror_invoice
+from psa_erp_sync.billing.psa_status import InvoiceIndex
 from psa_erp_sync.billing.psa_status_runs import (
     EXCEPTION_DOMAIN,
-    EXCEPTION_KIND,
+    Mirror,
     StatusResult,
     StatusSyncFailed,
-    _refused,
-    _report_refusal,
 )
 from psa_erp_sync.clients.erp_models import ErpInvoice
-from psa_erp_sync.clients.psa import PsaApiError
-from psa_erp_sync.ods import exceptions
 
 if TYPE_CHECKING:
     import psycopg
@@ -110,7 +106,7 @@ def sweep_sap(
     documents = sap.read_documents(adapter.client, adapter.mapping, doc_type="DR", fiscal_years=years)
     paid = payments_applied(adapter.mapping, adapter.client, years)
     owner = load_config().ownership.owner_for(EXCEPTION_DOMAIN) if documents else ""
-    index = InvoiceIndex()
+    mirror = Mirror(conn, psa, run_id=run_id, index=InvoiceIndex(), owner=owner, result=result)
     for doc, _ in documents:
         invoice = erp_invoice(adapter.mapping, doc)
         if invoice is None:
@@ -123,25 +119,7 @@ def sweep_sap(
             result.outcomes["unchanged"] += 1
             result.invoices += 1
             continue
-        try:
-            outcome = mirror_invoice(
-                conn, psa, invoice, paid=paid.get(doc.id, Decimal(0)), run_id=run_id, index=index
-            )
-            exceptions.resolve_for(
-                conn,
-                source_system="erp",
-                record_type="invoice",
-                source_ids=[external_id],
-                kind=EXCEPTION_KIND,
-            )
-        except PsaApiError as exc:
-            log.warning("SAP invoice %s not mirrored: %s", external_id, exc)
-            if _refused(exc):
-                _report_refusal(conn, external_id, exc, run_id, owner)
-                outcome = "rejected"
-            else:
-                result.failures.append(f"{doc.id}: {exc}")
-                outcome = "failed"
+        outcome = mirror.one(invoice, paid=paid.get(doc.id, Decimal(0)), erp_id=doc.id)
         result.outcomes[outcome] += 1
         result.invoices += 1
     if result.failures:

@@ -27,7 +27,7 @@ note (docs/multi-erp.md, "The adapter interface").
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -135,6 +135,23 @@ def _decimal(value: Any) -> Decimal | None:
 def _quote(values: Sequence[str]) -> str:
     # External ids are validated as [A-Za-z0-9_-] by the client; quote defensively anyway.
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def one_by_one(postings: Sequence[Posting], post: Callable[[Posting], RecordOutcome]) -> BatchOutcome:
+    """One request per posting, in order. An ERP that takes a second document with the same
+    reference (SAP) must never see a batch resent once one entry landed: after a failure of a later
+    request the rest of the batch is answered ``ambiguous`` and the engine reads it back; a failure
+    of the first raises (nothing of the batch was written by this call: the engine decides)."""
+    items: list[RecordOutcome] = []
+    for n, p in enumerate(postings):
+        try:
+            items.append(post(p))
+        except ns.ErpError:
+            if n == 0:
+                raise
+            items.extend(RecordOutcome(q.external_id, "ambiguous") for q in postings[n:])
+            break
+    return BatchOutcome(items)
 
 
 class NetSuiteAdapter:
@@ -590,16 +607,7 @@ class SapAdapter:
         """One journal entry per posting, in order. SAP takes a second document with the same
         reference, so a batch is never resent once one entry landed: after a failure of the whole
         request, the rest of the batch is answered ``ambiguous`` and the engine reads it back."""
-        items: list[RecordOutcome] = []
-        for n, p in enumerate(postings):
-            try:
-                items.append(self._post_journal(p, mirrored=False))
-            except ns.ErpError:
-                if n == 0:
-                    raise  # nothing of this batch was written by this call: the engine decides
-                items.extend(RecordOutcome(q.external_id, "ambiguous") for q in postings[n:])
-                break
-        return BatchOutcome(items)
+        return one_by_one(postings, lambda p: self._post_journal(p, mirrored=False))
 
     def _post_journal(self, p: Posting, *, mirrored: bool) -> RecordOutcome:
         try:
@@ -608,6 +616,17 @@ class SapAdapter:
             return RecordOutcome(p.external_id, "rejected", errors=[(exc.code, exc.field)])
         if entry is None:  # a correcting record with nothing to carry: SAP is already right
             return RecordOutcome(p.external_id, "confirmed", None, p.period)
+        return self.send_journal(p, entry)
+
+    def send_journal(
+        self,
+        p: Posting,
+        entry: JournalEntryInput,
+        *,
+        erp_id: Callable[[Any], str] = lambda doc: str(doc.AccountingDocument),
+    ) -> RecordOutcome:
+        """Send one journal entry for ``p``: confirmed with ``erp_id`` of the document SAP answers
+        and the period it booked in, or rejected with SAP's codes (a 5xx raises: ambiguous)."""
         try:
             with self._translated():
                 doc = self.client.post_journal_entry(entry, idempotency_key=p.idempotency_key)
@@ -616,10 +635,7 @@ class SapAdapter:
                 raise
             return RecordOutcome(p.external_id, "rejected", errors=[(d.code, None) for d in exc.details])
         return RecordOutcome(
-            p.external_id,
-            "confirmed",
-            doc.AccountingDocument,
-            self._period_of(entry.company_code, doc.PostingDate),
+            p.external_id, "confirmed", erp_id(doc), self._period_of(entry.company_code, doc.PostingDate)
         )
 
     def reverse(self, posting: Posting) -> bool:
