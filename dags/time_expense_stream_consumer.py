@@ -14,7 +14,7 @@ consumer did not claim; `time_expense_posting` (scheduled) still reads the PSA i
 that dies leaves its claims: a retry of this run takes them back at once, another consumer after
 60 s, the asset-triggered run after the inbox's 10-minute lease. See `docs/streaming.md`.
 
-**Operators:** pausing this DAG falls back to the asset-triggered path (seconds slower). Clearing
+**Operators:** pausing this DAG falls back to the asset-triggered path (events wait about 20 s before it claims them). Clearing
 or retrying the task is safe: claims belong to the run, the ledger keys every posting.
 """
 
