@@ -11,16 +11,13 @@ entries to both ERPs' datasets through the posting job.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.conftest import RunningSimulator
+from tests.lineage.file_transport import dags_test_events
 from tests.two_erps import UK, connect_two_erps, time_entry
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
@@ -50,7 +47,7 @@ def test_a_migrated_entity_flows_to_netsuite_before_cutover_and_to_sap_after(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    from devtools.lineage_graph import LineageGraph, SpecValidator, dataset_named, load_events
+    from devtools.lineage_graph import LineageGraph, SpecValidator, dataset_named
 
     connect_two_erps(monkeypatch, tmp_path, clean_ods, erp_sim, sap_sim)
     with psycopg.connect(clean_ods, autocommit=True) as conn:
@@ -58,32 +55,8 @@ def test_a_migrated_entity_flows_to_netsuite_before_cutover_and_to_sap_after(
         time_entry(conn, 2, "2026-12-31", "a2", "2.00")
         time_entry(conn, 3, "2027-01-01", "a3", "3.25")
         time_entry(conn, 4, "2027-01-04", "a4", "4.00")
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    (dags / f"{DAG_ID}.py").write_text(DAG_FILE)
-    events_path = tmp_path / "events.jsonl"
-    env = {
-        **os.environ,
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__OPENLINEAGE__NAMESPACE": "psa-erp-sync-ci",
-        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
-            {"type": "file", "log_file_path": str(events_path), "append": True}
-        ),
-        "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
-        "AIRFLOW__OPENLINEAGE__DISABLED": "False",
-    }
-    airflow = Path(sys.executable).parent / "airflow"
-    proc = subprocess.run(
-        [str(airflow), "dags", "test", DAG_ID, "2026-12-06T12:34:00+00:00"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    events = dags_test_events(tmp_path, DAG_ID, DAG_FILE, "2026-12-06T12:34:00+00:00")
 
-    events = load_events(events_path)
     [complete] = [
         e for e in events if e["job"]["name"] == f"{DAG_ID}.post_timebills" and e["eventType"] == "COMPLETE"
     ]

@@ -12,9 +12,6 @@ namespaces (validation) and SAP's entity sets (``sync_sap``).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import RunningSimulator
+from tests.lineage.file_transport import dags_test_events
 from tests.two_erps import COMPANY, UK, connect_two_erps
 
 pytestmark = pytest.mark.integration
@@ -138,33 +136,7 @@ with DAG("{DAG_ID}", schedule=None, start_date=datetime(2026, 1, 1, tzinfo=timez
 def test_emitted_events_carry_both_namespaces(
     airflow_db: str, two_erps: dict[str, str], tmp_path: Path
 ) -> None:
-    from devtools.lineage_graph import load_events
-
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    (dags / f"{DAG_ID}.py").write_text(DAG_FILE)
-    events_path = tmp_path / "events.jsonl"
-    env = {
-        **os.environ,
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__OPENLINEAGE__NAMESPACE": "psa-erp-sync-ci",
-        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
-            {"type": "file", "log_file_path": str(events_path), "append": True}
-        ),
-        "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
-        "AIRFLOW__OPENLINEAGE__DISABLED": "False",
-    }
-    airflow = Path(sys.executable).parent / "airflow"
-    proc = subprocess.run(
-        [str(airflow), "dags", "test", DAG_ID, "2027-01-04T12:00:00+00:00"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    events = load_events(events_path)
+    events = dags_test_events(tmp_path, DAG_ID, DAG_FILE, "2027-01-04T12:00:00+00:00")
 
     def inputs_of(task: str) -> dict[str, set[str]]:
         [complete] = [

@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import pytest
 
 from psa_erp_sync.posting import ledger
 from tests.conftest import ROOT, RunningSimulator
+from tests.posting.released_together import overlap, release
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -98,30 +98,9 @@ def _start(dsn: str, erp: RunningSimulator, go: Path) -> list[subprocess.Popen[s
 def _run(dsn: str, erp: RunningSimulator, tmp_path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     go = tmp_path / "go"
     procs = _start(dsn, erp, go)
-    try:
-        deadline = time.monotonic() + 90
-        while not all((tmp_path / f"ready-{a}-{rt}").exists() for a, rt in JOBS):  # every worker imported
-            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), (
-                "a worker did not start"
-            )
-            time.sleep(0.05)
-        go.touch()
-        outputs = [p.communicate(timeout=180) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for job, p, (_, err) in zip(JOBS, procs, outputs, strict=True):
-        assert p.returncode == 0, f"{job} failed:\n{err[-4000:]}"
-    lines = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    ready = [tmp_path / f"ready-{a}-{rt}" for a, rt in JOBS]  # every worker imported
+    lines = release(procs, ready, go, start_timeout=90, timeout=180)
     return {(r["account"], r["record_type"]): r for r in lines}
-
-
-def _overlap(a: dict[str, Any], b: dict[str, Any]) -> float:
-    """The share of the shorter pass that ran while the other one ran too."""
-    both = min(a["ended"], b["ended"]) - max(a["started"], b["started"])
-    return max(both, 0.0) / min(a["ended"] - a["started"], b["ended"] - b["started"])
 
 
 def test_two_accounts_post_at_once_and_each_stays_within_its_limit(
@@ -142,7 +121,7 @@ def test_two_accounts_post_at_once_and_each_stays_within_its_limit(
         assert load["throttled"] == 0, load
     # The accounts ran side by side: the two timebill passes (one lock each now) overlapped.
     timebills = results[("A1", "timebill")], results[("A2", "timebill")]
-    assert _overlap(*timebills) > 0.5, timebills
+    assert overlap(*timebills) > 0.5, timebills
     print(
         "per-account passes (s):",
         {f"{a}/{rt}": round(r["ended"] - r["started"], 2) for (a, rt), r in results.items()},

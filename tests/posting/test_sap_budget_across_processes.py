@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from psa_erp_sync.posting import planner
 from psa_erp_sync.posting.adapter import NetSuiteAdapter, SapAdapter, SapMapping
 from psa_erp_sync.posting.periods import PeriodBook
 from tests.conftest import ROOT, RunningSimulator
+from tests.posting.released_together import overlap, release
 from tests.two_erps import COMPANY, UK, connect_two_erps, expense_entry, time_entry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -107,30 +107,9 @@ def _run(dsn: str, tmp_path: Path) -> dict[tuple[str, str], dict[str, Any]]:
         )
         for erp, rt in JOBS
     ]
-    try:
-        deadline = time.monotonic() + 120
-        while not all((tmp_path / f"ready-{e}-{rt}").exists() for e, rt in JOBS):
-            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), (
-                "a worker did not start"
-            )
-            time.sleep(0.05)
-        go.touch()
-        outputs = [p.communicate(timeout=300) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for job, p, (_, err) in zip(JOBS, procs, outputs, strict=True):
-        assert p.returncode == 0, f"{job} failed:\n{err[-4000:]}"
-    lines = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    ready = [tmp_path / f"ready-{e}-{rt}" for e, rt in JOBS]
+    lines = release(procs, ready, go, start_timeout=120, timeout=300)
     return {(r["erp"], r["record_type"]): r for r in lines}
-
-
-def _overlap(a: dict[str, Any], b: dict[str, Any]) -> float:
-    """The share of the shorter pass that ran while the other one ran too."""
-    both = min(a["ended"], b["ended"]) - max(a["started"], b["started"])
-    return max(both, 0.0) / min(a["ended"] - a["started"], b["ended"] - b["started"])
 
 
 def test_two_processes_stay_within_the_sap_account_limit_while_netsuite_posts_alongside(
@@ -158,7 +137,7 @@ def test_two_processes_stay_within_the_sap_account_limit_while_netsuite_posts_al
     assert load["max_in_flight"] <= LIMIT, load  # both SAP processes together within the account's limit
     # NetSuite did not wait for SAP's slots: its pass ran while the SAP passes ran.
     netsuite = results[("netsuite", "timebill")]
-    assert max(_overlap(netsuite, r) for r in sap_passes) > 0.5, results
+    assert max(overlap(netsuite, r) for r in sap_passes) > 0.5, results
     print(
         "passes (s):",
         {f"{e}/{rt}": round(r["ended"] - r["started"], 2) for (e, rt), r in results.items()},
