@@ -52,3 +52,29 @@ def test_a_runs_versions_are_read_by_numeric_id_then_update_time(clean_ods: str)
             for payload, _, source_id, _ in validation._staged(conn, "psa", ENDPOINT, "r1")
         ]
     assert read == [("9", None), ("10", "a"), ("10", "b"), ("100", None), ("x-1", None)]
+
+
+def test_the_numeric_id_test_is_the_bounded_pattern(pg_dsn: str) -> None:
+    """The read's sort tells numeric ids by :data:`validation._NUMERIC_ID`, the pattern
+    ``^-?[0-9]{1,100}(\\.[0-9]{1,100})?$`` without its costly bounds where they cannot matter."""
+    digits = "9" * 100
+    ids = [
+        *("1", "-1", "1.5", "-1.5", "007", "0", "-0.0", "1.", ".5", "-", "", "1e5", "1.2.3", " 1", "1 "),
+        *("+1", "1\n", "\u0663", "x-1", "--1", digits, f"-{digits}", f"{digits}9", f"{digits}.{digits}"),
+        *(
+            f"{digits}9.1",
+            f"1.{digits}",
+            f"1.{digits}9",
+            f"-{digits}.{digits}",
+            f"{digits}.{digits}x",
+            "a" * 150,
+        ),
+    ]
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute(
+            f"SELECT s, {validation._NUMERIC_ID.replace('source_id', 's')},"
+            " s ~ '^-?[0-9]{1,100}(\\.[0-9]{1,100})?$' FROM unnest(%s::text[]) AS k(s)",
+            (ids,),
+        ).fetchall()
+    assert [(s, fast) for s, fast, _ in rows] == [(s, bounded) for s, _, bounded in rows]
+    assert sum(bounded for _, _, bounded in rows) == 12, rows  # both sides of each bound are tried

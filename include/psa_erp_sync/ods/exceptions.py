@@ -83,13 +83,8 @@ def resolve_for(
     calls this per chunk of 5,000 while its own items accumulate: quadratic in the month)."""
     if not source_ids:
         return 0
-    reason = "" if reason_code is None else " AND i.reason_code = %(reason)s"
     cur = conn.execute(
-        "UPDATE exceptions.item e SET status = 'resolved', last_seen = now()"
-        " WHERE e.status = 'open' AND e.id = ANY(ARRAY("
-        "  SELECT o.id FROM unnest(%(ids)s::text[]) AS k(source_id) CROSS JOIN LATERAL ("
-        "   SELECT i.id FROM exceptions.item i WHERE i.kind = %(kind)s AND i.source_system = %(system)s"
-        f"   AND i.record_type = %(type)s AND i.source_id = k.source_id AND i.status = 'open'{reason} OFFSET 0) o))",
+        resolve_for_sql(by_reason=reason_code is not None),
         {
             "ids": list(source_ids),
             "kind": kind,
@@ -99,6 +94,20 @@ def resolve_for(
         },
     )
     return cur.rowcount
+
+
+def resolve_for_sql(*, by_reason: bool) -> str:
+    """The statement of :func:`resolve_for` (parameters ``ids``, ``kind``, ``system``, ``type``
+    and, ``by_reason``, ``reason``): each id probes the unique key (``OFFSET 0`` keeps the subquery
+    per id), and the items found are updated by primary key, re-checked as open."""
+    reason = " AND i.reason_code = %(reason)s" if by_reason else ""
+    return (
+        "UPDATE exceptions.item e SET status = 'resolved', last_seen = now()"
+        " WHERE e.status = 'open' AND e.id = ANY(ARRAY("
+        "  SELECT o.id FROM unnest(%(ids)s::text[]) AS k(source_id) CROSS JOIN LATERAL ("
+        "   SELECT i.id FROM exceptions.item i WHERE i.kind = %(kind)s AND i.source_system = %(system)s"
+        f"   AND i.record_type = %(type)s AND i.source_id = k.source_id AND i.status = 'open'{reason} OFFSET 0) o))"
+    )
 
 
 def resolve_settled(conn: psycopg.Connection, *, kind: str, record_type: str) -> int:
