@@ -213,6 +213,27 @@ def _money_text(text: str) -> Decimal | None:
         return None
 
 
+#: ``Decimal`` of each JSON number seen (a month repeats a few hours and rates), by type and value:
+#: equal non-zero numbers of one type have one text, so one ``Decimal(str(x))``. Zero is not kept
+#: (``-0.0`` equals ``0.0`` but is another Decimal). Bounded: emptied when full.
+_DECIMAL_OF: dict[tuple[type, int | float], Decimal] = {}
+_DECIMAL_OF_MAX = 1 << 16
+
+
+def _number(value: int | float) -> Decimal:
+    """``psa_models._number`` (and ``_money``) of a decoded JSON number, memoised."""
+    if not value:
+        return psa_models._number(value)
+    key = (type(value), value)
+    parsed = _DECIMAL_OF.get(key)
+    if parsed is None:
+        parsed = psa_models._number(value)
+        if len(_DECIMAL_OF) >= _DECIMAL_OF_MAX:
+            _DECIMAL_OF.clear()
+        _DECIMAL_OF[key] = parsed
+    return parsed
+
+
 def _time_ok(value: str | None) -> bool:
     """An optional timestamp the model reads (None: absent)."""
     return value is None or _aware(value) is not None
@@ -247,7 +268,7 @@ def _amount(value: str | int | float) -> Decimal:
 
     :raises ValueError: a string the model refuses (:func:`decode` then declines the payload)."""
     if not isinstance(value, str):
-        return psa_models._money(value)
+        return _number(value)
     parsed = _money_text(value)
     if parsed is None:
         raise ValueError("not a decimal the model reads")
@@ -291,7 +312,7 @@ def _time_entry(raw: _TimeEntryJson) -> ParsedTimeEntry | None:
         raw.user,
         raw.project,
         raw.task,
-        psa_models._number(raw.hours),
+        _number(raw.hours),
         raw.billable,
         _money(raw.billable_rate),
         raw.is_closed,
