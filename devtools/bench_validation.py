@@ -12,7 +12,9 @@ Two uses:
   sizes of one month: the firm is seeded and extracted once at the largest size, then the first
   ``n`` staged versions of each endpoint (by id) form the run validated at each size, canonical
   and the exception queue emptied before each. It prints the rows/s of each size, the baseline
-  beside each, and the exponent of seconds ~ records^k fitted over the sizes (1.0 = linear).
+  beside each, the CPU seconds of this process and of the run's PostgreSQL backends (when
+  PostgreSQL runs on this machine), and the exponent of seconds ~ records^k fitted over the sizes
+  (1.0 = linear), of wall time and of each CPU.
 
     .venv/bin/python -m devtools.bench_validation                       # 250 consultants x 1, 2, 4
     .venv/bin/python -m devtools.bench_validation --consultants 500 --factors 1 2 4 --profile /tmp/v.prof
@@ -30,6 +32,7 @@ import os
 import platform
 import pstats
 import sys
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -121,6 +124,63 @@ def _take(conn: psycopg.Connection, endpoint: str, run_key: str, n: int) -> int:
     return int(row[0]) if row else 0
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a local process (None: not on this machine, or gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class BackendCpu:
+    """CPU seconds of the PostgreSQL backends of ``conn``'s database while the block runs: the
+    run's connection and those it opens (the reader), read from ``/proc`` every 0.2 s by a thread
+    with a connection of its own (not counted). A backend's last 0.2 s before it exits may be
+    missed. ``seconds`` is None when PostgreSQL is not on this machine (no ``/proc`` entry)."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.seconds: float | None = None
+        self._conn = conn
+        self._stop = threading.Event()
+        self._seen: dict[int, tuple[float, float]] = {}  # pid -> (CPU at first sight, latest)
+
+    def _sample(self, monitor: psycopg.Connection) -> bool:
+        pids = monitor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+        readable = False
+        for (pid,) in pids:
+            now = _cpu_seconds(pid)
+            if now is not None:
+                readable = True
+                self._seen[pid] = (self._seen.get(pid, (now, now))[0], now)
+        return readable
+
+    def _watch(self, monitor: psycopg.Connection) -> None:
+        while not self._stop.wait(0.2):
+            self._sample(monitor)
+
+    def __enter__(self) -> BackendCpu:
+        from psa_erp_sync.ods import connections
+
+        self._monitor = connections.connect_like(self._conn)
+        self._monitor.autocommit = True
+        self._local = self._sample(self._monitor)  # every backend's CPU before the block
+        self._thread = threading.Thread(target=self._watch, args=(self._monitor,), daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample(self._monitor)
+        self._monitor.close()
+        if self._local:
+            self.seconds = round(sum(last - first for first, last in self._seen.values()), 2)
+
+
 def validate_once(
     conn: psycopg.Connection,
     ref_keys: dict[str, str],
@@ -135,34 +195,38 @@ def validate_once(
     from psa_erp_sync.validation import time_expense as validation
 
     config = load_config()
-    started, cpu = time.monotonic(), time.process_time()
-    if profile is not None:
-        profile.enable()
-    ref = validation.PsaReference.from_staging(conn, ref_keys)
-    records, quarantined = 0, 0
-    for endpoint, run_key in run_keys.items():
-        with conn.transaction():
-            checked = validation.validate_run(
-                conn,
-                kind=KINDS[endpoint],  # type: ignore[arg-type]
-                run_key=run_key,
-                ref=ref,
-                config=config,
-                as_of=as_of,
-                dag_run_id="bench",
-            )
-        records += checked.staged_versions
-        quarantined += checked.quarantined
-    if profile is not None:
-        profile.disable()
-    seconds = time.monotonic() - started
+    with BackendCpu(conn) as backends:
+        started, cpu = time.monotonic(), time.process_time()
+        if profile is not None:
+            profile.enable()
+        ref = validation.PsaReference.from_staging(conn, ref_keys)
+        records, quarantined = 0, 0
+        for endpoint, run_key in run_keys.items():
+            with conn.transaction():
+                checked = validation.validate_run(
+                    conn,
+                    kind=KINDS[endpoint],  # type: ignore[arg-type]
+                    run_key=run_key,
+                    ref=ref,
+                    config=config,
+                    as_of=as_of,
+                    dag_run_id="bench",
+                )
+            records += checked.staged_versions
+            quarantined += checked.quarantined
+        if profile is not None:
+            profile.disable()
+        seconds = time.monotonic() - started
+        client_cpu = time.process_time() - cpu
     return {
         "records": records,
         "seconds": round(seconds, 2),
         "rows_per_s": round(records / seconds),
         "quarantined": quarantined,
         # this process only (PostgreSQL's work is not in it): less sensitive to a loaded machine
-        "pipeline_cpu_seconds": round(time.process_time() - cpu, 2),
+        "pipeline_cpu_seconds": round(client_cpu, 2),
+        # the run's PostgreSQL backends (None: PostgreSQL not on this machine)
+        "postgres_cpu_seconds": backends.seconds,
     }
 
 
@@ -241,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         result["pipeline_cpu_seconds_exponent"] = round(
             exponent([(s["records"], s["pipeline_cpu_seconds"]) for s in sizes]), 2
         )
+        if all(s["postgres_cpu_seconds"] for s in sizes):
+            result["postgres_cpu_seconds_exponent"] = round(
+                exponent([(s["records"], s["postgres_cpu_seconds"]) for s in sizes]), 2
+            )
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result, indent=2))
     return 0

@@ -8,7 +8,7 @@ import copy
 import psycopg
 import pytest
 
-from devtools.bench_validation import beside_baseline, exponent
+from devtools.bench_validation import BackendCpu, beside_baseline, exponent
 from psa_erp_sync.ods import staging
 from tests.validation.test_rules import ENTRY
 
@@ -36,3 +36,23 @@ def test_the_baseline_validates_the_runs_payloads_beside_validations_figure(clea
     assert (baseline["records"], baseline["invalid"]) == (6, 1)
     assert baseline["rows_per_s"] > 0
     assert figures["vs_bare_pydantic"] == round(100 / baseline["rows_per_s"], 2)
+
+
+def test_the_backends_cpu_counts_the_runs_connections_and_not_the_idle(pg_dsn: str) -> None:
+    """Validation's PostgreSQL CPU beside its own: the work of the run's connection is counted (and
+    a connection opened in the block, like the reader, is sampled with it); a block that asks
+    PostgreSQL for nothing costs ~nothing."""
+    from psa_erp_sync.ods import connections
+
+    burn = "SELECT count(*) FROM generate_series(1, 4000000)"
+    with psycopg.connect(pg_dsn) as conn:
+        with BackendCpu(conn) as idle:
+            pass
+        with BackendCpu(conn) as busy:
+            conn.execute(burn).fetchone()
+            with connections.connect_like(conn) as reader:
+                reader.execute(burn).fetchone()
+    if busy.seconds is None:
+        pytest.skip("PostgreSQL is not on this machine: its backends' CPU is not readable")
+    assert idle.seconds is not None and idle.seconds < 0.2
+    assert busy.seconds > 0.3, busy.seconds
