@@ -44,7 +44,7 @@ def test_the_backends_cpu_counts_the_runs_connections_and_not_the_idle(pg_dsn: s
     PostgreSQL for nothing costs ~nothing."""
     from psa_erp_sync.ods import connections
 
-    burn = "SELECT count(*) FROM generate_series(1, 4000000)"
+    burn = "SELECT count(*) FROM generate_series(1, 12000000)"  # ~1 s of CPU
     with psycopg.connect(pg_dsn) as conn:
         with BackendCpu(conn) as idle:
             pass
