@@ -22,6 +22,11 @@ pass (which returns when every batch's result has been read: the last ERP confir
 ``pipeline.last_confirmation_s`` is the same from the ledger (the latest attempt's
 ``finished_at``, the database's clock), so overlapping stages could not be double counted.
 
+Per stage, ``top_statements_s``: the statements the run's PostgreSQL backends were seen running,
+sampled from ``pg_stat_activity`` every 0.2 s (samples x 0.2 s: backend-seconds, roughly; the
+simulators' own statements included), to find what grows with the month without
+``pg_stat_statements``.
+
 CPU seconds per stage: this process (all its threads), the PostgreSQL backends connected to this
 run's database (sampled every 0.2 s by a thread: a backend that exits between two samples loses at
 most its last 0.2 s; other engineers' backends on a shared server are not counted), and the ERP
@@ -47,6 +52,7 @@ import psycopg
 log = logging.getLogger("bench.pipeline")
 
 SAMPLE_S = 0.2
+TOP_STATEMENTS = 6
 
 
 def peak_rss_mb() -> float:
@@ -65,8 +71,11 @@ class CpuSampler:
     """CPU seconds of this process, of the PostgreSQL backends of one database and of given
     processes (the simulators), cumulated since ``start``; ``read()`` takes a fresh sample."""
 
-    def __init__(self, *, database: str, pids: dict[str, int | None]) -> None:
+    def __init__(self, *, database: str, pids: dict[str, int | None], dsn: str | None = None) -> None:
         self.database = database
+        self.dsn = dsn
+        self._statements: dict[str, int] = {}  # statement text -> samples in which a backend ran it
+        self._conn: psycopg.Connection[Any] | None = None
         self.pids = {k: v for k, v in pids.items() if v is not None}
         self._tag = f" {database} "
         self._backends: dict[int, tuple[float, float]] = {}  # pid -> (cpu at first sight, last cpu)
@@ -100,11 +109,36 @@ class CpuSampler:
             for name, cpu in procs.items():
                 self._procs[name] = (self._procs.get(name, (cpu, cpu))[0], cpu)
 
+    def _sample_statements(self) -> None:
+        """Which statements the database's other backends are running now (pg_stat_activity):
+        counted per sample, ``statements()`` turns the counts into seconds. A statement profile
+        without pg_stat_statements, which a shared server may not preload."""
+        if self._conn is None:
+            return
+        try:
+            rows = self._conn.execute(
+                "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 160) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()"
+            ).fetchall()
+        except psycopg.Error:
+            return
+        with self._lock:
+            for (text,) in rows:
+                self._statements[text] = self._statements.get(text, 0) + 1
+
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_S):
             self._sample()
+            self._sample_statements()
+
+    def statements(self) -> dict[str, int]:
+        """Samples per statement text since ``start`` (each about ``SAMPLE_S`` seconds of a backend)."""
+        with self._lock:
+            return dict(self._statements)
 
     def start(self) -> None:
+        if self.dsn is not None:
+            self._conn = psycopg.connect(self.dsn, autocommit=True)
         self._sample()  # backends alive now count from their present CPU time, later ones from 0
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
         self._thread.start()
@@ -113,6 +147,8 @@ class CpuSampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        if self._conn is not None:
+            self._conn.close()
 
     def read(self) -> dict[str, float]:
         """CPU seconds since ``start``: ``pipeline``, ``postgres_backends`` and each named process."""
@@ -135,10 +171,16 @@ class Stages:
         """Times the block; the block sets ``records`` (and any other figure) in the yielded dict."""
         figures: dict[str, Any] = {"records": 0}
         before = self.sampler.read()
+        statements_before = self.sampler.statements()
         started = time.monotonic()
         yield figures
         seconds = time.monotonic() - started
         after = self.sampler.read()
+        statements = {
+            text: n - statements_before.get(text, 0) for text, n in self.sampler.statements().items()
+        }
+        top = sorted(((n, text) for text, n in statements.items() if n > 0), reverse=True)[:TOP_STATEMENTS]
+        figures["top_statements_s"] = {text: round(n * SAMPLE_S, 1) for n, text in top}
         cpu = {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
         figures["seconds"] = round(seconds, 3)
         figures["rows_per_s"] = round(figures["records"] / max(seconds, 1e-9))
@@ -193,7 +235,9 @@ def run_pipeline(
         max_concurrency=concurrency,
         workers_per_slot=workers_per_slot or EngineSettings.workers_per_slot,
     )
-    sampler = CpuSampler(database=stack.database, pids={"erp": stack.pid("erp"), "psa": stack.pid("psa")})
+    sampler = CpuSampler(
+        database=stack.database, pids={"erp": stack.pid("erp"), "psa": stack.pid("psa")}, dsn=dsn
+    )
     sampler.start()
     stages = Stages(sampler)
     out: dict[str, Any] = {"rss_mb_before": rss_mb()}

@@ -57,7 +57,7 @@ def test_fit_gives_each_stage_its_exponents_and_the_targets_read_them() -> None:
     fitted = fit(sizes)
     assert set(fitted) == {"extract", "validate", "post"}  # stages not measured are left out
     assert fitted["extract"]["exponent"] == 1.0 and fitted["extract"]["cpu_exponent"] == 1.0
-    assert fitted["validate"]["exponent"] == 1.5
+    assert fitted["validate"]["exponent"] == 1.5 and fitted["validate"]["cpu_exponent_largest_pair"] == 1.5
     assert fitted["post"]["rows_per_s"] == [5_000, 5_000, 5_000]
     doc = {
         "factors": [1, 2, 4],
