@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: install demo test e2e lint typecheck unit airflow bench bench-check bench-doc lock contracts deploy-check clean
+.PHONY: install demo test e2e lint typecheck unit airflow bench bench-peak bench-check bench-doc lock contracts deploy-check clean
 
 # The development install: the dev lock (runtime lock + tools, hashes required), the package
 # editable, and the checkout on sys.path for the development tooling (simulators/, devtools/),
@@ -59,10 +59,17 @@ bench-check: install
 	  $(BIN)/python -m devtools.pgserver stop --data .local/test-pg >/dev/null 2>&1 || true; \
 	  exit $$rc
 
-## make bench: performance figures as JSON, then a table of the targets; saves
-## docs/bench/YYYY-MM-DD.json and .png (AS_OF=YYYY-MM-DD runs as of that date; default today)
+## make bench: performance figures as JSON (the scaling check included), then a table of the
+## targets; saves docs/bench/YYYY-MM-DD.json and .png (AS_OF=YYYY-MM-DD runs as of that date;
+## default today; PEAK=1 adds the month-end peak)
 bench: install
-	@$(BIN)/python -m devtools.bench_all $(if $(AS_OF),--as-of $(AS_OF))
+	@$(BIN)/python -m devtools.bench_all $(if $(AS_OF),--as-of $(AS_OF)) $(if $(PEAK),--peak)
+
+## make bench-peak: the month-end peak alone (12,500 consultants, ~600k time entries + ~82k
+## expenses: PSA extract -> last ERP confirmation <= 300 s, pipeline peak RSS <= 512 MB; ~10 min);
+## saves docs/bench/YYYY-MM-DD-peak.json and .png. `make bench PEAK=1` adds it to the full run.
+bench-peak: install
+	@$(BIN)/python -m devtools.bench_all --only peak --suffix peak $(if $(AS_OF),--as-of $(AS_OF))
 
 ## make bench-doc: the newest docs/bench/*.json's table (and every run's machine and load) into
 ## docs/performance.md, between its markers

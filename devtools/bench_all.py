@@ -17,6 +17,13 @@ table of every target (``devtools/bench_targets.py``), to stdout. The document (
 machine, and the load average at start and end) and a chart are written to
 ``docs/bench/YYYY-MM-DD.json`` / ``.png`` (``devtools/bench_report.py``).
 ``--only posting,forecast`` runs a subset; each module takes more options when run alone.
+
+- ``scaling``: ``python -m devtools.bench_scaling`` (the pipeline at 1x, 2x and 4x 250
+  consultants; per stage, the exponent of time against records);
+- ``peak`` (only with ``--peak`` or ``--only peak``): ``python -m devtools.bench_peak``, the
+  month-end peak (12,500 consultants) from the PSA extract to the last ERP confirmation, its wall
+  time and the pipeline's peak RSS. ``make bench-peak`` runs it alone and saves
+  ``docs/bench/YYYY-MM-DD-peak.json`` / ``.png`` (``--suffix peak``), beside the day's full run.
 """
 
 from __future__ import annotations
@@ -52,7 +59,13 @@ BENCHES: dict[str, list[str]] = {
     ],
     "forecast": ["-m", "devtools.bench_forecast"],
     "stream": ["-m", "devtools.bench_stream"],
+    # Issue 16, deliverable 5: each stage's exponent of time against records over 1x, 2x and 4x
+    # 250 consultants (devtools/bench_scaling.py; a few minutes).
+    "scaling": ["-m", "devtools.bench_scaling"],
 }
+# Run only when asked for (``--peak``, ``make bench PEAK=1``, ``make bench-peak``): the month-end
+# peak, 12,500 consultants from the PSA extract to the last ERP confirmation (~10 min).
+OPTIONAL_BENCHES: dict[str, list[str]] = {"peak": ["-m", "devtools.bench_peak"]}
 
 
 def parse_output(stdout: str) -> dict[str, Any]:
@@ -84,12 +97,21 @@ def main(argv: list[str] | None = None) -> int:
         "--out-dir", type=Path, default=BENCH_DIR, help="where the run's JSON and chart are written"
     )
     parser.add_argument("--no-save", action="store_true", help="print only; write no file")
+    parser.add_argument(
+        "--peak", action="store_true", help="also run the month-end peak (bench_peak, ~10 min)"
+    )
+    parser.add_argument(
+        "--suffix", default="", help="saved as YYYY-MM-DD-SUFFIX.json/.png (make bench-peak: peak)"
+    )
     add_as_of(parser)
     args = parser.parse_args(argv)
+    known = {**BENCHES, **OPTIONAL_BENCHES}
     chosen = [b.strip() for b in args.only.split(",") if b.strip()]
-    unknown = [b for b in chosen if b not in BENCHES]
+    if args.peak and "peak" not in chosen:
+        chosen.append("peak")
+    unknown = [b for b in chosen if b not in known]
     if unknown:
-        parser.error(f"unknown benchmark(s) {unknown}; known: {list(BENCHES)}")
+        parser.error(f"unknown benchmark(s) {unknown}; known: {list(known)}")
     started_all = time.monotonic()
     out: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -98,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     failed = False
     for name in chosen:
-        command = [*BENCHES[name], "--as-of", args.as_of.isoformat()]
+        command = [*known[name], "--as-of", args.as_of.isoformat()]
         sys.stderr.write(f"=== bench {name}: python {' '.join(command)}\n")
         sys.stderr.flush()
         started = time.monotonic()
@@ -118,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n\n")
     sys.stdout.write(text_table(out))
     if not args.no_save:
-        json_path, chart_path = save(out, args.out_dir)
+        json_path, chart_path = save(out, args.out_dir, suffix=args.suffix)
         sys.stdout.write(
             f"\nsaved {json_path} and {chart_path}; make bench-doc puts the table in docs/performance.md\n"
         )

@@ -80,6 +80,26 @@ CHART_STAGES: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
         ),
     ),
 )
+# The month-end peak's stages (make bench-peak / PEAK=1), and each stage of the scaling check at
+# its largest size (rows/s at 1x and 2x are in the JSON with the exponents).
+CHART_STAGES += (
+    (
+        "month-end peak, 12,500 consultants (ours, no same-run ceiling)",
+        (
+            ("extract (PSA HTTP -> staged)", "peak.stages.extract.rows_per_s", "ours"),
+            ("validate", "peak.stages.validate.rows_per_s", "ours"),
+            ("post (periods + planner + engine)", "peak.stages.post.rows_per_s", "ours"),
+        ),
+    ),
+    (
+        "scaling check: rows/s at 1x, 2x, 4x (flat = linear)",
+        tuple(
+            (f"{stage} {n}x", f"scaling.by_stage.{stage}.rows_per_s.{i}", "ours")
+            for stage in ("extract", "stage", "validate", "post")
+            for i, n in enumerate((1, 2, 4))
+        ),
+    ),
+)
 COLOURS = {"ours": "#1f77b4", "ceiling": "#7f7f7f", "peer": "#ff7f0e"}
 
 
@@ -216,9 +236,10 @@ def chart(doc: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def save(doc: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """The run's JSON and chart, named by the date the run started."""
-    name = str(doc["started_at"])[:10]
+def save(doc: dict[str, Any], out_dir: Path, *, suffix: str = "") -> tuple[Path, Path]:
+    """The run's JSON and chart, named by the date the run started (``YYYY-MM-DD-<suffix>`` with a
+    suffix: ``make bench-peak``'s run beside the day's full run; ``runs`` lists only full runs)."""
+    name = str(doc["started_at"])[:10] + (f"-{suffix}" if suffix else "")
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / f"{name}.json"
     json_path.write_text(json.dumps(doc, indent=2, default=str) + "\n")

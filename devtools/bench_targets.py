@@ -116,7 +116,7 @@ TARGETS: tuple[Target, ...] = (
         against_label="bare client",
         unit="invoices/s",
     ),
-    Target("peak_rss_mb", "peak RSS of the pipeline process", "posting.peak_rss_mb", "<=", 1024.0, unit="MB"),
+    Target("peak_rss_mb", "peak RSS of the pipeline process", "posting.peak_rss_mb", "<=", 512.0, unit="MB"),
     Target("stream_p95_s", "stream webhook -> ERP, p95", "stream.end_to_end_s.p95", "<=", 1.5, unit="s"),
     Target("stream_p99_s", "stream webhook -> ERP, p99", "stream.end_to_end_s.p99", "<=", 2.5, unit="s"),
     Target(
@@ -129,6 +129,39 @@ TARGETS: tuple[Target, ...] = (
     ),
 )
 
+# Issue 16, deliverable 5: the month-end peak (``make bench-peak`` / ``make bench PEAK=1``,
+# devtools/bench_peak.py) and the scaling check (devtools/bench_scaling.py): each stage's exponent
+# of wall time against records over 1x, 2x and 4x a base size.
+SCALING_STAGES = ("extract", "stage", "validate", "post", "billing_events", "billing_plan", "billing_post")
+TARGETS += (
+    Target(
+        "peak_pipeline_wall_s",
+        "month-end peak: PSA extract -> last ERP confirmation, wall",
+        "peak.pipeline.wall_s",
+        "<=",
+        300.0,
+        unit="s",
+    ),
+    Target(
+        "peak_pipeline_rss_mb",
+        "month-end peak: pipeline peak RSS",
+        "peak.peak_rss_mb",
+        "<=",
+        512.0,
+        unit="MB",
+    ),
+    *(
+        Target(
+            f"scaling_exponent_{stage}",
+            f"scaling: {stage.replace('_', ' ')} time ~ records^b, b over 1x/2x/4x",
+            f"scaling.exponents.{stage}",
+            "<=",
+            1.1,
+        )
+        for stage in SCALING_STAGES
+    ),
+)
+
 BY_KEY = {t.key: t for t in TARGETS}
 
 
@@ -137,12 +170,15 @@ def threshold(key: str) -> float:
 
 
 def lookup(doc: dict[str, Any], path: str) -> Any:
-    """The value at a dotted path, or None when any part is missing."""
+    """The value at a dotted path, or None when any part is missing (a number indexes a list)."""
     node: Any = doc
     for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif not isinstance(node, dict) or part not in node:
             return None
-        node = node[part]
+        else:
+            node = node[part]
     return node
 
 

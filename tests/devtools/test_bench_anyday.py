@@ -164,6 +164,62 @@ def test_posting_benchmark_runs_on_any_day(
 @pytest.mark.integration
 @pytest.mark.bench
 @pytest.mark.parametrize("day", DAYS, ids=str)
+def test_scaling_benchmark_runs_on_any_day(
+    day: date, bench_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from devtools import bench_scaling
+
+    prefix = bench_server("scaling")
+    args = ["--base", "5", "--factors", "1,2", "--as-of", day.isoformat(), "--database", prefix]
+    args += ["--port-offset", str(PORT_OFFSET)]
+    if day != DAYS[-1]:
+        args.append("--no-billing")  # billing's stages are the same whatever the day: once is enough
+    try:
+        assert bench_scaling.main(args) == 0
+    finally:
+        with psycopg.connect(_server(), autocommit=True) as conn:
+            for factor in (1, 2):
+                conn.execute(f'DROP DATABASE IF EXISTS "{prefix}_{factor}x" WITH (FORCE)')
+    result = _json_of(capsys.readouterr().out)
+    assert result["as_of"]["seeded_month"] == settled_month(day).isoformat()[:7]
+    small, large = result["sizes"]
+    assert small["consultants"] == 5 and large["consultants"] == 10
+    stages = {"extract", "stage", "validate", "post"}
+    if day == DAYS[-1]:
+        stages |= {"billing_events", "billing_plan", "billing_post"}
+    assert set(result["exponents"]) == stages
+    for stage in stages:
+        assert 0 < small["stages"][stage]["records"] < large["stages"][stage]["records"], stage
+        assert isinstance(result["exponents"][stage], float), stage
+    assert small["pipeline"]["records_sent"] == small["stages"]["post"]["records"] > 20
+
+
+@pytest.mark.integration
+@pytest.mark.bench
+@pytest.mark.parametrize("day", DAYS, ids=str)
+def test_peak_benchmark_runs_on_any_day(
+    day: date, bench_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from devtools import bench_peak
+
+    args = ["--consultants", "5", "--as-of", day.isoformat(), "--database", bench_server("peak")]
+    assert bench_peak.main([*args, "--port-offset", str(PORT_OFFSET)]) == 0
+    result = _json_of(capsys.readouterr().out)
+    assert result["as_of"]["seeded_month"] == settled_month(day).isoformat()[:7]
+    pipeline, stages = result["pipeline"], result["stages"]
+    assert set(stages) == {"extract", "validate", "post"}
+    assert pipeline["records_extracted"] == stages["extract"]["records"] > 100
+    assert pipeline["records_sent"] == stages["post"]["records"] > 50
+    # one clock over the stages run one after the other: at least their sum, and the ledger's last
+    # confirmation inside it
+    assert pipeline["wall_s"] >= sum(s["seconds"] for s in stages.values()) - 0.05
+    assert 0 < pipeline["last_confirmation_s"] <= pipeline["wall_s"] + 1.0
+    assert {"peak_pipeline_wall_s", "peak_pipeline_rss_mb"} <= set(result["targets"])
+
+
+@pytest.mark.integration
+@pytest.mark.bench
+@pytest.mark.parametrize("day", DAYS, ids=str)
 def test_forecast_benchmark_runs_on_any_day(
     day: date, clean_ods: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

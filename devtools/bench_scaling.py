@@ -1,0 +1,209 @@
+"""The scaling check of ``make bench`` (issue 16, deliverable 5): is each stage's cost linear in the
+month's records?
+
+The posting pipeline (``devtools/bench_pipeline.py``: extract, stage, validate, post, and billing of
+the posted time) runs at 1x, 2x and 4x a base size (``--base`` consultants, default 250: about
+13,500 records at 1x, 54,000 at 4x), each size on a freshly seeded database and simulators, in one
+run. Per stage, the exponent ``b`` of ``seconds = a * records ** b`` is fitted by least squares on
+log-log axes over the three points (:func:`exponent`): 1.0 is linear, 2.0 quadratic; the target is
+``b <= 1.1`` for every stage (``devtools/bench_targets.py``). The same fit is made of the stage's
+CPU seconds (this process + the database's PostgreSQL backends), which a shared machine's load
+disturbs less than wall time; both are printed.
+
+    python -m devtools.bench_scaling                       # base 250 consultants: 1x, 2x, 4x
+    python -m devtools.bench_scaling --base 100 --factors 1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from devtools.bench_targets import add_as_of
+
+log = logging.getLogger("bench.scaling")
+
+STAGES = ("extract", "stage", "validate", "post", "billing_events", "billing_plan", "billing_post")
+
+
+def exponent(points: Sequence[tuple[float, float]]) -> float | None:
+    """The slope of ``log(y)`` against ``log(x)`` by least squares: ``b`` in ``y = a * x ** b``.
+
+    ``points`` are ``(records, seconds)``. None when it cannot be fitted: fewer than two points
+    with positive values, or a single distinct ``x``.
+    """
+    logs = [(math.log(x), math.log(y)) for x, y in points if x > 0 and y > 0]
+    if len(logs) < 2:
+        return None
+    mean_x = sum(x for x, _ in logs) / len(logs)
+    mean_y = sum(y for _, y in logs) / len(logs)
+    sxx = sum((x - mean_x) ** 2 for x, _ in logs)
+    if sxx == 0:
+        return None
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in logs)
+    return sxy / sxx
+
+
+def fit(sizes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per stage: the exponent of wall seconds and of CPU seconds against records, over the sizes."""
+    out: dict[str, Any] = {}
+    for stage in STAGES:
+        found = [s["stages"][stage] for s in sizes if stage in s.get("stages", {})]
+        if len(found) < 2:
+            continue
+        wall = exponent([(f["records"], f["seconds"]) for f in found])
+        cpu = exponent([(f["records"], f["cpu_s_pipeline_and_backends"]) for f in found])
+        # A fixed cost (connections, a periods read, a first page) flattens the fit over small
+        # sizes; the CPU exponent between the two largest sizes shows what grows faster than the
+        # records once that cost is amortised.
+        last_cpu = exponent([(f["records"], f["cpu_s_pipeline_and_backends"]) for f in found[-2:]])
+        out[stage] = {
+            "exponent": None if wall is None else round(wall, 3),
+            "cpu_exponent": None if cpu is None else round(cpu, 3),
+            "cpu_exponent_largest_pair": None if last_cpu is None else round(last_cpu, 3),
+            "records": [f["records"] for f in found],
+            "seconds": [f["seconds"] for f in found],
+            "rows_per_s": [f["rows_per_s"] for f in found],
+            "cpu_s": [f["cpu_s_pipeline_and_backends"] for f in found],
+        }
+    return out
+
+
+def run(
+    *,
+    base: int,
+    factors: Sequence[int],
+    database: str,
+    port_offset: int,
+    as_of_day: Any,
+    billing: bool = True,
+    concurrency: int = 15,
+    batch: int = 100,
+) -> dict[str, Any]:
+    """The pipeline at each size, then the fit."""
+    from devtools.bench_pipeline import run_pipeline, seed
+    from devtools.stack import Stack
+    from simulators.firm.generator import FirmSpec, resolve_dates, settled_month
+
+    month = settled_month(as_of_day)
+    today, _, _ = resolve_dates(FirmSpec(month=month))
+    as_of = datetime(today.year, today.month, today.day, 12, tzinfo=UTC)
+    sizes: list[dict[str, Any]] = []
+    for factor in factors:
+        consultants = base * factor
+        log.info("scaling: %dx = %d consultants", factor, consultants)
+        with Stack(
+            database=f"{database}_{factor}x", port_offset=port_offset, simulators=("psa", "erp")
+        ) as stack:
+            stack.start_postgres()
+            stack.start_simulators()
+            seeded = seed(stack, consultants, today, concurrency=concurrency)
+            load_before = [round(x, 2) for x in os.getloadavg()]
+            figures = run_pipeline(
+                stack, as_of=as_of, concurrency=concurrency, batch=batch, restage=True, billing=billing
+            )
+            sizes.append(
+                {
+                    "factor": factor,
+                    "consultants": consultants,
+                    "seed": seeded,
+                    "load_average": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
+                    **figures,
+                }
+            )
+    exponents = fit(sizes)
+    return {
+        "base_consultants": base,
+        "factors": list(factors),
+        "as_of": {"requested": as_of_day.isoformat(), "seeded_month": month.isoformat()[:7]},
+        "exponents": {stage: e["exponent"] for stage, e in exponents.items()},
+        "cpu_exponents": {stage: e["cpu_exponent"] for stage, e in exponents.items()},
+        "cpu_exponents_largest_pair": {
+            stage: e["cpu_exponent_largest_pair"] for stage, e in exponents.items()
+        },
+        "by_stage": exponents,
+        "sizes": sizes,
+    }
+
+
+def summary(doc: dict[str, Any]) -> str:
+    """Per stage: records, seconds and rows/s at each size, and the exponents, as a text table."""
+    factors = doc["factors"]
+    header = [
+        "stage",
+        *(f"{f}x records / s / rows/s" for f in factors),
+        "exponent",
+        "cpu exp.",
+        "cpu exp. 2 largest",
+    ]
+    rows = [header]
+    for stage, e in doc["by_stage"].items():
+        cells = [
+            f"{r:,} / {s:.1f} / {v:,}"
+            for r, s, v in zip(e["records"], e["seconds"], e["rows_per_s"], strict=True)
+        ]
+        rows.append(
+            [stage, *cells, f"{e['exponent']}", f"{e['cpu_exponent']}", f"{e['cpu_exponent_largest_pair']}"]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return (
+        "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows) + "\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--base", type=int, default=250, help="consultants at 1x")
+    parser.add_argument("--factors", default="1,2,4", help="comma-separated multiples of --base")
+    parser.add_argument("--no-billing", action="store_true", help="skip the billing stages")
+    parser.add_argument("--concurrency", type=int, default=15)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument(
+        "--database",
+        default="psa_erp_sync_bench_scaling",
+        help="prefix of the databases (one per size, <prefix>_<factor>x), dropped and recreated",
+    )
+    parser.add_argument("--port-offset", type=int, default=0, help="move the simulators' ports")
+    add_as_of(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("psa_erp_sync.clients.psa").setLevel(logging.WARNING)
+    factors = [int(f) for f in args.factors.split(",") if f.strip()]
+    if len(factors) < 2:
+        parser.error("--factors needs at least two sizes to fit an exponent")
+    started = time.monotonic()
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    doc = run(
+        base=args.base,
+        factors=factors,
+        database=args.database,
+        port_offset=args.port_offset,
+        as_of_day=args.as_of,
+        billing=not args.no_billing,
+        concurrency=args.concurrency,
+        batch=args.batch,
+    )
+    doc["machine"] = {
+        "cpus": os.cpu_count(),
+        "load_average_at_start": load_start,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
+    doc["wall_seconds"] = round(time.monotonic() - started, 1)
+    sys.stderr.write(summary(doc))
+    print(json.dumps(doc, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

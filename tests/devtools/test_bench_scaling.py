@@ -1,0 +1,87 @@
+"""The scaling check's fit (``devtools.bench_scaling.exponent``), its targets, and the peak's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from devtools.bench_scaling import exponent, fit, summary
+from devtools.bench_targets import SCALING_STAGES, evaluate, lookup, threshold
+
+
+@pytest.mark.parametrize(
+    ("power", "expected"),
+    [(1.0, 1.0), (2.0, 2.0), (0.5, 0.5), (1.1, 1.1), (0.0, 0.0)],
+)
+def test_exponent_recovers_the_power_of_an_exact_power_law(power: float, expected: float) -> None:
+    points = [(n, 0.003 * n**power) for n in (13_500, 27_000, 54_000)]
+    assert exponent(points) == pytest.approx(expected, abs=1e-9)
+
+
+def test_exponent_is_the_least_squares_slope_on_log_log_axes() -> None:
+    # log2: x = 0, 1, 2; y = 0, 1, 3 -> slope = sum(dx*dy)/sum(dx^2) = ((-1)(-4/3) + (1)(5/3)) / 2 = 1.5
+    assert exponent([(1, 1), (2, 2), (4, 8)]) == pytest.approx(1.5)
+    # a constant cost on top of a linear one bends the curve below 1; a quadratic part above
+    assert exponent([(n, 5 + n / 1000) for n in (1000, 2000, 4000)]) < 1.0
+    assert exponent([(n, n / 1000 + (n / 1000) ** 2) for n in (1000, 2000, 4000)]) > 1.1
+
+
+def test_exponent_needs_two_distinct_positive_sizes() -> None:
+    assert exponent([]) is None
+    assert exponent([(1000, 1.0)]) is None
+    assert exponent([(1000, 1.0), (1000, 2.0)]) is None
+    assert exponent([(1000, 0.0), (2000, 1.0)]) is None  # a zero time has no logarithm: one point left
+    assert exponent([(1000, 1.0), (2000, 2.0), (0, 3.0)]) == pytest.approx(1.0)
+
+
+def _size(records: int, seconds: dict[str, float]) -> dict[str, Any]:
+    return {
+        "stages": {
+            stage: {
+                "records": records,
+                "seconds": s,
+                "rows_per_s": round(records / s),
+                "cpu_s_pipeline_and_backends": s / 2,
+            }
+            for stage, s in seconds.items()
+        }
+    }
+
+
+def test_fit_gives_each_stage_its_exponents_and_the_targets_read_them() -> None:
+    sizes = [
+        _size(n, {"extract": n / 10_000, "validate": (n / 10_000) ** 1.5, "post": n / 5_000})
+        for n in (10_000, 20_000, 40_000)
+    ]
+    fitted = fit(sizes)
+    assert set(fitted) == {"extract", "validate", "post"}  # stages not measured are left out
+    assert fitted["extract"]["exponent"] == 1.0 and fitted["extract"]["cpu_exponent"] == 1.0
+    assert fitted["validate"]["exponent"] == 1.5 and fitted["validate"]["cpu_exponent_largest_pair"] == 1.5
+    assert fitted["post"]["rows_per_s"] == [5_000, 5_000, 5_000]
+    doc = {
+        "factors": [1, 2, 4],
+        "by_stage": fitted,
+        "exponents": {stage: e["exponent"] for stage, e in fitted.items()},
+    }
+    assert "validate" in summary(doc) and "1.5" in summary(doc)
+    rows = {r["key"]: r for r in evaluate({"scaling": doc})}
+    assert rows["scaling_exponent_extract"]["met"] is True
+    assert rows["scaling_exponent_validate"]["met"] is False
+    assert rows["scaling_exponent_stage"]["met"] is None  # not measured, never met
+    assert {f"scaling_exponent_{s}" for s in SCALING_STAGES} <= set(rows)
+
+
+def test_peak_targets_are_the_issues() -> None:
+    assert threshold("peak_pipeline_wall_s") == 300
+    assert threshold("peak_pipeline_rss_mb") == 512
+    assert threshold("peak_rss_mb") == 512
+    assert all(threshold(f"scaling_exponent_{s}") == 1.1 for s in SCALING_STAGES)
+    rows = {r["key"]: r for r in evaluate({"peak": {"pipeline": {"wall_s": 301.0}, "peak_rss_mb": 400.0}})}
+    assert rows["peak_pipeline_wall_s"]["met"] is False and rows["peak_pipeline_rss_mb"]["met"] is True
+
+
+def test_lookup_indexes_lists_by_number() -> None:
+    doc = {"a": {"b": [10, 20]}}
+    assert lookup(doc, "a.b.1") == 20
+    assert lookup(doc, "a.b.2") is None and lookup(doc, "a.b.x") is None
