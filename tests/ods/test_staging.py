@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 import psycopg
+import pytest
 
 from psa_erp_sync.ods import staging
 
@@ -185,3 +187,128 @@ def test_raw_items_stage_as_sent_with_the_keys_counts_and_watermark_of_decoded_o
     decoded_keys = {str(i["id"]) for i in items[:6] if isinstance(i, dict)} | {"a\tb\\u0000c", "99"}
     decoded_keys |= {staging.missing_id_key(i) for i in items[6:9]}
     assert set(stored) == decoded_keys
+
+
+def _raw(i: int, note: str = "") -> bytes:
+    return json.dumps({"id": i, "notes": note, "updated_at": "2026-11-02T10:00:00Z"}).encode()
+
+
+def _versions(conn: psycopg.Connection) -> dict[str, tuple[str, str, datetime]]:
+    rows = conn.execute(
+        "SELECT source_id, first_run_key, last_run_key, fetched_at FROM staging.raw_record"
+    ).fetchall()
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+def test_new_versions_go_by_copy_batches_and_a_version_twice_across_batches_is_a_duplicate(
+    clean_ods: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A month's first extract: batches of new versions by COPY. The same version again in a later
+    batch makes that batch's COPY meet it: rolled back to its savepoint and upserted, the version
+    counted once (a duplicate), nothing lost, and the batches after it COPYed again."""
+    monkeypatch.setattr(staging, "_COPY_FIRST_BATCH", 2)
+    monkeypatch.setattr(staging, "_COPY_BATCH", 4)
+    copies: list[int] = []
+
+    pages = [[_raw(1), _raw(2)], [_raw(3), _raw(1), _raw(4)], [_raw(5), _raw(6)], [_raw(7), _raw(8), _raw(9)]]
+    with psycopg.connect(clean_ods) as conn:
+        original = psycopg.Copy.write_row
+
+        def counting(self: psycopg.Copy, row: Sequence[object]) -> None:
+            copies.append(int(str(row[2])))
+            original(self, row)
+
+        monkeypatch.setattr(psycopg.Copy, "write_row", counting)
+        result = staging.stage_pages(
+            conn, pages, run_key="r1", source_system="psa", endpoint="/v2/time_entries"
+        )
+        started = conn.execute("SELECT now()").fetchone()
+        conn.commit()
+        versions = _versions(conn)
+    counts = (result.extracted, result.new_versions, result.known_versions, result.duplicates_in_extract)
+    assert counts == (10, 9, 0, 1)
+    assert set(versions) == {str(i) for i in range(1, 10)}
+    assert {v[:2] for v in versions.values()} == {("r1", "r1")}
+    assert started is not None and {v[2] for v in versions.values()} == {
+        started[0]
+    }  # the transaction's start
+    # batch 1 (1, 2) by COPY; batch 2 (3, 1, 4, 5, 6) met 1 and was upserted; batch 3 (7, 8, 9) by COPY again
+    assert copies == [1, 2, 3, 1, 4, 5, 6, 7, 8, 9]
+
+
+def test_a_re_read_switches_from_copy_to_upserts_and_counts_known_versions(
+    clean_ods: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Versions staged by an earlier run, met in a later batch of an extract that began with new
+    ones: known (their run key and read time move to this run), the new ones new, every page
+    after that upserted, and nothing lost."""
+    monkeypatch.setattr(staging, "_COPY_FIRST_BATCH", 2)
+    monkeypatch.setattr(staging, "_COPY_BATCH", 2)
+    with psycopg.connect(clean_ods) as conn:
+        staging.stage_pages(
+            conn, [[_raw(5), _raw(6), _raw(7)]], run_key="r0", source_system="psa", endpoint="/v2/x"
+        )
+        conn.commit()
+        pages = [[_raw(1), _raw(2)], [_raw(3), _raw(5)], [_raw(6), _raw(8)], [_raw(7, "edited"), _raw(9)]]
+        result = staging.stage_pages(conn, pages, run_key="r1", source_system="psa", endpoint="/v2/x")
+        started = conn.execute("SELECT now()").fetchone()
+        conn.commit()
+        rows = conn.execute(
+            "SELECT source_id, first_run_key, last_run_key, fetched_at = %s FROM staging.raw_record"
+            " ORDER BY source_id, first_run_key",
+            (started[0] if started else None,),
+        ).fetchall()
+    assert (result.extracted, result.new_versions, result.known_versions, result.duplicates_in_extract) == (
+        8,
+        6,
+        2,
+        0,
+    )
+    assert rows == [
+        ("1", "r1", "r1", True),
+        ("2", "r1", "r1", True),
+        ("3", "r1", "r1", True),
+        ("5", "r0", "r1", True),
+        ("6", "r0", "r1", True),
+        ("7", "r0", "r0", False),  # the version before the edit: not in this read
+        ("7", "r1", "r1", True),
+        ("8", "r1", "r1", True),
+        ("9", "r1", "r1", True),
+    ]
+
+
+def test_a_version_another_transaction_stages_during_the_extract_is_known_not_lost(
+    clean_ods: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another transaction (the stream, a second extract) commits a version while this extract is
+    between pages: the COPY that meets it is rolled back to its savepoint and its batch upserted;
+    the version counts as known and moves to this run, the others are new, and until this
+    transaction commits no other session sees any of them."""
+    monkeypatch.setattr(staging, "_COPY_FIRST_BATCH", 2)
+    monkeypatch.setattr(staging, "_COPY_BATCH", 100)
+    with psycopg.connect(clean_ods) as conn, psycopg.connect(clean_ods, autocommit=True) as other:
+
+        def pages() -> Iterator[list[bytes]]:
+            yield [_raw(1), _raw(2)]
+            staging.stage_pages(other, [[_raw(3)]], run_key="stream", source_system="psa", endpoint="/v2/x")
+            yield [_raw(3), _raw(4)]
+            assert other.execute("SELECT count(*) FROM staging.raw_record").fetchone() == (1,)
+            yield [_raw(5)]
+
+        result = staging.stage_pages(conn, pages(), run_key="r1", source_system="psa", endpoint="/v2/x")
+        assert other.execute("SELECT count(*) FROM staging.raw_record").fetchone() == (1,)
+        conn.commit()
+        versions = _versions(conn)
+    assert (result.extracted, result.new_versions, result.known_versions, result.duplicates_in_extract) == (
+        5,
+        4,
+        1,
+        0,
+    )
+    assert {k: v[:2] for k, v in versions.items()} == {
+        "1": ("r1", "r1"),
+        "2": ("r1", "r1"),
+        "3": ("stream", "r1"),
+        "4": ("r1", "r1"),
+        "5": ("r1", "r1"),
+    }
