@@ -198,30 +198,39 @@ def test_a_busy_process_reuses_its_slots_and_still_shares_them(pg_dsn: str) -> N
 
 
 @pytest.mark.integration
-def test_a_busy_process_asks_whether_others_wait_once_per_probe_interval(
+def test_requests_never_wait_for_the_probe_for_waiting_sessions(
     pg_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Requests longer than ``hold`` (a remote ERP): every give-back and take of an old slot used
-    to ask PostgreSQL whether another session waits, under the budget's lock. Now the answer is
-    shared by all the process's slots for ``probe_every``."""
+    """Requests longer than ``hold`` (a remote ERP): whether another session waits used to be asked
+    on a request's own take or give, under the lock every request thread of the process queues on.
+    Now the budget's keeper thread asks, once per ``probe_every``; takes and gives read its answer."""
     budget = AccountBudget(pg_dsn, _account(), 2, hold=0.0, probe_every=10.0)
-    probes = 0
-    real = budget._connection
+    probes: list[str] = []
+    real = budget._connection()
 
-    class Counting:
-        def __init__(self, conn: psycopg.Connection[Any]) -> None:
-            self._conn = conn
+    class Counting:  # the budget's connection, counting who sends the probe; nothing else changed
+        @property
+        def closed(self) -> bool:
+            return real.closed
 
         def execute(self, sql: str, params: Any = None) -> Any:
-            nonlocal probes
-            probes += "pg_try_advisory_xact_lock" in sql
-            return self._conn.execute(sql, params)
+            if "pg_try_advisory_xact_lock" in sql:
+                probes.append(threading.current_thread().name)
+            return real.execute(sql, params)
 
-    monkeypatch.setattr(budget, "_connection", lambda: Counting(real()))  # counts the SQL sent, nothing else
+        def close(self) -> None:
+            real.close()
+
+    monkeypatch.setattr(budget, "_conn", Counting())
     try:
         for _ in range(50):
             with budget.slot():
                 pass
+        deadline = time.monotonic() + 5
+        while not probes and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         budget.close()
-    assert probes == 1  # one probe for the 100 gives and takes of slots older than `hold`
+    assert probes, "the keeper never asked whether another session waits"
+    assert all(name.startswith("erp-budget-") for name in probes), probes  # never a request's thread
+    assert len(probes) == 1  # one probe per `probe_every` (10 s here) for 100 takes and gives

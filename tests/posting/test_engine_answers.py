@@ -269,3 +269,46 @@ def test_a_reversal_refused_without_details_is_no_dead_letter(clean_ods: str, co
         _engine(clean_ods, FakeErp({"DELETE": (400, None)}), config).run()
     assert _states(clean_ods) == {"pending": 1}
     assert _dead_letters(clean_ods) == []
+
+
+def test_a_pass_with_nothing_unfinished_is_one_count(
+    clean_ods: str, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing pending, sent or ambiguous (e.g. credit memos after invoices): the pass reads the
+    ledger's counts once and opens no pool of connections."""
+    _plan(clean_ods, [_posting(n) for n in range(3)])
+    fake = FakeErp()
+    assert _engine(clean_ods, fake, config).run().posted == 3
+    calls = list(fake.calls)
+
+    def no_pool(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a pass with nothing to do opened a pool")
+
+    monkeypatch.setattr("psa_erp_sync.posting.engine.connections.pool", no_pool)
+    outcome = _engine(clean_ods, fake, config).run()
+    assert (outcome.total, outcome.posted, outcome.still_pending, outcome.parked) == (0, 0, 0, 0)
+    assert fake.calls == calls  # nothing sent
+    assert _states(clean_ods) == {"confirmed": 3}
+
+
+def test_a_round_reads_one_batch_first_then_larger_pages(
+    clean_ods: str, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first page of a round is one batch, so its request goes out while the rest is read;
+    every posting is still sent once."""
+    _plan(clean_ods, [_posting(n) for n in range(7)])
+    limits: list[int] = []
+    real = ledger.page_in_state
+
+    def page_in_state(*args: Any, **kwargs: Any) -> list[ledger.Posting]:
+        if not kwargs["reversals"]:
+            limits.append(kwargs["limit"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ledger, "page_in_state", page_in_state)
+    fake = FakeErp()
+    outcome = _engine(clean_ods, fake, config).run()
+    assert limits[:2] == [2, 8]  # batch_size 2: one batch, then four times as many
+    assert outcome.posted == 7
+    assert fake.calls.count("POST") == 4
+    assert _states(clean_ods) == {"confirmed": 7}

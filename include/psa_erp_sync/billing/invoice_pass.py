@@ -16,6 +16,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+
 from psa_erp_sync.billing import invoices
 from psa_erp_sync.config import Config
 from psa_erp_sync.ods import connections
@@ -116,6 +118,8 @@ def _plan(
 ) -> dict[str, Any]:
     """Plan the documents of one type (replayed ones first), each routed to its ERP."""
     with connections.connect(dsn, autocommit=True) as conn:
+        if doc_type == "creditmemo" and not _credits_to_plan(conn):
+            return invoices.InvoicePlan().as_dict() | {"replayed": 0}
         invoices.sync_documents(conn)  # a credit memo needs its invoice `posted`
         rates = RateBook.from_ods(conn)
         remaining: dict[str, int] | None = None
@@ -145,6 +149,21 @@ def _plan(
             remaining=remaining,
             routes=routes,
         ).as_dict() | {"replayed": replayed}
+
+
+#: Whether planning credit memos can find anything: a ready credit line (whatever its invoice's
+#: state: planned, or flagged while the invoice is parked or rejected) or a credit memo document
+#: (one a replay released, or whose credited invoice's amount due is read). Without either, the
+#: step's mirror update, rate and ERP reads and queries would plan nothing.
+_CREDITS_TO_PLAN = """
+SELECT EXISTS (SELECT 1 FROM billing.event WHERE state = 'ready' AND credits_ref IS NOT NULL)
+    OR EXISTS (SELECT 1 FROM billing.document WHERE doc_type = 'creditmemo')
+"""
+
+
+def _credits_to_plan(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(_CREDITS_TO_PLAN).fetchone()
+    return bool(row and row[0])
 
 
 def _send(

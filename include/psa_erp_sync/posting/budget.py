@@ -21,10 +21,11 @@ A slot given back is kept by the process for the next request of its threads whi
 ``linger`` (0.1 s: a loaded machine delays a thread's next request by tens of milliseconds). A slot older than ``hold`` is given back when another session waits for one
 (a waiter announces itself with a shared advisory lock while it polls) and not taken again by this
 process for 50 ms, so the waiter gets it; otherwise it is kept. Whether another session waits is
-asked at most once per ``probe_every`` (20 ms) for all the process's slots (one short query), instead
-of two advisory-lock round trips per HTTP request (serialised on the budget's one connection: four
-per batch); with requests longer than ``hold`` (a remote ERP) the probe used to run on every give and
-take. The limit holds as before: a slot is in use only while this session holds its lock.
+asked once per ``probe_every`` (20 ms) by the budget's keeper thread while the process holds a slot,
+outside the budget's lock; a request's take and give only read the last answer. (The probe used to
+run on a request's own take or give, under the lock every other request thread queues on: at a load
+average of 10-20 a descheduled round trip there held up every request of the process.) The limit
+holds as before: a slot is in use only while this session holds its lock.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class AccountBudget:
         self._cooldown: dict[int, float] = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._releaser: threading.Thread | None = None
+        self._keeper: threading.Thread | None = None
         self._closed = False
         self._rng = random.Random()  # noqa: S311 - jitter, not security
 
@@ -166,8 +167,12 @@ class AccountBudget:
             if row is None:
                 return None
             slot = int(row[0])
+            first = not self._held
             self._held.add(slot)
             self._locked_at[slot] = time.monotonic()
+            self._start_keeper()
+            if first:  # the keeper starts probing for waiting sessions
+                self._wake.notify()
             return slot
 
     def _give(self, slot: int) -> None:
@@ -182,33 +187,27 @@ class AccountBudget:
                 return
             first_idle = not self._idle
             self._idle[slot] = now
-            if self._releaser is None:
-                self._releaser = threading.Thread(
-                    target=self._release_idle, name=f"erp-budget-{self.account}", daemon=True
-                )
-                self._releaser.start()
-            if first_idle:  # else the releaser is already waiting for the oldest idle slot's linger
+            self._start_keeper()
+            if first_idle:  # else the keeper is already waiting for the oldest idle slot's linger
                 self._wake.notify()
+
+    def _start_keeper(self) -> None:
+        """The keeper thread, started with the first slot (the caller holds ``_lock``)."""
+        if self._keeper is None:
+            self._keeper = threading.Thread(
+                target=self._keep_slots, name=f"erp-budget-{self.account}", daemon=True
+            )
+            self._keeper.start()
 
     def _keep(self, slot: int, now: float) -> bool:
         """Whether this process may keep a slot it holds for its next request (the caller holds
         ``_lock``): yes while it is younger than ``hold``; then, if another session waits for a
-        slot of the account, it is given back (and not taken again for 50 ms), else renewed."""
-        if now - self._locked_at.get(slot, now) < self.hold:
-            return True
-        if now - self._probed_at >= self.probe_every:
-            # One probe per ``probe_every`` for all the process's slots, not one per request: with
-            # requests longer than ``hold`` (a remote ERP) every give and take would pay it.
-            try:
-                row = self._connection().execute(_OTHERS_WAIT, {"key": self._key}).fetchone()
-            except psycopg.OperationalError:
-                if self._conn is not None:
-                    self._conn.close()
-                return False
-            self._others_wait = bool(row is not None and row[0])
-            self._probed_at = now
+        slot of the account (the keeper's last probe, at most ``probe_every`` old), it is given
+        back (and not taken again for 50 ms), else renewed. No round trip unless it is given back."""
         if slot not in self._held:  # the session was lost meanwhile
             return False
+        if now - self._locked_at.get(slot, now) < self.hold:
+            return True
         if self._others_wait:
             self._unlock(slot)
             self._cooldown[slot] = now + 0.05
@@ -228,21 +227,57 @@ class AccountBudget:
                 self._conn.close()
             log.warning("ERP budget of %s: connection lost while giving back a slot", self.account)
 
-    def _release_idle(self) -> None:
-        """Give back slots idle for ``linger``: an idle process keeps none of the account's slots."""
+    def _keep_slots(self) -> None:
+        """The keeper: gives back slots idle for ``linger`` (an idle process keeps none of the
+        account's slots) and, while the process holds a slot, asks once per ``probe_every`` whether
+        another session waits for one. The probe runs outside ``_lock``: requests taking and giving
+        slots meanwhile are not held up by its round trip."""
         with self._lock:
             while not self._closed:
-                if not self._idle:
-                    self._wake.wait()
-                    continue
                 now = time.monotonic()
-                oldest = min(self._idle.values())
-                if now - oldest < self.linger:
-                    self._wake.wait(self.linger - (now - oldest))
-                    continue
                 for slot, since in list(self._idle.items()):
                     if now - since >= self.linger:
                         self._unlock(slot)
+                wake = [since + self.linger - now for since in self._idle.values()]
+                if self._held:
+                    due = self._probed_at + self.probe_every - now
+                    if due <= 0:
+                        self._probe()
+                        continue
+                    wake.append(due)
+                else:
+                    self._others_wait = False  # nothing held: nothing to give back
+                self._wake.wait(min(wake) if wake else None)
+
+    def _probe(self) -> None:
+        """Ask PostgreSQL whether another session waits for a slot of the account (the caller holds
+        ``_lock``, released during the round trip). Idle slots older than ``hold`` go back at once
+        when one does."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            self._probed_at = time.monotonic()
+            return
+        row: tuple[Any, ...] | None = None
+        failed = False
+        self._lock.release()
+        try:
+            row = conn.execute(_OTHERS_WAIT, {"key": self._key}).fetchone()
+        except psycopg.Error:
+            failed = True
+        finally:
+            self._lock.acquire()
+        now = time.monotonic()
+        self._probed_at = now
+        if failed:
+            if not self._closed and conn is self._conn:
+                conn.close()  # its locks die with it; the next take opens a new session
+            return
+        self._others_wait = bool(row is not None and row[0])
+        if self._others_wait:
+            for slot, since in list(self._idle.items()):
+                if now - self._locked_at.get(slot, since) >= self.hold:
+                    self._unlock(slot)
+                    self._cooldown[slot] = now + 0.05
 
     def acquire(self) -> int:
         """Wait for a free slot and hold it; raises :class:`BudgetExhausted` after ``max_wait``."""
@@ -292,15 +327,16 @@ class AccountBudget:
         with self._lock:
             self._closed = True
             self._wake.notify_all()
+        if self._keeper is not None:  # before the connection closes: it may be probing on it
+            self._keeper.join()
+            self._keeper = None
+        with self._lock:
             if self._conn is not None:
                 self._conn.close()  # releases every slot still held
                 self._conn = None
             self._held.clear()
             self._idle.clear()
             self._locked_at.clear()
-        if self._releaser is not None:
-            self._releaser.join()
-            self._releaser = None
 
 
 @contextmanager

@@ -623,6 +623,9 @@ class PostingEngine:
         during the round waits for the next round."""
         size = 1 if reversals else self.settings.batch_size
         page_size = size * max(4 * self._workers, 10)
+        # The first page is one batch, then four times the last: the first request goes out
+        # while the rest of the round is read and decoded (invoices: ~14 KB of payload each).
+        limit = size
         after: str | None = None
         while True:
             with self._conn() as conn:
@@ -632,7 +635,7 @@ class PostingEngine:
                     ["pending"],
                     reversals=reversals,
                     after=after,
-                    limit=page_size,
+                    limit=limit,
                     target=self.target,
                 )
             if not page:
@@ -642,8 +645,9 @@ class PostingEngine:
                 same = [p for p in page if p.erp_type == erp_type]
                 for i in range(0, len(same), size):
                     yield same[i : i + size]
-            if len(page) < page_size:
+            if len(page) < limit:
                 return
+            limit = min(page_size, 4 * limit)
 
     def _fed_batches(
         self, feed: Iterable[Sequence[ledger.Posting]], progress: _Progress
@@ -720,11 +724,26 @@ class PostingEngine:
         later rounds page through the ledger for whatever is still pending (throttled batches,
         postings left pending by an earlier run: ``already_pending`` of them, for the totals).
         """
-        with self._pooled():
-            return self._run(feed, already_pending)
-
-    def _run(self, feed: Iterable[Sequence[ledger.Posting]] | None, already_pending: int) -> Outcome:
         started = time.monotonic()
+        if feed is None:
+            # Nothing pending, sent or ambiguous (a pass with nothing to do, e.g. credit memos
+            # after invoices): one count, no pool of connections, no further scans.
+            with self._conn() as conn:
+                counts = ledger.counts(conn, self.record_type, target=self.target)
+            if not any(counts.get(s, 0) for s in ledger.UNFINISHED):
+                return self._finished(counts, started)
+        with self._pooled():
+            return self._run(feed, already_pending, started)
+
+    def _finished(self, counts: dict[str, int], started: float) -> Outcome:
+        self.outcome.still_pending = sum(counts.get(s, 0) for s in ledger.UNFINISHED)
+        self.outcome.parked = counts.get("parked", 0)
+        self.outcome.seconds = time.monotonic() - started
+        return self.outcome
+
+    def _run(
+        self, feed: Iterable[Sequence[ledger.Posting]] | None, already_pending: int, started: float
+    ) -> Outcome:
         with self._conn() as conn:
             unfinished = ledger.in_state(conn, self.record_type, ["sent", "ambiguous"], target=self.target)
         if unfinished:
@@ -742,12 +761,17 @@ class PostingEngine:
             with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="erp-post") as pool:
                 self._work(pool, self._fed_batches(feed, progress), progress)
             first_round = 2
+        counts: dict[str, int] | None = None
         for round_no in range(first_round, self.settings.max_rounds + 1):
             self.lock_check()
+            # The ledger's counts by state: whether anything is pending and, when not, the
+            # outcome's final figures (one scan of the record type's rows, not two).
             with self._conn() as conn:
-                pending = ledger.count_in_state(conn, self.record_type, ["pending"], target=self.target)
+                counts = ledger.counts(conn, self.record_type, target=self.target)
+            pending = counts.get("pending", 0)
             if not pending:
                 break
+            counts = None  # this round changes them
             if round_no == 1:
                 self.outcome.total = pending
             progress = _Progress(
@@ -760,12 +784,10 @@ class PostingEngine:
                 self._work(
                     pool, ((self._reverse_batch, b) for b in self._pending_batches(reversals=True)), progress
                 )
-        with self._conn() as conn:
-            counts = ledger.counts(conn, self.record_type, target=self.target)
-        self.outcome.still_pending = sum(counts.get(s, 0) for s in ledger.UNFINISHED)
-        self.outcome.parked = counts.get("parked", 0)
-        self.outcome.seconds = time.monotonic() - started
-        return self.outcome
+        if counts is None:
+            with self._conn() as conn:
+                counts = ledger.counts(conn, self.record_type, target=self.target)
+        return self._finished(counts, started)
 
 
 def _unanswered(item: RecordOutcome | None) -> bool:
