@@ -55,6 +55,11 @@ class LockSettings:
     keepalives_idle_s: int = 10  # TCP keepalives on both ends of the lock connection
     keepalives_interval_s: int = 5
     keepalives_count: int = 3
+    # A long pass (the batch) hands the lock to a short pass (a stream burst) that waits for it,
+    # between batches, and takes it back (docs/posting.md, "The posting lock"). A short pass sets
+    # ``short``: it announces itself while it waits and never hands the lock on.
+    hand_off: bool = True
+    short: bool = False
 
     def __post_init__(self) -> None:
         if self.heartbeat_s * 2 > self.lease_s:
