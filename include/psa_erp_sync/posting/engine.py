@@ -179,6 +179,19 @@ class _Replanned:
         exception_queue.quarantine_many(conn, self.items, run_id=run_id)
 
 
+class HandOff(Protocol):
+    """Hands the pass's posting lock to a short pass waiting for it, between batches
+    (:mod:`psa_erp_sync.posting.service`)."""
+
+    def wanted(self) -> bool:
+        """Whether a short pass waits for the lock (cheap: asked before every batch)."""
+        ...
+
+    def __call__(self) -> None:
+        """Hand the lock over and take it back; called with no batch in flight."""
+        ...
+
+
 class PostingEngine:
     """Works the ledger of one ERP record type until nothing is pending."""
 
@@ -195,6 +208,7 @@ class PostingEngine:
         sleep: Callable[[float], None] = time.sleep,
         lock_check: Callable[[], None] | None = None,
         target: ledger.Target | None = None,
+        hand_off: HandOff | None = None,
     ) -> None:
         self.dsn = dsn
         # The ERP account this pass works for (None: every ledger row of the record type).
@@ -210,6 +224,7 @@ class PostingEngine:
         self.sleep = sleep
         # Raises when the pass's posting lock is gone; called before every batch and round.
         self.lock_check = lock_check or (lambda: None)
+        self.hand_off = hand_off
         self.outcome = Outcome(record_type)
         self._lock = threading.Lock()
         self._rng = random.Random()  # noqa: S311 - jitter, not security
@@ -699,6 +714,10 @@ class PostingEngine:
         try:
             for send, batch in batches:
                 self.lock_check()
+                if self.hand_off is not None and self.hand_off.wanted():
+                    done, in_flight = wait(in_flight)[0], set()  # nothing in flight while another pass works
+                    collect(done)
+                    self.hand_off()
                 if len(in_flight) >= limit:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     collect(done)
