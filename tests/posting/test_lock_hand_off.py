@@ -62,7 +62,7 @@ def _last_planned(dsn: str) -> str:
     """The approved record the batch's planner reaches last (it plans in source order)."""
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
-            "SELECT max(source_id COLLATE \"C\") FROM canonical.time_entry WHERE approved AND NOT is_deleted"
+            'SELECT max(source_id COLLATE "C") FROM canonical.time_entry WHERE approved AND NOT is_deleted'
         ).fetchone()
     assert row is not None and row[0] is not None
     return str(row[0])
@@ -91,9 +91,7 @@ def test_a_waiting_stream_pass_gets_the_lock_mid_batch_and_each_record_posts_onc
         assert time.monotonic() < deadline, "no progress"
         time.sleep(0.05)
     with psycopg.connect(clean_ods) as conn:
-        planned = conn.execute(
-            "SELECT count(*) FROM ledger.posting WHERE source_id = %s", (last,)
-        ).fetchone()
+        planned = conn.execute("SELECT count(*) FROM ledger.posting WHERE source_id = %s", (last,)).fetchone()
         assert planned == (0,), "the batch's planner already planned the last record: no stale plan to test"
         # A newer version of the record, validated while the batch pass runs (its planner's
         # snapshot still holds the older one).
