@@ -654,18 +654,31 @@ def _wait_batch_holds_the_lock(stack: Stack, batch: subprocess.Popen[bytes], tim
 
 
 def _collect_consumer(stack: Stack, ids: list[int]) -> list[dict[str, Any]]:
-    with psycopg.connect(stack.dsn) as conn:
+    return collect_consumer(stack.dsn, ids)
+
+
+def collect_consumer(dsn: str, ids: list[int]) -> list[dict[str, Any]]:
+    """Per approval: received, claimed, and the first confirmed posting of its record after it
+    was received (the confirmations of the approved records read once: with batch passes the
+    ledger holds hundreds of thousands of attempts)."""
+    wanted = [str(i) for i in ids]
+    with psycopg.connect(dsn) as conn:
         rows = conn.execute(
             """
+            WITH conf AS MATERIALIZED (
+                SELECT p.source_id, a.finished_at
+                FROM ledger.posting p JOIN ledger.attempt a USING (idempotency_key)
+                WHERE p.record_type = 'timebill' AND p.source_system = 'psa' AND p.source_id = ANY(%(ids)s)
+                  AND a.outcome = 'confirmed'
+            )
             SELECT e.received_at, e.claimed_at,
-                   (SELECT min(a.finished_at) FROM ledger.posting p JOIN ledger.attempt a USING (idempotency_key)
-                     WHERE p.record_type = 'timebill' AND p.source_id = e.source_id AND a.outcome = 'confirmed'
-                       AND a.finished_at >= e.received_at) AS confirmed_at,
+                   (SELECT min(c.finished_at) FROM conf c
+                     WHERE c.source_id = e.source_id AND c.finished_at >= e.received_at) AS confirmed_at,
                    e.claimed_by
             FROM inbox.event e
-            WHERE e.event_type = 'time_entry.approved' AND e.source_id = ANY(%s) ORDER BY e.seq
+            WHERE e.event_type = 'time_entry.approved' AND e.source_id = ANY(%(ids)s) ORDER BY e.seq
             """,
-            ([str(i) for i in ids],),
+            {"ids": wanted},
         ).fetchall()
     return [{"received": r[0], "claimed": r[1], "confirmed": r[2], "claimed_by": r[3]} for r in rows]
 
