@@ -449,7 +449,10 @@ class _PlanningThread:
 
     def _main(self) -> None:
         try:
-            with _PlannerConnection.connect(self.dsn) as conn:
+            # Autocommit: each of the planner's transaction blocks is a transaction of its own,
+            # committed when it ends (a statement outside one must not open a transaction that
+            # would turn the chunks' commits into savepoints).
+            with _PlannerConnection.connect(self.dsn, autocommit=True) as conn:
                 conn.gate = self.gate
                 scope: dict[str, Any] = {}
                 if self.source_ids is not None and _PLANS_SOME_RECORDS:
@@ -503,12 +506,13 @@ _PLANS_SOME_RECORDS = "source_ids" in inspect.signature(planner.plan).parameters
 _SUPERSEDE_OVERTAKEN = """
 UPDATE ledger.posting p SET state = 'superseded', updated_at = now()
 WHERE p.record_type = %(rt)s AND p.state = 'pending' AND p.created_at = now()
-  AND p.xmin = (txid_current() & 4294967295)::text::xid
   AND EXISTS (
       SELECT 1 FROM ledger.posting q
       WHERE q.record_type = p.record_type AND q.source_system = p.source_system AND q.source_id = p.source_id
-        AND q.shadow = p.shadow AND q.created_at >= %(since)s AND q.xmin <> p.xmin)
+        AND q.shadow = p.shadow AND q.created_at >= %(since)s AND q.created_at < now())
 """
+# ``created_at`` is its transaction's start: this transaction's rows have now(); another pass's
+# rows written during a hand-over were written before this transaction could begin (the gate).
 
 
 class _PlanGate:
