@@ -699,6 +699,7 @@ class PostingEngine:
         in_flight: set[Future[None]] = set()
         limit = 2 * self._workers
         failed: BaseException | None = None
+        queued: dict[Future[None], tuple[_Send, list[ledger.Posting]]] = {}  # for a hand-off
 
         from psa_erp_sync.clients.erp import ErpAuthFailed
 
@@ -715,13 +716,24 @@ class PostingEngine:
             for send, batch in batches:
                 self.lock_check()
                 if self.hand_off is not None and self.hand_off.wanted():
-                    done, in_flight = wait(in_flight)[0], set()  # nothing in flight while another pass works
-                    collect(done)
+                    # Nothing in flight while another pass works: batches not started yet wait
+                    # (still pending in the ledger), the running ones finish.
+                    later = [queued[f] for f in in_flight if f.cancel()]
+                    collect(wait({f for f in in_flight if not f.cancelled()})[0])
+                    in_flight, queued = set(), {}
                     self.hand_off()
+                    for item in later:
+                        future = pool.submit(item[0], item[1], progress)
+                        in_flight.add(future)
+                        queued[future] = item
                 if len(in_flight) >= limit:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     collect(done)
-                in_flight.add(pool.submit(send, batch, progress))
+                    for future in done:
+                        queued.pop(future, None)
+                future = pool.submit(send, batch, progress)
+                in_flight.add(future)
+                queued[future] = (send, batch)
         except BaseException as exc:  # the feed failed: finish what is in flight, then raise
             failed = exc
         done, _ = wait(in_flight)
