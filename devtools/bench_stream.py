@@ -613,7 +613,9 @@ def _stage_month(stack: Stack) -> dict[str, Any]:
     return verdicts.as_dict()
 
 
-def _start_batch_passes(stack: Stack, passes: Path, stop: Path, *, hand_off: bool) -> subprocess.Popen[bytes]:
+def _start_batch_passes(
+    stack: Stack, passes: Path, stop: Path, *, hand_off: bool, concurrency: int | None = None
+) -> subprocess.Popen[bytes]:
     """Batch posting passes of the month's time entries back to back until ``stop`` exists
     (``devtools/bench_stream_batch.py``: the posting task's path, the same lock, ledger and account
     budget as the DAG's posting task; each pass after the first re-posts the month)."""
@@ -626,6 +628,7 @@ def _start_batch_passes(stack: Stack, passes: Path, stop: Path, *, hand_off: boo
             *("--dsn", stack.dsn, "--erp-url", stack.url("erp"), "--account-id", ERP_ACCOUNT),
             *("--passes-to", str(passes), "--stop-file", str(stop)),
             *(() if hand_off else ("--no-hand-off",)),
+            *(("--concurrency", str(concurrency)) if concurrency else ()),
         ],
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -756,6 +759,7 @@ def _measure_consumer(
     with_batch: bool,
     bursts: Path,
     hand_off: bool = True,
+    batch_concurrency: int | None = None,
 ) -> dict[str, Any]:
     """Warm up, then approve the measured entries (with batch passes running if asked)."""
     warmup, measured = chosen[:5], chosen[5:]
@@ -768,7 +772,7 @@ def _measure_consumer(
     stop.unlink(missing_ok=True)
     if with_batch:  # the month validated now, so that the batch passes (not the consumer) post it
         result["batch_month_validated"] = _stage_month(stack)
-        batch = _start_batch_passes(stack, passes, stop, hand_off=hand_off)
+        batch = _start_batch_passes(stack, passes, stop, hand_off=hand_off, concurrency=batch_concurrency)
         _wait_batch_holds_the_lock(stack, batch)
     approvals_started = datetime.now(UTC)
     result["approvals"] = len(measured)
@@ -828,6 +832,7 @@ def run_consumer(
     port_offset: int = 1350,
     with_batch: bool = False,
     hand_off: bool = True,
+    batch_concurrency: int | None = None,
     as_of: date | None = None,
     database: str = "psa_erp_sync_bench_stream",
 ) -> dict[str, Any]:
@@ -846,6 +851,7 @@ def run_consumer(
         "rate_per_s": rate,
         "as_of": as_of.isoformat(),
         "consultants": consultants,
+        "batch_concurrency": batch_concurrency,
     }
     bursts = LOCAL / "bench-stream-bursts.jsonl"
     bursts.unlink(missing_ok=True)
@@ -871,6 +877,7 @@ def run_consumer(
                         with_batch=with_batch,
                         bursts=bursts,
                         hand_off=hand_off,
+                        batch_concurrency=batch_concurrency,
                     )
                 )
             finally:
@@ -999,6 +1006,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --with-batch: each batch pass keeps the posting lock for its whole pass (as before)",
     )
+    parser.add_argument(
+        "--batch-concurrency",
+        type=int,
+        default=None,
+        help="with --with-batch: the batch passes' ERP requests in flight (default: the account's limit)",
+    )
     parser.add_argument("--port-offset", type=int, default=None, help="added to the simulators' ports")
     parser.add_argument(
         "--database",
@@ -1020,6 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
             port_offset=1350 if args.port_offset is None else args.port_offset,
             with_batch=args.with_batch,
             hand_off=not args.no_hand_off,
+            batch_concurrency=args.batch_concurrency,
             as_of=args.as_of,
             database=database,
         )

@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-file", type=Path, required=True)
     parser.add_argument("--max-passes", type=int, default=1000)
     parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="ERP requests in flight (default: the account's limit; lower it on a server short of connections)",
+    )
+    parser.add_argument(
         "--no-hand-off",
         action="store_true",
         help="keep the posting lock for each whole pass (the behaviour before the hand-off)",
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from psa_erp_sync.posting.service import LockSettings, post_record_type
 
     config = load_config()
-    limit = account_limit({"account_id": args.account_id})
+    limit = args.concurrency or account_limit({"account_id": args.account_id})
     settings = EngineSettings.from_config(config, max_concurrency=limit)
     lock = LockSettings(wait_s=config.mappings.posting.lock_wait_seconds)
     if args.no_hand_off:
