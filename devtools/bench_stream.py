@@ -19,8 +19,17 @@ unapproved depends on that month's calendar (4.4 to 5.1 per consultant), so the 
 consultants is sized from ``--events`` (``consultants_for``) unless given: with a fixed 130 the
 benchmark ran on months with 608 unapproved entries and failed on those with 573.
 
+``--with-batch`` (consumer path): after the warm-up the month is validated, then batch posting
+passes of it run back to back (``devtools/bench_stream_batch.py``: each re-posts the month, so a
+pass is always working the posting lock) until the last approval; 600 approvals by default, so
+that >= 500 arrive while a pass runs. The webhooks received while a pass ran are measured apart
+(``during_batch_pass``, the issue's "p95 <= 3 s with a batch posting pass running");
+``--no-hand-off`` makes the passes keep the lock for their whole pass (the behaviour before the
+hand-off), ``--batch-concurrency`` lowers their ERP requests in flight (and connections).
+
     python -m devtools.bench_stream                    # 500 events at 2/s
     python -m devtools.bench_stream --events 100 --rate 1
+    python -m devtools.bench_stream --with-batch --port-offset 1500 --database strm_bench
 """
 
 from __future__ import annotations
