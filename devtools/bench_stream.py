@@ -867,7 +867,7 @@ def run_consumer(
     cpu_before = _cpu_seconds()
     with Stack(database=database, fresh=True, port_offset=port_offset) as stack:
         stack.start_postgres()
-        stack.start_simulators()
+        stack.start_simulators(timeout_s=300)  # a loaded shared machine starts them slowly
         chosen = prepare(stack, events=events, consultants=consultants, seed=seed, as_of=as_of)
         ingress_port = INGRESS_PORT + port_offset
         _subscribe(stack.url("psa"), ingress_port)
