@@ -747,6 +747,7 @@ def _batch_figures(passes: list[dict[str, Any]], approvals: tuple[datetime, date
     span = max((last - first).total_seconds(), 1e-9)
     return {
         "passes": len(passes),
+        "failed_passes": sum(1 for p in passes if p.get("failed")),
         "postings_sent": sum(int(p.get("total") or 0) for p in passes),
         "posted": sum(int(p.get("posted") or 0) for p in passes),
         "still_pending_after_last": passes[-1].get("still_pending") if passes else None,

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from psa_erp_sync.config import load_config
     from psa_erp_sync.posting.budget import account_limit
     from psa_erp_sync.posting.engine import EngineSettings
-    from psa_erp_sync.posting.service import LockSettings, post_record_type
+    from psa_erp_sync.posting.service import LockSettings, PostingLockBusy, PostingLockLost, post_record_type
 
     config = load_config()
     limit = args.concurrency or account_limit({"account_id": args.account_id})
@@ -99,15 +99,24 @@ def main(argv: list[str] | None = None) -> int:
                     conn.execute(_BUMP, (month,))
             started = datetime.now(UTC)
             cpu = time.process_time()
-            result = post_record_type(
-                dsn=args.dsn,
-                client=erp,
-                record_type="timebill",
-                config=config,
-                settings=settings,
-                run_id=RUN_ID,
-                lock_settings=lock,
-            )
+            try:
+                result = post_record_type(
+                    dsn=args.dsn,
+                    client=erp,
+                    record_type="timebill",
+                    config=config,
+                    settings=settings,
+                    run_id=RUN_ID,
+                    lock_settings=lock,
+                )
+            except (psycopg.OperationalError, PostingLockBusy, PostingLockLost) as exc:
+                # A shared server short of connections: the task would be retried; so is the pass.
+                log.warning("pass %d failed (%s); again in 2 s", number, type(exc).__name__)
+                failed = {"pass": number, "started": started.isoformat(), "failed": type(exc).__name__}
+                with args.passes_to.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({**failed, "ended": datetime.now(UTC).isoformat()}) + "\n")
+                time.sleep(2.0)
+                continue
             line = {
                 "pass": number,
                 "started": started.isoformat(),

@@ -712,20 +712,25 @@ class PostingEngine:
                 if failed is None and error is not None:
                     failed = error
 
+        def hand_over() -> None:
+            nonlocal in_flight, queued
+            # Nothing in flight while another pass works: batches not started yet wait (still
+            # pending in the ledger), the running ones finish.
+            later = [queued[f] for f in in_flight if f.cancel()]
+            collect(wait({f for f in in_flight if not f.cancelled()})[0])
+            in_flight, queued = set(), {}
+            assert self.hand_off is not None
+            self.hand_off()
+            for item in later:
+                future = pool.submit(item[0], item[1], progress)
+                in_flight.add(future)
+                queued[future] = item
+
         try:
             for send, batch in batches:
                 self.lock_check()
                 if self.hand_off is not None and self.hand_off.wanted():
-                    # Nothing in flight while another pass works: batches not started yet wait
-                    # (still pending in the ledger), the running ones finish.
-                    later = [queued[f] for f in in_flight if f.cancel()]
-                    collect(wait({f for f in in_flight if not f.cancelled()})[0])
-                    in_flight, queued = set(), {}
-                    self.hand_off()
-                    for item in later:
-                        future = pool.submit(item[0], item[1], progress)
-                        in_flight.add(future)
-                        queued[future] = item
+                    hand_over()
                 if len(in_flight) >= limit:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     collect(done)
@@ -734,6 +739,13 @@ class PostingEngine:
                 future = pool.submit(send, batch, progress)
                 in_flight.add(future)
                 queued[future] = (send, batch)
+            # The last batches: a waiting pass need not wait for all of them either.
+            while self.hand_off is not None and in_flight:
+                if self.hand_off.wanted():
+                    hand_over()
+                    continue
+                done, in_flight = wait(in_flight, timeout=0.05, return_when=FIRST_COMPLETED)
+                collect(done)
         except BaseException as exc:  # the feed failed: finish what is in flight, then raise
             failed = exc
         done, _ = wait(in_flight)
