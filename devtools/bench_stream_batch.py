@@ -94,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         for number in range(args.max_passes):
             if args.stop_file.exists():
                 break
-            if number:
-                with psycopg.connect(args.dsn) as conn:
-                    conn.execute(_BUMP, (month,))
             started = datetime.now(UTC)
             cpu = time.process_time()
             try:
+                if number:
+                    with psycopg.connect(args.dsn) as conn:
+                        conn.execute(_BUMP, (month,))
                 result = post_record_type(
                     dsn=args.dsn,
                     client=erp,
