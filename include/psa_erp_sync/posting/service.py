@@ -6,7 +6,6 @@ line (``python -m psa_erp_sync.posting``), so both take exactly the same path.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import queue
 import threading
@@ -454,9 +453,6 @@ class _PlanningThread:
             # would turn the chunks' commits into savepoints).
             with _PlannerConnection.connect(self.dsn, autocommit=True) as conn:
                 conn.gate = self.gate
-                scope: dict[str, Any] = {}
-                if self.source_ids is not None and _PLANS_SOME_RECORDS:
-                    scope = {"source_ids": sorted(self.source_ids)}
                 self.plan = planner.plan(
                     conn,
                     record_type=self.record_type,
@@ -466,7 +462,7 @@ class _PlanningThread:
                     chunk=self.chunk,
                     on_chunk=self._put,
                     periods_by_erp=self.books,
-                    **scope,
+                    source_ids=None if self.source_ids is None else sorted(self.source_ids),
                 )
         except _Stopped:
             return
@@ -494,11 +490,6 @@ class _PlanningThread:
 
 class _Stopped(Exception):
     pass
-
-
-# Until the planner takes ``source_ids`` (branch perf-planner), a scoped pass plans every record
-# of its type and sends only its own; what it planned for others waits for the next long pass.
-_PLANS_SOME_RECORDS = "source_ids" in inspect.signature(planner.plan).parameters
 
 
 # Pending postings this transaction inserted for records another pass wrote a ledger row for
