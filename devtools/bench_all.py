@@ -9,7 +9,9 @@
 - ``posting_remote``: the same with the ERP simulator taking 250 ms per request, at a quarter
   of the scale, without peers and billing;
 - ``stream``: ``python -m devtools.bench_stream`` (webhook accepted -> ERP posting
-  confirmed, with a real API server, scheduler, triggerer and DAG processor).
+  confirmed through the long-running consumer);
+- ``stream_batch``: the same with batch posting passes of the month running meanwhile
+  (``--with-batch``: the webhooks received during a pass are measured apart).
 
 Each runs in a fresh process, one after the other, so one's memory and CPU do not colour the
 next, all with the same ``--as-of`` (default today). Progress goes to stderr; the JSON, then a
@@ -59,6 +61,8 @@ BENCHES: dict[str, list[str]] = {
     ],
     "forecast": ["-m", "devtools.bench_forecast"],
     "stream": ["-m", "devtools.bench_stream"],
+    # The same while batch posting passes of the month run back to back (the same posting lock).
+    "stream_batch": ["-m", "devtools.bench_stream", "--with-batch"],
     # Issue 16, deliverable 5: each stage's exponent of time against records over 1x, 2x and 4x
     # 250 consultants (devtools/bench_scaling.py; a few minutes).
     "scaling": ["-m", "devtools.bench_scaling"],

@@ -120,6 +120,14 @@ TARGETS: tuple[Target, ...] = (
     Target("stream_p95_s", "stream webhook -> ERP, p95", "stream.end_to_end_s.p95", "<=", 1.5, unit="s"),
     Target("stream_p99_s", "stream webhook -> ERP, p99", "stream.end_to_end_s.p99", "<=", 2.5, unit="s"),
     Target(
+        "stream_batch_p95_s",
+        "stream webhook -> ERP while a batch posting pass runs, p95",
+        "stream_batch.during_batch_pass.end_to_end_s.p95",
+        "<=",
+        3.0,
+        unit="s",
+    ),
+    Target(
         "forecast_refresh_s",
         "forecast 50k projects x 12 months (incl. write)",
         "forecast.forecast_refresh.refresh_s",

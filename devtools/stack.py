@@ -88,7 +88,7 @@ class Stack:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 
-    def start_simulators(self) -> dict[str, str]:
+    def start_simulators(self, timeout_s: float = 60.0) -> dict[str, str]:
         self.logs.mkdir(parents=True, exist_ok=True)
         for name in self.simulators:
             if self._healthy(name):
@@ -111,7 +111,7 @@ class Stack:
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
             )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout_s
         for name in self.simulators:
             while not self._healthy(name):
                 if self._procs[name].poll() is not None:

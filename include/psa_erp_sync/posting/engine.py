@@ -179,6 +179,19 @@ class _Replanned:
         exception_queue.quarantine_many(conn, self.items, run_id=run_id)
 
 
+class HandOff(Protocol):
+    """Hands the pass's posting lock to a short pass waiting for it, between batches
+    (:mod:`psa_erp_sync.posting.service`)."""
+
+    def wanted(self) -> bool:
+        """Whether a short pass waits for the lock (cheap: asked before every batch)."""
+        ...
+
+    def __call__(self) -> None:
+        """Hand the lock over and take it back; called with no batch in flight."""
+        ...
+
+
 class PostingEngine:
     """Works the ledger of one ERP record type until nothing is pending."""
 
@@ -195,6 +208,7 @@ class PostingEngine:
         sleep: Callable[[float], None] = time.sleep,
         lock_check: Callable[[], None] | None = None,
         target: ledger.Target | None = None,
+        hand_off: HandOff | None = None,
     ) -> None:
         self.dsn = dsn
         # The ERP account this pass works for (None: every ledger row of the record type).
@@ -210,6 +224,7 @@ class PostingEngine:
         self.sleep = sleep
         # Raises when the pass's posting lock is gone; called before every batch and round.
         self.lock_check = lock_check or (lambda: None)
+        self.hand_off = hand_off
         self.outcome = Outcome(record_type)
         self._lock = threading.Lock()
         self._rng = random.Random()  # noqa: S311 - jitter, not security
@@ -688,6 +703,7 @@ class PostingEngine:
         in_flight: set[Future[None]] = set()
         limit = 2 * self._workers
         failed: BaseException | None = None
+        queued: dict[Future[None], tuple[_Send, list[ledger.Posting]]] = {}  # for a hand-off
 
         from psa_erp_sync.clients.erp import ErpAuthFailed
 
@@ -700,13 +716,40 @@ class PostingEngine:
                 if failed is None and error is not None:
                     failed = error
 
+        def hand_over() -> None:
+            nonlocal in_flight, queued
+            # Nothing in flight while another pass works: batches not started yet wait (still
+            # pending in the ledger), the running ones finish.
+            later = [queued[f] for f in in_flight if f.cancel()]
+            collect(wait({f for f in in_flight if not f.cancelled()})[0])
+            in_flight, queued = set(), {}
+            assert self.hand_off is not None
+            self.hand_off()
+            for item in later:
+                future = pool.submit(item[0], item[1], progress)
+                in_flight.add(future)
+                queued[future] = item
+
         try:
             for send, batch in batches:
                 self.lock_check()
+                if self.hand_off is not None and self.hand_off.wanted():
+                    hand_over()
                 if len(in_flight) >= limit:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     collect(done)
-                in_flight.add(pool.submit(send, batch, progress))
+                    for future in done:
+                        queued.pop(future, None)
+                future = pool.submit(send, batch, progress)
+                in_flight.add(future)
+                queued[future] = (send, batch)
+            # The last batches: a waiting pass need not wait for all of them either.
+            while self.hand_off is not None and in_flight:
+                if self.hand_off.wanted():
+                    hand_over()
+                    continue
+                done, in_flight = wait(in_flight, timeout=0.05, return_when=FIRST_COMPLETED)
+                collect(done)
         except BaseException as exc:  # the feed failed: finish what is in flight, then raise
             failed = exc
         done, _ = wait(in_flight)

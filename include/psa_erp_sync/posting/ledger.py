@@ -171,16 +171,25 @@ class Target:
 
     erp: str
     account: str
+    # A pass scoped to some records (a stream burst's): only their rows. None: every record's.
+    source_ids: frozenset[str] | None = None
 
-    def sql(self) -> tuple[str, tuple[str, str]]:
+    def sql(self) -> tuple[str, tuple[Any, ...]]:
         """A WHERE fragment selecting this target's ledger rows, and its parameters."""
-        return " AND target_erp = %s AND (erp_account IS NULL OR erp_account = %s)", (self.erp, self.account)
+        where = " AND target_erp = %s AND (erp_account IS NULL OR erp_account = %s)"
+        if self.source_ids is None:
+            return where, (self.erp, self.account)
+        return where + " AND source_id = ANY(%s)", (self.erp, self.account, sorted(self.source_ids))
 
     def holds(self, posting: Posting) -> bool:
-        return posting.target_erp == self.erp and posting.erp_account in (None, self.account)
+        return (
+            posting.target_erp == self.erp
+            and posting.erp_account in (None, self.account)
+            and (self.source_ids is None or posting.source_id in self.source_ids)
+        )
 
 
-def _where(target: Target | None) -> tuple[str, tuple[str, ...]]:
+def _where(target: Target | None) -> tuple[str, tuple[Any, ...]]:
     return target.sql() if target is not None else ("", ())
 
 

@@ -10,9 +10,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -55,6 +56,14 @@ class LockSettings:
     keepalives_idle_s: int = 10  # TCP keepalives on both ends of the lock connection
     keepalives_interval_s: int = 5
     keepalives_count: int = 3
+    # A long pass (the batch) hands the lock to a short pass (a stream burst) that waits for it,
+    # between batches, and takes it back (docs/posting.md, "The posting lock"). A short pass sets
+    # ``short``: it announces itself while it waits and never hands the lock on.
+    hand_off: bool = True
+    short: bool = False
+    hand_off_probe_s: float = 0.05  # a long pass asks whether a short pass waits at most this often
+    hand_off_s: float = 1.0  # a long pass leaves the lock to the waiter for at most this long
+    hand_off_poll_s: float = 0.02  # then tries to take it back this often
 
     def __post_init__(self) -> None:
         if self.heartbeat_s * 2 > self.lease_s:
@@ -76,6 +85,9 @@ class PostingLock:
         self._stop = threading.Event()
         self._io = threading.Lock()
         self._thread = threading.Thread(target=self._beat, name=f"lock-{key}", daemon=True)
+        self._probed_at = float("-inf")
+        self._waiting = False
+        self.hand_offs = 0
 
     def _held(self) -> bool:
         with self._io:
@@ -96,6 +108,51 @@ class PostingLock:
                 return
             self._confirmed_at = time.monotonic()
 
+    def others_waiting(self) -> bool:
+        """Whether a short pass waits for this lock (it holds the waiting marker while it polls);
+        asked of the server at most every ``hand_off_probe_s``."""
+        now = time.monotonic()
+        if now - self._probed_at >= self.settings.hand_off_probe_s:
+            with self._io:
+                row = self.conn.execute(_OTHERS_WAIT, (self.key,)).fetchone()
+            self._waiting = bool(row and row[0])
+            self._probed_at = now
+        return self._waiting
+
+    def hand_over(self, released: Callable[[datetime], None]) -> None:
+        """Release the lock to the short pass waiting for it, then take it back. ``released`` gets
+        the server's clock just before the release (every ledger row another pass writes meanwhile
+        is created after it). Raises :class:`PostingLockLost` when the lock cannot be taken back
+        within ``wait_s``: the pass then stops between batches, as when the lock is lost."""
+        with self._io:  # the heartbeat waits meanwhile: the lock is briefly not ours
+            row = self.conn.execute("SELECT clock_timestamp()").fetchone()
+            assert row is not None
+            released(row[0])
+            self.conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (self.key,))
+            self.hand_offs += 1
+            # The waiter drops its marker once it holds the lock: until then, leave it the lock.
+            deadline = time.monotonic() + self.settings.hand_off_s
+            while time.monotonic() < deadline:
+                row = self.conn.execute(_OTHERS_WAIT, (self.key,)).fetchone()
+                if not (row and row[0]):
+                    break
+                time.sleep(0.005)
+            deadline = time.monotonic() + self.settings.wait_s
+            while True:
+                row = self.conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self.key,)).fetchone()
+                if row and row[0]:
+                    break
+                if time.monotonic() >= deadline:
+                    self._lost = (
+                        f"handed to a waiting pass and not free again within {self.settings.wait_s:g} s"
+                    )
+                    break
+                time.sleep(self.settings.hand_off_poll_s)
+            self._confirmed_at = time.monotonic()
+            self._waiting = False
+            self._probed_at = time.monotonic()
+        self.check()
+
     def check(self) -> None:
         """Raise :class:`PostingLockLost` if this pass may no longer hold the lock."""
         if self._lost is None and time.monotonic() - self._confirmed_at > self.settings.lease_s:
@@ -111,6 +168,13 @@ class PostingLock:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+# A short pass waiting for a posting lock holds a shared advisory lock on (key, -1) while it polls
+# (as posting/budget.py's slot waiters do); the holder's probe fails exactly while one does.
+_WAITING = "SELECT pg_advisory_lock_shared(hashtext(%s), -1)"
+_DONE_WAITING = "SELECT pg_advisory_unlock_shared(hashtext(%s), -1)"
+_OTHERS_WAIT = "SELECT NOT pg_try_advisory_xact_lock(hashtext(%s), -1)"
 
 
 def _lock_connection(dsn: str, settings: LockSettings) -> psycopg.Connection:
@@ -182,10 +246,15 @@ def posting_lock(
     conn = _lock_connection(dsn, settings)
     try:
         deadline = time.monotonic() + settings.wait_s
+        announced = False
         while True:
             row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
             if row and row[0]:
                 break
+            if settings.short and not announced:
+                # A long pass holding the lock hands it over between its batches (hand_over).
+                conn.execute(_WAITING, (key,))
+                announced = True
             if time.monotonic() >= deadline:
                 holder = conn.execute(
                     "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
@@ -199,6 +268,8 @@ def posting_lock(
                     f" held {key} for the whole wait of {settings.wait_s:g} s; nothing was posted, retry later"
                 )
             time.sleep(settings.poll_s)
+        if announced:
+            conn.execute(_DONE_WAITING, (key,))
         lock = PostingLock(conn, key, settings)
         lock.start()
         try:
@@ -229,11 +300,14 @@ def post_record_type(
     task_try: int | None = None,
     lock_settings: LockSettings | None = None,
     periods_by_erp: dict[str, PeriodBook] | None = None,
+    source_ids: Collection[str] | None = None,
 ) -> PostingResult:
     """``client`` is the target ERP's adapter (:func:`psa_erp_sync.posting.adapter.adapter_for`),
     or a bare NetSuite client (wrapped in a ``NetSuiteAdapter``). ``periods_by_erp``: the other
     ERPs' periods, so that what this pass plans for them gets their closed-period decisions (this
-    ERP's periods are read here).
+    ERP's periods are read here). ``source_ids``: a pass scoped to these records (a stream
+    burst's): it plans, sends, reads back and counts only their ledger rows, and waits for the
+    lock as a short pass (a long pass holding it hands it over between batches).
 
     Raises :class:`PostingLockBusy` when another pass holds the lock past the wait bound
     (``posting.lock_wait_seconds`` unless ``lock_settings`` say otherwise), and
@@ -242,6 +316,9 @@ def post_record_type(
     adapter = as_adapter(client)
     erp_client = getattr(adapter, "client", client)
     target = target_of(adapter)
+    if source_ids is not None:
+        target = replace(target, source_ids=frozenset(source_ids))
+        lock_settings = replace(lock_settings, short=True, hand_off=False)
     # The lock first: a pass waiting for it holds none of the account's request slots.
     with (
         posting_lock(dsn, record_type, lock_settings, target=target) as lock,
@@ -278,6 +355,8 @@ def _post_locked(
     books = {**periods_by_erp, target.erp: periods}
     with psycopg.connect(dsn) as conn:
         already_pending = ledger.count_in_state(conn, record_type, ["pending"], target=target)
+    gate = _PlanGate(record_type)
+    hand_off = _HandOff(lock, gate) if lock.settings.hand_off and not lock.settings.short else None
     engine = PostingEngine(
         dsn=dsn,
         client=client,
@@ -288,9 +367,17 @@ def _post_locked(
         task_try=task_try,
         lock_check=lock.check,
         target=target,
+        hand_off=hand_off,
     )
     planning = _PlanningThread(
-        dsn, record_type=record_type, config=config, periods=periods, run_id=run_id, chunk=settings.plan_chunk
+        dsn,
+        record_type=record_type,
+        config=config,
+        periods=periods,
+        run_id=run_id,
+        chunk=settings.plan_chunk,
+        gate=gate,
+        source_ids=target.source_ids,
     )
     planning.books = books
     planning.start()
@@ -298,6 +385,7 @@ def _post_locked(
         outcome = engine.run(planning.chunks(), already_pending=already_pending).as_dict()
     finally:
         planning.stop()
+    outcome["hand_offs"] = lock.hand_offs
     plan = planning.plan
     if plan is None:  # the engine consumed the feed to its end, so the planner finished or raised
         raise RuntimeError(f"planning {record_type} ended without a plan")
@@ -320,9 +408,20 @@ class _PlanningThread:
     _DONE = object()
 
     def __init__(
-        self, dsn: str, *, record_type: str, config: Config, periods: PeriodBook, run_id: str, chunk: int
+        self,
+        dsn: str,
+        *,
+        record_type: str,
+        config: Config,
+        periods: PeriodBook,
+        run_id: str,
+        chunk: int,
+        gate: _PlanGate | None = None,
+        source_ids: frozenset[str] | None = None,
     ) -> None:
         self.dsn = dsn
+        self.gate = gate or _PlanGate(record_type)
+        self.source_ids = source_ids
         self.chunk = chunk
         self.record_type = record_type
         self.config = config
@@ -349,7 +448,11 @@ class _PlanningThread:
 
     def _main(self) -> None:
         try:
-            with psycopg.connect(self.dsn) as conn:
+            # Autocommit: each of the planner's transaction blocks is a transaction of its own,
+            # committed when it ends (a statement outside one must not open a transaction that
+            # would turn the chunks' commits into savepoints).
+            with _PlannerConnection.connect(self.dsn, autocommit=True) as conn:
+                conn.gate = self.gate
                 self.plan = planner.plan(
                     conn,
                     record_type=self.record_type,
@@ -359,6 +462,7 @@ class _PlanningThread:
                     chunk=self.chunk,
                     on_chunk=self._put,
                     periods_by_erp=self.books,
+                    source_ids=None if self.source_ids is None else sorted(self.source_ids),
                 )
         except _Stopped:
             return
@@ -386,6 +490,116 @@ class _PlanningThread:
 
 class _Stopped(Exception):
     pass
+
+
+# Pending postings this transaction inserted for records another pass wrote a ledger row for
+# since the lock was first handed over: planned from a snapshot older than that row, so not sent.
+_SUPERSEDE_OVERTAKEN = """
+UPDATE ledger.posting p SET state = 'superseded', updated_at = now()
+WHERE p.record_type = %(rt)s AND p.state = 'pending' AND p.created_at = now()
+  AND EXISTS (
+      SELECT 1 FROM ledger.posting q
+      WHERE q.record_type = p.record_type AND q.source_system = p.source_system AND q.source_id = p.source_id
+        AND q.shadow = p.shadow AND q.created_at >= %(since)s AND q.created_at < now())
+"""
+# ``created_at`` is its transaction's start: this transaction's rows have now(); another pass's
+# rows written during a hand-over were written before this transaction could begin (the gate).
+
+
+class _PlanGate:
+    """Keeps a long pass's planner from committing while another pass holds the handed-over lock,
+    and keeps what it plans afterwards from a snapshot taken before the hand-over from being sent
+    when another pass wrote a newer ledger row for the same record meanwhile."""
+
+    def __init__(self, record_type: str) -> None:
+        self.record_type = record_type
+        self.since: datetime | None = None  # the first hand-over (the server's clock)
+        self.overtaken = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._inside = 0
+        self._depth = threading.local()
+
+    @contextmanager
+    def entered(self) -> Iterator[None]:
+        """Around each of the planner's transactions (a savepoint inside one passes freely)."""
+        depth = getattr(self._depth, "n", 0)
+        if depth == 0:
+            with self._cond:
+                while self._closed:
+                    self._cond.wait()
+                self._inside += 1
+        self._depth.n = depth + 1
+        try:
+            yield
+        finally:
+            self._depth.n = depth
+            if depth == 0:
+                with self._cond:
+                    self._inside -= 1
+                    self._cond.notify_all()
+
+    @contextmanager
+    def closed(self) -> Iterator[None]:
+        """No planner transaction is open inside this block (one open when it begins commits first)."""
+        with self._cond:
+            self._closed = True
+            while self._inside:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._closed = False
+                self._cond.notify_all()
+
+    def before_commit(self, conn: psycopg.Connection) -> None:
+        if self.since is None:
+            return
+        cur = conn.execute(_SUPERSEDE_OVERTAKEN, {"rt": self.record_type, "since": self.since})
+        if cur.rowcount:
+            self.overtaken += cur.rowcount
+            log.info(
+                "%d planned postings superseded: another pass posted their records during a hand-over",
+                cur.rowcount,
+            )
+
+
+class _PlannerConnection(psycopg.Connection[Any]):
+    """The planner's connection in a long pass: every transaction passes the :class:`_PlanGate`."""
+
+    gate: _PlanGate
+
+    @contextmanager
+    def transaction(
+        self, savepoint_name: str | None = None, force_rollback: bool = False
+    ) -> Iterator[psycopg.Transaction]:
+        with self.gate.entered(), super().transaction(savepoint_name, force_rollback) as tx:
+            yield tx
+            self.gate.before_commit(self)
+
+
+class _HandOff:
+    """The engine's hand-off (:class:`~psa_erp_sync.posting.engine.HandOff`): with no batch in
+    flight and the planner between transactions, the lock goes to the waiting short pass and comes
+    back."""
+
+    def __init__(self, lock: PostingLock, gate: _PlanGate) -> None:
+        self.lock = lock
+        self.gate = gate
+
+    def wanted(self) -> bool:
+        return self.lock.others_waiting()
+
+    def __call__(self) -> None:
+        started = time.monotonic()
+        with self.gate.closed():
+            self.lock.hand_over(self._released)
+        log.info("posting lock handed to a waiting pass and taken back in %.2f s", time.monotonic() - started)
+
+    def _released(self, at: datetime) -> None:
+        if self.gate.since is None:
+            self.gate.since = at
 
 
 def close_settled_exceptions(conn: psycopg.Connection, record_type: str) -> int:
@@ -419,6 +633,7 @@ def post_routed(
     run_id: str,
     task_try: int | None = None,
     lock_settings: LockSettings | None = None,
+    source_ids: Collection[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """One pass per ERP of ``adapters`` (ERP name -> its adapter, e.g. every ERP the routing file in
     force sends anything to), each planned against every ERP's own periods: the batch task, the
@@ -442,6 +657,7 @@ def post_routed(
             task_try=task_try,
             lock_settings=lock_settings,
             periods_by_erp=books,
+            source_ids=source_ids,
         )
         for erp, adapter in adapters.items()
     }

@@ -460,8 +460,13 @@ def _post_kinds(
     run_id: str,
     result: StreamResult,
     lock_settings: Any = None,
+    source_ids: Mapping[str, list[str]] | None = None,
 ) -> None:
     """Plan and send the postings of each kind (raises while some are still pending).
+
+    ``source_ids``: the burst's records per kind; each pass is then scoped to them (it plans,
+    sends and counts only their postings, and a batch pass holding the lock hands it over between
+    its batches: :func:`psa_erp_sync.posting.service.post_record_type`). None: every record.
 
     ``erp_client``: NetSuite's client or adapter, or a mapping ERP name -> adapter of every routed
     ERP (a transition): one pass per ERP, as the batch task does
@@ -474,6 +479,7 @@ def _post_kinds(
 
     for kind in kinds_to_post:
         record_type = RECORD_TYPE_OF_KIND[kind]
+        ids = None if source_ids is None else source_ids.get(kind, [])
         # Each pass takes the posting lock of its record type and ERP account (shared with the batch DAG).
         if len(adapters) == 1:
             outcome = post_record_type(
@@ -484,6 +490,7 @@ def _post_kinds(
                 settings=settings,
                 run_id=run_id,
                 lock_settings=lock_settings,
+                source_ids=ids,
             ).outcome
         else:
             _, outcome = post_routed(
@@ -494,12 +501,21 @@ def _post_kinds(
                 settings_for=lambda _erp: settings,
                 run_id=run_id,
                 lock_settings=lock_settings,
+                source_ids=ids,
             )
         result.posted[record_type] = outcome
         if outcome.get("still_pending"):
             raise RuntimeError(
                 f"{outcome['still_pending']} {record_type} postings still pending; a retry resumes"
             )
+
+
+def _ids_by_kind(announced: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """The burst's records (announced, gone at the source or not), per kind."""
+    ids: dict[str, list[str]] = {}
+    for kind, source_id in announced:
+        ids.setdefault(kind, []).append(source_id)
+    return ids
 
 
 def _settle(
@@ -654,6 +670,7 @@ def process_claimed(
         run_id=burst.run_id,
         result=result,
         lock_settings=burst.lock_settings,
+        source_ids=_ids_by_kind(announced),
     )
     result.seconds["post"] = round(clock() - t, 3)
     _settle(conn, events, gone, run_id=burst.run_id)
