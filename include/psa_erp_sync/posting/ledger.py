@@ -366,6 +366,13 @@ def finish(
     return key in moved
 
 
+# The id of a key's latest attempt (``mark_sent`` numbers attempts under the posting's row lock,
+# so the highest attempt_no is the newest), by the (idempotency_key, attempt_no) index.
+LATEST_ATTEMPT = (
+    "SELECT m.id FROM ledger.attempt m WHERE m.idempotency_key = {key} ORDER BY m.attempt_no DESC LIMIT 1"
+)
+
+
 def finish_many(
     conn: psycopg.Connection,
     outcomes: Sequence[tuple[str, str, str, str | None, int | None]],
@@ -393,14 +400,17 @@ def finish_many(
     detail_values = [_json_text(d) if d else None for d in details] if details is not None else None
     # The latest attempt of a key without a known id is looked up key by key through the
     # (idempotency_key, attempt_no) index (MATERIALIZED): joining on a correlated max() made
-    # PostgreSQL hash every attempt ever made, once per batch.
+    # PostgreSQL hash every attempt ever made, once per batch; and max(m.id) was planned as a
+    # backward scan of the attempt primary key filtered by key (493 ms a key at 589k attempts).
     rows = conn.execute(
         """
         WITH o AS MATERIALIZED (
             SELECT u.key, u.state, u.internal_id, u.outcome, u.status, u.detail::jsonb AS detail,
                    string_to_array(u.allowed, ',') AS allowed, u.attempt_id IS NOT NULL AS named,
                    coalesce(u.attempt_id,
-                            (SELECT max(m.id) FROM ledger.attempt m WHERE m.idempotency_key = u.key)) AS attempt_id
+                            ("""
+        + LATEST_ATTEMPT.format(key="u.key")
+        + """)) AS attempt_id
             FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::bigint[], %b::text[])
                  AS u(key, state, internal_id, outcome, status, detail, attempt_id, allowed)
         ), moved AS (
