@@ -15,7 +15,7 @@ the record is held, unless a cutover lies between (:meth:`~psa_erp_sync.routing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
@@ -50,6 +50,9 @@ class Plan:
     corrected: int = 0  # corrections planned as correcting journals in the first open period
     parked: int = 0
     superseded: int = 0
+    #: What the plan looked at (:class:`Records`): ``full`` (every record), ``changed`` (the queued
+    #: records, migration 0047) or ``records`` (the ``source_ids`` it was given).
+    scope: str = "full"
     #: The shadow postings of parallel runs (:func:`plan_shadows`), planned after the record's own.
     parallel_run: Plan | None = None
 
@@ -61,6 +64,7 @@ class Plan:
             "corrected_in_open_period": self.corrected,
             "parked": self.parked,
             "superseded": self.superseded,
+            "scope": self.scope,
         }
         if self.parallel_run is not None:
             shadow = self.parallel_run.as_dict()
@@ -88,22 +92,58 @@ class ShadowScope:
         }
 
 
+#: The queued records of a record type (migration 0047): what changed since the planner last looked.
+QUEUED = "SELECT source_system, source_id FROM ledger.plan_queue WHERE record_type = %(rt)s"
+
+
+@dataclass(frozen=True)
+class Records:
+    """The records a plan looks at: every one (``full``), the queued ones (``changed``: their
+    canonical row or a replay changed them since the planner last looked, :data:`QUEUED`), or the
+    given ``source_ids`` of ``source_system`` (``records``). Restricted, a plan decides for each of
+    its records exactly what a full plan would; the other records are not looked at."""
+
+    scope: str = "full"
+    source_system: str | None = None
+    source_ids: tuple[str, ...] = ()
+
+    def where(self, alias: str = "") -> str:
+        """The condition (``AND ...``) on rows of ``alias`` (a canonical or ledger table)."""
+        col = f"{alias}." if alias else ""
+        if self.scope == "changed":
+            return f" AND ({col}source_system, {col}source_id) IN ({QUEUED})"
+        if self.scope == "records":
+            return f" AND {col}source_system = %(only_system)s AND {col}source_id = ANY(%(only_ids)s)"
+        return ""
+
+    def params(self) -> dict[str, Any]:
+        if self.scope == "records":
+            return {"only_system": self.source_system, "only_ids": list(self.source_ids)}
+        return {}
+
+
+EVERY = Records()
+
+
 def _candidates(
-    conn: psycopg.Connection, record_type: str, scope: ShadowScope | None = None
+    conn: psycopg.Connection, record_type: str, scope: ShadowScope | None = None, only: Records = EVERY
 ) -> Iterator[dict[str, Any]]:
     """Records whose ERP state differs from the approved set, with what the ledger says about them.
     ``scope``: a parallel run's shadow lane instead of the record's own: the approved records of
-    the windows' entities dated in their windows against the shadow rows (held by the secondary)."""
+    the windows' entities dated in their windows against the shadow rows (held by the secondary).
+    ``only``: these records (the same rows a full read returns for them)."""
     source = SOURCES[record_type]
-    lane, desired, params = "NOT shadow", f"SELECT * FROM {source} WHERE approved AND NOT is_deleted", {}
+    where = only.where()
+    lane = "NOT shadow" + where
+    desired, params = f"SELECT * FROM {source} WHERE approved AND NOT is_deleted{where}", only.params()
     if scope is not None:
-        lane = "shadow AND legal_entity = ANY(%(entities)s)"
+        lane = "shadow AND legal_entity = ANY(%(entities)s)" + where
         desired = (
             f"SELECT d.* FROM {source} d JOIN unnest(%(entities)s::text[], %(firsts)s::date[], %(lasts)s::date[])"
             " AS w(legal_entity, first_day, last_day) ON d.legal_entity = w.legal_entity"
-            " AND d.spent_date BETWEEN w.first_day AND w.last_day WHERE d.approved AND NOT d.is_deleted"
+            f" AND d.spent_date BETWEEN w.first_day AND w.last_day WHERE d.approved AND NOT d.is_deleted{only.where('d')}"
         )
-        params = scope.params()
+        params = {**params, **scope.params()}
     hours = ", 'hours', d.hours::text" if "hours" in records.FIELDS[KINDS[record_type]] else ""
     with conn.cursor(name=f"plan_{record_type}", row_factory=dict_row) as cur:
         cur.itersize = 20_000
@@ -161,14 +201,17 @@ def _through_contract(kind: str, cand: dict[str, Any]) -> None:
     cand["record"] = records.from_row(kind, cand["desired"])
 
 
-def supersede_stale(conn: psycopg.Connection, record_type: str, scope: ShadowScope | None = None) -> int:
+def supersede_stale(
+    conn: psycopg.Connection, record_type: str, scope: ShadowScope | None = None, records: Records = EVERY
+) -> int:
     """Pending (never sent) postings whose version is no longer what should be in the ERP: in the
     record's own lane, or (``scope``) in a parallel run's shadow lane, where what should be in the
-    secondary ERP is the approved records dated in the windows."""
+    secondary ERP is the approved records dated in the windows. ``records``: of these records only
+    (a pending posting goes stale only when its canonical row changes, which queues the record)."""
     source = SOURCES[record_type]
-    lane, wanted, params = "NOT p.shadow", "", {"rt": record_type}
+    lane, wanted, params = "NOT p.shadow" + records.where("p"), "", {"rt": record_type, **records.params()}
     if scope is not None:
-        lane = "p.shadow AND p.legal_entity = ANY(%(entities)s)"
+        lane = "p.shadow AND p.legal_entity = ANY(%(entities)s)" + records.where("p")
         wanted = (
             " AND EXISTS (SELECT 1 FROM unnest(%(entities)s::text[], %(firsts)s::date[], %(lasts)s::date[])"
             " AS w(le, first_day, last_day) WHERE d.legal_entity = w.le"
@@ -1137,6 +1180,22 @@ def _period_parked(
     )
 
 
+#: Above this share of the record type's canonical rows queued, a full plan is the cheaper read
+#: (one pass over both tables instead of an index probe per record).
+FULL_ABOVE_SHARE = 0.25
+#: The triggers that fill ``ledger.plan_queue`` (migration 0047): with one disabled, the queue
+#: misses changes, so the plan is full and the queue not trusted until a full plan with all enabled.
+QUEUE_TRIGGERS = (
+    "time_entry_plan_insert",
+    "time_entry_plan_update",
+    "time_entry_plan_delete",
+    "expense_entry_plan_insert",
+    "expense_entry_plan_update",
+    "expense_entry_plan_delete",
+    "posting_plan_released",
+)
+
+
 def plan(
     conn: psycopg.Connection,
     *,
@@ -1148,6 +1207,9 @@ def plan(
     on_chunk: Callable[[list[ledger.Posting]], None] | None = None,
     router: Router | None = None,
     periods_by_erp: dict[str, PeriodBook] | None = None,
+    source_ids: Collection[str] | None = None,
+    source_system: str = "psa",
+    full: bool = False,
 ) -> Plan:
     """Insert pending ledger rows for every record whose ERP state differs from the approved set.
 
@@ -1157,17 +1219,34 @@ def plan(
     ``on_chunk`` receives the pending postings it inserted, so the engine can send them while the
     next chunk is planned. A plan interrupted between chunks is safe: what committed is pending in
     the ledger (the next plan leaves those records to the engine), the rest is planned again.
+
+    Which records it looks at (:class:`Records`, ``Plan.scope``): with ``source_ids``, those records
+    of ``source_system`` only (a stream burst's), with the decisions a full plan makes for them.
+    Otherwise the records queued since the planner last looked (``ledger.plan_queue``, migration
+    0047), or every record when ``full``, when the queue is not trusted yet (no full plan since the
+    migration, or a queue trigger is disabled) or when so many are queued that a full read is
+    cheaper (:data:`FULL_ABOVE_SHARE`). Either of the last two empties the queue of what it saw,
+    except records with a posting in flight: those are looked at again once it settles.
     """
     if on_chunk is not None and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         # Postings handed on before their transaction commits could be sent without a ledger row.
         raise ValueError("plan(on_chunk=...) commits each chunk: call it outside a transaction")
-    result = Plan(record_type)
+    if source_ids is not None:
+        records = Records("records", source_system, tuple(sorted(set(source_ids))))
+        trusted = False
+    else:
+        trusted = _triggers_enabled(conn)
+        if not trusted:  # changes are being missed: no queue is trusted until a full plan after
+            with conn.transaction():
+                conn.execute("DELETE FROM ledger.plan_mark")
+        records = EVERY if full or not trusted else _queue_scope(conn, record_type)
+    result = Plan(record_type, scope=records.scope)
     with conn.transaction():
-        result.superseded = supersede_stale(conn, record_type)
+        result.superseded = supersede_stale(conn, record_type, records=records)
     routes = router or default_router()
     books = dict(periods_by_erp or {})
     pl = _Planning(record_type, config, periods, result, routes, books)
-    _plan_lane(conn, pl, None, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk)
+    seen = _plan_lane(conn, pl, None, records, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk)
     # Parallel runs: the windows' records again, to each secondary ERP whose periods this pass read.
     scope = ShadowScope(
         tuple(
@@ -1177,13 +1256,18 @@ def plan(
         )
     )
     if scope.windows:
-        shadow = Plan(record_type)
+        # The windows come from the routing file, not from the rows: its shadow lane is read whole
+        # unless the plan is of given records.
+        shadow_records = records if records.scope == "records" else EVERY
+        shadow = Plan(record_type, scope=shadow_records.scope)
         with conn.transaction():
-            shadow.superseded = supersede_stale(conn, record_type, scope)
+            shadow.superseded = supersede_stale(conn, record_type, scope, shadow_records)
         lane = _Planning(record_type, config, periods, shadow, routes, books, secondary=scope.secondary)
-        _plan_lane(conn, lane, scope, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk)
+        _plan_lane(conn, lane, scope, shadow_records, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk)
         result.parallel_run = shadow
     with conn.transaction():
+        if seen is not None:
+            _dequeue(conn, record_type, seen, trusted=trusted and records.scope == "full")
         audit.record(
             conn,
             audit.Change("posting.planner", "plan", "ledger.posting", record_type, after=result.as_dict()),
@@ -1192,17 +1276,104 @@ def plan(
     return result
 
 
+def _triggers_enabled(conn: psycopg.Connection) -> bool:
+    """Whether every queue trigger fires (a disabled one, e.g. for a restore, misses changes)."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_trigger WHERE tgname = ANY(%s) AND tgenabled IN ('O', 'A')",
+        (list(QUEUE_TRIGGERS),),
+    ).fetchone()
+    return row is not None and int(row[0]) == len(QUEUE_TRIGGERS)
+
+
+def _queue_scope(conn: psycopg.Connection, record_type: str) -> Records:
+    """``changed`` when the queue of ``record_type`` is trusted and small enough, else full."""
+    row = conn.execute(
+        """
+        SELECT EXISTS (SELECT 1 FROM ledger.plan_mark WHERE record_type = %(rt)s),
+               (SELECT count(*) FROM ledger.plan_queue WHERE record_type = %(rt)s),
+               (SELECT reltuples FROM pg_class WHERE oid = %(table)s::regclass)
+        """,
+        {"rt": record_type, "table": SOURCES[record_type]},
+    ).fetchone()
+    assert row is not None
+    marked, queued, rows = bool(row[0]), int(row[1]), max(float(row[2] or 0), 0.0)
+    if not marked or (queued > 1000 and queued > FULL_ABOVE_SHARE * rows):
+        return EVERY
+    return Records("changed")
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What a plan read of the queue: its snapshot (the queue entries visible in it were planned)
+    and the records it must keep queued (a posting of theirs was in flight: not planned)."""
+
+    snapshot: str
+    in_flight: tuple[list[str], list[str]]
+
+
+#: The queued (``changed``) or all (``full``) records of a type whose latest posting in the
+#: record's own lane is in flight: the plan skips them, so they stay queued.
+_IN_FLIGHT = {
+    "changed": """
+        SELECT q.source_system, q.source_id FROM (SELECT DISTINCT source_system, source_id FROM ledger.plan_queue
+                                                 WHERE record_type = %(rt)s) q
+        WHERE (SELECT p.state FROM ledger.posting p WHERE p.record_type = %(rt)s AND p.source_system = q.source_system
+               AND p.source_id = q.source_id AND NOT p.shadow ORDER BY p.seq DESC LIMIT 1) = ANY(%(unfinished)s)
+        """,
+    # A superset (any unfinished row): one pass over the ledger, as the full plan's own read.
+    "full": """
+        SELECT DISTINCT source_system, source_id FROM ledger.posting
+        WHERE record_type = %(rt)s AND NOT shadow AND state = ANY(%(unfinished)s)
+        """,
+}
+
+
+def _read_queue(reader: psycopg.Connection, record_type: str, records: Records) -> _Seen | None:
+    """In the reader's snapshot, before its candidates: the snapshot, and the records in flight."""
+    if records.scope not in _IN_FLIGHT:
+        return None
+    snap = reader.execute("SELECT pg_current_snapshot()::text").fetchone()
+    assert snap is not None
+    rows = reader.execute(
+        _IN_FLIGHT[records.scope], {"rt": record_type, "unfinished": list(ledger.UNFINISHED)}
+    ).fetchall()
+    return _Seen(str(snap[0]), ([r[0] for r in rows], [r[1] for r in rows]))
+
+
+def _dequeue(conn: psycopg.Connection, record_type: str, seen: _Seen, *, trusted: bool) -> None:
+    """Delete the queue entries the plan saw (visible in its snapshot) but those of records in
+    flight; after a full plan with every trigger enabled, the queue is trusted from now on."""
+    conn.execute(
+        """
+        DELETE FROM ledger.plan_queue q WHERE q.record_type = %(rt)s
+          AND pg_visible_in_snapshot(q.xid, %(snap)s::pg_snapshot)
+          AND NOT EXISTS (SELECT 1 FROM unnest(%(ss)s::text[], %(ids)s::text[]) AS f(ss, sid)
+                          WHERE f.ss = q.source_system AND f.sid = q.source_id)
+        """,
+        {"rt": record_type, "snap": seen.snapshot, "ss": seen.in_flight[0], "ids": seen.in_flight[1]},
+    )
+    if trusted:
+        conn.execute(
+            "INSERT INTO ledger.plan_mark (record_type, full_planned_at) VALUES (%s, now())"
+            " ON CONFLICT (record_type) DO UPDATE SET full_planned_at = now(),"
+            " full_plans = ledger.plan_mark.full_plans + 1",
+            (record_type,),
+        )
+
+
 def _plan_lane(
     conn: psycopg.Connection,
     pl: _Planning,
     scope: ShadowScope | None,
+    records: Records,
     *,
     chunk: int,
     dag_run_id: str,
     on_chunk: Callable[[list[ledger.Posting]], None] | None,
-) -> None:
+) -> _Seen | None:
     """Plan every candidate of one lane (the records' own, or ``scope``'s shadow lane), a chunk at
-    a time; a shadow posting is keyed as such (:func:`as_shadow`) before it is written."""
+    a time; a shadow posting is keyed as such (:func:`as_shadow`) before it is written. Returns
+    what the own lane read of the queue (:func:`_read_queue`), for :func:`_dequeue`."""
     batch, parked, changes = pl.batch, pl.parked, pl.changes  # _flush empties them in place
     # Handed on as they commit, the first chunks are smaller (a quarter, then doubling up to
     # ``chunk``): the engine waits for the first chunk with every ERP slot idle.
@@ -1215,15 +1386,21 @@ def _plan_lane(
         _flush(conn, pl.record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
         size = min(chunk, 2 * size)
 
+    seen = None
     with connections.connect_like(conn) as reader:
         set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
-        for cand in _candidates(reader, pl.record_type, scope):
+        # One snapshot for the queue, the postings in flight and the candidates.
+        reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        if scope is None:
+            seen = _read_queue(reader, pl.record_type, records)
+        for cand in _candidates(reader, pl.record_type, scope, records):
             if len(batch) >= size:  # a chunk a correcting record filled (it skips the check below)
                 flush()
             planned = _plan_reverse(pl, cand) if cand["desired"] is None else _plan_change(pl, cand)
             if planned and len(batch) >= size:
                 flush()
     flush()
+    return seen
 
 
 def _flush(
