@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         seed(dsn, args.records)
     seeded = time.perf_counter() - started
     first = one_pass(dsn, args.database, full=True, run="first")  # trusts the queue, empties it
-    rounds = []
+    rounds: list[dict[str, Any]] = []
     for r in range(args.rounds):
         for full in (True, False) if r % 2 == 0 else (False, True):
             change(dsn, args.records, args.changed, len(rounds) + 1)
