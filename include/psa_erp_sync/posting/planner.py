@@ -1241,11 +1241,13 @@ def plan(
         records = Records("records", source_system, tuple(sorted(set(source_ids))))
         trusted = False
     else:
-        trusted = _triggers_enabled(conn)
-        if not trusted:  # changes are being missed: no queue is trusted until a full plan after
-            with conn.transaction():
+        # In transaction blocks: on a connection that is not in autocommit, a bare read would open
+        # a transaction that the chunks' commits below would then only be savepoints of.
+        with conn.transaction():
+            trusted = _triggers_enabled(conn)
+            if not trusted:  # changes are being missed: no queue is trusted until a full plan after
                 conn.execute("DELETE FROM ledger.plan_mark")
-        records = EVERY if full or not trusted else _queue_scope(conn, record_type)
+            records = EVERY if full or not trusted else _queue_scope(conn, record_type)
     result = Plan(record_type, scope=records.scope)
     with conn.transaction():
         result.superseded = supersede_stale(conn, record_type, records=records)
