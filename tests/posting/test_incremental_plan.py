@@ -96,15 +96,17 @@ class Ods:
 
     def plan(self, periods: PeriodBook, **kwargs: Any) -> dict[str, Any]:
         self.runs += 1
-        return planner.plan(
-            self.conn,
-            record_type="timebill",
-            config=self.config,
-            periods=periods,
-            dag_run_id=f"r{self.runs}",
-            router=self.router,
-            **kwargs,
-        ).as_dict()
+        # A connection of its own, not in autocommit, as the posting service's planner has.
+        with psycopg.connect(self.dsn) as conn:
+            return planner.plan(
+                conn,
+                record_type="timebill",
+                config=self.config,
+                periods=periods,
+                dag_run_id=f"r{self.runs}",
+                router=self.router,
+                **kwargs,
+            ).as_dict()
 
     def settle(
         self, state: str = "confirmed", source_id: int | None = None, *, from_: str = "pending"
@@ -259,8 +261,10 @@ def test_a_plan_interrupted_after_the_change_was_queued_plans_it_on_the_next_pas
     def crash(postings: list[Any]) -> None:
         raise RuntimeError("the worker died after the first chunk committed")
 
+    before = len(inc.ledger())
     with pytest.raises(RuntimeError):
         inc.plan(_periods(), chunk=1, on_chunk=crash)
+    assert len(inc.ledger()) == before + 1  # the first chunk committed before it was handed on
     assert inc.queued() == ["1", "2", "5"]  # nothing dequeued: the plan did not finish
     again = inc.plan(_periods())
     full.plan(_periods(), full=True)

@@ -1183,6 +1183,12 @@ def _period_parked(
 #: Above this share of the record type's canonical rows queued, a full plan is the cheaper read
 #: (one pass over both tables instead of an index probe per record).
 FULL_ABOVE_SHARE = 0.25
+#: After deleting this many queue entries, the plan vacuums the queue (when it can: not inside the
+#: caller's transaction).
+VACUUM_AFTER = 10_000
+#: A full plan at least this often (belt and braces: a change written with the triggers off, say by
+#: a restore, is planned within a day at the latest).
+FULL_EVERY = "24 hours"
 #: The triggers that fill ``ledger.plan_queue`` (migration 0047): with one disabled, the queue
 #: misses changes, so the plan is full and the queue not trusted until a full plan with all enabled.
 QUEUE_TRIGGERS = (
@@ -1235,11 +1241,13 @@ def plan(
         records = Records("records", source_system, tuple(sorted(set(source_ids))))
         trusted = False
     else:
-        trusted = _triggers_enabled(conn)
-        if not trusted:  # changes are being missed: no queue is trusted until a full plan after
-            with conn.transaction():
+        # In transaction blocks: on a connection that is not in autocommit, a bare read would open
+        # a transaction that the chunks' commits below would then only be savepoints of.
+        with conn.transaction():
+            trusted = _triggers_enabled(conn)
+            if not trusted:  # changes are being missed: no queue is trusted until a full plan after
                 conn.execute("DELETE FROM ledger.plan_mark")
-        records = EVERY if full or not trusted else _queue_scope(conn, record_type)
+            records = EVERY if full or not trusted else _queue_scope(conn, record_type)
     result = Plan(record_type, scope=records.scope)
     with conn.transaction():
         result.superseded = supersede_stale(conn, record_type, records=records)
@@ -1265,14 +1273,20 @@ def plan(
         lane = _Planning(record_type, config, periods, shadow, routes, books, secondary=scope.secondary)
         _plan_lane(conn, lane, scope, shadow_records, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk)
         result.parallel_run = shadow
+    dequeued = 0
     with conn.transaction():
         if seen is not None:
-            _dequeue(conn, record_type, seen, trusted=trusted and records.scope == "full")
+            dequeued = _dequeue(conn, record_type, seen, trusted=trusted and records.scope == "full")
         audit.record(
             conn,
             audit.Change("posting.planner", "plan", "ledger.posting", record_type, after=result.as_dict()),
             run_id=dag_run_id,
         )
+    if dequeued >= VACUUM_AFTER and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        # A month's validation queues every record: left to autovacuum (which lags on a busy
+        # server), the next passes would read every dead entry of the queue's index.
+        with connections.connect_like(conn, autocommit=True) as maintenance:
+            maintenance.execute("VACUUM (ANALYZE) ledger.plan_queue")
     return result
 
 
@@ -1286,14 +1300,16 @@ def _triggers_enabled(conn: psycopg.Connection) -> bool:
 
 
 def _queue_scope(conn: psycopg.Connection, record_type: str) -> Records:
-    """``changed`` when the queue of ``record_type`` is trusted and small enough, else full."""
+    """``changed`` when the queue of ``record_type`` is trusted (a full plan in the last
+    :data:`FULL_EVERY`) and small enough, else full."""
     row = conn.execute(
         """
-        SELECT EXISTS (SELECT 1 FROM ledger.plan_mark WHERE record_type = %(rt)s),
+        SELECT EXISTS (SELECT 1 FROM ledger.plan_mark WHERE record_type = %(rt)s
+                         AND full_planned_at > now() - %(every)s::interval),
                (SELECT count(*) FROM ledger.plan_queue WHERE record_type = %(rt)s),
                (SELECT reltuples FROM pg_class WHERE oid = %(table)s::regclass)
         """,
-        {"rt": record_type, "table": SOURCES[record_type]},
+        {"rt": record_type, "table": SOURCES[record_type], "every": FULL_EVERY},
     ).fetchone()
     assert row is not None
     marked, queued, rows = bool(row[0]), int(row[1]), max(float(row[2] or 0), 0.0)
@@ -1340,10 +1356,11 @@ def _read_queue(reader: psycopg.Connection, record_type: str, records: Records) 
     return _Seen(str(snap[0]), ([r[0] for r in rows], [r[1] for r in rows]))
 
 
-def _dequeue(conn: psycopg.Connection, record_type: str, seen: _Seen, *, trusted: bool) -> None:
+def _dequeue(conn: psycopg.Connection, record_type: str, seen: _Seen, *, trusted: bool) -> int:
     """Delete the queue entries the plan saw (visible in its snapshot) but those of records in
-    flight; after a full plan with every trigger enabled, the queue is trusted from now on."""
-    conn.execute(
+    flight; after a full plan with every trigger enabled, the queue is trusted from now on.
+    Returns how many entries it deleted."""
+    deleted = conn.execute(
         """
         DELETE FROM ledger.plan_queue q WHERE q.record_type = %(rt)s
           AND pg_visible_in_snapshot(q.xid, %(snap)s::pg_snapshot)
@@ -1359,6 +1376,7 @@ def _dequeue(conn: psycopg.Connection, record_type: str, seen: _Seen, *, trusted
             " full_plans = ledger.plan_mark.full_plans + 1",
             (record_type,),
         )
+    return deleted.rowcount
 
 
 def _plan_lane(
