@@ -56,7 +56,6 @@ RECORD_TYPES = {"time_entry": "timebill", "expense_entry": "expensereport"}
 
 _CHANGED = "tmp_actual_changed"
 _DELTA = "tmp_actual_delta"
-_RATES = "tmp_actual_rate"
 
 
 def _latest_posting(kind: str, only_changed: bool) -> str:
@@ -152,8 +151,7 @@ def _temp_tables(conn: psycopg.Connection) -> None:
         f"CREATE TEMP TABLE IF NOT EXISTS {_DELTA} (project_ref text, month integer, currency text,"
         " revenue_minor bigint, revenue_n integer, cost_centi bigint, cost_n integer)"
     )
-    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_RATES} (user_ref text PRIMARY KEY, fingerprint text)")
-    conn.execute(f"TRUNCATE {_CHANGED}, {_DELTA}, {_RATES}")
+    conn.execute(f"TRUNCATE {_CHANGED}, {_DELTA}")
 
 
 def catch_up(conn: psycopg.Connection) -> dict[str, Any]:
@@ -175,31 +173,32 @@ def catch_up(conn: psycopg.Connection) -> dict[str, Any]:
             INSERT INTO {_CHANGED} SELECT DISTINCT kind, source_system, source_id FROM taken
             """
         ).rowcount
-        conn.execute(f"INSERT INTO {_RATES} {_RATE_FINGERPRINTS}")
         if not built:
             return _rebuild(conn, queued)
         # Persons whose rates changed since their time was priced: all their time again.
-        rate_sources = conn.execute(
+        moved = conn.execute(
             f"""
-            INSERT INTO {_CHANGED}
-            SELECT a.kind, a.source_system, a.source_id FROM forecast.actual_source a
-            JOIN (
-                SELECT coalesce(c.user_ref, s.user_ref) AS user_ref
-                FROM {_RATES} c FULL JOIN forecast.actual_cost_rate s ON s.user_ref = c.user_ref
-                WHERE c.fingerprint IS DISTINCT FROM s.fingerprint
-            ) m ON a.user_ref = m.user_ref
-            WHERE a.kind = 'time_entry'
-            ON CONFLICT DO NOTHING
+            SELECT coalesce(c.user_ref, s.user_ref), c.fingerprint
+            FROM ({_RATE_FINGERPRINTS}) c (user_ref, fingerprint)
+            FULL JOIN forecast.actual_cost_rate s ON s.user_ref = c.user_ref
+            WHERE c.fingerprint IS DISTINCT FROM s.fingerprint
             """
-        ).rowcount
-        conn.execute(
-            f"DELETE FROM forecast.actual_cost_rate s WHERE NOT EXISTS (SELECT FROM {_RATES} c WHERE c.user_ref = s.user_ref)"
-        )
-        conn.execute(
-            f"INSERT INTO forecast.actual_cost_rate AS s SELECT user_ref, fingerprint FROM {_RATES}"
-            " ON CONFLICT (user_ref) DO UPDATE SET fingerprint = EXCLUDED.fingerprint"
-            " WHERE s.fingerprint <> EXCLUDED.fingerprint"
-        )
+        ).fetchall()
+        rate_sources = 0
+        if moved:
+            users = [user for user, _ in moved]
+            rate_sources = conn.execute(
+                f"INSERT INTO {_CHANGED} SELECT kind, source_system, source_id FROM forecast.actual_source"
+                " WHERE kind = 'time_entry' AND user_ref = ANY(%s) ON CONFLICT DO NOTHING",
+                (users,),
+            ).rowcount
+            conn.execute("DELETE FROM forecast.actual_cost_rate WHERE user_ref = ANY(%s)", (users,))
+            with conn.cursor().copy(
+                "COPY forecast.actual_cost_rate (user_ref, fingerprint) FROM STDIN"
+            ) as copy:
+                for row in moved:
+                    if row[1] is not None:
+                        copy.write_row(row)
         conn.execute(f"ANALYZE {_CHANGED}")
         conn.execute(
             f"""
@@ -251,6 +250,9 @@ def _rebuild(conn: psycopg.Connection, queued: int) -> dict[str, Any]:
     conn.execute("DELETE FROM forecast.actual_source")
     conn.execute("DELETE FROM forecast.actual_month")
     conn.execute("DELETE FROM forecast.actual_cost_rate")
+    # The rates as read before the derivation reads them: a rate that changes in between makes
+    # the next catch-up price that person's time again (never the reverse, which would miss it).
+    conn.execute(f"INSERT INTO forecast.actual_cost_rate (user_ref, fingerprint) {_RATE_FINGERPRINTS}")
     rows = conn.execute(
         f"INSERT INTO forecast.actual_source ({_SOURCE_COLUMNS}) {_derived(only_changed=False)}"
     ).rowcount
@@ -263,7 +265,6 @@ def _rebuild(conn: psycopg.Connection, queued: int) -> dict[str, Any]:
         GROUP BY 1, 2, 3
         """
     )
-    conn.execute(f"INSERT INTO forecast.actual_cost_rate SELECT user_ref, fingerprint FROM {_RATES}")
     conn.execute(
         "INSERT INTO forecast.actual_state (built_at, caught_up_at) VALUES (now(), now())"
         " ON CONFLICT (singleton) DO UPDATE SET built_at = now(), caught_up_at = now()"

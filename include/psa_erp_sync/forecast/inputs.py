@@ -342,6 +342,40 @@ _HR_RATE_ON = forecast_actuals.HR_RATE_ON
 _M_YEAR = forecast_actuals.M_YEAR
 
 
+# Each person's cost rate as intervals covering all time: the PSA rate until HR's first rate (or
+# forever), then HR's; the same rate and currency as ``coalesce(HR rate on the day, PSA rate)``.
+# Kept in an analyzed temporary table so the planner knows it is ~1.3 rows per person and hashes
+# it: joined as a subquery (or the HR rates with a LEFT JOIN) it hashed the 1.8 M schedule rows
+# instead, in 16 batches on disk (docs/performance.md, "perf-forecast2").
+_PERSON_RATES = f"""
+    SELECT p.user_ref, p.cost_rate_minor AS rate_minor, p.currency::text AS currency,
+           '-infinity'::date AS valid_from, min(h.effective_from) AS valid_to
+    FROM forecast.src_person p LEFT JOIN ({_HR_RATES}) h ON h.user_ref = p.user_ref
+    GROUP BY p.user_ref, p.cost_rate_minor, p.currency
+    UNION ALL
+    SELECT p.user_ref, h.rate_minor, h.currency, h.effective_from, h.next_from
+    FROM forecast.src_person p JOIN ({_HR_RATES}) h ON h.user_ref = p.user_ref
+"""
+# The planned work after the as-of date, priced at the rate on each week start.
+_SCHEDULE = f"""
+    SELECT s.project_ref, s.user_ref, {_M_YEAR.format(d="s.week_start")}, round(s.hours * 100)::bigint,
+           r.rate_minor, r.currency
+    FROM forecast.src_schedule s JOIN tmp_forecast_person_rate r ON r.user_ref = s.user_ref
+         AND s.week_start >= r.valid_from AND (r.valid_to IS NULL OR s.week_start < r.valid_to)
+    WHERE s.week_start >= %(as_of)s
+"""
+
+
+def _schedule(conn: psycopg.Connection, as_of: date) -> pd.DataFrame:
+    """The resource plan after ``as_of`` with each row's cost rate and currency (see above)."""
+    conn.execute("DROP TABLE IF EXISTS tmp_forecast_person_rate")
+    conn.execute(f"CREATE TEMP TABLE tmp_forecast_person_rate AS {_PERSON_RATES}")
+    conn.execute("ANALYZE tmp_forecast_person_rate")
+    schedule = _frame(conn, _SCHEDULE, {"as_of": as_of}, model.SCHEDULE_COLUMNS)
+    conn.execute("DROP TABLE tmp_forecast_person_rate")
+    return schedule
+
+
 def _frame(conn: psycopg.Connection, sql: str, params: Any, columns: dict[str, str]) -> pd.DataFrame:
     """The rows of ``sql`` as a frame of ``columns`` (name -> dtype), read column-wise: ``COPY (sql)
     TO STDOUT`` in CSV parsed by pandas' C reader, instead of a Python tuple and object per value
@@ -444,18 +478,7 @@ def load_inputs(
         projects["billed_minor"] = billing_kpis.billed_per_project(conn, as_of, projects, settings).to_numpy()
     actuals = _actuals(conn, as_of, projects, settings)
 
-    schedule = _frame(
-        conn,
-        f"""
-        SELECT s.project_ref, s.user_ref, {m_year.format(d="s.week_start")}, round(s.hours * 100)::bigint,
-               coalesce(h.rate_minor, p.cost_rate_minor), coalesce(h.currency, p.currency)
-        FROM forecast.src_schedule s JOIN forecast.src_person p ON p.user_ref = s.user_ref
-        {_HR_RATE_ON.format(rates=_HR_RATES, u="s.user_ref", d="s.week_start")}
-        WHERE s.week_start >= %(as_of)s
-        """,
-        {"as_of": as_of},
-        model.SCHEDULE_COLUMNS,
-    )
+    schedule = _schedule(conn, as_of)
     capacity = _capacity(conn, as_of, settings.horizon_months)
     milestones = _frame(
         conn,
