@@ -158,8 +158,9 @@ def catch_up(conn: psycopg.Connection) -> dict[str, Any]:
     """Bring the actuals up to date with the sources: re-derive the queued source records and the
     time of persons whose rates changed, or everything when they were never built (or a source
     was truncated). One transaction (a savepoint inside the caller's); concurrent catch-ups wait
-    for each other. Returns what it did (``rebuilt``, ``queued`` and ``rate_sources``: records re-derived
-    because they changed or their person's rates did, ``rederived``: contributions written)."""
+    for each other. Returns what it did: ``rebuilt``, ``queued`` (records the triggers queued),
+    ``rate_sources`` (records re-priced: their person's rates changed), ``rederived`` (records
+    derived again: both, once each; every record when rebuilt)."""
     with conn.transaction():
         # Before any query: every statement below then sees what committed before this lock.
         conn.execute("LOCK TABLE forecast.actual_state IN SHARE ROW EXCLUSIVE MODE")
@@ -175,74 +176,87 @@ def catch_up(conn: psycopg.Connection) -> dict[str, Any]:
         ).rowcount
         if not built:
             return _rebuild(conn, queued)
-        # Persons whose rates changed since their time was priced: all their time again.
-        moved = conn.execute(
-            f"""
-            SELECT coalesce(c.user_ref, s.user_ref), c.fingerprint
-            FROM ({_RATE_FINGERPRINTS}) c (user_ref, fingerprint)
-            FULL JOIN forecast.actual_cost_rate s ON s.user_ref = c.user_ref
-            WHERE c.fingerprint IS DISTINCT FROM s.fingerprint
-            """
-        ).fetchall()
-        rate_sources = 0
-        if moved:
-            users = [user for user, _ in moved]
-            rate_sources = conn.execute(
-                f"INSERT INTO {_CHANGED} SELECT kind, source_system, source_id FROM forecast.actual_source"
-                " WHERE kind = 'time_entry' AND user_ref = ANY(%s) ON CONFLICT DO NOTHING",
-                (users,),
-            ).rowcount
-            conn.execute("DELETE FROM forecast.actual_cost_rate WHERE user_ref = ANY(%s)", (users,))
-            with conn.cursor().copy(
-                "COPY forecast.actual_cost_rate (user_ref, fingerprint) FROM STDIN"
-            ) as copy:
-                for row in moved:
-                    if row[1] is not None:
-                        copy.write_row(row)
-        conn.execute(f"ANALYZE {_CHANGED}")
-        conn.execute(
-            f"""
-            WITH old AS (
-                DELETE FROM forecast.actual_source a USING {_CHANGED} c
-                WHERE a.kind = c.kind AND a.source_system = c.source_system AND a.source_id = c.source_id
-                RETURNING a.*
-            )
-            INSERT INTO {_DELTA} ({_CELL_COLUMNS}) {_cells("old", -1)}
-            """
-        )
-        rederived = conn.execute(
-            f"""
-            WITH new AS (
-                INSERT INTO forecast.actual_source ({_SOURCE_COLUMNS}) {_derived(only_changed=True)}
-                RETURNING *
-            )
-            INSERT INTO {_DELTA} ({_CELL_COLUMNS}) {_cells("new", 1)}
-            """
-        ).rowcount
-        conn.execute(
-            f"""
-            INSERT INTO forecast.actual_month AS a ({_CELL_COLUMNS})
-            SELECT project_ref, month, currency, sum(revenue_minor), sum(revenue_n), sum(cost_centi), sum(cost_n)
-            FROM {_DELTA} GROUP BY 1, 2, 3
-            ON CONFLICT (project_ref, month, currency) DO UPDATE SET
-                revenue_minor = a.revenue_minor + EXCLUDED.revenue_minor,
-                revenue_n = a.revenue_n + EXCLUDED.revenue_n,
-                cost_centi = a.cost_centi + EXCLUDED.cost_centi,
-                cost_n = a.cost_n + EXCLUDED.cost_n
-            """
-        )
-        conn.execute(
-            f"""
-            DELETE FROM forecast.actual_month a
-            USING (SELECT DISTINCT project_ref, month, currency FROM {_DELTA}) d
-            WHERE a.project_ref = d.project_ref AND a.month = d.month AND a.currency = d.currency
-              AND a.revenue_n = 0 AND a.cost_n = 0
-            """
-        )
+        rate_sources = _queue_repriced(conn)
+        rederived = _apply_changes(conn)
         conn.execute("UPDATE forecast.actual_state SET caught_up_at = now()")
     outcome = {"rebuilt": False, "queued": queued, "rate_sources": rate_sources, "rederived": rederived}
     log.info("forecast actuals caught up: %s", outcome)
     return outcome
+
+
+def _queue_repriced(conn: psycopg.Connection) -> int:
+    """Inside :func:`catch_up`: queue the time of persons whose cost rates changed since it was
+    priced (all of it), and note their rates as now. Returns the records queued."""
+    # Persons whose rates changed since their time was priced: all their time again.
+    moved = conn.execute(
+        f"""
+        SELECT coalesce(c.user_ref, s.user_ref), c.fingerprint
+        FROM ({_RATE_FINGERPRINTS}) c (user_ref, fingerprint)
+        FULL JOIN forecast.actual_cost_rate s ON s.user_ref = c.user_ref
+        WHERE c.fingerprint IS DISTINCT FROM s.fingerprint
+        """
+    ).fetchall()
+    rate_sources = 0
+    if moved:
+        users = [user for user, _ in moved]
+        rate_sources = conn.execute(
+            f"INSERT INTO {_CHANGED} SELECT kind, source_system, source_id FROM forecast.actual_source"
+            " WHERE kind = 'time_entry' AND user_ref = ANY(%s) ON CONFLICT DO NOTHING",
+            (users,),
+        ).rowcount
+        conn.execute("DELETE FROM forecast.actual_cost_rate WHERE user_ref = ANY(%s)", (users,))
+        with conn.cursor().copy("COPY forecast.actual_cost_rate (user_ref, fingerprint) FROM STDIN") as copy:
+            for row in moved:
+                if row[1] is not None:
+                    copy.write_row(row)
+    return rate_sources
+
+
+def _apply_changes(conn: psycopg.Connection) -> int:
+    """Inside :func:`catch_up`: replace the queued records' contributions with their derivation
+    now and move the sums by the difference. Returns the records re-derived."""
+    conn.execute(f"ANALYZE {_CHANGED}")
+    conn.execute(
+        f"""
+        WITH old AS (
+            DELETE FROM forecast.actual_source a USING {_CHANGED} c
+            WHERE a.kind = c.kind AND a.source_system = c.source_system AND a.source_id = c.source_id
+            RETURNING a.*
+        )
+        INSERT INTO {_DELTA} ({_CELL_COLUMNS}) {_cells("old", -1)}
+        """
+    )
+    conn.execute(
+        f"""
+        WITH new AS (
+            INSERT INTO forecast.actual_source ({_SOURCE_COLUMNS}) {_derived(only_changed=True)}
+            RETURNING *
+        )
+        INSERT INTO {_DELTA} ({_CELL_COLUMNS}) {_cells("new", 1)}
+        """
+    )
+    conn.execute(
+        f"""
+        INSERT INTO forecast.actual_month AS a ({_CELL_COLUMNS})
+        SELECT project_ref, month, currency, sum(revenue_minor), sum(revenue_n), sum(cost_centi), sum(cost_n)
+        FROM {_DELTA} GROUP BY 1, 2, 3
+        ON CONFLICT (project_ref, month, currency) DO UPDATE SET
+            revenue_minor = a.revenue_minor + EXCLUDED.revenue_minor,
+            revenue_n = a.revenue_n + EXCLUDED.revenue_n,
+            cost_centi = a.cost_centi + EXCLUDED.cost_centi,
+            cost_n = a.cost_n + EXCLUDED.cost_n
+        """
+    )
+    conn.execute(
+        f"""
+        DELETE FROM forecast.actual_month a
+        USING (SELECT DISTINCT project_ref, month, currency FROM {_DELTA}) d
+        WHERE a.project_ref = d.project_ref AND a.month = d.month AND a.currency = d.currency
+          AND a.revenue_n = 0 AND a.cost_n = 0
+        """
+    )
+    row = conn.execute(f"SELECT count(*) FROM {_CHANGED}").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _rebuild(conn: psycopg.Connection, queued: int) -> dict[str, Any]:
