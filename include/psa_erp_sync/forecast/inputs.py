@@ -4,7 +4,8 @@ inputs (plus their data versions) from the ODS.
 Extracts are full reads, validated with pydantic at the boundary and replaced atomically per
 source; each records a content hash in ``forecast.extract``: the data version a snapshot cites.
 Actuals come from what the posting flow wrote: posted, approved time and expenses (the last
-confirmed ``post``/``adjust`` in ``ledger.posting``) joined with their canonical records.
+confirmed ``post``/``adjust`` in ``ledger.posting``) joined with their canonical records, kept per
+source record and summed per project and month by :mod:`psa_erp_sync.forecast.actuals`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from psa_erp_sync import money
 from psa_erp_sync.clients import psa_models
 from psa_erp_sync.clients.crm_models import ForecastChangeOrder, ForecastOpportunity
 from psa_erp_sync.contracts import records
+from psa_erp_sync.forecast import actuals as forecast_actuals
 from psa_erp_sync.forecast import billing_kpis, model
 from psa_erp_sync.revenue import source as revenue_source
 
@@ -281,12 +283,6 @@ def extract_crm(conn: psycopg.Connection, client: Any, *, run_id: str) -> dict[s
 
 # --- reading the model's inputs -----------------------------------------------------------------
 
-_POSTED = """
-    SELECT DISTINCT ON (source_system, source_id) source_system, source_id, action, amount_minor
-    FROM ledger.posting WHERE record_type = %s AND state IN ('confirmed', 'resolved') AND NOT shadow
-    ORDER BY source_system, source_id, seq DESC
-"""
-
 ODS_INPUTS = (
     ("canonical", "time_entry"),
     ("canonical", "expense_entry"),
@@ -341,26 +337,43 @@ def data_versions(conn: psycopg.Connection, settings: ForecastSettings) -> dict[
     return versions
 
 
-# HR cost rates as intervals per PSA user: what ``hr.psa_user_cost_rate_on(user_ref, day)`` returns
-# for a day in [effective_from, next_from), set-based. Joined by user_ref (a hash join), the day
-# picks the one interval holding it (an employee's effective dates are unique, one worker per PSA
-# user). Calling the function per row instead scanned hr.worker for each row (its
-# ``psa_user_id::text`` cannot use the index): 10.8 ms a row with 16,666 workers, 217 s for
-# 20,000 schedule rows.
-_HR_RATES = """
-    SELECT w.psa_user_id::text AS user_ref, r.effective_from, r.rate_minor, r.currency,
-           lead(r.effective_from) OVER (PARTITION BY r.employee_id ORDER BY r.effective_from) AS next_from
-    FROM hr.worker w JOIN hr.cost_rate r ON r.employee_id = w.employee_id
-    WHERE w.psa_user_id IS NOT NULL
-"""
-# The join of a row (user column ``u``, day column ``d``) to the HR rate effective that day.
-_HR_RATE_ON = (
-    "LEFT JOIN ({rates}) h ON h.user_ref = {u} AND h.effective_from <= {d}"
-    " AND (h.next_from IS NULL OR {d} < h.next_from)"
-)
+_HR_RATES = forecast_actuals.HR_RATES
+_HR_RATE_ON = forecast_actuals.HR_RATE_ON
+_M_YEAR = forecast_actuals.M_YEAR
 
-# The month index (year * 12 + month - 1) of a date column, as SQL: _M_YEAR.format(d="column").
-_M_YEAR = "(extract(year FROM {d})::int * 12 + extract(month FROM {d})::int - 1)"
+
+# Each person's cost rate as intervals covering all time: the PSA rate until HR's first rate (or
+# forever), then HR's; the same rate and currency as ``coalesce(HR rate on the day, PSA rate)``.
+# Kept in an analyzed temporary table so the planner knows it is ~1.3 rows per person and hashes
+# it: joined as a subquery (or the HR rates with a LEFT JOIN) it hashed the 1.8 M schedule rows
+# instead, in 16 batches on disk (docs/performance.md, "perf-forecast2").
+_PERSON_RATES = f"""
+    SELECT p.user_ref, p.cost_rate_minor AS rate_minor, p.currency::text AS currency,
+           '-infinity'::date AS valid_from, min(h.effective_from) AS valid_to
+    FROM forecast.src_person p LEFT JOIN ({_HR_RATES}) h ON h.user_ref = p.user_ref
+    GROUP BY p.user_ref, p.cost_rate_minor, p.currency
+    UNION ALL
+    SELECT p.user_ref, h.rate_minor, h.currency, h.effective_from, h.next_from
+    FROM forecast.src_person p JOIN ({_HR_RATES}) h ON h.user_ref = p.user_ref
+"""
+# The planned work after the as-of date, priced at the rate on each week start.
+_SCHEDULE = f"""
+    SELECT s.project_ref, s.user_ref, {_M_YEAR.format(d="s.week_start")}, round(s.hours * 100)::bigint,
+           r.rate_minor, r.currency
+    FROM forecast.src_schedule s JOIN tmp_forecast_person_rate r ON r.user_ref = s.user_ref
+         AND s.week_start >= r.valid_from AND (r.valid_to IS NULL OR s.week_start < r.valid_to)
+    WHERE s.week_start >= %(as_of)s
+"""
+
+
+def _schedule(conn: psycopg.Connection, as_of: date) -> pd.DataFrame:
+    """The resource plan after ``as_of`` with each row's cost rate and currency (see above)."""
+    conn.execute("DROP TABLE IF EXISTS tmp_forecast_person_rate")
+    conn.execute(f"CREATE TEMP TABLE tmp_forecast_person_rate AS {_PERSON_RATES}")
+    conn.execute("ANALYZE tmp_forecast_person_rate")
+    schedule = _frame(conn, _SCHEDULE, {"as_of": as_of}, model.SCHEDULE_COLUMNS)
+    conn.execute("DROP TABLE tmp_forecast_person_rate")
+    return schedule
 
 
 def _frame(conn: psycopg.Connection, sql: str, params: Any, columns: dict[str, str]) -> pd.DataFrame:
@@ -415,30 +428,12 @@ def _projects(conn: psycopg.Connection, m0: int) -> pd.DataFrame:
     return projects
 
 
-def _cost(
-    conn: psycopg.Connection, as_of: date, projects: pd.DataFrame, settings: ForecastSettings
-) -> pd.DataFrame:
-    """Cost to date per project and month, in the project's currency."""
+def _cost_minor(cost: pd.DataFrame, projects: pd.DataFrame, settings: ForecastSettings) -> pd.DataFrame:
+    """Cost to date per project, month and cost currency (``cost_centi``: centi-hours x rate) in
+    the project's currency (``cost_minor``), for the projects known; half-even per cell."""
     import numpy as np
     import pandas as pd
 
-    m_year = _M_YEAR
-    # Cost to date: approved time x the person's cost rate (centi-hours x rate / 100, half-even).
-    # The rate is HR's, effective on the entry date (hr.psa_user_cost_rate_on); where HR has none
-    # (no worker mapped to the PSA user, or a date before the first HR rate) the PSA user's rate.
-    cost = _frame(
-        conn,
-        f"""
-        SELECT t.project_ref, {m_year.format(d="t.spent_date")}, coalesce(h.currency, p.currency),
-               sum(round(t.hours * 100)::bigint * coalesce(h.rate_minor, p.cost_rate_minor))
-        FROM canonical.time_entry t JOIN forecast.src_person p ON p.user_ref = t.user_ref
-        {_HR_RATE_ON.format(rates=_HR_RATES, u="t.user_ref", d="t.spent_date")}
-        WHERE t.approved AND NOT t.is_deleted AND t.spent_date <= %(as_of)s
-        GROUP BY 1, 2, 3
-        """,
-        {"as_of": as_of},
-        {"project_ref": "object", "month": "int64", "cost_currency": "object", "cost_centi": "int64"},
-    )
     currency_of = projects.set_index("project_ref")["currency"]
     cost = cost[cost["project_ref"].isin(currency_of.index)]
     if len(cost):
@@ -454,39 +449,15 @@ def _cost(
 def _actuals(
     conn: psycopg.Connection, as_of: date, projects: pd.DataFrame, settings: ForecastSettings
 ) -> pd.DataFrame:
-    """Posted revenue and cost to date per project and month."""
+    """Posted revenue and cost to date per project and month: the incrementally kept sums
+    (:mod:`psa_erp_sync.forecast.actuals`), brought up to date first."""
     import pandas as pd
 
-    m_year = _M_YEAR
-    posted_time = _frame(
-        conn,
-        f"""
-        SELECT t.project_ref, {m_year.format(d="t.spent_date")}, coalesce(sum(p.amount_minor) FILTER (WHERE t.billable), 0)
-        FROM canonical.time_entry t
-        JOIN ({_POSTED}) p ON p.source_system = t.source_system AND p.source_id = t.source_id
-        WHERE p.action IN ('post', 'adjust') AND t.approved AND NOT t.is_deleted AND t.spent_date <= %(as_of)s
-        GROUP BY 1, 2
-        """.replace("%s", "%(time)s"),
-        {"time": "timebill", "as_of": as_of},
-        {"project_ref": "object", "month": "int64", "revenue_minor": "int64"},
-    )
-    posted_expenses = _frame(
-        conn,
-        f"""
-        SELECT e.project_ref, {m_year.format(d="e.spent_date")}, coalesce(sum(p.amount_minor), 0)
-        FROM canonical.expense_entry e
-        JOIN ({_POSTED}) p ON p.source_system = e.source_system AND p.source_id = e.source_id
-        WHERE p.action IN ('post', 'adjust') AND e.approved AND e.billable AND NOT e.is_deleted
-              AND e.spent_date <= %(as_of)s
-        GROUP BY 1, 2
-        """.replace("%s", "%(expense)s"),
-        {"expense": "expensereport", "as_of": as_of},
-        {"project_ref": "object", "month": "int64", "revenue_minor": "int64"},
-    )
-    cost = _cost(conn, as_of, projects, settings)
-    revenue = (
-        pd.concat([posted_time, posted_expenses]).groupby(["project_ref", "month"])["revenue_minor"].sum()
-    )
+    forecast_actuals.catch_up(conn)
+    sql, params = forecast_actuals.read_sql(as_of)
+    posted, cost = forecast_actuals.split(_frame(conn, sql, params, forecast_actuals.CELL_FRAME))
+    cost = _cost_minor(cost, projects, settings)
+    revenue = posted.groupby(["project_ref", "month"])["revenue_minor"].sum()
     costs = cost.groupby(["project_ref", "month"])["cost_minor"].sum()
     actuals = pd.concat([revenue, costs], axis=1).fillna(0).astype("int64").reset_index()
     actuals.columns = list(model.ACTUAL_COLUMNS)
@@ -507,18 +478,7 @@ def load_inputs(
         projects["billed_minor"] = billing_kpis.billed_per_project(conn, as_of, projects, settings).to_numpy()
     actuals = _actuals(conn, as_of, projects, settings)
 
-    schedule = _frame(
-        conn,
-        f"""
-        SELECT s.project_ref, s.user_ref, {m_year.format(d="s.week_start")}, round(s.hours * 100)::bigint,
-               coalesce(h.rate_minor, p.cost_rate_minor), coalesce(h.currency, p.currency)
-        FROM forecast.src_schedule s JOIN forecast.src_person p ON p.user_ref = s.user_ref
-        {_HR_RATE_ON.format(rates=_HR_RATES, u="s.user_ref", d="s.week_start")}
-        WHERE s.week_start >= %(as_of)s
-        """,
-        {"as_of": as_of},
-        model.SCHEDULE_COLUMNS,
-    )
+    schedule = _schedule(conn, as_of)
     capacity = _capacity(conn, as_of, settings.horizon_months)
     milestones = _frame(
         conn,

@@ -35,14 +35,17 @@ def contract_terms(conn: psycopg.Connection) -> dict[str, ContractTerms]:
         month = month_index(effective) if effective is not None else 0
         orders.setdefault(str(ref), []).append(ChangeOrder(int(amount), month))
     terms: dict[str, ContractTerms] = {}
+    # The first won opportunity (by id) of each project, found once for all projects: a lateral
+    # subquery per project scanned every opportunity for each one (50,000 projects x 10,000
+    # opportunities: 20 s of PostgreSQL CPU, docs/performance.md "perf-forecast2").
     for ref, value, starts_on, ends_on in conn.execute(
         """
+        WITH won AS (
+            SELECT DISTINCT ON (o.project_ref) o.project_ref, o.amount_minor FROM forecast.src_opportunity o
+            WHERE o.is_won AND o.project_ref IS NOT NULL ORDER BY o.project_ref, o.opportunity_id
+        )
         SELECT p.project_ref, coalesce(w.amount_minor, p.fee_minor, p.budget_minor), p.starts_on, p.ends_on
-        FROM forecast.src_project p
-        LEFT JOIN LATERAL (
-            SELECT o.amount_minor FROM forecast.src_opportunity o
-            WHERE o.is_won AND o.project_ref = p.project_ref ORDER BY o.opportunity_id LIMIT 1
-        ) w ON true
+        FROM forecast.src_project p LEFT JOIN won w ON w.project_ref = p.project_ref
         """
     ):
         terms[str(ref)] = ContractTerms(

@@ -1,0 +1,74 @@
+"""The schedule read (``inputs._schedule``: person rates as intervals in an analyzed temporary
+table) returns the rows the per-row ``coalesce(HR rate on the week start, PSA rate)`` join did:
+before HR's first rate, inside each HR interval and after the last, for a person HR does not know,
+a person the PSA extract does not have (dropped) and a project the forecast does not know (kept)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import psycopg
+import pytest
+
+from psa_erp_sync.forecast import inputs, model
+
+pytestmark = pytest.mark.integration
+
+AS_OF = date(2026, 11, 20)
+
+# The read before: HR's rates joined per row with a LEFT JOIN (frozen: the oracle).
+_BEFORE = f"""
+    SELECT s.project_ref, s.user_ref, {inputs._M_YEAR.format(d="s.week_start")}, round(s.hours * 100)::bigint,
+           coalesce(h.rate_minor, p.cost_rate_minor), coalesce(h.currency, p.currency)
+    FROM forecast.src_schedule s JOIN forecast.src_person p ON p.user_ref = s.user_ref
+    {inputs._HR_RATE_ON.format(rates=inputs._HR_RATES, u="s.user_ref", d="s.week_start")}
+    WHERE s.week_start >= %(as_of)s
+"""
+
+
+def test_schedule_rates_equal_the_per_row_join(clean_ods: str) -> None:
+    import pandas.testing as pdt
+
+    with psycopg.connect(clean_ods) as conn:
+        conn.execute("TRUNCATE hr.worker_version, hr.worker, hr.cost_rate")
+        conn.execute(
+            "INSERT INTO forecast.src_person VALUES ('7', 'LE-US1', 'USD', true, 144000, 5000),"
+            " ('8', 'LE-UK1', 'GBP', true, 144000, 6000), ('9', 'LE-US1', 'USD', true, 144000, 7000)"
+        )
+        conn.execute(
+            "INSERT INTO hr.worker (employee_id, worker_wid, first_name, last_name, legal_entity, hire_date,"
+            " version_hash, psa_user_id) VALUES ('E7', 'w7', 'A', 'B', 'LE-US1', '2026-01-01', 'h', 7),"
+            " ('E9', 'w9', 'C', 'D', 'LE-US1', '2026-01-01', 'h', 9), ('E5', 'w5', 'E', 'F', 'LE-US1', '2026-01-01', 'h', 5)"
+        )
+        conn.execute(
+            "INSERT INTO hr.cost_rate (employee_id, effective_from, rate_minor, currency) VALUES"
+            " ('E7', '2026-12-01', 8000, 'USD'), ('E7', '2027-02-01', 12000, 'EUR'),"
+            " ('E9', '2026-01-01', 7700, 'USD'), ('E5', '2026-01-01', 1, 'USD')"
+        )
+        weeks = (
+            "2026-11-16",
+            "2026-11-23",
+            "2026-11-30",
+            "2026-12-01",
+            "2027-01-25",
+            "2027-02-01",
+            "2027-03-01",
+        )
+        rows = [
+            (f"s{user}-{project}-{week}", user, project, week, 7.5)
+            for user in ("7", "8", "9", "5")
+            for project in ("p1", "p-unknown")
+            for week in weeks
+        ]
+        with conn.cursor().copy("COPY forecast.src_schedule FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        before = inputs._frame(conn, _BEFORE, {"as_of": AS_OF}, model.SCHEDULE_COLUMNS)
+        after = inputs._schedule(conn, AS_OF)
+
+    def ordered(frame: object) -> object:
+        return frame.sort_values(list(model.SCHEDULE_COLUMNS)).reset_index(drop=True)  # type: ignore[attr-defined]
+
+    assert len(after) == 3 * 2 * 6  # user 5 is not a PSA person; the week before the as-of day is not planned
+    assert set(after["cost_currency"]) == {"USD", "GBP", "EUR"}
+    pdt.assert_frame_equal(ordered(after), ordered(before))
