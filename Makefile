@@ -63,13 +63,13 @@ bench-check: install
 ## targets; saves docs/bench/YYYY-MM-DD.json and .png (AS_OF=YYYY-MM-DD runs as of that date;
 ## default today; PEAK=1 adds the month-end peak)
 bench: install
-	@$(BIN)/python -m devtools.bench_all $(if $(AS_OF),--as-of $(AS_OF)) $(if $(PEAK),--peak)
+	@$(BIN)/python -m devtools.bench_all $(if $(AS_OF),--as-of $(AS_OF)) $(if $(PORT_OFFSET),--port-offset $(PORT_OFFSET)) $(if $(PEAK),--peak)
 
 ## make bench-peak: the month-end peak alone (12,500 consultants, ~600k time entries + ~82k
 ## expenses: PSA extract -> last ERP confirmation <= 300 s, pipeline peak RSS <= 512 MB; ~10 min);
 ## saves docs/bench/YYYY-MM-DD-peak.json and .png. `make bench PEAK=1` adds it to the full run.
 bench-peak: install
-	@$(BIN)/python -m devtools.bench_all --only peak --suffix peak $(if $(AS_OF),--as-of $(AS_OF))
+	@$(BIN)/python -m devtools.bench_all --only peak --suffix peak $(if $(AS_OF),--as-of $(AS_OF)) $(if $(PORT_OFFSET),--port-offset $(PORT_OFFSET))
 
 ## make bench-doc: the newest docs/bench/*.json's table (and every run's machine and load) into
 ## docs/performance.md, between its markers

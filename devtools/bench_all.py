@@ -70,6 +70,7 @@ BENCHES: dict[str, list[str]] = {
 # Run only when asked for (``--peak``, ``make bench PEAK=1``, ``make bench-peak``): the month-end
 # peak, 12,500 consultants from the PSA extract to the last ERP confirmation (~10 min).
 OPTIONAL_BENCHES: dict[str, list[str]] = {"peak": ["-m", "devtools.bench_peak"]}
+NO_PORTS = frozenset({"forecast"})  # benchmarks that start no simulator (take no --port-offset)
 
 
 def parse_output(stdout: str) -> dict[str, Any]:
@@ -84,6 +85,11 @@ def parse_output(stdout: str) -> dict[str, Any]:
             if isinstance(parsed, dict):
                 return parsed
     raise ValueError("the benchmark printed no JSON object")
+
+
+def _port_offset(name: str, offset: int) -> list[str]:
+    """``--port-offset`` for the benchmarks that start simulators (the forecast starts none)."""
+    return ["--port-offset", str(offset)] if offset and name not in NO_PORTS else []
 
 
 def _load() -> list[float]:
@@ -107,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--suffix", default="", help="saved as YYYY-MM-DD-SUFFIX.json/.png (make bench-peak: peak)"
     )
+    parser.add_argument(
+        "--port-offset",
+        type=int,
+        default=0,
+        help="move every benchmark's simulators and Airflow ports (another stack or CI runs here)",
+    )
     add_as_of(parser)
     args = parser.parse_args(argv)
     known = {**BENCHES, **OPTIONAL_BENCHES}
@@ -124,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     failed = False
     for name in chosen:
-        command = [*known[name], "--as-of", args.as_of.isoformat()]
+        command = [*known[name], "--as-of", args.as_of.isoformat(), *_port_offset(name, args.port_offset)]
         sys.stderr.write(f"=== bench {name}: python {' '.join(command)}\n")
         sys.stderr.flush()
         started = time.monotonic()

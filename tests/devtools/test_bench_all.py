@@ -31,3 +31,12 @@ def test_stream_latency_table_lists_every_stage() -> None:
         assert name in table
     assert "1.84" in table and "goal p95 <= 1.5 s, p99 <= 2.5 s met: True" in table
     assert table.splitlines()[-1].count("-") == 0 and "      -" in table  # missing p95/p99 shown as '-'
+
+
+def test_the_port_offset_reaches_every_benchmark_that_starts_simulators() -> None:
+    from devtools.bench_all import BENCHES, NO_PORTS, OPTIONAL_BENCHES, _port_offset
+
+    assert _port_offset("posting", 0) == []
+    for name in {**BENCHES, **OPTIONAL_BENCHES}:
+        assert _port_offset(name, 700) == ([] if name in NO_PORTS else ["--port-offset", "700"])
+    assert set(BENCHES) >= NO_PORTS
