@@ -1237,17 +1237,7 @@ def plan(
     if on_chunk is not None and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         # Postings handed on before their transaction commits could be sent without a ledger row.
         raise ValueError("plan(on_chunk=...) commits each chunk: call it outside a transaction")
-    if source_ids is not None:
-        records = Records("records", source_system, tuple(sorted(set(source_ids))))
-        trusted = False
-    else:
-        # In transaction blocks: on a connection that is not in autocommit, a bare read would open
-        # a transaction that the chunks' commits below would then only be savepoints of.
-        with conn.transaction():
-            trusted = _triggers_enabled(conn)
-            if not trusted:  # changes are being missed: no queue is trusted until a full plan after
-                conn.execute("DELETE FROM ledger.plan_mark")
-            records = EVERY if full or not trusted else _queue_scope(conn, record_type)
+    records, trusted = _records_to_plan(conn, record_type, source_ids, source_system, full=full)
     result = Plan(record_type, scope=records.scope)
     with conn.transaction():
         result.superseded = supersede_stale(conn, record_type, records=records)
@@ -1288,6 +1278,26 @@ def plan(
         with connections.connect_like(conn, autocommit=True) as maintenance:
             maintenance.execute("VACUUM (ANALYZE) ledger.plan_queue")
     return result
+
+
+def _records_to_plan(
+    conn: psycopg.Connection,
+    record_type: str,
+    source_ids: Collection[str] | None,
+    source_system: str,
+    *,
+    full: bool,
+) -> tuple[Records, bool]:
+    """Which records a pass looks at (see :func:`plan`), and whether the queue is trusted."""
+    if source_ids is not None:
+        return Records("records", source_system, tuple(sorted(set(source_ids)))), False
+    # In transaction blocks: on a connection that is not in autocommit, a bare read would open
+    # a transaction that the chunks' commits below would then only be savepoints of.
+    with conn.transaction():
+        trusted = _triggers_enabled(conn)
+        if not trusted:  # changes are being missed: no queue is trusted until a full plan after
+            conn.execute("DELETE FROM ledger.plan_mark")
+        return (EVERY if full or not trusted else _queue_scope(conn, record_type)), trusted
 
 
 def _triggers_enabled(conn: psycopg.Connection) -> bool:
