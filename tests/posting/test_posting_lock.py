@@ -241,3 +241,16 @@ def test_terminating_the_lock_backend_mid_pass_stops_the_pass(
     assert states.get("pending", 0) >= 150, states  # the pass stopped: most of the month never sent
     assert attempts < 150, attempts
     assert "sent" not in states, states  # what was in flight finished (in-flight batches complete)
+
+
+def test_a_killed_lock_connection_is_a_lost_lock_to_the_hand_off_probe(clean_ods: str) -> None:
+    """The long pass asks on its lock connection whether a short pass waits (between batches, far
+    more often than the heartbeat). Once that session is gone the answer is the lost lock (the pass
+    stops with exit 75 and the next pass completes), never "the ODS dropped the connection"."""
+    with posting_lock(clean_ods, "timebill", LockSettings(heartbeat_s=30.0, lease_s=60.0)) as lock:
+        with psycopg.connect(clean_ods, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (lock.conn.info.backend_pid,))
+        with pytest.raises(PostingLockLost, match="lock connection failed"):
+            lock.others_waiting()
+        with pytest.raises(PostingLockLost, match="lock connection failed"):
+            lock.check()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 
@@ -113,17 +113,37 @@ class PostingLock:
         asked of the server at most every ``hand_off_probe_s``."""
         now = time.monotonic()
         if now - self._probed_at >= self.settings.hand_off_probe_s:
-            with self._io:
-                row = self.conn.execute(_OTHERS_WAIT, (self.key,)).fetchone()
+            try:
+                with self._io:
+                    row = self.conn.execute(_OTHERS_WAIT, (self.key,)).fetchone()
+            except psycopg.Error as exc:  # the lock's session is gone: the lock with it
+                self._failed(exc)
             self._waiting = bool(row and row[0])
             self._probed_at = now
         return self._waiting
+
+    def _failed(self, exc: psycopg.Error) -> NoReturn:
+        """The lock connection failed under this pass (killed, server gone): the lock is lost, as
+        the heartbeat would find, so the pass stops between batches with :class:`PostingLockLost`."""
+        self._lost = (
+            self._lost or f"the lock connection failed ({type(exc).__name__}: {str(exc).strip()[:200]})"
+        )
+        raise PostingLockLost(
+            f"posting lock {self.key} lost: {self._lost}; the pass stopped between batches"
+        ) from exc
 
     def hand_over(self, released: Callable[[datetime], None]) -> None:
         """Release the lock to the short pass waiting for it, then take it back. ``released`` gets
         the server's clock just before the release (every ledger row another pass writes meanwhile
         is created after it). Raises :class:`PostingLockLost` when the lock cannot be taken back
         within ``wait_s``: the pass then stops between batches, as when the lock is lost."""
+        try:
+            self._hand_over(released)
+        except psycopg.Error as exc:
+            self._failed(exc)
+        self.check()
+
+    def _hand_over(self, released: Callable[[datetime], None]) -> None:
         with self._io:  # the heartbeat waits meanwhile: the lock is briefly not ours
             row = self.conn.execute("SELECT clock_timestamp()").fetchone()
             assert row is not None
@@ -151,7 +171,6 @@ class PostingLock:
             self._confirmed_at = time.monotonic()
             self._waiting = False
             self._probed_at = time.monotonic()
-        self.check()
 
     def check(self) -> None:
         """Raise :class:`PostingLockLost` if this pass may no longer hold the lock."""
