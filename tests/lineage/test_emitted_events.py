@@ -12,16 +12,13 @@ operator returning its datasets explicitly).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import RunningSimulator, connect_airflow
+from tests.lineage.file_transport import dags_test
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
@@ -52,29 +49,6 @@ def wired(
     return {"firm": firm, "dsn": clean_ods}
 
 
-def _dags_test(dag_id: str, logical_date: str, events: Path, home: str) -> str:
-    env = {
-        **os.environ,
-        "AIRFLOW__OPENLINEAGE__NAMESPACE": "psa-erp-sync-ci",
-        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
-            {"type": "file", "log_file_path": str(events), "append": True}
-        ),
-        "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
-        "AIRFLOW__OPENLINEAGE__DISABLED": "False",
-    }
-    airflow = Path(sys.executable).parent / "airflow"
-    proc = subprocess.run(
-        [str(airflow), "dags", "test", dag_id, logical_date],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return proc.stdout + proc.stderr
-
-
 def test_dags_emit_spec_valid_events_forming_the_psa_to_planning_graph(
     wired: dict[str, Any],
     tmp_path: Path,
@@ -82,16 +56,12 @@ def test_dags_emit_spec_valid_events_forming_the_psa_to_planning_graph(
     from devtools.lineage_graph import LineageGraph, SpecValidator, analyse, dataset_named, load_events
 
     events_path = tmp_path / "events.jsonl"
-    logs = _dags_test(
-        "time_expense_posting", "2026-11-09T12:00:00+00:00", events_path, os.environ["AIRFLOW_HOME"]
-    )
-    logs += _dags_test(
-        "revenue_forecast_refresh", "2026-11-09T13:00:00+00:00", events_path, os.environ["AIRFLOW_HOME"]
-    )
+    logs = dags_test("time_expense_posting", "2026-11-09T12:00:00+00:00", events_path)
+    logs += dags_test("revenue_forecast_refresh", "2026-11-09T13:00:00+00:00", events_path)
     # The billing DAG through the provider too: its invoice task's datasets and invoiceTotals facet
     # (no billing events in this firm: zero documents; the full billing chain is
     # tests/lineage/test_billing_lineage.py).
-    logs += _dags_test("billing", "2026-11-10T07:00:00+00:00", events_path, os.environ["AIRFLOW_HOME"])
+    logs += dags_test("billing", "2026-11-10T07:00:00+00:00", events_path)
     events = load_events(events_path)
     assert events, "the provider emitted nothing"
 
