@@ -20,6 +20,7 @@ from psa_erp_sync.clients.http import RetryPolicy
 from psa_erp_sync.config import Config, load_config
 from psa_erp_sync.posting import ledger
 from psa_erp_sync.posting.engine import EngineSettings, PostingEngine
+from tests.posting.test_ledger_open import assert_open_agrees
 
 pytestmark = pytest.mark.integration
 
@@ -170,7 +171,10 @@ def _plan(dsn: str, postings: list[ledger.Posting]) -> None:
 
 
 def _states(dsn: str) -> dict[str, int]:
+    """The ledger's counts by state; asserts on the way that ledger.posting_open (migration 0048)
+    lists exactly the open postings after whatever the test's pass did."""
     with psycopg.connect(dsn) as conn:
+        assert_open_agrees(conn)
         return ledger.counts(conn, "timebill")
 
 

@@ -772,7 +772,7 @@ class PostingEngine:
             # Nothing pending, sent or ambiguous (a pass with nothing to do, e.g. credit memos
             # after invoices): one count, no pool of connections, no further scans.
             with self._conn() as conn:
-                counts = ledger.counts(conn, self.record_type, target=self.target)
+                counts = ledger.open_counts(conn, self.record_type, target=self.target)
             if not any(counts.get(s, 0) for s in ledger.UNFINISHED):
                 return self._finished(counts, started)
         with self._pooled():
@@ -807,10 +807,10 @@ class PostingEngine:
         counts: dict[str, int] | None = None
         for round_no in range(first_round, self.settings.max_rounds + 1):
             self.lock_check()
-            # The ledger's counts by state: whether anything is pending and, when not, the
-            # outcome's final figures (one scan of the record type's rows, not two).
+            # The open postings' counts by state (ledger.posting_open, migration 0048: no scan of
+            # the ledger): whether anything is pending and, when not, the outcome's final figures.
             with self._conn() as conn:
-                counts = ledger.counts(conn, self.record_type, target=self.target)
+                counts = ledger.open_counts(conn, self.record_type, target=self.target)
             pending = counts.get("pending", 0)
             if not pending:
                 break
@@ -829,7 +829,7 @@ class PostingEngine:
                 )
         if counts is None:
             with self._conn() as conn:
-                counts = ledger.counts(conn, self.record_type, target=self.target)
+                counts = ledger.open_counts(conn, self.record_type, target=self.target)
         return self._finished(counts, started)
 
 

@@ -257,7 +257,43 @@ def _json_text(value: Any) -> str:
     return msgspec.json.encode(value, enc_hook=str).decode()
 
 
+#: The states whose postings ledger.posting_open lists (migration 0048): the unfinished ones and
+#: ``parked``. The readers by state below read that table when every state asked is one of these.
+OPEN = (*UNFINISHED, "parked")
+
+# The open postings of a record type, each joined to its ledger row by primary key. LATERAL with
+# OFFSET 0 keeps the join a probe per open posting whatever the statistics say (a hash join would
+# read the whole ledger of every month again, as a scan by state did before 0048).
+_OPEN_ROWS = """
+    ledger.posting_open o CROSS JOIN LATERAL (
+        SELECT {columns} FROM ledger.posting p WHERE p.idempotency_key = o.idempotency_key OFFSET 0
+    ) p
+"""
+
+
+def _opens(states: Sequence[str]) -> bool:
+    return bool(states) and set(states) <= set(OPEN)
+
+
 def in_state(
+    conn: psycopg.Connection, record_type: str, states: Sequence[str], *, target: Target | None = None
+) -> list[Posting]:
+    """Every posting of ``record_type`` in ``states``, in key order. Open states (:data:`OPEN`) are
+    read through ledger.posting_open: the cost follows what is open, not the ledger's size."""
+    if not _opens(states):
+        return _scan_in_state(conn, record_type, states, target=target)
+    where, params = _where(target)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM (SELECT p.* FROM {_OPEN_ROWS.format(columns='*')}"
+            f"    WHERE o.record_type = %s AND state = ANY(%s){where}) p"
+            " LEFT JOIN ledger.posting_payload pp USING (idempotency_key) ORDER BY idempotency_key",
+            (record_type, list(states), *params),
+        )
+        return [_posting(r) for r in cur.fetchall()]
+
+
+def _scan_in_state(
     conn: psycopg.Connection, record_type: str, states: Sequence[str], *, target: Target | None = None
 ) -> list[Posting]:
     where, params = _where(target)
@@ -282,28 +318,54 @@ def page_in_state(
 ) -> list[Posting]:
     """Up to ``limit`` postings in ``states`` with a key after ``after``, in key order: reversals
     (DELETEs of the record itself) or the other postings (upserts, correcting journals). Paging
-    through these keeps memory bounded by one page."""
+    through these keeps memory bounded by one page. Open states walk ledger.posting_open in key
+    order (its primary key), so a page costs what it returns plus the open postings it skips."""
     deletes = "(action = 'reverse' AND corrects IS NULL)"
     which = deletes if reversals else f"NOT {deletes}"
     where, params = _where(target)
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            f"SELECT {_COLUMNS} FROM ledger.posting_full WHERE record_type = %s AND state = ANY(%s)"
-            f" AND {which}{where} AND idempotency_key > %s ORDER BY idempotency_key LIMIT %s",
-            (record_type, list(states), *params, after or "", limit),
+    if _opens(states):
+        sql = (
+            f"SELECT {_COLUMNS} FROM (SELECT p.* FROM {_OPEN_ROWS.format(columns='*')}"
+            f"    WHERE o.record_type = %s AND state = ANY(%s) AND {which}{where} AND o.idempotency_key > %s"
+            "     ORDER BY o.idempotency_key LIMIT %s) p"
+            " LEFT JOIN ledger.posting_payload pp USING (idempotency_key) ORDER BY idempotency_key"
         )
+    else:
+        sql = (
+            f"SELECT {_COLUMNS} FROM ledger.posting_full WHERE record_type = %s AND state = ANY(%s)"
+            f" AND {which}{where} AND idempotency_key > %s ORDER BY idempotency_key LIMIT %s"
+        )
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql, (record_type, list(states), *params, after or "", limit))
         return [_posting(r) for r in cur.fetchall()]
 
 
 def count_in_state(
     conn: psycopg.Connection, record_type: str, states: Sequence[str], *, target: Target | None = None
 ) -> int:
+    if _opens(states):
+        return sum(n for s, n in open_counts(conn, record_type, target=target).items() if s in states)
     where, params = _where(target)
     row = conn.execute(
         f"SELECT count(*) FROM ledger.posting WHERE record_type = %s AND state = ANY(%s){where}",
         (record_type, list(states), *params),
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+def open_counts(
+    conn: psycopg.Connection, record_type: str, *, target: Target | None = None
+) -> dict[str, int]:
+    """The postings of ``record_type`` per open state (:data:`OPEN`; a state with none is absent),
+    read through ledger.posting_open (migration 0048): what :func:`counts` says of those states,
+    at a cost that follows the open postings, not the ledger."""
+    where, params = _where(target)
+    rows = conn.execute(
+        f"SELECT state, count(*) FROM {_OPEN_ROWS.format(columns='state, target_erp, erp_account, source_id')}"
+        f" WHERE o.record_type = %s{where} GROUP BY 1",
+        (record_type, *params),
+    ).fetchall()
+    return {str(s): int(n) for s, n in rows}
 
 
 def mark_sent(
