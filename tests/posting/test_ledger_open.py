@@ -98,13 +98,15 @@ def test_every_transition_keeps_the_open_postings_exact(clean_ods: str) -> None:
         conn.execute("UPDATE ledger.posting SET state = 'sent' WHERE idempotency_key = %s", (keys[0],))
         conn.execute("UPDATE ledger.posting SET state = 'pending' WHERE state = 'superseded'")
         assert_open_agrees(conn)
-        conn.execute(
-            "UPDATE ledger.posting SET idempotency_key = 'rewritten', state = 'confirmed' WHERE idempotency_key = %s",
-            (keys[7],),
-        )
-        conn.execute(
-            "UPDATE ledger.posting SET idempotency_key = 'rewritten-2' WHERE idempotency_key = %s", (keys[5],)
-        )
+        conn.commit()
+        # A key or record type is never rewritten (the open list is keyed by them).
+        for column, value in (("idempotency_key", "rewritten"), ("record_type", "expensereport")):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="never change"):
+                conn.execute(
+                    f"UPDATE ledger.posting SET {column} = %s WHERE idempotency_key = %s", (value, keys[7])
+                )
+            conn.rollback()
+        conn.execute("UPDATE ledger.posting SET idempotency_key = idempotency_key, state = 'confirmed'")
         assert_open_agrees(conn)
         conn.commit()
         assert_open_agrees(conn)

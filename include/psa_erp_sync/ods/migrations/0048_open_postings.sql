@@ -41,33 +41,34 @@ END
 $$;
 
 -- Only a posting that enters or leaves the open states is written: pending -> sent -> ambiguous
--- -> pending moves write nothing here.
+-- -> pending moves write nothing here. One join of the statement's old and new rows by key (keys
+-- and record types never change: ledger.posting_identity_fixed below).
 CREATE FUNCTION ledger.open_updated() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM new_rows n LEFT JOIN old_rows b
-                 ON b.idempotency_key = n.idempotency_key AND b.record_type = n.record_type
-               WHERE b.idempotency_key IS NULL) THEN
-        -- A key or record type rewritten in place (the code never does): the rows of every key the
-        -- statement touched are taken again from the ledger.
-        DELETE FROM ledger.posting_open o
-        WHERE o.idempotency_key IN (SELECT idempotency_key FROM old_rows UNION SELECT idempotency_key FROM new_rows);
-        INSERT INTO ledger.posting_open (record_type, idempotency_key)
-        SELECT p.record_type, p.idempotency_key FROM ledger.posting p
-        WHERE p.idempotency_key IN (SELECT idempotency_key FROM old_rows UNION SELECT idempotency_key FROM new_rows)
-          AND p.state IN ('pending', 'sent', 'ambiguous', 'parked');
-        RETURN NULL;
-    END IF;
-    DELETE FROM ledger.posting_open o USING old_rows b, new_rows n
-    WHERE n.idempotency_key = b.idempotency_key
-      AND b.state IN ('pending', 'sent', 'ambiguous', 'parked')
-      AND n.state NOT IN ('pending', 'sent', 'ambiguous', 'parked')
-      AND o.record_type = b.record_type AND o.idempotency_key = b.idempotency_key;
+    WITH moved AS MATERIALIZED (
+        SELECT n.record_type, n.idempotency_key, n.state IN ('pending', 'sent', 'ambiguous', 'parked') AS now_open
+        FROM new_rows n JOIN old_rows b ON b.idempotency_key = n.idempotency_key
+        WHERE (n.state IN ('pending', 'sent', 'ambiguous', 'parked'))
+              <> (b.state IN ('pending', 'sent', 'ambiguous', 'parked'))
+    ), settled AS (
+        DELETE FROM ledger.posting_open o USING moved m
+        WHERE NOT m.now_open AND o.record_type = m.record_type AND o.idempotency_key = m.idempotency_key
+    )
     INSERT INTO ledger.posting_open (record_type, idempotency_key)
-    SELECT n.record_type, n.idempotency_key FROM new_rows n JOIN old_rows b ON b.idempotency_key = n.idempotency_key
-    WHERE n.state IN ('pending', 'sent', 'ambiguous', 'parked')
-      AND b.state NOT IN ('pending', 'sent', 'ambiguous', 'parked');
+    SELECT record_type, idempotency_key FROM moved WHERE now_open;
     RETURN NULL;
+END
+$$;
+
+-- A posting's key and record type are its identity (the ERP's idempotency key, the open list's
+-- key): an update that would change either is refused. Row-level on those columns only: the
+-- engine's state updates never name them and never call it.
+CREATE FUNCTION ledger.refuse_identity_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'ledger.posting: the idempotency key and record type of a posting never change (%)',
+        OLD.idempotency_key USING ERRCODE = 'insufficient_privilege';
 END
 $$;
 
@@ -89,6 +90,9 @@ BEGIN
 END
 $$;
 
+CREATE TRIGGER posting_identity_fixed BEFORE UPDATE OF idempotency_key, record_type ON ledger.posting
+    FOR EACH ROW WHEN (OLD.idempotency_key IS DISTINCT FROM NEW.idempotency_key OR OLD.record_type IS DISTINCT FROM NEW.record_type)
+    EXECUTE FUNCTION ledger.refuse_identity_change();
 CREATE TRIGGER posting_open_insert AFTER INSERT ON ledger.posting
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ledger.open_inserted();
 CREATE TRIGGER posting_open_update AFTER UPDATE ON ledger.posting
