@@ -1000,7 +1000,7 @@ class _Run:
     quarantine: list[Verdict] = field(default_factory=list)
     writing: Future[ValidationResult] | None = None
     #: direct inserts of new keys left to this run (:data:`DIRECT_INSERT_SAVEPOINTS`)
-    direct_savepoints: int = DIRECT_INSERT_SAVEPOINTS
+    direct_savepoints: int = field(default_factory=lambda: DIRECT_INSERT_SAVEPOINTS)
 
     def settle(self, verdict: Verdict) -> None:
         """``verdict`` is the newest version of its record in this run."""
