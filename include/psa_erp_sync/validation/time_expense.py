@@ -1506,10 +1506,31 @@ def _copied(kind: Kind) -> str:
     return f"{', '.join(_COLUMNS[kind])}, {', '.join(_FX_COLUMNS)}, source_read_at"
 
 
+_COPY_TYPES: dict[str, list[str]] = {}
+
+
+def _copy_types(conn: psycopg.Connection, kind: Kind) -> list[str]:
+    """The types of :func:`_copied`'s columns for a binary ``COPY``, from the catalog (once per
+    process): the values travel in PostgreSQL's binary form, so neither side formats or parses
+    dates, timestamps and numerics as text. ``char(n)`` is sent as text (its binary input reads text)."""
+    if kind not in _COPY_TYPES:
+        found: dict[str, str] = dict(
+            conn.execute(
+                "SELECT attname, CASE WHEN atttypid = 'bpchar'::regtype THEN 'text' ELSE format_type(atttypid, NULL) END"
+                " FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (TABLES[kind],),
+            ).fetchall()
+        )
+        _COPY_TYPES[kind] = [found[c.strip()] for c in _copied(kind).split(",")]
+    return _COPY_TYPES[kind]
+
+
 def _copy_rows(conn: psycopg.Connection, kind: Kind, table: str, rows: list[dict[str, Any]]) -> None:
-    """``COPY`` ``rows`` into ``table`` (canonical, or the chunk's temporary twin of it)."""
+    """``COPY`` ``rows`` into ``table`` (canonical, or the chunk's temporary twin of it), binary."""
     columns = _COLUMNS[kind]
-    with conn.cursor() as cur, cur.copy(f"COPY {table} ({_copied(kind)}) FROM STDIN") as copy:
+    types = _copy_types(conn, kind)
+    with conn.cursor() as cur, cur.copy(f"COPY {table} ({_copied(kind)}) FROM STDIN (FORMAT binary)") as copy:
+        copy.set_types(types)
         for row in rows:
             # through the contract: a missing field, one it lacks or a wrong type fails here
             record = records.build(kind, {k: row[k] for k in columns})
