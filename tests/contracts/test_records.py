@@ -124,7 +124,9 @@ def test_validation_writes_v1_records(clean_ods: str) -> None:
     with psycopg.connect(clean_ods) as conn:
         result = stage_and_validate_time_entries(conn, [ENTRY], run_key="seam-v1", dag_run_id="seam-v1")
         assert result.valid == 1
-        (record,) = conn.execute("SELECT record FROM canonical.time_entry").fetchone() or (None,)
+        (record,) = conn.execute("SELECT canonical.record_v1(c) FROM canonical.time_entry c").fetchone() or (
+            None,
+        )
     parsed = v1.TimeEntry.model_validate(record)  # the published contract accepts what flows
     assert (parsed.contract_version, parsed.hours, parsed.amount_minor) == ("v1", Decimal("7.25"), 96664)
 

@@ -4,7 +4,7 @@ Conventions, the same for every model:
 
 * ``ConfigDict(strict=True, extra="forbid", frozen=True)``: no silent coercion, no unknown fields,
   immutable values. Every model carries ``contract_version: Literal["v1"] = "v1"`` so a stored
-  record (``canonical.*.record`` is JSONB) says which contract it was written under.
+  record (``canonical.record_v1(row)`` builds it as JSONB, migration 0049) says which contract it was written under.
 * Money is an integer number of minor units (``*_minor: int``, e.g. cents) plus an ISO 4217
   ``currency`` (three upper-case letters). Floats are rejected everywhere, in Python and in JSON.
 * Hours are ``Decimal`` with at most 2 decimal places (``numeric(9,2)`` in the ODS), never negative.

@@ -968,6 +968,13 @@ def _count(result: ValidationResult, verdict: Verdict) -> None:
         result.by_reason[verdict.reason_code] += 1
 
 
+#: Savepoints a run's direct inserts may take (:func:`_insert_new`, one per chunk with new keys).
+#: Past 64 subtransactions in one transaction, PostgreSQL's snapshots overflow their cache and
+#: every session's visibility checks of this run's rows read ``pg_subtrans``; chunks after the
+#: budget go through the temporary table as before.
+DIRECT_INSERT_SAVEPOINTS = 48
+
+
 @dataclass
 class _Run:
     """One validation run between its chunks: the verdicts held until written, the counts, and
@@ -992,6 +999,8 @@ class _Run:
     valid_rows: list[dict[str, Any]] = field(default_factory=list)
     quarantine: list[Verdict] = field(default_factory=list)
     writing: Future[ValidationResult] | None = None
+    #: direct inserts of new keys left to this run (:data:`DIRECT_INSERT_SAVEPOINTS`)
+    direct_savepoints: int = field(default_factory=lambda: DIRECT_INSERT_SAVEPOINTS)
 
     def settle(self, verdict: Verdict) -> None:
         """``verdict`` is the newest version of its record in this run."""
@@ -1056,7 +1065,11 @@ class _Run:
         written.valid += len(rows)
         for verdict in held:
             _count(written, verdict)
-        changed, stale = _upsert_canonical(self.conn, self.kind, rows, self.dag_run_id)
+        direct = self.direct_savepoints > 0
+        changed, stale, savepoint = _upsert_canonical(
+            self.conn, self.kind, rows, self.dag_run_id, direct=direct
+        )
+        self.direct_savepoints -= savepoint
         written.unchanged += len(rows) - changed - len(stale)
         written.stale += len(stale)
         self.write_quarantine(held)
@@ -1472,8 +1485,7 @@ def _keep_same_content_find_stale(conn: psycopg.Connection, kind: Kind) -> set[s
                    c.is_deleted AND NOT (t.source_read_at > coalesce(c.source_read_at, '-infinity')) AS stale_if_kept
             FROM tmp_{kind} t CROSS JOIN LATERAL ({_current_of(TABLES[kind])}) c
         ), kept AS (
-            UPDATE tmp_{kind} t SET version_hash = p.current_version,
-                record = jsonb_set(t.record, '{{version_hash}}', to_jsonb(p.current_version))
+            UPDATE tmp_{kind} t SET version_hash = p.current_version
             FROM probe p WHERE p.same_content AND t.ctid = p.row_id
             RETURNING t.source_system, t.source_id, t.source_updated_at, t.source_read_at
         ), seen AS (
@@ -1488,23 +1500,37 @@ def _keep_same_content_find_stale(conn: psycopg.Connection, kind: Kind) -> set[s
     return {r[0] for r in rows}
 
 
-def _upsert_canonical(
-    conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]], dag_run_id: str
-) -> tuple[int, set[str]]:
-    """Upsert rows that are newer than canonical (:func:`_newer`); audit before/after of updates.
+def _copied(kind: Kind) -> str:
+    """The columns validation writes into canonical (its ``record`` is built on read since
+    migration 0049: ``canonical.record_v1(row)``)."""
+    return f"{', '.join(_COLUMNS[kind])}, {', '.join(_FX_COLUMNS)}, source_read_at"
 
-    Returns (rows changed, source ids refused as stale: canonical already holds a newer version or
-    a later deletion)."""
-    if not rows:
-        return 0, set()
+
+_COPY_TYPES: dict[str, list[str]] = {}
+
+
+def _copy_types(conn: psycopg.Connection, kind: Kind) -> list[str]:
+    """The types of :func:`_copied`'s columns for a binary ``COPY``, from the catalog (once per
+    process): the values travel in PostgreSQL's binary form, so neither side formats or parses
+    dates, timestamps and numerics as text. ``char(n)`` is sent as text (its binary input reads text)."""
+    if kind not in _COPY_TYPES:
+        found: dict[str, str] = dict(
+            conn.execute(
+                "SELECT attname, CASE WHEN atttypid = 'bpchar'::regtype THEN 'text' ELSE format_type(atttypid, NULL) END"
+                " FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (TABLES[kind],),
+            ).fetchall()
+        )
+        _COPY_TYPES[kind] = [found[c.strip()] for c in _copied(kind).split(",")]
+    return _COPY_TYPES[kind]
+
+
+def _copy_rows(conn: psycopg.Connection, kind: Kind, table: str, rows: list[dict[str, Any]]) -> None:
+    """``COPY`` ``rows`` into ``table`` (canonical, or the chunk's temporary twin of it), binary."""
     columns = _COLUMNS[kind]
-    table = TABLES[kind]
-    conn.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS tmp_{kind} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-    )
-    conn.execute(f"TRUNCATE tmp_{kind}")
-    copied = f"{', '.join(columns)}, {', '.join(_FX_COLUMNS)}, source_read_at, record"
-    with conn.cursor() as cur, cur.copy(f"COPY tmp_{kind} ({copied}) FROM STDIN") as copy:
+    types = _copy_types(conn, kind)
+    with conn.cursor() as cur, cur.copy(f"COPY {table} ({_copied(kind)}) FROM STDIN (FORMAT binary)") as copy:
+        copy.set_types(types)
         for row in rows:
             # through the contract: a missing field, one it lacks or a wrong type fails here
             record = records.build(kind, {k: row[k] for k in columns})
@@ -1513,9 +1539,75 @@ def _upsert_canonical(
                     *msgspec.structs.astuple(record)[1:],  # the columns: the fields after contract_version
                     *[row.get(c) for c in _FX_COLUMNS],
                     row["source_read_at"],
-                    records.encode(record),
                 )
             )
+
+
+def _present(conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]]) -> set[str]:
+    """The source ids of ``rows`` that have a committed row in canonical (live or deleted): one
+    probe of the primary key each."""
+    found = conn.execute(
+        "SELECT k.source_id FROM unnest(%s::text[]) AS k(source_id)"
+        f" WHERE EXISTS (SELECT 1 FROM {TABLES[kind]} c WHERE c.source_system = %s AND c.source_id = k.source_id)",
+        ([r["source_id"] for r in rows], rows[0]["source_system"]),
+    ).fetchall()
+    return {r[0] for r in found}
+
+
+def _insert_new(conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]]) -> bool:
+    """``COPY`` rows whose keys canonical did not hold at the probe straight into canonical, in a
+    savepoint: False (nothing written) when a key arrived meanwhile (another run or the stream
+    committed it, or committed it while this waited for it), and the caller upserts them instead.
+
+    What the upsert would do for them: an insert has no before-image (no audit row), is never
+    stale and has no stored version to compare content with; ``validated_at`` is the same
+    ``now()``; the statement triggers of canonical (forecast and plan queues) fire for ``COPY``."""
+    try:
+        with conn.transaction():
+            _copy_rows(conn, kind, TABLES[kind], rows)
+    except psycopg.errors.UniqueViolation:
+        log.info("%d new %s rows met a key committed since the probe: upserted instead", len(rows), kind)
+        return False
+    return True
+
+
+def _upsert_canonical(
+    conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]], dag_run_id: str, *, direct: bool = False
+) -> tuple[int, set[str], bool]:
+    """Upsert rows that are newer than canonical (:func:`_newer`); audit before/after of updates.
+
+    ``direct``: rows whose key canonical does not hold are copied straight into it
+    (:func:`_insert_new`); the others, and all of them when that meets a concurrent insert, go
+    through the temporary table, the content and stale check and the upsert.
+
+    Returns (rows changed, source ids refused as stale: canonical already holds a newer version or
+    a later deletion, whether a savepoint of the direct insert stays in the transaction)."""
+    if not rows:
+        return 0, set(), False
+    inserted = 0
+    if direct:
+        present = _present(conn, kind, rows)
+        new = [r for r in rows if r["source_id"] not in present]
+        if new and _insert_new(conn, kind, new):
+            inserted, rows = len(new), [r for r in rows if r["source_id"] in present]
+        if not rows:
+            return inserted, set(), True
+    changed, stale = _upsert_through_temp(conn, kind, rows, dag_run_id)
+    return inserted + changed, stale, inserted > 0
+
+
+def _upsert_through_temp(
+    conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]], dag_run_id: str
+) -> tuple[int, set[str]]:
+    """The upsert of :func:`_upsert_canonical` through a temporary table."""
+    columns = _COLUMNS[kind]
+    table = TABLES[kind]
+    conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS tmp_{kind} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    conn.execute(f"TRUNCATE tmp_{kind}")
+    copied = _copied(kind)
+    _copy_rows(conn, kind, f"tmp_{kind}", rows)
     updates = ", ".join(
         f"{c} = EXCLUDED.{c}" for c in (*columns, *_FX_COLUMNS) if c not in ("source_system", "source_id")
     )
@@ -1532,7 +1624,7 @@ def _upsert_canonical(
             INSERT INTO {table} AS c ({copied}, validated_at)
             SELECT {copied}, now() FROM tmp_{kind}
             ON CONFLICT (source_system, source_id) DO UPDATE SET {updates},
-                source_read_at = EXCLUDED.source_read_at, record = EXCLUDED.record, validated_at = now()
+                source_read_at = EXCLUDED.source_read_at, record = NULL, validated_at = now()
             WHERE {_newer("EXCLUDED")}
             RETURNING c.source_id, CASE WHEN c.xmax::text <> '0' THEN to_jsonb(c.*) - 'record' END AS image
         ), audited AS (
