@@ -1,7 +1,8 @@
 """The schedule read (``inputs._schedule``: person rates as intervals in an analyzed temporary
 table) returns the rows the per-row ``coalesce(HR rate on the week start, PSA rate)`` join did:
 before HR's first rate, inside each HR interval and after the last, for a person HR does not know,
-a person the PSA extract does not have (dropped) and a project the forecast does not know (kept)."""
+a person the PSA extract does not have (dropped) and a project the forecast does not know (kept).
+The rows cross as integer codes (``pgbinary.read_arrays``); the frame equals the text rows."""
 
 from __future__ import annotations
 
@@ -60,6 +61,13 @@ def test_schedule_rates_equal_the_per_row_join(clean_ods: str) -> None:
             for project in ("p1", "p-unknown")
             for week in weeks
         ]
+        # p1 and p0 are forecast projects (their refs cross as codes), p-unknown is not (its ref
+        # crosses as text); p0 has no planned work.
+        conn.execute(
+            "INSERT INTO forecast.src_project (project_ref, practice, legal_entity, currency, billing_type,"
+            " is_active) VALUES ('p1', 'Strategy', 'LE-US1', 'USD', 'fixed_fee', true),"
+            " ('p0', 'Strategy', 'LE-US1', 'USD', 'fixed_fee', true)"
+        )
         with conn.cursor().copy("COPY forecast.src_schedule FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
@@ -71,4 +79,5 @@ def test_schedule_rates_equal_the_per_row_join(clean_ods: str) -> None:
 
     assert len(after) == 3 * 2 * 6  # user 5 is not a PSA person; the week before the as-of day is not planned
     assert set(after["cost_currency"]) == {"USD", "GBP", "EUR"}
+    assert set(after["project_ref"]) == {"p1", "p-unknown"}
     pdt.assert_frame_equal(ordered(after), ordered(before))

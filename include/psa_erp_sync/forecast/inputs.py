@@ -25,7 +25,7 @@ from psa_erp_sync.clients import psa_models
 from psa_erp_sync.clients.crm_models import ForecastChangeOrder, ForecastOpportunity
 from psa_erp_sync.contracts import records
 from psa_erp_sync.forecast import actuals as forecast_actuals
-from psa_erp_sync.forecast import billing_kpis, model
+from psa_erp_sync.forecast import billing_kpis, model, pgbinary
 from psa_erp_sync.revenue import source as revenue_source
 
 if TYPE_CHECKING:
@@ -356,24 +356,102 @@ _PERSON_RATES = f"""
     SELECT p.user_ref, h.rate_minor, h.currency, h.effective_from, h.next_from
     FROM forecast.src_person p JOIN ({_HR_RATES}) h ON h.user_ref = p.user_ref
 """
-# The planned work after the as-of date, priced at the rate on each week start.
+# Codes for the person rates' users and currencies (dense, in text order), so the schedule's
+# text columns cross as integers (``_schedule``).
+_PERSON_RATE_CODES = f"""
+    SELECT q.*, (dense_rank() OVER (ORDER BY q.user_ref) - 1)::int AS user_code,
+           (dense_rank() OVER (ORDER BY q.currency) - 1)::int AS currency_code
+    FROM ({_PERSON_RATES}) q
+"""
+# The planned work after the as-of date, priced at the rate on each week start: per row the
+# project's code in tmp_forecast_project_code (-1 for a project the forecast does not know, whose
+# ref then comes in ``unknown_ref``), the person's and the currency's codes, month, centi-hours
+# and rate.
 _SCHEDULE = f"""
-    SELECT s.project_ref, s.user_ref, {_M_YEAR.format(d="s.week_start")}, round(s.hours * 100)::bigint,
-           r.rate_minor, r.currency
+    SELECT coalesce(pc.code, -1) AS project_code, r.user_code,
+           {_M_YEAR.format(d="s.week_start")} AS month, round(s.hours * 100)::bigint AS hours_centi,
+           r.rate_minor, r.currency_code,
+           CASE WHEN pc.code IS NULL THEN s.project_ref END AS unknown_ref
     FROM forecast.src_schedule s JOIN tmp_forecast_person_rate r ON r.user_ref = s.user_ref
          AND s.week_start >= r.valid_from AND (r.valid_to IS NULL OR s.week_start < r.valid_to)
+         LEFT JOIN tmp_forecast_project_code pc ON pc.project_ref = s.project_ref
     WHERE s.week_start >= %(as_of)s
 """
+_SCHEDULE_KINDS = {
+    "project_code": "int4",
+    "user_code": "int4",
+    "month": "int4",
+    "hours_centi": "int8",
+    "rate_minor": "int8",
+    "currency_code": "int4",
+    "unknown_ref": "text",
+}
+
+
+def _decoded(codes: Any, values: list[str]) -> Any:
+    """``values[code]`` per code, as an object array of the same str objects (no string built)."""
+    import numpy as np
+
+    table = np.empty(len(values), dtype=object)
+    table[:] = values
+    return table[codes]
 
 
 def _schedule(conn: psycopg.Connection, as_of: date) -> pd.DataFrame:
-    """The resource plan after ``as_of`` with each row's cost rate and currency (see above)."""
+    """The resource plan after ``as_of`` with each row's cost rate and currency (see above). The
+    rows cross as integer arrays (:func:`pgbinary.read_arrays`): 1.8 M rows at 50k x 12 as CSV
+    cost ~2 s of client CPU (docs/performance.md, "perf-forecast3"); the text columns are decoded
+    from their codes, so the frame is the same as the rows themselves."""
+    import numpy as np
+    import pandas as pd
+
     conn.execute("DROP TABLE IF EXISTS tmp_forecast_person_rate")
-    conn.execute(f"CREATE TEMP TABLE tmp_forecast_person_rate AS {_PERSON_RATES}")
+    conn.execute(f"CREATE TEMP TABLE tmp_forecast_person_rate AS {_PERSON_RATE_CODES}")
     conn.execute("ANALYZE tmp_forecast_person_rate")
-    schedule = _frame(conn, _SCHEDULE, {"as_of": as_of}, model.SCHEDULE_COLUMNS)
+    conn.execute("DROP TABLE IF EXISTS tmp_forecast_project_code")
+    conn.execute(
+        "CREATE TEMP TABLE tmp_forecast_project_code AS SELECT project_ref,"
+        " (row_number() OVER (ORDER BY project_ref) - 1)::int AS code FROM forecast.src_project"
+    )
+    conn.execute("ANALYZE tmp_forecast_project_code")
+    rows = pgbinary.read_arrays(
+        conn, _SCHEDULE, {"as_of": as_of}, _SCHEDULE_KINDS, filters={"unknown_ref": "unknown_ref IS NOT NULL"}
+    )
+    users = _code_table(conn, "SELECT DISTINCT user_code, user_ref FROM tmp_forecast_person_rate")
+    currencies = _code_table(conn, "SELECT DISTINCT currency_code, currency FROM tmp_forecast_person_rate")
+    refs = _code_table(conn, "SELECT code, project_ref FROM tmp_forecast_project_code")
     conn.execute("DROP TABLE tmp_forecast_person_rate")
-    return schedule
+    conn.execute("DROP TABLE tmp_forecast_project_code")
+    project_code = rows["project_code"]
+    unknown = project_code < 0
+    if int(unknown.sum()) != len(rows["unknown_ref"]):
+        raise RuntimeError("schedule read: unknown project refs do not match their rows")
+    project_ref = (
+        _decoded(np.where(unknown, 0, project_code), refs)
+        if len(refs)
+        else np.empty(len(project_code), dtype=object)
+    )
+    project_ref[unknown] = rows["unknown_ref"]
+    frame = pd.DataFrame(
+        {
+            "project_ref": project_ref,
+            "user_ref": _decoded(rows["user_code"], users),
+            "month": rows["month"],
+            "hours_centi": rows["hours_centi"],
+            "cost_rate_minor": rows["rate_minor"],
+            "cost_currency": _decoded(rows["currency_code"], currencies),
+        }
+    )
+    return frame.astype(model.SCHEDULE_COLUMNS)
+
+
+def _code_table(conn: psycopg.Connection, sql: str) -> list[str]:
+    """(code, value) rows with dense codes 0..n-1 as the list of values by code."""
+    pairs = conn.execute(sql).fetchall()
+    values = [""] * len(pairs)
+    for code, value in pairs:
+        values[int(code)] = str(value)
+    return values
 
 
 def _frame(conn: psycopg.Connection, sql: str, params: Any, columns: dict[str, str]) -> pd.DataFrame:
