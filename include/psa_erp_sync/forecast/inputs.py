@@ -408,18 +408,12 @@ def _schedule(conn: psycopg.Connection, as_of: date) -> pd.DataFrame:
     conn.execute("DROP TABLE IF EXISTS tmp_forecast_person_rate")
     conn.execute(f"CREATE TEMP TABLE tmp_forecast_person_rate AS {_PERSON_RATE_CODES}")
     conn.execute("ANALYZE tmp_forecast_person_rate")
-    conn.execute("DROP TABLE IF EXISTS tmp_forecast_project_code")
-    conn.execute(
-        "CREATE TEMP TABLE tmp_forecast_project_code AS SELECT project_ref,"
-        " (row_number() OVER (ORDER BY project_ref) - 1)::int AS code FROM forecast.src_project"
-    )
-    conn.execute("ANALYZE tmp_forecast_project_code")
+    refs = _project_codes(conn)
     rows = pgbinary.read_arrays(
         conn, _SCHEDULE, {"as_of": as_of}, _SCHEDULE_KINDS, filters={"unknown_ref": "unknown_ref IS NOT NULL"}
     )
     users = _code_table(conn, "SELECT DISTINCT user_code, user_ref FROM tmp_forecast_person_rate")
     currencies = _code_table(conn, "SELECT DISTINCT currency_code, currency FROM tmp_forecast_person_rate")
-    refs = _code_table(conn, "SELECT code, project_ref FROM tmp_forecast_project_code")
     conn.execute("DROP TABLE tmp_forecast_person_rate")
     conn.execute("DROP TABLE tmp_forecast_project_code")
     project_code = rows["project_code"]
@@ -506,40 +500,145 @@ def _projects(conn: psycopg.Connection, m0: int) -> pd.DataFrame:
     return projects
 
 
-def _cost_minor(cost: pd.DataFrame, projects: pd.DataFrame, settings: ForecastSettings) -> pd.DataFrame:
-    """Cost to date per project, month and cost currency (``cost_centi``: centi-hours x rate) in
-    the project's currency (``cost_minor``), for the projects known; half-even per cell."""
-    import numpy as np
-    import pandas as pd
+_PROJECT_CODES = (
+    "CREATE TEMP TABLE tmp_forecast_project_code AS SELECT project_ref,"
+    " (row_number() OVER (ORDER BY project_ref) - 1)::int AS code FROM forecast.src_project"
+)
 
-    currency_of = projects.set_index("project_ref")["currency"]
-    cost = cost[cost["project_ref"].isin(currency_of.index)]
-    if len(cost):
-        rate = {c: model.fx_factor(c, settings)[0] for c in settings.fx_rates}
-        src = cost["cost_currency"].map(rate).to_numpy(dtype=np.int64)
-        dst = cost["project_ref"].map(currency_of).map(rate).to_numpy(dtype=np.int64)
-        cost = cost.assign(cost_minor=model.muldiv(cost["cost_centi"].to_numpy(), src, dst * 100))
-    else:
-        cost = cost.assign(cost_minor=pd.Series(dtype="int64"))
-    return cost
+
+def _project_codes(conn: psycopg.Connection) -> list[str]:
+    """(Re)create tmp_forecast_project_code (each forecast project's integer code, analyzed) and
+    return the refs by code. The caller drops it when its read is done."""
+    conn.execute("DROP TABLE IF EXISTS tmp_forecast_project_code")
+    conn.execute(_PROJECT_CODES)
+    conn.execute("ANALYZE tmp_forecast_project_code")
+    return _code_table(conn, "SELECT code, project_ref FROM tmp_forecast_project_code")
+
+
+# The actuals' cells (``forecast_actuals.read_sql``) with integer codes: the project's in
+# tmp_forecast_project_code (-1: not a forecast project, its ref in ``unknown_ref``) and the
+# currency's position in %(currencies)s ('' is revenue; -1: not there, its code in ``odd_currency``).
+_ACTUAL_CELLS = """
+    SELECT coalesce(pc.code, -1) AS project_code, c.month::int AS month,
+           coalesce(array_position(%(currencies)s::text[], c.currency::text) - 1, -1) AS currency_code,
+           c.revenue_minor::bigint AS revenue_minor, c.cost_centi::bigint AS cost_centi,
+           CASE WHEN pc.code IS NULL THEN c.project_ref END AS unknown_ref,
+           CASE WHEN array_position(%(currencies)s::text[], c.currency::text) IS NULL
+                THEN c.currency::text END AS odd_currency
+    FROM ({cells}) c LEFT JOIN tmp_forecast_project_code pc ON pc.project_ref = c.project_ref
+"""
+_ACTUAL_KINDS = {
+    "project_code": "int4",
+    "month": "int4",
+    "currency_code": "int4",
+    "revenue_minor": "int8",
+    "cost_centi": "int8",
+    "unknown_ref": "text",
+    "odd_currency": "text",
+}
+
+
+def _actual_cells(conn: psycopg.Connection, as_of: date, currencies: list[str]) -> dict[str, Any]:
+    """The actuals' cells up to ``as_of`` as integer arrays (:func:`pgbinary.read_arrays`), with
+    ``refs`` (the refs by project code; unknown projects get codes after the known ones) and
+    ``currencies`` (by currency code, odd ones after ``currencies``)."""
+    import numpy as np
+
+    refs = _project_codes(conn)
+    sql, params = forecast_actuals.read_sql(as_of)
+    cells = pgbinary.read_arrays(
+        conn,
+        _ACTUAL_CELLS.format(cells=sql),
+        {**params, "currencies": currencies},
+        _ACTUAL_KINDS,
+        filters={"unknown_ref": "unknown_ref IS NOT NULL", "odd_currency": "odd_currency IS NOT NULL"},
+    )
+    conn.execute("DROP TABLE tmp_forecast_project_code")
+    for code, extra, values, name in (
+        ("project_code", "unknown_ref", refs, "refs"),
+        ("currency_code", "odd_currency", list(currencies), "currencies"),
+    ):
+        odd = cells[code] < 0
+        if int(odd.sum()) != len(cells[extra]):
+            raise RuntimeError(f"actuals read: {extra} does not match its rows")
+        if odd.any():
+            # Codes for the values outside the table, after its own (the same value, the same code).
+            uniques, inverse = np.unique(np.array(cells[extra], dtype=object), return_inverse=True)
+            cells[code][odd] = len(values) + inverse
+            values.extend(str(u) for u in uniques)
+        cells[name] = values
+    return cells
+
+
+def _sum_cells(key: Any, values: Any) -> tuple[Any, Any]:
+    """Exact int64 sums of ``values`` per distinct ``key`` (sorted keys, their sums)."""
+    import numpy as np
+
+    order = np.argsort(key, kind="stable")
+    key, values = key[order], values[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, dtype=np.int64)
+    sums = np.add.reduceat(values, starts) if len(key) else values
+    return key[starts], np.asarray(sums, dtype=np.int64)
 
 
 def _actuals(
     conn: psycopg.Connection, as_of: date, projects: pd.DataFrame, settings: ForecastSettings
 ) -> pd.DataFrame:
-    """Posted revenue and cost to date per project and month: the incrementally kept sums
-    (:mod:`psa_erp_sync.forecast.actuals`), brought up to date first."""
+    """Posted revenue and cost to date per project and month, sorted by both: the incrementally
+    kept sums (:mod:`psa_erp_sync.forecast.actuals`), brought up to date first. Cost is converted
+    per cell (project, month, cost currency; half-even) into the project's currency, for the
+    projects known; revenue is kept for every project. The cells cross as integer codes."""
+    import numpy as np
     import pandas as pd
 
     forecast_actuals.catch_up(conn)
-    sql, params = forecast_actuals.read_sql(as_of)
-    posted, cost = forecast_actuals.split(_frame(conn, sql, params, forecast_actuals.CELL_FRAME))
-    cost = _cost_minor(cost, projects, settings)
-    revenue = posted.groupby(["project_ref", "month"])["revenue_minor"].sum()
-    costs = cost.groupby(["project_ref", "month"])["cost_minor"].sum()
-    actuals = pd.concat([revenue, costs], axis=1).fillna(0).astype("int64").reset_index()
-    actuals.columns = list(model.ACTUAL_COLUMNS)
-    return actuals
+    rate = {c: model.fx_factor(c, settings)[0] for c in settings.fx_rates}
+    cells = _actual_cells(conn, as_of, ["", *rate])
+    refs, currencies = cells["refs"], cells["currencies"]
+    pcode, month, ccode = cells["project_code"], cells["month"], cells["currency_code"]
+    is_revenue = ccode == 0
+    # Each project code's position in ``projects`` (-1: not a forecast project: no cost).
+    position = pd.Index(projects["project_ref"]).get_indexer(pd.Index(refs, dtype=object))
+    cost = ~is_revenue & (position[pcode] >= 0)
+    if cost.any():
+        odd = ccode[cost] > len(rate)
+        if odd.any():
+            raise ValueError(f"no FX rate configured for {currencies[int(ccode[cost][odd][0])]}")
+        src = np.array([0, *rate.values()], dtype=np.int64)[ccode[cost]]
+        used, at = np.unique(position[pcode[cost]], return_inverse=True)
+        to = projects["currency"].iloc[used].map(rate).to_numpy(dtype=np.int64)[at]
+        cost_minor = model.muldiv(cells["cost_centi"][cost], src, to * 100)
+    else:
+        cost_minor = np.zeros(0, dtype=np.int64)
+    width = np.int64(1 << 32)
+    rev_key, rev = _sum_cells(
+        pcode[is_revenue] * width + month[is_revenue], cells["revenue_minor"][is_revenue]
+    )
+    cost_key, costs = _sum_cells(pcode[cost] * width + month[cost], cost_minor)
+    ref_of = np.array(refs, dtype=object)
+    rank = np.empty(len(refs), dtype=np.int64)
+    rank[np.argsort(ref_of, kind="stable")] = np.arange(len(refs))
+
+    def ordered(keys: Any) -> Any:  # as pandas' groupby orders its keys: by ref (as text), then month
+        return keys[np.lexsort((keys % width, rank[keys // width]))]
+
+    # As the two sums were joined (pd.concat, outer): the revenue cells, then the cost-only ones.
+    key = np.concatenate([ordered(rev_key), ordered(np.setdiff1d(cost_key, rev_key))])
+    by_key = np.argsort(key)
+    revenue_minor = np.zeros(len(key), dtype=np.int64)
+    revenue_minor[by_key[np.searchsorted(key[by_key], rev_key)]] = rev
+    cost_out = np.zeros(len(key), dtype=np.int64)
+    cost_out[by_key[np.searchsorted(key[by_key], cost_key)]] = costs
+    frame = pd.DataFrame(
+        {
+            # The refs' dtype as pandas infers it (as the group keys were): ``str`` in pandas 3.
+            "project_ref": pd.Index(ref_of[key // width] if len(key) else np.zeros(0, dtype=object)),
+            "month": (key % width).astype(np.int64),
+            "revenue_minor": revenue_minor,
+            "cost_minor": cost_out,
+        }
+    )
+    return frame
 
 
 def load_inputs(
