@@ -356,36 +356,25 @@ _PERSON_RATES = f"""
     SELECT p.user_ref, h.rate_minor, h.currency, h.effective_from, h.next_from
     FROM forecast.src_person p JOIN ({_HR_RATES}) h ON h.user_ref = p.user_ref
 """
-# Codes for the person rates' users and currencies (dense, in text order), so the schedule's
-# text columns cross as integers (``_schedule``).
-_PERSON_RATE_CODES = f"""
-    SELECT q.*, (dense_rank() OVER (ORDER BY q.user_ref) - 1)::int AS user_code,
-           (dense_rank() OVER (ORDER BY q.currency) - 1)::int AS currency_code
-    FROM ({_PERSON_RATES}) q
-"""
-# The planned work after the as-of date, priced at the rate on each week start: per row the
-# project's code in tmp_forecast_project_code (-1 for a project the forecast does not know, whose
-# ref then comes in ``unknown_ref``), the person's and the currency's codes, month, centi-hours
-# and rate.
+# The person rates numbered (``rate_id``), so a schedule row names its rate interval (person,
+# rate, currency) by one integer (``_schedule``).
+_PERSON_RATE_IDS = f"SELECT q.*, (row_number() OVER () - 1)::bigint AS rate_id FROM ({_PERSON_RATES}) q"
+# The planned work after the as-of date, priced at the rate on each week start, packed into two
+# bigints per row (the server's cost of sending an array is per element, ~150 ns):
+# ``who`` = (project code + 1) x 2^32 + rate_id, with the code in tmp_forecast_project_code (-1
+# for a project the forecast does not know, whose ref then comes in ``unknown_ref``);
+# ``what`` = centi-hours x 2^32 + month + 2^31 (centi-hours of a numeric(9,2) >= 0: < 2^30).
 _SCHEDULE = f"""
-    SELECT coalesce(pc.code, -1) AS project_code, r.user_code,
-           {_M_YEAR.format(d="s.week_start")} AS month, round(s.hours * 100)::bigint AS hours_centi,
-           r.rate_minor, r.currency_code,
+    SELECT (coalesce(pc.code, -1) + 1) * 4294967296 + r.rate_id AS who,
+           round(s.hours * 100)::bigint * 4294967296 + ({_M_YEAR.format(d="s.week_start")} + 2147483648) AS what,
            CASE WHEN pc.code IS NULL THEN s.project_ref END AS unknown_ref
     FROM forecast.src_schedule s JOIN tmp_forecast_person_rate r ON r.user_ref = s.user_ref
          AND s.week_start >= r.valid_from AND (r.valid_to IS NULL OR s.week_start < r.valid_to)
          LEFT JOIN tmp_forecast_project_code pc ON pc.project_ref = s.project_ref
     WHERE s.week_start >= %(as_of)s
 """
-_SCHEDULE_KINDS = {
-    "project_code": "int4",
-    "user_code": "int4",
-    "month": "int4",
-    "hours_centi": "int8",
-    "rate_minor": "int8",
-    "currency_code": "int4",
-    "unknown_ref": "text",
-}
+_SCHEDULE_KINDS = {"who": "int8", "what": "int8", "unknown_ref": "text"}
+_LOW32 = 0xFFFFFFFF
 
 
 def _decoded(codes: Any, values: list[str]) -> Any:
@@ -399,41 +388,42 @@ def _decoded(codes: Any, values: list[str]) -> Any:
 
 def _schedule(conn: psycopg.Connection, as_of: date) -> pd.DataFrame:
     """The resource plan after ``as_of`` with each row's cost rate and currency (see above). The
-    rows cross as integer arrays (:func:`pgbinary.read_arrays`): 1.8 M rows at 50k x 12 as CSV
-    cost ~2 s of client CPU (docs/performance.md, "perf-forecast3"); the text columns are decoded
-    from their codes, so the frame is the same as the rows themselves."""
+    rows cross as packed integer arrays (:func:`pgbinary.read_arrays`): 1.8 M rows at 50k x 12 as
+    CSV cost ~1-2 s of client CPU (docs/performance.md, "perf-forecast3"); the text columns are
+    decoded from their codes, so the frame is the same as the rows themselves."""
     import numpy as np
     import pandas as pd
 
     conn.execute("DROP TABLE IF EXISTS tmp_forecast_person_rate")
-    conn.execute(f"CREATE TEMP TABLE tmp_forecast_person_rate AS {_PERSON_RATE_CODES}")
+    conn.execute(f"CREATE TEMP TABLE tmp_forecast_person_rate AS {_PERSON_RATE_IDS}")
     conn.execute("ANALYZE tmp_forecast_person_rate")
     refs = _project_codes(conn)
     rows = pgbinary.read_arrays(
         conn, _SCHEDULE, {"as_of": as_of}, _SCHEDULE_KINDS, filters={"unknown_ref": "unknown_ref IS NOT NULL"}
     )
-    users = _code_table(conn, "SELECT DISTINCT user_code, user_ref FROM tmp_forecast_person_rate")
-    currencies = _code_table(conn, "SELECT DISTINCT currency_code, currency FROM tmp_forecast_person_rate")
+    rates = conn.execute(
+        "SELECT rate_id, user_ref, rate_minor, currency FROM tmp_forecast_person_rate"
+    ).fetchall()
     conn.execute("DROP TABLE tmp_forecast_person_rate")
     conn.execute("DROP TABLE tmp_forecast_project_code")
-    project_code = rows["project_code"]
+    by_id = sorted(rates, key=lambda r: int(r[0]))
+    if [int(r[0]) for r in by_id] != list(range(len(by_id))):
+        raise RuntimeError("schedule read: rate ids are not dense")
+    who, what = rows["who"], rows["what"]
+    project_code, rate_id = (who >> 32) - 1, who & _LOW32
     unknown = project_code < 0
     if int(unknown.sum()) != len(rows["unknown_ref"]):
         raise RuntimeError("schedule read: unknown project refs do not match their rows")
-    project_ref = (
-        _decoded(np.where(unknown, 0, project_code), refs)
-        if len(refs)
-        else np.empty(len(project_code), dtype=object)
-    )
+    project_ref = _decoded(np.maximum(project_code, 0), refs or [""])
     project_ref[unknown] = rows["unknown_ref"]
     frame = pd.DataFrame(
         {
             "project_ref": project_ref,
-            "user_ref": _decoded(rows["user_code"], users),
-            "month": rows["month"],
-            "hours_centi": rows["hours_centi"],
-            "cost_rate_minor": rows["rate_minor"],
-            "cost_currency": _decoded(rows["currency_code"], currencies),
+            "user_ref": _decoded(rate_id, [str(r[1]) for r in by_id]),
+            "month": (what & _LOW32) - 2**31,
+            "hours_centi": what >> 32,
+            "cost_rate_minor": np.array([int(r[2]) for r in by_id], dtype=np.int64)[rate_id],
+            "cost_currency": _decoded(rate_id, [str(r[3]) for r in by_id]),
         }
     )
     return frame.astype(model.SCHEDULE_COLUMNS)
@@ -515,56 +505,61 @@ def _project_codes(conn: psycopg.Connection) -> list[str]:
     return _code_table(conn, "SELECT code, project_ref FROM tmp_forecast_project_code")
 
 
-# The actuals' cells (``forecast_actuals.read_sql``) with integer codes: the project's in
-# tmp_forecast_project_code (-1: not a forecast project, its ref in ``unknown_ref``) and the
-# currency's position in %(currencies)s ('' is revenue; -1: not there, its code in ``odd_currency``).
+# The actuals' cells (``forecast_actuals.read_sql``) packed into integers: ``key`` = (project code
+# in tmp_forecast_project_code + 1) x 256 + currency code (0 for '', revenue; its position in the
+# configured currencies; 255 when not there, its code then in ``odd_currency``), ``amount`` (the
+# cell's revenue_minor for revenue, cost_centi for cost: what ``forecast_actuals.split`` takes).
+# A project the forecast does not know has code -1 and its ref in ``unknown_ref``.
 _ACTUAL_CELLS = """
-    SELECT coalesce(pc.code, -1) AS project_code, c.month::int AS month,
-           coalesce(array_position(%(currencies)s::text[], c.currency::text) - 1, -1) AS currency_code,
-           c.revenue_minor::bigint AS revenue_minor, c.cost_centi::bigint AS cost_centi,
+    SELECT (coalesce(pc.code, -1) + 1)::bigint * 256 + {currency_code} AS key, c.month::int AS month,
+           (CASE WHEN c.currency = '' THEN c.revenue_minor ELSE c.cost_centi END)::bigint AS amount,
            CASE WHEN pc.code IS NULL THEN c.project_ref END AS unknown_ref,
-           CASE WHEN array_position(%(currencies)s::text[], c.currency::text) IS NULL
-                THEN c.currency::text END AS odd_currency
+           CASE WHEN {currency_code} = 255 THEN c.currency::text END AS odd_currency
     FROM ({cells}) c LEFT JOIN tmp_forecast_project_code pc ON pc.project_ref = c.project_ref
 """
 _ACTUAL_KINDS = {
-    "project_code": "int4",
+    "key": "int8",
     "month": "int4",
-    "currency_code": "int4",
-    "revenue_minor": "int8",
-    "cost_centi": "int8",
+    "amount": "int8",
     "unknown_ref": "text",
     "odd_currency": "text",
 }
 
 
 def _actual_cells(conn: psycopg.Connection, as_of: date, currencies: list[str]) -> dict[str, Any]:
-    """The actuals' cells up to ``as_of`` as integer arrays (:func:`pgbinary.read_arrays`), with
-    ``refs`` (the refs by project code; unknown projects get codes after the known ones) and
-    ``currencies`` (by currency code, odd ones after ``currencies``)."""
+    """The actuals' cells up to ``as_of`` as integer arrays (:func:`pgbinary.read_arrays`):
+    ``project_code`` (unknown projects get codes after the known ones), ``currency_code`` (odd
+    ones after ``currencies``), ``month``, ``amount``; with ``refs`` (the refs by project code)
+    and ``currencies`` (by currency code)."""
     import numpy as np
 
+    if len(currencies) > 255:
+        raise ValueError("more than 254 configured currencies")
     refs = _project_codes(conn)
     sql, params = forecast_actuals.read_sql(as_of)
+    names = {f"currency_{i}": c for i, c in enumerate(currencies)}
+    code = " ".join(f"WHEN %({n})s THEN {i}" for i, n in enumerate(names))
     cells = pgbinary.read_arrays(
         conn,
-        _ACTUAL_CELLS.format(cells=sql),
-        {**params, "currencies": currencies},
+        _ACTUAL_CELLS.format(cells=sql, currency_code=f"(CASE c.currency::text {code} ELSE 255 END)"),
+        {**params, **names},
         _ACTUAL_KINDS,
         filters={"unknown_ref": "unknown_ref IS NOT NULL", "odd_currency": "odd_currency IS NOT NULL"},
     )
     conn.execute("DROP TABLE tmp_forecast_project_code")
-    for code, extra, values, name in (
+    cells["project_code"], cells["currency_code"] = (cells["key"] >> 8) - 1, cells["key"] & 255
+    cells["currency_code"][cells["currency_code"] == 255] = -1
+    for code_of, extra, values, name in (
         ("project_code", "unknown_ref", refs, "refs"),
         ("currency_code", "odd_currency", list(currencies), "currencies"),
     ):
-        odd = cells[code] < 0
+        odd = cells[code_of] < 0
         if int(odd.sum()) != len(cells[extra]):
             raise RuntimeError(f"actuals read: {extra} does not match its rows")
         if odd.any():
             # Codes for the values outside the table, after its own (the same value, the same code).
             uniques, inverse = np.unique(np.array(cells[extra], dtype=object), return_inverse=True)
-            cells[code][odd] = len(values) + inverse
+            cells[code_of][odd] = len(values) + inverse
             values.extend(str(u) for u in uniques)
         cells[name] = values
     return cells
@@ -595,7 +590,8 @@ def _actuals(
     rate = {c: model.fx_factor(c, settings)[0] for c in settings.fx_rates}
     cells = _actual_cells(conn, as_of, ["", *rate])
     refs, currencies = cells["refs"], cells["currencies"]
-    pcode, month, ccode = cells["project_code"], cells["month"], cells["currency_code"]
+    pcode, ccode = cells["project_code"], cells["currency_code"]
+    month = cells["month"] + 2**31  # >= 0: the low 32 bits of a cell's key
     is_revenue = ccode == 0
     # Each project code's position in ``projects`` (-1: not a forecast project: no cost).
     position = pd.Index(projects["project_ref"]).get_indexer(pd.Index(refs, dtype=object))
@@ -607,15 +603,14 @@ def _actuals(
         src = np.array([0, *rate.values()], dtype=np.int64)[ccode[cost]]
         used, at = np.unique(position[pcode[cost]], return_inverse=True)
         to = projects["currency"].iloc[used].map(rate).to_numpy(dtype=np.int64)[at]
-        cost_minor = model.muldiv(cells["cost_centi"][cost], src, to * 100)
+        cost_minor = model.muldiv(cells["amount"][cost], src, to * 100)
     else:
         cost_minor = np.zeros(0, dtype=np.int64)
     width = np.int64(1 << 32)
-    rev_key, rev = _sum_cells(
-        pcode[is_revenue] * width + month[is_revenue], cells["revenue_minor"][is_revenue]
-    )
+    rev_key, rev = _sum_cells(pcode[is_revenue] * width + month[is_revenue], cells["amount"][is_revenue])
     cost_key, costs = _sum_cells(pcode[cost] * width + month[cost], cost_minor)
-    ref_of = np.array(refs, dtype=object)
+    ref_of = np.empty(len(refs), dtype=object)
+    ref_of[:] = refs
     rank = np.empty(len(refs), dtype=np.int64)
     rank[np.argsort(ref_of, kind="stable")] = np.arange(len(refs))
 
@@ -633,7 +628,7 @@ def _actuals(
         {
             # The refs' dtype as pandas infers it (as the group keys were): ``str`` in pandas 3.
             "project_ref": pd.Index(ref_of[key // width] if len(key) else np.zeros(0, dtype=object)),
-            "month": (key % width).astype(np.int64),
+            "month": (key % width - 2**31).astype(np.int64),
             "revenue_minor": revenue_minor,
             "cost_minor": cost_out,
         }
