@@ -601,8 +601,12 @@ def _actuals(
         if odd.any():
             raise ValueError(f"no FX rate configured for {currencies[int(ccode[cost][odd][0])]}")
         src = np.array([0, *rate.values()], dtype=np.int64)[ccode[cost]]
-        used, at = np.unique(position[pcode[cost]], return_inverse=True)
-        to = projects["currency"].iloc[used].map(rate).to_numpy(dtype=np.int64)[at]
+        # The project's currency's rate; -1 (no rate) fails below only for a project with cost.
+        p_codes, p_currencies = pd.factorize(projects["currency"].to_numpy(dtype=object))
+        p_rate = np.array([rate.get(str(c), -1) for c in p_currencies], dtype=np.int64)[p_codes]
+        to = p_rate[position[pcode[cost]]]
+        if (to < 0).any():
+            raise ValueError("no FX rate configured for a project's currency")
         cost_minor = model.muldiv(cells["amount"][cost], src, to * 100)
     else:
         cost_minor = np.zeros(0, dtype=np.int64)
@@ -618,7 +622,8 @@ def _actuals(
         return keys[np.lexsort((keys % width, rank[keys // width]))]
 
     # As the two sums were joined (pd.concat, outer): the revenue cells, then the cost-only ones.
-    key = np.concatenate([ordered(rev_key), ordered(np.setdiff1d(cost_key, rev_key))])
+    cost_only = cost_key[~np.isin(cost_key, rev_key, assume_unique=True)]
+    key = np.concatenate([ordered(rev_key), ordered(cost_only)])
     by_key = np.argsort(key)
     revenue_minor = np.zeros(len(key), dtype=np.int64)
     revenue_minor[by_key[np.searchsorted(key[by_key], rev_key)]] = rev
