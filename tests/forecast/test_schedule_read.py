@@ -81,3 +81,38 @@ def test_schedule_rates_equal_the_per_row_join(clean_ods: str) -> None:
     assert set(after["cost_currency"]) == {"USD", "GBP", "EUR"}
     assert set(after["project_ref"]) == {"p1", "p-unknown"}
     pdt.assert_frame_equal(ordered(after), ordered(before))
+
+
+def test_the_schedule_read_aside_sees_what_the_connection_sees(
+    clean_ods: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``load_inputs`` reads the schedule on a second connection only while its own transaction
+    has written nothing (READ COMMITTED): then both see the same committed rows; after a write
+    of its own (uncommitted, invisible to another connection) it reads the schedule itself."""
+    from psa_erp_sync.forecast.settings import load_forecast_settings
+
+    settings = load_forecast_settings()
+    aside: list[bool] = []
+    real = inputs._schedule_aside
+
+    def spy(conn: psycopg.Connection, as_of: date) -> object:
+        pending = real(conn, as_of)
+        aside.append(pending is not None)
+        return pending
+
+    monkeypatch.setattr(inputs, "_schedule_aside", spy)
+    with psycopg.connect(clean_ods) as conn:
+        conn.execute("INSERT INTO forecast.src_person VALUES ('7', 'LE-US1', 'USD', true, 144000, 5000)")
+        conn.execute(
+            "INSERT INTO forecast.src_project (project_ref, practice, legal_entity, currency, billing_type,"
+            " is_active) VALUES ('p1', 'Strategy', 'LE-US1', 'USD', 'fixed_fee', true)"
+        )
+        conn.execute("INSERT INTO forecast.src_schedule VALUES ('s1', '7', 'p1', '2026-12-07', 7.5)")
+        conn.commit()
+        first = inputs.load_inputs(conn, as_of=AS_OF, settings=settings, prior_snapshot_id=None).schedule
+        conn.rollback()
+        conn.execute("INSERT INTO forecast.src_schedule VALUES ('s2', '7', 'p1', '2026-12-14', 2.5)")
+        second = inputs.load_inputs(conn, as_of=AS_OF, settings=settings, prior_snapshot_id=None).schedule
+    assert aside == [True, False]
+    assert first["hours_centi"].tolist() == [750]
+    assert sorted(second["hours_centi"].tolist()) == [250, 750]  # its own uncommitted row too

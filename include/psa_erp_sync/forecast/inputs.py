@@ -29,6 +29,8 @@ from psa_erp_sync.forecast import billing_kpis, model, pgbinary
 from psa_erp_sync.revenue import source as revenue_source
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import pandas as pd
     import psycopg
 
@@ -647,6 +649,7 @@ def load_inputs(
     """The model's inputs as known at ``as_of``: actuals up to it, plans and pipeline after it."""
     m0 = model.month_index(as_of)
     m_year = _M_YEAR
+    pending = _schedule_aside(conn, as_of)
     projects = _projects(conn, m0)
     # Billed to date from the ERP's invoices and credit memos once they are read back; before
     # that billing is unknown and the model keeps its schedule-based assumptions.
@@ -655,7 +658,7 @@ def load_inputs(
         projects["billed_minor"] = billing_kpis.billed_per_project(conn, as_of, projects, settings).to_numpy()
     actuals = _actuals(conn, as_of, projects, settings)
 
-    schedule = _schedule(conn, as_of)
+    schedule = pending.result() if pending is not None else _schedule(conn, as_of)
     capacity = _capacity(conn, as_of, settings.horizon_months)
     milestones = _frame(
         conn,
@@ -701,6 +704,34 @@ def load_inputs(
         journaled=revenue_source.journaled_revenue(conn, m0),
         billed_from_erp=billed_from_erp,
     )
+
+
+def _schedule_aside(conn: psycopg.Connection, as_of: date) -> Future[pd.DataFrame] | None:
+    """The schedule read started on a second connection (a thread), so the server prices the plan
+    while this connection reads and catches up the actuals; None (read it here, in turn) unless
+    that second connection sees exactly what ``conn`` would: ``conn``'s transaction has written
+    nothing yet (no transaction id) and is READ COMMITTED, where each statement reads what is
+    committed when it starts either way."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from psa_erp_sync.ods import connections
+
+    row = conn.execute(
+        "SELECT pg_current_xact_id_if_assigned() IS NULL AND current_setting('transaction_isolation')"
+        " = 'read committed'"
+    ).fetchone()
+    if not (row and row[0]):
+        return None
+
+    def read() -> pd.DataFrame:
+        with connections.connect_like(conn) as aside:
+            return _schedule(aside, as_of)
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forecast-schedule")
+    try:
+        return pool.submit(read)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _capacity(conn: psycopg.Connection, as_of: date, horizon: int) -> pd.DataFrame:
