@@ -111,8 +111,12 @@ def test_the_schedule_read_aside_sees_what_the_connection_sees(
         conn.commit()
         first = inputs.load_inputs(conn, as_of=AS_OF, settings=settings, prior_snapshot_id=None).schedule
         conn.rollback()
+        conn.execute("LOCK TABLE forecast.src_schedule IN SHARE ROW EXCLUSIVE MODE")  # no xid: held
+        locked = inputs.load_inputs(conn, as_of=AS_OF, settings=settings, prior_snapshot_id=None).schedule
+        conn.rollback()
         conn.execute("INSERT INTO forecast.src_schedule VALUES ('s2', '7', 'p1', '2026-12-14', 2.5)")
         second = inputs.load_inputs(conn, as_of=AS_OF, settings=settings, prior_snapshot_id=None).schedule
-    assert aside == [True, False]
+    assert aside == [True, False, False]
+    assert locked["hours_centi"].tolist() == [750]
     assert first["hours_centi"].tolist() == [750]
     assert sorted(second["hours_centi"].tolist()) == [250, 750]  # its own uncommitted row too

@@ -711,14 +711,17 @@ def _schedule_aside(conn: psycopg.Connection, as_of: date) -> Future[pd.DataFram
     while this connection reads and catches up the actuals; None (read it here, in turn) unless
     that second connection sees exactly what ``conn`` would: ``conn``'s transaction has written
     nothing yet (no transaction id) and is READ COMMITTED, where each statement reads what is
-    committed when it starts either way."""
+    committed when it starts either way; and it holds no table lock stronger than a read's (a
+    ``LOCK TABLE`` takes no transaction id, and the second connection would wait for it while
+    this one waits for the second: a deadlock PostgreSQL cannot see)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from psa_erp_sync.ods import connections
 
     row = conn.execute(
         "SELECT pg_current_xact_id_if_assigned() IS NULL AND current_setting('transaction_isolation')"
-        " = 'read committed'"
+        " = 'read committed' AND NOT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid()"
+        " AND locktype = 'relation' AND mode <> 'AccessShareLock')"
     ).fetchone()
     if not (row and row[0]):
         return None
