@@ -510,7 +510,7 @@ def _project_codes(conn: psycopg.Connection) -> list[str]:
 # The actuals' cells (``forecast_actuals.read_sql``) packed into integers: ``key`` = (project code
 # in tmp_forecast_project_code + 1) x 256 + currency code (0 for '', revenue; its position in the
 # configured currencies; 255 when not there, its code then in ``odd_currency``), ``amount`` (the
-# cell's revenue_minor for revenue, cost_centi for cost: what ``forecast_actuals.split`` takes).
+# cell's revenue_minor for revenue, cost_centi for cost).
 # A project the forecast does not know has code -1 and its ref in ``unknown_ref``.
 _ACTUAL_CELLS = """
     SELECT (coalesce(pc.code, -1) + 1)::bigint * 256 + {currency_code} AS key, c.month::int AS month,
