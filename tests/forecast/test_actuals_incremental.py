@@ -208,6 +208,30 @@ def _stored(conn: psycopg.Connection) -> tuple[list[Any], list[Any]]:
     return sources, cells
 
 
+def test_no_actuals_and_cost_only_equal_the_full_derivation(clean_ods: str) -> None:
+    """The read's edges (its cells cross as integer codes): nothing at all, then cost only."""
+    import pandas.testing as pdt
+
+    settings = load_forecast_settings()
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO forecast.src_project (project_ref, practice, legal_entity, currency, billing_type,"
+            " is_active) VALUES ('P1', 'Strategy', 'LE-US1', 'USD', 'fixed_fee', true)"
+        )
+        projects = _projects(conn)
+        for step in ("empty", "cost only"):
+            if step == "cost only":
+                conn.execute(
+                    "INSERT INTO forecast.src_person (user_ref, legal_entity, currency, is_active,"
+                    " weekly_capacity_seconds, cost_rate_minor) VALUES ('1', 'LE-US1', 'GBP', true, 144000, 5000)"
+                )
+                _time(conn, "t1", "P1", "2026-09-10", "1", "2.50")
+            got = inputs._actuals(conn, date(2026, 11, 9), projects, settings)
+            expected = full_derivation(conn, date(2026, 11, 9), projects, settings)
+            pdt.assert_frame_equal(got, expected, obj=step)
+            assert len(got) == (0 if step == "empty" else 1)
+
+
 def test_incremental_actuals_equal_the_full_derivation(clean_ods: str) -> None:
     settings = load_forecast_settings()
     with psycopg.connect(clean_ods, autocommit=True) as conn:

@@ -1,7 +1,8 @@
 """The schedule read (``inputs._schedule``: person rates as intervals in an analyzed temporary
 table) returns the rows the per-row ``coalesce(HR rate on the week start, PSA rate)`` join did:
 before HR's first rate, inside each HR interval and after the last, for a person HR does not know,
-a person the PSA extract does not have (dropped) and a project the forecast does not know (kept)."""
+a person the PSA extract does not have (dropped) and a project the forecast does not know (kept).
+The rows cross as integer codes (``pgbinary.read_arrays``); the frame equals the text rows."""
 
 from __future__ import annotations
 
@@ -60,6 +61,13 @@ def test_schedule_rates_equal_the_per_row_join(clean_ods: str) -> None:
             for project in ("p1", "p-unknown")
             for week in weeks
         ]
+        # p1 and p0 are forecast projects (their refs cross as codes), p-unknown is not (its ref
+        # crosses as text); p0 has no planned work.
+        conn.execute(
+            "INSERT INTO forecast.src_project (project_ref, practice, legal_entity, currency, billing_type,"
+            " is_active) VALUES ('p1', 'Strategy', 'LE-US1', 'USD', 'fixed_fee', true),"
+            " ('p0', 'Strategy', 'LE-US1', 'USD', 'fixed_fee', true)"
+        )
         with conn.cursor().copy("COPY forecast.src_schedule FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
@@ -71,4 +79,44 @@ def test_schedule_rates_equal_the_per_row_join(clean_ods: str) -> None:
 
     assert len(after) == 3 * 2 * 6  # user 5 is not a PSA person; the week before the as-of day is not planned
     assert set(after["cost_currency"]) == {"USD", "GBP", "EUR"}
+    assert set(after["project_ref"]) == {"p1", "p-unknown"}
     pdt.assert_frame_equal(ordered(after), ordered(before))
+
+
+def test_the_schedule_read_aside_sees_what_the_connection_sees(
+    clean_ods: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``load_inputs`` reads the schedule on a second connection only while its own transaction
+    has written nothing (READ COMMITTED): then both see the same committed rows; after a write
+    of its own (uncommitted, invisible to another connection) it reads the schedule itself."""
+    from psa_erp_sync.forecast.settings import load_forecast_settings
+
+    settings = load_forecast_settings()
+    aside: list[bool] = []
+    real = inputs._schedule_aside
+
+    def spy(conn: psycopg.Connection, as_of: date) -> object:
+        pending = real(conn, as_of)
+        aside.append(pending is not None)
+        return pending
+
+    monkeypatch.setattr(inputs, "_schedule_aside", spy)
+    with psycopg.connect(clean_ods) as conn:
+        conn.execute("INSERT INTO forecast.src_person VALUES ('7', 'LE-US1', 'USD', true, 144000, 5000)")
+        conn.execute(
+            "INSERT INTO forecast.src_project (project_ref, practice, legal_entity, currency, billing_type,"
+            " is_active) VALUES ('p1', 'Strategy', 'LE-US1', 'USD', 'fixed_fee', true)"
+        )
+        conn.execute("INSERT INTO forecast.src_schedule VALUES ('s1', '7', 'p1', '2026-12-07', 7.5)")
+        conn.commit()
+        first = inputs.load_inputs(conn, as_of=AS_OF, settings=settings, prior_snapshot_id=None).schedule
+        conn.rollback()
+        conn.execute("LOCK TABLE forecast.src_schedule IN SHARE ROW EXCLUSIVE MODE")  # no xid: held
+        locked = inputs.load_inputs(conn, as_of=AS_OF, settings=settings, prior_snapshot_id=None).schedule
+        conn.rollback()
+        conn.execute("INSERT INTO forecast.src_schedule VALUES ('s2', '7', 'p1', '2026-12-14', 2.5)")
+        second = inputs.load_inputs(conn, as_of=AS_OF, settings=settings, prior_snapshot_id=None).schedule
+    assert aside == [True, False, False]
+    assert locked["hours_centi"].tolist() == [750]
+    assert first["hours_centi"].tolist() == [750]
+    assert sorted(second["hours_centi"].tolist()) == [250, 750]  # its own uncommitted row too

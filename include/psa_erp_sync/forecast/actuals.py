@@ -25,7 +25,6 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import pandas as pd
     import psycopg
 
 log = logging.getLogger(__name__)
@@ -324,11 +323,3 @@ def read_sql(as_of: date) -> tuple[str, dict[str, Any]]:
         WHERE month = %(m)s AND spent_date <= %(as_of)s AND cost_currency IS NOT NULL GROUP BY 1, 2, 3
     """
     return sql, {"m": m, "as_of": as_of}
-
-
-def split(cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`read_sql`'s cells as (revenue: project_ref, month, revenue_minor; cost: project_ref,
-    month, cost_currency, cost_centi), the frames the full derivation's queries returned."""
-    revenue = cells.loc[cells["currency"] == "", ["project_ref", "month", "revenue_minor"]]
-    cost = cells.loc[cells["currency"] != "", ["project_ref", "month", "currency", "cost_centi"]]
-    return revenue, cost.rename(columns={"currency": "cost_currency"})

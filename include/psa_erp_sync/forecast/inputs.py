@@ -25,10 +25,12 @@ from psa_erp_sync.clients import psa_models
 from psa_erp_sync.clients.crm_models import ForecastChangeOrder, ForecastOpportunity
 from psa_erp_sync.contracts import records
 from psa_erp_sync.forecast import actuals as forecast_actuals
-from psa_erp_sync.forecast import billing_kpis, model
+from psa_erp_sync.forecast import billing_kpis, model, pgbinary
 from psa_erp_sync.revenue import source as revenue_source
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import pandas as pd
     import psycopg
 
@@ -356,24 +358,86 @@ _PERSON_RATES = f"""
     SELECT p.user_ref, h.rate_minor, h.currency, h.effective_from, h.next_from
     FROM forecast.src_person p JOIN ({_HR_RATES}) h ON h.user_ref = p.user_ref
 """
-# The planned work after the as-of date, priced at the rate on each week start.
+# The person rates numbered (``rate_id``), so a schedule row names its rate interval (person,
+# rate, currency) by one integer (``_schedule``).
+_PERSON_RATE_IDS = f"SELECT q.*, (row_number() OVER () - 1)::bigint AS rate_id FROM ({_PERSON_RATES}) q"
+# The planned work after the as-of date, priced at the rate on each week start, packed into two
+# bigints per row (the server's cost of sending an array is per element, ~150 ns):
+# ``who`` = (project code + 1) x 2^32 + rate_id, with the code in tmp_forecast_project_code (-1
+# for a project the forecast does not know, whose ref then comes in ``unknown_ref``);
+# ``what`` = centi-hours x 2^32 + month + 2^31 (centi-hours of a numeric(9,2) >= 0: < 2^30).
 _SCHEDULE = f"""
-    SELECT s.project_ref, s.user_ref, {_M_YEAR.format(d="s.week_start")}, round(s.hours * 100)::bigint,
-           r.rate_minor, r.currency
+    SELECT (coalesce(pc.code, -1) + 1) * 4294967296 + r.rate_id AS who,
+           round(s.hours * 100)::bigint * 4294967296 + ({_M_YEAR.format(d="s.week_start")} + 2147483648) AS what,
+           CASE WHEN pc.code IS NULL THEN s.project_ref END AS unknown_ref
     FROM forecast.src_schedule s JOIN tmp_forecast_person_rate r ON r.user_ref = s.user_ref
          AND s.week_start >= r.valid_from AND (r.valid_to IS NULL OR s.week_start < r.valid_to)
+         LEFT JOIN tmp_forecast_project_code pc ON pc.project_ref = s.project_ref
     WHERE s.week_start >= %(as_of)s
 """
+_SCHEDULE_KINDS = {"who": "int8", "what": "int8", "unknown_ref": "text"}
+_LOW32 = 0xFFFFFFFF
+
+
+def _decoded(codes: Any, values: list[str]) -> Any:
+    """``values[code]`` per code, as an object array of the same str objects (no string built)."""
+    import numpy as np
+
+    table = np.empty(len(values), dtype=object)
+    table[:] = values
+    return table[codes]
 
 
 def _schedule(conn: psycopg.Connection, as_of: date) -> pd.DataFrame:
-    """The resource plan after ``as_of`` with each row's cost rate and currency (see above)."""
+    """The resource plan after ``as_of`` with each row's cost rate and currency (see above). The
+    rows cross as packed integer arrays (:func:`pgbinary.read_arrays`): 1.8 M rows at 50k x 12 as
+    CSV cost ~1-2 s of client CPU (docs/performance.md, "perf-forecast3"); the text columns are
+    decoded from their codes, so the frame is the same as the rows themselves."""
+    import numpy as np
+    import pandas as pd
+
     conn.execute("DROP TABLE IF EXISTS tmp_forecast_person_rate")
-    conn.execute(f"CREATE TEMP TABLE tmp_forecast_person_rate AS {_PERSON_RATES}")
+    conn.execute(f"CREATE TEMP TABLE tmp_forecast_person_rate AS {_PERSON_RATE_IDS}")
     conn.execute("ANALYZE tmp_forecast_person_rate")
-    schedule = _frame(conn, _SCHEDULE, {"as_of": as_of}, model.SCHEDULE_COLUMNS)
+    refs = _project_codes(conn)
+    rows = pgbinary.read_arrays(
+        conn, _SCHEDULE, {"as_of": as_of}, _SCHEDULE_KINDS, filters={"unknown_ref": "unknown_ref IS NOT NULL"}
+    )
+    rates = conn.execute(
+        "SELECT rate_id, user_ref, rate_minor, currency FROM tmp_forecast_person_rate"
+    ).fetchall()
     conn.execute("DROP TABLE tmp_forecast_person_rate")
-    return schedule
+    conn.execute("DROP TABLE tmp_forecast_project_code")
+    by_id = sorted(rates, key=lambda r: int(r[0]))
+    if [int(r[0]) for r in by_id] != list(range(len(by_id))):
+        raise RuntimeError("schedule read: rate ids are not dense")
+    who, what = rows["who"], rows["what"]
+    project_code, rate_id = (who >> 32) - 1, who & _LOW32
+    unknown = project_code < 0
+    if int(unknown.sum()) != len(rows["unknown_ref"]):
+        raise RuntimeError("schedule read: unknown project refs do not match their rows")
+    project_ref = _decoded(np.maximum(project_code, 0), refs or [""])
+    project_ref[unknown] = rows["unknown_ref"]
+    frame = pd.DataFrame(
+        {
+            "project_ref": project_ref,
+            "user_ref": _decoded(rate_id, [str(r[1]) for r in by_id]),
+            "month": (what & _LOW32) - 2**31,
+            "hours_centi": what >> 32,
+            "cost_rate_minor": np.array([int(r[2]) for r in by_id], dtype=np.int64)[rate_id],
+            "cost_currency": _decoded(rate_id, [str(r[3]) for r in by_id]),
+        }
+    )
+    return frame.astype(model.SCHEDULE_COLUMNS)
+
+
+def _code_table(conn: psycopg.Connection, sql: str) -> list[str]:
+    """(code, value) rows with dense codes 0..n-1 as the list of values by code."""
+    pairs = conn.execute(sql).fetchall()
+    values = [""] * len(pairs)
+    for code, value in pairs:
+        values[int(code)] = str(value)
+    return values
 
 
 def _frame(conn: psycopg.Connection, sql: str, params: Any, columns: dict[str, str]) -> pd.DataFrame:
@@ -428,40 +492,155 @@ def _projects(conn: psycopg.Connection, m0: int) -> pd.DataFrame:
     return projects
 
 
-def _cost_minor(cost: pd.DataFrame, projects: pd.DataFrame, settings: ForecastSettings) -> pd.DataFrame:
-    """Cost to date per project, month and cost currency (``cost_centi``: centi-hours x rate) in
-    the project's currency (``cost_minor``), for the projects known; half-even per cell."""
-    import numpy as np
-    import pandas as pd
+_PROJECT_CODES = (
+    "CREATE TEMP TABLE tmp_forecast_project_code AS SELECT project_ref,"
+    " (row_number() OVER (ORDER BY project_ref) - 1)::int AS code FROM forecast.src_project"
+)
 
-    currency_of = projects.set_index("project_ref")["currency"]
-    cost = cost[cost["project_ref"].isin(currency_of.index)]
-    if len(cost):
-        rate = {c: model.fx_factor(c, settings)[0] for c in settings.fx_rates}
-        src = cost["cost_currency"].map(rate).to_numpy(dtype=np.int64)
-        dst = cost["project_ref"].map(currency_of).map(rate).to_numpy(dtype=np.int64)
-        cost = cost.assign(cost_minor=model.muldiv(cost["cost_centi"].to_numpy(), src, dst * 100))
-    else:
-        cost = cost.assign(cost_minor=pd.Series(dtype="int64"))
-    return cost
+
+def _project_codes(conn: psycopg.Connection) -> list[str]:
+    """(Re)create tmp_forecast_project_code (each forecast project's integer code, analyzed) and
+    return the refs by code. The caller drops it when its read is done."""
+    conn.execute("DROP TABLE IF EXISTS tmp_forecast_project_code")
+    conn.execute(_PROJECT_CODES)
+    conn.execute("ANALYZE tmp_forecast_project_code")
+    return _code_table(conn, "SELECT code, project_ref FROM tmp_forecast_project_code")
+
+
+# The actuals' cells (``forecast_actuals.read_sql``) packed into integers: ``key`` = (project code
+# in tmp_forecast_project_code + 1) x 256 + currency code (0 for '', revenue; its position in the
+# configured currencies; 255 when not there, its code then in ``odd_currency``), ``amount`` (the
+# cell's revenue_minor for revenue, cost_centi for cost).
+# A project the forecast does not know has code -1 and its ref in ``unknown_ref``.
+_ACTUAL_CELLS = """
+    SELECT (coalesce(pc.code, -1) + 1)::bigint * 256 + {currency_code} AS key, c.month::int AS month,
+           (CASE WHEN c.currency = '' THEN c.revenue_minor ELSE c.cost_centi END)::bigint AS amount,
+           CASE WHEN pc.code IS NULL THEN c.project_ref END AS unknown_ref,
+           CASE WHEN {currency_code} = 255 THEN c.currency::text END AS odd_currency
+    FROM ({cells}) c LEFT JOIN tmp_forecast_project_code pc ON pc.project_ref = c.project_ref
+"""
+_ACTUAL_KINDS = {
+    "key": "int8",
+    "month": "int4",
+    "amount": "int8",
+    "unknown_ref": "text",
+    "odd_currency": "text",
+}
+
+
+def _actual_cells(conn: psycopg.Connection, as_of: date, currencies: list[str]) -> dict[str, Any]:
+    """The actuals' cells up to ``as_of`` as integer arrays (:func:`pgbinary.read_arrays`):
+    ``project_code`` (unknown projects get codes after the known ones), ``currency_code`` (odd
+    ones after ``currencies``), ``month``, ``amount``; with ``refs`` (the refs by project code)
+    and ``currencies`` (by currency code)."""
+    import numpy as np
+
+    if len(currencies) > 255:
+        raise ValueError("more than 254 configured currencies")
+    refs = _project_codes(conn)
+    sql, params = forecast_actuals.read_sql(as_of)
+    names = {f"currency_{i}": c for i, c in enumerate(currencies)}
+    code = " ".join(f"WHEN %({n})s THEN {i}" for i, n in enumerate(names))
+    cells = pgbinary.read_arrays(
+        conn,
+        _ACTUAL_CELLS.format(cells=sql, currency_code=f"(CASE c.currency::text {code} ELSE 255 END)"),
+        {**params, **names},
+        _ACTUAL_KINDS,
+        filters={"unknown_ref": "unknown_ref IS NOT NULL", "odd_currency": "odd_currency IS NOT NULL"},
+    )
+    conn.execute("DROP TABLE tmp_forecast_project_code")
+    cells["project_code"], cells["currency_code"] = (cells["key"] >> 8) - 1, cells["key"] & 255
+    cells["currency_code"][cells["currency_code"] == 255] = -1
+    for code_of, extra, values, name in (
+        ("project_code", "unknown_ref", refs, "refs"),
+        ("currency_code", "odd_currency", list(currencies), "currencies"),
+    ):
+        odd = cells[code_of] < 0
+        if int(odd.sum()) != len(cells[extra]):
+            raise RuntimeError(f"actuals read: {extra} does not match its rows")
+        if odd.any():
+            # Codes for the values outside the table, after its own (the same value, the same code).
+            uniques, inverse = np.unique(np.array(cells[extra], dtype=object), return_inverse=True)
+            cells[code_of][odd] = len(values) + inverse
+            values.extend(str(u) for u in uniques)
+        cells[name] = values
+    return cells
+
+
+def _sum_cells(key: Any, values: Any) -> tuple[Any, Any]:
+    """Exact int64 sums of ``values`` per distinct ``key`` (sorted keys, their sums)."""
+    import numpy as np
+
+    order = np.argsort(key, kind="stable")
+    key, values = key[order], values[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, dtype=np.int64)
+    sums = np.add.reduceat(values, starts) if len(key) else values
+    return key[starts], np.asarray(sums, dtype=np.int64)
 
 
 def _actuals(
     conn: psycopg.Connection, as_of: date, projects: pd.DataFrame, settings: ForecastSettings
 ) -> pd.DataFrame:
-    """Posted revenue and cost to date per project and month: the incrementally kept sums
-    (:mod:`psa_erp_sync.forecast.actuals`), brought up to date first."""
+    """Posted revenue and cost to date per project and month, sorted by both: the incrementally
+    kept sums (:mod:`psa_erp_sync.forecast.actuals`), brought up to date first. Cost is converted
+    per cell (project, month, cost currency; half-even) into the project's currency, for the
+    projects known; revenue is kept for every project. The cells cross as integer codes."""
+    import numpy as np
     import pandas as pd
 
     forecast_actuals.catch_up(conn)
-    sql, params = forecast_actuals.read_sql(as_of)
-    posted, cost = forecast_actuals.split(_frame(conn, sql, params, forecast_actuals.CELL_FRAME))
-    cost = _cost_minor(cost, projects, settings)
-    revenue = posted.groupby(["project_ref", "month"])["revenue_minor"].sum()
-    costs = cost.groupby(["project_ref", "month"])["cost_minor"].sum()
-    actuals = pd.concat([revenue, costs], axis=1).fillna(0).astype("int64").reset_index()
-    actuals.columns = list(model.ACTUAL_COLUMNS)
-    return actuals
+    rate = {c: model.fx_factor(c, settings)[0] for c in settings.fx_rates}
+    cells = _actual_cells(conn, as_of, ["", *rate])
+    refs, currencies = cells["refs"], cells["currencies"]
+    pcode, ccode = cells["project_code"], cells["currency_code"]
+    month = cells["month"] + 2**31  # >= 0: the low 32 bits of a cell's key
+    is_revenue = ccode == 0
+    # Each project code's position in ``projects`` (-1: not a forecast project: no cost).
+    position = pd.Index(projects["project_ref"]).get_indexer(pd.Index(refs, dtype=object))
+    cost = ~is_revenue & (position[pcode] >= 0)
+    if cost.any():
+        odd = ccode[cost] > len(rate)
+        if odd.any():
+            raise ValueError(f"no FX rate configured for {currencies[int(ccode[cost][odd][0])]}")
+        src = np.array([0, *rate.values()], dtype=np.int64)[ccode[cost]]
+        # The project's currency's rate; -1 (no rate) fails below only for a project with cost.
+        p_codes, p_currencies = pd.factorize(projects["currency"].to_numpy(dtype=object))
+        p_rate = np.array([rate.get(str(c), -1) for c in p_currencies], dtype=np.int64)[p_codes]
+        to = p_rate[position[pcode[cost]]]
+        if (to < 0).any():
+            raise ValueError("no FX rate configured for a project's currency")
+        cost_minor = model.muldiv(cells["amount"][cost], src, to * 100)
+    else:
+        cost_minor = np.zeros(0, dtype=np.int64)
+    width = np.int64(1 << 32)
+    rev_key, rev = _sum_cells(pcode[is_revenue] * width + month[is_revenue], cells["amount"][is_revenue])
+    cost_key, costs = _sum_cells(pcode[cost] * width + month[cost], cost_minor)
+    ref_of = np.empty(len(refs), dtype=object)
+    ref_of[:] = refs
+    rank = np.empty(len(refs), dtype=np.int64)
+    rank[np.argsort(ref_of, kind="stable")] = np.arange(len(refs))
+
+    def ordered(keys: Any) -> Any:  # as pandas' groupby orders its keys: by ref (as text), then month
+        return keys[np.lexsort((keys % width, rank[keys // width]))]
+
+    # As the two sums were joined (pd.concat, outer): the revenue cells, then the cost-only ones.
+    cost_only = cost_key[~np.isin(cost_key, rev_key, assume_unique=True)]
+    key = np.concatenate([ordered(rev_key), ordered(cost_only)])
+    by_key = np.argsort(key)
+    revenue_minor = np.zeros(len(key), dtype=np.int64)
+    revenue_minor[by_key[np.searchsorted(key[by_key], rev_key)]] = rev
+    cost_out = np.zeros(len(key), dtype=np.int64)
+    cost_out[by_key[np.searchsorted(key[by_key], cost_key)]] = costs
+    frame = pd.DataFrame(
+        {
+            # The refs' dtype as pandas infers it (as the group keys were): ``str`` in pandas 3.
+            "project_ref": pd.Index(ref_of[key // width] if len(key) else np.zeros(0, dtype=object)),
+            "month": (key % width - 2**31).astype(np.int64),
+            "revenue_minor": revenue_minor,
+            "cost_minor": cost_out,
+        }
+    )
+    return frame
 
 
 def load_inputs(
@@ -470,6 +649,7 @@ def load_inputs(
     """The model's inputs as known at ``as_of``: actuals up to it, plans and pipeline after it."""
     m0 = model.month_index(as_of)
     m_year = _M_YEAR
+    pending = _schedule_aside(conn, as_of)
     projects = _projects(conn, m0)
     # Billed to date from the ERP's invoices and credit memos once they are read back; before
     # that billing is unknown and the model keeps its schedule-based assumptions.
@@ -478,7 +658,7 @@ def load_inputs(
         projects["billed_minor"] = billing_kpis.billed_per_project(conn, as_of, projects, settings).to_numpy()
     actuals = _actuals(conn, as_of, projects, settings)
 
-    schedule = _schedule(conn, as_of)
+    schedule = pending.result() if pending is not None else _schedule(conn, as_of)
     capacity = _capacity(conn, as_of, settings.horizon_months)
     milestones = _frame(
         conn,
@@ -524,6 +704,37 @@ def load_inputs(
         journaled=revenue_source.journaled_revenue(conn, m0),
         billed_from_erp=billed_from_erp,
     )
+
+
+def _schedule_aside(conn: psycopg.Connection, as_of: date) -> Future[pd.DataFrame] | None:
+    """The schedule read started on a second connection (a thread), so the server prices the plan
+    while this connection reads and catches up the actuals; None (read it here, in turn) unless
+    that second connection sees exactly what ``conn`` would: ``conn``'s transaction has written
+    nothing yet (no transaction id) and is READ COMMITTED, where each statement reads what is
+    committed when it starts either way; and it holds no table lock stronger than a read's (a
+    ``LOCK TABLE`` takes no transaction id, and the second connection would wait for it while
+    this one waits for the second: a deadlock PostgreSQL cannot see)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from psa_erp_sync.ods import connections
+
+    row = conn.execute(
+        "SELECT pg_current_xact_id_if_assigned() IS NULL AND current_setting('transaction_isolation')"
+        " = 'read committed' AND NOT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid()"
+        " AND locktype = 'relation' AND mode <> 'AccessShareLock')"
+    ).fetchone()
+    if not (row and row[0]):
+        return None
+
+    def read() -> pd.DataFrame:
+        with connections.connect_like(conn) as aside:
+            return _schedule(aside, as_of)
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forecast-schedule")
+    try:
+        return pool.submit(read)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _capacity(conn: psycopg.Connection, as_of: date, horizon: int) -> pd.DataFrame:

@@ -13,10 +13,11 @@ Hypothesis, that the grid equals :func:`recognition.recognize` month by month.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date
 from typing import TYPE_CHECKING
 
 from psa_erp_sync.revenue import frames
-from psa_erp_sync.revenue.recognition import month_end, month_index
+from psa_erp_sync.revenue.recognition import month_end, month_index, month_start
 
 if TYPE_CHECKING:
     import numpy as np
@@ -136,9 +137,11 @@ def _recognize_slow(
 
 def _terms(
     projects: pd.DataFrame, kind: np.ndarray, contract_terms: Mapping[str, frames.ContractTerms] | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[int, tuple[date, date]]]:
     """For :func:`cumulative`: each project's price, whether it has a value, whether it needs the
-    per-contract rules (``slow``), and its first and last month, after its contract terms."""
+    per-contract rules (``slow``), its first and last month, after its contract terms, and the
+    retainers with a partial first or last month (position -> first and last day; see
+    :func:`_partial_retainers`)."""
     import numpy as np
 
     terms = contract_terms or {}
@@ -148,6 +151,7 @@ def _terms(
     slow = np.zeros(len(projects), dtype=bool)
     start = projects["start_month"].to_numpy(np.int64).copy()
     end = projects["end_month"].to_numpy(np.int64).copy()
+    partial: dict[int, tuple[date, date]] = {}
     for i, t in enumerate(term_of):
         if t is None:
             continue
@@ -157,15 +161,64 @@ def _terms(
         has_value[i] = t.value_minor is not None
         price[i] = t.value_minor or 0
         if kind[i] == "retainer" and (t.starts_on or t.ends_on):
+            first_day = t.starts_on or month_start(int(start[i]))
+            last_day = t.ends_on or month_end(int(end[i]))
             if t.starts_on is not None:
                 start[i] = month_index(t.starts_on)
             if t.ends_on is not None:
                 end[i] = month_index(t.ends_on)
-            partial = (t.starts_on is not None and t.starts_on.day != 1) or (
-                t.ends_on is not None and t.ends_on != month_end(month_index(t.ends_on))
-            )
-            slow[i] = slow[i] or partial
-    return price, has_value, slow, start, end
+            if first_day.day != 1 or last_day != month_end(month_index(last_day)):
+                if last_day >= first_day:
+                    partial[i] = (first_day, last_day)
+                else:
+                    slow[i] = True  # an empty term: the per-contract rules decide
+    return price, has_value, slow, start, end, partial
+
+
+# Every month length divides this (lcm of 28, 29, 30 and 31): a day of any month is a whole number
+# of these units, so a retainer's elapsed and whole term (sums of partial months) are integers.
+_MONTH_UNITS = 377_580
+
+
+def _units(first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Months from day ``first`` through day ``last`` (days since 1970, ``last`` >= ``first``) in
+    ``_MONTH_UNITS``: each day counts ``1 / days in its month`` of a month, as
+    ``recognition._retainer_units`` sums them."""
+    import numpy as np
+
+    d0, d1 = first.astype("datetime64[D]"), last.astype("datetime64[D]")
+    m0, m1 = d0.astype("datetime64[M]"), d1.astype("datetime64[M]")
+    len0 = ((m0 + 1).astype("datetime64[D]") - m0.astype("datetime64[D]")).astype(np.int64)
+    len1 = ((m1 + 1).astype("datetime64[D]") - m1.astype("datetime64[D]")).astype(np.int64)
+    same = m0 == m1
+    head = ((m0 + 1).astype("datetime64[D]") - d0).astype(np.int64)  # days of the first month
+    tail = (d1 - m1.astype("datetime64[D]")).astype(np.int64) + 1  # days of the last month
+    between = (m1 - m0).astype(np.int64) - 1
+    across = head * (_MONTH_UNITS // len0) + between * _MONTH_UNITS + tail * (_MONTH_UNITS // len1)
+    inside = ((d1 - d0).astype(np.int64) + 1) * (_MONTH_UNITS // len0)
+    return np.where(same, inside, across)
+
+
+def _partial_retainers(
+    cum: np.ndarray, price: np.ndarray, partial: dict[int, tuple[date, date]], first: int, through: int
+) -> None:
+    """For :func:`cumulative`: the rows of retainers with a partial first or last month, exactly as
+    :func:`recognition.recognize` (no change orders): ``half_even(price x elapsed / term)`` through
+    each month's last day, with elapsed and term in whole ``_MONTH_UNITS`` (the same rational as
+    its fractions of months), capped at the price."""
+    import numpy as np
+
+    rows = np.fromiter(partial, dtype=np.int64, count=len(partial))
+    epoch = date(1970, 1, 1).toordinal()
+    d0 = np.array([partial[i][0].toordinal() - epoch for i in rows], dtype=np.int64)
+    d1 = np.array([partial[i][1].toordinal() - epoch for i in rows], dtype=np.int64)
+    term = _units(d0, d1)
+    p = np.maximum(price[rows], 0)
+    for col, month in enumerate(range(first, through + 1)):
+        last = month_end(month).toordinal() - epoch
+        upto = np.minimum(d1, last)
+        elapsed = np.where(upto >= d0, _units(d0, np.maximum(upto, d0)), 0)
+        cum[rows, col] = np.minimum(_mul_div(p, elapsed, term), p)
 
 
 def cumulative(
@@ -187,7 +240,7 @@ def cumulative(
     n, width = len(projects), through - first + 1
     index = pd.Index(projects["project_ref"])
     kind = projects["billing_type"].to_numpy(dtype=object)
-    price, has_value, slow, start, end = _terms(projects, kind, contract_terms)
+    price, has_value, slow, start, end, partial = _terms(projects, kind, contract_terms)
     is_tm, is_ff = kind == "time_and_materials", kind == "fixed_fee"
     is_ms, is_ret = kind == "milestone", kind == "retainer"
     capped = ~(is_tm & ((price == 0) | ~has_value))  # a T&M contract without a value has no cap
@@ -224,6 +277,8 @@ def cumulative(
         elapsed = np.clip(months - start[r][:, None] + 1, 0, term)
         cum[r] = _div_half_even(price[r][:, None] * elapsed, np.broadcast_to(term, elapsed.shape))
     cum = np.where(capped[:, None], np.minimum(cum, price[:, None]), cum)
+    if partial:
+        _partial_retainers(cum, price, partial, first, through)
 
     if slow.any():
         _recognize_slow(

@@ -31,7 +31,7 @@ def contract_terms(conn: psycopg.Connection) -> dict[str, ContractTerms]:
         WHERE c.status = 'approved' AND o.is_won AND o.project_ref IS NOT NULL
         ORDER BY o.project_ref, c.effective_date NULLS FIRST, c.change_order_id
         """
-    ):
+    ).fetchall():
         month = month_index(effective) if effective is not None else 0
         orders.setdefault(str(ref), []).append(ChangeOrder(int(amount), month))
     terms: dict[str, ContractTerms] = {}
@@ -47,7 +47,7 @@ def contract_terms(conn: psycopg.Connection) -> dict[str, ContractTerms]:
         SELECT p.project_ref, coalesce(w.amount_minor, p.fee_minor, p.budget_minor), p.starts_on, p.ends_on
         FROM forecast.src_project p LEFT JOIN won w ON w.project_ref = p.project_ref
         """
-    ):
+    ).fetchall():  # all rows at once: iterating the cursor checked the result per row (50k rows)
         terms[str(ref)] = ContractTerms(
             value_minor=int(value) if value is not None else None,
             change_orders=tuple(orders.get(str(ref), ())),
