@@ -30,7 +30,12 @@ simulators' own statements included), to find what grows with the month without
 CPU seconds per stage: this process (all its threads), the PostgreSQL backends connected to this
 run's database (sampled every 0.2 s by a thread: a backend that exits between two samples loses at
 most its last 0.2 s; other engineers' backends on a shared server are not counted), and the ERP
-and PSA simulators' processes.
+and PSA simulators' processes. The simulators keep their state in the run's database, so their
+own backends (the PSA simulator renders every page in SQL) are among the run's backends: they are
+told apart by their ``application_name`` (``simulator sim_psa``, ...) and reported apart as well
+(``cpu_s.postgres_backends_<name>_simulator``). ``cpu_s_ours`` is the product's cost: this process
+and the backends that are not a simulator's; ``cpu_s_simulators`` each simulator's, its process
+and its backends (the machine's CPU during the stage, not the product's).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import resource
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -53,6 +58,7 @@ log = logging.getLogger("bench.pipeline")
 
 SAMPLE_S = 0.2
 TOP_STATEMENTS = 6
+SIMULATOR_APP = "simulator sim_"  # the application_name prefix of a simulator's connections
 
 
 def peak_rss_mb() -> float:
@@ -75,6 +81,7 @@ class CpuSampler:
         self.database = database
         self.dsn = dsn
         self._statements: dict[str, int] = {}  # statement text -> samples in which a backend ran it
+        self._apps: dict[int, str] = {}  # backend pid -> its application_name, as last seen
         self._conn: psycopg.Connection[Any] | None = None
         self.pids = {k: v for k, v in pids.items() if v is not None}
         self._tag = f" {database} "
@@ -112,19 +119,23 @@ class CpuSampler:
     def _sample_statements(self) -> None:
         """Which statements the database's other backends are running now (pg_stat_activity):
         counted per sample, ``statements()`` turns the counts into seconds. A statement profile
-        without pg_stat_statements, which a shared server may not preload."""
+        without pg_stat_statements, which a shared server may not preload. Also each backend's
+        ``application_name``, which tells a simulator's backends from the pipeline's."""
         if self._conn is None:
             return
         try:
             rows = self._conn.execute(
-                "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 160) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()"
+                "SELECT pid, application_name, state = 'active',"
+                " left(regexp_replace(query, '\\s+', ' ', 'g'), 160) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             ).fetchall()
         except psycopg.Error:
             return
         with self._lock:
-            for (text,) in rows:
-                self._statements[text] = self._statements.get(text, 0) + 1
+            for pid, app, active, text in rows:
+                self._apps[pid] = app or ""
+                if active:
+                    self._statements[text] = self._statements.get(text, 0) + 1
 
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_S):
@@ -156,7 +167,25 @@ class CpuSampler:
         with self._lock:
             out = {name: last - first for name, (first, last) in self._procs.items()}
             out["postgres_backends"] = sum(last - first for first, last in self._backends.values())
+            for name in self.pids:
+                out[f"postgres_backends_{name}_simulator"] = 0.0
+            for pid, (first, last) in self._backends.items():
+                app = self._apps.get(pid, "")
+                if app.startswith(SIMULATOR_APP):
+                    key = f"postgres_backends_{app[len(SIMULATOR_APP) :]}_simulator"
+                    out[key] = out.get(key, 0.0) + last - first
         return out
+
+
+def split_cpu(cpu: dict[str, float], simulators: Iterable[str]) -> tuple[float, dict[str, float]]:
+    """(the product's CPU seconds, each simulator's) of a stage's ``cpu_s``: the pipeline process
+    and the backends that are not a simulator's; a simulator's process and its backends."""
+    sims = {
+        name: round(cpu.get(name, 0.0) + cpu.get(f"postgres_backends_{name}_simulator", 0.0), 2)
+        for name in simulators
+    }
+    theirs = sum(v for k, v in cpu.items() if k.startswith("postgres_backends_") and k.endswith("_simulator"))
+    return round(cpu["pipeline"] + cpu["postgres_backends"] - theirs, 2), sims
 
 
 class Stages:
@@ -186,6 +215,7 @@ class Stages:
         figures["rows_per_s"] = round(figures["records"] / max(seconds, 1e-9))
         figures["cpu_s"] = cpu
         figures["cpu_s_pipeline_and_backends"] = round(cpu["pipeline"] + cpu["postgres_backends"], 2)
+        figures["cpu_s_ours"], figures["cpu_s_simulators"] = split_cpu(cpu, self.sampler.pids)
         figures["rss_mb_after"] = rss_mb()
         figures["peak_rss_mb_after"] = peak_rss_mb()
         self.figures[name] = figures
