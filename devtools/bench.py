@@ -440,6 +440,21 @@ def spooled_pages(path: Path) -> Iterator[list[msgspec.Raw]]:
             yield split(b"[" + b",".join(page) + b"]")
 
 
+def stage_spools(conn: psycopg.Connection, spools: dict[str, Path], keys: dict[str, str]) -> int:
+    """Each endpoint's spooled rows staged again under its run key, a transaction each, as the
+    extract stages them (the same rows as new versions); the versions staged."""
+    from psa_erp_sync.ods import staging
+
+    records = 0
+    for endpoint, path in spools.items():
+        with conn.transaction():
+            again = staging.stage_pages(
+                conn, spooled_pages(path), run_key=keys[endpoint], source_system="psa", endpoint=endpoint
+            )
+        records += again.staged
+    return records
+
+
 def bare_copy(conn: psycopg.Connection, path: Path) -> dict[str, Any]:
     """The same rows by a bare ``COPY`` into an unindexed temporary jsonb table: no hash, no dedupe.
 
@@ -548,7 +563,6 @@ def main(argv: list[str] | None = None) -> int:
     from psa_erp_sync.clients.psa import HarvestClient
     from psa_erp_sync.config import load_config
     from psa_erp_sync.extract import psa as psa_extract
-    from psa_erp_sync.ods import staging
     from psa_erp_sync.posting.service import post_record_type
 
     dates = RunDates.of(args.as_of)
@@ -618,20 +632,10 @@ def main(argv: list[str] | None = None) -> int:
             conn.autocommit = True
             conn.execute("VACUUM staging.raw_record")
             conn.autocommit = False
-            stage_records, stage_seconds = 0, 0.0
             stage_cpu = _Cpu(conn.info.backend_pid)
-            for endpoint, path in spools.items():
-                started = time.monotonic()
-                with conn.transaction():
-                    again = staging.stage_pages(
-                        conn,
-                        spooled_pages(path),
-                        run_key=keys[endpoint],
-                        source_system="psa",
-                        endpoint=endpoint,
-                    )
-                stage_seconds += time.monotonic() - started
-                stage_records += again.staged
+            started = time.monotonic()
+            stage_records = stage_spools(conn, spools, keys)
+            stage_seconds = time.monotonic() - started
             result["stage_copy"] = {
                 "records": stage_records,
                 "seconds": round(stage_seconds, 2),

@@ -265,12 +265,11 @@ def run_pipeline(
     billing: bool = False,
 ) -> dict[str, Any]:
     """Extract -> (stage) -> validate -> post (-> billing) on a seeded stack; the figures."""
-    from devtools.bench import spool, spooled_pages
+    from devtools.bench import spool, stage_spools
     from psa_erp_sync.clients.erp import NetSuiteClient
     from psa_erp_sync.clients.psa import HarvestClient
     from psa_erp_sync.config import load_config
     from psa_erp_sync.extract import psa as psa_extract
-    from psa_erp_sync.ods import staging
     from psa_erp_sync.posting.engine import EngineSettings
     from psa_erp_sync.posting.service import post_record_type
 
@@ -317,16 +316,7 @@ def run_pipeline(
                 )
                 conn.commit()
                 with stages.measure("stage") as fig:
-                    for endpoint, path in spools.items():
-                        with conn.transaction():
-                            again = staging.stage_pages(
-                                conn,
-                                spooled_pages(path),
-                                run_key=keys[endpoint],
-                                source_system="psa",
-                                endpoint=endpoint,
-                            )
-                        fig["records"] += again.staged
+                    fig["records"] = stage_spools(conn, spools, keys)
                 restage_seconds = time.monotonic() - restarted
             with stages.measure("validate") as fig:
                 fig["records"], fig["quarantined"] = validate_month(conn, keys, config=config, as_of=as_of)
