@@ -36,8 +36,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
-import platform
 import resource
 import sys
 import tempfile
@@ -45,7 +43,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -54,25 +52,29 @@ import httpx
 import msgspec
 import psycopg
 
-from devtools.bench_targets import add_as_of, evaluate
+from devtools import bench_common
+from devtools.bench_common import (
+    RunDates,
+    add_run_arguments,
+    configure_logging,
+    configure_simulators,
+    machine,
+    validate_month,
+)
+from devtools.bench_targets import evaluate
 from devtools.stack import Stack
 
 log = logging.getLogger("bench")
 
-TRANSACTIONAL = {
-    "/v2/time_entries": ("time_entry", "timebill"),
-    "/v2/expenses": ("expense_entry", "expensereport"),
-}
-REFERENCE = ("/v2/projects", "/v2/users", "/v2/task_assignments", "/v2/expense_categories")
-PAGE = 2000
+# The endpoints and page size live with the rest of the shared harness; named here as before.
+TRANSACTIONAL, REFERENCE, PAGE = bench_common.TRANSACTIONAL, bench_common.REFERENCE, bench_common.PAGE
 
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
+_load = bench_common.load_average
 
 
 class CpuMeter:
@@ -438,6 +440,21 @@ def spooled_pages(path: Path) -> Iterator[list[msgspec.Raw]]:
             yield split(b"[" + b",".join(page) + b"]")
 
 
+def stage_spools(conn: psycopg.Connection, spools: dict[str, Path], keys: dict[str, str]) -> int:
+    """Each endpoint's spooled rows staged again under its run key, a transaction each, as the
+    extract stages them (the same rows as new versions); the versions staged."""
+    from psa_erp_sync.ods import staging
+
+    records = 0
+    for endpoint, path in spools.items():
+        with conn.transaction():
+            again = staging.stage_pages(
+                conn, spooled_pages(path), run_key=keys[endpoint], source_system="psa", endpoint=endpoint
+            )
+        records += again.staged
+    return records
+
+
 def bare_copy(conn: psycopg.Connection, path: Path) -> dict[str, Any]:
     """The same rows by a bare ``COPY`` into an unindexed temporary jsonb table: no hash, no dedupe.
 
@@ -521,9 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--consultants", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=15)
-    parser.add_argument("--batch", type=int, default=100)
+    add_run_arguments(parser, consultants=2000, database="psa_erp_sync_bench")
     parser.add_argument("--no-peers", action="store_true", help="skip the pandas and dlt peers")
     parser.add_argument(
         "--no-billing", action="store_true", help="skip billing the posted time (devtools/bench_billing.py)"
@@ -534,48 +549,28 @@ def main(argv: list[str] | None = None) -> int:
         default=EngineSettings.workers_per_slot,
         help="engine threads per ERP slot",
     )
-    parser.add_argument("--database", default="psa_erp_sync_bench", help="dropped and recreated")
     parser.add_argument(
         "--erp-service-ms",
         type=int,
         default=0,
         help="simulated ERP service time per request (a remote ERP's latency; 0: none)",
     )
-    parser.add_argument(
-        "--port-offset", type=int, default=0, help="move the simulators' ports (another stack runs)"
-    )
-    add_as_of(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("psa_erp_sync.clients.psa").setLevel(logging.WARNING)
+    configure_logging()
 
     from devtools.stack import LOCAL
     from psa_erp_sync.clients.erp import NetSuiteClient
     from psa_erp_sync.clients.psa import HarvestClient
     from psa_erp_sync.config import load_config
     from psa_erp_sync.extract import psa as psa_extract
-    from psa_erp_sync.ods import staging
     from psa_erp_sync.posting.service import post_record_type
-    from psa_erp_sync.validation import time_expense as validation
-    from simulators.firm.generator import FirmSpec, resolve_dates, settled_month
 
-    month = settled_month(args.as_of)
-    today, _, _ = resolve_dates(FirmSpec(month=month))
-    as_of = datetime(today.year, today.month, today.day, 12, tzinfo=UTC)
+    dates = RunDates.of(args.as_of)
+    today, as_of = dates.today, dates.as_of
     started_all = time.monotonic()
     result: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average_at_start": _load(),
-        },
-        "as_of": {
-            "requested": args.as_of.isoformat(),
-            "seeded_month": month.isoformat()[:7],
-            "pipeline_as_of": as_of.isoformat(),
-        },
+        "machine": machine(),
+        "as_of": {**dates.describe(args.as_of), "pipeline_as_of": as_of.isoformat()},
         "scale": {
             "consultants": args.consultants,
             "concurrency": args.concurrency,
@@ -592,11 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_simulators()
         log.info("seeding %d consultants (child process)", args.consultants)
         result["seed"] = _in_child(seed_firm, args.consultants, today, stack.url("psa"), stack.url("erp"))
-        httpx.put(f"{stack.url('psa')}/admin/config", json={"rate_limit_requests": 0}).raise_for_status()
-        httpx.put(
-            f"{stack.url('erp')}/admin/config",
-            json={"concurrency_limit": args.concurrency, "service_time_ms": args.erp_service_ms},
-        ).raise_for_status()
+        configure_simulators(stack, concurrency=args.concurrency, erp_service_ms=args.erp_service_ms)
         config = load_config()
         psa = HarvestClient(base_url=stack.url("psa"), token="bench", account_id="1")
         window = psa_extract.plan_window(
@@ -641,20 +632,10 @@ def main(argv: list[str] | None = None) -> int:
             conn.autocommit = True
             conn.execute("VACUUM staging.raw_record")
             conn.autocommit = False
-            stage_records, stage_seconds = 0, 0.0
             stage_cpu = _Cpu(conn.info.backend_pid)
-            for endpoint, path in spools.items():
-                started = time.monotonic()
-                with conn.transaction():
-                    again = staging.stage_pages(
-                        conn,
-                        spooled_pages(path),
-                        run_key=keys[endpoint],
-                        source_system="psa",
-                        endpoint=endpoint,
-                    )
-                stage_seconds += time.monotonic() - started
-                stage_records += again.staged
+            started = time.monotonic()
+            stage_records = stage_spools(conn, spools, keys)
+            stage_seconds = time.monotonic() - started
             result["stage_copy"] = {
                 "records": stage_records,
                 "seconds": round(stage_seconds, 2),
@@ -667,21 +648,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             # 3. validate
             started = time.monotonic()
-            ref = validation.PsaReference.from_staging(conn, keys)
-            checked_total, quarantined = 0, 0
-            for endpoint, (kind, _) in TRANSACTIONAL.items():
-                with conn.transaction():
-                    checked = validation.validate_run(
-                        conn,
-                        kind=kind,  # type: ignore[arg-type]
-                        run_key=keys[endpoint],
-                        ref=ref,
-                        config=config,
-                        as_of=as_of,
-                        dag_run_id="bench",
-                    )
-                checked_total += checked.staged_versions
-                quarantined += checked.quarantined
+            checked_total, quarantined = validate_month(conn, keys, config=config, as_of=as_of)
             seconds = time.monotonic() - started
             result["validate"] = {
                 "records": checked_total,

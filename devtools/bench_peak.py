@@ -23,14 +23,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import sys
 import time
-from datetime import UTC, datetime
 from typing import Any
 
-from devtools.bench_targets import add_as_of, evaluate
+from devtools.bench_common import (
+    RunDates,
+    add_run_arguments,
+    configure_logging,
+    load_average,
+    machine,
+)
+from devtools.bench_targets import evaluate
 
 log = logging.getLogger("bench.peak")
 
@@ -39,43 +43,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--consultants", type=int, default=12500)
-    parser.add_argument("--concurrency", type=int, default=15)
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--database", default="psa_erp_sync_bench_peak", help="dropped and recreated")
-    parser.add_argument("--port-offset", type=int, default=0, help="move the simulators' ports")
-    add_as_of(parser)
+    add_run_arguments(parser, consultants=12500, database="psa_erp_sync_bench_peak")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("psa_erp_sync.clients.psa").setLevel(logging.WARNING)
+    configure_logging()
 
     from devtools.bench_pipeline import run_pipeline, seed
     from devtools.stack import Stack
-    from simulators.firm.generator import FirmSpec, resolve_dates, settled_month
 
-    month = settled_month(args.as_of)
-    today, _, _ = resolve_dates(FirmSpec(month=month))
-    as_of = datetime(today.year, today.month, today.day, 12, tzinfo=UTC)
+    dates = RunDates.of(args.as_of)
     started = time.monotonic()
     doc: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        },
-        "as_of": {"requested": args.as_of.isoformat(), "seeded_month": month.isoformat()[:7]},
+        "machine": machine(),
+        "as_of": dates.describe(args.as_of),
         "scale": {"consultants": args.consultants, "concurrency": args.concurrency, "batch": args.batch},
     }
     with Stack(database=args.database, port_offset=args.port_offset, simulators=("psa", "erp")) as stack:
         stack.start_postgres()
         stack.start_simulators()
         log.info("seeding %d consultants (child process)", args.consultants)
-        doc["seed"] = seed(stack, args.consultants, today, concurrency=args.concurrency)
-        doc["machine"]["load_average_before_pipeline"] = [round(x, 2) for x in os.getloadavg()]
-        doc.update(run_pipeline(stack, as_of=as_of, concurrency=args.concurrency, batch=args.batch))
-    doc["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        doc["seed"] = seed(stack, args.consultants, dates.today, concurrency=args.concurrency)
+        doc["machine"]["load_average_before_pipeline"] = load_average()
+        doc.update(run_pipeline(stack, as_of=dates.as_of, concurrency=args.concurrency, batch=args.batch))
+    doc["machine"]["load_average_at_end"] = load_average()
     doc["wall_seconds"] = round(time.monotonic() - started, 1)
     doc["targets"] = {row["key"]: row for row in evaluate({"peak": doc}) if row["met"] is not None}
     print(json.dumps(doc, indent=2, default=str))

@@ -30,7 +30,12 @@ simulators' own statements included), to find what grows with the month without
 CPU seconds per stage: this process (all its threads), the PostgreSQL backends connected to this
 run's database (sampled every 0.2 s by a thread: a backend that exits between two samples loses at
 most its last 0.2 s; other engineers' backends on a shared server are not counted), and the ERP
-and PSA simulators' processes.
+and PSA simulators' processes. The simulators keep their state in the run's database, so their
+own backends (the PSA simulator renders every page in SQL) are among the run's backends: they are
+told apart by their ``application_name`` (``simulator sim_psa``, ...) and reported apart as well
+(``cpu_s.postgres_backends_<name>_simulator``). ``cpu_s_ours`` is the product's cost: this process
+and the backends that are not a simulator's; ``cpu_s_simulators`` each simulator's, its process
+and its backends (the machine's CPU during the stage, not the product's).
 """
 
 from __future__ import annotations
@@ -40,19 +45,21 @@ import resource
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
+
+from devtools.bench_common import PAGE, REFERENCE, TRANSACTIONAL, configure_simulators, validate_month
 
 log = logging.getLogger("bench.pipeline")
 
 SAMPLE_S = 0.2
 TOP_STATEMENTS = 6
+SIMULATOR_APP = "simulator sim_"  # the application_name prefix of a simulator's connections
 
 
 def peak_rss_mb() -> float:
@@ -69,12 +76,19 @@ def rss_mb() -> float:
 
 class CpuSampler:
     """CPU seconds of this process, of the PostgreSQL backends of one database and of given
-    processes (the simulators), cumulated since ``start``; ``read()`` takes a fresh sample."""
+    processes (the simulators), cumulated since ``start``; ``read()`` takes a fresh sample.
+
+    The sampler's own cost is not the pipeline's: a sample reads ``/proc`` of every process on the
+    machine (~14 ms with 180 processes, every 0.2 s: ~7 % of a core, which grows with a stage's
+    wall time, not with its records), so the CPU of the sampling (its thread's, measured with
+    ``time.thread_time``, and that of each sample ``read()`` takes) is taken out of ``pipeline``
+    and reported as ``sampler``; its connection's backend is not counted among the run's."""
 
     def __init__(self, *, database: str, pids: dict[str, int | None], dsn: str | None = None) -> None:
         self.database = database
         self.dsn = dsn
         self._statements: dict[str, int] = {}  # statement text -> samples in which a backend ran it
+        self._apps: dict[int, str] = {}  # backend pid -> its application_name, as last seen
         self._conn: psycopg.Connection[Any] | None = None
         self.pids = {k: v for k, v in pids.items() if v is not None}
         self._tag = f" {database} "
@@ -83,6 +97,8 @@ class CpuSampler:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._own_cpu = 0.0  # CPU seconds spent sampling, since start
+        self._own_pid: int | None = None  # the backend of the sampler's connection
 
     @staticmethod
     def _cpu(times: Any) -> float:
@@ -92,12 +108,13 @@ class CpuSampler:
         import psutil
 
         seen: dict[int, float] = {}
-        for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
-            info = proc.info
-            if not (info["name"] or "").startswith("postgres") or not info["cmdline"]:
+        for proc in psutil.process_iter(["name"]):
+            if not (proc.info["name"] or "").startswith("postgres") or proc.pid == self._own_pid:
                 continue
-            if self._tag in info["cmdline"][0] and info["cpu_times"] is not None:
-                seen[proc.pid] = self._cpu(info["cpu_times"])
+            with suppress(psutil.Error):
+                cmdline = proc.cmdline()
+                if cmdline and self._tag in cmdline[0]:
+                    seen[proc.pid] = self._cpu(proc.cpu_times())
         procs: dict[str, float] = {"pipeline": self._cpu(psutil.Process().cpu_times())}
         for name, pid in self.pids.items():
             with suppress(psutil.Error):
@@ -112,24 +129,32 @@ class CpuSampler:
     def _sample_statements(self) -> None:
         """Which statements the database's other backends are running now (pg_stat_activity):
         counted per sample, ``statements()`` turns the counts into seconds. A statement profile
-        without pg_stat_statements, which a shared server may not preload."""
+        without pg_stat_statements, which a shared server may not preload. Also each backend's
+        ``application_name``, which tells a simulator's backends from the pipeline's."""
         if self._conn is None:
             return
         try:
             rows = self._conn.execute(
-                "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 160) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()"
+                "SELECT pid, application_name, state = 'active',"
+                " left(regexp_replace(query, '\\s+', ' ', 'g'), 160) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             ).fetchall()
         except psycopg.Error:
             return
         with self._lock:
-            for (text,) in rows:
-                self._statements[text] = self._statements.get(text, 0) + 1
+            for pid, app, active, text in rows:
+                self._apps[pid] = app or ""
+                if active:
+                    self._statements[text] = self._statements.get(text, 0) + 1
 
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_S):
+            started = time.thread_time()
             self._sample()
             self._sample_statements()
+            spent = time.thread_time() - started
+            with self._lock:
+                self._own_cpu += spent
 
     def statements(self) -> dict[str, int]:
         """Samples per statement text since ``start`` (each about ``SAMPLE_S`` seconds of a backend)."""
@@ -139,6 +164,7 @@ class CpuSampler:
     def start(self) -> None:
         if self.dsn is not None:
             self._conn = psycopg.connect(self.dsn, autocommit=True)
+            self._own_pid = self._conn.info.backend_pid
         self._sample()  # backends alive now count from their present CPU time, later ones from 0
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
         self._thread.start()
@@ -151,12 +177,36 @@ class CpuSampler:
             self._conn.close()
 
     def read(self) -> dict[str, float]:
-        """CPU seconds since ``start``: ``pipeline``, ``postgres_backends`` and each named process."""
+        """CPU seconds since ``start``: ``pipeline`` (without the sampling's), ``sampler``,
+        ``postgres_backends`` and each named process."""
+        started = time.thread_time()
         self._sample()
+        spent = time.thread_time() - started
         with self._lock:
+            self._own_cpu += spent
             out = {name: last - first for name, (first, last) in self._procs.items()}
+            out["sampler"] = self._own_cpu
+            out["pipeline"] = out.get("pipeline", 0.0) - self._own_cpu
             out["postgres_backends"] = sum(last - first for first, last in self._backends.values())
+            for name in self.pids:
+                out[f"postgres_backends_{name}_simulator"] = 0.0
+            for pid, (first, last) in self._backends.items():
+                app = self._apps.get(pid, "")
+                if app.startswith(SIMULATOR_APP):
+                    key = f"postgres_backends_{app[len(SIMULATOR_APP) :]}_simulator"
+                    out[key] = out.get(key, 0.0) + last - first
         return out
+
+
+def split_cpu(cpu: dict[str, float], simulators: Iterable[str]) -> tuple[float, dict[str, float]]:
+    """(the product's CPU seconds, each simulator's) of a stage's ``cpu_s``: the pipeline process
+    and the backends that are not a simulator's; a simulator's process and its backends."""
+    sims = {
+        name: round(cpu.get(name, 0.0) + cpu.get(f"postgres_backends_{name}_simulator", 0.0), 2)
+        for name in simulators
+    }
+    theirs = sum(v for k, v in cpu.items() if k.startswith("postgres_backends_") and k.endswith("_simulator"))
+    return round(cpu["pipeline"] + cpu["postgres_backends"] - theirs, 2), sims
 
 
 class Stages:
@@ -186,6 +236,7 @@ class Stages:
         figures["rows_per_s"] = round(figures["records"] / max(seconds, 1e-9))
         figures["cpu_s"] = cpu
         figures["cpu_s_pipeline_and_backends"] = round(cpu["pipeline"] + cpu["postgres_backends"], 2)
+        figures["cpu_s_ours"], figures["cpu_s_simulators"] = split_cpu(cpu, self.sampler.pids)
         figures["rss_mb_after"] = rss_mb()
         figures["peak_rss_mb_after"] = peak_rss_mb()
         self.figures[name] = figures
@@ -199,11 +250,7 @@ def seed(
     from devtools.bench import _in_child, seed_firm
 
     seeded: dict[str, Any] = _in_child(seed_firm, consultants, today, stack.url("psa"), stack.url("erp"))
-    httpx.put(f"{stack.url('psa')}/admin/config", json={"rate_limit_requests": 0}).raise_for_status()
-    httpx.put(
-        f"{stack.url('erp')}/admin/config",
-        json={"concurrency_limit": concurrency, "service_time_ms": erp_service_ms},
-    ).raise_for_status()
+    configure_simulators(stack, concurrency=concurrency, erp_service_ms=erp_service_ms)
     return seeded
 
 
@@ -218,15 +265,13 @@ def run_pipeline(
     billing: bool = False,
 ) -> dict[str, Any]:
     """Extract -> (stage) -> validate -> post (-> billing) on a seeded stack; the figures."""
-    from devtools.bench import PAGE, REFERENCE, TRANSACTIONAL, spool, spooled_pages
+    from devtools.bench import spool, stage_spools
     from psa_erp_sync.clients.erp import NetSuiteClient
     from psa_erp_sync.clients.psa import HarvestClient
     from psa_erp_sync.config import load_config
     from psa_erp_sync.extract import psa as psa_extract
-    from psa_erp_sync.ods import staging
     from psa_erp_sync.posting.engine import EngineSettings
     from psa_erp_sync.posting.service import post_record_type
-    from psa_erp_sync.validation import time_expense as validation
 
     dsn = stack.dsn
     config = load_config()
@@ -271,33 +316,10 @@ def run_pipeline(
                 )
                 conn.commit()
                 with stages.measure("stage") as fig:
-                    for endpoint, path in spools.items():
-                        with conn.transaction():
-                            again = staging.stage_pages(
-                                conn,
-                                spooled_pages(path),
-                                run_key=keys[endpoint],
-                                source_system="psa",
-                                endpoint=endpoint,
-                            )
-                        fig["records"] += again.staged
+                    fig["records"] = stage_spools(conn, spools, keys)
                 restage_seconds = time.monotonic() - restarted
             with stages.measure("validate") as fig:
-                ref = validation.PsaReference.from_staging(conn, keys)
-                fig["quarantined"] = 0
-                for endpoint, (kind, _) in TRANSACTIONAL.items():
-                    with conn.transaction():
-                        checked = validation.validate_run(
-                            conn,
-                            kind=kind,  # type: ignore[arg-type]
-                            run_key=keys[endpoint],
-                            ref=ref,
-                            config=config,
-                            as_of=as_of,
-                            dag_run_id="bench",
-                        )
-                    fig["records"] += checked.staged_versions
-                    fig["quarantined"] += checked.quarantined
+                fig["records"], fig["quarantined"] = validate_month(conn, keys, config=config, as_of=as_of)
         with (
             NetSuiteClient(
                 base_url=stack.url("erp"), account_id="bench", token="bench", concurrency_limit=concurrency

@@ -24,10 +24,9 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from devtools.bench_targets import add_as_of
+from devtools.bench_common import RunDates, add_run_arguments, configure_logging, load_average
 
 log = logging.getLogger("bench.scaling")
 
@@ -65,14 +64,24 @@ def fit(sizes: list[dict[str, Any]]) -> dict[str, Any]:
         # sizes; the CPU exponent between the two largest sizes shows what grows faster than the
         # records once that cost is amortised.
         last_cpu = exponent([(f["records"], f["cpu_s_pipeline_and_backends"]) for f in found[-2:]])
+        # The product's own CPU (the simulators' backends taken out of the run database's): what
+        # the PSA simulator spends rendering pages is the machine's, not the extract's.
+        ours = (
+            exponent([(f["records"], f["cpu_s_ours"]) for f in found])
+            if all("cpu_s_ours" in f for f in found)
+            else None
+        )
         out[stage] = {
             "exponent": None if wall is None else round(wall, 3),
             "cpu_exponent": None if cpu is None else round(cpu, 3),
             "cpu_exponent_largest_pair": None if last_cpu is None else round(last_cpu, 3),
+            "cpu_exponent_ours": None if ours is None else round(ours, 3),
             "records": [f["records"] for f in found],
             "seconds": [f["seconds"] for f in found],
             "rows_per_s": [f["rows_per_s"] for f in found],
             "cpu_s": [f["cpu_s_pipeline_and_backends"] for f in found],
+            "cpu_s_ours": [f.get("cpu_s_ours") for f in found],
+            "cpu_s_simulators": [f.get("cpu_s_simulators") for f in found],
         }
     return out
 
@@ -91,11 +100,8 @@ def run(
     """The pipeline at each size, then the fit."""
     from devtools.bench_pipeline import run_pipeline, seed
     from devtools.stack import Stack
-    from simulators.firm.generator import FirmSpec, resolve_dates, settled_month
 
-    month = settled_month(as_of_day)
-    today, _, _ = resolve_dates(FirmSpec(month=month))
-    as_of = datetime(today.year, today.month, today.day, 12, tzinfo=UTC)
+    dates = RunDates.of(as_of_day)
     sizes: list[dict[str, Any]] = []
     for factor in factors:
         consultants = base * factor
@@ -105,17 +111,17 @@ def run(
         ) as stack:
             stack.start_postgres()
             stack.start_simulators()
-            seeded = seed(stack, consultants, today, concurrency=concurrency)
-            load_before = [round(x, 2) for x in os.getloadavg()]
+            seeded = seed(stack, consultants, dates.today, concurrency=concurrency)
+            load_before = load_average()
             figures = run_pipeline(
-                stack, as_of=as_of, concurrency=concurrency, batch=batch, restage=True, billing=billing
+                stack, as_of=dates.as_of, concurrency=concurrency, batch=batch, restage=True, billing=billing
             )
             sizes.append(
                 {
                     "factor": factor,
                     "consultants": consultants,
                     "seed": seeded,
-                    "load_average": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
+                    "load_average": {"before": load_before, "after": load_average()},
                     **figures,
                 }
             )
@@ -123,12 +129,13 @@ def run(
     return {
         "base_consultants": base,
         "factors": list(factors),
-        "as_of": {"requested": as_of_day.isoformat(), "seeded_month": month.isoformat()[:7]},
+        "as_of": dates.describe(as_of_day),
         "exponents": {stage: e["exponent"] for stage, e in exponents.items()},
         "cpu_exponents": {stage: e["cpu_exponent"] for stage, e in exponents.items()},
         "cpu_exponents_largest_pair": {
             stage: e["cpu_exponent_largest_pair"] for stage, e in exponents.items()
         },
+        "cpu_exponents_ours": {stage: e["cpu_exponent_ours"] for stage, e in exponents.items()},
         "by_stage": exponents,
         "sizes": sizes,
     }
@@ -143,6 +150,7 @@ def summary(doc: dict[str, Any]) -> str:
         "exponent",
         "cpu exp.",
         "cpu exp. 2 largest",
+        "cpu exp. ours",
     ]
     rows = [header]
     for stage, e in doc["by_stage"].items():
@@ -151,7 +159,14 @@ def summary(doc: dict[str, Any]) -> str:
             for r, s, v in zip(e["records"], e["seconds"], e["rows_per_s"], strict=True)
         ]
         rows.append(
-            [stage, *cells, f"{e['exponent']}", f"{e['cpu_exponent']}", f"{e['cpu_exponent_largest_pair']}"]
+            [
+                stage,
+                *cells,
+                f"{e['exponent']}",
+                f"{e['cpu_exponent']}",
+                f"{e['cpu_exponent_largest_pair']}",
+                f"{e.get('cpu_exponent_ours')}",
+            ]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return (
@@ -166,24 +181,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", type=int, default=250, help="consultants at 1x")
     parser.add_argument("--factors", default="1,2,4", help="comma-separated multiples of --base")
     parser.add_argument("--no-billing", action="store_true", help="skip the billing stages")
-    parser.add_argument("--concurrency", type=int, default=15)
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument(
-        "--database",
-        default="psa_erp_sync_bench_scaling",
-        help="prefix of the databases (one per size, <prefix>_<factor>x), dropped and recreated",
+    add_run_arguments(
+        parser,
+        consultants=None,
+        database="psa_erp_sync_bench_scaling",
+        database_help="prefix of the databases (one per size, <prefix>_<factor>x), dropped and recreated",
     )
-    parser.add_argument("--port-offset", type=int, default=0, help="move the simulators' ports")
-    add_as_of(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("psa_erp_sync.clients.psa").setLevel(logging.WARNING)
+    configure_logging()
     factors = [int(f) for f in args.factors.split(",") if f.strip()]
     if len(factors) < 2:
         parser.error("--factors needs at least two sizes to fit an exponent")
     started = time.monotonic()
-    load_start = [round(x, 2) for x in os.getloadavg()]
+    load_start = load_average()
     doc = run(
         base=args.base,
         factors=factors,
@@ -197,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["machine"] = {
         "cpus": os.cpu_count(),
         "load_average_at_start": load_start,
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "load_average_at_end": load_average(),
     }
     doc["wall_seconds"] = round(time.monotonic() - started, 1)
     sys.stderr.write(summary(doc))

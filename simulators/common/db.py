@@ -27,7 +27,8 @@ class SimDB:
             dsn,
             min_size=1,
             max_size=max_size,
-            kwargs={"options": f"-c search_path={schema},public"},
+            # Named, so a benchmark can tell the simulator's backends from the pipeline's.
+            kwargs={"options": f"-c search_path={schema},public", "application_name": f"simulator {schema}"},
             open=False,
         )
 

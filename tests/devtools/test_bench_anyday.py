@@ -27,7 +27,9 @@ from simulators.firm.generator import (
 )
 
 DAYS = (date(2024, 2, 1), date(2024, 2, 6), date(2024, 2, 29))  # the 1st, the 6th, the last day
-PORT_OFFSET = 2700  # the test's simulators, away from make demo's and make bench's
+# The test's simulators, away from make demo's and make bench's; another offset for a second run of
+# these tests on the same machine (several worktrees at once).
+PORT_OFFSET = int(os.environ.get("PSA_ERP_SYNC_BENCH_TEST_PORT_OFFSET", "2700"))
 
 
 def _month_days(year: int, month: int) -> list[date]:

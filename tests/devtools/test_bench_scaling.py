@@ -85,3 +85,29 @@ def test_lookup_indexes_lists_by_number() -> None:
     doc = {"a": {"b": [10, 20]}}
     assert lookup(doc, "a.b.1") == 20
     assert lookup(doc, "a.b.2") is None and lookup(doc, "a.b.x") is None
+
+
+def test_the_simulators_cpu_is_told_apart_from_the_products() -> None:
+    from devtools.bench_pipeline import split_cpu
+
+    cpu = {
+        "pipeline": 1.0,
+        "postgres_backends": 3.0,  # every backend of the run's database, the simulators' included
+        "postgres_backends_psa_simulator": 1.5,
+        "postgres_backends_erp_simulator": 0.25,
+        "psa": 0.5,
+        "erp": 0.125,
+        "sampler": 0.4,  # the harness's own sampling: in neither
+    }
+    ours, sims = split_cpu(cpu, ["psa", "erp"])
+    assert ours == 2.25  # the pipeline process and the backends that are not a simulator's
+    assert sims == {"psa": 2.0, "erp": 0.38}
+
+
+def test_fit_gives_the_exponent_of_the_products_own_cpu_when_measured() -> None:
+    sizes = [_size(n, {"extract": n / 10_000}) for n in (10_000, 20_000, 40_000)]
+    assert fit(sizes)["extract"]["cpu_exponent_ours"] is None  # older figures: not measured
+    for size in sizes:
+        figures = size["stages"]["extract"]
+        figures["cpu_s_ours"] = (figures["records"] / 10_000) ** 1.2
+    assert fit(sizes)["extract"]["cpu_exponent_ours"] == 1.2

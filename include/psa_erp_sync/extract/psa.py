@@ -6,12 +6,23 @@ record changed later the same day is never missed; re-reading a record is harmle
 staging dedupes by (source id, content hash). Sweeps re-read a window of spent dates to catch
 what ``updated_since`` cannot show: deletions (Harvest has no deleted feed) and unapprovals
 that were not announced. The watermark advances in the same transaction as the staged rows.
+
+Pages are read ahead: a worker thread walks the PSA's pages (the HTTP request, the split of a page
+into items) while the caller's thread stages the pages before them, through a queue of at most
+:data:`READ_AHEAD_PAGES` pages (memory bounded by a few pages; the cursor walk itself stays one
+request at a time, as Harvest's cursor and rate limit want). Nothing about durability changes:
+every page is staged in the caller's one transaction, and a failure of the reader (an HTTP error,
+retries run out) is raised in the caller's thread before the watermark moves, so the transaction
+rolls back as before.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -95,6 +106,64 @@ def plan_window(
     return Window("incremental", since, None, None, as_of)
 
 
+#: Pages the reader thread may fetch ahead of staging (0: read in the caller's thread, no thread).
+READ_AHEAD_PAGES = 2
+_POLL_S = 0.1
+
+
+def read_ahead(
+    pages: Iterator[Sequence[object]], depth: int = READ_AHEAD_PAGES
+) -> Generator[Sequence[object], None, None]:
+    """``pages``, each fetched by a worker thread while the caller works on the ones before it.
+
+    At most ``depth`` pages wait in the queue. An exception of the reader is raised here, in the
+    caller's thread, in its place in the order (after the pages read before it). When the caller
+    stops early (an error while staging, a generator closed), the reader stops after the page it is
+    fetching and is joined before this returns, so the client is never used by two threads at once.
+    """
+    if depth <= 0:
+        yield from pages
+        return
+    waiting: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def hand_over(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                waiting.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        try:
+            for page in pages:
+                if not hand_over(("page", page)):
+                    return
+        except BaseException as exc:  # raised in the caller's thread
+            hand_over(("error", exc))
+            return
+        hand_over(("end", None))
+
+    thread = threading.Thread(target=reader, name="psa-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = waiting.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()
+
+
 def run_key_for(dag_id: str, run_id: str, endpoint: str) -> str:
     """Stable across task retries and clears of the same DAG run."""
     return f"{dag_id}/{run_id}/{endpoint}"
@@ -110,11 +179,19 @@ def extract_endpoint(
     per_page: int,
     source_system: str = "psa",
     progress: Callable[[int, float], None] | None = None,
+    read_ahead_pages: int = READ_AHEAD_PAGES,
 ) -> staging.StageResult:
-    """Stream one endpoint into staging and advance its watermark, in one transaction."""
+    """Stream one endpoint into staging and advance its watermark, in one transaction.
+
+    Pages are fetched up to ``read_ahead_pages`` ahead of staging by a worker thread
+    (:func:`read_ahead`; 0: in this thread)."""
     queries = window.queries(per_page) if endpoint in TRANSACTIONAL else [{"per_page": per_page}]
-    pages = (page for params in queries for page in _pages_of(client, endpoint, params))
-    with conn.transaction():
+    pages = read_ahead(
+        (page for params in queries for page in _pages_of(client, endpoint, params)), read_ahead_pages
+    )
+    # Closed on the way out, whatever happens: the reader thread is stopped and joined here, not
+    # whenever an exception's traceback lets go of the generator.
+    with closing(pages), conn.transaction():
         result = staging.stage_pages(
             conn,
             pages,
