@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
@@ -146,7 +147,6 @@ def _candidates(
         params = {**params, **scope.params()}
     hours = ", 'hours', d.hours::text" if "hours" in records.FIELDS[KINDS[record_type]] else ""
     with conn.cursor(name=f"plan_{record_type}", row_factory=dict_row) as cur:
-        cur.itersize = 20_000
         cur.execute(
             f"""
             WITH led AS (
@@ -188,10 +188,26 @@ def _candidates(
             {"rt": record_type, **params},
         )
         kind = KINDS[record_type]
-        for cand in cur:
+        for cand in _fetched(cur):
             if cand["desired"] is not None:
                 _through_contract(kind, cand)
             yield cand
+
+
+#: Rows fetched from the candidates' cursor at first, then four times more a fetch, up to the last
+#: size: the first chunk is planned (and sent) once its rows are there, not once 20,000 are
+#: transferred and decoded.
+FETCH_SIZES = (250, 20_000)
+
+
+def _fetched(cur: psycopg.ServerCursor[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    size, most = FETCH_SIZES
+    while True:
+        rows = cur.fetchmany(size)
+        yield from rows
+        if len(rows) < size:
+            return
+        size = min(most, 4 * size)
 
 
 def _through_contract(kind: str, cand: dict[str, Any]) -> None:
@@ -671,10 +687,25 @@ class _Planning:
     routes: dict[tuple[str, date], Route] = field(default_factory=dict)
     #: A parallel run's shadow lane: every record goes to its entity's secondary ERP (this route).
     secondary: dict[str, Route] | None = None
+    #: Entered while a lane's reader takes the snapshot it plans from (see :func:`plan`).
+    reading: Callable[[], AbstractContextManager[Any]] = nullcontext
     batch: list[ledger.Posting] = field(default_factory=list)
     parked: list[exception_queue.Item] = field(default_factory=list)
     # Every planned change to a record the ERP already holds: (action, external id, before, after).
     changes: list[tuple[str, str, Any, Any]] = field(default_factory=list)
+
+    def shadow_lane(self, result: Plan, secondary: dict[str, Route]) -> _Planning:
+        """The same settings for a parallel run's shadow lane, gathering into ``result``."""
+        return _Planning(
+            self.record_type,
+            self.config,
+            self.periods,
+            result,
+            self.router,
+            self.books,
+            secondary=secondary,
+            reading=self.reading,
+        )
 
     def book(self, erp: str | None) -> PeriodBook:
         """The periods of ``erp`` (the pass's own periods when they were not read for it)."""
@@ -1216,6 +1247,7 @@ def plan(
     source_ids: Collection[str] | None = None,
     source_system: str = "psa",
     full: bool = False,
+    reading: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> Plan:
     """Insert pending ledger rows for every record whose ERP state differs from the approved set.
 
@@ -1233,6 +1265,7 @@ def plan(
     migration, or a queue trigger is disabled) or when so many are queued that a full read is
     cheaper (:data:`FULL_ABOVE_SHARE`). Either of the last two empties the queue of what it saw,
     except records with a posting in flight: those are looked at again once it settles.
+    ``reading``: entered while each lane's reader takes its snapshot (``service._PlanGate``).
     """
     if on_chunk is not None and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         # Postings handed on before their transaction commits could be sent without a ledger row.
@@ -1243,7 +1276,7 @@ def plan(
         result.superseded = supersede_stale(conn, record_type, records=records)
     routes = router or default_router()
     books = dict(periods_by_erp or {})
-    pl = _Planning(record_type, config, periods, result, routes, books)
+    pl = _Planning(record_type, config, periods, result, routes, books, reading=reading)
     seen = _plan_lane(conn, pl, None, records, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk)
     # Parallel runs: the windows' records again, to each secondary ERP whose periods this pass read.
     scope = ShadowScope(
@@ -1260,7 +1293,7 @@ def plan(
         shadow = Plan(record_type, scope=shadow_records.scope)
         with conn.transaction():
             shadow.superseded = supersede_stale(conn, record_type, scope, shadow_records)
-        lane = _Planning(record_type, config, periods, shadow, routes, books, secondary=scope.secondary)
+        lane = pl.shadow_lane(shadow, scope.secondary)
         _plan_lane(conn, lane, scope, shadow_records, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk)
         result.parallel_run = shadow
     dequeued = 0
@@ -1419,6 +1452,8 @@ def _plan_lane(
         set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
         # One snapshot for the queue, the postings in flight and the candidates.
         reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with pl.reading():  # the transaction's first statement takes its snapshot
+            reader.execute("SELECT 1")
         if scope is None:
             seen = _read_queue(reader, pl.record_type, records)
         for cand in _candidates(reader, pl.record_type, scope, records):
