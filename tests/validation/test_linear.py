@@ -90,3 +90,44 @@ def test_closing_a_chunks_items_probes_the_item_key_per_id(pg_dsn: str, items: i
                 in plan
             ), plan
         conn.rollback()
+
+
+def test_the_sweep_of_vanished_items_probes_each_items_staged_version(clean_ods: str) -> None:
+    """The sweep's open items find their staged version by the staging key, one probe each, even
+    on statistics taken before the month was staged (the join was planned as a walk of the
+    endpoint's every version per item, parsing each payload: minutes at 27k records)."""
+    with psycopg.connect(clean_ods) as conn:
+        conn.execute(
+            "INSERT INTO staging.raw_record (source_system, endpoint, source_id, payload_hash, payload,"
+            " fetched_at, first_run_key, last_run_key)"
+            " SELECT 'psa', '/v2/projects', i::text, md5(i::text), '{}', now(), 'ref', 'ref'"
+            " FROM generate_series(1, 600) i"
+        )
+        conn.commit()
+        conn.execute("ANALYZE staging.raw_record")  # what the server knew before the month
+        conn.execute(
+            "INSERT INTO staging.raw_record (source_system, endpoint, source_id, payload_hash, payload,"
+            " fetched_at, first_run_key, last_run_key)"
+            " SELECT 'psa', '/v2/time_entries', i::text, md5(i::text),"
+            " jsonb_build_object('spent_date', '2026-11-02'), now(), 'm', 'm'"
+            " FROM generate_series(1, %s) i",
+            (ROWS,),
+        )
+        conn.execute(
+            "INSERT INTO exceptions.item (kind, domain, source_system, record_type, source_id,"
+            " source_version, reason_code, owner)"
+            " SELECT 'quarantine', 'time_expense', 'psa', 'time_entry', i::text, md5(i::text), 'R', 'o'"
+            " FROM generate_series(1, %s, 10) i",
+            (ROWS,),
+        )
+        params = {
+            "system": "psa",
+            "kind": "time_entry",
+            "endpoint": "/v2/time_entries",
+            "from": "2026-11-01",
+            "run_key": "m",
+        }
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + validation.VANISHED_SQL, params))
+        probe = plan.split("raw_record r", 1)[1].split("->", 1)[0]
+        assert "source_id = e.source_id" in probe and "payload_hash = e.source_version" in probe, plan
+        conn.rollback()
