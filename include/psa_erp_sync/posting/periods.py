@@ -15,8 +15,7 @@ entities, or is parked for finance (``park``).
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
@@ -40,58 +39,11 @@ class PeriodDecision:
 
 
 class PeriodBook:
-    """All periods per subsidiary, sorted, with the policy lookups the planner needs.
-
-    :meth:`reading` gives a book whose periods are still being read from the ERP (in a thread of
-    its own, while the pass does other work): every lookup waits until they are there, and
-    raises what the read raised if it failed."""
+    """All periods per subsidiary, sorted, with the policy lookups the planner needs."""
 
     def __init__(self, periods: Iterable[AccountingPeriod]) -> None:
         self._by_entity: dict[str, list[AccountingPeriod]] = {}
         self._by_id: dict[str, AccountingPeriod] = {}
-        self._ready: threading.Event | None = None  # set once a book being read is filled
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self._fill(periods)
-
-    @classmethod
-    def reading(cls, read: Callable[[], Iterable[dict[str, Any]]], *, name: str = "periods") -> PeriodBook:
-        """A book filled from ``read()`` (the ERP's period rows, as :meth:`from_rows` takes them)
-        in a thread of its own, started now. :meth:`wait` (and every lookup) waits for it."""
-        book = cls(())
-        book._ready = threading.Event()
-
-        def fill() -> None:
-            try:
-                book._fill(book._periods_of(read()))
-            except BaseException as exc:  # raised by wait(), in whichever thread looks it up
-                book._error = exc
-            finally:
-                assert book._ready is not None
-                book._ready.set()
-
-        book._thread = threading.Thread(target=fill, name=name, daemon=True)
-        book._thread.start()
-        return book
-
-    def wait(self) -> PeriodBook:
-        """This book once its periods are there; raises what their read raised."""
-        if self._ready is not None:
-            self._ready.wait()
-            if self._error is not None:
-                raise self._error
-        return self
-
-    def join(self) -> None:
-        """Wait for the read of a :meth:`reading` book to end, whatever its outcome."""
-        if self._thread is not None:
-            self._thread.join()
-
-    @staticmethod
-    def _periods_of(rows: Iterable[dict[str, Any]]) -> Iterator[AccountingPeriod]:
-        return (AccountingPeriod.model_validate({k.lower(): v for k, v in row.items()}) for row in rows)
-
-    def _fill(self, periods: Iterable[AccountingPeriod]) -> None:
         for period in periods:
             self._by_id[period.external_id] = period
             if period.is_summary:
@@ -102,14 +54,14 @@ class PeriodBook:
 
     @classmethod
     def from_rows(cls, rows: Iterable[dict[str, Any]]) -> PeriodBook:
-        return cls(cls._periods_of(rows))
+        return cls(AccountingPeriod.model_validate({k.lower(): v for k, v in row.items()}) for row in rows)
 
     def get(self, external_id: str) -> AccountingPeriod | None:
         """The period with this external id (summary periods included)."""
-        return self.wait()._by_id.get(external_id)
+        return self._by_id.get(external_id)
 
     def containing(self, legal_entity: str, day: date) -> AccountingPeriod | None:
-        for period in self.wait()._by_entity.get(legal_entity, []):
+        for period in self._by_entity.get(legal_entity, []):
             if period.start_date <= day <= period.end_date:
                 return period
         return None
@@ -117,7 +69,7 @@ class PeriodBook:
     def first_open_after(
         self, legal_entity: str, period: AccountingPeriod, record_type: str
     ) -> AccountingPeriod | None:
-        for candidate in self.wait()._by_entity.get(legal_entity, []):
+        for candidate in self._by_entity.get(legal_entity, []):
             if candidate.start_date > period.start_date and not candidate.blocks(record_type):
                 return candidate
         return None

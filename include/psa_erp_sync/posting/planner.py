@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
@@ -133,58 +132,50 @@ def _candidates(
     ``scope``: a parallel run's shadow lane instead of the record's own: the approved records of
     the windows' entities dated in their windows against the shadow rows (held by the secondary).
     ``only``: these records (the same rows a full read returns for them)."""
-    sql, params = _candidates_sql(record_type, scope, only)
-    with conn.cursor(name=f"plan_{record_type}", row_factory=dict_row) as cur:
-        cur.execute(sql, {"rt": record_type, **params})
-        kind = KINDS[record_type]
-        for cand in _fetched(cur):
-            if cand["desired"] is not None:
-                _through_contract(kind, cand)
-            yield cand
-
-
-def _candidates_sql(record_type: str, scope: ShadowScope | None, only: Records) -> tuple[str, dict[str, Any]]:
-    """The candidates' query (:func:`_candidates`). The records are compared and sorted by key
-    with their keys, versions and ledger aggregates only (the ``cand`` subquery); each canonical
-    row is then read by its ``ctid`` in the same snapshot (the version the comparison saw) and made
-    JSON as its candidate is fetched, with the payloads the ledger holds: the first candidates
-    reach the planner once the narrow sort is done, not once every row of the month is built."""
     source = SOURCES[record_type]
     where = only.where()
     lane = "NOT shadow" + where
-    keys = "ctid AS tid, source_system, source_id, version_hash"
-    desired, params = f"SELECT {keys} FROM {source} WHERE approved AND NOT is_deleted{where}", only.params()
+    desired, params = f"SELECT * FROM {source} WHERE approved AND NOT is_deleted{where}", only.params()
     if scope is not None:
         lane = "shadow AND legal_entity = ANY(%(entities)s)" + where
         desired = (
-            "SELECT d.ctid AS tid, d.source_system, d.source_id, d.version_hash"
-            f" FROM {source} d JOIN unnest(%(entities)s::text[], %(firsts)s::date[], %(lasts)s::date[])"
+            f"SELECT d.* FROM {source} d JOIN unnest(%(entities)s::text[], %(firsts)s::date[], %(lasts)s::date[])"
             " AS w(legal_entity, first_day, last_day) ON d.legal_entity = w.legal_entity"
             f" AND d.spent_date BETWEEN w.first_day AND w.last_day WHERE d.approved AND NOT d.is_deleted{only.where('d')}"
         )
         params = {**params, **scope.params()}
     hours = ", 'hours', d.hours::text" if "hours" in records.FIELDS[KINDS[record_type]] else ""
-    held = (
-        "base_external_id, base_amount, corrections, corrected_amount, corrected_hours, base_target_erp,"
-        " base_erp_account, base_route_version, correction_erps, correction_amounts, correction_hours"
-    )
-    sql = f"""
-        WITH led AS (
-            SELECT source_system, source_id, count(*) AS n,
-                   (array_agg(state ORDER BY seq DESC))[1] AS last_state,
-                   (array_agg(source_version ORDER BY seq DESC))[1] AS last_version,
-                   (array_agg(action ORDER BY seq DESC))[1] AS last_action,
-                   (array_agg(source_version ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_version,
-                   (array_agg(action ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_action,
-                   (array_agg(idempotency_key ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_key,
-                   {ledger.HELD_COLUMNS}
-            FROM ledger.posting WHERE record_type = %(rt)s AND {lane} GROUP BY 1, 2
-        ), desired AS ({desired}), cand AS (
+    with conn.cursor(name=f"plan_{record_type}", row_factory=dict_row) as cur:
+        cur.itersize = 20_000
+        cur.execute(
+            f"""
+            WITH led AS (
+                SELECT source_system, source_id, count(*) AS n,
+                       (array_agg(state ORDER BY seq DESC))[1] AS last_state,
+                       (array_agg(source_version ORDER BY seq DESC))[1] AS last_version,
+                       (array_agg(action ORDER BY seq DESC))[1] AS last_action,
+                       (array_agg(source_version ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_version,
+                       (array_agg(action ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_action,
+                       (array_agg(idempotency_key ORDER BY seq DESC) FILTER (WHERE state IN ('confirmed', 'resolved')))[1] AS done_key,
+                       {ledger.HELD_COLUMNS}
+                FROM ledger.posting WHERE record_type = %(rt)s AND {lane} GROUP BY 1, 2
+            ), desired AS ({desired})
             SELECT coalesce(d.source_system, led.source_system) AS source_system,
-                   coalesce(d.source_id, led.source_id) AS source_id, d.tid,
+                   coalesce(d.source_id, led.source_id) AS source_id,
+                   CASE WHEN d.source_id IS NOT NULL
+                        -- the rate (and hours) as text: JSON numbers would be decoded as floats
+                        THEN (to_jsonb(d.*) - 'record') || jsonb_build_object('fx_rate', d.fx_rate::text{hours})
+                   END AS desired,
                    coalesce(led.n, 0) AS n, led.last_state, led.last_version, led.last_action,
-                   led.done_version, led.done_action, led.done_key, led.base_action, led.base_key,
-                   {", ".join(f"led.{c.strip()}" for c in held.split(","))}
+                   led.done_version, led.done_action,
+                   -- the payloads by key, for the candidates only (migration 0042): the aggregate over
+                   -- the ledger reads none
+                   (SELECT pp.payload FROM ledger.posting_payload pp WHERE pp.idempotency_key = led.done_key) AS done_payload,
+                   led.base_action, (SELECT pp.payload FROM ledger.posting_payload pp WHERE pp.idempotency_key = led.base_key)
+                   AS base_payload, led.base_external_id, led.base_amount,
+                   led.corrections, led.corrected_amount, led.corrected_hours,
+                   led.base_target_erp, led.base_erp_account, led.base_route_version,
+                   led.correction_erps, led.correction_amounts, led.correction_hours
             FROM desired d FULL JOIN led USING (source_system, source_id)
             WHERE (led.last_state IS NULL OR led.last_state NOT IN ('pending', 'sent', 'ambiguous'))
               AND (
@@ -193,38 +184,14 @@ def _candidates_sql(record_type: str, scope: ShadowScope | None, only: Records) 
                  OR (d.source_id IS NULL AND led.done_action IN ('post', 'adjust'))
               )
             ORDER BY 1, 2
+            """,
+            {"rt": record_type, **params},
         )
-        SELECT c.source_system, c.source_id,
-               CASE WHEN c.tid IS NOT NULL
-                    -- the rate (and hours) as text: JSON numbers would be decoded as floats
-                    THEN (to_jsonb(d.*) - 'record') || jsonb_build_object('fx_rate', d.fx_rate::text{hours})
-               END AS desired,
-               c.n, c.last_state, c.last_version, c.last_action, c.done_version, c.done_action,
-               -- the payloads by key, for the candidates only (migration 0042): the aggregate over
-               -- the ledger reads none
-               (SELECT pp.payload FROM ledger.posting_payload pp WHERE pp.idempotency_key = c.done_key) AS done_payload,
-               c.base_action, (SELECT pp.payload FROM ledger.posting_payload pp WHERE pp.idempotency_key = c.base_key)
-               AS base_payload, {", ".join(f"c.{c.strip()}" for c in held.split(","))}
-        FROM cand c LEFT JOIN LATERAL (SELECT * FROM {source} d0 WHERE d0.ctid = c.tid) d ON true
-        ORDER BY c.source_system, c.source_id
-        """
-    return sql, params
-
-
-#: Rows fetched from the candidates' cursor at first, then four times more a fetch, up to the last
-#: size: the first chunk is planned (and sent) once its rows are there, not once 20,000 are
-#: transferred and decoded.
-FETCH_SIZES = (250, 20_000)
-
-
-def _fetched(cur: psycopg.ServerCursor[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    size, most = FETCH_SIZES
-    while True:
-        rows = cur.fetchmany(size)
-        yield from rows
-        if len(rows) < size:
-            return
-        size = min(most, 4 * size)
+        kind = KINDS[record_type]
+        for cand in cur:
+            if cand["desired"] is not None:
+                _through_contract(kind, cand)
+            yield cand
 
 
 def _through_contract(kind: str, cand: dict[str, Any]) -> None:
@@ -704,25 +671,10 @@ class _Planning:
     routes: dict[tuple[str, date], Route] = field(default_factory=dict)
     #: A parallel run's shadow lane: every record goes to its entity's secondary ERP (this route).
     secondary: dict[str, Route] | None = None
-    #: Entered while a lane's reader takes the snapshot it plans from (see :func:`plan`).
-    reading: Callable[[], AbstractContextManager[Any]] = nullcontext
     batch: list[ledger.Posting] = field(default_factory=list)
     parked: list[exception_queue.Item] = field(default_factory=list)
     # Every planned change to a record the ERP already holds: (action, external id, before, after).
     changes: list[tuple[str, str, Any, Any]] = field(default_factory=list)
-
-    def shadow_lane(self, result: Plan, secondary: dict[str, Route]) -> _Planning:
-        """The same settings for a parallel run's shadow lane, gathering into ``result``."""
-        return _Planning(
-            self.record_type,
-            self.config,
-            self.periods,
-            result,
-            self.router,
-            self.books,
-            secondary=secondary,
-            reading=self.reading,
-        )
 
     def book(self, erp: str | None) -> PeriodBook:
         """The periods of ``erp`` (the pass's own periods when they were not read for it)."""
@@ -1264,7 +1216,6 @@ def plan(
     source_ids: Collection[str] | None = None,
     source_system: str = "psa",
     full: bool = False,
-    reading: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> Plan:
     """Insert pending ledger rows for every record whose ERP state differs from the approved set.
 
@@ -1282,7 +1233,6 @@ def plan(
     migration, or a queue trigger is disabled) or when so many are queued that a full read is
     cheaper (:data:`FULL_ABOVE_SHARE`). Either of the last two empties the queue of what it saw,
     except records with a posting in flight: those are looked at again once it settles.
-    ``reading``: entered while each lane's reader takes its snapshot (``service._PlanGate``).
     """
     if on_chunk is not None and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         # Postings handed on before their transaction commits could be sent without a ledger row.
@@ -1293,7 +1243,7 @@ def plan(
         result.superseded = supersede_stale(conn, record_type, records=records)
     routes = router or default_router()
     books = dict(periods_by_erp or {})
-    pl = _Planning(record_type, config, periods, result, routes, books, reading=reading)
+    pl = _Planning(record_type, config, periods, result, routes, books)
     seen = _plan_lane(conn, pl, None, records, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk)
     # Parallel runs: the windows' records again, to each secondary ERP whose periods this pass read.
     scope = ShadowScope(
@@ -1310,7 +1260,7 @@ def plan(
         shadow = Plan(record_type, scope=shadow_records.scope)
         with conn.transaction():
             shadow.superseded = supersede_stale(conn, record_type, scope, shadow_records)
-        lane = pl.shadow_lane(shadow, scope.secondary)
+        lane = _Planning(record_type, config, periods, shadow, routes, books, secondary=scope.secondary)
         _plan_lane(conn, lane, scope, shadow_records, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk)
         result.parallel_run = shadow
     dequeued = 0
@@ -1439,11 +1389,6 @@ def _dequeue(conn: psycopg.Connection, record_type: str, seen: _Seen, *, trusted
     return deleted.rowcount
 
 
-#: The first chunk a plan hands on (:func:`_plan_lane`): a few of the engine's batches, planned and
-#: committed in a fraction of a second, so the first requests go out while the rest is planned.
-FIRST_CHUNK = 250
-
-
 def _plan_lane(
     conn: psycopg.Connection,
     pl: _Planning,
@@ -1458,9 +1403,9 @@ def _plan_lane(
     a time; a shadow posting is keyed as such (:func:`as_shadow`) before it is written. Returns
     what the own lane read of the queue (:func:`_read_queue`), for :func:`_dequeue`."""
     batch, parked, changes = pl.batch, pl.parked, pl.changes  # _flush empties them in place
-    # Handed on as they commit, the first chunks are smaller (FIRST_CHUNK, then doubling up to
+    # Handed on as they commit, the first chunks are smaller (a quarter, then doubling up to
     # ``chunk``): the engine waits for the first chunk with every ERP slot idle.
-    size = min(chunk, FIRST_CHUNK) if on_chunk is not None else chunk
+    size = max(chunk // 4, min(chunk, 500)) if on_chunk is not None else chunk
 
     def flush() -> None:
         nonlocal size
@@ -1474,8 +1419,6 @@ def _plan_lane(
         set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
         # One snapshot for the queue, the postings in flight and the candidates.
         reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        with pl.reading():  # the transaction's first statement takes its snapshot
-            reader.execute("SELECT 1")
         if scope is None:
             seen = _read_queue(reader, pl.record_type, records)
         for cand in _candidates(reader, pl.record_type, scope, records):

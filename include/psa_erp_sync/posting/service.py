@@ -370,41 +370,8 @@ def _post_locked(
     target: ledger.Target,
     periods_by_erp: dict[str, PeriodBook],
 ) -> PostingResult:
-    # The ERP's periods are read (one request: ~0.3 s from a remote ERP) while the ledger is
-    # counted and the planner reads its candidates; the planner's first decision waits for them,
-    # and the engine gets nothing to send before they are there (_PlanningThread.chunks).
-    periods = PeriodBook.reading(client.read_periods, name=f"periods-{record_type}")
-    try:
-        return _post_with_periods(
-            dsn=dsn,
-            client=client,
-            record_type=record_type,
-            config=config,
-            settings=settings,
-            run_id=run_id,
-            task_try=task_try,
-            lock=lock,
-            target=target,
-            books={**periods_by_erp, target.erp: periods},
-        )
-    finally:
-        periods.join()  # no request of this pass outlives it
-
-
-def _post_with_periods(
-    *,
-    dsn: str,
-    client: Any,
-    record_type: str,
-    config: Config,
-    settings: EngineSettings,
-    run_id: str,
-    task_try: int | None,
-    lock: PostingLock,
-    target: ledger.Target,
-    books: dict[str, PeriodBook],
-) -> PostingResult:
-    periods = books[target.erp]
+    periods = PeriodBook.from_rows(client.read_periods())
+    books = {**periods_by_erp, target.erp: periods}
     with psycopg.connect(dsn) as conn:
         already_pending = ledger.count_in_state(conn, record_type, ["pending"], target=target)
     gate = _PlanGate(record_type)
@@ -432,7 +399,6 @@ def _post_with_periods(
         source_ids=target.source_ids,
     )
     planning.books = books
-    planning.hand_off = hand_off
     planning.start()
     try:
         outcome = engine.run(planning.chunks(), already_pending=already_pending).as_dict()
@@ -481,9 +447,6 @@ class _PlanningThread:
         self.periods = periods
         self.run_id = run_id
         self.books: dict[str, PeriodBook] = {}
-        # Offered the lock to a waiting short pass while the engine waits for the first chunk.
-        self.hand_off: _HandOff | None = None
-        self.idle_probe_s = 0.05
         self.plan: planner.Plan | None = None
         self.error: BaseException | None = None
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=4)
@@ -519,7 +482,6 @@ class _PlanningThread:
                     on_chunk=self._put,
                     periods_by_erp=self.books,
                     source_ids=None if self.source_ids is None else sorted(self.source_ids),
-                    reading=self.gate.reading,
                 )
         except _Stopped:
             return
@@ -531,26 +493,13 @@ class _PlanningThread:
             return
 
     def chunks(self) -> Iterator[list[ledger.Posting]]:
-        """The planner's committed chunks, for the engine. Before the first one (the engine has
-        nothing in flight yet: it asks for it before sending anything) a short pass waiting for
-        the lock gets it handed over (:attr:`hand_off`), so a burst does not wait while the
-        planner reads its first candidates. Nothing is handed on before the ERP's periods are
-        read: a pass whose period read failed fails with that error, as before it planned."""
-        item = self._first()
-        self.periods.wait()
-        while item is not self._DONE:
-            yield item
-            item = self._queue.get()
-        if self.error is not None:
-            raise self.error
-
-    def _first(self) -> Any:
         while True:
-            try:
-                return self._queue.get(timeout=self.idle_probe_s)
-            except queue.Empty:
-                if self.hand_off is not None and self.hand_off.wanted():
-                    self.hand_off()
+            item = self._queue.get()
+            if item is self._DONE:
+                if self.error is not None:
+                    raise self.error
+                return
+            yield item
 
     def stop(self) -> None:
         """Stop a planner the engine no longer listens to (the engine failed), and wait for it."""
@@ -583,10 +532,8 @@ class _PlanGate:
 
     def __init__(self, record_type: str) -> None:
         self.record_type = record_type
-        # The first hand-over after the planner took a snapshot it plans from (the server's clock).
-        self.since: datetime | None = None
+        self.since: datetime | None = None  # the first hand-over (the server's clock)
         self.overtaken = 0
-        self.snapshot_taken = False  # set by reading(), before the planner's first snapshot
         self._cond = threading.Condition()
         self._closed = False
         self._inside = 0
@@ -610,17 +557,6 @@ class _PlanGate:
                 with self._cond:
                     self._inside -= 1
                     self._cond.notify_all()
-
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        """Around the statement that takes the snapshot a planner lane reads its candidates in
-        (:func:`~psa_erp_sync.posting.planner.plan`'s ``reading``): no hand-over runs meanwhile.
-        A hand-over before it needs no guard (the snapshot sees all the other pass wrote: it
-        ended before the lock came back); every hand-over after it does (:meth:`before_commit`)."""
-        with self.entered():
-            with self._cond:
-                self.snapshot_taken = True
-            yield
 
     @contextmanager
     def closed(self) -> Iterator[None]:
@@ -681,9 +617,7 @@ class _HandOff:
         log.info("posting lock handed to a waiting pass and taken back in %.2f s", time.monotonic() - started)
 
     def _released(self, at: datetime) -> None:
-        # With the gate closed: the planner is not taking a snapshot now, so snapshot_taken says
-        # whether what it plans from here on may predate the other pass's rows.
-        if self.gate.since is None and self.gate.snapshot_taken:
+        if self.gate.since is None:
             self.gate.since = at
 
 
