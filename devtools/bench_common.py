@@ -115,13 +115,24 @@ def validate_month(
     from psa_erp_sync.validation import time_expense as validation
 
     ref = validation.PsaReference.from_staging(conn, keys)
+    runs = {endpoint: keys[endpoint] for endpoint in TRANSACTIONAL}
+    return validate_runs(conn, ref, runs, config=config, as_of=as_of)
+
+
+def validate_runs(
+    conn: psycopg.Connection, ref: Any, runs: dict[str, str], *, config: Any, as_of: datetime
+) -> tuple[int, int]:
+    """Each transactional endpoint's staged versions of ``runs`` (endpoint -> run key) validated
+    against ``ref``, in a transaction of its own. (versions checked, quarantined)."""
+    from psa_erp_sync.validation import time_expense as validation
+
     checked_total, quarantined = 0, 0
-    for endpoint, (kind, _) in TRANSACTIONAL.items():
+    for endpoint, run_key in runs.items():
         with conn.transaction():
             checked = validation.validate_run(
                 conn,
-                kind=kind,  # type: ignore[arg-type]
-                run_key=keys[endpoint],
+                kind=TRANSACTIONAL[endpoint][0],  # type: ignore[arg-type]
+                run_key=run_key,
                 ref=ref,
                 config=config,
                 as_of=as_of,

@@ -40,6 +40,8 @@ from typing import Any
 import psycopg
 from pydantic import BaseModel, ValidationError
 
+from devtools.bench_common import validate_runs
+
 log = logging.getLogger("bench.validation")
 
 #: transactional endpoint -> (validation kind, the PSA model a bare validation uses)
@@ -200,20 +202,7 @@ def validate_once(
         if profile is not None:
             profile.enable()
         ref = validation.PsaReference.from_staging(conn, ref_keys)
-        records, quarantined = 0, 0
-        for endpoint, run_key in run_keys.items():
-            with conn.transaction():
-                checked = validation.validate_run(
-                    conn,
-                    kind=KINDS[endpoint],  # type: ignore[arg-type]
-                    run_key=run_key,
-                    ref=ref,
-                    config=config,
-                    as_of=as_of,
-                    dag_run_id="bench",
-                )
-            records += checked.staged_versions
-            quarantined += checked.quarantined
+        records, quarantined = validate_runs(conn, ref, run_keys, config=config, as_of=as_of)
         if profile is not None:
             profile.disable()
         seconds = time.monotonic() - started
