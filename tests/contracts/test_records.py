@@ -109,6 +109,36 @@ def test_a_record_is_built_only_from_the_contracts_fields() -> None:
         records.build("time_entry", {**_time_values(), "amount_minor": "96664"})
 
 
+def test_rows_are_built_at_once_as_one_by_one_with_the_columns_beside() -> None:
+    """``build_rows`` (validation's ``COPY`` rows, a chunk in one call) gives each row's
+    :func:`records.build` fields in order, then the extra columns as they are, and refuses what
+    ``build`` refuses, whichever row of the list holds it."""
+    extra = ("fx_rate", "source_read_at")
+    read_at = datetime(2026, 11, 3, 11, tzinfo=UTC)
+    rows = [
+        {**_time_values(), "source_id": str(n), "fx_rate": Decimal("1.1"), "source_read_at": read_at}
+        for n in range(3)
+    ]
+    rows[1].pop("fx_rate")  # an extra column a row lacks is None
+    built = records.build_rows("time_entry", rows, extra)
+    for row, values in zip(rows, built, strict=True):
+        record = records.build("time_entry", {k: row[k] for k in records.FIELDS["time_entry"]})
+        assert values == (*msgspec.structs.astuple(record)[1:], row.get("fx_rate"), read_at)
+    assert built[1][-2] is None and isinstance(built[0][-2], Decimal)
+    for bad, field in (
+        ({"notes": "x"}, "notes"),  # a field neither the contract nor extra names
+        ({"billable": "true"}, "billable"),
+        ({"source_updated_at": datetime(2026, 11, 3)}, "source_updated_at"),  # naive
+        ({"amount_minor": "96664"}, "amount_minor"),
+    ):
+        with pytest.raises(msgspec.ValidationError, match=field):
+            records.build_rows("time_entry", [*rows, {**rows[0], **bad}], extra)
+    with pytest.raises(msgspec.ValidationError, match="hours"):
+        records.build_rows("time_entry", [*rows, {k: v for k, v in rows[0].items() if k != "hours"}], extra)
+    with pytest.raises(msgspec.ValidationError, match="fx_rate"):
+        records.build_rows("time_entry", rows)  # extra columns not named are refused
+
+
 def test_a_row_read_back_decodes_as_it_was_written() -> None:
     record = records.build("time_entry", _time_values())
     as_json = records.as_json_row(record)

@@ -82,3 +82,19 @@ def test_nul_escapes_stay_text_once() -> None:
     assert jsonb.escape_nul(b'{"a":"x\\u0000y"}') == b'{"a":"x\\\\u0000y"}'
     assert jsonb.escape_nul(b'{"a":"x\\\\u0000y"}') == b'{"a":"x\\\\u0000y"}'  # already an escaped backslash
     assert jsonb.escape_nul(b'{"a":1}') == b'{"a":1}'
+
+
+#: Source ids an array literal must quote or escape (the ids are sent as binary arrays).
+_ARRAY_HOSTILE = ["a,b", '"q"', "{c}", "back\\slash", " lead", "NULL", "", "x y", "é"]
+
+
+def test_resolve_for_closes_items_of_ids_an_array_literal_would_quote(clean_ods: str) -> None:
+    with psycopg.connect(clean_ods) as conn:
+        queue.quarantine_many(
+            conn, [_item(i, "HOURS_INVALID") for i in [*_ARRAY_HOSTILE, "keep"]], run_id="r"
+        )
+        kw = {"source_system": "psa", "record_type": "time_entry"}
+        assert queue.resolve_for(conn, kind="quarantine", source_ids=_ARRAY_HOSTILE, **kw) == len(
+            _ARRAY_HOSTILE
+        )
+        assert _open(conn) == {("quarantine", "keep", "HOURS_INVALID")}

@@ -131,3 +131,25 @@ def test_the_sweep_of_vanished_items_probes_each_items_staged_version(clean_ods:
         probe = plan.split("raw_record r", 1)[1].split("->", 1)[0]
         assert "source_id = e.source_id" in probe and "payload_hash = e.source_version" in probe, plan
         conn.rollback()
+
+
+def test_lookups_read_ids_and_fingerprints_an_array_literal_would_quote(
+    unanalyzed: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunk's keys and fingerprints go as binary arrays: each arrives as it is."""
+    hostile = ["a,b", '"q"', "{c}", "back\\slash", " lead", "NULL", "x y", ""]
+    unanalyzed.execute(
+        "UPDATE month SET fingerprint = (%s::text[])[source_id::int] WHERE source_id::int <= %s",
+        (hostile, len(hostile)),
+    )
+    unanalyzed.execute(
+        "UPDATE month SET source_id = (%s::text[])[source_id::int - 100] WHERE source_id::int BETWEEN 101 AND %s",
+        (hostile, 100 + len(hostile)),
+    )
+    monkeypatch.setitem(validation.TABLES, "time_entry", "month")
+    keys = [{"source_id": i, "source_system": "psa"} for i in [*hostile, "absent", "2", "101"]]
+    assert validation._present(unanalyzed, "time_entry", keys) == {*hostile, "2"}
+    rows = [{"source_id": str(ROWS + n), "fingerprint": fp} for n, fp in enumerate([*hostile, "none"])]
+    assert validation._duplicates_of_existing(unanalyzed, "time_entry", rows) == {
+        str(ROWS + n): str(n + 1) for n in range(len(hostile))
+    }

@@ -17,7 +17,8 @@ validation writes against the pydantic model itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import typing
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal
@@ -99,6 +100,47 @@ def build(kind: str, values: Mapping[str, Any]) -> Record:
     if unknown:  # v1 is extra="forbid"; the twin reads rows with more columns, so it checks here
         raise msgspec.ValidationError(f"fields the {kind} contract lacks: {', '.join(sorted(unknown))}")
     return msgspec.convert(values, TWINS[kind])
+
+
+#: The row type of :func:`build_rows`, by twin and extra columns (built on first use).
+_ROW_TYPES: dict[tuple[type, tuple[str, ...]], Any] = {}
+
+
+def _row_type(twin: type[msgspec.Struct], extra: tuple[str, ...]) -> Any:
+    """``list[<the twin's fields, then extra (any value, None by default)>]``, for one
+    ``msgspec.convert`` of a whole list of rows."""
+    key = (twin, extra)
+    if key not in _ROW_TYPES:
+        hints = typing.get_type_hints(twin, include_extras=True)
+        fields = twin.__struct_fields__
+        defaults = dict(
+            zip(fields[len(fields) - len(twin.__struct_defaults__) :], twin.__struct_defaults__, strict=True)
+        )
+        spec: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+            (f, hints[f], defaults[f]) if f in defaults else (f, hints[f]) for f in fields
+        ]
+        spec += [(name, Any, None) for name in extra]
+        row = msgspec.defstruct(f"{twin.__name__}Row", spec, kw_only=True, frozen=True)
+        _ROW_TYPES[key] = list[row]  # type: ignore[valid-type]
+    return _ROW_TYPES[key]
+
+
+def build_rows(
+    kind: str, rows: Sequence[Mapping[str, Any]], extra: tuple[str, ...] = ()
+) -> list[tuple[Any, ...]]:
+    """:func:`build` of each of ``rows`` in one call, as tuples: the contract's fields in order
+    (without ``contract_version``), then the values of ``extra``, columns beside the contract
+    passed as they are (None where a row has none). The same refusals as :func:`build`
+    (``msgspec.ValidationError``): a missing field or a wrong type, then a key that neither the
+    contract nor ``extra`` names."""
+    twin = TWINS[kind]
+    built = msgspec.convert(rows, _row_type(twin, extra))
+    allowed = {*twin.__struct_fields__, *extra}
+    unknown = set().union(*rows) - allowed
+    if unknown:  # v1 is extra="forbid"
+        raise msgspec.ValidationError(f"fields the {kind} contract lacks: {', '.join(sorted(unknown))}")
+    astuple = msgspec.structs.astuple
+    return [astuple(r)[1:] for r in built]
 
 
 def encode(record: Record) -> str:

@@ -109,7 +109,7 @@ def resolve_for_sql(*, by_reason: bool) -> str:
     return (
         "UPDATE exceptions.item e SET status = 'resolved', last_seen = now()"
         " WHERE e.status = 'open' AND e.id = ANY(ARRAY("
-        "  SELECT o.id FROM unnest(%(ids)s::text[]) AS k(source_id) CROSS JOIN LATERAL ("
+        "  SELECT o.id FROM unnest(%(ids)b::text[]) AS k(source_id) CROSS JOIN LATERAL ("
         "   SELECT i.id FROM exceptions.item i WHERE i.kind = %(kind)s AND i.source_system = %(system)s"
         f"   AND i.record_type = %(type)s AND i.source_id = k.source_id{reason} OFFSET 0) o))"
     )

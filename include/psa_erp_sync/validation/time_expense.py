@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import logging
+import operator
 import re
 import time
 from collections import Counter
@@ -513,6 +514,13 @@ def _utc(value: datetime) -> datetime | None:
         return None
 
 
+@functools.lru_cache(maxsize=8)
+def _nested_ids(nested: tuple[str, ...]) -> Callable[[Any], Any]:
+    """The ids of the ``nested`` references of a parsed record, as a tuple (one C call a record)."""
+    get = operator.attrgetter(*(f"{name}.id" for name in nested))
+    return get if len(nested) > 1 else lambda record: (get(record),)
+
+
 #: Years in which an aware datetime may not be expressible in UTC (checked the slow way).
 _EDGE_YEARS = frozenset((1, 9999))
 
@@ -528,7 +536,7 @@ def _screen_parsed(
     ids are the payload's integers and its timestamps ``datetime.fromisoformat`` of the payload's
     strings with a zone, so the checks and their details are the same."""
     source_id = str(record.id)
-    refs = [getattr(record, name).id for name in nested]
+    refs = _nested_ids(nested)(record)
     if not (1 <= record.id <= MAX_ID and min(refs) >= 1 and max(refs) <= MAX_ID):
         ids = {"id": record.id, **{f"{name}.id": ref_id for name, ref_id in zip(nested, refs, strict=True)}}
         out_of_range = sorted(name for name, value in ids.items() if not 1 <= value <= MAX_ID)
@@ -882,7 +890,7 @@ def _batch_by_ctid(
         return []
     rows: list[tuple[str, str, str, datetime]] = conn.execute(
         "SELECT r.payload, r.payload_hash, r.source_id, r.fetched_at"
-        " FROM unnest(%s::tid[]) WITH ORDINALITY AS k(row_id, n) JOIN staging.raw_record r ON r.ctid = k.row_id"
+        " FROM unnest(%b::text[]::tid[]) WITH ORDINALITY AS k(row_id, n) JOIN staging.raw_record r ON r.ctid = k.row_id"
         " ORDER BY k.n",
         (ctids,),
     ).fetchall()
@@ -1407,7 +1415,7 @@ def _first_with_fingerprints(table: str) -> str:
     """SQL: for each fingerprint of the array parameter, the smallest id of a live row of ``table``
     with it (one probe of the fingerprint index each: the aggregate keeps the subquery per row)."""
     return (
-        "SELECT k.fingerprint, f.first FROM unnest(%s::text[]) AS k(fingerprint)"
+        "SELECT k.fingerprint, f.first FROM unnest(%b::text[]) AS k(fingerprint)"
         f" CROSS JOIN LATERAL (SELECT min(c.source_id::bigint)::text AS first FROM {table} c"
         "  WHERE c.fingerprint = k.fingerprint AND NOT c.is_deleted) f WHERE f.first IS NOT NULL"
     )
@@ -1515,6 +1523,8 @@ def _copied(kind: Kind) -> str:
 
 
 _COPY_TYPES: dict[str, list[str]] = {}
+#: The columns of a row validation writes beside its contract's, in :func:`_copied`'s order.
+_BESIDE_CONTRACT = (*_FX_COLUMNS, "source_read_at")
 
 
 def _copy_types(conn: psycopg.Connection, kind: Kind) -> list[str]:
@@ -1535,27 +1545,20 @@ def _copy_types(conn: psycopg.Connection, kind: Kind) -> list[str]:
 
 def _copy_rows(conn: psycopg.Connection, kind: Kind, table: str, rows: list[dict[str, Any]]) -> None:
     """``COPY`` ``rows`` into ``table`` (canonical, or the chunk's temporary twin of it), binary."""
-    columns = _COLUMNS[kind]
     types = _copy_types(conn, kind)
+    # through the contract, the chunk in one call: a missing field, one it lacks or a wrong type fails here
+    built = records.build_rows(kind, rows, _BESIDE_CONTRACT)
     with conn.cursor() as cur, cur.copy(f"COPY {table} ({_copied(kind)}) FROM STDIN (FORMAT binary)") as copy:
         copy.set_types(types)
-        for row in rows:
-            # through the contract: a missing field, one it lacks or a wrong type fails here
-            record = records.build(kind, {k: row[k] for k in columns})
-            copy.write_row(
-                (
-                    *msgspec.structs.astuple(record)[1:],  # the columns: the fields after contract_version
-                    *[row.get(c) for c in _FX_COLUMNS],
-                    row["source_read_at"],
-                )
-            )
+        for values in built:
+            copy.write_row(values)
 
 
 def _present(conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]]) -> set[str]:
     """The source ids of ``rows`` that have a committed row in canonical (live or deleted): one
     probe of the primary key each."""
     found = conn.execute(
-        "SELECT k.source_id FROM unnest(%s::text[]) AS k(source_id)"
+        "SELECT k.source_id FROM unnest(%b::text[]) AS k(source_id)"
         f" WHERE EXISTS (SELECT 1 FROM {TABLES[kind]} c WHERE c.source_system = %s AND c.source_id = k.source_id)",
         ([r["source_id"] for r in rows], rows[0]["source_system"]),
     ).fetchall()
