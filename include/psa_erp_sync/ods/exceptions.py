@@ -104,7 +104,8 @@ def resolve_for_sql(*, by_reason: bool) -> str:
     The probe has no ``status`` condition: with it, the partial index of open items
     (``item_open_idx``) matched the probe too, and while ``exceptions.item`` looked empty to the
     planner (a new or truncated queue filling up in the same run) it scanned that whole index per
-    id (0.2-2 s a chunk of 5,000 as the run's items accumulated: quadratic again)."""
+    id (0.2-2 s a chunk of 5,000 as the run's items accumulated: quadratic again). The ids go as a
+    binary array (``%(ids)b``): a text one is quoted element by element in Python."""
     reason = " AND i.reason_code = %(reason)s" if by_reason else ""
     return (
         "UPDATE exceptions.item e SET status = 'resolved', last_seen = now()"

@@ -246,15 +246,8 @@ def _money_ok(value: str | int | float | None) -> bool:
 
 
 def _assignment_ok(a: _UserAssignment | _TaskAssignment | None) -> bool:
-    """``_time_ok`` of both timestamps and ``_money_ok`` of both amounts, inline (twice an entry)."""
-    if a is None:
-        return True
-    created, updated, rate, budget = a.created_at, a.updated_at, a.hourly_rate, a.budget
-    return (
-        (created is None or _aware(created) is not None)
-        and (updated is None or _aware(updated) is not None)
-        and (not isinstance(rate, str) or _money_text(rate) is not None)
-        and (not isinstance(budget, str) or _money_text(budget) is not None)
+    return a is None or (
+        _time_ok(a.created_at) and _time_ok(a.updated_at) and _money_ok(a.hourly_rate) and _money_ok(a.budget)
     )
 
 
