@@ -7,6 +7,7 @@ Plain Python taking a connection and clients: the operator adapts it to Airflow.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -85,25 +86,33 @@ def refresh(
         prior_ids = {s: forecast_inputs.previous_snapshot(conn, s, snap_id) for s, snap_id in todo.items()}
         priors = {s: _prior(conn, prior_id) for s, prior_id in prior_ids.items()}
         kpis = _billing_kpis(conn, as_of, settings, job_external_id)
-        for result in model.compute_scenarios(loaded, settings, tuple(todo), priors):
-            snap_id = todo[result.scenario]
-            result.billing_kpis = kpis
-            written = store.write_snapshot(
-                conn,
-                result,
-                snap_id=snap_id,
-                run_id=run_id,
-                data_versions=versions,
-                reporting_currency=settings.reporting_currency,
-            )
-            outcome.snapshots[result.scenario] = {
+        computed: dict[str, tuple[int, dict[str, Any]]] = {}
+
+        def results() -> Iterator[model.ForecastResult]:
+            for result in model.iter_scenarios(loaded, settings, tuple(todo), priors):
+                result.billing_kpis = kpis
+                computed[result.scenario] = (len(result.lines), result.totals)
+                yield result
+
+        # Each scenario is written while the next one is computed (one transaction per snapshot).
+        written = store.write_as_computed(
+            conn,
+            results(),
+            snap_ids=todo,
+            run_id=run_id,
+            data_versions=versions,
+            reporting_currency=settings.reporting_currency,
+        )
+        for scenario, snap_id in todo.items():
+            lines, totals = computed[scenario]
+            outcome.snapshots[scenario] = {
                 "snapshot_id": snap_id,
-                "written": written,
-                "lines": len(result.lines),
-                "totals": result.totals,
-                "previous_snapshot_id": prior_ids[result.scenario],
+                "written": written[scenario],
+                "lines": lines,
+                "totals": totals,
+                "previous_snapshot_id": prior_ids[scenario],
             }
-            log.info("snapshot %s: %d lines, written %s", snap_id, len(result.lines), written)
+            log.info("snapshot %s: %d lines, written %s", snap_id, lines, written[scenario])
     outcome.snapshots = {s: outcome.snapshots[s] for s in scenarios}
     if planning is not None:
         for info in outcome.snapshots.values():
