@@ -134,7 +134,7 @@ def test_the_month_of_a_day_number_is_the_model_month_index() -> None:
     days = [first + timedelta(days=i) for i in range((date(2101, 1, 8) - first).days)]
     numbers = np.array([(d - epoch).days for d in days], dtype=np.int64)
     assert inputs._month_of_days(numbers).tolist() == [model.month_index(d) for d in days]
-    far = [date(1, 1, 1), date(1970, 1, 1), date(9999, 12, 31)]  # a range too wide for a table
+    far = [date(1, 1, 1), date(1970, 1, 1), date(9999, 12, 31)]  # the ends of the calendar
     far_numbers = np.array([(d - epoch).days for d in far], dtype=np.int64)
     assert inputs._month_of_days(far_numbers).tolist() == [model.month_index(d) for d in far]
     assert inputs._month_of_days(np.zeros(0, dtype=np.int64)).tolist() == []
