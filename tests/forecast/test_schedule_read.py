@@ -120,3 +120,21 @@ def test_the_schedule_read_aside_sees_what_the_connection_sees(
     assert locked["hours_centi"].tolist() == [750]
     assert first["hours_centi"].tolist() == [750]
     assert sorted(second["hours_centi"].tolist()) == [250, 750]  # its own uncommitted row too
+
+
+def test_the_month_of_a_day_number_is_the_model_month_index() -> None:
+    """The schedule's week start crosses as days since 1970-01-01 (no numeric ``extract`` per row
+    on the server); its month index is taken by numpy: the same as ``model.month_index`` on every
+    day from 1899 to 2101 (month ends, leap days, before 1970)."""
+    from datetime import timedelta
+
+    import numpy as np
+
+    first, epoch = date(1899, 12, 25), date(1970, 1, 1)
+    days = [first + timedelta(days=i) for i in range((date(2101, 1, 8) - first).days)]
+    numbers = np.array([(d - epoch).days for d in days], dtype=np.int64)
+    assert inputs._month_of_days(numbers).tolist() == [model.month_index(d) for d in days]
+    far = [date(1, 1, 1), date(1970, 1, 1), date(9999, 12, 31)]  # the ends of the calendar
+    far_numbers = np.array([(d - epoch).days for d in far], dtype=np.int64)
+    assert inputs._month_of_days(far_numbers).tolist() == [model.month_index(d) for d in far]
+    assert inputs._month_of_days(np.zeros(0, dtype=np.int64)).tolist() == []
