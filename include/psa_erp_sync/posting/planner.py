@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 
 SOURCES = {kind.record_type: kind.canonical_table for kind in kinds.KINDS.values()}
 KINDS = {kind.record_type: kind.name for kind in kinds.KINDS.values()}
+#: Candidates read from the server cursor at a time (at most a chunk's worth). Every row of a fetch
+#: is decoded at once (its canonical row as a dict, then its contract record) and held until the
+#: fetch's last row is planned: ~6 KB a row, so 20,000 rows held ~125 MB at the month-end peak;
+#: 2,000 hold ~12 MB, for 300 round trips a 600k-record month.
+FETCH_ROWS = 2_000
 
 
 @dataclass
@@ -126,12 +131,18 @@ EVERY = Records()
 
 
 def _candidates(
-    conn: psycopg.Connection, record_type: str, scope: ShadowScope | None = None, only: Records = EVERY
+    conn: psycopg.Connection,
+    record_type: str,
+    scope: ShadowScope | None = None,
+    only: Records = EVERY,
+    *,
+    fetch: int = FETCH_ROWS,
 ) -> Iterator[dict[str, Any]]:
     """Records whose ERP state differs from the approved set, with what the ledger says about them.
     ``scope``: a parallel run's shadow lane instead of the record's own: the approved records of
     the windows' entities dated in their windows against the shadow rows (held by the secondary).
-    ``only``: these records (the same rows a full read returns for them)."""
+    ``only``: these records (the same rows a full read returns for them). ``fetch``: rows read
+    from the server cursor at a time, all decoded and held until the last is planned."""
     source = SOURCES[record_type]
     where = only.where()
     lane = "NOT shadow" + where
@@ -146,7 +157,7 @@ def _candidates(
         params = {**params, **scope.params()}
     hours = ", 'hours', d.hours::text" if "hours" in records.FIELDS[KINDS[record_type]] else ""
     with conn.cursor(name=f"plan_{record_type}", row_factory=dict_row) as cur:
-        cur.itersize = 20_000
+        cur.itersize = fetch
         cur.execute(
             f"""
             WITH led AS (
@@ -1421,7 +1432,7 @@ def _plan_lane(
         reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         if scope is None:
             seen = _read_queue(reader, pl.record_type, records)
-        for cand in _candidates(reader, pl.record_type, scope, records):
+        for cand in _candidates(reader, pl.record_type, scope, records, fetch=min(chunk, FETCH_ROWS)):
             if len(batch) >= size:  # a chunk a correcting record filled (it skips the check below)
                 flush()
             planned = _plan_reverse(pl, cand) if cand["desired"] is None else _plan_change(pl, cand)

@@ -1,0 +1,97 @@
+"""The planner's memory is bounded by its chunk, not by the month (issue 16, deliverable 5).
+
+A plan handed on chunk by chunk (as the posting service's planner thread runs it) holds the chunk
+being planned and the candidates read from the server cursor at a time (``planner.FETCH_ROWS``, at
+most a chunk's worth): the month's other candidates stay on the server. Measured with
+``tracemalloc`` (the peak of Python's allocations during the plan) for a month and for a month
+four times its size, the same chunk: the peaks must be about the same. With the whole month read
+ahead in one fetch (20,000 rows before), the larger month's peak was ~3x the smaller's.
+Real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from datetime import date
+
+import psycopg
+import pytest
+
+from psa_erp_sync.config import load_config
+from psa_erp_sync.posting import ledger, planner
+from psa_erp_sync.posting.periods import PeriodBook
+from tests.routing.conftest import router_of
+
+pytestmark = pytest.mark.integration
+
+CHUNK = 200
+DAY = date(2026, 11, 10)
+
+
+def _periods() -> PeriodBook:
+    return PeriodBook.from_rows(
+        {
+            "externalid": f"{entity}-2026-11",
+            "subsidiary": entity,
+            "startdate": date(2026, 11, 1),
+            "enddate": date(2026, 11, 30),
+            "closed": "F",
+        }
+        for entity in ("LE-UK1", "LE-US1")
+    )
+
+
+def _month(dsn: str, first: int, count: int) -> None:
+    """``count`` approved time entries (source ids ``first``..), none planned yet."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO canonical.time_entry (source_system, source_id, version_hash, spent_date, user_ref,
+                project_ref, legal_entity, hours, billable, bill_rate_minor, amount_minor, currency, approved,
+                is_deleted, fingerprint, source_updated_at, record)
+            SELECT 'psa', i::text, 'v1-' || i, %(day)s, '7', '42', 'LE-US1', 1.50, true, 10000 + i, 15000 + i,
+                   'USD', true, false, 'v1-' || i, now(), '{}'::jsonb
+            FROM generate_series(%(first)s::int, %(last)s::int) AS i
+            """,
+            {"day": DAY, "first": first, "last": first + count - 1},
+        )
+
+
+def _plan_peak(dsn: str) -> tuple[int, list[int]]:
+    """The peak of Python's allocations while a chunked plan runs (bytes), and the chunks' sizes."""
+    handed: list[int] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tracemalloc.start()
+        try:
+            planner.plan(
+                conn,
+                record_type="timebill",
+                config=load_config(),
+                periods=_periods(),
+                dag_run_id="memory",
+                router=router_of(),
+                chunk=CHUNK,
+                on_chunk=lambda postings: handed.append(len(postings)),  # sent and dropped
+                full=True,
+            )
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    return peak, handed
+
+
+def test_a_plan_holds_a_chunk_whatever_the_month(clean_ods: str) -> None:
+    small, large = 600, 2_400
+    _month(clean_ods, 1, small)
+    small_peak, small_chunks = _plan_peak(clean_ods)
+    # A month four times the size: the first month's records are pending (not candidates again).
+    _month(clean_ods, small + 1, large)
+    large_peak, large_chunks = _plan_peak(clean_ods)
+
+    # Nothing lost: every record planned once, handed on in chunks of at most CHUNK.
+    assert sum(small_chunks) == small and sum(large_chunks) == large
+    assert max(small_chunks + large_chunks) <= CHUNK
+    with psycopg.connect(clean_ods) as conn:
+        assert ledger.count_in_state(conn, "timebill", ["pending"]) == small + large
+    # Four times the month, about the same memory (the whole month read ahead: ~3x).
+    assert large_peak < 1.3 * small_peak, (small_peak, large_peak)
