@@ -67,7 +67,9 @@ def _plan(dsn: str, chunk: int, on_chunk: Any) -> planner.Plan:
 
 def _keys(dsn: str) -> list[str]:
     with psycopg.connect(dsn) as conn:
-        return [r[0] for r in conn.execute("SELECT idempotency_key FROM ledger.posting ORDER BY seq").fetchall()]
+        return [
+            r[0] for r in conn.execute("SELECT idempotency_key FROM ledger.posting ORDER BY seq").fetchall()
+        ]
 
 
 def test_the_next_chunk_is_planned_while_the_last_is_written(
