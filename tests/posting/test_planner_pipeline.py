@@ -8,6 +8,7 @@ Real PostgreSQL; the chunks are handed to a callback as the posting service's en
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -183,3 +184,42 @@ def test_the_candidates_are_fetched_small_first(clean_ods: str, monkeypatch: pyt
     with psycopg.connect(clean_ods) as reader:
         assert len(list(planner._candidates(reader, "timebill"))) == 30
     assert sizes == [4, 16, 16]  # the first rows before the rest are read
+
+
+def _posting(i: int) -> ledger.Posting:
+    key = f"{i:08d}" + "k" * 32
+    payload = {"externalId": f"psa-te-{i}", "tranDate": "2026-11-03", "memo": f"psa:{i} " + "m" * 400}
+    return ledger.Posting(key, "timebill", "psa", str(i), "v" * 32, f"psa-te-{i}", "post", "pending", payload)
+
+
+def test_a_chunk_of_postings_is_inserted_without_spilling_to_disk(clean_ods: str) -> None:
+    """The planner's largest chunk (5,000 postings with ~450-byte payloads) at PostgreSQL's default
+    ``work_mem``: no temporary file (the former single statement sorted the payloads on disk)."""
+    postings = [_posting(i) for i in range(5000)]
+    postings.append(replace(postings[7], payload={"externalId": "a second posting of one key"}))
+    with psycopg.connect(clean_ods, autocommit=True) as conn:
+        conn.execute("SET work_mem = '4MB'")
+
+        def temp_files() -> int:
+            conn.execute("SELECT pg_stat_force_next_flush()")
+            row = conn.execute(
+                "SELECT temp_files FROM pg_stat_database WHERE datname = current_database()"
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        before = temp_files()
+        with conn.transaction():
+            inserted = ledger.insert_planned(conn, postings)
+        assert temp_files() == before
+        assert len(inserted) == 5000
+        assert ledger.insert_planned(conn, postings[:10]) == set()  # existing keys are left alone
+        payload = conn.execute(
+            "SELECT payload FROM ledger.posting_payload WHERE idempotency_key = %s",
+            (postings[7].idempotency_key,),
+        ).fetchone()
+        assert (
+            payload is not None and payload[0] == postings[7].payload
+        )  # a key given twice: its first posting's
+        count = conn.execute("SELECT count(*) FROM ledger.posting_payload").fetchone()
+        assert count is not None and count[0] == 5000
