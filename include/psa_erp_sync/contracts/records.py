@@ -149,8 +149,9 @@ def encode(record: Record) -> str:
 
 
 def from_row(kind: str, row: Mapping[str, Any]) -> Record:
-    """A canonical row read back (``to_jsonb``: dates, timestamps and hours as strings) as its
-    contract; columns beside the contract's (FX, bookkeeping) are not read."""
+    """A canonical row read back as its contract: from ``to_jsonb`` (dates, timestamps and hours as
+    strings) or column by column (the planner's candidates: dates, ``Decimal`` hours, aware
+    timestamps); columns beside the contract's (FX, bookkeeping) are not read."""
     return msgspec.convert(row, TWINS[kind], strict=False)
 
 

@@ -15,15 +15,17 @@ the record is held, unless a cutover lies between (:meth:`~psa_erp_sync.routing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterator
+import queue
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import msgspec
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 
 from psa_erp_sync import money
@@ -42,8 +44,8 @@ SOURCES = {kind.record_type: kind.canonical_table for kind in kinds.KINDS.values
 KINDS = {kind.record_type: kind.name for kind in kinds.KINDS.values()}
 #: Candidates read from the server cursor at a time (at most a chunk's worth). Every row of a fetch
 #: is decoded at once (its canonical row as a dict, then its contract record) and held until the
-#: fetch's last row is planned: ~6 KB a row, so 20,000 rows held ~125 MB at the month-end peak;
-#: 2,000 hold ~12 MB, for 300 round trips a 600k-record month.
+#: fetch's last row is planned: ~6 KB a row when measured (rows read as JSON), so 20,000 rows held
+#: ~125 MB at the month-end peak; 2,000 hold ~12 MB, for 300 round trips a 600k-record month.
 FETCH_ROWS = 2_000
 
 
@@ -155,9 +157,8 @@ def _candidates(
             f" AND d.spent_date BETWEEN w.first_day AND w.last_day WHERE d.approved AND NOT d.is_deleted{only.where('d')}"
         )
         params = {**params, **scope.params()}
-    hours = ", 'hours', d.hours::text" if "hours" in records.FIELDS[KINDS[record_type]] else ""
-    with conn.cursor(name=f"plan_{record_type}", row_factory=dict_row) as cur:
-        cur.itersize = fetch
+    columns = _desired_columns(record_type)
+    with conn.cursor(name=f"plan_{record_type}", row_factory=_candidate_row(columns)) as cur:
         cur.execute(
             f"""
             WITH led AS (
@@ -173,10 +174,6 @@ def _candidates(
             ), desired AS ({desired})
             SELECT coalesce(d.source_system, led.source_system) AS source_system,
                    coalesce(d.source_id, led.source_id) AS source_id,
-                   CASE WHEN d.source_id IS NOT NULL
-                        -- the rate (and hours) as text: JSON numbers would be decoded as floats
-                        THEN (to_jsonb(d.*) - 'record') || jsonb_build_object('fx_rate', d.fx_rate::text{hours})
-                   END AS desired,
                    coalesce(led.n, 0) AS n, led.last_state, led.last_version, led.last_action,
                    led.done_version, led.done_action,
                    -- the payloads by key, for the candidates only (migration 0042): the aggregate over
@@ -186,7 +183,10 @@ def _candidates(
                    AS base_payload, led.base_external_id, led.base_amount,
                    led.corrections, led.corrected_amount, led.corrected_hours,
                    led.base_target_erp, led.base_erp_account, led.base_route_version,
-                   led.correction_erps, led.correction_amounts, led.correction_hours
+                   led.correction_erps, led.correction_amounts, led.correction_hours,
+                   -- the desired row last, column by column (no JSON: built and decoded per row it
+                   -- was most of the read's time), behind whether there is one (_candidate_row)
+                   d.source_id IS NOT NULL, {", ".join(f"d.{c}" for c in columns)}
             FROM desired d FULL JOIN led USING (source_system, source_id)
             WHERE (led.last_state IS NULL OR led.last_state NOT IN ('pending', 'sent', 'ambiguous'))
               AND (
@@ -199,10 +199,57 @@ def _candidates(
             {"rt": record_type, **params},
         )
         kind = KINDS[record_type]
-        for cand in cur:
-            if cand["desired"] is not None:
-                _through_contract(kind, cand)
-            yield cand
+        for size in _fetch_sizes(fetch):
+            rows = cur.fetchmany(size)
+            for cand in rows:
+                if cand["desired"] is not None:
+                    _through_contract(kind, cand)
+                yield cand
+            if len(rows) < size:
+                return
+
+
+#: The candidates' fetches: a small first one (the first chunk is planned, written and sent while
+#: the rest is read), then the last size; none larger than the ``fetch`` a read is given
+#: (:data:`FETCH_ROWS`, what the process holds decoded at once).
+FETCH_SIZES = (500, 2_000)
+
+
+def _fetch_sizes(limit: int) -> Iterator[int]:
+    """:data:`FETCH_SIZES`, none above ``limit`` (held in memory at once: :data:`FETCH_ROWS`)."""
+    sizes = [min(size, limit) for size in FETCH_SIZES]
+    yield from sizes
+    while True:
+        yield sizes[-1]
+
+
+#: The canonical row's columns beside its contract that the plan reads (functional_of, foreign_rate).
+FX_COLUMNS = ("functional_amount_minor", "functional_currency", "fx_rate")
+
+
+def _desired_columns(record_type: str) -> tuple[str, ...]:
+    """The columns of the desired canonical row a candidate carries: its contract's and the FX ones."""
+    return (*records.FIELDS[KINDS[record_type]], *FX_COLUMNS)
+
+
+def _candidate_row(columns: tuple[str, ...]) -> Callable[[Any], Callable[[Sequence[Any]], dict[str, Any]]]:
+    """Row factory of :func:`_candidates`: the ledger's columns by name, and ``desired``, the desired
+    row's ``columns`` as Python values (dates, ``Decimal`` hours and rates, aware timestamps), or
+    None when the record is not approved (any more). The last ``len(columns) + 1`` columns of the
+    query are the flag and the desired row."""
+
+    def factory(cursor: Any) -> Callable[[Sequence[Any]], dict[str, Any]]:
+        names = [c.name for c in cursor.description][: -len(columns) - 1]
+        split = len(names)
+
+        def make(values: Sequence[Any]) -> dict[str, Any]:
+            cand = dict(zip(names, values[:split], strict=True))
+            cand["desired"] = dict(zip(columns, values[split + 1 :], strict=True)) if values[split] else None
+            return cand
+
+        return make
+
+    return factory
 
 
 def _through_contract(kind: str, cand: dict[str, Any]) -> None:
@@ -1412,34 +1459,107 @@ def _plan_lane(
 ) -> _Seen | None:
     """Plan every candidate of one lane (the records' own, or ``scope``'s shadow lane), a chunk at
     a time; a shadow posting is keyed as such (:func:`as_shadow`) before it is written. Returns
-    what the own lane read of the queue (:func:`_read_queue`), for :func:`_dequeue`."""
-    batch, parked, changes = pl.batch, pl.parked, pl.changes  # _flush empties them in place
-    # Handed on as they commit, the first chunks are smaller (a quarter, then doubling up to
+    what the own lane read of the queue (:func:`_read_queue`), for :func:`_dequeue`.
+
+    Handed on as they commit (``on_chunk``), the chunks are written by a :class:`_ChunkWriter`:
+    the next chunk is planned while the server inserts the last one."""
+    batch, parked, changes = pl.batch, pl.parked, pl.changes  # emptied in place by each flush
+    # Handed on as they commit, the first chunks are smaller (a tenth, then doubling up to
     # ``chunk``): the engine waits for the first chunk with every ERP slot idle.
-    size = max(chunk // 4, min(chunk, 500)) if on_chunk is not None else chunk
+    size = max(chunk // 10, min(chunk, 500)) if on_chunk is not None else chunk
+    write = partial(_write_chunk, conn, pl.record_type, dag_run_id=dag_run_id, on_chunk=on_chunk)
+    writer = _ChunkWriter(write) if on_chunk is not None else None
 
     def flush() -> None:
         nonlocal size
         if scope is not None:
             batch[:] = [p if p.shadow else as_shadow(p) for p in batch]
-        _flush(conn, pl.record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
+        taken = (list(batch), list(parked), list(changes))
+        batch.clear()
+        parked.clear()
+        changes.clear()
+        if writer is None:
+            write(taken)
+        else:
+            writer.put(taken)
         size = min(chunk, 2 * size)
 
     seen = None
-    with connections.connect_like(conn) as reader:
-        set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
-        # One snapshot for the queue, the postings in flight and the candidates.
-        reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        if scope is None:
-            seen = _read_queue(reader, pl.record_type, records)
-        for cand in _candidates(reader, pl.record_type, scope, records, fetch=min(chunk, FETCH_ROWS)):
-            if len(batch) >= size:  # a chunk a correcting record filled (it skips the check below)
-                flush()
-            planned = _plan_reverse(pl, cand) if cand["desired"] is None else _plan_change(pl, cand)
-            if planned and len(batch) >= size:
-                flush()
-    flush()
+    try:
+        with connections.connect_like(conn) as reader:
+            set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
+            # One snapshot for the queue, the postings in flight and the candidates.
+            reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            if scope is None:
+                seen = _read_queue(reader, pl.record_type, records)
+            for cand in _candidates(reader, pl.record_type, scope, records, fetch=min(chunk, FETCH_ROWS)):
+                if len(batch) >= size:  # a chunk a correcting record filled (it skips the check below)
+                    flush()
+                planned = _plan_reverse(pl, cand) if cand["desired"] is None else _plan_change(pl, cand)
+                if planned and len(batch) >= size:
+                    flush()
+        flush()
+    finally:
+        if writer is not None:
+            writer.close()  # every chunk handed to it is written (or it failed) before this returns
+    if writer is not None:
+        writer.check()
     return seen
+
+
+_Chunk = tuple[list[ledger.Posting], list[exception_queue.Item], list[tuple[str, str, Any, Any]]]
+
+
+class _ChunkWriter:
+    """Writes a plan's chunks in a thread of its own, one at a time and in the order given
+    (:func:`_write_chunk`: each in one transaction, then handed on), while the planner plans the
+    next: the server's insert of a chunk (the ledger rows, their payloads, triggers, audit rows)
+    was as long as planning it, and the planner waited for it with the GIL free.
+
+    At most one chunk waits for the writer (:meth:`put` blocks behind it). After a failed write
+    the chunks given later are dropped, never written (a chunk is written only after every chunk
+    before it committed and was handed on), and :meth:`put` or :meth:`check` raise the failure in
+    the planner's thread."""
+
+    def __init__(self, write: Callable[[_Chunk], None]) -> None:
+        self._write = write
+        self._queue: queue.Queue[_Chunk | None] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="plan-writer", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self._write(item)
+                except BaseException as exc:  # raised in the planner's thread (check, put)
+                    self.error = exc
+
+    def put(self, item: _Chunk) -> None:
+        self.check()
+        self._queue.put(item)
+
+    def close(self) -> None:
+        """Wait until every chunk given is written (or dropped after a failure)."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def _write_chunk(
+    conn: psycopg.Connection,
+    record_type: str,
+    chunk: _Chunk,
+    *,
+    dag_run_id: str,
+    on_chunk: Callable[[list[ledger.Posting]], None] | None,
+) -> None:
+    batch, parked, changes = chunk
+    _flush(conn, record_type, batch, parked, changes, dag_run_id=dag_run_id, on_chunk=on_chunk)
 
 
 def _flush(
