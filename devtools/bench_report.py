@@ -238,8 +238,12 @@ def chart(doc: dict[str, Any], path: Path) -> Path:
 
 def save(doc: dict[str, Any], out_dir: Path, *, suffix: str = "") -> tuple[Path, Path]:
     """The run's JSON and chart, named by the date the run started (``YYYY-MM-DD-<suffix>`` with a
-    suffix: ``make bench-peak``'s run beside the day's full run; ``runs`` lists only full runs)."""
-    name = str(doc["started_at"])[:10] + (f"-{suffix}" if suffix else "")
+    suffix: ``make bench-peak``'s run beside the day's full run; ``runs`` lists only full runs).
+    A day's second full run is named by its start too (``YYYY-MM-DDTHHMM``), not written over the first."""
+    started = str(doc["started_at"])
+    name = started[:10] + (f"-{suffix}" if suffix else "")
+    if not suffix and (out_dir / f"{name}.json").exists():
+        name = f"{started[:10]}T{started[11:13]}{started[14:16]}"
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / f"{name}.json"
     json_path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
@@ -248,7 +252,7 @@ def save(doc: dict[str, Any], out_dir: Path, *, suffix: str = "") -> tuple[Path,
 
 def runs(bench_dir: Path = BENCH_DIR) -> list[tuple[str, dict[str, Any]]]:
     """The saved runs, oldest first."""
-    found = sorted(p for p in bench_dir.glob("*.json") if re.fullmatch(r"\d{4}-\d{2}-\d{2}", p.stem))
+    found = sorted(p for p in bench_dir.glob("*.json") if re.fullmatch(r"\d{4}-\d{2}-\d{2}(T\d{4})?", p.stem))
     return [(p.stem, json.loads(p.read_text())) for p in found]
 
 

@@ -111,6 +111,20 @@ def test_a_run_is_saved_by_date_with_a_chart_and_rendered_into_the_doc(tmp_path:
         bench_report.render("no markers", block)
 
 
+def test_a_days_second_full_run_is_kept_beside_the_first_and_is_the_newest(tmp_path: Path) -> None:
+    first, _ = bench_report.save(_doc(), tmp_path)
+    later = {**_doc(), "started_at": "2026-12-06T14:05:00+00:00", "wall_s": 7.0}
+    second, png = bench_report.save(later, tmp_path)
+    assert first.name == "2026-12-06.json" and second.name == "2026-12-06T1405.json"
+    assert png.name == "2026-12-06T1405.png" and json.loads(first.read_text())["started_at"].startswith(
+        "2026-12-06T08"
+    )
+    peak, _ = bench_report.save(later, tmp_path, suffix="peak")  # a suffixed run is not a full run
+    assert peak.name == "2026-12-06-peak.json"
+    assert [name for name, _ in bench_report.runs(tmp_path)] == ["2026-12-06", "2026-12-06T1405"]
+    assert "(bench/2026-12-06T1405.png)" in bench_report.doc_block(tmp_path)
+
+
 def test_performance_doc_shows_the_newest_saved_run() -> None:
     """docs/performance.md's table is the newest docs/bench/*.json's (make bench-doc)."""
     saved = bench_report.runs()
