@@ -1591,6 +1591,9 @@ def _flush(
         fresh = [p for p in batch if p.state == "pending" and p.idempotency_key in inserted]
         if fresh:
             on_chunk(fresh)
+    # The chunk's lists are the planner's copies (or its own lists when called directly); emptied
+    # here, a written chunk is freed while the writer thread waits for the next (it holds the last
+    # item it took): tests/posting/test_plan_memory.py fails without this.
     batch.clear()
     parked.clear()
     changes.clear()
