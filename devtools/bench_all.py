@@ -21,7 +21,8 @@ machine, and the load average at start and end) and a chart are written to
 ``--only posting,forecast`` runs a subset; each module takes more options when run alone.
 
 - ``scaling``: ``python -m devtools.bench_scaling`` (the pipeline at 1x, 2x and 4x 250
-  consultants; per stage, the exponent of time against records);
+  consultants, two rounds; per stage, the exponent of time against records over each size's
+  fastest repeat);
 - ``peak`` (only with ``--peak`` or ``--only peak``): ``python -m devtools.bench_peak``, the
   month-end peak (12,500 consultants) from the PSA extract to the last ERP confirmation, its wall
   time and the pipeline's peak RSS. ``make bench-peak`` runs it alone and saves
@@ -64,7 +65,7 @@ BENCHES: dict[str, list[str]] = {
     # The same while batch posting passes of the month run back to back (the same posting lock).
     "stream_batch": ["-m", "devtools.bench_stream", "--with-batch"],
     # Issue 16, deliverable 5: each stage's exponent of time against records over 1x, 2x and 4x
-    # 250 consultants (devtools/bench_scaling.py; a few minutes).
+    # 250 consultants, two rounds (devtools/bench_scaling.py; about 3 minutes).
     "scaling": ["-m", "devtools.bench_scaling"],
 }
 # Run only when asked for (``--peak``, ``make bench PEAK=1``, ``make bench-peak``): the month-end

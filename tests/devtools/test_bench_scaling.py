@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from devtools.bench_scaling import exponent, fit, summary
+from devtools.bench_scaling import best_of, exponent, fit, summary
 from devtools.bench_targets import SCALING_STAGES, evaluate, lookup, threshold
 
 
@@ -111,3 +111,27 @@ def test_fit_gives_the_exponent_of_the_products_own_cpu_when_measured() -> None:
         figures = size["stages"]["extract"]
         figures["cpu_s_ours"] = (figures["records"] / 10_000) ** 1.2
     assert fit(sizes)["extract"]["cpu_exponent_ours"] == 1.2
+
+
+def test_each_stage_takes_its_fastest_repeat_and_a_burst_at_one_size_no_longer_bends_the_fit() -> None:
+    linear = [_size(n, {"stage": n / 20_000, "post": n / 5_000}) for n in (10_000, 20_000, 40_000)]
+    # the second round: a neighbour's burst doubles the stage's time at 4x, the post is faster
+    burst = [
+        _size(n, {"stage": n / 20_000 * (2 if n == 40_000 else 1.05), "post": n / 6_000})
+        for n in (10_000, 20_000, 40_000)
+    ]
+    assert fit(burst)["stage"]["exponent"] > 1.1  # one round alone: the burst reads as superlinear
+    sizes = [{"stages": best_of([a["stages"], b["stages"]])} for a, b in zip(linear, burst, strict=True)]
+    fitted = fit(sizes)
+    assert fitted["stage"]["exponent"] == 1.0
+    assert fitted["post"]["seconds"] == pytest.approx([n / 6_000 for n in (10_000, 20_000, 40_000)])
+    assert [s["stages"]["stage"]["repeat"] for s in sizes] == [0, 0, 0]
+    assert [s["stages"]["post"]["repeat"] for s in sizes] == [1, 1, 1]
+
+
+def test_a_stage_only_one_repeat_measured_is_kept() -> None:
+    one = {"extract": {"records": 10, "seconds": 1.0}}
+    two = {"extract": {"records": 10, "seconds": 2.0}, "billing_post": {"records": 3, "seconds": 0.5}}
+    best = best_of([one, two])
+    assert best["extract"] == {"records": 10, "seconds": 1.0, "repeat": 0}
+    assert best["billing_post"]["repeat"] == 1
