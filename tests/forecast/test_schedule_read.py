@@ -182,29 +182,6 @@ def test_the_side_reads_run_on_their_own_connection_beside_the_catch_up(
     assert len(beside.projects) == 2
 
 
-def test_the_stored_centi_hours_follow_the_hours(clean_ods: str) -> None:
-    """Migration 0052: ``src_schedule.hours_centi`` is ``round(hours * 100)``, written by the
-    database on insert (as the extract writes: named columns) and on update, never by a writer;
-    the schedule read takes it instead of computing it per row."""
-    from decimal import Decimal
-
-    hours = ["0", "0.01", "7.5", "7.25", "39.99", "9999999.99"]
-    with psycopg.connect(clean_ods) as conn:
-        with conn.cursor().copy(
-            "COPY forecast.src_schedule (schedule_id, user_ref, project_ref, week_start, hours) FROM STDIN"
-        ) as copy:
-            for i, h in enumerate(hours):
-                copy.write_row((f"s{i}", "7", "p1", "2026-12-07", Decimal(h)))
-        conn.execute("UPDATE forecast.src_schedule SET hours = hours + 0.5 WHERE schedule_id = 's2'")
-        rows = conn.execute(
-            "SELECT hours, hours_centi, round(hours * 100)::bigint FROM forecast.src_schedule ORDER BY schedule_id"
-        ).fetchall()
-        with pytest.raises(psycopg.errors.GeneratedAlways):
-            conn.execute("UPDATE forecast.src_schedule SET hours_centi = 1")
-    assert [r[1] for r in rows] == [r[2] for r in rows]
-    assert sorted(r[1] for r in rows) == [0, 1, 725, 800, 3999, 999999999]
-
-
 def test_the_month_of_a_day_number_is_the_model_month_index() -> None:
     """The schedule's week start crosses as days since 1970-01-01 (no numeric ``extract`` per row
     on the server); its month index is taken by numpy: the same as ``model.month_index`` on every

@@ -369,12 +369,11 @@ _PERSON_RATE_IDS = f"SELECT q.*, (row_number() OVER () - 1)::bigint AS rate_id F
 # ``who`` = (project code + 1) x 2^32 + rate_id, with the code in tmp_forecast_project_code (-1
 # for a project the forecast does not know, whose ref then comes in ``unknown_ref``);
 # ``what`` = centi-hours x 2^32 + days since 1970-01-01 of the week start + 2^31 (centi-hours of a
-# numeric(9,2) >= 0: < 2^30; stored as ``hours_centi`` by migration 0052, not computed per row in numeric
-# on every refresh); the month index is taken from the day by numpy (:func:`_month_of_days`):
+# numeric(9,2) >= 0: < 2^30); the month index is taken from the day by numpy (:func:`_month_of_days`):
 # the server's ``extract`` computes in numeric, ~0.2 us per row and per field.
 _SCHEDULE = """
     SELECT (coalesce(pc.code, -1) + 1) * 4294967296 + r.rate_id AS who,
-           s.hours_centi * 4294967296 + ((s.week_start - DATE '1970-01-01') + 2147483648) AS what,
+           round(s.hours * 100)::bigint * 4294967296 + ((s.week_start - DATE '1970-01-01') + 2147483648) AS what,
            CASE WHEN pc.code IS NULL THEN s.project_ref END AS unknown_ref
     FROM forecast.src_schedule s JOIN tmp_forecast_person_rate r ON r.user_ref = s.user_ref
          AND s.week_start >= r.valid_from AND (r.valid_to IS NULL OR s.week_start < r.valid_to)
