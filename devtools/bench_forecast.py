@@ -148,21 +148,23 @@ def _read_inputs(
 
     from psa_erp_sync.forecast import inputs as forecast_inputs
 
-    # The schedule may be read on a second connection (``inputs._schedule_aside``): its backend's
-    # CPU is measured around that read and added to the phase's PostgreSQL CPU.
+    # The schedule and the side reads may run on connections of their own
+    # (``inputs._reads_aside``): each such backend's CPU (from its start) is added to the phase's
+    # PostgreSQL CPU.
     aside: list[tuple[int, float | None]] = []
-    schedule = forecast_inputs._schedule
+    originals = {name: getattr(forecast_inputs, name) for name in ("_schedule", "_side_reads")}
 
-    def timed_schedule(conn: Any, day: date) -> Any:
-        before = _backend_cpu_s(conn)
-        frame = schedule(conn, day)
-        after = _backend_cpu_s(conn)
-        aside.append(
-            (conn.info.backend_pid, after - before if before is not None and after is not None else None)
-        )
-        return frame
+    def timed(read: Any) -> Any:
+        def run(conn: Any, *args: Any) -> Any:
+            result = read(conn, *args)
+            # A connection aside is opened for this read: its backend's CPU since it started.
+            aside.append((conn.info.backend_pid, _backend_cpu_s(conn)))
+            return result
 
-    forecast_inputs._schedule = timed_schedule  # type: ignore[assignment]
+        return run
+
+    for name, read in originals.items():
+        setattr(forecast_inputs, name, timed(read))
     try:
         with psycopg.connect(dsn) as conn:
             main_pid = conn.info.backend_pid
@@ -176,7 +178,8 @@ def _read_inputs(
             server1 = _backend_cpu_s(conn)
             conn.commit()  # as the refresh does: the actuals caught up stay caught up
     finally:
-        forecast_inputs._schedule = schedule
+        for name, read in originals.items():
+            setattr(forecast_inputs, name, read)
     server = server1 - server0 if server0 is not None and server1 is not None else None
     for pid, cpu_s in aside:
         if server is not None and pid != main_pid:

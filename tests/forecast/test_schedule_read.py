@@ -83,24 +83,25 @@ def test_schedule_rates_equal_the_per_row_join(clean_ods: str) -> None:
     pdt.assert_frame_equal(ordered(after), ordered(before))
 
 
-def test_the_schedule_read_aside_sees_what_the_connection_sees(
+def test_the_reads_aside_see_what_the_connection_sees(
     clean_ods: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``load_inputs`` reads the schedule on a second connection only while its own transaction
-    has written nothing (READ COMMITTED): then both see the same committed rows; after a write
-    of its own (uncommitted, invisible to another connection) it reads the schedule itself."""
+    """``load_inputs`` reads the schedule and the side reads on connections of their own only
+    while its own transaction has written nothing (READ COMMITTED): then all see the same
+    committed rows; after a write of its own (uncommitted, invisible to another connection) it
+    reads them itself."""
     from psa_erp_sync.forecast.settings import load_forecast_settings
 
     settings = load_forecast_settings()
     aside: list[bool] = []
-    real = inputs._schedule_aside
+    real = inputs._reads_aside
 
-    def spy(conn: psycopg.Connection, as_of: date) -> object:
-        pending = real(conn, as_of)
-        aside.append(pending is not None)
-        return pending
+    def spy(conn: psycopg.Connection) -> object:
+        submit = real(conn)
+        aside.append(submit is not None)
+        return submit
 
-    monkeypatch.setattr(inputs, "_schedule_aside", spy)
+    monkeypatch.setattr(inputs, "_reads_aside", spy)
     with psycopg.connect(clean_ods) as conn:
         conn.execute("INSERT INTO forecast.src_person VALUES ('7', 'LE-US1', 'USD', true, 144000, 5000)")
         conn.execute(
@@ -109,17 +110,76 @@ def test_the_schedule_read_aside_sees_what_the_connection_sees(
         )
         conn.execute("INSERT INTO forecast.src_schedule VALUES ('s1', '7', 'p1', '2026-12-07', 7.5)")
         conn.commit()
-        first = inputs.load_inputs(conn, as_of=AS_OF, settings=settings, prior_snapshot_id=None).schedule
+        first = inputs.load_inputs(conn, as_of=AS_OF, settings=settings, prior_snapshot_id=None)
         conn.rollback()
         conn.execute("LOCK TABLE forecast.src_schedule IN SHARE ROW EXCLUSIVE MODE")  # no xid: held
         locked = inputs.load_inputs(conn, as_of=AS_OF, settings=settings, prior_snapshot_id=None).schedule
         conn.rollback()
         conn.execute("INSERT INTO forecast.src_schedule VALUES ('s2', '7', 'p1', '2026-12-14', 2.5)")
-        second = inputs.load_inputs(conn, as_of=AS_OF, settings=settings, prior_snapshot_id=None).schedule
+        conn.execute(
+            "INSERT INTO forecast.src_project (project_ref, practice, legal_entity, currency, billing_type,"
+            " is_active) VALUES ('p2', 'Strategy', 'LE-US1', 'USD', 'fixed_fee', true)"
+        )
+        second = inputs.load_inputs(conn, as_of=AS_OF, settings=settings, prior_snapshot_id=None)
     assert aside == [True, False, False]
     assert locked["hours_centi"].tolist() == [750]
-    assert first["hours_centi"].tolist() == [750]
-    assert sorted(second["hours_centi"].tolist()) == [250, 750]  # its own uncommitted row too
+    assert first.schedule["hours_centi"].tolist() == [750]
+    assert first.projects["project_ref"].tolist() == ["p1"]
+    assert sorted(second.schedule["hours_centi"].tolist()) == [250, 750]  # its own uncommitted row too
+    assert second.projects["project_ref"].tolist() == ["p1", "p2"]
+
+
+def test_the_side_reads_run_on_their_own_connection_beside_the_catch_up(
+    clean_ods: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing written in ``conn``'s transaction, the projects and the other small reads
+    run on a connection of their own while ``conn`` catches up the actuals: the catch-up starts
+    before they are done (they wait here until it has started), and every input equals what one
+    connection reading in turn gives."""
+    import threading
+
+    import pandas.testing as pdt
+
+    from psa_erp_sync.forecast import actuals
+    from psa_erp_sync.forecast.settings import load_forecast_settings
+
+    settings = load_forecast_settings()
+    with psycopg.connect(clean_ods) as conn:
+        conn.execute("INSERT INTO forecast.src_person VALUES ('7', 'LE-US1', 'USD', true, 144000, 5000)")
+        conn.execute(
+            "INSERT INTO forecast.src_project (project_ref, practice, legal_entity, currency, billing_type,"
+            " is_active, fee_minor) VALUES ('p1', 'Strategy', 'LE-US1', 'USD', 'fixed_fee', true, 100000),"
+            " ('p2', 'Strategy', 'LE-US1', 'USD', 'time_and_materials', true, null)"
+        )
+        conn.execute("INSERT INTO forecast.src_schedule VALUES ('s1', '7', 'p1', '2026-12-07', 7.5)")
+        conn.commit()
+        with monkeypatch.context() as one_connection:
+            one_connection.setattr(inputs, "_reads_aside", lambda c: None)
+            in_turn = inputs.load_inputs(conn, as_of=AS_OF, settings=settings, prior_snapshot_id=None)
+        conn.commit()
+
+        caught_up = threading.Event()
+        pids: list[int] = []
+        real_side, real_catch_up = inputs._side_reads, actuals.catch_up
+
+        def side(c: psycopg.Connection, *args: object) -> object:
+            pids.append(c.info.backend_pid)
+            assert caught_up.wait(30), "the catch-up did not start while the side reads ran"
+            return real_side(c, *args)  # type: ignore[arg-type]
+
+        def catch_up(c: psycopg.Connection) -> object:
+            caught_up.set()
+            return real_catch_up(c)
+
+        monkeypatch.setattr(inputs, "_side_reads", side)
+        monkeypatch.setattr(actuals, "catch_up", catch_up)
+        beside = inputs.load_inputs(conn, as_of=AS_OF, settings=settings, prior_snapshot_id=None)
+        main_pid = conn.info.backend_pid
+    assert pids and pids[0] != main_pid
+    for name in ("projects", "actuals", "schedule", "capacity", "milestones", "opportunities"):
+        pdt.assert_frame_equal(getattr(beside, name), getattr(in_turn, name))
+    assert beside.billed_from_erp == in_turn.billed_from_erp
+    assert len(beside.projects) == 2
 
 
 def test_the_month_of_a_day_number_is_the_model_month_index() -> None:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 
     from psa_erp_sync.config import Config
     from psa_erp_sync.forecast.settings import ForecastSettings
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -600,12 +603,21 @@ def _actuals(
     kept sums (:mod:`psa_erp_sync.forecast.actuals`), brought up to date first. Cost is converted
     per cell (project, month, cost currency; half-even) into the project's currency, for the
     projects known; revenue is kept for every project. The cells cross as integer codes."""
+    return _actuals_frame(_caught_up_cells(conn, as_of, settings), projects, settings)
+
+
+def _caught_up_cells(conn: psycopg.Connection, as_of: date, settings: ForecastSettings) -> dict[str, Any]:
+    """The actuals brought up to date (in ``conn``'s transaction), then their cells read."""
+    forecast_actuals.catch_up(conn)
+    return _actual_cells(conn, as_of, ["", *settings.fx_rates])
+
+
+def _actuals_frame(cells: dict[str, Any], projects: pd.DataFrame, settings: ForecastSettings) -> pd.DataFrame:
+    """The actuals' frame (see :func:`_actuals`) from their cells and the projects."""
     import numpy as np
     import pandas as pd
 
-    forecast_actuals.catch_up(conn)
     rate = {c: model.fx_factor(c, settings)[0] for c in settings.fx_rates}
-    cells = _actual_cells(conn, as_of, ["", *rate])
     refs, currencies = cells["refs"], cells["currencies"]
     pcode, ccode = cells["project_code"], cells["currency_code"]
     month = cells["month"] + 2**31  # >= 0: the low 32 bits of a cell's key
@@ -661,20 +673,67 @@ def _actuals(
 def load_inputs(
     conn: psycopg.Connection, *, as_of: date, settings: ForecastSettings, prior_snapshot_id: str | None
 ) -> model.ForecastInputs:
-    """The model's inputs as known at ``as_of``: actuals up to it, plans and pipeline after it."""
+    """The model's inputs as known at ``as_of``: actuals up to it, plans and pipeline after it.
+
+    The schedule, and the projects with the small reads, are read on two more connections (each
+    in a thread) while ``conn`` catches up and reads the actuals, so the server works on the
+    three at once (when they see what ``conn`` sees: :func:`_reads_aside`); else in turn."""
+    aside = _reads_aside(conn)
+    pending_schedule = aside(lambda c: _schedule(c, as_of)) if aside else None
+    pending_side = aside(lambda c: _side_reads(c, as_of, settings, prior_snapshot_id)) if aside else None
+    if pending_side is None:
+        side = _side_reads(conn, as_of, settings, prior_snapshot_id)
+    cells = _caught_up_cells(conn, as_of, settings)
+    if pending_side is not None:
+        side = pending_side.result()
+    actuals = _actuals_frame(cells, side.projects, settings)
+    schedule = pending_schedule.result() if pending_schedule is not None else _schedule(conn, as_of)
+    # Recognition as the revenue journals do it: past periods with the estimate they were
+    # recognized with, change orders from their effective month, retainers over their dates.
+    return model.ForecastInputs(
+        as_of,
+        side.projects,
+        actuals,
+        schedule,
+        side.capacity,
+        side.milestones,
+        side.opportunities,
+        side.prior,
+        estimates=side.estimates,
+        contract_terms=side.contract_terms,
+        journaled=side.journaled,
+        billed_from_erp=side.billed_from_erp,
+    )
+
+
+@dataclass(frozen=True)
+class _SideReads:
+    """The inputs that neither the actuals' catch-up writes nor the schedule gives."""
+
+    projects: pd.DataFrame
+    capacity: pd.DataFrame
+    milestones: pd.DataFrame
+    opportunities: pd.DataFrame
+    prior: pd.DataFrame | None
+    estimates: Any
+    contract_terms: Any
+    journaled: Any
+    billed_from_erp: bool
+
+
+def _side_reads(
+    conn: psycopg.Connection, as_of: date, settings: ForecastSettings, prior_snapshot_id: str | None
+) -> _SideReads:
+    """The projects (with billed to date), capacity, milestones, open pipeline, the prior
+    snapshot's balances and the revenue journals' history: tables the catch-up does not write."""
     m0 = model.month_index(as_of)
     m_year = _M_YEAR
-    pending = _schedule_aside(conn, as_of)
     projects = _projects(conn, m0)
     # Billed to date from the ERP's invoices and credit memos once they are read back; before
     # that billing is unknown and the model keeps its schedule-based assumptions.
     billed_from_erp = billing_kpis.has_readback(conn)
     if billed_from_erp:
         projects["billed_minor"] = billing_kpis.billed_per_project(conn, as_of, projects, settings).to_numpy()
-    actuals = _actuals(conn, as_of, projects, settings)
-
-    schedule = pending.result() if pending is not None else _schedule(conn, as_of)
-    capacity = _capacity(conn, as_of, settings.horizon_months)
     milestones = _frame(
         conn,
         f"""
@@ -703,14 +762,9 @@ def load_inputs(
             {"id": prior_snapshot_id},
             {"project_ref": "object", "cum_revenue_minor": "int64"},
         )
-    # Recognition as the revenue journals do it: past periods with the estimate they were
-    # recognized with, change orders from their effective month, retainers over their dates.
-    return model.ForecastInputs(
-        as_of,
+    return _SideReads(
         projects,
-        actuals,
-        schedule,
-        capacity,
+        _capacity(conn, as_of, settings.horizon_months),
         milestones,
         opportunities,
         prior,
@@ -721,14 +775,14 @@ def load_inputs(
     )
 
 
-def _schedule_aside(conn: psycopg.Connection, as_of: date) -> Future[pd.DataFrame] | None:
-    """The schedule read started on a second connection (a thread), so the server prices the plan
-    while this connection reads and catches up the actuals; None (read it here, in turn) unless
-    that second connection sees exactly what ``conn`` would: ``conn``'s transaction has written
-    nothing yet (no transaction id) and is READ COMMITTED, where each statement reads what is
-    committed when it starts either way; and it holds no table lock stronger than a read's (a
-    ``LOCK TABLE`` takes no transaction id, and the second connection would wait for it while
-    this one waits for the second: a deadlock PostgreSQL cannot see)."""
+def _reads_aside(conn: psycopg.Connection) -> Callable[[Callable[[Any], _T]], Future[_T]] | None:
+    """A way to run a read on a connection of its own (a thread each), or None (read on ``conn``
+    in turn) unless another connection sees exactly what ``conn`` would: ``conn``'s transaction
+    has written nothing yet (no transaction id) and is READ COMMITTED, where each statement reads
+    what is committed when it starts either way; and it holds no table lock stronger than a
+    read's (a ``LOCK TABLE`` takes no transaction id, and the other connection would wait for it
+    while this one waits for the other: a deadlock PostgreSQL cannot see). The reads aside read
+    no table ``conn`` writes afterwards (the catch-up writes only the actuals' own tables)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from psa_erp_sync.ods import connections
@@ -741,15 +795,18 @@ def _schedule_aside(conn: psycopg.Connection, as_of: date) -> Future[pd.DataFram
     if not (row and row[0]):
         return None
 
-    def read() -> pd.DataFrame:
-        with connections.connect_like(conn) as aside:
-            return _schedule(aside, as_of)
+    def submit(read: Callable[[Any], _T]) -> Future[_T]:
+        def run() -> _T:
+            with connections.connect_like(conn) as aside:
+                return read(aside)
 
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forecast-schedule")
-    try:
-        return pool.submit(read)
-    finally:
-        pool.shutdown(wait=False)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forecast-read")
+        try:
+            return pool.submit(run)
+        finally:
+            pool.shutdown(wait=False)
+
+    return submit
 
 
 def _capacity(conn: psycopg.Connection, as_of: date, horizon: int) -> pd.DataFrame:
