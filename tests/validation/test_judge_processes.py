@@ -45,7 +45,8 @@ class _Received:
 
 @pytest.fixture
 def apart(monkeypatch: pytest.MonkeyPatch) -> _Received:
-    """Judge processes for any run, in batches of 7."""
+    """Judge processes for any run, whatever the machine's load, in batches of 7."""
+    monkeypatch.setattr(validation, "_idle_cores", lambda: 2.0)
     monkeypatch.setattr(validation, "JUDGE_APART_FROM", 1)
     monkeypatch.setattr(validation, "_JUDGE_BATCH", 7)
     return _Received(monkeypatch)
@@ -146,6 +147,19 @@ def test_a_judge_that_fails_fails_the_run_and_a_rerun_repairs_it(
             "forecast_queue": [],
         }
     monkeypatch.undo()
+    monkeypatch.setattr(validation, "_idle_cores", lambda: 2.0)
     monkeypatch.setattr(validation, "JUDGE_APART_FROM", 1)
     monkeypatch.setattr(validation, "_JUDGE_BATCH", 7)
     assert month_of._run_month(month, runs=("m1",)) == expected
+
+
+def test_without_an_idle_core_the_run_is_judged_here(
+    month: str, apart: _Received, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(validation, "JUDGE_PROCESSES", 1)
+    monkeypatch.setattr(validation, "_idle_cores", lambda: 0.5)
+    month_of._run_month(month, runs=("m1",))
+    assert apart.count == 0
+    monkeypatch.setattr(validation, "_idle_cores", lambda: 1.0)
+    month_of._run_month(month, runs=("m1",))
+    assert apart.count > 0

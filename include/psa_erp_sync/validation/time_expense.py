@@ -15,6 +15,7 @@ import json
 import logging
 import multiprocessing
 import multiprocessing.util
+import os
 import re
 import time
 from collections import Counter, deque
@@ -1249,14 +1250,21 @@ def _received(sent: _Sent) -> Verdict:
     return Verdict(sent["source_id"], sent["version_hash"], sent["legal_entity"], None, {}, sent)
 
 
+def _idle_cores() -> float:
+    """Cores the machine's 1-minute load average leaves idle. A judge process only pays on a core of
+    its own: on a busy machine the verdicts' transfer (~10 us a version) lengthens the run."""
+    return (os.cpu_count() or 1) - os.getloadavg()[0]
+
+
 def _judges(
     conn: psycopg.Connection, *, processes: int, ref: PsaReference, config: Config, keys: tuple[str, str, str]
 ) -> AbstractContextManager[ProcessPoolExecutor | None]:
     """The judge processes of the run ``keys`` (source system, endpoint, run key); None: it is
-    judged in this process (a small run, or a daemonic process, which cannot start children).
+    judged in this process (a small run, no idle core for them, or a daemonic process, which
+    cannot start children).
     Started by ``fork`` before the run's threads: they inherit the reference data and config, and
     never use this process's connections (each opens its own)."""
-    if processes < 1 or multiprocessing.current_process().daemon:
+    if processes < 1 or multiprocessing.current_process().daemon or _idle_cores() < processes:
         return nullcontext()
     row = conn.execute(
         "SELECT count(*) FROM staging.raw_record WHERE source_system = %s AND endpoint = %s AND last_run_key = %s",
