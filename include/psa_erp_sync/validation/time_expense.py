@@ -1262,8 +1262,8 @@ def _judges(
     """The judge processes of the run ``keys`` (source system, endpoint, run key); None: it is
     judged in this process (a small run, no idle core for them, or a daemonic process, which
     cannot start children).
-    Started by ``fork`` before the run's threads: they inherit the reference data and config, and
-    never use this process's connections (each opens its own)."""
+    Forked at the run's first batch, before its writer thread starts: they inherit the reference
+    data and config, and never use this process's connections (each opens its own)."""
     if processes < 1 or multiprocessing.current_process().daemon or _idle_cores() < processes:
         return nullcontext()
     row = conn.execute(
