@@ -136,14 +136,7 @@ class _Cpu:
 
         self._backend = psutil.Process(backend_pid)
         self._client0 = time.process_time()
-        self._children0 = self._children_seconds()
         self._backend0 = self._backend_seconds()
-
-    @staticmethod
-    def _children_seconds() -> float:
-        """Ended child processes (validation's judge processes end with their run)."""
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return usage.ru_utime + usage.ru_stime
 
     def _backend_seconds(self) -> float:
         times = self._backend.cpu_times()
@@ -152,7 +145,6 @@ class _Cpu:
     def seconds(self) -> dict[str, float]:
         return {
             "client": round(time.process_time() - self._client0, 2),
-            "client_children": round(self._children_seconds() - self._children0, 2),
             "postgres_backend": round(self._backend_seconds() - self._backend0, 2),
         }
 

@@ -31,7 +31,6 @@ import math
 import os
 import platform
 import pstats
-import resource
 import sys
 import threading
 import time
@@ -184,12 +183,6 @@ class BackendCpu:
             self.seconds = round(sum(last - first for first, last in self._seen.values()), 2)
 
 
-def _children_cpu() -> float:
-    """CPU seconds of this process's ended children (validation's judge processes end with their run)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def validate_once(
     conn: psycopg.Connection,
     ref_keys: dict[str, str],
@@ -205,7 +198,7 @@ def validate_once(
 
     config = load_config()
     with BackendCpu(conn) as backends:
-        started, cpu, children = time.monotonic(), time.process_time(), _children_cpu()
+        started, cpu = time.monotonic(), time.process_time()
         if profile is not None:
             profile.enable()
         ref = validation.PsaReference.from_staging(conn, ref_keys)
@@ -214,7 +207,6 @@ def validate_once(
             profile.disable()
         seconds = time.monotonic() - started
         client_cpu = time.process_time() - cpu
-        judges_cpu = _children_cpu() - children
     return {
         "records": records,
         "seconds": round(seconds, 2),
@@ -222,8 +214,6 @@ def validate_once(
         "quarantined": quarantined,
         # this process only (PostgreSQL's work is not in it): less sensitive to a loaded machine
         "pipeline_cpu_seconds": round(client_cpu, 2),
-        # the judge processes validation started beside this one (ended with the run)
-        "judge_processes_cpu_seconds": round(judges_cpu, 2),
         # the run's PostgreSQL backends (None: PostgreSQL not on this machine)
         "postgres_cpu_seconds": backends.seconds,
     }

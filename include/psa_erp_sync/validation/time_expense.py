@@ -13,15 +13,11 @@ import functools
 import hashlib
 import json
 import logging
-import multiprocessing
-import multiprocessing.util
-import os
 import re
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -30,7 +26,6 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 import psycopg
-import psycopg.sql
 from pydantic import BaseModel, ValidationError
 
 from psa_erp_sync import money
@@ -822,41 +817,24 @@ def _staged(
     ):
         # The payload is text (migration 0040), never parsed here: numeric ids are told by the
         # staged source id (the id as the source wrote it); versions of one id by update time below.
-        cur.execute(_staged_keys_sql("ctid::text"), (source_system, endpoint, run_key))
+        cur.execute(
+            "SELECT ctid::text FROM staging.raw_record"
+            " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s"
+            f" ORDER BY CASE WHEN {_NUMERIC_ID} THEN source_id::numeric END NULLS LAST, source_id",
+            (source_system, endpoint, run_key),
+        )
         # Read ahead: the next batch is fetched (the server's work and the transfer, outside the
         # GIL) while this one is judged. Only the fetcher thread uses ``conn`` from here on.
         fetching = fetcher.submit(_batch_by_ctid, conn, cur)
-
-        def batches() -> Iterator[list[tuple[str, str, str, datetime]]]:
-            nonlocal fetching
-            while batch := fetching.result():
-                fetching = fetcher.submit(_batch_by_ctid, conn, cur)
-                yield batch
-
-        yield from _in_source_order(batches())
-
-
-def _staged_keys_sql(columns: str) -> str:
-    """SQL: ``columns`` of a run's staged versions (source system, endpoint, run key) in source order."""
-    return (
-        f"SELECT {columns} FROM staging.raw_record"
-        " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s"
-        f" ORDER BY CASE WHEN {_NUMERIC_ID} THEN source_id::numeric END NULLS LAST, source_id"
-    )
-
-
-def _in_source_order(
-    batches: Iterable[list[tuple[str, str, str, datetime]]],
-) -> Iterator[tuple[str, str, str, datetime]]:
-    """Versions sorted by staged source id, each record's versions then in update order."""
-    group: list[tuple[str, str, str, datetime]] = []
-    for batch in batches:
-        for row in batch:
-            if group and row[2] != group[0][2]:
-                yield from _in_update_order(group)
-                group = []
-            group.append(row)
-    yield from _in_update_order(group)
+        group: list[tuple[str, str, str, datetime]] = []
+        while batch := fetching.result():
+            fetching = fetcher.submit(_batch_by_ctid, conn, cur)
+            for row in batch:
+                if group and row[2] != group[0][2]:
+                    yield from _in_update_order(group)
+                    group = []
+                group.append(row)
+        yield from _in_update_order(group)
 
 
 #: SQL: the staged ``source_id`` is a number (at most 100 digits before and after the point), so it
@@ -900,11 +878,8 @@ def _batch_by_ctid(
     """The next :data:`_READ_BATCH` versions of the sorted ``keys`` (ctids), in their order (one
     TID probe each, in the snapshot the keys were sorted in)."""
     ctids = [r[0] for r in keys.fetchmany(_READ_BATCH)]
-    return _by_ctid(conn, ctids) if ctids else []
-
-
-def _by_ctid(conn: psycopg.Connection, ctids: list[str]) -> list[tuple[str, str, str, datetime]]:
-    """The versions at ``ctids``, in their order (one TID probe each, in ``conn``'s snapshot)."""
+    if not ctids:
+        return []
     rows: list[tuple[str, str, str, datetime]] = conn.execute(
         "SELECT r.payload, r.payload_hash, r.source_id, r.fetched_at"
         " FROM unnest(%b::text[]::tid[]) WITH ORDINALITY AS k(row_id, n) JOIN staging.raw_record r ON r.ctid = k.row_id"
@@ -1037,10 +1012,11 @@ class _Run:
         if len(self.valid_rows) + len(self.quarantine) >= self.chunk:
             self.flush()
 
-    def first_of_fingerprint(self, verdict: Verdict) -> Verdict:
-        """A valid verdict (its row with its read time) as it stands in the run: itself, or
-        ``DUPLICATE_SUSPECTED`` of the first record of the run with the same fingerprint."""
+    def first_of_fingerprint(self, verdict: Verdict, read_at: datetime) -> Verdict:
+        """A valid verdict as it stands in the run: its read time noted, or ``DUPLICATE_SUSPECTED``
+        of the first record of the run with the same fingerprint."""
         assert verdict.row is not None
+        verdict.row["source_read_at"] = read_at
         digest = bytes.fromhex(verdict.row["fingerprint"])
         first = self.first_with_fingerprint.setdefault(digest, verdict.source_id)
         if first == verdict.source_id:
@@ -1139,216 +1115,27 @@ class _Run:
         )
 
 
-def _judge_one(
-    kind: Kind,
-    row: tuple[str, str, str, datetime],
-    *,
-    ref: PsaReference,
-    config: Config,
-    as_of: datetime,
-    source_system: str,
-) -> Verdict:
-    """The verdict of one staged version (text, hash, staged id, read at); a pure function of it
-    and the run's reference data, config and as-of, wherever it runs."""
-    text, version_hash, staged_id, read_at = row
-    verdict = judge_staged(
-        kind,
-        text,
-        version_hash,
-        ref=ref,
-        config=config,
-        as_of=as_of,
-        source_system=source_system,
-        fetched_at=read_at,
-    )
-    if verdict.source_id != staged_id:  # an id JSON cannot round-trip (1.0, 1e400): the staged one
-        verdict = dataclasses.replace(verdict, source_id=staged_id)
-    return verdict
-
-
-#: A run of at least this many staged versions is judged by :data:`JUDGE_PROCESSES` processes
-#: beside this one (below it, e.g. the stream's micro-batches, starting them costs more than they save).
-JUDGE_APART_FROM = 20_000
-#: Processes that read and judge a large run's versions while this one keeps the run's order and
-#: what depends on it (superseded versions, the first of a fingerprint) and writes (0: all here).
-JUDGE_PROCESSES = 1
-#: Staged versions per batch sent to a judge process (a record's versions are never split).
-_JUDGE_BATCH = 1000
-
-#: A verdict as a judge process sends it back: a valid one as its row (its source id, version
-#: and legal entity are the row's; it pickles and loads in about two thirds of the time of the
-#: ``Verdict``), a quarantined one (rare) as it is.
-_Sent = dict[str, Any] | Verdict
-
-
-@dataclass
-class _Judging:
-    """In a judge process: what its batches are judged against, and its connection to the ODS
-    (opened at the first batch, in the snapshot of the run's reader)."""
-
-    ref: PsaReference
-    config: Config
-    conninfo: str
-    conn: psycopg.Connection | None = None
-
-
-_judging: _Judging | None = None
-
-
-def _start_judging(ref: PsaReference, config: Config, conninfo: str) -> None:
-    global _judging
-    _judging = _Judging(ref, config, conninfo)
-
-
-def _judge_conn(judging: _Judging, snapshot: str) -> psycopg.Connection:
-    """The judge process's connection, reading in the run reader's exported ``snapshot`` (the
-    reader's transaction stays open while batches are sent); closed when the process ends."""
-    if judging.conn is None:
-        conn = connections.connect(judging.conninfo)
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        # a utility statement takes no bind parameter: the id as a quoted literal
-        conn.execute(psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(psycopg.sql.Literal(snapshot)))
-        multiprocessing.util.Finalize(conn, conn.close, exitpriority=10)
-        judging.conn = conn
-    return judging.conn
-
-
-def _judge_batch(
-    kind: Kind, as_of: datetime, source_system: str, snapshot: str, ctids: list[str]
-) -> list[_Sent]:
-    """In a judge process: the versions at ``ctids`` (whole records, in source order) read and
-    judged, in :func:`_staged`'s order, each valid row with its read time (``source_read_at``)."""
-    judging = _judging
-    assert judging is not None, "not a judge process"
-    rows = _by_ctid(_judge_conn(judging, snapshot), ctids)
-    sent: list[_Sent] = []
-    for row in _in_source_order([rows]):
-        verdict = _judge_one(
-            kind, row, ref=judging.ref, config=judging.config, as_of=as_of, source_system=source_system
-        )
-        if verdict.row is None:
-            sent.append(verdict)
-            continue
-        verdict.row["source_read_at"] = row[3]
-        if (verdict.source_id, verdict.version_hash, verdict.legal_entity, verdict.detail) != (
-            verdict.row["source_id"],
-            verdict.row["version_hash"],
-            verdict.row["legal_entity"],
-            {},
-        ):  # not what _received rebuilds: sent whole
-            sent.append(verdict)
-            continue
-        sent.append(verdict.row)
-    return sent
-
-
-def _received(sent: _Sent) -> Verdict:
-    """The verdict a judge process sent (:func:`_judge_batch`)."""
-    if isinstance(sent, Verdict):
-        return sent
-    return Verdict(sent["source_id"], sent["version_hash"], sent["legal_entity"], None, {}, sent)
-
-
-def _idle_cores() -> float:
-    """Cores the machine's 1-minute load average leaves idle. A judge process only pays on a core of
-    its own: on a busy machine the verdicts' transfer (~10 us a version) lengthens the run."""
-    return (os.cpu_count() or 1) - os.getloadavg()[0]
-
-
-def _judges(
-    conn: psycopg.Connection, *, processes: int, ref: PsaReference, config: Config, keys: tuple[str, str, str]
-) -> AbstractContextManager[ProcessPoolExecutor | None]:
-    """The judge processes of the run ``keys`` (source system, endpoint, run key); None: it is
-    judged in this process (a small run, no idle core for them, or a daemonic process, which
-    cannot start children).
-    Forked at the run's first batch, before its writer thread starts: they inherit the reference
-    data and config, and never use this process's connections (each opens its own)."""
-    if processes < 1 or multiprocessing.current_process().daemon or _idle_cores() < processes:
-        return nullcontext()
-    row = conn.execute(
-        "SELECT count(*) FROM staging.raw_record WHERE source_system = %s AND endpoint = %s AND last_run_key = %s",
-        keys,
-    ).fetchone()
-    if row is None or row[0] < JUDGE_APART_FROM:
-        return nullcontext()
-    return ProcessPoolExecutor(
-        processes,
-        mp_context=multiprocessing.get_context("fork"),
-        initializer=_start_judging,
-        initargs=(ref, config, connections.conninfo_of(conn)),
-    )
-
-
-def _key_batches(conn: psycopg.Connection, keys: tuple[str, str, str]) -> Iterator[tuple[str, list[str]]]:
-    """(snapshot, ctids): the run's versions in source order, about :data:`_JUDGE_BATCH` at a time,
-    a record's versions in one batch; the snapshot (exported by ``conn``'s ``REPEATABLE READ``
-    transaction, open until the last batch is taken) is the one the ctids name versions in."""
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    row = conn.execute("SELECT pg_export_snapshot()").fetchone()
-    assert row is not None
-    with conn.cursor(name="staged_keys") as cur:
-        cur.execute(_staged_keys_sql("ctid::text, source_id"), keys)
-        batch: list[str] = []
-        last: str | None = None
-        while rows := cur.fetchmany(_READ_BATCH):
-            for ctid, source_id in rows:
-                if len(batch) >= _JUDGE_BATCH and source_id != last:
-                    yield row[0], batch
-                    batch = []
-                batch.append(ctid)
-                last = source_id
-        if batch:
-            yield row[0], batch
-
-
-def _judged(
-    reader: psycopg.Connection,
-    run: _Run,
-    *,
-    keys: tuple[str, str, str],
-    ref: PsaReference,
-    as_of: datetime,
-    judges: ProcessPoolExecutor | None,
-    ahead: int = 3,
-) -> Iterator[Verdict]:
-    """The verdict of each staged version of the run, in source order: read and judged here, or
-    by ``judges`` a batch at a time (while one is awaited, up to ``ahead`` more are in flight; taken
-    in order; a judge's error or death is raised here)."""
-    source_system = keys[0]
-    if judges is None:
-        for row in _staged(reader, *keys):
-            verdict = _judge_one(
-                run.kind, row, ref=ref, config=run.config, as_of=as_of, source_system=source_system
-            )
-            if verdict.valid:
-                assert verdict.row is not None
-                verdict.row["source_read_at"] = row[3]
-            yield verdict
-        return
-    in_flight: deque[Future[list[_Sent]]] = deque()
-    for snapshot, ctids in _key_batches(reader, keys):
-        in_flight.append(judges.submit(_judge_batch, run.kind, as_of, source_system, snapshot, ctids))
-        if len(in_flight) > ahead:
-            yield from map(_received, in_flight.popleft().result())
-    while in_flight:
-        yield from map(_received, in_flight.popleft().result())
-
-
 def _verdicts(
-    reader: psycopg.Connection,
-    run: _Run,
-    *,
-    run_key: str,
-    ref: PsaReference,
-    as_of: datetime,
-    judges: ProcessPoolExecutor | None = None,
+    reader: psycopg.Connection, run: _Run, *, run_key: str, ref: PsaReference, as_of: datetime
 ) -> Iterator[Verdict]:
     """The verdict of each staged version of the run, in source order, counted as staged."""
-    keys = (run.source_system, ENDPOINTS[run.kind], run_key)
-    for verdict in _judged(reader, run, keys=keys, ref=ref, as_of=as_of, judges=judges):
+    for text, version_hash, staged_id, read_at in _staged(
+        reader, run.source_system, ENDPOINTS[run.kind], run_key
+    ):
+        verdict = judge_staged(
+            run.kind,
+            text,
+            version_hash,
+            ref=ref,
+            config=run.config,
+            as_of=as_of,
+            source_system=run.source_system,
+            fetched_at=read_at,
+        )
+        if verdict.source_id != staged_id:  # an id JSON cannot round-trip (1.0, 1e400): the staged one
+            verdict = dataclasses.replace(verdict, source_id=staged_id)
         run.result.staged_versions += 1
-        yield run.first_of_fingerprint(verdict) if verdict.valid else verdict
+        yield run.first_of_fingerprint(verdict, read_at) if verdict.valid else verdict
 
 
 def validate_run(
@@ -1362,7 +1149,6 @@ def validate_run(
     dag_run_id: str,
     source_system: str = "psa",
     chunk: int = 5000,
-    judge_processes: int | None = None,
 ) -> ValidationResult:
     """Judge every staged version of ``run_key``; write canonical rows and quarantine items.
 
@@ -1375,9 +1161,6 @@ def validate_run(
     until the next record shows it was the newest; verdicts are written ``chunk`` records at a
     time, by a writer thread while the next chunk is judged. Memory is two chunks plus the
     fingerprints seen in the run (for in-run duplicates).
-
-    A large run is read and judged by ``judge_processes`` (default :data:`JUDGE_PROCESSES`) other
-    processes (:func:`_judged`: same verdicts, same order; a judge's failure fails the run here).
     """
     started = time.monotonic()
     result = ValidationResult(kind=kind, run_key=run_key)
@@ -1392,19 +1175,15 @@ def validate_run(
         conn, ref, config=config, source_system=source_system, dag_run_id=dag_run_id
     )
     previous: Verdict | None = None
-    processes = JUDGE_PROCESSES if judge_processes is None else judge_processes
-    keys = (source_system, ENDPOINTS[kind], run_key)
-    judging = _judges(conn, processes=processes, ref=ref, config=config, keys=keys)
     # A second connection streams the run's versions while a writer thread writes on this one.
     with (
-        judging as judges,
         connections.connect_like(conn) as reader,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-writer") as writer,
     ):
         run = _Run(conn, kind, config, dag_run_id, source_system, chunk, result, writer)
         # On an error the executor's exit waits for a write in progress (its own error, if any, is
         # dropped: the first error is the one raised) before the caller rolls back.
-        for verdict in _verdicts(reader, run, run_key=run_key, ref=ref, as_of=as_of, judges=judges):
+        for verdict in _verdicts(reader, run, run_key=run_key, ref=ref, as_of=as_of):
             if previous is not None:
                 if previous.source_id == verdict.source_id:
                     _count(result, previous)  # superseded: only the newest version becomes current
