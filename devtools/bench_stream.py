@@ -146,11 +146,11 @@ class Airflow:
                 timeout=600,
             )
             # The posting tasks run in their ERP account's pool (docs/posting.md); without it the
-            # scheduler never schedules them. Three slots, as compose and make airflow create it.
+            # scheduler never schedules them. Two slots, as compose and make airflow create it.
             from psa_erp_sync.hooks.erp import account_pool
 
             subprocess.run(
-                [self.airflow, "pools", "set", account_pool(), "3", "ERP account: posting tasks"],
+                [self.airflow, "pools", "set", account_pool(), "2", "ERP account: posting tasks"],
                 env=self.env,
                 stdout=fh,
                 stderr=subprocess.STDOUT,

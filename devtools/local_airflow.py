@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                 user=LOGIN_USER,
                 password=password,
                 dag_ids=dag_ids_in_repo(),
-                pool=(account_pool(), 3),
+                pool=(account_pool(), 2),
                 stop=stop_unpause,
             )
             print_welcome(args.port, password, mailbox.directory, done)

@@ -89,10 +89,8 @@ def build() -> None:
         validated=[validated_time.output, validated_expenses.output],
     )
     [validated_time, validated_expenses] >> checked
-    # At the same time: the two passes (different record types: different posting locks, different
-    # ledger rows) share the ERP account's request budget between them, as they share it with the
-    # stream and replays (the account's pool and request budget, docs/posting.md). One after the
-    # other, each pass's start and last wave left most of the account's slots idle.
+    # One after the other: each uses the ERP account's whole concurrency budget, which is shared
+    # (with the stream and replays too: the account's pool and request budget, docs/posting.md).
     pool = account_pool()
     post_time = IdempotentPostingOperator(
         task_id="post_timebills",
@@ -112,8 +110,8 @@ def build() -> None:
     # The posting asset (the forecast refreshes on it) is published once the ERP is proven to equal
     # the approved PSA set.
     reconcile_erp = ErpReconciliationOperator(task_id="reconcile_erp", outlets=[assets.POSTING])
-    checked >> precheck >> [post_time, post_expenses] >> reconcile_erp
+    checked >> precheck >> post_time >> post_expenses >> reconcile_erp
     # A parallel run (config/erp_routing.yaml) is reconciled from both ERPs' read-backs after both
     # passes; a difference fails this task (docs/multi-erp.md "Parallel run"). Without a parallel
     # run in force it calls no ERP.
-    [post_time, post_expenses] >> ParallelRunReconciliationOperator(task_id="reconcile_parallel_run")
+    post_expenses >> ParallelRunReconciliationOperator(task_id="reconcile_parallel_run")

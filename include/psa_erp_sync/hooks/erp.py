@@ -54,6 +54,6 @@ def account_pool(erp_conn_id: str = ErpHook.default_conn_name) -> str:
 
     Named after the connection, not the account id inside it: DAG files are parsed without reading
     connections, and each ERP account has exactly one connection. The platform team creates it once
-    per account (docs/posting.md): ``airflow pools set erp_account__erp_default 3 "..."``.
+    per account (docs/posting.md): ``airflow pools set erp_account__erp_default 4 "..."``.
     """
     return f"erp_account__{erp_conn_id}"
