@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
@@ -1274,6 +1275,7 @@ def plan(
     source_ids: Collection[str] | None = None,
     source_system: str = "psa",
     full: bool = False,
+    reading: Callable[[], AbstractContextManager[None]] = nullcontext,
 ) -> Plan:
     """Insert pending ledger rows for every record whose ERP state differs from the approved set.
 
@@ -1291,6 +1293,9 @@ def plan(
     migration, or a queue trigger is disabled) or when so many are queued that a full read is
     cheaper (:data:`FULL_ABOVE_SHARE`). Either of the last two empties the queue of what it saw,
     except records with a posting in flight: those are looked at again once it settles.
+
+    ``reading``: entered around the statement that takes each lane's snapshot (a long pass's
+    posting lock is never handed over meanwhile, ``service._PlanGate.reading``).
     """
     if on_chunk is not None and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         # Postings handed on before their transaction commits could be sent without a ledger row.
@@ -1302,7 +1307,9 @@ def plan(
     routes = router or default_router()
     books = dict(periods_by_erp or {})
     pl = _Planning(record_type, config, periods, result, routes, books)
-    seen = _plan_lane(conn, pl, None, records, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk)
+    seen = _plan_lane(
+        conn, pl, None, records, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk, reading=reading
+    )
     # Parallel runs: the windows' records again, to each secondary ERP whose periods this pass read.
     scope = ShadowScope(
         tuple(
@@ -1319,7 +1326,16 @@ def plan(
         with conn.transaction():
             shadow.superseded = supersede_stale(conn, record_type, scope, shadow_records)
         lane = _Planning(record_type, config, periods, shadow, routes, books, secondary=scope.secondary)
-        _plan_lane(conn, lane, scope, shadow_records, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk)
+        _plan_lane(
+            conn,
+            lane,
+            scope,
+            shadow_records,
+            chunk=chunk,
+            dag_run_id=dag_run_id,
+            on_chunk=on_chunk,
+            reading=reading,
+        )
         result.parallel_run = shadow
     dequeued = 0
     with conn.transaction():
@@ -1456,6 +1472,7 @@ def _plan_lane(
     chunk: int,
     dag_run_id: str,
     on_chunk: Callable[[list[ledger.Posting]], None] | None,
+    reading: Callable[[], AbstractContextManager[None]] = nullcontext,
 ) -> _Seen | None:
     """Plan every candidate of one lane (the records' own, or ``scope``'s shadow lane), a chunk at
     a time; a shadow posting is keyed as such (:func:`as_shadow`) before it is written. Returns
@@ -1490,6 +1507,8 @@ def _plan_lane(
             set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
             # One snapshot for the queue, the postings in flight and the candidates.
             reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            with reading():  # the snapshot, never taken while the posting lock is handed over
+                reader.execute("SELECT 1")
             if scope is None:
                 seen = _read_queue(reader, pl.record_type, records)
             for cand in _candidates(reader, pl.record_type, scope, records, fetch=min(chunk, FETCH_ROWS)):
