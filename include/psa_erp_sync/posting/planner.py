@@ -1293,9 +1293,6 @@ def plan(
     migration, or a queue trigger is disabled) or when so many are queued that a full read is
     cheaper (:data:`FULL_ABOVE_SHARE`). Either of the last two empties the queue of what it saw,
     except records with a posting in flight: those are looked at again once it settles.
-
-    ``reading``: entered around the statement that takes each lane's snapshot (a long pass's
-    posting lock is never handed over meanwhile, ``service._PlanGate.reading``).
     """
     if on_chunk is not None and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         # Postings handed on before their transaction commits could be sent without a ledger row.
@@ -1307,9 +1304,8 @@ def plan(
     routes = router or default_router()
     books = dict(periods_by_erp or {})
     pl = _Planning(record_type, config, periods, result, routes, books)
-    seen = _plan_lane(
-        conn, pl, None, records, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk, reading=reading
-    )
+    lane = partial(_plan_lane, conn, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk, reading=reading)
+    seen = lane(pl, None, records)
     # Parallel runs: the windows' records again, to each secondary ERP whose periods this pass read.
     scope = ShadowScope(
         tuple(
@@ -1325,17 +1321,10 @@ def plan(
         shadow = Plan(record_type, scope=shadow_records.scope)
         with conn.transaction():
             shadow.superseded = supersede_stale(conn, record_type, scope, shadow_records)
-        lane = _Planning(record_type, config, periods, shadow, routes, books, secondary=scope.secondary)
-        _plan_lane(
-            conn,
-            lane,
-            scope,
-            shadow_records,
-            chunk=chunk,
-            dag_run_id=dag_run_id,
-            on_chunk=on_chunk,
-            reading=reading,
+        shadow_lane = _Planning(
+            record_type, config, periods, shadow, routes, books, secondary=scope.secondary
         )
+        lane(shadow_lane, scope, shadow_records)
         result.parallel_run = shadow
     dequeued = 0
     with conn.transaction():
@@ -1479,7 +1468,8 @@ def _plan_lane(
     what the own lane read of the queue (:func:`_read_queue`), for :func:`_dequeue`.
 
     Handed on as they commit (``on_chunk``), the chunks are written by a :class:`_ChunkWriter`:
-    the next chunk is planned while the server inserts the last one."""
+    the next chunk is planned while the server inserts the last one. ``reading`` is entered
+    around the lane's snapshot (a long pass hands no lock over then: ``service._PlanGate.reading``)."""
     batch, parked, changes = pl.batch, pl.parked, pl.changes  # emptied in place by each flush
     # Handed on as they commit, the first chunks are smaller (a tenth, then doubling up to
     # ``chunk``): the engine waits for the first chunk with every ERP slot idle.
