@@ -672,6 +672,9 @@ class PostingEngine:
         size = self.settings.batch_size
         upserts: dict[str, list[ledger.Posting]] = {}  # per ERP record type (correcting journals apart)
         for planned in feed:
+            if not planned:  # the planner has committed nothing new yet: the sender may hand over
+                yield self._send_batch, []
+                continue
             # Rows routed to another ERP account wait for that account's pass.
             chunk = [p for p in planned if self.target is None or self.target.holds(p)]
             with progress.lock:
@@ -735,6 +738,13 @@ class PostingEngine:
                 self.lock_check()
                 if self.hand_off is not None and self.hand_off.wanted():
                     hand_over()
+                if not batch:  # the feed waits for the planner (an idle tick): nothing to send
+                    done = {f for f in in_flight if f.done()}
+                    in_flight -= done
+                    collect(done)
+                    for future in done:
+                        queued.pop(future, None)
+                    continue
                 if len(in_flight) >= limit:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     collect(done)

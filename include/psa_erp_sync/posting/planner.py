@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
@@ -1274,6 +1275,7 @@ def plan(
     source_ids: Collection[str] | None = None,
     source_system: str = "psa",
     full: bool = False,
+    reading: Callable[[], AbstractContextManager[None]] = nullcontext,
 ) -> Plan:
     """Insert pending ledger rows for every record whose ERP state differs from the approved set.
 
@@ -1302,7 +1304,8 @@ def plan(
     routes = router or default_router()
     books = dict(periods_by_erp or {})
     pl = _Planning(record_type, config, periods, result, routes, books)
-    seen = _plan_lane(conn, pl, None, records, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk)
+    lane = partial(_plan_lane, conn, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk, reading=reading)
+    seen = lane(pl, None, records)
     # Parallel runs: the windows' records again, to each secondary ERP whose periods this pass read.
     scope = ShadowScope(
         tuple(
@@ -1318,8 +1321,10 @@ def plan(
         shadow = Plan(record_type, scope=shadow_records.scope)
         with conn.transaction():
             shadow.superseded = supersede_stale(conn, record_type, scope, shadow_records)
-        lane = _Planning(record_type, config, periods, shadow, routes, books, secondary=scope.secondary)
-        _plan_lane(conn, lane, scope, shadow_records, chunk=chunk, dag_run_id=dag_run_id, on_chunk=on_chunk)
+        shadow_lane = _Planning(
+            record_type, config, periods, shadow, routes, books, secondary=scope.secondary
+        )
+        lane(shadow_lane, scope, shadow_records)
         result.parallel_run = shadow
     dequeued = 0
     with conn.transaction():
@@ -1456,13 +1461,15 @@ def _plan_lane(
     chunk: int,
     dag_run_id: str,
     on_chunk: Callable[[list[ledger.Posting]], None] | None,
+    reading: Callable[[], AbstractContextManager[None]] = nullcontext,
 ) -> _Seen | None:
     """Plan every candidate of one lane (the records' own, or ``scope``'s shadow lane), a chunk at
     a time; a shadow posting is keyed as such (:func:`as_shadow`) before it is written. Returns
     what the own lane read of the queue (:func:`_read_queue`), for :func:`_dequeue`.
 
     Handed on as they commit (``on_chunk``), the chunks are written by a :class:`_ChunkWriter`:
-    the next chunk is planned while the server inserts the last one."""
+    the next chunk is planned while the server inserts the last one. ``reading`` is entered
+    around the lane's snapshot (a long pass hands no lock over then: ``service._PlanGate.reading``)."""
     batch, parked, changes = pl.batch, pl.parked, pl.changes  # emptied in place by each flush
     # Handed on as they commit, the first chunks are smaller (a tenth, then doubling up to
     # ``chunk``): the engine waits for the first chunk with every ERP slot idle.
@@ -1490,6 +1497,8 @@ def _plan_lane(
             set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
             # One snapshot for the queue, the postings in flight and the candidates.
             reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            with reading():  # the snapshot, never taken while the posting lock is handed over
+                reader.execute("SELECT 1")
             if scope is None:
                 seen = _read_queue(reader, pl.record_type, records)
             for cand in _candidates(reader, pl.record_type, scope, records, fetch=min(chunk, FETCH_ROWS)):

@@ -381,6 +381,8 @@ def _post_locked(
         already_pending = ledger.count_in_state(conn, record_type, ["pending"], target=target)
     gate = _PlanGate(record_type)
     hand_off = _HandOff(lock, gate) if lock.settings.hand_off and not lock.settings.short else None
+    if hand_off is not None and hand_off.wanted():  # a burst that came while the periods were read
+        hand_off()
     engine = PostingEngine(
         dsn=dsn,
         client=client,
@@ -406,7 +408,9 @@ def _post_locked(
     planning.books = books
     planning.start()
     try:
-        outcome = engine.run(planning.chunks(), already_pending=already_pending).as_dict()
+        # While the engine waits for the planner's next chunk it still hands the lock over.
+        tick_s = lock.settings.hand_off_probe_s if hand_off is not None else None
+        outcome = engine.run(planning.chunks(tick_s), already_pending=already_pending).as_dict()
     finally:
         planning.stop()
     outcome["hand_offs"] = lock.hand_offs
@@ -513,6 +517,7 @@ class _PlanningThread:
                     on_chunk=self._put,
                     periods_by_erp=self.books,
                     source_ids=None if self.source_ids is None else sorted(self.source_ids),
+                    reading=self.gate.reading,
                 )
         except _Stopped:
             return
@@ -523,9 +528,16 @@ class _PlanningThread:
         except _Stopped:
             return
 
-    def chunks(self) -> Iterator[list[ledger.Posting]]:
+    def chunks(self, tick_s: float | None = None) -> Iterator[list[ledger.Posting]]:
+        """The committed chunks, in commit order. With ``tick_s``, an empty chunk whenever none
+        came for that long: the engine then asks whether a short pass waits for the lock, and
+        hands it over (nothing it planned is lost: the planner's next commit waits at the gate)."""
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=tick_s)
+            except queue.Empty:
+                yield []
+                continue
             if item is self._DONE:
                 if self.error is not None:
                     raise self.error
@@ -563,7 +575,8 @@ class _PlanGate:
 
     def __init__(self, record_type: str) -> None:
         self.record_type = record_type
-        self.since: datetime | None = None  # the first hand-over (the server's clock)
+        # The first hand-over after the planner's lane took its snapshot (the server's clock).
+        self.since: datetime | None = None
         self.overtaken = 0
         self._cond = threading.Condition()
         self._closed = False
@@ -588,6 +601,16 @@ class _PlanGate:
                 with self._cond:
                     self._inside -= 1
                     self._cond.notify_all()
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Around the statement that takes a planner lane's snapshot: never during a hand-over.
+        What another pass wrote during an earlier hand-over is in that snapshot, so only a
+        hand-over after it arms the guard (armed by an earlier one, the guard would supersede a
+        newer version planned from this snapshot: a lost change)."""
+        with self.entered():
+            self.since = None
+            yield
 
     @contextmanager
     def closed(self) -> Iterator[None]:
