@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import date
+from typing import Any
 
-from psa_erp_sync.posting.periods import PeriodBook
+import pytest
+
+from psa_erp_sync.posting.periods import PendingPeriodBook, PeriodBook
 
 
-def _book() -> PeriodBook:
+def _rows() -> list[dict[str, Any]]:
     rows = []
     for month, closed in ((9, "T"), (10, "T"), (11, "F"), (12, "F")):
         end = date(2026, month + 1, 1) if month < 12 else date(2027, 1, 1)
@@ -23,7 +27,11 @@ def _book() -> PeriodBook:
                 "aplocked": "T" if month == 11 else "F",
             }
         )
-    return PeriodBook.from_rows(rows)
+    return rows
+
+
+def _book() -> PeriodBook:
+    return PeriodBook.from_rows(_rows())
 
 
 def test_open_period_posts_in_place() -> None:
@@ -168,3 +176,43 @@ def test_a_correction_with_no_open_period_after_it_is_parked() -> None:
     assert decision is not None and (decision.outcome, decision.reason) == ("park", "PERIOD_CLOSED")
     unknown = book.decide_correction("LE-US1-2031-01", "timebill", "post_to_first_open", corrected=True)
     assert unknown is not None and unknown.outcome == "park"  # a period nobody knows: finance decides
+
+
+def test_periods_read_in_a_thread_answer_as_the_book_once_read() -> None:
+    released = threading.Event()
+
+    def read() -> list[dict[str, Any]]:
+        released.wait(5)
+        return _rows()
+
+    pending = PendingPeriodBook(read).start()
+    answers: list[Any] = []
+    looking = threading.Thread(
+        target=lambda: answers.append(
+            pending.decide("LE-US1", date(2026, 9, 15), "timebill", "post_to_first_open")
+        )
+    )
+    looking.start()
+    looking.join(0.2)
+    assert looking.is_alive() and not answers  # the first lookup waits for the read
+    released.set()
+    looking.join(5)
+    assert answers == [_book().decide("LE-US1", date(2026, 9, 15), "timebill", "post_to_first_open")]
+    assert pending.wait() is pending
+    assert pending.get("LE-US1-2026-11") == _book().get("LE-US1-2026-11")
+    assert pending.decide_correction("LE-US1-2026-10", "timebill", "park") == _book().decide_correction(
+        "LE-US1-2026-10", "timebill", "park"
+    )
+
+
+def test_a_failed_periods_read_is_raised_by_wait_and_by_every_lookup() -> None:
+    def read() -> list[dict[str, Any]]:
+        raise ConnectionError("ERP down")
+
+    pending = PendingPeriodBook(read).start()
+    with pytest.raises(ConnectionError, match="ERP down"):
+        pending.wait()
+    with pytest.raises(ConnectionError, match="ERP down"):
+        pending.containing("LE-US1", date(2026, 11, 2))
+    with pytest.raises(AttributeError):
+        pending.no_such_attribute  # noqa: B018 (only the read's tables wait for it)

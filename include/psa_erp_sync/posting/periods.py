@@ -15,7 +15,9 @@ entities, or is parked for finance (``park``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
@@ -109,3 +111,37 @@ class PeriodBook:
             if target is not None:
                 return PeriodDecision("correct", target.external_id, held_period)
         return PeriodDecision("park", None, held_period, "PERIOD_CLOSED")
+
+
+class PendingPeriodBook(PeriodBook):
+    """The periods while they are read in a thread (:meth:`start`): a pass starts planning (its
+    queue, its superseded rows, its first candidates) while the ERP answers the period query, one
+    request that takes a remote ERP's whole service time. The first lookup waits for the read;
+    :meth:`wait` raises what the read raised (a pass calls it before it sends anything)."""
+
+    def __init__(self, read: Callable[[], Iterable[dict[str, Any]]]) -> None:
+        # No PeriodBook.__init__: its tables come with the read (__getattr__ until then).
+        self._read = read
+        self._result: Future[PeriodBook] = Future()
+
+    def start(self) -> PendingPeriodBook:
+        threading.Thread(target=self._run, name="read-periods", daemon=True).start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self._result.set_result(PeriodBook.from_rows(self._read()))
+        except BaseException as exc:  # handed to whoever waits: the pass fails as before
+            self._result.set_exception(exc)
+
+    def wait(self) -> PendingPeriodBook:
+        """Once the periods are read: self (every lookup then answers at once); raises the read's error."""
+        book = self._result.result()
+        self._by_entity, self._by_id = book._by_entity, book._by_id
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        # Only the lookups' tables are missing until the read is in: wait for it, then look again.
+        if name in ("_by_entity", "_by_id"):
+            return getattr(self.wait(), name)
+        raise AttributeError(name)
