@@ -58,6 +58,28 @@ def _pass(
     out["ended"] = time.monotonic()
 
 
+def posted_once(dsn: str, last: str, latest: str) -> list[tuple[Any, ...]]:
+    """The record ``last``'s postings by version (source version, state, attempts), once its
+    ``latest`` version is confirmed with one attempt, every entry reached the ERP once (the memo
+    names the source id) and the ledger settled (nothing left in flight)."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT p.source_version, p.state, count(a.id) FROM ledger.posting p"
+            " LEFT JOIN ledger.attempt a USING (idempotency_key) WHERE p.source_id = %s"
+            " GROUP BY 1, 2 ORDER BY 1",
+            (last,),
+        ).fetchall()
+        bodies = [b for (b,) in conn.execute("SELECT body FROM sim_erp.record WHERE type = 'timebill'")]
+        assert [s for s, n in Counter(b["memo"].split()[0] for b in bodies).items() if n > 1] == []
+        assert_settled(conn)
+        posted = conn.execute(
+            "SELECT count(DISTINCT source_id) FROM ledger.posting WHERE state IN ('confirmed', 'resolved')"
+        ).fetchone()
+    assert posted is not None and posted[0] == len(bodies)
+    assert [(s, n) for v, s, n in rows if v.startswith(latest)] == [("confirmed", 1)], rows
+    return rows
+
+
 def _last_planned(dsn: str) -> str:
     """The approved record the batch's planner reaches last (it plans in source order)."""
     with psycopg.connect(dsn) as conn:
@@ -112,22 +134,6 @@ def test_a_waiting_stream_pass_gets_the_lock_mid_batch_and_each_record_posts_onc
     assert stream["result"].outcome["total"] == 1  # its own record only, whatever it planned
     assert batch["result"].outcome["hand_offs"] >= 1, batch["result"].outcome
     assert waited < 10, waited  # within a batch of the batch pass, not after its whole pass
-    with psycopg.connect(clean_ods) as conn:
-        rows = conn.execute(
-            "SELECT p.source_version, p.state, count(a.id) FROM ledger.posting p"
-            " LEFT JOIN ledger.attempt a USING (idempotency_key) WHERE p.source_id = %s"
-            " GROUP BY 1, 2 ORDER BY 1",
-            (last,),
-        ).fetchall()
-        newer = [r for r in rows if r[0].startswith("newer-")]
-        older = [r for r in rows if not r[0].startswith("newer-")]
-        assert [(s, n) for _, s, n in newer] == [("confirmed", 1)], rows
-        assert all(s == "superseded" and n == 0 for _, s, n in older), rows  # planned stale, never sent
-        # One ERP record per entry (the memo names the source id), nothing left in flight.
-        bodies = [b for (b,) in conn.execute("SELECT body FROM sim_erp.record WHERE type = 'timebill'")]
-        assert [s for s, n in Counter(b["memo"].split()[0] for b in bodies).items() if n > 1] == []
-        assert_settled(conn)
-        posted = conn.execute(
-            "SELECT count(DISTINCT source_id) FROM ledger.posting WHERE state IN ('confirmed', 'resolved')"
-        ).fetchone()
-    assert posted is not None and posted[0] == len(bodies)
+    rows = posted_once(clean_ods, last, "newer-")
+    older = [r for r in rows if not r[0].startswith("newer-")]
+    assert all(s == "superseded" and n == 0 for _, s, n in older), rows  # planned stale, never sent

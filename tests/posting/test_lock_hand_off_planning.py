@@ -18,8 +18,8 @@ import psycopg
 import pytest
 
 from tests.conftest import RunningSimulator
-from tests.posting.staged_firm import assert_settled, stage_firm
-from tests.posting.test_lock_hand_off import AS_OF, TODAY, _last_planned, _pass
+from tests.posting.staged_firm import stage_firm
+from tests.posting.test_lock_hand_off import AS_OF, TODAY, _last_planned, _pass, posted_once
 
 pytestmark = [pytest.mark.integration]
 
@@ -62,26 +62,6 @@ def _stream_pass_during_hold(
     return batch, stream, stream["ended"] - asked, runner
 
 
-def _posted_once(dsn: str, last: str, latest: str) -> list[tuple[Any, ...]]:
-    """The record's postings by version; every entry reached the ERP once; the ledger settled."""
-    with psycopg.connect(dsn) as conn:
-        rows = conn.execute(
-            "SELECT p.source_version, p.state, count(a.id) FROM ledger.posting p"
-            " LEFT JOIN ledger.attempt a USING (idempotency_key) WHERE p.source_id = %s"
-            " GROUP BY 1, 2 ORDER BY 1",
-            (last,),
-        ).fetchall()
-        bodies = [b for (b,) in conn.execute("SELECT body FROM sim_erp.record WHERE type = 'timebill'")]
-        assert [s for s, n in Counter(b["memo"].split()[0] for b in bodies).items() if n > 1] == []
-        assert_settled(conn)
-        posted = conn.execute(
-            "SELECT count(DISTINCT source_id) FROM ledger.posting WHERE state IN ('confirmed', 'resolved')"
-        ).fetchone()
-    assert posted is not None and posted[0] == len(bodies)
-    assert [(s, n) for v, s, n in rows if v.startswith(latest)] == [("confirmed", 1)], rows
-    return rows
-
-
 def test_the_lock_is_handed_over_while_the_engine_waits_for_the_next_chunk(
     firm: tuple[str, str], erp_sim: RunningSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -106,7 +86,7 @@ def test_the_lock_is_handed_over_while_the_engine_waits_for_the_next_chunk(
     assert waited < HOLD_S / 2, waited
     assert stream["result"].outcome["posted"] == 1, stream["result"].outcome
     assert batch["result"].outcome["hand_offs"] >= 1, batch["result"].outcome
-    rows = _posted_once(dsn, last, "newer-")
+    rows = posted_once(dsn, last, "newer-")
     # The batch planned the record from its older snapshot after the hand-over: never sent.
     assert all(s == "superseded" and n == 0 for v, s, n in rows if not v.startswith("newer-")), rows
 
@@ -139,5 +119,5 @@ def test_a_hand_over_before_the_planners_snapshot_does_not_supersede_what_it_pla
     assert waited < HOLD_S / 2, waited  # the old engine handed over only once batches were sent
     assert stream["result"].outcome["posted"] == 1, stream["result"].outcome
     assert batch["result"].outcome["hand_offs"] >= 1, batch["result"].outcome
-    rows = _posted_once(dsn, last, "third-")
+    rows = posted_once(dsn, last, "third-")
     assert [(s, n) for v, s, n in rows if v.startswith("newer-")] == [("confirmed", 1)], rows
