@@ -5,7 +5,10 @@ being planned and the candidates read from the server cursor at a time (``planne
 most a chunk's worth): the month's other candidates stay on the server. Measured with
 ``tracemalloc`` (the peak of Python's allocations during the plan) for a month and for a month
 four times its size, the same chunk: the peaks must be about the same. With the whole month read
-ahead in one fetch (20,000 rows before), the larger month's peak was ~3x the smaller's.
+ahead in one fetch (20,000 rows before), the larger month's peak was ~1.5x the smaller's here
+(9.9 against 6.5 MB; ~3x at 600 / 2,400 records). The months are 2,400 and 9,600 records: at 600
+the small month's peak moved 1.6-2.4 MB between runs of the same code (how many of its few chunks
+the writer thread still held), so the ratio did too (1.08-1.54); at these sizes it is 0.99-1.06.
 Real PostgreSQL.
 """
 
@@ -81,7 +84,7 @@ def _plan_peak(dsn: str) -> tuple[int, list[int]]:
 
 
 def test_a_plan_holds_a_chunk_whatever_the_month(clean_ods: str) -> None:
-    small, large = 600, 2_400
+    small, large = 2_400, 9_600
     _month(clean_ods, 1, small)
     small_peak, small_chunks = _plan_peak(clean_ods)
     # A month four times the size: the first month's records are pending (not candidates again).
@@ -93,5 +96,5 @@ def test_a_plan_holds_a_chunk_whatever_the_month(clean_ods: str) -> None:
     assert max(small_chunks + large_chunks) <= CHUNK
     with psycopg.connect(clean_ods) as conn:
         assert ledger.count_in_state(conn, "timebill", ["pending"]) == small + large
-    # Four times the month, about the same memory (the whole month read ahead: ~3x).
+    # Four times the month, about the same memory (the whole month read ahead: ~1.5x).
     assert large_peak < 1.3 * small_peak, (small_peak, large_peak)
