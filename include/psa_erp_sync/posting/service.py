@@ -434,10 +434,11 @@ def _post_locked(
 
 #: The cyclic garbage collector's thresholds during a posting pass (CPython's: 700, 10, 10). A pass
 #: allocates a few million short-lived containers (candidate rows, payloads, postings, HTTP and
-#: ledger objects) that reference counting frees, and makes almost no cycles; at the default
-#: thresholds the collector ran ~1,660 times in a 90k-record pass, 14 of them over the whole heap
-#: (every module, model and config object of the process), for a fifth of the pass's client CPU
-#: (docs/performance.md, perf-post6).
+#: ledger objects), nearly all freed by reference counting; at the default thresholds the collector
+#: ran ~1,650 times in a 90k-record pass, 14 of them over the whole heap (every module, model and
+#: config object of the process), for a fifth of the pass's client CPU. At these, 12-14 times; the
+#: cycles left (~43k unreachable objects at the end of that pass) go at the next collections, and
+#: the pass's peak RSS was the same (docs/performance.md, perf-post6).
 PASS_GC_THRESHOLDS = (50_000, 20, 100)
 _gc_lock = threading.Lock()
 _gc_passes = 0
