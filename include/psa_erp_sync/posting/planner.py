@@ -950,6 +950,17 @@ def _plan_reverse(pl: _Planning, cand: dict[str, Any]) -> bool:
     return True
 
 
+#: What the ERP holds, per the ledger, for a record the ledger has no row of: nothing.
+NOTHING_HELD = ledger.Held(None, None, False, 0, Decimal(0), 0)
+
+
+def _held(cand: dict[str, Any]) -> ledger.Held:
+    """:meth:`ledger.Held.from_row` of a candidate. A record without a ledger row (``n`` 0: a first
+    post, most of a month) holds nothing: :data:`NOTHING_HELD`, without reading its ledger columns
+    (all NULL)."""
+    return NOTHING_HELD if not cand["n"] else ledger.Held.from_row(cand)
+
+
 def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
     """Plan the post or adjustment of an approved record version (a correcting journal, a moved
     period or a parked item when its period is closed). False when nothing is planned, or a
@@ -957,7 +968,7 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
     desired, record = cand["desired"], cand["record"]
     record_type, source_id, seq = pl.record_type, cand["source_id"], int(cand["n"])
     external_id = pl.external_id(source_id)
-    held_entry = ledger.Held.from_row(cand)
+    held_entry = _held(cand)
     if cand["last_state"] in ("rejected", "parked") and cand["last_version"] == record.version_hash:
         return False  # a dead letter or parked record: waits for replay
     action: ledger.Action = "adjust" if cand["done_action"] in ("post", "adjust") else "post"
