@@ -86,7 +86,7 @@ CONSUMERS: dict[str, str] = {
     "legal_entities.yaml:reporting_currency": f"{E}.forecast.inputs:_extract_psa_people",
     "legal_entities.yaml:legal_entities.*.country": f"{E}.config:Config._cross_checks",
     "legal_entities.yaml:legal_entities.*.currency": f"{E}.forecast.inputs:_extract_psa_people",
-    "legal_entities.yaml:legal_entities.*.timezone": f"{E}.validation.time_expense:_local_today",
+    "legal_entities.yaml:legal_entities.*.timezone": f"{E}.validation.time_expense:_checks_of",
     "legal_entities.yaml:legal_entities.*.close_calendar": f"{E}.sensors.month_end:MonthEndWindowSensor.execute",
     "legal_entities.yaml:legal_entities.*.closed_period_policy": f"{E}.posting.planner:_Planning.policy",
     "legal_entities.yaml:revenue_accounts.revenue": f"{E}.config:RevenueAccounts.by_role",

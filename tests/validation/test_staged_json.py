@@ -9,7 +9,7 @@ twice in the text (the later wins in both decoders)."""
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -135,12 +135,18 @@ TIMESTAMPS = st.sampled_from(
         "2026-11-03",
         "2026-11-03T24:00:00Z",
         "",
+        "2026-02-29T10:00:00Z",
+        "2024-02-29T10:00:00Z",
+        "2026-11-03T10:00:00Z\n",
+        "2026-11-03T10:00:00.123456-00:00",
     ]
 )
 DATES = st.sampled_from(
     ["20261102", "2026-W45-1", "2026-11-2", "2026-02-30", "2026-11-02T00:00:00Z", "0000-01-01"]
 )
-MONEY_TEXT = st.sampled_from([" 12.5 ", "12.50", "1e400", "NaN", "abc", "-0.01"])
+MONEY_TEXT = st.sampled_from(
+    [" 12.5 ", "12.50", "1e400", "NaN", "abc", "-0.01", "1_000", "\u0661\u0662", "12.5\n", "+1", "007.10"]
+)
 HOSTILE = JSON | NUMBERS | TIMESTAMPS | DATES | MONEY_TEXT
 
 
@@ -262,3 +268,112 @@ def test_numbers_keep_the_text_the_model_gives_them(kind: validation.Kind, field
 def test_an_expense_category_unit_price_string_is_read_as_the_model_reads_it(unit_price: Any) -> None:
     category = {"id": 3, "name": "Hotel", "unit_name": "night", "unit_price": unit_price}
     _check("expense_entry", msgspec.json.encode({**EXPENSE, "expense_category": category}), FETCHED)
+
+
+# --- checks made by msgspec's decoder (perf-validation6): patterns no laxer than the model --------
+
+# ASCII digits and others Unicode calls digits (Arabic-Indic 3, fullwidth 5, mathematical bold 9)
+_DIGIT = st.sampled_from([*"0123456789", "\u0663", "\uff15", "\U0001d7d7"])
+_TS_PART = st.sampled_from(
+    ["", "T", "t", " ", "Z", "z", "+", "-", ":", ".", "\n", "24", "60", "00", "29", "30", "31", "02", "13"]
+)
+_TIMESTAMP_LIKE = st.one_of(
+    st.builds(
+        lambda y, mo, d, h, mi, s, frac, zone: (
+            f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}{frac}{zone}"
+        ),
+        st.integers(0, 9999),
+        st.integers(0, 13),
+        st.integers(0, 32),
+        st.integers(0, 25),
+        st.integers(0, 61),
+        st.integers(0, 61),
+        st.sampled_from(["", ".1", ".123456", ".1234567", ".", ".\u0663"]),
+        st.sampled_from(["Z", "z", "+00:00", "-00:00", "+23:59", "+24:00", "-05:30", "+0530", "", "Z\n"]),
+    ),
+    st.lists(st.one_of(_DIGIT, _TS_PART), max_size=30).map("".join),
+    TIMESTAMPS,
+)
+_MONEY_LIKE = st.one_of(
+    st.lists(
+        st.one_of(_DIGIT, st.sampled_from([*"+-.eE_ \n\t", "NaN", "Infinity", "sNaN"])), max_size=12
+    ).map("".join),
+    st.decimals(allow_nan=True, allow_infinity=True).map(str),
+    MONEY_TEXT,
+)
+
+
+def _decodes(type_: Any, value: str) -> bool:
+    try:
+        msgspec.json.decode(msgspec.json.encode(value), type=type_)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+@settings(max_examples=2000, deadline=None)
+@given(text=_TIMESTAMP_LIKE)
+def test_a_timestamp_the_decoder_lets_through_is_one_the_model_reads(text: str) -> None:
+    """msgspec checks the timestamps the rules do not read (``TIMESTAMP_PATTERN``): whatever it lets
+    through, the model's own function parses with a zone (a leap second, 24:00, February 29 of a
+    non-leap year, other digits, a final newline: declined, and the model decides)."""
+    if _decodes(staged_json._Timestamp, text):
+        assert psa_models._datetime(text).tzinfo is not None
+
+
+@settings(max_examples=2000, deadline=None)
+@given(text=_MONEY_LIKE)
+def test_a_money_string_the_decoder_lets_through_is_the_decimal_the_model_reads(text: str) -> None:
+    if _decodes(staged_json._Money, text):
+        assert staged_json._amount(text) == psa_models._money(text)
+        assert str(staged_json._amount(text)) == str(psa_models._money(text))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(text=st.one_of(_TIMESTAMP_LIKE.map(lambda t: t[:10]), DATES, st.dates().map(str)))
+def test_a_date_the_decoder_reads_is_the_model_s(text: str) -> None:
+    try:
+        decoded = msgspec.json.decode(msgspec.json.encode(text), type=date)
+    except msgspec.ValidationError:
+        return
+    assert decoded == psa_models._date(text)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"task_assignment": dict(ENTRY["task_assignment"], created_at="2026-02-29T10:00:00Z")},
+        {"user_assignment": dict(ENTRY["user_assignment"], updated_at="2026-12-31T23:59:60Z")},
+        {"timer_started_at": "2026-11-03T24:00:00Z"},
+        {"timer_started_at": "2026-11-03T10:00:00Z\n"},
+        {"cost_rate": "1e2"},
+        {"cost_rate": " 12.50"},
+        {"task_assignment": dict(ENTRY["task_assignment"], hourly_rate="\u0661\u0662")},
+        {"billable_rate": "1_000"},
+        {"id": 0},
+        {"task": {"id": 2**63, "name": "t"}},
+        {"spent_date": "2026-02-29"},
+    ],
+)
+def test_checks_of_values_the_rules_do_not_read_are_made_by_the_decoder(changes: dict[str, Any]) -> None:
+    """The decoder itself refuses these (no Python check after it), and the verdict stays the one
+    the per-payload judge gives (the model decides them)."""
+    text = msgspec.json.encode({**ENTRY, **changes})
+    with pytest.raises(msgspec.ValidationError):
+        staged_json._TIME_ENTRY.decode(text)
+    assert not _check("time_entry", text, FETCHED)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    parts=st.tuples(
+        st.integers(),
+        st.dates(),
+        st.integers(),
+        st.integers(),
+        st.decimals(allow_nan=False),
+        st.text(),
+    )
+)
+def test_the_entry_fingerprint_is_the_fingerprint_of_its_parts(parts: tuple[Any, ...]) -> None:
+    assert validation._fingerprint6(*parts) == validation.fingerprint(*parts)

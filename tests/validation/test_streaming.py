@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 from typing import Any
 
 import psycopg
@@ -85,3 +86,34 @@ def test_chunked_validation_writes_what_one_chunk_writes(clean_ods: str) -> None
         ("8", "DUPLICATE_SUSPECTED"),
         ("10", "PROJECT_UNKNOWN"),
     }
+
+
+def test_the_first_chunk_is_smaller_and_its_rows_are_built_by_the_judging_thread(
+    clean_ods: str, monkeypatch: Any
+) -> None:
+    """The writer starts after ``chunk // FIRST_CHUNK_SHARE`` records, not a whole chunk, and the
+    ``COPY`` tuples of a chunk are built by the thread that judges (the writer's chain of
+    statements is the run's critical path); what is written stays the same (the test above)."""
+    written: list[int] = []
+    built_in: set[str] = set()
+    write, build_rows = validation._Run.write, validation.records.build_rows
+
+    def counted(run: validation._Run, rows: Any, held: Any, *rest: Any) -> Any:
+        written.append(len(rows) + len(held))
+        return write(run, rows, held, *rest)
+
+    def noted(*args: Any, **kwargs: Any) -> Any:
+        built_in.add(threading.current_thread().name)
+        return build_rows(*args, **kwargs)
+
+    monkeypatch.setattr(validation._Run, "write", counted)
+    monkeypatch.setattr(validation.records, "build_rows", noted)
+    with psycopg.connect(clean_ods) as conn:
+        staging.stage_pages(
+            conn, [ITEMS[:5], ITEMS[5:]], run_key="r1", source_system="psa", endpoint="/v2/time_entries"
+        )
+        conn.commit()
+        _validate(conn, chunk=5 * validation.FIRST_CHUNK_SHARE)
+    # 10 records (12 versions): a first chunk of 5, then the rest (fewer than a whole chunk)
+    assert written == [5, 5]
+    assert built_in == {threading.main_thread().name}

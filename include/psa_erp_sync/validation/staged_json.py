@@ -18,12 +18,18 @@ boundary, hostile and generated payloads):
 - Numbers (``Hours``, ``Money``) are decoded as the JSON number they are (``int`` or ``float``,
   the same decoder validation falls back to; a number no float holds is refused by msgspec) and
   become ``Decimal`` through the models' own validators (``Decimal(str(number))``). A money amount
-  may be a string, as in the models: it is parsed by their validator too, read or not (a string
-  that is not a finite decimal declines the payload).
-- Dates and timestamps are decoded as strings and parsed by the models' own functions
-  (``date.fromisoformat``, ``datetime.fromisoformat`` with a zone required); any that does not
-  parse, or has no zone, declines the payload. Timestamps the rules do not read are parsed too
-  (the model refuses a payload whose ``task_assignment.created_at`` is not one).
+  may be a string, as in the models: msgspec lets through only a plain decimal string
+  (:data:`MONEY_TEXT_PATTERN`, which the models' validator surely reads), parsed by that
+  validator; any other string declines the payload.
+- Checks the model makes on values the rules do not read are msgspec's: a timestamp must match
+  :data:`TIMESTAMP_PATTERN` (a subset of what ``datetime.fromisoformat`` parses with a zone), an
+  amount the money pattern. The screen's id range (1 .. 2**63 - 1) is msgspec's too, for the
+  record's id and its screened references: an id out of range declines the payload and the
+  model's path screens it. ``spent_date`` is msgspec's RFC 3339 ``date`` (``YYYY-MM-DD``, a real
+  day: a subset of ``date.fromisoformat``; any other form declines).
+- The two timestamps the rules read are decoded as strings and parsed by the models' own function
+  (``datetime.fromisoformat`` with a zone required); any that does not parse, or has no zone,
+  declines the payload.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from __future__ import annotations
 import functools
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -39,34 +45,71 @@ from psa_erp_sync.clients import psa_models
 
 #: A JSON number the models' ``Hours`` validator accepts as one (see module doc).
 _Number = int | float
-#: A JSON value the models' ``Money`` validator may accept: a number, or a string it parses.
-_Money = int | float | str
+#: A decimal string the models' ``Money`` validator surely reads as the finite ``Decimal`` of its
+#: text (ASCII digits, an optional minus and fraction; ``\Z``: ``$`` would pass a final newline).
+#: Any other string (spaces, ``+``, exponents, ``_``, other digits, ``NaN``) declines the payload:
+#: the model decides it (module doc). Checked by msgspec's decoder, not in Python.
+MONEY_TEXT_PATTERN = r"^-?[0-9]+(?:\.[0-9]+)?\Z"
+#: A JSON value the models' ``Money`` validator reads: a number, or a string of the pattern above.
+_Money = int | float | Annotated[str, msgspec.Meta(pattern=MONEY_TEXT_PATTERN)]
+_DAY_OF_MONTH = (
+    r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+)
+#: An RFC 3339 timestamp with a zone that ``datetime.fromisoformat`` surely parses (a real day of
+#: a year 0001-9999, February at most the 28th, hours 00-23, no leap second, at most 6 fraction
+#: digits, an offset under 24 h). A timestamp the rules do not read only has to parse (the model
+#: refuses the payload otherwise): msgspec checks this pattern; any other text declines the
+#: payload and the model decides.
+TIMESTAMP_PATTERN = (
+    r"^(?!0000)[0-9]{4}-" + _DAY_OF_MONTH + r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(?:\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])\Z"
+)
+_Timestamp = Annotated[str, msgspec.Meta(pattern=TIMESTAMP_PATTERN)]
+#: An id the screen passes (1 .. 2**63 - 1): any other declines the payload, and the model's path
+#: screens it (``ID_OUT_OF_RANGE``) as before.
+_ScreenedId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 
 
-class _IdName(msgspec.Struct, frozen=True):
+class _IdName(msgspec.Struct, frozen=True, gc=False):
     id: int
     name: str | None = None
 
 
-class _ClientRef(_IdName, frozen=True):
+class _Screened(_IdName, frozen=True, gc=False):
+    """A reference whose id the screen reads (the entry's user, task)."""
+
+    id: _ScreenedId
+
+
+class _ClientRef(_IdName, frozen=True, gc=False):
     currency: str | None = None
 
 
-class _ProjectRef(_IdName, frozen=True):
+class _ProjectRef(_IdName, frozen=True, gc=False):
     code: str | None = None
 
 
-class _InvoiceRef(msgspec.Struct, frozen=True):
+class _ScreenedProject(_ProjectRef, frozen=True, gc=False):
+    id: _ScreenedId
+
+
+class _InvoiceRef(msgspec.Struct, frozen=True, gc=False):
     id: int
     number: str | None = None
 
 
-class _ExpenseCategoryRef(_IdName, frozen=True):
+class _ExpenseCategoryRef(_IdName, frozen=True, gc=False):
     unit_price: _Money | None = None
     unit_name: str | None = None
 
 
-class _ExternalReference(msgspec.Struct, frozen=True):
+class _ScreenedCategory(_ExpenseCategoryRef, frozen=True, gc=False):
+    id: _ScreenedId
+
+
+class _ExternalReference(msgspec.Struct, frozen=True, gc=False):
     id: str | None = None
     group_id: str | None = None
     account_id: str | None = None
@@ -75,7 +118,7 @@ class _ExternalReference(msgspec.Struct, frozen=True):
     service_icon_url: str | None = None
 
 
-class _UserAssignment(msgspec.Struct, frozen=True):
+class _UserAssignment(msgspec.Struct, frozen=True, gc=False):
     id: int
     project: _ProjectRef | None = None
     user: _IdName | None = None
@@ -84,11 +127,11 @@ class _UserAssignment(msgspec.Struct, frozen=True):
     use_default_rates: bool | None = None
     hourly_rate: _Money | None = None
     budget: _Money | None = None
-    created_at: str | None = None
-    updated_at: str | None = None
+    created_at: _Timestamp | None = None
+    updated_at: _Timestamp | None = None
 
 
-class _TaskAssignment(msgspec.Struct, frozen=True):
+class _TaskAssignment(msgspec.Struct, frozen=True, gc=False):
     id: int
     project: _ProjectRef | None = None
     task: _IdName | None = None
@@ -96,18 +139,18 @@ class _TaskAssignment(msgspec.Struct, frozen=True):
     billable: bool | None = None
     hourly_rate: _Money | None = None
     budget: _Money | None = None
-    created_at: str | None = None
-    updated_at: str | None = None
+    created_at: _Timestamp | None = None
+    updated_at: _Timestamp | None = None
 
 
-class _TimeEntryJson(msgspec.Struct, frozen=True):
+class _TimeEntryJson(msgspec.Struct, frozen=True, gc=False):
     """:class:`psa_erp_sync.clients.psa_models.TimeEntry`, field by field, as JSON types."""
 
-    id: int
-    spent_date: str
-    user: _IdName
-    project: _ProjectRef
-    task: _IdName
+    id: _ScreenedId
+    spent_date: date
+    user: _Screened
+    project: _ScreenedProject
+    task: _Screened
     hours: _Number
     is_locked: bool
     is_closed: bool
@@ -122,7 +165,7 @@ class _TimeEntryJson(msgspec.Struct, frozen=True):
     rounded_hours: _Number | None = None
     notes: str | None = None
     locked_reason: str | None = None
-    timer_started_at: str | None = None
+    timer_started_at: _Timestamp | None = None
     started_time: str | None = None
     ended_time: str | None = None
     is_running: bool = False
@@ -133,14 +176,14 @@ class _TimeEntryJson(msgspec.Struct, frozen=True):
     cost_rate: _Money | None = None
 
 
-class _ExpenseJson(msgspec.Struct, frozen=True):
+class _ExpenseJson(msgspec.Struct, frozen=True, gc=False):
     """:class:`psa_erp_sync.clients.psa_models.Expense`, field by field, as JSON types."""
 
-    id: int
-    spent_date: str
-    user: _IdName
-    project: _ProjectRef
-    expense_category: _ExpenseCategoryRef
+    id: _ScreenedId
+    spent_date: date
+    user: _Screened
+    project: _ScreenedProject
+    expense_category: _ScreenedCategory
     total_cost: _Money
     billable: bool
     is_closed: bool
@@ -156,7 +199,7 @@ class _ExpenseJson(msgspec.Struct, frozen=True):
     locked_reason: str | None = None
 
 
-class ParsedTimeEntry(msgspec.Struct, frozen=True):
+class ParsedTimeEntry(msgspec.Struct, frozen=True, gc=False):
     """The values of a time entry the rules read, as the model gives them."""
 
     id: int
@@ -173,7 +216,7 @@ class ParsedTimeEntry(msgspec.Struct, frozen=True):
     updated_at: datetime
 
 
-class ParsedExpense(msgspec.Struct, frozen=True):
+class ParsedExpense(msgspec.Struct, frozen=True, gc=False):
     """The values of an expense the rules read, as the model gives them."""
 
     id: int
@@ -234,35 +277,6 @@ def _number(value: int | float) -> Decimal:
     return parsed
 
 
-def _time_ok(value: str | None) -> bool:
-    """An optional timestamp the model reads (None: absent)."""
-    return value is None or _aware(value) is not None
-
-
-def _money_ok(value: str | int | float | None) -> bool:
-    """An optional ``Money`` the model reads: a number (msgspec decoded it: finite), None, or a
-    string it parses."""
-    return not isinstance(value, str) or _money_text(value) is not None
-
-
-def _assignment_ok(a: _UserAssignment | _TaskAssignment | None) -> bool:
-    return a is None or (
-        _time_ok(a.created_at) and _time_ok(a.updated_at) and _money_ok(a.hourly_rate) and _money_ok(a.budget)
-    )
-
-
-def _dated(text: str, created: str, updated: str) -> tuple[date, datetime, datetime] | None:
-    """(spent date, created at, updated at) as the models parse them, or None."""
-    try:
-        spent_date = psa_models._date(text)
-    except (ValueError, OverflowError):
-        return None
-    created_at, updated_at = _aware(created), _aware(updated)
-    if created_at is None or updated_at is None:
-        return None
-    return spent_date, created_at, updated_at
-
-
 def _amount(value: str | int | float) -> Decimal:
     """The model's ``Money`` of a decoded value.
 
@@ -273,11 +287,6 @@ def _amount(value: str | int | float) -> Decimal:
     if parsed is None:
         raise ValueError("not a decimal the model reads")
     return parsed
-
-
-def _money(value: str | int | float | None) -> Decimal | None:
-    """:func:`_amount` of an optional value (None stays None)."""
-    return None if value is None else _amount(value)
 
 
 def decode(
@@ -297,42 +306,35 @@ def decode(
 
 
 def _time_entry(raw: _TimeEntryJson) -> ParsedTimeEntry | None:
-    dated = _dated(raw.spent_date, raw.created_at, raw.updated_at)
-    if not (
-        dated is not None
-        and _assignment_ok(raw.user_assignment)
-        and _assignment_ok(raw.task_assignment)
-        and _time_ok(raw.timer_started_at)
-        and _money_ok(raw.cost_rate)
-    ):
+    # Every other field was checked by the decoder (its types and patterns): only the two
+    # timestamps the rules read are parsed here (their values are the model's).
+    created_at, updated_at = _aware(raw.created_at), _aware(raw.updated_at)
+    if created_at is None or updated_at is None:
         return None
+    rate = raw.billable_rate
     return ParsedTimeEntry(
         raw.id,
-        dated[0],
+        raw.spent_date,
         raw.user,
         raw.project,
         raw.task,
         _number(raw.hours),
         raw.billable,
-        _money(raw.billable_rate),
+        None if rate is None else _amount(rate),
         raw.is_closed,
         raw.notes,
-        dated[1],
-        dated[2],
+        created_at,
+        updated_at,
     )
 
 
 def _expense(raw: _ExpenseJson) -> ParsedExpense | None:
-    dated = _dated(raw.spent_date, raw.created_at, raw.updated_at)
-    if not (
-        dated is not None
-        and _assignment_ok(raw.user_assignment)
-        and _money_ok(raw.expense_category.unit_price)
-    ):
+    created_at, updated_at = _aware(raw.created_at), _aware(raw.updated_at)
+    if created_at is None or updated_at is None:
         return None
     return ParsedExpense(
         raw.id,
-        dated[0],
+        raw.spent_date,
         raw.user,
         raw.project,
         raw.expense_category,
@@ -340,6 +342,6 @@ def _expense(raw: _ExpenseJson) -> ParsedExpense | None:
         raw.billable,
         raw.is_closed,
         raw.notes,
-        dated[1],
-        dated[2],
+        created_at,
+        updated_at,
     )

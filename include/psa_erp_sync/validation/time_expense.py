@@ -298,8 +298,13 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()
 
 
-def _local_today(as_of: datetime, config: Config, legal_entity: str) -> date:
-    return _today_in(as_of, config.legal_entities.legal_entities[legal_entity].timezone)
+_sha256 = hashlib.sha256
+
+
+def _fingerprint6(a: object, b: object, c: object, d: object, e: object, f: object) -> str:
+    """:func:`fingerprint` of six parts, the same text (``!s`` is ``str``) without the calls of
+    ``map`` and ``join`` (once per valid entry)."""
+    return _sha256(f"{a!s}\x1f{b!s}\x1f{c!s}\x1f{d!s}\x1f{e!s}\x1f{f!s}".encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=256)
@@ -353,37 +358,40 @@ def _depends_on(record_type: str, ref_id: int) -> dict[str, Any]:
     return {"depends_on": {"record_type": record_type, "source_id": str(ref_id)}}
 
 
-def _common_checks(
-    *, user_id: int, project_id: int, spent_date: date, ref: PsaReference, config: Config, as_of: datetime
+def _checks_of(
+    record: _Record, *, ref: PsaReference, config: Config, as_of: datetime
 ) -> tuple[str | None, dict[str, Any], ProjectRef | None]:
+    """The checks of an entry's user, project, legal entity, currency and date, in this order
+    (the first that fails is the reason)."""
+    user_id = record.user.id
     if user_id in ref.invalid_users:
         return "REFERENCE_INVALID", _depends_on("user", user_id), None
     if user_id not in ref.users:
         return "USER_UNKNOWN", {"user_id": user_id}, None
+    project_id = record.project.id
     project = ref.projects.get(project_id)
-    if project is None and project_id in ref.invalid_projects:
-        return "REFERENCE_INVALID", _depends_on("project", project_id), None
     if project is None:
+        if project_id in ref.invalid_projects:
+            return "REFERENCE_INVALID", _depends_on("project", project_id), None
         return "PROJECT_UNKNOWN", {"project_id": project_id}, None
     if not project.is_active:
         return "PROJECT_INACTIVE", {"project_id": project_id}, project
-    entities = config.legal_entities.legal_entities
-    if project.legal_entity not in entities:
+    entity = config.legal_entities.legal_entities.get(project.legal_entity)  # type: ignore[arg-type]
+    if entity is None:
         return (
             "LEGAL_ENTITY_UNKNOWN",
             {"project_id": project_id, "legal_entity": project.legal_entity},
             project,
         )
-    expected = entities[project.legal_entity].currency
     if project.currency is None or not _ISO_CURRENCY.match(project.currency):
         # Not a currency at all: foreign-currency work in a real currency is valid (:func:`_fx_of`).
         return (
             "CURRENCY_MISMATCH",
-            {"project_currency": project.currency, "legal_entity_currency": expected},
+            {"project_currency": project.currency, "legal_entity_currency": entity.currency},
             project,
         )
-    if spent_date > _local_today(as_of, config, project.legal_entity):
-        return "FUTURE_DATED", {"spent_date": spent_date.isoformat()}, project
+    if record.spent_date > _today_in(as_of, entity.timezone):
+        return "FUTURE_DATED", {"spent_date": record.spent_date.isoformat()}, project
     return None, {}, project
 
 
@@ -527,12 +535,17 @@ def _screen_parsed(
     """:func:`_screen` of a payload that passed its model, from the model's values: the model's
     ids are the payload's integers and its timestamps ``datetime.fromisoformat`` of the payload's
     strings with a zone, so the checks and their details are the same."""
-    source_id = str(record.id)
     refs = [getattr(record, name).id for name in nested]
     if not (1 <= record.id <= MAX_ID and min(refs) >= 1 and max(refs) <= MAX_ID):
         ids = {"id": record.id, **{f"{name}.id": ref_id for name, ref_id in zip(nested, refs, strict=True)}}
         out_of_range = sorted(name for name, value in ids.items() if not 1 <= value <= MAX_ID)
-        return Verdict(source_id, version_hash, None, "ID_OUT_OF_RANGE", {"fields": out_of_range})
+        return Verdict(str(record.id), version_hash, None, "ID_OUT_OF_RANGE", {"fields": out_of_range})
+    return _screen_times(record, version_hash, fetched_at=fetched_at)
+
+
+def _screen_times(record: _Record, version_hash: str, *, fetched_at: datetime | None) -> Verdict | None:
+    """The screen's timestamp checks of :func:`_screen_parsed` (the one-pass decoder has checked
+    the ids: :mod:`~psa_erp_sync.validation.staged_json` declines an id out of range)."""
     created_at, updated_at = record.created_at, record.updated_at
     # Aware datetimes compare as instants; only in the years 1 and 9999 may one not be in UTC.
     if (
@@ -547,10 +560,10 @@ def _screen_parsed(
             if (parsed := _utc(value)) is None or parsed < EARLIEST_TIMESTAMP
         ]
         if invalid:
-            return Verdict(source_id, version_hash, None, "TIMESTAMP_INVALID", {"fields": invalid})
+            return Verdict(str(record.id), version_hash, None, "TIMESTAMP_INVALID", {"fields": invalid})
     if fetched_at is not None and updated_at > fetched_at + FUTURE_TOLERANCE:
         return Verdict(
-            source_id,
+            str(record.id),
             version_hash,
             None,
             "UPDATED_AT_IN_FUTURE",
@@ -576,19 +589,6 @@ def round_hours(hours: Decimal) -> Decimal:
     PostgreSQL rounds numeric). Values already that precise are returned unchanged."""
     rounded = hours.quantize(HOURS_QUANTUM, rounding=ROUND_HALF_UP)
     return hours if rounded == hours else rounded
-
-
-def _checks_of(
-    record: _Record, *, ref: PsaReference, config: Config, as_of: datetime
-) -> tuple[str | None, dict[str, Any], ProjectRef | None]:
-    return _common_checks(
-        user_id=record.user.id,
-        project_id=record.project.id,
-        spent_date=record.spent_date,
-        ref=ref,
-        config=config,
-        as_of=as_of,
-    )
 
 
 def judge_time_entry(
@@ -690,7 +690,7 @@ def _time_entry_verdict(
         "currency": currency,
         "approved": entry.is_closed,
         "is_deleted": False,
-        "fingerprint": fingerprint(
+        "fingerprint": _fingerprint6(
             entry.user.id, entry.spent_date, entry.project.id, entry.task.id, entry.hours, entry.notes or ""
         ),
         "source_updated_at": entry.updated_at,
@@ -767,7 +767,7 @@ def _expense_verdict(
         "currency": project.currency,
         "approved": expense.is_closed,
         "is_deleted": False,
-        "fingerprint": fingerprint(
+        "fingerprint": _fingerprint6(
             expense.user.id,
             expense.spent_date,
             expense.project.id,
@@ -831,7 +831,10 @@ def _staged(
             fetching = fetcher.submit(_batch_by_ctid, conn, cur)
             for row in batch:
                 if group and row[2] != group[0][2]:
-                    yield from _in_update_order(group)
+                    if len(group) == 1:  # the usual case: one version of the record
+                        yield group[0]
+                    else:
+                        yield from _in_update_order(group)
                     group = []
                 group.append(row)
         yield from _in_update_order(group)
@@ -933,7 +936,9 @@ def judge_staged(
     order as ever.
     """
     record: _Record | None = staged_json.decode(kind, text)
-    if record is None:  # not a payload the one-pass decoder vouches for: the model decides
+    if record is not None:  # its ids are in range (the decoder's constraint)
+        screened = _screen_times(record, version_hash, fetched_at=fetched_at)
+    else:  # not a payload the one-pass decoder vouches for: the model decides
         try:
             record = _MODELS[kind].model_validate_json(text)
         except ValueError:  # a ValidationError, or JSON pydantic does not read: the payload path decides
@@ -947,7 +952,7 @@ def judge_staged(
                 source_system=source_system,
                 fetched_at=fetched_at,
             )
-    screened = _screen_parsed(record, version_hash, nested=_NESTED[kind], fetched_at=fetched_at)
+        screened = _screen_parsed(record, version_hash, nested=_NESTED[kind], fetched_at=fetched_at)
     if screened is not None:
         return screened
     if isinstance(record, (psa_models.TimeEntry, staged_json.ParsedTimeEntry)):
@@ -973,6 +978,9 @@ def _count(result: ValidationResult, verdict: Verdict) -> None:
 #: every session's visibility checks of this run's rows read ``pg_subtrans``; chunks after the
 #: budget go through the temporary table as before.
 DIRECT_INSERT_SAVEPOINTS = 48
+
+#: The first chunk of a run is ``chunk // FIRST_CHUNK_SHARE`` records (:meth:`_Run.settle`).
+FIRST_CHUNK_SHARE = 5
 
 
 @dataclass
@@ -1001,6 +1009,13 @@ class _Run:
     writing: Future[ValidationResult] | None = None
     #: direct inserts of new keys left to this run (:data:`DIRECT_INSERT_SAVEPOINTS`)
     direct_savepoints: int = field(default_factory=lambda: DIRECT_INSERT_SAVEPOINTS)
+    #: the records of the chunk being gathered: the first is smaller (:data:`FIRST_CHUNK_SHARE`),
+    #: so the writer starts while the rest of the first full chunk is judged (before, it idled
+    #: for the judging of a whole chunk at each kind's start)
+    limit: int = 0
+
+    def __post_init__(self) -> None:
+        self.limit = max(1, self.chunk // FIRST_CHUNK_SHARE)
 
     def settle(self, verdict: Verdict) -> None:
         """``verdict`` is the newest version of its record in this run."""
@@ -1009,7 +1024,7 @@ class _Run:
             self.valid_rows.append(verdict.row)
         else:
             self.quarantine.append(verdict)
-        if len(self.valid_rows) + len(self.quarantine) >= self.chunk:
+        if len(self.valid_rows) + len(self.quarantine) >= self.limit:
             self.flush()
 
     def first_of_fingerprint(self, verdict: Verdict, read_at: datetime) -> Verdict:
@@ -1030,11 +1045,16 @@ class _Run:
         )
 
     def flush(self) -> None:
-        """Hand the newest verdicts of the records seen since the last flush to the writer."""
+        """Hand the newest verdicts of the records seen since the last flush to the writer.
+
+        The chunk's ``COPY`` tuples are built here, while the previous chunk is being written:
+        the writer's chain of statements is the run's critical path, this thread's is not."""
         rows, held = self.valid_rows, self.quarantine
         self.valid_rows, self.quarantine = [], []
+        self.limit = self.chunk
+        built = _built_by_id(self.kind, rows)
         self.wait()
-        self.writing = self.writer.submit(self.write, rows, held)
+        self.writing = self.writer.submit(self.write, rows, held, built)
 
     def wait(self) -> None:
         """Wait for the write in progress (its error is raised here) and add its counts."""
@@ -1046,8 +1066,11 @@ class _Run:
             setattr(self.result, name, getattr(self.result, name) + getattr(written, name))
         self.result.by_reason.update(written.by_reason)
 
-    def write(self, rows: list[dict[str, Any]], held: list[Verdict]) -> ValidationResult:
-        """Write one chunk's verdicts (in the writer thread); returns their counts."""
+    def write(
+        self, rows: list[dict[str, Any]], held: list[Verdict], built: Mapping[str, tuple[Any, ...]]
+    ) -> ValidationResult:
+        """Write one chunk's verdicts (in the writer thread; ``built``: :func:`_built_by_id` of
+        ``rows``); returns their counts."""
         written = ValidationResult(kind=self.kind, run_key=self.result.run_key)
         duplicates = _duplicates_of_existing(self.conn, self.kind, rows)
         if duplicates:
@@ -1067,7 +1090,7 @@ class _Run:
             _count(written, verdict)
         direct = self.direct_savepoints > 0
         changed, stale, savepoint = _upsert_canonical(
-            self.conn, self.kind, rows, self.dag_run_id, direct=direct
+            self.conn, self.kind, rows, self.dag_run_id, direct=direct, built=built
         )
         self.direct_savepoints -= savepoint
         written.unchanged += len(rows) - changed - len(stale)
@@ -1538,15 +1561,30 @@ def _copy_types(conn: psycopg.Connection, kind: Kind) -> list[str]:
     return _COPY_TYPES[kind]
 
 
-def _copy_rows(conn: psycopg.Connection, kind: Kind, table: str, rows: list[dict[str, Any]]) -> None:
-    """``COPY`` ``rows`` into ``table`` (canonical, or the chunk's temporary twin of it), binary."""
-    types = _copy_types(conn, kind)
-    # through the contract, the chunk in one call: a missing field, one it lacks or a wrong type fails here
+def _built_by_id(kind: Kind, rows: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
+    """The ``COPY`` tuple of each row (a chunk has one row per source id), by source id: through
+    the contract, the chunk in one call (a missing field, one it lacks or a wrong type fails here)."""
+    if not rows:
+        return {}
     built = records.build_rows(kind, rows, _BESIDE_CONTRACT)
+    return {row["source_id"]: values for row, values in zip(rows, built, strict=True)}
+
+
+def _copy_rows(
+    conn: psycopg.Connection,
+    kind: Kind,
+    table: str,
+    rows: list[dict[str, Any]],
+    built: Mapping[str, tuple[Any, ...]] | None = None,
+) -> None:
+    """``COPY`` ``rows`` into ``table`` (canonical, or the chunk's temporary twin of it), binary;
+    ``built``: their tuples (:func:`_built_by_id`), built here when not given."""
+    types = _copy_types(conn, kind)
+    by_id = built if built is not None else _built_by_id(kind, rows)
     with conn.cursor() as cur, cur.copy(f"COPY {table} ({_copied(kind)}) FROM STDIN (FORMAT binary)") as copy:
         copy.set_types(types)
-        for values in built:
-            copy.write_row(values)
+        for row in rows:
+            copy.write_row(by_id[row["source_id"]])
 
 
 def _present(conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]]) -> set[str]:
@@ -1560,7 +1598,12 @@ def _present(conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]]) -
     return {r[0] for r in found}
 
 
-def _insert_new(conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]]) -> bool:
+def _insert_new(
+    conn: psycopg.Connection,
+    kind: Kind,
+    rows: list[dict[str, Any]],
+    built: Mapping[str, tuple[Any, ...]] | None = None,
+) -> bool:
     """``COPY`` rows whose keys canonical did not hold at the probe straight into canonical, in a
     savepoint: False (nothing written) when a key arrived meanwhile (another run or the stream
     committed it, or committed it while this waited for it), and the caller upserts them instead.
@@ -1570,7 +1613,7 @@ def _insert_new(conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]]
     ``now()``; the statement triggers of canonical (forecast and plan queues) fire for ``COPY``."""
     try:
         with conn.transaction():
-            _copy_rows(conn, kind, TABLES[kind], rows)
+            _copy_rows(conn, kind, TABLES[kind], rows, built)
     except psycopg.errors.UniqueViolation:
         log.info("%d new %s rows met a key committed since the probe: upserted instead", len(rows), kind)
         return False
@@ -1578,7 +1621,13 @@ def _insert_new(conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]]
 
 
 def _upsert_canonical(
-    conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]], dag_run_id: str, *, direct: bool = False
+    conn: psycopg.Connection,
+    kind: Kind,
+    rows: list[dict[str, Any]],
+    dag_run_id: str,
+    *,
+    direct: bool = False,
+    built: Mapping[str, tuple[Any, ...]] | None = None,
 ) -> tuple[int, set[str], bool]:
     """Upsert rows that are newer than canonical (:func:`_newer`); audit before/after of updates.
 
@@ -1594,16 +1643,20 @@ def _upsert_canonical(
     if direct:
         present = _present(conn, kind, rows)
         new = [r for r in rows if r["source_id"] not in present]
-        if new and _insert_new(conn, kind, new):
+        if new and _insert_new(conn, kind, new, built):
             inserted, rows = len(new), [r for r in rows if r["source_id"] in present]
         if not rows:
             return inserted, set(), True
-    changed, stale = _upsert_through_temp(conn, kind, rows, dag_run_id)
+    changed, stale = _upsert_through_temp(conn, kind, rows, dag_run_id, built)
     return inserted + changed, stale, inserted > 0
 
 
 def _upsert_through_temp(
-    conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]], dag_run_id: str
+    conn: psycopg.Connection,
+    kind: Kind,
+    rows: list[dict[str, Any]],
+    dag_run_id: str,
+    built: Mapping[str, tuple[Any, ...]] | None = None,
 ) -> tuple[int, set[str]]:
     """The upsert of :func:`_upsert_canonical` through a temporary table."""
     columns = _COLUMNS[kind]
@@ -1613,7 +1666,7 @@ def _upsert_through_temp(
     )
     conn.execute(f"TRUNCATE tmp_{kind}")
     copied = _copied(kind)
-    _copy_rows(conn, kind, f"tmp_{kind}", rows)
+    _copy_rows(conn, kind, f"tmp_{kind}", rows, built)
     updates = ", ".join(
         f"{c} = EXCLUDED.{c}" for c in (*columns, *_FX_COLUMNS) if c not in ("source_system", "source_id")
     )
