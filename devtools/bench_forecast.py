@@ -152,7 +152,7 @@ def _read_inputs(
     # (``inputs._reads_aside``): each such backend's CPU (from its start) is added to the phase's
     # PostgreSQL CPU.
     aside: list[tuple[int, float | None]] = []
-    originals = {name: getattr(forecast_inputs, name) for name in ("_schedule", "_side_reads")}
+    originals = {name: getattr(forecast_inputs, name) for name in ("_schedule_read", "_side_reads")}
 
     def timed(read: Any) -> Any:
         def run(conn: Any, *args: Any) -> Any:
