@@ -21,6 +21,7 @@ Python-int fallback when a product could overflow), so no float ever touches mon
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -675,9 +676,20 @@ def compute_scenarios(
 ) -> list[ForecastResult]:
     """Each scenario's forecast; the scenario-free work is done once. ``priors`` (per scenario)
     override ``inputs.prior`` for the catch-up against that scenario's previous snapshot."""
+    return list(iter_scenarios(inputs, settings, scenarios, priors))
+
+
+def iter_scenarios(
+    inputs: ForecastInputs,
+    settings: ForecastSettings,
+    scenarios: tuple[str, ...],
+    priors: dict[str, pd.DataFrame | None] | None = None,
+) -> Iterator[ForecastResult]:
+    """:func:`compute_scenarios` one scenario at a time: the scenario-free work when the first is
+    asked for, each next scenario computed only when asked for (so a writer can store one while
+    the next is computed: ``store.write_as_computed``)."""
     base = prepare(inputs, settings)
     text_codes = _text_codes(base.projects, inputs.opportunities)
-    results = []
     for scenario in scenarios:
         adj = settings.scenarios[scenario]  # type: ignore[index]
         shifts = _Shifts(
@@ -686,18 +698,15 @@ def compute_scenarios(
         lines, codes = _scenario_lines(base, inputs, settings, shifts, text_codes)
         prior_frame = (priors or {}).get(scenario, inputs.prior) if priors is not None else inputs.prior
         balances = _with_catch_up(base.balances, prior_frame)
-        results.append(
-            ForecastResult(
-                scenario=scenario,
-                as_of=inputs.as_of,
-                lines=lines,
-                balances=balances,
-                capacity=base.capacity,
-                totals=totals_of(lines, balances, base.capacity, settings, codes),
-                codes=codes,
-            )
+        yield ForecastResult(
+            scenario=scenario,
+            as_of=inputs.as_of,
+            lines=lines,
+            balances=balances,
+            capacity=base.capacity,
+            totals=totals_of(lines, balances, base.capacity, settings, codes),
+            codes=codes,
         )
-    return results
 
 
 @dataclass(frozen=True)
