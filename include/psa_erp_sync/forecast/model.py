@@ -780,7 +780,8 @@ def _scenario_lines(
     columns["month"] = np.concatenate([a_month[a_keep], c_month[c_keep], p_month]).astype(np.int64)
     columns["amount_minor"] = amount
     columns["reporting_amount_minor"] = _reporting_of_codes(amount, codes["currency"], settings)
-    return pd.DataFrame({c: columns[c] for c in LINE_COLUMNS}), codes
+    # copy=False: the arrays are this scenario's own (pandas would copy 1 M rows per column).
+    return pd.DataFrame({c: columns[c] for c in LINE_COLUMNS}, copy=False), codes
 
 
 def _scaled(values: np.ndarray, factor_ppm: int) -> np.ndarray:
