@@ -73,6 +73,7 @@ def test_schedule_rates_equal_the_per_row_join(clean_ods: str) -> None:
                 copy.write_row(row)
         before = inputs._frame(conn, _BEFORE, {"as_of": AS_OF}, model.SCHEDULE_COLUMNS)
         after = inputs._schedule(conn, AS_OF)
+        coded = inputs._schedule_read(conn, AS_OF)
 
     def ordered(frame: object) -> object:
         return frame.sort_values(list(model.SCHEDULE_COLUMNS)).reset_index(drop=True)  # type: ignore[attr-defined]
@@ -81,6 +82,11 @@ def test_schedule_rates_equal_the_per_row_join(clean_ods: str) -> None:
     assert set(after["cost_currency"]) == {"USD", "GBP", "EUR"}
     assert set(after["project_ref"]) == {"p1", "p-unknown"}
     pdt.assert_frame_equal(ordered(after), ordered(before))
+    # The codes handed to the model with the frame describe it (the unknown project's ref included).
+    pdt.assert_frame_equal(coded.frame, after)
+    assert set(coded.columns) == {"project_ref", "user_ref", "cost_currency"}
+    for column, (codes, values) in coded.columns.items():
+        assert (values[codes] == after[column].to_numpy(dtype=object)).all(), column
 
 
 def test_the_reads_aside_see_what_the_connection_sees(

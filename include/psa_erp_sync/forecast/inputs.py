@@ -393,6 +393,13 @@ def _decoded(codes: Any, values: list[str]) -> Any:
     return table[codes]
 
 
+def _objects(values: list[str]) -> Any:
+    """``values`` as an object array of the same str objects."""
+    import numpy as np
+
+    return _decoded(np.arange(len(values)), values)
+
+
 def _month_of_days(days: Any) -> Any:
     """The month index (``model.month_index``: year x 12 + month - 1) of days since 1970-01-01."""
     import numpy as np
@@ -402,10 +409,16 @@ def _month_of_days(days: Any) -> Any:
 
 
 def _schedule(conn: psycopg.Connection, as_of: date) -> pd.DataFrame:
-    """The resource plan after ``as_of`` with each row's cost rate and currency (see above). The
-    rows cross as packed integer arrays (:func:`pgbinary.read_arrays`): 1.8 M rows at 50k x 12 as
-    CSV cost ~1-2 s of client CPU (docs/performance.md, "perf-forecast3"); the text columns are
-    decoded from their codes, so the frame is the same as the rows themselves."""
+    """The resource plan after ``as_of`` with each row's cost rate and currency (see above)."""
+    return _schedule_read(conn, as_of).frame
+
+
+def _schedule_read(conn: psycopg.Connection, as_of: date) -> model.ScheduleCodes:
+    """The resource plan after ``as_of`` (see above) and its text columns' codes. The rows cross
+    as packed integer arrays (:func:`pgbinary.read_arrays`): 1.8 M rows at 50k x 12 as CSV cost
+    ~1-2 s of client CPU (docs/performance.md, "perf-forecast3"); the text columns are decoded
+    from their codes, so the frame is the same as the rows themselves, and the codes go to the
+    model with it (it need not hash 1.8 M strings again)."""
     import numpy as np
     import pandas as pd
 
@@ -429,19 +442,27 @@ def _schedule(conn: psycopg.Connection, as_of: date) -> pd.DataFrame:
     unknown = project_code < 0
     if int(unknown.sum()) != len(rows["unknown_ref"]):
         raise RuntimeError("schedule read: unknown project refs do not match their rows")
-    project_ref = _decoded(np.maximum(project_code, 0), refs or [""])
-    project_ref[unknown] = rows["unknown_ref"]
+    # An unknown project's rows get codes after the known ones, one per row (few; their refs as read).
+    project_code[unknown] = len(refs) + np.arange(int(unknown.sum()))
+    columns = {
+        "project_ref": (
+            project_code,
+            _objects([*refs, *rows["unknown_ref"]]),
+        ),
+        "user_ref": (rate_id, _objects([str(r[1]) for r in by_id])),
+        "cost_currency": (rate_id, _objects([str(r[3]) for r in by_id])),
+    }
     frame = pd.DataFrame(
         {
-            "project_ref": project_ref,
-            "user_ref": _decoded(rate_id, [str(r[1]) for r in by_id]),
+            "project_ref": columns["project_ref"][1][project_code],
+            "user_ref": columns["user_ref"][1][rate_id],
             "month": _month_of_days((what & _LOW32) - 2**31),
             "hours_centi": what >> 32,
             "cost_rate_minor": np.array([int(r[2]) for r in by_id], dtype=np.int64)[rate_id],
-            "cost_currency": _decoded(rate_id, [str(r[3]) for r in by_id]),
+            "cost_currency": columns["cost_currency"][1][rate_id],
         }
-    )
-    return frame.astype(model.SCHEDULE_COLUMNS)
+    ).astype(model.SCHEDULE_COLUMNS)
+    return model.ScheduleCodes(frame, columns)
 
 
 def _code_table(conn: psycopg.Connection, sql: str) -> list[str]:
@@ -679,7 +700,7 @@ def load_inputs(
     in a thread) while ``conn`` catches up and reads the actuals, so the server works on the
     three at once (when they see what ``conn`` sees: :func:`_reads_aside`); else in turn."""
     aside = _reads_aside(conn)
-    pending_schedule = aside(lambda c: _schedule(c, as_of)) if aside else None
+    pending_schedule = aside(lambda c: _schedule_read(c, as_of)) if aside else None
     pending_side = aside(lambda c: _side_reads(c, as_of, settings, prior_snapshot_id)) if aside else None
     if pending_side is None:
         side = _side_reads(conn, as_of, settings, prior_snapshot_id)
@@ -687,14 +708,14 @@ def load_inputs(
     if pending_side is not None:
         side = pending_side.result()
     actuals = _actuals_frame(cells, side.projects, settings)
-    schedule = pending_schedule.result() if pending_schedule is not None else _schedule(conn, as_of)
+    schedule = pending_schedule.result() if pending_schedule is not None else _schedule_read(conn, as_of)
     # Recognition as the revenue journals do it: past periods with the estimate they were
     # recognized with, change orders from their effective month, retainers over their dates.
     return model.ForecastInputs(
         as_of,
         side.projects,
         actuals,
-        schedule,
+        schedule.frame,
         side.capacity,
         side.milestones,
         side.opportunities,
@@ -703,6 +724,7 @@ def load_inputs(
         contract_terms=side.contract_terms,
         journaled=side.journaled,
         billed_from_erp=side.billed_from_erp,
+        schedule_codes=schedule,
     )
 
 

@@ -20,6 +20,8 @@ Python-int fallback when a product could overflow), so no float ever touches mon
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -64,11 +66,19 @@ def rdiv(num: Any, den: Any) -> Any:
 
     num = np.asarray(num)
     den = np.asarray(den)
-    q = num // den
-    r = num - q * den
-    twice = 2 * r
-    up = (twice > den) | ((twice == den) & (q % 2 != 0))
-    return q + up.astype(q.dtype)
+    if num.dtype == object or den.dtype == object:
+        q = num // den
+        r = num - q * den
+        twice = 2 * r
+        up = (twice > den) | ((twice == den) & (q % 2 != 0))
+        return q + up.astype(q.dtype)
+    # The same on int64, with one division (floor quotient and remainder together) and in place.
+    q, r = np.divmod(num, den)
+    r <<= 1
+    up = r > den
+    up |= (r == den) & (q & 1).astype(bool)
+    q += up
+    return q
 
 
 def muldiv(a: Any, b: Any, den: Any) -> np.ndarray:
@@ -80,13 +90,18 @@ def muldiv(a: Any, b: Any, den: Any) -> np.ndarray:
     den_arr = np.asarray(den, dtype=np.int64)
     if np.any(den_arr <= 0):
         raise ValueError("muldiv needs positive denominators")
-    max_a = int(np.abs(a).max()) if a.size else 0
-    max_b = int(np.abs(b).max()) if b.size else 0
-    if max_a * max_b < _INT64_SAFE:
+    if _bound(a) * _bound(b) < _INT64_SAFE:
+        if den_arr.ndim == 0 and int(den_arr) == 1:
+            return np.asarray(a * b, dtype=np.int64)  # nothing to round
         return np.asarray(rdiv(a * b, den_arr), dtype=np.int64)
     # Rare: amounts large enough to overflow int64. Exact Python integers, element-wise.
     big = rdiv(a.astype(object) * b.astype(object), den_arr.astype(object))
     return np.asarray(big, dtype=np.int64)
+
+
+def _bound(values: np.ndarray) -> int:
+    """The largest absolute value in ``values`` (0 when empty), as a Python int."""
+    return max(int(values.max()), -int(values.min())) if values.size else 0
 
 
 # --- the formulas, one contract at a time (what the vectorised code computes) ---------------
@@ -185,6 +200,27 @@ class ForecastInputs:
     contract_terms: dict[str, revenue_frames.ContractTerms] | None = None
     journaled: dict[str, dict[int, int]] | None = None
     billed_from_erp: bool = False
+    # The schedule's text columns as integer codes, as the read had them (see :class:`ScheduleCodes`);
+    # None (inputs built by hand) makes the model factorize the strings.
+    schedule_codes: ScheduleCodes | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ScheduleCodes:
+    """``columns[c] = (codes, values)`` with ``values[codes]`` equal to ``frame[c]`` (``values``
+    may repeat), for the schedule frame ``frame`` as read. The model uses them only while
+    ``inputs.schedule`` is that very frame, of that length (:func:`schedule_codes`)."""
+
+    frame: pd.DataFrame
+    columns: dict[str, tuple[Any, Any]]
+
+
+def schedule_codes(inputs: ForecastInputs) -> dict[str, tuple[Any, Any]]:
+    """The schedule's coded columns that still describe ``inputs.schedule`` (else none)."""
+    coded = inputs.schedule_codes
+    if coded is None or coded.frame is not inputs.schedule:
+        return {}
+    return {c: v for c, v in coded.columns.items() if len(v[0]) == len(inputs.schedule)}
 
 
 @dataclass
@@ -315,6 +351,9 @@ def _sum_by(pi: Any, month: Any, *values: Any) -> tuple[np.ndarray, ...]:
     import numpy as np
     import pandas as pd
 
+    on_grid = _sum_on_a_grid(np.asarray(pi, dtype=np.int64), np.asarray(month, dtype=np.int64), values)
+    if on_grid is not None:
+        return on_grid
     frame = pd.DataFrame({"pi": pi, "month": month, **{f"v{i}": v for i, v in enumerate(values)}})
     summed = frame.groupby(["pi", "month"], sort=True).sum()
     out = [
@@ -324,6 +363,26 @@ def _sum_by(pi: Any, month: Any, *values: Any) -> tuple[np.ndarray, ...]:
     return (*out, *(summed[f"v{i}"].to_numpy(np.int64) for i in range(len(values))))
 
 
+def _sum_on_a_grid(
+    pi: np.ndarray, month: np.ndarray, values: tuple[Any, ...]
+) -> tuple[np.ndarray, ...] | None:
+    """:func:`_sum_by` on a dense (project position, month) grid: the same arrays, without
+    pandas' factorizing and sorting. None when the grid would be sparse (or ``pi`` negative)."""
+    import numpy as np
+
+    if not len(pi) or pi.min() < 0:
+        return None
+    low = int(month.min())
+    span = int(month.max()) - low + 1
+    size = (int(pi.max()) + 1) * span
+    if size > _GRID_CELLS_PER_ROW * len(pi):
+        return None
+    cell = pi * span + (month - low)
+    cells = np.flatnonzero(np.bincount(cell, minlength=size))
+    sums = [_int_sums(cell, np.asarray(v, dtype=np.int64), size)[cells] for v in values]
+    return (cells // span, cells % span + low, *sums)
+
+
 def _codes(values: Any, lookup: dict[str, int]) -> np.ndarray:
     """Map a column of labels to integers through ``lookup`` (factorised: one dict hit per label)."""
     import numpy as np
@@ -331,6 +390,15 @@ def _codes(values: Any, lookup: dict[str, int]) -> np.ndarray:
 
     codes, uniques = pd.factorize(np.asarray(values, dtype=object))
     table = np.array([lookup[str(u)] for u in uniques], dtype=np.int64)
+    return table[codes] if len(codes) else np.zeros(0, dtype=np.int64)
+
+
+def _coded_lookup(codes: np.ndarray, values: Any, lookup: dict[str, int]) -> np.ndarray:
+    """``lookup[values[code]]`` per code, asking ``lookup`` only for the values used (as :func:`_codes`)."""
+    import numpy as np
+
+    used = np.bincount(codes, minlength=len(values)) > 0 if len(codes) else np.zeros(len(values), dtype=bool)
+    table = np.array([lookup[str(v)] if u else 0 for v, u in zip(values, used, strict=True)], dtype=np.int64)
     return table[codes] if len(codes) else np.zeros(0, dtype=np.int64)
 
 
@@ -354,18 +422,30 @@ class _Prepared:
 
 
 def _plan_rows(
-    sched: pd.DataFrame, projects: pd.DataFrame, ref_index: pd.Index, rate_ppm: dict[str, int]
+    sched: pd.DataFrame,
+    projects: pd.DataFrame,
+    ref_index: pd.Index,
+    rate_ppm: dict[str, int],
+    coded: dict[str, tuple[Any, Any]],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For :func:`prepare`: the resource plan rows (project position, month, cost, value) in each
-    project's currency."""
+    project's currency. ``coded``: the schedule's text columns as codes (:func:`schedule_codes`)."""
     import numpy as np
 
     n = len(projects)
-    s_pi = ref_index.get_indexer(sched["project_ref"])
+    if "project_ref" in coded:
+        codes, values = coded["project_ref"]
+        s_pi = ref_index.get_indexer(np.asarray(values, dtype=object))[codes]
+    else:
+        s_pi = ref_index.get_indexer(sched["project_ref"])
     keep = s_pi >= 0
     s_pi, s_month = s_pi[keep], sched["month"].to_numpy(np.int64)[keep]
     hours = sched["hours_centi"].to_numpy(np.int64)[keep]
-    from_rate = _codes(sched["cost_currency"].to_numpy()[keep], rate_ppm)
+    if "cost_currency" in coded:
+        codes, values = coded["cost_currency"]
+        from_rate = _coded_lookup(codes[keep], values, rate_ppm)
+    else:
+        from_rate = _codes(sched["cost_currency"].to_numpy()[keep], rate_ppm)
     to_rate = _codes(projects["currency"].to_numpy(), rate_ppm)[s_pi] if n else np.zeros(0, dtype=np.int64)
     cost_rate = rdiv(muldiv(sched["cost_rate_minor"].to_numpy(np.int64)[keep], from_rate, 1), to_rate)
     planned_cost = muldiv(hours, cost_rate, 100)
@@ -475,6 +555,18 @@ def _milestones(
     return signed, milestones
 
 
+def _cost_to_date(actuals: pd.DataFrame, ref_index: pd.Index, m0: int) -> np.ndarray:
+    """For :func:`prepare`: each project's actual cost up to the as-of month."""
+    import numpy as np
+
+    acts = actuals[actuals["month"] <= m0]
+    a_pi = ref_index.get_indexer(acts["project_ref"])
+    keep = a_pi >= 0
+    cost_to_date = np.zeros(len(ref_index), dtype=np.int64)
+    np.add.at(cost_to_date, a_pi[keep], acts["cost_minor"].to_numpy(np.int64)[keep])
+    return cost_to_date
+
+
 def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
     """Actuals, cost-to-cost, contract balances, the capacity check and the scenario-free burn."""
     import numpy as np
@@ -492,14 +584,12 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
     price = projects["price_minor"].to_numpy(np.int64)
     rate_ppm = {cur: ppm(rate) for cur, rate in settings.fx_rates.items()}
 
-    s_pi, s_month, planned_cost, planned_value = _plan_rows(inputs.schedule, projects, ref_index, rate_ppm)
+    coded = schedule_codes(inputs)
+    s_pi, s_month, planned_cost, planned_value = _plan_rows(
+        inputs.schedule, projects, ref_index, rate_ppm, coded
+    )
 
-    # Actuals up to the as-of date, per project and month.
-    acts = inputs.actuals[inputs.actuals["month"] <= m0]
-    a_pi = ref_index.get_indexer(acts["project_ref"])
-    keep = a_pi >= 0
-    cost_to_date = np.zeros(n, dtype=np.int64)
-    np.add.at(cost_to_date, a_pi[keep], acts["cost_minor"].to_numpy(np.int64)[keep])
+    cost_to_date = _cost_to_date(inputs.actuals, ref_index, m0)
     etc = np.zeros(n, dtype=np.int64)
     np.add.at(etc, s_pi, planned_cost)
     eac = cost_to_date + etc
@@ -551,7 +641,7 @@ def prepare(inputs: ForecastInputs, settings: ForecastSettings) -> _Prepared:
         retainers=retainers,
         remaining=remaining,
         balances=balances,
-        capacity=capacity_check(inputs.schedule, inputs.capacity),
+        capacity=capacity_check(inputs.schedule, inputs.capacity, coded.get("user_ref")),
         etc=etc,
     )
 
@@ -586,9 +676,20 @@ def compute_scenarios(
 ) -> list[ForecastResult]:
     """Each scenario's forecast; the scenario-free work is done once. ``priors`` (per scenario)
     override ``inputs.prior`` for the catch-up against that scenario's previous snapshot."""
+    return list(iter_scenarios(inputs, settings, scenarios, priors))
+
+
+def iter_scenarios(
+    inputs: ForecastInputs,
+    settings: ForecastSettings,
+    scenarios: tuple[str, ...],
+    priors: dict[str, pd.DataFrame | None] | None = None,
+) -> Iterator[ForecastResult]:
+    """:func:`compute_scenarios` one scenario at a time: the scenario-free work when the first is
+    asked for, each next scenario computed only when asked for (so a writer can store one while
+    the next is computed: ``store.write_as_computed``)."""
     base = prepare(inputs, settings)
     text_codes = _text_codes(base.projects, inputs.opportunities)
-    results = []
     for scenario in scenarios:
         adj = settings.scenarios[scenario]  # type: ignore[index]
         shifts = _Shifts(
@@ -597,18 +698,15 @@ def compute_scenarios(
         lines, codes = _scenario_lines(base, inputs, settings, shifts, text_codes)
         prior_frame = (priors or {}).get(scenario, inputs.prior) if priors is not None else inputs.prior
         balances = _with_catch_up(base.balances, prior_frame)
-        results.append(
-            ForecastResult(
-                scenario=scenario,
-                as_of=inputs.as_of,
-                lines=lines,
-                balances=balances,
-                capacity=base.capacity,
-                totals=totals_of(lines, balances, base.capacity, settings, codes),
-                codes=codes,
-            )
+        yield ForecastResult(
+            scenario=scenario,
+            as_of=inputs.as_of,
+            lines=lines,
+            balances=balances,
+            capacity=base.capacity,
+            totals=totals_of(lines, balances, base.capacity, settings, codes),
+            codes=codes,
         )
-    return results
 
 
 @dataclass(frozen=True)
@@ -657,8 +755,8 @@ def _scenario_lines(
     factor = adj.contracted_ppm
     tm_pi, tm_month, tm_value = base.tm
     ff_pi, ff_month, ff_value = base.ff
-    tm_amount = _capped(tm_pi, muldiv(tm_value, np.full(len(tm_value), factor), PPM), base.remaining)
-    ff_amount = _capped(ff_pi, muldiv(ff_value, np.full(len(ff_value), factor), PPM), base.remaining)
+    tm_amount = _capped(tm_pi, _scaled(tm_value, factor), base.remaining)
+    ff_amount = _capped(ff_pi, _scaled(ff_value, factor), base.remaining)
     ms_pi, ms_month, ms_amount = base.milestones
     contracted = [
         (tm_pi, tm_month, tm_amount),
@@ -670,36 +768,74 @@ def _scenario_lines(
     a_keep = (a_month >= base.m_first_actual) & (a_month <= base.m0) & (a_amount != 0)
     c_pi, c_month, c_amount = (np.concatenate([p[i] for p in contracted]) for i in range(3))
     c_keep = (c_month >= base.m0) & (c_month < base.m_end) & (c_amount != 0)
-    pi = np.concatenate([a_pi[a_keep], c_pi[c_keep]])
-    counts = [int(a_keep.sum()), int(c_keep.sum())]
-    lines = pd.DataFrame(
-        {
-            "project_ref": base.projects["project_ref"].to_numpy(dtype=object)[pi],
-            "practice": base.projects["practice"].to_numpy(dtype=object)[pi],
-            "legal_entity": base.projects["legal_entity"].to_numpy(dtype=object)[pi],
-            "layer": np.repeat(np.array(["actual", "contracted"], dtype=object), counts),
-            "month": np.concatenate([a_month[a_keep], c_month[c_keep]]),
-            "currency": base.projects["currency"].to_numpy(dtype=object)[pi],
-            "amount_minor": np.concatenate([a_amount[a_keep], c_amount[c_keep]]),
-        }
-    )
-    pipeline = _pipeline(inputs.opportunities, settings, adj.pipeline_ppm, adj.pipeline_delay_months)
-    pipeline = pipeline[
-        (pipeline["month"] >= base.m0) & (pipeline["month"] < base.m_end) & (pipeline["amount_minor"] != 0)
-    ]
-    rows = np.concatenate([pi, len(base.projects) + pipeline["opp_pos"].to_numpy(dtype=np.int64)])
+    p_pos, p_month, p_amount = _pipeline_cells(inputs.opportunities, settings, adj, base.m0, base.m_end)
+    rows = np.concatenate([a_pi[a_keep], c_pi[c_keep], len(base.projects) + p_pos])
     codes = {c: (text_codes[c][0][rows], text_codes[c][1]) for c in text_codes}
     codes["layer"] = (
-        np.repeat(np.arange(3, dtype=np.int32), [*counts, len(pipeline)]),
+        np.repeat(np.arange(3, dtype=np.int32), [int(a_keep.sum()), int(c_keep.sum()), len(p_pos)]),
         np.array(LAYERS, dtype=object),
     )
-    if len(pipeline):
-        lines = pd.concat([lines, pipeline[lines.columns]], ignore_index=True)
-    lines = lines.astype({"month": "int64", "amount_minor": "int64"})
-    lines["reporting_amount_minor"] = reporting_amounts(
-        lines["amount_minor"], lines["currency"], settings, codes["currency"]
-    )
-    return lines[LINE_COLUMNS], codes
+    amount = np.concatenate([a_amount[a_keep], c_amount[c_keep], p_amount]).astype(np.int64)
+    columns = {c: _text_column(*codes[c]) for c in TEXT_LINE_COLUMNS}
+    columns["month"] = np.concatenate([a_month[a_keep], c_month[c_keep], p_month]).astype(np.int64)
+    columns["amount_minor"] = amount
+    columns["reporting_amount_minor"] = _reporting_of_codes(amount, codes["currency"], settings)
+    # copy=False: the arrays are this scenario's own (pandas would copy 1 M rows per column).
+    return pd.DataFrame({c: columns[c] for c in LINE_COLUMNS}, copy=False), codes
+
+
+def _scaled(values: np.ndarray, factor_ppm: int) -> np.ndarray:
+    """``values x factor_ppm / PPM``, half-even (:func:`muldiv`); a factor of 1 changes nothing."""
+    if factor_ppm == PPM:
+        return values.copy()
+    return muldiv(values, factor_ppm, PPM)
+
+
+def _text_column(codes: Any, uniques: Any) -> Any:
+    """``uniques[codes]`` as the column pandas would build from those strings (its inferred
+    dtype), taken from the few distinct values: no inference or copy per row."""
+    import numpy as np
+    import pandas as pd
+
+    values = np.asarray(uniques, dtype=object)
+    if not len(codes):
+        return values[codes]
+    return pd.Series(values).array.take(np.asarray(codes, dtype=np.intp))
+
+
+def _reporting_of_codes(amount: np.ndarray, coded: tuple[Any, Any], settings: ForecastSettings) -> np.ndarray:
+    """:func:`reporting_amounts` of amounts whose currencies are given by (codes, uniques)."""
+    import numpy as np
+
+    codes, uniques = coded
+    if not len(codes):
+        return np.zeros(0, dtype=np.int64)
+    used = np.bincount(codes, minlength=len(uniques)) > 0  # only currencies that occur need a rate
+    factors = [fx_factor(str(c), settings) if u else (1, 1) for c, u in zip(uniques, used, strict=True)]
+    # Each rate as its lowest terms (the same rational, so the same rounded result): a currency
+    # whose rate is a whole number (the reporting currency's 1) needs no division.
+    gcd = [math.gcd(n, d) for n, d in factors]
+    num = np.array([n // g for (n, _), g in zip(factors, gcd, strict=True)], dtype=np.int64)
+    den = np.array([d // g for (_, d), g in zip(factors, gcd, strict=True)], dtype=np.int64)
+    whole = den[codes] == 1
+    out = muldiv(amount, num[codes], 1) if whole.all() else np.empty(len(codes), dtype=np.int64)
+    if not whole.all():
+        out[whole] = muldiv(amount[whole], num[codes[whole]], 1)
+        out[~whole] = muldiv(amount[~whole], num[codes[~whole]], den[codes[~whole]])
+    return out
+
+
+def _pipeline_cells(
+    opportunities: pd.DataFrame, settings: ForecastSettings, adj: _Shifts, m0: int, m_end: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pipeline's lines in the horizon as (opportunity position, month, amount)."""
+    import numpy as np
+
+    pipeline = _pipeline(opportunities, settings, adj.pipeline_ppm, adj.pipeline_delay_months)
+    month = pipeline["month"].to_numpy(dtype=np.int64)
+    amount = pipeline["amount_minor"].to_numpy(dtype=np.int64)
+    keep = (month >= m0) & (month < m_end) & (amount != 0)
+    return pipeline["opp_pos"].to_numpy(dtype=np.int64)[keep], month[keep], amount[keep]
 
 
 def _retainer_months(
@@ -787,14 +923,8 @@ def reporting_amounts(
     ``coded``: the currencies already factorized (codes, uniques)."""
     import numpy as np
 
-    codes, uniques = pd_factorize(currencies) if coded is None else coded
-    if not len(codes):
-        return np.zeros(0, dtype=np.int64)
-    used = np.bincount(codes, minlength=len(uniques)) > 0  # only currencies that occur need a rate
-    factors = [fx_factor(str(c), settings) if u else (1, 1) for c, u in zip(uniques, used, strict=True)]
-    num = np.array([f[0] for f in factors], dtype=np.int64)
-    den = np.array([f[1] for f in factors], dtype=np.int64)
-    return muldiv(amounts.to_numpy(dtype=np.int64), num[codes], den[codes])
+    coded = pd_factorize(currencies) if coded is None else coded
+    return _reporting_of_codes(amounts.to_numpy(dtype=np.int64), coded, settings)
 
 
 def pd_factorize(values: Any) -> tuple[np.ndarray, Any]:
@@ -804,8 +934,14 @@ def pd_factorize(values: Any) -> tuple[np.ndarray, Any]:
     return pd.factorize(np.asarray(values, dtype=object))
 
 
-def capacity_check(schedule: pd.DataFrame, capacity: pd.DataFrame) -> pd.DataFrame:
-    """Scheduled vs available hours per person and month; ``over_allocated`` when scheduled > available."""
+def capacity_check(
+    schedule: pd.DataFrame, capacity: pd.DataFrame, user_codes: tuple[Any, Any] | None = None
+) -> pd.DataFrame:
+    """Scheduled vs available hours per person and month; ``over_allocated`` when scheduled > available.
+    ``user_codes``: the schedule's ``user_ref`` already factorized (codes, uniques), if known."""
+    fast = _capacity_on_a_grid(schedule, capacity, user_codes)
+    if fast is not None:
+        return fast
     scheduled = schedule.groupby(["user_ref", "month"], as_index=False)["hours_centi"].sum()
     out = scheduled.merge(capacity, on=["user_ref", "month"], how="outer").fillna(
         {"hours_centi": 0, "available_centi": 0}
@@ -815,6 +951,102 @@ def capacity_check(schedule: pd.DataFrame, capacity: pd.DataFrame) -> pd.DataFra
     )
     out["over_allocated"] = out["scheduled_centi"] > out["available_centi"]
     return out.sort_values(["user_ref", "month"]).reset_index(drop=True)
+
+
+_GRID_CELLS_PER_ROW = 4  # a person x month grid larger than this many cells per input row: sort instead
+
+
+def _capacity_on_a_grid(
+    schedule: pd.DataFrame, capacity: pd.DataFrame, user_codes: tuple[Any, Any] | None
+) -> pd.DataFrame | None:
+    """:func:`capacity_check` summed on a dense (person rank, month) grid with numpy: the same
+    frame, row for row. None when the inputs are outside what it handles (empty, NA or non-text
+    people, other dtypes or columns, one person's month twice in the capacity, a sparse grid)."""
+    import numpy as np
+    import pandas as pd
+
+    if not len(schedule) or not len(capacity) or list(capacity.columns) != list(CAPACITY_COLUMNS):
+        return None
+    dtypes = [schedule[c].dtype for c in ("user_ref", "month", "hours_centi")]
+    dtypes += [capacity[c].dtype for c in CAPACITY_COLUMNS]
+    if [str(d) for d in dtypes] != ["object", "int64", "int64", "object", "int64", "int64"]:
+        return None
+    s_code, c_code, users = _user_codes(schedule, capacity, user_codes)
+    if users is None:
+        return None
+    s_month, c_month = schedule["month"].to_numpy(), capacity["month"].to_numpy()
+    low, high = min(s_month.min(), c_month.min()), max(s_month.max(), c_month.max())
+    span = int(high - low) + 1
+    if len(users) * span > _GRID_CELLS_PER_ROW * (len(schedule) + len(capacity)):
+        return None
+    s_cell = s_code * span + (s_month - low)
+    c_cell = c_code * span + (c_month - low)
+    scheduled = _int_sums(s_cell, schedule["hours_centi"].to_numpy(), len(users) * span)
+    seen = np.bincount(c_cell, minlength=len(scheduled))
+    if seen.max() > 1:
+        return None  # one person's month twice: the merge would repeat rows
+    available = np.zeros(len(scheduled), dtype=np.int64)
+    available[c_cell] = capacity["available_centi"].to_numpy()
+    present = np.bincount(s_cell, minlength=len(scheduled)) > 0
+    present |= seen > 0
+    cells = np.flatnonzero(present)
+    out = pd.DataFrame(
+        {
+            "user_ref": pd.Series(users[cells // span], dtype=object),
+            "month": (cells % span + low).astype(np.int64),
+            "scheduled_centi": scheduled[cells],
+            "available_centi": available[cells],
+        }
+    )
+    out["over_allocated"] = out["scheduled_centi"] > out["available_centi"]
+    return out
+
+
+_FLOAT_EXACT = 2**53  # every integer of smaller magnitude is exact in a float64
+
+
+def _int_sums(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    """Exact int64 sums of ``values`` per ``index`` in ``[0, size)``. ``np.bincount`` (10x faster
+    than ``np.add.at``) accumulates in float64: used only when no partial sum can reach 2^53, so
+    every sum is exact; otherwise ``np.add.at`` in int64."""
+    import numpy as np
+
+    if len(values) * _bound(values) < _FLOAT_EXACT:
+        return np.bincount(index, weights=values, minlength=size).astype(np.int64)
+    out = np.zeros(size, dtype=np.int64)
+    np.add.at(out, index, values)
+    return out
+
+
+def _user_codes(
+    schedule: pd.DataFrame, capacity: pd.DataFrame, user_codes: tuple[Any, Any] | None
+) -> tuple[Any, Any, Any]:
+    """Each schedule and capacity row's person as its rank among the people sorted (as pandas
+    sorts text), and the people in that order; (.., .., None) when a person is NA or not text."""
+    import numpy as np
+    import pandas as pd
+
+    if user_codes is None:
+        user_codes = pd.factorize(schedule["user_ref"].to_numpy(dtype=object))
+    codes, values = user_codes
+    codes = np.asarray(codes, dtype=np.int64)
+    # ``values`` may repeat (the read's codes are rate ids): factorized again, a few thousand values.
+    value_codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+    if (codes < 0).any() or (value_codes < 0).any():
+        return None, None, None  # NA people: pandas' groupby drops them
+    codes = value_codes[codes]
+    known = pd.Index(np.asarray(uniques, dtype=object))
+    c_pos = known.get_indexer(capacity["user_ref"].to_numpy(dtype=object))
+    extra = capacity["user_ref"].to_numpy(dtype=object)[c_pos < 0]
+    extra_codes, extra_uniques = pd.factorize(extra)
+    people = np.concatenate([np.asarray(uniques, dtype=object), np.asarray(extra_uniques, dtype=object)])
+    if (extra_codes < 0).any() or not all(type(u) is str for u in people):
+        return None, None, None
+    c_pos[c_pos < 0] = len(uniques) + extra_codes
+    order = np.argsort(people, kind="stable")  # Python's str order, as pandas sorts text
+    rank = np.empty(len(people), dtype=np.int64)
+    rank[order] = np.arange(len(people))
+    return rank[np.asarray(codes, dtype=np.int64)], rank[c_pos], people[order]
 
 
 def _sums_by(lines: pd.DataFrame, column: str, amount: str, coded: tuple[Any, Any] | None) -> dict[str, int]:

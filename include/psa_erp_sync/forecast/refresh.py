@@ -7,6 +7,7 @@ Plain Python taking a connection and clients: the operator adapts it to Airflow.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -85,25 +86,9 @@ def refresh(
         prior_ids = {s: forecast_inputs.previous_snapshot(conn, s, snap_id) for s, snap_id in todo.items()}
         priors = {s: _prior(conn, prior_id) for s, prior_id in prior_ids.items()}
         kpis = _billing_kpis(conn, as_of, settings, job_external_id)
-        for result in model.compute_scenarios(loaded, settings, tuple(todo), priors):
-            snap_id = todo[result.scenario]
-            result.billing_kpis = kpis
-            written = store.write_snapshot(
-                conn,
-                result,
-                snap_id=snap_id,
-                run_id=run_id,
-                data_versions=versions,
-                reporting_currency=settings.reporting_currency,
-            )
-            outcome.snapshots[result.scenario] = {
-                "snapshot_id": snap_id,
-                "written": written,
-                "lines": len(result.lines),
-                "totals": result.totals,
-                "previous_snapshot_id": prior_ids[result.scenario],
-            }
-            log.info("snapshot %s: %d lines, written %s", snap_id, len(result.lines), written)
+        outcome.snapshots.update(
+            _compute_and_write(conn, loaded, settings, todo, priors, kpis, run_id, versions, prior_ids)
+        )
     outcome.snapshots = {s: outcome.snapshots[s] for s in scenarios}
     if planning is not None:
         for info in outcome.snapshots.values():
@@ -124,6 +109,49 @@ def refresh(
         outcome.chart_html = str(files.html)
         outcome.chart_pngs = {k: str(v) for k, v in files.pngs.items()}
     return outcome
+
+
+def _compute_and_write(
+    conn: psycopg.Connection,
+    loaded: model.ForecastInputs,
+    settings: ForecastSettings,
+    todo: dict[str, str],
+    priors: dict[str, Any],
+    kpis: list[billing_kpis.BillingKpiRow],
+    run_id: str,
+    versions: dict[str, str],
+    prior_ids: dict[str, str | None],
+) -> dict[str, dict[str, Any]]:
+    """For :func:`refresh`: the scenarios in ``todo`` computed and written; scenario -> its
+    outcome. Each scenario is written while the next one is computed (one transaction per snapshot)."""
+    computed: dict[str, tuple[int, dict[str, Any]]] = {}
+
+    def results() -> Iterator[model.ForecastResult]:
+        for result in model.iter_scenarios(loaded, settings, tuple(todo), priors):
+            result.billing_kpis = kpis
+            computed[result.scenario] = (len(result.lines), result.totals)
+            yield result
+
+    written = store.write_as_computed(
+        conn,
+        results(),
+        snap_ids=todo,
+        run_id=run_id,
+        data_versions=versions,
+        reporting_currency=settings.reporting_currency,
+    )
+    out = {}
+    for scenario, snap_id in todo.items():
+        lines, totals = computed[scenario]
+        out[scenario] = {
+            "snapshot_id": snap_id,
+            "written": written[scenario],
+            "lines": lines,
+            "totals": totals,
+            "previous_snapshot_id": prior_ids[scenario],
+        }
+        log.info("snapshot %s: %d lines, written %s", snap_id, lines, written[scenario])
+    return out
 
 
 def _billing_kpis(

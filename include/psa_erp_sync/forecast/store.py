@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +123,48 @@ def write_snapshots(
     with ThreadPoolExecutor(max_workers=len(results), thread_name_prefix="forecast-write") as pool:
         written = list(pool.map(own, results))
     return {r.scenario: w for r, w in zip(results, written, strict=True)}
+
+
+def write_as_computed(
+    conn: psycopg.Connection,
+    results: Iterable[model.ForecastResult],
+    *,
+    snap_ids: dict[str, str],
+    run_id: str,
+    data_versions: dict[str, str],
+    reporting_currency: str,
+) -> dict[str, bool]:
+    """:func:`write_snapshot` of each result on ``conn`` by one writer thread while this thread
+    takes the next result from ``results`` (lazy, e.g. :func:`model.iter_scenarios`: the next
+    scenario is computed while the previous one is written); scenario -> written now.
+
+    The snapshots are written one at a time, in order, each in its own transaction with all its
+    rows or none, exactly as :func:`write_snapshots` writes them. A failed write (rolled back)
+    is raised here once the result being computed is done, and nothing after it is written. A
+    failed compute is raised after the write in flight has ended (committed or rolled back).
+    ``conn`` must not be used by the caller until this returns."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    def one(result: model.ForecastResult) -> bool:
+        return write_snapshot(
+            conn,
+            result,
+            snap_id=snap_ids[result.scenario],
+            run_id=run_id,
+            data_versions=data_versions,
+            reporting_currency=reporting_currency,
+        )
+
+    written: dict[str, bool] = {}
+    in_flight: tuple[str, Future[bool]] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="forecast-write") as writer:
+        for result in results:  # computes the next result while the writer writes
+            if in_flight is not None:
+                written[in_flight[0]] = in_flight[1].result()  # a failed write raises here
+            in_flight = (result.scenario, writer.submit(one, result))
+        if in_flight is not None:
+            written[in_flight[0]] = in_flight[1].result()
+    return written
 
 
 def write_snapshot(
