@@ -29,15 +29,7 @@ AS_OF = date(2026, 11, 9)
 
 def _oracle_capacity(schedule: pd.DataFrame, capacity: pd.DataFrame) -> pd.DataFrame:
     """``capacity_check`` as it was before the grid (pandas groupby + outer merge)."""
-    scheduled = schedule.groupby(["user_ref", "month"], as_index=False)["hours_centi"].sum()
-    out = scheduled.merge(capacity, on=["user_ref", "month"], how="outer").fillna(
-        {"hours_centi": 0, "available_centi": 0}
-    )
-    out = out.rename(columns={"hours_centi": "scheduled_centi"}).astype(
-        {"scheduled_centi": "int64", "available_centi": "int64", "month": "int64"}
-    )
-    out["over_allocated"] = out["scheduled_centi"] > out["available_centi"]
-    return out.sort_values(["user_ref", "month"]).reset_index(drop=True)
+    return model.capacity_by_groupby(schedule, capacity)
 
 
 def _inputs(seed: int = 7) -> model.ForecastInputs:

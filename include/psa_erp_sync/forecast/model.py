@@ -940,8 +940,12 @@ def capacity_check(
     """Scheduled vs available hours per person and month; ``over_allocated`` when scheduled > available.
     ``user_codes``: the schedule's ``user_ref`` already factorized (codes, uniques), if known."""
     fast = _capacity_on_a_grid(schedule, capacity, user_codes)
-    if fast is not None:
-        return fast
+    return fast if fast is not None else capacity_by_groupby(schedule, capacity)
+
+
+def capacity_by_groupby(schedule: pd.DataFrame, capacity: pd.DataFrame) -> pd.DataFrame:
+    """:func:`capacity_check` by pandas groupby + outer merge: where the grid does not apply, and the
+    grid's oracle in the tests."""
     scheduled = schedule.groupby(["user_ref", "month"], as_index=False)["hours_centi"].sum()
     out = scheduled.merge(capacity, on=["user_ref", "month"], how="outer").fillna(
         {"hours_centi": 0, "available_centi": 0}
