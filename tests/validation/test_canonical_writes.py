@@ -275,3 +275,55 @@ def test_the_record_built_on_read_is_the_record_validation_stored(month: str) ->
         model = models[kind]
         assert model.model_validate(record) == model.model_validate_json(stored[kind, source_id]), source_id
         assert records.from_row(kind, record) == records.from_row(kind, json.loads(stored[kind, source_id]))
+
+
+def test_a_run_on_a_connection_whose_plans_were_made_on_a_fuller_table_plans_each_statement_anew(
+    month: str,
+) -> None:
+    """A connection that validated a month before keeps the writer's statements prepared, with the
+    generic plan PostgreSQL chose for them. Emptied (TRUNCATE) and validated again, a generic plan
+    is made anew at each statement's first execution, on the empty table, and kept while the run
+    fills it: the fingerprint lookup then scanned the table for every row of every chunk,
+    quadratic in the month (a run of 108,728 versions sat for minutes on it). Every execution
+    of a run is planned for the table as it is (a custom plan), however prepared it was before."""
+
+    def plans(conn: psycopg.Connection) -> dict[str, tuple[int, int]]:
+        return {
+            statement: (generic, custom)
+            for statement, generic, custom in conn.execute(
+                "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+            )
+        }
+
+    with psycopg.connect(month) as conn:
+        _validate(conn, "m1")
+        conn.commit()
+        # Used as any session uses it (the default plan cache): prepared, then a generic plan.
+        fingerprints = [f for (f,) in conn.execute("SELECT fingerprint FROM canonical.time_entry LIMIT 50")]
+        for _ in range(12):
+            conn.execute(validation._first_with_fingerprints("canonical.time_entry"), (fingerprints,))
+        conn.commit()
+        before = plans(conn)
+        lookup = [s for s in before if "f.first IS NOT NULL" in s and "canonical.time_entry" in s]
+        assert lookup and before[lookup[0]][0] > 0  # prepared, with a generic plan in use
+        conn.execute(
+            "TRUNCATE canonical.time_entry, canonical.expense_entry, exceptions.item, audit.change,"
+            " ledger.plan_queue, forecast.actual_change"
+        )
+        conn.commit()
+        again = _validate(conn, "m1")
+        after = plans(conn)
+    assert [r["valid"] for r in again] == [r["valid"] for r in _validate_fresh(month)]
+    assert after[lookup[0]][1] > before[lookup[0]][1]  # executed again, custom plans
+    generic_used = {s: after[s][0] - g for s, (g, _) in before.items() if s in after and after[s][0] > g}
+    assert not generic_used, generic_used
+
+
+def _validate_fresh(dsn: str) -> list[dict[str, Any]]:
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "TRUNCATE canonical.time_entry, canonical.expense_entry, exceptions.item, audit.change,"
+            " ledger.plan_queue, forecast.actual_change"
+        )
+        conn.commit()
+        return _validate(conn, "m1")

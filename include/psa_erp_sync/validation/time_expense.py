@@ -1191,6 +1191,12 @@ def validate_run(
     # (a fresh or bulk-loaded month): JIT compiled them for 0.1-1.2 s per statement, for work of
     # milliseconds. For this transaction only.
     conn.execute("SET LOCAL jit = off")
+    # Canonical grows from chunk to chunk of this run. A statement prepared on this connection
+    # before (psycopg prepares after five executions) keeps PostgreSQL's generic plan, made anew
+    # at its first execution after the table changed under it (TRUNCATE, ANALYZE): made on an
+    # empty table, the fingerprint lookup scanned the table for every row, minutes at 100k rows.
+    # Each execution is planned for the table as it is now (a few ms a run).
+    conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
     # The month the extract just staged may have no statistics yet (autovacuum lags a bulk load):
     # the sweep's and the reads' plans need them (ods/table_stats.py).
     table_stats.refresh(conn, ("staging.raw_record", "exceptions.item", TABLES[kind]))
