@@ -117,3 +117,35 @@ def test_the_first_chunk_is_smaller_and_its_rows_are_built_by_the_judging_thread
     # 10 records (12 versions): a first chunk of 5, then the rest (fewer than a whole chunk)
     assert written == [5, 5]
     assert built_in == {threading.main_thread().name}
+
+
+def test_the_reader_sorts_the_run_while_the_run_sets_up(clean_ods: str, monkeypatch: Any) -> None:
+    """The reader's sort and first batch start before the run's setup statements (statistics,
+    reference items) finish: they run beside each other, and what is written stays the same."""
+    reading = threading.Event()
+    read_during_setup: list[bool] = []
+    batch_by_ctid, refresh = validation._batch_by_ctid, validation.table_stats.refresh
+
+    def noted_batch(*args: Any) -> Any:
+        reading.set()
+        return batch_by_ctid(*args)
+
+    def waiting_refresh(*args: Any, **kwargs: Any) -> Any:
+        read_during_setup.append(reading.wait(timeout=5))
+        return refresh(*args, **kwargs)
+
+    with psycopg.connect(clean_ods) as conn:
+        staging.stage_pages(
+            conn, [ITEMS[:5], ITEMS[5:]], run_key="r1", source_system="psa", endpoint="/v2/time_entries"
+        )
+        conn.commit()
+        plain = _validate(conn, chunk=10_000)
+        expected = _state(conn)
+        conn.execute("TRUNCATE canonical.time_entry, exceptions.item, audit.change")
+        conn.commit()
+        monkeypatch.setattr(validation, "_batch_by_ctid", noted_batch)
+        monkeypatch.setattr(validation.table_stats, "refresh", waiting_refresh)
+        overlapped = _validate(conn, chunk=10_000)
+        assert _state(conn) == expected
+    assert read_during_setup == [True]
+    assert overlapped.as_dict() == plain.as_dict()
