@@ -153,39 +153,3 @@ def test_lookups_read_ids_and_fingerprints_an_array_literal_would_quote(
     assert validation._duplicates_of_existing(unanalyzed, "time_entry", rows) == {
         str(ROWS + n): str(n + 1) for n in range(len(hostile))
     }
-
-
-def test_the_chunks_one_lookup_probes_both_indexes_and_answers_as_the_two(
-    unanalyzed: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The writer's one lookup per chunk (the duplicates and the keys present) probes the
-    fingerprint index and the primary key per row, never a scan, and answers what the two
-    lookups it replaced answer, hostile keys and fingerprints included."""
-    rows = unanalyzed.execute("SELECT source_system, source_id, fingerprint FROM t").fetchall()
-    plan = _plan(
-        unanalyzed,
-        validation._written_lookup("month"),
-        ("psa", [r[1] for r in rows], [r[2] for r in rows]),
-    )
-    assert "Seq Scan on month" not in plan, plan
-    assert "month_fingerprint_idx" in plan and "month_pkey" in plan, plan
-    hostile = ["a,b", '"q"', "{c}", "back\\slash", " lead", "NULL", "x y", ""]
-    unanalyzed.execute(
-        "UPDATE month SET fingerprint = (%s::text[])[source_id::int] WHERE source_id::int <= %s",
-        (hostile, len(hostile)),
-    )
-    monkeypatch.setitem(validation.TABLES, "time_entry", "month")
-    chunk = [
-        {"source_system": "psa", "source_id": source_id, "fingerprint": fingerprint}
-        for source_id, fingerprint in [
-            *((str(ROWS + 1 + n), fp) for n, fp in enumerate([*hostile, "none"])),  # duplicates of 1..8, new
-            ("3", hostile[2]),  # present, and its own fingerprint's first (not a duplicate)
-            ("5", hostile[0]),  # present, and a later duplicate of 1
-            ("12", "fresh"),  # present, no duplicate
-            ("0", hostile[1]),  # absent, earlier than the first with its fingerprint
-        ]
-    ]
-    duplicates, present = validation._lookup_written(unanalyzed, "time_entry", chunk)
-    assert duplicates == validation._duplicates_of_existing(unanalyzed, "time_entry", chunk)
-    assert present == validation._present(unanalyzed, "time_entry", chunk) == {"3", "5", "12"}
-    assert duplicates == {**{str(ROWS + 1 + n): str(n + 1) for n in range(len(hostile))}, "5": "1"}

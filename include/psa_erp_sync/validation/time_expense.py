@@ -1105,7 +1105,7 @@ class _Run:
         """Write one chunk's verdicts (in the writer thread; ``built``: :func:`_built_by_id` of
         ``rows``); returns their counts."""
         written = ValidationResult(kind=self.kind, run_key=self.result.run_key)
-        duplicates, present = _lookup_written(self.conn, self.kind, rows)
+        duplicates = _duplicates_of_existing(self.conn, self.kind, rows)
         if duplicates:
             for row in [r for r in rows if r["source_id"] in duplicates]:
                 held.append(
@@ -1123,7 +1123,7 @@ class _Run:
             _count(written, verdict)
         direct = self.direct_savepoints > 0
         changed, stale, savepoint = _upsert_canonical(
-            self.conn, self.kind, rows, self.dag_run_id, direct=direct, built=built, present=present
+            self.conn, self.kind, rows, self.dag_run_id, direct=direct, built=built
         )
         self.direct_savepoints -= savepoint
         written.unchanged += len(rows) - changed - len(stale)
@@ -1493,43 +1493,6 @@ def _first_with_fingerprints(table: str) -> str:
     )
 
 
-def _written_lookup(table: str) -> str:
-    """SQL: for each (source id, fingerprint) of the two array parameters, the smallest id of a
-    live row of ``table`` with the fingerprint (:func:`_first_with_fingerprints`) and whether
-    ``table`` holds the key (:func:`_present`), the rows with either: the chunk's two lookups in
-    one statement (one round trip of the writer's chain instead of two; one probe of each index
-    per row, as before)."""
-    return (
-        "SELECT source_id, first, present FROM ("
-        " SELECT k.source_id, f.first,"
-        f"  EXISTS (SELECT 1 FROM {table} p WHERE p.source_system = %s AND p.source_id = k.source_id) AS present"
-        " FROM unnest(%b::text[], %b::text[]) AS k(source_id, fingerprint)"
-        f" CROSS JOIN LATERAL (SELECT min(c.source_id::bigint)::text AS first FROM {table} c"
-        "  WHERE c.fingerprint = k.fingerprint AND NOT c.is_deleted) f"
-        ") s WHERE first IS NOT NULL OR present"
-    )
-
-
-def _lookup_written(
-    conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]]
-) -> tuple[dict[str, str], set[str]]:
-    """:func:`_duplicates_of_existing` and :func:`_present` of ``rows`` in one statement (the
-    keys are probed for every row: a duplicate's answer is not used)."""
-    if not rows:
-        return {}, set()
-    found = conn.execute(
-        _written_lookup(TABLES[kind]),
-        (rows[0]["source_system"], [r["source_id"] for r in rows], [r["fingerprint"] for r in rows]),
-    ).fetchall()
-    first = {source_id: fp_first for source_id, fp_first, _ in found if fp_first is not None}
-    duplicates = {
-        r["source_id"]: first[r["source_id"]]
-        for r in rows
-        if r["source_id"] in first and int(first[r["source_id"]]) < int(r["source_id"])
-    }
-    return duplicates, {source_id for source_id, _, present in found if present}
-
-
 def _current_of(table: str) -> str:
     """SQL for ``CROSS JOIN LATERAL``: the row of ``table`` with the key of row ``t`` (one probe
     of the primary key: OFFSET 0 keeps the subquery per row)."""
@@ -1719,14 +1682,12 @@ def _upsert_canonical(
     *,
     direct: bool = False,
     built: Mapping[str, tuple[Any, ...]] | None = None,
-    present: set[str] | None = None,
 ) -> tuple[int, set[str], bool]:
     """Upsert rows that are newer than canonical (:func:`_newer`); audit before/after of updates.
 
     ``direct``: rows whose key canonical does not hold are copied straight into it
     (:func:`_insert_new`); the others, and all of them when that meets a concurrent insert, go
-    through the temporary table, the content and stale check and the upsert. ``present``: the
-    keys of ``rows`` canonical holds (:func:`_lookup_written`), probed here when not given.
+    through the temporary table, the content and stale check and the upsert.
 
     Returns (rows changed, source ids refused as stale: canonical already holds a newer version or
     a later deletion, whether a savepoint of the direct insert stays in the transaction)."""
@@ -1734,7 +1695,7 @@ def _upsert_canonical(
         return 0, set(), False
     inserted = 0
     if direct:
-        present = _present(conn, kind, rows) if present is None else present
+        present = _present(conn, kind, rows)
         new = [r for r in rows if r["source_id"] not in present]
         if new and _insert_new(conn, kind, new, built):
             inserted, rows = len(new), [r for r in rows if r["source_id"] in present]
