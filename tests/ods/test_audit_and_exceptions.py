@@ -3,6 +3,8 @@ a real PostgreSQL: what each write stores, and which open items each resolve clo
 
 from __future__ import annotations
 
+import dataclasses
+
 import psycopg
 
 from psa_erp_sync.ods import audit, jsonb
@@ -98,3 +100,47 @@ def test_resolve_for_closes_items_of_ids_an_array_literal_would_quote(clean_ods:
             _ARRAY_HOSTILE
         )
         assert _open(conn) == {("quarantine", "keep", "HOURS_INVALID")}
+
+
+def _stored(conn: psycopg.Connection) -> list[tuple[object, ...]]:
+    """Every item as stored, its id as its rank (a sequence's values differ between transactions)."""
+    return conn.execute(
+        "SELECT rank() OVER (ORDER BY id), kind, domain, source_system, record_type, source_id,"
+        " source_version, reason_code, detail, legal_entity, owner, status, occurrences, last_run_id,"
+        " first_seen = last_seen FROM exceptions.item ORDER BY id"
+    ).fetchall()
+
+
+def test_the_bulk_upsert_stores_what_one_upsert_per_item_stores(clean_ods: str) -> None:
+    """``quarantine_bulk`` on the same queue and the same items as ``quarantine_many``: the same
+    rows, ids in the items' order, occurrences, the ignored kept ignored, the resolved reopened;
+    items that repeat a key (one statement cannot upsert a row twice) take the old path."""
+
+    def item(source_id: str, reason: str, **fields: object) -> queue.Item:
+        return dataclasses.replace(_item(source_id, reason), **fields)
+
+    earlier = [item(str(n), "HOURS_INVALID", detail={"n": n}) for n in range(1, 6)]
+    batches = [
+        [
+            item("4", "HOURS_INVALID", source_version="v2", detail={"fields": ["hours"], "x": "é\x01"}),
+            item("9", "RATE_MISSING", legal_entity="LE-US1", detail={"nested": {"a": [1, None, 2.5]}}),
+            item("1", "HOURS_INVALID", owner="someone-else", legal_entity=None),
+            item("7", "DUPLICATE_SUSPECTED", detail={"same_as": "3"}),
+            item("2", "HOURS_INVALID", kind="validation"),
+            item("3", "HOURS_INVALID"),
+        ],
+        [item("8", "A"), item("8", "A", detail={"second": True}), item("6", "B")],  # a key twice
+        [],
+    ]
+    results = []
+    for upsert in (queue.quarantine_many, queue.quarantine_bulk):
+        with psycopg.connect(clean_ods) as conn:
+            queue.quarantine_many(conn, earlier, run_id="r0")
+            conn.execute("UPDATE exceptions.item SET status = 'ignored' WHERE source_id = '1'")
+            conn.execute("UPDATE exceptions.item SET status = 'resolved' WHERE source_id = '3'")
+            counts = [upsert(conn, batch, run_id="r1") for batch in batches]
+            counts.append(upsert(conn, batches[0][:2], run_id="r1"))  # again in the same run
+            results.append((counts, _stored(conn)))
+            conn.rollback()
+    assert results[1] == results[0]
+    assert results[0][0] == [6, 3, 0, 2]

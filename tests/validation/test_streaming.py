@@ -117,3 +117,69 @@ def test_the_first_chunk_is_smaller_and_its_rows_are_built_by_the_judging_thread
     # 10 records (12 versions): a first chunk of 5, then the rest (fewer than a whole chunk)
     assert written == [5, 5]
     assert built_in == {threading.main_thread().name}
+
+
+def test_the_reader_sorts_the_run_while_the_run_sets_up(clean_ods: str, monkeypatch: Any) -> None:
+    """The reader's sort and first batch start before the run's setup statements (statistics,
+    reference items) finish: they run beside each other, and what is written stays the same."""
+    reading = threading.Event()
+    read_during_setup: list[bool] = []
+    batch_by_ctid, refresh = validation._batch_by_ctid, validation.table_stats.refresh
+
+    def noted_batch(*args: Any) -> Any:
+        reading.set()
+        return batch_by_ctid(*args)
+
+    def waiting_refresh(*args: Any, **kwargs: Any) -> Any:
+        read_during_setup.append(reading.wait(timeout=5))
+        return refresh(*args, **kwargs)
+
+    with psycopg.connect(clean_ods) as conn:
+        staging.stage_pages(
+            conn, [ITEMS[:5], ITEMS[5:]], run_key="r1", source_system="psa", endpoint="/v2/time_entries"
+        )
+        conn.commit()
+        plain = _validate(conn, chunk=10_000)
+        expected = _state(conn)
+        conn.execute("TRUNCATE canonical.time_entry, exceptions.item, audit.change")
+        conn.commit()
+        monkeypatch.setattr(validation, "_batch_by_ctid", noted_batch)
+        monkeypatch.setattr(validation.table_stats, "refresh", waiting_refresh)
+        overlapped = _validate(conn, chunk=10_000)
+        assert _state(conn) == expected
+    assert read_during_setup == [True]
+    assert overlapped.as_dict() == plain.as_dict()
+
+
+def test_a_chunks_items_are_one_statement_in_one_pipeline(clean_ods: str, monkeypatch: Any) -> None:
+    """The writer's chain per chunk: the quarantine items in one statement (not one per item), sent
+    with the chunk's other queue statements in one pipeline; what is written stays the same (the
+    chunked test above)."""
+    pipelined: list[tuple[str, bool]] = []
+    bulk = validation.exception_queue.quarantine_bulk
+
+    def refused(*_: Any, **__: Any) -> Any:
+        raise AssertionError("one upsert per item")
+
+    def noted_bulk(conn: psycopg.Connection, *args: Any, **kwargs: Any) -> Any:
+        pipelined.append((threading.current_thread().name[:17], conn._pipeline is not None))
+        return bulk(conn, *args, **kwargs)
+
+    with psycopg.connect(clean_ods) as conn:
+        staging.stage_pages(
+            conn, [ITEMS[:5], ITEMS[5:]], run_key="r1", source_system="psa", endpoint="/v2/time_entries"
+        )
+        conn.commit()
+        monkeypatch.setattr(validation.exception_queue, "quarantine_bulk", noted_bulk)
+        monkeypatch.setattr(validation.exception_queue, "quarantine_many", refused)
+        result = _validate(conn, chunk=2 * validation.FIRST_CHUNK_SHARE)
+        canonical, items = _state(conn)
+    assert (result.staged_versions, result.valid, result.quarantined) == (12, 8, 4)
+    assert [row[0] for row in canonical] == ["1", "2", "4", "5", "6", "7", "9"]
+    assert {(row[0], row[2]) for row in items} == {
+        ("3", "SCHEMA_INVALID"),
+        ("8", "DUPLICATE_SUSPECTED"),
+        ("10", "PROJECT_UNKNOWN"),
+    }
+    # the run's reference items (before its first chunk), then each chunk's (10 records: 2 chunks)
+    assert pipelined == [("MainThread", False), ("validation-writer", True), ("validation-writer", True)]

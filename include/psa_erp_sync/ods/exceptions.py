@@ -28,24 +28,38 @@ class Item:
     legal_entity: str | None = None
 
 
+_INSERT_ITEM = """
+INSERT INTO exceptions.item AS e (kind, domain, source_system, record_type, source_id, source_version,
+                                  reason_code, detail, legal_entity, owner, last_run_id)
+"""
+_UPSERT_ITEM = """
+ON CONFLICT (kind, source_system, record_type, source_id, reason_code) DO UPDATE SET
+    source_version = EXCLUDED.source_version, detail = EXCLUDED.detail,
+    legal_entity = EXCLUDED.legal_entity, owner = EXCLUDED.owner,
+    status = CASE WHEN e.status = 'ignored' THEN e.status ELSE 'open' END,
+    last_seen = now(),
+    occurrences = e.occurrences + CASE WHEN e.last_run_id IS DISTINCT FROM EXCLUDED.last_run_id THEN 1 ELSE 0 END,
+    last_run_id = EXCLUDED.last_run_id
+"""
+#: :func:`quarantine_bulk`'s rows: the items' fields as arrays, in the items' order (``n``).
+_ITEM_ARRAYS = """
+SELECT v.kind, v.domain, v.source_system, v.record_type, v.source_id, v.source_version, v.reason_code,
+       v.detail, v.legal_entity, v.owner, %(run_id)s
+FROM unnest(%(kind)b::text[], %(domain)b::text[], %(system)b::text[], %(type)b::text[], %(id)b::text[],
+            %(version)b::text[], %(reason)b::text[], %(detail)b::jsonb[], %(entity)b::text[], %(owner)b::text[])
+     WITH ORDINALITY AS v(kind, domain, source_system, record_type, source_id, source_version, reason_code,
+                          detail, legal_entity, owner, n)
+ORDER BY v.n
+"""
+
+
 def quarantine_many(conn: psycopg.Connection, items: Sequence[Item], *, run_id: str) -> int:
     """Upsert items as open exceptions; returns how many were written."""
     if not items:
         return 0
     with conn.cursor() as cur:
         cur.executemany(
-            """
-            INSERT INTO exceptions.item AS e (kind, domain, source_system, record_type, source_id, source_version,
-                                              reason_code, detail, legal_entity, owner, last_run_id)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (kind, source_system, record_type, source_id, reason_code) DO UPDATE SET
-                source_version = EXCLUDED.source_version, detail = EXCLUDED.detail,
-                legal_entity = EXCLUDED.legal_entity, owner = EXCLUDED.owner,
-                status = CASE WHEN e.status = 'ignored' THEN e.status ELSE 'open' END,
-                last_seen = now(),
-                occurrences = e.occurrences + CASE WHEN e.last_run_id IS DISTINCT FROM EXCLUDED.last_run_id THEN 1 ELSE 0 END,
-                last_run_id = EXCLUDED.last_run_id
-            """,
+            f"{_INSERT_ITEM} VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) {_UPSERT_ITEM}",
             [
                 (
                     i.kind,
@@ -66,6 +80,40 @@ def quarantine_many(conn: psycopg.Connection, items: Sequence[Item], *, run_id: 
     return len(items)
 
 
+def quarantine_bulk(conn: psycopg.Connection, items: Sequence[Item], *, run_id: str) -> int:
+    """:func:`quarantine_many` in one statement: the same rows, the same ids in the same order.
+
+    ``executemany`` runs one ``INSERT ... ON CONFLICT`` per item (validation's writer sends a few
+    hundred a chunk on its critical path); here the items arrive as arrays and are inserted in
+    their order, so each takes its id from the sequence as it did. Items that repeat a key
+    (kind, source system, record type, source id, reason) go through :func:`quarantine_many`: one
+    statement cannot update a row it inserted, and the second sighting's id drawn from the sequence
+    would be missing. Works in a pipeline (it reads no result)."""
+    if not items:
+        return 0
+    if len({(i.kind, i.source_system, i.record_type, i.source_id, i.reason_code) for i in items}) < len(
+        items
+    ):
+        return quarantine_many(conn, items, run_id=run_id)
+    conn.execute(
+        f"{_INSERT_ITEM} {_ITEM_ARRAYS} {_UPSERT_ITEM}",
+        {
+            "kind": [i.kind for i in items],
+            "domain": [i.domain for i in items],
+            "system": [i.source_system for i in items],
+            "type": [i.record_type for i in items],
+            "id": [i.source_id for i in items],
+            "version": [i.source_version for i in items],
+            "reason": [i.reason_code for i in items],
+            "detail": [Jsonb(i.detail) for i in items],
+            "entity": [i.legal_entity for i in items],
+            "owner": [i.owner for i in items],
+            "run_id": run_id,
+        },
+    )
+    return len(items)
+
+
 def resolve_for(
     conn: psycopg.Connection,
     *,
@@ -81,9 +129,31 @@ def resolve_for(
     One probe of the item's unique key per source id, whatever the statistics say: a filter
     ``source_id = ANY(ids)`` over the open items compared every item with every id (validation
     calls this per chunk of 5,000 while its own items accumulate: quadratic in the month)."""
+    cur = resolving_for(
+        conn,
+        source_system=source_system,
+        record_type=record_type,
+        source_ids=source_ids,
+        kind=kind,
+        reason_code=reason_code,
+    )
+    return cur.rowcount if cur is not None else 0
+
+
+def resolving_for(
+    conn: psycopg.Connection,
+    *,
+    source_system: str,
+    record_type: str,
+    source_ids: Sequence[str],
+    kind: str,
+    reason_code: str | None = None,
+) -> psycopg.Cursor[Any] | None:
+    """:func:`resolve_for`'s statement sent; its cursor (None: no ids), whose ``rowcount`` is the
+    items closed once the result arrived: in a pipeline, after the pipeline's sync."""
     if not source_ids:
-        return 0
-    cur = conn.execute(
+        return None
+    return conn.execute(
         resolve_for_sql(by_reason=reason_code is not None),
         {
             "ids": list(source_ids),
@@ -93,7 +163,6 @@ def resolve_for(
             "reason": reason_code,
         },
     )
-    return cur.rowcount
 
 
 def resolve_for_sql(*, by_reason: bool) -> str:
