@@ -183,3 +183,51 @@ def test_a_chunks_items_are_one_statement_in_one_pipeline(clean_ods: str, monkey
     }
     # the run's reference items (before its first chunk), then each chunk's (10 records: 2 chunks)
     assert pipelined == [("MainThread", False), ("validation-writer", True), ("validation-writer", True)]
+
+
+def test_a_run_hands_the_interpreter_over_sooner_and_gives_the_interval_back(
+    clean_ods: str, monkeypatch: Any
+) -> None:
+    """While a run lasts, the interpreter switches threads every RUN_SWITCH_INTERVAL (the writer
+    and the reader get the GIL back soon after each statement); after it, even a failed one, the
+    process's own interval is back."""
+    import sys
+
+    seen: list[float] = []
+    write = validation._Run.write
+
+    def noted(run: validation._Run, *args: Any) -> Any:
+        seen.append(sys.getswitchinterval())
+        return write(run, *args)
+
+    monkeypatch.setattr(validation._Run, "write", noted)
+    before = sys.getswitchinterval()
+    with psycopg.connect(clean_ods) as conn:
+        staging.stage_pages(conn, [ITEMS], run_key="r1", source_system="psa", endpoint="/v2/time_entries")
+        conn.commit()
+        _validate(conn, chunk=2)
+        assert seen and set(seen) == {validation.RUN_SWITCH_INTERVAL}
+        assert sys.getswitchinterval() == before
+
+        def failing(*_: Any) -> Any:
+            raise RuntimeError("the writer failed")
+
+        monkeypatch.setattr(validation._Run, "write", failing)
+        try:
+            _validate(conn, chunk=2)
+        except RuntimeError:
+            pass
+        else:
+            raise AssertionError("the run did not fail")
+        assert sys.getswitchinterval() == before
+
+
+def test_nested_runs_give_the_interval_back_when_the_last_ends() -> None:
+    import sys
+
+    before = sys.getswitchinterval()
+    with validation._switch_interval_for_run():
+        with validation._switch_interval_for_run():
+            assert sys.getswitchinterval() == validation.RUN_SWITCH_INTERVAL
+        assert sys.getswitchinterval() == validation.RUN_SWITCH_INTERVAL  # the other run still lasts
+    assert sys.getswitchinterval() == before

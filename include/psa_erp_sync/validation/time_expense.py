@@ -15,6 +15,8 @@ import hashlib
 import json
 import logging
 import re
+import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -1197,6 +1199,41 @@ def _verdicts(
         yield run.first_of_fingerprint(verdict, read_at) if verdict.valid else verdict
 
 
+#: The interpreter's thread switch interval while a run is validated (seconds; Python's default
+#: is 0.005). The judging thread is busy in Python; the writer and the reader each wait on
+#: PostgreSQL, then need the GIL for a few microseconds to send the next statement or take the next
+#: batch. At the default they wait up to 5 ms for it after every statement, and the writer's chain
+#: of statements is the run's critical path (docs/performance.md, "perf-validation7"). None: leave it.
+RUN_SWITCH_INTERVAL: float | None = 0.0005
+
+_switch_lock = threading.Lock()
+_switch_runs = 0
+_switch_saved: float | None = None
+
+
+@contextlib.contextmanager
+def _switch_interval_for_run() -> Iterator[None]:
+    """:data:`RUN_SWITCH_INTERVAL` while the run lasts; the interval as before once the last run
+    in the process ends (runs in several threads of one process nest)."""
+    global _switch_runs, _switch_saved
+    if RUN_SWITCH_INTERVAL is None:
+        yield
+        return
+    with _switch_lock:
+        _switch_runs += 1
+        if _switch_runs == 1:
+            _switch_saved = sys.getswitchinterval()
+            sys.setswitchinterval(RUN_SWITCH_INTERVAL)
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_runs -= 1
+            if _switch_runs == 0 and _switch_saved is not None:
+                sys.setswitchinterval(_switch_saved)
+                _switch_saved = None
+
+
 def validate_run(
     conn: psycopg.Connection,
     *,
@@ -1227,6 +1264,7 @@ def validate_run(
     # A second connection streams the run's versions while a writer thread writes on this one;
     # its sort starts first, beside the setup below (:func:`_reading`).
     with (
+        _switch_interval_for_run(),
         connections.connect_like(conn) as reader,
         _reading(reader, source_system, ENDPOINTS[kind], run_key) as staged,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-writer") as writer,
