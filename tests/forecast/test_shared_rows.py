@@ -139,20 +139,29 @@ def test_rows_that_differ_are_stored(clean_ods: str) -> None:
 
 
 def test_equal_rows_from_other_objects_are_shared(results: list[model.ForecastResult]) -> None:
-    """Compared by value, not by identity: a copy of the lines and capacity is still shared."""
+    """Compared by value, not by identity: a copy of the lines and capacity is still shared;
+    one amount or one hour changed is not, nor a change to the very frame remembered."""
 
     def parts(result: model.ForecastResult) -> tuple[Any, Any]:
         lines, capacity = result.lines.copy(deep=True), result.capacity.copy(deep=True)
-        return store._line_series_parts(lines), store._capacity_parts(capacity)
+        return store._line_series_parts(lines), capacity
 
     shared = store.SharedRows()
-    shared.keep("fc-base", *parts(results[0]))
+    base_series, base_capacity = parts(results[0])
+    shared.keep("fc-base", base_series, base_capacity)
     assert shared.same_as(*parts(results[1])) == "fc-base"
     series, capacity = parts(results[2])
-    users, first, scheduled, available = capacity
-    changed = store.pgbinary.Int8Array(scheduled.values.copy(), scheduled.present, scheduled.width)
-    changed.values[0, 0] += 1
-    assert shared.same_as(series, (users, first, changed, available)) is None
+    assert shared.same_as(series, capacity) == "fc-base"
+    base_capacity.loc[0, "available_centi"] += 1  # the very frame remembered, changed afterwards
+    assert shared.same_as(series, base_capacity) is None
+    assert shared.same_as(series, capacity) == "fc-base"
+    changed = capacity.copy()
+    changed.loc[0, "scheduled_centi"] += 1
+    assert shared.same_as(series, changed) is None
+    lines = results[1].lines.copy(deep=True)
+    actual = lines.index[lines["layer"] == "actual"][0]
+    lines.loc[actual, ["amount_minor", "reporting_amount_minor"]] += 1
+    assert shared.same_as(store._line_series_parts(lines), results[1].capacity) is None
 
 
 @pytest.fixture

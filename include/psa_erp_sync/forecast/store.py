@@ -192,18 +192,17 @@ def write_snapshot(
             return False  # written before: nothing to hash or write
         coded = model.line_codes(result) or _coded(result.lines)
         series = _line_series_parts(result.lines, coded)
-        capacity = _capacity_parts(result.capacity)
-        shares_from = shared.same_as(series, capacity) if shared is not None else None
+        shares_from = shared.same_as(series, result.capacity) if shared is not None else None
         header = (snap_id, run_id, data_versions, reporting_currency, lines_hash(result.lines, coded))
         if not _insert_header(conn, result, header, shares_from):
             return False
         _copy_series(conn, snap_id, series, without_actual=shares_from is not None)
         _copy_balances(conn, snap_id, result.balances)
         if shares_from is None:
-            _copy_capacity(conn, snap_id, capacity)
+            _copy_capacity(conn, snap_id, _capacity_parts(result.capacity))
         billing_kpis.write(conn, snap_id, result.billing_kpis)
     if shared is not None and shares_from is None:
-        shared.keep(snap_id, series, capacity)
+        shared.keep(snap_id, series, result.capacity)
     return True
 
 
@@ -255,20 +254,20 @@ class SharedRows:
     def __init__(self) -> None:
         self.snap_id: str | None = None
         self._actual: tuple[Any, ...] = ()
-        self._capacity: _CapacityParts | None = None
+        self._capacity: pd.DataFrame | None = None
 
-    def keep(self, snap_id: str, series: _SeriesParts, capacity: _CapacityParts) -> None:
+    def keep(self, snap_id: str, series: _SeriesParts, capacity: pd.DataFrame) -> None:
+        """Remember a snapshot written now: its actual series and a copy of its capacity check
+        (a copy: the model hands every scenario the same frame, which a caller could change)."""
         if self.snap_id is None:
-            self.snap_id, self._actual, self._capacity = snap_id, _actual_series(series), capacity
+            self.snap_id, self._actual, self._capacity = snap_id, _actual_series(series), capacity.copy()
 
-    def same_as(self, series: _SeriesParts, capacity: _CapacityParts) -> str | None:
-        """The remembered snapshot's id if ``series``' actual layer and ``capacity`` equal its own."""
-        if self.snap_id is None or self._capacity is None:
+    def same_as(self, series: _SeriesParts, capacity: pd.DataFrame) -> str | None:
+        """The remembered snapshot's id if ``series``' actual layer and the ``capacity`` check
+        (values, dtypes, order; its series are built from exactly these) equal its own."""
+        if self.snap_id is None or self._capacity is None or not capacity.equals(self._capacity):
             return None
-        mine = _actual_series(series)
-        same = all(_same(a, b) for a, b in zip(mine, self._actual, strict=True)) and all(
-            _same(a, b) for a, b in zip(capacity, self._capacity, strict=True)
-        )
+        same = all(_same(a, b) for a, b in zip(_actual_series(series), self._actual, strict=True))
         return self.snap_id if same else None
 
 
