@@ -115,21 +115,21 @@ def test_a_failed_write_rolls_its_snapshot_back_raises_and_writes_nothing_after(
     clean_ods: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     versions = {"t": "write-fails"}
-    copy_capacity = store._copy_capacity
+    copy_balances = store._copy_balances
 
-    def failing(conn: psycopg.Connection, snap_id: str, capacity: Any) -> None:
+    def failing(conn: psycopg.Connection, snap_id: str, balances: Any) -> None:
         if snap_id == _ids(versions)["best"]:  # after best's header and line series went in
             raise RuntimeError("disk full")
-        copy_capacity(conn, snap_id, capacity)
+        copy_balances(conn, snap_id, balances)
 
-    monkeypatch.setattr(store, "_copy_capacity", failing)
+    monkeypatch.setattr(store, "_copy_balances", failing)
     with psycopg.connect(clean_ods) as conn, pytest.raises(RuntimeError, match="disk full"):
         _write(conn, iter(_results()), versions)
     ids = _ids(versions)
     assert _stored(clean_ods, ids["base"]) == (1, 5, 1, 0)
     assert _stored(clean_ods, ids["best"]) == (0, 0, 0, 0)
     assert _stored(clean_ods, ids["worst"]) == (0, 0, 0, 0)
-    monkeypatch.setattr(store, "_copy_capacity", copy_capacity)
+    monkeypatch.setattr(store, "_copy_balances", copy_balances)
     with psycopg.connect(clean_ods) as conn:  # a re-run writes what is missing
         assert _write(conn, iter(_results()), versions) == {"base": False, "best": True, "worst": True}
 

@@ -100,7 +100,7 @@ def write_snapshots(
     written, and a re-run writes only the missing ones. Off by default: on the shared 2-core
     machine it did not measurably win and took 40 % more memory (docs/forecast.md)."""
 
-    def one(result: model.ForecastResult, target: psycopg.Connection) -> bool:
+    def one(result: model.ForecastResult, target: psycopg.Connection, shared: SharedRows | None) -> bool:
         return write_snapshot(
             target,
             result,
@@ -108,17 +108,19 @@ def write_snapshots(
             run_id=run_id,
             data_versions=data_versions,
             reporting_currency=reporting_currency,
+            shared=shared,
         )
 
     if not parallel or len(results) < 2:
-        return {r.scenario: one(r, conn) for r in results}
+        shared = SharedRows()  # one after the other: the scenario-free rows stored once
+        return {r.scenario: one(r, conn, shared) for r in results}
     from concurrent.futures import ThreadPoolExecutor
 
     from psa_erp_sync.ods import connections
 
     def own(result: model.ForecastResult) -> bool:
         with connections.connect_like(conn) as target:
-            return one(result, target)
+            return one(result, target, None)  # concurrent: each stores all its rows
 
     with ThreadPoolExecutor(max_workers=len(results), thread_name_prefix="forecast-write") as pool:
         written = list(pool.map(own, results))
@@ -145,6 +147,8 @@ def write_as_computed(
     ``conn`` must not be used by the caller until this returns."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
+    shared = SharedRows()  # written in order: the scenario-free rows stored once
+
     def one(result: model.ForecastResult) -> bool:
         return write_snapshot(
             conn,
@@ -153,6 +157,7 @@ def write_as_computed(
             run_id=run_id,
             data_versions=data_versions,
             reporting_currency=reporting_currency,
+            shared=shared,
         )
 
     written: dict[str, bool] = {}
@@ -175,37 +180,131 @@ def write_snapshot(
     run_id: str,
     data_versions: dict[str, str],
     reporting_currency: str,
+    shared: SharedRows | None = None,
 ) -> bool:
-    """Write the snapshot once; True if written now, False if it already existed (no change)."""
+    """Write the snapshot once; True if written now, False if it already existed (no change).
+
+    With ``shared`` (one per refresh, see :class:`SharedRows`), a snapshot whose actual-layer
+    series and capacity series equal those of the first snapshot written now through it stores
+    none of them and names that snapshot in ``shares_from``; the views read them from there."""
     with conn.transaction():
         if exists(conn, snap_id):
             return False  # written before: nothing to hash or write
         coded = model.line_codes(result) or _coded(result.lines)
-        inserted = conn.execute(
-            "INSERT INTO forecast.snapshot (snapshot_id, scenario, as_of, run_id, data_versions, "
-            "reporting_currency, version, content_hash, line_count, totals) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (snapshot_id) DO NOTHING "
-            "RETURNING snapshot_id",
-            (
-                snap_id,
-                result.scenario,
-                result.as_of,
-                run_id,
-                Jsonb(data_versions),
-                reporting_currency,
-                snap_id.rsplit("-", 1)[-1],
-                lines_hash(result.lines, coded),
-                len(result.lines),
-                Jsonb(result.totals),
-            ),
-        ).fetchone()
-        if inserted is None:
+        series = _line_series_parts(result.lines, coded)
+        shares_from = shared.same_as(series, result.capacity) if shared is not None else None
+        header = (snap_id, run_id, data_versions, reporting_currency, lines_hash(result.lines, coded))
+        if not _insert_header(conn, result, header, shares_from):
             return False
-        _copy_series(conn, snap_id, result.lines, coded)
+        _copy_series(conn, snap_id, series, without_actual=shares_from is not None)
         _copy_balances(conn, snap_id, result.balances)
-        _copy_capacity(conn, snap_id, result.capacity)
+        if shares_from is None:
+            _copy_capacity(conn, snap_id, _capacity_parts(result.capacity))
         billing_kpis.write(conn, snap_id, result.billing_kpis)
+    if shared is not None and shares_from is None:
+        shared.keep(snap_id, series, result.capacity)
     return True
+
+
+def _insert_header(
+    conn: psycopg.Connection,
+    result: model.ForecastResult,
+    header: tuple[str, str, dict[str, str], str, str],
+    shares_from: str | None,
+) -> bool:
+    """The snapshot's ``forecast.snapshot`` row; False if another writer inserted it first."""
+    snap_id, run_id, data_versions, reporting_currency, content_hash = header
+    inserted = conn.execute(
+        "INSERT INTO forecast.snapshot (snapshot_id, scenario, as_of, run_id, data_versions, "
+        "reporting_currency, version, content_hash, line_count, totals, shares_from) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (snapshot_id) DO NOTHING "
+        "RETURNING snapshot_id",
+        (
+            snap_id,
+            result.scenario,
+            result.as_of,
+            run_id,
+            Jsonb(data_versions),
+            reporting_currency,
+            snap_id.rsplit("-", 1)[-1],
+            content_hash,
+            len(result.lines),
+            Jsonb(result.totals),
+            shares_from,
+        ),
+    ).fetchone()
+    return inserted is not None
+
+
+_SeriesParts = tuple["pd.DataFrame", pgbinary.Int8Array, pgbinary.Int8Array]
+_CapacityParts = tuple[Any, Any, pgbinary.Int8Array, pgbinary.Int8Array]
+
+
+class SharedRows:
+    """The scenario-free rows of one refresh, stored once (migration 0060).
+
+    The actual layer and the capacity check do not depend on the scenario (``model.prepare``
+    computes them once). The first snapshot written now through this object stores them and is
+    remembered; each later one whose rows are *equal* to those (compared here, whatever produced
+    them) stores only its other series and names the first in ``shares_from``. Only a snapshot
+    written now is remembered: one found already stored may hold rows of other settings. Not
+    for snapshots written concurrently (the one named must be committed, or in the same
+    transaction, before the one naming it)."""
+
+    def __init__(self) -> None:
+        self.snap_id: str | None = None
+        self._actual: tuple[Any, ...] = ()
+        self._capacity: pd.DataFrame | None = None
+
+    def keep(self, snap_id: str, series: _SeriesParts, capacity: pd.DataFrame) -> None:
+        """Remember a snapshot written now: its actual series and a copy of its capacity check
+        (a copy: the model hands every scenario the same frame, which a caller could change)."""
+        if self.snap_id is None:
+            self.snap_id, self._actual, self._capacity = snap_id, _actual_series(series), capacity.copy()
+
+    def same_as(self, series: _SeriesParts, capacity: pd.DataFrame) -> str | None:
+        """The remembered snapshot's id if ``series``' actual layer and the ``capacity`` check
+        (values, dtypes, order; its series are built from exactly these) equal its own."""
+        if self.snap_id is None or self._capacity is None or not capacity.equals(self._capacity):
+            return None
+        same = all(_same(a, b) for a, b in zip(_actual_series(series), self._actual, strict=True))
+        return self.snap_id if same else None
+
+
+def _actual_series(series: _SeriesParts) -> tuple[Any, ...]:
+    """The key columns and month matrices of the series of layer ``actual``."""
+    keys, amount, reporting = series
+    mask = keys["layer"].to_numpy(dtype=object) == "actual"
+    return (
+        *(keys[c].to_numpy()[mask] for c in KEY_COLUMNS),
+        _subset(amount, mask),
+        _subset(reporting, mask),
+    )
+
+
+def _subset(column: pgbinary.Int8Array, rows: Any) -> pgbinary.Int8Array:
+    absent = None if column.absent is None else column.absent[rows]
+    return pgbinary.Int8Array(column.values[rows], column.present[rows], column.width[rows], absent)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as stored: arrays element by element, month matrices within each row's months."""
+    import numpy as np
+
+    if not isinstance(a, pgbinary.Int8Array) or not isinstance(b, pgbinary.Int8Array):
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    if not np.array_equal(a.width, b.width):
+        return False
+    w = int(a.width.max()) if len(a.width) else 0
+    inside = np.arange(w) < np.asarray(a.width)[:, None]
+    present_a, present_b = a.present[:, :w] & inside, b.present[:, :w] & inside
+    absent_a = np.zeros(len(a.width), bool) if a.absent is None else np.asarray(a.absent, bool)
+    absent_b = np.zeros(len(b.width), bool) if b.absent is None else np.asarray(b.absent, bool)
+    return bool(
+        np.array_equal(present_a, present_b)
+        and np.array_equal(np.where(present_a, a.values[:, :w], 0), np.where(present_b, b.values[:, :w], 0))
+        and np.array_equal(absent_a, absent_b)
+    )
 
 
 SERIES_COLUMNS = [
@@ -385,20 +484,24 @@ def _days_since_2000(months: Any) -> Any:
 
 
 def _copy_series(
-    conn: psycopg.Connection,
-    snap_id: str,
-    lines: pd.DataFrame,
-    coded: dict[str, tuple[Any, Any]] | None = None,
+    conn: psycopg.Connection, snap_id: str, series: _SeriesParts, *, without_actual: bool = False
 ) -> None:
-    """Binary COPY of the lines' series (:mod:`pgbinary`): one statement, no text parsing."""
-    keys, amount, reporting = _line_series_parts(lines, coded)
+    """Binary COPY of the lines' series (:mod:`pgbinary`): one statement, no text parsing;
+    ``without_actual``: all but the actual layer's (another snapshot holds them)."""
+    import numpy as np
+
+    keys, amount, reporting = series
+    if without_actual:
+        rows = keys["layer"].to_numpy(dtype=object) != "actual"
+        keys = keys[rows].reset_index(drop=True)
+        amount, reporting = _subset(amount, rows), _subset(reporting, rows)
     if not len(keys):
         return
     text_columns = {
         c: keys[c].to_numpy(dtype=object)
         for c in ("project_ref", "layer", "practice", "legal_entity", "currency")
     }
-    days = _days_since_2000(keys["first_month"].to_numpy())
+    days = _days_since_2000(keys["first_month"].to_numpy(dtype=np.int64))
 
     def fields(part: slice) -> list[list[tuple[Any, Any]]]:
         return [
@@ -412,8 +515,8 @@ def _copy_series(
     pgbinary.copy(conn, "forecast.line_series", ["snapshot_id", *SERIES_COLUMNS], len(keys), fields)
 
 
-def _copy_capacity(conn: psycopg.Connection, snap_id: str, capacity: pd.DataFrame) -> None:
-    users, first, scheduled, available = _capacity_parts(capacity)
+def _copy_capacity(conn: psycopg.Connection, snap_id: str, capacity: _CapacityParts) -> None:
+    users, first, scheduled, available = capacity
     if not len(users):
         return
     days = _days_since_2000(first)
