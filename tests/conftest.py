@@ -51,6 +51,24 @@ def _server_dsn() -> str:
         return pgserver.start(data, port=None)
 
 
+@contextmanager
+def server_dir() -> Iterator[Path]:
+    """A new directory for an embedded server's data dir, outside pytest's temporary root.
+
+    Run as root, the server runs as a system user (``devtools/pgserver.py``), which must traverse
+    every parent of its data dir; pytest makes its root (``/tmp/pytest-of-<user>``) private again
+    whenever an xdist worker first asks for a temporary path, so a server started under it could
+    lose access halfway through its start (initdb: "Permission denied")."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="psa-erp-sync-pg-"))
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def _with_database(dsn: str, database: str) -> str:
     return psycopg.conninfo.make_conninfo(dsn, dbname=database)
 

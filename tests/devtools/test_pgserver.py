@@ -10,19 +10,22 @@ import psycopg
 import pytest
 
 from devtools import pgserver
+from tests.conftest import server_dir
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A data dir for the embedded server (destroyed afterwards); no password from the environment."""
+def data(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A data dir for the embedded server (destroyed afterwards), outside pytest's temporary root
+    (:func:`tests.conftest.server_dir`); no password from the environment."""
     monkeypatch.delenv("PGPASSWORD", raising=False)
-    data = tmp_path / "pg"
-    try:
-        yield data
-    finally:
-        pgserver.destroy(data)
+    with server_dir() as base:
+        data = base / "pg"
+        try:
+            yield data
+        finally:
+            pgserver.destroy(data)
 
 
 def _assert_refused_without_password(dsn: str) -> None:

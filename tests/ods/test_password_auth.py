@@ -8,6 +8,7 @@ without its password, so they cannot pass under trust authentication.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -51,24 +52,23 @@ def _make_role(server: str) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def scram_ods(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.MonkeyPatch
-) -> Iterator[str]:
+def scram_ods(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[str]:
     """A migrated ODS owned by a password-only role; its conninfo carries the password.
 
     The test server is used when it demands passwords; a trust-only one (e.g. a local service
     behind ``PSA_ERP_SYNC_TEST_DSN``) is replaced by a scram embedded server for this module.
     """
-    from tests.conftest import _server_dsn
+    from tests.conftest import _server_dsn, server_dir
 
     monkeypatch_module.delenv("PGPASSWORD", raising=False)
     server = _server_dsn()
     role, password = _make_role(server)
     started: Path | None = None
+    scratch = contextlib.ExitStack()
     if not _requires_password(server, role, password):
         from devtools import pgserver
 
-        started = tmp_path_factory.mktemp("scram") / "pg"
+        started = scratch.enter_context(server_dir()) / "pg"  # outside pytest's temporary root
         server = pgserver.start(started, port=None)
         role, password = _make_role(server)
     assert _requires_password(server, role, password), "the server lets the role in without its password"
@@ -94,6 +94,7 @@ def scram_ods(
         from devtools import pgserver
 
         pgserver.destroy(started)
+    scratch.close()
 
 
 @pytest.fixture(scope="module")
