@@ -1686,13 +1686,28 @@ def _copy_rows(
             copy.write_row(by_id[row["source_id"]])
 
 
+def _present_sql(table: str) -> str:
+    """SQL of :func:`_present` (parameters ``ids``, a binary text array, and ``system``).
+
+    Every key of the chunk lies between its smallest and its largest (in the column's collation):
+    when ``table`` holds no row of the source system in that range (every chunk of a new month),
+    none of the keys is there. The range's one probe of the primary key is an uncorrelated
+    ``EXISTS``, a one-time filter evaluated before any row: it answers for the chunk's 5,000 probes
+    of the key (~2.5 us of PostgreSQL's CPU each), which run only when the range holds a row."""
+    return (
+        "SELECT k.source_id FROM unnest(%(ids)b::text[]) AS k(source_id)"
+        f" WHERE EXISTS (SELECT 1 FROM {table} r WHERE r.source_system = %(system)s AND r.source_id"
+        "   BETWEEN (SELECT min(i) FROM unnest(%(ids)b::text[]) i) AND (SELECT max(i) FROM unnest(%(ids)b::text[]) i))"
+        f" AND EXISTS (SELECT 1 FROM {table} c WHERE c.source_system = %(system)s AND c.source_id = k.source_id)"
+    )
+
+
 def _present(conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]]) -> set[str]:
     """The source ids of ``rows`` that have a committed row in canonical (live or deleted): one
-    probe of the primary key each."""
+    probe of the primary key each, when the chunk's key range holds a row (:func:`_present_sql`)."""
     found = conn.execute(
-        "SELECT k.source_id FROM unnest(%b::text[]) AS k(source_id)"
-        f" WHERE EXISTS (SELECT 1 FROM {TABLES[kind]} c WHERE c.source_system = %s AND c.source_id = k.source_id)",
-        ([r["source_id"] for r in rows], rows[0]["source_system"]),
+        _present_sql(TABLES[kind]),
+        {"ids": [r["source_id"] for r in rows], "system": rows[0]["source_system"]},
     ).fetchall()
     return {r[0] for r in found}
 
