@@ -1,0 +1,202 @@
+"""A large validation run read and judged by a process beside the task's own (docs/performance.md,
+"perf-validation8").
+
+The task's process keeps everything that depends on more than one version, in order: superseded
+versions, the first of a fingerprint, the duplicate lookup against canonical and every write, on
+its own connection in the caller's transaction. The judge process does what is a pure function of
+one version and the run's reference data, config and as-of: it reads the run's versions on a
+connection of its own (the same sorted read as in-process, in a snapshot of its own as the
+in-process reader has), judges them, builds each valid row's ``COPY`` tuple and sends the verdicts
+back in order, packed by the judge (``Judge.packed``/``Judge.unpacked``) so that they load fast.
+
+The judge is a new interpreter (``python -m psa_erp_sync.validation.judge_apart``), never a fork:
+an Airflow task process has threads of its own (the supervisor's, OpenLineage's) that a fork would
+copy mid-work, and ``multiprocessing``'s ``spawn``/``forkserver`` would import the task's
+``__main__`` (Airflow's CLI) into it. It starts at the run's start, beside the task's setup.
+
+A judge that raises, or whose process dies, fails the run (:class:`JudgeProcessFailed`): the
+caller's transaction rolls back, nothing of the run is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+import psycopg
+
+from psa_erp_sync.ods import connections
+from psa_erp_sync.validation import staged_read
+
+log = logging.getLogger(__name__)
+
+#: Whether a large run is judged by a second process (False: every run in the task's process).
+ENABLED = True
+#: A run of at least this many staged versions is judged apart; below it (the stream's
+#: micro-batches, a run of expenses) the process's start and the pipe cost more than they save.
+FROM_VERSIONS = 20_000
+#: Staged versions judged per message to the task's process.
+BATCH = 500
+#: The pipe's buffer (Linux ``F_SETPIPE_SZ``; capped by ``/proc/sys/fs/pipe-max-size``): how far
+#: the judge may run ahead of the task's process without waiting for it.
+PIPE_BYTES = 1 << 20
+
+
+class JudgeProcessFailed(RuntimeError):
+    """The judge process raised (its traceback is the message) or ended before its last verdict."""
+
+
+class Judge(Protocol):
+    """What the judge process runs (:class:`psa_erp_sync.validation.time_expense._Judge`); it is
+    pickled to the process."""
+
+    def packed(self, versions: list[Any]) -> Any: ...
+
+    def unpacked(self, sent: Any) -> Iterator[Any]: ...
+
+
+@dataclass(frozen=True)
+class _Done:
+    """Sent by a judge process after its last verdict: its CPU seconds (logged by the task's process)."""
+
+    cpu_seconds: float
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """Sent by a judge process that raised."""
+
+    text: str
+
+
+def wanted(conn: psycopg.Connection, source_system: str, endpoint: str, run_key: str) -> bool:
+    """Judge this run apart: enabled, and a run of at least :data:`FROM_VERSIONS` versions."""
+    if not ENABLED:
+        return False
+    row = conn.execute(
+        "SELECT count(*) FROM (SELECT FROM staging.raw_record"
+        " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s LIMIT %s) s",
+        (source_system, endpoint, run_key, FROM_VERSIONS),
+    ).fetchone()
+    return row is not None and row[0] >= FROM_VERSIONS
+
+
+@contextlib.contextmanager
+def judged(conninfo: str, keys: tuple[str, str, str], judge: Judge) -> Iterator[Iterator[Any]]:
+    """The verdicts of the run ``keys`` (source system, endpoint, run key: ``judge.unpacked`` of
+    what the judge process sent), in source order.
+    The process starts on entry (its read starts at once, beside the caller's setup) and is gone
+    on exit: killed if the caller stopped early (an error: it may be waiting on a full pipe)."""
+    to_judge, from_here = os.pipe()
+    to_here, from_judge = os.pipe()
+    _widen(from_here)  # the run's reference data is sent while the judge still imports
+    _widen(from_judge)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(to_judge), str(from_judge)],
+            pass_fds=(to_judge, from_judge),
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+        )
+    finally:
+        os.close(to_judge)
+        os.close(from_judge)
+    sender, receiver = Connection(from_here, readable=False), Connection(to_here, writable=False)
+    finished = False
+    try:
+        sender.send_bytes(pickle.dumps((conninfo, keys, BATCH)))
+        sender.send_bytes(pickle.dumps(judge, pickle.HIGHEST_PROTOCOL))
+        sender.close()
+        yield _received(receiver, judge, process)
+        finished = True
+    finally:
+        sender.close()
+        receiver.close()
+        _ended(process, finished)
+
+
+def _ended(process: subprocess.Popen[bytes], finished: bool) -> None:
+    """Wait for the judge process to exit (after its end mark), or kill it (the run failed)."""
+    if finished:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(5)
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def _widen(fd: int) -> None:
+    """:data:`PIPE_BYTES` of buffer for the pipe ``fd`` where the platform allows it (Linux)."""
+    import fcntl
+
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsize is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, setsize, PIPE_BYTES)
+
+
+def _received(receiver: Connection, judge: Judge, process: subprocess.Popen[bytes]) -> Iterator[Any]:
+    """The verdicts, message by message, until the judge's end mark."""
+    while True:
+        try:
+            sent = pickle.loads(receiver.recv_bytes())  # noqa: S301 (our own child wrote it)
+        except EOFError:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(1)
+            raise JudgeProcessFailed(
+                f"the judge process ended before its last verdict (exit code {process.returncode})"
+            ) from None
+        if isinstance(sent, _Done):
+            log.info("judge process %s: %.2f s CPU", process.pid, sent.cpu_seconds)
+            return
+        if isinstance(sent, _Failed):
+            raise JudgeProcessFailed(sent.text)
+        yield from judge.unpacked(sent)
+
+
+def _judge_and_send(sender: Connection, judge: Judge, versions: Iterator[Any], size: int) -> None:
+    """In the judge process: judge the run's ``versions`` and send the verdicts, ``size``
+    (:data:`BATCH` in the task's process) versions a message, then the end mark."""
+    batch: list[Any] = []
+    for version in versions:
+        batch.append(version)
+        if len(batch) >= size:
+            sender.send_bytes(pickle.dumps(judge.packed(batch), pickle.HIGHEST_PROTOCOL))
+            batch = []
+    sender.send_bytes(pickle.dumps(judge.packed(batch), pickle.HIGHEST_PROTOCOL))
+    sender.send_bytes(pickle.dumps(_Done(time.process_time())))
+
+
+def main(argv: list[str]) -> None:
+    """The judge process: its pipes' file descriptors (from the task's process, to it). The run's
+    read (its sort first) starts before the rules are imported (the judge's unpickling imports
+    :mod:`~psa_erp_sync.validation.time_expense`, ~0.4 s): they overlap. A failure is sent as its
+    traceback."""
+    with (
+        Connection(int(argv[0]), writable=False) as receiver,
+        Connection(int(argv[1]), readable=False) as sender,
+    ):
+        try:
+            conninfo, keys, size = pickle.loads(receiver.recv_bytes())  # noqa: S301 (our own parent wrote it)
+            with connections.connect(conninfo) as reader, staged_read.reading(reader, *keys) as versions:
+                judge = pickle.loads(receiver.recv_bytes())  # noqa: S301 (our own parent wrote it)
+                _judge_and_send(sender, judge, versions, size)
+        except BaseException:
+            with contextlib.suppress(OSError):  # the task's process may be gone
+                sender.send_bytes(pickle.dumps(_Failed(traceback.format_exc())))
+            raise
+
+
+if __name__ == "__main__":  # the module's own names (what it pickles is found by them)
+    from psa_erp_sync.validation import judge_apart
+
+    judge_apart.main(sys.argv[1:])
