@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -45,12 +47,24 @@ class _Received:
         monkeypatch.setattr(validation, "_received", counted)
 
 
-@pytest.fixture
-def apart(monkeypatch: pytest.MonkeyPatch) -> _Received:
-    """A judge process for any run, 7 versions a message."""
+@pytest.fixture(params=["forked", "interpreter"])
+def apart(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[_Received]:
+    """A judge process for any run, 7 versions a message: forked (as if no other thread ran; the
+    simulator's server thread is never touched by the fork) or a new interpreter."""
+    started: list[str] = []
+    for name in ("_forked", "_interpreter"):
+        inner = getattr(judge_apart, name)
+
+        def noted(*args: Any, _inner: Any = inner, _name: str = name) -> Any:
+            started.append(_name)
+            return _inner(*args)
+
+        monkeypatch.setattr(judge_apart, name, noted)
+    monkeypatch.setattr(judge_apart, "_alone", lambda: request.param == "forked")
     monkeypatch.setattr(judge_apart, "FROM_VERSIONS", 1)
     monkeypatch.setattr(judge_apart, "BATCH", 7)
-    return _Received(monkeypatch)
+    yield _Received(monkeypatch)
+    assert started and set(started) == {f"_{request.param}"}, started
 
 
 @pytest.fixture
@@ -167,3 +181,19 @@ def test_a_small_run_is_judged_in_the_task_process(month: str, monkeypatch: pyte
     received = _Received(monkeypatch)
     month_of._run_month(month, runs=("m1",))  # FROM_VERSIONS as shipped: far above the month
     assert received.count == 0
+
+
+def test_a_process_with_other_threads_starts_a_new_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fork copies no other thread, but whatever lock one holds (a logging handler's, an SSL
+    library's): the fork is taken only when this thread is alone."""
+    with monkeypatch.context() as alone:
+        alone.setattr(threading, "active_count", lambda: 1)
+        assert judge_apart._alone()
+    done = threading.Event()
+    other = threading.Thread(target=done.wait)
+    other.start()
+    try:
+        assert not judge_apart._alone()
+    finally:
+        done.set()
+        other.join()

@@ -21,14 +21,17 @@ caller's transaction rolls back, nothing of the run is written.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -45,6 +48,9 @@ ENABLED = True
 #: A run of at least this many staged versions is judged apart; below it (the stream's
 #: micro-batches, a run of expenses) the process's start and the pipe cost more than they save.
 FROM_VERSIONS = 20_000
+#: Fork the judge when this process runs no other thread (nothing is copied mid-use: fast, the
+#: rules and reference data are already in memory); else a new interpreter (``python -m``).
+FORK_WHEN_ALONE = True
 #: Staged versions judged per message to the task's process.
 BATCH = 500
 #: The pipe's buffer (Linux ``F_SETPIPE_SZ``; capped by ``/proc/sys/fs/pipe-max-size``): how far
@@ -97,10 +103,46 @@ def judged(conninfo: str, keys: tuple[str, str, str], judge: Judge) -> Iterator[
     what the judge process sent), in source order.
     The process starts on entry (its read starts at once, beside the caller's setup) and is gone
     on exit: killed if the caller stopped early (an error: it may be waiting on a full pipe)."""
-    to_judge, from_here = os.pipe()
     to_here, from_judge = os.pipe()
-    _widen(from_here)  # the run's reference data is sent while the judge still imports
     _widen(from_judge)
+    try:
+        process = (_forked if FORK_WHEN_ALONE and _alone() else _interpreter)(
+            from_judge, conninfo, keys, judge
+        )
+    finally:
+        os.close(from_judge)
+    receiver = Connection(to_here, writable=False)
+    finished = False
+    try:
+        yield _received(receiver, judge, process)
+        finished = True
+    finally:
+        receiver.close()
+        _ended(process, finished)
+
+
+def _alone() -> bool:
+    """This process runs no other (Python) thread, and may fork."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+class _Process(Protocol):
+    """The judge process as :func:`judged` waits for it (a :class:`subprocess.Popen` or :class:`_Fork`)."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+def _interpreter(from_judge: int, conninfo: str, keys: tuple[str, str, str], judge: Judge) -> _Process:
+    """The judge as a new interpreter running :func:`main`; what it needs is sent down a pipe."""
+    to_judge, from_here = os.pipe()
+    _widen(from_here)  # the run's reference data is sent while the judge still imports
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", __name__, str(to_judge), str(from_judge)],
@@ -109,22 +151,62 @@ def judged(conninfo: str, keys: tuple[str, str, str], judge: Judge) -> Iterator[
         )
     finally:
         os.close(to_judge)
-        os.close(from_judge)
-    sender, receiver = Connection(from_here, readable=False), Connection(to_here, writable=False)
-    finished = False
-    try:
+    with Connection(from_here, readable=False) as sender:
         sender.send_bytes(pickle.dumps((conninfo, keys, BATCH)))
         sender.send_bytes(pickle.dumps(judge, pickle.HIGHEST_PROTOCOL))
-        sender.close()
-        yield _received(receiver, judge, process)
-        finished = True
-    finally:
-        sender.close()
-        receiver.close()
-        _ended(process, finished)
+    return process
 
 
-def _ended(process: subprocess.Popen[bytes], finished: bool) -> None:
+def _forked(from_judge: int, conninfo: str, keys: tuple[str, str, str], judge: Judge) -> _Process:
+    """The judge as a fork of this process (only this thread runs: no lock is copied mid-use).
+
+    The fork never returns into the caller's code (``os._exit``: no ``atexit``, no flush of
+    inherited buffers) and never uses an inherited connection; the collector is frozen across
+    the fork so that the fork never finalizes (closes) an object of the parent's, such as a
+    connection that was dropped but not yet collected."""
+    gc.freeze()
+    pid = os.fork()
+    if pid == 0:  # the judge
+        code = 1
+        try:
+            with Connection(from_judge, readable=False) as sender:
+                _judge_run(sender, conninfo, keys, lambda: judge, BATCH)
+            code = 0
+        finally:
+            os._exit(code)
+    gc.unfreeze()
+    return _Fork(pid)
+
+
+class _Fork:
+    """A forked judge process, waited for as :class:`subprocess.Popen` waits."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"judge {self.pid}", timeout or 0)
+            time.sleep(0.005)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def _ended(process: _Process, finished: bool) -> None:
     """Wait for the judge process to exit (after its end mark), or kill it (the run failed)."""
     if finished:
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -144,7 +226,7 @@ def _widen(fd: int) -> None:
             fcntl.fcntl(fd, setsize, PIPE_BYTES)
 
 
-def _received(receiver: Connection, judge: Judge, process: subprocess.Popen[bytes]) -> Iterator[Any]:
+def _received(receiver: Connection, judge: Judge, process: _Process) -> Iterator[Any]:
     """The verdicts, message by message, until the judge's end mark."""
     while True:
         try:
@@ -176,24 +258,30 @@ def _judge_and_send(sender: Connection, judge: Judge, versions: Iterator[Any], s
     sender.send_bytes(pickle.dumps(_Done(time.process_time())))
 
 
+def _judge_run(
+    sender: Connection, conninfo: str, keys: tuple[str, str, str], judge_of: Callable[[], Judge], size: int
+) -> None:
+    """In the judge process: read the run ``keys`` on a connection of its own and judge it with
+    ``judge_of()`` (called once the read has started); a failure is sent as its traceback."""
+    try:
+        with connections.connect(conninfo) as reader, staged_read.reading(reader, *keys) as versions:
+            _judge_and_send(sender, judge_of(), versions, size)
+    except BaseException:
+        with contextlib.suppress(OSError):  # the task's process may be gone
+            sender.send_bytes(pickle.dumps(_Failed(traceback.format_exc())))
+        raise
+
+
 def main(argv: list[str]) -> None:
-    """The judge process: its pipes' file descriptors (from the task's process, to it). The run's
-    read (its sort first) starts before the rules are imported (the judge's unpickling imports
-    :mod:`~psa_erp_sync.validation.time_expense`, ~0.4 s): they overlap. A failure is sent as its
-    traceback."""
+    """The judge process as a new interpreter: its pipes' file descriptors (from the task's
+    process, to it). The run's read (its sort first) starts before the rules are imported (the
+    judge's unpickling imports :mod:`~psa_erp_sync.validation.time_expense`): they overlap."""
     with (
         Connection(int(argv[0]), writable=False) as receiver,
         Connection(int(argv[1]), readable=False) as sender,
     ):
-        try:
-            conninfo, keys, size = pickle.loads(receiver.recv_bytes())  # noqa: S301 (our own parent wrote it)
-            with connections.connect(conninfo) as reader, staged_read.reading(reader, *keys) as versions:
-                judge = pickle.loads(receiver.recv_bytes())  # noqa: S301 (our own parent wrote it)
-                _judge_and_send(sender, judge, versions, size)
-        except BaseException:
-            with contextlib.suppress(OSError):  # the task's process may be gone
-                sender.send_bytes(pickle.dumps(_Failed(traceback.format_exc())))
-            raise
+        conninfo, keys, size = pickle.loads(receiver.recv_bytes())  # noqa: S301 (our own parent wrote it)
+        _judge_run(sender, conninfo, keys, lambda: pickle.loads(receiver.recv_bytes()), size)  # noqa: S301
 
 
 if __name__ == "__main__":  # the module's own names (what it pickles is found by them)
