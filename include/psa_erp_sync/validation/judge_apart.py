@@ -9,10 +9,13 @@ connection of its own (the same sorted read as in-process, in a snapshot of its 
 in-process reader has), judges them, builds each valid row's ``COPY`` tuple and sends the verdicts
 back in order, packed by the judge (``Judge.packed``/``Judge.unpacked``) so that they load fast.
 
-The judge is a new interpreter (``python -m psa_erp_sync.validation.judge_apart``), never a fork:
-an Airflow task process has threads of its own (the supervisor's, OpenLineage's) that a fork would
-copy mid-work, and ``multiprocessing``'s ``spawn``/``forkserver`` would import the task's
-``__main__`` (Airflow's CLI) into it. It starts at the run's start, beside the task's setup.
+How it starts: a fork of the task's process when no other thread runs in it (:func:`_alone`;
+validation's own reader and writer threads have not started): the rules and reference data are
+already in memory. Otherwise a new interpreter (``python -m psa_erp_sync.validation.judge_apart``):
+a fork would copy whatever lock another thread holds (a logging handler's, an SSL library's; an
+Airflow task process may run OpenLineage's listener in a thread), and ``multiprocessing``'s
+``spawn``/``forkserver`` would import the task's ``__main__`` (Airflow's CLI) into the judge. Either
+starts at the run's start, beside the task's setup.
 
 A judge that raises, or whose process dies, fails the run (:class:`JudgeProcessFailed`): the
 caller's transaction rolls back, nothing of the run is written.
@@ -187,9 +190,12 @@ class _Fork:
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by another handler of SIGCHLD: it ended, code unknown
+                pid, status = self.pid, -1
             if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
+                self.returncode = os.waitstatus_to_exitcode(status) if status >= 0 else status
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
