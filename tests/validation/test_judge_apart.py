@@ -63,6 +63,7 @@ def apart(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> It
     monkeypatch.setattr(judge_apart, "_alone", lambda: request.param == "forked")
     monkeypatch.setattr(judge_apart, "FROM_VERSIONS", 1)
     monkeypatch.setattr(judge_apart, "BATCH", 7)
+    monkeypatch.setattr(judge_apart, "MAX_CPU_PRESSURE", None)  # whatever the machine's load
     yield _Received(monkeypatch)
     assert started and set(started) == {f"_{request.param}"}, started
 
@@ -197,3 +198,23 @@ def test_a_process_with_other_threads_starts_a_new_interpreter(monkeypatch: pyte
     finally:
         done.set()
         other.join()
+
+
+@pytest.mark.parametrize(("pressure", "apart"), [(0.5, False), (0.05, True), (None, True)])
+def test_the_judge_starts_only_when_no_task_waits_for_a_cpu(
+    clean_ods: str, monkeypatch: pytest.MonkeyPatch, pressure: float | None, apart: bool
+) -> None:
+    """Busy cores (some task waited for a CPU in over 10 % of the last 10 s): judged in the task's
+    process; unknown pressure (no PSI): by size alone."""
+    monkeypatch.setattr(judge_apart, "FROM_VERSIONS", 1)
+    monkeypatch.setattr(judge_apart, "cpu_pressure", lambda: pressure)
+    with psycopg.connect(clean_ods) as conn:
+        staging.stage_pages(
+            conn, [[{"id": 1}]], run_key="r1", source_system="psa", endpoint="/v2/time_entries"
+        )
+        assert judge_apart.wanted(conn, "psa", "/v2/time_entries", "r1") is apart
+
+
+def test_the_cpu_pressure_is_read_as_a_share() -> None:
+    pressure = judge_apart.cpu_pressure()
+    assert pressure is None or 0.0 <= pressure <= 1.0

@@ -51,6 +51,9 @@ ENABLED = True
 #: A run of at least this many staged versions is judged apart; below it (the stream's
 #: micro-batches, a run of expenses) the process's start and the pipe cost more than they save.
 FROM_VERSIONS = 20_000
+#: The judge starts only when some task waited for a CPU in at most this share of the last 10 s
+#: (:func:`cpu_pressure`); None: whatever the machine's load.
+MAX_CPU_PRESSURE: float | None = 0.10
 #: Fork the judge when this process runs no other thread (nothing is copied mid-use: fast, the
 #: rules and reference data are already in memory); else a new interpreter (``python -m``).
 FORK_WHEN_ALONE = True
@@ -89,8 +92,15 @@ class _Failed:
 
 
 def wanted(conn: psycopg.Connection, source_system: str, endpoint: str, run_key: str) -> bool:
-    """Judge this run apart: enabled, and a run of at least :data:`FROM_VERSIONS` versions."""
+    """Judge this run apart: enabled, a core free for the judge (:func:`cpu_pressure`), and a run
+    of at least :data:`FROM_VERSIONS` versions."""
     if not ENABLED:
+        return False
+    pressure = cpu_pressure()
+    if pressure is not None and MAX_CPU_PRESSURE is not None and pressure > MAX_CPU_PRESSURE:
+        log.info(
+            "validation judged in the task's process: CPU pressure %.0f %% over the last 10 s", pressure * 100
+        )
         return False
     row = conn.execute(
         "SELECT count(*) FROM (SELECT FROM staging.raw_record"
@@ -98,6 +108,22 @@ def wanted(conn: psycopg.Connection, source_system: str, endpoint: str, run_key:
         (source_system, endpoint, run_key, FROM_VERSIONS),
     ).fetchone()
     return row is not None and row[0] >= FROM_VERSIONS
+
+
+def cpu_pressure() -> float | None:
+    """The share of the last 10 s in which some task of this machine (or container) waited for a
+    CPU (Linux PSI, ``/proc/pressure/cpu``, ``some avg10``); None where the kernel has none.
+
+    Why this and not the load average: the judge only pays on a core nobody waits for (with none,
+    the run's wall follows its total CPU, which the split raises by ~9 us a version), and the
+    1-minute load says what the last minute ran (in ``make bench`` its own seeding and extract),
+    not whether a task is waiting now."""
+    try:
+        with open("/proc/pressure/cpu") as pressure:
+            fields = dict(f.split("=") for f in pressure.readline().split()[1:])
+    except (OSError, ValueError):
+        return None
+    return float(fields["avg10"]) / 100 if "avg10" in fields else None
 
 
 @contextlib.contextmanager
