@@ -147,8 +147,8 @@ def _read_inputs(
     import psycopg
 
     from psa_erp_sync.forecast import inputs as forecast_inputs
+
     # The schedule, the side reads and the actuals' whole months may run on connections of their own
-    # The schedule and the side reads may run on connections of their own
     # (``inputs._reads_aside``): each such backend's CPU (from its start) is added to the phase's
     # PostgreSQL CPU.
     aside: list[tuple[int, float | None]] = []
