@@ -654,12 +654,18 @@ def _row_extras(cells: dict[str, Any]) -> tuple[Any, Any]:
     """Each packed row's unknown ref and odd currency ('' for a row without one)."""
     import numpy as np
 
+    unknown, odd = _special_rows(cells)
+    refs = np.full(len(unknown), "", dtype=object)
+    refs[unknown] = cells["unknown_ref"]
+    currencies = np.full(len(odd), "", dtype=object)
+    currencies[odd] = cells["odd_currency"]
+    return refs, currencies
+
+
+def _special_rows(cells: dict[str, Any]) -> tuple[Any, Any]:
+    """The packed rows of an unknown project (code -1: 0 in the key) and of an odd currency (255)."""
     key = cells["key"] >> 32
-    refs = np.full(len(key), "", dtype=object)
-    refs[(key >> 8) == 0] = cells["unknown_ref"]
-    odd = np.full(len(key), "", dtype=object)
-    odd[(key & 255) == 255] = cells["odd_currency"]
-    return refs, odd
+    return (key >> 8) == 0, (key & 255) == 255
 
 
 def _merged_cells(whole: dict[str, Any], changed: dict[str, Any], touched: dict[str, Any]) -> dict[str, Any]:
@@ -668,20 +674,27 @@ def _merged_cells(whole: dict[str, Any], changed: dict[str, Any], touched: dict[
     unknown or its currency odd; those (few) are compared with their ref and currency too."""
     import numpy as np
 
-    refs, odd = _row_extras(whole)
-    drop = np.isin(whole["key"], touched["key"])
-    special = np.flatnonzero(drop & ((refs != "") | (odd != "")))
+    keys = np.unique(touched["key"])
+    at = np.minimum(np.searchsorted(keys, whole["key"]), max(len(keys) - 1, 0))
+    drop = keys[at] == whole["key"] if len(keys) else np.zeros(len(whole["key"]), dtype=bool)
+    unknown, odd = _special_rows(whole)
+    special = np.flatnonzero(drop & (unknown | odd))
     if len(special):
-        touched_refs, touched_odd = _row_extras(touched)
-        ids = set(zip(touched["key"].tolist(), touched_refs.tolist(), touched_odd.tolist(), strict=True))
-        for i in special:
-            drop[i] = (int(whole["key"][i]), refs[i], odd[i]) in ids
+        refs, currencies = _row_extras(whole)
+        ids = set(zip(touched["key"].tolist(), *(x.tolist() for x in _row_extras(touched)), strict=True))
+        drop[special] = [(int(whole["key"][i]), refs[i], currencies[i]) in ids for i in special]
     keep = ~drop
     return {
         "key": np.concatenate([whole["key"][keep], changed["key"]]),
         "amount": np.concatenate([whole["amount"][keep], changed["amount"]]),
-        "unknown_ref": [*refs[keep & (refs != "")].tolist(), *changed["unknown_ref"]],
-        "odd_currency": [*odd[keep & (odd != "")].tolist(), *changed["odd_currency"]],
+        "unknown_ref": [
+            *np.asarray(whole["unknown_ref"], dtype=object)[keep[unknown]].tolist(),
+            *changed["unknown_ref"],
+        ],
+        "odd_currency": [
+            *np.asarray(whole["odd_currency"], dtype=object)[keep[odd]].tolist(),
+            *changed["odd_currency"],
+        ],
     }
 
 
