@@ -136,7 +136,6 @@ class _Cpu:
 
         self._backend = psutil.Process(backend_pid)
         self._client0 = time.process_time()
-        self._children0 = _children_seconds()
         self._backend0 = self._backend_seconds()
 
     def _backend_seconds(self) -> float:
@@ -146,16 +145,8 @@ class _Cpu:
     def seconds(self) -> dict[str, float]:
         return {
             "client": round(time.process_time() - self._client0, 2),
-            # ended child processes: validation's judge process (it ends with its run)
-            "client_children": round(_children_seconds() - self._children0, 2),
             "postgres_backend": round(self._backend_seconds() - self._backend0, 2),
         }
-
-
-def _children_seconds() -> float:
-    """CPU seconds of this process's ended (and waited-for) children."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _in_child(fn: Any, *args: Any) -> Any:

@@ -148,14 +148,11 @@ def _read_inputs(
 
     from psa_erp_sync.forecast import inputs as forecast_inputs
 
-    # The schedule, the side reads and the actuals' whole months may run on connections of their own
+    # The schedule and the side reads may run on connections of their own
     # (``inputs._reads_aside``): each such backend's CPU (from its start) is added to the phase's
     # PostgreSQL CPU.
     aside: list[tuple[int, float | None]] = []
-    originals = {
-        name: getattr(forecast_inputs, name)
-        for name in ("_schedule_read", "_side_reads", "_whole_month_cells")
-    }
+    originals = {name: getattr(forecast_inputs, name) for name in ("_schedule_read", "_side_reads")}
 
     def timed(read: Any) -> Any:
         def run(conn: Any, *args: Any) -> Any:

@@ -193,13 +193,12 @@ def validate_once(
 ) -> dict[str, Any]:
     """Validation of these runs as the bench's stage does it (references, then each kind in a
     transaction of its own): records, seconds, rows/s, quarantined."""
-    from devtools.bench import _children_seconds
     from psa_erp_sync.config import load_config
     from psa_erp_sync.validation import time_expense as validation
 
     config = load_config()
     with BackendCpu(conn) as backends:
-        started, cpu, children = time.monotonic(), time.process_time(), _children_seconds()
+        started, cpu = time.monotonic(), time.process_time()
         if profile is not None:
             profile.enable()
         ref = validation.PsaReference.from_staging(conn, ref_keys)
@@ -208,7 +207,6 @@ def validate_once(
             profile.disable()
         seconds = time.monotonic() - started
         client_cpu = time.process_time() - cpu
-        judge_cpu = _children_seconds() - children
     return {
         "records": records,
         "seconds": round(seconds, 2),
@@ -216,8 +214,6 @@ def validate_once(
         "quarantined": quarantined,
         # this process only (PostgreSQL's work is not in it): less sensitive to a loaded machine
         "pipeline_cpu_seconds": round(client_cpu, 2),
-        # validation's judge process beside this one (a large run; it ends with its run)
-        "judge_process_cpu_seconds": round(judge_cpu, 2),
         # the run's PostgreSQL backends (None: PostgreSQL not on this machine)
         "postgres_cpu_seconds": backends.seconds,
     }

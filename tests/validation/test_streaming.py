@@ -124,7 +124,7 @@ def test_the_reader_sorts_the_run_while_the_run_sets_up(clean_ods: str, monkeypa
     reference items) finish: they run beside each other, and what is written stays the same."""
     reading = threading.Event()
     read_during_setup: list[bool] = []
-    batch_by_ctid, refresh = validation.staged_read.batch_by_ctid, validation.table_stats.refresh
+    batch_by_ctid, refresh = validation._batch_by_ctid, validation.table_stats.refresh
 
     def noted_batch(*args: Any) -> Any:
         reading.set()
@@ -143,7 +143,7 @@ def test_the_reader_sorts_the_run_while_the_run_sets_up(clean_ods: str, monkeypa
         expected = _state(conn)
         conn.execute("TRUNCATE canonical.time_entry, exceptions.item, audit.change")
         conn.commit()
-        monkeypatch.setattr(validation.staged_read, "batch_by_ctid", noted_batch)
+        monkeypatch.setattr(validation, "_batch_by_ctid", noted_batch)
         monkeypatch.setattr(validation.table_stats, "refresh", waiting_refresh)
         overlapped = _validate(conn, chunk=10_000)
         assert _state(conn) == expected

@@ -162,7 +162,7 @@ def catch_up(conn: psycopg.Connection) -> dict[str, Any]:
     derived again: both, once each; every record when rebuilt)."""
     with conn.transaction():
         # Before any query: every statement below then sees what committed before this lock.
-        lock(conn)
+        conn.execute("LOCK TABLE forecast.actual_state IN SHARE ROW EXCLUSIVE MODE")
         built = conn.execute("SELECT 1 FROM forecast.actual_state").fetchone() is not None
         _temp_tables(conn)
         # The queue first, then the derivation (a later snapshot): a change that commits in between
@@ -181,12 +181,6 @@ def catch_up(conn: psycopg.Connection) -> dict[str, Any]:
     outcome = {"rebuilt": False, "queued": queued, "rate_sources": rate_sources, "rederived": rederived}
     log.info("forecast actuals caught up: %s", outcome)
     return outcome
-
-
-def lock(conn: psycopg.Connection) -> None:
-    """Take the actuals' lock (held to the end of ``conn``'s transaction): concurrent catch-ups
-    and rebuilds wait for each other, and nothing else writes the actuals' sums."""
-    conn.execute("LOCK TABLE forecast.actual_state IN SHARE ROW EXCLUSIVE MODE")
 
 
 def _queue_repriced(conn: psycopg.Connection) -> int:
@@ -316,43 +310,16 @@ def read_sql(as_of: date) -> tuple[str, dict[str, Any]]:
     """The sums up to ``as_of`` as (sql, params): whole months from forecast.actual_month, the
     as-of month from the source records dated up to that day. Columns as :data:`CELL_FRAME`;
     currency '' is revenue (only cells with a record counted), any other is cost."""
-    whole, params = whole_months_sql(as_of)
-    return f"{whole} UNION ALL {_as_of_month_sql()}", params
-
-
-def whole_months_sql(as_of: date) -> tuple[str, dict[str, Any]]:
-    """The whole months' part of :func:`read_sql`: forecast.actual_month before ``as_of``'s month.
-    Only :func:`catch_up` writes that table, under the lock it takes first: another connection
-    that reads it while this one holds the lock sees it as it was before this catch-up."""
     from psa_erp_sync.forecast.model import month_index
 
-    sql = f"SELECT {_CELL_COLUMNS} FROM forecast.actual_month WHERE month < %(m)s"
-    return sql, {"m": month_index(as_of), "as_of": as_of}
-
-
-def _as_of_month_sql() -> str:
-    return """
+    m = month_index(as_of)
+    sql = f"""
+        SELECT {_CELL_COLUMNS} FROM forecast.actual_month WHERE month < %(m)s
+        UNION ALL
         SELECT project_ref, month, '', sum(revenue_minor), count(*), 0, 0 FROM forecast.actual_source
         WHERE month = %(m)s AND spent_date <= %(as_of)s AND revenue_minor IS NOT NULL GROUP BY 1, 2
         UNION ALL
         SELECT project_ref, month, cost_currency, 0, 0, sum(cost_centi), count(*) FROM forecast.actual_source
         WHERE month = %(m)s AND spent_date <= %(as_of)s AND cost_currency IS NOT NULL GROUP BY 1, 2, 3
     """
-
-
-def changed_sql(as_of: date) -> tuple[str, str, dict[str, Any]]:
-    """Right after :func:`catch_up` on this connection (no rebuild), in its transaction: what
-    changed the rows of :func:`read_sql` since :func:`whole_months_sql` read them before it, as
-    (cells, keys, params). ``cells``: :func:`read_sql`'s rows for the whole months' cells the
-    catch-up touched (upserted or dropped) and the as-of month; ``keys``: every whole-month cell
-    it touched (its other columns 0). The catch-up writes forecast.actual_month only at the keys
-    of its delta, so the whole months read before, without the touched keys, plus ``cells`` are
-    exactly :func:`read_sql`'s rows now."""
-    whole, params = whole_months_sql(as_of)
-    touched = f"SELECT DISTINCT project_ref, month, currency FROM {_DELTA} WHERE month < %(m)s"
-    cells = f"{whole} AND (project_ref, month, currency) IN ({touched}) UNION ALL {_as_of_month_sql()}"
-    keys = (
-        "SELECT project_ref, month, currency, 0::bigint AS revenue_minor, 0 AS revenue_n,"
-        f" 0::bigint AS cost_centi, 0 AS cost_n FROM ({touched}) t"
-    )
-    return cells, keys, params
+    return sql, {"m": m, "as_of": as_of}

@@ -532,26 +532,13 @@ _PROJECT_CODES = (
 )
 
 
-def _project_codes(conn: psycopg.Connection, refs: list[str] | None = None) -> list[str]:
+def _project_codes(conn: psycopg.Connection) -> list[str]:
     """(Re)create tmp_forecast_project_code (each forecast project's integer code, analyzed) and
-    return the refs by code; with ``refs``, those codes (another connection's: its reads' codes
-    then mean the same projects). The caller drops it when its read is done."""
+    return the refs by code. The caller drops it when its read is done."""
     conn.execute("DROP TABLE IF EXISTS tmp_forecast_project_code")
-    if refs is None:
-        conn.execute(_PROJECT_CODES)
-    else:
-        conn.execute("CREATE TEMP TABLE tmp_forecast_project_code (project_ref text, code int)")
-        conn.execute(
-            "INSERT INTO tmp_forecast_project_code SELECT r, (i - 1)::int"
-            " FROM unnest(%s::text[]) WITH ORDINALITY AS u(r, i)",
-            (refs,),
-        )
+    conn.execute(_PROJECT_CODES)
     conn.execute("ANALYZE tmp_forecast_project_code")
-    return (
-        refs
-        if refs is not None
-        else _code_table(conn, "SELECT code, project_ref FROM tmp_forecast_project_code")
-    )
+    return _code_table(conn, "SELECT code, project_ref FROM tmp_forecast_project_code")
 
 
 # The actuals' cells (``forecast_actuals.read_sql``) packed into integers: ``key`` = ((project code
@@ -581,37 +568,24 @@ def _actual_cells(conn: psycopg.Connection, as_of: date, currencies: list[str]) 
     ``project_code`` (unknown projects get codes after the known ones), ``currency_code`` (odd
     ones after ``currencies``), ``month``, ``amount``; with ``refs`` (the refs by project code)
     and ``currencies`` (by currency code)."""
+    import numpy as np
+
     if len(currencies) > 255:
         raise ValueError("more than 254 configured currencies")
     refs = _project_codes(conn)
     sql, params = forecast_actuals.read_sql(as_of)
-    cells = _packed_cells(conn, sql, params, currencies)
-    conn.execute("DROP TABLE tmp_forecast_project_code")
-    return _decoded_cells(cells, refs, currencies)
-
-
-def _packed_cells(conn: psycopg.Connection, sql: str, params: Any, currencies: list[str]) -> dict[str, Any]:
-    """The cells of ``sql`` (shaped as ``forecast_actuals.CELL_FRAME``) packed as
-    :data:`_ACTUAL_CELLS` with the codes of tmp_forecast_project_code: ``key``, ``amount``,
-    ``unknown_ref`` and ``odd_currency`` (the rows that have one, in row order)."""
     names = {f"currency_{i}": c for i, c in enumerate(currencies)}
     code = " ".join(f"WHEN %({n})s THEN {i}" for i, n in enumerate(names))
-    return pgbinary.read_arrays(
+    cells = pgbinary.read_arrays(
         conn,
         _ACTUAL_CELLS.format(cells=sql, currency_code=f"(CASE c.currency::text {code} ELSE 255 END)"),
         {**params, **names},
         _ACTUAL_KINDS,
         filters={"unknown_ref": "unknown_ref IS NOT NULL", "odd_currency": "odd_currency IS NOT NULL"},
     )
-
-
-def _decoded_cells(cells: dict[str, Any], refs: list[str], currencies: list[str]) -> dict[str, Any]:
-    """Packed cells (:func:`_packed_cells`) as codes (see :func:`_actual_cells`)."""
-    import numpy as np
-
+    conn.execute("DROP TABLE tmp_forecast_project_code")
     if len(refs) >= 2**23:
         raise ValueError("actuals read: more than 2^23 - 1 projects do not fit the packed cell key")
-    refs = list(refs)
     cells["month"] = (cells["key"] & _LOW32) - 2**31
     key = cells["key"] >> 32
     cells["project_code"], cells["currency_code"] = (key >> 8) - 1, key & 255
@@ -630,72 +604,6 @@ def _decoded_cells(cells: dict[str, Any], refs: list[str], currencies: list[str]
             values.extend(str(u) for u in uniques)
         cells[name] = values
     return cells
-
-
-# A lock the read aside waits for while the refresh's connection holds the actuals' lock can
-# only be one queued behind that connection (DDL on forecast.actual_month): it would wait for the
-# refresh, which waits for the read aside. The read gives up instead, and the refresh reads in turn.
-_ASIDE_LOCK_TIMEOUT = "2s"
-
-
-def _whole_month_cells(
-    conn: psycopg.Connection, as_of: date, currencies: list[str], refs: list[str]
-) -> dict[str, Any]:
-    """The whole months' cells (``forecast_actuals.whole_months_sql``) packed with ``refs``' codes."""
-    conn.execute(f"SET lock_timeout = '{_ASIDE_LOCK_TIMEOUT}'")
-    _project_codes(conn, refs)
-    sql, params = forecast_actuals.whole_months_sql(as_of)
-    cells = _packed_cells(conn, sql, params, currencies)
-    conn.execute("DROP TABLE tmp_forecast_project_code")
-    return cells
-
-
-def _row_extras(cells: dict[str, Any]) -> tuple[Any, Any]:
-    """Each packed row's unknown ref and odd currency ('' for a row without one)."""
-    import numpy as np
-
-    unknown, odd = _special_rows(cells)
-    refs = np.full(len(unknown), "", dtype=object)
-    refs[unknown] = cells["unknown_ref"]
-    currencies = np.full(len(odd), "", dtype=object)
-    currencies[odd] = cells["odd_currency"]
-    return refs, currencies
-
-
-def _special_rows(cells: dict[str, Any]) -> tuple[Any, Any]:
-    """The packed rows of an unknown project (code -1: 0 in the key) and of an odd currency (255)."""
-    key = cells["key"] >> 32
-    return (key >> 8) == 0, (key & 255) == 255
-
-
-def _merged_cells(whole: dict[str, Any], changed: dict[str, Any], touched: dict[str, Any]) -> dict[str, Any]:
-    """Packed cells: ``whole`` without the cells whose key is in ``touched``, then ``changed``
-    (see ``forecast_actuals.changed_sql``). A row's key names its cell unless its project is
-    unknown or its currency odd; those (few) are compared with their ref and currency too."""
-    import numpy as np
-
-    keys = np.unique(touched["key"])
-    at = np.minimum(np.searchsorted(keys, whole["key"]), max(len(keys) - 1, 0))
-    drop = keys[at] == whole["key"] if len(keys) else np.zeros(len(whole["key"]), dtype=bool)
-    unknown, odd = _special_rows(whole)
-    special = np.flatnonzero(drop & (unknown | odd))
-    if len(special):
-        refs, currencies = _row_extras(whole)
-        ids = set(zip(touched["key"].tolist(), *(x.tolist() for x in _row_extras(touched)), strict=True))
-        drop[special] = [(int(whole["key"][i]), refs[i], currencies[i]) in ids for i in special]
-    keep = ~drop
-    return {
-        "key": np.concatenate([whole["key"][keep], changed["key"]]),
-        "amount": np.concatenate([whole["amount"][keep], changed["amount"]]),
-        "unknown_ref": [
-            *np.asarray(whole["unknown_ref"], dtype=object)[keep[unknown]].tolist(),
-            *changed["unknown_ref"],
-        ],
-        "odd_currency": [
-            *np.asarray(whole["odd_currency"], dtype=object)[keep[odd]].tolist(),
-            *changed["odd_currency"],
-        ],
-    }
 
 
 def _sum_cells(key: Any, values: Any) -> tuple[Any, Any]:
@@ -719,55 +627,10 @@ def _actuals(
     return _actuals_frame(_caught_up_cells(conn, as_of, settings), projects, settings)
 
 
-def _caught_up_cells(
-    conn: psycopg.Connection,
-    as_of: date,
-    settings: ForecastSettings,
-    aside: Callable[[Callable[[Any], dict[str, Any]]], Future[dict[str, Any]]] | None = None,
-) -> dict[str, Any]:
-    """The actuals brought up to date (in ``conn``'s transaction), then their cells read. With
-    ``aside`` (:func:`_reads_aside`), the whole months' cells (most of them) are read on another
-    connection *while* the catch-up runs, and only what it touched is read here after it."""
-    from concurrent.futures import wait
-
-    currencies = ["", *settings.fx_rates]
-    if aside is None:
-        forecast_actuals.catch_up(conn)
-        return _actual_cells(conn, as_of, currencies)
-    if len(currencies) > 255:
-        raise ValueError("more than 254 configured currencies")
-    with conn.transaction():
-        # The lock first: the read aside starts after it, so it sees the sums as this catch-up
-        # starts from (no other can commit until this transaction ends; this one's are unseen).
-        forecast_actuals.lock(conn)
-        refs = _project_codes(conn)
-        pending = aside(lambda c: _whole_month_cells(c, as_of, currencies, refs))
-        try:
-            rebuilt = forecast_actuals.catch_up(conn)["rebuilt"]
-        except BaseException:
-            wait([pending])  # the read aside ends inside the lock
-            raise
-        whole = _result_or_none(pending)
-        if rebuilt or whole is None:  # every sum new, or the read aside gave up: all read here
-            conn.execute("DROP TABLE tmp_forecast_project_code")
-            return _actual_cells(conn, as_of, currencies)
-        cells_sql, keys_sql, params = forecast_actuals.changed_sql(as_of)
-        changed = _packed_cells(conn, cells_sql, params, currencies)
-        touched = _packed_cells(conn, keys_sql, params, currencies)
-        conn.execute("DROP TABLE tmp_forecast_project_code")
-    return _decoded_cells(_merged_cells(whole, changed, touched), refs, currencies)
-
-
-def _result_or_none(pending: Future[dict[str, Any]]) -> dict[str, Any] | None:
-    """The whole months read aside, or None when it waited too long for a lock (see
-    :data:`_ASIDE_LOCK_TIMEOUT`)."""
-    import psycopg
-
-    try:
-        return pending.result()
-    except psycopg.errors.LockNotAvailable:
-        log.warning("forecast actuals: the whole months' read aside waited too long for a lock; read in turn")
-        return None
+def _caught_up_cells(conn: psycopg.Connection, as_of: date, settings: ForecastSettings) -> dict[str, Any]:
+    """The actuals brought up to date (in ``conn``'s transaction), then their cells read."""
+    forecast_actuals.catch_up(conn)
+    return _actual_cells(conn, as_of, ["", *settings.fx_rates])
 
 
 def _actuals_frame(cells: dict[str, Any], projects: pd.DataFrame, settings: ForecastSettings) -> pd.DataFrame:
@@ -841,7 +704,7 @@ def load_inputs(
     pending_side = aside(lambda c: _side_reads(c, as_of, settings, prior_snapshot_id)) if aside else None
     if pending_side is None:
         side = _side_reads(conn, as_of, settings, prior_snapshot_id)
-    cells = _caught_up_cells(conn, as_of, settings, aside)
+    cells = _caught_up_cells(conn, as_of, settings)
     if pending_side is not None:
         side = pending_side.result()
     actuals = _actuals_frame(cells, side.projects, settings)

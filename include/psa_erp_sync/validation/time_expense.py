@@ -38,7 +38,7 @@ from psa_erp_sync.contracts import kinds, records
 from psa_erp_sync.contracts.kinds import REFERENCE_RECORD_TYPES
 from psa_erp_sync.ods import audit, connections, staging, table_stats
 from psa_erp_sync.ods import exceptions as exception_queue
-from psa_erp_sync.validation import judge_apart, staged_json, staged_read
+from psa_erp_sync.validation import staged_json
 from psa_erp_sync.validation.fx import RateBook
 
 log = logging.getLogger(__name__)
@@ -795,11 +795,142 @@ assert all(twin.__struct_fields__ == ("contract_version", *_COLUMNS[k]) for k, t
 _FX_COLUMNS = ("functional_amount_minor", "functional_currency", "fx_rate", "fx_rate_date", "fx_rate_source")
 
 
-#: The run's sorted read (:mod:`~psa_erp_sync.validation.staged_read`), by the names tests use.
-_staged = staged_read.staged
-_reading = staged_read.reading
-_in_update_order = staged_read.in_update_order
-_NUMERIC_ID = staged_read.NUMERIC_ID
+def _staged(
+    conn: psycopg.Connection, source_system: str, endpoint: str, run_key: str
+) -> Iterator[tuple[str, str, str, datetime]]:
+    """The run's staged versions in source order (:func:`_reading`), streamed."""
+    with _reading(conn, source_system, endpoint, run_key) as versions:
+        yield from versions
+
+
+@contextlib.contextmanager
+def _reading(
+    conn: psycopg.Connection, source_system: str, endpoint: str, run_key: str
+) -> Iterator[Iterator[tuple[str, str, str, datetime]]]:
+    """The run's staged versions in source order (id, then update time), streamed:
+    (payload as JSON text, payload hash, staged source id, fetched at). ``fetched_at`` is the
+    start of the latest read that saw the version: the ordering tiebreak, and the reference for
+    ``UPDATED_AT_IN_FUTURE``. The payload comes as text, decoded once, by the model
+    (:func:`judge_staged`).
+
+    The order never casts what a hostile payload may hold: numeric ids in numeric order, anything
+    else after them; the versions of one source id stay together either way.
+
+    Only the keys are sorted (each version's ``ctid`` in that order); the payloads are read a
+    batch at a time by ``ctid`` (:func:`_batch_by_ctid`), so the first batch does not wait for
+    every payload's text to be built and sorted, and the rest is read while a batch is judged. The
+    reader's transaction is ``REPEATABLE READ``: one snapshot for the sort and every batch, in
+    which a ``ctid`` names the same version throughout. ``conn`` must not be in a transaction.
+
+    The sort and the first batch start on entry, in the reader's thread: the caller's own setup
+    (:func:`validate_run`'s statistics and reference items, ~0.4-0.9 s when the month was just
+    staged) runs meanwhile. Neither depends on the other: the reader's snapshot cannot see the
+    caller's uncommitted writes, and statistics only choose plans.
+    """
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    with (
+        conn.cursor(name="staged_versions") as cur,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-reader") as fetcher,
+    ):
+        # Only the fetcher thread uses ``conn`` from here on.
+        first = fetcher.submit(_sorted_then_first_batch, conn, cur, source_system, endpoint, run_key)
+        yield _in_source_order(conn, cur, fetcher, first)
+
+
+def _sorted_then_first_batch(
+    conn: psycopg.Connection, cur: psycopg.Cursor[Any], source_system: str, endpoint: str, run_key: str
+) -> list[tuple[str, str, str, datetime]]:
+    """Sort the run's keys (the ``ctid`` of each version, in source order) on the server, then
+    read the first batch of payloads."""
+    # The payload is text (migration 0040), never parsed here: numeric ids are told by the
+    # staged source id (the id as the source wrote it); versions of one id by update time below.
+    cur.execute(
+        "SELECT ctid::text FROM staging.raw_record"
+        " WHERE source_system = %s AND endpoint = %s AND last_run_key = %s"
+        f" ORDER BY CASE WHEN {_NUMERIC_ID} THEN source_id::numeric END NULLS LAST, source_id",
+        (source_system, endpoint, run_key),
+    )
+    return _batch_by_ctid(conn, cur)
+
+
+def _in_source_order(
+    conn: psycopg.Connection,
+    cur: psycopg.Cursor[Any],
+    fetcher: ThreadPoolExecutor,
+    fetching: Future[list[tuple[str, str, str, datetime]]],
+) -> Iterator[tuple[str, str, str, datetime]]:
+    """The versions of the batches, each record's in update order. Read ahead: the next batch is
+    fetched (the server's work and the transfer, outside the GIL) while this one is judged."""
+    group: list[tuple[str, str, str, datetime]] = []
+    while batch := fetching.result():
+        fetching = fetcher.submit(_batch_by_ctid, conn, cur)
+        for row in batch:
+            if group and row[2] != group[0][2]:
+                if len(group) == 1:  # the usual case: one version of the record
+                    yield group[0]
+                else:
+                    yield from _in_update_order(group)
+                group = []
+            group.append(row)
+    yield from _in_update_order(group)
+
+
+#: SQL: the staged ``source_id`` is a number (at most 100 digits before and after the point), so it
+#: sorts as one. An id of at most 100 characters is tested without the bounds: PostgreSQL expands
+#: ``{1,100}`` into a hundred states, ~30 us a row, the largest cost of the read's sort (it is the
+#: same test: no part of such an id has more than 100 digits).
+_NUMERIC_ID = (
+    "CASE WHEN length(source_id) <= 100 THEN source_id ~ '^-?[0-9]+(\\.[0-9]+)?$'"
+    " ELSE source_id ~ '^-?[0-9]{1,100}(\\.[0-9]{1,100})?$' END"
+)
+
+
+class _UpdatedAt(msgspec.Struct):
+    updated_at: Any = None
+
+
+_updated_at_of = msgspec.json.Decoder(_UpdatedAt).decode
+
+
+def _in_update_order(group: list[tuple[str, str, str, datetime]]) -> list[tuple[str, str, str, datetime]]:
+    """The staged versions of one source id ordered by ``updated_at`` as SQL's ``payload->>'updated_at'``
+    sorts (the text as sent; missing or null last). One version (the usual case) is not decoded."""
+    if len(group) < 2:
+        return group
+
+    def key(row: tuple[str, str, str, datetime]) -> tuple[bool, str]:
+        try:
+            value = _updated_at_of(row[0]).updated_at
+        except msgspec.MsgspecError:  # not an object, or what msgspec refuses: as if it had none
+            value = None
+        if value is None:
+            return True, ""
+        return False, value if isinstance(value, str) else msgspec.json.encode(value).decode()
+
+    return sorted(group, key=key)
+
+
+def _batch_by_ctid(
+    conn: psycopg.Connection, keys: psycopg.Cursor[Any]
+) -> list[tuple[str, str, str, datetime]]:
+    """The next :data:`_READ_BATCH` versions of the sorted ``keys`` (ctids), in their order (one
+    TID probe each, in the snapshot the keys were sorted in)."""
+    ctids = [r[0] for r in keys.fetchmany(_READ_BATCH)]
+    if not ctids:
+        return []
+    rows: list[tuple[str, str, str, datetime]] = conn.execute(
+        "SELECT r.payload, r.payload_hash, r.source_id, r.fetched_at"
+        " FROM unnest(%b::text[]::tid[]) WITH ORDINALITY AS k(row_id, n) JOIN staging.raw_record r ON r.ctid = k.row_id"
+        " ORDER BY k.n",
+        (ctids,),
+    ).fetchall()
+    if len(rows) != len(ctids):  # cannot happen in one snapshot; never judge a run short
+        raise RuntimeError(f"{len(ctids) - len(rows)} staged versions vanished from the reader's snapshot")
+    return rows
+
+
+#: Staged versions per fetch of :func:`_staged`.
+_READ_BATCH = 5000
 
 
 def _json_loads(data: bytes | str) -> Any:
@@ -931,10 +1062,11 @@ class _Run:
         if len(self.valid_rows) + len(self.quarantine) >= self.limit:
             self.flush()
 
-    def first_of_fingerprint(self, verdict: Verdict) -> Verdict:
-        """A valid verdict (its row with its read time) as it stands in the run: itself, or
-        ``DUPLICATE_SUSPECTED`` of the first record of the run with the same fingerprint."""
+    def first_of_fingerprint(self, verdict: Verdict, read_at: datetime) -> Verdict:
+        """A valid verdict as it stands in the run: its read time noted, or ``DUPLICATE_SUSPECTED``
+        of the first record of the run with the same fingerprint."""
         assert verdict.row is not None
+        verdict.row["source_read_at"] = read_at
         digest = bytes.fromhex(verdict.row["fingerprint"])
         first = self.first_with_fingerprint.setdefault(digest, verdict.source_id)
         if first == verdict.source_id:
@@ -955,7 +1087,7 @@ class _Run:
         rows, held = self.valid_rows, self.quarantine
         self.valid_rows, self.quarantine = [], []
         self.limit = self.chunk
-        built = _built_or_sent(self.kind, rows)
+        built = _built_by_id(self.kind, rows)
         self.wait()
         self.writing = self.writer.submit(self.write, rows, held, built)
 
@@ -1045,142 +1177,26 @@ class _Run:
         )
 
 
-@dataclass(frozen=True)
-class _Judge:
-    """What a run's versions are judged against: a pure function of each version and these,
-    wherever it runs (this process or :mod:`~psa_erp_sync.validation.judge_apart`'s)."""
-
-    kind: Kind
-    run_key: str
-    ref: PsaReference
-    config: Config
-    as_of: datetime
-    source_system: str
-
-    def __call__(self, version: tuple[str, str, str, datetime]) -> Verdict:
-        """The verdict of one staged version (text, hash, staged id, read at); a valid one's row
-        has its read time (``source_read_at``)."""
-        text, version_hash, staged_id, read_at = version
+def _verdicts(
+    staged: Iterator[tuple[str, str, str, datetime]], run: _Run, *, ref: PsaReference, as_of: datetime
+) -> Iterator[Verdict]:
+    """The verdict of each staged version of the run (``staged``: :func:`_reading`), in source
+    order, counted as staged."""
+    for text, version_hash, staged_id, read_at in staged:
         verdict = judge_staged(
-            self.kind,
+            run.kind,
             text,
             version_hash,
-            ref=self.ref,
-            config=self.config,
-            as_of=self.as_of,
-            source_system=self.source_system,
+            ref=ref,
+            config=run.config,
+            as_of=as_of,
+            source_system=run.source_system,
             fetched_at=read_at,
         )
         if verdict.source_id != staged_id:  # an id JSON cannot round-trip (1.0, 1e400): the staged one
             verdict = dataclasses.replace(verdict, source_id=staged_id)
-        if verdict.row is not None:
-            verdict.row["source_read_at"] = read_at
-        return verdict
-
-    @property
-    def keys(self) -> tuple[str, str, str]:
-        """The run's source system, endpoint and run key."""
-        return self.source_system, ENDPOINTS[self.kind], self.run_key
-
-    def versions(
-        self, reader: psycopg.Connection
-    ) -> contextlib.AbstractContextManager[Iterator[tuple[str, str, str, datetime]]]:
-        """The run's staged versions in source order, read on ``reader`` (:func:`_reading`)."""
-        return _reading(reader, *self.keys)
-
-    def packed(self, versions: list[tuple[str, str, str, datetime]]) -> list[_Sent]:
-        """In a judge process: the verdicts of ``versions`` as they are sent (:data:`_Sent`)."""
-        verdicts = [self(v) for v in versions]
-        rows = [v.row for v in verdicts if v.row is not None and self._as_row(v)]
-        try:
-            built = iter(records.build_rows(self.kind, rows, _BESIDE_CONTRACT))
-        except (msgspec.MsgspecError, TypeError, ValueError):
-            # Sent whole: the task's process builds what it writes and fails the run as it does
-            # in-process (only for a version it writes: this one may be superseded).
-            return list(verdicts)
-        return [
-            (v.source_id, v.version_hash, v.legal_entity, v.row["fingerprint"], next(built))
-            if v.row is not None and self._as_row(v)
-            else v
-            for v in verdicts
-        ]
-
-    def _as_row(self, verdict: Verdict) -> bool:
-        """A valid verdict that :meth:`unpacked` rebuilds as it was (the usual case)."""
-        row = verdict.row
-        return (
-            row is not None
-            and verdict.valid
-            and not verdict.detail
-            and (row["source_id"], row["version_hash"], row["legal_entity"], row["source_system"])
-            == (verdict.source_id, verdict.version_hash, verdict.legal_entity, self.source_system)
-        )
-
-    def unpacked(self, sent: list[_Sent]) -> Iterator[Verdict]:
-        """In the task's process: the verdicts :meth:`packed` sent. A valid one's row holds what
-        the task's process reads of it (keys, version, legal entity, fingerprint) and its ``COPY``
-        tuple (:func:`_built_or_sent`)."""
-        source_system = self.source_system
-        for item in sent:
-            if isinstance(item, Verdict):
-                yield item
-                continue
-            source_id, version_hash, legal_entity, fingerprint, built = item
-            row = {
-                "source_system": source_system,
-                "source_id": source_id,
-                "version_hash": version_hash,
-                "legal_entity": legal_entity,
-                "fingerprint": fingerprint,
-                _BUILT: built,
-            }
-            yield Verdict(source_id, version_hash, legal_entity, None, {}, row)
-
-
-#: A verdict as a judge process sends it: a valid one as (source id, version hash, legal entity,
-#: fingerprint, ``COPY`` tuple), anything else (a quarantined one, rare) whole.
-_Sent = tuple[str, str, str | None, str, tuple[Any, ...]] | Verdict
-#: The key of a received row's ``COPY`` tuple (:meth:`_Judge.unpacked`).
-_BUILT = "_built"
-
-
-def _built_or_sent(kind: Kind, rows: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
-    """:func:`_built_by_id` of ``rows``, a judge process's tuple taken as it sent it."""
-    built = _built_by_id(kind, [r for r in rows if _BUILT not in r])
-    built.update((r["source_id"], r[_BUILT]) for r in rows if _BUILT in r)
-    return built
-
-
-def _verdicts(
-    staged: Iterator[tuple[str, str, str, datetime]], run: _Run, judge: _Judge
-) -> Iterator[Verdict]:
-    """The verdict of each staged version of the run (``staged``: :func:`_reading`), in source
-    order, counted as staged."""
-    for version in staged:
-        verdict = judge(version)
         run.result.staged_versions += 1
-        yield run.first_of_fingerprint(verdict) if verdict.valid else verdict
-
-
-def _received(verdicts: Iterator[Verdict], run: _Run) -> Iterator[Verdict]:
-    """The verdicts a judge process sent (:mod:`~psa_erp_sync.validation.judge_apart`), as
-    :func:`_verdicts` yields them."""
-    for verdict in verdicts:
-        run.result.staged_versions += 1
-        yield run.first_of_fingerprint(verdict) if verdict.valid else verdict
-
-
-@contextlib.contextmanager
-def _judging(conn: psycopg.Connection, judge: _Judge) -> Iterator[Callable[[_Run], Iterator[Verdict]]]:
-    """The run's verdicts in source order, for :func:`validate_run`: read and judged by a process
-    beside this one for a large run (:func:`judge_apart.wanted`), else by this one. Either way the
-    read (its sort first) starts here, beside the caller's setup."""
-    if judge_apart.wanted(conn, *judge.keys):
-        with judge_apart.judged(connections.conninfo_of(conn), judge.keys, judge) as verdicts:
-            yield functools.partial(_received, verdicts)
-        return
-    with connections.connect_like(conn) as reader, judge.versions(reader) as staged:
-        yield functools.partial(_verdicts, staged, judge=judge)
+        yield run.first_of_fingerprint(verdict, read_at) if verdict.valid else verdict
 
 
 #: The interpreter's thread switch interval while a run is validated (seconds; Python's default
@@ -1249,7 +1265,8 @@ def validate_run(
     # its sort starts first, beside the setup below (:func:`_reading`).
     with (
         _switch_interval_for_run(),
-        _judging(conn, _Judge(kind, run_key, ref, config, as_of, source_system)) as verdicts_of,
+        connections.connect_like(conn) as reader,
+        _reading(reader, source_system, ENDPOINTS[kind], run_key) as staged,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-writer") as writer,
     ):
         _set_up(
@@ -1258,7 +1275,7 @@ def validate_run(
         run = _Run(conn, kind, config, dag_run_id, source_system, chunk, result, writer)
         # On an error the executor's exit waits for a write in progress (its own error, if any, is
         # dropped: the first error is the one raised) before the caller rolls back.
-        for verdict in verdicts_of(run):
+        for verdict in _verdicts(staged, run, ref=ref, as_of=as_of):
             if previous is not None:
                 if previous.source_id == verdict.source_id:
                     _count(result, previous)  # superseded: only the newest version becomes current
