@@ -21,6 +21,7 @@ TRAILER = b"\xff\xff"
 INT8_OID = 20
 PG_EPOCH_ORDINAL = date(2000, 1, 1).toordinal()
 CHUNK_ROWS = 20_000  # bounds the byte matrices' memory (~ chunk x row width)
+_CELL = [("length", ">i4"), ("value", ">i8")]  # one bigint[] element, packed: 12 bytes
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,11 @@ def dates(days_since_2000: Any) -> list[tuple[Any, Any]]:
 
 def int8_array(column: Int8Array) -> list[tuple[Any, Any]]:
     """A bigint[] column: header (ndim 1, has-null flag, element type, length, lower bound 1)
-    then per element an int32 length (8, or -1 for NULL) and the int64."""
+    then per element an int32 length (8, or -1 for NULL) and the int64.
+
+    The cells are one packed big-endian record array (``>i4`` length, ``>i8`` value: 12 bytes),
+    filled by two field assignments, so numpy swaps the bytes while it copies; a NULL cell keeps
+    only its length, so its value bytes need no zeroing."""
     import numpy as np
 
     n, w = column.values.shape
@@ -106,9 +111,9 @@ def int8_array(column: Int8Array) -> list[tuple[Any, Any]]:
     absent = np.zeros(n, dtype=bool) if column.absent is None else np.asarray(column.absent, dtype=bool)
     cell_keep = np.where(present, 12, np.where(inside, 4, 0))
     cell_keep[absent] = 0
-    cells = np.empty((n, w, 12), dtype=np.uint8)
-    cells[:, :, :4] = _be(np.where(present, 8, -1).ravel(), ">i4").reshape(n, w, 4)
-    cells[:, :, 4:] = _be(np.where(present, column.values, 0).ravel(), ">i8").reshape(n, w, 8)
+    cells = np.empty((n, w), dtype=_CELL)
+    cells["length"] = np.where(present, 8, -1)
+    cells["value"] = column.values
     cell_mask = (np.arange(12) < cell_keep[:, :, None]).reshape(n, w * 12)
     has_null = (inside & ~present).any(axis=1)
     header = np.stack(
@@ -118,19 +123,35 @@ def int8_array(column: Int8Array) -> list[tuple[Any, Any]]:
     header_bytes = _be(header.ravel(), ">i4").reshape(n, 20)
     header_keep = np.repeat(~absent[:, None], 20, axis=1)
     length = np.where(absent, -1, 20 + cell_keep.sum(axis=1))
-    return [_length(length), (header_bytes, header_keep), (cells.reshape(n, w * 12), cell_mask)]
+    return [
+        _length(length),
+        (header_bytes, header_keep),
+        (cells.view(np.uint8).reshape(n, w * 12), cell_mask),
+    ]
 
 
-def rows(fields: list[list[tuple[Any, Any]]], n: int) -> bytes:
-    """The binary COPY rows (no header or trailer) of ``n`` rows from the fields' byte pieces."""
+def rows(fields: list[list[tuple[Any, Any]]], n: int) -> Any:
+    """The binary COPY rows (no header or trailer) of ``n`` rows from the fields' byte pieces,
+    as a one-dimensional uint8 array (a buffer: ``bytes(rows(...))`` is the payload).
+
+    The pieces are placed side by side in one preallocated byte matrix and one mask (a piece
+    without a mask keeps all its bytes: a slice set to True, no matrix of ones built and
+    concatenated), then both are flattened and the kept bytes taken in one pass."""
     import numpy as np
 
     pieces = [(_be(np.full(n, len(fields)), ">i2"), None)]
     for field in fields:
         pieces.extend(field)
-    data = np.concatenate([p[0] for p in pieces], axis=1)
-    mask = np.concatenate([np.ones(p[0].shape, dtype=bool) if p[1] is None else p[1] for p in pieces], axis=1)
-    return bytes(data[mask].data)
+    total = sum(p[0].shape[1] for p in pieces)
+    data = np.empty((n, total), dtype=np.uint8)
+    mask = np.empty((n, total), dtype=bool)
+    at = 0
+    for piece, keep in pieces:
+        width = piece.shape[1]
+        data[:, at : at + width] = piece
+        mask[:, at : at + width] = True if keep is None else keep
+        at += width
+    return data.reshape(-1)[mask.reshape(-1)]
 
 
 def copy(conn: psycopg.Connection, table: str, columns: list[str], n: int, fields_of: Any) -> None:
@@ -146,7 +167,9 @@ def copy(conn: psycopg.Connection, table: str, columns: list[str], n: int, field
         copier.write(HEADER)
         for start in range(0, n, CHUNK_ROWS):
             part = slice(start, min(n, start + CHUNK_ROWS))
-            copier.write(rows(fields_of(part), part.stop - part.start))
+            # The array's own buffer, not a bytes copy: the queue holds it until it is sent, and
+            # psycopg slices a memoryview without copying where it splits a large buffer.
+            copier.write(memoryview(rows(fields_of(part), part.stop - part.start)))
         copier.write(TRAILER)
 
 

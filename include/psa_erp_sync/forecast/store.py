@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -56,10 +57,16 @@ def lines_hash(lines: pd.DataFrame, coded: dict[str, tuple[Any, Any]] | None = N
     of a 64-bit hash per line (pandas' row hash), hashed once more with sha256. The text
     columns are hashed as categoricals of their codes, which pandas hashes exactly like the
     strings (one hash per distinct value instead of factorizing again)."""
+    coded = _coded(lines) if coded is None else coded
+    return _digest(len(lines), _sum(_row_hashes(lines, coded)))
+
+
+def _row_hashes(lines: pd.DataFrame, coded: dict[str, tuple[Any, Any]]) -> Any:
+    """pandas' 64-bit hash of each line (uint64): a function of the line's values alone, so the
+    lines' digest can be summed in parts (see :class:`SharedRows`)."""
     import numpy as np
     import pandas as pd
 
-    coded = _coded(lines) if coded is None else coded
     frame = pd.DataFrame(
         {
             c: pd.Categorical.from_codes(
@@ -70,9 +77,18 @@ def lines_hash(lines: pd.DataFrame, coded: dict[str, tuple[Any, Any]] | None = N
             for c in model.LINE_COLUMNS
         }
     )
-    rows = pd.util.hash_pandas_object(frame, index=False).to_numpy(np.uint64)
-    total = int(rows.sum(dtype=np.uint64)) if len(rows) else 0
-    return hashlib.sha256(f"{len(rows)}:{total}".encode()).hexdigest()
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy(np.uint64)
+
+
+def _sum(hashes: Any) -> int:
+    """The wrapping (mod 2^64) sum of row hashes."""
+    import numpy as np
+
+    return int(hashes.sum(dtype=np.uint64)) if len(hashes) else 0
+
+
+def _digest(count: int, total: int) -> str:
+    return hashlib.sha256(f"{count}:{total}".encode()).hexdigest()
 
 
 def exists(conn: psycopg.Connection, snap_id: str) -> bool:
@@ -191,19 +207,56 @@ def write_snapshot(
         if exists(conn, snap_id):
             return False  # written before: nothing to hash or write
         coded = model.line_codes(result) or _coded(result.lines)
-        series = _line_series_parts(result.lines, coded)
-        shares_from = shared.same_as(series, result.capacity) if shared is not None else None
-        header = (snap_id, run_id, data_versions, reporting_currency, lines_hash(result.lines, coded))
-        if not _insert_header(conn, result, header, shares_from):
+        parts = _snapshot_parts(result, coded, shared)
+        header = (snap_id, run_id, data_versions, reporting_currency, parts.content_hash)
+        if not _insert_header(conn, result, header, parts.shares_from):
             return False
-        _copy_series(conn, snap_id, series, without_actual=shares_from is not None)
+        _copy_series(conn, snap_id, parts.series, without_actual=parts.shares_from is not None)
         _copy_balances(conn, snap_id, result.balances)
-        if shares_from is None:
+        if parts.shares_from is None:
             _copy_capacity(conn, snap_id, _capacity_parts(result.capacity))
         billing_kpis.write(conn, snap_id, result.billing_kpis)
-    if shared is not None and shares_from is None:
-        shared.keep(snap_id, series, result.capacity)
+    if shared is not None and parts.shares_from is None:
+        shared.keep(snap_id, parts.series, result.capacity, parts.actual)
     return True
+
+
+@dataclass
+class _Parts:
+    """What a snapshot writes: its series, the snapshot it shares from, its content hash, and
+    its actual-layer lines (kept by :class:`SharedRows` for the next snapshot)."""
+
+    series: _SeriesParts
+    shares_from: str | None
+    content_hash: str
+    actual: _ActualRows | None = None
+
+
+def _snapshot_parts(
+    result: model.ForecastResult, coded: dict[str, tuple[Any, Any]], shared: SharedRows | None
+) -> _Parts:
+    """The series and content hash of ``result``, and whether it shares from ``shared``'s snapshot.
+
+    When its actual-layer lines equal the remembered snapshot's (:meth:`SharedRows.same_rows`),
+    only the other layers' lines are built into series and hashed: the actual series would be
+    built only to be found equal and dropped, and the actual lines' row hashes are the
+    remembered ones (a row's hash depends on its values alone; the digest sums them). Otherwise
+    everything is built and compared as series (:meth:`SharedRows.same_as`)."""
+    if shared is None:
+        return _Parts(_line_series_parts(result.lines, coded), None, lines_hash(result.lines, coded))
+    actual = _ActualRows.of(result.lines, coded)
+    shares_from = shared.same_rows(actual, result.capacity)
+    if shares_from is not None:
+        other = ~actual.mask
+        lines = result.lines[other]
+        rest = {c: (codes[other], uniques) for c, (codes, uniques) in coded.items()}
+        total = (_sum(_row_hashes(lines, rest)) + shared.actual_hash) % 2**64
+        return _Parts(_line_series_parts(lines, rest), shares_from, _digest(len(result.lines), total))
+    series = _line_series_parts(result.lines, coded)
+    hashes = _row_hashes(result.lines, coded)
+    actual.hash = _sum(hashes[actual.mask])
+    content_hash = _digest(len(result.lines), _sum(hashes))
+    return _Parts(series, shared.same_as(series, result.capacity), content_hash, actual)
 
 
 def _insert_header(
@@ -255,12 +308,33 @@ class SharedRows:
         self.snap_id: str | None = None
         self._actual: tuple[Any, ...] = ()
         self._capacity: pd.DataFrame | None = None
+        self._rows: _ActualRows | None = None
 
-    def keep(self, snap_id: str, series: _SeriesParts, capacity: pd.DataFrame) -> None:
+    def keep(
+        self, snap_id: str, series: _SeriesParts, capacity: pd.DataFrame, rows: _ActualRows | None = None
+    ) -> None:
         """Remember a snapshot written now: its actual series and a copy of its capacity check
-        (a copy: the model hands every scenario the same frame, which a caller could change)."""
+        (a copy: the model hands every scenario the same frame, which a caller could change),
+        and its actual-layer lines (already copies) with their row hashes' sum."""
         if self.snap_id is None:
             self.snap_id, self._actual, self._capacity = snap_id, _actual_series(series), capacity.copy()
+            self._rows = rows
+
+    @property
+    def actual_hash(self) -> int:
+        """The wrapping sum of the remembered snapshot's actual lines' row hashes."""
+        return 0 if self._rows is None else self._rows.hash
+
+    def same_rows(self, rows: _ActualRows, capacity: pd.DataFrame) -> str | None:
+        """The remembered snapshot's id if ``rows``, the actual-layer lines of a result (their
+        codes, the codes' distinct values and the numbers, row by row), and the ``capacity``
+        check equal its own. Equal lines in the same order under the same codes make the same
+        actual series (:meth:`same_as` would find them equal), so they need not be built."""
+        if self.snap_id is None or self._rows is None or self._capacity is None:
+            return None
+        if not rows.equals(self._rows) or not capacity.equals(self._capacity):
+            return None
+        return self.snap_id
 
     def same_as(self, series: _SeriesParts, capacity: pd.DataFrame) -> str | None:
         """The remembered snapshot's id if ``series``' actual layer and the ``capacity`` check
@@ -269,6 +343,49 @@ class SharedRows:
             return None
         same = all(_same(a, b) for a, b in zip(_actual_series(series), self._actual, strict=True))
         return self.snap_id if same else None
+
+
+@dataclass
+class _ActualRows:
+    """The lines of layer ``actual`` of one result: which rows (``mask``), and copies of their
+    text columns' codes, of the codes' distinct values and of their other columns."""
+
+    mask: Any
+    codes: tuple[Any, ...]
+    uniques: tuple[Any, ...]
+    numbers: tuple[Any, ...]
+    hash: int = 0  # the wrapping sum of their row hashes, set once computed
+
+    @classmethod
+    def of(cls, lines: pd.DataFrame, coded: dict[str, tuple[Any, Any]]) -> _ActualRows:
+        import numpy as np
+
+        layer_codes, layers = coded["layer"]
+        mask = np.isin(layer_codes, np.flatnonzero(np.asarray(layers, dtype=object) == "actual"))
+        return cls(
+            mask,
+            tuple(np.asarray(coded[c][0])[mask] for c in TEXT_LINE_COLUMNS),
+            tuple(np.array(coded[c][1], dtype=object) for c in TEXT_LINE_COLUMNS),
+            tuple(lines[c].to_numpy()[mask] for c in model.LINE_COLUMNS if c not in TEXT_LINE_COLUMNS),
+        )
+
+    def equals(self, other: _ActualRows) -> bool:
+        """Value by value and row by row (a value numpy cannot compare, e.g. a missing one, is
+        unequal: the snapshot is then compared as series)."""
+        import numpy as np
+
+        try:
+            return all(
+                np.array_equal(a, b)
+                for mine, theirs in (
+                    (self.codes, other.codes),
+                    (self.uniques, other.uniques),
+                    (self.numbers, other.numbers),
+                )
+                for a, b in zip(mine, theirs, strict=True)
+            )
+        except (TypeError, ValueError):
+            return False
 
 
 def _actual_series(series: _SeriesParts) -> tuple[Any, ...]:
@@ -391,7 +508,7 @@ def _month_runs(key: Any, month: Any, duplicate: str) -> tuple[Any, Any, Any, An
     runs' first rows, first months and widths (first to last month), each row's offset in its run."""
     import numpy as np
 
-    order = np.lexsort((month, key))
+    order = _key_month_order(key, month)
     key, month = key[order], month[order]
     new_run = np.empty(len(key), dtype=bool)
     new_run[0] = True
@@ -403,6 +520,24 @@ def _month_runs(key: Any, month: Any, duplicate: str) -> tuple[Any, Any, Any, An
     ends = np.append(starts[1:], len(key)) - 1
     first = month[starts]
     return order, run, starts, first, month[ends] - first + 1, month - first[run]
+
+
+def _key_month_order(key: Any, month: Any) -> Any:
+    """``np.lexsort((month, key))``: the rows by key, then month, equal pairs in their order.
+
+    When ``key x months + month`` fits in int64 it is one stable argsort of that number instead
+    (the same order: the combined number orders exactly as the pair). The model emits the lines
+    in long runs already in that order, which the stable sort (timsort on int64) merges rather
+    than sorting, several times faster than lexsort's two passes."""
+    import numpy as np
+
+    if not len(key):
+        return np.zeros(0, dtype=np.intp)
+    low, high = int(month.min()), int(month.max())
+    span = high - low + 1
+    if int(key.min()) < 0 or (int(key.max()) + 1) * span >= 2**62:
+        return np.lexsort((month, key))
+    return np.argsort(key * span + (month - low), kind="stable")
 
 
 CAPACITY_SERIES_COLUMNS = ["user_ref", "first_month", "scheduled_centi", "available_centi"]
