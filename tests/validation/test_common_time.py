@@ -60,8 +60,8 @@ def _pair(text: bytes, ref: PsaReference, fetched_at: datetime | None) -> tuple[
     )
     if common is not None:
         assert common == staged
+        assert common.valid and common.row is not None and staged.row is not None
         assert list(common.row) == list(staged.row)
-        assert common.valid
     return common, staged
 
 
