@@ -135,9 +135,15 @@ def _validated(dsn: str, payloads: list[dict[str, Any]]) -> tuple[Any, ...]:
         conn.commit()
         with conn.transaction():
             result = validation.validate_run(
-                conn, kind="time_entry", run_key=run_key, ref=WIDE, config=load_config(),
-                as_of=AS_OF, dag_run_id="run-common", chunk=50,
-            )  # fmt: skip
+                conn,
+                kind="time_entry",
+                run_key=run_key,
+                ref=WIDE,
+                config=load_config(),
+                as_of=AS_OF,
+                dag_run_id="run-common",
+                chunk=50,
+            )
         rows = conn.execute(
             "SELECT to_jsonb(t) - 'validated_at' - 'source_read_at' FROM canonical.time_entry t ORDER BY source_id"
         ).fetchall()
