@@ -374,3 +374,22 @@ def test_updates_of_a_confirmed_posting_are_queued(clean_ods: str, column: str) 
         queued = conn.execute("SELECT DISTINCT kind, source_id FROM forecast.actual_change").fetchall()
         assert queued == [("time_entry", "t5")]
         _assert_equal(conn, settings)
+
+
+def test_the_read_keeps_the_tables_integer_types(clean_ods: str) -> None:
+    """The as-of month's sums are cast to ``actual_month``'s types, so the union does not turn the
+    whole months' 1.2 M cells into numeric and back (docs/performance.md "perf-forecast10")."""
+    sql, params = actuals.read_sql(date(2026, 11, 20))
+    with psycopg.connect(clean_ods) as conn:
+        cur = conn.execute(f"SELECT * FROM ({sql}) q LIMIT 0", params)
+        types = {str(d.name): d.type_code for d in cur.description or []}
+    int8, int4 = 20, 23
+    assert types == {
+        "project_ref": 25,
+        "month": int4,
+        "currency": 25,
+        "revenue_minor": int8,
+        "revenue_n": int4,
+        "cost_centi": int8,
+        "cost_n": int4,
+    }

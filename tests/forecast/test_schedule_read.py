@@ -7,6 +7,7 @@ The rows cross as integer codes (``pgbinary.read_arrays``); the frame equals the
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 
 import psycopg
 import pytest
@@ -87,6 +88,27 @@ def test_schedule_rates_equal_the_per_row_join(clean_ods: str) -> None:
     assert set(coded.columns) == {"project_ref", "user_ref", "cost_currency"}
     for column, (codes, values) in coded.columns.items():
         assert (values[codes] == after[column].to_numpy(dtype=object)).all(), column
+
+
+def test_schedule_hours_cross_as_exact_centi_hours(clean_ods: str) -> None:
+    """``hours * 100`` cast to bigint (no ``round``) gives the oracle's ``round(hours * 100)`` for
+    every numeric(9,2), the smallest, odd hundredths and the largest included."""
+    hours = ("0", "0.01", "0.05", "0.49", "0.5", "0.99", "7.25", "12.34", "99.95", "1234567.89", "9999999.99")
+    with psycopg.connect(clean_ods) as conn:
+        conn.execute("TRUNCATE hr.worker_version, hr.worker, hr.cost_rate")
+        conn.execute("INSERT INTO forecast.src_person VALUES ('7', 'LE-US1', 'USD', true, 144000, 5000)")
+        conn.execute(
+            "INSERT INTO forecast.src_project (project_ref, practice, legal_entity, currency, billing_type,"
+            " is_active) VALUES ('p1', 'Strategy', 'LE-US1', 'USD', 'fixed_fee', true)"
+        )
+        with conn.cursor().copy("COPY forecast.src_schedule FROM STDIN") as copy:
+            for i, h in enumerate(hours):
+                copy.write_row((f"s{i}", "7", "p1", "2026-12-07", h))
+        before = inputs._frame(conn, _BEFORE, {"as_of": AS_OF}, model.SCHEDULE_COLUMNS)
+        after = inputs._schedule(conn, AS_OF)
+    expected = [int(Decimal(h) * 100) for h in hours]
+    assert sorted(after["hours_centi"].tolist()) == sorted(expected)
+    assert sorted(before["hours_centi"].tolist()) == sorted(expected)
 
 
 def test_the_reads_aside_see_what_the_connection_sees(

@@ -309,17 +309,22 @@ CELL_FRAME = {
 def read_sql(as_of: date) -> tuple[str, dict[str, Any]]:
     """The sums up to ``as_of`` as (sql, params): whole months from forecast.actual_month, the
     as-of month from the source records dated up to that day. Columns as :data:`CELL_FRAME`;
-    currency '' is revenue (only cells with a record counted), any other is cost."""
+    currency '' is revenue (only cells with a record counted), any other is cost. The as-of
+    month's sums are cast to the table's types (``sum(bigint)`` is numeric, ``count`` bigint): else
+    the union's columns are numeric and every one of the ~1.2 M whole-month cells is converted to
+    numeric and back (~0.2 s of the server's CPU at 50k x 12, docs/performance.md "perf-forecast10")."""
     from psa_erp_sync.forecast.model import month_index
 
     m = month_index(as_of)
     sql = f"""
         SELECT {_CELL_COLUMNS} FROM forecast.actual_month WHERE month < %(m)s
         UNION ALL
-        SELECT project_ref, month, '', sum(revenue_minor), count(*), 0, 0 FROM forecast.actual_source
+        SELECT project_ref, month, '', sum(revenue_minor)::bigint, count(*)::integer, 0::bigint, 0
+        FROM forecast.actual_source
         WHERE month = %(m)s AND spent_date <= %(as_of)s AND revenue_minor IS NOT NULL GROUP BY 1, 2
         UNION ALL
-        SELECT project_ref, month, cost_currency, 0, 0, sum(cost_centi), count(*) FROM forecast.actual_source
+        SELECT project_ref, month, cost_currency, 0::bigint, 0, sum(cost_centi)::bigint, count(*)::integer
+        FROM forecast.actual_source
         WHERE month = %(m)s AND spent_date <= %(as_of)s AND cost_currency IS NOT NULL GROUP BY 1, 2, 3
     """
     return sql, {"m": m, "as_of": as_of}
