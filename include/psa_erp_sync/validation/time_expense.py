@@ -254,8 +254,9 @@ class Verdict:
     reason_code: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     row: dict[str, Any] | None = None  # the canonical row when valid
-    #: the row's ``COPY`` tuple when the common case built it (:meth:`_CommonTime.judge`; None:
-    #: :func:`_built_by_id` builds it through the contract); not part of the verdict's value
+    #: the row's ``COPY`` tuple when a common case built it (:class:`_CommonTime`,
+    #: :class:`_CommonExpense`; None: :func:`_built_by_id` builds it through the contract); not
+    #: part of the verdict's value
     built: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
