@@ -62,7 +62,22 @@ def _pair(text: bytes, ref: PsaReference, fetched_at: datetime | None) -> tuple[
         assert common == staged
         assert common.valid and common.row is not None and staged.row is not None
         assert list(common.row) == list(staged.row)
+        assert _exact(common.built) == _exact(_contract_tuple(staged.row, fetched_at))
     return common, staged
+
+
+def _contract_tuple(row: dict[str, Any], read_at: datetime | None) -> tuple[Any, ...]:
+    """The ``COPY`` tuple the run builds of a row through the contract (``_built_by_id``), with
+    ``read_at`` as its ``source_read_at`` (what ``first_of_fingerprint`` adds)."""
+    row = {**row, "source_read_at": read_at}
+    return validation._built_by_id("time_entry", [row])[row["source_id"]]
+
+
+def _exact(values: tuple[Any, ...] | None) -> list[tuple[type, str]]:
+    """Each value with its type and ``repr``: equal Decimals of other exponents, an int for a
+    bool or a naive timestamp differ here (the binary ``COPY`` would send them differently)."""
+    assert values is not None
+    return [(type(v), repr(v)) for v in values]
 
 
 def test_a_clean_entry_takes_the_common_case() -> None:

@@ -93,7 +93,9 @@ def test_the_first_chunk_is_smaller_and_its_rows_are_built_by_the_judging_thread
 ) -> None:
     """The writer starts after ``chunk // FIRST_CHUNK_SHARE`` records, not a whole chunk, and the
     ``COPY`` tuples of a chunk are built by the thread that judges (the writer's chain of
-    statements is the run's critical path); what is written stays the same (the test above)."""
+    statements is the run's critical path); what is written stays the same (the test above).
+    The common case off: it builds its rows' tuples itself, in the judge (same thread)."""
+    monkeypatch.setattr(validation, "COMMON_CASE", False)
     written: list[int] = []
     built_in: set[str] = set()
     write, build_rows = validation._Run.write, validation.records.build_rows

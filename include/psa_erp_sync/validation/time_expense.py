@@ -254,6 +254,10 @@ class Verdict:
     reason_code: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     row: dict[str, Any] | None = None  # the canonical row when valid
+    #: the row's ``COPY`` tuple when a common case built it (:class:`_CommonTime`,
+    #: :class:`_CommonExpense`; None: :func:`_built_by_id` builds it through the contract); not
+    #: part of the verdict's value
+    built: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def valid(self) -> bool:
@@ -1041,6 +1045,9 @@ class _Run:
     first_with_fingerprint: dict[bytes, str] = field(default_factory=dict)
     valid_rows: list[dict[str, Any]] = field(default_factory=list)
     quarantine: list[Verdict] = field(default_factory=list)
+    #: the ``COPY`` tuples of ``valid_rows`` the common case built, by source id (the others are
+    #: built by :func:`_built_by_id` at the flush)
+    built: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     writing: Future[ValidationResult] | None = None
     #: direct inserts of new keys left to this run (:data:`DIRECT_INSERT_SAVEPOINTS`)
     direct_savepoints: int = field(default_factory=lambda: DIRECT_INSERT_SAVEPOINTS)
@@ -1057,6 +1064,8 @@ class _Run:
         if verdict.valid:
             assert verdict.row is not None
             self.valid_rows.append(verdict.row)
+            if verdict.built is not None:
+                self.built[verdict.row["source_id"]] = verdict.built
         else:
             self.quarantine.append(verdict)
         if len(self.valid_rows) + len(self.quarantine) >= self.limit:
@@ -1067,6 +1076,8 @@ class _Run:
         of the first record of the run with the same fingerprint."""
         assert verdict.row is not None
         verdict.row["source_read_at"] = read_at
+        if verdict.built is not None and verdict.built[-1] is not read_at:  # not the row's any more
+            object.__setattr__(verdict, "built", None)
         digest = bytes.fromhex(verdict.row["fingerprint"])
         first = self.first_with_fingerprint.setdefault(digest, verdict.source_id)
         if first == verdict.source_id:
@@ -1084,10 +1095,10 @@ class _Run:
 
         The chunk's ``COPY`` tuples are built here, while the previous chunk is being written:
         the writer's chain of statements is the run's critical path, this thread's is not."""
-        rows, held = self.valid_rows, self.quarantine
-        self.valid_rows, self.quarantine = [], []
+        rows, held, built = self.valid_rows, self.quarantine, self.built
+        self.valid_rows, self.quarantine, self.built = [], [], {}
         self.limit = self.chunk
-        built = _built_by_id(self.kind, rows)
+        built.update(_built_by_id(self.kind, [r for r in rows if r["source_id"] not in built]))
         self.wait()
         self.writing = self.writer.submit(self.write, rows, held, built)
 
@@ -1185,7 +1196,59 @@ _CommonRefs = tuple[str, str, date]
 _CommonAmounts = tuple[Decimal, Decimal, int, int]
 
 
-class _CommonTime:
+class _CommonCase:
+    """What :class:`_CommonTime` and :class:`_CommonExpense` share: the reference checks of a
+    (user, project[, task]) once per run, and the screen's timestamp checks."""
+
+    def __init__(self, ref: PsaReference, config: Config, as_of: datetime, source_system: str) -> None:
+        self.ref, self.config, self.as_of, self.source_system = ref, config, as_of, source_system
+        self.refs: dict[tuple[int, int, int | None], _CommonRefs | None] = {}
+        self.amounts: dict[tuple[Any, ...], Any] = {}
+
+    def refs_of(self, user_id: int, project_id: int, task_id: int | None) -> _CommonRefs | None:
+        """:func:`_checks_of`'s checks but the date's, the task's assignment (a time entry's:
+        ``task_id`` not None), and the same currency as the entity (:func:`_fx_of` without a
+        rate), all passed; or None."""
+        ref = self.ref
+        project = ref.projects.get(project_id)
+        if user_id in ref.invalid_users or user_id not in ref.users or project is None:
+            return None
+        if not project.is_active or (
+            task_id is not None and (project_id, task_id) not in ref.task_assignments
+        ):
+            return None
+        entity = self.config.legal_entities.legal_entities.get(project.legal_entity)  # type: ignore[arg-type]
+        currency = project.currency
+        if entity is None or currency is None or not _ISO_CURRENCY.match(currency):
+            return None
+        if currency != entity.currency or project.legal_entity is None:
+            return None
+        return project.legal_entity, currency, _today_in(self.as_of, entity.timezone)
+
+    def _refs(self, key: tuple[int, int, int | None]) -> _CommonRefs | None:
+        """:meth:`refs_of`, once per distinct key."""
+        refs = self.refs
+        return refs[key] if key in refs else refs.setdefault(key, self.refs_of(*key))
+
+    @staticmethod
+    def _times(raw: Any, fetched_at: datetime | None) -> datetime | None:
+        """The ``updated_at`` of ``raw`` when both timestamps parse and :func:`_screen_times`
+        finds nothing (its fast test, without the years it checks slowly); or None."""
+        created_at, updated_at = staged_json._aware(raw.created_at), staged_json._aware(raw.updated_at)
+        if created_at is None or updated_at is None:
+            return None
+        if (
+            created_at.year in _EDGE_YEARS
+            or updated_at.year in _EDGE_YEARS
+            or created_at < EARLIEST_TIMESTAMP
+            or updated_at < EARLIEST_TIMESTAMP
+            or (fetched_at is not None and updated_at > fetched_at + FUTURE_TOLERANCE)
+        ):
+            return None
+        return updated_at
+
+
+class _CommonTime(_CommonCase):
     """The verdict of a time entry in the common case, without the per-record calls of
     :func:`judge_staged`: a valid entry in its legal entity's own currency, whose timestamps are
     plausible and not in the future. The checks of its references are made once per distinct
@@ -1197,28 +1260,6 @@ class _CommonTime:
     failed check of any kind, a foreign currency, a missing rate...): :func:`judge_staged` then
     judges it as always, so every quarantine verdict is the rules' own and a valid verdict here
     is the one the rules give (``tests/validation/test_common_time.py`` compares both)."""
-
-    def __init__(self, ref: PsaReference, config: Config, as_of: datetime, source_system: str) -> None:
-        self.ref, self.config, self.as_of, self.source_system = ref, config, as_of, source_system
-        self.refs: dict[tuple[int, int, int], _CommonRefs | None] = {}
-        self.amounts: dict[tuple[Any, ...], _CommonAmounts | None] = {}
-
-    def refs_of(self, user_id: int, project_id: int, task_id: int) -> _CommonRefs | None:
-        """:func:`_checks_of`'s checks but the date's, the task's assignment, and the same
-        currency as the entity (:func:`_fx_of` without a rate), all passed; or None."""
-        ref = self.ref
-        project = ref.projects.get(project_id)
-        if user_id in ref.invalid_users or user_id not in ref.users or project is None:
-            return None
-        if not project.is_active or (project_id, task_id) not in ref.task_assignments:
-            return None
-        entity = self.config.legal_entities.legal_entities.get(project.legal_entity)  # type: ignore[arg-type]
-        currency = project.currency
-        if entity is None or currency is None or not _ISO_CURRENCY.match(currency):
-            return None
-        if currency != entity.currency or project.legal_entity is None:
-            return None
-        return project.legal_entity, currency, _today_in(self.as_of, entity.timezone)
 
     @staticmethod
     def amounts_of(
@@ -1264,38 +1305,31 @@ class _CommonTime:
             raw = staged_json._TIME_ENTRY.decode(text)
         except msgspec.MsgspecError:
             return None
-        created_at, updated_at = staged_json._aware(raw.created_at), staged_json._aware(raw.updated_at)
-        if (
-            created_at is None
-            or updated_at is None
-            or not self._plausible(created_at, updated_at, fetched_at)
-        ):
+        updated_at = self._times(raw, fetched_at)
+        if updated_at is None:
             return None
-        key = (raw.user.id, raw.project.id, raw.task.id)
-        refs = self.refs[key] if key in self.refs else self.refs.setdefault(key, self.refs_of(*key))
+        refs = self._refs((raw.user.id, raw.project.id, raw.task.id))
         if refs is None or raw.spent_date > refs[2]:
             return None
         amounts = self._amounts(raw, refs[1])
         if amounts is None:
             return None
-        return self._valid(raw, version_hash, refs, amounts, updated_at)
-
-    @staticmethod
-    def _plausible(created_at: datetime, updated_at: datetime, fetched_at: datetime | None) -> bool:
-        """:func:`_screen_times` finds nothing (its fast test, without the years it checks slowly)."""
-        return not (
-            created_at.year in _EDGE_YEARS
-            or updated_at.year in _EDGE_YEARS
-            or created_at < EARLIEST_TIMESTAMP
-            or updated_at < EARLIEST_TIMESTAMP
-            or (fetched_at is not None and updated_at > fetched_at + FUTURE_TOLERANCE)
-        )
+        return self._valid(raw, version_hash, refs, amounts, updated_at, fetched_at)
 
     def _valid(
-        self, raw: Any, version_hash: str, refs: _CommonRefs, amounts: _CommonAmounts, updated_at: datetime
+        self,
+        raw: Any,
+        version_hash: str,
+        refs: _CommonRefs,
+        amounts: _CommonAmounts,
+        updated_at: datetime,
+        read_at: datetime | None,
     ) -> Verdict:
         """The valid verdict and its row, as :func:`_time_entry_verdict` builds them (same keys,
-        same order; the functional columns those of :func:`_same_currency`)."""
+        same order; the functional columns those of :func:`_same_currency`), and the row's
+        ``COPY`` tuple with ``read_at`` as its ``source_read_at``: the row's keys are the copied
+        columns in order (:func:`_copied`) and its values already the contract's types, so the
+        tuple is what :func:`_built_by_id` gives (``tests/validation/test_common_time.py``)."""
         legal_entity, currency, _ = refs
         entry_hours, hours, bill_rate_minor, amount_minor = amounts
         source_id = str(raw.id)
@@ -1327,15 +1361,111 @@ class _CommonTime:
             "fx_rate_date": None,
             "fx_rate_source": None,
         }
-        return _valid_verdict(source_id, version_hash, legal_entity, row)
+        return _valid_verdict(source_id, version_hash, legal_entity, row, (*row.values(), read_at))
+
+
+class _CommonExpense(_CommonCase):
+    """:class:`_CommonTime`'s design for an expense: its valid verdict in the common case (the
+    same checks as :func:`_expense_verdict`, the reference ones once per distinct (user, project)
+    and the amount's once per distinct ``total_cost`` and currency), or None, and then
+    :func:`judge_staged` judges it (``tests/validation/test_common_expense.py`` compares both)."""
+
+    @staticmethod
+    def amount_of(total_json: Any, currency: str) -> int | None:
+        """:func:`_expense_verdict`'s amount in minor units of this JSON value, when none of its
+        checks of it fails (the decoder's ``_amount``, ``>= 0``, :func:`_to_minor`, the
+        ``bigint`` bound of :meth:`_Fx.row`); or None."""
+        try:
+            total_cost = staged_json._amount(total_json)
+        except (ValueError, OverflowError):
+            return None
+        if total_cost < 0:
+            return None
+        try:
+            amount_minor = _to_minor(total_cost, currency)
+        except money.AmountOutOfRange:
+            return None
+        return None if abs(amount_minor) > money.MAX_MINOR else amount_minor
+
+    def _amount(self, total_json: Any, currency: str) -> tuple[Decimal, int] | None:
+        """The cost as the model reads it and :meth:`amount_of`, once per distinct value (by
+        type too, as :meth:`_CommonTime._amounts`; ``0.0`` and ``-0.0`` apart: valid both, their
+        Decimals have other texts, and the fingerprint reads the text)."""
+        key = (type(total_json), total_json, currency, None if total_json else repr(total_json))
+        try:
+            found: tuple[Decimal, int] | None = self.amounts[key]
+        except KeyError:
+            minor = self.amount_of(total_json, currency)
+            found = self.amounts[key] = None if minor is None else (staged_json._amount(total_json), minor)
+        return found
+
+    def judge(self, text: str | bytes, version_hash: str, fetched_at: datetime | None) -> Verdict | None:
+        """The valid verdict :func:`judge_staged` gives ``text``, or None (class doc)."""
+        try:
+            raw = staged_json._EXPENSE.decode(text)
+        except msgspec.MsgspecError:
+            return None
+        updated_at = self._times(raw, fetched_at)
+        if updated_at is None:
+            return None
+        refs = self._refs((raw.user.id, raw.project.id, None))
+        if refs is None or raw.spent_date > refs[2]:
+            return None
+        amount = self._amount(raw.total_cost, refs[1])
+        if amount is None:
+            return None
+        return self._valid(raw, version_hash, refs, amount, updated_at, fetched_at)
+
+    def _valid(
+        self,
+        raw: Any,
+        version_hash: str,
+        refs: _CommonRefs,
+        amount: tuple[Decimal, int],
+        updated_at: datetime,
+        read_at: datetime | None,
+    ) -> Verdict:
+        """The valid verdict, its row as :func:`_expense_verdict` builds it and its ``COPY``
+        tuple (as :meth:`_CommonTime._valid`)."""
+        legal_entity, currency, _ = refs
+        total_cost, amount_minor = amount
+        source_id = str(raw.id)
+        user_id, project_id, category_id = raw.user.id, raw.project.id, raw.expense_category.id
+        row = {
+            "source_system": self.source_system,
+            "source_id": source_id,
+            "version_hash": version_hash,
+            "spent_date": raw.spent_date,
+            "user_ref": str(user_id),
+            "project_ref": str(project_id),
+            "legal_entity": legal_entity,
+            "category": str(category_id),
+            "billable": raw.billable,
+            "amount_minor": amount_minor,
+            "currency": currency,
+            "approved": raw.is_closed,
+            "is_deleted": False,
+            "fingerprint": _fingerprint6(
+                user_id, raw.spent_date, project_id, category_id, total_cost, raw.notes or ""
+            ),
+            "source_updated_at": updated_at,
+            "functional_amount_minor": amount_minor,
+            "functional_currency": currency,
+            "fx_rate": _same_currency(currency).rate,
+            "fx_rate_date": None,
+            "fx_rate_source": None,
+        }
+        return _valid_verdict(source_id, version_hash, legal_entity, row, (*row.values(), read_at))
 
 
 _new_object = object.__new__
 
 
-def _valid_verdict(source_id: str, version_hash: str, legal_entity: str, row: dict[str, Any]) -> Verdict:
-    """``Verdict(source_id, version_hash, legal_entity, None, {}, row)``, the same object (its
-    fields are its ``__dict__``), without the frozen dataclass's ``__init__``: six
+def _valid_verdict(
+    source_id: str, version_hash: str, legal_entity: str, row: dict[str, Any], built: tuple[Any, ...]
+) -> Verdict:
+    """``Verdict(source_id, version_hash, legal_entity, None, {}, row, built)``, the same object
+    (its fields are its ``__dict__``), without the frozen dataclass's ``__init__``: seven
     ``object.__setattr__`` calls, ~1.5 us of each valid entry's ~15 us."""
     verdict: Verdict = _new_object(Verdict)
     verdict.__dict__.update(
@@ -1345,6 +1475,7 @@ def _valid_verdict(source_id: str, version_hash: str, legal_entity: str, row: di
         reason_code=None,
         detail={},
         row=row,
+        built=built,
     )
     return verdict
 
@@ -1360,8 +1491,10 @@ def _verdicts(
     """The verdict of each staged version of the run (``staged``: :func:`_reading`), in source
     order, counted as staged. A time entry goes through :class:`_CommonTime` first."""
     common = (
-        _CommonTime(ref, run.config, as_of, run.source_system)
-        if COMMON_CASE and run.kind == "time_entry"
+        (_CommonTime if run.kind == "time_entry" else _CommonExpense)(
+            ref, run.config, as_of, run.source_system
+        )
+        if COMMON_CASE
         else None
     )
     for text, version_hash, staged_id, read_at in staged:
