@@ -295,6 +295,7 @@ def run(
     written: list[bool] = []
     series_rows: int | None = None
     capacity_series_rows: int | None = None
+    balance_rows: int | None = None
     write_cpu_s: float | None = None
     server_cpu_s: float | None = None
     t0 = time.perf_counter()
@@ -363,6 +364,10 @@ def run(
                 "SELECT count(*) FROM forecast.capacity_series WHERE snapshot_id = ANY(%s)", (ids,)
             ).fetchone()
             capacity_series_rows = int(row[0]) if row else 0
+            row = conn.execute(
+                "SELECT count(*) FROM forecast.contract_balance_row WHERE snapshot_id = ANY(%s)", (ids,)
+            ).fetchone()
+            balance_rows = int(row[0]) if row else 0
     s0 = time.perf_counter()
     model.compute(inputs, settings, "base")
     compute_base_s = time.perf_counter() - s0
@@ -378,6 +383,7 @@ def run(
             "line_series_rows_3_scenarios": series_rows,
             "capacity_rows_per_scenario": [len(r.capacity) for r in results],
             "capacity_series_rows_3_scenarios": capacity_series_rows,
+            "contract_balance_rows_3_scenarios": balance_rows,
             "engine": "pandas/numpy int64 (DuckDB and polars not installed; not measured)",
             "storage": (
                 "forecast.line_series (bigint[] per snapshot x project x layer) and forecast.capacity_series "

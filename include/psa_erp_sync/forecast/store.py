@@ -202,22 +202,26 @@ def write_snapshot(
 
     With ``shared`` (one per refresh, see :class:`SharedRows`), a snapshot whose actual-layer
     series and capacity series equal those of the first snapshot written now through it stores
-    none of them and names that snapshot in ``shares_from``; the views read them from there."""
+    none of them and names that snapshot in ``shares_from``; the views read them from there.
+    One whose contract balances equal that snapshot's stores none and names it in
+    ``balances_from`` (migration 0064); the view ``forecast.contract_balance`` reads them there."""
     with conn.transaction():
         if exists(conn, snap_id):
             return False  # written before: nothing to hash or write
         coded = model.line_codes(result) or _coded(result.lines)
         parts = _snapshot_parts(result, coded, shared)
+        balances_from = None if shared is None else shared.same_balances(result.balances)
         header = (snap_id, run_id, data_versions, reporting_currency, parts.content_hash)
-        if not _insert_header(conn, result, header, parts.shares_from):
+        if not _insert_header(conn, result, header, (parts.shares_from, balances_from)):
             return False
         _copy_series(conn, snap_id, parts.series, without_actual=parts.shares_from is not None)
-        _copy_balances(conn, snap_id, result.balances)
+        if balances_from is None:
+            _copy_balances(conn, snap_id, result.balances)
         if parts.shares_from is None:
             _copy_capacity(conn, snap_id, _capacity_parts(result.capacity))
         billing_kpis.write(conn, snap_id, result.billing_kpis)
     if shared is not None and parts.shares_from is None:
-        shared.keep(snap_id, parts.series, result.capacity, parts.actual)
+        shared.keep(snap_id, parts.series, result.capacity, parts.actual, result.balances)
     return True
 
 
@@ -263,14 +267,15 @@ def _insert_header(
     conn: psycopg.Connection,
     result: model.ForecastResult,
     header: tuple[str, str, dict[str, str], str, str],
-    shares_from: str | None,
+    shared_from: tuple[str | None, str | None],
 ) -> bool:
-    """The snapshot's ``forecast.snapshot`` row; False if another writer inserted it first."""
+    """The snapshot's ``forecast.snapshot`` row; False if another writer inserted it first.
+    ``shared_from``: its ``shares_from`` and ``balances_from``."""
     snap_id, run_id, data_versions, reporting_currency, content_hash = header
     inserted = conn.execute(
         "INSERT INTO forecast.snapshot (snapshot_id, scenario, as_of, run_id, data_versions, "
-        "reporting_currency, version, content_hash, line_count, totals, shares_from) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (snapshot_id) DO NOTHING "
+        "reporting_currency, version, content_hash, line_count, totals, shares_from, balances_from) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (snapshot_id) DO NOTHING "
         "RETURNING snapshot_id",
         (
             snap_id,
@@ -283,7 +288,7 @@ def _insert_header(
             content_hash,
             len(result.lines),
             Jsonb(result.totals),
-            shares_from,
+            *shared_from,
         ),
     ).fetchone()
     return inserted is not None
@@ -309,16 +314,31 @@ class SharedRows:
         self._actual: tuple[Any, ...] = ()
         self._capacity: pd.DataFrame | None = None
         self._rows: _ActualRows | None = None
+        self._balances: pd.DataFrame | None = None
 
     def keep(
-        self, snap_id: str, series: _SeriesParts, capacity: pd.DataFrame, rows: _ActualRows | None = None
+        self,
+        snap_id: str,
+        series: _SeriesParts,
+        capacity: pd.DataFrame,
+        rows: _ActualRows | None = None,
+        balances: pd.DataFrame | None = None,
     ) -> None:
         """Remember a snapshot written now: its actual series and a copy of its capacity check
         (a copy: the model hands every scenario the same frame, which a caller could change),
-        and its actual-layer lines (already copies) with their row hashes' sum."""
+        its actual-layer lines (already copies) with their row hashes' sum, and a copy of its
+        contract balances (it stored them all: only a snapshot naming no other is kept)."""
         if self.snap_id is None:
             self.snap_id, self._actual, self._capacity = snap_id, _actual_series(series), capacity.copy()
             self._rows = rows
+            self._balances = None if balances is None else balances.copy()
+
+    def same_balances(self, balances: pd.DataFrame) -> str | None:
+        """The remembered snapshot's id if ``balances`` equal its own (values, dtypes, column
+        names and order, index: its stored rows are built from exactly these), else None."""
+        if self.snap_id is None or self._balances is None or not len(balances):
+            return None
+        return self.snap_id if balances.equals(self._balances) else None
 
     @property
     def actual_hash(self) -> int:
@@ -715,7 +735,7 @@ def _copy_balances(conn: psycopg.Connection, snap_id: str, balances: pd.DataFram
 
     pgbinary.copy(
         conn,
-        "forecast.contract_balance",
+        "forecast.contract_balance_row",
         ["snapshot_id", *BALANCE_TEXT_COLUMNS, *BALANCE_MONEY_COLUMNS],
         len(balances),
         fields,
