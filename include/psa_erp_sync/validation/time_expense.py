@@ -1302,8 +1302,10 @@ class _CommonTime(_CommonCase):
     def judge(self, text: str | bytes, version_hash: str, fetched_at: datetime | None) -> Verdict | None:
         """The valid verdict :func:`judge_staged` gives ``text``, or None (class doc)."""
         try:
-            raw = staged_json._TIME_ENTRY.decode(text)
+            raw = staged_json.LIGHT_TIME_ENTRY.decode(text)
         except msgspec.MsgspecError:
+            return None
+        if not staged_json.light_patterns_hold(raw):
             return None
         updated_at = self._times(raw, fetched_at)
         if updated_at is None:
