@@ -385,7 +385,7 @@ def test_the_read_keeps_the_tables_integer_types(clean_ods: str) -> None:
         types = {str(d.name): d.type_code for d in cur.description or []}
     int8, int4 = 20, 23
     assert types == {
-        "project_ref": 25,
+        "project_key": int4,
         "month": int4,
         "currency": 25,
         "revenue_minor": int8,

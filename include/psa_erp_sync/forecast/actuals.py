@@ -211,6 +211,20 @@ def _queue_repriced(conn: psycopg.Connection) -> int:
     return rate_sources
 
 
+def _key_projects(conn: psycopg.Connection, source: str) -> None:
+    """Inside :func:`catch_up` (under its lock): give every project ref of ``source`` that has none
+    yet its key in forecast.actual_project_key (migration 0065), before cells are written with it.
+    Only the missing refs are inserted, so the identity's keys stay dense."""
+    conn.execute(
+        f"""
+        INSERT INTO forecast.actual_project_key (project_ref)
+        SELECT DISTINCT s.project_ref FROM {source} s
+        WHERE NOT EXISTS (SELECT 1 FROM forecast.actual_project_key k WHERE k.project_ref = s.project_ref)
+        ORDER BY 1
+        """
+    )
+
+
 def _apply_changes(conn: psycopg.Connection) -> int:
     """Inside :func:`catch_up`: replace the queued records' contributions with their derivation
     now and move the sums by the difference. Returns the records re-derived."""
@@ -234,11 +248,14 @@ def _apply_changes(conn: psycopg.Connection) -> int:
         INSERT INTO {_DELTA} ({_CELL_COLUMNS}) {_cells("new", 1)}
         """
     )
+    _key_projects(conn, _DELTA)
     conn.execute(
         f"""
-        INSERT INTO forecast.actual_month AS a ({_CELL_COLUMNS})
-        SELECT project_ref, month, currency, sum(revenue_minor), sum(revenue_n), sum(cost_centi), sum(cost_n)
-        FROM {_DELTA} GROUP BY 1, 2, 3
+        INSERT INTO forecast.actual_month AS a (project_key, {_CELL_COLUMNS})
+        SELECT k.project_key, d.* FROM (
+            SELECT project_ref, month, currency, sum(revenue_minor), sum(revenue_n), sum(cost_centi), sum(cost_n)
+            FROM {_DELTA} GROUP BY 1, 2, 3
+        ) d JOIN forecast.actual_project_key k ON k.project_ref = d.project_ref
         ON CONFLICT (project_ref, month, currency) DO UPDATE SET
             revenue_minor = a.revenue_minor + EXCLUDED.revenue_minor,
             revenue_n = a.revenue_n + EXCLUDED.revenue_n,
@@ -269,13 +286,16 @@ def _rebuild(conn: psycopg.Connection, queued: int) -> dict[str, Any]:
     rows = conn.execute(
         f"INSERT INTO forecast.actual_source ({_SOURCE_COLUMNS}) {_derived(only_changed=False)}"
     ).rowcount
+    _key_projects(conn, "forecast.actual_source")
     conn.execute(
         f"""
-        INSERT INTO forecast.actual_month ({_CELL_COLUMNS})
-        SELECT project_ref, month, currency, sum(revenue_minor), sum(revenue_n), sum(cost_centi), sum(cost_n)
-        FROM ({_cells("forecast.actual_source", 1)}) c (project_ref, month, currency, revenue_minor, revenue_n,
-              cost_centi, cost_n)
-        GROUP BY 1, 2, 3
+        INSERT INTO forecast.actual_month (project_key, {_CELL_COLUMNS})
+        SELECT k.project_key, d.* FROM (
+            SELECT project_ref, month, currency, sum(revenue_minor), sum(revenue_n), sum(cost_centi), sum(cost_n)
+            FROM ({_cells("forecast.actual_source", 1)}) c (project_ref, month, currency, revenue_minor,
+                  revenue_n, cost_centi, cost_n)
+            GROUP BY 1, 2, 3
+        ) d JOIN forecast.actual_project_key k ON k.project_ref = d.project_ref
         """
     )
     conn.execute(
@@ -295,36 +315,33 @@ def rebuild(conn: psycopg.Connection) -> dict[str, Any]:
     return catch_up(conn)
 
 
-CELL_FRAME = {
-    "project_ref": "object",
-    "month": "int64",
-    "currency": "object",
-    "revenue_minor": "int64",
-    "revenue_n": "int64",
-    "cost_centi": "int64",
-    "cost_n": "int64",
-}
-
-
 def read_sql(as_of: date) -> tuple[str, dict[str, Any]]:
     """The sums up to ``as_of`` as (sql, params): whole months from forecast.actual_month, the
-    as-of month from the source records dated up to that day. Columns as :data:`CELL_FRAME`;
-    currency '' is revenue (only cells with a record counted), any other is cost. The as-of
+    as-of month from the source records dated up to that day. Columns: ``project_key`` (of
+    forecast.actual_project_key; the whole months' cells carry it, so the ~1.2 M of them at 50k x 12
+    join nothing: the join on the text ref cost ~0.5 s of the server's CPU, docs/performance.md
+    "perf-forecast12"), ``month``, ``currency`` ('' is revenue, only cells with a record counted;
+    any other is cost), ``revenue_minor``, ``revenue_n``, ``cost_centi``, ``cost_n``. A source
+    record whose ref has no key (never: the catch-up keys every ref it sums) gets key -1. The as-of
     month's sums are cast to the table's types (``sum(bigint)`` is numeric, ``count`` bigint): else
-    the union's columns are numeric and every one of the ~1.2 M whole-month cells is converted to
-    numeric and back (~0.2 s of the server's CPU at 50k x 12, docs/performance.md "perf-forecast10")."""
+    the union's columns are numeric and every one of the whole-month cells is converted to numeric
+    and back (~0.2 s of the server's CPU at 50k x 12, docs/performance.md "perf-forecast10")."""
     from psa_erp_sync.forecast.model import month_index
 
     m = month_index(as_of)
+    as_of_month = """
+        FROM forecast.actual_source s LEFT JOIN forecast.actual_project_key k ON k.project_ref = s.project_ref
+        WHERE s.month = %(m)s AND s.spent_date <= %(as_of)s"""
     sql = f"""
-        SELECT {_CELL_COLUMNS} FROM forecast.actual_month WHERE month < %(m)s
+        SELECT project_key, month, currency, revenue_minor, revenue_n, cost_centi, cost_n
+        FROM forecast.actual_month WHERE month < %(m)s
         UNION ALL
-        SELECT project_ref, month, '', sum(revenue_minor)::bigint, count(*)::integer, 0::bigint, 0
-        FROM forecast.actual_source
-        WHERE month = %(m)s AND spent_date <= %(as_of)s AND revenue_minor IS NOT NULL GROUP BY 1, 2
+        SELECT coalesce(k.project_key, -1), s.month, '', sum(s.revenue_minor)::bigint, count(*)::integer,
+               0::bigint, 0
+        {as_of_month} AND s.revenue_minor IS NOT NULL GROUP BY 1, 2
         UNION ALL
-        SELECT project_ref, month, cost_currency, 0::bigint, 0, sum(cost_centi)::bigint, count(*)::integer
-        FROM forecast.actual_source
-        WHERE month = %(m)s AND spent_date <= %(as_of)s AND cost_currency IS NOT NULL GROUP BY 1, 2, 3
+        SELECT coalesce(k.project_key, -1), s.month, s.cost_currency, 0::bigint, 0, sum(s.cost_centi)::bigint,
+               count(*)::integer
+        {as_of_month} AND s.cost_currency IS NOT NULL GROUP BY 1, 2, 3
     """
     return sql, {"m": m, "as_of": as_of}

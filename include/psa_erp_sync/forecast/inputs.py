@@ -543,26 +543,46 @@ def _project_codes(conn: psycopg.Connection) -> list[str]:
     return _code_table(conn, "SELECT code, project_ref FROM tmp_forecast_project_code")
 
 
-# The actuals' cells (``forecast_actuals.read_sql``) packed into integers: ``key`` = ((project code
-# in tmp_forecast_project_code + 1) x 256 + currency code) x 2^32 + month + 2^31 (currency code 0
+# The actuals' cells (``forecast_actuals.read_sql``) packed into integers: ``key`` = ((project key
+# of forecast.actual_project_key) x 256 + currency code) x 2^32 + month + 2^31 (currency code 0
 # for '', revenue; its position in the configured currencies; 255 when not there, its code then in
 # ``odd_currency``), ``amount`` (the cell's revenue_minor for revenue, cost_centi for cost): two
-# array elements per cell (the server's cost of sending is per element).
-# A project the forecast does not know has code -1 and its ref in ``unknown_ref``.
+# array elements per cell (the server's cost of sending is per element). The cells join nothing:
+# the client maps the project keys to its codes (:func:`_project_key_codes`).
 _ACTUAL_CELLS = """
-    SELECT ((coalesce(pc.code, -1) + 1)::bigint * 256 + {currency_code}) * 4294967296
+    SELECT (c.project_key::bigint * 256 + {currency_code}) * 4294967296
            + (c.month::bigint + 2147483648) AS key,
            (CASE WHEN c.currency = '' THEN c.revenue_minor ELSE c.cost_centi END)::bigint AS amount,
-           CASE WHEN pc.code IS NULL THEN c.project_ref END AS unknown_ref,
            CASE WHEN {currency_code} = 255 THEN c.currency::text END AS odd_currency
-    FROM ({cells}) c LEFT JOIN tmp_forecast_project_code pc ON pc.project_ref = c.project_ref
+    FROM ({cells}) c
 """
-_ACTUAL_KINDS = {
-    "key": "int8",
-    "amount": "int8",
-    "unknown_ref": "text",
-    "odd_currency": "text",
-}
+_ACTUAL_KINDS = {"key": "int8", "amount": "int8", "odd_currency": "text"}
+# The project keys of the forecast's projects with their codes in tmp_forecast_project_code; the
+# keys of the projects it does not know, with their refs.
+_KEY_CODES = """
+    SELECT k.project_key, pc.code
+    FROM forecast.actual_project_key k JOIN tmp_forecast_project_code pc ON pc.project_ref = k.project_ref
+"""
+_KEYS_UNKNOWN = """
+    SELECT k.project_key, k.project_ref FROM forecast.actual_project_key k
+    WHERE NOT EXISTS (SELECT 1 FROM tmp_forecast_project_code pc WHERE pc.project_ref = k.project_ref)
+"""
+
+
+def _project_key_codes(conn: psycopg.Connection, keys: Any) -> tuple[Any, list[str]]:
+    """The project code (tmp_forecast_project_code) of each of the cells' project ``keys``, -1 for
+    a project the forecast does not know, and those cells' refs in order."""
+    import numpy as np
+
+    if len(keys) and int(keys.min()) < 1:
+        raise RuntimeError("actuals read: a cell's project has no key in forecast.actual_project_key")
+    known = pgbinary.read_arrays(conn, _KEY_CODES, None, {"project_key": "int4", "code": "int4"})
+    unknown: dict[int, str] = dict(conn.execute(_KEYS_UNKNOWN).fetchall())
+    size = max([int(keys.max()) if len(keys) else 0, *unknown]) + 1
+    lookup = np.full(size, -1, dtype=np.int64)
+    lookup[known["project_key"][known["project_key"] < size]] = known["code"][known["project_key"] < size]
+    codes = lookup[keys]
+    return codes, [unknown[int(k)] for k in keys[codes < 0]]
 
 
 def _actual_cells(conn: psycopg.Connection, as_of: date, currencies: list[str]) -> dict[str, Any]:
@@ -570,8 +590,6 @@ def _actual_cells(conn: psycopg.Connection, as_of: date, currencies: list[str]) 
     ``project_code`` (unknown projects get codes after the known ones), ``currency_code`` (odd
     ones after ``currencies``), ``month``, ``amount``; with ``refs`` (the refs by project code)
     and ``currencies`` (by currency code)."""
-    import numpy as np
-
     if len(currencies) > 255:
         raise ValueError("more than 254 configured currencies")
     refs = _project_codes(conn)
@@ -583,15 +601,22 @@ def _actual_cells(conn: psycopg.Connection, as_of: date, currencies: list[str]) 
         _ACTUAL_CELLS.format(cells=sql, currency_code=f"(CASE c.currency::text {code} ELSE 255 END)"),
         {**params, **names},
         _ACTUAL_KINDS,
-        filters={"unknown_ref": "unknown_ref IS NOT NULL", "odd_currency": "odd_currency IS NOT NULL"},
+        filters={"odd_currency": "odd_currency IS NOT NULL"},
     )
-    conn.execute("DROP TABLE tmp_forecast_project_code")
-    if len(refs) >= 2**23:
-        raise ValueError("actuals read: more than 2^23 - 1 projects do not fit the packed cell key")
     cells["month"] = (cells["key"] & _LOW32) - 2**31
     key = cells["key"] >> 32
-    cells["project_code"], cells["currency_code"] = (key >> 8) - 1, key & 255
+    cells["project_code"], cells["unknown_ref"] = _project_key_codes(conn, key >> 8)
+    conn.execute("DROP TABLE tmp_forecast_project_code")
+    cells["currency_code"] = key & 255
     cells["currency_code"][cells["currency_code"] == 255] = -1
+    return _code_odd_values(cells, refs, currencies)
+
+
+def _code_odd_values(cells: dict[str, Any], refs: list[str], currencies: list[str]) -> dict[str, Any]:
+    """Codes for the cells' projects and currencies outside the forecast's (after its own; the same
+    value, the same code); ``refs`` and ``currencies`` by code added to ``cells``."""
+    import numpy as np
+
     for code_of, extra, values, name in (
         ("project_code", "unknown_ref", refs, "refs"),
         ("currency_code", "odd_currency", list(currencies), "currencies"),
@@ -600,7 +625,6 @@ def _actual_cells(conn: psycopg.Connection, as_of: date, currencies: list[str]) 
         if int(odd.sum()) != len(cells[extra]):
             raise RuntimeError(f"actuals read: {extra} does not match its rows")
         if odd.any():
-            # Codes for the values outside the table, after its own (the same value, the same code).
             uniques, inverse = np.unique(np.array(cells[extra], dtype=object), return_inverse=True)
             cells[code_of][odd] = len(values) + inverse
             values.extend(str(u) for u in uniques)
