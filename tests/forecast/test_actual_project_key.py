@@ -6,7 +6,6 @@ whose actuals were built before 0065 (the migration keys them)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import psycopg
@@ -15,6 +14,7 @@ import pytest
 from psa_erp_sync.forecast import actuals
 from psa_erp_sync.forecast.settings import load_forecast_settings
 from tests.forecast.test_actuals_incremental import _assert_equal, _firm, _post, _time
+from tests.migrated_before import database_before
 
 pg = pytest.mark.integration
 
@@ -73,20 +73,8 @@ def test_new_projects_between_refreshes_read_as_the_full_derivation(clean_ods: s
 @pytest.fixture
 def db_before_0065(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh database migrated up to (not including) 0065."""
-    from psa_erp_sync.ods import migrate
-
-    name = f"pes_test_0065_{os.getpid()}"
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    dsn = psycopg.conninfo.make_conninfo(pg_dsn, dbname=name)
-    every = migrate.discover()
-    with monkeypatch.context() as patch:
-        patch.setattr(migrate, "discover", lambda: [m for m in every if m.version < 65])
-        migrate.apply(dsn)
-    yield dsn
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with database_before(pg_dsn, monkeypatch, 65) as dsn:
+        yield dsn
 
 
 def _build_as_before_0065(conn: psycopg.Connection) -> None:

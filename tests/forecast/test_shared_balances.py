@@ -15,6 +15,7 @@ import pytest
 from psa_erp_sync.forecast import model, store
 from psa_erp_sync.forecast.settings import SCENARIOS
 from tests.forecast.test_shared_rows import _BALANCES, AS_OF, _ids, _published, _write, results
+from tests.migrated_before import database_before
 
 pg = pytest.mark.integration
 __all__ = ["results"]  # the module fixture, shared
@@ -124,22 +125,8 @@ def test_the_view_refuses_changes_and_rows_beside_shared_ones(
 @pytest.fixture
 def db_before_0064(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh database migrated up to (not including) 0064."""
-    import os
-
-    from psa_erp_sync.ods import migrate
-
-    name = f"pes_test_0064_{os.getpid()}"
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    dsn = psycopg.conninfo.make_conninfo(pg_dsn, dbname=name)
-    every = migrate.discover()
-    with monkeypatch.context() as patch:
-        patch.setattr(migrate, "discover", lambda: [m for m in every if m.version < 64])
-        migrate.apply(dsn)
-    yield dsn
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with database_before(pg_dsn, monkeypatch, 64) as dsn:
+        yield dsn
 
 
 @pg

@@ -17,6 +17,7 @@ import pytest
 from psa_erp_sync.forecast import model, store
 from psa_erp_sync.forecast.settings import SCENARIOS, load_forecast_settings
 from tests.forecast.test_line_series import _VIEW_ROWS, HAND_LINES, _expected, _result
+from tests.migrated_before import database_before
 
 pg = pytest.mark.integration
 AS_OF = date(2026, 11, 9)
@@ -167,22 +168,8 @@ def test_equal_rows_from_other_objects_are_shared(results: list[model.ForecastRe
 @pytest.fixture
 def db_before_0060(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh database migrated up to (not including) 0060."""
-    import os
-
-    from psa_erp_sync.ods import migrate
-
-    name = f"pes_test_0060_{os.getpid()}"
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    dsn = psycopg.conninfo.make_conninfo(pg_dsn, dbname=name)
-    every = migrate.discover()
-    with monkeypatch.context() as patch:
-        patch.setattr(migrate, "discover", lambda: [m for m in every if m.version < 60])
-        migrate.apply(dsn)
-    yield dsn
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with database_before(pg_dsn, monkeypatch, 60) as dsn:
+        yield dsn
 
 
 @pg

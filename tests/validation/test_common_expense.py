@@ -8,21 +8,18 @@ and generated payloads against :data:`~tests.validation.test_common_time.WIDE`, 
 from __future__ import annotations
 
 import random
-import uuid
 from datetime import datetime
 from typing import Any
 
 import msgspec
-import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from psa_erp_sync.config import load_config
-from psa_erp_sync.ods import staging
 from psa_erp_sync.validation import time_expense as validation
 from psa_erp_sync.validation.time_expense import PsaReference
-from tests.validation.test_common_time import PROJECTS, USERS, WIDE, _exact
+from tests.validation.test_common_time import PROJECTS, USERS, WIDE, _exact, same_run_either_way
 from tests.validation.test_from_json import FETCHED
 from tests.validation.test_hostile import EXPENSE, _raw, hostile_item
 from tests.validation.test_rules import AS_OF
@@ -139,43 +136,7 @@ def test_a_generated_month_gets_the_same_verdicts() -> None:
     assert 300 < taken < 3000  # both paths were used
 
 
-def _validated(dsn: str, payloads: list[dict[str, Any]]) -> tuple[Any, ...]:
-    """``validate_run`` of ``payloads``: its counts, canonical's rows and the quarantine items."""
-    run_key = f"common-ex-{uuid.uuid4()}"
-    with psycopg.connect(dsn) as conn:
-        for table in ("canonical.expense_entry", "exceptions.item"):
-            conn.execute(f"DELETE FROM {table}")
-        staging.stage_pages(conn, [payloads], run_key=run_key, source_system="psa", endpoint="/v2/expenses")
-        conn.commit()
-        with conn.transaction():
-            result = validation.validate_run(
-                conn,
-                kind="expense_entry",
-                run_key=run_key,
-                ref=WIDE,
-                config=load_config(),
-                as_of=AS_OF,
-                dag_run_id="run-common-ex",
-                chunk=50,
-            )
-        rows = conn.execute(
-            "SELECT to_jsonb(t) - 'validated_at' - 'source_read_at' FROM canonical.expense_entry t ORDER BY source_id"
-        ).fetchall()
-        items = conn.execute(
-            "SELECT source_id, source_version, reason_code, detail - 'fetched_at', legal_entity, owner, status"
-            " FROM exceptions.item ORDER BY source_id"
-        ).fetchall()
-    return result.as_dict(), rows, items
-
-
 def test_a_run_stores_the_same_with_and_without_the_common_case(
     pg_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    again = [dict(p, notes="again", updated_at="2026-11-04T10:00:00Z") for p in _month(40, seed=9)]
-    payloads = again + _month(400, seed=9)
-    monkeypatch.setattr(validation, "COMMON_CASE", False)
-    before = _validated(pg_dsn, payloads)
-    monkeypatch.setattr(validation, "COMMON_CASE", True)
-    after = _validated(pg_dsn, payloads)
-    assert after == before
-    assert before[0]["valid"] > 40 and before[0]["quarantined"] > 40
+    same_run_either_way(pg_dsn, monkeypatch, _month, "expense_entry")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -137,30 +138,31 @@ def test_a_generated_month_gets_the_same_verdicts() -> None:
     assert 300 < taken < 3000  # both paths were used
 
 
-def _validated(dsn: str, payloads: list[dict[str, Any]]) -> tuple[Any, ...]:
-    """``validate_run`` of ``payloads`` (the common case on or off): its counts, and canonical's
-    rows and the quarantine items it left, in key order."""
+_ENDPOINTS = {"time_entry": "/v2/time_entries", "expense_entry": "/v2/expenses"}
+
+
+def _validated(dsn: str, payloads: list[dict[str, Any]], kind: str) -> tuple[Any, ...]:
+    """``validate_run`` of ``payloads`` of ``kind`` (the common case on or off): its counts, and
+    canonical's rows and the quarantine items it left, in key order."""
     run_key = f"common-{uuid.uuid4()}"
     with psycopg.connect(dsn) as conn:
-        for table in ("canonical.time_entry", "exceptions.item"):
+        for table in (f"canonical.{kind}", "exceptions.item"):
             conn.execute(f"DELETE FROM {table}")
-        staging.stage_pages(
-            conn, [payloads], run_key=run_key, source_system="psa", endpoint="/v2/time_entries"
-        )
+        staging.stage_pages(conn, [payloads], run_key=run_key, source_system="psa", endpoint=_ENDPOINTS[kind])
         conn.commit()
         with conn.transaction():
             result = validation.validate_run(
                 conn,
-                kind="time_entry",
+                kind=kind,
                 run_key=run_key,
                 ref=WIDE,
                 config=load_config(),
                 as_of=AS_OF,
-                dag_run_id="run-common",
+                dag_run_id=f"run-common-{kind}",
                 chunk=50,
             )
         rows = conn.execute(
-            "SELECT to_jsonb(t) - 'validated_at' - 'source_read_at' FROM canonical.time_entry t ORDER BY source_id"
+            f"SELECT to_jsonb(t) - 'validated_at' - 'source_read_at' FROM canonical.{kind} t ORDER BY source_id"
         ).fetchall()
         items = conn.execute(
             "SELECT source_id, source_version, reason_code, detail - 'fetched_at', legal_entity, owner, status"
@@ -169,16 +171,23 @@ def _validated(dsn: str, payloads: list[dict[str, Any]]) -> tuple[Any, ...]:
     return result.as_dict(), rows, items
 
 
+def same_run_either_way(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, month: Callable[..., list[dict[str, Any]]], kind: str
+) -> None:
+    """A run of ``month``'s payloads stores the same with the common case off and on. A second
+    version of 40 records is updated later (versions updated at the same time would be ordered by
+    their staging, which differs between the two runs)."""
+    again = [dict(p, notes="again", updated_at="2026-11-04T10:00:00Z") for p in month(40, seed=9)]
+    payloads = again + month(400, seed=9)
+    monkeypatch.setattr(validation, "COMMON_CASE", False)
+    before = _validated(dsn, payloads, kind)
+    monkeypatch.setattr(validation, "COMMON_CASE", True)
+    after = _validated(dsn, payloads, kind)
+    assert after == before
+    assert before[0]["valid"] > 40 and before[0]["quarantined"] > 40
+
+
 def test_a_run_stores_the_same_with_and_without_the_common_case(
     pg_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # a second version of 40 records, updated later (versions updated at the same time would be
-    # ordered by their staging, which differs between the two runs)
-    again = [dict(p, notes="again", updated_at="2026-11-04T10:00:00Z") for p in _month(40, seed=9)]
-    payloads = again + _month(400, seed=9)
-    monkeypatch.setattr(validation, "COMMON_CASE", False)
-    before = _validated(pg_dsn, payloads)
-    monkeypatch.setattr(validation, "COMMON_CASE", True)
-    after = _validated(pg_dsn, payloads)
-    assert after == before
-    assert before[0]["valid"] > 40 and before[0]["quarantined"] > 40
+    same_run_either_way(pg_dsn, monkeypatch, _month, "time_entry")
