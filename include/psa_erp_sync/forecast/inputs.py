@@ -580,7 +580,8 @@ def _project_key_codes(conn: psycopg.Connection, keys: Any) -> tuple[Any, list[s
     unknown: dict[int, str] = dict(conn.execute(_KEYS_UNKNOWN).fetchall())
     size = max([int(keys.max()) if len(keys) else 0, *unknown]) + 1
     lookup = np.full(size, -1, dtype=np.int64)
-    lookup[known["project_key"][known["project_key"] < size]] = known["code"][known["project_key"] < size]
+    inside = known["project_key"] < size
+    lookup[known["project_key"][inside]] = known["code"][inside]
     codes = lookup[keys]
     return codes, [unknown[int(k)] for k in keys[codes < 0]]
 
