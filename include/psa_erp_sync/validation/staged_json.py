@@ -284,6 +284,8 @@ LIGHT_TIME_ENTRY: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
     _laxer(_TimeEntryJson, _TIME_ENTRY_DEFERRED)
 )
 _TIMESTAMP_MATCH = re.compile(TIMESTAMP_PATTERN).search
+#: The bound of this module's memo tables (:data:`_GOOD_TIMESTAMPS`, :data:`_DECIMAL_OF`).
+_MEMO_MAX = 1 << 16
 #: Timestamps known to match :data:`TIMESTAMP_PATTERN` (bounded: emptied when full).
 _GOOD_TIMESTAMPS: set[str] = set()
 
@@ -294,7 +296,7 @@ def _timestamp_holds(text: str | None) -> bool:
         return True
     if _TIMESTAMP_MATCH(text) is None:
         return False
-    if len(_GOOD_TIMESTAMPS) >= _DECIMAL_OF_MAX:
+    if len(_GOOD_TIMESTAMPS) >= _MEMO_MAX:
         _GOOD_TIMESTAMPS.clear()
     _GOOD_TIMESTAMPS.add(text)
     return True
@@ -347,7 +349,6 @@ def _money_text(text: str) -> Decimal | None:
 #: equal non-zero numbers of one type have one text, so one ``Decimal(str(x))``. Zero is not kept
 #: (``-0.0`` equals ``0.0`` but is another Decimal). Bounded: emptied when full.
 _DECIMAL_OF: dict[tuple[type, int | float], Decimal] = {}
-_DECIMAL_OF_MAX = 1 << 16
 
 
 def _number(value: int | float) -> Decimal:
@@ -358,7 +359,7 @@ def _number(value: int | float) -> Decimal:
     parsed = _DECIMAL_OF.get(key)
     if parsed is None:
         parsed = psa_models._number(value)
-        if len(_DECIMAL_OF) >= _DECIMAL_OF_MAX:
+        if len(_DECIMAL_OF) >= _MEMO_MAX:
             _DECIMAL_OF.clear()
         _DECIMAL_OF[key] = parsed
     return parsed
