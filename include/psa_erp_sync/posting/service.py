@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import gc
 import logging
 import queue
 import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, NoReturn
@@ -23,6 +22,7 @@ from typing import Any, NoReturn
 import psycopg
 
 from psa_erp_sync.config import Config
+from psa_erp_sync.ods import collector
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.posting import budget, ledger, planner
 from psa_erp_sync.posting.adapter import as_adapter
@@ -440,32 +440,14 @@ def _post_locked(
 #: cycles left (~43k unreachable objects at the end of that pass) go at the next collections, and
 #: the pass's peak RSS was the same (docs/performance.md, perf-post6).
 PASS_GC_THRESHOLDS = (50_000, 20, 100)
-_gc_lock = threading.Lock()
-_gc_passes = 0
-_gc_saved: tuple[int, int, int] | None = None
 
 
-@contextmanager
-def collector_for_pass() -> Iterator[None]:
+def collector_for_pass() -> AbstractContextManager[None]:
     """For the pass: what the process held before it is frozen (``gc.freeze``: the collector no
     longer traverses it) and the thresholds are :data:`PASS_GC_THRESHOLDS`; both as before when
-    the last pass running in the process ends. Cycles are still collected, less often."""
-    global _gc_passes, _gc_saved
-    with _gc_lock:
-        _gc_passes += 1
-        if _gc_passes == 1:
-            _gc_saved = gc.get_threshold()
-            gc.freeze()
-            gc.set_threshold(*PASS_GC_THRESHOLDS)
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_passes -= 1
-            if _gc_passes == 0 and _gc_saved is not None:
-                gc.set_threshold(*_gc_saved)
-                gc.unfreeze()
-                _gc_saved = None
+    the last pass (or validation run: one state for the process, :mod:`psa_erp_sync.ods.collector`)
+    running in the process ends. Cycles are still collected, less often."""
+    return collector.relaxed(PASS_GC_THRESHOLDS)
 
 
 @functools.cache

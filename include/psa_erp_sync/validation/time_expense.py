@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 import psycopg
+from psycopg import postgres, pq
 from pydantic import BaseModel, ValidationError
 
 from psa_erp_sync import money
@@ -36,7 +37,7 @@ from psa_erp_sync.clients import psa_models
 from psa_erp_sync.config import Config
 from psa_erp_sync.contracts import kinds, records
 from psa_erp_sync.contracts.kinds import REFERENCE_RECORD_TYPES
-from psa_erp_sync.ods import audit, connections, staging, table_stats
+from psa_erp_sync.ods import audit, collector, connections, staging, table_stats
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.validation import staged_json
 from psa_erp_sync.validation.fx import RateBook
@@ -922,7 +923,9 @@ def _batch_by_ctid(
     ctids = [r[0] for r in keys.fetchmany(_READ_BATCH)]
     if not ctids:
         return []
-    rows: list[tuple[str, str, str, datetime]] = conn.execute(
+    cur = conn.cursor()
+    cur.adapters.register_loader("timestamptz", _ReadAtLoader)
+    rows: list[tuple[str, str, str, datetime]] = cur.execute(
         "SELECT r.payload, r.payload_hash, r.source_id, r.fetched_at"
         " FROM unnest(%b::text[]::tid[]) WITH ORDINALITY AS k(row_id, n) JOIN staging.raw_record r ON r.ctid = k.row_id"
         " ORDER BY k.n",
@@ -935,6 +938,38 @@ def _batch_by_ctid(
 
 #: Staged versions per fetch of :func:`_staged`.
 _READ_BATCH = 5000
+
+#: Distinct ``fetched_at`` texts :class:`_ReadAtLoader` keeps per batch.
+_READ_AT_MEMO = 64
+
+
+class _ReadAtLoader(psycopg.adapt.Loader):
+    """A batch's ``fetched_at``: the instant psycopg's own loader reads, in ``datetime.UTC``, parsed
+    once per distinct text of the batch (a run's versions carry the start of the read that staged
+    them: one or a few values), the same object for each row that has it.
+
+    psycopg's loader gives the session's time zone (a ``ZoneInfo``): parsing and converting each
+    row's text cost ~1-3 us, and every later comparison with a payload's timestamps (parsed
+    with ``timezone.utc``) asked the ``ZoneInfo`` for its offset. Values and comparisons are the
+    same instants either way; what the run writes of it (``source_read_at``, binary ``COPY``) and
+    the details that quote it (converted to UTC) are unchanged."""
+
+    def __init__(self, oid: int, context: psycopg.abc.AdaptContext | None = None) -> None:
+        super().__init__(oid, context)
+        # psycopg's own loader (its C one when installed), with the session's time zone
+        parser = psycopg.adapters.get_loader(oid, pq.Format.TEXT)
+        assert parser is not None
+        self._parse = parser(oid, context)
+        self._seen: dict[bytes, datetime] = {}
+
+    def load(self, data: psycopg.abc.Buffer) -> datetime:
+        key = bytes(data)
+        value = self._seen.get(key)
+        if value is None:
+            value = self._parse.load(data).astimezone(UTC)
+            if len(self._seen) < _READ_AT_MEMO:
+                self._seen[key] = value
+        return value
 
 
 def _json_loads(data: bytes | str) -> Any:
@@ -1553,6 +1588,19 @@ def _switch_interval_for_run() -> Iterator[None]:
                 _switch_saved = None
 
 
+#: The cyclic garbage collector's thresholds while a run is validated (CPython's: 700, 10, 10),
+#: with what the process held before the run frozen (:func:`psa_erp_sync.ods.collector.relaxed`).
+#: A month's run allocates a few million short-lived containers (the fetched rows, the row dicts,
+#: the ``COPY`` tuples, the verdicts), nearly all freed by reference counting; at the default
+#: thresholds the collector ran ~1,300 times in a month's run (docs/performance.md,
+#: perf-validation13). None: leave the collector as it is.
+RUN_GC_THRESHOLDS: tuple[int, int, int] | None = (50_000, 20, 100)
+
+
+def _collector_for_run() -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext() if RUN_GC_THRESHOLDS is None else collector.relaxed(RUN_GC_THRESHOLDS)
+
+
 def validate_run(
     conn: psycopg.Connection,
     *,
@@ -1584,6 +1632,7 @@ def validate_run(
     # its sort starts first, beside the setup below (:func:`_reading`).
     with (
         _switch_interval_for_run(),
+        _collector_for_run(),
         connections.connect_like(conn) as reader,
         _reading(reader, source_system, ENDPOINTS[kind], run_key) as staged,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-writer") as writer,
@@ -1999,10 +2048,36 @@ def _copy_rows(
     ``built``: their tuples (:func:`_built_by_id`), built here when not given."""
     types = _copy_types(conn, kind)
     by_id = built if built is not None else _built_by_id(kind, rows)
-    with conn.cursor() as cur, cur.copy(f"COPY {table} ({_copied(kind)}) FROM STDIN (FORMAT binary)") as copy:
-        copy.set_types(types)
-        for row in rows:
-            copy.write_row(by_id[row["source_id"]])
+    with conn.cursor() as cur:
+        cur.adapters.register_dumper(Decimal, _NumericOnce)
+        with cur.copy(f"COPY {table} ({_copied(kind)}) FROM STDIN (FORMAT binary)") as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(by_id[row["source_id"]])
+
+
+class _NumericOnce(psycopg.adapt.Dumper):
+    """A ``numeric`` column of a ``COPY`` (binary): psycopg's own dump of each value object, made
+    once per object for the ``COPY``. A chunk's rows share their ``Decimal`` objects (the common
+    case's hours, memoised per distinct text; the same-currency rate, one object): psycopg formats
+    a ``Decimal`` through its ``as_tuple`` (~0.5 us a value, two a row), here a dict probe by
+    identity. The object is kept beside its bytes, so its identity cannot be reused while the
+    ``COPY`` lasts; a ``Decimal`` never changes, so its bytes are the ones psycopg writes for it."""
+
+    format = pq.Format.BINARY
+    oid = postgres.types["numeric"].oid
+
+    def __init__(self, cls: type, context: psycopg.abc.AdaptContext | None = None) -> None:
+        super().__init__(cls, context)
+        dumper = psycopg.adapters.get_dumper_by_oid(self.oid, pq.Format.BINARY)
+        self._dump = dumper(cls, context).dump
+        self._seen: dict[int, tuple[object, psycopg.abc.Buffer | None]] = {}
+
+    def dump(self, obj: object) -> psycopg.abc.Buffer | None:
+        seen = self._seen.get(id(obj))
+        if seen is None:
+            seen = self._seen[id(obj)] = (obj, self._dump(obj))
+        return seen[1]
 
 
 def _present_sql(table: str) -> str:
