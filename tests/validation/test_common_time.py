@@ -10,9 +10,10 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 import psycopg
@@ -191,3 +192,53 @@ def test_a_run_stores_the_same_with_and_without_the_common_case(
     pg_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     same_run_either_way(pg_dsn, monkeypatch, _month, "time_entry")
+
+
+def test_one_common_case_follows_each_rows_fetch_time() -> None:
+    """One ``_CommonTime`` judges a run's entries: the future bound it keeps between rows must be
+    that of each row's own fetch time, in value and zone (around New York's fall-back hour, where
+    ``+ 1 hour`` is wall-clock arithmetic, and in UTC)."""
+    new_york = ZoneInfo("America/New_York")
+    text = msgspec.json.encode(te(created_at="2026-10-01T08:00:00Z", updated_at="2026-11-01T06:45:00Z"))
+    fold0 = datetime(2026, 11, 1, 0, 30, tzinfo=new_york)  # 04:30Z, bound 05:30Z
+    fetch_times = [
+        fold0,
+        datetime(2026, 11, 1, 0, 30, tzinfo=new_york),  # the same value, another object
+        datetime(2026, 11, 1, 0, 30, tzinfo=new_york, fold=1),
+        datetime(2026, 11, 1, 1, 30, tzinfo=new_york),  # 05:30Z, bound 02:30 EST = 07:30Z
+        datetime(2026, 11, 1, 1, 30, tzinfo=new_york, fold=1),  # 06:30Z, the same bound
+        datetime(2026, 11, 1, 0, 50, tzinfo=new_york),  # bound 05:50Z
+        datetime(2026, 11, 1, 5, 30, tzinfo=UTC),  # bound 06:30Z
+        datetime(2026, 11, 1, 5, 50, tzinfo=UTC),  # bound 06:50Z
+        fold0,
+        None,
+    ]
+    config = load_config()
+    common = validation._CommonTime(REF, config, AS_OF, "psa")
+    taken = []
+    for fetched_at in fetch_times:
+        verdict = common.judge(text, "h", fetched_at)
+        staged = validation.judge_staged(
+            "time_entry", text, "h", ref=REF, config=config, as_of=AS_OF, fetched_at=fetched_at
+        )
+        assert (verdict is None) == (staged.reason_code == "UPDATED_AT_IN_FUTURE"), fetched_at
+        assert verdict is None or verdict == staged
+        taken.append(verdict is not None)
+    assert taken == [False, False, False, True, True, False, False, True, False, True]
+
+
+def test_one_common_case_checks_each_user_and_task_of_a_project() -> None:
+    """The project's checks are kept between entries, the user's and the task's are not."""
+    config = load_config()
+    common = validation._CommonTime(WIDE, config, AS_OF, "psa")
+    taken = []
+    for user, task in ((7, 10), (66, 10), (99, 10), (7, 12), (8, 10), (7, 10)):
+        text = msgspec.json.encode(te(user={"id": user, "name": "u"}, task={"id": task, "name": "t"}))
+        verdict = common.judge(text, "h", FETCHED)
+        staged = validation.judge_staged(
+            "time_entry", text, "h", ref=WIDE, config=config, as_of=AS_OF, fetched_at=FETCHED
+        )
+        assert (verdict is not None) == staged.valid, (user, task, staged)
+        assert verdict is None or verdict == staged
+        taken.append(verdict is not None)
+    assert taken == [True, False, False, False, True, True]

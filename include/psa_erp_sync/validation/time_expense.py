@@ -1227,8 +1227,9 @@ class _Run:
 #: legal entity, currency (the entity's functional one), the entity's day at ``as_of``.
 _CommonRefs = tuple[str, str, date]
 #: What its hours, rate, billable flag and currency give (:meth:`_CommonTime.amounts_of`): the
-#: hours as the model reads them, rounded as stored, the rate and the amount in minor units.
-_CommonAmounts = tuple[Decimal, Decimal, int, int]
+#: hours as the model reads them, rounded as stored, the rate and the amount in minor units, and
+#: the first's text (the fingerprint's).
+_CommonAmounts = tuple[Decimal, Decimal, int, int, str]
 
 
 class _CommonCase:
@@ -1237,20 +1238,34 @@ class _CommonCase:
 
     def __init__(self, ref: PsaReference, config: Config, as_of: datetime, source_system: str) -> None:
         self.ref, self.config, self.as_of, self.source_system = ref, config, as_of, source_system
-        self.refs: dict[tuple[int, int, int | None], _CommonRefs | None] = {}
+        #: project id -> :meth:`project_refs` (a month has a few hundred projects, but tens of
+        #: thousands of distinct (user, project, task): the project's checks are made once each)
+        self.projects: dict[int, _CommonRefs | None] = {}
         self.amounts: dict[tuple[Any, ...], Any] = {}
+        #: a day -> its text, as the fingerprint writes it (``str`` of a date calls its
+        #: ``isoformat`` by name; a month has a few dozen days)
+        self.days: dict[date, str] = {}
+        #: the last fetch time seen (by identity: one object per batch) and its future bound as a
+        #: naive UTC datetime (None: compare aware, as :func:`_screen_times`)
+        self.fetched: datetime | None = None
+        self.future_bound: datetime | None = None
 
     def refs_of(self, user_id: int, project_id: int, task_id: int | None) -> _CommonRefs | None:
         """:func:`_checks_of`'s checks but the date's, the task's assignment (a time entry's:
         ``task_id`` not None), and the same currency as the entity (:func:`_fx_of` without a
         rate), all passed; or None."""
         ref = self.ref
-        project = ref.projects.get(project_id)
-        if user_id in ref.invalid_users or user_id not in ref.users or project is None:
+        if user_id in ref.invalid_users or user_id not in ref.users:
             return None
-        if not project.is_active or (
-            task_id is not None and (project_id, task_id) not in ref.task_assignments
-        ):
+        if task_id is not None and (project_id, task_id) not in ref.task_assignments:
+            return None
+        return self.project_refs(project_id)
+
+    def project_refs(self, project_id: int) -> _CommonRefs | None:
+        """The project's part of :meth:`refs_of`: known, active, its entity known, its currency a
+        currency and the entity's own; its entity, currency and the entity's day; or None."""
+        project = self.ref.projects.get(project_id)
+        if project is None or not project.is_active:
             return None
         entity = self.config.legal_entities.legal_entities.get(project.legal_entity)  # type: ignore[arg-type]
         currency = project.currency
@@ -1260,27 +1275,75 @@ class _CommonCase:
             return None
         return project.legal_entity, currency, _today_in(self.as_of, entity.timezone)
 
-    def _refs(self, key: tuple[int, int, int | None]) -> _CommonRefs | None:
-        """:meth:`refs_of`, once per distinct key."""
-        refs = self.refs
-        return refs[key] if key in refs else refs.setdefault(key, self.refs_of(*key))
+    def _refs(self, user_id: int, project_id: int, task_id: int | None) -> _CommonRefs | None:
+        """:meth:`refs_of`, its project's part once per distinct project."""
+        ref = self.ref
+        if user_id in ref.invalid_users or user_id not in ref.users:
+            return None
+        if task_id is not None and (project_id, task_id) not in ref.task_assignments:
+            return None
+        projects = self.projects
+        try:
+            return projects[project_id]
+        except KeyError:
+            found = projects[project_id] = self.project_refs(project_id)
+            return found
 
-    @staticmethod
-    def _times(raw: Any, fetched_at: datetime | None) -> datetime | None:
+    def _day_text(self, day: date) -> str:
+        """``str(day)``, once per distinct day (bounded: emptied when full)."""
+        days = self.days
+        if len(days) >= staged_json._MEMO_MAX:
+            days.clear()
+        text = days[day] = str(day)
+        return text
+
+    def _times(self, raw: Any, fetched_at: datetime | None) -> datetime | None:
         """The ``updated_at`` of ``raw`` when both timestamps parse and :func:`_screen_times`
-        finds nothing (its fast test, without the years it checks slowly); or None."""
-        created_at, updated_at = staged_json._aware(raw.created_at), staged_json._aware(raw.updated_at)
-        if created_at is None or updated_at is None:
+        finds nothing (its fast test, without the years it checks slowly); or None. Each distinct
+        text is parsed and judged once (:func:`_plausible`); per record only the future test, on
+        naive UTC datetimes (aware ones call their zones' ``utcoffset`` at each comparison)."""
+        created, updated = _plausible(raw.created_at), _plausible(raw.updated_at)
+        if created is None or updated is None:
             return None
-        if (
-            created_at.year in _EDGE_YEARS
-            or updated_at.year in _EDGE_YEARS
-            or created_at < EARLIEST_TIMESTAMP
-            or updated_at < EARLIEST_TIMESTAMP
-            or (fetched_at is not None and updated_at > fetched_at + FUTURE_TOLERANCE)
-        ):
-            return None
-        return updated_at
+        if fetched_at is not None:
+            # The reader gives each row its own fetch time object, of one value for a whole read:
+            # the bound is kept while the fields and zone object are the same (datetimes of one
+            # zone object compare field by field, without calling the zone; ``fold`` aside, which
+            # no sum with a timedelta keeps: the bound is the same).
+            fetched = self.fetched
+            if fetched_at is not fetched and (
+                fetched is None or fetched_at.tzinfo is not fetched.tzinfo or fetched_at != fetched
+            ):
+                self.fetched, self.future_bound = fetched_at, _naive_utc(fetched_at + FUTURE_TOLERANCE)
+            bound = self.future_bound
+            if updated[1] > bound if bound is not None else updated[0] > fetched_at + FUTURE_TOLERANCE:
+                return None
+        return updated[0]
+
+
+def _naive_utc(value: datetime) -> datetime | None:
+    """``value`` as a naive UTC datetime, which compares as ``value`` does with another aware one
+    of another zone (an instant); None when ``value`` is naive or the shift leaves the years."""
+    offset = value.utcoffset()
+    if offset is None:
+        return None
+    try:
+        return (value - offset).replace(tzinfo=None)
+    except OverflowError:
+        return None
+
+
+# Like ``staged_json._aware``: a month repeats its timestamps; the result depends on the text only.
+@functools.lru_cache(maxsize=1 << 16)
+def _plausible(text: str) -> tuple[datetime, datetime] | None:
+    """The aware datetime of a timestamp text (the model's, ``staged_json._aware``) and its naive
+    UTC datetime, when it parses and :func:`_screen_times`' fast test passes it (not in the years 1
+    or 9999, not before :data:`EARLIEST_TIMESTAMP`); or None."""
+    aware = staged_json._aware(text)
+    if aware is None or aware.year in _EDGE_YEARS or aware < EARLIEST_TIMESTAMP:
+        return None
+    naive = _naive_utc(aware)
+    return None if naive is None else (aware, naive)
 
 
 class _CommonTime(_CommonCase):
@@ -1320,7 +1383,7 @@ class _CommonTime(_CommonCase):
             return None
         if abs(amount_minor) > money.MAX_MINOR:
             return None
-        return entry_hours, hours, bill_rate_minor, amount_minor
+        return entry_hours, hours, bill_rate_minor, amount_minor, str(entry_hours)
 
     def _amounts(self, raw: Any, currency: str) -> _CommonAmounts | None:
         """:meth:`amounts_of`, once per distinct values (by type too: ``1`` and ``1.0`` read as
@@ -1345,7 +1408,7 @@ class _CommonTime(_CommonCase):
         updated_at = self._times(raw, fetched_at)
         if updated_at is None:
             return None
-        refs = self._refs((raw.user.id, raw.project.id, raw.task.id))
+        refs = self._refs(raw.user.id, raw.project.id, raw.task.id)
         if refs is None or raw.spent_date > refs[2]:
             return None
         amounts = self._amounts(raw, refs[1])
@@ -1368,15 +1431,16 @@ class _CommonTime(_CommonCase):
         columns in order (:func:`_copied`) and its values already the contract's types, so the
         tuple is what :func:`_built_by_id` gives (``tests/validation/test_common_time.py``)."""
         legal_entity, currency, _ = refs
-        entry_hours, hours, bill_rate_minor, amount_minor = amounts
+        _, hours, bill_rate_minor, amount_minor, hours_text = amounts
         source_id = str(raw.id)
-        user_id, project_id, task_id = raw.user.id, raw.project.id, raw.task.id
+        user_id, project_id, task_id, day = raw.user.id, raw.project.id, raw.task.id, raw.spent_date
+        day_text = self.days.get(day) or self._day_text(day)
         fx = _same_currency(currency)
         row = {
             "source_system": self.source_system,
             "source_id": source_id,
             "version_hash": version_hash,
-            "spent_date": raw.spent_date,
+            "spent_date": day,
             "user_ref": str(user_id),
             "project_ref": str(project_id),
             "task_ref": str(task_id),
@@ -1388,9 +1452,7 @@ class _CommonTime(_CommonCase):
             "currency": currency,
             "approved": raw.is_closed,
             "is_deleted": False,
-            "fingerprint": _fingerprint6(
-                user_id, raw.spent_date, project_id, task_id, entry_hours, raw.notes or ""
-            ),
+            "fingerprint": _fingerprint6(user_id, day_text, project_id, task_id, hours_text, raw.notes or ""),
             "source_updated_at": updated_at,
             "functional_amount_minor": amount_minor,
             "functional_currency": currency,
@@ -1424,16 +1486,19 @@ class _CommonExpense(_CommonCase):
             return None
         return None if abs(amount_minor) > money.MAX_MINOR else amount_minor
 
-    def _amount(self, total_json: Any, currency: str) -> tuple[Decimal, int] | None:
-        """The cost as the model reads it and :meth:`amount_of`, once per distinct value (by
+    def _amount(self, total_json: Any, currency: str) -> tuple[str, int] | None:
+        """The text of the cost as the model reads it (the fingerprint's) and :meth:`amount_of`,
+        once per distinct value (by
         type too, as :meth:`_CommonTime._amounts`; ``0.0`` and ``-0.0`` apart: valid both, their
         Decimals have other texts, and the fingerprint reads the text)."""
         key = (type(total_json), total_json, currency, None if total_json else repr(total_json))
         try:
-            found: tuple[Decimal, int] | None = self.amounts[key]
+            found: tuple[str, int] | None = self.amounts[key]
         except KeyError:
             minor = self.amount_of(total_json, currency)
-            found = self.amounts[key] = None if minor is None else (staged_json._amount(total_json), minor)
+            found = self.amounts[key] = (
+                None if minor is None else (str(staged_json._amount(total_json)), minor)
+            )
         return found
 
     def judge(self, text: str | bytes, version_hash: str, fetched_at: datetime | None) -> Verdict | None:
@@ -1445,7 +1510,7 @@ class _CommonExpense(_CommonCase):
         updated_at = self._times(raw, fetched_at)
         if updated_at is None:
             return None
-        refs = self._refs((raw.user.id, raw.project.id, None))
+        refs = self._refs(raw.user.id, raw.project.id, None)
         if refs is None or raw.spent_date > refs[2]:
             return None
         amount = self._amount(raw.total_cost, refs[1])
@@ -1458,21 +1523,23 @@ class _CommonExpense(_CommonCase):
         raw: Any,
         version_hash: str,
         refs: _CommonRefs,
-        amount: tuple[Decimal, int],
+        amount: tuple[str, int],
         updated_at: datetime,
         read_at: datetime | None,
     ) -> Verdict:
         """The valid verdict, its row as :func:`_expense_verdict` builds it and its ``COPY``
         tuple (as :meth:`_CommonTime._valid`)."""
         legal_entity, currency, _ = refs
-        total_cost, amount_minor = amount
+        total_cost_text, amount_minor = amount
         source_id = str(raw.id)
         user_id, project_id, category_id = raw.user.id, raw.project.id, raw.expense_category.id
+        day = raw.spent_date
+        day_text = self.days.get(day) or self._day_text(day)
         row = {
             "source_system": self.source_system,
             "source_id": source_id,
             "version_hash": version_hash,
-            "spent_date": raw.spent_date,
+            "spent_date": day,
             "user_ref": str(user_id),
             "project_ref": str(project_id),
             "legal_entity": legal_entity,
@@ -1483,7 +1550,7 @@ class _CommonExpense(_CommonCase):
             "approved": raw.is_closed,
             "is_deleted": False,
             "fingerprint": _fingerprint6(
-                user_id, raw.spent_date, project_id, category_id, total_cost, raw.notes or ""
+                user_id, day_text, project_id, category_id, total_cost_text, raw.notes or ""
             ),
             "source_updated_at": updated_at,
             "functional_amount_minor": amount_minor,
