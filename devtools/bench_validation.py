@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import json
 import logging
 import math
@@ -201,7 +202,8 @@ def validate_once(
         started, cpu = time.monotonic(), time.process_time()
         if profile is not None:
             profile.enable()
-        ref = validation.PsaReference.from_staging(conn, ref_keys)
+        # the references are built by the first kind's run, beside its reader's sort
+        ref = functools.partial(validation.PsaReference.from_staging, conn, ref_keys)
         records, quarantined = validate_runs(conn, ref, run_keys, config=config, as_of=as_of)
         if profile is not None:
             profile.disable()

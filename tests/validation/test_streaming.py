@@ -233,3 +233,81 @@ def test_nested_runs_give_the_interval_back_when_the_last_ends() -> None:
             assert sys.getswitchinterval() == validation.RUN_SWITCH_INTERVAL
         assert sys.getswitchinterval() == validation.RUN_SWITCH_INTERVAL  # the other run still lasts
     assert sys.getswitchinterval() == before
+
+
+def test_a_reference_the_run_builds_is_built_while_the_reader_sorts(clean_ods: str, monkeypatch: Any) -> None:
+    """``ref`` given as a function is called once the reader's sort and first batch have started
+    (the two overlap: ``run_step`` and the benchmarks build the reference so); what is written stays
+    the same as with the reference built before."""
+    reading = threading.Event()
+    built_while_reading: list[bool] = []
+    batch_by_ctid = validation._batch_by_ctid
+
+    def noted_batch(*args: Any) -> Any:
+        reading.set()
+        return batch_by_ctid(*args)
+
+    def reference() -> validation.PsaReference:
+        built_while_reading.append(reading.wait(timeout=5))
+        return REF
+
+    with psycopg.connect(clean_ods) as conn:
+        staging.stage_pages(
+            conn, [ITEMS[:5], ITEMS[5:]], run_key="r1", source_system="psa", endpoint="/v2/time_entries"
+        )
+        conn.commit()
+        plain = _validate(conn, chunk=10_000)
+        expected = _state(conn)
+        conn.execute("TRUNCATE canonical.time_entry, exceptions.item, audit.change")
+        conn.commit()
+        monkeypatch.setattr(validation, "_batch_by_ctid", noted_batch)
+        with conn.transaction():
+            built = validation.validate_run(
+                conn,
+                kind="time_entry",
+                run_key="r1",
+                ref=reference,
+                config=load_config(),
+                as_of=AS_OF,
+                dag_run_id="run-1",
+            )
+        assert _state(conn) == expected
+    assert built_while_reading == [True]
+    assert built.as_dict() == plain.as_dict()
+
+
+def test_a_run_read_ahead_writes_what_a_run_reading_for_itself_writes(
+    clean_ods: str, monkeypatch: Any
+) -> None:
+    """``staged_read`` entered before another transaction commits (here: a run of the same versions,
+    whose rows are then emptied) and handed to ``validate_run``: the run reads nothing itself and
+    writes what a run that reads for itself writes."""
+    with psycopg.connect(clean_ods) as conn:
+        staging.stage_pages(
+            conn, [ITEMS[:5], ITEMS[5:]], run_key="r1", source_system="psa", endpoint="/v2/time_entries"
+        )
+        conn.commit()
+        with validation.staged_read(conn, "time_entry", "r1") as ahead:
+            plain = _validate(conn, chunk=2)
+            expected = _state(conn)
+            conn.execute("TRUNCATE canonical.time_entry, exceptions.item, audit.change")
+            conn.commit()
+
+            def refused(*_: Any, **__: Any) -> Any:
+                raise AssertionError("the run read its versions itself")
+
+            monkeypatch.setattr(validation, "staged_read", refused)
+            with conn.transaction():
+                read_ahead = validation.validate_run(
+                    conn,
+                    kind="time_entry",
+                    run_key="r1",
+                    ref=REF,
+                    config=load_config(),
+                    as_of=AS_OF,
+                    dag_run_id="run-1",
+                    chunk=2,
+                    staged=ahead,
+                )
+            assert _state(conn) == expected
+    assert read_ahead.as_dict() == plain.as_dict()

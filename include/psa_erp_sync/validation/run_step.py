@@ -35,15 +35,14 @@ def validate_staged(
     quarantined; the result as a small dict (XCom-sized)."""
     if kind not in validation.ENDPOINTS:
         raise ValueError(f"kind must be one of {sorted(validation.ENDPOINTS)}, not {kind!r}")
-    ref = validation.PsaReference.from_staging(
-        conn, {endpoint: run_key_for(dag_id, run_id, endpoint) for endpoint in REFERENCE_ENDPOINTS}
-    )
+    ref_keys = {endpoint: run_key_for(dag_id, run_id, endpoint) for endpoint in REFERENCE_ENDPOINTS}
     with conn.transaction():
         result = validation.validate_run(
             conn,
             kind=kind,
             run_key=run_key_for(dag_id, run_id, validation.ENDPOINTS[kind]),
-            ref=ref,
+            # built once the reader's sort has started: the two overlap (validate_run)
+            ref=lambda: validation.PsaReference.from_staging(conn, ref_keys),
             config=config,
             as_of=as_of,
             dag_run_id=run_id,

@@ -1673,14 +1673,20 @@ def validate_run(
     *,
     kind: Kind,
     run_key: str,
-    ref: PsaReference,
+    ref: PsaReference | Callable[[], PsaReference],
     config: Config,
     as_of: datetime,
     dag_run_id: str,
     source_system: str = "psa",
     chunk: int = 5000,
+    staged: Iterator[tuple[str, str, str, datetime]] | None = None,
 ) -> ValidationResult:
     """Judge every staged version of ``run_key``; write canonical rows and quarantine items.
+
+    ``ref`` may be a function that builds the reference (on ``conn``): it is then called once the
+    reader's sort has started, so both take the longer of the two instead of their sum.
+    ``staged``: the run's versions from :func:`staged_read` entered by the caller (its sort started
+    earlier, e.g. while another run was judged); None: read here.
 
     Idempotent: re-running for the same run key yields the same canonical state and the same
     open exceptions (counters of occurrences grow, nothing is duplicated). Commit order does not
@@ -1696,14 +1702,18 @@ def validate_run(
     result = ValidationResult(kind=kind, run_key=run_key)
     previous: Verdict | None = None
     # A second connection streams the run's versions while a writer thread writes on this one;
-    # its sort starts first, beside the setup below (:func:`_reading`).
+    # its sort starts first, beside the reference (when ``ref`` builds it) and the setup below
+    # (:func:`_reading`).
     with (
         _switch_interval_for_run(),
         _collector_for_run(),
-        connections.connect_like(conn) as reader,
-        _reading(reader, source_system, ENDPOINTS[kind], run_key) as staged,
+        contextlib.ExitStack() as opened,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-writer") as writer,
     ):
+        if staged is None:
+            staged = opened.enter_context(staged_read(conn, kind, run_key, source_system))
+        if not isinstance(ref, PsaReference):
+            ref = ref()
         _set_up(
             conn, kind, ref, config=config, source_system=source_system, dag_run_id=dag_run_id, result=result
         )
@@ -1736,6 +1746,21 @@ def validate_run(
         )
     result.seconds = time.monotonic() - started
     return result
+
+
+@contextlib.contextmanager
+def staged_read(
+    conn: psycopg.Connection, kind: Kind, run_key: str, source_system: str = "psa"
+) -> Iterator[Iterator[tuple[str, str, str, datetime]]]:
+    """The staged versions of a run of ``kind`` (:func:`_reading`) on a new connection like
+    ``conn``: the key sort and the first batch start on entry, for :func:`validate_run`'s
+    ``staged``. Only staging is read, in a snapshot of its own, so entering it before another
+    run's commit changes nothing that run or this one sees."""
+    with (
+        connections.connect_like(conn) as reader,
+        _reading(reader, source_system, ENDPOINTS[kind], run_key) as staged,
+    ):
+        yield staged
 
 
 def _set_up(
