@@ -311,3 +311,40 @@ def test_a_run_read_ahead_writes_what_a_run_reading_for_itself_writes(
                 )
             assert _state(conn) == expected
     assert read_ahead.as_dict() == plain.as_dict()
+
+
+def test_the_validation_step_builds_its_reference_while_the_reader_sorts(
+    clean_ods: str, monkeypatch: Any
+) -> None:
+    """``run_step.validate_staged`` (the DAG's task) hands ``validate_run`` the reference's
+    construction, so it runs beside the reader's sort; the step's counts are the same."""
+    from psa_erp_sync.validation import run_step
+
+    reading = threading.Event()
+    built_while_reading: list[bool] = []
+    batch_by_ctid = validation._batch_by_ctid
+
+    def noted_batch(*args: Any) -> Any:
+        reading.set()
+        return batch_by_ctid(*args)
+
+    def reference(*_: Any) -> validation.PsaReference:
+        built_while_reading.append(reading.wait(timeout=5))
+        return REF
+
+    monkeypatch.setattr(validation, "_batch_by_ctid", noted_batch)
+    monkeypatch.setattr(validation.PsaReference, "from_staging", reference)
+    with psycopg.connect(clean_ods) as conn:
+        staging.stage_pages(
+            conn,
+            [ITEMS],
+            run_key="dag/run-1//v2/time_entries",
+            source_system="psa",
+            endpoint="/v2/time_entries",
+        )
+        conn.commit()
+        counts = run_step.validate_staged(
+            conn, kind="time_entry", dag_id="dag", run_id="run-1", as_of=AS_OF, config=load_config()
+        )
+    assert built_while_reading == [True]
+    assert (counts["staged_versions"], counts["valid"], counts["quarantined"]) == (12, 8, 4)
