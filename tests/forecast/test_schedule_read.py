@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 import pytest
@@ -109,6 +110,68 @@ def test_schedule_hours_cross_as_exact_centi_hours(clean_ods: str) -> None:
     expected = [int(Decimal(h) * 100) for h in hours]
     assert sorted(after["hours_centi"].tolist()) == sorted(expected)
     assert sorted(before["hours_centi"].tolist()) == sorted(expected)
+
+
+def _scanned_rows(plan: dict[str, Any], relation: str) -> int:
+    """The actual rows the plan's scan of ``relation`` returned (EXPLAIN (ANALYZE, FORMAT JSON))."""
+    if plan.get("Relation Name") == relation:
+        return int(plan["Actual Rows"])
+    return sum(_scanned_rows(child, relation) for child in plan.get("Plans", []))
+
+
+def test_rate_intervals_ending_by_the_as_of_day_are_not_joined(clean_ods: str) -> None:
+    """The schedule joins only the rate intervals that end after the as-of day (the weeks read
+    start on or after it): the ones ending before or on it are left out of the join, and the
+    rows equal the per-row oracle's at each boundary (an interval ending on the as-of day, one
+    starting on it, one ending the day after)."""
+    import pandas.testing as pdt
+
+    with psycopg.connect(clean_ods) as conn:
+        conn.execute("TRUNCATE hr.worker_version, hr.worker, hr.cost_rate")
+        conn.execute(
+            "INSERT INTO forecast.src_person VALUES ('7', 'LE-US1', 'USD', true, 144000, 5000),"
+            " ('8', 'LE-UK1', 'GBP', true, 144000, 6000)"
+        )
+        conn.execute(
+            "INSERT INTO hr.worker (employee_id, worker_wid, first_name, last_name, legal_entity, hire_date,"
+            " version_hash, psa_user_id) VALUES ('E7', 'w7', 'A', 'B', 'LE-US1', '2026-01-01', 'h', 7),"
+            " ('E8', 'w8', 'C', 'D', 'LE-UK1', '2026-01-01', 'h', 8)"
+        )
+        # Person 7: the PSA rate until 2026-01-01, then HR's, changing on 06-01, on the as-of day
+        # and on 2027-01-01. Person 8: the PSA rate until the day after the as-of day, then HR's.
+        conn.execute(
+            "INSERT INTO hr.cost_rate (employee_id, effective_from, rate_minor, currency) VALUES"
+            " ('E7', '2026-01-01', 7100, 'USD'), ('E7', '2026-06-01', 7200, 'USD'),"
+            " ('E7', '2026-11-20', 7300, 'EUR'), ('E7', '2027-01-01', 7400, 'USD'),"
+            " ('E8', '2026-11-21', 8100, 'GBP')"
+        )
+        conn.execute(
+            "INSERT INTO forecast.src_project (project_ref, practice, legal_entity, currency, billing_type,"
+            " is_active) VALUES ('p1', 'Strategy', 'LE-US1', 'USD', 'fixed_fee', true)"
+        )
+        weeks = ("2026-11-16", "2026-11-20", "2026-11-21", "2026-12-28", "2027-01-04")
+        with conn.cursor().copy("COPY forecast.src_schedule FROM STDIN") as copy:
+            for user in ("7", "8"):
+                for week in weeks:
+                    copy.write_row((f"s{user}-{week}", user, "p1", week, "7.5"))
+        before = inputs._frame(conn, _BEFORE, {"as_of": AS_OF}, model.SCHEDULE_COLUMNS)
+        after = inputs._schedule(conn, AS_OF)
+        conn.execute(f"CREATE TEMP TABLE tmp_forecast_person_rate AS {inputs._PERSON_RATE_IDS}")
+        conn.execute("ANALYZE tmp_forecast_person_rate")
+        inputs._project_codes(conn)
+        row = conn.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {inputs._SCHEDULE}", {"as_of": AS_OF}).fetchone()
+        (intervals,) = conn.execute("SELECT count(*) FROM tmp_forecast_person_rate").fetchone() or (0,)
+
+    def ordered(frame: object) -> object:
+        return frame.sort_values(list(model.SCHEDULE_COLUMNS)).reset_index(drop=True)  # type: ignore[attr-defined]
+
+    assert len(after) == 2 * 4
+    assert sorted(after["cost_rate_minor"].tolist()) == [6000, 7300, 7300, 7300, 7400, 8100, 8100, 8100]
+    pdt.assert_frame_equal(ordered(after), ordered(before))
+    assert row is not None
+    # Seven intervals; joined: person 7's from the as-of day and from 2027, person 8's two.
+    assert intervals == 7
+    assert _scanned_rows(row[0][0]["Plan"], "tmp_forecast_person_rate") == 4
 
 
 def test_the_reads_aside_see_what_the_connection_sees(

@@ -373,12 +373,17 @@ _PERSON_RATE_IDS = f"SELECT q.*, (row_number() OVER () - 1)::bigint AS rate_id F
 # bigint is exact: no ``round`` of 1.8 M numerics, ~0.15-0.25 s of the server's CPU at 50k x 12,
 # docs/performance.md "perf-forecast10"); the month index is taken from the day by numpy
 # (:func:`_month_of_days`): the server's ``extract`` computes in numeric, ~0.2 us per row and per field.
+# Only the rate intervals that end after the as-of date can hold a week read (``week_start >=
+# as_of``), so the others are left out of the hash table: with a year of HR history (50k x 12) a
+# person had ~2.3 intervals and each row was compared with all of them (2.4 M rows filtered out),
+# now ~1; the rate ids stay those of the whole table (docs/performance.md, "perf-forecast14").
 _SCHEDULE = """
     SELECT (coalesce(pc.code, -1) + 1) * 4294967296 + r.rate_id AS who,
            (s.hours * 100)::bigint * 4294967296 + ((s.week_start - DATE '1970-01-01') + 2147483648) AS what,
            CASE WHEN pc.code IS NULL THEN s.project_ref END AS unknown_ref
     FROM forecast.src_schedule s JOIN tmp_forecast_person_rate r ON r.user_ref = s.user_ref
          AND s.week_start >= r.valid_from AND (r.valid_to IS NULL OR s.week_start < r.valid_to)
+         AND (r.valid_to IS NULL OR r.valid_to > %(as_of)s)
          LEFT JOIN tmp_forecast_project_code pc ON pc.project_ref = s.project_ref
     WHERE s.week_start >= %(as_of)s
 """
