@@ -639,10 +639,12 @@ def _code_odd_values(cells: dict[str, Any], refs: list[str], currencies: list[st
 
 
 def _sum_cells(key: Any, values: Any) -> tuple[Any, Any]:
-    """Exact int64 sums of ``values`` per distinct ``key`` (sorted keys, their sums)."""
+    """Exact int64 sums of ``values`` per distinct ``key`` (sorted keys, their sums). The sort
+    need not be stable (integer sums do not depend on the order of their terms): numpy's default
+    sort of int64 is ~4x faster than its stable one on the actuals' ~600k keys."""
     import numpy as np
 
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)
     key, values = key[order], values[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, dtype=np.int64)
     sums = np.add.reduceat(values, starts) if len(key) else values
@@ -693,34 +695,47 @@ def _actuals_frame(cells: dict[str, Any], projects: pd.DataFrame, settings: Fore
     else:
         cost_minor = np.zeros(0, dtype=np.int64)
     width = np.int64(1 << 32)
-    rev_key, rev = _sum_cells(pcode[is_revenue] * width + month[is_revenue], cells["amount"][is_revenue])
-    cost_key, costs = _sum_cells(pcode[cost] * width + month[cost], cost_minor)
     ref_of = np.empty(len(refs), dtype=object)
     ref_of[:] = refs
+    # The known refs come sorted by the database (their codes): checking that costs less than sorting.
+    in_order = len(refs) < 2 or bool((ref_of[:-1] < ref_of[1:]).all())
+    by_rank = np.arange(len(refs)) if in_order else np.argsort(ref_of, kind="stable")
     rank = np.empty(len(refs), dtype=np.int64)
-    rank[np.argsort(ref_of, kind="stable")] = np.arange(len(refs))
-
-    def ordered(keys: Any) -> Any:  # as pandas' groupby orders its keys: by ref (as text), then month
-        return keys[np.lexsort((keys % width, rank[keys // width]))]
-
-    # As the two sums were joined (pd.concat, outer): the revenue cells, then the cost-only ones.
-    cost_only = cost_key[~np.isin(cost_key, rev_key, assume_unique=True)]
-    key = np.concatenate([ordered(rev_key), ordered(cost_only)])
-    by_key = np.argsort(key)
-    revenue_minor = np.zeros(len(key), dtype=np.int64)
-    revenue_minor[by_key[np.searchsorted(key[by_key], rev_key)]] = rev
-    cost_out = np.zeros(len(key), dtype=np.int64)
-    cost_out[by_key[np.searchsorted(key[by_key], cost_key)]] = costs
+    rank[by_rank] = np.arange(len(refs))
+    # Keyed by the ref's rank (as text) instead of its code, the sums come out ordered as pandas'
+    # groupby orders its keys (by ref, then month): no sort of the joined keys.
+    rev_key, rev = _sum_cells(
+        rank[pcode[is_revenue]] * width + month[is_revenue], cells["amount"][is_revenue]
+    )
+    cost_key, costs = _sum_cells(rank[pcode[cost]] * width + month[cost], cost_minor)
+    key, revenue_minor, cost_out = _joined_sums(rev_key, rev, cost_key, costs)
     frame = pd.DataFrame(
         {
             # The refs' dtype as pandas infers it (as the group keys were): ``str`` in pandas 3.
-            "project_ref": pd.Index(ref_of[key // width] if len(key) else np.zeros(0, dtype=object)),
+            "project_ref": pd.Index(ref_of[by_rank[key // width]] if len(key) else np.zeros(0, dtype=object)),
             "month": (key % width - 2**31).astype(np.int64),
             "revenue_minor": revenue_minor,
             "cost_minor": cost_out,
         }
     )
     return frame
+
+
+def _joined_sums(rev_key: Any, rev: Any, cost_key: Any, costs: Any) -> tuple[Any, Any, Any]:
+    """Two sums by sorted distinct keys joined as an outer ``pd.concat`` of them did: the revenue
+    keys, then the keys with cost only; (keys, revenue, cost), 0 where a side has no cell."""
+    import numpy as np
+
+    at = np.searchsorted(rev_key, cost_key)
+    shared = np.zeros(len(cost_key), dtype=bool)
+    inside = at < len(rev_key)
+    shared[inside] = rev_key[at[inside]] == cost_key[inside]
+    cost_of_rev = np.zeros(len(rev_key), dtype=np.int64)
+    cost_of_rev[at[shared]] = costs[shared]
+    only = ~shared
+    key = np.concatenate([rev_key, cost_key[only]])
+    revenue = np.concatenate([rev, np.zeros(int(only.sum()), dtype=np.int64)])
+    return key, revenue, np.concatenate([cost_of_rev, costs[only]])
 
 
 def load_inputs(
