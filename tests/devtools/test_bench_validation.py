@@ -12,21 +12,8 @@ import pytest
 from devtools.bench_common import validate_runs
 from devtools.bench_validation import BackendCpu, beside_baseline, exponent
 from psa_erp_sync.ods import staging
+from tests.validation.test_fx_rules import EXPENSE  # an expense valid against ``REF``
 from tests.validation.test_rules import AS_OF, ENTRY, REF
-
-#: an expense valid against ``REF`` (tests/validation/test_rules.py's)
-EXPENSE: dict[str, Any] = {
-    "spent_date": "2026-11-02",
-    "user": {"id": 7, "name": "x"},
-    "project": {"id": 1, "name": "p"},
-    "expense_category": {"id": 3, "name": "Hotel"},
-    "billable": True,
-    "is_closed": True,
-    "is_locked": False,
-    "is_billed": False,
-    "created_at": "2026-11-02T10:00:00Z",
-    "updated_at": "2026-11-02T10:00:00Z",
-}
 
 
 def test_the_exponent_of_linear_and_quadratic_costs() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -48,30 +49,39 @@ def _state(conn: psycopg.Connection) -> tuple[Any, ...]:
     return canonical, items
 
 
-def _validate(conn: psycopg.Connection, chunk: int) -> validation.ValidationResult:
+def _validate(conn: psycopg.Connection, chunk: int, **run: Any) -> validation.ValidationResult:
+    """The run ``r1`` of time entries against ``REF`` (or ``run["ref"]``), in a transaction."""
+    run.setdefault("ref", REF)
     with conn.transaction():
         return validation.validate_run(
             conn,
             kind="time_entry",
             run_key="r1",
-            ref=REF,
             config=load_config(),
             as_of=AS_OF,
             dag_run_id="run-1",
             chunk=chunk,
+            **run,
         )
+
+
+def _validated_then_emptied(conn: psycopg.Connection) -> tuple[validation.ValidationResult, tuple[Any, ...]]:
+    """``ITEMS`` staged in two pages and validated in one chunk: the result and the stored state,
+    then what the run wrote emptied (the staged versions stay) for a second run to write again."""
+    staging.stage_pages(
+        conn, [ITEMS[:5], ITEMS[5:]], run_key="r1", source_system="psa", endpoint="/v2/time_entries"
+    )
+    conn.commit()
+    plain = _validate(conn, chunk=10_000)
+    expected = _state(conn)
+    conn.execute("TRUNCATE canonical.time_entry, exceptions.item, audit.change")
+    conn.commit()
+    return plain, expected
 
 
 def test_chunked_validation_writes_what_one_chunk_writes(clean_ods: str) -> None:
     with psycopg.connect(clean_ods) as conn:
-        staging.stage_pages(
-            conn, [ITEMS[:5], ITEMS[5:]], run_key="r1", source_system="psa", endpoint="/v2/time_entries"
-        )
-        conn.commit()
-        whole = _validate(conn, chunk=10_000)
-        expected = _state(conn)
-        conn.execute("TRUNCATE canonical.time_entry, exceptions.item, audit.change")
-        conn.commit()
+        whole, expected = _validated_then_emptied(conn)
         streamed = _validate(conn, chunk=2)
         assert _state(conn) == expected
 
@@ -137,14 +147,7 @@ def test_the_reader_sorts_the_run_while_the_run_sets_up(clean_ods: str, monkeypa
         return refresh(*args, **kwargs)
 
     with psycopg.connect(clean_ods) as conn:
-        staging.stage_pages(
-            conn, [ITEMS[:5], ITEMS[5:]], run_key="r1", source_system="psa", endpoint="/v2/time_entries"
-        )
-        conn.commit()
-        plain = _validate(conn, chunk=10_000)
-        expected = _state(conn)
-        conn.execute("TRUNCATE canonical.time_entry, exceptions.item, audit.change")
-        conn.commit()
+        plain, expected = _validated_then_emptied(conn)
         monkeypatch.setattr(validation, "_batch_by_ctid", noted_batch)
         monkeypatch.setattr(validation.table_stats, "refresh", waiting_refresh)
         overlapped = _validate(conn, chunk=10_000)
@@ -235,10 +238,9 @@ def test_nested_runs_give_the_interval_back_when_the_last_ends() -> None:
     assert sys.getswitchinterval() == before
 
 
-def test_a_reference_the_run_builds_is_built_while_the_reader_sorts(clean_ods: str, monkeypatch: Any) -> None:
-    """``ref`` given as a function is called once the reader's sort and first batch have started
-    (the two overlap: ``run_step`` and the benchmarks build the reference so); what is written stays
-    the same as with the reference built before."""
+def _reference_noting_the_read(monkeypatch: Any) -> tuple[Callable[..., validation.PsaReference], list[bool]]:
+    """A reference builder (``REF``) and what it saw: for each call, whether the reader's first
+    batch had started (``_batch_by_ctid`` patched to say so) within 5 s of it."""
     reading = threading.Event()
     built_while_reading: list[bool] = []
     batch_by_ctid = validation._batch_by_ctid
@@ -247,30 +249,22 @@ def test_a_reference_the_run_builds_is_built_while_the_reader_sorts(clean_ods: s
         reading.set()
         return batch_by_ctid(*args)
 
-    def reference() -> validation.PsaReference:
+    def reference(*_: Any) -> validation.PsaReference:
         built_while_reading.append(reading.wait(timeout=5))
         return REF
 
+    monkeypatch.setattr(validation, "_batch_by_ctid", noted_batch)
+    return reference, built_while_reading
+
+
+def test_a_reference_the_run_builds_is_built_while_the_reader_sorts(clean_ods: str, monkeypatch: Any) -> None:
+    """``ref`` given as a function is called once the reader's sort and first batch have started
+    (the two overlap: ``run_step`` and the benchmarks build the reference so); what is written stays
+    the same as with the reference built before."""
     with psycopg.connect(clean_ods) as conn:
-        staging.stage_pages(
-            conn, [ITEMS[:5], ITEMS[5:]], run_key="r1", source_system="psa", endpoint="/v2/time_entries"
-        )
-        conn.commit()
-        plain = _validate(conn, chunk=10_000)
-        expected = _state(conn)
-        conn.execute("TRUNCATE canonical.time_entry, exceptions.item, audit.change")
-        conn.commit()
-        monkeypatch.setattr(validation, "_batch_by_ctid", noted_batch)
-        with conn.transaction():
-            built = validation.validate_run(
-                conn,
-                kind="time_entry",
-                run_key="r1",
-                ref=reference,
-                config=load_config(),
-                as_of=AS_OF,
-                dag_run_id="run-1",
-            )
+        plain, expected = _validated_then_emptied(conn)
+        reference, built_while_reading = _reference_noting_the_read(monkeypatch)
+        built = _validate(conn, chunk=10_000, ref=reference)
         assert _state(conn) == expected
     assert built_while_reading == [True]
     assert built.as_dict() == plain.as_dict()
@@ -297,18 +291,7 @@ def test_a_run_read_ahead_writes_what_a_run_reading_for_itself_writes(
                 raise AssertionError("the run read its versions itself")
 
             monkeypatch.setattr(validation, "staged_read", refused)
-            with conn.transaction():
-                read_ahead = validation.validate_run(
-                    conn,
-                    kind="time_entry",
-                    run_key="r1",
-                    ref=REF,
-                    config=load_config(),
-                    as_of=AS_OF,
-                    dag_run_id="run-1",
-                    chunk=2,
-                    staged=ahead,
-                )
+            read_ahead = _validate(conn, chunk=2, staged=ahead)
             assert _state(conn) == expected
     assert read_ahead.as_dict() == plain.as_dict()
 
@@ -320,19 +303,7 @@ def test_the_validation_step_builds_its_reference_while_the_reader_sorts(
     construction, so it runs beside the reader's sort; the step's counts are the same."""
     from psa_erp_sync.validation import run_step
 
-    reading = threading.Event()
-    built_while_reading: list[bool] = []
-    batch_by_ctid = validation._batch_by_ctid
-
-    def noted_batch(*args: Any) -> Any:
-        reading.set()
-        return batch_by_ctid(*args)
-
-    def reference(*_: Any) -> validation.PsaReference:
-        built_while_reading.append(reading.wait(timeout=5))
-        return REF
-
-    monkeypatch.setattr(validation, "_batch_by_ctid", noted_batch)
+    reference, built_while_reading = _reference_noting_the_read(monkeypatch)
     monkeypatch.setattr(validation.PsaReference, "from_staging", reference)
     with psycopg.connect(clean_ods) as conn:
         staging.stage_pages(
