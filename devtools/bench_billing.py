@@ -207,7 +207,7 @@ def measure_billing(
         out["plan"] = plan(dsn, erp, config)
         out["settle_seconds"].append(_settle(dsn))
         log.info("billing: %d invoices planned, posting", out["plan"]["documents"])
-        meter = CpuMeter(erp_pid)
+        meter = CpuMeter(erp_pid, dsn)
         meter.start()
         out["post"] = post(dsn, erp, config, settings, out["plan"]["lines"])
         out["post"]["cores_busy"] = meter.stop()
