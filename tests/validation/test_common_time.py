@@ -7,6 +7,7 @@ with invalid, unknown, inactive, foreign-currency and unassigned records, and th
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import uuid
 from collections.abc import Callable
@@ -242,3 +243,19 @@ def test_one_common_case_checks_each_user_and_task_of_a_project() -> None:
         assert verdict is None or verdict == staged
         taken.append(verdict is not None)
     assert taken == [True, False, False, False, True, True]
+
+
+def test_a_common_verdict_is_the_frozen_verdict_its_fields_make() -> None:
+    """``_valid_verdict`` sets the instance's ``__dict__`` in one call: the object must be the
+    ``Verdict`` its fields construct (equal, the same fields in ``vars``, frozen, replaceable), and
+    its ``COPY`` tuple the row's values in the row's order with the read time last."""
+    common, _ = _pair(msgspec.json.encode(ENTRY), REF, FETCHED)
+    assert common is not None and common.row is not None and common.built is not None
+    made = validation.Verdict(
+        common.source_id, common.version_hash, common.legal_entity, None, {}, common.row, common.built
+    )
+    assert common == made and vars(common) == vars(made) and repr(common) == repr(made)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        common.row = None  # type: ignore[misc]
+    assert dataclasses.replace(common, source_id="other").source_id == "other"
+    assert _exact(common.built) == _exact((*common.row.values(), FETCHED))

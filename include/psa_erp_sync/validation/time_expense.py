@@ -307,6 +307,7 @@ def fingerprint(*parts: object) -> str:
 
 
 _sha256 = hashlib.sha256
+_from_hex = bytes.fromhex
 
 
 def _fingerprint6(a: object, b: object, c: object, d: object, e: object, f: object) -> str:
@@ -1096,11 +1097,13 @@ class _Run:
 
     def settle(self, verdict: Verdict) -> None:
         """``verdict`` is the newest version of its record in this run."""
-        if verdict.valid:
-            assert verdict.row is not None
-            self.valid_rows.append(verdict.row)
-            if verdict.built is not None:
-                self.built[verdict.row["source_id"]] = verdict.built
+        row = verdict.row
+        if verdict.reason_code is None:  # valid
+            assert row is not None
+            self.valid_rows.append(row)
+            built = verdict.built
+            if built is not None:
+                self.built[row["source_id"]] = built
         else:
             self.quarantine.append(verdict)
         if len(self.valid_rows) + len(self.quarantine) >= self.limit:
@@ -1109,13 +1112,15 @@ class _Run:
     def first_of_fingerprint(self, verdict: Verdict, read_at: datetime) -> Verdict:
         """A valid verdict as it stands in the run: its read time noted, or ``DUPLICATE_SUSPECTED``
         of the first record of the run with the same fingerprint."""
-        assert verdict.row is not None
-        verdict.row["source_read_at"] = read_at
-        if verdict.built is not None and verdict.built[-1] is not read_at:  # not the row's any more
+        row = verdict.row
+        assert row is not None
+        row["source_read_at"] = read_at
+        built = verdict.built
+        if built is not None and built[-1] is not read_at:  # not the row's any more
             object.__setattr__(verdict, "built", None)
-        digest = bytes.fromhex(verdict.row["fingerprint"])
-        first = self.first_with_fingerprint.setdefault(digest, verdict.source_id)
-        if first == verdict.source_id:
+        source_id = verdict.source_id
+        first = self.first_with_fingerprint.setdefault(_from_hex(row["fingerprint"]), source_id)
+        if first == source_id:
             return verdict
         return Verdict(
             verdict.source_id,
@@ -1432,35 +1437,65 @@ class _CommonTime(_CommonCase):
         tuple is what :func:`_built_by_id` gives (``tests/validation/test_common_time.py``)."""
         legal_entity, currency, _ = refs
         _, hours, bill_rate_minor, amount_minor, hours_text = amounts
-        source_id = str(raw.id)
-        user_id, project_id, task_id, day = raw.user.id, raw.project.id, raw.task.id, raw.spent_date
+        source_id, source_system = str(raw.id), self.source_system
+        # the refs' texts are also the fingerprint's (``str`` of an int is its ``!s``)
+        user_ref, project_ref, task_ref = str(raw.user.id), str(raw.project.id), str(raw.task.id)
+        day, billable, approved = raw.spent_date, raw.billable, raw.is_closed
         day_text = self.days.get(day) or self._day_text(day)
-        fx = _same_currency(currency)
+        fingerprint = _fingerprint6(user_ref, day_text, project_ref, task_ref, hours_text, raw.notes or "")
+        rate = _same_currency(currency).rate
         row = {
-            "source_system": self.source_system,
+            "source_system": source_system,
             "source_id": source_id,
             "version_hash": version_hash,
             "spent_date": day,
-            "user_ref": str(user_id),
-            "project_ref": str(project_id),
-            "task_ref": str(task_id),
+            "user_ref": user_ref,
+            "project_ref": project_ref,
+            "task_ref": task_ref,
             "legal_entity": legal_entity,
             "hours": hours,
-            "billable": raw.billable,
+            "billable": billable,
             "bill_rate_minor": bill_rate_minor,
             "amount_minor": amount_minor,
             "currency": currency,
-            "approved": raw.is_closed,
+            "approved": approved,
             "is_deleted": False,
-            "fingerprint": _fingerprint6(user_id, day_text, project_id, task_id, hours_text, raw.notes or ""),
+            "fingerprint": fingerprint,
             "source_updated_at": updated_at,
             "functional_amount_minor": amount_minor,
             "functional_currency": currency,
-            "fx_rate": fx.rate,
+            "fx_rate": rate,
             "fx_rate_date": None,
             "fx_rate_source": None,
         }
-        return _valid_verdict(source_id, version_hash, legal_entity, row, (*row.values(), read_at))
+        # the row's values in its keys' order, then the read time: built from the same names, not
+        # from ``row.values()`` (a list, then a tuple, per entry)
+        built = (
+            source_system,
+            source_id,
+            version_hash,
+            day,
+            user_ref,
+            project_ref,
+            task_ref,
+            legal_entity,
+            hours,
+            billable,
+            bill_rate_minor,
+            amount_minor,
+            currency,
+            approved,
+            False,
+            fingerprint,
+            updated_at,
+            amount_minor,
+            currency,
+            rate,
+            None,
+            None,
+            read_at,
+        )
+        return _valid_verdict(source_id, version_hash, legal_entity, row, built)
 
 
 class _CommonExpense(_CommonCase):
@@ -1531,38 +1566,65 @@ class _CommonExpense(_CommonCase):
         tuple (as :meth:`_CommonTime._valid`)."""
         legal_entity, currency, _ = refs
         total_cost_text, amount_minor = amount
-        source_id = str(raw.id)
-        user_id, project_id, category_id = raw.user.id, raw.project.id, raw.expense_category.id
-        day = raw.spent_date
+        source_id, source_system = str(raw.id), self.source_system
+        # the refs' texts are also the fingerprint's (``str`` of an int is its ``!s``)
+        user_ref, project_ref, category = str(raw.user.id), str(raw.project.id), str(raw.expense_category.id)
+        day, billable, approved = raw.spent_date, raw.billable, raw.is_closed
         day_text = self.days.get(day) or self._day_text(day)
+        fingerprint = _fingerprint6(
+            user_ref, day_text, project_ref, category, total_cost_text, raw.notes or ""
+        )
+        rate = _same_currency(currency).rate
         row = {
-            "source_system": self.source_system,
+            "source_system": source_system,
             "source_id": source_id,
             "version_hash": version_hash,
             "spent_date": day,
-            "user_ref": str(user_id),
-            "project_ref": str(project_id),
+            "user_ref": user_ref,
+            "project_ref": project_ref,
             "legal_entity": legal_entity,
-            "category": str(category_id),
-            "billable": raw.billable,
+            "category": category,
+            "billable": billable,
             "amount_minor": amount_minor,
             "currency": currency,
-            "approved": raw.is_closed,
+            "approved": approved,
             "is_deleted": False,
-            "fingerprint": _fingerprint6(
-                user_id, day_text, project_id, category_id, total_cost_text, raw.notes or ""
-            ),
+            "fingerprint": fingerprint,
             "source_updated_at": updated_at,
             "functional_amount_minor": amount_minor,
             "functional_currency": currency,
-            "fx_rate": _same_currency(currency).rate,
+            "fx_rate": rate,
             "fx_rate_date": None,
             "fx_rate_source": None,
         }
-        return _valid_verdict(source_id, version_hash, legal_entity, row, (*row.values(), read_at))
+        built = (
+            source_system,
+            source_id,
+            version_hash,
+            day,
+            user_ref,
+            project_ref,
+            legal_entity,
+            category,
+            billable,
+            amount_minor,
+            currency,
+            approved,
+            False,
+            fingerprint,
+            updated_at,
+            amount_minor,
+            currency,
+            rate,
+            None,
+            None,
+            read_at,
+        )
+        return _valid_verdict(source_id, version_hash, legal_entity, row, built)
 
 
 _new_object = object.__new__
+_set_attribute = object.__setattr__
 
 
 def _valid_verdict(
@@ -1572,14 +1634,18 @@ def _valid_verdict(
     (its fields are its ``__dict__``), without the frozen dataclass's ``__init__``: seven
     ``object.__setattr__`` calls, ~1.5 us of each valid entry's ~15 us."""
     verdict: Verdict = _new_object(Verdict)
-    verdict.__dict__.update(
-        source_id=source_id,
-        version_hash=version_hash,
-        legal_entity=legal_entity,
-        reason_code=None,
-        detail={},
-        row=row,
-        built=built,
+    _set_attribute(
+        verdict,
+        "__dict__",
+        {
+            "source_id": source_id,
+            "version_hash": version_hash,
+            "legal_entity": legal_entity,
+            "reason_code": None,
+            "detail": {},
+            "row": row,
+            "built": built,
+        },
     )
     return verdict
 
@@ -1601,8 +1667,10 @@ def _verdicts(
         if COMMON_CASE
         else None
     )
+    judge = common.judge if common is not None else None
+    first_of_fingerprint, result = run.first_of_fingerprint, run.result
     for text, version_hash, staged_id, read_at in staged:
-        verdict = common.judge(text, version_hash, read_at) if common is not None else None
+        verdict = judge(text, version_hash, read_at) if judge is not None else None
         if verdict is None:
             verdict = judge_staged(
                 run.kind,
@@ -1616,8 +1684,9 @@ def _verdicts(
             )
         if verdict.source_id != staged_id:  # an id JSON cannot round-trip (1.0, 1e400): the staged one
             verdict = dataclasses.replace(verdict, source_id=staged_id)
-        run.result.staged_versions += 1
-        yield run.first_of_fingerprint(verdict, read_at) if verdict.valid else verdict
+        result.staged_versions += 1
+        # ``reason_code is None`` is ``verdict.valid`` without the property's call
+        yield first_of_fingerprint(verdict, read_at) if verdict.reason_code is None else verdict
 
 
 #: The interpreter's thread switch interval while a run is validated (seconds; Python's default
