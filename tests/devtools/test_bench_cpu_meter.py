@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,14 +24,6 @@ BURN = (
 
 
 @pytest.fixture
-def server_dsn() -> str:
-    dsn = os.environ.get("PSA_ERP_SYNC_TEST_DSN")
-    if not dsn:
-        pytest.skip("PSA_ERP_SYNC_TEST_DSN not set")
-    return dsn
-
-
-@pytest.fixture
 def decoy(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A process named ``postgres-decoy`` (a link to this Python) that burns 1 s of CPU: no server's."""
     link = tmp_path / "postgres-decoy"
@@ -43,10 +34,10 @@ def decoy(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     proc.wait()
 
 
-def test_postmaster_pid_is_the_parent_of_a_backend(server_dsn: str) -> None:
-    pid = postmaster_pid(server_dsn)
+def test_postmaster_pid_is_the_parent_of_a_backend(pg_dsn: str) -> None:
+    pid = postmaster_pid(pg_dsn)
     assert pid is not None
-    with psycopg.connect(server_dsn) as conn:
+    with psycopg.connect(pg_dsn) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
         assert row is not None
         assert psutil.Process(int(row[0])).ppid() == pid
@@ -58,16 +49,16 @@ def test_a_remote_or_unreachable_server_falls_back_to_every_postgres_process() -
 
 
 def test_the_meter_counts_its_server_and_not_another_postgres_process(
-    server_dsn: str, decoy: subprocess.Popen[bytes]
+    pg_dsn: str, decoy: subprocess.Popen[bytes]
 ) -> None:
     assert psutil.Process(decoy.pid).name().startswith("postgres")
-    mine, everyone = CpuMeter(None, server_dsn), CpuMeter(None)
+    mine, everyone = CpuMeter(None, pg_dsn), CpuMeter(None)
     assert mine.postmaster_pid is not None and everyone.postmaster_pid is None
     mine_0, everyone_0 = mine._postgres(), everyone._postgres()
     assert decoy.stdin is not None and decoy.stdout is not None
     decoy.stdin.write(b"go\n")
     decoy.stdin.flush()
-    with psycopg.connect(server_dsn) as conn:  # this server's CPU, in a backend that exits before the end
+    with psycopg.connect(pg_dsn) as conn:  # this server's CPU, in a backend that exits before the end
         conn.execute("SELECT count(*) FROM generate_series(1, 3000000)").fetchone()
     assert decoy.stdout.readline().strip() == b"done"  # the decoy's 1 s of CPU is spent, and it lives
     mine_1, everyone_1 = mine._postgres(), everyone._postgres()
