@@ -1354,8 +1354,8 @@ def _plausible(text: str) -> tuple[datetime, datetime] | None:
 class _CommonTime(_CommonCase):
     """The verdict of a time entry in the common case, without the per-record calls of
     :func:`judge_staged`: a valid entry in its legal entity's own currency, whose timestamps are
-    plausible and not in the future. The checks of its references are made once per distinct
-    (user, project, task) of the run and those of its amounts once per distinct (hours, rate,
+    plausible and not in the future. The checks of its project are made once per distinct project
+    of the run (its user's and task's are set lookups) and those of its amounts once per distinct (hours, rate,
     billable, currency), each by the same functions the rules use; both are memoised for this
     run's reference, config and ``as_of`` only (this object lives for one run).
 
