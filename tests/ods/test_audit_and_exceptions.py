@@ -102,6 +102,42 @@ def test_resolve_for_closes_items_of_ids_an_array_literal_would_quote(clean_ods:
         assert _open(conn) == {("quarantine", "keep", "HOURS_INVALID")}
 
 
+def _item_probes(conn: psycopg.Connection, source_ids: list[str]) -> str:
+    """The line of ``resolve_for``'s plan (run, then rolled back) that probes an id's items."""
+    params = {"ids": source_ids, "kind": "quarantine", "system": "psa", "type": "time_entry"}
+    with conn.transaction(force_rollback=True):
+        plan = [
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN (ANALYZE, COSTS OFF) " + queue.resolve_for_sql(by_reason=False), params
+            )
+        ]
+    return next(line for line in plan if " on item i " in line)
+
+
+def test_resolve_for_probes_no_id_when_its_range_holds_no_item(clean_ods: str) -> None:
+    """The ids' range (smallest to largest) holds no item of the kind, system and record type:
+    the statement's one probe of that range answers, and no id is probed (validation's chunks of
+    a new month). Items in the range, even of other records, and every id is probed as before;
+    what is closed is the same either way."""
+    with psycopg.connect(clean_ods) as conn:
+        queue.quarantine_many(conn, [_item(i, "HOURS_INVALID") for i in ("10", "20", "30")], run_id="r")
+        queue.quarantine_many(
+            conn,
+            [dataclasses.replace(_item("15", "HOURS_INVALID"), record_type="expense_entry")],
+            run_id="r",
+        )
+        conn.commit()
+        assert "never executed" in _item_probes(conn, ["11", "12", "19"])  # only an expense's in range
+        assert "never executed" in _item_probes(conn, ["31", "4"])  # "31" > "30", "4" > "30" (text)
+        assert "loops=3" in _item_probes(conn, ["11", "12", "29"])  # "20" lies between: probed
+        kw = {"source_system": "psa", "record_type": "time_entry"}
+        assert queue.resolve_for(conn, kind="quarantine", source_ids=["11", "12", "19"], **kw) == 0
+        assert queue.resolve_for(conn, kind="quarantine", source_ids=["11", "20", "29"], **kw) == 1
+        assert queue.resolve_for(conn, kind="quarantine", source_ids=["10", "30"], **kw) == 2
+        assert _open(conn) == {("quarantine", "15", "HOURS_INVALID")}
+
+
 def _stored(conn: psycopg.Connection) -> list[tuple[object, ...]]:
     """Every item as stored, its id as its rank (a sequence's values differ between transactions)."""
     return conn.execute(

@@ -1184,9 +1184,11 @@ class _Run:
         # The chunk's queue statements read no result before the next is sent: one pipeline,
         # one round trip of the writer's chain instead of three (and one per held item).
         with self.conn.pipeline():
-            self.write_quarantine(held)
             # A record that is valid now closes any open quarantine item it had (a stale verdict
-            # resolves nothing).
+            # resolves nothing). Sent before the chunk's own items are written: those are of
+            # other records (a record has one verdict in a run), so the order changes no item,
+            # and on a new month the chunk's key range then holds no item: the statement's range
+            # probe answers for its 5,000 probes (``exceptions.resolve_for_sql``).
             resolving = exception_queue.resolving_for(
                 self.conn,
                 source_system=self.source_system,
@@ -1194,6 +1196,7 @@ class _Run:
                 source_ids=[r["source_id"] for r in rows if r["source_id"] not in stale],
                 kind="quarantine",
             )
+            self.write_quarantine(held)
         written.resolved_exceptions += resolving.rowcount if resolving is not None else 0
         return written
 
