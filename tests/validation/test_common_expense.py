@@ -140,3 +140,65 @@ def test_a_run_stores_the_same_with_and_without_the_common_case(
     pg_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     same_run_either_way(pg_dsn, monkeypatch, _month, "expense_entry")
+
+
+_MONEY_VALUES: list[Any] = [
+    None,
+    0,
+    1.5,
+    "0.67",
+    "12",
+    "-3.10",
+    " 1",
+    "1e3",
+    "1.",
+    "+1",
+    "NaN",
+    "1.5\n",
+    "\u0661",
+]
+_STAMPS: list[Any] = [None, "2026-10-02T17:45:00Z", "2026-10-02T17:45:00+02:00", "2026-02-30T00:00:00Z", "x"]
+
+
+@pytest.mark.parametrize("unit_price", _MONEY_VALUES)
+@pytest.mark.parametrize("total_cost", _MONEY_VALUES[1:5] + _MONEY_VALUES[6:8])
+def test_the_light_decoder_holds_where_the_full_one_decodes(unit_price: Any, total_cost: Any) -> None:
+    """``staged_json.LIGHT_EXPENSE`` with ``light_expense_holds`` passes an expense exactly when
+    the full decoder (msgspec's patterns) decodes it, with the same values; the common case
+    declines the others (then :func:`judge_staged` decides, as ever)."""
+    from psa_erp_sync.validation import staged_json
+
+    for stamp in _STAMPS:
+        for rate in (None, 135.0, "135.00"):
+            assignment = {
+                "id": 500001,
+                "is_active": True,
+                "hourly_rate": rate,
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+            payload = _ex(
+                total_cost=total_cost,
+                expense_category={
+                    "id": 700005,
+                    "name": "Mileage",
+                    "unit_price": unit_price,
+                    "unit_name": "mile",
+                },
+                user_assignment=assignment,
+            )
+            text = msgspec.json.encode(payload)
+            try:
+                full = staged_json._EXPENSE.decode(text)
+            except msgspec.ValidationError:
+                full = None
+            light = staged_json.LIGHT_EXPENSE.decode(text)
+            holds = staged_json.light_expense_holds(light)
+            if rate != "135.00":  # an assignment's money string: declined, though it may hold
+                assert holds == (full is not None), (unit_price, total_cost, stamp, rate)
+            if holds:
+                assert full is not None
+                assert msgspec.json.encode(light) == msgspec.json.encode(full)
+            common, _ = _pair(text, WIDE, FETCHED)
+            if not holds:
+                assert common is None

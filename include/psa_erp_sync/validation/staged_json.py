@@ -283,6 +283,16 @@ _TIME_ENTRY_DEFERRED: dict[str, object] = {
 LIGHT_TIME_ENTRY: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
     _laxer(_TimeEntryJson, _TIME_ENTRY_DEFERRED)
 )
+#: The fields of :class:`_ExpenseJson` whose check :func:`light_expense_holds` makes (its user
+#: assignment's timestamps, as a time entry's; its money values, declined when a string).
+_EXPENSE_DEFERRED: dict[str, object] = {
+    "user_assignment": _LIGHT_USER_ASSIGNMENT | None,
+    "expense_category": _laxer(_ScreenedCategory, {"unit_price": _Unchecked | None}),
+    "total_cost": _Unchecked,
+}
+#: The common case's decoder of an expense (``_CommonExpense``): :class:`_ExpenseJson` with the
+#: pattern checks left to :func:`light_expense_holds`, as :data:`LIGHT_TIME_ENTRY`.
+LIGHT_EXPENSE: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_laxer(_ExpenseJson, _EXPENSE_DEFERRED))
 _TIMESTAMP_MATCH = re.compile(TIMESTAMP_PATTERN).search
 #: The bound of this module's memo tables (:data:`_GOOD_TIMESTAMPS`, :data:`_DECIMAL_OF`).
 _MEMO_MAX = 1 << 16
@@ -322,6 +332,35 @@ def light_patterns_hold(raw: Any) -> bool:
         and _timestamp_holds(raw.timer_started_at)
         and _assignment_holds(raw.user_assignment)
         and _assignment_holds(raw.task_assignment)
+    )
+
+
+_MONEY_MATCH = re.compile(MONEY_TEXT_PATTERN).search
+#: Money strings known to match :data:`MONEY_TEXT_PATTERN` (bounded: emptied when full).
+_GOOD_MONEY: set[str] = set()
+
+
+def _money_holds(value: object) -> bool:
+    """Whether msgspec's check of a ``_Money`` field passes ``value`` (a number or None, or a
+    string of the pattern), given a value the laxer ``_Unchecked`` type let through."""
+    if type(value) is not str or value in _GOOD_MONEY:
+        return True
+    if _MONEY_MATCH(value) is None:
+        return False
+    if len(_GOOD_MONEY) >= _MEMO_MAX:
+        _GOOD_MONEY.clear()
+    _GOOD_MONEY.add(value)
+    return True
+
+
+def light_expense_holds(raw: Any) -> bool:
+    """Whether :data:`LIGHT_EXPENSE`'s ``raw`` is what :data:`_EXPENSE` decodes: its money values
+    and its user assignment's timestamps match their patterns; its assignment's money values are
+    not strings (declined rather than checked, as :func:`light_patterns_hold`)."""
+    return (
+        _money_holds(raw.total_cost)
+        and _money_holds(raw.expense_category.unit_price)
+        and _assignment_holds(raw.user_assignment)
     )
 
 

@@ -1542,8 +1542,10 @@ class _CommonExpense(_CommonCase):
     def judge(self, text: str | bytes, version_hash: str, fetched_at: datetime | None) -> Verdict | None:
         """The valid verdict :func:`judge_staged` gives ``text``, or None (class doc)."""
         try:
-            raw = staged_json._EXPENSE.decode(text)
+            raw = staged_json.LIGHT_EXPENSE.decode(text)
         except msgspec.MsgspecError:
+            return None
+        if not staged_json.light_expense_holds(raw):
             return None
         updated_at = self._times(raw, fetched_at)
         if updated_at is None:
