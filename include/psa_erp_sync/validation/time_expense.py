@@ -848,6 +848,11 @@ def _sorted_then_first_batch(
 ) -> list[tuple[str, str, str, datetime]]:
     """Sort the run's keys (the ``ctid`` of each version, in source order) on the server, then
     read the first batch of payloads."""
+    # ``fetched_at`` in UTC: psycopg's own loader then gives ``datetime.UTC`` datetimes (in the
+    # session's zone, a ``ZoneInfo``, every comparison with a payload's timestamps called it for
+    # its offset, and the ``COPY`` dumped it slower). The same instants; for this transaction only.
+    # (A Python loader per row did the same at ~0.3 us a row more, and took the GIL per row.)
+    conn.execute("SET LOCAL TimeZone = 'UTC'")
     # The payload is text (migration 0040), never parsed here: numeric ids are told by the
     # staged source id (the id as the source wrote it); versions of one id by update time below.
     cur.execute(
@@ -925,7 +930,6 @@ def _batch_by_ctid(
     if not ctids:
         return []
     cur = conn.cursor()
-    cur.adapters.register_loader("timestamptz", _ReadAtLoader)
     rows: list[tuple[str, str, str, datetime]] = cur.execute(
         "SELECT r.payload, r.payload_hash, r.source_id, r.fetched_at"
         " FROM unnest(%b::text[]::tid[]) WITH ORDINALITY AS k(row_id, n) JOIN staging.raw_record r ON r.ctid = k.row_id"
@@ -939,38 +943,6 @@ def _batch_by_ctid(
 
 #: Staged versions per fetch of :func:`_staged`.
 _READ_BATCH = 5000
-
-#: Distinct ``fetched_at`` texts :class:`_ReadAtLoader` keeps per batch.
-_READ_AT_MEMO = 64
-
-
-class _ReadAtLoader(psycopg.adapt.Loader):
-    """A batch's ``fetched_at``: the instant psycopg's own loader reads, in ``datetime.UTC``, parsed
-    once per distinct text of the batch (a run's versions carry the start of the read that staged
-    them: one or a few values), the same object for each row that has it.
-
-    psycopg's loader gives the session's time zone (a ``ZoneInfo``): parsing and converting each
-    row's text cost ~1-3 us, and every later comparison with a payload's timestamps (parsed
-    with ``timezone.utc``) asked the ``ZoneInfo`` for its offset. Values and comparisons are the
-    same instants either way; what the run writes of it (``source_read_at``, binary ``COPY``) and
-    the details that quote it (converted to UTC) are unchanged."""
-
-    def __init__(self, oid: int, context: psycopg.abc.AdaptContext | None = None) -> None:
-        super().__init__(oid, context)
-        # psycopg's own loader (its C one when installed), with the session's time zone
-        parser = psycopg.adapters.get_loader(oid, pq.Format.TEXT)
-        assert parser is not None
-        self._parse = parser(oid, context)
-        self._seen: dict[bytes, datetime] = {}
-
-    def load(self, data: psycopg.abc.Buffer) -> datetime:
-        key = bytes(data)
-        value = self._seen.get(key)
-        if value is None:
-            value = self._parse.load(data).astimezone(UTC)
-            if len(self._seen) < _READ_AT_MEMO:
-                self._seen[key] = value
-        return value
 
 
 def _json_loads(data: bytes | str) -> Any:
