@@ -199,3 +199,34 @@ def test_a_copys_numeric_values_are_dumped_once_per_object(clean_ods: str, monke
     assert len(dumped) == len({id(h) for h in hours}) + 1  # each object once, the shared rate once
     once = validation._NumericOnce(Decimal)
     assert bytes(once.dump(Decimal("7.5")) or b"") != bytes(once.dump(Decimal("7.50")) or b"")
+
+
+def test_a_chunk_resolves_before_it_writes_its_own_items(clean_ods: str, monkeypatch: Any) -> None:
+    """Each chunk's resolve is sent before its quarantine items (so on a new month the chunk's
+    key range holds no item, and the resolve's range probe answers for its ids)."""
+    from psa_erp_sync.ods import exceptions as queue
+
+    sent: list[str] = []
+    for name in ("resolving_for", "quarantine_bulk"):
+        original = getattr(queue, name)
+
+        def noted(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
+            sent.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(queue, name, noted)
+    write = validation._Run.write
+
+    def marked(run: validation._Run, *args: Any) -> Any:
+        sent.append("write")
+        return write(run, *args)
+
+    monkeypatch.setattr(validation._Run, "write", marked)
+    bad = [{**item, "hours": -1} if i % 3 == 0 else item for i, item in enumerate(ITEMS)]
+    with psycopg.connect(clean_ods) as conn:
+        staging.stage_pages(conn, [bad], run_key="r1", source_system="psa", endpoint=ENDPOINT)
+        conn.commit()
+        result = _validate(conn, chunk=3)
+    assert result.valid and result.quarantined
+    writes = "|".join(sent).split("write")[1:]
+    assert writes and all(w.strip("|") == "resolving_for|quarantine_bulk" for w in writes), sent
