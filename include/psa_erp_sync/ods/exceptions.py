@@ -13,6 +13,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from psa_erp_sync.ods import arrays
+
 
 @dataclass(frozen=True)
 class Item:
@@ -156,7 +158,7 @@ def resolving_for(
     return conn.execute(
         resolve_for_sql(by_reason=reason_code is not None),
         {
-            "ids": list(source_ids),
+            "ids": arrays.text_array(source_ids),
             "kind": kind,
             "system": source_system,
             "type": record_type,

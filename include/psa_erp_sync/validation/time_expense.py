@@ -37,7 +37,7 @@ from psa_erp_sync.clients import psa_models
 from psa_erp_sync.config import Config
 from psa_erp_sync.contracts import kinds, records
 from psa_erp_sync.contracts.kinds import REFERENCE_RECORD_TYPES
-from psa_erp_sync.ods import audit, collector, connections, staging, table_stats
+from psa_erp_sync.ods import arrays, audit, collector, connections, staging, table_stats
 from psa_erp_sync.ods import exceptions as exception_queue
 from psa_erp_sync.validation import staged_json
 from psa_erp_sync.validation.fx import RateBook
@@ -934,7 +934,7 @@ def _batch_by_ctid(
         "SELECT r.payload, r.payload_hash, r.source_id, r.fetched_at"
         " FROM unnest(%b::text[]::tid[]) WITH ORDINALITY AS k(row_id, n) JOIN staging.raw_record r ON r.ctid = k.row_id"
         " ORDER BY k.n",
-        (ctids,),
+        (arrays.tid_array(ctids),),
     ).fetchall()
     if len(rows) != len(ctids):  # cannot happen in one snapshot; never judge a run short
         raise RuntimeError(f"{len(ctids) - len(rows)} staged versions vanished from the reader's snapshot")
@@ -2057,7 +2057,7 @@ def _duplicates_of_existing(
     if not rows:
         return {}
     found = conn.execute(
-        _first_with_fingerprints(TABLES[kind]), ([r["fingerprint"] for r in rows],)
+        _first_with_fingerprints(TABLES[kind]), (arrays.text_array([r["fingerprint"] for r in rows]),)
     ).fetchall()
     first: dict[str, str] = dict(found)
     return {
@@ -2243,7 +2243,7 @@ def _present(conn: psycopg.Connection, kind: Kind, rows: list[dict[str, Any]]) -
     probe of the primary key each, when the chunk's key range holds a row (:func:`_present_sql`)."""
     found = conn.execute(
         _present_sql(TABLES[kind]),
-        {"ids": [r["source_id"] for r in rows], "system": rows[0]["source_system"]},
+        {"ids": arrays.text_array([r["source_id"] for r in rows]), "system": rows[0]["source_system"]},
     ).fetchall()
     return {r[0] for r in found}
 
