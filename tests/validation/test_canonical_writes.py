@@ -23,7 +23,7 @@ import pytest
 
 from psa_erp_sync.config import load_config
 from psa_erp_sync.contracts import records, v1
-from psa_erp_sync.ods import staging
+from psa_erp_sync.ods import arrays, staging
 from psa_erp_sync.validation import time_expense as validation
 from tests.conftest import RunningSimulator
 
@@ -300,8 +300,11 @@ def test_a_run_on_a_connection_whose_plans_were_made_on_a_fuller_table_plans_eac
         conn.commit()
         # Used as any session uses it (the default plan cache): prepared, then a generic plan.
         fingerprints = [f for (f,) in conn.execute("SELECT fingerprint FROM canonical.time_entry LIMIT 50")]
-        for _ in range(12):
-            conn.execute(validation._first_with_fingerprints("canonical.time_entry"), (fingerprints,))
+        for _ in range(12):  # the parameter as the run sends it (the prepared statement's types)
+            conn.execute(
+                validation._first_with_fingerprints("canonical.time_entry"),
+                (arrays.text_array(fingerprints),),
+            )
         conn.commit()
         before = plans(conn)
         lookup = [s for s in before if "f.first IS NOT NULL" in s and "canonical.time_entry" in s]
