@@ -1,6 +1,7 @@
 """A validation run's client CPU outside the judging (branch perf-validation13, issue 16 deliverable
 2): the cyclic collector relaxed for the run (one state with posting's passes) and given back on
-every exit path; the reader's ``fetched_at`` read once per distinct text, in UTC, the same instant.
+every exit path; the reader's ``fetched_at`` in UTC, the same instant (perf-validation16: by psycopg's
+own loader in a UTC transaction); a chunk's resolve sent before its own items.
 
 Real PostgreSQL for the run and the reader.
 """
