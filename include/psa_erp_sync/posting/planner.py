@@ -243,9 +243,20 @@ def _candidate_row(columns: tuple[str, ...]) -> Callable[[Any], Callable[[Sequen
     def factory(cursor: Any) -> Callable[[Sequence[Any]], dict[str, Any]]:
         names = [c.name for c in cursor.description][: -len(columns) - 1]
         split = len(names)
+        # A record the ledger has no row of (``n`` 0: a first post, most of a month) has every
+        # ledger column NULL: its dict is a copy of this one with its key (when the columns after
+        # the key and ``n`` are all None indeed; any other row is built column by column).
+        blank = dict.fromkeys(names)
+        blank["n"] = 0
+        keyed = names[:3] == ["source_system", "source_id", "n"]
+        nulls = split - 3
 
         def make(values: Sequence[Any]) -> dict[str, Any]:
-            cand = dict(zip(names, values[:split], strict=True))
+            if keyed and values[2] == 0 and values[3:split].count(None) == nulls:
+                cand = blank.copy()
+                cand["source_system"], cand["source_id"] = values[0], values[1]
+            else:
+                cand = dict(zip(names, values[:split], strict=True))
             cand["desired"] = dict(zip(columns, values[split + 1 :], strict=True)) if values[split] else None
             return cand
 
