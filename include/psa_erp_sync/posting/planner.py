@@ -19,10 +19,11 @@ import queue
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from decimal import Decimal
-from functools import partial
+from functools import lru_cache, partial
+from string import Formatter
 from typing import Any
 
 import msgspec
@@ -242,9 +243,20 @@ def _candidate_row(columns: tuple[str, ...]) -> Callable[[Any], Callable[[Sequen
     def factory(cursor: Any) -> Callable[[Sequence[Any]], dict[str, Any]]:
         names = [c.name for c in cursor.description][: -len(columns) - 1]
         split = len(names)
+        # A record the ledger has no row of (``n`` 0: a first post, most of a month) has every
+        # ledger column NULL: its dict is a copy of this one with its key (when the columns after
+        # the key and ``n`` are all None indeed; any other row is built column by column).
+        blank = dict.fromkeys(names)
+        blank["n"] = 0
+        keyed = names[:3] == ["source_system", "source_id", "n"]
+        nulls = split - 3
 
         def make(values: Sequence[Any]) -> dict[str, Any]:
-            cand = dict(zip(names, values[:split], strict=True))
+            if keyed and values[2] == 0 and values[3:split].count(None) == nulls:
+                cand = blank.copy()
+                cand["source_system"], cand["source_id"] = values[0], values[1]
+            else:
+                cand = dict(zip(names, values[:split], strict=True))
             cand["desired"] = dict(zip(columns, values[split + 1 :], strict=True)) if values[split] else None
             return cand
 
@@ -314,8 +326,8 @@ def erp_payload(
     body: dict[str, Any] = {
         "externalId": external_id,
         "tranDate": record.spent_date.isoformat(),
-        "employee": {"externalId": ext["employee"].format(id=record.user_ref)},
-        "customer": {"externalId": ext["job"].format(id=record.project_ref)},
+        "employee": {"externalId": id_format(ext["employee"])(record.user_ref)},
+        "customer": {"externalId": id_format(ext["job"])(record.project_ref)},
         "subsidiary": {"externalId": record.legal_entity},
         "currency": {"refName": record.currency},
         "isBillable": record.billable,
@@ -333,6 +345,23 @@ def erp_payload(
         body["amount"] = money.format_minor(record.amount_minor, record.currency)
         body["category"] = record.category
     return body
+
+
+@lru_cache(maxsize=64)
+def id_format(template: str) -> Callable[[str], str]:
+    """``template.format(id=...)`` (``config.mappings.external_ids``' templates), as one
+    concatenation for a str id when the template is text around one ``{id}``: the same text
+    without ``str.format``'s parse per call (most of the planner's time in its external ids)."""
+    parts = list(Formatter().parse(template))
+    literal = [text for text, _, _, _ in parts]
+    if [(name, spec, conv) for _, name, spec, conv in parts] in (
+        [("id", "", None)],
+        [("id", "", None), (None, None, None)],
+    ):
+        head, tail = literal[0], literal[1] if len(literal) == 2 else ""
+        if not any(c in head + tail for c in "{}"):  # escaped braces: left to str.format
+            return lambda value: head + value + tail if type(value) is str else template.format(id=value)
+    return lambda value: template.format(id=value)
 
 
 def foreign_rate(row: dict[str, Any]) -> Decimal | None:
@@ -734,6 +763,9 @@ class _Planning:
     parked: list[exception_queue.Item] = field(default_factory=list)
     # Every planned change to a record the ERP already holds: (action, external id, before, after).
     changes: list[tuple[str, str, Any, Any]] = field(default_factory=list)
+    #: :meth:`PeriodBook.decide` per book, entity, day and policy: the periods of a pass do not
+    #: change while it plans (a refusal during the pass is re-planned by the engine, not here).
+    decisions: dict[tuple[PeriodBook, str, date, str], PeriodDecision] = field(default_factory=dict)
 
     def book(self, erp: str | None) -> PeriodBook:
         """The periods of ``erp`` (the pass's own periods when they were not read for it)."""
@@ -753,7 +785,15 @@ class _Planning:
 
     def external_id(self, source_id: str) -> str:
         kind = "timebill" if self.record_type == "timebill" else "expensereport"
-        return self.config.mappings.external_id(kind, source_id)
+        return id_format(self.config.mappings.external_ids[kind])(source_id)
+
+    def decide(self, book: PeriodBook, entity: str, day: date, policy: str) -> PeriodDecision:
+        """``book.decide`` for this plan's record type, remembered (:attr:`decisions`)."""
+        key = (book, entity, day, policy)
+        found = self.decisions.get(key)
+        if found is None:
+            found = self.decisions[key] = book.decide(entity, day, self.record_type, policy)
+        return found
 
     def correct(self, cand: dict[str, Any], fix: ledger.Posting) -> None:
         """Add a correcting journal (the record's period is closed, the policy corrects), routed
@@ -986,31 +1026,41 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
     spent = record.spent_date
     book = pl.book_on(entity, spent)  # the periods of the ERP the entry's date routes to
     if decision is None:
-        decision = book.decide(entity, spent, record_type, policy)
-    key, payload = _keyed_payload(pl, cand, decision, action, seq)
+        decision = pl.decide(book, entity, spent, policy)
+    key, payload = _keyed_payload(pl, cand, decision, action, seq, external_id)
     day = pl.posting_day(decision, spent, book)
     route, unrouted, route_detail = pl.decide_route(cand, _Draft(action, entity, external_id), day)
     if unrouted == "ROUTE_CUTOVER_CORRECTION" and decision.outcome != "park":
         # reverse_and_repost: reverse where the record is held, post the new version where it now goes.
         route, seq = _plan_cutover_reversal(pl, cand, entity, day), seq + 1
         action, unrouted = "post", None
-        key, payload = _keyed_payload(pl, cand, decision, action, seq)
-    planned = ledger.Posting(
-        key,
-        record_type,
-        cand["source_system"],
-        source_id,
-        record.version_hash,
-        external_id,
-        action,
-        "parked" if decision.outcome == "park" or unrouted else "pending",
-        payload,
-        entity,
-        decision.period or decision.original_period,
-        record.amount_minor,
-        record.currency,
-        **functional_of(desired),
-        **_route_fields(route),
+        key, payload = _keyed_payload(pl, cand, decision, action, seq, external_id)
+    functional = functional_of(desired)
+    planned = _new_posting(
+        {  # every field of ledger.Posting, in its order (_new_posting)
+            "idempotency_key": key,
+            "record_type": record_type,
+            "source_system": cand["source_system"],
+            "source_id": source_id,
+            "source_version": record.version_hash,
+            "external_id": external_id,
+            "action": action,
+            "state": "parked" if decision.outcome == "park" or unrouted else "pending",
+            "payload": payload,
+            "legal_entity": entity,
+            "period": decision.period or decision.original_period,
+            "amount_minor": record.amount_minor,
+            "currency": record.currency,
+            "attempts": 0,
+            "corrects": None,
+            "functional_amount_minor": functional["functional_amount_minor"],
+            "functional_currency": functional["functional_currency"],
+            "fx_rate": functional["fx_rate"],
+            "target_erp": _UNROUTED["target_erp"] if route is None else route.erp,
+            "erp_account": _UNROUTED["erp_account"] if route is None else route.account,
+            "route_version": _UNROUTED["route_version"] if route is None else route.version,
+            "shadow": False,
+        }
     )
     pl.batch.append(_with_replaced(planned, held_entry))
     if unrouted and decision.outcome != "park":  # a period-parked posting has its item already
@@ -1024,6 +1074,26 @@ def _plan_change(pl: _Planning, cand: dict[str, Any]) -> bool:
         pl.result.parked += 1
         pl.parked.append(_period_parked(pl, cand, decision, policy, action))
     return True
+
+
+#: The route columns of a posting :meth:`_Planning.decide_route` found no route for: the defaults.
+_UNROUTED = {
+    f.name: f.default
+    for f in fields(ledger.Posting)
+    if f.name in ("target_erp", "erp_account", "route_version")
+}
+
+
+def _new_posting(values: dict[str, Any]) -> ledger.Posting:
+    """``ledger.Posting(**values)`` without the frozen dataclass's ``__init__`` (one
+    ``object.__setattr__`` per field, 20 of them: the costliest call of the planner's common path):
+    the instance's ``__dict__`` is ``values``, which must hold every field in field order
+    (tests/posting/test_planner_fast_paths.py holds the common path to it). Equal to the dataclass
+    built the usual way: ``__eq__``, ``__hash__``, ``repr`` and ``replace`` read the fields, and
+    Posting has no ``__post_init__``."""
+    posting = object.__new__(ledger.Posting)
+    object.__setattr__(posting, "__dict__", values)
+    return posting
 
 
 #: ERPs that change a record in place by its external id (an adjustment replaces it). Elsewhere
@@ -1049,9 +1119,15 @@ def _with_replaced(posting: ledger.Posting, held: ledger.Held) -> ledger.Posting
 
 
 def _keyed_payload(
-    pl: _Planning, cand: dict[str, Any], decision: PeriodDecision, action: ledger.Action, seq: int
+    pl: _Planning,
+    cand: dict[str, Any],
+    decision: PeriodDecision,
+    action: ledger.Action,
+    seq: int,
+    external_id: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """The idempotency key and ERP payload of ``action`` on the approved version of ``cand``."""
+    """The idempotency key and ERP payload of ``action`` on the approved version of ``cand``
+    (``external_id``: the record's, when the caller has it already)."""
     record: records.Record = cand["record"]
     key = ledger.idempotency_key(
         pl.record_type, cand["source_system"], cand["source_id"], record.version_hash, action, seq
@@ -1060,7 +1136,7 @@ def _keyed_payload(
         pl.record_type,
         record,
         cand["desired"],
-        external_id=pl.external_id(cand["source_id"]),
+        external_id=pl.external_id(cand["source_id"]) if external_id is None else external_id,
         key=key,
         config=pl.config,
         period=decision.period,
