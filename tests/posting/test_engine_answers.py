@@ -316,3 +316,39 @@ def test_a_round_reads_one_batch_first_then_larger_pages(
     assert outcome.posted == 7
     assert fake.calls.count("POST") == 4
     assert _states(clean_ods) == {"confirmed": 7}
+
+
+def _in_transaction(monkeypatch: pytest.MonkeyPatch, name: str) -> list[bool]:
+    """Whether each call of ``ledger.<name>`` ran inside an explicit transaction (or as its own)."""
+    seen: list[bool] = []
+    real = getattr(ledger, name)
+
+    def spy(conn: psycopg.Connection, *args: Any, **kwargs: Any) -> Any:
+        seen.append(conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE or not conn.autocommit)
+        return real(conn, *args, **kwargs)
+
+    monkeypatch.setattr(ledger, name, spy)
+    return seen
+
+
+def test_a_confirmed_batch_writes_the_ledger_in_two_statements_of_their_own(
+    clean_ods: str, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch the ERP confirmed: ``mark_sent`` and ``finish_many`` each run as their own
+    transaction (autocommit, no BEGIN/COMMIT round trips); a batch with a dead letter writes its
+    outcomes and the exception items in one transaction, as before."""
+    _plan(clean_ods, [_posting(n) for n in range(4)])
+    marked = _in_transaction(monkeypatch, "mark_sent")
+    finished = _in_transaction(monkeypatch, "finish_many")
+    assert _engine(clean_ods, FakeErp(), config).run().posted == 4
+    assert marked == [False, False] and finished == [False, False]  # batch_size 2: two batches
+    assert _states(clean_ods) == {"confirmed": 4}
+
+    _plan(clean_ods, [_posting(n) for n in range(10, 12)])
+    marked.clear()
+    finished.clear()
+    outcome = _engine(clean_ods, FakeErp(item_error="INVALID_FLD_VALUE"), config).run()
+    assert outcome.rejected == 2
+    assert marked == [False] and finished == [True]  # the outcomes with their dead letters
+    assert [code for _, code in _dead_letters(clean_ods)] == ["INVALID_FLD_VALUE"] * 2
+    assert _states(clean_ods) == {"confirmed": 4, "rejected": 2}

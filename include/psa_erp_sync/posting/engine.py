@@ -241,10 +241,24 @@ class PostingEngine:
         """One transaction, committed when the block ends without an exception (else rolled back).
 
         During :meth:`run` the connection comes from a pool (one per worker thread plus spare):
-        opening a connection per ledger step cost more than the step itself.
+        opening a connection per ledger step cost more than the step itself. The pool's
+        connections are in autocommit, so the transaction is an explicit one here.
         """
         if self._pool is None:
             with connections.connect(self.dsn, autocommit=False) as conn:
+                yield conn
+            return
+        with self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def _statement(self) -> Iterator[psycopg.Connection]:
+        """For ONE ledger statement, which is its own transaction (autocommit): committed when it
+        returns, nothing of it kept when it fails, like :meth:`_conn` for a one-statement block,
+        without the ``BEGIN`` and ``COMMIT`` round trips (two of a batch's three ledger round
+        trips per step, four a batch). A block of more than one statement uses :meth:`_conn`."""
+        if self._pool is None:
+            with connections.connect(self.dsn, autocommit=True) as conn:
                 yield conn
             return
         with self._pool.connection() as conn:
@@ -256,7 +270,9 @@ class PostingEngine:
             self.dsn,
             min_size=1,
             max_size=self._workers + 2,
-            kwargs={"autocommit": False},
+            # Autocommit: a one-statement ledger step (mark_sent, a batch's finish_many) is its own
+            # transaction; a block of several runs in an explicit one (_conn).
+            kwargs={"autocommit": True},
             configure=_decode_json_fast,
             name=f"posting-{self.record_type}",
             open=False,
@@ -310,7 +326,7 @@ class PostingEngine:
             else:
                 decided.append((p.idempotency_key, "pending", "not-found-on-lookup", None, None))
                 again.append(p)
-        with self._conn() as conn:
+        with self._statement() as conn:
             ledger.finish_many(conn, decided)
         self._count(ambiguous_resolved=len(postings) - len(again))
         return again
@@ -324,7 +340,7 @@ class PostingEngine:
     def _back_to_pending(self, postings: Sequence[ledger.Posting], detail: dict[str, Any]) -> None:
         """The ERP certainly wrote nothing (the request was refused before any processing)."""
         keys = [p.idempotency_key for p in postings]
-        with self._conn() as conn:  # sent -> pending, the attempt's outcome `refused` (one statement)
+        with self._statement() as conn:  # sent -> pending, the attempt's outcome `refused`
             ledger.finish_many(
                 conn,
                 [(k, "pending", "refused", None, detail.get("status")) for k in keys],
@@ -333,9 +349,15 @@ class PostingEngine:
 
     def _mark_sent(self, batch: Sequence[ledger.Posting]) -> tuple[Sequence[ledger.Posting], str, Any]:
         """Mark the batch ``sent`` with its attempts; the postings still to send (some may have
-        left ``pending`` meanwhile), their batch key and attempt ids."""
+        left ``pending`` meanwhile), their batch key and attempt ids.
+
+        ``mark_sent`` is one statement, committed before the ERP is called (the write-ahead
+        ``sent``). When some postings had left ``pending`` meanwhile, the attempts of the rest are
+        renamed to the batch actually sent by a second statement: a crash between the two leaves
+        them naming a batch that was never sent, and the postings ``sent``, read back by external
+        id on the next run as after any crash before the ERP call."""
         key = batch_key(batch)
-        with self._conn() as conn:
+        with self._statement() as conn:
             attempt_ids = ledger.mark_sent(
                 conn, batch, batch_key=key, dag_run_id=self.dag_run_id, task_try=self.task_try
             )
@@ -401,7 +423,7 @@ class PostingEngine:
                 )
                 raise
         if result is None:  # throttled every time: leave them pending for the next round
-            with self._conn() as conn:
+            with self._statement() as conn:
                 ledger.set_state(conn, [p.idempotency_key for p in batch], "pending", only_from=["sent"])
             return
         by_external = {item.external_id: item for item in result.items}
@@ -411,7 +433,8 @@ class PostingEngine:
             [p for p in batch if p.external_id in rejected], rejected, 400
         )
         replanned = self._replan_closed([p for p in batch if p.external_id in closed], closed)
-        with self._conn() as conn:
+        # One statement when the ERP confirmed the whole batch (no dead letter, nothing replanned).
+        with self._conn() if letters or replanned.postings or replanned.items else self._statement() as conn:
             ledger.finish_many(
                 conn,
                 done + finished + replanned.finished,
@@ -503,7 +526,7 @@ class PostingEngine:
         if self._halted is not None:
             return
         self.lock_check()
-        with self._conn() as conn:
+        with self._statement() as conn:
             attempt_ids = ledger.mark_sent(
                 conn, [posting], batch_key=None, dag_run_id=self.dag_run_id, task_try=self.task_try
             )
@@ -542,7 +565,7 @@ class PostingEngine:
             else:
                 self._reject([posting], {posting.external_id: codes}, exc.status, attempt_ids)
         else:
-            with self._conn() as conn:
+            with self._statement() as conn:
                 ledger.finish_many(
                     conn,
                     [(posting.idempotency_key, "confirmed", "reversed", None, 204)],
@@ -559,7 +582,7 @@ class PostingEngine:
             "status": getattr(exc, "status", None),
             "job_id": getattr(exc, "job_id", None),
         }
-        with self._conn() as conn:
+        with self._statement() as conn:
             ledger.finish_many(
                 conn,
                 [(p.idempotency_key, "ambiguous", "ambiguous", None, None) for p in postings],
