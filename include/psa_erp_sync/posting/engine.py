@@ -256,7 +256,11 @@ class PostingEngine:
             self.dsn,
             min_size=1,
             max_size=self._workers + 2,
-            kwargs={"autocommit": False},
+            # Named by role (pg_stat_activity, the server's CPU per role: docs/performance.md, perf-post8).
+            kwargs={
+                "autocommit": False,
+                "application_name": f"psa_erp_sync posting engine {self.record_type}",
+            },
             configure=_decode_json_fast,
             name=f"posting-{self.record_type}",
             open=False,
