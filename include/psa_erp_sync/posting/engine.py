@@ -271,8 +271,12 @@ class PostingEngine:
             min_size=1,
             max_size=self._workers + 2,
             # Autocommit: a one-statement ledger step (mark_sent, a batch's finish_many) is its own
-            # transaction; a block of several runs in an explicit one (_conn).
-            kwargs={"autocommit": True},
+            # transaction; a block of several runs in an explicit one (_conn). Named by role
+            # (pg_stat_activity, the server's CPU per role: docs/performance.md, perf-post8).
+            kwargs={
+                "autocommit": True,
+                "application_name": f"psa_erp_sync posting engine {self.record_type}",
+            },
             configure=_decode_json_fast,
             name=f"posting-{self.record_type}",
             open=False,

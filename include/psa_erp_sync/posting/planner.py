@@ -1580,7 +1580,9 @@ def _plan_lane(
 
     seen = None
     try:
-        with connections.connect_like(conn) as reader:
+        with connections.connect_like(
+            conn, application_name=f"psa_erp_sync planner reader {pl.record_type}"
+        ) as reader:
             set_json_loads(msgspec.json.decode, reader)  # several times faster than json.loads
             # One snapshot for the queue, the postings in flight and the candidates.
             reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ

@@ -530,7 +530,9 @@ class _PlanningThread:
             # Autocommit: each of the planner's transaction blocks is a transaction of its own,
             # committed when it ends (a statement outside one must not open a transaction that
             # would turn the chunks' commits into savepoints).
-            with _PlannerConnection.connect(self.dsn, autocommit=True) as conn:
+            with _PlannerConnection.connect(
+                self.dsn, autocommit=True, application_name=f"psa_erp_sync planner {self.record_type}"
+            ) as conn:
                 conn.gate = self.gate
                 self.plan = planner.plan(
                     conn,
