@@ -417,13 +417,9 @@ class PostingEngine:
                 # The whole submission refused (no per-record answer exists): nothing was written,
                 # and it is no record's fault. Fail the pass with the batch pending, never a dead letter.
                 self._halt(exc)
+                codes = [d.code for d in exc.details]
                 self._back_to_pending(
-                    batch,
-                    {
-                        "error": "ErpRejected",
-                        "status": exc.status,
-                        "erp_errors": [d.code for d in exc.details],
-                    },
+                    batch, {"error": "ErpRejected", "status": exc.status, "erp_errors": codes}
                 )
                 raise
         if result is None:  # throttled every time: leave them pending for the next round
