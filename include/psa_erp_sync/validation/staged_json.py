@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -300,16 +301,22 @@ _MEMO_MAX = 1 << 16
 _GOOD_TIMESTAMPS: set[str] = set()
 
 
+def _matches_once(text: str, match: Callable[[str], object], known: set[str]) -> bool:
+    """Whether ``match`` finds ``text`` (a miss of the memo ``known``, which it then joins;
+    emptied when full, bounded by :data:`_MEMO_MAX`)."""
+    if match(text) is None:
+        return False
+    if len(known) >= _MEMO_MAX:
+        known.clear()
+    known.add(text)
+    return True
+
+
 def _timestamp_holds(text: str | None) -> bool:
     """Whether msgspec's pattern check of a ``_Timestamp | None`` field passes ``text``."""
     if text is None or text in _GOOD_TIMESTAMPS:
         return True
-    if _TIMESTAMP_MATCH(text) is None:
-        return False
-    if len(_GOOD_TIMESTAMPS) >= _MEMO_MAX:
-        _GOOD_TIMESTAMPS.clear()
-    _GOOD_TIMESTAMPS.add(text)
-    return True
+    return _matches_once(text, _TIMESTAMP_MATCH, _GOOD_TIMESTAMPS)
 
 
 def _assignment_holds(assignment: Any) -> bool:
@@ -345,12 +352,7 @@ def _money_holds(value: object) -> bool:
     string of the pattern), given a value the laxer ``_Unchecked`` type let through."""
     if type(value) is not str or value in _GOOD_MONEY:
         return True
-    if _MONEY_MATCH(value) is None:
-        return False
-    if len(_GOOD_MONEY) >= _MEMO_MAX:
-        _GOOD_MONEY.clear()
-    _GOOD_MONEY.add(value)
-    return True
+    return _matches_once(value, _MONEY_MATCH, _GOOD_MONEY)
 
 
 def light_expense_holds(raw: Any) -> bool:
