@@ -1,6 +1,6 @@
 """The planner's common path with fewer calls per record (branch perf-post9): the posting built
 without the frozen dataclass's ``__init__`` (:func:`planner._new_posting`), the external ids
-without ``str.format``'s parse per call (:func:`planner.id_format`), a period decision per book,
+without ``str.format``'s parse per call (:func:`config.id_format`), a period decision per book,
 entity, day and policy (:meth:`planner._Planning.decide`); each the same value as before.
 
 The last test plans on real PostgreSQL (moved, parked, foreign-currency and unrouted records among
@@ -16,6 +16,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
+from psa_erp_sync import config
 from psa_erp_sync.config import load_config
 from psa_erp_sync.posting import ledger, planner
 from psa_erp_sync.posting.periods import PeriodBook
@@ -29,7 +30,7 @@ FIELDS = [f.name for f in fields(ledger.Posting)]
 )
 @pytest.mark.parametrize("value", ["0042", "é-7", "", 17])
 def test_id_format_is_str_format(template: str, value: str) -> None:
-    assert planner.id_format(template)(value) == template.format(id=value)
+    assert config.id_format(template)(value) == template.format(id=value)
 
 
 def _values(**changes: object) -> dict[str, object]:

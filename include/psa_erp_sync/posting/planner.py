@@ -22,8 +22,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from decimal import Decimal
-from functools import lru_cache, partial
-from string import Formatter
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -31,7 +30,7 @@ import psycopg
 from psycopg.types.json import set_json_loads
 
 from psa_erp_sync import money
-from psa_erp_sync.config import Config
+from psa_erp_sync.config import Config, id_format
 from psa_erp_sync.contracts import kinds, records
 from psa_erp_sync.ods import audit, connections
 from psa_erp_sync.ods import exceptions as exception_queue
@@ -345,23 +344,6 @@ def erp_payload(
         body["amount"] = money.format_minor(record.amount_minor, record.currency)
         body["category"] = record.category
     return body
-
-
-@lru_cache(maxsize=64)
-def id_format(template: str) -> Callable[[str], str]:
-    """``template.format(id=...)`` (``config.mappings.external_ids``' templates), as one
-    concatenation for a str id when the template is text around one ``{id}``: the same text
-    without ``str.format``'s parse per call (most of the planner's time in its external ids)."""
-    parts = list(Formatter().parse(template))
-    literal = [text for text, _, _, _ in parts]
-    if [(name, spec, conv) for _, name, spec, conv in parts] in (
-        [("id", "", None)],
-        [("id", "", None), (None, None, None)],
-    ):
-        head, tail = literal[0], literal[1] if len(literal) == 2 else ""
-        if not any(c in head + tail for c in "{}"):  # escaped braces: left to str.format
-            return lambda value: head + value + tail if type(value) is str else template.format(id=value)
-    return lambda value: template.format(id=value)
 
 
 def foreign_rate(row: dict[str, Any]) -> Decimal | None:
@@ -785,7 +767,7 @@ class _Planning:
 
     def external_id(self, source_id: str) -> str:
         kind = "timebill" if self.record_type == "timebill" else "expensereport"
-        return id_format(self.config.mappings.external_ids[kind])(source_id)
+        return self.config.mappings.external_id(kind, source_id)
 
     def decide(self, book: PeriodBook, entity: str, day: date, policy: str) -> PeriodDecision:
         """``book.decide`` for this plan's record type, remembered (:attr:`decisions`)."""
